@@ -1,0 +1,91 @@
+"""The append-only, hash-chained audit log.
+
+Each event stores the SHA-256 of the event before it, and its own hash covers that link,
+so editing or removing any row breaks the chain from there on (see `audit.chain.verify`).
+"""
+
+from datetime import timezone as dt_timezone
+
+from django.db import models
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditAction(models.TextChoices):
+    RELEASE_REGISTERED = "release.registered", "Release registered"
+    PROMOTION_REQUESTED = "promotion.requested", "Promotion requested"
+    PROMOTION_APPROVED = "promotion.approved", "Promotion approved"
+    PROMOTION_REJECTED = "promotion.rejected", "Promotion rejected"
+    PROMOTION_CANCELLED = "promotion.cancelled", "Promotion cancelled"
+    PROMOTION_SUPERSEDED = "promotion.superseded", "Promotion superseded"
+    PROMOTION_COMMIT_STARTED = "promotion.commit_started", "GitOps commit started"
+    PROMOTION_COMMITTED = "promotion.committed", "GitOps commit pushed"
+    PROMOTION_SYNCING = "promotion.syncing", "Argo CD sync started"
+    PROMOTION_DEPLOYED = "promotion.deployed", "Deployed and healthy"
+    PROMOTION_VERIFYING = "promotion.verifying", "Verification started"
+    PROMOTION_VERIFIED = "promotion.verified", "Verified"
+    PROMOTION_FAILED = "promotion.failed", "Promotion failed"
+    PROMOTION_ROLLED_BACK = "promotion.rolled_back", "Rolled back"
+    HOLD_PLACED = "hold.placed", "Auto-promotion hold placed"
+    HOLD_LIFTED = "hold.lifted", "Auto-promotion hold lifted"
+    DRIFT_DETECTED = "gitops.drift_detected", "GitOps drift detected"
+    FREEZE_CREATED = "freeze.created", "Change freeze created"
+    TOKEN_CREATED = "token.created", "API token created"
+    TOKEN_REVOKED = "token.revoked", "API token revoked"
+    DEPLOYMENT_IMPORTED = "deployment.imported", "Deployment imported from GitOps history"
+    INCIDENT_RECORDED = "incident.recorded", "Incident recorded"
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("Audit events are append-only: they cannot be updated.")
+
+    def delete(self):
+        raise PermissionError("Audit events are append-only: they cannot be deleted.")
+
+    def for_promotion(self, promotion):
+        return self.filter(promotion_id=promotion.pk)
+
+
+class AuditEvent(models.Model):
+    created_at = models.DateTimeField(db_index=True)
+    action = models.CharField(max_length=40, choices=AuditAction.choices, db_index=True)
+    actor = models.CharField(max_length=150, help_text="User name, api-token:<name>, or system.")
+    service = models.CharField(max_length=50, blank=True, db_index=True)
+    environment = models.CharField(max_length=50, blank=True)
+    version = models.CharField(max_length=100, blank=True)
+    promotion_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    message = models.CharField(max_length=500, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    previous_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hash = models.CharField(max_length=64, unique=True, editable=False)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"#{self.pk} {self.action} by {self.actor}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("Audit events are append-only: they cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only: they cannot be deleted.")
+
+    def hashed_fields(self):
+        """The fields the hash covers, in a canonical, JSON-serialisable form."""
+        return {
+            "created_at": self.created_at.astimezone(dt_timezone.utc).isoformat(),
+            "action": self.action,
+            "actor": self.actor,
+            "service": self.service,
+            "environment": self.environment,
+            "version": self.version,
+            "promotion_id": self.promotion_id,
+            "message": self.message,
+            "data": self.data,
+        }

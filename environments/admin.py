@@ -1,0 +1,91 @@
+from django.contrib import admin
+from django.utils import timezone
+
+from .models import ChangeFreeze, Environment
+
+
+class ChangeFreezeInline(admin.TabularInline):
+    model = ChangeFreeze
+    extra = 0
+    fields = ["starts_at", "ends_at", "reason", "created_by"]
+    readonly_fields = ["created_by"]
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "position",
+        "auto_promote",
+        "required_approvals",
+        "approver_group_names",
+        "verification_minutes",
+        "rollback_on_failed_verification",
+        "promotion_slo_minutes",
+    ]
+    ordering = ["position"]
+    filter_horizontal = ["approver_groups"]
+    inlines = [ChangeFreezeInline]
+    fieldsets = [
+        (None, {"fields": ["name", "position"]}),
+        (
+            "Promotion policy",
+            {
+                "fields": [
+                    "auto_promote",
+                    "required_approvals",
+                    "approver_groups",
+                    "verification_minutes",
+                    "sample_interval_seconds",
+                    "error_rate_threshold",
+                    "required_checks",
+                    "rollback_on_failed_verification",
+                    "promotion_slo_minutes",
+                    "drift_warning_builds",
+                ]
+            },
+        ),
+        (
+            "How to reach it ({service} and {environment} are filled in)",
+            {
+                "fields": [
+                    "values_path_template",
+                    "argocd_app_template",
+                    "argocd_auto_sync",
+                    "prometheus_query_template",
+                    "health_url_templates",
+                ]
+            },
+        ),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("approver_groups")
+
+    @admin.display(description="Approver groups")
+    def approver_group_names(self, environment):
+        return ", ".join(group.name for group in environment.approver_groups.all()) or "—"
+
+    def save_formset(self, request, form, formset, change):
+        for freeze in formset.save(commit=False):
+            if freeze.created_by_id is None:
+                freeze.created_by = request.user
+        formset.save()
+
+
+@admin.register(ChangeFreeze)
+class ChangeFreezeAdmin(admin.ModelAdmin):
+    list_display = ["environment", "starts_at", "ends_at", "reason", "is_active", "created_by"]
+    list_filter = ["environment"]
+    search_fields = ["reason"]
+    date_hierarchy = "starts_at"
+    readonly_fields = ["created_by"]
+
+    @admin.display(boolean=True, description="Active now")
+    def is_active(self, freeze):
+        return freeze.starts_at <= timezone.now() < freeze.ends_at
+
+    def save_model(self, request, obj, form, change):
+        if obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)

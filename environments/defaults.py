@@ -1,0 +1,72 @@
+"""The default pipeline of versioning-and-promotion.md, as data: used by seed_demo and the tests."""
+
+from django.contrib.auth.models import Group
+
+from .models import Environment
+
+ERROR_RATE_QUERY = (
+    'sum(rate(http_requests_total{service="{service}",environment="{environment}",status=~"5.."}[5m]))'
+    ' / sum(rate(http_requests_total{service="{service}",environment="{environment}"}[5m]))'
+)
+
+DEFAULT_ENVIRONMENTS = [
+    {
+        "name": "develop",
+        "position": 1,
+        "auto_promote": True,
+        "required_approvals": 0,
+        "verification_minutes": 5,
+        "rollback_on_failed_verification": True,
+        "promotion_slo_minutes": 10,
+    },
+    {
+        "name": "qa",
+        "position": 2,
+        "auto_promote": True,
+        "required_approvals": 0,
+        "verification_minutes": 5,
+        "required_checks": ["e2e", "performance", "security"],
+        "rollback_on_failed_verification": True,
+        "promotion_slo_minutes": 15,
+    },
+    {
+        "name": "staging",
+        "position": 3,
+        "auto_promote": False,
+        "required_approvals": 1,
+        "verification_minutes": 30,
+        "rollback_on_failed_verification": False,
+        "promotion_slo_minutes": 30,
+    },
+    {
+        "name": "production",
+        "position": 4,
+        "auto_promote": False,
+        "required_approvals": 2,
+        "verification_minutes": 30,
+        "rollback_on_failed_verification": False,
+        "promotion_slo_minutes": 60,
+        # The reference docs name production's file values-prod.yaml.
+        "values_path_template": "helm/{service}/values-prod.yaml",
+    },
+]
+
+DEFAULT_APPROVER_GROUPS = {"staging": ["platform-team"], "production": ["sre-team", "platform-leads"]}
+
+
+def ensure_default_environments(**overrides):
+    """Create the four environments with the default policy where they do not exist yet.
+
+    `overrides` are applied to every environment created (tests shorten the soak this way).
+    Returns the environments by name.
+    """
+    environments = {}
+    for definition in DEFAULT_ENVIRONMENTS:
+        fields = {"prometheus_query_template": ERROR_RATE_QUERY, **definition, **overrides}
+        name = fields.pop("name")
+        environment, created = Environment.objects.get_or_create(name=name, defaults=fields)
+        if created:
+            for group_name in DEFAULT_APPROVER_GROUPS.get(name, []):
+                environment.approver_groups.add(Group.objects.get_or_create(name=group_name)[0])
+        environments[name] = environment
+    return environments

@@ -1,0 +1,147 @@
+"""Where things run and the rules to get there: environments, their promotion policy, freezes."""
+
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$"
+slug_validator = RegexValidator(
+    SLUG_PATTERN,
+    "Use lowercase letters, digits and hyphens only, starting and ending with a letter or digit (at most 50).",
+)
+
+
+def render_template(template, *, service, environment):
+    """Fill `{service}` and `{environment}` in a template and nothing else.
+
+    str.format would choke on the braces of PromQL label matchers, so only these two
+    placeholders are replaced.
+    """
+    return template.replace("{service}", service).replace("{environment}", environment)
+
+
+class EnvironmentQuerySet(models.QuerySet):
+    def in_pipeline_order(self):
+        return self.order_by("position")
+
+
+class Environment(models.Model):
+    name = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    position = models.PositiveSmallIntegerField(
+        unique=True, help_text="Order in the pipeline: develop 1, qa 2, staging 3, production 4."
+    )
+
+    # Promotion policy (defaults from versioning-and-promotion.md, editable here).
+    auto_promote = models.BooleanField(
+        default=False,
+        help_text="Enter automatically: the first environment on CI registration, the others once "
+        "the release is verified in the environment before.",
+    )
+    required_approvals = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(10)], help_text="Distinct approvals needed before the GitOps commit."
+    )
+    approver_groups = models.ManyToManyField(
+        Group, blank=True, related_name="approvable_environments", help_text="Members of these groups may approve."
+    )
+    verification_minutes = models.PositiveIntegerField(
+        default=5, help_text="Soak window after the deployment is healthy, during which samples are taken."
+    )
+    sample_interval_seconds = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1)], help_text="Time between two samples during the soak."
+    )
+    error_rate_threshold = models.DecimalField(
+        max_digits=6,
+        decimal_places=5,
+        default=0.01,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Highest acceptable error rate (0.01 = 1 %) for the Prometheus query.",
+    )
+    required_checks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='CI verification results that must pass here, e.g. ["e2e", "performance", "security"].',
+    )
+    rollback_on_failed_verification = models.BooleanField(
+        default=False, help_text="Roll back automatically to the last verified release when verification fails."
+    )
+    promotion_slo_minutes = models.PositiveIntegerField(
+        default=30, help_text="Target time from request to verified."
+    )
+    drift_warning_builds = models.PositiveIntegerField(
+        default=20, help_text="Warn when this environment is more builds behind the one before."
+    )
+
+    # How to reach what runs here. `{service}` and `{environment}` are filled in.
+    values_path_template = models.CharField(
+        max_length=255, default="helm/{service}/values-{environment}.yaml", help_text="Helm values file in the GitOps repo."
+    )
+    argocd_app_template = models.CharField(max_length=255, default="{service}-{environment}")
+    argocd_auto_sync = models.BooleanField(
+        default=False, help_text="The Argo CD application syncs by itself: only refresh and wait, never trigger a sync."
+    )
+    prometheus_query_template = models.TextField(
+        blank=True,
+        help_text="Instant query returning the error rate as a ratio; blank means not configured.",
+    )
+    health_url_templates = models.TextField(
+        blank=True, help_text="Health and smoke URLs that must answer 2xx, one per line."
+    )
+
+    objects = EnvironmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.CheckConstraint(condition=Q(name__regex=SLUG_PATTERN), name="environment_name_is_slug"),
+            models.CheckConstraint(
+                condition=Q(error_rate_threshold__gte=0) & Q(error_rate_threshold__lte=1),
+                name="environment_error_rate_threshold_is_ratio",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def previous(self):
+        return Environment.objects.filter(position__lt=self.position).order_by("-position").first()
+
+    def next(self):
+        return Environment.objects.filter(position__gt=self.position).order_by("position").first()
+
+    def active_freeze(self, at=None):
+        return self.freezes.active(at).order_by("ends_at").first()
+
+
+class ChangeFreezeQuerySet(models.QuerySet):
+    def active(self, at=None):
+        at = at or timezone.now()
+        return self.filter(starts_at__lte=at, ends_at__gt=at)
+
+
+class ChangeFreeze(models.Model):
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="freezes")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = ChangeFreezeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-starts_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=models.F("starts_at")), name="freeze_ends_after_it_starts"),
+            models.CheckConstraint(condition=~Q(reason=""), name="freeze_has_reason"),
+        ]
+
+    def __str__(self):
+        return f"{self.environment} frozen {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}: {self.reason}"
+
+    def clean(self):
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "A freeze must end after it starts."})

@@ -1,0 +1,1 @@
+"""Writing promotions into the GitOps repository: values files and Git history."""

@@ -1,0 +1,187 @@
+"""The GitOps repository as the portal writes to it: one cached working copy per host,
+every use serialised across workers by a Redis lock, pushes retried when someone else
+pushed first, and commits found again by their `Promotion-Id:` trailer so a retried job
+never commits twice.
+"""
+
+import hashlib
+import logging
+import re
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import git
+from django.conf import settings
+from django_rq import get_connection
+
+logger = logging.getLogger(__name__)
+
+_REJECTED_PUSH = re.compile(r"\[rejected\]|\[remote rejected\]|non-fast-forward|fetch first|stale info", re.I)
+
+
+class GitOpsError(Exception):
+    """The GitOps repository could not be read or written; the message says why."""
+
+
+class PushRejected(GitOpsError):
+    """Someone else pushed first."""
+
+
+def redact(url):
+    """The URL without any credentials, safe to show and log."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def _git_message(error):
+    text = (getattr(error, "stderr", "") or str(error)).strip()
+    text = text.replace("stderr: ", "").strip("' \n")
+    return re.sub(r"(https?://)[^/@\s]+@", r"\1", text)
+
+
+class GitOpsRepository:
+    def __init__(self, url=None, branch=None, workdir=None, lock_timeout=120, lock_wait=300):
+        self.url = url or settings.GITOPS_REPO_URL
+        self.branch = branch or settings.GITOPS_BRANCH
+        key = hashlib.sha1(self.url.encode()).hexdigest()[:16]
+        self.path = Path(workdir or settings.GITOPS_WORKDIR) / f"{key}-{socket.gethostname()}"
+        self.lock_name = f"nexo:gitops-lock:{key}"
+        self.lock_timeout = lock_timeout
+        self.lock_wait = lock_wait
+        self._repo = None
+
+    def __str__(self):
+        return redact(self.url)
+
+    @contextmanager
+    def locked(self):
+        """Hold the repository for the block: one writer at a time across every worker."""
+        lock = get_connection("default").lock(self.lock_name, timeout=self.lock_timeout, blocking_timeout=self.lock_wait)
+        if not lock.acquire():
+            raise GitOpsError(f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}.")
+        try:
+            yield self
+        finally:
+            try:
+                lock.release()
+            except Exception:  # noqa: BLE001 - an expired lock is released already
+                logger.warning("GitOps lock %s had expired before release", self.lock_name)
+
+    # --- working copy -----------------------------------------------------------------------
+
+    def _working_copy(self):
+        if self._repo is not None:
+            return self._repo
+        try:
+            if (self.path / ".git").is_dir():
+                self._repo = git.Repo(self.path)
+                self._repo.remotes.origin.set_url(self.url)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._repo = git.Repo.clone_from(self.url, self.path, no_checkout=True)
+        except git.GitError as error:
+            raise GitOpsError(f"Cannot reach the GitOps repository {self}: {_git_message(error)}") from error
+        with self._repo.config_writer() as config:
+            config.set_value("user", "name", settings.GITOPS_AUTHOR_NAME)
+            config.set_value("user", "email", settings.GITOPS_AUTHOR_EMAIL)
+        return self._repo
+
+    def sync(self):
+        """Fetch and make the working copy exactly the remote branch (local leftovers dropped)."""
+        repo = self._working_copy()
+        try:
+            repo.git.fetch("origin", f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}", "--prune")
+        except git.GitCommandError as error:
+            message = _git_message(error)
+            if "couldn't find remote ref" in message.lower():
+                raise GitOpsError(f"The branch '{self.branch}' does not exist in {self}.") from error
+            raise GitOpsError(f"Cannot reach the GitOps repository {self}: {message}") from error
+        repo.git.checkout("-B", self.branch, f"origin/{self.branch}", "--force")
+        repo.git.clean("-fdq")
+        return repo
+
+    def read(self, relative_path):
+        file = self._file(relative_path)
+        if not file.is_file():
+            raise FileNotFoundError(relative_path)
+        return file.read_text()
+
+    def head(self):
+        return self._working_copy().head.commit.hexsha
+
+    def _file(self, relative_path):
+        file = (self.path / relative_path).resolve()
+        if self.path.resolve() not in file.parents:
+            raise GitOpsError(f"{relative_path} points outside the GitOps repository.")
+        return file
+
+    # --- finding and making commits ---------------------------------------------------------------
+
+    def find_commit_with_trailer(self, key, value, since=None):
+        """The SHA of the commit on the branch whose message has the trailer `key: value`, if any."""
+        repo = self._working_copy()
+        args = [f"origin/{self.branch}", "--format=%H", "--fixed-strings", f"--grep={key}: {value}"]
+        if since is not None:
+            args.append(f"--since={since.isoformat()}")
+        for sha in repo.git.log(*args).split():
+            trailers = self.trailers(sha)
+            if trailers.get(key) == str(value):
+                return sha
+        return None
+
+    def trailers(self, sha):
+        text = self._working_copy().git.log("-1", "--format=%(trailers:only,unfold)", sha)
+        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return {name.strip(): value.strip() for name, value in pairs}
+
+    def commit_and_push(self, relative_path, change, message, trailer, attempts=None, since=None):
+        """Apply `change(text) -> text` to one file, commit, push; return the commit SHA.
+
+        Must be called inside `locked()`. If a commit carrying `trailer` is already on the
+        branch (a retried job), that commit is returned and nothing is written. A rejected push
+        is fetched, re-applied and retried up to `attempts` times.
+        """
+        attempts = attempts or settings.GITOPS_PUSH_ATTEMPTS
+        trailer_key, trailer_value = trailer
+        last_rejection = None
+        for attempt in range(1, attempts + 1):
+            repo = self.sync()
+            existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
+            if existing:
+                logger.info("GitOps commit for %s: %s already pushed as %s", self, trailer, existing)
+                return existing
+            try:
+                original = self.read(relative_path)
+            except FileNotFoundError:
+                raise GitOpsError(f"{relative_path} does not exist in {self} on branch {self.branch}.") from None
+            self._file(relative_path).write_text(change(original))
+            repo.git.add("--", relative_path)
+            message_file = Path(repo.git_dir) / "NEXO_COMMIT_MSG"
+            message_file.write_text(message)
+            repo.git.commit("--allow-empty", "--no-verify", "-q", "-F", str(message_file))
+            sha = repo.head.commit.hexsha
+            try:
+                self.push()
+                return sha
+            except PushRejected as rejection:
+                last_rejection = rejection
+                logger.info("GitOps push to %s rejected (attempt %s of %s); fetching and retrying", self, attempt, attempts)
+        raise GitOpsError(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+
+    def push(self):
+        repo = self._working_copy()
+        try:
+            repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{self.branch}")
+        except git.GitCommandError as error:
+            message = _git_message(error) + " " + str(getattr(error, "stdout", "") or "")
+            if _REJECTED_PUSH.search(message):
+                raise PushRejected(message.strip()) from error
+            raise GitOpsError(f"Cannot push to the GitOps repository {self}: {_git_message(error)}") from error
+

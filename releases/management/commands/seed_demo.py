@@ -1,0 +1,328 @@
+"""Load demo data: environments with the default policy, groups, users, three services with a
+history of releases and promotions, and a local bare GitOps repository that agrees with it.
+
+Idempotent: what exists is left alone, so running it twice changes nothing.
+"""
+
+import hashlib
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import git
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from audit import log as audit
+from audit.models import AuditAction
+from environments.defaults import ensure_default_environments
+from releases.gitops import values as values_file
+from releases.models import (
+    Approval,
+    ApprovalDecision,
+    Deployment,
+    Promotion,
+    PromotionKind,
+    PromotionState,
+    Release,
+    Service,
+    StepStatus,
+)
+
+DEMO_PASSWORD = "nexo-demo-2026"
+
+TEAMS = ["backend-team", "frontend-team"]
+SERVICES = [
+    ("nexo-be", "Core API", "backend-team"),
+    ("nexo-fe", "Web front end", "frontend-team"),
+    ("nexo-auth", "Sign-in and tokens", "backend-team"),
+]
+# user name, full name, groups, staff
+USERS = [
+    ("rita", "Rita Requester", ["backend-team", "frontend-team"], False),
+    ("sam", "Sam SRE", ["sre-team"], False),
+    ("sara", "Sara SRE", ["sre-team"], False),
+    ("paulo", "Paulo Platform", ["platform-team"], True),
+]
+
+# For each service: which of its ten releases reached which environment.
+REACHED = {
+    "nexo-be": {"qa": {0, 2, 4, 6, 8}, "staging": {2, 4, 6, 8}, "production": {2, 6}},
+    "nexo-fe": {"qa": {1, 3, 5, 7, 9}, "staging": {3, 7}, "production": {3, 7}},
+    "nexo-auth": {"qa": {0, 4, 8}, "staging": {0, 4}, "production": {0}},
+}
+RELEASE_COUNT = 10
+
+VALUES_TEMPLATE = """\
+# Helm values for {service} in {environment}.
+# Managed by GitOps: image.tag is written by the Nexo Release Portal on promotion;
+# everything else changes through reviewed pull requests.
+
+replicaCount: {replicas}   # the PodDisruptionBudget needs at least two outside develop
+
+image:
+  repository: ghcr.io/nexo-org/{service}
+  # The release running here. Do not edit by hand: request a promotion instead.
+  tag: ""
+  pullPolicy: IfNotPresent
+
+service:
+  type: ClusterIP
+  port: 8080
+
+resources:
+  requests: {{cpu: 100m, memory: 128Mi}}
+  limits:
+    cpu: 500m
+    memory: 512Mi
+
+env:
+    - name: NEXO_ENVIRONMENT
+      value: '{environment}'
+    - name: LOG_LEVEL
+      value: "info"   # switch to debug in develop when chasing a bug
+"""
+
+
+def fake_hex(*parts, length=40):
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
+
+
+def is_local_path(url):
+    return "://" not in url and "@" not in url
+
+
+class Command(BaseCommand):
+    help = "Load demo data (environments, groups, users, services, release history, a local GitOps repo). Idempotent."
+
+    def handle(self, *args, **options):
+        now = timezone.now().replace(second=0, microsecond=0)
+        with transaction.atomic():
+            environments = ensure_default_environments()
+            groups = self.seed_groups()
+            users = self.seed_users(groups)
+            services = self.seed_services(groups)
+            history = []
+            for service in services:
+                if not service.releases.exists():
+                    history.extend(self.seed_history(service, environments, users, now))
+        self.seed_gitops_repository(services, environments, history)
+        self.stdout.write(self.style.SUCCESS("Demo data is in place."))
+        self.stdout.write(
+            f"Sign in at http://localhost:8000 as admin, rita (requester), sam or sara (SREs) or paulo "
+            f"(platform engineer); every demo password is: {DEMO_PASSWORD}"
+        )
+
+    # --- reference data -------------------------------------------------------------------
+
+    def seed_groups(self):
+        names = {"platform-team", "sre-team", "platform-leads", *TEAMS}
+        return {name: Group.objects.get_or_create(name=name)[0] for name in sorted(names)}
+
+    def seed_users(self, groups):
+        users = {}
+        admin, created = User.objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True, "email": "admin@nexo.invalid"}
+        )
+        if created:
+            admin.set_password(DEMO_PASSWORD)
+            admin.save()
+        users["admin"] = admin
+        for username, full_name, group_names, is_staff in USERS:
+            first, last = full_name.split(" ", 1)
+            user, created = User.objects.get_or_create(
+                username=username,
+                defaults={"first_name": first, "last_name": last, "email": f"{username}@nexo.invalid", "is_staff": is_staff},
+            )
+            if created:
+                user.set_password(DEMO_PASSWORD)
+                user.save()
+                user.groups.set(groups[name] for name in group_names)
+            users[username] = user
+        return users
+
+    def seed_services(self, groups):
+        services = []
+        for name, description, team in SERVICES:
+            service, _ = Service.objects.get_or_create(
+                name=name,
+                defaults={
+                    "description": description,
+                    "team": groups[team],
+                    "image_repository": f"ghcr.io/nexo-org/{name}",
+                    "source_repo_url": f"https://github.com/nexo-org/{name}",
+                },
+            )
+            services.append(service)
+        return services
+
+    # --- history ------------------------------------------------------------------------------
+
+    def seed_history(self, service, environments, users, now):
+        """Ten releases over the last seven weeks, each verified in develop, some further on.
+
+        Returns the deployments in the order they happened, for the GitOps history.
+        """
+        releases = []
+        builds_per_month = {}
+        first_registration = now - timedelta(days=48)
+        for index in range(RELEASE_COUNT):
+            registered_at = first_registration + timedelta(days=index * 5, hours=index % 3)
+            month_key = (registered_at.year, registered_at.month)
+            builds_per_month[month_key] = builds_per_month.get(month_key, 0) + 1
+            version = f"{registered_at.year}.{registered_at.month:02d}.{builds_per_month[month_key]}"
+            releases.append(
+                Release.objects.create(
+                    service=service,
+                    version=version,
+                    commit_sha=fake_hex(service.name, version),
+                    committed_at=registered_at - timedelta(hours=3),
+                    image_digest="sha256:" + fake_hex("digest", service.name, version, length=64),
+                    changelog=f"- feat: change number {index + 1} of {service.name}\n- fix: small fixes",
+                    registered_by="api-token:github-actions",
+                    registered_at=registered_at,
+                )
+            )
+
+        reached = REACHED[service.name]
+        plan = []  # (when, environment, release, requester, approvers)
+        for index, release in enumerate(releases):
+            base = release.registered_at
+            plan.append((base + timedelta(minutes=12), environments["develop"], release, None, []))
+            if index in reached["qa"]:
+                plan.append((base + timedelta(minutes=40), environments["qa"], release, None, []))
+            if index in reached["staging"]:
+                plan.append((base + timedelta(days=1), environments["staging"], release, users["rita"], [users["paulo"]]))
+            if index in reached["production"]:
+                plan.append(
+                    (base + timedelta(days=2), environments["production"], release, users["rita"], [users["sam"], users["sara"]])
+                )
+
+        deployments = []
+        previous = {}
+        for when, environment, release, requester, approvers in sorted(plan, key=lambda step: step[0]):
+            promotion = Promotion.objects.create(
+                release=release,
+                service=service,
+                environment=environment,
+                kind=PromotionKind.MANUAL if requester else PromotionKind.AUTO,
+                state=PromotionState.VERIFIED,
+                requested_by=requester,
+                requested_via="" if requester else "pipeline",
+                previous_release=previous.get(environment.name).release if environment.name in previous else None,
+                requested_at=when - timedelta(minutes=30 if approvers else 1),
+                approved_at=when - timedelta(minutes=5),
+                commit_started_at=when - timedelta(minutes=4),
+                committed_at=when - timedelta(minutes=4) + timedelta(seconds=3),
+                sync_started_at=when - timedelta(minutes=3),
+                deployed_at=when,
+                verification_started_at=when,
+                finished_at=when + timedelta(minutes=environment.verification_minutes),
+                gitops_commit_sha=fake_hex("gitops", service.name, environment.name, release.version),
+                sync_status=StepStatus.PASSED,
+                verification_status=StepStatus.PASSED,
+            )
+            for offset, approver in enumerate(approvers):
+                Approval.objects.create(
+                    promotion=promotion,
+                    user=approver,
+                    decision=ApprovalDecision.APPROVE,
+                    comment="Looks good." if offset == 0 else "",
+                    created_at=when - timedelta(minutes=20 - 10 * offset),
+                )
+            if environment.name in previous:
+                before = previous[environment.name]
+                before.replaced_at = when
+                before.save(update_fields=["replaced_at"])
+            deployment = Deployment.objects.create(
+                service=service,
+                environment=environment,
+                release=release,
+                promotion=promotion,
+                deployed_at=when,
+                gitops_commit_sha=promotion.gitops_commit_sha,
+                health="Healthy",
+                health_checked_at=now,
+            )
+            previous[environment.name] = deployment
+            deployments.append(deployment)
+
+        if service.name == "nexo-be":
+            self.seed_pending_production_request(service, environments["production"], users["rita"], previous)
+        return deployments
+
+    def seed_pending_production_request(self, service, production, requester, current):
+        """One production promotion waiting for two SREs, so the demo has something to approve."""
+        staging_release = current["staging"].release
+        if current["production"].release == staging_release:
+            return
+        promotion = Promotion.objects.create(
+            release=staging_release,
+            service=service,
+            environment=production,
+            kind=PromotionKind.MANUAL,
+            requested_by=requester,
+            previous_release=current["production"].release,
+        )
+        audit.record(
+            AuditAction.PROMOTION_REQUESTED,
+            actor=requester,
+            service=service.name,
+            environment=production.name,
+            version=staging_release.version,
+            promotion=promotion,
+            message=f"{service.name} {staging_release.version} → production requested",
+            data={"from_environment": "staging", "to_environment": "production", "kind": "manual"},
+        )
+
+    # --- GitOps repository ---------------------------------------------------------------------
+
+    def seed_gitops_repository(self, services, environments, history):
+        url = settings.GITOPS_REPO_URL
+        if not is_local_path(url):
+            self.stdout.write(f"GITOPS_REPO_URL is remote ({url.split('@')[-1]}); no demo repository created.")
+            return
+        bare = Path(url)
+        if bare.exists():
+            self.stdout.write(f"GitOps repository {bare} already exists; left as it is.")
+            return
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        git.Repo.init(bare, bare=True, initial_branch=settings.GITOPS_BRANCH)
+        with tempfile.TemporaryDirectory() as scratch:
+            work = git.Repo.init(scratch, initial_branch=settings.GITOPS_BRANCH)
+            author = git.Actor(settings.GITOPS_AUTHOR_NAME, settings.GITOPS_AUTHOR_EMAIL)
+            first = min((d.deployed_at for d in history), default=timezone.now()) - timedelta(days=1)
+            for service in services:
+                for environment in environments.values():
+                    path = Path(scratch) / service.values_path(environment)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    replicas = 1 if environment.name == "develop" else 2
+                    path.write_text(VALUES_TEMPLATE.format(service=service.name, environment=environment.name, replicas=replicas))
+                    work.index.add([str(path)])
+            self._commit(work, "chore: initial Helm values for the Nexo services", author, first)
+            for deployment in sorted(history, key=lambda d: d.deployed_at):
+                relative = deployment.service.values_path(deployment.environment)
+                path = Path(scratch) / relative
+                path.write_text(
+                    values_file.set_value(path.read_text(), deployment.service.image_tag_key, deployment.release.version, relative)
+                )
+                work.index.add([str(path)])
+                promotion = deployment.promotion
+                verb = "auto-promote" if promotion.kind == PromotionKind.AUTO else "promote"
+                message = (
+                    f"{verb}({deployment.service.name}): {deployment.environment.name} → {deployment.release.version}\n\n"
+                    f"Requested by {promotion.requester_name()}.\n\n"
+                    f"Promotion-Id: {promotion.pk}\nRelease-Digest: {deployment.release.image_digest}\n"
+                )
+                sha = self._commit(work, message, author, promotion.committed_at)
+                Promotion.objects.filter(pk=promotion.pk).update(gitops_commit_sha=sha)
+                Deployment.objects.filter(pk=deployment.pk).update(gitops_commit_sha=sha)
+            work.create_remote("origin", str(bare)).push(f"HEAD:refs/heads/{settings.GITOPS_BRANCH}")
+        self.stdout.write(f"Created the demo GitOps repository at {bare}.")
+
+    def _commit(self, work, message, author, when):
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return work.index.commit(message, author=author, committer=author, author_date=stamp, commit_date=stamp).hexsha

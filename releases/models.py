@@ -1,0 +1,421 @@
+"""What gets promoted and how: services, releases, promotions, approvals and deployments."""
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+from django.db.models import F, Max, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
+
+from . import calver
+
+COMMIT_SHA_PATTERN = r"^[0-9a-f]{40}$"
+IMAGE_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+TAG_KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+
+
+class ServiceQuerySet(models.QuerySet):
+    def for_team(self, team):
+        return self.filter(team=team)
+
+
+class Service(models.Model):
+    name = models.CharField(
+        max_length=50,
+        unique=True,
+        validators=[slug_validator],
+        help_text="Lowercase letters, digits and hyphens; used in file paths and Argo CD names.",
+    )
+    description = models.CharField(max_length=200, blank=True)
+    image_repository = models.CharField(max_length=255, help_text="e.g. ghcr.io/nexo-org/nexo-be")
+    source_repo_url = models.URLField(blank=True)
+    team = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="services", help_text="Owning team."
+    )
+    auto_deploy_on_registration = models.BooleanField(
+        default=True, help_text="Promote every registered build into the first environment automatically."
+    )
+    image_tag_key = models.CharField(
+        max_length=100,
+        default="image.tag",
+        validators=[RegexValidator(TAG_KEY_PATTERN, "A dotted key path such as image.tag.")],
+        help_text="YAML key path of the image tag in the values files.",
+    )
+    # Blank means: use the environment's template.
+    values_path_template = models.CharField(max_length=255, blank=True)
+    argocd_app_template = models.CharField(max_length=255, blank=True)
+    prometheus_query_template = models.TextField(blank=True)
+    health_url_templates = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ServiceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(name__regex=SLUG_PATTERN), name="service_name_is_slug"),
+            models.CheckConstraint(condition=Q(image_tag_key__regex=TAG_KEY_PATTERN), name="service_tag_key_is_path"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def _render(self, field, environment):
+        template = getattr(self, field) or getattr(environment, field)
+        return render_template(template, service=self.name, environment=environment.name)
+
+    def values_path(self, environment):
+        return self._render("values_path_template", environment)
+
+    def argocd_app(self, environment):
+        return self._render("argocd_app_template", environment)
+
+    def prometheus_query(self, environment):
+        return self._render("prometheus_query_template", environment)
+
+    def health_urls(self, environment):
+        return [line.strip() for line in self._render("health_url_templates", environment).splitlines() if line.strip()]
+
+    def tag_key_path(self):
+        return self.image_tag_key.split(".")
+
+
+class BuildCounter(models.Model):
+    """The last build number handed out per service and month, so a number is never reused."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    year = models.PositiveSmallIntegerField()
+    month = models.PositiveSmallIntegerField()
+    last_build = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service", "year", "month"], name="one_build_counter_per_service_month"),
+        ]
+
+    @classmethod
+    def allocate(cls, service, year, month):
+        """Hand out the next build number for the service in that month.
+
+        Race-safe: the service row is locked for the rest of the caller's transaction, so
+        concurrent allocations queue up and get distinct, consecutive numbers. Numbers taken
+        by explicitly supplied versions are skipped.
+        """
+        with transaction.atomic():
+            Service.objects.select_for_update().filter(pk=service.pk).first()
+            counter, _ = cls.objects.get_or_create(service=service, year=year, month=month)
+            highest_release = (
+                Release.objects.filter(service=service, year=year, month=month).aggregate(m=Max("build"))["m"] or 0
+            )
+            counter.last_build = max(counter.last_build, highest_release) + 1
+            counter.save(update_fields=["last_build"])
+            return counter.last_build
+
+
+class ReleaseQuerySet(models.QuerySet):
+    def for_service(self, service):
+        return self.filter(service=service)
+
+    def newest_first(self):
+        return self.order_by("-year", "-month", "-build")
+
+    def newer_than(self, release):
+        return self.filter(service=release.service).filter(
+            Q(year__gt=release.year)
+            | Q(year=release.year, month__gt=release.month)
+            | Q(year=release.year, month=release.month, build__gt=release.build)
+        )
+
+
+class Release(models.Model):
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="releases")
+    version = models.CharField(max_length=calver.MAX_VERSION_LENGTH)
+    year = models.PositiveSmallIntegerField(editable=False)
+    month = models.PositiveSmallIntegerField(editable=False)
+    build = models.PositiveIntegerField(editable=False)
+    metadata = models.CharField(max_length=calver.MAX_METADATA_LENGTH, blank=True, editable=False)
+    commit_sha = models.CharField(
+        max_length=40, validators=[RegexValidator(COMMIT_SHA_PATTERN, "A full 40-character lowercase hex commit SHA.")]
+    )
+    committed_at = models.DateTimeField(null=True, blank=True, help_text="Commit time, the start of lead time.")
+    image_digest = models.CharField(
+        max_length=71,
+        validators=[RegexValidator(IMAGE_DIGEST_PATTERN, "sha256: followed by 64 lowercase hex characters.")],
+    )
+    changelog = models.TextField(blank=True)
+    is_hotfix = models.BooleanField(default=False)
+    fixes = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="fixed_by",
+        help_text="For a hotfix: the release it fixes.",
+    )
+    registered_by = models.CharField(max_length=150, blank=True, help_text="User or API token that registered it.")
+    registered_at = models.DateTimeField(default=timezone.now)
+
+    objects = ReleaseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["service", "-year", "-month", "-build"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "version"], name="release_version_unique_per_service"),
+            models.UniqueConstraint(fields=["service", "year", "month", "build"], name="release_build_unique_per_month"),
+            models.CheckConstraint(condition=Q(commit_sha__regex=COMMIT_SHA_PATTERN), name="release_commit_sha_is_hex40"),
+            models.CheckConstraint(condition=Q(image_digest__regex=IMAGE_DIGEST_PATTERN), name="release_digest_is_sha256"),
+            models.CheckConstraint(condition=Q(month__gte=1) & Q(month__lte=12), name="release_month_in_range"),
+            models.CheckConstraint(condition=Q(build__gte=1), name="release_build_positive"),
+        ]
+        indexes = [models.Index(fields=["service", "-year", "-month", "-build"], name="release_order_idx")]
+
+    def __str__(self):
+        return f"{self.service} {self.version}"
+
+    def get_absolute_url(self):
+        return reverse("releases:release-detail", args=[self.service.name, self.version])
+
+    @property
+    def calver(self):
+        return calver.CalVer(self.year, self.month, self.build, self.metadata)
+
+    @property
+    def short_sha(self):
+        return self.commit_sha[:7]
+
+    def tags(self):
+        return self.calver.tags(self.commit_sha)
+
+    def image_reference(self):
+        return f"{self.service.image_repository}@{self.image_digest}"
+
+    def save(self, *args, **kwargs):
+        parsed = calver.parse(self.version)
+        self.year, self.month, self.build, self.metadata = parsed.year, parsed.month, parsed.build, parsed.metadata
+        super().save(*args, **kwargs)
+
+    def clean(self):
+        try:
+            calver.parse(self.version)
+        except calver.InvalidVersion as error:
+            raise ValidationError({"version": str(error)}) from error
+
+    def is_newer_than(self, other):
+        return self.calver > other.calver
+
+
+class PromotionKind(models.TextChoices):
+    AUTO = "auto", "Automatic"
+    MANUAL = "manual", "Manual"
+    ROLLBACK = "rollback", "Rollback"
+
+
+class PromotionState(models.TextChoices):
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    APPROVED = "approved", "Approved"
+    COMMITTING = "committing", "Committing"
+    COMMITTED = "committed", "Committed"
+    SYNCING = "syncing", "Syncing"
+    DEPLOYED = "deployed", "Deployed"
+    VERIFYING = "verifying", "Verifying"
+    VERIFIED = "verified", "Verified"
+    FAILED = "failed", "Failed"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+    SUPERSEDED = "superseded", "Superseded"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+
+    @classmethod
+    def active(cls):
+        return [cls.AWAITING_APPROVAL, cls.APPROVED, cls.COMMITTING, cls.COMMITTED, cls.SYNCING, cls.DEPLOYED, cls.VERIFYING]
+
+    @classmethod
+    def in_flight(cls):
+        """Past approval: the GitOps commit is made or being made, so it can no longer be replaced."""
+        return [cls.APPROVED, cls.COMMITTING, cls.COMMITTED, cls.SYNCING, cls.DEPLOYED, cls.VERIFYING]
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    PASSED = "passed", "Passed"
+    FAILED = "failed", "Failed"
+    NOT_CONFIGURED = "not_configured", "Not configured"
+
+
+class PromotionQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(state__in=PromotionState.active())
+
+    def for_service(self, service):
+        return self.filter(service=service)
+
+    def with_details(self):
+        return self.select_related("release", "service", "environment", "requested_by")
+
+
+class Promotion(models.Model):
+    """One release going into one environment, with the time of every step."""
+
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="promotions")
+    # Denormalised from the release so the database can hold one active promotion per place.
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="promotions")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="promotions")
+    kind = models.CharField(max_length=10, choices=PromotionKind.choices, default=PromotionKind.MANUAL)
+    state = models.CharField(max_length=20, choices=PromotionState.choices, default=PromotionState.AWAITING_APPROVAL)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="requested_promotions"
+    )
+    requested_via = models.CharField(
+        max_length=150, blank=True, help_text="Who asked when it was not a person: an API token or the pipeline."
+    )
+    is_emergency = models.BooleanField(default=False, help_text="Break-glass promotion for a production incident.")
+    emergency_reason = models.TextField(blank=True)
+    rolls_back = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rolled_back_by",
+        help_text="For a rollback: the promotion whose release it takes out.",
+    )
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="supersedes"
+    )
+    previous_release = models.ForeignKey(
+        Release, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="What ran before."
+    )
+
+    requested_at = models.DateTimeField(default=timezone.now)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    commit_started_at = models.DateTimeField(null=True, blank=True)
+    committed_at = models.DateTimeField(null=True, blank=True)
+    sync_started_at = models.DateTimeField(null=True, blank=True)
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    verification_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    gitops_commit_sha = models.CharField(max_length=40, blank=True)
+    gitops_commit_message = models.TextField(blank=True)
+    sync_status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
+    verification_status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
+    failed_step = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+
+    objects = PromotionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "environment"],
+                condition=Q(state__in=PromotionState.active()),
+                name="one_active_promotion_per_service_environment",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_emergency=False) | ~Q(emergency_reason=""), name="emergency_promotion_has_reason"
+            ),
+            models.CheckConstraint(condition=Q(state__in=PromotionState.values), name="promotion_state_is_known"),
+            models.CheckConstraint(condition=Q(kind__in=PromotionKind.values), name="promotion_kind_is_known"),
+        ]
+        indexes = [models.Index(fields=["environment", "state"], name="promotion_env_state_idx")]
+
+    def __str__(self):
+        return f"{self.service} {self.release.version} → {self.environment}"
+
+    def get_absolute_url(self):
+        return reverse("releases:promotion-detail", args=[self.pk])
+
+    @property
+    def is_active(self):
+        return self.state in PromotionState.active()
+
+    @property
+    def is_rollback(self):
+        return self.kind == PromotionKind.ROLLBACK
+
+    def requester_name(self):
+        return self.requested_by.get_username() if self.requested_by else (self.requested_via or "pipeline")
+
+    def clean(self):
+        if self.release_id and self.service_id and self.release.service_id != self.service_id:
+            raise ValidationError({"release": "The release belongs to another service."})
+
+    def save(self, *args, **kwargs):
+        if self.release_id and not self.service_id:
+            self.service_id = self.release.service_id
+        super().save(*args, **kwargs)
+
+
+class ApprovalDecision(models.TextChoices):
+    APPROVE = "approve", "Approved"
+    REJECT = "reject", "Rejected"
+
+
+class Approval(models.Model):
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="approvals")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="approvals")
+    decision = models.CharField(max_length=10, choices=ApprovalDecision.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["promotion", "user"], name="one_decision_per_user_per_promotion"),
+            models.CheckConstraint(
+                condition=Q(decision=ApprovalDecision.APPROVE) | ~Q(comment=""), name="rejection_has_comment"
+            ),
+            models.CheckConstraint(condition=Q(decision__in=ApprovalDecision.values), name="approval_decision_is_known"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} {self.get_decision_display().lower()} {self.promotion}"
+
+
+class DeploymentSource(models.TextChoices):
+    PORTAL = "portal", "Portal promotion"
+    IMPORT = "import", "Imported from GitOps history"
+
+
+class DeploymentQuerySet(models.QuerySet):
+    def current(self):
+        return self.filter(replaced_at__isnull=True)
+
+
+class Deployment(models.Model):
+    """What actually ran where and from when: the version matrix and DORA are read from here."""
+
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="deployments")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="deployments")
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="deployments")
+    promotion = models.OneToOneField(
+        Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployment"
+    )
+    source = models.CharField(max_length=10, choices=DeploymentSource.choices, default=DeploymentSource.PORTAL)
+    is_rollback = models.BooleanField(default=False)
+    gitops_commit_sha = models.CharField(max_length=40, blank=True)
+    deployed_at = models.DateTimeField()
+    replaced_at = models.DateTimeField(null=True, blank=True)
+    health = models.CharField(max_length=20, blank=True, help_text="Last health Argo CD reported.")
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeploymentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-deployed_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "environment"],
+                condition=Q(replaced_at__isnull=True),
+                name="one_current_deployment_per_service_environment",
+            ),
+            models.CheckConstraint(
+                condition=Q(replaced_at__isnull=True) | Q(replaced_at__gte=F("deployed_at")),
+                name="deployment_replaced_after_deployed",
+            ),
+        ]
+        indexes = [models.Index(fields=["environment", "deployed_at"], name="deployment_env_time_idx")]
+
+    def __str__(self):
+        return f"{self.service} {self.release.version} in {self.environment} since {self.deployed_at:%Y-%m-%d %H:%M}"

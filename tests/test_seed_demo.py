@@ -1,0 +1,62 @@
+import git
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+
+from audit.models import AuditEvent
+from environments.models import Environment
+from releases.gitops.values import read_value
+from releases.models import Approval, Deployment, Promotion, Release, Service
+
+pytestmark = pytest.mark.django_db
+
+COUNTED = [Environment, Service, Release, Promotion, Approval, Deployment, User, Group, AuditEvent]
+
+
+@pytest.fixture
+def gitops_path(tmp_path, settings):
+    settings.GITOPS_REPO_URL = str(tmp_path / "gitops.git")
+    return tmp_path / "gitops.git"
+
+
+def seed():
+    call_command("seed_demo", stdout=open("/dev/null", "w"))
+
+
+def test_seed_demo_creates_the_demo_world(gitops_path):
+    seed()
+    assert list(Environment.objects.values_list("name", flat=True)) == ["develop", "qa", "staging", "production"]
+    assert set(Service.objects.values_list("name", flat=True)) == {"nexo-be", "nexo-fe", "nexo-auth"}
+    assert {"platform-team", "sre-team", "platform-leads"} <= set(Group.objects.values_list("name", flat=True))
+    production = Environment.objects.get(name="production")
+    assert production.required_approvals == 2
+    assert set(production.approver_groups.values_list("name", flat=True)) == {"sre-team", "platform-leads"}
+    assert User.objects.get(username="sam").check_password("nexo-demo-2026")
+    assert Promotion.objects.filter(state="awaiting_approval", environment=production).count() == 1
+
+
+def test_seed_demo_twice_duplicates_nothing(gitops_path):
+    seed()
+    counts = {model: model.objects.count() for model in COUNTED}
+    commits = len(list(git.Repo(gitops_path).iter_commits()))
+    seed()
+    assert {model: model.objects.count() for model in COUNTED} == counts
+    assert len(list(git.Repo(gitops_path).iter_commits())) == commits
+
+
+def test_gitops_repository_agrees_with_current_deployments(gitops_path):
+    seed()
+    repo = git.Repo(gitops_path)
+    for deployment in Deployment.objects.current().select_related("service", "environment", "release"):
+        path = deployment.service.values_path(deployment.environment)
+        text = repo.git.show(f"main:{path}")
+        assert "# Managed by GitOps" in text
+        assert read_value(text, "image.tag", path) == deployment.release.version
+        assert repo.commit(deployment.gitops_commit_sha).message.startswith(("promote(", "auto-promote("))
+    files = repo.git.ls_tree("-r", "--name-only", "main").splitlines()
+    assert sorted(path for path in files if path.endswith("values-prod.yaml")) == [
+        "helm/nexo-auth/values-prod.yaml",
+        "helm/nexo-be/values-prod.yaml",
+        "helm/nexo-fe/values-prod.yaml",
+    ]
+    assert len(files) == 12

@@ -1,0 +1,85 @@
+"""Production settings are safe by default; every page but login and health needs sign-in."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+
+def start_django(**env):
+    clean = {key: value for key, value in os.environ.items() if key not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        env={**clean, "DJANGO_SETTINGS_MODULE": "nexo_portal.settings", **env},
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+    )
+
+
+def test_production_without_secret_key_refuses_to_start_and_says_what_to_set():
+    result = start_django(ALLOWED_HOSTS="portal.nexo.example")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+    assert "cannot start safely" in result.stderr
+
+
+def test_production_with_argocd_url_but_no_token_refuses_to_start():
+    result = start_django(SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", ARGOCD_URL="https://argocd.example")
+    assert result.returncode != 0
+    assert "ARGOCD_TOKEN" in result.stderr
+
+
+def test_debug_is_off_unless_asked_for():
+    result = start_django(SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_development_mode_starts_without_secrets():
+    result = start_django(DEBUG="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+def test_production_cookies_are_secure_by_default():
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
+         "print(settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE, settings.SESSION_COOKIE_HTTPONLY)"],
+        env={**{k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECURE_HTTPS"}},
+             "DJANGO_SETTINGS_MODULE": "nexo_portal.settings", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "a.example"},
+        capture_output=True, text=True, cwd=settings.BASE_DIR,
+    )
+    assert result.stdout.split() == ["True", "True", "True"]
+
+
+@pytest.mark.django_db
+def test_health_endpoint_is_open_and_reports_database_and_redis(client, redis_connection):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+
+@pytest.mark.django_db
+def test_health_endpoint_says_degraded_when_redis_is_down(client, settings):
+    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "redis": "unavailable"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/", "/promotions/1/", "/services/nexo-be/releases/2026.02.1/", "/admin/rq/"])
+def test_pages_redirect_anonymous_visitors_to_sign_in(client, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/") or response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.django_db
+def test_login_page_is_open(client):
+    response = client.get("/accounts/login/")
+    assert response.status_code == 200
+    assert b'name="csrfmiddlewaretoken"' in response.content
