@@ -19,12 +19,12 @@ class EnvironmentAdmin(admin.ModelAdmin):
         "auto_promote",
         "required_approvals",
         "approver_group_names",
-        "verification_minutes",
+        "verification_window",
         "rollback_on_failed_verification",
         "promotion_slo_minutes",
     ]
     ordering = ["position"]
-    filter_horizontal = ["approver_groups"]
+    filter_horizontal = ["approver_groups", "requester_groups"]
     inlines = [ChangeFreezeInline]
     fieldsets = [
         (None, {"fields": ["name", "position"]}),
@@ -35,7 +35,9 @@ class EnvironmentAdmin(admin.ModelAdmin):
                     "auto_promote",
                     "required_approvals",
                     "approver_groups",
-                    "verification_minutes",
+                    "requester_groups",
+                    "allows_break_glass",
+                    "verification_window",
                     "sample_interval_seconds",
                     "error_rate_threshold",
                     "required_checks",

@@ -1,5 +1,7 @@
 """The default pipeline of versioning-and-promotion.md, as data: used by seed_demo and the tests."""
 
+from datetime import timedelta
+
 from django.contrib.auth.models import Group
 
 from .models import Environment
@@ -15,7 +17,7 @@ DEFAULT_ENVIRONMENTS = [
         "position": 1,
         "auto_promote": True,
         "required_approvals": 0,
-        "verification_minutes": 5,
+        "verification_window": timedelta(minutes=5),
         "rollback_on_failed_verification": True,
         "promotion_slo_minutes": 10,
     },
@@ -24,7 +26,7 @@ DEFAULT_ENVIRONMENTS = [
         "position": 2,
         "auto_promote": True,
         "required_approvals": 0,
-        "verification_minutes": 5,
+        "verification_window": timedelta(minutes=5),
         "required_checks": ["e2e", "performance", "security"],
         "rollback_on_failed_verification": True,
         "promotion_slo_minutes": 15,
@@ -34,7 +36,7 @@ DEFAULT_ENVIRONMENTS = [
         "position": 3,
         "auto_promote": False,
         "required_approvals": 1,
-        "verification_minutes": 30,
+        "verification_window": timedelta(minutes=30),
         "rollback_on_failed_verification": False,
         "promotion_slo_minutes": 30,
     },
@@ -43,9 +45,10 @@ DEFAULT_ENVIRONMENTS = [
         "position": 4,
         "auto_promote": False,
         "required_approvals": 2,
-        "verification_minutes": 30,
+        "verification_window": timedelta(minutes=30),
         "rollback_on_failed_verification": False,
         "promotion_slo_minutes": 60,
+        "allows_break_glass": True,
         # The reference docs name production's file values-prod.yaml.
         "values_path_template": "helm/{service}/values-prod.yaml",
     },

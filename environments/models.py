@@ -1,5 +1,7 @@
 """Where things run and the rules to get there: environments, their promotion policy, freezes."""
 
+from datetime import timedelta
+
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -46,8 +48,20 @@ class Environment(models.Model):
     approver_groups = models.ManyToManyField(
         Group, blank=True, related_name="approvable_environments", help_text="Members of these groups may approve."
     )
-    verification_minutes = models.PositiveIntegerField(
-        default=5, help_text="Soak window after the deployment is healthy, during which samples are taken."
+    requester_groups = models.ManyToManyField(
+        Group,
+        blank=True,
+        related_name="requestable_environments",
+        help_text="Also allowed to request promotions here, besides the service's owning team and the approvers.",
+    )
+    allows_break_glass = models.BooleanField(
+        default=False,
+        help_text="Emergency promotions for incidents: a reason is required, approvals still are, "
+        "the previous-environment verification and change freezes are not.",
+    )
+    verification_window = models.DurationField(
+        default=timedelta(minutes=5),
+        help_text="Soak window after the deployment is healthy, during which samples are taken (HH:MM:SS).",
     )
     sample_interval_seconds = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1)], help_text="Time between two samples during the soak."
@@ -99,6 +113,9 @@ class Environment(models.Model):
             models.CheckConstraint(
                 condition=Q(error_rate_threshold__gte=0) & Q(error_rate_threshold__lte=1),
                 name="environment_error_rate_threshold_is_ratio",
+            ),
+            models.CheckConstraint(
+                condition=Q(verification_window__gte=timedelta(0)), name="environment_window_not_negative"
             ),
         ]
 

@@ -129,6 +129,9 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
 RQ_SHOW_ADMIN_LINK = True
+# Transitions enqueue their next job in their own transaction.on_commit hook, where a Redis
+# outage is caught and left to the reconciler; django-rq must not defer the enqueue again.
+RQ = {"COMMIT_MODE": "auto"}
 
 # --- GitOps repository ------------------------------------------------------------------------
 GITOPS_REPO_URL = env.str("GITOPS_REPO_URL", default=str(BASE_DIR / "var" / "gitops.git"))

@@ -295,6 +295,9 @@ class Promotion(models.Model):
     verification_started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    verdict_at = models.DateTimeField(null=True, blank=True, help_text="When the soak window ends.")
+    updated_at = models.DateTimeField(auto_now=True)
+
     gitops_commit_sha = models.CharField(max_length=40, blank=True)
     gitops_commit_message = models.TextField(blank=True)
     sync_status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
@@ -399,6 +402,10 @@ class Deployment(models.Model):
     replaced_at = models.DateTimeField(null=True, blank=True)
     health = models.CharField(max_length=20, blank=True, help_text="Last health Argo CD reported.")
     health_checked_at = models.DateTimeField(null=True, blank=True)
+    drifted_tag = models.CharField(
+        max_length=150, blank=True, help_text="The tag the GitOps repo holds when it differs from this deployment."
+    )
+    drift_detected_at = models.DateTimeField(null=True, blank=True)
 
     objects = DeploymentQuerySet.as_manager()
 
@@ -419,3 +426,77 @@ class Deployment(models.Model):
 
     def __str__(self):
         return f"{self.service} {self.release.version} in {self.environment} since {self.deployed_at:%Y-%m-%d %H:%M}"
+
+
+class HoldQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(lifted_at__isnull=True)
+
+
+class Hold(models.Model):
+    """Stops automatic promotions into one place, e.g. after a rollback, until someone lifts it."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="holds")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="holds")
+    reason = models.CharField(max_length=300)
+    placed_by = models.CharField(max_length=150, help_text="User name, or the pipeline.")
+    placed_at = models.DateTimeField(default=timezone.now)
+    lifted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    lifted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = HoldQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-placed_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "environment"], condition=Q(lifted_at__isnull=True), name="one_active_hold_per_place"
+            ),
+        ]
+
+    def __str__(self):
+        return f"Hold on {self.service} in {self.environment}: {self.reason}"
+
+
+class SampleCheck(models.TextChoices):
+    ERROR_RATE = "error_rate", "Error rate"
+    HEALTH_URL = "health_url", "Health URL"
+    ARGOCD_HEALTH = "argocd_health", "Argo CD health"
+
+
+class VerificationSample(models.Model):
+    """One observation taken during a promotion's soak window."""
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="samples")
+    taken_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=20, choices=SampleCheck.choices)
+    target = models.TextField(help_text="The query, URL or application checked.")
+    value = models.FloatField(null=True, blank=True)
+    ok = models.BooleanField(null=True, help_text="Empty when the sample had no data (NaN, no series, an error).")
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["taken_at", "id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} at {self.taken_at:%H:%M:%S}: {self.detail}"
+
+
+class CheckResult(models.Model):
+    """A verification result reported by CI (E2E, performance, security scan) for a release somewhere."""
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="check_results")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="check_results")
+    name = models.CharField(max_length=50, validators=[slug_validator])
+    passed = models.BooleanField()
+    url = models.URLField(blank=True, max_length=500)
+    summary = models.CharField(max_length=300, blank=True)
+    reported_by = models.CharField(max_length=150)
+    reported_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-reported_at", "-id"]
+        indexes = [models.Index(fields=["release", "environment", "name"], name="check_result_lookup_idx")]
+
+    def __str__(self):
+        return f"{self.name} {'passed' if self.passed else 'failed'} for {self.release} in {self.environment}"

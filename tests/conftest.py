@@ -1,7 +1,11 @@
+import time
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 
 from environments.defaults import ensure_default_environments
+from tests.gitops import GitOpsRemote
 
 
 def pytest_configure(config):
@@ -40,3 +44,56 @@ def collected_static_files(tmp_path_factory):
 
     settings.STATIC_ROOT = tmp_path_factory.mktemp("static")
     call_command("collectstatic", interactive=False, verbosity=0)
+
+
+@pytest.fixture
+def gitops(tmp_path, settings):
+    """A real bare GitOps repository the portal pushes to, and a private worker working copy."""
+    remote = GitOpsRemote(tmp_path)
+    settings.GITOPS_REPO_URL = remote.url
+    settings.GITOPS_WORKDIR = str(tmp_path / "workdirs")
+    return remote
+
+
+@pytest.fixture
+def pipeline(transactional_db, redis_connection, gitops, settings):
+    """The four default environments with instant soaks, and a way to run the real RQ worker.
+
+    Jobs are enqueued after commit, so pipeline tests use a transactional database.
+    """
+    environments = ensure_default_environments(verification_window=timedelta(0), sample_interval_seconds=1)
+    environments["qa"].required_checks = []
+    environments["qa"].save()
+    return Pipeline(environments, gitops, redis_connection)
+
+
+class Pipeline:
+    def __init__(self, environments, gitops, redis):
+        self.environments = environments
+        self.gitops = gitops
+        self.redis = redis
+
+    def add_service(self, name, team="backend-team", tag=""):
+        from tests.factories import make_service
+
+        service = make_service(name, team=team)
+        self.gitops.add_service(service, self.environments.values(), tag=tag)
+        return service
+
+    def run_jobs(self, until=None, timeout=30):
+        """Run a real RQ worker in burst mode (with its scheduler) until nothing is left or `until()` holds."""
+        import django_rq
+        from rq import SimpleWorker
+        from rq.registry import ScheduledJobRegistry
+
+        queue = django_rq.get_queue("default")
+        deadline = time.monotonic() + timeout
+        while True:
+            SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
+            if until is not None and until():
+                return
+            if until is None and not queue.count and not ScheduledJobRegistry(queue=queue).count:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("the pipeline did not get there in time")
+            time.sleep(0.2)

@@ -11,7 +11,12 @@ import io
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
+from ruamel.yaml.scalarstring import (
+    DoubleQuotedScalarString,
+    FoldedScalarString,
+    LiteralScalarString,
+    SingleQuotedScalarString,
+)
 
 
 class ValuesFileError(Exception):
@@ -112,6 +117,8 @@ def set_value(text, key_path, value, path="values file"):
     old = mapping[key]
     if isinstance(old, (dict, list)):
         raise ValuesFileError(f"{path}: '{key_path}' is {_kind(old)}, not a single value.")
+    if isinstance(old, (FoldedScalarString, LiteralScalarString)):
+        raise ValuesFileError(f"{path}: the value of '{key_path}' spans several lines; write it on one line.")
     line_number, column = mapping.lc.value(key)
     key_line, key_column = mapping.lc.key(key)
     lines = text.splitlines(keepends=True)

@@ -220,7 +220,7 @@ class Command(BaseCommand):
                 sync_started_at=when - timedelta(minutes=3),
                 deployed_at=when,
                 verification_started_at=when,
-                finished_at=when + timedelta(minutes=environment.verification_minutes),
+                finished_at=when + environment.verification_window,
                 gitops_commit_sha=fake_hex("gitops", service.name, environment.name, release.version),
                 sync_status=StepStatus.PASSED,
                 verification_status=StepStatus.PASSED,

@@ -1,0 +1,43 @@
+"""The commit messages the portal writes into the GitOps repository, as the reference docs show them:
+
+    promote(nexo-be): production → 2026.02.1
+    auto-promote(nexo-be): qa → 2026.02.1
+    rollback(nexo-be): production → 2026.01.45
+
+followed by who asked and who approved, and the trailers `Promotion-Id:` and `Release-Digest:`
+that let a retried job find its own commit.
+"""
+
+import re
+
+from releases.models import PromotionKind
+
+VERBS = {PromotionKind.MANUAL: "promote", PromotionKind.AUTO: "auto-promote", PromotionKind.ROLLBACK: "rollback"}
+SUBJECT = re.compile(r"^(?P<verb>promote|auto-promote|rollback)\((?P<service>[a-z0-9-]+)\): (?P<environment>[a-z0-9-]+) → (?P<version>\S+)$")
+PROMOTION_TRAILER = "Promotion-Id"
+DIGEST_TRAILER = "Release-Digest"
+
+
+def subject(promotion):
+    return f"{VERBS[promotion.kind]}({promotion.service.name}): {promotion.environment.name} → {promotion.release.version}"
+
+
+def promotion_message(promotion, approvers):
+    lines = [subject(promotion), ""]
+    lines.append(f"Requested by {promotion.requester_name()}.")
+    if approvers:
+        lines.append(f"Approved by {', '.join(approvers)}.")
+    if promotion.previous_release:
+        lines.append(f"Previous version: {promotion.previous_release.version}.")
+    if promotion.is_emergency:
+        lines.append(f"Break-glass: {promotion.emergency_reason}")
+    if promotion.release.changelog:
+        lines += ["", "## Changelog", promotion.release.changelog.strip()]
+    lines += ["", f"{PROMOTION_TRAILER}: {promotion.pk}", f"{DIGEST_TRAILER}: {promotion.release.image_digest}", ""]
+    return "\n".join(lines)
+
+
+def parse_subject(text):
+    """(verb, service, environment, version) of a promotion commit's first line, or None."""
+    match = SUBJECT.match(text.splitlines()[0].strip() if text else "")
+    return (match["verb"], match["service"], match["environment"], match["version"]) if match else None

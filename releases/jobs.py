@@ -1,0 +1,104 @@
+"""RQ jobs that carry a promotion through the pipeline.
+
+Each job takes a promotion id, loads fresh state, returns quietly if the promotion has moved
+on (so running a job twice does no harm), does one step and calls the transition for it.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from environments.argocd import ArgoCD, ArgoCDError
+
+from . import transitions, verification
+from .gitops import message as gitops_message
+from .gitops import values
+from .gitops.repo import GitOpsError, GitOpsRepository
+from .models import ApprovalDecision, Promotion, PromotionState
+
+logger = logging.getLogger(__name__)
+
+
+def _load(promotion_id, *states):
+    promotion = Promotion.objects.with_details().filter(pk=promotion_id).first()
+    if promotion is None or promotion.state not in states:
+        logger.info("Promotion %s is not %s any more; nothing to do", promotion_id, "/".join(states))
+        return None
+    return promotion
+
+
+def commit_promotion(promotion_id):
+    """Write the new image tag into the values file, commit with the trailers, push."""
+    promotion = _load(promotion_id, PromotionState.APPROVED, PromotionState.COMMITTING)
+    if promotion is None:
+        return
+    promotion = transitions.start_commit(promotion)
+    service, environment, release = promotion.service, promotion.environment, promotion.release
+    path, key = service.values_path(environment), service.image_tag_key
+    approvers = [
+        approval.user.get_username()
+        for approval in promotion.approvals.select_related("user")
+        if approval.decision == ApprovalDecision.APPROVE
+    ]
+    message = gitops_message.promotion_message(promotion, approvers)
+    repository = GitOpsRepository()
+    try:
+        with repository.locked():
+            sha = repository.commit_and_push(
+                path,
+                lambda text: values.set_value(text, key, release.version, path),
+                message,
+                trailer=(gitops_message.PROMOTION_TRAILER, promotion.pk),
+                since=promotion.requested_at - timedelta(days=1),
+            )
+    except (GitOpsError, values.ValuesFileError) as error:
+        transitions.fail(promotion, "commit", str(error))
+        return
+    transitions.mark_committed(promotion, sha, message)
+
+
+def sync_promotion(promotion_id):
+    """Have Argo CD apply the commit and wait until it is Synced and Healthy."""
+    promotion = _load(promotion_id, PromotionState.COMMITTED, PromotionState.SYNCING)
+    if promotion is None:
+        return
+    argocd = ArgoCD.from_settings()
+    promotion = transitions.mark_syncing(promotion, configured=argocd is not None)
+    if argocd is None:
+        transitions.mark_deployed(promotion)
+        return
+    application = promotion.service.argocd_app(promotion.environment)
+    try:
+        status = argocd.wait_until_deployed(
+            application,
+            promotion.gitops_commit_sha,
+            timeout=settings.ARGOCD_SYNC_TIMEOUT_SECONDS,
+            poll_seconds=settings.ARGOCD_POLL_SECONDS,
+            auto_sync=promotion.environment.argocd_auto_sync,
+        )
+    except ArgoCDError as error:
+        transitions.fail(promotion, "sync", f"Argo CD application {application}: {error}")
+        return
+    transitions.mark_deployed(promotion, health=status.health)
+
+
+def verify_promotion(promotion_id):
+    """Take one round of samples; at the end of the window, give the verdict. Reschedules itself."""
+    promotion = _load(promotion_id, PromotionState.DEPLOYED, PromotionState.VERIFYING)
+    if promotion is None:
+        return
+    if promotion.state == PromotionState.DEPLOYED:
+        promotion = transitions.mark_verifying(promotion, configured=verification.is_configured(promotion))
+    verification.take_samples(promotion)
+    now = timezone.now()
+    if now < promotion.verdict_at:
+        delay = min(timedelta(seconds=promotion.environment.sample_interval_seconds), promotion.verdict_at - now)
+        transitions.enqueue(promotion.pk, "verify", delay=delay)
+        return
+    result = verification.verdict(promotion)
+    if result.passed:
+        transitions.mark_verified(promotion, result.summary)
+    else:
+        transitions.fail(promotion, "verification", result.summary)

@@ -1,0 +1,148 @@
+"""Who may do what to a promotion. Every entry point (pages, admin, API, jobs) asks here.
+
+Each `why_not_*` function returns None when the action is allowed, or the sentence that
+explains the refusal to the person who tried; `transitions` raises it as a PromotionError,
+and pages show it next to a disabled button.
+
+The rules:
+- request (and rollback) into an environment: the service's owning team, the environment's
+  approver groups and its extra requester groups, superusers, and CI tokens with the
+  `promote` scope for their services;
+- approve or reject: a person (never a CI token) in one of the environment's approver groups,
+  who did not request the promotion and has not decided on it already; superusers are not
+  approvers by right — approvals are about people, not permissions;
+- cancel: whoever requested it, an approver of the environment, or a superuser, before the
+  GitOps commit starts;
+- break-glass: only where the environment allows it, by someone who may request there, with
+  a reason; approvals are still required.
+"""
+
+from .models import ApprovalDecision, PromotionKind, PromotionState
+
+
+class PromotionError(Exception):
+    """A rule refused the action; the message is written for the person who asked."""
+
+
+def is_ci_token(actor):
+    return getattr(actor, "is_ci_token", False)
+
+
+def is_person(actor):
+    return actor is not None and not is_ci_token(actor) and getattr(actor, "is_authenticated", False)
+
+
+def _group_ids(user):
+    if not hasattr(user, "_nexo_group_ids"):
+        user._nexo_group_ids = set(user.groups.values_list("id", flat=True))
+    return user._nexo_group_ids
+
+
+def _approver_groups(environment):
+    return list(environment.approver_groups.all())
+
+
+def describe_groups(groups):
+    names = sorted(group.name for group in groups)
+    if not names:
+        return "nobody (no approver group is set)"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def is_approver(user, environment):
+    if not is_person(user):
+        return False
+    return bool(_group_ids(user) & {group.pk for group in _approver_groups(environment)})
+
+
+def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, is_emergency=False, reason=""):
+    if actor is None:
+        return None  # the pipeline itself
+    if is_ci_token(actor):
+        token = actor.token
+        if not token.allows_service(service):
+            return f"The API token '{token.name}' is not allowed to act on {service.name}."
+    elif not is_person(actor):
+        return "Sign in to request a promotion."
+    elif not actor.is_superuser:
+        allowed_groups = {group.pk for group in _approver_groups(environment)}
+        allowed_groups |= set(environment.requester_groups.values_list("pk", flat=True))
+        if service.team_id:
+            allowed_groups.add(service.team_id)
+        if not _group_ids(actor) & allowed_groups:
+            owners = f"the {service.team.name} team" if service.team_id else "the owning team"
+            return (
+                f"Only {owners}, approvers of {environment.name} "
+                f"({describe_groups(_approver_groups(environment))}) and release managers may request "
+                f"promotions of {service.name} into {environment.name}."
+            )
+    if is_emergency:
+        if not environment.allows_break_glass:
+            return f"Break-glass promotions are not allowed into {environment.name}."
+        if not reason.strip():
+            return "A break-glass promotion needs a reason: say which incident it is for."
+        if is_ci_token(actor):
+            return "Break-glass promotions are requested by people, not API tokens."
+    return None
+
+
+def approvals_required(promotion):
+    """Rollbacks the pipeline makes by policy need none: the policy itself is the approval."""
+    if promotion.kind == PromotionKind.ROLLBACK and promotion.requested_by_id is None and not promotion.requested_via.startswith("api-token:"):
+        return 0
+    return promotion.environment.required_approvals
+
+
+def approvals_given(promotion):
+    return sum(1 for approval in promotion.approvals.all() if approval.decision == ApprovalDecision.APPROVE)
+
+
+def _why_not_decide(promotion, user, verb):
+    environment = promotion.environment
+    groups = describe_groups(_approver_groups(environment))
+    if is_ci_token(user):
+        return f"API tokens of CI never {verb} promotions; a person from {groups} must."
+    if not is_person(user):
+        return f"Sign in to {verb} promotions."
+    if promotion.state != PromotionState.AWAITING_APPROVAL:
+        return f"This promotion is {promotion.get_state_display().lower()}; only a promotion awaiting approval can be {verb}d."
+    if promotion.requested_by_id == user.pk:
+        return f"You requested this promotion; another approver from {groups} must {verb} it."
+    if any(approval.user_id == user.pk for approval in promotion.approvals.all()):
+        return f"You have already decided on this promotion; another approver from {groups} must {verb} it."
+    if not is_approver(user, environment):
+        return f"Only members of {groups} may {verb} promotions into {environment.name}."
+    return None
+
+
+def why_not_approve(promotion, user):
+    return _why_not_decide(promotion, user, "approve")
+
+
+def why_not_reject(promotion, user, comment="x"):
+    reason = _why_not_decide(promotion, user, "reject")
+    if reason is None and not comment.strip():
+        return "Say why you reject it: a comment is required."
+    return reason
+
+
+def why_not_cancel(promotion, actor):
+    if promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED):
+        return (
+            f"This promotion is {promotion.get_state_display().lower()}; it can only be cancelled before the "
+            "GitOps commit starts. Roll back instead."
+        )
+    if is_ci_token(actor):
+        if promotion.requested_via == actor.audit_name():
+            return None
+        return "An API token may only cancel the promotions it requested."
+    if not is_person(actor):
+        return "Sign in to cancel promotions."
+    if actor.is_superuser or promotion.requested_by_id == actor.pk or is_approver(actor, promotion.environment):
+        return None
+    return "Only the requester, an approver of this environment or an administrator may cancel this promotion."
+
+
+def ensure(reason):
+    if reason:
+        raise PromotionError(reason)

@@ -1,0 +1,521 @@
+"""The promotion state machine: the only code that changes a promotion's state.
+
+Every transition locks the promotion row, checks its rule, saves, records the audit event
+and — after the transaction commits — enqueues the next job. Pages, admin actions, the API
+and the RQ jobs all call these functions. Refusals raise `PromotionError` with a message
+for the person who asked.
+
+    awaiting_approval → approved → committing → committed → syncing → deployed → verifying → verified
+           ↘ rejected / cancelled / superseded             any active state ↘ failed
+    verified or failed → rolled_back (when a rollback takes its release out)
+"""
+
+import logging
+import uuid
+
+import django_rq
+from django.db import transaction
+from django.utils import timezone
+
+from redis.exceptions import RedisError
+
+from audit import log as audit
+from audit.models import AuditAction
+
+from . import policy
+from .models import (
+    Approval,
+    ApprovalDecision,
+    Deployment,
+    Hold,
+    Promotion,
+    PromotionKind,
+    PromotionState,
+    Service,
+    StepStatus,
+)
+from .policy import PromotionError
+
+logger = logging.getLogger(__name__)
+
+PIPELINE = "pipeline"
+
+# Which job carries a promotion forward from each state; the reconciler uses it too.
+JOB_FOR_STATE = {
+    PromotionState.APPROVED: "commit",
+    PromotionState.COMMITTING: "commit",
+    PromotionState.COMMITTED: "sync",
+    PromotionState.SYNCING: "sync",
+    PromotionState.DEPLOYED: "verify",
+    PromotionState.VERIFYING: "verify",
+}
+JOB_FUNCTIONS = {
+    "commit": "releases.jobs.commit_promotion",
+    "sync": "releases.jobs.sync_promotion",
+    "verify": "releases.jobs.verify_promotion",
+}
+
+__all__ = ["PromotionError"]
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+def job_id_prefix(promotion_id):
+    return f"promotion-{promotion_id}-"
+
+
+def enqueue(promotion_id, step, delay=None):
+    """Enqueue the job for `step` once the current transaction has committed.
+
+    If Redis is down at that moment the state is already saved; the reconciler notices the
+    promotion is not moving and enqueues it again. Job ids start with the promotion id so
+    the reconciler can tell whether a promotion still has a job on its way.
+    """
+    def send():
+        queue = django_rq.get_queue("default")
+        job_id = f"{job_id_prefix(promotion_id)}{step}-{uuid.uuid4().hex[:12]}"
+        try:
+            if delay:
+                queue.enqueue_in(delay, JOB_FUNCTIONS[step], promotion_id, job_id=job_id)
+            else:
+                queue.enqueue(JOB_FUNCTIONS[step], promotion_id, job_id=job_id)
+        except RedisError as error:
+            logger.warning("Could not enqueue %s for promotion %s (%s); the reconciler will resume it", step, promotion_id, error)
+
+    transaction.on_commit(send)
+
+
+def _locked(promotion):
+    return Promotion.objects.select_for_update().select_related("release", "service", "environment").get(pk=promotion.pk)
+
+
+def _record(action, promotion, actor, message, **data):
+    audit.record(
+        action,
+        actor=actor if actor is not None else PIPELINE,
+        service=promotion.service.name,
+        environment=promotion.environment.name,
+        version=promotion.release.version,
+        promotion=promotion,
+        message=message,
+        data=data,
+    )
+
+
+def _describe(promotion):
+    return f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
+
+
+def _expect(promotion, *states):
+    if promotion.state not in states:
+        allowed = " or ".join(PromotionState(state).label.lower() for state in states)
+        raise PromotionError(
+            f"{_describe(promotion)} is {promotion.get_state_display().lower()}, not {allowed}."
+        )
+
+
+def _approver_names(promotion):
+    return [a.user.get_username() for a in promotion.approvals.select_related("user") if a.decision == ApprovalDecision.APPROVE]
+
+
+# --- requesting ------------------------------------------------------------------------------
+
+
+def _current_deployment(service, environment):
+    return Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+
+
+def _check_release_may_enter(release, environment, kind, is_emergency, rolls_back):
+    service = release.service
+    current = _current_deployment(service, environment)
+    if kind == PromotionKind.ROLLBACK:
+        taken_out = rolls_back.release if rolls_back else (current.release if current else None)
+        if taken_out is None:
+            return f"Nothing runs in {environment.name} for {service.name} yet; there is nothing to roll back."
+        if not release.calver < taken_out.calver:
+            return f"A rollback goes to an older release than {taken_out.version}; {release.version} is not older."
+        if not Deployment.objects.filter(service=service, environment=environment, release=release).exists():
+            return f"{service.name} {release.version} never ran in {environment.name}, so it cannot be rolled back to."
+        return None
+    if current and current.release_id == release.pk:
+        return f"{service.name} {release.version} already runs in {environment.name}."
+    if current and release.calver < current.release.calver:
+        return (
+            f"{environment.name} runs {service.name} {current.release.version}, which is newer than {release.version}: "
+            "request a rollback to go back."
+        )
+    previous = environment.previous()
+    if previous and not is_emergency:
+        verified = Promotion.objects.filter(release=release, environment=previous, state=PromotionState.VERIFIED).exists()
+        if not verified:
+            return (
+                f"{service.name} {release.version} has not been verified in {previous.name}; "
+                f"it must pass there before it can enter {environment.name}."
+            )
+    return None
+
+
+@transaction.atomic
+def request_promotion(release, environment, actor, *, kind=PromotionKind.MANUAL, is_emergency=False, reason="", rolls_back=None):
+    """Ask for `release` to run in `environment`. `actor` is a user, a CI token, or None for the pipeline."""
+    service = Service.objects.select_for_update().get(pk=release.service_id)
+    policy.ensure(policy.why_not_request(actor, service, environment, kind=kind, is_emergency=is_emergency, reason=reason))
+    freeze = environment.active_freeze()
+    if freeze and not is_emergency and kind != PromotionKind.ROLLBACK:
+        raise PromotionError(
+            f"{environment.name} is frozen until {timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: {freeze.reason}."
+        )
+    policy.ensure(_check_release_may_enter(release, environment, kind, is_emergency, rolls_back))
+
+    active = Promotion.objects.select_for_update().filter(service=service, environment=environment).active().first()
+    if active and active.state != PromotionState.AWAITING_APPROVAL:
+        raise PromotionError(
+            f"{_describe(active)} is already {active.get_state_display().lower()} (promotion #{active.pk}); "
+            "wait for it to finish before requesting another one."
+        )
+
+    current = _current_deployment(service, environment)
+    is_person = policy.is_person(actor)
+    promotion = Promotion(
+        release=release,
+        service=service,
+        environment=environment,
+        kind=kind,
+        requested_by=actor if is_person else None,
+        requested_via="" if is_person else audit.actor_name(actor) if actor else PIPELINE,
+        is_emergency=is_emergency,
+        emergency_reason=reason.strip() if is_emergency else "",
+        rolls_back=rolls_back,
+        previous_release=current.release if current else None,
+    )
+    if active:
+        # A newer request replaces one nobody has approved yet; it is recorded, not lost.
+        active.state = PromotionState.SUPERSEDED
+        active.finished_at = timezone.now()
+        active.save(update_fields=["state", "finished_at", "updated_at"])
+    needs_approval = policy.approvals_required(promotion) > 0
+    promotion.state = PromotionState.AWAITING_APPROVAL if needs_approval else PromotionState.APPROVED
+    promotion.approved_at = None if needs_approval else timezone.now()
+    promotion.save()
+    if active:
+        active.superseded_by = promotion
+        active.save(update_fields=["superseded_by"])
+        _record(AuditAction.PROMOTION_SUPERSEDED, active, actor, f"{_describe(active)} superseded by promotion #{promotion.pk}")
+
+    previous = environment.previous()
+    _record(
+        AuditAction.PROMOTION_REQUESTED,
+        promotion,
+        actor,
+        f"{_describe(promotion)} requested" + (" (break-glass)" if is_emergency else ""),
+        from_environment=previous.name if previous else None,
+        to_environment=environment.name,
+        kind=kind,
+        rollback=kind == PromotionKind.ROLLBACK,
+        emergency=is_emergency,
+        emergency_reason=promotion.emergency_reason,
+        previous_version=promotion.previous_release.version if promotion.previous_release else None,
+    )
+    if not needs_approval:
+        enqueue(promotion.pk, "commit")
+    return promotion
+
+
+def last_verified_release(service, environment, older_than):
+    """The newest release verified in this environment that is older than `older_than`."""
+    candidates = (
+        Promotion.objects.filter(service=service, environment=environment)
+        .filter(state=PromotionState.VERIFIED)
+        .select_related("release")
+        .order_by("-finished_at")
+    )
+    for promotion in candidates:
+        if promotion.release.calver < older_than.calver:
+            return promotion.release
+    return None
+
+
+def request_rollback(service, environment, actor, *, release=None, rolls_back=None):
+    """Roll `service` back in `environment` to `release` (default: the last verified release there)."""
+    if rolls_back is None:
+        rolls_back = (
+            Promotion.objects.filter(service=service, environment=environment, deployed_at__isnull=False)
+            .exclude(state__in=[PromotionState.ROLLED_BACK])
+            .select_related("release")
+            .order_by("-deployed_at")
+            .first()
+        )
+        if rolls_back is None:
+            raise PromotionError(f"Nothing the portal deployed runs in {environment.name} for {service.name}; there is nothing to roll back.")
+    if release is None:
+        release = last_verified_release(service, environment, older_than=rolls_back.release)
+        if release is None:
+            raise PromotionError(
+                f"No release older than {rolls_back.release.version} was ever verified in {environment.name}; "
+                "choose the release to roll back to."
+            )
+    return request_promotion(release, environment, actor, kind=PromotionKind.ROLLBACK, rolls_back=rolls_back)
+
+
+# --- people deciding -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def approve(promotion, user, comment=""):
+    promotion = _locked(promotion)
+    policy.ensure(policy.why_not_approve(promotion, user))
+    Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.APPROVE, comment=comment.strip())
+    given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
+    _record(
+        AuditAction.PROMOTION_APPROVED,
+        promotion,
+        user,
+        f"{_describe(promotion)} approved by {user.get_username()} ({given}/{required})",
+        comment=comment.strip(),
+        approvals=given,
+        required=required,
+    )
+    if given >= required:
+        promotion.state = PromotionState.APPROVED
+        promotion.approved_at = timezone.now()
+        promotion.save(update_fields=["state", "approved_at", "updated_at"])
+        enqueue(promotion.pk, "commit")
+    return promotion
+
+
+@transaction.atomic
+def reject(promotion, user, comment):
+    promotion = _locked(promotion)
+    policy.ensure(policy.why_not_reject(promotion, user, comment))
+    Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.REJECT, comment=comment.strip())
+    promotion.state = PromotionState.REJECTED
+    promotion.finished_at = timezone.now()
+    promotion.save(update_fields=["state", "finished_at", "updated_at"])
+    _record(AuditAction.PROMOTION_REJECTED, promotion, user, f"{_describe(promotion)} rejected by {user.get_username()}", comment=comment.strip())
+    return promotion
+
+
+@transaction.atomic
+def cancel(promotion, actor, comment=""):
+    promotion = _locked(promotion)
+    policy.ensure(policy.why_not_cancel(promotion, actor))
+    promotion.state = PromotionState.CANCELLED
+    promotion.finished_at = timezone.now()
+    promotion.save(update_fields=["state", "finished_at", "updated_at"])
+    _record(AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip())
+    return promotion
+
+
+# --- the pipeline moving it ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def start_commit(promotion):
+    promotion = _locked(promotion)
+    if promotion.state == PromotionState.COMMITTING:
+        return promotion  # a retried job carries on
+    _expect(promotion, PromotionState.APPROVED)
+    promotion.state = PromotionState.COMMITTING
+    promotion.commit_started_at = timezone.now()
+    promotion.save(update_fields=["state", "commit_started_at", "updated_at"])
+    _record(AuditAction.PROMOTION_COMMIT_STARTED, promotion, None, f"GitOps commit for {_describe(promotion)} started")
+    return promotion
+
+
+@transaction.atomic
+def mark_committed(promotion, sha, message):
+    promotion = _locked(promotion)
+    _expect(promotion, PromotionState.COMMITTING)
+    promotion.state = PromotionState.COMMITTED
+    promotion.committed_at = timezone.now()
+    promotion.gitops_commit_sha = sha
+    promotion.gitops_commit_message = message
+    promotion.save(update_fields=["state", "committed_at", "gitops_commit_sha", "gitops_commit_message", "updated_at"])
+    _record(
+        AuditAction.PROMOTION_COMMITTED,
+        promotion,
+        None,
+        f"{_describe(promotion)} committed as {sha[:7]}",
+        commit=sha,
+        approvers=_approver_names(promotion),
+        initiator=promotion.requester_name(),
+    )
+    enqueue(promotion.pk, "sync")
+    return promotion
+
+
+@transaction.atomic
+def mark_syncing(promotion, *, configured):
+    promotion = _locked(promotion)
+    if promotion.state == PromotionState.SYNCING:
+        return promotion
+    _expect(promotion, PromotionState.COMMITTED)
+    promotion.state = PromotionState.SYNCING
+    promotion.sync_started_at = timezone.now()
+    promotion.sync_status = StepStatus.RUNNING if configured else StepStatus.NOT_CONFIGURED
+    promotion.save(update_fields=["state", "sync_started_at", "sync_status", "updated_at"])
+    note = "Argo CD sync started" if configured else "Argo CD is not configured: the sync is not watched"
+    _record(AuditAction.PROMOTION_SYNCING, promotion, None, f"{_describe(promotion)}: {note}", configured=configured)
+    return promotion
+
+
+@transaction.atomic
+def mark_deployed(promotion, *, health=""):
+    """The release runs there: record the deployment, replace the previous one, start verifying."""
+    promotion = _locked(promotion)
+    _expect(promotion, PromotionState.SYNCING)
+    now = timezone.now()
+    promotion.state = PromotionState.DEPLOYED
+    promotion.deployed_at = now
+    if promotion.sync_status == StepStatus.RUNNING:
+        promotion.sync_status = StepStatus.PASSED
+    promotion.save(update_fields=["state", "deployed_at", "sync_status", "updated_at"])
+
+    Deployment.objects.current().filter(service=promotion.service, environment=promotion.environment).update(replaced_at=now)
+    Deployment.objects.create(
+        service=promotion.service,
+        environment=promotion.environment,
+        release=promotion.release,
+        promotion=promotion,
+        is_rollback=promotion.is_rollback,
+        gitops_commit_sha=promotion.gitops_commit_sha,
+        deployed_at=now,
+        health=health,
+        health_checked_at=now if health else None,
+    )
+    _record(AuditAction.PROMOTION_DEPLOYED, promotion, None, f"{_describe(promotion)} deployed" + (f" ({health})" if health else ""), health=health)
+
+    if promotion.is_rollback:
+        _finish_rollback(promotion, now)
+    enqueue(promotion.pk, "verify")
+    return promotion
+
+
+def _finish_rollback(rollback, now):
+    taken_out = rollback.rolls_back
+    if taken_out and taken_out.state in (PromotionState.VERIFIED, PromotionState.FAILED):
+        taken_out.state = PromotionState.ROLLED_BACK
+        taken_out.save(update_fields=["state", "updated_at"])
+        _record(
+            AuditAction.PROMOTION_ROLLED_BACK,
+            taken_out,
+            rollback.requested_by or rollback.requested_via,
+            f"{_describe(taken_out)} rolled back to {rollback.release.version}",
+            rollback_promotion=rollback.pk,
+        )
+    if not Hold.objects.active().filter(service=rollback.service, environment=rollback.environment).exists():
+        Hold.objects.create(
+            service=rollback.service,
+            environment=rollback.environment,
+            reason=f"Rolled back to {rollback.release.version} by promotion #{rollback.pk}",
+            placed_by=rollback.requester_name(),
+            placed_at=now,
+        )
+        audit.record(
+            AuditAction.HOLD_PLACED,
+            actor=PIPELINE,
+            service=rollback.service.name,
+            environment=rollback.environment.name,
+            version=rollback.release.version,
+            promotion=rollback,
+            message=f"Automatic promotions of {rollback.service.name} into {rollback.environment.name} are on hold after the rollback",
+        )
+
+
+@transaction.atomic
+def mark_verifying(promotion, *, configured):
+    promotion = _locked(promotion)
+    if promotion.state == PromotionState.VERIFYING:
+        return promotion
+    _expect(promotion, PromotionState.DEPLOYED)
+    now = timezone.now()
+    promotion.state = PromotionState.VERIFYING
+    promotion.verification_started_at = now
+    promotion.verdict_at = now + promotion.environment.verification_window
+    promotion.verification_status = StepStatus.RUNNING if configured else StepStatus.NOT_CONFIGURED
+    promotion.save(update_fields=["state", "verification_started_at", "verdict_at", "verification_status", "updated_at"])
+    _record(
+        AuditAction.PROMOTION_VERIFYING,
+        promotion,
+        None,
+        f"{_describe(promotion)}: soaking until {timezone.localtime(promotion.verdict_at):%H:%M:%S}"
+        + ("" if configured else " (no checks configured: only the timer)"),
+        window_seconds=promotion.environment.verification_window.total_seconds(),
+    )
+    return promotion
+
+
+@transaction.atomic
+def mark_verified(promotion, summary=""):
+    promotion = _locked(promotion)
+    _expect(promotion, PromotionState.VERIFYING)
+    promotion.state = PromotionState.VERIFIED
+    promotion.finished_at = timezone.now()
+    if promotion.verification_status == StepStatus.RUNNING:
+        promotion.verification_status = StepStatus.PASSED
+    promotion.save(update_fields=["state", "finished_at", "verification_status", "updated_at"])
+    _record(AuditAction.PROMOTION_VERIFIED, promotion, None, f"{_describe(promotion)} verified" + (f": {summary}" if summary else ""))
+    _auto_promote_next(promotion)
+    return promotion
+
+
+def _auto_promote_next(promotion):
+    following = promotion.environment.next()
+    if following is None or not following.auto_promote or promotion.is_rollback:
+        return
+    hold = Hold.objects.active().filter(service=promotion.service, environment=following).first()
+    if hold:
+        logger.info("Not auto-promoting %s into %s: %s", promotion.release, following, hold.reason)
+        return
+    try:
+        with transaction.atomic():
+            request_promotion(promotion.release, following, None, kind=PromotionKind.AUTO)
+    except PromotionError as refusal:
+        logger.info("Not auto-promoting %s into %s: %s", promotion.release, following, refusal)
+
+
+@transaction.atomic
+def fail(promotion, step, error):
+    """Stop the promotion at `step` with `error`; roll back by itself where the policy says so."""
+    promotion = _locked(promotion)
+    _expect(promotion, *PromotionState.active())
+    promotion.state = PromotionState.FAILED
+    promotion.failed_step = step
+    promotion.error = error
+    promotion.finished_at = timezone.now()
+    if step == "sync":
+        promotion.sync_status = StepStatus.FAILED
+    if step == "verification":
+        promotion.verification_status = StepStatus.FAILED
+    promotion.save(update_fields=["state", "failed_step", "error", "finished_at", "sync_status", "verification_status", "updated_at"])
+    _record(AuditAction.PROMOTION_FAILED, promotion, None, f"{_describe(promotion)} failed at {step}: {error}"[:500], step=step, error=error)
+
+    environment = promotion.environment
+    if step in ("sync", "verification") and environment.rollback_on_failed_verification and not promotion.is_rollback:
+        try:
+            with transaction.atomic():
+                request_rollback(promotion.service, environment, None, rolls_back=promotion)
+        except PromotionError as refusal:
+            logger.warning("No automatic rollback for promotion %s: %s", promotion.pk, refusal)
+    return promotion
+
+
+@transaction.atomic
+def lift_hold(hold, user):
+    hold = Hold.objects.select_for_update().select_related("service", "environment").get(pk=hold.pk)
+    if hold.lifted_at:
+        raise PromotionError("This hold was already lifted.")
+    if not policy.is_person(user) or policy.why_not_request(user, hold.service, hold.environment):
+        raise PromotionError(f"Only people who may promote {hold.service.name} into {hold.environment.name} may lift its hold.")
+    hold.lifted_at = timezone.now()
+    hold.lifted_by = user
+    hold.save(update_fields=["lifted_at", "lifted_by"])
+    audit.record(
+        AuditAction.HOLD_LIFTED,
+        actor=user,
+        service=hold.service.name,
+        environment=hold.environment.name,
+        message=f"Automatic promotions of {hold.service.name} into {hold.environment.name} resumed",
+    )
+    return hold

@@ -1,0 +1,167 @@
+"""The soak: samples taken during a promotion's verification window, and the verdict on them.
+
+Every sample is stored (VerificationSample), so the verdict is taken on the whole window
+and the promotion page can show what was seen. The verdict at the end of the window:
+
+- error rate (Prometheus): every sample that had data stayed at or below the threshold, and
+  at least one sample had data — NaN (no traffic), an empty result or a Prometheus error is
+  "no data", never a pass;
+- health and smoke URLs: every URL answered 2xx at every sample;
+- Argo CD: the application was never Degraded or Missing;
+- CI checks the environment requires (e2e, performance, security…): the latest result
+  reported for this release there passed.
+
+With none of these configured the window is only a timer, and the promotion says so
+("not configured") instead of claiming it passed.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from environments.argocd import ArgoCD, ArgoCDError
+from environments.prometheus import Prometheus, PrometheusError
+from environments.probes import probe
+
+from .models import CheckResult, SampleCheck, VerificationSample
+
+UNHEALTHY = {"Degraded", "Missing"}
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    configured: bool
+    reasons: list = field(default_factory=list)
+
+    @property
+    def summary(self):
+        return "; ".join(self.reasons)
+
+
+def configured_checks(promotion):
+    service, environment = promotion.service, promotion.environment
+    return {
+        "error_rate": bool(Prometheus.from_settings() and service.prometheus_query(environment).strip()),
+        "health_urls": bool(service.health_urls(environment)),
+        "argocd": ArgoCD.from_settings() is not None,
+        "ci_checks": bool(environment.required_checks),
+    }
+
+
+def is_configured(promotion):
+    return any(configured_checks(promotion).values())
+
+
+def take_samples(promotion):
+    """Observe everything configured once, store what was seen, return the new samples."""
+    service, environment = promotion.service, promotion.environment
+    samples = []
+    prometheus = Prometheus.from_settings()
+    query = service.prometheus_query(environment).strip()
+    if prometheus and query:
+        samples.append(_error_rate_sample(promotion, prometheus, query))
+    for url in service.health_urls(environment):
+        result = probe(url)
+        samples.append(
+            VerificationSample(
+                promotion=promotion, kind=SampleCheck.HEALTH_URL, target=url, value=result.status,
+                ok=result.ok, detail=result.detail[:500],
+            )
+        )
+    argocd = ArgoCD.from_settings()
+    if argocd:
+        application = service.argocd_app(environment)
+        try:
+            health = argocd.get_application(application)["status"]["health"]["status"]
+            samples.append(
+                VerificationSample(
+                    promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target=application,
+                    ok=health not in UNHEALTHY, detail=health,
+                )
+            )
+        except (ArgoCDError, KeyError, TypeError) as error:
+            samples.append(
+                VerificationSample(
+                    promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target=application, ok=None,
+                    detail=f"no data: {error}"[:500],
+                )
+            )
+    return VerificationSample.objects.bulk_create(samples)
+
+
+def _error_rate_sample(promotion, prometheus, query):
+    threshold = float(promotion.environment.error_rate_threshold)
+    sample = VerificationSample(promotion=promotion, kind=SampleCheck.ERROR_RATE, target=query)
+    try:
+        value = prometheus.instant_value(query)
+    except PrometheusError as error:
+        sample.ok, sample.detail = None, f"no data: {error}"[:500]
+        return sample
+    if value is None:
+        sample.ok, sample.detail = None, "no data: the query returned no series"
+    elif math.isnan(value):
+        sample.ok, sample.detail = None, "no data: NaN (no traffic in the window of the query)"
+    else:
+        sample.value = value
+        sample.ok = value <= threshold
+        sample.detail = f"{value:.4%} {'≤' if sample.ok else '>'} {threshold:.2%}"
+    return sample
+
+
+def verdict(promotion):
+    checks = configured_checks(promotion)
+    samples = list(promotion.samples.all())
+    reasons, passed = [], True
+
+    if checks["error_rate"]:
+        rates = [s for s in samples if s.kind == SampleCheck.ERROR_RATE]
+        with_data = [s for s in rates if s.ok is not None]
+        breaches = [s for s in with_data if not s.ok]
+        if not with_data:
+            passed = False
+            last = rates[-1].detail if rates else "no sample was taken"
+            reasons.append(f"no error-rate data during the window ({last})")
+        elif breaches:
+            passed = False
+            worst = max(breaches, key=lambda s: s.value)
+            reasons.append(f"error rate above the threshold in {len(breaches)} of {len(with_data)} samples (worst {worst.detail})")
+        else:
+            reasons.append(f"error rate within the threshold in all {len(with_data)} samples")
+
+    if checks["health_urls"]:
+        probes = [s for s in samples if s.kind == SampleCheck.HEALTH_URL]
+        failed = [s for s in probes if not s.ok]
+        if not probes:
+            passed = False
+            reasons.append("no health URL was probed")
+        elif failed:
+            passed = False
+            reasons.append(f"{failed[0].target} failed {len(failed)} time(s): {failed[0].detail}")
+        else:
+            reasons.append(f"health URLs answered 2xx in all {len(probes)} probes")
+
+    if checks["argocd"]:
+        unhealthy = [s for s in samples if s.kind == SampleCheck.ARGOCD_HEALTH and s.ok is False]
+        if unhealthy:
+            passed = False
+            reasons.append(f"Argo CD reported {unhealthy[0].target} {unhealthy[0].detail}")
+
+    for name in promotion.environment.required_checks:
+        result = (
+            CheckResult.objects.filter(release=promotion.release, environment=promotion.environment, name=name)
+            .order_by("-reported_at", "-id")
+            .first()
+        )
+        if result is None:
+            passed = False
+            reasons.append(f"no {name} result was reported by CI")
+        elif not result.passed:
+            passed = False
+            reasons.append(f"{name} failed" + (f" ({result.url})" if result.url else ""))
+        else:
+            reasons.append(f"{name} passed")
+
+    configured = any(checks.values())
+    if not configured:
+        reasons.append("nothing is configured to verify: the soak was only a timer")
+    return Verdict(passed=passed, configured=configured, reasons=reasons)

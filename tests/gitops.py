@@ -1,0 +1,81 @@
+"""A real bare GitOps repository on disk for tests, with values files shaped like the real chart's."""
+
+import subprocess
+from pathlib import Path
+
+import git
+
+VALUES = """\
+# Helm values for {service} in {environment}.
+# Managed by GitOps: image.tag is written by the Nexo Release Portal.
+
+replicaCount: 2   # keep two for the PodDisruptionBudget
+
+image:
+  repository: ghcr.io/nexo-org/{service}
+  # The release running here; request a promotion instead of editing it.
+  tag: "{tag}"
+  pullPolicy: IfNotPresent
+
+env:
+    - name: NEXO_ENVIRONMENT
+      value: '{environment}'
+resources: {{limits: {{cpu: 500m, memory: 512Mi}}}}
+"""
+
+
+class GitOpsRemote:
+    """A bare repository plus a scratch clone used to play 'someone else' pushing."""
+
+    def __init__(self, root, branch="main"):
+        self.bare = Path(root) / "gitops.git"
+        self.branch = branch
+        git.Repo.init(self.bare, bare=True, initial_branch=branch)
+        self.scratch = git.Repo.init(Path(root) / "someone-else", initial_branch=branch)
+        self.scratch.create_remote("origin", str(self.bare))
+        (Path(self.scratch.working_dir) / "README.md").write_text("# nexo-gitops\n")
+        self.scratch.index.add(["README.md"])
+        self.scratch.index.commit("chore: start the GitOps repository")
+        self.scratch.remotes.origin.push(f"HEAD:refs/heads/{branch}")
+
+    @property
+    def url(self):
+        return str(self.bare)
+
+    def _pull(self):
+        self.scratch.remotes.origin.fetch()
+        self.scratch.git.reset("--hard", f"origin/{self.branch}")
+
+    def write(self, path, text, message="chore: edit values by hand"):
+        """Commit and push a file as another person would, outside the portal."""
+        self._pull()
+        file = Path(self.scratch.working_dir) / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+        self.scratch.index.add([path])
+        self.scratch.index.commit(message)
+        self.scratch.remotes.origin.push(f"HEAD:refs/heads/{self.branch}")
+
+    def add_service(self, service, environments, tag=""):
+        self._pull()
+        for environment in environments:
+            path = service.values_path(environment)
+            file = Path(self.scratch.working_dir) / path
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(VALUES.format(service=service.name, environment=environment.name, tag=tag))
+            self.scratch.index.add([path])
+        self.scratch.index.commit(f"chore: values for {service.name}")
+        self.scratch.remotes.origin.push(f"HEAD:refs/heads/{self.branch}")
+
+    def read(self, path):
+        return subprocess.run(
+            ["git", "--git-dir", str(self.bare), "show", f"{self.branch}:{path}"], capture_output=True, text=True, check=True
+        ).stdout
+
+    def commits(self, path=None):
+        """Commits on the branch, newest first, as GitPython Commit objects."""
+        repo = git.Repo(self.bare)
+        return list(repo.iter_commits(self.branch, paths=path) if path else repo.iter_commits(self.branch))
+
+    def head(self):
+        return git.Repo(self.bare).commit(self.branch).hexsha

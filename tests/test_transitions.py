@@ -1,0 +1,251 @@
+"""The promotion rules, enforced by the one module that changes promotion states."""
+
+from datetime import timedelta
+
+import django_rq
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditEvent
+from environments.models import ChangeFreeze
+from releases import transitions
+from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState
+from releases.policy import PromotionError
+from tests.factories import make_release, make_service, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(environments, redis_connection):
+    service = make_service("nexo-be", team="backend-team")
+    return {
+        "service": service,
+        "env": environments,
+        "rita": make_user("rita", groups=["backend-team"]),
+        "paulo": make_user("paulo", groups=["platform-team"]),
+        "sam": make_user("sam", groups=["sre-team"]),
+        "lead": make_user("lead", groups=["platform-leads"]),
+    }
+
+
+def verified_in(release, *environment_names, environments):
+    """History: the release went through these environments and was verified there."""
+    now = timezone.now()
+    for name in environment_names:
+        environment = environments[name]
+        Deployment.objects.current().filter(service=release.service, environment=environment).update(replaced_at=now)
+        promotion = Promotion.objects.create(
+            release=release, environment=environment, state=PromotionState.VERIFIED, finished_at=now, deployed_at=now
+        )
+        Deployment.objects.create(
+            service=release.service, environment=environment, release=release, promotion=promotion, deployed_at=now
+        )
+
+
+def queued_steps():
+    return [job.id.split("-")[2] for job in django_rq.get_queue("default").jobs]
+
+
+def test_develop_takes_any_registered_release_and_enqueues_the_commit_after_commit(world, django_capture_on_commit_callbacks):
+    release = make_release(world["service"], "2026.02.1")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        promotion = transitions.request_promotion(release, world["env"]["develop"], world["rita"])
+        assert queued_steps() == []  # nothing is enqueued before the transaction commits
+    for callback in callbacks:
+        callback()
+    assert promotion.state == PromotionState.APPROVED
+    assert queued_steps() == ["commit"]
+    event = AuditEvent.objects.get(action=AuditAction.PROMOTION_REQUESTED)
+    assert (event.actor, event.service, event.environment, event.version) == ("rita", "nexo-be", "develop", "2026.02.1")
+
+
+def test_a_release_enters_an_environment_only_after_being_verified_in_the_one_before(world):
+    release = make_release(world["service"], "2026.02.1")
+    with pytest.raises(PromotionError, match="nexo-be 2026.02.1 has not been verified in develop"):
+        transitions.request_promotion(release, world["env"]["qa"], world["rita"])
+    verified_in(release, "develop", environments=world["env"])
+    assert transitions.request_promotion(release, world["env"]["qa"], world["rita"]).state == PromotionState.APPROVED
+
+
+def test_production_needs_the_release_verified_in_staging_not_only_qa(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", environments=world["env"])
+    with pytest.raises(PromotionError, match="has not been verified in staging"):
+        transitions.request_promotion(release, world["env"]["production"], world["rita"])
+
+
+def test_an_older_release_than_what_runs_needs_a_rollback(world):
+    old, new = make_release(world["service"], "2026.02.1"), make_release(world["service"], "2026.02.2")
+    verified_in(old, "develop", environments=world["env"])
+    verified_in(new, "develop", environments=world["env"])
+    with pytest.raises(PromotionError, match="develop runs nexo-be 2026.02.2, which is newer than 2026.02.1: request a rollback"):
+        transitions.request_promotion(old, world["env"]["develop"], world["rita"])
+    rollback = transitions.request_promotion(old, world["env"]["develop"], world["rita"], kind=PromotionKind.ROLLBACK)
+    assert rollback.kind == PromotionKind.ROLLBACK
+
+
+def test_the_release_already_running_is_refused(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", environments=world["env"])
+    with pytest.raises(PromotionError, match="already runs in develop"):
+        transitions.request_promotion(release, world["env"]["develop"], world["rita"])
+
+
+def test_a_new_request_supersedes_one_waiting_for_approval_and_says_so(world):
+    first, second = make_release(world["service"], "2026.02.1"), make_release(world["service"], "2026.02.2")
+    verified_in(first, "develop", "qa", environments=world["env"])
+    verified_in(second, "develop", "qa", environments=world["env"])
+    waiting = transitions.request_promotion(first, world["env"]["staging"], world["rita"])
+    assert waiting.state == PromotionState.AWAITING_APPROVAL
+    newer = transitions.request_promotion(second, world["env"]["staging"], world["rita"])
+    waiting.refresh_from_db()
+    assert waiting.state == PromotionState.SUPERSEDED
+    assert waiting.superseded_by == newer
+    assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_SUPERSEDED, promotion_id=waiting.pk).exists()
+
+
+def test_a_new_request_is_refused_while_one_is_committing(world):
+    first, second = make_release(world["service"], "2026.02.1"), make_release(world["service"], "2026.02.2")
+    committing = transitions.request_promotion(first, world["env"]["develop"], world["rita"])
+    transitions.start_commit(committing)
+    with pytest.raises(PromotionError, match=rf"nexo-be 2026.02.1 → develop is already committing \(promotion #{committing.pk}\)"):
+        transitions.request_promotion(second, world["env"]["develop"], world["rita"])
+
+
+def test_a_change_freeze_refuses_promotions_and_names_itself(world):
+    release = make_release(world["service"], "2026.02.1")
+    ChangeFreeze.objects.create(
+        environment=world["env"]["develop"], starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=1), reason="Black Friday",
+    )
+    with pytest.raises(PromotionError, match="develop is frozen until .*: Black Friday"):
+        transitions.request_promotion(release, world["env"]["develop"], world["rita"])
+    assert not Promotion.objects.exists()
+
+
+def test_a_freeze_that_is_over_or_not_started_does_not_block(world):
+    release = make_release(world["service"], "2026.02.1")
+    now = timezone.now()
+    ChangeFreeze.objects.create(environment=world["env"]["develop"], starts_at=now - timedelta(days=2), ends_at=now - timedelta(days=1), reason="past")
+    ChangeFreeze.objects.create(environment=world["env"]["develop"], starts_at=now + timedelta(days=1), ends_at=now + timedelta(days=2), reason="future")
+    assert transitions.request_promotion(release, world["env"]["develop"], world["rita"]).pk
+
+
+def test_staging_waits_for_one_approval_then_enqueues_the_commit_once(world, django_capture_on_commit_callbacks):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["staging"], world["rita"])
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    assert queued_steps() == []
+    with django_capture_on_commit_callbacks(execute=True):
+        promotion = transitions.approve(promotion, world["paulo"], "ship it")
+    assert promotion.state == PromotionState.APPROVED
+    assert queued_steps() == ["commit"]
+
+
+def test_production_needs_two_distinct_approvers(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", "staging", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    promotion = transitions.approve(promotion, world["sam"])
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    with pytest.raises(PromotionError, match="You have already decided on this promotion; another approver from platform-leads or sre-team must approve it"):
+        transitions.approve(promotion, world["sam"])
+    promotion = transitions.approve(promotion, world["lead"])
+    assert promotion.state == PromotionState.APPROVED
+
+
+def test_a_rejection_needs_a_comment_and_ends_the_promotion(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["staging"], world["rita"])
+    with pytest.raises(PromotionError, match="a comment is required"):
+        transitions.reject(promotion, world["paulo"], "  ")
+    promotion = transitions.reject(promotion, world["paulo"], "the migration is not reversible")
+    assert promotion.state == PromotionState.REJECTED
+    with pytest.raises(PromotionError, match="only a promotion awaiting approval can be approved"):
+        transitions.approve(promotion, world["paulo"])
+
+
+def test_cancel_before_the_commit_and_not_after(world):
+    release = make_release(world["service"], "2026.02.1")
+    promotion = transitions.request_promotion(release, world["env"]["develop"], world["rita"])
+    transitions.start_commit(promotion)
+    with pytest.raises(PromotionError, match="can only be cancelled before the GitOps commit starts"):
+        transitions.cancel(promotion, world["rita"])
+    other = make_release(world["service"], "2026.02.2")
+    verified_in(other, "develop", "qa", environments=world["env"])
+    waiting = transitions.request_promotion(other, world["env"]["staging"], world["rita"])
+    assert transitions.cancel(waiting, world["rita"]).state == PromotionState.CANCELLED
+
+
+def test_a_state_cannot_be_skipped(world):
+    promotion = transitions.request_promotion(make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"])
+    with pytest.raises(PromotionError, match="is approved, not committing"):
+        transitions.mark_committed(promotion, "a" * 40, "msg")
+    with pytest.raises(PromotionError, match="is approved, not syncing"):
+        transitions.mark_deployed(promotion)
+
+
+def test_deploying_replaces_the_current_deployment_and_a_rollback_places_a_hold(world):
+    old, new = make_release(world["service"], "2026.02.1"), make_release(world["service"], "2026.02.2")
+    verified_in(old, "develop", environments=world["env"])
+    promotion = transitions.request_promotion(new, world["env"]["develop"], world["rita"])
+    promotion = transitions.start_commit(promotion)
+    promotion = transitions.mark_committed(promotion, "b" * 40, "promote(nexo-be): develop → 2026.02.2")
+    promotion = transitions.mark_syncing(promotion, configured=False)
+    promotion = transitions.mark_deployed(promotion)
+    current = Deployment.objects.current().get(service=world["service"], environment=world["env"]["develop"])
+    assert current.release == new and current.promotion == promotion
+    assert Deployment.objects.get(release=old).replaced_at == current.deployed_at
+
+    promotion = transitions.mark_verifying(promotion, configured=False)
+    promotion = transitions.mark_verified(promotion)
+    rollback = transitions.request_rollback(world["service"], world["env"]["develop"], world["rita"])
+    assert (rollback.release, rollback.kind, rollback.rolls_back) == (old, PromotionKind.ROLLBACK, promotion)
+    rollback = transitions.start_commit(rollback)
+    rollback = transitions.mark_committed(rollback, "c" * 40, "rollback(nexo-be): develop → 2026.02.1")
+    rollback = transitions.mark_deployed(transitions.mark_syncing(rollback, configured=False))
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.ROLLED_BACK
+    assert Deployment.objects.current().get(service=world["service"], environment=world["env"]["develop"]).is_rollback
+    assert Hold.objects.active().filter(service=world["service"], environment=world["env"]["develop"]).exists()
+
+
+def test_auto_promotion_to_qa_when_develop_is_verified_unless_on_hold(world):
+    release = make_release(world["service"], "2026.02.1")
+    promotion = transitions.request_promotion(release, world["env"]["develop"], None, kind=PromotionKind.AUTO)
+    for step in (transitions.start_commit, lambda p: transitions.mark_committed(p, "d" * 40, "m")):
+        promotion = step(promotion)
+    promotion = transitions.mark_deployed(transitions.mark_syncing(promotion, configured=False))
+    Hold.objects.create(service=world["service"], environment=world["env"]["qa"], reason="rolled back", placed_by="pipeline")
+    transitions.mark_verified(transitions.mark_verifying(promotion, configured=False))
+    assert not Promotion.objects.filter(environment=world["env"]["qa"]).exists()
+
+    transitions.lift_hold(Hold.objects.get(), world["rita"])
+    second = make_release(world["service"], "2026.02.2")
+    promotion = transitions.request_promotion(second, world["env"]["develop"], None, kind=PromotionKind.AUTO)
+    promotion = transitions.mark_committed(transitions.start_commit(promotion), "e" * 40, "m")
+    promotion = transitions.mark_deployed(transitions.mark_syncing(promotion, configured=False))
+    transitions.mark_verified(transitions.mark_verifying(promotion, configured=False))
+    auto = Promotion.objects.get(environment=world["env"]["qa"])
+    assert (auto.release, auto.kind, auto.state, auto.requested_via) == (second, PromotionKind.AUTO, PromotionState.APPROVED, "pipeline")
+
+
+def test_rollback_defaults_to_the_last_verified_release(world):
+    releases = [make_release(world["service"], f"2026.02.{n}") for n in (1, 2, 3)]
+    for release in releases:
+        verified_in(release, "develop", environments=world["env"])
+    Promotion.objects.filter(release=releases[1]).update(state=PromotionState.FAILED)
+    rollback = transitions.request_rollback(world["service"], world["env"]["develop"], world["rita"])
+    assert rollback.release == releases[0]
+
+
+def test_a_rollback_must_go_to_an_older_release_that_ran_there(world):
+    one, two, three = (make_release(world["service"], f"2026.02.{n}") for n in (1, 2, 3))
+    verified_in(two, "develop", environments=world["env"])
+    with pytest.raises(PromotionError, match="2026.02.3 is not older"):
+        transitions.request_promotion(three, world["env"]["develop"], world["rita"], kind=PromotionKind.ROLLBACK)
+    with pytest.raises(PromotionError, match="nexo-be 2026.02.1 never ran in develop"):
+        transitions.request_promotion(one, world["env"]["develop"], world["rita"], kind=PromotionKind.ROLLBACK)

@@ -1,0 +1,106 @@
+"""Changing the image tag keeps every other byte of a values file as it was."""
+
+import difflib
+
+import pytest
+
+from releases.gitops.values import ValuesFileError, read_value, set_value
+
+CHART = """\
+# Default values for nexo-be.
+# This is a YAML-formatted file.
+---
+replicaCount: 2   # keep at least two for the PDB
+
+image:
+  repository: ghcr.io/nexo-org/nexo-be
+  # Promoted by the release portal; do not edit by hand.
+  tag: "2026.10.3"    # trailing comment stays
+  pullPolicy: IfNotPresent
+
+env:
+    - name: LOG_LEVEL
+      value: 'info'
+    - {name: FEATURE_X, value: "on"}
+resources:
+  limits: {cpu: 500m, memory: 512Mi}
+annotations:
+  description: a very long annotation value that goes well beyond eighty characters so that a naive dumper would fold it
+  empty:
+nested:
+  deeper:
+    image:
+      tag: 2026.01.1
+"""
+
+
+def changed_lines(before, after):
+    return [line for line in difflib.ndiff(before.splitlines(), after.splitlines()) if line[:1] in "+-"]
+
+
+def test_only_the_tag_line_changes_and_everything_else_stays_byte_for_byte():
+    after = set_value(CHART, "image.tag", "2026.11.1")
+    assert changed_lines(CHART, after) == [
+        '-   tag: "2026.10.3"    # trailing comment stays',
+        '+   tag: "2026.11.1"    # trailing comment stays',
+    ]
+    assert len(after) == len(CHART)
+    assert read_value(after, "image.tag") == "2026.11.1"
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("  tag: '2026.10.3'", "  tag: '2026.11.1'"),
+        ("  tag: 2026.10.3", "  tag: 2026.11.1"),
+        ("  tag: 2026.10.3  # plain with comment", "  tag: 2026.11.1  # plain with comment"),
+        ('  tag: ""', '  tag: "2026.11.1"'),
+        ("  tag:", "  tag: 2026.11.1"),
+        ("  tag: ~", "  tag: 2026.11.1"),
+    ],
+)
+def test_quoting_style_of_the_original_is_kept(line, expected):
+    text = f"image:\n  repository: x\n{line}\n  pullPolicy: Always\n"
+    assert set_value(text, "image.tag", "2026.11.1") == f"image:\n  repository: x\n{expected}\n  pullPolicy: Always\n"
+
+
+def test_deeper_key_paths_work():
+    after = set_value(CHART, "nested.deeper.image.tag", "2026.11.2")
+    assert changed_lines(CHART, after) == ["-       tag: 2026.01.1", "+       tag: 2026.11.2"]
+
+
+def test_a_tag_that_would_read_as_a_number_is_quoted():
+    text = "image:\n  tag: latest\n"
+    assert set_value(text, "image.tag", "2026.11") == 'image:\n  tag: "2026.11"\n'
+    assert read_value(set_value(text, "image.tag", "2026.11"), "image.tag") == "2026.11"
+
+
+def test_windows_line_endings_are_kept():
+    text = "image:\r\n  tag: old\r\n  x: 1\r\n"
+    assert set_value(text, "image.tag", "2026.11.1") == "image:\r\n  tag: 2026.11.1\r\n  x: 1\r\n"
+
+
+@pytest.mark.parametrize(
+    "key_path, complaint",
+    [
+        ("image.digest", "helm/nexo-be/values-qa.yaml has no key 'image.digest' (nothing called 'digest' under image)"),
+        ("chart.tag", "helm/nexo-be/values-qa.yaml has no key 'chart.tag' (nothing called 'chart' under the top level)"),
+        ("env", "'env' is a list, not a single value"),
+        ("image", "'image' is a mapping, not a single value"),
+    ],
+)
+def test_a_missing_or_wrong_key_is_an_error_naming_file_and_key(key_path, complaint):
+    with pytest.raises(ValuesFileError) as error:
+        set_value(CHART, key_path, "2026.11.1", "helm/nexo-be/values-qa.yaml")
+    assert complaint in str(error.value)
+
+
+def test_invalid_yaml_is_an_error_naming_the_file():
+    with pytest.raises(ValuesFileError, match="helm/x.yaml is not valid YAML"):
+        set_value("image: [unclosed\n", "image.tag", "1", "helm/x.yaml")
+
+
+def test_a_multi_line_value_is_refused_rather_than_mangled():
+    text = "image:\n  tag: >\n    2026.10.1\n  x: 1\n"
+    with pytest.raises(ValuesFileError, match="spans several lines"):
+        set_value(text, "image.tag", "2026.11.1", "v.yaml")
