@@ -1,0 +1,362 @@
+"""The pipeline end to end: real PostgreSQL, real Redis, a real RQ worker and real bare Git repositories."""
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import git
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from audit import log as audit
+from audit.models import AuditAction, AuditEvent
+from releases import transitions
+from releases.gitops.repo import GitOpsRepository
+from releases.models import (
+    CheckResult,
+    Deployment,
+    Hold,
+    Promotion,
+    PromotionKind,
+    PromotionState,
+    StepStatus,
+)
+from tests.factories import make_release, make_user
+
+
+@pytest.fixture
+def people(transactional_db):
+    return {
+        "rita": make_user("rita", groups=["backend-team"]),
+        "paulo": make_user("paulo", groups=["platform-team"]),
+        "sam": make_user("sam", groups=["sre-team"]),
+        "lead": make_user("lead", groups=["platform-leads"]),
+    }
+
+
+def trailers(commit):
+    return dict(
+        line.split(": ", 1) for line in commit.message.strip().split("\n\n")[-1].splitlines() if ": " in line
+    )
+
+
+def state_of(promotion):
+    promotion.refresh_from_db()
+    return promotion.state
+
+
+def test_full_path_from_develop_to_production_with_auto_promotion_to_qa(pipeline, people):
+    service = pipeline.add_service("nexo-be")
+    release = make_release(service, "2026.02.1", changelog="- feat: rate limiting")
+    env = pipeline.environments
+
+    develop = transitions.request_promotion(release, env["develop"], None, kind=PromotionKind.AUTO)
+    pipeline.run_jobs()
+    assert state_of(develop) == PromotionState.VERIFIED
+    qa = Promotion.objects.get(environment=env["qa"])
+    assert (qa.kind, qa.state) == (PromotionKind.AUTO, PromotionState.VERIFIED)
+
+    staging = transitions.request_promotion(release, env["staging"], people["rita"])
+    transitions.approve(staging, people["paulo"], "load test passed")
+    pipeline.run_jobs()
+    assert state_of(staging) == PromotionState.VERIFIED
+
+    production = transitions.request_promotion(release, env["production"], people["rita"])
+    transitions.approve(production, people["sam"])
+    pipeline.run_jobs()
+    assert state_of(production) == PromotionState.AWAITING_APPROVAL  # one approval of two
+    transitions.approve(production, people["lead"])
+    pipeline.run_jobs()
+    production.refresh_from_db()
+    assert production.state == PromotionState.VERIFIED
+    assert production.sync_status == StepStatus.NOT_CONFIGURED
+    assert production.verification_status == StepStatus.NOT_CONFIGURED
+    for step in ("approved_at", "commit_started_at", "committed_at", "sync_started_at", "deployed_at", "verification_started_at", "finished_at"):
+        assert getattr(production, step) is not None, step
+
+    for environment in env.values():
+        text = pipeline.gitops.read(service.values_path(environment))
+        assert 'tag: "2026.02.1"' in text
+        assert Deployment.objects.current().get(service=service, environment=environment).release == release
+
+    commit = pipeline.gitops.commits("helm/nexo-be/values-prod.yaml")[0]
+    assert commit.hexsha == production.gitops_commit_sha
+    assert commit.summary == "promote(nexo-be): production → 2026.02.1"
+    assert "Requested by rita." in commit.message
+    assert "Approved by sam, lead." in commit.message
+    assert trailers(commit) == {"Promotion-Id": str(production.pk), "Release-Digest": release.image_digest}
+    assert pipeline.gitops.commits("helm/nexo-be/values-qa.yaml")[0].summary == "auto-promote(nexo-be): qa → 2026.02.1"
+    assert len(pipeline.gitops.commits()) == 2 + 4  # the repository's start, the values files, four promotions
+    assert audit.verify_chain().ok
+
+
+def test_the_commit_changes_only_the_tag_line_of_a_commented_values_file(pipeline):
+    service = pipeline.add_service("nexo-be", tag="2026.01.9")
+    before = pipeline.gitops.read("helm/nexo-be/values-develop.yaml")
+    transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    after = pipeline.gitops.read("helm/nexo-be/values-develop.yaml")
+    assert after == before.replace('tag: "2026.01.9"', 'tag: "2026.02.1"')
+    assert after != before
+
+
+def test_a_push_rejected_because_someone_else_pushed_is_fetched_reapplied_and_retried(pipeline, monkeypatch):
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    original_push = GitOpsRepository.push
+    calls = []
+
+    def someone_pushes_first(repository):
+        calls.append(1)
+        if len(calls) == 1:
+            pipeline.gitops.write("helm/nexo-be/NOTES.md", "someone else was faster\n")
+        return original_push(repository)
+
+    monkeypatch.setattr(GitOpsRepository, "push", someone_pushes_first)
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert len(calls) == 2
+    assert promotion.state == PromotionState.VERIFIED
+    history = pipeline.gitops.commits()
+    assert history[0].hexsha == promotion.gitops_commit_sha
+    assert history[1].summary == "chore: edit values by hand"  # the other push is kept, ours is on top
+    assert pipeline.gitops.read("helm/nexo-be/NOTES.md") == "someone else was faster\n"
+
+
+def test_a_retried_commit_job_finds_its_own_commit_and_never_commits_twice(pipeline):
+    service = pipeline.add_service("nexo-be")
+    release = make_release(service, "2026.02.1")
+    promotion = transitions.start_commit(transitions.request_promotion(release, pipeline.environments["develop"], None))
+    pipeline.redis.flushdb()  # the first job's record is gone, as if the worker died after pushing
+    from releases.gitops import message, values
+
+    repository = GitOpsRepository()
+    with repository.locked():
+        pushed = repository.commit_and_push(
+            "helm/nexo-be/values-develop.yaml",
+            lambda text: values.set_value(text, "image.tag", "2026.02.1"),
+            message.promotion_message(promotion, []),
+            trailer=("Promotion-Id", promotion.pk),
+        )
+    commits_before = len(pipeline.gitops.commits())
+
+    from releases.jobs import commit_promotion
+
+    commit_promotion(promotion.pk)
+    commit_promotion(promotion.pk)
+    promotion.refresh_from_db()
+    assert promotion.gitops_commit_sha == pushed
+    assert len(pipeline.gitops.commits()) == commits_before
+    assert [trailers(c).get("Promotion-Id") for c in pipeline.gitops.commits()].count(str(promotion.pk)) == 1
+
+
+def test_an_unreachable_remote_fails_the_promotion_with_the_reason_and_writes_nothing(pipeline, settings, tmp_path):
+    service = pipeline.add_service("nexo-be")
+    settings.GITOPS_REPO_URL = str(tmp_path / "no-such-repository.git")
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.FAILED
+    assert promotion.failed_step == "commit"
+    assert "Cannot reach the GitOps repository" in promotion.error
+    assert "no-such-repository.git" in promotion.error
+    assert promotion.gitops_commit_sha == ""
+    assert not Deployment.objects.exists()
+    assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_FAILED, promotion_id=promotion.pk).exists()
+
+
+def test_a_push_that_fails_for_good_leaves_no_commit_behind(pipeline):
+    service = pipeline.add_service("nexo-be")
+    hook = pipeline.gitops.bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'branch main is protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    head = pipeline.gitops.head()
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.FAILED
+    assert "branch main is protected" in promotion.error
+    assert pipeline.gitops.head() == head
+    # The worker's working copy is back in step with the remote on the next use.
+    repository = GitOpsRepository()
+    with repository.locked():
+        repository.sync()
+        assert repository.head() == head
+
+
+@pytest.mark.parametrize(
+    "values_text, complaint",
+    [
+        (None, "helm/nexo-be/values-develop.yaml does not exist in"),
+        ("image:\n  repository: ghcr.io/x\n", "helm/nexo-be/values-develop.yaml has no key 'image.tag'"),
+    ],
+)
+def test_a_missing_values_file_or_key_fails_naming_the_file_and_key(pipeline, values_text, complaint):
+    service = pipeline.add_service("nexo-be")
+    if values_text is None:
+        pipeline.gitops._pull()
+        pipeline.gitops.scratch.index.remove(["helm/nexo-be/values-develop.yaml"], working_tree=True)
+        pipeline.gitops.scratch.index.commit("chore: remove the develop values")
+        pipeline.gitops.scratch.remotes.origin.push("HEAD:refs/heads/main")
+    else:
+        pipeline.gitops.write("helm/nexo-be/values-develop.yaml", values_text)
+    head = pipeline.gitops.head()
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.FAILED
+    assert complaint in promotion.error
+    assert pipeline.gitops.head() == head
+
+
+def test_concurrent_promotions_of_ten_services_by_two_workers_all_land(pipeline, tmp_path):
+    services = [pipeline.add_service(f"svc-{n}") for n in range(10)]
+    for service in services:
+        transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "REDIS_URL": settings.RQ_QUEUES["default"]["URL"],
+        "GITOPS_REPO_URL": settings.GITOPS_REPO_URL,
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "rqworker", "--burst", "--with-scheduler", "default"],
+            cwd=settings.BASE_DIR,
+            env={**env, "GITOPS_WORKDIR": str(tmp_path / f"worker-{n}")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    logs = [worker.communicate(timeout=240)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], logs
+    assert all("Successfully completed" in log or "Job OK" in log for log in logs), "both workers did work"
+
+    promotions = Promotion.objects.all()
+    assert promotions.count() == 20  # develop, then the automatic qa promotion
+    assert set(promotions.values_list("state", flat=True)) == {PromotionState.VERIFIED}
+    ids_in_history = [trailers(commit).get("Promotion-Id") for commit in pipeline.gitops.commits()]
+    assert sorted(filter(None, ids_in_history), key=int) == sorted(str(p.pk) for p in promotions)
+    for service in services:
+        for name in ("develop", "qa"):
+            assert 'tag: "2026.02.1"' in pipeline.gitops.read(service.values_path(pipeline.environments[name]))
+
+
+def test_failed_verification_rolls_back_by_itself_in_qa(pipeline, people):
+    service = pipeline.add_service("nexo-be")
+    env = pipeline.environments
+    env["qa"].required_checks = ["e2e"]
+    env["qa"].save()
+    good, bad = make_release(service, "2026.02.1"), make_release(service, "2026.02.2")
+    for release, passed in ((good, True), (bad, False)):
+        CheckResult.objects.create(release=release, environment=env["qa"], name="e2e", passed=passed,
+                                   url="https://ci.example/run/1", reported_by="api-token:ci")
+        transitions.request_promotion(release, env["develop"], None, kind=PromotionKind.AUTO)
+        pipeline.run_jobs()
+
+    failed = Promotion.objects.get(environment=env["qa"], release=bad)
+    assert failed.state == PromotionState.ROLLED_BACK
+    assert failed.failed_step == "verification"
+    assert "e2e failed (https://ci.example/run/1)" in failed.error
+    rollback = Promotion.objects.get(environment=env["qa"], kind=PromotionKind.ROLLBACK)
+    assert (rollback.release, rollback.state, rollback.requested_via) == (good, PromotionState.VERIFIED, "pipeline")
+    assert 'tag: "2026.02.1"' in pipeline.gitops.read("helm/nexo-be/values-qa.yaml")
+    assert pipeline.gitops.commits("helm/nexo-be/values-qa.yaml")[0].summary == "rollback(nexo-be): qa → 2026.02.1"
+    assert Hold.objects.active().filter(service=service, environment=env["qa"]).exists()
+
+
+def test_failed_verification_in_staging_only_alerts(pipeline, people):
+    service = pipeline.add_service("nexo-be")
+    env = pipeline.environments
+    env["staging"].required_checks = ["load-test"]
+    env["staging"].save()
+    good, bad = make_release(service, "2026.02.1"), make_release(service, "2026.02.2")
+    for release, passed in ((good, True), (bad, False)):
+        CheckResult.objects.create(release=release, environment=env["staging"], name="load-test", passed=passed, reported_by="ci")
+        transitions.request_promotion(release, env["develop"], None, kind=PromotionKind.AUTO)
+        pipeline.run_jobs()
+        promotion = transitions.request_promotion(release, env["staging"], people["rita"])
+        transitions.approve(promotion, people["paulo"])
+        pipeline.run_jobs()
+    failed = Promotion.objects.get(environment=env["staging"], release=bad)
+    assert failed.state == PromotionState.FAILED
+    assert "load-test failed" in failed.error
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    assert 'tag: "2026.02.2"' in pipeline.gitops.read("helm/nexo-be/values-staging.yaml")
+
+
+def test_reconciler_resumes_a_promotion_whose_job_was_lost(pipeline):
+    from releases.reconciler import resume_stalled_promotions
+
+    service = pipeline.add_service("nexo-be")
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.redis.flushdb()  # the job never reached Redis
+    assert resume_stalled_promotions() == []  # too recent to call it stalled
+    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    assert resume_stalled_promotions() == [promotion.pk]
+    assert resume_stalled_promotions() == []  # its job is queued now; not enqueued twice
+    pipeline.run_jobs()
+    assert state_of(promotion) == PromotionState.VERIFIED
+
+
+def test_redis_down_at_enqueue_time_keeps_the_state_and_the_reconciler_catches_up(pipeline, settings):
+    from releases.reconciler import resume_stalled_promotions
+
+    service = pipeline.add_service("nexo-be")
+    working = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    settings.RQ_QUEUES = working
+    assert state_of(promotion) == PromotionState.APPROVED
+    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    assert resume_stalled_promotions() == [promotion.pk]
+    pipeline.run_jobs()
+    assert state_of(promotion) == PromotionState.VERIFIED
+
+
+def test_reconciler_flags_gitops_drift_once_and_clears_it_when_fixed(pipeline):
+    from releases.reconciler import detect_drift
+
+    service = pipeline.add_service("nexo-be")
+    transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    assert detect_drift() == []
+    original = pipeline.gitops.read("helm/nexo-be/values-develop.yaml")
+    pipeline.gitops.write("helm/nexo-be/values-develop.yaml", original.replace("2026.02.1", "hotfix-by-hand"))
+
+    deployment = Deployment.objects.current().get(service=service, environment=pipeline.environments["develop"])
+    assert detect_drift() == [deployment.pk]
+    assert detect_drift() == [deployment.pk]
+    deployment.refresh_from_db()
+    assert deployment.drifted_tag == "hotfix-by-hand"
+    events = AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED)
+    assert events.count() == 1
+    assert "says 'hotfix-by-hand' but the portal deployed 2026.02.1" in events.get().message
+
+    pipeline.gitops.write("helm/nexo-be/values-develop.yaml", original)
+    assert detect_drift() == []
+    deployment.refresh_from_db()
+    assert deployment.drifted_tag == ""
+
+
+def test_a_job_for_a_promotion_that_moved_on_does_nothing(pipeline, people):
+    from releases.jobs import commit_promotion, sync_promotion
+
+    service = pipeline.add_service("nexo-be")
+    release = make_release(service, "2026.02.1")
+    promotion = transitions.request_promotion(release, pipeline.environments["develop"], None)
+    transitions.cancel(promotion, make_user("admin", is_superuser=True))
+    head = pipeline.gitops.head()
+    commit_promotion(promotion.pk)
+    sync_promotion(promotion.pk)
+    assert state_of(promotion) == PromotionState.CANCELLED
+    assert pipeline.gitops.head() == head
