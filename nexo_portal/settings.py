@@ -123,6 +123,9 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
+# How often the board and a promotion's timeline refresh themselves while open.
+LIVE_REFRESH_SECONDS = env.int("LIVE_REFRESH_SECONDS", default=5)
+
 # --- Queue --------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 RQ_QUEUES = {

@@ -66,7 +66,8 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
         return "Sign in to request a promotion."
     elif not actor.is_superuser:
         allowed_groups = {group.pk for group in _approver_groups(environment)}
-        allowed_groups |= set(environment.requester_groups.values_list("pk", flat=True))
+        # .all() rather than values_list so a page that prefetched the groups asks nothing more.
+        allowed_groups |= {group.pk for group in environment.requester_groups.all()}
         if service.team_id:
             allowed_groups.add(service.team_id)
         if not _group_ids(actor) & allowed_groups:

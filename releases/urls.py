@@ -7,5 +7,14 @@ app_name = "releases"
 urlpatterns = [
     path("", views.board, name="board"),
     path("services/<slug:service>/releases/<str:version>/", views.release_detail, name="release-detail"),
+    path(
+        "services/<slug:service>/environments/<slug:environment>/promote/<str:version>/",
+        views.request_promotion,
+        name="request",
+    ),
+    path("services/<slug:service>/environments/<slug:environment>/rollback/", views.rollback, name="rollback"),
     path("promotions/<int:pk>/", views.promotion_detail, name="promotion-detail"),
+    path("promotions/<int:pk>/approve/", views.approve, name="approve"),
+    path("promotions/<int:pk>/reject/", views.reject, name="reject"),
+    path("promotions/<int:pk>/cancel/", views.cancel, name="cancel"),
 ]

@@ -1,44 +1,270 @@
-"""Pages for people: the version matrix, a release, a promotion. Every page needs sign-in."""
+"""Pages for people: the promotion board, a promotion, a release, and the actions on promotions.
 
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+Every page needs sign-in (PortalLoginRequiredMiddleware). State changes are POSTs (CSRF
+protected) that call one `transitions` function, which checks `policy`; a refusal comes back
+as a message. Each action's GET is its confirmation: a dialog fragment when htmx asks for it,
+a full page otherwise, so the board works without JavaScript too.
+"""
+
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
 
 from audit.models import AuditEvent
 from environments.models import Environment
 
-from .models import Deployment, Promotion, Release, Service
+from . import confirmations, policy, timeline, transitions
+from .board import Action, build_board
+from .forms import CommentForm, RejectForm, RequestForm, RollbackForm
+from .models import CheckResult, Deployment, Promotion, PromotionState, Release, Service
+from .policy import PromotionError
+
+
+def _is_htmx(request, target=None):
+    return request.headers.get("HX-Request") == "true" and (target is None or request.headers.get("HX-Target") == target)
 
 
 @require_GET
+@vary_on_headers("HX-Request", "HX-Target")
 def board(request):
-    """Any signed-in user: every service × environment with what runs there."""
-    environments = list(Environment.objects.in_pipeline_order())
-    services = list(Service.objects.select_related("team"))
-    current = {
-        (deployment.service_id, deployment.environment_id): deployment
-        for deployment in Deployment.objects.current().select_related("release")
-    }
-    rows = [
-        {"service": service, "cells": [current.get((service.pk, environment.pk)) for environment in environments]}
-        for service in services
-    ]
-    return render(request, "releases/board.html", {"environments": environments, "rows": rows})
+    """Any signed-in user: every service × environment; the actions shown depend on `policy`."""
+    board = build_board(request.user, team=request.GET.get("team", ""), service=request.GET.get("service", ""))
+    template = "releases/_board.html" if _is_htmx(request, "board") else "releases/board.html"
+    return render(request, template, {"board": board, "refresh_seconds": settings.LIVE_REFRESH_SECONDS})
 
 
 @require_GET
 def release_detail(request, service, version):
-    """Any signed-in user: one release and its journey through the environments."""
+    """Any signed-in user: one release, its journey through the environments, changelog and identity."""
     release = get_object_or_404(Release.objects.select_related("service", "fixes"), service__name=service, version=version)
-    promotions = release.promotions.select_related("environment", "requested_by").order_by("environment__position", "-requested_at")
-    return render(request, "releases/release_detail.html", {"release": release, "promotions": promotions})
+    environments = list(Environment.objects.in_pipeline_order())
+    promotions = list(
+        release.promotions.select_related("requested_by").order_by("-requested_at", "-id")
+    )
+    running = set(Deployment.objects.current().filter(release=release).values_list("environment_id", flat=True))
+    checks = list(CheckResult.objects.filter(release=release).order_by("environment__position", "name", "-reported_at"))
+    journey = [
+        {
+            "environment": environment,
+            "promotions": [p for p in promotions if p.environment_id == environment.pk],
+            "running": environment.pk in running,
+            "checks": [c for c in checks if c.environment_id == environment.pk],
+        }
+        for environment in environments
+    ]
+    return render(
+        request,
+        "releases/release_detail.html",
+        {"release": release, "journey": journey, "fixed_by": list(release.fixed_by.all())},
+    )
+
+
+def _promotion_context(request, pk):
+    promotion = get_object_or_404(
+        Promotion.objects.with_details()
+        .select_related("previous_release", "deployment")
+        .prefetch_related("approvals__user", "environment__approver_groups", "environment__requester_groups"),
+        pk=pk,
+    )
+    user, now = request.user, timezone.now()
+    back = "?" + urlencode({"next": promotion.get_absolute_url()})
+    # Deciding and cancelling only mean something before the GitOps commit starts.
+    offered = {
+        PromotionState.AWAITING_APPROVAL: [
+            ("approve", "Approve", policy.why_not_approve(promotion, user), "primary"),
+            ("reject", "Reject", policy.why_not_reject(promotion, user), "danger"),
+            ("cancel", "Cancel request", policy.why_not_cancel(promotion, user), ""),
+        ],
+        PromotionState.APPROVED: [("cancel", "Cancel request", policy.why_not_cancel(promotion, user), "")],
+    }.get(promotion.state, [])
+    samples = list(promotion.samples.all())
+    return {
+        "promotion": promotion,
+        "steps": timeline.steps(promotion, now),
+        "soak": timeline.soak(promotion, now),
+        "samples": samples,
+        "sample_summary": timeline.sample_summary(samples),
+        "events": list(AuditEvent.objects.for_promotion(promotion).order_by("id")),
+        "actions": [
+            Action(kind, label, reverse(f"releases:{kind}", args=[promotion.pk]) + back, why_not or "", tone)
+            for kind, label, why_not, tone in offered
+        ],
+        "approvals_required": policy.approvals_required(promotion),
+        "approver_groups": policy.describe_groups(promotion.environment.approver_groups.all()),
+        "values_path": promotion.service.values_path(promotion.environment),
+        "refresh_seconds": settings.LIVE_REFRESH_SECONDS,
+    }
 
 
 @require_GET
+@vary_on_headers("HX-Request", "HX-Target")
 def promotion_detail(request, pk):
-    """Any signed-in user: one promotion, its approvals and its audit events."""
-    promotion = get_object_or_404(Promotion.objects.with_details(), pk=pk)
-    approvals = promotion.approvals.select_related("user")
-    events = AuditEvent.objects.for_promotion(promotion).order_by("id")
+    """Any signed-in user: one promotion as a live timeline, its approvals, samples and audit events."""
+    context = _promotion_context(request, pk)
+    template = "releases/_promotion_live.html" if _is_htmx(request, "promotion-live") else "releases/promotion_detail.html"
+    return render(request, template, context)
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+
+def _next_url(request, default):
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return candidate
+    return default
+
+
+def _confirm(request, confirmation, form, *, back, status=200):
+    template = "releases/_confirm_dialog.html" if _is_htmx(request) else "releases/confirm.html"
     return render(
-        request, "releases/promotion_detail.html", {"promotion": promotion, "approvals": approvals, "events": events}
+        request, template, {"confirmation": confirmation, "form": form, "back": back, "action_url": request.path}, status=status
     )
+
+
+def _act(request, back, do, success):
+    """Run one transition; say what happened, or why it was refused, on the page we go back to."""
+    try:
+        result = do()
+    except PromotionError as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.success(request, success(result))
+    return redirect(back)
+
+
+def _approvals_note(promotion):
+    if promotion.state != PromotionState.AWAITING_APPROVAL:
+        return "no approval is needed, the GitOps commit is on its way."
+    required = policy.approvals_required(promotion)
+    groups = policy.describe_groups(promotion.environment.approver_groups.all())
+    return f"it waits for {required} approval{'s' if required != 1 else ''} from {groups}."
+
+
+@require_http_methods(["GET", "POST"])
+def request_promotion(request, service, environment, version):
+    """People who may request promotions of the service into the environment (`policy.why_not_request`)."""
+    release = get_object_or_404(Release.objects.select_related("service__team"), service__name=service, version=version)
+    environment = get_object_or_404(Environment, name=environment)
+    back = _next_url(request, reverse("releases:board"))
+    confirmation = confirmations.for_request(release, environment, request.user)
+    form = RequestForm(request.POST or None)
+    if request.method == "POST":
+        if not form.is_valid():
+            return _confirm(request, confirmation, form, back=back, status=400)
+        return _act(
+            request,
+            back,
+            lambda: transitions.request_promotion(
+                release,
+                environment,
+                request.user,
+                is_emergency=form.cleaned_data["emergency"],
+                reason=form.cleaned_data["reason"],
+            ),
+            lambda promotion: f"Requested {confirmation.headline} (promotion #{promotion.pk}): {_approvals_note(promotion)}",
+        )
+    return _confirm(request, confirmation, form if environment.allows_break_glass else None, back=back)
+
+
+@require_http_methods(["GET", "POST"])
+def rollback(request, service, environment):
+    """People who may request promotions of the service into the environment (`policy.why_not_request`)."""
+    service = get_object_or_404(Service.objects.select_related("team"), name=service)
+    environment = get_object_or_404(Environment, name=environment)
+    back = _next_url(request, reverse("releases:board"))
+    current = Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+    targets = confirmations.rollback_targets(service, environment, current) if current else []
+    versions = [release.version for release in targets]
+    default = transitions.last_verified_release(service, environment, older_than=current.release) if current else None
+    form = RollbackForm(request.POST or None, versions=versions, initial={"release": default.version if default else None})
+    target = default or (targets[0] if targets else None)
+    if request.method == "POST" and form.is_valid():
+        target = next(release for release in targets if release.version == form.cleaned_data["release"])
+    confirmation = confirmations.for_rollback(service, environment, request.user, current, target)
+    if request.method == "POST":
+        if not form.is_valid():
+            return _confirm(request, confirmation, form, back=back, status=400)
+        return _act(
+            request,
+            back,
+            lambda: transitions.request_rollback(service, environment, request.user, release=target),
+            lambda promotion: f"Requested rollback of {service.name} in {environment.name} to {target.version} "
+            f"(promotion #{promotion.pk}): {_approvals_note(promotion)}",
+        )
+    return _confirm(request, confirmation, form if targets else None, back=back)
+
+
+def _promotion_for_action(pk):
+    return get_object_or_404(
+        Promotion.objects.with_details().prefetch_related("approvals__user", "environment__approver_groups"), pk=pk
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def approve(request, pk):
+    """Members of the environment's approver groups, except the requester and those who decided already."""
+    promotion = _promotion_for_action(pk)
+    back = _next_url(request, promotion.get_absolute_url())
+    confirmation = confirmations.for_approve(promotion, request.user)
+    form = CommentForm(request.POST or None)
+    if request.method == "POST":
+        if not form.is_valid():
+            return _confirm(request, confirmation, form, back=back, status=400)
+        return _act(
+            request,
+            back,
+            lambda: transitions.approve(promotion, request.user, form.cleaned_data["comment"]),
+            lambda approved: f"You approved {confirmation.headline}: "
+            + (
+                "the GitOps commit is on its way."
+                if approved.state == PromotionState.APPROVED
+                else f"{policy.approvals_given(approved)} of {policy.approvals_required(approved)} approvals so far."
+            ),
+        )
+    return _confirm(request, confirmation, form, back=back)
+
+
+@require_http_methods(["GET", "POST"])
+def reject(request, pk):
+    """Members of the environment's approver groups, except the requester; a comment is required."""
+    promotion = _promotion_for_action(pk)
+    back = _next_url(request, promotion.get_absolute_url())
+    confirmation = confirmations.for_reject(promotion, request.user)
+    form = RejectForm(request.POST or None)
+    if request.method == "POST":
+        if not form.is_valid():
+            return _confirm(request, confirmation, form, back=back, status=400)
+        return _act(
+            request,
+            back,
+            lambda: transitions.reject(promotion, request.user, form.cleaned_data["comment"]),
+            lambda rejected: f"You rejected {confirmation.headline}.",
+        )
+    return _confirm(request, confirmation, form, back=back)
+
+
+@require_http_methods(["GET", "POST"])
+def cancel(request, pk):
+    """The requester, an approver of the environment or an administrator, before the GitOps commit starts."""
+    promotion = _promotion_for_action(pk)
+    back = _next_url(request, promotion.get_absolute_url())
+    confirmation = confirmations.for_cancel(promotion, request.user)
+    form = CommentForm(request.POST or None)
+    if request.method == "POST":
+        if not form.is_valid():
+            return _confirm(request, confirmation, form, back=back, status=400)
+        return _act(
+            request,
+            back,
+            lambda: transitions.cancel(promotion, request.user, form.cleaned_data["comment"]),
+            lambda cancelled: f"You cancelled {confirmation.headline}.",
+        )
+    return _confirm(request, confirmation, form, back=back)

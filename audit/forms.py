@@ -1,0 +1,59 @@
+"""Filters of the audit log page and its export."""
+
+from datetime import datetime, time, timedelta
+from urllib.parse import urlencode
+
+from django import forms
+from django.utils import timezone
+
+from environments.models import Environment
+from releases.models import Service
+
+from .models import AuditAction
+
+
+class AuditFilterForm(forms.Form):
+    service = forms.ChoiceField(required=False)
+    environment = forms.ChoiceField(required=False)
+    actor = forms.CharField(required=False, max_length=150, help_text="Part of a user name or api-token:<name>.")
+    action = forms.ChoiceField(required=False, choices=[("", "Any action"), *AuditAction.choices])
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["service"].choices = [("", "Any service")] + [
+            (name, name) for name in Service.objects.order_by("name").values_list("name", flat=True)
+        ]
+        self.fields["environment"].choices = [("", "Any environment")] + [
+            (name, name) for name in Environment.objects.in_pipeline_order().values_list("name", flat=True)
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since > until:
+            self.add_error("until", "The end date is before the start date.")
+        return cleaned
+
+    def filter(self, events):
+        """The events matching the valid filters; call after is_valid()."""
+        data = self.cleaned_data
+        if data.get("service"):
+            events = events.filter(service=data["service"])
+        if data.get("environment"):
+            events = events.filter(environment=data["environment"])
+        if data.get("actor"):
+            events = events.filter(actor__icontains=data["actor"].strip())
+        if data.get("action"):
+            events = events.filter(action=data["action"])
+        zone = timezone.get_current_timezone()
+        if data.get("since"):
+            events = events.filter(created_at__gte=datetime.combine(data["since"], time.min, zone))
+        if data.get("until"):
+            events = events.filter(created_at__lt=datetime.combine(data["until"] + timedelta(days=1), time.min, zone))
+        return events
+
+    def query_string(self):
+        """The filters as they were given, for links that keep them (pages, export)."""
+        return urlencode({key: value for key, value in self.data.items() if key in self.fields and value})

@@ -1,0 +1,212 @@
+"""What an action on the board will do, said before it is done.
+
+Each function returns a `Confirmation`: the one-line headline ("nexo-be 2026.02.1 → production"),
+the consequences in plain sentences, and — when the rules refuse the person asking — why not,
+in the words of `policy`. The confirmation pages and dialogs render it; nothing here changes state.
+"""
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from . import policy, verification
+from .board import busy_refusal, freeze_message, short_duration
+from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState
+
+
+@dataclass
+class Confirmation:
+    title: str
+    headline: str
+    submit: str
+    tone: str = "primary"
+    consequences: list = field(default_factory=list)
+    why_not: str = ""
+
+
+def _approvers(environment):
+    return policy.describe_groups(environment.approver_groups.all())
+
+
+def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
+    path = service.values_path(environment)
+    verb = {PromotionKind.ROLLBACK: "rollback", PromotionKind.AUTO: "auto-promote"}.get(kind, "promote")
+    steps = [
+        f"The portal sets {service.image_tag_key} to {release.version} in {path} and pushes one commit, "
+        f"“{verb}({service.name}): {environment.name} → {release.version}”."
+    ]
+    if settings.ARGOCD_URL:
+        steps.append(f"Argo CD syncs {service.argocd_app(environment)} and the portal waits until it is Healthy.")
+    else:
+        steps.append("Argo CD is not configured: the sync is not watched, the commit counts as deployed.")
+    probe = Promotion(service=service, environment=environment, release=release)
+    checks = verification.configured_checks(probe)
+    names = {"error_rate": "the error rate", "health_urls": "the health URLs", "argocd": "Argo CD health", "ci_checks": "the CI checks"}
+    checked = [names[key] for key, configured in checks.items() if configured]
+    window = short_duration(environment.verification_window)
+    if checked:
+        steps.append(f"It then soaks for {window} while the portal watches {', '.join(checked)}.")
+    else:
+        steps.append(f"It then soaks for {window}; nothing is configured to check, so the soak is only a timer.")
+    if environment.rollback_on_failed_verification:
+        steps.append("If verification fails, it is rolled back to the last verified release automatically.")
+    else:
+        steps.append("If verification fails, the promotion is marked failed and rolling back is up to you.")
+    return steps
+
+
+def _current(service, environment):
+    return Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+
+
+def _active(service, environment):
+    return Promotion.objects.active().filter(service=service, environment=environment).select_related("release").first()
+
+
+def _approval_sentence(environment, required):
+    if required == 0:
+        return f"No approval is needed in {environment.name}: the GitOps commit starts right away."
+    people = "one approver" if required == 1 else f"{required} distinct approvers"
+    return f"It waits for {people} from {_approvers(environment)}; the requester cannot approve it."
+
+
+def for_request(release, environment, user):
+    service = release.service
+    why_not = policy.why_not_request(user, service, environment) or ""
+    lines = []
+    current = _current(service, environment)
+    if current:
+        lines.append(
+            f"{environment.name} runs {current.release.version} now (deployed "
+            f"{timezone.localtime(current.deployed_at):%Y-%m-%d %H:%M}); {release.version} replaces it."
+        )
+    else:
+        lines.append(f"Nothing runs in {environment.name} for {service.name} yet.")
+    active = _active(service, environment)
+    if active and active.state == PromotionState.AWAITING_APPROVAL:
+        lines.append(f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) is superseded by this one.")
+    elif active:
+        why_not = why_not or busy_refusal(active)
+    freeze = environment.active_freeze()
+    if freeze:
+        frozen = freeze_message(environment, freeze.ends_at, freeze.reason)
+        if environment.allows_break_glass:
+            lines.append(f"{frozen} Only a break-glass promotion may enter now.")
+        else:
+            why_not = why_not or frozen
+    lines.append(_approval_sentence(environment, environment.required_approvals))
+    lines += _pipeline_steps(service, environment, release)
+    return Confirmation(
+        title="Request a promotion",
+        headline=f"{service.name} {release.version} → {environment.name}",
+        submit="Request promotion",
+        consequences=lines,
+        why_not=why_not,
+    )
+
+
+def for_approve(promotion, user):
+    given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
+    lines = [f"Requested by {promotion.requester_name()} on {timezone.localtime(promotion.requested_at):%Y-%m-%d %H:%M}."]
+    approvers = [a.user.get_username() for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
+    if approvers:
+        lines.append(f"Already approved by {', '.join(approvers)}.")
+    if given + 1 >= required:
+        lines.append(f"Yours is approval {given + 1} of {required}: the GitOps commit starts as soon as you approve.")
+        lines += _pipeline_steps(promotion.service, promotion.environment, promotion.release, promotion.kind)
+    else:
+        lines.append(
+            f"Yours is approval {given + 1} of {required}: {required - given - 1} more from "
+            f"{_approvers(promotion.environment)} will be needed before anything changes."
+        )
+    return Confirmation(
+        title="Approve the promotion",
+        headline=_headline(promotion),
+        submit="Approve",
+        consequences=lines,
+        why_not=policy.why_not_approve(promotion, user) or "",
+    )
+
+
+def for_reject(promotion, user):
+    lines = [
+        f"The promotion stops here and nothing changes in {promotion.environment.name}.",
+        f"{promotion.requester_name()} sees your comment on the promotion page and in the audit log; "
+        "trying again takes a new request.",
+    ]
+    return Confirmation(
+        title="Reject the promotion",
+        headline=_headline(promotion),
+        submit="Reject",
+        tone="danger",
+        consequences=lines,
+        why_not=policy.why_not_reject(promotion, user) or "",
+    )
+
+
+def for_cancel(promotion, user):
+    lines = [
+        f"The request is withdrawn before anything is committed: nothing changes in {promotion.environment.name}.",
+        "Approvals already given are kept in the audit log.",
+    ]
+    return Confirmation(
+        title="Cancel the request",
+        headline=_headline(promotion),
+        submit="Cancel request",
+        tone="danger",
+        consequences=lines,
+        why_not=policy.why_not_cancel(promotion, user) or "",
+    )
+
+
+def rollback_targets(service, environment, current):
+    """Releases that ran in this environment before and are older than what runs: newest first."""
+    releases, seen = [], set()
+    history = (
+        Deployment.objects.filter(service=service, environment=environment)
+        .exclude(release=current.release)
+        .select_related("release")
+        .order_by("-deployed_at")
+    )
+    for deployment in history:
+        release = deployment.release
+        if release.pk not in seen and release.calver < current.release.calver:
+            seen.add(release.pk)
+            releases.append(release)
+    return sorted(releases, key=lambda release: release.calver, reverse=True)
+
+
+def for_rollback(service, environment, user, current, target):
+    lines = []
+    why_not = policy.why_not_request(user, service, environment, kind=PromotionKind.ROLLBACK) or ""
+    if current is None or current.promotion_id is None:
+        why_not = why_not or (
+            f"Nothing the portal deployed runs in {environment.name} for {service.name}; there is nothing to roll back."
+        )
+        headline = f"{service.name} in {environment.name}"
+    elif target is None:
+        why_not = why_not or (
+            f"No release older than {current.release.version} ever ran in {environment.name}; there is nothing to go back to."
+        )
+        headline = f"{service.name} in {environment.name}: {current.release.version} → ?"
+    else:
+        headline = f"{service.name} in {environment.name}: {current.release.version} → {target.version}"
+        lines.append(f"{environment.name} goes back from {current.release.version} to {target.version}.")
+        active = _active(service, environment)
+        if active and active.state != PromotionState.AWAITING_APPROVAL:
+            why_not = why_not or busy_refusal(active)
+        elif active:
+            lines.append(f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) is superseded.")
+        lines.append(_approval_sentence(environment, environment.required_approvals))
+        lines += _pipeline_steps(service, environment, target, PromotionKind.ROLLBACK)
+        if environment.auto_promote:
+            lines.append(f"Automatic promotions of {service.name} into {environment.name} stop until someone lifts the hold.")
+    return Confirmation(
+        title="Roll back", headline=headline, submit="Request rollback", tone="danger", consequences=lines, why_not=why_not
+    )
+
+
+def _headline(promotion):
+    arrow = f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
+    return f"Rollback: {arrow}" if promotion.kind == PromotionKind.ROLLBACK else arrow

@@ -1,0 +1,48 @@
+"""The small forms behind the board's confirmations."""
+
+from django import forms
+
+COMMENT_WIDGET = forms.Textarea(attrs={"rows": 3})
+
+
+class CommentForm(forms.Form):
+    comment = forms.CharField(required=False, max_length=2000, widget=COMMENT_WIDGET, label="Comment (optional)")
+
+
+class RejectForm(forms.Form):
+    comment = forms.CharField(
+        max_length=2000,
+        widget=COMMENT_WIDGET,
+        label="Why do you reject it?",
+        help_text="Required: the requester reads it on the promotion page and in the audit log.",
+        error_messages={"required": "Say why you reject it: the requester reads this comment."},
+    )
+
+    def clean_comment(self):
+        comment = self.cleaned_data["comment"].strip()
+        if not comment:
+            raise forms.ValidationError("Say why you reject it: the requester reads this comment.")
+        return comment
+
+
+class RequestForm(forms.Form):
+    emergency = forms.BooleanField(
+        required=False,
+        label="Break-glass: this is for an incident",
+        help_text="Skips the previous-environment verification and change freezes; approvals are still required.",
+    )
+    reason = forms.CharField(required=False, max_length=2000, widget=COMMENT_WIDGET, label="Incident and reason")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("emergency") and not cleaned.get("reason", "").strip():
+            self.add_error("reason", "A break-glass promotion needs a reason: say which incident it is for.")
+        return cleaned
+
+
+class RollbackForm(forms.Form):
+    release = forms.ChoiceField(label="Roll back to")
+
+    def __init__(self, *args, versions, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["release"].choices = [(version, version) for version in versions]

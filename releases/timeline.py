@@ -1,0 +1,152 @@
+"""A promotion's steps as a timeline: requested → approvals → GitOps commit → Argo CD sync →
+healthy → soak → verified or failed, each done, current, failed, pending or skipped.
+
+Read from the times the transitions stamp on the promotion; nothing here decides a rule.
+"""
+
+from dataclasses import dataclass, field
+
+from .board import short_duration
+from .models import ApprovalDecision, PromotionKind, PromotionState, StepStatus
+from .policy import approvals_given, approvals_required
+
+DONE, CURRENT, FAILED, PENDING, SKIPPED = "done", "current", "failed", "pending", "skipped"
+STOPPED_BEFORE_COMMIT = {PromotionState.REJECTED, PromotionState.CANCELLED, PromotionState.SUPERSEDED}
+
+
+@dataclass
+class Step:
+    key: str
+    title: str
+    status: str
+    at: object = None
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class Soak:
+    percent: int
+    elapsed: str
+    left: str
+    window: str
+
+
+def soak(promotion, now):
+    """How far the soak window has gone, for the progress bar; None before it starts."""
+    if not promotion.verification_started_at or not promotion.verdict_at:
+        return None
+    window = promotion.verdict_at - promotion.verification_started_at
+    end = promotion.finished_at or now
+    elapsed = min(end - promotion.verification_started_at, window)
+    percent = 100 if window.total_seconds() <= 0 else max(0, min(100, int(100 * elapsed / window)))
+    return Soak(percent, short_duration(elapsed), short_duration(promotion.verdict_at - end), short_duration(window))
+
+
+def _status(done, current=False, failed=False, stopped=False):
+    if failed:
+        return FAILED
+    if done:
+        return DONE
+    if current:
+        return CURRENT
+    return SKIPPED if stopped else PENDING
+
+
+def steps(promotion, now):
+    state = promotion.state
+    stopped = state in STOPPED_BEFORE_COMMIT or state == PromotionState.FAILED
+    failed_step = promotion.failed_step if state in (PromotionState.FAILED, PromotionState.ROLLED_BACK) else ""
+    required, given = approvals_required(promotion), approvals_given(promotion)
+
+    requested = Step("requested", "Requested", DONE, promotion.requested_at, [f"by {promotion.requester_name()}"])
+    if promotion.kind == PromotionKind.ROLLBACK:
+        requested.notes.append("rollback" + (f" of promotion #{promotion.rolls_back_id}" if promotion.rolls_back_id else ""))
+    elif promotion.kind == PromotionKind.AUTO:
+        requested.notes.append("automatic, after verification in the environment before")
+    if promotion.is_emergency:
+        requested.notes.append(f"break-glass: {promotion.emergency_reason}")
+    if promotion.previous_release:
+        requested.notes.append(f"replacing {promotion.previous_release.version}")
+
+    rejected = any(a.decision == ApprovalDecision.REJECT for a in promotion.approvals.all())
+    if required == 0:
+        approvals = Step("approvals", "Approvals", DONE if promotion.approved_at else SKIPPED, promotion.approved_at,
+                         ["none needed here"])
+    else:
+        approvals = Step(
+            "approvals",
+            f"Approvals {given}/{required}",
+            _status(promotion.approved_at, state == PromotionState.AWAITING_APPROVAL, rejected, stopped),
+            promotion.approved_at,
+        )
+    if state == PromotionState.SUPERSEDED and promotion.superseded_by_id:
+        approvals.notes.append(f"superseded by promotion #{promotion.superseded_by_id}")
+    if state == PromotionState.CANCELLED:
+        approvals.notes.append("the request was cancelled")
+
+    commit = Step(
+        "commit",
+        "GitOps commit",
+        _status(promotion.committed_at, state in (PromotionState.APPROVED, PromotionState.COMMITTING),
+                failed_step == "commit", stopped),
+        promotion.committed_at or promotion.commit_started_at,
+    )
+    if state == PromotionState.APPROVED:
+        commit.notes.append("queued for a worker")
+
+    sync_configured = promotion.sync_status != StepStatus.NOT_CONFIGURED
+    sync = Step(
+        "sync",
+        "Argo CD sync",
+        _status(promotion.deployed_at, state in (PromotionState.COMMITTED, PromotionState.SYNCING),
+                failed_step == "sync", stopped),
+        promotion.sync_started_at,
+    )
+    if not sync_configured:
+        sync.notes.append("Argo CD is not configured: the sync was not watched")
+
+    deployment = getattr(promotion, "deployment", None) if promotion.deployed_at else None
+    healthy = Step("healthy", "Deployed and healthy", _status(promotion.deployed_at, False, False, stopped), promotion.deployed_at)
+    if deployment and deployment.health:
+        healthy.notes.append(f"Argo CD: {deployment.health}")
+    elif promotion.deployed_at and not sync_configured:
+        healthy.notes.append("health not watched")
+
+    soaking = Step(
+        "soak",
+        "Soak",
+        _status(
+            state in (PromotionState.VERIFIED,) or (state == PromotionState.ROLLED_BACK and failed_step == ""),
+            state in (PromotionState.DEPLOYED, PromotionState.VERIFYING),
+            failed_step == "verification",
+            stopped,
+        ),
+        promotion.verification_started_at,
+    )
+    if promotion.verification_status == StepStatus.NOT_CONFIGURED:
+        soaking.notes.append("nothing is configured to check: the soak is only a timer")
+
+    if state == PromotionState.VERIFIED:
+        outcome = Step("outcome", "Verified", DONE, promotion.finished_at)
+    elif state == PromotionState.FAILED:
+        outcome = Step("outcome", f"Failed at {promotion.failed_step}", FAILED, promotion.finished_at, [promotion.error])
+    elif state == PromotionState.ROLLED_BACK:
+        outcome = Step("outcome", "Rolled back", FAILED, promotion.updated_at, [promotion.error] if promotion.error else [])
+    elif state in STOPPED_BEFORE_COMMIT:
+        outcome = Step("outcome", promotion.get_state_display(), SKIPPED, promotion.finished_at)
+    else:
+        outcome = Step("outcome", "Verified", PENDING)
+    return [requested, approvals, commit, sync, healthy, soaking, outcome]
+
+
+def sample_summary(samples):
+    """'Error rate: 9 ok, 1 no data; Health URL: 10 ok' — the soak at a glance."""
+    counts = {}
+    for sample in samples:
+        outcome = "no data" if sample.ok is None else "ok" if sample.ok else "failed"
+        by_outcome = counts.setdefault(sample.get_kind_display(), {})
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    return "; ".join(
+        f"{kind}: " + ", ".join(f"{count} {outcome}" for outcome, count in outcomes.items())
+        for kind, outcomes in counts.items()
+    )
