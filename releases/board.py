@@ -1,20 +1,46 @@
 """The promotion board: every service × environment, what runs there, what waits, what you may do.
 
-Built in a fixed number of queries whatever the number of services and releases: the
-environments (with their groups and any freeze), the filter choices, the services shown (each
-with its newest release and the newest release verified in every environment, as subqueries that
-walk the release index newest first), the current deployments (each with the number of newer
-releases, which gives "builds behind"), the promotions waiting or recently stopped with their
-approvals, and the candidate releases. Whether an action is allowed is asked of `policy`.
+A read model built for the page people keep open all day. Its cost does not grow with the
+number of releases, and its query count does not grow with the number of services:
+
+1. the environments, with any active freeze;  2–3. their approver and requester groups;
+4. every service (the filter choices), with — for the services shown — the newest release and
+   the newest release verified in each environment, as subqueries that walk the release index
+   newest first and stop at the first match;
+5. the current deployments;  6. the verification state of the promotions that made them;
+7. the releases deployed and the candidates, each with how many releases are newer (an
+   index-only range scan), which gives "builds behind";
+8–9. the promotions waiting or recently stopped, with their approvals;
+10. the user's groups, read once by `policy`.
+
+Bulk rows are read as tuples: model instances for a few thousand rows would cost more than the
+whole page. Whether an action is allowed is asked of `policy`; the reason for a refusal is given
+by the action's confirmation, which the unavailable button opens.
 """
 
+from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, Subquery, Value
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
+from django.db.models.lookups import GreaterThan
 from django.urls import reverse
 from django.utils import timezone
 
@@ -47,6 +73,10 @@ WAITING_LABELS = {
     PromotionState.SYNCING: "syncing",
 }
 
+DeployedRow = namedtuple("DeployedRow", "service_id environment_id release_id promotion_id deployed_at health drifted_tag hold")
+VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
+ReleaseRow = namedtuple("ReleaseRow", "pk version year month build newer")
+
 
 @dataclass
 class Badge:
@@ -62,41 +92,39 @@ class Action:
     url: str
     why_not: str = ""
     tone: str = ""
-
-    @property
-    def allowed(self):
-        return not self.why_not
+    allowed: bool = True
 
 
 @dataclass
 class Cell:
-    service: Service
+    """Everything one cell shows, worked out in Python so the page only prints it."""
+
     environment: Environment
-    previous: Environment | None
-    deployment: Deployment | None = None
-    newer_releases: int | None = None
-    builds_behind: int | None = None
-    drift: Badge | None = None
+    version: str = ""
+    release_url: str = ""
+    deployed_iso: str = ""
+    age: str = ""
     health: Badge | None = None
     verification: Badge | None = None
     soak_percent: int | None = None
+    builds_behind: int | None = None
+    drift: Badge | None = None
+    gitops_tag: str = ""
+    hold_reason: str = ""
     waiting: Promotion | None = None
+    waiting_url: str = ""
     waiting_label: str = ""
     stopped: Promotion | None = None
+    stopped_url: str = ""
     stopped_label: str = ""
-    candidate: Release | None = None
-    hold_reason: str = ""
-    age: str = ""
+    candidate: ReleaseRow | None = None
     actions: list = field(default_factory=list)
-
-    @property
-    def release(self):
-        return self.deployment.release if self.deployment else None
 
 
 @dataclass
-class Row:
+class BoardRow:
     service: Service
+    filter_url: str
     cells: list
 
 
@@ -138,13 +166,37 @@ def short_duration(delta):
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
+def freeze_message(environment, ends_at, reason):
+    """Why a request into a frozen environment is refused, as `transitions` says it."""
+    return f"{environment.name} is frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: {reason}."
+
+
+def busy_refusal(promotion):
+    """Why nothing else may be requested while `promotion` is past approval, as `transitions` says it."""
+    return (
+        f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name} is already "
+        f"{promotion.get_state_display().lower()} (promotion #{promotion.pk}); wait for it to finish."
+    )
+
+
 # --- queries ----------------------------------------------------------------------------------
+
+
+class RowValue(Func):
+    """A row value such as (year, month, build): compared as one, the database walks an index by range."""
+
+    template = "(%(expressions)s)"
+    output_field = IntegerField()
+
+
+def calver_key(reference=F):
+    return RowValue(*(reference(part) for part in ("year", "month", "build")))
 
 
 def _newest_release(environment=None):
     """The newest release of the outer service, or the newest verified in `environment`.
 
-    Walks the (service, -year, -month, -build) index newest first and stops at the first match,
+    Walks the (service, year, month, build) index newest first and stops at the first match,
     so it costs a few index probes however long the history is.
     """
     releases = Release.objects.filter(service=OuterRef("pk")).order_by("-year", "-month", "-build")
@@ -157,18 +209,20 @@ def _newest_release(environment=None):
 
 
 def _newer_release_count():
-    """How many releases of the deployment's service are newer than the one deployed."""
-    year, month, build = OuterRef("release__year"), OuterRef("release__month"), OuterRef("release__build")
+    """How many releases of the outer release's service are newer than it: an index-only range scan."""
     newer = (
-        # year >= the deployed year is implied by the condition; said separately, it bounds the index scan.
-        Release.objects.filter(service=OuterRef("service"), year__gte=year)
-        .filter(Q(year__gt=year) | Q(year=year, month__gt=month) | Q(year=year, month=month, build__gt=build))
+        Release.objects.filter(GreaterThan(calver_key(), calver_key(OuterRef)), service=OuterRef("service"))
         .order_by()
         .values("service")
-        .annotate(count=Count("pk"))
+        .annotate(count=Count("*"))
         .values("count")
     )
     return Coalesce(Subquery(newer[:1]), Value(0))
+
+
+def _only_when(shown, expression):
+    # CASE evaluates its subquery only for the rows it is true for: services filtered out cost nothing.
+    return Case(When(shown, then=expression)) if shown else expression
 
 
 def _environments(now):
@@ -183,60 +237,73 @@ def _environments(now):
     )
 
 
-def freeze_message(environment, ends_at, reason):
-    """Why a request into a frozen environment is refused, as `transitions` says it."""
-    return f"{environment.name} is frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: {reason}."
-
-
-def busy_refusal(promotion):
-    """Why nothing else may be requested while `promotion` is past approval, as `transitions` says it."""
-    return (
-        f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name} is already "
-        f"{promotion.get_state_display().lower()} (promotion #{promotion.pk}); wait for it to finish."
-    )
-
-
-def build_board(user, *, team="", service="", now=None):
-    now = now or timezone.now()
-    environments = _environments(now)
-    choices = list(Service.objects.order_by("name").values_list("name", "team__name"))
-    teams = sorted({team_name for _, team_name in choices if team_name})
-    service_names = [name for name, _ in choices]
-
-    services = Service.objects.select_related("team").annotate(
-        newest_release_id=_newest_release(),
-        **{f"verified_in_{environment.pk}": _newest_release(environment) for environment in environments[:-1]},
-    )
+def _shown(team, service, prefix=""):
+    """The services shown, as a condition (empty: all of them) rather than a long list of ids."""
+    shown = Q()
     if team:
-        services = services.filter(team__name=team)
+        shown &= Q(**{f"{prefix}team__name": team})
     if service:
-        services = services.filter(name=service)
-    services = list(services)
-    service_ids = [s.pk for s in services]
+        shown &= Q(**{f"{prefix}name": service})
+    return shown
 
-    deployments = {
-        (d.service_id, d.environment_id): d
-        for d in Deployment.objects.current()
-        .filter(service_id__in=service_ids)
-        .select_related("release", "promotion")
+
+def _services(environments, shown):
+    annotations = {"newest_release_id": _only_when(shown, _newest_release())}
+    for environment in environments[:-1]:
+        annotations[f"verified_in_{environment.pk}"] = _only_when(shown, _newest_release(environment))
+    if shown:
+        annotations["shown"] = Case(When(shown, then=Value(True)), default=Value(False))
+    return list(Service.objects.select_related("team").order_by("name").annotate(**annotations))
+
+
+def _deployments(shown):
+    hold = Hold.objects.active().filter(service=OuterRef("service"), environment=OuterRef("environment"))
+    rows = (
+        Deployment.objects.current()
+        .filter(shown)
+        .annotate(hold=Subquery(hold.values("reason")[:1]))
+        .order_by()
+        .values_list(*DeployedRow._fields)
+    )
+    return {(row[0], row[1]): DeployedRow(*row) for row in rows}
+
+
+def _verifications(promotion_ids):
+    """What the board says about how each deployment was verified; soak times only while soaking."""
+    soaking = Q(state=PromotionState.VERIFYING)
+    rows = (
+        Promotion.objects.filter(pk__in=promotion_ids)
         .annotate(
-            newer_releases=_newer_release_count(),
-            hold_reason=Subquery(
-                Hold.objects.active()
-                .filter(service=OuterRef("service"), environment=OuterRef("environment"))
-                .values("reason")[:1]
-            ),
+            soak_started=Case(When(soaking, then="verification_started_at")),
+            soak_ends=Case(When(soaking, then="verdict_at")),
+            failure=Case(When(state=PromotionState.FAILED, then="error"), default=Value(""), output_field=TextField()),
         )
-    }
+        .order_by()
+        .values_list("pk", "state", "verification_status", "failed_step", "failure", "soak_started", "soak_ends")
+    )
+    return {row[0]: VerificationRow(*row[1:]) for row in rows}
 
+
+def _releases(release_ids):
+    rows = (
+        Release.objects.filter(pk__in=release_ids)
+        .annotate(newer=_newer_release_count())
+        .order_by()
+        .values_list(*ReleaseRow._fields)
+    )
+    return {row[0]: ReleaseRow(*row) for row in rows}
+
+
+def _open_promotions(shown, now):
+    """Per place: the promotion waiting there, and the last one stopped before it ran (rejected…)."""
     waiting, stopped = {}, {}
     promotions = (
-        Promotion.objects.filter(service_id__in=service_ids)
+        Promotion.objects.filter(shown)
         .filter(
             Q(state__in=PromotionState.active())
             | Q(state__in=STOPPED_STATES, deployed_at__isnull=True, finished_at__gte=now - RECENTLY_STOPPED)
         )
-        .select_related("release", "requested_by")
+        .select_related("release")
         .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("user")))
         .order_by("finished_at")
     )
@@ -246,23 +313,37 @@ def build_board(user, *, team="", service="", now=None):
             waiting[place] = promotion
         else:
             stopped[place] = promotion  # ordered by finished_at: the latest one wins
+    return waiting, stopped
 
+
+def build_board(user, *, team="", service="", now=None):
+    now = now or timezone.now()
+    environments = _environments(now)
+    everything = _services(environments, _shown(team, service))
+    services = [s for s in everything if getattr(s, "shown", True)]
+
+    deployments = _deployments(_shown(team, service, "service__"))
+    verifications = _verifications({d.promotion_id for d in deployments.values()} - {None})
     candidate_ids = {
         getattr(s, attribute)
         for s in services
         for attribute in ["newest_release_id"] + [f"verified_in_{e.pk}" for e in environments[:-1]]
     }
-    candidates = {r.pk: r for r in Release.objects.filter(pk__in=candidate_ids - {None}).defer("changelog")}
+    releases = _releases(({d.release_id for d in deployments.values()} | candidate_ids) - {None})
+    waiting, stopped = _open_promotions(_shown(team, service, "service__"), now)
 
     filters = urlencode({key: value for key, value in (("team", team), ("service", service)) if value})
-    back_to = reverse("releases:board") + (f"?{filters}" if filters else "")
-    builder = _CellBuilder(user, now, environments, deployments, waiting, stopped, candidates, back_to)
-    rows = [Row(s, [builder.cell(s, index) for index in range(len(environments))]) for s in services]
+    board_url = reverse("releases:board")
+    builder = _CellBuilder(
+        user, now, environments, deployments, verifications, releases, waiting, stopped,
+        back_to=board_url + (f"?{filters}" if filters else ""),
+    )
+    rows = [BoardRow(s, f"{board_url}?{urlencode({'service': s.name})}", builder.cells(s)) for s in services]
     return Board(
         environments=environments,
         rows=rows,
-        teams=teams,
-        service_names=service_names,
+        teams=sorted({s.team.name for s in everything if s.team_id}),
+        service_names=[s.name for s in everything],
         team=team,
         service=service,
         argocd_configured=bool(settings.ARGOCD_URL),
@@ -274,55 +355,93 @@ def build_board(user, *, team="", service="", now=None):
 # --- cells --------------------------------------------------------------------------------------
 
 
+class _Url:
+    """reverse() once; cells fill in their own arguments.
+
+    Service and environment names are slugs and versions are CalVer (digits, lowercase letters,
+    dots and hyphens), so the arguments need no quoting.
+    """
+
+    def __init__(self, name, *placeholders, query=""):
+        self.pattern = reverse(name, args=placeholders) + query
+        self.placeholders = [str(placeholder) for placeholder in placeholders]
+
+    def __call__(self, *args):
+        url = self.pattern
+        for placeholder, value in zip(self.placeholders, args):
+            url = url.replace(placeholder, str(value), 1)
+        return url
+
+
 class _CellBuilder:
-    def __init__(self, user, now, environments, deployments, waiting, stopped, candidates, back_to):
+    def __init__(self, user, now, environments, deployments, verifications, releases, waiting, stopped, back_to):
         self.user = user
-        # Every confirmation returns to the board as it was filtered.
-        self.next_query = urlencode({"next": back_to})
         self.now = now
         self.environments = environments
-        self.environments_by_id = {e.pk: e for e in environments}
         self.deployments = deployments
+        self.verifications = verifications
+        self.releases = releases
         self.waiting = waiting
         self.stopped = stopped
-        self.candidates = candidates
         self.argocd_configured = bool(settings.ARGOCD_URL)
+        self.may_request = {}
+        # Every confirmation returns to the board as it was filtered.
+        back = "?" + urlencode({"next": back_to})
+        self.release_url = _Url("releases:release-detail", "service-name", "calver-version")
+        self.promotion_url = _Url("releases:promotion-detail", 2**31 - 1)
+        self.decision_urls = {
+            kind: _Url(f"releases:{kind}", 2**31 - 1, query=back) for kind in ("approve", "reject", "cancel")
+        }
+        self.request_url = _Url("releases:request", "service-name", "environment-name", "calver-version", query=back)
+        self.rollback_url = _Url("releases:rollback", "service-name", "environment-name", query=back)
 
-    def cell(self, service, index):
-        environment = self.environments[index]
-        previous = self.environments[index - 1] if index else None
-        place = (service.pk, environment.pk)
-        cell = Cell(service=service, environment=environment, previous=previous)
+    def cells(self, service):
+        # The candidate for each environment: the newest release verified in the one before it,
+        # or for the first environment the newest release of all.
+        candidates = [service.newest_release_id] + [
+            getattr(service, f"verified_in_{environment.pk}") for environment in self.environments[:-1]
+        ]
+        return [
+            self.cell(service, environment, previous, candidate)
+            for environment, previous, candidate in zip(self.environments, [None] + self.environments[:-1], candidates)
+        ]
+
+    def cell(self, service, environment, previous, candidate_id):
+        place = (service.id, environment.id)
+        cell = Cell(environment)
 
         deployment = self.deployments.get(place)
+        release = self.releases[deployment.release_id] if deployment else None
         if deployment:
-            deployment.service = deployment.release.service = service
-            cell.deployment = deployment
-            cell.newer_releases = deployment.newer_releases
-            cell.hold_reason = deployment.hold_reason or ""
+            cell.version = release.version
+            cell.release_url = self.release_url(service.name, release.version)
+            cell.deployed_iso = deployment.deployed_at.isoformat()
             cell.age = short_age(deployment.deployed_at, self.now)
             cell.health = self._health(deployment)
-            cell.verification, cell.soak_percent = self._verification(deployment)
-            if previous:
-                cell.drift = self._drift(cell, self.deployments.get((service.pk, previous.pk)))
+            cell.verification, cell.soak_percent = self._verification(self.verifications.get(deployment.promotion_id))
+            cell.gitops_tag = deployment.drifted_tag
+            cell.hold_reason = deployment.hold or ""
+            previous_deployment = self.deployments.get((service.id, previous.id)) if previous else None
+            if previous_deployment:
+                self._drift(cell, release, previous, self.releases[previous_deployment.release_id])
 
         waiting = self.waiting.get(place)
         if waiting and waiting.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
             waiting = None  # it runs here already: the deployment shows its soak
         if waiting:
             self._attach(waiting, service, environment)
-            cell.waiting, cell.waiting_label = waiting, self._waiting_label(waiting)
+            cell.waiting, cell.waiting_url = waiting, self.promotion_url(waiting.pk)
+            cell.waiting_label = self._waiting_label(waiting)
         stopped = self.stopped.get(place)
         if stopped and not waiting:
             self._attach(stopped, service, environment)
-            cell.stopped, cell.stopped_label = stopped, self._stopped_label(stopped)
+            cell.stopped, cell.stopped_url = stopped, self.promotion_url(stopped.pk)
+            cell.stopped_label = self._stopped_label(stopped)
 
-        candidate_id = getattr(service, f"verified_in_{previous.pk}") if previous else service.newest_release_id
-        candidate = self.candidates.get(candidate_id)
-        if candidate and (deployment is None or candidate.calver > deployment.release.calver):
-            candidate.service = service
+        candidate = self.releases.get(candidate_id)
+        if candidate and (release is None or candidate[2:5] > release[2:5]):
             cell.candidate = candidate
-        cell.actions = self._actions(cell, waiting)
+        cell.actions = self._actions(cell, service, environment, deployment, waiting)
         return cell
 
     def _attach(self, promotion, service, environment):
@@ -337,55 +456,51 @@ class _CellBuilder:
             return None  # the board says so once, above the table
         if not deployment.health:
             return Badge("health unknown", "warn", "Argo CD has not reported health for this deployment yet")
-        checked = timezone.localtime(deployment.health_checked_at) if deployment.health_checked_at else None
-        title = f"Argo CD health, checked {checked:%Y-%m-%d %H:%M}" if checked else "Argo CD health"
-        return Badge(deployment.health, HEALTH_TONES.get(deployment.health, "warn"), title)
+        return Badge(deployment.health, HEALTH_TONES.get(deployment.health, "warn"), "Argo CD health")
 
-    def _verification(self, deployment):
-        promotion = deployment.promotion
-        if promotion is None:
+    def _verification(self, verification):
+        if verification is None:
             return Badge("not verified here", "", "Imported from GitOps history: the portal did not verify it"), None
-        state = promotion.state
-        if state == PromotionState.VERIFYING and promotion.verdict_at:
-            window = promotion.verdict_at - promotion.verification_started_at
-            elapsed = self.now - promotion.verification_started_at
-            left = promotion.verdict_at - self.now
-            percent = 100 if window.total_seconds() <= 0 else min(100, int(100 * elapsed / window))
+        state = verification.state
+        if state == PromotionState.VERIFYING and verification.soak_ends:
+            window = verification.soak_ends - verification.soak_started
+            elapsed = self.now - verification.soak_started
+            left = verification.soak_ends - self.now
+            percent = 100 if window.total_seconds() <= 0 else max(0, min(100, int(100 * elapsed / window)))
             label = f"soaking, {short_duration(left)} left" if left.total_seconds() > 0 else "soak over, verdict next"
-            return Badge(label, "info", f"Verdict at {timezone.localtime(promotion.verdict_at):%H:%M:%S}"), percent
+            return Badge(label, "info", f"Verdict at {timezone.localtime(verification.soak_ends):%H:%M:%S}"), percent
         if state == PromotionState.DEPLOYED:
             return Badge("verification starting", "info"), None
         if state == PromotionState.VERIFIED:
-            if promotion.verification_status == StepStatus.NOT_CONFIGURED:
-                return Badge("verified (nothing checked)", "warn", "No check was configured: the soak was only a timer"), None
+            if verification.status == StepStatus.NOT_CONFIGURED:
+                return Badge("verified, nothing checked", "warn", "No check was configured: the soak was only a timer"), None
             return Badge("verified", "ok"), None
         if state == PromotionState.FAILED:
-            return Badge(f"failed at {promotion.failed_step or 'an unknown step'}", "bad", promotion.error[:300]), None
+            return Badge(f"failed at {verification.failed_step or 'an unknown step'}", "bad", verification.error[:300]), None
         if state == PromotionState.ROLLED_BACK:
             return Badge("rolled back", "bad"), None
-        return Badge(promotion.get_state_display().lower()), None
+        return Badge(PromotionState(state).label.lower()), None
 
-    def _drift(self, cell, previous_deployment):
-        if previous_deployment is None:
-            return None
-        behind = cell.newer_releases - previous_deployment.newer_releases
+    def _drift(self, cell, release, previous, previous_release):
+        behind = release.newer - previous_release.newer
         cell.builds_behind = behind
-        if behind == 0:
-            return None
         if behind < 0:
-            return Badge(f"ahead of {cell.previous.name}", "", f"{-behind} builds newer than {cell.previous.name}")
-        builds = "build" if behind == 1 else "builds"
-        threshold = cell.environment.drift_warning_builds
-        tone = "warn" if behind > threshold else ""
-        title = f"{cell.previous.name} runs {previous_deployment.release.version}" + (
-            f"; more than {threshold} builds behind is worth a promotion" if tone else ""
-        )
-        return Badge(f"{behind} {builds} behind {cell.previous.name}", tone, title)
+            cell.drift = Badge(f"ahead of {previous.name}", "", f"{-behind} builds newer than {previous.name}")
+        elif behind > 0:
+            threshold = cell.environment.drift_warning_builds
+            tone = "warn" if behind > threshold else ""
+            title = f"{previous.name} runs {previous_release.version}"
+            if tone:
+                title += f"; more than {threshold} builds behind is worth a promotion"
+            builds = "build" if behind == 1 else "builds"
+            cell.drift = Badge(f"{behind} {builds} behind {previous.name}", tone, title)
 
     def _waiting_label(self, promotion):
+        prefix = "rollback, " if promotion.kind == PromotionKind.ROLLBACK else ""
         if promotion.state == PromotionState.AWAITING_APPROVAL:
-            return f"awaiting approval {policy.approvals_given(promotion)}/{policy.approvals_required(promotion)}"
-        return WAITING_LABELS.get(promotion.state, promotion.get_state_display().lower())
+            given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
+            return f"{prefix}awaiting approval {given}/{required}"
+        return prefix + WAITING_LABELS.get(promotion.state, promotion.get_state_display().lower())
 
     def _stopped_label(self, promotion):
         when = short_age(promotion.finished_at, self.now)
@@ -399,36 +514,43 @@ class _CellBuilder:
 
     # --- what the user may do here
 
-    def _actions(self, cell, waiting):
-        user, service, environment = self.user, cell.service, cell.environment
+    def _may_request(self, service, environment):
+        # The request rule depends on the service only through its owning team (see policy), so
+        # one answer per team and environment serves every row.
+        key = (service.team_id, environment.pk)
+        if key not in self.may_request:
+            self.may_request[key] = policy.why_not_request(self.user, service, environment) is None
+        return self.may_request[key]
+
+    def _actions(self, cell, service, environment, deployment, waiting):
         actions = []
         if waiting and waiting.state == PromotionState.AWAITING_APPROVAL:
-            actions.append(
-                self._action("approve", "Approve", "releases:approve", [waiting.pk], policy.why_not_approve(waiting, user), "primary")
-            )
-            if not policy.why_not_reject(waiting, user):
-                actions.append(self._action("reject", "Reject", "releases:reject", [waiting.pk], tone="danger"))
-        if waiting and not policy.why_not_cancel(waiting, user):
-            actions.append(self._action("cancel", "Cancel request", "releases:cancel", [waiting.pk]))
+            actions.append(self._decision("approve", "Approve", waiting, policy.why_not_approve(waiting, self.user), "primary"))
+            if not policy.why_not_reject(waiting, self.user):
+                actions.append(self._decision("reject", "Reject", waiting, None, "danger"))
+        if waiting and not policy.why_not_cancel(waiting, self.user):
+            actions.append(self._decision("cancel", "Cancel request", waiting, None, ""))
 
-        busy = busy_refusal(waiting) if waiting and waiting.state != PromotionState.AWAITING_APPROVAL else ""
-        # A frozen environment that allows break-glass still offers the request: its confirmation says so.
-        frozen = ""
-        if environment.frozen_until and not environment.allows_break_glass:
-            frozen = freeze_message(environment, environment.frozen_until, environment.freeze_reason)
+        busy = waiting is not None and waiting.state != PromotionState.AWAITING_APPROVAL
+        may_request = self._may_request(service, environment)
         candidate = cell.candidate
         if candidate and not (waiting and waiting.release_id == candidate.pk):
-            why_not = busy or policy.why_not_request(user, service, environment) or frozen
-            args = [service.name, environment.name, candidate.version]
-            actions.append(self._action("request", f"Promote {candidate.version}", "releases:request", args, why_not, "primary"))
-
-        # Rolling back is offered only to those who may request here, and only over what the portal deployed.
-        deployment = cell.deployment
-        if deployment and deployment.promotion_id and not policy.why_not_request(user, service, environment):
+            # A frozen environment that allows break-glass still offers the request: its confirmation says so.
+            frozen = environment.frozen_until and not environment.allows_break_glass
             actions.append(
-                self._action("rollback", "Roll back…", "releases:rollback", [service.name, environment.name], busy, "quiet")
+                Action(
+                    "request",
+                    f"Promote {candidate.version}",
+                    self.request_url(service.name, environment.name, candidate.version),
+                    tone="primary",
+                    allowed=may_request and not busy and not frozen,
+                )
             )
+        # Rolling back is offered only to those who may request here, and only over what the portal deployed.
+        if deployment and deployment.promotion_id and may_request:
+            url = self.rollback_url(service.name, environment.name)
+            actions.append(Action("rollback", "Roll back…", url, tone="quiet", allowed=not busy))
         return actions
 
-    def _action(self, kind, label, url_name, args, why_not=None, tone=""):
-        return Action(kind, label, f"{reverse(url_name, args=args)}?{self.next_query}", why_not or "", tone)
+    def _decision(self, kind, label, promotion, why_not, tone):
+        return Action(kind, label, self.decision_urls[kind](promotion.pk), why_not or "", tone, allowed=not why_not)

@@ -1,0 +1,254 @@
+"""Benchmark of the promotion board: 200 services × 4 environments, 50,000 releases, in PostgreSQL.
+
+    ./scripts/bench board            (or: python bench/bench_board.py [--requests N] [--rebuild])
+
+Builds the data set once with bulk_create (kept between runs; --rebuild starts over), then
+requests the board through Django's test client as an SRE who may approve, and prints the
+query count and p50/p95/max of the full page and of the htmx refresh. Targets: ≤ 12 queries,
+p95 ≤ 150 ms on the project's 2-core machine.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
+os.environ.setdefault("DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench")
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("ALLOWED_HOSTS", "testserver")
+os.environ["SECURE_HTTPS"] = "0"
+
+SERVICES = 200
+RELEASES = 50_000
+TEAMS = 10
+QUERY_TARGET = 12
+P95_TARGET_MS = 150
+
+
+def ensure_database():
+    """Create the bench database when it does not exist (the role has CREATEDB)."""
+    import environ
+    import psycopg
+
+    config = environ.Env.db_url_config(os.environ["DATABASE_URL"])
+    admin = psycopg.connect(
+        host=config["HOST"], port=config["PORT"] or 5432, user=config["USER"], password=config["PASSWORD"],
+        dbname="postgres", autocommit=True,
+    )
+    with admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]).fetchone():
+            admin.execute(f'CREATE DATABASE "{config["NAME"]}"')
+
+
+def build(stdout):
+    """200 services with 250 releases each: every release verified in develop, every 2nd in qa,
+    every 10th in staging, every 25th in production; some promotions waiting, soaking or stopped."""
+    from django.contrib.auth.models import Group, User
+    from django.db import transaction
+    from django.utils import timezone
+
+    from environments.defaults import ensure_default_environments
+    from releases.models import (
+        Approval, ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState, Release, Service, StepStatus,
+    )
+
+    now = timezone.now()
+    per_service = RELEASES // SERVICES
+    reached = {"develop": 1, "qa": 2, "staging": 10, "production": 25}
+    with transaction.atomic():
+        environments = ensure_default_environments()
+        teams = [Group.objects.get_or_create(name=f"team-{n:02d}")[0] for n in range(TEAMS)]
+        sre = Group.objects.get_or_create(name="sre-team")[0]
+        requester = User.objects.create_user("bench-requester")
+        requester.groups.set(teams)
+        approvers = [User.objects.create_user(f"bench-sre-{n}") for n in range(2)]
+        for approver in approvers:
+            approver.groups.add(sre)
+
+        services = Service.objects.bulk_create(
+            Service(name=f"bench-svc-{n:03d}", team=teams[n % TEAMS], image_repository=f"ghcr.io/nexo-org/bench-svc-{n:03d}")
+            for n in range(SERVICES)
+        )
+        releases = []
+        start = now - timedelta(days=per_service)
+        for service in services:
+            builds = {}
+            for index in range(per_service):
+                moment = start + timedelta(days=index)
+                month = (moment.year, moment.month)
+                builds[month] = builds.get(month, 0) + 1
+                version = f"{moment.year}.{moment.month:02d}.{builds[month]}"
+                digest = f"{service.pk:08x}{index:08x}".ljust(64, "0")
+                releases.append(
+                    Release(
+                        service=service, version=version, year=moment.year, month=moment.month, build=builds[month],
+                        commit_sha=digest[:40], image_digest=f"sha256:{digest}", registered_at=moment,
+                        changelog=f"- change {index} of {service.name}",
+                    )
+                )
+        releases = Release.objects.bulk_create(releases, batch_size=5000)
+        stdout.write(f"  {len(services)} services, {len(releases)} releases\n")
+
+        promotions, deployments = [], []
+        for offset, service in enumerate(services):
+            history = releases[offset * per_service:(offset + 1) * per_service]
+            for name, every in reached.items():
+                environment = environments[name]
+                # Leave the newest ones out of the later environments, so every column drifts a little.
+                lag = {"develop": 0, "qa": 1 + offset % 3, "staging": 5 + offset % 7, "production": 20 + offset % 30}[name]
+                for index, release in enumerate(history[: per_service - lag]):
+                    if index % every:
+                        continue
+                    at = release.registered_at + timedelta(hours=2 + list(reached).index(name) * 6)
+                    promotions.append(
+                        Promotion(
+                            release=release, service=service, environment=environment,
+                            kind=PromotionKind.AUTO if name in ("develop", "qa") else PromotionKind.MANUAL,
+                            state=PromotionState.VERIFIED, requested_by=None if name in ("develop", "qa") else requester,
+                            requested_via="pipeline" if name in ("develop", "qa") else "",
+                            requested_at=at, approved_at=at, commit_started_at=at, committed_at=at, sync_started_at=at,
+                            deployed_at=at, verification_started_at=at, verdict_at=at + timedelta(minutes=5),
+                            finished_at=at + timedelta(minutes=5), sync_status=StepStatus.PASSED,
+                            verification_status=StepStatus.PASSED, gitops_commit_sha=release.commit_sha,
+                        )
+                    )
+        promotions = Promotion.objects.bulk_create(promotions, batch_size=5000)
+        stdout.write(f"  {len(promotions)} verified promotions\n")
+
+        by_place = {}
+        for promotion in promotions:
+            by_place.setdefault((promotion.service_id, promotion.environment_id), []).append(promotion)
+        for place, history in by_place.items():
+            for promotion, following in zip(history, history[1:] + [None]):
+                deployments.append(
+                    Deployment(
+                        service_id=place[0], environment_id=place[1], release_id=promotion.release_id, promotion=promotion,
+                        gitops_commit_sha=promotion.gitops_commit_sha, deployed_at=promotion.deployed_at,
+                        replaced_at=following.deployed_at if following else None, health="Healthy",
+                        health_checked_at=now,
+                    )
+                )
+        Deployment.objects.bulk_create(deployments, batch_size=5000)
+        stdout.write(f"  {len(deployments)} deployments\n")
+
+        # What a busy morning looks like: a fifth of production waiting for approvals, some soaking.
+        production, staging = environments["production"], environments["staging"]
+        waiting, approvals = [], []
+        for offset, service in enumerate(services[::5]):
+            newest_staging = by_place[(service.pk, staging.pk)][-1]
+            waiting.append(
+                Promotion(
+                    release_id=newest_staging.release_id, service=service, environment=production,
+                    state=PromotionState.AWAITING_APPROVAL, requested_by=requester, requested_at=now - timedelta(minutes=offset),
+                )
+            )
+        waiting = Promotion.objects.bulk_create(waiting)
+        for promotion in waiting[::2]:
+            approvals.append(Approval(promotion=promotion, user=approvers[0], decision=ApprovalDecision.APPROVE))
+        Approval.objects.bulk_create(approvals)
+        soaking = []
+        for service in services[1::10]:
+            last = by_place[(service.pk, staging.pk)][-1]
+            Promotion.objects.filter(pk=last.pk).update(
+                state=PromotionState.VERIFYING, verification_started_at=now - timedelta(minutes=10),
+                verdict_at=now + timedelta(minutes=20), finished_at=None, verification_status=StepStatus.RUNNING,
+            )
+            soaking.append(last.pk)
+        stdout.write(f"  {len(waiting)} awaiting approval, {len(soaking)} soaking\n")
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def measure(client, path, requests, headers=None):
+    from django.db import connection
+
+    headers = headers or {}
+    for _ in range(3):  # warm the template cache and the connection
+        client.get(path, headers=headers)
+    executed = []
+    with connection.execute_wrapper(lambda execute, sql, params, many, context: executed.append(sql) or execute(sql, params, many, context)):
+        response = client.get(path, headers=headers)
+    assert response.status_code == 200, response.status_code
+    timings = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        response = client.get(path, headers=headers)
+        timings.append((time.perf_counter() - started) * 1000)
+    return {
+        "queries": len(executed),
+        "bytes": len(response.content),
+        "p50_ms": round(statistics.median(timings), 1),
+        "p95_ms": round(percentile(timings, 0.95), 1),
+        "max_ms": round(max(timings), 1),
+        "requests": requests,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=60, help="timed requests per variant (default 60)")
+    parser.add_argument("--rebuild", action="store_true", help="drop the data set and build it again")
+    options = parser.parse_args()
+
+    ensure_database()
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections, connection
+    from django.test import Client
+
+    call_command("migrate", verbosity=0)
+    call_command("collectstatic", interactive=False, verbosity=0)  # pages link hashed static files, as in production
+    from releases.models import Release
+
+    if options.rebuild or Release.objects.count() != RELEASES:
+        print(f"Building the data set in {connection.settings_dict['NAME']} (once; --rebuild starts over)…")
+        call_command("flush", interactive=False, verbosity=0)
+        started = time.perf_counter()
+        build(sys.stdout)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+        print(f"  built in {time.perf_counter() - started:.0f} s")
+
+    # As behind a pooled or persistent connection: the bench times the page, not connecting.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    client = Client()
+    client.force_login(User.objects.get(username="bench-sre-1"))
+    results = {
+        "board": measure(client, "/", options.requests),
+        "board refresh (htmx)": measure(client, "/", options.requests, {"HX-Request": "true", "HX-Target": "board"}),
+        "board filtered by team": measure(client, "/?team=team-03", options.requests),
+    }
+    print(f"\nBoard: {RELEASES} releases, {SERVICES} services × 4 environments, {options.requests} requests each")
+    print(f"{'variant':<26}{'queries':>8}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'KiB':>7}")
+    for name, figures in results.items():
+        print(
+            f"{name:<26}{figures['queries']:>8}{figures['p50_ms']:>9}{figures['p95_ms']:>9}{figures['max_ms']:>9}"
+            f"{figures['bytes'] // 1024:>7}"
+        )
+    board = results["board"]
+    verdict = board["queries"] <= QUERY_TARGET and board["p95_ms"] <= P95_TARGET_MS
+    print(f"\nTargets: ≤ {QUERY_TARGET} queries, p95 ≤ {P95_TARGET_MS} ms: {'met' if verdict else 'NOT met'}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "board.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if verdict else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
