@@ -122,6 +122,11 @@ def _next_url(request, default):
     return default
 
 
+def _posted(request):
+    # Bound on every POST, even an empty one: a form posted without fields is still a submission.
+    return request.POST if request.method == "POST" else None
+
+
 def _confirm(request, confirmation, form, *, back, status=200):
     template = "releases/_confirm_dialog.html" if _is_htmx(request) else "releases/confirm.html"
     return render(
@@ -155,7 +160,7 @@ def request_promotion(request, service, environment, version):
     environment = get_object_or_404(Environment, name=environment)
     back = _next_url(request, reverse("releases:board"))
     confirmation = confirmations.for_request(release, environment, request.user)
-    form = RequestForm(request.POST or None)
+    form = RequestForm(_posted(request))
     if request.method == "POST":
         if not form.is_valid():
             return _confirm(request, confirmation, form, back=back, status=400)
@@ -184,7 +189,7 @@ def rollback(request, service, environment):
     targets = confirmations.rollback_targets(service, environment, current) if current else []
     versions = [release.version for release in targets]
     default = transitions.last_verified_release(service, environment, older_than=current.release) if current else None
-    form = RollbackForm(request.POST or None, versions=versions, initial={"release": default.version if default else None})
+    form = RollbackForm(_posted(request), versions=versions, initial={"release": default.version if default else None})
     target = default or (targets[0] if targets else None)
     if request.method == "POST" and form.is_valid():
         target = next(release for release in targets if release.version == form.cleaned_data["release"])
@@ -214,7 +219,7 @@ def approve(request, pk):
     promotion = _promotion_for_action(pk)
     back = _next_url(request, promotion.get_absolute_url())
     confirmation = confirmations.for_approve(promotion, request.user)
-    form = CommentForm(request.POST or None)
+    form = CommentForm(_posted(request))
     if request.method == "POST":
         if not form.is_valid():
             return _confirm(request, confirmation, form, back=back, status=400)
@@ -238,7 +243,7 @@ def reject(request, pk):
     promotion = _promotion_for_action(pk)
     back = _next_url(request, promotion.get_absolute_url())
     confirmation = confirmations.for_reject(promotion, request.user)
-    form = RejectForm(request.POST or None)
+    form = RejectForm(_posted(request))
     if request.method == "POST":
         if not form.is_valid():
             return _confirm(request, confirmation, form, back=back, status=400)
@@ -257,7 +262,7 @@ def cancel(request, pk):
     promotion = _promotion_for_action(pk)
     back = _next_url(request, promotion.get_absolute_url())
     confirmation = confirmations.for_cancel(promotion, request.user)
-    form = CommentForm(request.POST or None)
+    form = CommentForm(_posted(request))
     if request.method == "POST":
         if not form.is_valid():
             return _confirm(request, confirmation, form, back=back, status=400)

@@ -1,0 +1,276 @@
+"""The actions of the board through HTML: confirmation pages and dialogs, the POST that acts,
+refusals as messages, forms that need fixing, CSRF, and where the person is sent back to."""
+
+import re
+
+import pytest
+from django.contrib.messages import get_messages
+from django.test import Client
+
+from audit.models import AuditAction, AuditEvent
+from releases import transitions
+from releases.models import Approval, Promotion, PromotionKind, PromotionState
+from tests.factories import make_release, make_service, make_user
+from tests.history import ran
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(environments):
+    service = make_service("nexo-be", team="backend-team")
+    release = make_release(service, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        ran(release, environments[name])
+    return {
+        "env": environments,
+        "service": service,
+        "release": release,
+        "rita": make_user("rita", groups=["backend-team"]),
+        "sam": make_user("sam", groups=["sre-team"]),
+        "lead": make_user("lead", groups=["platform-leads"]),
+        "viewer": make_user("viewer"),
+    }
+
+
+def as_user(client, user):
+    """A fresh browser session for `user`, so messages of one person never show up for another."""
+    session = Client()
+    session.force_login(user)
+    return session
+
+
+def messages_of(response):
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+REQUEST_URL = "/services/nexo-be/environments/production/promote/2026.02.1/"
+
+
+def waiting_promotion(world):
+    return transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+
+
+# --- confirmations -----------------------------------------------------------------------------
+
+
+def test_the_request_confirmation_says_exactly_what_will_happen(client, world):
+    response = as_user(client, world["rita"]).get(REQUEST_URL, {"next": "/?team=backend-team"})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" in page  # without JavaScript: a full page
+    assert "nexo-be 2026.02.1 → production" in page
+    assert "production runs" not in page and "Nothing runs in production for nexo-be yet." in page
+    assert "It waits for 2 distinct approvers from platform-leads or sre-team" in page
+    assert "sets image.tag to 2026.02.1 in helm/nexo-be/values-prod.yaml" in page
+    assert "“promote(nexo-be): production → 2026.02.1”" in page
+    assert 'name="next" value="/?team=backend-team"' in page
+    assert 'name="csrfmiddlewaretoken"' in page
+    assert 'type="submit" class="button primary">Request promotion</button>' in page
+
+
+def test_htmx_gets_the_confirmation_as_a_dialog_fragment(client, world):
+    response = as_user(client, world["rita"]).get(REQUEST_URL, headers={"HX-Request": "true", "HX-Target": "dialog-body"})
+    page = response.content.decode()
+    assert "<html" not in page
+    assert page.lstrip().startswith('<h2 id="confirm-title"')
+    assert "data-close-dialog" in page
+
+
+def test_a_confirmation_for_someone_not_allowed_explains_why_and_offers_no_button(client, world):
+    promotion = waiting_promotion(world)
+    response = as_user(client, world["rita"]).get(f"/promotions/{promotion.pk}/approve/")
+    page = response.content.decode()
+    assert "You cannot do this:" in page
+    assert "You requested this promotion; another approver from platform-leads or sre-team must approve it." in page
+    assert "<form method=\"post\"" not in page
+
+
+def test_the_approval_confirmation_says_whether_it_is_the_last_one_needed(client, world):
+    promotion = waiting_promotion(world)
+    first = as_user(client, world["sam"]).get(f"/promotions/{promotion.pk}/approve/").content.decode()
+    assert "Yours is approval 1 of 2: 1 more from platform-leads or sre-team will be needed" in first
+    transitions.approve(promotion, world["sam"])
+    last = as_user(client, world["lead"]).get(f"/promotions/{promotion.pk}/approve/").content.decode()
+    assert "Already approved by sam." in last
+    assert "Yours is approval 2 of 2: the GitOps commit starts as soon as you approve." in last
+
+
+def test_the_rollback_confirmation_names_the_release_it_goes_back_to(client, world):
+    newer = make_release(world["service"], "2026.02.2")
+    ran(newer, world["env"]["staging"])
+    response = as_user(client, world["rita"]).get("/services/nexo-be/environments/staging/rollback/")
+    page = response.content.decode()
+    assert "nexo-be in staging: 2026.02.2 → 2026.02.1" in page
+    assert '<option value="2026.02.1" selected>2026.02.1</option>' in page
+
+
+def test_a_rollback_with_nothing_older_explains_there_is_nothing_to_go_back_to(client, world):
+    page = as_user(client, world["rita"]).get("/services/nexo-be/environments/staging/rollback/").content.decode()
+    assert "No release older than 2026.02.1 ever ran in staging; there is nothing to go back to." in page
+
+
+# --- acting ----------------------------------------------------------------------------------
+
+
+def test_requesting_creates_the_promotion_and_goes_back_to_the_board_with_a_message(client, world):
+    response = as_user(client, world["rita"]).post(REQUEST_URL, {"next": "/?team=backend-team"})
+    assert response.status_code == 302
+    assert response["Location"] == "/?team=backend-team"
+    promotion = Promotion.objects.get(environment=world["env"]["production"])
+    assert (promotion.state, promotion.requested_by) == (PromotionState.AWAITING_APPROVAL, world["rita"])
+    assert messages_of(response) == [
+        f"Requested nexo-be 2026.02.1 → production (promotion #{promotion.pk}): it waits for 2 approvals from "
+        "platform-leads or sre-team."
+    ]
+
+
+def test_a_request_the_rules_refuse_changes_nothing_and_says_why(client, world):
+    unverified = make_release(world["service"], "2026.02.2")
+    response = as_user(client, world["rita"]).post(
+        "/services/nexo-be/environments/production/promote/2026.02.2/", {"next": "/"}
+    )
+    assert response.status_code == 302
+    assert messages_of(response) == [
+        "nexo-be 2026.02.2 has not been verified in staging; it must pass there before it can enter production."
+    ]
+    assert not Promotion.objects.filter(release=unverified).exists()
+
+
+def test_someone_outside_the_groups_is_refused_with_the_policy_reason(client, world):
+    response = as_user(client, world["viewer"]).post(REQUEST_URL)
+    assert "may request promotions of nexo-be into production" in messages_of(response)[0]
+    assert not Promotion.objects.filter(environment=world["env"]["production"]).exists()
+
+
+def test_break_glass_without_a_reason_is_sent_back_to_the_form(client, world):
+    response = as_user(client, world["rita"]).post(REQUEST_URL, {"emergency": "on", "reason": "  "})
+    assert response.status_code == 400
+    assert "A break-glass promotion needs a reason: say which incident it is for." in response.content.decode()
+    assert not Promotion.objects.filter(environment=world["env"]["production"]).exists()
+
+
+def test_two_sres_approve_in_turn_and_the_second_approval_starts_the_commit(client, world):
+    promotion = waiting_promotion(world)
+    first = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/approve/", {"comment": "canary is clean"})
+    assert messages_of(first) == ["You approved nexo-be 2026.02.1 → production: 1 of 2 approvals so far."]
+    second = as_user(client, world["lead"]).post(f"/promotions/{promotion.pk}/approve/")
+    assert messages_of(second) == ["You approved nexo-be 2026.02.1 → production: the GitOps commit is on its way."]
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.APPROVED
+    assert list(promotion.approvals.values_list("user__username", "comment")) == [("sam", "canary is clean"), ("lead", "")]
+    assert second["Location"] == f"/promotions/{promotion.pk}/"  # no next: back to the promotion
+
+
+def test_the_requester_cannot_approve_their_own_request(client, world):
+    promotion = waiting_promotion(world)
+    response = as_user(client, world["rita"]).post(f"/promotions/{promotion.pk}/approve/")
+    assert messages_of(response) == [
+        "You requested this promotion; another approver from platform-leads or sre-team must approve it."
+    ]
+    assert not Approval.objects.exists()
+
+
+def test_rejecting_needs_a_comment(client, world):
+    promotion = waiting_promotion(world)
+    response = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/reject/", {"comment": "   "})
+    assert response.status_code == 400
+    assert "Say why you reject it: the requester reads this comment." in response.content.decode()
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+
+
+def test_rejecting_with_a_comment_stops_the_promotion(client, world):
+    promotion = waiting_promotion(world)
+    response = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/reject/", {"comment": "error budget spent", "next": "/"})
+    assert messages_of(response) == ["You rejected nexo-be 2026.02.1 → production."]
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.REJECTED
+    assert AuditEvent.objects.get(action=AuditAction.PROMOTION_REJECTED).data["comment"] == "error budget spent"
+
+
+def test_the_requester_cancels_and_a_stranger_cannot(client, world):
+    promotion = waiting_promotion(world)
+    refused = as_user(client, world["viewer"]).post(f"/promotions/{promotion.pk}/cancel/")
+    assert messages_of(refused) == [
+        "Only the requester, an approver of this environment or an administrator may cancel this promotion."
+    ]
+    done = as_user(client, world["rita"]).post(f"/promotions/{promotion.pk}/cancel/")
+    assert messages_of(done) == ["You cancelled nexo-be 2026.02.1 → production."]
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.CANCELLED
+
+
+def test_rolling_back_requests_the_chosen_older_release(client, world):
+    newer = make_release(world["service"], "2026.02.2")
+    ran(newer, world["env"]["staging"])
+    response = as_user(client, world["rita"]).post(
+        "/services/nexo-be/environments/staging/rollback/", {"release": "2026.02.1", "next": "/"}
+    )
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert (rollback.release.version, rollback.environment.name) == ("2026.02.1", "staging")
+    assert rollback.state == PromotionState.AWAITING_APPROVAL  # staging needs one approval, a rollback too
+    assert messages_of(response)[0].startswith("Requested rollback of nexo-be in staging to 2026.02.1")
+
+
+def test_a_rollback_to_a_release_that_never_ran_there_is_a_form_error(client, world):
+    make_release(world["service"], "2026.01.9")
+    newer = make_release(world["service"], "2026.02.2")
+    ran(newer, world["env"]["staging"])
+    response = as_user(client, world["rita"]).post("/services/nexo-be/environments/staging/rollback/", {"release": "2026.01.9"})
+    assert response.status_code == 400
+    assert "Select a valid choice." in response.content.decode()
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+
+
+# --- safety ------------------------------------------------------------------------------------
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(world):
+    promotion = waiting_promotion(world)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world["sam"])
+    assert client.post(f"/promotions/{promotion.pk}/approve/").status_code == 403
+    assert not Approval.objects.exists()
+
+
+def test_a_post_with_the_token_of_the_confirmation_page_works(world):
+    promotion = waiting_promotion(world)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world["sam"])
+    page = client.get(f"/promotions/{promotion.pk}/approve/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    assert client.post(f"/promotions/{promotion.pk}/approve/", {"csrfmiddlewaretoken": token}).status_code == 302
+    assert Approval.objects.filter(user=world["sam"]).exists()
+
+
+def test_next_never_leads_off_the_portal(client, world):
+    promotion = waiting_promotion(world)
+    response = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/approve/", {"next": "https://evil.example/"})
+    assert response["Location"] == f"/promotions/{promotion.pk}/"
+
+
+@pytest.mark.parametrize("method", ["put", "delete", "patch"])
+def test_actions_answer_only_get_and_post(client, world, method):
+    promotion = waiting_promotion(world)
+    assert getattr(as_user(client, world["sam"]), method)(f"/promotions/{promotion.pk}/approve/").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/services/nexo-be/environments/production/promote/2026.09.9/",
+        "/services/nexo-be/environments/nowhere/promote/2026.02.1/",
+        "/services/nexo-be/environments/nowhere/rollback/",
+        "/promotions/999999/approve/",
+    ],
+)
+def test_unknown_things_are_404(client, world, url):
+    assert as_user(client, world["sam"]).get(url).status_code == 404
+
+
+def test_actions_need_sign_in(client, world):
+    promotion = waiting_promotion(world)
+    response = client.post(f"/promotions/{promotion.pk}/approve/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert not Approval.objects.exists()

@@ -1,0 +1,319 @@
+"""The promotion board: what each cell says, what it offers to whom, filters, refresh and query count."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from environments.models import ChangeFreeze
+from releases import transitions
+from releases.board import build_board
+from releases.models import Deployment, Hold, PromotionState, StepStatus
+from tests.factories import make_release, make_service, make_user
+from tests.history import action_link, cell_html, ran
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def people(environments):
+    return {
+        "rita": make_user("rita", groups=["backend-team"]),
+        "sam": make_user("sam", groups=["sre-team"]),
+        "lead": make_user("lead", groups=["platform-leads"]),
+        "paulo": make_user("paulo", groups=["platform-team"]),
+        "viewer": make_user("viewer"),
+    }
+
+
+@pytest.fixture
+def nexo_be(environments):
+    return make_service("nexo-be", team="backend-team")
+
+
+def signed_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def board_cell(user, service, environment, **filters):
+    board = build_board(user, **filters)
+    row = next(row for row in board.rows if row.service.name == service)
+    return next(cell for cell in row.cells if cell.environment.name == environment)
+
+
+def test_columns_follow_the_pipeline_and_each_cell_says_what_runs_there(client, environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    ran(release, environments["develop"], at=timezone.now() - timedelta(hours=3))
+    response = signed_in(client, people["viewer"]).get("/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    headers = [page.index(f">{name}\n") for name in ("develop", "qa", "staging", "production")]
+    assert headers == sorted(headers)
+    develop = cell_html(response, "nexo-be", "develop")
+    assert "2026.02.1" in develop and "deployed <time" in develop and "3 h ago" in develop
+    assert '<span class="badge ok">verified</span>' in develop
+    assert "not deployed" in cell_html(response, "nexo-be", "production")
+
+
+def test_a_soaking_deployment_shows_the_time_left_and_a_progress_bar(client, environments, people, nexo_be):
+    now = timezone.now()
+    ran(
+        make_release(nexo_be, "2026.02.1"), environments["develop"], state=PromotionState.VERIFYING,
+        verification_started_at=now - timedelta(minutes=10), verdict_at=now + timedelta(minutes=20),
+        verification_status=StepStatus.RUNNING,
+    )
+    cell = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "develop")
+    assert "soaking, 19 min left" in cell or "soaking, 20 min left" in cell
+    assert '<progress max="100" value="33"' in cell
+
+
+@pytest.mark.parametrize(
+    "state, status, expected",
+    [
+        (PromotionState.FAILED, StepStatus.FAILED, "failed at verification"),
+        (PromotionState.VERIFIED, StepStatus.NOT_CONFIGURED, "verified, nothing checked"),
+        (PromotionState.ROLLED_BACK, StepStatus.PASSED, "rolled back"),
+    ],
+)
+def test_the_verification_state_of_what_runs_is_said_plainly(environments, people, nexo_be, state, status, expected):
+    ran(make_release(nexo_be, "2026.02.1"), environments["develop"], state=state, verification_status=status,
+        failed_step="verification" if state == PromotionState.FAILED else "")
+    assert board_cell(people["viewer"], "nexo-be", "develop").verification.label == expected
+
+
+def test_a_deployment_imported_from_gitops_history_is_not_called_verified(environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    Deployment.objects.create(service=nexo_be, environment=environments["develop"], release=release, deployed_at=timezone.now())
+    assert board_cell(people["viewer"], "nexo-be", "develop").verification.label == "not verified here"
+
+
+def test_builds_behind_counts_the_releases_in_between_across_months_and_warns_past_the_threshold(
+    client, environments, people, nexo_be
+):
+    january = [make_release(nexo_be, f"2026.01.{build}") for build in range(1, 31)]
+    february = [make_release(nexo_be, f"2026.02.{build}") for build in range(1, 3)]
+    start = timezone.now() - timedelta(days=2)
+    ran(january[0], environments["staging"], at=start)
+    ran(january[25], environments["qa"], at=start + timedelta(hours=1))
+    ran(february[1], environments["develop"], at=start + timedelta(hours=2))
+
+    qa = board_cell(people["viewer"], "nexo-be", "qa")
+    assert qa.builds_behind == 6  # 2026.01.27 … 2026.01.30, 2026.02.1, 2026.02.2
+    assert (qa.drift.label, qa.drift.tone) == ("6 builds behind develop", "")
+    staging = board_cell(people["viewer"], "nexo-be", "staging")
+    assert staging.builds_behind == 25
+    assert (staging.drift.label, staging.drift.tone) == ("25 builds behind qa", "warn")  # threshold: 20
+    assert board_cell(people["viewer"], "nexo-be", "develop").drift is None
+    assert 'class="drift warn"' in cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "staging")
+
+
+def test_an_environment_ahead_of_the_one_before_says_so(environments, people, nexo_be):
+    old, new = make_release(nexo_be, "2026.02.1"), make_release(nexo_be, "2026.02.2")
+    ran(new, environments["qa"], at=timezone.now() - timedelta(hours=1))
+    ran(old, environments["develop"])
+    qa = board_cell(people["viewer"], "nexo-be", "qa")
+    assert qa.builds_behind == -1
+    assert qa.drift.label == "ahead of develop"
+
+
+def test_the_request_offers_the_newest_release_verified_in_the_environment_before(environments, people, nexo_be):
+    older, newer, newest = (make_release(nexo_be, f"2026.02.{build}") for build in (1, 2, 3))
+    start = timezone.now() - timedelta(days=1)
+    ran(older, environments["qa"], at=start)
+    ran(newer, environments["qa"], at=start + timedelta(hours=1))
+    ran(newest, environments["qa"], state=PromotionState.FAILED, failed_step="verification", at=start + timedelta(hours=2))
+    ran(older, environments["staging"], at=start + timedelta(hours=3))
+
+    staging = board_cell(people["rita"], "nexo-be", "staging")
+    assert staging.candidate.version == "2026.02.2"  # 2026.02.3 failed in qa: not a candidate
+    request = next(action for action in staging.actions if action.kind == "request")
+    assert request.label == "Promote 2026.02.2"
+    assert request.allowed
+    assert request.url.startswith("/services/nexo-be/environments/staging/promote/2026.02.2/?next=")
+
+
+def test_nothing_is_offered_where_the_environment_already_runs_the_newest_verified_release(environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    ran(release, environments["develop"])
+    ran(release, environments["qa"])
+    assert board_cell(people["rita"], "nexo-be", "qa").candidate is None
+    assert [a.kind for a in board_cell(people["rita"], "nexo-be", "qa").actions] == ["rollback"]
+
+
+def test_the_first_environment_offers_the_newest_registered_build(environments, people, nexo_be):
+    make_release(nexo_be, "2026.02.1")
+    make_release(nexo_be, "2026.02.2")
+    develop = board_cell(people["rita"], "nexo-be", "develop")
+    assert develop.candidate.version == "2026.02.2"
+
+
+def test_a_promotion_waiting_for_approval_shows_how_many_it_has_of_how_many(client, environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        ran(release, environments[name])
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    transitions.approve(promotion, people["sam"], "looks good")
+    cell = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "production")
+    assert f'<a href="/promotions/{promotion.pk}/">2026.02.1</a>' in cell
+    assert "awaiting approval 1/2" in cell
+
+
+@pytest.mark.parametrize(
+    "state, label",
+    [
+        (PromotionState.APPROVED, "approved, commit queued"),
+        (PromotionState.COMMITTING, "committing"),
+        (PromotionState.SYNCING, "syncing"),
+    ],
+)
+def test_a_promotion_on_its_way_shows_its_step_and_blocks_a_new_request(environments, people, nexo_be, state, label):
+    release = make_release(nexo_be, "2026.02.1")
+    ran(release, environments["develop"])
+    promotion = transitions.request_promotion(release, environments["qa"], people["rita"])
+    type(promotion).objects.filter(pk=promotion.pk).update(state=state)
+    newer = make_release(nexo_be, "2026.02.2")
+    ran(newer, environments["develop"])
+    qa = board_cell(people["rita"], "nexo-be", "qa")
+    assert qa.waiting_label == label
+    request = next(action for action in qa.actions if action.kind == "request")
+    assert request.label == "Promote 2026.02.2" and not request.allowed
+
+
+def test_a_rejected_request_stays_visible_with_who_rejected_it(environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        ran(release, environments[name])
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    transitions.reject(promotion, people["sam"], "error budget is spent")
+    production = board_cell(people["viewer"], "nexo-be", "production")
+    assert production.waiting is None
+    assert production.stopped_label == "rejected by sam just now"
+
+
+def test_the_requester_sees_approve_as_unavailable_and_why(client, environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        ran(release, environments[name])
+    transitions.request_promotion(release, environments["production"], people["rita"])
+    cell = cell_html(signed_in(client, people["rita"]).get("/"), "nexo-be", "production")
+    approve = action_link(cell, "approve")
+    assert 'aria-disabled="true"' in approve
+    assert "You requested this promotion; another approver from platform-leads or sre-team must approve it." in approve
+    assert action_link(cell, "reject") is None
+    assert 'aria-disabled' not in action_link(cell, "cancel")  # the requester may withdraw it
+
+
+def test_an_sre_may_approve_and_reject_but_a_platform_engineer_may_not_in_production(client, environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        ran(release, environments[name])
+    transitions.request_promotion(release, environments["production"], people["rita"])
+    sre_cell = cell_html(signed_in(client, people["sam"]).get("/"), "nexo-be", "production")
+    assert 'aria-disabled' not in action_link(sre_cell, "approve")
+    assert 'aria-disabled' not in action_link(sre_cell, "reject")
+    platform_cell = cell_html(signed_in(client, people["paulo"]).get("/"), "nexo-be", "production")
+    assert "Only members of platform-leads or sre-team may approve promotions into production." in action_link(
+        platform_cell, "approve"
+    )
+
+
+def test_someone_outside_every_group_sees_requests_as_unavailable_and_no_rollback(client, environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    ran(release, environments["develop"])
+    cell = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "qa")
+    assert 'aria-disabled="true"' in action_link(cell, "request")
+    assert "why not?" in action_link(cell, "request")
+    assert action_link(cell_html(client.get("/"), "nexo-be", "develop"), "rollback") is None
+
+
+def test_a_frozen_environment_without_break_glass_refuses_requests_on_the_board(client, environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    ran(release, environments["develop"])
+    ran(release, environments["qa"])
+    ChangeFreeze.objects.create(
+        environment=environments["staging"], starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=5), reason="quarter close",
+    )
+    response = signed_in(client, people["rita"]).get("/")
+    assert 'title="quarter close">frozen until' in response.content.decode()
+    assert 'aria-disabled="true"' in action_link(cell_html(response, "nexo-be", "staging"), "request")
+
+
+def test_a_hold_after_a_rollback_is_shown(environments, people, nexo_be):
+    ran(make_release(nexo_be, "2026.02.1"), environments["qa"])
+    Hold.objects.create(service=nexo_be, environment=environments["qa"], reason="Rolled back to 2026.02.1", placed_by="pipeline")
+    assert board_cell(people["viewer"], "nexo-be", "qa").hold_reason == "Rolled back to 2026.02.1"
+
+
+def test_health_comes_from_argo_cd_or_the_board_says_it_is_not_configured(client, environments, people, nexo_be, settings):
+    release = make_release(nexo_be, "2026.02.1")
+    ran(release, environments["develop"])
+    Deployment.objects.filter(release=release).update(health="Degraded")
+    settings.ARGOCD_URL = ""
+    response = signed_in(client, people["viewer"]).get("/")
+    assert "Argo CD is not configured:" in response.content.decode()
+    settings.ARGOCD_URL = "https://argocd.example"
+    response = client.get("/")
+    assert "Argo CD is not configured:" not in response.content.decode()
+    assert '<span class="badge bad" title="Argo CD health">Degraded</span>' in cell_html(response, "nexo-be", "develop")
+
+
+def test_filters_by_team_and_by_service_keep_every_choice_available(client, environments, people, nexo_be):
+    make_service("nexo-fe", team="frontend-team")
+    make_service("nexo-auth", team="backend-team")
+    signed_in(client, people["viewer"])
+    by_team = client.get("/", {"team": "backend-team"})
+    assert [row.service.name for row in by_team.context["board"].rows] == ["nexo-auth", "nexo-be"]
+    assert by_team.context["board"].service_names == ["nexo-auth", "nexo-be", "nexo-fe"]
+    assert by_team.context["board"].teams == ["backend-team", "frontend-team"]
+    by_service = client.get("/", {"service": "nexo-fe"})
+    assert [row.service.name for row in by_service.context["board"].rows] == ["nexo-fe"]
+    assert '<div id="board" hx-get="/?service=nexo-fe"' in by_service.content.decode()  # the refresh keeps the filter
+
+
+def test_a_filter_that_matches_nothing_says_so(client, people, nexo_be):
+    response = signed_in(client, people["viewer"]).get("/", {"team": "no-such-team"})
+    assert "No service matches these filters." in response.content.decode()
+
+
+def test_an_empty_portal_says_where_services_come_from(client, environments, people):
+    response = signed_in(client, people["viewer"]).get("/")
+    assert "No services yet." in response.content.decode()
+
+
+def test_the_htmx_refresh_gets_only_the_board_and_keeps_the_filters(client, people, nexo_be):
+    signed_in(client, people["viewer"])
+    response = client.get("/", {"team": "backend-team"}, headers={"HX-Request": "true", "HX-Target": "board"})
+    page = response.content.decode()
+    assert page.startswith('<div id="board" hx-get="/?team=backend-team"')
+    assert "<html" not in page
+    assert 'hx-trigger="every 5s [portalMayRefresh()]"' in page
+    assert "HX-Request" in response["Vary"]
+    assert "<html" in client.get("/").content.decode()
+
+
+def fill(environments, numbers, rita):
+    for number in numbers:
+        service = make_service(f"svc-{number:03d}", team="backend-team")
+        releases = [make_release(service, f"2026.02.{build}") for build in range(1, 4)]
+        start = timezone.now() - timedelta(days=1)
+        ran(releases[0], environments["production"], at=start)
+        ran(releases[1], environments["staging"], at=start + timedelta(hours=1))
+        ran(releases[1], environments["qa"], at=start + timedelta(hours=2))
+        ran(releases[2], environments["develop"], at=start + timedelta(hours=3))
+        transitions.request_promotion(releases[1], environments["production"], rita)
+
+
+def test_the_query_count_does_not_grow_with_services_or_releases(client, django_assert_max_num_queries, environments, people):
+    signed_in(client, people["sam"])
+    counts = []
+    for numbers, total in ((range(0, 5), 5), (range(5, 50), 50)):
+        fill(environments, numbers, people["rita"])
+        with CaptureQueriesContext(connection) as queries, django_assert_max_num_queries(12):
+            response = client.get("/")
+        assert len(response.context["board"].rows) == total
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
