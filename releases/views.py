@@ -93,7 +93,7 @@ def _promotion_context(request, pk):
         "sample_summary": timeline.sample_summary(samples),
         "events": list(AuditEvent.objects.for_promotion(promotion).order_by("id")),
         "actions": [
-            Action(kind, label, reverse(f"releases:{kind}", args=[promotion.pk]) + back, why_not or "", tone)
+            Action(kind, label, reverse(f"releases:{kind}", args=[promotion.pk]) + back, why_not or "", tone, not why_not)
             for kind, label, why_not, tone in offered
         ],
         "approvals_required": policy.approvals_required(promotion),

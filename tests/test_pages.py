@@ -1,0 +1,307 @@
+"""The promotion page, the release page and the audit log: what they show, to whom, and the export."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from audit import log as audit
+from audit.models import AuditAction, AuditEvent
+from releases import transitions
+from releases.models import CheckResult, PromotionKind, PromotionState, SampleCheck, StepStatus, VerificationSample
+from tests.factories import make_release, make_service, make_user
+from tests.history import action_link, ran
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(environments):
+    service = make_service("nexo-be", team="backend-team", source_repo_url="https://github.com/nexo-org/nexo-be")
+    release = make_release(service, "2026.02.1", changelog="- feat: rate limiting\n- fix: auth timeout")
+    for name in ("develop", "qa", "staging"):
+        ran(release, environments[name])
+    return {
+        "env": environments,
+        "service": service,
+        "release": release,
+        "rita": make_user("rita", groups=["backend-team"]),
+        "sam": make_user("sam", groups=["sre-team"]),
+        "lead": make_user("lead", groups=["platform-leads"]),
+        "viewer": make_user("viewer"),
+    }
+
+
+def page_for(user, url, **kwargs):
+    client = Client()
+    client.force_login(user)
+    return client.get(url, **kwargs)
+
+
+def step(page, key):
+    """The <li> of one timeline step."""
+    start = page.index(f'data-step="{key}"')
+    return page[page.rindex("<li", 0, start):page.index("</li>", start)]
+
+
+def step_status(page, key):
+    li = step(page, key)
+    return li.split('class="step ', 1)[1].split('"', 1)[0]
+
+
+# --- the promotion page -------------------------------------------------------------------------
+
+
+def test_a_waiting_promotion_shows_the_timeline_up_to_the_approvals(world):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.approve(promotion, world["sam"], "canary looks clean")
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    assert [step_status(page, key) for key in ("requested", "approvals", "commit", "sync", "healthy", "soak", "outcome")] == [
+        "done", "current", "pending", "pending", "pending", "pending", "pending",
+    ]
+    approvals = step(page, "approvals")
+    assert "Approvals 1/2" in approvals
+    assert "<strong>sam</strong> approved" in approvals and "<blockquote>canary looks clean</blockquote>" in approvals
+    assert "by rita" in step(page, "requested")
+    assert 'hx-trigger="every 5s [portalMayRefresh()]"' in page  # it is live while active
+
+
+def test_a_verified_promotion_shows_every_step_done_with_the_commit_and_no_refresh(world):
+    promotion = ran(
+        world["release"], world["env"]["production"], gitops_commit_sha="a" * 40,
+        gitops_commit_message="promote(nexo-be): production → 2026.02.1\n\nRequested by rita.",
+        verification_started_at=timezone.now() - timedelta(minutes=30), verdict_at=timezone.now(),
+    )
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    assert {step_status(page, key) for key in ("requested", "commit", "sync", "healthy", "soak", "outcome")} == {"done"}
+    assert "a" * 40 in step(page, "commit")
+    assert "promote(nexo-be): production → 2026.02.1" in step(page, "commit")
+    assert "hx-trigger" not in page.split('id="promotion-live"', 1)[1].split(">", 1)[0]
+
+
+def test_a_promotion_that_failed_to_commit_marks_that_step_and_skips_the_rest(world):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.approve(promotion, world["sam"])
+    transitions.approve(promotion, world["lead"])
+    transitions.start_commit(promotion)
+    transitions.fail(promotion, "commit", "Cannot reach the GitOps repository")
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    assert step_status(page, "commit") == "failed"
+    assert [step_status(page, key) for key in ("sync", "healthy", "soak")] == ["skipped"] * 3
+    assert "Failed at commit" in step(page, "outcome")
+    assert "Cannot reach the GitOps repository" in page
+
+
+def test_the_soak_shows_its_progress_and_the_samples_taken(world):
+    now = timezone.now()
+    promotion = ran(
+        world["release"], world["env"]["production"], state=PromotionState.VERIFYING,
+        verification_started_at=now - timedelta(minutes=15), verdict_at=now + timedelta(minutes=15),
+        verification_status=StepStatus.RUNNING,
+    )
+    VerificationSample.objects.create(promotion=promotion, kind=SampleCheck.ERROR_RATE, target="sum(rate(…))", value=0.002, ok=True, detail="0.2000% ≤ 1.00%")
+    VerificationSample.objects.create(promotion=promotion, kind=SampleCheck.HEALTH_URL, target="https://be/health", ok=None, detail="no data: timeout")
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    soak = step(page, "soak")
+    assert step_status(page, "soak") == "current"
+    assert '<progress max="100" value="50"' in soak
+    assert "15 min of 30 min, 15 min left" in soak or "15 min of 30 min, 14 min left" in soak
+    assert "2 samples taken: Error rate: 1 ok; Health URL: 1 no data." in soak
+    assert "0.2000% ≤ 1.00%" in page and "no data: timeout" in page
+
+
+def test_the_promotion_page_shows_its_audit_events_in_order(world):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.reject(promotion, world["sam"], "error budget spent")
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    events = page.split('id="events-title"', 1)[1]
+    assert events.index("Promotion requested") < events.index("Promotion rejected")
+    assert "error budget spent" in page
+
+
+@pytest.mark.parametrize(
+    "who, allowed, refused",
+    [
+        ("sam", {"approve", "reject", "cancel"}, {}),
+        ("rita", {"cancel"}, {"approve": "You requested this promotion", "reject": "You requested this promotion"}),
+        ("viewer", set(), {"approve": "Only members of platform-leads or sre-team may approve",
+                           "cancel": "Only the requester, an approver of this environment"}),
+    ],
+)
+def test_each_person_sees_the_actions_they_may_take_and_why_not_the_others(world, who, allowed, refused):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    page = page_for(world[who], promotion.get_absolute_url()).content.decode()
+    actions = page.split('id="actions-title"', 1)[1].split("</ul>", 1)[0]
+    for kind in allowed:
+        assert action_link(actions, kind), kind
+    for kind, reason in refused.items():
+        assert action_link(actions, kind) is None
+        assert f'data-action="{kind}">{reason}' in actions
+
+
+def test_a_finished_promotion_offers_no_action(world):
+    promotion = ran(world["release"], world["env"]["production"])
+    page = page_for(world["sam"], promotion.get_absolute_url()).content.decode()
+    assert "nothing more can be done to it here" in page
+
+
+def test_htmx_refreshes_only_the_live_part_of_the_promotion_page(world):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    response = page_for(world["viewer"], promotion.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "promotion-live"})
+    page = response.content.decode()
+    assert page.startswith('<div id="promotion-live"') and "<html" not in page
+
+
+def test_an_unknown_promotion_is_404(world):
+    assert page_for(world["viewer"], "/promotions/999999/").status_code == 404
+
+
+# --- the release page ---------------------------------------------------------------------------
+
+
+def test_the_release_page_shows_its_journey_identity_and_changelog(world):
+    CheckResult.objects.create(release=world["release"], environment=world["env"]["qa"], name="e2e", passed=True,
+                               url="https://ci.example/run/7", reported_by="api-token:ci")
+    waiting = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    page = page_for(world["viewer"], world["release"].get_absolute_url()).content.decode()
+    journey = page.split('id="journey-title"', 1)[1].split("</ol>", 1)[0]
+    for name in ("develop", "qa", "staging"):
+        stop = journey.split(f'data-environment="{name}"', 1)[1].split("</li>\n    <li", 1)[0]
+        assert "running now" in stop and "verified" in stop
+    production = journey.split('data-environment="production"', 1)[1]
+    assert "awaiting approval" in production and f"#{waiting.pk}" in production and "running now" not in production
+    assert "e2e passed" in journey and "https://ci.example/run/7" in journey
+    release = world["release"]
+    assert f'href="https://github.com/nexo-org/nexo-be/commit/{release.commit_sha}"' in page
+    assert release.image_digest in page and f"ghcr.io/nexo-org/nexo-be@{release.image_digest}" in page
+    for tag in release.tags():
+        assert f'<code class="tag">{tag}</code>' in page
+    assert "- feat: rate limiting\n- fix: auth timeout" in page
+
+
+def test_an_unknown_release_is_404(world):
+    assert page_for(world["viewer"], "/services/nexo-be/releases/2030.01.1/").status_code == 404
+
+
+# --- the audit log ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def history(world):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.approve(promotion, world["sam"], "ok")
+    other = make_service("nexo-fe", team="frontend-team")
+    audit.record(AuditAction.RELEASE_REGISTERED, actor="api-token:ci", service=other.name, version="2026.02.9", message="registered")
+    return promotion
+
+
+def listed_actions(response):
+    return [event.action for event in response.context["page"].object_list]
+
+
+@pytest.mark.parametrize(
+    "filters, expected",
+    [
+        ({}, [AuditAction.RELEASE_REGISTERED, AuditAction.PROMOTION_APPROVED, AuditAction.PROMOTION_REQUESTED]),
+        ({"service": "nexo-fe"}, [AuditAction.RELEASE_REGISTERED]),
+        ({"environment": "production"}, [AuditAction.PROMOTION_APPROVED, AuditAction.PROMOTION_REQUESTED]),
+        ({"actor": "SA"}, [AuditAction.PROMOTION_APPROVED]),
+        ({"action": AuditAction.PROMOTION_REQUESTED}, [AuditAction.PROMOTION_REQUESTED]),
+        ({"since": "2000-01-01", "until": "2000-01-02"}, []),
+    ],
+)
+def test_the_audit_log_filters_by_service_environment_actor_action_and_date(world, history, filters, expected):
+    response = page_for(world["viewer"], "/audit/", data=filters)
+    assert response.status_code == 200
+    assert listed_actions(response) == expected
+
+
+def test_todays_events_are_inside_a_date_range_ending_today(world, history):
+    today = timezone.localdate().isoformat()
+    response = page_for(world["viewer"], "/audit/", data={"since": today, "until": today})
+    assert len(listed_actions(response)) == 3
+
+
+def test_a_date_range_that_ends_before_it_starts_is_a_400_that_says_so(world, history):
+    response = page_for(world["viewer"], "/audit/", data={"since": "2026-02-10", "until": "2026-02-01"})
+    assert response.status_code == 400
+    assert "The end date is before the start date." in response.content.decode()
+
+
+def test_the_audit_log_pages_through_long_histories_and_keeps_its_filters(world):
+    for number in range(60):
+        audit.record(AuditAction.RELEASE_REGISTERED, actor="api-token:ci", service="nexo-be", version=f"2026.02.{number + 1}")
+    first = page_for(world["viewer"], "/audit/", data={"service": "nexo-be"})
+    assert len(first.context["page"].object_list) == 50
+    assert 'href="?service=nexo-be&amp;page=2"' in first.content.decode()
+    second = page_for(world["viewer"], "/audit/", data={"service": "nexo-be", "page": 2})
+    assert len(second.context["page"].object_list) == 10
+
+
+def test_an_empty_audit_log_says_so(world):
+    response = page_for(world["viewer"], "/audit/")
+    assert "Nothing has been recorded yet." in response.content.decode()
+
+
+def export(user, **filters):
+    client = Client()
+    client.force_login(user)
+    response = client.get("/audit/export.json", filters)
+    return response, json.loads(b"".join(response.streaming_content)) if response.status_code == 200 else None
+
+
+def test_the_export_has_the_shape_of_the_structured_audit_log(world, history):
+    transitions.approve(history, world["lead"])
+    response, records = export(world["viewer"], environment="production")
+    assert response["Content-Type"] == "application/json"
+    assert response["Content-Disposition"].startswith('attachment; filename="nexo-audit-')
+    requested, first_approval, second_approval = records
+    assert requested["event"] == "promotion.requested"
+    assert {key: requested[key] for key in ("service", "version", "from_environment", "to_environment", "initiator", "approvers", "rollback")} == {
+        "service": "nexo-be", "version": "2026.02.1", "from_environment": "staging", "to_environment": "production",
+        "initiator": "rita", "approvers": [], "rollback": False,
+    }
+    assert requested["timestamp"].endswith("Z")
+    # Fields the event did not record come from its promotion as it was then.
+    assert (second_approval["initiator"], second_approval["approvers"]) == ("rita", ["sam", "lead"])
+    assert first_approval["approvers"] == ["sam"]
+    assert second_approval["from_environment"] == "staging"
+    event = AuditEvent.objects.get(pk=requested["id"])
+    assert (requested["hash"], requested["previous_hash"]) == (event.hash, event.previous_hash)
+
+
+def test_the_export_gives_the_validation_results_of_a_verdict(world):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    CheckResult.objects.create(release=world["release"], environment=world["env"]["production"], name="smoke", passed=True, reported_by="ci")
+    CheckResult.objects.create(release=world["release"], environment=world["env"]["production"], name="load-test", passed=False, reported_by="ci")
+    audit.record(AuditAction.PROMOTION_VERIFIED, actor="pipeline", service="nexo-be", environment="production",
+                 version="2026.02.1", promotion=promotion, message="verified")
+    _, records = export(world["viewer"], action=AuditAction.PROMOTION_VERIFIED)
+    assert records[0]["validation_results"] == {"smoke": "passed", "load-test": "failed"}
+
+
+def test_a_rollback_is_exported_as_one(world):
+    newer = make_release(world["service"], "2026.02.2")
+    ran(newer, world["env"]["staging"])
+    transitions.request_rollback(world["service"], world["env"]["staging"], world["rita"], release=world["release"])
+    _, records = export(world["viewer"], action=AuditAction.PROMOTION_REQUESTED)
+    assert [(r["version"], r["rollback"]) for r in records] == [("2026.02.1", True)]
+    assert records[0]["data"]["kind"] == PromotionKind.ROLLBACK
+
+
+def test_an_export_with_bad_filters_is_a_400_with_the_errors(world):
+    response, _ = export(world["viewer"], since="yesterday")
+    assert response.status_code == 400
+    assert response.json()["errors"]["since"][0]["message"] == "Enter a valid date."
+
+
+# --- sign-in --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["/audit/", "/audit/export.json", "/services/nexo-be/environments/production/promote/2026.02.1/"])
+def test_every_page_needs_sign_in(client, world, url):
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
