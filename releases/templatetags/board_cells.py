@@ -32,7 +32,7 @@ def _action(action):
         return _html(markup, action.tone, action.url, action.url, action.kind, action.label)
     # Unavailable, yet it opens the confirmation, which says why not.
     markup = (
-        '<a class="button small {}" href="{}" hx-get="{}" hx-target="#dialog-body" data-action="{}" aria-disabled="true"'
+        '<a class="button small unavailable {}" href="{}" hx-get="{}" hx-target="#dialog-body" data-action="{}"'
         ' title="{}">{}<span class="why"> · why not?</span></a>'
     )
     reason = action.why_not or "Open it to see why it is not available to you"

@@ -1,0 +1,223 @@
+"""The board in a real headless Chromium, with a real RQ worker carrying the promotion through
+the pipeline (real PostgreSQL, Redis and a bare GitOps repository) while the page watches.
+
+Screenshots of the board and of the promotion page go to test-artifacts/.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from releases.models import Promotion, PromotionState
+from tests.factories import make_release, make_user
+from tests.history import ran
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "pw-for-tests-only"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are still synchronous.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def worker(pipeline, tmp_path):
+    """A real RQ worker (with its scheduler) in its own process, on the test database."""
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "REDIS_URL": settings.RQ_QUEUES["default"]["URL"],
+        "GITOPS_REPO_URL": settings.GITOPS_REPO_URL,
+        "GITOPS_WORKDIR": str(tmp_path / "worker"),
+        "LOG_LEVEL": "WARNING",
+    }
+    log = open(tmp_path / "worker.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "rqworker", "--with-scheduler", "--worker-class", "rq.worker.SimpleWorker", "default"],
+        cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+def portal(pipeline, live_server, settings):
+    """nexo-be 2026.02.1 verified up to staging, people to request and approve, a board refreshing every second."""
+    settings.LIVE_REFRESH_SECONDS = 1
+    # The live server serves static files through Django's finders, which know the files by
+    # their own names, not by the hashed names of the production manifest.
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    env = pipeline.environments
+    production = env["production"]
+    production.verification_window = timedelta(seconds=6)
+    production.save()
+    service = pipeline.add_service("nexo-be", tag="2026.01.9")
+    release = make_release(service, "2026.02.1", changelog="- feat: rate limiting")
+    for name in ("develop", "qa", "staging"):
+        ran(release, env[name])
+    people = {
+        "rita": make_user("rita", groups=["backend-team"]),
+        "sam": make_user("sam", groups=["sre-team"]),
+        "sara": make_user("sara", groups=["sre-team"]),
+    }
+    return {"url": live_server.url, "service": service, "release": release, "people": people, "gitops": pipeline.gitops}
+
+
+def sign_in(page, portal, username):
+    page.goto(f"{portal['url']}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("form.stacked button[type=submit]")
+    page.wait_for_url(f"{portal['url']}/")
+
+
+def sign_out(page):
+    page.click("form.signout button")
+    page.wait_for_url("**/accounts/login/")
+
+
+def production_cell(page):
+    return page.locator('tr[data-service="nexo-be"] td[data-environment="production"]')
+
+
+def confirm(page, action, comment=None):
+    """Click an action in the production cell, check the dialog says what will happen, confirm it."""
+    production_cell(page).locator(f'a[data-action="{action}"]').click()
+    dialog = page.locator("#confirm-dialog")
+    dialog.wait_for(state="visible")
+    assert "nexo-be 2026.02.1 → production" in dialog.inner_text()
+    if comment is not None:
+        dialog.locator("textarea").fill(comment)
+    with page.expect_navigation():
+        dialog.locator("button[type=submit]").click()
+    return page.locator(".messages").inner_text()
+
+
+def test_a_production_promotion_requested_approved_by_two_sres_and_carried_out_while_the_board_watches(page, portal, worker):
+    sign_in(page, portal, "rita")
+    message = confirm(page, "request")
+    assert "Requested nexo-be 2026.02.1 → production" in message
+    assert "awaiting approval 0/2" in production_cell(page).inner_text()
+    approve = production_cell(page).locator('a[data-action="approve"]')
+    assert "unavailable" in approve.get_attribute("class")  # not for the requester; the dialog says why
+    approve.click()
+    page.locator("#confirm-dialog").wait_for(state="visible")
+    assert "You requested this promotion" in page.locator("#confirm-dialog").inner_text()
+    page.locator("#confirm-dialog [data-close-dialog]").click()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "board-awaiting-approval.png"), full_page=True)
+    sign_out(page)
+
+    sign_in(page, portal, "sam")
+    assert "1 of 2 approvals so far" in confirm(page, "approve", comment="canary is clean")
+    assert "awaiting approval 1/2" in production_cell(page).inner_text()
+    sign_out(page)
+
+    sign_in(page, portal, "sara")
+    assert "the GitOps commit is on its way" in confirm(page, "approve")
+    page.evaluate("window.stillTheSamePage = true")
+
+    seen, deadline = [], time.monotonic() + 90
+    while time.monotonic() < deadline:
+        text = production_cell(page).inner_text()
+        if not seen or seen[-1] != text:
+            seen.append(text)
+        if "2026.02.1" in text.split("\n")[0] and "verified" in text:
+            break
+        time.sleep(0.2)
+    assert "verified" in seen[-1], seen
+    assert any("soaking" in text for text in seen), seen
+    assert page.evaluate("window.stillTheSamePage") is True  # htmx refreshed the board, no reload
+    page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+
+    promotion = Promotion.objects.get(environment__name="production")
+    assert promotion.state == PromotionState.VERIFIED
+    assert 'tag: "2026.02.1"' in portal["gitops"].read("helm/nexo-be/values-prod.yaml")
+
+    page.goto(f"{portal['url']}/promotions/{promotion.pk}/")
+    timeline = page.locator("ol.timeline")
+    assert timeline.locator("li.step.done").count() == 7
+    text = timeline.inner_text()
+    assert "sam" in text and "canary is clean" in text and "sara" in text
+    assert promotion.gitops_commit_sha in text
+    assert "Promotion requested" in page.locator("#events-title + div").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "promotion.png"), full_page=True)
+
+
+def test_a_rejection_needs_a_comment_and_stops_the_promotion(page, portal):
+    sign_in(page, portal, "rita")
+    confirm(page, "request")
+    sign_out(page)
+
+    sign_in(page, portal, "sam")
+    production_cell(page).locator('a[data-action="reject"]').click()
+    dialog = page.locator("#confirm-dialog")
+    dialog.wait_for(state="visible")
+    dialog.locator("button[type=submit]").click()  # the browser refuses an empty required comment
+    assert dialog.is_visible()
+    assert Promotion.objects.get(environment__name="production").state == PromotionState.AWAITING_APPROVAL
+    dialog.locator("textarea").fill("error budget is spent this week")
+    with page.expect_navigation():
+        dialog.locator("button[type=submit]").click()
+    assert "You rejected nexo-be 2026.02.1 → production." in page.locator(".messages").inner_text()
+    assert "rejected by sam" in production_cell(page).inner_text()
+    page.screenshot(path=str(ARTIFACTS / "board-rejected.png"), full_page=True)
+
+    production_cell(page).locator(".stopped a").click()
+    page.wait_for_url("**/promotions/*/")
+    assert "error budget is spent this week" in page.locator("ol.timeline").inner_text()
+    assert page.locator('li.step[data-step="approvals"]').get_attribute("class") == "step failed"
+    page.screenshot(path=str(ARTIFACTS / "promotion-rejected.png"), full_page=True)
+
+
+def test_the_board_works_without_javascript(browser, portal):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, portal, "rita")
+    production_cell(page).locator('a[data-action="request"]').click()
+    page.wait_for_url("**/promote/2026.02.1/?next=*")
+    assert "nexo-be 2026.02.1 → production" in page.locator("main").inner_text()
+    with page.expect_navigation():
+        page.click("main button[type=submit]")
+    assert "awaiting approval 0/2" in production_cell(page).inner_text()
+    context.close()
