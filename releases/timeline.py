@@ -132,6 +132,8 @@ def steps(promotion, now):
         outcome = Step("outcome", f"Failed at {promotion.failed_step}", FAILED, promotion.finished_at, [promotion.error])
     elif state == PromotionState.ROLLED_BACK:
         outcome = Step("outcome", "Rolled back", FAILED, promotion.updated_at, [promotion.error] if promotion.error else [])
+    elif state == PromotionState.REJECTED:
+        outcome = Step("outcome", "Rejected", FAILED, promotion.finished_at)
     elif state in STOPPED_BEFORE_COMMIT:
         outcome = Step("outcome", promotion.get_state_display(), SKIPPED, promotion.finished_at)
     else:
