@@ -40,3 +40,8 @@ def collected_static_files(tmp_path_factory):
 
     settings.STATIC_ROOT = tmp_path_factory.mktemp("static")
     call_command("collectstatic", interactive=False, verbosity=0)
+
+
+from tests.servers.argocd import argocd_server  # noqa: F401, E402
+from tests.servers.health import health_server  # noqa: F401, E402
+from tests.servers.prometheus import configured_prometheus, prometheus, prometheus_errors  # noqa: F401, E402
