@@ -235,7 +235,7 @@ class ArgoCD:
             except ArgoCDError as error:
                 if not error.is_transient:
                     raise
-                last_seen = f"no answer: {error}"
+                last_seen = str(error).rstrip(".")
             else:
                 status = ApplicationStatus.from_application(application)
                 if on_status:
