@@ -30,7 +30,6 @@ class GrpcCode(IntEnum):
 
 class SyncStatus:
     SYNCED = "Synced"
-    OUT_OF_SYNC = "OutOfSync"
     UNKNOWN = "Unknown"
 
 
@@ -44,7 +43,6 @@ class OperationPhase:
 
 class Health:
     HEALTHY = "Healthy"
-    PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     UNKNOWN = "Unknown"
 
@@ -116,8 +114,10 @@ class ApplicationStatus:
 
     def failure(self, revision):
         """Why deploying `revision` has failed for good, or "" while it may still succeed."""
-        if same_revision(self.operation_revision, revision) and self.phase in (OperationPhase.FAILED, OperationPhase.ERROR):
-            return f"the sync to {revision[:12]} ended in phase {self.phase}: {self.message or 'Argo CD gave no reason'}"
+        reason = self.message or "Argo CD gave no reason"
+        our_operation = same_revision(self.operation_revision, revision)
+        if our_operation and self.phase in (OperationPhase.FAILED, OperationPhase.ERROR):
+            return f"the sync to {revision[:12]} ended in phase {self.phase}: {reason}"
         # Degraded counts only once our revision is what runs: an application that was Degraded before
         # the sync may be exactly what this release fixes.
         if (
@@ -126,7 +126,7 @@ class ApplicationStatus:
             and same_revision(self.revision, revision)
             and self.phase not in (OperationPhase.RUNNING, OperationPhase.TERMINATING)
         ):
-            return f"revision {revision[:12]} is running but Degraded: {self.message or 'Argo CD gave no reason'}"
+            return f"revision {revision[:12]} is running but Degraded: {reason}"
         return ""
 
     def describe(self):
@@ -175,7 +175,8 @@ class ArgoCD:
     def get_application(self, name, refresh=None):
         """The Application as Argo CD serves it; refresh="normal" makes Argo CD compare with Git first."""
         params = {"refresh": refresh} if refresh else None
-        return self._call("GET", f"/api/v1/applications/{quote(name, safe='')}", f"reading application {name}", params=params)
+        path = f"/api/v1/applications/{quote(name, safe='')}"
+        return self._call("GET", path, f"reading application {name}", params=params)
 
     def sync(self, name, revision, *, attempts=SYNC_ATTEMPTS, retry_seconds=SYNC_RETRY_SECONDS, sleep=time.sleep):
         """Start a sync of `name` to `revision`; returns the Application.
@@ -190,7 +191,7 @@ class ArgoCD:
             try:
                 return self._call("POST", path, f"syncing application {name} to {revision[:12]}", json=body)
             except ArgoCDError as error:
-                if OPERATION_IN_PROGRESS not in error.message:
+                if error.code != GrpcCode.FAILED_PRECONDITION or OPERATION_IN_PROGRESS not in error.message:
                     raise
                 application = self.get_application(name)
                 current = ApplicationStatus.from_application(application)
@@ -268,7 +269,9 @@ class ArgoCD:
             )
         except requests.RequestException as error:
             reason = describe_failure(error, self.timeout)
-            raise ArgoCDError(f"Could not reach Argo CD at {self.base_url} while {doing}: {reason}.", message=reason) from error
+            raise ArgoCDError(
+                f"Could not reach Argo CD at {self.base_url} while {doing}: {reason}.", message=reason
+            ) from error
         try:
             body = response.json()
         except ValueError:
@@ -298,7 +301,8 @@ def _error_from_response(response, body, doing, base_url):
         # reveal which ones do.
         sentence = (
             f"Argo CD denied {doing} (HTTP {status}): {message}. Either the application does not exist or the "
-            "token's account lacks the permission; check the environment's Argo CD application name and the RBAC policy."
+            "token's account lacks the permission; check the environment's Argo CD application name and the "
+            "RBAC policy."
         )
     elif code == GrpcCode.NOT_FOUND:
         sentence = (

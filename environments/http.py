@@ -6,8 +6,10 @@ requests describes a refused connection as a nest of urllib3 reprs; people need 
 import re
 
 import requests
+from requests.exceptions import InvalidSchema, InvalidURL, MissingSchema, SSLError
 
 _OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
+_TLS_ERROR = re.compile(r"\[SSL: \w+\] ([^\"'(]+)")
 EXCERPT_LENGTH = 200
 
 
@@ -15,11 +17,12 @@ def describe_failure(error, timeout):
     """A short reason for a request that got no HTTP answer: 'connection refused', 'no answer within 10 s'."""
     if isinstance(error, requests.Timeout):
         return f"no answer within {timeout:g} s"
-    if isinstance(error, requests.exceptions.SSLError):
-        return f"TLS handshake failed ({_innermost(error)})"
+    if isinstance(error, SSLError):
+        match = _TLS_ERROR.search(str(error))
+        return f"TLS failed: {match.group(1).strip() if match else error}"
     if isinstance(error, requests.ConnectionError):
         return _innermost(error)
-    if isinstance(error, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL)):
+    if isinstance(error, (MissingSchema, InvalidSchema, InvalidURL)):
         return f"invalid URL ({error})"
     return str(error)
 

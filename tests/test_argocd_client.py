@@ -308,7 +308,9 @@ def test_from_settings_uses_the_url_token_timeout_and_tls_settings(settings, arg
     assert argocd_server.requests[-1].headers["Authorization"] == f"Bearer {argocd_server.token}"
 
 
-def application(sync="Synced", revision=REVISION, phase="Succeeded", health="Healthy", operation_revision=REVISION, **extra):
+def application(
+    sync="Synced", revision=REVISION, phase="Succeeded", health="Healthy", operation_revision=REVISION, **extra
+):
     status = {"sync": {"status": sync, "revision": revision}, "health": {"status": health}, **extra}
     if phase:
         status["operationState"] = {"phase": phase, "message": "", "syncResult": {"revision": operation_revision}}
@@ -357,7 +359,11 @@ def test_the_message_is_the_most_useful_one_argocd_gave():
         health="Degraded",
         resources=[
             {"kind": "Service", "name": "nexo-be", "health": {"status": "Healthy"}},
-            {"kind": "Deployment", "name": "nexo-be", "health": {"status": "Degraded", "message": "exceeded its progress deadline"}},
+            {
+                "kind": "Deployment",
+                "name": "nexo-be",
+                "health": {"status": "Degraded", "message": "exceeded its progress deadline"},
+            },
         ],
     )
     failed = application(phase="Failed", conditions=[{"type": "SyncError", "message": "retried 5 times"}])

@@ -7,14 +7,16 @@ import pytest
 from environments.probes import ProbeResult, probe
 
 
-@pytest.mark.parametrize("status", [200, 204])
-def test_a_2xx_answer_is_ok(health_server, status):
+@pytest.mark.parametrize("status, reason", [(200, "OK"), (204, "No Content")])
+def test_a_2xx_answer_is_ok(health_server, status, reason):
     url = health_server.answer("/health", status)
 
-    assert probe(url) == ProbeResult(url=url, ok=True, status=status, detail=f"HTTP {status} {'OK' if status == 200 else 'No Content'}")
+    assert probe(url) == ProbeResult(url=url, ok=True, status=status, detail=f"HTTP {status} {reason}")
 
 
-@pytest.mark.parametrize("status, reason", [(500, "Internal Server Error"), (503, "Service Unavailable"), (404, "Not Found")])
+@pytest.mark.parametrize(
+    "status, reason", [(500, "Internal Server Error"), (503, "Service Unavailable"), (404, "Not Found")]
+)
 def test_an_error_answer_fails_with_the_status_and_what_the_service_said(health_server, status, reason):
     url = health_server.answer("/health", status, "database connection pool exhausted\n")
 
@@ -87,3 +89,13 @@ def test_the_timeout_defaults_to_the_http_timeout_setting(settings):
         result = probe(f"http://127.0.0.1:{silent.getsockname()[1]}/health")
 
     assert result.detail == "no answer within 0.3 s"
+
+
+def test_a_tls_failure_is_a_failed_result_that_says_so(health_server):
+    plain_http = health_server.answer("/health", 200)
+
+    result = probe(plain_http.replace("http://", "https://"))
+
+    assert (result.ok, result.status) == (False, None)
+    assert result.detail.startswith("TLS failed: ")
+    assert "wrong version number" in result.detail

@@ -19,11 +19,15 @@ def ratio_query(service, environment="develop"):
     return f'nexo_error_ratio{{service="{service}",environment="{environment}"}}'
 
 
+def is_nan(values):
+    return len(values) == 1 and math.isnan(values[0])
+
+
 def scraped(prometheus, service, environment, value):
     """Set the gauge and wait until Prometheus has scraped exactly that value."""
     prometheus.set_error_ratio(service, environment, value)
     if math.isnan(value):
-        prometheus.wait_for(ratio_query(service, environment), lambda values: len(values) == 1 and math.isnan(values[0]))
+        prometheus.wait_for(ratio_query(service, environment), is_nan)
     else:
         prometheus.wait_for(ratio_query(service, environment), lambda values: values == [value])
 
@@ -36,7 +40,8 @@ def test_a_vector_result_is_one_sample_per_series_with_labels_and_a_float(client
 
     assert sample.value == 0.25
     assert sample.labels["__name__"] == "nexo_error_ratio"
-    assert (sample.labels["service"], sample.labels["environment"], sample.labels["job"]) == ("svc-vector", "develop", "nexo")
+    labels = sample.labels
+    assert (labels["service"], labels["environment"], labels["job"]) == ("svc-vector", "develop", "nexo")
 
 
 @pytest.mark.prometheus

@@ -73,7 +73,7 @@ class LoopbackServer:
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_port}"
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"test-server-{self.url}", daemon=True
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=self.url, daemon=True
         )
         self._thread.start()
 
