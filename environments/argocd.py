@@ -44,6 +44,7 @@ class OperationPhase:
 class Health:
     HEALTHY = "Healthy"
     DEGRADED = "Degraded"
+    MISSING = "Missing"
     UNKNOWN = "Unknown"
 
 

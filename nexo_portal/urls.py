@@ -15,5 +15,6 @@ urlpatterns = [
     path("accounts/", include("social_django.urls", namespace="social")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("nexo_portal.api_urls")),
     path("", include("releases.urls")),
 ]
