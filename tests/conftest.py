@@ -40,3 +40,26 @@ def collected_static_files(tmp_path_factory):
 
     settings.STATIC_ROOT = tmp_path_factory.mktemp("static")
     call_command("collectstatic", interactive=False, verbosity=0)
+
+
+GITHUB_ORGANIZATION = "nexo-org"
+
+
+@pytest.fixture
+def github_server(settings):
+    """A running GitHub test server (tests/servers/github.py), with the portal's sign-in pointed
+    at it as if it were GitHub Enterprise, for members of the nexo-org organization."""
+    from tests.servers.github import GitHubServer
+
+    server = GitHubServer(
+        client_id="Iv1.0123456789abcdef",
+        client_secret="test-client-secret-0123456789abcdef01234567",
+        callback_url="http://testserver/accounts/complete/github-org/",
+    )
+    with server.running():
+        settings.SOCIAL_AUTH_GITHUB_ORG_KEY = server.client_id
+        settings.SOCIAL_AUTH_GITHUB_ORG_SECRET = server.client_secret
+        settings.SOCIAL_AUTH_GITHUB_ORG_NAME = GITHUB_ORGANIZATION
+        settings.SOCIAL_AUTH_GITHUB_ORG_URL = server.url
+        settings.SOCIAL_AUTH_GITHUB_ORG_API_URL = server.api_url
+        yield server
