@@ -76,6 +76,8 @@ class SignInErrorMiddleware(SocialAuthExceptionMiddleware):
     def get_message(self, request, exception):
         if isinstance(exception, SignInRefused):
             return exception.reason
+        if exception.provider_code in {"incorrect_client_credentials", "redirect_uri_mismatch"}:
+            return _MISCONFIGURED
         if exception.code in SIGN_IN_ERROR_MESSAGES:
             return SIGN_IN_ERROR_MESSAGES[exception.code].format(organization=settings.SOCIAL_AUTH_GITHUB_ORG_NAME)
         return f"GitHub sign-in failed: {exception} Please sign in again."
