@@ -33,7 +33,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
     it is revoked and replaced."""
 
     form = ApiTokenForm
-    list_display = ["name", "prefix", "scope_names", "service_names", "user", "last_used_at", "expires_at", "status"]
+    list_display = [
+        "name", "prefix", "scope_names", "service_names", "user", "last_used_at", "expires_at", "revoked_at", "status",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at"]
     search_fields = ["name", "prefix", "user__username"]
     filter_horizontal = ["services"]

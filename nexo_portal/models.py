@@ -71,7 +71,7 @@ class ApiTokenQuerySet(models.QuerySet):
     def issue(self, *, name, scopes, services=(), user=None, expires_at=None, created_by=None):
         """Create a token and return it with its plain secret, which is never available again."""
         with transaction.atomic():
-            token = self.model(name=name, scopes=" ".join(scopes), user=user, expires_at=expires_at, created_by=created_by)
+            token = self.model(name=name, scopes=" ".join(dict.fromkeys(scopes)), user=user, expires_at=expires_at, created_by=created_by)
             plain_token = token.set_secret()
             token.full_clean()
             token.validate_issuer(created_by)

@@ -273,3 +273,33 @@ def test_without_a_team_mapping_teams_are_not_read(client, github_server, octoca
     sign_in_with_github(client)
     assert get_user(client).is_authenticated
     assert ("GET", "/api/v3/user/teams") not in github_server.requests
+
+
+# --- the test server itself speaks GitHub's formats ----------------------------------------------
+
+
+def test_github_server_answers_bad_credentials_like_github(github_server):
+    for headers, message in [({}, "Requires authentication"), ({"Authorization": "token gho_unknown"}, "Bad credentials")]:
+        response = requests.get(f"{github_server.api_url}user", headers=headers, timeout=5)
+        assert response.status_code == 401
+        assert response.json()["message"] == message
+        assert response.json()["status"] == "401" and response.json()["documentation_url"].startswith("https://docs.github.com/")
+
+
+def test_github_server_token_exchange_is_form_encoded_unless_json_is_asked_for(github_server):
+    payload = {"client_id": github_server.client_id, "client_secret": github_server.client_secret, "code": "nope"}
+    form = requests.post(f"{github_server.url}/login/oauth/access_token", data=payload, timeout=5)
+    assert form.status_code == 200
+    assert parse_qs(form.text)["error"] == ["bad_verification_code"]
+    as_json = requests.post(f"{github_server.url}/login/oauth/access_token", data=payload, headers={"Accept": "application/json"}, timeout=5)
+    assert as_json.json()["error_description"] == "The code passed is incorrect or expired."
+
+
+def test_github_server_sends_non_members_asking_about_others_to_the_public_check(github_server):
+    github_server.add_account("outsider")
+    github_server.add_account("hubot", organizations=[ORG])
+    token = github_server.issue_token("outsider", ["read:org"])
+    response = requests.get(f"{github_server.api_url}orgs/{ORG}/members/hubot", headers={"Authorization": f"Bearer {token}"},
+                            allow_redirects=False, timeout=5)
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"{github_server.api_url}orgs/{ORG}/public_members/hubot"
