@@ -6,6 +6,7 @@
 `field` is null when the error is about the request as a whole.
 """
 
+from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -68,6 +69,7 @@ def exception_handler(exc, context):
     return response
 
 
+@login_not_required
 def not_found(request, exception=None):
-    """JSON 404 for unknown paths under /api/."""
+    """Anyone: a JSON 404 for unknown paths under /api/, instead of a redirect to the sign-in page."""
     return JsonResponse(body(404, "not_found", [(None, "not_found", f"No API endpoint at {request.path}.")]), status=404)

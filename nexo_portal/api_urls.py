@@ -23,5 +23,5 @@ urlpatterns = [
     path("rollbacks/", releases.RollbackView.as_view(), name="rollback"),
     path("verifications/", releases.CheckResultCreateView.as_view(), name="verification-create"),
     path("webhooks/argocd/", releases.ArgoCDWebhookView.as_view(), name="argocd-webhook"),
-    re_path(r"^.*$", api_errors.not_found),
+    re_path(r"^.*$", api_errors.not_found, name="not-found"),
 ]

@@ -10,14 +10,13 @@ from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit import log as audit
 from nexo_portal import api_errors
-from nexo_portal.tokens import requires_scope
+from nexo_portal.tokens import require_service, requires_scope
 
 from . import deployment_events, registration, serializers, transitions
 from .models import CheckResult, Promotion, Release
@@ -27,13 +26,6 @@ ERRORS = {
     401: OpenApiResponse(description="No valid session or API token."),
     403: OpenApiResponse(description="Not allowed: wrong scope, another service, or the policy refuses."),
 }
-
-
-def ensure_token_allows(request, service):
-    """An API token made for some services only may not act on the others."""
-    token = request.auth
-    if token is not None and hasattr(token, "allows_service") and not token.allows_service(service):
-        raise PermissionDenied(f"The API token '{token.name}' is not allowed to act on {service.name}.")
 
 
 def actor_of(request):
@@ -91,7 +83,7 @@ class ReleaseListCreateView(generics.ListAPIView):
         serializer = serializers.RegisterBuildSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        ensure_token_allows(request, data["service"])
+        require_service(request, data["service"])
         result = registration.register_build(
             data["service"],
             commit_sha=data["commit_sha"],
@@ -166,7 +158,7 @@ class PromotionListCreateView(generics.ListAPIView):
         serializer = serializers.RequestPromotionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        ensure_token_allows(request, data["service"])
+        require_service(request, data["service"])
         promotion = transitions.request_promotion(
             data["release"], data["environment"], actor_of(request), is_emergency=data["emergency"], reason=data["reason"]
         )
@@ -187,7 +179,7 @@ class RollbackView(APIView):
         serializer = serializers.RollbackSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        ensure_token_allows(request, data["service"])
+        require_service(request, data["service"])
         promotion = transitions.request_rollback(data["service"], data["environment"], actor_of(request), release=data["release"])
         return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201)
 
@@ -216,7 +208,7 @@ class PromotionActionView(APIView):
 
     def post(self, request, pk):
         promotion = get_object_or_404(Promotion.objects.with_details(), pk=pk)
-        ensure_token_allows(request, promotion.service)
+        require_service(request, promotion.service)
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         self.act(promotion, actor_of(request), serializer.validated_data["comment"])
@@ -260,7 +252,7 @@ class CheckResultCreateView(generics.CreateAPIView):
     queryset = CheckResult.objects.all()
 
     def perform_create(self, serializer):
-        ensure_token_allows(self.request, serializer.validated_data["release"].service)
+        require_service(self.request, serializer.validated_data["release"].service)
         serializer.save(reported_by=audit.actor_name(self.request.user))
 
 

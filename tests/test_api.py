@@ -33,7 +33,8 @@ def world(environments, redis_connection):
 
 
 def token_client(*scopes, services=(), user=None, name=None):
-    token, plain = ApiToken.objects.issue(name=name or f"ci-{'-'.join(scopes) or 'none'}", scopes=scopes, services=services, user=user)
+    name = name or f"ci-{'-'.join(scopes) or 'none'}-{ApiToken.objects.count() + 1}"
+    token, plain = ApiToken.objects.issue(name=name, scopes=scopes, services=services, user=user)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
     client.token = token
@@ -76,7 +77,7 @@ def test_register_allocates_the_next_calver_build_and_answers_the_tags(world):
     assert body["tags"] == [version, f"{version}-a3f2b1c", "sha-a3f2b1c"]
     assert body["images"][0] == f"ghcr.io/nexo-org/nexo-be:{version}"
     assert body["created"] is True
-    assert body["registered_by"] == "api-token:ci-register"
+    assert body["registered_by"] == f"api-token:{client.token.name}"
     second = client.post("/api/v1/releases/", build(commit_sha=hex_for("next"), image_digest="sha256:" + "c" * 64), format="json")
     assert second.json()["version"] == f"{today.year}.{today.month:02d}.2"
 
@@ -279,7 +280,7 @@ def test_a_promote_token_requests_and_cancels_its_own_promotion(world):
     make_release(world["service"], "2026.02.1")
     client = token_client("promote", services=[world["service"]])
     promotion = client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"}, format="json").json()
-    assert promotion["requested_by"] == "api-token:ci-promote"
+    assert promotion["requested_by"] == f"api-token:{client.token.name}"
     assert client.post(f"/api/v1/promotions/{promotion['id']}/cancel/", {}, format="json").json()["state"] == "cancelled"
 
 
@@ -318,7 +319,7 @@ def test_ci_reports_a_verification_result(world):
     )
     assert response.status_code == 201, response.content
     result = CheckResult.objects.get()
-    assert (result.name, result.passed, result.reported_by) == ("e2e", False, "api-token:ci-report")
+    assert (result.name, result.passed, result.reported_by) == ("e2e", False, f"api-token:{client.token.name}")
     assert_error(token_client("read").post("/api/v1/verifications/", {}, format="json"), 403, text="'report' scope")
     assert_error(client.post("/api/v1/verifications/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e 2 e", "passed": True}, format="json"), 400, "check")
 

@@ -157,7 +157,7 @@ def test_personal_token_acts_as_its_person(client):
 def assert_refused_with_401(response, message):
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Bearer")
-    assert message in response.json()["detail"]
+    assert message in response.json()["message"]
 
 
 def test_request_without_credentials_gets_401_with_bearer_challenge(client):
@@ -207,7 +207,7 @@ def test_token_without_the_scope_is_refused_with_403(client):
     _, plain_token = issue(scopes=[TokenScope.READ, TokenScope.REPORT])
     response = client.post("/test-api/register/", **bearer(plain_token))
     assert response.status_code == 403
-    assert "lacks the 'register' scope" in response.json()["detail"]
+    assert "lacks the 'register' scope" in response.json()["message"]
 
 
 def test_signed_in_person_passes_the_scope_check(client):
@@ -230,7 +230,7 @@ def test_token_limited_to_services_may_act_on_those_only(client):
     assert client.get("/test-api/services/nexo-be/", **bearer(plain_token)).status_code == 200
     response = client.get("/test-api/services/nexo-fe/", **bearer(plain_token))
     assert response.status_code == 403
-    assert response.json()["detail"] == "This API token may act on nexo-be only, not on nexo-fe."
+    assert response.json()["message"] == "This API token may act on nexo-be only, not on nexo-fe."
 
 
 def test_token_without_services_may_act_on_all(client):

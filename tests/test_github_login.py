@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from social_django.models import UserSocialAuth
 
-from tests.conftest import GITHUB_ORGANIZATION as ORG
+from tests.servers.github import GITHUB_ORGANIZATION as ORG
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db

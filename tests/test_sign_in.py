@@ -98,6 +98,7 @@ OPEN_PAGES = {
     "social:complete",  # GitHub's redirect back, checked against the session's state
     "social:idp_launch",  # 404 unless a launch bridge is enabled (it is not)
     "social:app_launch",
+    "api:not-found",  # a JSON 404 for unknown /api/ paths, so CI gets an error body, not a login page
 }
 
 

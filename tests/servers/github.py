@@ -10,7 +10,6 @@ Not modelled: the consent page (the account in `browser_login` approves at once,
 refuses when `denies_authorization` is set), code expiry after ten minutes, rate limits.
 """
 
-import pytest
 import json
 import re
 import secrets
@@ -21,6 +20,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
 
 DOCS = "https://docs.github.com"
 ERROR_URIS = {
