@@ -1,7 +1,18 @@
-"""Who is signed in: the login requirement for every page, API excepted (DRF checks its own)."""
+"""Who is signed in: the login requirement for every page (API excepted: DRF checks its own),
+the local sign-in form, and readable messages when GitHub sign-in fails."""
 
+from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.core.exceptions import ValidationError
 from rest_framework.views import APIView
+from social_django.middleware import SocialAuthExceptionMiddleware
+
+from .github import SignInRefused
+
+
+def github_sign_in_enabled():
+    return bool(settings.SOCIAL_AUTH_GITHUB_ORG_KEY and settings.SOCIAL_AUTH_GITHUB_ORG_NAME)
 
 
 class PortalLoginRequiredMiddleware(LoginRequiredMiddleware):
@@ -16,3 +27,57 @@ class PortalLoginRequiredMiddleware(LoginRequiredMiddleware):
         if view_class is not None and issubclass(view_class, APIView):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
+
+
+class LocalSignInForm(AuthenticationForm):
+    """User name and password: break-glass staff accounts once GitHub sign-in is configured,
+    any active account when it is not (a first run, the demo)."""
+
+    def confirm_login_allowed(self, user):
+        super().confirm_login_allowed(user)
+        if github_sign_in_enabled() and not user.is_staff:
+            raise ValidationError(
+                "Please sign in with GitHub: local accounts are only for break-glass staff access "
+                f"while GitHub sign-in for the {settings.SOCIAL_AUTH_GITHUB_ORG_NAME} organization is configured.",
+                code="use_github",
+            )
+
+
+_RESTART = (
+    "This GitHub sign-in does not belong to this browser session: it expired, was already used, "
+    "or was started in another browser. Please sign in again."
+)
+_GITHUB_UNREACHABLE = "GitHub could not be reached or is busy. Please try again in a few minutes."
+_MISCONFIGURED = (
+    "GitHub sign-in is not set up correctly on the portal. Please tell a platform engineer; "
+    "the details are in the portal's log."
+)
+# social-core's error codes (social_core.exceptions.REASONS) -> what the person reads.
+SIGN_IN_ERROR_MESSAGES = {
+    "membership_required": (
+        "Your GitHub account is not a member of the {organization} organization, so it cannot sign in here. "
+        "Ask an owner of {organization} to add you, then sign in again."
+    ),
+    "authorization_declined": (
+        "GitHub sign-in was cancelled: the portal was not given access to your GitHub account. "
+        "Sign in again and authorize it to continue."
+    ),
+    "authorization_code_rejected": "GitHub did not accept the sign-in code (it expired or was already used). Please sign in again.",
+    **dict.fromkeys(["state_mismatch", "session_context_missing", "missing_parameter", "user_mismatch"], _RESTART),
+    **dict.fromkeys(["connection_failed", "timeout", "unavailable", "rate_limited"], _GITHUB_UNREACHABLE),
+    **dict.fromkeys(["missing_setting", "invalid_setting", "tls_error"], _MISCONFIGURED),
+}
+
+
+class SignInErrorMiddleware(SocialAuthExceptionMiddleware):
+    """Every GitHub sign-in failure ends on the login page (SOCIAL_AUTH_LOGIN_ERROR_URL) with
+    a message that says what happened and what to do, instead of social-core's terse one."""
+
+    def get_message(self, request, exception):
+        if isinstance(exception, SignInRefused):
+            return exception.reason
+        if exception.provider_code in {"incorrect_client_credentials", "redirect_uri_mismatch"}:
+            return _MISCONFIGURED
+        if exception.code in SIGN_IN_ERROR_MESSAGES:
+            return SIGN_IN_ERROR_MESSAGES[exception.code].format(organization=settings.SOCIAL_AUTH_GITHUB_ORG_NAME)
+        return f"GitHub sign-in failed: {exception} Please sign in again."

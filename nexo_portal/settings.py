@@ -33,6 +33,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_filters",
     "django_rq",
     "social_django",
     "nexo_portal",
@@ -51,7 +53,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "nexo_portal.auth.PortalLoginRequiredMiddleware",
-    "social_django.middleware.SocialAuthExceptionMiddleware",
+    "nexo_portal.auth.SignInErrorMiddleware",
 ]
 
 ROOT_URLCONF = "nexo_portal.urls"
@@ -135,6 +137,10 @@ RQ_SHOW_ADMIN_LINK = True
 # Transitions enqueue their next job in their own transaction.on_commit hook, where a Redis
 # outage is caught and left to the reconciler; django-rq must not defer the enqueue again.
 RQ = {"COMMIT_MODE": "auto"}
+# The cache holds short-lived counters (API throttling) that every web worker must share.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "nexo-portal"},
+}
 
 # --- GitOps repository ------------------------------------------------------------------------
 GITOPS_REPO_URL = env.str("GITOPS_REPO_URL", default=str(BASE_DIR / "var" / "gitops.git"))
@@ -157,30 +163,73 @@ HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 
 # --- GitHub sign-in ---------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
-    "social_core.backends.github.GithubOrganizationOAuth2",
+    "nexo_portal.github.GitHubOrganizationOAuth2",
+    # Local accounts: break-glass staff once GitHub sign-in is configured, everyone in the demo.
     "django.contrib.auth.backends.ModelBackend",
 ]
 SOCIAL_AUTH_GITHUB_ORG_KEY = env.str("GITHUB_OAUTH_KEY", default="")
 SOCIAL_AUTH_GITHUB_ORG_SECRET = env.str("GITHUB_OAUTH_SECRET", default="")
 SOCIAL_AUTH_GITHUB_ORG_NAME = env.str("GITHUB_ORG", default="")
-SOCIAL_AUTH_GITHUB_ORG_SCOPE = ["read:org", "user:email"]
+# github.com by default; for GitHub Enterprise Server e.g. https://github.example and https://github.example/api/v3.
+SOCIAL_AUTH_GITHUB_ORG_URL = env.str("GITHUB_URL", default="https://github.com")
+SOCIAL_AUTH_GITHUB_ORG_API_URL = env.str("GITHUB_API_URL", default="https://api.github.com")
+# read:org (membership and teams) is the backend's default scope; user:email finds a private e-mail address.
+SOCIAL_AUTH_GITHUB_ORG_SCOPE = ["user:email"]
 SOCIAL_AUTH_URL_NAMESPACE = "social"
 SOCIAL_AUTH_LOGIN_ERROR_URL = "/accounts/login/"
 SOCIAL_AUTH_RAISE_EXCEPTIONS = False
-# GitHub team slug -> Django group name, e.g. "sre=sre-team,platform=platform-team".
+SOCIAL_AUTH_REQUESTS_TIMEOUT = HTTP_TIMEOUT_SECONDS
+SOCIAL_AUTH_PIPELINE = [
+    "social_core.pipeline.social_auth.social_details",
+    "social_core.pipeline.social_auth.social_names",
+    "social_core.pipeline.social_auth.social_uid",
+    "social_core.pipeline.social_auth.auth_allowed",
+    "social_core.pipeline.social_auth.social_user",
+    "nexo_portal.github.refuse_deactivated_account",
+    # A GitHub login that matches a local user name gets a suffixed name, never that account.
+    "social_core.pipeline.user.get_username",
+    "social_core.pipeline.user.create_user",
+    "social_core.pipeline.social_auth.associate_user",
+    # No load_extra_data: the GitHub access token is needed only during sign-in, and not
+    # storing it means the database holds no GitHub credentials.
+    "social_core.pipeline.user.user_details",
+    "nexo_portal.github.sync_team_groups",
+]
+# GitHub team -> Django group, refreshed at every sign-in, e.g. "sre=sre-team,platform-leads=platform-leads".
+# A bare team slug is a team of GITHUB_ORG; "other-org/slug" names another organization.
 GITHUB_TEAM_GROUPS = env.dict("GITHUB_TEAM_GROUPS", default={})
 
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First, so that DRF answers an unauthenticated call with 401 and WWW-Authenticate: Bearer.
+        "nexo_portal.tokens.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["nexo_portal.tokens.ApiTokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "nexo_portal.api_pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "nexo_portal.api_errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
 }
+# Calls per API token, e.g. "600/minute"; counted in Redis so every web worker shares the count.
+API_TOKEN_THROTTLE_RATE = env.str("API_TOKEN_THROTTLE_RATE", default="600/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nexo Release Portal API",
     "DESCRIPTION": "Register builds, promote releases through develop → qa → staging → production, and read what ran where.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"StepStatusEnum": "releases.models.StepStatus"},
 }
 
 LOGGING = {

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views
+from .auth import LocalSignInForm
 
 admin.site.site_header = "Nexo Release Portal"
 admin.site.site_title = "Nexo Release Portal"
@@ -10,11 +11,16 @@ admin.site.index_title = "Operator console"
 
 urlpatterns = [
     path("healthz", views.health, name="health"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(authentication_form=LocalSignInForm, redirect_authenticated_user=True),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/", include("social_django.urls", namespace="social")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("nexo_portal.api_urls")),
     path("audit/", include("audit.urls")),
     path("", include("releases.urls")),
 ]

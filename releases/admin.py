@@ -1,6 +1,72 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 
-from .models import Approval, BuildCounter, Deployment, Promotion, Release, Service
+from environments.models import Environment
+
+from . import transitions
+from .models import (
+    Approval,
+    BuildCounter,
+    CheckResult,
+    Deployment,
+    DeploymentEvent,
+    Hold,
+    Promotion,
+    Release,
+    Service,
+    VerificationSample,
+)
+from .policy import PromotionError
+
+
+class CommentForm(forms.Form):
+    comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+
+
+class RejectionForm(forms.Form):
+    comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Why it is rejected (required).")
+
+
+class RequestForm(forms.Form):
+    environment = forms.ModelChoiceField(Environment.objects.in_pipeline_order())
+    emergency = forms.BooleanField(required=False, label="Break-glass (production incident)")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="Required for break-glass.")
+
+
+def confirm_then_apply(modeladmin, request, queryset, *, action, title, explanation, describe, form_class, apply):
+    """An admin action with a confirmation page that says exactly what will happen.
+
+    `apply(obj, request, cleaned_data)` calls one transition; refusals are shown, one per object.
+    """
+    form = form_class(request.POST if "apply" in request.POST else None)
+    if "apply" in request.POST and form.is_valid():
+        done, refused = [], []
+        for obj in queryset:
+            try:
+                apply(obj, request, form.cleaned_data)
+                done.append(describe(obj, form.cleaned_data))
+            except PromotionError as refusal:
+                refused.append(f"{describe(obj, form.cleaned_data)}: {refusal}")
+        if done:
+            modeladmin.message_user(request, f"{title}: " + "; ".join(done), messages.SUCCESS)
+        for line in refused:
+            modeladmin.message_user(request, line, messages.ERROR)
+        return None
+    return TemplateResponse(
+        request,
+        "admin/releases/confirm_action.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "opts": modeladmin.model._meta,
+            "title": title,
+            "explanation": explanation,
+            "what_happens": [describe(obj, form.cleaned_data if form.is_bound and form.is_valid() else {}) for obj in queryset],
+            "queryset": queryset,
+            "form": form,
+            "action": action,
+        },
+    )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -55,6 +121,26 @@ class ReleaseAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return self.immutable_fields + ["tag_list"] if obj else ["tag_list"]
 
+    actions = ["request_promotion"]
+
+    @admin.action(description="Request a promotion of the selected releases")
+    def request_promotion(self, request, queryset):
+        return confirm_then_apply(
+            self,
+            request,
+            queryset.select_related("service"),
+            action="request_promotion",
+            title="Request promotion",
+            explanation="Each release below is asked to run in the environment you choose; the environment's "
+            "approvals and rules apply as everywhere else.",
+            describe=lambda release, data: f"{release.service.name} {release.version} → "
+            + (data["environment"].name if data.get("environment") else "…"),
+            form_class=RequestForm,
+            apply=lambda release, request, data: transitions.request_promotion(
+                release, data["environment"], request.user, is_emergency=data["emergency"], reason=data["reason"]
+            ),
+        )
+
     @admin.display(description="Commit")
     def short_sha(self, release):
         return release.short_sha
@@ -87,6 +173,44 @@ class PromotionAdmin(ReadOnlyAdmin):
     list_select_related = ["service", "release", "environment", "requested_by"]
     date_hierarchy = "requested_at"
     inlines = [ApprovalInline]
+    actions = ["approve", "reject", "cancel"]
+
+    def _confirm(self, request, queryset, action, title, explanation, form_class, apply):
+        return confirm_then_apply(
+            self,
+            request,
+            queryset.select_related("service", "release", "environment"),
+            action=action,
+            title=title,
+            explanation=explanation,
+            describe=lambda promotion, data: f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}",
+            form_class=form_class,
+            apply=apply,
+        )
+
+    @admin.action(description="Approve the selected promotions")
+    def approve(self, request, queryset):
+        return self._confirm(
+            request, queryset, "approve", "Approve",
+            "You approve these promotions. The approval rules are the same as on the board and in the API.",
+            CommentForm, lambda promotion, request, data: transitions.approve(promotion, request.user, data["comment"]),
+        )
+
+    @admin.action(description="Reject the selected promotions")
+    def reject(self, request, queryset):
+        return self._confirm(
+            request, queryset, "reject", "Reject",
+            "You reject these promotions; each one ends. Say why.",
+            RejectionForm, lambda promotion, request, data: transitions.reject(promotion, request.user, data["comment"]),
+        )
+
+    @admin.action(description="Cancel the selected promotions")
+    def cancel(self, request, queryset):
+        return self._confirm(
+            request, queryset, "cancel", "Cancel",
+            "These promotions stop before their GitOps commit.",
+            CommentForm, lambda promotion, request, data: transitions.cancel(promotion, request.user, data["comment"]),
+        )
 
     @admin.display(description="Version", ordering="release__year")
     def version(self, promotion):
@@ -112,6 +236,25 @@ class DeploymentAdmin(ReadOnlyAdmin):
     search_fields = ["service__name", "release__version", "gitops_commit_sha"]
     list_select_related = ["service", "release", "environment"]
     date_hierarchy = "deployed_at"
+    actions = ["roll_back"]
+
+    @admin.action(description="Roll back the selected places to their last verified release")
+    def roll_back(self, request, queryset):
+        return confirm_then_apply(
+            self,
+            request,
+            queryset.select_related("service", "environment", "release"),
+            action="roll_back",
+            title="Roll back",
+            explanation="Each service below goes back to the newest release verified in that environment before the "
+            "one running; the environment's approvals apply, and automatic promotions there are put on hold.",
+            describe=lambda deployment, data: f"{deployment.service.name} in {deployment.environment.name} "
+            f"(running {deployment.release.version}) → the last verified release",
+            form_class=forms.Form,
+            apply=lambda deployment, request, data: transitions.request_rollback(
+                deployment.service, deployment.environment, request.user
+            ),
+        )
 
     @admin.display(description="Version")
     def version(self, deployment):
@@ -123,3 +266,47 @@ class BuildCounterAdmin(ReadOnlyAdmin):
     list_display = ["service", "year", "month", "last_build"]
     list_filter = ["service", "year"]
     list_select_related = ["service"]
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ["service", "environment", "reason", "placed_by", "placed_at", "lifted_by", "lifted_at"]
+    list_filter = ["environment", "service"]
+    list_select_related = ["service", "environment", "lifted_by"]
+    actions = ["lift"]
+
+    @admin.action(description="Lift the selected holds")
+    def lift(self, request, queryset):
+        return confirm_then_apply(
+            self,
+            request,
+            queryset.select_related("service", "environment"),
+            action="lift",
+            title="Lift hold",
+            explanation="Automatic promotions into these places resume.",
+            describe=lambda hold, data: f"{hold.service.name} in {hold.environment.name}",
+            form_class=forms.Form,
+            apply=lambda hold, request, data: transitions.lift_hold(hold, request.user),
+        )
+
+
+@admin.register(CheckResult)
+class CheckResultAdmin(ReadOnlyAdmin):
+    list_display = ["name", "release", "environment", "passed", "url", "reported_by", "reported_at"]
+    list_filter = ["name", "passed", "environment"]
+    search_fields = ["release__version", "release__service__name"]
+    list_select_related = ["release__service", "environment"]
+
+
+@admin.register(VerificationSample)
+class VerificationSampleAdmin(ReadOnlyAdmin):
+    list_display = ["promotion", "kind", "taken_at", "value", "ok", "detail"]
+    list_filter = ["kind", "ok"]
+    list_select_related = ["promotion__service", "promotion__release", "promotion__environment"]
+
+
+@admin.register(DeploymentEvent)
+class DeploymentEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "trigger", "application", "revision", "health_status", "phase", "outcome"]
+    list_filter = ["trigger", "health_status"]
+    search_fields = ["application", "revision"]

@@ -17,6 +17,7 @@ from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
 from .models import ApprovalDecision, Promotion, PromotionState
+from .policy import PromotionError
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,17 @@ def sync_promotion(promotion_id):
             auto_sync=promotion.environment.argocd_auto_sync,
         )
     except ArgoCDError as error:
-        transitions.fail(promotion, "sync", f"Argo CD application {application}: {error}")
+        _unless_moved_on(transitions.fail, promotion, "sync", str(error))
         return
-    transitions.mark_deployed(promotion, health=status.health)
+    _unless_moved_on(transitions.mark_deployed, promotion, health=status.health)
+
+
+def _unless_moved_on(transition, promotion, *args, **kwargs):
+    """Apply the sync's outcome, unless an Argo CD Notifications event moved the promotion meanwhile."""
+    try:
+        transition(promotion, *args, **kwargs)
+    except PromotionError as moved_on:
+        logger.info("Promotion %s moved on during the sync: %s", promotion.pk, moved_on)
 
 
 def verify_promotion(promotion_id):

@@ -166,6 +166,11 @@ class Release(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["service", "version"], name="release_version_unique_per_service"),
             models.UniqueConstraint(fields=["service", "year", "month", "build"], name="release_build_unique_per_month"),
+            models.UniqueConstraint(
+                fields=["service", "commit_sha", "image_digest"],
+                condition=~Q(image_digest=""),
+                name="release_build_registered_once",
+            ),
             models.CheckConstraint(condition=Q(commit_sha__regex=COMMIT_SHA_PATTERN), name="release_commit_sha_is_hex40"),
             models.CheckConstraint(condition=Q(image_digest__regex=IMAGE_DIGEST_PATTERN), name="release_digest_is_sha256"),
             models.CheckConstraint(condition=Q(month__gte=1) & Q(month__lte=12), name="release_month_in_range"),
@@ -500,3 +505,30 @@ class CheckResult(models.Model):
 
     def __str__(self):
         return f"{self.name} {'passed' if self.passed else 'failed'} for {self.release} in {self.environment}"
+
+
+class DeploymentEventTrigger(models.TextChoices):
+    ON_DEPLOYED = "on-deployed", "on-deployed"
+    ON_SYNC_FAILED = "on-sync-failed", "on-sync-failed"
+
+
+class DeploymentEvent(models.Model):
+    """A signed Argo CD Notifications delivery, kept as received; its signature is never accepted twice."""
+
+    trigger = models.CharField(max_length=20, choices=DeploymentEventTrigger.choices)
+    application = models.CharField(max_length=253)
+    revision = models.CharField(max_length=64, blank=True)
+    sync_status = models.CharField(max_length=30, blank=True)
+    health_status = models.CharField(max_length=30, blank=True)
+    phase = models.CharField(max_length=30, blank=True)
+    message = models.TextField(blank=True)
+    promotion = models.ForeignKey(Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployment_events")
+    outcome = models.CharField(max_length=300, blank=True, help_text="What the portal did with it.")
+    signature = models.CharField(max_length=64, unique=True, help_text="The HMAC, so a replay is refused.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self):
+        return f"{self.trigger} {self.application} @ {self.revision[:7]}"

@@ -21,7 +21,27 @@ from .models import ApprovalDecision, PromotionKind, PromotionState
 
 
 class PromotionError(Exception):
-    """A rule refused the action; the message is written for the person who asked."""
+    """A rule refused the action; the message is written for the person who asked.
+
+    `forbidden` tells apart "you may not do this" (HTTP 403) from "this cannot happen now"
+    (HTTP 409: the state, a freeze, the release's history).
+    """
+
+    def __init__(self, message, *, forbidden=False):
+        super().__init__(message)
+        self.forbidden = forbidden
+
+
+class Refusal(str):
+    """The sentence explaining a refusal, remembering whether it is about who asked."""
+
+    forbidden = False
+
+
+def forbidden(text):
+    refusal = Refusal(text)
+    refusal.forbidden = True
+    return refusal
 
 
 def is_ci_token(actor):
@@ -61,9 +81,9 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
     if is_ci_token(actor):
         token = actor.token
         if not token.allows_service(service):
-            return f"The API token '{token.name}' is not allowed to act on {service.name}."
+            return forbidden(f"The API token '{token.name}' is not allowed to act on {service.name}.")
     elif not is_person(actor):
-        return "Sign in to request a promotion."
+        return forbidden("Sign in to request a promotion.")
     elif not actor.is_superuser:
         allowed_groups = {group.pk for group in _approver_groups(environment)}
         # .all() rather than values_list so a page that prefetched the groups asks nothing more.
@@ -72,18 +92,18 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
             allowed_groups.add(service.team_id)
         if not _group_ids(actor) & allowed_groups:
             owners = f"the {service.team.name} team" if service.team_id else "the owning team"
-            return (
+            return forbidden(
                 f"Only {owners}, approvers of {environment.name} "
                 f"({describe_groups(_approver_groups(environment))}) and release managers may request "
                 f"promotions of {service.name} into {environment.name}."
             )
     if is_emergency:
         if not environment.allows_break_glass:
-            return f"Break-glass promotions are not allowed into {environment.name}."
+            return Refusal(f"Break-glass promotions are not allowed into {environment.name}.")
         if not reason.strip():
-            return "A break-glass promotion needs a reason: say which incident it is for."
+            return Refusal("A break-glass promotion needs a reason: say which incident it is for.")
         if is_ci_token(actor):
-            return "Break-glass promotions are requested by people, not API tokens."
+            return forbidden("Break-glass promotions are requested by people, not API tokens.")
     return None
 
 
@@ -102,17 +122,19 @@ def _why_not_decide(promotion, user, verb):
     environment = promotion.environment
     groups = describe_groups(_approver_groups(environment))
     if is_ci_token(user):
-        return f"API tokens of CI never {verb} promotions; a person from {groups} must."
+        return forbidden(f"API tokens of CI never {verb} promotions; a person from {groups} must.")
     if not is_person(user):
-        return f"Sign in to {verb} promotions."
+        return forbidden(f"Sign in to {verb} promotions.")
     if promotion.state != PromotionState.AWAITING_APPROVAL:
-        return f"This promotion is {promotion.get_state_display().lower()}; only a promotion awaiting approval can be {verb}d."
+        return Refusal(
+            f"This promotion is {promotion.get_state_display().lower()}; only a promotion awaiting approval can be {verb}d."
+        )
     if promotion.requested_by_id == user.pk:
-        return f"You requested this promotion; another approver from {groups} must {verb} it."
+        return forbidden(f"You requested this promotion; another approver from {groups} must {verb} it.")
     if any(approval.user_id == user.pk for approval in promotion.approvals.all()):
-        return f"You have already decided on this promotion; another approver from {groups} must {verb} it."
+        return Refusal(f"You have already decided on this promotion; another approver from {groups} must {verb} it.")
     if not is_approver(user, environment):
-        return f"Only members of {groups} may {verb} promotions into {environment.name}."
+        return forbidden(f"Only members of {groups} may {verb} promotions into {environment.name}.")
     return None
 
 
@@ -123,27 +145,27 @@ def why_not_approve(promotion, user):
 def why_not_reject(promotion, user, comment="x"):
     reason = _why_not_decide(promotion, user, "reject")
     if reason is None and not comment.strip():
-        return "Say why you reject it: a comment is required."
+        return Refusal("Say why you reject it: a comment is required.")
     return reason
 
 
 def why_not_cancel(promotion, actor):
     if promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED):
-        return (
+        return Refusal(
             f"This promotion is {promotion.get_state_display().lower()}; it can only be cancelled before the "
             "GitOps commit starts. Roll back instead."
         )
     if is_ci_token(actor):
         if promotion.requested_via == actor.audit_name():
             return None
-        return "An API token may only cancel the promotions it requested."
+        return forbidden("An API token may only cancel the promotions it requested.")
     if not is_person(actor):
-        return "Sign in to cancel promotions."
+        return forbidden("Sign in to cancel promotions.")
     if actor.is_superuser or promotion.requested_by_id == actor.pk or is_approver(actor, promotion.environment):
         return None
-    return "Only the requester, an approver of this environment or an administrator may cancel this promotion."
+    return forbidden("Only the requester, an approver of this environment or an administrator may cancel this promotion.")
 
 
 def ensure(reason):
     if reason:
-        raise PromotionError(reason)
+        raise PromotionError(str(reason), forbidden=getattr(reason, "forbidden", False))

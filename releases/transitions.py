@@ -507,7 +507,9 @@ def lift_hold(hold, user):
     if hold.lifted_at:
         raise PromotionError("This hold was already lifted.")
     if not policy.is_person(user) or policy.why_not_request(user, hold.service, hold.environment):
-        raise PromotionError(f"Only people who may promote {hold.service.name} into {hold.environment.name} may lift its hold.")
+        raise PromotionError(
+            f"Only people who may promote {hold.service.name} into {hold.environment.name} may lift its hold.", forbidden=True
+        )
     hold.lifted_at = timezone.now()
     hold.lifted_by = user
     hold.save(update_fields=["lifted_at", "lifted_by"])

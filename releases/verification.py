@@ -18,13 +18,13 @@ With none of these configured the window is only a timer, and the promotion says
 import math
 from dataclasses import dataclass, field
 
-from environments.argocd import ArgoCD, ArgoCDError
+from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
 from environments.prometheus import Prometheus, PrometheusError
 from environments.probes import probe
 
 from .models import CheckResult, SampleCheck, VerificationSample
 
-UNHEALTHY = {"Degraded", "Missing"}
+UNHEALTHY = {Health.DEGRADED, Health.MISSING}
 
 
 @dataclass
@@ -72,14 +72,14 @@ def take_samples(promotion):
     if argocd:
         application = service.argocd_app(environment)
         try:
-            health = argocd.get_application(application)["status"]["health"]["status"]
+            health = ApplicationStatus.from_application(argocd.get_application(application)).health
             samples.append(
                 VerificationSample(
                     promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target=application,
                     ok=health not in UNHEALTHY, detail=health,
                 )
             )
-        except (ArgoCDError, KeyError, TypeError) as error:
+        except ArgoCDError as error:
             samples.append(
                 VerificationSample(
                     promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target=application, ok=None,

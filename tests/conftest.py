@@ -6,6 +6,10 @@ from django.db import connection
 
 from environments.defaults import ensure_default_environments
 from tests.gitops import GitOpsRemote
+from tests.servers.argocd import argocd_server  # noqa: F401 - fixtures shared by every test module
+from tests.servers.github import github_server  # noqa: F401
+from tests.servers.health import health_server  # noqa: F401
+from tests.servers.prometheus import configured_prometheus, prometheus, prometheus_errors  # noqa: F401
 
 
 def pytest_configure(config):

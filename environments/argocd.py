@@ -1,0 +1,317 @@
+"""Client for the Argo CD REST API: read an application, sync it to a revision, wait until that revision runs.
+
+Argo CD serves gRPC through grpc-gateway (server/application/application.proto): a failure comes back
+as {"error": ..., "code": <gRPC code>, "message": ...} with the HTTP status grpc-gateway maps the code to.
+"""
+
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+from urllib.parse import quote
+
+import requests
+from django.conf import settings
+
+from environments.http import describe_failure, excerpt
+
+SYNC_ATTEMPTS = 5
+SYNC_RETRY_SECONDS = 5.0
+OPERATION_IN_PROGRESS = "another operation is already in progress"
+
+
+class GrpcCode(IntEnum):
+    """The gRPC status codes Argo CD answers with that the portal treats differently."""
+
+    NOT_FOUND = 5
+    PERMISSION_DENIED = 7
+    FAILED_PRECONDITION = 9
+    UNAUTHENTICATED = 16
+
+
+class SyncStatus:
+    SYNCED = "Synced"
+    UNKNOWN = "Unknown"
+
+
+class OperationPhase:
+    RUNNING = "Running"
+    TERMINATING = "Terminating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ERROR = "Error"
+
+
+class Health:
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    MISSING = "Missing"
+    UNKNOWN = "Unknown"
+
+
+class ArgoCDError(Exception):
+    """Argo CD refused, failed, or could not be reached. str() is a sentence for the release manager;
+    `message` is Argo CD's own words, `code` its gRPC code and `http_status` the HTTP status (None when
+    no answer came)."""
+
+    def __init__(self, sentence, *, http_status=None, code=None, message=""):
+        super().__init__(sentence)
+        self.http_status = http_status
+        self.code = code
+        self.message = message
+
+    @property
+    def is_transient(self):
+        """Worth asking again later: Argo CD was unreachable or failed on its side (a restarting server)."""
+        return self.http_status is None or self.http_status >= 500
+
+
+class ArgoCDTimeout(ArgoCDError):
+    """The application did not reach the revision, Synced and Healthy in time."""
+
+
+def same_revision(reported, wanted):
+    """Argo CD reports full commit SHAs; the caller may hold an abbreviated one (at least 7 characters)."""
+    if not reported or not wanted:
+        return False
+    reported, wanted = reported.lower(), wanted.lower()
+    if reported == wanted:
+        return True
+    shorter, longer = sorted((reported, wanted), key=len)
+    return len(shorter) >= 7 and longer.startswith(shorter)
+
+
+@dataclass(frozen=True)
+class ApplicationStatus:
+    sync_status: str
+    revision: str
+    phase: str
+    health: str
+    message: str
+    # The revision of the last operation (sync): tells our failed sync from an older one.
+    operation_revision: str = ""
+
+    @classmethod
+    def from_application(cls, application):
+        status = application.get("status") or {}
+        sync = status.get("sync") or {}
+        operation_state = status.get("operationState") or {}
+        requested = ((operation_state.get("operation") or {}).get("sync") or {}).get("revision")
+        return cls(
+            sync_status=sync.get("status") or SyncStatus.UNKNOWN,
+            revision=sync.get("revision") or "",
+            phase=operation_state.get("phase") or "",
+            health=(status.get("health") or {}).get("status") or Health.UNKNOWN,
+            message=_most_useful_message(status),
+            operation_revision=(operation_state.get("syncResult") or {}).get("revision") or requested or "",
+        )
+
+    def is_deployed(self, revision):
+        return (
+            same_revision(self.revision, revision)
+            and self.sync_status == SyncStatus.SYNCED
+            and self.phase == OperationPhase.SUCCEEDED
+            and self.health == Health.HEALTHY
+        )
+
+    def failure(self, revision):
+        """Why deploying `revision` has failed for good, or "" while it may still succeed."""
+        reason = self.message or "Argo CD gave no reason"
+        our_operation = same_revision(self.operation_revision, revision)
+        if our_operation and self.phase in (OperationPhase.FAILED, OperationPhase.ERROR):
+            return f"the sync to {revision[:12]} ended in phase {self.phase}: {reason}"
+        # Degraded counts only once our revision is what runs: an application that was Degraded before
+        # the sync may be exactly what this release fixes.
+        if (
+            self.health == Health.DEGRADED
+            and self.sync_status == SyncStatus.SYNCED
+            and same_revision(self.revision, revision)
+            and self.phase not in (OperationPhase.RUNNING, OperationPhase.TERMINATING)
+        ):
+            return f"revision {revision[:12]} is running but Degraded: {reason}"
+        return ""
+
+    def describe(self):
+        parts = [f"sync {self.sync_status}" + (f" at {self.revision[:12]}" if self.revision else "")]
+        parts.append(f"operation {self.phase}" if self.phase else "no operation")
+        parts.append(f"health {self.health}")
+        return ", ".join(parts) + (f" ({self.message})" if self.message else "")
+
+
+def _most_useful_message(status):
+    operation_state = status.get("operationState") or {}
+    candidates = []
+    if operation_state.get("phase") in (OperationPhase.FAILED, OperationPhase.ERROR):
+        candidates.append(operation_state.get("message"))
+    candidates.append((status.get("health") or {}).get("message"))
+    candidates.extend(
+        f"{resource.get('kind')}/{resource.get('name')}: {resource['health']['message']}"
+        for resource in status.get("resources") or []
+        if (resource.get("health") or {}).get("status") == Health.DEGRADED and resource["health"].get("message")
+    )
+    candidates.extend(
+        f"{condition.get('type')}: {condition.get('message')}" for condition in status.get("conditions") or []
+    )
+    candidates.append(operation_state.get("message"))
+    return next((text for text in candidates if text), "")
+
+
+class ArgoCD:
+    def __init__(self, base_url, token, *, timeout=None, verify=None, session=None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = settings.HTTP_TIMEOUT_SECONDS if timeout is None else timeout
+        self.verify = settings.ARGOCD_VERIFY_TLS if verify is None else verify
+        self.session = session or requests.Session()
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def __repr__(self):
+        return f"<ArgoCD {self.base_url}>"
+
+    @classmethod
+    def from_settings(cls):
+        """The configured Argo CD, or None when ARGOCD_URL is unset ("not configured")."""
+        if not settings.ARGOCD_URL:
+            return None
+        return cls(settings.ARGOCD_URL, settings.ARGOCD_TOKEN)
+
+    def get_application(self, name, refresh=None):
+        """The Application as Argo CD serves it; refresh="normal" makes Argo CD compare with Git first."""
+        params = {"refresh": refresh} if refresh else None
+        path = f"/api/v1/applications/{quote(name, safe='')}"
+        return self._call("GET", path, f"reading application {name}", params=params)
+
+    def sync(self, name, revision, *, attempts=SYNC_ATTEMPTS, retry_seconds=SYNC_RETRY_SECONDS, sleep=time.sleep):
+        """Start a sync of `name` to `revision`; returns the Application.
+
+        While another operation runs Argo CD refuses with FailedPrecondition; that is retried a few
+        times, and when the running operation is already ours (a job run twice) it is simply joined.
+        """
+        # The portal changes an image tag; deleting resources is a decision for people, so no prune.
+        body = {"name": name, "revision": revision, "prune": False}
+        path = f"/api/v1/applications/{quote(name, safe='')}/sync"
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._call("POST", path, f"syncing application {name} to {revision[:12]}", json=body)
+            except ArgoCDError as error:
+                if error.code != GrpcCode.FAILED_PRECONDITION or OPERATION_IN_PROGRESS not in error.message:
+                    raise
+                application = self.get_application(name)
+                current = ApplicationStatus.from_application(application)
+                if current.phase == OperationPhase.RUNNING and same_revision(current.operation_revision, revision):
+                    return application
+                if attempt == attempts:
+                    raise ArgoCDError(
+                        f"Argo CD kept refusing to sync application {name} to {revision[:12]}: {error.message} "
+                        f"(asked {attempts} times, {retry_seconds:g} s apart).",
+                        http_status=error.http_status,
+                        code=error.code,
+                        message=error.message,
+                    ) from error
+                sleep(retry_seconds)
+
+    def wait_until_deployed(
+        self,
+        name,
+        revision,
+        *,
+        timeout,
+        poll_seconds,
+        auto_sync=False,
+        sleep=time.sleep,
+        clock=time.monotonic,
+        on_status=None,
+    ):
+        """Bring `name` to `revision` and wait until it is Synced, its sync Succeeded and it is Healthy.
+
+        auto_sync=False asks Argo CD to sync the revision first. auto_sync=True never asks: Argo CD syncs
+        by itself, so each poll only asks it to refresh from Git. Raises ArgoCDError with Argo CD's
+        message when our sync fails or our revision runs Degraded, ArgoCDTimeout when `timeout` seconds
+        pass first. Unreachable or failing Argo CD servers are polled again until the deadline, so a
+        restart of argocd-server does not fail a promotion. `on_status` sees every status polled.
+        """
+        deadline = clock() + timeout
+        if not auto_sync:
+            self.sync(name, revision, retry_seconds=poll_seconds, sleep=sleep)
+        while True:
+            try:
+                application = self.get_application(name, refresh="normal" if auto_sync else None)
+            except ArgoCDError as error:
+                if not error.is_transient:
+                    raise
+                last_seen = str(error).rstrip(".")
+            else:
+                status = ApplicationStatus.from_application(application)
+                if on_status:
+                    on_status(status)
+                if status.is_deployed(revision):
+                    return status
+                failure = status.failure(revision)
+                if failure:
+                    raise ArgoCDError(f"Argo CD application {name}: {failure}.", message=status.message)
+                last_seen = status.describe()
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise ArgoCDTimeout(
+                    f"Argo CD application {name} did not run revision {revision[:12]} Synced and Healthy within "
+                    f"{timeout:g} s. Last seen: {last_seen}.",
+                    message=last_seen,
+                )
+            sleep(min(poll_seconds, remaining))
+
+    def _call(self, method, path, doing, *, params=None, json=None):
+        try:
+            response = self.session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                json=json,
+                headers=self._headers,
+                timeout=self.timeout,
+                verify=self.verify,
+            )
+        except requests.RequestException as error:
+            reason = describe_failure(error, self.timeout)
+            raise ArgoCDError(
+                f"Could not reach Argo CD at {self.base_url} while {doing}: {reason}.", message=reason
+            ) from error
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.ok and isinstance(body, dict):
+            return body
+        raise _error_from_response(response, body, doing, self.base_url)
+
+
+def _error_from_response(response, body, doing, base_url):
+    status = response.status_code
+    if not isinstance(body, dict) or "code" not in body:
+        text = excerpt(response.text)
+        answer = "an answer that is not Argo CD's API" if response.ok else f"HTTP {status}"
+        hint = "" if status >= 500 else " Is ARGOCD_URL the address of the Argo CD server?"
+        return ArgoCDError(
+            f"Argo CD at {base_url} gave {answer} while {doing}" + (f": {text}" if text else "") + "." + hint,
+            http_status=status,
+            message=text,
+        )
+    message = body.get("message") or body.get("error") or ""
+    code = body.get("code")
+    if code == GrpcCode.UNAUTHENTICATED:
+        sentence = f"Argo CD rejected the portal's token while {doing} (HTTP {status}): {message}. Check ARGOCD_TOKEN."
+    elif code == GrpcCode.PERMISSION_DENIED:
+        # Argo CD answers "permission denied" for applications that do not exist too, so as not to
+        # reveal which ones do.
+        sentence = (
+            f"Argo CD denied {doing} (HTTP {status}): {message}. Either the application does not exist or the "
+            "token's account lacks the permission; check the environment's Argo CD application name and the "
+            "RBAC policy."
+        )
+    elif code == GrpcCode.NOT_FOUND:
+        sentence = (
+            f"Argo CD found nothing while {doing} (HTTP {status}): {message}. "
+            "Check the environment's Argo CD application name template."
+        )
+    elif status >= 500:
+        sentence = f"Argo CD failed while {doing} (HTTP {status}): {message}."
+    else:
+        sentence = f"Argo CD refused {doing} (HTTP {status}): {message}."
+    return ArgoCDError(sentence, http_status=status, code=code, message=message)

@@ -1,0 +1,116 @@
+"""Client for Prometheus' instant queries (GET /api/v1/query), as the soak window samples error rates.
+
+Prometheus answers {"status": "success", "data": {"resultType": ..., "result": ...}} or
+{"status": "error", "errorType": ..., "error": ...} with HTTP 400 (bad_data), 422 (execution) or
+503 (timeout); sample values are strings, including "NaN", "+Inf" and "-Inf".
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import requests
+from django.conf import settings
+
+from environments.http import describe_failure, excerpt
+
+
+class PrometheusError(Exception):
+    """The query could not be answered. str() says why, with Prometheus' own errorType and error;
+    `error_type` and `http_status` are None when no API answer came."""
+
+    def __init__(self, sentence, *, error_type=None, http_status=None):
+        super().__init__(sentence)
+        self.error_type = error_type
+        self.http_status = http_status
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: dict
+    value: float
+
+
+class Prometheus:
+    def __init__(self, base_url, *, timeout=None, session=None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = settings.HTTP_TIMEOUT_SECONDS if timeout is None else timeout
+        self.session = session or requests.Session()
+
+    def __repr__(self):
+        return f"<Prometheus {self.base_url}>"
+
+    @classmethod
+    def from_settings(cls):
+        """The configured Prometheus, or None when PROMETHEUS_URL is unset ("not configured")."""
+        if not settings.PROMETHEUS_URL:
+            return None
+        return cls(settings.PROMETHEUS_URL)
+
+    def query(self, promql, at=None):
+        """The samples of an instant query, evaluated now or `at` (a datetime or Unix seconds).
+
+        A scalar result is one sample without labels; a range vector or string is refused, since
+        the caller compares numbers.
+        """
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = at.timestamp() if isinstance(at, datetime) else at
+        data = self._get("/api/v1/query", params, promql)
+        result_type, result = data.get("resultType"), data.get("result")
+        try:
+            if result_type == "vector":
+                return [Sample(labels=item["metric"], value=float(item["value"][1])) for item in result]
+            if result_type == "scalar":
+                return [Sample(labels={}, value=float(result[1]))]
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise PrometheusError(
+                f"Prometheus at {self.base_url} answered the query {promql!r} with a {result_type} result "
+                f"that could not be read ({error!r})."
+            ) from error
+        raise PrometheusError(
+            f"The query {promql!r} returned a {result_type or 'missing'} result; it must return an instant "
+            "vector or a scalar (a range selector such as [5m] belongs inside a function like rate())."
+        )
+
+    def instant_value(self, promql):
+        """One number for a query: None when no series matched, the highest value when several did.
+
+        Several series (one per pod, say) are reduced to the worst case, the highest. A NaN series
+        (0/0: no traffic in the window) says nothing about errors and is skipped; only when every series
+        is NaN is NaN returned, and the caller decides what an unknown ratio means.
+        """
+        samples = self.query(promql)
+        if not samples:
+            return None
+        numbers = [sample.value for sample in samples if not math.isnan(sample.value)]
+        return max(numbers) if numbers else math.nan
+
+    def _get(self, path, params, promql):
+        try:
+            response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise PrometheusError(
+                f"Could not reach Prometheus at {self.base_url} for the query {promql!r}: "
+                f"{describe_failure(error, self.timeout)}."
+            ) from error
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
+            text = excerpt(response.text)
+            raise PrometheusError(
+                f"Prometheus at {self.base_url} gave HTTP {response.status_code} for the query {promql!r}, and not "
+                f"its API's JSON" + (f": {text}" if text else "") + ". Is PROMETHEUS_URL the Prometheus server?",
+                http_status=response.status_code,
+            )
+        if body["status"] == "error":
+            error_type = body.get("errorType") or "unknown"
+            raise PrometheusError(
+                f"Prometheus could not run the query {promql!r} (HTTP {response.status_code}, {error_type}): "
+                f"{body.get('error') or 'no reason given'}.",
+                error_type=error_type,
+                http_status=response.status_code,
+            )
+        return body.get("data") or {}

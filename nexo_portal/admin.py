@@ -1,0 +1,114 @@
+from django import forms
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
+
+from .models import ApiToken, TokenScope
+
+
+class ApiTokenForm(forms.ModelForm):
+    issuer = None  # the admin sets the signed-in user, who must be allowed to create this token
+    scopes = forms.MultipleChoiceField(
+        choices=TokenScope.choices, widget=forms.CheckboxSelectMultiple, help_text="What the token may do."
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ["name", "scopes", "services", "user", "expires_at"]
+
+    def clean_scopes(self):
+        return " ".join(self.cleaned_data["scopes"])
+
+    def clean(self):
+        cleaned_data = super().clean()
+        self.instance.user = cleaned_data.get("user")
+        self.instance.validate_issuer(self.issuer)
+        return cleaned_data
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Create, list and revoke API tokens. The secret is shown once, on the page after
+    creation; afterwards only its prefix is visible, and a token is never edited or deleted:
+    it is revoked and replaced."""
+
+    form = ApiTokenForm
+    list_display = [
+        "name", "prefix", "scope_names", "service_names", "user", "last_used_at", "expires_at", "revoked_at", "status",
+    ]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at"]
+    search_fields = ["name", "prefix", "user__username"]
+    filter_horizontal = ["services"]
+    raw_id_fields = ["user"]
+    actions = ["revoke"]
+    view_fields = [
+        "name", "prefix", "scope_names", "service_names", "user", "created_by", "created_at", "last_used_at",
+        "expires_at", "revoked_at", "status",
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user").prefetch_related("services")
+
+    def get_fields(self, request, obj=None):
+        return self.view_fields if obj else ApiTokenForm.Meta.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.view_fields if obj else []
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.issuer = request.user
+        return form
+
+    def has_change_permission(self, request, obj=None):
+        # The list may be used (revoking needs it); a single token is only ever viewed.
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_revoke_permission(self, request):
+        return request.user.has_perm("nexo_portal.change_apitoken")
+
+    def save_model(self, request, obj, form, change):
+        obj.created_by = request.user
+        obj.plain_token = obj.set_secret()
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # The admin's add view runs in one transaction, so the event commits with the token.
+        form.instance.record_creation()
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The one and only time the plain token is shown."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"API token {obj.name} created",
+            "token": obj,
+            "plain_token": obj.plain_token,
+        }
+        response = TemplateResponse(request, "admin/nexo_portal/apitoken/created.html", context)
+        add_never_cache_headers(response)
+        return response
+
+    @admin.action(description="Revoke selected API tokens", permissions=["revoke"])
+    def revoke(self, request, queryset):
+        revoked = [token.name for token in queryset if token.revoke(by=request.user)]
+        if revoked:
+            self.message_user(request, f"Revoked: {', '.join(revoked)}. Pipelines using them now get 401.", messages.SUCCESS)
+        else:
+            self.message_user(request, "Those tokens were already revoked.", messages.WARNING)
+
+    @admin.display(description="Scopes")
+    def scope_names(self, token):
+        return ", ".join(token.scope_list)
+
+    @admin.display(description="Services")
+    def service_names(self, token):
+        return ", ".join(service.name for service in token.services.all()) or "all"
+
+    @admin.display(description="Status")
+    def status(self, token):
+        return token.get_status_display()

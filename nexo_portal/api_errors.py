@@ -1,0 +1,75 @@
+"""One error body for every 4xx the API answers, naming the field and what to fix:
+
+    {"status": 400, "code": "invalid", "message": "commit_sha: Enter the full 40-character commit SHA.",
+     "errors": [{"field": "commit_sha", "code": "invalid", "message": "Enter the full 40-character commit SHA."}]}
+
+`field` is null when the error is about the request as a whole.
+"""
+
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from releases.policy import PromotionError
+from releases.registration import RegistrationConflict
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def _is_leaf(detail):
+    return isinstance(detail, dict) and set(detail) == {"message", "code"}
+
+
+def _flatten(detail, field=None):
+    """Yield (field, code, message) for every message in a DRF error detail, however nested."""
+    if _is_leaf(detail):
+        yield field, str(detail["code"]), str(detail["message"])
+    elif isinstance(detail, dict):
+        for key, value in detail.items():
+            name = None if key in ("non_field_errors", "detail") else (f"{field}.{key}" if field else str(key))
+            yield from _flatten(value, name if name is not None else field)
+    elif isinstance(detail, list):
+        for index, value in enumerate(detail):
+            nested = isinstance(value, (dict, list)) and not _is_leaf(value)
+            yield from _flatten(value, f"{field}[{index}]" if nested and field else field)
+    else:
+        yield field, getattr(detail, "code", "invalid"), str(detail)
+
+
+def body(status_code, code, errors):
+    message = "; ".join(f"{field}: {text}" if field else text for field, _, text in errors)
+    return {
+        "status": status_code,
+        "code": code,
+        "message": message,
+        "errors": [{"field": field, "code": error_code, "message": text} for field, error_code, text in errors],
+    }
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, PromotionError):
+        exc = exceptions.PermissionDenied(str(exc)) if exc.forbidden else Conflict(str(exc))
+    elif isinstance(exc, RegistrationConflict):
+        exc = Conflict(str(exc))
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not found.")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    errors = list(_flatten(exc.get_full_details() if hasattr(exc, "get_full_details") else response.data))
+    code = errors[0][1] if len(errors) == 1 or not isinstance(exc, exceptions.ValidationError) else "invalid"
+    response.data = body(response.status_code, code, errors)
+    return response
+
+
+@login_not_required
+def not_found(request, exception=None):
+    """Anyone: a JSON 404 for unknown paths under /api/, instead of a redirect to the sign-in page."""
+    return JsonResponse(body(404, "not_found", [(None, "not_found", f"No API endpoint at {request.path}.")]), status=404)

@@ -1,0 +1,27 @@
+"""Every route of the REST API, under /api/v1/."""
+
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from releases import api_views as releases
+
+from . import api_errors
+
+app_name = "api"
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("releases/", releases.ReleaseListCreateView.as_view(), name="release-list"),
+    path("services/<slug:service>/releases/<str:version>/", releases.ReleaseDetailView.as_view(), name="release-detail"),
+    path("promotions/", releases.PromotionListCreateView.as_view(), name="promotion-list"),
+    path("promotions/<int:pk>/", releases.PromotionDetailView.as_view(), name="promotion-detail"),
+    path("promotions/<int:pk>/approve/", releases.ApproveView.as_view(), name="promotion-approve"),
+    path("promotions/<int:pk>/reject/", releases.RejectView.as_view(), name="promotion-reject"),
+    path("promotions/<int:pk>/cancel/", releases.CancelView.as_view(), name="promotion-cancel"),
+    path("rollbacks/", releases.RollbackView.as_view(), name="rollback"),
+    path("verifications/", releases.CheckResultCreateView.as_view(), name="verification-create"),
+    path("webhooks/argocd/", releases.ArgoCDWebhookView.as_view(), name="argocd-webhook"),
+    re_path(r"^.*$", api_errors.not_found, name="not-found"),
+]

@@ -1,0 +1,42 @@
+"""Create an API token from the command line (to bootstrap CI without the admin) and print it once."""
+
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from nexo_portal.models import ApiToken, TokenScope
+from releases.models import Service
+
+
+class Command(BaseCommand):
+    help = "Create an API token and print it. Only its hash is kept: copy it into your CI secret store now."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="e.g. github-actions-nexo-be")
+        parser.add_argument("--scope", action="append", required=True, choices=TokenScope.values, dest="scopes")
+        parser.add_argument("--service", action="append", default=[], dest="services", help="Limit to this service (repeatable).")
+        parser.add_argument("--user", help="Make it a personal token acting as this user.")
+        parser.add_argument("--expires-in-days", type=int, help="Default: never expires.")
+
+    def handle(self, *args, name, scopes, services, user, expires_in_days, **options):
+        found = {service.name: service for service in Service.objects.filter(name__in=services)}
+        missing = [service for service in services if service not in found]
+        if missing:
+            raise CommandError(f"No service named {', '.join(missing)}. Known: {', '.join(Service.objects.values_list('name', flat=True))}.")
+        if user is not None:
+            try:
+                user = get_user_model().objects.get_by_natural_key(user)
+            except get_user_model().DoesNotExist as error:
+                raise CommandError(f"No user named {user}.") from error
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
+        try:
+            token, plain_token = ApiToken.objects.issue(
+                name=name, scopes=scopes, services=found.values(), user=user, expires_at=expires_at
+            )
+        except ValidationError as error:
+            raise CommandError("; ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items())) from error
+        self.stdout.write(f"API token {token.name} ({', '.join(token.scope_list)}). Copy it now, it is not shown again:")
+        self.stdout.write(plain_token)

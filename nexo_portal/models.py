@@ -1,0 +1,245 @@
+"""API tokens: how CI pipelines (and people, from scripts) call the portal's API.
+
+Only a hash of each token is stored. The plain token is shown once, when it is created,
+and cannot be recovered afterwards: a lost token is revoked and replaced.
+"""
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit import log as audit
+from audit.models import AuditAction
+from environments.models import SLUG_PATTERN, slug_validator
+
+TOKEN_PREFIX = "nexo_"
+# Enough of the token to recognise it in a list (and in a leaked secret scan), far too
+# little to help guess the remaining 250-odd random bits.
+VISIBLE_PREFIX_LENGTH = len(TOKEN_PREFIX) + 6
+# last_used_at is only as precise as this, so a busy pipeline does not add a database
+# write to every API call.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+TOKEN_HASH_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class TokenScope(models.TextChoices):
+    REGISTER = "register", "Register releases"
+    PROMOTE = "promote", "Request promotions"
+    REPORT = "report", "Report deployment and verification results"
+    READ = "read", "Read services, releases, promotions and deployments"
+
+
+class TokenStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    EXPIRED = "expired", "Expired"
+    REVOKED = "revoked", "Revoked"
+
+
+_ONE_SCOPE = "(" + "|".join(TokenScope.values) + ")"
+# Scopes are stored as a space-separated list, the way OAuth 2.0 writes them (RFC 6749 §3.3).
+SCOPES_PATTERN = rf"^{_ONE_SCOPE}( {_ONE_SCOPE})*$"
+
+
+def hash_token(plain_token):
+    """SHA-256 of the token.
+
+    A fast, unkeyed hash is enough here: tokens carry 256 random bits, so there is nothing
+    to brute-force or look up in a precomputed table (a slow password hash would only
+    slow down every API call). Unkeyed also means rotating SECRET_KEY does not invalidate
+    every CI pipeline's token.
+    """
+    return hashlib.sha256(plain_token.encode()).hexdigest()
+
+
+def generate_token():
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def find(self, plain_token):
+        """The token with this secret, revoked or not, or None."""
+        if not plain_token.startswith(TOKEN_PREFIX):
+            return None
+        return self.select_related("user").filter(token_hash=hash_token(plain_token)).first()
+
+    def issue(self, *, name, scopes, services=(), user=None, expires_at=None, created_by=None):
+        """Create a token and return it with its plain secret, which is never available again."""
+        with transaction.atomic():
+            token = self.model(name=name, scopes=" ".join(dict.fromkeys(scopes)), user=user, expires_at=expires_at, created_by=created_by)
+            plain_token = token.set_secret()
+            token.full_clean()
+            token.validate_issuer(created_by)
+            token.save()
+            token.services.set(services)
+            token.record_creation()
+        return token, plain_token
+
+
+class ApiToken(models.Model):
+    name = models.CharField(
+        max_length=50,
+        unique=True,
+        validators=[slug_validator],
+        help_text="Where it is used, e.g. github-actions-nexo-be. Audit events name it api-token:<name>.",
+    )
+    prefix = models.CharField(max_length=VISIBLE_PREFIX_LENGTH, editable=False, help_text="The start of the token.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.CharField(max_length=100, help_text="What the token may do.")
+    services = models.ManyToManyField(
+        "releases.Service",
+        blank=True,
+        related_name="api_tokens",
+        help_text="The services it may act on. None selected: all services.",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+        help_text="For a personal token: the person it acts as. Empty for a CI token.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(name__regex=SLUG_PATTERN), name="api_token_name_is_slug"),
+            models.CheckConstraint(condition=Q(scopes__regex=SCOPES_PATTERN), name="api_token_scopes_are_known"),
+            models.CheckConstraint(condition=Q(token_hash__regex=TOKEN_HASH_PATTERN), name="api_token_hash_is_sha256"),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(expires_at__gt=models.F("created_at")),
+                name="api_token_expires_after_creation",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def audit_name(self):
+        return f"api-token:{self.name}"
+
+    @property
+    def scope_list(self):
+        return self.scopes.split()
+
+    def has_scope(self, scope):
+        return scope in self.scope_list
+
+    def allows_service(self, service):
+        """Whether the token may act on this service (a token limited to none may act on all)."""
+        allowed = [allowed.pk for allowed in self.services.all()]
+        return not allowed or service.pk in allowed
+
+    @property
+    def is_personal(self):
+        return self.user_id is not None
+
+    def status(self, now=None):
+        if self.revoked_at is not None:
+            return TokenStatus.REVOKED
+        if self.expires_at is not None and self.expires_at <= (now or timezone.now()):
+            return TokenStatus.EXPIRED
+        return TokenStatus.ACTIVE
+
+    def get_status_display(self):
+        return self.status().label
+
+    def unusable_reason(self, now=None):
+        """Why the token cannot be used right now, for the 401 answer; empty when it can."""
+        status = self.status(now)
+        if status == TokenStatus.REVOKED:
+            return f"This API token was revoked on {self.revoked_at:%Y-%m-%d %H:%M} UTC; ask a platform engineer for a new one."
+        if status == TokenStatus.EXPIRED:
+            return f"This API token expired on {self.expires_at:%Y-%m-%d %H:%M} UTC; ask a platform engineer for a new one."
+        if self.user is not None and not self.user.is_active:
+            return "This personal API token belongs to a deactivated account."
+        return ""
+
+    def is_usable(self, now=None):
+        return not self.unusable_reason(now)
+
+    def set_secret(self):
+        """Give a new token its secret; returns the plain token, which only the caller ever sees."""
+        plain_token = generate_token()
+        self.token_hash = hash_token(plain_token)
+        self.prefix = plain_token[:VISIBLE_PREFIX_LENGTH]
+        return plain_token
+
+    def clean(self):
+        unknown = [scope for scope in self.scope_list if scope not in TokenScope.values]
+        if not self.scope_list:
+            raise ValidationError({"scopes": "Choose at least one scope."})
+        if unknown:
+            raise ValidationError({"scopes": f"Unknown scope(s): {', '.join(unknown)}. Known: {', '.join(TokenScope.values)}."})
+        if self.expires_at is not None and self.expires_at <= (self.created_at or timezone.now()):
+            raise ValidationError({"expires_at": "The expiry date must be in the future."})
+
+    def validate_issuer(self, issuer):
+        """A personal token acts as its person, so only they or a superuser may create it."""
+        if self.user_id is None or issuer is None:
+            return
+        if issuer.pk != self.user_id and not issuer.is_superuser:
+            raise ValidationError(
+                {"user": "Only a superuser may create a personal token for someone else; leave it empty for a CI token."}
+            )
+
+    def record_creation(self):
+        """Write the audit event of a new token; call it in the transaction that saved the token and its services."""
+        audit.record(
+            AuditAction.TOKEN_CREATED,
+            actor=self.created_by,
+            message=f"API token {self.name} ({self.prefix}…) created with scopes {', '.join(self.scope_list)}",
+            data=self._audit_data(),
+        )
+
+    def revoke(self, by):
+        """Revoke the token for good; returns False when it already was revoked."""
+        with transaction.atomic():
+            current = ApiToken.objects.select_for_update().get(pk=self.pk)
+            if current.revoked_at is not None:
+                self.revoked_at = current.revoked_at
+                return False
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+            audit.record(
+                AuditAction.TOKEN_REVOKED,
+                actor=by,
+                message=f"API token {self.name} ({self.prefix}…) revoked",
+                data=self._audit_data(),
+            )
+        return True
+
+    def mark_used(self, now=None):
+        """Note that the token was used, writing at most once per LAST_USED_RESOLUTION."""
+        now = now or timezone.now()
+        if self.last_used_at is not None and now - self.last_used_at < LAST_USED_RESOLUTION:
+            return False
+        ApiToken.objects.filter(pk=self.pk).update(last_used_at=now)
+        self.last_used_at = now
+        return True
+
+    def _audit_data(self):
+        return {
+            "token": self.name,
+            "prefix": self.prefix,
+            "scopes": self.scope_list,
+            "services": sorted(service.name for service in self.services.all()),
+            "user": self.user.get_username() if self.user else None,
+            "expires_at": self.expires_at,
+        }

@@ -1,0 +1,153 @@
+"""API tokens in Django REST framework: who is calling, what the token may do, how often.
+
+`Authorization: Bearer nexo_…` authenticates as the token's person (personal token) or as
+a `TokenPrincipal` (CI token). `requires_scope("register")` guards a view;
+`require_service(request, service)` checks a token's service limitation.
+"""
+
+from django.conf import settings
+from django.contrib.auth.models import Group, Permission
+from django.db.models.manager import EmptyManager
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.permissions import BasePermission
+from rest_framework.throttling import SimpleRateThrottle
+
+from .models import ApiToken
+
+KEYWORD = "Bearer"
+
+
+class TokenPrincipal:
+    """Who a CI token acts as: signed in, but not a person, with no groups and no permissions.
+
+    The domain policy tells it apart by `is_ci_token`; audit events name it api-token:<name>.
+    """
+
+    is_ci_token = True
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+    id = None
+
+    def __init__(self, token):
+        self.token = token
+        self.username = token.audit_name()
+        self.groups = EmptyManager(Group)
+        self.user_permissions = EmptyManager(Permission)
+
+    def __str__(self):
+        return self.username
+
+    def __eq__(self, other):
+        return isinstance(other, TokenPrincipal) and other.token.pk == self.token.pk
+
+    def __hash__(self):
+        return hash(("api-token", self.token.pk))
+
+    def get_username(self):
+        return self.username
+
+    def audit_name(self):
+        return self.username
+
+    def has_perm(self, perm, obj=None):
+        return False
+
+    def has_perms(self, perm_list, obj=None):
+        return False
+
+    def has_module_perms(self, app_label):
+        return False
+
+    def get_all_permissions(self, obj=None):
+        return set()
+
+
+class ApiTokenAuthentication(BaseAuthentication):
+    """`Authorization: Bearer <token>`; anything else is left to the next authentication class."""
+
+    def authenticate(self, request):
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != KEYWORD.lower().encode():
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header: send exactly `Authorization: Bearer <token>`."
+            )
+        try:
+            plain_token = parts[1].decode("ascii")
+        except UnicodeDecodeError as error:
+            raise exceptions.AuthenticationFailed("Invalid API token: it contains characters a token never has.") from error
+        token = ApiToken.objects.find(plain_token)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid API token: no such token. Check the secret your pipeline sends.")
+        reason = token.unusable_reason()
+        if reason:
+            raise exceptions.AuthenticationFailed(reason)
+        token.mark_used()
+        return (token.user if token.is_personal else TokenPrincipal(token)), token
+
+    def authenticate_header(self, request):
+        # Also what turns "not authenticated" into 401 rather than 403, as this class comes first.
+        return f'{KEYWORD} realm="api"'
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    """Tells drf-spectacular how the token is sent, for the OpenAPI schema."""
+
+    target_class = ApiTokenAuthentication
+    name = "apiToken"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix=KEYWORD)
+
+
+def token_of(request):
+    """The API token the request was authenticated with, or None for a session."""
+    return request.auth if isinstance(request.auth, ApiToken) else None
+
+
+def requires_scope(scope):
+    """A permission class: tokens need `scope`; signed-in people pass, the domain policy judges them."""
+
+    class RequiresScope(BasePermission):
+        message = f"This API token lacks the '{scope}' scope; ask a platform engineer for a token that has it."
+
+        def has_permission(self, request, view):
+            token = token_of(request)
+            if token is not None:
+                return token.has_scope(scope)
+            return bool(request.user and request.user.is_authenticated)
+
+    RequiresScope.__name__ = RequiresScope.__qualname__ = f"RequiresScope_{scope}"
+    return RequiresScope
+
+
+def require_service(request, service):
+    """Refuse (403) when the request's token is limited to other services than this one."""
+    token = token_of(request)
+    if token is not None and not token.allows_service(service):
+        allowed = ", ".join(sorted(allowed.name for allowed in token.services.all()))
+        raise exceptions.PermissionDenied(f"This API token may act on {allowed} only, not on {service.name}.")
+
+
+class ApiTokenRateThrottle(SimpleRateThrottle):
+    """Limits calls per token (API_TOKEN_THROTTLE_RATE); sessions are not throttled here."""
+
+    scope = "api_token"
+
+    def get_rate(self):
+        # Read the setting on every request rather than DRF's import-time copy of it.
+        return settings.API_TOKEN_THROTTLE_RATE
+
+    def get_cache_key(self, request, view):
+        token = token_of(request)
+        if token is None:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": token.pk}

@@ -1,0 +1,299 @@
+"""The REST API for CI and integrations. Views parse, call one domain function, answer.
+
+Who may call what is stated on each view: a signed-in person (session) or an API token with
+the named scope; the promotion rules themselves are checked by `releases.policy`.
+"""
+
+from django.conf import settings
+from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit import log as audit
+from nexo_portal import api_errors
+from nexo_portal.tokens import require_service, requires_scope
+
+from . import deployment_events, registration, serializers, transitions
+from .models import CheckResult, Promotion, Release
+
+ERRORS = {
+    400: OpenApiResponse(description="Invalid input: `errors` names each field and what to fix."),
+    401: OpenApiResponse(description="No valid session or API token."),
+    403: OpenApiResponse(description="Not allowed: wrong scope, another service, or the policy refuses."),
+}
+
+
+def actor_of(request):
+    return request.user
+
+
+# --- releases -----------------------------------------------------------------------------------
+
+
+class ReleaseFilter(filters.FilterSet):
+    service = filters.CharFilter(field_name="service__name", help_text="Only this service's releases.")
+    environment = filters.CharFilter(
+        method="filter_environment", help_text="Only releases that were deployed in this environment."
+    )
+    registered_after = filters.IsoDateTimeFilter(field_name="registered_at", lookup_expr="gte")
+    registered_before = filters.IsoDateTimeFilter(field_name="registered_at", lookup_expr="lt")
+    hotfix = filters.BooleanFilter(field_name="is_hotfix")
+
+    class Meta:
+        model = Release
+        fields = []
+
+    def filter_environment(self, queryset, name, value):
+        return queryset.filter(deployments__environment__name=value).distinct()
+
+
+class ReleaseListCreateView(generics.ListAPIView):
+    """List releases (any signed-in person; tokens need `read`) or register a build (tokens need `register`)."""
+
+    serializer_class = serializers.ReleaseSerializer
+    filterset_class = ReleaseFilter
+    ordering_fields = ["registered_at", "committed_at", "version"]
+    ordering = ["-registered_at"]
+
+    def get_permissions(self):
+        scope = "register" if self.request.method == "POST" else "read"
+        return [IsAuthenticated(), requires_scope(scope)()]
+
+    def get_queryset(self):
+        return Release.objects.select_related("service", "fixes")
+
+    @extend_schema(
+        request=serializers.RegisterBuildSerializer,
+        responses={
+            201: serializers.RegisteredBuildSerializer,
+            200: OpenApiResponse(serializers.RegisteredBuildSerializer, description="The same build was registered before."),
+            409: OpenApiResponse(description="The version exists with another digest, or the build has another version."),
+            **ERRORS,
+        },
+        summary="Register a build",
+        description="Idempotent on (service, commit_sha, image_digest): a retry returns the same release. Without "
+        "`version`, the next CalVer build of the month is allocated. Answers the version and the tags to push.",
+    )
+    def post(self, request):
+        serializer = serializers.RegisterBuildSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        require_service(request, data["service"])
+        result = registration.register_build(
+            data["service"],
+            commit_sha=data["commit_sha"],
+            image_digest=data["image_digest"],
+            committed_at=data["committed_at"],
+            changelog=data["changelog"],
+            is_hotfix=data["hotfix"],
+            fixes=data.get("fixes"),
+            version=data.get("version"),
+            actor=actor_of(request),
+        )
+        release = result.release
+        release.created, release.promotion = result.created, result.promotion
+        body = serializers.RegisteredBuildSerializer(release).data
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class ReleaseDetailView(generics.RetrieveAPIView):
+    """One release and its promotions across environments (any signed-in person; tokens need `read`)."""
+
+    serializer_class = serializers.ReleaseDetailSerializer
+    permission_classes = [IsAuthenticated, requires_scope("read")]
+
+    def get_object(self):
+        promotions = Promotion.objects.select_related("service", "release", "environment").order_by("environment__position", "-requested_at")
+        return get_object_or_404(
+            Release.objects.select_related("service", "fixes").prefetch_related(Prefetch("promotions", queryset=promotions)),
+            service__name=self.kwargs["service"],
+            version=self.kwargs["version"],
+        )
+
+
+# --- promotions -------------------------------------------------------------------------------------
+
+
+class PromotionFilter(filters.FilterSet):
+    service = filters.CharFilter(field_name="service__name")
+    environment = filters.CharFilter(field_name="environment__name")
+    state = filters.MultipleChoiceFilter(choices=Promotion._meta.get_field("state").choices)
+    kind = filters.ChoiceFilter(choices=Promotion._meta.get_field("kind").choices)
+
+    class Meta:
+        model = Promotion
+        fields = []
+
+
+def promotions_with_details():
+    return Promotion.objects.with_details().select_related("previous_release").prefetch_related("approvals__user")
+
+
+class PromotionListCreateView(generics.ListAPIView):
+    """List promotions (tokens need `read`) or request one (tokens need `promote`; people as the policy allows)."""
+
+    serializer_class = serializers.PromotionSerializer
+    filterset_class = PromotionFilter
+    ordering_fields = ["requested_at", "finished_at"]
+    ordering = ["-requested_at"]
+
+    def get_permissions(self):
+        scope = "promote" if self.request.method == "POST" else "read"
+        return [IsAuthenticated(), requires_scope(scope)()]
+
+    def get_queryset(self):
+        return promotions_with_details()
+
+    @extend_schema(
+        request=serializers.RequestPromotionSerializer,
+        responses={201: serializers.PromotionSerializer, 409: OpenApiResponse(description="A promotion rule refuses it now."), **ERRORS},
+        summary="Request a promotion",
+    )
+    def post(self, request):
+        serializer = serializers.RequestPromotionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        require_service(request, data["service"])
+        promotion = transitions.request_promotion(
+            data["release"], data["environment"], actor_of(request), is_emergency=data["emergency"], reason=data["reason"]
+        )
+        return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201)
+
+
+class RollbackView(APIView):
+    """Roll a service back in an environment (tokens need `promote`; people as the policy allows)."""
+
+    permission_classes = [IsAuthenticated, requires_scope("promote")]
+
+    @extend_schema(
+        request=serializers.RollbackSerializer,
+        responses={201: serializers.PromotionSerializer, 409: OpenApiResponse(description="Nothing to roll back to."), **ERRORS},
+        summary="Request a rollback",
+    )
+    def post(self, request):
+        serializer = serializers.RollbackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        require_service(request, data["service"])
+        promotion = transitions.request_rollback(data["service"], data["environment"], actor_of(request), release=data["release"])
+        return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201)
+
+
+class PromotionDetailView(generics.RetrieveAPIView):
+    """One promotion with the time of every step and its approvals (tokens need `read`)."""
+
+    serializer_class = serializers.PromotionSerializer
+    permission_classes = [IsAuthenticated, requires_scope("read")]
+
+    def get_queryset(self):
+        return promotions_with_details()
+
+
+class PromotionActionView(APIView):
+    """Base for approve, reject and cancel: load the promotion, call one transition, answer with it."""
+
+    input_serializer = serializers.DecisionSerializer
+    scope = "promote"
+
+    def get_permissions(self):
+        return [IsAuthenticated(), requires_scope(self.scope)()]
+
+    def act(self, promotion, actor, comment):
+        raise NotImplementedError
+
+    def post(self, request, pk):
+        promotion = get_object_or_404(Promotion.objects.with_details(), pk=pk)
+        require_service(request, promotion.service)
+        serializer = self.input_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        self.act(promotion, actor_of(request), serializer.validated_data["comment"])
+        return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=pk)).data)
+
+
+@extend_schema(request=serializers.DecisionSerializer, responses={200: serializers.PromotionSerializer, 409: None, **ERRORS}, summary="Approve")
+class ApproveView(PromotionActionView):
+    """Approve (people only: a session or a personal token, never a CI token; the approver groups decide)."""
+
+    def act(self, promotion, actor, comment):
+        transitions.approve(promotion, actor, comment)
+
+
+@extend_schema(request=serializers.RejectionSerializer, responses={200: serializers.PromotionSerializer, 409: None, **ERRORS}, summary="Reject")
+class RejectView(PromotionActionView):
+    """Reject with a required comment (people only, like approving)."""
+
+    input_serializer = serializers.RejectionSerializer
+
+    def act(self, promotion, actor, comment):
+        transitions.reject(promotion, actor, comment)
+
+
+@extend_schema(request=serializers.DecisionSerializer, responses={200: serializers.PromotionSerializer, 409: None, **ERRORS}, summary="Cancel")
+class CancelView(PromotionActionView):
+    """Cancel before the GitOps commit (the requester, an approver, an administrator, or the token that asked)."""
+
+    def act(self, promotion, actor, comment):
+        transitions.cancel(promotion, actor, comment)
+
+
+# --- verification results from CI -----------------------------------------------------------------
+
+
+class CheckResultCreateView(generics.CreateAPIView):
+    """CI reports an E2E, performance or security result (tokens need `report`)."""
+
+    serializer_class = serializers.CheckResultSerializer
+    permission_classes = [IsAuthenticated, requires_scope("report")]
+    queryset = CheckResult.objects.all()
+
+    def perform_create(self, serializer):
+        require_service(self.request, serializer.validated_data["release"].service)
+        serializer.save(reported_by=audit.actor_name(self.request.user))
+
+
+
+# --- Argo CD Notifications webhook -------------------------------------------------------------------
+
+
+class ArgoCDWebhookView(APIView):
+    """Argo CD Notifications (on-deployed, on-sync-failed). No session or token: the HMAC signature is the credential."""
+
+    authentication_classes = []
+    permission_classes = []
+    throttle_classes = []
+
+    @extend_schema(
+        request=serializers.DeploymentEventSerializer,
+        responses={
+            202: serializers.DeploymentEventResultSerializer,
+            400: OpenApiResponse(description="The body is not the documented JSON."),
+            401: OpenApiResponse(description="Unsigned, badly signed or stale delivery."),
+            409: OpenApiResponse(description="Replayed delivery."),
+        },
+        summary="Argo CD deployment events",
+        description="Headers: `X-Nexo-Timestamp: <unix seconds>` and "
+        "`X-Nexo-Signature: sha256=<hex HMAC-SHA256(ARGOCD_WEBHOOK_SECRET, timestamp + '.' + body)>`.",
+    )
+    def post(self, request):
+        body = request.body
+        try:
+            signature = deployment_events.check_signature(
+                settings.ARGOCD_WEBHOOK_SECRET,
+                request.headers.get("X-Nexo-Timestamp", ""),
+                request.headers.get("X-Nexo-Signature", ""),
+                body,
+            )
+        except deployment_events.WebhookRefused as refusal:
+            return Response(api_errors.body(refusal.status, "signature", [(None, "signature", str(refusal))]), status=refusal.status)
+        serializer = serializers.DeploymentEventSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            event = deployment_events.apply(serializer.validated_data, signature)
+        except deployment_events.WebhookRefused as refusal:
+            return Response(api_errors.body(refusal.status, "replayed", [(None, "replayed", str(refusal))]), status=refusal.status)
+        return Response(serializers.DeploymentEventResultSerializer(event).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,91 @@
+"""Registering a build from CI: one release per (service, commit, image digest), never two versions.
+
+A retried call with the same commit and digest gets the release it created the first time.
+Without a version, the next CalVer build of the current month is allocated. A version that
+exists with another digest is a conflict: a version names exactly one image, forever.
+"""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit import log as audit
+from audit.models import AuditAction
+from environments.models import Environment
+
+from . import calver, transitions
+from .models import BuildCounter, PromotionKind, Release, Service
+from .policy import PromotionError
+
+
+class RegistrationConflict(Exception):
+    """The build contradicts what is registered already; the message says how."""
+
+
+@dataclass
+class Registration:
+    release: Release
+    created: bool
+    promotion: object = None
+
+
+@transaction.atomic
+def register_build(
+    service, *, commit_sha, image_digest, committed_at=None, changelog="", is_hotfix=False, fixes=None, version=None, actor=None
+):
+    # Lock the service: concurrent registrations of one service are serialised, so a retry
+    # racing its original sees the release instead of allocating a second version.
+    service = Service.objects.select_for_update().get(pk=service.pk)
+    existing = Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest).first()
+    if existing:
+        if version and version != existing.version:
+            raise RegistrationConflict(
+                f"This build (commit {commit_sha[:7]}, digest {image_digest[:19]}…) is already registered as "
+                f"{service.name} {existing.version}; it cannot also be {version}."
+            )
+        return Registration(existing, created=False)
+
+    if version:
+        parsed = calver.parse(version)
+        taken = Release.objects.filter(service=service, year=parsed.year, month=parsed.month, build=parsed.build).first()
+        if taken:
+            raise RegistrationConflict(
+                f"{service.name} {taken.version} is already registered with digest {taken.image_digest} "
+                f"(commit {taken.commit_sha[:7]}); a version names one image forever: register a new build instead."
+            )
+    else:
+        today = timezone.localdate()
+        version = str(calver.CalVer(today.year, today.month, BuildCounter.allocate(service, today.year, today.month)))
+
+    release = Release.objects.create(
+        service=service,
+        version=version,
+        commit_sha=commit_sha,
+        committed_at=committed_at,
+        image_digest=image_digest,
+        changelog=changelog,
+        is_hotfix=is_hotfix,
+        fixes=fixes,
+        registered_by=audit.actor_name(actor),
+    )
+    audit.record(
+        AuditAction.RELEASE_REGISTERED,
+        actor=actor,
+        service=service.name,
+        version=release.version,
+        message=f"{service.name} {release.version} registered from commit {commit_sha[:7]}",
+        data={"commit_sha": commit_sha, "image_digest": image_digest, "hotfix": is_hotfix, "tags": release.tags()},
+    )
+    return Registration(release, created=True, promotion=_deploy_to_first_environment(release))
+
+
+def _deploy_to_first_environment(release):
+    first = Environment.objects.in_pipeline_order().first()
+    if first is None or not first.auto_promote or not release.service.auto_deploy_on_registration:
+        return None
+    try:
+        with transaction.atomic():
+            return transitions.request_promotion(release, first, None, kind=PromotionKind.AUTO)
+    except PromotionError:
+        return None  # e.g. a freeze, or something newer running: the release stays registered

@@ -1,0 +1,274 @@
+"""What the REST API reads and writes. Validation messages say what to fix."""
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from environments.models import Environment
+
+from . import calver
+from .models import (
+    COMMIT_SHA_PATTERN,
+    IMAGE_DIGEST_PATTERN,
+    Approval,
+    CheckResult,
+    Promotion,
+    Release,
+    Service,
+)
+
+
+class ServiceField(serializers.SlugRelatedField):
+    default_error_messages = {
+        "does_not_exist": "Unknown service '{value}'. Services are added by platform engineers in the admin.",
+        "invalid": "Give the service's name, e.g. nexo-be.",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="name", queryset=Service.objects.all(), **kwargs)
+
+
+class EnvironmentField(serializers.SlugRelatedField):
+    default_error_messages = {
+        "does_not_exist": "Unknown environment '{value}'. Environments are: {known}.",
+        "invalid": "Give the environment's name, e.g. staging.",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="name", queryset=Environment.objects.all(), **kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            return self.get_queryset().get(name=data)
+        except (Environment.DoesNotExist, TypeError, ValueError):
+            known = ", ".join(Environment.objects.in_pipeline_order().values_list("name", flat=True))
+            self.fail("does_not_exist", value=str(data)[:50], known=known)
+
+
+class VersionField(serializers.CharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", calver.MAX_VERSION_LENGTH)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        text = super().to_internal_value(data)
+        try:
+            calver.parse(text)
+        except calver.InvalidVersion as error:
+            raise serializers.ValidationError(str(error), code="invalid_version") from error
+        return text
+
+
+class ServiceReleaseMixin:
+    """Turns `service` + `version` into the release, with a clear error when there is none."""
+
+    def resolve_release(self, attrs, field="version"):
+        service, version = attrs["service"], attrs.get(field)
+        if not version:
+            return None
+        release = Release.objects.filter(service=service, version=version).first()
+        if release is None:
+            raise serializers.ValidationError(
+                {field: f"{service.name} has no release {version}. Register the build first (POST /api/v1/releases/)."},
+                code="unknown_release",
+            )
+        return release
+
+
+class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
+    service = ServiceField(help_text="The service's name, e.g. nexo-be.")
+    commit_sha = serializers.RegexField(
+        COMMIT_SHA_PATTERN,
+        help_text="The full 40-character SHA of the commit the image was built from (`git rev-parse HEAD`).",
+        error_messages={"invalid": "Give the full 40-character lowercase hex SHA of the commit (git rev-parse HEAD)."},
+    )
+    committed_at = serializers.DateTimeField(
+        help_text="When the commit was made (ISO 8601, e.g. `git show -s --format=%cI`); the start of lead time."
+    )
+    image_digest = serializers.RegexField(
+        IMAGE_DIGEST_PATTERN,
+        help_text="The image's digest as pushed: sha256: followed by 64 lowercase hex characters.",
+        error_messages={"invalid": "Give the image digest as sha256: followed by 64 lowercase hex characters."},
+    )
+    version = VersionField(
+        required=False,
+        help_text="A CalVer version (YYYY.MM.BUILD[-METADATA]). Leave it out to get the next build of this month.",
+    )
+    changelog = serializers.CharField(required=False, allow_blank=True, max_length=20000, default="")
+    hotfix = serializers.BooleanField(required=False, default=False, help_text="This build is a hotfix.")
+    fixes = VersionField(required=False, help_text="For a hotfix: the version it fixes.")
+
+    def validate(self, attrs):
+        if attrs.get("fixes"):
+            if not attrs.get("hotfix"):
+                raise serializers.ValidationError({"fixes": "Only a hotfix fixes another release: set hotfix to true."})
+            attrs["fixes"] = self.resolve_release(attrs, "fixes")
+        return attrs
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username")
+
+    class Meta:
+        model = Approval
+        fields = ["user", "decision", "comment", "created_at"]
+
+
+class PromotionSummarySerializer(serializers.ModelSerializer):
+    service = serializers.CharField(source="service.name")
+    version = serializers.CharField(source="release.version")
+    environment = serializers.CharField(source="environment.name")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Promotion
+        fields = ["id", "url", "service", "version", "environment", "kind", "state", "is_emergency", "requested_at", "finished_at"]
+
+    def get_url(self, promotion) -> str:
+        return reverse("api:promotion-detail", args=[promotion.pk])
+
+
+class PromotionSerializer(PromotionSummarySerializer):
+    requested_by = serializers.CharField(source="requester_name")
+    approvals = ApprovalSerializer(many=True)
+    approvals_required = serializers.SerializerMethodField()
+
+    class Meta(PromotionSummarySerializer.Meta):
+        fields = PromotionSummarySerializer.Meta.fields + [
+            "emergency_reason",
+            "requested_by",
+            "previous_version",
+            "approvals",
+            "approvals_required",
+            "approved_at",
+            "commit_started_at",
+            "committed_at",
+            "sync_started_at",
+            "deployed_at",
+            "verification_started_at",
+            "verdict_at",
+            "gitops_commit_sha",
+            "sync_status",
+            "verification_status",
+            "failed_step",
+            "error",
+        ]
+
+    previous_version = serializers.CharField(source="previous_release.version", default=None)
+
+    def get_approvals_required(self, promotion) -> int:
+        from .policy import approvals_required
+
+        return approvals_required(promotion)
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    service = serializers.CharField(source="service.name")
+    tags = serializers.ListField(child=serializers.CharField(), read_only=True)
+    images = serializers.SerializerMethodField()
+    fixes = serializers.CharField(source="fixes.version", default=None)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Release
+        fields = [
+            "id", "url", "service", "version", "tags", "images", "commit_sha", "committed_at", "image_digest",
+            "changelog", "is_hotfix", "fixes", "registered_by", "registered_at",
+        ]
+
+    def get_url(self, release) -> str:
+        return reverse("api:release-detail", args=[release.service.name, release.version])
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_images(self, release):
+        return [f"{release.service.image_repository}:{tag}" for tag in release.tags()]
+
+
+class ReleaseDetailSerializer(ReleaseSerializer):
+    promotions = PromotionSummarySerializer(many=True)
+
+    class Meta(ReleaseSerializer.Meta):
+        fields = ReleaseSerializer.Meta.fields + ["promotions"]
+
+
+class RegisteredBuildSerializer(ReleaseSerializer):
+    created = serializers.BooleanField(help_text="False when this call repeated an earlier registration.")
+    promotion = PromotionSummarySerializer(allow_null=True, help_text="The automatic promotion into the first environment, if any.")
+
+    class Meta(ReleaseSerializer.Meta):
+        fields = ReleaseSerializer.Meta.fields + ["created", "promotion"]
+
+
+class RequestPromotionSerializer(ServiceReleaseMixin, serializers.Serializer):
+    service = ServiceField()
+    version = VersionField(help_text="The release to promote.")
+    environment = EnvironmentField(help_text="Where it should run.")
+    emergency = serializers.BooleanField(required=False, default=False, help_text="Break-glass promotion for an incident.")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="", help_text="Required for break-glass.")
+
+    def validate(self, attrs):
+        attrs["release"] = self.resolve_release(attrs)
+        return attrs
+
+
+class RollbackSerializer(ServiceReleaseMixin, serializers.Serializer):
+    service = ServiceField()
+    environment = EnvironmentField()
+    version = VersionField(required=False, help_text="The release to go back to; default: the last one verified there.")
+
+    def validate(self, attrs):
+        attrs["release"] = self.resolve_release(attrs)
+        return attrs
+
+
+class DecisionSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class RejectionSerializer(serializers.Serializer):
+    comment = serializers.CharField(
+        max_length=2000, help_text="Why it is rejected (required).", error_messages={"blank": "Say why you reject it."}
+    )
+
+
+class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):
+    service = ServiceField(write_only=True)
+    version = VersionField(write_only=True)
+    environment = EnvironmentField()
+    check = serializers.SlugField(source="name", max_length=50, help_text="e2e, performance, security…")
+
+    class Meta:
+        model = CheckResult
+        fields = ["id", "service", "version", "environment", "check", "passed", "url", "summary", "reported_by", "reported_at"]
+        read_only_fields = ["reported_by", "reported_at"]
+
+    def validate(self, attrs):
+        attrs["release"] = self.resolve_release(attrs)
+        attrs.pop("service")
+        attrs.pop("version")
+        return attrs
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["service"] = instance.release.service.name
+        data["version"] = instance.release.version
+        return data
+
+
+
+class DeploymentEventSerializer(serializers.Serializer):
+    """The JSON the Argo CD Notifications template sends (see docs/argocd-notifications.md)."""
+
+    trigger = serializers.ChoiceField(choices=["on-deployed", "on-sync-failed"])
+    application = serializers.CharField(max_length=253)
+    revision = serializers.RegexField(r"^[0-9a-f]{40}$", error_messages={"invalid": "The synced commit's full 40-character SHA."})
+    sync_status = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
+    health_status = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
+    phase = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
+    message = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+
+
+class DeploymentEventResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    outcome = serializers.CharField()
+    promotion = serializers.IntegerField(source="promotion_id", allow_null=True)

@@ -1,0 +1,325 @@
+"""A stand-in Argo CD API server for tests, speaking the real wire format.
+
+Paths and bodies follow argoproj/argo-cd server/application/application.proto (Get, Sync), the
+Application type of pkg/apis/application/v1alpha1 and grpc-gateway's error body
+{"error", "code", "message"} with its gRPC-code → HTTP-status mapping. Behaviour follows
+server/application/application.go: a missing application is "permission denied" unless the request
+names a project, a sync while an operation runs is FailedPrecondition "another operation is already in
+progress", and an auto-sync application refuses a sync to any revision but its target.
+
+Each application is scripted by the test (`server.app(name, outcome=..., running_polls=...)`), and its
+sync operation moves one step per GET, so a test decides how many polls a rollout takes.
+"""
+
+import hashlib
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from urllib.parse import unquote
+
+import pytest
+
+from tests.servers.loopback import LoopbackServer, Response
+
+# grpc-gateway's HTTPStatusFromCode for the codes this server answers with.
+NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, UNAUTHENTICATED = 5, 7, 9, 16
+HTTP_STATUS = {NOT_FOUND: 404, PERMISSION_DENIED: 403, FAILED_PRECONDITION: 400, UNAUTHENTICATED: 401}
+
+_APPLICATION_PATH = re.compile(r"/api/v1/applications/(?P<name>[^/]+)(?P<sync>/sync)?")
+
+
+class Outcome(StrEnum):
+    HEALTHY = "healthy"  # the sync succeeds, health goes Progressing → Healthy
+    DEGRADED = "degraded"  # the sync succeeds, the new pods never become ready
+    SYNC_FAILS = "sync_fails"  # applying the manifests fails: phase Failed
+    NEVER_FINISHES = "never_finishes"  # the operation stays Running
+
+
+def fake_sha(text):
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _timestamp(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Operation:
+    revision: str
+    automated: bool
+    started_at: datetime
+    polls: int = 0  # GETs since the sync started; 0 = the controller has not picked it up yet
+    finished_at: datetime | None = None
+
+
+@dataclass
+class FakeApplication:
+    name: str
+    auto_sync: bool = False
+    outcome: Outcome = Outcome.HEALTHY
+    running_polls: int = 2  # GETs that show the operation Running
+    progressing_polls: int = 1  # GETs after success that show health Progressing
+    busy_syncs: int = 0  # sync requests to refuse with "another operation is already in progress"
+    head: Callable[[], str] | None = None  # auto-sync: the revision a ?refresh= finds in Git
+    instant: bool = False  # Synced + Healthy on the first GET after a sync
+    deployed_revision: str = field(default_factory=lambda: fake_sha("initial"))
+    target_revision: str = "main"
+    repo_url: str = "https://github.com/nexo-org/gitops.git"
+    degraded_message: str = ""
+    failure_message: str = ""
+    operation: Operation | None = None
+    history: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.degraded_message = self.degraded_message or f'Deployment "{self.name}" exceeded its progress deadline'
+        self.failure_message = self.failure_message or (
+            f'one or more objects failed to apply, reason: Deployment.apps "{self.name}" is invalid: '
+            "spec.template.spec.containers[0].image: Required value"
+        )
+
+    def start_operation(self, revision, *, automated):
+        self.operation = Operation(revision=revision, automated=automated, started_at=datetime.now(UTC))
+
+    def advance(self):
+        """One poll's worth of progress for the running operation."""
+        operation = self.operation
+        if operation is None:
+            return
+        operation.polls += 1
+        phase = self.phase()
+        if phase != "Running" and operation.finished_at is None:
+            operation.finished_at = datetime.now(UTC)
+            if phase == "Succeeded":
+                self.deployed_revision = operation.revision
+                self.history.append(
+                    {
+                        "id": len(self.history),
+                        "revision": operation.revision,
+                        "deployStartedAt": _timestamp(operation.started_at),
+                        "deployedAt": _timestamp(operation.finished_at),
+                        "source": self._source(),
+                        "initiatedBy": self._initiated_by(operation),
+                    }
+                )
+
+    def refresh(self):
+        """What ?refresh= does for an auto-sync application: see Git's head and sync to it."""
+        if not (self.auto_sync and self.head):
+            return
+        revision = self.head()
+        current = self.operation.revision if self.operation else self.deployed_revision
+        if revision and revision != current and self.phase() != "Running":
+            self.start_operation(revision, automated=True)
+
+    def phase(self):
+        operation = self.operation
+        if operation is None:
+            return ""
+        running = 0 if self.instant else self.running_polls
+        if self.outcome == Outcome.NEVER_FINISHES or operation.polls <= running:
+            return "Running"
+        return "Failed" if self.outcome == Outcome.SYNC_FAILS else "Succeeded"
+
+    def health(self):
+        phase = self.phase()
+        if phase == "Running":
+            return "Progressing", ""
+        if phase == "Succeeded":
+            running, progressing = (0, 0) if self.instant else (self.running_polls, self.progressing_polls)
+            if self.operation.polls - running <= progressing:
+                return "Progressing", ""
+            if self.outcome == Outcome.DEGRADED:
+                return "Degraded", self.degraded_message
+        # No operation yet, or a failed one: the pods that ran before keep serving.
+        return "Healthy", ""
+
+    def as_json(self):
+        phase = self.phase()
+        health, health_message = self.health()
+        if phase in ("Running", "Failed"):
+            sync = {"status": "OutOfSync", "revision": self.operation.revision}
+        else:
+            sync = {"status": "Synced", "revision": self.deployed_revision}
+        sync["comparedTo"] = {"source": self._source(), "destination": self._destination()}
+        application = {
+            "metadata": {
+                "name": self.name,
+                "namespace": "argocd",
+                "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, self.name)),
+                "resourceVersion": str(1000 + len(self.history)),
+                "creationTimestamp": "2026-01-05T09:00:00Z",
+            },
+            "spec": {
+                "source": self._source(),
+                "destination": self._destination(),
+                "project": "default",
+                **({"syncPolicy": {"automated": {"prune": True, "selfHeal": True}}} if self.auto_sync else {}),
+            },
+            "status": {
+                "resources": [
+                    {"version": "v1", "kind": "Service", "namespace": self.name, "name": self.name,
+                     "status": sync["status"], "health": {"status": "Healthy"}},
+                    {"group": "apps", "version": "v1", "kind": "Deployment", "namespace": self.name, "name": self.name,
+                     "status": sync["status"],
+                     "health": {"status": health, **({"message": health_message} if health_message else {})}},
+                ],
+                "sync": sync,
+                "health": {"status": health, **({"message": health_message} if health_message else {})},
+                "history": self.history,
+                "reconciledAt": _timestamp(datetime.now(UTC)),
+                "sourceType": "Helm",
+                "summary": {"images": [f"ghcr.io/nexo-org/{self.name}"]},
+            },
+        }
+        operation = self.operation
+        if operation is not None and (operation.polls == 0 or phase == "Running"):
+            # Argo CD keeps the requested operation on the Application until the controller finishes it.
+            application["operation"] = self._operation_request(operation)
+        if operation is not None and operation.polls > 0:
+            application["status"]["operationState"] = self._operation_state(operation, phase)
+        return application
+
+    def _operation_state(self, operation, phase):
+        message = {
+            "Running": f"waiting for healthy state of apps/Deployment/{self.name}",
+            "Failed": self.failure_message,
+            "Succeeded": "successfully synced (all tasks run)",
+        }[phase]
+        state = {
+            "operation": self._operation_request(operation),
+            "phase": phase,
+            "message": message,
+            "startedAt": _timestamp(operation.started_at),
+            "syncResult": {
+                "revision": operation.revision,
+                "source": self._source(),
+                "resources": [
+                    {"group": "apps", "version": "v1", "kind": "Deployment", "namespace": self.name, "name": self.name,
+                     "status": "SyncFailed" if phase == "Failed" else "Synced",
+                     "message": message if phase == "Failed" else f"deployment.apps/{self.name} configured",
+                     "syncPhase": "Sync"},
+                ],
+            },
+        }
+        if operation.finished_at:
+            state["finishedAt"] = _timestamp(operation.finished_at)
+        return state
+
+    def _operation_request(self, operation):
+        return {
+            "sync": {"revision": operation.revision, "syncStrategy": {"hook": {}}},
+            "initiatedBy": self._initiated_by(operation),
+            "retry": {},
+        }
+
+    @staticmethod
+    def _initiated_by(operation):
+        return {"automated": True} if operation.automated else {"username": "nexo-release-portal"}
+
+    def _source(self):
+        return {
+            "repoURL": self.repo_url,
+            "path": f"charts/{self.name}",
+            "targetRevision": self.target_revision,
+            "helm": {"valueFiles": ["values.yaml"]},
+        }
+
+    def _destination(self):
+        return {"server": "https://kubernetes.default.svc", "namespace": self.name}
+
+
+class ArgoCDServer:
+    """Argo CD's application API on a loopback port. `requests` logs every request received."""
+
+    def __init__(self, token="argocd-test-token-0f3c9a", *, hide_missing_applications=True):
+        self.token = token
+        # Argo CD since 2.5 answers "permission denied" for an application that does not exist, unless the
+        # request names its project (CVE-2022-41354); False answers 404 as older versions did.
+        self.hide_missing_applications = hide_missing_applications
+        self.applications = {}
+        self.requests = []
+        self._lock = threading.Lock()
+        self._server = LoopbackServer(self._respond)
+        self.url = self._server.url
+
+    def app(self, name, **behaviour):
+        """The application `name`, created on first use; keyword arguments set FakeApplication fields."""
+        known = {f.name for f in fields(FakeApplication)}
+        unknown = set(behaviour) - known
+        if unknown:
+            raise TypeError(f"FakeApplication has no field(s) {sorted(unknown)}; use {sorted(known)}")
+        with self._lock:
+            application = self.applications.setdefault(name, FakeApplication(name))
+            for key, value in behaviour.items():
+                setattr(application, key, value)
+            return application
+
+    @property
+    def sync_requests(self):
+        return [request for request in self.requests if request.method == "POST" and request.path.endswith("/sync")]
+
+    def close(self):
+        self._server.close()
+
+    def _respond(self, request):
+        with self._lock:
+            self.requests.append(request)
+            return self._answer(request)
+
+    def _answer(self, request):
+        match = _APPLICATION_PATH.fullmatch(request.path)
+        if not match or request.method not in ("GET", "POST") or (request.method == "POST") != bool(match["sync"]):
+            return Response.text(404, "Not Found\n")
+        token = request.headers.get("Authorization", "").removeprefix("Bearer").strip()
+        if not token:
+            return _error(UNAUTHENTICATED, "no session information")
+        if token != self.token:
+            return _error(UNAUTHENTICATED, "invalid session: failed to verify the token")
+        name = unquote(match["name"])
+        application = self.applications.get(name)
+        if application is None:
+            if self.hide_missing_applications and "project" not in request.query:
+                return _error(PERMISSION_DENIED, "permission denied")
+            return _error(NOT_FOUND, f'applications.argoproj.io "{name}" not found')
+        if request.method == "GET":
+            if "refresh" in request.query:
+                application.refresh()
+            application.advance()
+            return Response.json(200, application.as_json())
+        return self._sync(application, request.json or {})
+
+    def _sync(self, application, body):
+        revision = body.get("revision") or ""
+        if application.auto_sync and revision and revision != (application.target_revision or "HEAD"):
+            return _error(
+                FAILED_PRECONDITION,
+                f"Cannot sync to {revision}: auto-sync currently set to {application.target_revision}",
+            )
+        if application.busy_syncs > 0:
+            application.busy_syncs -= 1
+            return _error(FAILED_PRECONDITION, "another operation is already in progress")
+        operation = application.operation
+        if operation is not None and (operation.polls == 0 or application.phase() == "Running"):
+            return _error(FAILED_PRECONDITION, "another operation is already in progress")
+        if not revision or revision == application.target_revision:
+            revision = application.head() if application.head else application.deployed_revision
+        application.start_operation(revision, automated=False)
+        return Response.json(200, application.as_json())
+
+
+def _error(code, message):
+    return Response.json(HTTP_STATUS[code], {"error": message, "code": code, "message": message})
+
+
+@pytest.fixture
+def argocd_server(settings):
+    """A fresh Argo CD stand-in, configured as the portal's ARGOCD_URL and ARGOCD_TOKEN."""
+    server = ArgoCDServer()
+    settings.ARGOCD_URL = server.url
+    settings.ARGOCD_TOKEN = server.token
+    yield server
+    server.close()

@@ -1,0 +1,364 @@
+"""The REST API for CI: every endpoint, its validation errors, scopes, idempotency and the one error shape."""
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connections
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from nexo_portal.models import ApiToken
+from releases import transitions
+from releases.models import CheckResult, Deployment, Promotion, PromotionState, Release
+from tests.factories import hex_for, make_release, make_service, make_user
+
+pytestmark = pytest.mark.django_db
+
+SHA = "a3f2b1c" + "0" * 33
+DIGEST = "sha256:" + "b" * 64
+
+
+@pytest.fixture
+def world(environments, redis_connection):
+    return {
+        "service": make_service("nexo-be", team="backend-team"),
+        "other": make_service("nexo-fe", team="frontend-team"),
+        "env": environments,
+        "rita": make_user("rita", groups=["backend-team"]),
+        "sam": make_user("sam", groups=["sre-team"]),
+        "lead": make_user("lead", groups=["platform-leads"]),
+    }
+
+
+def token_client(*scopes, services=(), user=None, name=None):
+    name = name or f"ci-{'-'.join(scopes) or 'none'}-{ApiToken.objects.count() + 1}"
+    token, plain = ApiToken.objects.issue(name=name, scopes=scopes, services=services, user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
+    client.token = token
+    return client
+
+
+def session_client(user):
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+def build(**overrides):
+    return {"service": "nexo-be", "commit_sha": SHA, "committed_at": "2026-02-03T10:00:00Z", "image_digest": DIGEST, **overrides}
+
+
+def assert_error(response, status, field=None, text=""):
+    """Every 4xx has the same body: status, code, message, and errors naming the field."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"status", "code", "message", "errors"}
+    assert body["status"] == status
+    assert text in body["message"], body["message"]
+    if field is not None:
+        assert field in [error["field"] for error in body["errors"]], body["errors"]
+    return body
+
+
+# --- registering builds ------------------------------------------------------------------------------------
+
+
+def test_register_allocates_the_next_calver_build_and_answers_the_tags(world):
+    client = token_client("register")
+    response = client.post("/api/v1/releases/", build(changelog="- feat: rate limiting"), format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    today = timezone.localdate()
+    version = f"{today.year}.{today.month:02d}.1"
+    assert body["version"] == version
+    assert body["tags"] == [version, f"{version}-a3f2b1c", "sha-a3f2b1c"]
+    assert body["images"][0] == f"ghcr.io/nexo-org/nexo-be:{version}"
+    assert body["created"] is True
+    assert body["registered_by"] == f"api-token:{client.token.name}"
+    second = client.post("/api/v1/releases/", build(commit_sha=hex_for("next"), image_digest="sha256:" + "c" * 64), format="json")
+    assert second.json()["version"] == f"{today.year}.{today.month:02d}.2"
+
+
+def test_register_starts_the_automatic_develop_promotion(world):
+    response = token_client("register").post("/api/v1/releases/", build(), format="json")
+    promotion = response.json()["promotion"]
+    assert (promotion["environment"], promotion["kind"], promotion["state"]) == ("develop", "auto", "approved")
+
+
+def test_register_with_an_explicit_version(world):
+    response = token_client("register").post("/api/v1/releases/", build(version="2026.02.16-hotfix-auth", hotfix=True), format="json")
+    assert response.status_code == 201
+    assert response.json()["version"] == "2026.02.16-hotfix-auth"
+    assert response.json()["is_hotfix"] is True
+
+
+def test_a_retried_registration_returns_the_same_release(world):
+    client = token_client("register")
+    first = client.post("/api/v1/releases/", build(), format="json")
+    again = client.post("/api/v1/releases/", build(), format="json")
+    assert again.status_code == 200
+    assert again.json()["version"] == first.json()["version"]
+    assert again.json()["created"] is False
+    assert Release.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_never_make_a_second_version(environments, redis_connection):
+    make_service("nexo-be")
+    token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    start, answers = threading.Barrier(6), []
+
+    def register():
+        try:
+            client = Client(HTTP_AUTHORIZATION=f"Bearer {plain}")
+            start.wait()
+            answers.append(client.post("/api/v1/releases/", build(), content_type="application/json"))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=register) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answer.status_code for answer in answers) == [200] * 5 + [201]
+    assert len({answer.json()["version"] for answer in answers}) == 1
+    assert Release.objects.count() == 1
+
+
+def test_the_same_version_with_another_digest_is_a_conflict(world):
+    client = token_client("register")
+    client.post("/api/v1/releases/", build(version="2026.02.1"), format="json")
+    response = client.post("/api/v1/releases/", build(version="2026.02.1", image_digest="sha256:" + "d" * 64), format="json")
+    assert_error(response, 409, text="nexo-be 2026.02.1 is already registered with digest sha256:bbbb")
+
+
+def test_the_same_build_under_another_version_is_a_conflict(world):
+    client = token_client("register")
+    client.post("/api/v1/releases/", build(version="2026.02.1"), format="json")
+    response = client.post("/api/v1/releases/", build(version="2026.02.2"), format="json")
+    assert_error(response, 409, text="is already registered as nexo-be 2026.02.1; it cannot also be 2026.02.2")
+
+
+@pytest.mark.parametrize(
+    "overrides, field, text",
+    [
+        ({"version": "2026.13.1"}, "version", "the month must be 01 to 12"),
+        ({"version": "v2026.02.1"}, "version", "not a CalVer version"),
+        ({"commit_sha": "a3f2b1c"}, "commit_sha", "full 40-character"),
+        ({"commit_sha": "z" * 40}, "commit_sha", "full 40-character"),
+        ({"image_digest": "sha256:abc"}, "image_digest", "64 lowercase hex"),
+        ({"image_digest": "b" * 64}, "image_digest", "64 lowercase hex"),
+        ({"service": "nexo-nope"}, "service", "Unknown service 'nexo-nope'"),
+        ({"committed_at": "yesterday"}, "committed_at", "Datetime has wrong format"),
+        ({"fixes": "2026.01.1"}, "fixes", "set hotfix to true"),
+        ({"hotfix": True, "fixes": "2026.01.1"}, "fixes", "nexo-be has no release 2026.01.1"),
+    ],
+)
+def test_register_validation_errors_name_the_field_and_what_to_fix(world, overrides, field, text):
+    response = token_client("register").post("/api/v1/releases/", build(**overrides), format="json")
+    assert_error(response, 400, field, text)
+    assert not Release.objects.exists()
+
+
+def test_missing_fields_are_all_listed(world):
+    body = assert_error(token_client("register").post("/api/v1/releases/", {}, format="json"), 400)
+    assert {error["field"] for error in body["errors"]} == {"service", "commit_sha", "committed_at", "image_digest"}
+
+
+def test_register_needs_a_token_with_the_register_scope(world):
+    assert_error(APIClient().post("/api/v1/releases/", build(), format="json"), 401, text="credentials were not provided")
+    bad = APIClient()
+    bad.credentials(HTTP_AUTHORIZATION="Bearer nexo_not-a-real-token")
+    assert_error(bad.post("/api/v1/releases/", build(), format="json"), 401)
+    assert_error(token_client("read").post("/api/v1/releases/", build(), format="json"), 403, text="lacks the 'register' scope")
+
+
+def test_a_token_made_for_other_services_may_not_register_this_one(world):
+    client = token_client("register", services=[world["other"]])
+    assert_error(client.post("/api/v1/releases/", build(), format="json"), 403, text="not on nexo-be")
+    assert not Release.objects.exists()
+
+
+# --- reading releases ---------------------------------------------------------------------------------------
+
+
+def test_list_filters_by_service_environment_and_date_and_paginates(world):
+    for n in range(1, 4):
+        make_release(world["service"], f"2026.02.{n}")
+    make_release(world["other"], "2026.02.1")
+    deployed = Release.objects.get(service=world["service"], version="2026.02.2")
+    Deployment.objects.create(service=world["service"], environment=world["env"]["qa"], release=deployed, deployed_at=timezone.now())
+    client = token_client("read")
+    assert client.get("/api/v1/releases/").json()["count"] == 4
+    assert [r["version"] for r in client.get("/api/v1/releases/", {"service": "nexo-be", "ordering": "version"}).json()["results"]] == [
+        "2026.02.1", "2026.02.2", "2026.02.3",
+    ]
+    assert [r["version"] for r in client.get("/api/v1/releases/", {"environment": "qa"}).json()["results"]] == ["2026.02.2"]
+    page = client.get("/api/v1/releases/", {"page_size": 2}).json()
+    assert (page["count"], len(page["results"]), page["next"] is not None) == (4, 2, True)
+    assert client.get("/api/v1/releases/", {"registered_after": "2999-01-01T00:00:00Z"}).json()["count"] == 0
+    assert_error(client.get("/api/v1/releases/", {"registered_after": "soon"}), 400, "registered_after")
+
+
+def test_release_detail_shows_its_promotions(world):
+    release = make_release(world["service"], "2026.02.1")
+    transitions.request_promotion(release, world["env"]["develop"], world["rita"])
+    body = token_client("read").get("/api/v1/services/nexo-be/releases/2026.02.1/").json()
+    assert body["version"] == "2026.02.1"
+    assert [(p["environment"], p["state"]) for p in body["promotions"]] == [("develop", "approved")]
+    assert_error(token_client("read").get("/api/v1/services/nexo-be/releases/2026.09.9/"), 404)
+
+
+# --- promotions ---------------------------------------------------------------------------------------------
+
+
+def verified_through(release, *names, environments):
+    for name in names:
+        promotion = Promotion.objects.create(release=release, environment=environments[name], state=PromotionState.VERIFIED, finished_at=timezone.now())
+        Deployment.objects.current().filter(service=release.service, environment=environments[name]).update(replaced_at=timezone.now())
+        Deployment.objects.create(service=release.service, environment=environments[name], release=release, promotion=promotion, deployed_at=timezone.now())
+
+
+def test_request_approve_and_reject_through_the_api(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_through(release, "develop", "qa", "staging", environments=world["env"])
+    response = session_client(world["rita"]).post(
+        "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "production"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    promotion = response.json()
+    assert (promotion["state"], promotion["approvals_required"], promotion["requested_by"]) == ("awaiting_approval", 2, "rita")
+
+    url = f"/api/v1/promotions/{promotion['id']}/"
+    assert_error(session_client(world["rita"]).post(url + "approve/", {}, format="json"), 403, text="You requested this promotion")
+    first = session_client(world["sam"]).post(url + "approve/", {"comment": "ok"}, format="json").json()
+    assert [(a["user"], a["decision"]) for a in first["approvals"]] == [("sam", "approve")]
+    assert_error(session_client(world["sam"]).post(url + "approve/", {}, format="json"), 409, text="already decided")
+    assert_error(session_client(world["lead"]).post(url + "reject/", {"comment": ""}, format="json"), 400, "comment", "Say why")
+    rejected = session_client(world["lead"]).post(url + "reject/", {"comment": "not during the incident"}, format="json").json()
+    assert rejected["state"] == "rejected"
+
+
+def test_a_ci_token_never_approves_but_a_personal_token_does(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_through(release, "develop", "qa", "staging", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    url = f"/api/v1/promotions/{promotion.pk}/approve/"
+    assert_error(token_client("promote").post(url, {}, format="json"), 403, text="API tokens of CI never approve")
+    personal = token_client("promote", user=world["sam"], name="sam-laptop")
+    assert personal.post(url, {}, format="json").json()["approvals"][0]["user"] == "sam"
+
+
+def test_request_validation_and_rules(world):
+    client = session_client(world["rita"])
+    make_release(world["service"], "2026.02.1")
+    assert_error(
+        client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "prod"}, format="json"),
+        400, "environment", "Unknown environment 'prod'. Environments are: develop, qa, staging, production.",
+    )
+    assert_error(
+        client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.9", "environment": "qa"}, format="json"),
+        400, "version", "nexo-be has no release 2026.02.9",
+    )
+    assert_error(
+        client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa"}, format="json"),
+        409, text="has not been verified in develop",
+    )
+    outsider = session_client(make_user("outsider"))
+    assert_error(
+        outsider.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"}, format="json"),
+        403, text="Only the backend-team team",
+    )
+    assert not Promotion.objects.exists()
+
+
+def test_a_promote_token_requests_and_cancels_its_own_promotion(world):
+    make_release(world["service"], "2026.02.1")
+    client = token_client("promote", services=[world["service"]])
+    promotion = client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"}, format="json").json()
+    assert promotion["requested_by"] == f"api-token:{client.token.name}"
+    assert client.post(f"/api/v1/promotions/{promotion['id']}/cancel/", {}, format="json").json()["state"] == "cancelled"
+
+
+def test_rollback_through_the_api_goes_to_the_last_verified_release(world):
+    old, new = make_release(world["service"], "2026.02.1"), make_release(world["service"], "2026.02.2")
+    verified_through(old, "develop", environments=world["env"])
+    verified_through(new, "develop", environments=world["env"])
+    Promotion.objects.filter(release=new).update(deployed_at=timezone.now())
+    response = session_client(world["rita"]).post("/api/v1/rollbacks/", {"service": "nexo-be", "environment": "develop"}, format="json")
+    assert response.status_code == 201, response.content
+    assert (response.json()["version"], response.json()["kind"]) == ("2026.02.1", "rollback")
+
+
+def test_promotion_list_and_detail_with_step_timestamps(world):
+    promotion = transitions.request_promotion(make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"])
+    client = token_client("read")
+    listed = client.get("/api/v1/promotions/", {"service": "nexo-be", "state": "approved"}).json()
+    assert [p["id"] for p in listed["results"]] == [promotion.pk]
+    assert client.get("/api/v1/promotions/", {"state": "verified"}).json()["count"] == 0
+    detail = client.get(f"/api/v1/promotions/{promotion.pk}/").json()
+    for step in ("requested_at", "approved_at", "commit_started_at", "committed_at", "deployed_at", "finished_at"):
+        assert step in detail
+    assert detail["approved_at"] is not None and detail["committed_at"] is None
+
+
+# --- verification results from CI ----------------------------------------------------------------------------
+
+
+def test_ci_reports_a_verification_result(world):
+    make_release(world["service"], "2026.02.1")
+    client = token_client("report")
+    response = client.post(
+        "/api/v1/verifications/",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e2e", "passed": False, "url": "https://ci.example/runs/7"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    result = CheckResult.objects.get()
+    assert (result.name, result.passed, result.reported_by) == ("e2e", False, f"api-token:{client.token.name}")
+    assert_error(token_client("read").post("/api/v1/verifications/", {}, format="json"), 403, text="'report' scope")
+    assert_error(client.post("/api/v1/verifications/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e 2 e", "passed": True}, format="json"), 400, "check")
+
+
+# --- one error shape everywhere ----------------------------------------------------------------------------------
+
+
+def test_unknown_api_paths_answer_json_404(world):
+    assert_error(APIClient().get("/api/v1/nothing-here/"), 404, text="No API endpoint at /api/v1/nothing-here/")
+
+
+def test_wrong_method_has_the_same_error_shape(world):
+    assert_error(token_client("read").delete("/api/v1/releases/"), 405)
+
+
+def test_token_calls_are_throttled(world, settings):
+    settings.API_TOKEN_THROTTLE_RATE = "3/minute"
+    from django.core.cache import cache
+
+    cache.clear()
+    client = token_client("read")
+    answers = [client.get("/api/v1/releases/").status_code for _ in range(4)]
+    assert answers == [200, 200, 200, 429]
+    assert_error(client.get("/api/v1/releases/"), 429, text="throttled")
+
+
+def test_the_schema_and_docs_are_served(world):
+    client = session_client(world["rita"])
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    spec = schema.json()
+    assert spec["openapi"].startswith("3.")
+    assert "/api/v1/releases/" in spec["paths"]
+    assert "apiToken" in spec["components"]["securitySchemes"]
+    assert client.get("/api/v1/docs/").status_code == 200
+    assert b"cdn" not in client.get("/api/v1/docs/").content.lower()
+
+
+def test_datetime_fields_round_trip_in_utc(world):
+    response = token_client("register").post("/api/v1/releases/", build(committed_at="2026-02-03T12:00:00+02:00"), format="json")
+    assert Release.objects.get().committed_at == datetime(2026, 2, 3, 10, 0, tzinfo=UTC)
+    assert response.json()["committed_at"].startswith("2026-02-03T10:00:00")

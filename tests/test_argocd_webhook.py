@@ -1,0 +1,118 @@
+"""The Argo CD Notifications webhook: HMAC-signed, replays refused, events applied to promotions."""
+
+import json
+import time
+
+import pytest
+from django.test import Client
+
+from releases import transitions
+from releases.deployment_events import signature_for
+from releases.models import Deployment, DeploymentEvent, PromotionState
+from tests.factories import make_release, make_service
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "argocd-notifications-shared-secret"
+URL = "/api/v1/webhooks/argocd/"
+
+
+@pytest.fixture
+def syncing(environments, settings, redis_connection):
+    settings.ARGOCD_WEBHOOK_SECRET = SECRET
+    service = make_service("nexo-be")
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), environments["develop"], None)
+    promotion = transitions.mark_committed(transitions.start_commit(promotion), "c" * 40, "promote(nexo-be): develop → 2026.02.1")
+    return transitions.mark_syncing(promotion, configured=True)
+
+
+def deliver(payload, *, secret=SECRET, timestamp=None, signature=None, raw=None):
+    body = raw if raw is not None else json.dumps(payload).encode()
+    timestamp = str(int(time.time())) if timestamp is None else timestamp
+    headers = {"HTTP_X_NEXO_TIMESTAMP": timestamp}
+    if signature is not False:
+        headers["HTTP_X_NEXO_SIGNATURE"] = signature or f"sha256={signature_for(secret, timestamp, body)}"
+    return Client().post(URL, body, content_type="application/json", **headers)
+
+
+def deployed(revision="c" * 40, **extra):
+    return {"trigger": "on-deployed", "application": "nexo-be-develop", "revision": revision, "sync_status": "Synced",
+            "health_status": "Healthy", "phase": "Succeeded", "message": "successfully synced (all tasks run)", **extra}
+
+
+def test_a_signed_on_deployed_event_moves_the_syncing_promotion(syncing):
+    response = deliver(deployed())
+    assert response.status_code == 202, response.content
+    assert response.json()["outcome"] == f"Promotion #{syncing.pk} is deployed."
+    syncing.refresh_from_db()
+    assert syncing.state == PromotionState.DEPLOYED
+    assert Deployment.objects.get(promotion=syncing).health == "Healthy"
+
+
+def test_an_on_sync_failed_event_fails_the_promotion_with_argo_cds_message(syncing):
+    response = deliver({"trigger": "on-sync-failed", "application": "nexo-be-develop", "revision": "c" * 40,
+                        "phase": "Failed", "message": "one or more objects failed to apply"})
+    assert response.status_code == 202
+    syncing.refresh_from_db()
+    assert syncing.state == PromotionState.FAILED
+    assert "one or more objects failed to apply" in syncing.error
+
+
+def test_a_replayed_delivery_is_refused(syncing):
+    timestamp = str(int(time.time()))
+    assert deliver(deployed(), timestamp=timestamp).status_code == 202
+    replay = deliver(deployed(), timestamp=timestamp)
+    assert replay.status_code == 409
+    assert "refused as a replay" in replay.json()["message"]
+    assert DeploymentEvent.objects.count() == 1
+
+
+def test_an_old_delivery_is_refused_even_with_a_good_signature(syncing):
+    response = deliver(deployed(), timestamp=str(int(time.time()) - 3600))
+    assert response.status_code == 401
+    assert "more than five minutes old" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, complaint",
+    [
+        ({"signature": False}, "Unsigned delivery"),
+        ({"signature": "sha256=" + "0" * 64}, "does not match the body"),
+        ({"secret": "someone-elses-secret"}, "does not match the body"),
+        ({"signature": "md5=abc"}, "does not match the body"),
+        ({"timestamp": "yesterday"}, "Unix time in seconds"),
+    ],
+)
+def test_unsigned_or_badly_signed_deliveries_are_refused_and_change_nothing(syncing, kwargs, complaint):
+    response = deliver(deployed(), **kwargs)
+    assert response.status_code == 401
+    body = response.json()
+    assert complaint in body["message"]
+    assert set(body) == {"status", "code", "message", "errors"}
+    syncing.refresh_from_db()
+    assert syncing.state == PromotionState.SYNCING
+    assert not DeploymentEvent.objects.exists()
+
+
+def test_a_body_tampered_after_signing_is_refused(syncing):
+    timestamp = str(int(time.time()))
+    signature = f"sha256={signature_for(SECRET, timestamp, json.dumps(deployed()).encode())}"
+    response = deliver(None, raw=json.dumps(deployed(health_status="Degraded")).encode(), timestamp=timestamp, signature=signature)
+    assert response.status_code == 401
+
+
+def test_a_signed_but_malformed_body_is_a_400_naming_the_field(syncing):
+    response = deliver({"trigger": "on-exploded", "application": "nexo-be-develop", "revision": "short"})
+    assert response.status_code == 400
+    assert {error["field"] for error in response.json()["errors"]} == {"trigger", "revision"}
+
+
+def test_an_event_for_an_unknown_application_is_recorded_only(syncing):
+    response = deliver(deployed(application="someone-elses-app"))
+    assert response.status_code == 202
+    assert "recorded only" in response.json()["outcome"]
+
+
+def test_the_webhook_is_off_until_a_secret_is_configured(syncing, settings):
+    settings.ARGOCD_WEBHOOK_SECRET = ""
+    assert deliver(deployed()).status_code == 503

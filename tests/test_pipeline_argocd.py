@@ -1,0 +1,122 @@
+"""The sync step against a server speaking Argo CD's API (it cannot run here): real worker, Git and PostgreSQL."""
+
+import pytest
+
+from releases import transitions
+from releases.models import Deployment, Promotion, PromotionKind, PromotionState, StepStatus
+from tests.factories import make_release
+from tests.servers.argocd import Outcome
+
+
+@pytest.fixture
+def argocd(pipeline, argocd_server, settings):
+    settings.ARGOCD_POLL_SECONDS = 0.01
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 5
+    return argocd_server
+
+
+def promote_to_develop(pipeline, service, version):
+    promotion = transitions.request_promotion(make_release(service, version), pipeline.environments["develop"], None, kind=PromotionKind.AUTO)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    return promotion
+
+
+def test_sync_asks_argo_cd_for_our_commit_and_waits_for_synced_and_healthy(pipeline, argocd):
+    service = pipeline.add_service("nexo-be")
+    for name in ("develop", "qa"):
+        argocd.app(f"nexo-be-{name}")
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.VERIFIED
+    assert promotion.sync_status == StepStatus.PASSED
+    sync = [r for r in argocd.sync_requests if r.path.endswith("/nexo-be-develop/sync")][0]
+    assert sync.json["revision"] == promotion.gitops_commit_sha
+    assert sync.headers["Authorization"] == f"Bearer {argocd.token}"
+    deployment = Deployment.objects.get(promotion=promotion)
+    assert deployment.health == "Healthy"
+    assert Promotion.objects.get(environment=pipeline.environments["qa"]).state == PromotionState.VERIFIED
+
+
+def test_another_operation_in_progress_is_waited_out(pipeline, argocd):
+    service = pipeline.add_service("nexo-be")
+    argocd.app("nexo-be-develop", busy_syncs=2)
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.VERIFIED
+    assert len(argocd.sync_requests) == 3
+
+
+@pytest.mark.parametrize(
+    "outcome, complaint",
+    [
+        (Outcome.DEGRADED, 'is running but Degraded: Deployment "nexo-be-develop" exceeded its progress deadline'),
+        (Outcome.SYNC_FAILS, "ended in phase Failed: one or more objects failed to apply"),
+        (Outcome.NEVER_FINISHES, "did not run revision"),
+    ],
+)
+def test_a_failed_sync_fails_the_promotion_with_argo_cds_own_message(pipeline, argocd, settings, outcome, complaint):
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 0.5
+    service = pipeline.add_service("nexo-be")
+    argocd.app("nexo-be-develop", outcome=outcome)
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.FAILED
+    assert promotion.failed_step == "sync"
+    assert promotion.sync_status == StepStatus.FAILED
+    assert complaint in promotion.error
+    assert not Deployment.objects.exists()
+
+
+def test_a_bad_token_fails_with_argo_cds_unauthenticated_message(pipeline, argocd, settings):
+    settings.ARGOCD_TOKEN = "not-the-token"
+    service = pipeline.add_service("nexo-be")
+    argocd.app("nexo-be-develop")
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.FAILED
+    assert "invalid session" in promotion.error
+
+
+def test_an_unknown_application_fails_and_says_it_may_not_exist(pipeline, argocd):
+    service = pipeline.add_service("nexo-be")
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.FAILED
+    assert "nexo-be-develop" in promotion.error
+    assert "permission denied" in promotion.error
+
+
+def test_a_release_degraded_in_develop_is_rolled_back_to_the_last_verified_one(pipeline, argocd):
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    application = argocd.app("nexo-be-develop")
+    good = promote_to_develop(pipeline, service, "2026.02.1")
+    assert good.state == PromotionState.VERIFIED
+    application.outcome = Outcome.DEGRADED
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert rollback.release == good.release
+    assert rollback.rolls_back == bad
+    # The rollback's own sync went Degraded too in this stand-in, so it failed; nothing rolls back a rollback.
+    assert rollback.state == PromotionState.FAILED
+    assert Promotion.objects.filter(kind=PromotionKind.ROLLBACK).count() == 1
+    assert pipeline.gitops.commits("helm/nexo-be/values-develop.yaml")[0].summary == "rollback(nexo-be): develop → 2026.02.1"
+
+
+def test_an_auto_sync_application_is_only_refreshed_never_synced(pipeline, argocd):
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["develop"].argocd_auto_sync = True
+    pipeline.environments["develop"].save()
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    argocd.app("nexo-be-develop", auto_sync=True, head=pipeline.gitops.head)
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.VERIFIED
+    assert argocd.sync_requests == []
+    assert any(request.query.get("refresh") == ["normal"] or request.query.get("refresh") == "normal" for request in argocd.requests)
+
+
+def test_without_argo_cd_the_sync_step_says_not_configured(pipeline):
+    service = pipeline.add_service("nexo-be")
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.sync_status == StepStatus.NOT_CONFIGURED
+    assert Deployment.objects.get(promotion=promotion).health == ""

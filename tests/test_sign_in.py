@@ -1,0 +1,120 @@
+"""Local sign-in: break-glass staff only once GitHub sign-in is configured, anyone in the demo;
+and no page is open to anonymous visitors unless it is on a short, deliberate list."""
+
+import pytest
+from django.contrib.auth import get_user
+from django.urls import URLResolver, get_resolver, reverse
+from rest_framework.views import APIView
+
+from tests.factories import make_user
+
+pytestmark = pytest.mark.django_db
+
+LOGIN_URL = reverse("login")
+
+
+@pytest.fixture
+def github_configured(settings):
+    settings.SOCIAL_AUTH_GITHUB_ORG_KEY = "Iv1.0123456789abcdef"
+    settings.SOCIAL_AUTH_GITHUB_ORG_SECRET = "secret"
+    settings.SOCIAL_AUTH_GITHUB_ORG_NAME = "nexo-org"
+
+
+@pytest.fixture
+def demo_mode(settings):
+    settings.SOCIAL_AUTH_GITHUB_ORG_KEY = ""
+    settings.SOCIAL_AUTH_GITHUB_ORG_NAME = ""
+
+
+def sign_in(client, username, password="pw-for-tests-only"):
+    return client.post(LOGIN_URL, {"username": username, "password": password})
+
+
+def test_in_demo_mode_any_active_local_account_signs_in(client, demo_mode):
+    make_user("rita")
+    response = sign_in(client, "rita")
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert get_user(client).username == "rita"
+
+
+def test_with_github_configured_a_non_staff_account_is_told_to_use_github(client, github_configured):
+    make_user("rita")
+    response = sign_in(client, "rita")
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [
+        "Please sign in with GitHub: local accounts are only for break-glass staff access "
+        "while GitHub sign-in for the nexo-org organization is configured."
+    ]
+    assert "Please sign in with GitHub" in response.content.decode()
+    assert not get_user(client).is_authenticated
+
+
+def test_with_github_configured_a_staff_account_signs_in_locally(client, github_configured):
+    make_user("admin", is_staff=True)
+    response = sign_in(client, "admin")
+    assert response.status_code == 302
+    assert get_user(client).username == "admin"
+
+
+def test_wrong_password_says_nothing_about_github_or_staff(client, github_configured):
+    make_user("rita")
+    response = sign_in(client, "rita", password="wrong")
+    errors = " ".join(response.context["form"].non_field_errors())
+    assert "correct username and password" in errors
+    assert "GitHub" not in errors
+
+
+def test_inactive_account_cannot_sign_in_locally(client, demo_mode):
+    make_user("gone", is_active=False)
+    sign_in(client, "gone")
+    assert not get_user(client).is_authenticated
+
+
+def test_login_page_offers_github_only_when_configured(client, settings, github_configured):
+    content = client.get(LOGIN_URL).content.decode()
+    assert reverse("social:begin", args=["github-org"]) in content
+    assert "nexo-org" in content
+    settings.SOCIAL_AUTH_GITHUB_ORG_KEY = ""
+    content = client.get(LOGIN_URL).content.decode()
+    assert reverse("social:begin", args=["github-org"]) not in content
+    assert 'name="password"' in content
+
+
+def test_github_button_keeps_where_the_person_was_going(client, github_configured):
+    content = client.get(LOGIN_URL, {"next": "/promotions/7/"}).content.decode()
+    assert f'{reverse("social:begin", args=["github-org"])}?next=/promotions/7/' in content
+
+
+def test_begin_view_accepts_only_post(client, github_configured):
+    assert client.get(reverse("social:begin", args=["github-org"])).status_code == 405
+
+
+# Pages anyone may open. Adding one here is a decision: say who may use it and why.
+OPEN_PAGES = {
+    "health",  # load balancers
+    "login",
+    "admin:login",
+    "social:begin",  # POST only, CSRF-protected
+    "social:complete",  # GitHub's redirect back, checked against the session's state
+    "social:idp_launch",  # 404 unless a launch bridge is enabled (it is not)
+    "social:app_launch",
+    "api:not-found",  # a JSON 404 for unknown /api/ paths, so CI gets an error body, not a login page
+}
+
+
+def url_patterns(resolver=None, namespace=""):
+    for pattern in (resolver or get_resolver()).url_patterns:
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from url_patterns(pattern, inner)
+        else:
+            yield f"{namespace}{pattern.name or pattern.pattern}", pattern.callback
+
+
+def test_only_the_deliberate_pages_are_open_to_anonymous_visitors():
+    open_pages = {
+        name
+        for name, view in url_patterns()
+        if not getattr(view, "login_required", True) and not issubclass(getattr(view, "cls", object), APIView)
+    }
+    assert open_pages == OPEN_PAGES
