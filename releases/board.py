@@ -7,20 +7,22 @@ number of releases, and its query count does not grow with the number of service
 4. every service (the filter choices), with — for the services shown — the newest release and
    the newest release verified in each environment, as subqueries that walk the release index
    newest first and stop at the first match;
-5. the current deployments;  6. the verification state of the promotions that made them;
-7. the releases deployed and the candidates, each with how many releases are newer (an
-   index-only range scan), which gives "builds behind";
-8–9. the promotions waiting or recently stopped, with their approvals;
-10. the user's groups, read once by `policy`.
+5. the current deployments, each with its release, the number of newer releases (an index-only
+   range scan, which gives "builds behind") and how it was verified;
+6–7. the promotions waiting or recently stopped, with their approvals;
+8. the user's groups, read once by `policy`.
 
-Bulk rows are read as tuples: model instances for a few thousand rows would cost more than the
-whole page. Whether an action is allowed is asked of `policy`; the reason for a refusal is given
-by the action's confirmation, which the unavailable button opens.
+Per-row details come back as small JSON objects from correlated subqueries: an index probe per
+row, never a long list of ids, and tuples rather than model instances for the bulk. Whether an
+action is allowed is asked of `policy`; the reason for a refusal is given by the action's
+confirmation, which the unavailable button opens.
 """
 
+import json
 from collections import namedtuple
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -39,7 +41,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, JSONObject
 from django.db.models.lookups import GreaterThan
 from django.urls import reverse
 from django.utils import timezone
@@ -73,7 +75,9 @@ WAITING_LABELS = {
     PromotionState.SYNCING: "syncing",
 }
 
-DeployedRow = namedtuple("DeployedRow", "service_id environment_id release_id promotion_id deployed_at health drifted_tag hold")
+DeployedRow = namedtuple(
+    "DeployedRow", "service_id environment_id promotion_id deployed_at health drifted_tag hold release verification"
+)
 VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
 ReleaseRow = namedtuple("ReleaseRow", "pk version year month build newer")
 
@@ -193,8 +197,11 @@ def calver_key(reference=F):
     return RowValue(*(reference(part) for part in ("year", "month", "build")))
 
 
+RELEASE_COLUMNS = {"pk": "pk", "version": "version", "year": "year", "month": "month", "build": "build"}
+
+
 def _newest_release(environment=None):
-    """The newest release of the outer service, or the newest verified in `environment`.
+    """The newest release of the outer service, or the newest verified in `environment`, as JSON.
 
     Walks the (service, year, month, build) index newest first and stops at the first match,
     so it costs a few index probes however long the history is.
@@ -205,7 +212,7 @@ def _newest_release(environment=None):
             release=OuterRef("pk"), environment=environment, state=PromotionState.VERIFIED
         )
         releases = releases.filter(Exists(verified_there))
-    return Subquery(releases.values("pk")[:1])
+    return Subquery(releases.values(json=JSONObject(**RELEASE_COLUMNS))[:1], output_field=TextField())
 
 
 def _newer_release_count():
@@ -218,6 +225,31 @@ def _newer_release_count():
         .values("count")
     )
     return Coalesce(Subquery(newer[:1]), Value(0))
+
+
+def _deployed_release():
+    """The deployment's release, with how many releases are newer (for "builds behind"), as JSON."""
+    release = Release.objects.filter(pk=OuterRef("release_id")).order_by()  # no default ordering: no join
+    return Subquery(release.values(json=JSONObject(**RELEASE_COLUMNS, newer=_newer_release_count())), output_field=TextField())
+
+
+def _verification():
+    """How the deployment was verified, as JSON; the soak times only while it soaks."""
+    soaking = Q(state=PromotionState.VERIFYING)
+    promotion = Promotion.objects.filter(pk=OuterRef("promotion_id")).order_by()
+    return Subquery(
+        promotion.values(
+            json=JSONObject(
+                state="state",
+                status="verification_status",
+                failed_step="failed_step",
+                error=Case(When(state=PromotionState.FAILED, then="error"), default=Value(""), output_field=TextField()),
+                soak_started=Case(When(soaking, then="verification_started_at")),
+                soak_ends=Case(When(soaking, then="verdict_at")),
+            )
+        ),
+        output_field=TextField(),
+    )
 
 
 def _only_when(shown, expression):
@@ -248,7 +280,7 @@ def _shown(team, service, prefix=""):
 
 
 def _services(environments, shown):
-    annotations = {"newest_release_id": _only_when(shown, _newest_release())}
+    annotations = {"newest_release": _only_when(shown, _newest_release())}
     for environment in environments[:-1]:
         annotations[f"verified_in_{environment.pk}"] = _only_when(shown, _newest_release(environment))
     if shown:
@@ -256,42 +288,45 @@ def _services(environments, shown):
     return list(Service.objects.select_related("team").order_by("name").annotate(**annotations))
 
 
+def _moment(text):
+    """A timestamp read back from JSON (PostgreSQL writes an offset, SQLite naive UTC)."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+
+
+def _release_row(text):
+    # Read as text and decoded here: json.loads is several times cheaper than a JSONField per row.
+    data = json.loads(text)
+    return ReleaseRow(data["pk"], data["version"], data["year"], data["month"], data["build"], data.get("newer"))
+
+
 def _deployments(shown):
-    hold = Hold.objects.active().filter(service=OuterRef("service"), environment=OuterRef("environment"))
+    """The current deployments, each with its release and how it was verified: one query, no id list.
+
+    Correlated subqueries rather than joins: each is an index probe per deployment, where a join
+    lets the planner hash whole tables of history.
+    """
+    hold = Hold.objects.active().filter(service=OuterRef("service"), environment=OuterRef("environment")).order_by()
     rows = (
         Deployment.objects.current()
         .filter(shown)
-        .annotate(hold=Subquery(hold.values("reason")[:1]))
+        .annotate(hold=Subquery(hold.values("reason")[:1]), release_json=_deployed_release(), verification_json=_verification())
         .order_by()
-        .values_list(*DeployedRow._fields)
+        .values_list(*DeployedRow._fields[:-2], "release_json", "verification_json")
     )
-    return {(row[0], row[1]): DeployedRow(*row) for row in rows}
-
-
-def _verifications(promotion_ids):
-    """What the board says about how each deployment was verified; soak times only while soaking."""
-    soaking = Q(state=PromotionState.VERIFYING)
-    rows = (
-        Promotion.objects.filter(pk__in=promotion_ids)
-        .annotate(
-            soak_started=Case(When(soaking, then="verification_started_at")),
-            soak_ends=Case(When(soaking, then="verdict_at")),
-            failure=Case(When(state=PromotionState.FAILED, then="error"), default=Value(""), output_field=TextField()),
-        )
-        .order_by()
-        .values_list("pk", "state", "verification_status", "failed_step", "failure", "soak_started", "soak_ends")
-    )
-    return {row[0]: VerificationRow(*row[1:]) for row in rows}
-
-
-def _releases(release_ids):
-    rows = (
-        Release.objects.filter(pk__in=release_ids)
-        .annotate(newer=_newer_release_count())
-        .order_by()
-        .values_list(*ReleaseRow._fields)
-    )
-    return {row[0]: ReleaseRow(*row) for row in rows}
+    deployments = {}
+    for *fields, release, verification in rows:
+        if verification is not None:
+            verification = json.loads(verification)
+            verification = VerificationRow(
+                verification["state"], verification["status"], verification["failed_step"], verification["error"],
+                _moment(verification["soak_started"]), _moment(verification["soak_ends"]),
+            )
+        deployment = DeployedRow(*fields, _release_row(release), verification)
+        deployments[(deployment.service_id, deployment.environment_id)] = deployment
+    return deployments
 
 
 def _open_promotions(shown, now):
@@ -323,20 +358,12 @@ def build_board(user, *, team="", service="", now=None):
     services = [s for s in everything if getattr(s, "shown", True)]
 
     deployments = _deployments(_shown(team, service, "service__"))
-    verifications = _verifications({d.promotion_id for d in deployments.values()} - {None})
-    candidate_ids = {
-        getattr(s, attribute)
-        for s in services
-        for attribute in ["newest_release_id"] + [f"verified_in_{e.pk}" for e in environments[:-1]]
-    }
-    releases = _releases(({d.release_id for d in deployments.values()} | candidate_ids) - {None})
     waiting, stopped = _open_promotions(_shown(team, service, "service__"), now)
 
     filters = urlencode({key: value for key, value in (("team", team), ("service", service)) if value})
     board_url = reverse("releases:board")
     builder = _CellBuilder(
-        user, now, environments, deployments, verifications, releases, waiting, stopped,
-        back_to=board_url + (f"?{filters}" if filters else ""),
+        user, now, environments, deployments, waiting, stopped, back_to=board_url + (f"?{filters}" if filters else "")
     )
     rows = [BoardRow(s, f"{board_url}?{urlencode({'service': s.name})}", builder.cells(s)) for s in services]
     return Board(
@@ -374,13 +401,11 @@ class _Url:
 
 
 class _CellBuilder:
-    def __init__(self, user, now, environments, deployments, verifications, releases, waiting, stopped, back_to):
+    def __init__(self, user, now, environments, deployments, waiting, stopped, back_to):
         self.user = user
         self.now = now
         self.environments = environments
         self.deployments = deployments
-        self.verifications = verifications
-        self.releases = releases
         self.waiting = waiting
         self.stopped = stopped
         self.argocd_configured = bool(settings.ARGOCD_URL)
@@ -398,7 +423,7 @@ class _CellBuilder:
     def cells(self, service):
         # The candidate for each environment: the newest release verified in the one before it,
         # or for the first environment the newest release of all.
-        candidates = [service.newest_release_id] + [
+        candidates = [service.newest_release] + [
             getattr(service, f"verified_in_{environment.pk}") for environment in self.environments[:-1]
         ]
         return [
@@ -406,24 +431,24 @@ class _CellBuilder:
             for environment, previous, candidate in zip(self.environments, [None] + self.environments[:-1], candidates)
         ]
 
-    def cell(self, service, environment, previous, candidate_id):
+    def cell(self, service, environment, previous, candidate):
         place = (service.id, environment.id)
         cell = Cell(environment)
 
         deployment = self.deployments.get(place)
-        release = self.releases[deployment.release_id] if deployment else None
+        release = deployment.release if deployment else None
         if deployment:
             cell.version = release.version
             cell.release_url = self.release_url(service.name, release.version)
             cell.deployed_iso = deployment.deployed_at.isoformat()
             cell.age = short_age(deployment.deployed_at, self.now)
             cell.health = self._health(deployment)
-            cell.verification, cell.soak_percent = self._verification(self.verifications.get(deployment.promotion_id))
+            cell.verification, cell.soak_percent = self._verification(deployment.verification)
             cell.gitops_tag = deployment.drifted_tag
             cell.hold_reason = deployment.hold or ""
             previous_deployment = self.deployments.get((service.id, previous.id)) if previous else None
             if previous_deployment:
-                self._drift(cell, release, previous, self.releases[previous_deployment.release_id])
+                self._drift(cell, release, previous, previous_deployment.release)
 
         waiting = self.waiting.get(place)
         if waiting and waiting.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
@@ -438,7 +463,7 @@ class _CellBuilder:
             cell.stopped, cell.stopped_url = stopped, self.promotion_url(stopped.pk)
             cell.stopped_label = self._stopped_label(stopped)
 
-        candidate = self.releases.get(candidate_id)
+        candidate = _release_row(candidate) if candidate else None
         if candidate and (release is None or candidate[2:5] > release[2:5]):
             cell.candidate = candidate
         cell.actions = self._actions(cell, service, environment, deployment, waiting)
