@@ -305,3 +305,27 @@ def test_every_page_needs_sign_in(client, world, url):
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+def test_a_missing_page_is_a_friendly_404_inside_the_portal(world):
+    response = page_for(world["viewer"], "/services/nexo-be/releases/2030.01.1/")
+    page = response.content.decode()
+    assert response.status_code == 404
+    assert "<h1>Not found</h1>" in page and "Back to the board" in page
+
+
+def test_a_post_without_csrf_token_says_the_form_expired(world):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world["sam"])
+    response = client.post("/audit/")
+    assert response.status_code == 403
+    assert "The form expired" in response.content.decode()
+
+
+def test_the_500_page_renders_without_any_context():
+    from django.test import RequestFactory
+    from django.views.defaults import server_error
+
+    response = server_error(RequestFactory().get("/"))
+    assert response.status_code == 500
+    assert "Something went wrong" in response.content.decode()
