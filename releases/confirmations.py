@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import policy, verification
+from .gitops import message as gitops_message
 from .board import busy_refusal, freeze_message, short_duration
 from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState
 
@@ -30,17 +31,16 @@ def _approvers(environment):
 
 
 def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
-    path = service.values_path(environment)
-    verb = {PromotionKind.ROLLBACK: "rollback", PromotionKind.AUTO: "auto-promote"}.get(kind, "promote")
+    # An unsaved promotion, to ask the GitOps message and the verification what they would do.
+    probe = Promotion(service=service, environment=environment, release=release, kind=kind)
     steps = [
-        f"The portal sets {service.image_tag_key} to {release.version} in {path} and pushes one commit, "
-        f"“{verb}({service.name}): {environment.name} → {release.version}”."
+        f"The portal sets {service.image_tag_key} to {release.version} in {service.values_path(environment)} "
+        f"and pushes one commit, “{gitops_message.subject(probe)}”."
     ]
     if settings.ARGOCD_URL:
         steps.append(f"Argo CD syncs {service.argocd_app(environment)} and the portal waits until it is Healthy.")
     else:
         steps.append("Argo CD is not configured: the sync is not watched, the commit counts as deployed.")
-    probe = Promotion(service=service, environment=environment, release=release)
     checks = verification.configured_checks(probe)
     names = {"error_rate": "the error rate", "health_urls": "the health URLs", "argocd": "Argo CD health", "ci_checks": "the CI checks"}
     checked = [names[key] for key, configured in checks.items() if configured]

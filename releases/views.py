@@ -45,9 +45,7 @@ def release_detail(request, service, version):
     """Any signed-in user: one release, its journey through the environments, changelog and identity."""
     release = get_object_or_404(Release.objects.select_related("service", "fixes"), service__name=service, version=version)
     environments = list(Environment.objects.in_pipeline_order())
-    promotions = list(
-        release.promotions.select_related("requested_by").order_by("-requested_at", "-id")
-    )
+    promotions = list(release.promotions.select_related("requested_by").order_by("-requested_at", "-id"))
     running = set(Deployment.objects.current().filter(release=release).values_list("environment_id", flat=True))
     checks = list(CheckResult.objects.filter(release=release).order_by("environment__position", "name", "-reported_at"))
     journey = [
@@ -62,7 +60,7 @@ def release_detail(request, service, version):
     return render(
         request,
         "releases/release_detail.html",
-        {"release": release, "journey": journey, "fixed_by": list(release.fixed_by.all())},
+        {"release": release, "journey": journey, "fixed_by": list(release.fixed_by.select_related("service"))},
     )
 
 
