@@ -7,13 +7,15 @@
     return document.getElementById("confirm-dialog");
   }
 
-  // Live parts refresh only while the person is not busy with them: no open dialog, no open
-  // "why not?" explanation and no focus inside a form field.
+  // Live parts refresh only while the person is not busy with them: no open dialog, no text being
+  // typed, and no keyboard focus inside the part that would be replaced (the focus would be lost).
   window.portalMayRefresh = function () {
     if (document.hidden) return false;
-    if (document.querySelector("dialog[open], details.why-not[open]")) return false;
+    if (document.querySelector("dialog[open]")) return false;
     var active = document.activeElement;
-    return !(active && active.closest && active.closest("form"));
+    if (!active || !active.closest) return true;
+    if (active.closest("textarea, input[type=text], input[type=search]")) return false;
+    return !(active.closest("#board, #promotion-live") && active.matches(":focus-visible"));
   };
 
   document.addEventListener("htmx:afterSwap", function (event) {
