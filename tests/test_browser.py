@@ -221,3 +221,22 @@ def test_the_board_works_without_javascript(browser, portal):
         page.click("main button[type=submit]")
     assert "awaiting approval 0/2" in production_cell(page).inner_text()
     context.close()
+
+
+def test_the_board_refreshes_itself_but_leaves_a_keyboard_user_where_they_are(page, portal):
+    sign_in(page, portal, "rita")
+    page.evaluate("window.stillTheSamePage = true")
+    stamp = page.locator(".refreshed time")
+    first = stamp.get_attribute("datetime")
+    page.wait_for_function(f"document.querySelector('.refreshed time').getAttribute('datetime') !== '{first}'")
+    assert page.evaluate("window.stillTheSamePage") is True
+
+    for _ in range(40):  # tab into the board, as a keyboard user does
+        page.keyboard.press("Tab")
+        if page.evaluate("!!document.activeElement.closest('#board')"):
+            break
+    focused = page.evaluate("document.activeElement.outerHTML")
+    held = stamp.get_attribute("datetime")
+    page.wait_for_timeout(3000)  # three refresh periods
+    assert stamp.get_attribute("datetime") == held
+    assert page.evaluate("document.activeElement.outerHTML") == focused
