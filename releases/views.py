@@ -23,7 +23,7 @@ from environments.models import Environment
 from . import confirmations, policy, timeline, transitions
 from .board import Action, build_board
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm
-from .models import CheckResult, Deployment, Promotion, PromotionState, Release, Service
+from .models import CheckResult, Deployment, Promotion, PromotionKind, PromotionState, Release, Service
 from .policy import PromotionError
 
 
@@ -82,6 +82,16 @@ def _promotion_context(request, pk):
         ],
         PromotionState.APPROVED: [("cancel", "Cancel request", policy.why_not_cancel(promotion, user), "")],
     }.get(promotion.state, [])
+    actions = [
+        Action(kind, label, reverse(f"releases:{kind}", args=[promotion.pk]) + back, why_not or "", tone, not why_not)
+        for kind, label, why_not, tone in offered
+    ]
+    # What this promotion deployed and still runs can be rolled back from here too.
+    deployment = getattr(promotion, "deployment", None)
+    if deployment and deployment.replaced_at is None and not promotion.is_active:
+        why_not = policy.why_not_request(user, promotion.service, promotion.environment, kind=PromotionKind.ROLLBACK)
+        url = reverse("releases:rollback", args=[promotion.service.name, promotion.environment.name]) + back
+        actions.append(Action("rollback", "Roll back…", url, why_not or "", "danger", not why_not))
     samples = list(promotion.samples.all())
     return {
         "promotion": promotion,
@@ -90,10 +100,7 @@ def _promotion_context(request, pk):
         "samples": samples,
         "sample_summary": timeline.sample_summary(samples),
         "events": list(AuditEvent.objects.for_promotion(promotion).order_by("id")),
-        "actions": [
-            Action(kind, label, reverse(f"releases:{kind}", args=[promotion.pk]) + back, why_not or "", tone, not why_not)
-            for kind, label, why_not, tone in offered
-        ],
+        "actions": actions,
         "approvals_required": policy.approvals_required(promotion),
         "approver_groups": policy.describe_groups(promotion.environment.approver_groups.all()),
         "values_path": promotion.service.values_path(promotion.environment),

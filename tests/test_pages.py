@@ -141,10 +141,17 @@ def test_each_person_sees_the_actions_they_may_take_and_why_not_the_others(world
         assert f'data-action="{kind}">{reason}' in actions
 
 
-def test_a_finished_promotion_offers_no_action(world):
-    promotion = ran(world["release"], world["env"]["production"])
-    page = page_for(world["sam"], promotion.get_absolute_url()).content.decode()
-    assert "nothing more can be done to it here" in page
+def test_a_finished_promotion_that_still_runs_offers_only_a_rollback(world):
+    older = ran(world["release"], world["env"]["production"], at=timezone.now() - timedelta(days=1))
+    newer = ran(make_release(world["service"], "2026.02.2"), world["env"]["production"])
+    running = page_for(world["sam"], newer.get_absolute_url()).content.decode()
+    actions = running.split('id="actions-title"', 1)[1].split("</ul>", 1)[0]
+    assert "/services/nexo-be/environments/production/rollback/" in action_link(actions, "rollback")
+    assert action_link(actions, "approve") is None and action_link(actions, "cancel") is None
+    replaced = page_for(world["sam"], older.get_absolute_url()).content.decode()
+    assert "nothing more can be done to it here" in replaced
+    stranger = page_for(world["viewer"], newer.get_absolute_url()).content.decode()
+    assert 'data-action="rollback">Only the backend-team team' in stranger
 
 
 def test_htmx_refreshes_only_the_live_part_of_the_promotion_page(world):
