@@ -9,6 +9,7 @@
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -69,6 +70,7 @@ def exception_handler(exc, context):
     return response
 
 
+@csrf_exempt
 @login_not_required
 def not_found(request, exception=None):
     """Anyone: a JSON 404 for unknown paths under /api/, instead of a redirect to the sign-in page."""

@@ -4,6 +4,7 @@ Who may call what is stated on each view: a signed-in person (session) or an API
 the named scope; the promotion rules themselves are checked by `releases.policy`.
 """
 
+from django import forms
 from django.conf import settings
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
@@ -35,6 +36,20 @@ def actor_of(request):
 # --- releases -----------------------------------------------------------------------------------
 
 
+class StrictFilterForm(forms.Form):
+    """A date or yes/no filter given without a usable value is a mistake to report, not to drop silently."""
+
+    EXPECTED = {forms.DateTimeField: "an ISO 8601 date-time, e.g. 2026-02-01T00:00:00Z", forms.NullBooleanField: "true or false"}
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, field in self.fields.items():
+            expected = next((text for kind, text in self.EXPECTED.items() if isinstance(field, kind)), None)
+            if expected and name in self.data and cleaned.get(name) is None and name not in self.errors:
+                self.add_error(name, f"Give {expected}.")
+        return cleaned
+
+
 class ReleaseFilter(filters.FilterSet):
     service = filters.CharFilter(field_name="service__name", help_text="Only this service's releases.")
     environment = filters.CharFilter(
@@ -47,6 +62,7 @@ class ReleaseFilter(filters.FilterSet):
     class Meta:
         model = Release
         fields = []
+        form = StrictFilterForm
 
     def filter_environment(self, queryset, name, value):
         return queryset.filter(deployments__environment__name=value).distinct()

@@ -45,6 +45,9 @@ class EnvironmentField(serializers.SlugRelatedField):
             self.fail("does_not_exist", value=str(data)[:50], known=known)
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": r"^[0-9]{4}\.(0[1-9]|1[0-2])\.[1-9][0-9]{0,5}(-[0-9a-z][0-9a-z.-]{0,39})?$", "example": "2026.02.1"}
+)
 class VersionField(serializers.CharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", calver.MAX_VERSION_LENGTH)
@@ -154,7 +157,7 @@ class PromotionSerializer(PromotionSummarySerializer):
             "error",
         ]
 
-    previous_version = serializers.CharField(source="previous_release.version", default=None)
+    previous_version = serializers.CharField(source="previous_release.version", default=None, allow_null=True, read_only=True)
 
     def get_approvals_required(self, promotion) -> int:
         from .policy import approvals_required
@@ -166,7 +169,7 @@ class ReleaseSerializer(serializers.ModelSerializer):
     service = serializers.CharField(source="service.name")
     tags = serializers.ListField(child=serializers.CharField(), read_only=True)
     images = serializers.SerializerMethodField()
-    fixes = serializers.CharField(source="fixes.version", default=None)
+    fixes = serializers.CharField(source="fixes.version", default=None, allow_null=True, read_only=True)
     url = serializers.SerializerMethodField()
 
     class Meta:

@@ -1,0 +1,46 @@
+"""OpenAPI additions drf-spectacular cannot infer: the one error body every 4xx answers with."""
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["status", "code", "message", "errors"],
+    "properties": {
+        "status": {"type": "integer", "description": "The HTTP status, repeated."},
+        "code": {"type": "string", "description": "A machine-readable reason, e.g. invalid, not_authenticated, conflict."},
+        "message": {"type": "string", "description": "Every error in one sentence, each prefixed by its field."},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "code", "message"],
+                "properties": {
+                    "field": {"type": "string", "nullable": True, "description": "The field to fix; null for the request as a whole."},
+                    "code": {"type": "string"},
+                    "message": {"type": "string", "description": "What to fix."},
+                },
+            },
+        },
+    },
+}
+
+STANDARD_ERRORS = {
+    "400": "Invalid input: `errors` names each field and what to fix.",
+    "401": "No valid session or API token (or, for webhooks, no valid signature).",
+    "403": "Not allowed: the token lacks the scope or the service, or the promotion policy refuses.",
+    "404": "Nothing there.",
+    "405": "This method is not accepted here.",
+    "429": "Too many calls with this API token; retry after the time in Retry-After.",
+}
+
+
+def add_error_responses(result, generator, request, public):
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            for status, description in STANDARD_ERRORS.items():
+                responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if status.startswith("4") and "content" not in response:
+                    response["content"] = error_content
+    return result
