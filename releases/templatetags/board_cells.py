@@ -18,25 +18,34 @@ def _html(markup, *values):
     return markup.format(*(value if isinstance(value, SafeString) else escape(str(value)) for value in values))
 
 
+# Badges repeat from cell to cell ("verified", "Healthy"): each distinct one is built once.
+_badges = {}
+
+
 def _badge(badge):
     if badge is None:
         return ""
-    if badge.title:
-        return _html('<span class="badge {}" title="{}">{}</span>', badge.tone, badge.title, badge.label)
-    return _html('<span class="badge {}">{}</span>', badge.tone, badge.label)
+    key = (badge.label, badge.tone, badge.title)
+    if key not in _badges:
+        if len(_badges) > 4096:
+            _badges.clear()
+        if badge.title:
+            _badges[key] = _html('<span class="badge {}" title="{}">{}</span>', badge.tone, badge.title, badge.label)
+        else:
+            _badges[key] = _html('<span class="badge {}">{}</span>', badge.tone, badge.label)
+    return _badges[key]
 
 
 def _action(action):
-    markup = '<a class="button small {}" href="{}" hx-get="{}" hx-target="#dialog-body" data-action="{}">{}</a>'
+    # data-confirm: portal.js opens the link's confirmation as a dialog; without JavaScript it is a page.
     if action.allowed:
-        return _html(markup, action.tone, action.url, action.url, action.kind, action.label)
+        return _html('<a class="button small {}" href="{}" data-confirm data-action="{}">{}</a>', action.tone, action.url, action.kind, action.label)
     # Unavailable, yet it opens the confirmation, which says why not.
-    markup = (
-        '<a class="button small unavailable {}" href="{}" hx-get="{}" hx-target="#dialog-body" data-action="{}"'
-        ' title="{}">{}<span class="why"> · why not?</span></a>'
+    return _html(
+        '<a class="button small unavailable {}" href="{}" data-confirm data-action="{}" title="{}">{}'
+        '<span class="why"> · why not?</span></a>',
+        action.tone, action.url, action.kind, action.why_not or "Open it to see why it is not available to you", action.label,
     )
-    reason = action.why_not or "Open it to see why it is not available to you"
-    return _html(markup, action.tone, action.url, action.url, action.kind, reason, action.label)
 
 
 @register.simple_tag

@@ -46,7 +46,13 @@
     if (event.target.closest("[data-close-dialog]")) {
       event.preventDefault();
       dialog().close();
+      return;
     }
+    // Actions open their confirmation in the dialog; a click with a modifier still opens a tab.
+    var link = event.target.closest("a[data-confirm]");
+    if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    htmx.ajax("GET", link.getAttribute("href"), { target: "#dialog-body", swap: "innerHTML" });
   });
 
   document.addEventListener("close", function (event) {
