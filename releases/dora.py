@@ -10,22 +10,8 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from django.db import connection
-from django.db.models import (
-    Aggregate,
-    Count,
-    DateField,
-    DurationField,
-    Exists,
-    ExpressionWrapper,
-    F,
-    FloatField,
-    Func,
-    OuterRef,
-    Q,
-    Subquery,
-    TextChoices,
-)
+from django.db import connection, transaction
+from django.db.models import Count, DateField, Exists, F, OuterRef, Q, Subquery, TextChoices
 from django.db.models.functions import TruncDate, TruncMonth, TruncWeek
 from django.utils import timezone
 
@@ -349,23 +335,6 @@ class Report:
 # --- database aggregation -------------------------------------------------------------------
 
 
-class Percentile(Aggregate):
-    """PostgreSQL's continuous percentile (linear interpolation between the two nearest values)."""
-
-    function = "PERCENTILE_CONT"
-    name = "Percentile"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression, fraction, **extra):
-        super().__init__(expression, fraction=float(fraction), **extra)
-
-
-class Epoch(Func):
-    template = "EXTRACT(EPOCH FROM %(expressions)s)"
-    output_field = FloatField()
-
-
 def percentile(values, fraction):
     """The same interpolation as PERCENTILE_CONT, for databases that lack it (the SQLite demo)."""
     if not values:
@@ -407,37 +376,20 @@ def _counts():
     }
 
 
-def _percentiles():
-    lead_time = Epoch(ExpressionWrapper(F("deployed_at") - F("release__committed_at"), output_field=DurationField()))
-    # NULL for a deployment with no resolved incident: PERCENTILE_CONT skips it.
-    recovery_time = Epoch(ExpressionWrapper(_first_resolution() - F("deployed_at"), output_field=DurationField()))
-    return {
-        "lead_time_median": Percentile(lead_time, 0.5, filter=HAS_VALID_COMMIT_TIME),
-        "lead_time_p90": Percentile(lead_time, 0.9, filter=HAS_VALID_COMMIT_TIME),
-        "recovery_median": Percentile(recovery_time, 0.5, filter=CHANGE),
-        "recovery_p90": Percentile(recovery_time, 0.9, filter=CHANGE),
-    }
-
-
 def _database_has_percentiles():
     return connection.vendor == "postgresql"
 
 
-def _summaries(deployments, group_by):
-    """Counts and percentiles per group (one query on PostgreSQL), keyed by the group's values."""
-    in_database = _database_has_percentiles()
-    aggregates = {**_counts(), **(_percentiles() if in_database else {})}
+# --- the portable path: plain ORM aggregation, percentiles in Python (the SQLite demo) ------------
+
+
+def _summaries_portably(deployments, group_by):
+    aggregates = _counts()
     if group_by:
         rows = deployments.values(*group_by).annotate(**aggregates).order_by()
         result = {tuple(row[name] for name in group_by): row for row in rows}
     else:
         result = {(): deployments.aggregate(**aggregates)}
-    if not in_database:
-        _fill_percentiles_portably(deployments, group_by, result)
-    return result
-
-
-def _fill_percentiles_portably(deployments, group_by, result):
     lead_times, recoveries = {}, {}
     rows = (
         deployments.filter(CHANGE)
@@ -455,10 +407,10 @@ def _fill_percentiles_portably(deployments, group_by, result):
         row["lead_time_p90"] = percentile(lead_times.get(key, []), 0.9)
         row["recovery_median"] = percentile(recoveries.get(key, []), 0.5)
         row["recovery_p90"] = percentile(recoveries.get(key, []), 0.9)
+    return result
 
 
-def _deploy_days(deployments, truncate, group_by):
-    """Distinct calendar days with at least one change deployment, per group and week or month."""
+def _deploy_days_portably(deployments, truncate, group_by):
     rows = (
         deployments.filter(CHANGE)
         .annotate(bucket=truncate("deployed_at", output_field=DateField()))
@@ -470,6 +422,155 @@ def _deploy_days(deployments, truncate, group_by):
     for row in rows:
         counts.setdefault(tuple(row[name] for name in group_by), {})[row["bucket"]] = row["days"]
     return counts
+
+
+def _aggregate_portably(deployments, interval):
+    truncate = TruncWeek if interval == Interval.WEEKLY else TruncMonth
+    return Totals(
+        summaries={
+            "overall": _summaries_portably(deployments, []),
+            "service": _summaries_portably(deployments, ["service_id"]),
+            "bucket": _summaries_portably(
+                deployments.annotate(bucket=truncate("deployed_at", output_field=DateField())), ["bucket"]
+            )
+            if interval != Interval.ALL
+            else {},
+        },
+        weekly={**_deploy_days_portably(deployments, TruncWeek, []),
+                **_deploy_days_portably(deployments, TruncWeek, ["service_id"])},
+        monthly={**_deploy_days_portably(deployments, TruncMonth, []),
+                 **_deploy_days_portably(deployments, TruncMonth, ["service_id"])},
+    )
+
+
+# --- the PostgreSQL path: one scan for every figure, one for the deploy-days -----------------------
+#
+# The same definitions as above in two statements. The deployments to count come from the ORM
+# (filters stay in one place); incidents are folded in by one grouped join instead of a lookup
+# per deployment, and GROUPING SETS give the whole, per-service and per-bucket figures from
+# a single pass. See bench/bench_dora.py for why.
+
+_FACTS = """
+WITH deployment AS ({deployments}),
+failure AS (
+    SELECT caused_by_id, MIN(resolved_at) AS first_resolution
+    FROM {incident_table}
+    WHERE caused_by_id IS NOT NULL
+    GROUP BY caused_by_id
+),
+facts AS (
+    SELECT d.service_id,
+           (DATE_TRUNC(%s, d.deployed_at AT TIME ZONE %s))::date AS bucket,
+           d.is_change,
+           d.is_rollback,
+           d.is_change AND d.is_hotfix AS is_hotfix_change,
+           d.is_change AND f.caused_by_id IS NOT NULL AS failed,
+           d.is_change AND f.first_resolution IS NOT NULL AS recovered,
+           d.is_change AND d.committed_at IS NULL AS without_commit_time,
+           d.is_change AND d.committed_at > d.deployed_at AS commit_after_deployment,
+           CASE WHEN d.is_change AND d.committed_at <= d.deployed_at
+                THEN EXTRACT(EPOCH FROM d.deployed_at - d.committed_at) END AS lead_time,
+           CASE WHEN d.is_change THEN EXTRACT(EPOCH FROM f.first_resolution - d.deployed_at) END AS recovery_time
+    FROM deployment d LEFT JOIN failure f ON f.caused_by_id = d.id
+)
+SELECT {grouping} AS grouping, service_id, {bucket} AS bucket,
+       COUNT(*) FILTER (WHERE is_change) AS change_deployments,
+       COUNT(*) FILTER (WHERE is_rollback) AS rollbacks,
+       COUNT(*) FILTER (WHERE is_hotfix_change) AS hotfix_deployments,
+       COUNT(*) FILTER (WHERE failed) AS failed_deployments,
+       COUNT(*) FILTER (WHERE recovered) AS recovered_failures,
+       COUNT(lead_time) AS lead_time_samples,
+       COUNT(*) FILTER (WHERE without_commit_time) AS without_commit_time,
+       COUNT(*) FILTER (WHERE commit_after_deployment) AS commit_after_deployment,
+       PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY lead_time) AS lead_time_median,
+       PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY lead_time) AS lead_time_p90,
+       PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY recovery_time) AS recovery_median,
+       PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY recovery_time) AS recovery_p90
+FROM facts
+GROUP BY GROUPING SETS {grouping_sets}
+"""
+
+_DEPLOY_DAYS = """
+WITH days AS (
+    SELECT DISTINCT d.service_id, (d.deployed_at AT TIME ZONE %s)::date AS day
+    FROM ({deployments}) d
+)
+SELECT GROUPING(service_id, week, month) AS grouping, service_id, week, month, COUNT(DISTINCT day) AS days
+FROM (SELECT service_id, day, (DATE_TRUNC('week', day))::date AS week, (DATE_TRUNC('month', day))::date AS month
+      FROM days) AS by_day
+GROUP BY GROUPING SETS ((week), (month), (service_id, week), (service_id, month))
+"""
+
+# GROUPING(service_id, bucket) is a bit mask of the columns rolled up in that row.
+_OVERALL, _BY_SERVICE, _BY_BUCKET = 0b11, 0b01, 0b10
+
+
+def _fetch(cursor, sql, params):
+    cursor.execute(sql, params)
+    columns = [column.name for column in cursor.description]
+    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+
+def _aggregate_in_postgresql(deployments, interval):
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Compiling these sub-second aggregations to machine code costs more than it saves.
+        cursor.execute("SET LOCAL jit = off")
+        return _aggregate_with(cursor, deployments, interval)
+
+
+def _aggregate_with(cursor, deployments, interval):
+    base, base_params = (
+        deployments.annotate(committed_at=F("release__committed_at"), is_hotfix=F("release__is_hotfix"))
+        .values("id", "service_id", "deployed_at", "is_change", "is_rollback", "committed_at", "is_hotfix")
+        .order_by()
+        .query.sql_with_params()
+    )
+    zone = timezone.get_current_timezone_name()
+    if interval == Interval.ALL:
+        # No bucket column is grouped: report the mask it would have had.
+        grouping, bucket, grouping_sets = "GROUPING(service_id) * 2 + 1", "NULL", "((), (service_id))"
+    else:
+        grouping, bucket, grouping_sets = "GROUPING(service_id, bucket)", "bucket", "((), (service_id), (bucket))"
+    unit = "week" if interval == Interval.WEEKLY else "month"
+    summaries = {"overall": {(): {}}, "service": {}, "bucket": {}}
+    sql = _FACTS.format(
+        deployments=base, incident_table=Incident._meta.db_table, grouping=grouping, bucket=bucket, grouping_sets=grouping_sets
+    )
+    for row in _fetch(cursor, sql, [*base_params, unit, zone]):
+        grouping = row.pop("grouping")
+        service_id, bucket = row.pop("service_id"), row.pop("bucket")
+        if grouping == _OVERALL:
+            summaries["overall"][()] = row
+        elif grouping == _BY_SERVICE:
+            summaries["service"][(service_id,)] = row
+        elif grouping == _BY_BUCKET:
+            summaries["bucket"][(bucket,)] = row
+
+    days, days_params = deployments.filter(CHANGE).values("service_id", "deployed_at").order_by().query.sql_with_params()
+    weekly, monthly = {}, {}
+    for row in _fetch(cursor, _DEPLOY_DAYS.format(deployments=days), [zone, *days_params]):
+        pooled = row["grouping"] & 0b100
+        key = () if pooled else (row["service_id"],)
+        if row["week"] is not None:
+            weekly.setdefault(key, {})[row["week"]] = row["days"]
+        else:
+            monthly.setdefault(key, {})[row["month"]] = row["days"]
+    return Totals(summaries=summaries, weekly=weekly, monthly=monthly)
+
+
+@dataclass
+class Totals:
+    """What the database returned: summaries by "overall"/"service"/"bucket", deploy-days by week and month."""
+
+    summaries: dict
+    weekly: dict
+    monthly: dict
+
+
+def _aggregate(deployments, interval):
+    if _database_has_percentiles():
+        return _aggregate_in_postgresql(deployments, interval)
+    return _aggregate_portably(deployments, interval)
 
 
 def _median_over(buckets, counts):
@@ -522,23 +623,18 @@ def report(*, environment=None, start=None, end=None, service=None, team=None, i
         services = services.filter(team=team)
         deployments = deployments.filter(service__team=team)
 
-    weekly = _deploy_days(deployments, TruncWeek, [])
-    monthly = _deploy_days(deployments, TruncMonth, [])
+    totals = _aggregate(deployments, interval)
     overall = _figures(
-        period.days, _summaries(deployments, []).get(()), weekly.get((), {}), monthly.get((), {}), period
+        period.days, totals.summaries["overall"].get(()), totals.weekly.get((), {}), totals.monthly.get((), {}), period
     )
-
-    per_service = _summaries(deployments, ["service_id"])
-    weekly_by_service = _deploy_days(deployments, TruncWeek, ["service_id"])
-    monthly_by_service = _deploy_days(deployments, TruncMonth, ["service_id"])
     rows = [
         ServiceRow(
             service=each,
             figures=_figures(
                 period.days,
-                per_service.get((each.pk,)),
-                weekly_by_service.get((each.pk,), {}),
-                monthly_by_service.get((each.pk,), {}),
+                totals.summaries["service"].get((each.pk,)),
+                totals.weekly.get((each.pk,), {}),
+                totals.monthly.get((each.pk,), {}),
                 period,
             ),
         )
@@ -547,15 +643,18 @@ def report(*, environment=None, start=None, end=None, service=None, team=None, i
 
     trend = []
     if interval != Interval.ALL:
-        truncate, buckets, days_by_bucket = (
-            (TruncWeek, period.weeks(), weekly.get((), {}))
+        buckets, days = (
+            (period.weeks(), totals.weekly.get((), {}))
             if interval == Interval.WEEKLY
-            else (TruncMonth, period.months(), monthly.get((), {}))
+            else (period.months(), totals.monthly.get((), {}))
         )
-        per_bucket = _summaries(deployments.annotate(bucket=truncate("deployed_at", output_field=DateField())), ["bucket"])
         for bucket in buckets:
             figures = _figures(
-                period.days_in(bucket, interval), per_bucket.get((bucket,)), {bucket: days_by_bucket.get(bucket, 0)}, {}, None,
+                period.days_in(bucket, interval),
+                totals.summaries["bucket"].get((bucket,)),
+                {bucket: days.get(bucket, 0)},
+                {},
+                None,
                 banded=False,
             )
             trend.append(Bucket(start=bucket, figures=figures))
