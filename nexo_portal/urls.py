@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from releases.api_dora import DoraMetricsView, PagerDutyWebhookView
+
 from . import views
 
 admin.site.site_header = "Nexo Release Portal"
@@ -15,5 +17,7 @@ urlpatterns = [
     path("accounts/", include("social_django.urls", namespace="social")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/dora/", DoraMetricsView.as_view(), name="api-dora"),
+    path("api/v1/incidents/pagerduty/", PagerDutyWebhookView.as_view(), name="api-pagerduty-webhook"),
     path("", include("releases.urls")),
 ]

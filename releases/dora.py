@@ -601,9 +601,10 @@ def default_environment():
     )
 
 
-def report(*, environment=None, start=None, end=None, service=None, team=None, interval=Interval.ALL):
+def report(*, environment=None, period=None, start=None, end=None, service=None, team=None, interval=Interval.ALL):
     """The DORA report for one environment and period, optionally one service or one team's services.
 
+    The period is a `Period`, or made from `start` and `end` (dates; the last 90 days by default).
     A fixed number of queries whatever the number of services or deployments.
     """
     environment = environment or default_environment()
@@ -611,7 +612,7 @@ def report(*, environment=None, start=None, end=None, service=None, team=None, i
         raise ReportError("There is no environment yet: create the environments first (manage.py seed_demo).")
     if service is not None and team is not None and service.team_id != team.pk:
         raise ReportError(f"{service.name} does not belong to {team.name}: choose the team or the service.")
-    period = start if isinstance(start, Period) else Period.resolve(start, end)
+    period = period or Period.resolve(start, end)
     since, until = period.bounds()
 
     services = Service.objects.select_related("team").order_by("name")
