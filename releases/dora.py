@@ -8,6 +8,7 @@ its services, it never averages per-service medians.
 
 import statistics
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime, time, timedelta
 
 from django.db import connection, transaction
@@ -123,6 +124,7 @@ class Period:
             datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=zone),
         )
 
+    @cached_property
     def weeks(self):
         """The Mondays of the ISO weeks the period touches."""
         monday = self.start - timedelta(days=self.start.weekday())
@@ -132,6 +134,7 @@ class Period:
             monday += timedelta(days=7)
         return weeks
 
+    @cached_property
     def months(self):
         """The first days of the calendar months the period touches."""
         month = self.start.replace(day=1)
@@ -347,7 +350,7 @@ def percentile(values, fraction):
 
 
 CHANGE = Q(is_change=True)
-HAS_VALID_COMMIT_TIME = CHANGE & Q(release__committed_at__isnull=False, release__committed_at__lte=F("deployed_at"))
+HAS_VALID_COMMIT_TIME = CHANGE & Q(release_committed_at__isnull=False, release_committed_at__lte=F("deployed_at"))
 
 
 def _incidents():
@@ -367,12 +370,12 @@ def _counts():
     return {
         "change_deployments": Count("pk", filter=CHANGE),
         "rollbacks": Count("pk", filter=Q(is_rollback=True)),
-        "hotfix_deployments": Count("pk", filter=CHANGE & Q(release__is_hotfix=True)),
+        "hotfix_deployments": Count("pk", filter=CHANGE & Q(release_is_hotfix=True)),
         "failed_deployments": Count("pk", filter=_failed()),
         "recovered_failures": Count("pk", filter=CHANGE & Exists(_incidents().filter(resolved_at__isnull=False))),
         "lead_time_samples": Count("pk", filter=HAS_VALID_COMMIT_TIME),
-        "without_commit_time": Count("pk", filter=CHANGE & Q(release__committed_at__isnull=True)),
-        "commit_after_deployment": Count("pk", filter=CHANGE & Q(release__committed_at__gt=F("deployed_at"))),
+        "without_commit_time": Count("pk", filter=CHANGE & Q(release_committed_at__isnull=True)),
+        "commit_after_deployment": Count("pk", filter=CHANGE & Q(release_committed_at__gt=F("deployed_at"))),
     }
 
 
@@ -394,7 +397,7 @@ def _summaries_portably(deployments, group_by):
     rows = (
         deployments.filter(CHANGE)
         .annotate(first_resolution=_first_resolution())
-        .values_list(*group_by, "deployed_at", "release__committed_at", "first_resolution")
+        .values_list(*group_by, "deployed_at", "release_committed_at", "first_resolution")
     )
     for *key, deployed_at, committed_at, first_resolution in rows:
         key = tuple(key)
@@ -446,9 +449,10 @@ def _aggregate_portably(deployments, interval):
 # --- the PostgreSQL path: one scan for every figure, one for the deploy-days -----------------------
 #
 # The same definitions as above in two statements. The deployments to count come from the ORM
-# (filters stay in one place); incidents are folded in by one grouped join instead of a lookup
-# per deployment, and GROUPING SETS give the whole, per-service and per-bucket figures from
-# a single pass. See bench/bench_dora.py for why.
+# (filters stay in one place) and carry copies of their release's commit time and hotfix flag,
+# so no join to releases; incidents are folded in by one grouped join instead of a lookup per
+# deployment; GROUPING SETS give the whole, per-service and per-bucket figures in a single pass.
+# bench/bench_dora.py measures it.
 
 _FACTS = """
 WITH deployment AS ({deployments}),
@@ -463,13 +467,13 @@ facts AS (
            (DATE_TRUNC(%s, d.deployed_at AT TIME ZONE %s))::date AS bucket,
            d.is_change,
            d.is_rollback,
-           d.is_change AND d.is_hotfix AS is_hotfix_change,
+           d.is_change AND d.release_is_hotfix AS is_hotfix_change,
            d.is_change AND f.caused_by_id IS NOT NULL AS failed,
            d.is_change AND f.first_resolution IS NOT NULL AS recovered,
-           d.is_change AND d.committed_at IS NULL AS without_commit_time,
-           d.is_change AND d.committed_at > d.deployed_at AS commit_after_deployment,
-           CASE WHEN d.is_change AND d.committed_at <= d.deployed_at
-                THEN EXTRACT(EPOCH FROM d.deployed_at - d.committed_at) END AS lead_time,
+           d.is_change AND d.release_committed_at IS NULL AS without_commit_time,
+           d.is_change AND d.release_committed_at > d.deployed_at AS commit_after_deployment,
+           CASE WHEN d.is_change AND d.release_committed_at <= d.deployed_at
+                THEN EXTRACT(EPOCH FROM d.deployed_at - d.release_committed_at) END AS lead_time,
            CASE WHEN d.is_change THEN EXTRACT(EPOCH FROM f.first_resolution - d.deployed_at) END AS recovery_time
     FROM deployment d LEFT JOIN failure f ON f.caused_by_id = d.id
 )
@@ -520,8 +524,9 @@ def _aggregate_in_postgresql(deployments, interval):
 
 def _aggregate_with(cursor, deployments, interval):
     base, base_params = (
-        deployments.annotate(committed_at=F("release__committed_at"), is_hotfix=F("release__is_hotfix"))
-        .values("id", "service_id", "deployed_at", "is_change", "is_rollback", "committed_at", "is_hotfix")
+        deployments.values(
+            "id", "service_id", "deployed_at", "is_change", "is_rollback", "release_committed_at", "release_is_hotfix"
+        )
         .order_by()
         .query.sql_with_params()
     )
@@ -588,8 +593,8 @@ def _figures(days, summary, weekly, monthly, period, banded=True):
             setattr(figures, name, summary[name])
     figures.deploy_days = sum(weekly.values())
     if period is not None:
-        figures.deploy_days_per_week = _median_over(period.weeks(), weekly)
-        figures.deploy_days_per_month = _median_over(period.months(), monthly)
+        figures.deploy_days_per_week = _median_over(period.weeks, weekly)
+        figures.deploy_days_per_month = _median_over(period.months, monthly)
     return figures
 
 
@@ -645,9 +650,9 @@ def report(*, environment=None, period=None, start=None, end=None, service=None,
     trend = []
     if interval != Interval.ALL:
         buckets, days = (
-            (period.weeks(), totals.weekly.get((), {}))
+            (period.weeks, totals.weekly.get((), {}))
             if interval == Interval.WEEKLY
-            else (period.months(), totals.monthly.get((), {}))
+            else (period.months, totals.monthly.get((), {}))
         )
         for bucket in buckets:
             figures = _figures(

@@ -209,7 +209,13 @@ class Release(models.Model):
     def save(self, *args, **kwargs):
         parsed = calver.parse(self.version)
         self.year, self.month, self.build, self.metadata = parsed.year, parsed.month, parsed.build, parsed.metadata
-        super().save(*args, **kwargs)
+        adding = self._state.adding
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if not adding:
+                self.deployments.exclude(
+                    release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix
+                ).update(release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix)
 
     def clean(self):
         try:
@@ -436,6 +442,8 @@ class DeploymentQuerySet(models.QuerySet):
                 source=source,
                 is_rollback=is_rollback,
                 is_change=not is_rollback and (before is None or before.release_id != release.pk),
+                release_committed_at=release.committed_at,
+                release_is_hotfix=release.is_hotfix,
                 gitops_commit_sha=gitops_commit_sha,
                 deployed_at=deployed_at,
                 replaced_at=after.deployed_at if after else None,
@@ -467,6 +475,10 @@ class Deployment(models.Model):
         default=True,
         help_text="Counted by DORA: neither a rollback nor a redeploy of the release already running there.",
     )
+    # Copies of the release's commit time and hotfix flag, kept in step by Release.save(), so the
+    # DORA report reads one table instead of joining every deployment to its release.
+    release_committed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    release_is_hotfix = models.BooleanField(default=False, editable=False)
     gitops_commit_sha = models.CharField(max_length=40, blank=True)
     deployed_at = models.DateTimeField(help_text="When the deployment finished (healthy).")
     replaced_at = models.DateTimeField(null=True, blank=True)

@@ -593,3 +593,19 @@ def test_database_refuses_a_rollback_counted_as_a_change(environments):
             service=history.service, environment=history.environment, release=release, deployed_at=at(0),
             is_rollback=True, is_change=True,
         )
+
+
+def test_deployments_keep_their_releases_commit_time_and_hotfix_flag_in_step(environments):
+    history = History(environments)
+    deployment = history.deploy("2026.03.1", at(0), lead_hours=2)
+    release = deployment.release
+
+    release.is_hotfix = True
+    release.committed_at = at(0, hours=-5)
+    release.save()
+
+    deployment.refresh_from_db()
+    figures = march_report().overall
+    assert (deployment.release_is_hotfix, deployment.release_committed_at) == (True, at(0, hours=-5))
+    assert figures.hotfix_deployments == 1
+    assert figures.lead_time_median == pytest.approx(5 * HOUR)
