@@ -53,7 +53,7 @@ def generate(now, environments, services):
     """Rows for releases, deployments and incidents, as the portal would have recorded them."""
     rng = random.Random(2026)
     start = now - timedelta(days=365 * YEARS)
-    releases, deployments, incidents = [], [], []
+    releases, incidents = [], []
     release_id = deployment_id = incident_id = 0
     per_place = {}
 

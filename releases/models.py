@@ -442,8 +442,6 @@ class DeploymentQuerySet(models.QuerySet):
                 source=source,
                 is_rollback=is_rollback,
                 is_change=not is_rollback and (before is None or before.release_id != release.pk),
-                release_committed_at=release.committed_at,
-                release_is_hotfix=release.is_hotfix,
                 gitops_commit_sha=gitops_commit_sha,
                 deployed_at=deployed_at,
                 replaced_at=after.deployed_at if after else None,
@@ -475,8 +473,8 @@ class Deployment(models.Model):
         default=True,
         help_text="Counted by DORA: neither a rollback nor a redeploy of the release already running there.",
     )
-    # Copies of the release's commit time and hotfix flag, kept in step by Release.save(), so the
-    # DORA report reads one table instead of joining every deployment to its release.
+    # Copies of the release's commit time and hotfix flag, taken on creation and kept in step by
+    # Release.save(), so the DORA report reads one table instead of joining every deployment to its release.
     release_committed_at = models.DateTimeField(null=True, blank=True, editable=False)
     release_is_hotfix = models.BooleanField(default=False, editable=False)
     gitops_commit_sha = models.CharField(max_length=40, blank=True)
@@ -510,6 +508,12 @@ class Deployment(models.Model):
 
     def __str__(self):
         return f"{self.service} {self.release.version} in {self.environment} since {self.deployed_at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        if self._state.adding:
+            self.release_committed_at = self.release.committed_at
+            self.release_is_hotfix = self.release.is_hotfix
+        super().save(*args, **kwargs)
 
     def introducing_change(self):
         """The change deployment that brought this deployment's release here (itself, for a change).

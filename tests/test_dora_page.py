@@ -6,7 +6,7 @@ import hmac
 import io
 import json
 import re
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 import pytest
 from django.test import Client
@@ -199,7 +199,7 @@ def test_api_monthly_intervals_like_gitlab(history, reader):
 
 
 def test_api_other_environment(history, reader):
-    body = reader.get(f"/api/v1/dora/?start=2026-02-01&end=2026-03-31&environment=staging").json()
+    body = reader.get("/api/v1/dora/?start=2026-02-01&end=2026-03-31&environment=staging").json()
 
     assert body["metrics"]["deployment_frequency"]["change_deployments"] == 1
 
