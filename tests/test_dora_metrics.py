@@ -292,6 +292,19 @@ def test_hotfix_marks_the_release_it_fixes_as_failed(environments):
     assert figures.hotfix_deployments == 1
 
 
+def test_hotfix_for_a_release_that_never_ran_here_blames_nothing_but_is_rework(environments):
+    history = History(environments)
+    history.deploy("2026.03.1", at(0), lead_hours=1)
+    history.release("2026.03.2")  # registered, never deployed to production
+    history.hotfix("2026.03.3-hotfix", fixes="2026.03.2", when=at(1))
+
+    figures = march_report().overall
+
+    assert not Incident.objects.exists()
+    assert (figures.failed_deployments, figures.hotfix_deployments) == (0, 1)
+    assert figures.rework_rate == pytest.approx(1 / 2)
+
+
 def test_hotfix_that_itself_fails_is_a_second_failed_change(environments):
     history = History(environments)
     history.deploy("2026.03.1", at(0), lead_hours=1)

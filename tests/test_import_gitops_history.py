@@ -7,6 +7,7 @@ from pathlib import Path
 import git
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import DatabaseError, transaction
 
 from audit.models import AuditAction, AuditEvent
 from releases import dora
@@ -254,3 +255,12 @@ def test_history_the_portal_wrote_is_already_recorded(tmp_path, settings):
 
     assert Deployment.objects.count() == deployments
     assert "Imported 0 deployment(s)" in out and f"{deployments} already recorded" in out
+
+
+def test_only_imported_releases_may_leave_commit_and_digest_blank(service):
+    for fields in ({"commit_sha": ""}, {"image_digest": ""}):
+        with pytest.raises(DatabaseError), transaction.atomic():
+            make_release(service, "2026.03.1", **fields)
+
+    imported = Release.objects.create(service=service, version="2026.03.1", commit_sha="", image_digest="", is_imported=True)
+    assert imported.tags() == ["2026.03.1"]
