@@ -203,10 +203,6 @@ class Figures:
         denominator = self.change_deployments + self.rollbacks
         return (self.hotfix_deployments + self.rollbacks) / denominator if denominator else None
 
-    @property
-    def rework_events(self):
-        return self.change_deployments + self.rollbacks
-
     def _band(self, band):
         return band if self.banded else None
 

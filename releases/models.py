@@ -691,10 +691,6 @@ class Incident(models.Model):
         if errors:
             raise ValidationError(errors)
 
-    @property
-    def is_open(self):
-        return self.resolved_at is None
-
     def audit(self, actor, verb="recorded"):
         audit_log.record(
             AuditAction.INCIDENT_RECORDED,
