@@ -158,6 +158,8 @@ ARGOCD_POLL_SECONDS = env.float("ARGOCD_POLL_SECONDS", default=5.0)
 ARGOCD_VERIFY_TLS = env.bool("ARGOCD_VERIFY_TLS", default=True)
 ARGOCD_WEBHOOK_SECRET = env.str("ARGOCD_WEBHOOK_SECRET", default="")
 PROMETHEUS_URL = env.str("PROMETHEUS_URL", default="")
+# Signing secret of the PagerDuty V3 webhook subscription; unset refuses every delivery.
+INCIDENT_WEBHOOK_SECRET = env.str("INCIDENT_WEBHOOK_SECRET", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 
 # --- GitHub sign-in ---------------------------------------------------------------------------

@@ -377,17 +377,14 @@ def mark_deployed(promotion, *, health=""):
         promotion.sync_status = StepStatus.PASSED
     promotion.save(update_fields=["state", "deployed_at", "sync_status", "updated_at"])
 
-    Deployment.objects.current().filter(service=promotion.service, environment=promotion.environment).update(replaced_at=now)
-    Deployment.objects.create(
-        service=promotion.service,
-        environment=promotion.environment,
+    Deployment.objects.record(
         release=promotion.release,
+        environment=promotion.environment,
+        deployed_at=now,
         promotion=promotion,
         is_rollback=promotion.is_rollback,
         gitops_commit_sha=promotion.gitops_commit_sha,
-        deployed_at=now,
         health=health,
-        health_checked_at=now if health else None,
     )
     _record(AuditAction.PROMOTION_DEPLOYED, promotion, None, f"{_describe(promotion)} deployed" + (f" ({health})" if health else ""), health=health)
 
