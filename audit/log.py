@@ -30,6 +30,18 @@ def compute_hash(previous_hash, fields):
     return hashlib.sha256(f"{previous_hash}\n{canonical}".encode()).hexdigest()
 
 
+def lock_chain():
+    """Hold the chain's lock until the current transaction ends.
+
+    A transaction that records an event and also locks rows takes this first, so every
+    writer takes its locks in the same order — the chain, then rows — and no two writers
+    can wait on each other in a circle. On SQLite writes are serialised already.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+
+
 def record(action, *, actor=None, service="", environment="", version="", promotion=None, message="", data=None):
     """Append one event to the chain and return it.
 
@@ -38,9 +50,7 @@ def record(action, *, actor=None, service="", environment="", version="", promot
     transaction so the event is written if and only if the change it describes is.
     """
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+        lock_chain()
         last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
         event = AuditEvent(
             created_at=timezone.now(),

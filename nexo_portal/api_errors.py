@@ -52,6 +52,13 @@ def body(status_code, code, errors):
     }
 
 
+def error_response(status_code, code, message, field=None):
+    """A 4xx/5xx Response in the one error shape, for views that answer errors themselves."""
+    from rest_framework.response import Response
+
+    return Response(body(status_code, code, [(field, code, message)]), status=status_code)
+
+
 def exception_handler(exc, context):
     if isinstance(exc, PromotionError):
         exc = exceptions.PermissionDenied(str(exc)) if exc.forbidden else Conflict(str(exc))

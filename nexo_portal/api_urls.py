@@ -3,7 +3,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from releases import api_views as releases
+from releases import api_dora, api_views as releases
 
 from . import api_errors
 
@@ -23,5 +23,7 @@ urlpatterns = [
     path("rollbacks/", releases.RollbackView.as_view(), name="rollback"),
     path("verifications/", releases.CheckResultCreateView.as_view(), name="verification-create"),
     path("webhooks/argocd/", releases.ArgoCDWebhookView.as_view(), name="argocd-webhook"),
+    path("dora/", api_dora.DoraMetricsView.as_view(), name="dora"),
+    path("incidents/pagerduty/", api_dora.PagerDutyWebhookView.as_view(), name="pagerduty-webhook"),
     re_path(r"^.*$", api_errors.not_found, name="not-found"),
 ]

@@ -80,7 +80,9 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"),
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Keep connections for a minute (web requests and RQ jobs reuse them), checked before reuse.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 FORMS_URLFIELD_ASSUME_HTTPS = True
@@ -136,7 +138,7 @@ RQ_QUEUES = {
 RQ_SHOW_ADMIN_LINK = True
 # Transitions enqueue their next job in their own transaction.on_commit hook, where a Redis
 # outage is caught and left to the reconciler; django-rq must not defer the enqueue again.
-RQ = {"COMMIT_MODE": "auto"}
+RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "releases.worker.PortalWorker"}
 # The cache holds short-lived counters (API throttling) that every web worker must share.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "nexo-portal"},
@@ -159,6 +161,8 @@ ARGOCD_POLL_SECONDS = env.float("ARGOCD_POLL_SECONDS", default=5.0)
 ARGOCD_VERIFY_TLS = env.bool("ARGOCD_VERIFY_TLS", default=True)
 ARGOCD_WEBHOOK_SECRET = env.str("ARGOCD_WEBHOOK_SECRET", default="")
 PROMETHEUS_URL = env.str("PROMETHEUS_URL", default="")
+# Signing secret of the PagerDuty V3 webhook subscription; unset refuses every delivery.
+INCIDENT_WEBHOOK_SECRET = env.str("INCIDENT_WEBHOOK_SECRET", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 
 # --- GitHub sign-in ---------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from .models import (
     Deployment,
     DeploymentEvent,
     Hold,
+    Incident,
+    IncidentSource,
     Promotion,
     Release,
     Service,
@@ -147,7 +149,7 @@ class ReleaseAdmin(admin.ModelAdmin):
 
     @admin.display(description="Digest")
     def short_digest(self, release):
-        return release.image_digest[:19] + "…"
+        return release.image_digest[:19] + "…" if release.image_digest else "unknown (imported)"
 
     @admin.display(description="Tags")
     def tag_list(self, release):
@@ -231,8 +233,10 @@ class ApprovalAdmin(ReadOnlyAdmin):
 
 @admin.register(Deployment)
 class DeploymentAdmin(ReadOnlyAdmin):
-    list_display = ["service", "version", "environment", "deployed_at", "replaced_at", "source", "is_rollback", "health"]
-    list_filter = ["environment", "source", "is_rollback", "service"]
+    list_display = [
+        "service", "version", "environment", "deployed_at", "replaced_at", "source", "is_change", "is_rollback", "health"
+    ]
+    list_filter = ["environment", "source", "is_change", "is_rollback", "service"]
     search_fields = ["service__name", "release__version", "gitops_commit_sha"]
     list_select_related = ["service", "release", "environment"]
     date_hierarchy = "deployed_at"
@@ -310,3 +314,29 @@ class DeploymentEventAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "trigger", "application", "revision", "health_status", "phase", "outcome"]
     list_filter = ["trigger", "health_status"]
     search_fields = ["application", "revision"]
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    """Incidents may be entered and corrected by hand: they decide which deployments count as failed."""
+
+    list_display = ["title", "service", "environment", "severity", "source", "started_at", "resolved_at", "caused_by"]
+    list_filter = ["environment", "severity", "source", "service"]
+    search_fields = ["title", "external_id", "service__name"]
+    list_select_related = ["service", "environment", "caused_by__release", "caused_by__service", "caused_by__environment"]
+    date_hierarchy = "started_at"
+    raw_id_fields = ["caused_by", "fixed_by"]
+    fields = [
+        "service", "environment", "title", "severity", "started_at", "resolved_at", "caused_by", "fixed_by",
+        "source", "external_id", "external_url",
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        # What PagerDuty or the pipeline recorded stays theirs; times, severity and links may be corrected.
+        return ["source", "external_id", "external_url"] if obj else ["source"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.source = IncidentSource.MANUAL
+        super().save_model(request, obj, form, change)
+        obj.audit(request.user, verb="changed in the admin" if change else "entered in the admin")

@@ -39,13 +39,17 @@ def actor_of(request):
 class StrictFilterForm(forms.Form):
     """A date or yes/no filter given without a usable value is a mistake to report, not to drop silently."""
 
-    EXPECTED = {forms.DateTimeField: "an ISO 8601 date-time, e.g. 2026-02-01T00:00:00Z", forms.NullBooleanField: "true or false"}
+    EXPECTED = {
+        forms.DateTimeField: "an ISO 8601 date-time, e.g. 2026-02-01T00:00:00Z",
+        forms.NullBooleanField: "true or false",
+        forms.ChoiceField: "one of the listed values",
+    }
 
     def clean(self):
         cleaned = super().clean()
         for name, field in self.fields.items():
             expected = next((text for kind, text in self.EXPECTED.items() if isinstance(field, kind)), None)
-            if expected and name in self.data and cleaned.get(name) is None and name not in self.errors:
+            if expected and name in self.data and cleaned.get(name) in (None, "", []) and name not in self.errors:
                 self.add_error(name, f"Give {expected}.")
         return cleaned
 
@@ -144,6 +148,7 @@ class PromotionFilter(filters.FilterSet):
     class Meta:
         model = Promotion
         fields = []
+        form = StrictFilterForm
 
 
 def promotions_with_details():
@@ -290,6 +295,7 @@ class ArgoCDWebhookView(APIView):
             400: OpenApiResponse(description="The body is not the documented JSON."),
             401: OpenApiResponse(description="Unsigned, badly signed or stale delivery."),
             409: OpenApiResponse(description="Replayed delivery."),
+            503: OpenApiResponse(description="ARGOCD_WEBHOOK_SECRET is not set."),
         },
         summary="Argo CD deployment events",
         description="Headers: `X-Nexo-Timestamp: <unix seconds>` and "
@@ -305,11 +311,11 @@ class ArgoCDWebhookView(APIView):
                 body,
             )
         except deployment_events.WebhookRefused as refusal:
-            return Response(api_errors.body(refusal.status, "signature", [(None, "signature", str(refusal))]), status=refusal.status)
+            return api_errors.error_response(refusal.status, "signature", str(refusal))
         serializer = serializers.DeploymentEventSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
             event = deployment_events.apply(serializer.validated_data, signature)
         except deployment_events.WebhookRefused as refusal:
-            return Response(api_errors.body(refusal.status, "replayed", [(None, "replayed", str(refusal))]), status=refusal.status)
+            return api_errors.error_response(refusal.status, "replayed", str(refusal))
         return Response(serializers.DeploymentEventResultSerializer(event).data, status=status.HTTP_202_ACCEPTED)

@@ -35,7 +35,17 @@ def commit_promotion(promotion_id):
     promotion = _load(promotion_id, PromotionState.APPROVED, PromotionState.COMMITTING)
     if promotion is None:
         return
-    promotion = transitions.start_commit(promotion)
+    # A job that finds the commit already started is a retry: an earlier attempt may have
+    # pushed, so it looks for its own commit first. A job that starts it knows none did.
+    resumed = promotion.state == PromotionState.COMMITTING
+    if not resumed:
+        try:
+            promotion = transitions.start_commit(promotion)
+        except PromotionError:
+            promotion = _load(promotion_id, PromotionState.COMMITTING)
+            if promotion is None:
+                return
+            resumed = True
     service, environment, release = promotion.service, promotion.environment, promotion.release
     path, key = service.values_path(environment), service.image_tag_key
     approvers = [
@@ -53,6 +63,7 @@ def commit_promotion(promotion_id):
                 message,
                 trailer=(gitops_message.PROMOTION_TRAILER, promotion.pk),
                 since=promotion.requested_at - timedelta(days=1),
+                look_for_trailer=resumed,
             )
     except (GitOpsError, values.ValuesFileError) as error:
         transitions.fail(promotion, "commit", str(error))

@@ -9,6 +9,8 @@ from django.db.models import F, Max, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from audit import log as audit_log
+from audit.models import AuditAction
 from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
 
 from . import calver
@@ -158,6 +160,9 @@ class Release(models.Model):
     )
     registered_by = models.CharField(max_length=150, blank=True, help_text="User or API token that registered it.")
     registered_at = models.DateTimeField(default=timezone.now)
+    # Old versions found in the GitOps history were never registered, so their commit and
+    # digest may be unknown (blank); only such rows may leave them blank.
+    is_imported = models.BooleanField(default=False, editable=False)
 
     objects = ReleaseQuerySet.as_manager()
 
@@ -171,8 +176,14 @@ class Release(models.Model):
                 condition=~Q(image_digest=""),
                 name="release_build_registered_once",
             ),
-            models.CheckConstraint(condition=Q(commit_sha__regex=COMMIT_SHA_PATTERN), name="release_commit_sha_is_hex40"),
-            models.CheckConstraint(condition=Q(image_digest__regex=IMAGE_DIGEST_PATTERN), name="release_digest_is_sha256"),
+            models.CheckConstraint(
+                condition=Q(commit_sha__regex=COMMIT_SHA_PATTERN) | Q(is_imported=True, commit_sha=""),
+                name="release_commit_sha_is_hex40",
+            ),
+            models.CheckConstraint(
+                condition=Q(image_digest__regex=IMAGE_DIGEST_PATTERN) | Q(is_imported=True, image_digest=""),
+                name="release_digest_is_sha256",
+            ),
             models.CheckConstraint(condition=Q(month__gte=1) & Q(month__lte=12), name="release_month_in_range"),
             models.CheckConstraint(condition=Q(build__gte=1), name="release_build_positive"),
         ]
@@ -193,6 +204,8 @@ class Release(models.Model):
         return self.commit_sha[:7]
 
     def tags(self):
+        if not self.commit_sha:
+            return [self.version]
         return self.calver.tags(self.commit_sha)
 
     def image_reference(self):
@@ -201,7 +214,13 @@ class Release(models.Model):
     def save(self, *args, **kwargs):
         parsed = calver.parse(self.version)
         self.year, self.month, self.build, self.metadata = parsed.year, parsed.month, parsed.build, parsed.metadata
-        super().save(*args, **kwargs)
+        adding = self._state.adding
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if not adding:
+                self.deployments.exclude(
+                    release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix
+                ).update(release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix)
 
     def clean(self):
         try:
@@ -390,6 +409,61 @@ class DeploymentQuerySet(models.QuerySet):
     def current(self):
         return self.filter(replaced_at__isnull=True)
 
+    def in_place(self, service, environment):
+        return self.filter(service=service, environment=environment)
+
+    def live_at(self, service, environment, at):
+        """The deployment that was running in that place at that time, or None."""
+        return (
+            self.in_place(service, environment)
+            .filter(deployed_at__lte=at)
+            .filter(Q(replaced_at__isnull=True) | Q(replaced_at__gt=at))
+            .order_by("-deployed_at", "-id")
+            .first()
+        )
+
+    def record(self, *, release, environment, deployed_at, promotion=None, is_rollback=False,
+               source=DeploymentSource.PORTAL, gitops_commit_sha="", health=""):
+        """Record a successful deployment (its finish is `deployed_at`) and everything it implies.
+
+        The one way deployments are written, by the pipeline and the GitOps import alike: it
+        closes the deployment it replaces, works out whether this one is a change (DORA counts
+        only those), and records the incident a rollback or a hotfix stands for. History may
+        arrive out of order (an import after the portal already deployed), so the deployment
+        is placed between the ones before and after it in time.
+        """
+        service = release.service
+        with transaction.atomic():
+            # Deployments of one service are recorded one at a time, so "the one before" is exact.
+            Service.objects.select_for_update().filter(pk=service.pk).first()
+            place = self.in_place(service, environment)
+            before = place.filter(deployed_at__lte=deployed_at).order_by("-deployed_at", "-id").first()
+            after = place.filter(deployed_at__gt=deployed_at).order_by("deployed_at", "id").first()
+            if before is not None:
+                before.replaced_at = deployed_at
+                before.save(update_fields=["replaced_at"])
+            deployment = self.create(
+                service=service,
+                environment=environment,
+                release=release,
+                promotion=promotion,
+                source=source,
+                is_rollback=is_rollback,
+                is_change=not is_rollback and (before is None or before.release_id != release.pk),
+                gitops_commit_sha=gitops_commit_sha,
+                deployed_at=deployed_at,
+                replaced_at=after.deployed_at if after else None,
+                health=health,
+            )
+            if after is not None and not after.is_rollback and after.is_change != (after.release_id != release.pk):
+                after.is_change = after.release_id != release.pk
+                after.save(update_fields=["is_change"])
+            if is_rollback:
+                Incident.objects.record_for_rollback(deployment, taken_out=before)
+            elif deployment.is_change and release.is_hotfix and release.fixes_id:
+                Incident.objects.record_for_hotfix(deployment)
+            return deployment
+
 
 class Deployment(models.Model):
     """What actually ran where and from when: the version matrix and DORA are read from here."""
@@ -401,9 +475,18 @@ class Deployment(models.Model):
         Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployment"
     )
     source = models.CharField(max_length=10, choices=DeploymentSource.choices, default=DeploymentSource.PORTAL)
-    is_rollback = models.BooleanField(default=False)
+    is_rollback = models.BooleanField(default=False, help_text="It took out the release that was running.")
+    # Stored rather than derived so DORA reports aggregate one indexed table (see docs/dora.md).
+    is_change = models.BooleanField(
+        default=True,
+        help_text="Counted by DORA: neither a rollback nor a redeploy of the release already running there.",
+    )
+    # Copies of the release's commit time and hotfix flag, taken on creation and kept in step by
+    # Release.save(), so the DORA report reads one table instead of joining every deployment to its release.
+    release_committed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    release_is_hotfix = models.BooleanField(default=False, editable=False)
     gitops_commit_sha = models.CharField(max_length=40, blank=True)
-    deployed_at = models.DateTimeField()
+    deployed_at = models.DateTimeField(help_text="When the deployment finished (healthy).")
     replaced_at = models.DateTimeField(null=True, blank=True)
     health = models.CharField(max_length=20, blank=True, help_text="Last health Argo CD reported.")
     health_checked_at = models.DateTimeField(null=True, blank=True)
@@ -426,11 +509,219 @@ class Deployment(models.Model):
                 condition=Q(replaced_at__isnull=True) | Q(replaced_at__gte=F("deployed_at")),
                 name="deployment_replaced_after_deployed",
             ),
+            models.CheckConstraint(
+                condition=Q(is_rollback=False) | Q(is_change=False), name="deployment_rollback_is_not_a_change"
+            ),
         ]
-        indexes = [models.Index(fields=["environment", "deployed_at"], name="deployment_env_time_idx")]
+        indexes = [
+            models.Index(fields=["environment", "deployed_at"], name="deployment_env_time_idx"),
+            models.Index(fields=["service", "environment", "deployed_at"], name="deployment_place_time_idx"),
+        ]
 
     def __str__(self):
         return f"{self.service} {self.release.version} in {self.environment} since {self.deployed_at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        if self._state.adding:
+            self.release_committed_at = self.release.committed_at
+            self.release_is_hotfix = self.release.is_hotfix
+        super().save(*args, **kwargs)
+
+    def introducing_change(self):
+        """The change deployment that brought this deployment's release here (itself, for a change).
+
+        A redeploy points back to the change it repeated; a rollback introduced no change.
+        """
+        if self.is_change:
+            return self
+        if self.is_rollback:
+            return None
+        return (
+            Deployment.objects.in_place(self.service_id, self.environment_id)
+            .filter(release_id=self.release_id, is_change=True, deployed_at__lte=self.deployed_at)
+            .order_by("-deployed_at", "-id")
+            .first()
+        )
+
+
+class IncidentSource(models.TextChoices):
+    ROLLBACK = "rollback", "Rollback"
+    HOTFIX = "hotfix", "Hotfix release"
+    PAGERDUTY = "pagerduty", "PagerDuty"
+    MANUAL = "manual", "Entered by hand"
+
+
+class IncidentSeverity(models.TextChoices):
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+
+
+class IncidentQuerySet(models.QuerySet):
+    def _record(self, source, fixed_by, caused_by, severity, title):
+        """One incident per rollback or hotfix deployment, however often it is recorded."""
+        incident, created = self.get_or_create(
+            source=source,
+            fixed_by=fixed_by,
+            defaults={
+                "service_id": fixed_by.service_id,
+                "environment_id": fixed_by.environment_id,
+                "caused_by": caused_by,
+                "started_at": caused_by.deployed_at,
+                "resolved_at": fixed_by.deployed_at,
+                "severity": severity,
+                "title": title,
+            },
+        )
+        if created:
+            incident.audit("system")
+        return incident
+
+    def record_for_rollback(self, rollback, taken_out=None):
+        """The incident a rollback stands for: the release it took out had failed.
+
+        `taken_out` is the deployment the rollback replaced (looked up when not given). The
+        failed deployment is the change that brought that release in; when the rollback took
+        out another rollback there is no such change and the incident points at that rollback.
+        Returns None for a rollback with nothing before it.
+        """
+        if taken_out is None:
+            taken_out = (
+                Deployment.objects.in_place(rollback.service_id, rollback.environment_id)
+                .filter(deployed_at__lte=rollback.deployed_at)
+                .exclude(pk=rollback.pk)
+                .order_by("-deployed_at", "-id")
+                .first()
+            )
+        if taken_out is None:
+            return None
+        caused_by = taken_out.introducing_change() or taken_out
+        title = (
+            f"{rollback.service.name} {caused_by.release.version} rolled back to "
+            f"{rollback.release.version} in {rollback.environment.name}"
+        )
+        return self._record(IncidentSource.ROLLBACK, rollback, caused_by, IncidentSeverity.HIGH, title)
+
+    def record_for_hotfix(self, hotfix):
+        """The incident a hotfix deployment stands for: the release it fixes had failed here.
+
+        The failed deployment is the latest change deployment of the fixed release in the same
+        place before the hotfix. Returns None when that release never ran there.
+        """
+        fixed_release_id = hotfix.release.fixes_id
+        if not fixed_release_id:
+            return None
+        caused_by = (
+            Deployment.objects.in_place(hotfix.service_id, hotfix.environment_id)
+            .filter(release_id=fixed_release_id, is_change=True, deployed_at__lte=hotfix.deployed_at)
+            .order_by("-deployed_at", "-id")
+            .first()
+        )
+        if caused_by is None:
+            return None
+        title = (
+            f"{hotfix.service.name} {caused_by.release.version} fixed by hotfix "
+            f"{hotfix.release.version} in {hotfix.environment.name}"
+        )
+        return self._record(IncidentSource.HOTFIX, hotfix, caused_by, IncidentSeverity.MEDIUM, title)
+
+
+class Incident(models.Model):
+    """Something went wrong in an environment; linked to the deployment that caused it, a failed change for DORA."""
+
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="incidents")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="incidents")
+    title = models.CharField(max_length=255)
+    severity = models.CharField(max_length=10, choices=IncidentSeverity.choices, default=IncidentSeverity.HIGH)
+    source = models.CharField(max_length=10, choices=IncidentSource.choices, default=IncidentSource.MANUAL)
+    started_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True, help_text="Blank while it is still open.")
+    caused_by = models.ForeignKey(
+        Deployment,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="incidents",
+        help_text="The deployment that caused it: that deployment counts as failed in DORA.",
+    )
+    fixed_by = models.ForeignKey(
+        Deployment,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="fixed_incidents",
+        help_text="The rollback or hotfix deployment that ended it, if one did.",
+    )
+    external_id = models.CharField(max_length=100, blank=True, help_text="The incident's id in PagerDuty.")
+    external_url = models.URLField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = IncidentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(resolved_at__isnull=True) | Q(resolved_at__gte=F("started_at")),
+                name="incident_resolved_after_it_started",
+            ),
+            models.CheckConstraint(condition=Q(source__in=IncidentSource.values), name="incident_source_is_known"),
+            models.CheckConstraint(condition=Q(severity__in=IncidentSeverity.values), name="incident_severity_is_known"),
+            models.CheckConstraint(condition=~Q(title=""), name="incident_has_title"),
+            models.CheckConstraint(
+                condition=~Q(source__in=[IncidentSource.ROLLBACK, IncidentSource.HOTFIX])
+                | (Q(caused_by__isnull=False) & Q(fixed_by__isnull=False)),
+                name="derived_incident_names_both_deployments",
+            ),
+            models.UniqueConstraint(
+                fields=["source", "fixed_by"],
+                condition=Q(source__in=[IncidentSource.ROLLBACK, IncidentSource.HOTFIX]),
+                name="one_incident_per_rollback_or_hotfix",
+            ),
+            models.UniqueConstraint(
+                fields=["source", "external_id"], condition=~Q(external_id=""), name="one_incident_per_external_id"
+            ),
+        ]
+
+    def __str__(self):
+        return self.title
+
+    def clean(self):
+        errors = {}
+        for field in ("caused_by", "fixed_by"):
+            deployment = getattr(self, field)
+            if deployment and (deployment.service_id, deployment.environment_id) != (self.service_id, self.environment_id):
+                errors[field] = "Choose a deployment of the same service in the same environment as the incident."
+        if self.caused_by and self.started_at and self.started_at < self.caused_by.deployed_at:
+            errors["started_at"] = (
+                f"The incident cannot start before the deployment that caused it finished "
+                f"({self.caused_by.deployed_at:%Y-%m-%d %H:%M %Z})."
+            )
+        if self.resolved_at and self.started_at and self.resolved_at < self.started_at:
+            errors["resolved_at"] = "An incident is resolved after it started."
+        if errors:
+            raise ValidationError(errors)
+
+    def audit(self, actor, verb="recorded"):
+        audit_log.record(
+            AuditAction.INCIDENT_RECORDED,
+            actor=actor,
+            service=self.service.name,
+            environment=self.environment.name,
+            version=self.caused_by.release.version if self.caused_by else "",
+            message=f"Incident {verb}: {self.title}",
+            data={
+                "incident": self.pk,
+                "source": self.source,
+                "severity": self.severity,
+                "started_at": self.started_at,
+                "resolved_at": self.resolved_at,
+                "caused_by": self.caused_by_id,
+                "fixed_by": self.fixed_by_id,
+                "external_id": self.external_id,
+            },
+        )
 
 
 class HoldQuerySet(models.QuerySet):

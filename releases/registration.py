@@ -36,6 +36,7 @@ def register_build(
 ):
     # Lock the service: concurrent registrations of one service are serialised, so a retry
     # racing its original sees the release instead of allocating a second version.
+    audit.lock_chain()
     service = Service.objects.select_for_update().get(pk=service.pk)
     existing = Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest).first()
     if existing:

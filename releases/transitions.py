@@ -87,7 +87,13 @@ def enqueue(promotion_id, step, delay=None):
 
 
 def _locked(promotion):
-    return Promotion.objects.select_for_update().select_related("release", "service", "environment").get(pk=promotion.pk)
+    """The promotion, fresh and locked for the rest of the transaction (the audit chain's lock first)."""
+    audit.lock_chain()
+    return (
+        Promotion.objects.select_for_update(of=("self",))
+        .select_related("release", "service", "environment")
+        .get(pk=promotion.pk)
+    )
 
 
 def _record(action, promotion, actor, message, **data):
@@ -159,6 +165,7 @@ def _check_release_may_enter(release, environment, kind, is_emergency, rolls_bac
 @transaction.atomic
 def request_promotion(release, environment, actor, *, kind=PromotionKind.MANUAL, is_emergency=False, reason="", rolls_back=None):
     """Ask for `release` to run in `environment`. `actor` is a user, a CI token, or None for the pipeline."""
+    audit.lock_chain()
     service = Service.objects.select_for_update().get(pk=release.service_id)
     policy.ensure(policy.why_not_request(actor, service, environment, kind=kind, is_emergency=is_emergency, reason=reason))
     freeze = environment.active_freeze()
@@ -313,8 +320,6 @@ def cancel(promotion, actor, comment=""):
 @transaction.atomic
 def start_commit(promotion):
     promotion = _locked(promotion)
-    if promotion.state == PromotionState.COMMITTING:
-        return promotion  # a retried job carries on
     _expect(promotion, PromotionState.APPROVED)
     promotion.state = PromotionState.COMMITTING
     promotion.commit_started_at = timezone.now()
@@ -372,17 +377,14 @@ def mark_deployed(promotion, *, health=""):
         promotion.sync_status = StepStatus.PASSED
     promotion.save(update_fields=["state", "deployed_at", "sync_status", "updated_at"])
 
-    Deployment.objects.current().filter(service=promotion.service, environment=promotion.environment).update(replaced_at=now)
-    Deployment.objects.create(
-        service=promotion.service,
-        environment=promotion.environment,
+    Deployment.objects.record(
         release=promotion.release,
+        environment=promotion.environment,
+        deployed_at=now,
         promotion=promotion,
         is_rollback=promotion.is_rollback,
         gitops_commit_sha=promotion.gitops_commit_sha,
-        deployed_at=now,
         health=health,
-        health_checked_at=now if health else None,
     )
     _record(AuditAction.PROMOTION_DEPLOYED, promotion, None, f"{_describe(promotion)} deployed" + (f" ({health})" if health else ""), health=health)
 
@@ -503,7 +505,8 @@ def fail(promotion, step, error):
 
 @transaction.atomic
 def lift_hold(hold, user):
-    hold = Hold.objects.select_for_update().select_related("service", "environment").get(pk=hold.pk)
+    audit.lock_chain()
+    hold = Hold.objects.select_for_update(of=("self",)).select_related("service", "environment").get(pk=hold.pk)
     if hold.lifted_at:
         raise PromotionError("This hold was already lifted.")
     if not policy.is_person(user) or policy.why_not_request(user, hold.service, hold.environment):

@@ -87,13 +87,14 @@ class Pipeline:
     def run_jobs(self, until=None, timeout=30):
         """Run a real RQ worker in burst mode (with its scheduler) until nothing is left or `until()` holds."""
         import django_rq
-        from rq import SimpleWorker
         from rq.registry import ScheduledJobRegistry
+
+        from releases.worker import PortalWorker
 
         queue = django_rq.get_queue("default")
         deadline = time.monotonic() + timeout
         while True:
-            SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
+            PortalWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
             if until is not None and until():
                 return
             if until is None and not queue.count and not ScheduledJobRegistry(queue=queue).count:

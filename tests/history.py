@@ -13,7 +13,6 @@ FINISHED = {PromotionState.VERIFIED, PromotionState.FAILED, PromotionState.ROLLE
 def ran(release, environment, *, state=PromotionState.VERIFIED, at=None, **fields):
     """`release` went into `environment`, runs there from `at`, and its promotion ended in `state`."""
     at = at or timezone.now()
-    Deployment.objects.current().filter(service=release.service, environment=environment).update(replaced_at=at)
     fields.setdefault("kind", PromotionKind.AUTO if environment.auto_promote else PromotionKind.MANUAL)
     fields.setdefault("verification_status", StepStatus.PASSED if state == PromotionState.VERIFIED else StepStatus.PENDING)
     promotion = Promotion.objects.create(
@@ -30,9 +29,9 @@ def ran(release, environment, *, state=PromotionState.VERIFIED, at=None, **field
         finished_at=at if state in FINISHED else None,
         **fields,
     )
-    Deployment.objects.create(
-        service=release.service, environment=environment, release=release, promotion=promotion, deployed_at=at,
-        gitops_commit_sha=promotion.gitops_commit_sha,
+    Deployment.objects.record(
+        release=release, environment=environment, deployed_at=at, promotion=promotion,
+        is_rollback=promotion.kind == PromotionKind.ROLLBACK, gitops_commit_sha=promotion.gitops_commit_sha,
     )
     return promotion
 

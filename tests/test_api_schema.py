@@ -34,6 +34,7 @@ schema.app = WSGIHandler()
 @pytest.fixture
 def world(environments, redis_connection, settings):
     settings.ARGOCD_WEBHOOK_SECRET = "schemathesis-secret"
+    settings.INCIDENT_WEBHOOK_SECRET = "schemathesis-secret"
     settings.API_TOKEN_THROTTLE_RATE = "100000/minute"
     service = make_service("nexo-be", team="backend-team")
     make_release(service, "2026.02.1")

@@ -64,6 +64,18 @@ def test_quoting_style_of_the_original_is_kept(line, expected):
     assert set_value(text, "image.tag", "2026.11.1") == f"image:\n  repository: x\n{expected}\n  pullPolicy: Always\n"
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("image: {repository: x, tag: 1.0}\n", "image: {repository: x, tag: 2026.11.1}\n"),
+        ("image: {tag: 1.0, repository: x}\n", "image: {tag: 2026.11.1, repository: x}\n"),
+        ('image: {repository: x, tag: "1.0"}  # flow\n', 'image: {repository: x, tag: "2026.11.1"}  # flow\n'),
+    ],
+)
+def test_flow_style_mappings_keep_their_braces_and_commas(text, expected):
+    assert set_value(text, "image.tag", "2026.11.1") == expected
+
+
 def test_deeper_key_paths_work():
     after = set_value(CHART, "nested.deeper.image.tag", "2026.11.2")
     assert changed_lines(CHART, after) == ["-       tag: 2026.01.1", "+       tag: 2026.11.2"]

@@ -82,15 +82,13 @@ class GitOpsRepository:
         try:
             if (self.path / ".git").is_dir():
                 self._repo = git.Repo(self.path)
-                self._repo.remotes.origin.set_url(self.url)
+                if self._repo.remotes.origin.url != self.url:
+                    self._repo.remotes.origin.set_url(self.url)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._repo = git.Repo.clone_from(self.url, self.path, no_checkout=True)
         except git.GitError as error:
             raise GitOpsError(f"Cannot reach the GitOps repository {self}: {_git_message(error)}") from error
-        with self._repo.config_writer() as config:
-            config.set_value("user", "name", settings.GITOPS_AUTHOR_NAME)
-            config.set_value("user", "email", settings.GITOPS_AUTHOR_EMAIL)
         return self._repo
 
     def sync(self):
@@ -103,8 +101,15 @@ class GitOpsRepository:
             if "couldn't find remote ref" in message.lower():
                 raise GitOpsError(f"The branch '{self.branch}' does not exist in {self}.") from error
             raise GitOpsError(f"Cannot reach the GitOps repository {self}: {message}") from error
-        repo.git.checkout("-B", self.branch, f"origin/{self.branch}", "--force")
-        repo.git.clean("-fdq")
+        return self._reset()
+
+    def _reset(self):
+        """The working copy becomes the branch as last fetched; a failed attempt's local commit is dropped."""
+        repo = self._working_copy()
+        try:
+            repo.git.reset("--hard", "-q", f"origin/{self.branch}")
+        except git.GitCommandError as error:
+            raise GitOpsError(f"The branch '{self.branch}' does not exist in {self}.") from error
         return repo
 
     def read(self, relative_path):
@@ -125,55 +130,93 @@ class GitOpsRepository:
     # --- finding and making commits ---------------------------------------------------------------
 
     def find_commit_with_trailer(self, key, value, since=None):
-        """The SHA of the commit on the branch whose message has the trailer `key: value`, if any."""
-        repo = self._working_copy()
-        args = [f"origin/{self.branch}", "--format=%H", "--fixed-strings", f"--grep={key}: {value}"]
+        """The SHA of the commit on the branch (as last fetched) whose message has the trailer `key: value`."""
+        args = [
+            f"origin/{self.branch}",
+            "--fixed-strings",
+            f"--grep={key}: {value}",
+            f"--format=%H %(trailers:key={key},valueonly,separator=%x2C)",
+        ]
         if since is not None:
             args.append(f"--since={since.isoformat()}")
-        for sha in repo.git.log(*args).split():
-            trailers = self.trailers(sha)
-            if trailers.get(key) == str(value):
+        for line in self._working_copy().git.log(*args).splitlines():
+            sha, _, values = line.partition(" ")
+            if str(value) in values.split(","):
                 return sha
         return None
 
-    def trailers(self, sha):
-        text = self._working_copy().git.log("-1", "--format=%(trailers:only,unfold)", sha)
-        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
-        return {name.strip(): value.strip() for name, value in pairs}
-
-    def commit_and_push(self, relative_path, change, message, trailer, attempts=None, since=None):
+    def commit_and_push(self, relative_path, change, message, trailer, attempts=None, since=None, look_for_trailer=True):
         """Apply `change(text) -> text` to one file, commit, push; return the commit SHA.
 
-        Must be called inside `locked()`. If a commit carrying `trailer` is already on the
-        branch (a retried job), that commit is returned and nothing is written. A rejected push
-        is fetched, re-applied and retried up to `attempts` times.
+        Must be called inside `locked()`. With `look_for_trailer` (a retried job), the branch is
+        fetched first and, if a commit carrying `trailer` is already there, that commit is
+        returned and nothing is written. Otherwise the first attempt trusts the branch as last
+        fetched — every push from the portal goes through this lock, so it is usually current —
+        and a push rejected because someone else pushed is fetched, re-applied and retried, up
+        to `attempts` times in all.
         """
         attempts = attempts or settings.GITOPS_PUSH_ATTEMPTS
         trailer_key, trailer_value = trailer
         last_rejection = None
         for attempt in range(1, attempts + 1):
-            repo = self.sync()
-            existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
-            if existing:
-                logger.info("GitOps commit for %s: %s already pushed as %s", self, trailer, existing)
-                return existing
+            repo = self._fresh_working_copy(fetch=attempt > 1 or look_for_trailer or not self._has_branch())
+            if look_for_trailer:
+                existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
+                if existing:
+                    logger.info("GitOps commit for %s: %s already pushed as %s", self, trailer, existing)
+                    return existing
             try:
                 original = self.read(relative_path)
             except FileNotFoundError:
                 raise GitOpsError(f"{relative_path} does not exist in {self} on branch {self.branch}.") from None
+            self._pushed_marker().unlink(missing_ok=True)
             self._file(relative_path).write_text(change(original))
-            repo.git.add("--", relative_path)
             message_file = Path(repo.git_dir) / "NEXO_COMMIT_MSG"
             message_file.write_text(message)
-            repo.git.commit("--allow-empty", "--no-verify", "-q", "-F", str(message_file))
-            sha = repo.head.commit.hexsha
+            repo.git.commit(
+                "-q", "-a", "--allow-empty", "--no-verify", "-F", str(message_file),
+                f"--author={settings.GITOPS_AUTHOR_NAME} <{settings.GITOPS_AUTHOR_EMAIL}>",
+                env={"GIT_COMMITTER_NAME": settings.GITOPS_AUTHOR_NAME, "GIT_COMMITTER_EMAIL": settings.GITOPS_AUTHOR_EMAIL},
+            )
+            sha = git.SymbolicReference.dereference_recursive(repo, "HEAD")
             try:
                 self.push()
-                return sha
             except PushRejected as rejection:
                 last_rejection = rejection
+                look_for_trailer = False  # this attempt was refused, so it pushed nothing
                 logger.info("GitOps push to %s rejected (attempt %s of %s); fetching and retrying", self, attempt, attempts)
+                continue
+            self._pushed_marker().write_text(sha)
+            return sha
         raise GitOpsError(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+
+    def _fresh_working_copy(self, fetch):
+        """The working copy at the branch's tip, fetched or as last known.
+
+        After a successful push the working copy is clean and at the branch's tip; a marker
+        file records that, so the next job need not even reset. Anything else is reset.
+        """
+        if fetch:
+            return self.sync()
+        repo = self._working_copy()
+        marker = self._pushed_marker()
+        head = git.SymbolicReference.dereference_recursive(repo, "HEAD")
+        if marker.exists() and marker.read_text() == head == self._remote_tip():
+            return repo
+        return self._reset()
+
+    def _pushed_marker(self):
+        return Path(self._working_copy().git_dir) / "NEXO_PUSHED"
+
+    def _remote_tip(self):
+        return git.SymbolicReference.dereference_recursive(self._working_copy(), f"refs/remotes/origin/{self.branch}")
+
+    def _has_branch(self):
+        """Whether the branch was fetched before, without running git."""
+        try:
+            return bool(self._remote_tip())
+        except ValueError:
+            return False
 
     def push(self):
         repo = self._working_copy()

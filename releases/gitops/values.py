@@ -62,7 +62,7 @@ def read_value(text, key_path, path="values file"):
     return None if value is None else str(value)
 
 
-def _scalar_end(line, start, quote):
+def _scalar_end(line, start, quote, in_flow):
     """Index just past the scalar that starts at `start` on this line."""
     if quote == '"':
         index = start + 1
@@ -83,8 +83,8 @@ def _scalar_end(line, start, quote):
                 return index + 1
             index += 1
     else:
-        comment = line.find(" #", start)
-        end = len(line) if comment == -1 else comment
+        stops = [line.find(" #", start)] + ([line.find(mark, start) for mark in ",}]"] if in_flow else [])
+        end = min([stop for stop in stops if stop != -1], default=len(line))
         return len(line[:end].rstrip())
     return -1
 
@@ -132,12 +132,23 @@ def set_value(text, key_path, value, path="values file"):
     line = lines[line_number]
     content = line.rstrip("\r\n")
     quote = content[column] if column < len(content) and content[column] in "\"'" else ""
-    end = column if prefix else _scalar_end(content, column, quote)
+    in_flow = mapping.fa.flow_style()
+    end = column if prefix else _scalar_end(content, column, quote, in_flow)
     if end == -1:
         raise ValuesFileError(f"{path}: the value of '{key_path}' spans several lines; write it on one line.")
     lines[line_number] = content[:column] + prefix + _render(value, old) + content[end:] + line[len(content) :]
     new_text = "".join(lines)
+    rest = content[end:].strip()
+    if old is not None and not in_flow and (not rest or rest.startswith("#")):
+        # A whole block-style scalar replaced by a correctly quoted one, with only a comment
+        # after it: nothing else in the document can have changed.
+        return new_text
+    _verify(document, new_text, key_path, value, old, path)
+    return new_text
 
+
+def _verify(document, new_text, key_path, value, old, path):
+    """Re-read the spliced text: the key must hold the new value and every other key stay the same."""
     changed = _load(new_text, path)
     changed_mapping, changed_key = _locate(changed, key_path, path)
     if str(changed_mapping[changed_key]) != value:
@@ -145,4 +156,3 @@ def set_value(text, key_path, value, path="values file"):
     changed_mapping[changed_key] = old
     if changed != document:
         raise ValuesFileError(f"{path}: changing '{key_path}' would change other keys; the file was left unchanged.")
-    return new_text

@@ -1,0 +1,106 @@
+"""DORA over the API: the metrics (GitLab-style parameters) and the PagerDuty incident webhook."""
+
+import json
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from environments.models import Environment
+from nexo_portal.api_errors import error_response
+
+from . import dora, pagerduty
+from .models import Service
+
+
+def _name_field(queryset, what):
+    return serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=queryset,
+        required=False,
+        error_messages={"does_not_exist": f"There is no {what} called “{{value}}”."},
+    )
+
+
+class DoraQuerySerializer(serializers.Serializer):
+    """Query parameters of GET /api/v1/dora/; all optional."""
+
+    service = _name_field(Service.objects.all(), "service")
+    team = _name_field(Group.objects.all(), "team")
+    environment = _name_field(Environment.objects.all(), "environment")
+    start = serializers.DateField(required=False, help_text="First day, YYYY-MM-DD; default: 89 days before end.")
+    end = serializers.DateField(required=False, help_text="Last day (included), YYYY-MM-DD; default: today.")
+    interval = serializers.ChoiceField(
+        choices=dora.Interval.choices, default=dora.Interval.ALL, help_text="all, weekly or monthly buckets."
+    )
+
+    def to_internal_value(self, data):
+        blank = sorted(name for name in self.fields if name in data and data.get(name) == "")
+        if blank:
+            raise serializers.ValidationError({name: "Give a value, or leave the parameter out." for name in blank})
+        return super().to_internal_value(data)
+
+    def validate(self, data):
+        try:
+            data["period"] = dora.Period.resolve(data.pop("start", None), data.pop("end", None))
+        except dora.ReportError as error:
+            raise serializers.ValidationError(str(error)) from error
+        return data
+
+
+class DoraMetricsView(APIView):
+    """Any authenticated user or token: the five DORA metrics for a scope and period."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(parameters=[DoraQuerySerializer], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        query = DoraQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            report = dora.report(**query.validated_data)
+        except dora.ReportError as error:
+            raise serializers.ValidationError(str(error)) from error
+        return Response(report.as_dict())
+
+
+class PagerDutyWebhookView(APIView):
+    """PagerDuty only, proven by the HMAC signature of INCIDENT_WEBHOOK_SECRET; no session, no token."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={202: OpenApiTypes.OBJECT, 503: OpenApiResponse(description="INCIDENT_WEBHOOK_SECRET is not set.")},
+    )
+    def post(self, request):
+        secret = settings.INCIDENT_WEBHOOK_SECRET
+        if not secret:
+            return error_response(
+                503, "not_configured", "The incident webhook is not configured: set INCIDENT_WEBHOOK_SECRET to the subscription's secret."
+            )
+        header = request.headers.get("X-PagerDuty-Signature", "")
+        if not header:
+            return error_response(401, "signature", "Unsigned request: PagerDuty sends an X-PagerDuty-Signature header.")
+        body = request.body
+        if not pagerduty.signature_is_valid(body, header, secret):
+            return error_response(403, "signature", "The X-PagerDuty-Signature does not match this body and the configured secret.")
+        environment_name = request.query_params.get("environment")
+        environment = (
+            Environment.objects.filter(name=environment_name).first() if environment_name else dora.default_environment()
+        )
+        if environment is None:
+            return error_response(
+                400, "invalid", f"There is no environment called “{environment_name}” (the ?environment= of the webhook URL).", "environment"
+            )
+        try:
+            incident, outcome = pagerduty.apply_event(json.loads(body), environment)
+        except (ValueError, pagerduty.InvalidEvent) as error:
+            return error_response(400, "invalid", f"Not a PagerDuty V3 incident event: {error}")
+        return Response({"outcome": outcome, "incident": incident.pk if incident else None}, status=status.HTTP_202_ACCEPTED)

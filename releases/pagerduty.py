@@ -1,0 +1,103 @@
+"""Incidents from PagerDuty V3 webhooks: signature check and event → Incident.
+
+PagerDuty signs the raw body with HMAC-SHA256 and sends `X-PagerDuty-Signature: v1=<hex>`,
+several comma-separated signatures while a secret is being rotated. Deliveries are
+at-least-once and a 4xx answer is never retried, so an event is applied idempotently
+(keyed by the PagerDuty incident id) and refusals are reserved for bad requests.
+"""
+
+import hashlib
+import hmac
+
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+
+from .models import Deployment, Incident, IncidentSeverity, IncidentSource, Service
+
+OPENING_EVENTS = {"incident.triggered", "incident.reopened"}
+HANDLED_EVENTS = OPENING_EVENTS | {"incident.resolved", "incident.priority_updated"}
+PRIORITY_SEVERITY = {
+    "P1": IncidentSeverity.CRITICAL,
+    "P2": IncidentSeverity.HIGH,
+    "P3": IncidentSeverity.MEDIUM,
+    "P4": IncidentSeverity.LOW,
+    "P5": IncidentSeverity.LOW,
+}
+URGENCY_SEVERITY = {"high": IncidentSeverity.HIGH, "low": IncidentSeverity.LOW}
+
+
+class InvalidEvent(Exception):
+    """The body is not a PagerDuty V3 incident event we can read; the message says what is missing."""
+
+
+def signature_is_valid(body, header, secret):
+    """True when one of the header's v1 signatures is the HMAC-SHA256 of the body with the secret."""
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    candidates = [part.strip() for part in (header or "").split(",")]
+    return any(
+        hmac.compare_digest(candidate.removeprefix("v1="), expected)
+        for candidate in candidates
+        if candidate.startswith("v1=")
+    )
+
+
+def _timestamp(value, name):
+    moment = parse_datetime(value) if isinstance(value, str) else None
+    if moment is None:
+        raise InvalidEvent(f"{name} must be an ISO 8601 date and time, got {value!r}.")
+    return moment
+
+
+def _severity(data):
+    """PagerDuty's priority when the account uses priorities, else its urgency."""
+    priority = (data.get("priority") or {}).get("summary", "")
+    return PRIORITY_SEVERITY.get(priority) or URGENCY_SEVERITY.get(data.get("urgency"), IncidentSeverity.HIGH)
+
+
+def apply_event(payload, environment):
+    """Create or update the Incident the event is about. Returns (incident or None, what was done)."""
+    event = payload.get("event") if isinstance(payload, dict) else None
+    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
+        raise InvalidEvent("The body must be a PagerDuty V3 webhook: an object with event.event_type and event.data.")
+    event_type = event.get("event_type", "")
+    if event_type not in HANDLED_EVENTS:
+        return None, f"ignored: {event_type or 'an event without a type'} does not change an incident's timeline"
+    data = event["data"]
+    if data.get("type") != "incident" or not data.get("id"):
+        raise InvalidEvent(f"{event_type} must carry the incident in event.data (type incident, with an id).")
+    service_name = (data.get("service") or {}).get("summary", "")
+    service = Service.objects.filter(name=service_name).first()
+    if service is None:
+        return None, f"ignored: no portal service is called “{service_name}” (name the PagerDuty service after it)"
+    occurred_at = _timestamp(event.get("occurred_at"), "event.occurred_at")
+    started_at = _timestamp(data.get("created_at"), "event.data.created_at")
+
+    with transaction.atomic():
+        incident = (
+            Incident.objects.select_for_update()
+            .filter(source=IncidentSource.PAGERDUTY, external_id=data["id"])
+            .first()
+        )
+        created = incident is None
+        if created:
+            incident = Incident(
+                source=IncidentSource.PAGERDUTY,
+                external_id=data["id"],
+                service=service,
+                environment=environment,
+                started_at=started_at,
+                # The deployment running when it started is the suspect; an operator can correct it in the admin.
+                caused_by=Deployment.objects.live_at(service, environment, started_at),
+            )
+        incident.title = (data.get("title") or f"PagerDuty incident {data['id']}")[:255]
+        incident.external_url = data.get("html_url") or ""
+        incident.severity = _severity(data)
+        if event_type in OPENING_EVENTS:
+            incident.resolved_at = None
+        elif event_type == "incident.resolved":
+            incident.resolved_at = max(occurred_at, incident.started_at)
+        incident.save()
+        verb = {"incident.resolved": "resolved", "incident.reopened": "reopened"}.get(event_type, "triggered")
+        if created or event_type != "incident.priority_updated":
+            incident.audit("pagerduty", verb=verb)
+    return incident, f"{'created' if created else 'updated'} incident {incident.pk} ({verb})"
