@@ -2,7 +2,8 @@
 
     ./scripts/bench board            (or: python bench/bench_board.py [--requests N] [--rebuild])
 
-Builds the data set once with bulk_create (kept between runs; --rebuild starts over), then
+Builds the data set once with bulk_create in its own database (BENCH_DATABASE_URL, default
+nexo_bench_board; kept between runs, --rebuild starts over), then
 requests the board through Django's test client as an SRE who may approve, and prints the
 query count and p50/p95/max of the full page and of the htmx refresh. Targets: ≤ 12 queries,
 p95 ≤ 150 ms on the project's 2-core machine.
@@ -21,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench")
+# Its own database, like the other benchmarks, so none of them wipes another's data set.
+os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_board")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("ALLOWED_HOSTS", "testserver")
 os.environ["SECURE_HTTPS"] = "0"
