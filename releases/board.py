@@ -79,7 +79,12 @@ DeployedRow = namedtuple(
     "DeployedRow", "service_id environment_id promotion_id deployed_at health drifted_tag hold release verification"
 )
 VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
-ReleaseRow = namedtuple("ReleaseRow", "pk version year month build newer")
+class ReleaseRow(namedtuple("ReleaseRow", "pk version year month build newer")):
+    __slots__ = ()
+
+    @property
+    def calver_key(self):
+        return (self.year, self.month, self.build)
 
 
 @dataclass
@@ -464,7 +469,7 @@ class _CellBuilder:
             cell.stopped_label = self._stopped_label(stopped)
 
         candidate = _release_row(candidate) if candidate else None
-        if candidate and (release is None or candidate[2:5] > release[2:5]):
+        if candidate and (release is None or candidate.calver_key > release.calver_key):
             cell.candidate = candidate
         cell.actions = self._actions(cell, service, environment, deployment, waiting)
         return cell
