@@ -13,7 +13,15 @@ from tests.servers.prometheus import configured_prometheus, prometheus, promethe
 
 
 def pytest_configure(config):
+    import os
+
     from django.conf import settings
+
+    # Each xdist worker gets its own Redis database (15, 14, …) so flushing one never empties another's queue.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    redis_url = settings.REDIS_URL.rsplit("/", 1)[0] + f"/{15 - int(worker.removeprefix('gw'))}"
+    settings.RQ_QUEUES["default"]["URL"] = redis_url
+    settings.CACHES["default"]["LOCATION"] = redis_url
 
     # Password hashing is deliberately slow; tests need it correct, not slow.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

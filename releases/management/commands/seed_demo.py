@@ -19,6 +19,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 from environments.defaults import ensure_default_environments
+from releases.gitops import message as gitops_message
 from releases.gitops import values as values_file
 from releases.models import (
     Approval,
@@ -48,13 +49,16 @@ USERS = [
     ("paulo", "Paulo Platform", ["platform-team"], True),
 ]
 
-# For each service: which of its ten releases reached which environment.
+# For each service: which of its releases reached which environment.
 REACHED = {
-    "nexo-be": {"qa": {0, 2, 4, 6, 8}, "staging": {2, 4, 6, 8}, "production": {2, 6}},
-    "nexo-fe": {"qa": {1, 3, 5, 7, 9}, "staging": {3, 7}, "production": {3, 7}},
-    "nexo-auth": {"qa": {0, 4, 8}, "staging": {0, 4}, "production": {0}},
+    "nexo-be": {"qa": {0, 2, 3, 5, 6, 8, 9, 11, 12, 14}, "staging": {2, 5, 8, 9, 11, 14}, "production": {2, 5, 8, 9, 11}},
+    "nexo-fe": {"qa": {1, 3, 4, 6, 7, 9, 10, 12, 13, 15}, "staging": {3, 6, 7, 10, 13}, "production": {3, 6, 7, 10, 13}},
+    "nexo-auth": {"qa": {0, 4, 8, 12}, "staging": {0, 4, 8, 12}, "production": {0, 4, 8}},
 }
-RELEASE_COUNT = 10
+RELEASE_COUNT = 16
+# nexo-be's release 9 is a hotfix of release 8; nexo-fe's release 10 was rolled back in production.
+HOTFIXES = {"nexo-be": {9: 8}}
+ROLLED_BACK_IN_PRODUCTION = {"nexo-fe": {10}}
 
 VALUES_TEMPLATE = """\
 # Helm values for {service} in {environment}.
@@ -162,57 +166,66 @@ class Command(BaseCommand):
     # --- history ------------------------------------------------------------------------------
 
     def seed_history(self, service, environments, users, now):
-        """Ten releases over the last seven weeks, each verified in develop, some further on.
+        """Sixteen releases over ten weeks, each verified in develop, some further on, with a
+        hotfix and a production rollback, so the board, the drift and DORA have something to show.
 
         Returns the deployments in the order they happened, for the GitOps history.
         """
         releases = []
         builds_per_month = {}
-        first_registration = now - timedelta(days=48)
+        first_registration = now - timedelta(days=70)
+        hotfixes = HOTFIXES.get(service.name, {})
         for index in range(RELEASE_COUNT):
-            registered_at = first_registration + timedelta(days=index * 5, hours=index % 3)
+            registered_at = first_registration + timedelta(days=index * 4.4, hours=index % 3)
             month_key = (registered_at.year, registered_at.month)
             builds_per_month[month_key] = builds_per_month.get(month_key, 0) + 1
             version = f"{registered_at.year}.{registered_at.month:02d}.{builds_per_month[month_key]}"
+            if index in hotfixes:
+                version += "-hotfix"
             releases.append(
                 Release.objects.create(
                     service=service,
                     version=version,
                     commit_sha=fake_hex(service.name, version),
-                    committed_at=registered_at - timedelta(hours=3),
+                    committed_at=registered_at - timedelta(hours=3 + index % 5),
                     image_digest="sha256:" + fake_hex("digest", service.name, version, length=64),
                     changelog=f"- feat: change number {index + 1} of {service.name}\n- fix: small fixes",
+                    is_hotfix=index in hotfixes,
+                    fixes=releases[hotfixes[index]] if index in hotfixes else None,
                     registered_by="api-token:github-actions",
                     registered_at=registered_at,
                 )
             )
 
         reached = REACHED[service.name]
-        plan = []  # (when, environment, release, requester, approvers)
+        plan = []  # (when, environment, release, requester, approvers, kind)
         for index, release in enumerate(releases):
             base = release.registered_at
-            plan.append((base + timedelta(minutes=12), environments["develop"], release, None, []))
+            plan.append((base + timedelta(minutes=12), environments["develop"], release, None, [], PromotionKind.AUTO))
             if index in reached["qa"]:
-                plan.append((base + timedelta(minutes=40), environments["qa"], release, None, []))
+                plan.append((base + timedelta(minutes=40), environments["qa"], release, None, [], PromotionKind.AUTO))
             if index in reached["staging"]:
-                plan.append((base + timedelta(days=1), environments["staging"], release, users["rita"], [users["paulo"]]))
+                plan.append((base + timedelta(days=1), environments["staging"], release, users["rita"], [users["paulo"]], PromotionKind.MANUAL))
             if index in reached["production"]:
-                plan.append(
-                    (base + timedelta(days=2), environments["production"], release, users["rita"], [users["sam"], users["sara"]])
-                )
+                sres = [users["sam"], users["sara"]]
+                plan.append((base + timedelta(days=2), environments["production"], release, users["rita"], sres, PromotionKind.MANUAL))
+                if index in ROLLED_BACK_IN_PRODUCTION.get(service.name, ()):
+                    back_to = releases[max(i for i in reached["production"] if i < index)]
+                    plan.append((base + timedelta(days=2, hours=5), environments["production"], back_to, users["rita"], sres, PromotionKind.ROLLBACK))
 
-        deployments = []
-        previous = {}
-        for when, environment, release, requester, approvers in sorted(plan, key=lambda step: step[0]):
+        deployments, current = [], {}
+        for when, environment, release, requester, approvers, kind in sorted(plan, key=lambda step: step[0]):
+            taken_out = current.get(environment.name)
             promotion = Promotion.objects.create(
                 release=release,
                 service=service,
                 environment=environment,
-                kind=PromotionKind.MANUAL if requester else PromotionKind.AUTO,
+                kind=kind,
                 state=PromotionState.VERIFIED,
                 requested_by=requester,
                 requested_via="" if requester else "pipeline",
-                previous_release=previous.get(environment.name).release if environment.name in previous else None,
+                previous_release=taken_out.release if taken_out else None,
+                rolls_back=taken_out.promotion if kind == PromotionKind.ROLLBACK else None,
                 requested_at=when - timedelta(minutes=30 if approvers else 1),
                 approved_at=when - timedelta(minutes=5),
                 commit_started_at=when - timedelta(minutes=4),
@@ -221,10 +234,12 @@ class Command(BaseCommand):
                 deployed_at=when,
                 verification_started_at=when,
                 finished_at=when + environment.verification_window,
-                gitops_commit_sha=fake_hex("gitops", service.name, environment.name, release.version),
+                gitops_commit_sha=fake_hex("gitops", service.name, environment.name, release.version, str(when)),
                 sync_status=StepStatus.PASSED,
                 verification_status=StepStatus.PASSED,
             )
+            if kind == PromotionKind.ROLLBACK:
+                Promotion.objects.filter(pk=taken_out.promotion_id).update(state=PromotionState.ROLLED_BACK)
             for offset, approver in enumerate(approvers):
                 Approval.objects.create(
                     promotion=promotion,
@@ -233,25 +248,20 @@ class Command(BaseCommand):
                     comment="Looks good." if offset == 0 else "",
                     created_at=when - timedelta(minutes=20 - 10 * offset),
                 )
-            if environment.name in previous:
-                before = previous[environment.name]
-                before.replaced_at = when
-                before.save(update_fields=["replaced_at"])
-            deployment = Deployment.objects.create(
-                service=service,
-                environment=environment,
+            deployment = Deployment.objects.record(
                 release=release,
-                promotion=promotion,
+                environment=environment,
                 deployed_at=when,
+                promotion=promotion,
+                is_rollback=kind == PromotionKind.ROLLBACK,
                 gitops_commit_sha=promotion.gitops_commit_sha,
                 health="Healthy",
-                health_checked_at=now,
             )
-            previous[environment.name] = deployment
+            current[environment.name] = deployment
             deployments.append(deployment)
 
         if service.name == "nexo-be":
-            self.seed_pending_production_request(service, environments["production"], users["rita"], previous)
+            self.seed_pending_production_request(service, environments["production"], users["rita"], current)
         return deployments
 
     def seed_pending_production_request(self, service, production, requester, current):
@@ -311,9 +321,8 @@ class Command(BaseCommand):
                 )
                 work.index.add([str(path)])
                 promotion = deployment.promotion
-                verb = "auto-promote" if promotion.kind == PromotionKind.AUTO else "promote"
                 message = (
-                    f"{verb}({deployment.service.name}): {deployment.environment.name} → {deployment.release.version}\n\n"
+                    f"{gitops_message.subject(promotion)}\n\n"
                     f"Requested by {promotion.requester_name()}.\n\n"
                     f"Promotion-Id: {promotion.pk}\nRelease-Digest: {deployment.release.image_digest}\n"
                 )
