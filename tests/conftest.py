@@ -53,8 +53,12 @@ def collected_static_files(tmp_path_factory):
     """Build the static files as production does (hashed, compressed), once per test run."""
     from django.conf import settings
     from django.core.management import call_command
+    from django.test.signals import setting_changed
 
     settings.STATIC_ROOT = tmp_path_factory.mktemp("static")
+    # A module imported at collection may have built the storage already (schemathesis loading the
+    # schema does): tell Django the setting changed, or every xdist worker collects into var/static.
+    setting_changed.send(sender=type(settings), setting="STATIC_ROOT", value=settings.STATIC_ROOT, enter=True)
     call_command("collectstatic", interactive=False, verbosity=0)
 
 
