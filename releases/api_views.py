@@ -29,10 +29,6 @@ ERRORS = {
 }
 
 
-def actor_of(request):
-    return request.user
-
-
 # --- releases -----------------------------------------------------------------------------------
 
 
@@ -113,7 +109,7 @@ class ReleaseListCreateView(generics.ListAPIView):
             is_hotfix=data["hotfix"],
             fixes=data.get("fixes"),
             version=data.get("version"),
-            actor=actor_of(request),
+            actor=request.user,
         )
         release = result.release
         release.created, release.promotion = result.created, result.promotion
@@ -181,7 +177,7 @@ class PromotionListCreateView(generics.ListAPIView):
         data = serializer.validated_data
         require_service(request, data["service"])
         promotion = transitions.request_promotion(
-            data["release"], data["environment"], actor_of(request), is_emergency=data["emergency"], reason=data["reason"]
+            data["release"], data["environment"], request.user, is_emergency=data["emergency"], reason=data["reason"]
         )
         return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201)
 
@@ -201,7 +197,7 @@ class RollbackView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         require_service(request, data["service"])
-        promotion = transitions.request_rollback(data["service"], data["environment"], actor_of(request), release=data["release"])
+        promotion = transitions.request_rollback(data["service"], data["environment"], request.user, release=data["release"])
         return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201)
 
 
@@ -232,7 +228,7 @@ class PromotionActionView(APIView):
         require_service(request, promotion.service)
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        self.act(promotion, actor_of(request), serializer.validated_data["comment"])
+        self.act(promotion, request.user, serializer.validated_data["comment"])
         return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=pk)).data)
 
 
