@@ -4,6 +4,9 @@ Who may call what is stated on each view: a signed-in person (session) or an API
 the named scope; the promotion rules themselves are checked by `releases.policy`.
 """
 
+from datetime import datetime
+from datetime import timezone as dt_timezone
+
 from django import forms
 from django.conf import settings
 from django.db.models import Prefetch
@@ -47,6 +50,9 @@ class StrictFilterForm(forms.Form):
             expected = next((text for kind, text in self.EXPECTED.items() if isinstance(field, kind)), None)
             if expected and name in self.data and cleaned.get(name) in (None, "", []) and name not in self.errors:
                 self.add_error(name, f"Give {expected}.")
+            elif isinstance(cleaned.get(name), datetime):
+                # ISO 8601 allows offsets PostgreSQL refuses (beyond ±15:59); the instant is what matters.
+                cleaned[name] = cleaned[name].astimezone(dt_timezone.utc)
         return cleaned
 
 

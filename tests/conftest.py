@@ -17,9 +17,11 @@ def pytest_configure(config):
 
     from django.conf import settings
 
-    # Each xdist worker gets its own Redis database (15, 14, …) so flushing one never empties another's queue.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    redis_url = settings.REDIS_URL.rsplit("/", 1)[0] + f"/{15 - int(worker.removeprefix('gw'))}"
+    # Each xdist worker gets its own Redis database, counting down from REDIS_URL's (15, 14, … by default),
+    # so flushing one never empties another's queue.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    server, _, database = settings.REDIS_URL.rpartition("/")
+    redis_url = f"{server}/{int(database or 0) - worker}"
     settings.RQ_QUEUES["default"]["URL"] = redis_url
     settings.CACHES["default"]["LOCATION"] = redis_url
 
