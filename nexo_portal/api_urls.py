@@ -3,6 +3,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from audit import api as audit
 from releases import api_dora, api_views as releases
 
 from . import api_errors
@@ -21,9 +22,12 @@ urlpatterns = [
     path("promotions/<int:pk>/reject/", releases.RejectView.as_view(), name="promotion-reject"),
     path("promotions/<int:pk>/cancel/", releases.CancelView.as_view(), name="promotion-cancel"),
     path("rollbacks/", releases.RollbackView.as_view(), name="rollback"),
+    path("matrix/", releases.MatrixView.as_view(), name="matrix"),
     path("verifications/", releases.CheckResultCreateView.as_view(), name="verification-create"),
     path("webhooks/argocd/", releases.ArgoCDWebhookView.as_view(), name="argocd-webhook"),
     path("dora/", api_dora.DoraMetricsView.as_view(), name="dora"),
+    path("audit/", audit.AuditEventListView.as_view(), name="audit-list"),
+    path("audit/export/", audit.AuditExportView.as_view(), name="audit-export"),
     path("incidents/pagerduty/", api_dora.PagerDutyWebhookView.as_view(), name="pagerduty-webhook"),
     re_path(r"^.*$", api_errors.not_found, name="not-found"),
 ]

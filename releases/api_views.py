@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -22,7 +22,7 @@ from audit import log as audit
 from nexo_portal import api_errors
 from nexo_portal.tokens import require_service, requires_scope
 
-from . import deployment_events, registration, serializers, transitions
+from . import board, deployment_events, registration, serializers, transitions
 from .models import CheckResult, Promotion, Release
 
 ERRORS = {
@@ -321,3 +321,50 @@ class ArgoCDWebhookView(APIView):
         except deployment_events.WebhookRefused as refusal:
             return api_errors.error_response(refusal.status, "replayed", str(refusal))
         return Response(serializers.DeploymentEventResultSerializer(event).data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- the version matrix --------------------------------------------------------------------------------
+
+
+class MatrixView(APIView):
+    """Every service × environment: version, deployed at, health, verification, drift (tokens need `read`)."""
+
+    permission_classes = [IsAuthenticated, requires_scope("read")]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("team", str, description="Only this team's services."),
+            OpenApiParameter("service", str, description="Only this service."),
+        ],
+        responses={200: serializers.MatrixRowSerializer(many=True)},
+        summary="The version matrix",
+    )
+    def get(self, request):
+        built = board.build_board(request.user, team=request.query_params.get("team", ""), service=request.query_params.get("service", ""))
+        rows = [
+            {
+                "service": row.service.name,
+                "team": row.service.team.name if row.service.team_id else None,
+                "environments": [_matrix_cell(cell, built.argocd_configured) for cell in row.cells],
+            }
+            for row in built.rows
+        ]
+        return Response(serializers.MatrixRowSerializer(rows, many=True).data)
+
+
+def _matrix_cell(cell, argocd_configured):
+    health = cell.health.label if cell.health else None
+    return {
+        "environment": cell.environment.name,
+        "version": cell.version or None,
+        "deployed_at": cell.deployed_iso or None,
+        "health": health if argocd_configured or not cell.version else "not configured",
+        "verification": cell.verification.label if cell.verification else None,
+        "builds_behind": cell.builds_behind,
+        "drift": cell.drift.label if cell.drift else None,
+        "drift_warning": (cell.builds_behind or 0) > cell.environment.drift_warning_builds,
+        "gitops_tag": cell.gitops_tag,
+        "waiting": cell.waiting_label,
+        "waiting_promotion": cell.waiting.pk if cell.waiting else None,
+        "hold": cell.hold_reason,
+    }

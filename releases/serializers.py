@@ -275,3 +275,24 @@ class DeploymentEventResultSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     outcome = serializers.CharField()
     promotion = serializers.IntegerField(source="promotion_id", allow_null=True)
+
+
+class MatrixCellSerializer(serializers.Serializer):
+    environment = serializers.CharField()
+    version = serializers.CharField(allow_null=True, help_text="What runs there; null when nothing does.")
+    deployed_at = serializers.DateTimeField(allow_null=True)
+    health = serializers.CharField(allow_null=True, help_text="Argo CD's last word on it, or \"not configured\".")
+    verification = serializers.CharField(allow_null=True, help_text="soaking, verified, failed at …, rolled back…")
+    builds_behind = serializers.IntegerField(allow_null=True, help_text="Builds behind the environment before it.")
+    drift = serializers.CharField(allow_null=True, help_text="The drift against the environment before, in words.")
+    drift_warning = serializers.BooleanField(help_text="Past the environment's drift threshold.")
+    gitops_tag = serializers.CharField(allow_blank=True, help_text="The values file's tag when it differs from the deployment.")
+    waiting = serializers.CharField(allow_blank=True, help_text="awaiting approval 1/2, committing, syncing…")
+    waiting_promotion = serializers.IntegerField(allow_null=True)
+    hold = serializers.CharField(allow_blank=True, help_text="Why automatic promotions are held here, if they are.")
+
+
+class MatrixRowSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    team = serializers.CharField(allow_null=True)
+    environments = MatrixCellSerializer(many=True)

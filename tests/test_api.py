@@ -1,5 +1,6 @@
 """The REST API for CI: every endpoint, its validation errors, scopes, idempotency and the one error shape."""
 
+import json
 import threading
 from datetime import UTC, datetime
 
@@ -366,3 +367,52 @@ def test_datetime_fields_round_trip_in_utc(world, sent):
     assert response.status_code == 201, response.content
     assert Release.objects.get().committed_at == datetime(2026, 2, 3, 10, 0, tzinfo=UTC)
     assert response.json()["committed_at"].startswith("2026-02-03T10:00:00")
+
+
+# --- the version matrix and the audit log ----------------------------------------------------------------------
+
+
+def test_matrix_shows_every_service_and_environment_with_drift(world, settings):
+    settings.ARGOCD_URL, settings.ARGOCD_TOKEN = "https://argocd.nexo.example", "token"
+    releases = [make_release(world["service"], f"2026.02.{n}") for n in range(1, 25)]
+    verified_through(releases[-1], "develop", environments=world["env"])
+    verified_through(releases[0], "qa", environments=world["env"])
+    promotion = transitions.request_promotion(releases[0], world["env"]["staging"], world["rita"])
+    Deployment.objects.filter(release=releases[-1]).update(health="Healthy")
+
+    body = token_client("read").get("/api/v1/matrix/").json()
+    assert [row["service"] for row in body] == ["nexo-be", "nexo-fe"]
+    cells = {cell["environment"]: cell for cell in body[0]["environments"]}
+    assert list(cells) == ["develop", "qa", "staging", "production"]
+    assert (cells["develop"]["version"], cells["develop"]["health"], cells["develop"]["verification"]) == ("2026.02.24", "Healthy", "verified")
+    assert (cells["qa"]["version"], cells["qa"]["builds_behind"], cells["qa"]["drift_warning"]) == ("2026.02.1", 23, True)
+    assert cells["staging"]["version"] is None
+    assert (cells["staging"]["waiting"], cells["staging"]["waiting_promotion"]) == ("awaiting approval 0/1", promotion.pk)
+    assert token_client("read").get("/api/v1/matrix/", {"team": "frontend-team"}).json()[0]["service"] == "nexo-fe"
+    settings.ARGOCD_URL = ""
+    assert token_client("read").get("/api/v1/matrix/").json()[0]["environments"][0]["health"] == "not configured"
+
+
+def test_audit_log_is_paginated_filtered_and_exported_in_the_reference_shape(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_through(release, "develop", "qa", "staging", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    transitions.approve(promotion, world["sam"])
+    transitions.approve(promotion, world["lead"])
+    client = token_client("read")
+
+    listed = client.get("/api/v1/audit/", {"service": "nexo-be", "action": "promotion.approved"}).json()
+    assert listed["count"] == 2
+    assert [event["actor"] for event in listed["results"]] == ["lead", "sam"]  # newest first
+    assert_error(client.get("/api/v1/audit/", {"since": "2026-03-01", "until": "2026-02-01"}), 400, "until", "before the start")
+
+    export = client.get("/api/v1/audit/export/", {"action": "promotion.approved"})
+    records = json.loads(b"".join(export.streaming_content))
+    assert [record["event"] for record in records] == ["promotion.approved", "promotion.approved"]
+    last = records[-1]
+    assert {"event", "service", "version", "from_environment", "to_environment", "timestamp", "initiator", "approvers",
+            "rollback"} <= set(last)
+    assert (last["service"], last["version"], last["from_environment"], last["to_environment"]) == (
+        "nexo-be", "2026.02.1", "staging", "production")
+    assert (last["initiator"], last["approvers"], last["rollback"]) == ("rita", ["sam", "lead"], False)
+    assert last["timestamp"].endswith("Z")
