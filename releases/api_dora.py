@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from environments.models import Environment
 from nexo_portal.api_errors import error_response
+from nexo_portal.tokens import requires_scope
 
 from . import dora, pagerduty
 from .models import Service
@@ -54,9 +55,9 @@ class DoraQuerySerializer(serializers.Serializer):
 
 
 class DoraMetricsView(APIView):
-    """Any authenticated user or token: the five DORA metrics for a scope and period."""
+    """Any signed-in person, or a token with `read`: the five DORA metrics for a scope and period."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, requires_scope("read")]
 
     @extend_schema(parameters=[DoraQuerySerializer], responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
