@@ -1,8 +1,9 @@
-"""Who may do what, checked through every entry point: the domain functions, the API and the admin.
+"""Who may do what, checked through every entry point: the domain functions, the API, the admin
+and the HTML views of the board.
 
 Roles: a member of the service's owning team (rita), the staging approver (paulo, platform-team),
 an SRE and a platform lead (production approvers), someone from another team, a superuser and a
-CI token with every scope. The HTML views run the same matrix in tests/test_board_actions.py.
+CI token with every scope (the API only: tokens cannot sign in to pages or the admin).
 """
 
 import threading
@@ -183,6 +184,28 @@ def test_admin_actions(world, client, role, action, environment):
     shown = [str(message) for message in response.context["messages"]]
     assert_outcome(expected(role, action, environment), after != before, role, action, environment)
     assert shown, "the admin says what happened"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role, action, environment", [case for case in CASES if case.values[0] != "ci_token"])
+def test_html_views(world, client, role, action, environment):
+    setup = arrange(world, action, environment)
+    client.force_login(world["people"][role])
+    if action in ("request", "break_glass"):
+        url = reverse("releases:request", args=["nexo-be", environment, setup["release"].version])
+        data = {"emergency": "on", "reason": "INC-42: logins failing"} if action == "break_glass" else {}
+    elif action == "rollback":
+        url = reverse("releases:rollback", args=["nexo-be", environment])
+        data = {"release": "2026.02.1"}
+    else:
+        url = reverse(f"releases:{action}", args=[setup["promotion"].pk])
+        data = {"comment": "because"}
+    before = Promotion.objects.count(), Approval.objects.count(), Promotion.objects.filter(state=PromotionState.CANCELLED).count()
+    response = client.post(url, data, follow=True)
+    after = Promotion.objects.count(), Approval.objects.count(), Promotion.objects.filter(state=PromotionState.CANCELLED).count()
+    assert_outcome(expected(role, action, environment), after != before, role, action, environment)
+    shown = [str(message) for message in response.context["messages"]] if response.context else []
+    assert shown or response.status_code == 400, "the page says what happened"
 
 
 @pytest.mark.django_db
