@@ -366,5 +366,6 @@ def _matrix_cell(cell, argocd_configured):
         "gitops_tag": cell.gitops_tag,
         "waiting": cell.waiting_label,
         "waiting_promotion": cell.waiting.pk if cell.waiting else None,
+        "waiting_is_emergency": bool(cell.waiting and cell.waiting.is_emergency),
         "hold": cell.hold_reason,
     }

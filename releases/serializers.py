@@ -289,6 +289,7 @@ class MatrixCellSerializer(serializers.Serializer):
     gitops_tag = serializers.CharField(allow_blank=True, help_text="The values file's tag when it differs from the deployment.")
     waiting = serializers.CharField(allow_blank=True, help_text="awaiting approval 1/2, committing, syncing…")
     waiting_promotion = serializers.IntegerField(allow_null=True)
+    waiting_is_emergency = serializers.BooleanField(help_text="The waiting promotion is a break-glass one.")
     hold = serializers.CharField(allow_blank=True, help_text="Why automatic promotions are held here, if they are.")
 
 

@@ -229,9 +229,13 @@ def test_break_glass_still_needs_approvals_skips_verification_and_is_flagged(wor
     assert promotion.is_emergency and promotion.emergency_reason == "INC-42: logins failing"
     with pytest.raises(PromotionError, match="needs a reason"):
         transitions.request_promotion(release, world["env"]["production"], world["people"]["sre"], is_emergency=True, reason=" ")
-    response = APIClient()
-    response.force_login(world["people"]["platform_lead"])
-    assert response.get(f"/api/v1/promotions/{promotion.pk}/").json()["is_emergency"] is True
+    api = APIClient()
+    api.force_login(world["people"]["platform_lead"])
+    assert api.get(f"/api/v1/promotions/{promotion.pk}/").json()["is_emergency"] is True
+    production = [cell for cell in api.get("/api/v1/matrix/").json()[0]["environments"] if cell["environment"] == "production"]
+    assert production[0]["waiting_is_emergency"] is True
+    for page in ("/", promotion.get_absolute_url(), release.get_absolute_url()):
+        assert b'<span class="badge emergency">break-glass</span>' in api.get(page).content, page
 
 
 @pytest.mark.django_db
