@@ -30,6 +30,8 @@ class AuditAction(models.TextChoices):
     HOLD_LIFTED = "hold.lifted", "Auto-promotion hold lifted"
     DRIFT_DETECTED = "gitops.drift_detected", "GitOps drift detected"
     FREEZE_CREATED = "freeze.created", "Change freeze created"
+    FREEZE_CHANGED = "freeze.changed", "Change freeze changed"
+    FREEZE_DELETED = "freeze.deleted", "Change freeze deleted"
     TOKEN_CREATED = "token.created", "API token created"
     TOKEN_REVOKED = "token.revoked", "API token revoked"
     DEPLOYMENT_IMPORTED = "deployment.imported", "Deployment imported from GitOps history"

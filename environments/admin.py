@@ -1,5 +1,8 @@
 from django.contrib import admin
+from django.db import transaction
 from django.utils import timezone
+
+from audit.models import AuditAction
 
 from .models import ChangeFreeze, Environment
 
@@ -69,10 +72,18 @@ class EnvironmentAdmin(admin.ModelAdmin):
         return ", ".join(group.name for group in environment.approver_groups.all()) or "—"
 
     def save_formset(self, request, form, formset, change):
-        for freeze in formset.save(commit=False):
-            if freeze.created_by_id is None:
-                freeze.created_by = request.user
-        formset.save()
+        with transaction.atomic():
+            for freeze in formset.save(commit=False):
+                if freeze.created_by_id is None:
+                    freeze.created_by = request.user
+                freeze.save()
+            for freeze in formset.new_objects:
+                freeze.audit(AuditAction.FREEZE_CREATED, request.user)
+            for freeze, _ in formset.changed_objects:
+                freeze.audit(AuditAction.FREEZE_CHANGED, request.user)
+            for freeze in formset.deleted_objects:
+                freeze.audit(AuditAction.FREEZE_DELETED, request.user)
+                freeze.delete()
 
 
 @admin.register(ChangeFreeze)
@@ -87,7 +98,18 @@ class ChangeFreezeAdmin(admin.ModelAdmin):
     def is_active(self, freeze):
         return freeze.starts_at <= timezone.now() < freeze.ends_at
 
+    @transaction.atomic
     def save_model(self, request, obj, form, change):
         if obj.created_by_id is None:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        obj.audit(AuditAction.FREEZE_CHANGED if change else AuditAction.FREEZE_CREATED, request.user)
+
+    @transaction.atomic
+    def delete_model(self, request, obj):
+        obj.audit(AuditAction.FREEZE_DELETED, request.user)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for freeze in queryset:
+            self.delete_model(request, freeze)

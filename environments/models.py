@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import log as audit_log
+
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$"
 slug_validator = RegexValidator(
     SLUG_PATTERN,
@@ -158,6 +160,16 @@ class ChangeFreeze(models.Model):
 
     def __str__(self):
         return f"{self.environment} frozen {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}: {self.reason}"
+
+    def audit(self, action, actor):
+        """Record that someone created, changed or deleted this freeze: freezes decide who may deploy."""
+        audit_log.record(
+            action,
+            actor=actor,
+            environment=self.environment.name,
+            message=f"{self.environment.name} frozen {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}: {self.reason}",
+            data={"freeze": self.pk, "starts_at": self.starts_at, "ends_at": self.ends_at, "reason": self.reason},
+        )
 
     def clean(self):
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:

@@ -99,3 +99,20 @@ def test_rq_dashboard_is_for_staff_only(operator, client, django_user_model, red
     client.force_login(django_user_model.objects.create_user("visitor", password="pw-for-tests-only"))
     response = client.get("/admin/rq/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_freezes_made_changed_and_deleted_in_the_admin_are_audited(operator):
+    from environments.models import ChangeFreeze, Environment
+
+    production = Environment.objects.get(name="production")
+    response = operator.post(admin_url(ChangeFreeze, "add"), {
+        "environment": production.pk, "starts_at_0": "2026-11-27", "starts_at_1": "00:00:00",
+        "ends_at_0": "2026-11-30", "ends_at_1": "23:59:00", "reason": "Black Friday",
+    })
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    freeze = ChangeFreeze.objects.get()
+    operator.post(admin_url(ChangeFreeze, "delete", freeze.pk), {"post": "yes"})
+    assert not ChangeFreeze.objects.exists()
+    events = list(AuditEvent.objects.filter(action__startswith="freeze.").order_by("id").values_list("action", "actor", "environment"))
+    assert events == [("freeze.created", "operator", "production"), ("freeze.deleted", "operator", "production")]
+    assert "Black Friday" in AuditEvent.objects.get(action="freeze.created").message
