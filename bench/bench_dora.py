@@ -201,10 +201,10 @@ def load(reload):
             copy_rows(raw, "releases_deployment",
                       ["id", "service_id", "environment_id", "release_id", "source", "is_rollback", "is_change",
                        "release_committed_at", "release_is_hotfix", "gitops_commit_sha", "deployed_at", "replaced_at",
-                       "health"],
+                       "health", "drifted_tag"],
                       ([d["id"], d["service"], d["environment"], d["release"], "portal", d["is_rollback"], d["is_change"],
                         d["committed_at"].isoformat(), d["is_hotfix"], "", d["deployed_at"].isoformat(),
-                        d["replaced_at"].isoformat() if d["replaced_at"] else None, "Healthy"]
+                        d["replaced_at"].isoformat() if d["replaced_at"] else None, "Healthy", ""]
                        for d in deployments))
             copy_rows(raw, "releases_incident",
                       ["id", "service_id", "environment_id", "title", "severity", "source", "started_at", "resolved_at",

@@ -9,13 +9,13 @@ and flags a place whose image tag differs from what the portal deployed there.
 import logging
 from datetime import timedelta
 
-import django_rq
 from django.db import transaction
 from django.utils import timezone
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from audit import log as audit
 from audit.models import AuditAction
+from nexo_portal import queues
 
 from . import transitions
 from .gitops import values
@@ -44,7 +44,7 @@ def _pending_job_ids(queue):
 def resume_stalled_promotions(now=None):
     """Re-enqueue the next job of promotions that are mid-way and have no job pending."""
     now = now or timezone.now()
-    queue = django_rq.get_queue("default")
+    queue = queues.get_queue("default")
     pending = _pending_job_ids(queue)
     resumed = []
     stalled = Promotion.objects.filter(state__in=list(transitions.JOB_FOR_STATE), updated_at__lt=now - STALL_AFTER)

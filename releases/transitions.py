@@ -13,7 +13,6 @@ for the person who asked.
 import logging
 import uuid
 
-import django_rq
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,6 +20,7 @@ from redis.exceptions import RedisError
 
 from audit import log as audit
 from audit.models import AuditAction
+from nexo_portal import queues
 
 from . import policy
 from .models import (
@@ -73,7 +73,7 @@ def enqueue(promotion_id, step, delay=None):
     the reconciler can tell whether a promotion still has a job on its way.
     """
     def send():
-        queue = django_rq.get_queue("default")
+        queue = queues.get_queue("default")
         job_id = f"{job_id_prefix(promotion_id)}{step}-{uuid.uuid4().hex[:12]}"
         try:
             if delay:
@@ -91,7 +91,7 @@ def _locked(promotion):
     audit.lock_chain()
     return (
         Promotion.objects.select_for_update(of=("self",))
-        .select_related("release", "service", "environment")
+        .select_related("release", "service", "environment", "requested_by", "previous_release")
         .get(pk=promotion.pk)
     )
 

@@ -55,6 +55,20 @@ def test_production_cookies_are_secure_by_default():
     assert result.stdout.split() == ["True", "True", "True"]
 
 
+def test_the_wsgi_process_loads_every_view_and_freezes_its_start_up_objects_out_of_the_collector():
+    script = (
+        "import gc, sys; import nexo_portal.wsgi; "
+        "print(gc.get_freeze_count() > 50_000, 'releases.views' in sys.modules, 'audit.views' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "portal.nexo.example"},
+        capture_output=True, text=True, cwd=settings.BASE_DIR,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True"]
+
+
 @pytest.mark.django_db
 def test_health_endpoint_is_open_and_reports_database_and_redis(client, redis_connection):
     response = client.get("/healthz")

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 from django.conf import settings
-from django_rq import get_connection
+
+from nexo_portal.queues import redis_connection
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class GitOpsRepository:
     @contextmanager
     def locked(self):
         """Hold the repository for the block: one writer at a time across every worker."""
-        lock = get_connection("default").lock(self.lock_name, timeout=self.lock_timeout, blocking_timeout=self.lock_wait)
+        lock = redis_connection().lock(self.lock_name, timeout=self.lock_timeout, blocking_timeout=self.lock_wait)
         if not lock.acquire():
             raise GitOpsError(f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}.")
         try:
