@@ -105,18 +105,24 @@ class ApplicationStatus:
             operation_revision=(operation_state.get("syncResult") or {}).get("revision") or requested or "",
         )
 
-    def is_deployed(self, revision):
+    def is_deployed(self, revision, includes=None):
+        """Whether `revision` runs Synced, Succeeded and Healthy.
+
+        `includes(seen)`, when given, says whether a revision Argo CD reports contains ours: an
+        auto-sync application follows the branch, so another service's commit pushed after ours
+        can be what it reports, with our change in it.
+        """
         return (
-            same_revision(self.revision, revision)
+            self._runs(self.revision, revision, includes)
             and self.sync_status == SyncStatus.SYNCED
             and self.phase == OperationPhase.SUCCEEDED
             and self.health == Health.HEALTHY
         )
 
-    def failure(self, revision):
+    def failure(self, revision, includes=None):
         """Why deploying `revision` has failed for good, or "" while it may still succeed."""
         reason = self.message or "Argo CD gave no reason"
-        our_operation = same_revision(self.operation_revision, revision)
+        our_operation = self._runs(self.operation_revision, revision, includes)
         if our_operation and self.phase in (OperationPhase.FAILED, OperationPhase.ERROR):
             return f"the sync to {revision[:12]} ended in phase {self.phase}: {reason}"
         # Degraded counts only once our revision is what runs: an application that was Degraded before
@@ -124,11 +130,15 @@ class ApplicationStatus:
         if (
             self.health == Health.DEGRADED
             and self.sync_status == SyncStatus.SYNCED
-            and same_revision(self.revision, revision)
+            and self._runs(self.revision, revision, includes)
             and self.phase not in (OperationPhase.RUNNING, OperationPhase.TERMINATING)
         ):
             return f"revision {revision[:12]} is running but Degraded: {reason}"
         return ""
+
+    @staticmethod
+    def _runs(seen, revision, includes):
+        return same_revision(seen, revision) or bool(seen and includes and includes(seen))
 
     def describe(self):
         parts = [f"sync {self.sync_status}" + (f" at {self.revision[:12]}" if self.revision else "")]
@@ -216,6 +226,7 @@ class ArgoCD:
         timeout,
         poll_seconds,
         auto_sync=False,
+        includes=None,
         sleep=time.sleep,
         clock=time.monotonic,
         on_status=None,
@@ -223,7 +234,7 @@ class ArgoCD:
         """Bring `name` to `revision` and wait until it is Synced, its sync Succeeded and it is Healthy.
 
         auto_sync=False asks Argo CD to sync the revision first. auto_sync=True never asks: Argo CD syncs
-        by itself, so each poll only asks it to refresh from Git. Raises ArgoCDError with Argo CD's
+        by itself, so each poll only asks it to refresh from Git, and `includes(seen)` may accept a later revision of the branch that contains ours. Raises ArgoCDError with Argo CD's
         message when our sync fails or our revision runs Degraded, ArgoCDTimeout when `timeout` seconds
         pass first. Unreachable or failing Argo CD servers are polled again until the deadline, so a
         restart of argocd-server does not fail a promotion. `on_status` sees every status polled.
@@ -242,9 +253,9 @@ class ArgoCD:
                 status = ApplicationStatus.from_application(application)
                 if on_status:
                     on_status(status)
-                if status.is_deployed(revision):
+                if status.is_deployed(revision, includes):
                     return status
-                failure = status.failure(revision)
+                failure = status.failure(revision, includes)
                 if failure:
                     raise ArgoCDError(f"Argo CD application {name}: {failure}.", message=status.message)
                 last_seen = status.describe()

@@ -82,18 +82,39 @@ def sync_promotion(promotion_id):
         transitions.mark_deployed(promotion)
         return
     application = promotion.service.argocd_app(promotion.environment)
+    auto_sync = promotion.environment.argocd_auto_sync
     try:
         status = argocd.wait_until_deployed(
             application,
             promotion.gitops_commit_sha,
             timeout=settings.ARGOCD_SYNC_TIMEOUT_SECONDS,
             poll_seconds=settings.ARGOCD_POLL_SECONDS,
-            auto_sync=promotion.environment.argocd_auto_sync,
+            auto_sync=auto_sync,
+            # Auto-sync follows the branch: a later commit that contains ours deploys ours too.
+            includes=_contains_commit(promotion.gitops_commit_sha) if auto_sync else None,
         )
     except ArgoCDError as error:
         _unless_moved_on(transitions.fail, promotion, "sync", str(error))
         return
     _unless_moved_on(transitions.mark_deployed, promotion, health=status.health)
+
+
+def _contains_commit(sha):
+    """`includes(revision)` for the sync's wait: git answers once per revision Argo CD reports."""
+    answers = {}
+
+    def includes(revision):
+        if revision not in answers:
+            repository = GitOpsRepository()
+            try:
+                with repository.locked():
+                    answers[revision] = repository.includes(revision, sha)
+            except GitOpsError as error:
+                logger.warning("Could not tell whether %s contains %s (asking again at the next poll): %s", revision, sha, error)
+                return False
+        return answers[revision]
+
+    return includes
 
 
 def _unless_moved_on(transition, promotion, *args, **kwargs):

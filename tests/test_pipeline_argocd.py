@@ -115,6 +115,46 @@ def test_an_auto_sync_application_is_only_refreshed_never_synced(pipeline, argoc
     assert any(request.query.get("refresh") == ["normal"] or request.query.get("refresh") == "normal" for request in argocd.requests)
 
 
+def auto_syncing_develop(pipeline):
+    pipeline.environments["develop"].argocd_auto_sync = True
+    pipeline.environments["develop"].save()
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+
+
+def test_an_auto_sync_application_that_reports_a_later_commit_containing_ours_is_deployed(pipeline, argocd):
+    """Another service's commit lands before Argo CD looks: it syncs the branch head, ours included."""
+    service = pipeline.add_service("nexo-be")
+    auto_syncing_develop(pipeline)
+    later = []
+
+    def head_after_someone_else_pushed():
+        if not later:
+            pipeline.gitops.write("helm/nexo-fe/values-develop.yaml", "image:\n  tag: \"2026.02.7\"\n", "promote(nexo-fe): develop → 2026.02.7")
+            later.append(pipeline.gitops.head())
+        return later[0]
+
+    argocd.app("nexo-be-develop", auto_sync=True, head=head_after_someone_else_pushed)
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.VERIFIED, promotion.error
+    assert later and later[0] != promotion.gitops_commit_sha
+    assert pipeline.gitops.commits()[1].hexsha == promotion.gitops_commit_sha, "ours is the later commit's parent"
+    assert argocd.sync_requests == []
+
+
+def test_an_auto_sync_application_still_on_an_earlier_commit_is_not_taken_for_ours(pipeline, argocd, settings):
+    service = pipeline.add_service("nexo-be")
+    auto_syncing_develop(pipeline)
+    before_ours = pipeline.gitops.head()
+    argocd.app("nexo-be-develop", auto_sync=True, head=lambda: before_ours)
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 0.5
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.FAILED
+    assert promotion.failed_step == "sync"
+    assert f"did not run revision {promotion.gitops_commit_sha[:12]}" in promotion.error
+    assert before_ours[:12] in promotion.error
+
+
 def test_without_argo_cd_the_sync_step_says_not_configured(pipeline):
     service = pipeline.add_service("nexo-be")
     promotion = promote_to_develop(pipeline, service, "2026.02.1")

@@ -122,6 +122,29 @@ class GitOpsRepository:
     def head(self):
         return self._working_copy().head.commit.hexsha
 
+    def includes(self, revision, commit):
+        """Whether `revision` is `commit` or a later commit of the repository built on it.
+
+        Must be called inside `locked()`: a revision this working copy has not seen yet is
+        fetched first. A revision still unknown after that (or not a commit) includes nothing.
+        """
+        repo = self._working_copy()
+        try:
+            if not self._knows(revision):
+                self.sync()
+                if not self._knows(revision):
+                    return False
+            return repo.is_ancestor(commit, revision)
+        except git.GitCommandError as error:
+            raise GitOpsError(f"Cannot compare {revision[:12]} with {commit[:12]} in {self}: {_git_message(error)}") from error
+
+    def _knows(self, revision):
+        try:
+            self._working_copy().git.cat_file("-e", f"{revision}^{{commit}}")
+        except git.GitCommandError:
+            return False
+        return True
+
     def _file(self, relative_path):
         file = (self.path / relative_path).resolve()
         if self.path.resolve() not in file.parents:
