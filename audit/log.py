@@ -49,7 +49,8 @@ def record(action, *, actor=None, service="", environment="", version="", promot
     itself) so no two events can claim the same predecessor. Call it inside the caller's
     transaction so the event is written if and only if the change it describes is.
     """
-    with transaction.atomic():
+    # Inside the caller's transaction no savepoint is needed: if this fails, so does the change.
+    with transaction.atomic(savepoint=False):
         lock_chain()
         last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
         event = AuditEvent(

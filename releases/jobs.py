@@ -32,20 +32,17 @@ def _load(promotion_id, *states):
 
 def commit_promotion(promotion_id):
     """Write the new image tag into the values file, commit with the trailers, push."""
-    promotion = _load(promotion_id, PromotionState.APPROVED, PromotionState.COMMITTING)
-    if promotion is None:
+    # A job that starts the commit knows no earlier attempt pushed. A job that finds it started
+    # already is a retry: an earlier attempt may have pushed, so it looks for its own commit first.
+    try:
+        promotion, resumed = transitions.start_commit(promotion_id), False
+    except Promotion.DoesNotExist:
+        logger.info("Promotion %s does not exist any more; nothing to do", promotion_id)
         return
-    # A job that finds the commit already started is a retry: an earlier attempt may have
-    # pushed, so it looks for its own commit first. A job that starts it knows none did.
-    resumed = promotion.state == PromotionState.COMMITTING
-    if not resumed:
-        try:
-            promotion = transitions.start_commit(promotion)
-        except PromotionError:
-            promotion = _load(promotion_id, PromotionState.COMMITTING)
-            if promotion is None:
-                return
-            resumed = True
+    except PromotionError:
+        promotion, resumed = _load(promotion_id, PromotionState.COMMITTING), True
+        if promotion is None:
+            return
     service, environment, release = promotion.service, promotion.environment, promotion.release
     path, key = service.values_path(environment), service.image_tag_key
     approvers = [

@@ -87,12 +87,13 @@ def enqueue(promotion_id, step, delay=None):
 
 
 def _locked(promotion):
-    """The promotion, fresh and locked for the rest of the transaction (the audit chain's lock first)."""
+    """The promotion (given as itself or its id), fresh and locked for the rest of the transaction
+    (the audit chain's lock first)."""
     audit.lock_chain()
     return (
         Promotion.objects.select_for_update(of=("self",))
         .select_related("release", "service", "environment", "requested_by", "previous_release")
-        .get(pk=promotion.pk)
+        .get(pk=getattr(promotion, "pk", promotion))
     )
 
 
@@ -319,6 +320,7 @@ def cancel(promotion, actor, comment=""):
 
 @transaction.atomic
 def start_commit(promotion):
+    """Approved → committing. Takes the promotion or its id: the commit job locks it without reading it first."""
     promotion = _locked(promotion)
     _expect(promotion, PromotionState.APPROVED)
     promotion.state = PromotionState.COMMITTING
