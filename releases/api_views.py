@@ -22,7 +22,7 @@ from audit import log as audit
 from nexo_portal import api_errors
 from nexo_portal.tokens import require_service, requires_scope
 
-from . import board, deployment_events, registration, serializers, transitions
+from . import board, deployment_events, policy, registration, serializers, transitions
 from .models import CheckResult, Promotion, Release
 
 ERRORS = {
@@ -106,6 +106,7 @@ class ReleaseListCreateView(generics.ListAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         require_service(request, data["service"])
+        policy.ensure(policy.why_not_report(request.user, data["service"]))
         result = registration.register_build(
             data["service"],
             commit_sha=data["commit_sha"],
@@ -275,7 +276,9 @@ class CheckResultCreateView(generics.CreateAPIView):
     queryset = CheckResult.objects.all()
 
     def perform_create(self, serializer):
-        require_service(self.request, serializer.validated_data["release"].service)
+        service = serializer.validated_data["release"].service
+        require_service(self.request, service)
+        policy.ensure(policy.why_not_report(self.request.user, service))
         serializer.save(reported_by=audit.actor_name(self.request.user))
 
 

@@ -52,7 +52,8 @@ def check_signature(secret, timestamp, signature_header, body, now=None):
         raise WebhookRefused("The delivery is more than five minutes old (or from the future): refused as a replay.", 401)
     scheme, _, given = signature_header.partition("=")
     expected = signature_for(secret, timestamp, body)
-    if scheme != "sha256" or not hmac.compare_digest(given, expected):
+    # As bytes: compare_digest refuses str with non-ASCII characters, which a header may carry.
+    if scheme != "sha256" or not hmac.compare_digest(given.encode(), expected.encode()):
         raise WebhookRefused("The signature does not match the body: check the shared secret.", 401)
     return expected
 

@@ -35,7 +35,8 @@ def signature_is_valid(body, header, secret):
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     candidates = [part.strip() for part in (header or "").split(",")]
     return any(
-        hmac.compare_digest(candidate.removeprefix("v1="), expected)
+        # As bytes: compare_digest refuses str with non-ASCII characters, which a header may carry.
+        hmac.compare_digest(candidate.removeprefix("v1=").encode(), expected.encode())
         for candidate in candidates
         if candidate.startswith("v1=")
     )

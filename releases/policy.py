@@ -107,6 +107,28 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
     return None
 
 
+def why_not_report(actor, service):
+    """Who may register builds of `service` and report their CI results: its team's CI.
+
+    An API token (scoped and possibly limited to services) is how CI does it; a person may
+    do it for the services their team owns, an administrator for any.
+    """
+    if is_ci_token(actor):
+        token = actor.token
+        if not token.allows_service(service):
+            return forbidden(f"The API token '{token.name}' is not allowed to act on {service.name}.")
+        return None
+    if not is_person(actor):
+        return forbidden("Sign in or use an API token to register builds and report CI results.")
+    if actor.is_superuser or (service.team_id and service.team_id in _group_ids(actor)):
+        return None
+    owners = f"the {service.team.name} team" if service.team_id else "its owning team (none is set)"
+    return forbidden(
+        f"Only {owners} may register builds of {service.name} or report their CI results; "
+        "CI does it with an API token that has the register or report scope."
+    )
+
+
 def approvals_required(promotion):
     """Rollbacks the pipeline makes by policy need none: the policy itself is the approval."""
     if promotion.kind == PromotionKind.ROLLBACK and promotion.requested_by_id is None and not promotion.requested_via.startswith("api-token:"):

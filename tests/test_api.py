@@ -184,6 +184,20 @@ def test_a_token_made_for_other_services_may_not_register_this_one(world):
     assert not Release.objects.exists()
 
 
+def test_people_register_builds_only_of_services_their_team_owns(world):
+    frank = make_user("frank", groups=["frontend-team"])
+    body = assert_error(session_client(frank).post("/api/v1/releases/", build(), format="json"), 403, text="Only the backend-team team")
+    assert "API token" in body["message"]
+    assert not Release.objects.exists()
+    assert session_client(world["rita"]).post("/api/v1/releases/", build(), format="json").status_code == 201
+
+
+def test_a_personal_token_registers_as_its_person(world):
+    client = token_client("register", user=world["sam"])
+    assert_error(client.post("/api/v1/releases/", build(), format="json"), 403, text="Only the backend-team team")
+    assert not Release.objects.exists()
+
+
 # --- reading releases ---------------------------------------------------------------------------------------
 
 
@@ -325,6 +339,19 @@ def test_ci_reports_a_verification_result(world):
     assert (result.name, result.passed, result.reported_by) == ("e2e", False, f"api-token:{client.token.name}")
     assert_error(token_client("read").post("/api/v1/verifications/", {}, format="json"), 403, text="'report' scope")
     assert_error(client.post("/api/v1/verifications/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e 2 e", "passed": True}, format="json"), 400, "check")
+
+
+def test_people_outside_the_owning_team_may_not_overturn_a_ci_result(world):
+    make_release(world["service"], "2026.02.1")
+    token_client("report").post(
+        "/api/v1/verifications/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "security", "passed": False}, format="json"
+    )
+    frank = make_user("frank", groups=["frontend-team"])
+    overturn = {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "security", "passed": True}
+    assert_error(session_client(frank).post("/api/v1/verifications/", overturn, format="json"), 403, text="Only the backend-team team")
+    assert list(CheckResult.objects.values_list("passed", flat=True)) == [False]
+    assert_error(token_client("report", services=[world["other"]]).post("/api/v1/verifications/", overturn, format="json"), 403, text="not on nexo-be")
+    assert list(CheckResult.objects.values_list("passed", flat=True)) == [False]
 
 
 # --- one error shape everywhere ----------------------------------------------------------------------------------

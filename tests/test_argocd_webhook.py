@@ -80,6 +80,7 @@ def test_an_old_delivery_is_refused_even_with_a_good_signature(syncing):
         ({"signature": "sha256=" + "0" * 64}, "does not match the body"),
         ({"secret": "someone-elses-secret"}, "does not match the body"),
         ({"signature": "md5=abc"}, "does not match the body"),
+        ({"signature": "sha256=\u00e9t\u00e9"}, "does not match the body"),
         ({"timestamp": "yesterday"}, "Unix time in seconds"),
     ],
 )

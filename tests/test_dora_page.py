@@ -370,6 +370,7 @@ def test_webhook_accepts_a_rotated_secret_among_several_signatures(history, webh
         (False, 401, "Unsigned request"),
         ("v1=" + "0" * 64, 403, "does not match"),
         ("sha256=abc", 403, "does not match"),
+        ("v1=\u00e9t\u00e9", 403, "does not match"),
     ],
 )
 def test_webhook_refuses_missing_or_bad_signatures(history, webhook_secret, signature, status, message):
