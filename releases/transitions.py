@@ -174,6 +174,13 @@ def request_promotion(release, environment, actor, *, kind=PromotionKind.MANUAL,
         raise PromotionError(
             f"{environment.name} is frozen until {timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: {freeze.reason}."
         )
+    if kind == PromotionKind.AUTO:
+        hold = Hold.objects.active().filter(service=service, environment=environment).first()
+        if hold:
+            raise PromotionError(
+                f"Automatic promotions of {service.name} into {environment.name} are on hold ({hold.reason}). "
+                "Lift the hold to resume them; a person may still request a promotion."
+            )
     policy.ensure(_check_release_may_enter(release, environment, kind, is_emergency, rolls_back))
 
     active = Promotion.objects.select_for_update().filter(service=service, environment=environment).active().first()
@@ -467,10 +474,6 @@ def mark_verified(promotion, summary=""):
 def _auto_promote_next(promotion):
     following = promotion.environment.next()
     if following is None or not following.auto_promote or promotion.is_rollback:
-        return
-    hold = Hold.objects.active().filter(service=promotion.service, environment=following).first()
-    if hold:
-        logger.info("Not auto-promoting %s into %s: %s", promotion.release, following, hold.reason)
         return
     try:
         with transaction.atomic():

@@ -11,7 +11,7 @@ from environments.models import ChangeFreeze
 from releases import transitions
 from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState
 from releases.policy import PromotionError
-from tests.factories import make_release, make_service, make_user
+from tests.factories import hex_for, make_release, make_service, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -249,3 +249,16 @@ def test_a_rollback_must_go_to_an_older_release_that_ran_there(world):
         transitions.request_promotion(three, world["env"]["develop"], world["rita"], kind=PromotionKind.ROLLBACK)
     with pytest.raises(PromotionError, match="nexo-be 2026.02.1 never ran in develop"):
         transitions.request_promotion(one, world["env"]["develop"], world["rita"], kind=PromotionKind.ROLLBACK)
+
+
+def test_a_hold_on_the_first_environment_stops_deploys_on_registration_but_not_people(world):
+    from releases.registration import register_build
+
+    Hold.objects.create(service=world["service"], environment=world["env"]["develop"], reason="rolled back", placed_by="pipeline")
+    registered = register_build(world["service"], commit_sha=hex_for("held"), image_digest="sha256:" + "e" * 64, actor=world["rita"])
+    assert registered.release.pk and registered.promotion is None
+    assert not Promotion.objects.filter(environment=world["env"]["develop"]).exists()
+    with pytest.raises(PromotionError, match=r"on hold \(rolled back\)\. Lift the hold"):
+        transitions.request_promotion(registered.release, world["env"]["develop"], None, kind=PromotionKind.AUTO)
+    asked = transitions.request_promotion(registered.release, world["env"]["develop"], world["rita"])
+    assert asked.kind == PromotionKind.MANUAL
