@@ -86,6 +86,10 @@ class Service(models.Model):
         return self.image_tag_key.split(".")
 
 
+class BuildNumbersExhausted(Exception):
+    """No build number is left in the month; the message says so."""
+
+
 class BuildCounter(models.Model):
     """The last build number handed out per service and month, so a number is never reused."""
 
@@ -114,6 +118,11 @@ class BuildCounter(models.Model):
                 Release.objects.filter(service=service, year=year, month=month).aggregate(m=Max("build"))["m"] or 0
             )
             counter.last_build = max(counter.last_build, highest_release) + 1
+            if counter.last_build > calver.MAX_BUILD:
+                raise BuildNumbersExhausted(
+                    f"{service.name} has used every build number of {year}.{month:02d} (up to {calver.MAX_BUILD}); "
+                    "register the build with an explicit version of another month."
+                )
             counter.save(update_fields=["last_build"])
             return counter.last_build
 

@@ -15,7 +15,7 @@ from audit.models import AuditAction
 from environments.models import Environment
 
 from . import calver, transitions
-from .models import BuildCounter, PromotionKind, Release, Service
+from .models import BuildCounter, BuildNumbersExhausted, PromotionKind, Release, Service
 from .policy import PromotionError
 
 
@@ -57,7 +57,11 @@ def register_build(
             )
     else:
         today = timezone.localdate()
-        version = str(calver.CalVer(today.year, today.month, BuildCounter.allocate(service, today.year, today.month)))
+        try:
+            build = BuildCounter.allocate(service, today.year, today.month)
+        except BuildNumbersExhausted as error:
+            raise RegistrationConflict(str(error)) from None
+        version = str(calver.CalVer(today.year, today.month, build))
 
     release = Release.objects.create(
         service=service,

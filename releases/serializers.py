@@ -1,6 +1,10 @@
 """What the REST API reads and writes. Validation messages say what to fix."""
 
+from datetime import timedelta
+
+from django.db.models import Max
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -101,7 +105,34 @@ class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
     hotfix = serializers.BooleanField(required=False, default=False, help_text="This build is a hotfix.")
     fixes = VersionField(required=False, help_text="For a hotfix: the version it fixes.")
 
+    # How far an explicit build number may run ahead of the month's highest registered build:
+    # room for builds CI tagged but never registered, not for one that uses up the month.
+    MAX_BUILD_SKIP = 100
+
+    def validate_version(self, version):
+        parsed = calver.parse(version)
+        latest = timezone.now() + timedelta(days=1)  # a build made just after midnight somewhere east
+        if (parsed.year, parsed.month) > (latest.year, latest.month):
+            raise serializers.ValidationError(
+                f"{version} is dated {parsed.year}.{parsed.month:02d}, after this month: a CalVer version carries "
+                "the month it was built in. Leave version out to get the next build of this month."
+            )
+        return version
+
     def validate(self, attrs):
+        version = attrs.get("version")
+        if version:
+            parsed = calver.parse(version)
+            highest = (
+                Release.objects.filter(service=attrs["service"], year=parsed.year, month=parsed.month)
+                .aggregate(highest=Max("build"))["highest"] or 0
+            )
+            if parsed.build > highest + self.MAX_BUILD_SKIP:
+                raise serializers.ValidationError({"version": (
+                    f"{version} skips ahead: the highest build of {attrs['service'].name} in "
+                    f"{parsed.year}.{parsed.month:02d} is {highest}, and an explicit build may be at most "
+                    f"{self.MAX_BUILD_SKIP} above it. Leave version out to get the next one."
+                )})
         if attrs.get("fixes"):
             if not attrs.get("hotfix"):
                 raise serializers.ValidationError({"fixes": "Only a hotfix fixes another release: set hotfix to true."})

@@ -149,6 +149,8 @@ def test_the_same_build_under_another_version_is_a_conflict(world):
     [
         ({"version": "2026.13.1"}, "version", "the month must be 01 to 12"),
         ({"version": "v2026.02.1"}, "version", "not a CalVer version"),
+        ({"version": "9999.12.1"}, "version", "after this month"),
+        ({"version": "2026.02.101"}, "version", "at most 100 above it"),
         ({"commit_sha": "a3f2b1c"}, "commit_sha", "full 40-character"),
         ({"commit_sha": "z" * 40}, "commit_sha", "full 40-character"),
         ({"image_digest": "sha256:abc"}, "image_digest", "64 lowercase hex"),
@@ -162,6 +164,23 @@ def test_the_same_build_under_another_version_is_a_conflict(world):
 def test_register_validation_errors_name_the_field_and_what_to_fix(world, overrides, field, text):
     response = token_client("register").post("/api/v1/releases/", build(**overrides), format="json")
     assert_error(response, 400, field, text)
+    assert not Release.objects.exists()
+
+
+def test_an_explicit_build_may_run_a_little_ahead_of_the_month(world):
+    client = token_client("register")
+    assert client.post("/api/v1/releases/", build(version="2026.02.100"), format="json").status_code == 201
+    response = client.post("/api/v1/releases/", build(version="2026.02.201", commit_sha=hex_for("far")), format="json")
+    assert_error(response, 400, "version", "the highest build of nexo-be in 2026.02 is 100")
+
+
+def test_a_month_whose_build_numbers_are_used_up_is_a_conflict_not_a_500(world):
+    from releases.models import BuildCounter
+
+    today = timezone.localdate()
+    BuildCounter.objects.create(service=world["service"], year=today.year, month=today.month, last_build=999_999)
+    response = token_client("register").post("/api/v1/releases/", build(), format="json")
+    assert_error(response, 409, text="has used every build number")
     assert not Release.objects.exists()
 
 
