@@ -7,6 +7,7 @@ from django import forms
 from django.utils import timezone
 
 from environments.models import Environment
+from nexo_portal import dates
 from releases.models import Service
 
 from .models import AuditAction
@@ -31,6 +32,9 @@ class AuditFilterForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        for name in ("since", "until"):
+            if cleaned.get(name) and not dates.in_range(cleaned[name]):
+                self.add_error(name, dates.OUT_OF_RANGE)
         since, until = cleaned.get("since"), cleaned.get("until")
         if since and until and since > until:
             self.add_error("until", "The end date is before the start date.")

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit import log as audit
-from nexo_portal import api_errors
+from nexo_portal import api_errors, dates
 from nexo_portal.tokens import require_service, requires_scope
 
 from . import board, deployment_events, policy, registration, serializers, transitions
@@ -51,6 +51,9 @@ class StrictFilterForm(forms.Form):
             if expected and name in self.data and cleaned.get(name) in (None, "", []) and name not in self.errors:
                 self.add_error(name, f"Give {expected}.")
             elif isinstance(cleaned.get(name), datetime):
+                if not dates.in_range(cleaned[name]):
+                    self.add_error(name, dates.OUT_OF_RANGE)
+                    continue
                 # ISO 8601 allows offsets PostgreSQL refuses (beyond ±15:59); the instant is what matters.
                 cleaned[name] = cleaned[name].astimezone(dt_timezone.utc)
         return cleaned

@@ -17,6 +17,7 @@ from django.db.models.functions import TruncDate, TruncMonth, TruncWeek
 from django.utils import timezone
 
 from environments.models import Environment
+from nexo_portal import dates
 
 from .models import Deployment, Incident, Service
 
@@ -105,6 +106,9 @@ class Period:
 
     @classmethod
     def resolve(cls, start=None, end=None, today=None):
+        for given in (start, end):
+            if given and not dates.in_range(given):
+                raise ReportError(f"{given} is out of range. {dates.OUT_OF_RANGE}")
         end = end or today or timezone.localdate()
         start = start or end - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
         if start > end:

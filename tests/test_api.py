@@ -220,6 +220,12 @@ def test_a_personal_token_registers_as_its_person(world):
 # --- reading releases ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("moment", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00", "1969-12-31T00:00:00Z"])
+def test_date_time_filters_outside_the_calendar_the_portal_keeps_are_a_400(world, moment):
+    response = session_client(world["rita"]).get("/api/v1/releases/", {"registered_after": moment})
+    assert_error(response, 400, "registered_after", "Give a date between 1970-01-01 and 2999-12-31.")
+
+
 def test_list_filters_by_service_environment_and_date_and_paginates(world):
     for n in range(1, 4):
         make_release(world["service"], f"2026.02.{n}")
@@ -451,6 +457,7 @@ def test_audit_log_is_paginated_filtered_and_exported_in_the_reference_shape(wor
     assert listed["count"] == 2
     assert [event["actor"] for event in listed["results"]] == ["lead", "sam"]  # newest first
     assert_error(client.get("/api/v1/audit/", {"since": "2026-03-01", "until": "2026-02-01"}), 400, "until", "before the start")
+    assert_error(client.get("/api/v1/audit/", {"until": "9999-12-31"}), 400, "until", "Give a date between")
 
     export = client.get("/api/v1/audit/export/", {"action": "promotion.approved"})
     records = json.loads(b"".join(export.streaming_content))

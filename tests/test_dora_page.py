@@ -132,6 +132,7 @@ def test_team_page_pools_its_services_only(history, reader):
         ("environment=moon", "There is no environment called “moon”"),
         ("start=yesterday", "Enter a valid date"),
         ("service=api&team=frontend-team", "api does not belong to frontend-team"),
+        ("start=9999-12-01&end=9999-12-31", "Give a date between 1970-01-01 and 2999-12-31"),
     ],
 )
 def test_page_explains_a_bad_scope(history, reader, query, message):
@@ -213,6 +214,7 @@ def test_api_other_environment(history, reader):
         ("start=2026-13-01", "start", "Date has wrong format"),
         ("start=2026-04-01&end=2026-03-01", None, "is after the end"),
         ("team=", "team", "Give a value, or leave the parameter out."),
+        ("start=9999-12-01&end=9999-12-31", None, "Give a date between 1970-01-01 and 2999-12-31"),
     ],
 )
 def test_api_answers_400_saying_what_to_fix(history, reader, query, field, message):

@@ -237,6 +237,12 @@ def test_a_date_range_that_ends_before_it_starts_is_a_400_that_says_so(world, hi
     assert "The end date is before the start date." in response.content.decode()
 
 
+def test_dates_at_the_end_of_the_calendar_are_a_400_not_a_500(world, history):
+    response = page_for(world["viewer"], "/audit/", data={"until": "9999-12-31"})
+    assert response.status_code == 400
+    assert "Give a date between 1970-01-01 and 2999-12-31." in response.content.decode()
+
+
 def test_the_audit_log_pages_through_long_histories_and_keeps_its_filters(world):
     for number in range(60):
         audit.record(AuditAction.RELEASE_REGISTERED, actor="api-token:ci", service="nexo-be", version=f"2026.02.{number + 1}")

@@ -1,0 +1,18 @@
+"""The dates the portal accepts in filters and reports.
+
+Python's dates end at 9999-12-31, so "the day after" a date near it overflows; nothing the
+portal records is that far out. Filters and reports refuse dates outside these years with a
+message instead of failing on them.
+"""
+
+from datetime import date, datetime
+
+EARLIEST = date(1970, 1, 1)
+LATEST = date(2999, 12, 31)
+OUT_OF_RANGE = f"Give a date between {EARLIEST} and {LATEST}."
+
+
+def in_range(value):
+    """Whether a date or date-time falls in the years the portal accepts."""
+    day = value.date() if isinstance(value, datetime) else value
+    return EARLIEST <= day <= LATEST
