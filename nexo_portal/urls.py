@@ -24,3 +24,4 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("", include("releases.urls")),
 ]
+handler400 = "nexo_portal.views.bad_request"

@@ -317,3 +317,12 @@ def test_the_query_count_does_not_grow_with_services_or_releases(client, django_
         assert len(response.context["board"].rows) == total
         counts.append(len(queries))
     assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("query", ["team=%00", "service=nexo%00be"])
+def test_a_nul_in_a_filter_is_a_400_page_that_says_so(client, django_user_model, query):
+    client.force_login(django_user_model.objects.create_user("viewer"))
+    response = client.get(f"/?{query}")
+    assert response.status_code == 400
+    assert "never contains a NUL character" in response.content.decode()
+    assert response.templates[0].name == "400.html"
