@@ -189,6 +189,13 @@ def request_promotion(release, environment, actor, *, kind=PromotionKind.MANUAL,
             f"{_describe(active)} is already {active.get_state_display().lower()} (promotion #{active.pk}); "
             "wait for it to finish before requesting another one."
         )
+    if active and (active.release_id, active.kind, active.is_emergency) == (release.pk, kind, is_emergency):
+        # Asking again for what already waits (a second click, a retried call) would only throw
+        # away the approvals it has.
+        raise PromotionError(
+            f"{_describe(active)} is already awaiting approval (promotion #{active.pk}, "
+            f"{policy.approvals_given(active)}/{policy.approvals_required(active)}); approve or cancel it instead."
+        )
 
     current = _current_deployment(service, environment)
     is_person = policy.is_person(actor)

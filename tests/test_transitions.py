@@ -105,6 +105,18 @@ def test_a_new_request_supersedes_one_waiting_for_approval_and_says_so(world):
     assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_SUPERSEDED, promotion_id=waiting.pk).exists()
 
 
+def test_asking_again_for_the_release_that_waits_keeps_it_and_its_approvals(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", "staging", environments=world["env"])
+    waiting = transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    transitions.approve(waiting, world["sam"])
+    with pytest.raises(PromotionError, match=rf"already awaiting approval \(promotion #{waiting.pk}, 1/2\); approve or cancel it"):
+        transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    waiting.refresh_from_db()
+    assert waiting.state == PromotionState.AWAITING_APPROVAL
+    assert Promotion.objects.filter(environment=world["env"]["production"]).count() == 1
+
+
 def test_a_new_request_is_refused_while_one_is_committing(world):
     first, second = make_release(world["service"], "2026.02.1"), make_release(world["service"], "2026.02.2")
     committing = transitions.request_promotion(first, world["env"]["develop"], world["rita"])

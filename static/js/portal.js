@@ -7,16 +7,90 @@
     return document.getElementById("confirm-dialog");
   }
 
+  var LIVE = "#board, #promotion-live";
+
+  // What identifies an element again once a refresh has replaced it: its link or its id.
+  function selectorFor(element) {
+    if (element.id) return "#" + CSS.escape(element.id);
+    var href = element.getAttribute && element.getAttribute("href");
+    return href ? 'a[href="' + CSS.escape(href) + '"]' : null;
+  }
+
   // Live parts refresh only while the person is not busy with them: no open dialog, no text being
-  // typed, and no keyboard focus inside the part that would be replaced (the focus would be lost).
+  // typed or selected, and no keyboard focus on something a refresh could not give back.
   window.portalMayRefresh = function () {
     if (document.hidden) return false;
     if (document.querySelector("dialog[open]")) return false;
+    var selection = window.getSelection && window.getSelection();
+    if (selection && !selection.isCollapsed && selection.anchorNode && selection.anchorNode.parentElement &&
+        selection.anchorNode.parentElement.closest(LIVE)) return false;
     var active = document.activeElement;
     if (!active || !active.closest) return true;
     if (active.closest("textarea, input[type=text], input[type=search]")) return false;
-    return !(active.closest("#board, #promotion-live") && active.matches(":focus-visible"));
+    return !(active.closest(LIVE) && active.matches(":focus-visible") && !selectorFor(active));
   };
+
+  // Across a refresh, keyboard focus returns to the same link and open details stay open.
+  var kept = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || !target.matches || !target.matches(LIVE)) return;
+    var active = document.activeElement;
+    kept = {
+      focus: active && target.contains(active) ? selectorFor(active) : null,
+      open: Array.prototype.map.call(target.querySelectorAll("details[open][id]"), function (d) { return d.id; }),
+    };
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!kept) return;
+    kept.open.forEach(function (id) {
+      var details = document.getElementById(id);
+      if (details) details.open = true;
+    });
+    var again = kept.focus && document.querySelector(kept.focus);
+    if (again) again.focus({ preventScroll: true });
+    kept = null;
+  });
+
+  // A refresh that fails leaves the old content in place: say so, so nobody trusts stale states.
+  function refreshFailed(event) {
+    var target = event.detail.target;
+    if (!target || !target.matches || !target.matches(LIVE)) return;
+    var notice = document.getElementById("refresh-failed");
+    if (!notice) {
+      notice = document.createElement("p");
+      notice.id = "refresh-failed";
+      notice.className = "notice bad";
+      notice.setAttribute("role", "status");
+      target.parentNode.insertBefore(notice, target);
+      notice.textContent = "Could not refresh since " + new Date().toLocaleTimeString() +
+        ": the portal did not answer. What is shown may be out of date; it keeps trying.";
+    }
+  }
+  document.addEventListener("htmx:sendError", refreshFailed);
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var notice = document.getElementById("refresh-failed");
+    if (notice && event.detail.target && event.detail.target.matches && event.detail.target.matches(LIVE)) notice.remove();
+  });
+
+  // A confirmed action is sent once: a second click while the first is on its way does nothing.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if ((form.getAttribute("method") || "get").toLowerCase() !== "post") return;
+    if (form.dataset.submitting) {
+      event.preventDefault();
+      return;
+    }
+    form.dataset.submitting = "true";
+    form.querySelectorAll("button").forEach(function (button) { button.setAttribute("aria-disabled", "true"); });
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;  // back to a page kept in memory: its forms may be sent again
+    document.querySelectorAll("form[data-submitting]").forEach(function (form) {
+      delete form.dataset.submitting;
+      form.querySelectorAll("button").forEach(function (button) { button.removeAttribute("aria-disabled"); });
+    });
+  });
 
   document.addEventListener("htmx:afterSwap", function (event) {
     if (event.detail.target.id === "dialog-body" && !dialog().open) {
@@ -35,11 +109,14 @@
     }
   });
 
-  // A confirmation that could not be loaded as a dialog is opened as its own page, which says why.
+  // A confirmation that could not be loaded as a dialog is opened as its own page, which says why;
+  // a live part whose refresh failed says so.
   document.addEventListener("htmx:responseError", function (event) {
     if (event.detail.target && event.detail.target.id === "dialog-body") {
       window.location.assign(event.detail.pathInfo.requestPath);
+      return;
     }
+    refreshFailed(event);
   });
 
   document.addEventListener("click", function (event) {
