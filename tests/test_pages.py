@@ -188,6 +188,17 @@ def test_the_release_page_shows_its_journey_identity_and_changelog(world):
     assert "- feat: rate limiting\n- fix: auth timeout" in page
 
 
+def test_the_release_page_shows_the_newest_result_of_a_rerun_check_as_the_verdict_does(world):
+    earlier = timezone.now() - timedelta(hours=1)
+    CheckResult.objects.create(release=world["release"], environment=world["env"]["qa"], name="e2e", passed=False,
+                               reported_by="api-token:ci", reported_at=earlier)
+    CheckResult.objects.create(release=world["release"], environment=world["env"]["qa"], name="e2e", passed=True,
+                               reported_by="api-token:ci")
+    page = page_for(world["viewer"], world["release"].get_absolute_url()).content.decode()
+    assert "e2e passed" in page and "e2e failed" not in page
+    assert "(1 earlier run)" in page
+
+
 def test_an_unknown_release_is_404(world):
     assert page_for(world["viewer"], "/services/nexo-be/releases/2030.01.1/").status_code == 404
 
