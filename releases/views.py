@@ -313,15 +313,20 @@ def _dora_report(request, default_interval):
         return form, None
 
 
-def _report_query(report):
-    """The query string that asks for exactly this report, for its export and API links."""
-    parameters = {"environment": report.environment.name, "start": report.period.start, "end": report.period.end,
+def _report_query_values(report):
+    """The query parameters that ask for exactly this report."""
+    parameters = {"environment": report.environment.name, "start": str(report.period.start), "end": str(report.period.end),
                   "interval": report.interval}
     if report.service:
         parameters["service"] = report.service.name
     if report.team:
         parameters["team"] = report.team.name
-    return urlencode(parameters)
+    return parameters
+
+
+def _report_query(report):
+    """The query string that asks for exactly this report, for its export and API links."""
+    return urlencode(_report_query_values(report))
 
 
 def _form_errors(form):
@@ -340,6 +345,8 @@ def dora_report(request):
     context = {
         "form": form,
         "report": report,
+        # What the form shows chosen: the report's scope, or what was asked for when it was refused.
+        "chosen": _report_query_values(report) if report else {key: form.data.get(key, "") for key in form.fields},
         "charts": dora_charts.trend_charts(report) if report and report.trend else [],
         "environments": form.fields["environment"].queryset,
         "teams": form.fields["team"].queryset,

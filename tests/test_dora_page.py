@@ -142,6 +142,16 @@ def test_page_explains_a_bad_scope(history, reader, query, message):
     assert message in response.content.decode()
 
 
+def test_a_refused_scope_keeps_what_was_chosen_in_the_form(history, reader):
+    response = reader.get("/dora/?start=2026-04-01&end=2026-03-01&service=api&environment=staging&interval=monthly")
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert '<option value="api" selected>' in html
+    assert '<option value="staging" selected>' in html
+    assert '<option value="monthly" selected>' in html
+    assert 'name="start" value="2026-04-01"' in html and 'name="end" value="2026-03-01"' in html
+
+
 def test_page_queries_do_not_grow_with_services(history, reader, environments, django_assert_max_num_queries):
     with django_assert_max_num_queries(15) as few:
         reader.get(f"/dora/?{MARCH}&interval=weekly")
