@@ -520,10 +520,12 @@ class _CellBuilder:
             threshold = cell.environment.drift_warning_builds
             tone = "warn" if behind > threshold else ""
             title = f"{previous.name} runs {previous_release.version}"
+            builds = "build" if behind == 1 else "builds"
+            label = f"{behind} {builds} behind {previous.name}"
             if tone:
                 title += f"; more than {threshold} builds behind is worth a promotion"
-            builds = "build" if behind == 1 else "builds"
-            cell.drift = Badge(f"{behind} {builds} behind {previous.name}", tone, title)
+                label += ": worth a promotion"
+            cell.drift = Badge(label, tone, title)
 
     def _waiting_label(self, promotion):
         prefix = "rollback, " if promotion.kind == PromotionKind.ROLLBACK else ""

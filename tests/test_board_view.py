@@ -105,7 +105,7 @@ def test_builds_behind_counts_the_releases_in_between_across_months_and_warns_pa
     assert (qa.drift.label, qa.drift.tone) == ("6 builds behind develop", "")
     staging = board_cell(people["viewer"], "nexo-be", "staging")
     assert staging.builds_behind == 25
-    assert (staging.drift.label, staging.drift.tone) == ("25 builds behind qa", "warn")  # threshold: 20
+    assert (staging.drift.label, staging.drift.tone) == ("25 builds behind qa: worth a promotion", "warn")  # threshold: 20
     assert board_cell(people["viewer"], "nexo-be", "develop").drift is None
     assert 'class="drift warn"' in cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "staging")
 
@@ -238,7 +238,7 @@ def test_a_frozen_environment_without_break_glass_refuses_requests_on_the_board(
         ends_at=timezone.now() + timedelta(hours=5), reason="quarter close",
     )
     response = signed_in(client, people["rita"]).get("/")
-    assert 'title="quarter close">frozen until' in response.content.decode()
+    assert '<span class="policy">quarter close</span>' in response.content.decode()
     assert 'unavailable' in action_link(cell_html(response, "nexo-be", "staging"), "request")
 
 
@@ -246,6 +246,16 @@ def test_a_hold_after_a_rollback_is_shown(environments, people, nexo_be):
     ran(make_release(nexo_be, "2026.02.1"), environments["qa"])
     Hold.objects.create(service=nexo_be, environment=environments["qa"], reason="Rolled back to 2026.02.1", placed_by="pipeline")
     assert board_cell(people["viewer"], "nexo-be", "qa").hold_reason == "Rolled back to 2026.02.1"
+
+
+def test_why_a_place_is_held_or_failed_is_readable_without_hovering(client, environments, people, nexo_be):
+    ran(make_release(nexo_be, "2026.02.1"), environments["qa"])
+    Hold.objects.create(service=nexo_be, environment=environments["qa"], reason="Rolled back to 2026.02.1", placed_by="pipeline")
+    ran(make_release(nexo_be, "2026.02.2"), environments["develop"], state=PromotionState.FAILED,
+        verification_status=StepStatus.FAILED, failed_step="verification", error="error rate 7.2% over 5% in 3 of 4 samples")
+    page = signed_in(client, people["viewer"]).get("/")
+    assert "automatic promotions on hold: Rolled back to 2026.02.1" in cell_html(page, "nexo-be", "qa")
+    assert '<div class="small reason">error rate 7.2% over 5% in 3 of 4 samples</div>' in cell_html(page, "nexo-be", "develop")
 
 
 def test_health_comes_from_argo_cd_or_the_board_says_it_is_not_configured(client, environments, people, nexo_be, settings):

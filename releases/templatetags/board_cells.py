@@ -22,6 +22,10 @@ def _html(markup, *values):
 _badges = {}
 
 
+def _shorten(text, limit=120):
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def _badge(badge):
     if badge is None:
         return ""
@@ -66,6 +70,9 @@ def board_cell(cell):
         )
         parts.append('<div class="verification">')
         parts.append(_badge(cell.verification))
+        if cell.verification and cell.verification.tone == "bad" and cell.verification.title:
+            # Why it failed, readable without hovering (the badge's title has it whole).
+            parts.append(_html('<div class="small reason">{}</div>', _shorten(cell.verification.title)))
         if cell.soak_percent is not None:
             parts.append(
                 _html('<progress max="100" value="{}" aria-label="Soak {} % done"></progress>', cell.soak_percent, cell.soak_percent)
@@ -81,7 +88,7 @@ def board_cell(cell):
                 )
             )
         if cell.hold_reason:
-            parts.append(_html('<div class="small warn-text" title="{}">automatic promotions on hold</div>', cell.hold_reason))
+            parts.append(_html('<div class="small warn-text">automatic promotions on hold: {}</div>', cell.hold_reason))
     else:
         parts.append('<div class="muted">not deployed</div>')
     if cell.waiting:
