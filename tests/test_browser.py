@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from releases.models import Promotion, PromotionState
-from tests.factories import make_release, make_user
+from tests.factories import make_release, make_service, make_user
 from tests.history import ran
 
 pytestmark = pytest.mark.browser
@@ -282,3 +282,22 @@ def test_a_board_that_cannot_refresh_says_so_and_recovers(page, portal):
     assert "Could not refresh since" in notice.inner_text()
     page.unroute("**/")
     notice.wait_for(state="detached", timeout=5000)
+
+
+def test_filtering_the_board_in_place_offers_to_clear_the_filter_and_keeps_the_header_in_view(page, portal):
+    for number in range(30):  # enough rows to scroll
+        make_service(f"svc-{number:02d}", team="backend-team")
+    sign_in(page, portal, "rita")
+    assert page.locator("a.clear").count() == 0
+    page.select_option("#filter-service", "nexo-be")
+    page.locator("a.clear").wait_for(state="visible")
+    assert "Showing 1 service" in page.locator("p.filtered").inner_text()
+    page.select_option("#filter-service", "")
+    page.locator("a.clear").wait_for(state="detached")
+
+    page.set_viewport_size({"width": 1200, "height": 600})
+    page.locator("#board .table-scroll").evaluate("box => box.scrollTo(0, 2000)")
+    header = page.locator("table.board thead th").first.bounding_box()
+    box = page.locator("#board .table-scroll").bounding_box()
+    assert box["y"] - 1 <= header["y"] <= box["y"] + 5, (header, box)
+
