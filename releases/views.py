@@ -212,8 +212,15 @@ def rollback(request, service, environment):
     targets = confirmations.rollback_targets(service, environment, current) if current else []
     versions = [release.version for release in targets]
     default = transitions.last_verified_release(service, environment, older_than=current.release) if current else None
-    form = RollbackForm(_posted(request), versions=versions, initial={"release": default.version if default else None})
     target = default or (targets[0] if targets else None)
+    # ?release= shows the confirmation for another target; choosing one in the dialog asks for it.
+    target = next((release for release in targets if release.version == request.GET.get("release")), target)
+    form = RollbackForm(_posted(request), versions=versions, initial={"release": target.version if target else None})
+    if _is_htmx(request):
+        form.fields["release"].widget.attrs.update({
+            "hx-get": request.path, "hx-trigger": "change", "hx-target": "#dialog-body",
+            "hx-vals": json.dumps({"next": back}),
+        })
     if request.method == "POST" and form.is_valid():
         target = next(release for release in targets if release.version == form.cleaned_data["release"])
     confirmation = confirmations.for_rollback(service, environment, request.user, current, target)

@@ -2,10 +2,12 @@
 refusals as messages, forms that need fixing, CSRF, and where the person is sent back to."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
+from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from releases import transitions
@@ -103,6 +105,22 @@ def test_the_rollback_confirmation_names_the_release_it_goes_back_to(client, wor
     page = response.content.decode()
     assert "nexo-be in staging: 2026.02.2 → 2026.02.1" in page
     assert '<option value="2026.02.1" selected>2026.02.1</option>' in page
+
+
+def test_choosing_another_rollback_target_in_the_dialog_describes_that_one(client, world):
+    older = make_release(world["service"], "2026.01.7")
+    ran(older, world["env"]["staging"], at=timezone.now() - timedelta(days=3))
+    ran(make_release(world["service"], "2026.02.2"), world["env"]["staging"], at=timezone.now() + timedelta(minutes=1))
+    url = "/services/nexo-be/environments/staging/rollback/"
+    rita = as_user(client, world["rita"])
+    dialog = rita.get(url, headers={"HX-Request": "true", "HX-Target": "dialog-body"}).content.decode()
+    assert "nexo-be in staging: 2026.02.2 → 2026.02.1" in dialog
+    assert f'hx-get="{url}"' in dialog and 'hx-trigger="change"' in dialog
+    chosen = rita.get(url, {"release": "2026.01.7", "next": "/"}, headers={"HX-Request": "true", "HX-Target": "dialog-body"})
+    page = chosen.content.decode()
+    assert chosen.status_code == 200, (chosen.status_code, chosen.get("Location"))
+    assert "nexo-be in staging: 2026.02.2 → 2026.01.7" in page and "staging goes back from 2026.02.2 to 2026.01.7." in page
+    assert '<option value="2026.01.7" selected>2026.01.7</option>' in page
 
 
 def test_a_rollback_with_nothing_older_explains_there_is_nothing_to_go_back_to(client, world):
