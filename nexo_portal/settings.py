@@ -229,6 +229,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Register builds, promote releases through develop → qa → staging → production, and read what ran where.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Like the rest of the API: people signed in or a token (any scope), never anonymous.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

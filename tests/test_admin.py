@@ -16,7 +16,7 @@ MODELS = sorted((model for model in admin.site._registry if model._meta.managed)
 @pytest.fixture
 def operator(client, django_user_model, tmp_path, settings):
     settings.GITOPS_REPO_URL = str(tmp_path / "gitops.git")
-    call_command("seed_demo", stdout=open("/dev/null", "w"))
+    call_command("seed_demo", force=True, stdout=open("/dev/null", "w"))
     user = django_user_model.objects.create_superuser("operator", "op@nexo.invalid", "pw-for-tests-only")
     client.force_login(user)
     return client

@@ -413,6 +413,12 @@ def test_the_schema_and_docs_are_served(world):
     assert b"cdn" not in client.get("/api/v1/docs/").content.lower()
 
 
+@pytest.mark.parametrize("path", ["/api/v1/schema/", "/api/v1/docs/", "/api/v1/redoc/"])
+def test_the_schema_and_docs_need_a_session_or_a_token(world, path):
+    assert APIClient().get(path).status_code in (401, 403)
+    assert token_client("read").get(path).status_code == 200
+
+
 @pytest.mark.parametrize("sent", ["2026-02-03T12:00:00+02:00", "2026-02-02T10:06:00-23:54"])
 def test_datetime_fields_round_trip_in_utc(world, sent):
     response = token_client("register").post("/api/v1/releases/", build(committed_at=sent), format="json")

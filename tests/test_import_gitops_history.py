@@ -246,7 +246,7 @@ def test_unknown_service_or_unreachable_repository_is_explained(repository, tmp_
 
 def test_history_the_portal_wrote_is_already_recorded(tmp_path, settings):
     settings.GITOPS_REPO_URL = str(tmp_path / "gitops.git")
-    call_command("seed_demo", stdout=StringIO())
+    call_command("seed_demo", force=True, stdout=StringIO())
     deployments = Deployment.objects.count()
 
     out = StringIO()

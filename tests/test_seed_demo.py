@@ -20,7 +20,17 @@ def gitops_path(tmp_path, settings):
 
 
 def seed():
-    call_command("seed_demo", stdout=open("/dev/null", "w"))
+    call_command("seed_demo", force=True, stdout=open("/dev/null", "w"))
+
+
+def test_seed_demo_refuses_a_portal_running_with_debug_off_unless_forced(gitops_path, settings):
+    from django.contrib.auth.models import User
+    from django.core.management.base import CommandError
+
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="password is published in the README"):
+        call_command("seed_demo", stdout=open("/dev/null", "w"))
+    assert not User.objects.filter(username="admin").exists()
 
 
 def test_seed_demo_creates_the_demo_world(gitops_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import git
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -102,7 +102,19 @@ def is_local_path(url):
 class Command(BaseCommand):
     help = "Load demo data (environments, groups, users, services, release history, a local GitOps repo). Idempotent."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--force", action="store_true",
+            help="Seed even with DEBUG off. The demo accounts share a published password: never on a real portal.",
+        )
+
     def handle(self, *args, **options):
+        if not settings.DEBUG and not options["force"]:
+            raise CommandError(
+                "seed_demo creates an administrator and people whose password is published in the README, so it "
+                "only runs with DEBUG=1 (as ./scripts/demo does). On a portal people use, do not run it; "
+                "for a throwaway one, pass --force."
+            )
         now = timezone.now().replace(second=0, microsecond=0)
         with transaction.atomic():
             environments = ensure_default_environments()
