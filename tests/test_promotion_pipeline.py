@@ -14,7 +14,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
 from releases import transitions
-from releases.gitops.repo import GitOpsRepository
+from releases.gitops.repo import GitOpsError, GitOpsRepository
 from releases.models import (
     CheckResult,
     Deployment,
@@ -187,6 +187,25 @@ def test_a_push_that_fails_for_good_leaves_no_commit_behind(pipeline):
     with repository.locked():
         repository.sync()
         assert repository.head() == head
+
+
+def test_a_push_that_reports_a_failure_after_the_remote_took_the_commit_carries_on(pipeline, monkeypatch):
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    original_push = GitOpsRepository.push
+
+    def connection_drops_after_the_push(repository):
+        original_push(repository)
+        raise GitOpsError("Cannot push to the GitOps repository: Connection reset by peer")
+
+    monkeypatch.setattr(GitOpsRepository, "push", connection_drops_after_the_push)
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.VERIFIED, promotion.error
+    assert pipeline.gitops.head() == promotion.gitops_commit_sha
+    assert [trailers(c).get("Promotion-Id") for c in pipeline.gitops.commits()].count(str(promotion.pk)) == 1
 
 
 @pytest.mark.parametrize(

@@ -210,9 +210,29 @@ class GitOpsRepository:
                 look_for_trailer = False  # this attempt was refused, so it pushed nothing
                 logger.info("GitOps push to %s rejected (attempt %s of %s); fetching and retrying", self, attempt, attempts)
                 continue
+            except GitOpsError as failure:
+                # The connection may have dropped after the remote took the commit: look before failing.
+                landed = self._landed(trailer_key, trailer_value, since, failure)
+                if landed:
+                    return landed
+                raise
             self._pushed_marker().write_text(sha)
             return sha
         raise GitOpsError(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+
+    def _landed(self, trailer_key, trailer_value, since, failure):
+        """After a push that failed without a rejection: the commit on the branch carrying our trailer, or None."""
+        try:
+            self.sync()
+        except GitOpsError as error:
+            raise GitOpsError(
+                f"{failure} The repository could not be read afterwards either ({error}), so whether the commit "
+                "landed is unknown; the reconciler flags the values file if it did."
+            ) from error
+        existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
+        if existing:
+            logger.warning("GitOps push to %s reported a failure but %s landed as %s", self, (trailer_key, trailer_value), existing)
+        return existing
 
     def _fresh_working_copy(self, fetch):
         """The working copy at the branch's tip, fetched or as last known.
