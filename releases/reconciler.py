@@ -103,6 +103,7 @@ def detect_drift():
         if deployment.drifted_tag == tag:
             continue  # already flagged and audited
         with transaction.atomic():
+            audit.lock_chain()  # the chain before rows, as every writer takes them
             Deployment.objects.filter(pk=deployment.pk).update(drifted_tag=tag or "", drift_detected_at=now)
             audit.record(
                 AuditAction.DRIFT_DETECTED,

@@ -62,10 +62,18 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"Could not clone branch {branch} of {redact(url)}: {(error.stderr or str(error)).strip()}"
                 ) from error
-            with transaction.atomic():
-                totals = [self.import_place(repo, branch, service, environment) for service in services for environment in environments]
-                if options["dry_run"]:
-                    transaction.set_rollback(True)
+            totals = []
+            for service in services:
+                for environment in environments:
+                    # One transaction per values file: the audit chain's lock (taken first, before any
+                    # row, as every writer does) is held for one file's history, not the whole import.
+                    # Re-running skips what is recorded, so an import that stops half-way is finished
+                    # by running it again.
+                    with transaction.atomic():
+                        audit.lock_chain()
+                        totals.append(self.import_place(repo, branch, service, environment))
+                        if options["dry_run"]:
+                            transaction.set_rollback(True)
         for warning in self.warnings:
             self.stderr.write(self.style.WARNING(warning))
         imported = sum(created for created, _, _ in totals)
