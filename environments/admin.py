@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.db import transaction
 from django.utils import timezone
 
+from audit.admin_changes import AuditedAdmin
 from audit.models import AuditAction
 
 from .models import ChangeFreeze, Environment
@@ -15,7 +16,7 @@ class ChangeFreezeInline(admin.TabularInline):
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(admin.ModelAdmin):
+class EnvironmentAdmin(AuditedAdmin):
     list_display = [
         "name",
         "position",

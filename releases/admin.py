@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
+from audit.admin_changes import AuditedAdmin
 from environments.models import Environment
 
 from . import transitions
@@ -85,7 +86,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(AuditedAdmin):
     list_display = ["name", "team", "image_repository", "auto_deploy_on_registration", "image_tag_key"]
     list_filter = ["team", "auto_deploy_on_registration"]
     search_fields = ["name", "description", "image_repository"]
@@ -109,7 +110,7 @@ class ServiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Release)
-class ReleaseAdmin(admin.ModelAdmin):
+class ReleaseAdmin(AuditedAdmin):
     list_display = ["version", "service", "short_sha", "short_digest", "is_hotfix", "registered_by", "registered_at"]
     list_filter = ["service", "is_hotfix", "year"]
     search_fields = ["version", "commit_sha", "image_digest", "service__name"]
@@ -317,8 +318,10 @@ class DeploymentEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Incident)
-class IncidentAdmin(admin.ModelAdmin):
+class IncidentAdmin(AuditedAdmin):
     """Incidents may be entered and corrected by hand: they decide which deployments count as failed."""
+
+    audit_changes = False  # Incident.audit records entries and corrections; deletions are audited here
 
     list_display = ["title", "service", "environment", "severity", "source", "started_at", "resolved_at", "caused_by"]
     list_filter = ["environment", "severity", "source", "service"]

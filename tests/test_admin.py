@@ -116,3 +116,76 @@ def test_freezes_made_changed_and_deleted_in_the_admin_are_audited(operator):
     events = list(AuditEvent.objects.filter(action__startswith="freeze.").order_by("id").values_list("action", "actor", "environment"))
     assert events == [("freeze.created", "operator", "production"), ("freeze.deleted", "operator", "production")]
     assert "Black Friday" in AuditEvent.objects.get(action="freeze.created").message
+
+
+def post_data(form, **changes):
+    """What the browser would post back for an unchanged admin form, with `changes` applied."""
+    data = {}
+    for name, field in form.fields.items():
+        if field.disabled:
+            continue
+        value = form[name].value()
+        if hasattr(field.widget, "widgets"):  # a split date + time widget
+            for index, part in enumerate(field.widget.decompress(value)):
+                data[f"{name}_{index}"] = "" if part is None else str(part)
+        elif isinstance(value, (list, tuple)):
+            data[name] = [getattr(item, "pk", item) for item in value]
+        elif isinstance(value, bool):
+            if value:
+                data[name] = "on"
+        elif value is not None:
+            data[name] = value
+    data.update(changes)
+    return data
+
+
+def change(operator, model, obj, **changes):
+    url = admin_url(model, "change", obj.pk)
+    response = operator.get(url)
+    data = post_data(response.context["adminform"].form, **changes)
+    for formset in response.context["inline_admin_formsets"]:
+        management = formset.formset.management_form
+        data.update({management.add_prefix(name): value for name, value in management.initial.items()})
+        for form in formset.formset.forms:
+            data.update({form.add_prefix(name): value for name, value in post_data(form).items()})
+    answer = operator.post(url, data)
+    assert answer.status_code == 302, answer.context["adminform"].form.errors if answer.context else answer
+    return answer
+
+
+def test_who_may_approve_changed_in_the_admin_is_audited_before_and_after(operator):
+    from django.contrib.auth.models import Group
+
+    from environments.models import Environment
+
+    production = Environment.objects.get(name="production")
+    platform = Group.objects.get(name="platform-team")
+    groups = [group.pk for group in production.approver_groups.all()] + [platform.pk]
+    change(operator, Environment, production, required_approvals=3, approver_groups=groups)
+    event = AuditEvent.objects.filter(action="admin.changed").get()
+    assert (event.actor, event.environment) == ("operator", "production")
+    assert event.data["changes"]["required_approvals"] == ["2", "3"]
+    before, after = event.data["changes"]["approver_groups"]
+    assert "platform-team" not in before and "platform-team" in after
+
+
+def test_adding_someone_to_an_approver_group_is_audited_and_no_password_is_kept(operator, django_user_model):
+    from django.contrib.auth.models import Group
+
+    rita = django_user_model.objects.get(username="rita")
+    sre = Group.objects.get(name="sre-team")
+    change(operator, django_user_model, rita, groups=[*rita.groups.values_list("pk", flat=True), sre.pk])
+    event = AuditEvent.objects.filter(action="admin.changed").get()
+    assert "sre-team" in event.data["changes"]["groups"][1] and "sre-team" not in event.data["changes"]["groups"][0]
+    assert "password" not in str(event.data) and "pbkdf2" not in event.message
+
+
+def test_deleting_an_incident_in_the_admin_is_audited(operator):
+    from releases.models import Incident
+
+    incident = Incident.objects.first()
+    assert incident is not None, "the demo data has incidents"
+    operator.post(admin_url(Incident, "delete", incident.pk), {"post": "yes"})
+    assert not Incident.objects.filter(pk=incident.pk).exists()
+    event = AuditEvent.objects.filter(action="admin.deleted").get()
+    assert event.data == {"model": "releases.Incident", "object": incident.pk}
