@@ -147,11 +147,15 @@ CACHES = {
 # --- GitOps repository ------------------------------------------------------------------------
 GITOPS_REPO_URL = env.str("GITOPS_REPO_URL", default=str(BASE_DIR / "var" / "gitops.git"))
 GITOPS_BRANCH = env.str("GITOPS_BRANCH", default="main")
-# Each worker keeps its own working copy here, keyed by repository URL and process.
+# One working copy per repository URL and host, shared by the host's workers under the Redis lock.
 GITOPS_WORKDIR = env.str("GITOPS_WORKDIR", default=str(BASE_DIR / "var" / "gitops-workdirs"))
 GITOPS_AUTHOR_NAME = env.str("GITOPS_AUTHOR_NAME", default="Nexo Release Portal")
 GITOPS_AUTHOR_EMAIL = env.str("GITOPS_AUTHOR_EMAIL", default="release-portal@nexo.invalid")
 GITOPS_PUSH_ATTEMPTS = env.int("GITOPS_PUSH_ATTEMPTS", default=5)
+# A clone, fetch or push that takes longer is stopped; it must stay under the lock's lifetime,
+# which is renewed before each of them.
+GITOPS_NETWORK_TIMEOUT_SECONDS = env.int("GITOPS_NETWORK_TIMEOUT_SECONDS", default=60)
+GITOPS_LOCK_SECONDS = env.int("GITOPS_LOCK_SECONDS", default=120)
 
 # --- Argo CD and Prometheus (unset means "not configured", never a silent pass) -----------
 ARGOCD_URL = env.str("ARGOCD_URL", default="")

@@ -48,15 +48,17 @@ def _git_message(error):
 
 
 class GitOpsRepository:
-    def __init__(self, url=None, branch=None, workdir=None, lock_timeout=120, lock_wait=300):
+    def __init__(self, url=None, branch=None, workdir=None, lock_timeout=None, lock_wait=300):
         self.url = url or settings.GITOPS_REPO_URL
         self.branch = branch or settings.GITOPS_BRANCH
         key = hashlib.sha1(self.url.encode()).hexdigest()[:16]
         self.path = Path(workdir or settings.GITOPS_WORKDIR) / f"{key}-{socket.gethostname()}"
         self.lock_name = f"nexo:gitops-lock:{key}"
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = lock_timeout or settings.GITOPS_LOCK_SECONDS
         self.lock_wait = lock_wait
+        self.network_timeout = settings.GITOPS_NETWORK_TIMEOUT_SECONDS
         self._repo = None
+        self._lock = None
 
     def __str__(self):
         return redact(self.url)
@@ -67,13 +69,22 @@ class GitOpsRepository:
         lock = redis_connection().lock(self.lock_name, timeout=self.lock_timeout, blocking_timeout=self.lock_wait)
         if not lock.acquire():
             raise GitOpsError(f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}.")
+        self._lock = lock
         try:
             yield self
         finally:
+            self._lock = None
             try:
                 lock.release()
             except Exception:  # noqa: BLE001 - an expired lock is released already
                 logger.warning("GitOps lock %s had expired before release", self.lock_name)
+
+    def _before_network(self):
+        """Renew the lock to its full lifetime before a clone, fetch or push (each stopped after
+        `network_timeout`), so it cannot expire while this worker still uses the working copy."""
+        if self._lock is not None:
+            self._lock.reacquire()
+        return {"kill_after_timeout": self.network_timeout}
 
     # --- working copy -----------------------------------------------------------------------
 
@@ -83,11 +94,16 @@ class GitOpsRepository:
         try:
             if (self.path / ".git").is_dir():
                 self._repo = git.Repo(self.path)
-                if self._repo.remotes.origin.url != self.url:
+                if "origin" not in {remote.name for remote in self._repo.remotes}:
+                    self._repo.create_remote("origin", self.url)
+                elif self._repo.remotes.origin.url != self.url:
                     self._repo.remotes.origin.set_url(self.url)
             else:
+                # An empty repository with the remote; the first sync() fetches it. (A clone cannot be
+                # given a time limit: GitPython runs it as a process it does not watch.)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._repo = git.Repo.clone_from(self.url, self.path, no_checkout=True)
+                self._repo = git.Repo.init(self.path)
+                self._repo.create_remote("origin", self.url)
         except git.GitError as error:
             raise GitOpsError(f"Cannot reach the GitOps repository {self}: {_git_message(error)}") from error
         return self._repo
@@ -96,7 +112,9 @@ class GitOpsRepository:
         """Fetch and make the working copy exactly the remote branch (local leftovers dropped)."""
         repo = self._working_copy()
         try:
-            repo.git.fetch("origin", f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}", "--prune")
+            repo.git.fetch(
+                "origin", f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}", "--prune", **self._before_network()
+            )
         except git.GitCommandError as error:
             message = _git_message(error)
             if "couldn't find remote ref" in message.lower():
@@ -265,7 +283,7 @@ class GitOpsRepository:
     def push(self):
         repo = self._working_copy()
         try:
-            repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{self.branch}")
+            repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{self.branch}", **self._before_network())
         except git.GitCommandError as error:
             message = _git_message(error) + " " + str(getattr(error, "stdout", "") or "")
             if _REJECTED_PUSH.search(message):

@@ -1,0 +1,54 @@
+"""The GitOps working copy's lock and network limits, against real Git and Redis."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from releases.gitops.repo import GitOpsError, GitOpsRepository
+from tests.gitops import GitOpsRemote
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers: a Git host that hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/nexo-gitops.git"
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    listener.close()
+
+
+def test_a_git_host_that_hangs_is_given_up_on_after_the_network_timeout(silent_server, settings, tmp_path, redis_connection):
+    settings.GITOPS_NETWORK_TIMEOUT_SECONDS = 1
+    repository = GitOpsRepository(url=silent_server, workdir=str(tmp_path))
+    started = time.monotonic()
+    with pytest.raises(GitOpsError, match="Cannot reach the GitOps repository"), repository.locked():
+        repository.sync()
+    assert time.monotonic() - started < 10
+
+
+def test_the_lock_is_renewed_before_each_network_call(settings, tmp_path, redis_connection):
+    remote = GitOpsRemote(tmp_path)
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"), lock_timeout=2)
+    with repository.locked():
+        time.sleep(1.5)  # most of the lock's lifetime spent on something else
+        repository.sync()
+        assert redis_connection.pttl(repository.lock_name) > 1500, "the fetch renewed the lock to its full lifetime"
