@@ -673,6 +673,9 @@ class Incident(models.Model):
     )
     external_id = models.CharField(max_length=100, blank=True, help_text="The incident's id in PagerDuty.")
     external_url = models.URLField(blank=True)
+    external_updated_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the last PagerDuty event applied to it occurred."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = IncidentQuerySet.as_manager()

@@ -80,6 +80,13 @@ def apply_event(payload, environment):
             .first()
         )
         created = incident is None
+        if not created and incident.external_updated_at and occurred_at < incident.external_updated_at:
+            # PagerDuty may deliver late or out of order; a signature has no time in it, so a replay
+            # looks the same. Either way, what happened before the last change applied changes nothing.
+            return incident, (
+                f"ignored: this {event_type} occurred at {occurred_at.isoformat()}, before the last event "
+                f"applied to incident {incident.pk} ({incident.external_updated_at.isoformat()})"
+            )
         if created:
             incident = Incident(
                 source=IncidentSource.PAGERDUTY,
@@ -97,6 +104,7 @@ def apply_event(payload, environment):
             incident.resolved_at = None
         elif event_type == "incident.resolved":
             incident.resolved_at = max(occurred_at, incident.started_at)
+        incident.external_updated_at = occurred_at
         incident.save()
         verb = {"incident.resolved": "resolved", "incident.reopened": "reopened"}.get(event_type, "triggered")
         if created or event_type != "incident.priority_updated":

@@ -366,6 +366,20 @@ def test_webhook_resolution_and_repeated_delivery(history, webhook_secret, reade
     assert metrics["failed_deployment_recovery_time"]["median_seconds"] == pytest.approx(2.25 * HOUR)
 
 
+def test_webhook_a_late_or_replayed_trigger_does_not_reopen_a_resolved_incident(history, webhook_secret):
+    deliver(pagerduty_event("incident.triggered"))
+    deliver(pagerduty_event("incident.resolved", occurred_at="2026-03-03T14:30:00Z"))
+    late = deliver(pagerduty_event("incident.triggered"))  # occurred 13:00:05, delivered after the resolve
+    incident = Incident.objects.get(source=IncidentSource.PAGERDUTY)
+    assert late.status_code == 202
+    assert "before the last event applied" in late.json()["outcome"]
+    assert incident.resolved_at == datetime(2026, 3, 3, 14, 30, tzinfo=UTC)
+
+    deliver(pagerduty_event("incident.reopened", occurred_at="2026-03-03T15:00:00Z"))
+    incident.refresh_from_db()
+    assert incident.resolved_at is None, "a reopening that happened after the resolve does reopen it"
+
+
 def test_webhook_accepts_a_rotated_secret_among_several_signatures(history, webhook_secret):
     payload = pagerduty_event("incident.triggered")
     body = json.dumps(payload).encode()
