@@ -119,9 +119,14 @@ LOGOUT_REDIRECT_URL = "login"
 SECURE_HTTPS = env.bool("SECURE_HTTPS", default=not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_HTTPS
 CSRF_COOKIE_SECURE = SECURE_HTTPS
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Served over HTTPS: plain HTTP is redirected and browsers are told to stay on HTTPS for a year.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=SECURE_HTTPS)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if SECURE_HTTPS else 0)
+# Behind a load balancer that ends TLS, trust its X-Forwarded-Proto (and only then), or every
+# request looks like plain HTTP: redirect loops, refused sign-ins, http:// OAuth callbacks.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+# Load-balancer and kubelet probes speak plain HTTP to the pod.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -252,7 +257,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Requests for host names the portal does not serve (scanners, probes by IP) get a 400;
+        # a traceback for each of them would bury what matters.
+        "django.security.DisallowedHost": {"handlers": [], "propagate": False},
+    },
 }
 
 
@@ -265,6 +275,11 @@ def _refuse_unsafe_production_settings():
         missing.append("SECRET_KEY (a long random string; generate one with `python -c 'import secrets; print(secrets.token_urlsafe(50))'`)")
     if not ALLOWED_HOSTS:
         missing.append("ALLOWED_HOSTS (the host names the portal is served on, comma-separated)")
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        missing.append(
+            "DATABASE_URL (a postgres:// URL: the audit log's append-only trigger and lock need PostgreSQL; "
+            "SQLite is for the demo, with DEBUG=1)"
+        )
     if ARGOCD_URL and not ARGOCD_TOKEN:
         missing.append("ARGOCD_TOKEN (ARGOCD_URL is set, so the bearer token for it is required)")
     if SOCIAL_AUTH_GITHUB_ORG_KEY and not (SOCIAL_AUTH_GITHUB_ORG_SECRET and SOCIAL_AUTH_GITHUB_ORG_NAME):

@@ -277,6 +277,13 @@ def test_calls_beyond_the_rate_are_throttled_per_token(client, settings):
     assert client.post("/test-api/register/", **bearer(quiet)).status_code == 200
 
 
+def test_without_redis_token_calls_go_through_unthrottled_rather_than_fail(client, settings):
+    settings.API_TOKEN_THROTTLE_RATE = "1/minute"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
+    _, plain = issue()
+    assert [client.post("/test-api/register/", **bearer(plain)).status_code for _ in range(2)] == [200, 200]
+
+
 def test_signed_in_people_are_not_throttled_by_the_token_rate(client, settings):
     settings.API_TOKEN_THROTTLE_RATE = "1/minute"
     client.force_login(make_user("rita"))

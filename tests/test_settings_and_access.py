@@ -77,11 +77,31 @@ def test_health_endpoint_is_open_and_reports_database_and_redis(client, redis_co
 
 
 @pytest.mark.django_db
-def test_health_endpoint_says_degraded_when_redis_is_down(client, settings):
+def test_health_endpoint_stays_in_service_but_says_degraded_when_redis_is_down(client, settings):
     settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}
     response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["checks"] == {"database": "ok", "redis": "unavailable"}
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded", "checks": {"database": "ok", "redis": "unavailable"}}
+
+
+def test_production_redirects_plain_http_and_asks_for_hsts_but_not_for_the_health_probe():
+    script = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.SECURE_SSL_REDIRECT, settings.SECURE_HSTS_SECONDS, settings.SECURE_REDIRECT_EXEMPT)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**{k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECURE_HTTPS"}},
+             "DJANGO_SETTINGS_MODULE": "nexo_portal.settings", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "a.example"},
+        capture_output=True, text=True, cwd=settings.BASE_DIR,
+    )
+    assert result.stdout.split() == ["True", "31536000", "['^healthz$']"], result.stderr
+
+
+def test_production_refuses_to_start_on_sqlite():
+    result = start_django(SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", DATABASE_URL="sqlite:////tmp/x.sqlite3")
+    assert result.returncode != 0
+    assert "DATABASE_URL (a postgres:// URL" in result.stderr
 
 
 @pytest.mark.django_db
