@@ -34,11 +34,12 @@ ensure_venv() {
         apt_install python3-venv
     fi
     [ -x "$VENV/bin/python" ] || { say "Creating the virtualenv in $VENV"; "$PYTHON_BIN" -m venv "$VENV"; }
-    local stamp="$VENV/.installed-$(cat requirements*.txt | sha1sum | cut -c1-12)-$(basename "$requirements")"
+    local stamp="$VENV/.installed-$(cat requirements*.txt constraints.txt | sha1sum | cut -c1-12)-$(basename "$requirements")"
     if [ ! -f "$stamp" ]; then
         say "Installing Python packages from $requirements"
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -r "$requirements" || die "pip could not install $requirements (see above)."
+        "$VENV/bin/python" -m pip install -q -r "$requirements" -c constraints.txt \
+            || die "pip could not install $requirements (see above)."
         rm -f "$VENV"/.installed-*-"$(basename "$requirements")"
         touch "$stamp"
     fi
@@ -73,7 +74,11 @@ ensure_redis() {
 }
 
 # ensure_postgres : PostgreSQL answers on 127.0.0.1:5432 and has the role and database of DATABASE_URL.
+# A DATABASE_URL that answers already (another host, another role) is used as it is.
 ensure_postgres() {
+    if [ -n "${DATABASE_URL:-}" ] && command -v psql >/dev/null && psql "$DATABASE_URL" -tAc "SELECT 1" >/dev/null 2>&1; then
+        return 0
+    fi
     command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
     if ! pg_isready -q -h 127.0.0.1 -p 5432; then
         say "Starting PostgreSQL"

@@ -116,3 +116,18 @@ def test_concurrent_writers_keep_one_unbroken_chain():
     assert errors == []
     report = audit.verify_chain()
     assert report.ok and report.checked == 50
+
+
+def test_the_verify_command_says_intact_or_names_the_first_broken_event():
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    events = record_some(3)
+    out = StringIO()
+    call_command("verify_audit_chain", stdout=out)
+    assert "intact: 3 events checked" in out.getvalue()
+    tamper("UPDATE audit_auditevent SET actor = 'mallory' WHERE id = %s", [events[1].pk])
+    with pytest.raises(CommandError, match=rf"breaks at event {events[1].pk}: its content does not match its hash"):
+        call_command("verify_audit_chain")
