@@ -2,7 +2,6 @@
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -39,16 +38,15 @@ def silent_server():
 def test_a_git_host_that_hangs_is_given_up_on_after_the_network_timeout(silent_server, settings, tmp_path, redis_connection):
     settings.GITOPS_NETWORK_TIMEOUT_SECONDS = 1
     repository = GitOpsRepository(url=silent_server, workdir=str(tmp_path))
-    started = time.monotonic()
-    with pytest.raises(GitOpsError, match="Cannot reach the GitOps repository"), repository.locked():
+    with pytest.raises(GitOpsError, match="Cannot reach the GitOps repository") as failure, repository.locked():
         repository.sync()
-    assert time.monotonic() - started < 10
+    assert "did not complete in 1 secs" in str(failure.value), "stopped by the timeout, not by a refusal"
 
 
 def test_the_lock_is_renewed_before_each_network_call(settings, tmp_path, redis_connection):
     remote = GitOpsRemote(tmp_path)
-    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"), lock_timeout=2)
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"), lock_timeout=30)
     with repository.locked():
-        time.sleep(1.5)  # most of the lock's lifetime spent on something else
+        redis_connection.pexpire(repository.lock_name, 1000)  # as if most of its lifetime were spent
         repository.sync()
-        assert redis_connection.pttl(repository.lock_name) > 1500, "the fetch renewed the lock to its full lifetime"
+        assert redis_connection.pttl(repository.lock_name) > 20_000, "the fetch renewed the lock to its full lifetime"

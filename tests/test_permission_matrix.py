@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 from nexo_portal.models import ApiToken
 from nexo_portal.tokens import TokenPrincipal
 from releases import transitions
-from releases.models import Approval, Deployment, Promotion, PromotionKind, PromotionState
+from releases.models import Approval, Deployment, Promotion, PromotionState
 from releases.policy import PromotionError
 from tests.factories import make_release, make_service, make_user
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from datetime import timedelta
 
-import git
 import pytest
 from django.conf import settings
 from django.db import connection
