@@ -173,6 +173,10 @@ PROMETHEUS_URL = env.str("PROMETHEUS_URL", default="")
 # Signing secret of the PagerDuty V3 webhook subscription; unset refuses every delivery.
 INCIDENT_WEBHOOK_SECRET = env.str("INCIDENT_WEBHOOK_SECRET", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
+# Failed promotions are said in Slack (an incoming webhook); unset, they are on the board only.
+SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+# The portal's own address, for links in alerts, e.g. https://portal.nexo.example
+PORTAL_URL = env.str("PORTAL_URL", default="")
 
 # --- GitHub sign-in ---------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [

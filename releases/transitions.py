@@ -22,7 +22,7 @@ from audit import log as audit
 from audit.models import AuditAction
 from nexo_portal import queues
 
-from . import policy
+from . import alerts, policy
 from .models import (
     Approval,
     ApprovalDecision,
@@ -512,6 +512,7 @@ def fail(promotion, step, error):
                 request_rollback(promotion.service, environment, None, rolls_back=promotion)
         except PromotionError as refusal:
             logger.warning("No automatic rollback for promotion %s: %s", promotion.pk, refusal)
+    alerts.enqueue_failure_alert(promotion)
     return promotion
 
 

@@ -270,7 +270,7 @@ def test_concurrent_promotions_of_ten_services_by_two_workers_all_land(pipeline,
             assert 'tag: "2026.02.1"' in pipeline.gitops.read(service.values_path(pipeline.environments[name]))
 
 
-def test_failed_verification_rolls_back_by_itself_in_qa(pipeline, people):
+def test_failed_verification_rolls_back_by_itself_in_qa(pipeline, people, slack_server):
     service = pipeline.add_service("nexo-be")
     env = pipeline.environments
     env["qa"].required_checks = ["e2e"]
@@ -291,9 +291,12 @@ def test_failed_verification_rolls_back_by_itself_in_qa(pipeline, people):
     assert 'tag: "2026.02.1"' in pipeline.gitops.read("helm/nexo-be/values-qa.yaml")
     assert pipeline.gitops.commits("helm/nexo-be/values-qa.yaml")[0].summary == "rollback(nexo-be): qa → 2026.02.1"
     assert Hold.objects.active().filter(service=service, environment=env["qa"]).exists()
+    [alert] = slack_server.messages
+    assert alert["text"].startswith(":red_circle: nexo-be 2026.02.2 → qa failed at verification: e2e failed")
+    assert f"Rolled back automatically to 2026.02.1 (promotion #{rollback.pk})." in alert["text"]
 
 
-def test_failed_verification_in_staging_only_alerts(pipeline, people):
+def test_failed_verification_in_staging_only_alerts(pipeline, people, slack_server):
     service = pipeline.add_service("nexo-be")
     env = pipeline.environments
     env["staging"].required_checks = ["load-test"]
@@ -310,6 +313,11 @@ def test_failed_verification_in_staging_only_alerts(pipeline, people):
     assert failed.state == PromotionState.FAILED
     assert "load-test failed" in failed.error
     assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    [alert] = slack_server.messages
+    assert alert["text"].startswith(":red_circle: nexo-be 2026.02.2 → staging failed at verification: load-test failed")
+    assert "No automatic rollback in staging: someone should decide what to do." in alert["text"]
+    assert f"https://portal.nexo.example/promotions/{failed.pk}/" in alert["text"]
+    assert alert["blocks"][0]["type"] == "section"
     assert 'tag: "2026.02.2"' in pipeline.gitops.read("helm/nexo-be/values-staging.yaml")
 
 

@@ -1,0 +1,100 @@
+"""Alerts: a promotion that failed is said in Slack, with what happened next.
+
+In an environment that rolls back by itself (qa) the alert says which release it went back to;
+elsewhere (staging, production) the failure is alert-only and the alert says nobody rolled
+back. The failure is on the board, the promotion page and in the audit log either way; without
+SLACK_WEBHOOK_URL nothing more is sent.
+
+Slack's incoming webhooks take one JSON message per POST and answer 200 with the text `ok`, or
+an error status with a plain-text code: 400 `invalid_payload` / `no_text`, 403
+`action_prohibited` / `invalid_token`, 404 `no_service` / `channel_not_found`, 410
+`channel_is_archived`, 429 with `Retry-After`, 500 `rollup_error`. A 429, a 5xx or no answer is
+worth another try (RQ retries the job); any other refusal will not change by retrying, so it is
+logged for whoever configured the webhook.
+"""
+
+import logging
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from redis.exceptions import RedisError
+from rq import Retry
+
+from environments.http import describe_failure, excerpt
+from nexo_portal import queues
+
+from .models import Promotion, PromotionKind
+
+logger = logging.getLogger(__name__)
+
+RETRY_INTERVALS = [10, 60, 300]
+
+
+class AlertNotDelivered(Exception):
+    """Slack did not take the alert this time; RQ tries again."""
+
+
+def is_configured():
+    return bool(settings.SLACK_WEBHOOK_URL)
+
+
+def enqueue_failure_alert(promotion):
+    """Once the failure is committed, have a worker tell Slack (if it is configured)."""
+    if not is_configured():
+        return
+
+    def send():
+        try:
+            queues.get_queue().enqueue(
+                send_failure_alert, promotion.pk, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS)
+            )
+        except RedisError as error:
+            logger.warning("Could not enqueue the Slack alert for promotion %s: %s", promotion.pk, error)
+
+    transaction.on_commit(send)
+
+
+def failure_message(promotion):
+    """The Slack message for a failed promotion: what failed, why, and what happened next."""
+    what = f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
+    rollback = (
+        Promotion.objects.filter(rolls_back=promotion, kind=PromotionKind.ROLLBACK).select_related("release").first()
+    )
+    if rollback:
+        next_step = f"Rolled back automatically to {rollback.release.version} (promotion #{rollback.pk})."
+    elif promotion.is_rollback:
+        next_step = "This was a rollback: what ran before it is still running. Someone should look now."
+    else:
+        next_step = f"No automatic rollback in {promotion.environment.name}: someone should decide what to do."
+    link = f"{settings.PORTAL_URL.rstrip('/')}{promotion.get_absolute_url()}" if settings.PORTAL_URL else ""
+    headline = f":red_circle: {what} failed at {promotion.failed_step}"
+    text = f"{headline}: {promotion.error}\n{next_step}" + (f"\n{link}" if link else "")
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*\n{promotion.error}"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": next_step + (f" <{link}|Open the promotion>" if link else "")}]},
+    ]
+    return {"text": text[:3000], "blocks": blocks}
+
+
+def send_failure_alert(promotion_id):
+    """RQ job: post the failure of `promotion_id` to Slack."""
+    promotion = Promotion.objects.with_details().filter(pk=promotion_id).first()
+    if promotion is None or not is_configured():
+        return
+    timeout = settings.HTTP_TIMEOUT_SECONDS
+    try:
+        response = requests.post(settings.SLACK_WEBHOOK_URL, json=failure_message(promotion), timeout=timeout)
+    except requests.RequestException as error:
+        raise AlertNotDelivered(f"Slack did not answer: {describe_failure(error, timeout)}") from error
+    if response.status_code == 200:
+        return
+    code = excerpt(response.text) or f"HTTP {response.status_code}"
+    if response.status_code == 429:
+        raise AlertNotDelivered(f"Slack is rate limiting ({code}); retry after {response.headers.get('Retry-After', '?')} s")
+    if response.status_code >= 500:
+        raise AlertNotDelivered(f"Slack answered {response.status_code} {code}")
+    logger.error(
+        "Slack refused the alert for promotion %s with %s %s: check SLACK_WEBHOOK_URL and its channel",
+        promotion_id, response.status_code, code,
+    )

@@ -1,0 +1,67 @@
+"""Slack alerts for failed promotions, against a server answering as Slack's incoming webhooks do."""
+
+import logging
+
+import pytest
+
+from releases import alerts
+from releases.models import PromotionState
+from tests.factories import make_release, make_service
+from tests.history import ran
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def failed(environments):
+    release = make_release(make_service("nexo-be", team="backend-team"), "2026.02.2")
+    return ran(release, environments["staging"], state=PromotionState.FAILED, failed_step="sync",
+               error='Argo CD application nexo-be-staging: Deployment.apps "nexo-be" is invalid')
+
+
+def test_a_failure_is_posted_with_its_reason_and_a_link(failed, slack_server):
+    alerts.send_failure_alert(failed.pk)
+    [message] = slack_server.messages
+    assert message["text"].startswith(':red_circle: nexo-be 2026.02.2 → staging failed at sync: Argo CD application')
+    assert '"nexo-be" is invalid' in message["text"]
+    assert f"<https://portal.nexo.example/promotions/{failed.pk}/|Open the promotion>" in message["blocks"][1]["elements"][0]["text"]
+
+
+@pytest.mark.parametrize("status, code", [(429, "rate_limited"), (500, "rollup_error"), (503, "service_unavailable")])
+def test_slack_busy_or_failing_is_retried(failed, slack_server, status, code):
+    slack_server.answer(status, code, **({"Retry-After": "30"} if status == 429 else {}))
+    with pytest.raises(alerts.AlertNotDelivered, match=code):
+        alerts.send_failure_alert(failed.pk)
+
+
+def test_slack_not_answering_is_retried(failed, settings):
+    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:1/services/T/B/x"
+    with pytest.raises(alerts.AlertNotDelivered, match="connection refused"):
+        alerts.send_failure_alert(failed.pk)
+
+
+@pytest.mark.parametrize("status, code", [(404, "no_service"), (410, "channel_is_archived"), (403, "action_prohibited")])
+def test_a_refusal_that_retrying_cannot_change_is_logged_for_whoever_set_the_webhook(failed, slack_server, status, code):
+    slack_server.answer(status, code)
+    records = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append
+    logging.getLogger("releases.alerts").addHandler(handler)
+    try:
+        alerts.send_failure_alert(failed.pk)  # no exception: RQ would retry it
+    finally:
+        logging.getLogger("releases.alerts").removeHandler(handler)
+    [record] = records
+    assert f"Slack refused the alert for promotion {failed.pk} with {status} {code}" in record.getMessage()
+    assert "check SLACK_WEBHOOK_URL" in record.getMessage()
+
+
+def test_without_a_webhook_nothing_is_queued(failed, settings, redis_connection):
+    from django.db import transaction
+
+    from nexo_portal import queues
+
+    settings.SLACK_WEBHOOK_URL = ""
+    with transaction.atomic():
+        alerts.enqueue_failure_alert(failed)
+    assert queues.get_queue().count == 0
