@@ -29,6 +29,15 @@ class PortalLoginRequiredMiddleware(LoginRequiredMiddleware):
         return super().process_view(request, view_func, view_args, view_kwargs)
 
 
+def client_address(request):
+    """The address a request came from: behind the TLS load balancer (BEHIND_TLS_PROXY), the one
+    it appended to X-Forwarded-For, since the connection itself comes from the balancer."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if settings.SECURE_PROXY_SSL_HEADER and forwarded:
+        return forwarded.split(",")[-1].strip()
+    return request.META.get("REMOTE_ADDR")
+
+
 class LocalSignInForm(AuthenticationForm):
     """User name and password: break-glass staff accounts once GitHub sign-in is configured,
     any active account when it is not (a first run, the demo)."""

@@ -4,6 +4,7 @@ Defaults make a first run work on a laptop (SQLite, local Redis, DEBUG off unles
 production refuses to start when a secret it needs is missing.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,6 +38,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_rq",
     "social_django",
+    "axes",
     "nexo_portal",
     "environments",
     "releases",
@@ -54,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "nexo_portal.auth.PortalLoginRequiredMiddleware",
     "nexo_portal.auth.SignInErrorMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "nexo_portal.urls"
@@ -180,10 +184,20 @@ PORTAL_URL = env.str("PORTAL_URL", default="")
 
 # --- GitHub sign-in ---------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
+    # First: refuses any sign-in for a user name and address locked out after repeated failures.
+    "axes.backends.AxesStandaloneBackend",
     "nexo_portal.github.GitHubOrganizationOAuth2",
     # Local accounts: break-glass staff once GitHub sign-in is configured, everyone in the demo.
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Password guessing (django-axes): after SIGN_IN_FAILURE_LIMIT failures for one user name from one
+# address, that pair may not sign in for SIGN_IN_LOCKOUT_MINUTES; a success clears the count.
+AXES_FAILURE_LIMIT = env.int("SIGN_IN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SIGN_IN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "nexo_portal.auth.client_address"
 SOCIAL_AUTH_GITHUB_ORG_KEY = env.str("GITHUB_OAUTH_KEY", default="")
 SOCIAL_AUTH_GITHUB_ORG_SECRET = env.str("GITHUB_OAUTH_SECRET", default="")
 SOCIAL_AUTH_GITHUB_ORG_NAME = env.str("GITHUB_ORG", default="")

@@ -69,6 +69,7 @@ def test_every_change_page_renders(operator):
 WRITTEN_BY_THE_PORTAL = {
     "audit.AuditEvent", "releases.Approval", "releases.BuildCounter", "releases.CheckResult", "releases.Deployment",
     "releases.DeploymentEvent", "releases.Hold", "releases.Promotion", "releases.VerificationSample",
+    "axes.AccessAttempt", "axes.AccessFailureLog", "axes.AccessLog",  # sign-in attempts (django-axes)
 }
 
 

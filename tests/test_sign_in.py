@@ -118,3 +118,38 @@ def test_only_the_deliberate_pages_are_open_to_anonymous_visitors():
         if not getattr(view, "login_required", True) and not issubclass(getattr(view, "cls", object), APIView)
     }
     assert open_pages == OPEN_PAGES
+
+
+def test_repeated_wrong_passwords_pause_sign_in_for_that_account_from_that_address(client, demo_mode, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    make_user("rita")
+    make_user("sam")
+    assert [sign_in(client, "rita", password="guess").status_code for _ in range(2)] == [200, 200]
+    locked = sign_in(client, "rita", password="guess")
+    assert locked.status_code == 429
+    assert "cannot sign in from here for 0:15:00" in locked.content.decode()
+    # Even the right password now waits; another account from the same address does not.
+    assert sign_in(client, "rita").status_code == 429
+    assert not get_user(client).is_authenticated
+    assert sign_in(client, "sam").status_code == 302
+
+
+def test_a_success_clears_the_failures_before_it(client, demo_mode, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    make_user("rita")
+    sign_in(client, "rita", password="guess")
+    sign_in(client, "rita", password="guess")
+    assert sign_in(client, "rita").status_code == 302
+    client.logout()
+    assert [sign_in(client, "rita", password="guess").status_code for _ in range(2)] == [200, 200]
+    assert sign_in(client, "rita").status_code == 302
+
+
+def test_behind_the_load_balancer_the_address_is_the_one_it_forwarded(rf, settings):
+    from nexo_portal.auth import client_address
+
+    request = rf.get("/", HTTP_X_FORWARDED_FOR="198.51.100.7, 203.0.113.9", REMOTE_ADDR="10.0.0.2")
+    settings.SECURE_PROXY_SSL_HEADER = None
+    assert client_address(request) == "10.0.0.2"  # not behind a proxy: the header is anyone's to forge
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert client_address(request) == "203.0.113.9"  # the address the balancer appended
