@@ -277,6 +277,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # lockouts, not every start-up and cleared count
         # Requests for host names the portal does not serve (scanners, probes by IP) get a 400;
         # a traceback for each of them would bury what matters.
         "django.security.DisallowedHost": {"handlers": [], "propagate": False},
