@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from environments.models import Environment
 from releases.models import Promotion, PromotionState
 from tests.factories import make_release, make_service, make_user
 from tests.history import ran
@@ -301,3 +302,19 @@ def test_filtering_the_board_in_place_offers_to_clear_the_filter_and_keeps_the_h
     box = page.locator("#board .table-scroll").bounding_box()
     assert box["y"] - 1 <= header["y"] <= box["y"] + 5, (header, box)
 
+
+
+def test_the_promotion_page_keeps_the_commit_message_open_across_refreshes(page, portal):
+    release = portal["release"]
+    syncing = Promotion.objects.create(
+        release=release, service=release.service, environment=Environment.objects.get(name="production"),
+        state=PromotionState.SYNCING, requested_by=portal["people"]["rita"], gitops_commit_sha="c" * 40,
+        gitops_commit_message="promote(nexo-be): production → 2026.02.1\n\nRequested by rita.",
+    )
+    sign_in(page, portal, "rita")
+    page.goto(f"{portal['url']}/promotions/{syncing.pk}/")
+    page.click("#commit-message summary")
+    page.evaluate("document.getElementById('promotion-live').dataset.before = 'yes'")
+    page.wait_for_function("!document.getElementById('promotion-live').dataset.before")  # replaced by a refresh
+    page.wait_for_function("document.getElementById('commit-message').open", timeout=2000)
+    assert "Requested by rita." in page.locator("#commit-message").inner_text()
