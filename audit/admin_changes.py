@@ -6,6 +6,7 @@ portal's log is append-only and records each field's value before and after.
 
 from datetime import date, datetime
 
+from django import forms
 from django.contrib import admin
 from django.db import models, transaction
 
@@ -36,17 +37,35 @@ def _place(obj):
     }
 
 
+def _before(form, name):
+    """The field's value before the change, in the same terms as after (objects, not ids)."""
+    value = form.initial.get(name)
+    field = form.fields[name]
+    if isinstance(field, forms.ModelChoiceField) and not isinstance(field, forms.ModelMultipleChoiceField):
+        if value is not None and not isinstance(value, models.Model):
+            try:
+                value = field.queryset.model._default_manager.filter(pk=value).first() or value
+            except (ValueError, TypeError):
+                pass
+    return value
+
+
 class AuditedAdmin(admin.ModelAdmin):
     """Records additions, changes (each field before → after, passwords never) and deletions."""
 
     audit_changes = True  # False where the model audits its own edits and only deletions are left
+
+    def save_model(self, request, obj, form, change):
+        # The audit chain's lock before any row, as every writer takes them (else: deadlocks with CI).
+        audit_log.lock_chain()
+        super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         if not self.audit_changes:
             return
         changes = {
-            name: [shown(form.initial.get(name)), shown(form.cleaned_data.get(name))]
+            name: [shown(_before(form, name)), shown(form.cleaned_data.get(name))]
             for name in form.changed_data
             if "password" not in name
         }
@@ -69,7 +88,7 @@ class AuditedAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         with transaction.atomic():
-            audit_log.record(
+            audit_log.record(  # takes the chain's lock before the row is touched
                 AuditAction.ADMIN_DELETED,
                 actor=request.user,
                 message=f"{obj._meta.verbose_name} {obj} deleted in the admin",

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.db import transaction
 from django.utils import timezone
 
+from audit import log as audit_log
 from audit.admin_changes import AuditedAdmin
 from audit.models import AuditAction
 
@@ -101,6 +102,7 @@ class ChangeFreezeAdmin(admin.ModelAdmin):
 
     @transaction.atomic
     def save_model(self, request, obj, form, change):
+        audit_log.lock_chain()  # the chain before the row, as every writer takes them
         if obj.created_by_id is None:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)

@@ -55,11 +55,28 @@ def enqueue_failure_alert(promotion):
     transaction.on_commit(send)
 
 
+def _reason(error, timeout):
+    if isinstance(error, requests.Timeout):
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, requests.ConnectionError):
+        reason = describe_failure(error, timeout)
+        return reason if "/" not in reason else "the connection failed"
+    return f"the request could not be made ({type(error).__name__}); check SLACK_WEBHOOK_URL"
+
+
+def _mrkdwn(text, limit=2500):
+    """Text from elsewhere (Argo CD, a probed service) as Slack shows it: no markup, no mentions."""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def failure_message(promotion):
     """The Slack message for a failed promotion: what failed, why, and what happened next."""
     what = f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
     rollback = (
-        Promotion.objects.filter(rolls_back=promotion, kind=PromotionKind.ROLLBACK).select_related("release").first()
+        Promotion.objects.filter(rolls_back=promotion, kind=PromotionKind.ROLLBACK, requested_by__isnull=True)
+        .select_related("release")
+        .first()
     )
     if rollback:
         next_step = f"Rolled back automatically to {rollback.release.version} (promotion #{rollback.pk})."
@@ -69,9 +86,10 @@ def failure_message(promotion):
         next_step = f"No automatic rollback in {promotion.environment.name}: someone should decide what to do."
     link = f"{settings.PORTAL_URL.rstrip('/')}{promotion.get_absolute_url()}" if settings.PORTAL_URL else ""
     headline = f":red_circle: {what} failed at {promotion.failed_step}"
-    text = f"{headline}: {promotion.error}\n{next_step}" + (f"\n{link}" if link else "")
+    error = _mrkdwn(promotion.error)
+    text = f"{headline}: {error}\n{next_step}" + (f"\n{link}" if link else "")
     blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*\n{promotion.error}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*\n{error}"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": next_step + (f" <{link}|Open the promotion>" if link else "")}]},
     ]
     return {"text": text[:3000], "blocks": blocks}
@@ -86,7 +104,9 @@ def send_failure_alert(promotion_id):
     try:
         response = requests.post(settings.SLACK_WEBHOOK_URL, json=failure_message(promotion), timeout=timeout)
     except requests.RequestException as error:
-        raise AlertNotDelivered(f"Slack did not answer: {describe_failure(error, timeout)}") from error
+        # The webhook's path is its secret: requests' own messages quote the URL, so neither they nor
+        # the exception chain (which RQ logs and keeps with the failed job) may travel with this one.
+        raise AlertNotDelivered(f"Slack did not answer: {_reason(error, timeout)}") from None
     if response.status_code == 200:
         return
     code = excerpt(response.text) or f"HTTP {response.status_code}"

@@ -97,7 +97,7 @@ def sync_promotion(promotion_id):
 
 
 def _contains_commit(sha):
-    """`includes(revision)` for the sync's wait: git answers once per revision Argo CD reports."""
+    """`includes(revision)` for the sync's wait: a yes from git is kept, a no is asked again."""
     answers = {}
 
     def includes(revision):
@@ -105,10 +105,13 @@ def _contains_commit(sha):
             repository = GitOpsRepository()
             try:
                 with repository.locked():
-                    answers[revision] = repository.includes(revision, sha)
+                    answer = repository.includes(revision, sha)
             except GitOpsError as error:
                 logger.warning("Could not tell whether %s contains %s (asking again at the next poll): %s", revision, sha, error)
                 return False
+            if not answer:
+                return False  # perhaps not fetched yet: ask git again at the next poll
+            answers[revision] = answer
         return answers[revision]
 
     return includes

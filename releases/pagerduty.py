@@ -104,7 +104,9 @@ def apply_event(payload, environment):
             incident.resolved_at = None
         elif event_type == "incident.resolved":
             incident.resolved_at = max(occurred_at, incident.started_at)
-        incident.external_updated_at = occurred_at
+        if event_type != "incident.priority_updated":
+            # Only what opens or resolves it orders the events that may; a priority change does not.
+            incident.external_updated_at = occurred_at
         incident.save()
         verb = {"incident.resolved": "resolved", "incident.reopened": "reopened"}.get(event_type, "triggered")
         if created or event_type != "incident.priority_updated":

@@ -204,3 +204,15 @@ def test_deleting_an_incident_in_the_admin_is_audited(operator):
     assert not Incident.objects.filter(pk=incident.pk).exists()
     event = AuditEvent.objects.filter(action="admin.deleted").get()
     assert event.data == {"model": "releases.Incident", "object": incident.pk}
+
+
+def test_a_changed_team_is_audited_by_name_on_both_sides(operator):
+    from django.contrib.auth.models import Group
+
+    from releases.models import Service
+
+    service = Service.objects.get(name="nexo-fe")
+    change(operator, Service, service, team=Group.objects.get(name="backend-team").pk)
+    event = AuditEvent.objects.filter(action="admin.changed").get()
+    assert event.data["changes"]["team"] == ["frontend-team", "backend-team"]
+    assert event.service == "nexo-fe"

@@ -34,10 +34,26 @@ def test_slack_busy_or_failing_is_retried(failed, slack_server, status, code):
         alerts.send_failure_alert(failed.pk)
 
 
-def test_slack_not_answering_is_retried(failed, settings):
-    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:1/services/T/B/x"
-    with pytest.raises(alerts.AlertNotDelivered, match="connection refused"):
+@pytest.mark.parametrize("url, reason", [
+    ("http://127.0.0.1:1/services/T0/B0/SECRETTOKEN", "connection refused"),
+    ("hooks.slack.com/services/T0/B0/SECRETTOKEN", "check SLACK_WEBHOOK_URL"),
+])
+def test_slack_not_answering_is_retried_and_the_webhook_secret_goes_nowhere(failed, settings, url, reason):
+    import traceback
+
+    settings.SLACK_WEBHOOK_URL = url
+    with pytest.raises(alerts.AlertNotDelivered, match=reason) as raised:
         alerts.send_failure_alert(failed.pk)
+    # What RQ logs and keeps with the failed job: the whole chain.
+    assert "SECRETTOKEN" not in "".join(traceback.format_exception(raised.value))
+
+
+def test_text_from_elsewhere_is_shown_not_interpreted_and_fits_a_block(failed):
+    failed.error = "probe answered <!channel> <https://evil.example|Open the promotion> & " + "x" * 5000
+    message = alerts.failure_message(failed)
+    section = message["blocks"][0]["text"]["text"]
+    assert "<!channel>" not in section and "&lt;!channel&gt;" in section and "&amp;" in section
+    assert len(section) <= 3000 and len(message["text"]) <= 3000
 
 
 @pytest.mark.parametrize("status, code", [(404, "no_service"), (410, "channel_is_archived"), (403, "action_prohibited")])

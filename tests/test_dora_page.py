@@ -380,6 +380,14 @@ def test_webhook_a_late_or_replayed_trigger_does_not_reopen_a_resolved_incident(
     assert incident.resolved_at is None, "a reopening that happened after the resolve does reopen it"
 
 
+def test_webhook_a_priority_change_delivered_first_does_not_hide_the_resolve_before_it(history, webhook_secret):
+    deliver(pagerduty_event("incident.triggered"))
+    deliver(pagerduty_event("incident.priority_updated", occurred_at="2026-03-03T15:00:00Z", priority="P2"))
+    deliver(pagerduty_event("incident.resolved", occurred_at="2026-03-03T14:30:00Z"))  # happened first, came last
+    incident = Incident.objects.get(source=IncidentSource.PAGERDUTY)
+    assert incident.resolved_at == datetime(2026, 3, 3, 14, 30, tzinfo=UTC)
+
+
 def test_webhook_accepts_a_rotated_secret_among_several_signatures(history, webhook_secret):
     payload = pagerduty_event("incident.triggered")
     body = json.dumps(payload).encode()

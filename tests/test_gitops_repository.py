@@ -50,3 +50,19 @@ def test_the_lock_is_renewed_before_each_network_call(settings, tmp_path, redis_
         redis_connection.pexpire(repository.lock_name, 1000)  # as if most of its lifetime were spent
         repository.sync()
         assert redis_connection.pttl(repository.lock_name) > 20_000, "the fetch renewed the lock to its full lifetime"
+
+
+def test_includes_fetches_when_our_commit_was_pushed_from_another_host(tmp_path, redis_connection):
+    remote = GitOpsRemote(tmp_path)
+    this_host = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "host-a"))
+    with this_host.locked():
+        this_host.sync()  # this host's copy, as of now
+    before = remote.head()
+    remote.write("helm/nexo-be/values-develop.yaml", 'image:\n  tag: "2026.02.1"\n', "promote(nexo-be): develop → 2026.02.1")
+    ours = remote.head()  # pushed by another host
+    remote.write("helm/nexo-fe/values-develop.yaml", 'image:\n  tag: "2026.02.7"\n', "promote(nexo-fe): develop → 2026.02.7")
+    later = remote.head()
+    with this_host.locked():
+        assert this_host.includes(later, ours) is True
+        assert this_host.includes(before, ours) is False
+        assert this_host.includes("0" * 40, ours) is False  # a revision the repository does not have

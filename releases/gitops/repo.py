@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 from django.conf import settings
+from redis.exceptions import LockError, RedisError
 
 from nexo_portal.queues import redis_connection
 
@@ -67,7 +68,11 @@ class GitOpsRepository:
     def locked(self):
         """Hold the repository for the block: one writer at a time across every worker."""
         lock = redis_connection().lock(self.lock_name, timeout=self.lock_timeout, blocking_timeout=self.lock_wait)
-        if not lock.acquire():
+        try:
+            acquired = lock.acquire()
+        except RedisError as error:
+            raise GitOpsError(f"Cannot take the lock on {self} (Redis: {error}); the reconciler will try again.") from error
+        if not acquired:
             raise GitOpsError(f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}.")
         self._lock = lock
         try:
@@ -83,7 +88,10 @@ class GitOpsRepository:
         """Renew the lock to its full lifetime before a clone, fetch or push (each stopped after
         `network_timeout`), so it cannot expire while this worker still uses the working copy."""
         if self._lock is not None:
-            self._lock.reacquire()
+            try:
+                self._lock.reacquire()
+            except (LockError, RedisError) as error:
+                raise GitOpsError(f"Lost the lock on {self} ({error}); stopping before touching the remote.") from error
         return {"kill_after_timeout": self.network_timeout}
 
     # --- working copy -----------------------------------------------------------------------
@@ -148,9 +156,11 @@ class GitOpsRepository:
         """
         repo = self._working_copy()
         try:
-            if not self._knows(revision):
+            # Another host may have pushed ours, or Argo CD may have seen a later commit: fetch
+            # whenever either one is new to this working copy.
+            if not (self._knows(revision) and self._knows(commit)):
                 self.sync()
-                if not self._knows(revision):
+                if not (self._knows(revision) and self._knows(commit)):
                     return False
             return repo.is_ancestor(commit, revision)
         except git.GitCommandError as error:

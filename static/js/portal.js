@@ -31,23 +31,30 @@
   };
 
   // Across a refresh, keyboard focus returns to the same link and open details stay open.
+  // (The same link can appear in several cells, e.g. a release running in two environments: the
+  // focus goes back to the same one by its position among them.)
   var kept = null;
   document.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;
-    if (!target || !target.matches || !target.matches(LIVE)) return;
+    kept = null;
+    if (!event.detail.shouldSwap || !target || !target.matches || !target.matches(LIVE)) return;
     var active = document.activeElement;
+    var selector = active && target.contains(active) ? selectorFor(active) : null;
     kept = {
-      focus: active && target.contains(active) ? selectorFor(active) : null,
+      region: target.id,
+      focus: selector,
+      index: selector ? Array.prototype.indexOf.call(target.querySelectorAll(selector), active) : -1,
       open: Array.prototype.map.call(target.querySelectorAll("details[open][id]"), function (d) { return d.id; }),
     };
   });
-  document.addEventListener("htmx:afterSettle", function () {
-    if (!kept) return;
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (!kept || !event.detail.target || !event.detail.target.matches || !event.detail.target.matches(LIVE)) return;
     kept.open.forEach(function (id) {
       var details = document.getElementById(id);
       if (details) details.open = true;
     });
-    var again = kept.focus && document.querySelector(kept.focus);
+    var region = document.getElementById(kept.region);
+    var again = kept.focus && region ? region.querySelectorAll(kept.focus)[Math.max(kept.index, 0)] : null;
     if (again) again.focus({ preventScroll: true });
     kept = null;
   });
