@@ -189,7 +189,8 @@ def request_promotion(release, environment, actor, *, kind=PromotionKind.MANUAL,
             f"{_describe(active)} is already {active.get_state_display().lower()} (promotion #{active.pk}); "
             "wait for it to finish before requesting another one."
         )
-    if active and (active.release_id, active.kind, active.is_emergency) == (release.pk, kind, is_emergency):
+    is_rollback = kind == PromotionKind.ROLLBACK
+    if active and (active.release_id, active.is_rollback, active.is_emergency) == (release.pk, is_rollback, is_emergency):
         # Asking again for what already waits (a second click, a retried call) would only throw
         # away the approvals it has.
         raise PromotionError(

@@ -115,6 +115,8 @@ def test_asking_again_for_the_release_that_waits_keeps_it_and_its_approvals(worl
     waiting.refresh_from_db()
     assert waiting.state == PromotionState.AWAITING_APPROVAL
     assert Promotion.objects.filter(environment=world["env"]["production"]).count() == 1
+    with pytest.raises(PromotionError, match="already awaiting approval"):  # automatic or by hand alike
+        transitions.request_promotion(release, world["env"]["production"], world["lead"], kind=PromotionKind.AUTO)
 
 
 def test_a_new_request_is_refused_while_one_is_committing(world):
