@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
-from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.job import Job
+from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from audit import log as audit
 from audit.models import AuditAction
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 # A promotion untouched for this long with no job on its way is considered stalled.
 STALL_AFTER = timedelta(minutes=2)
+# A step whose job has crashed this many times is not resumed again: the promotion fails with the error.
+MAX_CRASHES = 3
+FAILED_STEP = {"commit": "commit", "sync": "sync", "verify": "verification"}
 
 
 def reconcile():
@@ -46,6 +50,7 @@ def resume_stalled_promotions(now=None):
     now = now or timezone.now()
     queue = queues.get_queue("default")
     pending = _pending_job_ids(queue)
+    crashed = FailedJobRegistry(queue=queue).get_job_ids()
     resumed = []
     stalled = Promotion.objects.filter(state__in=list(transitions.JOB_FOR_STATE), updated_at__lt=now - STALL_AFTER)
     for promotion in stalled:
@@ -58,10 +63,27 @@ def resume_stalled_promotions(now=None):
         if any(job_id.startswith(prefix) for job_id in pending):
             continue
         step = transitions.JOB_FOR_STATE[promotion.state]
+        crashes = sorted(job_id for job_id in crashed if job_id.startswith(f"{prefix}{step}-"))
+        if len(crashes) >= MAX_CRASHES:
+            _give_up(promotion, step, crashes, queue)
+            continue
         logger.warning("Promotion %s is %s with no job on its way; enqueueing %s again", promotion.pk, promotion.state, step)
         transitions.enqueue(promotion.pk, step)
         resumed.append(promotion.pk)
     return resumed
+
+
+def _give_up(promotion, step, crashes, queue):
+    """A job that keeps crashing will not be cured by running it again: fail with what it said."""
+    last = Job.fetch(crashes[-1], connection=queue.connection)
+    result = last.latest_result()
+    error = (result.exc_string or "").strip().splitlines()[-1:] if result else []
+    reason = f"the {step} job crashed {len(crashes)} times" + (f"; the last time with {error[0]}" if error else "")
+    logger.error("Promotion %s: %s; failing it instead of trying again", promotion.pk, reason)
+    try:
+        transitions.fail(promotion, FAILED_STEP[step], f"{reason[0].upper()}{reason[1:]}. See the worker's log.")
+    except transitions.PromotionError as moved_on:
+        logger.info("Promotion %s moved on meanwhile: %s", promotion.pk, moved_on)
 
 
 def detect_drift():

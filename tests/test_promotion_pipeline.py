@@ -335,6 +335,29 @@ def test_reconciler_resumes_a_promotion_whose_job_was_lost(pipeline):
     assert state_of(promotion) == PromotionState.VERIFIED
 
 
+def test_a_job_that_keeps_crashing_fails_the_promotion_instead_of_being_resumed_forever(pipeline):
+    import django_rq
+
+    from releases.reconciler import MAX_CRASHES, resume_stalled_promotions
+
+    service = pipeline.add_service("nexo-be")
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.redis.flushdb()
+    queue = django_rq.get_queue("default")
+    for attempt in range(MAX_CRASHES):  # the commit job crashing for a reason of its own, as RQ records it
+        queue.enqueue("builtins.int", "not a number", job_id=f"{transitions.job_id_prefix(promotion.pk)}commit-crash{attempt}")
+        pipeline.run_jobs()
+        Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+        if attempt < MAX_CRASHES - 1:
+            assert resume_stalled_promotions() == [promotion.pk]
+            queue.empty()  # stands in for the resumed job, which crashes again
+    assert resume_stalled_promotions() == []
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.FAILED
+    assert promotion.failed_step == "commit"
+    assert f"The commit job crashed {MAX_CRASHES} times; the last time with ValueError" in promotion.error
+
+
 def test_redis_down_at_enqueue_time_keeps_the_state_and_the_reconciler_catches_up(pipeline, settings):
     from releases.reconciler import resume_stalled_promotions
 
