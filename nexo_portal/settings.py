@@ -269,6 +269,12 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# Errors: a 500 is mailed to ERROR_EMAILS (Django's mail_admins handler, DEBUG off) through EMAIL_URL,
+# e.g. smtp+tls://user:password@smtp.example:587; without ERROR_EMAILS only the log has them.
+ADMINS = [("Nexo Release Portal operators", address) for address in env.list("ERROR_EMAILS", default=[])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="release-portal@nexo.invalid")
+vars().update(env.email_url("EMAIL_URL", default="smtp://localhost:25"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -98,6 +98,26 @@ def test_production_redirects_plain_http_and_asks_for_hsts_but_not_for_the_healt
     assert result.stdout.split() == ["True", "31536000", "['^healthz$']"], result.stderr
 
 
+def test_server_errors_are_mailed_to_the_operators_when_asked(client, settings, mailoutbox):
+    import logging
+
+    settings.ADMINS = [("ops", "ops@nexo.example")]
+    logging.getLogger("django.request").error("Internal Server Error: /boom", extra={"status_code": 500})
+    assert [message.to for message in mailoutbox] == [["ops@nexo.example"]]
+    assert "Internal Server Error: /boom" in mailoutbox[0].subject
+
+
+def test_error_emails_come_from_the_environment():
+    script = "import django; django.setup(); from django.conf import settings as s; print(s.ADMINS, s.EMAIL_HOST, s.EMAIL_PORT, s.EMAIL_USE_TLS)"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "DEBUG": "1", "ERROR_EMAILS": "ops@nexo.example,sre@nexo.example", "EMAIL_URL": "smtp+tls://u:p@smtp.example:587"},
+        capture_output=True, text=True, cwd=settings.BASE_DIR,
+    )
+    assert "'ops@nexo.example'" in result.stdout and "'sre@nexo.example'" in result.stdout
+    assert result.stdout.strip().endswith("smtp.example 587 True"), result.stdout + result.stderr
+
+
 def test_production_refuses_to_start_on_sqlite():
     result = start_django(SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", DATABASE_URL="sqlite:////tmp/x.sqlite3")
     assert result.returncode != 0
