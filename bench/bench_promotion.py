@@ -120,7 +120,7 @@ def main():
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     try:
-        portal = []
+        portal, to_start = [], []
         for n in range(options.promotions + 1):
             release = make_release(service, f"2026.02.{n + 1}")
             for name in ("develop", "qa", "staging"):
@@ -140,6 +140,7 @@ def main():
                 raise SystemExit(f"promotion {promotion.pk} failed: {promotion.error}")
             if n:  # the first one warms the worker's working copy
                 portal.append((promotion.committed_at - promotion.approved_at).total_seconds())
+                to_start.append((promotion.commit_started_at - promotion.approved_at).total_seconds())
         baseline = bare_git_baseline(remote.url, service.values_path(environments["production"]), options.promotions, scratch)
     finally:
         worker.terminate()
@@ -151,6 +152,9 @@ def main():
     print(f"promotions measured:            {len(portal)}")
     print(f"portal, last approval → pushed: p50 {p50 * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms")
     print(f"bare git commit -a && git push: p50 {b50 * 1000:7.1f} ms   p95 {b95 * 1000:7.1f} ms")
+    started = statistics.median(to_start)
+    print(f"  of which, p50: approval → job started and 'committing' saved {started * 1000:6.1f} ms; "
+          f"→ file changed, committed, pushed {(p50 - started) * 1000:6.1f} ms")
     print(f"ratio:                          p50 {p50 / b50:7.2f}      p95 {p95 / b95:7.2f}   "
           f"(targets ≤ {TARGET_P50_RATIO} and ≤ {TARGET_P95_RATIO})")
     met = p50 / b50 <= TARGET_P50_RATIO and p95 / b95 <= TARGET_P95_RATIO
