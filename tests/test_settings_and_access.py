@@ -8,10 +8,12 @@ import pytest
 from django.conf import settings
 
 
-def start_django(**env):
-    clean = {key: value for key, value in os.environ.items() if key not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
+def start_django(expression="settings.DEBUG", *, drop=(), **env):
+    """A new process with `env` (DEBUG, SECRET_KEY, ALLOWED_HOSTS and `drop` unset first) that
+    sets Django up and prints `expression`, with `settings` in scope."""
+    clean = {key: value for key, value in os.environ.items() if key not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", *drop}}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; print({expression})"],
         env={**clean, "DJANGO_SETTINGS_MODULE": "nexo_portal.settings", **env},
         capture_output=True,
         text=True,
@@ -45,14 +47,11 @@ def test_development_mode_starts_without_secrets():
 
 
 def test_production_cookies_are_secure_by_default():
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
-         "print(settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE, settings.SESSION_COOKIE_HTTPONLY)"],
-        env={**{k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECURE_HTTPS"}},
-             "DJANGO_SETTINGS_MODULE": "nexo_portal.settings", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "a.example"},
-        capture_output=True, text=True, cwd=settings.BASE_DIR,
+    result = start_django(
+        "settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE, settings.SESSION_COOKIE_HTTPONLY",
+        drop={"SECURE_HTTPS"}, SECRET_KEY="x" * 50, ALLOWED_HOSTS="a.example",
     )
-    assert result.stdout.split() == ["True", "True", "True"]
+    assert result.stdout.split() == ["True", "True", "True"], result.stderr
 
 
 def test_the_wsgi_process_loads_every_view_and_freezes_its_start_up_objects_out_of_the_collector():
@@ -85,15 +84,9 @@ def test_health_endpoint_stays_in_service_but_says_degraded_when_redis_is_down(c
 
 
 def test_production_redirects_plain_http_and_asks_for_hsts_but_not_for_the_health_probe():
-    script = (
-        "import django; django.setup(); from django.conf import settings; "
-        "print(settings.SECURE_SSL_REDIRECT, settings.SECURE_HSTS_SECONDS, settings.SECURE_REDIRECT_EXEMPT)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**{k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECURE_HTTPS"}},
-             "DJANGO_SETTINGS_MODULE": "nexo_portal.settings", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "a.example"},
-        capture_output=True, text=True, cwd=settings.BASE_DIR,
+    result = start_django(
+        "settings.SECURE_SSL_REDIRECT, settings.SECURE_HSTS_SECONDS, settings.SECURE_REDIRECT_EXEMPT",
+        drop={"SECURE_HTTPS"}, SECRET_KEY="x" * 50, ALLOWED_HOSTS="a.example",
     )
     assert result.stdout.split() == ["True", "31536000", "['^healthz$']"], result.stderr
 
@@ -108,13 +101,11 @@ def test_server_errors_are_mailed_to_the_operators_when_asked(client, settings, 
 
 
 def test_error_emails_come_from_the_environment():
-    script = "import django; django.setup(); from django.conf import settings as s; print(s.ADMINS, s.EMAIL_HOST, s.EMAIL_PORT, s.EMAIL_USE_TLS)"
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "DEBUG": "1", "ERROR_EMAILS": "ops@nexo.example,sre@nexo.example", "EMAIL_URL": "smtp+tls://u:p@smtp.example:587"},
-        capture_output=True, text=True, cwd=settings.BASE_DIR,
+    result = start_django(
+        "settings.ADMINS, settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS",
+        DEBUG="1", ERROR_EMAILS="ops@nexo.example,sre@nexo.example", EMAIL_URL="smtp+tls://u:p@smtp.example:587",
     )
-    assert "'ops@nexo.example'" in result.stdout and "'sre@nexo.example'" in result.stdout
+    assert "'ops@nexo.example'" in result.stdout and "'sre@nexo.example'" in result.stdout, result.stderr
     assert result.stdout.strip().endswith("smtp.example 587 True"), result.stdout + result.stderr
 
 
