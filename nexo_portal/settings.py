@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -136,6 +137,22 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
+# Content-Security-Policy (django-csp): the portal's pages and the admin load scripts, styles and
+# images from the portal only, run no inline or eval'd script, and are never framed. Swagger UI,
+# ReDoc and the RQ dashboard come with inline scripts of their own and are left out.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/docs/", "/api/v1/redoc/", "/admin/rq/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        # Signing in with GitHub posts here and is redirected to GitHub (see below for its URL).
+        "form-action": ["'self'"],
+    },
+}
+
 # How often the board and a promotion's timeline refresh themselves while open.
 LIVE_REFRESH_SECONDS = env.int("LIVE_REFRESH_SECONDS", default=5)
 
@@ -204,6 +221,7 @@ SOCIAL_AUTH_GITHUB_ORG_NAME = env.str("GITHUB_ORG", default="")
 # github.com by default; for GitHub Enterprise Server e.g. https://github.example and https://github.example/api/v3.
 SOCIAL_AUTH_GITHUB_ORG_URL = env.str("GITHUB_URL", default="https://github.com")
 SOCIAL_AUTH_GITHUB_ORG_API_URL = env.str("GITHUB_API_URL", default="https://api.github.com")
+CONTENT_SECURITY_POLICY["DIRECTIVES"]["form-action"].append(SOCIAL_AUTH_GITHUB_ORG_URL)
 # read:org (membership and teams) is the backend's default scope; user:email finds a private e-mail address.
 SOCIAL_AUTH_GITHUB_ORG_SCOPE = ["user:email"]
 SOCIAL_AUTH_URL_NAMESPACE = "social"

@@ -49,10 +49,15 @@ def browser():
 
 @pytest.fixture
 def page(browser):
+    """A browser page; any Content-Security-Policy violation on it fails the test."""
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     context.set_default_timeout(15_000)
-    yield context.new_page()
+    page = context.new_page()
+    refused = []
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+    yield page
     context.close()
+    assert refused == [], "the page broke its Content-Security-Policy"
 
 
 @pytest.fixture
@@ -229,7 +234,7 @@ def test_the_board_refreshes_itself_and_gives_a_keyboard_user_their_place_back(p
     page.evaluate("window.stillTheSamePage = true")
     stamp = page.locator(".refreshed time")
     first = stamp.get_attribute("datetime")
-    page.wait_for_function(f"document.querySelector('.refreshed time').getAttribute('datetime') !== '{first}'")
+    page.wait_for_function("() => document.querySelector('.refreshed time').getAttribute('datetime') !== " + repr(first))
     assert page.evaluate("window.stillTheSamePage") is True
 
     for _ in range(40):  # tab into the board, as a keyboard user does
@@ -238,7 +243,7 @@ def test_the_board_refreshes_itself_and_gives_a_keyboard_user_their_place_back(p
             break
     focused = page.evaluate("document.activeElement.getAttribute('href')")
     held = stamp.get_attribute("datetime")
-    page.wait_for_function(f"document.querySelector('.refreshed time').getAttribute('datetime') !== '{held}'")
+    page.wait_for_function("() => document.querySelector('.refreshed time').getAttribute('datetime') !== " + repr(held))
     # htmx settles the new content a moment after the swap; then the focus is back on the same link.
     page.wait_for_function("href => document.activeElement.getAttribute('href') === href", arg=focused, timeout=2000)
     assert page.evaluate("!!document.activeElement.closest('#board')")
@@ -252,7 +257,7 @@ def test_closing_a_confirmation_with_escape_leaves_the_board_refreshing(page, po
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
     held = page.locator(".refreshed time").get_attribute("datetime")
-    page.wait_for_function(f"document.querySelector('.refreshed time').getAttribute('datetime') !== '{held}'", timeout=5000)
+    page.wait_for_function("() => document.querySelector('.refreshed time').getAttribute('datetime') !== " + repr(held), timeout=5000)
 
 
 def test_a_second_click_on_confirm_is_not_sent(page, portal):
@@ -315,6 +320,6 @@ def test_the_promotion_page_keeps_the_commit_message_open_across_refreshes(page,
     page.goto(f"{portal['url']}/promotions/{syncing.pk}/")
     page.click("#commit-message summary")
     page.evaluate("document.getElementById('promotion-live').dataset.before = 'yes'")
-    page.wait_for_function("!document.getElementById('promotion-live').dataset.before")  # replaced by a refresh
-    page.wait_for_function("document.getElementById('commit-message').open", timeout=2000)
+    page.wait_for_function("() => !document.getElementById('promotion-live').dataset.before")  # replaced by a refresh
+    page.wait_for_function("() => document.getElementById('commit-message').open", timeout=2000)
     assert "Requested by rita." in page.locator("#commit-message").inner_text()

@@ -128,3 +128,13 @@ def test_login_page_is_open(client):
     response = client.get("/accounts/login/")
     assert response.status_code == 200
     assert b'name="csrfmiddlewaretoken"' in response.content
+
+
+@pytest.mark.django_db
+def test_pages_carry_a_content_security_policy_and_the_api_docs_are_left_out(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("viewer"))
+    policy = client.get("/")["Content-Security-Policy"]
+    for directive in ("default-src 'self'", "object-src 'none'", "frame-ancestors 'none'", "form-action 'self' https://github.com"):
+        assert directive in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "Content-Security-Policy" not in client.get("/api/v1/docs/")

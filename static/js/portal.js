@@ -30,6 +30,13 @@
     return !(active.closest(LIVE) && active.matches(":focus-visible") && !selectorFor(active));
   };
 
+  // A live part's poll is skipped while the person is busy with it (decided here rather than in an
+  // hx-trigger filter, which htmx would have to eval: the Content-Security-Policy forbids that).
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    if (elt && elt.matches && elt.matches(LIVE) && !window.portalMayRefresh()) event.preventDefault();
+  });
+
   // Across a refresh, keyboard focus returns to the same link and open details stay open.
   // (The same link can appear in several cells, e.g. a release running in two environments: the
   // focus goes back to the same one by its position among them.)
