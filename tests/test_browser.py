@@ -323,3 +323,17 @@ def test_the_promotion_page_keeps_the_commit_message_open_across_refreshes(page,
     page.wait_for_function("() => !document.getElementById('promotion-live').dataset.before")  # replaced by a refresh
     page.wait_for_function("() => document.getElementById('commit-message').open", timeout=2000)
     assert "Requested by rita." in page.locator("#commit-message").inner_text()
+
+
+def test_the_admin_works_under_the_content_security_policy(page, portal, django_user_model):
+    django_user_model.objects.create_superuser("operator", "op@nexo.invalid", PASSWORD)
+    sign_in(page, portal, "operator")
+    page.goto(f"{portal['url']}/admin/")
+    assert page.locator("#content-main").is_visible()
+    page.goto(f"{portal['url']}/admin/environments/changefreeze/add/")
+    page.locator("#id_starts_at_0").wait_for()
+    page.click(".datetimeshortcuts a:has-text('Today')")  # the admin's own date widget, from its scripts
+    assert page.locator("#id_starts_at_0").input_value()
+    page.goto(f"{portal['url']}/admin/releases/release/")
+    page.locator("#action-toggle").check()  # the changelist's actions script
+    assert page.locator(".action-counter").inner_text().startswith("1 of 1")
