@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
@@ -75,8 +76,10 @@ def resume_stalled_promotions(now=None):
 
 def _give_up(promotion, step, crashes, queue):
     """A job that keeps crashing will not be cured by running it again: fail with what it said."""
-    last = Job.fetch(crashes[-1], connection=queue.connection)
-    result = last.latest_result()
+    try:
+        result = Job.fetch(crashes[-1], connection=queue.connection).latest_result()
+    except NoSuchJobError:  # the registry outlived the job's record
+        result = None
     error = (result.exc_string or "").strip().splitlines()[-1:] if result else []
     reason = f"the {step} job crashed {len(crashes)} times" + (f"; the last time with {error[0]}" if error else "")
     logger.error("Promotion %s: %s; failing it instead of trying again", promotion.pk, reason)
