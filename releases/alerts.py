@@ -66,15 +66,22 @@ def _reason(error, timeout):
 
 def _mrkdwn(text, limit=2500):
     """Text from elsewhere (Argo CD, a probed service) as Slack shows it: no markup, no mentions."""
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if len(text) <= limit:
+        return text
+    text = text[: limit - 1]
+    if text.rfind("&") > text.rfind(";"):  # do not end inside an entity
+        text = text[: text.rfind("&")]
+    return text + "…"
 
 
 def failure_message(promotion):
     """The Slack message for a failed promotion: what failed, why, and what happened next."""
     what = f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
+    from .transitions import PIPELINE  # transitions imports this module
+
     rollback = (
-        Promotion.objects.filter(rolls_back=promotion, kind=PromotionKind.ROLLBACK, requested_by__isnull=True)
+        Promotion.objects.filter(rolls_back=promotion, kind=PromotionKind.ROLLBACK, requested_via=PIPELINE)
         .select_related("release")
         .first()
     )

@@ -97,7 +97,7 @@ def sync_promotion(promotion_id):
 
 
 def _contains_commit(sha):
-    """`includes(revision)` for the sync's wait: a yes from git is kept, a no is asked again."""
+    """`includes(revision)` for the sync's wait: git answers once per revision Argo CD reports."""
     answers = {}
 
     def includes(revision):
@@ -109,8 +109,7 @@ def _contains_commit(sha):
             except GitOpsError as error:
                 logger.warning("Could not tell whether %s contains %s (asking again at the next poll): %s", revision, sha, error)
                 return False
-            if not answer:
-                return False  # perhaps not fetched yet: ask git again at the next poll
+            # Final either way: includes() fetched if either commit was new here, and commits do not change.
             answers[revision] = answer
         return answers[revision]
 

@@ -99,7 +99,9 @@ def apply_event(payload, environment):
             )
         incident.title = (data.get("title") or f"PagerDuty incident {data['id']}")[:255]
         incident.external_url = data.get("html_url") or ""
-        incident.severity = _severity(data)
+        if created or event_type == "incident.priority_updated":
+            # Only these say the priority now; a late trigger or resolve carries an older one.
+            incident.severity = _severity(data)
         if event_type in OPENING_EVENTS:
             incident.resolved_at = None
         elif event_type == "incident.resolved":

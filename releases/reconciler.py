@@ -64,7 +64,8 @@ def resume_stalled_promotions(now=None):
         if any(job_id.startswith(prefix) for job_id in pending):
             continue
         step = transitions.JOB_FOR_STATE[promotion.state]
-        crashes = sorted(job_id for job_id in crashed if job_id.startswith(f"{prefix}{step}-"))
+        # In the order they failed (the registry's order), so the last is the latest.
+        crashes = [job_id for job_id in crashed if job_id.startswith(f"{prefix}{step}-")]
         if len(crashes) >= MAX_CRASHES:
             _give_up(promotion, step, crashes, queue)
             continue

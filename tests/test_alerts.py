@@ -54,6 +54,9 @@ def test_text_from_elsewhere_is_shown_not_interpreted_and_fits_a_block(failed):
     section = message["blocks"][0]["text"]["text"]
     assert "<!channel>" not in section and "&lt;!channel&gt;" in section and "&amp;" in section
     assert len(section) <= 3000 and len(message["text"]) <= 3000
+    failed.error = "<" * 2600  # escaping makes it four times longer
+    section = alerts.failure_message(failed)["blocks"][0]["text"]["text"]
+    assert len(section) <= 3000 and section.rstrip("…").endswith("&lt;")
 
 
 @pytest.mark.parametrize("status, code", [(404, "no_service"), (410, "channel_is_archived"), (403, "action_prohibited")])

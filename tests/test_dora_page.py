@@ -386,6 +386,7 @@ def test_webhook_a_priority_change_delivered_first_does_not_hide_the_resolve_bef
     deliver(pagerduty_event("incident.resolved", occurred_at="2026-03-03T14:30:00Z"))  # happened first, came last
     incident = Incident.objects.get(source=IncidentSource.PAGERDUTY)
     assert incident.resolved_at == datetime(2026, 3, 3, 14, 30, tzinfo=UTC)
+    assert incident.severity == "high", "the resolve's older P1 did not undo the change to P2"
 
 
 def test_webhook_accepts_a_rotated_secret_among_several_signatures(history, webhook_secret):
