@@ -22,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.database import ensure_database  # noqa: E402 - needs ROOT on the path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
 # Its own database, like the other benchmarks, so none of them wipes another's data set.
 os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_board")
@@ -35,21 +37,6 @@ RELEASES = SERVICES * 250
 TEAMS = 10
 QUERY_TARGET = 12
 P95_TARGET_MS = 150
-
-
-def ensure_database():
-    """Create the bench database when it does not exist (the role has CREATEDB)."""
-    import environ
-    import psycopg
-
-    config = environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    admin = psycopg.connect(
-        host=config["HOST"], port=config["PORT"] or 5432, user=config["USER"], password=config["PASSWORD"],
-        dbname="postgres", autocommit=True,
-    )
-    with admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]).fetchone():
-            admin.execute(f'CREATE DATABASE "{config["NAME"]}"')
 
 
 def build(stdout):
@@ -209,7 +196,7 @@ def main():
     parser.add_argument("--rebuild", action="store_true", help="drop the data set and build it again")
     options = parser.parse_args()
 
-    ensure_database()
+    ensure_database(os.environ["DATABASE_URL"])
     import django
 
     django.setup()

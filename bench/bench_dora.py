@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.database import ensure_database  # noqa: E402 - needs ROOT on the path
+
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_dora")
 os.environ["DATABASE_URL"] = DATABASE_URL
 os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
@@ -40,15 +42,6 @@ DEPLOYMENTS_PER_SERVICE = max(20, int(5_000 * SCALE))
 YEARS = 2
 TARGET_MS = 500
 RUNS = 15
-
-
-def ensure_database():
-    import psycopg
-
-    name = DATABASE_URL.rsplit("/", 1)[1]
-    with psycopg.connect(DATABASE_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            admin.execute(f'CREATE DATABASE "{name}"')
 
 
 def generate(now, environments, services):
@@ -241,7 +234,7 @@ def main():
     parser.add_argument("--reload", action="store_true", help="regenerate the data even if it is there")
     arguments = parser.parse_args()
 
-    ensure_database()
+    ensure_database(DATABASE_URL)
     import django
 
     django.setup()

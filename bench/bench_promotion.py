@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.database import ensure_database  # noqa: E402 - needs ROOT on the path
+
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_promotion")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.update(DATABASE_URL=DATABASE_URL, REDIS_URL=REDIS_URL)
@@ -34,15 +36,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
 
 TARGET_P50_RATIO = 1.5
 TARGET_P95_RATIO = 3.0
-
-
-def ensure_database():
-    import psycopg
-
-    name = DATABASE_URL.rsplit("/", 1)[1]
-    with psycopg.connect(DATABASE_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            admin.execute(f'CREATE DATABASE "{name}"')
 
 
 def percentile(values, fraction):
@@ -78,7 +71,7 @@ def main():
     parser.add_argument("--promotions", type=int, default=40)
     options = parser.parse_args()
 
-    ensure_database()
+    ensure_database(DATABASE_URL)
     import django
 
     django.setup()

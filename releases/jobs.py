@@ -16,7 +16,7 @@ from . import transitions, verification
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import ApprovalDecision, Promotion, PromotionState
+from .models import Promotion, PromotionState
 from .policy import PromotionError
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,7 @@ def commit_promotion(promotion_id):
             return
     service, environment, release = promotion.service, promotion.environment, promotion.release
     path, key = service.values_path(environment), service.image_tag_key
-    approvers = [
-        approval.user.get_username()
-        for approval in promotion.approvals.select_related("user")
-        if approval.decision == ApprovalDecision.APPROVE
-    ]
-    message = gitops_message.promotion_message(promotion, approvers)
+    message = gitops_message.promotion_message(promotion, promotion.approver_names())
     repository = GitOpsRepository()
     try:
         with repository.locked():

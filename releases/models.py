@@ -379,6 +379,14 @@ class Promotion(models.Model):
     def is_rollback(self):
         return self.kind == PromotionKind.ROLLBACK
 
+    def approver_names(self):
+        """Who approved it, in the order they did (for the commit message and the audit log)."""
+        return [
+            approval.user.get_username()
+            for approval in self.approvals.select_related("user")
+            if approval.decision == ApprovalDecision.APPROVE
+        ]
+
     def requester_name(self):
         return self.requested_by.get_username() if self.requested_by else (self.requested_via or "pipeline")
 

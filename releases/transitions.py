@@ -122,10 +122,6 @@ def _expect(promotion, *states):
         )
 
 
-def _approver_names(promotion):
-    return [a.user.get_username() for a in promotion.approvals.select_related("user") if a.decision == ApprovalDecision.APPROVE]
-
-
 # --- requesting ------------------------------------------------------------------------------
 
 
@@ -360,7 +356,7 @@ def mark_committed(promotion, sha, message):
         None,
         f"{_describe(promotion)} committed as {sha[:7]}",
         commit=sha,
-        approvers=_approver_names(promotion),
+        approvers=promotion.approver_names(),
         initiator=promotion.requester_name(),
     )
     enqueue(promotion.pk, "sync")

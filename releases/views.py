@@ -243,66 +243,53 @@ def _promotion_for_action(pk):
     )
 
 
-@require_http_methods(["GET", "POST"])
-def approve(request, pk):
-    """Members of the environment's approver groups, except the requester and those who decided already."""
+def _decide(request, pk, confirmation_for, form_class, transition, success):
+    """The confirmation of one person's decision on a promotion (GET), and the decision itself (POST)."""
     promotion = _promotion_for_action(pk)
     back = _next_url(request, promotion.get_absolute_url())
-    confirmation = confirmations.for_approve(promotion, request.user)
-    form = CommentForm(_posted(request))
+    confirmation = confirmation_for(promotion, request.user)
+    form = form_class(_posted(request))
     if request.method == "POST":
         if not form.is_valid():
             return _confirm(request, confirmation, form, back=back, status=400)
         return _act(
             request,
             back,
-            lambda: transitions.approve(promotion, request.user, form.cleaned_data["comment"]),
-            lambda approved: f"You approved {confirmation.headline}: "
-            + (
-                "the GitOps commit is on its way."
-                if approved.state == PromotionState.APPROVED
-                else f"{policy.approvals_given(approved)} of {policy.approvals_required(approved)} approvals so far."
-            ),
+            lambda: transition(promotion, request.user, form.cleaned_data["comment"]),
+            lambda result: success(confirmation, result),
         )
     return _confirm(request, confirmation, form, back=back)
+
+
+def _approved_message(confirmation, approved):
+    if approved.state == PromotionState.APPROVED:
+        return f"You approved {confirmation.headline}: the GitOps commit is on its way."
+    given, required = policy.approvals_given(approved), policy.approvals_required(approved)
+    return f"You approved {confirmation.headline}: {given} of {required} approvals so far."
+
+
+@require_http_methods(["GET", "POST"])
+def approve(request, pk):
+    """Members of the environment's approver groups, except the requester and those who decided already."""
+    return _decide(request, pk, confirmations.for_approve, CommentForm, transitions.approve, _approved_message)
 
 
 @require_http_methods(["GET", "POST"])
 def reject(request, pk):
     """Members of the environment's approver groups, except the requester; a comment is required."""
-    promotion = _promotion_for_action(pk)
-    back = _next_url(request, promotion.get_absolute_url())
-    confirmation = confirmations.for_reject(promotion, request.user)
-    form = RejectForm(_posted(request))
-    if request.method == "POST":
-        if not form.is_valid():
-            return _confirm(request, confirmation, form, back=back, status=400)
-        return _act(
-            request,
-            back,
-            lambda: transitions.reject(promotion, request.user, form.cleaned_data["comment"]),
-            lambda rejected: f"You rejected {confirmation.headline}.",
-        )
-    return _confirm(request, confirmation, form, back=back)
+    return _decide(
+        request, pk, confirmations.for_reject, RejectForm, transitions.reject,
+        lambda confirmation, rejected: f"You rejected {confirmation.headline}.",
+    )
 
 
 @require_http_methods(["GET", "POST"])
 def cancel(request, pk):
     """The requester, an approver of the environment or an administrator, before the GitOps commit starts."""
-    promotion = _promotion_for_action(pk)
-    back = _next_url(request, promotion.get_absolute_url())
-    confirmation = confirmations.for_cancel(promotion, request.user)
-    form = CommentForm(_posted(request))
-    if request.method == "POST":
-        if not form.is_valid():
-            return _confirm(request, confirmation, form, back=back, status=400)
-        return _act(
-            request,
-            back,
-            lambda: transitions.cancel(promotion, request.user, form.cleaned_data["comment"]),
-            lambda cancelled: f"You cancelled {confirmation.headline}.",
-        )
-    return _confirm(request, confirmation, form, back=back)
+    return _decide(
+        request, pk, confirmations.for_cancel, CommentForm, transitions.cancel,
+        lambda confirmation, cancelled: f"You cancelled {confirmation.headline}.",
+    )
 
 
 # --- DORA report ------------------------------------------------------------------------------

@@ -12,27 +12,15 @@ from django.utils import timezone
 from audit.models import AuditAction, AuditEvent
 from releases import transitions
 from releases.models import Approval, Promotion, PromotionKind, PromotionState
-from tests.factories import make_release, make_service, make_user
-from tests.history import ran
+from tests.factories import make_release
+from tests.history import ran, verified_up_to_staging
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def world(environments):
-    service = make_service("nexo-be", team="backend-team")
-    release = make_release(service, "2026.02.1")
-    for name in ("develop", "qa", "staging"):
-        ran(release, environments[name])
-    return {
-        "env": environments,
-        "service": service,
-        "release": release,
-        "rita": make_user("rita", groups=["backend-team"]),
-        "sam": make_user("sam", groups=["sre-team"]),
-        "lead": make_user("lead", groups=["platform-leads"]),
-        "viewer": make_user("viewer"),
-    }
+    return verified_up_to_staging(environments)
 
 
 def as_user(client, user):

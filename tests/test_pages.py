@@ -11,27 +11,19 @@ from audit import log as audit
 from audit.models import AuditAction, AuditEvent
 from releases import transitions
 from releases.models import CheckResult, PromotionKind, PromotionState, SampleCheck, StepStatus, VerificationSample
-from tests.factories import make_release, make_service, make_user
-from tests.history import action_link, ran
+from tests.factories import make_release, make_service
+from tests.history import action_link, ran, verified_up_to_staging
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def world(environments):
-    service = make_service("nexo-be", team="backend-team", source_repo_url="https://github.com/nexo-org/nexo-be")
-    release = make_release(service, "2026.02.1", changelog="- feat: rate limiting\n- fix: auth timeout")
-    for name in ("develop", "qa", "staging"):
-        ran(release, environments[name])
-    return {
-        "env": environments,
-        "service": service,
-        "release": release,
-        "rita": make_user("rita", groups=["backend-team"]),
-        "sam": make_user("sam", groups=["sre-team"]),
-        "lead": make_user("lead", groups=["platform-leads"]),
-        "viewer": make_user("viewer"),
-    }
+    return verified_up_to_staging(
+        environments,
+        service_fields={"source_repo_url": "https://github.com/nexo-org/nexo-be"},
+        release_fields={"changelog": "- feat: rate limiting\n- fix: auth timeout"},
+    )
 
 
 def page_for(user, url, **kwargs):
