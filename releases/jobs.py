@@ -23,7 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 def _load(promotion_id, *states):
-    promotion = Promotion.objects.with_details().filter(pk=promotion_id).first()
+    try:
+        promotion = Promotion.objects.select_related(*transitions.FIXED_RELATIONS).get(pk=promotion_id)
+    except Promotion.DoesNotExist:
+        promotion = None
     if promotion is None or promotion.state not in states:
         logger.info("Promotion %s is not %s any more; nothing to do", promotion_id, "/".join(states))
         return None
@@ -32,17 +35,13 @@ def _load(promotion_id, *states):
 
 def commit_promotion(promotion_id):
     """Write the new image tag into the values file, commit with the trailers, push."""
-    # A job that starts the commit knows no earlier attempt pushed. A job that finds it started
-    # already is a retry: an earlier attempt may have pushed, so it looks for its own commit first.
-    try:
-        promotion, resumed = transitions.start_commit(promotion_id), False
-    except Promotion.DoesNotExist:
-        logger.info("Promotion %s does not exist any more; nothing to do", promotion_id)
+    promotion = _load(promotion_id, PromotionState.APPROVED, PromotionState.COMMITTING)
+    if promotion is None:
         return
-    except PromotionError:
-        promotion, resumed = _load(promotion_id, PromotionState.COMMITTING), True
-        if promotion is None:
-            return
+    # An approved promotion is marked committing while git writes the commit, and nothing is
+    # pushed before that is saved. A job that finds it committing already is a retry: an earlier
+    # attempt may have pushed, so it looks for its own commit first.
+    resumed = promotion.state == PromotionState.COMMITTING
     service, environment, release = promotion.service, promotion.environment, promotion.release
     path, key = service.values_path(environment), service.image_tag_key
     message = gitops_message.promotion_message(promotion, promotion.approver_names())
@@ -56,11 +55,16 @@ def commit_promotion(promotion_id):
                 trailer=(gitops_message.PROMOTION_TRAILER, promotion.pk),
                 since=promotion.requested_at - timedelta(days=1),
                 look_for_trailer=resumed,
+                before_push=None if resumed else lambda: transitions.start_commit(promotion),
             )
+            pushed_at = timezone.now()
+    except PromotionError as moved_on:
+        logger.info("Promotion %s moved on before its commit was pushed: %s", promotion_id, moved_on)
+        return
     except (GitOpsError, values.ValuesFileError) as error:
         transitions.fail(promotion, "commit", str(error))
         return
-    transitions.mark_committed(promotion, sha, message)
+    transitions.mark_committed(promotion, sha, message, committed_at=pushed_at)
 
 
 def sync_promotion(promotion_id):

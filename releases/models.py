@@ -1,6 +1,7 @@
 """What gets promoted and how: services, releases, promotions, approvals and deployments."""
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -381,11 +382,8 @@ class Promotion(models.Model):
 
     def approver_names(self):
         """Who approved it, in the order they did (for the commit message and the audit log)."""
-        return [
-            approval.user.get_username()
-            for approval in self.approvals.select_related("user")
-            if approval.decision == ApprovalDecision.APPROVE
-        ]
+        username = f"user__{get_user_model().USERNAME_FIELD}"
+        return list(self.approvals.filter(decision=ApprovalDecision.APPROVE).values_list(username, flat=True))
 
     def requester_name(self):
         return self.requested_by.get_username() if self.requested_by else (self.requested_via or "pipeline")

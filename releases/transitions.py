@@ -86,15 +86,25 @@ def enqueue(promotion_id, step, delay=None):
     transaction.on_commit(send)
 
 
+# What a promotion is of and who asked for it: fixed when it is created.
+FIXED_RELATIONS = ("release", "service", "environment", "requested_by", "previous_release")
+
+
 def _locked(promotion):
     """The promotion (given as itself or its id), fresh and locked for the rest of the transaction
     (the audit chain's lock first)."""
     audit.lock_chain()
-    return (
-        Promotion.objects.select_for_update(of=("self",))
-        .select_related("release", "service", "environment", "requested_by", "previous_release")
-        .get(pk=getattr(promotion, "pk", promotion))
-    )
+    locking = Promotion.objects.select_for_update(of=("self",))
+    if isinstance(promotion, Promotion) and all(
+        Promotion._meta.get_field(name).is_cached(promotion) for name in FIXED_RELATIONS
+    ):
+        # The caller loaded what never changes already: lock and read the promotion's own row only
+        # (on a job's way to the GitOps push, the six-table join costs more than the row).
+        fresh = locking.get(pk=promotion.pk)
+        for name in FIXED_RELATIONS:
+            setattr(fresh, name, getattr(promotion, name))
+        return fresh
+    return locking.select_related(*FIXED_RELATIONS).get(pk=getattr(promotion, "pk", promotion))
 
 
 def _record(action, promotion, actor, message, **data):
@@ -342,11 +352,12 @@ def start_commit(promotion):
 
 
 @transaction.atomic
-def mark_committed(promotion, sha, message):
+def mark_committed(promotion, sha, message, committed_at=None):
+    """Committing → committed. `committed_at` is when the push returned (default: now)."""
     promotion = _locked(promotion)
     _expect(promotion, PromotionState.COMMITTING)
     promotion.state = PromotionState.COMMITTED
-    promotion.committed_at = timezone.now()
+    promotion.committed_at = committed_at or timezone.now()
     promotion.gitops_commit_sha = sha
     promotion.gitops_commit_message = message
     promotion.save(update_fields=["state", "committed_at", "gitops_commit_sha", "gitops_commit_message", "updated_at"])

@@ -1,5 +1,6 @@
 """The GitOps working copy's lock and network limits, against real Git and Redis."""
 
+import json
 import socket
 import threading
 
@@ -67,3 +68,32 @@ def test_includes_fetches_when_our_commit_was_pushed_from_another_host(tmp_path,
         assert this_host.includes(before, ours) is False
         assert this_host.includes(later, ours) is True
         assert this_host.includes("0" * 40, ours) is False  # a revision the repository does not have
+
+
+def git_commands(trace):
+    """The git commands run so far, by name, as git itself traced them."""
+    if not trace.exists():
+        return []
+    return [event["name"] for event in map(json.loads, trace.read_text().splitlines()) if event["event"] == "cmd_name"]
+
+
+def test_git_housekeeping_waits_until_the_push_is_done(tmp_path, redis_connection, monkeypatch):
+    remote = GitOpsRemote(tmp_path)
+    remote.write("helm/nexo-be/values-develop.yaml", 'image:\n  tag: "2026.02.1"\n')
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"))
+    trace = tmp_path / "git-trace.json"
+    with repository.locked():
+        repository.sync()
+        monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+        repository.commit_and_push(
+            "helm/nexo-be/values-develop.yaml",
+            lambda text: text.replace("2026.02.1", "2026.02.2"),
+            "promote(nexo-be): develop → 2026.02.2\n\nPromotion-Id: 1\n",
+            trailer=("Promotion-Id", 1),
+            look_for_trailer=False,
+        )
+        until_pushed = git_commands(trace)
+    assert "commit" in until_pushed and "push" in until_pushed
+    assert "maintenance" not in until_pushed, "the commit did not start git's housekeeping before the push"
+    assert git_commands(trace)[len(until_pushed):] == ["maintenance"], "it ran once the repository was released"
+    assert remote.read("helm/nexo-be/values-develop.yaml") == 'image:\n  tag: "2026.02.2"\n'

@@ -1,6 +1,7 @@
 """The pipeline end to end: real PostgreSQL, real Redis, a real RQ worker and real bare Git repositories."""
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -45,6 +46,13 @@ def trailers(commit):
 def state_of(promotion):
     promotion.refresh_from_db()
     return promotion.state
+
+
+def develop_only(pipeline):
+    """nexo-be in the GitOps repository, with qa not promoting itself: a develop promotion ends there."""
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    return pipeline.add_service("nexo-be")
 
 
 def test_full_path_from_develop_to_production_with_auto_promotion_to_qa(pipeline, people):
@@ -103,9 +111,7 @@ def test_the_commit_changes_only_the_tag_line_of_a_commented_values_file(pipelin
 
 
 def test_a_push_rejected_because_someone_else_pushed_is_fetched_reapplied_and_retried(pipeline, monkeypatch):
-    service = pipeline.add_service("nexo-be")
-    pipeline.environments["qa"].auto_promote = False
-    pipeline.environments["qa"].save()
+    service = develop_only(pipeline)
     original_push = GitOpsRepository.push
     calls = []
 
@@ -169,6 +175,80 @@ def test_an_unreachable_remote_fails_the_promotion_with_the_reason_and_writes_no
     assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_FAILED, promotion_id=promotion.pk).exists()
 
 
+def test_the_promotion_is_saved_as_committing_before_its_commit_is_pushed(pipeline, monkeypatch):
+    service = develop_only(pipeline)
+    original_push = GitOpsRepository.push
+    at_push = []
+
+    def push(repository):
+        at_push.append(Promotion.objects.values_list("state", "commit_started_at").get(pk=promotion.pk))
+        return original_push(repository)
+
+    monkeypatch.setattr(GitOpsRepository, "push", push)
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    [(state, commit_started_at)] = at_push
+    assert state == PromotionState.COMMITTING
+    assert commit_started_at is not None
+
+
+def test_a_promotion_cancelled_while_git_writes_its_commit_is_never_pushed(pipeline, people, monkeypatch):
+    service = develop_only(pipeline)
+    release = make_release(service, "2026.02.1")
+    head = pipeline.gitops.head()
+    start_commit = transitions.start_commit
+
+    def cancelled_first(promotion):
+        transitions.cancel(Promotion.objects.get(pk=promotion.pk), people["rita"], "wrong build")
+        return start_commit(promotion)
+
+    monkeypatch.setattr(transitions, "start_commit", cancelled_first)
+    cancelled = transitions.request_promotion(release, pipeline.environments["develop"], people["rita"])
+    pipeline.run_jobs()
+    assert state_of(cancelled) == PromotionState.CANCELLED
+    assert pipeline.gitops.head() == head
+    assert not AuditEvent.objects.filter(action=AuditAction.PROMOTION_COMMIT_STARTED, promotion_id=cancelled.pk).exists()
+
+    monkeypatch.setattr(transitions, "start_commit", start_commit)
+    again = transitions.request_promotion(release, pipeline.environments["develop"], people["rita"])
+    pipeline.run_jobs()  # the abandoned local commit left nothing (no index.lock) in the way
+    assert state_of(again) == PromotionState.VERIFIED, again.error
+    assert pipeline.gitops.head() == again.gitops_commit_sha != head
+
+
+def test_committed_at_is_when_the_push_returned(pipeline, monkeypatch):
+    service = develop_only(pipeline)
+    original_push, original_mark = GitOpsRepository.push, transitions.mark_committed
+    pushed, marked = [], []
+
+    def push(repository):
+        original_push(repository)
+        pushed.append(timezone.now())
+
+    def mark_committed(*args, **kwargs):
+        marked.append(timezone.now())
+        return original_mark(*args, **kwargs)
+
+    monkeypatch.setattr(GitOpsRepository, "push", push)
+    monkeypatch.setattr(transitions, "mark_committed", mark_committed)
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert pushed[0] <= promotion.committed_at <= marked[0]
+
+
+def test_a_working_copy_removed_between_jobs_is_made_again(pipeline, settings):
+    service = develop_only(pipeline)
+    first = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    assert state_of(first) == PromotionState.VERIFIED
+    shutil.rmtree(settings.GITOPS_WORKDIR)  # as an operator clearing a worker's disk would
+    second = transitions.request_promotion(make_release(service, "2026.02.2"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    assert state_of(second) == PromotionState.VERIFIED, second.error
+    assert 'tag: "2026.02.2"' in pipeline.gitops.read("helm/nexo-be/values-develop.yaml")
+
+
 def test_a_push_that_fails_for_good_leaves_no_commit_behind(pipeline):
     service = pipeline.add_service("nexo-be")
     hook = pipeline.gitops.bare / "hooks" / "pre-receive"
@@ -189,9 +269,7 @@ def test_a_push_that_fails_for_good_leaves_no_commit_behind(pipeline):
 
 
 def test_a_push_that_reports_a_failure_after_the_remote_took_the_commit_carries_on(pipeline, monkeypatch):
-    service = pipeline.add_service("nexo-be")
-    pipeline.environments["qa"].auto_promote = False
-    pipeline.environments["qa"].save()
+    service = develop_only(pipeline)
     original_push = GitOpsRepository.push
 
     def connection_drops_after_the_push(repository):

@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import django_rq
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
@@ -276,3 +278,31 @@ def test_a_hold_on_the_first_environment_stops_deploys_on_registration_but_not_p
         transitions.request_promotion(registered.release, world["env"]["develop"], None, kind=PromotionKind.AUTO)
     asked = transitions.request_promotion(registered.release, world["env"]["develop"], world["rita"])
     assert asked.kind == PromotionKind.MANUAL
+
+
+def test_a_step_given_a_loaded_promotion_locks_its_row_without_reading_what_never_changes(world):
+    release = make_release(world["service"], "2026.02.1")
+    promotion = transitions.request_promotion(release, world["env"]["develop"], world["rita"])
+    loaded = Promotion.objects.select_related(*transitions.FIXED_RELATIONS).get(pk=promotion.pk)
+    with CaptureQueriesContext(connection) as queries:
+        started = transitions.start_commit(loaded)
+    statements = [query["sql"] for query in queries.captured_queries]
+    row_lock = next(sql for sql in statements if "FOR UPDATE" in sql)
+    assert "JOIN" not in row_lock
+    assert not [sql for sql in statements if any(table in sql for table in ('"releases_release"', '"releases_service"', '"environments_environment"'))]
+    assert (started.state, started.service.name, started.release.version) == (PromotionState.COMMITTING, "nexo-be", "2026.02.1")
+    assert loaded.state == PromotionState.APPROVED, "the caller's instance is left as it was"
+
+
+def test_approvals_are_counted_afresh_even_from_a_promotion_with_stale_approvals_loaded(world):
+    verified_in(make_release(world["service"], "2026.02.1"), "develop", "qa", "staging", environments=world["env"])
+    release = world["service"].releases.get(version="2026.02.1")
+    promotion = transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    stale = (
+        Promotion.objects.select_related(*transitions.FIXED_RELATIONS).prefetch_related("approvals").get(pk=promotion.pk)
+    )
+    assert list(stale.approvals.all()) == []
+    transitions.approve(promotion, world["sam"])
+    after = transitions.approve(stale, world["lead"])  # the loaded list still says nobody approved
+    assert after.state == PromotionState.APPROVED
+    assert after.approvals.count() == 2

@@ -20,6 +20,10 @@ from nexo_portal.queues import redis_connection
 
 logger = logging.getLogger(__name__)
 
+# Working copies opened by this process, by path. A worker runs one job after another on the same
+# copy, and opening it (its config, its remote) would cost a third of a commit's own bookkeeping.
+_opened = {}
+
 _REJECTED_PUSH = re.compile(r"\[rejected\]|\[remote rejected\]|non-fast-forward|fetch first|stale info", re.I)
 
 
@@ -60,6 +64,7 @@ class GitOpsRepository:
         self.network_timeout = settings.GITOPS_NETWORK_TIMEOUT_SECONDS
         self._repo = None
         self._lock = None
+        self._untidy = False
 
     def __str__(self):
         return redact(self.url)
@@ -77,6 +82,7 @@ class GitOpsRepository:
         self._lock = lock
         try:
             yield self
+            self._tidy()
         finally:
             self._lock = None
             try:
@@ -84,9 +90,10 @@ class GitOpsRepository:
             except Exception:  # noqa: BLE001 - an expired lock is released already
                 logger.warning("GitOps lock %s had expired before release", self.lock_name)
 
-    def _before_network(self):
-        """Renew the lock to its full lifetime before a clone, fetch or push (each stopped after
-        `network_timeout`), so it cannot expire while this worker still uses the working copy."""
+    def _before_long_call(self):
+        """Renew the lock to its full lifetime before a clone, fetch, push or housekeeping (each
+        stopped after `network_timeout`), so it cannot expire while this worker still uses the
+        working copy."""
         if self._lock is not None:
             try:
                 self._lock.reacquire()
@@ -97,31 +104,36 @@ class GitOpsRepository:
     # --- working copy -----------------------------------------------------------------------
 
     def _working_copy(self):
-        if self._repo is not None:
-            return self._repo
+        if self._repo is None:
+            opened = _opened.get(self.path)
+            self._repo = opened if opened is not None and (self.path / ".git").is_dir() else self._open()
+            _opened[self.path] = self._repo
+        return self._repo
+
+    def _open(self):
         try:
             if (self.path / ".git").is_dir():
-                self._repo = git.Repo(self.path)
-                if "origin" not in {remote.name for remote in self._repo.remotes}:
-                    self._repo.create_remote("origin", self.url)
-                elif self._repo.remotes.origin.url != self.url:
-                    self._repo.remotes.origin.set_url(self.url)
-            else:
-                # An empty repository with the remote; the first sync() fetches it. (A clone cannot be
-                # given a time limit: GitPython runs it as a process it does not watch.)
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._repo = git.Repo.init(self.path)
-                self._repo.create_remote("origin", self.url)
+                repo = git.Repo(self.path)
+                if "origin" not in {remote.name for remote in repo.remotes}:
+                    repo.create_remote("origin", self.url)
+                elif repo.remotes.origin.url != self.url:
+                    repo.remotes.origin.set_url(self.url)
+                return repo
+            # An empty repository with the remote; the first sync() fetches it. (A clone cannot be
+            # given a time limit: GitPython runs it as a process it does not watch.)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            repo = git.Repo.init(self.path)
+            repo.create_remote("origin", self.url)
+            return repo
         except git.GitError as error:
             raise GitOpsError(f"Cannot reach the GitOps repository {self}: {_git_message(error)}") from error
-        return self._repo
 
     def sync(self):
         """Fetch and make the working copy exactly the remote branch (local leftovers dropped)."""
         repo = self._working_copy()
         try:
             repo.git.fetch(
-                "origin", f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}", "--prune", **self._before_network()
+                "origin", f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}", "--prune", **self._before_long_call()
             )
         except git.GitCommandError as error:
             message = _git_message(error)
@@ -197,7 +209,9 @@ class GitOpsRepository:
                 return sha
         return None
 
-    def commit_and_push(self, relative_path, change, message, trailer, attempts=None, since=None, look_for_trailer=True):
+    def commit_and_push(
+        self, relative_path, change, message, trailer, attempts=None, since=None, look_for_trailer=True, before_push=None
+    ):
         """Apply `change(text) -> text` to one file, commit, push; return the commit SHA.
 
         Must be called inside `locked()`. With `look_for_trailer` (a retried job), the branch is
@@ -206,6 +220,9 @@ class GitOpsRepository:
         fetched — every push from the portal goes through this lock, so it is usually current —
         and a push rejected because someone else pushed is fetched, re-applied and retried, up
         to `attempts` times in all.
+
+        `before_push()` is called once, while git writes the first commit; if it raises, nothing
+        is pushed and the exception goes on (the local commit is dropped by the next use).
         """
         attempts = attempts or settings.GITOPS_PUSH_ATTEMPTS
         trailer_key, trailer_value = trailer
@@ -223,14 +240,8 @@ class GitOpsRepository:
                 raise GitOpsError(f"{relative_path} does not exist in {self} on branch {self.branch}.") from None
             self._pushed_marker().unlink(missing_ok=True)
             self._file(relative_path).write_text(change(original))
-            message_file = Path(repo.git_dir) / "NEXO_COMMIT_MSG"
-            message_file.write_text(message)
-            repo.git.commit(
-                "-q", "-a", "--allow-empty", "--no-verify", "-F", str(message_file),
-                f"--author={settings.GITOPS_AUTHOR_NAME} <{settings.GITOPS_AUTHOR_EMAIL}>",
-                env={"GIT_COMMITTER_NAME": settings.GITOPS_AUTHOR_NAME, "GIT_COMMITTER_EMAIL": settings.GITOPS_AUTHOR_EMAIL},
-            )
-            sha = git.SymbolicReference.dereference_recursive(repo, "HEAD")
+            sha = self._commit(message, meanwhile=before_push)
+            before_push = None
             try:
                 self.push()
             except PushRejected as rejection:
@@ -247,6 +258,32 @@ class GitOpsRepository:
             self._pushed_marker().write_text(sha)
             return sha
         raise GitOpsError(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+
+    def _commit(self, message, meanwhile=None):
+        """`git commit -a` with `message`, calling `meanwhile()` while git writes it; the new SHA."""
+        repo = self._working_copy()
+        message_file = Path(repo.git_dir) / "NEXO_COMMIT_MSG"
+        message_file.write_text(message)
+        # `git commit` would start `git maintenance run --auto` and wait for it before returning;
+        # _tidy() runs the same housekeeping once the push is done, so the push does not wait.
+        self._untidy = True
+        writing = repo.git(c="maintenance.auto=false").commit(
+            "-q", "-a", "--allow-empty", "--no-verify", "-F", str(message_file),
+            f"--author={settings.GITOPS_AUTHOR_NAME} <{settings.GITOPS_AUTHOR_EMAIL}>",
+            env={"GIT_COMMITTER_NAME": settings.GITOPS_AUTHOR_NAME, "GIT_COMMITTER_EMAIL": settings.GITOPS_AUTHOR_EMAIL},
+            as_process=True,
+        )
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        except BaseException:
+            writing.proc.wait()  # let git finish: a commit killed half-way leaves index.lock behind
+            raise
+        try:
+            writing.wait()
+        except git.GitCommandError as error:
+            raise GitOpsError(f"Cannot commit in the working copy of {self}: {_git_message(error)}") from error
+        return git.SymbolicReference.dereference_recursive(repo, "HEAD")
 
     def _landed(self, trailer_key, trailer_value, since, failure):
         """After a push that failed without a rejection: the commit on the branch carrying our trailer, or None."""
@@ -290,10 +327,20 @@ class GitOpsRepository:
         except ValueError:
             return False
 
+    def _tidy(self):
+        """Git's own housekeeping (packing loose objects once there are many) after our commits."""
+        if not self._untidy:
+            return
+        self._untidy = False
+        try:
+            self._working_copy().git.maintenance("run", "--auto", "--quiet", **self._before_long_call())
+        except (git.GitCommandError, GitOpsError) as error:
+            logger.warning("git maintenance in %s failed (the next commit tries again): %s", self.path, error)
+
     def push(self):
         repo = self._working_copy()
         try:
-            repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{self.branch}", **self._before_network())
+            repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{self.branch}", **self._before_long_call())
         except git.GitCommandError as error:
             message = _git_message(error) + " " + str(getattr(error, "stdout", "") or "")
             if _REJECTED_PUSH.search(message):
