@@ -3,8 +3,22 @@
 import difflib
 
 import pytest
+from ruamel.yaml import YAML
+from ruamel.yaml.parser import Parser as PurePythonParser
 
+from releases.gitops import values
 from releases.gitops.values import ValuesFileError, read_value, set_value
+
+
+@pytest.fixture(autouse=True, params=["C parser", "pure-Python parser"])
+def parser(request, monkeypatch):
+    """Every case with ruamel.yaml.clib's C parser (a requirement) and with the pure-Python one
+    ruamel.yaml falls back to where the C extension is missing."""
+    if request.param == "C parser":
+        assert values._parser().Parser is not PurePythonParser, "ruamel.yaml.clib is installed and used"
+    else:
+        monkeypatch.setattr(values, "_parser", lambda: YAML(typ="safe", pure=True))
+    return request.param
 
 CHART = """\
 # Default values for nexo-be.
@@ -116,3 +130,39 @@ def test_a_multi_line_value_is_refused_rather_than_mangled():
     text = "image:\n  tag: >\n    2026.10.1\n  x: 1\n"
     with pytest.raises(ValuesFileError, match="spans several lines"):
         set_value(text, "image.tag", "2026.11.1", "v.yaml")
+
+
+def test_an_anchor_on_the_tag_stays_and_what_refers_to_it_follows():
+    text = 'image:\n  tag: &current "2026.10.3"  # shared\nsidecar:\n  tag: *current\n'
+    after = set_value(text, "image.tag", "2026.11.1")
+    assert after == 'image:\n  tag: &current "2026.11.1"  # shared\nsidecar:\n  tag: *current\n'
+    assert read_value(after, "sidecar.tag") == "2026.11.1"
+
+
+def test_an_explicit_tag_stays():
+    assert set_value("image:\n  tag: !!str 1.0\n", "image.tag", "2026.11.1") == "image:\n  tag: !!str 2026.11.1\n"
+
+
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ('base: &b "1.0"\nimage:\n  tag: *b\n', "v.yaml: 'image.tag' is an alias (*b) of a value written elsewhere"),
+        ("defaults: &d {repository: x, tag: '1'}\nimage: *d\n", "v.yaml: 'image' is an alias (*d) of a value written elsewhere"),
+        ("image:\n  <<: {tag: '1'}\n", "v.yaml: 'image.tag' is not written under image itself (it would come from a merge key"),
+        ('image:\n  tag: "1"\n  tag: "2"\n', "v.yaml is not valid YAML: the key 'tag' is written twice in one mapping (lines 2 and 3)"),
+    ],
+)
+def test_a_tag_that_is_not_written_in_its_place_is_refused_rather_than_changing_another_key(text, complaint):
+    with pytest.raises(ValuesFileError) as error:
+        set_value(text, "image.tag", "2026.11.1", "v.yaml")
+    assert complaint in str(error.value)
+
+
+def test_a_byte_order_mark_and_text_beyond_ascii_stay():
+    text = '\ufeff# caf\u00e9, na\u00efve \u2014 \U0001f680\nimage:\n  tag: "2026.10.3"\n'
+    assert set_value(text, "image.tag", "2026.11.1") == text.replace("2026.10.3", "2026.11.1")
+
+
+def test_read_value_gives_the_tag_as_written():
+    assert read_value("image:\n  tag: 2026.10\n", "image.tag") == "2026.10"
+    assert read_value("image:\n  tag:\n", "image.tag") is None
