@@ -250,7 +250,8 @@ def main():
     call_command("migrate", verbosity=0)
     load(arguments.reload)
     # The page is rendered as in production: hashed static files, collected once.
-    settings.STATIC_ROOT = tempfile.mkdtemp(prefix="nexo-bench-static-")
+    static_root = tempfile.TemporaryDirectory(prefix="nexo-bench-static-")
+    settings.STATIC_ROOT = static_root.name  # removed when the process ends
     call_command("collectstatic", interactive=False, verbosity=0)
 
     production = dora.default_environment()

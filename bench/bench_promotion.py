@@ -96,7 +96,8 @@ def main():
     call_command("flush", interactive=False, verbosity=0)
     get_connection("default").flushdb()
 
-    scratch = tempfile.mkdtemp(prefix="nexo-bench-promotion-")
+    scratch_directory = tempfile.TemporaryDirectory(prefix="nexo-bench-promotion-")  # removed when the process ends
+    scratch = scratch_directory.name
     remote = GitOpsRemote(scratch)
     argocd = ArgoCDServer()
     environments = ensure_default_environments(verification_window=timedelta(0))

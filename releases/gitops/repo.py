@@ -21,7 +21,7 @@ from nexo_portal.queues import redis_connection
 logger = logging.getLogger(__name__)
 
 # Working copies opened by this process, by path. A worker runs one job after another on the same
-# copy, and opening it (its config, its remote) would cost a third of a commit's own bookkeeping.
+# copy, and opening it again (reading its config, checking its remote) costs ~0.5 ms a job.
 _opened = {}
 
 _REJECTED_PUSH = re.compile(r"\[rejected\]|\[remote rejected\]|non-fast-forward|fetch first|stale info", re.I)
