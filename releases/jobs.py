@@ -62,7 +62,7 @@ def commit_promotion(promotion_id):
         logger.info("Promotion %s moved on before its commit was pushed: %s", promotion_id, moved_on)
         return
     except (GitOpsError, values.ValuesFileError) as error:
-        transitions.fail(promotion, "commit", str(error))
+        _unless_moved_on(transitions.fail, promotion, "commit", str(error))
         return
     transitions.mark_committed(promotion, sha, message, committed_at=pushed_at)
 
@@ -116,7 +116,8 @@ def _contains_commit(sha):
 
 
 def _unless_moved_on(transition, promotion, *args, **kwargs):
-    """Apply the sync's outcome, unless an Argo CD Notifications event moved the promotion meanwhile."""
+    """Apply a step's outcome, unless the promotion moved on meanwhile (an Argo CD Notifications
+    event during a sync; a cancellation before a commit that failed was started)."""
     try:
         transition(promotion, *args, **kwargs)
     except PromotionError as moved_on:

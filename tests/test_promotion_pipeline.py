@@ -14,6 +14,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
 from releases import transitions
+from releases.gitops import values
 from releases.gitops.repo import GitOpsError, GitOpsRepository
 from releases.models import (
     CheckResult,
@@ -214,6 +215,23 @@ def test_a_promotion_cancelled_while_git_writes_its_commit_is_never_pushed(pipel
     pipeline.run_jobs()  # the abandoned local commit left nothing (no index.lock) in the way
     assert state_of(again) == PromotionState.VERIFIED, again.error
     assert pipeline.gitops.head() == again.gitops_commit_sha != head
+
+
+def test_a_bad_values_file_found_while_the_promotion_is_cancelled_leaves_it_cancelled(pipeline, people, monkeypatch):
+    service = develop_only(pipeline)
+    head = pipeline.gitops.head()
+
+    def cancelled_then_unreadable(text, key_path, value, path):
+        transitions.cancel(Promotion.objects.get(pk=promotion.pk), people["rita"], "wrong build")
+        raise values.ValuesFileError(f"{path} is not valid YAML: (as if)")
+
+    monkeypatch.setattr(values, "set_value", cancelled_then_unreadable)
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], people["rita"])
+    pipeline.run_jobs()
+    assert state_of(promotion) == PromotionState.CANCELLED
+    assert promotion.error == ""
+    assert pipeline.gitops.head() == head
+    assert not pipeline.redis.zcard("rq:failed:default"), "the job did not crash"
 
 
 def test_committed_at_is_when_the_push_returned(pipeline, monkeypatch):
