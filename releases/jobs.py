@@ -45,6 +45,12 @@ def commit_promotion(promotion_id):
     service, environment, release = promotion.service, promotion.environment, promotion.release
     path, key = service.values_path(environment), service.image_tag_key
     message = gitops_message.promotion_message(promotion, promotion.approver_names())
+    owned = [PromotionState.COMMITTING if resumed else PromotionState.APPROVED]
+
+    def start_commit():
+        transitions.start_commit(promotion)
+        owned[0] = PromotionState.COMMITTING
+
     repository = GitOpsRepository()
     try:
         with repository.locked():
@@ -55,16 +61,18 @@ def commit_promotion(promotion_id):
                 trailer=(gitops_message.PROMOTION_TRAILER, promotion.pk),
                 since=promotion.requested_at - timedelta(days=1),
                 look_for_trailer=resumed,
-                before_push=None if resumed else lambda: transitions.start_commit(promotion),
+                before_push=None if resumed else start_commit,
             )
             pushed_at = timezone.now()
     except PromotionError as moved_on:
         logger.info("Promotion %s moved on before its commit was pushed: %s", promotion_id, moved_on)
         return
     except (GitOpsError, values.ValuesFileError) as error:
-        _unless_moved_on(transitions.fail, promotion, "commit", str(error))
+        # Only from the state this job holds it in: a duplicate job that loaded it before another
+        # one committed it must not fail what that one carried on.
+        _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=owned)
         return
-    transitions.mark_committed(promotion, sha, message, committed_at=pushed_at)
+    _unless_moved_on(transitions.mark_committed, promotion, sha, message, committed_at=pushed_at)
 
 
 def sync_promotion(promotion_id):
@@ -117,7 +125,7 @@ def _contains_commit(sha):
 
 def _unless_moved_on(transition, promotion, *args, **kwargs):
     """Apply a step's outcome, unless the promotion moved on meanwhile (an Argo CD Notifications
-    event during a sync; a cancellation before a commit that failed was started)."""
+    event during a sync; a cancellation, or another job for the same promotion, during a commit)."""
     try:
         transition(promotion, *args, **kwargs)
     except PromotionError as moved_on:

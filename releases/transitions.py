@@ -94,17 +94,11 @@ def _locked(promotion):
     """The promotion (given as itself or its id), fresh and locked for the rest of the transaction
     (the audit chain's lock first)."""
     audit.lock_chain()
-    locking = Promotion.objects.select_for_update(of=("self",))
-    if isinstance(promotion, Promotion) and all(
-        Promotion._meta.get_field(name).is_cached(promotion) for name in FIXED_RELATIONS
-    ):
-        # The caller loaded what never changes already: lock and read the promotion's own row only
-        # (on a job's way to the GitOps push, the six-table join costs more than the row).
-        fresh = locking.get(pk=promotion.pk)
-        for name in FIXED_RELATIONS:
-            setattr(fresh, name, getattr(promotion, name))
-        return fresh
-    return locking.select_related(*FIXED_RELATIONS).get(pk=getattr(promotion, "pk", promotion))
+    return (
+        Promotion.objects.select_for_update(of=("self",))
+        .select_related(*FIXED_RELATIONS)
+        .get(pk=getattr(promotion, "pk", promotion))
+    )
 
 
 def _record(action, promotion, actor, message, **data):
@@ -341,8 +335,22 @@ def cancel(promotion, actor, comment=""):
 
 @transaction.atomic
 def start_commit(promotion):
-    """Approved → committing. Takes the promotion or its id: the commit job locks it without reading it first."""
-    promotion = _locked(promotion)
+    """Approved → committing.
+
+    The commit job calls this while git writes the commit, with the promotion and its fixed
+    relations loaded an instant before: only the promotion's own row is locked and read again
+    (the six-table join would cost more than the row, on the way to the push), and the related
+    objects it holds are kept — the audit event takes only their names.
+    """
+    if isinstance(promotion, Promotion) and all(
+        Promotion._meta.get_field(name).is_cached(promotion) for name in FIXED_RELATIONS
+    ):
+        audit.lock_chain()
+        loaded, promotion = promotion, Promotion.objects.select_for_update().get(pk=promotion.pk)
+        for name in FIXED_RELATIONS:
+            setattr(promotion, name, getattr(loaded, name))
+    else:
+        promotion = _locked(promotion)
     _expect(promotion, PromotionState.APPROVED)
     promotion.state = PromotionState.COMMITTING
     promotion.commit_started_at = timezone.now()
@@ -498,10 +506,14 @@ def _auto_promote_next(promotion):
 
 
 @transaction.atomic
-def fail(promotion, step, error):
-    """Stop the promotion at `step` with `error`; roll back by itself where the policy says so."""
+def fail(promotion, step, error, *, from_states=None):
+    """Stop the promotion at `step` with `error`; roll back by itself where the policy says so.
+
+    `from_states`: the states the caller's step may fail it from (a job that did not start the
+    step must not fail a promotion another job has carried on); any active state by default.
+    """
     promotion = _locked(promotion)
-    _expect(promotion, *PromotionState.active())
+    _expect(promotion, *(from_states or PromotionState.active()))
     promotion.state = PromotionState.FAILED
     promotion.failed_step = step
     promotion.error = error

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
-from releases import transitions
+from releases import jobs, transitions
 from releases.gitops import values
 from releases.gitops.repo import GitOpsError, GitOpsRepository
 from releases.models import (
@@ -232,6 +232,20 @@ def test_a_bad_values_file_found_while_the_promotion_is_cancelled_leaves_it_canc
     assert promotion.error == ""
     assert pipeline.gitops.head() == head
     assert not pipeline.redis.zcard("rq:failed:default"), "the job did not crash"
+
+
+def test_a_duplicate_commit_job_that_fails_late_leaves_what_the_other_one_did(pipeline, settings, tmp_path, monkeypatch):
+    service = develop_only(pipeline)
+    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    loaded_while_approved = jobs._load(promotion.pk, PromotionState.APPROVED)
+    jobs.commit_promotion(promotion.pk)  # the first job commits it; its sync is on its way
+    assert state_of(promotion) == PromotionState.COMMITTED
+
+    monkeypatch.setattr(jobs, "_load", lambda promotion_id, *states: loaded_while_approved)
+    settings.GITOPS_REPO_URL = str(tmp_path / "gone.git")  # the duplicate cannot even reach the repository
+    jobs.commit_promotion(promotion.pk)
+    promotion.refresh_from_db()
+    assert (promotion.state, promotion.error) == (PromotionState.COMMITTED, "")
 
 
 def test_committed_at_is_when_the_push_returned(pipeline, monkeypatch):

@@ -280,7 +280,7 @@ def test_a_hold_on_the_first_environment_stops_deploys_on_registration_but_not_p
     assert asked.kind == PromotionKind.MANUAL
 
 
-def test_a_step_given_a_loaded_promotion_locks_its_row_without_reading_what_never_changes(world):
+def test_starting_the_commit_of_a_loaded_promotion_locks_its_row_without_reading_what_never_changes(world):
     release = make_release(world["service"], "2026.02.1")
     promotion = transitions.request_promotion(release, world["env"]["develop"], world["rita"])
     loaded = Promotion.objects.select_related(*transitions.FIXED_RELATIONS).get(pk=promotion.pk)
@@ -306,3 +306,13 @@ def test_approvals_are_counted_afresh_even_from_a_promotion_with_stale_approvals
     after = transitions.approve(stale, world["lead"])  # the loaded list still says nobody approved
     assert after.state == PromotionState.APPROVED
     assert after.approvals.count() == 2
+
+
+def test_a_step_follows_the_environment_as_it_is_now_not_as_the_caller_loaded_it(world):
+    release = make_release(world["service"], "2026.02.1")
+    deployed = Promotion.objects.create(release=release, environment=world["env"]["develop"], state=PromotionState.DEPLOYED)
+    loaded = Promotion.objects.select_related(*transitions.FIXED_RELATIONS).get(pk=deployed.pk)
+    world["env"]["develop"].verification_window = timedelta(minutes=42)  # changed in the admin meanwhile
+    world["env"]["develop"].save()
+    verifying = transitions.mark_verifying(loaded, configured=True)
+    assert verifying.verdict_at - verifying.verification_started_at == timedelta(minutes=42)

@@ -17,7 +17,7 @@ def parser(request, monkeypatch):
     if request.param == "C parser":
         assert values._parser().Parser is not PurePythonParser, "ruamel.yaml.clib is installed and used"
     else:
-        monkeypatch.setattr(values, "_parser", lambda: YAML(typ="safe", pure=True))
+        monkeypatch.setattr(values, "YAML", lambda typ, pure: YAML(typ=typ, pure=True))
     return request.param
 
 CHART = """\
@@ -71,11 +71,17 @@ def test_only_the_tag_line_changes_and_everything_else_stays_byte_for_byte():
         ('  tag: ""', '  tag: "2026.11.1"'),
         ("  tag:", "  tag: 2026.11.1"),
         ("  tag: ~", "  tag: 2026.11.1"),
+        ("  tag: !!str 1.0", "  tag: !!str 2026.11.1"),
+        ("  tag: &current !!str\n  x: *current", "  tag: &current !!str 2026.11.1\n  x: *current"),
+        ("  tag: !!str &current", "  tag: !!str &current 2026.11.1"),
+        ("  tag: &current", "  tag: &current 2026.11.1"),
     ],
 )
-def test_quoting_style_of_the_original_is_kept(line, expected):
+def test_quoting_style_anchor_and_marker_of_the_original_are_kept(line, expected):
     text = f"image:\n  repository: x\n{line}\n  pullPolicy: Always\n"
-    assert set_value(text, "image.tag", "2026.11.1") == f"image:\n  repository: x\n{expected}\n  pullPolicy: Always\n"
+    after = set_value(text, "image.tag", "2026.11.1")
+    assert after == f"image:\n  repository: x\n{expected}\n  pullPolicy: Always\n"
+    assert read_value(after, "image.tag") == "2026.11.1"
 
 
 @pytest.mark.parametrize(
@@ -139,20 +145,18 @@ def test_an_anchor_on_the_tag_stays_and_what_refers_to_it_follows():
     assert read_value(after, "sidecar.tag") == "2026.11.1"
 
 
-def test_an_explicit_tag_stays():
-    assert set_value("image:\n  tag: !!str 1.0\n", "image.tag", "2026.11.1") == "image:\n  tag: !!str 2026.11.1\n"
-
-
 @pytest.mark.parametrize(
     "text, complaint",
     [
         ('base: &b "1.0"\nimage:\n  tag: *b\n', "v.yaml: 'image.tag' is an alias (*b) of a value written elsewhere"),
         ("defaults: &d {repository: x, tag: '1'}\nimage: *d\n", "v.yaml: 'image' is an alias (*d) of a value written elsewhere"),
-        ("image:\n  <<: {tag: '1'}\n", "v.yaml: 'image.tag' is not written under image itself (it would come from a merge key"),
+        ("image:\n  <<: {tag: '1'}\n", "v.yaml: 'image.tag' is not written under image itself (it comes from a merge key"),
         ('image:\n  tag: "1"\n  tag: "2"\n', "v.yaml is not valid YAML: the key 'tag' is written twice in one mapping (lines 2 and 3)"),
+        ("image: {tag}\n", "v.yaml: 'image.tag' is a key without a value; write it as 'tag: …'"),
+        ('port: !!int 80x\nimage: {tag: "1"}\n', "v.yaml: could not write '2026.11.1' at 'image.tag' safely"),
     ],
 )
-def test_a_tag_that_is_not_written_in_its_place_is_refused_rather_than_changing_another_key(text, complaint):
+def test_a_tag_that_cannot_be_changed_in_its_place_alone_is_refused_with_the_reason(text, complaint):
     with pytest.raises(ValuesFileError) as error:
         set_value(text, "image.tag", "2026.11.1", "v.yaml")
     assert complaint in str(error.value)
@@ -166,3 +170,41 @@ def test_a_byte_order_mark_and_text_beyond_ascii_stay():
 def test_read_value_gives_the_tag_as_written():
     assert read_value("image:\n  tag: 2026.10\n", "image.tag") == "2026.10"
     assert read_value("image:\n  tag:\n", "image.tag") is None
+
+
+@pytest.mark.parametrize(
+    "text, marker",
+    [
+        ("image:\n  tag: !!int 1\n", "!!int"),
+        ("image:\n  tag: !!float 2026.10\n", "!!float"),
+        ("image:\n  tag: !!null ''\n", "!!null"),
+        ("image: {tag: !!int 1}\n", "!!int"),
+        ("image:\n  tag: !custom 'x'\n", "!custom"),
+        ("image:\n  tag: !x'y 'old'\n", "!x'y"),  # a quote inside the marker is not where the value starts
+        ("image:\n  tag: ! old\n", "!"),  # text for this value, but `! "2026.11"` reads back as a number
+    ],
+)
+def test_a_tag_marked_as_something_other_than_text_is_refused(text, marker):
+    with pytest.raises(ValuesFileError, match=f"v.yaml: 'image.tag' is marked {marker}, but an image tag is text"):
+        set_value(text, "image.tag", "2026.11.1", "v.yaml")
+
+
+def test_keys_that_only_look_alike_are_two_keys_and_two_byte_order_marks_stay():
+    text = '\ufeff\ufeffa:\n  1: x\n  "1": y\nimage:\n  tag: "1"\n'
+    assert set_value(text, "image.tag", "2026.11.1") == text.replace('tag: "1"', 'tag: "2026.11.1"')
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "0x1f", "2026.11", "1e3"])
+def test_a_value_yaml_1_1_would_not_read_as_text_is_quoted(value):
+    assert set_value("image:\n  tag: old\n", "image.tag", value) == f'image:\n  tag: "{value}"\n'
+
+
+@pytest.mark.parametrize("value", ["2026.11.1\nfoo: bar", "2026.11.1\t", "\x07"])
+def test_a_value_that_is_not_one_line_of_printable_text_is_refused(value):
+    with pytest.raises(ValuesFileError, match="a tag is one line of printable text"):
+        set_value("image:\n  tag: old\n", "image.tag", value)
+
+
+def test_read_value_follows_merge_keys_and_explicit_nulls():
+    assert read_value("base: &b {tag: '2026.01.1'}\nimage:\n  <<: *b\n", "image.tag") == "2026.01.1"
+    assert read_value("image:\n  tag: !!null ''\n", "image.tag") is None

@@ -148,7 +148,9 @@ class GitOpsRepository:
         try:
             repo.git.reset("--hard", "-q", f"origin/{self.branch}")
         except git.GitCommandError as error:
-            raise GitOpsError(f"The branch '{self.branch}' does not exist in {self}.") from error
+            raise GitOpsError(
+                f"Cannot set the working copy of {self} to its branch '{self.branch}': {_git_message(error)}"
+            ) from error
         return repo
 
     def read(self, relative_path):
@@ -276,13 +278,14 @@ class GitOpsRepository:
         try:
             if meanwhile is not None:
                 meanwhile()
-        except BaseException:
-            writing.proc.wait()  # let git finish: a commit killed half-way leaves index.lock behind
-            raise
-        try:
             writing.wait()
         except git.GitCommandError as error:
             raise GitOpsError(f"Cannot commit in the working copy of {self}: {_git_message(error)}") from error
+        except BaseException:
+            # Let git finish whatever stops this job (a refusal, RQ's timeout): GitPython would kill
+            # it otherwise, and a commit killed half-way leaves index.lock behind.
+            writing.proc.wait()
+            raise
         return git.SymbolicReference.dereference_recursive(repo, "HEAD")
 
     def _landed(self, trailer_key, trailer_value, since, failure):

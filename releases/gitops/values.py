@@ -17,23 +17,33 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 _BOM = "\ufeff"
+# The only ways to mark a scalar as text that every YAML reader takes the same way.
+_STR_MARKERS = ("!!str", "!<tag:yaml.org,2002:str>")
 _NULL_TOKENS = ("~", "null", "Null", "NULL")
 _MERGE_KEY = "<<"
+# An anchor (&name) or a tag (!!str) written before a scalar, and the blanks after it.
+_PROPERTY = re.compile(r"[&!]\S*[ \t]*")
 
 
 class ValuesFileError(Exception):
     """The values file cannot be read or changed; the message names the file and key."""
 
 
-def _parser():
-    return YAML(typ="safe", pure=False)
+def _parser(version=None):
+    parser = YAML(typ="safe", pure=False)
+    if version:
+        parser.version = version
+    return parser
+
+
+def _body(text):
+    """The text without leading byte-order marks, which the C parser leaves out of its positions."""
+    return text.lstrip(_BOM)
 
 
 def _compose(text, path):
-    """The document's root node. The C parser does not count a leading byte-order mark in its
-    positions, so the text is composed without it and positions are offset by its length."""
     try:
-        root = _parser().compose(text.removeprefix(_BOM))
+        root = _parser().compose(_body(text))
     except YAMLError as error:
         raise ValuesFileError(f"{path} is not valid YAML: {error}") from error
     _refuse_duplicate_keys(root, path)
@@ -52,34 +62,48 @@ def _refuse_duplicate_keys(root, path):
             lines = {}
             for key, value in node.value:
                 if isinstance(key, ScalarNode) and key.value != _MERGE_KEY:
-                    if key.value in lines:
+                    if (key.tag, key.value) in lines:  # 1 and "1" are two keys
                         raise ValuesFileError(
                             f"{path} is not valid YAML: the key '{key.value}' is written twice in one mapping "
-                            f"(lines {lines[key.value]} and {key.start_mark.line + 1})."
+                            f"(lines {lines[key.tag, key.value]} and {key.start_mark.line + 1})."
                         )
-                    lines[key.value] = key.start_mark.line + 1
+                    lines[key.tag, key.value] = key.start_mark.line + 1
                 pending += [key, value]
         elif isinstance(node, SequenceNode):
             pending += node.value
 
 
-def _path(root, key_path, path):
+def _find(mapping, key, *, merged):
+    """(key node, value node) of `key` in `mapping`; with `merged`, also in mappings merged into it (<<)."""
+    pairs = mapping.value if isinstance(mapping, MappingNode) else []
+    for key_node, value in pairs:
+        if isinstance(key_node, ScalarNode) and key_node.value == key:
+            return key_node, value
+    for key_node, value in pairs if merged else []:
+        if isinstance(key_node, ScalarNode) and key_node.value == _MERGE_KEY:
+            for source in value.value if isinstance(value, SequenceNode) else [value]:
+                found = _find(source, key, merged=True)
+                if found:
+                    return found
+    return None
+
+
+def _path(root, key_path, path, *, merged=False):
     """The (key node, value node) of each key along the dotted key path, the last one the value's."""
     keys, steps = key_path.split("."), []
     node = root
     for depth, key in enumerate(keys):
         found = ".".join(keys[:depth]) or "the top level"
-        pairs = node.value if isinstance(node, MappingNode) else []
-        matches = [(k, v) for k, v in pairs if isinstance(k, ScalarNode) and k.value == key]
-        if not matches:
-            if any(isinstance(k, ScalarNode) and k.value == _MERGE_KEY for k, _ in pairs):
+        step = _find(node, key, merged=merged)
+        if step is None:
+            if not merged and _find(node, key, merged=True):
                 raise ValuesFileError(
-                    f"{path}: '{key_path}' is not written under {found} itself (it would come from a merge key, "
-                    f"<<); write '{key}' there."
+                    f"{path}: '{key_path}' is not written under {found} itself (it comes from a merge key, <<); "
+                    f"write '{key}' there."
                 )
             raise ValuesFileError(f"{path} has no key '{key_path}' (nothing called '{key}' under {found}).")
-        steps.append(matches[0])
-        node = matches[0][1]
+        steps.append(step)
+        node = step[1]
     return steps
 
 
@@ -91,21 +115,26 @@ def _scalar(node, key_path, path):
 
 
 def _is_null(node):
-    return node.tag.endswith(":null") and not node.style
+    return node.tag.endswith(":null")
 
 
 def read_value(text, key_path, path="values file"):
-    _key, node = _path(_compose(text, path), key_path, path)[-1]
+    """The value at `key_path` as written (`2026.10`, not the number 2026.1), or None for a null."""
+    _key, node = _path(_compose(text, path), key_path, path, merged=True)[-1]
     node = _scalar(node, key_path, path)
     return None if _is_null(node) else node.value
 
 
 def _is_plain_string(text):
-    """True when `text` written without quotes reads back as exactly that string."""
-    try:
-        return _parser().load(f"k: {text}\n") == {"k": text}
-    except YAMLError:
-        return False
+    """True when `text` written without quotes reads back as exactly that string, in YAML 1.2 and
+    in the YAML 1.1 that Helm's parser speaks (where yes, on and 0x1f are not strings)."""
+    for version in (None, (1, 1)):
+        try:
+            if _parser(version).load(f"k: {text}\n") != {"k": text}:
+                return False
+        except YAMLError:
+            return False
+    return True
 
 
 def _render(value, style):
@@ -118,9 +147,11 @@ def _render(value, style):
 
 def set_value(text, key_path, value, path="values file"):
     """Return `text` with the scalar at `key_path` replaced by `value`, all else untouched."""
+    if not value.isprintable():
+        raise ValuesFileError(f"{path}: {value!r} cannot be written at '{key_path}': a tag is one line of printable text.")
     root = _compose(text, path)
     steps = _path(root, key_path, path)
-    offset = len(text) - len(text.removeprefix(_BOM))
+    offset = len(text) - len(_body(text))
     for depth, (key, node) in enumerate(steps):
         if node.start_mark.index < key.end_mark.index:
             # Its node was written earlier in the file: it is an alias, and changing it would change that too.
@@ -137,15 +168,30 @@ def set_value(text, key_path, value, path="values file"):
         raise ValuesFileError(f"{path}: the value of '{key_path}' spans several lines; write it on one line.")
 
     start, end = offset + node.start_mark.index, offset + node.end_mark.index
-    if _is_null(node) and node.value not in _NULL_TOKENS:
+    scalar = start
+    while scalar < end and (prop := _PROPERTY.match(text, scalar)):
+        scalar = prop.end()
+    properties = text[start:scalar].split()
+    marker = next((prop for prop in properties if prop.startswith("!")), None)
+    if marker not in (None, *_STR_MARKERS):
+        raise ValuesFileError(
+            f"{path}: '{key_path}' is marked {marker}, but an image tag is text; remove the marker or make it !!str."
+        )
+    if properties and scalar == end:
+        # Nothing but an anchor or a tag (`tag: &current !!str`): the value goes after them.
+        start = end
+        replacement = ("" if text[end - 1] in " \t" else " ") + _render(value, None)
+    elif _is_null(node) and node.value not in _NULL_TOKENS:
         # `tag:` with nothing after it: write the value right after the key's colon.
-        start = end = text.index(":", offset + key.end_mark.index) + 1
+        colon = re.compile(r"[ \t]*:").match(text, offset + key.end_mark.index)
+        if colon is None:
+            raise ValuesFileError(f"{path}: '{key_path}' is a key without a value; write it as '{key.value}: …'.")
+        start = end = colon.end()
         replacement = " " + _render(value, None)
     else:
-        # An explicit tag or an anchor before the scalar stays (`tag: &current "…"`: what refers
-        # to it follows the new value).
-        quote = node.style if node.style in ("'", '"') else ""
-        start = text.index(quote, start) if quote else end - len(node.value) if node.value else start
+        # An anchor or a tag before the scalar stays (`tag: &current "…"`: what refers to it
+        # follows the new value).
+        start = scalar
         replacement = _render(value, None if _is_null(node) else node.style)
     new_text = text[:start] + replacement + text[end:]
 
@@ -160,16 +206,19 @@ def set_value(text, key_path, value, path="values file"):
 
 def _verify(text, new_text, key_path, value, path):
     """Read both texts: the key must hold the new value and every other key be the same."""
+    unsafe = f"{path}: could not write '{value}' at '{key_path}' safely; the file was left unchanged."
     try:
-        before, after = _parser().load(text.removeprefix(_BOM)), _parser().load(new_text.removeprefix(_BOM))
-    except YAMLError as error:
-        raise ValuesFileError(f"{path}: could not write '{value}' at '{key_path}' safely; the file was left unchanged.") from error
-    *parents, last = key_path.split(".")
-    holder_before, holder_after = before, after
-    for key in parents:
-        holder_before, holder_after = holder_before[key], holder_after[key]
-    if str(holder_after.get(last)) != value:
-        raise ValuesFileError(f"{path}: could not write '{value}' at '{key_path}' safely; the file was left unchanged.")
-    holder_after[last] = holder_before[last]
+        before, after = _parser().load(_body(text)), _parser().load(_body(new_text))
+        *parents, last = key_path.split(".")
+        holder_before, holder_after = before, after
+        for key in parents:
+            holder_before, holder_after = holder_before[key], holder_after[key]
+        written, holder_after[last] = holder_after[last], holder_before[last]
+    # Whatever stops either text from reading back (a value its tag cannot construct, a key that is
+    # not where it was) means the change cannot be proven safe.
+    except (YAMLError, ValueError, TypeError, KeyError) as error:
+        raise ValuesFileError(unsafe) from error
+    if written != value:
+        raise ValuesFileError(unsafe)
     if after != before:
         raise ValuesFileError(f"{path}: changing '{key_path}' would change other keys; the file was left unchanged.")
