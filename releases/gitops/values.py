@@ -152,21 +152,38 @@ def set_value(text, key_path, value, path="values file"):
     root = _compose(text, path)
     steps = _path(root, key_path, path)
     offset = len(text) - len(_body(text))
+    _refuse_aliases(text, offset, steps, key_path, path)
+    key, node = steps[-1]
+    node = _scalar(node, key_path, path)
+    start, end, replacement = _splice(text, offset, key, node, value, key_path, path)
+    new_text = text[:start] + replacement + text[end:]
+
+    holder = steps[-2][1] if len(steps) > 1 else root
+    rest = text[end:].split("\n", 1)[0].strip()
+    if not _is_null(node) and not holder.flow_style and (not rest or rest.startswith("#")):
+        # A whole block-style scalar replaced by a correctly quoted one, with only a comment
+        # after it: nothing else in the document can have changed.
+        return new_text
+    _verify(text, new_text, key_path, value, path)
+    return new_text
+
+
+def _refuse_aliases(text, offset, steps, key_path, path):
+    """A node written earlier in the file than its key is an alias: changing it would change that too."""
     for depth, (key, node) in enumerate(steps):
         if node.start_mark.index < key.end_mark.index:
-            # Its node was written earlier in the file: it is an alias, and changing it would change that too.
             alias = re.match(r"\s*:\s*(\*\S+)", text[offset + key.end_mark.index :])
             raise ValuesFileError(
                 f"{path}: '{'.'.join(key_path.split('.')[: depth + 1])}' is an alias "
                 f"({alias[1] if alias else 'of an anchor'}) of a value written elsewhere in the file; "
                 "write it there as a value of its own."
             )
-    key, node = steps[-1]
-    holder = steps[-2][1] if len(steps) > 1 else root
-    node = _scalar(node, key_path, path)
+
+
+def _splice(text, offset, key, node, value, key_path, path):
+    """(start, end, replacement): where in `text` the new value goes, and how it is written."""
     if node.style in ("|", ">") or node.end_mark.line != node.start_mark.line:
         raise ValuesFileError(f"{path}: the value of '{key_path}' spans several lines; write it on one line.")
-
     start, end = offset + node.start_mark.index, offset + node.end_mark.index
     scalar = start
     while scalar < end and (prop := _PROPERTY.match(text, scalar)):
@@ -179,29 +196,16 @@ def set_value(text, key_path, value, path="values file"):
         )
     if properties and scalar == end:
         # Nothing but an anchor or a tag (`tag: &current !!str`): the value goes after them.
-        start = end
-        replacement = ("" if text[end - 1] in " \t" else " ") + _render(value, None)
-    elif _is_null(node) and node.value not in _NULL_TOKENS:
-        # `tag:` with nothing after it: write the value right after the key's colon.
+        return end, end, ("" if text[end - 1] in " \t" else " ") + _render(value, None)
+    if _is_null(node) and node.value not in _NULL_TOKENS:
+        # `tag:` with nothing after it: the value goes right after the key's colon.
         colon = re.compile(r"[ \t]*:").match(text, offset + key.end_mark.index)
         if colon is None:
             raise ValuesFileError(f"{path}: '{key_path}' is a key without a value; write it as '{key.value}: …'.")
-        start = end = colon.end()
-        replacement = " " + _render(value, None)
-    else:
-        # An anchor or a tag before the scalar stays (`tag: &current "…"`: what refers to it
-        # follows the new value).
-        start = scalar
-        replacement = _render(value, None if _is_null(node) else node.style)
-    new_text = text[:start] + replacement + text[end:]
-
-    rest = text[end:].split("\n", 1)[0].strip()
-    if not _is_null(node) and not holder.flow_style and (not rest or rest.startswith("#")):
-        # A whole block-style scalar replaced by a correctly quoted one, with only a comment
-        # after it: nothing else in the document can have changed.
-        return new_text
-    _verify(text, new_text, key_path, value, path)
-    return new_text
+        return colon.end(), colon.end(), " " + _render(value, None)
+    # An anchor or a tag before the scalar stays (`tag: &current "…"`: what refers to it follows
+    # the new value).
+    return scalar, end, _render(value, None if _is_null(node) else node.style)
 
 
 def _verify(text, new_text, key_path, value, path):
