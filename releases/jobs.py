@@ -45,11 +45,12 @@ def commit_promotion(promotion_id):
     service, environment, release = promotion.service, promotion.environment, promotion.release
     path, key = service.values_path(environment), service.image_tag_key
     message = gitops_message.promotion_message(promotion, promotion.approver_names())
-    owned = [PromotionState.COMMITTING if resumed else PromotionState.APPROVED]
+    owned = PromotionState.COMMITTING if resumed else PromotionState.APPROVED
 
     def start_commit():
+        nonlocal owned
         transitions.start_commit(promotion)
-        owned[0] = PromotionState.COMMITTING
+        owned = PromotionState.COMMITTING
 
     repository = GitOpsRepository()
     try:
@@ -70,7 +71,7 @@ def commit_promotion(promotion_id):
     except (GitOpsError, values.ValuesFileError) as error:
         # Only from the state this job holds it in: a duplicate job that loaded it before another
         # one committed it must not fail what that one carried on.
-        _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=owned)
+        _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=[owned])
         return
     _unless_moved_on(transitions.mark_committed, promotion, sha, message, committed_at=pushed_at)
 

@@ -23,6 +23,9 @@ _NULL_TOKENS = ("~", "null", "Null", "NULL")
 _MERGE_KEY = "<<"
 # An anchor (&name) or a tag (!!str) written before a scalar, and the blanks after it.
 _PROPERTY = re.compile(r"[&!]\S*[ \t]*")
+# What follows a key whose value is an alias (`: *name`), and a key's colon.
+_ALIAS_AFTER_KEY = re.compile(r"\s*:\s*(\*\S+)")
+_COLON = re.compile(r"[ \t]*:")
 
 
 class ValuesFileError(Exception):
@@ -79,7 +82,9 @@ def _find(mapping, key, *, merged):
     for key_node, value in pairs:
         if isinstance(key_node, ScalarNode) and key_node.value == key:
             return key_node, value
-    for key_node, value in pairs if merged else []:
+    if not merged:
+        return None
+    for key_node, value in pairs:
         if isinstance(key_node, ScalarNode) and key_node.value == _MERGE_KEY:
             for source in value.value if isinstance(value, SequenceNode) else [value]:
                 found = _find(source, key, merged=True)
@@ -172,7 +177,7 @@ def _refuse_aliases(text, offset, steps, key_path, path):
     """A node written earlier in the file than its key is an alias: changing it would change that too."""
     for depth, (key, node) in enumerate(steps):
         if node.start_mark.index < key.end_mark.index:
-            alias = re.match(r"\s*:\s*(\*\S+)", text[offset + key.end_mark.index :])
+            alias = _ALIAS_AFTER_KEY.match(text, offset + key.end_mark.index)
             raise ValuesFileError(
                 f"{path}: '{'.'.join(key_path.split('.')[: depth + 1])}' is an alias "
                 f"({alias[1] if alias else 'of an anchor'}) of a value written elsewhere in the file; "
@@ -199,7 +204,7 @@ def _splice(text, offset, key, node, value, key_path, path):
         return end, end, ("" if text[end - 1] in " \t" else " ") + _render(value, None)
     if _is_null(node) and node.value not in _NULL_TOKENS:
         # `tag:` with nothing after it: the value goes right after the key's colon.
-        colon = re.compile(r"[ \t]*:").match(text, offset + key.end_mark.index)
+        colon = _COLON.match(text, offset + key.end_mark.index)
         if colon is None:
             raise ValuesFileError(f"{path}: '{key_path}' is a key without a value; write it as '{key.value}: …'.")
         return colon.end(), colon.end(), " " + _render(value, None)
