@@ -4,6 +4,7 @@ Django's own admin history (LogEntry) can be edited and names only the fields ch
 portal's log is append-only and records each field's value before and after.
 """
 
+from contextlib import suppress
 from datetime import date, datetime
 
 from django import forms
@@ -32,7 +33,9 @@ def _place(obj):
     opts = obj._meta
     return {
         "service": obj.name if opts.label == "releases.Service" else (service.name if service else ""),
-        "environment": obj.name if opts.label == "environments.Environment" else (environment.name if environment else ""),
+        "environment": obj.name
+        if opts.label == "environments.Environment"
+        else (environment.name if environment else ""),
         "version": getattr(obj, "version", "") if opts.label == "releases.Release" else "",
     }
 
@@ -41,12 +44,12 @@ def _before(form, name):
     """The field's value before the change, in the same terms as after (objects, not ids)."""
     value = form.initial.get(name)
     field = form.fields[name]
-    if isinstance(field, forms.ModelChoiceField) and not isinstance(field, forms.ModelMultipleChoiceField):
-        if value is not None and not isinstance(value, models.Model):
-            try:
-                value = field.queryset.model._default_manager.filter(pk=value).first() or value
-            except (ValueError, TypeError):
-                pass
+    is_single_choice = isinstance(field, forms.ModelChoiceField) and not isinstance(
+        field, forms.ModelMultipleChoiceField
+    )
+    if is_single_choice and value is not None and not isinstance(value, models.Model):
+        with suppress(ValueError, TypeError):
+            value = field.queryset.model._default_manager.filter(pk=value).first() or value
     return value
 
 
@@ -74,7 +77,9 @@ class AuditedAdmin(admin.ModelAdmin):
         obj = form.instance
         what = f"{obj._meta.verbose_name} {obj}"
         if change:
-            summary = "; ".join(f"{name}: {before or '—'} → {after or '—'}" for name, (before, after) in changes.items())
+            summary = "; ".join(
+                f"{name}: {before or '—'} → {after or '—'}" for name, (before, after) in changes.items()
+            )
             message = f"{what} changed in the admin: {summary}"
         else:
             message = f"{what} added in the admin"

@@ -25,8 +25,20 @@ FILTERS = [
 class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
-        fields = ["id", "created_at", "action", "actor", "service", "environment", "version", "promotion_id", "message",
-                  "data", "previous_hash", "hash"]
+        fields = [
+            "id",
+            "created_at",
+            "action",
+            "actor",
+            "service",
+            "environment",
+            "version",
+            "promotion_id",
+            "message",
+            "data",
+            "previous_hash",
+            "hash",
+        ]
 
 
 class AuditExportRecordSerializer(serializers.Serializer):
@@ -55,7 +67,11 @@ class AuditExportRecordSerializer(serializers.Serializer):
 def filtered(request, events):
     form = AuditFilterForm(request.query_params)
     # The page's form treats an empty field as "any"; an API caller who sends `since=` meant something.
-    blank = {name: "Give a value, or leave the parameter out." for name in form.fields if request.query_params.get(name) == ""}
+    blank = {
+        name: "Give a value, or leave the parameter out."
+        for name in form.fields
+        if request.query_params.get(name) == ""
+    }
     if blank:
         raise serializers.ValidationError(blank)
     if not form.is_valid():

@@ -9,7 +9,8 @@ by then. The pages and the API both export through `export_records` / `export_js
 """
 
 import json
-from datetime import timezone as dt_timezone
+from datetime import UTC
+from itertools import pairwise
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -23,7 +24,7 @@ VERDICT_ACTIONS = {AuditAction.PROMOTION_VERIFIED, AuditAction.PROMOTION_FAILED}
 
 
 def timestamp(moment):
-    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _chunks(events):
@@ -41,7 +42,7 @@ def export_records(events):
     """One dict per event of the queryset `events`, in its order; a few queries per thousand events."""
     previous_environment = {}
     ordered = list(Environment.objects.in_pipeline_order().values_list("name", flat=True))
-    for before, after in zip(ordered, ordered[1:]):
+    for before, after in pairwise(ordered):
         previous_environment[after] = before
 
     for chunk in _chunks(events):
@@ -103,12 +104,20 @@ def _record(event, promotion, previous_environment, checks):
         ]
     if "rollback" not in data:
         record["rollback"] = promotion.kind == PromotionKind.ROLLBACK
-    if record["commit"] is None and promotion.gitops_commit_sha and promotion.committed_at and promotion.committed_at <= event.created_at:
+    if (
+        record["commit"] is None
+        and promotion.gitops_commit_sha
+        and promotion.committed_at
+        and promotion.committed_at <= event.created_at
+    ):
         record["commit"] = promotion.gitops_commit_sha
     if event.action in VERDICT_ACTIONS:
         results = {}
         for check in checks:
-            if (check.release_id, check.environment_id) == (promotion.release_id, promotion.environment_id) and check.reported_at <= event.created_at:
+            if (check.release_id, check.environment_id) == (
+                promotion.release_id,
+                promotion.environment_id,
+            ) and check.reported_at <= event.created_at:
                 results[check.name] = "passed" if check.passed else "failed"
         record["validation_results"] = results
     return record

@@ -88,7 +88,9 @@ def verify_chain():
     checked = 0
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.previous_hash != expected_previous:
-            return ChainReport(checked, event.pk, "it does not link to the event before it (an event was removed or reordered)")
+            return ChainReport(
+                checked, event.pk, "it does not link to the event before it (an event was removed or reordered)"
+            )
         if compute_hash(event.previous_hash, event.hashed_fields()) != event.hash:
             return ChainReport(checked, event.pk, "its content does not match its hash (the row was edited)")
         expected_previous = event.hash

@@ -4,7 +4,7 @@ Each event stores the SHA-256 of the event before it, and its own hash covers th
 so editing or removing any row breaks the chain from there on (see `audit.chain.verify`).
 """
 
-from datetime import timezone as dt_timezone
+from datetime import UTC
 
 from django.db import models
 
@@ -84,7 +84,7 @@ class AuditEvent(models.Model):
     def hashed_fields(self):
         """The fields the hash covers, in a canonical, JSON-serialisable form."""
         return {
-            "created_at": self.created_at.astimezone(dt_timezone.utc).isoformat(),
+            "created_at": self.created_at.astimezone(UTC).isoformat(),
             "action": self.action,
             "actor": self.actor,
             "service": self.service,

@@ -24,9 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.database import ensure_database  # noqa: E402 - needs ROOT on the path
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
 # Its own database, like the other benchmarks, so none of them wipes another's data set.
-os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_board")
+os.environ["DATABASE_URL"] = os.environ.get(
+    "BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_board"
+)
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("ALLOWED_HOSTS", "testserver")
 os.environ["SECURE_HTTPS"] = "0"
@@ -48,7 +51,15 @@ def build(stdout):
 
     from environments.defaults import ensure_default_environments
     from releases.models import (
-        Approval, ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState, Release, Service, StepStatus,
+        Approval,
+        ApprovalDecision,
+        Deployment,
+        Promotion,
+        PromotionKind,
+        PromotionState,
+        Release,
+        Service,
+        StepStatus,
     )
 
     now = timezone.now()
@@ -65,7 +76,9 @@ def build(stdout):
             approver.groups.add(sre)
 
         services = Service.objects.bulk_create(
-            Service(name=f"bench-svc-{n:03d}", team=teams[n % TEAMS], image_repository=f"ghcr.io/nexo-org/bench-svc-{n:03d}")
+            Service(
+                name=f"bench-svc-{n:03d}", team=teams[n % TEAMS], image_repository=f"ghcr.io/nexo-org/bench-svc-{n:03d}"
+            )
             for n in range(SERVICES)
         )
         releases = []
@@ -80,8 +93,14 @@ def build(stdout):
                 digest = f"{service.pk:08x}{index:08x}".ljust(64, "0")
                 releases.append(
                     Release(
-                        service=service, version=version, year=moment.year, month=moment.month, build=builds[month],
-                        commit_sha=digest[:40], image_digest=f"sha256:{digest}", registered_at=moment,
+                        service=service,
+                        version=version,
+                        year=moment.year,
+                        month=moment.month,
+                        build=builds[month],
+                        commit_sha=digest[:40],
+                        image_digest=f"sha256:{digest}",
+                        registered_at=moment,
                         changelog=f"- change {index} of {service.name}",
                     )
                 )
@@ -90,25 +109,38 @@ def build(stdout):
 
         promotions, deployments = [], []
         for offset, service in enumerate(services):
-            history = releases[offset * per_service:(offset + 1) * per_service]
+            history = releases[offset * per_service : (offset + 1) * per_service]
             for name, every in reached.items():
                 environment = environments[name]
                 # Leave the newest ones out of the later environments, so every column drifts a little.
-                lag = {"develop": 0, "qa": 1 + offset % 3, "staging": 5 + offset % 7, "production": 20 + offset % 30}[name]
+                lag = {"develop": 0, "qa": 1 + offset % 3, "staging": 5 + offset % 7, "production": 20 + offset % 30}[
+                    name
+                ]
                 for index, release in enumerate(history[: per_service - lag]):
                     if index % every:
                         continue
                     at = release.registered_at + timedelta(hours=2 + list(reached).index(name) * 6)
                     promotions.append(
                         Promotion(
-                            release=release, service=service, environment=environment,
+                            release=release,
+                            service=service,
+                            environment=environment,
                             kind=PromotionKind.AUTO if name in ("develop", "qa") else PromotionKind.MANUAL,
-                            state=PromotionState.VERIFIED, requested_by=None if name in ("develop", "qa") else requester,
+                            state=PromotionState.VERIFIED,
+                            requested_by=None if name in ("develop", "qa") else requester,
                             requested_via="pipeline" if name in ("develop", "qa") else "",
-                            requested_at=at, approved_at=at, commit_started_at=at, committed_at=at, sync_started_at=at,
-                            deployed_at=at, verification_started_at=at, verdict_at=at + timedelta(minutes=5),
-                            finished_at=at + timedelta(minutes=5), sync_status=StepStatus.PASSED,
-                            verification_status=StepStatus.PASSED, gitops_commit_sha=release.commit_sha,
+                            requested_at=at,
+                            approved_at=at,
+                            commit_started_at=at,
+                            committed_at=at,
+                            sync_started_at=at,
+                            deployed_at=at,
+                            verification_started_at=at,
+                            verdict_at=at + timedelta(minutes=5),
+                            finished_at=at + timedelta(minutes=5),
+                            sync_status=StepStatus.PASSED,
+                            verification_status=StepStatus.PASSED,
+                            gitops_commit_sha=release.commit_sha,
                         )
                     )
         promotions = Promotion.objects.bulk_create(promotions, batch_size=5000)
@@ -118,12 +150,17 @@ def build(stdout):
         for promotion in promotions:
             by_place.setdefault((promotion.service_id, promotion.environment_id), []).append(promotion)
         for place, history in by_place.items():
-            for promotion, following in zip(history, history[1:] + [None]):
+            for promotion, following in zip(history, [*history[1:], None], strict=True):
                 deployments.append(
                     Deployment(
-                        service_id=place[0], environment_id=place[1], release_id=promotion.release_id, promotion=promotion,
-                        gitops_commit_sha=promotion.gitops_commit_sha, deployed_at=promotion.deployed_at,
-                        replaced_at=following.deployed_at if following else None, health="Healthy",
+                        service_id=place[0],
+                        environment_id=place[1],
+                        release_id=promotion.release_id,
+                        promotion=promotion,
+                        gitops_commit_sha=promotion.gitops_commit_sha,
+                        deployed_at=promotion.deployed_at,
+                        replaced_at=following.deployed_at if following else None,
+                        health="Healthy",
                         health_checked_at=now,
                     )
                 )
@@ -137,8 +174,12 @@ def build(stdout):
             newest_staging = by_place[(service.pk, staging.pk)][-1]
             waiting.append(
                 Promotion(
-                    release_id=newest_staging.release_id, service=service, environment=production,
-                    state=PromotionState.AWAITING_APPROVAL, requested_by=requester, requested_at=now - timedelta(minutes=offset),
+                    release_id=newest_staging.release_id,
+                    service=service,
+                    environment=production,
+                    state=PromotionState.AWAITING_APPROVAL,
+                    requested_by=requester,
+                    requested_at=now - timedelta(minutes=offset),
                 )
             )
         waiting = Promotion.objects.bulk_create(waiting)
@@ -149,8 +190,11 @@ def build(stdout):
         for service in services[1::10]:
             last = by_place[(service.pk, staging.pk)][-1]
             Promotion.objects.filter(pk=last.pk).update(
-                state=PromotionState.VERIFYING, verification_started_at=now - timedelta(minutes=10),
-                verdict_at=now + timedelta(minutes=20), finished_at=None, verification_status=StepStatus.RUNNING,
+                state=PromotionState.VERIFYING,
+                verification_started_at=now - timedelta(minutes=10),
+                verdict_at=now + timedelta(minutes=20),
+                finished_at=None,
+                verification_status=StepStatus.RUNNING,
             )
             soaking.append(last.pk)
         stdout.write(f"  {len(waiting)} awaiting approval, {len(soaking)} soaking\n")
@@ -158,7 +202,7 @@ def build(stdout):
 
 def percentile(values, fraction):
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def measure(client, path, requests, headers=None):
@@ -168,7 +212,9 @@ def measure(client, path, requests, headers=None):
     for _ in range(3):  # warm the template cache and the connection
         client.get(path, headers=headers)
     executed = []
-    with connection.execute_wrapper(lambda execute, sql, params, many, context: executed.append(sql) or execute(sql, params, many, context)):
+    with connection.execute_wrapper(
+        lambda execute, sql, params, many, context: executed.append(sql) or execute(sql, params, many, context)
+    ):
         response = client.get(path, headers=headers)
     assert response.status_code == 200, response.status_code
     timings, cpu = [], []
@@ -245,7 +291,9 @@ def main():
             f"{name:<26}{figures['queries']:>8}{figures['p50_ms']:>9}{figures['p95_ms']:>9}{figures['max_ms']:>9}"
             f"{figures['cpu_p50_ms']:>9}{figures['bytes'] // 1024:>7}"
         )
-    print(f"load average while measuring: {' '.join(f'{load:.2f}' for load in os.getloadavg())} on {os.cpu_count()} cores")
+    print(
+        f"load average while measuring: {' '.join(f'{load:.2f}' for load in os.getloadavg())} on {os.cpu_count()} cores"
+    )
     board = results["board"]
     verdict = board["queries"] <= QUERY_TARGET and board["p95_ms"] <= P95_TARGET_MS
     print(f"\nTargets: ≤ {QUERY_TARGET} queries, p95 ≤ {P95_TARGET_MS} ms: {'met' if verdict else 'NOT met'}")

@@ -56,8 +56,13 @@ def generate(now, environments, services):
         nonlocal deployment_id
         deployment_id += 1
         row = {
-            "id": deployment_id, "service": service_id, "environment": environment, "release": release["id"],
-            "deployed_at": when, "is_rollback": is_rollback, "committed_at": release["committed_at"],
+            "id": deployment_id,
+            "service": service_id,
+            "environment": environment,
+            "release": release["id"],
+            "deployed_at": when,
+            "is_rollback": is_rollback,
+            "committed_at": release["committed_at"],
             "is_hotfix": release["is_hotfix"],
         }
         per_place.setdefault((service_id, environment), []).append(row)
@@ -71,17 +76,30 @@ def generate(now, environments, services):
         metadata = "hotfix" if is_hotfix else ""
         version = f"{when.year}.{when.month:02d}.{counters[key]}" + (f"-{metadata}" if metadata else "")
         release = {
-            "id": release_id, "service": service_id, "version": version, "year": when.year, "month": when.month,
-            "build": counters[key], "metadata": metadata,
-            "commit_sha": f"{release_id:040x}", "committed_at": when - timedelta(hours=rng.uniform(0.2, 72)),
-            "image_digest": "sha256:" + f"{release_id:064x}", "is_hotfix": is_hotfix, "fixes": fixes, "registered_at": when,
+            "id": release_id,
+            "service": service_id,
+            "version": version,
+            "year": when.year,
+            "month": when.month,
+            "build": counters[key],
+            "metadata": metadata,
+            "commit_sha": f"{release_id:040x}",
+            "committed_at": when - timedelta(hours=rng.uniform(0.2, 72)),
+            "image_digest": "sha256:" + f"{release_id:064x}",
+            "is_hotfix": is_hotfix,
+            "fixes": fixes,
+            "registered_at": when,
         }
         releases.append(release)
         return release
 
     # (environment, chance of going on from the one before, hours after registration)
-    pipeline = [(environments["develop"], 1.0, 0.2), (environments["qa"], 0.7, 0.7),
-                (environments["staging"], 0.6, 24), (environments["production"], 0.7, 60)]
+    pipeline = [
+        (environments["develop"], 1.0, 0.2),
+        (environments["qa"], 0.7, 0.7),
+        (environments["staging"], 0.6, 24),
+        (environments["production"], 0.7, 60),
+    ]
     production = environments["production"]
     for service_id in services:
         counters, made, when = {}, 0, start
@@ -106,7 +124,9 @@ def generate(now, environments, services):
                 if environment == production and previous is not None and made < DEPLOYMENTS_PER_SERVICE:
                     roll = rng.random()
                     if roll < 0.04:
-                        back = deploy(service_id, environment, previous, at + timedelta(minutes=rng.uniform(10, 600)), True)
+                        back = deploy(
+                            service_id, environment, previous, at + timedelta(minutes=rng.uniform(10, 600)), True
+                        )
                         running[environment] = previous
                         made += 1
                         back["takes_out"] = release
@@ -121,10 +141,19 @@ def generate(now, environments, services):
                         incident_id += 1
                         started = at + timedelta(minutes=rng.uniform(5, 240))
                         resolved = started + timedelta(minutes=rng.expovariate(1 / 90))
-                        incidents.append({"id": incident_id, "service": service_id, "environment": environment,
-                                          "title": "PagerDuty incident", "source": "pagerduty",
-                                          "started_at": started, "resolved_at": resolved if resolved < now else None,
-                                          "caused_by_release": release["id"], "fixed_by": None})
+                        incidents.append(
+                            {
+                                "id": incident_id,
+                                "service": service_id,
+                                "environment": environment,
+                                "title": "PagerDuty incident",
+                                "source": "pagerduty",
+                                "started_at": started,
+                                "resolved_at": resolved if resolved < now else None,
+                                "caused_by_release": release["id"],
+                                "fixed_by": None,
+                            }
+                        )
     # Timelines: replaced_at, is_change, and the deployments the incidents point at.
     change_of = {}
     for rows in per_place.values():
@@ -137,14 +166,25 @@ def generate(now, environments, services):
             if row["is_change"]:
                 change_of[(row["service"], row["environment"], row["release"])] = row
             if row.get("takes_out") or row.get("fixes"):
-                failed = change_of.get((row["service"], row["environment"], (row.get("takes_out") or row["fixes"])["id"]))
+                failed = change_of.get(
+                    (row["service"], row["environment"], (row.get("takes_out") or row["fixes"])["id"])
+                )
                 if failed is not None:
                     incident_id += 1
                     source = "rollback" if row["is_rollback"] else "hotfix"
-                    incidents.append({"id": incident_id, "service": row["service"], "environment": row["environment"],
-                                      "title": f"{source} incident", "source": source,
-                                      "started_at": failed["deployed_at"], "resolved_at": row["deployed_at"],
-                                      "caused_by": failed["id"], "fixed_by": row["id"]})
+                    incidents.append(
+                        {
+                            "id": incident_id,
+                            "service": row["service"],
+                            "environment": row["environment"],
+                            "title": f"{source} incident",
+                            "source": source,
+                            "started_at": failed["deployed_at"],
+                            "resolved_at": row["deployed_at"],
+                            "caused_by": failed["id"],
+                            "fixed_by": row["id"],
+                        }
+                    )
     for incident in incidents:
         if "caused_by_release" in incident:
             failed = change_of.get((incident["service"], incident["environment"], incident.pop("caused_by_release")))
@@ -177,42 +217,147 @@ def load(reload):
     with transaction.atomic():
         with connection.cursor() as cursor:
             # The benchmark's own database: start from empty tables, fast.
-            cursor.execute("TRUNCATE releases_incident, releases_deployment, releases_release, releases_service CASCADE")
+            cursor.execute(
+                "TRUNCATE releases_incident, releases_deployment, releases_release, releases_service CASCADE"
+            )
         environments = {name: env.pk for name, env in ensure_default_environments().items()}
         teams = [Group.objects.get_or_create(name=f"team-{n:02d}")[0] for n in range(TEAMS)]
         services = [
-            Service.objects.create(name=f"svc-{n:03d}", image_repository=f"ghcr.io/bench/svc-{n:03d}", team=teams[n % TEAMS]).pk
+            Service.objects.create(
+                name=f"svc-{n:03d}", image_repository=f"ghcr.io/bench/svc-{n:03d}", team=teams[n % TEAMS]
+            ).pk
             for n in range(SERVICES)
         ]
         releases, deployments, incidents = generate(timezone.now(), environments, services)
         with connection.cursor() as cursor:
             raw = cursor.cursor
-            copy_rows(raw, "releases_release",
-                      ["id", "service_id", "version", "year", "month", "build", "metadata", "commit_sha", "committed_at",
-                       "image_digest", "changelog", "is_hotfix", "fixes_id", "registered_by", "registered_at", "is_imported"],
-                      ([r["id"], r["service"], r["version"], r["year"], r["month"], r["build"], r["metadata"],
-                        r["commit_sha"], r["committed_at"].isoformat(), r["image_digest"], "", r["is_hotfix"], r["fixes"],
-                        "bench", r["registered_at"].isoformat(), False] for r in releases))
-            copy_rows(raw, "releases_deployment",
-                      ["id", "service_id", "environment_id", "release_id", "source", "is_rollback", "is_change",
-                       "release_committed_at", "release_is_hotfix", "gitops_commit_sha", "deployed_at", "replaced_at",
-                       "health", "drifted_tag"],
-                      ([d["id"], d["service"], d["environment"], d["release"], "portal", d["is_rollback"], d["is_change"],
-                        d["committed_at"].isoformat(), d["is_hotfix"], "", d["deployed_at"].isoformat(),
-                        d["replaced_at"].isoformat() if d["replaced_at"] else None, "Healthy", ""]
-                       for d in deployments))
-            copy_rows(raw, "releases_incident",
-                      ["id", "service_id", "environment_id", "title", "severity", "source", "started_at", "resolved_at",
-                       "caused_by_id", "fixed_by_id", "external_id", "external_url", "created_at"],
-                      ([i["id"], i["service"], i["environment"], i["title"], "high", i["source"], i["started_at"].isoformat(),
-                        i["resolved_at"].isoformat() if i["resolved_at"] else None, i["caused_by"], i["fixed_by"], "", "",
-                        i["started_at"].isoformat()] for i in incidents))
+            copy_rows(
+                raw,
+                "releases_release",
+                [
+                    "id",
+                    "service_id",
+                    "version",
+                    "year",
+                    "month",
+                    "build",
+                    "metadata",
+                    "commit_sha",
+                    "committed_at",
+                    "image_digest",
+                    "changelog",
+                    "is_hotfix",
+                    "fixes_id",
+                    "registered_by",
+                    "registered_at",
+                    "is_imported",
+                ],
+                (
+                    [
+                        r["id"],
+                        r["service"],
+                        r["version"],
+                        r["year"],
+                        r["month"],
+                        r["build"],
+                        r["metadata"],
+                        r["commit_sha"],
+                        r["committed_at"].isoformat(),
+                        r["image_digest"],
+                        "",
+                        r["is_hotfix"],
+                        r["fixes"],
+                        "bench",
+                        r["registered_at"].isoformat(),
+                        False,
+                    ]
+                    for r in releases
+                ),
+            )
+            copy_rows(
+                raw,
+                "releases_deployment",
+                [
+                    "id",
+                    "service_id",
+                    "environment_id",
+                    "release_id",
+                    "source",
+                    "is_rollback",
+                    "is_change",
+                    "release_committed_at",
+                    "release_is_hotfix",
+                    "gitops_commit_sha",
+                    "deployed_at",
+                    "replaced_at",
+                    "health",
+                    "drifted_tag",
+                ],
+                (
+                    [
+                        d["id"],
+                        d["service"],
+                        d["environment"],
+                        d["release"],
+                        "portal",
+                        d["is_rollback"],
+                        d["is_change"],
+                        d["committed_at"].isoformat(),
+                        d["is_hotfix"],
+                        "",
+                        d["deployed_at"].isoformat(),
+                        d["replaced_at"].isoformat() if d["replaced_at"] else None,
+                        "Healthy",
+                        "",
+                    ]
+                    for d in deployments
+                ),
+            )
+            copy_rows(
+                raw,
+                "releases_incident",
+                [
+                    "id",
+                    "service_id",
+                    "environment_id",
+                    "title",
+                    "severity",
+                    "source",
+                    "started_at",
+                    "resolved_at",
+                    "caused_by_id",
+                    "fixed_by_id",
+                    "external_id",
+                    "external_url",
+                    "created_at",
+                ],
+                (
+                    [
+                        i["id"],
+                        i["service"],
+                        i["environment"],
+                        i["title"],
+                        "high",
+                        i["source"],
+                        i["started_at"].isoformat(),
+                        i["resolved_at"].isoformat() if i["resolved_at"] else None,
+                        i["caused_by"],
+                        i["fixed_by"],
+                        "",
+                        "",
+                        i["started_at"].isoformat(),
+                    ]
+                    for i in incidents
+                ),
+            )
             for table in ("releases_release", "releases_deployment", "releases_incident"):
                 cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    print(f"Loaded {len(releases):,} releases, {len(deployments):,} deployments, {len(incidents):,} incidents "
-          f"in {time.perf_counter() - started:.0f} s")
+    print(
+        f"Loaded {len(releases):,} releases, {len(deployments):,} deployments, {len(incidents):,} incidents "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
 
 
 def timed(label, function, runs=RUNS):
@@ -258,17 +403,21 @@ def main():
     end = timezone.localdate()
     start = end - timedelta(days=364)
     year = Deployment.objects.filter(environment=production, deployed_at__date__gte=start)
-    print(f"Data: {Service.objects.count()} services, {Deployment.objects.count():,} deployments "
-          f"({year.count():,} in production in the last year), {Incident.objects.count():,} incidents")
+    print(
+        f"Data: {Service.objects.count()} services, {Deployment.objects.count():,} deployments "
+        f"({year.count():,} in production in the last year), {Incident.objects.count():,} incidents"
+    )
 
     def production_report(**options):
         return lambda: dora.report(environment=production, start=start, end=end, **options)
 
     figures = dora.report(environment=production, start=start, end=end).overall
-    print(f"One-year production figures: {figures.change_deployments:,} change deployments, "
-          f"lead time median {figures.lead_time_median / 3600:.1f} h, change failure rate "
-          f"{figures.change_failure_rate:.1%}, recovery median {figures.recovery_median / 3600:.1f} h, "
-          f"rework {figures.rework_rate:.1%}, band {figures.deployment_frequency_band.label}")
+    print(
+        f"One-year production figures: {figures.change_deployments:,} change deployments, "
+        f"lead time median {figures.lead_time_median / 3600:.1f} h, change failure rate "
+        f"{figures.change_failure_rate:.1%}, recovery median {figures.recovery_median / 3600:.1f} h, "
+        f"rework {figures.rework_rate:.1%}, band {figures.deployment_frequency_band.label}"
+    )
 
     user, _ = User.objects.get_or_create(username="bench-reader")
     client = Client()
@@ -278,13 +427,19 @@ def main():
 
     timed("report, all services, interval=all (API)", production_report())
     timed("report, all services, weekly trend", production_report(interval=dora.Interval.WEEKLY))
-    timed("report, one team, monthly trend", production_report(team=Group.objects.get(name="team-03"),
-                                                                 interval=dora.Interval.MONTHLY))
-    timed("report, one service, weekly trend", production_report(service=Service.objects.get(name="svc-042"),
-                                                                   interval=dora.Interval.WEEKLY))
+    timed(
+        "report, one team, monthly trend",
+        production_report(team=Group.objects.get(name="team-03"), interval=dora.Interval.MONTHLY),
+    )
+    timed(
+        "report, one service, weekly trend",
+        production_report(service=Service.objects.get(name="svc-042"), interval=dora.Interval.WEEKLY),
+    )
     page = timed("DORA page, all services, weekly trend (HTTP, rendered)", lambda: client.get(page_url))
-    api = timed("GET /api/v1/dora/ one year, weekly", lambda: client.get(
-        f"/api/v1/dora/?start={start}&end={end}&interval=weekly"))
+    api = timed(
+        "GET /api/v1/dora/ one year, weekly",
+        lambda: client.get(f"/api/v1/dora/?start={start}&end={end}&interval=weekly"),
+    )
 
     worst = max(page, api)
     verdict = "within" if worst <= TARGET_MS else "OVER"

@@ -117,8 +117,11 @@ def main():
         "LOG_LEVEL": "WARNING",
     }
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "--with-scheduler", "default"], cwd=ROOT, env=worker_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [sys.executable, "manage.py", "rqworker", "--with-scheduler", "default"],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     by_hand = ByHand(remote.url, service.values_path(environments["production"]), scratch)
     try:
@@ -159,11 +162,15 @@ def main():
     print(f"promotions measured:            {len(portal)}")
     print(f"portal, last approval → pushed: p50 {p50 * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms")
     committing = statistics.median(to_committing)
-    print(f"  of which, p50: approval → values file changed and 'committing' saved (git writes the commit "
-          f"meanwhile) {committing * 1000:6.1f} ms; → pushed {(p50 - committing) * 1000:6.1f} ms")
+    print(
+        f"  of which, p50: approval → values file changed and 'committing' saved (git writes the commit "
+        f"meanwhile) {committing * 1000:6.1f} ms; → pushed {(p50 - committing) * 1000:6.1f} ms"
+    )
     print(f"bare git commit -a && git push: p50 {b50 * 1000:7.1f} ms   p95 {b95 * 1000:7.1f} ms")
-    print(f"ratio:                          p50 {p50 / b50:7.2f}      p95 {p95 / b95:7.2f}   "
-          f"(targets ≤ {TARGET_P50_RATIO} and ≤ {TARGET_P95_RATIO})")
+    print(
+        f"ratio:                          p50 {p50 / b50:7.2f}      p95 {p95 / b95:7.2f}   "
+        f"(targets ≤ {TARGET_P50_RATIO} and ≤ {TARGET_P95_RATIO})"
+    )
     met = p50 / b50 <= TARGET_P50_RATIO and p95 / b95 <= TARGET_P95_RATIO
     print("targets met" if met else "TARGET MISSED")
     return 0 if met else 1

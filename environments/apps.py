@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class EnvironmentsConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'environments'
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "environments"

@@ -234,7 +234,8 @@ class ArgoCD:
         """Bring `name` to `revision` and wait until it is Synced, its sync Succeeded and it is Healthy.
 
         auto_sync=False asks Argo CD to sync the revision first. auto_sync=True never asks: Argo CD syncs
-        by itself, so each poll only asks it to refresh from Git, and `includes(seen)` may accept a later revision of the branch that contains ours. Raises ArgoCDError with Argo CD's
+        by itself, so each poll only asks it to refresh from Git, and `includes(seen)` may accept a later
+        revision of the branch that contains ours. Raises ArgoCDError with Argo CD's
         message when our sync fails or our revision runs Degraded, ArgoCDTimeout when `timeout` seconds
         pass first. Unreachable or failing Argo CD servers are polled again until the deadline, so a
         restart of argocd-server does not fail a promotion. `on_status` sees every status polled.

@@ -83,16 +83,16 @@ class Environment(models.Model):
     rollback_on_failed_verification = models.BooleanField(
         default=False, help_text="Roll back automatically to the last verified release when verification fails."
     )
-    promotion_slo_minutes = models.PositiveIntegerField(
-        default=30, help_text="Target time from request to verified."
-    )
+    promotion_slo_minutes = models.PositiveIntegerField(default=30, help_text="Target time from request to verified.")
     drift_warning_builds = models.PositiveIntegerField(
         default=20, help_text="Warn when this environment is more builds behind the one before."
     )
 
     # How to reach what runs here. `{service}` and `{environment}` are filled in.
     values_path_template = models.CharField(
-        max_length=255, default="helm/{service}/values-{environment}.yaml", help_text="Helm values file in the GitOps repo."
+        max_length=255,
+        default="helm/{service}/values-{environment}.yaml",
+        help_text="Helm values file in the GitOps repo.",
     )
     argocd_app_template = models.CharField(max_length=255, default="{service}-{environment}")
     argocd_auto_sync = models.BooleanField(
@@ -145,9 +145,7 @@ class ChangeFreeze(models.Model):
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     reason = models.CharField(max_length=200)
-    created_by = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     objects = ChangeFreezeQuerySet.as_manager()
 
@@ -159,7 +157,9 @@ class ChangeFreeze(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.environment} frozen {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}: {self.reason}"
+        return (
+            f"{self.environment} frozen {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}: {self.reason}"
+        )
 
     def audit(self, action, actor):
         """Record that someone created, changed or deleted this freeze: freezes decide who may deploy."""
@@ -167,7 +167,10 @@ class ChangeFreeze(models.Model):
             action,
             actor=actor,
             environment=self.environment.name,
-            message=f"{self.environment.name} frozen {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}: {self.reason}",
+            message=(
+                f"{self.environment.name} frozen {self.starts_at:%Y-%m-%d %H:%M} → "
+                f"{self.ends_at:%Y-%m-%d %H:%M}: {self.reason}"
+            ),
             data={"freeze": self.pk, "starts_at": self.starts_at, "ends_at": self.ends_at, "reason": self.reason},
         )
 

@@ -34,7 +34,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     form = ApiTokenForm
     list_display = [
-        "name", "prefix", "scope_names", "service_names", "user", "last_used_at", "expires_at", "revoked_at", "status",
+        "name",
+        "prefix",
+        "scope_names",
+        "service_names",
+        "user",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "status",
     ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at"]
     search_fields = ["name", "prefix", "user__username"]
@@ -42,8 +50,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
     raw_id_fields = ["user"]
     actions = ["revoke"]
     view_fields = [
-        "name", "prefix", "scope_names", "service_names", "user", "created_by", "created_at", "last_used_at",
-        "expires_at", "revoked_at", "status",
+        "name",
+        "prefix",
+        "scope_names",
+        "service_names",
+        "user",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "status",
     ]
 
     def get_queryset(self, request):
@@ -97,7 +114,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         revoked = [token.name for token in queryset if token.revoke(by=request.user)]
         if revoked:
-            self.message_user(request, f"Revoked: {', '.join(revoked)}. Pipelines using them now get 401.", messages.SUCCESS)
+            self.message_user(
+                request, f"Revoked: {', '.join(revoked)}. Pipelines using them now get 401.", messages.SUCCESS
+            )
         else:
             self.message_user(request, "Those tokens were already revoked.", messages.WARNING)
 

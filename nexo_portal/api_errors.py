@@ -81,4 +81,6 @@ def exception_handler(exc, context):
 @login_not_required
 def not_found(request, exception=None):
     """Anyone: a JSON 404 for unknown paths under /api/, instead of a redirect to the sign-in page."""
-    return JsonResponse(body(404, "not_found", [(None, "not_found", f"No API endpoint at {request.path}.")]), status=404)
+    return JsonResponse(
+        body(404, "not_found", [(None, "not_found", f"No API endpoint at {request.path}.")]), status=404
+    )

@@ -5,7 +5,10 @@ ERROR_SCHEMA = {
     "required": ["status", "code", "message", "errors"],
     "properties": {
         "status": {"type": "integer", "description": "The HTTP status, repeated."},
-        "code": {"type": "string", "description": "A machine-readable reason, e.g. invalid, not_authenticated, conflict."},
+        "code": {
+            "type": "string",
+            "description": "A machine-readable reason, e.g. invalid, not_authenticated, conflict.",
+        },
         "message": {"type": "string", "description": "Every error in one sentence, each prefixed by its field."},
         "errors": {
             "type": "array",
@@ -13,7 +16,11 @@ ERROR_SCHEMA = {
                 "type": "object",
                 "required": ["field", "code", "message"],
                 "properties": {
-                    "field": {"type": "string", "nullable": True, "description": "The field to fix; null for the request as a whole."},
+                    "field": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "The field to fix; null for the request as a whole.",
+                    },
                     "code": {"type": "string"},
                     "message": {"type": "string", "description": "What to fix."},
                 },

@@ -4,7 +4,8 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from audit import api as audit
-from releases import api_dora, api_views as releases
+from releases import api_dora
+from releases import api_views as releases
 
 from . import api_errors
 
@@ -15,7 +16,9 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     path("releases/", releases.ReleaseListCreateView.as_view(), name="release-list"),
-    path("services/<slug:service>/releases/<str:version>/", releases.ReleaseDetailView.as_view(), name="release-detail"),
+    path(
+        "services/<slug:service>/releases/<str:version>/", releases.ReleaseDetailView.as_view(), name="release-detail"
+    ),
     path("promotions/", releases.PromotionListCreateView.as_view(), name="promotion-list"),
     path("promotions/<int:pk>/", releases.PromotionDetailView.as_view(), name="promotion-detail"),
     path("promotions/<int:pk>/approve/", releases.ApproveView.as_view(), name="promotion-approve"),

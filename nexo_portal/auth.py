@@ -71,7 +71,9 @@ SIGN_IN_ERROR_MESSAGES = {
         "GitHub sign-in was cancelled: the portal was not given access to your GitHub account. "
         "Sign in again and authorize it to continue."
     ),
-    "authorization_code_rejected": "GitHub did not accept the sign-in code (it expired or was already used). Please sign in again.",
+    "authorization_code_rejected": (
+        "GitHub did not accept the sign-in code (it expired or was already used). Please sign in again."
+    ),
     **dict.fromkeys(["state_mismatch", "session_context_missing", "missing_parameter", "user_mismatch"], _RESTART),
     **dict.fromkeys(["connection_failed", "timeout", "unavailable", "rate_limited"], _GITHUB_UNREACHABLE),
     **dict.fromkeys(["missing_setting", "invalid_setting", "tls_error"], _MISCONFIGURED),

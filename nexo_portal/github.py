@@ -104,4 +104,6 @@ def sync_team_groups(backend, user, response, *args, **kwargs):
         if removed:
             user.groups.remove(*Group.objects.filter(name__in=removed))
     if added or removed:
-        logger.info("GitHub teams of %s: added to %s; removed from %s", user.get_username(), added or "-", removed or "-")
+        logger.info(
+            "GitHub teams of %s: added to %s; removed from %s", user.get_username(), added or "-", removed or "-"
+        )

@@ -71,7 +71,13 @@ class ApiTokenQuerySet(models.QuerySet):
     def issue(self, *, name, scopes, services=(), user=None, expires_at=None, created_by=None):
         """Create a token and return it with its plain secret, which is never available again."""
         with transaction.atomic():
-            token = self.model(name=name, scopes=" ".join(dict.fromkeys(scopes)), user=user, expires_at=expires_at, created_by=created_by)
+            token = self.model(
+                name=name,
+                scopes=" ".join(dict.fromkeys(scopes)),
+                user=user,
+                expires_at=expires_at,
+                created_by=created_by,
+            )
             plain_token = token.set_secret()
             token.full_clean()
             token.validate_issuer(created_by)
@@ -164,9 +170,15 @@ class ApiToken(models.Model):
         """Why the token cannot be used right now, for the 401 answer; empty when it can."""
         status = self.status(now)
         if status == TokenStatus.REVOKED:
-            return f"This API token was revoked on {self.revoked_at:%Y-%m-%d %H:%M} UTC; ask a platform engineer for a new one."
+            return (
+                f"This API token was revoked on {self.revoked_at:%Y-%m-%d %H:%M} UTC; "
+                "ask a platform engineer for a new one."
+            )
         if status == TokenStatus.EXPIRED:
-            return f"This API token expired on {self.expires_at:%Y-%m-%d %H:%M} UTC; ask a platform engineer for a new one."
+            return (
+                f"This API token expired on {self.expires_at:%Y-%m-%d %H:%M} UTC; "
+                "ask a platform engineer for a new one."
+            )
         if self.user is not None and not self.user.is_active:
             return "This personal API token belongs to a deactivated account."
         return ""
@@ -186,7 +198,9 @@ class ApiToken(models.Model):
         if not self.scope_list:
             raise ValidationError({"scopes": "Choose at least one scope."})
         if unknown:
-            raise ValidationError({"scopes": f"Unknown scope(s): {', '.join(unknown)}. Known: {', '.join(TokenScope.values)}."})
+            raise ValidationError(
+                {"scopes": f"Unknown scope(s): {', '.join(unknown)}. Known: {', '.join(TokenScope.values)}."}
+            )
         if self.expires_at is not None and self.expires_at <= (self.created_at or timezone.now()):
             raise ValidationError({"expires_at": "The expiry date must be in the future."})
 
@@ -196,7 +210,11 @@ class ApiToken(models.Model):
             return
         if issuer.pk != self.user_id and not issuer.is_superuser:
             raise ValidationError(
-                {"user": "Only a superuser may create a personal token for someone else; leave it empty for a CI token."}
+                {
+                    "user": (
+                        "Only a superuser may create a personal token for someone else; leave it empty for a CI token."
+                    )
+                }
             )
 
     def record_creation(self):

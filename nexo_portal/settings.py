@@ -167,7 +167,11 @@ RQ_SHOW_ADMIN_LINK = True
 RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "releases.worker.PortalWorker"}
 # The cache holds short-lived counters (API throttling) that every web worker must share.
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "nexo-portal"},
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "nexo-portal",
+    },
 }
 
 # --- GitOps repository ------------------------------------------------------------------------
@@ -265,13 +269,18 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "nexo_portal.api_pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "nexo_portal.api_errors.exception_handler",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
 }
 # Calls per API token, e.g. "600/minute"; counted in Redis so every web worker shares the count.
 API_TOKEN_THROTTLE_RATE = env.str("API_TOKEN_THROTTLE_RATE", default="600/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nexo Release Portal API",
-    "DESCRIPTION": "Register builds, promote releases through develop → qa → staging → production, and read what ran where.",
+    "DESCRIPTION": (
+        "Register builds, promote releases through develop → qa → staging → production, and read what ran where."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # Like the rest of the API: people signed in or a token (any scope), never anonymous.
@@ -315,7 +324,10 @@ def _refuse_unsafe_production_settings():
         return
     missing = []
     if not SECRET_KEY:
-        missing.append("SECRET_KEY (a long random string; generate one with `python -c 'import secrets; print(secrets.token_urlsafe(50))'`)")
+        missing.append(
+            "SECRET_KEY (a long random string; generate one with `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))'`)"
+        )
     if not ALLOWED_HOSTS:
         missing.append("ALLOWED_HOSTS (the host names the portal is served on, comma-separated)")
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":

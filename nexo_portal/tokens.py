@@ -12,11 +12,11 @@ from django.contrib.auth.models import Group, Permission
 from django.db.models.manager import EmptyManager
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
-from redis.exceptions import RedisError
 
 from .models import ApiToken
 
@@ -88,10 +88,14 @@ class ApiTokenAuthentication(BaseAuthentication):
         try:
             plain_token = parts[1].decode("ascii")
         except UnicodeDecodeError as error:
-            raise exceptions.AuthenticationFailed("Invalid API token: it contains characters a token never has.") from error
+            raise exceptions.AuthenticationFailed(
+                "Invalid API token: it contains characters a token never has."
+            ) from error
         token = ApiToken.objects.find(plain_token)
         if token is None:
-            raise exceptions.AuthenticationFailed("Invalid API token: no such token. Check the secret your pipeline sends.")
+            raise exceptions.AuthenticationFailed(
+                "Invalid API token: no such token. Check the secret your pipeline sends."
+            )
         reason = token.unusable_reason()
         if reason:
             raise exceptions.AuthenticationFailed(reason)

@@ -16,6 +16,6 @@ from django.urls import get_resolver
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
 
 application = get_wsgi_application()
-get_resolver().url_patterns  # import every view now, not on the first request
+_ = get_resolver().url_patterns  # import every view now, not on the first request
 gc.collect()  # what start-up left as garbage is freed, not frozen
 gc.freeze()

@@ -34,7 +34,9 @@ class RejectionForm(forms.Form):
 class RequestForm(forms.Form):
     environment = forms.ModelChoiceField(Environment.objects.in_pipeline_order())
     emergency = forms.BooleanField(required=False, label="Break-glass (production incident)")
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="Required for break-glass.")
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="Required for break-glass."
+    )
 
 
 def confirm_then_apply(modeladmin, request, queryset, *, action, title, explanation, describe, form_class, apply):
@@ -64,7 +66,9 @@ def confirm_then_apply(modeladmin, request, queryset, *, action, title, explanat
             "opts": modeladmin.model._meta,
             "title": title,
             "explanation": explanation,
-            "what_happens": [describe(obj, form.cleaned_data if form.is_bound and form.is_valid() else {}) for obj in queryset],
+            "what_happens": [
+                describe(obj, form.cleaned_data if form.is_bound and form.is_valid() else {}) for obj in queryset
+            ],
             "queryset": queryset,
             "form": form,
             "action": action,
@@ -119,10 +123,18 @@ class ReleaseAdmin(AuditedAdmin):
     ordering = ["service__name", "-year", "-month", "-build"]
     raw_id_fields = ["fixes"]
     # A release is an immutable artifact: only its changelog and hotfix link may be corrected.
-    immutable_fields = ["service", "version", "commit_sha", "committed_at", "image_digest", "registered_by", "registered_at"]
+    immutable_fields = [
+        "service",
+        "version",
+        "commit_sha",
+        "committed_at",
+        "image_digest",
+        "registered_by",
+        "registered_at",
+    ]
 
     def get_readonly_fields(self, request, obj=None):
-        return self.immutable_fields + ["tag_list"] if obj else ["tag_list"]
+        return [*self.immutable_fields, "tag_list"] if obj else ["tag_list"]
 
     actions = ["request_promotion"]
 
@@ -136,8 +148,10 @@ class ReleaseAdmin(AuditedAdmin):
             title="Request promotion",
             explanation="Each release below is asked to run in the environment you choose; the environment's "
             "approvals and rules apply as everywhere else.",
-            describe=lambda release, data: f"{release.service.name} {release.version} → "
-            + (data["environment"].name if data.get("environment") else "…"),
+            describe=lambda release, data: (
+                f"{release.service.name} {release.version} → "
+                + (data["environment"].name if data.get("environment") else "…")
+            ),
             form_class=RequestForm,
             apply=lambda release, request, data: transitions.request_promotion(
                 release, data["environment"], request.user, is_emergency=data["emergency"], reason=data["reason"]
@@ -170,7 +184,17 @@ class ApprovalInline(admin.TabularInline):
 
 @admin.register(Promotion)
 class PromotionAdmin(ReadOnlyAdmin):
-    list_display = ["id", "service", "version", "environment", "kind", "state", "is_emergency", "requester", "requested_at"]
+    list_display = [
+        "id",
+        "service",
+        "version",
+        "environment",
+        "kind",
+        "state",
+        "is_emergency",
+        "requester",
+        "requested_at",
+    ]
     list_filter = ["state", "environment", "kind", "is_emergency", "service"]
     search_fields = ["service__name", "release__version", "gitops_commit_sha", "requested_by__username"]
     list_select_related = ["service", "release", "environment", "requested_by"]
@@ -186,7 +210,9 @@ class PromotionAdmin(ReadOnlyAdmin):
             action=action,
             title=title,
             explanation=explanation,
-            describe=lambda promotion, data: f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}",
+            describe=lambda promotion, data: (
+                f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
+            ),
             form_class=form_class,
             apply=apply,
         )
@@ -194,25 +220,37 @@ class PromotionAdmin(ReadOnlyAdmin):
     @admin.action(description="Approve the selected promotions")
     def approve(self, request, queryset):
         return self._confirm(
-            request, queryset, "approve", "Approve",
+            request,
+            queryset,
+            "approve",
+            "Approve",
             "You approve these promotions. The approval rules are the same as on the board and in the API.",
-            CommentForm, lambda promotion, request, data: transitions.approve(promotion, request.user, data["comment"]),
+            CommentForm,
+            lambda promotion, request, data: transitions.approve(promotion, request.user, data["comment"]),
         )
 
     @admin.action(description="Reject the selected promotions")
     def reject(self, request, queryset):
         return self._confirm(
-            request, queryset, "reject", "Reject",
+            request,
+            queryset,
+            "reject",
+            "Reject",
             "You reject these promotions; each one ends. Say why.",
-            RejectionForm, lambda promotion, request, data: transitions.reject(promotion, request.user, data["comment"]),
+            RejectionForm,
+            lambda promotion, request, data: transitions.reject(promotion, request.user, data["comment"]),
         )
 
     @admin.action(description="Cancel the selected promotions")
     def cancel(self, request, queryset):
         return self._confirm(
-            request, queryset, "cancel", "Cancel",
+            request,
+            queryset,
+            "cancel",
+            "Cancel",
             "These promotions stop before their GitOps commit.",
-            CommentForm, lambda promotion, request, data: transitions.cancel(promotion, request.user, data["comment"]),
+            CommentForm,
+            lambda promotion, request, data: transitions.cancel(promotion, request.user, data["comment"]),
         )
 
     @admin.display(description="Version", ordering="release__year")
@@ -235,7 +273,15 @@ class ApprovalAdmin(ReadOnlyAdmin):
 @admin.register(Deployment)
 class DeploymentAdmin(ReadOnlyAdmin):
     list_display = [
-        "service", "version", "environment", "deployed_at", "replaced_at", "source", "is_change", "is_rollback", "health"
+        "service",
+        "version",
+        "environment",
+        "deployed_at",
+        "replaced_at",
+        "source",
+        "is_change",
+        "is_rollback",
+        "health",
     ]
     list_filter = ["environment", "source", "is_change", "is_rollback", "service"]
     search_fields = ["service__name", "release__version", "gitops_commit_sha"]
@@ -253,8 +299,10 @@ class DeploymentAdmin(ReadOnlyAdmin):
             title="Roll back",
             explanation="Each service below goes back to the newest release verified in that environment before the "
             "one running; the environment's approvals apply, and automatic promotions there are put on hold.",
-            describe=lambda deployment, data: f"{deployment.service.name} in {deployment.environment.name} "
-            f"(running {deployment.release.version}) → the last verified release",
+            describe=lambda deployment, data: (
+                f"{deployment.service.name} in {deployment.environment.name} "
+                f"(running {deployment.release.version}) → the last verified release"
+            ),
             form_class=forms.Form,
             apply=lambda deployment, request, data: transitions.request_rollback(
                 deployment.service, deployment.environment, request.user
@@ -326,12 +374,27 @@ class IncidentAdmin(AuditedAdmin):
     list_display = ["title", "service", "environment", "severity", "source", "started_at", "resolved_at", "caused_by"]
     list_filter = ["environment", "severity", "source", "service"]
     search_fields = ["title", "external_id", "service__name"]
-    list_select_related = ["service", "environment", "caused_by__release", "caused_by__service", "caused_by__environment"]
+    list_select_related = [
+        "service",
+        "environment",
+        "caused_by__release",
+        "caused_by__service",
+        "caused_by__environment",
+    ]
     date_hierarchy = "started_at"
     raw_id_fields = ["caused_by", "fixed_by"]
     fields = [
-        "service", "environment", "title", "severity", "started_at", "resolved_at", "caused_by", "fixed_by",
-        "source", "external_id", "external_url",
+        "service",
+        "environment",
+        "title",
+        "severity",
+        "started_at",
+        "resolved_at",
+        "caused_by",
+        "fixed_by",
+        "source",
+        "external_id",
+        "external_url",
     ]
 
     def get_readonly_fields(self, request, obj=None):

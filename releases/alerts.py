@@ -97,7 +97,10 @@ def failure_message(promotion):
     text = f"{headline}: {error}\n{next_step}" + (f"\n{link}" if link else "")
     blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*\n{error}"}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": next_step + (f" <{link}|Open the promotion>" if link else "")}]},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": next_step + (f" <{link}|Open the promotion>" if link else "")}],
+        },
     ]
     return {"text": text[:3000], "blocks": blocks}
 
@@ -118,10 +121,14 @@ def send_failure_alert(promotion_id):
         return
     code = excerpt(response.text) or f"HTTP {response.status_code}"
     if response.status_code == 429:
-        raise AlertNotDelivered(f"Slack is rate limiting ({code}); retry after {response.headers.get('Retry-After', '?')} s")
+        raise AlertNotDelivered(
+            f"Slack is rate limiting ({code}); retry after {response.headers.get('Retry-After', '?')} s"
+        )
     if response.status_code >= 500:
         raise AlertNotDelivered(f"Slack answered {response.status_code} {code}")
     logger.error(
         "Slack refused the alert for promotion %s with %s %s: check SLACK_WEBHOOK_URL and its channel",
-        promotion_id, response.status_code, code,
+        promotion_id,
+        response.status_code,
+        code,
     )

@@ -84,24 +84,37 @@ class PagerDutyWebhookView(APIView):
         secret = settings.INCIDENT_WEBHOOK_SECRET
         if not secret:
             return error_response(
-                503, "not_configured", "The incident webhook is not configured: set INCIDENT_WEBHOOK_SECRET to the subscription's secret."
+                503,
+                "not_configured",
+                "The incident webhook is not configured: set INCIDENT_WEBHOOK_SECRET to the subscription's secret.",
             )
         header = request.headers.get("X-PagerDuty-Signature", "")
         if not header:
-            return error_response(401, "signature", "Unsigned request: PagerDuty sends an X-PagerDuty-Signature header.")
+            return error_response(
+                401, "signature", "Unsigned request: PagerDuty sends an X-PagerDuty-Signature header."
+            )
         body = request.body
         if not pagerduty.signature_is_valid(body, header, secret):
-            return error_response(403, "signature", "The X-PagerDuty-Signature does not match this body and the configured secret.")
+            return error_response(
+                403, "signature", "The X-PagerDuty-Signature does not match this body and the configured secret."
+            )
         environment_name = request.query_params.get("environment")
         environment = (
-            Environment.objects.filter(name=environment_name).first() if environment_name else dora.default_environment()
+            Environment.objects.filter(name=environment_name).first()
+            if environment_name
+            else dora.default_environment()
         )
         if environment is None:
             return error_response(
-                400, "invalid", f"There is no environment called “{environment_name}” (the ?environment= of the webhook URL).", "environment"
+                400,
+                "invalid",
+                f"There is no environment called “{environment_name}” (the ?environment= of the webhook URL).",
+                "environment",
             )
         try:
             incident, outcome = pagerduty.apply_event(json.loads(body), environment)
         except (ValueError, pagerduty.InvalidEvent) as error:
             return error_response(400, "invalid", f"Not a PagerDuty V3 incident event: {error}")
-        return Response({"outcome": outcome, "incident": incident.pk if incident else None}, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            {"outcome": outcome, "incident": incident.pk if incident else None}, status=status.HTTP_202_ACCEPTED
+        )

@@ -4,8 +4,7 @@ Who may call what is stated on each view: a signed-in person (session) or an API
 the named scope; the promotion rules themselves are checked by `releases.policy`.
 """
 
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django import forms
 from django.conf import settings
@@ -55,7 +54,7 @@ class StrictFilterForm(forms.Form):
                     self.add_error(name, dates.OUT_OF_RANGE)
                     continue
                 # ISO 8601 allows offsets PostgreSQL refuses (beyond ±15:59); the instant is what matters.
-                cleaned[name] = cleaned[name].astimezone(dt_timezone.utc)
+                cleaned[name] = cleaned[name].astimezone(UTC)
         return cleaned
 
 
@@ -96,8 +95,12 @@ class ReleaseListCreateView(generics.ListAPIView):
         request=serializers.RegisterBuildSerializer,
         responses={
             201: serializers.RegisteredBuildSerializer,
-            200: OpenApiResponse(serializers.RegisteredBuildSerializer, description="The same build was registered before."),
-            409: OpenApiResponse(description="The version exists with another digest, or the build has another version."),
+            200: OpenApiResponse(
+                serializers.RegisteredBuildSerializer, description="The same build was registered before."
+            ),
+            409: OpenApiResponse(
+                description="The version exists with another digest, or the build has another version."
+            ),
             **ERRORS,
         },
         summary="Register a build",
@@ -134,9 +137,13 @@ class ReleaseDetailView(generics.RetrieveAPIView):
     permission_classes = [IsAuthenticated, requires_scope("read")]
 
     def get_object(self):
-        promotions = Promotion.objects.select_related("service", "release", "environment").order_by("environment__position", "-requested_at")
+        promotions = Promotion.objects.select_related("service", "release", "environment").order_by(
+            "environment__position", "-requested_at"
+        )
         return get_object_or_404(
-            Release.objects.select_related("service", "fixes").prefetch_related(Prefetch("promotions", queryset=promotions)),
+            Release.objects.select_related("service", "fixes").prefetch_related(
+                Prefetch("promotions", queryset=promotions)
+            ),
             service__name=self.kwargs["service"],
             version=self.kwargs["version"],
         )
@@ -178,7 +185,11 @@ class PromotionListCreateView(generics.ListAPIView):
 
     @extend_schema(
         request=serializers.RequestPromotionSerializer,
-        responses={201: serializers.PromotionSerializer, 409: OpenApiResponse(description="A promotion rule refuses it now."), **ERRORS},
+        responses={
+            201: serializers.PromotionSerializer,
+            409: OpenApiResponse(description="A promotion rule refuses it now."),
+            **ERRORS,
+        },
         summary="Request a promotion",
     )
     def post(self, request):
@@ -189,7 +200,9 @@ class PromotionListCreateView(generics.ListAPIView):
         promotion = transitions.request_promotion(
             data["release"], data["environment"], request.user, is_emergency=data["emergency"], reason=data["reason"]
         )
-        return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201)
+        return Response(
+            serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201
+        )
 
 
 class RollbackView(APIView):
@@ -199,7 +212,11 @@ class RollbackView(APIView):
 
     @extend_schema(
         request=serializers.RollbackSerializer,
-        responses={201: serializers.PromotionSerializer, 409: OpenApiResponse(description="Nothing to roll back to."), **ERRORS},
+        responses={
+            201: serializers.PromotionSerializer,
+            409: OpenApiResponse(description="Nothing to roll back to."),
+            **ERRORS,
+        },
         summary="Request a rollback",
     )
     def post(self, request):
@@ -207,8 +224,12 @@ class RollbackView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         require_service(request, data["service"])
-        promotion = transitions.request_rollback(data["service"], data["environment"], request.user, release=data["release"])
-        return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201)
+        promotion = transitions.request_rollback(
+            data["service"], data["environment"], request.user, release=data["release"]
+        )
+        return Response(
+            serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201
+        )
 
 
 class PromotionDetailView(generics.RetrieveAPIView):
@@ -242,7 +263,11 @@ class PromotionActionView(APIView):
         return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=pk)).data)
 
 
-@extend_schema(request=serializers.DecisionSerializer, responses={200: serializers.PromotionSerializer, 409: None, **ERRORS}, summary="Approve")
+@extend_schema(
+    request=serializers.DecisionSerializer,
+    responses={200: serializers.PromotionSerializer, 409: None, **ERRORS},
+    summary="Approve",
+)
 class ApproveView(PromotionActionView):
     """Approve (people only: a session or a personal token, never a CI token; the approver groups decide)."""
 
@@ -250,7 +275,11 @@ class ApproveView(PromotionActionView):
         transitions.approve(promotion, actor, comment)
 
 
-@extend_schema(request=serializers.RejectionSerializer, responses={200: serializers.PromotionSerializer, 409: None, **ERRORS}, summary="Reject")
+@extend_schema(
+    request=serializers.RejectionSerializer,
+    responses={200: serializers.PromotionSerializer, 409: None, **ERRORS},
+    summary="Reject",
+)
 class RejectView(PromotionActionView):
     """Reject with a required comment (people only, like approving)."""
 
@@ -260,7 +289,11 @@ class RejectView(PromotionActionView):
         transitions.reject(promotion, actor, comment)
 
 
-@extend_schema(request=serializers.DecisionSerializer, responses={200: serializers.PromotionSerializer, 409: None, **ERRORS}, summary="Cancel")
+@extend_schema(
+    request=serializers.DecisionSerializer,
+    responses={200: serializers.PromotionSerializer, 409: None, **ERRORS},
+    summary="Cancel",
+)
 class CancelView(PromotionActionView):
     """Cancel before the GitOps commit (the requester, an approver, an administrator, or the token that asked)."""
 
@@ -285,12 +318,12 @@ class CheckResultCreateView(generics.CreateAPIView):
         serializer.save(reported_by=audit.actor_name(self.request.user))
 
 
-
 # --- Argo CD Notifications webhook -------------------------------------------------------------------
 
 
 class ArgoCDWebhookView(APIView):
-    """Argo CD Notifications (on-deployed, on-sync-failed). No session or token: the HMAC signature is the credential."""
+    """Argo CD Notifications (on-deployed, on-sync-failed). No session or token: the HMAC signature "
+    "is the credential."""
 
     authentication_classes = []
     permission_classes = []
@@ -346,7 +379,9 @@ class MatrixView(APIView):
         summary="The version matrix",
     )
     def get(self, request):
-        built = board.build_board(request.user, team=request.query_params.get("team", ""), service=request.query_params.get("service", ""))
+        built = board.build_board(
+            request.user, team=request.query_params.get("team", ""), service=request.query_params.get("service", "")
+        )
         rows = [
             {
                 "service": row.service.name,

@@ -21,8 +21,7 @@ confirmation, which the unavailable button opens.
 import json
 from collections import namedtuple
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -79,6 +78,8 @@ DeployedRow = namedtuple(
     "DeployedRow", "service_id environment_id promotion_id deployed_at health drifted_tag hold release verification"
 )
 VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
+
+
 class ReleaseRow(namedtuple("ReleaseRow", "pk version year month build newer")):
     __slots__ = ()
 
@@ -235,7 +236,9 @@ def _newer_release_count():
 def _deployed_release():
     """The deployment's release, with how many releases are newer (for "builds behind"), as JSON."""
     release = Release.objects.filter(pk=OuterRef("release_id")).order_by()  # no default ordering: no join
-    return Subquery(release.values(json=JSONObject(**RELEASE_COLUMNS, newer=_newer_release_count())), output_field=TextField())
+    return Subquery(
+        release.values(json=JSONObject(**RELEASE_COLUMNS, newer=_newer_release_count())), output_field=TextField()
+    )
 
 
 def _verification():
@@ -248,7 +251,9 @@ def _verification():
                 state="state",
                 status="verification_status",
                 failed_step="failed_step",
-                error=Case(When(state=PromotionState.FAILED, then="error"), default=Value(""), output_field=TextField()),
+                error=Case(
+                    When(state=PromotionState.FAILED, then="error"), default=Value(""), output_field=TextField()
+                ),
                 soak_started=Case(When(soaking, then="verification_started_at")),
                 soak_ends=Case(When(soaking, then="verdict_at")),
             )
@@ -298,7 +303,7 @@ def _moment(text):
     if text is None:
         return None
     moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _release_row(text):
@@ -317,7 +322,11 @@ def _deployments(shown):
     rows = (
         Deployment.objects.current()
         .filter(shown)
-        .annotate(hold=Subquery(hold.values("reason")[:1]), release_json=_deployed_release(), verification_json=_verification())
+        .annotate(
+            hold=Subquery(hold.values("reason")[:1]),
+            release_json=_deployed_release(),
+            verification_json=_verification(),
+        )
         .order_by()
         .values_list(*DeployedRow._fields[:-2], "release_json", "verification_json")
     )
@@ -326,8 +335,12 @@ def _deployments(shown):
         if verification is not None:
             verification = json.loads(verification)
             verification = VerificationRow(
-                verification["state"], verification["status"], verification["failed_step"], verification["error"],
-                _moment(verification["soak_started"]), _moment(verification["soak_ends"]),
+                verification["state"],
+                verification["status"],
+                verification["failed_step"],
+                verification["error"],
+                _moment(verification["soak_started"]),
+                _moment(verification["soak_ends"]),
             )
         deployment = DeployedRow(*fields, _release_row(release), verification)
         deployments[(deployment.service_id, deployment.environment_id)] = deployment
@@ -400,7 +413,7 @@ class _Url:
 
     def __call__(self, *args):
         url = self.pattern
-        for placeholder, value in zip(self.placeholders, args):
+        for placeholder, value in zip(self.placeholders, args, strict=False):
             url = url.replace(placeholder, str(value), 1)
         return url
 
@@ -433,7 +446,9 @@ class _CellBuilder:
         ]
         return [
             self.cell(service, environment, previous, candidate)
-            for environment, previous, candidate in zip(self.environments, [None] + self.environments[:-1], candidates)
+            for environment, previous, candidate in zip(
+                self.environments, [None, *self.environments[:-1]], candidates, strict=True
+            )
         ]
 
     def cell(self, service, environment, previous, candidate):
@@ -503,10 +518,14 @@ class _CellBuilder:
             return Badge("verification starting", "info"), None
         if state == PromotionState.VERIFIED:
             if verification.status == StepStatus.NOT_CONFIGURED:
-                return Badge("verified, nothing checked", "warn", "No check was configured: the soak was only a timer"), None
+                return Badge(
+                    "verified, nothing checked", "warn", "No check was configured: the soak was only a timer"
+                ), None
             return Badge("verified", "ok"), None
         if state == PromotionState.FAILED:
-            return Badge(f"failed at {verification.failed_step or 'an unknown step'}", "bad", verification.error[:300]), None
+            return Badge(
+                f"failed at {verification.failed_step or 'an unknown step'}", "bad", verification.error[:300]
+            ), None
         if state == PromotionState.ROLLED_BACK:
             return Badge("rolled back", "bad"), None
         return Badge(PromotionState(state).label.lower()), None
@@ -557,7 +576,9 @@ class _CellBuilder:
     def _actions(self, cell, service, environment, deployment, waiting):
         actions = []
         if waiting and waiting.state == PromotionState.AWAITING_APPROVAL:
-            actions.append(self._decision("approve", "Approve", waiting, policy.why_not_approve(waiting, self.user), "primary"))
+            actions.append(
+                self._decision("approve", "Approve", waiting, policy.why_not_approve(waiting, self.user), "primary")
+            )
             if not policy.why_not_reject(waiting, self.user):
                 actions.append(self._decision("reject", "Reject", waiting, None, "danger"))
         if waiting and not policy.why_not_cancel(waiting, self.user):

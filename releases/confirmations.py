@@ -11,8 +11,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import policy, verification
-from .gitops import message as gitops_message
 from .board import busy_refusal, freeze_message, short_duration
+from .gitops import message as gitops_message
 from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState
 
 
@@ -42,7 +42,12 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
     else:
         steps.append("Argo CD is not configured: the sync is not watched, the commit counts as deployed.")
     checks = verification.configured_checks(probe)
-    names = {"error_rate": "the error rate", "health_urls": "the health URLs", "argocd": "Argo CD health", "ci_checks": "the CI checks"}
+    names = {
+        "error_rate": "the error rate",
+        "health_urls": "the health URLs",
+        "argocd": "Argo CD health",
+        "ci_checks": "the CI checks",
+    }
     checked = [names[key] for key, configured in checks.items() if configured]
     window = short_duration(environment.verification_window)
     if checked:
@@ -57,7 +62,9 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
 
 
 def _current(service, environment):
-    return Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+    return (
+        Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+    )
 
 
 def _active(service, environment):
@@ -85,7 +92,10 @@ def for_request(release, environment, user):
         lines.append(f"Nothing runs in {environment.name} for {service.name} yet.")
     active = _active(service, environment)
     if active and active.state == PromotionState.AWAITING_APPROVAL:
-        lines.append(f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) is superseded by this one.")
+        lines.append(
+            f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) "
+            "is superseded by this one."
+        )
     elif active:
         why_not = why_not or busy_refusal(active)
     freeze = environment.active_freeze()
@@ -108,7 +118,9 @@ def for_request(release, environment, user):
 
 def for_approve(promotion, user):
     given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
-    lines = [f"Requested by {promotion.requester_name()} on {timezone.localtime(promotion.requested_at):%Y-%m-%d %H:%M}."]
+    lines = [
+        f"Requested by {promotion.requester_name()} on {timezone.localtime(promotion.requested_at):%Y-%m-%d %H:%M}."
+    ]
     approvers = [a.user.get_username() for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
     if approvers:
         lines.append(f"Already approved by {', '.join(approvers)}.")
@@ -187,7 +199,8 @@ def for_rollback(service, environment, user, current, target):
         headline = f"{service.name} in {environment.name}"
     elif target is None:
         why_not = why_not or (
-            f"No release older than {current.release.version} ever ran in {environment.name}; there is nothing to go back to."
+            f"No release older than {current.release.version} ever ran in {environment.name}; there "
+            "is nothing to go back to."
         )
         headline = f"{service.name} in {environment.name}: {current.release.version} → ?"
     else:
@@ -197,13 +210,22 @@ def for_rollback(service, environment, user, current, target):
         if active and active.state != PromotionState.AWAITING_APPROVAL:
             why_not = why_not or busy_refusal(active)
         elif active:
-            lines.append(f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) is superseded.")
+            lines.append(
+                f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) is superseded."
+            )
         lines.append(_approval_sentence(environment, environment.required_approvals))
         lines += _pipeline_steps(service, environment, target, PromotionKind.ROLLBACK)
         if environment.auto_promote:
-            lines.append(f"Automatic promotions of {service.name} into {environment.name} stop until someone lifts the hold.")
+            lines.append(
+                f"Automatic promotions of {service.name} into {environment.name} stop until someone lifts the hold."
+            )
     return Confirmation(
-        title="Roll back", headline=headline, submit="Request rollback", tone="danger", consequences=lines, why_not=why_not
+        title="Roll back",
+        headline=headline,
+        submit="Request rollback",
+        tone="danger",
+        consequences=lines,
+        why_not=why_not,
     )
 
 

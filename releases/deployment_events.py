@@ -41,7 +41,9 @@ def signature_for(secret, timestamp, body):
 def check_signature(secret, timestamp, signature_header, body, now=None):
     """Return the hex signature if the delivery is authentic and fresh; raise WebhookRefused otherwise."""
     if not secret:
-        raise WebhookRefused("The Argo CD webhook is not configured on the portal (ARGOCD_WEBHOOK_SECRET is unset).", 503)
+        raise WebhookRefused(
+            "The Argo CD webhook is not configured on the portal (ARGOCD_WEBHOOK_SECRET is unset).", 503
+        )
     if not signature_header or not timestamp:
         raise WebhookRefused("Unsigned delivery: X-Nexo-Signature and X-Nexo-Timestamp headers are required.", 401)
     try:
@@ -49,7 +51,9 @@ def check_signature(secret, timestamp, signature_header, body, now=None):
     except ValueError:
         raise WebhookRefused("X-Nexo-Timestamp must be a Unix time in seconds.", 401) from None
     if abs((now or time.time()) - sent_at) > MAX_CLOCK_SKEW_SECONDS:
-        raise WebhookRefused("The delivery is more than five minutes old (or from the future): refused as a replay.", 401)
+        raise WebhookRefused(
+            "The delivery is more than five minutes old (or from the future): refused as a replay.", 401
+        )
     scheme, _, given = signature_header.partition("=")
     expected = signature_for(secret, timestamp, body)
     # As bytes: compare_digest refuses str with non-ASCII characters, which a header may carry.
@@ -104,16 +108,19 @@ def _move_promotion(event, service, environment):
     )
     event.promotion = promotion
     if event.trigger == DeploymentEventTrigger.ON_DEPLOYED:
-        Deployment.objects.current().filter(service=service, environment=environment, gitops_commit_sha=event.revision).update(
-            health=event.health_status, health_checked_at=event.received_at
-        )
+        Deployment.objects.current().filter(
+            service=service, environment=environment, gitops_commit_sha=event.revision
+        ).update(health=event.health_status, health_checked_at=event.received_at)
     if promotion is None:
         return "No promotion made this commit; recorded only."
     try:
         if event.trigger == DeploymentEventTrigger.ON_DEPLOYED and promotion.state == PromotionState.SYNCING:
             transitions.mark_deployed(promotion, health=event.health_status)
             return f"Promotion #{promotion.pk} is deployed."
-        if event.trigger == DeploymentEventTrigger.ON_SYNC_FAILED and promotion.state in (PromotionState.COMMITTED, PromotionState.SYNCING):
+        if event.trigger == DeploymentEventTrigger.ON_SYNC_FAILED and promotion.state in (
+            PromotionState.COMMITTED,
+            PromotionState.SYNCING,
+        ):
             transitions.fail(promotion, "sync", f"Argo CD {event.application}: {event.phase} {event.message}".strip())
             return f"Promotion #{promotion.pk} failed at sync."
     except PromotionError as refusal:

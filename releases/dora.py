@@ -8,8 +8,8 @@ its services, it never averages per-service medians.
 
 import statistics
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 
 from django.db import connection, transaction
 from django.db.models import Count, DateField, Exists, F, OuterRef, Q, Subquery, TextChoices
@@ -439,10 +439,14 @@ def _aggregate_portably(deployments, interval):
             if interval != Interval.ALL
             else {},
         },
-        weekly={**_deploy_days_portably(deployments, TruncWeek, []),
-                **_deploy_days_portably(deployments, TruncWeek, ["service_id"])},
-        monthly={**_deploy_days_portably(deployments, TruncMonth, []),
-                 **_deploy_days_portably(deployments, TruncMonth, ["service_id"])},
+        weekly={
+            **_deploy_days_portably(deployments, TruncWeek, []),
+            **_deploy_days_portably(deployments, TruncWeek, ["service_id"]),
+        },
+        monthly={
+            **_deploy_days_portably(deployments, TruncMonth, []),
+            **_deploy_days_portably(deployments, TruncMonth, ["service_id"]),
+        },
     )
 
 
@@ -512,7 +516,7 @@ _OVERALL, _BY_SERVICE, _BY_BUCKET = 0b11, 0b01, 0b10
 def _fetch(cursor, sql, params):
     cursor.execute(sql, params)
     columns = [column.name for column in cursor.description]
-    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _aggregate_in_postgresql(deployments, interval):
@@ -539,7 +543,11 @@ def _aggregate_with(cursor, deployments, interval):
     unit = "week" if interval == Interval.WEEKLY else "month"
     summaries = {"overall": {(): {}}, "service": {}, "bucket": {}}
     sql = _FACTS.format(
-        deployments=base, incident_table=Incident._meta.db_table, grouping=grouping, bucket=bucket, grouping_sets=grouping_sets
+        deployments=base,
+        incident_table=Incident._meta.db_table,
+        grouping=grouping,
+        bucket=bucket,
+        grouping_sets=grouping_sets,
     )
     for row in _fetch(cursor, sql, [*base_params, unit, zone]):
         grouping = row.pop("grouping")
@@ -551,7 +559,9 @@ def _aggregate_with(cursor, deployments, interval):
         elif grouping == _BY_BUCKET:
             summaries["bucket"][(bucket,)] = row
 
-    days, days_params = deployments.filter(CHANGE).values("service_id", "deployed_at").order_by().query.sql_with_params()
+    days, days_params = (
+        deployments.filter(CHANGE).values("service_id", "deployed_at").order_by().query.sql_with_params()
+    )
     weekly, monthly = {}, {}
     for row in _fetch(cursor, _DEPLOY_DAYS.format(deployments=days), [zone, *days_params]):
         pooled = row["grouping"] & 0b100
@@ -600,10 +610,7 @@ def _figures(days, summary, weekly, monthly, period, banded=True):
 
 def default_environment():
     """Production is the headline: the environment called production, else the last one."""
-    return (
-        Environment.objects.filter(name="production").first()
-        or Environment.objects.in_pipeline_order().last()
-    )
+    return Environment.objects.filter(name="production").first() or Environment.objects.in_pipeline_order().last()
 
 
 def report(*, environment=None, period=None, start=None, end=None, service=None, team=None, interval=Interval.ALL):

@@ -24,18 +24,30 @@ def bar_chart(title, points, format_value):
         x = LEFT + index * slot + slot * 0.15
         label = f"{day:%Y-%m-%d}: {format_value(value) if value is not None else 'no data'}"
         if value is None:
-            bars.append(format_html(
-                '<g><title>{}</title><text class="gap" x="{}" y="{}">·</text></g>',
-                label, _number(x + slot * 0.35), _number(HEIGHT - BOTTOM - 2),
-            ))
+            bars.append(
+                format_html(
+                    '<g><title>{}</title><text class="gap" x="{}" y="{}">·</text></g>',
+                    label,
+                    _number(x + slot * 0.35),
+                    _number(HEIGHT - BOTTOM - 2),
+                )
+            )
             continue
         height = plot_height * value / top
-        bars.append(format_html(
-            '<rect x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
-            _number(x), _number(HEIGHT - BOTTOM - height), _number(slot * 0.7), _number(height), label,
-        ))
+        bars.append(
+            format_html(
+                '<rect x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
+                _number(x),
+                _number(HEIGHT - BOTTOM - height),
+                _number(slot * 0.7),
+                _number(height),
+                label,
+            )
+        )
     first, last = (f"{points[0][0]:%d %b %Y}", f"{points[-1][0]:%d %b %Y}") if points else ("", "")
-    summary = ", ".join(f"{day:%d %b}: {format_value(value) if value is not None else 'no data'}" for day, value in points)
+    summary = ", ".join(
+        f"{day:%d %b}: {format_value(value) if value is not None else 'no data'}" for day, value in points
+    )
     return format_html(
         '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}">'
         "<desc>{}</desc>"
@@ -46,14 +58,26 @@ def bar_chart(title, points, format_value):
         '<text class="tick" x="{}" y="{}">{}</text>'
         '<text class="tick" x="{}" y="{}" text-anchor="end">{}</text>'
         "</svg>",
-        WIDTH, HEIGHT, title,
+        WIDTH,
+        HEIGHT,
+        title,
         summary,
-        LEFT, HEIGHT - BOTTOM, WIDTH - RIGHT, HEIGHT - BOTTOM,
-        LEFT - 4, TOP + 8, format_value(top) if values else "",
-        LEFT - 4, HEIGHT - BOTTOM,
+        LEFT,
+        HEIGHT - BOTTOM,
+        WIDTH - RIGHT,
+        HEIGHT - BOTTOM,
+        LEFT - 4,
+        TOP + 8,
+        format_value(top) if values else "",
+        LEFT - 4,
+        HEIGHT - BOTTOM,
         mark_safe("".join(bars)),
-        LEFT, HEIGHT - 6, first,
-        WIDTH - RIGHT, HEIGHT - 6, last,
+        LEFT,
+        HEIGHT - 6,
+        first,
+        WIDTH - RIGHT,
+        HEIGHT - 6,
+        last,
     )
 
 
@@ -73,4 +97,3 @@ def trend_charts(report):
         ("Deployment rework rate", series(lambda f: f.rework_rate), format_percent),
     ]
     return [{"title": title, "svg": bar_chart(title, points, formatter)} for title, points, formatter in charts]
-

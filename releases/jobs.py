@@ -115,7 +115,9 @@ def _contains_commit(sha):
                 with repository.locked():
                     answer = repository.includes(revision, sha)
             except GitOpsError as error:
-                logger.warning("Could not tell whether %s contains %s (asking again at the next poll): %s", revision, sha, error)
+                logger.warning(
+                    "Could not tell whether %s contains %s (asking again at the next poll): %s", revision, sha, error
+                )
                 return False
             # Final either way: includes() fetched if either commit was new here, and commits do not change.
             answers[revision] = answer

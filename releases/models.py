@@ -104,6 +104,9 @@ class BuildCounter(models.Model):
             models.UniqueConstraint(fields=["service", "year", "month"], name="one_build_counter_per_service_month"),
         ]
 
+    def __str__(self):
+        return f"{self.service} {self.year}.{self.month:02d}: build {self.last_build}"
+
     @classmethod
     def allocate(cls, service, year, month):
         """Hand out the next build number for the service in that month.
@@ -184,7 +187,9 @@ class Release(models.Model):
         ordering = ["service", "-year", "-month", "-build"]
         constraints = [
             models.UniqueConstraint(fields=["service", "version"], name="release_version_unique_per_service"),
-            models.UniqueConstraint(fields=["service", "year", "month", "build"], name="release_build_unique_per_month"),
+            models.UniqueConstraint(
+                fields=["service", "year", "month", "build"], name="release_build_unique_per_month"
+            ),
             models.UniqueConstraint(
                 fields=["service", "commit_sha", "image_digest"],
                 condition=~Q(image_digest=""),
@@ -205,6 +210,17 @@ class Release(models.Model):
     def __str__(self):
         return f"{self.service} {self.version}"
 
+    def save(self, *args, **kwargs):
+        parsed = calver.parse(self.version)
+        self.year, self.month, self.build, self.metadata = parsed.year, parsed.month, parsed.build, parsed.metadata
+        adding = self._state.adding
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if not adding:
+                self.deployments.exclude(
+                    release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix
+                ).update(release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix)
+
     def get_absolute_url(self):
         return reverse("releases:release-detail", args=[self.service.name, self.version])
 
@@ -223,17 +239,6 @@ class Release(models.Model):
 
     def image_reference(self):
         return f"{self.service.image_repository}@{self.image_digest}"
-
-    def save(self, *args, **kwargs):
-        parsed = calver.parse(self.version)
-        self.year, self.month, self.build, self.metadata = parsed.year, parsed.month, parsed.build, parsed.metadata
-        adding = self._state.adding
-        with transaction.atomic():
-            super().save(*args, **kwargs)
-            if not adding:
-                self.deployments.exclude(
-                    release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix
-                ).update(release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix)
 
     def clean(self):
         try:
@@ -268,7 +273,15 @@ class PromotionState(models.TextChoices):
 
     @classmethod
     def active(cls):
-        return [cls.AWAITING_APPROVAL, cls.APPROVED, cls.COMMITTING, cls.COMMITTED, cls.SYNCING, cls.DEPLOYED, cls.VERIFYING]
+        return [
+            cls.AWAITING_APPROVAL,
+            cls.APPROVED,
+            cls.COMMITTING,
+            cls.COMMITTED,
+            cls.SYNCING,
+            cls.DEPLOYED,
+            cls.VERIFYING,
+        ]
 
     @classmethod
     def in_flight(cls):
@@ -313,7 +326,11 @@ class Promotion(models.Model):
     is_emergency = models.BooleanField(default=False, help_text="Break-glass promotion for a production incident.")
     emergency_reason = models.TextField(blank=True)
     rolls_back = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rolled_back_by",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rolled_back_by",
         help_text="For a rollback: the promotion whose release it takes out.",
     )
     superseded_by = models.ForeignKey(
@@ -362,12 +379,19 @@ class Promotion(models.Model):
             models.Index(fields=["environment", "state"], name="promotion_env_state_idx"),
             # "Is this release verified there?": promote-artifacts rule, board, version matrix.
             models.Index(
-                fields=["release", "environment"], condition=Q(state=PromotionState.VERIFIED), name="promotion_verified_idx"
+                fields=["release", "environment"],
+                condition=Q(state=PromotionState.VERIFIED),
+                name="promotion_verified_idx",
             ),
         ]
 
     def __str__(self):
         return f"{self.service} {self.release.version} → {self.environment}"
+
+    def save(self, *args, **kwargs):
+        if self.release_id and not self.service_id:
+            self.service_id = self.release.service_id
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self):
         return reverse("releases:promotion-detail", args=[self.pk])
@@ -392,11 +416,6 @@ class Promotion(models.Model):
         if self.release_id and self.service_id and self.release.service_id != self.service_id:
             raise ValidationError({"release": "The release belongs to another service."})
 
-    def save(self, *args, **kwargs):
-        if self.release_id and not self.service_id:
-            self.service_id = self.release.service_id
-        super().save(*args, **kwargs)
-
 
 class ApprovalDecision(models.TextChoices):
     APPROVE = "approve", "Approved"
@@ -417,7 +436,9 @@ class Approval(models.Model):
             models.CheckConstraint(
                 condition=Q(decision=ApprovalDecision.APPROVE) | ~Q(comment=""), name="rejection_has_comment"
             ),
-            models.CheckConstraint(condition=Q(decision__in=ApprovalDecision.values), name="approval_decision_is_known"),
+            models.CheckConstraint(
+                condition=Q(decision__in=ApprovalDecision.values), name="approval_decision_is_known"
+            ),
         ]
 
     def __str__(self):
@@ -446,8 +467,18 @@ class DeploymentQuerySet(models.QuerySet):
             .first()
         )
 
-    def record(self, *, release, environment, deployed_at, promotion=None, is_rollback=False,
-               source=DeploymentSource.PORTAL, gitops_commit_sha="", health=""):
+    def record(
+        self,
+        *,
+        release,
+        environment,
+        deployed_at,
+        promotion=None,
+        is_rollback=False,
+        source=DeploymentSource.PORTAL,
+        gitops_commit_sha="",
+        health="",
+    ):
         """Record a successful deployment (its finish is `deployed_at`) and everything it implies.
 
         The one way deployments are written, by the pipeline and the GitOps import alike: it
@@ -694,7 +725,9 @@ class Incident(models.Model):
                 name="incident_resolved_after_it_started",
             ),
             models.CheckConstraint(condition=Q(source__in=IncidentSource.values), name="incident_source_is_known"),
-            models.CheckConstraint(condition=Q(severity__in=IncidentSeverity.values), name="incident_severity_is_known"),
+            models.CheckConstraint(
+                condition=Q(severity__in=IncidentSeverity.values), name="incident_severity_is_known"
+            ),
             models.CheckConstraint(condition=~Q(title=""), name="incident_has_title"),
             models.CheckConstraint(
                 condition=~Q(source__in=[IncidentSource.ROLLBACK, IncidentSource.HOTFIX])
@@ -718,7 +751,10 @@ class Incident(models.Model):
         errors = {}
         for field in ("caused_by", "fixed_by"):
             deployment = getattr(self, field)
-            if deployment and (deployment.service_id, deployment.environment_id) != (self.service_id, self.environment_id):
+            if deployment and (deployment.service_id, deployment.environment_id) != (
+                self.service_id,
+                self.environment_id,
+            ):
                 errors[field] = "Choose a deployment of the same service in the same environment as the incident."
         if self.caused_by and self.started_at and self.started_at < self.caused_by.deployed_at:
             errors["started_at"] = (
@@ -764,7 +800,9 @@ class Hold(models.Model):
     reason = models.CharField(max_length=300)
     placed_by = models.CharField(max_length=150, help_text="User name, or the pipeline.")
     placed_at = models.DateTimeField(default=timezone.now)
-    lifted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     lifted_at = models.DateTimeField(null=True, blank=True)
 
     objects = HoldQuerySet.as_manager()
@@ -840,7 +878,9 @@ class DeploymentEvent(models.Model):
     health_status = models.CharField(max_length=30, blank=True)
     phase = models.CharField(max_length=30, blank=True)
     message = models.TextField(blank=True)
-    promotion = models.ForeignKey(Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployment_events")
+    promotion = models.ForeignKey(
+        Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployment_events"
+    )
     outcome = models.CharField(max_length=300, blank=True, help_text="What the portal did with it.")
     signature = models.CharField(max_length=64, unique=True, help_text="The HMAC, so a replay is refused.")
     received_at = models.DateTimeField(default=timezone.now)

@@ -75,9 +75,7 @@ def apply_event(payload, environment):
 
     with transaction.atomic():
         incident = (
-            Incident.objects.select_for_update()
-            .filter(source=IncidentSource.PAGERDUTY, external_id=data["id"])
-            .first()
+            Incident.objects.select_for_update().filter(source=IncidentSource.PAGERDUTY, external_id=data["id"]).first()
         )
         created = incident is None
         if not created and incident.external_updated_at and occurred_at < incident.external_updated_at:

@@ -131,7 +131,11 @@ def why_not_report(actor, service):
 
 def approvals_required(promotion):
     """Rollbacks the pipeline makes by policy need none: the policy itself is the approval."""
-    if promotion.kind == PromotionKind.ROLLBACK and promotion.requested_by_id is None and not promotion.requested_via.startswith("api-token:"):
+    if (
+        promotion.kind == PromotionKind.ROLLBACK
+        and promotion.requested_by_id is None
+        and not promotion.requested_via.startswith("api-token:")
+    ):
         return 0
     return promotion.environment.required_approvals
 
@@ -149,7 +153,8 @@ def _why_not_decide(promotion, user, verb):
         return forbidden(f"Sign in to {verb} promotions.")
     if promotion.state != PromotionState.AWAITING_APPROVAL:
         return Refusal(
-            f"This promotion is {promotion.get_state_display().lower()}; only a promotion awaiting approval can be {verb}d."
+            f"This promotion is {promotion.get_state_display().lower()}; only a promotion awaiting "
+            f"approval can be {verb}d."
         )
     if promotion.requested_by_id == user.pk:
         return forbidden(f"You requested this promotion; another approver from {groups} must {verb} it.")
@@ -185,7 +190,9 @@ def why_not_cancel(promotion, actor):
         return forbidden("Sign in to cancel promotions.")
     if actor.is_superuser or promotion.requested_by_id == actor.pk or is_approver(actor, promotion.environment):
         return None
-    return forbidden("Only the requester, an approver of this environment or an administrator may cancel this promotion.")
+    return forbidden(
+        "Only the requester, an approver of this environment or an administrator may cancel this promotion."
+    )
 
 
 def ensure(reason):

@@ -69,7 +69,9 @@ def resume_stalled_promotions(now=None):
         if len(crashes) >= MAX_CRASHES:
             _give_up(promotion, step, crashes, queue)
             continue
-        logger.warning("Promotion %s is %s with no job on its way; enqueueing %s again", promotion.pk, promotion.state, step)
+        logger.warning(
+            "Promotion %s is %s with no job on its way; enqueueing %s again", promotion.pk, promotion.state, step
+        )
         transitions.enqueue(promotion.pk, step)
         resumed.append(promotion.pk)
     return resumed
@@ -106,7 +108,9 @@ def detect_drift():
             for deployment in deployments:
                 path = deployment.service.values_path(deployment.environment)
                 try:
-                    found[deployment.pk] = values.read_value(repository.read(path), deployment.service.image_tag_key, path)
+                    found[deployment.pk] = values.read_value(
+                        repository.read(path), deployment.service.image_tag_key, path
+                    )
                 except FileNotFoundError:
                     found[deployment.pk] = f"(missing file {path})"
                 except values.ValuesFileError as error:

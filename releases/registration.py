@@ -32,7 +32,16 @@ class Registration:
 
 @transaction.atomic
 def register_build(
-    service, *, commit_sha, image_digest, committed_at=None, changelog="", is_hotfix=False, fixes=None, version=None, actor=None
+    service,
+    *,
+    commit_sha,
+    image_digest,
+    committed_at=None,
+    changelog="",
+    is_hotfix=False,
+    fixes=None,
+    version=None,
+    actor=None,
 ):
     # Lock the service: concurrent registrations of one service are serialised, so a retry
     # racing its original sees the release instead of allocating a second version.
@@ -49,7 +58,9 @@ def register_build(
 
     if version:
         parsed = calver.parse(version)
-        taken = Release.objects.filter(service=service, year=parsed.year, month=parsed.month, build=parsed.build).first()
+        taken = Release.objects.filter(
+            service=service, year=parsed.year, month=parsed.month, build=parsed.build
+        ).first()
         if taken:
             raise RegistrationConflict(
                 f"{service.name} {taken.version} is already registered with digest {taken.image_digest} "

@@ -50,7 +50,11 @@ class EnvironmentField(serializers.SlugRelatedField):
 
 
 @extend_schema_field(
-    {"type": "string", "pattern": r"^[0-9]{4}\.(0[1-9]|1[0-2])\.[1-9][0-9]{0,5}(-[0-9a-z][0-9a-z.-]{0,39})?$", "example": "2026.02.1"}
+    {
+        "type": "string",
+        "pattern": r"^[0-9]{4}\.(0[1-9]|1[0-2])\.[1-9][0-9]{0,5}(-[0-9a-z][0-9a-z.-]{0,39})?$",
+        "example": "2026.02.1",
+    }
 )
 class VersionField(serializers.CharField):
     def __init__(self, **kwargs):
@@ -124,15 +128,21 @@ class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
         if version:
             parsed = calver.parse(version)
             highest = (
-                Release.objects.filter(service=attrs["service"], year=parsed.year, month=parsed.month)
-                .aggregate(highest=Max("build"))["highest"] or 0
+                Release.objects.filter(service=attrs["service"], year=parsed.year, month=parsed.month).aggregate(
+                    highest=Max("build")
+                )["highest"]
+                or 0
             )
             if parsed.build > highest + self.MAX_BUILD_SKIP:
-                raise serializers.ValidationError({"version": (
-                    f"{version} skips ahead: the highest build of {attrs['service'].name} in "
-                    f"{parsed.year}.{parsed.month:02d} is {highest}, and an explicit build may be at most "
-                    f"{self.MAX_BUILD_SKIP} above it. Leave version out to get the next one."
-                )})
+                raise serializers.ValidationError(
+                    {
+                        "version": (
+                            f"{version} skips ahead: the highest build of {attrs['service'].name} in "
+                            f"{parsed.year}.{parsed.month:02d} is {highest}, and an explicit build may be at most "
+                            f"{self.MAX_BUILD_SKIP} above it. Leave version out to get the next one."
+                        )
+                    }
+                )
         if attrs.get("fixes"):
             if not attrs.get("hotfix"):
                 raise serializers.ValidationError({"fixes": "Only a hotfix fixes another release: set hotfix to true."})
@@ -156,7 +166,18 @@ class PromotionSummarySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Promotion
-        fields = ["id", "url", "service", "version", "environment", "kind", "state", "is_emergency", "requested_at", "finished_at"]
+        fields = [
+            "id",
+            "url",
+            "service",
+            "version",
+            "environment",
+            "kind",
+            "state",
+            "is_emergency",
+            "requested_at",
+            "finished_at",
+        ]
 
     def get_url(self, promotion) -> str:
         return reverse("api:promotion-detail", args=[promotion.pk])
@@ -168,7 +189,8 @@ class PromotionSerializer(PromotionSummarySerializer):
     approvals_required = serializers.SerializerMethodField()
 
     class Meta(PromotionSummarySerializer.Meta):
-        fields = PromotionSummarySerializer.Meta.fields + [
+        fields = [
+            *PromotionSummarySerializer.Meta.fields,
             "emergency_reason",
             "requested_by",
             "previous_version",
@@ -188,7 +210,9 @@ class PromotionSerializer(PromotionSummarySerializer):
             "error",
         ]
 
-    previous_version = serializers.CharField(source="previous_release.version", default=None, allow_null=True, read_only=True)
+    previous_version = serializers.CharField(
+        source="previous_release.version", default=None, allow_null=True, read_only=True
+    )
 
     def get_approvals_required(self, promotion) -> int:
         from .policy import approvals_required
@@ -206,8 +230,20 @@ class ReleaseSerializer(serializers.ModelSerializer):
     class Meta:
         model = Release
         fields = [
-            "id", "url", "service", "version", "tags", "images", "commit_sha", "committed_at", "image_digest",
-            "changelog", "is_hotfix", "fixes", "registered_by", "registered_at",
+            "id",
+            "url",
+            "service",
+            "version",
+            "tags",
+            "images",
+            "commit_sha",
+            "committed_at",
+            "image_digest",
+            "changelog",
+            "is_hotfix",
+            "fixes",
+            "registered_by",
+            "registered_at",
         ]
 
     def get_url(self, release) -> str:
@@ -222,23 +258,29 @@ class ReleaseDetailSerializer(ReleaseSerializer):
     promotions = PromotionSummarySerializer(many=True)
 
     class Meta(ReleaseSerializer.Meta):
-        fields = ReleaseSerializer.Meta.fields + ["promotions"]
+        fields = [*ReleaseSerializer.Meta.fields, "promotions"]
 
 
 class RegisteredBuildSerializer(ReleaseSerializer):
     created = serializers.BooleanField(help_text="False when this call repeated an earlier registration.")
-    promotion = PromotionSummarySerializer(allow_null=True, help_text="The automatic promotion into the first environment, if any.")
+    promotion = PromotionSummarySerializer(
+        allow_null=True, help_text="The automatic promotion into the first environment, if any."
+    )
 
     class Meta(ReleaseSerializer.Meta):
-        fields = ReleaseSerializer.Meta.fields + ["created", "promotion"]
+        fields = [*ReleaseSerializer.Meta.fields, "created", "promotion"]
 
 
 class RequestPromotionSerializer(ServiceReleaseMixin, serializers.Serializer):
     service = ServiceField()
     version = VersionField(help_text="The release to promote.")
     environment = EnvironmentField(help_text="Where it should run.")
-    emergency = serializers.BooleanField(required=False, default=False, help_text="Break-glass promotion for an incident.")
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="", help_text="Required for break-glass.")
+    emergency = serializers.BooleanField(
+        required=False, default=False, help_text="Break-glass promotion for an incident."
+    )
+    reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, default="", help_text="Required for break-glass."
+    )
 
     def validate(self, attrs):
         attrs["release"] = self.resolve_release(attrs)
@@ -273,7 +315,18 @@ class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):
 
     class Meta:
         model = CheckResult
-        fields = ["id", "service", "version", "environment", "check", "passed", "url", "summary", "reported_by", "reported_at"]
+        fields = [
+            "id",
+            "service",
+            "version",
+            "environment",
+            "check",
+            "passed",
+            "url",
+            "summary",
+            "reported_by",
+            "reported_at",
+        ]
         read_only_fields = ["reported_by", "reported_at"]
 
     def validate(self, attrs):
@@ -289,13 +342,14 @@ class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):
         return data
 
 
-
 class DeploymentEventSerializer(serializers.Serializer):
     """The JSON the Argo CD Notifications template sends (see docs/argocd-notifications.md)."""
 
     trigger = serializers.ChoiceField(choices=["on-deployed", "on-sync-failed"])
     application = serializers.CharField(max_length=253)
-    revision = serializers.RegexField(r"^[0-9a-f]{40}$", error_messages={"invalid": "The synced commit's full 40-character SHA."})
+    revision = serializers.RegexField(
+        r"^[0-9a-f]{40}$", error_messages={"invalid": "The synced commit's full 40-character SHA."}
+    )
     sync_status = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
     health_status = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
     phase = serializers.CharField(max_length=30, required=False, allow_blank=True, default="")
@@ -312,12 +366,14 @@ class MatrixCellSerializer(serializers.Serializer):
     environment = serializers.CharField()
     version = serializers.CharField(allow_null=True, help_text="What runs there; null when nothing does.")
     deployed_at = serializers.DateTimeField(allow_null=True)
-    health = serializers.CharField(allow_null=True, help_text="Argo CD's last word on it, or \"not configured\".")
+    health = serializers.CharField(allow_null=True, help_text='Argo CD\'s last word on it, or "not configured".')
     verification = serializers.CharField(allow_null=True, help_text="soaking, verified, failed at …, rolled back…")
     builds_behind = serializers.IntegerField(allow_null=True, help_text="Builds behind the environment before it.")
     drift = serializers.CharField(allow_null=True, help_text="The drift against the environment before, in words.")
     drift_warning = serializers.BooleanField(help_text="Past the environment's drift threshold.")
-    gitops_tag = serializers.CharField(allow_blank=True, help_text="The values file's tag when it differs from the deployment.")
+    gitops_tag = serializers.CharField(
+        allow_blank=True, help_text="The values file's tag when it differs from the deployment."
+    )
     waiting = serializers.CharField(allow_blank=True, help_text="awaiting approval 1/2, committing, syncing…")
     waiting_promotion = serializers.IntegerField(allow_null=True)
     waiting_is_emergency = serializers.BooleanField(help_text="The waiting promotion is a break-glass one.")

@@ -60,7 +60,9 @@ def steps(promotion, now):
 
     requested = Step("requested", "Requested", DONE, promotion.requested_at, [f"by {promotion.requester_name()}"])
     if promotion.kind == PromotionKind.ROLLBACK:
-        requested.notes.append("rollback" + (f" of promotion #{promotion.rolls_back_id}" if promotion.rolls_back_id else ""))
+        requested.notes.append(
+            "rollback" + (f" of promotion #{promotion.rolls_back_id}" if promotion.rolls_back_id else "")
+        )
     elif promotion.kind == PromotionKind.AUTO:
         requested.notes.append("automatic, after verification in the environment before")
     if promotion.is_emergency:
@@ -70,8 +72,13 @@ def steps(promotion, now):
 
     rejected = any(a.decision == ApprovalDecision.REJECT for a in promotion.approvals.all())
     if required == 0:
-        approvals = Step("approvals", "Approvals", DONE if promotion.approved_at else SKIPPED, promotion.approved_at,
-                         ["none needed here"])
+        approvals = Step(
+            "approvals",
+            "Approvals",
+            DONE if promotion.approved_at else SKIPPED,
+            promotion.approved_at,
+            ["none needed here"],
+        )
     else:
         approvals = Step(
             "approvals",
@@ -87,8 +94,12 @@ def steps(promotion, now):
     commit = Step(
         "commit",
         "GitOps commit",
-        _status(promotion.committed_at, state in (PromotionState.APPROVED, PromotionState.COMMITTING),
-                failed_step == "commit", stopped),
+        _status(
+            promotion.committed_at,
+            state in (PromotionState.APPROVED, PromotionState.COMMITTING),
+            failed_step == "commit",
+            stopped,
+        ),
         promotion.committed_at or promotion.commit_started_at,
     )
     if state == PromotionState.APPROVED:
@@ -98,15 +109,21 @@ def steps(promotion, now):
     sync = Step(
         "sync",
         "Argo CD sync",
-        _status(promotion.deployed_at, state in (PromotionState.COMMITTED, PromotionState.SYNCING),
-                failed_step == "sync", stopped),
+        _status(
+            promotion.deployed_at,
+            state in (PromotionState.COMMITTED, PromotionState.SYNCING),
+            failed_step == "sync",
+            stopped,
+        ),
         promotion.sync_started_at,
     )
     if not sync_configured:
         sync.notes.append("Argo CD is not configured: the sync was not watched")
 
     deployment = getattr(promotion, "deployment", None) if promotion.deployed_at else None
-    healthy = Step("healthy", "Deployed and healthy", _status(promotion.deployed_at, False, False, stopped), promotion.deployed_at)
+    healthy = Step(
+        "healthy", "Deployed and healthy", _status(promotion.deployed_at, False, False, stopped), promotion.deployed_at
+    )
     if deployment and deployment.health:
         healthy.notes.append(f"Argo CD: {deployment.health}")
     elif promotion.deployed_at and not sync_configured:
@@ -129,9 +146,13 @@ def steps(promotion, now):
     if state == PromotionState.VERIFIED:
         outcome = Step("outcome", "Verified", DONE, promotion.finished_at)
     elif state == PromotionState.FAILED:
-        outcome = Step("outcome", f"Failed at {promotion.failed_step}", FAILED, promotion.finished_at, [promotion.error])
+        outcome = Step(
+            "outcome", f"Failed at {promotion.failed_step}", FAILED, promotion.finished_at, [promotion.error]
+        )
     elif state == PromotionState.ROLLED_BACK:
-        outcome = Step("outcome", "Rolled back", FAILED, promotion.updated_at, [promotion.error] if promotion.error else [])
+        outcome = Step(
+            "outcome", "Rolled back", FAILED, promotion.updated_at, [promotion.error] if promotion.error else []
+        )
     elif state == PromotionState.REJECTED:
         outcome = Step("outcome", "Rejected", FAILED, promotion.finished_at)
     elif state in STOPPED_BEFORE_COMMIT:

@@ -15,7 +15,6 @@ import uuid
 
 from django.db import transaction
 from django.utils import timezone
-
 from redis.exceptions import RedisError
 
 from audit import log as audit
@@ -72,6 +71,7 @@ def enqueue(promotion_id, step, delay=None):
     promotion is not moving and enqueues it again. Job ids start with the promotion id so
     the reconciler can tell whether a promotion still has a job on its way.
     """
+
     def send():
         queue = queues.get_queue("default")
         job_id = f"{job_id_prefix(promotion_id)}{step}-{uuid.uuid4().hex[:12]}"
@@ -81,7 +81,9 @@ def enqueue(promotion_id, step, delay=None):
             else:
                 queue.enqueue(JOB_FUNCTIONS[step], promotion_id, job_id=job_id)
         except RedisError as error:
-            logger.warning("Could not enqueue %s for promotion %s (%s); the reconciler will resume it", step, promotion_id, error)
+            logger.warning(
+                "Could not enqueue %s for promotion %s (%s); the reconciler will resume it", step, promotion_id, error
+            )
 
     transaction.on_commit(send)
 
@@ -121,16 +123,16 @@ def _describe(promotion):
 def _expect(promotion, *states):
     if promotion.state not in states:
         allowed = " or ".join(PromotionState(state).label.lower() for state in states)
-        raise PromotionError(
-            f"{_describe(promotion)} is {promotion.get_state_display().lower()}, not {allowed}."
-        )
+        raise PromotionError(f"{_describe(promotion)} is {promotion.get_state_display().lower()}, not {allowed}.")
 
 
 # --- requesting ------------------------------------------------------------------------------
 
 
 def _current_deployment(service, environment):
-    return Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+    return (
+        Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+    )
 
 
 def _check_release_may_enter(release, environment, kind, is_emergency, rolls_back):
@@ -154,7 +156,9 @@ def _check_release_may_enter(release, environment, kind, is_emergency, rolls_bac
         )
     previous = environment.previous()
     if previous and not is_emergency:
-        verified = Promotion.objects.filter(release=release, environment=previous, state=PromotionState.VERIFIED).exists()
+        verified = Promotion.objects.filter(
+            release=release, environment=previous, state=PromotionState.VERIFIED
+        ).exists()
         if not verified:
             return (
                 f"{service.name} {release.version} has not been verified in {previous.name}; "
@@ -164,15 +168,20 @@ def _check_release_may_enter(release, environment, kind, is_emergency, rolls_bac
 
 
 @transaction.atomic
-def request_promotion(release, environment, actor, *, kind=PromotionKind.MANUAL, is_emergency=False, reason="", rolls_back=None):
+def request_promotion(
+    release, environment, actor, *, kind=PromotionKind.MANUAL, is_emergency=False, reason="", rolls_back=None
+):
     """Ask for `release` to run in `environment`. `actor` is a user, a CI token, or None for the pipeline."""
     audit.lock_chain()
     service = Service.objects.select_for_update().get(pk=release.service_id)
-    policy.ensure(policy.why_not_request(actor, service, environment, kind=kind, is_emergency=is_emergency, reason=reason))
+    policy.ensure(
+        policy.why_not_request(actor, service, environment, kind=kind, is_emergency=is_emergency, reason=reason)
+    )
     freeze = environment.active_freeze()
     if freeze and not is_emergency and kind != PromotionKind.ROLLBACK:
         raise PromotionError(
-            f"{environment.name} is frozen until {timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: {freeze.reason}."
+            f"{environment.name} is frozen until "
+            f"{timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: {freeze.reason}."
         )
     if kind == PromotionKind.AUTO:
         hold = Hold.objects.active().filter(service=service, environment=environment).first()
@@ -190,7 +199,11 @@ def request_promotion(release, environment, actor, *, kind=PromotionKind.MANUAL,
             "wait for it to finish before requesting another one."
         )
     is_rollback = kind == PromotionKind.ROLLBACK
-    if active and (active.release_id, active.is_rollback, active.is_emergency) == (release.pk, is_rollback, is_emergency):
+    if active and (active.release_id, active.is_rollback, active.is_emergency) == (
+        release.pk,
+        is_rollback,
+        is_emergency,
+    ):
         # Asking again for what already waits (a second click, a retried call) would only throw
         # away the approvals it has.
         raise PromotionError(
@@ -224,7 +237,12 @@ def request_promotion(release, environment, actor, *, kind=PromotionKind.MANUAL,
     if active:
         active.superseded_by = promotion
         active.save(update_fields=["superseded_by"])
-        _record(AuditAction.PROMOTION_SUPERSEDED, active, actor, f"{_describe(active)} superseded by promotion #{promotion.pk}")
+        _record(
+            AuditAction.PROMOTION_SUPERSEDED,
+            active,
+            actor,
+            f"{_describe(active)} superseded by promotion #{promotion.pk}",
+        )
 
     previous = environment.previous()
     _record(
@@ -270,7 +288,10 @@ def request_rollback(service, environment, actor, *, release=None, rolls_back=No
             .first()
         )
         if rolls_back is None:
-            raise PromotionError(f"Nothing the portal deployed runs in {environment.name} for {service.name}; there is nothing to roll back.")
+            raise PromotionError(
+                f"Nothing the portal deployed runs in {environment.name} for {service.name}; there is "
+                "nothing to roll back."
+            )
     if release is None:
         release = last_verified_release(service, environment, older_than=rolls_back.release)
         if release is None:
@@ -315,7 +336,13 @@ def reject(promotion, user, comment):
     promotion.state = PromotionState.REJECTED
     promotion.finished_at = timezone.now()
     promotion.save(update_fields=["state", "finished_at", "updated_at"])
-    _record(AuditAction.PROMOTION_REJECTED, promotion, user, f"{_describe(promotion)} rejected by {user.get_username()}", comment=comment.strip())
+    _record(
+        AuditAction.PROMOTION_REJECTED,
+        promotion,
+        user,
+        f"{_describe(promotion)} rejected by {user.get_username()}",
+        comment=comment.strip(),
+    )
     return promotion
 
 
@@ -326,7 +353,9 @@ def cancel(promotion, actor, comment=""):
     promotion.state = PromotionState.CANCELLED
     promotion.finished_at = timezone.now()
     promotion.save(update_fields=["state", "finished_at", "updated_at"])
-    _record(AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip())
+    _record(
+        AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
+    )
     return promotion
 
 
@@ -418,7 +447,13 @@ def mark_deployed(promotion, *, health=""):
         gitops_commit_sha=promotion.gitops_commit_sha,
         health=health,
     )
-    _record(AuditAction.PROMOTION_DEPLOYED, promotion, None, f"{_describe(promotion)} deployed" + (f" ({health})" if health else ""), health=health)
+    _record(
+        AuditAction.PROMOTION_DEPLOYED,
+        promotion,
+        None,
+        f"{_describe(promotion)} deployed" + (f" ({health})" if health else ""),
+        health=health,
+    )
 
     if promotion.is_rollback:
         _finish_rollback(promotion, now)
@@ -453,7 +488,10 @@ def _finish_rollback(rollback, now):
             environment=rollback.environment.name,
             version=rollback.release.version,
             promotion=rollback,
-            message=f"Automatic promotions of {rollback.service.name} into {rollback.environment.name} are on hold after the rollback",
+            message=(
+                f"Automatic promotions of {rollback.service.name} into "
+                f"{rollback.environment.name} are on hold after the rollback"
+            ),
         )
 
 
@@ -468,7 +506,9 @@ def mark_verifying(promotion, *, configured):
     promotion.verification_started_at = now
     promotion.verdict_at = now + promotion.environment.verification_window
     promotion.verification_status = StepStatus.RUNNING if configured else StepStatus.NOT_CONFIGURED
-    promotion.save(update_fields=["state", "verification_started_at", "verdict_at", "verification_status", "updated_at"])
+    promotion.save(
+        update_fields=["state", "verification_started_at", "verdict_at", "verification_status", "updated_at"]
+    )
     _record(
         AuditAction.PROMOTION_VERIFYING,
         promotion,
@@ -489,7 +529,12 @@ def mark_verified(promotion, summary=""):
     if promotion.verification_status == StepStatus.RUNNING:
         promotion.verification_status = StepStatus.PASSED
     promotion.save(update_fields=["state", "finished_at", "verification_status", "updated_at"])
-    _record(AuditAction.PROMOTION_VERIFIED, promotion, None, f"{_describe(promotion)} verified" + (f": {summary}" if summary else ""))
+    _record(
+        AuditAction.PROMOTION_VERIFIED,
+        promotion,
+        None,
+        f"{_describe(promotion)} verified" + (f": {summary}" if summary else ""),
+    )
     _auto_promote_next(promotion)
     return promotion
 
@@ -522,8 +567,25 @@ def fail(promotion, step, error, *, from_states=None):
         promotion.sync_status = StepStatus.FAILED
     if step == "verification":
         promotion.verification_status = StepStatus.FAILED
-    promotion.save(update_fields=["state", "failed_step", "error", "finished_at", "sync_status", "verification_status", "updated_at"])
-    _record(AuditAction.PROMOTION_FAILED, promotion, None, f"{_describe(promotion)} failed at {step}: {error}"[:500], step=step, error=error)
+    promotion.save(
+        update_fields=[
+            "state",
+            "failed_step",
+            "error",
+            "finished_at",
+            "sync_status",
+            "verification_status",
+            "updated_at",
+        ]
+    )
+    _record(
+        AuditAction.PROMOTION_FAILED,
+        promotion,
+        None,
+        f"{_describe(promotion)} failed at {step}: {error}"[:500],
+        step=step,
+        error=error,
+    )
 
     environment = promotion.environment
     if step in ("sync", "verification") and environment.rollback_on_failed_verification and not promotion.is_rollback:
@@ -544,7 +606,8 @@ def lift_hold(hold, user):
         raise PromotionError("This hold was already lifted.")
     if not policy.is_person(user) or policy.why_not_request(user, hold.service, hold.environment):
         raise PromotionError(
-            f"Only people who may promote {hold.service.name} into {hold.environment.name} may lift its hold.", forbidden=True
+            f"Only people who may promote {hold.service.name} into {hold.environment.name} may lift its hold.",
+            forbidden=True,
         )
     hold.lifted_at = timezone.now()
     hold.lifted_by = user

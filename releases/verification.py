@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 
 from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
-from environments.prometheus import Prometheus, PrometheusError
 from environments.probes import probe
+from environments.prometheus import Prometheus, PrometheusError
 
 from .models import CheckResult, SampleCheck, VerificationSample
 
@@ -64,8 +64,12 @@ def take_samples(promotion):
         result = probe(url)
         samples.append(
             VerificationSample(
-                promotion=promotion, kind=SampleCheck.HEALTH_URL, target=url, value=result.status,
-                ok=result.ok, detail=result.detail[:500],
+                promotion=promotion,
+                kind=SampleCheck.HEALTH_URL,
+                target=url,
+                value=result.status,
+                ok=result.ok,
+                detail=result.detail[:500],
             )
         )
     argocd = ArgoCD.from_settings()
@@ -75,14 +79,20 @@ def take_samples(promotion):
             health = ApplicationStatus.from_application(argocd.get_application(application)).health
             samples.append(
                 VerificationSample(
-                    promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target=application,
-                    ok=health not in UNHEALTHY, detail=health,
+                    promotion=promotion,
+                    kind=SampleCheck.ARGOCD_HEALTH,
+                    target=application,
+                    ok=health not in UNHEALTHY,
+                    detail=health,
                 )
             )
         except ArgoCDError as error:
             samples.append(
                 VerificationSample(
-                    promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target=application, ok=None,
+                    promotion=promotion,
+                    kind=SampleCheck.ARGOCD_HEALTH,
+                    target=application,
+                    ok=None,
                     detail=f"no data: {error}"[:500],
                 )
             )
@@ -124,7 +134,9 @@ def verdict(promotion):
         elif breaches:
             passed = False
             worst = max(breaches, key=lambda s: s.value)
-            reasons.append(f"error rate above the threshold in {len(breaches)} of {len(with_data)} samples (worst {worst.detail})")
+            reasons.append(
+                f"error rate above the threshold in {len(breaches)} of {len(with_data)} samples (worst {worst.detail})"
+            )
         else:
             reasons.append(f"error rate within the threshold in all {len(with_data)} samples")
 

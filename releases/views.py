@@ -33,7 +33,9 @@ from .policy import PromotionError
 
 
 def _is_htmx(request, target=None):
-    return request.headers.get("HX-Request") == "true" and (target is None or request.headers.get("HX-Target") == target)
+    return request.headers.get("HX-Request") == "true" and (
+        target is None or request.headers.get("HX-Target") == target
+    )
 
 
 @require_GET
@@ -51,13 +53,17 @@ def board(request):
 @require_GET
 def release_detail(request, service, version):
     """Any signed-in user: one release, its journey through the environments, changelog and identity."""
-    release = get_object_or_404(Release.objects.select_related("service", "fixes"), service__name=service, version=version)
+    release = get_object_or_404(
+        Release.objects.select_related("service", "fixes"), service__name=service, version=version
+    )
     environments = list(Environment.objects.in_pipeline_order())
     promotions = list(release.promotions.select_related("requested_by").order_by("-requested_at", "-id"))
     running = set(Deployment.objects.current().filter(release=release).values_list("environment_id", flat=True))
     # The newest result of each check counts (as for the verdict); earlier runs are only counted.
     checks, earlier = [], {}
-    for check in CheckResult.objects.filter(release=release).order_by("environment__position", "name", "-reported_at", "-id"):
+    for check in CheckResult.objects.filter(release=release).order_by(
+        "environment__position", "name", "-reported_at", "-id"
+    ):
         key = (check.environment_id, check.name)
         if key in earlier:
             earlier[key] += 1
@@ -131,7 +137,9 @@ def _promotion_context(request, pk):
 def promotion_detail(request, pk):
     """Any signed-in user: one promotion as a live timeline, its approvals, samples and audit events."""
     context = _promotion_context(request, pk)
-    template = "releases/_promotion_live.html" if _is_htmx(request, "promotion-live") else "releases/promotion_detail.html"
+    template = (
+        "releases/_promotion_live.html" if _is_htmx(request, "promotion-live") else "releases/promotion_detail.html"
+    )
     return render(request, template, context)
 
 
@@ -140,7 +148,9 @@ def promotion_detail(request, pk):
 
 def _next_url(request, default):
     candidate = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+    if url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return candidate
     return default
 
@@ -153,7 +163,10 @@ def _posted(request):
 def _confirm(request, confirmation, form, *, back, status=200):
     template = "releases/_confirm_dialog.html" if _is_htmx(request) else "releases/confirm.html"
     return render(
-        request, template, {"confirmation": confirmation, "form": form, "back": back, "action_url": request.path}, status=status
+        request,
+        template,
+        {"confirmation": confirmation, "form": form, "back": back, "action_url": request.path},
+        status=status,
     )
 
 
@@ -197,7 +210,9 @@ def request_promotion(request, service, environment, version):
                 is_emergency=form.cleaned_data["emergency"],
                 reason=form.cleaned_data["reason"],
             ),
-            lambda promotion: f"Requested {confirmation.headline} (promotion #{promotion.pk}): {_approvals_note(promotion)}",
+            lambda promotion: (
+                f"Requested {confirmation.headline} (promotion #{promotion.pk}): {_approvals_note(promotion)}"
+            ),
         )
     return _confirm(request, confirmation, form if environment.allows_break_glass else None, back=back)
 
@@ -208,7 +223,9 @@ def rollback(request, service, environment):
     service = get_object_or_404(Service.objects.select_related("team"), name=service)
     environment = get_object_or_404(Environment, name=environment)
     back = _next_url(request, reverse("releases:board"))
-    current = Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+    current = (
+        Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+    )
     targets = confirmations.rollback_targets(service, environment, current) if current else []
     versions = [release.version for release in targets]
     default = transitions.last_verified_release(service, environment, older_than=current.release) if current else None
@@ -217,10 +234,14 @@ def rollback(request, service, environment):
     target = next((release for release in targets if release.version == request.GET.get("release")), target)
     form = RollbackForm(_posted(request), versions=versions, initial={"release": target.version if target else None})
     if _is_htmx(request):
-        form.fields["release"].widget.attrs.update({
-            "hx-get": request.path, "hx-trigger": "change", "hx-target": "#dialog-body",
-            "hx-vals": json.dumps({"next": back}),
-        })
+        form.fields["release"].widget.attrs.update(
+            {
+                "hx-get": request.path,
+                "hx-trigger": "change",
+                "hx-target": "#dialog-body",
+                "hx-vals": json.dumps({"next": back}),
+            }
+        )
     if request.method == "POST" and form.is_valid():
         target = next(release for release in targets if release.version == form.cleaned_data["release"])
     confirmation = confirmations.for_rollback(service, environment, request.user, current, target)
@@ -231,8 +252,10 @@ def rollback(request, service, environment):
             request,
             back,
             lambda: transitions.request_rollback(service, environment, request.user, release=target),
-            lambda promotion: f"Requested rollback of {service.name} in {environment.name} to {target.version} "
-            f"(promotion #{promotion.pk}): {_approvals_note(promotion)}",
+            lambda promotion: (
+                f"Requested rollback of {service.name} in {environment.name} to {target.version} "
+                f"(promotion #{promotion.pk}): {_approvals_note(promotion)}"
+            ),
         )
     return _confirm(request, confirmation, form if targets else None, back=back)
 
@@ -278,7 +301,11 @@ def approve(request, pk):
 def reject(request, pk):
     """Members of the environment's approver groups, except the requester; a comment is required."""
     return _decide(
-        request, pk, confirmations.for_reject, RejectForm, transitions.reject,
+        request,
+        pk,
+        confirmations.for_reject,
+        RejectForm,
+        transitions.reject,
         lambda confirmation, rejected: f"You rejected {confirmation.headline}.",
     )
 
@@ -287,7 +314,11 @@ def reject(request, pk):
 def cancel(request, pk):
     """The requester, an approver of the environment or an administrator, before the GitOps commit starts."""
     return _decide(
-        request, pk, confirmations.for_cancel, CommentForm, transitions.cancel,
+        request,
+        pk,
+        confirmations.for_cancel,
+        CommentForm,
+        transitions.cancel,
         lambda confirmation, cancelled: f"You cancelled {confirmation.headline}.",
     )
 
@@ -309,8 +340,12 @@ def _dora_report(request, default_interval):
 
 def _report_query_values(report):
     """The query parameters that ask for exactly this report."""
-    parameters = {"environment": report.environment.name, "start": str(report.period.start), "end": str(report.period.end),
-                  "interval": report.interval}
+    parameters = {
+        "environment": report.environment.name,
+        "start": str(report.period.start),
+        "end": str(report.period.end),
+        "interval": report.interval,
+    }
     if report.service:
         parameters["service"] = report.service.name
     if report.team:
@@ -367,12 +402,32 @@ def dora_export_json(request):
 
 
 CSV_COLUMNS = [
-    "kind", "name", "environment", "start", "end", "change_deployments", "deploy_days", "deployments_per_week",
-    "median_deploy_days_per_week", "median_deploy_days_per_month", "deployment_frequency_band",
-    "lead_time_median_hours", "lead_time_p90_hours", "lead_time_deployments", "lead_time_band",
-    "change_failure_rate", "failed_deployments", "change_failure_rate_band",
-    "recovery_median_hours", "recovery_p90_hours", "recovered_failures", "not_recovered_failures", "recovery_band",
-    "rework_rate", "hotfix_deployments", "rollbacks",
+    "kind",
+    "name",
+    "environment",
+    "start",
+    "end",
+    "change_deployments",
+    "deploy_days",
+    "deployments_per_week",
+    "median_deploy_days_per_week",
+    "median_deploy_days_per_month",
+    "deployment_frequency_band",
+    "lead_time_median_hours",
+    "lead_time_p90_hours",
+    "lead_time_deployments",
+    "lead_time_band",
+    "change_failure_rate",
+    "failed_deployments",
+    "change_failure_rate_band",
+    "recovery_median_hours",
+    "recovery_p90_hours",
+    "recovered_failures",
+    "not_recovered_failures",
+    "recovery_band",
+    "rework_rate",
+    "hotfix_deployments",
+    "rollbacks",
 ]
 
 
@@ -387,21 +442,39 @@ def _csv_row(kind, name, report, figures):
         return "" if value is None else value.value
 
     return [
-        kind, name, report.environment.name, report.period.start, report.period.end, figures.change_deployments,
-        figures.deploy_days, round(figures.per_week, 4), blank(figures.deploy_days_per_week),
-        blank(figures.deploy_days_per_month), band(figures.deployment_frequency_band),
-        hours(figures.lead_time_median), hours(figures.lead_time_p90), figures.lead_time_samples,
+        kind,
+        name,
+        report.environment.name,
+        report.period.start,
+        report.period.end,
+        figures.change_deployments,
+        figures.deploy_days,
+        round(figures.per_week, 4),
+        blank(figures.deploy_days_per_week),
+        blank(figures.deploy_days_per_month),
+        band(figures.deployment_frequency_band),
+        hours(figures.lead_time_median),
+        hours(figures.lead_time_p90),
+        figures.lead_time_samples,
         band(figures.lead_time_band),
-        blank(figures.change_failure_rate), figures.failed_deployments, band(figures.change_failure_rate_band),
-        hours(figures.recovery_median), hours(figures.recovery_p90), figures.recovered_failures,
-        figures.unrecovered_failures, band(figures.recovery_time_band),
-        blank(figures.rework_rate), figures.hotfix_deployments, figures.rollbacks,
+        blank(figures.change_failure_rate),
+        figures.failed_deployments,
+        band(figures.change_failure_rate_band),
+        hours(figures.recovery_median),
+        hours(figures.recovery_p90),
+        figures.recovered_failures,
+        figures.unrecovered_failures,
+        band(figures.recovery_time_band),
+        blank(figures.rework_rate),
+        figures.hotfix_deployments,
+        figures.rollbacks,
     ]
 
 
 @require_GET
 def dora_export_csv(request):
-    """Any signed-in user: the report for spreadsheets, one row for the whole scope, each service and each week or month."""
+    """Any signed-in user: the report for spreadsheets, one row for the whole scope, each service "
+    "and each week or month."""
     form, report = _dora_report(request, default_interval=dora.Interval.ALL)
     if report is None:
         return HttpResponseBadRequest(_form_errors(form), content_type="text/plain; charset=utf-8")

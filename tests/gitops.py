@@ -69,7 +69,10 @@ class GitOpsRemote:
 
     def read(self, path):
         return subprocess.run(
-            ["git", "--git-dir", str(self.bare), "show", f"{self.branch}:{path}"], capture_output=True, text=True, check=True
+            ["git", "--git-dir", str(self.bare), "show", f"{self.branch}:{path}"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
 
     def commits(self, path=None):

@@ -15,7 +15,9 @@ def ran(release, environment, *, state=PromotionState.VERIFIED, at=None, **field
     """`release` went into `environment`, runs there from `at`, and its promotion ended in `state`."""
     at = at or timezone.now()
     fields.setdefault("kind", PromotionKind.AUTO if environment.auto_promote else PromotionKind.MANUAL)
-    fields.setdefault("verification_status", StepStatus.PASSED if state == PromotionState.VERIFIED else StepStatus.PENDING)
+    fields.setdefault(
+        "verification_status", StepStatus.PASSED if state == PromotionState.VERIFIED else StepStatus.PENDING
+    )
     promotion = Promotion.objects.create(
         release=release,
         environment=environment,
@@ -31,8 +33,12 @@ def ran(release, environment, *, state=PromotionState.VERIFIED, at=None, **field
         **fields,
     )
     Deployment.objects.record(
-        release=release, environment=environment, deployed_at=at, promotion=promotion,
-        is_rollback=promotion.kind == PromotionKind.ROLLBACK, gitops_commit_sha=promotion.gitops_commit_sha,
+        release=release,
+        environment=environment,
+        deployed_at=at,
+        promotion=promotion,
+        is_rollback=promotion.kind == PromotionKind.ROLLBACK,
+        gitops_commit_sha=promotion.gitops_commit_sha,
     )
     return promotion
 

@@ -15,29 +15,42 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def failed(environments):
     release = make_release(make_service("nexo-be", team="backend-team"), "2026.02.2")
-    return ran(release, environments["staging"], state=PromotionState.FAILED, failed_step="sync",
-               error='Argo CD application nexo-be-staging: Deployment.apps "nexo-be" is invalid')
+    return ran(
+        release,
+        environments["staging"],
+        state=PromotionState.FAILED,
+        failed_step="sync",
+        error='Argo CD application nexo-be-staging: Deployment.apps "nexo-be" is invalid',
+    )
 
 
 def test_a_failure_is_posted_with_its_reason_and_a_link(failed, slack_server):
     alerts.send_failure_alert(failed.pk)
     [message] = slack_server.messages
-    assert message["text"].startswith(':red_circle: nexo-be 2026.02.2 → staging failed at sync: Argo CD application')
+    assert message["text"].startswith(":red_circle: nexo-be 2026.02.2 → staging failed at sync: Argo CD application")
     assert '"nexo-be" is invalid' in message["text"]
-    assert f"<https://portal.nexo.example/promotions/{failed.pk}/|Open the promotion>" in message["blocks"][1]["elements"][0]["text"]
+    assert (
+        f"<https://portal.nexo.example/promotions/{failed.pk}/|Open the promotion>"
+        in message["blocks"][1]["elements"][0]["text"]
+    )
 
 
-@pytest.mark.parametrize("status, code", [(429, "rate_limited"), (500, "rollup_error"), (503, "service_unavailable")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(429, "rate_limited"), (500, "rollup_error"), (503, "service_unavailable")]
+)
 def test_slack_busy_or_failing_is_retried(failed, slack_server, status, code):
     slack_server.answer(status, code, **({"Retry-After": "30"} if status == 429 else {}))
     with pytest.raises(alerts.AlertNotDelivered, match=code):
         alerts.send_failure_alert(failed.pk)
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("http://127.0.0.1:1/services/T0/B0/SECRETTOKEN", "connection refused"),
-    ("hooks.slack.com/services/T0/B0/SECRETTOKEN", "check SLACK_WEBHOOK_URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:1/services/T0/B0/SECRETTOKEN", "connection refused"),
+        ("hooks.slack.com/services/T0/B0/SECRETTOKEN", "check SLACK_WEBHOOK_URL"),
+    ],
+)
 def test_slack_not_answering_is_retried_and_the_webhook_secret_goes_nowhere(failed, settings, url, reason):
     import traceback
 
@@ -52,15 +65,23 @@ def test_text_from_elsewhere_is_shown_not_interpreted_and_fits_a_block(failed):
     failed.error = "probe answered <!channel> <https://evil.example|Open the promotion> & " + "x" * 5000
     message = alerts.failure_message(failed)
     section = message["blocks"][0]["text"]["text"]
-    assert "<!channel>" not in section and "&lt;!channel&gt;" in section and "&amp;" in section
-    assert len(section) <= 3000 and len(message["text"]) <= 3000
+    assert "<!channel>" not in section
+    assert "&lt;!channel&gt;" in section
+    assert "&amp;" in section
+    assert len(section) <= 3000
+    assert len(message["text"]) <= 3000
     failed.error = "<" * 2600  # escaping makes it four times longer
     section = alerts.failure_message(failed)["blocks"][0]["text"]["text"]
-    assert len(section) <= 3000 and section.rstrip("…").endswith("&lt;")
+    assert len(section) <= 3000
+    assert section.rstrip("…").endswith("&lt;")
 
 
-@pytest.mark.parametrize("status, code", [(404, "no_service"), (410, "channel_is_archived"), (403, "action_prohibited")])
-def test_a_refusal_that_retrying_cannot_change_is_logged_for_whoever_set_the_webhook(failed, slack_server, status, code):
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, "no_service"), (410, "channel_is_archived"), (403, "action_prohibited")]
+)
+def test_a_refusal_that_retrying_cannot_change_is_logged_for_whoever_set_the_webhook(
+    failed, slack_server, status, code
+):
     slack_server.answer(status, code)
     records = []
     handler = logging.Handler(logging.ERROR)

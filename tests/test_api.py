@@ -49,7 +49,13 @@ def session_client(user):
 
 
 def build(**overrides):
-    return {"service": "nexo-be", "commit_sha": SHA, "committed_at": "2026-02-03T10:00:00Z", "image_digest": DIGEST, **overrides}
+    return {
+        "service": "nexo-be",
+        "commit_sha": SHA,
+        "committed_at": "2026-02-03T10:00:00Z",
+        "image_digest": DIGEST,
+        **overrides,
+    }
 
 
 def assert_error(response, status, field=None, text=""):
@@ -79,7 +85,9 @@ def test_register_allocates_the_next_calver_build_and_answers_the_tags(world):
     assert body["images"][0] == f"ghcr.io/nexo-org/nexo-be:{version}"
     assert body["created"] is True
     assert body["registered_by"] == f"api-token:{client.token.name}"
-    second = client.post("/api/v1/releases/", build(commit_sha=hex_for("next"), image_digest="sha256:" + "c" * 64), format="json")
+    second = client.post(
+        "/api/v1/releases/", build(commit_sha=hex_for("next"), image_digest="sha256:" + "c" * 64), format="json"
+    )
     assert second.json()["version"] == f"{today.year}.{today.month:02d}.2"
 
 
@@ -90,7 +98,9 @@ def test_register_starts_the_automatic_develop_promotion(world):
 
 
 def test_register_with_an_explicit_version(world):
-    response = token_client("register").post("/api/v1/releases/", build(version="2026.02.16-hotfix-auth", hotfix=True), format="json")
+    response = token_client("register").post(
+        "/api/v1/releases/", build(version="2026.02.16-hotfix-auth", hotfix=True), format="json"
+    )
     assert response.status_code == 201
     assert response.json()["version"] == "2026.02.16-hotfix-auth"
     assert response.json()["is_hotfix"] is True
@@ -109,7 +119,7 @@ def test_a_retried_registration_returns_the_same_release(world):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_never_make_a_second_version(environments, redis_connection):
     make_service("nexo-be")
-    token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
     start, answers = threading.Barrier(6), []
 
     def register():
@@ -133,7 +143,9 @@ def test_concurrent_retries_never_make_a_second_version(environments, redis_conn
 def test_the_same_version_with_another_digest_is_a_conflict(world):
     client = token_client("register")
     client.post("/api/v1/releases/", build(version="2026.02.1"), format="json")
-    response = client.post("/api/v1/releases/", build(version="2026.02.1", image_digest="sha256:" + "d" * 64), format="json")
+    response = client.post(
+        "/api/v1/releases/", build(version="2026.02.1", image_digest="sha256:" + "d" * 64), format="json"
+    )
     assert_error(response, 409, text="nexo-be 2026.02.1 is already registered with digest sha256:bbbb")
 
 
@@ -145,7 +157,7 @@ def test_the_same_build_under_another_version_is_a_conflict(world):
 
 
 @pytest.mark.parametrize(
-    "overrides, field, text",
+    ("overrides", "field", "text"),
     [
         ({"version": "2026.13.1"}, "version", "the month must be 01 to 12"),
         ({"version": "v2026.02.1"}, "version", "not a CalVer version"),
@@ -190,11 +202,15 @@ def test_missing_fields_are_all_listed(world):
 
 
 def test_register_needs_a_token_with_the_register_scope(world):
-    assert_error(APIClient().post("/api/v1/releases/", build(), format="json"), 401, text="credentials were not provided")
+    assert_error(
+        APIClient().post("/api/v1/releases/", build(), format="json"), 401, text="credentials were not provided"
+    )
     bad = APIClient()
     bad.credentials(HTTP_AUTHORIZATION="Bearer nexo_not-a-real-token")
     assert_error(bad.post("/api/v1/releases/", build(), format="json"), 401)
-    assert_error(token_client("read").post("/api/v1/releases/", build(), format="json"), 403, text="lacks the 'register' scope")
+    assert_error(
+        token_client("read").post("/api/v1/releases/", build(), format="json"), 403, text="lacks the 'register' scope"
+    )
 
 
 def test_a_token_made_for_other_services_may_not_register_this_one(world):
@@ -205,7 +221,9 @@ def test_a_token_made_for_other_services_may_not_register_this_one(world):
 
 def test_people_register_builds_only_of_services_their_team_owns(world):
     frank = make_user("frank", groups=["frontend-team"])
-    body = assert_error(session_client(frank).post("/api/v1/releases/", build(), format="json"), 403, text="Only the backend-team team")
+    body = assert_error(
+        session_client(frank).post("/api/v1/releases/", build(), format="json"), 403, text="Only the backend-team team"
+    )
     assert "API token" in body["message"]
     assert not Release.objects.exists()
     assert session_client(world["rita"]).post("/api/v1/releases/", build(), format="json").status_code == 201
@@ -231,13 +249,22 @@ def test_list_filters_by_service_environment_and_date_and_paginates(world):
         make_release(world["service"], f"2026.02.{n}")
     make_release(world["other"], "2026.02.1")
     deployed = Release.objects.get(service=world["service"], version="2026.02.2")
-    Deployment.objects.create(service=world["service"], environment=world["env"]["qa"], release=deployed, deployed_at=timezone.now())
+    Deployment.objects.create(
+        service=world["service"], environment=world["env"]["qa"], release=deployed, deployed_at=timezone.now()
+    )
     client = token_client("read")
     assert client.get("/api/v1/releases/").json()["count"] == 4
-    assert [r["version"] for r in client.get("/api/v1/releases/", {"service": "nexo-be", "ordering": "version"}).json()["results"]] == [
-        "2026.02.1", "2026.02.2", "2026.02.3",
+    assert [
+        r["version"]
+        for r in client.get("/api/v1/releases/", {"service": "nexo-be", "ordering": "version"}).json()["results"]
+    ] == [
+        "2026.02.1",
+        "2026.02.2",
+        "2026.02.3",
     ]
-    assert [r["version"] for r in client.get("/api/v1/releases/", {"environment": "qa"}).json()["results"]] == ["2026.02.2"]
+    assert [r["version"] for r in client.get("/api/v1/releases/", {"environment": "qa"}).json()["results"]] == [
+        "2026.02.2"
+    ]
     page = client.get("/api/v1/releases/", {"page_size": 2}).json()
     assert (page["count"], len(page["results"]), page["next"] is not None) == (4, 2, True)
     assert client.get("/api/v1/releases/", {"registered_after": "2999-01-01T00:00:00Z"}).json()["count"] == 0
@@ -260,28 +287,54 @@ def test_release_detail_shows_its_promotions(world):
 
 def verified_through(release, *names, environments):
     for name in names:
-        promotion = Promotion.objects.create(release=release, environment=environments[name], state=PromotionState.VERIFIED, finished_at=timezone.now())
-        Deployment.objects.current().filter(service=release.service, environment=environments[name]).update(replaced_at=timezone.now())
-        Deployment.objects.create(service=release.service, environment=environments[name], release=release, promotion=promotion, deployed_at=timezone.now())
+        promotion = Promotion.objects.create(
+            release=release, environment=environments[name], state=PromotionState.VERIFIED, finished_at=timezone.now()
+        )
+        Deployment.objects.current().filter(service=release.service, environment=environments[name]).update(
+            replaced_at=timezone.now()
+        )
+        Deployment.objects.create(
+            service=release.service,
+            environment=environments[name],
+            release=release,
+            promotion=promotion,
+            deployed_at=timezone.now(),
+        )
 
 
 def test_request_approve_and_reject_through_the_api(world):
     release = make_release(world["service"], "2026.02.1")
     verified_through(release, "develop", "qa", "staging", environments=world["env"])
     response = session_client(world["rita"]).post(
-        "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "production"}, format="json"
+        "/api/v1/promotions/",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "production"},
+        format="json",
     )
     assert response.status_code == 201, response.content
     promotion = response.json()
-    assert (promotion["state"], promotion["approvals_required"], promotion["requested_by"]) == ("awaiting_approval", 2, "rita")
+    assert (promotion["state"], promotion["approvals_required"], promotion["requested_by"]) == (
+        "awaiting_approval",
+        2,
+        "rita",
+    )
 
     url = f"/api/v1/promotions/{promotion['id']}/"
-    assert_error(session_client(world["rita"]).post(url + "approve/", {}, format="json"), 403, text="You requested this promotion")
+    assert_error(
+        session_client(world["rita"]).post(url + "approve/", {}, format="json"),
+        403,
+        text="You requested this promotion",
+    )
     first = session_client(world["sam"]).post(url + "approve/", {"comment": "ok"}, format="json").json()
     assert [(a["user"], a["decision"]) for a in first["approvals"]] == [("sam", "approve")]
     assert_error(session_client(world["sam"]).post(url + "approve/", {}, format="json"), 409, text="already decided")
-    assert_error(session_client(world["lead"]).post(url + "reject/", {"comment": ""}, format="json"), 400, "comment", "Say why")
-    rejected = session_client(world["lead"]).post(url + "reject/", {"comment": "not during the incident"}, format="json").json()
+    assert_error(
+        session_client(world["lead"]).post(url + "reject/", {"comment": ""}, format="json"), 400, "comment", "Say why"
+    )
+    rejected = (
+        session_client(world["lead"])
+        .post(url + "reject/", {"comment": "not during the incident"}, format="json")
+        .json()
+    )
     assert rejected["state"] == "rejected"
 
 
@@ -299,21 +352,37 @@ def test_request_validation_and_rules(world):
     client = session_client(world["rita"])
     make_release(world["service"], "2026.02.1")
     assert_error(
-        client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "prod"}, format="json"),
-        400, "environment", "Unknown environment 'prod'. Environments are: develop, qa, staging, production.",
+        client.post(
+            "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "prod"}, format="json"
+        ),
+        400,
+        "environment",
+        "Unknown environment 'prod'. Environments are: develop, qa, staging, production.",
     )
     assert_error(
-        client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.9", "environment": "qa"}, format="json"),
-        400, "version", "nexo-be has no release 2026.02.9",
+        client.post(
+            "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.9", "environment": "qa"}, format="json"
+        ),
+        400,
+        "version",
+        "nexo-be has no release 2026.02.9",
     )
     assert_error(
-        client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa"}, format="json"),
-        409, text="has not been verified in develop",
+        client.post(
+            "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa"}, format="json"
+        ),
+        409,
+        text="has not been verified in develop",
     )
     outsider = session_client(make_user("outsider"))
     assert_error(
-        outsider.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"}, format="json"),
-        403, text="Only the backend-team team",
+        outsider.post(
+            "/api/v1/promotions/",
+            {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"},
+            format="json",
+        ),
+        403,
+        text="Only the backend-team team",
     )
     assert not Promotion.objects.exists()
 
@@ -321,9 +390,13 @@ def test_request_validation_and_rules(world):
 def test_a_promote_token_requests_and_cancels_its_own_promotion(world):
     make_release(world["service"], "2026.02.1")
     client = token_client("promote", services=[world["service"]])
-    promotion = client.post("/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"}, format="json").json()
+    promotion = client.post(
+        "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"}, format="json"
+    ).json()
     assert promotion["requested_by"] == f"api-token:{client.token.name}"
-    assert client.post(f"/api/v1/promotions/{promotion['id']}/cancel/", {}, format="json").json()["state"] == "cancelled"
+    assert (
+        client.post(f"/api/v1/promotions/{promotion['id']}/cancel/", {}, format="json").json()["state"] == "cancelled"
+    )
 
 
 def test_rollback_through_the_api_goes_to_the_last_verified_release(world):
@@ -331,13 +404,17 @@ def test_rollback_through_the_api_goes_to_the_last_verified_release(world):
     verified_through(old, "develop", environments=world["env"])
     verified_through(new, "develop", environments=world["env"])
     Promotion.objects.filter(release=new).update(deployed_at=timezone.now())
-    response = session_client(world["rita"]).post("/api/v1/rollbacks/", {"service": "nexo-be", "environment": "develop"}, format="json")
+    response = session_client(world["rita"]).post(
+        "/api/v1/rollbacks/", {"service": "nexo-be", "environment": "develop"}, format="json"
+    )
     assert response.status_code == 201, response.content
     assert (response.json()["version"], response.json()["kind"]) == ("2026.02.1", "rollback")
 
 
 def test_promotion_list_and_detail_with_step_timestamps(world):
-    promotion = transitions.request_promotion(make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"])
+    promotion = transitions.request_promotion(
+        make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"]
+    )
     client = token_client("read")
     listed = client.get("/api/v1/promotions/", {"service": "nexo-be", "state": "approved"}).json()
     assert [p["id"] for p in listed["results"]] == [promotion.pk]
@@ -345,7 +422,8 @@ def test_promotion_list_and_detail_with_step_timestamps(world):
     detail = client.get(f"/api/v1/promotions/{promotion.pk}/").json()
     for step in ("requested_at", "approved_at", "commit_started_at", "committed_at", "deployed_at", "finished_at"):
         assert step in detail
-    assert detail["approved_at"] is not None and detail["committed_at"] is None
+    assert detail["approved_at"] is not None
+    assert detail["committed_at"] is None
 
 
 # --- verification results from CI ----------------------------------------------------------------------------
@@ -356,26 +434,51 @@ def test_ci_reports_a_verification_result(world):
     client = token_client("report")
     response = client.post(
         "/api/v1/verifications/",
-        {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e2e", "passed": False, "url": "https://ci.example/runs/7"},
+        {
+            "service": "nexo-be",
+            "version": "2026.02.1",
+            "environment": "qa",
+            "check": "e2e",
+            "passed": False,
+            "url": "https://ci.example/runs/7",
+        },
         format="json",
     )
     assert response.status_code == 201, response.content
     result = CheckResult.objects.get()
     assert (result.name, result.passed, result.reported_by) == ("e2e", False, f"api-token:{client.token.name}")
     assert_error(token_client("read").post("/api/v1/verifications/", {}, format="json"), 403, text="'report' scope")
-    assert_error(client.post("/api/v1/verifications/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e 2 e", "passed": True}, format="json"), 400, "check")
+    assert_error(
+        client.post(
+            "/api/v1/verifications/",
+            {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e 2 e", "passed": True},
+            format="json",
+        ),
+        400,
+        "check",
+    )
 
 
 def test_people_outside_the_owning_team_may_not_overturn_a_ci_result(world):
     make_release(world["service"], "2026.02.1")
     token_client("report").post(
-        "/api/v1/verifications/", {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "security", "passed": False}, format="json"
+        "/api/v1/verifications/",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "security", "passed": False},
+        format="json",
     )
     frank = make_user("frank", groups=["frontend-team"])
     overturn = {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "security", "passed": True}
-    assert_error(session_client(frank).post("/api/v1/verifications/", overturn, format="json"), 403, text="Only the backend-team team")
+    assert_error(
+        session_client(frank).post("/api/v1/verifications/", overturn, format="json"),
+        403,
+        text="Only the backend-team team",
+    )
     assert list(CheckResult.objects.values_list("passed", flat=True)) == [False]
-    assert_error(token_client("report", services=[world["other"]]).post("/api/v1/verifications/", overturn, format="json"), 403, text="not on nexo-be")
+    assert_error(
+        token_client("report", services=[world["other"]]).post("/api/v1/verifications/", overturn, format="json"),
+        403,
+        text="not on nexo-be",
+    )
     assert list(CheckResult.objects.values_list("passed", flat=True)) == [False]
 
 
@@ -442,10 +545,21 @@ def test_matrix_shows_every_service_and_environment_with_drift(world, settings):
     assert [row["service"] for row in body] == ["nexo-be", "nexo-fe"]
     cells = {cell["environment"]: cell for cell in body[0]["environments"]}
     assert list(cells) == ["develop", "qa", "staging", "production"]
-    assert (cells["develop"]["version"], cells["develop"]["health"], cells["develop"]["verification"]) == ("2026.02.24", "Healthy", "verified")
-    assert (cells["qa"]["version"], cells["qa"]["builds_behind"], cells["qa"]["drift_warning"]) == ("2026.02.1", 23, True)
+    assert (cells["develop"]["version"], cells["develop"]["health"], cells["develop"]["verification"]) == (
+        "2026.02.24",
+        "Healthy",
+        "verified",
+    )
+    assert (cells["qa"]["version"], cells["qa"]["builds_behind"], cells["qa"]["drift_warning"]) == (
+        "2026.02.1",
+        23,
+        True,
+    )
     assert cells["staging"]["version"] is None
-    assert (cells["staging"]["waiting"], cells["staging"]["waiting_promotion"]) == ("awaiting approval 0/1", promotion.pk)
+    assert (cells["staging"]["waiting"], cells["staging"]["waiting_promotion"]) == (
+        "awaiting approval 0/1",
+        promotion.pk,
+    )
     assert token_client("read").get("/api/v1/matrix/", {"team": "frontend-team"}).json()[0]["service"] == "nexo-fe"
     settings.ARGOCD_URL = ""
     assert token_client("read").get("/api/v1/matrix/").json()[0]["environments"][0]["health"] == "not configured"
@@ -462,16 +576,31 @@ def test_audit_log_is_paginated_filtered_and_exported_in_the_reference_shape(wor
     listed = client.get("/api/v1/audit/", {"service": "nexo-be", "action": "promotion.approved"}).json()
     assert listed["count"] == 2
     assert [event["actor"] for event in listed["results"]] == ["lead", "sam"]  # newest first
-    assert_error(client.get("/api/v1/audit/", {"since": "2026-03-01", "until": "2026-02-01"}), 400, "until", "before the start")
+    assert_error(
+        client.get("/api/v1/audit/", {"since": "2026-03-01", "until": "2026-02-01"}), 400, "until", "before the start"
+    )
     assert_error(client.get("/api/v1/audit/", {"until": "9999-12-31"}), 400, "until", "Give a date between")
 
     export = client.get("/api/v1/audit/export/", {"action": "promotion.approved"})
     records = json.loads(b"".join(export.streaming_content))
     assert [record["event"] for record in records] == ["promotion.approved", "promotion.approved"]
     last = records[-1]
-    assert {"event", "service", "version", "from_environment", "to_environment", "timestamp", "initiator", "approvers",
-            "rollback"} <= set(last)
+    assert {
+        "event",
+        "service",
+        "version",
+        "from_environment",
+        "to_environment",
+        "timestamp",
+        "initiator",
+        "approvers",
+        "rollback",
+    } <= set(last)
     assert (last["service"], last["version"], last["from_environment"], last["to_environment"]) == (
-        "nexo-be", "2026.02.1", "staging", "production")
+        "nexo-be",
+        "2026.02.1",
+        "staging",
+        "production",
+    )
     assert (last["initiator"], last["approvers"], last["rollback"]) == ("rita", ["sam", "lead"], False)
     assert last["timestamp"].endswith("Z")

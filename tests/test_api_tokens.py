@@ -74,7 +74,8 @@ def test_token_is_stored_only_as_its_sha256_and_a_short_prefix():
     assert TOKEN_PATTERN.fullmatch(plain_token)
     stored = ApiToken.objects.get(pk=token.pk)
     assert stored.token_hash == hashlib.sha256(plain_token.encode()).hexdigest()
-    assert plain_token.startswith(stored.prefix) and len(stored.prefix) == 11
+    assert plain_token.startswith(stored.prefix)
+    assert len(stored.prefix) == 11
     dump = io.StringIO()
     call_command("dumpdata", exclude=["django_rq"], stdout=dump)  # its model has no table
     assert stored.token_hash in dump.getvalue()
@@ -89,7 +90,7 @@ def test_every_token_is_different():
 def test_creation_is_audited_without_the_secret():
     admin = make_user("paulo", is_staff=True, is_superuser=True)
     service = make_service("nexo-be")
-    token, plain_token = issue(scopes=[TokenScope.REGISTER, TokenScope.READ], services=[service], created_by=admin)
+    _token, plain_token = issue(scopes=[TokenScope.REGISTER, TokenScope.READ], services=[service], created_by=admin)
     event = AuditEvent.objects.get(action=AuditAction.TOKEN_CREATED)
     assert event.actor == "paulo"
     assert event.data["token"] == "ci-nexo-be"
@@ -98,7 +99,9 @@ def test_creation_is_audited_without_the_secret():
     assert plain_token not in str(event.hashed_fields())
 
 
-@pytest.mark.parametrize("field, value", [("scopes", "register admin"), ("scopes", ""), ("token_hash", "plain-secret")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("scopes", "register admin"), ("scopes", ""), ("token_hash", "plain-secret")]
+)
 def test_database_refuses_unknown_scopes_and_non_hash_values(field, value):
     token, _ = issue()
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -106,7 +109,7 @@ def test_database_refuses_unknown_scopes_and_non_hash_values(field, value):
 
 
 @pytest.mark.parametrize(
-    "fields, message",
+    ("fields", "message"),
     [
         ({"scopes": []}, "Choose at least one scope"),
         ({"scopes": ["deploy"]}, "Unknown scope(s): deploy"),
@@ -138,11 +141,13 @@ def test_ci_token_acts_as_a_principal_that_is_not_a_user(client):
 def test_ci_principal_has_no_groups_and_no_permissions():
     token, _ = issue()
     principal = TokenPrincipal(token)
-    assert principal.is_authenticated and not principal.is_anonymous
+    assert principal.is_authenticated
+    assert not principal.is_anonymous
     assert principal.get_username() == "api-token:ci-nexo-be"
     assert list(principal.groups.all()) == []
     assert not principal.has_perm("nexo_portal.add_apitoken")
-    assert not principal.is_staff and not principal.is_superuser
+    assert not principal.is_staff
+    assert not principal.is_superuser
     assert principal.pk is None
 
 
@@ -165,7 +170,7 @@ def test_request_without_credentials_gets_401_with_bearer_challenge(client):
 
 
 @pytest.mark.parametrize(
-    "header, message",
+    ("header", "message"),
     [
         ("Bearer nexo_" + "x" * 43, "no such token"),
         ("Bearer not-even-a-portal-token", "no such token"),
@@ -219,14 +224,17 @@ def test_signed_in_person_passes_the_scope_check(client):
 
 def test_has_scope_reads_every_scope_of_the_token():
     token, _ = issue(scopes=[TokenScope.PROMOTE, TokenScope.READ])
-    assert token.has_scope(TokenScope.PROMOTE) and token.has_scope("read")
-    assert not token.has_scope(TokenScope.REGISTER) and not token.has_scope(TokenScope.REPORT)
+    assert token.has_scope(TokenScope.PROMOTE)
+    assert token.has_scope("read")
+    assert not token.has_scope(TokenScope.REGISTER)
+    assert not token.has_scope(TokenScope.REPORT)
 
 
 def test_token_limited_to_services_may_act_on_those_only(client):
     nexo_be, nexo_fe = make_service("nexo-be"), make_service("nexo-fe")
     token, plain_token = issue(scopes=[TokenScope.READ], services=[nexo_be])
-    assert token.allows_service(nexo_be) and not token.allows_service(nexo_fe)
+    assert token.allows_service(nexo_be)
+    assert not token.allows_service(nexo_fe)
     assert client.get("/test-api/services/nexo-be/", **bearer(plain_token)).status_code == 200
     response = client.get("/test-api/services/nexo-fe/", **bearer(plain_token))
     assert response.status_code == 403
@@ -279,7 +287,9 @@ def test_calls_beyond_the_rate_are_throttled_per_token(client, settings):
 
 def test_without_redis_token_calls_go_through_unthrottled_rather_than_fail(client, settings):
     settings.API_TOKEN_THROTTLE_RATE = "1/minute"
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
     _, plain = issue()
     assert [client.post("/test-api/register/", **bearer(plain)).status_code for _ in range(2)] == [200, 200]
 
@@ -313,7 +323,13 @@ def operator(client):
 
 
 def add_token_in_admin(client, **fields):
-    data = {"name": "github-actions-nexo-be", "scopes": ["register", "read"], "services": [], "user": "", "expires_at": ""}
+    data = {
+        "name": "github-actions-nexo-be",
+        "scopes": ["register", "read"],
+        "services": [],
+        "user": "",
+        "expires_at": "",
+    }
     data.update(fields)
     return client.post(reverse("admin:nexo_portal_apitoken_add"), data)
 
@@ -326,11 +342,15 @@ def test_admin_shows_the_new_token_once_and_never_again(operator, client):
     assert "no-store" in response["Cache-Control"]
     token = ApiToken.objects.get(name="github-actions-nexo-be")
     assert token.token_hash == hashlib.sha256(plain_token.encode()).hexdigest()
-    assert token.scope_list == ["register", "read"] and list(token.services.all()) == [service]
+    assert token.scope_list == ["register", "read"]
+    assert list(token.services.all()) == [service]
     assert token.created_by.username == "paulo"
     assert AuditEvent.objects.filter(action=AuditAction.TOKEN_CREATED, actor="paulo").count() == 1
 
-    for page in (reverse("admin:nexo_portal_apitoken_changelist"), reverse("admin:nexo_portal_apitoken_change", args=[token.pk])):
+    for page in (
+        reverse("admin:nexo_portal_apitoken_changelist"),
+        reverse("admin:nexo_portal_apitoken_change", args=[token.pk]),
+    ):
         content = operator.get(page).content.decode()
         assert token.prefix in content
         assert plain_token not in content
@@ -344,14 +364,16 @@ def test_admin_shows_the_new_token_once_and_never_again(operator, client):
 def test_admin_add_form_has_no_hash_or_secret_field(operator):
     content = operator.get(reverse("admin:nexo_portal_apitoken_add")).content.decode()
     assert 'name="scopes"' in content
-    assert 'name="token_hash"' not in content and 'name="prefix"' not in content
+    assert 'name="token_hash"' not in content
+    assert 'name="prefix"' not in content
 
 
 def test_admin_refuses_bad_input_and_saves_nothing(operator):
     response = add_token_in_admin(operator, name="Bad Name", scopes=[])
     assert response.status_code == 200
     assert response.context["adminform"].form.errors.keys() == {"name", "scopes"}
-    assert not ApiToken.objects.exists() and not AuditEvent.objects.exists()
+    assert not ApiToken.objects.exists()
+    assert not AuditEvent.objects.exists()
 
 
 def test_admin_tokens_are_viewed_revoked_never_edited_or_deleted(operator):
@@ -359,7 +381,9 @@ def test_admin_tokens_are_viewed_revoked_never_edited_or_deleted(operator):
     change_url = reverse("admin:nexo_portal_apitoken_change", args=[token.pk])
     assert operator.get(change_url).status_code == 200
     assert operator.post(change_url, {"name": "renamed", "scopes": ["read"]}).status_code == 403
-    assert operator.post(reverse("admin:nexo_portal_apitoken_delete", args=[token.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        operator.post(reverse("admin:nexo_portal_apitoken_delete", args=[token.pk]), {"post": "yes"}).status_code == 403
+    )
     assert ApiToken.objects.get(pk=token.pk).name == "ci-nexo-be"
 
 
@@ -380,7 +404,9 @@ def test_only_a_superuser_may_create_a_personal_token_for_someone_else(client):
     from django.contrib.auth.models import Permission
 
     staff = make_user("sam", is_staff=True)
-    staff.user_permissions.add(*Permission.objects.filter(codename__in=["add_apitoken", "view_apitoken", "change_apitoken"]))
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["add_apitoken", "view_apitoken", "change_apitoken"])
+    )
     rita = make_user("rita")
     client.force_login(staff)
     response = add_token_in_admin(client, name="rita-laptop", user=rita.pk)
@@ -388,7 +414,8 @@ def test_only_a_superuser_may_create_a_personal_token_for_someone_else(client):
     assert "Only a superuser may create a personal token for someone else" in response.content.decode()
     assert not ApiToken.objects.exists()
     response = add_token_in_admin(client, name="sam-laptop", user=staff.pk)
-    assert response.status_code == 200 and TOKEN_PATTERN.search(response.content.decode())
+    assert response.status_code == 200
+    assert TOKEN_PATTERN.search(response.content.decode())
     assert ApiToken.objects.get().user == staff
 
 
@@ -398,11 +425,23 @@ def test_only_a_superuser_may_create_a_personal_token_for_someone_else(client):
 def test_create_api_token_command_prints_the_token_once():
     make_service("nexo-be")
     out = io.StringIO()
-    call_command("create_api_token", "ci-nexo-be", "--scope", "register", "--scope", "report", "--service", "nexo-be",
-                 "--expires-in-days", "90", stdout=out)
+    call_command(
+        "create_api_token",
+        "ci-nexo-be",
+        "--scope",
+        "register",
+        "--scope",
+        "report",
+        "--service",
+        "nexo-be",
+        "--expires-in-days",
+        "90",
+        stdout=out,
+    )
     plain_token = TOKEN_PATTERN.search(out.getvalue()).group()
     token = ApiToken.objects.find(plain_token)
-    assert token.name == "ci-nexo-be" and token.scope_list == ["register", "report"]
+    assert token.name == "ci-nexo-be"
+    assert token.scope_list == ["register", "report"]
     assert [service.name for service in token.services.all()] == ["nexo-be"]
     assert timedelta(days=89) < token.expires_at - timezone.now() <= timedelta(days=90)
 

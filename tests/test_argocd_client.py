@@ -104,12 +104,13 @@ def test_an_instant_application_is_deployed_on_the_first_poll(argocd_server, arg
 
     wait(argocd, clock, "nexo-be-develop", on_status=seen.append)
 
-    assert len(seen) == 1 and seen[0].is_deployed(REVISION)
+    assert len(seen) == 1
+    assert seen[0].is_deployed(REVISION)
     assert clock.sleeps == []
 
 
 @pytest.mark.parametrize(
-    "token, argocd_message",
+    ("token", "argocd_message"),
     [("", "no session information"), ("stolen-or-expired", "invalid session: failed to verify the token")],
 )
 def test_a_rejected_token_says_so_with_argocds_message(argocd_server, token, argocd_message):
@@ -222,7 +223,9 @@ def test_a_sync_that_never_finishes_times_out_naming_the_last_state_seen(argocd_
 
     message = str(raised.value)
     assert "within 60 s" in message
-    assert "sync OutOfSync" in message and "operation Running" in message and "health Progressing" in message
+    assert "sync OutOfSync" in message
+    assert "operation Running" in message
+    assert "health Progressing" in message
     assert clock.now == 60
 
 
@@ -255,7 +258,8 @@ def test_an_auto_sync_application_is_only_refreshed_never_synced(argocd_server, 
     assert argocd_server.sync_requests == []
     assert all(request.query == {"refresh": ["normal"]} for request in argocd_server.requests)
     [deployment] = argocd_server.app("nexo-be-develop").history
-    assert deployment["revision"] == promoted and deployment["initiatedBy"] == {"automated": True}
+    assert deployment["revision"] == promoted
+    assert deployment["initiatedBy"] == {"automated": True}
 
 
 def test_an_unreachable_argocd_is_an_error_that_says_why(clock):
@@ -318,7 +322,7 @@ def application(
 
 
 @pytest.mark.parametrize(
-    "overrides, deployed",
+    ("overrides", "deployed"),
     [
         ({}, True),
         ({"revision": fake_sha("older")}, False),
@@ -339,7 +343,7 @@ def test_is_deployed_accepts_an_abbreviated_revision():
 
 
 @pytest.mark.parametrize(
-    "overrides, failed",
+    ("overrides", "failed"),
     [
         ({"phase": "Failed", "sync": "OutOfSync"}, True),
         ({"phase": "Error", "sync": "OutOfSync"}, True),

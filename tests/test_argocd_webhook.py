@@ -22,7 +22,9 @@ def syncing(environments, settings, redis_connection):
     settings.ARGOCD_WEBHOOK_SECRET = SECRET
     service = make_service("nexo-be")
     promotion = transitions.request_promotion(make_release(service, "2026.02.1"), environments["develop"], None)
-    promotion = transitions.mark_committed(transitions.start_commit(promotion), "c" * 40, "promote(nexo-be): develop → 2026.02.1")
+    promotion = transitions.mark_committed(
+        transitions.start_commit(promotion), "c" * 40, "promote(nexo-be): develop → 2026.02.1"
+    )
     return transitions.mark_syncing(promotion, configured=True)
 
 
@@ -36,8 +38,16 @@ def deliver(payload, *, secret=SECRET, timestamp=None, signature=None, raw=None)
 
 
 def deployed(revision="c" * 40, **extra):
-    return {"trigger": "on-deployed", "application": "nexo-be-develop", "revision": revision, "sync_status": "Synced",
-            "health_status": "Healthy", "phase": "Succeeded", "message": "successfully synced (all tasks run)", **extra}
+    return {
+        "trigger": "on-deployed",
+        "application": "nexo-be-develop",
+        "revision": revision,
+        "sync_status": "Synced",
+        "health_status": "Healthy",
+        "phase": "Succeeded",
+        "message": "successfully synced (all tasks run)",
+        **extra,
+    }
 
 
 def test_a_signed_on_deployed_event_moves_the_syncing_promotion(syncing):
@@ -50,8 +60,15 @@ def test_a_signed_on_deployed_event_moves_the_syncing_promotion(syncing):
 
 
 def test_an_on_sync_failed_event_fails_the_promotion_with_argo_cds_message(syncing):
-    response = deliver({"trigger": "on-sync-failed", "application": "nexo-be-develop", "revision": "c" * 40,
-                        "phase": "Failed", "message": "one or more objects failed to apply"})
+    response = deliver(
+        {
+            "trigger": "on-sync-failed",
+            "application": "nexo-be-develop",
+            "revision": "c" * 40,
+            "phase": "Failed",
+            "message": "one or more objects failed to apply",
+        }
+    )
     assert response.status_code == 202
     syncing.refresh_from_db()
     assert syncing.state == PromotionState.FAILED
@@ -74,7 +91,7 @@ def test_an_old_delivery_is_refused_even_with_a_good_signature(syncing):
 
 
 @pytest.mark.parametrize(
-    "kwargs, complaint",
+    ("kwargs", "complaint"),
     [
         ({"signature": False}, "Unsigned delivery"),
         ({"signature": "sha256=" + "0" * 64}, "does not match the body"),
@@ -98,7 +115,9 @@ def test_unsigned_or_badly_signed_deliveries_are_refused_and_change_nothing(sync
 def test_a_body_tampered_after_signing_is_refused(syncing):
     timestamp = str(int(time.time()))
     signature = f"sha256={signature_for(SECRET, timestamp, json.dumps(deployed()).encode())}"
-    response = deliver(None, raw=json.dumps(deployed(health_status="Degraded")).encode(), timestamp=timestamp, signature=signature)
+    response = deliver(
+        None, raw=json.dumps(deployed(health_status="Degraded")).encode(), timestamp=timestamp, signature=signature
+    )
     assert response.status_code == 401
 
 

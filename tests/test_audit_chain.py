@@ -13,8 +13,15 @@ pytestmark = pytest.mark.django_db
 
 def record_some(count=3):
     return [
-        audit.record(AuditAction.PROMOTION_REQUESTED, actor="alice", service="nexo-be", environment="qa",
-                     version=f"2026.02.{n}", message=f"request {n}", data={"n": n, "approvers": ["bob"]})
+        audit.record(
+            AuditAction.PROMOTION_REQUESTED,
+            actor="alice",
+            service="nexo-be",
+            environment="qa",
+            version=f"2026.02.{n}",
+            message=f"request {n}",
+            data={"n": n, "approvers": ["bob"]},
+        )
         for n in range(1, count + 1)
     ]
 
@@ -52,7 +59,10 @@ def test_orm_refuses_to_update_or_delete_an_event():
 
 def test_database_refuses_update_and_delete_even_in_raw_sql():
     event = record_some(1)[0]
-    for statement in ["UPDATE audit_auditevent SET message = 'x' WHERE id = %s", "DELETE FROM audit_auditevent WHERE id = %s"]:
+    for statement in [
+        "UPDATE audit_auditevent SET message = 'x' WHERE id = %s",
+        "DELETE FROM audit_auditevent WHERE id = %s",
+    ]:
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement, [event.pk])
     assert AuditEvent.objects.get(pk=event.pk).message == event.message
@@ -103,7 +113,7 @@ def test_concurrent_writers_keep_one_unbroken_chain():
             start.wait()
             for i in range(5):
                 audit.record(AuditAction.RELEASE_REGISTERED, actor=f"writer{n}", version=f"2026.01.{i + 1}")
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             errors.append(error)
         finally:
             connections.close_all()
@@ -115,7 +125,8 @@ def test_concurrent_writers_keep_one_unbroken_chain():
         thread.join()
     assert errors == []
     report = audit.verify_chain()
-    assert report.ok and report.checked == 50
+    assert report.ok
+    assert report.checked == 50
 
 
 def test_the_verify_command_says_intact_or_names_the_first_broken_event():

@@ -15,8 +15,11 @@ from django.conf import settings
 MINIATURES = {
     "board": (["--requests", "3"], {"BENCH_SCALE": "0.02"}, ["Board:", "board refresh (htmx)", "Targets:"]),
     "dora": ([], {"BENCH_SCALE": "0.01"}, ["One-year production figures:", "GET /api/v1/dora/", "Target:"]),
-    "promotion": (["--promotions", "3"], {"BENCH_REDIS_URL": "redis://127.0.0.1:6379/8"},
-                  ["promotions measured:            3", "bare git commit -a && git push:", "ratio:"]),
+    "promotion": (
+        ["--promotions", "3"],
+        {"BENCH_REDIS_URL": "redis://127.0.0.1:6379/8"},
+        ["promotions measured:            3", "bare git commit -a && git push:", "ratio:"],
+    ),
 }
 
 
@@ -24,12 +27,20 @@ MINIATURES = {
 def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name):
     arguments, environment, expected = MINIATURES[name]
     database = settings.DATABASES["default"]
-    url = f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT'] or 5432}/nexo_bench_smoke_{name}"
-    keep = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "ALLOWED_HOSTS"}}
+    server = f"{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT'] or 5432}"
+    url = f"postgres://{server}/nexo_bench_smoke_{name}"
+    keep = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "ALLOWED_HOSTS"}
+    }
     result = subprocess.run(
         [sys.executable, f"bench/bench_{name}.py", *arguments],
         env={**keep, "BENCH_DATABASE_URL": url, "LOG_LEVEL": "WARNING", **environment},
-        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=600,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     # Exit 1 is a missed target, which a miniature says nothing about; anything else is a crash.
     assert result.returncode in (0, 1), result.stderr[-3000:]

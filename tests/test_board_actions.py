@@ -50,7 +50,8 @@ def test_the_request_confirmation_says_exactly_what_will_happen(client, world):
     assert response.status_code == 200
     assert "<html" in page  # without JavaScript: a full page
     assert "nexo-be 2026.02.1 → production" in page
-    assert "production runs" not in page and "Nothing runs in production for nexo-be yet." in page
+    assert "production runs" not in page
+    assert "Nothing runs in production for nexo-be yet." in page
     assert "It waits for 2 distinct approvers from platform-leads or sre-team" in page
     assert "sets image.tag to 2026.02.1 in helm/nexo-be/values-prod.yaml" in page
     assert "“promote(nexo-be): production → 2026.02.1”" in page
@@ -60,7 +61,9 @@ def test_the_request_confirmation_says_exactly_what_will_happen(client, world):
 
 
 def test_htmx_gets_the_confirmation_as_a_dialog_fragment(client, world):
-    response = as_user(client, world["rita"]).get(REQUEST_URL, headers={"HX-Request": "true", "HX-Target": "dialog-body"})
+    response = as_user(client, world["rita"]).get(
+        REQUEST_URL, headers={"HX-Request": "true", "HX-Target": "dialog-body"}
+    )
     page = response.content.decode()
     assert "<html" not in page
     assert page.lstrip().startswith('<h2 id="confirm-title"')
@@ -73,7 +76,7 @@ def test_a_confirmation_for_someone_not_allowed_explains_why_and_offers_no_butto
     page = response.content.decode()
     assert "You cannot do this:" in page
     assert "You requested this promotion; another approver from platform-leads or sre-team must approve it." in page
-    assert "<form method=\"post\"" not in page
+    assert '<form method="post"' not in page
 
 
 def test_the_approval_confirmation_says_whether_it_is_the_last_one_needed(client, world):
@@ -103,11 +106,15 @@ def test_choosing_another_rollback_target_in_the_dialog_describes_that_one(clien
     rita = as_user(client, world["rita"])
     dialog = rita.get(url, headers={"HX-Request": "true", "HX-Target": "dialog-body"}).content.decode()
     assert "nexo-be in staging: 2026.02.2 → 2026.02.1" in dialog
-    assert f'hx-get="{url}"' in dialog and 'hx-trigger="change"' in dialog
-    chosen = rita.get(url, {"release": "2026.01.7", "next": "/"}, headers={"HX-Request": "true", "HX-Target": "dialog-body"})
+    assert f'hx-get="{url}"' in dialog
+    assert 'hx-trigger="change"' in dialog
+    chosen = rita.get(
+        url, {"release": "2026.01.7", "next": "/"}, headers={"HX-Request": "true", "HX-Target": "dialog-body"}
+    )
     page = chosen.content.decode()
     assert chosen.status_code == 200, (chosen.status_code, chosen.get("Location"))
-    assert "nexo-be in staging: 2026.02.2 → 2026.01.7" in page and "staging goes back from 2026.02.2 to 2026.01.7." in page
+    assert "nexo-be in staging: 2026.02.2 → 2026.01.7" in page
+    assert "staging goes back from 2026.02.2 to 2026.01.7." in page
     assert '<option value="2026.01.7" selected>2026.01.7</option>' in page
 
 
@@ -164,7 +171,10 @@ def test_two_sres_approve_in_turn_and_the_second_approval_starts_the_commit(clie
     assert messages_of(second) == ["You approved nexo-be 2026.02.1 → production: the GitOps commit is on its way."]
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.APPROVED
-    assert list(promotion.approvals.values_list("user__username", "comment")) == [("sam", "canary is clean"), ("lead", "")]
+    assert list(promotion.approvals.values_list("user__username", "comment")) == [
+        ("sam", "canary is clean"),
+        ("lead", ""),
+    ]
     assert second["Location"] == f"/promotions/{promotion.pk}/"  # no next: back to the promotion
 
 
@@ -188,7 +198,9 @@ def test_rejecting_needs_a_comment(client, world):
 
 def test_rejecting_with_a_comment_stops_the_promotion(client, world):
     promotion = waiting_promotion(world)
-    response = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/reject/", {"comment": "error budget spent", "next": "/"})
+    response = as_user(client, world["sam"]).post(
+        f"/promotions/{promotion.pk}/reject/", {"comment": "error budget spent", "next": "/"}
+    )
     assert messages_of(response) == ["You rejected nexo-be 2026.02.1 → production."]
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.REJECTED
@@ -223,7 +235,9 @@ def test_a_rollback_to_a_release_that_never_ran_there_is_a_form_error(client, wo
     make_release(world["service"], "2026.01.9")
     newer = make_release(world["service"], "2026.02.2")
     ran(newer, world["env"]["staging"])
-    response = as_user(client, world["rita"]).post("/services/nexo-be/environments/staging/rollback/", {"release": "2026.01.9"})
+    response = as_user(client, world["rita"]).post(
+        "/services/nexo-be/environments/staging/rollback/", {"release": "2026.01.9"}
+    )
     assert response.status_code == 400
     assert "Select a valid choice." in response.content.decode()
     assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
@@ -252,7 +266,9 @@ def test_a_post_with_the_token_of_the_confirmation_page_works(world):
 
 def test_next_never_leads_off_the_portal(client, world):
     promotion = waiting_promotion(world)
-    response = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/approve/", {"next": "https://evil.example/"})
+    response = as_user(client, world["sam"]).post(
+        f"/promotions/{promotion.pk}/approve/", {"next": "https://evil.example/"}
+    )
     assert response["Location"] == f"/promotions/{promotion.pk}/"
 
 
@@ -278,5 +294,6 @@ def test_unknown_things_are_404(client, world, url):
 def test_actions_need_sign_in(client, world):
     promotion = waiting_promotion(world)
     response = client.post(f"/promotions/{promotion.pk}/approve/")
-    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
     assert not Approval.objects.exists()

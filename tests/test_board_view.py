@@ -53,7 +53,9 @@ def test_columns_follow_the_pipeline_and_each_cell_says_what_runs_there(client, 
     headers = [page.index(f">{name}\n") for name in ("develop", "qa", "staging", "production")]
     assert headers == sorted(headers)
     develop = cell_html(response, "nexo-be", "develop")
-    assert "2026.02.1" in develop and "deployed <time" in develop and "3 h ago" in develop
+    assert "2026.02.1" in develop
+    assert "deployed <time" in develop
+    assert "3 h ago" in develop
     assert '<span class="badge ok">verified</span>' in develop
     assert "not deployed" in cell_html(response, "nexo-be", "production")
 
@@ -61,8 +63,11 @@ def test_columns_follow_the_pipeline_and_each_cell_says_what_runs_there(client, 
 def test_a_soaking_deployment_shows_the_time_left_and_a_progress_bar(client, environments, people, nexo_be):
     now = timezone.now()
     ran(
-        make_release(nexo_be, "2026.02.1"), environments["develop"], state=PromotionState.VERIFYING,
-        verification_started_at=now - timedelta(minutes=10), verdict_at=now + timedelta(minutes=20),
+        make_release(nexo_be, "2026.02.1"),
+        environments["develop"],
+        state=PromotionState.VERIFYING,
+        verification_started_at=now - timedelta(minutes=10),
+        verdict_at=now + timedelta(minutes=20),
         verification_status=StepStatus.RUNNING,
     )
     cell = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "develop")
@@ -71,7 +76,7 @@ def test_a_soaking_deployment_shows_the_time_left_and_a_progress_bar(client, env
 
 
 @pytest.mark.parametrize(
-    "state, status, expected",
+    ("state", "status", "expected"),
     [
         (PromotionState.FAILED, StepStatus.FAILED, "failed at verification"),
         (PromotionState.VERIFIED, StepStatus.NOT_CONFIGURED, "verified, nothing checked"),
@@ -79,14 +84,21 @@ def test_a_soaking_deployment_shows_the_time_left_and_a_progress_bar(client, env
     ],
 )
 def test_the_verification_state_of_what_runs_is_said_plainly(environments, people, nexo_be, state, status, expected):
-    ran(make_release(nexo_be, "2026.02.1"), environments["develop"], state=state, verification_status=status,
-        failed_step="verification" if state == PromotionState.FAILED else "")
+    ran(
+        make_release(nexo_be, "2026.02.1"),
+        environments["develop"],
+        state=state,
+        verification_status=status,
+        failed_step="verification" if state == PromotionState.FAILED else "",
+    )
     assert board_cell(people["viewer"], "nexo-be", "develop").verification.label == expected
 
 
 def test_a_deployment_imported_from_gitops_history_is_not_called_verified(environments, people, nexo_be):
     release = make_release(nexo_be, "2026.02.1")
-    Deployment.objects.create(service=nexo_be, environment=environments["develop"], release=release, deployed_at=timezone.now())
+    Deployment.objects.create(
+        service=nexo_be, environment=environments["develop"], release=release, deployed_at=timezone.now()
+    )
     assert board_cell(people["viewer"], "nexo-be", "develop").verification.label == "not verified here"
 
 
@@ -105,7 +117,10 @@ def test_builds_behind_counts_the_releases_in_between_across_months_and_warns_pa
     assert (qa.drift.label, qa.drift.tone) == ("6 builds behind develop", "")
     staging = board_cell(people["viewer"], "nexo-be", "staging")
     assert staging.builds_behind == 25
-    assert (staging.drift.label, staging.drift.tone) == ("25 builds behind qa: worth a promotion", "warn")  # threshold: 20
+    assert (staging.drift.label, staging.drift.tone) == (
+        "25 builds behind qa: worth a promotion",
+        "warn",
+    )  # threshold: 20
     assert board_cell(people["viewer"], "nexo-be", "develop").drift is None
     assert 'class="drift warn"' in cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "staging")
 
@@ -124,7 +139,13 @@ def test_the_request_offers_the_newest_release_verified_in_the_environment_befor
     start = timezone.now() - timedelta(days=1)
     ran(older, environments["qa"], at=start)
     ran(newer, environments["qa"], at=start + timedelta(hours=1))
-    ran(newest, environments["qa"], state=PromotionState.FAILED, failed_step="verification", at=start + timedelta(hours=2))
+    ran(
+        newest,
+        environments["qa"],
+        state=PromotionState.FAILED,
+        failed_step="verification",
+        at=start + timedelta(hours=2),
+    )
     ran(older, environments["staging"], at=start + timedelta(hours=3))
 
     staging = board_cell(people["rita"], "nexo-be", "staging")
@@ -135,7 +156,9 @@ def test_the_request_offers_the_newest_release_verified_in_the_environment_befor
     assert request.url.startswith("/services/nexo-be/environments/staging/promote/2026.02.2/?next=")
 
 
-def test_nothing_is_offered_where_the_environment_already_runs_the_newest_verified_release(environments, people, nexo_be):
+def test_nothing_is_offered_where_the_environment_already_runs_the_newest_verified_release(
+    environments, people, nexo_be
+):
     release = make_release(nexo_be, "2026.02.1")
     ran(release, environments["develop"])
     ran(release, environments["qa"])
@@ -162,7 +185,7 @@ def test_a_promotion_waiting_for_approval_shows_how_many_it_has_of_how_many(clie
 
 
 @pytest.mark.parametrize(
-    "state, label",
+    ("state", "label"),
     [
         (PromotionState.APPROVED, "approved, commit queued"),
         (PromotionState.COMMITTING, "committing"),
@@ -179,7 +202,8 @@ def test_a_promotion_on_its_way_shows_its_step_and_blocks_a_new_request(environm
     qa = board_cell(people["rita"], "nexo-be", "qa")
     assert qa.waiting_label == label
     request = next(action for action in qa.actions if action.kind == "request")
-    assert request.label == "Promote 2026.02.2" and not request.allowed
+    assert request.label == "Promote 2026.02.2"
+    assert not request.allowed
 
 
 def test_a_rejected_request_stays_visible_with_who_rejected_it(environments, people, nexo_be):
@@ -200,31 +224,35 @@ def test_the_requester_sees_approve_as_unavailable_and_why(client, environments,
     transitions.request_promotion(release, environments["production"], people["rita"])
     cell = cell_html(signed_in(client, people["rita"]).get("/"), "nexo-be", "production")
     approve = action_link(cell, "approve")
-    assert 'unavailable' in approve
+    assert "unavailable" in approve
     assert "You requested this promotion; another approver from platform-leads or sre-team must approve it." in approve
     assert action_link(cell, "reject") is None
-    assert 'unavailable' not in action_link(cell, "cancel")  # the requester may withdraw it
+    assert "unavailable" not in action_link(cell, "cancel")  # the requester may withdraw it
 
 
-def test_an_sre_may_approve_and_reject_but_a_platform_engineer_may_not_in_production(client, environments, people, nexo_be):
+def test_an_sre_may_approve_and_reject_but_a_platform_engineer_may_not_in_production(
+    client, environments, people, nexo_be
+):
     release = make_release(nexo_be, "2026.02.1")
     for name in ("develop", "qa", "staging"):
         ran(release, environments[name])
     transitions.request_promotion(release, environments["production"], people["rita"])
     sre_cell = cell_html(signed_in(client, people["sam"]).get("/"), "nexo-be", "production")
-    assert 'unavailable' not in action_link(sre_cell, "approve")
-    assert 'unavailable' not in action_link(sre_cell, "reject")
+    assert "unavailable" not in action_link(sre_cell, "approve")
+    assert "unavailable" not in action_link(sre_cell, "reject")
     platform_cell = cell_html(signed_in(client, people["paulo"]).get("/"), "nexo-be", "production")
     assert "Only members of platform-leads or sre-team may approve promotions into production." in action_link(
         platform_cell, "approve"
     )
 
 
-def test_someone_outside_every_group_sees_requests_as_unavailable_and_no_rollback(client, environments, people, nexo_be):
+def test_someone_outside_every_group_sees_requests_as_unavailable_and_no_rollback(
+    client, environments, people, nexo_be
+):
     release = make_release(nexo_be, "2026.02.1")
     ran(release, environments["develop"])
     cell = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "qa")
-    assert 'unavailable' in action_link(cell, "request")
+    assert "unavailable" in action_link(cell, "request")
     assert "why not?" in action_link(cell, "request")
     assert action_link(cell_html(client.get("/"), "nexo-be", "develop"), "rollback") is None
 
@@ -234,31 +262,47 @@ def test_a_frozen_environment_without_break_glass_refuses_requests_on_the_board(
     ran(release, environments["develop"])
     ran(release, environments["qa"])
     ChangeFreeze.objects.create(
-        environment=environments["staging"], starts_at=timezone.now() - timedelta(hours=1),
-        ends_at=timezone.now() + timedelta(hours=5), reason="quarter close",
+        environment=environments["staging"],
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=5),
+        reason="quarter close",
     )
     response = signed_in(client, people["rita"]).get("/")
     assert '<span class="policy">quarter close</span>' in response.content.decode()
-    assert 'unavailable' in action_link(cell_html(response, "nexo-be", "staging"), "request")
+    assert "unavailable" in action_link(cell_html(response, "nexo-be", "staging"), "request")
 
 
 def test_a_hold_after_a_rollback_is_shown(environments, people, nexo_be):
     ran(make_release(nexo_be, "2026.02.1"), environments["qa"])
-    Hold.objects.create(service=nexo_be, environment=environments["qa"], reason="Rolled back to 2026.02.1", placed_by="pipeline")
+    Hold.objects.create(
+        service=nexo_be, environment=environments["qa"], reason="Rolled back to 2026.02.1", placed_by="pipeline"
+    )
     assert board_cell(people["viewer"], "nexo-be", "qa").hold_reason == "Rolled back to 2026.02.1"
 
 
 def test_why_a_place_is_held_or_failed_is_readable_without_hovering(client, environments, people, nexo_be):
     ran(make_release(nexo_be, "2026.02.1"), environments["qa"])
-    Hold.objects.create(service=nexo_be, environment=environments["qa"], reason="Rolled back to 2026.02.1", placed_by="pipeline")
-    ran(make_release(nexo_be, "2026.02.2"), environments["develop"], state=PromotionState.FAILED,
-        verification_status=StepStatus.FAILED, failed_step="verification", error="error rate 7.2% over 5% in 3 of 4 samples")
+    Hold.objects.create(
+        service=nexo_be, environment=environments["qa"], reason="Rolled back to 2026.02.1", placed_by="pipeline"
+    )
+    ran(
+        make_release(nexo_be, "2026.02.2"),
+        environments["develop"],
+        state=PromotionState.FAILED,
+        verification_status=StepStatus.FAILED,
+        failed_step="verification",
+        error="error rate 7.2% over 5% in 3 of 4 samples",
+    )
     page = signed_in(client, people["viewer"]).get("/")
     assert "automatic promotions on hold: Rolled back to 2026.02.1" in cell_html(page, "nexo-be", "qa")
-    assert '<div class="small reason">error rate 7.2% over 5% in 3 of 4 samples</div>' in cell_html(page, "nexo-be", "develop")
+    assert '<div class="small reason">error rate 7.2% over 5% in 3 of 4 samples</div>' in cell_html(
+        page, "nexo-be", "develop"
+    )
 
 
-def test_health_comes_from_argo_cd_or_the_board_says_it_is_not_configured(client, environments, people, nexo_be, settings):
+def test_health_comes_from_argo_cd_or_the_board_says_it_is_not_configured(
+    client, environments, people, nexo_be, settings
+):
     release = make_release(nexo_be, "2026.02.1")
     ran(release, environments["develop"])
     Deployment.objects.filter(release=release).update(health="Degraded")
@@ -317,7 +361,9 @@ def fill(environments, numbers, rita):
         transitions.request_promotion(releases[1], environments["production"], rita)
 
 
-def test_the_query_count_does_not_grow_with_services_or_releases(client, django_assert_max_num_queries, environments, people):
+def test_the_query_count_does_not_grow_with_services_or_releases(
+    client, django_assert_max_num_queries, environments, people
+):
     signed_in(client, people["sam"])
     counts = []
     for numbers, total in ((range(0, 5), 5), (range(5, 50), 50)):

@@ -54,7 +54,9 @@ def page(browser):
     context.set_default_timeout(15_000)
     page = context.new_page()
     refused = []
-    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
     yield page
     context.close()
     assert refused == [], "the page broke its Content-Security-Policy"
@@ -72,18 +74,28 @@ def worker(pipeline, tmp_path):
         "GITOPS_WORKDIR": str(tmp_path / "worker"),
         "LOG_LEVEL": "WARNING",
     }
-    log = open(tmp_path / "worker.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "--with-scheduler", "--worker-class", "rq.worker.SimpleWorker", "default"],
-        cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with open(tmp_path / "worker.log", "w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "rqworker",
+                "--with-scheduler",
+                "--worker-class",
+                "rq.worker.SimpleWorker",
+                "default",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        yield process
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @pytest.fixture
@@ -92,7 +104,10 @@ def portal(pipeline, live_server, settings):
     settings.LIVE_REFRESH_SECONDS = 1
     # The live server serves static files through Django's finders, which know the files by
     # their own names, not by the hashed names of the production manifest.
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     env = pipeline.environments
     production = env["production"]
     production.verification_window = timedelta(seconds=6)
@@ -139,7 +154,9 @@ def confirm(page, action, comment=None):
     return page.locator(".messages").inner_text()
 
 
-def test_a_production_promotion_requested_approved_by_two_sres_and_carried_out_while_the_board_watches(page, portal, worker):
+def test_a_production_promotion_requested_approved_by_two_sres_and_carried_out_while_the_board_watches(
+    page, portal, worker
+):
     sign_in(page, portal, "rita")
     message = confirm(page, "request")
     assert "Requested nexo-be 2026.02.1 → production" in message
@@ -184,7 +201,9 @@ def test_a_production_promotion_requested_approved_by_two_sres_and_carried_out_w
     timeline = page.locator("ol.timeline")
     assert timeline.locator("li.step.done").count() == 7
     text = timeline.inner_text()
-    assert "sam" in text and "canary is clean" in text and "sara" in text
+    assert "sam" in text
+    assert "canary is clean" in text
+    assert "sara" in text
     assert promotion.gitops_commit_sha in text
     assert "Promotion requested" in page.locator("#events-title + div").inner_text()
     page.screenshot(path=str(ARTIFACTS / "promotion.png"), full_page=True)
@@ -234,7 +253,9 @@ def test_the_board_refreshes_itself_and_gives_a_keyboard_user_their_place_back(p
     page.evaluate("window.stillTheSamePage = true")
     stamp = page.locator(".refreshed time")
     first = stamp.get_attribute("datetime")
-    page.wait_for_function("() => document.querySelector('.refreshed time').getAttribute('datetime') !== " + repr(first))
+    page.wait_for_function(
+        "() => document.querySelector('.refreshed time').getAttribute('datetime') !== " + repr(first)
+    )
     assert page.evaluate("window.stillTheSamePage") is True
 
     for _ in range(40):  # tab into the board, as a keyboard user does
@@ -257,7 +278,9 @@ def test_closing_a_confirmation_with_escape_leaves_the_board_refreshing(page, po
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
     held = page.locator(".refreshed time").get_attribute("datetime")
-    page.wait_for_function("() => document.querySelector('.refreshed time').getAttribute('datetime') !== " + repr(held), timeout=5000)
+    page.wait_for_function(
+        "() => document.querySelector('.refreshed time').getAttribute('datetime') !== " + repr(held), timeout=5000
+    )
 
 
 def test_a_second_click_on_confirm_is_not_sent(page, portal):
@@ -308,12 +331,15 @@ def test_filtering_the_board_in_place_offers_to_clear_the_filter_and_keeps_the_h
     assert box["y"] - 1 <= header["y"] <= box["y"] + 5, (header, box)
 
 
-
 def test_the_promotion_page_keeps_the_commit_message_open_across_refreshes(page, portal):
     release = portal["release"]
     syncing = Promotion.objects.create(
-        release=release, service=release.service, environment=Environment.objects.get(name="production"),
-        state=PromotionState.SYNCING, requested_by=portal["people"]["rita"], gitops_commit_sha="c" * 40,
+        release=release,
+        service=release.service,
+        environment=Environment.objects.get(name="production"),
+        state=PromotionState.SYNCING,
+        requested_by=portal["people"]["rita"],
+        gitops_commit_sha="c" * 40,
         gitops_commit_message="promote(nexo-be): production → 2026.02.1\n\nRequested by rita.",
     )
     sign_in(page, portal, "rita")

@@ -7,7 +7,7 @@ from tests.factories import make_release, make_service
 
 
 @pytest.mark.parametrize(
-    "text, expected",
+    ("text", "expected"),
     [
         ("2026.02.1", CalVer(2026, 2, 1)),
         ("2026.02.15", CalVer(2026, 2, 15)),
@@ -25,7 +25,7 @@ def test_parses_valid_versions(text, expected):
 
 
 @pytest.mark.parametrize(
-    "text, complaint",
+    ("text", "complaint"),
     [
         ("", "required"),
         ("2026.2.1", "not a CalVer version"),
@@ -54,7 +54,7 @@ def test_rejects_invalid_versions_with_a_specific_message(text, complaint):
 
 
 @pytest.mark.parametrize(
-    "older, newer",
+    ("older", "newer"),
     [
         ("2026.02.9", "2026.02.10"),
         ("2026.02.99", "2026.03.1"),
@@ -87,4 +87,8 @@ def test_release_stores_the_parsed_parts():
     release = make_release(make_service(), "2026.02.16-hotfix-auth")
     release.refresh_from_db()
     assert (release.year, release.month, release.build, release.metadata) == (2026, 2, 16, "hotfix-auth")
-    assert release.tags() == ["2026.02.16-hotfix-auth", f"2026.02.16-hotfix-auth-{release.short_sha}", f"sha-{release.short_sha}"]
+    assert release.tags() == [
+        "2026.02.16-hotfix-auth",
+        f"2026.02.16-hotfix-auth-{release.short_sha}",
+        f"sha-{release.short_sha}",
+    ]

@@ -1,6 +1,6 @@
 """DORA definitions on small data sets whose figures are worked out by hand in each test."""
 
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -12,7 +12,7 @@ from tests.factories import make_release, make_service
 
 pytestmark = pytest.mark.django_db
 
-UTC = dt_timezone.utc
+UTC = UTC
 MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 2026-03-02 is the Monday of ISO week 10
 MARCH = {"start": date(2026, 3, 1), "end": date(2026, 3, 31)}
 HOUR = 3600
@@ -47,7 +47,9 @@ class History:
             committed_at = when - timedelta(hours=lead_hours)
         release = self.release(version, committed_at=committed_at, **release_fields)
         return Deployment.objects.record(
-            release=release, environment=self.environments[environment] if environment else self.environment, deployed_at=when
+            release=release,
+            environment=self.environments[environment] if environment else self.environment,
+            deployed_at=when,
         )
 
     def rollback(self, version, when):
@@ -116,7 +118,7 @@ def test_deployment_frequency_per_day_week_and_month(environments):
 
 
 @pytest.mark.parametrize(
-    "deploy_day_offsets, expected_weekly_median, expected_band",
+    ("deploy_day_offsets", "expected_weekly_median", "expected_band"),
     [
         # March 2026 touches ISO weeks 9 (Sun 1 Mar only) to 14: six weeks.
         # Weeks 10-13 get five deploy-days each, week 14 (30-31 Mar) two, week 9 none:
@@ -230,7 +232,7 @@ def test_deployment_without_commit_time_is_excluded_and_reported(environments):
 
 
 @pytest.mark.parametrize(
-    "lead_hours, band",
+    ("lead_hours", "band"),
     [(23.9, Band.ELITE), (24, Band.HIGH), (7 * 24 - 0.1, Band.HIGH), (7 * 24, Band.MEDIUM), (30 * 24, Band.LOW)],
 )
 def test_lead_time_bands_follow_dora_2023(environments, lead_hours, band):
@@ -251,8 +253,11 @@ def test_change_failure_rate_counts_each_failed_deployment_once(environments):
     history.deploy("2026.03.2", at(1, hours=2))  # ... and deployed again, which is a change again
     for hours in (1, 2):  # two incidents on 2026.03.5: still one failed deployment
         Incident.objects.create(
-            service=history.service, environment=history.environment, title=f"incident {hours}",
-            started_at=deployments[4].deployed_at + timedelta(hours=hours), caused_by=deployments[4],
+            service=history.service,
+            environment=history.environment,
+            title=f"incident {hours}",
+            started_at=deployments[4].deployed_at + timedelta(hours=hours),
+            caused_by=deployments[4],
         )
 
     figures = march_report().overall
@@ -263,14 +268,17 @@ def test_change_failure_rate_counts_each_failed_deployment_once(environments):
     assert figures.change_failure_rate_band == Band.LOW
 
 
-@pytest.mark.parametrize("failed, band", [(1, Band.ELITE), (2, Band.HIGH), (3, Band.MEDIUM), (4, Band.LOW)])
+@pytest.mark.parametrize(("failed", "band"), [(1, Band.ELITE), (2, Band.HIGH), (3, Band.MEDIUM), (4, Band.LOW)])
 def test_change_failure_rate_bands_follow_dora_2023(environments, failed, band):
     history = History(environments)
     deployments = [history.deploy(f"2026.03.{index + 1}", at(0, minutes=index)) for index in range(20)]
     for deployment in deployments[:failed]:
         Incident.objects.create(
-            service=history.service, environment=history.environment, title="down",
-            started_at=deployment.deployed_at, caused_by=deployment,
+            service=history.service,
+            environment=history.environment,
+            title="down",
+            started_at=deployment.deployed_at,
+            caused_by=deployment,
         )
 
     figures = march_report().overall  # 1, 2, 3, 4 in 20: 5 %, 10 %, 15 %, 20 %
@@ -287,7 +295,11 @@ def test_hotfix_marks_the_release_it_fixes_as_failed(environments):
     incident = Incident.objects.get()
     figures = march_report().overall
 
-    assert (incident.source, incident.caused_by, incident.resolved_at) == (IncidentSource.HOTFIX, broken, at(0, hours=3))
+    assert (incident.source, incident.caused_by, incident.resolved_at) == (
+        IncidentSource.HOTFIX,
+        broken,
+        at(0, hours=3),
+    )
     assert figures.failed_deployments == 1
     assert figures.change_deployments == 2
     assert figures.hotfix_deployments == 1
@@ -338,12 +350,19 @@ def test_recovery_is_the_earliest_of_rollback_hotfix_and_incident_resolution(env
     several = history.deploy("2026.03.4", at(2), lead_hours=1)
     for resolved_hours in (5, 3):  # two incidents: the earlier resolution (3 h) counts
         Incident.objects.create(
-            service=history.service, environment=history.environment, title="errors",
-            started_at=at(2, hours=1), resolved_at=at(2, hours=resolved_hours), caused_by=several,
+            service=history.service,
+            environment=history.environment,
+            title="errors",
+            started_at=at(2, hours=1),
+            resolved_at=at(2, hours=resolved_hours),
+            caused_by=several,
         )
     open_failure = history.deploy("2026.03.5", at(3), lead_hours=1)
     Incident.objects.create(
-        service=history.service, environment=history.environment, title="still down", started_at=at(3, hours=1),
+        service=history.service,
+        environment=history.environment,
+        title="still down",
+        started_at=at(3, hours=1),
         caused_by=open_failure,
     )
 
@@ -360,15 +379,19 @@ def test_recovery_is_the_earliest_of_rollback_hotfix_and_incident_resolution(env
 
 
 @pytest.mark.parametrize(
-    "minutes, band", [(59, Band.ELITE), (60, Band.HIGH), (24 * 60, Band.MEDIUM), (7 * 24 * 60, Band.LOW)]
+    ("minutes", "band"), [(59, Band.ELITE), (60, Band.HIGH), (24 * 60, Band.MEDIUM), (7 * 24 * 60, Band.LOW)]
 )
 def test_recovery_bands_follow_dora_2023(environments, minutes, band):
     history = History(environments)
     for index in range(5):
         deployment = history.deploy(f"2026.03.{index + 1}", at(index * 5))
         Incident.objects.create(
-            service=history.service, environment=history.environment, title="down", started_at=deployment.deployed_at,
-            resolved_at=deployment.deployed_at + timedelta(minutes=minutes), caused_by=deployment,
+            service=history.service,
+            environment=history.environment,
+            title="down",
+            started_at=deployment.deployed_at,
+            resolved_at=deployment.deployed_at + timedelta(minutes=minutes),
+            caused_by=deployment,
         )
 
     assert march_report().overall.recovery_time_band == band
@@ -384,7 +407,8 @@ def test_rollback_of_a_rollback_blames_no_change(environments):
     first, second = Incident.objects.order_by("fixed_by__deployed_at")
     figures = march_report().overall
 
-    assert first.caused_by.release.version == "2026.03.2" and first.caused_by.is_change
+    assert first.caused_by.release.version == "2026.03.2"
+    assert first.caused_by.is_change
     assert second.caused_by.is_rollback
     assert figures.failed_deployments == 1
     assert figures.rollbacks == 2
@@ -427,11 +451,17 @@ def test_empty_period_has_no_figures_and_no_bands(environments):
     assert figures.change_deployments == 0
     assert figures.change_failure_rate is None
     assert figures.rework_rate is None
-    assert figures.lead_time_median is None and figures.recovery_median is None
+    assert figures.lead_time_median is None
+    assert figures.recovery_median is None
     assert figures.deploy_days_per_week == 0
-    assert {figures.deployment_frequency_band, figures.lead_time_band, figures.change_failure_rate_band,
-            figures.recovery_time_band} == {Band.NOT_ENOUGH_DATA}
-    assert len(report.trend) == 6 and all(bucket.figures.change_deployments == 0 for bucket in report.trend)
+    assert {
+        figures.deployment_frequency_band,
+        figures.lead_time_band,
+        figures.change_failure_rate_band,
+        figures.recovery_time_band,
+    } == {Band.NOT_ENOUGH_DATA}
+    assert len(report.trend) == 6
+    assert all(bucket.figures.change_deployments == 0 for bucket in report.trend)
     assert report.warnings == []
 
 
@@ -553,7 +583,7 @@ def test_portable_path_gives_the_database_figures(environments, monkeypatch, agg
 
 
 def test_period_rejects_a_start_after_the_end():
-    with pytest.raises(dora.ReportError, match="start .* is after the end"):
+    with pytest.raises(dora.ReportError, match=r"start .* is after the end"):
         Period.resolve(date(2026, 3, 2), date(2026, 3, 1))
 
 
@@ -584,7 +614,8 @@ def test_record_places_an_older_deployment_between_its_neighbours(environments):
 
     replaced = dict(Deployment.objects.values_list("release__version", "replaced_at"))
     assert replaced == {"2026.03.1": at(1), "2026.03.2": at(2), "2026.03.3": None}
-    assert middle.is_change and Deployment.objects.get(pk=latest.pk).is_change
+    assert middle.is_change
+    assert Deployment.objects.get(pk=latest.pk).is_change
 
 
 def test_rollback_and_hotfix_incidents_are_recorded_once(environments):
@@ -603,8 +634,12 @@ def test_database_refuses_a_rollback_counted_as_a_change(environments):
     release = history.release("2026.03.1")
     with pytest.raises(DatabaseError), transaction.atomic():
         Deployment.objects.create(
-            service=history.service, environment=history.environment, release=release, deployed_at=at(0),
-            is_rollback=True, is_change=True,
+            service=history.service,
+            environment=history.environment,
+            release=release,
+            deployed_at=at(0),
+            is_rollback=True,
+            is_change=True,
         )
 
 

@@ -6,7 +6,7 @@ import hmac
 import io
 import json
 import re
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -17,7 +17,7 @@ from tests.factories import make_release, make_service, make_user
 
 pytestmark = pytest.mark.django_db
 
-UTC = dt_timezone.utc
+UTC = UTC
 MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MARCH = "start=2026-03-01&end=2026-03-31"
 HOUR = 3600
@@ -28,7 +28,9 @@ def deploy(service, environment, version, when, lead_hours=None, is_rollback=Fal
     release = service.releases.filter(version=version).first() or make_release(
         service, version, committed_at=when - timedelta(hours=lead_hours) if lead_hours is not None else None
     )
-    return Deployment.objects.record(release=release, environment=environment, deployed_at=when, is_rollback=is_rollback)
+    return Deployment.objects.record(
+        release=release, environment=environment, deployed_at=when, is_rollback=is_rollback
+    )
 
 
 @pytest.fixture
@@ -51,8 +53,12 @@ def history(environments):
         for index in range(5)
     ]
     Incident.objects.create(
-        service=web, environment=production, title="web is slow", started_at=web_deployments[0].deployed_at,
-        resolved_at=web_deployments[0].deployed_at + timedelta(hours=2), caused_by=web_deployments[0],
+        service=web,
+        environment=production,
+        title="web is slow",
+        started_at=web_deployments[0].deployed_at,
+        resolved_at=web_deployments[0].deployed_at + timedelta(hours=2),
+        caused_by=web_deployments[0],
     )
     deploy(web, environments["staging"], "2026.03.1", MONDAY - timedelta(days=1), lead_hours=1)
     return {"api": api, "web": web}
@@ -66,10 +72,7 @@ def reader():
 
 
 def page_figures(html):
-    return {
-        metric: value
-        for metric, value in re.findall(r'data-metric="(\w+)" data-value="([^"]*)"', html)
-    }
+    return {metric: value for metric, value in re.findall(r'data-metric="(\w+)" data-value="([^"]*)"', html)}
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -96,7 +99,8 @@ def test_page_shows_the_hand_computed_figures_with_bands_and_definitions(history
     assert 'data-metric="change_failure_rate" data-value="0.181818' in html
     assert 'data-band="low"' in html  # 18 % > 15 %
     assert "DORA 2023 performance levels" in html
-    assert "Failed deployment recovery time" in html and "not “MTTR”" in html
+    assert "Failed deployment recovery time" in html
+    assert "not “MTTR”" in html
     assert "a redeploy of the version already running there is not a change" in html
 
 
@@ -112,7 +116,8 @@ def test_page_lists_every_service_with_its_own_figures(history, reader):
     response = reader.get(f"/dora/?{MARCH}")
     services = {row.service.name: row.figures for row in response.context["report"].services}
 
-    assert services["api"].change_deployments == 6 and services["api"].failed_deployments == 1
+    assert services["api"].change_deployments == 6
+    assert services["api"].failed_deployments == 1
     assert services["web"].lead_time_median == pytest.approx(10 * HOUR)
     assert 'data-service="api"' in response.content.decode()
 
@@ -125,7 +130,7 @@ def test_team_page_pools_its_services_only(history, reader):
 
 
 @pytest.mark.parametrize(
-    "query, message",
+    ("query", "message"),
     [
         ("start=2026-04-01&end=2026-03-01", "is after the end"),
         ("service=nope", "There is no service called “nope”"),
@@ -149,7 +154,8 @@ def test_a_refused_scope_keeps_what_was_chosen_in_the_form(history, reader):
     assert '<option value="api" selected>' in html
     assert '<option value="staging" selected>' in html
     assert '<option value="monthly" selected>' in html
-    assert 'name="start" value="2026-04-01"' in html and 'name="end" value="2026-03-01"' in html
+    assert 'name="start" value="2026-04-01"' in html
+    assert 'name="end" value="2026-03-01"' in html
 
 
 def test_page_queries_do_not_grow_with_services(history, reader, environments, django_assert_max_num_queries):
@@ -188,10 +194,16 @@ def test_api_document(history, reader):
     body = reader.get(f"/api/v1/dora/?{MARCH}").json()
 
     assert (body["environment"], body["start"], body["end"], body["interval"]) == (
-        "production", "2026-03-01", "2026-03-31", "all"
+        "production",
+        "2026-03-01",
+        "2026-03-31",
+        "all",
     )
     assert body["metrics"]["change_failure_rate"] == {
-        "value": pytest.approx(2 / 11), "failed_deployments": 2, "change_deployments": 11, "band": "low",
+        "value": pytest.approx(2 / 11),
+        "failed_deployments": 2,
+        "change_deployments": 11,
+        "band": "low",
     }
     assert body["metrics"]["lead_time_for_changes"]["band"] == "elite"
     assert body["metrics"]["failed_deployment_recovery_time"]["band"] == "not_enough_data"  # 2 recoveries < 5
@@ -203,7 +215,10 @@ def test_api_document(history, reader):
 def test_api_monthly_intervals_like_gitlab(history, reader):
     body = reader.get("/api/v1/dora/?start=2026-02-15&end=2026-03-31&interval=monthly").json()
 
-    assert [(bucket["date"], bucket["metrics"]["deployment_frequency"]["change_deployments"]) for bucket in body["intervals"]] == [
+    assert [
+        (bucket["date"], bucket["metrics"]["deployment_frequency"]["change_deployments"])
+        for bucket in body["intervals"]
+    ] == [
         ("2026-02-01", 0),
         ("2026-03-01", 11),
     ]
@@ -216,7 +231,7 @@ def test_api_other_environment(history, reader):
 
 
 @pytest.mark.parametrize(
-    "query, field, message",
+    ("query", "field", "message"),
     [
         ("service=nope", "service", "There is no service called “nope”."),
         ("team=ghosts", "team", "There is no team called “ghosts”."),
@@ -254,15 +269,26 @@ def test_csv_export(history, reader):
     assert 'filename="dora-production-all-services-2026-03-01-2026-03-31.csv"' in response["Content-Disposition"]
     total, api, web, *weeks = rows
     assert (total["kind"], total["name"], total["change_deployments"], total["failed_deployments"]) == (
-        "total", "all services", "11", "2"
+        "total",
+        "all services",
+        "11",
+        "2",
     )
     assert float(total["lead_time_median_hours"]) == pytest.approx(2)
     assert float(total["change_failure_rate"]) == pytest.approx(2 / 11)
     assert float(total["recovery_median_hours"]) == pytest.approx(1.25)
     assert total["change_failure_rate_band"] == "low"
     assert (api["name"], api["rollbacks"], web["name"], web["recovered_failures"]) == ("api", "1", "web", "1")
-    assert [week["name"] for week in weeks] == ["2026-02-23", "2026-03-02", "2026-03-09", "2026-03-16", "2026-03-23", "2026-03-30"]
-    assert weeks[1]["change_deployments"] == "11" and weeks[1]["deployment_frequency_band"] == ""
+    assert [week["name"] for week in weeks] == [
+        "2026-02-23",
+        "2026-03-02",
+        "2026-03-09",
+        "2026-03-16",
+        "2026-03-23",
+        "2026-03-30",
+    ]
+    assert weeks[1]["change_deployments"] == "11"
+    assert weeks[1]["deployment_frequency_band"] == ""
 
 
 def test_json_export_is_the_api_document(history, reader):
@@ -283,14 +309,23 @@ def test_export_refuses_a_bad_scope(history, reader):
 def test_page_links_to_exports_of_the_same_scope(history, reader):
     html = reader.get(f"/dora/?{MARCH}&service=api").content.decode()
 
-    assert "/dora/export.csv?environment=production&amp;start=2026-03-01&amp;end=2026-03-31&amp;interval=weekly&amp;service=api" in html
+    assert (
+        "/dora/export.csv?environment=production&amp;start=2026-03-01&amp;end=2026-03-31&amp;interval=weekly&amp;service=api"
+        in html
+    )
 
 
 # --- PagerDuty webhook ---------------------------------------------------------------------------
 
 
-def pagerduty_event(event_type, incident_id="PGR0VU2", service="web", created_at="2026-03-03T13:00:00Z",
-                    occurred_at="2026-03-03T13:00:05Z", priority="P1"):
+def pagerduty_event(
+    event_type,
+    incident_id="PGR0VU2",
+    service="web",
+    created_at="2026-03-03T13:00:00Z",
+    occurred_at="2026-03-03T13:00:05Z",
+    priority="P1",
+):
     """A V3 webhook body as PagerDuty documents it (developer-docs, webhooks/01-Overview)."""
     return {
         "event": {
@@ -332,7 +367,9 @@ def deliver(payload, signature=None, secret=SECRET, query=""):
     headers = {}
     if signature is not False:
         headers["X-PagerDuty-Signature"] = signature or sign(body, secret)
-    return Client().post(f"/api/v1/incidents/pagerduty/{query}", data=body, content_type="application/json", headers=headers)
+    return Client().post(
+        f"/api/v1/incidents/pagerduty/{query}", data=body, content_type="application/json", headers=headers
+    )
 
 
 @pytest.fixture
@@ -349,7 +386,8 @@ def test_webhook_records_an_incident_against_the_deployment_running_then(history
     assert (incident.service.name, incident.environment.name, incident.external_id) == ("web", "production", "PGR0VU2")
     assert incident.started_at == datetime(2026, 3, 3, 13, 0, tzinfo=UTC)
     assert incident.caused_by.release.version == "2026.03.2"  # web 2026.03.2 went live on 3 March at 12:00
-    assert incident.resolved_at is None and incident.severity == IncidentSeverity.CRITICAL
+    assert incident.resolved_at is None
+    assert incident.severity == IncidentSeverity.CRITICAL
     assert AuditEvent.objects.filter(action=AuditAction.INCIDENT_RECORDED, actor="pagerduty").count() == 1
 
 
@@ -400,7 +438,7 @@ def test_webhook_accepts_a_rotated_secret_among_several_signatures(history, webh
 
 
 @pytest.mark.parametrize(
-    "signature, status, message",
+    ("signature", "status", "message"),
     [
         (False, 401, "Unsigned request"),
         ("v1=" + "0" * 64, 403, "does not match"),
@@ -444,7 +482,9 @@ def test_webhook_refuses_a_signed_body_that_is_not_an_event(history, webhook_sec
     body = b'{"messages": []}'
 
     response = Client().post(
-        "/api/v1/incidents/pagerduty/", data=body, content_type="application/json",
+        "/api/v1/incidents/pagerduty/",
+        data=body,
+        content_type="application/json",
         headers={"X-PagerDuty-Signature": sign(body)},
     )
 
@@ -466,18 +506,32 @@ def test_webhook_environment_comes_from_the_subscription_url(history, webhook_se
 def test_incident_entered_in_the_admin_counts_as_a_failure(history, environments, reader):
     admin = Client()
     admin.force_login(make_user("ops", is_staff=True, is_superuser=True))
-    deployment = Deployment.objects.get(service__name="api", release__version="2026.03.2", environment__name="production")
+    deployment = Deployment.objects.get(
+        service__name="api", release__version="2026.03.2", environment__name="production"
+    )
 
-    response = admin.post("/admin/releases/incident/add/", {
-        "service": history["api"].pk, "environment": environments["production"].pk, "title": "Payments failing",
-        "severity": "high", "started_at_0": "2026-03-03", "started_at_1": "10:00:00",
-        "resolved_at_0": "2026-03-03", "resolved_at_1": "11:00:00", "caused_by": deployment.pk,
-    })
+    response = admin.post(
+        "/admin/releases/incident/add/",
+        {
+            "service": history["api"].pk,
+            "environment": environments["production"].pk,
+            "title": "Payments failing",
+            "severity": "high",
+            "started_at_0": "2026-03-03",
+            "started_at_1": "10:00:00",
+            "resolved_at_0": "2026-03-03",
+            "resolved_at_1": "11:00:00",
+            "caused_by": deployment.pk,
+        },
+    )
 
     incident = Incident.objects.get(title="Payments failing")
     assert response.status_code == 302
     assert incident.source == IncidentSource.MANUAL
-    assert reader.get(f"/api/v1/dora/?{MARCH}&service=api").json()["metrics"]["change_failure_rate"]["failed_deployments"] == 2
+    assert (
+        reader.get(f"/api/v1/dora/?{MARCH}&service=api").json()["metrics"]["change_failure_rate"]["failed_deployments"]
+        == 2
+    )
 
 
 def test_admin_refuses_an_incident_linked_to_another_services_deployment(history, environments):
@@ -485,10 +539,18 @@ def test_admin_refuses_an_incident_linked_to_another_services_deployment(history
     admin.force_login(make_user("ops", is_staff=True, is_superuser=True))
     other = Deployment.objects.filter(service__name="web").first()
 
-    response = admin.post("/admin/releases/incident/add/", {
-        "service": history["api"].pk, "environment": environments["production"].pk, "title": "Wrong link",
-        "severity": "high", "started_at_0": "2026-03-03", "started_at_1": "10:00:00", "caused_by": other.pk,
-    })
+    response = admin.post(
+        "/admin/releases/incident/add/",
+        {
+            "service": history["api"].pk,
+            "environment": environments["production"].pk,
+            "title": "Wrong link",
+            "severity": "high",
+            "started_at_0": "2026-03-03",
+            "started_at_1": "10:00:00",
+            "caused_by": other.pk,
+        },
+    )
 
     assert response.status_code == 200
     assert "Choose a deployment of the same service" in response.content.decode()

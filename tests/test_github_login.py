@@ -12,8 +12,8 @@ from django.test import Client
 from django.urls import reverse
 from social_django.models import UserSocialAuth
 
-from tests.servers.github import GITHUB_ORGANIZATION as ORG
 from tests.factories import make_user
+from tests.servers.github import GITHUB_ORGANIZATION as ORG
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,8 @@ def sign_in_with_github(client):
 
 
 def messages_after(client, response):
-    assert response.status_code == 302 and response["Location"] == "/accounts/login/"
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/"
     page = client.get(response["Location"])
     return [str(message) for message in page.context["messages"]]
 
@@ -74,12 +75,15 @@ def test_organization_member_signs_in_end_to_end(client, github_server, octocat,
     callback = authorize(authorize_url)
     callback_query = parse_qs(urlsplit(callback).query)
     assert callback.startswith("http://testserver/accounts/complete/github-org/?")
-    assert callback_query["state"] == [state] and callback_query["code"]
+    assert callback_query["state"] == [state]
+    assert callback_query["code"]
 
     response = client.get(callback)
-    assert response.status_code == 302 and response["Location"] == "/"
+    assert response.status_code == 302
+    assert response["Location"] == "/"
     user = get_user(client)
-    assert user.is_authenticated and user.username == "octocat"
+    assert user.is_authenticated
+    assert user.username == "octocat"
     assert (user.email, user.first_name, user.last_name) == ("mona@nexo.example", "Mona", "Octocat")
     assert [group.name for group in user.groups.all()] == ["sre-team"]
     assert github_server.requests == [
@@ -118,8 +122,10 @@ def test_github_login_equal_to_a_local_user_name_never_takes_that_account(client
     sign_in_with_github(client)
     signed_in = get_user(client)
     assert signed_in.pk != local.pk
-    assert signed_in.username.startswith("octocat") and signed_in.username != "octocat"
-    assert not signed_in.is_staff and not signed_in.is_superuser
+    assert signed_in.username.startswith("octocat")
+    assert signed_in.username != "octocat"
+    assert not signed_in.is_staff
+    assert not signed_in.is_superuser
 
 
 def test_non_member_is_refused_with_a_message(client, github_server):
@@ -204,7 +210,9 @@ def test_unreachable_github_is_reported_without_an_error_page(client, github_ser
     callback = authorize(begin(client))
     settings.SOCIAL_AUTH_GITHUB_ORG_URL = "http://127.0.0.1:9"  # the discard port: nothing listens
     response = client.get(callback)
-    assert messages_after(client, response) == ["GitHub could not be reached or is busy. Please try again in a few minutes."]
+    assert messages_after(client, response) == [
+        "GitHub could not be reached or is busy. Please try again in a few minutes."
+    ]
 
 
 def test_deactivated_portal_account_is_refused(client, github_server, octocat):
@@ -214,7 +222,8 @@ def test_deactivated_portal_account_is_refused(client, github_server, octocat):
     User.objects.filter(pk=user.pk).update(is_active=False)
     response = sign_in_with_github(client)
     assert messages_after(client, response) == [
-        "Your portal account is deactivated, so GitHub sign-in cannot let you in. Ask a platform engineer to re-activate it."
+        "Your portal account is deactivated, so GitHub sign-in cannot let you in. Ask a platform "
+        "engineer to re-activate it."
     ]
     assert not get_user(client).is_authenticated
 
@@ -279,11 +288,15 @@ def test_without_a_team_mapping_teams_are_not_read(client, github_server, octoca
 
 
 def test_github_server_answers_bad_credentials_like_github(github_server):
-    for headers, message in [({}, "Requires authentication"), ({"Authorization": "token gho_unknown"}, "Bad credentials")]:
+    for headers, message in [
+        ({}, "Requires authentication"),
+        ({"Authorization": "token gho_unknown"}, "Bad credentials"),
+    ]:
         response = requests.get(f"{github_server.api_url}user", headers=headers, timeout=5)
         assert response.status_code == 401
         assert response.json()["message"] == message
-        assert response.json()["status"] == "401" and response.json()["documentation_url"].startswith("https://docs.github.com/")
+        assert response.json()["status"] == "401"
+        assert response.json()["documentation_url"].startswith("https://docs.github.com/")
 
 
 def test_github_server_token_exchange_is_form_encoded_unless_json_is_asked_for(github_server):
@@ -291,7 +304,9 @@ def test_github_server_token_exchange_is_form_encoded_unless_json_is_asked_for(g
     form = requests.post(f"{github_server.url}/login/oauth/access_token", data=payload, timeout=5)
     assert form.status_code == 200
     assert parse_qs(form.text)["error"] == ["bad_verification_code"]
-    as_json = requests.post(f"{github_server.url}/login/oauth/access_token", data=payload, headers={"Accept": "application/json"}, timeout=5)
+    as_json = requests.post(
+        f"{github_server.url}/login/oauth/access_token", data=payload, headers={"Accept": "application/json"}, timeout=5
+    )
     assert as_json.json()["error_description"] == "The code passed is incorrect or expired."
 
 
@@ -299,7 +314,11 @@ def test_github_server_sends_non_members_asking_about_others_to_the_public_check
     github_server.add_account("outsider")
     github_server.add_account("hubot", organizations=[ORG])
     token = github_server.issue_token("outsider", ["read:org"])
-    response = requests.get(f"{github_server.api_url}orgs/{ORG}/members/hubot", headers={"Authorization": f"Bearer {token}"},
-                            allow_redirects=False, timeout=5)
+    response = requests.get(
+        f"{github_server.api_url}orgs/{ORG}/members/hubot",
+        headers={"Authorization": f"Bearer {token}"},
+        allow_redirects=False,
+        timeout=5,
+    )
     assert response.status_code == 302
     assert response.headers["Location"] == f"{github_server.api_url}orgs/{ORG}/public_members/hubot"

@@ -36,7 +36,9 @@ def silent_server():
     listener.close()
 
 
-def test_a_git_host_that_hangs_is_given_up_on_after_the_network_timeout(silent_server, settings, tmp_path, redis_connection):
+def test_a_git_host_that_hangs_is_given_up_on_after_the_network_timeout(
+    silent_server, settings, tmp_path, redis_connection
+):
     settings.GITOPS_NETWORK_TIMEOUT_SECONDS = 1
     repository = GitOpsRepository(url=silent_server, workdir=str(tmp_path))
     with pytest.raises(GitOpsError, match="Cannot reach the GitOps repository") as failure, repository.locked():
@@ -59,9 +61,13 @@ def test_includes_fetches_when_our_commit_was_pushed_from_another_host(tmp_path,
     with this_host.locked():
         this_host.sync()  # this host's copy, as of now
     before = remote.head()
-    remote.write("helm/nexo-be/values-develop.yaml", 'image:\n  tag: "2026.02.1"\n', "promote(nexo-be): develop → 2026.02.1")
+    remote.write(
+        "helm/nexo-be/values-develop.yaml", 'image:\n  tag: "2026.02.1"\n', "promote(nexo-be): develop → 2026.02.1"
+    )
     ours = remote.head()  # pushed by another host
-    remote.write("helm/nexo-fe/values-develop.yaml", 'image:\n  tag: "2026.02.7"\n', "promote(nexo-fe): develop → 2026.02.7")
+    remote.write(
+        "helm/nexo-fe/values-develop.yaml", 'image:\n  tag: "2026.02.7"\n', "promote(nexo-fe): develop → 2026.02.7"
+    )
     later = remote.head()
     with this_host.locked():
         # Argo CD's revision is known here, ours is not: fetch rather than fail the comparison.
@@ -93,7 +99,8 @@ def test_git_housekeeping_waits_until_the_push_is_done(tmp_path, redis_connectio
             look_for_trailer=False,
         )
         until_pushed = git_commands(trace)
-    assert "commit" in until_pushed and "push" in until_pushed
+    assert "commit" in until_pushed
+    assert "push" in until_pushed
     assert "maintenance" not in until_pushed, "the commit did not start git's housekeeping before the push"
-    assert git_commands(trace)[len(until_pushed):] == ["maintenance"], "it ran once the repository was released"
+    assert git_commands(trace)[len(until_pushed) :] == ["maintenance"], "it ran once the repository was released"
     assert remote.read("helm/nexo-be/values-develop.yaml") == 'image:\n  tag: "2026.02.2"\n'

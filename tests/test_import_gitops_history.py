@@ -1,6 +1,6 @@
 """manage.py import_gitops_history on a real bare Git repository with a crafted history."""
 
-from datetime import date, datetime, timezone as dt_timezone
+from datetime import UTC, date, datetime
 from io import StringIO
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from tests.factories import make_release, make_service
 
 pytestmark = pytest.mark.django_db
 
-UTC = dt_timezone.utc
+UTC = UTC
 DIGEST = "sha256:" + "ab" * 32
 VALUES = """\
 # Helm values for nexo-be.
@@ -60,7 +60,9 @@ class GitOpsRepository:
             current = (Path(self.work.working_tree_dir) / path).read_text()
             self._write(path, values_file.set_value(current, "image.tag", tag, path))
         stamp = when.strftime("%Y-%m-%dT%H:%M:%S%z")
-        sha = self.work.index.commit(message, author=self.author, committer=self.author, author_date=stamp, commit_date=stamp).hexsha
+        sha = self.work.index.commit(
+            message, author=self.author, committer=self.author, author_date=stamp, commit_date=stamp
+        ).hexsha
         self.commits[name] = sha
         return sha
 
@@ -78,28 +80,60 @@ def repository(tmp_path, service, environments):
     """The crafted history; comments give what each commit must become."""
     repo = GitOpsRepository(tmp_path)
     repo.commit("initial", "chore: initial Helm values", at(5, 9), texts={DEVELOP: VALUES, PRODUCTION: VALUES})
-    repo.commit("develop-1", f"auto-promote(nexo-be): develop → 2026.01.1\n\nRelease-Digest: {DIGEST}\n", at(5, 10),
-                tags={DEVELOP: "2026.01.1"})
-    repo.commit("prod-1", f"promote(nexo-be): production → 2026.01.1\n\nPromotion-Id: 999\nRelease-Digest: {DIGEST}\n",
-                at(6, 10), tags={PRODUCTION: "2026.01.1"})
-    repo.commit("replicas", "chore: three replicas in production", at(7, 10),
-                texts={PRODUCTION: (Path(repo.work.working_tree_dir) / PRODUCTION).read_text().replace("replicaCount: 2", "replicaCount: 3")})
+    repo.commit(
+        "develop-1",
+        f"auto-promote(nexo-be): develop → 2026.01.1\n\nRelease-Digest: {DIGEST}\n",
+        at(5, 10),
+        tags={DEVELOP: "2026.01.1"},
+    )
+    repo.commit(
+        "prod-1",
+        f"promote(nexo-be): production → 2026.01.1\n\nPromotion-Id: 999\nRelease-Digest: {DIGEST}\n",
+        at(6, 10),
+        tags={PRODUCTION: "2026.01.1"},
+    )
+    repo.commit(
+        "replicas",
+        "chore: three replicas in production",
+        at(7, 10),
+        texts={
+            PRODUCTION: (Path(repo.work.working_tree_dir) / PRODUCTION)
+            .read_text()
+            .replace("replicaCount: 2", "replicaCount: 3")
+        },
+    )
     repo.commit("prod-2", "promote(nexo-be): production → 2026.01.2", at(8, 10), tags={PRODUCTION: "2026.01.2"})
-    repo.commit("rollback-message", "rollback(nexo-be): production → 2026.01.1", at(8, 11), tags={PRODUCTION: "2026.01.1"})
+    repo.commit(
+        "rollback-message", "rollback(nexo-be): production → 2026.01.1", at(8, 11), tags={PRODUCTION: "2026.01.1"}
+    )
     repo.commit("prod-3", "promote(nexo-be): production → 2026.01.3", at(9, 10), tags={PRODUCTION: "2026.01.3"})
     repo.commit("backwards", "chore: pin nexo-be to 2026.01.2 in production", at(9, 12), tags={PRODUCTION: "2026.01.2"})
-    repo.commit("hotfix", "promote(nexo-be): production → 2026.01.4-hotfix-auth", at(12, 10),
-                tags={PRODUCTION: "2026.01.4-hotfix-auth"})
+    repo.commit(
+        "hotfix",
+        "promote(nexo-be): production → 2026.01.4-hotfix-auth",
+        at(12, 10),
+        tags={PRODUCTION: "2026.01.4-hotfix-auth"},
+    )
     repo.commit("not-calver", "chore: try the latest image in develop", at(13, 10), tags={DEVELOP: "latest"})
-    repo.commit("revert", 'Revert "promote(nexo-be): production → 2026.01.4-hotfix-auth"\n\nThis reverts commit abc.\n',
-                at(14, 10), tags={PRODUCTION: "2026.01.2"})
-    repo.commit("portal", "promote(nexo-be): production → 2026.01.5\n\nPromotion-Id: 7\n", at(15, 10),
-                tags={PRODUCTION: "2026.01.5"})
+    repo.commit(
+        "revert",
+        'Revert "promote(nexo-be): production → 2026.01.4-hotfix-auth"\n\nThis reverts commit abc.\n',
+        at(14, 10),
+        tags={PRODUCTION: "2026.01.2"},
+    )
+    repo.commit(
+        "portal",
+        "promote(nexo-be): production → 2026.01.5\n\nPromotion-Id: 7\n",
+        at(15, 10),
+        tags={PRODUCTION: "2026.01.5"},
+    )
     repo.push()
     # The last one was made by the portal: its release is registered and its deployment recorded.
     registered = make_release(service, "2026.01.5", committed_at=at(15, 7))
     Deployment.objects.record(
-        release=registered, environment=environments["production"], deployed_at=at(15, 10),
+        release=registered,
+        environment=environments["production"],
+        deployed_at=at(15, 10),
         gitops_commit_sha=repo.commits["portal"],
     )
     return repo
@@ -107,14 +141,18 @@ def repository(tmp_path, service, environments):
 
 def run(repo, *arguments):
     out, err = StringIO(), StringIO()
-    call_command("import_gitops_history", "--repo", str(repo.bare), "--branch", "main", *arguments, stdout=out, stderr=err)
+    call_command(
+        "import_gitops_history", "--repo", str(repo.bare), "--branch", "main", *arguments, stdout=out, stderr=err
+    )
     return out.getvalue(), err.getvalue()
 
 
 def timeline(environment):
     return [
         (deployment.release.version, deployment.deployed_at, deployment.is_change, deployment.is_rollback)
-        for deployment in Deployment.objects.filter(environment__name=environment).select_related("release").order_by("deployed_at")
+        for deployment in Deployment.objects.filter(environment__name=environment)
+        .select_related("release")
+        .order_by("deployed_at")
     ]
 
 
@@ -132,7 +170,8 @@ def test_import_creates_the_deployments_the_history_shows(repository):
         ("2026.01.5", at(15, 10), True, False),  # recorded by the portal, left alone
     ]
     assert timeline("develop") == [("2026.01.1", at(5, 10), True, False)]
-    assert "Imported 8 deployment(s) (3 rollback(s))" in out and "1 already recorded" in out
+    assert "Imported 8 deployment(s) (3 rollback(s))" in out
+    assert "1 already recorded" in out
     assert f"{DEVELOP} at {repository.commits['not-calver'][:10]}: tag 'latest' is not a CalVer version" in err
 
 
@@ -142,7 +181,10 @@ def test_imported_deployments_are_marked_and_chained(repository):
     imported = Deployment.objects.filter(source=DeploymentSource.IMPORT)
     production = Deployment.objects.filter(environment__name="production").order_by("deployed_at")
     assert imported.count() == 8
-    assert set(imported.values_list("gitops_commit_sha", flat=True)) >= {repository.commits["prod-1"], repository.commits["revert"]}
+    assert set(imported.values_list("gitops_commit_sha", flat=True)) >= {
+        repository.commits["prod-1"],
+        repository.commits["revert"],
+    }
     assert [d.replaced_at for d in production] == [d.deployed_at for d in production[1:]] + [None]
     assert AuditEvent.objects.filter(action=AuditAction.DEPLOYMENT_IMPORTED).count() == 8
 
@@ -155,7 +197,8 @@ def test_imported_releases_know_only_what_git_shows(repository, service):
     hotfix = Release.objects.get(service=service, version="2026.01.4-hotfix-auth")
     assert (first.is_imported, first.commit_sha, first.committed_at, first.image_digest) == (True, "", None, DIGEST)
     assert second.image_digest == ""
-    assert hotfix.is_hotfix and hotfix.fixes == second  # the release it replaced in production
+    assert hotfix.is_hotfix
+    assert hotfix.fixes == second
     assert Release.objects.get(service=service, version="2026.01.5").is_imported is False
 
 
@@ -170,7 +213,8 @@ def test_imported_history_gives_dora_figures(repository, environments):
     assert figures.rework_rate == pytest.approx(4 / 8)
     # .2 recovered by its rollback after 1 h (before the hotfix), .3 after 2 h, the hotfix after 48 h.
     assert figures.recovery_median == pytest.approx(2 * 3600)
-    assert figures.without_commit_time == 4 and figures.lead_time_samples == 1
+    assert figures.without_commit_time == 4
+    assert figures.lead_time_samples == 1
     assert Incident.objects.filter(source=IncidentSource.ROLLBACK).count() == 3
     assert Incident.objects.filter(source=IncidentSource.HOTFIX).count() == 1
 
@@ -181,8 +225,14 @@ def test_import_is_idempotent(repository):
 
     out, _ = run(repository)
 
-    assert (Deployment.objects.count(), Release.objects.count(), Incident.objects.count(), AuditEvent.objects.count()) == before
-    assert "Imported 0 deployment(s)" in out and "9 already recorded" in out
+    assert (
+        Deployment.objects.count(),
+        Release.objects.count(),
+        Incident.objects.count(),
+        AuditEvent.objects.count(),
+    ) == before
+    assert "Imported 0 deployment(s)" in out
+    assert "9 already recorded" in out
 
 
 def test_dry_run_writes_nothing(repository):
@@ -206,8 +256,12 @@ def test_values_file_naming_a_ci_tag_uses_the_registered_release(tmp_path, servi
     registered = make_release(service, "2026.02.1", committed_at=datetime(2026, 2, 1, 8, tzinfo=UTC))
     repo = GitOpsRepository(tmp_path)
     repo.commit("initial", "chore: values", datetime(2026, 2, 1, 9, tzinfo=UTC), texts={PRODUCTION: VALUES})
-    repo.commit("ci-tag", "promote(nexo-be): production → 2026.02.1", datetime(2026, 2, 1, 10, tzinfo=UTC),
-                tags={PRODUCTION: f"2026.02.1-{registered.short_sha}"})
+    repo.commit(
+        "ci-tag",
+        "promote(nexo-be): production → 2026.02.1",
+        datetime(2026, 2, 1, 10, tzinfo=UTC),
+        tags={PRODUCTION: f"2026.02.1-{registered.short_sha}"},
+    )
     repo.push()
 
     run(repo)
@@ -217,7 +271,7 @@ def test_values_file_naming_a_ci_tag_uses_the_registered_release(tmp_path, servi
 
 
 @pytest.mark.parametrize(
-    "message, parents, expected",
+    ("message", "parents", "expected"),
     [
         ("rollback(nexo-be): production → 2026.01.45", 1, True),
         ('Revert "promote(nexo-be): production → 2026.02.1"', 1, True),
@@ -254,7 +308,8 @@ def test_history_the_portal_wrote_is_already_recorded(tmp_path, settings):
     out = out.getvalue()
 
     assert Deployment.objects.count() == deployments
-    assert "Imported 0 deployment(s)" in out and f"{deployments} already recorded" in out
+    assert "Imported 0 deployment(s)" in out
+    assert f"{deployments} already recorded" in out
 
 
 def test_only_imported_releases_may_leave_commit_and_digest_blank(service):
@@ -262,5 +317,7 @@ def test_only_imported_releases_may_leave_commit_and_digest_blank(service):
         with pytest.raises(DatabaseError), transaction.atomic():
             make_release(service, "2026.03.1", **fields)
 
-    imported = Release.objects.create(service=service, version="2026.03.1", commit_sha="", image_digest="", is_imported=True)
+    imported = Release.objects.create(
+        service=service, version="2026.03.1", commit_sha="", image_digest="", is_imported=True
+    )
     assert imported.tags() == ["2026.03.1"]

@@ -78,16 +78,22 @@ def test_finished_promotions_do_not_block_a_new_one(environments):
 
 def test_database_refuses_a_break_glass_promotion_without_reason(environments):
     release = make_release(make_service(), "2026.02.1")
-    refused(lambda: Promotion.objects.create(release=release, environment=environments["production"], is_emergency=True))
+    refused(
+        lambda: Promotion.objects.create(release=release, environment=environments["production"], is_emergency=True)
+    )
 
 
 def test_database_refuses_a_rejection_without_comment(environments):
-    promotion = Promotion.objects.create(release=make_release(make_service(), "2026.02.1"), environment=environments["staging"])
+    promotion = Promotion.objects.create(
+        release=make_release(make_service(), "2026.02.1"), environment=environments["staging"]
+    )
     refused(lambda: Approval.objects.create(promotion=promotion, user=make_user(), decision=ApprovalDecision.REJECT))
 
 
 def test_database_refuses_two_decisions_by_one_user(environments):
-    promotion = Promotion.objects.create(release=make_release(make_service(), "2026.02.1"), environment=environments["staging"])
+    promotion = Promotion.objects.create(
+        release=make_release(make_service(), "2026.02.1"), environment=environments["staging"]
+    )
     user = make_user()
     Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.APPROVE)
     refused(lambda: Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.APPROVE))
@@ -105,16 +111,13 @@ def test_database_refuses_a_freeze_that_ends_before_it_starts(environments):
 def test_database_refuses_two_current_deployments_in_one_place(environments):
     service = make_service()
     now = timezone.now()
-    for version in ["2026.02.1", "2026.02.2"]:
-        release = make_release(service, version)
-        if version.endswith("1"):
-            Deployment.objects.create(service=service, environment=environments["qa"], release=release, deployed_at=now)
-        else:
-            refused(
-                lambda: Deployment.objects.create(
-                    service=service, environment=environments["qa"], release=release, deployed_at=now
-                )
-            )
+    first, second = make_release(service, "2026.02.1"), make_release(service, "2026.02.2")
+    Deployment.objects.create(service=service, environment=environments["qa"], release=first, deployed_at=now)
+    refused(
+        lambda: Deployment.objects.create(
+            service=service, environment=environments["qa"], release=second, deployed_at=now
+        )
+    )
 
 
 def test_release_version_is_validated_before_saving():

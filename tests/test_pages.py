@@ -35,7 +35,7 @@ def page_for(user, url, **kwargs):
 def step(page, key):
     """The <li> of one timeline step."""
     start = page.index(f'data-step="{key}"')
-    return page[page.rindex("<li", 0, start):page.index("</li>", start)]
+    return page[page.rindex("<li", 0, start) : page.index("</li>", start)]
 
 
 def step_status(page, key):
@@ -50,21 +50,33 @@ def test_a_waiting_promotion_shows_the_timeline_up_to_the_approvals(world):
     promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
     transitions.approve(promotion, world["sam"], "canary looks clean")
     page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
-    assert [step_status(page, key) for key in ("requested", "approvals", "commit", "sync", "healthy", "soak", "outcome")] == [
-        "done", "current", "pending", "pending", "pending", "pending", "pending",
+    assert [
+        step_status(page, key) for key in ("requested", "approvals", "commit", "sync", "healthy", "soak", "outcome")
+    ] == [
+        "done",
+        "current",
+        "pending",
+        "pending",
+        "pending",
+        "pending",
+        "pending",
     ]
     approvals = step(page, "approvals")
     assert "Approvals 1/2" in approvals
-    assert "<strong>sam</strong> approved" in approvals and "<blockquote>canary looks clean</blockquote>" in approvals
+    assert "<strong>sam</strong> approved" in approvals
+    assert "<blockquote>canary looks clean</blockquote>" in approvals
     assert "by rita" in step(page, "requested")
     assert 'hx-trigger="every 5s"' in page  # it is live while active
 
 
 def test_a_verified_promotion_shows_every_step_done_with_the_commit_and_no_refresh(world):
     promotion = ran(
-        world["release"], world["env"]["production"], gitops_commit_sha="a" * 40,
+        world["release"],
+        world["env"]["production"],
+        gitops_commit_sha="a" * 40,
         gitops_commit_message="promote(nexo-be): production → 2026.02.1\n\nRequested by rita.",
-        verification_started_at=timezone.now() - timedelta(minutes=30), verdict_at=timezone.now(),
+        verification_started_at=timezone.now() - timedelta(minutes=30),
+        verdict_at=timezone.now(),
     )
     page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
     assert {step_status(page, key) for key in ("requested", "commit", "sync", "healthy", "soak", "outcome")} == {"done"}
@@ -89,19 +101,32 @@ def test_a_promotion_that_failed_to_commit_marks_that_step_and_skips_the_rest(wo
 def test_the_soak_shows_its_progress_and_the_samples_taken(world):
     now = timezone.now()
     promotion = ran(
-        world["release"], world["env"]["production"], state=PromotionState.VERIFYING,
-        verification_started_at=now - timedelta(minutes=15), verdict_at=now + timedelta(minutes=15),
+        world["release"],
+        world["env"]["production"],
+        state=PromotionState.VERIFYING,
+        verification_started_at=now - timedelta(minutes=15),
+        verdict_at=now + timedelta(minutes=15),
         verification_status=StepStatus.RUNNING,
     )
-    VerificationSample.objects.create(promotion=promotion, kind=SampleCheck.ERROR_RATE, target="sum(rate(…))", value=0.002, ok=True, detail="0.2000% ≤ 1.00%")
-    VerificationSample.objects.create(promotion=promotion, kind=SampleCheck.HEALTH_URL, target="https://be/health", ok=None, detail="no data: timeout")
+    VerificationSample.objects.create(
+        promotion=promotion,
+        kind=SampleCheck.ERROR_RATE,
+        target="sum(rate(…))",
+        value=0.002,
+        ok=True,
+        detail="0.2000% ≤ 1.00%",
+    )
+    VerificationSample.objects.create(
+        promotion=promotion, kind=SampleCheck.HEALTH_URL, target="https://be/health", ok=None, detail="no data: timeout"
+    )
     page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
     soak = step(page, "soak")
     assert step_status(page, "soak") == "current"
     assert '<progress max="100" value="50"' in soak
     assert "15 min of 30 min, 15 min left" in soak or "15 min of 30 min, 14 min left" in soak
     assert "2 samples taken: Error rate: 1 ok; Health URL: 1 no data." in soak
-    assert "0.2000% ≤ 1.00%" in page and "no data: timeout" in page
+    assert "0.2000% ≤ 1.00%" in page
+    assert "no data: timeout" in page
 
 
 def test_the_promotion_page_shows_its_audit_events_in_order(world):
@@ -114,12 +139,18 @@ def test_the_promotion_page_shows_its_audit_events_in_order(world):
 
 
 @pytest.mark.parametrize(
-    "who, allowed, refused",
+    ("who", "allowed", "refused"),
     [
         ("sam", {"approve", "reject", "cancel"}, {}),
         ("rita", {"cancel"}, {"approve": "You requested this promotion", "reject": "You requested this promotion"}),
-        ("viewer", set(), {"approve": "Only members of platform-leads or sre-team may approve",
-                           "cancel": "Only the requester, an approver of this environment"}),
+        (
+            "viewer",
+            set(),
+            {
+                "approve": "Only members of platform-leads or sre-team may approve",
+                "cancel": "Only the requester, an approver of this environment",
+            },
+        ),
     ],
 )
 def test_each_person_sees_the_actions_they_may_take_and_why_not_the_others(world, who, allowed, refused):
@@ -139,7 +170,8 @@ def test_a_finished_promotion_that_still_runs_offers_only_a_rollback(world):
     running = page_for(world["sam"], newer.get_absolute_url()).content.decode()
     actions = running.split('id="actions-title"', 1)[1].split("</ul>", 1)[0]
     assert "/services/nexo-be/environments/production/rollback/" in action_link(actions, "rollback")
-    assert action_link(actions, "approve") is None and action_link(actions, "cancel") is None
+    assert action_link(actions, "approve") is None
+    assert action_link(actions, "cancel") is None
     replaced = page_for(world["sam"], older.get_absolute_url()).content.decode()
     assert "nothing more can be done to it here" in replaced
     stranger = page_for(world["viewer"], newer.get_absolute_url()).content.decode()
@@ -148,9 +180,12 @@ def test_a_finished_promotion_that_still_runs_offers_only_a_rollback(world):
 
 def test_htmx_refreshes_only_the_live_part_of_the_promotion_page(world):
     promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
-    response = page_for(world["viewer"], promotion.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "promotion-live"})
+    response = page_for(
+        world["viewer"], promotion.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "promotion-live"}
+    )
     page = response.content.decode()
-    assert page.startswith('<div id="promotion-live"') and "<html" not in page
+    assert page.startswith('<div id="promotion-live"')
+    assert "<html" not in page
 
 
 def test_an_unknown_promotion_is_404(world):
@@ -161,20 +196,31 @@ def test_an_unknown_promotion_is_404(world):
 
 
 def test_the_release_page_shows_its_journey_identity_and_changelog(world):
-    CheckResult.objects.create(release=world["release"], environment=world["env"]["qa"], name="e2e", passed=True,
-                               url="https://ci.example/run/7", reported_by="api-token:ci")
+    CheckResult.objects.create(
+        release=world["release"],
+        environment=world["env"]["qa"],
+        name="e2e",
+        passed=True,
+        url="https://ci.example/run/7",
+        reported_by="api-token:ci",
+    )
     waiting = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
     page = page_for(world["viewer"], world["release"].get_absolute_url()).content.decode()
     journey = page.split('id="journey-title"', 1)[1].split("</ol>", 1)[0]
     for name in ("develop", "qa", "staging"):
         stop = journey.split(f'data-environment="{name}"', 1)[1].split("</li>\n    <li", 1)[0]
-        assert "running now" in stop and "verified" in stop
+        assert "running now" in stop
+        assert "verified" in stop
     production = journey.split('data-environment="production"', 1)[1]
-    assert "awaiting approval" in production and f"#{waiting.pk}" in production and "running now" not in production
-    assert "e2e passed" in journey and "https://ci.example/run/7" in journey
+    assert "awaiting approval" in production
+    assert f"#{waiting.pk}" in production
+    assert "running now" not in production
+    assert "e2e passed" in journey
+    assert "https://ci.example/run/7" in journey
     release = world["release"]
     assert f'href="https://github.com/nexo-org/nexo-be/commit/{release.commit_sha}"' in page
-    assert release.image_digest in page and f"ghcr.io/nexo-org/nexo-be@{release.image_digest}" in page
+    assert release.image_digest in page
+    assert f"ghcr.io/nexo-org/nexo-be@{release.image_digest}" in page
     for tag in release.tags():
         assert f'<code class="tag">{tag}</code>' in page
     assert "- feat: rate limiting\n- fix: auth timeout" in page
@@ -182,12 +228,20 @@ def test_the_release_page_shows_its_journey_identity_and_changelog(world):
 
 def test_the_release_page_shows_the_newest_result_of_a_rerun_check_as_the_verdict_does(world):
     earlier = timezone.now() - timedelta(hours=1)
-    CheckResult.objects.create(release=world["release"], environment=world["env"]["qa"], name="e2e", passed=False,
-                               reported_by="api-token:ci", reported_at=earlier)
-    CheckResult.objects.create(release=world["release"], environment=world["env"]["qa"], name="e2e", passed=True,
-                               reported_by="api-token:ci")
+    CheckResult.objects.create(
+        release=world["release"],
+        environment=world["env"]["qa"],
+        name="e2e",
+        passed=False,
+        reported_by="api-token:ci",
+        reported_at=earlier,
+    )
+    CheckResult.objects.create(
+        release=world["release"], environment=world["env"]["qa"], name="e2e", passed=True, reported_by="api-token:ci"
+    )
     page = page_for(world["viewer"], world["release"].get_absolute_url()).content.decode()
-    assert "e2e passed" in page and "e2e failed" not in page
+    assert "e2e passed" in page
+    assert "e2e failed" not in page
     assert "(1 earlier run)" in page
 
 
@@ -203,7 +257,13 @@ def history(world):
     promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
     transitions.approve(promotion, world["sam"], "ok")
     other = make_service("nexo-fe", team="frontend-team")
-    audit.record(AuditAction.RELEASE_REGISTERED, actor="api-token:ci", service=other.name, version="2026.02.9", message="registered")
+    audit.record(
+        AuditAction.RELEASE_REGISTERED,
+        actor="api-token:ci",
+        service=other.name,
+        version="2026.02.9",
+        message="registered",
+    )
     return promotion
 
 
@@ -212,7 +272,7 @@ def listed_actions(response):
 
 
 @pytest.mark.parametrize(
-    "filters, expected",
+    ("filters", "expected"),
     [
         ({}, [AuditAction.RELEASE_REGISTERED, AuditAction.PROMOTION_APPROVED, AuditAction.PROMOTION_REQUESTED]),
         ({"service": "nexo-fe"}, [AuditAction.RELEASE_REGISTERED]),
@@ -248,7 +308,9 @@ def test_dates_at_the_end_of_the_calendar_are_a_400_not_a_500(world, history):
 
 def test_the_audit_log_pages_through_long_histories_and_keeps_its_filters(world):
     for number in range(60):
-        audit.record(AuditAction.RELEASE_REGISTERED, actor="api-token:ci", service="nexo-be", version=f"2026.02.{number + 1}")
+        audit.record(
+            AuditAction.RELEASE_REGISTERED, actor="api-token:ci", service="nexo-be", version=f"2026.02.{number + 1}"
+        )
     first = page_for(world["viewer"], "/audit/", data={"service": "nexo-be"})
     assert len(first.context["page"].object_list) == 50
     assert 'href="?service=nexo-be&amp;page=2"' in first.content.decode()
@@ -275,9 +337,17 @@ def test_the_export_has_the_shape_of_the_structured_audit_log(world, history):
     assert response["Content-Disposition"].startswith('attachment; filename="nexo-audit-')
     requested, first_approval, second_approval = records
     assert requested["event"] == "promotion.requested"
-    assert {key: requested[key] for key in ("service", "version", "from_environment", "to_environment", "initiator", "approvers", "rollback")} == {
-        "service": "nexo-be", "version": "2026.02.1", "from_environment": "staging", "to_environment": "production",
-        "initiator": "rita", "approvers": [], "rollback": False,
+    assert {
+        key: requested[key]
+        for key in ("service", "version", "from_environment", "to_environment", "initiator", "approvers", "rollback")
+    } == {
+        "service": "nexo-be",
+        "version": "2026.02.1",
+        "from_environment": "staging",
+        "to_environment": "production",
+        "initiator": "rita",
+        "approvers": [],
+        "rollback": False,
     }
     assert requested["timestamp"].endswith("Z")
     # Fields the event did not record come from its promotion as it was then.
@@ -290,10 +360,25 @@ def test_the_export_has_the_shape_of_the_structured_audit_log(world, history):
 
 def test_the_export_gives_the_validation_results_of_a_verdict(world):
     promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
-    CheckResult.objects.create(release=world["release"], environment=world["env"]["production"], name="smoke", passed=True, reported_by="ci")
-    CheckResult.objects.create(release=world["release"], environment=world["env"]["production"], name="load-test", passed=False, reported_by="ci")
-    audit.record(AuditAction.PROMOTION_VERIFIED, actor="pipeline", service="nexo-be", environment="production",
-                 version="2026.02.1", promotion=promotion, message="verified")
+    CheckResult.objects.create(
+        release=world["release"], environment=world["env"]["production"], name="smoke", passed=True, reported_by="ci"
+    )
+    CheckResult.objects.create(
+        release=world["release"],
+        environment=world["env"]["production"],
+        name="load-test",
+        passed=False,
+        reported_by="ci",
+    )
+    audit.record(
+        AuditAction.PROMOTION_VERIFIED,
+        actor="pipeline",
+        service="nexo-be",
+        environment="production",
+        version="2026.02.1",
+        promotion=promotion,
+        message="verified",
+    )
     _, records = export(world["viewer"], action=AuditAction.PROMOTION_VERIFIED)
     assert records[0]["validation_results"] == {"smoke": "passed", "load-test": "failed"}
 
@@ -316,7 +401,9 @@ def test_an_export_with_bad_filters_is_a_400_with_the_errors(world):
 # --- sign-in --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["/audit/", "/audit/export.json", "/services/nexo-be/environments/production/promote/2026.02.1/"])
+@pytest.mark.parametrize(
+    "url", ["/audit/", "/audit/export.json", "/services/nexo-be/environments/production/promote/2026.02.1/"]
+)
 def test_every_page_needs_sign_in(client, world, url):
     response = client.get(url)
     assert response.status_code == 302
@@ -327,7 +414,8 @@ def test_a_missing_page_is_a_friendly_404_inside_the_portal(world):
     response = page_for(world["viewer"], "/services/nexo-be/releases/2030.01.1/")
     page = response.content.decode()
     assert response.status_code == 404
-    assert "<h1>Not found</h1>" in page and "Back to the board" in page
+    assert "<h1>Not found</h1>" in page
+    assert "Back to the board" in page
 
 
 def test_a_post_without_csrf_token_says_the_form_expired(world):

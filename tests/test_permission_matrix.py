@@ -83,7 +83,9 @@ def verified(release, environment):
     promotion = Promotion.objects.create(
         release=release, environment=environment, state=PromotionState.VERIFIED, deployed_at=now, finished_at=now
     )
-    Deployment.objects.create(service=release.service, environment=environment, release=release, promotion=promotion, deployed_at=now)
+    Deployment.objects.create(
+        service=release.service, environment=environment, release=release, promotion=promotion, deployed_at=now
+    )
     return promotion
 
 
@@ -111,7 +113,7 @@ def assert_outcome(allowed, done, role, action, environment):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("role, action, environment", CASES)
+@pytest.mark.parametrize(("role", "action", "environment"), CASES)
 def test_domain_functions(world, role, action, environment):
     setup = arrange(world, action, environment)
     actor = TokenPrincipal(world["token"]) if role == "ci_token" else world["people"][role]
@@ -125,17 +127,18 @@ def test_domain_functions(world, role, action, environment):
         "reject": lambda: transitions.reject(setup["promotion"], actor, "not now"),
         "cancel": lambda: transitions.cancel(setup["promotion"], actor),
     }
+    refusal = None
     try:
         calls[action]()
-        done = True
-    except PromotionError as refusal:
-        done = False
-        assert str(refusal)  # every refusal says why
+    except PromotionError as error:
+        refusal = error
+    done = refusal is None
+    assert done or str(refusal), "every refusal says why"
     assert_outcome(expected(role, action, environment), done, role, action, environment)
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("role, action, environment", CASES)
+@pytest.mark.parametrize(("role", "action", "environment"), CASES)
 def test_api(world, role, action, environment):
     setup = arrange(world, action, environment)
     client = APIClient()
@@ -151,7 +154,9 @@ def test_api(world, role, action, environment):
     elif action == "rollback":
         response = client.post("/api/v1/rollbacks/", {"service": "nexo-be", "environment": environment}, format="json")
     else:
-        response = client.post(f"/api/v1/promotions/{setup['promotion'].pk}/{action}/", {"comment": "because"}, format="json")
+        response = client.post(
+            f"/api/v1/promotions/{setup['promotion'].pk}/{action}/", {"comment": "because"}, format="json"
+        )
     allowed = expected(role, action, environment)
     assert_outcome(allowed, response.status_code in (200, 201), role, action, environment)
     if not allowed:
@@ -160,14 +165,18 @@ def test_api(world, role, action, environment):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("role, action, environment", [case for case in CASES if case.values[0] != "ci_token"])
+@pytest.mark.parametrize(("role", "action", "environment"), [case for case in CASES if case.values[0] != "ci_token"])
 def test_admin_actions(world, client, role, action, environment):
     setup = arrange(world, action, environment)
     client.force_login(world["people"][role])
     if action in ("request", "break_glass"):
         url = reverse("admin:releases_release_changelist")
-        data = {"action": "request_promotion", "_selected_action": [setup["release"].pk], "apply": "1",
-                "environment": setup["environment"].pk}
+        data = {
+            "action": "request_promotion",
+            "_selected_action": [setup["release"].pk],
+            "apply": "1",
+            "environment": setup["environment"].pk,
+        }
         if action == "break_glass":
             data |= {"emergency": "on", "reason": "INC-42: logins failing"}
     elif action == "rollback":
@@ -177,17 +186,25 @@ def test_admin_actions(world, client, role, action, environment):
     else:
         url = reverse("admin:releases_promotion_changelist")
         data = {"action": action, "_selected_action": [setup["promotion"].pk], "apply": "1", "comment": "because"}
-    before = Promotion.objects.count(), Approval.objects.count(), Promotion.objects.filter(state=PromotionState.CANCELLED).count()
+    before = (
+        Promotion.objects.count(),
+        Approval.objects.count(),
+        Promotion.objects.filter(state=PromotionState.CANCELLED).count(),
+    )
     response = client.post(url, data, follow=True)
     assert response.status_code == 200
-    after = Promotion.objects.count(), Approval.objects.count(), Promotion.objects.filter(state=PromotionState.CANCELLED).count()
+    after = (
+        Promotion.objects.count(),
+        Approval.objects.count(),
+        Promotion.objects.filter(state=PromotionState.CANCELLED).count(),
+    )
     shown = [str(message) for message in response.context["messages"]]
     assert_outcome(expected(role, action, environment), after != before, role, action, environment)
     assert shown, "the admin says what happened"
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("role, action, environment", [case for case in CASES if case.values[0] != "ci_token"])
+@pytest.mark.parametrize(("role", "action", "environment"), [case for case in CASES if case.values[0] != "ci_token"])
 def test_html_views(world, client, role, action, environment):
     setup = arrange(world, action, environment)
     client.force_login(world["people"][role])
@@ -200,9 +217,17 @@ def test_html_views(world, client, role, action, environment):
     else:
         url = reverse(f"releases:{action}", args=[setup["promotion"].pk])
         data = {"comment": "because"}
-    before = Promotion.objects.count(), Approval.objects.count(), Promotion.objects.filter(state=PromotionState.CANCELLED).count()
+    before = (
+        Promotion.objects.count(),
+        Approval.objects.count(),
+        Promotion.objects.filter(state=PromotionState.CANCELLED).count(),
+    )
     response = client.post(url, data, follow=True)
-    after = Promotion.objects.count(), Approval.objects.count(), Promotion.objects.filter(state=PromotionState.CANCELLED).count()
+    after = (
+        Promotion.objects.count(),
+        Approval.objects.count(),
+        Promotion.objects.filter(state=PromotionState.CANCELLED).count(),
+    )
     assert_outcome(expected(role, action, environment), after != before, role, action, environment)
     shown = [str(message) for message in response.context["messages"]] if response.context else []
     assert shown or response.status_code == 400, "the page says what happened"
@@ -211,9 +236,14 @@ def test_html_views(world, client, role, action, environment):
 @pytest.mark.django_db
 def test_a_refusal_says_exactly_why(world):
     promotion = arrange(world, "approve", "production")["promotion"]
-    with pytest.raises(PromotionError, match="You requested this promotion; another approver from platform-leads or sre-team must approve it"):
+    with pytest.raises(
+        PromotionError,
+        match="You requested this promotion; another approver from platform-leads or sre-team must approve it",
+    ):
         transitions.approve(promotion, world["people"]["team_member"])
-    with pytest.raises(PromotionError, match="Only members of platform-leads or sre-team may approve promotions into production"):
+    with pytest.raises(
+        PromotionError, match="Only members of platform-leads or sre-team may approve promotions into production"
+    ):
         transitions.approve(promotion, world["people"]["superuser"])
     with pytest.raises(PromotionError, match="API tokens of CI never approve promotions"):
         transitions.approve(promotion, TokenPrincipal(world["token"]))
@@ -226,13 +256,18 @@ def test_break_glass_still_needs_approvals_skips_verification_and_is_flagged(wor
         release, world["env"]["production"], world["people"]["sre"], is_emergency=True, reason="INC-42: logins failing"
     )
     assert promotion.state == PromotionState.AWAITING_APPROVAL
-    assert promotion.is_emergency and promotion.emergency_reason == "INC-42: logins failing"
+    assert promotion.is_emergency
+    assert promotion.emergency_reason == "INC-42: logins failing"
     with pytest.raises(PromotionError, match="needs a reason"):
-        transitions.request_promotion(release, world["env"]["production"], world["people"]["sre"], is_emergency=True, reason=" ")
+        transitions.request_promotion(
+            release, world["env"]["production"], world["people"]["sre"], is_emergency=True, reason=" "
+        )
     api = APIClient()
     api.force_login(world["people"]["platform_lead"])
     assert api.get(f"/api/v1/promotions/{promotion.pk}/").json()["is_emergency"] is True
-    production = [cell for cell in api.get("/api/v1/matrix/").json()[0]["environments"] if cell["environment"] == "production"]
+    production = [
+        cell for cell in api.get("/api/v1/matrix/").json()[0]["environments"] if cell["environment"] == "production"
+    ]
     assert production[0]["waiting_is_emergency"] is True
     for page in ("/", promotion.get_absolute_url(), release.get_absolute_url()):
         assert b'<span class="badge emergency">break-glass</span>' in api.get(page).content, page
@@ -243,8 +278,12 @@ def test_break_glass_passes_a_freeze_but_an_ordinary_request_does_not(world):
     from environments.models import ChangeFreeze
 
     release = make_release(world["service"], "2026.02.9")
-    ChangeFreeze.objects.create(environment=world["env"]["production"], starts_at=timezone.now() - timedelta(hours=1),
-                                ends_at=timezone.now() + timedelta(hours=1), reason="Black Friday")
+    ChangeFreeze.objects.create(
+        environment=world["env"]["production"],
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=1),
+        reason="Black Friday",
+    )
     with pytest.raises(PromotionError, match="frozen"):
         transitions.request_promotion(release, world["env"]["production"], world["people"]["sre"])
     assert transitions.request_promotion(
@@ -258,7 +297,9 @@ def test_two_approvers_clicking_at_once_start_the_pipeline_exactly_once(environm
     release = make_release(service, "2026.02.1")
     for name in ("develop", "qa", "staging"):
         verified(release, environments[name])
-    promotion = transitions.request_promotion(release, environments["production"], make_user("rita", groups=["backend-team"]))
+    promotion = transitions.request_promotion(
+        release, environments["production"], make_user("rita", groups=["backend-team"])
+    )
     approvers = [make_user(f"sre{n}", groups=["sre-team"]) for n in range(3)]
     start, errors = threading.Barrier(3), []
 
@@ -280,6 +321,7 @@ def test_two_approvers_clicking_at_once_start_the_pipeline_exactly_once(environm
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.APPROVED
     assert promotion.approvals.count() == 2
-    assert len(errors) == 1 and "only a promotion awaiting approval can be approved" in errors[0]
+    assert len(errors) == 1
+    assert "only a promotion awaiting approval can be approved" in errors[0]
     commit_jobs = [job_id for job_id in django_rq.get_queue("default").job_ids if "-commit-" in job_id]
     assert len(commit_jobs) == 1

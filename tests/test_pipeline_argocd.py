@@ -16,7 +16,9 @@ def argocd(pipeline, argocd_server, settings):
 
 
 def promote_to_develop(pipeline, service, version):
-    promotion = transitions.request_promotion(make_release(service, version), pipeline.environments["develop"], None, kind=PromotionKind.AUTO)
+    promotion = transitions.request_promotion(
+        make_release(service, version), pipeline.environments["develop"], None, kind=PromotionKind.AUTO
+    )
     pipeline.run_jobs()
     promotion.refresh_from_db()
     return promotion
@@ -29,7 +31,7 @@ def test_sync_asks_argo_cd_for_our_commit_and_waits_for_synced_and_healthy(pipel
     promotion = promote_to_develop(pipeline, service, "2026.02.1")
     assert promotion.state == PromotionState.VERIFIED
     assert promotion.sync_status == StepStatus.PASSED
-    sync = [r for r in argocd.sync_requests if r.path.endswith("/nexo-be-develop/sync")][0]
+    sync = next(r for r in argocd.sync_requests if r.path.endswith("/nexo-be-develop/sync"))
     assert sync.json["revision"] == promotion.gitops_commit_sha
     assert sync.headers["Authorization"] == f"Bearer {argocd.token}"
     deployment = Deployment.objects.get(promotion=promotion)
@@ -48,7 +50,7 @@ def test_another_operation_in_progress_is_waited_out(pipeline, argocd):
 
 
 @pytest.mark.parametrize(
-    "outcome, complaint",
+    ("outcome", "complaint"),
     [
         (Outcome.DEGRADED, 'is running but Degraded: Deployment "nexo-be-develop" exceeded its progress deadline'),
         (Outcome.SYNC_FAILS, "ended in phase Failed: one or more objects failed to apply"),
@@ -99,7 +101,10 @@ def test_a_release_degraded_in_develop_is_rolled_back_to_the_last_verified_one(p
     # The rollback's own sync went Degraded too in this stand-in, so it failed; nothing rolls back a rollback.
     assert rollback.state == PromotionState.FAILED
     assert Promotion.objects.filter(kind=PromotionKind.ROLLBACK).count() == 1
-    assert pipeline.gitops.commits("helm/nexo-be/values-develop.yaml")[0].summary == "rollback(nexo-be): develop → 2026.02.1"
+    assert (
+        pipeline.gitops.commits("helm/nexo-be/values-develop.yaml")[0].summary
+        == "rollback(nexo-be): develop → 2026.02.1"
+    )
 
 
 def test_an_auto_sync_application_is_only_refreshed_never_synced(pipeline, argocd):
@@ -112,7 +117,10 @@ def test_an_auto_sync_application_is_only_refreshed_never_synced(pipeline, argoc
     promotion = promote_to_develop(pipeline, service, "2026.02.1")
     assert promotion.state == PromotionState.VERIFIED
     assert argocd.sync_requests == []
-    assert any(request.query.get("refresh") == ["normal"] or request.query.get("refresh") == "normal" for request in argocd.requests)
+    assert any(
+        request.query.get("refresh") == ["normal"] or request.query.get("refresh") == "normal"
+        for request in argocd.requests
+    )
 
 
 def auto_syncing_develop(pipeline):
@@ -130,14 +138,19 @@ def test_an_auto_sync_application_that_reports_a_later_commit_containing_ours_is
 
     def head_after_someone_else_pushed():
         if not later:
-            pipeline.gitops.write("helm/nexo-fe/values-develop.yaml", "image:\n  tag: \"2026.02.7\"\n", "promote(nexo-fe): develop → 2026.02.7")
+            pipeline.gitops.write(
+                "helm/nexo-fe/values-develop.yaml",
+                'image:\n  tag: "2026.02.7"\n',
+                "promote(nexo-fe): develop → 2026.02.7",
+            )
             later.append(pipeline.gitops.head())
         return later[0]
 
     argocd.app("nexo-be-develop", auto_sync=True, head=head_after_someone_else_pushed)
     promotion = promote_to_develop(pipeline, service, "2026.02.1")
     assert promotion.state == PromotionState.VERIFIED, promotion.error
-    assert later and later[0] != promotion.gitops_commit_sha
+    assert later
+    assert later[0] != promotion.gitops_commit_sha
     assert pipeline.gitops.commits()[1].hexsha == promotion.gitops_commit_sha, "ours is the later commit's parent"
     assert argocd.sync_requests == []
 

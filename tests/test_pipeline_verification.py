@@ -27,7 +27,9 @@ def soak(pipeline, configured_prometheus):
 def error_ratio(prometheus, service, environment, value):
     prometheus.set_error_ratio(service, environment, value)
     query = f'nexo_error_ratio{{service="{service}",environment="{environment}"}}'
-    wanted = (lambda values: values and math.isnan(values[0])) if math.isnan(value) else (lambda values: values == [value])
+    wanted = (
+        (lambda values: values and math.isnan(values[0])) if math.isnan(value) else (lambda values: values == [value])
+    )
     prometheus.wait_for(query, wanted)
 
 
@@ -57,7 +59,10 @@ def test_an_error_rate_above_the_threshold_fails_and_qa_rolls_back_by_itself(pip
     error_ratio(soak, "svc-noisy", "develop", 0.0)
     error_ratio(soak, "svc-noisy", "qa", 0.0)
     good = deploy(pipeline, service, "2026.02.1")
-    assert Promotion.objects.get(environment=pipeline.environments["qa"], release=good.release).state == PromotionState.VERIFIED
+    assert (
+        Promotion.objects.get(environment=pipeline.environments["qa"], release=good.release).state
+        == PromotionState.VERIFIED
+    )
 
     error_ratio(soak, "svc-noisy", "qa", 0.25)
     deploy(pipeline, service, "2026.02.2")  # develop is still fine; qa is not
@@ -78,13 +83,15 @@ def test_nan_means_no_traffic_and_never_passes(pipeline, soak):
 
 
 @pytest.mark.parametrize(
-    "status, error_type, error",
+    ("status", "error_type", "error"),
     [
         (422, "execution", "query processing would load too many samples into memory"),
         (503, "unavailable", "the TSDB is not ready"),
     ],
 )
-def test_a_prometheus_error_is_no_data_and_its_message_is_kept(pipeline, prometheus_errors, settings, status, error_type, error):
+def test_a_prometheus_error_is_no_data_and_its_message_is_kept(
+    pipeline, prometheus_errors, settings, status, error_type, error
+):
     for environment in pipeline.environments.values():
         environment.prometheus_query_template = QUERY
         environment.save()
@@ -137,7 +144,9 @@ def test_the_soak_keeps_sampling_until_the_window_ends(pipeline, soak):
 def test_a_failing_health_url_fails_verification(pipeline, health_server):
     service = pipeline.add_service("svc-web")
     develop = pipeline.environments["develop"]
-    develop.health_url_templates = health_server.answer("/health", 200) + "\n" + health_server.answer("/api/status", 503, "database down")
+    develop.health_url_templates = (
+        health_server.answer("/health", 200) + "\n" + health_server.answer("/api/status", 503, "database down")
+    )
     develop.save()
     promotion = deploy(pipeline, service, "2026.02.1")
     assert promotion.state == PromotionState.FAILED

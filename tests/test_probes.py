@@ -7,7 +7,7 @@ import pytest
 from environments.probes import ProbeResult, probe
 
 
-@pytest.mark.parametrize("status, reason", [(200, "OK"), (204, "No Content")])
+@pytest.mark.parametrize(("status", "reason"), [(200, "OK"), (204, "No Content")])
 def test_a_2xx_answer_is_ok(health_server, status, reason):
     url = health_server.answer("/health", status)
 
@@ -15,7 +15,7 @@ def test_a_2xx_answer_is_ok(health_server, status, reason):
 
 
 @pytest.mark.parametrize(
-    "status, reason", [(500, "Internal Server Error"), (503, "Service Unavailable"), (404, "Not Found")]
+    ("status", "reason"), [(500, "Internal Server Error"), (503, "Service Unavailable"), (404, "Not Found")]
 )
 def test_an_error_answer_fails_with_the_status_and_what_the_service_said(health_server, status, reason):
     url = health_server.answer("/health", status, "database connection pool exhausted\n")
@@ -50,7 +50,8 @@ def test_a_long_error_page_is_cut_short(health_server):
 
     result = probe(url)
 
-    assert len(result.detail) < 300 and result.detail.endswith("…")
+    assert len(result.detail) < 300
+    assert result.detail.endswith("…")
 
 
 def test_a_refused_connection_is_a_failed_result_not_an_exception():

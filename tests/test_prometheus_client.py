@@ -48,7 +48,7 @@ def test_a_vector_result_is_one_sample_per_series_with_labels_and_a_float(client
 def test_a_scalar_result_is_one_sample_without_labels(client, prometheus):
     scraped(prometheus, "svc-scalar", "develop", 0.5)
 
-    assert client.query(f'scalar({ratio_query("svc-scalar")})') == [Sample(labels={}, value=0.5)]
+    assert client.query(f"scalar({ratio_query('svc-scalar')})") == [Sample(labels={}, value=0.5)]
 
 
 @pytest.mark.prometheus
@@ -137,7 +137,8 @@ def test_a_syntax_error_is_reported_with_prometheus_bad_data_message(client):
 
     error = raised.value
     assert (error.http_status, error.error_type) == (400, "bad_data")
-    assert "parse error" in str(error) and "bad_data" in str(error)
+    assert "parse error" in str(error)
+    assert "bad_data" in str(error)
     assert 'nexo_error_ratio{service="svc"' in str(error)
 
 
@@ -156,7 +157,7 @@ def test_a_query_that_cannot_be_executed_is_reported_with_prometheus_execution_m
 
 
 @pytest.mark.parametrize(
-    "http_status, error_type, message",
+    ("http_status", "error_type", "message"),
     [
         (400, "bad_data", 'invalid parameter "query": 1:17: parse error: unexpected end of input'),
         (422, "execution", "query processing would load too many samples into memory in query execution"),
@@ -172,7 +173,9 @@ def test_error_answers_carry_prometheus_error_type_and_message(prometheus_errors
 
     error = raised.value
     assert (error.http_status, error.error_type) == (http_status, error_type)
-    assert message in str(error) and error_type in str(error) and f"HTTP {http_status}" in str(error)
+    assert message in str(error)
+    assert error_type in str(error)
+    assert f"HTTP {http_status}" in str(error)
 
 
 def test_a_proxy_page_instead_of_the_api_says_what_came_back(prometheus_errors):
@@ -182,7 +185,8 @@ def test_a_proxy_page_instead_of_the_api_says_what_came_back(prometheus_errors):
         Prometheus(prometheus_errors.url).query("up")
 
     assert raised.value.http_status == 502
-    assert "HTTP 502" in str(raised.value) and "502 Bad Gateway" in str(raised.value)
+    assert "HTTP 502" in str(raised.value)
+    assert "502 Bad Gateway" in str(raised.value)
 
 
 def test_the_query_and_time_are_sent_as_parameters(prometheus_errors):
@@ -199,7 +203,8 @@ def test_an_unreachable_prometheus_is_an_error_that_says_why():
     with pytest.raises(PrometheusError) as raised:
         Prometheus(url).instant_value("up")
 
-    assert "Could not reach Prometheus" in str(raised.value) and "connection refused" in str(raised.value)
+    assert "Could not reach Prometheus" in str(raised.value)
+    assert "connection refused" in str(raised.value)
 
 
 def test_from_settings_is_none_when_prometheus_is_not_configured(settings):

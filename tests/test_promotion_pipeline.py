@@ -39,9 +39,7 @@ def people(transactional_db):
 
 
 def trailers(commit):
-    return dict(
-        line.split(": ", 1) for line in commit.message.strip().split("\n\n")[-1].splitlines() if ": " in line
-    )
+    return dict(line.split(": ", 1) for line in commit.message.strip().split("\n\n")[-1].splitlines() if ": " in line)
 
 
 def state_of(promotion):
@@ -82,7 +80,15 @@ def test_full_path_from_develop_to_production_with_auto_promotion_to_qa(pipeline
     assert production.state == PromotionState.VERIFIED
     assert production.sync_status == StepStatus.NOT_CONFIGURED
     assert production.verification_status == StepStatus.NOT_CONFIGURED
-    for step in ("approved_at", "commit_started_at", "committed_at", "sync_started_at", "deployed_at", "verification_started_at", "finished_at"):
+    for step in (
+        "approved_at",
+        "commit_started_at",
+        "committed_at",
+        "sync_started_at",
+        "deployed_at",
+        "verification_started_at",
+        "finished_at",
+    ):
         assert getattr(production, step) is not None, step
 
     for environment in env.values():
@@ -123,7 +129,9 @@ def test_a_push_rejected_because_someone_else_pushed_is_fetched_reapplied_and_re
         return original_push(repository)
 
     monkeypatch.setattr(GitOpsRepository, "push", someone_pushes_first)
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.run_jobs()
     promotion.refresh_from_db()
     assert len(calls) == 2
@@ -164,7 +172,9 @@ def test_a_retried_commit_job_finds_its_own_commit_and_never_commits_twice(pipel
 def test_an_unreachable_remote_fails_the_promotion_with_the_reason_and_writes_nothing(pipeline, settings, tmp_path):
     service = pipeline.add_service("nexo-be")
     settings.GITOPS_REPO_URL = str(tmp_path / "no-such-repository.git")
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.run_jobs()
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.FAILED
@@ -186,7 +196,9 @@ def test_the_promotion_is_saved_as_committing_before_its_commit_is_pushed(pipeli
         return original_push(repository)
 
     monkeypatch.setattr(GitOpsRepository, "push", push)
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.run_jobs()
     [(state, commit_started_at)] = at_push
     assert state == PromotionState.COMMITTING
@@ -208,7 +220,9 @@ def test_a_promotion_cancelled_while_git_writes_its_commit_is_never_pushed(pipel
     pipeline.run_jobs()
     assert state_of(cancelled) == PromotionState.CANCELLED
     assert pipeline.gitops.head() == head
-    assert not AuditEvent.objects.filter(action=AuditAction.PROMOTION_COMMIT_STARTED, promotion_id=cancelled.pk).exists()
+    assert not AuditEvent.objects.filter(
+        action=AuditAction.PROMOTION_COMMIT_STARTED, promotion_id=cancelled.pk
+    ).exists()
 
     monkeypatch.setattr(transitions, "start_commit", start_commit)
     again = transitions.request_promotion(release, pipeline.environments["develop"], people["rita"])
@@ -226,7 +240,9 @@ def test_a_bad_values_file_found_while_the_promotion_is_cancelled_leaves_it_canc
         raise values.ValuesFileError(f"{path} is not valid YAML: (as if)")
 
     monkeypatch.setattr(values, "set_value", cancelled_then_unreadable)
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], people["rita"])
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], people["rita"]
+    )
     pipeline.run_jobs()
     assert state_of(promotion) == PromotionState.CANCELLED
     assert promotion.error == ""
@@ -234,9 +250,13 @@ def test_a_bad_values_file_found_while_the_promotion_is_cancelled_leaves_it_canc
     assert not pipeline.redis.zcard("rq:failed:default"), "the job did not crash"
 
 
-def test_a_duplicate_commit_job_that_fails_late_leaves_what_the_other_one_did(pipeline, settings, tmp_path, monkeypatch):
+def test_a_duplicate_commit_job_that_fails_late_leaves_what_the_other_one_did(
+    pipeline, settings, tmp_path, monkeypatch
+):
     service = develop_only(pipeline)
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     loaded_while_approved = jobs._load(promotion.pk, PromotionState.APPROVED)
     jobs.commit_promotion(promotion.pk)  # the first job commits it; its sync is on its way
     assert state_of(promotion) == PromotionState.COMMITTED
@@ -263,7 +283,9 @@ def test_committed_at_is_when_the_push_returned(pipeline, monkeypatch):
 
     monkeypatch.setattr(GitOpsRepository, "push", push)
     monkeypatch.setattr(transitions, "mark_committed", mark_committed)
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.run_jobs()
     promotion.refresh_from_db()
     assert pushed[0] <= promotion.committed_at <= marked[0]
@@ -287,7 +309,9 @@ def test_a_push_that_fails_for_good_leaves_no_commit_behind(pipeline):
     hook.write_text("#!/bin/sh\necho 'branch main is protected' >&2\nexit 1\n")
     hook.chmod(0o755)
     head = pipeline.gitops.head()
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.run_jobs()
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.FAILED
@@ -309,7 +333,9 @@ def test_a_push_that_reports_a_failure_after_the_remote_took_the_commit_carries_
         raise GitOpsError("Cannot push to the GitOps repository: Connection reset by peer")
 
     monkeypatch.setattr(GitOpsRepository, "push", connection_drops_after_the_push)
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.run_jobs()
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.VERIFIED, promotion.error
@@ -318,7 +344,7 @@ def test_a_push_that_reports_a_failure_after_the_remote_took_the_commit_carries_
 
 
 @pytest.mark.parametrize(
-    "values_text, complaint",
+    ("values_text", "complaint"),
     [
         (None, "helm/nexo-be/values-develop.yaml does not exist in"),
         ("image:\n  repository: ghcr.io/x\n", "helm/nexo-be/values-develop.yaml has no key 'image.tag'"),
@@ -334,7 +360,9 @@ def test_a_missing_values_file_or_key_fails_naming_the_file_and_key(pipeline, va
     else:
         pipeline.gitops.write("helm/nexo-be/values-develop.yaml", values_text)
     head = pipeline.gitops.head()
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.run_jobs()
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.FAILED
@@ -387,8 +415,14 @@ def test_failed_verification_rolls_back_by_itself_in_qa(pipeline, people, slack_
     env["qa"].save()
     good, bad = make_release(service, "2026.02.1"), make_release(service, "2026.02.2")
     for release, passed in ((good, True), (bad, False)):
-        CheckResult.objects.create(release=release, environment=env["qa"], name="e2e", passed=passed,
-                                   url="https://ci.example/run/1", reported_by="api-token:ci")
+        CheckResult.objects.create(
+            release=release,
+            environment=env["qa"],
+            name="e2e",
+            passed=passed,
+            url="https://ci.example/run/1",
+            reported_by="api-token:ci",
+        )
         transitions.request_promotion(release, env["develop"], None, kind=PromotionKind.AUTO)
         pipeline.run_jobs()
 
@@ -413,7 +447,9 @@ def test_failed_verification_in_staging_only_alerts(pipeline, people, slack_serv
     env["staging"].save()
     good, bad = make_release(service, "2026.02.1"), make_release(service, "2026.02.2")
     for release, passed in ((good, True), (bad, False)):
-        CheckResult.objects.create(release=release, environment=env["staging"], name="load-test", passed=passed, reported_by="ci")
+        CheckResult.objects.create(
+            release=release, environment=env["staging"], name="load-test", passed=passed, reported_by="ci"
+        )
         transitions.request_promotion(release, env["develop"], None, kind=PromotionKind.AUTO)
         pipeline.run_jobs()
         promotion = transitions.request_promotion(release, env["staging"], people["rita"])
@@ -435,7 +471,9 @@ def test_reconciler_resumes_a_promotion_whose_job_was_lost(pipeline):
     from releases.reconciler import resume_stalled_promotions
 
     service = pipeline.add_service("nexo-be")
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.redis.flushdb()  # the job never reached Redis
     assert resume_stalled_promotions() == []  # too recent to call it stalled
     Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
@@ -451,11 +489,15 @@ def test_a_job_that_keeps_crashing_fails_the_promotion_instead_of_being_resumed_
     from releases.reconciler import MAX_CRASHES, resume_stalled_promotions
 
     service = pipeline.add_service("nexo-be")
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     pipeline.redis.flushdb()
     queue = django_rq.get_queue("default")
     for attempt in range(MAX_CRASHES):  # the commit job crashing for a reason of its own, as RQ records it
-        queue.enqueue("builtins.int", "not a number", job_id=f"{transitions.job_id_prefix(promotion.pk)}commit-crash{attempt}")
+        queue.enqueue(
+            "builtins.int", "not a number", job_id=f"{transitions.job_id_prefix(promotion.pk)}commit-crash{attempt}"
+        )
         pipeline.run_jobs()
         Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
         if attempt < MAX_CRASHES - 1:
@@ -474,7 +516,9 @@ def test_redis_down_at_enqueue_time_keeps_the_state_and_the_reconciler_catches_u
     service = pipeline.add_service("nexo-be")
     working = settings.RQ_QUEUES
     settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}
-    promotion = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
     settings.RQ_QUEUES = working
     assert state_of(promotion) == PromotionState.APPROVED
     Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))

@@ -1,3 +1,5 @@
+from io import StringIO
+
 import git
 import pytest
 from django.contrib.auth.models import Group, User
@@ -20,7 +22,7 @@ def gitops_path(tmp_path, settings):
 
 
 def seed():
-    call_command("seed_demo", force=True, stdout=open("/dev/null", "w"))
+    call_command("seed_demo", force=True, stdout=StringIO())
 
 
 def test_seed_demo_refuses_a_portal_running_with_debug_off_unless_forced(gitops_path, settings):
@@ -29,7 +31,7 @@ def test_seed_demo_refuses_a_portal_running_with_debug_off_unless_forced(gitops_
 
     settings.DEBUG = False
     with pytest.raises(CommandError, match="password is published in the README"):
-        call_command("seed_demo", stdout=open("/dev/null", "w"))
+        call_command("seed_demo", stdout=StringIO())
     assert not User.objects.filter(username="admin").exists()
 
 

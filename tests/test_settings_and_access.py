@@ -11,7 +11,9 @@ from django.conf import settings
 def start_django(expression="settings.DEBUG", *, drop=(), **env):
     """A new process with `env` (DEBUG, SECRET_KEY, ALLOWED_HOSTS and `drop` unset first) that
     sets Django up and prints `expression`, with `settings` in scope."""
-    clean = {key: value for key, value in os.environ.items() if key not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", *drop}}
+    clean = {
+        key: value for key, value in os.environ.items() if key not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", *drop}
+    }
     return subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; print({expression})"],
         env={**clean, "DJANGO_SETTINGS_MODULE": "nexo_portal.settings", **env},
@@ -49,7 +51,9 @@ def test_development_mode_starts_without_secrets():
 def test_production_cookies_are_secure_by_default():
     result = start_django(
         "settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE, settings.SESSION_COOKIE_HTTPONLY",
-        drop={"SECURE_HTTPS"}, SECRET_KEY="x" * 50, ALLOWED_HOSTS="a.example",
+        drop={"SECURE_HTTPS"},
+        SECRET_KEY="x" * 50,
+        ALLOWED_HOSTS="a.example",
     )
     assert result.stdout.split() == ["True", "True", "True"], result.stderr
 
@@ -62,7 +66,9 @@ def test_the_wsgi_process_loads_every_view_and_freezes_its_start_up_objects_out_
     result = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "portal.nexo.example"},
-        capture_output=True, text=True, cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True", "True"]
@@ -86,7 +92,9 @@ def test_health_endpoint_stays_in_service_but_says_degraded_when_redis_is_down(c
 def test_production_redirects_plain_http_and_asks_for_hsts_but_not_for_the_health_probe():
     result = start_django(
         "settings.SECURE_SSL_REDIRECT, settings.SECURE_HSTS_SECONDS, settings.SECURE_REDIRECT_EXEMPT",
-        drop={"SECURE_HTTPS"}, SECRET_KEY="x" * 50, ALLOWED_HOSTS="a.example",
+        drop={"SECURE_HTTPS"},
+        SECRET_KEY="x" * 50,
+        ALLOWED_HOSTS="a.example",
     )
     assert result.stdout.split() == ["True", "31536000", "['^healthz$']"], result.stderr
 
@@ -103,14 +111,19 @@ def test_server_errors_are_mailed_to_the_operators_when_asked(client, settings, 
 def test_error_emails_come_from_the_environment():
     result = start_django(
         "settings.ADMINS, settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS",
-        DEBUG="1", ERROR_EMAILS="ops@nexo.example,sre@nexo.example", EMAIL_URL="smtp+tls://u:p@smtp.example:587",
+        DEBUG="1",
+        ERROR_EMAILS="ops@nexo.example,sre@nexo.example",
+        EMAIL_URL="smtp+tls://u:p@smtp.example:587",
     )
-    assert "'ops@nexo.example'" in result.stdout and "'sre@nexo.example'" in result.stdout, result.stderr
+    assert "'ops@nexo.example'" in result.stdout, result.stderr
+    assert "'sre@nexo.example'" in result.stdout, result.stderr
     assert result.stdout.strip().endswith("smtp.example 587 True"), result.stdout + result.stderr
 
 
 def test_production_refuses_to_start_on_sqlite():
-    result = start_django(SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", DATABASE_URL="sqlite:////tmp/x.sqlite3")
+    result = start_django(
+        SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", DATABASE_URL="sqlite:////tmp/x.sqlite3"
+    )
     assert result.returncode != 0
     assert "DATABASE_URL (a postgres:// URL" in result.stderr
 
@@ -134,7 +147,13 @@ def test_login_page_is_open(client):
 def test_pages_carry_a_content_security_policy_and_the_api_docs_are_left_out(client, django_user_model):
     client.force_login(django_user_model.objects.create_user("viewer"))
     policy = client.get("/")["Content-Security-Policy"]
-    for directive in ("default-src 'self'", "object-src 'none'", "frame-ancestors 'none'", "form-action 'self' https://github.com"):
+    for directive in (
+        "default-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self' https://github.com",
+    ):
         assert directive in policy
-    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "unsafe-inline" not in policy
+    assert "unsafe-eval" not in policy
     assert "Content-Security-Policy" not in client.get("/api/v1/docs/")

@@ -33,7 +33,8 @@ def sign_in(client, username, password="pw-for-tests-only"):
 def test_in_demo_mode_any_active_local_account_signs_in(client, demo_mode):
     make_user("rita")
     response = sign_in(client, "rita")
-    assert response.status_code == 302 and response["Location"] == "/"
+    assert response.status_code == 302
+    assert response["Location"] == "/"
     assert get_user(client).username == "rita"
 
 
@@ -82,7 +83,7 @@ def test_login_page_offers_github_only_when_configured(client, settings, github_
 
 def test_github_button_keeps_where_the_person_was_going(client, github_configured):
     content = client.get(LOGIN_URL, {"next": "/promotions/7/"}).content.decode()
-    assert f'{reverse("social:begin", args=["github-org"])}?next=/promotions/7/' in content
+    assert f"{reverse('social:begin', args=['github-org'])}?next=/promotions/7/" in content
 
 
 def test_begin_view_accepts_only_post(client, github_configured):

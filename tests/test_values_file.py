@@ -1,6 +1,7 @@
 """Changing the image tag keeps every other byte of a values file as it was."""
 
 import difflib
+import re
 
 import pytest
 from ruamel.yaml import YAML
@@ -19,6 +20,7 @@ def parser(request, monkeypatch):
     else:
         monkeypatch.setattr(values, "YAML", lambda typ, pure: YAML(typ=typ, pure=True))
     return request.param
+
 
 CHART = """\
 # Default values for nexo-be.
@@ -63,7 +65,7 @@ def test_only_the_tag_line_changes_and_everything_else_stays_byte_for_byte():
 
 
 @pytest.mark.parametrize(
-    "line, expected",
+    ("line", "expected"),
     [
         ("  tag: '2026.10.3'", "  tag: '2026.11.1'"),
         ("  tag: 2026.10.3", "  tag: 2026.11.1"),
@@ -85,7 +87,7 @@ def test_quoting_style_anchor_and_marker_of_the_original_are_kept(line, expected
 
 
 @pytest.mark.parametrize(
-    "text, expected",
+    ("text", "expected"),
     [
         ("image: {repository: x, tag: 1.0}\n", "image: {repository: x, tag: 2026.11.1}\n"),
         ("image: {tag: 1.0, repository: x}\n", "image: {tag: 2026.11.1, repository: x}\n"),
@@ -113,10 +115,13 @@ def test_windows_line_endings_are_kept():
 
 
 @pytest.mark.parametrize(
-    "key_path, complaint",
+    ("key_path", "complaint"),
     [
         ("image.digest", "helm/nexo-be/values-qa.yaml has no key 'image.digest' (nothing called 'digest' under image)"),
-        ("chart.tag", "helm/nexo-be/values-qa.yaml has no key 'chart.tag' (nothing called 'chart' under the top level)"),
+        (
+            "chart.tag",
+            "helm/nexo-be/values-qa.yaml has no key 'chart.tag' (nothing called 'chart' under the top level)",
+        ),
         ("env", "'env' is a list, not a single value"),
         ("image", "'image' is a mapping, not a single value"),
     ],
@@ -128,7 +133,7 @@ def test_a_missing_or_wrong_key_is_an_error_naming_file_and_key(key_path, compla
 
 
 def test_invalid_yaml_is_an_error_naming_the_file():
-    with pytest.raises(ValuesFileError, match="helm/x.yaml is not valid YAML"):
+    with pytest.raises(ValuesFileError, match=re.escape("helm/x.yaml is not valid YAML")):
         set_value("image: [unclosed\n", "image.tag", "1", "helm/x.yaml")
 
 
@@ -146,12 +151,21 @@ def test_an_anchor_on_the_tag_stays_and_what_refers_to_it_follows():
 
 
 @pytest.mark.parametrize(
-    "text, complaint",
+    ("text", "complaint"),
     [
         ('base: &b "1.0"\nimage:\n  tag: *b\n', "v.yaml: 'image.tag' is an alias (*b) of a value written elsewhere"),
-        ("defaults: &d {repository: x, tag: '1'}\nimage: *d\n", "v.yaml: 'image' is an alias (*d) of a value written elsewhere"),
-        ("image:\n  <<: {tag: '1'}\n", "v.yaml: 'image.tag' is not written under image itself (it comes from a merge key"),
-        ('image:\n  tag: "1"\n  tag: "2"\n', "v.yaml is not valid YAML: the key 'tag' is written twice in one mapping (lines 2 and 3)"),
+        (
+            "defaults: &d {repository: x, tag: '1'}\nimage: *d\n",
+            "v.yaml: 'image' is an alias (*d) of a value written elsewhere",
+        ),
+        (
+            "image:\n  <<: {tag: '1'}\n",
+            "v.yaml: 'image.tag' is not written under image itself (it comes from a merge key",
+        ),
+        (
+            'image:\n  tag: "1"\n  tag: "2"\n',
+            "v.yaml is not valid YAML: the key 'tag' is written twice in one mapping (lines 2 and 3)",
+        ),
         ("image: {tag}\n", "v.yaml: 'image.tag' is a key without a value; write it as 'tag: …'"),
         ('port: !!int 80x\nimage: {tag: "1"}\n', "v.yaml: could not write '2026.11.1' at 'image.tag' safely"),
     ],
@@ -173,7 +187,7 @@ def test_read_value_gives_the_tag_as_written():
 
 
 @pytest.mark.parametrize(
-    "text, marker",
+    ("text", "marker"),
     [
         ("image:\n  tag: !!int 1\n", "!!int"),
         ("image:\n  tag: !!float 2026.10\n", "!!float"),

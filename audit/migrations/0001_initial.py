@@ -4,31 +4,59 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('action', models.CharField(choices=[('release.registered', 'Release registered'), ('promotion.requested', 'Promotion requested'), ('promotion.approved', 'Promotion approved'), ('promotion.rejected', 'Promotion rejected'), ('promotion.cancelled', 'Promotion cancelled'), ('promotion.superseded', 'Promotion superseded'), ('promotion.commit_started', 'GitOps commit started'), ('promotion.committed', 'GitOps commit pushed'), ('promotion.syncing', 'Argo CD sync started'), ('promotion.deployed', 'Deployed and healthy'), ('promotion.verifying', 'Verification started'), ('promotion.verified', 'Verified'), ('promotion.failed', 'Promotion failed'), ('promotion.rolled_back', 'Rolled back'), ('hold.placed', 'Auto-promotion hold placed'), ('hold.lifted', 'Auto-promotion hold lifted'), ('gitops.drift_detected', 'GitOps drift detected'), ('freeze.created', 'Change freeze created'), ('token.created', 'API token created'), ('token.revoked', 'API token revoked'), ('deployment.imported', 'Deployment imported from GitOps history'), ('incident.recorded', 'Incident recorded')], db_index=True, max_length=40)),
-                ('actor', models.CharField(help_text='User name, api-token:<name>, or system.', max_length=150)),
-                ('service', models.CharField(blank=True, db_index=True, max_length=50)),
-                ('environment', models.CharField(blank=True, max_length=50)),
-                ('version', models.CharField(blank=True, max_length=100)),
-                ('promotion_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
-                ('message', models.CharField(blank=True, max_length=500)),
-                ('data', models.JSONField(blank=True, default=dict)),
-                ('previous_hash', models.CharField(editable=False, max_length=64, unique=True)),
-                ('hash', models.CharField(editable=False, max_length=64, unique=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(db_index=True)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("release.registered", "Release registered"),
+                            ("promotion.requested", "Promotion requested"),
+                            ("promotion.approved", "Promotion approved"),
+                            ("promotion.rejected", "Promotion rejected"),
+                            ("promotion.cancelled", "Promotion cancelled"),
+                            ("promotion.superseded", "Promotion superseded"),
+                            ("promotion.commit_started", "GitOps commit started"),
+                            ("promotion.committed", "GitOps commit pushed"),
+                            ("promotion.syncing", "Argo CD sync started"),
+                            ("promotion.deployed", "Deployed and healthy"),
+                            ("promotion.verifying", "Verification started"),
+                            ("promotion.verified", "Verified"),
+                            ("promotion.failed", "Promotion failed"),
+                            ("promotion.rolled_back", "Rolled back"),
+                            ("hold.placed", "Auto-promotion hold placed"),
+                            ("hold.lifted", "Auto-promotion hold lifted"),
+                            ("gitops.drift_detected", "GitOps drift detected"),
+                            ("freeze.created", "Change freeze created"),
+                            ("token.created", "API token created"),
+                            ("token.revoked", "API token revoked"),
+                            ("deployment.imported", "Deployment imported from GitOps history"),
+                            ("incident.recorded", "Incident recorded"),
+                        ],
+                        db_index=True,
+                        max_length=40,
+                    ),
+                ),
+                ("actor", models.CharField(help_text="User name, api-token:<name>, or system.", max_length=150)),
+                ("service", models.CharField(blank=True, db_index=True, max_length=50)),
+                ("environment", models.CharField(blank=True, max_length=50)),
+                ("version", models.CharField(blank=True, max_length=100)),
+                ("promotion_id", models.BigIntegerField(blank=True, db_index=True, null=True)),
+                ("message", models.CharField(blank=True, max_length=500)),
+                ("data", models.JSONField(blank=True, default=dict)),
+                ("previous_hash", models.CharField(editable=False, max_length=64, unique=True)),
+                ("hash", models.CharField(editable=False, max_length=64, unique=True)),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
     ]

@@ -4,15 +4,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0002_append_only_on_postgresql'),
+        ("audit", "0002_append_only_on_postgresql"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('release.registered', 'Release registered'), ('promotion.requested', 'Promotion requested'), ('promotion.approved', 'Promotion approved'), ('promotion.rejected', 'Promotion rejected'), ('promotion.cancelled', 'Promotion cancelled'), ('promotion.superseded', 'Promotion superseded'), ('promotion.commit_started', 'GitOps commit started'), ('promotion.committed', 'GitOps commit pushed'), ('promotion.syncing', 'Argo CD sync started'), ('promotion.deployed', 'Deployed and healthy'), ('promotion.verifying', 'Verification started'), ('promotion.verified', 'Verified'), ('promotion.failed', 'Promotion failed'), ('promotion.rolled_back', 'Rolled back'), ('hold.placed', 'Auto-promotion hold placed'), ('hold.lifted', 'Auto-promotion hold lifted'), ('gitops.drift_detected', 'GitOps drift detected'), ('freeze.created', 'Change freeze created'), ('freeze.changed', 'Change freeze changed'), ('freeze.deleted', 'Change freeze deleted'), ('token.created', 'API token created'), ('token.revoked', 'API token revoked'), ('deployment.imported', 'Deployment imported from GitOps history'), ('incident.recorded', 'Incident recorded')], db_index=True, max_length=40),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("release.registered", "Release registered"),
+                    ("promotion.requested", "Promotion requested"),
+                    ("promotion.approved", "Promotion approved"),
+                    ("promotion.rejected", "Promotion rejected"),
+                    ("promotion.cancelled", "Promotion cancelled"),
+                    ("promotion.superseded", "Promotion superseded"),
+                    ("promotion.commit_started", "GitOps commit started"),
+                    ("promotion.committed", "GitOps commit pushed"),
+                    ("promotion.syncing", "Argo CD sync started"),
+                    ("promotion.deployed", "Deployed and healthy"),
+                    ("promotion.verifying", "Verification started"),
+                    ("promotion.verified", "Verified"),
+                    ("promotion.failed", "Promotion failed"),
+                    ("promotion.rolled_back", "Rolled back"),
+                    ("hold.placed", "Auto-promotion hold placed"),
+                    ("hold.lifted", "Auto-promotion hold lifted"),
+                    ("gitops.drift_detected", "GitOps drift detected"),
+                    ("freeze.created", "Change freeze created"),
+                    ("freeze.changed", "Change freeze changed"),
+                    ("freeze.deleted", "Change freeze deleted"),
+                    ("token.created", "API token created"),
+                    ("token.revoked", "API token revoked"),
+                    ("deployment.imported", "Deployment imported from GitOps history"),
+                    ("incident.recorded", "Incident recorded"),
+                ],
+                db_index=True,
+                max_length=40,
+            ),
         ),
     ]

@@ -7,69 +7,200 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Environment',
+            name="Environment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=50, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$', 'Use lowercase letters, digits and hyphens only, starting and ending with a letter or digit (at most 50).')])),
-                ('position', models.PositiveSmallIntegerField(help_text='Order in the pipeline: develop 1, qa 2, staging 3, production 4.', unique=True)),
-                ('auto_promote', models.BooleanField(default=False, help_text='Enter automatically: the first environment on CI registration, the others once the release is verified in the environment before.')),
-                ('required_approvals', models.PositiveSmallIntegerField(default=0, help_text='Distinct approvals needed before the GitOps commit.', validators=[django.core.validators.MaxValueValidator(10)])),
-                ('verification_minutes', models.PositiveIntegerField(default=5, help_text='Soak window after the deployment is healthy, during which samples are taken.')),
-                ('sample_interval_seconds', models.PositiveIntegerField(default=30, help_text='Time between two samples during the soak.', validators=[django.core.validators.MinValueValidator(1)])),
-                ('error_rate_threshold', models.DecimalField(decimal_places=5, default=0.01, help_text='Highest acceptable error rate (0.01 = 1 %) for the Prometheus query.', max_digits=6, validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(1)])),
-                ('required_checks', models.JSONField(blank=True, default=list, help_text='CI verification results that must pass here, e.g. ["e2e", "performance", "security"].')),
-                ('rollback_on_failed_verification', models.BooleanField(default=False, help_text='Roll back automatically to the last verified release when verification fails.')),
-                ('promotion_slo_minutes', models.PositiveIntegerField(default=30, help_text='Target time from request to verified.')),
-                ('drift_warning_builds', models.PositiveIntegerField(default=20, help_text='Warn when this environment is more builds behind the one before.')),
-                ('values_path_template', models.CharField(default='helm/{service}/values-{environment}.yaml', help_text='Helm values file in the GitOps repo.', max_length=255)),
-                ('argocd_app_template', models.CharField(default='{service}-{environment}', max_length=255)),
-                ('argocd_auto_sync', models.BooleanField(default=False, help_text='The Argo CD application syncs by itself: only refresh and wait, never trigger a sync.')),
-                ('prometheus_query_template', models.TextField(blank=True, help_text='Instant query returning the error rate as a ratio; blank means not configured.')),
-                ('health_url_templates', models.TextField(blank=True, help_text='Health and smoke URLs that must answer 2xx, one per line.')),
-                ('approver_groups', models.ManyToManyField(blank=True, help_text='Members of these groups may approve.', related_name='approvable_environments', to='auth.group')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=50,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+                                "Use lowercase letters, digits and hyphens only, starting and ending with a letter or digit (at most 50).",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "position",
+                    models.PositiveSmallIntegerField(
+                        help_text="Order in the pipeline: develop 1, qa 2, staging 3, production 4.", unique=True
+                    ),
+                ),
+                (
+                    "auto_promote",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Enter automatically: the first environment on CI registration, the others once the release is verified in the environment before.",
+                    ),
+                ),
+                (
+                    "required_approvals",
+                    models.PositiveSmallIntegerField(
+                        default=0,
+                        help_text="Distinct approvals needed before the GitOps commit.",
+                        validators=[django.core.validators.MaxValueValidator(10)],
+                    ),
+                ),
+                (
+                    "verification_minutes",
+                    models.PositiveIntegerField(
+                        default=5,
+                        help_text="Soak window after the deployment is healthy, during which samples are taken.",
+                    ),
+                ),
+                (
+                    "sample_interval_seconds",
+                    models.PositiveIntegerField(
+                        default=30,
+                        help_text="Time between two samples during the soak.",
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                (
+                    "error_rate_threshold",
+                    models.DecimalField(
+                        decimal_places=5,
+                        default=0.01,
+                        help_text="Highest acceptable error rate (0.01 = 1 %) for the Prometheus query.",
+                        max_digits=6,
+                        validators=[
+                            django.core.validators.MinValueValidator(0),
+                            django.core.validators.MaxValueValidator(1),
+                        ],
+                    ),
+                ),
+                (
+                    "required_checks",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='CI verification results that must pass here, e.g. ["e2e", "performance", "security"].',
+                    ),
+                ),
+                (
+                    "rollback_on_failed_verification",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Roll back automatically to the last verified release when verification fails.",
+                    ),
+                ),
+                (
+                    "promotion_slo_minutes",
+                    models.PositiveIntegerField(default=30, help_text="Target time from request to verified."),
+                ),
+                (
+                    "drift_warning_builds",
+                    models.PositiveIntegerField(
+                        default=20, help_text="Warn when this environment is more builds behind the one before."
+                    ),
+                ),
+                (
+                    "values_path_template",
+                    models.CharField(
+                        default="helm/{service}/values-{environment}.yaml",
+                        help_text="Helm values file in the GitOps repo.",
+                        max_length=255,
+                    ),
+                ),
+                ("argocd_app_template", models.CharField(default="{service}-{environment}", max_length=255)),
+                (
+                    "argocd_auto_sync",
+                    models.BooleanField(
+                        default=False,
+                        help_text="The Argo CD application syncs by itself: only refresh and wait, never trigger a sync.",
+                    ),
+                ),
+                (
+                    "prometheus_query_template",
+                    models.TextField(
+                        blank=True,
+                        help_text="Instant query returning the error rate as a ratio; blank means not configured.",
+                    ),
+                ),
+                (
+                    "health_url_templates",
+                    models.TextField(blank=True, help_text="Health and smoke URLs that must answer 2xx, one per line."),
+                ),
+                (
+                    "approver_groups",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Members of these groups may approve.",
+                        related_name="approvable_environments",
+                        to="auth.group",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position'],
+                "ordering": ["position"],
             },
         ),
         migrations.CreateModel(
-            name='ChangeFreeze',
+            name="ChangeFreeze",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('starts_at', models.DateTimeField()),
-                ('ends_at', models.DateTimeField()),
-                ('reason', models.CharField(max_length=200)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('environment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='freezes', to='environments.environment')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("starts_at", models.DateTimeField()),
+                ("ends_at", models.DateTimeField()),
+                ("reason", models.CharField(max_length=200)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="freezes",
+                        to="environments.environment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-starts_at'],
+                "ordering": ["-starts_at"],
             },
         ),
         migrations.AddConstraint(
-            model_name='environment',
-            constraint=models.CheckConstraint(condition=models.Q(('name__regex', '^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$')), name='environment_name_is_slug'),
+            model_name="environment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("name__regex", "^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")),
+                name="environment_name_is_slug",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='environment',
-            constraint=models.CheckConstraint(condition=models.Q(('error_rate_threshold__gte', 0), ('error_rate_threshold__lte', 1)), name='environment_error_rate_threshold_is_ratio'),
+            model_name="environment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("error_rate_threshold__gte", 0), ("error_rate_threshold__lte", 1)),
+                name="environment_error_rate_threshold_is_ratio",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='changefreeze',
-            constraint=models.CheckConstraint(condition=models.Q(('ends_at__gt', models.F('starts_at'))), name='freeze_ends_after_it_starts'),
+            model_name="changefreeze",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("ends_at__gt", models.F("starts_at"))), name="freeze_ends_after_it_starts"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='changefreeze',
-            constraint=models.CheckConstraint(condition=models.Q(('reason', ''), _negated=True), name='freeze_has_reason'),
+            model_name="changefreeze",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("reason", ""), _negated=True), name="freeze_has_reason"
+            ),
         ),
     ]

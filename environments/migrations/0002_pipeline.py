@@ -5,34 +5,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('environments', '0001_initial'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("environments", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='environment',
-            name='verification_minutes',
+            model_name="environment",
+            name="verification_minutes",
         ),
         migrations.AddField(
-            model_name='environment',
-            name='allows_break_glass',
-            field=models.BooleanField(default=False, help_text='Emergency promotions for incidents: a reason is required, approvals still are, the previous-environment verification and change freezes are not.'),
+            model_name="environment",
+            name="allows_break_glass",
+            field=models.BooleanField(
+                default=False,
+                help_text="Emergency promotions for incidents: a reason is required, approvals still are, the previous-environment verification and change freezes are not.",
+            ),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='requester_groups',
-            field=models.ManyToManyField(blank=True, help_text="Also allowed to request promotions here, besides the service's owning team and the approvers.", related_name='requestable_environments', to='auth.group'),
+            model_name="environment",
+            name="requester_groups",
+            field=models.ManyToManyField(
+                blank=True,
+                help_text="Also allowed to request promotions here, besides the service's owning team and the approvers.",
+                related_name="requestable_environments",
+                to="auth.group",
+            ),
         ),
         migrations.AddField(
-            model_name='environment',
-            name='verification_window',
-            field=models.DurationField(default=datetime.timedelta(seconds=300), help_text='Soak window after the deployment is healthy, during which samples are taken (HH:MM:SS).'),
+            model_name="environment",
+            name="verification_window",
+            field=models.DurationField(
+                default=datetime.timedelta(seconds=300),
+                help_text="Soak window after the deployment is healthy, during which samples are taken (HH:MM:SS).",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='environment',
-            constraint=models.CheckConstraint(condition=models.Q(('verification_window__gte', datetime.timedelta(0))), name='environment_window_not_negative'),
+            model_name="environment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("verification_window__gte", datetime.timedelta(0))),
+                name="environment_window_not_negative",
+            ),
         ),
     ]

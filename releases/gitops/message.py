@@ -13,13 +13,18 @@ import re
 from releases.models import PromotionKind
 
 VERBS = {PromotionKind.MANUAL: "promote", PromotionKind.AUTO: "auto-promote", PromotionKind.ROLLBACK: "rollback"}
-SUBJECT = re.compile(r"^(?P<verb>promote|auto-promote|rollback)\((?P<service>[a-z0-9-]+)\): (?P<environment>[a-z0-9-]+) → (?P<version>\S+)$")
+SUBJECT = re.compile(
+    r"^(?P<verb>promote|auto-promote|rollback)\((?P<service>[a-z0-9-]+)\): "
+    r"(?P<environment>[a-z0-9-]+) → (?P<version>\S+)$"
+)
 PROMOTION_TRAILER = "Promotion-Id"
 DIGEST_TRAILER = "Release-Digest"
 
 
 def subject(promotion):
-    return f"{VERBS[promotion.kind]}({promotion.service.name}): {promotion.environment.name} → {promotion.release.version}"
+    return (
+        f"{VERBS[promotion.kind]}({promotion.service.name}): {promotion.environment.name} → {promotion.release.version}"
+    )
 
 
 def promotion_message(promotion, approvers):

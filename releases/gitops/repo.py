@@ -76,7 +76,9 @@ class GitOpsRepository:
         try:
             acquired = lock.acquire()
         except RedisError as error:
-            raise GitOpsError(f"Cannot take the lock on {self} (Redis: {error}); the reconciler will try again.") from error
+            raise GitOpsError(
+                f"Cannot take the lock on {self} (Redis: {error}); the reconciler will try again."
+            ) from error
         if not acquired:
             raise GitOpsError(f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}.")
         self._lock = lock
@@ -87,7 +89,7 @@ class GitOpsRepository:
             self._lock = None
             try:
                 lock.release()
-            except Exception:  # noqa: BLE001 - an expired lock is released already
+            except Exception:
                 logger.warning("GitOps lock %s had expired before release", self.lock_name)
 
     def _before_long_call(self):
@@ -133,7 +135,10 @@ class GitOpsRepository:
         repo = self._working_copy()
         try:
             repo.git.fetch(
-                "origin", f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}", "--prune", **self._before_long_call()
+                "origin",
+                f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}",
+                "--prune",
+                **self._before_long_call(),
             )
         except git.GitCommandError as error:
             message = _git_message(error)
@@ -178,7 +183,9 @@ class GitOpsRepository:
                     return False
             return repo.is_ancestor(commit, revision)
         except git.GitCommandError as error:
-            raise GitOpsError(f"Cannot compare {revision[:12]} with {commit[:12]} in {self}: {_git_message(error)}") from error
+            raise GitOpsError(
+                f"Cannot compare {revision[:12]} with {commit[:12]} in {self}: {_git_message(error)}"
+            ) from error
 
     def _knows(self, revision):
         try:
@@ -212,7 +219,15 @@ class GitOpsRepository:
         return None
 
     def commit_and_push(
-        self, relative_path, change, message, trailer, attempts=None, since=None, look_for_trailer=True, before_push=None
+        self,
+        relative_path,
+        change,
+        message,
+        trailer,
+        attempts=None,
+        since=None,
+        look_for_trailer=True,
+        before_push=None,
     ):
         """Apply `change(text) -> text` to one file, commit, push; return the commit SHA.
 
@@ -230,7 +245,7 @@ class GitOpsRepository:
         trailer_key, trailer_value = trailer
         last_rejection = None
         for attempt in range(1, attempts + 1):
-            repo = self._fresh_working_copy(fetch=attempt > 1 or look_for_trailer or not self._has_branch())
+            self._fresh_working_copy(fetch=attempt > 1 or look_for_trailer or not self._has_branch())
             if look_for_trailer:
                 existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
                 if existing:
@@ -249,7 +264,9 @@ class GitOpsRepository:
             except PushRejected as rejection:
                 last_rejection = rejection
                 look_for_trailer = False  # this attempt was refused, so it pushed nothing
-                logger.info("GitOps push to %s rejected (attempt %s of %s); fetching and retrying", self, attempt, attempts)
+                logger.info(
+                    "GitOps push to %s rejected (attempt %s of %s); fetching and retrying", self, attempt, attempts
+                )
                 continue
             except GitOpsError as failure:
                 # The connection may have dropped after the remote took the commit: look before failing.
@@ -270,9 +287,17 @@ class GitOpsRepository:
         # _tidy() runs the same housekeeping once the push is done, so the push does not wait.
         self._untidy = True
         writing = repo.git(c="maintenance.auto=false").commit(
-            "-q", "-a", "--allow-empty", "--no-verify", "-F", str(message_file),
+            "-q",
+            "-a",
+            "--allow-empty",
+            "--no-verify",
+            "-F",
+            str(message_file),
             f"--author={settings.GITOPS_AUTHOR_NAME} <{settings.GITOPS_AUTHOR_EMAIL}>",
-            env={"GIT_COMMITTER_NAME": settings.GITOPS_AUTHOR_NAME, "GIT_COMMITTER_EMAIL": settings.GITOPS_AUTHOR_EMAIL},
+            env={
+                "GIT_COMMITTER_NAME": settings.GITOPS_AUTHOR_NAME,
+                "GIT_COMMITTER_EMAIL": settings.GITOPS_AUTHOR_EMAIL,
+            },
             as_process=True,
         )
         try:
@@ -299,7 +324,9 @@ class GitOpsRepository:
             ) from error
         existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
         if existing:
-            logger.warning("GitOps push to %s reported a failure but %s landed as %s", self, (trailer_key, trailer_value), existing)
+            logger.warning(
+                "GitOps push to %s reported a failure but %s landed as %s", self, (trailer_key, trailer_value), existing
+            )
         return existing
 
     def _fresh_working_copy(self, fetch):
@@ -349,4 +376,3 @@ class GitOpsRepository:
             if _REJECTED_PUSH.search(message):
                 raise PushRejected(message.strip()) from error
             raise GitOpsError(f"Cannot push to the GitOps repository {self}: {_git_message(error)}") from error
-

@@ -153,7 +153,9 @@ def _render(value, style):
 def set_value(text, key_path, value, path="values file"):
     """Return `text` with the scalar at `key_path` replaced by `value`, all else untouched."""
     if not value.isprintable():
-        raise ValuesFileError(f"{path}: {value!r} cannot be written at '{key_path}': a tag is one line of printable text.")
+        raise ValuesFileError(
+            f"{path}: {value!r} cannot be written at '{key_path}': a tag is one line of printable text."
+        )
     root = _compose(text, path)
     steps = _path(root, key_path, path)
     offset = len(text) - len(_body(text))

@@ -8,210 +8,547 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('environments', '0001_initial'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("environments", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Service',
+            name="Service",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='Lowercase letters, digits and hyphens; used in file paths and Argo CD names.', max_length=50, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$', 'Use lowercase letters, digits and hyphens only, starting and ending with a letter or digit (at most 50).')])),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('image_repository', models.CharField(help_text='e.g. ghcr.io/nexo-org/nexo-be', max_length=255)),
-                ('source_repo_url', models.URLField(blank=True)),
-                ('auto_deploy_on_registration', models.BooleanField(default=True, help_text='Promote every registered build into the first environment automatically.')),
-                ('image_tag_key', models.CharField(default='image.tag', help_text='YAML key path of the image tag in the values files.', max_length=100, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$', 'A dotted key path such as image.tag.')])),
-                ('values_path_template', models.CharField(blank=True, max_length=255)),
-                ('argocd_app_template', models.CharField(blank=True, max_length=255)),
-                ('prometheus_query_template', models.TextField(blank=True)),
-                ('health_url_templates', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('team', models.ForeignKey(blank=True, help_text='Owning team.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='services', to='auth.group')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Lowercase letters, digits and hyphens; used in file paths and Argo CD names.",
+                        max_length=50,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+                                "Use lowercase letters, digits and hyphens only, starting and ending with a letter or digit (at most 50).",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=200)),
+                ("image_repository", models.CharField(help_text="e.g. ghcr.io/nexo-org/nexo-be", max_length=255)),
+                ("source_repo_url", models.URLField(blank=True)),
+                (
+                    "auto_deploy_on_registration",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Promote every registered build into the first environment automatically.",
+                    ),
+                ),
+                (
+                    "image_tag_key",
+                    models.CharField(
+                        default="image.tag",
+                        help_text="YAML key path of the image tag in the values files.",
+                        max_length=100,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$", "A dotted key path such as image.tag."
+                            )
+                        ],
+                    ),
+                ),
+                ("values_path_template", models.CharField(blank=True, max_length=255)),
+                ("argocd_app_template", models.CharField(blank=True, max_length=255)),
+                ("prometheus_query_template", models.TextField(blank=True)),
+                ("health_url_templates", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Owning team.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="services",
+                        to="auth.group",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Release',
+            name="Release",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.CharField(max_length=55)),
-                ('year', models.PositiveSmallIntegerField(editable=False)),
-                ('month', models.PositiveSmallIntegerField(editable=False)),
-                ('build', models.PositiveIntegerField(editable=False)),
-                ('metadata', models.CharField(blank=True, editable=False, max_length=40)),
-                ('commit_sha', models.CharField(max_length=40, validators=[django.core.validators.RegexValidator('^[0-9a-f]{40}$', 'A full 40-character lowercase hex commit SHA.')])),
-                ('committed_at', models.DateTimeField(blank=True, help_text='Commit time, the start of lead time.', null=True)),
-                ('image_digest', models.CharField(max_length=71, validators=[django.core.validators.RegexValidator('^sha256:[0-9a-f]{64}$', 'sha256: followed by 64 lowercase hex characters.')])),
-                ('changelog', models.TextField(blank=True)),
-                ('is_hotfix', models.BooleanField(default=False)),
-                ('registered_by', models.CharField(blank=True, help_text='User or API token that registered it.', max_length=150)),
-                ('registered_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('fixes', models.ForeignKey(blank=True, help_text='For a hotfix: the release it fixes.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='fixed_by', to='releases.release')),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='releases', to='releases.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("version", models.CharField(max_length=55)),
+                ("year", models.PositiveSmallIntegerField(editable=False)),
+                ("month", models.PositiveSmallIntegerField(editable=False)),
+                ("build", models.PositiveIntegerField(editable=False)),
+                ("metadata", models.CharField(blank=True, editable=False, max_length=40)),
+                (
+                    "commit_sha",
+                    models.CharField(
+                        max_length=40,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[0-9a-f]{40}$", "A full 40-character lowercase hex commit SHA."
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "committed_at",
+                    models.DateTimeField(blank=True, help_text="Commit time, the start of lead time.", null=True),
+                ),
+                (
+                    "image_digest",
+                    models.CharField(
+                        max_length=71,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^sha256:[0-9a-f]{64}$", "sha256: followed by 64 lowercase hex characters."
+                            )
+                        ],
+                    ),
+                ),
+                ("changelog", models.TextField(blank=True)),
+                ("is_hotfix", models.BooleanField(default=False)),
+                (
+                    "registered_by",
+                    models.CharField(blank=True, help_text="User or API token that registered it.", max_length=150),
+                ),
+                ("registered_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "fixes",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="For a hotfix: the release it fixes.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="fixed_by",
+                        to="releases.release",
+                    ),
+                ),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="releases", to="releases.service"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['service', '-year', '-month', '-build'],
+                "ordering": ["service", "-year", "-month", "-build"],
             },
         ),
         migrations.CreateModel(
-            name='Promotion',
+            name="Promotion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('auto', 'Automatic'), ('manual', 'Manual'), ('rollback', 'Rollback')], default='manual', max_length=10)),
-                ('state', models.CharField(choices=[('awaiting_approval', 'Awaiting approval'), ('approved', 'Approved'), ('committing', 'Committing'), ('committed', 'Committed'), ('syncing', 'Syncing'), ('deployed', 'Deployed'), ('verifying', 'Verifying'), ('verified', 'Verified'), ('failed', 'Failed'), ('rejected', 'Rejected'), ('cancelled', 'Cancelled'), ('superseded', 'Superseded'), ('rolled_back', 'Rolled back')], default='awaiting_approval', max_length=20)),
-                ('requested_via', models.CharField(blank=True, help_text='Who asked when it was not a person: an API token or the pipeline.', max_length=150)),
-                ('is_emergency', models.BooleanField(default=False, help_text='Break-glass promotion for a production incident.')),
-                ('emergency_reason', models.TextField(blank=True)),
-                ('requested_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('approved_at', models.DateTimeField(blank=True, null=True)),
-                ('commit_started_at', models.DateTimeField(blank=True, null=True)),
-                ('committed_at', models.DateTimeField(blank=True, null=True)),
-                ('sync_started_at', models.DateTimeField(blank=True, null=True)),
-                ('deployed_at', models.DateTimeField(blank=True, null=True)),
-                ('verification_started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('gitops_commit_sha', models.CharField(blank=True, max_length=40)),
-                ('gitops_commit_message', models.TextField(blank=True)),
-                ('sync_status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('passed', 'Passed'), ('failed', 'Failed'), ('not_configured', 'Not configured')], default='pending', max_length=20)),
-                ('verification_status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('passed', 'Passed'), ('failed', 'Failed'), ('not_configured', 'Not configured')], default='pending', max_length=20)),
-                ('failed_step', models.CharField(blank=True, max_length=20)),
-                ('error', models.TextField(blank=True)),
-                ('environment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='promotions', to='environments.environment')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='requested_promotions', to=settings.AUTH_USER_MODEL)),
-                ('rolls_back', models.ForeignKey(blank=True, help_text='For a rollback: the promotion whose release it takes out.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='rolled_back_by', to='releases.promotion')),
-                ('superseded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='supersedes', to='releases.promotion')),
-                ('previous_release', models.ForeignKey(blank=True, help_text='What ran before.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='releases.release')),
-                ('release', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='promotions', to='releases.release')),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='promotions', to='releases.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("auto", "Automatic"), ("manual", "Manual"), ("rollback", "Rollback")],
+                        default="manual",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("awaiting_approval", "Awaiting approval"),
+                            ("approved", "Approved"),
+                            ("committing", "Committing"),
+                            ("committed", "Committed"),
+                            ("syncing", "Syncing"),
+                            ("deployed", "Deployed"),
+                            ("verifying", "Verifying"),
+                            ("verified", "Verified"),
+                            ("failed", "Failed"),
+                            ("rejected", "Rejected"),
+                            ("cancelled", "Cancelled"),
+                            ("superseded", "Superseded"),
+                            ("rolled_back", "Rolled back"),
+                        ],
+                        default="awaiting_approval",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "requested_via",
+                    models.CharField(
+                        blank=True,
+                        help_text="Who asked when it was not a person: an API token or the pipeline.",
+                        max_length=150,
+                    ),
+                ),
+                (
+                    "is_emergency",
+                    models.BooleanField(default=False, help_text="Break-glass promotion for a production incident."),
+                ),
+                ("emergency_reason", models.TextField(blank=True)),
+                ("requested_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("approved_at", models.DateTimeField(blank=True, null=True)),
+                ("commit_started_at", models.DateTimeField(blank=True, null=True)),
+                ("committed_at", models.DateTimeField(blank=True, null=True)),
+                ("sync_started_at", models.DateTimeField(blank=True, null=True)),
+                ("deployed_at", models.DateTimeField(blank=True, null=True)),
+                ("verification_started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("gitops_commit_sha", models.CharField(blank=True, max_length=40)),
+                ("gitops_commit_message", models.TextField(blank=True)),
+                (
+                    "sync_status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("passed", "Passed"),
+                            ("failed", "Failed"),
+                            ("not_configured", "Not configured"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "verification_status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("passed", "Passed"),
+                            ("failed", "Failed"),
+                            ("not_configured", "Not configured"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("failed_step", models.CharField(blank=True, max_length=20)),
+                ("error", models.TextField(blank=True)),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="promotions",
+                        to="environments.environment",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="requested_promotions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "rolls_back",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="For a rollback: the promotion whose release it takes out.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="rolled_back_by",
+                        to="releases.promotion",
+                    ),
+                ),
+                (
+                    "superseded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="supersedes",
+                        to="releases.promotion",
+                    ),
+                ),
+                (
+                    "previous_release",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="What ran before.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="releases.release",
+                    ),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="promotions", to="releases.release"
+                    ),
+                ),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="promotions", to="releases.service"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-requested_at', '-id'],
+                "ordering": ["-requested_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Deployment',
+            name="Deployment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(choices=[('portal', 'Portal promotion'), ('import', 'Imported from GitOps history')], default='portal', max_length=10)),
-                ('is_rollback', models.BooleanField(default=False)),
-                ('gitops_commit_sha', models.CharField(blank=True, max_length=40)),
-                ('deployed_at', models.DateTimeField()),
-                ('replaced_at', models.DateTimeField(blank=True, null=True)),
-                ('health', models.CharField(blank=True, help_text='Last health Argo CD reported.', max_length=20)),
-                ('health_checked_at', models.DateTimeField(blank=True, null=True)),
-                ('environment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='environments.environment')),
-                ('promotion', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deployment', to='releases.promotion')),
-                ('release', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='releases.release')),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='releases.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("portal", "Portal promotion"), ("import", "Imported from GitOps history")],
+                        default="portal",
+                        max_length=10,
+                    ),
+                ),
+                ("is_rollback", models.BooleanField(default=False)),
+                ("gitops_commit_sha", models.CharField(blank=True, max_length=40)),
+                ("deployed_at", models.DateTimeField()),
+                ("replaced_at", models.DateTimeField(blank=True, null=True)),
+                ("health", models.CharField(blank=True, help_text="Last health Argo CD reported.", max_length=20)),
+                ("health_checked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="deployments",
+                        to="environments.environment",
+                    ),
+                ),
+                (
+                    "promotion",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deployment",
+                        to="releases.promotion",
+                    ),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="deployments", to="releases.release"
+                    ),
+                ),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="deployments", to="releases.service"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-deployed_at', '-id'],
+                "ordering": ["-deployed_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='BuildCounter',
+            name="BuildCounter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('year', models.PositiveSmallIntegerField()),
-                ('month', models.PositiveSmallIntegerField()),
-                ('last_build', models.PositiveIntegerField(default=0)),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='releases.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("year", models.PositiveSmallIntegerField()),
+                ("month", models.PositiveSmallIntegerField()),
+                ("last_build", models.PositiveIntegerField(default=0)),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="releases.service"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Approval',
+            name="Approval",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('decision', models.CharField(choices=[('approve', 'Approved'), ('reject', 'Rejected')], max_length=10)),
-                ('comment', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='approvals', to=settings.AUTH_USER_MODEL)),
-                ('promotion', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='approvals', to='releases.promotion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "decision",
+                    models.CharField(choices=[("approve", "Approved"), ("reject", "Rejected")], max_length=10),
+                ),
+                ("comment", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="approvals",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "promotion",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="approvals", to="releases.promotion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('promotion', 'user'), name='one_decision_per_user_per_promotion'), models.CheckConstraint(condition=models.Q(('decision', 'approve'), models.Q(('comment', ''), _negated=True), _connector='OR'), name='rejection_has_comment'), models.CheckConstraint(condition=models.Q(('decision__in', ['approve', 'reject'])), name='approval_decision_is_known')],
+                "ordering": ["created_at", "id"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("promotion", "user"), name="one_decision_per_user_per_promotion"),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("decision", "approve"), models.Q(("comment", ""), _negated=True), _connector="OR"
+                        ),
+                        name="rejection_has_comment",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("decision__in", ["approve", "reject"])), name="approval_decision_is_known"
+                    ),
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='service',
-            constraint=models.CheckConstraint(condition=models.Q(('name__regex', '^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$')), name='service_name_is_slug'),
+            model_name="service",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("name__regex", "^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")),
+                name="service_name_is_slug",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='service',
-            constraint=models.CheckConstraint(condition=models.Q(('image_tag_key__regex', '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$')), name='service_tag_key_is_path'),
+            model_name="service",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("image_tag_key__regex", "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$")),
+                name="service_tag_key_is_path",
+            ),
         ),
         migrations.AddIndex(
-            model_name='release',
-            index=models.Index(fields=['service', '-year', '-month', '-build'], name='release_order_idx'),
+            model_name="release",
+            index=models.Index(fields=["service", "-year", "-month", "-build"], name="release_order_idx"),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.UniqueConstraint(fields=('service', 'version'), name='release_version_unique_per_service'),
+            model_name="release",
+            constraint=models.UniqueConstraint(
+                fields=("service", "version"), name="release_version_unique_per_service"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.UniqueConstraint(fields=('service', 'year', 'month', 'build'), name='release_build_unique_per_month'),
+            model_name="release",
+            constraint=models.UniqueConstraint(
+                fields=("service", "year", "month", "build"), name="release_build_unique_per_month"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.CheckConstraint(condition=models.Q(('commit_sha__regex', '^[0-9a-f]{40}$')), name='release_commit_sha_is_hex40'),
+            model_name="release",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("commit_sha__regex", "^[0-9a-f]{40}$")), name="release_commit_sha_is_hex40"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.CheckConstraint(condition=models.Q(('image_digest__regex', '^sha256:[0-9a-f]{64}$')), name='release_digest_is_sha256'),
+            model_name="release",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("image_digest__regex", "^sha256:[0-9a-f]{64}$")), name="release_digest_is_sha256"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.CheckConstraint(condition=models.Q(('month__gte', 1), ('month__lte', 12)), name='release_month_in_range'),
+            model_name="release",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("month__gte", 1), ("month__lte", 12)), name="release_month_in_range"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.CheckConstraint(condition=models.Q(('build__gte', 1)), name='release_build_positive'),
+            model_name="release",
+            constraint=models.CheckConstraint(condition=models.Q(("build__gte", 1)), name="release_build_positive"),
         ),
         migrations.AddIndex(
-            model_name='promotion',
-            index=models.Index(fields=['environment', 'state'], name='promotion_env_state_idx'),
+            model_name="promotion",
+            index=models.Index(fields=["environment", "state"], name="promotion_env_state_idx"),
         ),
         migrations.AddConstraint(
-            model_name='promotion',
-            constraint=models.UniqueConstraint(condition=models.Q(('state__in', ['awaiting_approval', 'approved', 'committing', 'committed', 'syncing', 'deployed', 'verifying'])), fields=('service', 'environment'), name='one_active_promotion_per_service_environment'),
+            model_name="promotion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(
+                    (
+                        "state__in",
+                        [
+                            "awaiting_approval",
+                            "approved",
+                            "committing",
+                            "committed",
+                            "syncing",
+                            "deployed",
+                            "verifying",
+                        ],
+                    )
+                ),
+                fields=("service", "environment"),
+                name="one_active_promotion_per_service_environment",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='promotion',
-            constraint=models.CheckConstraint(condition=models.Q(('is_emergency', False), models.Q(('emergency_reason', ''), _negated=True), _connector='OR'), name='emergency_promotion_has_reason'),
+            model_name="promotion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("is_emergency", False), models.Q(("emergency_reason", ""), _negated=True), _connector="OR"
+                ),
+                name="emergency_promotion_has_reason",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='promotion',
-            constraint=models.CheckConstraint(condition=models.Q(('state__in', ['awaiting_approval', 'approved', 'committing', 'committed', 'syncing', 'deployed', 'verifying', 'verified', 'failed', 'rejected', 'cancelled', 'superseded', 'rolled_back'])), name='promotion_state_is_known'),
+            model_name="promotion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "state__in",
+                        [
+                            "awaiting_approval",
+                            "approved",
+                            "committing",
+                            "committed",
+                            "syncing",
+                            "deployed",
+                            "verifying",
+                            "verified",
+                            "failed",
+                            "rejected",
+                            "cancelled",
+                            "superseded",
+                            "rolled_back",
+                        ],
+                    )
+                ),
+                name="promotion_state_is_known",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='promotion',
-            constraint=models.CheckConstraint(condition=models.Q(('kind__in', ['auto', 'manual', 'rollback'])), name='promotion_kind_is_known'),
+            model_name="promotion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("kind__in", ["auto", "manual", "rollback"])), name="promotion_kind_is_known"
+            ),
         ),
         migrations.AddIndex(
-            model_name='deployment',
-            index=models.Index(fields=['environment', 'deployed_at'], name='deployment_env_time_idx'),
+            model_name="deployment",
+            index=models.Index(fields=["environment", "deployed_at"], name="deployment_env_time_idx"),
         ),
         migrations.AddConstraint(
-            model_name='deployment',
-            constraint=models.UniqueConstraint(condition=models.Q(('replaced_at__isnull', True)), fields=('service', 'environment'), name='one_current_deployment_per_service_environment'),
+            model_name="deployment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("replaced_at__isnull", True)),
+                fields=("service", "environment"),
+                name="one_current_deployment_per_service_environment",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='deployment',
-            constraint=models.CheckConstraint(condition=models.Q(('replaced_at__isnull', True), ('replaced_at__gte', models.F('deployed_at')), _connector='OR'), name='deployment_replaced_after_deployed'),
+            model_name="deployment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("replaced_at__isnull", True), ("replaced_at__gte", models.F("deployed_at")), _connector="OR"
+                ),
+                name="deployment_replaced_after_deployed",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='buildcounter',
-            constraint=models.UniqueConstraint(fields=('service', 'year', 'month'), name='one_build_counter_per_service_month'),
+            model_name="buildcounter",
+            constraint=models.UniqueConstraint(
+                fields=("service", "year", "month"), name="one_build_counter_per_service_month"
+            ),
         ),
     ]

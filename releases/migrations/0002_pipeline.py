@@ -8,83 +8,154 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('environments', '0002_pipeline'),
-        ('releases', '0001_initial'),
+        ("environments", "0002_pipeline"),
+        ("releases", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='deployment',
-            name='drift_detected_at',
+            model_name="deployment",
+            name="drift_detected_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='drifted_tag',
-            field=models.CharField(blank=True, help_text='The tag the GitOps repo holds when it differs from this deployment.', max_length=150),
+            model_name="deployment",
+            name="drifted_tag",
+            field=models.CharField(
+                blank=True,
+                help_text="The tag the GitOps repo holds when it differs from this deployment.",
+                max_length=150,
+            ),
         ),
         migrations.AddField(
-            model_name='promotion',
-            name='updated_at',
+            model_name="promotion",
+            name="updated_at",
             field=models.DateTimeField(auto_now=True),
         ),
         migrations.AddField(
-            model_name='promotion',
-            name='verdict_at',
-            field=models.DateTimeField(blank=True, help_text='When the soak window ends.', null=True),
+            model_name="promotion",
+            name="verdict_at",
+            field=models.DateTimeField(blank=True, help_text="When the soak window ends.", null=True),
         ),
         migrations.CreateModel(
-            name='VerificationSample',
+            name="VerificationSample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('taken_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('kind', models.CharField(choices=[('error_rate', 'Error rate'), ('health_url', 'Health URL'), ('argocd_health', 'Argo CD health')], max_length=20)),
-                ('target', models.TextField(help_text='The query, URL or application checked.')),
-                ('value', models.FloatField(blank=True, null=True)),
-                ('ok', models.BooleanField(help_text='Empty when the sample had no data (NaN, no series, an error).', null=True)),
-                ('detail', models.CharField(blank=True, max_length=500)),
-                ('promotion', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='releases.promotion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("taken_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("error_rate", "Error rate"),
+                            ("health_url", "Health URL"),
+                            ("argocd_health", "Argo CD health"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("target", models.TextField(help_text="The query, URL or application checked.")),
+                ("value", models.FloatField(blank=True, null=True)),
+                (
+                    "ok",
+                    models.BooleanField(
+                        help_text="Empty when the sample had no data (NaN, no series, an error).", null=True
+                    ),
+                ),
+                ("detail", models.CharField(blank=True, max_length=500)),
+                (
+                    "promotion",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="samples", to="releases.promotion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['taken_at', 'id'],
+                "ordering": ["taken_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='CheckResult',
+            name="CheckResult",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=50, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$', 'Use lowercase letters, digits and hyphens only, starting and ending with a letter or digit (at most 50).')])),
-                ('passed', models.BooleanField()),
-                ('url', models.URLField(blank=True, max_length=500)),
-                ('summary', models.CharField(blank=True, max_length=300)),
-                ('reported_by', models.CharField(max_length=150)),
-                ('reported_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('environment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='check_results', to='environments.environment')),
-                ('release', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='check_results', to='releases.release')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=50,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+                                "Use lowercase letters, digits and hyphens only, starting and ending with a letter or digit (at most 50).",
+                            )
+                        ],
+                    ),
+                ),
+                ("passed", models.BooleanField()),
+                ("url", models.URLField(blank=True, max_length=500)),
+                ("summary", models.CharField(blank=True, max_length=300)),
+                ("reported_by", models.CharField(max_length=150)),
+                ("reported_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="check_results",
+                        to="environments.environment",
+                    ),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="check_results", to="releases.release"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-reported_at', '-id'],
-                'indexes': [models.Index(fields=['release', 'environment', 'name'], name='check_result_lookup_idx')],
+                "ordering": ["-reported_at", "-id"],
+                "indexes": [models.Index(fields=["release", "environment", "name"], name="check_result_lookup_idx")],
             },
         ),
         migrations.CreateModel(
-            name='Hold',
+            name="Hold",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reason', models.CharField(max_length=300)),
-                ('placed_by', models.CharField(help_text='User name, or the pipeline.', max_length=150)),
-                ('placed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('lifted_at', models.DateTimeField(blank=True, null=True)),
-                ('environment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='holds', to='environments.environment')),
-                ('lifted_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='holds', to='releases.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("reason", models.CharField(max_length=300)),
+                ("placed_by", models.CharField(help_text="User name, or the pipeline.", max_length=150)),
+                ("placed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("lifted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="holds", to="environments.environment"
+                    ),
+                ),
+                (
+                    "lifted_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="holds", to="releases.service"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-placed_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('lifted_at__isnull', True)), fields=('service', 'environment'), name='one_active_hold_per_place')],
+                "ordering": ["-placed_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("lifted_at__isnull", True)),
+                        fields=("service", "environment"),
+                        name="one_active_hold_per_place",
+                    )
+                ],
             },
         ),
     ]

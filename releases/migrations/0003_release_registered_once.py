@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('releases', '0002_pipeline'),
+        ("releases", "0002_pipeline"),
     ]
 
     operations = [
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.UniqueConstraint(condition=models.Q(('image_digest', ''), _negated=True), fields=('service', 'commit_sha', 'image_digest'), name='release_build_registered_once'),
+            model_name="release",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("image_digest", ""), _negated=True),
+                fields=("service", "commit_sha", "image_digest"),
+                name="release_build_registered_once",
+            ),
         ),
     ]

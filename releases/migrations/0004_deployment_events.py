@@ -6,30 +6,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('releases', '0003_release_registered_once'),
+        ("releases", "0003_release_registered_once"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DeploymentEvent',
+            name="DeploymentEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('trigger', models.CharField(choices=[('on-deployed', 'on-deployed'), ('on-sync-failed', 'on-sync-failed')], max_length=20)),
-                ('application', models.CharField(max_length=253)),
-                ('revision', models.CharField(blank=True, max_length=64)),
-                ('sync_status', models.CharField(blank=True, max_length=30)),
-                ('health_status', models.CharField(blank=True, max_length=30)),
-                ('phase', models.CharField(blank=True, max_length=30)),
-                ('message', models.TextField(blank=True)),
-                ('outcome', models.CharField(blank=True, help_text='What the portal did with it.', max_length=300)),
-                ('signature', models.CharField(help_text='The HMAC, so a replay is refused.', max_length=64, unique=True)),
-                ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('promotion', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deployment_events', to='releases.promotion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[("on-deployed", "on-deployed"), ("on-sync-failed", "on-sync-failed")], max_length=20
+                    ),
+                ),
+                ("application", models.CharField(max_length=253)),
+                ("revision", models.CharField(blank=True, max_length=64)),
+                ("sync_status", models.CharField(blank=True, max_length=30)),
+                ("health_status", models.CharField(blank=True, max_length=30)),
+                ("phase", models.CharField(blank=True, max_length=30)),
+                ("message", models.TextField(blank=True)),
+                ("outcome", models.CharField(blank=True, help_text="What the portal did with it.", max_length=300)),
+                (
+                    "signature",
+                    models.CharField(help_text="The HMAC, so a replay is refused.", max_length=64, unique=True),
+                ),
+                ("received_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "promotion",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deployment_events",
+                        to="releases.promotion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at', '-id'],
+                "ordering": ["-received_at", "-id"],
             },
         ),
     ]

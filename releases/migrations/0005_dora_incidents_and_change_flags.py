@@ -32,131 +32,218 @@ def fill_dora_fields(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('environments', '0002_pipeline'),
-        ('releases', '0004_deployment_events'),
+        ("environments", "0002_pipeline"),
+        ("releases", "0004_deployment_events"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Incident',
+            name="Incident",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=255)),
-                ('severity', models.CharField(choices=[('critical', 'Critical'), ('high', 'High'), ('medium', 'Medium'), ('low', 'Low')], default='high', max_length=10)),
-                ('source', models.CharField(choices=[('rollback', 'Rollback'), ('hotfix', 'Hotfix release'), ('pagerduty', 'PagerDuty'), ('manual', 'Entered by hand')], default='manual', max_length=10)),
-                ('started_at', models.DateTimeField()),
-                ('resolved_at', models.DateTimeField(blank=True, help_text='Blank while it is still open.', null=True)),
-                ('external_id', models.CharField(blank=True, help_text="The incident's id in PagerDuty.", max_length=100)),
-                ('external_url', models.URLField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("title", models.CharField(max_length=255)),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[("critical", "Critical"), ("high", "High"), ("medium", "Medium"), ("low", "Low")],
+                        default="high",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("rollback", "Rollback"),
+                            ("hotfix", "Hotfix release"),
+                            ("pagerduty", "PagerDuty"),
+                            ("manual", "Entered by hand"),
+                        ],
+                        default="manual",
+                        max_length=10,
+                    ),
+                ),
+                ("started_at", models.DateTimeField()),
+                ("resolved_at", models.DateTimeField(blank=True, help_text="Blank while it is still open.", null=True)),
+                (
+                    "external_id",
+                    models.CharField(blank=True, help_text="The incident's id in PagerDuty.", max_length=100),
+                ),
+                ("external_url", models.URLField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
             ],
             options={
-                'ordering': ['-started_at', '-id'],
+                "ordering": ["-started_at", "-id"],
             },
         ),
         migrations.RemoveConstraint(
-            model_name='release',
-            name='release_commit_sha_is_hex40',
+            model_name="release",
+            name="release_commit_sha_is_hex40",
         ),
         migrations.RemoveConstraint(
-            model_name='release',
-            name='release_digest_is_sha256',
+            model_name="release",
+            name="release_digest_is_sha256",
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='is_change',
-            field=models.BooleanField(default=True, help_text='Counted by DORA: neither a rollback nor a redeploy of the release already running there.'),
+            model_name="deployment",
+            name="is_change",
+            field=models.BooleanField(
+                default=True,
+                help_text="Counted by DORA: neither a rollback nor a redeploy of the release already running there.",
+            ),
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='release_committed_at',
+            model_name="deployment",
+            name="release_committed_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='release_is_hotfix',
+            model_name="deployment",
+            name="release_is_hotfix",
             field=models.BooleanField(default=False, editable=False),
         ),
         migrations.AddField(
-            model_name='release',
-            name='is_imported',
+            model_name="release",
+            name="is_imported",
             field=models.BooleanField(default=False, editable=False),
         ),
         migrations.AlterField(
-            model_name='deployment',
-            name='deployed_at',
-            field=models.DateTimeField(help_text='When the deployment finished (healthy).'),
+            model_name="deployment",
+            name="deployed_at",
+            field=models.DateTimeField(help_text="When the deployment finished (healthy)."),
         ),
         migrations.AlterField(
-            model_name='deployment',
-            name='is_rollback',
-            field=models.BooleanField(default=False, help_text='It took out the release that was running.'),
+            model_name="deployment",
+            name="is_rollback",
+            field=models.BooleanField(default=False, help_text="It took out the release that was running."),
         ),
         migrations.AddIndex(
-            model_name='deployment',
-            index=models.Index(fields=['service', 'environment', 'deployed_at'], name='deployment_place_time_idx'),
+            model_name="deployment",
+            index=models.Index(fields=["service", "environment", "deployed_at"], name="deployment_place_time_idx"),
         ),
         migrations.RunPython(fill_dora_fields, migrations.RunPython.noop),
         migrations.AddConstraint(
-            model_name='deployment',
-            constraint=models.CheckConstraint(condition=models.Q(('is_rollback', False), ('is_change', False), _connector='OR'), name='deployment_rollback_is_not_a_change'),
+            model_name="deployment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("is_rollback", False), ("is_change", False), _connector="OR"),
+                name="deployment_rollback_is_not_a_change",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.CheckConstraint(condition=models.Q(('commit_sha__regex', '^[0-9a-f]{40}$'), models.Q(('commit_sha', ''), ('is_imported', True)), _connector='OR'), name='release_commit_sha_is_hex40'),
+            model_name="release",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("commit_sha__regex", "^[0-9a-f]{40}$"),
+                    models.Q(("commit_sha", ""), ("is_imported", True)),
+                    _connector="OR",
+                ),
+                name="release_commit_sha_is_hex40",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.CheckConstraint(condition=models.Q(('image_digest__regex', '^sha256:[0-9a-f]{64}$'), models.Q(('image_digest', ''), ('is_imported', True)), _connector='OR'), name='release_digest_is_sha256'),
+            model_name="release",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("image_digest__regex", "^sha256:[0-9a-f]{64}$"),
+                    models.Q(("image_digest", ""), ("is_imported", True)),
+                    _connector="OR",
+                ),
+                name="release_digest_is_sha256",
+            ),
         ),
         migrations.AddField(
-            model_name='incident',
-            name='caused_by',
-            field=models.ForeignKey(blank=True, help_text='The deployment that caused it: that deployment counts as failed in DORA.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='incidents', to='releases.deployment'),
+            model_name="incident",
+            name="caused_by",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The deployment that caused it: that deployment counts as failed in DORA.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="incidents",
+                to="releases.deployment",
+            ),
         ),
         migrations.AddField(
-            model_name='incident',
-            name='environment',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='incidents', to='environments.environment'),
+            model_name="incident",
+            name="environment",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="incidents", to="environments.environment"
+            ),
         ),
         migrations.AddField(
-            model_name='incident',
-            name='fixed_by',
-            field=models.ForeignKey(blank=True, help_text='The rollback or hotfix deployment that ended it, if one did.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='fixed_incidents', to='releases.deployment'),
+            model_name="incident",
+            name="fixed_by",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The rollback or hotfix deployment that ended it, if one did.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="fixed_incidents",
+                to="releases.deployment",
+            ),
         ),
         migrations.AddField(
-            model_name='incident',
-            name='service',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='incidents', to='releases.service'),
+            model_name="incident",
+            name="service",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="incidents", to="releases.service"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('resolved_at__isnull', True), ('resolved_at__gte', models.F('started_at')), _connector='OR'), name='incident_resolved_after_it_started'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("resolved_at__isnull", True), ("resolved_at__gte", models.F("started_at")), _connector="OR"
+                ),
+                name="incident_resolved_after_it_started",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('source__in', ['rollback', 'hotfix', 'pagerduty', 'manual'])), name='incident_source_is_known'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("source__in", ["rollback", "hotfix", "pagerduty", "manual"])),
+                name="incident_source_is_known",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('severity__in', ['critical', 'high', 'medium', 'low'])), name='incident_severity_is_known'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("severity__in", ["critical", "high", "medium", "low"])),
+                name="incident_severity_is_known",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('title', ''), _negated=True), name='incident_has_title'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("title", ""), _negated=True), name="incident_has_title"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('source__in', ['rollback', 'hotfix']), _negated=True), models.Q(('caused_by__isnull', False), ('fixed_by__isnull', False)), _connector='OR'), name='derived_incident_names_both_deployments'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("source__in", ["rollback", "hotfix"]), _negated=True),
+                    models.Q(("caused_by__isnull", False), ("fixed_by__isnull", False)),
+                    _connector="OR",
+                ),
+                name="derived_incident_names_both_deployments",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.UniqueConstraint(condition=models.Q(('source__in', ['rollback', 'hotfix'])), fields=('source', 'fixed_by'), name='one_incident_per_rollback_or_hotfix'),
+            model_name="incident",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("source__in", ["rollback", "hotfix"])),
+                fields=("source", "fixed_by"),
+                name="one_incident_per_rollback_or_hotfix",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.UniqueConstraint(condition=models.Q(('external_id', ''), _negated=True), fields=('source', 'external_id'), name='one_incident_per_external_id'),
+            model_name="incident",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("external_id", ""), _negated=True),
+                fields=("source", "external_id"),
+                name="one_incident_per_external_id",
+            ),
         ),
     ]

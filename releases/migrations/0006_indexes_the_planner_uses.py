@@ -6,25 +6,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('environments', '0002_pipeline'),
-        ('releases', '0005_dora_incidents_and_change_flags'),
+        ("environments", "0002_pipeline"),
+        ("releases", "0005_dora_incidents_and_change_flags"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='release',
-            name='release_order_idx',
+            model_name="release",
+            name="release_order_idx",
         ),
         migrations.AlterField(
-            model_name='release',
-            name='service',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='releases', to='releases.service'),
+            model_name="release",
+            name="service",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="releases",
+                to="releases.service",
+            ),
         ),
         migrations.AddIndex(
-            model_name='promotion',
-            index=models.Index(condition=models.Q(('state', 'verified')), fields=['release', 'environment'], name='promotion_verified_idx'),
+            model_name="promotion",
+            index=models.Index(
+                condition=models.Q(("state", "verified")),
+                fields=["release", "environment"],
+                name="promotion_verified_idx",
+            ),
         ),
     ]

@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('releases', '0006_indexes_the_planner_uses'),
+        ("releases", "0006_indexes_the_planner_uses"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='incident',
-            name='external_updated_at',
-            field=models.DateTimeField(blank=True, editable=False, help_text='When the last PagerDuty event applied to it occurred.', null=True),
+            model_name="incident",
+            name="external_updated_at",
+            field=models.DateTimeField(
+                blank=True, editable=False, help_text="When the last PagerDuty event applied to it occurred.", null=True
+            ),
         ),
     ]

@@ -43,12 +43,22 @@ def _badge(badge):
 def _action(action):
     # data-confirm: portal.js opens the link's confirmation as a dialog; without JavaScript it is a page.
     if action.allowed:
-        return _html('<a class="button small {}" href="{}" data-confirm data-action="{}">{}</a>', action.tone, action.url, action.kind, action.label)
+        return _html(
+            '<a class="button small {}" href="{}" data-confirm data-action="{}">{}</a>',
+            action.tone,
+            action.url,
+            action.kind,
+            action.label,
+        )
     # Unavailable, yet it opens the confirmation, which says why not.
     return _html(
         '<a class="button small unavailable {}" href="{}" data-confirm data-action="{}" title="{}">{}'
         '<span class="why"> · why not?</span></a>',
-        action.tone, action.url, action.kind, action.why_not or "Open it to see why it is not available to you", action.label,
+        action.tone,
+        action.url,
+        action.kind,
+        action.why_not or "Open it to see why it is not available to you",
+        action.label,
     )
 
 
@@ -65,7 +75,11 @@ def board_cell(cell):
             _html(
                 '<div class="cell-top"><a class="version" href="{}">{}</a> {}</div>'
                 '<div class="muted small">deployed <time datetime="{}">{}</time></div>',
-                cell.release_url, cell.version, SafeString(_badge(cell.health)), cell.deployed_iso, cell.age,
+                cell.release_url,
+                cell.version,
+                SafeString(_badge(cell.health)),
+                cell.deployed_iso,
+                cell.age,
             )
         )
         parts.append('<div class="verification">')
@@ -75,15 +89,22 @@ def board_cell(cell):
             parts.append(_html('<div class="small reason">{}</div>', _shorten(cell.verification.title)))
         if cell.soak_percent is not None:
             parts.append(
-                _html('<progress max="100" value="{}" aria-label="Soak {} % done"></progress>', cell.soak_percent, cell.soak_percent)
+                _html(
+                    '<progress max="100" value="{}" aria-label="Soak {} % done"></progress>',
+                    cell.soak_percent,
+                    cell.soak_percent,
+                )
             )
         parts.append("</div>")
         if cell.drift:
-            parts.append(_html('<div class="drift {}" title="{}">{}</div>', cell.drift.tone, cell.drift.title, cell.drift.label))
+            parts.append(
+                _html('<div class="drift {}" title="{}">{}</div>', cell.drift.tone, cell.drift.title, cell.drift.label)
+            )
         if cell.gitops_tag:
             parts.append(
                 _html(
-                    '<div class="badge bad" title="The GitOps repository was changed outside the portal">GitOps file says {}</div>',
+                    '<div class="badge bad" title="The GitOps repository was changed outside the '
+                    'portal">GitOps file says {}</div>',
                     cell.gitops_tag,
                 )
             )
@@ -103,7 +124,12 @@ def board_cell(cell):
         )
     elif cell.stopped:
         parts.append(
-            _html('<div class="stopped small"><a href="{}">{}</a> {}</div>', cell.stopped_url, cell.stopped.release.version, cell.stopped_label)
+            _html(
+                '<div class="stopped small"><a href="{}">{}</a> {}</div>',
+                cell.stopped_url,
+                cell.stopped.release.version,
+                cell.stopped_label,
+            )
         )
     if cell.actions:
         parts.append('<div class="actions">')

@@ -24,12 +24,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 DOCS = "https://docs.github.com"
+AUTHORIZATION_ERRORS = "/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/"
+TOKEN_ERRORS = "/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/"
 ERROR_URIS = {
-    "redirect_uri_mismatch": "/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/#redirect-uri-mismatch",
-    "access_denied": "/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/#access-denied",
-    "incorrect_client_credentials": "/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#incorrect-client-credentials",
-    "bad_verification_code": "/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-verification-code",
-    "token_redirect_uri_mismatch": "/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#redirect-uri-mismatch2",
+    "redirect_uri_mismatch": f"{AUTHORIZATION_ERRORS}#redirect-uri-mismatch",
+    "access_denied": f"{AUTHORIZATION_ERRORS}#access-denied",
+    "incorrect_client_credentials": f"{TOKEN_ERRORS}#incorrect-client-credentials",
+    "bad_verification_code": f"{TOKEN_ERRORS}#bad-verification-code",
+    "token_redirect_uri_mismatch": f"{TOKEN_ERRORS}#redirect-uri-mismatch2",
 }
 # Scopes that let a token see private organization membership and teams.
 ORG_READ_SCOPES = {"read:org", "write:org", "admin:org"}
@@ -82,9 +84,11 @@ class GitHubServer:
     # --- what a test sets up -------------------------------------------------------------
     def add_account(self, login, *, name=None, email=None, emails=None, organizations=()):
         account = Account(login=login, id=next(self._ids), name=name, email=email)
-        account.emails = emails if emails is not None else [
-            {"email": f"{login}@users.noreply.github.com", "primary": True, "verified": True, "visibility": None}
-        ]
+        account.emails = (
+            emails
+            if emails is not None
+            else [{"email": f"{login}@users.noreply.github.com", "primary": True, "verified": True, "visibility": None}]
+        )
         self.accounts[login] = account
         for organization in organizations:
             self.add_member(organization, login)
@@ -245,25 +249,41 @@ class GitHubHandler(BaseHTTPRequestHandler):
     def authorize(self):
         github, query = self.github, self.query
         if query.get("client_id") != github.client_id:
-            return self.send(HTTPStatus.NOT_FOUND, b"<html><body><h1>404</h1></body></html>", "text/html; charset=utf-8")
+            return self.send(
+                HTTPStatus.NOT_FOUND, b"<html><body><h1>404</h1></body></html>", "text/html; charset=utf-8"
+            )
         redirect_uri = query.get("redirect_uri") or github.callback_url
         state = {"state": query["state"]} if "state" in query else {}
         if not redirect_uri_matches(redirect_uri, github.callback_url):
-            return self.redirect(add_query(github.callback_url, {
-                "error": "redirect_uri_mismatch",
-                "error_description": "The redirect_uri MUST match the registered callback URL for this application.",
-                "error_uri": ERROR_URIS["redirect_uri_mismatch"],
-                **state,
-            }))
+            return self.redirect(
+                add_query(
+                    github.callback_url,
+                    {
+                        "error": "redirect_uri_mismatch",
+                        "error_description": (
+                            "The redirect_uri MUST match the registered callback URL for this application."
+                        ),
+                        "error_uri": ERROR_URIS["redirect_uri_mismatch"],
+                        **state,
+                    },
+                )
+            )
         if github.browser_login is None:
-            return self.send(HTTPStatus.OK, b"<html><body><h1>Sign in to GitHub</h1></body></html>", "text/html; charset=utf-8")
+            return self.send(
+                HTTPStatus.OK, b"<html><body><h1>Sign in to GitHub</h1></body></html>", "text/html; charset=utf-8"
+            )
         if github.denies_authorization:
-            return self.redirect(add_query(redirect_uri, {
-                "error": "access_denied",
-                "error_description": "The user has denied your application access.",
-                "error_uri": ERROR_URIS["access_denied"],
-                **state,
-            }))
+            return self.redirect(
+                add_query(
+                    redirect_uri,
+                    {
+                        "error": "access_denied",
+                        "error_description": "The user has denied your application access.",
+                        "error_uri": ERROR_URIS["access_denied"],
+                        **state,
+                    },
+                )
+            )
         code = github.issue_code(github.browser_login, redirect_uri, split_scopes(query.get("scope")))
         self.redirect(add_query(redirect_uri, {"code": code, **state}))
 
@@ -272,24 +292,32 @@ class GitHubHandler(BaseHTTPRequestHandler):
         form = {key: values[-1] for key, values in parse_qs(self.body.decode()).items()}
         params = {**self.query, **form}
         if params.get("client_id") != github.client_id or params.get("client_secret") != github.client_secret:
-            return self.token_response({
-                "error": "incorrect_client_credentials",
-                "error_description": "The client_id and/or client_secret passed are incorrect.",
-                "error_uri": ERROR_URIS["incorrect_client_credentials"],
-            })
+            return self.token_response(
+                {
+                    "error": "incorrect_client_credentials",
+                    "error_description": "The client_id and/or client_secret passed are incorrect.",
+                    "error_uri": ERROR_URIS["incorrect_client_credentials"],
+                }
+            )
         grant = github.redeem_code(params.get("code", ""))
         if grant is None:
-            return self.token_response({
-                "error": "bad_verification_code",
-                "error_description": "The code passed is incorrect or expired.",
-                "error_uri": ERROR_URIS["bad_verification_code"],
-            })
+            return self.token_response(
+                {
+                    "error": "bad_verification_code",
+                    "error_description": "The code passed is incorrect or expired.",
+                    "error_uri": ERROR_URIS["bad_verification_code"],
+                }
+            )
         if params.get("redirect_uri") and params["redirect_uri"] != grant.redirect_uri:
-            return self.token_response({
-                "error": "redirect_uri_mismatch",
-                "error_description": "The redirect_uri MUST match the registered callback URL for this application.",
-                "error_uri": ERROR_URIS["token_redirect_uri_mismatch"],
-            })
+            return self.token_response(
+                {
+                    "error": "redirect_uri_mismatch",
+                    "error_description": (
+                        "The redirect_uri MUST match the registered callback URL for this application."
+                    ),
+                    "error_uri": ERROR_URIS["token_redirect_uri_mismatch"],
+                }
+            )
         token = github.issue_token(grant.login, grant.scopes)
         self.token_response({"access_token": token, "token_type": "bearer", "scope": ",".join(grant.scopes)})
 
@@ -362,15 +390,23 @@ class GitHubHandler(BaseHTTPRequestHandler):
         if caller_sees_members:
             if self.github.is_member(org, username):
                 return self.send(HTTPStatus.NO_CONTENT, headers=self.scope_headers(scopes))
-            return self.api_error(HTTPStatus.NOT_FOUND, "User does not exist or is not a member of the organization", documentation_url)
+            return self.api_error(
+                HTTPStatus.NOT_FOUND, "User does not exist or is not a member of the organization", documentation_url
+            )
         if username.lower() == account.login.lower():
-            return self.api_error(HTTPStatus.NOT_FOUND, "User does not exist or is not a member of the organization", documentation_url)
+            return self.api_error(
+                HTTPStatus.NOT_FOUND, "User does not exist or is not a member of the organization", documentation_url
+            )
         self.redirect(f"{self.github.api_url}orgs/{org}/public_members/{username}")
 
     def check_public_membership(self, org, username):
         if self.github.is_public_member(org, username):
             return self.send(HTTPStatus.NO_CONTENT)
-        self.api_error(HTTPStatus.NOT_FOUND, "Not Found", f"{DOCS}/rest/orgs/members#check-public-organization-membership-for-a-user")
+        self.api_error(
+            HTTPStatus.NOT_FOUND,
+            "Not Found",
+            f"{DOCS}/rest/orgs/members#check-public-organization-membership-for-a-user",
+        )
 
     def user_teams(self):
         caller = self.authenticated(f"{DOCS}/rest/teams/teams#list-teams-for-the-authenticated-user")
@@ -381,7 +417,7 @@ class GitHubHandler(BaseHTTPRequestHandler):
         page = max(int(self.query.get("page", 1)), 1)
         teams = self.github.teams_of(account.login)
         last_page = max((len(teams) + per_page - 1) // per_page, 1)
-        chunk = teams[(page - 1) * per_page:page * per_page]
+        chunk = teams[(page - 1) * per_page : page * per_page]
         headers = self.scope_headers(scopes, "read:org, repo, user")
         links = self.pagination_links("user/teams", page, last_page, per_page)
         if links:

@@ -11,5 +11,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         report = audit.verify_chain()
         if not report.ok:
-            raise CommandError(f"The audit chain breaks at event {report.broken_at}: {report.reason}. {report.checked} events before it check out.")
+            raise CommandError(
+                f"The audit chain breaks at event {report.broken_at}: {report.reason}. "
+                f"{report.checked} events before it check out."
+            )
         self.stdout.write(self.style.SUCCESS(f"The audit chain is intact: {report.checked} events checked."))

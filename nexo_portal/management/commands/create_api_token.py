@@ -17,7 +17,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name", help="e.g. github-actions-nexo-be")
         parser.add_argument("--scope", action="append", required=True, choices=TokenScope.values, dest="scopes")
-        parser.add_argument("--service", action="append", default=[], dest="services", help="Limit to this service (repeatable).")
+        parser.add_argument(
+            "--service", action="append", default=[], dest="services", help="Limit to this service (repeatable)."
+        )
         parser.add_argument("--user", help="Make it a personal token acting as this user.")
         parser.add_argument("--expires-in-days", type=int, help="Default: never expires.")
 
@@ -25,7 +27,10 @@ class Command(BaseCommand):
         found = {service.name: service for service in Service.objects.filter(name__in=services)}
         missing = [service for service in services if service not in found]
         if missing:
-            raise CommandError(f"No service named {', '.join(missing)}. Known: {', '.join(Service.objects.values_list('name', flat=True))}.")
+            raise CommandError(
+                f"No service named {', '.join(missing)}. Known: "
+                f"{', '.join(Service.objects.values_list('name', flat=True))}."
+            )
         if user is not None:
             try:
                 user = get_user_model().objects.get_by_natural_key(user)
@@ -37,6 +42,10 @@ class Command(BaseCommand):
                 name=name, scopes=scopes, services=found.values(), user=user, expires_at=expires_at
             )
         except ValidationError as error:
-            raise CommandError("; ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items())) from error
-        self.stdout.write(f"API token {token.name} ({', '.join(token.scope_list)}). Copy it now, it is not shown again:")
+            raise CommandError(
+                "; ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items())
+            ) from error
+        self.stdout.write(
+            f"API token {token.name} ({', '.join(token.scope_list)}). Copy it now, it is not shown again:"
+        )
         self.stdout.write(plain_token)

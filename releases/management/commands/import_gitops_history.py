@@ -80,10 +80,12 @@ class Command(BaseCommand):
         rollbacks = sum(rolled for _, rolled, _ in totals)
         known = sum(skipped for _, _, skipped in totals)
         verb = "Would import" if options["dry_run"] else "Imported"
-        self.stdout.write(self.style.SUCCESS(
-            f"{verb} {imported} deployment(s) ({rollbacks} rollback(s)) from {redact(url)} {branch}; "
-            f"{known} already recorded."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{verb} {imported} deployment(s) ({rollbacks} rollback(s)) from {redact(url)} {branch}; "
+                f"{known} already recorded."
+            )
+        )
 
     def _selected(self, queryset, names, what):
         if not names:
@@ -145,7 +147,11 @@ class Command(BaseCommand):
                 version=tag,
                 message=f"{service.name} {tag} in {environment.name} imported from GitOps commit {commit.hexsha[:10]}"
                 + (" (rollback)" if is_rollback else ""),
-                data={"gitops_commit_sha": commit.hexsha, "deployed_at": deployment.deployed_at, "rollback": is_rollback},
+                data={
+                    "gitops_commit_sha": commit.hexsha,
+                    "deployed_at": deployment.deployed_at,
+                    "rollback": is_rollback,
+                },
             )
             previous_release = release
             created += 1

@@ -51,8 +51,16 @@ USERS = [
 
 # For each service: which of its releases reached which environment.
 REACHED = {
-    "nexo-be": {"qa": {0, 2, 3, 5, 6, 8, 9, 11, 12, 14}, "staging": {2, 5, 8, 9, 11, 14}, "production": {2, 5, 8, 9, 11}},
-    "nexo-fe": {"qa": {1, 3, 4, 6, 7, 9, 10, 12, 13, 15}, "staging": {3, 6, 7, 10, 13}, "production": {3, 6, 7, 10, 13}},
+    "nexo-be": {
+        "qa": {0, 2, 3, 5, 6, 8, 9, 11, 12, 14},
+        "staging": {2, 5, 8, 9, 11, 14},
+        "production": {2, 5, 8, 9, 11},
+    },
+    "nexo-fe": {
+        "qa": {1, 3, 4, 6, 7, 9, 10, 12, 13, 15},
+        "staging": {3, 6, 7, 10, 13},
+        "production": {3, 6, 7, 10, 13},
+    },
     "nexo-auth": {"qa": {0, 4, 8, 12}, "staging": {0, 4, 8, 12}, "production": {0, 4, 8}},
 }
 RELEASE_COUNT = 16
@@ -104,7 +112,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--force", action="store_true",
+            "--force",
+            action="store_true",
             help="Seed even with DEBUG off. The demo accounts share a published password: never on a real portal.",
         )
 
@@ -151,7 +160,12 @@ class Command(BaseCommand):
             first, last = full_name.split(" ", 1)
             user, created = User.objects.get_or_create(
                 username=username,
-                defaults={"first_name": first, "last_name": last, "email": f"{username}@nexo.invalid", "is_staff": is_staff},
+                defaults={
+                    "first_name": first,
+                    "last_name": last,
+                    "email": f"{username}@nexo.invalid",
+                    "is_staff": is_staff,
+                },
             )
             if created:
                 user.set_password(DEMO_PASSWORD)
@@ -217,13 +231,40 @@ class Command(BaseCommand):
             if index in reached["qa"]:
                 plan.append((base + timedelta(minutes=40), environments["qa"], release, None, [], PromotionKind.AUTO))
             if index in reached["staging"]:
-                plan.append((base + timedelta(days=1), environments["staging"], release, users["rita"], [users["paulo"]], PromotionKind.MANUAL))
+                plan.append(
+                    (
+                        base + timedelta(days=1),
+                        environments["staging"],
+                        release,
+                        users["rita"],
+                        [users["paulo"]],
+                        PromotionKind.MANUAL,
+                    )
+                )
             if index in reached["production"]:
                 sres = [users["sam"], users["sara"]]
-                plan.append((base + timedelta(days=2), environments["production"], release, users["rita"], sres, PromotionKind.MANUAL))
+                plan.append(
+                    (
+                        base + timedelta(days=2),
+                        environments["production"],
+                        release,
+                        users["rita"],
+                        sres,
+                        PromotionKind.MANUAL,
+                    )
+                )
                 if index in ROLLED_BACK_IN_PRODUCTION.get(service.name, ()):
                     back_to = releases[max(i for i in reached["production"] if i < index)]
-                    plan.append((base + timedelta(days=2, hours=5), environments["production"], back_to, users["rita"], sres, PromotionKind.ROLLBACK))
+                    plan.append(
+                        (
+                            base + timedelta(days=2, hours=5),
+                            environments["production"],
+                            back_to,
+                            users["rita"],
+                            sres,
+                            PromotionKind.ROLLBACK,
+                        )
+                    )
 
         deployments, current = [], {}
         for when, environment, release, requester, approvers, kind in sorted(plan, key=lambda step: step[0]):
@@ -322,14 +363,18 @@ class Command(BaseCommand):
                     path = Path(scratch) / service.values_path(environment)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     replicas = 1 if environment.name == "develop" else 2
-                    path.write_text(VALUES_TEMPLATE.format(service=service.name, environment=environment.name, replicas=replicas))
+                    path.write_text(
+                        VALUES_TEMPLATE.format(service=service.name, environment=environment.name, replicas=replicas)
+                    )
                     work.index.add([str(path)])
             self._commit(work, "chore: initial Helm values for the Nexo services", author, first)
             for deployment in sorted(history, key=lambda d: d.deployed_at):
                 relative = deployment.service.values_path(deployment.environment)
                 path = Path(scratch) / relative
                 path.write_text(
-                    values_file.set_value(path.read_text(), deployment.service.image_tag_key, deployment.release.version, relative)
+                    values_file.set_value(
+                        path.read_text(), deployment.service.image_tag_key, deployment.release.version, relative
+                    )
                 )
                 work.index.add([str(path)])
                 promotion = deployment.promotion
