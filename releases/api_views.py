@@ -322,8 +322,10 @@ class CheckResultCreateView(generics.CreateAPIView):
 
 
 class ArgoCDWebhookView(APIView):
-    """Argo CD Notifications (on-deployed, on-sync-failed). No session or token: the HMAC signature "
-    "is the credential."""
+    """Argo CD Notifications (on-deployed, on-sync-failed).
+
+    No session or token: the HMAC signature is the credential.
+    """
 
     authentication_classes = []
     permission_classes = []

@@ -473,8 +473,10 @@ def _csv_row(kind, name, report, figures):
 
 @require_GET
 def dora_export_csv(request):
-    """Any signed-in user: the report for spreadsheets, one row for the whole scope, each service "
-    "and each week or month."""
+    """Any signed-in user: the report for spreadsheets.
+
+    One row for the whole scope, one for each service and one for each week or month.
+    """
     form, report = _dora_report(request, default_interval=dora.Interval.ALL)
     if report is None:
         return HttpResponseBadRequest(_form_errors(form), content_type="text/plain; charset=utf-8")
