@@ -1,14 +1,12 @@
-"""The audit log over the API: a paginated, filterable read, and the export in the reference docs' shape."""
+"""The audit log over the API: a paginated, filterable read."""
 
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.permissions import IsAuthenticated
 
-from nexo_portal.tokens import requires_scope
+from nexo_portal.lib.scopes import requires_scope
 
-from .export import export_json
 from .forms import AuditFilterForm
 from .models import AuditAction, AuditEvent
 
@@ -41,29 +39,6 @@ class AuditEventSerializer(serializers.ModelSerializer):
         ]
 
 
-class AuditExportRecordSerializer(serializers.Serializer):
-    """One record of the export, in the shape of versioning-and-promotion.md's structured audit log."""
-
-    id = serializers.IntegerField()
-    event = serializers.CharField()
-    service = serializers.CharField(allow_null=True)
-    version = serializers.CharField(allow_null=True)
-    from_environment = serializers.CharField(allow_null=True)
-    to_environment = serializers.CharField(allow_null=True)
-    timestamp = serializers.DateTimeField()
-    initiator = serializers.CharField()
-    approvers = serializers.ListField(child=serializers.CharField())
-    rollback = serializers.BooleanField()
-    validation_results = serializers.DictField(child=serializers.CharField(), required=False)
-    actor = serializers.CharField()
-    promotion_id = serializers.IntegerField(allow_null=True)
-    commit = serializers.CharField(allow_null=True)
-    message = serializers.CharField()
-    data = serializers.DictField()
-    hash = serializers.CharField()
-    previous_hash = serializers.CharField()
-
-
 def filtered(request, events):
     form = AuditFilterForm(request.query_params)
     # The page's form treats an empty field as "any"; an API caller who sends `since=` meant something.
@@ -92,17 +67,3 @@ class AuditEventListView(generics.ListAPIView):
     @extend_schema(parameters=FILTERS)
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
-
-
-class AuditExportView(generics.GenericAPIView):
-    """The filtered log as one JSON array, oldest first, in the reference docs' shape (tokens need `read`)."""
-
-    permission_classes = [IsAuthenticated, requires_scope("read")]
-    serializer_class = AuditExportRecordSerializer
-    pagination_class = None
-    filter_backends = []
-
-    @extend_schema(parameters=FILTERS, responses={200: AuditExportRecordSerializer(many=True)})
-    def get(self, request):
-        events = filtered(request, AuditEvent.objects.order_by("id"))
-        return StreamingHttpResponse(export_json(events), content_type="application/json")

@@ -6,11 +6,14 @@ from urllib.parse import urlencode
 from django import forms
 from django.utils import timezone
 
-from environments.models import Environment
-from nexo_portal import dates
-from releases.models import Service
+from nexo_portal.lib import dates
 
-from .models import AuditAction
+from .models import AuditAction, AuditEvent
+
+
+def _names_in_log(field):
+    names = AuditEvent.objects.exclude(**{field: ""}).order_by(field).values_list(field, flat=True).distinct()
+    return [(name, name) for name in names]
 
 
 class AuditFilterForm(forms.Form):
@@ -23,12 +26,9 @@ class AuditFilterForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["service"].choices = [("", "Any service")] + [
-            (name, name) for name in Service.objects.order_by("name").values_list("name", flat=True)
-        ]
-        self.fields["environment"].choices = [("", "Any environment")] + [
-            (name, name) for name in Environment.objects.in_pipeline_order().values_list("name", flat=True)
-        ]
+        # The names the log itself holds: a service or environment removed since keeps its history.
+        self.fields["service"].choices = [("", "Any service"), *_names_in_log("service")]
+        self.fields["environment"].choices = [("", "Any environment"), *_names_in_log("environment")]
 
     def clean(self):
         cleaned = super().clean()

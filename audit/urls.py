@@ -6,5 +6,4 @@ app_name = "audit"
 
 urlpatterns = [
     path("", views.log, name="log"),
-    path("export.json", views.export, name="export"),
 ]

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import requests
 from django.conf import settings
 
-from environments.http import describe_failure, excerpt
+from nexo_portal.lib.http import describe_failure, excerpt
 
 SYNC_ATTEMPTS = 5
 SYNC_RETRY_SECONDS = 5.0

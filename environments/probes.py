@@ -7,7 +7,7 @@ from http import HTTPStatus
 import requests
 from django.conf import settings
 
-from environments.http import describe_failure, excerpt
+from nexo_portal.lib.http import describe_failure, excerpt
 
 # Enough of an error page to show what the service said, without reading a large body.
 BODY_BYTES = 2048

@@ -12,7 +12,7 @@ from datetime import datetime
 import requests
 from django.conf import settings
 
-from environments.http import describe_failure, excerpt
+from nexo_portal.lib.http import describe_failure, excerpt
 
 
 class PrometheusError(Exception):

@@ -7,7 +7,7 @@ from audit import api as audit
 from releases import api_dora
 from releases import api_views as releases
 
-from . import api_errors
+from .lib import api as api_errors
 
 app_name = "api"
 
@@ -30,7 +30,7 @@ urlpatterns = [
     path("webhooks/argocd/", releases.ArgoCDWebhookView.as_view(), name="argocd-webhook"),
     path("dora/", api_dora.DoraMetricsView.as_view(), name="dora"),
     path("audit/", audit.AuditEventListView.as_view(), name="audit-list"),
-    path("audit/export/", audit.AuditExportView.as_view(), name="audit-export"),
+    path("audit/export/", releases.AuditExportView.as_view(), name="audit-export"),
     path("incidents/pagerduty/", api_dora.PagerDutyWebhookView.as_view(), name="pagerduty-webhook"),
     re_path(r"^.*$", api_errors.not_found, name="not-found"),
 ]

@@ -121,6 +121,9 @@ class ApiToken(models.Model):
 
     objects = ApiTokenQuerySet.as_manager()
 
+    # How views tell a token from a session's `request.auth` (nexo_portal.lib.api.token_of).
+    is_api_token = True
+
     class Meta:
         verbose_name = "API token"
         ordering = ["name"]

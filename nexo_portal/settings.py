@@ -268,7 +268,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "nexo_portal.api_pagination.Pagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "nexo_portal.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "nexo_portal.lib.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

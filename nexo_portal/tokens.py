@@ -1,8 +1,8 @@
 """API tokens in Django REST framework: who is calling, what the token may do, how often.
 
 `Authorization: Bearer nexo_…` authenticates as the token's person (personal token) or as
-a `TokenPrincipal` (CI token). `requires_scope("register")` guards a view;
-`require_service(request, service)` checks a token's service limitation.
+a `TokenPrincipal` (CI token). Settings name these classes; views ask the token what it allows
+through `nexo_portal.lib.api` (`requires_scope`, `require_service`).
 """
 
 import logging
@@ -15,9 +15,9 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
+from .lib.scopes import token_of
 from .models import ApiToken
 
 logger = logging.getLogger(__name__)
@@ -115,35 +115,6 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return build_bearer_security_scheme_object(header_name="Authorization", token_prefix=KEYWORD)
-
-
-def token_of(request):
-    """The API token the request was authenticated with, or None for a session."""
-    return request.auth if isinstance(request.auth, ApiToken) else None
-
-
-def requires_scope(scope):
-    """A permission class: tokens need `scope`; signed-in people pass, the domain policy judges them."""
-
-    class RequiresScope(BasePermission):
-        message = f"This API token lacks the '{scope}' scope; ask a platform engineer for a token that has it."
-
-        def has_permission(self, request, view):
-            token = token_of(request)
-            if token is not None:
-                return token.has_scope(scope)
-            return bool(request.user and request.user.is_authenticated)
-
-    RequiresScope.__name__ = RequiresScope.__qualname__ = f"RequiresScope_{scope}"
-    return RequiresScope
-
-
-def require_service(request, service):
-    """Refuse (403) when the request's token is limited to other services than this one."""
-    token = token_of(request)
-    if token is not None and not token.allows_service(service):
-        allowed = ", ".join(sorted(allowed.name for allowed in token.services.all()))
-        raise exceptions.PermissionDenied(f"This API token may act on {allowed} only, not on {service.name}.")
 
 
 class ApiTokenRateThrottle(SimpleRateThrottle):

@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .queues import redis_connection
+from .lib.queues import redis_connection
 
 
 @login_not_required

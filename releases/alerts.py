@@ -21,10 +21,10 @@ from django.db import transaction
 from redis.exceptions import RedisError
 from rq import Retry
 
-from environments.http import describe_failure, excerpt
-from nexo_portal import queues
+from nexo_portal.lib import queues
+from nexo_portal.lib.http import describe_failure, excerpt
 
-from .models import Promotion, PromotionKind
+from .models import PIPELINE, Promotion, PromotionKind
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ def _mrkdwn(text, limit=2500):
 def failure_message(promotion):
     """The Slack message for a failed promotion: what failed, why, and what happened next."""
     what = f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
-    from .transitions import PIPELINE  # transitions imports this module
 
     rollback = (
         Promotion.objects.filter(rolls_back=promotion, kind=PromotionKind.ROLLBACK, requested_via=PIPELINE)

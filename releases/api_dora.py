@@ -12,8 +12,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from environments.models import Environment
-from nexo_portal.api_errors import error_response
-from nexo_portal.tokens import requires_scope
+from nexo_portal.lib.api import error_response
+from nexo_portal.lib.scopes import requires_scope
 
 from . import dora, pagerduty
 from .models import Service

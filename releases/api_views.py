@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from django import forms
 from django.conf import settings
 from django.db.models import Prefetch
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,11 +18,14 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit import api as audit_api
 from audit import log as audit
-from nexo_portal import api_errors, dates
-from nexo_portal.tokens import require_service, requires_scope
+from audit.models import AuditEvent
+from nexo_portal.lib import api as api_errors
+from nexo_portal.lib import dates
+from nexo_portal.lib.scopes import require_service, requires_scope
 
-from . import board, deployment_events, policy, registration, serializers, transitions
+from . import audit_export, board, deployment_events, policy, registration, serializers, transitions
 from .models import CheckResult, Promotion, Release
 
 ERRORS = {
@@ -412,3 +416,20 @@ def _matrix_cell(cell, argocd_configured):
         "waiting_is_emergency": bool(cell.waiting and cell.waiting.is_emergency),
         "hold": cell.hold_reason,
     }
+
+
+# --- the audit log in the reference docs' shape -------------------------------------------------------
+
+
+class AuditExportView(generics.GenericAPIView):
+    """The filtered log as one JSON array, oldest first, in the reference docs' shape (tokens need `read`)."""
+
+    permission_classes = [IsAuthenticated, requires_scope("read")]
+    serializer_class = serializers.AuditExportRecordSerializer
+    pagination_class = None
+    filter_backends = []
+
+    @extend_schema(parameters=audit_api.FILTERS, responses={200: serializers.AuditExportRecordSerializer(many=True)})
+    def get(self, request):
+        events = audit_api.filtered(request, AuditEvent.objects.order_by("id"))
+        return StreamingHttpResponse(audit_export.export_json(events), content_type="application/json")

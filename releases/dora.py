@@ -17,7 +17,7 @@ from django.db.models.functions import TruncDate, TruncMonth, TruncWeek
 from django.utils import timezone
 
 from environments.models import Environment
-from nexo_portal import dates
+from nexo_portal.lib import dates
 
 from .models import Deployment, Incident, Service
 

@@ -19,6 +19,9 @@ from . import calver
 COMMIT_SHA_PATTERN = r"^[0-9a-f]{40}$"
 IMAGE_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 TAG_KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+# Who acted when no person or token did: the audit actor of every pipeline step, and who asks for
+# automatic promotions and rollbacks (Promotion.requested_via).
+PIPELINE = "pipeline"
 
 
 class ServiceQuerySet(models.QuerySet):
@@ -410,7 +413,7 @@ class Promotion(models.Model):
         return list(self.approvals.filter(decision=ApprovalDecision.APPROVE).values_list(username, flat=True))
 
     def requester_name(self):
-        return self.requested_by.get_username() if self.requested_by else (self.requested_via or "pipeline")
+        return self.requested_by.get_username() if self.requested_by else (self.requested_via or PIPELINE)
 
     def clean(self):
         if self.release_id and self.service_id and self.release.service_id != self.service_id:

@@ -17,19 +17,13 @@ The rules:
   a reason; approvals are still required.
 """
 
+from nexo_portal.lib.errors import Refused
+
 from .models import ApprovalDecision, PromotionKind, PromotionState
 
 
-class PromotionError(Exception):
-    """A rule refused the action; the message is written for the person who asked.
-
-    `forbidden` tells apart "you may not do this" (HTTP 403) from "this cannot happen now"
-    (HTTP 409: the state, a freeze, the release's history).
-    """
-
-    def __init__(self, message, *, forbidden=False):
-        super().__init__(message)
-        self.forbidden = forbidden
+class PromotionError(Refused):
+    """A promotion rule refused the action; the message is written for the person who asked."""
 
 
 class Refusal(str):

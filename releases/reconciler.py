@@ -17,12 +17,12 @@ from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegi
 
 from audit import log as audit
 from audit.models import AuditAction
-from nexo_portal import queues
+from nexo_portal.lib import queues
 
 from . import transitions
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import Deployment, Promotion, PromotionState
+from .models import PIPELINE, Deployment, Promotion, PromotionState
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def detect_drift():
             Deployment.objects.filter(pk=deployment.pk).update(drifted_tag=tag or "", drift_detected_at=now)
             audit.record(
                 AuditAction.DRIFT_DETECTED,
-                actor=transitions.PIPELINE,
+                actor=PIPELINE,
                 service=deployment.service.name,
                 environment=deployment.environment.name,
                 version=deployment.release.version,

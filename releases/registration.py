@@ -13,13 +13,14 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 from environments.models import Environment
+from nexo_portal.lib.errors import Refused
 
 from . import calver, transitions
 from .models import BuildCounter, BuildNumbersExhausted, PromotionKind, Release, Service
 from .policy import PromotionError
 
 
-class RegistrationConflict(Exception):
+class RegistrationConflict(Refused):
     """The build contradicts what is registered already; the message says how."""
 
 

@@ -384,3 +384,26 @@ class MatrixRowSerializer(serializers.Serializer):
     service = serializers.CharField()
     team = serializers.CharField(allow_null=True)
     environments = MatrixCellSerializer(many=True)
+
+
+class AuditExportRecordSerializer(serializers.Serializer):
+    """One record of the export, in the shape of versioning-and-promotion.md's structured audit log."""
+
+    id = serializers.IntegerField()
+    event = serializers.CharField()
+    service = serializers.CharField(allow_null=True)
+    version = serializers.CharField(allow_null=True)
+    from_environment = serializers.CharField(allow_null=True)
+    to_environment = serializers.CharField(allow_null=True)
+    timestamp = serializers.DateTimeField()
+    initiator = serializers.CharField()
+    approvers = serializers.ListField(child=serializers.CharField())
+    rollback = serializers.BooleanField()
+    validation_results = serializers.DictField(child=serializers.CharField(), required=False)
+    actor = serializers.CharField()
+    promotion_id = serializers.IntegerField(allow_null=True)
+    commit = serializers.CharField(allow_null=True)
+    message = serializers.CharField()
+    data = serializers.DictField()
+    hash = serializers.CharField()
+    previous_hash = serializers.CharField()

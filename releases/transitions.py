@@ -19,10 +19,11 @@ from redis.exceptions import RedisError
 
 from audit import log as audit
 from audit.models import AuditAction
-from nexo_portal import queues
+from nexo_portal.lib import queues
 
 from . import alerts, policy
 from .models import (
+    PIPELINE,
     Approval,
     ApprovalDecision,
     Deployment,
@@ -36,8 +37,6 @@ from .models import (
 from .policy import PromotionError
 
 logger = logging.getLogger(__name__)
-
-PIPELINE = "pipeline"
 
 # Which job carries a promotion forward from each state; the reconciler uses it too.
 JOB_FOR_STATE = {

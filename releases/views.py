@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import BadRequest
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -22,10 +22,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
+from audit.forms import AuditFilterForm
 from audit.models import AuditEvent
 from environments.models import Environment
 
-from . import confirmations, dora, dora_charts, policy, timeline, transitions
+from . import audit_export, confirmations, dora, dora_charts, policy, timeline, transitions
 from .board import Action, build_board
 from .forms import CommentForm, DoraFilterForm, RejectForm, RequestForm, RollbackForm
 from .models import CheckResult, Deployment, Promotion, PromotionKind, PromotionState, Release, Service
@@ -491,4 +492,20 @@ def dora_export_csv(request):
     bucket_kind = "week" if report.interval == dora.Interval.WEEKLY else "month"
     for bucket in report.trend:
         writer.writerow(_csv_row(bucket_kind, bucket.start.isoformat(), report, bucket.figures))
+    return response
+
+
+# --- the audit log in the reference docs' shape -------------------------------------------------------
+
+
+@require_GET
+def audit_log_export(request):
+    """Any signed-in user: the filtered log as a JSON array in the reference docs' shape, oldest first."""
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+    events = form.filter(AuditEvent.objects.order_by("id"))
+    response = StreamingHttpResponse(audit_export.export_json(events), content_type="application/json")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="nexo-audit-{stamp}.json"'
     return response

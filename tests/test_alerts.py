@@ -99,7 +99,7 @@ def test_a_refusal_that_retrying_cannot_change_is_logged_for_whoever_set_the_web
 def test_without_a_webhook_nothing_is_queued(failed, settings, redis_connection):
     from django.db import transaction
 
-    from nexo_portal import queues
+    from nexo_portal.lib import queues
 
     settings.SLACK_WEBHOOK_URL = ""
     with transaction.atomic():

@@ -20,8 +20,9 @@ from rest_framework.views import APIView
 
 from audit.log import actor_name
 from audit.models import AuditAction, AuditEvent
+from nexo_portal.lib.scopes import require_service, requires_scope
 from nexo_portal.models import ApiToken, TokenScope
-from nexo_portal.tokens import TokenPrincipal, require_service, requires_scope
+from nexo_portal.tokens import TokenPrincipal
 from releases.models import Service
 from tests.factories import make_service, make_user
 

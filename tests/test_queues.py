@@ -1,6 +1,6 @@
 """One Redis client per process for the queue and the GitOps lock, following the settings."""
 
-from nexo_portal import queues
+from nexo_portal.lib import queues
 
 
 def test_the_queue_and_the_lock_share_one_client_and_its_connection(redis_connection):

@@ -16,7 +16,7 @@ import git
 from django.conf import settings
 from redis.exceptions import LockError, RedisError
 
-from nexo_portal.queues import redis_connection
+from nexo_portal.lib.queues import redis_connection
 
 logger = logging.getLogger(__name__)
 

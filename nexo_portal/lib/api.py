@@ -13,8 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from releases.policy import PromotionError
-from releases.registration import RegistrationConflict
+from .errors import Refused
 
 
 class Conflict(exceptions.APIException):
@@ -60,10 +59,11 @@ def error_response(status_code, code, message, field=None):
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, PromotionError):
-        exc = exceptions.PermissionDenied(str(exc)) if exc.forbidden else Conflict(str(exc))
-    elif isinstance(exc, RegistrationConflict):
-        exc = Conflict(str(exc))
+    if isinstance(exc, Refused):
+        if exc.field:
+            exc = exceptions.ValidationError({exc.field: [str(exc)]})
+        else:
+            exc = exceptions.PermissionDenied(str(exc)) if exc.forbidden else Conflict(str(exc))
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):

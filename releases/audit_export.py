@@ -14,10 +14,10 @@ from itertools import pairwise
 
 from django.core.serializers.json import DjangoJSONEncoder
 
+from audit.models import AuditAction
 from environments.models import Environment
-from releases.models import ApprovalDecision, CheckResult, Promotion, PromotionKind
 
-from .models import AuditAction
+from .models import ApprovalDecision, CheckResult, Promotion, PromotionKind
 
 CHUNK_SIZE = 1000
 VERDICT_ACTIONS = {AuditAction.PROMOTION_VERIFIED, AuditAction.PROMOTION_FAILED}
