@@ -389,7 +389,7 @@ def main():
     from django.test import Client
     from django.utils import timezone
 
-    from releases import dora
+    from releases.dora import metrics as dora
     from releases.models import Deployment, Incident, Service
 
     call_command("migrate", verbosity=0)

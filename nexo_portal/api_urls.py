@@ -4,8 +4,8 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from audit import api as audit
-from releases import api_dora
 from releases import api_views as releases
+from releases.dora import api as dora
 
 from .lib import api as api_errors
 
@@ -28,9 +28,9 @@ urlpatterns = [
     path("matrix/", releases.MatrixView.as_view(), name="matrix"),
     path("verifications/", releases.CheckResultCreateView.as_view(), name="verification-create"),
     path("webhooks/argocd/", releases.ArgoCDWebhookView.as_view(), name="argocd-webhook"),
-    path("dora/", api_dora.DoraMetricsView.as_view(), name="dora"),
+    path("dora/", dora.DoraMetricsView.as_view(), name="dora"),
     path("audit/", audit.AuditEventListView.as_view(), name="audit-list"),
     path("audit/export/", releases.AuditExportView.as_view(), name="audit-export"),
-    path("incidents/pagerduty/", api_dora.PagerDutyWebhookView.as_view(), name="pagerduty-webhook"),
+    path("incidents/pagerduty/", dora.PagerDutyWebhookView.as_view(), name="pagerduty-webhook"),
     re_path(r"^.*$", api_errors.not_found, name="not-found"),
 ]

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "nexo_portal",
     "environments",
     "releases",
+    "releases.dora",
     "audit",
 ]
 

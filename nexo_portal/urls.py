@@ -22,6 +22,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("nexo_portal.api_urls")),
     path("audit/", include("audit.urls")),
+    path("dora/", include("releases.dora.urls")),
     path("", include("releases.urls")),
 ]
 handler400 = "nexo_portal.views.bad_request"

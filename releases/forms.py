@@ -1,12 +1,6 @@
-"""Forms of the release pages: the DORA report's filters and the board's confirmations."""
+"""Forms of the board's confirmations."""
 
 from django import forms
-from django.contrib.auth.models import Group
-
-from environments.models import Environment
-
-from . import dora
-from .models import Service
 
 COMMENT_WIDGET = forms.Textarea(attrs={"rows": 3})
 
@@ -52,42 +46,3 @@ class RollbackForm(forms.Form):
     def __init__(self, *args, versions, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["release"].choices = [(version, version) for version in versions]
-
-
-class DoraFilterForm(forms.Form):
-    """The DORA report's scope, from the query string; every field may be left out."""
-
-    environment = forms.ModelChoiceField(
-        Environment.objects.in_pipeline_order(),
-        to_field_name="name",
-        required=False,
-        error_messages={"invalid_choice": "There is no environment called “%(value)s”."},
-    )
-    team = forms.ModelChoiceField(
-        Group.objects.filter(services__isnull=False).distinct().order_by("name"),
-        to_field_name="name",
-        required=False,
-        error_messages={"invalid_choice": "No team owns a service under the name “%(value)s”."},
-    )
-    service = forms.ModelChoiceField(
-        Service.objects.order_by("name"),
-        to_field_name="name",
-        required=False,
-        error_messages={"invalid_choice": "There is no service called “%(value)s”."},
-    )
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    interval = forms.ChoiceField(choices=dora.Interval.choices, required=False)
-
-    def __init__(self, *args, default_interval=dora.Interval.WEEKLY, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.default_interval = default_interval
-
-    def clean(self):
-        data = super().clean()
-        try:
-            data["period"] = dora.Period.resolve(data.pop("start", None), data.pop("end", None))
-        except dora.ReportError as error:
-            raise forms.ValidationError(str(error)) from error
-        data["interval"] = data.get("interval") or self.default_interval
-        return data

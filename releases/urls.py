@@ -18,7 +18,4 @@ urlpatterns = [
     path("promotions/<int:pk>/reject/", views.reject, name="reject"),
     path("promotions/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("audit/export.json", views.audit_log_export, name="audit-export"),
-    path("dora/", views.dora_report, name="dora"),
-    path("dora/export.csv", views.dora_export_csv, name="dora-export-csv"),
-    path("dora/export.json", views.dora_export_json, name="dora-export-json"),
 ]

@@ -5,8 +5,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from releases import dora
-from releases.dora import Band, Interval, Period
+from releases.dora import metrics as dora
+from releases.dora.metrics import Band, Interval, Period
 from releases.models import Deployment, Incident, IncidentSource, Release
 from tests.factories import make_release, make_service
 

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, transaction
 
 from audit.models import AuditAction, AuditEvent
-from releases import dora
+from releases.dora import metrics as dora
 from releases.gitops import values as values_file
 from releases.management.commands.import_gitops_history import is_rollback_message
 from releases.models import Deployment, DeploymentSource, Incident, IncidentSource, Release

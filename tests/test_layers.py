@@ -108,7 +108,7 @@ def strongly_connected(graph):
 
 
 def test_no_two_files_of_the_app_code_import_each_other():
-    modules, imports = import_graph()
+    _, imports = import_graph()
     graph = {name: {target for target, _, _ in found} for name, found in imports.items()}
     cycles = [sorted(group) for group in strongly_connected(graph) if len(group) > 1]
     assert cycles == []

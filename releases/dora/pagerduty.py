@@ -12,7 +12,7 @@ import hmac
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
-from .models import Deployment, Incident, IncidentSeverity, IncidentSource, Service
+from releases.models import Deployment, Incident, IncidentSeverity, IncidentSource, Service
 
 OPENING_EVENTS = {"incident.triggered", "incident.reopened"}
 HANDLED_EVENTS = OPENING_EVENTS | {"incident.resolved", "incident.priority_updated"}

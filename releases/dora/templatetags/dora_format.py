@@ -2,7 +2,7 @@
 
 from django import template
 
-from releases.dora import Band
+from releases.dora.metrics import Band
 
 register = template.Library()
 

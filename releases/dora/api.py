@@ -14,9 +14,9 @@ from rest_framework.views import APIView
 from environments.models import Environment
 from nexo_portal.lib.api import error_response
 from nexo_portal.lib.scopes import requires_scope
+from releases.models import Service
 
-from . import dora, pagerduty
-from .models import Service
+from . import metrics, pagerduty
 
 
 def _name_field(queryset, what):
@@ -37,7 +37,7 @@ class DoraQuerySerializer(serializers.Serializer):
     start = serializers.DateField(required=False, help_text="First day, YYYY-MM-DD; default: 89 days before end.")
     end = serializers.DateField(required=False, help_text="Last day (included), YYYY-MM-DD; default: today.")
     interval = serializers.ChoiceField(
-        choices=dora.Interval.choices, default=dora.Interval.ALL, help_text="all, weekly or monthly buckets."
+        choices=metrics.Interval.choices, default=metrics.Interval.ALL, help_text="all, weekly or monthly buckets."
     )
 
     def to_internal_value(self, data):
@@ -48,8 +48,8 @@ class DoraQuerySerializer(serializers.Serializer):
 
     def validate(self, data):
         try:
-            data["period"] = dora.Period.resolve(data.pop("start", None), data.pop("end", None))
-        except dora.ReportError as error:
+            data["period"] = metrics.Period.resolve(data.pop("start", None), data.pop("end", None))
+        except metrics.ReportError as error:
             raise serializers.ValidationError(str(error)) from error
         return data
 
@@ -64,8 +64,8 @@ class DoraMetricsView(APIView):
         query = DoraQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         try:
-            report = dora.report(**query.validated_data)
-        except dora.ReportError as error:
+            report = metrics.report(**query.validated_data)
+        except metrics.ReportError as error:
             raise serializers.ValidationError(str(error)) from error
         return Response(report.as_dict())
 
@@ -102,7 +102,7 @@ class PagerDutyWebhookView(APIView):
         environment = (
             Environment.objects.filter(name=environment_name).first()
             if environment_name
-            else dora.default_environment()
+            else metrics.default_environment()
         )
         if environment is None:
             return error_response(

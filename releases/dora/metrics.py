@@ -18,8 +18,7 @@ from django.utils import timezone
 
 from environments.models import Environment
 from nexo_portal.lib import dates
-
-from .models import Deployment, Incident, Service
+from releases.models import Deployment, Incident, Service
 
 BANDS_SOURCE = "DORA 2023 performance levels (Google Cloud, Accelerate State of DevOps Report 2023)"
 MIN_EVENTS = 5
