@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
 
+from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.db.models import Count, DateField, Exists, F, OuterRef, Q, Subquery, TextChoices
 from django.db.models.functions import TruncDate, TruncMonth, TruncWeek
@@ -293,7 +294,7 @@ class Report:
     period: Period
     interval: str
     service: Service | None
-    team: object | None
+    team: Group | None
     overall: Figures
     services: list = field(default_factory=list)
     trend: list = field(default_factory=list)
@@ -349,7 +350,7 @@ def percentile(values, fraction):
 
 
 CHANGE = Q(is_change=True)
-HAS_VALID_COMMIT_TIME = CHANGE & Q(release_committed_at__isnull=False, release_committed_at__lte=F("deployed_at"))
+HAS_VALID_COMMIT_TIME: Q = CHANGE & Q(release_committed_at__isnull=False, release_committed_at__lte=F("deployed_at"))
 
 
 def _incidents():
@@ -357,8 +358,8 @@ def _incidents():
     return Incident.objects.filter(caused_by=OuterRef("pk"))
 
 
-def _failed():
-    return CHANGE & Exists(_incidents())
+def _failed() -> Q:
+    return CHANGE & Q(Exists(_incidents()))
 
 
 def _first_resolution():
@@ -371,7 +372,7 @@ def _counts():
         "rollbacks": Count("pk", filter=Q(is_rollback=True)),
         "hotfix_deployments": Count("pk", filter=CHANGE & Q(release_is_hotfix=True)),
         "failed_deployments": Count("pk", filter=_failed()),
-        "recovered_failures": Count("pk", filter=CHANGE & Exists(_incidents().filter(resolved_at__isnull=False))),
+        "recovered_failures": Count("pk", filter=CHANGE & Q(Exists(_incidents().filter(resolved_at__isnull=False)))),
         "lead_time_samples": Count("pk", filter=HAS_VALID_COMMIT_TIME),
         "without_commit_time": Count("pk", filter=CHANGE & Q(release_committed_at__isnull=True)),
         "commit_after_deployment": Count("pk", filter=CHANGE & Q(release_committed_at__gt=F("deployed_at"))),
@@ -392,7 +393,8 @@ def _summaries_portably(deployments, group_by):
         result = {tuple(row[name] for name in group_by): row for row in rows}
     else:
         result = {(): deployments.aggregate(**aggregates)}
-    lead_times, recoveries = {}, {}
+    lead_times: dict[tuple, list[float]] = {}
+    recoveries: dict[tuple, list[float]] = {}
     rows = (
         deployments.filter(CHANGE)
         .annotate(first_resolution=_first_resolution())
@@ -420,7 +422,7 @@ def _deploy_days_portably(deployments, truncate, group_by):
         .annotate(days=Count(TruncDate("deployed_at"), distinct=True))
         .order_by()
     )
-    counts = {}
+    counts: dict[tuple, dict[date, int]] = {}
     for row in rows:
         counts.setdefault(tuple(row[name] for name in group_by), {})[row["bucket"]] = row["days"]
     return counts
@@ -540,7 +542,7 @@ def _aggregate_with(cursor, deployments, interval):
     else:
         grouping, bucket, grouping_sets = "GROUPING(service_id, bucket)", "bucket", "((), (service_id), (bucket))"
     unit = "week" if interval == Interval.WEEKLY else "month"
-    summaries = {"overall": {(): {}}, "service": {}, "bucket": {}}
+    summaries: dict[str, dict[tuple, dict]] = {"overall": {(): {}}, "service": {}, "bucket": {}}
     sql = _FACTS.format(
         deployments=base,
         incident_table=Incident._meta.db_table,
@@ -561,7 +563,8 @@ def _aggregate_with(cursor, deployments, interval):
     days, days_params = (
         deployments.filter(CHANGE).values("service_id", "deployed_at").order_by().query.sql_with_params()
     )
-    weekly, monthly = {}, {}
+    weekly: dict[tuple, dict[date, int]] = {}
+    monthly: dict[tuple, dict[date, int]] = {}
     for row in _fetch(cursor, _DEPLOY_DAYS.format(deployments=days), [zone, *days_params]):
         pooled = row["grouping"] & 0b100
         key = () if pooled else (row["service_id"],)

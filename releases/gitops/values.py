@@ -62,7 +62,7 @@ def _refuse_duplicate_keys(root, path):
             continue
         seen_nodes.add(id(node))
         if isinstance(node, MappingNode):
-            lines = {}
+            lines: dict[tuple[str | None, str], int] = {}  # (tag, key) → line
             for key, value in node.value:
                 if isinstance(key, ScalarNode) and key.value != _MERGE_KEY:
                     if (key.tag, key.value) in lines:  # 1 and "1" are two keys
