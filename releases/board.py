@@ -48,6 +48,7 @@ from django.utils import timezone
 from environments.models import ChangeFreeze, Environment
 
 from . import policy
+from .actions import Action, decision_actions, rollback_action
 from .models import (
     Approval,
     ApprovalDecision,
@@ -93,16 +94,6 @@ class Badge:
     label: str
     tone: str = ""
     title: str = ""
-
-
-@dataclass
-class Action:
-    kind: str
-    label: str
-    url: str
-    why_not: str = ""
-    tone: str = ""
-    allowed: bool = True
 
 
 @dataclass
@@ -179,14 +170,6 @@ def short_duration(delta):
 def freeze_message(environment, ends_at, reason):
     """Why a request into a frozen environment is refused, as `transitions` says it."""
     return f"{environment.name} is frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: {reason}."
-
-
-def busy_refusal(promotion):
-    """Why nothing else may be requested while `promotion` is past approval, as `transitions` says it."""
-    return (
-        f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name} is already "
-        f"{promotion.get_state_display().lower()} (promotion #{promotion.pk}); wait for it to finish."
-    )
 
 
 # --- queries ----------------------------------------------------------------------------------
@@ -575,16 +558,14 @@ class _CellBuilder:
 
     def _actions(self, cell, service, environment, deployment, waiting):
         actions = []
-        if waiting and waiting.state == PromotionState.AWAITING_APPROVAL:
-            actions.append(
-                self._decision("approve", "Approve", waiting, policy.why_not_approve(waiting, self.user), "primary")
-            )
-            if not policy.why_not_reject(waiting, self.user):
-                actions.append(self._decision("reject", "Reject", waiting, None, "danger"))
-        if waiting and not policy.why_not_cancel(waiting, self.user):
-            actions.append(self._decision("cancel", "Cancel request", waiting, None, ""))
-
-        busy = waiting is not None and waiting.state != PromotionState.AWAITING_APPROVAL
+        if waiting:
+            # Approve shows why not; a reject or cancel the person may not take is left out of the cell.
+            actions += [
+                action
+                for action in decision_actions(waiting, self.user, self._decision_url)
+                if action.allowed or action.kind == "approve"
+            ]
+        busy = waiting if waiting is not None and waiting.state != PromotionState.AWAITING_APPROVAL else None
         may_request = self._may_request(service, environment)
         candidate = cell.candidate
         if candidate and not (waiting and waiting.release_id == candidate.pk):
@@ -599,11 +580,13 @@ class _CellBuilder:
                     allowed=may_request and not busy and not frozen,
                 )
             )
-        # Rolling back is offered only to those who may request here, and only over what the portal deployed.
-        if deployment and deployment.promotion_id and may_request:
-            url = self.rollback_url(service.name, environment.name)
-            actions.append(Action("rollback", "Roll back…", url, tone="quiet", allowed=not busy))
+        # Rolling back is offered only to those who may request here.
+        if may_request:
+            offered = rollback_action(deployment, self.rollback_url(service.name, environment.name), None, busy=busy)
+            if offered:
+                offered.tone = "quiet"
+                actions.append(offered)
         return actions
 
-    def _decision(self, kind, label, promotion, why_not, tone):
-        return Action(kind, label, self.decision_urls[kind](promotion.pk), why_not or "", tone, allowed=not why_not)
+    def _decision_url(self, kind, pk):
+        return self.decision_urls[kind](pk)

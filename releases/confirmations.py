@@ -11,7 +11,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import policy, verification
-from .board import busy_refusal, freeze_message, short_duration
+from .actions import busy_refusal
+from .board import freeze_message, short_duration
 from .gitops import message as gitops_message
 from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState
 

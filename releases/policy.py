@@ -189,6 +189,22 @@ def why_not_cancel(promotion, actor):
     )
 
 
+def offered_decisions(promotion, user):
+    """The decisions a promotion offers in its state, each with why `user` may not take it (None: may).
+
+    Deciding and cancelling only mean something before the GitOps commit starts.
+    """
+    if promotion.state == PromotionState.AWAITING_APPROVAL:
+        return [
+            ("approve", why_not_approve(promotion, user)),
+            ("reject", why_not_reject(promotion, user)),
+            ("cancel", why_not_cancel(promotion, user)),
+        ]
+    if promotion.state == PromotionState.APPROVED:
+        return [("cancel", why_not_cancel(promotion, user))]
+    return []
+
+
 def ensure(reason):
     if reason:
         raise PromotionError(str(reason), forbidden=getattr(reason, "forbidden", False))

@@ -25,9 +25,10 @@ from audit.models import AuditEvent
 from environments.models import Environment
 
 from . import audit_export, confirmations, policy, timeline, transitions
-from .board import Action, build_board
+from .actions import decision_actions, rollback_action, why_not_roll_back
+from .board import build_board
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm
-from .models import CheckResult, Deployment, Promotion, PromotionKind, PromotionState, Release, Service
+from .models import CheckResult, Deployment, Promotion, PromotionState, Release, Service
 from .policy import PromotionError
 
 
@@ -96,25 +97,14 @@ def _promotion_context(request, pk):
     )
     user, now = request.user, timezone.now()
     back = "?" + urlencode({"next": promotion.get_absolute_url()})
-    # Deciding and cancelling only mean something before the GitOps commit starts.
-    offered = {
-        PromotionState.AWAITING_APPROVAL: [
-            ("approve", "Approve", policy.why_not_approve(promotion, user), "primary"),
-            ("reject", "Reject", policy.why_not_reject(promotion, user), "danger"),
-            ("cancel", "Cancel request", policy.why_not_cancel(promotion, user), ""),
-        ],
-        PromotionState.APPROVED: [("cancel", "Cancel request", policy.why_not_cancel(promotion, user), "")],
-    }.get(promotion.state, [])
-    actions = [
-        Action(kind, label, reverse(f"releases:{kind}", args=[promotion.pk]) + back, why_not or "", tone, not why_not)
-        for kind, label, why_not, tone in offered
-    ]
+    actions = decision_actions(promotion, user, lambda kind, pk: reverse(f"releases:{kind}", args=[pk]) + back)
     # What this promotion deployed and still runs can be rolled back from here too.
     deployment = getattr(promotion, "deployment", None)
     if deployment and deployment.replaced_at is None and not promotion.is_active:
-        why_not = policy.why_not_request(user, promotion.service, promotion.environment, kind=PromotionKind.ROLLBACK)
         url = reverse("releases:rollback", args=[promotion.service.name, promotion.environment.name]) + back
-        actions.append(Action("rollback", "Roll back…", url, why_not or "", "danger", not why_not))
+        actions.append(
+            rollback_action(deployment, url, why_not_roll_back(user, promotion.service, promotion.environment))
+        )
     samples = list(promotion.samples.all())
     return {
         "promotion": promotion,

@@ -1,0 +1,66 @@
+"""What a person is offered on a promotion and in a board cell, each action with why not.
+
+The board's cells and the promotion page ask here, so both offer the same actions for the same
+reasons (`policy`); they only differ in how much of it they show.
+"""
+
+from dataclasses import dataclass
+
+from . import policy
+from .models import PromotionKind
+
+LABELS = {
+    "approve": ("Approve", "primary"),
+    "reject": ("Reject", "danger"),
+    "cancel": ("Cancel request", ""),
+    "rollback": ("Roll back…", "danger"),
+}
+
+
+@dataclass
+class Action:
+    kind: str
+    label: str
+    url: str
+    why_not: str = ""
+    tone: str = ""
+    allowed: bool = True
+
+
+def decision_actions(promotion, user, url_for):
+    """Approve, reject and cancel as the promotion's state offers them; `url_for(kind, pk)` links each."""
+    return [
+        _action(kind, url_for(kind, promotion.pk), why_not)
+        for kind, why_not in policy.offered_decisions(promotion, user)
+    ]
+
+
+def why_not_roll_back(user, service, environment):
+    """Who may roll back: whoever may request promotions of the service there (`policy`)."""
+    return policy.why_not_request(user, service, environment, kind=PromotionKind.ROLLBACK)
+
+
+def rollback_action(deployment, url, why_not, *, busy=None):
+    """Rolling back what runs in a place, offered only over what the portal deployed there.
+
+    `why_not`: `why_not_roll_back()` for the person (the board asks once per team and environment).
+    `busy`: a promotion in the place past approval, which must finish first.
+    """
+    if deployment is None or deployment.promotion_id is None:
+        return None
+    if not why_not and busy is not None:
+        why_not = busy_refusal(busy)
+    return _action("rollback", url, why_not)
+
+
+def busy_refusal(promotion):
+    """Why nothing else may be requested while `promotion` is past approval, as `transitions` says it."""
+    return (
+        f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name} is already "
+        f"{promotion.get_state_display().lower()} (promotion #{promotion.pk}); wait for it to finish."
+    )
+
+
+def _action(kind, url, why_not):
+    label, tone = LABELS[kind]
+    return Action(kind, label, url, why_not=why_not or "", tone=tone, allowed=not why_not)
