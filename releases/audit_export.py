@@ -17,7 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from audit.models import AuditAction
 from environments.models import Environment
 
-from .models import ApprovalDecision, CheckResult, Promotion, PromotionKind
+from .models import ApprovalDecision, CheckResult, Promotion, PromotionKind, newest_per_check
 
 CHUNK_SIZE = 1000
 VERDICT_ACTIONS = {AuditAction.PROMOTION_VERIFIED, AuditAction.PROMOTION_FAILED}
@@ -65,7 +65,7 @@ def _check_results(chunk, promotions):
     return list(
         CheckResult.objects.filter(
             release_id__in={p.release_id for p in wanted}, environment_id__in={p.environment_id for p in wanted}
-        ).order_by("reported_at", "id")
+        ).order_by("-reported_at", "-id")
     )
 
 
@@ -112,14 +112,15 @@ def _record(event, promotion, previous_environment, checks):
     ):
         record["commit"] = promotion.gitops_commit_sha
     if event.action in VERDICT_ACTIONS:
-        results = {}
-        for check in checks:
-            if (check.release_id, check.environment_id) == (
-                promotion.release_id,
-                promotion.environment_id,
-            ) and check.reported_at <= event.created_at:
-                results[check.name] = "passed" if check.passed else "failed"
-        record["validation_results"] = results
+        reported_by_then = [
+            check
+            for check in checks
+            if (check.release_id, check.environment_id) == (promotion.release_id, promotion.environment_id)
+            and check.reported_at <= event.created_at
+        ]
+        record["validation_results"] = {
+            check.name: "passed" if check.passed else "failed" for check in newest_per_check(reported_by_then)
+        }
     return record
 
 

@@ -846,8 +846,34 @@ class VerificationSample(models.Model):
         return f"{self.get_kind_display()} at {self.taken_at:%H:%M:%S}: {self.detail}"
 
 
+def newest_per_check(results):
+    """The result that counts for each check: the newest one of each (release, environment, name).
+
+    `results` come newest first (CheckResult's default order). Each result that counts gets
+    `earlier_runs`: how many older results of the same check it overrides.
+    """
+    counting = {}
+    for result in results:
+        key = (result.release_id, result.environment_id, result.name)
+        if key in counting:
+            counting[key].earlier_runs += 1
+        else:
+            result.earlier_runs = 0
+            counting[key] = result
+    return list(counting.values())
+
+
+class CheckResultQuerySet(models.QuerySet):
+    def newest_per_check(self):
+        """The results that count (see `newest_per_check`), newest first."""
+        return newest_per_check(self.order_by("-reported_at", "-id"))
+
+
 class CheckResult(models.Model):
-    """A verification result reported by CI (E2E, performance, security scan) for a release somewhere."""
+    """A verification result reported by CI (E2E, performance, security scan) for a release somewhere.
+
+    A check may be run again; the newest result of each check is the one that counts.
+    """
 
     release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="check_results")
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="check_results")
@@ -857,6 +883,8 @@ class CheckResult(models.Model):
     summary = models.CharField(max_length=300, blank=True)
     reported_by = models.CharField(max_length=150)
     reported_at = models.DateTimeField(default=timezone.now)
+
+    objects = CheckResultQuerySet.as_manager()
 
     class Meta:
         ordering = ["-reported_at", "-id"]

@@ -158,12 +158,14 @@ def verdict(promotion):
             passed = False
             reasons.append(f"Argo CD reported {unhealthy[0].target} {unhealthy[0].detail}")
 
+    counting = {
+        result.name: result
+        for result in CheckResult.objects.filter(
+            release=promotion.release, environment=promotion.environment, name__in=promotion.environment.required_checks
+        ).newest_per_check()
+    }
     for name in promotion.environment.required_checks:
-        result = (
-            CheckResult.objects.filter(release=promotion.release, environment=promotion.environment, name=name)
-            .order_by("-reported_at", "-id")
-            .first()
-        )
+        result = counting.get(name)
         if result is None:
             passed = False
             reasons.append(f"no {name} result was reported by CI")

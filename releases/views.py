@@ -59,19 +59,10 @@ def release_detail(request, service, version):
     environments = list(Environment.objects.in_pipeline_order())
     promotions = list(release.promotions.select_related("requested_by").order_by("-requested_at", "-id"))
     running = set(Deployment.objects.current().filter(release=release).values_list("environment_id", flat=True))
-    # The newest result of each check counts (as for the verdict); earlier runs are only counted.
-    checks, earlier = [], {}
-    for check in CheckResult.objects.filter(release=release).order_by(
-        "environment__position", "name", "-reported_at", "-id"
-    ):
-        key = (check.environment_id, check.name)
-        if key in earlier:
-            earlier[key] += 1
-        else:
-            earlier[key] = 0
-            checks.append(check)
-    for check in checks:
-        check.earlier_runs = earlier[(check.environment_id, check.name)]
+    checks = sorted(
+        CheckResult.objects.filter(release=release).select_related("environment").newest_per_check(),
+        key=lambda check: (check.environment.position, check.name),
+    )
     journey = [
         {
             "environment": environment,
