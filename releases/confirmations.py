@@ -173,23 +173,6 @@ def for_cancel(promotion, user):
     )
 
 
-def rollback_targets(service, environment, current):
-    """Releases that ran in this environment before and are older than what runs: newest first."""
-    releases, seen = [], set()
-    history = (
-        Deployment.objects.filter(service=service, environment=environment)
-        .exclude(release=current.release)
-        .select_related("release")
-        .order_by("-deployed_at")
-    )
-    for deployment in history:
-        release = deployment.release
-        if release.pk not in seen and release.calver < current.release.calver:
-            seen.add(release.pk)
-            releases.append(release)
-    return sorted(releases, key=lambda release: release.calver, reverse=True)
-
-
 def for_rollback(service, environment, user, current, target):
     lines = []
     why_not = policy.why_not_request(user, service, environment, kind=PromotionKind.ROLLBACK) or ""

@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
-from django.db.models import F, Max, Q
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -147,6 +147,30 @@ class ReleaseQuerySet(models.QuerySet):
             | Q(year=release.year, month__gt=release.month)
             | Q(year=release.year, month=release.month, build__gt=release.build)
         )
+
+    def older_than(self, release):
+        return self.filter(service=release.service).filter(
+            Q(year__lt=release.year)
+            | Q(year=release.year, month__lt=release.month)
+            | Q(year=release.year, month=release.month, build__lt=release.build)
+        )
+
+    def rollback_targets(self, environment, taken_out):
+        """What a rollback of `taken_out` in `environment` may go to: the releases of the service that
+        ran there before and are older, newest first. The one rule behind the rollback dialog, the API
+        and the transition."""
+        return (
+            self.older_than(taken_out)
+            .filter(Exists(Deployment.objects.filter(release=OuterRef("pk"), environment=environment)))
+            .newest_first()
+        )
+
+    def default_rollback_target(self, environment, taken_out):
+        """Where a rollback goes unless someone chooses: the newest target that was verified there."""
+        verified = Promotion.objects.filter(
+            release=OuterRef("pk"), environment=environment, state=PromotionState.VERIFIED
+        )
+        return self.rollback_targets(environment, taken_out).filter(Exists(verified)).first()
 
 
 class Release(models.Model):

@@ -31,6 +31,7 @@ from .models import (
     Promotion,
     PromotionKind,
     PromotionState,
+    Release,
     Service,
     StepStatus,
 )
@@ -143,7 +144,7 @@ def _check_release_may_enter(release, environment, kind, is_emergency, rolls_bac
             return f"Nothing runs in {environment.name} for {service.name} yet; there is nothing to roll back."
         if not release.calver < taken_out.calver:
             return f"A rollback goes to an older release than {taken_out.version}; {release.version} is not older."
-        if not Deployment.objects.filter(service=service, environment=environment, release=release).exists():
+        if not Release.objects.rollback_targets(environment, taken_out).filter(pk=release.pk).exists():
             return f"{service.name} {release.version} never ran in {environment.name}, so it cannot be rolled back to."
         return None
     if current and current.release_id == release.pk:
@@ -262,20 +263,6 @@ def request_promotion(
     return promotion
 
 
-def last_verified_release(service, environment, older_than):
-    """The newest release verified in this environment that is older than `older_than`."""
-    candidates = (
-        Promotion.objects.filter(service=service, environment=environment)
-        .filter(state=PromotionState.VERIFIED)
-        .select_related("release")
-        .order_by("-finished_at")
-    )
-    for promotion in candidates:
-        if promotion.release.calver < older_than.calver:
-            return promotion.release
-    return None
-
-
 def request_rollback(service, environment, actor, *, release=None, rolls_back=None):
     """Roll `service` back in `environment` to `release` (default: the last verified release there)."""
     if rolls_back is None:
@@ -292,7 +279,7 @@ def request_rollback(service, environment, actor, *, release=None, rolls_back=No
                 "nothing to roll back."
             )
     if release is None:
-        release = last_verified_release(service, environment, older_than=rolls_back.release)
+        release = Release.objects.default_rollback_target(environment, rolls_back.release)
         if release is None:
             raise PromotionError(
                 f"No release older than {rolls_back.release.version} was ever verified in {environment.name}; "

@@ -206,9 +206,9 @@ def rollback(request, service, environment):
     current = (
         Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
     )
-    targets = confirmations.rollback_targets(service, environment, current) if current else []
+    targets = list(Release.objects.rollback_targets(environment, current.release)) if current else []
     versions = [release.version for release in targets]
-    default = transitions.last_verified_release(service, environment, older_than=current.release) if current else None
+    default = Release.objects.default_rollback_target(environment, current.release) if current else None
     target = default or (targets[0] if targets else None)
     # ?release= shows the confirmation for another target; choosing one in the dialog asks for it.
     target = next((release for release in targets if release.version == request.GET.get("release")), target)
