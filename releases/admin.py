@@ -28,7 +28,10 @@ class CommentForm(forms.Form):
 
 
 class RejectionForm(forms.Form):
-    comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Why it is rejected (required).")
+    # Required by the rejection rule itself (policy.why_not_reject); its refusal lands on this field.
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, help_text="Why it is rejected (required)."
+    )
 
 
 class RequestForm(forms.Form):
@@ -52,12 +55,17 @@ def confirm_then_apply(modeladmin, request, queryset, *, action, title, explanat
                 apply(obj, request, form.cleaned_data)
                 done.append(describe(obj, form.cleaned_data))
             except PromotionError as refusal:
+                if refusal.field in form.fields and not done:
+                    # An input the rule needs is missing, for every one of them alike: ask for it again.
+                    form.add_error(refusal.field, str(refusal))
+                    break
                 refused.append(f"{describe(obj, form.cleaned_data)}: {refusal}")
-        if done:
-            modeladmin.message_user(request, f"{title}: " + "; ".join(done), messages.SUCCESS)
-        for line in refused:
-            modeladmin.message_user(request, line, messages.ERROR)
-        return None
+        if not form.errors:
+            if done:
+                modeladmin.message_user(request, f"{title}: " + "; ".join(done), messages.SUCCESS)
+            for line in refused:
+                modeladmin.message_user(request, line, messages.ERROR)
+            return None
     return TemplateResponse(
         request,
         "admin/releases/confirm_action.html",
@@ -67,7 +75,7 @@ def confirm_then_apply(modeladmin, request, queryset, *, action, title, explanat
             "title": title,
             "explanation": explanation,
             "what_happens": [
-                describe(obj, form.cleaned_data if form.is_bound and form.is_valid() else {}) for obj in queryset
+                describe(obj, form.cleaned_data if form.is_bound and not form.errors else {}) for obj in queryset
             ],
             "queryset": queryset,
             "form": form,

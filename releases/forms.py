@@ -10,19 +10,15 @@ class CommentForm(forms.Form):
 
 
 class RejectForm(forms.Form):
+    # Required by the rejection rule itself (policy.why_not_reject); its refusal lands on this field.
+    # The browser is told too, so it asks before sending.
     comment = forms.CharField(
+        required=False,
         max_length=2000,
-        widget=COMMENT_WIDGET,
+        widget=forms.Textarea(attrs={"rows": 3, "required": True}),
         label="Why do you reject it?",
         help_text="Required: the requester reads it on the promotion page and in the audit log.",
-        error_messages={"required": "Say why you reject it: the requester reads this comment."},
     )
-
-    def clean_comment(self):
-        comment = self.cleaned_data["comment"].strip()
-        if not comment:
-            raise forms.ValidationError("Say why you reject it: the requester reads this comment.")
-        return comment
 
 
 class RequestForm(forms.Form):

@@ -27,14 +27,23 @@ class PromotionError(Refused):
 
 
 class Refusal(str):
-    """The sentence explaining a refusal, remembering whether it is about who asked."""
+    """The sentence explaining a refusal, remembering whether it is about who asked, or which input
+    is at fault (`field`)."""
 
     forbidden = False
+    field = None
 
 
 def forbidden(text):
     refusal = Refusal(text)
     refusal.forbidden = True
+    return refusal
+
+
+def missing(field, text):
+    """A refusal because an input the rule needs was not given, such as a rejection's comment."""
+    refusal = Refusal(text)
+    refusal.field = field
     return refusal
 
 
@@ -166,7 +175,7 @@ def why_not_approve(promotion, user):
 def why_not_reject(promotion, user, comment="x"):
     reason = _why_not_decide(promotion, user, "reject")
     if reason is None and not comment.strip():
-        return Refusal("Say why you reject it: a comment is required.")
+        return missing("comment", "Say why you reject it: a comment is required.")
     return reason
 
 
@@ -207,4 +216,6 @@ def offered_decisions(promotion, user):
 
 def ensure(reason):
     if reason:
-        raise PromotionError(str(reason), forbidden=getattr(reason, "forbidden", False))
+        raise PromotionError(
+            str(reason), forbidden=getattr(reason, "forbidden", False), field=getattr(reason, "field", None)
+        )

@@ -302,9 +302,10 @@ class DecisionSerializer(serializers.Serializer):
 
 
 class RejectionSerializer(serializers.Serializer):
-    comment = serializers.CharField(
-        max_length=2000, help_text="Why it is rejected (required).", error_messages={"blank": "Say why you reject it."}
-    )
+    """The body of a rejection as the schema documents it. The view reads it as a DecisionSerializer:
+    that the comment is required is the rejection rule's own (policy.why_not_reject), answered 400."""
+
+    comment = serializers.CharField(max_length=2000, help_text="Why it is rejected (required).")
 
 
 class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import BadRequest
+from django.db import transaction
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -253,14 +254,19 @@ def _decide(request, pk, confirmation_for, form_class, transition, success):
     confirmation = confirmation_for(promotion, request.user)
     form = form_class(_posted(request))
     if request.method == "POST":
-        if not form.is_valid():
-            return _confirm(request, confirmation, form, back=back, status=400)
-        return _act(
-            request,
-            back,
-            lambda: transition(promotion, request.user, form.cleaned_data["comment"]),
-            lambda result: success(confirmation, result),
-        )
+        if form.is_valid():
+            try:
+                with transaction.atomic():
+                    result = transition(promotion, request.user, form.cleaned_data["comment"])
+            except PromotionError as refusal:
+                if refusal.field not in form.fields:
+                    messages.error(request, str(refusal))
+                    return redirect(back)
+                form.add_error(refusal.field, str(refusal))
+            else:
+                messages.success(request, success(confirmation, result))
+                return redirect(back)
+        return _confirm(request, confirmation, form, back=back, status=400)
     return _confirm(request, confirmation, form, back=back)
 
 

@@ -191,7 +191,7 @@ def test_rejecting_needs_a_comment(client, world):
     promotion = waiting_promotion(world)
     response = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/reject/", {"comment": "   "})
     assert response.status_code == 400
-    assert "Say why you reject it: the requester reads this comment." in response.content.decode()
+    assert "Say why you reject it: a comment is required." in response.content.decode()
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.AWAITING_APPROVAL
 
