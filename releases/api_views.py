@@ -19,13 +19,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit import api as audit_api
-from audit import log as audit
 from audit.models import AuditEvent
 from nexo_portal.lib import api as api_errors
 from nexo_portal.lib import dates
 from nexo_portal.lib.scopes import require_service, requires_scope
 
-from . import audit_export, board, deployment_events, policy, registration, serializers, transitions
+from . import audit_export, board, deployment_events, registration, serializers, transitions
 from .models import CheckResult, Promotion, Release
 
 ERRORS = {
@@ -116,7 +115,6 @@ class ReleaseListCreateView(generics.ListAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         require_service(request, data["service"])
-        policy.ensure(policy.why_not_report(request.user, data["service"]))
         result = registration.register_build(
             data["service"],
             commit_sha=data["commit_sha"],
@@ -314,10 +312,17 @@ class CheckResultCreateView(generics.CreateAPIView):
     queryset = CheckResult.objects.all()
 
     def perform_create(self, serializer):
-        service = serializer.validated_data["release"].service
-        require_service(self.request, service)
-        policy.ensure(policy.why_not_report(self.request.user, service))
-        serializer.save(reported_by=audit.actor_name(self.request.user))
+        data = serializer.validated_data
+        require_service(self.request, data["release"].service)
+        serializer.instance = registration.report_check_result(
+            data["release"],
+            data["environment"],
+            name=data["name"],
+            passed=data["passed"],
+            url=data.get("url", ""),
+            summary=data.get("summary", ""),
+            actor=self.request.user,
+        )
 
 
 # --- Argo CD Notifications webhook -------------------------------------------------------------------

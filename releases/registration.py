@@ -1,8 +1,12 @@
-"""Registering a build from CI: one release per (service, commit, image digest), never two versions.
+"""What CI tells the portal: the builds it registers and the check results it reports.
 
-A retried call with the same commit and digest gets the release it created the first time.
-Without a version, the next CalVer build of the current month is allocated. A version that
-exists with another digest is a conflict: a version names exactly one image, forever.
+A build is one release per (service, commit, image digest), never two versions: a retried call
+with the same commit and digest gets the release it created the first time. Without a version,
+the next CalVer build of the current month is allocated. A version that exists with another
+digest is a conflict: a version names exactly one image, forever.
+
+Only the service's team (or its CI, with a token allowed on the service) may do either
+(`policy.why_not_report`); these functions check it themselves.
 """
 
 from dataclasses import dataclass
@@ -15,8 +19,8 @@ from audit.models import AuditAction
 from environments.models import Environment
 from nexo_portal.lib.errors import Refused
 
-from . import calver, transitions
-from .models import BuildCounter, BuildNumbersExhausted, PromotionKind, Release, Service
+from . import calver, policy, transitions
+from .models import BuildCounter, BuildNumbersExhausted, CheckResult, PromotionKind, Release, Service
 from .policy import PromotionError
 
 
@@ -44,6 +48,7 @@ def register_build(
     version=None,
     actor=None,
 ):
+    policy.ensure(policy.why_not_report(actor, service))
     # Lock the service: concurrent registrations of one service are serialised, so a retry
     # racing its original sees the release instead of allocating a second version.
     audit.lock_chain()
@@ -106,3 +111,20 @@ def _deploy_to_first_environment(release):
             return transitions.request_promotion(release, first, None, kind=PromotionKind.AUTO)
     except PromotionError:
         return None  # e.g. a freeze, or something newer running: the release stays registered
+
+
+def report_check_result(release, environment, *, name, passed, url="", summary="", actor=None):
+    """CI reports an E2E, performance or security result of `release` in `environment`.
+
+    Every run is kept; the newest result of a check is the one that counts for the verdict.
+    """
+    policy.ensure(policy.why_not_report(actor, release.service))
+    return CheckResult.objects.create(
+        release=release,
+        environment=environment,
+        name=name,
+        passed=passed,
+        url=url,
+        summary=summary,
+        reported_by=audit.actor_name(actor),
+    )
