@@ -5,6 +5,7 @@ import pytest
 from django.db import connection
 
 from environments.defaults import ensure_default_environments
+from tests.factories import make_user
 from tests.gitops import GitOpsRemote
 from tests.servers.argocd import argocd_server  # noqa: F401 - fixtures shared by every test module
 from tests.servers.github import github_server  # noqa: F401
@@ -38,6 +39,47 @@ def pytest_configure(config):
 @pytest.fixture
 def environments(db):
     return ensure_default_environments()
+
+
+# The people of the tests, built once here, each in the groups the default environments expect
+# (environments/defaults.py): platform-team approves staging, sre-team and platform-leads approve
+# production, and nexo-be, the service most tests promote, belongs to backend-team.
+
+
+@pytest.fixture
+def rita(db):
+    """Rita, a backend developer: requests promotions of her team's services and approves none."""
+    return make_user("rita", groups=["backend-team"])
+
+
+@pytest.fixture
+def sam(db):
+    """Sam, an SRE: approves production."""
+    return make_user("sam", groups=["sre-team"])
+
+
+@pytest.fixture
+def sara(db):
+    """Sara, another SRE: the second approval production needs."""
+    return make_user("sara", groups=["sre-team"])
+
+
+@pytest.fixture
+def paulo(db):
+    """Paulo, a platform engineer: approves staging."""
+    return make_user("paulo", groups=["platform-team"])
+
+
+@pytest.fixture
+def lead(db):
+    """The platform lead: approves production."""
+    return make_user("lead", groups=["platform-leads"])
+
+
+@pytest.fixture
+def viewer(db):
+    """Signed in and in no group: sees the board and may act on nothing."""
+    return make_user("viewer")
 
 
 @pytest.fixture

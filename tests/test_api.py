@@ -22,14 +22,14 @@ DIGEST = "sha256:" + "b" * 64
 
 
 @pytest.fixture
-def world(environments, redis_connection):
+def world(environments, redis_connection, rita, sam, lead):
     return {
         "service": make_service("nexo-be", team="backend-team"),
         "other": make_service("nexo-fe", team="frontend-team"),
         "env": environments,
-        "rita": make_user("rita", groups=["backend-team"]),
-        "sam": make_user("sam", groups=["sre-team"]),
-        "lead": make_user("lead", groups=["platform-leads"]),
+        "rita": rita,
+        "sam": sam,
+        "lead": lead,
     }
 
 

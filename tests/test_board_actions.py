@@ -19,8 +19,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(environments):
-    return verified_up_to_staging(environments)
+def world(environments, rita, sam, lead, viewer):
+    return {**verified_up_to_staging(environments), "rita": rita, "sam": sam, "lead": lead, "viewer": viewer}
 
 
 def as_user(client, user):

@@ -11,21 +11,15 @@ from environments.models import ChangeFreeze
 from releases import transitions
 from releases.board import build_board
 from releases.models import Deployment, Hold, PromotionState, StepStatus
-from tests.factories import make_release, make_service, make_user
+from tests.factories import make_release, make_service
 from tests.history import action_link, cell_html, ran
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def people(environments):
-    return {
-        "rita": make_user("rita", groups=["backend-team"]),
-        "sam": make_user("sam", groups=["sre-team"]),
-        "lead": make_user("lead", groups=["platform-leads"]),
-        "paulo": make_user("paulo", groups=["platform-team"]),
-        "viewer": make_user("viewer"),
-    }
+def people(environments, rita, sam, lead, paulo, viewer):
+    return {"rita": rita, "sam": sam, "lead": lead, "paulo": paulo, "viewer": viewer}
 
 
 @pytest.fixture
@@ -376,8 +370,8 @@ def test_the_query_count_does_not_grow_with_services_or_releases(
 
 
 @pytest.mark.parametrize("query", ["team=%00", "service=nexo%00be"])
-def test_a_nul_in_a_filter_is_a_400_page_that_says_so(client, django_user_model, query):
-    client.force_login(django_user_model.objects.create_user("viewer"))
+def test_a_nul_in_a_filter_is_a_400_page_that_says_so(client, viewer, query):
+    client.force_login(viewer)
     response = client.get(f"/?{query}")
     assert response.status_code == 400
     assert "never contains a NUL character" in response.content.decode()

@@ -17,7 +17,7 @@ from django.db import connection
 
 from environments.models import Environment
 from releases.models import Promotion, PromotionState
-from tests.factories import make_release, make_service, make_user
+from tests.factories import make_release, make_service
 from tests.history import ran
 
 pytestmark = pytest.mark.browser
@@ -99,7 +99,7 @@ def worker(pipeline, tmp_path):
 
 
 @pytest.fixture
-def portal(pipeline, live_server, settings):
+def portal(pipeline, live_server, settings, rita, sam, sara):
     """nexo-be 2026.02.1 verified up to staging, people to request and approve, a board refreshing every second."""
     settings.LIVE_REFRESH_SECONDS = 1
     # The live server serves static files through Django's finders, which know the files by
@@ -116,11 +116,7 @@ def portal(pipeline, live_server, settings):
     release = make_release(service, "2026.02.1", changelog="- feat: rate limiting")
     for name in ("develop", "qa", "staging"):
         ran(release, env[name])
-    people = {
-        "rita": make_user("rita", groups=["backend-team"]),
-        "sam": make_user("sam", groups=["sre-team"]),
-        "sara": make_user("sara", groups=["sre-team"]),
-    }
+    people = {"rita": rita, "sam": sam, "sara": sara}
     return {"url": live_server.url, "service": service, "release": release, "people": people, "gitops": pipeline.gitops}
 
 

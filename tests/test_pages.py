@@ -18,12 +18,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(environments):
-    return verified_up_to_staging(
+def world(environments, rita, sam, lead, viewer):
+    history = verified_up_to_staging(
         environments,
         service_fields={"source_repo_url": "https://github.com/nexo-org/nexo-be"},
         release_fields={"changelog": "- feat: rate limiting\n- fix: auth timeout"},
     )
+    return {**history, "rita": rita, "sam": sam, "lead": lead, "viewer": viewer}
 
 
 def page_for(user, url, **kwargs):

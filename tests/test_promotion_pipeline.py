@@ -29,13 +29,8 @@ from tests.factories import make_release, make_user
 
 
 @pytest.fixture
-def people(transactional_db):
-    return {
-        "rita": make_user("rita", groups=["backend-team"]),
-        "paulo": make_user("paulo", groups=["platform-team"]),
-        "sam": make_user("sam", groups=["sre-team"]),
-        "lead": make_user("lead", groups=["platform-leads"]),
-    }
+def people(transactional_db, rita, paulo, sam, lead):
+    return {"rita": rita, "paulo": paulo, "sam": sam, "lead": lead}
 
 
 def trailers(commit):

@@ -144,8 +144,8 @@ def test_login_page_is_open(client):
 
 
 @pytest.mark.django_db
-def test_pages_carry_a_content_security_policy_and_the_api_docs_are_left_out(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("viewer"))
+def test_pages_carry_a_content_security_policy_and_the_api_docs_are_left_out(client, viewer):
+    client.force_login(viewer)
     policy = client.get("/")["Content-Security-Policy"]
     for directive in (
         "default-src 'self'",

@@ -14,22 +14,15 @@ from environments.models import ChangeFreeze
 from releases import transitions
 from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState
 from releases.policy import PromotionError
-from tests.factories import hex_for, make_release, make_service, make_user
+from tests.factories import hex_for, make_release, make_service
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(environments, redis_connection):
+def world(environments, redis_connection, rita, paulo, sam, lead):
     service = make_service("nexo-be", team="backend-team")
-    return {
-        "service": service,
-        "env": environments,
-        "rita": make_user("rita", groups=["backend-team"]),
-        "paulo": make_user("paulo", groups=["platform-team"]),
-        "sam": make_user("sam", groups=["sre-team"]),
-        "lead": make_user("lead", groups=["platform-leads"]),
-    }
+    return {"service": service, "env": environments, "rita": rita, "paulo": paulo, "sam": sam, "lead": lead}
 
 
 def verified_in(release, *environment_names, environments):
