@@ -11,6 +11,7 @@ import json
 
 import pytest
 import schemathesis
+from django.contrib.auth.models import Group
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from nexo_portal.models import ApiToken
-from tests.factories import make_release, make_service, make_user
+from tests.factories import make_release, make_service
 
 pytestmark = pytest.mark.django_db
 
@@ -32,13 +33,13 @@ schema.app = WSGIHandler()
 
 
 @pytest.fixture
-def world(environments, redis_connection, settings):
+def world(environments, redis_connection, settings, rita):
     settings.ARGOCD_WEBHOOK_SECRET = "schemathesis-secret"
     settings.INCIDENT_WEBHOOK_SECRET = "schemathesis-secret"
     settings.API_TOKEN_THROTTLE_RATE = "100000/minute"
     service = make_service("nexo-be", team="backend-team")
     make_release(service, "2026.02.1")
-    make_user("rita", groups=["backend-team", "sre-team"])
+    rita.groups.add(Group.objects.get(name="sre-team"))
     _, plain = ApiToken.objects.issue(name="schemathesis", scopes=["register", "promote", "report", "read"])
     # Like Django's test client: keep the test's database connection open across requests.
     for signal in (request_started, request_finished):

@@ -24,7 +24,7 @@ from nexo_portal.lib.scopes import require_service, requires_scope
 from nexo_portal.models import ApiToken, TokenScope
 from nexo_portal.tokens import TokenPrincipal
 from releases.models import Service
-from tests.factories import make_service, make_user
+from tests.factories import make_service
 
 
 class RegisterView(APIView):
@@ -67,6 +67,14 @@ def bearer(plain_token):
     return {"HTTP_AUTHORIZATION": f"Bearer {plain_token}"}
 
 
+@pytest.fixture
+def administrator(paulo):
+    """Paulo with every right in the admin, where tokens are issued and revoked."""
+    paulo.is_staff = paulo.is_superuser = True
+    paulo.save(update_fields=["is_staff", "is_superuser"])
+    return paulo
+
+
 # --- storage ---------------------------------------------------------------------------------
 
 
@@ -88,10 +96,11 @@ def test_every_token_is_different():
     assert len(secrets) == 20
 
 
-def test_creation_is_audited_without_the_secret():
-    admin = make_user("paulo", is_staff=True, is_superuser=True)
+def test_creation_is_audited_without_the_secret(administrator):
     service = make_service("nexo-be")
-    _token, plain_token = issue(scopes=[TokenScope.REGISTER, TokenScope.READ], services=[service], created_by=admin)
+    _token, plain_token = issue(
+        scopes=[TokenScope.REGISTER, TokenScope.READ], services=[service], created_by=administrator
+    )
     event = AuditEvent.objects.get(action=AuditAction.TOKEN_CREATED)
     assert event.actor == "paulo"
     assert event.data["token"] == "ci-nexo-be"
@@ -152,8 +161,7 @@ def test_ci_principal_has_no_groups_and_no_permissions():
     assert principal.pk is None
 
 
-def test_personal_token_acts_as_its_person(client):
-    rita = make_user("rita")
+def test_personal_token_acts_as_its_person(client, rita):
     _, plain_token = issue(name="rita-laptop", user=rita, created_by=rita)
     response = client.post("/test-api/register/", **bearer(plain_token))
     assert response.status_code == 200
@@ -184,10 +192,10 @@ def test_unknown_or_malformed_tokens_get_401(client, header, message):
     assert_refused_with_401(client.post("/test-api/register/", HTTP_AUTHORIZATION=header), message)
 
 
-def test_revoked_token_gets_401_saying_so(client):
+def test_revoked_token_gets_401_saying_so(client, paulo):
     token, plain_token = issue()
     assert client.post("/test-api/register/", **bearer(plain_token)).status_code == 200
-    token.revoke(by=make_user("paulo"))
+    token.revoke(by=paulo)
     assert_refused_with_401(client.post("/test-api/register/", **bearer(plain_token)), "was revoked on")
 
 
@@ -198,8 +206,7 @@ def test_expired_token_gets_401_saying_so(client):
         assert_refused_with_401(client.post("/test-api/register/", **bearer(plain_token)), "expired on")
 
 
-def test_personal_token_of_a_deactivated_account_gets_401(client):
-    rita = make_user("rita")
+def test_personal_token_of_a_deactivated_account_gets_401(client, rita):
     _, plain_token = issue(name="rita-laptop", user=rita, created_by=rita)
     rita.is_active = False
     rita.save()
@@ -216,8 +223,8 @@ def test_token_without_the_scope_is_refused_with_403(client):
     assert "lacks the 'register' scope" in response.json()["message"]
 
 
-def test_signed_in_person_passes_the_scope_check(client):
-    client.force_login(make_user("rita"))
+def test_signed_in_person_passes_the_scope_check(client, rita):
+    client.force_login(rita)
     response = client.post("/test-api/register/")
     assert response.status_code == 200
     assert response.json()["actor"] == "rita"
@@ -295,18 +302,17 @@ def test_without_redis_token_calls_go_through_unthrottled_rather_than_fail(clien
     assert [client.post("/test-api/register/", **bearer(plain)).status_code for _ in range(2)] == [200, 200]
 
 
-def test_signed_in_people_are_not_throttled_by_the_token_rate(client, settings):
+def test_signed_in_people_are_not_throttled_by_the_token_rate(client, settings, rita):
     settings.API_TOKEN_THROTTLE_RATE = "1/minute"
-    client.force_login(make_user("rita"))
+    client.force_login(rita)
     assert [client.post("/test-api/register/").status_code for _ in range(3)] == [200, 200, 200]
 
 
 # --- revocation ------------------------------------------------------------------------------
 
 
-def test_revoking_records_who_did_it_once():
+def test_revoking_records_who_did_it_once(paulo):
     token, _ = issue()
-    paulo = make_user("paulo")
     assert token.revoke(by=paulo) is True
     assert token.revoke(by=paulo) is False
     events = AuditEvent.objects.filter(action=AuditAction.TOKEN_REVOKED)
@@ -318,8 +324,8 @@ def test_revoking_records_who_did_it_once():
 
 
 @pytest.fixture
-def operator(client):
-    client.force_login(make_user("paulo", is_staff=True, is_superuser=True))
+def operator(client, administrator):
+    client.force_login(administrator)
     return client
 
 
@@ -401,23 +407,23 @@ def test_admin_revoke_action(operator):
     assert AuditEvent.objects.get(action=AuditAction.TOKEN_REVOKED).actor == "paulo"
 
 
-def test_only_a_superuser_may_create_a_personal_token_for_someone_else(client):
+def test_only_a_superuser_may_create_a_personal_token_for_someone_else(client, sam, rita):
     from django.contrib.auth.models import Permission
 
-    staff = make_user("sam", is_staff=True)
-    staff.user_permissions.add(
+    sam.is_staff = True
+    sam.save(update_fields=["is_staff"])
+    sam.user_permissions.add(
         *Permission.objects.filter(codename__in=["add_apitoken", "view_apitoken", "change_apitoken"])
     )
-    rita = make_user("rita")
-    client.force_login(staff)
+    client.force_login(sam)
     response = add_token_in_admin(client, name="rita-laptop", user=rita.pk)
     assert response.status_code == 200
     assert "Only a superuser may create a personal token for someone else" in response.content.decode()
     assert not ApiToken.objects.exists()
-    response = add_token_in_admin(client, name="sam-laptop", user=staff.pk)
+    response = add_token_in_admin(client, name="sam-laptop", user=sam.pk)
     assert response.status_code == 200
     assert TOKEN_PATTERN.search(response.content.decode())
-    assert ApiToken.objects.get().user == staff
+    assert ApiToken.objects.get().user == sam
 
 
 # --- the management command ------------------------------------------------------------------------

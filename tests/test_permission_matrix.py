@@ -60,18 +60,21 @@ CASES = [
 
 
 @pytest.fixture
-def world(environments, redis_connection):
+def world(environments, redis_connection, rita, paulo, sam, lead):
     service = make_service("nexo-be", team="backend-team")
     people = {
-        "team_member": make_user("rita", groups=["backend-team"], is_staff=True),
-        "staging_approver": make_user("paulo", groups=["platform-team"], is_staff=True),
-        "sre": make_user("sam", groups=["sre-team"], is_staff=True),
-        "platform_lead": make_user("lead", groups=["platform-leads"], is_staff=True),
-        "outsider": make_user("otto", groups=["frontend-team"], is_staff=True),
-        "superuser": make_user("root", is_staff=True, is_superuser=True),
+        "team_member": rita,
+        "staging_approver": paulo,
+        "sre": sam,
+        "platform_lead": lead,
+        "outsider": make_user("otto", groups=["frontend-team"]),
+        "superuser": make_user("root", is_superuser=True),
     }
+    # Everyone is staff with view rights, so in the admin only the promotion policy refuses.
     view = Permission.objects.filter(codename__in=["view_promotion", "view_release", "view_deployment"])
     for user in people.values():
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
         user.user_permissions.add(*view)
     token, plain = ApiToken.objects.issue(name="ci", scopes=["register", "promote", "report", "read"])
     return {"service": service, "env": environments, "people": people, "token": token, "plain": plain}
@@ -292,14 +295,12 @@ def test_break_glass_passes_a_freeze_but_an_ordinary_request_does_not(world):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_approvers_clicking_at_once_start_the_pipeline_exactly_once(environments, redis_connection):
+def test_two_approvers_clicking_at_once_start_the_pipeline_exactly_once(environments, redis_connection, rita):
     service = make_service("nexo-be", team="backend-team")
     release = make_release(service, "2026.02.1")
     for name in ("develop", "qa", "staging"):
         verified(release, environments[name])
-    promotion = transitions.request_promotion(
-        release, environments["production"], make_user("rita", groups=["backend-team"])
-    )
+    promotion = transitions.request_promotion(release, environments["production"], rita)
     approvers = [make_user(f"sre{n}", groups=["sre-team"]) for n in range(3)]
     start, errors = threading.Barrier(3), []
 

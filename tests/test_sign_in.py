@@ -30,16 +30,14 @@ def sign_in(client, username, password="pw-for-tests-only"):
     return client.post(LOGIN_URL, {"username": username, "password": password})
 
 
-def test_in_demo_mode_any_active_local_account_signs_in(client, demo_mode):
-    make_user("rita")
+def test_in_demo_mode_any_active_local_account_signs_in(client, demo_mode, rita):
     response = sign_in(client, "rita")
     assert response.status_code == 302
     assert response["Location"] == "/"
     assert get_user(client).username == "rita"
 
 
-def test_with_github_configured_a_non_staff_account_is_told_to_use_github(client, github_configured):
-    make_user("rita")
+def test_with_github_configured_a_non_staff_account_is_told_to_use_github(client, github_configured, rita):
     response = sign_in(client, "rita")
     assert response.status_code == 200
     assert response.context["form"].non_field_errors() == [
@@ -57,8 +55,7 @@ def test_with_github_configured_a_staff_account_signs_in_locally(client, github_
     assert get_user(client).username == "admin"
 
 
-def test_wrong_password_says_nothing_about_github_or_staff(client, github_configured):
-    make_user("rita")
+def test_wrong_password_says_nothing_about_github_or_staff(client, github_configured, rita):
     response = sign_in(client, "rita", password="wrong")
     errors = " ".join(response.context["form"].non_field_errors())
     assert "correct username and password" in errors
@@ -121,10 +118,10 @@ def test_only_the_deliberate_pages_are_open_to_anonymous_visitors():
     assert open_pages == OPEN_PAGES
 
 
-def test_repeated_wrong_passwords_pause_sign_in_for_that_account_from_that_address(client, demo_mode, settings):
+def test_repeated_wrong_passwords_pause_sign_in_for_that_account_from_that_address(
+    client, demo_mode, settings, rita, sam
+):
     settings.AXES_FAILURE_LIMIT = 3
-    make_user("rita")
-    make_user("sam")
     assert [sign_in(client, "rita", password="guess").status_code for _ in range(2)] == [200, 200]
     locked = sign_in(client, "rita", password="guess")
     assert locked.status_code == 429
@@ -135,9 +132,8 @@ def test_repeated_wrong_passwords_pause_sign_in_for_that_account_from_that_addre
     assert sign_in(client, "sam").status_code == 302
 
 
-def test_a_success_clears_the_failures_before_it(client, demo_mode, settings):
+def test_a_success_clears_the_failures_before_it(client, demo_mode, settings, rita):
     settings.AXES_FAILURE_LIMIT = 3
-    make_user("rita")
     sign_in(client, "rita", password="guess")
     sign_in(client, "rita", password="guess")
     assert sign_in(client, "rita").status_code == 302
