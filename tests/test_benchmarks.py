@@ -2,7 +2,8 @@
 
 The figures themselves are only meaningful at full size on the project's machine
 (`./scripts/bench NAME`); this keeps the benchmarks from rotting as the schema moves on.
-Each runs in a database of its own, never the full-size data sets the benchmarks keep.
+Each runs in a database of its own, never the full-size data sets the benchmarks keep, and in
+this test worker's Redis database, never another's.
 """
 
 import os
@@ -17,15 +18,17 @@ MINIATURES = {
     "dora": ([], {"BENCH_SCALE": "0.01"}, ["One-year production figures:", "GET /api/v1/dora/", "Target:"]),
     "promotion": (
         ["--promotions", "3"],
-        {"BENCH_REDIS_URL": "redis://127.0.0.1:6379/8"},
+        {},
         ["promotions measured:            3", "bare git commit -a && git push:", "ratio:"],
     ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(MINIATURES))
-def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name):
+def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name, redis_connection):
     arguments, environment, expected = MINIATURES[name]
+    # This worker's Redis database (see pytest_configure), which redis_connection empties before and after.
+    redis_url = settings.RQ_QUEUES["default"]["URL"]
     database = settings.DATABASES["default"]
     server = f"{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT'] or 5432}"
     url = f"postgres://{server}/nexo_bench_smoke_{name}"
@@ -36,7 +39,14 @@ def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name):
     }
     result = subprocess.run(
         [sys.executable, f"bench/bench_{name}.py", *arguments],
-        env={**keep, "BENCH_DATABASE_URL": url, "LOG_LEVEL": "WARNING", **environment},
+        env={
+            **keep,
+            "BENCH_DATABASE_URL": url,
+            "BENCH_REDIS_URL": redis_url,
+            "REDIS_URL": redis_url,
+            "LOG_LEVEL": "WARNING",
+            **environment,
+        },
         cwd=settings.BASE_DIR,
         capture_output=True,
         text=True,
