@@ -2,16 +2,19 @@
 
 The figures themselves are only meaningful at full size on the project's machine
 (`./scripts/bench NAME`); this keeps the benchmarks from rotting as the schema moves on.
-Each runs in a database of its own, never the full-size data sets the benchmarks keep, and in
-this test worker's Redis database, never another's.
+Each runs in a fresh database of its own, never the full-size data sets the benchmarks keep,
+named after the suite's database (TEST_DATABASE_URL) so that two suites on one server never
+share one, and dropped afterwards; and in this test worker's Redis database, never another's.
 """
 
 import os
 import subprocess
 import sys
 
+import psycopg
 import pytest
 from django.conf import settings
+from psycopg import sql
 
 MINIATURES = {
     "board": (["--requests", "3"], {"BENCH_SCALE": "0.02"}, ["Board:", "board refresh (htmx)", "Targets:"]),
@@ -23,15 +26,39 @@ MINIATURES = {
     ),
 }
 
+# Read at collection, before pytest-django renames the database to the test database's:
+# nexo_tests gives nexo_tests_bench_smoke_board, and so on.
+DATABASE = dict(settings.DATABASES["default"])
+
+
+def drop_database(name):
+    admin = psycopg.connect(
+        host=DATABASE["HOST"],
+        port=DATABASE["PORT"] or 5432,
+        user=DATABASE["USER"],
+        password=DATABASE["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+    )
+    with admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def bench_database_url(name):
+    """The URL of the benchmark's own database, which bench/database.py creates and this drops."""
+    database = f"{DATABASE['NAME']}_bench_smoke_{name}"
+    drop_database(database)  # what an interrupted run left behind
+    server = f"{DATABASE['USER']}:{DATABASE['PASSWORD']}@{DATABASE['HOST']}:{DATABASE['PORT'] or 5432}"
+    yield f"postgres://{server}/{database}"
+    drop_database(database)
+
 
 @pytest.mark.parametrize("name", sorted(MINIATURES))
-def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name, redis_connection):
+def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name, bench_database_url, redis_connection):
     arguments, environment, expected = MINIATURES[name]
     # This worker's Redis database (see pytest_configure), which redis_connection empties before and after.
     redis_url = settings.RQ_QUEUES["default"]["URL"]
-    database = settings.DATABASES["default"]
-    server = f"{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT'] or 5432}"
-    url = f"postgres://{server}/nexo_bench_smoke_{name}"
     keep = {
         key: value
         for key, value in os.environ.items()
@@ -41,7 +68,7 @@ def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name, redis_conn
         [sys.executable, f"bench/bench_{name}.py", *arguments],
         env={
             **keep,
-            "BENCH_DATABASE_URL": url,
+            "BENCH_DATABASE_URL": bench_database_url,
             "BENCH_REDIS_URL": redis_url,
             "REDIS_URL": redis_url,
             "LOG_LEVEL": "WARNING",
