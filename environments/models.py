@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from audit import log as audit_log
@@ -30,6 +30,21 @@ def render_template(template, *, service, environment):
 class EnvironmentQuerySet(models.QuerySet):
     def in_pipeline_order(self):
         return self.order_by("position")
+
+    def with_active_freeze(self, at=None):
+        """Each environment with `frozen_until` and `freeze_reason` of the freeze in force (None: open)."""
+        active = ChangeFreeze.objects.active(at).filter(environment=OuterRef("pk")).order_by("-ends_at")
+        return self.annotate(
+            frozen_until=Subquery(active.values("ends_at")[:1]),
+            freeze_reason=Subquery(active.values("reason")[:1]),
+        )
+
+    def first_in_pipeline(self):
+        """Where registered builds go first (develop), or None without environments."""
+        first = self.with_active_freeze().in_pipeline_order().first()
+        if first is not None:
+            first._previous = None  # nothing comes before it: spares previous() its query
+        return first
 
 
 class Environment(models.Model):
@@ -125,13 +140,21 @@ class Environment(models.Model):
         return self.name
 
     def previous(self):
-        return Environment.objects.filter(position__lt=self.position).order_by("-position").first()
+        """The environment before this one in the pipeline (asked once per instance)."""
+        if not hasattr(self, "_previous"):
+            self._previous = Environment.objects.filter(position__lt=self.position).order_by("-position").first()
+        return self._previous
 
     def next(self):
         return Environment.objects.filter(position__gt=self.position).order_by("position").first()
 
     def active_freeze(self, at=None):
-        return self.freezes.active(at).order_by("ends_at").first()
+        """The freeze in force (the one ending last), or None; read from `with_active_freeze()` when loaded so."""
+        if at is None and "frozen_until" in self.__dict__:
+            if self.frozen_until is None:
+                return None
+            return ChangeFreeze(environment=self, ends_at=self.frozen_until, reason=self.freeze_reason)
+        return self.freezes.active(at).order_by("-ends_at").first()
 
 
 class ChangeFreezeQuerySet(models.QuerySet):

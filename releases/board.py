@@ -45,7 +45,7 @@ from django.db.models.lookups import GreaterThan
 from django.urls import reverse
 from django.utils import timezone
 
-from environments.models import ChangeFreeze, Environment
+from environments.models import Environment
 
 from . import policy
 from .actions import Action, decision_actions, rollback_action
@@ -251,14 +251,10 @@ def _only_when(shown, expression):
 
 
 def _environments(now):
-    active_freeze = ChangeFreeze.objects.active(now).filter(environment=OuterRef("pk")).order_by("-ends_at")
     return list(
         Environment.objects.in_pipeline_order()
         .prefetch_related("approver_groups", "requester_groups")
-        .annotate(
-            frozen_until=Subquery(active_freeze.values("ends_at")[:1]),
-            freeze_reason=Subquery(active_freeze.values("reason")[:1]),
-        )
+        .with_active_freeze(now)
     )
 
 
