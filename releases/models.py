@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models, transaction
-from django.db.models import Exists, F, Max, OuterRef, Q
+from django.db import connection, models, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -114,24 +114,27 @@ class BuildCounter(models.Model):
     def allocate(cls, service, year, month):
         """Hand out the next build number for the service in that month.
 
-        Race-safe: the service row is locked for the rest of the caller's transaction, so
-        concurrent allocations queue up and get distinct, consecutive numbers. Numbers taken
-        by explicitly supplied versions are skipped.
+        One statement, race-safe by itself: the counter's row is created or locked and bumped
+        atomically, so concurrent allocations get distinct, consecutive numbers. Numbers taken by
+        explicitly supplied versions are skipped.
         """
-        with transaction.atomic():
-            Service.objects.select_for_update().filter(pk=service.pk).first()
-            counter, _ = cls.objects.get_or_create(service=service, year=year, month=month)
-            highest_release = (
-                Release.objects.filter(service=service, year=year, month=month).aggregate(m=Max("build"))["m"] or 0
+        greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+        counters, releases = cls._meta.db_table, Release._meta.db_table
+        highest = f"COALESCE((SELECT MAX(build) FROM {releases} WHERE service_id = %s AND year = %s AND month = %s), 0)"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {counters} (service_id, year, month, last_build) VALUES (%s, %s, %s, {highest} + 1) "
+                f"ON CONFLICT (service_id, year, month) DO UPDATE "
+                f"SET last_build = {greatest}({counters}.last_build, {highest}) + 1 RETURNING last_build",
+                [service.pk, year, month, service.pk, year, month, service.pk, year, month],
             )
-            counter.last_build = max(counter.last_build, highest_release) + 1
-            if counter.last_build > calver.MAX_BUILD:
-                raise BuildNumbersExhausted(
-                    f"{service.name} has used every build number of {year}.{month:02d} (up to {calver.MAX_BUILD}); "
-                    "register the build with an explicit version of another month."
-                )
-            counter.save(update_fields=["last_build"])
-            return counter.last_build
+            (build,) = cursor.fetchone()
+        if build > calver.MAX_BUILD:
+            raise BuildNumbersExhausted(
+                f"{service.name} has used every build number of {year}.{month:02d} (up to {calver.MAX_BUILD}); "
+                "register the build with an explicit version of another month."
+            )
+        return build
 
 
 class ReleaseQuerySet(models.QuerySet):
@@ -240,13 +243,14 @@ class Release(models.Model):
     def save(self, *args, **kwargs):
         parsed = calver.parse(self.version)
         self.year, self.month, self.build, self.metadata = parsed.year, parsed.month, parsed.build, parsed.metadata
-        adding = self._state.adding
+        if self._state.adding:
+            super().save(*args, **kwargs)
+            return
         with transaction.atomic():
             super().save(*args, **kwargs)
-            if not adding:
-                self.deployments.exclude(
-                    release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix
-                ).update(release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix)
+            self.deployments.exclude(release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix).update(
+                release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix
+            )
 
     def get_absolute_url(self):
         return reverse("releases:release-detail", args=[self.service.name, self.version])

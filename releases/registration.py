@@ -11,7 +11,6 @@ Only the service's team (or its CI, with a token allowed on the service) may do 
 
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.utils import timezone
 
 from audit import log as audit
@@ -20,8 +19,7 @@ from environments.models import Environment
 from nexo_portal.lib.errors import Refused
 
 from . import calver, policy, transitions
-from .models import BuildCounter, BuildNumbersExhausted, CheckResult, PromotionKind, Release, Service
-from .policy import PromotionError
+from .models import BuildCounter, BuildNumbersExhausted, CheckResult, Release
 
 
 class RegistrationConflict(Refused):
@@ -35,7 +33,6 @@ class Registration:
     promotion: object = None
 
 
-@transaction.atomic
 def register_build(
     service,
     *,
@@ -49,68 +46,64 @@ def register_build(
     actor=None,
 ):
     policy.ensure(policy.why_not_report(actor, service))
-    # Lock the service: concurrent registrations of one service are serialised, so a retry
-    # racing its original sees the release instead of allocating a second version.
-    audit.lock_chain()
-    service = Service.objects.select_for_update().get(pk=service.pk)
-    existing = Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest).first()
-    if existing:
-        if version and version != existing.version:
-            raise RegistrationConflict(
-                f"This build (commit {commit_sha[:7]}, digest {image_digest[:19]}…) is already registered as "
-                f"{service.name} {existing.version}; it cannot also be {version}."
-            )
-        return Registration(existing, created=False)
+    # The chain's lock, held from the first statement, serialises registrations: a retry racing
+    # its original sees the release instead of allocating a second version.
+    with audit.chain_transaction():
+        existing = Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest).first()
+        if existing:
+            if version and version != existing.version:
+                raise RegistrationConflict(
+                    f"This build (commit {commit_sha[:7]}, digest {image_digest[:19]}…) is already registered as "
+                    f"{service.name} {existing.version}; it cannot also be {version}."
+                )
+            return Registration(existing, created=False)
 
-    if version:
-        parsed = calver.parse(version)
-        taken = Release.objects.filter(
-            service=service, year=parsed.year, month=parsed.month, build=parsed.build
-        ).first()
-        if taken:
-            raise RegistrationConflict(
-                f"{service.name} {taken.version} is already registered with digest {taken.image_digest} "
-                f"(commit {taken.commit_sha[:7]}); a version names one image forever: register a new build instead."
-            )
-    else:
-        today = timezone.localdate()
-        try:
-            build = BuildCounter.allocate(service, today.year, today.month)
-        except BuildNumbersExhausted as error:
-            raise RegistrationConflict(str(error)) from None
-        version = str(calver.CalVer(today.year, today.month, build))
+        if version:
+            parsed = calver.parse(version)
+            taken = Release.objects.filter(
+                service=service, year=parsed.year, month=parsed.month, build=parsed.build
+            ).first()
+            if taken:
+                raise RegistrationConflict(
+                    f"{service.name} {taken.version} is already registered with digest {taken.image_digest} "
+                    f"(commit {taken.commit_sha[:7]}); a version names one image forever: register a new build instead."
+                )
+        else:
+            today = timezone.localdate()
+            try:
+                build = BuildCounter.allocate(service, today.year, today.month)
+            except BuildNumbersExhausted as error:
+                raise RegistrationConflict(str(error)) from None
+            version = str(calver.CalVer(today.year, today.month, build))
 
-    release = Release.objects.create(
-        service=service,
-        version=version,
-        commit_sha=commit_sha,
-        committed_at=committed_at,
-        image_digest=image_digest,
-        changelog=changelog,
-        is_hotfix=is_hotfix,
-        fixes=fixes,
-        registered_by=audit.actor_name(actor),
-    )
-    audit.record(
-        AuditAction.RELEASE_REGISTERED,
-        actor=actor,
-        service=service.name,
-        version=release.version,
-        message=f"{service.name} {release.version} registered from commit {commit_sha[:7]}",
-        data={"commit_sha": commit_sha, "image_digest": image_digest, "hotfix": is_hotfix, "tags": release.tags()},
-    )
-    return Registration(release, created=True, promotion=_deploy_to_first_environment(release))
+        release = Release.objects.create(
+            service=service,
+            version=version,
+            commit_sha=commit_sha,
+            committed_at=committed_at,
+            image_digest=image_digest,
+            changelog=changelog,
+            is_hotfix=is_hotfix,
+            fixes=fixes,
+            registered_by=audit.actor_name(actor),
+        )
+        audit.record(
+            AuditAction.RELEASE_REGISTERED,
+            actor=actor,
+            service=service.name,
+            version=release.version,
+            message=f"{service.name} {release.version} registered from commit {commit_sha[:7]}",
+            data={"commit_sha": commit_sha, "image_digest": image_digest, "hotfix": is_hotfix, "tags": release.tags()},
+        )
+        return Registration(release, created=True, promotion=_deploy_to_first_environment(release))
 
 
 def _deploy_to_first_environment(release):
-    first = Environment.objects.in_pipeline_order().first()
+    first = Environment.objects.first_in_pipeline()
     if first is None or not first.auto_promote or not release.service.auto_deploy_on_registration:
         return None
-    try:
-        with transaction.atomic():
-            return transitions.request_promotion(release, first, None, kind=PromotionKind.AUTO)
-    except PromotionError:
-        return None  # e.g. a freeze, or something newer running: the release stays registered
+    # None when a rule says not now (a freeze, a hold, something newer running): the release stays registered.
+    return transitions.request_automatic_promotion(release, first)
 
 
 def report_check_result(release, environment, *, name, passed, url="", summary="", actor=None):

@@ -12,6 +12,7 @@ for the person who asked.
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
@@ -32,7 +33,6 @@ from .models import (
     PromotionKind,
     PromotionState,
     Release,
-    Service,
     StepStatus,
 )
 from .policy import PromotionError
@@ -135,9 +135,8 @@ def _current_deployment(service, environment):
     )
 
 
-def _check_release_may_enter(release, environment, kind, is_emergency, rolls_back):
+def _check_release_may_enter(release, environment, kind, is_emergency, rolls_back, current):
     service = release.service
-    current = _current_deployment(service, environment)
     if kind == PromotionKind.ROLLBACK:
         taken_out = rolls_back.release if rolls_back else (current.release if current else None)
         if taken_out is None:
@@ -167,100 +166,151 @@ def _check_release_may_enter(release, environment, kind, is_emergency, rolls_bac
     return None
 
 
-@transaction.atomic
+@dataclass
+class _Request:
+    """A request for a release in an environment, with what runs and what waits there."""
+
+    release: Release
+    environment: object
+    actor: object
+    kind: str = PromotionKind.MANUAL
+    is_emergency: bool = False
+    reason: str = ""
+    rolls_back: Promotion | None = None
+
+    def __post_init__(self):
+        # The chain's lock, held by the caller's transaction, serialises every request: no two can
+        # see the place empty. The promotion row is locked too, for its own transitions.
+        self.service = self.release.service
+        self.current = _current_deployment(self.service, self.environment)
+        self.active = (
+            Promotion.objects.select_for_update(of=("self",))
+            .select_related("release", "environment", "service")
+            .filter(service=self.service, environment=self.environment)
+            .active()
+            .first()
+        )
+
+    def why_not(self):
+        """Every rule of a request, in one place: who asks, freezes, holds, the release's history, what waits."""
+        service, environment, kind, active = self.service, self.environment, self.kind, self.active
+        refusal = policy.why_not_request(
+            self.actor, service, environment, kind=kind, is_emergency=self.is_emergency, reason=self.reason
+        )
+        if refusal:
+            return refusal
+        freeze = environment.active_freeze()
+        if freeze and not self.is_emergency and kind != PromotionKind.ROLLBACK:
+            return (
+                f"{environment.name} is frozen until "
+                f"{timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: {freeze.reason}."
+            )
+        if kind == PromotionKind.AUTO:
+            hold = Hold.objects.active().filter(service=service, environment=environment).first()
+            if hold:
+                return (
+                    f"Automatic promotions of {service.name} into {environment.name} are on hold ({hold.reason}). "
+                    "Lift the hold to resume them; a person may still request a promotion."
+                )
+        refusal = _check_release_may_enter(
+            self.release, environment, kind, self.is_emergency, self.rolls_back, self.current
+        )
+        if refusal:
+            return refusal
+        if active and active.state != PromotionState.AWAITING_APPROVAL:
+            return (
+                f"{_describe(active)} is already {active.get_state_display().lower()} (promotion #{active.pk}); "
+                "wait for it to finish before requesting another one."
+            )
+        is_rollback = kind == PromotionKind.ROLLBACK
+        if active and (active.release_id, active.is_rollback, active.is_emergency) == (
+            self.release.pk,
+            is_rollback,
+            self.is_emergency,
+        ):
+            # Asking again for what already waits (a second click, a retried call) would only throw
+            # away the approvals it has.
+            return (
+                f"{_describe(active)} is already awaiting approval (promotion #{active.pk}, "
+                f"{policy.approvals_given(active)}/{policy.approvals_required(active)}); approve or cancel it instead."
+            )
+        return None
+
+    def create(self):
+        actor, environment, active = self.actor, self.environment, self.active
+        is_person = policy.is_person(actor)
+        promotion = Promotion(
+            release=self.release,
+            service=self.service,
+            environment=environment,
+            kind=self.kind,
+            requested_by=actor if is_person else None,
+            requested_via="" if is_person else audit.actor_name(actor) if actor else PIPELINE,
+            is_emergency=self.is_emergency,
+            emergency_reason=self.reason.strip() if self.is_emergency else "",
+            rolls_back=self.rolls_back,
+            previous_release=self.current.release if self.current else None,
+        )
+        if active:
+            # A newer request replaces one nobody has approved yet; it is recorded, not lost.
+            active.state = PromotionState.SUPERSEDED
+            active.finished_at = timezone.now()
+            active.save(update_fields=["state", "finished_at", "updated_at"])
+        needs_approval = policy.approvals_required(promotion) > 0
+        promotion.state = PromotionState.AWAITING_APPROVAL if needs_approval else PromotionState.APPROVED
+        promotion.approved_at = None if needs_approval else timezone.now()
+        promotion.save()
+        if active:
+            active.superseded_by = promotion
+            active.save(update_fields=["superseded_by"])
+            _record(
+                AuditAction.PROMOTION_SUPERSEDED,
+                active,
+                actor,
+                f"{_describe(active)} superseded by promotion #{promotion.pk}",
+            )
+
+        previous = environment.previous()
+        _record(
+            AuditAction.PROMOTION_REQUESTED,
+            promotion,
+            actor,
+            f"{_describe(promotion)} requested" + (" (break-glass)" if self.is_emergency else ""),
+            from_environment=previous.name if previous else None,
+            to_environment=environment.name,
+            kind=self.kind,
+            rollback=self.kind == PromotionKind.ROLLBACK,
+            emergency=self.is_emergency,
+            emergency_reason=promotion.emergency_reason,
+            previous_version=promotion.previous_release.version if promotion.previous_release else None,
+        )
+        if not needs_approval:
+            enqueue(promotion.pk, "commit")
+        return promotion
+
+
+@audit.chain_transaction()
 def request_promotion(
     release, environment, actor, *, kind=PromotionKind.MANUAL, is_emergency=False, reason="", rolls_back=None
 ):
     """Ask for `release` to run in `environment`. `actor` is a user, a CI token, or None for the pipeline."""
-    audit.lock_chain()
-    service = Service.objects.select_for_update().get(pk=release.service_id)
-    policy.ensure(
-        policy.why_not_request(actor, service, environment, kind=kind, is_emergency=is_emergency, reason=reason)
-    )
-    freeze = environment.active_freeze()
-    if freeze and not is_emergency and kind != PromotionKind.ROLLBACK:
-        raise PromotionError(
-            f"{environment.name} is frozen until "
-            f"{timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: {freeze.reason}."
-        )
-    if kind == PromotionKind.AUTO:
-        hold = Hold.objects.active().filter(service=service, environment=environment).first()
-        if hold:
-            raise PromotionError(
-                f"Automatic promotions of {service.name} into {environment.name} are on hold ({hold.reason}). "
-                "Lift the hold to resume them; a person may still request a promotion."
-            )
-    policy.ensure(_check_release_may_enter(release, environment, kind, is_emergency, rolls_back))
+    request = _Request(release, environment, actor, kind, is_emergency, reason, rolls_back)
+    policy.ensure(request.why_not())
+    return request.create()
 
-    active = Promotion.objects.select_for_update().filter(service=service, environment=environment).active().first()
-    if active and active.state != PromotionState.AWAITING_APPROVAL:
-        raise PromotionError(
-            f"{_describe(active)} is already {active.get_state_display().lower()} (promotion #{active.pk}); "
-            "wait for it to finish before requesting another one."
-        )
-    is_rollback = kind == PromotionKind.ROLLBACK
-    if active and (active.release_id, active.is_rollback, active.is_emergency) == (
-        release.pk,
-        is_rollback,
-        is_emergency,
-    ):
-        # Asking again for what already waits (a second click, a retried call) would only throw
-        # away the approvals it has.
-        raise PromotionError(
-            f"{_describe(active)} is already awaiting approval (promotion #{active.pk}, "
-            f"{policy.approvals_given(active)}/{policy.approvals_required(active)}); approve or cancel it instead."
-        )
 
-    current = _current_deployment(service, environment)
-    is_person = policy.is_person(actor)
-    promotion = Promotion(
-        release=release,
-        service=service,
-        environment=environment,
-        kind=kind,
-        requested_by=actor if is_person else None,
-        requested_via="" if is_person else audit.actor_name(actor) if actor else PIPELINE,
-        is_emergency=is_emergency,
-        emergency_reason=reason.strip() if is_emergency else "",
-        rolls_back=rolls_back,
-        previous_release=current.release if current else None,
-    )
-    if active:
-        # A newer request replaces one nobody has approved yet; it is recorded, not lost.
-        active.state = PromotionState.SUPERSEDED
-        active.finished_at = timezone.now()
-        active.save(update_fields=["state", "finished_at", "updated_at"])
-    needs_approval = policy.approvals_required(promotion) > 0
-    promotion.state = PromotionState.AWAITING_APPROVAL if needs_approval else PromotionState.APPROVED
-    promotion.approved_at = None if needs_approval else timezone.now()
-    promotion.save()
-    if active:
-        active.superseded_by = promotion
-        active.save(update_fields=["superseded_by"])
-        _record(
-            AuditAction.PROMOTION_SUPERSEDED,
-            active,
-            actor,
-            f"{_describe(active)} superseded by promotion #{promotion.pk}",
-        )
+def request_automatic_promotion(release, environment):
+    """The pipeline asks for `release` in `environment`: the promotion, or None when a rule says not now.
 
-    previous = environment.previous()
-    _record(
-        AuditAction.PROMOTION_REQUESTED,
-        promotion,
-        actor,
-        f"{_describe(promotion)} requested" + (" (break-glass)" if is_emergency else ""),
-        from_environment=previous.name if previous else None,
-        to_environment=environment.name,
-        kind=kind,
-        rollback=kind == PromotionKind.ROLLBACK,
-        emergency=is_emergency,
-        emergency_reason=promotion.emergency_reason,
-        previous_version=promotion.previous_release.version if promotion.previous_release else None,
-    )
-    if not needs_approval:
-        enqueue(promotion.pk, "commit")
-    return promotion
+    Nothing is written when it is refused, so no savepoint is needed inside the caller's transaction.
+    """
+    with audit.chain_transaction(savepoint=False):
+        request = _Request(release, environment, None, PromotionKind.AUTO)
+        refusal = request.why_not()
+        if refusal:
+            logger.info("Not auto-promoting %s into %s: %s", release, environment, refusal)
+            return None
+        return request.create()
 
 
 def request_rollback(service, environment, actor, *, release=None, rolls_back=None):
@@ -529,11 +579,7 @@ def _auto_promote_next(promotion):
     following = promotion.environment.next()
     if following is None or not following.auto_promote or promotion.is_rollback:
         return
-    try:
-        with transaction.atomic():
-            request_promotion(promotion.release, following, None, kind=PromotionKind.AUTO)
-    except PromotionError as refusal:
-        logger.info("Not auto-promoting %s into %s: %s", promotion.release, following, refusal)
+    request_automatic_promotion(promotion.release, following)
 
 
 @transaction.atomic
