@@ -1,0 +1,181 @@
+"""API benchmark: build registrations per second under gunicorn, next to /healthz in the same run.
+
+gunicorn (4 sync workers, as docs/deploy.md runs it) serves the portal on PostgreSQL and Redis; wrk
+posts registrations of new builds, each with its own commit and digest, spread over 50 services
+that deploy themselves into develop on registration (the demo's policy), then asks /healthz, the
+cheapest request the portal answers. The ratio of the two says what a registration costs on this
+machine, whatever its speed.
+
+Target: registrations ≥ 0.14 × /healthz requests per second: three times what the registration
+path did before it was trimmed from 38 queries to 15 (0.046–0.054 × /healthz on the project's
+2-core machine, 2026-12-05; this benchmark run on commit 7bb84f5).
+
+    .venv/bin/python bench/bench_api.py [--seconds 10] [--connections 8] [--workers 4]
+
+Uses its own database (BENCH_DATABASE_URL, default postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_api)
+and Redis database (BENCH_REDIS_URL, default 7). Needs wrk (Debian package wrk). Exits 1 when the
+target is missed.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.database import ensure_database  # noqa: E402 - needs ROOT on the path
+
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_api")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+os.environ.update(DATABASE_URL=DATABASE_URL, REDIS_URL=REDIS_URL)
+os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
+SERVICES = 50
+TARGET_RATIO = 0.14
+
+# Each request registers a new build: a commit and a digest no other request sends.
+REGISTER_SCRIPT = """
+local services = %(services)d
+local counter = 0
+local thread_id = 0
+setup = function(thread) thread:set("thread_id", math.random(1, 2^30)) end
+request = function()
+  counter = counter + 1
+  local sha = string.format("%%08x%%08x%%024x", thread_id, counter, 0)
+  local digest = "sha256:" .. string.format("%%08x%%08x%%048x", thread_id, counter, 0)
+  local body = string.format(
+    '{"service": "bench-%%d", "commit_sha": "%%s", "committed_at": "2026-01-01T00:00:00Z", "image_digest": "%%s"}',
+    counter %% services, sha, digest)
+  return wrk.format("POST", "/api/v1/releases/", {
+    ["Authorization"] = "Bearer %(token)s", ["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("statuses non-2xx/3xx: %%d\\n", summary.errors.status))
+end
+"""
+
+
+def prepare():
+    """A fresh data set: the default environments, the services, a CI token with the register scope."""
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import Group
+    from django.core.management import call_command
+
+    from environments.defaults import ensure_default_environments
+    from nexo_portal.models import ApiToken
+    from releases.models import Service
+
+    call_command("migrate", verbosity=0)
+    call_command("flush", interactive=False, verbosity=0)
+    ensure_default_environments()
+    team = Group.objects.create(name="bench-team")
+    for number in range(SERVICES):
+        Service.objects.create(name=f"bench-{number}", team=team, image_repository=f"ghcr.io/bench/{number}")
+    _, plain = ApiToken.objects.issue(name="bench-ci", scopes=["register"])
+    return plain
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_gunicorn(port, workers):
+    environment = {
+        **os.environ,
+        "LOG_LEVEL": "WARNING",
+        "SECURE_HTTPS": "0",
+        "API_TOKEN_THROTTLE_RATE": "1000000/minute",
+    }
+    environment.pop("DEBUG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "nexo_portal.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                time.sleep(1)  # every worker booted, not only the first
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"gunicorn did not start:\n{process.stderr.read()[-2000:]}")
+
+
+def wrk(url, seconds, connections, script=None):
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        command += ["-s", script]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE).group(1)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1)
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return rate, p50, p99, int(failed.group(1)) if failed else 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4)
+    options = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian package wrk); ./scripts/bench api installs it.")
+
+    ensure_database(DATABASE_URL)
+    token = prepare()
+    from django.db import connection
+
+    from releases.models import Promotion, Release
+
+    connection.close()
+    port = free_port()
+    server = start_gunicorn(port, options.workers)
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+            script.write(REGISTER_SCRIPT % {"services": SERVICES, "token": token})
+            script.flush()
+            wrk(f"http://127.0.0.1:{port}/healthz", 2, options.connections)  # warm every worker
+            health = wrk(f"http://127.0.0.1:{port}/healthz", options.seconds, options.connections)
+            register = wrk(f"http://127.0.0.1:{port}", options.seconds, options.connections, script.name)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    ratio = register[0] / health[0]
+    load = os.getloadavg()
+    print(f"gunicorn: {options.workers} workers; wrk: {options.connections} connections, {options.seconds} s per run")
+    print(f"GET /healthz:              {health[0]:8.1f} requests/s   p50 {health[1]:>8}   p99 {health[2]:>8}")
+    print(
+        f"POST /api/v1/releases/:    {register[0]:8.1f} requests/s   p50 {register[1]:>8}   p99 {register[2]:>8}"
+        f"   ({register[3]} answered other than 2xx)"
+    )
+    print(f"registered: {Release.objects.count()} releases, {Promotion.objects.count()} develop promotions started")
+    print(f"ratio registrations / healthz: {ratio:.3f}")
+    print(f"load average before the summary: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    met = ratio >= TARGET_RATIO and register[3] == 0
+    print(f"Target: ratio ≥ {TARGET_RATIO} with every registration answered 2xx: {'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
