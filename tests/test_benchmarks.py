@@ -17,6 +17,11 @@ from django.conf import settings
 from psycopg import sql
 
 MINIATURES = {
+    "api": (
+        ["--seconds", "1", "--connections", "2"],
+        {},
+        ["GET /healthz:", "POST /api/v1/releases/:", "ratio registrations / healthz:"],
+    ),
     "board": (["--requests", "3"], {"BENCH_SCALE": "0.02"}, ["Board:", "board refresh (htmx)", "Targets:"]),
     "dora": ([], {"BENCH_SCALE": "0.01"}, ["One-year production figures:", "GET /api/v1/dora/", "Target:"]),
     "promotion": (
