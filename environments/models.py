@@ -41,7 +41,7 @@ class EnvironmentQuerySet(models.QuerySet):
 
     def first_in_pipeline(self):
         """Where registered builds go first (develop), or None without environments."""
-        first = self.with_active_freeze().in_pipeline_order().first()
+        first = self.in_pipeline_order().first()
         if first is not None:
             first._previous = None  # nothing comes before it: spares previous() its query
         return first

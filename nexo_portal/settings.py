@@ -166,6 +166,15 @@ RQ_SHOW_ADMIN_LINK = True
 # Transitions enqueue their next job in their own transaction.on_commit hook, where a Redis
 # outage is caught and left to the reconciler; django-rq must not defer the enqueue again.
 RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "releases.worker.PortalWorker"}
+# Pipeline steps (releases/steps.py): a worker renews its lease on a step while it works; a step
+# whose lease expired lost its worker and is started again by the reconciler, which looks every
+# RECONCILE_SECONDS. A killed worker's promotion goes on within lease + reconcile interval.
+PIPELINE_LEASE_SECONDS = env.int("PIPELINE_LEASE_SECONDS", default=30)
+RECONCILE_SECONDS = env.int("RECONCILE_SECONDS", default=30)
+# How long a step keeps retrying transient errors (Git, Redis or the database unreachable), with
+# backoff, before its promotion fails; and how many crashes of one step fail it.
+PIPELINE_RETRY_SECONDS = env.int("PIPELINE_RETRY_SECONDS", default=600)
+PIPELINE_MAX_CRASHES = env.int("PIPELINE_MAX_CRASHES", default=3)
 # The cache holds short-lived counters (API throttling) that every web worker must share.
 CACHES = {
     "default": {

@@ -1,25 +1,145 @@
-"""RQ jobs that carry a promotion through the pipeline.
+"""The jobs that carry a promotion through the pipeline, and how a worker runs them.
 
-Each job takes a promotion id, loads fresh state, returns quietly if the promotion has moved
-on (so running a job twice does no harm), does one step and calls the transition for it.
+RQ delivers a `StepRun` (releases/steps.py); `run_step` claims it, holds its lease while the
+step works and ends it. Each step takes a promotion id, loads fresh state, returns quietly if
+the promotion has moved on (so running one twice does no harm), does its work and calls the
+transition for it. What goes wrong is told apart:
+
+- a transient error (a Git remote, Redis or the database out of reach: `TRANSIENT`) ends the run
+  as `retry` and the step runs again after a backoff, for up to PIPELINE_RETRY_SECONDS in a row;
+  only then does the promotion fail, saying for how long it tried;
+- any other exception is a crash: the step runs again, and PIPELINE_MAX_CRASHES crashes in a row
+  fail the promotion with the error;
+- a refusal the step itself judges (a values file that cannot be changed, Argo CD's verdict)
+  fails the promotion through its transition, as before.
 """
 
 import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from environments.argocd import ArgoCD, ArgoCDError
+from nexo_portal.lib.errors import Unavailable
 
-from . import transitions, verification
+from . import steps, transitions, verification
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import Promotion, PromotionState
+from .models import Promotion, PromotionState, RunStatus, Step, StepRun
 from .policy import PromotionError
 
 logger = logging.getLogger(__name__)
+
+TRANSIENT = (Unavailable, RedisError, OperationalError, InterfaceError)
+# The step a promotion fails at, by the step that could not go on.
+FAILED_STEP = {Step.COMMIT: "commit", Step.SYNC: "sync", Step.VERIFY: "verification"}
+
+
+# --- running a step -------------------------------------------------------------------------------------
+
+
+def run_step(run_id):
+    """The RQ job: claim the run, do its step under a lease, end the run with what happened."""
+    run = steps.claim(run_id)
+    if run is None:
+        return
+    step = STEPS[run.step]
+    try:
+        with steps.Lease(run):
+            step(run.promotion_id)
+    except TRANSIENT as error:
+        _after_transient_error(run, error)
+    except Exception as error:
+        logger.exception("The %s step of promotion %s crashed", run.step, run.promotion_id)
+        _after_crash(run, _last_line(error))
+    else:
+        steps.finish(run, RunStatus.DONE)
+
+
+def _last_line(error):
+    return f"{type(error).__name__}: {error}".strip().splitlines()[0][:500]
+
+
+def _after_transient_error(run, error):
+    """Try the step again after a backoff, unless it has been failing for too long already."""
+    try:
+        with transaction.atomic():
+            if not steps.finish(run, RunStatus.RETRY, _last_line(error)):
+                return  # the promotion moved on meanwhile
+            resume(run.promotion_id, troubled_since=run.troubled_since or run.started_at, reason=str(error))
+    except (DatabaseError, InterfaceError) as unreachable:
+        # The database itself is out of reach: the run stays running until its lease expires, and
+        # the reconciler reads here that it was not a crash.
+        steps.note_interruption(run, unreachable)
+
+
+def _after_crash(run, error):
+    try:
+        with transaction.atomic():
+            if steps.finish(run, RunStatus.CRASHED, error):
+                resume(run.promotion_id)
+    except (DatabaseError, InterfaceError) as unreachable:
+        steps.note_interruption(run, unreachable)
+
+
+def end_abandoned(run, now=None):
+    """The reconciler found the run's lease expired: its worker died (or lost the database)."""
+    interrupted = steps.interruption(run)
+    with transaction.atomic():
+        expired = now or timezone.now()
+        ended = StepRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, lease_expires_at__lt=expired)
+        if interrupted:
+            status, error = RunStatus.RETRY, f"interrupted: {interrupted}"
+        else:
+            status = RunStatus.CRASHED
+            error = f"its worker {run.worker} stopped renewing its lease (killed, or lost its connections)"
+        if not ended.update(status=status, error=error, finished_at=timezone.now(), lease_expires_at=None):
+            return False
+        if status == RunStatus.RETRY:
+            resume(run.promotion_id, troubled_since=run.troubled_since or run.started_at, reason=interrupted)
+        else:
+            resume(run.promotion_id)
+    return True
+
+
+def resume(promotion_id, *, troubled_since=None, reason=""):
+    """Schedule the step the promotion's state needs, unless it owes no work or has tried too long.
+
+    `troubled_since`: the start of an unbroken series of transient errors (None after a crash or
+    a success); past PIPELINE_RETRY_SECONDS the promotion fails. PIPELINE_MAX_CRASHES crashes of
+    its step in a row fail it too.
+    """
+    with transaction.atomic():
+        return _resume(promotion_id, troubled_since, reason)
+
+
+def _resume(promotion_id, troubled_since, reason):
+    promotion = Promotion.objects.select_for_update().filter(pk=promotion_id).first()
+    step = transitions.JOB_FOR_STATE.get(promotion.state) if promotion else None
+    if step is None or StepRun.objects.filter(promotion_id=promotion_id).open().exists():
+        return None
+    now = timezone.now()
+    crashes = steps.consecutive(promotion_id, step, RunStatus.CRASHED)
+    if crashes >= settings.PIPELINE_MAX_CRASHES:
+        last = StepRun.objects.filter(promotion_id=promotion_id, step=step).order_by("-created_at", "-id").first()
+        error = f"The {step} step crashed {crashes} times in a row; the last time: {last.error}. See the worker's log."
+        _unless_moved_on(transitions.fail, promotion, FAILED_STEP[step], error)
+        return None
+    if troubled_since and now - troubled_since > timedelta(seconds=settings.PIPELINE_RETRY_SECONDS):
+        minutes = round((now - troubled_since).total_seconds() / 60)
+        error = f"Still failing after {minutes} min of retries: {reason}"
+        _unless_moved_on(transitions.fail, promotion, FAILED_STEP[step], error)
+        return None
+    tries = crashes or (steps.consecutive(promotion_id, step, RunStatus.RETRY) if troubled_since else 0)
+    delay = timedelta(seconds=steps.backoff(tries)) if tries else None
+    return steps.schedule(promotion_id, step, delay, troubled_since=troubled_since)
+
+
+# --- the steps ------------------------------------------------------------------------------------------
 
 
 def _load(promotion_id, *states):
@@ -68,6 +188,8 @@ def commit_promotion(promotion_id):
     except PromotionError as moved_on:
         logger.info("Promotion %s moved on before its commit was pushed: %s", promotion_id, moved_on)
         return
+    except Unavailable:
+        raise  # tried again by run_step, with backoff
     except (GitOpsError, values.ValuesFileError) as error:
         # Only from the state this job holds it in: a duplicate job that loaded it before another
         # one committed it must not fail what that one carried on.
@@ -146,10 +268,13 @@ def verify_promotion(promotion_id):
     now = timezone.now()
     if now < promotion.verdict_at:
         delay = min(timedelta(seconds=promotion.environment.sample_interval_seconds), promotion.verdict_at - now)
-        transitions.enqueue(promotion.pk, "verify", delay=delay)
+        steps.schedule(promotion.pk, Step.VERIFY, delay)
         return
     result = verification.verdict(promotion)
     if result.passed:
         transitions.mark_verified(promotion, result.summary)
     else:
         transitions.fail(promotion, "verification", result.summary)
+
+
+STEPS = {Step.COMMIT: commit_promotion, Step.SYNC: sync_promotion, Step.VERIFY: verify_promotion}

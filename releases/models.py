@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import connection, models, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
@@ -448,6 +448,73 @@ class Promotion(models.Model):
             raise ValidationError({"release": "The release belongs to another service."})
 
 
+class Step(models.TextChoices):
+    COMMIT = "commit", "GitOps commit"
+    SYNC = "sync", "Argo CD sync"
+    VERIFY = "verify", "Soak sample"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    RETRY = "retry", "Transient error, tried again"
+    CRASHED = "crashed", "Crashed"
+
+    @classmethod
+    def open(cls):
+        return [cls.QUEUED, cls.RUNNING]
+
+
+class StepRunQuerySet(models.QuerySet):
+    def open(self):
+        return self.filter(status__in=RunStatus.open())
+
+
+class StepRun(models.Model):
+    """One run of a pipeline step for a promotion: the row is the truth, RQ only delivers it.
+
+    Created in the transition's transaction, handed to RQ once it commits. A worker claims it
+    (queued → running) and renews its lease while it works; a run whose lease expired lost its
+    worker, and the reconciler starts another. A transient error (Git, Redis, the database
+    unreachable) ends a run as `retry` with a new run after a backoff; an unexpected one as
+    `crashed`, and a step that crashes too often fails its promotion.
+    """
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="runs")
+    step = models.CharField(max_length=10, choices=Step.choices)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    run_after = models.DateTimeField(default=timezone.now, help_text="It may not start before this.")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="The worker that claimed it.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # The first of an unbroken series of transient errors of this step, carried from run to run.
+    troubled_since = models.DateTimeField(null=True, blank=True)
+
+    objects = StepRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["promotion"], condition=Q(status__in=["queued", "running"]), name="one_open_run_per_promotion"
+            ),
+            models.CheckConstraint(condition=Q(step__in=Step.values), name="step_run_step_is_known"),
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="step_run_status_is_known"),
+        ]
+        indexes = [models.Index(fields=["status", "run_after"], name="step_run_due_idx")]
+
+    def __str__(self):
+        return f"{self.get_step_display()} of promotion #{self.promotion_id}: {self.get_status_display().lower()}"
+
+    @property
+    def rq_job_id(self):
+        return f"step-run-{self.pk}"
+
+
 class ApprovalDecision(models.TextChoices):
     APPROVE = "approve", "Approved"
     REJECT = "reject", "Rejected"
@@ -821,6 +888,12 @@ class Incident(models.Model):
 class HoldQuerySet(models.QuerySet):
     def active(self):
         return self.filter(lifted_at__isnull=True)
+
+    def reason_in_each(self, environments, service):
+        """`environments` (a queryset), each with `hold_reason`: why automatic promotions of `service`
+        into it are on hold, or None."""
+        held = self.active().filter(service=service, environment=OuterRef("pk"))
+        return environments.annotate(hold_reason=Subquery(held.values("reason")[:1]))
 
 
 class Hold(models.Model):

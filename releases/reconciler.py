@@ -1,9 +1,16 @@
-"""The periodic safety net: resume promotions whose job was lost, and notice GitOps drift.
+"""The periodic safety net: deliver every step the database says is owed, and notice GitOps drift.
 
-A worker can be killed mid-job and Redis can be down when a transition wants to enqueue;
-the state in the database is the truth, so every few minutes the reconciler re-enqueues the
-job of any promotion that is mid-way with no job on its way. It also reads every values file
-and flags a place whose image tag differs from what the portal deployed there.
+The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py reconcile --loop`:
+
+- ends each running step whose lease expired (its worker died, or lost the database: a worker
+  that could not reach it said so in Redis, which makes it a transient error, not a crash) and
+  resumes the promotion, or fails it when the step has crashed too often or retried too long;
+- hands RQ again each queued step past its time that RQ does not hold, or holds scheduled when it
+  is overdue (RQ's scheduler lives inside one worker and dies with it);
+- schedules the step of a promotion that is mid-way with no run at all (rows from before runs
+  existed, or a bug);
+- reads every values file and flags a place whose image tag differs from what the portal
+  deployed there (audited once per difference).
 """
 
 import logging
@@ -11,85 +18,51 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
-from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from audit import log as audit
 from audit.models import AuditAction
-from nexo_portal.lib import queues
 
-from . import transitions
+from . import jobs, steps, transitions
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import PIPELINE, Deployment, Promotion, PromotionState
+from .models import PIPELINE, Deployment, Promotion, PromotionState, RunStatus, StepRun
 
 logger = logging.getLogger(__name__)
 
-# A promotion untouched for this long with no job on its way is considered stalled.
+# A promotion mid-way and untouched for this long with no run at all gets one.
 STALL_AFTER = timedelta(minutes=2)
-# A step whose job has crashed this many times is not resumed again: the promotion fails with the error.
-MAX_CRASHES = 3
-FAILED_STEP = {"commit": "commit", "sync": "sync", "verify": "verification"}
 
 
 def reconcile():
-    resumed = resume_stalled_promotions()
+    recovered = recover_steps()
     drifted = detect_drift()
-    return {"resumed": resumed, "drifted": drifted}
+    return {"recovered": recovered, "drifted": drifted}
 
 
-def _pending_job_ids(queue):
-    ids = set(queue.get_job_ids())
-    for registry in (StartedJobRegistry, ScheduledJobRegistry, DeferredJobRegistry):
-        ids.update(registry(queue=queue).get_job_ids())
-    return ids
-
-
-def resume_stalled_promotions(now=None):
-    """Re-enqueue the next job of promotions that are mid-way and have no job pending."""
+def recover_steps(now=None):
+    """Ids of the promotions whose step was owed and is on its way again."""
     now = now or timezone.now()
-    queue = queues.get_queue("default")
-    pending = _pending_job_ids(queue)
-    crashed = FailedJobRegistry(queue=queue).get_job_ids()
-    resumed = []
-    stalled = Promotion.objects.filter(state__in=list(transitions.JOB_FOR_STATE), updated_at__lt=now - STALL_AFTER)
-    for promotion in stalled:
-        if promotion.state == PromotionState.VERIFYING:
-            last_sample = promotion.samples.order_by("-taken_at").values_list("taken_at", flat=True).first()
-            interval = timedelta(seconds=promotion.environment.sample_interval_seconds)
-            if last_sample and last_sample > now - interval - STALL_AFTER:
-                continue
-        prefix = transitions.job_id_prefix(promotion.pk)
-        if any(job_id.startswith(prefix) for job_id in pending):
-            continue
-        step = transitions.JOB_FOR_STATE[promotion.state]
-        # In the order they failed (the registry's order), so the last is the latest.
-        crashes = [job_id for job_id in crashed if job_id.startswith(f"{prefix}{step}-")]
-        if len(crashes) >= MAX_CRASHES:
-            _give_up(promotion, step, crashes, queue)
-            continue
-        logger.warning(
-            "Promotion %s is %s with no job on its way; enqueueing %s again", promotion.pk, promotion.state, step
-        )
-        transitions.enqueue(promotion.pk, step)
-        resumed.append(promotion.pk)
-    return resumed
-
-
-def _give_up(promotion, step, crashes, queue):
-    """A job that keeps crashing will not be cured by running it again: fail with what it said."""
-    try:
-        result = Job.fetch(crashes[-1], connection=queue.connection).latest_result()
-    except NoSuchJobError:  # the registry outlived the job's record
-        result = None
-    error = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-    reason = f"the {step} job crashed {len(crashes)} times" + (f"; the last time with {error[0]}" if error else "")
-    logger.error("Promotion %s: %s; failing it instead of trying again", promotion.pk, reason)
-    try:
-        transitions.fail(promotion, FAILED_STEP[step], f"{reason[0].upper()}{reason[1:]}. See the worker's log.")
-    except transitions.PromotionError as moved_on:
-        logger.info("Promotion %s moved on meanwhile: %s", promotion.pk, moved_on)
+    recovered = []
+    for run in StepRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now):
+        if jobs.end_abandoned(run, now):
+            logger.warning("Step run %s lost its worker %s; the promotion goes on", run.pk, run.worker)
+            recovered.append(run.promotion_id)
+    for run in StepRun.objects.filter(status=RunStatus.QUEUED, run_after__lt=now - steps.OVERDUE_AFTER):
+        trouble = steps.redeliver_if_lost(run, now)
+        if trouble:
+            logger.warning("Step run %s was due at %s and delivered again: %s", run.pk, run.run_after, trouble)
+            recovered.append(run.promotion_id)
+    stalled = (
+        Promotion.objects.filter(state__in=list(transitions.JOB_FOR_STATE), updated_at__lt=now - STALL_AFTER)
+        .exclude(runs__status__in=RunStatus.open())
+        .values_list("pk", flat=True)
+    )
+    for promotion_id in stalled:
+        with transaction.atomic():
+            if jobs.resume(promotion_id):
+                logger.warning("Promotion %s was mid-way with no step owed; scheduled one", promotion_id)
+                recovered.append(promotion_id)
+    return list(dict.fromkeys(recovered))
 
 
 def detect_drift():

@@ -19,7 +19,7 @@ from environments.models import Environment
 from nexo_portal.lib.errors import Refused
 
 from . import calver, policy, transitions
-from .models import BuildCounter, BuildNumbersExhausted, CheckResult, Release
+from .models import BuildCounter, BuildNumbersExhausted, CheckResult, Hold, Release
 
 
 class RegistrationConflict(Refused):
@@ -99,7 +99,9 @@ def register_build(
 
 
 def _deploy_to_first_environment(release):
-    first = Environment.objects.first_in_pipeline()
+    # With what closes it to this build, read in the same query.
+    environments = Hold.objects.reason_in_each(Environment.objects.with_active_freeze(), release.service)
+    first = environments.first_in_pipeline()
     if first is None or not first.auto_promote or not release.service.auto_deploy_on_registration:
         return None
     # None when a rule says not now (a freeze, a hold, something newer running): the release stays registered.

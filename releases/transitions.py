@@ -1,7 +1,7 @@
 """The promotion state machine: the only code that changes a promotion's state.
 
 Every transition locks the promotion row, checks its rule, saves, records the audit event
-and — after the transaction commits — enqueues the next job. Pages, admin actions, the API
+and schedules the next step (a `StepRun`, handed to RQ once the transaction commits). Pages, admin actions, the API
 and the RQ jobs all call these functions. Refusals raise `PromotionError` with a message
 for the person who asked.
 
@@ -11,18 +11,15 @@ for the person who asked.
 """
 
 import logging
-import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from audit import log as audit
 from audit.models import AuditAction
-from nexo_portal.lib import queues
 
-from . import alerts, policy
+from . import alerts, policy, steps
 from .models import (
     PIPELINE,
     Approval,
@@ -33,59 +30,24 @@ from .models import (
     PromotionKind,
     PromotionState,
     Release,
+    Step,
     StepStatus,
 )
 from .policy import PromotionError
 
 logger = logging.getLogger(__name__)
 
-# Which job carries a promotion forward from each state; the reconciler uses it too.
+# Which step carries a promotion forward from each state (releases/steps.py); any other state owes no work.
 JOB_FOR_STATE = {
-    PromotionState.APPROVED: "commit",
-    PromotionState.COMMITTING: "commit",
-    PromotionState.COMMITTED: "sync",
-    PromotionState.SYNCING: "sync",
-    PromotionState.DEPLOYED: "verify",
-    PromotionState.VERIFYING: "verify",
-}
-JOB_FUNCTIONS = {
-    "commit": "releases.jobs.commit_promotion",
-    "sync": "releases.jobs.sync_promotion",
-    "verify": "releases.jobs.verify_promotion",
+    PromotionState.APPROVED: Step.COMMIT,
+    PromotionState.COMMITTING: Step.COMMIT,
+    PromotionState.COMMITTED: Step.SYNC,
+    PromotionState.SYNCING: Step.SYNC,
+    PromotionState.DEPLOYED: Step.VERIFY,
+    PromotionState.VERIFYING: Step.VERIFY,
 }
 
 __all__ = ["PromotionError"]
-
-
-# --- plumbing ------------------------------------------------------------------------------
-
-
-def job_id_prefix(promotion_id):
-    return f"promotion-{promotion_id}-"
-
-
-def enqueue(promotion_id, step, delay=None):
-    """Enqueue the job for `step` once the current transaction has committed.
-
-    If Redis is down at that moment the state is already saved; the reconciler notices the
-    promotion is not moving and enqueues it again. Job ids start with the promotion id so
-    the reconciler can tell whether a promotion still has a job on its way.
-    """
-
-    def send():
-        queue = queues.get_queue("default")
-        job_id = f"{job_id_prefix(promotion_id)}{step}-{uuid.uuid4().hex[:12]}"
-        try:
-            if delay:
-                queue.enqueue_in(delay, JOB_FUNCTIONS[step], promotion_id, job_id=job_id)
-            else:
-                queue.enqueue(JOB_FUNCTIONS[step], promotion_id, job_id=job_id)
-        except RedisError as error:
-            logger.warning(
-                "Could not enqueue %s for promotion %s (%s); the reconciler will resume it", step, promotion_id, error
-            )
-
-    transaction.on_commit(send)
 
 
 # What a promotion is of and who asked for it: fixed when it is created.
@@ -206,10 +168,14 @@ class _Request:
                 f"{timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: {freeze.reason}."
             )
         if kind == PromotionKind.AUTO:
-            hold = Hold.objects.active().filter(service=service, environment=environment).first()
-            if hold:
+            if "hold_reason" in environment.__dict__:  # read with the environment (Hold.objects.reason_in_each)
+                held = environment.hold_reason
+            else:
+                hold = Hold.objects.active().filter(service=service, environment=environment).first()
+                held = hold.reason if hold else None
+            if held:
                 return (
-                    f"Automatic promotions of {service.name} into {environment.name} are on hold ({hold.reason}). "
+                    f"Automatic promotions of {service.name} into {environment.name} are on hold ({held}). "
                     "Lift the hold to resume them; a person may still request a promotion."
                 )
         refusal = _check_release_may_enter(
@@ -255,6 +221,7 @@ class _Request:
             # A newer request replaces one nobody has approved yet; it is recorded, not lost.
             active.state = PromotionState.SUPERSEDED
             active.finished_at = timezone.now()
+            steps.close(active.pk)
             active.save(update_fields=["state", "finished_at", "updated_at"])
         needs_approval = policy.approvals_required(promotion) > 0
         promotion.state = PromotionState.AWAITING_APPROVAL if needs_approval else PromotionState.APPROVED
@@ -285,7 +252,7 @@ class _Request:
             previous_version=promotion.previous_release.version if promotion.previous_release else None,
         )
         if not needs_approval:
-            enqueue(promotion.pk, "commit")
+            steps.schedule(promotion, Step.COMMIT, first=True)
         return promotion
 
 
@@ -360,7 +327,7 @@ def approve(promotion, user, comment=""):
         promotion.state = PromotionState.APPROVED
         promotion.approved_at = timezone.now()
         promotion.save(update_fields=["state", "approved_at", "updated_at"])
-        enqueue(promotion.pk, "commit")
+        steps.schedule(promotion, Step.COMMIT)
     return promotion
 
 
@@ -371,6 +338,7 @@ def reject(promotion, user, comment):
     Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.REJECT, comment=comment.strip())
     promotion.state = PromotionState.REJECTED
     promotion.finished_at = timezone.now()
+    steps.close(promotion.pk)  # it owes no more work
     promotion.save(update_fields=["state", "finished_at", "updated_at"])
     _record(
         AuditAction.PROMOTION_REJECTED,
@@ -388,6 +356,7 @@ def cancel(promotion, actor, comment=""):
     policy.ensure(policy.why_not_cancel(promotion, actor))
     promotion.state = PromotionState.CANCELLED
     promotion.finished_at = timezone.now()
+    steps.close(promotion.pk)  # it owes no more work
     promotion.save(update_fields=["state", "finished_at", "updated_at"])
     _record(
         AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
@@ -443,7 +412,7 @@ def mark_committed(promotion, sha, message, committed_at=None):
         approvers=promotion.approver_names(),
         initiator=promotion.requester_name(),
     )
-    enqueue(promotion.pk, "sync")
+    steps.schedule(promotion, Step.SYNC)
     return promotion
 
 
@@ -493,7 +462,7 @@ def mark_deployed(promotion, *, health=""):
 
     if promotion.is_rollback:
         _finish_rollback(promotion, now)
-    enqueue(promotion.pk, "verify")
+    steps.schedule(promotion, Step.VERIFY)
     return promotion
 
 
@@ -562,6 +531,7 @@ def mark_verified(promotion, summary=""):
     _expect(promotion, PromotionState.VERIFYING)
     promotion.state = PromotionState.VERIFIED
     promotion.finished_at = timezone.now()
+    steps.close(promotion.pk)  # it owes no more work
     if promotion.verification_status == StepStatus.RUNNING:
         promotion.verification_status = StepStatus.PASSED
     promotion.save(update_fields=["state", "finished_at", "verification_status", "updated_at"])
@@ -595,6 +565,7 @@ def fail(promotion, step, error, *, from_states=None):
     promotion.failed_step = step
     promotion.error = error
     promotion.finished_at = timezone.now()
+    steps.close(promotion.pk)  # it owes no more work
     if step == "sync":
         promotion.sync_status = StepStatus.FAILED
     if step == "verification":

@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 from nexo_portal.models import ApiToken
 from nexo_portal.tokens import TokenPrincipal
 from releases import transitions
-from releases.models import Approval, Deployment, Promotion, PromotionState
+from releases.models import Approval, Deployment, Promotion, PromotionState, Step, StepRun
 from releases.policy import PromotionError
 from tests.factories import make_release, make_service, make_user
 
@@ -324,5 +324,6 @@ def test_two_approvers_clicking_at_once_start_the_pipeline_exactly_once(environm
     assert promotion.approvals.count() == 2
     assert len(errors) == 1
     assert "only a promotion awaiting approval can be approved" in errors[0]
-    commit_jobs = [job_id for job_id in django_rq.get_queue("default").job_ids if "-commit-" in job_id]
-    assert len(commit_jobs) == 1
+    [commit] = StepRun.objects.filter(promotion=promotion)
+    assert commit.step == Step.COMMIT
+    assert django_rq.get_queue("default").job_ids == [commit.rq_job_id]

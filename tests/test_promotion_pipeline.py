@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import timedelta
 
 import pytest
 from django.conf import settings
@@ -460,66 +459,6 @@ def test_failed_verification_in_staging_only_alerts(pipeline, people, slack_serv
     assert f"https://portal.nexo.example/promotions/{failed.pk}/" in alert["text"]
     assert alert["blocks"][0]["type"] == "section"
     assert 'tag: "2026.02.2"' in pipeline.gitops.read("helm/nexo-be/values-staging.yaml")
-
-
-def test_reconciler_resumes_a_promotion_whose_job_was_lost(pipeline):
-    from releases.reconciler import resume_stalled_promotions
-
-    service = pipeline.add_service("nexo-be")
-    promotion = transitions.request_promotion(
-        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
-    )
-    pipeline.redis.flushdb()  # the job never reached Redis
-    assert resume_stalled_promotions() == []  # too recent to call it stalled
-    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
-    assert resume_stalled_promotions() == [promotion.pk]
-    assert resume_stalled_promotions() == []  # its job is queued now; not enqueued twice
-    pipeline.run_jobs()
-    assert state_of(promotion) == PromotionState.VERIFIED
-
-
-def test_a_job_that_keeps_crashing_fails_the_promotion_instead_of_being_resumed_forever(pipeline):
-    import django_rq
-
-    from releases.reconciler import MAX_CRASHES, resume_stalled_promotions
-
-    service = pipeline.add_service("nexo-be")
-    promotion = transitions.request_promotion(
-        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
-    )
-    pipeline.redis.flushdb()
-    queue = django_rq.get_queue("default")
-    for attempt in range(MAX_CRASHES):  # the commit job crashing for a reason of its own, as RQ records it
-        queue.enqueue(
-            "builtins.int", "not a number", job_id=f"{transitions.job_id_prefix(promotion.pk)}commit-crash{attempt}"
-        )
-        pipeline.run_jobs()
-        Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
-        if attempt < MAX_CRASHES - 1:
-            assert resume_stalled_promotions() == [promotion.pk]
-            queue.empty()  # stands in for the resumed job, which crashes again
-    assert resume_stalled_promotions() == []
-    promotion.refresh_from_db()
-    assert promotion.state == PromotionState.FAILED
-    assert promotion.failed_step == "commit"
-    assert f"The commit job crashed {MAX_CRASHES} times; the last time with ValueError" in promotion.error
-
-
-def test_redis_down_at_enqueue_time_keeps_the_state_and_the_reconciler_catches_up(pipeline, settings):
-    from releases.reconciler import resume_stalled_promotions
-
-    service = pipeline.add_service("nexo-be")
-    working = settings.RQ_QUEUES
-    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}
-    promotion = transitions.request_promotion(
-        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
-    )
-    settings.RQ_QUEUES = working
-    assert state_of(promotion) == PromotionState.APPROVED
-    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
-    assert resume_stalled_promotions() == [promotion.pk]
-    pipeline.run_jobs()
-    assert state_of(promotion) == PromotionState.VERIFIED
 
 
 def test_reconciler_flags_gitops_drift_once_and_clears_it_when_fixed(pipeline):

@@ -12,7 +12,7 @@ from django.utils import timezone
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
 from releases import transitions
-from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState
+from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepRun
 from releases.policy import PromotionError
 from tests.factories import hex_for, make_release, make_service
 
@@ -40,7 +40,8 @@ def verified_in(release, *environment_names, environments):
 
 
 def queued_steps():
-    return [job.id.split("-")[2] for job in django_rq.get_queue("default").jobs]
+    """The steps RQ holds, as the step runs it delivers name them."""
+    return [StepRun.objects.get(pk=job.args[0]).step for job in django_rq.get_queue("default").jobs]
 
 
 def test_develop_takes_any_registered_release_and_enqueues_the_commit_after_commit(

@@ -13,3 +13,8 @@ class Refused(Exception):
         super().__init__(message)
         self.forbidden = forbidden
         self.field = field
+
+
+class Unavailable(Exception):
+    """Something the portal needs cannot be reached now but may be in a moment (a Git remote, a
+    lock in Redis): the pipeline tries the step again with backoff instead of failing it."""

@@ -1,0 +1,212 @@
+"""Pipeline steps as rows: scheduled in a transition's transaction, delivered by RQ, leased by a worker.
+
+A promotion in a state that needs work (approved → commit, committed → sync, deployed or verifying
+→ verify) has exactly one open `StepRun` (a database constraint). The transition that puts it in
+that state schedules the run in its own transaction; RQ gets it once that commits. A worker claims
+the run (queued → running, one worker only) and renews its lease while it works. Whatever happens
+to RQ (a killed worker, Redis restarted empty, the scheduler lost with its worker), the row says
+what is owed, and the reconciler delivers it again:
+
+- a running run whose lease expired lost its worker: it is ended and the step resumed;
+- a queued run past its time that RQ does not hold (or holds scheduled when it is overdue) is
+  handed to RQ again.
+
+Running a step twice does no harm: the claim lets one worker in, and every step checks the
+promotion's state before it acts.
+"""
+
+import logging
+import os
+import random
+import socket
+import threading
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
+
+from nexo_portal.lib import queues
+
+from .models import RunStatus, StepRun
+
+logger = logging.getLogger(__name__)
+
+JOB_FUNCTION = "releases.jobs.run_step"
+# A queued run this late that RQ does not deliver is delivered again by the reconciler.
+OVERDUE_AFTER = timedelta(seconds=15)
+# Where a worker that cannot reach the database says why it stopped, for the reconciler to read.
+INTERRUPTED_KEY = "nexo:step-run-interrupted:{}"
+
+
+def worker_name():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease():
+    return timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
+
+
+def backoff(attempt, *, base=5, cap=60):
+    """Seconds before the next try after `attempt` tries in a row went wrong: 5, 10, 20, 40, 60, 60…, ±20 %."""
+    return min(cap, base * 2 ** max(attempt - 1, 0)) * random.uniform(0.8, 1.2)
+
+
+# --- scheduling, in the transitions' transactions -----------------------------------------------------
+
+
+def schedule(promotion, step, delay=None, *, troubled_since=None, first=False):
+    """The promotion's next run of `step`, after `delay`; RQ gets it once the transaction commits.
+
+    The promotion's open run, if any, ends here: it is the step that led to this one (`first`:
+    the promotion was just created and has none).
+    """
+    promotion_id = getattr(promotion, "pk", promotion)
+    now = timezone.now()
+    if not first:
+        close(promotion_id, now=now)
+    run = StepRun.objects.create(
+        promotion_id=promotion_id,
+        step=step,
+        run_after=now + (delay or timedelta(0)),
+        created_at=now,
+        troubled_since=troubled_since,
+    )
+    transaction.on_commit(lambda: dispatch(run))
+    return run
+
+
+def close(promotion_id, *, now=None):
+    """End the promotion's open run: it has moved on (or ended) and owes no more work."""
+    StepRun.objects.filter(promotion_id=promotion_id, status__in=RunStatus.open()).update(
+        status=RunStatus.DONE, finished_at=now or timezone.now(), lease_expires_at=None
+    )
+
+
+def dispatch(run):
+    """Hand the run to RQ, at its time. Redis being down is left to the reconciler, which sees it queued."""
+    queue = queues.get_queue("default")
+    try:
+        if run.run_after > timezone.now():
+            queue.enqueue_at(run.run_after, JOB_FUNCTION, run.pk, job_id=run.rq_job_id)
+        else:
+            queue.enqueue(JOB_FUNCTION, run.pk, job_id=run.rq_job_id)
+    except RedisError as error:
+        logger.warning("Could not hand %s to RQ (%s); the reconciler will", run, error)
+        return False
+    return True
+
+
+def redeliver_if_lost(run, now):
+    """A queued run past its time: hand it to RQ again unless RQ is about to deliver it.
+
+    Returns what was wrong, or None when RQ has it in hand.
+    """
+    queue = queues.get_queue("default")
+    try:
+        job = Job.fetch(run.rq_job_id, connection=queue.connection)
+        status = job.get_status()
+    except NoSuchJobError:
+        job, status = None, None
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED):
+        return None  # waiting for a free worker
+    if status == JobStatus.SCHEDULED:
+        # RQ's scheduler runs inside one worker; when that worker dies, no other takes over for
+        # minutes. The row knows the run is due: put it in the queue directly.
+        ScheduledJobRegistry(queue=queue).remove(job)
+        queue.enqueue_job(job)
+        return "RQ's scheduler did not deliver it on time"
+    dispatch(run)
+    if status == JobStatus.STARTED:
+        return "RQ started it but no worker claimed it"
+    return "RQ did not have it (Redis lost it or was down when it was scheduled)"
+
+
+# --- what a worker does with a run --------------------------------------------------------------------
+
+
+def claim(run_id):
+    """Queued → running for this worker, or None when another worker has it (or it has ended)."""
+    now = timezone.now()
+    claimed = StepRun.objects.filter(pk=run_id, status=RunStatus.QUEUED)
+    if not claimed.update(
+        status=RunStatus.RUNNING, worker=worker_name(), started_at=now, lease_expires_at=now + lease()
+    ):
+        logger.info("Step run %s is not queued any more; nothing to do", run_id)
+        return None
+    return StepRun.objects.get(pk=run_id)
+
+
+def finish(run, status, error=""):
+    """End a run this worker holds. False when it is no longer held (a transition ended it already)."""
+    return bool(
+        StepRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, worker=run.worker).update(
+            status=status, finished_at=timezone.now(), lease_expires_at=None, error=error[:2000]
+        )
+    )
+
+
+def note_interruption(run, error):
+    """The database is out of reach: say why in Redis, so the reconciler counts it as transient."""
+    try:
+        queues.redis_connection().set(INTERRUPTED_KEY.format(run.pk), str(error)[:500], ex=86400)
+    except RedisError:
+        logger.warning("Could not note in Redis why %s stopped", run)
+
+
+def interruption(run):
+    try:
+        text = queues.redis_connection().get(INTERRUPTED_KEY.format(run.pk))
+    except RedisError:
+        return None
+    return text.decode() if text else None
+
+
+class Lease:
+    """Renews the run's lease from a thread while the step works; a context manager."""
+
+    def __init__(self, run):
+        self.run = run
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._renew, name=f"lease-{run.pk}", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+    def _renew(self):
+        every = max(settings.PIPELINE_LEASE_SECONDS / 3, 0.5)
+        try:
+            while not self.stopped.wait(every):
+                try:
+                    held = StepRun.objects.filter(
+                        pk=self.run.pk, status=RunStatus.RUNNING, worker=self.run.worker
+                    ).update(lease_expires_at=timezone.now() + lease())
+                except DatabaseError as error:
+                    logger.warning("Could not renew the lease of %s: %s", self.run, error)
+                    connection.close()
+                    continue
+                if not held:
+                    return  # ended by a transition, or taken over after the lease ran out
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def consecutive(promotion_id, step, status):
+    """How many of the step's latest runs, newest first, ended with `status` in a row."""
+    count = 0
+    for ended in StepRun.objects.filter(promotion_id=promotion_id, step=step).order_by("-created_at", "-id"):
+        if ended.status in RunStatus.open():
+            continue
+        if ended.status != status:
+            break
+        count += 1
+    return count
