@@ -1,0 +1,43 @@
+"""manage.py reconcile [--loop]: deliver the pipeline steps that are owed and flag GitOps drift.
+
+Run exactly one `reconcile --loop` beside the workers (docs/deploy.md). It needs no RQ to run: an
+outage of Redis or PostgreSQL is waited out, and the first round after it delivers what is owed.
+"""
+
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
+from redis.exceptions import RedisError
+
+from releases.reconciler import reconcile
+
+
+class Command(BaseCommand):
+    help = "Deliver the pipeline steps that are owed (killed workers, lost jobs) and flag GitOps drift."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--loop", action="store_true", help="Run every RECONCILE_SECONDS until stopped, riding out outages."
+        )
+
+    def handle(self, *args, loop=False, **options):
+        while True:
+            try:
+                result = reconcile()
+            except (DatabaseError, RedisError) as error:
+                if not loop:
+                    raise
+                self.stderr.write(f"Reconciler: {error}; trying again in {settings.RECONCILE_SECONDS} s")
+            else:
+                if result["recovered"] or result["drifted"] or not loop:
+                    self.stdout.write(
+                        f"Reconciler: steps on their way again for promotions {result['recovered'] or 'none'}; "
+                        f"drift in deployments {result['drifted'] or 'none'}"
+                    )
+            finally:
+                close_old_connections()
+            if not loop:
+                return
+            time.sleep(settings.RECONCILE_SECONDS)
