@@ -1,8 +1,10 @@
 """The RQ worker the portal runs (settings.RQ["WORKER_CLASS"], so `manage.py rqworker` uses it)."""
 
 import gc
+import time
 
 from django.db import close_old_connections
+from redis.exceptions import RedisError
 from rq.worker import SimpleWorker
 
 _frozen = False
@@ -22,18 +24,52 @@ def freeze_start_up_objects():
 
 
 class PortalWorker(SimpleWorker):
-    """Runs each job in the worker's own process instead of a freshly forked one.
+    """Runs each job in the worker's own process instead of a freshly forked one, and outlives Redis.
 
     Forking a work horse and opening a new database connection for every job costs about
     40 ms per pipeline step, more than the GitOps commit itself (bench/bench_promotion.py).
     The jobs are short and idempotent — the soak is a series of scheduled samples, not one
     long job — so nothing gains from a process per job. Database connections are checked
     around every job, as Django does around every request.
+
+    RQ's worker quits when Redis goes away in the middle of its loop; this one waits for Redis to
+    answer again (backing off up to a minute) and goes back to work. It also looks for RQ's
+    scheduler every MAINTENANCE_SECONDS rather than every ten minutes, so that when the worker
+    running it dies another takes over as soon as its lock expires.
     """
+
+    MAINTENANCE_SECONDS = 30
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("maintenance_interval", self.MAINTENANCE_SECONDS)
+        super().__init__(*args, **kwargs)
 
     def work(self, *args, **kwargs):
         freeze_start_up_objects()
-        return super().work(*args, **kwargs)
+        burst = kwargs.get("burst", args[0] if args else False)
+        wait = 1.0
+        while True:
+            try:
+                worked = super().work(*args, **kwargs)
+            except RedisError as error:
+                self.log.error("Worker %s: lost Redis (%s)", self.name, error)
+                worked = None
+            stopping = self._stop_requested or self._shutdown_requested_date
+            if burst or stopping or kwargs.get("max_jobs") or kwargs.get("max_idle_time"):
+                return worked
+            wait = self._wait_for_redis(wait)
+
+    def _wait_for_redis(self, wait):
+        while True:
+            self.log.warning("Worker %s: waiting %.0f s for Redis before going back to work", self.name, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 60.0)
+            try:
+                self.connection.ping()
+                self.register_death()  # what the lost loop could not say, so the name is free again
+            except RedisError:
+                continue
+            return 1.0
 
     def execute_job(self, job, queue):
         close_old_connections()
