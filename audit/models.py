@@ -28,6 +28,7 @@ class AuditAction(models.TextChoices):
     PROMOTION_ROLLED_BACK = "promotion.rolled_back", "Rolled back"
     HOLD_PLACED = "hold.placed", "Auto-promotion hold placed"
     HOLD_LIFTED = "hold.lifted", "Auto-promotion hold lifted"
+    PROMOTION_DEFERRED = "promotion.deferred", "Automatic promotion waits"
     DRIFT_DETECTED = "gitops.drift_detected", "GitOps drift detected"
     FREEZE_CREATED = "freeze.created", "Change freeze created"
     FREEZE_CHANGED = "freeze.changed", "Change freeze changed"

@@ -10,6 +10,7 @@ from . import policy
 from .models import PromotionKind
 
 LABELS = {
+    "lift": ("Lift hold…", ""),
     "approve": ("Approve", "primary"),
     "reject": ("Reject", "danger"),
     "cancel": ("Cancel request", ""),
@@ -51,6 +52,11 @@ def rollback_action(deployment, url, why_not, *, busy=None):
     if not why_not and busy is not None:
         why_not = busy_refusal(busy)
     return _action("rollback", url, why_not)
+
+
+def lift_action(hold, url, why_not):
+    """Lifting a hold on automatic promotions, for whoever may request promotions there."""
+    return _action("lift", url, why_not)
 
 
 def busy_refusal(promotion):

@@ -173,6 +173,28 @@ def for_cancel(promotion, user):
     )
 
 
+def for_lift_hold(hold, user):
+    service, environment = hold.service, hold.environment
+    lines = [
+        f"Automatic promotions of {service.name} into {environment.name} resume. The hold said: {hold.reason}",
+    ]
+    previous = environment.previous()
+    if environment.auto_promote and previous:
+        lines.append(
+            f"The newest build verified in {previous.name} that waited, if any, is promoted into "
+            f"{environment.name} at once."
+        )
+    else:
+        lines.append("Nothing is promoted by itself now; the board offers the newest build again.")
+    return Confirmation(
+        title="Lift the hold",
+        headline=f"{service.name} in {environment.name}",
+        submit="Lift hold",
+        consequences=lines,
+        why_not=policy.why_not_lift_hold(hold, user) or "",
+    )
+
+
 def for_rollback(service, environment, user, current, target):
     lines = []
     why_not = policy.why_not_request(user, service, environment, kind=PromotionKind.ROLLBACK) or ""

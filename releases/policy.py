@@ -66,10 +66,7 @@ def _approver_groups(environment):
 
 
 def describe_groups(groups):
-    names = sorted(group.name for group in groups)
-    if not names:
-        return "nobody (no approver group is set)"
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return describe_groups_by_name(sorted(group.name for group in groups), nobody="nobody (no approver group is set)")
 
 
 def is_approver(user, environment):
@@ -94,11 +91,9 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
         if service.team_id:
             allowed_groups.add(service.team_id)
         if not _group_ids(actor) & allowed_groups:
-            owners = f"the {service.team.name} team" if service.team_id else "the owning team"
             return forbidden(
-                f"Only {owners}, approvers of {environment.name} "
-                f"({describe_groups(_approver_groups(environment))}) and release managers may request "
-                f"promotions of {service.name} into {environment.name}."
+                f"Only members of {describe_requesters(service, environment)} may request promotions of "
+                f"{service.name} into {environment.name}."
             )
     if is_emergency:
         if not environment.allows_break_glass:
@@ -125,7 +120,7 @@ def why_not_report(actor, service):
         return forbidden("Sign in or use an API token to register builds and report CI results.")
     if actor.is_superuser or (service.team_id and service.team_id in _group_ids(actor)):
         return None
-    owners = f"the {service.team.name} team" if service.team_id else "its owning team (none is set)"
+    owners = f"members of {service.team.name}" if service.team_id else "its owning team (none is set)"
     return forbidden(
         f"Only {owners} may register builds of {service.name} or report their CI results; "
         "CI does it with an API token that has the register or report scope."
@@ -196,6 +191,33 @@ def why_not_cancel(promotion, actor):
     return forbidden(
         "Only the requester, an approver of this environment or an administrator may cancel this promotion."
     )
+
+
+def why_not_lift_hold(hold, user):
+    """Who may lift a hold on automatic promotions: a person who may request promotions there."""
+    if hold.lifted_at:
+        return Refusal("This hold was already lifted.")
+    if not is_person(user) or why_not_request(user, hold.service, hold.environment):
+        return forbidden(
+            f"Only people who may promote {hold.service.name} into {hold.environment.name} may lift its hold: "
+            f"{describe_requesters(hold.service, hold.environment)}."
+        )
+    return None
+
+
+def describe_requesters(service, environment):
+    """Who may request promotions of the service into the environment, in words."""
+    groups = {group.name for group in _approver_groups(environment)}
+    groups |= {group.name for group in environment.requester_groups.all()}
+    if service.team_id:
+        groups.add(service.team.name)
+    return describe_groups_by_name(sorted(groups), nobody="administrators only")
+
+
+def describe_groups_by_name(names, nobody):
+    if not names:
+        return nobody
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def offered_decisions(promotion, user):

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from audit import log as audit
@@ -347,6 +348,7 @@ def reject(promotion, user, comment):
         f"{_describe(promotion)} rejected by {user.get_username()}",
         comment=comment.strip(),
     )
+    promote_waiting(promotion.service, promotion.environment)
     return promotion
 
 
@@ -361,6 +363,7 @@ def cancel(promotion, actor, comment=""):
     _record(
         AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
     )
+    promote_waiting(promotion.service, promotion.environment)
     return promotion
 
 
@@ -478,26 +481,38 @@ def _finish_rollback(rollback, now):
             f"{_describe(taken_out)} rolled back to {rollback.release.version}",
             rollback_promotion=rollback.pk,
         )
-    if not Hold.objects.active().filter(service=rollback.service, environment=rollback.environment).exists():
-        Hold.objects.create(
-            service=rollback.service,
-            environment=rollback.environment,
-            reason=f"Rolled back to {rollback.release.version} by promotion #{rollback.pk}",
-            placed_by=rollback.requester_name(),
-            placed_at=now,
-        )
-        audit.record(
-            AuditAction.HOLD_PLACED,
-            actor=PIPELINE,
-            service=rollback.service.name,
-            environment=rollback.environment.name,
-            version=rollback.release.version,
-            promotion=rollback,
-            message=(
-                f"Automatic promotions of {rollback.service.name} into "
-                f"{rollback.environment.name} are on hold after the rollback"
-            ),
-        )
+    _place_hold(
+        rollback.service,
+        rollback.environment,
+        f"Rolled back to {rollback.release.version} by promotion #{rollback.pk}",
+        promotion=rollback,
+        placed_by=rollback.requester_name(),
+        now=now,
+    )
+
+
+def _place_hold(service, environment, reason, *, promotion=None, placed_by=PIPELINE, now=None):
+    """Stop automatic promotions into the place until a person lifts the hold (one per place)."""
+    if Hold.objects.active().filter(service=service, environment=environment).exists():
+        return None
+    hold = Hold.objects.create(
+        service=service,
+        environment=environment,
+        reason=reason[:300],
+        placed_by=placed_by,
+        placed_at=now or timezone.now(),
+    )
+    audit.record(
+        AuditAction.HOLD_PLACED,
+        actor=PIPELINE,
+        service=service.name,
+        environment=environment.name,
+        version=promotion.release.version if promotion else "",
+        promotion=promotion,
+        message=f"Automatic promotions of {service.name} into {environment.name} are on hold: {reason}",
+        data={"reason": reason},
+    )
+    return hold
 
 
 @transaction.atomic
@@ -542,6 +557,7 @@ def mark_verified(promotion, summary=""):
         f"{_describe(promotion)} verified" + (f": {summary}" if summary else ""),
     )
     _auto_promote_next(promotion)
+    promote_waiting(promotion.service, promotion.environment)
     return promotion
 
 
@@ -549,15 +565,59 @@ def _auto_promote_next(promotion):
     following = promotion.environment.next()
     if following is None or not following.auto_promote or promotion.is_rollback:
         return
-    request_automatic_promotion(promotion.release, following)
+    _promote_or_defer(promotion.release, following, promotion)
+
+
+def _promote_or_defer(release, environment, because_of=None):
+    """Promote `release` automatically, or say in the audit log why it waits (it goes when the place frees up)."""
+    request = _Request(release, environment, None, PromotionKind.AUTO)
+    refusal = request.why_not()
+    if refusal is None:
+        return request.create()
+    audit.record(
+        AuditAction.PROMOTION_DEFERRED,
+        actor=PIPELINE,
+        service=release.service.name,
+        environment=environment.name,
+        version=release.version,
+        promotion=because_of,
+        message=f"{release.service.name} {release.version} waits to enter {environment.name}: {refusal}",
+        data={"reason": str(refusal)},
+    )
+    return None
+
+
+def promote_waiting(service, environment):
+    """Now that the place is free: the newest build that waited to enter it, promoted automatically.
+
+    A build waits when it was verified in the environment before while this one was busy, on hold
+    or frozen; only the newest goes, and the older ones say on their page that a newer build went
+    instead. Returns the promotion, or None. The first environment takes builds as CI registers
+    them; there the board offers the newest one again.
+    """
+    previous = environment.previous()
+    if not environment.auto_promote or previous is None:
+        return None
+    verified = Promotion.objects.filter(release=OuterRef("pk"), environment=previous, state=PromotionState.VERIFIED)
+    waiting = Release.objects.for_service(service).filter(Exists(verified))
+    current = _current_deployment(service, environment)
+    if current:
+        waiting = waiting.newer_than(current.release)
+    newest = waiting.newest_first().first()
+    if newest is None or newest.promotions.filter(environment=environment).exists():
+        return None  # nothing newer waits, or the newest was tried there already (and people decided)
+    return _promote_or_defer(newest, environment)
 
 
 @transaction.atomic
-def fail(promotion, step, error, *, from_states=None):
+def fail(promotion, step, error, *, from_states=None, roll_back=True):
     """Stop the promotion at `step` with `error`; roll back by itself where the policy says so.
 
     `from_states`: the states the caller's step may fail it from (a job that did not start the
     step must not fail a promotion another job has carried on); any active state by default.
+    `roll_back=False`: the failure is a refusal of the very path a rollback would take (Argo CD
+    refusing the portal's token): no automatic rollback, a hold that says what to fix instead.
+    Wherever the automation cannot finish, a hold on the place says why.
     """
     promotion = _locked(promotion)
     _expect(promotion, *(from_states or PromotionState.active()))
@@ -590,28 +650,47 @@ def fail(promotion, step, error, *, from_states=None):
         error=error,
     )
 
-    environment = promotion.environment
-    if step in ("sync", "verification") and environment.rollback_on_failed_verification and not promotion.is_rollback:
-        try:
-            with transaction.atomic():
-                request_rollback(promotion.service, environment, None, rolls_back=promotion)
-        except PromotionError as refusal:
-            logger.warning("No automatic rollback for promotion %s: %s", promotion.pk, refusal)
+    _after_failure(promotion, step, error, roll_back)
     alerts.enqueue_failure_alert(promotion)
     return promotion
 
 
-@transaction.atomic
-def lift_hold(hold, user):
-    audit.lock_chain()
-    hold = Hold.objects.select_for_update(of=("self",)).select_related("service", "environment").get(pk=hold.pk)
-    if hold.lifted_at:
-        raise PromotionError("This hold was already lifted.")
-    if not policy.is_person(user) or policy.why_not_request(user, hold.service, hold.environment):
-        raise PromotionError(
-            f"Only people who may promote {hold.service.name} into {hold.environment.name} may lift its hold.",
-            forbidden=True,
+def _after_failure(promotion, step, error, roll_back):
+    """What automation does about a failure, and a hold (with the reason) wherever it cannot finish."""
+    service, environment, version = promotion.service, promotion.environment, promotion.release.version
+    if promotion.is_rollback and promotion.requested_via == PIPELINE:
+        _place_hold(
+            service, environment, f"The automatic rollback to {version} failed at {step}: {error}", promotion=promotion
         )
+        return
+    if step not in ("sync", "verification") or not environment.rollback_on_failed_verification:
+        return  # alert-only here: people decide
+    if promotion.is_rollback:
+        return
+    if not roll_back:
+        _place_hold(
+            service,
+            environment,
+            f"{version} failed at {step} and was not rolled back automatically through what refused the portal: "
+            f"{error}",
+            promotion=promotion,
+        )
+        return
+    try:
+        with transaction.atomic():
+            request_rollback(service, environment, None, rolls_back=promotion)
+    except PromotionError as refusal:
+        logger.warning("No automatic rollback for promotion %s: %s", promotion.pk, refusal)
+        _place_hold(
+            service, environment, f"The automatic rollback of {version} could not start: {refusal}", promotion=promotion
+        )
+
+
+@audit.chain_transaction()
+def lift_hold(hold, user, comment=""):
+    """Automatic promotions into the place resume; the newest build that waited goes now."""
+    hold = Hold.objects.select_for_update(of=("self",)).select_related("service", "environment").get(pk=hold.pk)
+    policy.ensure(policy.why_not_lift_hold(hold, user))
     hold.lifted_at = timezone.now()
     hold.lifted_by = user
     hold.save(update_fields=["lifted_at", "lifted_by"])
@@ -621,5 +700,7 @@ def lift_hold(hold, user):
         service=hold.service.name,
         environment=hold.environment.name,
         message=f"Automatic promotions of {hold.service.name} into {hold.environment.name} resumed",
+        data={"reason": hold.reason, "comment": comment.strip()},
     )
+    hold.promoted = promote_waiting(hold.service, hold.environment)
     return hold

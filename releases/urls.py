@@ -17,5 +17,6 @@ urlpatterns = [
     path("promotions/<int:pk>/approve/", views.approve, name="approve"),
     path("promotions/<int:pk>/reject/", views.reject, name="reject"),
     path("promotions/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("holds/<int:pk>/lift/", views.lift_hold, name="lift-hold"),
     path("audit/export.json", views.audit_log_export, name="audit-export"),
 ]

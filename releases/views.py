@@ -26,10 +26,10 @@ from audit.models import AuditEvent
 from environments.models import Environment
 
 from . import audit_export, confirmations, policy, timeline, transitions
-from .actions import decision_actions, rollback_action, why_not_roll_back
+from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
 from .board import build_board
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm
-from .models import CheckResult, Deployment, Promotion, PromotionState, Release, Service
+from .models import CheckResult, Deployment, Hold, Promotion, PromotionState, Release, RunStatus, Service
 from .policy import PromotionError
 
 
@@ -97,8 +97,24 @@ def _promotion_context(request, pk):
         actions.append(
             rollback_action(deployment, url, why_not_roll_back(user, promotion.service, promotion.environment))
         )
+    hold = (
+        Hold.objects.active()
+        .filter(service=promotion.service, environment=promotion.environment)
+        .select_related("service", "environment")
+        .first()
+    )
+    if hold:
+        url = reverse("releases:lift-hold", args=[hold.pk]) + back
+        actions.insert(0, lift_action(hold, url, policy.why_not_lift_hold(hold, user)))
     samples = list(promotion.samples.all())
+    runs = list(promotion.runs.order_by("created_at", "id"))
     return {
+        "hold": hold,
+        "hold_liftable_by": policy.describe_requesters(promotion.service, promotion.environment) if hold else "",
+        "runs": runs,
+        "troubled_runs": [run for run in runs if run.status in (RunStatus.CRASHED, RunStatus.RETRY)],
+        "max_crashes": settings.PIPELINE_MAX_CRASHES,
+        "retry_minutes": round(settings.PIPELINE_RETRY_SECONDS / 60),
         "promotion": promotion,
         "steps": timeline.steps(promotion, now),
         "soak": timeline.soak(promotion, now),
@@ -307,6 +323,36 @@ def cancel(request, pk):
         transitions.cancel,
         lambda confirmation, cancelled: f"You cancelled {confirmation.headline}.",
     )
+
+
+@require_http_methods(["GET", "POST"])
+def lift_hold(request, pk):
+    """People who may request promotions of the service into the environment (`policy.why_not_lift_hold`)."""
+    hold = get_object_or_404(
+        Hold.objects.select_related("service__team", "environment").prefetch_related(
+            "environment__approver_groups", "environment__requester_groups"
+        ),
+        pk=pk,
+    )
+    back = _next_url(request, reverse("releases:board"))
+    confirmation = confirmations.for_lift_hold(hold, request.user)
+    form = CommentForm(_posted(request))
+    if request.method == "POST":
+        if not form.is_valid():
+            return _confirm(request, confirmation, form, back=back, status=400)
+
+        def lifted(result):
+            done = f"Automatic promotions of {confirmation.headline} resumed."
+            if result.promoted:
+                done += (
+                    f" {result.promoted.release.version} waited and is on its way (promotion #{result.promoted.pk})."
+                )
+            return done
+
+        return _act(
+            request, back, lambda: transitions.lift_hold(hold, request.user, form.cleaned_data["comment"]), lifted
+        )
+    return _confirm(request, confirmation, form, back=back)
 
 
 # --- the audit log in the reference docs' shape -------------------------------------------------------

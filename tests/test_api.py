@@ -235,7 +235,9 @@ def test_a_token_made_for_other_services_may_not_register_this_one(world):
 def test_people_register_builds_only_of_services_their_team_owns(world):
     frank = make_user("frank", groups=["frontend-team"])
     body = assert_error(
-        session_client(frank).post("/api/v1/releases/", build(), format="json"), 403, text="Only the backend-team team"
+        session_client(frank).post("/api/v1/releases/", build(), format="json"),
+        403,
+        text="Only members of backend-team",
     )
     assert "API token" in body["message"]
     assert not Release.objects.exists()
@@ -244,7 +246,7 @@ def test_people_register_builds_only_of_services_their_team_owns(world):
 
 def test_a_personal_token_registers_as_its_person(world):
     client = token_client("register", user=world["sam"])
-    assert_error(client.post("/api/v1/releases/", build(), format="json"), 403, text="Only the backend-team team")
+    assert_error(client.post("/api/v1/releases/", build(), format="json"), 403, text="Only members of backend-team")
     assert not Release.objects.exists()
 
 
@@ -395,7 +397,7 @@ def test_request_validation_and_rules(world):
             format="json",
         ),
         403,
-        text="Only the backend-team team",
+        text="Only members of backend-team",
     )
     assert not Promotion.objects.exists()
 
@@ -484,7 +486,7 @@ def test_people_outside_the_owning_team_may_not_overturn_a_ci_result(world):
     assert_error(
         session_client(frank).post("/api/v1/verifications/", overturn, format="json"),
         403,
-        text="Only the backend-team team",
+        text="Only members of backend-team",
     )
     assert list(CheckResult.objects.values_list("passed", flat=True)) == [False]
     assert_error(

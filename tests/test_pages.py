@@ -176,7 +176,7 @@ def test_a_finished_promotion_that_still_runs_offers_only_a_rollback(world):
     replaced = page_for(world["sam"], older.get_absolute_url()).content.decode()
     assert "nothing more can be done to it here" in replaced
     stranger = page_for(world["viewer"], newer.get_absolute_url()).content.decode()
-    assert 'data-action="rollback">Only the backend-team team' in stranger
+    assert 'data-action="rollback">Only members of backend-team' in stranger
 
 
 def test_htmx_refreshes_only_the_live_part_of_the_promotion_page(world):

@@ -254,7 +254,7 @@ def test_deploying_replaces_the_current_deployment_and_a_rollback_places_a_hold(
     assert Hold.objects.active().filter(service=world["service"], environment=world["env"]["develop"]).exists()
 
 
-def test_auto_promotion_to_qa_when_develop_is_verified_unless_on_hold(world):
+def test_auto_promotion_to_qa_waits_while_qa_is_on_hold_and_goes_when_it_is_lifted(world):
     release = make_release(world["service"], "2026.02.1")
     promotion = transitions.request_promotion(release, world["env"]["develop"], None, kind=PromotionKind.AUTO)
     for step in (transitions.start_commit, lambda p: transitions.mark_committed(p, "d" * 40, "m")):
@@ -265,20 +265,43 @@ def test_auto_promotion_to_qa_when_develop_is_verified_unless_on_hold(world):
     )
     transitions.mark_verified(transitions.mark_verifying(promotion, configured=False))
     assert not Promotion.objects.filter(environment=world["env"]["qa"]).exists()
+    waits = AuditEvent.objects.get(action=AuditAction.PROMOTION_DEFERRED)
+    assert waits.message == (
+        "nexo-be 2026.02.1 waits to enter qa: Automatic promotions of nexo-be into qa are on hold (rolled back). "
+        "Lift the hold to resume them; a person may still request a promotion."
+    )
 
-    transitions.lift_hold(Hold.objects.get(), world["rita"])
-    second = make_release(world["service"], "2026.02.2")
-    promotion = transitions.request_promotion(second, world["env"]["develop"], None, kind=PromotionKind.AUTO)
-    promotion = transitions.mark_committed(transitions.start_commit(promotion), "e" * 40, "m")
-    promotion = transitions.mark_deployed(transitions.mark_syncing(promotion, configured=False))
-    transitions.mark_verified(transitions.mark_verifying(promotion, configured=False))
+    hold = transitions.lift_hold(Hold.objects.get(), world["rita"])
     auto = Promotion.objects.get(environment=world["env"]["qa"])
+    assert hold.promoted == auto
     assert (auto.release, auto.kind, auto.state, auto.requested_via) == (
-        second,
+        release,
         PromotionKind.AUTO,
         PromotionState.APPROVED,
         "pipeline",
     )
+
+
+def test_a_build_verified_while_qa_is_busy_goes_to_qa_when_it_frees_up_and_only_the_newest(world):
+    in_qa = make_release(world["service"], "2026.02.1")
+    verified_in(in_qa, "develop", environments=world["env"])
+    busy = transitions.request_promotion(in_qa, world["env"]["qa"], world["rita"])
+    older, newest = make_release(world["service"], "2026.02.2"), make_release(world["service"], "2026.02.3")
+    for release in (older, newest):
+        promotion = transitions.request_promotion(release, world["env"]["develop"], None, kind=PromotionKind.AUTO)
+        promotion = transitions.mark_committed(transitions.start_commit(promotion), "e" * 40, "m")
+        promotion = transitions.mark_deployed(transitions.mark_syncing(promotion, configured=False))
+        transitions.mark_verified(transitions.mark_verifying(promotion, configured=False))
+    assert list(Promotion.objects.filter(environment=world["env"]["qa"]).values_list("release", flat=True)) == [
+        in_qa.pk
+    ]
+    assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_DEFERRED).count() == 2
+
+    busy = transitions.mark_committed(transitions.start_commit(busy), "f" * 40, "m")
+    busy = transitions.mark_deployed(transitions.mark_syncing(busy, configured=False))
+    transitions.mark_verified(transitions.mark_verifying(busy, configured=False))
+    went = Promotion.objects.filter(environment=world["env"]["qa"]).exclude(pk=busy.pk).get()
+    assert (went.release, went.kind) == (newest, PromotionKind.AUTO)
 
 
 def test_rollback_defaults_to_the_last_verified_release(world):
