@@ -86,9 +86,13 @@ class ApplicationStatus:
     revision: str
     phase: str
     health: str
-    message: str
     # The revision of the last operation (sync): tells our failed sync from an older one.
     operation_revision: str = ""
+    # Argo CD's words, each from its own place: status.operationState.message (how the sync went),
+    # the Degraded resources' health messages (status.resources[].health) and status.conditions.
+    operation_message: str = ""
+    health_message: str = ""
+    conditions: str = ""
 
     @classmethod
     def from_application(cls, application):
@@ -101,9 +105,20 @@ class ApplicationStatus:
             revision=sync.get("revision") or "",
             phase=operation_state.get("phase") or "",
             health=(status.get("health") or {}).get("status") or Health.UNKNOWN,
-            message=_most_useful_message(status),
             operation_revision=(operation_state.get("syncResult") or {}).get("revision") or requested or "",
+            operation_message=operation_state.get("message") or "",
+            health_message=_health_message(status),
+            conditions="; ".join(
+                f"{condition.get('type')}: {condition.get('message')}" for condition in status.get("conditions") or []
+            ),
         )
+
+    @property
+    def message(self):
+        """The most useful of Argo CD's messages: a failed sync's, else why it is unhealthy, else the rest."""
+        if self.phase in (OperationPhase.FAILED, OperationPhase.ERROR) and self.operation_message:
+            return self.operation_message
+        return self.health_message or self.conditions or self.operation_message
 
     def is_deployed(self, revision, includes=None):
         """Whether `revision` runs Synced, Succeeded and Healthy.
@@ -119,12 +134,13 @@ class ApplicationStatus:
             and self.health == Health.HEALTHY
         )
 
-    def failure(self, revision, includes=None):
-        """Why deploying `revision` has failed for good, or "" while it may still succeed."""
-        reason = self.message or "Argo CD gave no reason"
-        our_operation = self._runs(self.operation_revision, revision, includes)
-        if our_operation and self.phase in (OperationPhase.FAILED, OperationPhase.ERROR):
-            return f"the sync to {revision[:12]} ended in phase {self.phase}: {reason}"
+    def failure(self, name, revision, includes=None):
+        """Why deploying `revision` to application `name` has failed for good, as a sentence, or "" while
+        it may still succeed."""
+        our_sync_ended_badly = self.phase in (OperationPhase.FAILED, OperationPhase.ERROR)
+        if our_sync_ended_badly and self._runs(self.operation_revision, revision, includes):
+            reason = self.message or "Argo CD gave no reason"
+            return f"Argo CD application {name}: the sync to {revision[:12]} ended in phase {self.phase}: {reason}."
         # Degraded counts only once our revision is what runs: an application that was Degraded before
         # the sync may be exactly what this release fixes.
         if (
@@ -133,7 +149,12 @@ class ApplicationStatus:
             and self._runs(self.revision, revision, includes)
             and self.phase not in (OperationPhase.RUNNING, OperationPhase.TERMINATING)
         ):
-            return f"revision {revision[:12]} is running but Degraded: {reason}"
+            # The health verdict stands alone: the sync's own message ("successfully synced") is about
+            # applying the manifests, which went well.
+            why = self.health_message or "Argo CD gave no health message for its resources"
+            if self.phase == OperationPhase.SUCCEEDED:
+                return f"Argo CD application {name} is Degraded ({why}); the sync to {revision[:12]} itself succeeded."
+            return f"Argo CD application {name} is Degraded ({why}) running revision {revision[:12]}."
         return ""
 
     @staticmethod
@@ -142,27 +163,32 @@ class ApplicationStatus:
 
     def describe(self):
         parts = [f"sync {self.sync_status}" + (f" at {self.revision[:12]}" if self.revision else "")]
-        parts.append(f"operation {self.phase}" if self.phase else "no operation")
-        parts.append(f"health {self.health}")
-        return ", ".join(parts) + (f" ({self.message})" if self.message else "")
+        if self.phase:
+            parts.append(f"operation {self.phase}" + (f" ({self.operation_message})" if self.operation_message else ""))
+        else:
+            parts.append("no operation")
+        parts.append(f"health {self.health}" + (f" ({self.health_message})" if self.health_message else ""))
+        return ", ".join(parts) + (f"; {self.conditions}" if self.conditions else "")
 
 
-def _most_useful_message(status):
-    operation_state = status.get("operationState") or {}
-    candidates = []
-    if operation_state.get("phase") in (OperationPhase.FAILED, OperationPhase.ERROR):
-        candidates.append(operation_state.get("message"))
-    candidates.append((status.get("health") or {}).get("message"))
-    candidates.extend(
-        f"{resource.get('kind')}/{resource.get('name')}: {resource['health']['message']}"
-        for resource in status.get("resources") or []
-        if (resource.get("health") or {}).get("status") == Health.DEGRADED and resource["health"].get("message")
-    )
-    candidates.extend(
-        f"{condition.get('type')}: {condition.get('message')}" for condition in status.get("conditions") or []
-    )
-    candidates.append(operation_state.get("message"))
-    return next((text for text in candidates if text), "")
+def _health_message(status):
+    """What the Degraded resources say, e.g. 'Deployment nexo-be: Deployment "nexo-be" exceeded its
+    progress deadline'. Argo CD aggregates only the status into status.health; a message there is kept."""
+    reasons = [message] if (message := (status.get("health") or {}).get("message")) else []
+    for resource in status.get("resources") or []:
+        health = resource.get("health") or {}
+        if health.get("status") != Health.DEGRADED:
+            continue
+        resource_name = f"{resource.get('kind')} {resource.get('name')}"
+        message = health.get("message") or ""
+        if message in reasons:
+            continue
+        # Argo CD's own messages often name the resource already ('Deployment "nexo-be" exceeded …').
+        if message and f'"{resource.get("name")}"' in message:
+            reasons.append(message)
+        else:
+            reasons.append(f"{resource_name}: {message}" if message else f"{resource_name} is Degraded")
+    return "; ".join(reasons)
 
 
 class ArgoCD:
@@ -256,9 +282,9 @@ class ArgoCD:
                     on_status(status)
                 if status.is_deployed(revision, includes):
                     return status
-                failure = status.failure(revision, includes)
+                failure = status.failure(name, revision, includes)
                 if failure:
-                    raise ArgoCDError(f"Argo CD application {name}: {failure}.", message=status.message)
+                    raise ArgoCDError(failure, message=status.message)
                 last_seen = status.describe()
             remaining = deadline - clock()
             if remaining <= 0:

@@ -193,15 +193,31 @@ def test_a_refused_sync_other_than_operation_in_progress_is_not_retried(argocd_s
     assert len(argocd_server.sync_requests) == 1
 
 
-def test_a_degraded_application_after_the_sync_fails_with_argocds_health_message(argocd_server, argocd, clock):
+def test_a_degraded_application_reads_as_one_statement_from_the_resources_health(argocd_server, argocd, clock):
     argocd_server.app("nexo-be-develop", outcome=Outcome.DEGRADED)
 
     with pytest.raises(ArgoCDError) as raised:
         wait(argocd, clock, "nexo-be-develop")
 
-    assert not isinstance(raised.value, ArgoCDTimeout)
-    assert "Degraded" in str(raised.value)
-    assert 'Deployment "nexo-be-develop" exceeded its progress deadline' in str(raised.value)
+    assert str(raised.value) == (
+        'Argo CD application nexo-be-develop is Degraded (Deployment "nexo-be-develop" exceeded its progress '
+        f"deadline); the sync to {REVISION[:12]} itself succeeded."
+    )
+    assert raised.value.message == 'Deployment "nexo-be-develop" exceeded its progress deadline'
+
+
+def test_a_degraded_application_without_health_messages_never_borrows_the_syncs_message(argocd_server, argocd, clock):
+    # As with controller.resource.health.persist=false: status.resources carry no health at all.
+    argocd_server.app("nexo-be-develop", outcome=Outcome.DEGRADED, persist_resource_health=False)
+
+    with pytest.raises(ArgoCDError) as raised:
+        wait(argocd, clock, "nexo-be-develop")
+
+    assert "successfully synced" not in str(raised.value)
+    assert str(raised.value) == (
+        "Argo CD application nexo-be-develop is Degraded (Argo CD gave no health message for its resources); "
+        f"the sync to {REVISION[:12]} itself succeeded."
+    )
 
 
 def test_a_failed_sync_fails_with_argocds_operation_message(argocd_server, argocd, clock):
@@ -355,7 +371,8 @@ def test_is_deployed_accepts_an_abbreviated_revision():
     ],
 )
 def test_only_a_failure_of_our_revision_fails_the_wait(overrides, failed):
-    assert bool(ApplicationStatus.from_application(application(**overrides)).failure(REVISION)) is failed
+    status = ApplicationStatus.from_application(application(**overrides))
+    assert bool(status.failure("nexo-be-develop", REVISION)) is failed
 
 
 def test_the_message_is_the_most_useful_one_argocd_gave():
@@ -374,7 +391,7 @@ def test_the_message_is_the_most_useful_one_argocd_gave():
     failed["status"]["operationState"]["message"] = "one or more objects failed to apply"
     with_condition = application(phase="", conditions=[{"type": "ComparisonError", "message": "repository not found"}])
 
-    assert ApplicationStatus.from_application(degraded).message == "Deployment/nexo-be: exceeded its progress deadline"
+    assert ApplicationStatus.from_application(degraded).message == "Deployment nexo-be: exceeded its progress deadline"
     assert ApplicationStatus.from_application(failed).message == "one or more objects failed to apply"
     assert ApplicationStatus.from_application(with_condition).message == "ComparisonError: repository not found"
 
