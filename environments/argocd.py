@@ -2,8 +2,25 @@
 
 Argo CD serves gRPC through grpc-gateway (server/application/application.proto): a failure comes back
 as {"error": ..., "code": <gRPC code>, "message": ...} with the HTTP status grpc-gateway maps the code to.
+
+What goes wrong comes in three kinds (every error is an ArgoCDError), and `wait_until_deployed`
+treats each its own way:
+
+- Transient (ArgoCDUnavailable, `is_transient`): no answer (connection refused or reset, a timeout),
+  HTTP 5xx, 408 or 429, and "another operation is already in progress" (FailedPrecondition, HTTP 400)
+  on a sync. A restarting argocd-server, or someone else's sync: asked again with backoff until the
+  deadline; then ArgoCDTimeout says what was still happening and for how long (`last_error`).
+- Refusals (ArgoCDRefused): 401 (the token), 403 (the token's RBAC, a sync window, or an application
+  Argo CD will not say is missing), 404 (no such application), any other 4xx, or an answer that is not
+  Argo CD's API. Asking again gives the same answer until a person fixes the portal's setup: never
+  retried, and no automatic rollback should go through the Argo CD that has just refused.
+- Failures of the release (ArgoCDDeployFailed): Argo CD synced our revision and the sync ended Failed
+  or Error, or the revision runs Degraded. What an automatic rollback is for.
+
+ArgoCDTimeout with `last_error` None means Argo CD answered throughout but the rollout did not finish.
 """
 
+import random
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -14,9 +31,13 @@ from django.conf import settings
 
 from nexo_portal.lib.http import describe_failure, excerpt
 
-SYNC_ATTEMPTS = 5
-SYNC_RETRY_SECONDS = 5.0
 OPERATION_IN_PROGRESS = "another operation is already in progress"
+# Backoff after transient failures: from the poll interval, doubling up to the cap, each delay shortened by
+# a random part of up to BACKOFF_JITTER, so that workers that failed together do not all ask again together.
+BACKOFF_CAP_SECONDS = 30.0
+BACKOFF_JITTER = 0.25
+# Besides every 5xx: request timeout, and too many requests.
+TRANSIENT_HTTP_STATUSES = frozenset({408, 429})
 
 
 class GrpcCode(IntEnum):
@@ -50,8 +71,8 @@ class Health:
 
 class ArgoCDError(Exception):
     """Argo CD refused, failed, or could not be reached. str() is a sentence for the release manager;
-    `message` is Argo CD's own words, `code` its gRPC code and `http_status` the HTTP status (None when
-    no answer came)."""
+    `message` is Argo CD's own words (or the reason no answer came), `code` its gRPC code and
+    `http_status` the HTTP status (None when no answer came). Only its subclasses are raised."""
 
     def __init__(self, sentence, *, http_status=None, code=None, message=""):
         super().__init__(sentence)
@@ -61,12 +82,38 @@ class ArgoCDError(Exception):
 
     @property
     def is_transient(self):
-        """Worth asking again later: Argo CD was unreachable or failed on its side (a restarting server)."""
-        return self.http_status is None or self.http_status >= 500
+        """Worth asking again later (ArgoCDUnavailable)."""
+        return isinstance(self, ArgoCDUnavailable)
+
+
+class ArgoCDUnavailable(ArgoCDError):
+    """Transient: no answer, an HTTP 5xx, 408 or 429, or a sync refused because another operation is in
+    progress. A single call raises it; `wait_until_deployed` asks again until its deadline."""
+
+    @property
+    def is_operation_in_progress(self):
+        return self.code == GrpcCode.FAILED_PRECONDITION and OPERATION_IN_PROGRESS in self.message
+
+
+class ArgoCDRefused(ArgoCDError):
+    """Argo CD refused the portal (401, 403, 404, another 4xx) or is not what ARGOCD_URL points at; the
+    sentence says what to fix. Asking again gives the same answer: not retried, and an automatic rollback
+    through the same Argo CD would be refused alike."""
+
+
+class ArgoCDDeployFailed(ArgoCDError):
+    """Argo CD synced our revision and it failed: the sync ended Failed or Error, or the revision runs
+    Degraded. The release's fault, not the portal's setup: what an automatic rollback is for."""
 
 
 class ArgoCDTimeout(ArgoCDError):
-    """The application did not reach the revision, Synced and Healthy in time."""
+    """The deadline passed before the application ran the revision Synced and Healthy. `last_error` is
+    the transient error that was still happening then (Argo CD unreachable, failing or busy), or None
+    when Argo CD answered but the rollout was not done."""
+
+    def __init__(self, sentence, *, last_error=None, **details):
+        super().__init__(sentence, **details)
+        self.last_error = last_error
 
 
 def same_revision(reported, wanted):
@@ -86,9 +133,13 @@ class ApplicationStatus:
     revision: str
     phase: str
     health: str
-    message: str
     # The revision of the last operation (sync): tells our failed sync from an older one.
     operation_revision: str = ""
+    # Argo CD's words, each from its own place: status.operationState.message (how the sync went),
+    # the Degraded resources' health messages (status.resources[].health) and status.conditions.
+    operation_message: str = ""
+    health_message: str = ""
+    conditions: str = ""
 
     @classmethod
     def from_application(cls, application):
@@ -101,9 +152,20 @@ class ApplicationStatus:
             revision=sync.get("revision") or "",
             phase=operation_state.get("phase") or "",
             health=(status.get("health") or {}).get("status") or Health.UNKNOWN,
-            message=_most_useful_message(status),
             operation_revision=(operation_state.get("syncResult") or {}).get("revision") or requested or "",
+            operation_message=operation_state.get("message") or "",
+            health_message=_health_message(status),
+            conditions="; ".join(
+                f"{condition.get('type')}: {condition.get('message')}" for condition in status.get("conditions") or []
+            ),
         )
+
+    @property
+    def message(self):
+        """The most useful of Argo CD's messages: a failed sync's, else why it is unhealthy, else the rest."""
+        if self.phase in (OperationPhase.FAILED, OperationPhase.ERROR) and self.operation_message:
+            return self.operation_message
+        return self.health_message or self.conditions or self.operation_message
 
     def is_deployed(self, revision, includes=None):
         """Whether `revision` runs Synced, Succeeded and Healthy.
@@ -119,12 +181,13 @@ class ApplicationStatus:
             and self.health == Health.HEALTHY
         )
 
-    def failure(self, revision, includes=None):
-        """Why deploying `revision` has failed for good, or "" while it may still succeed."""
-        reason = self.message or "Argo CD gave no reason"
-        our_operation = self._runs(self.operation_revision, revision, includes)
-        if our_operation and self.phase in (OperationPhase.FAILED, OperationPhase.ERROR):
-            return f"the sync to {revision[:12]} ended in phase {self.phase}: {reason}"
+    def failure(self, name, revision, includes=None):
+        """Why deploying `revision` to application `name` has failed for good, as a sentence, or "" while
+        it may still succeed."""
+        our_sync_ended_badly = self.phase in (OperationPhase.FAILED, OperationPhase.ERROR)
+        if our_sync_ended_badly and self._runs(self.operation_revision, revision, includes):
+            reason = self.message or "Argo CD gave no reason"
+            return f"Argo CD application {name}: the sync to {revision[:12]} ended in phase {self.phase}: {reason}."
         # Degraded counts only once our revision is what runs: an application that was Degraded before
         # the sync may be exactly what this release fixes.
         if (
@@ -133,7 +196,12 @@ class ApplicationStatus:
             and self._runs(self.revision, revision, includes)
             and self.phase not in (OperationPhase.RUNNING, OperationPhase.TERMINATING)
         ):
-            return f"revision {revision[:12]} is running but Degraded: {reason}"
+            # The health verdict stands alone: the sync's own message ("successfully synced") is about
+            # applying the manifests, which went well.
+            why = self.health_message or "Argo CD gave no health message for its resources"
+            if self.phase == OperationPhase.SUCCEEDED:
+                return f"Argo CD application {name} is Degraded ({why}); the sync to {revision[:12]} itself succeeded."
+            return f"Argo CD application {name} is Degraded ({why}) running revision {revision[:12]}."
         return ""
 
     @staticmethod
@@ -142,27 +210,32 @@ class ApplicationStatus:
 
     def describe(self):
         parts = [f"sync {self.sync_status}" + (f" at {self.revision[:12]}" if self.revision else "")]
-        parts.append(f"operation {self.phase}" if self.phase else "no operation")
-        parts.append(f"health {self.health}")
-        return ", ".join(parts) + (f" ({self.message})" if self.message else "")
+        if self.phase:
+            parts.append(f"operation {self.phase}" + (f" ({self.operation_message})" if self.operation_message else ""))
+        else:
+            parts.append("no operation")
+        parts.append(f"health {self.health}" + (f" ({self.health_message})" if self.health_message else ""))
+        return ", ".join(parts) + (f"; {self.conditions}" if self.conditions else "")
 
 
-def _most_useful_message(status):
-    operation_state = status.get("operationState") or {}
-    candidates = []
-    if operation_state.get("phase") in (OperationPhase.FAILED, OperationPhase.ERROR):
-        candidates.append(operation_state.get("message"))
-    candidates.append((status.get("health") or {}).get("message"))
-    candidates.extend(
-        f"{resource.get('kind')}/{resource.get('name')}: {resource['health']['message']}"
-        for resource in status.get("resources") or []
-        if (resource.get("health") or {}).get("status") == Health.DEGRADED and resource["health"].get("message")
-    )
-    candidates.extend(
-        f"{condition.get('type')}: {condition.get('message')}" for condition in status.get("conditions") or []
-    )
-    candidates.append(operation_state.get("message"))
-    return next((text for text in candidates if text), "")
+def _health_message(status):
+    """What the Degraded resources say, e.g. 'Deployment nexo-be: Deployment "nexo-be" exceeded its
+    progress deadline'. Argo CD aggregates only the status into status.health; a message there is kept."""
+    reasons = [message] if (message := (status.get("health") or {}).get("message")) else []
+    for resource in status.get("resources") or []:
+        health = resource.get("health") or {}
+        if health.get("status") != Health.DEGRADED:
+            continue
+        resource_name = f"{resource.get('kind')} {resource.get('name')}"
+        message = health.get("message") or ""
+        if message in reasons:
+            continue
+        # Argo CD's own messages often name the resource already ('Deployment "nexo-be" exceeded …').
+        if message and f'"{resource.get("name")}"' in message:
+            reasons.append(message)
+        else:
+            reasons.append(f"{resource_name}: {message}" if message else f"{resource_name} is Degraded")
+    return "; ".join(reasons)
 
 
 class ArgoCD:
@@ -187,36 +260,27 @@ class ArgoCD:
         """The Application as Argo CD serves it; refresh="normal" makes Argo CD compare with Git first."""
         params = {"refresh": refresh} if refresh else None
         path = f"/api/v1/applications/{quote(name, safe='')}"
-        return self._call("GET", path, f"reading application {name}", params=params)
+        return self._call("GET", path, name, "get", f"reading application {name}", params=params)
 
-    def sync(self, name, revision, *, attempts=SYNC_ATTEMPTS, retry_seconds=SYNC_RETRY_SECONDS, sleep=time.sleep):
-        """Start a sync of `name` to `revision`; returns the Application.
+    def sync(self, name, revision):
+        """Ask Argo CD once to sync `name` to `revision`; returns the Application.
 
-        While another operation runs Argo CD refuses with FailedPrecondition; that is retried a few
-        times, and when the running operation is already ours (a job run twice) it is simply joined.
+        Argo CD refuses while another operation runs (ArgoCDUnavailable, is_operation_in_progress); when
+        that operation is a sync to this same revision (a job run twice, a request whose answer was
+        lost) it is simply joined. Asking again is the caller's choice: `wait_until_deployed` does.
         """
         # The portal changes an image tag; deleting resources is a decision for people, so no prune.
         body = {"name": name, "revision": revision, "prune": False}
         path = f"/api/v1/applications/{quote(name, safe='')}/sync"
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._call("POST", path, f"syncing application {name} to {revision[:12]}", json=body)
-            except ArgoCDError as error:
-                if error.code != GrpcCode.FAILED_PRECONDITION or OPERATION_IN_PROGRESS not in error.message:
-                    raise
-                application = self.get_application(name)
-                current = ApplicationStatus.from_application(application)
-                if current.phase == OperationPhase.RUNNING and same_revision(current.operation_revision, revision):
-                    return application
-                if attempt == attempts:
-                    raise ArgoCDError(
-                        f"Argo CD kept refusing to sync application {name} to {revision[:12]}: {error.message} "
-                        f"(asked {attempts} times, {retry_seconds:g} s apart).",
-                        http_status=error.http_status,
-                        code=error.code,
-                        message=error.message,
-                    ) from error
-                sleep(retry_seconds)
+        try:
+            return self._call("POST", path, name, "sync", f"syncing application {name} to {revision[:12]}", json=body)
+        except ArgoCDUnavailable as error:
+            if not error.is_operation_in_progress:
+                raise
+            application = self.get_application(name)
+            if same_revision(_running_operation_revision(application), revision):
+                return application
+            raise
 
     def wait_until_deployed(
         self,
@@ -229,47 +293,60 @@ class ArgoCD:
         includes=None,
         sleep=time.sleep,
         clock=time.monotonic,
+        jitter=random.random,
         on_status=None,
+        on_retry=None,
     ):
         """Bring `name` to `revision` and wait until it is Synced, its sync Succeeded and it is Healthy.
 
         auto_sync=False asks Argo CD to sync the revision first. auto_sync=True never asks: Argo CD syncs
         by itself, so each poll only asks it to refresh from Git, and `includes(seen)` may accept a later
-        revision of the branch that contains ours. Raises ArgoCDError with Argo CD's
-        message when our sync fails or our revision runs Degraded, ArgoCDTimeout when `timeout` seconds
-        pass first. Unreachable or failing Argo CD servers are polled again until the deadline, so a
-        restart of argocd-server does not fail a promotion. `on_status` sees every status polled.
+        revision of the branch that contains ours.
+
+        Transient failures (ArgoCDUnavailable: Argo CD unreachable or failing, another operation in
+        progress) are asked again after a backoff that starts at `poll_seconds`, doubles up to
+        BACKOFF_CAP_SECONDS and is shortened by up to BACKOFF_JITTER × `jitter()`; `on_retry(error, delay)`
+        hears of each first. Raises ArgoCDRefused at once when Argo CD refuses the portal,
+        ArgoCDDeployFailed when our sync fails or our revision runs Degraded, and ArgoCDTimeout when
+        `timeout` seconds pass first, naming what was seen last. `on_status` sees every status polled.
         """
         deadline = clock() + timeout
-        if not auto_sync:
-            self.sync(name, revision, retry_seconds=poll_seconds, sleep=sleep)
+        sync_requested = auto_sync
+        failures, failing_since, last_error, last_status = 0, 0.0, None, None
         while True:
+            attempt_started = clock()
             try:
+                if not sync_requested:
+                    self.sync(name, revision)
+                    sync_requested = True
                 application = self.get_application(name, refresh="normal" if auto_sync else None)
-            except ArgoCDError as error:
-                if not error.is_transient:
-                    raise
-                last_seen = str(error).rstrip(".")
+            except ArgoCDUnavailable as error:
+                if last_error is None:
+                    failing_since = attempt_started
+                last_error = error
+                delay = _backoff(poll_seconds, failures, jitter)
+                failures += 1
             else:
+                failures, last_error = 0, None
                 status = ApplicationStatus.from_application(application)
                 if on_status:
                     on_status(status)
                 if status.is_deployed(revision, includes):
                     return status
-                failure = status.failure(revision, includes)
+                failure = status.failure(name, revision, includes)
                 if failure:
-                    raise ArgoCDError(f"Argo CD application {name}: {failure}.", message=status.message)
-                last_seen = status.describe()
+                    raise ArgoCDDeployFailed(failure, message=status.message)
+                last_status = status
+                delay = poll_seconds
             remaining = deadline - clock()
             if remaining <= 0:
-                raise ArgoCDTimeout(
-                    f"Argo CD application {name} did not run revision {revision[:12]} Synced and Healthy within "
-                    f"{timeout:g} s. Last seen: {last_seen}.",
-                    message=last_seen,
-                )
-            sleep(min(poll_seconds, remaining))
+                raise _timeout(name, revision, timeout, last_status, last_error, clock() - failing_since)
+            delay = min(delay, remaining)
+            if last_error is not None and on_retry:
+                on_retry(last_error, delay)
+            sleep(delay)
 
-    def _call(self, method, path, doing, *, params=None, json=None):
+    def _call(self, method, path, name, action, doing, *, params=None, json=None):
         try:
             response = self.session.request(
                 method,
@@ -282,7 +359,7 @@ class ArgoCD:
             )
         except requests.RequestException as error:
             reason = describe_failure(error, self.timeout)
-            raise ArgoCDError(
+            raise ArgoCDUnavailable(
                 f"Could not reach Argo CD at {self.base_url} while {doing}: {reason}.", message=reason
             ) from error
         try:
@@ -291,39 +368,103 @@ class ArgoCD:
             body = None
         if response.ok and isinstance(body, dict):
             return body
-        raise _error_from_response(response, body, doing, self.base_url)
+        raise _error_from_response(response, body, self.base_url, name, action, doing)
 
 
-def _error_from_response(response, body, doing, base_url):
-    status = response.status_code
-    if not isinstance(body, dict) or "code" not in body:
-        text = excerpt(response.text)
-        answer = "an answer that is not Argo CD's API" if response.ok else f"HTTP {status}"
-        hint = "" if status >= 500 else " Is ARGOCD_URL the address of the Argo CD server?"
-        return ArgoCDError(
-            f"Argo CD at {base_url} gave {answer} while {doing}" + (f": {text}" if text else "") + "." + hint,
-            http_status=status,
-            message=text,
+def _running_operation_revision(application):
+    """The revision of the sync Argo CD is busy with: the requested `operation` stays on the Application
+    until the controller finishes it."""
+    requested = ((application.get("operation") or {}).get("sync") or {}).get("revision")
+    if requested:
+        return requested
+    status = ApplicationStatus.from_application(application)
+    return status.operation_revision if status.phase == OperationPhase.RUNNING else ""
+
+
+def _backoff(first, failures, jitter):
+    """The delay after the (failures + 1)-th transient failure in a row."""
+    delay = min(max(BACKOFF_CAP_SECONDS, first), first * 2 ** min(failures, 32))
+    return delay * (1 - BACKOFF_JITTER * jitter())
+
+
+def _seconds(duration):
+    return f"{round(duration, 1):g} s"
+
+
+def _timeout(name, revision, timeout, last_status, last_error, failing_for):
+    wanted = f"run revision {revision[:12]} Synced and Healthy"
+    if last_error is None:
+        seen = last_status.describe()
+        return ArgoCDTimeout(
+            f"Argo CD application {name} did not {wanted} within {_seconds(timeout)}. Last seen: {seen}.",
+            message=seen,
         )
-    message = body.get("message") or body.get("error") or ""
-    code = body.get("code")
-    if code == GrpcCode.UNAUTHENTICATED:
-        sentence = f"Argo CD rejected the portal's token while {doing} (HTTP {status}): {message}. Check ARGOCD_TOKEN."
-    elif code == GrpcCode.PERMISSION_DENIED:
+    if last_error.http_status is None:
+        trouble = f"Argo CD did not answer for {_seconds(failing_for)}: {last_error.message}"
+    elif last_error.is_operation_in_progress:
+        trouble = f"Argo CD refused to sync application {name} for {_seconds(failing_for)}: {last_error.message}"
+    else:
+        trouble = f"Argo CD answered with errors for {_seconds(failing_for)}, last HTTP {last_error.http_status}" + (
+            f": {last_error.message}" if last_error.message else ""
+        )
+    sentence = f"{trouble}. Gave up waiting for application {name} to {wanted} after {_seconds(timeout)}"
+    if last_status is not None:
+        sentence += f"; it last showed {last_status.describe()}"
+    return ArgoCDTimeout(
+        sentence + ".",
+        last_error=last_error,
+        http_status=last_error.http_status,
+        code=last_error.code,
+        message=last_error.message,
+    )
+
+
+def _error_from_response(response, body, base_url, name, action, doing):
+    status = response.status_code
+    from_api = isinstance(body, dict) and "code" in body
+    if from_api:
+        code, message = body.get("code"), body.get("message") or body.get("error") or ""
+    else:
+        code, message = None, excerpt(response.text)
+    details = {"http_status": status, "code": code, "message": message}
+    answer = f"HTTP {status}" + (f": {message}" if message else "")
+    if code == GrpcCode.FAILED_PRECONDITION and OPERATION_IN_PROGRESS in message:
+        return ArgoCDUnavailable(f"Argo CD cannot start {doing} yet ({answer}).", **details)
+    if status >= 500 or status in TRANSIENT_HTTP_STATUSES:
+        return ArgoCDUnavailable(f"Argo CD at {base_url} failed while {doing} ({answer}).", **details)
+    if not from_api:
+        what = "an answer that is not Argo CD's API" if response.ok else f"HTTP {status}, not from Argo CD's API"
+        return ArgoCDRefused(
+            f"Argo CD at {base_url} gave {what} while {doing}"
+            + (f": {message}" if message else "")
+            + ". Is ARGOCD_URL the address of the Argo CD server?",
+            **details,
+        )
+    if code == GrpcCode.UNAUTHENTICATED or status == 401:
+        sentence = (
+            f"Argo CD at {base_url} did not accept the portal's token while {doing} ({answer}). ARGOCD_TOKEN "
+            "is missing, expired or revoked: set it to a valid token of the portal's Argo CD account."
+        )
+    elif (code == GrpcCode.PERMISSION_DENIED or status == 403) and "sync window" in message.lower():
+        sentence = (
+            f"Argo CD refused {doing} ({answer}): a sync window of the application's project forbids it now. "
+            "Sync when the window allows, or change the window in Argo CD."
+        )
+    elif code == GrpcCode.PERMISSION_DENIED or status == 403:
         # Argo CD answers "permission denied" for applications that do not exist too, so as not to
         # reveal which ones do.
         sentence = (
-            f"Argo CD denied {doing} (HTTP {status}): {message}. Either the application does not exist or the "
-            "token's account lacks the permission; check the environment's Argo CD application name and the "
-            "RBAC policy."
+            f"Argo CD denied {doing} ({answer}). Either the token's account (ARGOCD_TOKEN) lacks the RBAC "
+            f"permission to {action} application {name}, or application {name} does not exist (Argo CD answers "
+            "both alike): check the account's Argo CD RBAC policy, and the argocd_app_template that gave "
+            f"the name {name}."
         )
-    elif code == GrpcCode.NOT_FOUND:
+    elif code == GrpcCode.NOT_FOUND or status == 404:
         sentence = (
-            f"Argo CD found nothing while {doing} (HTTP {status}): {message}. "
-            "Check the environment's Argo CD application name template."
+            f"Argo CD has no application named {name} ({answer}), found while {doing}. The name comes from "
+            "the argocd_app_template of the environment (or of the service, when it has its own): make it "
+            "give the name of the application in Argo CD."
         )
-    elif status >= 500:
-        sentence = f"Argo CD failed while {doing} (HTTP {status}): {message}."
     else:
-        sentence = f"Argo CD refused {doing} (HTTP {status}): {message}."
-    return ArgoCDError(sentence, http_status=status, code=code, message=message)
+        sentence = f"Argo CD refused {doing} ({answer})."
+    return ArgoCDRefused(sentence, **details)

@@ -4,31 +4,51 @@ import socket
 
 import git
 import pytest
+import requests
 
-from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, ArgoCDTimeout, same_revision
-from tests.servers.argocd import Outcome, fake_sha
+from environments.argocd import (
+    ApplicationStatus,
+    ArgoCD,
+    ArgoCDDeployFailed,
+    ArgoCDError,
+    ArgoCDRefused,
+    ArgoCDTimeout,
+    ArgoCDUnavailable,
+    same_revision,
+)
+from tests.servers.argocd import OPERATION_IN_PROGRESS, Outcome, fake_sha
 
 REVISION = fake_sha("promote(nexo-be): develop → 2026.02.7")
 
 
 class FakeClock:
-    """Time that passes only when the code under test sleeps."""
+    """Time that passes only when the code under test sleeps; `at(moment, action)` runs an action then."""
 
     def __init__(self):
         self.now = 0.0
         self.sleeps = []
+        self._actions = []
 
     def __call__(self):
         return self.now
 
+    def at(self, moment, action):
+        self._actions.append((moment, action))
+
     def sleep(self, seconds):
         self.sleeps.append(seconds)
         self.now += seconds
+        for due in [due for due in self._actions if due[0] <= self.now]:
+            self._actions.remove(due)
+            due[1]()
 
 
 @pytest.fixture
-def clock():
-    return FakeClock()
+def clock(argocd_server):
+    """A fake clock that the Argo CD test server reads too."""
+    clock = FakeClock()
+    argocd_server.clock = clock
+    return clock
 
 
 @pytest.fixture
@@ -37,8 +57,10 @@ def argocd(argocd_server):
 
 
 def wait(argocd, clock, name, revision=REVISION, **options):
+    """wait_until_deployed on the fake clock, without jitter unless the test brings its own."""
     options.setdefault("timeout", 600)
     options.setdefault("poll_seconds", 5)
+    options.setdefault("jitter", lambda: 0.0)
     return argocd.wait_until_deployed(name, revision, sleep=clock.sleep, clock=clock, **options)
 
 
@@ -121,96 +143,120 @@ def test_a_rejected_token_says_so_with_argocds_message(argocd_server, token, arg
         argocd.get_application("nexo-be-develop")
 
     error = raised.value
+    assert isinstance(error, ArgoCDRefused)
     assert (error.http_status, error.code, error.message) == (401, 16, argocd_message)
     assert argocd_message in str(error)
-    assert "ARGOCD_TOKEN" in str(error)
+    assert "ARGOCD_TOKEN is missing, expired or revoked" in str(error)
 
 
 def test_an_unknown_application_is_permission_denied_and_the_error_says_it_may_not_exist(argocd):
-    with pytest.raises(ArgoCDError) as raised:
+    with pytest.raises(ArgoCDRefused) as raised:
         argocd.get_application("nexo-ghost-develop")
 
     error = raised.value
     assert (error.http_status, error.code, error.message) == (403, 7, "permission denied")
     assert "reading application nexo-ghost-develop" in str(error)
-    assert "does not exist" in str(error)
+    assert "application nexo-ghost-develop does not exist" in str(error)
+    assert "argocd_app_template" in str(error)
 
 
 def test_an_argocd_that_reveals_missing_applications_answers_not_found(argocd_server, argocd):
     argocd_server.hide_missing_applications = False
 
-    with pytest.raises(ArgoCDError) as raised:
+    with pytest.raises(ArgoCDRefused) as raised:
         argocd.sync("nexo-ghost-develop", REVISION)
 
     error = raised.value
     assert (error.http_status, error.code) == (404, 5)
     assert 'applications.argoproj.io "nexo-ghost-develop" not found' in str(error)
-    assert "application name template" in str(error)
+    assert "no application named nexo-ghost-develop" in str(error)
+    assert "argocd_app_template" in str(error)
 
 
-def test_sync_retries_while_another_operation_is_in_progress_then_succeeds(argocd_server, argocd, clock):
-    argocd_server.app("nexo-be-develop", busy_syncs=2)
+def test_sync_while_another_operation_is_in_progress_is_a_transient_error(argocd_server, argocd):
+    argocd_server.app("nexo-be-develop", busy_syncs=1)
 
-    application = argocd.sync("nexo-be-develop", REVISION, retry_seconds=3, sleep=clock.sleep)
-
-    assert application["operation"]["sync"]["revision"] == REVISION
-    assert len(argocd_server.sync_requests) == 3
-    assert clock.sleeps == [3, 3]
-
-
-def test_sync_gives_up_after_a_bounded_number_of_attempts_with_argocds_message(argocd_server, argocd, clock):
-    argocd_server.app("nexo-be-develop", busy_syncs=100)
-
-    with pytest.raises(ArgoCDError) as raised:
-        argocd.sync("nexo-be-develop", REVISION, attempts=3, retry_seconds=3, sleep=clock.sleep)
+    with pytest.raises(ArgoCDUnavailable) as raised:
+        argocd.sync("nexo-be-develop", REVISION)
 
     error = raised.value
-    assert (error.http_status, error.code, error.message) == (400, 9, "another operation is already in progress")
-    assert "another operation is already in progress" in str(error)
-    assert len(argocd_server.sync_requests) == 3
+    assert (error.http_status, error.code, error.message) == (400, 9, OPERATION_IN_PROGRESS)
+    assert error.is_transient
+    assert error.is_operation_in_progress
+    assert len(argocd_server.sync_requests) == 1
 
 
-def test_a_second_sync_of_the_same_revision_joins_the_running_operation(argocd_server, argocd, clock):
+def test_the_test_server_answers_another_operation_in_progress_as_argocd_does(argocd_server):
+    argocd_server.app("nexo-be-develop", busy_syncs=1)
+
+    response = requests.post(
+        f"{argocd_server.url}/api/v1/applications/nexo-be-develop/sync",
+        json={"name": "nexo-be-develop", "revision": REVISION},
+        headers={"Authorization": f"Bearer {argocd_server.token}"},
+        timeout=5,
+    )
+
+    # util/argo's ErrAnotherOperationInProgress (gRPC FailedPrecondition) through grpc-gateway v1.
+    assert response.status_code == 400
+    assert response.json() == {"error": OPERATION_IN_PROGRESS, "code": 9, "message": OPERATION_IN_PROGRESS}
+
+
+def test_a_second_sync_of_the_same_revision_joins_the_running_operation(argocd_server, argocd):
     argocd_server.app("nexo-be-develop", outcome=Outcome.NEVER_FINISHES)
     argocd.sync("nexo-be-develop", REVISION)
     argocd.get_application("nexo-be-develop")  # the controller picks the operation up
 
-    application = argocd.sync("nexo-be-develop", REVISION, sleep=clock.sleep)
+    application = argocd.sync("nexo-be-develop", REVISION)
 
     assert application["status"]["operationState"]["syncResult"]["revision"] == REVISION
     assert len(argocd_server.sync_requests) == 2
-    assert clock.sleeps == []
 
 
 def test_a_refused_sync_other_than_operation_in_progress_is_not_retried(argocd_server, argocd, clock):
     argocd_server.app("nexo-be-develop", auto_sync=True)
 
-    with pytest.raises(ArgoCDError) as raised:
-        argocd.sync("nexo-be-develop", REVISION, sleep=clock.sleep)
+    with pytest.raises(ArgoCDRefused) as raised:
+        wait(argocd, clock, "nexo-be-develop")
 
     assert raised.value.code == 9
     assert f"Cannot sync to {REVISION}: auto-sync currently set to main" in str(raised.value)
     assert len(argocd_server.sync_requests) == 1
+    assert clock.sleeps == []
 
 
-def test_a_degraded_application_after_the_sync_fails_with_argocds_health_message(argocd_server, argocd, clock):
+def test_a_degraded_application_reads_as_one_statement_from_the_resources_health(argocd_server, argocd, clock):
     argocd_server.app("nexo-be-develop", outcome=Outcome.DEGRADED)
 
-    with pytest.raises(ArgoCDError) as raised:
+    with pytest.raises(ArgoCDDeployFailed) as raised:
         wait(argocd, clock, "nexo-be-develop")
 
-    assert not isinstance(raised.value, ArgoCDTimeout)
-    assert "Degraded" in str(raised.value)
-    assert 'Deployment "nexo-be-develop" exceeded its progress deadline' in str(raised.value)
+    assert str(raised.value) == (
+        'Argo CD application nexo-be-develop is Degraded (Deployment "nexo-be-develop" exceeded its progress '
+        f"deadline); the sync to {REVISION[:12]} itself succeeded."
+    )
+    assert raised.value.message == 'Deployment "nexo-be-develop" exceeded its progress deadline'
+
+
+def test_a_degraded_application_without_health_messages_never_borrows_the_syncs_message(argocd_server, argocd, clock):
+    # As with controller.resource.health.persist=false: status.resources carry no health at all.
+    argocd_server.app("nexo-be-develop", outcome=Outcome.DEGRADED, persist_resource_health=False)
+
+    with pytest.raises(ArgoCDDeployFailed) as raised:
+        wait(argocd, clock, "nexo-be-develop")
+
+    assert "successfully synced" not in str(raised.value)
+    assert str(raised.value) == (
+        "Argo CD application nexo-be-develop is Degraded (Argo CD gave no health message for its resources); "
+        f"the sync to {REVISION[:12]} itself succeeded."
+    )
 
 
 def test_a_failed_sync_fails_with_argocds_operation_message(argocd_server, argocd, clock):
     argocd_server.app("nexo-be-develop", outcome=Outcome.SYNC_FAILS)
 
-    with pytest.raises(ArgoCDError) as raised:
+    with pytest.raises(ArgoCDDeployFailed) as raised:
         wait(argocd, clock, "nexo-be-develop")
 
-    assert not isinstance(raised.value, ArgoCDTimeout)
     assert "phase Failed" in str(raised.value)
     assert "one or more objects failed to apply" in raised.value.message
 
@@ -227,6 +273,194 @@ def test_a_sync_that_never_finishes_times_out_naming_the_last_state_seen(argocd_
     assert "operation Running" in message
     assert "health Progressing" in message
     assert clock.now == 60
+
+
+def test_an_application_syncs_in_the_fixed_time_the_server_is_given(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop", sync_seconds=12)
+    seen = []
+
+    wait(argocd, clock, "nexo-be-develop", on_status=seen.append)
+
+    assert clock.now == 15
+    assert [(s.phase, s.health) for s in seen] == [("Running", "Progressing")] * 3 + [("Succeeded", "Healthy")]
+
+
+def test_a_sync_request_while_argocd_is_down_is_asked_again_until_it_is_back(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop", instant=True)
+    argocd_server.stop()
+    clock.at(2.5, argocd_server.start)
+    retried = []
+
+    status = wait(argocd, clock, "nexo-be-develop", poll_seconds=1, on_retry=lambda *retry: retried.append(retry))
+
+    assert status.is_deployed(REVISION)
+    assert clock.sleeps == [1, 2]
+    assert [delay for _, delay in retried] == [1, 2]
+    assert all("connection refused" in str(error) for error, _ in retried)
+    assert len(argocd_server.sync_requests) == 1
+
+
+def test_argocd_going_away_and_coming_back_on_the_same_port_is_waited_out(argocd_server, argocd):
+    """Real time: the server refuses connections for a second, then answers again at the same address."""
+    argocd_server.app("nexo-be-develop", instant=True)
+    argocd_server.down_for(1.0)
+    retried = []
+
+    status = argocd.wait_until_deployed(
+        "nexo-be-develop", REVISION, timeout=30, poll_seconds=0.2, on_retry=lambda error, _: retried.append(error)
+    )
+
+    assert status.is_deployed(REVISION)
+    assert retried
+    assert all(error.http_status is None for error in retried)
+    assert argocd_server.url == argocd.base_url
+    assert len(argocd_server.sync_requests) == 1
+
+
+def test_argocd_dropping_a_kept_alive_connection_is_a_refused_connection_next(argocd_server, argocd):
+    argocd_server.app("nexo-be-develop")
+    argocd.get_application("nexo-be-develop")  # leaves a connection in the session's pool
+
+    argocd_server.stop()
+
+    with pytest.raises(ArgoCDUnavailable) as raised:
+        argocd.get_application("nexo-be-develop")
+    assert "connection refused" in str(raised.value)
+    argocd_server.start()
+    assert argocd.get_application("nexo-be-develop")["metadata"]["name"] == "nexo-be-develop"
+
+
+def test_another_operation_in_progress_is_asked_again_until_argocd_takes_the_sync(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop", instant=True)
+    argocd_server.busy_for("nexo-be-develop", 2)
+    retried = []
+
+    status = wait(argocd, clock, "nexo-be-develop", poll_seconds=0.5, on_retry=lambda error, _: retried.append(error))
+
+    assert status.is_deployed(REVISION)
+    assert clock.sleeps == [0.5, 1, 2]
+    assert len(argocd_server.sync_requests) == 4
+    assert all(error.is_operation_in_progress for error in retried)
+
+
+def test_argocd_answering_503_is_asked_again_until_it_serves(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop", instant=True)
+    argocd_server.unavailable_for(3)
+    retried = []
+
+    status = wait(argocd, clock, "nexo-be-develop", poll_seconds=1, on_retry=lambda error, _: retried.append(error))
+
+    assert status.is_deployed(REVISION)
+    assert [(error.http_status, error.code) for error in retried] == [(503, 14), (503, 14)]
+
+
+def test_backoff_doubles_from_the_poll_interval_up_to_its_cap_until_the_deadline(argocd_server, clock):
+    argocd = ArgoCD(f"http://127.0.0.1:{closed_port()}", "token")
+
+    with pytest.raises(ArgoCDTimeout):
+        wait(argocd, clock, "nexo-be-develop", timeout=300, poll_seconds=5)
+
+    assert clock.sleeps == [5, 10, 20] + [30] * 8 + [25]
+
+
+def test_jitter_shortens_each_backoff_by_up_to_a_quarter(argocd_server, clock):
+    argocd = ArgoCD(f"http://127.0.0.1:{closed_port()}", "token")
+
+    with pytest.raises(ArgoCDTimeout):
+        wait(argocd, clock, "nexo-be-develop", timeout=30, poll_seconds=4, jitter=lambda: 1.0)
+
+    assert clock.sleeps == [3, 6, 12, 9]
+
+
+def test_argocd_down_until_the_deadline_times_out_saying_it_did_not_answer(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop")
+    argocd_server.stop()
+
+    with pytest.raises(ArgoCDTimeout) as raised:
+        wait(argocd, clock, "nexo-be-develop", timeout=600)
+
+    error = raised.value
+    assert str(error).startswith("Argo CD did not answer for 600 s: connection refused.")
+    assert f"application nexo-be-develop to run revision {REVISION[:12]} Synced and Healthy" in str(error)
+    assert isinstance(error.last_error, ArgoCDUnavailable)
+    assert clock.now == 600
+
+
+def test_an_outage_in_the_middle_of_the_wait_says_how_long_and_what_was_seen_before(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop", outcome=Outcome.NEVER_FINISHES)
+    clock.at(10, argocd_server.stop)
+
+    with pytest.raises(ArgoCDTimeout) as raised:
+        wait(argocd, clock, "nexo-be-develop", timeout=60)
+
+    assert str(raised.value).startswith("Argo CD did not answer for 50 s: connection refused.")
+    assert "it last showed sync OutOfSync" in str(raised.value)
+    assert "operation Running (waiting for healthy state of apps/Deployment/nexo-be-develop)" in str(raised.value)
+
+
+def test_another_operation_until_the_deadline_times_out_with_argocds_words(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop")
+    argocd_server.busy_for("nexo-be-develop", 1000)
+
+    with pytest.raises(ArgoCDTimeout) as raised:
+        wait(argocd, clock, "nexo-be-develop", timeout=60)
+
+    assert str(raised.value).startswith(
+        f"Argo CD refused to sync application nexo-be-develop for 60 s: {OPERATION_IN_PROGRESS}."
+    )
+    assert raised.value.last_error.is_operation_in_progress
+
+
+@pytest.mark.parametrize(
+    ("setup", "status", "words"),
+    [
+        (
+            lambda server: setattr(server, "token", "rotated-token"),
+            401,
+            ["did not accept the portal's token", "ARGOCD_TOKEN is missing, expired or revoked"],
+        ),
+        (
+            lambda server: server.app("nexo-be-develop", denied_actions={"sync"}),
+            403,
+            ["lacks the RBAC permission to sync application nexo-be-develop", "argocd_app_template"],
+        ),
+        (
+            lambda server: None,  # no such application, and Argo CD will not say so
+            403,
+            ["application nexo-be-develop does not exist", "argocd_app_template"],
+        ),
+        (
+            lambda server: setattr(server, "hide_missing_applications", False),
+            404,
+            ["no application named nexo-be-develop", "argocd_app_template"],
+        ),
+    ],
+    ids=["401", "403-rbac", "403-missing", "404"],
+)
+def test_a_refusal_fails_at_once_saying_what_to_fix(argocd_server, argocd, clock, setup, status, words):
+    setup(argocd_server)
+
+    with pytest.raises(ArgoCDRefused) as raised:
+        wait(argocd, clock, "nexo-be-develop")
+
+    assert raised.value.http_status == status
+    assert not raised.value.is_transient
+    for word in words:
+        assert word in str(raised.value)
+    assert len(argocd_server.requests) == 1
+    assert clock.sleeps == []
+
+
+def test_a_refusal_after_an_outage_still_fails_at_once(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop", denied_actions={"get"})
+    argocd_server.stop()
+    clock.at(5, argocd_server.start)
+
+    with pytest.raises(ArgoCDRefused) as raised:
+        wait(argocd, clock, "nexo-be-develop", auto_sync=True)
+
+    assert "permission to get application nexo-be-develop" in str(raised.value)
+    assert clock.now == 5
 
 
 def make_gitops_repository(path):
@@ -262,36 +496,48 @@ def test_an_auto_sync_application_is_only_refreshed_never_synced(argocd_server, 
     assert deployment["initiatedBy"] == {"automated": True}
 
 
-def test_an_unreachable_argocd_is_an_error_that_says_why(clock):
+def test_an_unreachable_argocd_is_a_transient_error_that_says_why():
     argocd = ArgoCD(f"http://127.0.0.1:{closed_port()}", "token")
 
-    with pytest.raises(ArgoCDError) as raised:
+    with pytest.raises(ArgoCDUnavailable) as raised:
         argocd.get_application("nexo-be-develop")
 
+    assert raised.value.is_transient
     assert raised.value.http_status is None
     assert "Could not reach Argo CD" in str(raised.value)
     assert "connection refused" in str(raised.value)
 
 
-def test_an_unreachable_argocd_while_waiting_for_auto_sync_times_out_with_the_reason(clock):
+def test_an_unreachable_argocd_while_waiting_for_auto_sync_times_out_with_the_reason(argocd_server, clock):
     argocd = ArgoCD(f"http://127.0.0.1:{closed_port()}", "token")
 
     with pytest.raises(ArgoCDTimeout) as raised:
         wait(argocd, clock, "nexo-be-develop", auto_sync=True, timeout=30, poll_seconds=10)
 
-    assert "connection refused" in str(raised.value)
-    assert clock.sleeps == [10, 10, 10]
+    assert str(raised.value).startswith("Argo CD did not answer for 30 s: connection refused.")
+    assert clock.sleeps == [10, 20]
 
 
 def test_an_answer_that_is_not_argocds_api_says_to_check_the_url(health_server):
     health_server.answer("/api/v1/applications/nexo-be-develop", 200, "<html>Welcome to nginx!</html>")
     argocd = ArgoCD(health_server.url, "token")
 
-    with pytest.raises(ArgoCDError) as raised:
+    with pytest.raises(ArgoCDRefused) as raised:
         argocd.get_application("nexo-be-develop")
 
     assert "Welcome to nginx!" in str(raised.value)
     assert "ARGOCD_URL" in str(raised.value)
+
+
+def test_a_proxy_answering_bad_gateway_is_transient(health_server):
+    health_server.answer("/api/v1/applications/nexo-be-develop", 502, "<html>502 Bad Gateway</html>")
+    argocd = ArgoCD(health_server.url, "token")
+
+    with pytest.raises(ArgoCDUnavailable) as raised:
+        argocd.get_application("nexo-be-develop")
+
+    assert raised.value.http_status == 502
+    assert "502 Bad Gateway" in str(raised.value)
 
 
 def test_from_settings_is_none_when_argocd_is_not_configured(settings):
@@ -355,7 +601,8 @@ def test_is_deployed_accepts_an_abbreviated_revision():
     ],
 )
 def test_only_a_failure_of_our_revision_fails_the_wait(overrides, failed):
-    assert bool(ApplicationStatus.from_application(application(**overrides)).failure(REVISION)) is failed
+    status = ApplicationStatus.from_application(application(**overrides))
+    assert bool(status.failure("nexo-be-develop", REVISION)) is failed
 
 
 def test_the_message_is_the_most_useful_one_argocd_gave():
@@ -374,7 +621,7 @@ def test_the_message_is_the_most_useful_one_argocd_gave():
     failed["status"]["operationState"]["message"] = "one or more objects failed to apply"
     with_condition = application(phase="", conditions=[{"type": "ComparisonError", "message": "repository not found"}])
 
-    assert ApplicationStatus.from_application(degraded).message == "Deployment/nexo-be: exceeded its progress deadline"
+    assert ApplicationStatus.from_application(degraded).message == "Deployment nexo-be: exceeded its progress deadline"
     assert ApplicationStatus.from_application(failed).message == "one or more objects failed to apply"
     assert ApplicationStatus.from_application(with_condition).message == "ComparisonError: repository not found"
 

@@ -52,7 +52,7 @@ def test_another_operation_in_progress_is_waited_out(pipeline, argocd):
 @pytest.mark.parametrize(
     ("outcome", "complaint"),
     [
-        (Outcome.DEGRADED, 'is running but Degraded: Deployment "nexo-be-develop" exceeded its progress deadline'),
+        (Outcome.DEGRADED, 'is Degraded (Deployment "nexo-be-develop" exceeded its progress deadline); the sync'),
         (Outcome.SYNC_FAILS, "ended in phase Failed: one or more objects failed to apply"),
         (Outcome.NEVER_FINISHES, "did not run revision"),
     ],

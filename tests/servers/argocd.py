@@ -8,12 +8,18 @@ names a project, a sync while an operation runs is FailedPrecondition "another o
 progress", and an auto-sync application refuses a sync to any revision but its target.
 
 Each application is scripted by the test (`server.app(name, outcome=..., running_polls=...)`), and its
-sync operation moves one step per GET, so a test decides how many polls a rollout takes.
+sync operation moves one step per GET, so a test decides how many polls a rollout takes, or runs for
+`sync_seconds` of the server's clock. The server itself can go away and come back on the same port
+(`stop`, `start`, `down_for`), answer 503 for a while (`unavailable_for`) or "another operation is
+already in progress" for a while (`busy_for`), and deny a token's RBAC (`denied_actions`).
+
+Time-based behaviour reads `server.clock` (time.monotonic unless a test sets its own fake clock).
 """
 
 import hashlib
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -25,9 +31,17 @@ import pytest
 
 from tests.servers.loopback import LoopbackServer, Response
 
-# grpc-gateway's HTTPStatusFromCode for the codes this server answers with.
-NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, UNAUTHENTICATED = 5, 7, 9, 16
-HTTP_STATUS = {NOT_FOUND: 404, PERMISSION_DENIED: 403, FAILED_PRECONDITION: 400, UNAUTHENTICATED: 401}
+# grpc-gateway's HTTPStatusFromCode for the codes this server answers with (FailedPrecondition is
+# deliberately 400, not 412).
+NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, UNAVAILABLE, UNAUTHENTICATED = 5, 7, 9, 14, 16
+HTTP_STATUS = {NOT_FOUND: 404, PERMISSION_DENIED: 403, FAILED_PRECONDITION: 400, UNAVAILABLE: 503, UNAUTHENTICATED: 401}
+# util/argo's ErrAnotherOperationInProgress; Argo CD's K8s error interceptor unwraps it from "error setting
+# app operation: …", so the answer carries this message alone.
+OPERATION_IN_PROGRESS = "another operation is already in progress"
+# What argocd-server's own grpc-gateway answers while its gRPC side is not serving yet.
+SERVER_STARTING = (
+    'connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:8083: connect: connection refused"'
+)
 
 _APPLICATION_PATH = re.compile(r"/api/v1/applications/(?P<name>[^/]+)(?P<sync>/sync)?")
 
@@ -52,6 +66,7 @@ class Operation:
     revision: str
     automated: bool
     started_at: datetime
+    started_on_clock: float  # the server clock's reading, for sync_seconds
     polls: int = 0  # GETs since the sync started; 0 = the controller has not picked it up yet
     finished_at: datetime | None = None
 
@@ -64,8 +79,14 @@ class FakeApplication:
     running_polls: int = 2  # GETs that show the operation Running
     progressing_polls: int = 1  # GETs after success that show health Progressing
     busy_syncs: int = 0  # sync requests to refuse with "another operation is already in progress"
+    busy_until: float = 0.0  # …and every sync request until the server clock reads this
     head: Callable[[], str] | None = None  # auto-sync: the revision a ?refresh= finds in Git
     instant: bool = False  # Synced + Healthy on the first GET after a sync
+    sync_seconds: float | None = None  # when set: the operation runs this long on the clock, then is done
+    denied_actions: frozenset[str] = frozenset()  # RBAC actions ("get", "sync") the token may not do here
+    # Off as with controller.resource.health.persist=false: status.resources carry no health.
+    persist_resource_health: bool = True
+    clock: Callable[[], float] = time.monotonic
     deployed_revision: str = field(default_factory=lambda: fake_sha("initial"))
     target_revision: str = "main"
     repo_url: str = "https://github.com/nexo-org/gitops.git"
@@ -82,7 +103,12 @@ class FakeApplication:
         )
 
     def start_operation(self, revision, *, automated):
-        self.operation = Operation(revision=revision, automated=automated, started_at=datetime.now(UTC))
+        self.operation = Operation(
+            revision=revision, automated=automated, started_at=datetime.now(UTC), started_on_clock=self.clock()
+        )
+
+    def is_busy(self):
+        return self.clock() < self.busy_until
 
     def advance(self):
         """One poll's worth of progress for the running operation."""
@@ -119,18 +145,24 @@ class FakeApplication:
         operation = self.operation
         if operation is None:
             return ""
-        running = 0 if self.instant else self.running_polls
-        if self.outcome == Outcome.NEVER_FINISHES or operation.polls <= running:
+        if self.outcome == Outcome.NEVER_FINISHES:
+            return "Running"
+        if self.sync_seconds is not None:
+            running = self.clock() - operation.started_on_clock < self.sync_seconds
+        else:
+            running = operation.polls <= (0 if self.instant else self.running_polls)
+        if running:
             return "Running"
         return "Failed" if self.outcome == Outcome.SYNC_FAILS else "Succeeded"
 
     def health(self):
+        """The Deployment's health status and message; the application's health is the worst resource's."""
         phase = self.phase()
         if phase == "Running":
             return "Progressing", ""
         if phase == "Succeeded":
-            running, progressing = (0, 0) if self.instant else (self.running_polls, self.progressing_polls)
-            if self.operation.polls - running <= progressing:
+            by_polls = self.sync_seconds is None and not self.instant
+            if by_polls and self.operation.polls - self.running_polls <= self.progressing_polls:
                 return "Progressing", ""
             if self.outcome == Outcome.DEGRADED:
                 return "Degraded", self.degraded_message
@@ -167,7 +199,7 @@ class FakeApplication:
                         "namespace": self.name,
                         "name": self.name,
                         "status": sync["status"],
-                        "health": {"status": "Healthy"},
+                        **({"health": {"status": "Healthy"}} if self.persist_resource_health else {}),
                     },
                     {
                         "group": "apps",
@@ -176,11 +208,16 @@ class FakeApplication:
                         "namespace": self.name,
                         "name": self.name,
                         "status": sync["status"],
-                        "health": {"status": health, **({"message": health_message} if health_message else {})},
+                        **(
+                            {"health": {"status": health, **({"message": health_message} if health_message else {})}}
+                            if self.persist_resource_health
+                            else {}
+                        ),
                     },
                 ],
                 "sync": sync,
-                "health": {"status": health, **({"message": health_message} if health_message else {})},
+                # The controller aggregates the worst resource's status only; the message stays on the resource.
+                "health": {"status": health},
                 "history": self.history,
                 "reconciledAt": _timestamp(datetime.now(UTC)),
                 "sourceType": "Helm",
@@ -253,15 +290,19 @@ class FakeApplication:
 class ArgoCDServer:
     """Argo CD's application API on a loopback port. `requests` logs every request received."""
 
-    def __init__(self, token="argocd-test-token-0f3c9a", *, hide_missing_applications=True):
+    def __init__(self, token="argocd-test-token-0f3c9a", *, hide_missing_applications=True, clock=time.monotonic):
         self.token = token
         # Argo CD since 2.5 answers "permission denied" for an application that does not exist, unless the
         # request names its project (CVE-2022-41354); False answers 404 as older versions did.
         self.hide_missing_applications = hide_missing_applications
+        self.clock = clock
         self.applications = {}
         self.requests = []
+        self.unavailable_until = 0.0
         self._lock = threading.Lock()
+        self._restart = None
         self._server = LoopbackServer(self._respond)
+        self.port = self._server.port
         self.url = self._server.url
 
     def app(self, name, **behaviour):
@@ -271,17 +312,50 @@ class ArgoCDServer:
         if unknown:
             raise TypeError(f"FakeApplication has no field(s) {sorted(unknown)}; use {sorted(known)}")
         with self._lock:
-            application = self.applications.setdefault(name, FakeApplication(name))
+            application = self.applications.setdefault(name, FakeApplication(name, clock=lambda: self.clock()))
             for key, value in behaviour.items():
                 setattr(application, key, value)
             return application
+
+    def busy_for(self, name, seconds):
+        """Refuse syncs of `name` with "another operation is already in progress" for `seconds` of the clock."""
+        self.app(name, busy_until=self.clock() + seconds)
+
+    def unavailable_for(self, seconds):
+        """Answer every request with 503 Unavailable, as argocd-server does while starting, for `seconds`."""
+        self.unavailable_until = self.clock() + seconds
 
     @property
     def sync_requests(self):
         return [request for request in self.requests if request.method == "POST" and request.path.endswith("/sync")]
 
+    @property
+    def is_up(self):
+        return self._server is not None
+
+    def stop(self):
+        """Go away: connections are refused (and open ones dropped) until `start`."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def start(self):
+        """Come back on the same port."""
+        if self._server is None:
+            self._server = LoopbackServer(self._respond, port=self.port)
+
+    def down_for(self, seconds):
+        """Stop now and start again after `seconds` of real time (a timer thread, whatever `clock` is)."""
+        self.stop()
+        self._restart = threading.Timer(seconds, self.start)
+        self._restart.daemon = True
+        self._restart.start()
+
     def close(self):
-        self._server.close()
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart.join()
+        self.stop()
 
     def _respond(self, request):
         with self._lock:
@@ -292,6 +366,8 @@ class ArgoCDServer:
         match = _APPLICATION_PATH.fullmatch(request.path)
         if not match or request.method not in ("GET", "POST") or (request.method == "POST") != bool(match["sync"]):
             return Response.text(404, "Not Found\n")
+        if self.clock() < self.unavailable_until:
+            return _error(UNAVAILABLE, SERVER_STARTING)
         token = request.headers.get("Authorization", "").removeprefix("Bearer").strip()
         if not token:
             return _error(UNAUTHENTICATED, "no session information")
@@ -303,6 +379,9 @@ class ArgoCDServer:
             if self.hide_missing_applications and "project" not in request.query:
                 return _error(PERMISSION_DENIED, "permission denied")
             return _error(NOT_FOUND, f'applications.argoproj.io "{name}" not found')
+        # server/application's getAppEnforceRBAC: a denied action answers exactly as a missing application.
+        if ("sync" if request.method == "POST" else "get") in application.denied_actions:
+            return _error(PERMISSION_DENIED, "permission denied")
         if request.method == "GET":
             if "refresh" in request.query:
                 application.refresh()
@@ -319,10 +398,12 @@ class ArgoCDServer:
             )
         if application.busy_syncs > 0:
             application.busy_syncs -= 1
-            return _error(FAILED_PRECONDITION, "another operation is already in progress")
+            return _error(FAILED_PRECONDITION, OPERATION_IN_PROGRESS)
+        if application.is_busy():
+            return _error(FAILED_PRECONDITION, OPERATION_IN_PROGRESS)
         operation = application.operation
         if operation is not None and (operation.polls == 0 or application.phase() == "Running"):
-            return _error(FAILED_PRECONDITION, "another operation is already in progress")
+            return _error(FAILED_PRECONDITION, OPERATION_IN_PROGRESS)
         if not revision or revision == application.target_revision:
             revision = application.head() if application.head else application.deployed_revision
         application.start_operation(revision, automated=False)
@@ -330,6 +411,7 @@ class ArgoCDServer:
 
 
 def _error(code, message):
+    """grpc-gateway v1's DefaultHTTPError body (runtime/errors.go), which argocd-server answers errors with."""
     return Response.json(HTTP_STATUS[code], {"error": message, "code": code, "message": message})
 
 

@@ -1,6 +1,8 @@
 """A tiny threaded HTTP server on a free loopback port: `respond(request) -> Response` in a daemon thread."""
 
+import contextlib
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,11 +42,23 @@ class Response:
 
 
 class LoopbackServer:
-    def __init__(self, respond):
+    """`port=0` takes a free port; passing a closed server's port brings it back at the same address."""
+
+    def __init__(self, respond, port=0):
+        connections = self._connections = set()
+
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             # Headers and body leave in two writes; without this, delayed ACKs add 40 ms to each answer.
             disable_nagle_algorithm = True
+
+            def setup(self):
+                super().setup()
+                connections.add(self.connection)
+
+            def finish(self):
+                connections.discard(self.connection)
+                super().finish()
 
             def _handle(self):
                 split = urlsplit(self.path)
@@ -69,15 +83,20 @@ class LoopbackServer:
             def log_message(self, format, *args):
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
+        self.port = self._httpd.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=self.url, daemon=True
         )
         self._thread.start()
 
     def close(self):
+        """Stop listening and drop the kept-alive connections too, as a server that goes away does."""
         self._httpd.shutdown()
         self._httpd.server_close()
+        for connection in list(self._connections):
+            with contextlib.suppress(OSError):  # it closed meanwhile
+                connection.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5)
