@@ -10,7 +10,9 @@ import time
 import pytest
 import redis
 
+from releases.gitops import values
 from releases.gitops.repo import (
+    FileMissing,
     GitOpsError,
     GitOpsRepository,
     GitOpsUnavailable,
@@ -31,13 +33,13 @@ def closed_port():
         return unused.getsockname()[1]
 
 
-def promote(repository, tag, promotion_id=1, **options):
-    """commit_and_push() as the commit job calls it: the tag line changed, the Promotion-Id trailer."""
+def promote(repository, tag, path=VALUES_PATH, promotion_id=1, **options):
+    """commit_and_push() as the commit job calls it: image.tag changed, the Promotion-Id trailer."""
     options.setdefault("look_for_trailer", False)
     return repository.commit_and_push(
-        VALUES_PATH,
-        lambda text: text.replace(text.split('tag: "', 1)[1].split('"', 1)[0], tag, 1),
-        f"promote(nexo-be): develop → {tag}\n\nPromotion-Id: {promotion_id}\n",
+        path,
+        lambda text: values.set_value(text, "image.tag", tag, path),
+        f"promote: develop → {tag}\n\nPromotion-Id: {promotion_id}\n",
         trailer=("Promotion-Id", promotion_id),
         **options,
     )
@@ -355,3 +357,41 @@ def test_redis_going_away_while_the_lock_is_held_is_transient(own_redis, remote,
         own_redis.wait()
         with pytest.raises(GitOpsUnavailable, match="Lost the lock"):
             repository.sync()
+
+
+# --- deciding on a current copy ------------------------------------------------------------------------
+
+
+def test_a_values_file_a_person_pushed_a_moment_ago_is_found_not_refused(remote, repository):
+    remote.write("helm/nexo-fe/values-develop.yaml", 'image:\n  tag: "2026.02.6"\n', "chore: values for nexo-fe")
+    with repository.locked():
+        sha = promote(repository, "2026.02.7", path="helm/nexo-fe/values-develop.yaml")
+    assert remote.head() == sha
+    assert remote.read("helm/nexo-fe/values-develop.yaml") == 'image:\n  tag: "2026.02.7"\n'
+
+
+def test_a_tag_key_a_person_added_a_moment_ago_is_found_not_refused(remote, tmp_path, redis_connection):
+    remote.write(VALUES_PATH, "image:\n  repository: ghcr.io/nexo-org/nexo-be\n")
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"))
+    with repository.locked():
+        repository.sync()
+    remote.write(VALUES_PATH, 'image:\n  repository: ghcr.io/nexo-org/nexo-be\n  tag: "2026.02.1"\n')
+    with repository.locked():
+        promote(repository, "2026.02.2")
+    assert remote.read(VALUES_PATH) == 'image:\n  repository: ghcr.io/nexo-org/nexo-be\n  tag: "2026.02.2"\n'
+
+
+def test_a_values_file_missing_from_the_branch_as_just_fetched_is_reported_and_nothing_pushed(remote, repository):
+    head = remote.head()
+    missing = r"helm/nexo-fe/values-develop\.yaml does not exist in .* on branch main"
+    with pytest.raises(FileMissing, match=missing), repository.locked():
+        promote(repository, "2026.02.7", path="helm/nexo-fe/values-develop.yaml")
+    assert remote.head() == head
+
+
+def test_a_values_file_found_in_the_working_copy_is_committed_without_a_fetch(repository, tmp_path, monkeypatch):
+    trace = tmp_path / "git-trace.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    with repository.locked():
+        promote(repository, "2026.02.2")
+    assert "fetch" not in git_commands(trace), "the push itself proves the copy was current"

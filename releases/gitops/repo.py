@@ -14,8 +14,9 @@ Every failure is a `GitOpsError` whose message says why. Two kinds tell the call
   was rejected because others kept pushing first.
 - Anything else is permanent until a person acts: credentials refused (HTTP 401/403, SSH
   "Permission denied", repository not found), `PushRefused` for a push the remote's rules decline
-  (branch protection, a pre-receive hook), a file or branch that does not exist, an unusable
-  working copy, and whatever git says that is not known to be transient.
+  (branch protection, a pre-receive hook), `FileMissing` for a file not on the branch even as
+  just fetched, a branch that does not exist, an unusable working copy, and whatever git says
+  that is not known to be transient.
 
 `PushRejected` (someone else pushed first) never leaves `commit_and_push()`: it fetches,
 re-applies the change and pushes again. Nothing here sleeps to wait for a remote to return.
@@ -34,6 +35,8 @@ from django.conf import settings
 from redis.exceptions import LockError, RedisError
 
 from nexo_portal.lib.queues import redis_connection
+
+from .values import ValuesFileError
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,10 @@ class PushRejected(GitOpsError):
 
 class PushRefused(GitOpsError):
     """The remote's rules (branch protection, a pre-receive hook) declined the push; pushing again will not help."""
+
+
+class FileMissing(GitOpsError):
+    """The file is not on the branch, as just fetched."""
 
 
 def redact(url):
@@ -325,7 +332,9 @@ class GitOpsRepository:
         returned and nothing is written. Otherwise the first attempt trusts the branch as last
         fetched — every push from the portal goes through this lock, so it is usually current —
         and a push rejected because someone else pushed is fetched, re-applied and retried, up
-        to `attempts` times in all.
+        to `attempts` times in all. A change made on a stale copy cannot land (the remote takes
+        only a push built on its branch's tip), but a stale copy could miss a file or key that a
+        person added a moment ago: such a miss is reported only once a fresh fetch shows it too.
 
         `before_push()` is called once, while git writes the first commit; if it raises, nothing
         is pushed and the exception goes on (the local commit is dropped by the next use).
@@ -334,18 +343,16 @@ class GitOpsRepository:
         trailer_key, trailer_value = trailer
         last_rejection = None
         for attempt in range(1, attempts + 1):
-            self._fresh_working_copy(fetch=attempt > 1 or look_for_trailer or not self._has_branch())
+            fetched = attempt > 1 or look_for_trailer or not self._has_branch()
+            self._fresh_working_copy(fetch=fetched)
             if look_for_trailer:
                 existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
                 if existing:
                     logger.info("GitOps commit for %s: %s already pushed as %s", self, trailer, existing)
                     return existing
-            try:
-                original = self.read(relative_path)
-            except FileNotFoundError:
-                raise GitOpsError(f"{relative_path} does not exist in {self} on branch {self.branch}.") from None
+            changed = self._changed(relative_path, change, fetched)
             self._pushed_marker().unlink(missing_ok=True)
-            self._file(relative_path).write_text(change(original))
+            self._file(relative_path).write_text(changed)
             sha = self._commit(message, meanwhile=before_push)
             before_push = None
             try:
@@ -366,6 +373,25 @@ class GitOpsRepository:
             self._pushed_marker().write_text(sha)
             return sha
         raise GitOpsUnavailable(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+
+    def _changed(self, relative_path, change, fetched):
+        """The file's text after `change`; a miss on a copy not fetched for this attempt (no such
+        file, or `change` raising ValuesFileError: no such key) is tried again on a fresh fetch."""
+        try:
+            return self._apply(relative_path, change)
+        except (FileMissing, ValuesFileError) as miss:
+            if fetched:
+                raise
+            logger.info("GitOps: fetching %s before believing a miss: %s", self, miss)
+        self.sync()
+        return self._apply(relative_path, change)
+
+    def _apply(self, relative_path, change):
+        try:
+            original = self.read(relative_path)
+        except FileNotFoundError:
+            raise FileMissing(f"{relative_path} does not exist in {self} on branch {self.branch}.") from None
+        return change(original)
 
     def _commit(self, message, meanwhile=None):
         """`git commit -a` with `message`, calling `meanwhile()` while git writes it; the new SHA."""
