@@ -1,6 +1,7 @@
 """A real bare GitOps repository on disk for tests, with values files shaped like the real chart's."""
 
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import git
@@ -82,3 +83,19 @@ class GitOpsRemote:
 
     def head(self):
         return git.Repo(self.bare).commit(self.branch).hexsha
+
+    @contextmanager
+    def away(self):
+        """The repository gone from its path for the block, as a remote's disk or mount is for a moment."""
+        aside = self.bare.with_name(self.bare.name + ".away")
+        self.bare.rename(aside)
+        try:
+            yield
+        finally:
+            aside.rename(self.bare)
+
+    def protect(self, *lines):
+        """Decline every push with `lines` on stderr, as a protected branch's pre-receive hook does."""
+        hook = self.bare / "hooks" / "pre-receive"
+        hook.write_text("#!/bin/sh\n" + "".join(f"echo '{line}' >&2\n" for line in lines) + "exit 1\n")
+        hook.chmod(0o755)

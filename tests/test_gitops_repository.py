@@ -1,13 +1,64 @@
-"""The GitOps working copy's lock and network limits, against real Git and Redis."""
+"""The GitOps working copy's lock, network limits and failures, against real Git and Redis."""
 
 import json
+import shutil
 import socket
+import subprocess
 import threading
+import time
 
 import pytest
+import redis
 
-from releases.gitops.repo import GitOpsError, GitOpsRepository
+from releases.gitops import values
+from releases.gitops.repo import (
+    FileMissing,
+    GitOpsError,
+    GitOpsRepository,
+    GitOpsUnavailable,
+    PushRefused,
+    PushRejected,
+    push_error,
+    remote_error,
+)
 from tests.gitops import GitOpsRemote
+from tests.servers.loopback import LoopbackServer, Response
+
+VALUES_PATH = "helm/nexo-be/values-develop.yaml"
+
+
+def closed_port():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        return unused.getsockname()[1]
+
+
+def promote(repository, tag, path=VALUES_PATH, promotion_id=1, **options):
+    """commit_and_push() as the commit job calls it: image.tag changed, the Promotion-Id trailer."""
+    options.setdefault("look_for_trailer", False)
+    return repository.commit_and_push(
+        path,
+        lambda text: values.set_value(text, "image.tag", tag, path),
+        f"promote: develop → {tag}\n\nPromotion-Id: {promotion_id}\n",
+        trailer=("Promotion-Id", promotion_id),
+        **options,
+    )
+
+
+@pytest.fixture
+def remote(tmp_path):
+    remote = GitOpsRemote(tmp_path)
+    remote.write(VALUES_PATH, 'image:\n  tag: "2026.02.1"\n')
+    return remote
+
+
+@pytest.fixture
+def repository(remote, tmp_path, redis_connection):
+    """A worker's working copy of `remote`, fetched once, as a worker keeps it between jobs."""
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"))
+    with repository.locked():
+        repository.sync()
+    return repository
 
 
 @pytest.fixture
@@ -41,7 +92,7 @@ def test_a_git_host_that_hangs_is_given_up_on_after_the_network_timeout(
 ):
     settings.GITOPS_NETWORK_TIMEOUT_SECONDS = 1
     repository = GitOpsRepository(url=silent_server, workdir=str(tmp_path))
-    with pytest.raises(GitOpsError, match="Cannot reach the GitOps repository") as failure, repository.locked():
+    with pytest.raises(GitOpsUnavailable, match="Cannot reach the GitOps repository") as failure, repository.locked():
         repository.sync()
     assert "did not complete in 1 secs" in str(failure.value), "stopped by the timeout, not by a refusal"
 
@@ -104,3 +155,243 @@ def test_git_housekeeping_waits_until_the_push_is_done(tmp_path, redis_connectio
     assert "maintenance" not in until_pushed, "the commit did not start git's housekeeping before the push"
     assert git_commands(trace)[len(until_pushed) :] == ["maintenance"], "it ran once the repository was released"
     assert remote.read("helm/nexo-be/values-develop.yaml") == 'image:\n  tag: "2026.02.2"\n'
+
+
+# --- transient or permanent -------------------------------------------------------------------
+
+
+def test_a_repository_away_for_a_moment_is_unavailable_and_the_retried_commit_lands_once(remote, repository):
+    head = remote.head()
+    with remote.away(), repository.locked():
+        with pytest.raises(GitOpsUnavailable, match="does not appear to be a git repository"):
+            repository.sync()
+        with pytest.raises(GitOpsUnavailable, match="whether the commit landed is unknown"):
+            promote(repository, "2026.02.2")
+    with repository.locked():
+        # The step tried again, as a resumed job does: it looks for its commit before writing one.
+        sha = promote(repository, "2026.02.2", look_for_trailer=True)
+    assert remote.read(VALUES_PATH) == 'image:\n  tag: "2026.02.2"\n'
+    assert [commit.hexsha for commit in remote.commits()][:2] == [sha, head]
+
+
+@pytest.fixture
+def git_host():
+    """An HTTPS-style Git host on loopback that answers every request with one status, set per test."""
+    answer = {"status": 503}
+
+    def respond(request):
+        headers = {"WWW-Authenticate": 'Basic realm="git"'} if answer["status"] == 401 else {}
+        return Response(answer["status"], b"", headers)
+
+    server = LoopbackServer(respond)
+    server.answer = answer
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_a_git_host_that_is_down_or_overloaded_is_unavailable(git_host, status, tmp_path, redis_connection):
+    git_host.answer["status"] = status
+    repository = GitOpsRepository(url=f"{git_host.url}/nexo-gitops.git", workdir=str(tmp_path))
+    with pytest.raises(GitOpsUnavailable, match=f"returned error: {status}"), repository.locked():
+        repository.sync()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_git_host_that_refuses_the_credentials_is_a_permanent_failure(git_host, status, tmp_path, redis_connection):
+    git_host.answer["status"] = status
+    url = f"{git_host.url.replace('http://', 'http://portal:s3cret-token@')}/nexo-gitops.git"
+    repository = GitOpsRepository(url=url, workdir=str(tmp_path))
+    with pytest.raises(GitOpsError, match="refused the portal's credentials") as failure, repository.locked():
+        repository.sync()
+    assert not isinstance(failure.value, GitOpsUnavailable)
+    assert "s3cret-token" not in str(failure.value)
+
+
+def test_a_git_host_that_refuses_connections_is_unavailable(tmp_path, redis_connection):
+    repository = GitOpsRepository(url=f"http://127.0.0.1:{closed_port()}/nexo-gitops.git", workdir=str(tmp_path))
+    with pytest.raises(GitOpsUnavailable, match="Cannot reach the GitOps repository"), repository.locked():
+        repository.sync()
+
+
+def test_a_push_declined_by_branch_protection_is_refused_at_once(remote, repository, tmp_path, monkeypatch):
+    remote.protect("error: GH006: Protected branch update failed for refs/heads/main.")
+    head = remote.head()
+    trace = tmp_path / "git-trace.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    with pytest.raises(PushRefused) as refusal, repository.locked():
+        promote(repository, "2026.02.2")
+    message = str(refusal.value)
+    assert "GH006: Protected branch update failed" in message
+    assert "pre-receive hook declined" in message
+    assert message.endswith("protect-branch remotes need the pull-request delivery mode.")
+    assert git_commands(trace).count("push") == 1, "a refusal is not retried as if someone had pushed first"
+    assert remote.head() == head
+
+
+def test_a_push_behind_someone_elses_is_fetched_reapplied_and_pushed_on_top(remote, repository):
+    def someone_pushes_meanwhile():
+        remote.write("helm/nexo-be/NOTES.md", "pushed while the portal was committing\n")
+
+    with repository.locked():
+        sha = promote(repository, "2026.02.2", before_push=someone_pushes_meanwhile)
+    history = remote.commits()
+    assert history[0].hexsha == sha
+    assert history[1].summary == "chore: edit values by hand"
+    assert remote.read(VALUES_PATH) == 'image:\n  tag: "2026.02.2"\n'
+    assert remote.read("helm/nexo-be/NOTES.md") == "pushed while the portal was committing\n"
+
+
+# What remotes this suite cannot run say, word for word (GitHub, GitLab, OpenSSH, curl).
+TRANSIENT = [
+    "ssh: connect to host github.com port 22: Connection refused\nfatal: Could not read from remote repository.",
+    "kex_exchange_identification: read: Connection reset by peer\nfatal: Could not read from remote repository.",
+    "ssh: Could not resolve hostname github.com: Temporary failure in name resolution",
+    "fatal: unable to access 'https://github.com/o/r.git/': Could not resolve host: github.com",
+    "fatal: unable to access 'https://g/': Failed to connect to g port 443 after 2 ms: Couldn't connect to server",
+    "error: RPC failed; HTTP 502 curl 22 The requested URL returned error: 502",
+    "fatal: unable to access 'https://gitlab.com/o/r.git/': The requested URL returned error: 429",
+    "fatal: the remote end hung up unexpectedly\nfatal: early EOF",
+]
+PERMANENT = [
+    "git@github.com: Permission denied (publickey).\nfatal: Could not read from remote repository.",
+    "ERROR: Repository not found.\nfatal: Could not read from remote repository.",
+    "Host key verification failed.\nfatal: Could not read from remote repository.",
+    "remote: Invalid username or token.\nfatal: Authentication failed for 'https://github.com/o/r.git/'",
+    "fatal: unable to access 'https://github.com/o/r.git/': The requested URL returned error: 403",
+    "fatal: repository 'https://github.com/o/r.git/' not found",
+    "fatal: bad object refs/remotes/origin/main",
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"), [(m, GitOpsUnavailable) for m in TRANSIENT] + [(m, GitOpsError) for m in PERMANENT]
+)
+def test_what_a_remote_says_decides_whether_a_failure_is_transient(message, kind):
+    assert type(remote_error("git@github.com:o/r.git", "read", message)) is kind
+
+
+# A push's stderr, then its refused ref as `git push --porcelain` prints it.
+PUSHES = [
+    (
+        "remote: error: GH006: Protected branch update failed for refs/heads/main. "
+        "refs/heads/main:refs/heads/main [remote rejected] (protected branch hook declined)",
+        PushRefused,
+    ),
+    (
+        "remote: GitLab: You are not allowed to push code to protected branches on this project. "
+        "HEAD:refs/heads/main [remote rejected] (pre-receive hook declined)",
+        PushRefused,
+    ),
+    ("error: failed to push some refs HEAD:refs/heads/main [rejected] (fetch first)", PushRejected),
+    ("error: failed to push some refs HEAD:refs/heads/main [rejected] (non-fast-forward)", PushRejected),
+    (
+        "HEAD:refs/heads/main [remote rejected] (cannot lock ref 'refs/heads/main': is at 1a2b but expected 3c4d)",
+        PushRejected,
+    ),
+    (
+        "remote: Permission to o/r.git denied to nexo-portal.\n"
+        "fatal: unable to access 'https://github.com/o/r.git/': The requested URL returned error: 403",
+        GitOpsError,
+    ),
+    ("error: RPC failed; HTTP 503 curl 22 The requested URL returned error: 503", GitOpsUnavailable),
+]
+
+
+@pytest.mark.parametrize(("message", "kind"), PUSHES)
+def test_what_a_remote_says_about_a_push_decides_what_happens_next(message, kind):
+    assert type(push_error("git@github.com:o/r.git", "main", message)) is kind
+
+
+# --- the lock when Redis is away -----------------------------------------------------------------------
+
+
+def test_the_lock_cannot_be_taken_while_redis_is_down_and_that_is_transient(remote, tmp_path, settings):
+    queue = settings.RQ_QUEUES["default"]
+    settings.RQ_QUEUES = {**settings.RQ_QUEUES, "default": {**queue, "URL": f"redis://127.0.0.1:{closed_port()}/0"}}
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"))
+    with (
+        pytest.raises(GitOpsUnavailable, match=r"Cannot take the lock on .* Redis did not answer"),
+        repository.locked(),
+    ):
+        pytest.fail("the block ran without the lock")
+
+
+def test_a_lock_that_expired_meanwhile_stops_before_the_remote_and_is_transient(repository, redis_connection):
+    with repository.locked():
+        redis_connection.delete(repository.lock_name)  # as if it had expired and another worker could take it
+        with pytest.raises(GitOpsUnavailable, match="Lost the lock"):
+            repository.sync()
+
+
+@pytest.fixture
+def own_redis(settings):
+    """A Redis server of this test's own, the queue's and lock's Redis for the test, to stop at will."""
+    port = closed_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.05)
+    queue = settings.RQ_QUEUES["default"]
+    settings.RQ_QUEUES = {**settings.RQ_QUEUES, "default": {**queue, "URL": f"redis://127.0.0.1:{port}/0"}}
+    yield server
+    server.kill()
+    server.wait()
+
+
+def test_redis_going_away_while_the_lock_is_held_is_transient(own_redis, remote, tmp_path):
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"))
+    with repository.locked():
+        own_redis.kill()
+        own_redis.wait()
+        with pytest.raises(GitOpsUnavailable, match="Lost the lock"):
+            repository.sync()
+
+
+# --- deciding on a current copy ------------------------------------------------------------------------
+
+
+def test_a_values_file_a_person_pushed_a_moment_ago_is_found_not_refused(remote, repository):
+    remote.write("helm/nexo-fe/values-develop.yaml", 'image:\n  tag: "2026.02.6"\n', "chore: values for nexo-fe")
+    with repository.locked():
+        sha = promote(repository, "2026.02.7", path="helm/nexo-fe/values-develop.yaml")
+    assert remote.head() == sha
+    assert remote.read("helm/nexo-fe/values-develop.yaml") == 'image:\n  tag: "2026.02.7"\n'
+
+
+def test_a_tag_key_a_person_added_a_moment_ago_is_found_not_refused(remote, tmp_path, redis_connection):
+    remote.write(VALUES_PATH, "image:\n  repository: ghcr.io/nexo-org/nexo-be\n")
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"))
+    with repository.locked():
+        repository.sync()
+    remote.write(VALUES_PATH, 'image:\n  repository: ghcr.io/nexo-org/nexo-be\n  tag: "2026.02.1"\n')
+    with repository.locked():
+        promote(repository, "2026.02.2")
+    assert remote.read(VALUES_PATH) == 'image:\n  repository: ghcr.io/nexo-org/nexo-be\n  tag: "2026.02.2"\n'
+
+
+def test_a_values_file_missing_from_the_branch_as_just_fetched_is_reported_and_nothing_pushed(remote, repository):
+    head = remote.head()
+    missing = r"helm/nexo-fe/values-develop\.yaml does not exist in .* on branch main"
+    with pytest.raises(FileMissing, match=missing), repository.locked():
+        promote(repository, "2026.02.7", path="helm/nexo-fe/values-develop.yaml")
+    assert remote.head() == head
+
+
+def test_a_values_file_found_in_the_working_copy_is_committed_without_a_fetch(repository, tmp_path, monkeypatch):
+    trace = tmp_path / "git-trace.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    with repository.locked():
+        promote(repository, "2026.02.2")
+    assert "fetch" not in git_commands(trace), "the push itself proves the copy was current"

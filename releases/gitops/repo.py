@@ -2,6 +2,24 @@
 every use serialised across workers by a Redis lock, pushes retried when someone else
 pushed first, and commits found again by their `Promotion-Id:` trailer so a retried job
 never commits twice.
+
+Every failure is a `GitOpsError` whose message says why. Two kinds tell the caller what to do:
+
+- `GitOpsUnavailable` is transient: the same step may well work in a moment, so the pipeline
+  reschedules it instead of failing the promotion. Raised when the remote cannot be reached
+  (connection refused, host not resolved, no answer within GITOPS_NETWORK_TIMEOUT_SECONDS, the
+  connection dropped, "Could not read from remote repository", a repository path missing for a
+  moment, HTTP 5xx or 429 from an HTTPS remote), when the Redis lock cannot be taken or renewed
+  (Redis down, or another worker held it for longer than the wait), and when every push attempt
+  was rejected because others kept pushing first.
+- Anything else is permanent until a person acts: credentials refused (HTTP 401/403, SSH
+  "Permission denied", repository not found), `PushRefused` for a push the remote's rules decline
+  (branch protection, a pre-receive hook), `FileMissing` for a file not on the branch even as
+  just fetched, a branch that does not exist, an unusable working copy, and whatever git says
+  that is not known to be transient.
+
+`PushRejected` (someone else pushed first) never leaves `commit_and_push()`: it fetches,
+re-applies the change and pushes again. Nothing here sleeps to wait for a remote to return.
 """
 
 import hashlib
@@ -18,21 +36,61 @@ from redis.exceptions import LockError, RedisError
 
 from nexo_portal.lib.queues import redis_connection
 
+from .values import ValuesFileError
+
 logger = logging.getLogger(__name__)
 
 # Working copies opened by this process, by path. A worker runs one job after another on the same
 # copy, and opening it again (reading its config, checking its remote) costs ~0.5 ms a job.
 _opened = {}
 
-_REJECTED_PUSH = re.compile(r"\[rejected\]|\[remote rejected\]|non-fast-forward|fetch first|stale info", re.I)
+# A worker has nobody to type a password: git fails at once ("terminal prompts disabled") instead of
+# waiting on a terminal that is not there.
+_NEVER_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
+
+# Someone else moved the branch first (or is updating it right now): fetch, re-apply, push again.
+_BEHIND = re.compile(
+    r"\[rejected\]|non-fast-forward|fetch first|stale info|cannot lock ref|failed to update ref|incorrect old value",
+    re.I,
+)
+# The remote took the push and its rules declined it: branch protection, a pre-receive hook.
+_DECLINED = re.compile(r"\[remote rejected\]|hook declined|GH006|protected branch", re.I)
+# The remote answered and refused who we are; checked first, as SSH adds "Could not read from
+# remote repository" to "Permission denied (publickey)".
+_AUTH_REFUSED = re.compile(
+    r"Authentication failed|could not read (?:Username|Password)|Permission denied \(|Host key verification failed"
+    r"|returned error: 40[13]\b|HTTP 40[13]\b|Repository not found|repository '[^']*' not found",
+    re.I,
+)
+# The remote could not be reached or is overloaded: may work in a moment.
+_UNREACHABLE = re.compile(
+    r"Could not resolve host|Temporary failure in name resolution|Failed to connect|Couldn't connect to server"
+    r"|Connection refused|Connection reset|Connection timed out|Operation timed out|Network is unreachable"
+    r"|No route to host|did not complete in \d+ secs|Could not read from remote repository"
+    r"|remote end hung up unexpectedly|early EOF|unexpected disconnect|does not appear to be a git repository"
+    r"|returned error: (?:5\d\d|429)\b|HTTP (?:5\d\d|429)\b|SSL_ERROR_SYSCALL",
+    re.I,
+)
 
 
 class GitOpsError(Exception):
     """The GitOps repository could not be read or written; the message says why."""
 
 
+class GitOpsUnavailable(GitOpsError):
+    """The remote or the lock could not be had just now; the same step may work in a moment."""
+
+
 class PushRejected(GitOpsError):
     """Someone else pushed first."""
+
+
+class PushRefused(GitOpsError):
+    """The remote's rules (branch protection, a pre-receive hook) declined the push; pushing again will not help."""
+
+
+class FileMissing(GitOpsError):
+    """The file is not on the branch, as just fetched."""
 
 
 def redact(url):
@@ -50,6 +108,39 @@ def _git_message(error):
     text = (getattr(error, "stderr", "") or str(error)).strip()
     text = text.replace("stderr: ", "").strip("' \n")
     return re.sub(r"(https?://)[^/@\s]+@", r"\1", text)
+
+
+def _push_message(error):
+    """What git said of a failed push: the remote's and git's own lines without the generic ones,
+    then why the ref was refused, from `--porcelain`'s "!\tHEAD:refs/heads/main\t[rejected] (fetch first)"."""
+    said = [line.strip() for line in _git_message(error).splitlines()]
+    said = [line for line in said if line and not line.startswith(("hint:", "error: failed to push some refs"))]
+    stdout = str(getattr(error, "stdout", "") or "").replace("stdout: ", "").strip("' \n")
+    said += [line.split("\t")[-1].strip() for line in stdout.splitlines() if line.startswith("!")]
+    return " ".join(said)
+
+
+def remote_error(repository, doing, message):
+    """The error for a fetch or push that failed with git's `message`: GitOpsUnavailable when the
+    remote could not be reached, a plain GitOpsError when it answered and refused us or said
+    something this does not know."""
+    if _AUTH_REFUSED.search(message):
+        return GitOpsError(f"The GitOps repository {repository} refused the portal's credentials: {message}")
+    if _UNREACHABLE.search(message):
+        return GitOpsUnavailable(f"Cannot reach the GitOps repository {repository}: {message}")
+    return GitOpsError(f"Cannot {doing} the GitOps repository {repository}: {message}")
+
+
+def push_error(repository, branch, message):
+    """The error for a push to `branch` that failed with git's `message` (stderr and refused refs)."""
+    if _BEHIND.search(message):
+        return PushRejected(message)
+    if _DECLINED.search(message) and "unpacker error" not in message:
+        return PushRefused(
+            f"The GitOps repository {repository} refused the push to '{branch}': {message}; "
+            "protect-branch remotes need the pull-request delivery mode."
+        )
+    return remote_error(repository, "push to", message)
 
 
 class GitOpsRepository:
@@ -76,11 +167,11 @@ class GitOpsRepository:
         try:
             acquired = lock.acquire()
         except RedisError as error:
-            raise GitOpsError(
-                f"Cannot take the lock on {self} (Redis: {error}); the reconciler will try again."
-            ) from error
+            raise GitOpsUnavailable(f"Cannot take the lock on {self}: Redis did not answer ({error}).") from error
         if not acquired:
-            raise GitOpsError(f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}.")
+            raise GitOpsUnavailable(
+                f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}."
+            )
         self._lock = lock
         try:
             yield self
@@ -100,7 +191,9 @@ class GitOpsRepository:
             try:
                 self._lock.reacquire()
             except (LockError, RedisError) as error:
-                raise GitOpsError(f"Lost the lock on {self} ({error}); stopping before touching the remote.") from error
+                raise GitOpsUnavailable(
+                    f"Lost the lock on {self} ({error or type(error).__name__}); stopping before touching the remote."
+                ) from error
         return {"kill_after_timeout": self.network_timeout}
 
     # --- working copy -----------------------------------------------------------------------
@@ -116,6 +209,7 @@ class GitOpsRepository:
         try:
             if (self.path / ".git").is_dir():
                 repo = git.Repo(self.path)
+                repo.git.update_environment(**_NEVER_PROMPT)
                 if "origin" not in {remote.name for remote in repo.remotes}:
                     repo.create_remote("origin", self.url)
                 elif repo.remotes.origin.url != self.url:
@@ -125,10 +219,13 @@ class GitOpsRepository:
             # given a time limit: GitPython runs it as a process it does not watch.)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             repo = git.Repo.init(self.path)
+            repo.git.update_environment(**_NEVER_PROMPT)
             repo.create_remote("origin", self.url)
             return repo
         except git.GitError as error:
-            raise GitOpsError(f"Cannot reach the GitOps repository {self}: {_git_message(error)}") from error
+            raise GitOpsError(
+                f"Cannot prepare the working copy of {self} in {self.path}: {_git_message(error)}"
+            ) from error
 
     def sync(self):
         """Fetch and make the working copy exactly the remote branch (local leftovers dropped)."""
@@ -141,10 +238,9 @@ class GitOpsRepository:
                 **self._before_long_call(),
             )
         except git.GitCommandError as error:
-            message = _git_message(error)
-            if "couldn't find remote ref" in message.lower():
+            if "couldn't find remote ref" in _git_message(error).lower():
                 raise GitOpsError(f"The branch '{self.branch}' does not exist in {self}.") from error
-            raise GitOpsError(f"Cannot reach the GitOps repository {self}: {message}") from error
+            raise remote_error(self, "read", _git_message(error)) from error
         return self._reset()
 
     def _reset(self):
@@ -236,7 +332,9 @@ class GitOpsRepository:
         returned and nothing is written. Otherwise the first attempt trusts the branch as last
         fetched — every push from the portal goes through this lock, so it is usually current —
         and a push rejected because someone else pushed is fetched, re-applied and retried, up
-        to `attempts` times in all.
+        to `attempts` times in all. A change made on a stale copy cannot land (the remote takes
+        only a push built on its branch's tip), but a stale copy could miss a file or key that a
+        person added a moment ago: such a miss is reported only once a fresh fetch shows it too.
 
         `before_push()` is called once, while git writes the first commit; if it raises, nothing
         is pushed and the exception goes on (the local commit is dropped by the next use).
@@ -245,18 +343,16 @@ class GitOpsRepository:
         trailer_key, trailer_value = trailer
         last_rejection = None
         for attempt in range(1, attempts + 1):
-            self._fresh_working_copy(fetch=attempt > 1 or look_for_trailer or not self._has_branch())
+            fetched = attempt > 1 or look_for_trailer or not self._has_branch()
+            self._fresh_working_copy(fetch=fetched)
             if look_for_trailer:
                 existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
                 if existing:
                     logger.info("GitOps commit for %s: %s already pushed as %s", self, trailer, existing)
                     return existing
-            try:
-                original = self.read(relative_path)
-            except FileNotFoundError:
-                raise GitOpsError(f"{relative_path} does not exist in {self} on branch {self.branch}.") from None
+            changed = self._changed(relative_path, change, fetched)
             self._pushed_marker().unlink(missing_ok=True)
-            self._file(relative_path).write_text(change(original))
+            self._file(relative_path).write_text(changed)
             sha = self._commit(message, meanwhile=before_push)
             before_push = None
             try:
@@ -276,7 +372,26 @@ class GitOpsRepository:
                 raise
             self._pushed_marker().write_text(sha)
             return sha
-        raise GitOpsError(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+        raise GitOpsUnavailable(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+
+    def _changed(self, relative_path, change, fetched):
+        """The file's text after `change`; a miss on a copy not fetched for this attempt (no such
+        file, or `change` raising ValuesFileError: no such key) is tried again on a fresh fetch."""
+        try:
+            return self._apply(relative_path, change)
+        except (FileMissing, ValuesFileError) as miss:
+            if fetched:
+                raise
+            logger.info("GitOps: fetching %s before believing a miss: %s", self, miss)
+        self.sync()
+        return self._apply(relative_path, change)
+
+    def _apply(self, relative_path, change):
+        try:
+            original = self.read(relative_path)
+        except FileNotFoundError:
+            raise FileMissing(f"{relative_path} does not exist in {self} on branch {self.branch}.") from None
+        return change(original)
 
     def _commit(self, message, meanwhile=None):
         """`git commit -a` with `message`, calling `meanwhile()` while git writes it; the new SHA."""
@@ -318,8 +433,11 @@ class GitOpsRepository:
         try:
             self.sync()
         except GitOpsError as error:
-            raise GitOpsError(
-                f"{failure} The repository could not be read afterwards either ({error}), so whether the commit "
+            # A retried job looks for its commit first, so it is as transient as the read that failed.
+            unknown = GitOpsUnavailable if isinstance(error, GitOpsUnavailable) else GitOpsError
+            again = "" if str(error) == str(failure) else f" ({error})"
+            raise unknown(
+                f"{failure} The repository could not be read afterwards either{again}, so whether the commit "
                 "landed is unknown; the reconciler flags the values file if it did."
             ) from error
         existing = self.find_commit_with_trailer(trailer_key, trailer_value, since=since)
@@ -372,7 +490,4 @@ class GitOpsRepository:
         try:
             repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{self.branch}", **self._before_long_call())
         except git.GitCommandError as error:
-            message = _git_message(error) + " " + str(getattr(error, "stdout", "") or "")
-            if _REJECTED_PUSH.search(message):
-                raise PushRejected(message.strip()) from error
-            raise GitOpsError(f"Cannot push to the GitOps repository {self}: {_git_message(error)}") from error
+            raise push_error(self, self.branch, _push_message(error)) from error
