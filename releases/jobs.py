@@ -22,7 +22,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, transacti
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from environments.argocd import ArgoCD, ArgoCDError
+from environments.argocd import ArgoCD, ArgoCDError, ArgoCDRefused, ArgoCDTimeout
 from nexo_portal.lib.errors import Unavailable
 
 from . import steps, transitions, verification
@@ -164,7 +164,15 @@ def commit_promotion(promotion_id):
     resumed = promotion.state == PromotionState.COMMITTING
     service, environment, release = promotion.service, promotion.environment, promotion.release
     path, key = service.values_path(environment), service.image_tag_key
-    message = gitops_message.promotion_message(promotion, promotion.approver_names())
+    approvers, held = promotion.approver_names(), {}
+
+    def change(text):
+        held["tag"] = values.read_value(text, key, path)  # what GitOps held before this commit
+        return values.set_value(text, key, release.version, path)
+
+    def message():
+        return gitops_message.promotion_message(promotion, approvers, previous_version=held.get("tag"))
+
     owned = PromotionState.COMMITTING if resumed else PromotionState.APPROVED
 
     def start_commit():
@@ -177,7 +185,7 @@ def commit_promotion(promotion_id):
         with repository.locked():
             sha = repository.commit_and_push(
                 path,
-                lambda text: values.set_value(text, key, release.version, path),
+                change,
                 message,
                 trailer=(gitops_message.PROMOTION_TRAILER, promotion.pk),
                 since=promotion.requested_at - timedelta(days=1),
@@ -195,7 +203,7 @@ def commit_promotion(promotion_id):
         # one committed it must not fail what that one carried on.
         _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=[owned])
         return
-    _unless_moved_on(transitions.mark_committed, promotion, sha, message, committed_at=pushed_at)
+    _unless_moved_on(transitions.mark_committed, promotion, sha, message(), committed_at=pushed_at)
 
 
 def sync_promotion(promotion_id):
@@ -220,6 +228,14 @@ def sync_promotion(promotion_id):
             # Auto-sync follows the branch: a later commit that contains ours deploys ours too.
             includes=_contains_commit(promotion.gitops_commit_sha) if auto_sync else None,
         )
+    except ArgoCDRefused as refusal:
+        # The path a rollback would take has just refused the portal: a hold says what to fix.
+        _unless_moved_on(transitions.fail, promotion, "sync", str(refusal), roll_back=False)
+        return
+    except ArgoCDTimeout as timeout:
+        # Unreachable or busy to the end: a rollback through it would meet the same.
+        _unless_moved_on(transitions.fail, promotion, "sync", str(timeout), roll_back=timeout.last_error is None)
+        return
     except ArgoCDError as error:
         _unless_moved_on(transitions.fail, promotion, "sync", str(error))
         return

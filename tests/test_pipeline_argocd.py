@@ -3,7 +3,7 @@
 import pytest
 
 from releases import transitions
-from releases.models import Deployment, Promotion, PromotionKind, PromotionState, StepStatus
+from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepStatus
 from tests.factories import make_release
 from tests.servers.argocd import Outcome
 
@@ -101,10 +101,61 @@ def test_a_release_degraded_in_develop_is_rolled_back_to_the_last_verified_one(p
     # The rollback's own sync went Degraded too in this stand-in, so it failed; nothing rolls back a rollback.
     assert rollback.state == PromotionState.FAILED
     assert Promotion.objects.filter(kind=PromotionKind.ROLLBACK).count() == 1
-    assert (
-        pipeline.gitops.commits("helm/nexo-be/values-develop.yaml")[0].summary
-        == "rollback(nexo-be): develop → 2026.02.1"
-    )
+    rollback_commit = pipeline.gitops.commits("helm/nexo-be/values-develop.yaml")[0]
+    assert rollback_commit.summary == "rollback(nexo-be): develop → 2026.02.1"
+    # What GitOps held before the rollback's commit: the bad release, not the one it goes back to.
+    assert "Previous version: 2026.02.2." in rollback_commit.message
+    # The automatic rollback could not finish: automatic promotions into develop stop, saying why.
+    hold = Hold.objects.active().get(service=service, environment=pipeline.environments["develop"])
+    assert hold.reason.startswith("The automatic rollback to 2026.02.1 failed at sync: Argo CD application")
+
+
+def test_argo_cd_refusing_the_token_fails_without_an_automatic_rollback_and_holds(pipeline, argocd, settings):
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    argocd.app("nexo-be-develop")
+    good = promote_to_develop(pipeline, service, "2026.02.1")
+    assert good.state == PromotionState.VERIFIED
+    settings.ARGOCD_TOKEN = "expired-token"
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+    assert bad.state == PromotionState.FAILED
+    assert "ARGOCD_TOKEN" in bad.error
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()  # not through what refused us
+    summaries = [commit.summary for commit in pipeline.gitops.commits("helm/nexo-be/values-develop.yaml")]
+    assert not any(summary.startswith("rollback(") for summary in summaries)
+    hold = Hold.objects.active().get(service=service, environment=pipeline.environments["develop"])
+    assert "was not rolled back automatically through what refused the portal" in hold.reason
+    assert "ARGOCD_TOKEN" in hold.reason
+
+
+def test_argo_cd_down_at_the_sync_request_is_waited_out(pipeline, argocd):
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    argocd.app("nexo-be-develop")
+    argocd.down_for(1.5)
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    assert promotion.state == PromotionState.VERIFIED
+    assert not Hold.objects.exists()
+
+
+def test_argo_cd_unreachable_until_the_deadline_fails_and_holds_instead_of_rolling_back(pipeline, argocd, settings):
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    argocd.app("nexo-be-develop")
+    assert promote_to_develop(pipeline, service, "2026.02.1").state == PromotionState.VERIFIED
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 1
+    argocd.down_for(30)
+    try:
+        bad = promote_to_develop(pipeline, service, "2026.02.2")
+    finally:
+        argocd.start()
+    assert bad.state == PromotionState.FAILED
+    assert "did not answer" in bad.error
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    assert Hold.objects.active().filter(service=service, environment=pipeline.environments["develop"]).exists()
 
 
 def test_an_auto_sync_application_is_only_refreshed_never_synced(pipeline, argocd):

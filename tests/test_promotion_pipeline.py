@@ -163,7 +163,10 @@ def test_a_retried_commit_job_finds_its_own_commit_and_never_commits_twice(pipel
     assert [trailers(c).get("Promotion-Id") for c in pipeline.gitops.commits()].count(str(promotion.pk)) == 1
 
 
-def test_an_unreachable_remote_fails_the_promotion_with_the_reason_and_writes_nothing(pipeline, settings, tmp_path):
+def test_an_unreachable_remote_is_retried_then_fails_the_promotion_with_the_reason_and_writes_nothing(
+    pipeline, settings, tmp_path
+):
+    settings.PIPELINE_RETRY_SECONDS = 0  # no time to wait it out
     service = pipeline.add_service("nexo-be")
     settings.GITOPS_REPO_URL = str(tmp_path / "no-such-repository.git")
     promotion = transitions.request_promotion(
@@ -173,7 +176,7 @@ def test_an_unreachable_remote_fails_the_promotion_with_the_reason_and_writes_no
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.FAILED
     assert promotion.failed_step == "commit"
-    assert "Cannot reach the GitOps repository" in promotion.error
+    assert promotion.error.startswith("Still failing after 0 min of retries: Cannot reach the GitOps repository")
     assert "no-such-repository.git" in promotion.error
     assert promotion.gitops_commit_sha == ""
     assert not Deployment.objects.exists()
@@ -256,7 +259,11 @@ def test_a_duplicate_commit_job_that_fails_late_leaves_what_the_other_one_did(
     assert state_of(promotion) == PromotionState.COMMITTED
 
     monkeypatch.setattr(jobs, "_load", lambda promotion_id, *states: loaded_while_approved)
-    settings.GITOPS_REPO_URL = str(tmp_path / "gone.git")  # the duplicate cannot even reach the repository
+
+    def refused(*args, **kwargs):
+        raise GitOpsError("the remote declined the push")  # the duplicate fails for good
+
+    monkeypatch.setattr(GitOpsRepository, "commit_and_push", refused)
     jobs.commit_promotion(promotion.pk)
     promotion.refresh_from_db()
     assert (promotion.state, promotion.error) == (PromotionState.COMMITTED, "")

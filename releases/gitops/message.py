@@ -27,13 +27,17 @@ def subject(promotion):
     )
 
 
-def promotion_message(promotion, approvers):
+def promotion_message(promotion, approvers, previous_version=None):
+    """`previous_version`: what the values file held before this commit (default: what the portal
+    deployed there), the rollback plan of the reference docs' commit body."""
     lines = [subject(promotion), ""]
     lines.append(f"Requested by {promotion.requester_name()}.")
     if approvers:
         lines.append(f"Approved by {', '.join(approvers)}.")
-    if promotion.previous_release:
-        lines.append(f"Previous version: {promotion.previous_release.version}.")
+    if previous_version is None and promotion.previous_release:
+        previous_version = promotion.previous_release.version
+    if previous_version:
+        lines.append(f"Previous version: {previous_version}.")
     if promotion.is_emergency:
         lines.append(f"Break-glass: {promotion.emergency_reason}")
     if promotion.release.changelog:

@@ -34,6 +34,7 @@ import git
 from django.conf import settings
 from redis.exceptions import LockError, RedisError
 
+from nexo_portal.lib.errors import Unavailable
 from nexo_portal.lib.queues import redis_connection
 
 from .values import ValuesFileError
@@ -77,7 +78,7 @@ class GitOpsError(Exception):
     """The GitOps repository could not be read or written; the message says why."""
 
 
-class GitOpsUnavailable(GitOpsError):
+class GitOpsUnavailable(GitOpsError, Unavailable):
     """The remote or the lock could not be had just now; the same step may work in a moment."""
 
 
@@ -338,6 +339,7 @@ class GitOpsRepository:
 
         `before_push()` is called once, while git writes the first commit; if it raises, nothing
         is pushed and the exception goes on (the local commit is dropped by the next use).
+        `message` may be a callable, asked after `change` ran on the file as it is now.
         """
         attempts = attempts or settings.GITOPS_PUSH_ATTEMPTS
         trailer_key, trailer_value = trailer
@@ -353,7 +355,7 @@ class GitOpsRepository:
             changed = self._changed(relative_path, change, fetched)
             self._pushed_marker().unlink(missing_ok=True)
             self._file(relative_path).write_text(changed)
-            sha = self._commit(message, meanwhile=before_push)
+            sha = self._commit(message() if callable(message) else message, meanwhile=before_push)
             before_push = None
             try:
                 self.push()
