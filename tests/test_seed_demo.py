@@ -7,12 +7,13 @@ from django.core.management import call_command
 
 from audit.models import AuditEvent
 from environments.models import Environment
+from releases import verification
 from releases.gitops.values import read_value
-from releases.models import Approval, Deployment, Promotion, Release, Service
+from releases.models import Approval, CheckResult, Deployment, Promotion, PromotionState, Release, Service
 
 pytestmark = pytest.mark.django_db
 
-COUNTED = [Environment, Service, Release, Promotion, Approval, Deployment, User, Group, AuditEvent]
+COUNTED = [Environment, Service, Release, Promotion, Approval, Deployment, CheckResult, User, Group, AuditEvent]
 
 
 @pytest.fixture
@@ -72,3 +73,20 @@ def test_gitops_repository_agrees_with_current_deployments(gitops_path):
         "helm/nexo-fe/values-prod.yaml",
     ]
     assert len(files) == 12
+
+
+def test_releases_verified_where_ci_checks_are_required_have_their_passing_results(gitops_path, settings):
+    settings.PROMETHEUS_URL = settings.ARGOCD_URL = ""
+    seed()
+    verified = Promotion.objects.filter(state=PromotionState.VERIFIED, environment__name="qa")
+    assert verified.count() > 0
+    assert Environment.objects.get(name="qa").required_checks == ["e2e", "performance", "security"]
+    for promotion in verified.select_related("release", "environment", "service"):
+        # What a rollback to this release in qa would be judged on, besides its own soak.
+        verdict = verification.verdict(promotion)
+        assert verdict.passed, (promotion, verdict.summary)
+        assert "e2e passed; performance passed; security passed" in verdict.summary
+        assert all(
+            result.reported_at <= promotion.finished_at
+            for result in CheckResult.objects.filter(release=promotion.release, environment=promotion.environment)
+        )
