@@ -42,19 +42,22 @@ def lock_chain():
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
 
 
-def record(action, *, actor=None, service="", environment="", version="", promotion=None, message="", data=None):
+def record(
+    action, *, actor=None, service="", environment="", version="", promotion=None, message="", data=None, at=None
+):
     """Append one event to the chain and return it.
 
     Writers are serialised (an advisory lock on PostgreSQL; SQLite serialises writes by
     itself) so no two events can claim the same predecessor. Call it inside the caller's
     transaction so the event is written if and only if the change it describes is.
+    `at` is when it happened, for a history written after the fact (the demo's); default now.
     """
     # Inside the caller's transaction no savepoint is needed: if this fails, so does the change.
     with transaction.atomic(savepoint=False):
         lock_chain()
         last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
         event = AuditEvent(
-            created_at=timezone.now(),
+            created_at=at or timezone.now(),
             action=action,
             actor=actor_name(actor),
             service=str(service or ""),
