@@ -1,3 +1,4 @@
+from datetime import timedelta
 from io import StringIO
 
 import git
@@ -141,3 +142,9 @@ def test_the_audit_export_shows_the_seeded_ci_results_with_the_qa_verdicts(gitop
         assert record["validation_results"] == {"e2e": "passed", "performance": "passed", "security": "passed"}
     production = AuditEvent.objects.filter(action=AuditAction.PROMOTION_COMMITTED, environment="production")
     assert all(len(record["approvers"]) == 2 for record in export_records(production.order_by("id")))
+
+
+def test_soak_seconds_shortens_every_soak_also_of_environments_that_exist(gitops_path):
+    seed()
+    call_command("seed_demo", force=True, soak_seconds=20, stdout=StringIO())
+    assert set(Environment.objects.values_list("verification_window", flat=True)) == {timedelta(seconds=20)}

@@ -126,6 +126,14 @@ class Command(BaseCommand):
             action="store_true",
             help="Seed even with DEBUG off. The demo accounts share a published password: never on a real portal.",
         )
+        parser.add_argument(
+            "--soak-seconds",
+            type=int,
+            metavar="N",
+            help="Make every environment's soak (verification window) N seconds instead of the policy's 5 to 30 "
+            "minutes, also for environments that exist already, so a release goes from develop to production in "
+            "minutes. ./scripts/demo passes DEMO_SOAK_SECONDS here.",
+        )
 
     def handle(self, *args, **options):
         if not settings.DEBUG and not options["force"]:
@@ -137,6 +145,8 @@ class Command(BaseCommand):
         now = timezone.now().replace(second=0, microsecond=0)
         with transaction.atomic():
             environments = ensure_default_environments()
+            if options["soak_seconds"] is not None:
+                self.shorten_soaks(environments, options["soak_seconds"])
             groups = self.seed_groups()
             users = self.seed_users(groups)
             services = self.seed_services(groups)
@@ -154,6 +164,14 @@ class Command(BaseCommand):
             f"Sign in at http://localhost:8000 as admin, rita (requester), sam or sara (SREs) or paulo "
             f"(platform engineer); every demo password is: {DEMO_PASSWORD}"
         )
+
+    def shorten_soaks(self, environments, seconds):
+        if seconds < 0:
+            raise CommandError(f"--soak-seconds must be 0 or more, not {seconds}.")
+        for environment in environments.values():
+            environment.verification_window = timedelta(seconds=seconds)
+            environment.save(update_fields=["verification_window"])
+        self.stdout.write(f"Every environment's soak lasts {seconds} seconds (--soak-seconds).")
 
     # --- reference data -------------------------------------------------------------------
 
