@@ -79,15 +79,18 @@ _APPEND = """
 """
 
 
-def record(action, *, actor=None, service="", environment="", version="", promotion=None, message="", data=None):
+def record(
+    action, *, actor=None, service="", environment="", version="", promotion=None, message="", data=None, at=None
+):
     """Append one event to the chain and return it.
 
     Writers are serialised (an advisory lock on PostgreSQL; SQLite serialises writes by
     itself) so no two events can claim the same predecessor. Call it inside the caller's
     transaction so the event is written if and only if the change it describes is.
+    `at` is when it happened, for a history written after the fact (the demo's); default now.
     """
     event = AuditEvent(
-        created_at=timezone.now(),
+        created_at=at or timezone.now(),
         action=action,
         actor=actor_name(actor),
         service=str(service or ""),

@@ -3,13 +3,13 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
-from .models import ApiToken, TokenScope
+from .models import SCOPES_HELP, ApiToken, TokenScope
 
 
 class ApiTokenForm(forms.ModelForm):
     issuer = None  # the admin sets the signed-in user, who must be allowed to create this token
     scopes = forms.MultipleChoiceField(
-        choices=TokenScope.choices, widget=forms.CheckboxSelectMultiple, help_text="What the token may do."
+        choices=TokenScope.choices, widget=forms.CheckboxSelectMultiple, help_text=SCOPES_HELP
     )
 
     class Meta:

@@ -31,10 +31,20 @@ TOKEN_HASH_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class TokenScope(models.TextChoices):
-    REGISTER = "register", "Register releases"
-    PROMOTE = "promote", "Request promotions"
-    REPORT = "report", "Report deployment and verification results"
-    READ = "read", "Read services, releases, promotions and deployments"
+    """What a token may do. Every token may also read, as GitHub's write permissions imply read:
+    a pipeline that registers a build or requests a promotion follows the URL the answer gives it."""
+
+    REGISTER = "register", "Register releases (and read)"
+    PROMOTE = "promote", "Request, cancel and roll back promotions; approve with a personal token (and read)"
+    REPORT = "report", "Report CI verification results (and read)"
+    READ = "read", "Read only: releases, promotions, the matrix, the audit log and DORA"
+
+
+# Shown wherever a token is created (the admin, manage.py create_api_token).
+SCOPES_HELP = (
+    "What the token may do. Every scope includes reading (releases, promotions, the matrix, the audit log, "
+    "DORA); choose read alone for a read-only token."
+)
 
 
 class TokenStatus(models.TextChoices):
@@ -155,7 +165,7 @@ class ApiToken(models.Model):
         return self.scopes.split()
 
     def has_scope(self, scope):
-        return scope in self.scope_list
+        return scope in self.scope_list or scope == TokenScope.READ
 
     @cached_property
     def service_ids(self):

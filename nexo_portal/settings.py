@@ -316,9 +316,21 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "mail_admins": {
+            "class": "django.utils.log.AdminEmailHandler",
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+        },
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
+        # Django's default gives this logger a console handler of its own with DEBUG on, and its
+        # records reach the root's console too: every warning was printed twice. Keep only its
+        # 500 mails, and let LOG_LEVEL (the root's level) apply to Django's records as to ours.
+        "django": {"handlers": ["mail_admins"], "level": "NOTSET"},
         "django.db.backends": {"level": "WARNING"},
         "axes": {"level": "WARNING"},  # lockouts, not every start-up and cleared count
         # Requests for host names the portal does not serve (scanners, probes by IP) get a 400;

@@ -110,6 +110,15 @@ def test_a_registration_with_its_develop_promotion_runs_at_most_15_queries(
     assert response.json()["promotion"]["state"] == "approved"
 
 
+def test_the_registering_token_may_follow_the_urls_its_answer_gives(world):
+    client = token_client("register")
+    body = client.post("/api/v1/releases/", build(), format="json").json()
+    assert client.get(body["url"]).status_code == 200
+    promotion = client.get(body["promotion"]["url"])
+    assert promotion.status_code == 200, promotion.content
+    assert promotion.json()["environment"] == "develop"
+
+
 def test_register_with_an_explicit_version(world):
     response = token_client("register").post(
         "/api/v1/releases/", build(version="2026.02.16-hotfix-auth", hotfix=True), format="json"

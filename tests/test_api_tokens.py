@@ -238,6 +238,28 @@ def test_has_scope_reads_every_scope_of_the_token():
     assert not token.has_scope(TokenScope.REPORT)
 
 
+@pytest.mark.parametrize("scope", [TokenScope.REGISTER, TokenScope.PROMOTE, TokenScope.REPORT])
+def test_every_scope_includes_read_as_github_write_permissions_do(client, scope):
+    token, plain_token = issue(scopes=[scope])
+    make_service("nexo-be")
+    assert token.has_scope(TokenScope.READ)
+    assert client.get("/test-api/services/nexo-be/", **bearer(plain_token)).status_code == 200
+
+
+def test_a_read_only_token_may_not_write(client):
+    _, plain_token = issue(scopes=[TokenScope.READ])
+    response = client.post("/test-api/register/", **bearer(plain_token))
+    assert response.status_code == 403
+    assert "lacks the 'register' scope" in response.json()["message"]
+
+
+def test_the_token_forms_say_that_every_scope_includes_read():
+    from nexo_portal.admin import ApiTokenForm
+
+    assert "Every scope includes reading" in ApiTokenForm().fields["scopes"].help_text
+    assert "Read only" in dict(TokenScope.choices)[TokenScope.READ]
+
+
 def test_token_limited_to_services_may_act_on_those_only(client):
     nexo_be, nexo_fe = make_service("nexo-be"), make_service("nexo-fe")
     token, plain_token = issue(scopes=[TokenScope.READ], services=[nexo_be])

@@ -1,3 +1,4 @@
+from datetime import timedelta
 from io import StringIO
 
 import git
@@ -5,14 +6,17 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 
-from audit.models import AuditEvent
+from audit.log import verify_chain
+from audit.models import AuditAction, AuditEvent
 from environments.models import Environment
+from releases import verification
+from releases.audit_export import export_records
 from releases.gitops.values import read_value
-from releases.models import Approval, Deployment, Promotion, Release, Service
+from releases.models import Approval, CheckResult, Deployment, Promotion, PromotionState, Release, Service
 
 pytestmark = pytest.mark.django_db
 
-COUNTED = [Environment, Service, Release, Promotion, Approval, Deployment, User, Group, AuditEvent]
+COUNTED = [Environment, Service, Release, Promotion, Approval, Deployment, CheckResult, User, Group, AuditEvent]
 
 
 @pytest.fixture
@@ -72,3 +76,75 @@ def test_gitops_repository_agrees_with_current_deployments(gitops_path):
         "helm/nexo-fe/values-prod.yaml",
     ]
     assert len(files) == 12
+
+
+def test_releases_verified_where_ci_checks_are_required_have_their_passing_results(gitops_path, settings):
+    settings.PROMETHEUS_URL = settings.ARGOCD_URL = ""
+    seed()
+    verified = Promotion.objects.filter(state=PromotionState.VERIFIED, environment__name="qa")
+    assert verified.count() > 0
+    assert Environment.objects.get(name="qa").required_checks == ["e2e", "performance", "security"]
+    for promotion in verified.select_related("release", "environment", "service"):
+        # What a rollback to this release in qa would be judged on, besides its own soak.
+        verdict = verification.verdict(promotion)
+        assert verdict.passed, (promotion, verdict.summary)
+        assert "e2e passed; performance passed; security passed" in verdict.summary
+        assert all(
+            result.reported_at <= promotion.finished_at
+            for result in CheckResult.objects.filter(release=promotion.release, environment=promotion.environment)
+        )
+
+
+PIPELINE_STEPS = [
+    AuditAction.PROMOTION_COMMIT_STARTED,
+    AuditAction.PROMOTION_COMMITTED,
+    AuditAction.PROMOTION_SYNCING,
+    AuditAction.PROMOTION_DEPLOYED,
+    AuditAction.PROMOTION_VERIFYING,
+    AuditAction.PROMOTION_VERIFIED,
+]
+
+
+def test_the_history_is_in_the_audit_log_as_the_pipeline_would_have_written_it(gitops_path):
+    seed()
+    report = verify_chain()
+    assert report.ok, report.reason
+    # Incidents are recorded by Deployment.objects.record as the history is built, at that time;
+    # everything else is written at the time it happened, in that order.
+    events = list(AuditEvent.objects.exclude(action=AuditAction.INCIDENT_RECORDED).order_by("id"))
+    assert [event.created_at for event in events] == sorted(event.created_at for event in events)
+    assert sum(event.action == AuditAction.RELEASE_REGISTERED for event in events) == Release.objects.count()
+
+    repo = git.Repo(gitops_path)
+    for promotion in Promotion.objects.exclude(state=PromotionState.AWAITING_APPROVAL).prefetch_related("approvals"):
+        actions = list(AuditEvent.objects.for_promotion(promotion).order_by("id").values_list("action", flat=True))
+        approvals = [AuditAction.PROMOTION_APPROVED] * promotion.approvals.count()
+        expected = [AuditAction.PROMOTION_REQUESTED, *approvals, *PIPELINE_STEPS]
+        if promotion.state == PromotionState.ROLLED_BACK:
+            expected.append(AuditAction.PROMOTION_ROLLED_BACK)
+        assert actions == expected, promotion
+        committed = AuditEvent.objects.for_promotion(promotion).get(action=AuditAction.PROMOTION_COMMITTED)
+        assert committed.data["commit"] == promotion.gitops_commit_sha
+        assert repo.commit(committed.data["commit"]).message.splitlines()[0].endswith(promotion.release.version)
+
+    waiting = Promotion.objects.get(state=PromotionState.AWAITING_APPROVAL)
+    assert list(AuditEvent.objects.for_promotion(waiting).values_list("action", "actor")) == [
+        (AuditAction.PROMOTION_REQUESTED, "rita")
+    ]
+
+
+def test_the_audit_export_shows_the_seeded_ci_results_with_the_qa_verdicts(gitops_path):
+    seed()
+    verdicts = AuditEvent.objects.filter(action=AuditAction.PROMOTION_VERIFIED, environment="qa").order_by("id")
+    records = list(export_records(verdicts))
+    assert records
+    for record in records:
+        assert record["validation_results"] == {"e2e": "passed", "performance": "passed", "security": "passed"}
+    production = AuditEvent.objects.filter(action=AuditAction.PROMOTION_COMMITTED, environment="production")
+    assert all(len(record["approvers"]) == 2 for record in export_records(production.order_by("id")))
+
+
+def test_soak_seconds_shortens_every_soak_also_of_environments_that_exist(gitops_path):
+    seed()
+    call_command("seed_demo", force=True, soak_seconds=20, stdout=StringIO())
+    assert set(Environment.objects.values_list("verification_window", flat=True)) == {timedelta(seconds=20)}

@@ -120,6 +120,26 @@ def test_error_emails_come_from_the_environment():
     assert result.stdout.strip().endswith("smtp.example 587 True"), result.stdout + result.stderr
 
 
+def test_development_mode_prints_each_warning_once():
+    result = start_django(
+        "__import__('logging').getLogger('django.request').warning('Not Found: /favicon.ico') or 'done'",
+        DEBUG="1",
+        LOG_LEVEL="INFO",
+    )
+    assert result.stdout.strip() == "done", result.stderr
+    assert result.stderr.count("Not Found: /favicon.ico") == 1, result.stderr
+
+
+def test_log_level_applies_to_djangos_own_records():
+    result = start_django(
+        "__import__('logging').getLogger('django.request').info('an info line') or 'done'",
+        DEBUG="1",
+        LOG_LEVEL="WARNING",
+    )
+    assert result.stdout.strip() == "done", result.stderr
+    assert "an info line" not in result.stderr
+
+
 def test_production_refuses_to_start_on_sqlite():
     result = start_django(
         SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", DATABASE_URL="sqlite:////tmp/x.sqlite3"

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from nexo_portal.models import ApiToken, TokenScope
+from nexo_portal.models import SCOPES_HELP, ApiToken, TokenScope
 from releases.models import Service
 
 
@@ -16,7 +16,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="e.g. github-actions-nexo-be")
-        parser.add_argument("--scope", action="append", required=True, choices=TokenScope.values, dest="scopes")
+        parser.add_argument(
+            "--scope",
+            action="append",
+            required=True,
+            choices=TokenScope.values,
+            dest="scopes",
+            help=f"Repeatable. {SCOPES_HELP}",
+        )
         parser.add_argument(
             "--service", action="append", default=[], dest="services", help="Limit to this service (repeatable)."
         )

@@ -19,11 +19,14 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 from environments.defaults import ensure_default_environments
+from releases import policy
 from releases.gitops import message as gitops_message
 from releases.gitops import values as values_file
 from releases.models import (
+    PIPELINE,
     Approval,
     ApprovalDecision,
+    CheckResult,
     Deployment,
     Promotion,
     PromotionKind,
@@ -67,6 +70,13 @@ RELEASE_COUNT = 16
 # nexo-be's release 9 is a hotfix of release 8; nexo-fe's release 10 was rolled back in production.
 HOTFIXES = {"nexo-be": {9: 8}}
 ROLLED_BACK_IN_PRODUCTION = {"nexo-fe": {10}}
+# Who reported the history's builds and CI results, as a pipeline's token would be named.
+CI_ACTOR = "api-token:github-actions"
+CHECK_SUMMARIES = {
+    "e2e": "every end-to-end scenario passed",
+    "performance": "p95 latency within its budget",
+    "security": "no high or critical finding",
+}
 
 VALUES_TEMPLATE = """\
 # Helm values for {service} in {environment}.
@@ -116,6 +126,14 @@ class Command(BaseCommand):
             action="store_true",
             help="Seed even with DEBUG off. The demo accounts share a published password: never on a real portal.",
         )
+        parser.add_argument(
+            "--soak-seconds",
+            type=int,
+            metavar="N",
+            help="Make every environment's soak (verification window) N seconds instead of the policy's 5 to 30 "
+            "minutes, also for environments that exist already, so a release goes from develop to production in "
+            "minutes. ./scripts/demo passes DEMO_SOAK_SECONDS here.",
+        )
 
     def handle(self, *args, **options):
         if not settings.DEBUG and not options["force"]:
@@ -127,19 +145,33 @@ class Command(BaseCommand):
         now = timezone.now().replace(second=0, microsecond=0)
         with transaction.atomic():
             environments = ensure_default_environments()
+            if options["soak_seconds"] is not None:
+                self.shorten_soaks(environments, options["soak_seconds"])
             groups = self.seed_groups()
             users = self.seed_users(groups)
             services = self.seed_services(groups)
-            history = []
+            history, seeded = [], []
             for service in services:
                 if not service.releases.exists():
                     history.extend(self.seed_history(service, environments, users, now))
+                    seeded.append(service)
         self.seed_gitops_repository(services, environments, history)
+        with transaction.atomic():
+            # After the GitOps repository, so the events name the commits it holds.
+            self.seed_audit_history(seeded)
         self.stdout.write(self.style.SUCCESS("Demo data is in place."))
         self.stdout.write(
             f"Sign in at http://localhost:8000 as admin, rita (requester), sam or sara (SREs) or paulo "
             f"(platform engineer); every demo password is: {DEMO_PASSWORD}"
         )
+
+    def shorten_soaks(self, environments, seconds):
+        if seconds < 0:
+            raise CommandError(f"--soak-seconds must be 0 or more, not {seconds}.")
+        for environment in environments.values():
+            environment.verification_window = timedelta(seconds=seconds)
+            environment.save(update_fields=["verification_window"])
+        self.stdout.write(f"Every environment's soak lasts {seconds} seconds (--soak-seconds).")
 
     # --- reference data -------------------------------------------------------------------
 
@@ -218,7 +250,7 @@ class Command(BaseCommand):
                     changelog=f"- feat: change number {index + 1} of {service.name}\n- fix: small fixes",
                     is_hotfix=index in hotfixes,
                     fixes=releases[hotfixes[index]] if index in hotfixes else None,
-                    registered_by="api-token:github-actions",
+                    registered_by=CI_ACTOR,
                     registered_at=registered_at,
                 )
             )
@@ -279,7 +311,8 @@ class Command(BaseCommand):
                 requested_via="" if requester else "pipeline",
                 previous_release=taken_out.release if taken_out else None,
                 rolls_back=taken_out.promotion if kind == PromotionKind.ROLLBACK else None,
-                requested_at=when - timedelta(minutes=30 if approvers else 1),
+                # Before its approval (5 minutes before it ran) even when nobody had to approve it.
+                requested_at=when - timedelta(minutes=30 if approvers else 6),
                 approved_at=when - timedelta(minutes=5),
                 commit_started_at=when - timedelta(minutes=4),
                 committed_at=when - timedelta(minutes=4) + timedelta(seconds=3),
@@ -301,6 +334,7 @@ class Command(BaseCommand):
                     comment="Looks good." if offset == 0 else "",
                     created_at=when - timedelta(minutes=20 - 10 * offset),
                 )
+            self.seed_check_results(promotion)
             deployment = Deployment.objects.record(
                 release=release,
                 environment=environment,
@@ -317,12 +351,30 @@ class Command(BaseCommand):
             self.seed_pending_production_request(service, environments["production"], users["rita"], current)
         return deployments
 
+    def seed_check_results(self, promotion):
+        """The CI results a verified promotion needed, reported during its soak: without them a
+        rollback to this release there (the qa policy rolls back by itself) would fail its checks."""
+        environment = promotion.environment
+        reported_at = promotion.verification_started_at + environment.verification_window / 2
+        CheckResult.objects.bulk_create(
+            CheckResult(
+                release=promotion.release,
+                environment=environment,
+                name=name,
+                passed=True,
+                summary=CHECK_SUMMARIES.get(name, f"{name} passed"),
+                reported_by=CI_ACTOR,
+                reported_at=reported_at,
+            )
+            for name in environment.required_checks
+        )
+
     def seed_pending_production_request(self, service, production, requester, current):
         """One production promotion waiting for two SREs, so the demo has something to approve."""
         staging_release = current["staging"].release
         if current["production"].release == staging_release:
             return
-        promotion = Promotion.objects.create(
+        Promotion.objects.create(
             release=staging_release,
             service=service,
             environment=production,
@@ -330,16 +382,149 @@ class Command(BaseCommand):
             requested_by=requester,
             previous_release=current["production"].release,
         )
-        audit.record(
-            AuditAction.PROMOTION_REQUESTED,
-            actor=requester,
-            service=service.name,
-            environment=production.name,
-            version=staging_release.version,
-            promotion=promotion,
-            message=f"{service.name} {staging_release.version} → production requested",
-            data={"from_environment": "staging", "to_environment": "production", "kind": "manual"},
+
+    # --- audit log -------------------------------------------------------------------------------
+
+    def seed_audit_history(self, services):
+        """The audit events the pipeline would have written for the seeded history, at the times
+        it happened and in that order, chained like any other: registrations, requests, approvals,
+        the GitOps commit, the sync, the deployment, the soak and its verdict, the rollback."""
+        events = []
+        for release in Release.objects.filter(service__in=services).select_related("service"):
+            events.append(
+                (
+                    release.registered_at,
+                    AuditAction.RELEASE_REGISTERED,
+                    {
+                        "actor": release.registered_by,
+                        "service": release.service.name,
+                        "version": release.version,
+                        "message": f"{release.service.name} {release.version} registered from commit "
+                        f"{release.commit_sha[:7]}",
+                        "data": {
+                            "commit_sha": release.commit_sha,
+                            "image_digest": release.image_digest,
+                            "hotfix": release.is_hotfix,
+                            "tags": release.tags(),
+                        },
+                    },
+                )
+            )
+        promotions = (
+            Promotion.objects.filter(service__in=services)
+            .select_related("service", "environment", "release", "requested_by", "previous_release", "rolls_back")
+            .prefetch_related("approvals__user")
         )
+        for promotion in promotions:
+            events.extend(self._promotion_events(promotion))
+        # Stable: events of one moment keep the order the pipeline writes them in.
+        for at, action, fields in sorted(events, key=lambda event: event[0]):
+            audit.record(action, at=at, **fields)
+
+    def _promotion_events(self, promotion):
+        environment, release = promotion.environment, promotion.release
+        previous = environment.previous()
+        described = f"{promotion.service.name} {release.version} → {environment.name}"
+        required = policy.approvals_required(promotion)
+
+        def event(at, action, message, actor=PIPELINE, **data):
+            fields = {
+                "actor": actor,
+                "service": promotion.service.name,
+                "environment": environment.name,
+                "version": release.version,
+                "promotion": promotion,
+                "message": message,
+                "data": data,
+            }
+            return at, action, fields
+
+        requester = promotion.requested_by or promotion.requested_via or PIPELINE
+        yield event(
+            promotion.requested_at,
+            AuditAction.PROMOTION_REQUESTED,
+            f"{described} requested",
+            requester,
+            from_environment=previous.name if previous else None,
+            to_environment=environment.name,
+            kind=promotion.kind,
+            rollback=promotion.is_rollback,
+            emergency=False,
+            emergency_reason="",
+            previous_version=promotion.previous_release.version if promotion.previous_release else None,
+        )
+        approvals = sorted(promotion.approvals.all(), key=lambda approval: approval.created_at)
+        for given, approval in enumerate(approvals, start=1):
+            yield event(
+                approval.created_at,
+                AuditAction.PROMOTION_APPROVED,
+                f"{described} approved by {approval.user.get_username()} ({given}/{required})",
+                approval.user,
+                comment=approval.comment,
+                approvals=given,
+                required=required,
+            )
+        if promotion.commit_started_at:
+            yield event(
+                promotion.commit_started_at,
+                AuditAction.PROMOTION_COMMIT_STARTED,
+                f"GitOps commit for {described} started",
+            )
+        if promotion.committed_at:
+            sha = promotion.gitops_commit_sha
+            yield event(
+                promotion.committed_at,
+                AuditAction.PROMOTION_COMMITTED,
+                f"{described} committed as {sha[:7]}",
+                commit=sha,
+                approvers=[approval.user.get_username() for approval in approvals],
+                initiator=promotion.requester_name(),
+            )
+        if promotion.sync_started_at:
+            yield event(
+                promotion.sync_started_at,
+                AuditAction.PROMOTION_SYNCING,
+                f"{described}: Argo CD sync started",
+                configured=True,
+            )
+        if promotion.deployed_at:
+            yield event(
+                promotion.deployed_at,
+                AuditAction.PROMOTION_DEPLOYED,
+                f"{described} deployed (Healthy)",
+                health="Healthy",
+            )
+            taken_out = promotion.rolls_back
+            if taken_out is not None:
+                yield (
+                    promotion.deployed_at,
+                    AuditAction.PROMOTION_ROLLED_BACK,
+                    {
+                        "actor": requester,
+                        "service": promotion.service.name,
+                        "environment": environment.name,
+                        "version": taken_out.release.version,
+                        "promotion": taken_out,
+                        "message": f"{promotion.service.name} {taken_out.release.version} → {environment.name} "
+                        f"rolled back to {release.version}",
+                        "data": {"rollback_promotion": promotion.pk},
+                    },
+                )
+        if promotion.verification_started_at:
+            window = environment.verification_window
+            verdict_at = promotion.verification_started_at + window
+            yield event(
+                promotion.verification_started_at,
+                AuditAction.PROMOTION_VERIFYING,
+                f"{described}: soaking until {timezone.localtime(verdict_at):%H:%M:%S}",
+                window_seconds=window.total_seconds(),
+            )
+            passed = [f"{name} passed" for name in environment.required_checks]
+            yield event(
+                promotion.finished_at,
+                AuditAction.PROMOTION_VERIFIED,
+                f"{described} verified: " + "; ".join(["error rate within the threshold in every sample", *passed]),
+            )
 
     # --- GitOps repository ---------------------------------------------------------------------
 
