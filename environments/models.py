@@ -11,6 +11,8 @@ from django.utils import timezone
 
 from audit import log as audit_log
 
+from . import prometheus
+
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$"
 slug_validator = RegexValidator(
     SLUG_PATTERN,
@@ -115,7 +117,11 @@ class Environment(models.Model):
     )
     prometheus_query_template = models.TextField(
         blank=True,
-        help_text="Instant query returning the error rate as a ratio; blank means not configured.",
+        help_text="Instant query returning the error rate as a ratio; blank means not configured. Write the "
+        "range of rate() as [{range}]: the portal fills it with how long the deployment being verified has been "
+        "healthy (at least VERIFICATION_MIN_RANGE_SECONDS, 30s by default; at most 5m, or the most you write as "
+        "{range:10m}), so no sample measures the release before it. With a fixed range such as [5m], error-rate "
+        "samples wait until the deployment has been healthy that long.",
     )
     health_url_templates = models.TextField(
         blank=True, help_text="Health and smoke URLs that must answer 2xx, one per line."
@@ -147,6 +153,25 @@ class Environment(models.Model):
 
     def next(self):
         return Environment.objects.filter(position__gt=self.position).order_by("position").first()
+
+    def clean(self):
+        errors = prometheus.range_placeholder_errors(self.prometheus_query_template)
+        fixed = None if errors else prometheus.longest_range(self.prometheus_query_template)
+        if fixed and not prometheus.has_range_placeholder(self.prometheus_query_template):
+            for name, window in self.soak_windows():
+                if timedelta(0) < window < fixed:
+                    errors.append(
+                        f"The query's {prometheus.describe_duration(fixed)} range is longer than the {name} "
+                        f"({prometheus.describe_duration(window)}): its error-rate samples would wait for the "
+                        "release before to leave the range until the soak is over, and the verdict would have no "
+                        "data. Write [{range}] instead, or lengthen the soak."
+                    )
+        if errors:
+            raise ValidationError({"prometheus_query_template": errors})
+
+    def soak_windows(self):
+        """The soaks a promotion into this environment may have, named for people."""
+        return [("soak window", self.verification_window)]
 
     def active_freeze(self, at=None):
         """The freeze in force (the one ending last), or None; read from `with_active_freeze()` when loaded so."""

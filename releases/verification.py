@@ -13,11 +13,30 @@ and the promotion page can show what was seen. The verdict at the end of the win
 
 With none of these configured the window is only a timer, and the promotion says so
 ("not configured") instead of claiming it passed.
+
+Every sample measures only the deployment being verified, from the moment it became healthy
+(`promotion.deployed_at`); a rollback is never judged on the release it took out:
+
+- `{range}` in the query template (`rate(x[{range}])`) is filled with the time the deployment
+  has been healthy, as a PromQL duration in seconds (`95s`), at most the template's longest
+  range (`{range:10m}`; 5m for a plain `{range}`). Until it has been healthy for
+  VERIFICATION_MIN_RANGE_SECONDS (30 s: two scrapes for rate()) the sample waits;
+- a query with a fixed range (`[5m]`) waits until the deployment has been healthy that long:
+  "waiting: the query's 5m window still covers the previous release". Before that, its window
+  would mix the release before into the verdict. The admin refuses a fixed range longer than
+  a soak window, since every sample of that soak would wait.
+
+A waiting sample has no data and is no error; it counts as a round taken.
 """
 
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from django.conf import settings
+from django.utils import timezone
+
+from environments import prometheus as promql
 from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
 from environments.probes import probe
 from environments.prometheus import Prometheus, PrometheusError
@@ -25,6 +44,9 @@ from environments.prometheus import Prometheus, PrometheusError
 from .models import CheckResult, SampleCheck, VerificationSample
 
 UNHEALTHY = {Health.DEGRADED, Health.MISSING}
+# How a sample without a verdict of its own begins its detail: nothing to judge (NaN, no series),
+# a measurement that went wrong (Prometheus or Argo CD could not answer), or one not taken yet.
+NO_DATA, ERROR, WAITING = "no data: ", "error: ", "waiting: "
 
 
 @dataclass
@@ -52,14 +74,15 @@ def is_configured(promotion):
     return any(configured_checks(promotion).values())
 
 
-def take_samples(promotion):
+def take_samples(promotion, now=None):
     """Observe everything configured once, store what was seen, return the new samples."""
     service, environment = promotion.service, promotion.environment
+    now = now or timezone.now()
     samples = []
     prometheus = Prometheus.from_settings()
     query = service.prometheus_query(environment).strip()
     if prometheus and query:
-        samples.append(_error_rate_sample(promotion, prometheus, query))
+        samples.append(_error_rate_sample(promotion, prometheus, query, now))
     for url in service.health_urls(environment):
         result = probe(url)
         samples.append(
@@ -93,24 +116,66 @@ def take_samples(promotion):
                     kind=SampleCheck.ARGOCD_HEALTH,
                     target=application,
                     ok=None,
-                    detail=f"no data: {error}"[:500],
+                    detail=f"{ERROR}{error}"[:500],
                 )
             )
+    for sample in samples:
+        sample.taken_at = now  # one round, one time
     return VerificationSample.objects.bulk_create(samples)
 
 
-def _error_rate_sample(promotion, prometheus, query):
+def healthy_for(promotion, now):
+    """How long the deployment under verification has been healthy: what its samples may measure."""
+    return now - (promotion.deployed_at or promotion.verification_started_at or now)
+
+
+def error_rate_query(promotion, template, now):
+    """(the query to ask now, None) — or (None, why the sample waits): it may only measure this deployment.
+
+    `{range}` is filled with the time since the deployment became healthy, clipped to the range
+    the template allows and waiting until VERIFICATION_MIN_RANGE_SECONDS have passed. A query with
+    a fixed range ([5m]) waits until the deployment has been healthy that long.
+    """
+    healthy = healthy_for(promotion, now)
+    if promql.has_range_placeholder(template):
+        shortest = timedelta(seconds=settings.VERIFICATION_MIN_RANGE_SECONDS)
+        if healthy < shortest:
+            return None, (
+                f"{WAITING}the deployment has been healthy for {promql.describe_duration(healthy)}; "
+                f"{{range}} is at least {promql.describe_duration(shortest)}"
+            )
+        return promql.fill_range(template, healthy), None
+    longest = promql.longest_range(template)
+    if longest is not None and healthy < longest:
+        before = "the previous release" if promotion.previous_release_id else "the time before this deployment"
+        return None, (
+            f"{WAITING}the query's {promql.describe_duration(longest)} window still covers {before} "
+            f"(healthy for {promql.describe_duration(healthy)}; write [{{range}}] in the query to measure sooner)"
+        )
+    return template, None
+
+
+def _error_rate_sample(promotion, prometheus, template, now):
     threshold = float(promotion.environment.error_rate_threshold)
-    sample = VerificationSample(promotion=promotion, kind=SampleCheck.ERROR_RATE, target=query)
+    sample = VerificationSample(promotion=promotion, kind=SampleCheck.ERROR_RATE, target=template)
+    try:
+        query, waiting = error_rate_query(promotion, template, now)
+    except ValueError as error:
+        sample.ok, sample.detail = None, f"{ERROR}the query template's {{range}}: {error}"[:500]
+        return sample
+    if query is None:
+        sample.ok, sample.detail = None, waiting[:500]
+        return sample
+    sample.target = query
     try:
         value = prometheus.instant_value(query)
     except PrometheusError as error:
-        sample.ok, sample.detail = None, f"no data: {error}"[:500]
+        sample.ok, sample.detail = None, f"{ERROR}{error}"[:500]
         return sample
     if value is None:
-        sample.ok, sample.detail = None, "no data: the query returned no series"
+        sample.ok, sample.detail = None, f"{NO_DATA}the query returned no series"
     elif math.isnan(value):
-        sample.ok, sample.detail = None, "no data: NaN (no traffic in the window of the query)"
+        sample.ok, sample.detail = None, f"{NO_DATA}NaN (no traffic in the window of the query)"
     else:
         sample.value = value
         sample.ok = value <= threshold
