@@ -43,6 +43,7 @@ class EnvironmentAdmin(AuditedAdmin):
                     "requester_groups",
                     "allows_break_glass",
                     "verification_window",
+                    "rollback_verification_window",
                     "sample_interval_seconds",
                     "error_rate_threshold",
                     "required_checks",

@@ -82,6 +82,12 @@ class Environment(models.Model):
         default=timedelta(minutes=5),
         help_text="Soak window after the deployment is healthy, during which samples are taken (HH:MM:SS).",
     )
+    rollback_verification_window = models.DurationField(
+        default=timedelta(minutes=2),
+        help_text="Soak window of a rollback here (HH:MM:SS), judged only on the release rolled back to. "
+        "0: rollbacks do not soak, one round of samples decides at once (an error rate, which needs time "
+        "to measure, is then not judged).",
+    )
     sample_interval_seconds = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1)], help_text="Time between two samples during the soak."
     )
@@ -140,6 +146,10 @@ class Environment(models.Model):
             models.CheckConstraint(
                 condition=Q(verification_window__gte=timedelta(0)), name="environment_window_not_negative"
             ),
+            models.CheckConstraint(
+                condition=Q(rollback_verification_window__gte=timedelta(0)),
+                name="environment_rollback_window_not_negative",
+            ),
         ]
 
     def __str__(self):
@@ -171,7 +181,7 @@ class Environment(models.Model):
 
     def soak_windows(self):
         """The soaks a promotion into this environment may have, named for people."""
-        return [("soak window", self.verification_window)]
+        return [("soak window", self.verification_window), ("rollback soak", self.rollback_verification_window)]
 
     def active_freeze(self, at=None):
         """The freeze in force (the one ending last), or None; read from `with_active_freeze()` when loaded so."""

@@ -50,8 +50,15 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
         "ci_checks": "the CI checks",
     }
     checked = [names[key] for key, configured in checks.items() if configured]
-    window = short_duration(environment.verification_window)
-    if checked:
+    window = short_duration(probe.verification_window)
+    if probe.is_rollback and not probe.verification_window:
+        steps.append(f"Rollbacks into {environment.name} do not soak: one round of samples decides at once.")
+    elif probe.is_rollback and checked:
+        steps.append(
+            f"It then soaks for {window}, the rollback soak of {environment.name}, while the portal watches "
+            f"{', '.join(checked)} of {release.version} alone, from the moment it is healthy."
+        )
+    elif checked:
         steps.append(f"It then soaks for {window} while the portal watches {', '.join(checked)}.")
     else:
         steps.append(f"It then soaks for {window}; nothing is configured to check, so the soak is only a timer.")

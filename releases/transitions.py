@@ -509,7 +509,7 @@ def mark_verifying(promotion, *, configured):
     now = timezone.now()
     promotion.state = PromotionState.VERIFYING
     promotion.verification_started_at = now
-    promotion.verdict_at = now + promotion.environment.verification_window
+    promotion.verdict_at = now + promotion.verification_window
     promotion.verification_status = StepStatus.RUNNING if configured else StepStatus.NOT_CONFIGURED
     promotion.save(
         update_fields=["state", "verification_started_at", "verdict_at", "verification_status", "updated_at"]
@@ -520,7 +520,7 @@ def mark_verifying(promotion, *, configured):
         None,
         f"{_describe(promotion)}: soaking until {timezone.localtime(promotion.verdict_at):%H:%M:%S}"
         + ("" if configured else " (no checks configured: only the timer)"),
-        window_seconds=promotion.environment.verification_window.total_seconds(),
+        window_seconds=promotion.verification_window.total_seconds(),
     )
     return promotion
 

@@ -27,6 +27,10 @@ Every sample measures only the deployment being verified, from the moment it bec
   a soak window, since every sample of that soak would wait.
 
 A waiting sample has no data and is no error; it counts as a round taken.
+
+A rollback soaks for its environment's `rollback_verification_window` (2 minutes by default)
+instead of the `verification_window`. A zero window does not soak: one round of samples decides
+at once, and an error rate, which has had no time to measure, is not judged (the verdict says so).
 """
 
 import math
@@ -183,6 +187,14 @@ def _error_rate_sample(promotion, prometheus, template, now):
     return sample
 
 
+def _waited(sample):
+    return sample.ok is None and sample.detail.startswith(WAITING)
+
+
+def _kind_of(promotion):
+    return "rollbacks" if promotion.is_rollback else "promotions"
+
+
 def verdict(promotion):
     checks = configured_checks(promotion)
     samples = list(promotion.samples.all())
@@ -192,7 +204,10 @@ def verdict(promotion):
         rates = [s for s in samples if s.kind == SampleCheck.ERROR_RATE]
         with_data = [s for s in rates if s.ok is not None]
         breaches = [s for s in with_data if not s.ok]
-        if not with_data:
+        if rates and not with_data and not promotion.verification_window and all(_waited(s) for s in rates):
+            # A policy without a soak (rollbacks, say): a rate has had no time to measure anything.
+            reasons.append(f"error rate not judged: no soak here for {_kind_of(promotion)}, and a rate needs time")
+        elif not with_data:
             passed = False
             last = rates[-1].detail if rates else "no sample was taken"
             reasons.append(f"no error-rate data during the window ({last})")

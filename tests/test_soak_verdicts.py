@@ -24,13 +24,23 @@ def test_a_fixed_range_longer_than_the_soak_is_refused_saying_to_write_range(env
     qa.prometheus_query_template = "sum(rate(x[10m])) / sum(rate(y[10m]))"
     with pytest.raises(ValidationError) as raised:
         qa.clean()
+    soak, rollback_soak = raised.value.message_dict["prometheus_query_template"]
+    assert soak.startswith("The query's 10m range is longer than the soak window (5m)")
+    assert "Write [{range}] instead, or lengthen the soak." in soak
+    assert rollback_soak.startswith("The query's 10m range is longer than the rollback soak (2m)")
+
+
+def test_a_fixed_range_longer_than_the_rollback_soak_is_refused_too(environments):
+    qa = environments["qa"]
+    qa.prometheus_query_template = "sum(rate(x[5m])) / sum(rate(y[5m]))"
+    with pytest.raises(ValidationError) as raised:
+        qa.clean()
     [error] = raised.value.message_dict["prometheus_query_template"]
-    assert error.startswith("The query's 10m range is longer than the soak window (5m)")
-    assert "Write [{range}] instead, or lengthen the soak." in error
+    assert error.startswith("The query's 5m range is longer than the rollback soak (2m)")
 
 
 @pytest.mark.parametrize(
-    "template", ["sum(rate(x[{range}]))", "sum(rate(x[{range:1h}]))", "sum(rate(x[5m]))", 'nexo_error_ratio{s="a"}']
+    "template", ["sum(rate(x[{range}]))", "sum(rate(x[{range:1h}]))", "sum(rate(x[1m]))", 'nexo_error_ratio{s="a"}']
 )
 def test_queries_that_fit_the_soak_are_accepted(environments, template):
     qa = environments["qa"]
