@@ -39,6 +39,7 @@ class EnvironmentAdmin(AuditedAdmin):
                 "fields": [
                     "auto_promote",
                     "required_approvals",
+                    "rollback_required_approvals",
                     "approver_groups",
                     "requester_groups",
                     "allows_break_glass",

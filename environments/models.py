@@ -64,6 +64,13 @@ class Environment(models.Model):
     required_approvals = models.PositiveSmallIntegerField(
         default=0, validators=[MaxValueValidator(10)], help_text="Distinct approvals needed before the GitOps commit."
     )
+    rollback_required_approvals = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10)],
+        help_text="Distinct approvals a rollback requested by a person or an API token needs here; the rollbacks "
+        "the pipeline makes by policy need none. A rollback nobody else in the approver groups could approve is "
+        "refused when it is requested.",
+    )
     approver_groups = models.ManyToManyField(
         Group, blank=True, related_name="approvable_environments", help_text="Members of these groups may approve."
     )

@@ -204,7 +204,8 @@ def for_rollback(service, environment, user, current, target):
             lines.append(
                 f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) is superseded."
             )
-        lines.append(_approval_sentence(environment, environment.required_approvals))
+        why_not = why_not or policy.why_not_unapprovable_rollback(user, environment) or ""
+        lines.append(_approval_sentence(environment, environment.rollback_required_approvals))
         lines += _pipeline_steps(service, environment, target, PromotionKind.ROLLBACK)
         if environment.auto_promote:
             lines.append(

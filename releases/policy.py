@@ -14,8 +14,12 @@ The rules:
 - cancel: whoever requested it, an approver of the environment, or a superuser, before the
   GitOps commit starts;
 - break-glass: only where the environment allows it, by someone who may request there, with
-  a reason; approvals are still required.
+  a reason; approvals are still required;
+- a rollback needs the environment's rollback approvals (none when the pipeline rolls back by
+  policy), and is refused when fewer people than that could ever approve it.
 """
+
+from django.contrib.auth import get_user_model
 
 from nexo_portal.lib.errors import Refused
 
@@ -133,14 +137,42 @@ def why_not_report(actor, service):
 
 
 def approvals_required(promotion):
-    """Rollbacks the pipeline makes by policy need none: the policy itself is the approval."""
-    if (
-        promotion.kind == PromotionKind.ROLLBACK
-        and promotion.requested_by_id is None
-        and not promotion.requested_via.startswith("api-token:")
-    ):
+    """A rollback follows its environment's rollback policy; the rollbacks the pipeline makes by
+    policy need none: the policy itself is the approval."""
+    if promotion.kind != PromotionKind.ROLLBACK:
+        return promotion.environment.required_approvals
+    if promotion.requested_by_id is None and not promotion.requested_via.startswith("api-token:"):
         return 0
-    return promotion.environment.required_approvals
+    return promotion.environment.rollback_required_approvals
+
+
+def why_not_unapprovable_rollback(actor, environment):
+    """A rollback nobody could ever approve is refused before it is made: in an incident, a request
+    that waits for approvals that cannot come is worse than a refusal that says what to fix.
+
+    Who could approve: the active members of the approver groups other than the requester
+    (superusers are not approvers by right).
+    """
+    required = environment.rollback_required_approvals
+    if actor is None or required == 0:
+        return None
+    groups = _approver_groups(environment)
+    approvers = get_user_model().objects.filter(is_active=True, groups__in=groups).distinct()
+    if is_person(actor):
+        approvers = approvers.exclude(pk=actor.pk)
+    names = sorted(user.get_username() for user in approvers)
+    if len(names) >= required:
+        return None
+    others = " other than you" if is_person(actor) else ""
+    who = f"only {len(names)} {'person' if len(names) == 1 else 'people'}{others} ({', '.join(names)}) can"
+    if not names:
+        who = f"nobody{others} can"
+    return Refusal(
+        f"A rollback in {environment.name} needs "
+        f"{'one approval' if required == 1 else f'{required} distinct approvals'} from {describe_groups(groups)}, "
+        f"and {who} give one: it could never be approved. Ask an administrator to lower the rollback approvals "
+        f"of {environment.name} or to add approvers."
+    )
 
 
 def approvals_given(promotion):

@@ -183,6 +183,10 @@ class _Request:
         )
         if refusal:
             return refusal
+        if kind == PromotionKind.ROLLBACK:
+            refusal = policy.why_not_unapprovable_rollback(self.actor, environment)
+            if refusal:
+                return refusal
         if active and active.state != PromotionState.AWAITING_APPROVAL:
             return (
                 f"{_describe(active)} is already {active.get_state_display().lower()} (promotion #{active.pk}); "
