@@ -47,6 +47,8 @@ class EnvironmentAdmin(AuditedAdmin):
                     "rollback_verification_window",
                     "sample_interval_seconds",
                     "error_rate_threshold",
+                    "failure_limit",
+                    "consecutive_error_limit",
                     "required_checks",
                     "rollback_on_failed_verification",
                     "promotion_slo_minutes",

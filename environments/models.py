@@ -105,6 +105,18 @@ class Environment(models.Model):
         validators=[MinValueValidator(0), MaxValueValidator(1)],
         help_text="Highest acceptable error rate (0.01 = 1 %) for the Prometheus query.",
     )
+    failure_limit = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="Failed samples of one check (the error rate, a health URL, Argo CD health) a soak tolerates; "
+        "one more fails it at once, as Argo Rollouts' failureLimit. 0: the first failed sample fails it.",
+    )
+    consecutive_error_limit = models.PositiveSmallIntegerField(
+        default=4,
+        validators=[MaxValueValidator(100)],
+        help_text="Measurement errors in a row of one check (Prometheus or Argo CD could not answer) a soak "
+        "tolerates; one more fails it at once, as Argo Rollouts' consecutiveErrorLimit.",
+    )
     required_checks = models.JSONField(
         default=list,
         blank=True,

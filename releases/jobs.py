@@ -265,6 +265,11 @@ def verify_promotion(promotion_id):
     if promotion.state == PromotionState.DEPLOYED:
         promotion = transitions.mark_verifying(promotion, configured=verification.is_configured(promotion))
     verification.take_samples(promotion)
+    passed_limits = verification.limits_passed(promotion)
+    if passed_limits:
+        # Fail fast: the rest of the window cannot undo a limit passed.
+        transitions.fail(promotion, "verification", "; ".join(passed_limits))
+        return
     now = timezone.now()
     if now < promotion.verdict_at:
         delay = min(timedelta(seconds=promotion.environment.sample_interval_seconds), promotion.verdict_at - now)

@@ -3,13 +3,18 @@
 Every sample is stored (VerificationSample), so the verdict is taken on the whole window
 and the promotion page can show what was seen. The verdict at the end of the window:
 
-- error rate (Prometheus): every sample that had data stayed at or below the threshold, and
-  at least one sample had data — NaN (no traffic), an empty result or a Prometheus error is
-  "no data", never a pass;
-- health and smoke URLs: every URL answered 2xx at every sample;
-- Argo CD: the application was never Degraded or Missing;
+- error rate (Prometheus): the samples above the threshold stay within the environment's
+  failure limit, and at least one sample had data — NaN (no traffic), an empty result or a
+  Prometheus error is "no data", never a pass;
+- health and smoke URLs: the non-2xx answers of each URL stay within the failure limit;
+- Argo CD: the samples that found the application Degraded or Missing stay within it;
 - CI checks the environment requires (e2e, performance, security…): the latest result
   reported for this release there passed.
+
+Fail fast, as Argo Rollouts' analysis does: after every round of samples, a check whose failed
+samples pass the environment's `failure_limit` (0 by default: the first failed sample), or
+whose measurement errors in a row (Prometheus or Argo CD could not answer) pass its
+`consecutive_error_limit` (4 by default), fails the soak at once; the verdict names the limit.
 
 With none of these configured the window is only a timer, and the promotion says so
 ("not configured") instead of claiming it passed.
@@ -195,13 +200,77 @@ def _kind_of(promotion):
     return "rollbacks" if promotion.is_rollback else "promotions"
 
 
+def _series(samples):
+    """The samples of each check, oldest first: the error rate, each health URL, Argo CD health."""
+    series = {}
+    for sample in samples:
+        key = (sample.kind, sample.target if sample.kind == SampleCheck.HEALTH_URL else "")
+        series.setdefault(key, []).append(sample)
+    return series
+
+
+def _failed(kind, samples, failed):
+    if kind == SampleCheck.ERROR_RATE:
+        with_data = [s for s in samples if s.ok is not None]
+        worst = max(failed, key=lambda s: s.value)
+        return f"error rate above the threshold in {len(failed)} of {len(with_data)} samples (worst {worst.detail})"
+    if kind == SampleCheck.HEALTH_URL:
+        return f"{failed[0].target} failed {len(failed)} time(s): {failed[0].detail}"
+    return f"Argo CD reported {failed[0].target} {failed[0].detail} in {len(failed)} of {len(samples)} samples"
+
+
+def _longest_error_run(samples):
+    """The longest run of measurement errors in a row; a sample that waited neither counts nor breaks it."""
+    longest, run = [], []
+    for sample in samples:
+        if _waited(sample):
+            continue
+        run = [*run, sample] if sample.ok is None and sample.detail.startswith(ERROR) else []
+        longest = run if len(run) > len(longest) else longest
+    return longest
+
+
+def _limits_passed(promotion, samples):
+    """{check: the sentences of the limits its samples passed}: any of them fails the soak at once."""
+    environment = promotion.environment
+    passed = {}
+    for (kind, target), series in _series(samples).items():
+        sentences = []
+        failed = [s for s in series if s.ok is False]
+        if len(failed) > environment.failure_limit:
+            sentences.append(f"{_failed(kind, series, failed)}, past the failure limit of {environment.failure_limit}")
+        errors = _longest_error_run(series)
+        if len(errors) > environment.consecutive_error_limit:
+            name = target or SampleCheck(kind).label.lower()
+            sentences.append(
+                f"{name} could not be measured {len(errors)} times in a row, past the consecutive error limit of "
+                f"{environment.consecutive_error_limit} ({errors[-1].detail})"
+            )
+        if sentences:
+            passed[(kind, target)] = sentences
+    return passed
+
+
+def limits_passed(promotion):
+    """Why the soak fails already, one sentence per limit its samples passed; empty while none is."""
+    return [
+        sentence
+        for sentences in _limits_passed(promotion, list(promotion.samples.all())).values()
+        for sentence in sentences
+    ]
+
+
 def verdict(promotion):
     checks = configured_checks(promotion)
     samples = list(promotion.samples.all())
-    reasons, passed = [], True
+    series = _series(samples)
+    over_limit = _limits_passed(promotion, samples)
+    reasons = [sentence for sentences in over_limit.values() for sentence in sentences]
+    passed = not reasons
+    tolerated = f"within the failure limit of {promotion.environment.failure_limit}"
 
-    if checks["error_rate"]:
-        rates = [s for s in samples if s.kind == SampleCheck.ERROR_RATE]
+    if checks["error_rate"] and (SampleCheck.ERROR_RATE, "") not in over_limit:
+        rates = series.get((SampleCheck.ERROR_RATE, ""), [])
         with_data = [s for s in rates if s.ok is not None]
         breaches = [s for s in with_data if not s.ok]
         if rates and not with_data and not promotion.verification_window and all(_waited(s) for s in rates):
@@ -212,31 +281,28 @@ def verdict(promotion):
             last = rates[-1].detail if rates else "no sample was taken"
             reasons.append(f"no error-rate data during the window ({last})")
         elif breaches:
-            passed = False
-            worst = max(breaches, key=lambda s: s.value)
-            reasons.append(
-                f"error rate above the threshold in {len(breaches)} of {len(with_data)} samples (worst {worst.detail})"
-            )
+            reasons.append(f"{_failed(SampleCheck.ERROR_RATE, rates, breaches)}, {tolerated}")
         else:
             reasons.append(f"error rate within the threshold in all {len(with_data)} samples")
 
     if checks["health_urls"]:
-        probes = [s for s in samples if s.kind == SampleCheck.HEALTH_URL]
-        failed = [s for s in probes if not s.ok]
-        if not probes:
+        probed = {key: probes for key, probes in series.items() if key[0] == SampleCheck.HEALTH_URL}
+        if not probed:
             passed = False
             reasons.append("no health URL was probed")
-        elif failed:
-            passed = False
-            reasons.append(f"{failed[0].target} failed {len(failed)} time(s): {failed[0].detail}")
-        else:
-            reasons.append(f"health URLs answered 2xx in all {len(probes)} probes")
+        for key, probes in probed.items():
+            failed = [s for s in probes if not s.ok]
+            if failed and key not in over_limit:
+                reasons.append(f"{_failed(SampleCheck.HEALTH_URL, probes, failed)}, {tolerated}")
+        if probed and not any(not s.ok for probes in probed.values() for s in probes):
+            count = sum(len(probes) for probes in probed.values())
+            reasons.append(f"health URLs answered 2xx in all {count} probes")
 
-    if checks["argocd"]:
-        unhealthy = [s for s in samples if s.kind == SampleCheck.ARGOCD_HEALTH and s.ok is False]
+    if checks["argocd"] and (SampleCheck.ARGOCD_HEALTH, "") not in over_limit:
+        observed = series.get((SampleCheck.ARGOCD_HEALTH, ""), [])
+        unhealthy = [s for s in observed if s.ok is False]
         if unhealthy:
-            passed = False
-            reasons.append(f"Argo CD reported {unhealthy[0].target} {unhealthy[0].detail}")
+            reasons.append(f"{_failed(SampleCheck.ARGOCD_HEALTH, observed, unhealthy)}, {tolerated}")
 
     counting = {
         result.name: result
