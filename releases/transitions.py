@@ -530,6 +530,28 @@ def mark_verifying(promotion, *, configured):
 
 
 @transaction.atomic
+def extend_soak(promotion, extension, reason):
+    """Verifying, with its verdict `extension` from now: the soak missed rounds of samples (a worker
+    or the scheduler was gone for a while), and a verdict on what is left would be a guess.
+    releases/verification.py says when, and that it happens once."""
+    promotion = _locked(promotion)
+    _expect(promotion, PromotionState.VERIFYING)
+    promotion.verdict_at = timezone.now() + extension
+    promotion.save(update_fields=["verdict_at", "updated_at"])
+    _record(
+        AuditAction.PROMOTION_SOAK_EXTENDED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: soak extended until {timezone.localtime(promotion.verdict_at):%H:%M:%S}: {reason}"[
+            :500
+        ],
+        extension_seconds=extension.total_seconds(),
+        reason=reason,
+    )
+    return promotion
+
+
+@transaction.atomic
 def mark_verified(promotion, summary=""):
     promotion = _locked(promotion)
     _expect(promotion, PromotionState.VERIFYING)

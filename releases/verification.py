@@ -16,6 +16,14 @@ samples pass the environment's `failure_limit` (0 by default: the first failed s
 whose measurement errors in a row (Prometheus or Argo CD could not answer) pass its
 `consecutive_error_limit` (4 by default), fails the soak at once; the verdict names the limit.
 
+A soak with gaps is no verdict. Rounds of samples keep to the window's grid (one at the start,
+one every `sample_interval_seconds`, one at the verdict: window // interval + 1 expected). When
+a worker or RQ's scheduler was gone for part of the window, fewer rounds were taken: with less
+than MIN_ROUNDS_SHARE (80 %) of them at the verdict's time, the soak is extended once by the time
+of the missing rounds (at most its window), and audited; still short at the end, it fails as
+"not enough samples: 3 of 11 expected rounds (at least 9 needed)". It never passes on the one
+or two rounds taken either side of a gap. (CI results alone are not sampled and have no rounds.)
+
 With none of these configured the window is only a timer, and the promotion says so
 ("not configured") instead of claiming it passed.
 
@@ -45,6 +53,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from audit.models import AuditAction, AuditEvent
 from environments import prometheus as promql
 from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
 from environments.probes import probe
@@ -58,11 +67,18 @@ UNHEALTHY = {Health.DEGRADED, Health.MISSING}
 NO_DATA, ERROR, WAITING = "no data: ", "error: ", "waiting: "
 
 
+# A soak must have taken this share of the rounds of samples its window holds to be judged.
+MIN_ROUNDS_SHARE = 0.8
+SAMPLED = ("error_rate", "health_urls", "argocd")
+
+
 @dataclass
 class Verdict:
     passed: bool
     configured: bool
     reasons: list = field(default_factory=list)
+    # Set when the soak missed rounds: no verdict yet, the window goes on this much longer.
+    extend_by: timedelta | None = None
 
     @property
     def summary(self):
@@ -260,6 +276,51 @@ def limits_passed(promotion):
     ]
 
 
+@dataclass
+class Rounds:
+    """Rounds of samples a soak took, against those its window holds."""
+
+    taken: int
+    expected: int
+
+    @property
+    def needed(self):
+        return math.ceil(self.expected * MIN_ROUNDS_SHARE)
+
+    @property
+    def short(self):
+        return self.taken < self.needed
+
+    def __str__(self):
+        return f"{self.taken} of {self.expected} expected rounds (at least {self.needed} needed)"
+
+
+def rounds(promotion, series):
+    """One round at the start and one every sample interval, the verdict's included; each round
+    samples every check once, so the longest series counts them (a waiting sample is a round taken)."""
+    interval = promotion.environment.sample_interval_seconds
+    expected = int(promotion.verification_window.total_seconds() // interval) + 1
+    return Rounds(taken=max((len(samples) for samples in series.values()), default=0), expected=expected)
+
+
+def extension(promotion, counted):
+    """How much longer a soak that missed rounds goes on: the time of the rounds missing, at most its
+    window; None when it was extended once already."""
+    extended = AuditEvent.objects.for_promotion(promotion).filter(action=AuditAction.PROMOTION_SOAK_EXTENDED)
+    if extended.exists():
+        return None
+    missing = timedelta(seconds=(counted.expected - counted.taken) * promotion.environment.sample_interval_seconds)
+    return min(missing, promotion.verification_window)
+
+
+def next_round_in(promotion, now):
+    """Until the next round: rounds keep to the window's grid (start + k × interval), so a slow round
+    does not push every later one back, and never past the verdict."""
+    interval = promotion.environment.sample_interval_seconds
+    elapsed = (now - promotion.verification_started_at).total_seconds()
+    return min(timedelta(seconds=interval - elapsed % interval), promotion.verdict_at - now)
+
+
 def verdict(promotion):
     checks = configured_checks(promotion)
     samples = list(promotion.samples.all())
@@ -267,6 +328,16 @@ def verdict(promotion):
     over_limit = _limits_passed(promotion, samples)
     reasons = [sentence for sentences in over_limit.values() for sentence in sentences]
     passed = not reasons
+
+    counted = rounds(promotion, series)
+    if passed and any(checks[name] for name in SAMPLED) and counted.short:
+        extend_by = extension(promotion, counted)
+        missing = "a worker or RQ's scheduler was gone for part of the window"
+        if extend_by is not None:
+            reason = f"not enough samples yet: {counted}; {missing}"
+            return Verdict(passed=False, configured=True, reasons=[reason], extend_by=extend_by)
+        passed = False
+        reasons.append(f"not enough samples: {counted}, even with the soak extended once; {missing}")
     tolerated = f"within the failure limit of {promotion.environment.failure_limit}"
 
     if checks["error_rate"] and (SampleCheck.ERROR_RATE, "") not in over_limit:

@@ -7,8 +7,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
+from releases import verification
 from releases.jobs import verify_promotion
-from releases.models import Promotion, PromotionState
+from releases.models import Promotion, PromotionState, SampleCheck, Step, StepRun, VerificationSample
 from tests.factories import make_release, make_service
 from tests.history import ran
 
@@ -184,3 +185,66 @@ def test_a_failing_health_url_fails_the_soak_at_its_first_failure(soak, health_s
     assert failed.state == PromotionState.FAILED
     assert "/health failed 1 time(s): " in failed.error
     assert failed.error.endswith(", past the failure limit of 0")
+
+
+# --- gaps: a soak that missed rounds of samples ---------------------------------------------------
+
+
+def soaked_with_gap(soak, rounds_before):
+    """A 5-minute soak sampled every 30 s (11 rounds, 9 needed) that took `rounds_before` rounds and
+    whose verdict is due now."""
+    now = timezone.now()
+    limits(soak, verification_window=timedelta(minutes=5), sample_interval_seconds=30)
+    promotion = soak["promotion"]
+    Promotion.objects.filter(pk=promotion.pk).update(verification_started_at=now - timedelta(minutes=5), verdict_at=now)
+    for number in range(rounds_before):
+        VerificationSample.objects.create(
+            promotion=promotion,
+            kind=SampleCheck.ERROR_RATE,
+            target="nexo_error_ratio",
+            taken_at=now - timedelta(minutes=5) + number * timedelta(seconds=30),
+            value=0.0,
+            ok=True,
+        )
+    soak["prometheus"].answer_value(0.0)
+    return promotion
+
+
+def test_a_soak_that_missed_rounds_is_extended_by_the_time_missing_instead_of_judged(soak):
+    promotion = soaked_with_gap(soak, rounds_before=1)
+
+    extended = sample_round(soak)
+
+    assert extended.state == PromotionState.VERIFYING
+    assert timedelta(seconds=265) < extended.verdict_at - timezone.now() <= timedelta(seconds=270)  # 9 rounds
+    event = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PROMOTION_SOAK_EXTENDED)
+    assert "not enough samples yet: 2 of 11 expected rounds (at least 9 needed)" in event.message
+    assert StepRun.objects.open().get(promotion=promotion).step == Step.VERIFY
+
+
+def test_a_soak_still_short_of_rounds_after_its_extension_fails_for_not_enough_samples(soak):
+    promotion = soaked_with_gap(soak, rounds_before=1)
+    sample_round(soak)
+    Promotion.objects.filter(pk=promotion.pk).update(verdict_at=timezone.now())
+
+    failed = sample_round(soak)
+
+    assert failed.state == PromotionState.FAILED
+    assert failed.error.startswith(
+        "not enough samples: 3 of 11 expected rounds (at least 9 needed), even with the soak extended once; "
+        "a worker or RQ's scheduler was gone for part of the window"
+    )
+
+
+def test_a_soak_with_enough_rounds_is_judged_at_its_time(soak):
+    soaked_with_gap(soak, rounds_before=8)
+
+    assert sample_round(soak).state == PromotionState.VERIFIED
+
+
+def test_rounds_keep_to_the_windows_grid_whenever_the_last_one_ended(soak):
+    limits(soak, sample_interval_seconds=30)
+    promotion = soak["promotion"]
+    started = promotion.verification_started_at
+    assert verification.next_round_in(promotion, started + timedelta(seconds=65)) == timedelta(seconds=25)
+    assert verification.next_round_in(promotion, started + timedelta(seconds=30)) == timedelta(seconds=30)
