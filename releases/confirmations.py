@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils import timezone
 
-from . import policy, verification
+from . import policy, timeline, verification
 from .actions import busy_refusal
 from .board import freeze_message, short_duration
 from .gitops import message as gitops_message
-from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState
+from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState, Release
 
 
 @dataclass
@@ -177,6 +177,43 @@ def for_cancel(promotion, user):
         tone="danger",
         consequences=lines,
         why_not=policy.why_not_cancel(promotion, user) or "",
+    )
+
+
+def for_stop(promotion, user):
+    environment, release = promotion.environment, promotion.release
+    lines = [
+        f"The soak stops now: {release.version} fails its verification in {environment.name}, "
+        "stopped by you, with your comment as the reason."
+    ]
+    samples = list(promotion.samples.all())
+    if samples:
+        lines.append(f"{len(samples)} samples were taken so far: {timeline.sample_summary(samples)}.")
+    target = Release.objects.default_rollback_target(environment, release)
+    if promotion.is_rollback:
+        lines.append(f"This is a rollback: stopping it does not roll back again; {release.version} keeps running.")
+    elif target is None:
+        lines.append(
+            f"No release older than {release.version} was verified in {environment.name}: there is nothing to "
+            f"roll back to, and {release.version} keeps running until a fix is promoted."
+        )
+    elif environment.rollback_on_failed_verification:
+        lines.append(
+            f"{environment.name} rolls back by itself: {promotion.service.name} goes back to {target.version}, "
+            "the last release verified there, without approval."
+        )
+    else:
+        lines.append(
+            f"{environment.name} does not roll back by itself: the rollback to {target.version} is offered to you "
+            f"next, to confirm ({_approval_sentence(environment, environment.rollback_required_approvals)})"
+        )
+    return Confirmation(
+        title="Stop the soak and roll back",
+        headline=_headline(promotion),
+        submit="Stop the soak",
+        tone="danger",
+        consequences=lines,
+        why_not=policy.why_not_stop(promotion, user) or "",
     )
 
 

@@ -15,6 +15,8 @@ The rules:
   GitOps commit starts;
 - break-glass: only where the environment allows it, by someone who may request there, with
   a reason; approvals are still required;
+- stop a soak (it fails, and the environment's rollback rule applies): whoever may roll back
+  there, people only, with a comment, while the promotion is deployed or verifying;
 - a rollback needs the environment's rollback approvals (none when the pipeline rolls back by
   policy), and is refused when fewer people than that could ever approve it.
 """
@@ -230,10 +232,39 @@ def why_not_cancel(promotion, actor):
     )
 
 
+def why_not_stop(promotion, actor, comment="x"):
+    """Stopping a soak: a person who may roll back the service there, with a comment, while it soaks.
+
+    The soak fails at once and the environment's rollback rule applies, as for any failed soak.
+    """
+    if promotion.state not in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
+        return Refusal(
+            f"This promotion is {promotion.get_state_display().lower()}; only a promotion that is soaking "
+            "(deployed or verifying) can be stopped."
+        )
+    if is_ci_token(actor):
+        return forbidden("API tokens of CI never stop a soak; a person who may roll back must.")
+    if not is_person(actor):
+        return forbidden("Sign in to stop a soak.")
+    refusal = why_not_request(actor, promotion.service, promotion.environment, kind=PromotionKind.ROLLBACK)
+    if refusal:
+        return refusal
+    if not comment.strip():
+        return missing("comment", "Say why you stop it: a comment is required.")
+    return None
+
+
+def until_it_finishes(promotion):
+    """What to do while a promotion is on its way: a soak may be stopped, anything else finishes first."""
+    if promotion.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
+        return "stop its soak (Stop and roll back, on the promotion's page) or wait for it to finish"
+    return "wait for it to finish"
+
+
 def offered_decisions(promotion, user):
     """The decisions a promotion offers in its state, each with why `user` may not take it (None: may).
 
-    Deciding and cancelling only mean something before the GitOps commit starts.
+    Deciding and cancelling only mean something before the GitOps commit starts; stopping, while it soaks.
     """
     if promotion.state == PromotionState.AWAITING_APPROVAL:
         return [
@@ -243,6 +274,8 @@ def offered_decisions(promotion, user):
         ]
     if promotion.state == PromotionState.APPROVED:
         return [("cancel", why_not_cancel(promotion, user))]
+    if promotion.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
+        return [("stop", why_not_stop(promotion, user))]
     return []
 
 

@@ -190,7 +190,7 @@ class _Request:
         if active and active.state != PromotionState.AWAITING_APPROVAL:
             return (
                 f"{_describe(active)} is already {active.get_state_display().lower()} (promotion #{active.pk}); "
-                "wait for it to finish before requesting another one."
+                f"{policy.until_it_finishes(active)} before requesting another one."
             )
         is_rollback = kind == PromotionKind.ROLLBACK
         if active and (active.release_id, active.is_rollback, active.is_emergency) == (
@@ -625,6 +625,27 @@ def fail(promotion, step, error, *, from_states=None):
             logger.warning("No automatic rollback for promotion %s: %s", promotion.pk, refusal)
     alerts.enqueue_failure_alert(promotion)
     return promotion
+
+
+@transaction.atomic
+def stop(promotion, user, comment):
+    """Deployed or verifying → failed at verification, because a person stopped its soak.
+
+    The environment's rollback rule applies as to any failed soak: an automatic rollback where the
+    policy says so; elsewhere the person is offered the rollback next.
+    """
+    promotion = _locked(promotion)
+    policy.ensure(policy.why_not_stop(promotion, user, comment))
+    comment = comment.strip()
+    _record(
+        AuditAction.PROMOTION_STOPPED,
+        promotion,
+        user,
+        f"{_describe(promotion)}: soak stopped by {user.get_username()}: {comment}"[:500],
+        comment=comment,
+        state=promotion.state,
+    )
+    return fail(promotion, "verification", f"stopped by {user.get_username()}: {comment}")
 
 
 @transaction.atomic

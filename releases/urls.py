@@ -17,5 +17,6 @@ urlpatterns = [
     path("promotions/<int:pk>/approve/", views.approve, name="approve"),
     path("promotions/<int:pk>/reject/", views.reject, name="reject"),
     path("promotions/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("promotions/<int:pk>/stop/", views.stop, name="stop"),
     path("audit/export.json", views.audit_log_export, name="audit-export"),
 ]
