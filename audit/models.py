@@ -23,6 +23,8 @@ class AuditAction(models.TextChoices):
     PROMOTION_SYNCING = "promotion.syncing", "Argo CD sync started"
     PROMOTION_DEPLOYED = "promotion.deployed", "Deployed and healthy"
     PROMOTION_VERIFYING = "promotion.verifying", "Verification started"
+    PROMOTION_SOAK_EXTENDED = "promotion.soak_extended", "Soak extended"
+    PROMOTION_STOPPED = "promotion.stopped", "Soak stopped by a person"
     PROMOTION_VERIFIED = "promotion.verified", "Verified"
     PROMOTION_FAILED = "promotion.failed", "Promotion failed"
     PROMOTION_ROLLED_BACK = "promotion.rolled_back", "Rolled back"

@@ -6,9 +6,11 @@ from django.contrib.auth.models import Group
 
 from .models import Environment
 
+# {range}: the time the deployment being verified has been healthy, up to 5 minutes (see the
+# field's help text), so that a rollback's soak never measures the release it took out.
 ERROR_RATE_QUERY = (
-    'sum(rate(http_requests_total{service="{service}",environment="{environment}",status=~"5.."}[5m]))'
-    ' / sum(rate(http_requests_total{service="{service}",environment="{environment}"}[5m]))'
+    'sum(rate(http_requests_total{service="{service}",environment="{environment}",status=~"5.."}[{range}]))'
+    ' / sum(rate(http_requests_total{service="{service}",environment="{environment}"}[{range}]))'
 )
 
 DEFAULT_ENVIRONMENTS = [
@@ -36,6 +38,7 @@ DEFAULT_ENVIRONMENTS = [
         "position": 3,
         "auto_promote": False,
         "required_approvals": 1,
+        "rollback_required_approvals": 1,
         "verification_window": timedelta(minutes=30),
         "rollback_on_failed_verification": False,
         "promotion_slo_minutes": 30,
@@ -45,6 +48,7 @@ DEFAULT_ENVIRONMENTS = [
         "position": 4,
         "auto_promote": False,
         "required_approvals": 2,
+        "rollback_required_approvals": 1,
         "verification_window": timedelta(minutes=30),
         "rollback_on_failed_verification": False,
         "promotion_slo_minutes": 60,

@@ -11,6 +11,8 @@ from django.utils import timezone
 
 from audit import log as audit_log
 
+from . import prometheus
+
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$"
 slug_validator = RegexValidator(
     SLUG_PATTERN,
@@ -62,6 +64,13 @@ class Environment(models.Model):
     required_approvals = models.PositiveSmallIntegerField(
         default=0, validators=[MaxValueValidator(10)], help_text="Distinct approvals needed before the GitOps commit."
     )
+    rollback_required_approvals = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10)],
+        help_text="Distinct approvals a rollback requested by a person or an API token needs here; the rollbacks "
+        "the pipeline makes by policy need none. A rollback nobody else in the approver groups could approve is "
+        "refused when it is requested.",
+    )
     approver_groups = models.ManyToManyField(
         Group, blank=True, related_name="approvable_environments", help_text="Members of these groups may approve."
     )
@@ -80,6 +89,12 @@ class Environment(models.Model):
         default=timedelta(minutes=5),
         help_text="Soak window after the deployment is healthy, during which samples are taken (HH:MM:SS).",
     )
+    rollback_verification_window = models.DurationField(
+        default=timedelta(minutes=2),
+        help_text="Soak window of a rollback here (HH:MM:SS), judged only on the release rolled back to. "
+        "0: rollbacks do not soak, one round of samples decides at once (an error rate, which needs time "
+        "to measure, is then not judged).",
+    )
     sample_interval_seconds = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1)], help_text="Time between two samples during the soak."
     )
@@ -89,6 +104,18 @@ class Environment(models.Model):
         default=0.01,
         validators=[MinValueValidator(0), MaxValueValidator(1)],
         help_text="Highest acceptable error rate (0.01 = 1 %) for the Prometheus query.",
+    )
+    failure_limit = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="Failed samples of one check (the error rate, a health URL, Argo CD health) a soak tolerates; "
+        "one more fails it at once, as Argo Rollouts' failureLimit. 0: the first failed sample fails it.",
+    )
+    consecutive_error_limit = models.PositiveSmallIntegerField(
+        default=4,
+        validators=[MaxValueValidator(100)],
+        help_text="Measurement errors in a row of one check (Prometheus or Argo CD could not answer) a soak "
+        "tolerates; one more fails it at once, as Argo Rollouts' consecutiveErrorLimit.",
     )
     required_checks = models.JSONField(
         default=list,
@@ -115,7 +142,11 @@ class Environment(models.Model):
     )
     prometheus_query_template = models.TextField(
         blank=True,
-        help_text="Instant query returning the error rate as a ratio; blank means not configured.",
+        help_text="Instant query returning the error rate as a ratio; blank means not configured. Write the "
+        "range of rate() as [{range}]: the portal fills it with how long the deployment being verified has been "
+        "healthy (at least VERIFICATION_MIN_RANGE_SECONDS, 30s by default; at most 5m, or the most you write as "
+        "{range:10m}), so no sample measures the release before it. With a fixed range such as [5m], error-rate "
+        "samples wait until the deployment has been healthy that long.",
     )
     health_url_templates = models.TextField(
         blank=True, help_text="Health and smoke URLs that must answer 2xx, one per line."
@@ -134,6 +165,10 @@ class Environment(models.Model):
             models.CheckConstraint(
                 condition=Q(verification_window__gte=timedelta(0)), name="environment_window_not_negative"
             ),
+            models.CheckConstraint(
+                condition=Q(rollback_verification_window__gte=timedelta(0)),
+                name="environment_rollback_window_not_negative",
+            ),
         ]
 
     def __str__(self):
@@ -147,6 +182,25 @@ class Environment(models.Model):
 
     def next(self):
         return Environment.objects.filter(position__gt=self.position).order_by("position").first()
+
+    def clean(self):
+        errors = prometheus.range_placeholder_errors(self.prometheus_query_template)
+        fixed = None if errors else prometheus.longest_range(self.prometheus_query_template)
+        if fixed and not prometheus.has_range_placeholder(self.prometheus_query_template):
+            for name, window in self.soak_windows():
+                if timedelta(0) < window < fixed:
+                    errors.append(
+                        f"The query's {prometheus.describe_duration(fixed)} range is longer than the {name} "
+                        f"({prometheus.describe_duration(window)}): its error-rate samples would wait for the "
+                        "release before to leave the range until the soak is over, and the verdict would have no "
+                        "data. Write [{range}] instead, or lengthen the soak."
+                    )
+        if errors:
+            raise ValidationError({"prometheus_query_template": errors})
+
+    def soak_windows(self):
+        """The soaks a promotion into this environment may have, named for people."""
+        return [("soak window", self.verification_window), ("rollback soak", self.rollback_verification_window)]
 
     def active_freeze(self, at=None):
         """The freeze in force (the one ending last), or None; read from `with_active_freeze()` when loaded so."""

@@ -6,13 +6,84 @@ Prometheus answers {"status": "success", "data": {"resultType": ..., "result": .
 """
 
 import math
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import requests
 from django.conf import settings
 
 from nexo_portal.lib.http import describe_failure, excerpt
+
+# PromQL durations: one or more number-unit pairs, longest unit first ("5m", "1h30m", "500ms").
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_DURATION = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
+# A range selector or subquery written in a query: [5m], [1h30m], [10m:1m].
+_RANGE_SELECTOR = re.compile(r"\[\s*((?:\d+(?:ms|s|m|h|d|w|y))+)\s*(?::[^\]]*)?\]")
+
+
+def parse_duration(text):
+    """A PromQL duration such as "5m" or "1h30m" as a timedelta; ValueError when it is not one."""
+    text = text.strip()
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"{text!r} is not a PromQL duration such as 30s, 5m or 1h30m.")
+    seconds = sum(int(number) * DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta):
+    """A timedelta as a PromQL duration in whole seconds ("95s"), the form Prometheus parses everywhere."""
+    return f"{max(0, int(delta.total_seconds()))}s"
+
+
+def describe_duration(delta):
+    """A timedelta for people, in PromQL's compact style: "5m", "1m35s", "1h"."""
+    seconds, parts = max(0, int(delta.total_seconds())), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+# `{range}` in a query template: the time the deployment under verification has been healthy, so
+# that a rate() never reaches back into the release before it. `{range:10m}` says the longest range
+# the query should use (a plain `{range}` goes up to DEFAULT_RANGE).
+RANGE_PLACEHOLDER = re.compile(r"\{range(?::([^{}]*))?\}")
+DEFAULT_RANGE = timedelta(minutes=5)
+
+
+def has_range_placeholder(template):
+    return bool(RANGE_PLACEHOLDER.search(template))
+
+
+def range_placeholder_errors(template):
+    """What is wrong with the `{range:…}` placeholders of a template, one sentence each."""
+    errors = []
+    for written in RANGE_PLACEHOLDER.findall(template):
+        if written:
+            try:
+                parse_duration(written)
+            except ValueError as error:
+                errors.append(f"In {{range:{written}}}: {error}")
+    return errors
+
+
+def fill_range(template, elapsed):
+    """The template with each `{range}` replaced by `elapsed`, clipped to the range it allows."""
+
+    def replace(match):
+        longest = parse_duration(match.group(1)) if match.group(1) else DEFAULT_RANGE
+        return format_duration(min(elapsed, longest))
+
+    return RANGE_PLACEHOLDER.sub(replace, template)
+
+
+def longest_range(promql):
+    """The longest range selector written in a query ([5m] in rate(x[5m])), or None without one."""
+    ranges = [parse_duration(match) for match in _RANGE_SELECTOR.findall(promql)]
+    return max(ranges) if ranges else None
 
 
 class PrometheusError(Exception):

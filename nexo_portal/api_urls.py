@@ -24,6 +24,7 @@ urlpatterns = [
     path("promotions/<int:pk>/approve/", releases.ApproveView.as_view(), name="promotion-approve"),
     path("promotions/<int:pk>/reject/", releases.RejectView.as_view(), name="promotion-reject"),
     path("promotions/<int:pk>/cancel/", releases.CancelView.as_view(), name="promotion-cancel"),
+    path("promotions/<int:pk>/stop/", releases.StopView.as_view(), name="promotion-stop"),
     path("rollbacks/", releases.RollbackView.as_view(), name="rollback"),
     path("matrix/", releases.MatrixView.as_view(), name="matrix"),
     path("verifications/", releases.CheckResultCreateView.as_view(), name="verification-create"),

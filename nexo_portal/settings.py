@@ -205,6 +205,9 @@ ARGOCD_POLL_SECONDS = env.float("ARGOCD_POLL_SECONDS", default=5.0)
 ARGOCD_VERIFY_TLS = env.bool("ARGOCD_VERIFY_TLS", default=True)
 ARGOCD_WEBHOOK_SECRET = env.str("ARGOCD_WEBHOOK_SECRET", default="")
 PROMETHEUS_URL = env.str("PROMETHEUS_URL", default="")
+# The shortest range a query's {range} is filled with (releases/verification.py): rate() needs two
+# scrapes in its window, so this is at least twice the scrape interval. Samples wait until then.
+VERIFICATION_MIN_RANGE_SECONDS = env.int("VERIFICATION_MIN_RANGE_SECONDS", default=30)
 # Signing secret of the PagerDuty V3 webhook subscription; unset refuses every delivery.
 INCIDENT_WEBHOOK_SECRET = env.str("INCIDENT_WEBHOOK_SECRET", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)

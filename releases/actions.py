@@ -14,6 +14,7 @@ LABELS = {
     "approve": ("Approve", "primary"),
     "reject": ("Reject", "danger"),
     "cancel": ("Cancel request", ""),
+    "stop": ("Stop and roll back…", "danger"),
     "rollback": ("Roll back…", "danger"),
 }
 
@@ -29,7 +30,7 @@ class Action:
 
 
 def decision_actions(promotion, user, url_for):
-    """Approve, reject and cancel as the promotion's state offers them; `url_for(kind, pk)` links each."""
+    """Approve, reject, cancel or stop as the promotion's state offers them; `url_for(kind, pk)` links each."""
     return [
         _action(kind, url_for(kind, promotion.pk), why_not)
         for kind, why_not in policy.offered_decisions(promotion, user)
@@ -63,7 +64,7 @@ def busy_refusal(promotion):
     """Why nothing else may be requested while `promotion` is past approval, as `transitions` says it."""
     return (
         f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name} is already "
-        f"{promotion.get_state_display().lower()} (promotion #{promotion.pk}); wait for it to finish."
+        f"{promotion.get_state_display().lower()} (promotion #{promotion.pk}); {policy.until_it_finishes(promotion)}."
     )
 
 

@@ -301,6 +301,22 @@ class CancelView(PromotionActionView):
         transitions.cancel(promotion, actor, comment)
 
 
+@extend_schema(
+    request=serializers.StopSerializer,
+    responses={200: serializers.PromotionSerializer, 409: None, **ERRORS},
+    summary="Stop the soak and roll back",
+    description='The promotion fails at verification ("stopped by <user>: <comment>") and the environment\'s '
+    "rollback rule applies: an automatic rollback where the policy says so; elsewhere request one "
+    "(`POST /rollbacks/`).",
+)
+class StopView(PromotionActionView):
+    """Stop a soaking promotion (deployed or verifying) with a required comment: people who may roll back
+    the service there (a session or a personal token, never a CI token)."""
+
+    def act(self, promotion, actor, comment):
+        transitions.stop(promotion, actor, comment)
+
+
 # --- verification results from CI -----------------------------------------------------------------
 
 

@@ -412,7 +412,7 @@ class _CellBuilder:
         self.release_url = _Url("releases:release-detail", "service-name", "calver-version")
         self.promotion_url = _Url("releases:promotion-detail", 2**31 - 1)
         self.decision_urls = {
-            kind: _Url(f"releases:{kind}", 2**31 - 1, query=back) for kind in ("approve", "reject", "cancel")
+            kind: _Url(f"releases:{kind}", 2**31 - 1, query=back) for kind in ("approve", "reject", "cancel", "stop")
         }
         self.request_url = _Url("releases:request", "service-name", "environment-name", "calver-version", query=back)
         self.rollback_url = _Url("releases:rollback", "service-name", "environment-name", query=back)
@@ -449,9 +449,9 @@ class _CellBuilder:
             if previous_deployment:
                 self._drift(cell, release, previous, previous_deployment.release)
 
-        waiting = self.waiting.get(place)
+        waiting, soaking = self.waiting.get(place), None
         if waiting and waiting.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
-            waiting = None  # it runs here already: the deployment shows its soak
+            soaking, waiting = waiting, None  # it runs here already: the deployment shows its soak
         if waiting:
             self._attach(waiting, service, environment)
             cell.waiting, cell.waiting_url = waiting, self.promotion_url(waiting.pk)
@@ -465,7 +465,7 @@ class _CellBuilder:
         candidate = _release_row(candidate) if candidate else None
         if candidate and (release is None or candidate.calver_key > release.calver_key):
             cell.candidate = candidate
-        cell.actions = self._actions(cell, service, environment, deployment, waiting)
+        cell.actions = self._actions(cell, service, environment, deployment, waiting, soaking)
         return cell
 
     def _attach(self, promotion, service, environment):
@@ -552,7 +552,7 @@ class _CellBuilder:
             self.may_request[key] = policy.why_not_request(self.user, service, environment) is None
         return self.may_request[key]
 
-    def _actions(self, cell, service, environment, deployment, waiting):
+    def _actions(self, cell, service, environment, deployment, waiting, soaking):
         actions = []
         if waiting:
             # Approve shows why not; a reject or cancel the person may not take is left out of the cell.
@@ -561,7 +561,7 @@ class _CellBuilder:
                 for action in decision_actions(waiting, self.user, self._decision_url)
                 if action.allowed or action.kind == "approve"
             ]
-        busy = waiting if waiting is not None and waiting.state != PromotionState.AWAITING_APPROVAL else None
+        busy = waiting if waiting is not None and waiting.state != PromotionState.AWAITING_APPROVAL else soaking
         may_request = self._may_request(service, environment)
         candidate = cell.candidate
         if candidate and not (waiting and waiting.release_id == candidate.pk):
@@ -576,8 +576,14 @@ class _CellBuilder:
                     allowed=may_request and not busy and not frozen,
                 )
             )
+        stops = []
+        if soaking:
+            # A soak is stopped to roll back: offered instead of a rollback, which would wait for the soak.
+            self._attach(soaking, service, environment)
+            stops = [action for action in decision_actions(soaking, self.user, self._decision_url) if action.allowed]
+            actions += stops
         # Rolling back is offered only to those who may request here.
-        if may_request:
+        if may_request and not stops:
             offered = rollback_action(deployment, self.rollback_url(service.name, environment.name), None, busy=busy)
             if offered:
                 offered.tone = "quiet"

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils import timezone
 
-from . import policy, verification
+from . import policy, timeline, verification
 from .actions import busy_refusal
 from .board import freeze_message, short_duration
 from .gitops import message as gitops_message
-from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState
+from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState, Release
 
 
 @dataclass
@@ -50,8 +50,15 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
         "ci_checks": "the CI checks",
     }
     checked = [names[key] for key, configured in checks.items() if configured]
-    window = short_duration(environment.verification_window)
-    if checked:
+    window = short_duration(probe.verification_window)
+    if probe.is_rollback and not probe.verification_window:
+        steps.append(f"Rollbacks into {environment.name} do not soak: one round of samples decides at once.")
+    elif probe.is_rollback and checked:
+        steps.append(
+            f"It then soaks for {window}, the rollback soak of {environment.name}, while the portal watches "
+            f"{', '.join(checked)} of {release.version} alone, from the moment it is healthy."
+        )
+    elif checked:
         steps.append(f"It then soaks for {window} while the portal watches {', '.join(checked)}.")
     else:
         steps.append(f"It then soaks for {window}; nothing is configured to check, so the soak is only a timer.")
@@ -195,6 +202,43 @@ def for_lift_hold(hold, user):
     )
 
 
+def for_stop(promotion, user):
+    environment, release = promotion.environment, promotion.release
+    lines = [
+        f"The soak stops now: {release.version} fails its verification in {environment.name}, "
+        "stopped by you, with your comment as the reason."
+    ]
+    samples = list(promotion.samples.all())
+    if samples:
+        lines.append(f"{len(samples)} samples were taken so far: {timeline.sample_summary(samples)}.")
+    target = Release.objects.default_rollback_target(environment, release)
+    if promotion.is_rollback:
+        lines.append(f"This is a rollback: stopping it does not roll back again; {release.version} keeps running.")
+    elif target is None:
+        lines.append(
+            f"No release older than {release.version} was verified in {environment.name}: there is nothing to "
+            f"roll back to, and {release.version} keeps running until a fix is promoted."
+        )
+    elif environment.rollback_on_failed_verification:
+        lines.append(
+            f"{environment.name} rolls back by itself: {promotion.service.name} goes back to {target.version}, "
+            "the last release verified there, without approval."
+        )
+    else:
+        lines.append(
+            f"{environment.name} does not roll back by itself: the rollback to {target.version} is offered to you "
+            f"next, to confirm ({_approval_sentence(environment, environment.rollback_required_approvals)})"
+        )
+    return Confirmation(
+        title="Stop the soak and roll back",
+        headline=_headline(promotion),
+        submit="Stop the soak",
+        tone="danger",
+        consequences=lines,
+        why_not=policy.why_not_stop(promotion, user) or "",
+    )
+
+
 def for_rollback(service, environment, user, current, target):
     lines = []
     why_not = policy.why_not_request(user, service, environment, kind=PromotionKind.ROLLBACK) or ""
@@ -219,7 +263,8 @@ def for_rollback(service, environment, user, current, target):
             lines.append(
                 f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) is superseded."
             )
-        lines.append(_approval_sentence(environment, environment.required_approvals))
+        why_not = why_not or policy.why_not_unapprovable_rollback(user, environment) or ""
+        lines.append(_approval_sentence(environment, environment.rollback_required_approvals))
         lines += _pipeline_steps(service, environment, target, PromotionKind.ROLLBACK)
         if environment.auto_promote:
             lines.append(

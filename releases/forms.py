@@ -21,6 +21,17 @@ class RejectForm(forms.Form):
     )
 
 
+class StopForm(forms.Form):
+    # Required by the rule itself (policy.why_not_stop); its refusal lands on this field.
+    comment = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3, "required": True}),
+        label="Why do you stop it?",
+        help_text="Required: it is the reason the promotion fails, on its page, in the alert and in the audit log.",
+    )
+
+
 class RequestForm(forms.Form):
     emergency = forms.BooleanField(
         required=False,

@@ -281,12 +281,20 @@ def verify_promotion(promotion_id):
     if promotion.state == PromotionState.DEPLOYED:
         promotion = transitions.mark_verifying(promotion, configured=verification.is_configured(promotion))
     verification.take_samples(promotion)
+    passed_limits = verification.limits_passed(promotion)
+    if passed_limits:
+        # Fail fast: the rest of the window cannot undo a limit passed.
+        transitions.fail(promotion, "verification", "; ".join(passed_limits))
+        return
     now = timezone.now()
     if now < promotion.verdict_at:
-        delay = min(timedelta(seconds=promotion.environment.sample_interval_seconds), promotion.verdict_at - now)
-        steps.schedule(promotion.pk, Step.VERIFY, delay)
+        steps.schedule(promotion.pk, Step.VERIFY, verification.next_round_in(promotion, now))
         return
     result = verification.verdict(promotion)
+    if result.extend_by:
+        promotion = transitions.extend_soak(promotion, result.extend_by, result.summary)
+        steps.schedule(promotion.pk, Step.VERIFY, verification.next_round_in(promotion, timezone.now()))
+        return
     if result.passed:
         transitions.mark_verified(promotion, result.summary)
     else:

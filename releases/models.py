@@ -435,6 +435,13 @@ class Promotion(models.Model):
     def is_rollback(self):
         return self.kind == PromotionKind.ROLLBACK
 
+    @property
+    def verification_window(self):
+        """How long it soaks: a rollback follows its environment's rollback policy."""
+        if self.is_rollback:
+            return self.environment.rollback_verification_window
+        return self.environment.verification_window
+
     def approver_names(self):
         """Who approved it, in the order they did (for the commit message and the audit log)."""
         username = f"user__{get_user_model().USERNAME_FIELD}"

@@ -14,8 +14,14 @@ The rules:
 - cancel: whoever requested it, an approver of the environment, or a superuser, before the
   GitOps commit starts;
 - break-glass: only where the environment allows it, by someone who may request there, with
-  a reason; approvals are still required.
+  a reason; approvals are still required;
+- stop a soak (it fails, and the environment's rollback rule applies): whoever may roll back
+  there, people only, with a comment, while the promotion is deployed or verifying;
+- a rollback needs the environment's rollback approvals (none when the pipeline rolls back by
+  policy), and is refused when fewer people than that could ever approve it.
 """
+
+from django.contrib.auth import get_user_model
 
 from nexo_portal.lib.errors import Refused
 
@@ -128,14 +134,42 @@ def why_not_report(actor, service):
 
 
 def approvals_required(promotion):
-    """Rollbacks the pipeline makes by policy need none: the policy itself is the approval."""
-    if (
-        promotion.kind == PromotionKind.ROLLBACK
-        and promotion.requested_by_id is None
-        and not promotion.requested_via.startswith("api-token:")
-    ):
+    """A rollback follows its environment's rollback policy; the rollbacks the pipeline makes by
+    policy need none: the policy itself is the approval."""
+    if promotion.kind != PromotionKind.ROLLBACK:
+        return promotion.environment.required_approvals
+    if promotion.requested_by_id is None and not promotion.requested_via.startswith("api-token:"):
         return 0
-    return promotion.environment.required_approvals
+    return promotion.environment.rollback_required_approvals
+
+
+def why_not_unapprovable_rollback(actor, environment):
+    """A rollback nobody could ever approve is refused before it is made: in an incident, a request
+    that waits for approvals that cannot come is worse than a refusal that says what to fix.
+
+    Who could approve: the active members of the approver groups other than the requester
+    (superusers are not approvers by right).
+    """
+    required = environment.rollback_required_approvals
+    if actor is None or required == 0:
+        return None
+    groups = _approver_groups(environment)
+    approvers = get_user_model().objects.filter(is_active=True, groups__in=groups).distinct()
+    if is_person(actor):
+        approvers = approvers.exclude(pk=actor.pk)
+    names = sorted(user.get_username() for user in approvers)
+    if len(names) >= required:
+        return None
+    others = " other than you" if is_person(actor) else ""
+    who = f"only {len(names)} {'person' if len(names) == 1 else 'people'}{others} ({', '.join(names)}) can"
+    if not names:
+        who = f"nobody{others} can"
+    return Refusal(
+        f"A rollback in {environment.name} needs "
+        f"{'one approval' if required == 1 else f'{required} distinct approvals'} from {describe_groups(groups)}, "
+        f"and {who} give one: it could never be approved. Ask an administrator to lower the rollback approvals "
+        f"of {environment.name} or to add approvers."
+    )
 
 
 def approvals_given(promotion):
@@ -220,10 +254,39 @@ def describe_groups_by_name(names, nobody):
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def why_not_stop(promotion, actor, comment="x"):
+    """Stopping a soak: a person who may roll back the service there, with a comment, while it soaks.
+
+    The soak fails at once and the environment's rollback rule applies, as for any failed soak.
+    """
+    if promotion.state not in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
+        return Refusal(
+            f"This promotion is {promotion.get_state_display().lower()}; only a promotion that is soaking "
+            "(deployed or verifying) can be stopped."
+        )
+    if is_ci_token(actor):
+        return forbidden("API tokens of CI never stop a soak; a person who may roll back must.")
+    if not is_person(actor):
+        return forbidden("Sign in to stop a soak.")
+    refusal = why_not_request(actor, promotion.service, promotion.environment, kind=PromotionKind.ROLLBACK)
+    if refusal:
+        return refusal
+    if not comment.strip():
+        return missing("comment", "Say why you stop it: a comment is required.")
+    return None
+
+
+def until_it_finishes(promotion):
+    """What to do while a promotion is on its way: a soak may be stopped, anything else finishes first."""
+    if promotion.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
+        return "stop its soak (Stop and roll back, on the promotion's page) or wait for it to finish"
+    return "wait for it to finish"
+
+
 def offered_decisions(promotion, user):
     """The decisions a promotion offers in its state, each with why `user` may not take it (None: may).
 
-    Deciding and cancelling only mean something before the GitOps commit starts.
+    Deciding and cancelling only mean something before the GitOps commit starts; stopping, while it soaks.
     """
     if promotion.state == PromotionState.AWAITING_APPROVAL:
         return [
@@ -233,6 +296,8 @@ def offered_decisions(promotion, user):
         ]
     if promotion.state == PromotionState.APPROVED:
         return [("cancel", why_not_cancel(promotion, user))]
+    if promotion.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
+        return [("stop", why_not_stop(promotion, user))]
     return []
 
 

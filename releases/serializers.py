@@ -308,6 +308,13 @@ class RejectionSerializer(serializers.Serializer):
     comment = serializers.CharField(max_length=2000, help_text="Why it is rejected (required).")
 
 
+class StopSerializer(serializers.Serializer):
+    """The body of a stop as the schema documents it. The view reads it as a DecisionSerializer:
+    that the comment is required is the stopping rule's own (policy.why_not_stop), answered 400."""
+
+    comment = serializers.CharField(max_length=2000, help_text="Why the soak is stopped (required).")
+
+
 class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):
     service = ServiceField(write_only=True)
     version = VersionField(write_only=True)

@@ -184,10 +184,14 @@ class _Request:
         )
         if refusal:
             return refusal
+        if kind == PromotionKind.ROLLBACK:
+            refusal = policy.why_not_unapprovable_rollback(self.actor, environment)
+            if refusal:
+                return refusal
         if active and active.state != PromotionState.AWAITING_APPROVAL:
             return (
                 f"{_describe(active)} is already {active.get_state_display().lower()} (promotion #{active.pk}); "
-                "wait for it to finish before requesting another one."
+                f"{policy.until_it_finishes(active)} before requesting another one."
             )
         is_rollback = kind == PromotionKind.ROLLBACK
         if active and (active.release_id, active.is_rollback, active.is_emergency) == (
@@ -524,7 +528,7 @@ def mark_verifying(promotion, *, configured):
     now = timezone.now()
     promotion.state = PromotionState.VERIFYING
     promotion.verification_started_at = now
-    promotion.verdict_at = now + promotion.environment.verification_window
+    promotion.verdict_at = now + promotion.verification_window
     promotion.verification_status = StepStatus.RUNNING if configured else StepStatus.NOT_CONFIGURED
     promotion.save(
         update_fields=["state", "verification_started_at", "verdict_at", "verification_status", "updated_at"]
@@ -535,7 +539,29 @@ def mark_verifying(promotion, *, configured):
         None,
         f"{_describe(promotion)}: soaking until {timezone.localtime(promotion.verdict_at):%H:%M:%S}"
         + ("" if configured else " (no checks configured: only the timer)"),
-        window_seconds=promotion.environment.verification_window.total_seconds(),
+        window_seconds=promotion.verification_window.total_seconds(),
+    )
+    return promotion
+
+
+@transaction.atomic
+def extend_soak(promotion, extension, reason):
+    """Verifying, with its verdict `extension` from now: the soak missed rounds of samples (a worker
+    or the scheduler was gone for a while), and a verdict on what is left would be a guess.
+    releases/verification.py says when, and that it happens once."""
+    promotion = _locked(promotion)
+    _expect(promotion, PromotionState.VERIFYING)
+    promotion.verdict_at = timezone.now() + extension
+    promotion.save(update_fields=["verdict_at", "updated_at"])
+    _record(
+        AuditAction.PROMOTION_SOAK_EXTENDED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: soak extended until {timezone.localtime(promotion.verdict_at):%H:%M:%S}: {reason}"[
+            :500
+        ],
+        extension_seconds=extension.total_seconds(),
+        reason=reason,
     )
     return promotion
 
@@ -653,6 +679,27 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True):
     _after_failure(promotion, step, error, roll_back)
     alerts.enqueue_failure_alert(promotion)
     return promotion
+
+
+@transaction.atomic
+def stop(promotion, user, comment):
+    """Deployed or verifying → failed at verification, because a person stopped its soak.
+
+    The environment's rollback rule applies as to any failed soak: an automatic rollback where the
+    policy says so; elsewhere the person is offered the rollback next.
+    """
+    promotion = _locked(promotion)
+    policy.ensure(policy.why_not_stop(promotion, user, comment))
+    comment = comment.strip()
+    _record(
+        AuditAction.PROMOTION_STOPPED,
+        promotion,
+        user,
+        f"{_describe(promotion)}: soak stopped by {user.get_username()}: {comment}"[:500],
+        comment=comment,
+        state=promotion.state,
+    )
+    return fail(promotion, "verification", f"stopped by {user.get_username()}: {comment}")
 
 
 def _after_failure(promotion, step, error, roll_back):

@@ -18,5 +18,6 @@ urlpatterns = [
     path("promotions/<int:pk>/reject/", views.reject, name="reject"),
     path("promotions/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("holds/<int:pk>/lift/", views.lift_hold, name="lift-hold"),
+    path("promotions/<int:pk>/stop/", views.stop, name="stop"),
     path("audit/export.json", views.audit_log_export, name="audit-export"),
 ]

@@ -3,21 +3,58 @@
 Every sample is stored (VerificationSample), so the verdict is taken on the whole window
 and the promotion page can show what was seen. The verdict at the end of the window:
 
-- error rate (Prometheus): every sample that had data stayed at or below the threshold, and
-  at least one sample had data — NaN (no traffic), an empty result or a Prometheus error is
-  "no data", never a pass;
-- health and smoke URLs: every URL answered 2xx at every sample;
-- Argo CD: the application was never Degraded or Missing;
+- error rate (Prometheus): the samples above the threshold stay within the environment's
+  failure limit, and at least one sample had data — NaN (no traffic), an empty result or a
+  Prometheus error is "no data", never a pass;
+- health and smoke URLs: the non-2xx answers of each URL stay within the failure limit;
+- Argo CD: the samples that found the application Degraded or Missing stay within it;
 - CI checks the environment requires (e2e, performance, security…): the latest result
   reported for this release there passed.
 
+Fail fast, as Argo Rollouts' analysis does: after every round of samples, a check whose failed
+samples pass the environment's `failure_limit` (0 by default: the first failed sample), or
+whose measurement errors in a row (Prometheus or Argo CD could not answer) pass its
+`consecutive_error_limit` (4 by default), fails the soak at once; the verdict names the limit.
+
+A soak with gaps is no verdict. Rounds of samples keep to the window's grid (one at the start,
+one every `sample_interval_seconds`, one at the verdict: window // interval + 1 expected). When
+a worker or RQ's scheduler was gone for part of the window, fewer rounds were taken: with less
+than MIN_ROUNDS_SHARE (80 %) of them at the verdict's time, the soak is extended once by the time
+of the missing rounds (at most its window), and audited; still short at the end, it fails as
+"not enough samples: 3 of 11 expected rounds (at least 9 needed)". It never passes on the one
+or two rounds taken either side of a gap. (CI results alone are not sampled and have no rounds.)
+
 With none of these configured the window is only a timer, and the promotion says so
 ("not configured") instead of claiming it passed.
+
+Every sample measures only the deployment being verified, from the moment it became healthy
+(`promotion.deployed_at`); a rollback is never judged on the release it took out:
+
+- `{range}` in the query template (`rate(x[{range}])`) is filled with the time the deployment
+  has been healthy, as a PromQL duration in seconds (`95s`), at most the template's longest
+  range (`{range:10m}`; 5m for a plain `{range}`). Until it has been healthy for
+  VERIFICATION_MIN_RANGE_SECONDS (30 s: two scrapes for rate()) the sample waits;
+- a query with a fixed range (`[5m]`) waits until the deployment has been healthy that long:
+  "waiting: the query's 5m window still covers the previous release". Before that, its window
+  would mix the release before into the verdict. The admin refuses a fixed range longer than
+  a soak window, since every sample of that soak would wait.
+
+A waiting sample has no data and is no error; it counts as a round taken.
+
+A rollback soaks for its environment's `rollback_verification_window` (2 minutes by default)
+instead of the `verification_window`. A zero window does not soak: one round of samples decides
+at once, and an error rate, which has had no time to measure, is not judged (the verdict says so).
 """
 
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from django.conf import settings
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditEvent
+from environments import prometheus as promql
 from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
 from environments.probes import probe
 from environments.prometheus import Prometheus, PrometheusError
@@ -25,6 +62,14 @@ from environments.prometheus import Prometheus, PrometheusError
 from .models import CheckResult, SampleCheck, VerificationSample
 
 UNHEALTHY = {Health.DEGRADED, Health.MISSING}
+# How a sample without a verdict of its own begins its detail: nothing to judge (NaN, no series),
+# a measurement that went wrong (Prometheus or Argo CD could not answer), or one not taken yet.
+NO_DATA, ERROR, WAITING = "no data: ", "error: ", "waiting: "
+
+
+# A soak must have taken this share of the rounds of samples its window holds to be judged.
+MIN_ROUNDS_SHARE = 0.8
+SAMPLED = ("error_rate", "health_urls", "argocd")
 
 
 @dataclass
@@ -32,6 +77,8 @@ class Verdict:
     passed: bool
     configured: bool
     reasons: list = field(default_factory=list)
+    # Set when the soak missed rounds: no verdict yet, the window goes on this much longer.
+    extend_by: timedelta | None = None
 
     @property
     def summary(self):
@@ -52,14 +99,15 @@ def is_configured(promotion):
     return any(configured_checks(promotion).values())
 
 
-def take_samples(promotion):
+def take_samples(promotion, now=None):
     """Observe everything configured once, store what was seen, return the new samples."""
     service, environment = promotion.service, promotion.environment
+    now = now or timezone.now()
     samples = []
     prometheus = Prometheus.from_settings()
     query = service.prometheus_query(environment).strip()
     if prometheus and query:
-        samples.append(_error_rate_sample(promotion, prometheus, query))
+        samples.append(_error_rate_sample(promotion, prometheus, query, now))
     for url in service.health_urls(environment):
         result = probe(url)
         samples.append(
@@ -93,24 +141,66 @@ def take_samples(promotion):
                     kind=SampleCheck.ARGOCD_HEALTH,
                     target=application,
                     ok=None,
-                    detail=f"no data: {error}"[:500],
+                    detail=f"{ERROR}{error}"[:500],
                 )
             )
+    for sample in samples:
+        sample.taken_at = now  # one round, one time
     return VerificationSample.objects.bulk_create(samples)
 
 
-def _error_rate_sample(promotion, prometheus, query):
+def healthy_for(promotion, now):
+    """How long the deployment under verification has been healthy: what its samples may measure."""
+    return now - (promotion.deployed_at or promotion.verification_started_at or now)
+
+
+def error_rate_query(promotion, template, now):
+    """(the query to ask now, None) — or (None, why the sample waits): it may only measure this deployment.
+
+    `{range}` is filled with the time since the deployment became healthy, clipped to the range
+    the template allows and waiting until VERIFICATION_MIN_RANGE_SECONDS have passed. A query with
+    a fixed range ([5m]) waits until the deployment has been healthy that long.
+    """
+    healthy = healthy_for(promotion, now)
+    if promql.has_range_placeholder(template):
+        shortest = timedelta(seconds=settings.VERIFICATION_MIN_RANGE_SECONDS)
+        if healthy < shortest:
+            return None, (
+                f"{WAITING}the deployment has been healthy for {promql.describe_duration(healthy)}; "
+                f"{{range}} is at least {promql.describe_duration(shortest)}"
+            )
+        return promql.fill_range(template, healthy), None
+    longest = promql.longest_range(template)
+    if longest is not None and healthy < longest:
+        before = "the previous release" if promotion.previous_release_id else "the time before this deployment"
+        return None, (
+            f"{WAITING}the query's {promql.describe_duration(longest)} window still covers {before} "
+            f"(healthy for {promql.describe_duration(healthy)}; write [{{range}}] in the query to measure sooner)"
+        )
+    return template, None
+
+
+def _error_rate_sample(promotion, prometheus, template, now):
     threshold = float(promotion.environment.error_rate_threshold)
-    sample = VerificationSample(promotion=promotion, kind=SampleCheck.ERROR_RATE, target=query)
+    sample = VerificationSample(promotion=promotion, kind=SampleCheck.ERROR_RATE, target=template)
+    try:
+        query, waiting = error_rate_query(promotion, template, now)
+    except ValueError as error:
+        sample.ok, sample.detail = None, f"{ERROR}the query template's {{range}}: {error}"[:500]
+        return sample
+    if query is None:
+        sample.ok, sample.detail = None, waiting[:500]
+        return sample
+    sample.target = query
     try:
         value = prometheus.instant_value(query)
     except PrometheusError as error:
-        sample.ok, sample.detail = None, f"no data: {error}"[:500]
+        sample.ok, sample.detail = None, f"{ERROR}{error}"[:500]
         return sample
     if value is None:
-        sample.ok, sample.detail = None, "no data: the query returned no series"
+        sample.ok, sample.detail = None, f"{NO_DATA}the query returned no series"
     elif math.isnan(value):
-        sample.ok, sample.detail = None, "no data: NaN (no traffic in the window of the query)"
+        sample.ok, sample.detail = None, f"{NO_DATA}NaN (no traffic in the window of the query)"
     else:
         sample.value = value
         sample.ok = value <= threshold
@@ -118,45 +208,172 @@ def _error_rate_sample(promotion, prometheus, query):
     return sample
 
 
+def _waited(sample):
+    return sample.ok is None and sample.detail.startswith(WAITING)
+
+
+def _kind_of(promotion):
+    return "rollbacks" if promotion.is_rollback else "promotions"
+
+
+def _series(samples):
+    """The samples of each check, oldest first: the error rate, each health URL, Argo CD health."""
+    series = {}
+    for sample in samples:
+        key = (sample.kind, sample.target if sample.kind == SampleCheck.HEALTH_URL else "")
+        series.setdefault(key, []).append(sample)
+    return series
+
+
+def _failed(kind, samples, failed):
+    if kind == SampleCheck.ERROR_RATE:
+        with_data = [s for s in samples if s.ok is not None]
+        worst = max(failed, key=lambda s: s.value)
+        return f"error rate above the threshold in {len(failed)} of {len(with_data)} samples (worst {worst.detail})"
+    if kind == SampleCheck.HEALTH_URL:
+        return f"{failed[0].target} failed {len(failed)} time(s): {failed[0].detail}"
+    return f"Argo CD reported {failed[0].target} {failed[0].detail} in {len(failed)} of {len(samples)} samples"
+
+
+def _longest_error_run(samples):
+    """The longest run of measurement errors in a row; a sample that waited neither counts nor breaks it."""
+    longest, run = [], []
+    for sample in samples:
+        if _waited(sample):
+            continue
+        run = [*run, sample] if sample.ok is None and sample.detail.startswith(ERROR) else []
+        longest = run if len(run) > len(longest) else longest
+    return longest
+
+
+def _limits_passed(promotion, samples):
+    """{check: the sentences of the limits its samples passed}: any of them fails the soak at once."""
+    environment = promotion.environment
+    passed = {}
+    for (kind, target), series in _series(samples).items():
+        sentences = []
+        failed = [s for s in series if s.ok is False]
+        if len(failed) > environment.failure_limit:
+            sentences.append(f"{_failed(kind, series, failed)}, past the failure limit of {environment.failure_limit}")
+        errors = _longest_error_run(series)
+        if len(errors) > environment.consecutive_error_limit:
+            name = target or SampleCheck(kind).label.lower()
+            sentences.append(
+                f"{name} could not be measured {len(errors)} times in a row, past the consecutive error limit of "
+                f"{environment.consecutive_error_limit} ({errors[-1].detail})"
+            )
+        if sentences:
+            passed[(kind, target)] = sentences
+    return passed
+
+
+def limits_passed(promotion):
+    """Why the soak fails already, one sentence per limit its samples passed; empty while none is."""
+    return [
+        sentence
+        for sentences in _limits_passed(promotion, list(promotion.samples.all())).values()
+        for sentence in sentences
+    ]
+
+
+@dataclass
+class Rounds:
+    """Rounds of samples a soak took, against those its window holds."""
+
+    taken: int
+    expected: int
+
+    @property
+    def needed(self):
+        return math.ceil(self.expected * MIN_ROUNDS_SHARE)
+
+    @property
+    def short(self):
+        return self.taken < self.needed
+
+    def __str__(self):
+        return f"{self.taken} of {self.expected} expected rounds (at least {self.needed} needed)"
+
+
+def rounds(promotion, series):
+    """One round at the start and one every sample interval, the verdict's included; each round
+    samples every check once, so the longest series counts them (a waiting sample is a round taken)."""
+    interval = promotion.environment.sample_interval_seconds
+    expected = int(promotion.verification_window.total_seconds() // interval) + 1
+    return Rounds(taken=max((len(samples) for samples in series.values()), default=0), expected=expected)
+
+
+def extension(promotion, counted):
+    """How much longer a soak that missed rounds goes on: the time of the rounds missing, at most its
+    window; None when it was extended once already."""
+    extended = AuditEvent.objects.for_promotion(promotion).filter(action=AuditAction.PROMOTION_SOAK_EXTENDED)
+    if extended.exists():
+        return None
+    missing = timedelta(seconds=(counted.expected - counted.taken) * promotion.environment.sample_interval_seconds)
+    return min(missing, promotion.verification_window)
+
+
+def next_round_in(promotion, now):
+    """Until the next round: rounds keep to the window's grid (start + k × interval), so a slow round
+    does not push every later one back, and never past the verdict."""
+    interval = promotion.environment.sample_interval_seconds
+    elapsed = (now - promotion.verification_started_at).total_seconds()
+    return min(timedelta(seconds=interval - elapsed % interval), promotion.verdict_at - now)
+
+
 def verdict(promotion):
     checks = configured_checks(promotion)
     samples = list(promotion.samples.all())
-    reasons, passed = [], True
+    series = _series(samples)
+    over_limit = _limits_passed(promotion, samples)
+    reasons = [sentence for sentences in over_limit.values() for sentence in sentences]
+    passed = not reasons
 
-    if checks["error_rate"]:
-        rates = [s for s in samples if s.kind == SampleCheck.ERROR_RATE]
+    counted = rounds(promotion, series)
+    if passed and any(checks[name] for name in SAMPLED) and counted.short:
+        extend_by = extension(promotion, counted)
+        missing = "a worker or RQ's scheduler was gone for part of the window"
+        if extend_by is not None:
+            reason = f"not enough samples yet: {counted}; {missing}"
+            return Verdict(passed=False, configured=True, reasons=[reason], extend_by=extend_by)
+        passed = False
+        reasons.append(f"not enough samples: {counted}, even with the soak extended once; {missing}")
+    tolerated = f"within the failure limit of {promotion.environment.failure_limit}"
+
+    if checks["error_rate"] and (SampleCheck.ERROR_RATE, "") not in over_limit:
+        rates = series.get((SampleCheck.ERROR_RATE, ""), [])
         with_data = [s for s in rates if s.ok is not None]
         breaches = [s for s in with_data if not s.ok]
-        if not with_data:
+        if rates and not with_data and not promotion.verification_window and all(_waited(s) for s in rates):
+            # A policy without a soak (rollbacks, say): a rate has had no time to measure anything.
+            reasons.append(f"error rate not judged: no soak here for {_kind_of(promotion)}, and a rate needs time")
+        elif not with_data:
             passed = False
             last = rates[-1].detail if rates else "no sample was taken"
             reasons.append(f"no error-rate data during the window ({last})")
         elif breaches:
-            passed = False
-            worst = max(breaches, key=lambda s: s.value)
-            reasons.append(
-                f"error rate above the threshold in {len(breaches)} of {len(with_data)} samples (worst {worst.detail})"
-            )
+            reasons.append(f"{_failed(SampleCheck.ERROR_RATE, rates, breaches)}, {tolerated}")
         else:
             reasons.append(f"error rate within the threshold in all {len(with_data)} samples")
 
     if checks["health_urls"]:
-        probes = [s for s in samples if s.kind == SampleCheck.HEALTH_URL]
-        failed = [s for s in probes if not s.ok]
-        if not probes:
+        probed = {key: probes for key, probes in series.items() if key[0] == SampleCheck.HEALTH_URL}
+        if not probed:
             passed = False
             reasons.append("no health URL was probed")
-        elif failed:
-            passed = False
-            reasons.append(f"{failed[0].target} failed {len(failed)} time(s): {failed[0].detail}")
-        else:
-            reasons.append(f"health URLs answered 2xx in all {len(probes)} probes")
+        for key, probes in probed.items():
+            failed = [s for s in probes if not s.ok]
+            if failed and key not in over_limit:
+                reasons.append(f"{_failed(SampleCheck.HEALTH_URL, probes, failed)}, {tolerated}")
+        if probed and not any(not s.ok for probes in probed.values() for s in probes):
+            count = sum(len(probes) for probes in probed.values())
+            reasons.append(f"health URLs answered 2xx in all {count} probes")
 
-    if checks["argocd"]:
-        unhealthy = [s for s in samples if s.kind == SampleCheck.ARGOCD_HEALTH and s.ok is False]
+    if checks["argocd"] and (SampleCheck.ARGOCD_HEALTH, "") not in over_limit:
+        observed = series.get((SampleCheck.ARGOCD_HEALTH, ""), [])
+        unhealthy = [s for s in observed if s.ok is False]
         if unhealthy:
-            passed = False
-            reasons.append(f"Argo CD reported {unhealthy[0].target} {unhealthy[0].detail}")
+            reasons.append(f"{_failed(SampleCheck.ARGOCD_HEALTH, observed, unhealthy)}, {tolerated}")
 
     counting = {
         result.name: result

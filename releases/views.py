@@ -28,8 +28,8 @@ from environments.models import Environment
 from . import audit_export, confirmations, policy, timeline, transitions
 from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
 from .board import build_board
-from .forms import CommentForm, RejectForm, RequestForm, RollbackForm
-from .models import CheckResult, Deployment, Hold, Promotion, PromotionState, Release, RunStatus, Service
+from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
+from .models import CheckResult, Deployment, Hold, Promotion, PromotionKind, PromotionState, Release, RunStatus, Service
 from .policy import PromotionError
 
 
@@ -263,8 +263,11 @@ def _promotion_for_action(pk):
     )
 
 
-def _decide(request, pk, confirmation_for, form_class, transition, success):
-    """The confirmation of one person's decision on a promotion (GET), and the decision itself (POST)."""
+def _decide(request, pk, confirmation_for, form_class, transition, success, then=None):
+    """The confirmation of one person's decision on a promotion (GET), and the decision itself (POST).
+
+    `then(result, back)`: where to go once it is done, when not straight back.
+    """
     promotion = _promotion_for_action(pk)
     back = _next_url(request, promotion.get_absolute_url())
     confirmation = confirmation_for(promotion, request.user)
@@ -281,7 +284,7 @@ def _decide(request, pk, confirmation_for, form_class, transition, success):
                 form.add_error(refusal.field, str(refusal))
             else:
                 messages.success(request, success(confirmation, result))
-                return redirect(back)
+                return redirect(then(result, back) if then else back)
         return _confirm(request, confirmation, form, back=back, status=400)
     return _confirm(request, confirmation, form, back=back)
 
@@ -353,6 +356,33 @@ def lift_hold(request, pk):
             request, back, lambda: transitions.lift_hold(hold, request.user, form.cleaned_data["comment"]), lifted
         )
     return _confirm(request, confirmation, form, back=back)
+
+
+def _rolled_back_by_itself(promotion):
+    return Promotion.objects.filter(rolls_back=promotion, kind=PromotionKind.ROLLBACK).exists()
+
+
+def _stopped_message(confirmation, stopped):
+    if _rolled_back_by_itself(stopped):
+        return f"You stopped {confirmation.headline}: {stopped.environment.name} rolls back by itself."
+    return f"You stopped {confirmation.headline}."
+
+
+def _offer_rollback(stopped, back):
+    """Where the environment does not roll back by itself, the rollback's confirmation comes next."""
+    if stopped.is_rollback or _rolled_back_by_itself(stopped):
+        return back
+    url = reverse("releases:rollback", args=[stopped.service.name, stopped.environment.name])
+    return url + "?" + urlencode({"next": back})
+
+
+@require_http_methods(["GET", "POST"])
+def stop(request, pk):
+    """People who may roll back the service in the environment, while the promotion soaks; a comment
+    is required (`policy.why_not_stop`)."""
+    return _decide(
+        request, pk, confirmations.for_stop, StopForm, transitions.stop, _stopped_message, then=_offer_rollback
+    )
 
 
 # --- the audit log in the reference docs' shape -------------------------------------------------------

@@ -122,7 +122,9 @@ def pipeline(transactional_db, redis_connection, gitops, settings):
 
     Jobs are enqueued after commit, so pipeline tests use a transactional database.
     """
-    environments = ensure_default_environments(verification_window=timedelta(0), sample_interval_seconds=1)
+    environments = ensure_default_environments(
+        verification_window=timedelta(0), rollback_verification_window=timedelta(0), sample_interval_seconds=1
+    )
     environments["qa"].required_checks = []
     environments["qa"].save()
     return Pipeline(environments, gitops, redis_connection)

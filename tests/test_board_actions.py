@@ -19,8 +19,16 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(environments, rita, sam, lead, viewer):
-    return {**verified_up_to_staging(environments), "rita": rita, "sam": sam, "lead": lead, "viewer": viewer}
+def world(environments, rita, sam, lead, viewer, paulo):
+    # paulo approves staging: without an approver there, a staging rollback could never be approved.
+    return {
+        **verified_up_to_staging(environments),
+        "rita": rita,
+        "sam": sam,
+        "lead": lead,
+        "viewer": viewer,
+        "paulo": paulo,
+    }
 
 
 def as_user(client, user):

@@ -384,7 +384,7 @@ def test_the_export_gives_the_validation_results_of_a_verdict(world):
     assert records[0]["validation_results"] == {"smoke": "passed", "load-test": "failed"}
 
 
-def test_a_rollback_is_exported_as_one(world):
+def test_a_rollback_is_exported_as_one(world, paulo):  # paulo could approve it
     newer = make_release(world["service"], "2026.02.2")
     ran(newer, world["env"]["staging"])
     transitions.request_rollback(world["service"], world["env"]["staging"], world["rita"], release=world["release"])

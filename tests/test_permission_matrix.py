@@ -70,6 +70,9 @@ def world(environments, redis_connection, rita, paulo, sam, lead):
         "outsider": make_user("otto", groups=["frontend-team"]),
         "superuser": make_user("root", is_superuser=True),
     }
+    # A second staging approver, so that a rollback paulo requests could be approved by someone
+    # (a rollback nobody else could approve is refused whoever asks: tests/test_rollback_policy.py).
+    make_user("pia", groups=["platform-team"])
     # Everyone is staff with view rights, so in the admin only the promotion policy refuses.
     view = Permission.objects.filter(codename__in=["view_promotion", "view_release", "view_deployment"])
     for user in people.values():

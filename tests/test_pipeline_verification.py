@@ -6,10 +6,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from releases import transitions
+from releases import transitions, verification
 from releases.jobs import verify_promotion
 from releases.models import Promotion, PromotionKind, PromotionState, SampleCheck, StepStatus
-from tests.factories import make_release
+from tests.factories import make_release, make_service
+from tests.history import ran
 
 pytestmark = pytest.mark.prometheus
 
@@ -103,8 +104,8 @@ def test_a_prometheus_error_is_no_data_and_its_message_is_kept(
     assert promotion.samples.get().ok is None
 
 
-def test_the_verdict_covers_the_whole_window_not_only_the_last_sample(pipeline, soak):
-    """A spike in the middle of the soak fails it even though the end looks fine."""
+def test_a_spike_in_the_middle_of_the_soak_fails_it_at_once(pipeline, soak):
+    """A spike fails the soak when it is seen, even though the end of the window might look fine."""
     service = pipeline.add_service("svc-spiky")
     develop = pipeline.environments["develop"]
     develop.verification_window = timedelta(hours=1)
@@ -115,13 +116,13 @@ def test_the_verdict_covers_the_whole_window_not_only_the_last_sample(pipeline, 
     pipeline.redis.flushdb()  # drive the remaining samples by hand
     error_ratio(soak, "svc-spiky", "develop", 0.3)
     verify_promotion(promotion.pk)
-    error_ratio(soak, "svc-spiky", "develop", 0.001)
-    Promotion.objects.filter(pk=promotion.pk).update(verdict_at=timezone.now())
-    verify_promotion(promotion.pk)
     promotion.refresh_from_db()
-    assert [s.ok for s in promotion.samples.order_by("taken_at")] == [True, False, True]
+    assert [s.ok for s in promotion.samples.order_by("taken_at")] == [True, False]
     assert promotion.state == PromotionState.FAILED
-    assert "error rate above the threshold in 1 of 3 samples" in promotion.error
+    assert promotion.finished_at < promotion.verdict_at
+    assert promotion.error == (
+        "error rate above the threshold in 1 of 2 samples (worst 30.0000% > 1.00%), past the failure limit of 0"
+    )
 
 
 def test_the_soak_keeps_sampling_until_the_window_ends(pipeline, soak):
@@ -161,3 +162,116 @@ def test_nothing_configured_says_so_instead_of_passing(pipeline):
     assert promotion.state == PromotionState.VERIFIED
     assert promotion.verification_status == StepStatus.NOT_CONFIGURED
     assert not promotion.samples.exists()
+
+
+# --- samples measure only the deployment being verified -------------------------------------------
+
+RANGE_QUERY = (
+    'sum(rate(http_requests_total{service="{service}",status=~"5.."}[{range}]))'
+    ' / sum(rate(http_requests_total{service="{service}"}[{range}]))'
+)
+
+
+def soaking(environments, service_name, healthy_for, template):
+    """A new release of `service_name` verifying in qa, healthy for `healthy_for`, after an older one."""
+    service = make_service(service_name, team="backend-team")
+    qa = environments["qa"]
+    qa.prometheus_query_template = template
+    qa.save()
+    now = timezone.now()
+    previous = make_release(service, "2026.02.1")
+    ran(previous, qa, at=now - timedelta(hours=1))
+    return ran(
+        make_release(service, "2026.02.2"),
+        qa,
+        state=PromotionState.VERIFYING,
+        at=now - healthy_for,
+        verification_started_at=now - healthy_for,
+        previous_release=previous,
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "healthy_seconds", "asked"),
+    [
+        ("sum(rate(x[{range}]))", 95, "sum(rate(x[95s]))"),
+        ("sum(rate(x[{range}]))", 600, "sum(rate(x[300s]))"),  # a plain {range} goes up to 5m
+        ("sum(rate(x[{range:1m}])) / sum(rate(y[{range}]))", 95, "sum(rate(x[60s])) / sum(rate(y[95s]))"),
+        ("sum(rate(x[{range:1h}]))", 1800, "sum(rate(x[1800s]))"),
+    ],
+)
+def test_range_is_filled_with_the_time_the_deployment_has_been_healthy_up_to_the_templates_longest(
+    environments, prometheus_errors, settings, template, healthy_seconds, asked
+):
+    settings.PROMETHEUS_URL = prometheus_errors.url
+    prometheus_errors.answer_value(0.001)
+    promotion = soaking(environments, "svc-range", timedelta(seconds=healthy_seconds), template)
+
+    [sample] = verification.take_samples(promotion)
+
+    assert prometheus_errors.queries == [{"query": [asked]}]
+    assert (sample.target, sample.value, sample.ok) == (asked, 0.001, True)
+
+
+def test_a_range_sample_waits_until_the_deployment_has_been_healthy_for_the_shortest_range(
+    environments, prometheus_errors, settings
+):
+    settings.PROMETHEUS_URL = prometheus_errors.url
+    promotion = soaking(environments, "svc-young", timedelta(seconds=10), "sum(rate(x[{range}]))")
+
+    [sample] = verification.take_samples(promotion)
+
+    assert prometheus_errors.queries == []
+    assert sample.ok is None
+    assert sample.detail == "waiting: the deployment has been healthy for 10s; {range} is at least 30s"
+
+
+def test_a_fixed_range_waits_until_it_no_longer_covers_the_previous_release(environments, prometheus_errors, settings):
+    settings.PROMETHEUS_URL = prometheus_errors.url
+    prometheus_errors.answer_value(0.0)
+    promotion = soaking(environments, "svc-fixed", timedelta(seconds=80), "sum(rate(x[5m])) / sum(rate(y[5m]))")
+
+    [waiting] = verification.take_samples(promotion)
+    Promotion.objects.filter(pk=promotion.pk).update(deployed_at=timezone.now() - timedelta(minutes=5))
+    promotion.refresh_from_db()
+    [measured] = verification.take_samples(promotion)
+
+    assert waiting.ok is None
+    assert waiting.detail == (
+        "waiting: the query's 5m window still covers the previous release "
+        "(healthy for 1m20s; write [{range}] in the query to measure sooner)"
+    )
+    assert prometheus_errors.queries == [{"query": ["sum(rate(x[5m])) / sum(rate(y[5m]))"]}]
+    assert measured.ok is True
+
+
+def test_against_prometheus_a_range_sample_measures_the_rolled_back_release_not_the_one_before(
+    environments, configured_prometheus, settings
+):
+    """The bad day's rollback: the release taken out failed 8 % of its requests, the one rolled back
+    to fails none. A fixed [1m] window still sees the 8 %; {range} sees only the rollback."""
+    settings.VERIFICATION_MIN_RANGE_SECONDS = 2
+    prometheus, service = configured_prometheus, "svc-rolled-back"
+    fixed = (
+        f'sum(rate(http_requests_total{{service="{service}",status=~"5.."}}[1m]))'
+        f' / sum(rate(http_requests_total{{service="{service}"}}[1m]))'
+    )
+
+    def bad_release_serves(values):
+        prometheus.count_requests(service, "qa", 500, 8)
+        prometheus.count_requests(service, "qa", 200, 92)
+        return len(values) == 1 and values[0] > 0.01
+
+    prometheus.wait_for(fixed, bad_release_serves)
+    promotion = soaking(environments, service, timedelta(0), RANGE_QUERY)
+
+    def rolled_back_release_serves(values):
+        prometheus.count_requests(service, "qa", 200, 100)
+        return timezone.now() - promotion.deployed_at > timedelta(seconds=4)
+
+    prometheus.wait_for(f'sum(http_requests_total{{service="{service}"}})', rolled_back_release_serves)
+    [sample] = verification.take_samples(promotion)
+
+    assert "[4s]" in sample.target or "[5s]" in sample.target
+    assert (sample.value, sample.ok) == (0.0, True)
+    assert configured_prometheus.wait_for(fixed, lambda values: True)[0] > 0.01

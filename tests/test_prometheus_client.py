@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from environments.prometheus import Prometheus, PrometheusError, Sample
+from environments.prometheus import (
+    Prometheus,
+    PrometheusError,
+    Sample,
+    describe_duration,
+    longest_range,
+    parse_duration,
+)
 
 
 @pytest.fixture
@@ -220,3 +227,34 @@ def test_from_settings_uses_the_url_and_timeout_settings(settings):
     prometheus = Prometheus.from_settings()
 
     assert (prometheus.base_url, prometheus.timeout) == ("http://prometheus.monitoring:9090", 2.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("2d", 172800), ("1w", 604800)],
+)
+def test_promql_durations_are_read_as_prometheus_reads_them(text, seconds):
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "1.5m", "-5m", "5min"])
+def test_what_is_not_a_promql_duration_is_refused_saying_what_one_looks_like(text):
+    with pytest.raises(ValueError, match="is not a PromQL duration such as 30s, 5m or 1h30m"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("query", "longest"),
+    [
+        ('sum(rate(x{status=~"5[0-9]+"}[5m])) / sum(rate(x[10m]))', timedelta(minutes=10)),
+        ("max_over_time(rate(x[1m])[1h30m:1m])", timedelta(minutes=90)),
+        ('nexo_error_ratio{service="be"}', None),
+    ],
+)
+def test_the_longest_range_written_in_a_query(query, longest):
+    assert longest_range(query) == longest
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (95, "1m35s"), (300, "5m"), (5400, "1h30m")])
+def test_durations_are_described_in_promql_style(seconds, text):
+    assert describe_duration(timedelta(seconds=seconds)) == text

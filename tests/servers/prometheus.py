@@ -132,7 +132,8 @@ def configured_prometheus(prometheus, settings):
 
 
 class FailingPrometheus:
-    """Answers every query with what a test set: Prometheus' error JSON, or a proxy's page."""
+    """Answers every query with what a test set: Prometheus' error JSON, a proxy's page, or one
+    value; and keeps the queries it was asked."""
 
     def __init__(self):
         self._answer = Response.json(200, {"status": "success", "data": {"resultType": "vector", "result": []}})
@@ -142,6 +143,10 @@ class FailingPrometheus:
 
     def answer_error(self, http_status, error_type, error):
         self._answer = Response.json(http_status, {"status": "error", "errorType": error_type, "error": error})
+
+    def answer_value(self, value, labels=None):
+        series = {"metric": labels or {}, "value": [0, str(value)]}
+        self._answer = Response.json(200, {"status": "success", "data": {"resultType": "vector", "result": [series]}})
 
     def answer_page(self, http_status, text, content_type="text/html"):
         self._answer = Response.text(http_status, text, content_type)

@@ -1,0 +1,152 @@
+"""A rollback's own policy in each environment: how long it soaks and how many approvals it needs."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditEvent
+from releases import confirmations, policy, transitions
+from releases.jobs import verify_promotion
+from releases.models import Promotion, PromotionKind, PromotionState
+from releases.policy import PromotionError
+from tests.factories import make_release, make_service, make_user
+from tests.history import ran
+
+pytestmark = pytest.mark.django_db
+
+
+def bad_release_in(environments, name):
+    """nexo-be 2026.02.1 verified in `name` an hour ago, then 2026.02.2 that failed there."""
+    service = make_service("nexo-be", team="backend-team")
+    good, bad = make_release(service, "2026.02.1"), make_release(service, "2026.02.2")
+    ran(good, environments[name], at=timezone.now() - timedelta(hours=1))
+    taken_out = ran(bad, environments[name], state=PromotionState.FAILED, at=timezone.now() - timedelta(minutes=10))
+    return {"env": environments, "service": service, "good": good, "bad": bad, "taken_out": taken_out}
+
+
+@pytest.fixture
+def qa_history(environments):
+    return bad_release_in(environments, "qa")
+
+
+@pytest.fixture
+def production_history(environments):
+    return bad_release_in(environments, "production")
+
+
+def deployed_rollback(history):
+    return ran(
+        history["good"],
+        history["env"]["qa"],
+        state=PromotionState.DEPLOYED,
+        kind=PromotionKind.ROLLBACK,
+        rolls_back=history["taken_out"],
+        previous_release=history["bad"],
+    )
+
+
+# --- how long a rollback soaks ---------------------------------------------------------------------
+
+
+def test_a_rollback_soaks_for_its_environments_rollback_window_not_the_promotion_window(qa_history):
+    rollback = transitions.mark_verifying(deployed_rollback(qa_history), configured=True)
+    assert rollback.verdict_at - rollback.verification_started_at == timedelta(minutes=2)
+    assert qa_history["env"]["qa"].verification_window == timedelta(minutes=5)
+
+
+def test_a_rollback_without_a_soak_is_decided_at_once_and_says_the_error_rate_was_not_judged(
+    qa_history, prometheus_errors, settings
+):
+    settings.PROMETHEUS_URL = prometheus_errors.url
+    qa = qa_history["env"]["qa"]
+    qa.rollback_verification_window = timedelta(0)
+    qa.required_checks = []
+    qa.save()
+    rollback = deployed_rollback(qa_history)
+
+    verify_promotion(rollback.pk)
+
+    rollback.refresh_from_db()
+    assert rollback.state == PromotionState.VERIFIED, rollback.error
+    assert prometheus_errors.queries == []  # healthy for no time: {range} had nothing to measure
+    assert rollback.samples.get().detail.startswith("waiting: ")
+    verified = AuditEvent.objects.get(promotion_id=rollback.pk, action=AuditAction.PROMOTION_VERIFIED)
+    assert "error rate not judged: no soak here for rollbacks, and a rate needs time" in verified.message
+
+
+def test_the_rollback_confirmation_says_how_long_the_rollback_soaks(qa_history, rita, settings):
+    settings.PROMETHEUS_URL = "http://127.0.0.1:9"  # configured; nothing is asked
+    confirmation = confirmations.for_rollback(
+        qa_history["service"], qa_history["env"]["qa"], rita, qa_history["taken_out"].deployment, qa_history["good"]
+    )
+    assert any(
+        line.startswith("It then soaks for 2 min, the rollback soak of qa, while the portal watches the error rate")
+        and line.endswith("of 2026.02.1 alone, from the moment it is healthy.")
+        for line in confirmation.consequences
+    ), confirmation.consequences
+
+
+# --- how many approvals a rollback needs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("environment", "approvals"), [("develop", 0), ("qa", 0), ("staging", 1), ("production", 1)])
+def test_rollbacks_need_one_approval_in_staging_and_production_and_none_before(environments, environment, approvals):
+    assert environments[environment].rollback_required_approvals == approvals
+
+
+def test_a_production_rollback_a_person_requests_needs_one_approval_not_two(production_history, sam, sara):
+    rollback = transitions.request_rollback(production_history["service"], production_history["env"]["production"], sam)
+    assert rollback.state == PromotionState.AWAITING_APPROVAL
+    assert policy.approvals_required(rollback) == 1
+
+    transitions.approve(rollback, sara)
+
+    rollback.refresh_from_db()
+    assert rollback.state == PromotionState.APPROVED
+
+
+def test_a_rollback_the_pipeline_makes_by_policy_needs_no_approval(qa_history):
+    rollback = transitions.request_rollback(qa_history["service"], qa_history["env"]["qa"], None)
+    assert rollback.state == PromotionState.APPROVED
+
+
+def test_a_rollback_nobody_else_could_approve_is_refused_before_it_is_made(production_history, sam, sara):
+    production = production_history["env"]["production"]
+    production.rollback_required_approvals = 2
+    production.save()
+
+    with pytest.raises(PromotionError) as refused:
+        transitions.request_rollback(production_history["service"], production, sam)
+
+    assert str(refused.value) == (
+        "A rollback in production needs 2 distinct approvals from platform-leads or sre-team, and only 1 person "
+        "other than you (sara) can give one: it could never be approved. Ask an administrator to lower the "
+        "rollback approvals of production or to add approvers."
+    )
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+
+
+def test_the_rollback_confirmation_says_why_nobody_could_approve_it(production_history, sam):
+    production = production_history["env"]["production"]
+    confirmation = confirmations.for_rollback(
+        production_history["service"],
+        production,
+        sam,
+        production_history["taken_out"].deployment,
+        production_history["good"],
+    )
+    assert confirmation.why_not.startswith(
+        "A rollback in production needs one approval from platform-leads or sre-team"
+    )
+    assert "and nobody other than you can give one" in confirmation.why_not
+
+
+def test_inactive_approvers_and_superusers_do_not_count_as_people_who_could_approve(production_history, sam, sara):
+    sara.is_active = False
+    sara.save()
+    make_user("root", is_superuser=True)
+    production = production_history["env"]["production"]
+
+    with pytest.raises(PromotionError, match="and nobody other than you can give one"):
+        transitions.request_rollback(production_history["service"], production, sam)
