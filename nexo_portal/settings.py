@@ -55,6 +55,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After the user is known (the 400 page shows who is signed in), before any view reads the input.
+    "nexo_portal.lib.middleware.RefuseUnreadableInput",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "nexo_portal.auth.PortalLoginRequiredMiddleware",
     "nexo_portal.auth.SignInErrorMiddleware",
@@ -266,6 +268,12 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
+    ],
+    # Django REST framework's own, refusing control characters and over-deep JSON (nexo_portal.lib.text).
+    "DEFAULT_PARSER_CLASSES": [
+        "nexo_portal.lib.api.JSONParser",
+        "nexo_portal.lib.api.FormParser",
+        "nexo_portal.lib.api.MultiPartParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "nexo_portal.api_pagination.Pagination",
     "PAGE_SIZE": 50,

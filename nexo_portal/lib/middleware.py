@@ -1,0 +1,33 @@
+"""Input no view should have to think about, refused before any view runs."""
+
+from django.core.exceptions import BadRequest
+from django.http import JsonResponse
+
+from . import text
+from .api import body
+
+API_PREFIX = "/api/"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class RefuseUnreadableInput:
+    """Control characters in any query string or page form are a 400 (`text`); the API's bodies are its
+    parsers' to check.
+
+    Answers in the API's error shape under /api/, with the 400 page elsewhere.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        is_api = request.path_info.startswith(API_PREFIX)
+        try:
+            text.check_pairs(request.GET.lists(), multiline=False)
+            if not is_api and request.method == "POST" and request.content_type in FORM_TYPES:
+                text.check_pairs(request.POST.lists(), multiline=True)
+        except text.Unreadable as refusal:
+            if is_api:
+                return JsonResponse(body(400, "invalid", [(refusal.field, "invalid", str(refusal))]), status=400)
+            raise BadRequest(f"{refusal.field}: {refusal}" if refusal.field else str(refusal)) from None
+        return self.get_response(request)

@@ -1,0 +1,136 @@
+"""Hostile input is a 4xx that says what to fix, never a 500: control characters in every field,
+query parameter and path segment, oversized timestamps and malformed signed webhook bodies."""
+
+import json
+
+import pytest
+from rest_framework.test import APIClient
+
+from nexo_portal.models import ApiToken
+from tests.factories import make_release, make_service
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "hostile-input-secret"
+NUL = "\x00"
+
+
+@pytest.fixture
+def world(environments, redis_connection, settings, rita):
+    settings.ARGOCD_WEBHOOK_SECRET = SECRET
+    settings.INCIDENT_WEBHOOK_SECRET = SECRET
+    service = make_service("nexo-be", team="backend-team")
+    make_release(service, "2026.02.1")
+    _, plain = ApiToken.objects.issue(name="hostile", scopes=["register", "promote", "report", "read"])
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
+    return {"api": api, "rita": rita}
+
+
+def assert_refused(response, status=400, field=None, text=""):
+    """The API's one error body: status, code, message, and errors naming the field."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json", response["Content-Type"]
+    body = response.json()
+    assert set(body) == {"status", "code", "message", "errors"}
+    assert body["status"] == status
+    assert text in body["message"], body["message"]
+    if field is not None:
+        assert field in [error["field"] for error in body["errors"]], body["errors"]
+    return body
+
+
+REQUESTS = {
+    "/api/v1/promotions/": {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"},
+    "/api/v1/rollbacks/": {"service": "nexo-be", "environment": "develop"},
+    "/api/v1/verifications/": {
+        "service": "nexo-be",
+        "version": "2026.02.1",
+        "environment": "qa",
+        "check": "e2e",
+        "passed": True,
+    },
+    "/api/v1/releases/": {
+        "service": "nexo-be",
+        "commit_sha": "a" * 40,
+        "committed_at": "2026-02-03T10:00:00Z",
+        "image_digest": "sha256:" + "b" * 64,
+    },
+}
+
+
+@pytest.mark.parametrize("content", ["json", "multipart", "urlencoded"])
+@pytest.mark.parametrize("field", ["service", "environment"])
+@pytest.mark.parametrize("path", list(REQUESTS))
+def test_a_nul_in_a_name_is_a_400_naming_the_field(world, path, field, content):
+    data = {**REQUESTS[path], field: f"nexo{NUL}be"}
+    if content == "urlencoded":
+        from urllib.parse import urlencode
+
+        response = world["api"].post(path, urlencode(data), content_type="application/x-www-form-urlencoded")
+    else:
+        response = world["api"].post(path, data, format=content)
+    assert_refused(response, field=field, text="control character")
+
+
+def test_the_fuzzers_finding_a_nul_in_a_form_encoded_rollback_environment_is_a_400(world):
+    response = world["api"].post(
+        "/api/v1/rollbacks/", "service=nexo-be&environment=%00", content_type="application/x-www-form-urlencoded"
+    )
+    assert_refused(response, field="environment", text="Contains the control character U+0000: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        ("a\x00b", "U+0000"),
+        ("bell\x07", "U+0007"),
+        ("del\x7f", "U+007F"),
+        ("c1\x85", "U+0085"),
+        ("half a pair \ud800", "unpaired UTF-16 surrogate (U+D800)"),
+    ],
+)
+def test_free_text_refuses_control_characters_and_unpaired_surrogates(world, value, refused):
+    # json.dumps escapes each of them as \uXXXX, as a hostile client would.
+    body = json.dumps({**REQUESTS["/api/v1/promotions/"], "reason": value})
+    response = world["api"].post("/api/v1/promotions/", body, content_type="application/json")
+    assert_refused(response, field="reason", text=refused)
+
+
+def test_free_text_keeps_tabs_and_line_breaks(world):
+    response = world["api"].post(
+        "/api/v1/promotions/", {**REQUESTS["/api/v1/promotions/"], "reason": "line one\r\n\tline two"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+
+
+def test_a_control_character_in_a_json_key_is_refused(world):
+    response = world["api"].post("/api/v1/promotions/", {**REQUESTS["/api/v1/promotions/"], "x\x00": 1}, format="json")
+    assert_refused(response, text="U+0000")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/dora/", "/api/v1/matrix/", "/api/v1/releases/", "/api/v1/audit/"])
+@pytest.mark.parametrize("parameter", ["service", "team"])
+def test_a_nul_in_a_query_parameter_is_a_400_naming_it(world, path, parameter):
+    assert_refused(world["api"].get(path, {parameter: f"nexo{NUL}be"}), field=parameter, text="control character")
+
+
+@pytest.mark.parametrize("query", ["service=nexo%0Abe", "ser%00vice=nexo-be"])
+def test_no_query_parameter_holds_a_line_break_and_no_name_a_control_character(world, query):
+    assert_refused(world["api"].get(f"/api/v1/promotions/?{query}"), text="control character U+00")
+
+
+@pytest.mark.parametrize("path", ["/", "/dora/", "/audit/", "/services/nexo-be/environments/develop/rollback/"])
+def test_a_nul_in_a_pages_query_string_is_the_400_page(world, client, path):
+    client.force_login(world["rita"])
+    response = client.get(f"{path}?team=%00&release=%00")
+    assert response.status_code == 400
+    assert response.templates[0].name == "400.html"
+    assert "Contains the control character U+0000" in response.content.decode()
+
+
+def test_a_nul_in_a_pages_form_is_the_400_page(world, client):
+    client.force_login(world["rita"])
+    response = client.post("/services/nexo-be/environments/develop/promote/2026.02.1/", {"reason": f"a{NUL}b"})
+    assert response.status_code == 400
+    assert "reason: Contains the control character U+0000" in response.content.decode()
