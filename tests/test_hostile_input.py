@@ -24,7 +24,7 @@ def world(environments, redis_connection, settings, rita):
     _, plain = ApiToken.objects.issue(name="hostile", scopes=["register", "promote", "report", "read"])
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
-    return {"api": api, "rita": rita}
+    return {"api": api, "rita": rita, "service": service}
 
 
 def assert_refused(response, status=400, field=None, text=""):
@@ -134,3 +134,51 @@ def test_a_nul_in_a_pages_form_is_the_400_page(world, client):
     response = client.post("/services/nexo-be/environments/develop/promote/2026.02.1/", {"reason": f"a{NUL}b"})
     assert response.status_code == 400
     assert "reason: Contains the control character U+0000" in response.content.decode()
+
+
+# --- path segments ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/services/nexo-be/releases/2026.02.1%00/",
+        "/api/v1/services/nexo-be/releases/%00/",
+        "/api/v1/promotions/1%00/",
+        "/api/v1/promotions/%0A/approve/",
+        "/api/v1/nothing%0Ahere/",
+        "/api/v2/releases/",
+        "/api/",
+    ],
+)
+def test_every_path_under_api_that_names_nothing_is_a_json_404(world, path):
+    assert_refused(world["api"].get(path), 404, text="No API endpoint at /api/")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/services/nexo-be/releases/2026.02.1%00/",
+        "/services/nexo-be/environments/develop/promote/2026.02.1%00/",
+        "/services/nexo-be/environments/develop/promote/%0A/",
+    ],
+)
+def test_a_control_character_in_a_pages_version_is_the_404_page(world, client, path):
+    client.force_login(world["rita"])
+    for response in (client.get(path), client.post(path)):
+        assert response.status_code == 404
+        assert response.templates[0].name == "404.html"
+
+
+def test_a_version_with_metadata_still_has_its_pages(world, client):
+    release = make_release(world["service"], "2026.02.2-hotfix-auth.1")
+    client.force_login(world["rita"])
+    assert client.get(release.get_absolute_url()).status_code == 200
+    assert world["api"].get(f"/api/v1/services/nexo-be/releases/{release.version}/").status_code == 200
+
+
+def test_a_request_django_cannot_read_is_a_json_400_under_api(world):
+    response = world["api"].post(
+        "/api/v1/promotions/", b"--x\r\nbroken", content_type="multipart/form-data; boundary=x"
+    )
+    assert_refused(response, 400)

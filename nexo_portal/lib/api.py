@@ -17,6 +17,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from . import text
 from .errors import Refused
 
+API_PREFIX = "/api/"
+
+
+def is_api(request):
+    """Under /api/ every answer, errors included, is the API's JSON."""
+    return request.path_info.startswith(API_PREFIX)
+
 
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT

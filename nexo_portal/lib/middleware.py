@@ -4,9 +4,8 @@ from django.core.exceptions import BadRequest
 from django.http import JsonResponse
 
 from . import text
-from .api import body
+from .api import body, is_api
 
-API_PREFIX = "/api/"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -21,13 +20,13 @@ class RefuseUnreadableInput:
         self.get_response = get_response
 
     def __call__(self, request):
-        is_api = request.path_info.startswith(API_PREFIX)
+        api = is_api(request)
         try:
             text.check_pairs(request.GET.lists(), multiline=False)
-            if not is_api and request.method == "POST" and request.content_type in FORM_TYPES:
+            if not api and request.method == "POST" and request.content_type in FORM_TYPES:
                 text.check_pairs(request.POST.lists(), multiline=True)
         except text.Unreadable as refusal:
-            if is_api:
+            if api:
                 return JsonResponse(body(400, "invalid", [(refusal.field, "invalid", str(refusal))]), status=400)
             raise BadRequest(f"{refusal.field}: {refusal}" if refusal.field else str(refusal)) from None
         return self.get_response(request)
