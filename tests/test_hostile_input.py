@@ -2,11 +2,14 @@
 query parameter and path segment, oversized timestamps and malformed signed webhook bodies."""
 
 import json
+import time
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from nexo_portal.models import ApiToken
+from releases.deployment_events import signature_for
 from tests.factories import make_release, make_service
 
 pytestmark = pytest.mark.django_db
@@ -182,3 +185,30 @@ def test_a_request_django_cannot_read_is_a_json_400_under_api(world):
         "/api/v1/promotions/", b"--x\r\nbroken", content_type="multipart/form-data; boundary=x"
     )
     assert_refused(response, 400)
+
+
+# --- webhooks: signed, yet malformed ---------------------------------------------------------------
+
+ARGOCD_EVENT = {"trigger": "on-deployed", "application": "nexo-be-develop", "revision": "c" * 40}
+
+
+def deliver_to_argocd(body, timestamp=None):
+    body = body if isinstance(body, bytes) else json.dumps(body).encode()
+    timestamp = str(int(time.time())) if timestamp is None else timestamp
+    return Client().post(
+        "/api/v1/webhooks/argocd/",
+        body,
+        content_type="application/json",
+        HTTP_X_NEXO_TIMESTAMP=timestamp,
+        HTTP_X_NEXO_SIGNATURE=f"sha256={signature_for(SECRET, timestamp, body)}",
+    )
+
+
+@pytest.mark.parametrize("digits", [13, 310, 1000, 4300, 4301, 10000])
+def test_an_argocd_timestamp_of_too_many_digits_is_a_401(world, digits):
+    assert_refused(deliver_to_argocd(ARGOCD_EVENT, timestamp="1" * digits), 401, text="Unix time in seconds")
+
+
+@pytest.mark.parametrize("timestamp", ["-1", " 1770000000", "1770000000.5", "١٧٧٠٠٠٠٠٠٠"])
+def test_an_argocd_timestamp_is_ascii_digits_only(world, timestamp):
+    assert_refused(deliver_to_argocd(ARGOCD_EVENT, timestamp=timestamp), 401, text="Unix time in seconds")
