@@ -337,6 +337,7 @@ class ArgoCDWebhookView(APIView):
     authentication_classes = []
     permission_classes = []
     throttle_classes = []
+    parser_classes = [api_errors.JSONParser]
 
     @extend_schema(
         request=serializers.DeploymentEventSerializer,

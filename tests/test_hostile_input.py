@@ -1,6 +1,9 @@
 """Hostile input is a 4xx that says what to fix, never a 500: control characters in every field,
 query parameter and path segment, oversized timestamps and malformed signed webhook bodies."""
 
+import copy
+import hashlib
+import hmac
 import json
 import time
 
@@ -212,3 +215,71 @@ def test_an_argocd_timestamp_of_too_many_digits_is_a_401(world, digits):
 @pytest.mark.parametrize("timestamp", ["-1", " 1770000000", "1770000000.5", "١٧٧٠٠٠٠٠٠٠"])
 def test_an_argocd_timestamp_is_ascii_digits_only(world, timestamp):
     assert_refused(deliver_to_argocd(ARGOCD_EVENT, timestamp=timestamp), 401, text="Unix time in seconds")
+
+
+def nested(depth):
+    return b'{"trigger": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [40, 5000, 200_000])
+def test_deeply_nested_json_to_the_argocd_webhook_is_a_400(world, depth):
+    assert_refused(deliver_to_argocd(nested(depth)), 400, text="nested more than 32 levels deep")
+
+
+PAGERDUTY_EVENT = {
+    "event": {
+        "event_type": "incident.triggered",
+        "occurred_at": "2026-03-03T13:00:05Z",
+        "data": {
+            "id": "PGR0VU2",
+            "type": "incident",
+            "html_url": "https://acme.pagerduty.com/incidents/PGR0VU2",
+            "created_at": "2026-03-03T13:00:00Z",
+            "title": "Checkout errors above 5 %",
+            "service": {"id": "PF9KMXH", "summary": "nexo-be", "type": "service_reference"},
+            "priority": {"id": "PSO75BM", "summary": "P1", "type": "priority_reference"},
+            "urgency": "high",
+        },
+    }
+}
+
+
+def deliver_to_pagerduty(body):
+    body = body if isinstance(body, bytes) else json.dumps(body).encode()
+    signature = "v1=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return Client().post(
+        "/api/v1/incidents/pagerduty/", body, content_type="application/json", HTTP_X_PAGERDUTY_SIGNATURE=signature
+    )
+
+
+def pagerduty_event_with(path, value):
+    event = copy.deepcopy(PAGERDUTY_EVENT)
+    *parents, last = path.split(".")
+    container = event
+    for key in parents:
+        container = container[key]
+    container[last] = value
+    return event
+
+
+def test_a_well_formed_pagerduty_event_is_still_recorded(world):
+    response = deliver_to_pagerduty(PAGERDUTY_EVENT)
+    assert response.status_code == 202, response.content
+    assert response.json()["outcome"].startswith("created incident")
+
+
+@pytest.mark.parametrize("depth", [40, 5000, 200_000])
+def test_deeply_nested_json_to_the_pagerduty_webhook_is_a_400(world, depth):
+    assert_refused(deliver_to_pagerduty(nested(depth)), 400, text="nested more than 32 levels deep")
+
+
+def test_a_pagerduty_event_in_a_form_is_refused_as_not_json(world):
+    body = b"event=incident.triggered"
+    signature = "v1=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    response = Client().post(
+        "/api/v1/incidents/pagerduty/",
+        body,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_X_PAGERDUTY_SIGNATURE=signature,
+    )
+    assert_refused(response, 415)
