@@ -273,6 +273,29 @@ def test_deeply_nested_json_to_the_pagerduty_webhook_is_a_400(world, depth):
     assert_refused(deliver_to_pagerduty(nested(depth)), 400, text="nested more than 32 levels deep")
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("event.data.service", "nexo-be", "event.data.service must be an object, got a string."),
+        ("event.data.priority", "P1", "event.data.priority must be an object, got a string."),
+        ("event.data.service.summary", ["nexo-be"], "event.data.service.summary must be a string, got an array."),
+        ("event.data.priority.summary", {"P": 1}, "event.data.priority.summary must be a string, got an object."),
+        ("event.data.urgency", ["high"], "event.data.urgency must be a string, got an array."),
+        ("event.event_type", ["incident.triggered"], "event.event_type must be a string, got an array."),
+        ("event.data.id", {"id": 1}, "event.data.id must be a string, got an object."),
+        ("event.data.id", "P" * 101, "event.data.id is longer than 100 characters."),
+        ("event.data.title", 42, "event.data.title must be a string, got a number."),
+        ("event.data.html_url", "https://x.example/" + "a" * 200, "event.data.html_url is longer than 200"),
+        ("event.data.created_at", "2026-03-03T13:00:00", "event.data.created_at must be an ISO 8601 date and time"),
+        ("event.data.created_at", "2026-13-03T13:00:00Z", "event.data.created_at must be an ISO 8601 date and time"),
+        ("event.occurred_at", "0001-01-01T00:00:00+05:00", "event.occurred_at must be an ISO 8601 date and time"),
+        ("event.occurred_at", True, "event.occurred_at must be a string, got true or false."),
+    ],
+)
+def test_a_signed_pagerduty_event_with_a_field_of_the_wrong_type_is_a_400_naming_it(world, path, value, message):
+    assert_refused(deliver_to_pagerduty(pagerduty_event_with(path, value)), 400, text=message)
+
+
 def test_a_pagerduty_event_in_a_form_is_refused_as_not_json(world):
     body = b"event=incident.triggered"
     signature = "v1=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
