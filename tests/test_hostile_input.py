@@ -306,3 +306,54 @@ def test_a_pagerduty_event_in_a_form_is_refused_as_not_json(world):
         HTTP_X_PAGERDUTY_SIGNATURE=signature,
     )
     assert_refused(response, 415)
+
+
+# --- the schema says what the API accepts ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openapi():
+    from drf_spectacular.generators import SchemaGenerator
+
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def parameter(openapi, path, name, method="get"):
+    return next(p for p in openapi["paths"][path][method]["parameters"] if p["name"] == name)
+
+
+def test_the_schema_bounds_page_and_page_size(openapi):
+    assert parameter(openapi, "/api/v1/releases/", "page_size")["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 500,
+    }
+    assert parameter(openapi, "/api/v1/promotions/", "page")["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 2**31 - 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("page_size=0", "page_size"),
+        ("page_size=501", "page_size"),
+        ("page_size=-1", "page_size"),
+        ("page_size=1.5", "page_size"),
+        ("page_size=" + "9" * 5000, "page_size"),
+        ("page_size=²", "page_size"),
+        ("page=0", "page"),
+        ("page=last", "page"),
+        ("page=" + "1" * 5000, "page"),
+        ("page=2147483648", "page"),
+    ],
+)
+def test_page_and_page_size_outside_the_schemas_range_are_a_400(world, query, field):
+    assert_refused(world["api"].get(f"/api/v1/releases/?{query}"), field=field, text="Give a")
+
+
+def test_a_page_past_the_last_is_a_404_and_leading_zeros_are_a_number(world):
+    assert world["api"].get("/api/v1/releases/?page=002").status_code == 404
+    assert world["api"].get("/api/v1/releases/?page=01&page_size=0500").status_code == 200
