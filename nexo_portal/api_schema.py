@@ -1,4 +1,7 @@
-"""OpenAPI additions drf-spectacular cannot infer: the one error body every 4xx answers with."""
+"""OpenAPI additions drf-spectacular cannot infer: the one error body every 4xx answers with, and what
+every query parameter accepts (not empty, no control characters: nexo_portal.lib.middleware)."""
+
+from .lib import text
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -37,6 +40,19 @@ STANDARD_ERRORS = {
     "405": "This method is not accepted here.",
     "429": "Too many calls with this API token; retry after the time in Retry-After.",
 }
+
+
+def describe_query_parameters(result, generator, request, public):
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if parameter["in"] != "query" or schema.get("type") != "string" or "enum" in schema:
+                    continue
+                schema["minLength"] = max(schema.get("minLength", 0), 1)
+                if "format" not in schema and "pattern" not in schema:
+                    schema["pattern"] = text.LINE_PATTERN
+    return result
 
 
 def add_error_responses(result, generator, request, public):

@@ -302,6 +302,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "nexo_portal.api_schema.add_error_responses",
+        "nexo_portal.api_schema.describe_query_parameters",
     ],
 }
 

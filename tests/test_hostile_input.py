@@ -357,3 +357,46 @@ def test_page_and_page_size_outside_the_schemas_range_are_a_400(world, query, fi
 def test_a_page_past_the_last_is_a_404_and_leading_zeros_are_a_number(world):
     assert world["api"].get("/api/v1/releases/?page=002").status_code == 404
     assert world["api"].get("/api/v1/releases/?page=01&page_size=0500").status_code == 200
+
+
+def string_query_parameters(openapi):
+    for path, operations in openapi["paths"].items():
+        for method, operation in operations.items():
+            for candidate in operation.get("parameters", []):
+                if candidate["in"] == "query" and candidate["schema"].get("type") == "string":
+                    yield path, method, candidate
+
+
+def test_the_schema_says_every_string_query_parameter_is_non_empty_and_one_line(openapi):
+    described = list(string_query_parameters(openapi))
+    assert len(described) > 20
+    for path, method, candidate in described:
+        schema = candidate["schema"]
+        assert schema.get("minLength") == 1 or "enum" in schema, (path, method, candidate)
+        if not {"enum", "format"} & set(schema):
+            assert schema["pattern"] == r"^[^\u0000-\u001f\u007f-\u009f]*$", (path, method, candidate)
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/api/v1/releases/", "service"),
+        ("/api/v1/releases/", "ordering"),
+        ("/api/v1/promotions/", "environment"),
+        ("/api/v1/promotions/", "state"),
+        ("/api/v1/matrix/", "team"),
+        ("/api/v1/dora/", "service"),
+        ("/api/v1/audit/", "actor"),
+        ("/api/v1/audit/export/", "since"),
+        ("/api/v1/releases/", "page"),
+    ],
+)
+def test_an_empty_query_parameter_is_refused_everywhere_alike(world, path, parameter):
+    response = world["api"].get(f"{path}?{parameter}=")
+    assert_refused(response, field=parameter, text="Give a value, or leave the parameter out.")
+
+
+def test_the_pages_filter_forms_still_send_empty_fields(world, client):
+    client.force_login(world["rita"])
+    assert client.get("/?team=&service=").status_code == 200
+    assert client.get("/audit/?service=&actor=").status_code == 200

@@ -38,12 +38,6 @@ class DoraQuerySerializer(serializers.Serializer):
         choices=metrics.Interval.choices, default=metrics.Interval.ALL, help_text="all, weekly or monthly buckets."
     )
 
-    def to_internal_value(self, data):
-        blank = sorted(name for name in self.fields if name in data and data.get(name) == "")
-        if blank:
-            raise serializers.ValidationError({name: "Give a value, or leave the parameter out." for name in blank})
-        return super().to_internal_value(data)
-
     def validate(self, data):
         try:
             data["period"] = metrics.Period.resolve(data.pop("start", None), data.pop("end", None))
