@@ -271,9 +271,9 @@ REST_FRAMEWORK = {
     ],
     # Django REST framework's own, refusing control characters and over-deep JSON (nexo_portal.lib.text).
     "DEFAULT_PARSER_CLASSES": [
-        "nexo_portal.lib.api.JSONParser",
-        "nexo_portal.lib.api.FormParser",
-        "nexo_portal.lib.api.MultiPartParser",
+        "nexo_portal.lib.parsers.JSONParser",
+        "nexo_portal.lib.parsers.FormParser",
+        "nexo_portal.lib.parsers.MultiPartParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "nexo_portal.api_pagination.Pagination",
     "PAGE_SIZE": 50,

@@ -22,6 +22,7 @@ from audit import api as audit_api
 from audit.models import AuditEvent
 from nexo_portal.lib import api as api_errors
 from nexo_portal.lib import dates
+from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import require_service, requires_scope
 
 from . import audit_export, board, deployment_events, registration, serializers, transitions
@@ -337,7 +338,7 @@ class ArgoCDWebhookView(APIView):
     authentication_classes = []
     permission_classes = []
     throttle_classes = []
-    parser_classes = [api_errors.JSONParser]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         request=serializers.DeploymentEventSerializer,

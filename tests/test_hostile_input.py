@@ -400,3 +400,15 @@ def test_the_pages_filter_forms_still_send_empty_fields(world, client):
     client.force_login(world["rita"])
     assert client.get("/?team=&service=").status_code == 200
     assert client.get("/audit/?service=&actor=").status_code == 200
+
+
+def test_the_api_helpers_import_first_without_a_cycle_through_drf_settings():
+    """DRF reads DEFAULT_PARSER_CLASSES while rest_framework.views is imported: manage.py spectacular failed."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import django; django.setup(); import nexo_portal.lib.api, nexo_portal.lib.middleware"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "nexo_portal.settings"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]

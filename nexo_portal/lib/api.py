@@ -3,15 +3,15 @@
     {"status": 400, "code": "invalid", "message": "commit_sha: Enter the full 40-character commit SHA.",
      "errors": [{"field": "commit_sha", "code": "invalid", "message": "Enter the full 40-character commit SHA."}]}
 
-`field` is null when the error is about the request as a whole. The API's parsers refuse control
-characters and over-deep JSON (`text`) before a serializer or a webhook reads the body.
+`field` is null when the error is about the request as a whole. The API's parsers (`parsers`) refuse
+control characters and over-deep JSON before a serializer or a webhook reads the body.
 """
 
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import exceptions, parsers, status
+from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import text
@@ -65,31 +65,6 @@ def error_response(status_code, code, message, field=None):
     from rest_framework.response import Response
 
     return Response(body(status_code, code, [(field, code, message)]), status=status_code)
-
-
-class JSONParser(parsers.JSONParser):
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            data = super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            # Python's own parser gives up near a thousand levels; say so in the same words as below.
-            raise text.Unreadable(f"The JSON is nested more than {text.MAX_JSON_DEPTH} levels deep.") from None
-        text.check_json(data)
-        return data
-
-
-class FormParser(parsers.FormParser):
-    def parse(self, stream, media_type=None, parser_context=None):
-        data = super().parse(stream, media_type, parser_context)
-        text.check_pairs(data.lists(), multiline=True)
-        return data
-
-
-class MultiPartParser(parsers.MultiPartParser):
-    def parse(self, stream, media_type=None, parser_context=None):
-        result = super().parse(stream, media_type, parser_context)
-        text.check_pairs(result.data.lists(), multiline=True)
-        return result
 
 
 def exception_handler(exc, context):

@@ -10,7 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from environments.models import Environment
-from nexo_portal.lib.api import JSONParser, error_response
+from nexo_portal.lib.api import error_response
+from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import requires_scope
 from releases.models import Service
 
