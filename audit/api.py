@@ -3,6 +3,7 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.permissions import IsAuthenticated
 
 from nexo_portal.lib.scopes import requires_scope
@@ -44,8 +45,20 @@ def filtered(request, events):
     # page's form reads an empty field as "any".
     form = AuditFilterForm(request.query_params)
     if not form.is_valid():
-        raise serializers.ValidationError(form.errors)
+        raise serializers.ValidationError(
+            {
+                name: [_detail(name, error, request.query_params.get(name)) for error in errors]
+                for name, errors in form.errors.as_data().items()
+            }
+        )
     return form.filter(events)
+
+
+def _detail(name, error, value):
+    # The choices are the names the log holds: one it never held is a name that does not exist there.
+    if name in ("service", "environment") and error.code == "invalid_choice":
+        return ErrorDetail(f"The audit log names no {name} “{value}”.", code="does_not_exist")
+    return ErrorDetail(" ".join(error.messages), code=error.code or "invalid")
 
 
 class AuditEventListView(generics.ListAPIView):

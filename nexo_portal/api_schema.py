@@ -33,11 +33,13 @@ ERROR_SCHEMA = {
 }
 
 STANDARD_ERRORS = {
-    "400": "Invalid input: `errors` names each field and what to fix.",
+    "400": "The request does not match this schema: `errors` names each field and what to fix.",
     "401": "No valid session or API token (or, for webhooks, no valid signature).",
     "403": "Not allowed: the token lacks the scope or the service, or the promotion policy refuses.",
-    "404": "Nothing there.",
+    "404": "Nothing there, or the request names a service, environment, team or release that does not exist.",
     "405": "This method is not accepted here.",
+    "409": "A rule refuses it: the promotion's state or policy, a freeze, what is registered already, or values "
+    "that contradict each other or the calendar (`errors` names the field when one is at fault).",
     "429": "Too many calls with this API token; retry after the time in Retry-After.",
 }
 

@@ -286,6 +286,8 @@ class ApproveView(PromotionActionView):
 class RejectView(PromotionActionView):
     """Reject with a required comment (people only, like approving)."""
 
+    input_serializer = serializers.RejectionSerializer
+
     def act(self, promotion, actor, comment):
         transitions.reject(promotion, actor, comment)
 

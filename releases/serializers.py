@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from environments.models import Environment
+from nexo_portal.lib.api import CONFLICT_CODE
 
 from . import calver
 from .models import (
@@ -42,9 +43,11 @@ class EnvironmentField(serializers.SlugRelatedField):
         super().__init__(slug_field="name", queryset=Environment.objects.all(), **kwargs)
 
     def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
         try:
             return self.get_queryset().get(name=data)
-        except (Environment.DoesNotExist, TypeError, ValueError):
+        except Environment.DoesNotExist:
             known = ", ".join(Environment.objects.in_pipeline_order().values_list("name", flat=True))
             self.fail("does_not_exist", value=str(data)[:50], known=known)
 
@@ -119,7 +122,8 @@ class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
         if (parsed.year, parsed.month) > (latest.year, latest.month):
             raise serializers.ValidationError(
                 f"{version} is dated {parsed.year}.{parsed.month:02d}, after this month: a CalVer version carries "
-                "the month it was built in. Leave version out to get the next build of this month."
+                "the month it was built in. Leave version out to get the next build of this month.",
+                code=CONFLICT_CODE,
             )
         return version
 
@@ -141,11 +145,14 @@ class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
                             f"{parsed.year}.{parsed.month:02d} is {highest}, and an explicit build may be at most "
                             f"{self.MAX_BUILD_SKIP} above it. Leave version out to get the next one."
                         )
-                    }
+                    },
+                    code=CONFLICT_CODE,
                 )
         if attrs.get("fixes"):
             if not attrs.get("hotfix"):
-                raise serializers.ValidationError({"fixes": "Only a hotfix fixes another release: set hotfix to true."})
+                raise serializers.ValidationError(
+                    {"fixes": "Only a hotfix fixes another release: set hotfix to true."}, code=CONFLICT_CODE
+                )
             attrs["fixes"] = self.resolve_release(attrs, "fixes")
         return attrs
 
@@ -302,10 +309,10 @@ class DecisionSerializer(serializers.Serializer):
 
 
 class RejectionSerializer(serializers.Serializer):
-    """The body of a rejection as the schema documents it. The view reads it as a DecisionSerializer:
-    that the comment is required is the rejection rule's own (policy.why_not_reject), answered 400."""
+    """A rejection's comment is required (400 when missing or empty, as the schema says). One of blanks
+    only matches the schema and is the rejection rule's to refuse (policy.why_not_reject): a 409."""
 
-    comment = serializers.CharField(max_length=2000, help_text="Why it is rejected (required).")
+    comment = serializers.CharField(max_length=2000, trim_whitespace=False, help_text="Why it is rejected (required).")
 
 
 class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):

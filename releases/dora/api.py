@@ -10,7 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from environments.models import Environment
-from nexo_portal.lib.api import error_response
+from nexo_portal.lib import dates
+from nexo_portal.lib.api import CONFLICT_CODE, error_response
 from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import requires_scope
 from releases.models import Service
@@ -39,11 +40,18 @@ class DoraQuerySerializer(serializers.Serializer):
         choices=metrics.Interval.choices, default=metrics.Interval.ALL, help_text="all, weekly or monthly buckets."
     )
 
+    def validate_start(self, day):
+        if not dates.in_range(day):
+            raise serializers.ValidationError(dates.OUT_OF_RANGE)
+        return day
+
+    validate_end = validate_start
+
     def validate(self, data):
         try:
             data["period"] = metrics.Period.resolve(data.pop("start", None), data.pop("end", None))
         except metrics.ReportError as error:
-            raise serializers.ValidationError(str(error)) from error
+            raise serializers.ValidationError(str(error), code=CONFLICT_CODE) from error
         return data
 
 
@@ -59,7 +67,7 @@ class DoraMetricsView(APIView):
         try:
             report = metrics.report(**query.validated_data)
         except metrics.ReportError as error:
-            raise serializers.ValidationError(str(error)) from error
+            raise serializers.ValidationError(str(error), code=CONFLICT_CODE) from error
         return Response(report.as_dict())
 
 
