@@ -1,7 +1,18 @@
-"""OpenAPI additions drf-spectacular cannot infer: the one error body every 4xx answers with, and what
-every query parameter accepts (not empty, no control characters: nexo_portal.lib.middleware)."""
+"""OpenAPI additions drf-spectacular cannot infer: the one error body every 4xx answers with, and the
+text every query parameter and body field accepts (not empty, no control characters: nexo_portal.lib)."""
 
-from .lib import text
+from .lib import dates, text
+
+DATE_FORMATS = ("date", "date-time")
+
+
+def _describe_text(schema, pattern):
+    """The pattern a free string accepts, or the years a date accepts."""
+    if schema.get("format") in DATE_FORMATS:
+        schema.setdefault("pattern", dates.SCHEMA_PATTERN)
+    elif not {"enum", "format", "pattern"} & set(schema):
+        schema["pattern"] = pattern
+
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -52,8 +63,23 @@ def describe_query_parameters(result, generator, request, public):
                 if parameter["in"] != "query" or schema.get("type") != "string" or "enum" in schema:
                     continue
                 schema["minLength"] = max(schema.get("minLength", 0), 1)
-                if "format" not in schema and "pattern" not in schema:
-                    schema["pattern"] = text.LINE_PATTERN
+                _describe_text(schema, text.LINE_PATTERN)
+    return result
+
+
+def describe_body_text(result, generator, request, public):
+    """Every free string of a request body may span lines but holds no other control character.
+
+    A body's other keys are ignored, but checked for control characters like the rest: the schema
+    leaves them out (additionalProperties: false), so what it describes is always accepted.
+    """
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if not name.endswith("Request"):  # COMPONENT_SPLIT_REQUEST: these are what clients send
+            continue
+        component.setdefault("additionalProperties", False)
+        for schema in component.get("properties", {}).values():
+            if schema.get("type") == "string":
+                _describe_text(schema, text.TEXT_PATTERN)
     return result
 
 

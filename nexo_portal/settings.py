@@ -303,7 +303,10 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "nexo_portal.api_schema.add_error_responses",
         "nexo_portal.api_schema.describe_query_parameters",
+        "nexo_portal.api_schema.describe_body_text",
     ],
+    # Django's slug converter, with the pattern it matches.
+    "PATH_CONVERTER_OVERRIDES": {"slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}},
 }
 
 # Errors: a 500 is mailed to ERROR_EMAILS (Django's mail_admins handler, DEBUG off) through EMAIL_URL,

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from environments.models import Environment
+from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE
 
 from . import calver
@@ -55,7 +56,7 @@ class EnvironmentField(serializers.SlugRelatedField):
 @extend_schema_field(
     {
         "type": "string",
-        "pattern": r"^[0-9]{4}\.(0[1-9]|1[0-2])\.[1-9][0-9]{0,5}(-[0-9a-z][0-9a-z.-]{0,39})?$",
+        "pattern": r"^[2-9][0-9]{3}\.(0[1-9]|1[0-2])\.[1-9][0-9]{0,5}(-[0-9a-z][0-9a-z.-]{0,39})?$",
         "example": "2026.02.1",
     }
 )
@@ -115,6 +116,11 @@ class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
     # How far an explicit build number may run ahead of the month's highest registered build:
     # room for builds CI tagged but never registered, not for one that uses up the month.
     MAX_BUILD_SKIP = 100
+
+    def validate_committed_at(self, moment):
+        if not dates.in_range(moment):
+            raise serializers.ValidationError(dates.OUT_OF_RANGE)
+        return moment
 
     def validate_version(self, version):
         parsed = calver.parse(version)
@@ -315,8 +321,21 @@ class RejectionSerializer(serializers.Serializer):
     comment = serializers.CharField(max_length=2000, trim_whitespace=False, help_text="Why it is rejected (required).")
 
 
+# An http(s) link, checked by its shape alone (as the schema states it): a report's address is shown as a
+# link, so no other scheme; its host is the CI's business, not a DNS rule a fuzzer's 300-character name breaks.
+HTTP_URL_PATTERN = r"^https?://[^\s/?#\x00-\x1f\x7f-\x9f]+([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
+
+
 class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):
     service = ServiceField(write_only=True)
+    url = serializers.RegexField(
+        HTTP_URL_PATTERN,
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="The report's address, http(s).",
+        error_messages={"invalid": "Give the report's address as an http:// or https:// URL."},
+    )
     version = VersionField(write_only=True)
     environment = EnvironmentField()
     check = serializers.SlugField(source="name", max_length=50, help_text="e2e, performance, security…")

@@ -180,6 +180,7 @@ def test_the_same_build_under_another_version_is_a_conflict(world):
         ({"image_digest": "sha256:abc"}, 400, "image_digest", "64 lowercase hex"),
         ({"image_digest": "b" * 64}, 400, "image_digest", "64 lowercase hex"),
         ({"committed_at": "yesterday"}, 400, "committed_at", "Datetime has wrong format"),
+        ({"committed_at": "1969-12-31T23:00:00Z"}, 400, "committed_at", "between 1970-01-01 and 2999-12-31"),
         # 404: it names something that does not exist.
         ({"service": "nexo-nope"}, 404, "service", "Unknown service 'nexo-nope'"),
         ({"hotfix": True, "fixes": "2026.01.1"}, 404, "fixes", "nexo-be has no release 2026.01.1"),

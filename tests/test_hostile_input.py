@@ -412,3 +412,31 @@ def test_the_api_helpers_import_first_without_a_cycle_through_drf_settings():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "nexo_portal.settings"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_schema_says_what_a_request_body_may_hold(openapi):
+    schemas = openapi["components"]["schemas"]
+    promotion = schemas["RequestPromotionRequest"]
+    assert promotion["additionalProperties"] is False
+    assert promotion["properties"]["reason"]["pattern"] == (
+        r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )
+    assert promotion["properties"]["version"]["pattern"].startswith("^[2-9][0-9]{3}")
+    assert schemas["RegisterBuildRequest"]["properties"]["committed_at"]["pattern"] == r"^(19[7-9][0-9]|2[0-9]{3})-"
+    assert schemas["CheckResultRequest"]["properties"]["url"]["oneOf"][0]["pattern"].startswith("^https?://")
+    assert parameter(openapi, "/api/v1/dora/", "start")["schema"]["pattern"] == r"^(19[7-9][0-9]|2[0-9]{3})-"
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("https://ci.example/runs/1?tab=e2e#top", 201),
+        ("https://" + "a" * 300 + ".example/", 201),
+        ("javascript:alert(1)", 400),
+        ("ftp://ci.example/report", 400),
+        ("https://", 400),
+    ],
+)
+def test_a_verification_reports_link_is_http_or_https(world, url, status):
+    response = world["api"].post("/api/v1/verifications/", {**REQUESTS["/api/v1/verifications/"], "url": url})
+    assert response.status_code == status, response.content
