@@ -344,6 +344,23 @@ class ArgoCDWebhookView(APIView):
 
     @extend_schema(
         request=serializers.DeploymentEventSerializer,
+        parameters=[
+            OpenApiParameter(
+                "X-Nexo-Timestamp",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                pattern=r"^[0-9]{1,12}$",
+                description="When it was sent, in Unix seconds; more than five minutes away from now is refused.",
+            ),
+            OpenApiParameter(
+                "X-Nexo-Signature",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="sha256=<hex HMAC-SHA256(ARGOCD_WEBHOOK_SECRET, timestamp + '.' + body)>.",
+            ),
+        ],
         responses={
             202: serializers.DeploymentEventResultSerializer,
             400: OpenApiResponse(description="The body is not the documented JSON."),

@@ -440,3 +440,11 @@ def test_the_schema_says_what_a_request_body_may_hold(openapi):
 def test_a_verification_reports_link_is_http_or_https(world, url, status):
     response = world["api"].post("/api/v1/verifications/", {**REQUESTS["/api/v1/verifications/"], "url": url})
     assert response.status_code == status, response.content
+
+
+def test_the_schema_declares_the_webhooks_signature_headers(openapi):
+    argocd = {p["name"]: p for p in openapi["paths"]["/api/v1/webhooks/argocd/"]["post"]["parameters"]}
+    assert argocd["X-Nexo-Timestamp"]["in"] == "header"
+    assert argocd["X-Nexo-Timestamp"]["schema"]["pattern"] == "^[0-9]{1,12}$"
+    assert argocd["X-Nexo-Signature"]["required"] is True
+    assert parameter(openapi, "/api/v1/incidents/pagerduty/", "X-PagerDuty-Signature", "post")["in"] == "header"

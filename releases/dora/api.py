@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.models import Group
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -80,6 +80,15 @@ class PagerDutyWebhookView(APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "X-PagerDuty-Signature",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="v1=<hex HMAC-SHA256 of the body>, comma-separated while a secret is rotated.",
+            )
+        ],
         request=OpenApiTypes.OBJECT,
         responses={202: OpenApiTypes.OBJECT, 503: OpenApiResponse(description="INCIDENT_WEBHOOK_SECRET is not set.")},
     )
