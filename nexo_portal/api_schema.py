@@ -91,6 +91,9 @@ def add_error_responses(result, generator, request, public):
             responses = operation.setdefault("responses", {})
             for status, description in STANDARD_ERRORS.items():
                 responses.setdefault(status, {"description": description})
+            if "requestBody" in operation:
+                media_types = ", ".join(operation["requestBody"]["content"])
+                responses.setdefault("415", {"description": f"The body is not one of {media_types}, or unreadable."})
             for status, response in responses.items():
                 if status.startswith("4") and "content" not in response:
                     response["content"] = error_content
