@@ -1,5 +1,6 @@
-"""OpenAPI additions drf-spectacular cannot infer: the one error body every 4xx answers with, and the
-text every query parameter and body field accepts (not empty, no control characters: nexo_portal.lib)."""
+"""OpenAPI additions drf-spectacular cannot infer: the one error body every 4xx answers with, the text
+every query parameter and body field accepts (not empty, no control characters: nexo_portal.lib), and
+the links from what an answer names to what may be done with it next."""
 
 from .lib import dates, text
 
@@ -97,4 +98,40 @@ def add_error_responses(result, generator, request, public):
             for status, response in responses.items():
                 if status.startswith("4") and "content" not in response:
                     response["content"] = error_content
+    return result
+
+
+_PROMOTION = {"id": "$response.body#/id"}
+_RELEASE = {"service": "$response.body#/service", "version": "$response.body#/version"}
+_ON_PROMOTION = {
+    "ApprovePromotion": {"operationId": "promotions_approve_create", "parameters": _PROMOTION},
+    "RejectPromotion": {"operationId": "promotions_reject_create", "parameters": _PROMOTION},
+    "CancelPromotion": {"operationId": "promotions_cancel_create", "parameters": _PROMOTION},
+}
+_TO_PROMOTION = {
+    "GetPromotion": {"operationId": "promotions_retrieve", "parameters": _PROMOTION},
+    **_ON_PROMOTION,
+}
+_TO_RELEASE = {
+    "GetRelease": {"operationId": "services_releases_retrieve", "parameters": _RELEASE},
+    "PromoteRelease": {"operationId": "promotions_create", "requestBody": _RELEASE},
+    "RollBackToRelease": {"operationId": "rollbacks_create", "requestBody": _RELEASE},
+    "ReportCheck": {"operationId": "verifications_create", "requestBody": _RELEASE},
+}
+# (path, method, statuses): the links of those answers.
+LINKS = [
+    ("/api/v1/releases/", "post", ("200", "201"), _TO_RELEASE),
+    ("/api/v1/promotions/", "post", ("201",), _TO_PROMOTION),
+    ("/api/v1/rollbacks/", "post", ("201",), _TO_PROMOTION),
+    ("/api/v1/promotions/{id}/", "get", ("200",), _ON_PROMOTION),
+    ("/api/v1/promotions/{id}/approve/", "post", ("200",), _TO_PROMOTION),
+]
+
+
+def add_links(result, generator, request, public):
+    """A registered build can be read, promoted, rolled back to and reported on; a promotion decided on."""
+    for path, method, statuses, links in LINKS:
+        responses = result["paths"][path][method]["responses"]
+        for status in statuses:
+            responses[status]["links"] = {name: dict(link) for name, link in links.items()}
     return result

@@ -304,6 +304,7 @@ SPECTACULAR_SETTINGS = {
         "nexo_portal.api_schema.add_error_responses",
         "nexo_portal.api_schema.describe_query_parameters",
         "nexo_portal.api_schema.describe_body_text",
+        "nexo_portal.api_schema.add_links",
     ],
     # Django's slug converter, with the pattern it matches.
     "PATH_CONVERTER_OVERRIDES": {"slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}},

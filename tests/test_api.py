@@ -541,6 +541,23 @@ def test_the_schema_and_docs_are_served(world):
     assert b"cdn" not in client.get("/api/v1/docs/").content.lower()
 
 
+def test_the_schema_links_a_build_and_a_promotion_to_what_may_come_next(world):
+    spec = token_client("read").get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    registered = spec["paths"]["/api/v1/releases/"]["post"]["responses"]["201"]["links"]
+    assert registered["PromoteRelease"] == {
+        "operationId": "promotions_create",
+        "requestBody": {"service": "$response.body#/service", "version": "$response.body#/version"},
+    }
+    requested = spec["paths"]["/api/v1/promotions/"]["post"]["responses"]["201"]["links"]
+    assert set(requested) == {"GetPromotion", "ApprovePromotion", "RejectPromotion", "CancelPromotion"}
+    assert requested["CancelPromotion"]["parameters"] == {"id": "$response.body#/id"}
+    operation_ids = {operation["operationId"] for path in spec["paths"].values() for operation in path.values()}
+    for path in spec["paths"].values():
+        for operation in path.values():
+            for response in operation["responses"].values():
+                assert {link["operationId"] for link in response.get("links", {}).values()} <= operation_ids
+
+
 @pytest.mark.parametrize("path", ["/api/v1/schema/", "/api/v1/docs/", "/api/v1/redoc/"])
 def test_the_schema_and_docs_need_a_session_or_a_token(world, path):
     assert APIClient().get(path).status_code in (401, 403)
