@@ -448,3 +448,16 @@ def test_the_schema_declares_the_webhooks_signature_headers(openapi):
     assert argocd["X-Nexo-Timestamp"]["schema"]["pattern"] == "^[0-9]{1,12}$"
     assert argocd["X-Nexo-Signature"]["required"] is True
     assert parameter(openapi, "/api/v1/incidents/pagerduty/", "X-PagerDuty-Signature", "post")["in"] == "header"
+
+
+@pytest.mark.parametrize("key", ["abcdefgh\x00ijklmnop", "ABCDEFGH-ijklmnop\x7f", "'; select 1; --abcdef"])
+def test_a_session_cookie_django_never_issued_is_no_session(world, client, key):
+    client.cookies["sessionid"] = key
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_a_session_django_issued_still_signs_in(world, client):
+    client.force_login(world["rita"])
+    assert client.get("/").status_code == 200
