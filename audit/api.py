@@ -3,6 +3,7 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.permissions import IsAuthenticated
 
 from nexo_portal.lib.scopes import requires_scope
@@ -40,18 +41,24 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 def filtered(request, events):
+    # An empty parameter never gets here: the API refuses it (nexo_portal.lib.middleware), though the
+    # page's form reads an empty field as "any".
     form = AuditFilterForm(request.query_params)
-    # The page's form treats an empty field as "any"; an API caller who sends `since=` meant something.
-    blank = {
-        name: "Give a value, or leave the parameter out."
-        for name in form.fields
-        if request.query_params.get(name) == ""
-    }
-    if blank:
-        raise serializers.ValidationError(blank)
     if not form.is_valid():
-        raise serializers.ValidationError(form.errors)
+        raise serializers.ValidationError(
+            {
+                name: [_detail(name, error, request.query_params.get(name)) for error in errors]
+                for name, errors in form.errors.as_data().items()
+            }
+        )
     return form.filter(events)
+
+
+def _detail(name, error, value):
+    # The choices are the names the log holds: one it never held is a name that does not exist there.
+    if name in ("service", "environment") and error.code == "invalid_choice":
+        return ErrorDetail(f"The audit log names no {name} “{value}”.", code="does_not_exist")
+    return ErrorDetail(" ".join(error.messages), code=error.code or "invalid")
 
 
 class AuditEventListView(generics.ListAPIView):

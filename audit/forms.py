@@ -7,6 +7,7 @@ from django import forms
 from django.utils import timezone
 
 from nexo_portal.lib import dates
+from nexo_portal.lib.api import CONFLICT_CODE
 
 from .models import AuditAction, AuditEvent
 
@@ -34,10 +35,10 @@ class AuditFilterForm(forms.Form):
         cleaned = super().clean()
         for name in ("since", "until"):
             if cleaned.get(name) and not dates.in_range(cleaned[name]):
-                self.add_error(name, dates.OUT_OF_RANGE)
+                self.add_error(name, forms.ValidationError(dates.OUT_OF_RANGE, code="invalid"))
         since, until = cleaned.get("since"), cleaned.get("until")
         if since and until and since > until:
-            self.add_error("until", "The end date is before the start date.")
+            self.add_error("until", forms.ValidationError("The end date is before the start date.", code=CONFLICT_CODE))
         return cleaned
 
     def filter(self, events):

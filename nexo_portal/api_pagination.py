@@ -1,15 +1,40 @@
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 
+MAX_PAGE = 2**31 - 1
+
 
 class Pagination(PageNumberPagination):
-    """`?page=2&page_size=100`: 50 a page by default, at most 500; a page size that is not a number is an error."""
+    """`?page=2&page_size=100`: 50 a page by default, at most 500.
+
+    Both are whole numbers in the ranges the schema states; anything else is a 400 naming the
+    parameter. A page past the last one is a 404.
+    """
 
     page_size_query_param = "page_size"
     max_page_size = 500
+    last_page_strings = ()  # the schema says page is an integer: no "last"
 
     def get_page_size(self, request):
-        text = request.query_params.get(self.page_size_query_param)
-        if text is not None and not (text.isdigit() and 1 <= int(text) <= self.max_page_size):
-            raise ValidationError({"page_size": f"Give a whole number from 1 to {self.max_page_size}."})
+        self._check(request, self.page_size_query_param, self.max_page_size, "Give a whole number from 1 to 500.")
         return super().get_page_size(request)
+
+    def get_page_number(self, request, paginator):
+        self._check(request, self.page_query_param, MAX_PAGE, "Give a page number from 1.")
+        return super().get_page_number(request, paginator)
+
+    @staticmethod
+    def _check(request, name, highest, message):
+        text = request.query_params.get(name)
+        if text is None:
+            return
+        digits = text.lstrip("0")  # int() of thousands of digits is slow, and past 4,300 an error
+        if not (text.isascii() and text.isdigit() and 0 < len(digits) <= 10 and int(digits) <= highest):
+            raise ValidationError({name: message})
+
+    def get_schema_operation_parameters(self, view):
+        page, page_size = super().get_schema_operation_parameters(view)
+        page["schema"].update(minimum=1, maximum=MAX_PAGE)
+        page_size["schema"].update(minimum=1, maximum=self.max_page_size)
+        page_size["description"] = f"Results per page: 1 to {self.max_page_size}, 50 when left out."
+        return [page, page_size]

@@ -17,7 +17,9 @@ urlpatterns = [
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     path("releases/", releases.ReleaseListCreateView.as_view(), name="release-list"),
     path(
-        "services/<slug:service>/releases/<str:version>/", releases.ReleaseDetailView.as_view(), name="release-detail"
+        "services/<slug:service>/releases/<version:version>/",
+        releases.ReleaseDetailView.as_view(),
+        name="release-detail",
     ),
     path("promotions/", releases.PromotionListCreateView.as_view(), name="promotion-list"),
     path("promotions/<int:pk>/", releases.PromotionDetailView.as_view(), name="promotion-detail"),
@@ -33,5 +35,6 @@ urlpatterns = [
     path("audit/", audit.AuditEventListView.as_view(), name="audit-list"),
     path("audit/export/", releases.AuditExportView.as_view(), name="audit-export"),
     path("incidents/pagerduty/", dora.PagerDutyWebhookView.as_view(), name="pagerduty-webhook"),
-    re_path(r"^.*$", api_errors.not_found, name="not-found"),
+    # [\s\S], not ".": a path holding a line break (%0A) is an unknown endpoint too.
+    re_path(r"^[\s\S]*$", api_errors.not_found, name="not-found"),
 ]

@@ -55,6 +55,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After the user is known (the 400 page shows who is signed in), before any view reads the input.
+    "nexo_portal.lib.middleware.RefuseUnreadableInput",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "nexo_portal.auth.PortalLoginRequiredMiddleware",
     "nexo_portal.auth.SignInErrorMiddleware",
@@ -135,6 +137,7 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIN
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
+SESSION_ENGINE = "nexo_portal.sessions"
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
@@ -279,6 +282,12 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
+    # Django REST framework's own, refusing control characters and over-deep JSON (nexo_portal.lib.text).
+    "DEFAULT_PARSER_CLASSES": [
+        "nexo_portal.lib.parsers.JSONParser",
+        "nexo_portal.lib.parsers.FormParser",
+        "nexo_portal.lib.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "nexo_portal.api_pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "nexo_portal.lib.api.exception_handler",
@@ -306,7 +315,12 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "nexo_portal.api_schema.add_error_responses",
+        "nexo_portal.api_schema.describe_query_parameters",
+        "nexo_portal.api_schema.describe_body_text",
+        "nexo_portal.api_schema.add_links",
     ],
+    # Django's slug converter, with the pattern it matches.
+    "PATH_CONVERTER_OVERRIDES": {"slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}},
 }
 
 # Errors: a 500 is mailed to ERROR_EMAILS (Django's mail_admins handler, DEBUG off) through EMAIL_URL,

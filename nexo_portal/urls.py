@@ -26,3 +26,4 @@ urlpatterns = [
     path("", include("releases.urls")),
 ]
 handler400 = "nexo_portal.views.bad_request"
+handler404 = "nexo_portal.views.not_found"

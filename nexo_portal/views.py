@@ -1,13 +1,15 @@
-"""Project-level pages: the health endpoint used by load balancers and the demo script, and the 400 page."""
+"""Project-level pages: the health endpoint used by load balancers and the demo script, the 400 and 404 pages."""
 
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import BadRequest
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from .lib import api
 from .lib.queues import redis_connection
 
 
@@ -38,6 +40,16 @@ def health(request):
 
 
 def bad_request(request, exception):
-    """The 400 page, in the portal's layout, saying what was wrong with the request."""
+    """The 400 page, in the portal's layout, saying what was wrong with the request; JSON under /api/."""
     message = str(exception) if isinstance(exception, BadRequest) else ""
+    if api.is_api(request):
+        text = message or "The request could not be read: check its headers and body."
+        return JsonResponse(api.body(400, "invalid", [(None, "invalid", text)]), status=400)
     return render(request, "400.html", {"message": message}, status=400)
+
+
+def not_found(request, exception):
+    """The 404 page; under /api/ (any version, any path) the API's JSON error instead."""
+    if api.is_api(request):
+        return api.not_found(request, exception)
+    return defaults.page_not_found(request, exception)

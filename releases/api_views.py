@@ -22,6 +22,7 @@ from audit import api as audit_api
 from audit.models import AuditEvent
 from nexo_portal.lib import api as api_errors
 from nexo_portal.lib import dates
+from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import require_service, requires_scope
 
 from . import audit_export, board, deployment_events, registration, serializers, transitions
@@ -285,6 +286,8 @@ class ApproveView(PromotionActionView):
 class RejectView(PromotionActionView):
     """Reject with a required comment (people only, like approving)."""
 
+    input_serializer = serializers.RejectionSerializer
+
     def act(self, promotion, actor, comment):
         transitions.reject(promotion, actor, comment)
 
@@ -353,9 +356,27 @@ class ArgoCDWebhookView(APIView):
     authentication_classes = []
     permission_classes = []
     throttle_classes = []
+    parser_classes = [JSONParser]
 
     @extend_schema(
         request=serializers.DeploymentEventSerializer,
+        parameters=[
+            OpenApiParameter(
+                "X-Nexo-Timestamp",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                pattern=r"^[0-9]{1,12}$",
+                description="When it was sent, in Unix seconds; more than five minutes away from now is refused.",
+            ),
+            OpenApiParameter(
+                "X-Nexo-Signature",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="sha256=<hex HMAC-SHA256(ARGOCD_WEBHOOK_SECRET, timestamp + '.' + body)>.",
+            ),
+        ],
         responses={
             202: serializers.DeploymentEventResultSerializer,
             400: OpenApiResponse(description="The body is not the documented JSON."),

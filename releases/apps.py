@@ -6,6 +6,12 @@ class ReleasesConfig(AppConfig):
     name = "releases"
 
     def ready(self):
+        from django.urls import register_converter
+
+        from .calver import PathConverter
+
+        # Before any URLconf is read: the pages' and the API's release URLs both use it.
+        register_converter(PathConverter, "version")
         # RQ forks a work horse per job; importing the jobs (GitPython, ruamel.yaml, the
         # HTTP clients) here, in the parent, spares every job ~150 ms of imports.
         from . import jobs  # noqa: F401

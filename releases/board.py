@@ -409,12 +409,14 @@ class _CellBuilder:
         self.may_request = {}
         # Every confirmation returns to the board as it was filtered.
         back = "?" + urlencode({"next": back_to})
-        self.release_url = _Url("releases:release-detail", "service-name", "calver-version")
+        # A placeholder in a version's URL shape (calver.PathConverter), found in no real version.
+        version = "0000.00.0-calver-version"
+        self.release_url = _Url("releases:release-detail", "service-name", version)
         self.promotion_url = _Url("releases:promotion-detail", 2**31 - 1)
         self.decision_urls = {
             kind: _Url(f"releases:{kind}", 2**31 - 1, query=back) for kind in ("approve", "reject", "cancel", "stop")
         }
-        self.request_url = _Url("releases:request", "service-name", "environment-name", "calver-version", query=back)
+        self.request_url = _Url("releases:request", "service-name", "environment-name", version, query=back)
         self.rollback_url = _Url("releases:rollback", "service-name", "environment-name", query=back)
 
     def cells(self, service):

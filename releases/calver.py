@@ -87,6 +87,19 @@ class CalVer:
         return [str(self), f"{self}-{short_sha}", f"sha-{short_sha}"]
 
 
+class PathConverter:
+    """`<version:version>` in a URL: only the shape of a version matches, so a path with anything else
+    there (a NUL, a line break) is a 404 before any query, and the schema shows the pattern."""
+
+    regex = r"[0-9]{4}\.[0-9]{2}\.[0-9]{1,6}(?:-[0-9a-z][0-9a-z.-]{0,39})?"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
 def parse(text):
     return CalVer.parse(text)
 

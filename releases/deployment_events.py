@@ -13,6 +13,7 @@ signature was seen before, is refused.
 
 import hashlib
 import hmac
+import re
 import time
 
 from django.db import IntegrityError, transaction
@@ -24,6 +25,9 @@ from .models import Deployment, DeploymentEvent, DeploymentEventTrigger, Promoti
 from .policy import PromotionError
 
 MAX_CLOCK_SKEW_SECONDS = 300
+# Unix seconds in ASCII digits, bounded: int() takes 4,300 digits, and time.time() minus such a number
+# overflows a float.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class WebhookRefused(Exception):
@@ -46,10 +50,9 @@ def check_signature(secret, timestamp, signature_header, body, now=None):
         )
     if not signature_header or not timestamp:
         raise WebhookRefused("Unsigned delivery: X-Nexo-Signature and X-Nexo-Timestamp headers are required.", 401)
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise WebhookRefused("X-Nexo-Timestamp must be a Unix time in seconds.", 401) from None
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise WebhookRefused("X-Nexo-Timestamp must be a Unix time in seconds, e.g. 1770000000.", 401)
+    sent_at = int(timestamp)
     if abs((now or time.time()) - sent_at) > MAX_CLOCK_SKEW_SECONDS:
         raise WebhookRefused(
             "The delivery is more than five minutes old (or from the future): refused as a replay.", 401

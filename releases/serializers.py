@@ -9,6 +9,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from environments.models import Environment
+from nexo_portal.lib import dates
+from nexo_portal.lib.api import CONFLICT_CODE
 
 from . import calver
 from .models import (
@@ -42,9 +44,11 @@ class EnvironmentField(serializers.SlugRelatedField):
         super().__init__(slug_field="name", queryset=Environment.objects.all(), **kwargs)
 
     def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
         try:
             return self.get_queryset().get(name=data)
-        except (Environment.DoesNotExist, TypeError, ValueError):
+        except Environment.DoesNotExist:
             known = ", ".join(Environment.objects.in_pipeline_order().values_list("name", flat=True))
             self.fail("does_not_exist", value=str(data)[:50], known=known)
 
@@ -52,7 +56,7 @@ class EnvironmentField(serializers.SlugRelatedField):
 @extend_schema_field(
     {
         "type": "string",
-        "pattern": r"^[0-9]{4}\.(0[1-9]|1[0-2])\.[1-9][0-9]{0,5}(-[0-9a-z][0-9a-z.-]{0,39})?$",
+        "pattern": r"^[2-9][0-9]{3}\.(0[1-9]|1[0-2])\.[1-9][0-9]{0,5}(-[0-9a-z][0-9a-z.-]{0,39})?$",
         "example": "2026.02.1",
     }
 )
@@ -113,13 +117,19 @@ class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
     # room for builds CI tagged but never registered, not for one that uses up the month.
     MAX_BUILD_SKIP = 100
 
+    def validate_committed_at(self, moment):
+        if not dates.in_range(moment):
+            raise serializers.ValidationError(dates.OUT_OF_RANGE)
+        return moment
+
     def validate_version(self, version):
         parsed = calver.parse(version)
         latest = timezone.now() + timedelta(days=1)  # a build made just after midnight somewhere east
         if (parsed.year, parsed.month) > (latest.year, latest.month):
             raise serializers.ValidationError(
                 f"{version} is dated {parsed.year}.{parsed.month:02d}, after this month: a CalVer version carries "
-                "the month it was built in. Leave version out to get the next build of this month."
+                "the month it was built in. Leave version out to get the next build of this month.",
+                code=CONFLICT_CODE,
             )
         return version
 
@@ -141,11 +151,14 @@ class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
                             f"{parsed.year}.{parsed.month:02d} is {highest}, and an explicit build may be at most "
                             f"{self.MAX_BUILD_SKIP} above it. Leave version out to get the next one."
                         )
-                    }
+                    },
+                    code=CONFLICT_CODE,
                 )
         if attrs.get("fixes"):
             if not attrs.get("hotfix"):
-                raise serializers.ValidationError({"fixes": "Only a hotfix fixes another release: set hotfix to true."})
+                raise serializers.ValidationError(
+                    {"fixes": "Only a hotfix fixes another release: set hotfix to true."}, code=CONFLICT_CODE
+                )
             attrs["fixes"] = self.resolve_release(attrs, "fixes")
         return attrs
 
@@ -302,10 +315,15 @@ class DecisionSerializer(serializers.Serializer):
 
 
 class RejectionSerializer(serializers.Serializer):
-    """The body of a rejection as the schema documents it. The view reads it as a DecisionSerializer:
-    that the comment is required is the rejection rule's own (policy.why_not_reject), answered 400."""
+    """A rejection's comment is required (400 when missing or empty, as the schema says). One of blanks
+    only matches the schema and is the rejection rule's to refuse (policy.why_not_reject): a 409."""
 
-    comment = serializers.CharField(max_length=2000, help_text="Why it is rejected (required).")
+    comment = serializers.CharField(max_length=2000, trim_whitespace=False, help_text="Why it is rejected (required).")
+
+
+# An http(s) link, checked by its shape alone (as the schema states it): a report's address is shown as a
+# link, so no other scheme; its host is the CI's business, not a DNS rule a fuzzer's 300-character name breaks.
+HTTP_URL_PATTERN = r"^https?://[^\s/?#\x00-\x1f\x7f-\x9f]+([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
 
 
 class StopSerializer(serializers.Serializer):
@@ -317,6 +335,14 @@ class StopSerializer(serializers.Serializer):
 
 class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):
     service = ServiceField(write_only=True)
+    url = serializers.RegexField(
+        HTTP_URL_PATTERN,
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="The report's address, http(s).",
+        error_messages={"invalid": "Give the report's address as an http:// or https:// URL."},
+    )
     version = VersionField(write_only=True)
     environment = EnvironmentField()
     check = serializers.SlugField(source="name", max_length=50, help_text="e2e, performance, security…")

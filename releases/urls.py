@@ -6,9 +6,9 @@ app_name = "releases"
 
 urlpatterns = [
     path("", views.board, name="board"),
-    path("services/<slug:service>/releases/<str:version>/", views.release_detail, name="release-detail"),
+    path("services/<slug:service>/releases/<version:version>/", views.release_detail, name="release-detail"),
     path(
-        "services/<slug:service>/environments/<slug:environment>/promote/<str:version>/",
+        "services/<slug:service>/environments/<slug:environment>/promote/<version:version>/",
         views.request_promotion,
         name="request",
     ),

@@ -179,33 +179,45 @@ def test_the_same_build_under_another_version_is_a_conflict(world):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "field", "text"),
+    ("overrides", "status", "field", "text"),
     [
-        ({"version": "2026.13.1"}, "version", "the month must be 01 to 12"),
-        ({"version": "v2026.02.1"}, "version", "not a CalVer version"),
-        ({"version": "9999.12.1"}, "version", "after this month"),
-        ({"version": "2026.02.101"}, "version", "at most 100 above it"),
-        ({"commit_sha": "a3f2b1c"}, "commit_sha", "full 40-character"),
-        ({"commit_sha": "z" * 40}, "commit_sha", "full 40-character"),
-        ({"image_digest": "sha256:abc"}, "image_digest", "64 lowercase hex"),
-        ({"image_digest": "b" * 64}, "image_digest", "64 lowercase hex"),
-        ({"service": "nexo-nope"}, "service", "Unknown service 'nexo-nope'"),
-        ({"committed_at": "yesterday"}, "committed_at", "Datetime has wrong format"),
-        ({"fixes": "2026.01.1"}, "fixes", "set hotfix to true"),
-        ({"hotfix": True, "fixes": "2026.01.1"}, "fixes", "nexo-be has no release 2026.01.1"),
+        # 400: what was sent does not match the schema.
+        ({"version": "2026.13.1"}, 400, "version", "the month must be 01 to 12"),
+        ({"version": "v2026.02.1"}, 400, "version", "not a CalVer version"),
+        ({"commit_sha": "a3f2b1c"}, 400, "commit_sha", "full 40-character"),
+        ({"commit_sha": "z" * 40}, 400, "commit_sha", "full 40-character"),
+        ({"image_digest": "sha256:abc"}, 400, "image_digest", "64 lowercase hex"),
+        ({"image_digest": "b" * 64}, 400, "image_digest", "64 lowercase hex"),
+        ({"committed_at": "yesterday"}, 400, "committed_at", "Datetime has wrong format"),
+        ({"committed_at": "1969-12-31T23:00:00Z"}, 400, "committed_at", "between 1970-01-01 and 2999-12-31"),
+        # 404: it names something that does not exist.
+        ({"service": "nexo-nope"}, 404, "service", "Unknown service 'nexo-nope'"),
+        ({"hotfix": True, "fixes": "2026.01.1"}, 404, "fixes", "nexo-be has no release 2026.01.1"),
+        # 409: a rule refuses the values.
+        ({"version": "9999.12.1"}, 409, "version", "after this month"),
+        ({"version": "2026.02.101"}, 409, "version", "at most 100 above it"),
+        ({"fixes": "2026.01.1"}, 409, "fixes", "set hotfix to true"),
     ],
 )
-def test_register_validation_errors_name_the_field_and_what_to_fix(world, overrides, field, text):
+def test_register_validation_errors_name_the_field_and_what_to_fix(world, overrides, status, field, text):
     response = token_client("register").post("/api/v1/releases/", build(**overrides), format="json")
-    assert_error(response, 400, field, text)
+    assert_error(response, status, field, text)
     assert not Release.objects.exists()
+
+
+def test_a_malformed_field_is_a_400_even_beside_an_unknown_name(world):
+    response = token_client("register").post(
+        "/api/v1/releases/", build(service="nexo-nope", commit_sha="a3f2b1c"), format="json"
+    )
+    body = assert_error(response, 400, "commit_sha")
+    assert {error["field"] for error in body["errors"]} == {"service", "commit_sha"}
 
 
 def test_an_explicit_build_may_run_a_little_ahead_of_the_month(world):
     client = token_client("register")
     assert client.post("/api/v1/releases/", build(version="2026.02.100"), format="json").status_code == 201
     response = client.post("/api/v1/releases/", build(version="2026.02.201", commit_sha=hex_for("far")), format="json")
-    assert_error(response, 400, "version", "the highest build of nexo-be in 2026.02 is 100")
+    assert_error(response, 409, "version", "the highest build of nexo-be in 2026.02 is 100")
 
 
 def test_a_month_whose_build_numbers_are_used_up_is_a_conflict_not_a_500(world):
@@ -351,9 +363,9 @@ def test_request_approve_and_reject_through_the_api(world):
     first = session_client(world["sam"]).post(url + "approve/", {"comment": "ok"}, format="json").json()
     assert [(a["user"], a["decision"]) for a in first["approvals"]] == [("sam", "approve")]
     assert_error(session_client(world["sam"]).post(url + "approve/", {}, format="json"), 409, text="already decided")
-    assert_error(
-        session_client(world["lead"]).post(url + "reject/", {"comment": ""}, format="json"), 400, "comment", "Say why"
-    )
+    lead = session_client(world["lead"])
+    assert_error(lead.post(url + "reject/", {"comment": ""}, format="json"), 400, "comment", "may not be blank")
+    assert_error(lead.post(url + "reject/", {"comment": "  "}, format="json"), 409, "comment", "Say why")
     rejected = (
         session_client(world["lead"])
         .post(url + "reject/", {"comment": "not during the incident"}, format="json")
@@ -379,7 +391,7 @@ def test_request_validation_and_rules(world):
         client.post(
             "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "prod"}, format="json"
         ),
-        400,
+        404,
         "environment",
         "Unknown environment 'prod'. Environments are: develop, qa, staging, production.",
     )
@@ -387,7 +399,7 @@ def test_request_validation_and_rules(world):
         client.post(
             "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.9", "environment": "qa"}, format="json"
         ),
-        400,
+        404,
         "version",
         "nexo-be has no release 2026.02.9",
     )
@@ -540,6 +552,23 @@ def test_the_schema_and_docs_are_served(world):
     assert b"cdn" not in client.get("/api/v1/docs/").content.lower()
 
 
+def test_the_schema_links_a_build_and_a_promotion_to_what_may_come_next(world):
+    spec = token_client("read").get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    registered = spec["paths"]["/api/v1/releases/"]["post"]["responses"]["201"]["links"]
+    assert registered["PromoteRelease"] == {
+        "operationId": "promotions_create",
+        "requestBody": {"service": "$response.body#/service", "version": "$response.body#/version"},
+    }
+    requested = spec["paths"]["/api/v1/promotions/"]["post"]["responses"]["201"]["links"]
+    assert set(requested) == {"GetPromotion", "ApprovePromotion", "RejectPromotion", "CancelPromotion"}
+    assert requested["CancelPromotion"]["parameters"] == {"id": "$response.body#/id"}
+    operation_ids = {operation["operationId"] for path in spec["paths"].values() for operation in path.values()}
+    for path in spec["paths"].values():
+        for operation in path.values():
+            for response in operation["responses"].values():
+                assert {link["operationId"] for link in response.get("links", {}).values()} <= operation_ids
+
+
 @pytest.mark.parametrize("path", ["/api/v1/schema/", "/api/v1/docs/", "/api/v1/redoc/"])
 def test_the_schema_and_docs_need_a_session_or_a_token(world, path):
     assert APIClient().get(path).status_code in (401, 403)
@@ -601,9 +630,10 @@ def test_audit_log_is_paginated_filtered_and_exported_in_the_reference_shape(wor
     assert listed["count"] == 2
     assert [event["actor"] for event in listed["results"]] == ["lead", "sam"]  # newest first
     assert_error(
-        client.get("/api/v1/audit/", {"since": "2026-03-01", "until": "2026-02-01"}), 400, "until", "before the start"
+        client.get("/api/v1/audit/", {"since": "2026-03-01", "until": "2026-02-01"}), 409, "until", "before the start"
     )
     assert_error(client.get("/api/v1/audit/", {"until": "9999-12-31"}), 400, "until", "Give a date between")
+    assert_error(client.get("/api/v1/audit/", {"service": "nexo-nope"}), 404, "service", "names no service “nexo-nope”")
 
     export = client.get("/api/v1/audit/export/", {"action": "promotion.approved"})
     records = json.loads(b"".join(export.streaming_content))

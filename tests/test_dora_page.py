@@ -231,23 +231,23 @@ def test_api_other_environment(history, reader):
 
 
 @pytest.mark.parametrize(
-    ("query", "field", "message"),
+    ("query", "status", "field", "message"),
     [
-        ("service=nope", "service", "There is no service called “nope”."),
-        ("team=ghosts", "team", "There is no team called “ghosts”."),
-        ("interval=daily", "interval", "not a valid choice"),
-        ("start=2026-13-01", "start", "Date has wrong format"),
-        ("start=2026-04-01&end=2026-03-01", None, "is after the end"),
-        ("team=", "team", "Give a value, or leave the parameter out."),
-        ("start=9999-12-01&end=9999-12-31", None, "Give a date between 1970-01-01 and 2999-12-31"),
+        ("service=nope", 404, "service", "There is no service called “nope”."),
+        ("team=ghosts", 404, "team", "There is no team called “ghosts”."),
+        ("interval=daily", 400, "interval", "not a valid choice"),
+        ("start=2026-13-01", 400, "start", "Date has wrong format"),
+        ("start=2026-04-01&end=2026-03-01", 409, None, "is after the end"),
+        ("team=", 400, "team", "Give a value, or leave the parameter out."),
+        ("start=9999-12-01&end=9999-12-31", 400, "start", "Give a date between 1970-01-01 and 2999-12-31"),
     ],
 )
-def test_api_answers_400_saying_what_to_fix(history, reader, query, field, message):
+def test_api_answers_what_to_fix(history, reader, query, status, field, message):
     response = reader.get(f"/api/v1/dora/?{query}")
 
-    assert response.status_code == 400
+    assert response.status_code == status
     errors = response.json()["errors"]
-    assert [error["field"] for error in errors] == [field]
+    assert [error["field"] for error in errors][:1] == [field]
     assert message in errors[0]["message"]
 
 

@@ -3,7 +3,12 @@
     {"status": 400, "code": "invalid", "message": "commit_sha: Enter the full 40-character commit SHA.",
      "errors": [{"field": "commit_sha", "code": "invalid", "message": "Enter the full 40-character commit SHA."}]}
 
-`field` is null when the error is about the request as a whole.
+`field` is null when the error is about the request as a whole. The status says what kind of fix:
+400 when anything sent does not match the OpenAPI schema; otherwise 404 when the request names a
+service, environment, team or release that does not exist (code `does_not_exist` or `unknown_release`),
+and 409 when a rule refuses the values given (code `conflict`: a version dated next month, a start after
+the end, a rejection without a comment) or the state: a request the schema accepts is never a 400.
+The API's parsers (`parsers`) refuse control characters and over-deep JSON before anything reads a body.
 """
 
 from django.contrib.auth.decorators import login_not_required
@@ -13,12 +18,34 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import text
 from .errors import Refused
+
+API_PREFIX = "/api/"
+
+
+def is_api(request):
+    """Under /api/ every answer, errors included, is the API's JSON."""
+    return request.path_info.startswith(API_PREFIX)
 
 
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
+
+
+# Validation codes of input that matches the schema but names nothing, or that a rule refuses.
+NOT_FOUND_CODES = frozenset({"does_not_exist", "unknown_release"})
+CONFLICT_CODE = "conflict"
+
+
+def _status_of_invalid(errors):
+    codes = {code for _, code, _ in errors}
+    if codes <= NOT_FOUND_CODES:
+        return status.HTTP_404_NOT_FOUND
+    if codes <= NOT_FOUND_CODES | {CONFLICT_CODE}:
+        return status.HTTP_409_CONFLICT
+    return status.HTTP_400_BAD_REQUEST
 
 
 def _is_leaf(detail):
@@ -59,9 +86,11 @@ def error_response(status_code, code, message, field=None):
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, Refused):
+    if isinstance(exc, text.Unreadable):
+        exc = exceptions.ValidationError({exc.field: [str(exc)]} if exc.field else [str(exc)])
+    elif isinstance(exc, Refused):
         if exc.field:
-            exc = exceptions.ValidationError({exc.field: [str(exc)]})
+            exc = exceptions.ValidationError({exc.field: [str(exc)]}, code=CONFLICT_CODE)
         else:
             exc = exceptions.PermissionDenied(str(exc)) if exc.forbidden else Conflict(str(exc))
     elif isinstance(exc, Http404):
@@ -72,7 +101,10 @@ def exception_handler(exc, context):
     if response is None:
         return None
     errors = list(_flatten(exc.get_full_details() if hasattr(exc, "get_full_details") else response.data))
-    code = errors[0][1] if len(errors) == 1 or not isinstance(exc, exceptions.ValidationError) else "invalid"
+    code = errors[0][1] if len(errors) == 1 or not isinstance(exc, exceptions.ValidationError) else None
+    if isinstance(exc, exceptions.ValidationError):
+        response.status_code = _status_of_invalid(errors)
+        code = code or {404: "does_not_exist", 409: CONFLICT_CODE}.get(response.status_code, "invalid")
     response.data = body(response.status_code, code, errors)
     return response
 

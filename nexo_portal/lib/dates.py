@@ -10,6 +10,8 @@ from datetime import date, datetime
 EARLIEST = date(1970, 1, 1)
 LATEST = date(2999, 12, 31)
 OUT_OF_RANGE = f"Give a date between {EARLIEST} and {LATEST}."
+# The same years for the OpenAPI schema, which has no bounds for a date's format.
+SCHEMA_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-"
 
 
 def in_range(value):

@@ -1,18 +1,18 @@
 """DORA over the API: the metrics (GitLab-style parameters) and the PagerDuty incident webhook."""
 
-import json
-
 from django.conf import settings
 from django.contrib.auth.models import Group
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from environments.models import Environment
-from nexo_portal.lib.api import error_response
+from nexo_portal.lib import dates
+from nexo_portal.lib.api import CONFLICT_CODE, error_response
+from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import requires_scope
 from releases.models import Service
 
@@ -40,17 +40,18 @@ class DoraQuerySerializer(serializers.Serializer):
         choices=metrics.Interval.choices, default=metrics.Interval.ALL, help_text="all, weekly or monthly buckets."
     )
 
-    def to_internal_value(self, data):
-        blank = sorted(name for name in self.fields if name in data and data.get(name) == "")
-        if blank:
-            raise serializers.ValidationError({name: "Give a value, or leave the parameter out." for name in blank})
-        return super().to_internal_value(data)
+    def validate_start(self, day):
+        if not dates.in_range(day):
+            raise serializers.ValidationError(dates.OUT_OF_RANGE)
+        return day
+
+    validate_end = validate_start
 
     def validate(self, data):
         try:
             data["period"] = metrics.Period.resolve(data.pop("start", None), data.pop("end", None))
         except metrics.ReportError as error:
-            raise serializers.ValidationError(str(error)) from error
+            raise serializers.ValidationError(str(error), code=CONFLICT_CODE) from error
         return data
 
 
@@ -66,7 +67,7 @@ class DoraMetricsView(APIView):
         try:
             report = metrics.report(**query.validated_data)
         except metrics.ReportError as error:
-            raise serializers.ValidationError(str(error)) from error
+            raise serializers.ValidationError(str(error), code=CONFLICT_CODE) from error
         return Response(report.as_dict())
 
 
@@ -75,8 +76,19 @@ class PagerDutyWebhookView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    # Read only after the signature is checked, by the parser that bounds nesting and refuses control characters.
+    parser_classes = [JSONParser]
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "X-PagerDuty-Signature",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="v1=<hex HMAC-SHA256 of the body>, comma-separated while a secret is rotated.",
+            )
+        ],
         request=OpenApiTypes.OBJECT,
         responses={202: OpenApiTypes.OBJECT, 503: OpenApiResponse(description="INCIDENT_WEBHOOK_SECRET is not set.")},
     )
@@ -112,8 +124,8 @@ class PagerDutyWebhookView(APIView):
                 "environment",
             )
         try:
-            incident, outcome = pagerduty.apply_event(json.loads(body), environment)
-        except (ValueError, pagerduty.InvalidEvent) as error:
+            incident, outcome = pagerduty.apply_event(request.data, environment)
+        except pagerduty.InvalidEvent as error:
             return error_response(400, "invalid", f"Not a PagerDuty V3 incident event: {error}")
         return Response(
             {"outcome": outcome, "incident": incident.pk if incident else None}, status=status.HTTP_202_ACCEPTED

@@ -3,7 +3,8 @@
 PagerDuty signs the raw body with HMAC-SHA256 and sends `X-PagerDuty-Signature: v1=<hex>`,
 several comma-separated signatures while a secret is being rotated. Deliveries are
 at-least-once and a 4xx answer is never retried, so an event is applied idempotently
-(keyed by the PagerDuty incident id) and refusals are reserved for bad requests.
+(keyed by the PagerDuty incident id) and refusals are reserved for bad requests. A signed body is
+still read as untrusted: every field is checked for its JSON type and length before use.
 """
 
 import hashlib
@@ -12,6 +13,7 @@ import hmac
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
+from nexo_portal.lib import dates
 from releases.models import Deployment, Incident, IncidentSeverity, IncidentSource, Service
 
 OPENING_EVENTS = {"incident.triggered", "incident.reopened"}
@@ -42,17 +44,51 @@ def signature_is_valid(body, header, secret):
     )
 
 
-def _timestamp(value, name):
-    moment = parse_datetime(value) if isinstance(value, str) else None
-    if moment is None:
-        raise InvalidEvent(f"{name} must be an ISO 8601 date and time, got {value!r}.")
+def _json_type(value):
+    for kind, name in ((bool, "true or false"), (dict, "an object"), (list, "an array"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "a number"
+
+
+def _object(container, key, name):
+    """The object at `key`; {} when it is absent or null."""
+    value = container.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"{name} must be an object, got {_json_type(value)}.")
+    return value
+
+
+def _text(container, key, name, max_length=1000):
+    """The string at `key`; "" when it is absent or null."""
+    value = container.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name} must be a string, got {_json_type(value)}.")
+    if len(value) > max_length:
+        raise InvalidEvent(f"{name} is longer than {max_length} characters.")
+    return value
+
+
+def _timestamp(container, key, name):
+    text = _text(container, key, name, max_length=40)
+    try:
+        moment = parse_datetime(text) if text else None
+    except ValueError:  # the shape of a date-time, with a 13th month or a 25th hour
+        moment = None
+    if moment is None or moment.tzinfo is None or not dates.in_range(moment):
+        raise InvalidEvent(f"{name} must be an ISO 8601 date and time with its offset, got {text!r}.")
     return moment
 
 
 def _severity(data):
     """PagerDuty's priority when the account uses priorities, else its urgency."""
-    priority = (data.get("priority") or {}).get("summary", "")
-    return PRIORITY_SEVERITY.get(priority) or URGENCY_SEVERITY.get(data.get("urgency"), IncidentSeverity.HIGH)
+    priority = _text(_object(data, "priority", "event.data.priority"), "summary", "event.data.priority.summary")
+    urgency = _text(data, "urgency", "event.data.urgency")
+    return PRIORITY_SEVERITY.get(priority) or URGENCY_SEVERITY.get(urgency, IncidentSeverity.HIGH)
 
 
 def apply_event(payload, environment):
@@ -60,22 +96,28 @@ def apply_event(payload, environment):
     event = payload.get("event") if isinstance(payload, dict) else None
     if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
         raise InvalidEvent("The body must be a PagerDuty V3 webhook: an object with event.event_type and event.data.")
-    event_type = event.get("event_type", "")
+    event_type = _text(event, "event_type", "event.event_type")
     if event_type not in HANDLED_EVENTS:
         return None, f"ignored: {event_type or 'an event without a type'} does not change an incident's timeline"
     data = event["data"]
-    if data.get("type") != "incident" or not data.get("id"):
+    incident_id = _text(data, "id", "event.data.id", max_length=100)
+    if _text(data, "type", "event.data.type") != "incident" or not incident_id:
         raise InvalidEvent(f"{event_type} must carry the incident in event.data (type incident, with an id).")
-    service_name = (data.get("service") or {}).get("summary", "")
+    service_name = _text(_object(data, "service", "event.data.service"), "summary", "event.data.service.summary")
     service = Service.objects.filter(name=service_name).first()
     if service is None:
         return None, f"ignored: no portal service is called “{service_name}” (name the PagerDuty service after it)"
-    occurred_at = _timestamp(event.get("occurred_at"), "event.occurred_at")
-    started_at = _timestamp(data.get("created_at"), "event.data.created_at")
+    occurred_at = _timestamp(event, "occurred_at", "event.occurred_at")
+    started_at = _timestamp(data, "created_at", "event.data.created_at")
+    title = _text(data, "title", "event.data.title", max_length=10_000)[:255]
+    url = _text(data, "html_url", "event.data.html_url", max_length=200)
+    severity = _severity(data)
 
     with transaction.atomic():
         incident = (
-            Incident.objects.select_for_update().filter(source=IncidentSource.PAGERDUTY, external_id=data["id"]).first()
+            Incident.objects.select_for_update()
+            .filter(source=IncidentSource.PAGERDUTY, external_id=incident_id)
+            .first()
         )
         created = incident is None
         if not created and incident.external_updated_at and occurred_at < incident.external_updated_at:
@@ -88,18 +130,18 @@ def apply_event(payload, environment):
         if created:
             incident = Incident(
                 source=IncidentSource.PAGERDUTY,
-                external_id=data["id"],
+                external_id=incident_id,
                 service=service,
                 environment=environment,
                 started_at=started_at,
                 # The deployment running when it started is the suspect; an operator can correct it in the admin.
                 caused_by=Deployment.objects.live_at(service, environment, started_at),
             )
-        incident.title = (data.get("title") or f"PagerDuty incident {data['id']}")[:255]
-        incident.external_url = data.get("html_url") or ""
+        incident.title = title or f"PagerDuty incident {incident_id}"
+        incident.external_url = url
         if created or event_type == "incident.priority_updated":
             # Only these say the priority now; a late trigger or resolve carries an older one.
-            incident.severity = _severity(data)
+            incident.severity = severity
         if event_type in OPENING_EVENTS:
             incident.resolved_at = None
         elif event_type == "incident.resolved":
