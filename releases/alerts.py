@@ -24,7 +24,7 @@ from rq import Retry
 from nexo_portal.lib import queues
 from nexo_portal.lib.http import describe_failure, excerpt
 
-from .models import PIPELINE, Promotion, PromotionKind
+from .models import PIPELINE, Hold, Promotion, PromotionKind, PromotionState
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +79,25 @@ def failure_message(promotion):
     """The Slack message for a failed promotion: what failed, why, and what happened next."""
     what = f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
 
+    # Only what the portal has seen: a rollback it requested is on its way, not done.
     rollback = (
         Promotion.objects.filter(rolls_back=promotion, kind=PromotionKind.ROLLBACK, requested_via=PIPELINE)
         .select_related("release")
         .first()
     )
-    if rollback:
+    hold = Hold.objects.active().filter(service=promotion.service, environment=promotion.environment).first()
+    if rollback and rollback.state in (PromotionState.VERIFIED, PromotionState.DEPLOYED, PromotionState.VERIFYING):
         next_step = f"Rolled back automatically to {rollback.release.version} (promotion #{rollback.pk})."
+    elif rollback:
+        next_step = (
+            f"Rolling back automatically to {rollback.release.version} (promotion #{rollback.pk}, "
+            f"{rollback.get_state_display().lower()} when this was sent)."
+        )
+    elif hold and promotion.environment.rollback_on_failed_verification:
+        next_step = f"Not rolled back automatically; automatic promotions are on hold: {hold.reason}"
     elif promotion.is_rollback:
-        next_step = "This was a rollback: what ran before it is still running. Someone should look now."
+        running = promotion.previous_release.version if promotion.previous_release else "the release before it"
+        next_step = f"This was a rollback; the portal last saw {running} deployed there. Someone should look now."
     else:
         next_step = f"No automatic rollback in {promotion.environment.name}: someone should decide what to do."
     link = f"{settings.PORTAL_URL.rstrip('/')}{promotion.get_absolute_url()}" if settings.PORTAL_URL else ""

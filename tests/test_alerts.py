@@ -105,3 +105,20 @@ def test_without_a_webhook_nothing_is_queued(failed, settings, redis_connection)
     with transaction.atomic():
         alerts.enqueue_failure_alert(failed)
     assert queues.get_queue().count == 0
+
+
+def test_where_the_automation_could_not_roll_back_the_alert_says_so_and_why(failed, environments):
+    from releases.models import Hold
+
+    environments["staging"].rollback_on_failed_verification = True
+    environments["staging"].save()
+    Hold.objects.create(
+        service=failed.service,
+        environment=environments["staging"],
+        reason="The automatic rollback of 2026.02.2 could not start: no release older was verified in staging",
+        placed_by="pipeline",
+    )
+    failed.refresh_from_db()
+    text = alerts.failure_message(failed)["text"]
+    assert "Not rolled back automatically; automatic promotions are on hold: The automatic rollback of" in text
+    assert "Rolled back" not in text

@@ -438,7 +438,9 @@ def test_failed_verification_rolls_back_by_itself_in_qa(pipeline, people, slack_
     assert Hold.objects.active().filter(service=service, environment=env["qa"]).exists()
     [alert] = slack_server.messages
     assert alert["text"].startswith(":red_circle: nexo-be 2026.02.2 → qa failed at verification: e2e failed")
-    assert f"Rolled back automatically to 2026.02.1 (promotion #{rollback.pk})." in alert["text"]
+    # Sent when the rollback was requested: the alert says it is on its way, not that it is done.
+    assert f"Rolling back automatically to 2026.02.1 (promotion #{rollback.pk}, " in alert["text"]
+    assert "Rolled back automatically" not in alert["text"]
 
 
 def test_failed_verification_in_staging_only_alerts(pipeline, people, slack_server):
