@@ -55,7 +55,7 @@ def rollback_action(deployment, url, why_not, *, busy=None):
     return _action("rollback", url, why_not)
 
 
-def lift_action(hold, url, why_not):
+def lift_action(url, why_not):
     """Lifting a hold on automatic promotions, for whoever may request promotions there."""
     return _action("lift", url, why_not)
 

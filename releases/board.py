@@ -48,7 +48,7 @@ from django.utils import timezone
 from environments.models import Environment
 
 from . import policy
-from .actions import Action, decision_actions, rollback_action
+from .actions import Action, decision_actions, lift_action, rollback_action
 from .models import (
     Approval,
     ApprovalDecision,
@@ -76,7 +76,8 @@ WAITING_LABELS = {
 }
 
 DeployedRow = namedtuple(
-    "DeployedRow", "service_id environment_id promotion_id deployed_at health drifted_tag hold release verification"
+    "DeployedRow",
+    "service_id environment_id promotion_id deployed_at health drifted_tag hold hold_id release verification",
 )
 VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
 
@@ -112,6 +113,7 @@ class Cell:
     drift: Badge | None = None
     gitops_tag: str = ""
     hold_reason: str = ""
+    hold_url: str = ""
     waiting: Promotion | None = None
     waiting_url: str = ""
     waiting_label: str = ""
@@ -303,6 +305,7 @@ def _deployments(shown):
         .filter(shown)
         .annotate(
             hold=Subquery(hold.values("reason")[:1]),
+            hold_id=Subquery(hold.values("pk")[:1]),
             release_json=_deployed_release(),
             verification_json=_verification(),
         )
@@ -418,6 +421,7 @@ class _CellBuilder:
         }
         self.request_url = _Url("releases:request", "service-name", "environment-name", version, query=back)
         self.rollback_url = _Url("releases:rollback", "service-name", "environment-name", query=back)
+        self.lift_url = _Url("releases:lift-hold", 2**31 - 1, query=back)
 
     def cells(self, service):
         # The candidate for each environment: the newest release verified in the one before it,
@@ -447,6 +451,7 @@ class _CellBuilder:
             cell.verification, cell.soak_percent = self._verification(deployment.verification)
             cell.gitops_tag = deployment.drifted_tag
             cell.hold_reason = deployment.hold or ""
+            cell.hold_url = self.lift_url(deployment.hold_id) if deployment.hold_id else ""
             previous_deployment = self.deployments.get((service.id, previous.id)) if previous else None
             if previous_deployment:
                 self._drift(cell, release, previous, previous_deployment.release)
@@ -578,6 +583,9 @@ class _CellBuilder:
                     allowed=may_request and not busy and not frozen,
                 )
             )
+        if cell.hold_url:
+            why_not = None if may_request else "Only people who may promote here may lift its hold."
+            actions.append(lift_action(cell.hold_url, why_not))
         stops = []
         if soaking:
             # A soak is stopped to roll back: offered instead of a rollback, which would wait for the soak.

@@ -102,7 +102,7 @@ def _promotion_context(request, pk):
     )
     if hold:
         url = reverse("releases:lift-hold", args=[hold.pk]) + back
-        actions.insert(0, lift_action(hold, url, policy.why_not_lift_hold(hold, user)))
+        actions.insert(0, lift_action(url, policy.why_not_lift_hold(hold, user)))
     samples = list(promotion.samples.all())
     runs = list(promotion.runs.order_by("created_at", "id"))
     return {

@@ -305,3 +305,64 @@ def test_actions_need_sign_in(client, world):
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
     assert not Approval.objects.exists()
+
+
+# --- holds ---------------------------------------------------------------------------------------------
+
+
+def held_qa_with_a_build_waiting(world):
+    """qa on hold after a rollback, and 2026.02.2 verified in develop meanwhile, waiting for qa."""
+    from releases.models import Hold
+
+    hold = Hold.objects.create(
+        service=world["service"], environment=world["env"]["qa"], reason="Rolled back to 2026.02.1", placed_by="sam"
+    )
+    waiting = make_release(world["service"], "2026.02.2")
+    ran(waiting, world["env"]["develop"])
+    return hold, waiting
+
+
+def test_the_board_shows_a_hold_with_its_reason_and_offers_to_lift_it_to_who_may(client, world):
+    hold, _ = held_qa_with_a_build_waiting(world)
+    page = as_user(client, world["rita"]).get("/").content.decode()
+    assert "automatic promotions on hold: Rolled back to 2026.02.1" in page
+    assert f'href="/holds/{hold.pk}/lift/?next=%2F" data-confirm data-action="lift"' in page
+    stranger = as_user(client, world["viewer"]).get("/").content.decode()
+    assert 'data-action="lift" title="Only people who may promote here may lift its hold."' in stranger
+
+
+def test_lifting_a_hold_says_what_follows_then_promotes_the_build_that_waited(client, world):
+    hold, waiting = held_qa_with_a_build_waiting(world)
+    session = as_user(client, world["rita"])
+    confirmation = session.get(f"/holds/{hold.pk}/lift/").content.decode()
+    assert "Automatic promotions of nexo-be into qa resume. The hold said: Rolled back to 2026.02.1" in confirmation
+    assert "The newest build verified in develop that waited, if any, is promoted into qa at once." in confirmation
+    response = session.post(f"/holds/{hold.pk}/lift/", {"comment": "fixed the config", "next": "/"})
+    hold.refresh_from_db()
+    assert hold.lifted_by == world["rita"]
+    promotion = Promotion.objects.get(environment=world["env"]["qa"], release=waiting)
+    assert promotion.kind == PromotionKind.AUTO
+    [message] = messages_of(response)
+    assert message == (
+        f"Automatic promotions of nexo-be in qa resumed. 2026.02.2 waited and is on its way "
+        f"(promotion #{promotion.pk})."
+    )
+    lifted = AuditEvent.objects.get(action=AuditAction.HOLD_LIFTED)
+    assert (lifted.actor, lifted.data["comment"]) == ("rita", "fixed the config")
+
+
+def test_someone_who_may_not_promote_there_may_not_lift_the_hold(client, world):
+    hold, _ = held_qa_with_a_build_waiting(world)
+    response = as_user(client, world["viewer"]).post(f"/holds/{hold.pk}/lift/", {"next": "/"})
+    assert "may lift its hold" in messages_of(response)[0]
+    hold.refresh_from_db()
+    assert hold.lifted_at is None
+
+
+def test_the_promotion_page_shows_the_places_hold_and_who_may_lift_it(client, world):
+    hold, _ = held_qa_with_a_build_waiting(world)
+    promotion = Promotion.objects.get(environment=world["env"]["qa"], release=world["release"])
+    page = as_user(client, world["rita"]).get(promotion.get_absolute_url()).content.decode()
+    assert f'data-hold="{hold.pk}"' in page
+    assert "Members of backend-team may lift it" in page
+    assert f'href="/holds/{hold.pk}/lift/?next=' in page
