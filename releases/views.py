@@ -7,6 +7,7 @@ a full page otherwise, so the board works without JavaScript too.
 """
 
 import json
+from itertools import pairwise
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -70,10 +71,28 @@ def release_detail(request, service, version):
         }
         for environment in environments
     ]
+    for before, stop in pairwise(journey):
+        stop["went_instead"] = _went_instead(release, before, stop)
     return render(
         request,
         "releases/release_detail.html",
         {"release": release, "journey": journey, "fixed_by": list(release.fixed_by.select_related("service"))},
+    )
+
+
+def _went_instead(release, before, stop):
+    """Where a release verified in the environment before never went on by itself: the newer build
+    that went instead, once that environment was free (only the newest waiting build goes)."""
+    environment = stop["environment"]
+    verified = [p for p in before["promotions"] if p.state == PromotionState.VERIFIED]
+    if not environment.auto_promote or stop["promotions"] or not verified:
+        return None
+    return (
+        Promotion.objects.filter(environment=environment, requested_at__gte=verified[0].finished_at)
+        .filter(release__in=Release.objects.newer_than(release))
+        .select_related("release")
+        .order_by("requested_at")
+        .first()
     )
 
 

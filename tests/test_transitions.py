@@ -388,3 +388,23 @@ def test_a_step_follows_the_environment_as_it_is_now_not_as_the_caller_loaded_it
     world["env"]["develop"].save()
     verifying = transitions.mark_verifying(loaded, configured=True)
     assert verifying.verdict_at - verifying.verification_started_at == timedelta(minutes=42)
+
+
+def test_a_build_a_newer_one_overtook_says_so_on_its_page(world, client):
+    in_qa = make_release(world["service"], "2026.02.1")
+    verified_in(in_qa, "develop", environments=world["env"])
+    busy = transitions.request_promotion(in_qa, world["env"]["qa"], world["rita"])
+    older, newest = make_release(world["service"], "2026.02.2"), make_release(world["service"], "2026.02.3")
+    for release in (older, newest):
+        promotion = transitions.request_promotion(release, world["env"]["develop"], None, kind=PromotionKind.AUTO)
+        promotion = transitions.mark_committed(transitions.start_commit(promotion), "e" * 40, "m")
+        promotion = transitions.mark_deployed(transitions.mark_syncing(promotion, configured=False))
+        transitions.mark_verified(transitions.mark_verifying(promotion, configured=False))
+    busy = transitions.mark_committed(transitions.start_commit(busy), "f" * 40, "m")
+    busy = transitions.mark_deployed(transitions.mark_syncing(busy, configured=False))
+    transitions.mark_verified(transitions.mark_verifying(busy, configured=False))
+    client.force_login(world["rita"])
+    page = client.get(older.get_absolute_url()).content.decode()
+    went = Promotion.objects.get(environment=world["env"]["qa"], release=newest)
+    assert "Not promoted here: a newer build," in page
+    assert f'<a href="{went.get_absolute_url()}">2026.02.3</a>, went instead once qa was free.' in page
