@@ -24,6 +24,11 @@ MINIATURES = {
     ),
     "board": (["--requests", "3"], {"BENCH_SCALE": "0.02"}, ["Board:", "board refresh (htmx)", "Targets:"]),
     "dora": ([], {"BENCH_SCALE": "0.01"}, ["One-year production figures:", "GET /api/v1/dora/", "Target:"]),
+    "rollback": (
+        ["--rounds", "1", "--sync-seconds", "0.5"],
+        {"ARGOCD_POLL_SECONDS": "0.2"},
+        ["rollbacks measured:                        1", "portal's share:", "Target:"],
+    ),
     "promotion": (
         ["--promotions", "3"],
         {},
