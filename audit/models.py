@@ -1,7 +1,8 @@
 """The append-only, hash-chained audit log.
 
 Each event stores the SHA-256 of the event before it, and its own hash covers that link,
-so editing or removing any row breaks the chain from there on (see `audit.chain.verify`).
+so editing or removing any row breaks the chain from there on; its seal, an HMAC of its hash
+with a key the database never sees, says the portal wrote it (see `audit.log`).
 """
 
 from datetime import UTC
@@ -67,6 +68,8 @@ class AuditEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
     previous_hash = models.CharField(max_length=64, unique=True, editable=False)
     hash = models.CharField(max_length=64, unique=True, editable=False)
+    # HMAC-SHA256 of `hash` with AUDIT_CHECKPOINT_KEY; empty on events recorded before seals existed.
+    seal = models.CharField(max_length=64, blank=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
