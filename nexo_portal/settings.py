@@ -207,8 +207,9 @@ _DEVELOPMENT_AUDIT_KEY = "insecure-development-audit-key-never-use-in-production
 AUDIT_CHECKPOINT_KEY = env.str("AUDIT_CHECKPOINT_KEY", default=_DEVELOPMENT_AUDIT_KEY if DEBUG else "")
 # Where checkpoints go besides the log output, and are read back from to verify the chain
 # (audit/checkpoints.py): a class, by its dotted path; empty for the log output only.
-AUDIT_WITNESS = env.str("AUDIT_WITNESS", default="")
-# The file of audit.checkpoints.FileWitness.
+AUDIT_WITNESS = env.str("AUDIT_WITNESS", default="releases.gitops.witness.GitOpsWitness")
+# The GitOps witness's branch, which Argo CD never follows; the file of audit.checkpoints.FileWitness.
+AUDIT_CHECKPOINT_BRANCH = env.str("AUDIT_CHECKPOINT_BRANCH", default="nexo-audit-checkpoints")
 AUDIT_WITNESS_FILE = env.str("AUDIT_WITNESS_FILE", default="")
 
 # --- Argo CD and Prometheus (unset means "not configured", never a silent pass) -----------

@@ -7,6 +7,9 @@
 followed by who asked and who approved, and the trailers `Promotion-Id:` and `Release-Digest:`
 that let a retried job find its own commit, and `Audit-Head: <event id>:<hash>`, the audit
 chain's head as the commit was written, which vouches for the log from outside the database.
+
+Checkpoints of the audit chain are commits of their own on another branch (releases/gitops/witness.py),
+their line in an `Audit-Checkpoint:` trailer.
 """
 
 import re
@@ -21,6 +24,8 @@ SUBJECT = re.compile(
 PROMOTION_TRAILER = "Promotion-Id"
 DIGEST_TRAILER = "Release-Digest"
 AUDIT_HEAD_TRAILER = "Audit-Head"
+CHECKPOINT_TRAILER = "Audit-Checkpoint"
+AUDIT_HEAD = re.compile(r"^(?P<event>\d+):(?P<hash>[0-9a-f]{64})$")
 
 
 def subject(promotion):
@@ -49,6 +54,18 @@ def promotion_message(promotion, approvers, previous_version=None, audit_head=No
     if audit_head:
         lines.append(f"{AUDIT_HEAD_TRAILER}: {audit_head[0]}:{audit_head[1]}")
     return "\n".join([*lines, ""])
+
+
+def parse_audit_head(value: str) -> tuple[int, str] | None:
+    """(event id, hash) of an `Audit-Head:` trailer's value, or None if it is not one."""
+    match = AUDIT_HEAD.match(value.strip())
+    return (int(match["event"]), match["hash"]) if match else None
+
+
+def checkpoint_message(line: str) -> str:
+    """The message of a checkpoint commit: `line` as written to the log, in a trailer."""
+    event = re.search(r"event=(\d+)", line)
+    return f"audit checkpoint: event {event[1] if event else '?'}\n\n{CHECKPOINT_TRAILER}: {line}\n"
 
 
 def parse_subject(text):
