@@ -1,5 +1,5 @@
-"""Checkpoints of the audit chain's head, kept outside the database, and the verification of the
-chain against them (what that can and cannot prove is in audit/log.py).
+"""Checkpoints of the audit chain's head, kept outside the database, and the periodic watch that
+verifies the chain against them (what that can and cannot prove is in audit/log.py).
 
 A checkpoint is one line, written to the log output (logger `audit.checkpoints`) and to a witness:
 
@@ -18,13 +18,16 @@ cannot be reached.
 import hmac
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import log
+from .models import ChainVerification
 
 logger = logging.getLogger(__name__)
 
@@ -116,3 +119,64 @@ def take_checkpoint(witness, head, at):
     if witness is not None:
         witness.write(line)
     return line
+
+
+def watch(alert=None, now=None, force=False):
+    """The periodic job: verify the chain against the witness, remember the result, call `alert`
+    with the summary once when it breaks (again only if it breaks differently), and checkpoint the
+    head when the chain holds and the head is new. A checkpoint is taken only after the witness was
+    read, so it never vouches for a tail deleted since the last one.
+
+    Does nothing (returns None) before AUDIT_VERIFY_SECONDS have passed since the last run, unless
+    `force`; else returns the ChainVerification saved.
+    """
+    now = now or timezone.now()
+    latest = ChainVerification.latest()
+    if not force and latest and latest.checked_at > now - timedelta(seconds=settings.AUDIT_VERIFY_SECONDS):
+        return None
+    witness = configured_witness()
+    report, witness_error = verify(witness)
+    if witness is None and report.ok and report.head and latest and latest.vouched_through == report.head[0]:
+        # The log output is not read back: the last run's checkpoint of this head is in it already.
+        report.vouched_through, report.vouched_by = report.head[0], "the checkpoint in the log output"
+    if report.ok and report.head and not witness_error and report.vouched_through != report.head[0]:
+        try:
+            take_checkpoint(witness, report.head, now)
+        except WitnessUnavailable as error:
+            witness_error = f"The checkpoint could not be written: {error}"
+        else:
+            report.vouched_through, report.vouched_by, report.unvouched = report.head[0], "the checkpoint just taken", 0
+    if witness_error:
+        logger.warning("Audit chain: %s", witness_error)
+    verification, news = _remember(report, witness_error, now)
+    if news:
+        logger.error("%s", verification.summary)
+        if alert is not None:
+            alert(verification.summary)
+    return verification
+
+
+def _remember(report, witness_error, now):
+    """Save the result as the latest verification; (it, whether this break is news)."""
+    broken = "" if report.ok else f"{report.problem} at {report.broken_at}"
+    with transaction.atomic():
+        verification, _ = ChainVerification.objects.select_for_update().get_or_create(
+            pk=1, defaults={"checked_at": now, "ok": report.ok, "summary": ""}
+        )
+        news = bool(broken) and broken != verification.alerted
+        if report.ok:
+            verification.broken_since = None
+        elif verification.ok or verification.broken_since is None:
+            verification.broken_since = now
+        verification.checked_at = now
+        verification.ok = report.ok
+        verification.problem = report.problem
+        verification.broken_at = report.broken_at
+        verification.summary = report.summary()
+        verification.events_checked = report.checked
+        verification.vouched_through = report.vouched_through
+        verification.unvouched = report.unvouched
+        verification.witness_error = witness_error
+        verification.alerted = broken
+        verification.save()
+    return verification, news

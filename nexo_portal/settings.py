@@ -211,6 +211,8 @@ AUDIT_WITNESS = env.str("AUDIT_WITNESS", default="releases.gitops.witness.GitOps
 # The GitOps witness's branch, which Argo CD never follows; the file of audit.checkpoints.FileWitness.
 AUDIT_CHECKPOINT_BRANCH = env.str("AUDIT_CHECKPOINT_BRANCH", default="nexo-audit-checkpoints")
 AUDIT_WITNESS_FILE = env.str("AUDIT_WITNESS_FILE", default="")
+# How often the chain is verified against the witness, and a checkpoint taken when it holds.
+AUDIT_VERIFY_SECONDS = env.int("AUDIT_VERIFY_SECONDS", default=600)
 
 # --- Argo CD and Prometheus (unset means "not configured", never a silent pass) -----------
 ARGOCD_URL = env.str("ARGOCD_URL", default="")
