@@ -91,6 +91,10 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Keep connections for a minute (web requests and RQ jobs reuse them), checked before reuse.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The role the portal runs as, when migrations run as another (the tables' owner): `migrate`
+# grants it what the portal needs and no more — the audit log only SELECT and INSERT, so it can
+# neither change nor truncate the log, nor disable its trigger (docs/deploy.md).
+DATABASE_RUNTIME_ROLE = env.str("DATABASE_RUNTIME_ROLE", default="")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 FORMS_URLFIELD_ASSUME_HTTPS = True
