@@ -1,11 +1,47 @@
-"""Record audit events and verify the hash chain that links them."""
+"""Record audit events and verify the hash chain that links them, against anchors kept elsewhere.
+
+Three things make the log tamper-evident, each against a different hand:
+
+- **The chain.** Each event holds the SHA-256 of the one before it, and its own hash covers that
+  link and its content: a row edited, removed or moved by hand breaks the chain where it was.
+- **Seals.** Each event's seal is an HMAC of its hash with AUDIT_CHECKPOINT_KEY, a key that lives
+  in the portal's environment and never in the database. Whoever writes to the database without
+  the key (any role, a superuser included) cannot make a seal that checks: an event appended or
+  rewritten that way is *forged*, and a rewrite that recomputes the hashes after it unseals every
+  event it touched.
+- **Anchors outside the database.** Every GitOps commit carries the chain's head as it was then
+  (`Audit-Head: <event id>:<hash>`), and checkpoints — the head, when it was taken and an HMAC
+  of both with the same key — go to the log output and to a witness (audit/checkpoints.py).
+  What an anchor vouches for cannot be removed or replaced from inside the database: a vouched
+  event that is gone means the log was *truncated* (nothing at or before it remains) or its tail
+  *deleted*; a vouched event with another hash means history was *rewritten* and its hashes
+  recomputed.
+
+What can honestly be claimed, and what cannot:
+
+- Events after the newest anchor are *unvouched*: their seals say the portal wrote them, but
+  nothing outside the database knows they exist, so deleting some of the newest of them leaves
+  no trace. The window is the time since the last checkpoint or GitOps commit; a checkpoint is
+  taken only after a verification against the witness passed, so it never vouches for a log
+  that was already short.
+- Whoever holds the key *and* the database (the portal's own host, or anyone who can run code
+  in its environment, `manage.py shell` included) can do whatever the portal can: append sealed
+  events, and delete or rewrite unvouched ones. What the witness holds stays out of their reach
+  as long as the GitOps remote refuses force pushes to its branches.
+- Events recorded before seals existed have none and are checked by the chain and anchors only;
+  after the first sealed event, an unsealed one is forged.
+- An anchor names one event; a wrong anchor (a trailer anyone with push access could write) can
+  raise a false alarm, never hide a change.
+"""
 
 import hashlib
+import hmac
 import json
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
@@ -30,6 +66,17 @@ def actor_name(actor):
 def compute_hash(previous_hash, fields):
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{previous_hash}\n{canonical}".encode()).hexdigest()
+
+
+def keyed_digest(purpose, text, key=None):
+    """HMAC-SHA256 of `text` with AUDIT_CHECKPOINT_KEY (or `key`), for one `purpose`, so a seal can
+    never pass for a checkpoint's HMAC or the other way round."""
+    key = settings.AUDIT_CHECKPOINT_KEY if key is None else key
+    return hmac.new(key.encode(), f"nexo-audit-{purpose}\n{text}".encode(), hashlib.sha256).hexdigest()
+
+
+def seal_of(event_hash, key=None):
+    return keyed_digest("event", event_hash, key)
 
 
 # Set while a `chain_transaction()` holds the chain's lock, so nothing inside asks for it again.
@@ -67,22 +114,10 @@ def chain_transaction(savepoint=True):
             _chain_held.reset(token)
 
 
-# One statement appends the event to the head it reads, which the lock keeps still: the hash is
-# compute_hash()'s, SHA-256 of the previous hash, a newline and the canonical JSON.
-_APPEND = """
-    INSERT INTO {table} (created_at, action, actor, service, environment, version, promotion_id, message, data,
-                         previous_hash, hash)
-    SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb,
-           head.hash, encode(sha256(convert_to(head.hash || E'\\n' || %s, 'UTF8')), 'hex')
-    FROM (SELECT COALESCE((SELECT hash FROM {table} ORDER BY id DESC LIMIT 1), %s) AS hash) AS head
-    RETURNING id, previous_hash, hash
-"""
-
-
 def record(
     action, *, actor=None, service="", environment="", version="", promotion=None, message="", data=None, at=None
 ):
-    """Append one event to the chain and return it.
+    """Append one event to the chain, sealed, and return it.
 
     Writers are serialised (an advisory lock on PostgreSQL; SQLite serialises writes by
     itself) so no two events can claim the same predecessor. Call it inside the caller's
@@ -102,41 +137,39 @@ def record(
         data=json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder)),
     )
     # Inside the caller's transaction no savepoint is needed: if this fails, so does the change.
+    # The lock keeps the head still between reading it and appending to it; the seal needs the
+    # hash here, where the key is, so the hash is computed here too.
     with transaction.atomic(savepoint=False):
         lock_chain()
-        if connection.vendor == "postgresql":
-            _append(event)
-        else:
-            event.previous_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-            event.previous_hash = event.previous_hash or GENESIS_HASH
-            event.hash = compute_hash(event.previous_hash, event.hashed_fields())
-            event.save()
+        event.previous_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+        event.hash = compute_hash(event.previous_hash, event.hashed_fields())
+        event.seal = seal_of(event.hash)
+        event.save()
     return event
 
 
-def _append(event):
-    fields = event.hashed_fields()
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _APPEND.format(table=AuditEvent._meta.db_table),
-            [
-                event.created_at,
-                event.action,
-                event.actor,
-                event.service,
-                event.environment,
-                event.version,
-                event.promotion_id,
-                event.message,
-                json.dumps(event.data),
-                canonical,
-                GENESIS_HASH,
-            ],
-        )
-        event.pk, event.previous_hash, event.hash = cursor.fetchone()
-    event._state.adding = False
-    event._state.db = connection.alias
+def head():
+    """(id, hash) of the newest event, or None while the log is empty."""
+    return AuditEvent.objects.order_by("-id").values_list("id", "hash").first()
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Something outside the database that says event `event_id` had hash `hash`: a checkpoint or a
+    commit trailer. `source` says which, for the person reading the report."""
+
+    event_id: int
+    hash: str
+    source: str
+
+
+# What verify_chain() can find, in the words the report uses.
+EDITED = "edited"
+REMOVED = "removed"
+TRUNCATED = "truncated"
+TAIL_DELETED = "tail deleted"
+REWRITTEN = "rewritten"
+FORGED = "forged"
 
 
 @dataclass
@@ -144,23 +177,122 @@ class ChainReport:
     checked: int
     broken_at: int | None = None
     reason: str = ""
+    problem: str = ""
+    anchors: int = 0
+    vouched_through: int | None = None
+    vouched_by: str = ""
+    unvouched: int = 0
+    unsealed: int = 0
+    head: tuple[int, str] | None = None
 
     @property
     def ok(self):
-        return self.broken_at is None
+        return not self.problem
+
+    def summary(self):
+        """One paragraph for the command's output, the log, the alert and the audit page."""
+        if not self.ok:
+            return f"The audit chain breaks at event {self.broken_at} ({self.problem}): {self.reason}."
+        text = f"The audit chain is intact: {self.checked} event{'s' if self.checked != 1 else ''} checked"
+        if self.unsealed:
+            text += f", the oldest {self.unsealed} from before seals existed"
+        if self.vouched_through is not None:
+            text += f"; {self.vouched_by} vouches for event {self.vouched_through}"
+            if self.unvouched:
+                text += f", and the {self.unvouched} after it are vouched for by their seals only"
+        elif self.anchors == 0 and self.checked:
+            text += "; no checkpoint or commit trailer vouches for any of them yet"
+        return text + "."
 
 
-def verify_chain():
-    """Walk the whole log in order and report the first event that does not fit."""
+def verify_chain(anchors=(), key=None):
+    """Walk the whole log in order and report the first thing that does not fit.
+
+    A break in the chain (an edited row, a removed or moved one) is reported first, as the row
+    where it is; then the anchors, oldest first (truncation, a deleted tail, a rewrite); then
+    seals (a forged event). `key` defaults to AUDIT_CHECKPOINT_KEY.
+    """
+    anchors = sorted(anchors, key=lambda anchor: anchor.event_id)
+    anchored_ids = {anchor.event_id for anchor in anchors}
+    found = {}
     expected_previous = GENESIS_HASH
-    checked = 0
+    checked = unsealed = 0
+    first_id = last = None
+    sealed_since = first_bad_seal = None
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.previous_hash != expected_previous:
-            return ChainReport(
-                checked, event.pk, "it does not link to the event before it (an event was removed or reordered)"
-            )
+            reason = "it does not link to the event before it (an event was removed or reordered)"
+            return ChainReport(checked, event.pk, reason, REMOVED, len(anchors))
         if compute_hash(event.previous_hash, event.hashed_fields()) != event.hash:
-            return ChainReport(checked, event.pk, "its content does not match its hash (the row was edited)")
+            reason = "its content does not match its hash (the row was edited)"
+            return ChainReport(checked, event.pk, reason, EDITED, len(anchors))
+        if event.seal and hmac.compare_digest(event.seal, seal_of(event.hash, key)):
+            sealed_since = sealed_since or event.pk
+        elif sealed_since is None and not event.seal:
+            unsealed += 1
+        elif first_bad_seal is None:
+            first_bad_seal = event.pk
+        if event.pk in anchored_ids:
+            found[event.pk] = event.hash
+        first_id = first_id or event.pk
+        last = (event.pk, event.hash)
         expected_previous = event.hash
         checked += 1
-    return ChainReport(checked)
+    report = ChainReport(checked, anchors=len(anchors), unsealed=unsealed, head=last)
+    for anchor in anchors:
+        problem = _anchor_problem(anchor, found.get(anchor.event_id), first_id, last, first_bad_seal)
+        if problem:
+            report.problem, report.reason = problem
+            report.broken_at = anchor.event_id
+            return report
+    if anchors:
+        report.vouched_through, report.vouched_by = anchors[-1].event_id, anchors[-1].source
+        report.unvouched = AuditEvent.objects.filter(id__gt=report.vouched_through).count()
+    if first_bad_seal is not None:
+        report.broken_at = first_bad_seal
+        if sealed_since is None:
+            report.problem = FORGED
+            report.reason = (
+                "no event's seal checks from here on: AUDIT_CHECKPOINT_KEY is not the key the portal sealed them "
+                "with, or they were all written by someone without it"
+            )
+        elif report.vouched_through is not None and first_bad_seal <= report.vouched_through:
+            report.problem = EDITED
+            report.reason = (
+                f"its seal does not match its hash although {report.vouched_by} vouches for the chain through it: "
+                "the seal was changed, or AUDIT_CHECKPOINT_KEY is not the key the portal sealed it with"
+            )
+        else:
+            report.problem = FORGED
+            report.reason = (
+                "its seal is not the portal's: it was appended, or rewritten with every hash after it, by someone "
+                "who could write to the database but does not hold AUDIT_CHECKPOINT_KEY"
+            )
+    return report
+
+
+def _anchor_problem(anchor, found_hash, first_id, last, first_bad_seal):
+    """(problem, reason) when the table contradicts `anchor`, else None."""
+    if found_hash == anchor.hash:
+        return None
+    if found_hash is not None:
+        return REWRITTEN, (
+            f"it is not the event {anchor.source} vouches for: the history up to it was rewritten "
+            "and the hashes recomputed"
+        )
+    if last is None or first_id > anchor.event_id:
+        holds = f"its oldest event is {first_id}" if last is not None else "it is empty"
+        return TRUNCATED, (
+            f"{anchor.source} vouches for this event, and the table holds nothing up to it ({holds}): "
+            "the log was truncated"
+        )
+    if first_bad_seal is not None and first_bad_seal > anchor.event_id:
+        return REWRITTEN, (
+            f"{anchor.source} vouches for this event, which is gone, and the events after the gap "
+            "are not sealed by the portal: events were removed and the hashes after them recomputed"
+        )
+    survivor = AuditEvent.objects.filter(id__lt=anchor.event_id).order_by("-id").values_list("id", flat=True).first()
+    carried_on = "" if last[0] < anchor.event_id else ", and the portal has written on from there since"
+    return TAIL_DELETED, (
+        f"{anchor.source} vouches for this event, which is gone: the events after {survivor} were deleted{carried_on}"
+    )

@@ -1,7 +1,8 @@
 """The append-only, hash-chained audit log.
 
 Each event stores the SHA-256 of the event before it, and its own hash covers that link,
-so editing or removing any row breaks the chain from there on (see `audit.chain.verify`).
+so editing or removing any row breaks the chain from there on; its seal, an HMAC of its hash
+with a key the database never sees, says the portal wrote it (see `audit.log`).
 """
 
 from datetime import UTC
@@ -67,6 +68,8 @@ class AuditEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
     previous_hash = models.CharField(max_length=64, unique=True, editable=False)
     hash = models.CharField(max_length=64, unique=True, editable=False)
+    # HMAC-SHA256 of `hash` with AUDIT_CHECKPOINT_KEY; empty on events recorded before seals existed.
+    seal = models.CharField(max_length=64, blank=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -97,3 +100,30 @@ class AuditEvent(models.Model):
             "message": self.message,
             "data": self.data,
         }
+
+
+class ChainVerification(models.Model):
+    """The latest verification of the chain against its witness: one row, replaced by each run.
+
+    What the audit page shows ("chain verified at …"), and what decides whether a break is news
+    (alerted once, `alerted` holding what was alerted) or already known.
+    """
+
+    checked_at = models.DateTimeField()
+    ok = models.BooleanField()
+    problem = models.CharField(max_length=20, blank=True)
+    broken_at = models.BigIntegerField(null=True, blank=True)
+    summary = models.TextField()
+    events_checked = models.PositiveIntegerField(default=0)
+    vouched_through = models.BigIntegerField(null=True, blank=True)
+    unvouched = models.PositiveIntegerField(default=0)
+    witness_error = models.TextField(blank=True)
+    broken_since = models.DateTimeField(null=True, blank=True)
+    alerted = models.CharField(max_length=100, blank=True)
+
+    def __str__(self):
+        return f"chain {'intact' if self.ok else 'broken'} at {self.checked_at:%Y-%m-%d %H:%M}"
+
+    @classmethod
+    def latest(cls):
+        return cls.objects.filter(pk=1).first()

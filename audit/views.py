@@ -1,11 +1,11 @@
-"""The audit log for people: filter it and page through it."""
+"""The audit log for people: filter it, page through it, and see when its chain was last verified."""
 
 from django.core.paginator import Paginator
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from .forms import AuditFilterForm
-from .models import AuditEvent
+from .models import AuditEvent, ChainVerification
 
 PAGE_SIZE = 50
 
@@ -14,7 +14,8 @@ PAGE_SIZE = 50
 def log(request):
     """Any signed-in user: the whole log is open to everyone who may sign in, by design."""
     form = AuditFilterForm(request.GET)
+    chain = ChainVerification.latest()
     if not form.is_valid():
-        return render(request, "audit/log.html", {"form": form, "page": None}, status=400)
+        return render(request, "audit/log.html", {"form": form, "page": None, "chain": chain}, status=400)
     page = Paginator(form.filter(AuditEvent.objects.order_by("-id")), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "audit/log.html", {"form": form, "page": page, "query": form.query_string()})
+    return render(request, "audit/log.html", {"form": form, "page": page, "query": form.query_string(), "chain": chain})

@@ -91,6 +91,10 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Keep connections for a minute (web requests and RQ jobs reuse them), checked before reuse.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The role the portal runs as, when migrations run as another (the tables' owner): `migrate`
+# grants it what the portal needs and no more — the audit log only SELECT and INSERT, so it can
+# neither change nor truncate the log, nor disable its trigger (docs/deploy.md).
+DATABASE_RUNTIME_ROLE = env.str("DATABASE_RUNTIME_ROLE", default="")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 FORMS_URLFIELD_ASSUME_HTTPS = True
@@ -199,6 +203,20 @@ GITOPS_PUSH_ATTEMPTS = env.int("GITOPS_PUSH_ATTEMPTS", default=5)
 # which is renewed before each of them.
 GITOPS_NETWORK_TIMEOUT_SECONDS = env.int("GITOPS_NETWORK_TIMEOUT_SECONDS", default=60)
 GITOPS_LOCK_SECONDS = env.int("GITOPS_LOCK_SECONDS", default=120)
+
+# --- Audit log ---------------------------------------------------------------------------------
+# Seals every audit event and signs the checkpoints of its chain (audit/log.py). Keep it out of the
+# database's reach, and keep it: events sealed with an earlier key no longer check.
+_DEVELOPMENT_AUDIT_KEY = "insecure-development-audit-key-never-use-in-production"
+AUDIT_CHECKPOINT_KEY = env.str("AUDIT_CHECKPOINT_KEY", default=_DEVELOPMENT_AUDIT_KEY if DEBUG else "")
+# Where checkpoints go besides the log output, and are read back from to verify the chain
+# (audit/checkpoints.py): a class, by its dotted path; empty for the log output only.
+AUDIT_WITNESS = env.str("AUDIT_WITNESS", default="releases.gitops.witness.GitOpsWitness")
+# The GitOps witness's branch, which Argo CD never follows; the file of audit.checkpoints.FileWitness.
+AUDIT_CHECKPOINT_BRANCH = env.str("AUDIT_CHECKPOINT_BRANCH", default="nexo-audit-checkpoints")
+AUDIT_WITNESS_FILE = env.str("AUDIT_WITNESS_FILE", default="")
+# How often the chain is verified against the witness, and a checkpoint taken when it holds.
+AUDIT_VERIFY_SECONDS = env.int("AUDIT_VERIFY_SECONDS", default=600)
 
 # --- Argo CD and Prometheus (unset means "not configured", never a silent pass) -----------
 ARGOCD_URL = env.str("ARGOCD_URL", default="")
@@ -349,6 +367,8 @@ LOGGING = {
         # 500 mails, and let LOG_LEVEL (the root's level) apply to Django's records as to ours.
         "django": {"handlers": ["mail_admins"], "level": "NOTSET"},
         "django.db.backends": {"level": "WARNING"},
+        # Checkpoints of the audit chain are one of its witnesses: logged whatever LOG_LEVEL says.
+        "audit.checkpoints": {"level": "INFO"},
         "axes": {"level": "WARNING"},  # lockouts, not every start-up and cleared count
         # Requests for host names the portal does not serve (scanners, probes by IP) get a 400;
         # a traceback for each of them would bury what matters.
@@ -373,6 +393,11 @@ def _refuse_unsafe_production_settings():
         missing.append(
             "DATABASE_URL (a postgres:// URL: the audit log's append-only trigger and lock need PostgreSQL; "
             "SQLite is for the demo, with DEBUG=1)"
+        )
+    if not AUDIT_CHECKPOINT_KEY:
+        missing.append(
+            "AUDIT_CHECKPOINT_KEY (a long random string, kept where the database's administrators cannot read it: "
+            "it seals the audit log; generate one as SECRET_KEY)"
         )
     if ARGOCD_URL and not ARGOCD_TOKEN:
         missing.append("ARGOCD_TOKEN (ARGOCD_URL is set, so the bearer token for it is required)")

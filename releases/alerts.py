@@ -1,4 +1,5 @@
-"""Alerts: a promotion that failed is said in Slack, with what happened next.
+"""Alerts: a promotion that failed is said in Slack, with what happened next; so is an audit chain
+that the periodic verification found broken (once per break: audit/checkpoints.py).
 
 In an environment that rolls back by itself (qa) the alert says which release it went back to;
 elsewhere (staging, production) the failure is alert-only and the alert says nobody rolled
@@ -18,6 +19,7 @@ import logging
 import requests
 from django.conf import settings
 from django.db import transaction
+from django.urls import reverse
 from redis.exceptions import RedisError
 from rq import Retry
 
@@ -119,9 +121,14 @@ def send_failure_alert(promotion_id):
     promotion = Promotion.objects.with_details().filter(pk=promotion_id).first()
     if promotion is None or not is_configured():
         return
+    _post(failure_message(promotion), f"for promotion {promotion_id}")
+
+
+def _post(message, about):
+    """Post `message` to the webhook; AlertNotDelivered when trying again may help."""
     timeout = settings.HTTP_TIMEOUT_SECONDS
     try:
-        response = requests.post(settings.SLACK_WEBHOOK_URL, json=failure_message(promotion), timeout=timeout)
+        response = requests.post(settings.SLACK_WEBHOOK_URL, json=message, timeout=timeout)
     except requests.RequestException as error:
         # The webhook's path is its secret: requests' own messages quote the URL, so neither they nor
         # the exception chain (which RQ logs and keeps with the failed job) may travel with this one.
@@ -136,8 +143,46 @@ def send_failure_alert(promotion_id):
     if response.status_code >= 500:
         raise AlertNotDelivered(f"Slack answered {response.status_code} {code}")
     logger.error(
-        "Slack refused the alert for promotion %s with %s %s: check SLACK_WEBHOOK_URL and its channel",
-        promotion_id,
+        "Slack refused the alert %s with %s %s: check SLACK_WEBHOOK_URL and its channel",
+        about,
         response.status_code,
         code,
     )
+
+
+def enqueue_audit_chain_alert(summary):
+    """Once the verification that found the audit chain broken is committed, have a worker say it in Slack."""
+    if not is_configured():
+        return
+
+    def send():
+        try:
+            queues.get_queue().enqueue(
+                send_audit_chain_alert, summary, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS)
+            )
+        except RedisError as error:
+            logger.warning("Could not enqueue the Slack alert on the audit chain: %s", error)
+
+    transaction.on_commit(send)
+
+
+def audit_chain_message(summary):
+    """The Slack message for a broken audit chain: what the verification found, and where to look."""
+    link = f"{settings.PORTAL_URL.rstrip('/')}{reverse('audit:log')}" if settings.PORTAL_URL else ""
+    headline = ":rotating_light: The audit log's chain is broken"
+    advice = "Its chain no longer matches the checkpoints kept outside the database: `manage.py verify_audit_chain`."
+    text = f"{headline}\n{_mrkdwn(summary)}\n{advice}" + (f"\n{link}" if link else "")
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*\n{_mrkdwn(summary)}"}},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": advice + (f" <{link}|Open the audit log>" if link else "")}],
+        },
+    ]
+    return {"text": text[:3000], "blocks": blocks}
+
+
+def send_audit_chain_alert(summary):
+    """RQ job: post that the audit chain broke, as `summary` says, to Slack."""
+    if is_configured():
+        _post(audit_chain_message(summary), "on the audit chain")

@@ -22,6 +22,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, transacti
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from audit import log as audit
 from environments.argocd import ArgoCD, ArgoCDError, ArgoCDRefused, ArgoCDTimeout
 from nexo_portal.lib.errors import Unavailable
 
@@ -171,7 +172,12 @@ def commit_promotion(promotion_id):
         return values.set_value(text, key, release.version, path)
 
     def message():
-        return gitops_message.promotion_message(promotion, approvers, previous_version=held.get("tag"))
+        # The audit chain's head as this commit is written, read once so mark_committed keeps the same message.
+        if "audit_head" not in held:
+            held["audit_head"] = audit.head()
+        return gitops_message.promotion_message(
+            promotion, approvers, previous_version=held.get("tag"), audit_head=held["audit_head"]
+        )
 
     owned = PromotionState.COMMITTING if resumed else PromotionState.APPROVED
 

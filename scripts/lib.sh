@@ -73,11 +73,15 @@ ensure_redis() {
     die "redis-server started but does not answer on $host:$port; see var/redis.log."
 }
 
-# ensure_postgres : PostgreSQL answers on 127.0.0.1:5432 and has the role and database of DATABASE_URL.
-# A DATABASE_URL that answers already (another host, another role) is used as it is.
+# ensure_postgres : PostgreSQL answers on 127.0.0.1:5432 and has the database of DATABASE_URL and both
+# roles: nexo, which owns the tables and runs the migrations, and the one the portal runs as,
+# DATABASE_RUNTIME_ROLE (nexo_app, password nexo_app), which may only read and append to the audit log.
+# A DATABASE_URL that answers already is used as it is, once it has that role or is on another host.
 ensure_postgres() {
+    local runtime_role="${DATABASE_RUNTIME_ROLE:-nexo_app}"
     if [ -n "${DATABASE_URL:-}" ] && command -v psql >/dev/null && psql "$DATABASE_URL" -tAc "SELECT 1" >/dev/null 2>&1; then
-        return 0
+        psql "$DATABASE_URL" -tAc "SELECT 1 FROM pg_roles WHERE rolname='$runtime_role'" | grep -q 1 && return 0
+        case "$DATABASE_URL" in *@127.0.0.1[:/]* | *@localhost[:/]*) ;; *) return 0 ;; esac
     fi
     command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
     if ! pg_isready -q -h 127.0.0.1 -p 5432; then
@@ -96,6 +100,11 @@ ensure_postgres() {
     if ! "${psql_admin[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname='nexo'" | grep -q 1; then
         say "Creating the PostgreSQL role nexo"
         "${psql_admin[@]}" -c "CREATE ROLE nexo LOGIN CREATEDB PASSWORD 'nexo'" || die "Could not create the role nexo."
+    fi
+    if ! "${psql_admin[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname='$runtime_role'" | grep -q 1; then
+        say "Creating the PostgreSQL role $runtime_role, which the portal runs as"
+        "${psql_admin[@]}" -c "CREATE ROLE \"$runtime_role\" LOGIN PASSWORD '$runtime_role'" \
+            || die "Could not create the role $runtime_role."
     fi
     if ! "${psql_admin[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname='nexo'" | grep -q 1; then
         "${psql_admin[@]}" -c "CREATE DATABASE nexo OWNER nexo" || die "Could not create the database nexo."

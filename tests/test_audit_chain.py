@@ -1,10 +1,16 @@
-"""The audit log is append-only and every event is chained to the one before."""
+"""The audit log is append-only, every event is chained to the one before and sealed, and its
+tail is anchored outside the database: tampering as the tables' owner is found and named."""
 
 import threading
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, connections, transaction
+from django.utils import timezone
 
+from audit import checkpoints
 from audit import log as audit
 from audit.models import GENESIS_HASH, AuditAction, AuditEvent
 
@@ -130,15 +136,193 @@ def test_concurrent_writers_keep_one_unbroken_chain():
 
 
 def test_the_verify_command_says_intact_or_names_the_first_broken_event():
-    from io import StringIO
-
-    from django.core.management import call_command
-    from django.core.management.base import CommandError
-
     events = record_some(3)
     out = StringIO()
-    call_command("verify_audit_chain", stdout=out)
+    call_command("verify_audit_chain", "--no-witness", stdout=out)
     assert "intact: 3 events checked" in out.getvalue()
     tamper("UPDATE audit_auditevent SET actor = 'mallory' WHERE id = %s", [events[1].pk])
-    with pytest.raises(CommandError, match=rf"breaks at event {events[1].pk}: its content does not match its hash"):
-        call_command("verify_audit_chain")
+    with pytest.raises(CommandError, match=rf"breaks at event {events[1].pk} \(edited\): its content does not match"):
+        call_command("verify_audit_chain", "--no-witness")
+
+
+# --- anchored outside the database: seals, checkpoints, trailers -----------------------------------
+
+
+@pytest.fixture
+def witness(tmp_path, settings):
+    """Checkpoints in a file the database cannot reach, as AUDIT_WITNESS."""
+    settings.AUDIT_WITNESS = "audit.checkpoints.FileWitness"
+    settings.AUDIT_WITNESS_FILE = str(tmp_path / "checkpoints.log")
+    return checkpoints.FileWitness()
+
+
+def checkpoint(witness):
+    return checkpoints.take_checkpoint(witness, audit.head(), timezone.now())
+
+
+def verify(witness):
+    report, unread = checkpoints.verify(witness)
+    assert unread == ""
+    return report
+
+
+def test_each_event_is_sealed_with_the_key_that_stays_out_of_the_database(settings):
+    [event] = record_some(1)
+    assert event.seal == audit.seal_of(event.hash)
+    assert settings.AUDIT_CHECKPOINT_KEY not in str(AuditEvent.objects.values().get(pk=event.pk))
+    assert event.seal != audit.seal_of(event.hash, key="another key")
+
+
+def test_verify_against_checkpoints_passes_and_counts_what_only_seals_vouch_for(witness):
+    record_some(5)
+    checkpoint(witness)
+    newer = record_some(2)
+    report = verify(witness)
+    assert report.ok, report.summary()
+    assert (report.checked, report.anchors, report.unvouched) == (7, 1, 2)
+    assert report.vouched_through == newer[0].pk - 1
+    assert f"vouches for event {report.vouched_through}, and the 2 after it are vouched for by their seals only" in (
+        report.summary()
+    )
+
+
+def test_deleting_the_newest_events_is_a_deleted_tail(witness):
+    events = record_some(15)
+    checkpoint(witness)
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[4].pk])
+    report = verify(witness)
+    assert (report.problem, report.broken_at) == (audit.TAIL_DELETED, events[-1].pk)
+    assert f"the events after {events[4].pk} were deleted" in report.reason
+    assert "checkpoint of" in report.reason
+
+
+def test_a_deleted_tail_stays_found_after_the_portal_writes_on(witness):
+    events = record_some(6)
+    checkpoint(witness)
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[2].pk])
+    record_some(3)
+    report = verify(witness)
+    assert (report.problem, report.broken_at) == (audit.TAIL_DELETED, events[-1].pk)
+    assert "the portal has written on from there since" in report.reason
+
+
+@pytest.mark.parametrize("written_on", [0, 3], ids=["empty", "written-on"])
+def test_truncating_the_log_is_truncation(witness, written_on):
+    events = record_some(4)
+    checkpoint(witness)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE audit_auditevent")
+    record_some(written_on)  # a fresh chain from the genesis hash, as if nothing had been before
+    report = verify(witness)
+    assert (report.problem, report.broken_at) == (audit.TRUNCATED, events[-1].pk)
+    assert "the log was truncated" in report.summary()
+
+
+def recompute_from(event_id, **changes):
+    """Rewrite one event and recompute every hash after it, as an owner of the table could (not the seals:
+    their key is not in the database)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only")
+        before = AuditEvent.objects.filter(id__lt=event_id).order_by("-id").values_list("hash", flat=True).first()
+        previous = before or GENESIS_HASH
+        for event in AuditEvent.objects.filter(id__gte=event_id).order_by("id"):
+            fields = dict(event.hashed_fields(), **(changes if event.pk == event_id else {}))
+            new_hash = audit.compute_hash(previous, fields)
+            cursor.execute(
+                "UPDATE audit_auditevent SET actor = %s, previous_hash = %s, hash = %s WHERE id = %s",
+                [fields["actor"], previous, new_hash, event.pk],
+            )
+            previous = new_hash
+        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_append_only")
+
+
+def test_a_middle_event_rewritten_with_every_later_hash_recomputed_is_a_rewrite(witness):
+    events = record_some(8)
+    checkpoint(witness)
+    recompute_from(events[3].pk, actor="mallory")
+    assert audit.verify_chain().problem != audit.REMOVED  # the chain itself holds together
+    report = verify(witness)
+    assert (report.problem, report.broken_at) == (audit.REWRITTEN, events[-1].pk)
+    assert "rewritten and the hashes recomputed" in report.reason
+
+
+def test_an_event_removed_with_the_hashes_after_it_recomputed_is_a_rewrite(witness):
+    events = record_some(6)
+    checkpoint(witness)
+    checkpoints.take_checkpoint(witness, (events[3].pk, events[3].hash), timezone.now())
+    tamper("DELETE FROM audit_auditevent WHERE id = %s", [events[3].pk])
+    recompute_from(events[4].pk)
+    report = verify(witness)
+    assert (report.problem, report.broken_at) == (audit.REWRITTEN, events[3].pk)
+
+
+def forge(**fields):
+    """An event appended through the ORM, correctly chained, by someone without the portal's key."""
+    head = AuditEvent.objects.order_by("-id").first()
+    event = AuditEvent(created_at=timezone.now(), action=AuditAction.PROMOTION_APPROVED, actor="mallory", **fields)
+    event.previous_hash = head.hash
+    event.hash = audit.compute_hash(head.hash, event.hashed_fields())
+    event.save()
+    return event
+
+
+def test_an_event_appended_through_the_orm_without_the_key_is_forged(witness):
+    record_some(3)
+    checkpoint(witness)
+    record_some(2)
+    forged = forge(service="nexo-be", environment="production", message="approved")
+    record_some(1)  # the portal writes on after it: still chained, still found
+    report = verify(witness)
+    assert (report.problem, report.broken_at) == (audit.FORGED, forged.pk)
+    assert "does not hold AUDIT_CHECKPOINT_KEY" in report.reason
+    assert audit.verify_chain().problem == audit.FORGED  # seals need no witness
+
+
+def test_deleting_events_no_checkpoint_vouches_for_yet_goes_unnoticed_as_documented(witness):
+    """The honest limit: after the newest anchor, only seals vouch, and a seal cannot say an event is missing."""
+    events = record_some(5)
+    checkpoint(witness)
+    record_some(3)
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[-1].pk])
+    report = verify(witness)
+    assert report.ok
+    assert report.unvouched == 0
+
+
+def test_a_checkpoint_without_the_portals_hmac_vouches_for_nothing(witness, caplog):
+    events = record_some(3)
+    forged = checkpoints.checkpoint_line(events[-1].pk + 5, "f" * 64, timezone.now(), key="not the portal's key")
+    witness.write(forged)
+    assert checkpoints.FileWitness().anchors() == []
+    assert "does not carry the portal's HMAC" in caplog.text
+    assert verify(witness).ok
+
+
+def test_events_from_before_seals_are_checked_by_chain_and_anchors_only(witness):
+    events = record_some(4)
+    tamper("UPDATE audit_auditevent SET seal = '' WHERE id <= %s", [events[1].pk])
+    checkpoint(witness)
+    report = verify(witness)
+    assert report.ok, report.summary()
+    assert report.unsealed == 2
+    tamper("UPDATE audit_auditevent SET seal = '' WHERE id = %s", [events[3].pk])
+    assert verify(witness).problem == audit.EDITED  # unsealed after a sealed one, under a checkpoint
+
+
+def test_a_key_that_is_not_the_one_the_events_were_sealed_with_is_named(settings):
+    record_some(2)
+    settings.AUDIT_CHECKPOINT_KEY = "a new key"
+    report = audit.verify_chain()
+    assert report.problem == audit.FORGED
+    assert "AUDIT_CHECKPOINT_KEY is not the key the portal sealed them with" in report.reason
+
+
+def test_the_verify_command_reads_the_witness_and_checkpoints_copied_from_the_log(witness):
+    events = record_some(4)
+    line = checkpoints.take_checkpoint(None, audit.head(), timezone.now())  # the log output only
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[1].pk])
+    call_command("verify_audit_chain", stdout=StringIO())  # the witness holds nothing yet
+    with pytest.raises(CommandError, match=r"\(tail deleted\).*checkpoint of .* in the command line"):
+        call_command("verify_audit_chain", "--checkpoint", line)
+    with pytest.raises(CommandError, match="not a checkpoint the portal wrote"):
+        call_command("verify_audit_chain", "--checkpoint", line.replace("mac=", "mac=0")[:-1])

@@ -95,7 +95,14 @@ def test_full_path_from_develop_to_production_with_auto_promotion_to_qa(pipeline
     assert commit.summary == "promote(nexo-be): production → 2026.02.1"
     assert "Requested by rita." in commit.message
     assert "Approved by sam, lead." in commit.message
-    assert trailers(commit) == {"Promotion-Id": str(production.pk), "Release-Digest": release.image_digest}
+    # The audit chain's head as the commit was written: the event just before "commit started".
+    started = AuditEvent.objects.get(promotion_id=production.pk, action=AuditAction.PROMOTION_COMMIT_STARTED)
+    head = AuditEvent.objects.get(hash=started.previous_hash)
+    assert trailers(commit) == {
+        "Promotion-Id": str(production.pk),
+        "Release-Digest": release.image_digest,
+        "Audit-Head": f"{head.pk}:{head.hash}",
+    }
     assert pipeline.gitops.commits("helm/nexo-be/values-qa.yaml")[0].summary == "auto-promote(nexo-be): qa → 2026.02.1"
     assert len(pipeline.gitops.commits()) == 2 + 4  # the repository's start, the values files, four promotions
     assert audit.verify_chain().ok

@@ -5,7 +5,11 @@
     rollback(nexo-be): production → 2026.01.45
 
 followed by who asked and who approved, and the trailers `Promotion-Id:` and `Release-Digest:`
-that let a retried job find its own commit.
+that let a retried job find its own commit, and `Audit-Head: <event id>:<hash>`, the audit
+chain's head as the commit was written, which vouches for the log from outside the database.
+
+Checkpoints of the audit chain are commits of their own on another branch (releases/gitops/witness.py),
+their line in an `Audit-Checkpoint:` trailer.
 """
 
 import re
@@ -19,6 +23,9 @@ SUBJECT = re.compile(
 )
 PROMOTION_TRAILER = "Promotion-Id"
 DIGEST_TRAILER = "Release-Digest"
+AUDIT_HEAD_TRAILER = "Audit-Head"
+CHECKPOINT_TRAILER = "Audit-Checkpoint"
+AUDIT_HEAD = re.compile(r"^(?P<event>\d+):(?P<hash>[0-9a-f]{64})$")
 
 
 def subject(promotion):
@@ -27,9 +34,10 @@ def subject(promotion):
     )
 
 
-def promotion_message(promotion, approvers, previous_version=None):
+def promotion_message(promotion, approvers, previous_version=None, audit_head=None):
     """`previous_version`: what the values file held before this commit (default: what the portal
-    deployed there), the rollback plan of the reference docs' commit body."""
+    deployed there), the rollback plan of the reference docs' commit body. `audit_head`: the audit
+    chain's (event id, hash) as of this commit, None while the log is empty."""
     lines = [subject(promotion), ""]
     lines.append(f"Requested by {promotion.requester_name()}.")
     if approvers:
@@ -42,8 +50,22 @@ def promotion_message(promotion, approvers, previous_version=None):
         lines.append(f"Break-glass: {promotion.emergency_reason}")
     if promotion.release.changelog:
         lines += ["", "## Changelog", promotion.release.changelog.strip()]
-    lines += ["", f"{PROMOTION_TRAILER}: {promotion.pk}", f"{DIGEST_TRAILER}: {promotion.release.image_digest}", ""]
-    return "\n".join(lines)
+    lines += ["", f"{PROMOTION_TRAILER}: {promotion.pk}", f"{DIGEST_TRAILER}: {promotion.release.image_digest}"]
+    if audit_head:
+        lines.append(f"{AUDIT_HEAD_TRAILER}: {audit_head[0]}:{audit_head[1]}")
+    return "\n".join([*lines, ""])
+
+
+def parse_audit_head(value: str) -> tuple[int, str] | None:
+    """(event id, hash) of an `Audit-Head:` trailer's value, or None if it is not one."""
+    match = AUDIT_HEAD.match(value.strip())
+    return (int(match["event"]), match["hash"]) if match else None
+
+
+def checkpoint_message(line: str) -> str:
+    """The message of a checkpoint commit: `line` as written to the log, in a trailer."""
+    event = re.search(r"event=(\d+)", line)
+    return f"audit checkpoint: event {event[1] if event else '?'}\n\n{CHECKPOINT_TRAILER}: {line}\n"
 
 
 def parse_subject(text):

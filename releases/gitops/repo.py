@@ -487,6 +487,60 @@ class GitOpsRepository:
         except (git.GitCommandError, GitOpsError) as error:
             logger.warning("git maintenance in %s failed (the next commit tries again): %s", self.path, error)
 
+    # --- another branch, beside the working copy ------------------------------------------------
+
+    def fetch_branch(self, branch):
+        """Fetch `branch` alone; its SHA, or None when the remote has no such branch.
+
+        Must be called inside `locked()`. The working copy and `self.branch` are left as they are.
+        """
+        repo = self._working_copy()
+        try:
+            repo.git.fetch("origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", **self._before_long_call())
+        except git.GitCommandError as error:
+            if "couldn't find remote ref" in _git_message(error).lower():
+                return None
+            raise remote_error(self, "read", _git_message(error)) from error
+        return repo.git.rev_parse(f"refs/remotes/origin/{branch}")
+
+    def push_message(self, branch, message, parent):
+        """Push to `branch` a commit of `message` alone (an empty tree) on `parent`, or as its first
+        commit when `parent` is None; its SHA. Built from git's objects, so the working copy is not
+        touched. Must be called inside `locked()`; PushRejected when the branch moved past `parent`.
+        """
+        repo = self._working_copy()
+        author = {
+            f"GIT_{who}_{what}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for what, value in (("NAME", settings.GITOPS_AUTHOR_NAME), ("EMAIL", settings.GITOPS_AUTHOR_EMAIL))
+        }
+        try:
+            tree = repo.git.hash_object("-t", "tree", "-w", "/dev/null")
+            sha = repo.git.commit_tree(tree, *(["-p", parent] if parent else []), "-m", message, env=author)
+        except git.GitCommandError as error:
+            raise GitOpsError(f"Cannot commit in the working copy of {self}: {_git_message(error)}") from error
+        try:
+            repo.git.push("--porcelain", "origin", f"{sha}:refs/heads/{branch}", **self._before_long_call())
+        except git.GitCommandError as error:
+            raise push_error(self, branch, _push_message(error)) from error
+        return sha
+
+    def trailer_values(self, key, limit, branch=None):
+        """(SHA, value) of every `key:` trailer on the newest `limit` commits of `branch` (default: the
+        branch Argo CD follows) that carry one, as last fetched, newest first."""
+        found = []
+        log = self._working_copy().git.log(
+            f"refs/remotes/origin/{branch or self.branch}",
+            f"--max-count={limit}",
+            "--fixed-strings",
+            f"--grep={key}: ",
+            f"--format=%H %(trailers:key={key},valueonly,separator=%x1F)",
+        )
+        for line in log.splitlines():
+            sha, _, values = line.partition(" ")
+            found += [(sha, value.strip()) for value in values.split("\x1f") if value.strip()]
+        return found
+
     def push(self):
         repo = self._working_copy()
         try:

@@ -1,0 +1,182 @@
+"""Checkpoints of the audit chain's head, kept outside the database, and the periodic watch that
+verifies the chain against them (what that can and cannot prove is in audit/log.py).
+
+A checkpoint is one line, written to the log output (logger `audit.checkpoints`) and to a witness:
+
+    audit-checkpoint v1 event=1234 hash=<64 hex> at=2026-03-01T12:00:00+00:00 mac=<64 hex>
+
+`mac` is the HMAC of everything before it with AUDIT_CHECKPOINT_KEY, so a witness others can
+write to (a Git branch, a file, a log store) cannot be given a checkpoint the portal did not make.
+
+The witness is the class AUDIT_WITNESS names by its dotted path, as Django names its backends, so
+this app imports none of the apps that can reach one (releases.gitops.witness writes to the GitOps
+repository). A witness has `write(line)`, and `anchors()`: the `Anchor`s it holds, checkpoints
+and anything else it can vouch with (commit trailers); both raise WitnessUnavailable when it
+cannot be reached.
+"""
+
+import hmac
+import logging
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from . import log
+from .models import ChainVerification
+
+logger = logging.getLogger(__name__)
+
+_LINE = re.compile(
+    r"^audit-checkpoint v1 event=(?P<event>\d+) hash=(?P<hash>[0-9a-f]{64}) at=(?P<at>\S+) mac=(?P<mac>[0-9a-f]{64})$"
+)
+
+
+class WitnessUnavailable(Exception):
+    """The witness could not be read or written just now; the message says why."""
+
+
+def checkpoint_line(event_id, event_hash, at, key=None):
+    body = f"audit-checkpoint v1 event={event_id} hash={event_hash} at={at.isoformat()}"
+    return f"{body} mac={log.keyed_digest('checkpoint', body, key)}"
+
+
+def parse_checkpoints(text, where, key=None):
+    """The anchors of the checkpoint lines in `text`, found in `where` (for the report).
+
+    A line shaped like a checkpoint whose HMAC does not check was not written by the portal: it is
+    logged and left out, as it vouches for nothing.
+    """
+    anchors = []
+    for line in text.splitlines():
+        match = _LINE.match(line.strip())
+        if match is None:
+            continue
+        body = line.strip().rpartition(" mac=")[0]
+        if not hmac.compare_digest(match["mac"], log.keyed_digest("checkpoint", body, key)):
+            logger.warning(
+                "A checkpoint in %s does not carry the portal's HMAC and vouches for nothing: %s", where, line
+            )
+            continue
+        at = datetime.fromisoformat(match["at"])
+        source = f"the checkpoint of {at:%Y-%m-%d %H:%M:%S} in {where}"
+        anchors.append(log.Anchor(int(match["event"]), match["hash"], source))
+    return anchors
+
+
+def configured_witness():
+    """An instance of the AUDIT_WITNESS class, or None when there is none (the log output only)."""
+    return import_string(settings.AUDIT_WITNESS)() if settings.AUDIT_WITNESS else None
+
+
+class FileWitness:
+    """Checkpoints appended to AUDIT_WITNESS_FILE: on storage the database's administrators cannot
+    write (another host's mount, an append-only volume), or for a portal without GitOps."""
+
+    def __init__(self, path=None):
+        self.path = Path(path or settings.AUDIT_WITNESS_FILE)
+
+    def __str__(self):
+        return str(self.path)
+
+    def write(self, line):
+        try:
+            with self.path.open("a") as file:
+                file.write(line + "\n")
+        except OSError as error:
+            raise WitnessUnavailable(f"Cannot append to {self.path}: {error.strerror}") from error
+
+    def anchors(self):
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise WitnessUnavailable(f"Cannot read {self.path}: {error.strerror}") from error
+        return parse_checkpoints(text, str(self.path))
+
+
+def verify(witness, anchors=()):
+    """The chain checked against what `witness` vouches for and `anchors`: (report, why the witness
+    could not be read, or "")."""
+    anchors, unread = list(anchors), ""
+    if witness is not None:
+        try:
+            anchors += witness.anchors()
+        except WitnessUnavailable as error:
+            unread = f"The witness could not be read, so the tail was not checked: {error}"
+    return log.verify_chain(anchors), unread
+
+
+def take_checkpoint(witness, head, at):
+    """Write a checkpoint of `head` (id, hash) to the log output and to `witness`; the line."""
+    line = checkpoint_line(*head, at)
+    logger.info("%s", line)
+    if witness is not None:
+        witness.write(line)
+    return line
+
+
+def watch(alert=None, now=None, force=False):
+    """The periodic job: verify the chain against the witness, remember the result, call `alert`
+    with the summary once when it breaks (again only if it breaks differently), and checkpoint the
+    head when the chain holds and the head is new. A checkpoint is taken only after the witness was
+    read, so it never vouches for a tail deleted since the last one.
+
+    Does nothing (returns None) before AUDIT_VERIFY_SECONDS have passed since the last run, unless
+    `force`; else returns the ChainVerification saved.
+    """
+    now = now or timezone.now()
+    latest = ChainVerification.latest()
+    if not force and latest and latest.checked_at > now - timedelta(seconds=settings.AUDIT_VERIFY_SECONDS):
+        return None
+    witness = configured_witness()
+    report, witness_error = verify(witness)
+    if witness is None and report.ok and report.head and latest and latest.vouched_through == report.head[0]:
+        # The log output is not read back: the last run's checkpoint of this head is in it already.
+        report.vouched_through, report.vouched_by = report.head[0], "the checkpoint in the log output"
+    if report.ok and report.head and not witness_error and report.vouched_through != report.head[0]:
+        try:
+            take_checkpoint(witness, report.head, now)
+        except WitnessUnavailable as error:
+            witness_error = f"The checkpoint could not be written: {error}"
+        else:
+            report.vouched_through, report.vouched_by, report.unvouched = report.head[0], "the checkpoint just taken", 0
+    if witness_error:
+        logger.warning("Audit chain: %s", witness_error)
+    verification, news = _remember(report, witness_error, now)
+    if news:
+        logger.error("%s", verification.summary)
+        if alert is not None:
+            alert(verification.summary)
+    return verification
+
+
+def _remember(report, witness_error, now):
+    """Save the result as the latest verification; (it, whether this break is news)."""
+    broken = "" if report.ok else f"{report.problem} at {report.broken_at}"
+    with transaction.atomic():
+        verification, _ = ChainVerification.objects.select_for_update().get_or_create(
+            pk=1, defaults={"checked_at": now, "ok": report.ok, "summary": ""}
+        )
+        news = bool(broken) and broken != verification.alerted
+        if report.ok:
+            verification.broken_since = None
+        elif verification.ok or verification.broken_since is None:
+            verification.broken_since = now
+        verification.checked_at = now
+        verification.ok = report.ok
+        verification.problem = report.problem
+        verification.broken_at = report.broken_at
+        verification.summary = report.summary()
+        verification.events_checked = report.checked
+        verification.vouched_through = report.vouched_through
+        verification.unvouched = report.unvouched
+        verification.witness_error = witness_error
+        verification.alerted = broken
+        verification.save()
+    return verification, news

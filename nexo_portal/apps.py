@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class NexoPortalConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "nexo_portal"
+
+    def ready(self):
+        from .database_roles import grant_after_migrate
+
+        # Once per migrate, after every app's migrations (the tables all exist by then).
+        post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="nexo_portal.grant_runtime_role")

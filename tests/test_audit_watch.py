@@ -1,0 +1,182 @@
+"""The audit chain's witness in the GitOps repository, and the periodic watch: checkpoints written to
+their own branch and the log, a break alerted once in Slack, and the audit page's "chain verified at"."""
+
+import logging
+from datetime import timedelta
+
+import django_rq
+import git
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from audit import checkpoints
+from audit import log as audit
+from audit.models import AuditAction, ChainVerification
+from releases.audit_watch import watch_audit_chain
+from releases.gitops.witness import GitOpsWitness
+
+pytestmark = pytest.mark.django_db
+
+BRANCH = "nexo-audit-checkpoints"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's: the checkpoints change no file
+
+
+@pytest.fixture
+def witness(gitops, redis_connection, settings):
+    settings.AUDIT_WITNESS = "releases.gitops.witness.GitOpsWitness"
+    settings.AUDIT_CHECKPOINT_BRANCH = BRANCH
+    return GitOpsWitness()
+
+
+def record(count):
+    return [
+        audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", service="nexo-be", version=f"2026.02.{n}")
+        for n in range(count)
+    ]
+
+
+def tamper(statement, params):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only")
+        cursor.execute(statement, params)
+        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_append_only")
+
+
+def checkpoint_commits(gitops):
+    return list(git.Repo(gitops.bare).iter_commits(BRANCH))
+
+
+def test_checkpoints_are_commits_of_their_own_on_a_branch_argo_cd_does_not_follow(witness, gitops):
+    followed = gitops.head()
+    first = record(2)[-1]
+    checkpoints.take_checkpoint(witness, audit.head(), timezone.now())
+    second = record(1)[-1]
+    checkpoints.take_checkpoint(witness, audit.head(), timezone.now())
+
+    assert gitops.head() == followed
+    newest, oldest = checkpoint_commits(gitops)
+    assert (oldest.parents, newest.parents) == ((), (oldest,))  # no history shared with main
+    assert newest.tree.hexsha == oldest.tree.hexsha == EMPTY_TREE
+    assert newest.summary == f"audit checkpoint: event {second.pk}"
+    assert f"Audit-Checkpoint: audit-checkpoint v1 event={second.pk} hash={second.hash} at=" in newest.message
+    assert {(anchor.event_id, anchor.hash) for anchor in witness.anchors()} == {
+        (first.pk, first.hash),
+        (second.pk, second.hash),
+    }
+
+
+def test_a_commit_trailer_on_the_followed_branch_vouches_and_is_named(witness, gitops):
+    events = record(6)
+    gitops.write(
+        "notes.txt",
+        "x\n",
+        message=f"promote(nexo-be): qa → 2026.02.5\n\nAudit-Head: {events[-1].pk}:{events[-1].hash}\n",
+    )
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[2].pk])
+    report, unread = checkpoints.verify(witness)
+    assert unread == ""
+    assert (report.problem, report.broken_at) == (audit.TAIL_DELETED, events[-1].pk)
+    sha = gitops.head()
+    assert f"the Audit-Head trailer of commit {sha[:12]} vouches for this event" in report.reason
+
+
+def test_the_watch_checkpoints_a_new_head_to_the_log_and_the_witness(witness, gitops, caplog):
+    record(3)
+    caplog.set_level(logging.INFO, logger="audit.checkpoints")
+    verification = watch_audit_chain()
+    head = audit.head()
+    assert verification.ok
+    assert (verification.vouched_through, verification.unvouched, verification.witness_error) == (head[0], 0, "")
+    [commit] = checkpoint_commits(gitops)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "audit.checkpoints"]
+    assert f"Audit-Checkpoint: {line}" in commit.message
+    assert line.startswith(f"audit-checkpoint v1 event={head[0]} hash={head[1]} at=")
+
+    # Nothing new since: verified again, vouched for by that checkpoint, and no second commit.
+    again = watch_audit_chain(now=timezone.now() + timedelta(hours=1))
+    assert (again.ok, again.vouched_through) == (True, head[0])
+    assert len(checkpoint_commits(gitops)) == 1
+
+
+def test_the_watch_waits_for_its_interval(witness, settings):
+    settings.AUDIT_VERIFY_SECONDS = 600
+    now = timezone.now()
+    assert watch_audit_chain(now=now) is not None
+    assert watch_audit_chain(now=now + timedelta(seconds=599)) is None
+    assert watch_audit_chain(now=now + timedelta(seconds=601)) is not None
+
+
+def test_an_unreadable_witness_is_said_and_no_checkpoint_vouches_for_what_was_not_compared(witness, settings, tmp_path):
+    record(2)
+    settings.GITOPS_REPO_URL = str(tmp_path / "gone.git")
+    verification = watch_audit_chain()
+    assert verification.ok
+    assert verification.vouched_through is None
+    assert verification.witness_error.startswith("The witness could not be read, so the tail was not checked:")
+
+
+def test_a_break_is_alerted_once_and_again_only_when_it_breaks_differently(
+    witness, slack_server, django_capture_on_commit_callbacks
+):
+    events = record(6)
+    queue = django_rq.get_queue("default")
+    later = timezone.now()
+
+    def watch():
+        nonlocal later
+        later += timedelta(hours=1)
+        with django_capture_on_commit_callbacks(execute=True):
+            return watch_audit_chain(now=later)
+
+    assert watch().ok
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[3].pk])
+    first = watch()
+    second = watch()
+    assert (first.ok, second.ok, first.problem) == (False, False, audit.TAIL_DELETED)
+    assert second.broken_since == first.broken_since == first.checked_at
+    assert len(queue.jobs) == 1
+    queue.jobs[0].perform()
+    [message] = slack_server.messages
+    assert message["text"].startswith(":rotating_light: The audit log's chain is broken")
+    assert f"breaks at event {events[-1].pk} (tail deleted)" in message["text"]
+    assert "<https://portal.nexo.example/audit/|Open the audit log>" in message["blocks"][1]["elements"][0]["text"]
+
+    tamper("TRUNCATE audit_auditevent", [])
+    assert watch().problem == audit.TRUNCATED
+    assert len(queue.jobs) == 2
+
+
+def test_the_audit_page_says_when_the_chain_was_verified_and_whether_it_holds(client, viewer, witness):
+    client.force_login(viewer)
+    assert "The chain has not been verified yet" in client.get(reverse("audit:log")).content.decode()
+
+    events = record(3)
+    verification = watch_audit_chain()
+    page = client.get(reverse("audit:log")).content.decode()
+    assert f'Chain verified at <time datetime="{verification.checked_at.isoformat()}' in page
+    assert f"intact, 3 events, vouched for by checkpoints and GitOps commits through #{events[-1].pk}" in page
+
+    tamper("DELETE FROM audit_auditevent WHERE id = %s", [events[-1].pk])
+    watch_audit_chain(now=timezone.now() + timedelta(hours=1))
+    page = client.get(reverse("audit:log")).content.decode()
+    assert "<strong>The chain is broken</strong>" in page
+    assert "(tail deleted)" in page
+    assert ChainVerification.objects.count() == 1
+
+
+def test_without_a_witness_each_new_head_is_checkpointed_to_the_log_once(settings, caplog):
+    settings.AUDIT_WITNESS = ""
+    caplog.set_level(logging.INFO, logger="audit.checkpoints")
+    record(2)
+    later = timezone.now()
+    for _ in range(2):
+        later += timedelta(hours=1)
+        assert watch_audit_chain(now=later).ok
+    record(1)
+    watch_audit_chain(now=later + timedelta(hours=1))
+    lines = [r.getMessage() for r in caplog.records if r.name == "audit.checkpoints"]
+    assert len(lines) == 2
+    assert lines[-1].startswith(f"audit-checkpoint v1 event={audit.head()[0]} ")

@@ -1,0 +1,104 @@
+"""The portal runs as DATABASE_RUNTIME_ROLE, which `migrate` (run as the tables' owner) grants what the
+portal needs: connected as that role, the audit log can be read and appended to, and nothing else —
+not emptied, changed, or stripped of its trigger — while the pipeline works as usual."""
+
+import os
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+
+from audit import log as audit
+from audit.models import AuditAction, AuditEvent
+from releases import transitions
+from releases.models import Promotion, PromotionKind, PromotionState
+from tests.factories import make_release
+
+
+def runtime_credentials():
+    role = settings.DATABASE_RUNTIME_ROLE
+    if not role:
+        pytest.fail(
+            "DATABASE_RUNTIME_ROLE is not set: ./scripts/test sets it to nexo_app and creates that role "
+            "(scripts/lib.sh), so that the test database is migrated with its grants."
+        )
+    return role, os.environ.get("DATABASE_RUNTIME_PASSWORD", role)
+
+
+@pytest.fixture
+def as_runtime(transactional_db):
+    """A connection of its own to the test database, as the runtime role."""
+    role, password = runtime_credentials()
+    database = connection.settings_dict
+    with psycopg.connect(
+        host=database["HOST"],
+        port=database["PORT"],
+        dbname=database["NAME"],
+        user=role,
+        password=password,
+        autocommit=True,
+    ) as runtime:
+        yield runtime
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "TRUNCATE audit_auditevent",
+        "ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only",
+        "ALTER TABLE audit_auditevent DISABLE TRIGGER ALL",
+        "DROP TRIGGER audit_event_append_only ON audit_auditevent",
+        "DELETE FROM audit_auditevent",
+        "UPDATE audit_auditevent SET actor = 'mallory'",
+        "SELECT id FROM audit_auditevent FOR UPDATE",
+    ],
+)
+def test_the_runtime_role_cannot_empty_change_or_unprotect_the_audit_log(as_runtime, statement):
+    events = [audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", version=f"2026.02.{n}") for n in (1, 2)]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_runtime.execute(statement)
+    assert list(AuditEvent.objects.order_by("id").values_list("hash", "actor")) == [
+        (event.hash, "ci") for event in events
+    ]
+    assert audit.verify_chain().ok
+
+
+def test_the_runtime_role_reads_and_appends_to_the_audit_log_and_writes_the_others(as_runtime):
+    assert as_runtime.execute("SELECT current_user").fetchone() == (settings.DATABASE_RUNTIME_ROLE,)
+    as_runtime.execute(
+        "INSERT INTO audit_auditevent (created_at, action, actor, service, environment, version, message, data,"
+        " previous_hash, hash, seal) VALUES (now(), 'release.registered', 'ci', '', '', '', '', '{}', %s, %s, '')",
+        ["0" * 64, "1" * 64],
+    )
+    assert as_runtime.execute("SELECT count(*) FROM audit_auditevent").fetchone() == (1,)
+    as_runtime.execute("UPDATE audit_chainverification SET ok = ok")
+    as_runtime.execute("DELETE FROM releases_promotion")
+
+
+@pytest.fixture
+def portal_as_runtime_role(pipeline):
+    """The portal itself (web code, jobs, the worker) connected as the runtime role; the owner again after."""
+    role, password = runtime_credentials()
+    database = connection.settings_dict
+    owner = database["USER"], database["PASSWORD"]
+    connections.close_all()
+    database["USER"], database["PASSWORD"] = role, password
+    yield pipeline
+    connections.close_all()
+    database["USER"], database["PASSWORD"] = owner
+
+
+def test_the_pipeline_runs_as_the_runtime_role(portal_as_runtime_role):
+    pipeline = portal_as_runtime_role
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        assert cursor.fetchone() == (settings.DATABASE_RUNTIME_ROLE,)
+    service = pipeline.add_service("nexo-be")
+    release = make_release(service, "2026.02.1")
+    develop = transitions.request_promotion(release, pipeline.environments["develop"], None, kind=PromotionKind.AUTO)
+    pipeline.run_jobs()
+    develop.refresh_from_db()
+    assert develop.state == PromotionState.VERIFIED
+    assert Promotion.objects.get(environment__name="qa").state == PromotionState.VERIFIED
+    assert audit.verify_chain().ok
