@@ -79,8 +79,30 @@ def seal_of(event_hash, key=None):
     return keyed_digest("event", event_hash, key)
 
 
+@dataclass
+class _Hold:
+    """What a `chain_transaction()` knows while it holds the chain's lock: the head as it last read
+    or wrote it, and the savepoints open then. Nobody else can append while the lock is held, so
+    the next event links to that head without reading it again; if a savepoint it was seen in
+    has closed since, an event may have been rolled back, and the head is read again."""
+
+    head: str | None = None
+    savepoints: tuple[str, ...] = ()
+
+    def head_if_current(self, savepoints):
+        """The head, if no savepoint it was seen in has closed since (one could have rolled back)."""
+        if self.head is not None and savepoints[: len(self.savepoints)] == self.savepoints:
+            return self.head
+        return None
+
+
+def _open_savepoints():
+    # `atomic(savepoint=False)` blocks leave None here: they make no savepoint to roll back to.
+    return tuple(sid for sid in connection.savepoint_ids if sid)
+
+
 # Set while a `chain_transaction()` holds the chain's lock, so nothing inside asks for it again.
-_chain_held = ContextVar("audit_chain_held", default=False)
+_hold: ContextVar[_Hold | None] = ContextVar("audit_chain_hold", default=None)
 
 
 def lock_chain():
@@ -90,9 +112,20 @@ def lock_chain():
     writer takes its locks in the same order — the chain, then rows — and no two writers
     can wait on each other in a circle. On SQLite writes are serialised already.
     """
-    if connection.vendor == "postgresql" and not _chain_held.get():
+    if connection.vendor == "postgresql" and _hold.get() is None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+
+
+def _lock_and_read_head():
+    """Take the chain's lock (again: it is re-entrant) and read the head after it was granted."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT audit_lock_chain_and_read_head(%s)", [_CHAIN_LOCK_KEY])
+            head_hash = cursor.fetchone()[0]
+        else:
+            head_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+    return head_hash or GENESIS_HASH
 
 
 @contextmanager
@@ -100,18 +133,20 @@ def chain_transaction(savepoint=True):
     """A transaction (a savepoint when nested) that holds the chain's lock from its first statement.
 
     Use it (as a decorator or a `with` block) for a change that records audit events: the lock
-    is asked for once, however many events and nested changes follow inside it.
+    is asked for once, and the head read with it, however many events and nested changes follow.
     """
     with transaction.atomic(savepoint=savepoint):
-        if _chain_held.get():
+        if _hold.get() is not None:
             yield
             return
-        lock_chain()
-        token = _chain_held.set(True)
+        hold = _Hold()
+        if connection.vendor == "postgresql":
+            hold.head, hold.savepoints = _lock_and_read_head(), _open_savepoints()
+        token = _hold.set(hold)
         try:
             yield
         finally:
-            _chain_held.reset(token)
+            _hold.reset(token)
 
 
 def record(
@@ -137,14 +172,15 @@ def record(
         data=json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder)),
     )
     # Inside the caller's transaction no savepoint is needed: if this fails, so does the change.
-    # The lock keeps the head still between reading it and appending to it; the seal needs the
-    # hash here, where the key is, so the hash is computed here too.
+    # The seal needs the hash here, where the key is, so the hash is computed here too.
     with transaction.atomic(savepoint=False):
-        lock_chain()
-        event.previous_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+        hold, savepoints = _hold.get(), _open_savepoints()
+        event.previous_hash = (hold and hold.head_if_current(savepoints)) or _lock_and_read_head()
         event.hash = compute_hash(event.previous_hash, event.hashed_fields())
         event.seal = seal_of(event.hash)
-        event.save()
+        event.save(force_insert=True)
+        if hold is not None:
+            hold.head, hold.savepoints = event.hash, savepoints
     return event
 
 

@@ -135,6 +135,59 @@ def test_concurrent_writers_keep_one_unbroken_chain():
     assert report.checked == 50
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_chain_transactions_of_several_events_keep_one_unbroken_chain():
+    # Each transaction reads the head once, with the lock, and links its later events without a read.
+    start = threading.Barrier(6)
+    errors = []
+
+    def write(n):
+        try:
+            start.wait()
+            for i in range(4):
+                with audit.chain_transaction():
+                    for j in range(3):
+                        audit.record(AuditAction.RELEASE_REGISTERED, actor=f"writer{n}", version=f"2026.01.{i}{j}")
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    report = audit.verify_chain()
+    assert report.ok, report.summary()
+    assert report.checked == 72
+
+
+def record_then_fail():
+    with transaction.atomic():
+        audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", version="2026.02.2")
+        raise RuntimeError("the change it described failed")
+
+
+def test_an_event_rolled_back_with_its_savepoint_is_not_linked_to(django_assert_num_queries):
+    with audit.chain_transaction():
+        kept = audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", version="2026.02.1")
+        with pytest.raises(RuntimeError):
+            record_then_fail()
+        after = audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", version="2026.02.3")
+        with django_assert_num_queries(1):  # no savepoint closed since: the head is known
+            audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", version="2026.02.4")
+
+    assert after.previous_hash == kept.hash
+    assert list(AuditEvent.objects.order_by("id").values_list("version", flat=True)) == [
+        "2026.02.1",
+        "2026.02.3",
+        "2026.02.4",
+    ]
+    assert audit.verify_chain().ok
+
+
 def test_the_verify_command_says_intact_or_names_the_first_broken_event():
     events = record_some(3)
     out = StringIO()
