@@ -180,3 +180,19 @@ def test_without_a_witness_each_new_head_is_checkpointed_to_the_log_once(setting
     lines = [r.getMessage() for r in caplog.records if r.name == "audit.checkpoints"]
     assert len(lines) == 2
     assert lines[-1].startswith(f"audit-checkpoint v1 event={audit.head()[0]} ")
+
+
+def test_each_reconciler_round_runs_the_watch_at_its_interval(witness, gitops, settings):
+    from releases.reconciler import reconcile
+
+    record(2)
+    first = reconcile()
+    assert first["audit_chain"].startswith("The audit chain is intact: 2 events checked")
+    assert ChainVerification.latest().vouched_through == audit.head()[0]
+    assert len(checkpoint_commits(gitops)) == 1
+
+    record(1)
+    assert reconcile()["audit_chain"] is None  # AUDIT_VERIFY_SECONDS have not passed
+    settings.AUDIT_VERIFY_SECONDS = 0
+    assert "3 events checked" in reconcile()["audit_chain"]
+    assert len(checkpoint_commits(gitops)) == 2

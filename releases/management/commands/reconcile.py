@@ -15,7 +15,7 @@ from releases.reconciler import reconcile
 
 
 class Command(BaseCommand):
-    help = "Deliver the pipeline steps that are owed (killed workers, lost jobs) and flag GitOps drift."
+    help = "Deliver the steps owed (killed workers, lost jobs), flag GitOps drift, verify the audit chain."
 
     def add_arguments(self, parser):
         parser.add_argument(
