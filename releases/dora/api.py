@@ -13,7 +13,7 @@ from environments.models import Environment
 from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE, error_response
 from nexo_portal.lib.parsers import JSONParser
-from nexo_portal.lib.scopes import requires_scope
+from nexo_portal.lib.scopes import readable_service_ids, require_service, requires_scope
 from releases.models import Service
 
 from . import metrics, pagerduty
@@ -56,7 +56,9 @@ class DoraQuerySerializer(serializers.Serializer):
 
 
 class DoraMetricsView(APIView):
-    """Any signed-in person, or a token with `read`: the five DORA metrics for a scope and period."""
+    """Any signed-in person, or a token with `read`: the five DORA metrics for a scope and period.
+
+    A token limited to services gets figures of those services only, and is refused another's."""
 
     permission_classes = [IsAuthenticated, requires_scope("read")]
 
@@ -64,8 +66,10 @@ class DoraMetricsView(APIView):
     def get(self, request):
         query = DoraQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
+        if query.validated_data.get("service") is not None:
+            require_service(request, query.validated_data["service"])
         try:
-            report = metrics.report(**query.validated_data)
+            report = metrics.report(**query.validated_data, only=readable_service_ids(request))
         except metrics.ReportError as error:
             raise serializers.ValidationError(str(error), code=CONFLICT_CODE) from error
         return Response(report.as_dict())

@@ -25,7 +25,11 @@ class Command(BaseCommand):
             help=f"Repeatable. {SCOPES_HELP}",
         )
         parser.add_argument(
-            "--service", action="append", default=[], dest="services", help="Limit to this service (repeatable)."
+            "--service",
+            action="append",
+            default=[],
+            dest="services",
+            help="Limit to this service, to act on and to read (repeatable).",
         )
         parser.add_argument("--user", help="Make it a personal token acting as this user.")
         parser.add_argument("--expires-in-days", type=int, help="Default: never expires.")
