@@ -13,6 +13,8 @@ The rules:
   approvers by right — approvals are about people, not permissions;
 - cancel: whoever requested it, an approver of the environment, or a superuser, before the
   GitOps commit starts;
+- supersede (a newer request replaces one awaiting approval): anyone who may request, while it has
+  no approval; once someone approved it, only whoever may cancel it (the approvers are told);
 - break-glass: only where the environment allows it, by someone who may request there, with
   a reason; approvals are still required;
 - stop a soak (it fails, and the environment's rollback rule applies): whoever may roll back
@@ -224,6 +226,25 @@ def why_not_cancel(promotion, actor):
         return None
     return forbidden(
         "Only the requester, an approver of this environment or an administrator may cancel this promotion."
+    )
+
+
+def why_not_supersede(promotion, actor):
+    """A newer request replaces the one awaiting approval. Approvals already given are not thrown away
+    by just anyone: only whoever may cancel the promotion may replace it then (the pipeline may not)."""
+    given = approvals_given(promotion)
+    if given == 0 or (actor is not None and why_not_cancel(promotion, actor) is None):
+        return None
+    approvers = ", ".join(
+        approval.user.get_username()
+        for approval in promotion.approvals.all()
+        if approval.decision == ApprovalDecision.APPROVE
+    )
+    return forbidden(
+        f"Promotion #{promotion.pk} ({promotion.service.name} {promotion.release.version} → "
+        f"{promotion.environment.name}) already has {given}/{approvals_required(promotion)} approvals "
+        f"({approvers}); only its requester, an approver of {promotion.environment.name} or an administrator "
+        "may replace it. Ask one of them to cancel it, or wait for its decision."
     )
 
 

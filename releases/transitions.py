@@ -149,6 +149,7 @@ class _Request:
         self.active = (
             Promotion.objects.select_for_update(of=("self",))
             .select_related("release", "environment", "service")
+            .prefetch_related("approvals__user")
             .filter(service=self.service, environment=self.environment)
             .active()
             .first()
@@ -205,6 +206,8 @@ class _Request:
                 f"{_describe(active)} is already awaiting approval (promotion #{active.pk}, "
                 f"{policy.approvals_given(active)}/{policy.approvals_required(active)}); approve or cancel it instead."
             )
+        if active:
+            return policy.why_not_supersede(active, self.actor)
         return None
 
     def create(self):
@@ -222,8 +225,13 @@ class _Request:
             rolls_back=self.rolls_back,
             previous_release=self.current.release if self.current else None,
         )
+        discarded = []
         if active:
-            # A newer request replaces one nobody has approved yet; it is recorded, not lost.
+            # A newer request replaces the one awaiting approval; it is recorded, not lost. Approvals it
+            # had (only whoever may cancel it gets this far then) are named in the audit and told.
+            discarded = [
+                approval for approval in active.approvals.all() if approval.decision == ApprovalDecision.APPROVE
+            ]
             active.state = PromotionState.SUPERSEDED
             active.finished_at = timezone.now()
             steps.close(active.pk)
@@ -235,12 +243,25 @@ class _Request:
         if active:
             active.superseded_by = promotion
             active.save(update_fields=["superseded_by"])
+            approvers = ", ".join(approval.user.get_username() for approval in discarded)
             _record(
                 AuditAction.PROMOTION_SUPERSEDED,
                 active,
                 actor,
-                f"{_describe(active)} superseded by promotion #{promotion.pk}",
+                f"{_describe(active)} superseded by promotion #{promotion.pk}"
+                + (f"; the approvals of {approvers} were discarded" if discarded else ""),
+                superseded_by=promotion.pk,
+                discarded_approvals=[
+                    {
+                        "approver": approval.user.get_username(),
+                        "approved_at": approval.created_at,
+                        "comment": approval.comment,
+                    }
+                    for approval in discarded
+                ],
             )
+            if discarded:
+                alerts.enqueue_discarded_approvals_notice(active)
 
         previous = environment.previous()
         _record(
