@@ -354,6 +354,17 @@ class Promotion(models.Model):
     requested_via = models.CharField(
         max_length=150, blank=True, help_text="Who asked when it was not a person: an API token or the pipeline."
     )
+    accountable_requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=(
+            "Whom the request counts as for separation of duties: the person who asked, or the person who "
+            "created the API token it came through. They may not approve or reject it."
+        ),
+    )
     is_emergency = models.BooleanField(default=False, help_text="Break-glass promotion for a production incident.")
     emergency_reason = models.TextField(blank=True)
     rolls_back = models.ForeignKey(

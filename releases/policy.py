@@ -10,7 +10,9 @@ The rules:
   `promote` scope for their services;
 - approve or reject: a person (never a CI token) in one of the environment's approver groups,
   who did not request the promotion and has not decided on it already; superusers are not
-  approvers by right — approvals are about people, not permissions;
+  approvers by right — approvals are about people, not permissions. A request made with a CI
+  token counts as requested by the person who created that token (`accountable_person`), so
+  nobody approves their own request by routing it through CI;
 - cancel: whoever requested it, an approver of the environment, or a superuser, before the
   GitOps commit starts;
 - supersede (a newer request replaces one awaiting approval): anyone who may request, while it has
@@ -61,6 +63,16 @@ def is_ci_token(actor):
 
 def is_person(actor):
     return actor is not None and not is_ci_token(actor) and getattr(actor, "is_authenticated", False)
+
+
+def accountable_person_id(actor):
+    """Whom a request by `actor` counts as for separation of duties (an id, or None for the pipeline):
+    the person, or for a CI token the person who created it."""
+    if is_person(actor):
+        return actor.pk
+    if is_ci_token(actor):
+        return actor.token.created_by_id
+    return None
 
 
 def _group_ids(user):
@@ -157,12 +169,16 @@ def why_not_unapprovable_rollback(actor, environment):
         return None
     groups = _approver_groups(environment)
     approvers = get_user_model().objects.filter(is_active=True, groups__in=groups).distinct()
-    if is_person(actor):
-        approvers = approvers.exclude(pk=actor.pk)
+    if accountable_person_id(actor) is not None:
+        approvers = approvers.exclude(pk=accountable_person_id(actor))
     names = sorted(user.get_username() for user in approvers)
     if len(names) >= required:
         return None
-    others = " other than you" if is_person(actor) else ""
+    others = ""
+    if is_person(actor):
+        others = " other than you"
+    elif accountable_person_id(actor) is not None:
+        others = " other than the token's creator"
     who = f"only {len(names)} {'person' if len(names) == 1 else 'people'}{others} ({', '.join(names)}) can"
     if not names:
         who = f"nobody{others} can"
@@ -192,6 +208,11 @@ def _why_not_decide(promotion, user, verb):
         )
     if promotion.requested_by_id == user.pk:
         return forbidden(f"You requested this promotion; another approver from {groups} must {verb} it.")
+    if promotion.accountable_requester_id == user.pk:
+        return forbidden(
+            f"This promotion was requested through the API token {promotion.requested_via.removeprefix('api-token:')}, "
+            f"which you created, so it counts as your request; another approver from {groups} must {verb} it."
+        )
     if any(approval.user_id == user.pk for approval in promotion.approvals.all()):
         return Refusal(f"You have already decided on this promotion; another approver from {groups} must {verb} it.")
     if not is_approver(user, environment):

@@ -220,6 +220,7 @@ class _Request:
             kind=self.kind,
             requested_by=actor if is_person else None,
             requested_via="" if is_person else audit.actor_name(actor) if actor else PIPELINE,
+            accountable_requester_id=policy.accountable_person_id(actor),
             is_emergency=self.is_emergency,
             emergency_reason=self.reason.strip() if self.is_emergency else "",
             rolls_back=self.rolls_back,
