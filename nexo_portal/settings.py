@@ -229,8 +229,13 @@ PROMETHEUS_URL = env.str("PROMETHEUS_URL", default="")
 # The shortest range a query's {range} is filled with (releases/verification.py): rate() needs two
 # scrapes in its window, so this is at least twice the scrape interval. Samples wait until then.
 VERIFICATION_MIN_RANGE_SECONDS = env.int("VERIFICATION_MIN_RANGE_SECONDS", default=30)
-# Signing secret of the PagerDuty V3 webhook subscription; unset refuses every delivery.
+# PagerDuty V3 webhook subscriptions, one signing secret each; none set refuses every delivery. An
+# incident is filed under the environment of the subscription whose secret signed it (the URL is not
+# signed, so it decides nothing): INCIDENT_WEBHOOK_SECRET's is INCIDENT_WEBHOOK_ENVIRONMENT (default:
+# DORA's, production), and INCIDENT_WEBHOOK_SECRETS adds more, as environment=secret,environment=secret.
 INCIDENT_WEBHOOK_SECRET = env.str("INCIDENT_WEBHOOK_SECRET", default="")
+INCIDENT_WEBHOOK_ENVIRONMENT = env.str("INCIDENT_WEBHOOK_ENVIRONMENT", default="")
+INCIDENT_WEBHOOK_SECRETS = env.dict("INCIDENT_WEBHOOK_SECRETS", default={})
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 # Failed promotions are said in Slack (an incoming webhook); unset, they are on the board only.
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
