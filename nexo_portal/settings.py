@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "nexo_portal.auth.PortalLoginRequiredMiddleware",
     "nexo_portal.auth.SignInErrorMiddleware",
+    # Password sign-ins as a user name guessed from many addresses wait (nexo_portal/sign_in_delay.py).
+    "nexo_portal.sign_in_delay.SignInDelayMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into its lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -258,6 +260,13 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_CLIENT_IP_CALLABLE = "nexo_portal.auth.client_address"
+# Guessing spread over many addresses (nexo_portal/sign_in_delay.py): past SIGN_IN_USER_FAILURE_LIMIT
+# failures for one user name from anywhere, each sign-in as it waits 1, 2, 4 … seconds after the last
+# failure, at most SIGN_IN_USER_MAX_DELAY_SECONDS: a delay, not a lock. The count ends after
+# SIGN_IN_USER_WINDOW_MINUTES without a failure; a browser that signed in as that person is not delayed.
+SIGN_IN_USER_FAILURE_LIMIT = env.int("SIGN_IN_USER_FAILURE_LIMIT", default=10)
+SIGN_IN_USER_MAX_DELAY_SECONDS = env.int("SIGN_IN_USER_MAX_DELAY_SECONDS", default=60)
+SIGN_IN_USER_WINDOW_MINUTES = env.int("SIGN_IN_USER_WINDOW_MINUTES", default=15)
 SOCIAL_AUTH_GITHUB_ORG_KEY = env.str("GITHUB_OAUTH_KEY", default="")
 SOCIAL_AUTH_GITHUB_ORG_SECRET = env.str("GITHUB_OAUTH_SECRET", default="")
 SOCIAL_AUTH_GITHUB_ORG_NAME = env.str("GITHUB_ORG", default="")
