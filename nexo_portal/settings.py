@@ -243,6 +243,11 @@ HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
 # The portal's own address, for links in alerts, e.g. https://portal.nexo.example
 PORTAL_URL = env.str("PORTAL_URL", default="")
+if PORTAL_URL and not PORTAL_URL.lower().startswith(("http://", "https://")):
+    # Alerts and e-mails make links of it: only an http(s) address is a link worth sending.
+    raise ImproperlyConfigured(
+        "PORTAL_URL must be the portal's http:// or https:// address, e.g. https://portal.example."
+    )
 
 # --- GitHub sign-in ---------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [

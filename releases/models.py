@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit import log as audit_log
 from audit.models import AuditAction
 from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
+from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 
 from . import calver
 
@@ -38,7 +39,9 @@ class Service(models.Model):
     )
     description = models.CharField(max_length=200, blank=True)
     image_repository = models.CharField(max_length=255, help_text="e.g. ghcr.io/nexo-org/nexo-be")
-    source_repo_url = models.URLField(blank=True)
+    source_repo_url = models.URLField(
+        blank=True, validators=[validate_http_url], help_text="http(s), e.g. https://github.com/nexo-org/nexo-be"
+    )
     team = models.ForeignKey(
         Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="services", help_text="Owning team."
     )
@@ -65,6 +68,10 @@ class Service(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(name__regex=SLUG_PATTERN), name="service_name_is_slug"),
             models.CheckConstraint(condition=Q(image_tag_key__regex=TAG_KEY_PATTERN), name="service_tag_key_is_path"),
+            models.CheckConstraint(
+                condition=Q(source_repo_url="") | Q(source_repo_url__iregex=HTTP_URL_REGEX),
+                name="service_repo_url_is_http",
+            ),
         ]
 
     def __str__(self):
@@ -825,7 +832,7 @@ class Incident(models.Model):
         help_text="The rollback or hotfix deployment that ended it, if one did.",
     )
     external_id = models.CharField(max_length=100, blank=True, help_text="The incident's id in PagerDuty.")
-    external_url = models.URLField(blank=True)
+    external_url = models.URLField(blank=True, validators=[validate_http_url], help_text="http(s) only.")
     external_updated_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When the last PagerDuty event applied to it occurred."
     )
@@ -845,6 +852,9 @@ class Incident(models.Model):
                 condition=Q(severity__in=IncidentSeverity.values), name="incident_severity_is_known"
             ),
             models.CheckConstraint(condition=~Q(title=""), name="incident_has_title"),
+            models.CheckConstraint(
+                condition=Q(external_url="") | Q(external_url__iregex=HTTP_URL_REGEX), name="incident_url_is_http"
+            ),
             models.CheckConstraint(
                 condition=~Q(source__in=[IncidentSource.ROLLBACK, IncidentSource.HOTFIX])
                 | (Q(caused_by__isnull=False) & Q(fixed_by__isnull=False)),
@@ -998,7 +1008,7 @@ class CheckResult(models.Model):
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="check_results")
     name = models.CharField(max_length=50, validators=[slug_validator])
     passed = models.BooleanField()
-    url = models.URLField(blank=True, max_length=500)
+    url = models.URLField(blank=True, max_length=500, validators=[validate_http_url], help_text="http(s) only.")
     summary = models.CharField(max_length=300, blank=True)
     reported_by = models.CharField(max_length=150)
     reported_at = models.DateTimeField(default=timezone.now)
@@ -1008,6 +1018,9 @@ class CheckResult(models.Model):
     class Meta:
         ordering = ["-reported_at", "-id"]
         indexes = [models.Index(fields=["release", "environment", "name"], name="check_result_lookup_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(url="") | Q(url__iregex=HTTP_URL_REGEX), name="check_result_url_is_http")
+        ]
 
     def __str__(self):
         return f"{self.name} {'passed' if self.passed else 'failed'} for {self.release} in {self.environment}"

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
-from nexo_portal.lib import dates
+from nexo_portal.lib import dates, inert
 from releases.models import Deployment, Incident, IncidentSeverity, IncidentSource, Service
 
 OPENING_EVENTS = {"incident.triggered", "incident.reopened"}
@@ -129,6 +129,8 @@ def apply_event(payload, environment):
     started_at = _timestamp(data, "created_at", "event.data.created_at")
     title = _text(data, "title", "event.data.title", max_length=10_000)[:255]
     url = _text(data, "html_url", "event.data.html_url", max_length=200)
+    if url and not inert.is_http_url(url):
+        url = ""  # shown as a link: only http(s) is kept; the incident itself still counts
     severity = _severity(data)
 
     with transaction.atomic():
