@@ -4,6 +4,7 @@ Defaults make a first run work on a laptop (SQLite, local Redis, DEBUG off unles
 production refuses to start when a secret it needs is missing.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -241,6 +242,16 @@ INCIDENT_WEBHOOK_SECRETS = env.dict("INCIDENT_WEBHOOK_SECRETS", default={})
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 # Failed promotions are said in Slack (an incoming webhook); unset, they are on the board only.
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+# Approvers told what awaits them (releases/approval_notices.py): a Slack app's bot token posts to
+# SLACK_APPROVALS_CHANNEL and updates the message when it is decided; its buttons call back to
+# /api/v1/slack/interactions/, signed with SLACK_SIGNING_SECRET. E-mails go through EMAIL_URL
+# (on by default once EMAIL_URL is set). A reminder follows after APPROVAL_REMINDER_MINUTES (0: none).
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
+SLACK_APPROVALS_CHANNEL = env.str("SLACK_APPROVALS_CHANNEL", default="")
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
+APPROVAL_EMAILS = env.bool("APPROVAL_EMAILS", default="EMAIL_URL" in os.environ)
+APPROVAL_REMINDER_MINUTES = env.int("APPROVAL_REMINDER_MINUTES", default=60)
 # The portal's own address, for links in alerts, e.g. https://portal.nexo.example
 PORTAL_URL = env.str("PORTAL_URL", default="")
 if PORTAL_URL and not PORTAL_URL.lower().startswith(("http://", "https://")):

@@ -1,6 +1,7 @@
 """Alerts: a promotion that failed is said in Slack, with what happened next; so is an audit chain
 that the periodic verification found broken (once per break: audit/checkpoints.py), and approvals
-that a newer request discarded (in Slack, and by e-mail to each approver who has an address).
+that a newer request discarded (in Slack, and with APPROVAL_EMAILS by e-mail to each approver who
+has an address).
 
 In an environment that rolls back by itself (qa) the alert says which release it went back to;
 elsewhere (staging, production) the failure is alert-only and the alert says nobody rolled
@@ -250,7 +251,7 @@ def send_discarded_approvals_notice(promotion_id):
     if promotion is None:
         return
     approvers, subject, text, slack = discarded_approvals_notice(promotion)
-    addresses = [user.email for user in approvers if user.email]
+    addresses = [user.email for user in approvers if user.email] if settings.APPROVAL_EMAILS else []
     if addresses:
         # One message per person, so no approver learns another's address.
         for address in addresses:

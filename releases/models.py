@@ -1053,3 +1053,48 @@ class DeploymentEvent(models.Model):
 
     def __str__(self):
         return f"{self.trigger} {self.application} @ {self.revision[:7]}"
+
+
+class SlackIdentityLink(models.TextChoices):
+    EMAIL = "email", "Slack's confirmed e-mail matched the portal account's"
+    ADMIN = "admin", "Linked by an administrator"
+
+
+class SlackIdentity(models.Model):
+    """Who a Slack user is in the portal: found once by a confirmed e-mail address, or linked by an
+    administrator. Approval messages mention these people; their Slack buttons act as them."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="slack_identity")
+    slack_user_id = models.CharField(
+        max_length=30,
+        unique=True,
+        validators=[RegexValidator(r"^[UW][A-Z0-9]{2,29}$", "A Slack user id looks like U024BE7LH.")],
+        help_text="The Slack member id (Slack: profile → ⋮ → Copy member ID), e.g. U024BE7LH.",
+    )
+    linked_by = models.CharField(max_length=10, choices=SlackIdentityLink.choices, default=SlackIdentityLink.ADMIN)
+    linked_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name_plural = "Slack identities"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(linked_by__in=SlackIdentityLink.values), name="slack_identity_link_is_known"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.user} = Slack {self.slack_user_id}"
+
+
+class ApprovalNotice(models.Model):
+    """The approvers of a promotion were told it awaits them: the Slack message to update when it is
+    decided, and when they were reminded."""
+
+    promotion = models.OneToOneField(Promotion, on_delete=models.CASCADE, related_name="approval_notice")
+    slack_channel = models.CharField(max_length=30, blank=True)
+    slack_ts = models.CharField(max_length=30, blank=True, help_text="The Slack message's timestamp (its id).")
+    notified_at = models.DateTimeField(default=timezone.now)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"Approval notice of {self.promotion}"

@@ -10,7 +10,9 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
 - schedules the step of a promotion that is mid-way with no run at all (rows from before runs
   existed, or a bug);
 - reads every values file and flags a place whose image tag differs from what the portal
-  deployed there (audited once per difference).
+  deployed there (audited once per difference);
+- reminds the approvers of each promotion that has waited APPROVAL_REMINDER_MINUTES, once
+  (releases/approval_notices.py).
 """
 
 import logging
@@ -22,7 +24,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 
-from . import jobs, steps, transitions
+from . import approval_notices, jobs, steps, transitions
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
 from .models import PIPELINE, Deployment, Promotion, PromotionState, RunStatus, StepRun
@@ -36,7 +38,8 @@ STALL_AFTER = timedelta(minutes=2)
 def reconcile():
     recovered = recover_steps()
     drifted = detect_drift()
-    return {"recovered": recovered, "drifted": drifted}
+    reminded = approval_notices.remind_due()
+    return {"recovered": recovered, "drifted": drifted, "reminded": reminded}
 
 
 def recover_steps(now=None):

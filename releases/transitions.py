@@ -20,7 +20,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 
-from . import alerts, policy, steps
+from . import alerts, approval_notices, policy, steps
 from .models import (
     PIPELINE,
     Approval,
@@ -263,6 +263,7 @@ class _Request:
             )
             if discarded:
                 alerts.enqueue_discarded_approvals_notice(active)
+            approval_notices.enqueue_update(active)
 
         previous = environment.previous()
         _record(
@@ -278,7 +279,9 @@ class _Request:
             emergency_reason=promotion.emergency_reason,
             previous_version=promotion.previous_release.version if promotion.previous_release else None,
         )
-        if not needs_approval:
+        if needs_approval:
+            approval_notices.enqueue_awaiting(promotion)
+        else:
             steps.schedule(promotion, Step.COMMIT, first=True)
         return promotion
 
@@ -336,7 +339,8 @@ def request_rollback(service, environment, actor, *, release=None, rolls_back=No
 
 
 @transaction.atomic
-def approve(promotion, user, comment=""):
+def approve(promotion, user, comment="", *, via=None):
+    """`via`: where the decision was taken when not on the portal, for the audit (e.g. Slack and its channel)."""
     promotion = _locked(promotion)
     policy.ensure(policy.why_not_approve(promotion, user))
     Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.APPROVE, comment=comment.strip())
@@ -345,11 +349,14 @@ def approve(promotion, user, comment=""):
         AuditAction.PROMOTION_APPROVED,
         promotion,
         user,
-        f"{_describe(promotion)} approved by {user.get_username()} ({given}/{required})",
+        f"{_describe(promotion)} approved by {user.get_username()} ({given}/{required})"
+        + (f" in {via['via']}" if via else ""),
         comment=comment.strip(),
         approvals=given,
         required=required,
+        **({"via": via} if via else {}),
     )
+    approval_notices.enqueue_update(promotion)
     if given >= required:
         promotion.state = PromotionState.APPROVED
         promotion.approved_at = timezone.now()
@@ -359,7 +366,7 @@ def approve(promotion, user, comment=""):
 
 
 @transaction.atomic
-def reject(promotion, user, comment):
+def reject(promotion, user, comment, *, via=None):
     promotion = _locked(promotion)
     policy.ensure(policy.why_not_reject(promotion, user, comment))
     Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.REJECT, comment=comment.strip())
@@ -371,9 +378,11 @@ def reject(promotion, user, comment):
         AuditAction.PROMOTION_REJECTED,
         promotion,
         user,
-        f"{_describe(promotion)} rejected by {user.get_username()}",
+        f"{_describe(promotion)} rejected by {user.get_username()}" + (f" in {via['via']}" if via else ""),
         comment=comment.strip(),
+        **({"via": via} if via else {}),
     )
+    approval_notices.enqueue_update(promotion)
     promote_waiting(promotion.service, promotion.environment)
     return promotion
 
@@ -389,6 +398,7 @@ def cancel(promotion, actor, comment=""):
     _record(
         AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
     )
+    approval_notices.enqueue_update(promotion)
     promote_waiting(promotion.service, promotion.environment)
     return promotion
 

@@ -79,7 +79,8 @@ def test_whoever_may_cancel_it_supersedes_it_and_the_audit_names_the_discarded_a
     assert (job.func, job.args) == (alerts.send_discarded_approvals_notice, (waiting.pk,))
 
 
-def test_the_approvers_are_told_by_e_mail_and_in_slack(waiting, environments, rita, slack_server):
+def test_the_approvers_are_told_by_e_mail_and_in_slack(waiting, environments, rita, slack_server, settings):
+    settings.APPROVAL_EMAILS = True
     release = waiting.service.releases.get(version="2026.02.2")
     newer = transitions.request_promotion(release, environments["production"], rita)
     alerts.send_discarded_approvals_notice(waiting.pk)
