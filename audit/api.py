@@ -6,7 +6,7 @@ from rest_framework import generics, serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.permissions import IsAuthenticated
 
-from nexo_portal.lib.scopes import requires_scope
+from nexo_portal.lib.scopes import readable_service_names, requires_scope
 
 from .forms import AuditFilterForm
 from .models import AuditAction, AuditEvent
@@ -43,6 +43,10 @@ class AuditEventSerializer(serializers.ModelSerializer):
 def filtered(request, events):
     # An empty parameter never gets here: the API refuses it (nexo_portal.lib.middleware), though the
     # page's form reads an empty field as "any".
+    names = readable_service_names(request)
+    if names is not None:
+        # A token limited to services reads their events only: those about no service are left out too.
+        events = events.filter(service__in=names)
     form = AuditFilterForm(request.query_params)
     if not form.is_valid():
         raise serializers.ValidationError(
@@ -62,7 +66,8 @@ def _detail(name, error, value):
 
 
 class AuditEventListView(generics.ListAPIView):
-    """The audit log, newest first (any signed-in person; tokens need `read`)."""
+    """The audit log, newest first (any signed-in person; tokens need `read`; a token limited to
+    services gets their events only)."""
 
     serializer_class = AuditEventSerializer
     permission_classes = [IsAuthenticated, requires_scope("read")]

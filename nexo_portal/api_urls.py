@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from audit import api as audit
 from releases import api_views as releases
+from releases import slack_interactions
 from releases.dora import api as dora
 
 from .lib import api as api_errors
@@ -35,6 +36,7 @@ urlpatterns = [
     path("audit/", audit.AuditEventListView.as_view(), name="audit-list"),
     path("audit/export/", releases.AuditExportView.as_view(), name="audit-export"),
     path("incidents/pagerduty/", dora.PagerDutyWebhookView.as_view(), name="pagerduty-webhook"),
+    path("slack/interactions/", slack_interactions.SlackInteractionsView.as_view(), name="slack-interactions"),
     # [\s\S], not ".": a path holding a line break (%0A) is an unknown endpoint too.
     re_path(r"^[\s\S]*$", api_errors.not_found, name="not-found"),
 ]

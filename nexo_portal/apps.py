@@ -7,6 +7,7 @@ class NexoPortalConfig(AppConfig):
     name = "nexo_portal"
 
     def ready(self):
+        from . import sign_in_delay  # noqa: F401 - connects its signal receivers
         from .database_roles import grant_after_migrate
 
         # Once per migrate, after every app's migrations (the tables all exist by then).

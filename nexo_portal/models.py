@@ -118,7 +118,10 @@ class ApiToken(models.Model):
         "releases.Service",
         blank=True,
         related_name="api_tokens",
-        help_text="The services it may act on. None selected: all services.",
+        help_text=(
+            "The services it may act on and read (releases, promotions, matrix, audit log, DORA). "
+            "None selected: all services."
+        ),
     )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -4,6 +4,7 @@ Defaults make a first run work on a laptop (SQLite, local Redis, DEBUG off unles
 production refuses to start when a secret it needs is missing.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -60,6 +61,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "nexo_portal.auth.PortalLoginRequiredMiddleware",
     "nexo_portal.auth.SignInErrorMiddleware",
+    # Password sign-ins as a user name guessed from many addresses wait (nexo_portal/sign_in_delay.py).
+    "nexo_portal.sign_in_delay.SignInDelayMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into its lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -229,13 +232,33 @@ PROMETHEUS_URL = env.str("PROMETHEUS_URL", default="")
 # The shortest range a query's {range} is filled with (releases/verification.py): rate() needs two
 # scrapes in its window, so this is at least twice the scrape interval. Samples wait until then.
 VERIFICATION_MIN_RANGE_SECONDS = env.int("VERIFICATION_MIN_RANGE_SECONDS", default=30)
-# Signing secret of the PagerDuty V3 webhook subscription; unset refuses every delivery.
+# PagerDuty V3 webhook subscriptions, one signing secret each; none set refuses every delivery. An
+# incident is filed under the environment of the subscription whose secret signed it (the URL is not
+# signed, so it decides nothing): INCIDENT_WEBHOOK_SECRET's is INCIDENT_WEBHOOK_ENVIRONMENT (default:
+# DORA's, production), and INCIDENT_WEBHOOK_SECRETS adds more, as environment=secret,environment=secret.
 INCIDENT_WEBHOOK_SECRET = env.str("INCIDENT_WEBHOOK_SECRET", default="")
+INCIDENT_WEBHOOK_ENVIRONMENT = env.str("INCIDENT_WEBHOOK_ENVIRONMENT", default="")
+INCIDENT_WEBHOOK_SECRETS = env.dict("INCIDENT_WEBHOOK_SECRETS", default={})
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 # Failed promotions are said in Slack (an incoming webhook); unset, they are on the board only.
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+# Approvers told what awaits them (releases/approval_notices.py): a Slack app's bot token posts to
+# SLACK_APPROVALS_CHANNEL and updates the message when it is decided; its buttons call back to
+# /api/v1/slack/interactions/, signed with SLACK_SIGNING_SECRET. E-mails go through EMAIL_URL
+# (on by default once EMAIL_URL is set). A reminder follows after APPROVAL_REMINDER_MINUTES (0: none).
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
+SLACK_APPROVALS_CHANNEL = env.str("SLACK_APPROVALS_CHANNEL", default="")
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
+APPROVAL_EMAILS = env.bool("APPROVAL_EMAILS", default="EMAIL_URL" in os.environ)
+APPROVAL_REMINDER_MINUTES = env.int("APPROVAL_REMINDER_MINUTES", default=60)
 # The portal's own address, for links in alerts, e.g. https://portal.nexo.example
 PORTAL_URL = env.str("PORTAL_URL", default="")
+if PORTAL_URL and not PORTAL_URL.lower().startswith(("http://", "https://")):
+    # Alerts and e-mails make links of it: only an http(s) address is a link worth sending.
+    raise ImproperlyConfigured(
+        "PORTAL_URL must be the portal's http:// or https:// address, e.g. https://portal.example."
+    )
 
 # --- GitHub sign-in ---------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -253,6 +276,13 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_CLIENT_IP_CALLABLE = "nexo_portal.auth.client_address"
+# Guessing spread over many addresses (nexo_portal/sign_in_delay.py): past SIGN_IN_USER_FAILURE_LIMIT
+# failures for one user name from anywhere, each sign-in as it waits 1, 2, 4 … seconds after the last
+# failure, at most SIGN_IN_USER_MAX_DELAY_SECONDS: a delay, not a lock. The count ends after
+# SIGN_IN_USER_WINDOW_MINUTES without a failure; a browser that signed in as that person is not delayed.
+SIGN_IN_USER_FAILURE_LIMIT = env.int("SIGN_IN_USER_FAILURE_LIMIT", default=10)
+SIGN_IN_USER_MAX_DELAY_SECONDS = env.int("SIGN_IN_USER_MAX_DELAY_SECONDS", default=60)
+SIGN_IN_USER_WINDOW_MINUTES = env.int("SIGN_IN_USER_WINDOW_MINUTES", default=15)
 SOCIAL_AUTH_GITHUB_ORG_KEY = env.str("GITHUB_OAUTH_KEY", default="")
 SOCIAL_AUTH_GITHUB_ORG_SECRET = env.str("GITHUB_OAUTH_SECRET", default="")
 SOCIAL_AUTH_GITHUB_ORG_NAME = env.str("GITHUB_ORG", default="")

@@ -8,6 +8,7 @@ from environments.models import Environment
 from . import transitions
 from .models import (
     Approval,
+    ApprovalNotice,
     BuildCounter,
     CheckResult,
     Deployment,
@@ -18,6 +19,7 @@ from .models import (
     Promotion,
     Release,
     Service,
+    SlackIdentity,
     VerificationSample,
 )
 from .policy import PromotionError
@@ -414,3 +416,18 @@ class IncidentAdmin(AuditedAdmin):
             obj.source = IncidentSource.MANUAL
         super().save_model(request, obj, form, change)
         obj.audit(request.user, verb="changed in the admin" if change else "entered in the admin")
+
+
+@admin.register(SlackIdentity)
+class SlackIdentityAdmin(AuditedAdmin):
+    """Who a Slack user is in the portal: their Approve and Reject buttons act as this person."""
+
+    list_display = ["user", "slack_user_id", "linked_by", "linked_at"]
+    search_fields = ["user__username", "user__email", "slack_user_id"]
+    readonly_fields = ["linked_by", "linked_at"]
+    autocomplete_fields = ["user"]
+
+
+@admin.register(ApprovalNotice)
+class ApprovalNoticeAdmin(ReadOnlyAdmin):
+    list_display = ["promotion", "slack_channel", "slack_ts", "notified_at", "reminded_at"]

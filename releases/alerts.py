@@ -1,5 +1,7 @@
 """Alerts: a promotion that failed is said in Slack, with what happened next; so is an audit chain
-that the periodic verification found broken (once per break: audit/checkpoints.py).
+that the periodic verification found broken (once per break: audit/checkpoints.py), and approvals
+that a newer request discarded (in Slack, and with APPROVAL_EMAILS by e-mail to each approver who
+has an address).
 
 In an environment that rolls back by itself (qa) the alert says which release it went back to;
 elsewhere (staging, production) the failure is alert-only and the alert says nobody rolled
@@ -18,6 +20,7 @@ import logging
 
 import requests
 from django.conf import settings
+from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
 from redis.exceptions import RedisError
@@ -26,7 +29,7 @@ from rq import Retry
 from nexo_portal.lib import queues
 from nexo_portal.lib.http import describe_failure, excerpt
 
-from .models import PIPELINE, Hold, Promotion, PromotionKind, PromotionState
+from .models import PIPELINE, ApprovalDecision, Hold, Promotion, PromotionKind, PromotionState
 
 logger = logging.getLogger(__name__)
 
@@ -186,3 +189,72 @@ def send_audit_chain_alert(summary):
     """RQ job: post that the audit chain broke, as `summary` says, to Slack."""
     if is_configured():
         _post(audit_chain_message(summary), "on the audit chain")
+
+
+def enqueue_discarded_approvals_notice(promotion):
+    """Once the superseding request is committed, have a worker tell the approvers of `promotion`."""
+
+    def send():
+        try:
+            queues.get_queue().enqueue(
+                send_discarded_approvals_notice,
+                promotion.pk,
+                retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS),
+            )
+        except RedisError as error:
+            logger.warning(
+                "Could not enqueue the notice of discarded approvals of promotion %s: %s", promotion.pk, error
+            )
+
+    transaction.on_commit(send)
+
+
+def discarded_approvals_notice(promotion):
+    """What the approvers of a superseded promotion are told: (approvers, subject, text, Slack message)."""
+    approvers = [
+        approval.user for approval in promotion.approvals.all() if approval.decision == ApprovalDecision.APPROVE
+    ]
+    newer = promotion.superseded_by
+    what = f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
+    by = newer.requested_by.get_username() if newer.requested_by_id else newer.requested_via or PIPELINE
+    names = ", ".join(user.get_username() for user in approvers)
+    subject = f"Your approval of {what} (promotion #{promotion.pk}) was discarded"
+    text = (
+        f"{by} requested {newer.release.version} (promotion #{newer.pk}), which replaced {what} "
+        f"(promotion #{promotion.pk}). The approvals of {names} were discarded; the new request needs its own."
+    )
+    link = f"{settings.PORTAL_URL.rstrip('/')}{newer.get_absolute_url()}" if settings.PORTAL_URL else ""
+    headline = f":warning: Approvals discarded: {what} was superseded"
+    slack = {
+        "text": f"{headline}\n{_mrkdwn(text)}" + (f"\n{link}" if link else ""),
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*\n{_mrkdwn(text)}"}},
+            *(
+                [{"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{link}|Open the new request>"}]}]
+                if link
+                else []
+            ),
+        ],
+    }
+    return approvers, subject, text + (f"\n\n{link}" if link else ""), slack
+
+
+def send_discarded_approvals_notice(promotion_id):
+    """RQ job: tell the approvers of superseded promotion `promotion_id` (Slack if configured, and e-mail)."""
+    promotion = (
+        Promotion.objects.with_details()
+        .select_related("superseded_by__release", "superseded_by__requested_by")
+        .prefetch_related("approvals__user")
+        .filter(pk=promotion_id, superseded_by__isnull=False)
+        .first()
+    )
+    if promotion is None:
+        return
+    approvers, subject, text, slack = discarded_approvals_notice(promotion)
+    addresses = [user.email for user in approvers if user.email] if settings.APPROVAL_EMAILS else []
+    if addresses:
+        # One message per person, so no approver learns another's address.
+        for address in addresses:
+            send_mail(subject, text, None, [address])
+    if is_configured():
+        _post(slack, f"on the discarded approvals of promotion {promotion_id}")

@@ -23,7 +23,7 @@ from audit.models import AuditEvent
 from nexo_portal.lib import api as api_errors
 from nexo_portal.lib import dates
 from nexo_portal.lib.parsers import JSONParser
-from nexo_portal.lib.scopes import require_service, requires_scope
+from nexo_portal.lib.scopes import only_readable, readable_service_ids, require_service, requires_scope
 
 from . import audit_export, board, deployment_events, registration, serializers, transitions
 from .models import CheckResult, Promotion, Release
@@ -93,7 +93,7 @@ class ReleaseListCreateView(generics.ListAPIView):
         return [IsAuthenticated(), requires_scope(scope)()]
 
     def get_queryset(self):
-        return Release.objects.select_related("service", "fixes")
+        return only_readable(self.request, Release.objects.select_related("service", "fixes"))
 
     @extend_schema(
         request=serializers.RegisterBuildSerializer,
@@ -134,7 +134,8 @@ class ReleaseListCreateView(generics.ListAPIView):
 
 
 class ReleaseDetailView(generics.RetrieveAPIView):
-    """One release and its promotions across environments (any signed-in person; tokens need `read`)."""
+    """One release and its promotions across environments (any signed-in person; tokens need `read`
+    and, when limited to services, one of the release's service)."""
 
     serializer_class = serializers.ReleaseDetailSerializer
     permission_classes = [IsAuthenticated, requires_scope("read")]
@@ -143,13 +144,15 @@ class ReleaseDetailView(generics.RetrieveAPIView):
         promotions = Promotion.objects.select_related("service", "release", "environment").order_by(
             "environment__position", "-requested_at"
         )
-        return get_object_or_404(
+        release = get_object_or_404(
             Release.objects.select_related("service", "fixes").prefetch_related(
                 Prefetch("promotions", queryset=promotions)
             ),
             service__name=self.kwargs["service"],
             version=self.kwargs["version"],
         )
+        require_service(self.request, release.service)
+        return release
 
 
 # --- promotions -------------------------------------------------------------------------------------
@@ -172,7 +175,8 @@ def promotions_with_details():
 
 
 class PromotionListCreateView(generics.ListAPIView):
-    """List promotions (tokens need `read`) or request one (tokens need `promote`; people as the policy allows)."""
+    """List promotions (tokens need `read`; a token limited to services lists theirs) or request one
+    (tokens need `promote`; people as the policy allows)."""
 
     serializer_class = serializers.PromotionSerializer
     filterset_class = PromotionFilter
@@ -184,7 +188,7 @@ class PromotionListCreateView(generics.ListAPIView):
         return [IsAuthenticated(), requires_scope(scope)()]
 
     def get_queryset(self):
-        return promotions_with_details()
+        return only_readable(self.request, promotions_with_details())
 
     @extend_schema(
         request=serializers.RequestPromotionSerializer,
@@ -236,13 +240,19 @@ class RollbackView(APIView):
 
 
 class PromotionDetailView(generics.RetrieveAPIView):
-    """One promotion with the time of every step and its approvals (tokens need `read`)."""
+    """One promotion with the time of every step and its approvals (tokens need `read` and, when
+    limited to services, the promotion's)."""
 
     serializer_class = serializers.PromotionSerializer
     permission_classes = [IsAuthenticated, requires_scope("read")]
 
     def get_queryset(self):
         return promotions_with_details()
+
+    def get_object(self):
+        promotion = super().get_object()
+        require_service(self.request, promotion.service)
+        return promotion
 
 
 class PromotionActionView(APIView):
@@ -412,7 +422,8 @@ class ArgoCDWebhookView(APIView):
 
 
 class MatrixView(APIView):
-    """Every service × environment: version, deployed at, health, verification, drift (tokens need `read`)."""
+    """Every service × environment: version, deployed at, health, verification, drift (tokens need `read`;
+    a token limited to services sees their rows only)."""
 
     permission_classes = [IsAuthenticated, requires_scope("read")]
 
@@ -426,7 +437,10 @@ class MatrixView(APIView):
     )
     def get(self, request):
         built = board.build_board(
-            request.user, team=request.query_params.get("team", ""), service=request.query_params.get("service", "")
+            request.user,
+            team=request.query_params.get("team", ""),
+            service=request.query_params.get("service", ""),
+            only=readable_service_ids(request),
         )
         rows = [
             {
@@ -462,7 +476,8 @@ def _matrix_cell(cell, argocd_configured):
 
 
 class AuditExportView(generics.GenericAPIView):
-    """The filtered log as one JSON array, oldest first, in the reference docs' shape (tokens need `read`)."""
+    """The filtered log as one JSON array, oldest first, in the reference docs' shape (tokens need `read`;
+    a token limited to services gets their events only)."""
 
     permission_classes = [IsAuthenticated, requires_scope("read")]
     serializer_class = serializers.AuditExportRecordSerializer

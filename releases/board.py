@@ -260,9 +260,14 @@ def _environments(now):
     )
 
 
-def _shown(team, service, prefix=""):
-    """The services shown, as a condition (empty: all of them) rather than a long list of ids."""
+def _shown(team, service, prefix="", only=None):
+    """The services shown, as a condition (empty: all of them) rather than a long list of ids.
+
+    `only`: the ids of the services the reader may see at all (None: every service).
+    """
     shown = Q()
+    if only is not None:
+        shown &= Q(**{f"{prefix}pk__in": sorted(only)})
     if team:
         shown &= Q(**{f"{prefix}team__name": team})
     if service:
@@ -351,14 +356,16 @@ def _open_promotions(shown, now):
     return waiting, stopped
 
 
-def build_board(user, *, team="", service="", now=None):
+def build_board(user, *, team="", service="", only=None, now=None):
     now = now or timezone.now()
     environments = _environments(now)
-    everything = _services(environments, _shown(team, service))
+    everything = _services(environments, _shown(team, service, only=only))
+    if only is not None:
+        everything = [s for s in everything if s.pk in only]
     services = [s for s in everything if getattr(s, "shown", True)]
 
-    deployments = _deployments(_shown(team, service, "service__"))
-    waiting, stopped = _open_promotions(_shown(team, service, "service__"), now)
+    deployments = _deployments(_shown(team, service, "service__", only))
+    waiting, stopped = _open_promotions(_shown(team, service, "service__", only), now)
 
     filters = urlencode({key: value for key, value in (("team", team), ("service", service)) if value})
     board_url = reverse("releases:board")

@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit import log as audit_log
 from audit.models import AuditAction
 from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
+from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 
 from . import calver
 
@@ -38,7 +39,9 @@ class Service(models.Model):
     )
     description = models.CharField(max_length=200, blank=True)
     image_repository = models.CharField(max_length=255, help_text="e.g. ghcr.io/nexo-org/nexo-be")
-    source_repo_url = models.URLField(blank=True)
+    source_repo_url = models.URLField(
+        blank=True, validators=[validate_http_url], help_text="http(s), e.g. https://github.com/nexo-org/nexo-be"
+    )
     team = models.ForeignKey(
         Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="services", help_text="Owning team."
     )
@@ -65,6 +68,10 @@ class Service(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(name__regex=SLUG_PATTERN), name="service_name_is_slug"),
             models.CheckConstraint(condition=Q(image_tag_key__regex=TAG_KEY_PATTERN), name="service_tag_key_is_path"),
+            models.CheckConstraint(
+                condition=Q(source_repo_url="") | Q(source_repo_url__iregex=HTTP_URL_REGEX),
+                name="service_repo_url_is_http",
+            ),
         ]
 
     def __str__(self):
@@ -353,6 +360,17 @@ class Promotion(models.Model):
     )
     requested_via = models.CharField(
         max_length=150, blank=True, help_text="Who asked when it was not a person: an API token or the pipeline."
+    )
+    accountable_requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=(
+            "Whom the request counts as for separation of duties: the person who asked, or the person who "
+            "created the API token it came through. They may not approve or reject it."
+        ),
     )
     is_emergency = models.BooleanField(default=False, help_text="Break-glass promotion for a production incident.")
     emergency_reason = models.TextField(blank=True)
@@ -814,7 +832,7 @@ class Incident(models.Model):
         help_text="The rollback or hotfix deployment that ended it, if one did.",
     )
     external_id = models.CharField(max_length=100, blank=True, help_text="The incident's id in PagerDuty.")
-    external_url = models.URLField(blank=True)
+    external_url = models.URLField(blank=True, validators=[validate_http_url], help_text="http(s) only.")
     external_updated_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When the last PagerDuty event applied to it occurred."
     )
@@ -834,6 +852,9 @@ class Incident(models.Model):
                 condition=Q(severity__in=IncidentSeverity.values), name="incident_severity_is_known"
             ),
             models.CheckConstraint(condition=~Q(title=""), name="incident_has_title"),
+            models.CheckConstraint(
+                condition=Q(external_url="") | Q(external_url__iregex=HTTP_URL_REGEX), name="incident_url_is_http"
+            ),
             models.CheckConstraint(
                 condition=~Q(source__in=[IncidentSource.ROLLBACK, IncidentSource.HOTFIX])
                 | (Q(caused_by__isnull=False) & Q(fixed_by__isnull=False)),
@@ -987,7 +1008,7 @@ class CheckResult(models.Model):
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="check_results")
     name = models.CharField(max_length=50, validators=[slug_validator])
     passed = models.BooleanField()
-    url = models.URLField(blank=True, max_length=500)
+    url = models.URLField(blank=True, max_length=500, validators=[validate_http_url], help_text="http(s) only.")
     summary = models.CharField(max_length=300, blank=True)
     reported_by = models.CharField(max_length=150)
     reported_at = models.DateTimeField(default=timezone.now)
@@ -997,6 +1018,9 @@ class CheckResult(models.Model):
     class Meta:
         ordering = ["-reported_at", "-id"]
         indexes = [models.Index(fields=["release", "environment", "name"], name="check_result_lookup_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(url="") | Q(url__iregex=HTTP_URL_REGEX), name="check_result_url_is_http")
+        ]
 
     def __str__(self):
         return f"{self.name} {'passed' if self.passed else 'failed'} for {self.release} in {self.environment}"
@@ -1029,3 +1053,48 @@ class DeploymentEvent(models.Model):
 
     def __str__(self):
         return f"{self.trigger} {self.application} @ {self.revision[:7]}"
+
+
+class SlackIdentityLink(models.TextChoices):
+    EMAIL = "email", "Slack's confirmed e-mail matched the portal account's"
+    ADMIN = "admin", "Linked by an administrator"
+
+
+class SlackIdentity(models.Model):
+    """Who a Slack user is in the portal: found once by a confirmed e-mail address, or linked by an
+    administrator. Approval messages mention these people; their Slack buttons act as them."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="slack_identity")
+    slack_user_id = models.CharField(
+        max_length=30,
+        unique=True,
+        validators=[RegexValidator(r"^[UW][A-Z0-9]{2,29}$", "A Slack user id looks like U024BE7LH.")],
+        help_text="The Slack member id (Slack: profile → ⋮ → Copy member ID), e.g. U024BE7LH.",
+    )
+    linked_by = models.CharField(max_length=10, choices=SlackIdentityLink.choices, default=SlackIdentityLink.ADMIN)
+    linked_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name_plural = "Slack identities"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(linked_by__in=SlackIdentityLink.values), name="slack_identity_link_is_known"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.user} = Slack {self.slack_user_id}"
+
+
+class ApprovalNotice(models.Model):
+    """The approvers of a promotion were told it awaits them: the Slack message to update when it is
+    decided, and when they were reminded."""
+
+    promotion = models.OneToOneField(Promotion, on_delete=models.CASCADE, related_name="approval_notice")
+    slack_channel = models.CharField(max_length=30, blank=True)
+    slack_ts = models.CharField(max_length=30, blank=True, help_text="The Slack message's timestamp (its id).")
+    notified_at = models.DateTimeField(default=timezone.now)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"Approval notice of {self.promotion}"

@@ -10,9 +10,13 @@ The rules:
   `promote` scope for their services;
 - approve or reject: a person (never a CI token) in one of the environment's approver groups,
   who did not request the promotion and has not decided on it already; superusers are not
-  approvers by right — approvals are about people, not permissions;
+  approvers by right — approvals are about people, not permissions. A request made with a CI
+  token counts as requested by the person who created that token (`accountable_person`), so
+  nobody approves their own request by routing it through CI;
 - cancel: whoever requested it, an approver of the environment, or a superuser, before the
   GitOps commit starts;
+- supersede (a newer request replaces one awaiting approval): anyone who may request, while it has
+  no approval; once someone approved it, only whoever may cancel it (the approvers are told);
 - break-glass: only where the environment allows it, by someone who may request there, with
   a reason; approvals are still required;
 - stop a soak (it fails, and the environment's rollback rule applies): whoever may roll back
@@ -59,6 +63,16 @@ def is_ci_token(actor):
 
 def is_person(actor):
     return actor is not None and not is_ci_token(actor) and getattr(actor, "is_authenticated", False)
+
+
+def accountable_person_id(actor):
+    """Whom a request by `actor` counts as for separation of duties (an id, or None for the pipeline):
+    the person, or for a CI token the person who created it."""
+    if is_person(actor):
+        return actor.pk
+    if is_ci_token(actor):
+        return actor.token.created_by_id
+    return None
 
 
 def _group_ids(user):
@@ -155,12 +169,16 @@ def why_not_unapprovable_rollback(actor, environment):
         return None
     groups = _approver_groups(environment)
     approvers = get_user_model().objects.filter(is_active=True, groups__in=groups).distinct()
-    if is_person(actor):
-        approvers = approvers.exclude(pk=actor.pk)
+    if accountable_person_id(actor) is not None:
+        approvers = approvers.exclude(pk=accountable_person_id(actor))
     names = sorted(user.get_username() for user in approvers)
     if len(names) >= required:
         return None
-    others = " other than you" if is_person(actor) else ""
+    others = ""
+    if is_person(actor):
+        others = " other than you"
+    elif accountable_person_id(actor) is not None:
+        others = " other than the token's creator"
     who = f"only {len(names)} {'person' if len(names) == 1 else 'people'}{others} ({', '.join(names)}) can"
     if not names:
         who = f"nobody{others} can"
@@ -190,6 +208,11 @@ def _why_not_decide(promotion, user, verb):
         )
     if promotion.requested_by_id == user.pk:
         return forbidden(f"You requested this promotion; another approver from {groups} must {verb} it.")
+    if promotion.accountable_requester_id == user.pk:
+        return forbidden(
+            f"This promotion was requested through the API token {promotion.requested_via.removeprefix('api-token:')}, "
+            f"which you created, so it counts as your request; another approver from {groups} must {verb} it."
+        )
     if any(approval.user_id == user.pk for approval in promotion.approvals.all()):
         return Refusal(f"You have already decided on this promotion; another approver from {groups} must {verb} it.")
     if not is_approver(user, environment):
@@ -224,6 +247,25 @@ def why_not_cancel(promotion, actor):
         return None
     return forbidden(
         "Only the requester, an approver of this environment or an administrator may cancel this promotion."
+    )
+
+
+def why_not_supersede(promotion, actor):
+    """A newer request replaces the one awaiting approval. Approvals already given are not thrown away
+    by just anyone: only whoever may cancel the promotion may replace it then (the pipeline may not)."""
+    given = approvals_given(promotion)
+    if given == 0 or (actor is not None and why_not_cancel(promotion, actor) is None):
+        return None
+    approvers = ", ".join(
+        approval.user.get_username()
+        for approval in promotion.approvals.all()
+        if approval.decision == ApprovalDecision.APPROVE
+    )
+    return forbidden(
+        f"Promotion #{promotion.pk} ({promotion.service.name} {promotion.release.version} → "
+        f"{promotion.environment.name}) already has {given}/{approvals_required(promotion)} approvals "
+        f"({approvers}); only its requester, an approver of {promotion.environment.name} or an administrator "
+        "may replace it. Ask one of them to cancel it, or wait for its decision."
     )
 
 

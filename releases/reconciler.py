@@ -12,7 +12,9 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
 - reads every values file and flags a place whose image tag differs from what the portal
   deployed there (audited once per difference);
 - every AUDIT_VERIFY_SECONDS, verifies the audit chain against its witness, alerts once when it
-  breaks and checkpoints its head (releases/audit_watch.py).
+  breaks and checkpoints its head (releases/audit_watch.py);
+- reminds the approvers of each promotion that has waited APPROVAL_REMINDER_MINUTES, once
+  (releases/approval_notices.py).
 """
 
 import logging
@@ -24,7 +26,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 
-from . import audit_watch, jobs, steps, transitions
+from . import approval_notices, audit_watch, jobs, steps, transitions
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
 from .models import PIPELINE, Deployment, Promotion, PromotionState, RunStatus, StepRun
@@ -38,8 +40,14 @@ STALL_AFTER = timedelta(minutes=2)
 def reconcile():
     recovered = recover_steps()
     drifted = detect_drift()
+    reminded = approval_notices.remind_due()
     verification = audit_watch.watch_audit_chain()
-    return {"recovered": recovered, "drifted": drifted, "audit_chain": verification and verification.summary}
+    return {
+        "recovered": recovered,
+        "drifted": drifted,
+        "reminded": reminded,
+        "audit_chain": verification and verification.summary,
+    }
 
 
 def recover_steps(now=None):

@@ -20,7 +20,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 
-from . import alerts, policy, steps
+from . import alerts, approval_notices, policy, steps
 from .models import (
     PIPELINE,
     Approval,
@@ -149,6 +149,7 @@ class _Request:
         self.active = (
             Promotion.objects.select_for_update(of=("self",))
             .select_related("release", "environment", "service")
+            .prefetch_related("approvals__user")
             .filter(service=self.service, environment=self.environment)
             .active()
             .first()
@@ -205,6 +206,8 @@ class _Request:
                 f"{_describe(active)} is already awaiting approval (promotion #{active.pk}, "
                 f"{policy.approvals_given(active)}/{policy.approvals_required(active)}); approve or cancel it instead."
             )
+        if active:
+            return policy.why_not_supersede(active, self.actor)
         return None
 
     def create(self):
@@ -217,13 +220,19 @@ class _Request:
             kind=self.kind,
             requested_by=actor if is_person else None,
             requested_via="" if is_person else audit.actor_name(actor) if actor else PIPELINE,
+            accountable_requester_id=policy.accountable_person_id(actor),
             is_emergency=self.is_emergency,
             emergency_reason=self.reason.strip() if self.is_emergency else "",
             rolls_back=self.rolls_back,
             previous_release=self.current.release if self.current else None,
         )
+        discarded = []
         if active:
-            # A newer request replaces one nobody has approved yet; it is recorded, not lost.
+            # A newer request replaces the one awaiting approval; it is recorded, not lost. Approvals it
+            # had (only whoever may cancel it gets this far then) are named in the audit and told.
+            discarded = [
+                approval for approval in active.approvals.all() if approval.decision == ApprovalDecision.APPROVE
+            ]
             active.state = PromotionState.SUPERSEDED
             active.finished_at = timezone.now()
             steps.close(active.pk)
@@ -235,12 +244,26 @@ class _Request:
         if active:
             active.superseded_by = promotion
             active.save(update_fields=["superseded_by"])
+            approvers = ", ".join(approval.user.get_username() for approval in discarded)
             _record(
                 AuditAction.PROMOTION_SUPERSEDED,
                 active,
                 actor,
-                f"{_describe(active)} superseded by promotion #{promotion.pk}",
+                f"{_describe(active)} superseded by promotion #{promotion.pk}"
+                + (f"; the approvals of {approvers} were discarded" if discarded else ""),
+                superseded_by=promotion.pk,
+                discarded_approvals=[
+                    {
+                        "approver": approval.user.get_username(),
+                        "approved_at": approval.created_at,
+                        "comment": approval.comment,
+                    }
+                    for approval in discarded
+                ],
             )
+            if discarded:
+                alerts.enqueue_discarded_approvals_notice(active)
+            approval_notices.enqueue_update(active)
 
         previous = environment.previous()
         _record(
@@ -256,7 +279,9 @@ class _Request:
             emergency_reason=promotion.emergency_reason,
             previous_version=promotion.previous_release.version if promotion.previous_release else None,
         )
-        if not needs_approval:
+        if needs_approval:
+            approval_notices.enqueue_awaiting(promotion)
+        else:
             steps.schedule(promotion, Step.COMMIT, first=True)
         return promotion
 
@@ -314,7 +339,8 @@ def request_rollback(service, environment, actor, *, release=None, rolls_back=No
 
 
 @transaction.atomic
-def approve(promotion, user, comment=""):
+def approve(promotion, user, comment="", *, via=None):
+    """`via`: where the decision was taken when not on the portal, for the audit (e.g. Slack and its channel)."""
     promotion = _locked(promotion)
     policy.ensure(policy.why_not_approve(promotion, user))
     Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.APPROVE, comment=comment.strip())
@@ -323,11 +349,14 @@ def approve(promotion, user, comment=""):
         AuditAction.PROMOTION_APPROVED,
         promotion,
         user,
-        f"{_describe(promotion)} approved by {user.get_username()} ({given}/{required})",
+        f"{_describe(promotion)} approved by {user.get_username()} ({given}/{required})"
+        + (f" in {via['via']}" if via else ""),
         comment=comment.strip(),
         approvals=given,
         required=required,
+        **({"via": via} if via else {}),
     )
+    approval_notices.enqueue_update(promotion)
     if given >= required:
         promotion.state = PromotionState.APPROVED
         promotion.approved_at = timezone.now()
@@ -337,7 +366,7 @@ def approve(promotion, user, comment=""):
 
 
 @transaction.atomic
-def reject(promotion, user, comment):
+def reject(promotion, user, comment, *, via=None):
     promotion = _locked(promotion)
     policy.ensure(policy.why_not_reject(promotion, user, comment))
     Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.REJECT, comment=comment.strip())
@@ -349,9 +378,11 @@ def reject(promotion, user, comment):
         AuditAction.PROMOTION_REJECTED,
         promotion,
         user,
-        f"{_describe(promotion)} rejected by {user.get_username()}",
+        f"{_describe(promotion)} rejected by {user.get_username()}" + (f" in {via['via']}" if via else ""),
         comment=comment.strip(),
+        **({"via": via} if via else {}),
     )
+    approval_notices.enqueue_update(promotion)
     promote_waiting(promotion.service, promotion.environment)
     return promotion
 
@@ -367,6 +398,7 @@ def cancel(promotion, actor, comment=""):
     _record(
         AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
     )
+    approval_notices.enqueue_update(promotion)
     promote_waiting(promotion.service, promotion.environment)
     return promotion
 

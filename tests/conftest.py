@@ -11,7 +11,7 @@ from tests.servers.argocd import argocd_server  # noqa: F401 - fixtures shared b
 from tests.servers.github import github_server  # noqa: F401
 from tests.servers.health import health_server  # noqa: F401
 from tests.servers.prometheus import configured_prometheus, prometheus, prometheus_errors  # noqa: F401
-from tests.servers.slack import slack_server  # noqa: F401
+from tests.servers.slack import slack_api, slack_server  # noqa: F401
 
 
 def pytest_configure(config):

@@ -71,6 +71,7 @@ def test_every_change_page_renders(operator):
 WRITTEN_BY_THE_PORTAL = {
     "audit.AuditEvent",
     "releases.Approval",
+    "releases.ApprovalNotice",
     "releases.BuildCounter",
     "releases.CheckResult",
     "releases.Deployment",

@@ -492,12 +492,48 @@ def test_webhook_refuses_a_signed_body_that_is_not_an_event(history, webhook_sec
     assert "event.event_type" in response.json()["message"]
 
 
-def test_webhook_environment_comes_from_the_subscription_url(history, webhook_secret):
-    deliver(pagerduty_event("incident.triggered", created_at="2026-03-02T10:00:00Z"), query="?environment=staging")
+def test_webhook_environment_comes_from_the_subscription_whose_secret_signed_it(history, webhook_secret, settings):
+    settings.INCIDENT_WEBHOOK_SECRETS = {"staging": "staging-secret"}
+    deliver(pagerduty_event("incident.triggered", created_at="2026-03-02T10:00:00Z"), secret="staging-secret")
 
     incident = Incident.objects.get(source=IncidentSource.PAGERDUTY)
     assert incident.environment.name == "staging"
     assert incident.caused_by.environment.name == "staging"
+
+
+def test_webhook_main_subscription_files_under_its_configured_environment(history, webhook_secret, settings):
+    settings.INCIDENT_WEBHOOK_ENVIRONMENT = "staging"
+    response = deliver(
+        pagerduty_event("incident.triggered", created_at="2026-03-02T10:00:00Z"), query="?environment=staging"
+    )
+
+    assert response.status_code == 202
+    assert Incident.objects.get(source=IncidentSource.PAGERDUTY).environment.name == "staging"
+
+
+def test_webhook_a_replayed_delivery_cannot_be_moved_by_the_unsigned_url(history, webhook_secret, settings):
+    settings.INCIDENT_WEBHOOK_SECRETS = {"staging": "staging-secret"}
+    payload = pagerduty_event("incident.triggered", created_at="2026-03-02T10:00:00Z")
+    assert deliver(payload).status_code == 202  # production's subscription
+
+    replayed = deliver(payload, query="?environment=staging")
+
+    assert replayed.status_code == 400
+    assert "signed with the secret of the subscription for production" in replayed.json()["message"]
+    assert replayed.json()["errors"][0]["field"] == "environment"
+    assert [incident.environment.name for incident in Incident.objects.filter(source=IncidentSource.PAGERDUTY)] == [
+        "production"
+    ]
+
+
+def test_webhook_a_subscription_for_an_environment_that_does_not_exist_is_a_configuration_error(history, settings):
+    settings.INCIDENT_WEBHOOK_SECRETS = {"prod": SECRET}
+
+    response = deliver(pagerduty_event("incident.triggered"))
+
+    assert response.status_code == 503
+    assert "configured for the environment “prod”, which does not exist" in response.json()["message"]
+    assert not Incident.objects.filter(source=IncidentSource.PAGERDUTY).exists()
 
 
 # --- admin ----------------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
 """Local sign-in: break-glass staff only once GitHub sign-in is configured, anyone in the demo;
 and no page is open to anonymous visitors unless it is on a short, deliberate list."""
 
+from datetime import UTC, datetime
+
 import pytest
+import time_machine
 from django.contrib.auth import get_user
+from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 from rest_framework.views import APIView
 
@@ -150,3 +154,99 @@ def test_behind_the_load_balancer_the_address_is_the_one_it_forwarded(rf, settin
     assert client_address(request) == "10.0.0.2"  # not behind a proxy: the header is anyone's to forge
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     assert client_address(request) == "203.0.113.9"  # the address the balancer appended
+
+
+# --- guessing spread over many addresses: a delay per user name, not a lock -----------------------
+
+NOON = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def spread_guessing(settings, redis_connection, demo_mode):
+    """Three failures for one name from anywhere start the delay; it stays at most 4 s."""
+    settings.SIGN_IN_USER_FAILURE_LIMIT = 3
+    settings.SIGN_IN_USER_MAX_DELAY_SECONDS = 4
+
+
+def from_address(number):
+    return Client(REMOTE_ADDR=f"198.51.100.{number}")
+
+
+def guess_from_many_addresses(username, count, first=1):
+    return [sign_in(from_address(first + n), username, password="guess").status_code for n in range(count)]
+
+
+def test_guessing_one_user_name_from_many_addresses_delays_its_sign_in(spread_guessing, rita, sam):
+    with time_machine.travel(NOON, tick=False):
+        assert guess_from_many_addresses("rita", 3) == [200, 200, 200]
+        delayed = sign_in(from_address(99), "rita")  # the right password, from an address never seen
+        assert delayed.status_code == 429
+        assert delayed["Retry-After"] == "1"
+        assert "try again in 1 second." in delayed.content.decode()
+        assert not get_user(delayed.wsgi_request).is_authenticated
+        assert sign_in(from_address(99), "sam").status_code == 302, "other people are not delayed"
+        assert sign_in(from_address(98), "RITA", password="guess").status_code == 429, "case does not dodge it"
+
+
+def test_the_delay_grows_stays_short_and_then_the_person_signs_in(spread_guessing, rita):
+    with time_machine.travel(NOON, tick=False) as clock:
+        guess_from_many_addresses("rita", 3)
+        waits = []
+        for attempt in range(4):
+            waits.append(seconds_left("rita"))
+            clock.shift(waits[-1])
+            assert sign_in(from_address(60 + attempt), "rita", password="guess").status_code == 200
+        assert waits == [1, 2, 4, 4]
+        clock.shift(4)
+        assert sign_in(from_address(99), "rita").status_code == 302
+
+
+def seconds_left(username):
+    from nexo_portal.sign_in_delay import seconds_to_wait
+
+    return seconds_to_wait(username)
+
+
+def test_attempts_made_while_delayed_are_neither_checked_nor_counted(spread_guessing, rita):
+    with time_machine.travel(NOON, tick=False) as clock:
+        guess_from_many_addresses("rita", 3)
+        assert [sign_in(from_address(40 + n), "rita", password="guess").status_code for n in range(5)] == [429] * 5
+        clock.shift(1)
+        assert sign_in(from_address(49), "rita", password="guess").status_code == 200
+        assert seconds_left("rita") == 2, "the fourth failure counted, not the nine attempts"
+
+
+def test_a_browser_that_signed_in_as_the_person_before_is_never_delayed(spread_guessing, rita):
+    browser = from_address(7)
+    assert sign_in(browser, "rita").status_code == 302
+    # Signing out as a person does (the test client's logout() would forget every cookie).
+    browser.post("/accounts/logout/")
+    with time_machine.travel(NOON, tick=False):
+        guess_from_many_addresses("rita", 3, first=100)
+        assert sign_in(from_address(8), "rita").status_code == 429
+        assert sign_in(browser, "rita").status_code == 302
+        browser.post("/accounts/logout/")
+        # Its own typos do not slow it down either.
+        assert sign_in(browser, "rita", password="typo").status_code == 200
+        assert sign_in(browser, "rita").status_code == 302
+
+
+def test_a_forged_device_cookie_is_no_exemption(spread_guessing, rita):
+    from nexo_portal.sign_in_delay import DEVICE_COOKIE
+
+    with time_machine.travel(NOON, tick=False):
+        guess_from_many_addresses("rita", 3)
+        forger = from_address(9)
+        forger.cookies[DEVICE_COOKIE] = "not-signed-by-the-portal"
+        assert sign_in(forger, "rita").status_code == 429
+
+
+def test_the_admin_sign_in_is_delayed_too(spread_guessing):
+    make_user("ops", is_staff=True, is_superuser=True)
+    with time_machine.travel(NOON, tick=False):
+        assert [
+            from_address(n).post("/admin/login/", {"username": "ops", "password": "guess"}).status_code
+            for n in range(3)
+        ] == [200, 200, 200]
+        response = from_address(9).post("/admin/login/", {"username": "ops", "password": "pw-for-tests-only"})
+        assert response.status_code == 429

@@ -1,7 +1,11 @@
 """What an API token allows, as views ask it: the scope a view needs and the services it may act on.
 
 The token itself (nexo_portal.models.ApiToken) is found by the authentication class the settings
-name; views only ask it through `has_scope()` and `allows_service()`.
+name; views only ask it through `has_scope()`, `allows_service()` and `service_ids`.
+
+A token limited to services reads only those services too: its lists leave the others out and a
+detail of another service is refused. A session, or a token limited to none (a personal one reads
+what its person reads), sees every service.
 """
 
 from rest_framework import exceptions
@@ -30,8 +34,30 @@ def requires_scope(scope):
 
 
 def require_service(request, service):
-    """Refuse (403) when the request's token is limited to other services than this one."""
+    """Refuse (403) when the request's token is limited to other services than this one (to act or to read)."""
     token = token_of(request)
     if token is not None and not token.allows_service(service):
-        allowed = ", ".join(sorted(allowed.name for allowed in token.services.all()))
+        allowed = ", ".join(readable_service_names(request))
         raise exceptions.PermissionDenied(f"This API token may act on {allowed} only, not on {service.name}.")
+
+
+def readable_service_ids(request):
+    """The ids of the services the request may read, or None for every service."""
+    token = token_of(request)
+    if token is None or not token.service_ids:
+        return None
+    return token.service_ids
+
+
+def readable_service_names(request):
+    """The names of the services the request may read, sorted, or None for every service."""
+    token = token_of(request)
+    if readable_service_ids(request) is None:
+        return None
+    return sorted(token.services.values_list("name", flat=True))
+
+
+def only_readable(request, queryset, field="service"):
+    """`queryset` less the rows about services the request's token may not read (`field` names the service)."""
+    ids = readable_service_ids(request)
+    return queryset if ids is None else queryset.filter(**{f"{field}__in": ids})

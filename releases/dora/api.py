@@ -1,6 +1,5 @@
 """DORA over the API: the metrics (GitLab-style parameters) and the PagerDuty incident webhook."""
 
-from django.conf import settings
 from django.contrib.auth.models import Group
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -13,7 +12,7 @@ from environments.models import Environment
 from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE, error_response
 from nexo_portal.lib.parsers import JSONParser
-from nexo_portal.lib.scopes import requires_scope
+from nexo_portal.lib.scopes import readable_service_ids, require_service, requires_scope
 from releases.models import Service
 
 from . import metrics, pagerduty
@@ -56,7 +55,9 @@ class DoraQuerySerializer(serializers.Serializer):
 
 
 class DoraMetricsView(APIView):
-    """Any signed-in person, or a token with `read`: the five DORA metrics for a scope and period."""
+    """Any signed-in person, or a token with `read`: the five DORA metrics for a scope and period.
+
+    A token limited to services gets figures of those services only, and is refused another's."""
 
     permission_classes = [IsAuthenticated, requires_scope("read")]
 
@@ -64,15 +65,20 @@ class DoraMetricsView(APIView):
     def get(self, request):
         query = DoraQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
+        if query.validated_data.get("service") is not None:
+            require_service(request, query.validated_data["service"])
         try:
-            report = metrics.report(**query.validated_data)
+            report = metrics.report(**query.validated_data, only=readable_service_ids(request))
         except metrics.ReportError as error:
             raise serializers.ValidationError(str(error), code=CONFLICT_CODE) from error
         return Response(report.as_dict())
 
 
 class PagerDutyWebhookView(APIView):
-    """PagerDuty only, proven by the HMAC signature of INCIDENT_WEBHOOK_SECRET; no session, no token."""
+    """PagerDuty only, proven by the HMAC signature of a configured subscription's secret; no session, no token.
+
+    The incident's environment is the one configured for the subscription whose secret signed the body.
+    """
 
     authentication_classes = []
     permission_classes = [AllowAny]
@@ -90,11 +96,14 @@ class PagerDutyWebhookView(APIView):
             )
         ],
         request=OpenApiTypes.OBJECT,
-        responses={202: OpenApiTypes.OBJECT, 503: OpenApiResponse(description="INCIDENT_WEBHOOK_SECRET is not set.")},
+        responses={
+            202: OpenApiTypes.OBJECT,
+            503: OpenApiResponse(description="No subscription is configured (INCIDENT_WEBHOOK_SECRET(S))."),
+        },
     )
     def post(self, request):
-        secret = settings.INCIDENT_WEBHOOK_SECRET
-        if not secret:
+        configured = pagerduty.subscriptions()
+        if not configured:
             return error_response(
                 503,
                 "not_configured",
@@ -105,12 +114,11 @@ class PagerDutyWebhookView(APIView):
             return error_response(
                 401, "signature", "Unsigned request: PagerDuty sends an X-PagerDuty-Signature header."
             )
-        body = request.body
-        if not pagerduty.signature_is_valid(body, header, secret):
+        environment_name = pagerduty.signing_environment(request.body, header, configured)
+        if environment_name is None:
             return error_response(
                 403, "signature", "The X-PagerDuty-Signature does not match this body and the configured secret."
             )
-        environment_name = request.query_params.get("environment")
         environment = (
             Environment.objects.filter(name=environment_name).first()
             if environment_name
@@ -118,9 +126,20 @@ class PagerDutyWebhookView(APIView):
         )
         if environment is None:
             return error_response(
+                503,
+                "not_configured",
+                f"The subscription that signed this is configured for the environment “{environment_name}”, which "
+                "does not exist: fix INCIDENT_WEBHOOK_ENVIRONMENT or INCIDENT_WEBHOOK_SECRETS.",
+            )
+        asked = request.query_params.get("environment")
+        if asked is not None and asked != environment.name:
+            # The URL is not signed: a replayed delivery with another ?environment= must not move an incident.
+            return error_response(
                 400,
                 "invalid",
-                f"There is no environment called “{environment_name}” (the ?environment= of the webhook URL).",
+                f"This delivery is signed with the secret of the subscription for {environment.name}; the URL's "
+                f"?environment= is not signed and cannot file it under {asked}. Give each environment's "
+                "subscription its own secret (INCIDENT_WEBHOOK_SECRETS) and drop ?environment= from the URL.",
                 "environment",
             )
         try:

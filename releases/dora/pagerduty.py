@@ -1,7 +1,9 @@
 """Incidents from PagerDuty V3 webhooks: signature check and event → Incident.
 
 PagerDuty signs the raw body with HMAC-SHA256 and sends `X-PagerDuty-Signature: v1=<hex>`,
-several comma-separated signatures while a secret is being rotated. Deliveries are
+several comma-separated signatures while a secret is being rotated. Only the body is signed, not the
+URL nor any header: where an incident is filed comes from the portal's configuration of the
+subscription whose secret signed it (`subscriptions()`), never from the request. Deliveries are
 at-least-once and a 4xx answer is never retried, so an event is applied idempotently
 (keyed by the PagerDuty incident id) and refusals are reserved for bad requests. A signed body is
 still read as untrusted: every field is checked for its JSON type and length before use.
@@ -10,10 +12,11 @@ still read as untrusted: every field is checked for its JSON type and length bef
 import hashlib
 import hmac
 
+from django.conf import settings
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
-from nexo_portal.lib import dates
+from nexo_portal.lib import dates, inert
 from releases.models import Deployment, Incident, IncidentSeverity, IncidentSource, Service
 
 OPENING_EVENTS = {"incident.triggered", "incident.reopened"}
@@ -42,6 +45,21 @@ def signature_is_valid(body, header, secret):
         for candidate in candidates
         if candidate.startswith("v1=")
     )
+
+
+def subscriptions():
+    """The configured subscriptions as (environment name, secret); "" names DORA's default environment."""
+    configured = []
+    if settings.INCIDENT_WEBHOOK_SECRET:
+        configured.append((settings.INCIDENT_WEBHOOK_ENVIRONMENT, settings.INCIDENT_WEBHOOK_SECRET))
+    configured += [(name, secret) for name, secret in settings.INCIDENT_WEBHOOK_SECRETS.items() if secret]
+    return configured
+
+
+def signing_environment(body, header, configured):
+    """The environment name of the subscription whose secret signed `body` ("" for the default one),
+    or None when none did."""
+    return next((name for name, secret in configured if signature_is_valid(body, header, secret)), None)
 
 
 def _json_type(value):
@@ -111,6 +129,8 @@ def apply_event(payload, environment):
     started_at = _timestamp(data, "created_at", "event.data.created_at")
     title = _text(data, "title", "event.data.title", max_length=10_000)[:255]
     url = _text(data, "html_url", "event.data.html_url", max_length=200)
+    if url and not inert.is_http_url(url):
+        url = ""  # shown as a link: only http(s) is kept; the incident itself still counts
     severity = _severity(data)
 
     with transaction.atomic():

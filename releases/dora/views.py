@@ -1,6 +1,5 @@
 """The DORA page and its CSV and JSON exports, for any signed-in user (stakeholders)."""
 
-import csv
 import json
 from urllib.parse import urlencode
 
@@ -9,6 +8,8 @@ from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+
+from nexo_portal.lib import inert
 
 from . import charts, metrics
 from .forms import DoraFilterForm
@@ -170,7 +171,7 @@ def dora_export_csv(request):
         return HttpResponseBadRequest(_form_errors(form), content_type="text/plain; charset=utf-8")
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{_export_filename(report, "csv")}"'
-    writer = csv.writer(response)
+    writer = inert.csv_writer(response)
     writer.writerow(CSV_COLUMNS)
     scope = report.service.name if report.service else (report.team.name if report.team else "all services")
     writer.writerow(_csv_row("total", scope, report, report.overall))

@@ -1,6 +1,10 @@
-"""A Slack incoming webhook for tests (Slack cannot run here), answering as Slack documents:
-200 `ok`, or an error status with a plain-text code such as `no_service` or `channel_is_archived`,
-and 429 with `Retry-After` when rate limited."""
+"""Slack for tests (Slack cannot run here), answering as Slack documents.
+
+- An incoming webhook: 200 `ok`, or an error status with a plain-text code such as `no_service` or
+  `channel_is_archived`, and 429 with `Retry-After` when rate limited (`slack_server`).
+- The Web API a Slack app's bot calls (`slack_api`): chat.postMessage, chat.update,
+  chat.postEphemeral, views.open and users.info.
+"""
 
 import pytest
 
@@ -36,6 +40,118 @@ class SlackServer:
 def slack_server(settings):
     server = SlackServer()
     settings.SLACK_WEBHOOK_URL = server.url
+    settings.PORTAL_URL = "https://portal.nexo.example"
+    yield server
+    server.close()
+
+
+# --- the Web API, as a Slack app's bot token calls it ----------------------------------------------
+
+BOT_TOKEN = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+CHANNEL = "C0APPROVALS"
+
+
+class SlackApiServer:
+    """Slack's Web API for tests, as Slack documents it: `POST /api/<method>` with a bearer token and a
+    JSON body; HTTP 200 with `{"ok": true, …}` or `{"ok": false, "error": "<code>"}`; 429 with
+    `Retry-After` when rate limited.
+
+    Methods: chat.postMessage (answers channel, ts, message), chat.update (channel, ts, text),
+    chat.postEphemeral (message_ts), views.open (view with an id), users.info (user with profile.email
+    and is_email_confirmed). `calls` keeps every (method, body); `users` are the workspace's members.
+    """
+
+    def __init__(self):
+        self.calls = []
+        self.users = {}
+        self.errors = {}  # method -> error code to answer once
+        self.rate_limited = set()
+        self._ts = 1503435956
+        self._server = LoopbackServer(self._respond)
+        self.url = self._server.url + "/api/"
+
+    def add_user(self, slack_id, email, confirmed=True, **fields):
+        self.users[slack_id] = {
+            "id": slack_id,
+            "team_id": "T0NEX0",
+            "name": email.split("@")[0],
+            "deleted": False,
+            "is_bot": False,
+            "is_email_confirmed": confirmed,
+            "profile": {"email": email, "real_name": email.split("@")[0].title()},
+            **fields,
+        }
+
+    def called(self, method):
+        return [body for name, body in self.calls if name == method]
+
+    def close(self):
+        self._server.close()
+
+    def _respond(self, request):
+        method = request.path.removeprefix("/api/")
+        if request.method != "POST" or not request.path.startswith("/api/"):
+            return Response.json(404, {"ok": False, "error": "unknown_method"})
+        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+            return Response.json(200, {"ok": False, "error": "invalid_auth"})
+        if method in self.rate_limited:
+            return Response(429, b"", {"Retry-After": "30"})
+        body = request.json
+        if not isinstance(body, dict):
+            return Response.json(200, {"ok": False, "error": "invalid_json"})
+        self.calls.append((method, body))
+        if method in self.errors:
+            return Response.json(200, {"ok": False, "error": self.errors.pop(method)})
+        answer = getattr(self, "_" + method.replace(".", "_"), None)
+        if answer is None:
+            return Response.json(200, {"ok": False, "error": "unknown_method"})
+        return Response.json(200, {"ok": True, **answer(body)})
+
+    def _next_ts(self):
+        self._ts += 1
+        return f"{self._ts}.000200"
+
+    def _chat_postMessage(self, body):
+        if not body.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        if not (body.get("text") or body.get("blocks")):
+            return {"ok": False, "error": "no_text"}
+        ts = self._next_ts()
+        message = {"type": "message", "text": body.get("text", ""), "ts": ts, "bot_id": "B0PORTAL"}
+        if body.get("thread_ts"):
+            message["thread_ts"] = body["thread_ts"]
+        return {"channel": body["channel"], "ts": ts, "message": message}
+
+    def _chat_update(self, body):
+        if not body.get("ts"):
+            return {"ok": False, "error": "message_not_found"}
+        return {"channel": body["channel"], "ts": body["ts"], "text": body.get("text", ""), "message": {}}
+
+    def _chat_postEphemeral(self, body):
+        if not body.get("user"):
+            return {"ok": False, "error": "user_not_in_channel"}
+        return {"message_ts": self._next_ts()}
+
+    def _views_open(self, body):
+        if not body.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        return {"view": {"id": "V0REJECT", "type": "modal", **body.get("view", {})}}
+
+    def _users_info(self, body):
+        user = self.users.get(body.get("user"))
+        if user is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"user": user}
+
+
+@pytest.fixture
+def slack_api(settings):
+    server = SlackApiServer()
+    settings.SLACK_API_URL = server.url
+    settings.SLACK_BOT_TOKEN = BOT_TOKEN
+    settings.SLACK_APPROVALS_CHANNEL = CHANNEL
+    settings.SLACK_SIGNING_SECRET = SIGNING_SECRET
     settings.PORTAL_URL = "https://portal.nexo.example"
     yield server
     server.close()

@@ -25,12 +25,21 @@ class Command(BaseCommand):
             help=f"Repeatable. {SCOPES_HELP}",
         )
         parser.add_argument(
-            "--service", action="append", default=[], dest="services", help="Limit to this service (repeatable)."
+            "--service",
+            action="append",
+            default=[],
+            dest="services",
+            help="Limit to this service, to act on and to read (repeatable).",
         )
         parser.add_argument("--user", help="Make it a personal token acting as this user.")
+        parser.add_argument(
+            "--created-by",
+            help="The person creating it (default: nobody). Promotions a CI token requests count as requested by "
+            "this person, who then may not approve them.",
+        )
         parser.add_argument("--expires-in-days", type=int, help="Default: never expires.")
 
-    def handle(self, *args, name, scopes, services, user, expires_in_days, **options):
+    def handle(self, *args, name, scopes, services, user, created_by, expires_in_days, **options):
         found = {service.name: service for service in Service.objects.filter(name__in=services)}
         missing = [service for service in services if service not in found]
         if missing:
@@ -38,15 +47,16 @@ class Command(BaseCommand):
                 f"No service named {', '.join(missing)}. Known: "
                 f"{', '.join(Service.objects.values_list('name', flat=True))}."
             )
-        if user is not None:
-            try:
-                user = get_user_model().objects.get_by_natural_key(user)
-            except get_user_model().DoesNotExist as error:
-                raise CommandError(f"No user named {user}.") from error
+        user, created_by = _person(user), _person(created_by)
         expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
         try:
             token, plain_token = ApiToken.objects.issue(
-                name=name, scopes=scopes, services=found.values(), user=user, expires_at=expires_at
+                name=name,
+                scopes=scopes,
+                services=found.values(),
+                user=user,
+                expires_at=expires_at,
+                created_by=created_by,
             )
         except ValidationError as error:
             raise CommandError(
@@ -56,3 +66,12 @@ class Command(BaseCommand):
             f"API token {token.name} ({', '.join(token.scope_list)}). Copy it now, it is not shown again:"
         )
         self.stdout.write(plain_token)
+
+
+def _person(username):
+    if username is None:
+        return None
+    try:
+        return get_user_model().objects.get_by_natural_key(username)
+    except get_user_model().DoesNotExist as error:
+        raise CommandError(f"No user named {username}.") from error

@@ -1,0 +1,282 @@
+"""Approvers are told what awaits them: a Slack message and e-mails when a promotion awaits approval,
+a reminder after APPROVAL_REMINDER_MINUTES, and the message updated once it is decided.
+
+- **Slack** (releases/slack.py, with SLACK_BOT_TOKEN and SLACK_APPROVALS_CHANNEL): one message in the
+  channel names the approver groups, mentions the eligible approvers whose Slack identity is known
+  (`SlackIdentity`), links to the promotion and carries Approve and Reject buttons
+  (releases/slack_interactions.py). Every approval, rejection, cancellation or supersession
+  updates it (chat.update): the counts while it waits, then the outcome without buttons.
+- **E-mail** (Django's mail settings, when APPROVAL_EMAILS is on): one message to each eligible
+  approver who has an address.
+- **Reminder**: the reconciler (`remind_due()`) hands a reminder to the approvers who have not
+  decided once a promotion has waited APPROVAL_REMINDER_MINUTES, once: a reply in the message's
+  thread and an e-mail.
+
+Eligible approvers: active members of the environment's approver groups, other than whoever the
+request counts as (policy.accountable_person_id) and those who already decided. Jobs take ids,
+return quietly when the promotion has moved on, and are retried by RQ when Slack is busy.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+from rq import Retry
+
+from nexo_portal.lib import queues
+
+from . import policy, slack
+from .models import ApprovalDecision, ApprovalNotice, Promotion, PromotionState, SlackIdentity
+
+logger = logging.getLogger(__name__)
+
+RETRY_INTERVALS = [10, 60, 300]
+APPROVE, REJECT = "approve", "reject"
+
+
+def is_enabled():
+    return slack.is_configured() or settings.APPROVAL_EMAILS
+
+
+def _enqueue(job, promotion_id):
+    def send():
+        try:
+            queues.get_queue().enqueue(
+                job, promotion_id, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS)
+            )
+        except RedisError as error:
+            logger.warning("Could not enqueue %s for promotion %s: %s", job.__name__, promotion_id, error)
+
+    transaction.on_commit(send)
+
+
+def enqueue_awaiting(promotion):
+    """Once the request is committed, have a worker tell the approvers that `promotion` awaits them."""
+    if is_enabled():
+        _enqueue(notify_awaiting, promotion.pk)
+
+
+def enqueue_update(promotion):
+    """Once a decision on `promotion` is committed, have a worker update its Slack message."""
+    if slack.is_configured():
+        _enqueue(update_message, promotion.pk)
+
+
+# --- who and what -------------------------------------------------------------------------------------
+
+
+def _promotion(promotion_id):
+    return (
+        Promotion.objects.with_details()
+        .select_related("superseded_by__release")
+        .prefetch_related("approvals__user", "environment__approver_groups")
+        .filter(pk=promotion_id)
+        .first()
+    )
+
+
+def eligible_approvers(promotion):
+    """The people who may still decide on `promotion`, by user name."""
+    decided = {approval.user_id for approval in promotion.approvals.all()}
+    excluded = decided | {promotion.requested_by_id, promotion.accountable_requester_id}
+    groups = list(promotion.environment.approver_groups.all())
+    people = get_user_model().objects.filter(is_active=True, groups__in=groups).distinct().order_by("username")
+    return [person for person in people if person.pk not in excluded]
+
+
+def _link(promotion):
+    return f"{settings.PORTAL_URL.rstrip('/')}{promotion.get_absolute_url()}" if settings.PORTAL_URL else ""
+
+
+def _what(promotion):
+    kind = "rollback of " if promotion.is_rollback else ""
+    emergency = " (break-glass)" if promotion.is_emergency else ""
+    return f"{kind}{promotion.service.name} {promotion.release.version} → {promotion.environment.name}{emergency}"
+
+
+def _mentions(people):
+    identities = dict(
+        SlackIdentity.objects.filter(user__in=[person.pk for person in people]).values_list("user_id", "slack_user_id")
+    )
+    return " ".join(
+        f"<@{identities[person.pk]}>" if person.pk in identities else person.get_username() for person in people
+    )
+
+
+def _escape(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _summary(promotion):
+    groups = policy.describe_groups(promotion.environment.approver_groups.all())
+    given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
+    return (
+        f"{_escape(_what(promotion))} awaits approval ({given}/{required}) from {_escape(groups)}. "
+        f"Requested by {_escape(promotion.requester_name())}."
+    )
+
+
+def _outcome(promotion):
+    """What became of a promotion that no longer waits, in one sentence."""
+    approvers = [a.user.get_username() for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
+    rejection = next((a for a in promotion.approvals.all() if a.decision == ApprovalDecision.REJECT), None)
+    if promotion.state == PromotionState.REJECTED and rejection:
+        return f":x: Rejected by {rejection.user.get_username()}: {_escape(rejection.comment)}"
+    if promotion.state == PromotionState.CANCELLED:
+        return ":heavy_multiplication_x: Cancelled."
+    if promotion.state == PromotionState.SUPERSEDED and promotion.superseded_by_id:
+        newer = promotion.superseded_by
+        return f":arrow_right: Superseded by {newer.release.version} (promotion #{newer.pk})."
+    return (
+        f":white_check_mark: Approved by {', '.join(approvers) or 'policy'}; {promotion.get_state_display().lower()}."
+    )
+
+
+def awaiting_message(promotion):
+    """The Slack message (text and blocks) of a promotion that awaits approval, with its buttons."""
+    link = _link(promotion)
+    waiting_for = eligible_approvers(promotion)
+    text = f":hourglass_flowing_sand: {_summary(promotion)}"
+    if waiting_for:
+        text += f"\nApprovers: {_mentions(waiting_for)}"
+    buttons = [
+        {
+            "type": "button",
+            "action_id": APPROVE,
+            "text": {"type": "plain_text", "text": "Approve"},
+            "style": "primary",
+            "value": str(promotion.pk),
+        },
+        {
+            "type": "button",
+            "action_id": REJECT,
+            "text": {"type": "plain_text", "text": "Reject…"},
+            "style": "danger",
+            "value": str(promotion.pk),
+        },
+    ]
+    if link:
+        buttons.append(
+            {"type": "button", "action_id": "open", "text": {"type": "plain_text", "text": "Open"}, "url": link}
+        )
+    return {
+        "text": text + (f"\n{link}" if link else ""),
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "actions", "block_id": f"promotion-{promotion.pk}", "elements": buttons},
+        ],
+    }
+
+
+def decided_message(promotion):
+    """The Slack message once the promotion no longer waits: the outcome, no buttons."""
+    link = _link(promotion)
+    what = _escape(_what(promotion))
+    text = f"{what}\n{_outcome(promotion)}" + (f" <{link}|Open the promotion>" if link else "")
+    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+
+
+def current_message(promotion):
+    if promotion.state == PromotionState.AWAITING_APPROVAL:
+        return awaiting_message(promotion)
+    return decided_message(promotion)
+
+
+def _email(people, subject, body):
+    if not settings.APPROVAL_EMAILS:
+        return
+    for person in people:
+        if person.email:
+            # One message each: no approver learns another's address.
+            send_mail(subject, body, None, [person.email])
+
+
+def _email_body(promotion, opening):
+    link = _link(promotion)
+    groups = policy.describe_groups(promotion.environment.approver_groups.all())
+    return (
+        f"{opening}\n\n{_what(promotion)}, requested by {promotion.requester_name()}, needs "
+        f"{policy.approvals_required(promotion)} approval(s) from {groups}; it has {policy.approvals_given(promotion)}."
+        + (f"\n\nApprove or reject it: {link}" if link else "")
+    )
+
+
+# --- the jobs -----------------------------------------------------------------------------------------
+
+
+def notify_awaiting(promotion_id):
+    """RQ job: post the approval message and e-mail the eligible approvers (once per promotion)."""
+    promotion = _promotion(promotion_id)
+    if promotion is None or promotion.state != PromotionState.AWAITING_APPROVAL:
+        return
+    notice, created = ApprovalNotice.objects.get_or_create(promotion=promotion)
+    if slack.is_configured() and not notice.slack_ts:
+        answer = slack.call("chat.postMessage", channel=settings.SLACK_APPROVALS_CHANNEL, **awaiting_message(promotion))
+        notice.slack_channel, notice.slack_ts = answer["channel"], answer["ts"]
+        notice.save(update_fields=["slack_channel", "slack_ts"])
+    if created:
+        _email(
+            eligible_approvers(promotion),
+            f"Approval needed: {_what(promotion)}",
+            _email_body(promotion, "A promotion awaits your approval."),
+        )
+
+
+def update_message(promotion_id):
+    """RQ job: show the promotion's state in its Slack message (counts while it waits, else the outcome)."""
+    promotion = _promotion(promotion_id)
+    notice = ApprovalNotice.objects.filter(promotion_id=promotion_id).exclude(slack_ts="").first()
+    if promotion is None or notice is None or not slack.is_configured():
+        return
+    try:
+        slack.call("chat.update", channel=notice.slack_channel, ts=notice.slack_ts, **current_message(promotion))
+    except slack.SlackRefused as refusal:
+        logger.error("Slack would not update the approval message of promotion %s: %s", promotion_id, refusal)
+
+
+def remind(promotion_id):
+    """RQ job: remind the approvers who have not decided, in the message's thread and by e-mail."""
+    promotion = _promotion(promotion_id)
+    if promotion is None or promotion.state != PromotionState.AWAITING_APPROVAL:
+        return
+    waiting_for = eligible_approvers(promotion)
+    notice = ApprovalNotice.objects.filter(promotion=promotion).first()
+    if notice and notice.slack_ts and slack.is_configured():
+        minutes = int((timezone.now() - promotion.requested_at).total_seconds() // 60)
+        slack.call(
+            "chat.postMessage",
+            channel=notice.slack_channel,
+            thread_ts=notice.slack_ts,
+            text=f":bell: Still waiting after {minutes} min: {_summary(promotion)} {_mentions(waiting_for)}".strip(),
+        )
+    _email(
+        waiting_for,
+        f"Reminder: approval needed for {_what(promotion)}",
+        _email_body(promotion, "A promotion still awaits your approval."),
+    )
+
+
+def remind_due(now=None):
+    """For the reconciler: hand a reminder for each promotion waiting longer than APPROVAL_REMINDER_MINUTES
+    whose approvers were told and not yet reminded. Returns their ids."""
+    if not settings.APPROVAL_REMINDER_MINUTES:
+        return []
+    now = now or timezone.now()
+    due = now - timedelta(minutes=settings.APPROVAL_REMINDER_MINUTES)
+    with transaction.atomic():
+        notices = list(
+            ApprovalNotice.objects.select_for_update(skip_locked=True).filter(
+                reminded_at__isnull=True,
+                promotion__state=PromotionState.AWAITING_APPROVAL,
+                promotion__requested_at__lte=due,
+            )
+        )
+        ApprovalNotice.objects.filter(pk__in=[notice.pk for notice in notices]).update(reminded_at=now)
+        for notice in notices:
+            _enqueue(remind, notice.promotion_id)
+    return [notice.promotion_id for notice in notices]

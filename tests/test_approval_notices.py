@@ -1,0 +1,151 @@
+"""Approvers told what awaits them: a Slack message naming the groups and mentioning the people Slack
+knows, kept up to date as it is decided; e-mails; one reminder. Against a stand-in for Slack's Web API."""
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+
+from nexo_portal.lib import queues
+from releases import approval_notices, slack, transitions
+from releases.models import ApprovalNotice, SlackIdentity
+from tests.factories import make_release, make_service
+from tests.servers.slack import CHANNEL
+from tests.test_api import verified_through
+
+pytestmark = pytest.mark.django_db
+
+
+def run_queued_jobs():
+    """What a worker would do with the jobs the transitions handed over."""
+    queue = queues.get_queue()
+    jobs = queue.jobs
+    queue.empty()
+    for job in jobs:
+        job.func(*job.args)
+    return [job.func.__name__ for job in jobs]
+
+
+@pytest.fixture
+def people(rita, sam, sara, lead):
+    for person, address in ((sam, "sam@nexo.example"), (sara, "sara@nexo.example"), (lead, "lead@nexo.example")):
+        person.email = address
+        person.save(update_fields=["email"])
+    rita.email = "rita@nexo.example"
+    rita.save(update_fields=["email"])
+    SlackIdentity.objects.create(user=sam, slack_user_id="U0SAM")
+    return {"rita": rita, "sam": sam, "sara": sara, "lead": lead}
+
+
+@pytest.fixture
+def release(environments, redis_connection):
+    release = make_release(make_service("nexo-be", team="backend-team"), "2026.02.1")
+    verified_through(release, "develop", "qa", "staging", environments=environments)
+    return release
+
+
+@pytest.fixture
+def waiting(release, environments, people, slack_api, settings, django_capture_on_commit_callbacks):
+    """Rita's production request, its approvers told (the notify job run as a worker would)."""
+    settings.APPROVAL_EMAILS = True
+    with django_capture_on_commit_callbacks(execute=True):
+        promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    assert run_queued_jobs() == ["notify_awaiting"]
+    return promotion
+
+
+def decide(decision, *args, captured, **kwargs):
+    with captured(execute=True):
+        decision(*args, **kwargs)
+    return run_queued_jobs()
+
+
+# --- told: Slack and e-mail --------------------------------------------------------------------------
+
+
+def test_the_message_names_the_groups_mentions_known_people_and_links(waiting, slack_api):
+    [posted] = slack_api.called("chat.postMessage")
+    assert posted["channel"] == CHANNEL
+    text = posted["blocks"][0]["text"]["text"]
+    assert "nexo-be 2026.02.1 → production awaits approval (0/2) from platform-leads or sre-team" in text
+    assert "Requested by rita." in text
+    assert "Approvers: lead <@U0SAM> sara" in text, "Sam's Slack identity is known; the others are named"
+    assert "rita" not in text.split("Approvers:")[1], "the requester is no approver of her own request"
+    buttons = {element["action_id"]: element for element in posted["blocks"][1]["elements"]}
+    assert (buttons["approve"]["value"], buttons["reject"]["value"]) == (str(waiting.pk), str(waiting.pk))
+    assert buttons["open"]["url"] == f"https://portal.nexo.example/promotions/{waiting.pk}/"
+    notice = ApprovalNotice.objects.get(promotion=waiting)
+    assert (notice.slack_channel, notice.slack_ts) == (CHANNEL, "1503435957.000200")
+
+
+def test_eligible_approvers_are_e_mailed_one_message_each(waiting):
+    assert sorted(message.to[0] for message in mail.outbox) == [
+        "lead@nexo.example",
+        "sam@nexo.example",
+        "sara@nexo.example",
+    ]
+    message = mail.outbox[0]
+    assert message.subject == "Approval needed: nexo-be 2026.02.1 → production"
+    assert f"https://portal.nexo.example/promotions/{waiting.pk}/" in message.body
+
+
+def test_nothing_is_sent_when_neither_slack_nor_e_mail_is_configured(release, environments, people, settings):
+    settings.APPROVAL_EMAILS = False
+    settings.SLACK_BOT_TOKEN = ""
+    transitions.request_promotion(release, environments["production"], people["rita"])
+    assert queues.get_queue().jobs == []
+
+
+def test_the_message_shows_each_approval_then_the_outcome(
+    waiting, people, slack_api, django_capture_on_commit_callbacks
+):
+    assert decide(transitions.approve, waiting, people["sam"], captured=django_capture_on_commit_callbacks) == [
+        "update_message"
+    ]
+    [first] = slack_api.called("chat.update")
+    assert (first["channel"], first["ts"]) == (CHANNEL, "1503435957.000200")
+    assert "awaits approval (1/2)" in first["text"]
+    assert "Approvers: lead sara" in first["text"], "Sam decided already"
+    decide(transitions.approve, waiting, people["sara"], captured=django_capture_on_commit_callbacks)
+    last = slack_api.called("chat.update")[-1]
+    assert ":white_check_mark: Approved by sam, sara; approved." in last["text"]
+    assert [block["type"] for block in last["blocks"]] == ["section"], "no buttons once decided"
+
+
+def test_a_rejection_is_shown_with_its_comment(waiting, people, slack_api, django_capture_on_commit_callbacks):
+    decide(
+        transitions.reject,
+        waiting,
+        people["lead"],
+        "not during the freeze",
+        captured=django_capture_on_commit_callbacks,
+    )
+    assert ":x: Rejected by lead: not during the freeze" in slack_api.called("chat.update")[-1]["text"]
+
+
+def test_a_reminder_after_the_configured_time_once_to_those_who_have_not_decided(
+    waiting, people, slack_api, settings, django_capture_on_commit_callbacks
+):
+    settings.APPROVAL_REMINDER_MINUTES = 30
+    decide(transitions.approve, waiting, people["sam"], captured=django_capture_on_commit_callbacks)
+    mail.outbox.clear()
+    assert approval_notices.remind_due(now=waiting.requested_at + timedelta(minutes=29)) == []
+    with django_capture_on_commit_callbacks(execute=True):
+        assert approval_notices.remind_due(now=waiting.requested_at + timedelta(minutes=31)) == [waiting.pk]
+    assert run_queued_jobs() == ["remind"]
+    reminder = slack_api.called("chat.postMessage")[-1]
+    assert reminder["thread_ts"] == "1503435957.000200"
+    assert "Still waiting after" in reminder["text"]
+    assert "awaits approval (1/2)" in reminder["text"]
+    assert reminder["text"].endswith("lead sara")
+    assert sorted(message.to[0] for message in mail.outbox) == ["lead@nexo.example", "sara@nexo.example"]
+    assert approval_notices.remind_due(now=waiting.requested_at + timedelta(hours=5)) == [], "once"
+
+
+def test_slack_busy_is_retried_and_a_refusal_is_not(waiting, slack_api):
+    slack_api.rate_limited.add("chat.update")
+    with pytest.raises(slack.SlackUnavailable, match="retry after 30 s"):
+        approval_notices.update_message(waiting.pk)
+    slack_api.rate_limited.clear()
+    slack_api.errors["chat.update"] = "message_not_found"
+    approval_notices.update_message(waiting.pk)  # logged, not raised: retrying would not help

@@ -1,0 +1,197 @@
+"""Approve and reject from Slack's buttons: requests signed as Slack signs them, the Slack user mapped to
+a portal user, exactly the web's rules, a dialog asking why for a rejection, audited with the channel.
+Against a stand-in for Slack's Web API."""
+
+import hashlib
+import hmac
+import json
+import time
+from urllib.parse import urlencode
+
+import pytest
+from django.test import Client
+
+from audit.models import AuditAction, AuditEvent
+from releases.models import PromotionState, SlackIdentity, SlackIdentityLink
+from tests import test_approval_notices as notices
+from tests.servers.slack import CHANNEL, SIGNING_SECRET
+
+pytestmark = pytest.mark.django_db
+
+# The same people, release and promotion awaiting approval as the notices' tests (their fixtures).
+people, release, waiting = notices.people, notices.release, notices.waiting
+
+URL = "/api/v1/slack/interactions/"
+
+
+# --- acting from Slack --------------------------------------------------------------------------------
+
+
+def signed_post(body, secret=SIGNING_SECRET, timestamp=None):
+    timestamp = str(int(time.time())) if timestamp is None else timestamp
+    signature = "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return Client().post(
+        URL,
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature},
+    )
+
+
+def interact(payload, **signing):
+    return signed_post(urlencode({"payload": json.dumps(payload)}), **signing)
+
+
+def button(action, promotion, slack_user):
+    """A block_actions payload as Slack sends it when a message button is clicked."""
+    return {
+        "type": "block_actions",
+        "user": {"id": slack_user, "username": "someone", "name": "someone", "team_id": "T0NEX0"},
+        "api_app_id": "A0PORTAL",
+        "token": "deprecated-verification-token",
+        "container": {"type": "message", "message_ts": "1503435957.000200", "channel_id": CHANNEL},
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "team": {"id": "T0NEX0", "domain": "nexo"},
+        "channel": {"id": CHANNEL, "name": "releases"},
+        "message": {"type": "message", "ts": "1503435957.000200", "text": "…"},
+        "response_url": "https://hooks.slack.com/actions/T0NEX0/1/abc",
+        "actions": [
+            {
+                "action_id": action,
+                "block_id": f"promotion-{promotion.pk}",
+                "text": {"type": "plain_text", "text": action.title()},
+                "value": str(promotion.pk),
+                "type": "button",
+                "action_ts": "1548426417.840180",
+            }
+        ],
+    }
+
+
+def submission(promotion, slack_user, comment):
+    """A view_submission payload of the rejection modal, as Slack sends it."""
+    return {
+        "type": "view_submission",
+        "team": {"id": "T0NEX0", "domain": "nexo"},
+        "user": {"id": slack_user, "username": "someone", "name": "someone", "team_id": "T0NEX0"},
+        "api_app_id": "A0PORTAL",
+        "trigger_id": "12466734323.1395872398",
+        "view": {
+            "id": "V0REJECT",
+            "type": "modal",
+            "callback_id": "reject_promotion",
+            "private_metadata": json.dumps({"promotion": promotion.pk, "channel": CHANNEL}),
+            "state": {"values": {"comment": {"comment": {"type": "plain_text_input", "value": comment}}}},
+            "hash": "156772938.1827394",
+        },
+    }
+
+
+def test_approve_from_slack_acts_as_the_linked_person_and_is_audited_with_the_channel(waiting):
+    response = interact(button("approve", waiting, "U0SAM"))
+    assert response.status_code == 200
+    assert [approval.user.username for approval in waiting.approvals.all()] == ["sam"]
+    event = AuditEvent.objects.get(action=AuditAction.PROMOTION_APPROVED, promotion_id=waiting.pk)
+    assert event.actor == "sam"
+    assert event.message.endswith("approved by sam (1/2) in Slack")
+    assert event.data["via"] == {"via": "Slack", "channel": CHANNEL, "slack_user": "U0SAM"}
+
+
+def test_a_slack_user_with_a_confirmed_e_mail_is_linked_once_and_approves(waiting, slack_api, people):
+    slack_api.add_user("U0SARA", "Sara@nexo.example")
+    assert interact(button("approve", waiting, "U0SARA")).status_code == 200
+    assert [approval.user.username for approval in waiting.approvals.all()] == ["sara"]
+    identity = SlackIdentity.objects.get(slack_user_id="U0SARA")
+    assert (identity.user, identity.linked_by) == (people["sara"], SlackIdentityLink.EMAIL)
+
+
+@pytest.mark.parametrize(
+    ("known", "reason"),
+    [
+        ({"email": "lead@nexo.example", "confirmed": False}, "an e-mail Slack has not confirmed"),
+        ({"email": "stranger@elsewhere.example"}, "an e-mail no portal account has"),
+        (None, "a user Slack does not know"),
+    ],
+)
+def test_a_slack_user_the_portal_cannot_tell_apart_is_told_and_nothing_happens(waiting, slack_api, known, reason):
+    if known:
+        slack_api.add_user("U0WHO", known["email"], confirmed=known.get("confirmed", True))
+    assert interact(button("approve", waiting, "U0WHO")).status_code == 200, reason
+    assert waiting.approvals.count() == 0
+    [told] = slack_api.called("chat.postEphemeral")
+    assert told["user"] == "U0WHO"
+    assert "not linked to a portal account" in told["text"] or "could not ask Slack" in told["text"]
+    assert not SlackIdentity.objects.filter(slack_user_id="U0WHO").exists()
+
+
+def test_the_requester_cannot_approve_her_own_request_from_slack(waiting, slack_api):
+    slack_api.add_user("U0RITA", "rita@nexo.example")
+    interact(button("approve", waiting, "U0RITA"))
+    assert waiting.approvals.count() == 0
+    [told] = slack_api.called("chat.postEphemeral")
+    assert told["text"].startswith("You requested this promotion; another approver from platform-leads or sre-team")
+
+
+def test_the_same_approver_cannot_approve_twice_from_slack(waiting, slack_api):
+    interact(button("approve", waiting, "U0SAM"))
+    interact(button("approve", waiting, "U0SAM"))
+    assert waiting.approvals.count() == 1
+    assert "You have already decided on this promotion" in slack_api.called("chat.postEphemeral")[0]["text"]
+
+
+def test_reject_opens_a_modal_asking_why_then_rejects_with_the_comment(waiting, slack_api):
+    assert interact(button("reject", waiting, "U0SAM")).status_code == 200
+    [opened] = slack_api.called("views.open")
+    assert opened["trigger_id"] == "13345224609.738474920.8088930838d88f008e0"
+    assert opened["view"]["callback_id"] == "reject_promotion"
+    assert opened["view"]["blocks"][1]["element"]["type"] == "plain_text_input"
+    waiting.refresh_from_db()
+    assert waiting.state == PromotionState.AWAITING_APPROVAL, "nothing happens before the comment"
+
+    blank = interact(submission(waiting, "U0SAM", "   "))
+    assert blank.json() == {
+        "response_action": "errors",
+        "errors": {"comment": "Say why you reject it: a comment is required."},
+    }
+    assert interact(submission(waiting, "U0SAM", "error budget spent")).status_code == 200
+    waiting.refresh_from_db()
+    assert waiting.state == PromotionState.REJECTED
+    event = AuditEvent.objects.get(action=AuditAction.PROMOTION_REJECTED, promotion_id=waiting.pk)
+    assert (event.actor, event.data["comment"], event.data["via"]["channel"]) == ("sam", "error budget spent", CHANNEL)
+
+
+def test_someone_outside_the_approver_groups_is_not_offered_the_modal(waiting, slack_api, people):
+    slack_api.add_user("U0RITA", "rita@nexo.example")
+    interact(button("reject", waiting, "U0RITA"))
+    assert slack_api.called("views.open") == []
+    assert "You requested this promotion" in slack_api.called("chat.postEphemeral")[0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("signing", "status", "message"),
+    [
+        ({"secret": "not-the-signing-secret"}, 401, "does not match"),
+        ({"timestamp": str(int(time.time()) - 301)}, 401, "Stale request"),
+        ({"timestamp": "soon"}, 401, "Unix seconds"),
+    ],
+)
+def test_requests_not_signed_by_slack_now_are_refused(waiting, signing, status, message):
+    response = interact(button("approve", waiting, "U0SAM"), **signing)
+    assert response.status_code == status
+    assert message in response.json()["message"]
+    assert waiting.approvals.count() == 0
+
+
+def test_unsigned_requests_and_an_unconfigured_secret_are_refused(waiting, settings):
+    assert (
+        Client().post(URL, data="payload=%7B%7D", content_type="application/x-www-form-urlencoded").status_code == 401
+    )
+    settings.SLACK_SIGNING_SECRET = ""
+    assert interact(button("approve", waiting, "U0SAM")).status_code == 503
+    assert waiting.approvals.count() == 0
+
+
+def test_a_signed_body_that_is_not_an_interaction_is_a_400(waiting):
+    assert signed_post("payload=not-json").status_code == 400
+    assert signed_post("something=else").status_code == 400
+    assert signed_post(urlencode({"payload": "[1, 2]"})).status_code == 400
