@@ -71,8 +71,8 @@ def describe_query_parameters(result, generator, request, public):
 def describe_body_text(result, generator, request, public):
     """Every free string of a request body may span lines but holds no other control character.
 
-    A body's other keys are ignored, but checked for control characters like the rest: the schema
-    leaves them out (additionalProperties: false), so what it describes is always accepted.
+    A body holds only the keys its schema describes (additionalProperties: false): the serializers
+    refuse any other with a 400 naming it (nexo_portal.lib.api.KnownFieldsOnly).
     """
     for name, component in result.get("components", {}).get("schemas", {}).items():
         if not name.endswith("Request"):  # COMPONENT_SPLIT_REQUEST: these are what clients send

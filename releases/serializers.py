@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from environments.models import Environment
 from nexo_portal.lib import dates
-from nexo_portal.lib.api import CONFLICT_CODE
+from nexo_portal.lib.api import CONFLICT_CODE, KnownFieldsOnly
 
 from . import calver
 from .models import (
@@ -90,7 +90,7 @@ class ServiceReleaseMixin:
         return release
 
 
-class RegisterBuildSerializer(ServiceReleaseMixin, serializers.Serializer):
+class RegisterBuildSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Serializer):
     service = ServiceField(help_text="The service's name, e.g. nexo-be.")
     commit_sha = serializers.RegexField(
         COMMIT_SHA_PATTERN,
@@ -284,7 +284,7 @@ class RegisteredBuildSerializer(ReleaseSerializer):
         fields = [*ReleaseSerializer.Meta.fields, "created", "promotion"]
 
 
-class RequestPromotionSerializer(ServiceReleaseMixin, serializers.Serializer):
+class RequestPromotionSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Serializer):
     service = ServiceField()
     version = VersionField(help_text="The release to promote.")
     environment = EnvironmentField(help_text="Where it should run.")
@@ -300,7 +300,7 @@ class RequestPromotionSerializer(ServiceReleaseMixin, serializers.Serializer):
         return attrs
 
 
-class RollbackSerializer(ServiceReleaseMixin, serializers.Serializer):
+class RollbackSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Serializer):
     service = ServiceField()
     environment = EnvironmentField()
     version = VersionField(required=False, help_text="The release to go back to; default: the last one verified there.")
@@ -310,11 +310,11 @@ class RollbackSerializer(ServiceReleaseMixin, serializers.Serializer):
         return attrs
 
 
-class DecisionSerializer(serializers.Serializer):
+class DecisionSerializer(KnownFieldsOnly, serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
-class RejectionSerializer(serializers.Serializer):
+class RejectionSerializer(KnownFieldsOnly, serializers.Serializer):
     """A rejection's comment is required (400 when missing or empty, as the schema says). One of blanks
     only matches the schema and is the rejection rule's to refuse (policy.why_not_reject): a 409."""
 
@@ -326,14 +326,14 @@ class RejectionSerializer(serializers.Serializer):
 HTTP_URL_PATTERN = r"^https?://[^\s/?#\x00-\x1f\x7f-\x9f]+([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
 
 
-class StopSerializer(serializers.Serializer):
+class StopSerializer(KnownFieldsOnly, serializers.Serializer):
     """The body of a stop as the schema documents it. The view reads it as a DecisionSerializer:
     that the comment is required is the stopping rule's own (policy.why_not_stop), answered 400."""
 
     comment = serializers.CharField(max_length=2000, help_text="Why the soak is stopped (required).")
 
 
-class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):
+class CheckResultSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.ModelSerializer):
     service = ServiceField(write_only=True)
     url = serializers.RegexField(
         HTTP_URL_PATTERN,
@@ -376,7 +376,7 @@ class CheckResultSerializer(ServiceReleaseMixin, serializers.ModelSerializer):
         return data
 
 
-class DeploymentEventSerializer(serializers.Serializer):
+class DeploymentEventSerializer(KnownFieldsOnly, serializers.Serializer):
     """The JSON the Argo CD Notifications template sends (see docs/argocd-notifications.md)."""
 
     trigger = serializers.ChoiceField(choices=["on-deployed", "on-sync-failed"])

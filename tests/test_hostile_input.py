@@ -461,3 +461,36 @@ def test_a_session_cookie_django_never_issued_is_no_session(world, client, key):
 def test_a_session_django_issued_still_signs_in(world, client):
     client.force_login(world["rita"])
     assert client.get("/").status_code == 200
+
+
+def counts():
+    from audit.models import AuditEvent
+    from releases.models import CheckResult, Promotion, Release
+
+    return [model.objects.count() for model in (AuditEvent, CheckResult, Promotion, Release)]
+
+
+@pytest.mark.parametrize("content", ["json", "multipart"])
+@pytest.mark.parametrize("path", list(REQUESTS))
+def test_a_field_the_api_does_not_read_is_a_400_naming_it_and_writes_nothing(world, path, content):
+    before = counts()
+    response = world["api"].post(path, {**REQUESTS[path], "enviroment": "qa"}, format=content)
+    assert_refused(response, field="enviroment", text="Unknown field: this request reads only ")
+    assert counts() == before
+
+
+def test_a_cancel_with_an_unknown_field_is_refused_and_leaves_the_promotion_waiting(world, settings):
+    from releases.models import Promotion
+
+    requested = world["api"].post(
+        "/api/v1/promotions/", {"service": "nexo-be", "version": "2026.02.1", "environment": "develop"}, format="json"
+    )
+    assert requested.status_code == 201, requested.content
+    promotion = Promotion.objects.get(pk=requested.json()["id"])
+    state = promotion.state
+
+    response = world["api"].post(f"/api/v1/promotions/{promotion.pk}/cancel/", {"reason": "typo"}, format="json")
+
+    assert_refused(response, field="reason", text="this request reads only comment")
+    promotion.refresh_from_db()
+    assert promotion.state == state != "cancelled"

@@ -34,6 +34,24 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class KnownFieldsOnly:
+    """A serializer mixin for request bodies: a key the serializer does not read is a 400 naming it.
+
+    The schema says so (additionalProperties: false, nexo_portal.api_schema), and a misspelt field
+    (`verison`, `enviroment`) silently ignored would take its default instead of what the caller meant.
+    """
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            writable = sorted(name for name, field in self.fields.items() if not field.read_only)
+            unknown = sorted(set(data.keys()) - set(writable))
+            if unknown:
+                raise exceptions.ValidationError(
+                    {name: [f"Unknown field: this request reads only {', '.join(writable)}."] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
 # Validation codes of input that matches the schema but names nothing, or that a rule refuses.
 NOT_FOUND_CODES = frozenset({"does_not_exist", "unknown_release"})
 CONFLICT_CODE = "conflict"
