@@ -15,7 +15,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import text
@@ -34,7 +34,7 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
-class KnownFieldsOnly:
+class KnownFieldsOnly(serializers.Serializer):
     """A serializer mixin for request bodies: a key the serializer does not read is a 400 naming it.
 
     The schema says so (additionalProperties: false, nexo_portal.api_schema), and a misspelt field
