@@ -326,3 +326,20 @@ def test_direct_mode_environments_are_unchanged(pipeline, github, release, paulo
     assert staging.pr_number is None
     assert staging.pr_url == ""
     assert github.repository.pulls == {}
+
+
+def test_the_promotion_page_the_board_and_the_audit_export_show_the_pull_request(
+    pipeline, github, release, rita, client
+):
+    promotion = request_production(pipeline, release, rita)
+    client.force_login(rita)
+    link = f'href="{promotion.pr_url}"'
+
+    page = client.get(promotion.get_absolute_url()).content.decode()
+    assert link in page
+    assert "promote/nexo-be-prod-2026.02.1" in page
+    board = client.get("/").content.decode()
+    assert f"{link} rel=\"noopener\">PR #1 (open)</a>" in board
+    exported = json.loads(b"".join(client.get("/audit/export.json").streaming_content))
+    opened = next(record for record in exported if record["event"] == AuditAction.PULL_REQUEST_OPENED)
+    assert opened["pr_url"] == promotion.pr_url
