@@ -180,6 +180,16 @@ def open_for(promotion):
     )
 
 
+def close_on_github(promotion_id, reason):
+    """The RQ job after a promotion ended in the portal (rejected, cancelled, superseded, failed) with its
+    pull request open: comment why and close it, so nobody merges what the portal will not deploy."""
+    promotion = Promotion.objects.select_related(*transitions.FIXED_RELATIONS).filter(pk=promotion_id).first()
+    if promotion is None or promotion.pr_state != PullRequestState.OPEN or promotion.is_active:
+        return
+    client().close_pull_request(promotion.pr_number, reason)
+    transitions.mark_pull_request_closed(promotion)
+
+
 # --- reading GitHub's state ------------------------------------------------------------------------
 
 

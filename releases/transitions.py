@@ -17,9 +17,12 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from redis.exceptions import RedisError
+from rq import Retry
 
 from audit import log as audit
 from audit.models import AuditAction
+from nexo_portal.lib import queues
 
 from . import alerts, approval_notices, policy, steps
 from .models import (
@@ -279,6 +282,7 @@ class _Request:
             if discarded:
                 alerts.enqueue_discarded_approvals_notice(active)
             approval_notices.enqueue_update(active)
+            _close_pull_request_later(active, f"superseded by promotion #{promotion.pk}")
 
         previous = environment.previous()
         _record(
@@ -428,6 +432,7 @@ def reject(promotion, user, comment, *, via=None, github_review_id=None):
         **({"via": via} if via else {}),
     )
     approval_notices.enqueue_update(promotion)
+    _close_pull_request_later(promotion, f"rejected by {user.get_username()}: {comment.strip()}")
     promote_waiting(promotion.service, promotion.environment)
     return promotion
 
@@ -444,11 +449,42 @@ def cancel(promotion, actor, comment=""):
         AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
     )
     approval_notices.enqueue_update(promotion)
+    _close_pull_request_later(
+        promotion, f"cancelled by {audit.actor_name(actor)}" + (f": {comment.strip()}" if comment.strip() else "")
+    )
     promote_waiting(promotion.service, promotion.environment)
     return promotion
 
 
 # --- its pull request, delivered by pull request (releases/pull_requests.py) -----------------------
+
+
+def _close_pull_request_later(promotion, reason):
+    """Once the end of `promotion` is committed, have a worker close its open pull request, saying why."""
+    if promotion.pr_state != PullRequestState.OPEN:
+        return
+    promotion_id, text = promotion.pk, f"Closed by the Nexo Release Portal: {reason}"[:2000]
+
+    def send():
+        try:
+            queues.get_queue().enqueue(
+                "releases.pull_requests.close_on_github", promotion_id, text, retry=Retry(max=3, interval=[10, 60, 300])
+            )
+        except RedisError as error:
+            logger.warning("Could not enqueue closing the pull request of promotion %s: %s", promotion_id, error)
+
+    transaction.on_commit(send)
+
+
+@transaction.atomic
+def mark_pull_request_closed(promotion):
+    """The portal closed the pull request of a promotion that ended (the audit event of its end says why)."""
+    promotion = _locked(promotion)
+    if promotion.pr_state != PullRequestState.OPEN or promotion.is_active:
+        return promotion
+    promotion.pr_state = PullRequestState.CLOSED
+    promotion.save(update_fields=["pr_state", "updated_at"])
+    return promotion
 
 
 @transaction.atomic
@@ -908,6 +944,7 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True):
 
     _after_failure(promotion, step, error, roll_back)
     alerts.enqueue_failure_alert(promotion)
+    _close_pull_request_later(promotion, f"failed at {step}: {error}")
     return promotion
 
 

@@ -14,7 +14,7 @@ from releases import github_events, transitions
 from releases.gitops import values
 from releases.models import Promotion, PromotionState, PullRequestState
 from releases.reconciler import reconcile
-from tests.factories import make_release
+from tests.factories import make_release, make_user
 
 REPOSITORY = "nexo-org/nexo-gitops"
 WEBHOOK_SECRET = "webhook-secret-0123456789"
@@ -59,8 +59,6 @@ def release(pipeline, github, paulo):
 
 
 def make_staging_approver():
-    from tests.factories import make_user
-
     return make_user("pat", groups=["platform-team"])
 
 
@@ -238,6 +236,7 @@ def test_failing_checks_refuse_the_merge_with_their_names(pipeline, github, rele
     assert "Checks failed on" in promotion.error
     assert "kubeconform (failure)" in promotion.error
     assert not github.repository.pulls[1].merged
+    assert github.repository.pulls[1].state == "closed"  # nobody merges what the portal will not deploy
 
 
 def test_branch_protection_refusing_the_merge_says_what_github_said(pipeline, github, release, rita, sam, sara):
@@ -339,7 +338,55 @@ def test_the_promotion_page_the_board_and_the_audit_export_show_the_pull_request
     assert link in page
     assert "promote/nexo-be-prod-2026.02.1" in page
     board = client.get("/").content.decode()
-    assert f"{link} rel=\"noopener\">PR #1 (open)</a>" in board
+    assert f'{link} rel="noopener">PR #1 (open)</a>' in board
     exported = json.loads(b"".join(client.get("/audit/export.json").streaming_content))
     opened = next(record for record in exported if record["event"] == AuditAction.PULL_REQUEST_OPENED)
     assert opened["pr_url"] == promotion.pr_url
+
+
+def test_rejecting_in_the_portal_closes_the_pull_request_saying_why(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    transitions.reject(promotion, sam, "Not during the sale.")
+    pipeline.run_jobs()
+
+    assert fresh(promotion).pr_state == PullRequestState.CLOSED
+    pull = github.repository.pulls[1]
+    assert pull.state == "closed"
+    assert not pull.merged
+    assert pull.comments == [
+        ("nexo-portal-bot", "Closed by the Nexo Release Portal: rejected by sam: Not during the sale.")
+    ]
+
+
+def promote_to_production(pipeline, github, release, rita, sam, sara):
+    """`release` through develop, qa and staging, then production by pull request; the promotion."""
+    transitions.request_promotion(release, pipeline.environments["develop"], None, kind="auto")
+    pipeline.run_jobs()
+    staging = transitions.request_promotion(release, pipeline.environments["staging"], rita)
+    transitions.approve(staging, make_user("pat-" + release.version.replace(".", ""), groups=["platform-team"]))
+    pipeline.run_jobs()
+    production = request_production(pipeline, release, rita)
+    return approve_twice(pipeline, production, sam, sara)
+
+
+def test_a_rollback_there_is_a_pull_request_to_the_previous_version(pipeline, github, release, rita, sam, sara):
+    first = approve_twice(pipeline, request_production(pipeline, release, rita), sam, sara)
+    assert first.state == PromotionState.VERIFIED
+    second = promote_to_production(pipeline, github, make_release(release.service, "2026.02.2"), rita, sam, sara)
+    assert second.state == PromotionState.VERIFIED
+
+    rollback = transitions.request_rollback(release.service, pipeline.environments["production"], sam)
+    pipeline.run_jobs()
+    rollback = fresh(rollback)
+    assert rollback.pr_branch == "rollback/nexo-be-prod-2026.02.1"
+    pull = github.repository.pulls[rollback.pr_number]
+    assert pull.title == "rollback(nexo-be): production → 2026.02.1"
+    assert '`image.tag` = "2026.02.2" (previous version)' in pull.body
+    github.repository.review(rollback.pr_number, "sara-gh", "APPROVED")
+    reconcile()
+    pipeline.run_jobs()
+
+    assert fresh(rollback).state == PromotionState.VERIFIED
+    assert fresh(second).state == PromotionState.ROLLED_BACK
+    path = "helm/nexo-be/values-prod.yaml"
+    assert values.read_value(pipeline.gitops.read(path), "image.tag", path) == "2026.02.1"

@@ -218,6 +218,18 @@ class GitHub:
                 pending.append(status["context"])
         return failing, pending
 
+    def close_pull_request(self, number, comment):
+        """Say why on the pull request, then close it (its branch stays, for the record)."""
+        self._call(
+            "POST",
+            self._repo(f"issues/{number}/comments"),
+            json={"body": comment},
+            doing=f"comment on pull request #{number}",
+        )
+        return self._call(
+            "PATCH", self._repo(f"pulls/{number}"), json={"state": "closed"}, doing=f"close pull request #{number}"
+        )
+
     def merge(self, number, *, sha, method, title=None):
         """Merge at `sha` (GitHub refuses with 409 if the head moved); the merge commit's SHA."""
         body = {"sha": sha, "merge_method": method}

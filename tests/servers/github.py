@@ -213,6 +213,7 @@ class PullRequest:
     merge_commit_sha: str | None = None
     merged_by: str | None = None
     labels: list = field(default_factory=list)
+    comments: list = field(default_factory=list)
     requested_teams: list = field(default_factory=list)
     requested_reviewers: list = field(default_factory=list)
     reviews: list = field(default_factory=list)
@@ -348,6 +349,8 @@ class GitHubHandler(BaseHTTPRequestHandler):
             ("POST", rf"{REPO}/pulls/(?P<number>\d+)/requested_reviewers", self.request_reviewers),
             ("PUT", rf"{REPO}/pulls/(?P<number>\d+)/merge", self.merge_pull),
             ("POST", rf"{REPO}/issues/(?P<number>\d+)/labels", self.add_labels),
+            ("POST", rf"{REPO}/issues/(?P<number>\d+)/comments", self.add_comment),
+            ("PATCH", rf"{REPO}/pulls/(?P<number>\d+)", self.update_pull),
             ("GET", rf"{REPO}/commits/(?P<ref>[^/]+)/check-runs", self.check_runs),
             ("GET", rf"{REPO}/commits/(?P<ref>[^/]+)/status", self.combined_status),
         ]
@@ -816,6 +819,41 @@ class PullRequestsHandler(GitHubHandler):
             if label not in pull.labels:
                 pull.labels.append(label)
         self.send_json(HTTPStatus.OK, [{"name": label, "color": "ededed", "default": False} for label in pull.labels])
+
+    def add_comment(self, owner, name, number):
+        documentation_url = f"{DOCS}/rest/issues/comments#create-an-issue-comment"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        account, repository = found
+        pull = self.find_pull(repository, number, documentation_url)
+        if pull is None:
+            return
+        body = self.json_body() or {}
+        if not body.get("body"):
+            return self.validation_failed(
+                documentation_url, [{"resource": "IssueComment", "field": "body", "code": "missing_field"}]
+            )
+        pull.comments.append((account.login, body["body"]))
+        self.send_json(HTTPStatus.CREATED, {"id": len(pull.comments), "body": body["body"]})
+
+    def update_pull(self, owner, name, number):
+        documentation_url = f"{PULLS_DOCS}#update-a-pull-request"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        repository = found[1]
+        pull = self.find_pull(repository, number, documentation_url)
+        if pull is None:
+            return
+        body = self.json_body() or {}
+        if body.get("state") not in (None, "open", "closed"):
+            return self.validation_failed(
+                documentation_url, [{"resource": "PullRequest", "field": "state", "code": "invalid"}]
+            )
+        if body.get("state") and not pull.merged:
+            pull.state = body["state"]
+        self.send_json(HTTPStatus.OK, self.pull_json(repository, pull))
 
     def resolve(self, repository, ref):
         return repository.sha(ref) or ref
