@@ -227,16 +227,36 @@ def sync(promotion, *, pull=None, sender=None):
     if pull["state"] == "closed" and not pull.get("merged"):
         by = (sender or {}).get("login") or "someone on GitHub"
         return transitions.close_pull_request(promotion, closed_by=by)
+    if pull.get("merged") and promotion.state == PromotionState.AWAITING_APPROVAL:
+        return _merged_before_quorum(promotion, pull)
     head = pull["head"]["sha"]
     if head != promotion.pr_head_sha:
         promotion = transitions.note_branch_pushed(promotion, head, pushed_by=(sender or {}).get("login"))
     if promotion.state != PromotionState.AWAITING_APPROVAL:
         return promotion
-    for review in github.reviews(promotion.pr_number):
+    reviews = github.reviews(promotion.pr_number)
+    dismissed = {review["id"] for review in reviews if review.get("state") == "DISMISSED"}
+    if promotion.approvals.filter(github_review_id__in=dismissed).exists():
+        promotion = transitions.void_dismissed_reviews(promotion, dismissed)
+    for review in reviews:
         promotion = _apply_review(promotion, review, head)
         if promotion.state != PromotionState.AWAITING_APPROVAL:
             break
     return promotion
+
+
+def _merged_before_quorum(promotion, pull):
+    """Someone merged the pull request on GitHub before the portal's quorum: the change is on the branch
+    Argo CD follows, outside the policy. The promotion fails saying so; the drift check flags the file."""
+    by = (pull.get("merged_by") or {}).get("login") or "someone"
+    given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
+    error = (
+        f"Pull request #{promotion.pr_number} was merged on GitHub by {by} as {str(pull.get('merge_commit_sha'))[:7]} "
+        f"before the portal's approvals ({given}/{required}): the change is on the branch Argo CD follows "
+        "without the policy's approval. Check what runs there; roll back, or request the promotion again."
+    )
+    promotion = transitions.note_pull_request_merged(promotion)
+    return transitions.fail(promotion, "commit", error, from_states=[PromotionState.AWAITING_APPROVAL])
 
 
 def _apply_review(promotion, review, head):

@@ -477,6 +477,15 @@ def _close_pull_request_later(promotion, reason):
 
 
 @transaction.atomic
+def note_pull_request_merged(promotion):
+    """GitHub says the pull request is merged (by a person, outside the portal's merge)."""
+    promotion = _locked(promotion)
+    promotion.pr_state = PullRequestState.MERGED
+    promotion.save(update_fields=["pr_state", "updated_at"])
+    return promotion
+
+
+@transaction.atomic
 def mark_pull_request_closed(promotion):
     """The portal closed the pull request of a promotion that ended (the audit event of its end says why)."""
     promotion = _locked(promotion)
@@ -560,6 +569,31 @@ def note_branch_pushed(promotion, head_sha, *, pushed_by=None):
             {"approver": approval.user.get_username(), "head": approval.head_sha, "comment": approval.comment}
             for approval in voided
         ],
+    )
+    approval_notices.enqueue_update(promotion)
+    return promotion
+
+
+@transaction.atomic
+def void_dismissed_reviews(promotion, dismissed_review_ids):
+    """Approvals that came from reviews since dismissed on GitHub no longer count."""
+    promotion = _locked(promotion)
+    if promotion.state != PromotionState.AWAITING_APPROVAL:
+        return promotion
+    voided = list(promotion.approvals.filter(github_review_id__in=dismissed_review_ids).select_related("user"))
+    if not voided:
+        return promotion
+    names = [approval.user.get_username() for approval in voided]
+    Approval.objects.filter(pk__in=[approval.pk for approval in voided]).delete()
+    _record(
+        AuditAction.PULL_REQUEST_REVIEW_IGNORED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: the reviews of {', '.join(names)} on pull request #{promotion.pr_number} were "
+        "dismissed on GitHub; their approvals no longer count",
+        pr_url=promotion.pr_url,
+        reviews=[approval.github_review_id for approval in voided],
+        voided_approvals=names,
     )
     approval_notices.enqueue_update(promotion)
     return promotion

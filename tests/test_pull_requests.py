@@ -390,3 +390,32 @@ def test_a_rollback_there_is_a_pull_request_to_the_previous_version(pipeline, gi
     assert fresh(second).state == PromotionState.ROLLED_BACK
     path = "helm/nexo-be/values-prod.yaml"
     assert values.read_value(pipeline.gitops.read(path), "image.tag", path) == "2026.02.1"
+
+
+def test_a_review_dismissed_on_github_no_longer_counts(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    review = github.repository.review(1, "sara-gh", "APPROVED")
+    reconcile()
+    assert fresh(promotion).approvals.count() == 1
+    github.repository.dismiss(1, review.id)
+    reconcile()
+
+    promotion = fresh(promotion)
+    assert promotion.approvals.count() == 0
+    transitions.approve(promotion, sam)
+    assert fresh(promotion).state == PromotionState.AWAITING_APPROVAL  # one of two
+    voided = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_REVIEW_IGNORED)
+    assert "dismissed on GitHub" in voided.message
+
+
+def test_a_merge_on_github_before_the_quorum_fails_the_promotion_saying_so(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam)
+    github.repository.merge_by_hand(1, "sara-gh")
+    reconcile()
+
+    promotion = fresh(promotion)
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "commit")
+    assert "was merged on GitHub by sara-gh" in promotion.error
+    assert "before the portal's approvals (1/2)" in promotion.error
+    assert promotion.pr_state == PullRequestState.MERGED

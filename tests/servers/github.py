@@ -266,6 +266,13 @@ class Repository:
     def close(self, number):
         self.pulls[number].state = "closed"
 
+    def dismiss(self, number, review_id):
+        next(review for review in self.pulls[number].reviews if review.id == review_id).state = "DISMISSED"
+
+    def merge_by_hand(self, number, login):
+        """A person presses the merge button on GitHub."""
+        return self.merge(self.pulls[number], login, "merge")
+
     def open(self, *, title, body, head, base, author):
         pull = PullRequest(next(self._numbers), title, body, head, base, author)
         self.pulls[pull.number] = pull
