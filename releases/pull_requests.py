@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from social_django.models import UserSocialAuth
 
 from audit import log as audit
 
@@ -195,8 +196,6 @@ def close_on_github(promotion_id, reason):
 
 def github_user(account):
     """The portal user a GitHub account (a review's `user`) signed in as, or None."""
-    from social_django.models import UserSocialAuth  # upward: social-auth's table of GitHub sign-ins
-
     if not account:
         return None
     found = (

@@ -327,7 +327,7 @@ def test_direct_mode_environments_are_unchanged(pipeline, github, release, paulo
     assert github.repository.pulls == {}
 
 
-def test_the_promotion_page_the_board_and_the_audit_export_show_the_pull_request(
+def test_the_promotion_page_the_board_the_audit_export_and_the_api_show_the_pull_request(
     pipeline, github, release, rita, client
 ):
     promotion = request_production(pipeline, release, rita)
@@ -342,6 +342,8 @@ def test_the_promotion_page_the_board_and_the_audit_export_show_the_pull_request
     exported = json.loads(b"".join(client.get("/audit/export.json").streaming_content))
     opened = next(record for record in exported if record["event"] == AuditAction.PULL_REQUEST_OPENED)
     assert opened["pr_url"] == promotion.pr_url
+    api = client.get(f"/api/v1/promotions/{promotion.pk}/").json()
+    assert (api["pr_url"], api["pr_number"], api["pr_state"]) == (promotion.pr_url, 1, "open")
 
 
 def test_rejecting_in_the_portal_closes_the_pull_request_saying_why(pipeline, github, release, rita, sam):
