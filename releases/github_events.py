@@ -13,6 +13,8 @@ import json
 import logging
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from redis.exceptions import RedisError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -22,6 +24,7 @@ from nexo_portal.lib.queues import redis_connection
 from . import pull_requests
 from .gitops.github import GitHubError
 from .models import Promotion, PromotionState
+from .policy import PromotionError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,12 @@ def first_delivery(delivery_id):
     """Whether this delivery id is new (remembered for a day). Without an id, every delivery is new."""
     if not delivery_id:
         return True
-    return bool(redis_connection().set(SEEN_KEY.format(delivery_id[:100]), 1, nx=True, ex=SEEN_SECONDS))
+    try:
+        return bool(redis_connection().set(SEEN_KEY.format(delivery_id[:100]), 1, nx=True, ex=SEEN_SECONDS))
+    except RedisError as error:
+        # Acting twice on a delivery is harmless (GitHub is read again), so an outage does not refuse it.
+        logger.warning("GitHub webhook: cannot remember delivery %s: %s", delivery_id, error)
+        return True
 
 
 def handle(event, payload):
@@ -80,6 +88,7 @@ def handle(event, payload):
     return f"promotion #{after.pk} is {after.get_state_display().lower()}"
 
 
+@extend_schema(exclude=True)  # GitHub's webhook (docs/pull-requests.md), not part of the API CI uses
 class GitHubWebhookView(APIView):
     """GitHub only, proven by the HMAC of GITHUB_WEBHOOK_SECRET; no session, no token."""
 
@@ -106,7 +115,7 @@ class GitHubWebhookView(APIView):
             return Response({"outcome": "ignored: this delivery was handled already"}, status=202)
         try:
             outcome = handle(event, payload)
-        except (GitHubError, pull_requests.PullRequestError) as error:
+        except (GitHubError, pull_requests.PullRequestError, PromotionError) as error:
             # The reconciler's poll reads the pull request again; GitHub need not redeliver.
             logger.warning("GitHub webhook: could not read the pull request: %s", error)
             outcome = f"deferred to the next poll: {error}"

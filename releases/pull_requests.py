@@ -345,7 +345,7 @@ def poll(now=None):
     for promotion in waiting:
         try:
             after = sync(promotion)
-        except (GitHubError, PullRequestError) as error:
+        except (GitHubError, PullRequestError, PromotionError) as error:
             logger.warning(
                 "Could not read pull request #%s of promotion %s: %s", promotion.pr_number, promotion.pk, error
             )
