@@ -213,11 +213,11 @@ def github_user(account):
     )
 
 
-def sync(promotion, *, pull=None, sender=None):
-    """Apply what GitHub says of the promotion's pull request: closed, pushed to, reviewed.
+def sync(promotion, *, sender=None):
+    """Apply what GitHub says now of the promotion's pull request: closed, merged, pushed to, reviewed.
 
-    `pull`: the pull request as just read (a webhook's payload is only a hint: GitHub is asked).
-    `sender`: who caused the event, when a webhook said so. Returns the promotion, fresh.
+    `sender`: who caused the event, when a webhook said so (its payload is only a hint: GitHub is
+    asked). Returns the promotion, fresh.
     """
     if not promotion.pr_number or promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED):
         return promotion
