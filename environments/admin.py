@@ -68,6 +68,10 @@ class EnvironmentAdmin(AuditedAdmin):
                 ]
             },
         ),
+        (
+            "Delivery to the GitOps repository (docs/pull-requests.md)",
+            {"fields": ["delivery_mode", "branch_name", "pull_request_labels", "pull_request_reviewer_teams"]},
+        ),
     ]
 
     def get_queryset(self, request):

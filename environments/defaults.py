@@ -42,6 +42,7 @@ DEFAULT_ENVIRONMENTS = [
         "verification_window": timedelta(minutes=30),
         "rollback_on_failed_verification": False,
         "promotion_slo_minutes": 30,
+        "pull_request_reviewer_teams": ["platform-team"],
     },
     {
         "name": "production",
@@ -55,6 +56,11 @@ DEFAULT_ENVIRONMENTS = [
         "allows_break_glass": True,
         # The reference docs name production's file values-prod.yaml.
         "values_path_template": "helm/{service}/values-prod.yaml",
+        # Used when production is delivered by pull request (docs/pull-requests.md): the reference
+        # docs' branch promote/nexo-be-prod-2026.02.1, label and CODEOWNERS teams.
+        "branch_name": "prod",
+        "pull_request_labels": ["production-deploy"],
+        "pull_request_reviewer_teams": ["sre-team", "platform-leads"],
     },
 ]
 

@@ -29,6 +29,13 @@ def render_template(template, *, service, environment):
     return template.replace("{service}", service).replace("{environment}", environment)
 
 
+class DeliveryMode(models.TextChoices):
+    """How a promotion's change reaches the GitOps repository's branch (docs/pull-requests.md)."""
+
+    DIRECT = "direct", "Direct commit"
+    PULL_REQUEST = "pull_request", "Pull request"
+
+
 class EnvironmentQuerySet(models.QuerySet):
     def in_pipeline_order(self):
         return self.order_by("position")
@@ -137,6 +144,28 @@ class Environment(models.Model):
         help_text="Helm values file in the GitOps repo.",
     )
     argocd_app_template = models.CharField(max_length=255, default="{service}-{environment}")
+    delivery_mode = models.CharField(
+        max_length=20,
+        choices=DeliveryMode.choices,
+        default=DeliveryMode.DIRECT,
+        help_text="Direct commit pushes to the branch Argo CD follows; pull request opens one on GitHub "
+        "(GITOPS_GITHUB_*) whose approving reviews count with the portal's approvals, merged at quorum.",
+    )
+    branch_name = models.CharField(
+        max_length=50,
+        blank=True,
+        validators=[slug_validator],
+        help_text='The environment\'s name in pull-request branches, e.g. "prod" for promote/nexo-be-prod-2026.02.1; '
+        "blank: its name.",
+    )
+    pull_request_labels = models.JSONField(
+        default=list, blank=True, help_text='Labels of its pull requests, e.g. ["production-deploy"].'
+    )
+    pull_request_reviewer_teams = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='GitHub team slugs asked to review its pull requests, e.g. ["sre-team", "platform-leads"].',
+    )
     argocd_auto_sync = models.BooleanField(
         default=False, help_text="The Argo CD application syncs by itself: only refresh and wait, never trigger a sync."
     )
@@ -183,7 +212,15 @@ class Environment(models.Model):
     def next(self):
         return Environment.objects.filter(position__gt=self.position).order_by("position").first()
 
+    @property
+    def delivers_by_pull_request(self):
+        return self.delivery_mode == DeliveryMode.PULL_REQUEST
+
     def clean(self):
+        for field in ("pull_request_labels", "pull_request_reviewer_teams"):
+            names = getattr(self, field)
+            if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
+                raise ValidationError({field: 'A list of names, e.g. ["production-deploy"].'})
         errors = prometheus.range_placeholder_errors(self.prometheus_query_template)
         fixed = None if errors else prometheus.longest_range(self.prometheus_query_template)
         if fixed and not prometheus.has_range_placeholder(self.prometheus_query_template):

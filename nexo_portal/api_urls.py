@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from audit import api as audit
 from releases import api_views as releases
-from releases import slack_interactions
+from releases import github_events, slack_interactions
 from releases.dora import api as dora
 
 from .lib import api as api_errors
@@ -32,6 +32,7 @@ urlpatterns = [
     path("matrix/", releases.MatrixView.as_view(), name="matrix"),
     path("verifications/", releases.CheckResultCreateView.as_view(), name="verification-create"),
     path("webhooks/argocd/", releases.ArgoCDWebhookView.as_view(), name="argocd-webhook"),
+    path("webhooks/github/", github_events.GitHubWebhookView.as_view(), name="github-webhook"),
     path("dora/", dora.DoraMetricsView.as_view(), name="dora"),
     path("audit/", audit.AuditEventListView.as_view(), name="audit-list"),
     path("audit/export/", releases.AuditExportView.as_view(), name="audit-export"),

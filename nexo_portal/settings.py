@@ -316,6 +316,23 @@ SOCIAL_AUTH_PIPELINE = [
 # A bare team slug is a team of GITHUB_ORG; "other-org/slug" names another organization.
 GITHUB_TEAM_GROUPS = env.dict("GITHUB_TEAM_GROUPS", default={})
 
+# --- Pull requests on the GitOps repository (docs/pull-requests.md) ------------------------------
+# For environments whose delivery mode is "pull request". The repository as owner/name on GitHub,
+# the REST API's base (GitHub Enterprise Server: https://github.example/api/v3), and either a token
+# (fine-grained or classic, with contents, pull requests and issues write) or a GitHub App
+# installed on the repository: its id, the installation's id and its private key (PEM text, or a file).
+GITOPS_GITHUB_REPOSITORY = env.str("GITOPS_GITHUB_REPOSITORY", default="")
+GITOPS_GITHUB_API_URL = env.str("GITOPS_GITHUB_API_URL", default=SOCIAL_AUTH_GITHUB_ORG_API_URL)
+GITOPS_GITHUB_TOKEN = env.str("GITOPS_GITHUB_TOKEN", default="")
+GITOPS_GITHUB_APP_ID = env.str("GITOPS_GITHUB_APP_ID", default="")
+GITOPS_GITHUB_APP_INSTALLATION_ID = env.str("GITOPS_GITHUB_APP_INSTALLATION_ID", default="")
+GITOPS_GITHUB_APP_PRIVATE_KEY = env.str("GITOPS_GITHUB_APP_PRIVATE_KEY", default="", multiline=True)
+GITOPS_GITHUB_APP_PRIVATE_KEY_FILE = env.str("GITOPS_GITHUB_APP_PRIVATE_KEY_FILE", default="")
+# merge, squash or rebase: how the portal merges a pull request at quorum.
+GITOPS_GITHUB_MERGE_METHOD = env.str("GITOPS_GITHUB_MERGE_METHOD", default="merge")
+# The secret of the repository's webhook (pull_request, pull_request_review events) at /webhooks/github/.
+GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="")
+
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -433,6 +450,14 @@ def _refuse_unsafe_production_settings():
         missing.append("ARGOCD_TOKEN (ARGOCD_URL is set, so the bearer token for it is required)")
     if SOCIAL_AUTH_GITHUB_ORG_KEY and not (SOCIAL_AUTH_GITHUB_ORG_SECRET and SOCIAL_AUTH_GITHUB_ORG_NAME):
         missing.append("GITHUB_OAUTH_SECRET and GITHUB_ORG (GITHUB_OAUTH_KEY is set, so sign-in needs both)")
+    if GITOPS_GITHUB_MERGE_METHOD not in ("merge", "squash", "rebase"):
+        missing.append("GITOPS_GITHUB_MERGE_METHOD as merge, squash or rebase")
+    if GITOPS_GITHUB_APP_ID and not (
+        GITOPS_GITHUB_APP_INSTALLATION_ID and (GITOPS_GITHUB_APP_PRIVATE_KEY or GITOPS_GITHUB_APP_PRIVATE_KEY_FILE)
+    ):
+        missing.append(
+            "GITOPS_GITHUB_APP_INSTALLATION_ID and GITOPS_GITHUB_APP_PRIVATE_KEY (GITOPS_GITHUB_APP_ID is set)"
+        )
     if missing:
         raise ImproperlyConfigured(
             "The portal is running with DEBUG off and cannot start safely. Set: " + "; ".join(missing)

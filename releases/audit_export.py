@@ -85,6 +85,7 @@ def _record(event, promotion, previous_environment, checks):
         "actor": event.actor,
         "promotion_id": event.promotion_id,
         "commit": data.get("commit") or None,
+        "pr_url": data.get("pr_url") or None,
         "message": event.message,
         "data": data,
         "hash": event.hash,
@@ -104,6 +105,8 @@ def _record(event, promotion, previous_environment, checks):
         ]
     if "rollback" not in data:
         record["rollback"] = promotion.kind == PromotionKind.ROLLBACK
+    if record["pr_url"] is None and promotion.pr_url:
+        record["pr_url"] = promotion.pr_url
     if (
         record["commit"] is None
         and promotion.gitops_commit_sha

@@ -26,7 +26,7 @@ from audit import log as audit
 from environments.argocd import ArgoCD, ArgoCDError, ArgoCDRefused, ArgoCDTimeout
 from nexo_portal.lib.errors import Unavailable
 
-from . import steps, transitions, verification
+from . import pull_requests, steps, transitions, verification
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT = (Unavailable, RedisError, OperationalError, InterfaceError)
 # The step a promotion fails at, by the step that could not go on.
-FAILED_STEP = {Step.COMMIT: "commit", Step.SYNC: "sync", Step.VERIFY: "verification"}
+FAILED_STEP = {Step.COMMIT: "commit", Step.SYNC: "sync", Step.VERIFY: "verification", Step.PULL_REQUEST: "commit"}
 
 
 # --- running a step -------------------------------------------------------------------------------------
@@ -119,8 +119,10 @@ def resume(promotion_id, *, troubled_since=None, reason=""):
 
 
 def _resume(promotion_id, troubled_since, reason):
-    promotion = Promotion.objects.select_for_update().filter(pk=promotion_id).first()
-    step = transitions.JOB_FOR_STATE.get(promotion.state) if promotion else None
+    promotion = (
+        Promotion.objects.select_for_update(of=("self",)).select_related("environment").filter(pk=promotion_id).first()
+    )
+    step = transitions.step_owed(promotion) if promotion else None
     if step is None or StepRun.objects.filter(promotion_id=promotion_id).open().exists():
         return None
     now = timezone.now()
@@ -154,10 +156,46 @@ def _load(promotion_id, *states):
     return promotion
 
 
+def open_pull_request(promotion_id):
+    """Delivered by pull request: push the promotion's branch and open its pull request while it awaits approval."""
+    promotion = _load(promotion_id, PromotionState.AWAITING_APPROVAL)
+    if promotion is None or promotion.pr_number:
+        return
+    try:
+        pull_requests.open_for(promotion)
+    except pull_requests.PullRequestError as error:
+        _unless_moved_on(
+            transitions.fail, promotion, "commit", str(error), from_states=[PromotionState.AWAITING_APPROVAL]
+        )
+    except PromotionError as moved_on:
+        logger.info("Promotion %s moved on before its pull request was recorded: %s", promotion_id, moved_on)
+
+
+def merge_pull_request(promotion):
+    """Delivered by pull request, the commit step merges the approved pull request (docs/pull-requests.md)."""
+    try:
+        promotion, sha = pull_requests.merge(promotion)
+    except PromotionError as moved_on:
+        logger.info("Promotion %s moved on before its merge: %s", promotion.pk, moved_on)
+        return
+    except pull_requests.PullRequestError as error:
+        states = [PromotionState.APPROVED, PromotionState.COMMITTING]
+        _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=states)
+        return
+    if promotion.state == PromotionState.APPROVED:  # GitHub had merged it already
+        promotion = transitions.start_commit(promotion)
+    message = f"{pull_requests.title(promotion)}\n\nMerged pull request #{promotion.pr_number}: {promotion.pr_url}\n"
+    _unless_moved_on(transitions.mark_committed, promotion, sha, message, merged=True)
+
+
 def commit_promotion(promotion_id):
-    """Write the new image tag into the values file, commit with the trailers, push."""
+    """Write the new image tag into the values file, commit with the trailers, push (or, delivered by
+    pull request, merge the pull request)."""
     promotion = _load(promotion_id, PromotionState.APPROVED, PromotionState.COMMITTING)
     if promotion is None:
+        return
+    if promotion.environment.delivers_by_pull_request:
+        merge_pull_request(promotion)
         return
     # An approved promotion is marked committing while git writes the commit, and nothing is
     # pushed before that is saved. A job that finds it committing already is a retry: an earlier
@@ -307,4 +345,9 @@ def verify_promotion(promotion_id):
         transitions.fail(promotion, "verification", result.summary)
 
 
-STEPS = {Step.COMMIT: commit_promotion, Step.SYNC: sync_promotion, Step.VERIFY: verify_promotion}
+STEPS = {
+    Step.COMMIT: commit_promotion,
+    Step.SYNC: sync_promotion,
+    Step.VERIFY: verify_promotion,
+    Step.PULL_REQUEST: open_pull_request,
+}

@@ -327,6 +327,14 @@ class PromotionState(models.TextChoices):
         return [cls.APPROVED, cls.COMMITTING, cls.COMMITTED, cls.SYNCING, cls.DEPLOYED, cls.VERIFYING]
 
 
+class PullRequestState(models.TextChoices):
+    """A promotion's pull request on the GitOps repository, as GitHub last said (docs/pull-requests.md)."""
+
+    OPEN = "open", "Open"
+    MERGED = "merged", "Merged"
+    CLOSED = "closed", "Closed"
+
+
 class StepStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
@@ -408,6 +416,17 @@ class Promotion(models.Model):
     failed_step = models.CharField(max_length=20, blank=True)
     error = models.TextField(blank=True)
 
+    # Delivered by pull request (docs/pull-requests.md): the PR, its branch and the head commit the
+    # approvals bind to (the portal's own commit, or a later one pushed by someone else).
+    pr_number = models.PositiveIntegerField(null=True, blank=True)
+    pr_url = models.URLField(blank=True, max_length=500, validators=[validate_http_url], help_text="http(s) only.")
+    pr_branch = models.CharField(max_length=255, blank=True)
+    pr_head_sha = models.CharField(max_length=40, blank=True)
+    pr_state = models.CharField(max_length=10, choices=PullRequestState.choices, blank=True)
+    pr_reviews_seen = models.JSONField(
+        default=list, blank=True, editable=False, help_text="Ids of the GitHub reviews the portal has acted on."
+    )
+
     objects = PromotionQuerySet.as_manager()
 
     class Meta:
@@ -477,6 +496,7 @@ class Step(models.TextChoices):
     COMMIT = "commit", "GitOps commit"
     SYNC = "sync", "Argo CD sync"
     VERIFY = "verify", "Soak sample"
+    PULL_REQUEST = "pr", "Pull request opened"
 
 
 class RunStatus(models.TextChoices):
@@ -551,6 +571,10 @@ class Approval(models.Model):
     decision = models.CharField(max_length=10, choices=ApprovalDecision.choices)
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Delivered by pull request: the PR's head commit the decision was given on, and the GitHub
+    # review it came from (blank when given on the portal).
+    head_sha = models.CharField(max_length=40, blank=True)
+    github_review_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]

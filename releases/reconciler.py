@@ -9,6 +9,8 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
   is overdue (RQ's scheduler lives inside one worker and dies with it);
 - schedules the step of a promotion that is mid-way with no run at all (rows from before runs
   existed, or a bug);
+- reads every open promotion pull request from GitHub, the fallback for missed webhooks, and opens
+  those a promotion awaiting approval still lacks (releases/pull_requests.py);
 - reads every values file and flags a place whose image tag differs from what the portal
   deployed there (audited once per difference);
 - every AUDIT_VERIFY_SECONDS, verifies the audit chain against its witness, alerts once when it
@@ -26,7 +28,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 
-from . import approval_notices, audit_watch, jobs, steps, transitions
+from . import approval_notices, audit_watch, jobs, pull_requests, steps, transitions
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
 from .models import PIPELINE, Deployment, Promotion, PromotionState, RunStatus, StepRun
@@ -39,11 +41,13 @@ STALL_AFTER = timedelta(minutes=2)
 
 def reconcile():
     recovered = recover_steps()
+    pull_requests_read = pull_requests.poll()
     drifted = detect_drift()
     reminded = approval_notices.remind_due()
     verification = audit_watch.watch_audit_chain()
     return {
         "recovered": recovered,
+        "pull_requests": pull_requests_read,
         "drifted": drifted,
         "reminded": reminded,
         "audit_chain": verification and verification.summary,

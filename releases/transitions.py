@@ -13,12 +13,16 @@ for the person who asked.
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from redis.exceptions import RedisError
+from rq import Retry
 
 from audit import log as audit
 from audit.models import AuditAction
+from nexo_portal.lib import queues
 
 from . import alerts, approval_notices, policy, steps
 from .models import (
@@ -30,7 +34,9 @@ from .models import (
     Promotion,
     PromotionKind,
     PromotionState,
+    PullRequestState,
     Release,
+    RunStatus,
     Step,
     StepStatus,
 )
@@ -49,6 +55,18 @@ JOB_FOR_STATE = {
 }
 
 __all__ = ["PromotionError"]
+
+
+def step_owed(promotion):
+    """The step that carries `promotion` forward now, or None: JOB_FOR_STATE, and for a promotion
+    delivered by pull request that awaits approval without one, opening it."""
+    if (
+        promotion.state == PromotionState.AWAITING_APPROVAL
+        and promotion.environment.delivers_by_pull_request
+        and not promotion.pr_number
+    ):
+        return Step.PULL_REQUEST
+    return JOB_FOR_STATE.get(promotion.state)
 
 
 # What a promotion is of and who asked for it: fixed when it is created.
@@ -264,6 +282,7 @@ class _Request:
             if discarded:
                 alerts.enqueue_discarded_approvals_notice(active)
             approval_notices.enqueue_update(active)
+            _close_pull_request_later(active, f"superseded by promotion #{promotion.pk}")
 
         previous = environment.previous()
         _record(
@@ -281,6 +300,8 @@ class _Request:
         )
         if needs_approval:
             approval_notices.enqueue_awaiting(promotion)
+            if environment.delivers_by_pull_request:
+                steps.schedule(promotion, Step.PULL_REQUEST, first=True)
         else:
             steps.schedule(promotion, Step.COMMIT, first=True)
         return promotion
@@ -338,12 +359,30 @@ def request_rollback(service, environment, actor, *, release=None, rolls_back=No
 # --- people deciding -------------------------------------------------------------------------
 
 
+def _note_review(promotion, github_review_id):
+    if github_review_id is not None and github_review_id not in promotion.pr_reviews_seen:
+        promotion.pr_reviews_seen = [*promotion.pr_reviews_seen, github_review_id]
+        promotion.save(update_fields=["pr_reviews_seen", "updated_at"])
+
+
 @transaction.atomic
-def approve(promotion, user, comment="", *, via=None):
-    """`via`: where the decision was taken when not on the portal, for the audit (e.g. Slack and its channel)."""
+def approve(promotion, user, comment="", *, via=None, head_sha=None, github_review_id=None):
+    """`via`: where the decision was taken when not on the portal, for the audit (e.g. Slack and its channel).
+
+    Delivered by pull request, the approval binds to the pull request's head commit (`head_sha`: the
+    one a GitHub review approved; default: the head the portal knows).
+    """
     promotion = _locked(promotion)
     policy.ensure(policy.why_not_approve(promotion, user))
-    Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.APPROVE, comment=comment.strip())
+    Approval.objects.create(
+        promotion=promotion,
+        user=user,
+        decision=ApprovalDecision.APPROVE,
+        comment=comment.strip(),
+        head_sha=head_sha or promotion.pr_head_sha,
+        github_review_id=github_review_id,
+    )
+    _note_review(promotion, github_review_id)
     given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
     _record(
         AuditAction.PROMOTION_APPROVED,
@@ -355,6 +394,7 @@ def approve(promotion, user, comment="", *, via=None):
         approvals=given,
         required=required,
         **({"via": via} if via else {}),
+        **({"head": promotion.pr_head_sha, "pr_url": promotion.pr_url} if promotion.pr_number else {}),
     )
     approval_notices.enqueue_update(promotion)
     if given >= required:
@@ -366,10 +406,19 @@ def approve(promotion, user, comment="", *, via=None):
 
 
 @transaction.atomic
-def reject(promotion, user, comment, *, via=None):
+def reject(promotion, user, comment, *, via=None, github_review_id=None):
+    """`github_review_id`: a "changes requested" review on the promotion's pull request, in the reviewer's words."""
     promotion = _locked(promotion)
     policy.ensure(policy.why_not_reject(promotion, user, comment))
-    Approval.objects.create(promotion=promotion, user=user, decision=ApprovalDecision.REJECT, comment=comment.strip())
+    Approval.objects.create(
+        promotion=promotion,
+        user=user,
+        decision=ApprovalDecision.REJECT,
+        comment=comment.strip(),
+        head_sha=promotion.pr_head_sha,
+        github_review_id=github_review_id,
+    )
+    _note_review(promotion, github_review_id)
     promotion.state = PromotionState.REJECTED
     promotion.finished_at = timezone.now()
     steps.close(promotion.pk)  # it owes no more work
@@ -383,6 +432,7 @@ def reject(promotion, user, comment, *, via=None):
         **({"via": via} if via else {}),
     )
     approval_notices.enqueue_update(promotion)
+    _close_pull_request_later(promotion, f"rejected by {user.get_username()}: {comment.strip()}")
     promote_waiting(promotion.service, promotion.environment)
     return promotion
 
@@ -397,6 +447,198 @@ def cancel(promotion, actor, comment=""):
     promotion.save(update_fields=["state", "finished_at", "updated_at"])
     _record(
         AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
+    )
+    approval_notices.enqueue_update(promotion)
+    _close_pull_request_later(
+        promotion, f"cancelled by {audit.actor_name(actor)}" + (f": {comment.strip()}" if comment.strip() else "")
+    )
+    promote_waiting(promotion.service, promotion.environment)
+    return promotion
+
+
+# --- its pull request, delivered by pull request (releases/pull_requests.py) -----------------------
+
+
+def _close_pull_request_later(promotion, reason):
+    """Once the end of `promotion` is committed, have a worker close its open pull request, saying why."""
+    if promotion.pr_state != PullRequestState.OPEN:
+        return
+    promotion_id, text = promotion.pk, f"Closed by the Nexo Release Portal: {reason}"[:2000]
+
+    def send():
+        try:
+            queues.get_queue().enqueue(
+                "releases.pull_requests.close_on_github", promotion_id, text, retry=Retry(max=3, interval=[10, 60, 300])
+            )
+        except RedisError as error:
+            logger.warning("Could not enqueue closing the pull request of promotion %s: %s", promotion_id, error)
+
+    transaction.on_commit(send)
+
+
+@transaction.atomic
+def note_pull_request_merged(promotion):
+    """GitHub says the pull request is merged (by a person, outside the portal's merge)."""
+    promotion = _locked(promotion)
+    promotion.pr_state = PullRequestState.MERGED
+    promotion.save(update_fields=["pr_state", "updated_at"])
+    return promotion
+
+
+@transaction.atomic
+def mark_pull_request_closed(promotion):
+    """The portal closed the pull request of a promotion that ended (the audit event of its end says why)."""
+    promotion = _locked(promotion)
+    if promotion.pr_state != PullRequestState.OPEN or promotion.is_active:
+        return promotion
+    promotion.pr_state = PullRequestState.CLOSED
+    promotion.save(update_fields=["pr_state", "updated_at"])
+    return promotion
+
+
+@transaction.atomic
+def schedule_pull_request(promotion):
+    """Open the promotion's pull request (again) if it awaits approval without one and no step is on its way."""
+    promotion = _locked(promotion)
+    if step_owed(promotion) != Step.PULL_REQUEST or promotion.runs.filter(status__in=RunStatus.open()).exists():
+        return None
+    return steps.schedule(promotion, Step.PULL_REQUEST)
+
+
+@transaction.atomic
+def record_pull_request(promotion, *, number, url, branch, head_sha, notes=()):
+    """The promotion's pull request is open at `head_sha`, the portal's own commit: approvals given
+    before it was opened bind to that commit. `notes`: what GitHub refused on the way (a label, a
+    reviewer team), said in the audit event."""
+    promotion = _locked(promotion)
+    _expect(promotion, PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED, PromotionState.COMMITTING)
+    promotion.pr_number, promotion.pr_url, promotion.pr_branch = number, url, branch
+    promotion.pr_head_sha, promotion.pr_state = head_sha, PullRequestState.OPEN
+    promotion.save(update_fields=["pr_number", "pr_url", "pr_branch", "pr_head_sha", "pr_state", "updated_at"])
+    promotion.approvals.filter(head_sha="").update(head_sha=head_sha)
+    _record(
+        AuditAction.PULL_REQUEST_OPENED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: pull request #{number} opened from {branch}"
+        + (f" ({'; '.join(notes)})" if notes else ""),
+        pr_url=url,
+        branch=branch,
+        head=head_sha,
+        notes=list(notes),
+    )
+    return promotion
+
+
+@transaction.atomic
+def note_branch_pushed(promotion, head_sha, *, pushed_by=None):
+    """Someone else pushed to the promotion's pull request: approvals given on another commit are void
+    (an approved promotion awaits approval again), and the audit log and the promotion page say so."""
+    promotion = _locked(promotion)
+    if head_sha == promotion.pr_head_sha or promotion.state not in (
+        PromotionState.AWAITING_APPROVAL,
+        PromotionState.APPROVED,
+    ):
+        return promotion
+    voided = [
+        approval
+        for approval in promotion.approvals.select_related("user")
+        if approval.decision == ApprovalDecision.APPROVE and approval.head_sha != head_sha
+    ]
+    names = [approval.user.get_username() for approval in voided]
+    Approval.objects.filter(pk__in=[approval.pk for approval in voided]).delete()
+    previous, promotion.pr_head_sha = promotion.pr_head_sha, head_sha
+    fields = ["pr_head_sha", "updated_at"]
+    if promotion.state == PromotionState.APPROVED:
+        promotion.state, promotion.approved_at = PromotionState.AWAITING_APPROVAL, None
+        steps.close(promotion.pk)
+        fields += ["state", "approved_at"]
+    promotion.save(update_fields=fields)
+    who = pushed_by or "someone other than the portal"
+    _record(
+        AuditAction.PULL_REQUEST_PUSHED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: {who} pushed {head_sha[:7]} to pull request #{promotion.pr_number}"
+        + (f"; the approvals of {', '.join(names)} were voided" if names else ""),
+        pr_url=promotion.pr_url,
+        previous_head=previous,
+        head=head_sha,
+        pushed_by=pushed_by or "",
+        voided_approvals=[
+            {"approver": approval.user.get_username(), "head": approval.head_sha, "comment": approval.comment}
+            for approval in voided
+        ],
+    )
+    approval_notices.enqueue_update(promotion)
+    return promotion
+
+
+@transaction.atomic
+def void_dismissed_reviews(promotion, dismissed_review_ids):
+    """Approvals that came from reviews since dismissed on GitHub no longer count."""
+    promotion = _locked(promotion)
+    if promotion.state != PromotionState.AWAITING_APPROVAL:
+        return promotion
+    voided = list(promotion.approvals.filter(github_review_id__in=dismissed_review_ids).select_related("user"))
+    if not voided:
+        return promotion
+    names = [approval.user.get_username() for approval in voided]
+    Approval.objects.filter(pk__in=[approval.pk for approval in voided]).delete()
+    _record(
+        AuditAction.PULL_REQUEST_REVIEW_IGNORED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: the reviews of {', '.join(names)} on pull request #{promotion.pr_number} were "
+        "dismissed on GitHub; their approvals no longer count",
+        pr_url=promotion.pr_url,
+        reviews=[approval.github_review_id for approval in voided],
+        voided_approvals=names,
+    )
+    approval_notices.enqueue_update(promotion)
+    return promotion
+
+
+@transaction.atomic
+def ignore_review(promotion, review_id, login, reason):
+    """A review on the pull request that does not count under the portal's policy, said once in the audit log."""
+    promotion = _locked(promotion)
+    if review_id in promotion.pr_reviews_seen:
+        return promotion
+    _note_review(promotion, review_id)
+    _record(
+        AuditAction.PULL_REQUEST_REVIEW_IGNORED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: the review of {login} on pull request #{promotion.pr_number} does not count: "
+        f"{reason}"[:500],
+        pr_url=promotion.pr_url,
+        review=review_id,
+        login=login,
+        reason=reason,
+    )
+    return promotion
+
+
+@transaction.atomic
+def close_pull_request(promotion, *, closed_by):
+    """The promotion's pull request was closed without being merged: the promotion is cancelled."""
+    promotion = _locked(promotion)
+    if promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED):
+        return promotion
+    promotion.state = PromotionState.CANCELLED
+    promotion.pr_state = PullRequestState.CLOSED
+    promotion.finished_at = timezone.now()
+    steps.close(promotion.pk)
+    promotion.save(update_fields=["state", "pr_state", "finished_at", "updated_at"])
+    _record(
+        AuditAction.PROMOTION_CANCELLED,
+        promotion,
+        None,
+        f"{_describe(promotion)} cancelled: pull request #{promotion.pr_number} was closed on GitHub by {closed_by}",
+        comment=f"Pull request closed on GitHub by {closed_by}",
+        pr_url=promotion.pr_url,
+        closed_by=closed_by,
     )
     approval_notices.enqueue_update(promotion)
     promote_waiting(promotion.service, promotion.environment)
@@ -433,15 +675,40 @@ def start_commit(promotion):
 
 
 @transaction.atomic
-def mark_committed(promotion, sha, message, committed_at=None):
-    """Committing → committed. `committed_at` is when the push returned (default: now)."""
+def mark_committed(promotion, sha, message, committed_at=None, *, merged=False):
+    """Committing → committed. `committed_at` is when the push returned (default: now).
+
+    `merged`: `sha` is the merge commit of the promotion's pull request, which the portal merged.
+    """
     promotion = _locked(promotion)
     _expect(promotion, PromotionState.COMMITTING)
     promotion.state = PromotionState.COMMITTED
     promotion.committed_at = committed_at or timezone.now()
     promotion.gitops_commit_sha = sha
     promotion.gitops_commit_message = message
-    promotion.save(update_fields=["state", "committed_at", "gitops_commit_sha", "gitops_commit_message", "updated_at"])
+    if merged:
+        promotion.pr_state = PullRequestState.MERGED
+    promotion.save(
+        update_fields=[
+            "state",
+            "committed_at",
+            "gitops_commit_sha",
+            "gitops_commit_message",
+            "pr_state",
+            "updated_at",
+        ]
+    )
+    if merged:
+        _record(
+            AuditAction.PULL_REQUEST_MERGED,
+            promotion,
+            None,
+            f"{_describe(promotion)}: pull request #{promotion.pr_number} merged as {sha[:7]}",
+            pr_url=promotion.pr_url,
+            head=promotion.pr_head_sha,
+            commit=sha,
+            method=settings.GITOPS_GITHUB_MERGE_METHOD,
+        )
     _record(
         AuditAction.PROMOTION_COMMITTED,
         promotion,
@@ -450,6 +717,7 @@ def mark_committed(promotion, sha, message, committed_at=None):
         commit=sha,
         approvers=promotion.approver_names(),
         initiator=promotion.requester_name(),
+        **({"pr_url": promotion.pr_url} if promotion.pr_url else {}),
     )
     steps.schedule(promotion, Step.SYNC)
     return promotion
@@ -710,6 +978,7 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True):
 
     _after_failure(promotion, step, error, roll_back)
     alerts.enqueue_failure_alert(promotion)
+    _close_pull_request_later(promotion, f"failed at {step}: {error}")
     return promotion
 
 

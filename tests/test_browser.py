@@ -4,6 +4,7 @@ the pipeline (real PostgreSQL, Redis and a bare GitOps repository) while the pag
 Screenshots of the board and of the promotion page go to test-artifacts/.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -12,10 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from django.conf import settings
 from django.db import connection
 
 from environments.models import Environment
+from releases import github_events
 from releases.models import Promotion, PromotionState
 from tests.factories import make_release, make_service
 from tests.history import ran
@@ -73,6 +76,10 @@ def worker(pipeline, tmp_path):
         "GITOPS_REPO_URL": settings.GITOPS_REPO_URL,
         "GITOPS_WORKDIR": str(tmp_path / "worker"),
         "LOG_LEVEL": "WARNING",
+        # Pull-request delivery, when a test points the portal at the GitHub stand-in (empty otherwise).
+        "GITOPS_GITHUB_REPOSITORY": settings.GITOPS_GITHUB_REPOSITORY,
+        "GITOPS_GITHUB_API_URL": settings.GITOPS_GITHUB_API_URL,
+        "GITOPS_GITHUB_TOKEN": settings.GITOPS_GITHUB_TOKEN,
     }
     with open(tmp_path / "worker.log", "w") as log:
         process = subprocess.Popen(
@@ -359,3 +366,80 @@ def test_the_admin_works_under_the_content_security_policy(page, portal, django_
     page.goto(f"{portal['url']}/admin/releases/release/")
     page.locator("#action-toggle").check()  # the changelist's actions script
     assert page.locator(".action-counter").inner_text().startswith("1 of 1")
+
+
+@pytest.fixture
+def pull_request_portal(portal, github_server, settings):
+    """The portal above with production delivered by pull request on the GitHub stand-in; sara
+    signed in to the portal with GitHub as sara-gh."""
+    from social_django.models import UserSocialAuth
+
+    github_server.add_repository("nexo-org/nexo-gitops", portal["gitops"].bare)
+    github_server.add_account("nexo-portal-bot")
+    for team in ("sre-team", "platform-leads"):
+        github_server.add_team("nexo-org", team)
+    settings.GITOPS_GITHUB_REPOSITORY = "nexo-org/nexo-gitops"
+    settings.GITOPS_GITHUB_API_URL = github_server.api_url
+    settings.GITOPS_GITHUB_TOKEN = github_server.issue_token("nexo-portal-bot", ["repo"])
+    settings.GITHUB_WEBHOOK_SECRET = "browser-webhook-secret"
+    settings.SOCIAL_AUTH_GITHUB_ORG_KEY = ""  # people sign in with passwords here, as in the tests above
+    account = github_server.add_account("sara-gh")
+    UserSocialAuth.objects.create(user=portal["people"]["sara"], provider="github-org", uid=str(account.id))
+    Environment.objects.filter(name="production").update(delivery_mode="pull_request")
+    return {**portal, "github": github_server, "repository": github_server.repositories["nexo-org/nexo-gitops"]}
+
+
+def wait_for(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError("not in time")
+
+
+def test_one_approval_in_the_portal_and_one_on_the_pull_request_carry_the_promotion_out(
+    page, pull_request_portal, worker
+):
+    portal, repository = pull_request_portal, pull_request_portal["repository"]
+    sign_in(page, portal, "rita")
+    confirm(page, "request")
+    promotion = Promotion.objects.get(environment__name="production")
+    wait_for(lambda: Promotion.objects.get(pk=promotion.pk).pr_number == 1)
+    page.reload()
+    assert "PR #1 (open)" in production_cell(page).inner_text()
+    sign_out(page)
+
+    sign_in(page, portal, "sam")
+    assert "1 of 2 approvals so far" in confirm(page, "approve", comment="canary is clean")
+    sign_out(page)
+
+    repository.review(1, "sara-gh", "APPROVED", "approved on GitHub")
+    body = json.dumps(
+        {"action": "submitted", "pull_request": {"number": 1}, "repository": {"full_name": "nexo-org/nexo-gitops"}}
+    ).encode()
+    delivered = requests.post(
+        f"{portal['url']}/api/v1/webhooks/github/",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "pull_request_review",
+            "X-GitHub-Delivery": "browser-1",
+            "X-Hub-Signature-256": github_events.signature_for("browser-webhook-secret", body),
+        },
+        timeout=30,
+    )
+    assert delivered.status_code == 202, delivered.text
+
+    sign_in(page, portal, "rita")
+    wait_for(lambda: "verified" in production_cell(page).inner_text(), timeout=90)
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.VERIFIED
+    assert repository.pulls[1].merged
+    assert promotion.gitops_commit_sha == repository.pulls[1].merge_commit_sha
+    page.goto(f"{portal['url']}/promotions/{promotion.pk}/")
+    timeline = page.locator("ol.timeline").inner_text()
+    assert "canary is clean" in timeline
+    assert "approved on GitHub" in timeline
+    assert "Pull request #1 (merged)" in timeline
+    page.screenshot(path=str(ARTIFACTS / "promotion-pull-request.png"), full_page=True)

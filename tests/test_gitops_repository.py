@@ -224,7 +224,9 @@ def test_a_push_declined_by_branch_protection_is_refused_at_once(remote, reposit
     message = str(refusal.value)
     assert "GH006: Protected branch update failed" in message
     assert "pre-receive hook declined" in message
-    assert message.endswith("protect-branch remotes need the pull-request delivery mode.")
+    assert message.endswith(
+        "set the environment's delivery mode to pull request (docs/pull-requests.md) to promote through reviews."
+    )
     assert git_commands(trace).count("push") == 1, "a refusal is not retried as if someone had pushed first"
     assert remote.head() == head
 

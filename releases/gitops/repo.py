@@ -90,6 +90,10 @@ class PushRefused(GitOpsError):
     """The remote's rules (branch protection, a pre-receive hook) declined the push; pushing again will not help."""
 
 
+class BranchTaken(GitOpsError):
+    """A pull request's branch exists already, and not with this promotion's commit."""
+
+
 class FileMissing(GitOpsError):
     """The file is not on the branch, as just fetched."""
 
@@ -139,7 +143,7 @@ def push_error(repository, branch, message):
     if _DECLINED.search(message) and "unpacker error" not in message:
         return PushRefused(
             f"The GitOps repository {repository} refused the push to '{branch}': {message}; "
-            "protect-branch remotes need the pull-request delivery mode."
+            "set the environment's delivery mode to pull request (docs/pull-requests.md) to promote through reviews."
         )
     return remote_error(repository, "push to", message)
 
@@ -523,6 +527,36 @@ class GitOpsRepository:
             repo.git.push("--porcelain", "origin", f"{sha}:refs/heads/{branch}", **self._before_long_call())
         except git.GitCommandError as error:
             raise push_error(self, branch, _push_message(error)) from error
+        return sha
+
+    def push_change_to_branch(self, relative_path, change, message, branch, trailer):
+        """Apply `change(text) -> text` to one file of the branch Argo CD follows, commit it on top of
+        that branch's tip and push it as `branch` (a pull request's); its SHA. Must be called inside
+        `locked()`. If `branch` exists already with a tip carrying `trailer` (a retried job), that
+        tip is returned and nothing is pushed; a `branch` someone else owns raises BranchTaken.
+        The working copy is set back to the followed branch by its next use.
+        """
+        trailer_key, trailer_value = trailer
+        existing = self.fetch_branch(branch)
+        if existing:
+            repo = self._working_copy()
+            trailers = repo.git.log("-1", f"--format=%(trailers:key={trailer_key},valueonly)", existing)
+            if str(trailer_value) in trailers.split():
+                return existing
+            raise BranchTaken(f"The branch '{branch}' already exists in {self} and is not this promotion's.")
+        self.sync()
+        changed = self._apply(relative_path, change)
+        self._pushed_marker().unlink(missing_ok=True)
+        self._file(relative_path).write_text(changed)
+        sha = self._commit(message() if callable(message) else message)
+        repo = self._working_copy()
+        try:
+            repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{branch}", **self._before_long_call())
+        except git.GitCommandError as error:
+            failure = push_error(self, branch, _push_message(error))
+            if isinstance(failure, PushRejected):  # created meanwhile: ours if it carries our trailer
+                return self.push_change_to_branch(relative_path, change, message, branch, trailer)
+            raise failure from error
         return sha
 
     def trailer_values(self, key, limit, branch=None):

@@ -115,11 +115,21 @@ def board_cell(cell):
     if cell.waiting:
         parts.append(
             _html(
-                '<div class="waiting"><a href="{}">{}</a> <span class="badge info">{}</span>{}</div>',
+                '<div class="waiting"><a href="{}">{}</a> <span class="badge info">{}</span>{}{}</div>',
                 cell.waiting_url,
                 cell.waiting.release.version,
                 cell.waiting_label,
                 SafeString(' <span class="badge emergency">break-glass</span>' if cell.waiting.is_emergency else ""),
+                SafeString(
+                    _html(
+                        ' <a class="small" href="{}" rel="noopener">PR #{} ({})</a>',
+                        cell.waiting.pr_url,
+                        cell.waiting.pr_number,
+                        cell.waiting.get_pr_state_display().lower(),
+                    )
+                    if cell.waiting.pr_url
+                    else ""
+                ),
             )
         )
     elif cell.stopped:

@@ -6,6 +6,11 @@ apps", "Troubleshooting OAuth app access token request errors", REST "Users", "E
 status codes, headers and error bodies. One server plays both halves the way GitHub
 Enterprise Server lays them out: the web at `url`, the REST API under `api_url` (/api/v3/).
 
+Pull requests (REST "Pulls", "Reviews", "Review requests", "Labels", "Check runs", "Commit
+statuses", "Apps: create an installation access token") are served for repositories added with
+`add_repository`, each backed by a real bare Git repository: branches, heads and merges are the
+bare repository's own, and a merge really merges in it (GitPython, `git merge-tree`).
+
 Not modelled: the consent page (the account in `browser_login` approves at once, or
 refuses when `denies_authorization` is set), code expiry after ten minutes, rate limits.
 """
@@ -13,7 +18,9 @@ refuses when `denies_authorization` is set), code expiry after ten minutes, rate
 import json
 import re
 import secrets
+import subprocess
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -80,6 +87,8 @@ class GitHubServer:
         self._organization_ids = {}
         self._lock = threading.Lock()
         self._httpd = None
+        self.repositories = {}  # "owner/name" -> Repository
+        self.apps = {}  # app id -> (public key PEM, installation id, bot login)
 
     # --- what a test sets up -------------------------------------------------------------
     def add_account(self, login, *, name=None, email=None, emails=None, organizations=()):
@@ -108,6 +117,17 @@ class GitHubServer:
     def team(self, organization, slug):
         return next(team for team in self.teams if (team.organization, team.slug) == (organization, slug))
 
+    def add_repository(self, full_name, bare_path, *, default_branch="main"):
+        repository = Repository(full_name, str(bare_path), default_branch)
+        self.repositories[full_name] = repository
+        return repository
+
+    def add_app(self, app_id, public_key_pem, installation_id, bot_login):
+        """A GitHub App installed on the repositories; its installation tokens act as `bot_login`."""
+        if bot_login not in self.accounts:
+            self.add_account(bot_login)
+        self.apps[str(app_id)] = (public_key_pem, str(installation_id), bot_login)
+
     # --- running ---------------------------------------------------------------------------
     @property
     def url(self):
@@ -122,7 +142,7 @@ class GitHubServer:
     def running(self):
         server = self
 
-        class Handler(GitHubHandler):
+        class Handler(PullRequestsHandler):
             github = server
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -170,6 +190,113 @@ class GitHubServer:
         return [team for team in self.teams if login in team.members]
 
 
+@dataclass
+class Review:
+    id: int
+    login: str
+    state: str  # APPROVED, CHANGES_REQUESTED, COMMENTED, DISMISSED
+    body: str
+    commit_id: str
+    submitted_at: str
+
+
+@dataclass
+class PullRequest:
+    number: int
+    title: str
+    body: str
+    head: str
+    base: str
+    author: str
+    state: str = "open"
+    merged: bool = False
+    merge_commit_sha: str | None = None
+    merged_by: str | None = None
+    labels: list = field(default_factory=list)
+    comments: list = field(default_factory=list)
+    requested_teams: list = field(default_factory=list)
+    requested_reviewers: list = field(default_factory=list)
+    reviews: list = field(default_factory=list)
+
+
+class Repository:
+    """A repository on the stand-in: a real bare Git repository and its pull requests."""
+
+    def __init__(self, full_name, bare, default_branch):
+        self.full_name = full_name
+        self.bare = bare
+        self.default_branch = default_branch
+        self.pulls = {}
+        self.check_runs = {}  # sha -> [{"name", "status", "conclusion"}]
+        self.statuses = {}  # sha -> [{"context", "state"}]
+        self.protection_message = None  # set: every merge is refused with 405 and this message
+        self.mergeable_unknown = False  # GitHub still computing: `mergeable` is null
+        self._numbers = count(1)
+
+    def git(self, *args, check=True):
+        result = subprocess.run(["git", "--git-dir", self.bare, *args], capture_output=True, text=True)
+        if check and result.returncode:
+            raise RuntimeError(result.stderr)
+        return result
+
+    def sha(self, branch):
+        result = self.git("rev-parse", "--verify", "-q", f"refs/heads/{branch}", check=False)
+        return result.stdout.strip() or None
+
+    def merge_tree(self, pull):
+        """(tree, conflicts): git's merge of the head into the base, without touching any ref."""
+        result = self.git("merge-tree", "--write-tree", self.sha(pull.base), self.sha(pull.head), check=False)
+        return result.stdout.split()[0], result.returncode == 1
+
+    # --- what a test does on GitHub's side ---------------------------------------------------------
+    def review(self, number, login, state, body="", commit_id=None):
+        """`login` submits a review (APPROVED, CHANGES_REQUESTED, COMMENTED) on the head, or on `commit_id`."""
+        pull = self.pulls[number]
+        review = Review(
+            id=900000 + sum(len(p.reviews) for p in self.pulls.values()) + 1,
+            login=login,
+            state=state,
+            body=body,
+            commit_id=commit_id or self.sha(pull.head),
+            submitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        pull.reviews.append(review)
+        return review
+
+    def close(self, number):
+        self.pulls[number].state = "closed"
+
+    def dismiss(self, number, review_id):
+        next(review for review in self.pulls[number].reviews if review.id == review_id).state = "DISMISSED"
+
+    def merge_by_hand(self, number, login):
+        """A person presses the merge button on GitHub."""
+        return self.merge(self.pulls[number], login, "merge")
+
+    def open(self, *, title, body, head, base, author):
+        pull = PullRequest(next(self._numbers), title, body, head, base, author)
+        self.pulls[pull.number] = pull
+        return pull
+
+    def merge(self, pull, login, method, commit_title=None):
+        """Really merge in the bare repository, as GitHub's merge button: a merge commit, or a squash."""
+        import git as gitpython
+
+        tree, conflicts = self.merge_tree(pull)
+        if conflicts:
+            raise ValueError("conflicts")
+        base, head = self.sha(pull.base), self.sha(pull.head)
+        repo = gitpython.Repo(self.bare)
+        message = commit_title or f"Merge pull request #{pull.number} from {pull.head}"
+        parents = ["-p", base] + (["-p", head] if method == "merge" else [])
+        env = {"GIT_AUTHOR_NAME": login, "GIT_AUTHOR_EMAIL": f"{login}@users.noreply.github.com"}
+        env |= {"GIT_COMMITTER_NAME": "GitHub", "GIT_COMMITTER_EMAIL": "noreply@github.com"}
+        sha = repo.git.commit_tree(tree, *parents, "-m", message, env=env)
+        repo.git.update_ref(f"refs/heads/{pull.base}", sha, base)
+        pull.state, pull.merged, pull.merge_commit_sha, pull.merged_by = "closed", True, sha, login
+        return sha
+
+
 def split_scopes(raw):
     # GitHub documents a space-delimited list and also accepts commas (social-core sends commas).
     return [scope for scope in re.split(r"[\s,]+", raw or "") if scope]
@@ -201,6 +328,12 @@ class GitHubHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
     def _dispatch(self, method):
         parts = urlsplit(self.path)
         self.query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
@@ -215,6 +348,18 @@ class GitHubHandler(BaseHTTPRequestHandler):
             ("GET", r"/api/v3/user/teams", self.user_teams),
             ("GET", r"/api/v3/orgs/(?P<org>[^/]+)/members/(?P<username>[^/]+)", self.check_membership),
             ("GET", r"/api/v3/orgs/(?P<org>[^/]+)/public_members/(?P<username>[^/]+)", self.check_public_membership),
+            ("POST", r"/api/v3/app/installations/(?P<installation>[^/]+)/access_tokens", self.installation_token),
+            ("POST", rf"{REPO}/pulls", self.create_pull),
+            ("GET", rf"{REPO}/pulls", self.list_pulls),
+            ("GET", rf"{REPO}/pulls/(?P<number>\d+)", self.get_pull),
+            ("GET", rf"{REPO}/pulls/(?P<number>\d+)/reviews", self.list_reviews),
+            ("POST", rf"{REPO}/pulls/(?P<number>\d+)/requested_reviewers", self.request_reviewers),
+            ("PUT", rf"{REPO}/pulls/(?P<number>\d+)/merge", self.merge_pull),
+            ("POST", rf"{REPO}/issues/(?P<number>\d+)/labels", self.add_labels),
+            ("POST", rf"{REPO}/issues/(?P<number>\d+)/comments", self.add_comment),
+            ("PATCH", rf"{REPO}/pulls/(?P<number>\d+)", self.update_pull),
+            ("GET", rf"{REPO}/commits/(?P<ref>[^/]+)/check-runs", self.check_runs),
+            ("GET", rf"{REPO}/commits/(?P<ref>[^/]+)/status", self.combined_status),
         ]
         for route_method, pattern, handler in routes:
             match = re.fullmatch(pattern, parts.path)
@@ -463,6 +608,329 @@ class GitHubHandler(BaseHTTPRequestHandler):
                 "description": "",
             },
         }
+
+
+REPO = r"/api/v3/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
+PULLS_DOCS = f"{DOCS}/rest/pulls/pulls"
+VALIDATION_FAILED = "Validation Failed"
+
+
+class PullRequestsHandler(GitHubHandler):
+    """The REST endpoints of pull requests, reviews, labels, checks and App installation tokens."""
+
+    def json_body(self):
+        try:
+            body = json.loads(self.body or b"{}")
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    def repository(self, owner, name, documentation_url):
+        """The caller's account and the repository, or None after a 401/404 answer."""
+        caller = self.authenticated(documentation_url)
+        if caller is None:
+            return None
+        repository = self.github.repositories.get(f"{owner}/{name}")
+        if repository is None:
+            self.api_error(HTTPStatus.NOT_FOUND, "Not Found", documentation_url)
+            return None
+        return caller[0], repository
+
+    def validation_failed(self, documentation_url, errors):
+        self.send_json(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            {"message": VALIDATION_FAILED, "errors": errors, "documentation_url": documentation_url, "status": "422"},
+        )
+
+    def installation_token(self, installation):
+        import jwt
+
+        header = self.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip()
+        documentation_url = f"{DOCS}/rest/apps/apps#create-an-installation-access-token-for-an-app"
+        try:
+            issuer = str(jwt.decode(token, options={"verify_signature": False})["iss"])
+            public_key, installed_on, bot = self.github.apps[issuer]
+            jwt.decode(token, public_key, algorithms=["RS256"], options={"require": ["iat", "exp", "iss"]})
+        except Exception:
+            return self.api_error(HTTPStatus.UNAUTHORIZED, "A JSON web token could not be decoded", f"{DOCS}/rest")
+        if installed_on != installation:
+            return self.api_error(HTTPStatus.NOT_FOUND, "Not Found", documentation_url)
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        access = "ghs_" + secrets.token_urlsafe(27)[:36]
+        with self.github._lock:
+            self.github._tokens[access] = (bot, ["repo"])
+        self.send_json(HTTPStatus.CREATED, {"token": access, "expires_at": expires, "permissions": {}})
+
+    def pull_json(self, repository, pull):
+        api, web = self.github.api_url, self.github.url
+        head_sha, base_sha = repository.sha(pull.head), repository.sha(pull.base)
+        mergeable, mergeable_state = None, "unknown"
+        if pull.state == "open" and not repository.mergeable_unknown and head_sha and base_sha:
+            conflicts = repository.merge_tree(pull)[1]
+            mergeable, mergeable_state = not conflicts, "dirty" if conflicts else "clean"
+        owner = repository.full_name.split("/")[0]
+        return {
+            "url": f"{api}repos/{repository.full_name}/pulls/{pull.number}",
+            "id": 500000 + pull.number,
+            "number": pull.number,
+            "html_url": f"{web}/{repository.full_name}/pull/{pull.number}",
+            "state": pull.state,
+            "title": pull.title,
+            "body": pull.body,
+            "user": self.user_json(self.github.accounts[pull.author]),
+            "labels": [{"name": label} for label in pull.labels],
+            "requested_teams": [{"slug": slug} for slug in pull.requested_teams],
+            "requested_reviewers": [{"login": login} for login in pull.requested_reviewers],
+            "head": {"label": f"{owner}:{pull.head}", "ref": pull.head, "sha": head_sha},
+            "base": {"label": f"{owner}:{pull.base}", "ref": pull.base, "sha": base_sha},
+            "merged": pull.merged,
+            "mergeable": mergeable,
+            "mergeable_state": mergeable_state,
+            "merge_commit_sha": pull.merge_commit_sha,
+            "merged_by": self.user_json(self.github.accounts[pull.merged_by]) if pull.merged_by else None,
+        }
+
+    def find_pull(self, repository, number, documentation_url):
+        pull = repository.pulls.get(int(number))
+        if pull is None:
+            self.api_error(HTTPStatus.NOT_FOUND, "Not Found", documentation_url)
+        return pull
+
+    def create_pull(self, owner, name):
+        documentation_url = f"{PULLS_DOCS}#create-a-pull-request"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        account, repository = found
+        body = self.json_body()
+        if body is None:
+            return self.api_error(HTTPStatus.BAD_REQUEST, "Problems parsing JSON", documentation_url)
+        missing = [key for key in ("title", "head", "base") if not body.get(key)]
+        if missing:
+            return self.validation_failed(
+                documentation_url,
+                [{"resource": "PullRequest", "field": key, "code": "missing_field"} for key in missing],
+            )
+        head = body["head"].split(":")[-1]
+        for key, branch in (("head", head), ("base", body["base"])):
+            if repository.sha(branch) is None:
+                return self.validation_failed(
+                    documentation_url, [{"resource": "PullRequest", "field": key, "code": "invalid"}]
+                )
+        if any(pull.head == head and pull.state == "open" for pull in repository.pulls.values()):
+            return self.validation_failed(
+                documentation_url,
+                [
+                    {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": f"A pull request already exists for {owner}:{head}.",
+                    }
+                ],
+            )
+        pull = repository.open(
+            title=body["title"], body=body.get("body") or "", head=head, base=body["base"], author=account.login
+        )
+        self.send_json(HTTPStatus.CREATED, self.pull_json(repository, pull))
+
+    def list_pulls(self, owner, name):
+        found = self.repository(owner, name, f"{PULLS_DOCS}#list-pull-requests")
+        if found is None:
+            return
+        repository = found[1]
+        state, head = self.query.get("state", "open"), self.query.get("head", "").split(":")[-1]
+        pulls = [
+            pull
+            for pull in repository.pulls.values()
+            if (state == "all" or pull.state == state) and (not head or pull.head == head)
+        ]
+        self.send_json(HTTPStatus.OK, [self.pull_json(repository, pull) for pull in pulls])
+
+    def get_pull(self, owner, name, number):
+        documentation_url = f"{PULLS_DOCS}#get-a-pull-request"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        pull = self.find_pull(found[1], number, documentation_url)
+        if pull is not None:
+            self.send_json(HTTPStatus.OK, self.pull_json(found[1], pull))
+
+    def list_reviews(self, owner, name, number):
+        documentation_url = f"{DOCS}/rest/pulls/reviews#list-reviews-for-a-pull-request"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        repository = found[1]
+        pull = self.find_pull(repository, number, documentation_url)
+        if pull is None:
+            return
+        per_page = min(max(int(self.query.get("per_page", 30)), 1), 100)
+        page = max(int(self.query.get("page", 1)), 1)
+        chunk = pull.reviews[(page - 1) * per_page : page * per_page]
+        self.send_json(
+            HTTPStatus.OK,
+            [
+                {
+                    "id": review.id,
+                    "node_id": f"PRR_{review.id}",
+                    "user": self.user_json(self.github.accounts[review.login]),
+                    "body": review.body,
+                    "state": review.state,
+                    "html_url": f"{self.github.url}/{repository.full_name}/pull/{pull.number}"
+                    f"#pullrequestreview-{review.id}",
+                    "commit_id": review.commit_id,
+                    "submitted_at": review.submitted_at,
+                    "author_association": "MEMBER",
+                }
+                for review in chunk
+            ],
+        )
+
+    def request_reviewers(self, owner, name, number):
+        documentation_url = f"{DOCS}/rest/pulls/review-requests#request-reviewers-for-a-pull-request"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        repository = found[1]
+        pull = self.find_pull(repository, number, documentation_url)
+        if pull is None:
+            return
+        body = self.json_body() or {}
+        organization = repository.full_name.split("/")[0]
+        slugs = {team.slug for team in self.github.teams if team.organization == organization}
+        unknown = [slug for slug in body.get("team_reviewers", []) if slug not in slugs]
+        unknown += [login for login in body.get("reviewers", []) if login not in self.github.accounts]
+        if unknown:
+            return self.validation_failed(
+                documentation_url,
+                [
+                    "Reviews may only be requested from collaborators. One or more of the teams you specified is "
+                    f"not a collaborator of the {repository.full_name} repository."
+                ],
+            )
+        pull.requested_teams += body.get("team_reviewers", [])
+        pull.requested_reviewers += body.get("reviewers", [])
+        self.send_json(HTTPStatus.CREATED, self.pull_json(repository, pull))
+
+    def add_labels(self, owner, name, number):
+        documentation_url = f"{DOCS}/rest/issues/labels#add-labels-to-an-issue"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        pull = self.find_pull(found[1], number, documentation_url)
+        if pull is None:
+            return
+        body = self.json_body() or {}
+        for label in body.get("labels", []):
+            if label not in pull.labels:
+                pull.labels.append(label)
+        self.send_json(HTTPStatus.OK, [{"name": label, "color": "ededed", "default": False} for label in pull.labels])
+
+    def add_comment(self, owner, name, number):
+        documentation_url = f"{DOCS}/rest/issues/comments#create-an-issue-comment"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        account, repository = found
+        pull = self.find_pull(repository, number, documentation_url)
+        if pull is None:
+            return
+        body = self.json_body() or {}
+        if not body.get("body"):
+            return self.validation_failed(
+                documentation_url, [{"resource": "IssueComment", "field": "body", "code": "missing_field"}]
+            )
+        pull.comments.append((account.login, body["body"]))
+        self.send_json(HTTPStatus.CREATED, {"id": len(pull.comments), "body": body["body"]})
+
+    def update_pull(self, owner, name, number):
+        documentation_url = f"{PULLS_DOCS}#update-a-pull-request"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        repository = found[1]
+        pull = self.find_pull(repository, number, documentation_url)
+        if pull is None:
+            return
+        body = self.json_body() or {}
+        if body.get("state") not in (None, "open", "closed"):
+            return self.validation_failed(
+                documentation_url, [{"resource": "PullRequest", "field": "state", "code": "invalid"}]
+            )
+        if body.get("state") and not pull.merged:
+            pull.state = body["state"]
+        self.send_json(HTTPStatus.OK, self.pull_json(repository, pull))
+
+    def resolve(self, repository, ref):
+        return repository.sha(ref) or ref
+
+    def check_runs(self, owner, name, ref):
+        found = self.repository(owner, name, f"{DOCS}/rest/checks/runs#list-check-runs-for-a-git-reference")
+        if found is None:
+            return
+        runs = found[1].check_runs.get(self.resolve(found[1], ref), [])
+        self.send_json(
+            HTTPStatus.OK,
+            {
+                "total_count": len(runs),
+                "check_runs": [
+                    {"id": index + 1, "name": run["name"], "status": run["status"], "conclusion": run.get("conclusion")}
+                    for index, run in enumerate(runs)
+                ],
+            },
+        )
+
+    def combined_status(self, owner, name, ref):
+        found = self.repository(
+            owner, name, f"{DOCS}/rest/commits/statuses#get-the-combined-status-for-a-specific-reference"
+        )
+        if found is None:
+            return
+        statuses = found[1].statuses.get(self.resolve(found[1], ref), [])
+        states = {status["state"] for status in statuses}
+        state = (
+            "failure"
+            if states & {"failure", "error"}
+            else "pending"
+            if "pending" in states or not statuses
+            else "success"
+        )
+        self.send_json(
+            HTTPStatus.OK,
+            {"state": state, "sha": self.resolve(found[1], ref), "total_count": len(statuses), "statuses": statuses},
+        )
+
+    def merge_pull(self, owner, name, number):
+        documentation_url = f"{PULLS_DOCS}#merge-a-pull-request"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        account, repository = found
+        pull = self.find_pull(repository, number, documentation_url)
+        if pull is None:
+            return
+        body = self.json_body() or {}
+        method = body.get("merge_method", "merge")
+        if method not in ("merge", "squash", "rebase"):
+            return self.validation_failed(
+                documentation_url, [{"resource": "PullRequest", "field": "merge_method", "code": "invalid"}]
+            )
+        if pull.state != "open":
+            return self.api_error(HTTPStatus.METHOD_NOT_ALLOWED, "Pull Request is not mergeable", documentation_url)
+        if body.get("sha") and body["sha"] != repository.sha(pull.head):
+            return self.api_error(
+                HTTPStatus.CONFLICT, "Head branch was modified. Review and try the merge again.", documentation_url
+            )
+        if repository.protection_message:
+            return self.api_error(HTTPStatus.METHOD_NOT_ALLOWED, repository.protection_message, documentation_url)
+        try:
+            sha = repository.merge(
+                pull, account.login, "squash" if method == "rebase" else method, body.get("commit_title")
+            )
+        except ValueError:
+            return self.api_error(HTTPStatus.METHOD_NOT_ALLOWED, "Pull Request is not mergeable", documentation_url)
+        self.send_json(HTTPStatus.OK, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"})
 
 
 GITHUB_ORGANIZATION = "nexo-org"

@@ -1,0 +1,363 @@
+"""Promotion by pull request: the branch, the pull request, its reviews and its merge (docs/pull-requests.md).
+
+In an environment whose delivery mode is "pull request", a promotion's one-line values change is
+pushed on a branch of its own (`promote/nexo-be-prod-2026.02.1`) and a pull request is opened
+while it awaits approval. Approving reviews count with the portal's approvals under the portal's
+policy; every approval binds to the pull request's head commit, so a push by anyone else voids
+them. At quorum the commit step merges the pull request instead of pushing, and the pipeline goes
+on with the merge commit. GitHub's state is read (`sync`) on every webhook delivery and by the
+reconciler's poll; both land here, so a missed or replayed delivery changes only latency.
+
+Every state change goes through releases/transitions.py.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from social_django.models import UserSocialAuth
+
+from audit import log as audit
+
+from . import policy, transitions
+from .gitops import message as gitops_message
+from .gitops import values
+from .gitops.github import GitHub, GitHubError, GitHubUnavailable, not_configured_reason
+from .gitops.repo import BranchTaken, GitOpsError, GitOpsRepository, GitOpsUnavailable
+from .models import CheckResult, Promotion, PromotionKind, PromotionState, PullRequestState
+from .policy import PromotionError
+
+logger = logging.getLogger(__name__)
+
+# The social-auth backend of GitHub sign-in (nexo_portal/github.py): how a reviewer is a portal user.
+SOCIAL_AUTH_PROVIDER = "github-org"
+
+
+class PullRequestError(Exception):
+    """The pull request cannot be opened or merged; the message says why (GitHub's own words where it spoke)."""
+
+
+def branch_name(promotion, suffix=""):
+    """promote/nexo-be-prod-2026.02.1, as the reference docs name a promotion's branch (rollback/… for a rollback)."""
+    environment = promotion.environment
+    prefix = "rollback" if promotion.kind == PromotionKind.ROLLBACK else "promote"
+    name = (
+        f"{prefix}/{promotion.service.name}-{environment.branch_name or environment.name}-{promotion.release.version}"
+    )
+    return name + suffix
+
+
+def title(promotion):
+    """promote(nexo-be): production → 2026.02.1"""
+    return gitops_message.subject(promotion)
+
+
+def body(promotion, previous_version):
+    """The pull request's description: changelog, validation, rollback plan, people."""
+    release, environment = promotion.release, promotion.environment
+    lines = [
+        f"The Nexo Release Portal promotes **{promotion.service.name} {release.version}** to **{environment.name}**."
+    ]
+    if settings.PORTAL_URL:
+        lines.append(f"Promotion #{promotion.pk}: {settings.PORTAL_URL.rstrip('/')}{promotion.get_absolute_url()}")
+    lines += ["", "## Changelog", release.changelog.strip() or "(none given at registration)", "", "## Validation"]
+    lines += _validation(promotion)
+    lines += ["", "## Rollback plan", "1. Revert this pull request (or roll back from the portal, which opens one)."]
+    if previous_version:
+        lines.append(f'2. OR: set `{promotion.service.image_tag_key}` = "{previous_version}" (previous version).')
+    else:
+        lines.append("2. Nothing ran here before this release: there is no previous version to return to.")
+    required = policy.approvals_required(promotion)
+    groups = policy.describe_groups(environment.approver_groups.all())
+    lines += [
+        "",
+        "## Approval",
+        f"Requested by {promotion.requester_name()}.",
+        f"Needs {required} approval(s) from {groups}, given in the portal or as approving reviews here; "
+        "approvals bind to the head commit, so a push to this branch voids them.",
+    ]
+    approvers = promotion.approver_names()
+    if approvers:
+        lines.append(f"Approved so far by {', '.join(approvers)}.")
+    if promotion.is_emergency:
+        lines.append(f"Break-glass: {promotion.emergency_reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _validation(promotion):
+    release, previous = promotion.release, promotion.environment.previous()
+    if previous is None:
+        return ["- First environment of the pipeline: nothing to validate before it."]
+    lines = []
+    verified = (
+        Promotion.objects.filter(release=release, environment=previous, state=PromotionState.VERIFIED)
+        .order_by("-finished_at")
+        .first()
+    )
+    if verified:
+        window = verified.verification_window
+        lines.append(
+            f"- ✅ Verified in {previous.name} at {timezone.localtime(verified.finished_at):%Y-%m-%d %H:%M %Z} "
+            f"(soak of {int(window.total_seconds() // 60)} min, promotion #{verified.pk})"
+        )
+    elif promotion.is_emergency:
+        lines.append(f"- ⚠️ Not verified in {previous.name}: break-glass promotion")
+    for result in CheckResult.objects.filter(release=release).newest_per_check():
+        mark = "✅" if result.passed else "❌"
+        summary = f": {result.summary}" if result.summary else ""
+        lines.append(f"- {mark} CI check {result.name} ({result.environment.name}){summary}")
+    return lines or [f"- No verification recorded in {previous.name}."]
+
+
+def client():
+    github = GitHub.from_settings()
+    if github is None:
+        raise PullRequestError(not_configured_reason())
+    return github
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+
+def open_for(promotion):
+    """Push the promotion's branch and open its pull request (labels, reviewers); record it. Idempotent:
+    a retried job finds its branch by the `Promotion-Id:` trailer and GitHub's open pull request from it."""
+    github = client()
+    service, environment, release = promotion.service, promotion.environment, promotion.release
+    path, key = service.values_path(environment), service.image_tag_key
+    held = {}
+
+    def change(text):
+        held["previous"] = values.read_value(text, key, path)
+        return values.set_value(text, key, release.version, path)
+
+    def message():
+        return gitops_message.promotion_message(
+            promotion, promotion.approver_names(), previous_version=held.get("previous"), audit_head=audit.head()
+        )
+
+    repository = GitOpsRepository()
+    trailer = (gitops_message.PROMOTION_TRAILER, promotion.pk)
+    branch = promotion.pr_branch or branch_name(promotion)
+    try:
+        with repository.locked():
+            try:
+                head = repository.push_change_to_branch(path, change, message, branch, trailer)
+            except BranchTaken:
+                branch = branch_name(promotion, f"-{promotion.pk}")
+                head = repository.push_change_to_branch(path, change, message, branch, trailer)
+    except GitOpsUnavailable:
+        raise  # tried again by the step, with backoff
+    except (GitOpsError, values.ValuesFileError) as error:
+        raise PullRequestError(str(error)) from error
+    previous = held.get("previous") or (promotion.previous_release.version if promotion.previous_release else None)
+    pull = github.open_pull_request(
+        head=branch, base=repository.branch, title=title(promotion), body=body(promotion, previous)
+    )
+    notes = []
+    if environment.pull_request_labels:
+        try:
+            github.add_labels(pull["number"], environment.pull_request_labels)
+        except GitHubUnavailable:
+            raise
+        except GitHubError as error:
+            notes.append(str(error))
+    if environment.pull_request_reviewer_teams:
+        try:
+            github.request_reviewers(pull["number"], team_reviewers=environment.pull_request_reviewer_teams)
+        except GitHubUnavailable:
+            raise
+        except GitHubError as error:
+            notes.append(str(error))
+    return transitions.record_pull_request(
+        promotion,
+        number=pull["number"],
+        url=pull["html_url"],
+        branch=branch,
+        head_sha=head,  # the portal's own commit: a later head was pushed by someone else
+        notes=notes,
+    )
+
+
+def close_on_github(promotion_id, reason):
+    """The RQ job after a promotion ended in the portal (rejected, cancelled, superseded, failed) with its
+    pull request open: comment why and close it, so nobody merges what the portal will not deploy."""
+    promotion = Promotion.objects.select_related(*transitions.FIXED_RELATIONS).filter(pk=promotion_id).first()
+    if promotion is None or promotion.pr_state != PullRequestState.OPEN or promotion.is_active:
+        return
+    client().close_pull_request(promotion.pr_number, reason)
+    transitions.mark_pull_request_closed(promotion)
+
+
+# --- reading GitHub's state ------------------------------------------------------------------------
+
+
+def github_user(account):
+    """The portal user a GitHub account (a review's `user`) signed in as, or None."""
+    if not account:
+        return None
+    found = (
+        UserSocialAuth.objects.filter(provider=SOCIAL_AUTH_PROVIDER, uid=str(account.get("id")))
+        .select_related("user")
+        .first()
+    )
+    if found:
+        return found.user
+    # A sign-in whose uid was not stored as GitHub's numeric id: its user name is the GitHub login.
+    return (
+        get_user_model()
+        .objects.filter(social_auth__provider=SOCIAL_AUTH_PROVIDER, username__iexact=account.get("login", ""))
+        .first()
+    )
+
+
+def sync(promotion, *, sender=None):
+    """Apply what GitHub says now of the promotion's pull request: closed, merged, pushed to, reviewed.
+
+    `sender`: who caused the event, when a webhook said so (its payload is only a hint: GitHub is
+    asked). Returns the promotion, fresh.
+    """
+    if not promotion.pr_number or promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED):
+        return promotion
+    github = client()
+    pull = github.pull_request(promotion.pr_number)
+    if pull["state"] == "closed" and not pull.get("merged"):
+        by = (sender or {}).get("login") or "someone on GitHub"
+        return transitions.close_pull_request(promotion, closed_by=by)
+    if pull.get("merged") and promotion.state == PromotionState.AWAITING_APPROVAL:
+        return _merged_before_quorum(promotion, pull)
+    head = pull["head"]["sha"]
+    if head != promotion.pr_head_sha:
+        promotion = transitions.note_branch_pushed(promotion, head, pushed_by=(sender or {}).get("login"))
+    if promotion.state != PromotionState.AWAITING_APPROVAL:
+        return promotion
+    reviews = github.reviews(promotion.pr_number)
+    dismissed = {review["id"] for review in reviews if review.get("state") == "DISMISSED"}
+    if promotion.approvals.filter(github_review_id__in=dismissed).exists():
+        promotion = transitions.void_dismissed_reviews(promotion, dismissed)
+    for review in reviews:
+        promotion = _apply_review(promotion, review, head)
+        if promotion.state != PromotionState.AWAITING_APPROVAL:
+            break
+    return promotion
+
+
+def _merged_before_quorum(promotion, pull):
+    """Someone merged the pull request on GitHub before the portal's quorum: the change is on the branch
+    Argo CD follows, outside the policy. The promotion fails saying so; the drift check flags the file."""
+    by = (pull.get("merged_by") or {}).get("login") or "someone"
+    given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
+    error = (
+        f"Pull request #{promotion.pr_number} was merged on GitHub by {by} as {str(pull.get('merge_commit_sha'))[:7]} "
+        f"before the portal's approvals ({given}/{required}): the change is on the branch Argo CD follows "
+        "without the policy's approval. Check what runs there; roll back, or request the promotion again."
+    )
+    promotion = transitions.note_pull_request_merged(promotion)
+    return transitions.fail(promotion, "commit", error, from_states=[PromotionState.AWAITING_APPROVAL])
+
+
+def _apply_review(promotion, review, head):
+    state = review.get("state")
+    if review["id"] in promotion.pr_reviews_seen or state not in ("APPROVED", "CHANGES_REQUESTED"):
+        return promotion
+    login = (review.get("user") or {}).get("login", "?")
+    via = {"via": "GitHub", "review": review["id"], "url": review.get("html_url", ""), "login": login}
+    if state == "APPROVED" and review.get("commit_id") != head:
+        return transitions.ignore_review(
+            promotion, review["id"], login, f"it approved {str(review.get('commit_id'))[:7]}, not the head {head[:7]}"
+        )
+    user = github_user(review.get("user"))
+    if user is None:
+        return transitions.ignore_review(
+            promotion, review["id"], login, "no portal user has signed in with this GitHub account"
+        )
+    words = (review.get("body") or "").strip()
+    try:
+        if state == "APPROVED":
+            return transitions.approve(promotion, user, words, via=via, head_sha=head, github_review_id=review["id"])
+        return transitions.reject(
+            promotion, user, words or f"Changes requested on GitHub by {login}", via=via, github_review_id=review["id"]
+        )
+    except PromotionError as refusal:
+        return transitions.ignore_review(promotion, review["id"], login, str(refusal))
+
+
+# --- merging --------------------------------------------------------------------------------------
+
+
+def merge(promotion):
+    """The commit step of a promotion delivered by pull request: (open it if the promotion needed no
+    approval,) check it, merge it at the approved head, and return the merge commit's SHA.
+
+    Raises PullRequestError with the reason when it cannot be merged (checks failing, conflicts,
+    branch protection: GitHub's own message), GitHubUnavailable when it is worth asking again
+    (GitHub out of reach, mergeability or checks not known yet), PromotionError when the
+    promotion moved on (its approvals voided by a push).
+    """
+    github = client()
+    if not promotion.pr_number:
+        promotion = open_for(promotion)
+    pull = github.pull_request(promotion.pr_number)
+    if pull.get("merged"):
+        return promotion, pull["merge_commit_sha"]
+    if pull["state"] == "closed":
+        raise PullRequestError(f"Pull request #{promotion.pr_number} was closed on GitHub without being merged.")
+    head = pull["head"]["sha"]
+    if head != promotion.pr_head_sha:
+        transitions.note_branch_pushed(promotion, head, pushed_by=None)
+        raise PromotionError(f"Pull request #{promotion.pr_number} was pushed to: its approvals were voided.")
+    if pull.get("mergeable") is None:
+        raise GitHubUnavailable(f"GitHub is still working out whether pull request #{promotion.pr_number} can merge.")
+    if pull["mergeable"] is False:
+        raise PullRequestError(
+            f"GitHub cannot merge pull request #{promotion.pr_number} (mergeable_state: "
+            f"{pull.get('mergeable_state', 'unknown')}): the base branch moved in a way that conflicts with it. "
+            "Cancel and request the promotion again."
+        )
+    failing, pending = github.failing_checks(head)
+    if failing:
+        raise PullRequestError(f"Checks failed on {head[:7]}: {', '.join(failing)}; not merging.")
+    if pending:
+        raise GitHubUnavailable(f"Checks still running on {head[:7]}: {', '.join(pending)}.")
+    if promotion.state == PromotionState.APPROVED:
+        promotion = transitions.start_commit(promotion)
+    try:
+        sha = github.merge(
+            promotion.pr_number, sha=head, method=settings.GITOPS_GITHUB_MERGE_METHOD, title=title(promotion)
+        )
+    except GitHubUnavailable:
+        raise
+    except GitHubError as refusal:
+        raise PullRequestError(f"GitHub refused to merge pull request #{promotion.pr_number}: {refusal}") from refusal
+    return promotion, sha
+
+
+def poll(now=None):
+    """The reconciler's fallback for missed webhooks: read every open promotion pull request once.
+    Returns the ids of the promotions whose pull request changed them."""
+    now = now or timezone.now()
+    changed = []
+    waiting = Promotion.objects.filter(
+        state=PromotionState.AWAITING_APPROVAL, pr_state=PullRequestState.OPEN
+    ).select_related(*transitions.FIXED_RELATIONS)
+    for promotion in waiting:
+        try:
+            after = sync(promotion)
+        except (GitHubError, PullRequestError, PromotionError) as error:
+            logger.warning(
+                "Could not read pull request #%s of promotion %s: %s", promotion.pr_number, promotion.pk, error
+            )
+            continue
+        if after.state != promotion.state or after.pr_head_sha != promotion.pr_head_sha:
+            changed.append(promotion.pk)
+    unopened = Promotion.objects.filter(
+        state=PromotionState.AWAITING_APPROVAL,
+        environment__delivery_mode="pull_request",
+        pr_number__isnull=True,
+        updated_at__lt=now - timedelta(minutes=2),
+    ).values_list("pk", flat=True)
+    for promotion_id in unopened:
+        transitions.schedule_pull_request(promotion_id)
+    return changed

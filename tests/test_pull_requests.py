@@ -1,0 +1,423 @@
+"""Promotion by pull request: a GitHub stand-in speaking the REST API (tests/servers/github.py) with
+the real bare GitOps repository behind it, a real RQ worker, real PostgreSQL and Redis."""
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from social_django.models import UserSocialAuth
+
+from audit.models import AuditAction, AuditEvent
+from environments.models import DeliveryMode
+from releases import github_events, transitions
+from releases.gitops import values
+from releases.models import Promotion, PromotionState, PullRequestState
+from releases.reconciler import reconcile
+from tests.factories import make_release, make_user
+
+REPOSITORY = "nexo-org/nexo-gitops"
+WEBHOOK_SECRET = "webhook-secret-0123456789"
+
+
+@pytest.fixture
+def github(pipeline, github_server, settings, sam, sara, lead, rita, paulo):
+    """The stand-in holding the GitOps repository, production delivered by pull request, and the
+    portal's people signed in with GitHub (sam and sara as sam-gh and sara-gh)."""
+    github_server.add_repository(REPOSITORY, pipeline.gitops.bare)
+    github_server.add_account("nexo-portal-bot")
+    for team in ("sre-team", "platform-leads"):
+        github_server.add_team("nexo-org", team)
+    settings.GITOPS_GITHUB_REPOSITORY = REPOSITORY
+    settings.GITOPS_GITHUB_API_URL = github_server.api_url
+    settings.GITOPS_GITHUB_TOKEN = github_server.issue_token("nexo-portal-bot", ["repo"])
+    settings.GITHUB_WEBHOOK_SECRET = WEBHOOK_SECRET
+    for user in (sam, sara, rita):
+        account = github_server.add_account(f"{user.username}-gh")
+        UserSocialAuth.objects.create(user=user, provider="github-org", uid=str(account.id))
+    github_server.add_account("stranger")
+    production = pipeline.environments["production"]
+    production.delivery_mode = DeliveryMode.PULL_REQUEST
+    production.save()
+    github_server.repository = github_server.repositories[REPOSITORY]
+    return github_server
+
+
+@pytest.fixture
+def release(pipeline, github, paulo):
+    """nexo-be 2026.02.1 verified in staging (develop → qa automatically, staging approved by paulo)."""
+    service = pipeline.add_service("nexo-be", tag="2026.01.45")
+    release = make_release(service, "2026.02.1", changelog="- fix: authentication timeout")
+    transitions.request_promotion(release, pipeline.environments["develop"], None, kind="auto")
+    pipeline.run_jobs()
+    staging = transitions.request_promotion(release, pipeline.environments["staging"], paulo)
+    transitions.approve(staging, make_staging_approver())
+    pipeline.run_jobs()
+    staging.refresh_from_db()
+    assert staging.state == PromotionState.VERIFIED
+    return release
+
+
+def make_staging_approver():
+    return make_user("pat", groups=["platform-team"])
+
+
+def request_production(pipeline, release, rita):
+    promotion = transitions.request_promotion(release, pipeline.environments["production"], rita)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    return promotion
+
+
+def fresh(promotion):
+    promotion.refresh_from_db()
+    return promotion
+
+
+def actions(promotion):
+    return list(AuditEvent.objects.filter(promotion_id=promotion.pk).values_list("action", flat=True))
+
+
+def test_a_production_promotion_opens_a_pull_request_named_after_it(pipeline, github, release, rita):
+    promotion = request_production(pipeline, release, rita)
+
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    assert (promotion.pr_number, promotion.pr_state) == (1, PullRequestState.OPEN)
+    assert promotion.pr_branch == "promote/nexo-be-prod-2026.02.1"
+    assert promotion.pr_url == f"{github.url}/{REPOSITORY}/pull/1"
+    pull = github.repository.pulls[1]
+    assert pull.title == "promote(nexo-be): production → 2026.02.1"
+    assert (pull.head, pull.base) == ("promote/nexo-be-prod-2026.02.1", "main")
+    assert pull.labels == ["production-deploy"]
+    assert pull.requested_teams == ["sre-team", "platform-leads"]
+    for section in ("## Changelog", "fix: authentication timeout", "## Validation", "Verified in staging"):
+        assert section in pull.body
+    assert '`image.tag` = "2026.01.45" (previous version)' in pull.body
+    assert "Requested by rita." in pull.body
+    # The branch holds the one-line change; main is untouched until the merge.
+    path = "helm/nexo-be/values-prod.yaml"
+    assert github.repository.git("show", f"{pull.head}:{path}").stdout.count('tag: "2026.02.1"') == 1
+    assert values.read_value(pipeline.gitops.read(path), "image.tag", path) == "2026.01.45"
+    assert promotion.pr_head_sha == github.repository.sha(pull.head)
+    assert AuditAction.PULL_REQUEST_OPENED in actions(promotion)
+
+
+def test_one_approval_in_the_portal_and_one_review_on_github_merge_and_deploy(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam, "looks good")
+    github.repository.review(1, "sara-gh", "APPROVED", "LGTM from SRE")
+    reconcile()  # the poll reads the review; the merge follows
+    pipeline.run_jobs()
+
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.VERIFIED
+    assert promotion.pr_state == PullRequestState.MERGED
+    pull = github.repository.pulls[1]
+    assert pull.merged
+    assert pull.merged_by == "nexo-portal-bot"
+    assert promotion.gitops_commit_sha == pull.merge_commit_sha == github.repository.sha("main")
+    path = "helm/nexo-be/values-prod.yaml"
+    assert values.read_value(pipeline.gitops.read(path), "image.tag", path) == "2026.02.1"
+    approvals = {a.user.username: (a.github_review_id is not None, a.head_sha) for a in promotion.approvals.all()}
+    assert approvals == {"sam": (False, promotion.pr_head_sha), "sara": (True, promotion.pr_head_sha)}
+    review = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PROMOTION_APPROVED, actor="sara")
+    assert review.data["via"]["via"] == "GitHub"
+    assert review.data["comment"] == "LGTM from SRE"
+    assert AuditAction.PULL_REQUEST_MERGED in actions(promotion)
+
+
+def test_a_review_by_the_requester_or_by_someone_unknown_does_not_count(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    github.repository.review(1, "rita-gh", "APPROVED")
+    github.repository.review(1, "stranger", "APPROVED")
+    transitions.approve(promotion, sam)
+    reconcile()
+    reconcile()  # each review is said once, not at every poll
+
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    assert [a.user.username for a in promotion.approvals.all()] == ["sam"]
+    ignored = AuditEvent.objects.filter(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_REVIEW_IGNORED)
+    messages = sorted(event.message for event in ignored)
+    assert len(messages) == 2
+    assert "rita-gh" in messages[0]
+    assert "You requested this promotion" in messages[0]
+    assert "stranger" in messages[1]
+    assert "no portal user has signed in with this GitHub account" in messages[1]
+
+
+def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam)
+    scratch = pipeline.gitops.scratch
+    scratch.remotes.origin.fetch()
+    scratch.git.checkout("-B", "tamper", f"origin/{promotion.pr_branch}")
+    path = "helm/nexo-be/values-prod.yaml"
+    file = scratch.working_dir + "/" + path
+    with open(file, "a") as handle:
+        handle.write("extra: true\n")
+    scratch.index.add([path])
+    scratch.index.commit("sneak in a change")
+    scratch.remotes.origin.push(f"HEAD:refs/heads/{promotion.pr_branch}")
+
+    body = json.dumps(
+        {
+            "action": "synchronize",
+            "pull_request": {"number": 1},
+            "repository": {"full_name": REPOSITORY},
+            "sender": {"login": "mallory"},
+        }
+    ).encode()
+    response = deliver(pipeline, "pull_request", body)
+    assert response.status_code == 202
+
+    promotion = fresh(promotion)
+    assert promotion.pr_head_sha == github.repository.sha(promotion.pr_branch)
+    assert promotion.approvals.count() == 0
+    pushed = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_PUSHED)
+    assert "mallory pushed" in pushed.message
+    assert "the approvals of sam were voided" in pushed.message
+    # A review of the old head does not count either; approvals on the new head do.
+    github.repository.review(1, "sara-gh", "APPROVED", commit_id=pushed.data["previous_head"])
+    reconcile()
+    assert fresh(promotion).approvals.count() == 0
+    transitions.approve(promotion, sam)
+    transitions.approve(promotion, sara)
+    pipeline.run_jobs()
+    assert fresh(promotion).state == PromotionState.VERIFIED
+
+
+def test_changes_requested_rejects_the_promotion_in_the_reviewers_words(pipeline, github, release, rita):
+    promotion = request_production(pipeline, release, rita)
+    github.repository.review(1, "sara-gh", "CHANGES_REQUESTED", "Wait for the incident review first.")
+    reconcile()
+
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.REJECTED
+    rejection = promotion.approvals.get()
+    assert (rejection.user.username, rejection.comment) == ("sara", "Wait for the incident review first.")
+
+
+def test_closing_the_pull_request_cancels_the_promotion(pipeline, github, release, rita):
+    promotion = request_production(pipeline, release, rita)
+    github.repository.close(1)
+    body = json.dumps(
+        {
+            "action": "closed",
+            "pull_request": {"number": 1},
+            "repository": {"full_name": REPOSITORY},
+            "sender": {"login": "sara-gh"},
+        }
+    ).encode()
+    assert deliver(pipeline, "pull_request", body).status_code == 202
+
+    promotion = fresh(promotion)
+    assert (promotion.state, promotion.pr_state) == (PromotionState.CANCELLED, PullRequestState.CLOSED)
+    cancelled = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PROMOTION_CANCELLED)
+    assert "closed on GitHub by sara-gh" in cancelled.message
+
+
+def approve_twice(pipeline, promotion, sam, sara):
+    transitions.approve(promotion, sam)
+    transitions.approve(promotion, sara)
+    pipeline.run_jobs()
+    return fresh(promotion)
+
+
+def test_failing_checks_refuse_the_merge_with_their_names(pipeline, github, release, rita, sam, sara):
+    promotion = request_production(pipeline, release, rita)
+    github.repository.check_runs[promotion.pr_head_sha] = [
+        {"name": "helm-lint", "status": "completed", "conclusion": "success"},
+        {"name": "kubeconform", "status": "completed", "conclusion": "failure"},
+    ]
+    promotion = approve_twice(pipeline, promotion, sam, sara)
+
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "commit")
+    assert "Checks failed on" in promotion.error
+    assert "kubeconform (failure)" in promotion.error
+    assert not github.repository.pulls[1].merged
+    assert github.repository.pulls[1].state == "closed"  # nobody merges what the portal will not deploy
+
+
+def test_branch_protection_refusing_the_merge_says_what_github_said(pipeline, github, release, rita, sam, sara):
+    promotion = request_production(pipeline, release, rita)
+    github.repository.protection_message = "At least 2 approving reviews are required by reviewers with write access."
+    promotion = approve_twice(pipeline, promotion, sam, sara)
+
+    assert promotion.state == PromotionState.FAILED
+    assert promotion.error == (
+        "GitHub refused to merge pull request #1: Cannot merge pull request #1: GitHub answered 405: "
+        "At least 2 approving reviews are required by reviewers with write access."
+    )
+
+
+def test_a_base_that_moved_in_a_conflicting_way_is_not_merged(pipeline, github, release, rita, sam, sara):
+    promotion = request_production(pipeline, release, rita)
+    path = "helm/nexo-be/values-prod.yaml"
+    pipeline.gitops.write(path, pipeline.gitops.read(path).replace('tag: "2026.01.45"', 'tag: "2026.01.46"'))
+    promotion = approve_twice(pipeline, promotion, sam, sara)
+
+    assert promotion.state == PromotionState.FAILED
+    assert "GitHub cannot merge pull request #1 (mergeable_state: dirty)" in promotion.error
+
+
+def deliver(pipeline, event, body, *, signature=None, delivery="d-1"):
+    from django.test import Client
+
+    return Client().post(
+        "/api/v1/webhooks/github/",
+        body,
+        content_type="application/json",
+        headers={
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signature or github_events.signature_for(WEBHOOK_SECRET, body),
+        },
+    )
+
+
+def test_webhook_deliveries_are_verified_and_replays_change_nothing(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    github.repository.review(1, "sara-gh", "APPROVED", "ok")
+    body = json.dumps(
+        {"action": "submitted", "pull_request": {"number": 1}, "repository": {"full_name": REPOSITORY}}
+    ).encode()
+
+    forged = deliver(pipeline, "pull_request_review", body, signature="sha256=" + "0" * 64)
+    assert forged.status_code == 401
+    assert fresh(promotion).approvals.count() == 0
+
+    assert deliver(pipeline, "pull_request_review", body).json()["outcome"].endswith("awaiting approval")
+    assert [a.user.username for a in fresh(promotion).approvals.all()] == ["sara"]
+    replay = deliver(pipeline, "pull_request_review", body)
+    assert replay.json() == {"outcome": "ignored: this delivery was handled already"}
+    # Even under a new delivery id, the review is acted on once.
+    deliver(pipeline, "pull_request_review", body, delivery="d-2")
+    assert fresh(promotion).approvals.count() == 1
+    assert actions(promotion).count(AuditAction.PROMOTION_APPROVED) == 1
+
+
+def test_a_github_app_installation_token_is_used_when_configured(pipeline, github, release, rita, settings):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    github.add_app("4242", public_pem, "77", "nexo-portal[bot]")
+    settings.GITOPS_GITHUB_TOKEN = ""
+    settings.GITOPS_GITHUB_APP_ID = "4242"
+    settings.GITOPS_GITHUB_APP_INSTALLATION_ID = "77"
+    settings.GITOPS_GITHUB_APP_PRIVATE_KEY = private_pem
+
+    promotion = request_production(pipeline, release, rita)
+
+    assert promotion.pr_number == 1
+    assert github.repository.pulls[1].author == "nexo-portal[bot]"
+    assert ("POST", "/api/v3/app/installations/77/access_tokens") in github.requests
+
+
+def test_direct_mode_environments_are_unchanged(pipeline, github, release, paulo, rita):
+    staging = Promotion.objects.get(release=release, environment=pipeline.environments["staging"])
+    assert staging.pr_number is None
+    assert staging.pr_url == ""
+    assert github.repository.pulls == {}
+
+
+def test_the_promotion_page_the_board_the_audit_export_and_the_api_show_the_pull_request(
+    pipeline, github, release, rita, client
+):
+    promotion = request_production(pipeline, release, rita)
+    client.force_login(rita)
+    link = f'href="{promotion.pr_url}"'
+
+    page = client.get(promotion.get_absolute_url()).content.decode()
+    assert link in page
+    assert "promote/nexo-be-prod-2026.02.1" in page
+    board = client.get("/").content.decode()
+    assert f'{link} rel="noopener">PR #1 (open)</a>' in board
+    exported = json.loads(b"".join(client.get("/audit/export.json").streaming_content))
+    opened = next(record for record in exported if record["event"] == AuditAction.PULL_REQUEST_OPENED)
+    assert opened["pr_url"] == promotion.pr_url
+    api = client.get(f"/api/v1/promotions/{promotion.pk}/").json()
+    assert (api["pr_url"], api["pr_number"], api["pr_state"]) == (promotion.pr_url, 1, "open")
+
+
+def test_rejecting_in_the_portal_closes_the_pull_request_saying_why(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    transitions.reject(promotion, sam, "Not during the sale.")
+    pipeline.run_jobs()
+
+    assert fresh(promotion).pr_state == PullRequestState.CLOSED
+    pull = github.repository.pulls[1]
+    assert pull.state == "closed"
+    assert not pull.merged
+    assert pull.comments == [
+        ("nexo-portal-bot", "Closed by the Nexo Release Portal: rejected by sam: Not during the sale.")
+    ]
+
+
+def promote_to_production(pipeline, github, release, rita, sam, sara):
+    """`release` through develop, qa and staging, then production by pull request; the promotion."""
+    transitions.request_promotion(release, pipeline.environments["develop"], None, kind="auto")
+    pipeline.run_jobs()
+    staging = transitions.request_promotion(release, pipeline.environments["staging"], rita)
+    transitions.approve(staging, make_user("pat-" + release.version.replace(".", ""), groups=["platform-team"]))
+    pipeline.run_jobs()
+    production = request_production(pipeline, release, rita)
+    return approve_twice(pipeline, production, sam, sara)
+
+
+def test_a_rollback_there_is_a_pull_request_to_the_previous_version(pipeline, github, release, rita, sam, sara):
+    first = approve_twice(pipeline, request_production(pipeline, release, rita), sam, sara)
+    assert first.state == PromotionState.VERIFIED
+    second = promote_to_production(pipeline, github, make_release(release.service, "2026.02.2"), rita, sam, sara)
+    assert second.state == PromotionState.VERIFIED
+
+    rollback = transitions.request_rollback(release.service, pipeline.environments["production"], sam)
+    pipeline.run_jobs()
+    rollback = fresh(rollback)
+    assert rollback.pr_branch == "rollback/nexo-be-prod-2026.02.1"
+    pull = github.repository.pulls[rollback.pr_number]
+    assert pull.title == "rollback(nexo-be): production → 2026.02.1"
+    assert '`image.tag` = "2026.02.2" (previous version)' in pull.body
+    github.repository.review(rollback.pr_number, "sara-gh", "APPROVED")
+    reconcile()
+    pipeline.run_jobs()
+
+    assert fresh(rollback).state == PromotionState.VERIFIED
+    assert fresh(second).state == PromotionState.ROLLED_BACK
+    path = "helm/nexo-be/values-prod.yaml"
+    assert values.read_value(pipeline.gitops.read(path), "image.tag", path) == "2026.02.1"
+
+
+def test_a_review_dismissed_on_github_no_longer_counts(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    review = github.repository.review(1, "sara-gh", "APPROVED")
+    reconcile()
+    assert fresh(promotion).approvals.count() == 1
+    github.repository.dismiss(1, review.id)
+    reconcile()
+
+    promotion = fresh(promotion)
+    assert promotion.approvals.count() == 0
+    transitions.approve(promotion, sam)
+    assert fresh(promotion).state == PromotionState.AWAITING_APPROVAL  # one of two
+    voided = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_REVIEW_IGNORED)
+    assert "dismissed on GitHub" in voided.message
+
+
+def test_a_merge_on_github_before_the_quorum_fails_the_promotion_saying_so(pipeline, github, release, rita, sam):
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam)
+    github.repository.merge_by_hand(1, "sara-gh")
+    reconcile()
+
+    promotion = fresh(promotion)
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "commit")
+    assert "was merged on GitHub by sara-gh" in promotion.error
+    assert "before the portal's approvals (1/2)" in promotion.error
+    assert promotion.pr_state == PullRequestState.MERGED
