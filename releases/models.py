@@ -897,6 +897,14 @@ class Incident(models.Model):
     def __str__(self):
         return self.title
 
+    def save(self, *args, **kwargs):
+        # Every path (PagerDuty, rollbacks, hotfixes, the admin) blames the change that introduced
+        # the running version: a redeploy repeated a change and is not one, so the failure belongs
+        # to the change it repeated (a rollback introduced no change and stays the suspect).
+        if self.caused_by is not None and not self.caused_by.is_change:
+            self.caused_by = self.caused_by.introducing_change() or self.caused_by
+        super().save(*args, **kwargs)
+
     def clean(self):
         errors = {}
         for field in ("caused_by", "fixed_by"):
