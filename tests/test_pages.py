@@ -324,6 +324,18 @@ def test_an_empty_audit_log_says_so(world):
     assert "Nothing has been recorded yet." in response.content.decode()
 
 
+def test_the_audit_log_shows_the_comments_of_rejections_and_cancellations(world):
+    rejected = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.reject(rejected, world["sam"], "error budget <spent>")
+    cancelled = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.cancel(cancelled, world["rita"], "wrong release, sorry")
+
+    page = page_for(world["viewer"], "/audit/").content.decode()
+
+    assert '<blockquote class="comment">“error budget &lt;spent&gt;”</blockquote>' in page
+    assert '<blockquote class="comment">“wrong release, sorry”</blockquote>' in page
+
+
 def export(user, **filters):
     client = Client()
     client.force_login(user)
