@@ -167,13 +167,16 @@ class ReleaseQuerySet(models.QuerySet):
 
     def rollback_targets(self, environment, taken_out):
         """What a rollback of `taken_out` in `environment` may go to: the releases of the service that
-        ran there before and are older, newest first. The one rule behind the rollback dialog, the API
-        and the transition."""
-        return (
-            self.older_than(taken_out)
-            .filter(Exists(Deployment.objects.filter(release=OuterRef("pk"), environment=environment)))
-            .newest_first()
-        )
+        ran there before and are older, newest first, and for a hotfix the release it fixed (a late
+        hotfix is numbered below it). The one rule behind the rollback dialog, the API and the transition."""
+        candidates = self.older_than(taken_out)
+        if taken_out.is_hotfix and taken_out.fixes_id:
+            candidates = self.filter(service=taken_out.service_id).filter(
+                Q(pk__in=candidates.values("pk")) | Q(pk=taken_out.fixes_id)
+            )
+        return candidates.filter(
+            Exists(Deployment.objects.filter(release=OuterRef("pk"), environment=environment))
+        ).newest_first()
 
     def default_rollback_target(self, environment, taken_out):
         """Where a rollback goes unless someone chooses: the newest target that was verified there."""

@@ -116,37 +116,6 @@ def _current_deployment(service, environment):
     )
 
 
-def _check_release_may_enter(release, environment, kind, is_emergency, rolls_back, current):
-    service = release.service
-    if kind == PromotionKind.ROLLBACK:
-        taken_out = rolls_back.release if rolls_back else (current.release if current else None)
-        if taken_out is None:
-            return f"Nothing runs in {environment.name} for {service.name} yet; there is nothing to roll back."
-        if not release.calver < taken_out.calver:
-            return f"A rollback goes to an older release than {taken_out.version}; {release.version} is not older."
-        if not Release.objects.rollback_targets(environment, taken_out).filter(pk=release.pk).exists():
-            return f"{service.name} {release.version} never ran in {environment.name}, so it cannot be rolled back to."
-        return None
-    if current and current.release_id == release.pk:
-        return f"{service.name} {release.version} already runs in {environment.name}."
-    if current and release.calver < current.release.calver:
-        return (
-            f"{environment.name} runs {service.name} {current.release.version}, which is newer than {release.version}: "
-            "request a rollback to go back."
-        )
-    previous = environment.previous()
-    if previous and not is_emergency:
-        verified = Promotion.objects.filter(
-            release=release, environment=previous, state=PromotionState.VERIFIED
-        ).exists()
-        if not verified:
-            return (
-                f"{service.name} {release.version} has not been verified in {previous.name}; "
-                f"it must pass there before it can enter {environment.name}."
-            )
-    return None
-
-
 @dataclass
 class _Request:
     """A request for a release in an environment, with what runs and what waits there."""
@@ -198,7 +167,7 @@ class _Request:
                     f"Automatic promotions of {service.name} into {environment.name} are on hold ({held}). "
                     "Lift the hold to resume them; a person may still request a promotion."
                 )
-        refusal = _check_release_may_enter(
+        refusal = policy.why_not_enter(
             self.release, environment, kind, self.is_emergency, self.rolls_back, self.current
         )
         if refusal:
