@@ -410,6 +410,9 @@ class Promotion(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     verdict_at = models.DateTimeField(null=True, blank=True, help_text="When the soak window ends.")
+    argocd_sync_id = models.CharField(
+        max_length=64, blank=True, help_text="Argo CD's history id of the sync that deployed it, when Argo CD said."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     gitops_commit_sha = models.CharField(max_length=40, blank=True)

@@ -24,7 +24,7 @@ from audit import log as audit
 from audit.models import AuditAction
 from nexo_portal.lib import queues
 
-from . import alerts, approval_notices, policy, steps
+from . import alerts, approval_notices, policy, steps, verification
 from .models import (
     PIPELINE,
     Approval,
@@ -708,16 +708,20 @@ def mark_syncing(promotion, *, configured):
 
 
 @transaction.atomic
-def mark_deployed(promotion, *, health=""):
-    """The release runs there: record the deployment, replace the previous one, start verifying."""
+def mark_deployed(promotion, *, health="", argocd_sync_id=""):
+    """The release runs there: record the deployment, replace the previous one, start verifying.
+
+    `argocd_sync_id`: the Argo CD history entry of the sync that deployed it, when Argo CD said.
+    """
     promotion = _locked(promotion)
     _expect(promotion, PromotionState.SYNCING)
     now = timezone.now()
     promotion.state = PromotionState.DEPLOYED
     promotion.deployed_at = now
+    promotion.argocd_sync_id = argocd_sync_id
     if promotion.sync_status == StepStatus.RUNNING:
         promotion.sync_status = StepStatus.PASSED
-    promotion.save(update_fields=["state", "deployed_at", "sync_status", "updated_at"])
+    promotion.save(update_fields=["state", "deployed_at", "sync_status", "argocd_sync_id", "updated_at"])
 
     Deployment.objects.record(
         release=promotion.release,
@@ -734,6 +738,7 @@ def mark_deployed(promotion, *, health=""):
         None,
         f"{_describe(promotion)} deployed" + (f" ({health})" if health else ""),
         health=health,
+        **({"argocd_sync_id": argocd_sync_id} if argocd_sync_id else {}),
     )
 
     if promotion.is_rollback:
@@ -850,6 +855,7 @@ def mark_verified(promotion, summary=""):
         promotion,
         None,
         f"{_describe(promotion)} verified" + (f": {summary}" if summary else ""),
+        soak_results=verification.soak_results(promotion),
     )
     _auto_promote_next(promotion)
     promote_waiting(promotion.service, promotion.environment)
@@ -943,6 +949,7 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True):
         f"{_describe(promotion)} failed at {step}: {error}"[:500],
         step=step,
         error=error,
+        **({"soak_results": verification.soak_results(promotion)} if step == "verification" else {}),
     )
 
     _after_failure(promotion, step, error, roll_back)

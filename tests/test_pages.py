@@ -337,9 +337,10 @@ def test_the_audit_log_shows_the_comments_of_rejections_and_cancellations(world)
 
 
 def export(user, **filters):
+    """The per-step export (`per=step`); the per-promotion one is tests/test_audit_export.py's."""
     client = Client()
     client.force_login(user)
-    response = client.get("/audit/export.json", filters)
+    response = client.get("/audit/export.json", {"per": "step", **filters})
     return response, json.loads(b"".join(response.streaming_content)) if response.status_code == 200 else None
 
 
