@@ -416,7 +416,7 @@ def main():
         f"One-year production figures: {figures.change_deployments:,} change deployments, "
         f"lead time median {figures.lead_time_median / 3600:.1f} h, change failure rate "
         f"{figures.change_failure_rate:.1%}, recovery median {figures.recovery_median / 3600:.1f} h, "
-        f"rework {figures.rework_rate:.1%}, band {figures.deployment_frequency_band.label}"
+        f"rework {figures.rework_rate:.1%}, services per frequency band {figures.frequency_bands}"
     )
 
     user, _ = User.objects.get_or_create(username="bench-reader")

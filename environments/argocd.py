@@ -140,11 +140,18 @@ class ApplicationStatus:
     operation_message: str = ""
     health_message: str = ""
     conditions: str = ""
+    # The id of Argo CD's history entry that deployed what runs (`argocd app rollback <app> <id>` names it).
+    sync_id: str = ""
 
     @classmethod
     def from_application(cls, application):
         status = application.get("status") or {}
         sync = status.get("sync") or {}
+        deployed = [
+            entry
+            for entry in status.get("history") or []
+            if isinstance(entry, dict) and entry.get("id") is not None and entry.get("revision") == sync.get("revision")
+        ]
         operation_state = status.get("operationState") or {}
         requested = ((operation_state.get("operation") or {}).get("sync") or {}).get("revision")
         return cls(
@@ -158,6 +165,7 @@ class ApplicationStatus:
             conditions="; ".join(
                 f"{condition.get('type')}: {condition.get('message')}" for condition in status.get("conditions") or []
             ),
+            sync_id=str(deployed[-1]["id"])[:64] if deployed else "",
         )
 
     @property

@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -476,15 +477,30 @@ def _matrix_cell(cell, argocd_configured):
 
 
 class AuditExportView(generics.GenericAPIView):
-    """The filtered log as one JSON array, oldest first, in the reference docs' shape (tokens need `read`;
-    a token limited to services gets their events only)."""
+    """The filtered log as one JSON array, oldest first, in the reference docs' shape: one record per
+    completed promotion, or with `per=step` one per event (tokens need `read`; a token limited to
+    services gets their events only)."""
 
     permission_classes = [IsAuthenticated, requires_scope("read")]
     serializer_class = serializers.AuditExportRecordSerializer
     pagination_class = None
     filter_backends = []
 
-    @extend_schema(parameters=audit_api.FILTERS, responses={200: serializers.AuditExportRecordSerializer(many=True)})
+    @extend_schema(
+        parameters=[
+            *audit_api.FILTERS,
+            OpenApiParameter(
+                "per",
+                str,
+                enum=list(audit_export.Per.CHOICES),
+                description="promotion (default): one record per completed promotion; step: one per audit event.",
+            ),
+        ],
+        responses={200: serializers.AuditExportRecordSerializer(many=True)},
+    )
     def get(self, request):
+        per = request.query_params.get("per", audit_export.Per.PROMOTION)
+        if per not in audit_export.Per.CHOICES:
+            raise ValidationError({"per": [audit_export.Per.REFUSAL]})
         events = audit_api.filtered(request, AuditEvent.objects.order_by("id"))
-        return StreamingHttpResponse(audit_export.export_json(events), content_type="application/json")
+        return StreamingHttpResponse(audit_export.export_json(events, per), content_type="application/json")

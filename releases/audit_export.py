@@ -1,26 +1,43 @@
 """The audit log exported in the shape of the platform team's "Structured Audit Log"
-(versioning-and-promotion.md): `event, service, version, from_environment, to_environment,
-timestamp, initiator, approvers, rollback, validation_results`, plus what the portal knows
-besides (actor, promotion id, GitOps commit, message, the event's data and its chain hashes).
+(versioning-and-promotion.md; docs/audit-record.schema.json is its JSON schema).
 
-Fields an event did not record itself are filled from the promotion it belongs to, as it was at
-the event's time: the approvers are those who had approved by then, the CI results those reported
-by then. The pages and the API both export through `export_records` / `export_json`.
+By default one record per completed promotion (`promotion_records`): one that deployed and whose
+soak gave its verdict, with `event: "promotion"`, service, version, from and to environment, the
+time of the verdict, the initiator and the approvers (e-mail addresses where the portal knows
+them, else user names), the pull request or else the GitOps commit's web page, Argo CD's history id
+of the sync that deployed it, whether it was a rollback, and `validation_results`: CI's checks (the
+newest result of each by then), and the soak's verdict on each check it sampled (`soak:…`).
+
+`per=step` gives the log itself, one record per event (`step_records`), in the same shape plus
+what the portal knows besides (actor, promotion id, GitOps commit, message, the event's data and
+its chain hashes); fields an event did not record itself are filled from its promotion as it was
+at the event's time. The pages and the API both export through `export_json`.
 """
 
 import json
 from datetime import UTC
 from itertools import pairwise
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from audit.models import AuditAction
 from environments.models import Environment
 
-from .models import ApprovalDecision, CheckResult, Promotion, PromotionKind, newest_per_check
+from .gitops.repo import commit_url, redact
+from .models import PIPELINE, ApprovalDecision, CheckResult, Promotion, PromotionKind, newest_per_check
 
 CHUNK_SIZE = 1000
 VERDICT_ACTIONS = {AuditAction.PROMOTION_VERIFIED, AuditAction.PROMOTION_FAILED}
+
+
+class Per:
+    """What one exported record stands for (the export's `per` parameter)."""
+
+    PROMOTION = "promotion"
+    STEP = "step"
+    CHOICES = (PROMOTION, STEP)
+    REFUSAL = "per is promotion (one record per completed promotion) or step (one record per audit event)."
 
 
 def timestamp(moment):
@@ -38,12 +55,14 @@ def _chunks(events):
         yield chunk
 
 
-def export_records(events):
-    """One dict per event of the queryset `events`, in its order; a few queries per thousand events."""
-    previous_environment = {}
+def _previous_environments():
     ordered = list(Environment.objects.in_pipeline_order().values_list("name", flat=True))
-    for before, after in pairwise(ordered):
-        previous_environment[after] = before
+    return {after: before for before, after in pairwise(ordered)}
+
+
+def step_records(events):
+    """One dict per event of the queryset `events`, in its order; a few queries per thousand events."""
+    previous_environment = _previous_environments()
 
     for chunk in _chunks(events):
         promotion_ids = {event.promotion_id for event in chunk if event.promotion_id}
@@ -56,6 +75,88 @@ def export_records(events):
         checks = _check_results(chunk, promotions)
         for event in chunk:
             yield _record(event, promotions.get(event.promotion_id), previous_environment, checks)
+
+
+def promotion_records(events):
+    """One dict per completed promotion whose verdict is among the queryset `events`, in its order.
+
+    A few queries per thousand promotions.
+    """
+    previous_environment = _previous_environments()
+    verdicts = events.filter(action__in=VERDICT_ACTIONS, promotion_id__isnull=False)
+    for chunk in _chunks(verdicts):
+        promotions = {
+            promotion.pk: promotion
+            for promotion in Promotion.objects.filter(
+                pk__in={event.promotion_id for event in chunk}, deployed_at__isnull=False
+            )
+            .select_related("requested_by", "accountable_requester")
+            .prefetch_related("approvals__user")
+        }
+        checks = _check_results(chunk, promotions)
+        for event in chunk:
+            promotion = promotions.get(event.promotion_id)
+            if promotion is not None:
+                yield _promotion_record(event, promotion, previous_environment, checks)
+
+
+def _email(user):
+    return (user.email or user.get_username()) if user is not None else None
+
+
+def _initiator(promotion):
+    """Who asked: the person's e-mail address; for an API token, its creator's (the person it counts as)."""
+    if promotion.requested_by is not None:
+        return _email(promotion.requested_by)
+    if promotion.accountable_requester is not None:
+        return _email(promotion.accountable_requester)
+    return promotion.requested_via or PIPELINE
+
+
+def _promotion_record(event, promotion, previous_environment, checks):
+    data = event.data or {}
+    # Delivered by pull request, the promotion knows its PR; otherwise the commit is the record.
+    pr_url = promotion.pr_url or None
+    if pr_url is None and promotion.gitops_commit_sha:
+        pr_url = commit_url(redact(settings.GITOPS_REPO_URL), promotion.gitops_commit_sha)
+    validation_results = _ci_results(event, promotion, checks)
+    validation_results.update(data.get("soak_results") or {})
+    return {
+        "event": "promotion",
+        "service": event.service,
+        "version": event.version,
+        "from_environment": previous_environment.get(event.environment),
+        "to_environment": event.environment,
+        "timestamp": timestamp(event.created_at),
+        "initiator": _initiator(promotion),
+        "approvers": [
+            _email(approval.user)
+            for approval in promotion.approvals.all()
+            if approval.decision == ApprovalDecision.APPROVE
+        ],
+        "pr_url": pr_url,
+        "argocd_sync_id": promotion.argocd_sync_id or None,
+        "rollback": promotion.kind == PromotionKind.ROLLBACK,
+        "validation_results": validation_results,
+        "outcome": "verified" if event.action == AuditAction.PROMOTION_VERIFIED else "failed",
+        "emergency": promotion.is_emergency,
+        "promotion_id": promotion.pk,
+        "commit": promotion.gitops_commit_sha or None,
+        "deployed_at": timestamp(promotion.deployed_at),
+        "audit_event_id": event.pk,
+        "hash": event.hash,
+    }
+
+
+def _ci_results(event, promotion, checks):
+    """CI's checks of the promotion's release there, the newest result of each reported by the event."""
+    reported_by_then = [
+        check
+        for check in checks
+        if (check.release_id, check.environment_id) == (promotion.release_id, promotion.environment_id)
+        and check.reported_at <= event.created_at
+    ]
+    return {check.name: "passed" if check.passed else "failed" for check in newest_per_check(reported_by_then)}
 
 
 def _check_results(chunk, promotions):
@@ -115,21 +216,15 @@ def _record(event, promotion, previous_environment, checks):
     ):
         record["commit"] = promotion.gitops_commit_sha
     if event.action in VERDICT_ACTIONS:
-        reported_by_then = [
-            check
-            for check in checks
-            if (check.release_id, check.environment_id) == (promotion.release_id, promotion.environment_id)
-            and check.reported_at <= event.created_at
-        ]
-        record["validation_results"] = {
-            check.name: "passed" if check.passed else "failed" for check in newest_per_check(reported_by_then)
-        }
+        record["validation_results"] = _ci_results(event, promotion, checks)
+        record["validation_results"].update(data.get("soak_results") or {})
     return record
 
 
-def export_json(events):
+def export_json(events, per=Per.PROMOTION):
     """The export as a JSON array, produced piece by piece so a long log streams."""
+    records = step_records(events) if per == Per.STEP else promotion_records(events)
     yield "["
-    for index, record in enumerate(export_records(events)):
+    for index, record in enumerate(records):
         yield ("," if index else "") + "\n" + json.dumps(record, cls=DjangoJSONEncoder, ensure_ascii=False)
     yield "\n]\n"

@@ -283,7 +283,7 @@ def sync_promotion(promotion_id):
     except ArgoCDError as error:
         _unless_moved_on(transitions.fail, promotion, "sync", str(error))
         return
-    _unless_moved_on(transitions.mark_deployed, promotion, health=status.health)
+    _unless_moved_on(transitions.mark_deployed, promotion, health=status.health, argocd_sync_id=status.sync_id)
 
 
 def _contains_commit(sha):

@@ -167,13 +167,16 @@ class ReleaseQuerySet(models.QuerySet):
 
     def rollback_targets(self, environment, taken_out):
         """What a rollback of `taken_out` in `environment` may go to: the releases of the service that
-        ran there before and are older, newest first. The one rule behind the rollback dialog, the API
-        and the transition."""
-        return (
-            self.older_than(taken_out)
-            .filter(Exists(Deployment.objects.filter(release=OuterRef("pk"), environment=environment)))
-            .newest_first()
-        )
+        ran there before and are older, newest first, and for a hotfix the release it fixed (a late
+        hotfix is numbered below it). The one rule behind the rollback dialog, the API and the transition."""
+        candidates = self.older_than(taken_out)
+        if taken_out.is_hotfix and taken_out.fixes_id:
+            candidates = self.filter(service=taken_out.service_id).filter(
+                Q(pk__in=candidates.values("pk")) | Q(pk=taken_out.fixes_id)
+            )
+        return candidates.filter(
+            Exists(Deployment.objects.filter(release=OuterRef("pk"), environment=environment))
+        ).newest_first()
 
     def default_rollback_target(self, environment, taken_out):
         """Where a rollback goes unless someone chooses: the newest target that was verified there."""
@@ -407,6 +410,9 @@ class Promotion(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     verdict_at = models.DateTimeField(null=True, blank=True, help_text="When the soak window ends.")
+    argocd_sync_id = models.CharField(
+        max_length=64, blank=True, help_text="Argo CD's history id of the sync that deployed it, when Argo CD said."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     gitops_commit_sha = models.CharField(max_length=40, blank=True)
@@ -614,6 +620,27 @@ class DeploymentQuerySet(models.QuerySet):
             .first()
         )
 
+    def classify(self, release, environment, deployed_at, *, before, declared_rollback=False):
+        """(is_rollback, is_change) of a deployment of `release` there at `deployed_at`, after `before`.
+
+        The one rule for live recording and the GitOps import alike (docs/dora.md): the release running
+        again is a redeploy; a deployment declared a rollback (a rollback promotion, whose target the
+        portal checked; a rollback or revert commit) is one; a release that was live here before and is
+        older than the one running is a rollback. Anything else is a change, whatever its number: a
+        release new here (a late hotfix, a promotion out of CalVer order) or the newer release again
+        after a rollback. A version number alone never makes a rollback.
+        """
+        if before is not None and before.release_id == release.pk:
+            return False, False
+        if declared_rollback:
+            return True, False
+        if before is None or not release.calver < before.release.calver:
+            return False, True
+        was_live_here = (
+            self.in_place(release.service_id, environment).filter(release=release, deployed_at__lt=deployed_at).exists()
+        )
+        return was_live_here, not was_live_here
+
     def record(
         self,
         *,
@@ -629,10 +656,11 @@ class DeploymentQuerySet(models.QuerySet):
         """Record a successful deployment (its finish is `deployed_at`) and everything it implies.
 
         The one way deployments are written, by the pipeline and the GitOps import alike: it
-        closes the deployment it replaces, works out whether this one is a change (DORA counts
-        only those), and records the incident a rollback or a hotfix stands for. History may
-        arrive out of order (an import after the portal already deployed), so the deployment
-        is placed between the ones before and after it in time.
+        closes the deployment it replaces, works out whether this one is a rollback, a redeploy or
+        a change (`classify`; DORA counts only changes; `is_rollback` says it was declared one), and
+        records the incident a rollback or a hotfix stands for. History may arrive out of order (an
+        import after the portal already deployed), so the deployment is placed between the ones
+        before and after it in time.
         """
         service = release.service
         with transaction.atomic():
@@ -641,6 +669,9 @@ class DeploymentQuerySet(models.QuerySet):
             place = self.in_place(service, environment)
             before = place.filter(deployed_at__lte=deployed_at).order_by("-deployed_at", "-id").first()
             after = place.filter(deployed_at__gt=deployed_at).order_by("deployed_at", "id").first()
+            is_rollback, is_change = self.classify(
+                release, environment, deployed_at, before=before, declared_rollback=is_rollback
+            )
             if before is not None:
                 before.replaced_at = deployed_at
                 before.save(update_fields=["replaced_at"])
@@ -651,7 +682,7 @@ class DeploymentQuerySet(models.QuerySet):
                 promotion=promotion,
                 source=source,
                 is_rollback=is_rollback,
-                is_change=not is_rollback and (before is None or before.release_id != release.pk),
+                is_change=is_change,
                 gitops_commit_sha=gitops_commit_sha,
                 deployed_at=deployed_at,
                 replaced_at=after.deployed_at if after else None,
@@ -896,6 +927,14 @@ class Incident(models.Model):
 
     def __str__(self):
         return self.title
+
+    def save(self, *args, **kwargs):
+        # Every path (PagerDuty, rollbacks, hotfixes, the admin) blames the change that introduced
+        # the running version: a redeploy repeated a change and is not one, so the failure belongs
+        # to the change it repeated (a rollback introduced no change and stays the suspect).
+        if self.caused_by is not None and not self.caused_by.is_change:
+            self.caused_by = self.caused_by.introducing_change() or self.caused_by
+        super().save(*args, **kwargs)
 
     def clean(self):
         errors = {}

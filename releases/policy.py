@@ -22,14 +22,20 @@ The rules:
 - stop a soak (it fails, and the environment's rollback rule applies): whoever may roll back
   there, people only, with a comment, while the promotion is deployed or verifying;
 - a rollback needs the environment's rollback approvals (none when the pipeline rolls back by
-  policy), and is refused when fewer people than that could ever approve it.
+  policy), and is refused when fewer people than that could ever approve it;
+- which release may enter (`why_not_enter`): a promotion goes forwards, after its release was verified
+  in the previous environment; a rollback goes to a release that ran there before. A late hotfix —
+  a hotfix of the release running there, numbered below newer builds — goes in as a promotion under
+  the normal approvals although it is numbered below what runs there, and without passing an
+  earlier environment that already runs a newer build (it could only get there by a rollback); a
+  rollback of it may go back to the release it fixed.
 """
 
 from django.contrib.auth import get_user_model
 
 from nexo_portal.lib.errors import Refused
 
-from .models import ApprovalDecision, PromotionKind, PromotionState
+from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState, Release
 
 
 class PromotionError(Refused):
@@ -123,6 +129,60 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
         if is_ci_token(actor):
             return forbidden("Break-glass promotions are requested by people, not API tokens.")
     return None
+
+
+def is_hotfix_of(release, running):
+    """`release` is a hotfix of `running` (a release, or None): it may replace it whatever its number."""
+    return running is not None and release.is_hotfix and release.fixes_id == running.pk
+
+
+def why_not_enter(release, environment, kind, is_emergency, rolls_back, current):
+    """Why `release` may not enter `environment` as a promotion of `kind` (None: it may).
+
+    `current` is the deployment running there (or None); `rolls_back` the promotion a rollback takes out.
+    """
+    service = release.service
+    if kind == PromotionKind.ROLLBACK:
+        taken_out = rolls_back.release if rolls_back else (current.release if current else None)
+        if taken_out is None:
+            return Refusal(f"Nothing runs in {environment.name} for {service.name} yet; there is nothing to roll back.")
+        if not (release.calver < taken_out.calver or is_hotfix_of(taken_out, release)):
+            return Refusal(
+                f"A rollback goes to an older release than {taken_out.version}; {release.version} is not older."
+            )
+        if not Release.objects.rollback_targets(environment, taken_out).filter(pk=release.pk).exists():
+            return Refusal(
+                f"{service.name} {release.version} never ran in {environment.name}, so it cannot be rolled back to."
+            )
+        return None
+    running = current.release if current else None
+    if running is not None and running.pk == release.pk:
+        return Refusal(f"{service.name} {release.version} already runs in {environment.name}.")
+    late_hotfix = is_hotfix_of(release, running)
+    if running is not None and release.calver < running.calver and not late_hotfix:
+        return Refusal(
+            f"{environment.name} runs {service.name} {running.version}, which is newer than {release.version}: "
+            "request a rollback to go back."
+        )
+    previous = environment.previous()
+    if previous is None or is_emergency:
+        return None
+    if Promotion.objects.filter(release=release, environment=previous, state=PromotionState.VERIFIED).exists():
+        return None
+    if late_hotfix:
+        earlier = (
+            Deployment.objects.current().filter(service=service, environment=previous).select_related("release").first()
+        )
+        if (
+            earlier is not None
+            and earlier.release.calver > release.calver
+            and not is_hotfix_of(release, earlier.release)
+        ):
+            return None  # the earlier environment already runs a newer build: it could only go back there
+    return Refusal(
+        f"{service.name} {release.version} has not been verified in {previous.name}; "
+        f"it must pass there before it can enter {environment.name}."
+    )
 
 
 def why_not_report(actor, service):

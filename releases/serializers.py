@@ -424,23 +424,30 @@ class MatrixRowSerializer(serializers.Serializer):
 
 
 class AuditExportRecordSerializer(serializers.Serializer):
-    """One record of the export, in the shape of versioning-and-promotion.md's structured audit log."""
+    """One record of the export, in the shape of versioning-and-promotion.md's structured audit log:
+    a completed promotion (`event` "promotion", the default), or with `per=step` one audit event."""
 
-    id = serializers.IntegerField()
-    event = serializers.CharField()
+    event = serializers.CharField(help_text='"promotion", or the audit action of a step (promotion.approved, …).')
     service = serializers.CharField(allow_null=True)
     version = serializers.CharField(allow_null=True)
     from_environment = serializers.CharField(allow_null=True)
     to_environment = serializers.CharField(allow_null=True)
     timestamp = serializers.DateTimeField()
-    initiator = serializers.CharField()
+    initiator = serializers.CharField(help_text="E-mail address where known, else the user name or the token.")
     approvers = serializers.ListField(child=serializers.CharField())
     rollback = serializers.BooleanField()
     validation_results = serializers.DictField(child=serializers.CharField(), required=False)
-    actor = serializers.CharField()
+    pr_url = serializers.URLField(allow_null=True, required=False, help_text="The pull request, else the commit.")
+    argocd_sync_id = serializers.CharField(allow_null=True, required=False)
+    outcome = serializers.ChoiceField(choices=["verified", "failed"], required=False)
+    emergency = serializers.BooleanField(required=False)
+    deployed_at = serializers.DateTimeField(required=False)
+    audit_event_id = serializers.IntegerField(required=False)
+    id = serializers.IntegerField(required=False)
+    actor = serializers.CharField(required=False)
     promotion_id = serializers.IntegerField(allow_null=True)
     commit = serializers.CharField(allow_null=True)
-    message = serializers.CharField()
-    data = serializers.DictField()
+    message = serializers.CharField(required=False, allow_blank=True)
+    data = serializers.DictField(required=False)
     hash = serializers.CharField()
-    previous_hash = serializers.CharField()
+    previous_hash = serializers.CharField(required=False)

@@ -24,7 +24,7 @@ from audit import log as audit
 from audit.models import AuditAction
 from nexo_portal.lib import queues
 
-from . import alerts, approval_notices, policy, steps
+from . import alerts, approval_notices, policy, steps, verification
 from .models import (
     PIPELINE,
     Approval,
@@ -116,37 +116,6 @@ def _current_deployment(service, environment):
     )
 
 
-def _check_release_may_enter(release, environment, kind, is_emergency, rolls_back, current):
-    service = release.service
-    if kind == PromotionKind.ROLLBACK:
-        taken_out = rolls_back.release if rolls_back else (current.release if current else None)
-        if taken_out is None:
-            return f"Nothing runs in {environment.name} for {service.name} yet; there is nothing to roll back."
-        if not release.calver < taken_out.calver:
-            return f"A rollback goes to an older release than {taken_out.version}; {release.version} is not older."
-        if not Release.objects.rollback_targets(environment, taken_out).filter(pk=release.pk).exists():
-            return f"{service.name} {release.version} never ran in {environment.name}, so it cannot be rolled back to."
-        return None
-    if current and current.release_id == release.pk:
-        return f"{service.name} {release.version} already runs in {environment.name}."
-    if current and release.calver < current.release.calver:
-        return (
-            f"{environment.name} runs {service.name} {current.release.version}, which is newer than {release.version}: "
-            "request a rollback to go back."
-        )
-    previous = environment.previous()
-    if previous and not is_emergency:
-        verified = Promotion.objects.filter(
-            release=release, environment=previous, state=PromotionState.VERIFIED
-        ).exists()
-        if not verified:
-            return (
-                f"{service.name} {release.version} has not been verified in {previous.name}; "
-                f"it must pass there before it can enter {environment.name}."
-            )
-    return None
-
-
 @dataclass
 class _Request:
     """A request for a release in an environment, with what runs and what waits there."""
@@ -198,7 +167,7 @@ class _Request:
                     f"Automatic promotions of {service.name} into {environment.name} are on hold ({held}). "
                     "Lift the hold to resume them; a person may still request a promotion."
                 )
-        refusal = _check_release_may_enter(
+        refusal = policy.why_not_enter(
             self.release, environment, kind, self.is_emergency, self.rolls_back, self.current
         )
         if refusal:
@@ -739,16 +708,20 @@ def mark_syncing(promotion, *, configured):
 
 
 @transaction.atomic
-def mark_deployed(promotion, *, health=""):
-    """The release runs there: record the deployment, replace the previous one, start verifying."""
+def mark_deployed(promotion, *, health="", argocd_sync_id=""):
+    """The release runs there: record the deployment, replace the previous one, start verifying.
+
+    `argocd_sync_id`: the Argo CD history entry of the sync that deployed it, when Argo CD said.
+    """
     promotion = _locked(promotion)
     _expect(promotion, PromotionState.SYNCING)
     now = timezone.now()
     promotion.state = PromotionState.DEPLOYED
     promotion.deployed_at = now
+    promotion.argocd_sync_id = argocd_sync_id
     if promotion.sync_status == StepStatus.RUNNING:
         promotion.sync_status = StepStatus.PASSED
-    promotion.save(update_fields=["state", "deployed_at", "sync_status", "updated_at"])
+    promotion.save(update_fields=["state", "deployed_at", "sync_status", "argocd_sync_id", "updated_at"])
 
     Deployment.objects.record(
         release=promotion.release,
@@ -765,6 +738,7 @@ def mark_deployed(promotion, *, health=""):
         None,
         f"{_describe(promotion)} deployed" + (f" ({health})" if health else ""),
         health=health,
+        **({"argocd_sync_id": argocd_sync_id} if argocd_sync_id else {}),
     )
 
     if promotion.is_rollback:
@@ -881,6 +855,7 @@ def mark_verified(promotion, summary=""):
         promotion,
         None,
         f"{_describe(promotion)} verified" + (f": {summary}" if summary else ""),
+        soak_results=verification.soak_results(promotion),
     )
     _auto_promote_next(promotion)
     promote_waiting(promotion.service, promotion.environment)
@@ -974,6 +949,7 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True):
         f"{_describe(promotion)} failed at {step}: {error}"[:500],
         step=step,
         error=error,
+        **({"soak_results": verification.soak_results(promotion)} if step == "verification" else {}),
     )
 
     _after_failure(promotion, step, error, roll_back)

@@ -267,6 +267,24 @@ def _limits_passed(promotion, samples):
     return passed
 
 
+def soak_results(promotion):
+    """The soak's verdict on each check it sampled, for the audit record: `passed` (failures, if any,
+    within the limits), `failed` (a limit passed) or `no_data` (no sample measured anything).
+    Keys name the check: `soak:error_rate`, `soak:argocd_health`, `soak:health_url:<url>`."""
+    samples = list(promotion.samples.all())
+    over_limit = _limits_passed(promotion, samples)
+    results = {}
+    for (kind, target), series in _series(samples).items():
+        name = f"soak:{kind}" + (f":{target}" if target else "")
+        if (kind, target) in over_limit:
+            results[name] = "failed"
+        elif all(sample.ok is None for sample in series):
+            results[name] = "no_data"
+        else:
+            results[name] = "passed"
+    return results
+
+
 def limits_passed(promotion):
     """Why the soak fails already, one sentence per limit its samples passed; empty while none is."""
     return [

@@ -636,7 +636,7 @@ def test_audit_log_is_paginated_filtered_and_exported_in_the_reference_shape(wor
     assert_error(client.get("/api/v1/audit/", {"until": "9999-12-31"}), 400, "until", "Give a date between")
     assert_error(client.get("/api/v1/audit/", {"service": "nexo-nope"}), 404, "service", "names no service “nexo-nope”")
 
-    export = client.get("/api/v1/audit/export/", {"action": "promotion.approved"})
+    export = client.get("/api/v1/audit/export/", {"action": "promotion.approved", "per": "step"})
     records = json.loads(b"".join(export.streaming_content))
     assert [record["event"] for record in records] == ["promotion.approved", "promotion.approved"]
     last = records[-1]

@@ -118,21 +118,19 @@ def test_deployment_frequency_per_day_week_and_month(environments):
 
 
 @pytest.mark.parametrize(
-    ("deploy_day_offsets", "expected_weekly_median", "expected_band"),
+    ("deploy_day_offsets", "expected_weekly_median"),
     [
         # March 2026 touches ISO weeks 9 (Sun 1 Mar only) to 14: six weeks.
         # Weeks 10-13 get five deploy-days each, week 14 (30-31 Mar) two, week 9 none:
         # median of [0,5,5,5,5,2] = 5.
-        ([d + 7 * w for w in range(4) for d in range(5)] + [28, 29], 5.0, Band.ELITE),
+        ([d + 7 * w for w in range(4) for d in range(5)] + [28, 29], 5.0),
         # Two deploy-days in weeks 10 and 11, one in 12, none elsewhere: [0,2,2,1,0,0] -> 0.5.
-        ([0, 1, 7, 8, 14], 0.5, Band.MEDIUM),
+        ([0, 1, 7, 8, 14], 0.5),
         # Every Monday of weeks 10-14: [0,1,1,1,1,1] -> 1.
-        ([0, 7, 14, 21, 28], 1.0, Band.HIGH),
+        ([0, 7, 14, 21, 28], 1.0),
     ],
 )
-def test_frequency_band_uses_the_median_deploy_days_per_iso_week(
-    environments, deploy_day_offsets, expected_weekly_median, expected_band
-):
+def test_deploy_days_are_counted_per_iso_week(environments, deploy_day_offsets, expected_weekly_median):
     history = History(environments)
     for index, offset in enumerate(deploy_day_offsets):
         history.deploy(f"2026.03.{index + 1}", at(offset))
@@ -141,7 +139,63 @@ def test_frequency_band_uses_the_median_deploy_days_per_iso_week(
 
     assert figures.deploy_days == len(set(deploy_day_offsets))
     assert figures.deploy_days_per_week == expected_weekly_median
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected_band", "scale"),
+    [
+        # March has 31 days: on demand is at least one change deployment a day on average.
+        (31, Band.ELITE, "On demand"),
+        (30, Band.HIGH, "Daily to weekly"),
+        (5, Band.HIGH, "Daily to weekly"),  # 5 x 7 = 35 >= 31: more than once a week
+        (4, Band.MEDIUM, "Weekly to monthly"),  # 4 x 7 = 28 < 31
+        (1, Band.LOW, "Monthly to six-monthly"),  # once in 31 days: less than once in 30
+        (0, Band.LOW, "Monthly to six-monthly"),  # few deployments are an answer, not missing data
+    ],
+)
+def test_a_services_frequency_band_is_its_rate_on_doras_scale(environments, changes, expected_band, scale):
+    history = History(environments)
+    history.deploy("2026.02.1", datetime(2026, 2, 1, tzinfo=UTC))  # before the period: the service has a past
+    for index in range(changes):
+        history.deploy(f"2026.03.{index + 1}", at(-1, hours=index * 23))
+
+    figures = march_report(service=history.service).overall
+
+    assert figures.change_deployments == changes
     assert figures.deployment_frequency_band == expected_band
+    assert figures.deployment_frequency_scale == scale
+    assert figures.as_dict()["deployment_frequency"]["band"] == expected_band.value
+
+
+def test_the_badge_measures_the_headline_rate(environments):
+    """Five deployments on one day and none after: the rate is what is banded, not the deploy-days."""
+    history = History(environments)
+    for index in range(5):
+        history.deploy(f"2026.03.{index + 1}", at(0, hours=index))
+
+    figures = march_report(service=history.service).overall
+
+    assert figures.per_week == pytest.approx(5 / 31 * 7)  # the headline: 1.1 per week
+    assert figures.deployment_frequency_band == Band.HIGH  # at least once a week, as the headline says
+
+
+def test_a_team_shows_the_spread_of_its_services_bands_not_one_pooled_band(environments):
+    """Four services each deploying every other day: pooled, a deployment every day (elite before);
+    each one is daily to weekly, and that is what the team shows."""
+    histories = [History(environments, service=make_service(team="backend-team")) for _ in range(4)]
+    for number, history in enumerate(histories):
+        for index, day in enumerate(range(number % 2, 31, 2)):
+            history.deploy(f"2026.03.{index + 1}", datetime(2026, 3, 1 + day, 9, tzinfo=UTC))
+
+    team = march_report(team=histories[0].service.team)
+    portfolio = march_report()
+
+    assert team.overall.deploy_days == 31
+    assert {row.figures.deployment_frequency_band for row in team.services} == {Band.HIGH}
+    assert team.overall.deployment_frequency_band is None
+    assert team.overall.frequency_bands == {"elite": 0, "high": 4, "medium": 0, "low": 0}
+    assert team.overall.as_dict()["deployment_frequency"]["services_per_band"] == team.overall.frequency_bands
+    assert portfolio.overall.frequency_bands == team.overall.frequency_bands
 
 
 def test_several_deployments_on_one_day_are_one_deploy_day(environments):
@@ -153,31 +207,19 @@ def test_several_deployments_on_one_day_are_one_deploy_day(environments):
 
     assert figures.change_deployments == 5
     assert figures.deploy_days == 1
-    # Weeks [0,1,0,0,0,0] -> median 0; the one month has one deploy-day -> medium.
+    # Weeks [0,1,0,0,0,0] -> median 0; the one month has one deploy-day.
     assert figures.deploy_days_per_week == 0
     assert figures.deploy_days_per_month == 1
-    assert figures.deployment_frequency_band == Band.MEDIUM
 
 
-def test_less_than_one_deploy_day_a_month_is_low(environments):
-    history = History(environments)
-    for index in range(5):
-        history.deploy(f"2026.03.{index + 1}", at(0, hours=index))
-
-    figures = dora.report(start=date(2026, 3, 1), end=date(2026, 4, 30)).overall  # months [1, 0] -> 0.5
-
-    assert figures.deploy_days_per_month == 0.5
-    assert figures.deployment_frequency_band == Band.LOW
-
-
-def test_four_deployments_are_not_enough_for_a_band(environments):
+def test_four_deployments_are_not_enough_for_a_band_but_frequency_always_has_one(environments):
     history = History(environments)
     for index in range(4):
         history.deploy(f"2026.03.{index + 1}", at(index), lead_hours=1)
 
-    figures = march_report().overall
+    figures = march_report(service=history.service).overall
 
-    assert figures.deployment_frequency_band == Band.NOT_ENOUGH_DATA
+    assert figures.deployment_frequency_band == Band.MEDIUM  # 4 in 31 days: weekly to monthly
     assert figures.lead_time_band == Band.NOT_ENOUGH_DATA
     assert figures.change_failure_rate_band == Band.NOT_ENOUGH_DATA
 
@@ -454,12 +496,10 @@ def test_empty_period_has_no_figures_and_no_bands(environments):
     assert figures.lead_time_median is None
     assert figures.recovery_median is None
     assert figures.deploy_days_per_week == 0
-    assert {
-        figures.deployment_frequency_band,
-        figures.lead_time_band,
-        figures.change_failure_rate_band,
-        figures.recovery_time_band,
-    } == {Band.NOT_ENOUGH_DATA}
+    assert {figures.lead_time_band, figures.change_failure_rate_band, figures.recovery_time_band} == {
+        Band.NOT_ENOUGH_DATA
+    }
+    assert figures.frequency_bands == {"elite": 0, "high": 0, "medium": 0, "low": 1}  # none this period
     assert len(report.trend) == 6
     assert all(bucket.figures.change_deployments == 0 for bucket in report.trend)
     assert report.warnings == []

@@ -168,6 +168,18 @@ def test_page_queries_do_not_grow_with_services(history, reader, environments, d
         reader.get(f"/dora/?{MARCH}&interval=weekly")
 
 
+def test_page_shows_the_spread_of_frequency_bands_for_many_services_and_the_band_for_one(history, reader):
+    portfolio = reader.get(f"/dora/?{MARCH}").content.decode()
+    web = reader.get(f"/dora/?{MARCH}&service=web").content.decode()
+
+    # api 6 and web 5 change deployments in March's 31 days: both more than once a week.
+    assert '<span class="badge info">Daily to weekly: 2</span>' in portfolio
+    assert '<span class="badge ok">On demand: 0</span>' in portfolio
+    assert 'data-metric="deployment_frequency" data-value="11" data-band=""' in portfolio
+    assert 'data-metric="deployment_frequency" data-value="5" data-band="high"' in web
+    assert ">Daily to weekly</span>" in web
+
+
 # --- the API --------------------------------------------------------------------------------
 
 

@@ -321,3 +321,69 @@ def test_only_imported_releases_may_leave_commit_and_digest_blank(service):
         service=service, version="2026.03.1", commit_sha="", image_digest="", is_imported=True
     )
     assert imported.tags() == ["2026.03.1"]
+
+
+# --- one rule with live recording: late hotfixes and promotions out of CalVer order ---------------------
+
+JUNE = [
+    # (name, message, tag, what it must become: (is_change, is_rollback))
+    ("p6", "promote(nexo-be): production → 2026.06.6", "2026.06.6", (True, False)),
+    ("p8", "promote(nexo-be): production → 2026.06.8", "2026.06.8", (True, False)),
+    # A hotfix of 2026.06.8 built on the hotfix branch, numbered below it: a change that fixes .8.
+    ("late-hotfix", "promote(nexo-be): production → 2026.06.7-hotfix", "2026.06.7-hotfix", (True, False)),
+    ("p9", "promote(nexo-be): production → 2026.06.9", "2026.06.9", (True, False)),
+    # 2026.06.5 never ran here: promoted out of order, a change, not a rollback blaming .9.
+    ("p5", "promote(nexo-be): production → 2026.06.5", "2026.06.5", (True, False)),
+    ("p10", "promote(nexo-be): production → 2026.06.10", "2026.06.10", (True, False)),
+    # 2026.06.9 was live here and is older than .10: a rollback of .10.
+    ("back", "chore: pin nexo-be to 2026.06.9", "2026.06.9", (False, True)),
+    # .10 again, forwards, after it was rolled back: a change again.
+    ("forward", "promote(nexo-be): production → 2026.06.10", "2026.06.10", (True, False)),
+]
+
+
+def june(day, hour=10):
+    return datetime(2026, 6, day, hour, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def june_history(tmp_path, service):
+    repo = GitOpsRepository(tmp_path)
+    repo.commit("initial", "chore: initial Helm values", june(1, 9), texts={PRODUCTION: VALUES})
+    for day, (name, message, tag, _) in enumerate(JUNE, start=2):
+        repo.commit(name, message, june(day), tags={PRODUCTION: tag})
+    repo.push()
+    return repo
+
+
+def test_late_hotfixes_and_out_of_order_promotions_are_changes_not_rollbacks(june_history, service, environments):
+    out, _ = run(june_history, "--environment", "production")
+
+    assert [(d.release.version, d.is_change, d.is_rollback) for d in Deployment.objects.order_by("deployed_at")] == [
+        (tag, *expected) for _, _, tag, expected in JUNE
+    ]
+    assert "Imported 8 deployment(s) (1 rollback(s))" in out
+    blamed = {
+        (incident.source, incident.caused_by.release.version, incident.fixed_by.release.version)
+        for incident in Incident.objects.select_related("caused_by__release", "fixed_by__release")
+    }
+    assert blamed == {
+        (IncidentSource.HOTFIX, "2026.06.8", "2026.06.7-hotfix"),
+        (IncidentSource.ROLLBACK, "2026.06.10", "2026.06.9"),
+    }
+
+
+def test_live_recording_classifies_the_same_history_the_same_way(service, environments):
+    """The portal records the same sequence (the late hotfix registered as a hotfix of .8): same verdicts."""
+    production = environments["production"]
+    for day, (_, _, tag, _) in enumerate(JUNE, start=2):
+        release = Release.objects.filter(service=service, version=tag).first()
+        if release is None:
+            fields = {"is_hotfix": True, "fixes": Release.objects.get(version="2026.06.8")} if "hotfix" in tag else {}
+            release = make_release(service, tag, **fields)
+        Deployment.objects.record(release=release, environment=production, deployed_at=june(day))
+
+    assert [(d.is_change, d.is_rollback) for d in Deployment.objects.order_by("deployed_at")] == [
+        expected for *_, expected in JUNE
+    ]
+    assert Incident.objects.get(source=IncidentSource.HOTFIX).caused_by.release.version == "2026.06.8"

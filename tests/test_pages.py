@@ -324,10 +324,23 @@ def test_an_empty_audit_log_says_so(world):
     assert "Nothing has been recorded yet." in response.content.decode()
 
 
+def test_the_audit_log_shows_the_comments_of_rejections_and_cancellations(world):
+    rejected = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.reject(rejected, world["sam"], "error budget <spent>")
+    cancelled = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.cancel(cancelled, world["rita"], "wrong release, sorry")
+
+    page = page_for(world["viewer"], "/audit/").content.decode()
+
+    assert '<blockquote class="comment">“error budget &lt;spent&gt;”</blockquote>' in page
+    assert '<blockquote class="comment">“wrong release, sorry”</blockquote>' in page
+
+
 def export(user, **filters):
+    """The per-step export (`per=step`); the per-promotion one is tests/test_audit_export.py's."""
     client = Client()
     client.force_login(user)
-    response = client.get("/audit/export.json", filters)
+    response = client.get("/audit/export.json", {"per": "step", **filters})
     return response, json.loads(b"".join(response.streaming_content)) if response.status_code == 200 else None
 
 

@@ -339,7 +339,7 @@ def test_the_promotion_page_the_board_the_audit_export_and_the_api_show_the_pull
     assert "promote/nexo-be-prod-2026.02.1" in page
     board = client.get("/").content.decode()
     assert f'{link} rel="noopener">PR #1 (open)</a>' in board
-    exported = json.loads(b"".join(client.get("/audit/export.json").streaming_content))
+    exported = json.loads(b"".join(client.get("/audit/export.json", {"per": "step"}).streaming_content))
     opened = next(record for record in exported if record["event"] == AuditAction.PULL_REQUEST_OPENED)
     assert opened["pr_url"] == promotion.pr_url
     api = client.get(f"/api/v1/promotions/{promotion.pk}/").json()

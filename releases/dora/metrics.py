@@ -3,7 +3,9 @@
 The definitions are written out in docs/dora.md and on the report page; this module is the
 one place that implements them. Everything is counted per environment (production is the
 headline) for a period of whole days; a team or portfolio figure pools the deployments of
-its services, it never averages per-service medians.
+its services, it never averages per-service medians. Deployment frequency is the exception:
+it is banded per service, and a team or the portfolio shows how its services spread over the
+bands (dora.dev warns against blending applications' frequencies).
 """
 
 import statistics
@@ -52,14 +54,24 @@ class Interval(TextChoices):
 # --- bands (DORA 2023) ------------------------------------------------------------------------
 
 
-def deployment_frequency_band(events, deploy_days_per_week, deploy_days_per_month):
-    if events < MIN_EVENTS:
-        return Band.NOT_ENOUGH_DATA
-    if deploy_days_per_week >= 5:
+# DORA's own scale for deployment frequency ("how often does your organization deploy code to production?").
+FREQUENCY_SCALE = {
+    Band.ELITE: "On demand",
+    Band.HIGH: "Daily to weekly",
+    Band.MEDIUM: "Weekly to monthly",
+    Band.LOW: "Monthly to six-monthly",
+}
+
+
+def deployment_frequency_band(change_deployments, days):
+    """One service's band on DORA's scale, from how often it deployed: at least once a day on average
+    (on demand), once a week, once a month (30 days), or less. Few deployments are an answer, so
+    there is no "not enough data"; whole numbers, so exactly once a week is daily to weekly."""
+    if change_deployments >= days:
         return Band.ELITE
-    if deploy_days_per_week >= 1:
+    if change_deployments * 7 >= days:
         return Band.HIGH
-    if deploy_days_per_month >= 1:
+    if change_deployments * MONTH >= days * DAY:
         return Band.MEDIUM
     return Band.LOW
 
@@ -181,6 +193,8 @@ class Figures:
     deploy_days_per_week: float | None = None  # median over the ISO weeks of the period
     deploy_days_per_month: float | None = None  # median over the calendar months of the period
     banded: bool = True
+    # For a team or the portfolio: how many of its services are in each frequency band (no pooled band).
+    frequency_bands: dict | None = None
 
     @property
     def per_day(self):
@@ -212,11 +226,22 @@ class Figures:
 
     @property
     def deployment_frequency_band(self):
-        return self._band(
-            deployment_frequency_band(
-                self.change_deployments, self.deploy_days_per_week or 0, self.deploy_days_per_month or 0
-            )
-        )
+        """One service's band; None for a team or the portfolio (see `frequency_bands`) and trend buckets."""
+        if self.frequency_bands is not None:
+            return None
+        return self._band(deployment_frequency_band(self.change_deployments, self.days))
+
+    @property
+    def frequency_spread(self):
+        """For a team or the portfolio: (band, DORA's words, how many services) from on demand down."""
+        counts = self.frequency_bands or {}
+        return [(band, label, counts.get(band.value, 0)) for band, label in FREQUENCY_SCALE.items()]
+
+    @property
+    def deployment_frequency_scale(self):
+        """The band in DORA's words ("Daily to weekly"), or ""."""
+        band = self.deployment_frequency_band
+        return FREQUENCY_SCALE[band] if band is not None else ""
 
     @property
     def lead_time_band(self):
@@ -244,6 +269,8 @@ class Figures:
                 "median_deploy_days_per_week": self.deploy_days_per_week,
                 "median_deploy_days_per_month": self.deploy_days_per_month,
                 "band": band(self.deployment_frequency_band),
+                "scale": self.deployment_frequency_scale or None,
+                "services_per_band": self.frequency_bands,
             },
             "lead_time_for_changes": {
                 "median_seconds": self.lead_time_median,
@@ -681,6 +708,11 @@ def report(
                 banded=False,
             )
             trend.append(Bucket(start=bucket, figures=figures))
+
+    if service is None:
+        # A team or the portfolio: the spread of its services' bands, never one band of pooled deployments.
+        bands = [row.figures.deployment_frequency_band for row in rows]
+        overall.frequency_bands = {band.value: bands.count(band) for band in FREQUENCY_SCALE}
 
     return Report(
         environment=environment,

@@ -154,7 +154,8 @@ def apply_event(payload, environment):
                 service=service,
                 environment=environment,
                 started_at=started_at,
-                # The deployment running when it started is the suspect; an operator can correct it in the admin.
+                # The deployment running when it started is the suspect (saving blames the change that brought
+                # its version, should it be a redeploy); an operator can correct it in the admin.
                 caused_by=Deployment.objects.live_at(service, environment, started_at),
             )
         incident.title = title or f"PagerDuty incident {incident_id}"

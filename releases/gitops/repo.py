@@ -109,6 +109,22 @@ def redact(url):
     return url
 
 
+def commit_url(repository_url, sha):
+    """The web page of commit `sha` of the GitOps repository (GitHub's and GitLab's address scheme), or
+    None when the repository is not on a web host (a path on disk, say)."""
+    match = re.fullmatch(r"git@([\w.-]+):(.+?)(?:\.git)?/?", repository_url)
+    if match:
+        host, path = match.groups()
+    else:
+        parts = urlsplit(repository_url)
+        if parts.scheme not in ("https", "http", "ssh") or not parts.hostname:
+            return None
+        host, path = parts.hostname, parts.path.strip("/").removesuffix(".git")
+    if not path or not sha:
+        return None
+    return f"https://{host}/{path}/commit/{sha}"
+
+
 def _git_message(error):
     text = (getattr(error, "stderr", "") or str(error)).strip()
     text = text.replace("stderr: ", "").strip("' \n")

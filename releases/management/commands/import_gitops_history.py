@@ -2,9 +2,11 @@
 
 Every first-parent commit of the branch that changes the image tag of a service's values file
 for an environment is one deployment of that version there, finished at the commit time.
-A commit whose message is a rollback (`rollback(...)`, `Revert "..."`) or that moves the tag
-to an older CalVer version is a rollback. Idempotent: a commit already recorded (by the portal
-or an earlier import) is skipped.
+Whether it is a change, a redeploy or a rollback is decided by the rule live recording uses
+(`Deployment.objects.classify`): only a version that was live there before can be a rollback,
+when it is older than the one running or the commit says so (`rollback(...)`, `Revert "..."`);
+a late hotfix or a promotion out of CalVer order is a change. Idempotent: a commit already
+recorded (by the portal or an earlier import) is skipped.
 """
 
 import re
@@ -108,7 +110,7 @@ class Command(BaseCommand):
             .values_list("promotion_id", flat=True)
         )
         created = rollbacks = skipped = 0
-        previous_tag = previous_version = previous_release = None
+        previous_tag = previous_release = None
         for commit in repo.iter_commits(branch, paths=path, first_parent=True, reverse=True):
             tag = self._tag_at(commit, path, service)
             if not tag or tag == previous_tag:
@@ -118,10 +120,7 @@ class Command(BaseCommand):
                 version = calver.parse(tag)
             except calver.InvalidVersion:
                 self.warnings.append(f"{path} at {commit.hexsha[:10]}: tag {tag!r} is not a CalVer version; skipped.")
-                previous_version = None
                 continue
-            is_rollback = is_rollback_message(commit) or (previous_version is not None and version < previous_version)
-            previous_version = version
             found = trailers(commit)
             promotion_id = found.get("Promotion-Id", "")
             if commit.hexsha in known_commits or (promotion_id.isdigit() and int(promotion_id) in known_promotions):
@@ -135,10 +134,11 @@ class Command(BaseCommand):
                 release=release,
                 environment=environment,
                 deployed_at=commit.committed_datetime,
-                is_rollback=is_rollback,
+                is_rollback=is_rollback_message(commit),
                 source=DeploymentSource.IMPORT,
                 gitops_commit_sha=commit.hexsha,
             )
+            is_rollback = deployment.is_rollback
             audit.record(
                 AuditAction.DEPLOYMENT_IMPORTED,
                 actor=IMPORTER,

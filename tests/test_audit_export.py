@@ -1,0 +1,193 @@
+"""The audit export in the reference docs' structured audit log shape: one record per completed promotion,
+every record valid against docs/audit-record.schema.json; the per-step log with `per=step`."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from releases import transitions
+from releases.audit_export import export_json
+from releases.gitops.repo import commit_url
+from releases.models import CheckResult, PromotionKind, PromotionState, SampleCheck, VerificationSample
+from tests.factories import make_release
+from tests.history import verified_up_to_staging
+
+SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "audit-record.schema.json").read_text())
+
+# The example of versioning-and-promotion.md, "Structured Audit Log", as written there.
+REFERENCE_EXAMPLE = {
+    "event": "promotion",
+    "service": "nexo-be",
+    "version": "2026.02.1",
+    "from_environment": "staging",
+    "to_environment": "production",
+    "timestamp": "2026-02-01T10:30:00Z",
+    "initiator": "alice@nexo.com",
+    "approvers": ["bob@nexo.com", "charlie@nexo.com"],
+    "pr_url": "https://github.com/nexo-org/nexo-gitops/pull/123",
+    "argocd_sync_id": "abc123",
+    "rollback": False,
+    "validation_results": {"smoke_tests": "passed", "load_test": "passed", "security_scan": "passed"},
+}
+
+
+def exported(per=None, **filters):
+    """The export of the whole log, each record checked against the schema when it is per promotion."""
+    records = json.loads("".join(export_json(AuditEvent.objects.filter(**filters).order_by("id"), per or "promotion")))
+    if per is None:
+        for record in records:
+            jsonschema.validate(record, SCHEMA)
+    return records
+
+
+def test_the_schema_is_the_reference_example():
+    jsonschema.validate(REFERENCE_EXAMPLE, SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**REFERENCE_EXAMPLE, "approvers": "bob@nexo.com"}, SCHEMA)
+
+
+@pytest.fixture
+def production(environments, rita, sam, lead):
+    """nexo-be 2026.02.1 requested into production by Rita, approved by Sam and the lead, soaking."""
+    for person in (rita, sam, lead):
+        person.email = f"{person.username}@nexo.com"
+        person.save()
+    history = verified_up_to_staging(environments)
+    promotion = transitions.request_promotion(history["release"], environments["production"], rita)
+    transitions.approve(promotion, sam)
+    transitions.approve(promotion, lead)
+    promotion.refresh_from_db()
+    # What the pipeline leaves on the way to the soak (the commit, the sync) is not what is checked here.
+    promotion.state = PromotionState.VERIFYING
+    promotion.gitops_commit_sha = "c" * 40
+    promotion.deployed_at = promotion.verification_started_at = timezone.now()
+    promotion.argocd_sync_id = "45"
+    promotion.save()
+    CheckResult.objects.create(
+        release=history["release"], environment=environments["production"], name="smoke", passed=True, reported_by="ci"
+    )
+    return promotion
+
+
+def sample(promotion, kind, ok, target=""):
+    VerificationSample.objects.create(promotion=promotion, kind=kind, target=target, ok=ok, value=0.1, detail="x")
+
+
+@pytest.mark.django_db
+def test_a_verified_promotion_is_one_record_with_emails_the_commit_the_sync_and_the_soaks_verdicts(
+    production, settings
+):
+    settings.GITOPS_REPO_URL = "https://ci:secret@github.com/nexo-org/nexo-gitops.git"
+    sample(production, SampleCheck.ERROR_RATE, True)
+    sample(production, SampleCheck.HEALTH_URL, True, target="https://be.nexo.invalid/health")
+    sample(production, SampleCheck.ARGOCD_HEALTH, None)
+    transitions.mark_verified(production, "all good")
+
+    (record,) = exported()
+
+    assert {key: record[key] for key in REFERENCE_EXAMPLE if key != "timestamp"} == {
+        "event": "promotion",
+        "service": "nexo-be",
+        "version": "2026.02.1",
+        "from_environment": "staging",
+        "to_environment": "production",
+        "initiator": "rita@nexo.com",
+        "approvers": ["sam@nexo.com", "lead@nexo.com"],
+        "pr_url": f"https://github.com/nexo-org/nexo-gitops/commit/{'c' * 40}",
+        "argocd_sync_id": "45",
+        "rollback": False,
+        "validation_results": {
+            "smoke": "passed",
+            "soak:error_rate": "passed",
+            "soak:health_url:https://be.nexo.invalid/health": "passed",
+            "soak:argocd_health": "no_data",
+        },
+    }
+    assert record["outcome"] == "verified"
+
+
+@pytest.mark.django_db
+def test_a_soak_that_failed_says_which_check_failed(production):
+    sample(production, SampleCheck.ERROR_RATE, True)
+    sample(production, SampleCheck.HEALTH_URL, False, target="https://be.nexo.invalid/health")
+    transitions.fail(production, "verification", "health URL failed")
+
+    (record,) = exported()
+
+    assert record["outcome"] == "failed"
+    assert record["validation_results"]["soak:health_url:https://be.nexo.invalid/health"] == "failed"
+    assert record["validation_results"]["soak:error_rate"] == "passed"
+
+
+@pytest.mark.django_db
+def test_promotions_that_did_not_complete_are_not_records_but_their_steps_stay_available(production):
+    assert exported() == []  # still soaking
+
+    steps = exported(per="step")
+
+    assert [record["event"] for record in steps][-3:] == [
+        "promotion.requested",
+        "promotion.approved",
+        "promotion.approved",
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("repository", "expected"),
+    [
+        ("https://github.com/nexo-org/nexo-gitops.git", "https://github.com/nexo-org/nexo-gitops/commit/abc"),
+        ("git@github.com:nexo-org/nexo-gitops.git", "https://github.com/nexo-org/nexo-gitops/commit/abc"),
+        ("ssh://git@gitlab.example.com/platform/gitops", "https://gitlab.example.com/platform/gitops/commit/abc"),
+        ("/var/lib/nexo/gitops.git", None),
+    ],
+)
+def test_the_commit_url_of_a_gitops_repository(repository, expected):
+    assert commit_url(repository, "abc") == expected
+
+
+def test_the_export_pages_refuse_an_unknown_per(db, viewer):
+    client = Client()
+    client.force_login(viewer)
+
+    response = client.get("/audit/export.json", {"per": "day"})
+
+    assert response.status_code == 400
+    assert "per is promotion" in response.json()["errors"]["per"][0]["message"]
+
+
+def test_a_promotion_through_argo_cd_carries_its_sync_id(pipeline, argocd_server, settings):
+    settings.ARGOCD_POLL_SECONDS = 0.01
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 5
+    service = pipeline.add_service("nexo-be")
+    application = argocd_server.app("nexo-be-develop")
+    argocd_server.app("nexo-be-qa")
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None, kind=PromotionKind.AUTO
+    )
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+
+    assert promotion.state == PromotionState.VERIFIED
+    deployed = [entry for entry in application.history if entry["revision"] == promotion.gitops_commit_sha]
+    assert promotion.argocd_sync_id == str(deployed[-1]["id"])
+    develop = next(record for record in exported() if record["to_environment"] == "develop")
+    assert develop["argocd_sync_id"] == promotion.argocd_sync_id
+    assert develop["initiator"] == "pipeline"
+    assert develop["validation_results"]["soak:argocd_health"] == "passed"
+
+
+@pytest.mark.django_db
+def test_a_promotion_delivered_by_pull_request_names_its_pull_request(production):
+    production.pr_url = "https://github.com/nexo-org/nexo-gitops/pull/123"
+    production.save()
+    transitions.mark_verified(production)
+
+    (record,) = exported()
+
+    assert record["pr_url"] == "https://github.com/nexo-org/nexo-gitops/pull/123"
