@@ -158,9 +158,17 @@ def main():
             health = wrk(f"http://127.0.0.1:{port}/healthz", options.seconds, options.connections)
             register = wrk(f"http://127.0.0.1:{port}", options.seconds, options.connections, script.name)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.terminate()  # gunicorn's graceful stop waits up to its 30 s timeout for busy workers
+        try:
+            server.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
+    if not health[0] or not register[0]:
+        raise SystemExit(
+            f"wrk measured nothing (healthz {health[0]}/s, registrations {register[0]}/s): is the machine busy?"
+        )
     ratio = register[0] / health[0]
     load = os.getloadavg()
     print(f"gunicorn: {options.workers} workers; wrk: {options.connections} connections, {options.seconds} s per run")
