@@ -105,12 +105,18 @@ class Portal:
         self.kills += 1
         self.start_worker(slot)
 
-    def kill_workers_repeatedly(self, seconds, every=(1.5, 3.5), rng=None):
+    def slot_of(self, pid):
+        return next((slot for slot, process in self.workers.items() if process.pid == pid), None)
+
+    def kill_workers_repeatedly(self, seconds, every=(1.5, 3.5), target=None, rng=None):
+        """SIGKILL a worker every `every` seconds for `seconds`: the slot `target()` names (a worker in
+        the middle of a step), or any when it names none."""
         rng = rng or random.Random()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(*every))
-            self.kill_worker(rng.choice(list(self.workers)))
+            slot = target() if target is not None else None
+            self.kill_worker(rng.choice(list(self.workers)) if slot is None else slot)
 
     def stop(self):
         for process in [*self.workers.values(), self.reconciler]:

@@ -6,7 +6,8 @@ services to develop (and qa promotes each by itself once develop is verified: 2 
 promotions), half of them in flight when the fault begins and half requested as it begins, then
 breaks one thing. Afterwards:
 
-- every promotion is verified (none of these faults is permanent, so none may fail);
+- every promotion is verified, but for those a permanent fault stops (scenario (d) has Argo CD refuse
+  one application's sync, as its RBAC would): those fail at once with the reason;
 - the GitOps branch has exactly one commit per promotion, found by its `Promotion-Id:` trailer,
   and nothing else from the portal;
 - every values file is exactly the file it was with only `image.tag` changed;
@@ -29,7 +30,7 @@ from audit import log as audit
 from environments.defaults import ensure_default_environments
 from releases import transitions
 from releases.gitops.message import PROMOTION_TRAILER
-from releases.models import Promotion, PromotionState, StepRun
+from releases.models import Hold, Promotion, PromotionState, RunStatus, StepRun
 from tests.factories import make_release, make_service
 from tests.faults import OwnPostgres, OwnRedis, Portal, database_url, reading, using_database, wait_until
 from tests.gitops import VALUES, GitOpsRemote
@@ -48,8 +49,10 @@ OUTAGE_SECONDS = 20
 class Scenario:
     """The services, the GitOps repository and the portal's processes of one scenario."""
 
-    def __init__(self, root, argocd, redis_url, database):
+    def __init__(self, root, argocd, redis_url, database, refused=()):
         self.root = root
+        # Services whose develop application Argo CD refuses to sync: their promotion fails, no qa follows.
+        self.refused = set(refused)
         self.argocd = argocd
         self.gitops = GitOpsRemote(root)
         self.environments = ensure_default_environments(
@@ -61,7 +64,8 @@ class Scenario:
         for service in self.services:
             self.gitops.add_service(service, self.environments.values())
             for name in ("develop", "qa"):
-                argocd.app(service.argocd_app(self.environments[name]))
+                denied = frozenset({"sync"}) if name == "develop" and service.name in self.refused else frozenset()
+                argocd.app(service.argocd_app(self.environments[name]), denied_actions=denied)
         (root / "portal").mkdir()
         self.portal = Portal(
             root / "portal",
@@ -95,10 +99,18 @@ class Scenario:
         finally:
             self.portal.stop()
 
+    @property
+    def expected_count(self):
+        return 2 * SERVICES - len(self.refused)
+
     def drained(self):
         states = list(Promotion.objects.values_list("state", flat=True))
         active = set(PromotionState.active())
-        return len(states) == 2 * SERVICES and not active.intersection(states) and not StepRun.objects.open().exists()
+        return (
+            len(states) == self.expected_count
+            and not active.intersection(states)
+            and not StepRun.objects.open().exists()
+        )
 
     def wait_until_drained(self):
         deadline = self.fault_ended + DRAIN_BOUND
@@ -122,12 +134,22 @@ class Scenario:
     def assert_sound(self):
         """What every scenario asserts once drained."""
         promotions = list(Promotion.objects.select_related("service", "environment", "release").order_by("pk"))
-        assert len(promotions) == 2 * SERVICES
-        not_verified = [p for p in promotions if p.state != PromotionState.VERIFIED]
-        assert not not_verified, "\n".join(f"#{p.pk} {p.state}: {p.failed_step} {p.error}" for p in not_verified)
-        assert {(p.service.name, p.environment.name) for p in promotions} == {
-            (service.name, name) for service in self.services for name in ("develop", "qa")
+        assert len(promotions) == self.expected_count
+        outcomes = {(p.service.name, p.environment.name): p for p in promotions}
+        assert set(outcomes) == {
+            (service.name, name)
+            for service in self.services
+            for name in ("develop", "qa")
+            if name == "develop" or service.name not in self.refused
         }
+        for name in self.refused:
+            refused = outcomes[(name, "develop")]
+            assert (refused.state, refused.failed_step) == (PromotionState.FAILED, "sync"), refused.error
+            assert "permission denied" in refused.error
+        not_verified = [
+            p for p in promotions if p.state != PromotionState.VERIFIED and p.service.name not in self.refused
+        ]
+        assert not not_verified, "\n".join(f"#{p.pk} {p.state}: {p.failed_step} {p.error}" for p in not_verified)
 
         # Exactly one commit per promotion, and nothing else from the portal.
         by_portal = [c for c in self.gitops.commits() if c.author.email == django_settings.GITOPS_AUTHOR_EMAIL]
@@ -146,7 +168,8 @@ class Scenario:
         # Each values file is the file as it was with the tag written, and no other change.
         for service in self.services:
             for name, environment in self.environments.items():
-                tag = VERSION if name in ("develop", "qa") else ""
+                promoted = name == "develop" or (name == "qa" and service.name not in self.refused)
+                tag = VERSION if promoted else ""
                 expected = VALUES.format(service=service.name, environment=name, tag=tag)
                 assert self.gitops.read(service.values_path(environment)) == expected, (service, name)
 
@@ -155,16 +178,31 @@ class Scenario:
         assert report.checked > 0
 
 
-def scenario(tmp_path, argocd_server, redis_url):
-    return Scenario(tmp_path, argocd_server, redis_url, connection.settings_dict)
+def scenario(tmp_path, argocd_server, redis_url, **options):
+    return Scenario(tmp_path, argocd_server, redis_url, connection.settings_dict, **options)
 
 
 def test_promotions_survive_workers_killed_again_and_again(transactional_db, redis_connection, argocd_server, tmp_path):
-    """(a) A worker is SIGKILLed every 1.5–3.5 s for 30 s, and another started in its place."""
+    """(a) A worker is SIGKILLed every 1.5–3.5 s for 30 s, and another started in its place: one in the
+    middle of a step when there is one (each promotion's step once, as PIPELINE_MAX_CRASHES kills in a
+    row fail a promotion by design), any other time."""
     scene = scenario(tmp_path, argocd_server, django_settings.RQ_QUEUES["default"]["URL"])
-    scene.run(lambda: scene.portal.kill_workers_repeatedly(30))
+    struck = set()
+
+    def a_worker_in_a_step():
+        for run in StepRun.objects.filter(status=RunStatus.RUNNING).exclude(promotion_id__in=struck):
+            slot = scene.portal.slot_of(int(run.worker.rpartition(":")[2]))
+            if slot is not None:
+                struck.add(run.promotion_id)
+                return slot
+        return None
+
+    scene.run(lambda: scene.portal.kill_workers_repeatedly(30, target=a_worker_in_a_step))
     assert scene.portal.kills >= 8
     scene.assert_sound()
+    # The kills struck steps mid-way, and each such step was taken up again once its lease expired.
+    abandoned = StepRun.objects.filter(status=RunStatus.CRASHED, error__contains="stopped renewing its lease")
+    assert abandoned.count() >= 2, list(StepRun.objects.values_list("step", "status", "error"))
 
 
 def test_promotions_survive_their_redis_killed_and_restarted_empty(transactional_db, argocd_server, tmp_path, settings):
@@ -199,13 +237,18 @@ def test_promotions_survive_the_gitops_remote_away_for_20_seconds(
 
     scene.run(outage)
     scene.assert_sound()
+    # Commits met the missing remote and were tried again, not failed.
+    assert StepRun.objects.filter(status=RunStatus.RETRY, error__contains="Cannot reach the GitOps repository").exists()
 
 
 def test_promotions_survive_argo_cd_down_for_20_seconds_at_their_sync(
     transactional_db, redis_connection, argocd_server, tmp_path
 ):
-    """(d) The Argo CD server refuses connections for OUTAGE_SECONDS: half the promotions ask it to sync meanwhile."""
-    scene = scenario(tmp_path, argocd_server, django_settings.RQ_QUEUES["default"]["URL"])
+    """(d) The Argo CD server refuses connections for OUTAGE_SECONDS: half the promotions ask it to sync
+    meanwhile. One application's sync is denied to the portal's token: that promotion waits out the
+    outage like the others, then fails at once with Argo CD's reason (a permanent fault)."""
+    refused = f"svc-{SERVICES - 1}"  # requested as Argo CD goes away
+    scene = scenario(tmp_path, argocd_server, django_settings.RQ_QUEUES["default"]["URL"], refused=[refused])
     synced_before = []
 
     def outage():
@@ -218,6 +261,8 @@ def test_promotions_survive_argo_cd_down_for_20_seconds_at_their_sync(
     scene.assert_sound()
     # The promotions requested as it went away asked for their sync only once it was back.
     assert len(argocd_server.sync_requests) - synced_before[0] >= SERVICES // 2
+    # Refused, not unreachable: a hold says what to fix (and no rollback went the refusing way: the count).
+    assert Hold.objects.active().filter(service__name=refused, environment__name="develop").exists()
 
 
 def test_promotions_survive_their_postgresql_restarted(transactional_db, redis_connection, argocd_server, tmp_path):
