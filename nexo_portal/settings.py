@@ -202,10 +202,11 @@ GITOPS_WORKDIR = env.str("GITOPS_WORKDIR", default=str(BASE_DIR / "var" / "gitop
 GITOPS_AUTHOR_NAME = env.str("GITOPS_AUTHOR_NAME", default="Nexo Release Portal")
 GITOPS_AUTHOR_EMAIL = env.str("GITOPS_AUTHOR_EMAIL", default="release-portal@nexo.invalid")
 GITOPS_PUSH_ATTEMPTS = env.int("GITOPS_PUSH_ATTEMPTS", default=5)
-# A clone, fetch or push that takes longer is stopped; it must stay under the lock's lifetime,
-# which is renewed before each of them.
+# A clone, fetch or push that takes longer is stopped.
 GITOPS_NETWORK_TIMEOUT_SECONDS = env.int("GITOPS_NETWORK_TIMEOUT_SECONDS", default=60)
-GITOPS_LOCK_SECONDS = env.int("GITOPS_LOCK_SECONDS", default=120)
+# The repository lock's lifetime: renewed by a thread every third of it while held, so it only
+# bounds how long a killed worker keeps the others out.
+GITOPS_LOCK_SECONDS = env.int("GITOPS_LOCK_SECONDS", default=15)
 
 # --- Audit log ---------------------------------------------------------------------------------
 # Seals every audit event and signs the checkpoints of its chain (audit/log.py). Keep it out of the

@@ -81,38 +81,46 @@ def recover_steps(now=None):
 
 
 def detect_drift():
-    """Compare every current deployment with the tag its values file holds; flag and audit differences."""
-    in_flight = set(
-        Promotion.objects.filter(state__in=PromotionState.in_flight()).values_list("service_id", "environment_id")
-    )
-    deployments = list(Deployment.objects.current().select_related("service", "environment", "release"))
-    if not deployments:
+    """Compare every current deployment with the tag its values file holds; flag and audit differences.
+
+    Skipped while a worker holds the GitOps lock: it may be pushing a commit whose promotion this
+    round would not see in flight yet. What the portal deployed and has in flight is read after
+    the values files and under the same lock, so nothing is pushed between the two readings.
+    """
+    paths = {
+        deployment.service.values_path(deployment.environment)
+        for deployment in Deployment.objects.current().select_related("service", "environment")
+    }
+    if not paths:
         return []
-    repository = GitOpsRepository()
+    repository = GitOpsRepository(lock_wait=0)
     found = {}
     try:
         with repository.locked():
             repository.sync()
-            for deployment in deployments:
-                path = deployment.service.values_path(deployment.environment)
+            for path in sorted(paths):
                 try:
-                    found[deployment.pk] = values.read_value(
-                        repository.read(path), deployment.service.image_tag_key, path
-                    )
+                    found[path] = repository.read(path)
                 except FileNotFoundError:
-                    found[deployment.pk] = f"(missing file {path})"
-                except values.ValuesFileError as error:
-                    found[deployment.pk] = f"(unreadable: {error})"[:150]
+                    found[path] = None
+            # Still under the lock, so nothing is pushed between the files read and this.
+            in_flight = set(
+                Promotion.objects.filter(state__in=PromotionState.in_flight()).values_list(
+                    "service_id", "environment_id"
+                )
+            )
+            deployments = list(Deployment.objects.current().select_related("service", "environment", "release"))
     except GitOpsError as error:
-        logger.warning("Drift check skipped: %s", error)
+        logger.info("Drift check skipped this round: %s", error)
         return []
 
     drifted = []
     now = timezone.now()
     for deployment in deployments:
-        if (deployment.service_id, deployment.environment_id) in in_flight:
+        path = deployment.service.values_path(deployment.environment)
+        if (deployment.service_id, deployment.environment_id) in in_flight or path not in found:
             continue
-        tag = found.get(deployment.pk)
+        tag = _tag_in(found[path], deployment.service.image_tag_key, path)
         if tag == deployment.release.version:
             if deployment.drifted_tag:
                 Deployment.objects.filter(pk=deployment.pk).update(drifted_tag="", drift_detected_at=None)
@@ -136,3 +144,12 @@ def detect_drift():
                 data={"expected": deployment.release.version, "found": tag},
             )
     return drifted
+
+
+def _tag_in(text, key, path):
+    if text is None:
+        return f"(missing file {path})"
+    try:
+        return values.read_value(text, key, path)
+    except values.ValuesFileError as error:
+        return f"(unreadable: {error})"[:150]

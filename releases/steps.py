@@ -8,7 +8,8 @@ to RQ (a killed worker, Redis restarted empty, the scheduler lost with its worke
 what is owed, and the reconciler delivers it again:
 
 - a running run whose lease expired lost its worker: it is ended and the step resumed;
-- a queued run past its time that RQ does not hold (or holds scheduled when it is overdue) is
+- a queued run past its time that RQ does not hold (or holds scheduled when it is overdue, or
+  says is queued while no queue holds it: a worker took it and died before starting it) is
   handed to RQ again.
 
 Running a step twice does no harm: the claim lets one worker in, and every step checks the
@@ -112,6 +113,12 @@ def redeliver_if_lost(run, now):
         status = job.get_status()
     except NoSuchJobError:
         job, status = None, None
+    if status == JobStatus.QUEUED and not _in_queue(queue, job):
+        # A worker moved it from the queue to RQ's intermediate queue and was killed before it
+        # started it: RQ would only fail it after a minute or more, and until then it says queued.
+        queue.intermediate_queue.remove(job.id)
+        queue.enqueue_job(job)
+        return "a worker took it from the queue and stopped before starting it"
     if status in (JobStatus.QUEUED, JobStatus.DEFERRED):
         return None  # waiting for a free worker
     if status == JobStatus.SCHEDULED:
@@ -124,6 +131,10 @@ def redeliver_if_lost(run, now):
     if status == JobStatus.STARTED:
         return "RQ started it but no worker claimed it"
     return "RQ did not have it (Redis lost it or was down when it was scheduled)"
+
+
+def _in_queue(queue, job):
+    return queue.connection.lpos(queue.key, job.id) is not None
 
 
 # --- what a worker does with a run --------------------------------------------------------------------

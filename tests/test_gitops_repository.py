@@ -106,6 +106,20 @@ def test_the_lock_is_renewed_before_each_network_call(settings, tmp_path, redis_
         assert redis_connection.pttl(repository.lock_name) > 20_000, "the fetch renewed the lock to its full lifetime"
 
 
+def test_the_lock_is_renewed_while_held_for_longer_than_its_lifetime(tmp_path, redis_connection):
+    """A push that takes longer than GITOPS_LOCK_SECONDS (a remote struggling) must not let another worker in."""
+    remote = GitOpsRemote(tmp_path)
+    repository = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "work"), lock_timeout=1)
+    another_worker = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "other"), lock_timeout=1, lock_wait=0)
+    with repository.locked():
+        time.sleep(2.5)  # as a slow git call would, with no renewal before it
+        assert redis_connection.exists(repository.lock_name), "the lock outlived its lifetime while held"
+        with pytest.raises(GitOpsUnavailable, match="waiting for another worker"), another_worker.locked():
+            pytest.fail("another worker took the lock while it was held")
+        repository.sync()  # still ours: no "Lost the lock"
+    assert not redis_connection.exists(repository.lock_name), "released at the end of the block"
+
+
 def test_includes_fetches_when_our_commit_was_pushed_from_another_host(tmp_path, redis_connection):
     remote = GitOpsRemote(tmp_path)
     this_host = GitOpsRepository(url=remote.url, workdir=str(tmp_path / "host-a"))

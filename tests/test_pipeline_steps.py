@@ -73,6 +73,20 @@ def test_a_run_rq_lost_is_delivered_again_by_the_reconciler(pipeline):
     assert state_of(promotion) == PromotionState.VERIFIED
 
 
+def test_a_run_taken_by_a_worker_killed_before_it_started_is_delivered_again(pipeline):
+    """RQ moves a job to its intermediate queue as a worker takes it; SIGKILLed before the worker marks it
+    started, the job still says "queued" although no queue holds it."""
+    promotion = develop_promotion(pipeline)
+    queue = django_rq.get_queue("default")
+    run = open_run(promotion)
+    assert pipeline.redis.lmove(queue.key, queue.intermediate_queue_key) == run.rq_job_id.encode()
+    assert recover_steps(now=later(minutes=1)) == [promotion.pk]
+    assert [job.id for job in queue.jobs] == [run.rq_job_id]
+    assert recover_steps(now=later(minutes=1)) == []  # in the queue now: not delivered twice
+    pipeline.run_jobs()
+    assert state_of(promotion) == PromotionState.VERIFIED
+
+
 def test_redis_down_when_the_transition_commits_leaves_the_run_for_the_reconciler(pipeline, settings):
     working = settings.RQ_QUEUES
     settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}

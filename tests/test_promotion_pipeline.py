@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from django.conf import settings
@@ -500,6 +501,45 @@ def test_reconciler_flags_gitops_drift_once_and_clears_it_when_fixed(pipeline):
     assert detect_drift() == []
     deployment.refresh_from_db()
     assert deployment.drifted_tag == ""
+
+
+def test_the_drift_check_skips_while_a_worker_holds_the_gitops_lock(pipeline):
+    """A worker pushing a promotion that the reconciler did not see in flight yet is not drift."""
+    import threading
+
+    from django.db import connections
+
+    from releases.reconciler import detect_drift
+
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    path = "helm/nexo-be/values-develop.yaml"
+    found = {}
+
+    def reconciler_round():
+        try:
+            found["drifted"] = detect_drift()
+        finally:
+            connections.close_all()
+
+    with GitOpsRepository().locked():  # the committing worker
+        check = threading.Thread(target=reconciler_round)
+        check.start()
+        time.sleep(1)
+        # Meanwhile the next promotion is requested and its commit pushed by the lock's holder.
+        promotion = transitions.request_promotion(
+            make_release(service, "2026.02.2"), pipeline.environments["develop"], None
+        )
+        pipeline.gitops.write(path, pipeline.gitops.read(path).replace("2026.02.1", "2026.02.2"))
+    check.join(timeout=30)
+
+    assert found["drifted"] == []
+    assert detect_drift() == [], "in flight once the lock is free"
+    assert state_of(promotion) in PromotionState.in_flight()
+    assert not AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED).exists()
 
 
 def test_a_job_for_a_promotion_that_moved_on_does_nothing(pipeline, people):

@@ -26,6 +26,7 @@ import hashlib
 import logging
 import re
 import socket
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -183,8 +184,16 @@ class GitOpsRepository:
 
     @contextmanager
     def locked(self):
-        """Hold the repository for the block: one writer at a time across every worker."""
-        lock = redis_connection().lock(self.lock_name, timeout=self.lock_timeout, blocking_timeout=self.lock_wait)
+        """Hold the repository for the block: one writer at a time across every worker.
+
+        A thread renews the lock every third of its lifetime while the block runs, so a git call
+        that takes longer than the lifetime (a slow push while the remote struggles) does not let
+        another worker in; a worker that dies stops renewing and frees it within the lifetime.
+        """
+        # Not thread-local: the renewing thread must hold the same token as the block.
+        lock = redis_connection().lock(
+            self.lock_name, timeout=self.lock_timeout, blocking_timeout=self.lock_wait, thread_local=False
+        )
         try:
             acquired = lock.acquire()
         except RedisError as error:
@@ -194,15 +203,35 @@ class GitOpsRepository:
                 f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}."
             )
         self._lock = lock
+        released = threading.Event()
+        renewer = threading.Thread(
+            target=self._keep_renewing, args=(lock, released), name=f"renew-{self.lock_name}", daemon=True
+        )
+        renewer.start()
         try:
             yield self
             self._tidy()
         finally:
+            released.set()
+            renewer.join()
             self._lock = None
             try:
                 lock.release()
             except Exception:
                 logger.warning("GitOps lock %s had expired before release", self.lock_name)
+
+    def _keep_renewing(self, lock, released):
+        """Renew `lock` to its full lifetime every third of it until `released`; stop once it is lost
+        (the next git call then finds it lost and stops before touching the remote)."""
+        every = max(self.lock_timeout / 3, 0.1)
+        while not released.wait(every):
+            try:
+                lock.reacquire()
+            except LockError as error:
+                logger.warning("GitOps lock %s was lost while held: %s", self.lock_name, error or type(error).__name__)
+                return
+            except RedisError as error:
+                logger.warning("Could not renew the GitOps lock %s (trying again): %s", self.lock_name, error)
 
     def _before_long_call(self):
         """Renew the lock to its full lifetime before a clone, fetch, push or housekeeping (each
