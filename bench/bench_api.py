@@ -132,6 +132,14 @@ def wrk(url, seconds, connections, script=None):
     return rate, p50, p99, int(failed.group(1)) if failed else 0
 
 
+def warm_up(url, connections, patience=120):
+    """Ask /healthz until wrk counts answers: on a busy machine gunicorn's workers take seconds to boot."""
+    deadline = time.monotonic() + patience
+    while wrk(url, 2, connections)[0] == 0:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gunicorn answered nothing on {url} for {patience} s.")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -154,7 +162,7 @@ def main():
         with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
             script.write(REGISTER_SCRIPT % {"services": SERVICES, "token": token})
             script.flush()
-            wrk(f"http://127.0.0.1:{port}/healthz", 2, options.connections)  # warm every worker
+            warm_up(f"http://127.0.0.1:{port}/healthz", options.connections)
             health = wrk(f"http://127.0.0.1:{port}/healthz", options.seconds, options.connections)
             register = wrk(f"http://127.0.0.1:{port}", options.seconds, options.connections, script.name)
     finally:
