@@ -373,6 +373,10 @@ OIDC_LEEWAY_SECONDS = env.int("OIDC_LEEWAY_SECONDS", default=30)
 # keys again, at most once per OIDC_JWKS_REFRESH_COOLDOWN_SECONDS.
 OIDC_JWKS_CACHE_SECONDS = env.int("OIDC_JWKS_CACHE_SECONDS", default=300)
 OIDC_JWKS_REFRESH_COOLDOWN_SECONDS = env.float("OIDC_JWKS_REFRESH_COOLDOWN_SECONDS", default=30)
+# The image registries (docs/configuration.md): hosts reached over plain HTTP, and host=user:password
+# for the token the portal asks a registry for (e.g. ghcr.io=nexo-portal:<read:packages token>).
+REGISTRY_INSECURE_HOSTS = env.list("REGISTRY_INSECURE_HOSTS", default=[])
+REGISTRY_CREDENTIALS = env.dict("REGISTRY_CREDENTIALS", default={})
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nexo Release Portal API",
     "DESCRIPTION": (
