@@ -158,7 +158,12 @@ def record(
     itself) so no two events can claim the same predecessor. Call it inside the caller's
     transaction so the event is written if and only if the change it describes is.
     `at` is when it happened, for a history written after the fact (the demo's); default now.
+    An actor that says more about itself than its name (`audit_context()`: a GitHub Actions run's
+    trusted claims) adds that to the event's data.
     """
+    context = getattr(actor, "audit_context", None)
+    if context is not None:
+        data = {**(data or {}), **context()}
     event = AuditEvent(
         created_at=at or timezone.now(),
         action=action,

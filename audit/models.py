@@ -44,6 +44,8 @@ class AuditAction(models.TextChoices):
     TOKEN_REVOKED = "token.revoked", "API token revoked"
     DEPLOYMENT_IMPORTED = "deployment.imported", "Deployment imported from GitOps history"
     INCIDENT_RECORDED = "incident.recorded", "Incident recorded"
+    CHECK_REPORTED = "check.reported", "CI result reported"
+    IMAGE_CHECKED = "release.image_checked", "Image checked in the registry"
     ADMIN_ADDED = "admin.added", "Added in the admin"
     ADMIN_CHANGED = "admin.changed", "Changed in the admin"
     ADMIN_DELETED = "admin.deleted", "Deleted in the admin"

@@ -26,6 +26,8 @@ class EnvironmentAdmin(AuditedAdmin):
         "approver_group_names",
         "verification_window",
         "rollback_on_failed_verification",
+        "requires_image_check",
+        "requires_signature",
         "promotion_slo_minutes",
     ]
     ordering = ["position"]
@@ -50,6 +52,8 @@ class EnvironmentAdmin(AuditedAdmin):
                     "failure_limit",
                     "consecutive_error_limit",
                     "required_checks",
+                    "requires_image_check",
+                    "requires_signature",
                     "rollback_on_failed_verification",
                     "promotion_slo_minutes",
                     "drift_warning_builds",

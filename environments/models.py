@@ -129,6 +129,18 @@ class Environment(models.Model):
         blank=True,
         help_text='CI verification results that must pass here, e.g. ["e2e", "performance", "security"].',
     )
+    requires_image_check = models.BooleanField(
+        default=False,
+        db_default=False,  # rows written without the ORM (the benchmarks' COPY) need it too
+        help_text="Before promoting here, ask the registry that the release's digest exists and that its version "
+        "tags point to it (REGISTRY_* settings).",
+    )
+    requires_signature = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Before promoting here, require a Cosign signature of the digest made with one of the service's "
+        "signing keys.",
+    )
     rollback_on_failed_verification = models.BooleanField(
         default=False, help_text="Roll back automatically to the last verified release when verification fails."
     )

@@ -3,7 +3,9 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
-from .models import SCOPES_HELP, ApiToken, TokenScope
+from audit.admin_changes import AuditedAdmin
+
+from .models import OIDC_SCOPES, SCOPES_HELP, ApiToken, TokenScope, TrustPolicy
 
 
 class ApiTokenForm(forms.ModelForm):
@@ -131,3 +133,67 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(description="Status")
     def status(self, token):
         return token.get_status_display()
+
+
+class SpaceSeparatedChoicesField(forms.MultipleChoiceField):
+    """Checkboxes for a space-separated list stored as text, so before and after read alike in the audit log."""
+
+    def prepare_value(self, value):
+        return value.split() if isinstance(value, str) else value
+
+    def has_changed(self, initial, data):
+        return super().has_changed(self.prepare_value(initial), data)
+
+
+class TrustPolicyForm(forms.ModelForm):
+    scopes = SpaceSeparatedChoicesField(
+        choices=[(scope.value, scope.label) for scope in OIDC_SCOPES],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="What a trusted run may do; it never promotes or approves.",
+    )
+
+    class Meta:
+        model = TrustPolicy
+        fields = [
+            "name",
+            "repository",
+            "refs",
+            "ref_type",
+            "workflows",
+            "environment",
+            "services",
+            "scopes",
+            "is_active",
+        ]
+
+    def clean_scopes(self):
+        return " ".join(self.cleaned_data["scopes"])
+
+
+@admin.register(TrustPolicy)
+class TrustPolicyAdmin(AuditedAdmin):
+    """Which GitHub Actions runs may register builds or report results with their OIDC ID token.
+
+    Every addition, change (each field before and after) and deletion goes into the audit log."""
+
+    form = TrustPolicyForm
+    list_display = ["name", "repository", "ref_list_shown", "service_names", "scopes", "is_active", "created_by"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "repository", "workflows"]
+    filter_horizontal = ["services"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by").prefetch_related("services")
+
+    def save_model(self, request, obj, form, change):
+        if obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="Refs")
+    def ref_list_shown(self, policy):
+        return ", ".join(policy.ref_list)
+
+    @admin.display(description="Services")
+    def service_names(self, policy):
+        return ", ".join(service.name for service in policy.services.all())

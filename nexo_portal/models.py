@@ -7,6 +7,7 @@ and cannot be recovered afterwards: a lost token is revoked and replaced.
 import hashlib
 import secrets
 from datetime import timedelta
+from fnmatch import fnmatchcase
 
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
@@ -290,3 +291,148 @@ class ApiToken(models.Model):
             "user": self.user.get_username() if self.user else None,
             "expires_at": self.expires_at,
         }
+
+
+class RefType(models.TextChoices):
+    ANY = "", "Branch or tag"
+    BRANCH = "branch", "Branch"
+    TAG = "tag", "Tag"
+
+
+# What a GitHub Actions ID token may do: build registration and CI results, never promotions or approvals.
+OIDC_SCOPES = [TokenScope.REGISTER, TokenScope.REPORT]
+_ONE_OIDC_SCOPE = "(" + "|".join(OIDC_SCOPES) + ")"
+OIDC_SCOPES_PATTERN = rf"^{_ONE_OIDC_SCOPE}( {_ONE_OIDC_SCOPE})*$"
+REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
+
+
+def _lines(text):
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+class TrustPolicyQuerySet(models.QuerySet):
+    def trusting(self, claims):
+        """The active policies whose every condition the (verified) claims meet."""
+        candidates = self.filter(is_active=True, repository=claims.get("repository", "")).prefetch_related("services")
+        return [policy for policy in candidates if not policy.why_not_trusted(claims)]
+
+    def why_none_trusts(self, claims):
+        """Why no active policy trusts these claims: the reason of the policy that came closest."""
+        repository = claims.get("repository", "")
+        candidates = list(self.filter(is_active=True, repository=repository))
+        if not candidates:
+            return (
+                f"No trust policy trusts the repository {repository or '(none)'}; a platform engineer adds one "
+                "in the admin (GitHub Actions trust policies)."
+            )
+        return " ".join(policy.why_not_trusted(claims) for policy in candidates)
+
+
+class TrustPolicy(models.Model):
+    """Which GitHub Actions runs may call the API without a stored secret, and what they may do.
+
+    A run's OIDC ID token is trusted when it comes from the repository, a ref (and ref type) and a
+    workflow listed here, and from the environment if one is set; it then may register builds
+    and/or report CI results for the services selected. Never more: it cannot promote or approve.
+    """
+
+    name = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    repository = models.CharField(
+        max_length=140, help_text="The `repository` claim, exactly: owner/name, e.g. nexo-org/nexo-be."
+    )
+    refs = models.TextField(
+        help_text=("The `ref` claims allowed, one per line; * matches anything, e.g. refs/heads/main or refs/tags/v*.")
+    )
+    ref_type = models.CharField(
+        max_length=10, choices=RefType.choices, blank=True, help_text="The `ref_type` claim required."
+    )
+    workflows = models.TextField(
+        help_text=(
+            "The workflows allowed, one per line, as in the `job_workflow_ref` or `workflow_ref` claim: "
+            "owner/name/.github/workflows/build.yml@refs/heads/main (* matches anything)."
+        )
+    )
+    environment = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The GitHub deployment environment the job must run in (`environment` claim); empty: any or none.",
+    )
+    services = models.ManyToManyField(
+        "releases.Service", related_name="trust_policies", help_text="The services such a run may act on and read."
+    )
+    scopes = models.CharField(max_length=30, help_text="register and/or report; never promote or approve.")
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TrustPolicyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "GitHub Actions trust policy"
+        verbose_name_plural = "GitHub Actions trust policies"
+        ordering = ["repository", "name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(name__regex=SLUG_PATTERN), name="trust_policy_name_is_slug"),
+            models.CheckConstraint(
+                condition=Q(scopes__regex=OIDC_SCOPES_PATTERN), name="trust_policy_scopes_register_or_report"
+            ),
+            models.CheckConstraint(
+                condition=Q(repository__regex=REPOSITORY_PATTERN), name="trust_policy_repository_is_owner_name"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def scope_list(self):
+        return self.scopes.split()
+
+    @property
+    def ref_list(self):
+        return _lines(self.refs)
+
+    @property
+    def workflow_list(self):
+        return _lines(self.workflows)
+
+    def clean(self):
+        errors = {}
+        unknown = [scope for scope in self.scope_list if scope not in OIDC_SCOPES]
+        if not self.scope_list or unknown:
+            errors["scopes"] = "Choose register and/or report: a GitHub Actions run never promotes or approves."
+        if not self.ref_list:
+            errors["refs"] = "List at least one ref, e.g. refs/heads/main."
+        if not self.workflow_list:
+            errors["workflows"] = "List at least one workflow, e.g. nexo-org/nexo-be/.github/workflows/build.yml@*."
+        if errors:
+            raise ValidationError(errors)
+
+    def why_not_trusted(self, claims):
+        """Why this policy does not trust the claims, in one sentence; empty when it does."""
+        if claims.get("repository") != self.repository:
+            return f"Policy {self.name} trusts {self.repository} only."
+        ref = claims.get("ref", "")
+        if not any(fnmatchcase(ref, pattern) for pattern in self.ref_list):
+            return f"Policy {self.name} does not allow the ref {ref or '(none)'} (allowed: {', '.join(self.ref_list)})."
+        if self.ref_type and claims.get("ref_type") != self.ref_type:
+            return (
+                f"Policy {self.name} allows a {self.get_ref_type_display().lower()} only, "
+                f"not a {claims.get('ref_type') or '(none)'}."
+            )
+        workflows = [claims.get("job_workflow_ref", ""), claims.get("workflow_ref", "")]
+        if not any(
+            workflow and fnmatchcase(workflow, pattern) for workflow in workflows for pattern in self.workflow_list
+        ):
+            return (
+                f"Policy {self.name} does not allow the workflow {claims.get('job_workflow_ref') or '(none)'} "
+                f"(allowed: {', '.join(self.workflow_list)})."
+            )
+        if self.environment and claims.get("environment") != self.environment:
+            return (
+                f"Policy {self.name} requires the GitHub environment {self.environment}, "
+                f"not {claims.get('environment') or 'none'}."
+            )
+        return ""

@@ -364,6 +364,19 @@ REST_FRAMEWORK = {
 }
 # Calls per API token, e.g. "600/minute"; counted in Redis so every web worker shares the count.
 API_TOKEN_THROTTLE_RATE = env.str("API_TOKEN_THROTTLE_RATE", default="600/minute")
+# GitHub Actions sign in with their OIDC ID token instead of a stored secret (docs/api.md): empty
+# OIDC_AUDIENCE turns it off. The audience is what the workflow asks for, e.g. the portal's URL.
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="https://token.actions.githubusercontent.com")
+OIDC_AUDIENCE = env.str("OIDC_AUDIENCE", default="")
+OIDC_LEEWAY_SECONDS = env.int("OIDC_LEEWAY_SECONDS", default=30)
+# How long the issuer's discovery document and keys are cached; an unknown key id fetches the
+# keys again, at most once per OIDC_JWKS_REFRESH_COOLDOWN_SECONDS.
+OIDC_JWKS_CACHE_SECONDS = env.int("OIDC_JWKS_CACHE_SECONDS", default=300)
+OIDC_JWKS_REFRESH_COOLDOWN_SECONDS = env.float("OIDC_JWKS_REFRESH_COOLDOWN_SECONDS", default=30)
+# The image registries (docs/configuration.md): hosts reached over plain HTTP, and host=user:password
+# for the token the portal asks a registry for (e.g. ghcr.io=nexo-portal:<read:packages token>).
+REGISTRY_INSECURE_HOSTS = env.list("REGISTRY_INSECURE_HOSTS", default=[])
+REGISTRY_CREDENTIALS = env.dict("REGISTRY_CREDENTIALS", default={})
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nexo Release Portal API",
     "DESCRIPTION": (

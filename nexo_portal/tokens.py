@@ -1,7 +1,8 @@
 """API tokens in Django REST framework: who is calling, what the token may do, how often.
 
 `Authorization: Bearer nexo_…` authenticates as the token's person (personal token) or as
-a `TokenPrincipal` (CI token). Settings name these classes; views ask the token what it allows
+a `TokenPrincipal` (CI token); `Bearer <GitHub Actions ID token>` as an `OidcPrincipal`.
+Settings name these classes; views ask the token what it allows
 through `nexo_portal.lib.api` (`requires_scope`, `require_service`).
 """
 
@@ -17,6 +18,8 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.throttling import SimpleRateThrottle
 
+from . import oidc
+from .lib.oidc import looks_like_jwt
 from .lib.scopes import token_of
 from .models import ApiToken
 
@@ -74,6 +77,14 @@ class TokenPrincipal:
         return set()
 
 
+class OidcPrincipal(TokenPrincipal):
+    """A GitHub Actions run trusted by its ID token (nexo_portal.oidc): a CI token that never approves."""
+
+    def audit_context(self):
+        """Added to every audit event the run causes (audit.log.record): the claims that were trusted."""
+        return {"oidc": self.token.trusted_claims()}
+
+
 class ApiTokenAuthentication(BaseAuthentication):
     """`Authorization: Bearer <token>`; anything else is left to the next authentication class."""
 
@@ -91,6 +102,9 @@ class ApiTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Invalid API token: it contains characters a token never has."
             ) from error
+        if looks_like_jwt(plain_token):
+            grant = oidc.trusted_grant(plain_token)
+            return OidcPrincipal(grant), grant
         token = ApiToken.objects.find(plain_token)
         if token is None:
             raise exceptions.AuthenticationFailed(

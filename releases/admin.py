@@ -108,6 +108,7 @@ class ServiceAdmin(AuditedAdmin):
     fieldsets = [
         (None, {"fields": ["name", "description", "team", "image_repository", "source_repo_url"]}),
         ("GitOps", {"fields": ["auto_deploy_on_registration", "image_tag_key"]}),
+        ("Signing (environments that require a signature)", {"fields": ["signing_public_keys"]}),
         (
             "Overrides of the environment templates (blank: use the environment's)",
             {

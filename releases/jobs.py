@@ -26,7 +26,7 @@ from audit import log as audit
 from environments.argocd import ArgoCD, ArgoCDError, ArgoCDRefused, ArgoCDTimeout
 from nexo_portal.lib.errors import Unavailable
 
-from . import pull_requests, steps, transitions, verification
+from . import image_gate, pull_requests, steps, transitions, verification
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
@@ -194,6 +194,12 @@ def commit_promotion(promotion_id):
     promotion = _load(promotion_id, PromotionState.APPROVED, PromotionState.COMMITTING)
     if promotion is None:
         return
+    if promotion.state == PromotionState.APPROVED:  # nothing written or merged yet: the image first
+        try:
+            image_gate.check(promotion)  # RegistryUnavailable: tried again by run_step, with backoff
+        except image_gate.ImageRefused as refusal:
+            _unless_moved_on(transitions.fail, promotion, "image", str(refusal), from_states=[PromotionState.APPROVED])
+            return
     if promotion.environment.delivers_by_pull_request:
         merge_pull_request(promotion)
         return

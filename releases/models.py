@@ -15,7 +15,7 @@ from audit.models import AuditAction
 from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
 from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 
-from . import calver
+from . import calver, signatures
 
 COMMIT_SHA_PATTERN = r"^[0-9a-f]{40}$"
 IMAGE_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -54,6 +54,13 @@ class Service(models.Model):
         validators=[RegexValidator(TAG_KEY_PATTERN, "A dotted key path such as image.tag.")],
         help_text="YAML key path of the image tag in the values files.",
     )
+    signing_public_keys = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The Cosign public keys (PEM, ECDSA P-256: cosign.pub) whose signature environments that "
+        "require one accept; several may follow each other.",
+    )
     # Blank means: use the environment's template.
     values_path_template = models.CharField(max_length=255, blank=True)
     argocd_app_template = models.CharField(max_length=255, blank=True)
@@ -80,6 +87,12 @@ class Service(models.Model):
     def _render(self, field, environment):
         template = getattr(self, field) or getattr(environment, field)
         return render_template(template, service=self.name, environment=environment.name)
+
+    def clean(self):
+        try:
+            signatures.load_public_keys(self.signing_public_keys)
+        except signatures.InvalidPublicKey as error:
+            raise ValidationError({"signing_public_keys": f"{error} Paste the content of cosign.pub."}) from error
 
     def values_path(self, environment):
         return self._render("values_path_template", environment)
@@ -217,6 +230,17 @@ class Release(models.Model):
     )
     registered_by = models.CharField(max_length=150, blank=True, help_text="User or API token that registered it.")
     registered_at = models.DateTimeField(default=timezone.now)
+    # The image as the registry showed it before the last promotion that asked (releases/image_gate.py).
+    image_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    signed_by = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        db_default="",  # rows written without the ORM (the benchmarks' COPY) need it too
+        editable=False,
+        help_text="The Cosign key that signed the digest (its SHA-256).",
+    )
+    signature_verified_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Old versions found in the GitOps history were never registered, so their commit and
     # digest may be unknown (blank); only such rows may leave them blank.
     is_imported = models.BooleanField(default=False, editable=False)

@@ -114,12 +114,26 @@ def report_check_result(release, environment, *, name, passed, url="", summary="
     Every run is kept; the newest result of a check is the one that counts for the verdict.
     """
     policy.ensure(policy.why_not_report(actor, release.service))
-    return CheckResult.objects.create(
-        release=release,
-        environment=environment,
-        name=name,
-        passed=passed,
-        url=url,
-        summary=summary,
-        reported_by=audit.actor_name(actor),
-    )
+    with audit.chain_transaction():
+        result = CheckResult.objects.create(
+            release=release,
+            environment=environment,
+            name=name,
+            passed=passed,
+            url=url,
+            summary=summary,
+            reported_by=audit.actor_name(actor),
+        )
+        # A result decides a verdict, so who reported it (and, for a GitHub Actions run, the claims
+        # it was trusted for) is kept where it cannot be edited.
+        audit.record(
+            AuditAction.CHECK_REPORTED,
+            actor=actor,
+            service=release.service.name,
+            environment=environment.name,
+            version=release.version,
+            message=f"{name} {'passed' if passed else 'failed'} for {release.service.name} {release.version} "
+            f"in {environment.name}",
+            data={"check": name, "passed": passed, "url": url, "result": result.pk},
+        )
+    return result

@@ -12,7 +12,7 @@ from environments.models import Environment
 from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE, KnownFieldsOnly
 
-from . import calver
+from . import calver, image_gate
 from .models import (
     COMMIT_SHA_PATTERN,
     IMAGE_DIGEST_PATTERN,
@@ -260,6 +260,9 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "fixes",
             "registered_by",
             "registered_at",
+            "image_checked_at",
+            "signed_by",
+            "signature_verified_at",
         ]
 
     def get_url(self, release) -> str:
@@ -283,8 +286,16 @@ class RegisteredBuildSerializer(ReleaseSerializer):
         allow_null=True, help_text="The automatic promotion into the first environment, if any."
     )
 
+    image_requirements = serializers.SerializerMethodField(
+        help_text="What each environment that requires something of the image checks before a promotion into it."
+    )
+
     class Meta(ReleaseSerializer.Meta):
-        fields = [*ReleaseSerializer.Meta.fields, "created", "promotion"]
+        fields = [*ReleaseSerializer.Meta.fields, "created", "promotion", "image_requirements"]
+
+    @extend_schema_field(serializers.DictField(child=serializers.ListField(child=serializers.CharField())))
+    def get_image_requirements(self, registration):
+        return image_gate.requirements_by_environment()
 
 
 class RequestPromotionSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Serializer):

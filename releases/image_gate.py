@@ -1,0 +1,83 @@
+"""Before a promotion's GitOps commit: the image it deploys is in the registry as CI said, and signed.
+
+What an environment requires (`requires_image_check`, `requires_signature`) is asked of the
+registry (releases/registry.py, releases/signatures.py) by the commit step, before anything is
+written. The result is kept on the release (when it was checked, the key that signed, when) and
+audited (`release.image_checked`, with each tag's digest); a refusal fails the promotion at the
+step "image" with the reason, and a registry out of reach is tried again like any transient error.
+"""
+
+from django.db.models import Q
+from django.utils import timezone
+
+from audit import log as audit
+from audit.models import AuditAction
+from environments.models import Environment
+from nexo_portal.lib.errors import Refused
+
+from . import registry, signatures
+
+
+class ImageRefused(Refused):
+    """The image is not what the environment requires; the message says what is wrong."""
+
+
+def requirements(environment):
+    """What `environment` requires of an image, in words (empty: nothing)."""
+    required = []
+    if environment.requires_image_check:
+        required.append("digest and tags checked in the registry")
+    if environment.requires_signature:
+        required.append("a Cosign signature by the service's key")
+    return required
+
+
+def requirements_by_environment():
+    """{environment: what it requires}, for the environments that require anything, in pipeline order."""
+    environments = Environment.objects.filter(Q(requires_image_check=True) | Q(requires_signature=True))
+    return {environment.name: requirements(environment) for environment in environments.order_by("position")}
+
+
+def check(promotion):
+    """Ask the registry what `promotion.environment` requires of its image; ImageRefused if it is not so.
+
+    registry.RegistryUnavailable (transient) goes up to the step, which tries again.
+    """
+    release, environment = promotion.release, promotion.environment
+    if not requirements(environment):
+        return None
+    client = registry.RegistryClient.for_repository(release.service.image_repository)
+    result = {"digest": release.image_digest, "required": requirements(environment)}
+    try:
+        if not release.image_digest:
+            raise registry.ImageMismatch(f"{release.version} has no image digest to check.")
+        if environment.requires_image_check:
+            result["tags"] = registry.check_tags(client, release.image_digest, release.tags())
+        if environment.requires_signature:
+            result["signed_by"] = signatures.verify(client, release.image_digest, release.service.signing_public_keys)
+    except (registry.ImageMismatch, registry.RegistryError, signatures.SignatureRefused) as error:
+        _record(promotion, {**result, "verdict": "refused", "reason": str(error)}, f"refused: {error}")
+        raise ImageRefused(str(error)) from error
+    now = timezone.now()
+    release.image_checked_at = now
+    fields = ["image_checked_at"]
+    if "signed_by" in result:
+        release.signed_by, release.signature_verified_at = result["signed_by"], now
+        fields += ["signed_by", "signature_verified_at"]
+    with audit.chain_transaction():
+        release.save(update_fields=fields)
+        _record(promotion, {**result, "verdict": "passed"}, "passed: " + ", ".join(result["required"]))
+    return result
+
+
+def _record(promotion, data, outcome):
+    release = promotion.release
+    audit.record(
+        AuditAction.IMAGE_CHECKED,
+        service=release.service.name,
+        environment=promotion.environment.name,
+        version=release.version,
+        promotion=promotion,
+        message=f"Image of {release.service.name} {release.version} for {promotion.environment.name} {outcome}",
+        data=data,
+    )

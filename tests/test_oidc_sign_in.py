@@ -1,0 +1,358 @@
+"""GitHub Actions sign in with their OIDC ID token: verified against a local issuer (discovery, JWKS,
+real RS256 keys, rotation), trusted through the admin's trust policies, audited with its claims."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from django.core.cache import cache
+from django.db import IntegrityError
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from audit.models import AuditAction, AuditEvent
+from nexo_portal.lib import oidc
+from nexo_portal.models import TrustPolicy
+from releases.models import CheckResult, Release
+from tests.factories import make_release, make_service
+from tests.servers.oidc import OidcIssuer, new_key
+
+pytestmark = pytest.mark.django_db
+
+AUDIENCE = "https://portal.nexo.example"
+SHA = "a3f2b1c" + "0" * 33
+DIGEST = "sha256:" + "b" * 64
+BUILD_WORKFLOW = "nexo-org/nexo-be/.github/workflows/build.yml@refs/heads/main"
+
+
+@pytest.fixture
+def issuer(settings, redis_connection):
+    cache.clear()  # the throttle's counters
+    issuer = OidcIssuer()
+    settings.OIDC_ISSUER = issuer.issuer
+    settings.OIDC_AUDIENCE = AUDIENCE
+    settings.OIDC_JWKS_REFRESH_COOLDOWN_SECONDS = 0
+    oidc._verifiers.clear()
+    yield issuer
+    issuer.close()
+    oidc._verifiers.clear()
+
+
+@pytest.fixture
+def services(environments):
+    return {"nexo-be": make_service("nexo-be", team="backend-team"), "nexo-fe": make_service("nexo-fe")}
+
+
+@pytest.fixture
+def policy(services):
+    policy = TrustPolicy.objects.create(
+        name="nexo-be-main",
+        repository="nexo-org/nexo-be",
+        refs="refs/heads/main\nrefs/tags/v*",
+        workflows=BUILD_WORKFLOW,
+        scopes="register report",
+    )
+    policy.services.set([services["nexo-be"]])
+    return policy
+
+
+def client_with(token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def register(token, service="nexo-be"):
+    body = {"service": service, "commit_sha": SHA, "committed_at": "2026-02-03T10:00:00Z", "image_digest": DIGEST}
+    return client_with(token).post("/api/v1/releases/", body, format="json")
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(header, claims):
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}."
+
+
+def test_a_trusted_run_registers_a_build_and_the_audit_event_keeps_its_claims(issuer, policy):
+    answer = register(issuer.token(audience=AUDIENCE))
+
+    assert answer.status_code == 201, answer.json()
+    release = Release.objects.get()
+    assert release.registered_by == "github-actions:nexo-org/nexo-be"
+    event = AuditEvent.objects.get(action=AuditAction.RELEASE_REGISTERED)
+    assert event.actor == "github-actions:nexo-org/nexo-be"
+    claims = event.data["oidc"]
+    assert claims["repository"] == "nexo-org/nexo-be"
+    assert claims["ref"] == "refs/heads/main"
+    assert claims["job_workflow_ref"] == BUILD_WORKFLOW
+    assert claims["sub"] == "repo:nexo-org/nexo-be:ref:refs/heads/main"
+    assert claims["iss"] == issuer.issuer
+    assert claims["run_id"] == "7711"
+    assert claims["trust_policies"] == ["nexo-be-main"]
+
+
+def test_a_trusted_run_reports_a_result_and_the_report_is_audited_with_its_claims(issuer, policy, services):
+    release = make_release(services["nexo-be"], "2026.02.1")
+    body = {"service": "nexo-be", "version": release.version, "environment": "qa", "check": "e2e", "passed": True}
+
+    answer = client_with(issuer.token(audience=AUDIENCE)).post("/api/v1/verifications/", body, format="json")
+
+    assert answer.status_code == 201, answer.json()
+    assert CheckResult.objects.get().reported_by == "github-actions:nexo-org/nexo-be"
+    event = AuditEvent.objects.get(action=AuditAction.CHECK_REPORTED)
+    assert event.data["oidc"]["workflow_ref"] == BUILD_WORKFLOW
+    assert event.data["passed"] is True
+
+
+def test_the_discovery_document_and_keys_are_fetched_once_then_cached(issuer, policy):
+    for _ in range(3):
+        assert client_with(issuer.token(audience=AUDIENCE)).get("/api/v1/releases/").status_code == 200
+
+    assert issuer.requests.count("/.well-known/openid-configuration") == 1
+    assert issuer.requests.count("/.well-known/jwks") == 1
+
+
+def test_a_rotated_key_is_fetched_when_a_token_names_it(issuer, policy):
+    assert client_with(issuer.token(audience=AUDIENCE)).get("/api/v1/releases/").status_code == 200
+    issuer.rotate()
+
+    answer = client_with(issuer.token(audience=AUDIENCE)).get("/api/v1/releases/")
+
+    assert answer.status_code == 200, answer.json()
+    assert issuer.requests.count("/.well-known/jwks") == 2
+
+
+def test_a_retired_key_no_longer_signs_once_the_keys_are_fetched_again(issuer, policy):
+    old_kid = issuer.signing_kid
+    old_token = issuer.token(audience=AUDIENCE)
+    issuer.rotate()
+    issuer.retire(old_kid)
+    oidc._verifiers.clear()  # the cache expired
+
+    answer = client_with(old_token).get("/api/v1/releases/")
+
+    assert answer.status_code == 401
+    assert "does not publish" in answer.json()["message"]
+
+
+def refused(issuer, kind):
+    """A token that must be refused, and the words the answer must say."""
+    now = int(time.time())
+    if kind == "wrong audience":
+        return issuer.token(audience="https://other.example"), "audience"
+    if kind == "wrong issuer":
+        return issuer.token(audience=AUDIENCE, iss="https://token.actions.githubusercontent.com"), "not issued by"
+    if kind == "expired":
+        return issuer.token(audience=AUDIENCE, iat=now - 900, nbf=now - 900, exp=now - 120), "expired"
+    if kind == "not yet valid":
+        return issuer.token(audience=AUDIENCE, iat=now + 600, nbf=now + 600, exp=now + 900), "not valid yet"
+    if kind == "issued in the future":
+        return issuer.token(audience=AUDIENCE, iat=now + 600), "not valid yet"
+    if kind == "alg none":
+        header = {"alg": "none", "typ": "JWT", "kid": issuer.signing_kid}
+        return unsigned(header, issuer.claims(audience=AUDIENCE)), "'none'"
+    if kind == "HS256 signed with the public key":
+        public_pem = (
+            issuer.keys[issuer.signing_kid]
+            .public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        header = {"alg": "HS256", "typ": "JWT", "kid": issuer.signing_kid}
+        signing_input = unsigned(header, issuer.claims(audience=AUDIENCE))[:-1]
+        signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+        return f"{signing_input}.{b64(signature)}", "'HS256'"
+    if kind == "unknown key id":
+        return issuer.token(audience=AUDIENCE, kid="not-published", key=new_key()), "does not publish"
+    if kind == "forged signature":
+        return issuer.token(audience=AUDIENCE, key=new_key()), "signature"
+    if kind == "claims changed after signing":
+        header, _, signature = issuer.token(audience=AUDIENCE).split(".")
+        forged = b64(json.dumps(issuer.claims(audience=AUDIENCE, repository="nexo-org/nexo-be")).encode())
+        return f"{header}.{forged}.{signature}", "signature"
+    if kind == "untrusted repository":
+        return issuer.token(audience=AUDIENCE, repository="evil-org/nexo-be"), "No trust policy trusts"
+    if kind == "disallowed branch":
+        return (
+            issuer.token(audience=AUDIENCE, ref="refs/heads/feature", job_workflow_ref=BUILD_WORKFLOW),
+            "does not allow the ref refs/heads/feature",
+        )
+    if kind == "workflow not in the policy":
+        other = "nexo-org/nexo-be/.github/workflows/anything.yml@refs/heads/main"
+        token = issuer.token(audience=AUDIENCE, workflow_ref=other, job_workflow_ref=other)
+        return token, "does not allow the workflow"
+    if kind == "missing exp":
+        return issuer.token(audience=AUDIENCE, exp=None), "'exp'"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "wrong audience",
+        "wrong issuer",
+        "expired",
+        "not yet valid",
+        "issued in the future",
+        "alg none",
+        "HS256 signed with the public key",
+        "unknown key id",
+        "forged signature",
+        "claims changed after signing",
+        "untrusted repository",
+        "disallowed branch",
+        "workflow not in the policy",
+        "missing exp",
+    ],
+)
+def test_tokens_that_must_not_be_trusted_are_refused_with_the_reason(issuer, policy, kind):
+    token, reason = refused(issuer, kind)
+
+    answer = register(token)
+
+    assert answer.status_code == 401, answer.json()
+    assert reason in answer.json()["message"]
+    assert not Release.objects.exists()
+
+
+def test_a_token_within_the_leeway_is_accepted(issuer, policy, settings):
+    now = int(time.time())
+    token = issuer.token(audience=AUDIENCE, exp=now - 5)  # clocks differ by seconds, not minutes
+
+    assert settings.OIDC_LEEWAY_SECONDS >= 5
+    assert register(token).status_code == 201
+
+
+def test_a_policy_may_require_a_tag_and_a_github_environment(issuer, policy):
+    policy.ref_type = "tag"
+    policy.environment = "release"
+    policy.workflows = "nexo-org/nexo-be/.github/workflows/build.yml@*"
+    policy.save()
+
+    branch = register(issuer.token(audience=AUDIENCE))
+    tag_without_environment = register(
+        issuer.token(
+            audience=AUDIENCE,
+            ref="refs/tags/v1.2",
+            job_workflow_ref="nexo-org/nexo-be/.github/workflows/build.yml@refs/tags/v1.2",
+            workflow_ref=BUILD_WORKFLOW,
+        )
+    )
+    tag_in_environment = register(issuer.token(audience=AUDIENCE, ref="refs/tags/v1.2", environment="release"))
+
+    assert branch.status_code == 401
+    assert "allows a tag only, not a branch" in branch.json()["message"]
+    assert tag_without_environment.status_code == 401
+    assert "requires the GitHub environment release" in tag_without_environment.json()["message"]
+    assert tag_in_environment.status_code == 201, tag_in_environment.json()
+
+
+def test_an_inactive_policy_trusts_nothing(issuer, policy):
+    policy.is_active = False
+    policy.save()
+
+    assert register(issuer.token(audience=AUDIENCE)).status_code == 401
+
+
+def test_a_trusted_run_acts_only_on_its_policys_services(issuer, policy):
+    answer = register(issuer.token(audience=AUDIENCE), service="nexo-fe")
+
+    assert answer.status_code == 403
+    assert "nexo-fe" in answer.json()["message"]
+
+
+def test_a_trusted_run_never_promotes_nor_approves(issuer, policy, services, environments):
+    release = make_release(services["nexo-be"], "2026.02.1")
+    client = client_with(issuer.token(audience=AUDIENCE))
+
+    answer = client.post(
+        "/api/v1/promotions/",
+        {"service": "nexo-be", "version": release.version, "environment": "develop"},
+        format="json",
+    )
+
+    assert answer.status_code == 403
+    assert "promote" in answer.json()["message"]
+
+
+def test_without_an_audience_the_portal_refuses_id_tokens(issuer, policy, settings):
+    settings.OIDC_AUDIENCE = ""
+
+    answer = register(issuer.token(audience=AUDIENCE))
+
+    assert answer.status_code == 401
+    assert "OIDC_AUDIENCE" in answer.json()["message"]
+
+
+def test_an_issuer_out_of_reach_is_said_as_such_not_blamed_on_the_token(issuer, policy):
+    token = issuer.token(audience=AUDIENCE)
+    issuer.close()
+
+    answer = register(token)
+
+    assert answer.status_code == 503
+    assert "discovery document" in answer.json()["message"]
+
+
+def test_the_database_refuses_a_policy_that_could_promote(policy):
+    policy.scopes = "register promote"
+    with pytest.raises(IntegrityError):
+        policy.save()
+
+
+def test_trust_policies_added_and_changed_in_the_admin_are_audited(client, django_user_model, services):
+    operator = django_user_model.objects.create_superuser("operator", "op@nexo.invalid", "pw-for-tests-only")
+    client.force_login(operator)
+    form = {
+        "name": "nexo-be-main",
+        "repository": "nexo-org/nexo-be",
+        "refs": "refs/heads/main",
+        "ref_type": "branch",
+        "workflows": BUILD_WORKFLOW,
+        "environment": "",
+        "services": [services["nexo-be"].pk],
+        "scopes": ["register"],
+        "is_active": "on",
+    }
+
+    added = client.post(reverse("admin:nexo_portal_trustpolicy_add"), form)
+    policy = TrustPolicy.objects.get()
+    changed = client.post(
+        reverse("admin:nexo_portal_trustpolicy_change", args=[policy.pk]),
+        {**form, "refs": "refs/heads/main\nrefs/heads/release/*", "scopes": ["register", "report"]},
+    )
+
+    assert added.status_code == changed.status_code == 302
+    policy.refresh_from_db()
+    assert policy.created_by == operator
+    assert policy.scope_list == ["register", "report"]
+    events = AuditEvent.objects.filter(data__model="nexo_portal.TrustPolicy").order_by("id")
+    assert [event.action for event in events] == [AuditAction.ADMIN_ADDED, AuditAction.ADMIN_CHANGED]
+    assert events[1].data["changes"]["refs"] == ["refs/heads/main", "refs/heads/main\nrefs/heads/release/*"]
+    assert events[1].data["changes"]["scopes"] == ["register", "register report"]
+
+
+def test_the_admin_offers_no_scope_beyond_register_and_report(client, django_user_model, services):
+    operator = django_user_model.objects.create_superuser("operator", "op@nexo.invalid", "pw-for-tests-only")
+    client.force_login(operator)
+
+    answer = client.post(
+        reverse("admin:nexo_portal_trustpolicy_add"),
+        {
+            "name": "sneaky",
+            "repository": "nexo-org/nexo-be",
+            "refs": "refs/heads/main",
+            "workflows": BUILD_WORKFLOW,
+            "services": [services["nexo-be"].pk],
+            "scopes": ["promote"],
+        },
+    )
+
+    assert answer.status_code == 200
+    assert "promote is not one of the available choices" in answer.content.decode()
+    assert not TrustPolicy.objects.exists()
