@@ -130,6 +130,7 @@ class ReleaseListCreateView(generics.ListAPIView):
         )
         release = result.release
         release.created, release.promotion = result.created, result.promotion
+        release.image_requirements = result.image_requirements
         body = serializers.RegisteredBuildSerializer(release).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 

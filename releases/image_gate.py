@@ -32,10 +32,15 @@ def requirements(environment):
     return required
 
 
-def requirements_by_environment():
-    """{environment: what it requires}, for the environments that require anything, in pipeline order."""
-    environments = Environment.objects.filter(Q(requires_image_check=True) | Q(requires_signature=True))
-    return {environment.name: requirements(environment) for environment in environments.order_by("position")}
+def requirements_by_environment(environments=None):
+    """{environment: what it requires}, for the environments that require anything, in pipeline order.
+
+    `environments`: all of them, in pipeline order, when the caller has read them already.
+    """
+    if environments is None:
+        environments = Environment.objects.filter(Q(requires_image_check=True) | Q(requires_signature=True))
+        environments = environments.order_by("position")
+    return {environment.name: required for environment in environments if (required := requirements(environment))}
 
 
 def check(promotion):

@@ -18,7 +18,7 @@ from audit.models import AuditAction
 from environments.models import Environment
 from nexo_portal.lib.errors import Refused
 
-from . import calver, policy, transitions
+from . import calver, image_gate, policy, transitions
 from .models import BuildCounter, BuildNumbersExhausted, CheckResult, Hold, Release
 
 
@@ -31,6 +31,8 @@ class Registration:
     release: Release
     created: bool
     promotion: object = None
+    # {environment: what it requires of the image}, read with the environments (None: not read).
+    image_requirements: dict | None = None
 
 
 def register_build(
@@ -95,14 +97,25 @@ def register_build(
             message=f"{service.name} {release.version} registered from commit {commit_sha[:7]}",
             data={"commit_sha": commit_sha, "image_digest": image_digest, "hotfix": is_hotfix, "tags": release.tags()},
         )
-        return Registration(release, created=True, promotion=_deploy_to_first_environment(release))
+        # Every environment with what closes it to this build, in one query: the first decides the
+        # automatic promotion, all of them what the registration's answer says they require.
+        environments = list(
+            Hold.objects.reason_in_each(Environment.objects.with_active_freeze(), service).in_pipeline_order()
+        )
+        return Registration(
+            release,
+            created=True,
+            promotion=_deploy_to_first_environment(release, environments),
+            image_requirements=image_gate.requirements_by_environment(environments),
+        )
 
 
-def _deploy_to_first_environment(release):
-    # With what closes it to this build, read in the same query.
-    environments = Hold.objects.reason_in_each(Environment.objects.with_active_freeze(), release.service)
-    first = environments.first_in_pipeline()
-    if first is None or not first.auto_promote or not release.service.auto_deploy_on_registration:
+def _deploy_to_first_environment(release, environments):
+    if not environments:
+        return None
+    first = environments[0]
+    first._previous = None  # nothing comes before it: spares previous() its query
+    if not first.auto_promote or not release.service.auto_deploy_on_registration:
         return None
     # None when a rule says not now (a freeze, a hold, something newer running): the release stays registered.
     return transitions.request_automatic_promotion(release, first)

@@ -295,7 +295,8 @@ class RegisteredBuildSerializer(ReleaseSerializer):
 
     @extend_schema_field(serializers.DictField(child=serializers.ListField(child=serializers.CharField())))
     def get_image_requirements(self, registration):
-        return image_gate.requirements_by_environment()
+        known = getattr(registration, "image_requirements", None)  # read with the registration's environments
+        return known if known is not None else image_gate.requirements_by_environment()
 
 
 class RequestPromotionSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Serializer):
