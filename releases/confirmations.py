@@ -27,10 +27,6 @@ class Confirmation:
     why_not: str = ""
 
 
-def _approvers(environment):
-    return policy.describe_groups(environment.approver_groups.all())
-
-
 def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
     # An unsaved promotion, to ask the GitOps message and the verification what they would do.
     probe = Promotion(service=service, environment=environment, release=release, kind=kind)
@@ -83,7 +79,7 @@ def _approval_sentence(environment, required):
     if required == 0:
         return f"No approval is needed in {environment.name}: the GitOps commit starts right away."
     people = "one approver" if required == 1 else f"{required} distinct approvers"
-    return f"It waits for {people} from {_approvers(environment)}; the requester cannot approve it."
+    return f"It waits for {people}{policy.from_approvers(environment)}; the requester cannot approve it."
 
 
 def for_request(release, environment, user):
@@ -137,8 +133,8 @@ def for_approve(promotion, user):
         lines += _pipeline_steps(promotion.service, promotion.environment, promotion.release, promotion.kind)
     else:
         lines.append(
-            f"Yours is approval {given + 1} of {required}: {required - given - 1} more from "
-            f"{_approvers(promotion.environment)} will be needed before anything changes."
+            f"Yours is approval {given + 1} of {required}: {required - given - 1} more"
+            f"{policy.from_approvers(promotion.environment)} will be needed before anything changes."
         )
     return Confirmation(
         title="Approve the promotion",

@@ -126,7 +126,7 @@ def _promotion_context(request, pk):
     runs = list(promotion.runs.order_by("created_at", "id"))
     return {
         "hold": hold,
-        "hold_liftable_by": policy.describe_requesters(promotion.service, promotion.environment) if hold else "",
+        "hold_liftable_by": policy.who_may_request(promotion.service, promotion.environment) if hold else "",
         "runs": runs,
         "troubled_runs": [run for run in runs if run.status in (RunStatus.CRASHED, RunStatus.RETRY)],
         "max_crashes": settings.PIPELINE_MAX_CRASHES,
@@ -139,7 +139,7 @@ def _promotion_context(request, pk):
         "events": list(AuditEvent.objects.for_promotion(promotion).order_by("id")),
         "actions": actions,
         "approvals_required": policy.approvals_required(promotion),
-        "approver_groups": policy.describe_groups(promotion.environment.approver_groups.all()),
+        "from_approvers": policy.from_approvers(promotion.environment),
         "values_path": promotion.service.values_path(promotion.environment),
         "refresh_seconds": settings.LIVE_REFRESH_SECONDS,
     }
@@ -198,8 +198,9 @@ def _approvals_note(promotion):
     if promotion.state != PromotionState.AWAITING_APPROVAL:
         return "no approval is needed, the GitOps commit is on its way."
     required = policy.approvals_required(promotion)
-    groups = policy.describe_groups(promotion.environment.approver_groups.all())
-    return f"it waits for {required} approval{'s' if required != 1 else ''} from {groups}."
+    return (
+        f"it waits for {required} approval{'s' if required != 1 else ''}{policy.from_approvers(promotion.environment)}."
+    )
 
 
 @require_http_methods(["GET", "POST"])
