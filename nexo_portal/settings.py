@@ -196,6 +196,9 @@ CACHES = {
 
 # --- GitOps repository ------------------------------------------------------------------------
 GITOPS_REPO_URL = env.str("GITOPS_REPO_URL", default=str(BASE_DIR / "var" / "gitops.git"))
+# A GitOps commit on the forge's web pages, {sha} filled in, e.g.
+# https://github.com/nexo-org/nexo-gitops/commit/{sha}; blank: commits are shown without a link.
+GITOPS_COMMIT_URL_TEMPLATE = env.str("GITOPS_COMMIT_URL_TEMPLATE", default="")
 GITOPS_BRANCH = env.str("GITOPS_BRANCH", default="main")
 # One working copy per repository URL and host, shared by the host's workers under the Redis lock.
 GITOPS_WORKDIR = env.str("GITOPS_WORKDIR", default=str(BASE_DIR / "var" / "gitops-workdirs"))
@@ -228,6 +231,8 @@ ARGOCD_SYNC_TIMEOUT_SECONDS = env.int("ARGOCD_SYNC_TIMEOUT_SECONDS", default=600
 ARGOCD_POLL_SECONDS = env.float("ARGOCD_POLL_SECONDS", default=5.0)
 ARGOCD_VERIFY_TLS = env.bool("ARGOCD_VERIFY_TLS", default=True)
 ARGOCD_WEBHOOK_SECRET = env.str("ARGOCD_WEBHOOK_SECRET", default="")
+# Argo CD's web UI, for links to an application (often ARGOCD_URL itself); blank: no link.
+ARGOCD_UI_URL = env.str("ARGOCD_UI_URL", default="")
 PROMETHEUS_URL = env.str("PROMETHEUS_URL", default="")
 # The shortest range a query's {range} is filled with (releases/verification.py): rate() needs two
 # scrapes in its window, so this is at least twice the scrape interval. Samples wait until then.

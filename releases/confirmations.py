@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
 
-from . import policy, timeline, verification
+from . import policy, shipping, timeline, verification
 from .actions import busy_refusal
 from .board import freeze_message, short_duration
 from .gitops import message as gitops_message
@@ -25,6 +26,8 @@ class Confirmation:
     tone: str = "primary"
     consequences: list = field(default_factory=list)
     why_not: str = ""
+    # What the promotion ships (`shipping.WhatShips`), worked out only when a page shows it.
+    ships: object = None
 
 
 def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
@@ -142,6 +145,8 @@ def for_approve(promotion, user):
         submit="Approve",
         consequences=lines,
         why_not=policy.why_not_approve(promotion, user) or "",
+        # Lazy: reading the values file fetches the GitOps branch, which the POST never needs.
+        ships=SimpleLazyObject(lambda: shipping.what_ships(promotion)),
     )
 
 
