@@ -69,6 +69,7 @@ class EnvironmentAdmin(AuditedAdmin):
                     "argocd_auto_sync",
                     "prometheus_query_template",
                     "health_url_templates",
+                    "dashboard_url_template",
                 ]
             },
         ),

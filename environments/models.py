@@ -10,6 +10,7 @@ from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from audit import log as audit_log
+from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 
 from . import prometheus
 
@@ -34,6 +35,11 @@ class DeliveryMode(models.TextChoices):
 
     DIRECT = "direct", "Direct commit"
     PULL_REQUEST = "pull_request", "Pull request"
+
+
+def validate_url_template(template):
+    """A link template: with its placeholders filled in, an http:// or https:// address."""
+    validate_http_url(render_template(template, service="service", environment="environment"))
 
 
 class EnvironmentQuerySet(models.QuerySet):
@@ -192,6 +198,13 @@ class Environment(models.Model):
     health_url_templates = models.TextField(
         blank=True, help_text="Health and smoke URLs that must answer 2xx, one per line."
     )
+    dashboard_url_template = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_url_template],
+        help_text="A dashboard of a service here, linked from its promotions (http or https), e.g. "
+        "https://grafana.example.com/d/svc?var-service={service}&var-env={environment}; blank: no link.",
+    )
 
     objects = EnvironmentQuerySet.as_manager()
 
@@ -209,6 +222,10 @@ class Environment(models.Model):
             models.CheckConstraint(
                 condition=Q(rollback_verification_window__gte=timedelta(0)),
                 name="environment_rollback_window_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(dashboard_url_template="") | Q(dashboard_url_template__iregex=HTTP_URL_REGEX),
+                name="environment_dashboard_url_is_http",
             ),
         ]
 

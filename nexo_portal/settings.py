@@ -149,10 +149,11 @@ SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
 # Content-Security-Policy (django-csp): the portal's pages and the admin load scripts, styles and
-# images from the portal only, run no inline or eval'd script, and are never framed. Swagger UI,
-# ReDoc and the RQ dashboard come with inline scripts of their own and are left out.
+# images from the portal only, run no inline or eval'd script, and are never framed. Swagger UI
+# and the RQ dashboard come with inline scripts of their own and are left out; ReDoc keeps it,
+# with inline styles and a blob: worker allowed (nexo_portal/api_urls.py).
 CONTENT_SECURITY_POLICY = {
-    "EXCLUDE_URL_PREFIXES": ["/api/v1/docs/", "/api/v1/redoc/", "/admin/rq/"],
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/docs/", "/admin/rq/"],
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "img-src": ["'self'", "data:"],
@@ -196,6 +197,9 @@ CACHES = {
 
 # --- GitOps repository ------------------------------------------------------------------------
 GITOPS_REPO_URL = env.str("GITOPS_REPO_URL", default=str(BASE_DIR / "var" / "gitops.git"))
+# A GitOps commit on the forge's web pages, {sha} filled in, e.g.
+# https://github.com/nexo-org/nexo-gitops/commit/{sha}; blank: commits are shown without a link.
+GITOPS_COMMIT_URL_TEMPLATE = env.str("GITOPS_COMMIT_URL_TEMPLATE", default="")
 GITOPS_BRANCH = env.str("GITOPS_BRANCH", default="main")
 # One working copy per repository URL and host, shared by the host's workers under the Redis lock.
 GITOPS_WORKDIR = env.str("GITOPS_WORKDIR", default=str(BASE_DIR / "var" / "gitops-workdirs"))
@@ -229,6 +233,8 @@ ARGOCD_SYNC_TIMEOUT_SECONDS = env.int("ARGOCD_SYNC_TIMEOUT_SECONDS", default=600
 ARGOCD_POLL_SECONDS = env.float("ARGOCD_POLL_SECONDS", default=5.0)
 ARGOCD_VERIFY_TLS = env.bool("ARGOCD_VERIFY_TLS", default=True)
 ARGOCD_WEBHOOK_SECRET = env.str("ARGOCD_WEBHOOK_SECRET", default="")
+# Argo CD's web UI, for links to an application (often ARGOCD_URL itself); blank: no link.
+ARGOCD_UI_URL = env.str("ARGOCD_UI_URL", default="")
 PROMETHEUS_URL = env.str("PROMETHEUS_URL", default="")
 # The shortest range a query's {range} is filled with (releases/verification.py): rate() needs two
 # scrapes in its window, so this is at least twice the scrape interval. Samples wait until then.
@@ -389,6 +395,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # System fonts: ReDoc's own (Montserrat, Roboto) would come from a font CDN (templates/drf_spectacular/redoc.html).
+    "REDOC_UI_SETTINGS": {
+        "theme": {
+            "typography": {
+                "fontFamily": "system-ui, -apple-system, 'Segoe UI', sans-serif",
+                "headings": {"fontFamily": "system-ui, -apple-system, 'Segoe UI', sans-serif"},
+            }
+        }
+    },
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"StepStatusEnum": "releases.models.StepStatus"},
     "POSTPROCESSING_HOOKS": [

@@ -113,10 +113,10 @@ def _escape(text):
 
 
 def _summary(promotion):
-    groups = policy.describe_groups(promotion.environment.approver_groups.all())
     given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
+    approvers = _escape(policy.from_approvers(promotion.environment))
     return (
-        f"{_escape(_what(promotion))} awaits approval ({given}/{required}) from {_escape(groups)}. "
+        f"{_escape(_what(promotion))} awaits approval ({given}/{required}){approvers}. "
         f"Requested by {_escape(promotion.requester_name())}."
     )
 
@@ -198,11 +198,10 @@ def _email(people, subject, body):
 
 def _email_body(promotion, opening):
     link = _link(promotion)
-    groups = policy.describe_groups(promotion.environment.approver_groups.all())
     return (
         f"{opening}\n\n{_what(promotion)}, requested by {promotion.requester_name()}, needs "
-        f"{policy.approvals_required(promotion)} approval(s) from {groups}; it has {policy.approvals_given(promotion)}."
-        + (f"\n\nApprove or reject it: {link}" if link else "")
+        f"{policy.approvals_required(promotion)} approval(s){policy.from_approvers(promotion.environment)}; "
+        f"it has {policy.approvals_given(promotion)}." + (f"\n\nApprove or reject it: {link}" if link else "")
     )
 
 

@@ -46,6 +46,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from environments.models import Environment
+from nexo_portal.lib.dates import exact_time
 
 from . import policy
 from .actions import Action, decision_actions, lift_action, rollback_action
@@ -105,6 +106,7 @@ class Cell:
     version: str = ""
     release_url: str = ""
     deployed_iso: str = ""
+    deployed_exact: str = ""
     age: str = ""
     health: Badge | None = None
     verification: Badge | None = None
@@ -453,6 +455,7 @@ class _CellBuilder:
             cell.version = release.version
             cell.release_url = self.release_url(service.name, release.version)
             cell.deployed_iso = deployment.deployed_at.isoformat()
+            cell.deployed_exact = exact_time(deployment.deployed_at)
             cell.age = short_age(deployment.deployed_at, self.now)
             cell.health = self._health(deployment)
             cell.verification, cell.soak_percent = self._verification(deployment.verification)

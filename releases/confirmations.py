@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
 
-from . import policy, timeline, verification
+from . import policy, shipping, timeline, verification
 from .actions import busy_refusal
 from .board import freeze_message, short_duration
 from .gitops import message as gitops_message
@@ -25,10 +26,8 @@ class Confirmation:
     tone: str = "primary"
     consequences: list = field(default_factory=list)
     why_not: str = ""
-
-
-def _approvers(environment):
-    return policy.describe_groups(environment.approver_groups.all())
+    # What the promotion ships (`shipping.WhatShips`), worked out only when a page shows it.
+    ships: object = None
 
 
 def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
@@ -83,7 +82,7 @@ def _approval_sentence(environment, required):
     if required == 0:
         return f"No approval is needed in {environment.name}: the GitOps commit starts right away."
     people = "one approver" if required == 1 else f"{required} distinct approvers"
-    return f"It waits for {people} from {_approvers(environment)}; the requester cannot approve it."
+    return f"It waits for {people}{policy.from_approvers(environment)}; the requester cannot approve it."
 
 
 def for_request(release, environment, user):
@@ -137,8 +136,8 @@ def for_approve(promotion, user):
         lines += _pipeline_steps(promotion.service, promotion.environment, promotion.release, promotion.kind)
     else:
         lines.append(
-            f"Yours is approval {given + 1} of {required}: {required - given - 1} more from "
-            f"{_approvers(promotion.environment)} will be needed before anything changes."
+            f"Yours is approval {given + 1} of {required}: {required - given - 1} more"
+            f"{policy.from_approvers(promotion.environment)} will be needed before anything changes."
         )
     return Confirmation(
         title="Approve the promotion",
@@ -146,6 +145,8 @@ def for_approve(promotion, user):
         submit="Approve",
         consequences=lines,
         why_not=policy.why_not_approve(promotion, user) or "",
+        # Lazy: reading the values file fetches the GitOps branch, which the POST never needs.
+        ships=SimpleLazyObject(lambda: shipping.what_ships(promotion)),
     )
 
 

@@ -92,7 +92,28 @@ def _approver_groups(environment):
 
 
 def describe_groups(groups):
-    return describe_groups_by_name(sorted(group.name for group in groups), nobody="nobody (no approver group is set)")
+    """The groups' names in words ("qa-approvers or sre"); "" when there are none, so that each
+    sentence says what that means instead of naming a group that does not exist."""
+    return describe_groups_by_name(sorted(group.name for group in groups), nobody="")
+
+
+def no_approver_group(environment):
+    return f"{environment.name} has no approver group yet; an administrator must set one in the admin"
+
+
+def from_approvers(environment):
+    """ " from qa-approvers or sre", to end a phrase such as "one approval"; or, where the environment
+    has no approver group, what must be done about it."""
+    groups = describe_groups(_approver_groups(environment))
+    return f" from {groups}" if groups else f" ({no_approver_group(environment)})"
+
+
+def another_approver(environment, verb):
+    """Who else must decide, in words: the real groups, or why nobody can yet."""
+    groups = describe_groups(_approver_groups(environment))
+    if not groups:
+        return f"nobody can {verb} it until then: {no_approver_group(environment)}"
+    return f"another approver from {groups} must {verb} it"
 
 
 def is_approver(user, environment):
@@ -118,7 +139,7 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
             allowed_groups.add(service.team_id)
         if not _group_ids(actor) & allowed_groups:
             return forbidden(
-                f"Only members of {describe_requesters(service, environment)} may request promotions of "
+                f"Only {who_may_request(service, environment)} may request promotions of "
                 f"{service.name} into {environment.name}."
             )
     if is_emergency:
@@ -242,9 +263,14 @@ def why_not_unapprovable_rollback(actor, environment):
     who = f"only {len(names)} {'person' if len(names) == 1 else 'people'}{others} ({', '.join(names)}) can"
     if not names:
         who = f"nobody{others} can"
+    needs = "one approval" if required == 1 else f"{required} distinct approvals"
+    if not groups:
+        return Refusal(
+            f"A rollback in {environment.name} needs {needs}, and {no_approver_group(environment)} "
+            f"(or lower the rollback approvals of {environment.name}): it could never be approved."
+        )
     return Refusal(
-        f"A rollback in {environment.name} needs "
-        f"{'one approval' if required == 1 else f'{required} distinct approvals'} from {describe_groups(groups)}, "
+        f"A rollback in {environment.name} needs {needs} from {describe_groups(groups)}, "
         f"and {who} give one: it could never be approved. Ask an administrator to lower the rollback approvals "
         f"of {environment.name} or to add approvers."
     )
@@ -258,7 +284,8 @@ def _why_not_decide(promotion, user, verb):
     environment = promotion.environment
     groups = describe_groups(_approver_groups(environment))
     if is_ci_token(user):
-        return forbidden(f"API tokens of CI never {verb} promotions; a person from {groups} must.")
+        who = f"a person from {groups} must" if groups else f"a person must, and {no_approver_group(environment)}"
+        return forbidden(f"API tokens of CI never {verb} promotions; {who}.")
     if not is_person(user):
         return forbidden(f"Sign in to {verb} promotions.")
     if promotion.state != PromotionState.AWAITING_APPROVAL:
@@ -267,15 +294,19 @@ def _why_not_decide(promotion, user, verb):
             f"approval can be {verb}d."
         )
     if promotion.requested_by_id == user.pk:
-        return forbidden(f"You requested this promotion; another approver from {groups} must {verb} it.")
+        return forbidden(f"You requested this promotion; {another_approver(environment, verb)}.")
     if promotion.accountable_requester_id == user.pk:
         return forbidden(
             f"This promotion was requested through the API token {promotion.requested_via.removeprefix('api-token:')}, "
-            f"which you created, so it counts as your request; another approver from {groups} must {verb} it."
+            f"which you created, so it counts as your request; {another_approver(environment, verb)}."
         )
     if any(approval.user_id == user.pk for approval in promotion.approvals.all()):
-        return Refusal(f"You have already decided on this promotion; another approver from {groups} must {verb} it.")
+        return Refusal(f"You have already decided on this promotion; {another_approver(environment, verb)}.")
     if not is_approver(user, environment):
+        if not groups:
+            return forbidden(
+                f"Nobody may {verb} promotions into {environment.name} yet: {no_approver_group(environment)}."
+            )
         return forbidden(f"Only members of {groups} may {verb} promotions into {environment.name}.")
     return None
 
@@ -336,18 +367,27 @@ def why_not_lift_hold(hold, user):
     if not is_person(user) or why_not_request(user, hold.service, hold.environment):
         return forbidden(
             f"Only people who may promote {hold.service.name} into {hold.environment.name} may lift its hold: "
-            f"{describe_requesters(hold.service, hold.environment)}."
+            f"{who_may_request(hold.service, hold.environment)}."
         )
     return None
 
 
 def describe_requesters(service, environment):
-    """Who may request promotions of the service into the environment, in words."""
+    """The groups whose members may request promotions of the service into the environment, in
+    words; "" when there are none (then only administrators may)."""
     groups = {group.name for group in _approver_groups(environment)}
     groups |= {group.name for group in environment.requester_groups.all()}
     if service.team_id:
         groups.add(service.team.name)
-    return describe_groups_by_name(sorted(groups), nobody="administrators only")
+    return describe_groups_by_name(sorted(groups), nobody="")
+
+
+def who_may_request(service, environment):
+    """ "members of backend-team or sre", or "administrators (... no group is set)" — for a sentence."""
+    groups = describe_requesters(service, environment)
+    if groups:
+        return f"members of {groups}"
+    return f"administrators (no team owns {service.name}, and {environment.name} has no approver or requester group)"
 
 
 def describe_groups_by_name(names, nobody):

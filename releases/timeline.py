@@ -6,7 +6,6 @@ Read from the times the transitions stamp on the promotion; nothing here decides
 
 from dataclasses import dataclass, field
 
-from .board import short_duration
 from .models import ApprovalDecision, PromotionKind, PromotionState, StepStatus
 from .policy import approvals_given, approvals_required
 
@@ -31,15 +30,30 @@ class Soak:
     window: str
 
 
+def soak_duration(seconds):
+    """A soak's time in words, to the second below an hour ("1 min 40 s"), to the minute above."""
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min" + (f" {seconds % 60} s" if seconds % 60 else "")
+    return f"{seconds // 3600} h" + (f" {seconds % 3600 // 60} min" if seconds % 3600 // 60 else "")
+
+
 def soak(promotion, now):
-    """How far the soak window has gone, for the progress bar; None before it starts."""
+    """How far the soak window has gone, for the progress bar; None before it starts.
+
+    Elapsed and left are cut to the same unit and left is the window less what is shown elapsed,
+    so the two always add up to the window ("1 min 40 s of 4 min, 2 min 20 s left").
+    """
     if not promotion.verification_started_at or not promotion.verdict_at:
         return None
-    window = promotion.verdict_at - promotion.verification_started_at
+    window = max(0, int((promotion.verdict_at - promotion.verification_started_at).total_seconds()))
     end = promotion.finished_at or now
-    elapsed = min(end - promotion.verification_started_at, window)
-    percent = 100 if window.total_seconds() <= 0 else max(0, min(100, int(100 * elapsed / window)))
-    return Soak(percent, short_duration(elapsed), short_duration(promotion.verdict_at - end), short_duration(window))
+    elapsed = max(0, min(int((end - promotion.verification_started_at).total_seconds()), window))
+    unit = 1 if window < 3600 else 60
+    elapsed -= elapsed % unit
+    percent = 100 if window <= 0 else int(100 * elapsed / window)
+    return Soak(percent, soak_duration(elapsed), soak_duration(window - elapsed), soak_duration(window))
 
 
 def _status(done, current=False, failed=False, stopped=False):

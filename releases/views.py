@@ -25,12 +25,13 @@ from audit.forms import AuditFilterForm
 from audit.models import AuditEvent
 from environments.models import Environment
 
-from . import audit_export, confirmations, policy, timeline, transitions
+from . import audit_export, confirmations, links, policy, shipping, timeline, transitions
 from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
 from .board import build_board
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
 from .models import CheckResult, Deployment, Hold, Promotion, PromotionKind, PromotionState, Release, RunStatus, Service
 from .policy import PromotionError
+from .soak_charts import soak_charts
 
 
 def _is_htmx(request, target=None):
@@ -126,7 +127,7 @@ def _promotion_context(request, pk):
     runs = list(promotion.runs.order_by("created_at", "id"))
     return {
         "hold": hold,
-        "hold_liftable_by": policy.describe_requesters(promotion.service, promotion.environment) if hold else "",
+        "hold_liftable_by": policy.who_may_request(promotion.service, promotion.environment) if hold else "",
         "runs": runs,
         "troubled_runs": [run for run in runs if run.status in (RunStatus.CRASHED, RunStatus.RETRY)],
         "max_crashes": settings.PIPELINE_MAX_CRASHES,
@@ -136,11 +137,16 @@ def _promotion_context(request, pk):
         "soak": timeline.soak(promotion, now),
         "samples": samples,
         "sample_summary": timeline.sample_summary(samples),
+        "soak_charts": soak_charts(promotion, samples),
         "events": list(AuditEvent.objects.for_promotion(promotion).order_by("id")),
         "actions": actions,
         "approvals_required": policy.approvals_required(promotion),
-        "approver_groups": policy.describe_groups(promotion.environment.approver_groups.all()),
+        "from_approvers": policy.from_approvers(promotion.environment),
         "values_path": promotion.service.values_path(promotion.environment),
+        "argocd_app": promotion.service.argocd_app(promotion.environment),
+        "argocd_url": links.argocd_application(promotion.service, promotion.environment),
+        "gitops_commit_url": links.gitops_commit(promotion.gitops_commit_sha),
+        "dashboard_url": links.dashboard(promotion.service, promotion.environment),
         "refresh_seconds": settings.LIVE_REFRESH_SECONDS,
     }
 
@@ -150,10 +156,11 @@ def _promotion_context(request, pk):
 def promotion_detail(request, pk):
     """Any signed-in user: one promotion as a live timeline, its approvals, samples and audit events."""
     context = _promotion_context(request, pk)
-    template = (
-        "releases/_promotion_live.html" if _is_htmx(request, "promotion-live") else "releases/promotion_detail.html"
-    )
-    return render(request, template, context)
+    if _is_htmx(request, "promotion-live"):
+        return render(request, "releases/_promotion_live.html", context)
+    # Outside the part that refreshes: the values diff fetches the GitOps branch, once per page view.
+    context["ships"] = shipping.what_ships(context["promotion"])
+    return render(request, "releases/promotion_detail.html", context)
 
 
 # --- actions ----------------------------------------------------------------------------------
@@ -198,8 +205,9 @@ def _approvals_note(promotion):
     if promotion.state != PromotionState.AWAITING_APPROVAL:
         return "no approval is needed, the GitOps commit is on its way."
     required = policy.approvals_required(promotion)
-    groups = policy.describe_groups(promotion.environment.approver_groups.all())
-    return f"it waits for {required} approval{'s' if required != 1 else ''} from {groups}."
+    return (
+        f"it waits for {required} approval{'s' if required != 1 else ''}{policy.from_approvers(promotion.environment)}."
+    )
 
 
 @require_http_methods(["GET", "POST"])

@@ -224,7 +224,8 @@ def test_the_release_page_shows_its_journey_identity_and_changelog(world):
     assert f"ghcr.io/nexo-org/nexo-be@{release.image_digest}" in page
     for tag in release.tags():
         assert f'<code class="tag">{tag}</code>' in page
-    assert "- feat: rate limiting\n- fix: auth timeout" in page
+    # The changelog is markdown, rendered (tests/test_what_ships.py tests its sanitising).
+    assert "<ul>\n<li>feat: rate limiting</li>\n<li>fix: auth timeout</li>\n</ul>" in page
 
 
 def test_the_release_page_shows_the_newest_result_of_a_rerun_check_as_the_verdict_does(world):

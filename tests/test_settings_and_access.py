@@ -177,3 +177,17 @@ def test_pages_carry_a_content_security_policy_and_the_api_docs_are_left_out(cli
     assert "unsafe-inline" not in policy
     assert "unsafe-eval" not in policy
     assert "Content-Security-Policy" not in client.get("/api/v1/docs/")
+
+
+@pytest.mark.django_db
+def test_the_redoc_page_keeps_a_policy_that_loads_nothing_from_outside(client, viewer):
+    client.force_login(viewer)
+    response = client.get("/api/v1/redoc/")
+    policy = response["Content-Security-Policy"]
+
+    assert "default-src 'self'" in policy
+    assert "img-src 'self' data:" in policy
+    assert "style-src 'self' 'unsafe-inline'" in policy  # ReDoc's styled components
+    assert "script-src" not in policy  # scripts fall back to default-src 'self': no inline script
+    assert b"googleapis" not in response.content
+    assert b"<script>" not in response.content

@@ -7,6 +7,8 @@ message instead of failing on them.
 
 from datetime import date, datetime
 
+from django.utils import timezone
+
 EARLIEST = date(1970, 1, 1)
 LATEST = date(2999, 12, 31)
 OUT_OF_RANGE = f"Give a date between {EARLIEST} and {LATEST}."
@@ -18,3 +20,8 @@ def in_range(value):
     """Whether a date or date-time falls in the years the portal accepts."""
     day = value.date() if isinstance(value, datetime) else value
     return EARLIEST <= day <= LATEST
+
+
+def exact_time(moment):
+    """A moment as the pages show it on hover: local time to the second, with the time zone."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -7,6 +7,13 @@ from .templatetags.dora_format import format_duration, format_percent
 
 WIDTH, HEIGHT = 640, 170
 LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 24
+# The tick labels' width per character at their 11 px, with room to spare: the plot starts right of
+# the widest label, so "7.4 days" is never cut to ".4 days".
+CHARACTER_WIDTH = 7
+
+
+def _left_margin(label):
+    return max(LEFT, 8 + CHARACTER_WIDTH * len(label))
 
 
 def _number(value):
@@ -17,11 +24,13 @@ def bar_chart(title, points, format_value):
     """Bars for (date, value) points; a missing value (no events that week) leaves a gap, marked."""
     values = [value for _, value in points if value is not None]
     top = max(values, default=0) or 1
-    slot = (WIDTH - LEFT - RIGHT) / max(len(points), 1)
+    top_label = format_value(top) if values else ""
+    left = _left_margin(top_label)
+    slot = (WIDTH - left - RIGHT) / max(len(points), 1)
     plot_height = HEIGHT - TOP - BOTTOM
     bars = []
     for index, (day, value) in enumerate(points):
-        x = LEFT + index * slot + slot * 0.15
+        x = left + index * slot + slot * 0.15
         label = f"{day:%Y-%m-%d}: {format_value(value) if value is not None else 'no data'}"
         if value is None:
             bars.append(
@@ -62,17 +71,17 @@ def bar_chart(title, points, format_value):
         HEIGHT,
         title,
         summary,
-        LEFT,
+        left,
         HEIGHT - BOTTOM,
         WIDTH - RIGHT,
         HEIGHT - BOTTOM,
-        LEFT - 4,
+        left - 4,
         TOP + 8,
-        format_value(top) if values else "",
-        LEFT - 4,
+        top_label,
+        left - 4,
         HEIGHT - BOTTOM,
         mark_safe("".join(bars)),
-        LEFT,
+        left,
         HEIGHT - 6,
         first,
         WIDTH - RIGHT,

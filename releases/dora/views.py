@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 from nexo_portal.lib import inert
 
 from . import charts, metrics
-from .forms import DoraFilterForm
+from .forms import SORTS, DoraFilterForm, period_presets, sort_rows
 
 
 def _dora_report(request, default_interval):
@@ -20,6 +20,7 @@ def _dora_report(request, default_interval):
     form = DoraFilterForm(request.GET, default_interval=default_interval)
     if not form.is_valid():
         return form, None
+    form.sort = form.pop_sort()
     try:
         return form, metrics.report(**form.cleaned_data)
     except metrics.ReportError as error:
@@ -56,15 +57,47 @@ def _export_filename(report, extension):
     return f"dora-{report.environment.name}-{scope}-{report.period.start}-{report.period.end}.{extension}"
 
 
+def _sort_links(report, sort):
+    """For each sortable column: the link that sorts by it (again: the other way) and its aria-sort."""
+    links = {}
+    for key in SORTS:
+        current = sort.removeprefix("-") == key
+        descending = sort.startswith("-")
+        query = {**_report_query_values(report), "sort": f"-{key}" if current and not descending else key}
+        links[key] = {
+            "url": "?" + urlencode(query) + "#per-service",
+            "aria_sort": ("descending" if descending else "ascending") if current else "",
+        }
+    return links
+
+
+def _presets(report, chosen):
+    today = timezone.localdate()
+    scope = {key: value for key, value in chosen.items() if key not in ("start", "end") and value}
+    return [
+        {
+            "label": label,
+            "url": "?" + urlencode({**scope, "start": str(start), "end": str(end)}),
+            "current": bool(report) and (report.period.start, report.period.end) == (start, end),
+        }
+        for label, start, end in period_presets(today)
+    ]
+
+
 @require_GET
 def dora_report(request):
     """Any signed-in user (stakeholders): the five DORA figures, their bands, trends and per-service table."""
     form, report = _dora_report(request, default_interval=metrics.Interval.WEEKLY)
+    sort = getattr(form, "sort", "service")
+    chosen = _report_query_values(report) if report else {key: form.data.get(key, "") for key in form.fields}
     context = {
         "form": form,
         "report": report,
         # What the form shows chosen: the report's scope, or what was asked for when it was refused.
-        "chosen": _report_query_values(report) if report else {key: form.data.get(key, "") for key in form.fields},
+        "chosen": chosen,
+        "presets": _presets(report, chosen),
+        "service_rows": sort_rows(report.services, sort) if report else [],
+        "sort_links": _sort_links(report, sort) if report else {},
         "charts": charts.trend_charts(report) if report and report.trend else [],
         "environments": form.fields["environment"].queryset,
         "teams": form.fields["team"].queryset,
@@ -90,6 +123,7 @@ def dora_export_json(request):
     return response
 
 
+# The page's units (days, %) next to the finer ones (hours, ratios) that spreadsheets compute with.
 CSV_COLUMNS = [
     "kind",
     "name",
@@ -102,18 +136,24 @@ CSV_COLUMNS = [
     "median_deploy_days_per_week",
     "median_deploy_days_per_month",
     "deployment_frequency_band",
+    "lead_time_median_days",
+    "lead_time_p90_days",
     "lead_time_median_hours",
     "lead_time_p90_hours",
     "lead_time_deployments",
     "lead_time_band",
+    "change_failure_rate_percent",
     "change_failure_rate",
     "failed_deployments",
     "change_failure_rate_band",
+    "recovery_median_days",
+    "recovery_p90_days",
     "recovery_median_hours",
     "recovery_p90_hours",
     "recovered_failures",
     "not_recovered_failures",
     "recovery_band",
+    "rework_rate_percent",
     "rework_rate",
     "hotfix_deployments",
     "rollbacks",
@@ -123,6 +163,12 @@ CSV_COLUMNS = [
 def _csv_row(kind, name, report, figures):
     def hours(seconds):
         return "" if seconds is None else round(seconds / 3600, 4)
+
+    def days(seconds):
+        return "" if seconds is None else round(seconds / 86400, 4)
+
+    def percent(ratio):
+        return "" if ratio is None else round(ratio * 100, 2)
 
     def blank(value):
         return "" if value is None else value
@@ -142,18 +188,24 @@ def _csv_row(kind, name, report, figures):
         blank(figures.deploy_days_per_week),
         blank(figures.deploy_days_per_month),
         band(figures.deployment_frequency_band),
+        days(figures.lead_time_median),
+        days(figures.lead_time_p90),
         hours(figures.lead_time_median),
         hours(figures.lead_time_p90),
         figures.lead_time_samples,
         band(figures.lead_time_band),
+        percent(figures.change_failure_rate),
         blank(figures.change_failure_rate),
         figures.failed_deployments,
         band(figures.change_failure_rate_band),
+        days(figures.recovery_median),
+        days(figures.recovery_p90),
         hours(figures.recovery_median),
         hours(figures.recovery_p90),
         figures.recovered_failures,
         figures.unrecovered_failures,
         band(figures.recovery_time_band),
+        percent(figures.rework_rate),
         blank(figures.rework_rate),
         figures.hotfix_deployments,
         figures.rollbacks,
@@ -175,7 +227,7 @@ def dora_export_csv(request):
     writer.writerow(CSV_COLUMNS)
     scope = report.service.name if report.service else (report.team.name if report.team else "all services")
     writer.writerow(_csv_row("total", scope, report, report.overall))
-    for row in report.services:
+    for row in sort_rows(report.services, form.sort):
         writer.writerow(_csv_row("service", row.service.name, report, row.figures))
     bucket_kind = "week" if report.interval == metrics.Interval.WEEKLY else "month"
     for bucket in report.trend:

@@ -310,6 +310,15 @@ class GitOpsRepository:
             raise FileNotFoundError(relative_path)
         return file.read_text()
 
+    def read_latest(self, relative_path):
+        """(text, commit): the file as the branch holds it now, fetched first, and the commit read.
+
+        Takes the lock: pages call it with a short `lock_wait`, and say so when a worker holds it.
+        """
+        with self.locked():
+            self.sync()
+            return self.read(relative_path), self.head()
+
     def head(self):
         return self._working_copy().head.commit.hexsha
 

@@ -10,6 +10,7 @@ Composing nodes is a tenth of the cost of ruamel.yaml's round-trip load when its
 waits for it on every promotion.
 """
 
+import difflib
 import re
 
 from ruamel.yaml import YAML
@@ -173,6 +174,17 @@ def set_value(text, key_path, value, path="values file"):
         return new_text
     _verify(text, new_text, key_path, value, path)
     return new_text
+
+
+def diff(text: str, key_path: str, value: str, path: str = "values file") -> str:
+    """The unified diff `set_value` makes to the file ("" when it holds `value` already): what a
+    promotion's GitOps commit will change, shown before it is made."""
+    new_text = set_value(text, key_path, value, path)
+    return "".join(
+        difflib.unified_diff(
+            text.splitlines(keepends=True), new_text.splitlines(keepends=True), f"a/{path}", f"b/{path}"
+        )
+    )
 
 
 def _refuse_aliases(text, offset, steps, key_path, path):

@@ -74,11 +74,12 @@ def board_cell(cell):
         parts.append(
             _html(
                 '<div class="cell-top"><a class="version" href="{}">{}</a> {}</div>'
-                '<div class="muted small">deployed <time datetime="{}">{}</time></div>',
+                '<div class="muted small">deployed <time datetime="{}" title="{}">{}</time></div>',
                 cell.release_url,
                 cell.version,
                 SafeString(_badge(cell.health)),
                 cell.deployed_iso,
+                cell.deployed_exact,
                 cell.age,
             )
         )
