@@ -17,6 +17,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.throttling import SimpleRateThrottle
 
+from .lib import context
 from .lib.scopes import token_of
 from .models import ApiToken
 
@@ -100,6 +101,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         if reason:
             raise exceptions.AuthenticationFailed(reason)
         token.mark_used()
+        context.bind(user=token.user.get_username() if token.is_personal else f"token:{token.name}")
         return (token.user if token.is_personal else TokenPrincipal(token)), token
 
     def authenticate_header(self, request):
