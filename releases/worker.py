@@ -82,5 +82,6 @@ class PortalWorker(SimpleWorker):
                 super().execute_job(job, queue)
         finally:
             close_old_connections()
-        outcome = "failed" if job.get_status(refresh=False) == JobStatus.FAILED else "finished"
+        # A job that failed and waits for RQ to retry it counts as failed too.
+        outcome = "finished" if job.get_status(refresh=False) == JobStatus.FINISHED else "failed"
         metrics.JOBS.labels(job=job.func_name, outcome=outcome).inc()

@@ -162,3 +162,26 @@ def test_multiprocess_mode_adds_up_every_process(tmp_path):
     ).stdout
     assert 'nexo_outgoing_calls_total{outcome="ok",target="argocd"} 5.0' in exposition
     assert 'nexo_outgoing_call_duration_seconds_count{target="argocd"} 5.0' in exposition
+
+
+def test_jobs_are_counted_by_how_they_ended(transactional_db, redis_connection, slack_server):
+    import django_rq
+
+    from releases import alerts
+    from releases.worker import PortalWorker
+
+    job = "releases.alerts.send_audit_chain_alert"
+    finished = sample("nexo_jobs_total", job=job, outcome="finished")
+    failed = sample("nexo_jobs_total", job=job, outcome="failed")
+    queue = django_rq.get_queue("default")
+    worker = PortalWorker([queue], connection=queue.connection)
+
+    queue.enqueue(alerts.send_audit_chain_alert, "3 events checked; event 2 was rewritten")
+    worker.work(burst=True)
+    assert sample("nexo_jobs_total", job=job, outcome="finished") == finished + 1
+
+    slack_server.answer(500, "rollup_error")  # AlertNotDelivered: the job fails
+    queue.enqueue(alerts.send_audit_chain_alert, "3 events checked; event 2 was rewritten")
+    worker.work(burst=True)
+    assert sample("nexo_jobs_total", job=job, outcome="failed") == failed + 1
+    assert sample("nexo_jobs_total", job=job, outcome="finished") == finished + 1

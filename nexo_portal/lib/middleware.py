@@ -1,4 +1,5 @@
-"""Input no view should have to think about, refused before any view runs."""
+"""What every request goes through before any view: input no view should have to think about is refused,
+and the request gets the id and context its log lines and spans carry."""
 
 import re
 import uuid
