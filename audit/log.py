@@ -46,6 +46,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
+from nexo_portal.lib import metrics
+
 from .models import GENESIS_HASH, AuditEvent
 
 # Any constant works; it only has to be the same for every writer of the chain.
@@ -186,6 +188,8 @@ def record(
         event.save(force_insert=True)
         if hold is not None:
             hold.head, hold.savepoints = event.hash, savepoints
+        # Counted once it is committed: a change rolled back takes its event with it.
+        transaction.on_commit(lambda: metrics.AUDIT_EVENTS.labels(action=str(action)).inc())
     return event
 
 

@@ -55,8 +55,18 @@ class EnvironmentAdmin(AuditedAdmin):
                     "requires_image_check",
                     "requires_signature",
                     "rollback_on_failed_verification",
-                    "promotion_slo_minutes",
                     "drift_warning_builds",
+                    "drift_alert_builds",
+                ]
+            },
+        ),
+        (
+            "Promotion SLOs (the reference docs' targets by default)",
+            {
+                "fields": [
+                    "promotion_slo_minutes",
+                    "promotion_slo_success_percent",
+                    "promotion_slo_rollback_percent",
                 ]
             },
         ),

@@ -29,6 +29,7 @@ from urllib.parse import quote
 import requests
 from django.conf import settings
 
+from nexo_portal.lib import metrics
 from nexo_portal.lib.http import describe_failure, excerpt
 
 OPERATION_IN_PROGRESS = "another operation is already in progress"
@@ -356,15 +357,17 @@ class ArgoCD:
 
     def _call(self, method, path, name, action, doing, *, params=None, json=None):
         try:
-            response = self.session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                json=json,
-                headers=self._headers,
-                timeout=self.timeout,
-                verify=self.verify,
-            )
+            with metrics.outgoing_call("argocd", f"{method} {action}", **{"nexo.argocd_application": name}) as call:
+                response = self.session.request(
+                    method,
+                    self.base_url + path,
+                    params=params,
+                    json=json,
+                    headers=self._headers,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                )
+                call.status = response.status_code
         except requests.RequestException as error:
             reason = describe_failure(error, self.timeout)
             raise ArgoCDUnavailable(

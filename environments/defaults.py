@@ -22,6 +22,7 @@ DEFAULT_ENVIRONMENTS = [
         "verification_window": timedelta(minutes=5),
         "rollback_on_failed_verification": True,
         "promotion_slo_minutes": 10,
+        "promotion_slo_success_percent": 99,
     },
     {
         "name": "qa",
@@ -32,6 +33,7 @@ DEFAULT_ENVIRONMENTS = [
         "required_checks": ["e2e", "performance", "security"],
         "rollback_on_failed_verification": True,
         "promotion_slo_minutes": 15,
+        "promotion_slo_success_percent": 98,
     },
     {
         "name": "staging",
@@ -42,6 +44,7 @@ DEFAULT_ENVIRONMENTS = [
         "verification_window": timedelta(minutes=30),
         "rollback_on_failed_verification": False,
         "promotion_slo_minutes": 30,
+        "promotion_slo_success_percent": 98,
         "pull_request_reviewer_teams": ["platform-team"],
     },
     {
@@ -53,6 +56,8 @@ DEFAULT_ENVIRONMENTS = [
         "verification_window": timedelta(minutes=30),
         "rollback_on_failed_verification": False,
         "promotion_slo_minutes": 60,
+        "promotion_slo_success_percent": "99.9",
+        "promotion_slo_rollback_percent": 5,
         "allows_break_glass": True,
         # The reference docs name production's file values-prod.yaml.
         "values_path_template": "helm/{service}/values-prod.yaml",

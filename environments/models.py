@@ -150,9 +150,35 @@ class Environment(models.Model):
     rollback_on_failed_verification = models.BooleanField(
         default=False, help_text="Roll back automatically to the last verified release when verification fails."
     )
-    promotion_slo_minutes = models.PositiveIntegerField(default=30, help_text="Target time from request to verified.")
+    # Promotion SLOs (releases/slo.py): the reference docs' targets by default (environments/defaults.py).
+    promotion_slo_minutes = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1)],
+        help_text="Target time from request to verified, approval and soak included. A promotion active longer "
+        "is marked on the board and alerted once.",
+    )
+    promotion_slo_success_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=98,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Target share of promotions that end verified, of those that reach a verdict (%).",
+    )
+    promotion_slo_rollback_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Highest acceptable share of deployments here that are rollbacks (%); blank: no target.",
+    )
     drift_warning_builds = models.PositiveIntegerField(
         default=20, help_text="Warn when this environment is more builds behind the one before."
+    )
+    drift_alert_builds = models.PositiveIntegerField(
+        default=20,
+        help_text="Alert (board, matrix, Slack, audit log) when this environment is more builds behind the first "
+        "environment of the pipeline (develop); 0: never.",
     )
 
     # How to reach what runs here. `{service}` and `{environment}` are filled in.

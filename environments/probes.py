@@ -7,6 +7,7 @@ from http import HTTPStatus
 import requests
 from django.conf import settings
 
+from nexo_portal.lib import metrics
 from nexo_portal.lib.http import describe_failure, excerpt
 
 # Enough of an error page to show what the service said, without reading a large body.
@@ -25,7 +26,11 @@ def probe(url, *, timeout=None):
     """GET `url` (following redirects); ok when the final answer is 2xx."""
     timeout = settings.HTTP_TIMEOUT_SECONDS if timeout is None else timeout
     try:
-        with requests.get(url, timeout=timeout, stream=True, allow_redirects=True) as response:
+        with (
+            metrics.outgoing_call("health", "GET") as call,
+            requests.get(url, timeout=timeout, stream=True, allow_redirects=True) as response,
+        ):
+            call.status = response.status_code
             body = next(response.iter_content(BODY_BYTES), b"")
     except requests.RequestException as error:
         return ProbeResult(url=url, ok=False, status=None, detail=describe_failure(error, timeout))

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import requests
 from django.conf import settings
 
+from nexo_portal.lib import metrics
 from nexo_portal.lib.http import describe_failure, excerpt
 
 # PromQL durations: one or more number-unit pairs, longest unit first ("5m", "1h30m", "500ms").
@@ -159,7 +160,9 @@ class Prometheus:
 
     def _get(self, path, params, promql):
         try:
-            response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+            with metrics.outgoing_call("prometheus", f"GET {path}") as call:
+                response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+                call.status = response.status_code
         except requests.RequestException as error:
             raise PrometheusError(
                 f"Could not reach Prometheus at {self.base_url} for the query {promql!r}: "

@@ -43,6 +43,7 @@ urlpatterns = [
     path("webhooks/argocd/", releases.ArgoCDWebhookView.as_view(), name="argocd-webhook"),
     path("webhooks/github/", github_events.GitHubWebhookView.as_view(), name="github-webhook"),
     path("dora/", dora.DoraMetricsView.as_view(), name="dora"),
+    path("slo/", releases.SLOView.as_view(), name="slo"),
     path("audit/", audit.AuditEventListView.as_view(), name="audit-list"),
     path("audit/export/", releases.AuditExportView.as_view(), name="audit-export"),
     path("incidents/pagerduty/", dora.PagerDutyWebhookView.as_view(), name="pagerduty-webhook"),

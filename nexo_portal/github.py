@@ -10,6 +10,8 @@ from django.db import transaction
 from social_core.backends.github_enterprise import GithubEnterpriseOrganizationOAuth2
 from social_core.exceptions import AuthPolicyError, AuthResponseError
 
+from .lib import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -69,7 +71,8 @@ def fetch_teams(backend, access_token):
     }
     teams = set()
     while url:
-        response = backend.request(url, headers=headers, stage="pipeline")
+        with metrics.outgoing_call("github", "GET /user/teams"):
+            response = backend.request(url, headers=headers, stage="pipeline")
         try:
             teams.update((team["organization"]["login"].lower(), team["slug"].lower()) for team in response.json())
         except (ValueError, KeyError, TypeError, AttributeError) as error:

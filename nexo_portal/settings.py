@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id, user and promotion of every log line and span the request leads to.
+    "nexo_portal.lib.middleware.RequestContext",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -140,8 +142,8 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if SECUR
 # Behind a load balancer that ends TLS, trust its X-Forwarded-Proto (and only then), or every
 # request looks like plain HTTP: redirect loops, refused sign-ins, http:// OAuth callbacks.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
-# Load-balancer and kubelet probes speak plain HTTP to the pod.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Load-balancer and kubelet probes, and Prometheus scraping a pod, speak plain HTTP to the pod.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_ENGINE = "nexo_portal.sessions"
@@ -423,13 +425,33 @@ ADMINS = [("Nexo Release Portal operators", address) for address in env.list("ER
 SERVER_EMAIL = env.str("SERVER_EMAIL", default="release-portal@nexo.invalid")
 vars().update(env.email_url("EMAIL_URL", default="smtp://localhost:25"))
 
+# --- Observability (docs/observability.md) ----------------------------------------------------
+# Log lines: "text" (the default, for people) or "json" (one object per line, for Loki-style tools),
+# both with the request, user, promotion, service, environment and job they belong to; secrets redacted.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it answers 404 and serves nothing.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+    "formatters": {
+        "text": {"()": "nexo_portal.lib.logs.TextFormatter"},
+        "json": {"()": "nexo_portal.lib.logs.JsonFormatter"},
+    },
+    "filters": {
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "context": {"()": "nexo_portal.lib.logs.AddContext"},
+        "redact_secrets": {"()": "nexo_portal.lib.logs.RedactSecrets"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "redact_secrets"],
+        },
         "mail_admins": {
             "class": "django.utils.log.AdminEmailHandler",
             "level": "ERROR",

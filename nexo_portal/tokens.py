@@ -19,6 +19,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.throttling import SimpleRateThrottle
 
 from . import oidc
+from .lib import context
 from .lib.oidc import looks_like_jwt
 from .lib.scopes import token_of
 from .models import ApiToken
@@ -114,6 +115,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         if reason:
             raise exceptions.AuthenticationFailed(reason)
         token.mark_used()
+        context.bind(user=token.user.get_username() if token.is_personal else f"token:{token.name}")
         return (token.user if token.is_personal else TokenPrincipal(token)), token
 
     def authenticate_header(self, request):

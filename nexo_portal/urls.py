@@ -11,6 +11,7 @@ admin.site.index_title = "Operator console"
 
 urlpatterns = [
     path("healthz", views.health, name="health"),
+    path("metrics", views.prometheus_metrics, name="metrics"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(authentication_form=LocalSignInForm, redirect_authenticated_user=True),

@@ -1,15 +1,21 @@
-"""Project-level pages: the health endpoint used by load balancers and the demo script, the 400 and 404 pages."""
+"""Project-level pages: the health endpoint used by load balancers and the demo script, /metrics for
+Prometheus, the 400 and 404 pages."""
 
+import hmac
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import BadRequest
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .lib import api
+from releases.metrics import PipelineCollector
+
+from .lib import api, metrics
 from .lib.queues import redis_connection
 
 
@@ -37,6 +43,26 @@ def health(request):
         checks["redis"] = "unavailable"
     status = "unavailable" if checks["database"] != "ok" else "ok" if checks["redis"] == "ok" else "degraded"
     return JsonResponse({"status": status, "checks": checks}, status=503 if status == "unavailable" else 200)
+
+
+@login_not_required
+@require_GET
+@never_cache
+def prometheus_metrics(request):
+    """Prometheus only: `Authorization: Bearer <METRICS_TOKEN>`. Unset, /metrics does not exist (404).
+
+    Every process's counters and histograms (PROMETHEUS_MULTIPROC_DIR), and the promotions and the
+    queue as they are now (docs/observability.md).
+    """
+    if not settings.METRICS_TOKEN:
+        return HttpResponse("Not found: set METRICS_TOKEN to serve /metrics.\n", status=404, content_type="text/plain")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.METRICS_TOKEN.encode()):
+        response = HttpResponse("Send Authorization: Bearer <METRICS_TOKEN>.\n", status=401, content_type="text/plain")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    body, content_type = metrics.exposition([PipelineCollector()])
+    return HttpResponse(body, content_type=content_type)
 
 
 def bad_request(request, exception):

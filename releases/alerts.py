@@ -26,7 +26,7 @@ from django.urls import reverse
 from redis.exceptions import RedisError
 from rq import Retry
 
-from nexo_portal.lib import queues
+from nexo_portal.lib import metrics, queues
 from nexo_portal.lib.http import describe_failure, excerpt
 
 from .models import PIPELINE, ApprovalDecision, Hold, Promotion, PromotionKind, PromotionState
@@ -131,7 +131,9 @@ def _post(message, about):
     """Post `message` to the webhook; AlertNotDelivered when trying again may help."""
     timeout = settings.HTTP_TIMEOUT_SECONDS
     try:
-        response = requests.post(settings.SLACK_WEBHOOK_URL, json=message, timeout=timeout)
+        with metrics.outgoing_call("slack", "incoming webhook") as call:
+            response = requests.post(settings.SLACK_WEBHOOK_URL, json=message, timeout=timeout)
+            call.status = response.status_code
     except requests.RequestException as error:
         # The webhook's path is its secret: requests' own messages quote the URL, so neither they nor
         # the exception chain (which RQ logs and keeps with the failed job) may travel with this one.
@@ -258,3 +260,87 @@ def send_discarded_approvals_notice(promotion_id):
             send_mail(subject, text, None, [address])
     if is_configured():
         _post(slack, f"on the discarded approvals of promotion {promotion_id}")
+
+
+def _enqueue(job, *args, about):
+    """Once the transaction commits, have a worker send `job(*args)` (if Slack is configured)."""
+    if not is_configured():
+        return
+
+    def send():
+        try:
+            queues.get_queue().enqueue(job, *args, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS))
+        except RedisError as error:
+            logger.warning("Could not enqueue the Slack alert %s: %s", about, error)
+
+    transaction.on_commit(send)
+
+
+def _link(path):
+    return f"{settings.PORTAL_URL.rstrip('/')}{path}" if settings.PORTAL_URL else ""
+
+
+def _simple_message(headline, text, link, link_text):
+    return {
+        "text": f"{headline}\n{_mrkdwn(text)}" + (f"\n{link}" if link else ""),
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*\n{_mrkdwn(text)}"}},
+            *([{"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{link}|{link_text}>"}]}] if link else []),
+        ],
+    }
+
+
+def enqueue_slo_breach_alert(promotion):
+    """A promotion active past its environment's target time (releases/slo.py): said once."""
+    _enqueue(send_slo_breach_alert, promotion.pk, about=f"on the SLO of promotion {promotion.pk}")
+
+
+def slo_breach_message(promotion):
+    what = f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name}"
+    minutes = promotion.environment.promotion_slo_minutes
+    headline = f":hourglass: {what} is past its {minutes} min promotion target"
+    text = (
+        f"Promotion #{promotion.pk}, requested by {promotion.requester_name()}, is "
+        f"{promotion.get_state_display().lower()} and has been under way longer than the target for "
+        f"{promotion.environment.name}."
+    )
+    return _simple_message(headline, text, _link(promotion.get_absolute_url()), "Open the promotion")
+
+
+def send_slo_breach_alert(promotion_id):
+    """RQ job: post that promotion `promotion_id` is past its target time."""
+    promotion = Promotion.objects.with_details().filter(pk=promotion_id).first()
+    if promotion is not None and is_configured():
+        _post(slo_breach_message(promotion), f"on the SLO of promotion {promotion_id}")
+
+
+def enqueue_far_behind_alert(deployment, behind, first):
+    """A place more builds behind the first environment than its environment allows: said once per crossing."""
+    _enqueue(
+        send_far_behind_alert,
+        deployment.service.name,
+        deployment.environment.name,
+        deployment.release.version,
+        behind,
+        first.name,
+        deployment.environment.drift_alert_builds,
+        about=f"on the drift of {deployment.service.name} in {deployment.environment.name}",
+    )
+
+
+def far_behind_message(service, environment, version, behind, first, threshold):
+    headline = f":snail: {service} in {environment} is {behind} builds behind {first}"
+    text = (
+        f"{environment} runs {version}, {behind} builds older than what {first} runs "
+        f"(the alert is set at more than {threshold}). Worth a promotion."
+    )
+    return _simple_message(headline, text, _link(reverse("releases:board") + f"?service={service}"), "Open the board")
+
+
+def send_far_behind_alert(service, environment, version, behind, first, threshold):
+    """RQ job: post that `service` in `environment` is far behind the first environment."""
+    if is_configured():
+        _post(
+            far_behind_message(service, environment, version, behind, first, threshold),
+            f"on the drift of {service} in {environment}",
+        )

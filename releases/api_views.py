@@ -26,7 +26,7 @@ from nexo_portal.lib import dates
 from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import only_readable, readable_service_ids, require_service, requires_scope
 
-from . import audit_export, board, deployment_events, registration, serializers, transitions
+from . import audit_export, board, deployment_events, registration, serializers, slo, transitions
 from .models import CheckResult, Promotion, Release
 
 ERRORS = {
@@ -466,6 +466,9 @@ def _matrix_cell(cell, argocd_configured):
         "builds_behind": cell.builds_behind,
         "drift": cell.drift.label if cell.drift else None,
         "drift_warning": (cell.builds_behind or 0) > cell.environment.drift_warning_builds,
+        "builds_behind_first": cell.builds_behind_first,
+        "far_behind": cell.far_behind is not None,
+        "overdue": cell.overdue is not None,
         "gitops_tag": cell.gitops_tag,
         "waiting": cell.waiting_label,
         "waiting_promotion": cell.waiting.pk if cell.waiting else None,
@@ -505,3 +508,31 @@ class AuditExportView(generics.GenericAPIView):
             raise ValidationError({"per": [audit_export.Per.REFUSAL]})
         events = audit_api.filtered(request, AuditEvent.objects.order_by("id"))
         return StreamingHttpResponse(audit_export.export_json(events, per), content_type="application/json")
+
+
+# --- promotion SLOs ----------------------------------------------------------------------------------
+
+
+class SLOView(APIView):
+    """Any signed-in person, or a token with `read`: each environment's promotion SLOs over the last `days`
+    days (releases/slo.py), with the median time of each stage. A token limited to services gets their
+    promotions' figures only."""
+
+    permission_classes = [IsAuthenticated, requires_scope("read")]
+
+    @extend_schema(
+        parameters=[serializers.SLOQuerySerializer],
+        responses={200: serializers.SLOReportSerializer},
+        summary="Promotion SLOs per environment",
+    )
+    def get(self, request):
+        query = serializers.SLOQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        report = slo.report(query.validated_data["days"], services=readable_service_ids(request))
+        body = {
+            "start": report.start,
+            "end": report.end,
+            "days": report.days,
+            "environments": [row.as_dict() for row in report.environments],
+        }
+        return Response(serializers.SLOReportSerializer(body).data)

@@ -48,7 +48,7 @@ from django.utils import timezone
 from environments.models import Environment
 from nexo_portal.lib.dates import exact_time
 
-from . import policy
+from . import policy, slo
 from .actions import Action, decision_actions, lift_action, rollback_action
 from .models import (
     Approval,
@@ -113,6 +113,9 @@ class Cell:
     soak_percent: int | None = None
     builds_behind: int | None = None
     drift: Badge | None = None
+    builds_behind_first: int | None = None
+    far_behind: Badge | None = None
+    overdue: Badge | None = None
     gitops_tag: str = ""
     hold_reason: str = ""
     hold_url: str = ""
@@ -208,7 +211,7 @@ def _newest_release(environment=None):
     return Subquery(releases.values(json=JSONObject(**RELEASE_COLUMNS))[:1], output_field=TextField())
 
 
-def _newer_release_count():
+def newer_release_count():
     """How many releases of the outer release's service are newer than it: an index-only range scan."""
     newer = (
         Release.objects.filter(GreaterThan(calver_key(), calver_key(OuterRef)), service=OuterRef("service"))
@@ -224,7 +227,7 @@ def _deployed_release():
     """The deployment's release, with how many releases are newer (for "builds behind"), as JSON."""
     release = Release.objects.filter(pk=OuterRef("release_id")).order_by()  # no default ordering: no join
     return Subquery(
-        release.values(json=JSONObject(**RELEASE_COLUMNS, newer=_newer_release_count())), output_field=TextField()
+        release.values(json=JSONObject(**RELEASE_COLUMNS, newer=newer_release_count())), output_field=TextField()
     )
 
 
@@ -465,8 +468,20 @@ class _CellBuilder:
             previous_deployment = self.deployments.get((service.id, previous.id)) if previous else None
             if previous_deployment:
                 self._drift(cell, release, previous, previous_deployment.release)
+            first = self.environments[0]
+            leader = self.deployments.get((service.id, first.id)) if previous else None
+            if leader:
+                self._far_behind(cell, release, first, leader.release)
 
         waiting, soaking = self.waiting.get(place), None
+        if waiting and self.now - waiting.requested_at > slo.target(environment):
+            minutes = environment.promotion_slo_minutes
+            cell.overdue = Badge(
+                f"past its {minutes} min target",
+                "warn",
+                f"Requested {short_age(waiting.requested_at, self.now)}; the promotion target in "
+                f"{environment.name} is {minutes} min",
+            )
         if waiting and waiting.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
             soaking, waiting = waiting, None  # it runs here already: the deployment shows its soak
         if waiting:
@@ -541,6 +556,18 @@ class _CellBuilder:
                 title += f"; more than {threshold} builds behind is worth a promotion"
                 label += ": worth a promotion"
             cell.drift = Badge(label, tone, title)
+
+    def _far_behind(self, cell, release, first, leader_release):
+        """More builds behind the first environment (develop) than the environment's drift_alert_builds."""
+        behind = release.newer - leader_release.newer
+        cell.builds_behind_first = behind
+        threshold = cell.environment.drift_alert_builds
+        if threshold and behind > threshold:
+            cell.far_behind = Badge(
+                f"{behind} builds behind {first.name}",
+                "warn",
+                f"{first.name} runs {leader_release.version}; the alert is set at more than {threshold} builds",
+            )
 
     def _waiting_label(self, promotion):
         prefix = "rollback, " if promotion.kind == PromotionKind.ROLLBACK else ""

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from audit import log as audit
 from environments.argocd import ArgoCD, ArgoCDError, ArgoCDRefused, ArgoCDTimeout
+from nexo_portal.lib import context, metrics, tracing
 from nexo_portal.lib.errors import Unavailable
 
 from . import image_gate, pull_requests, steps, transitions, verification
@@ -48,16 +49,21 @@ def run_step(run_id):
     run = steps.claim(run_id)
     if run is None:
         return
+    context.bind(promotion_id=run.promotion_id)
+    tracing.annotate(**{"nexo.promotion_id": run.promotion_id, "nexo.step": run.step})
     step = STEPS[run.step]
     try:
         with steps.Lease(run):
             step(run.promotion_id)
     except TRANSIENT as error:
+        metrics.PIPELINE_STEPS.labels(step=run.step, outcome=RunStatus.RETRY).inc()
         _after_transient_error(run, error)
     except Exception as error:
+        metrics.PIPELINE_STEPS.labels(step=run.step, outcome=RunStatus.CRASHED).inc()
         logger.exception("The %s step of promotion %s crashed", run.step, run.promotion_id)
         _after_crash(run, _last_line(error))
     else:
+        metrics.PIPELINE_STEPS.labels(step=run.step, outcome=RunStatus.DONE).inc()
         steps.finish(run, RunStatus.DONE)
 
 

@@ -445,6 +445,9 @@ class Promotion(models.Model):
     verification_status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
     failed_step = models.CharField(max_length=20, blank=True)
     error = models.TextField(blank=True)
+    slo_breached_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was found active past its environment's target time (alerted once)."
+    )
 
     # Delivered by pull request (docs/pull-requests.md): the PR, its branch and the head commit the
     # approvals bind to (the portal's own commit, or a later one pushed by someone else).
@@ -751,6 +754,12 @@ class Deployment(models.Model):
         max_length=150, blank=True, help_text="The tag the GitOps repo holds when it differs from this deployment."
     )
     drift_detected_at = models.DateTimeField(null=True, blank=True)
+    far_behind_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When it was found more than its environment's drift_alert_builds behind the first environment "
+        "(alerted and audited once per crossing).",
+    )
 
     objects = DeploymentQuerySet.as_manager()
 

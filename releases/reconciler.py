@@ -23,15 +23,18 @@ import logging
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from audit import log as audit
 from audit.models import AuditAction
+from environments.models import Environment
+from nexo_portal.lib import context, metrics
 
-from . import approval_notices, audit_watch, jobs, pull_requests, steps, transitions
+from . import alerts, approval_notices, audit_watch, board, jobs, pull_requests, slo, steps, transitions
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import PIPELINE, Deployment, Promotion, PromotionState, RunStatus, StepRun
+from .models import PIPELINE, Deployment, Promotion, PromotionState, Release, RunStatus, StepRun
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +43,20 @@ STALL_AFTER = timedelta(minutes=2)
 
 
 def reconcile():
-    recovered = recover_steps()
-    pull_requests_read = pull_requests.poll()
-    drifted = detect_drift()
-    reminded = approval_notices.remind_due()
-    verification = audit_watch.watch_audit_chain()
+    with context.bound():  # what a round binds (a promotion it resumed) ends with the round
+        recovered = recover_steps()
+        pull_requests_read = pull_requests.poll()
+        drifted = detect_drift()
+        far_behind = detect_far_behind()
+        breaching = slo.find_breaches()
+        reminded = approval_notices.remind_due()
+        verification = audit_watch.watch_audit_chain()
     return {
         "recovered": recovered,
         "pull_requests": pull_requests_read,
         "drifted": drifted,
+        "far_behind": far_behind,
+        "slo_breaches": breaching,
         "reminded": reminded,
         "audit_chain": verification and verification.summary,
     }
@@ -59,13 +67,18 @@ def recover_steps(now=None):
     now = now or timezone.now()
     recovered = []
     for run in StepRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now):
-        if jobs.end_abandoned(run, now):
+        with context.bound(promotion_id=run.promotion_id):
+            ended = jobs.end_abandoned(run, now)
+        if ended:
             logger.warning("Step run %s lost its worker %s; the promotion goes on", run.pk, run.worker)
+            metrics.RECONCILER_RESUMES.labels(reason="lease_expired").inc()
             recovered.append(run.promotion_id)
     for run in StepRun.objects.filter(status=RunStatus.QUEUED, run_after__lt=now - steps.OVERDUE_AFTER):
-        trouble = steps.redeliver_if_lost(run, now)
+        with context.bound(promotion_id=run.promotion_id):
+            trouble = steps.redeliver_if_lost(run, now)
         if trouble:
             logger.warning("Step run %s was due at %s and delivered again: %s", run.pk, run.run_after, trouble)
+            metrics.RECONCILER_RESUMES.labels(reason="redelivered").inc()
             recovered.append(run.promotion_id)
     stalled = (
         Promotion.objects.filter(state__in=list(transitions.JOB_FOR_STATE), updated_at__lt=now - STALL_AFTER)
@@ -73,9 +86,10 @@ def recover_steps(now=None):
         .values_list("pk", flat=True)
     )
     for promotion_id in stalled:
-        with transaction.atomic():
+        with context.bound(promotion_id=promotion_id), transaction.atomic():
             if jobs.resume(promotion_id):
                 logger.warning("Promotion %s was mid-way with no step owed; scheduled one", promotion_id)
+                metrics.RECONCILER_RESUMES.labels(reason="stalled").inc()
                 recovered.append(promotion_id)
     return list(dict.fromkeys(recovered))
 
@@ -153,3 +167,62 @@ def _tag_in(text, key, path):
         return values.read_value(text, key, path)
     except values.ValuesFileError as error:
         return f"(unreadable: {error})"[:150]
+
+
+def builds_behind_first():
+    """{deployment: (builds behind the first environment's deployment of its service, that deployment)}
+    for every current deployment outside the first environment: one query."""
+    first = Environment.objects.first_in_pipeline()
+    if first is None:
+        return {}
+    newer = Release.objects.filter(pk=OuterRef("release_id")).order_by().annotate(newer=board.newer_release_count())
+    deployments = list(
+        Deployment.objects.current()
+        .select_related("service", "environment", "release")
+        .annotate(newer=Subquery(newer.values("newer")[:1]))
+    )
+    leaders = {d.service_id: d for d in deployments if d.environment_id == first.pk}
+    behind = {}
+    for deployment in deployments:
+        leader = leaders.get(deployment.service_id)
+        if leader is not None and deployment.environment_id != first.pk:
+            behind[deployment] = (deployment.newer - leader.newer, first)
+    return behind
+
+
+def detect_far_behind(now=None):
+    """Flag each place more builds behind the first environment than its environment's drift_alert_builds:
+    audited and said in Slack once per crossing; the flag goes when it is back within the limit.
+    Returns the deployments flagged now."""
+    now = now or timezone.now()
+    flagged = []
+    for deployment, (behind, first) in builds_behind_first().items():
+        threshold = deployment.environment.drift_alert_builds
+        far = threshold > 0 and behind > threshold
+        if not far:
+            if deployment.far_behind_since:
+                Deployment.objects.filter(pk=deployment.pk).update(far_behind_since=None)
+            continue
+        if deployment.far_behind_since:
+            continue  # flagged at this crossing already
+        with transaction.atomic():
+            audit.lock_chain()
+            if not Deployment.objects.filter(pk=deployment.pk, far_behind_since__isnull=True).update(
+                far_behind_since=now
+            ):
+                continue
+            audit.record(
+                AuditAction.DRIFT_FAR_BEHIND,
+                actor=PIPELINE,
+                service=deployment.service.name,
+                environment=deployment.environment.name,
+                version=deployment.release.version,
+                message=(
+                    f"{deployment.service.name} in {deployment.environment.name} runs {deployment.release.version}, "
+                    f"{behind} builds behind {first.name} (more than {threshold})"
+                ),
+                data={"builds_behind": behind, "behind": first.name, "threshold": threshold},
+            )
+            alerts.enqueue_far_behind_alert(deployment, behind, first)
+        flagged.append(deployment.pk)
+    return flagged

@@ -420,6 +420,13 @@ class MatrixCellSerializer(serializers.Serializer):
     builds_behind = serializers.IntegerField(allow_null=True, help_text="Builds behind the environment before it.")
     drift = serializers.CharField(allow_null=True, help_text="The drift against the environment before, in words.")
     drift_warning = serializers.BooleanField(help_text="Past the environment's drift threshold.")
+    builds_behind_first = serializers.IntegerField(
+        allow_null=True, help_text="Builds behind the first environment of the pipeline (develop); null there."
+    )
+    far_behind = serializers.BooleanField(help_text="More builds behind the first environment than drift_alert_builds.")
+    overdue = serializers.BooleanField(
+        help_text="A promotion here has been active longer than the environment's target."
+    )
     gitops_tag = serializers.CharField(
         allow_blank=True, help_text="The values file's tag when it differs from the deployment."
     )
@@ -463,3 +470,42 @@ class AuditExportRecordSerializer(serializers.Serializer):
     data = serializers.DictField(required=False)
     hash = serializers.CharField()
     previous_hash = serializers.CharField(required=False)
+
+
+class SLOQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(
+        required=False, default=30, min_value=1, max_value=366, help_text="The window: the last this many days."
+    )
+
+
+class SLOEnvironmentSerializer(serializers.Serializer):
+    environment = serializers.CharField()
+    target_minutes = serializers.IntegerField(help_text="Target time from request to verified.")
+    success_target_percent = serializers.FloatField()
+    rollback_target_percent = serializers.FloatField(allow_null=True, help_text="Null: no rollback target here.")
+    requested = serializers.IntegerField(help_text="Promotions requested in the window.")
+    verified = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    success_percent = serializers.FloatField(allow_null=True, help_text="Verified among those that got a verdict.")
+    success_met = serializers.BooleanField(allow_null=True)
+    within_target = serializers.IntegerField(help_text="Verified no later than the target time after the request.")
+    within_target_percent = serializers.FloatField(allow_null=True)
+    median_minutes = serializers.FloatField(allow_null=True)
+    p90_minutes = serializers.FloatField(allow_null=True)
+    stage_median_minutes = serializers.DictField(
+        child=serializers.FloatField(allow_null=True),
+        help_text="Median minutes of each stage: waiting_for_approval, commit, sync, soak.",
+    )
+    slowest_stage = serializers.CharField(allow_null=True)
+    deployments = serializers.IntegerField()
+    rollbacks = serializers.IntegerField()
+    rollback_percent = serializers.FloatField(allow_null=True)
+    rollback_met = serializers.BooleanField(allow_null=True)
+    active_breaching = serializers.IntegerField(help_text="Promotions active now past the target time.")
+
+
+class SLOReportSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    days = serializers.IntegerField()
+    environments = SLOEnvironmentSerializer(many=True)

@@ -17,6 +17,7 @@ import time
 import requests
 from django.conf import settings
 
+from nexo_portal.lib import metrics
 from nexo_portal.lib.http import describe_failure
 
 MAX_AGE_SECONDS = 5 * 60
@@ -52,12 +53,14 @@ def call(method, **fields):
     url = settings.SLACK_API_URL.rstrip("/") + "/" + method
     timeout = settings.HTTP_TIMEOUT_SECONDS
     try:
-        response = requests.post(
-            url,
-            json={key: value for key, value in fields.items() if value is not None},
-            headers={"Authorization": f"Bearer {settings.SLACK_BOT_TOKEN}"},
-            timeout=timeout,
-        )
+        with metrics.outgoing_call("slack", method) as call:
+            response = requests.post(
+                url,
+                json={key: value for key, value in fields.items() if value is not None},
+                headers={"Authorization": f"Bearer {settings.SLACK_BOT_TOKEN}"},
+                timeout=timeout,
+            )
+            call.status = response.status_code
     except requests.RequestException as error:
         # Not chained: requests' messages may quote the request, and the token travels in it.
         raise SlackUnavailable(f"Slack did not answer {method}: {describe_failure(error, timeout)}") from None

@@ -22,9 +22,9 @@ from rq import Retry
 
 from audit import log as audit
 from audit.models import AuditAction
-from nexo_portal.lib import queues
+from nexo_portal.lib import context, queues
 
-from . import alerts, approval_notices, policy, steps, verification
+from . import alerts, approval_notices, metrics, policy, steps, verification
 from .models import (
     PIPELINE,
     Approval,
@@ -77,14 +77,18 @@ def _locked(promotion):
     """The promotion (given as itself or its id), fresh and locked for the rest of the transaction
     (the audit chain's lock first)."""
     audit.lock_chain()
-    return (
+    promotion = (
         Promotion.objects.select_for_update(of=("self",))
         .select_related(*FIXED_RELATIONS)
         .get(pk=getattr(promotion, "pk", promotion))
     )
+    context.bind_promotion(promotion)
+    return promotion
 
 
 def _record(action, promotion, actor, message, **data):
+    # The log line that lets a promotion be followed in Loki-style tools, with the context's ids.
+    logger.info("%s: %s", action, message)
     audit.record(
         action,
         actor=actor if actor is not None else PIPELINE,
@@ -224,6 +228,7 @@ class _Request:
             active.finished_at = timezone.now()
             steps.close(active.pk)
             active.save(update_fields=["state", "finished_at", "updated_at"])
+            metrics.promotion_ended(active)
         needs_approval = policy.approvals_required(promotion) > 0
         promotion.state = PromotionState.AWAITING_APPROVAL if needs_approval else PromotionState.APPROVED
         promotion.approved_at = None if needs_approval else timezone.now()
@@ -370,6 +375,7 @@ def approve(promotion, user, comment="", *, via=None, head_sha=None, github_revi
         promotion.state = PromotionState.APPROVED
         promotion.approved_at = timezone.now()
         promotion.save(update_fields=["state", "approved_at", "updated_at"])
+        metrics.stage_ended(promotion, "waiting_for_approval")
         steps.schedule(promotion, Step.COMMIT)
     return promotion
 
@@ -392,6 +398,7 @@ def reject(promotion, user, comment, *, via=None, github_review_id=None):
     promotion.finished_at = timezone.now()
     steps.close(promotion.pk)  # it owes no more work
     promotion.save(update_fields=["state", "finished_at", "updated_at"])
+    metrics.promotion_ended(promotion)
     _record(
         AuditAction.PROMOTION_REJECTED,
         promotion,
@@ -414,6 +421,7 @@ def cancel(promotion, actor, comment=""):
     promotion.finished_at = timezone.now()
     steps.close(promotion.pk)  # it owes no more work
     promotion.save(update_fields=["state", "finished_at", "updated_at"])
+    metrics.promotion_ended(promotion)
     _record(
         AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
     )
@@ -667,6 +675,7 @@ def mark_committed(promotion, sha, message, committed_at=None, *, merged=False):
             "updated_at",
         ]
     )
+    metrics.stage_ended(promotion, "commit")
     if merged:
         _record(
             AuditAction.PULL_REQUEST_MERGED,
@@ -722,6 +731,7 @@ def mark_deployed(promotion, *, health="", argocd_sync_id=""):
     if promotion.sync_status == StepStatus.RUNNING:
         promotion.sync_status = StepStatus.PASSED
     promotion.save(update_fields=["state", "deployed_at", "sync_status", "argocd_sync_id", "updated_at"])
+    metrics.stage_ended(promotion, "sync")
 
     Deployment.objects.record(
         release=promotion.release,
@@ -850,6 +860,8 @@ def mark_verified(promotion, summary=""):
     if promotion.verification_status == StepStatus.RUNNING:
         promotion.verification_status = StepStatus.PASSED
     promotion.save(update_fields=["state", "finished_at", "verification_status", "updated_at"])
+    metrics.stage_ended(promotion, "soak")
+    metrics.promotion_ended(promotion)
     _record(
         AuditAction.PROMOTION_VERIFIED,
         promotion,
@@ -942,6 +954,8 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True):
             "updated_at",
         ]
     )
+    metrics.stage_ended(promotion, "soak")  # when it had deployed: the soak it failed
+    metrics.promotion_ended(promotion)
     _record(
         AuditAction.PROMOTION_FAILED,
         promotion,

@@ -19,5 +19,7 @@ urlpatterns = [
     path("promotions/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("holds/<int:pk>/lift/", views.lift_hold, name="lift-hold"),
     path("promotions/<int:pk>/stop/", views.stop, name="stop"),
+    path("slo/", views.slo_report, name="slo"),
+    path("slo/export.csv", views.slo_export_csv, name="slo-export-csv"),
     path("audit/export.json", views.audit_log_export, name="audit-export"),
 ]

@@ -6,14 +6,16 @@ as a message. Each action's GET is its confirmation: a dialog fragment when htmx
 a full page otherwise, so the board works without JavaScript too.
 """
 
+import itertools
 import json
+from datetime import timedelta
 from itertools import pairwise
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -24,8 +26,9 @@ from django.views.decorators.vary import vary_on_headers
 from audit.forms import AuditFilterForm
 from audit.models import AuditEvent
 from environments.models import Environment
+from nexo_portal.lib import inert
 
-from . import audit_export, confirmations, links, policy, shipping, timeline, transitions
+from . import audit_export, confirmations, links, policy, shipping, slo, timeline, transitions
 from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
 from .board import build_board
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
@@ -428,3 +431,56 @@ def audit_log_export(request):
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="nexo-audit-{stamp}.json"'
     return response
+
+
+def window_days(value):
+    """The SLO window asked for, in days: a whole number from 1 to slo.MAX_DAYS (default slo.DEFAULT_DAYS)."""
+    if value in (None, ""):
+        return slo.DEFAULT_DAYS
+    if not value.isdigit() or not 1 <= int(value) <= slo.MAX_DAYS:
+        raise ValueError(f"days must be a whole number of days from 1 to {slo.MAX_DAYS}, not {value[:20]!r}.")
+    return int(value)
+
+
+@require_GET
+def slo_report(request):
+    """Any signed-in user: each environment's promotion SLOs over the last `days` days, with the time per stage."""
+    try:
+        days = window_days(request.GET.get("days"))
+    except ValueError as error:
+        return render(request, "releases/slo.html", {"error": str(error), "days": slo.DEFAULT_DAYS}, status=400)
+    report = slo.report(days)
+    return render(request, "releases/slo.html", {"report": report, "days": days, "stages": slo.STAGE_NAMES})
+
+
+@require_GET
+def slo_export_csv(request):
+    """Any signed-in user: the window's promotions, one row each, with the minutes of each stage."""
+    try:
+        days = window_days(request.GET.get("days"))
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    now = timezone.now()
+    buffer = _CsvLine()
+    writer = inert.csv_writer(buffer)
+    lines = (
+        buffer.line(writer, row)
+        for row in itertools.chain([slo.CSV_HEADER], slo.csv_rows(now - timedelta(days=days), now))
+    )
+    response = StreamingHttpResponse(lines, content_type="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="promotion-slo-{days}d.csv"'
+    return response
+
+
+class _CsvLine:
+    """csv.writer writes to this; each row comes back as its line, for a streamed response."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text = text
+
+    def line(self, writer, row):
+        writer.writerow(row)
+        return self.text

@@ -5,7 +5,10 @@ import time
 
 from django.db import close_old_connections
 from redis.exceptions import RedisError
+from rq.job import JobStatus
 from rq.worker import SimpleWorker
+
+from nexo_portal.lib import context, metrics, tracing
 
 _frozen = False
 
@@ -74,6 +77,11 @@ class PortalWorker(SimpleWorker):
     def execute_job(self, job, queue):
         close_old_connections()
         try:
-            super().execute_job(job, queue)
+            # Every log line and span of the job carries its id; the job's own code adds the promotion.
+            with context.bound(fresh=True, job_id=job.id), tracing.span(f"job {job.func_name}", kind="consumer"):
+                super().execute_job(job, queue)
         finally:
             close_old_connections()
+        # A job that failed and waits for RQ to retry it counts as failed too.
+        outcome = "finished" if job.get_status(refresh=False) == JobStatus.FINISHED else "failed"
+        metrics.JOBS.labels(job=job.func_name, outcome=outcome).inc()

@@ -96,7 +96,7 @@ def test_production_redirects_plain_http_and_asks_for_hsts_but_not_for_the_healt
         SECRET_KEY="x" * 50,
         ALLOWED_HOSTS="a.example",
     )
-    assert result.stdout.split() == ["True", "31536000", "['^healthz$']"], result.stderr
+    assert result.stdout.split() == ["True", "31536000", "['^healthz$',", "'^metrics$']"], result.stderr
 
 
 def test_server_errors_are_mailed_to_the_operators_when_asked(client, settings, mailoutbox):

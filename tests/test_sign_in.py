@@ -94,6 +94,7 @@ def test_begin_view_accepts_only_post(client, github_configured):
 # Pages anyone may open. Adding one here is a decision: say who may use it and why.
 OPEN_PAGES = {
     "health",  # load balancers
+    "metrics",  # Prometheus: its own bearer token (METRICS_TOKEN), 404 without one
     "login",
     "admin:login",
     "social:begin",  # POST only, CSRF-protected

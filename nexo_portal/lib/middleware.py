@@ -1,12 +1,17 @@
-"""Input no view should have to think about, refused before any view runs."""
+"""What every request goes through before any view: input no view should have to think about is refused,
+and the request gets the id and context its log lines and spans carry."""
+
+import re
+import uuid
 
 from django.core.exceptions import BadRequest
 from django.http import JsonResponse
 
-from . import text
+from . import context, metrics, text, tracing
 from .api import body, is_api
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 class RefuseUnreadableInput:
@@ -35,3 +40,52 @@ class RefuseUnreadableInput:
                 return JsonResponse(body(400, "invalid", [(refusal.field, "invalid", str(refusal))]), status=400)
             raise BadRequest(f"{refusal.field}: {refusal}" if refusal.field else str(refusal)) from None
         return self.get_response(request)
+
+
+class RequestContext:
+    """Every request gets an id (the caller's X-Request-ID when it is a sane one, else a new one), said
+    back in X-Request-ID and carried by every log line and span of the request, with the user once
+    known; with tracing on, the request is a span. Counts the requests answered, for /metrics."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request_id = request.headers.get("X-Request-ID", "")
+        if not REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
+        request.request_id = request_id
+        context.start(request_id=request_id)
+        with tracing.span(
+            f"{request.method} {request.path}", kind="server", **{"http.request.method": request.method}
+        ) as span:
+            response = self.get_response(request)
+            span.set_attribute("http.response.status_code", response.status_code)
+            route = getattr(request, "resolver_match", None)
+            if route is not None and route.route:
+                # Named by the route, not the path: one name for every promotion's page.
+                span.set_attribute("http.route", "/" + route.route)
+                span.update_name(f"{request.method} /{route.route}")
+        metrics.HTTP_REQUESTS.labels(method=request.method, status=metrics.status_class(response.status_code)).inc()
+        response.headers["X-Request-ID"] = request_id
+        return response
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        # After every middleware has run: the session's user is known. API tokens say theirs when DRF
+        # authenticates them (nexo_portal/tokens.py).
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            context.bind(user=user.get_username())
+        promotion = view_kwargs.get("pk") if _names_promotion(request) else None
+        if promotion is not None:
+            context.bind(promotion_id=promotion)
+            tracing.annotate(**{"nexo.promotion_id": promotion})
+        for field in ("service", "environment"):
+            if isinstance(view_kwargs.get(field), str):
+                context.bind(**{field: view_kwargs[field]})
+        return None
+
+
+def _names_promotion(request):
+    match = getattr(request, "resolver_match", None)
+    return match is not None and "promotions/<int:pk>" in (match.route or "")

@@ -17,6 +17,7 @@ import jwt
 import requests
 from django.conf import settings
 
+from nexo_portal.lib import metrics
 from nexo_portal.lib.errors import Unavailable
 from nexo_portal.lib.http import describe_failure, excerpt
 
@@ -118,9 +119,11 @@ class GitHub:
             "Authorization": f"Bearer {bearer or self._access_token()}",
         }
         try:
-            response = self.session.request(
-                method, url, json=json, params=params, headers=headers, timeout=self.timeout
-            )
+            with metrics.outgoing_call("github", method) as call:
+                response = self.session.request(
+                    method, url, json=json, params=params, headers=headers, timeout=self.timeout
+                )
+                call.status = response.status_code
         except requests.RequestException as error:
             raise GitHubUnavailable(
                 f"Cannot {doing}: GitHub did not answer ({describe_failure(error, self.timeout)})."

@@ -101,6 +101,14 @@ def board_cell(cell):
             parts.append(
                 _html('<div class="drift {}" title="{}">{}</div>', cell.drift.tone, cell.drift.title, cell.drift.label)
             )
+        if cell.far_behind:
+            parts.append(
+                _html(
+                    '<div class="badge warn far-behind" title="{}">{}</div>',
+                    cell.far_behind.title,
+                    cell.far_behind.label,
+                )
+            )
         if cell.gitops_tag:
             parts.append(
                 _html(
@@ -133,7 +141,11 @@ def board_cell(cell):
                 ),
             )
         )
-    elif cell.stopped:
+    if cell.overdue:
+        parts.append(
+            _html('<div class="badge warn overdue" title="{}">{}</div>', cell.overdue.title, cell.overdue.label)
+        )
+    if not cell.waiting and cell.stopped:
         parts.append(
             _html(
                 '<div class="stopped small"><a href="{}">{}</a> {}</div>',

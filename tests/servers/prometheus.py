@@ -6,6 +6,7 @@ every second. Scraping means a value set on the exporter reaches queries about a
 `wait_for` polls until it has.
 """
 
+import json
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,14 @@ scrape_configs:
   - job_name: nexo
     static_configs:
       - targets: ["{exporter}"]
+  # The portal's own /metrics, once a test says where it listens (`scrape_portal`).
+  - job_name: portal
+    metrics_path: /metrics
+    authorization:
+      credentials_file: {portal_token}
+    file_sd_configs:
+      - files: ["{portal_targets}"]
+        refresh_interval: 1s
 """
 
 
@@ -42,8 +51,16 @@ class PrometheusUnderTest:
         self._exporter, _ = start_http_server(0, addr="127.0.0.1", registry=self.registry)
         exporter = f"127.0.0.1:{self._exporter.server_port}"
 
+        self._portal_targets = directory / "portal-targets.json"
+        self._portal_targets.write_text("[]")
+        self._portal_token = directory / "portal-token"
+        self._portal_token.write_text("none")
         config = directory / "prometheus.yml"
-        config.write_text(SCRAPE_CONFIG.format(exporter=exporter))
+        config.write_text(
+            SCRAPE_CONFIG.format(
+                exporter=exporter, portal_targets=self._portal_targets, portal_token=self._portal_token
+            )
+        )
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = directory / "prometheus.log"
@@ -65,6 +82,11 @@ class PrometheusUnderTest:
 
     def count_requests(self, service, environment, status, amount=1):
         self.http_requests.labels(service=service, environment=environment, status=str(status)).inc(amount)
+
+    def scrape_portal(self, address, token):
+        """Scrape the portal's /metrics at `address` (host:port) with `token`; an empty address stops it."""
+        self._portal_token.write_text(token)
+        self._portal_targets.write_text(json.dumps([{"targets": [address]}] if address else []))
 
     def wait_for(self, promql, predicate, timeout=15):
         """Poll the server until `predicate(values)` holds for the query's sample values; returns them."""

@@ -1,0 +1,87 @@
+"""What the promotion pipeline tells /metrics: step durations and ends as they happen, and the state of
+promotions and of the queue read from PostgreSQL and Redis when Prometheus scrapes.
+
+The counters and histograms are nexo_portal/lib/metrics.py's, observed here once the transition's
+transaction commits (a transition rolled back observed nothing). The collector reads its figures
+at scrape time, so every web worker answers the same and nothing is summed over processes twice.
+"""
+
+import logging
+
+from django.db import DatabaseError, transaction
+from django.db.models import Count
+from prometheus_client.core import GaugeMetricFamily
+from redis.exceptions import RedisError
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from environments.models import Environment
+from nexo_portal.lib import metrics, queues
+
+from . import slo
+from .models import Promotion, PromotionState
+
+logger = logging.getLogger(__name__)
+
+
+def stage_ended(promotion, stage):
+    """Observe how long `stage` (slo.STAGES) of the promotion took, once the transaction commits."""
+    seconds = slo.stage_seconds(promotion, stage)
+    if seconds is None:
+        return
+    environment = promotion.environment.name
+    transaction.on_commit(
+        lambda: metrics.PROMOTION_STEP_SECONDS.labels(environment=environment, step=stage).observe(seconds)
+    )
+
+
+def promotion_ended(promotion):
+    """Count the promotion's end (verified, failed, rejected, cancelled, superseded), once committed."""
+    labels = {"environment": promotion.environment.name, "kind": promotion.kind, "state": promotion.state}
+    transaction.on_commit(lambda: metrics.PROMOTIONS_FINISHED.labels(**labels).inc())
+
+
+class PipelineCollector:
+    """Active promotions by environment and state, and the job queue: waiting, scheduled, running and
+    failed jobs; read from PostgreSQL and Redis at each scrape."""
+
+    def collect(self):
+        yield from self._promotions()
+        yield from self._queue()
+
+    def _promotions(self):
+        family = GaugeMetricFamily(
+            "nexo_promotions", "Promotions in each active state now, by environment.", labels=["environment", "state"]
+        )
+        try:
+            names = dict(Environment.objects.values_list("pk", "name"))
+            counts = {
+                (row["environment"], row["state"]): row["count"]
+                for row in Promotion.objects.active()
+                .order_by()
+                .values("environment", "state")
+                .annotate(count=Count("*"))
+            }
+        except DatabaseError as error:
+            logger.warning("/metrics could not read the promotions: %s", error)
+            return
+        for pk, name in names.items():
+            for state in PromotionState.active():
+                family.add_metric([name, state], counts.get((pk, state), 0))
+        yield family
+
+    def _queue(self):
+        family = GaugeMetricFamily("nexo_queue_jobs", "RQ jobs by queue and status now.", labels=["queue", "status"])
+        queue = queues.get_queue("default")
+        try:
+            figures = {
+                "queued": queue.count,
+                "scheduled": ScheduledJobRegistry(queue=queue).count,
+                "started": StartedJobRegistry(queue=queue).count,
+                "failed": FailedJobRegistry(queue=queue).count,
+            }
+        except RedisError as error:
+            logger.warning("/metrics could not read the queue: %s", error)
+            return
+        for status, count in figures.items():
+            family.add_metric([queue.name, status], count)
+        yield family

@@ -1,0 +1,113 @@
+"""Drift as the reference docs define it: a place more builds behind develop than its environment allows
+(drift_alert_builds, 20 by default), on the board and the matrix, and said in Slack and the audit log once
+per crossing."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditEvent
+from nexo_portal.models import ApiToken
+from releases.board import build_board
+from releases.models import Deployment
+from releases.reconciler import detect_far_behind
+from tests.factories import make_release, make_service
+from tests.history import ran
+
+
+@pytest.fixture
+def issue_scenario(environments, redis_connection):
+    """The issue's case: production and staging on build 7, develop on build 36 of the same month."""
+    service = make_service("nexo-be", team="backend-team")
+    releases = {build: make_release(service, f"2026.03.{build}") for build in range(1, 37)}
+    earlier = timezone.now() - timedelta(days=2)
+    for name in ("develop", "qa", "staging", "production"):
+        ran(releases[7], environments[name], at=earlier)
+    ran(releases[36], environments["develop"])
+    return {"service": service, "releases": releases, "env": environments}
+
+
+def pipeline_runs_the_alerts():
+    import django_rq
+
+    from releases.worker import PortalWorker
+
+    queue = django_rq.get_queue("default")
+    PortalWorker([queue], connection=queue.connection).work(burst=True)
+
+
+def cell(user, environment):
+    row = build_board(user).rows[0]
+    return next(c for c in row.cells if c.environment.name == environment)
+
+
+def test_production_far_behind_develop_is_flagged_though_its_neighbour_is_level(issue_scenario, viewer):
+    production = cell(viewer, "production")
+    assert production.builds_behind == 0  # staging runs the same build: no neighbour drift
+    assert production.builds_behind_first == 29
+    assert production.far_behind.label == "29 builds behind develop"
+    assert "more than 20 builds" in production.far_behind.title
+    assert cell(viewer, "develop").far_behind is None
+
+
+def test_the_threshold_is_the_environments_and_zero_turns_it_off(issue_scenario, viewer):
+    production = issue_scenario["env"]["production"]
+    production.drift_alert_builds = 30
+    production.save()
+    assert cell(viewer, "production").far_behind is None
+    production.drift_alert_builds = 0
+    production.save()
+    assert cell(viewer, "production").far_behind is None
+
+
+def test_the_board_and_the_matrix_show_it(issue_scenario, client, viewer):
+    client.force_login(viewer)
+    page = client.get("/").content.decode()
+    assert "29 builds behind develop" in page
+    _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"])
+    body = client.get("/api/v1/matrix/", HTTP_AUTHORIZATION=f"Bearer {plain}").json()
+    cells = {c["environment"]: c for c in body[0]["environments"]}
+    assert (cells["production"]["builds_behind"], cells["production"]["drift_warning"]) == (0, False)
+    assert (cells["production"]["builds_behind_first"], cells["production"]["far_behind"]) == (29, True)
+    assert (cells["develop"]["builds_behind_first"], cells["develop"]["far_behind"]) == (None, False)
+
+
+def test_a_crossing_is_audited_and_said_in_slack_once(issue_scenario, slack_server, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        flagged = detect_far_behind()
+    env = issue_scenario["env"]
+    far = Deployment.objects.current().filter(environment__in=[env["qa"], env["staging"], env["production"]])
+    assert sorted(flagged) == sorted(far.values_list("pk", flat=True))
+    events = AuditEvent.objects.filter(action=AuditAction.DRIFT_FAR_BEHIND)
+    assert events.count() == 3
+    production = events.get(environment="production")
+    assert production.data == {"builds_behind": 29, "behind": "develop", "threshold": 20}
+    assert "2026.03.7, 29 builds behind develop" in production.message
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert detect_far_behind() == []  # the same crossing: nothing new
+    assert events.count() == 3
+
+    pipeline_runs_the_alerts()
+    texts = [message["text"] for message in slack_server.messages]
+    assert len(texts) == 3
+    [said] = [text for text in texts if "in production" in text]
+    assert "nexo-be in production is 29 builds behind develop" in said
+    assert "https://portal.nexo.example/?service=nexo-be" in said
+
+
+def test_a_place_back_within_the_limit_may_cross_again(issue_scenario):
+    env = issue_scenario["env"]
+    detect_far_behind()
+    production = Deployment.objects.current().get(environment=env["production"])
+    assert production.far_behind_since is not None
+    env["production"].drift_alert_builds = 40
+    env["production"].save()
+    detect_far_behind()
+    production.refresh_from_db()
+    assert production.far_behind_since is None
+    env["production"].drift_alert_builds = 20
+    env["production"].save()
+    detect_far_behind()
+    assert AuditEvent.objects.filter(action=AuditAction.DRIFT_FAR_BEHIND, environment="production").count() == 2

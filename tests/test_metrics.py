@@ -1,0 +1,187 @@
+"""/metrics: Prometheus' exposition of what the portal did, behind METRICS_TOKEN, right across processes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from django.db import transaction
+from prometheus_client import REGISTRY
+
+from environments.prometheus import Prometheus
+from releases.models import Promotion, PromotionKind, PromotionState
+from tests.factories import make_release, make_service
+
+TOKEN = "metrics-token-for-the-tests-0123456789"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def metrics_token(settings):
+    settings.METRICS_TOKEN = TOKEN
+    return TOKEN
+
+
+def test_metrics_are_not_served_without_a_token_configured(client, db, settings):
+    settings.METRICS_TOKEN = ""
+    response = client.get("/metrics")
+    assert response.status_code == 404
+    assert b"METRICS_TOKEN" in response.content
+
+
+@pytest.mark.parametrize("authorization", ["", "Bearer wrong-token", f"Basic {TOKEN}", TOKEN])
+def test_metrics_refuse_a_missing_or_wrong_token(client, db, metrics_token, authorization):
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert b"nexo_" not in response.content
+
+
+def waiting_for_approval(environment):
+    release = make_release(make_service("nexo-be"), "2026.02.1")
+    return Promotion.objects.create(release=release, environment=environment, state=PromotionState.AWAITING_APPROVAL)
+
+
+def test_metrics_show_promotions_by_environment_and_state_and_the_queue(
+    client, environments, redis_connection, metrics_token
+):
+    waiting_for_approval(environments["staging"])
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert 'nexo_promotions{environment="staging",state="awaiting_approval"} 1.0' in text
+    assert 'nexo_promotions{environment="production",state="awaiting_approval"} 0.0' in text
+    assert 'nexo_queue_jobs{queue="default",status="failed"}' in text
+    assert "nexo_audit_events_total" in text
+
+
+def test_audit_events_are_counted_once_committed(transactional_db, environments):
+    from releases import transitions
+
+    release = make_release(make_service("nexo-be"), "2026.02.1")
+    before = sample("nexo_audit_events_total", action="promotion.requested")
+    with transaction.atomic():
+        transitions.request_promotion(release, environments["develop"], None, kind=PromotionKind.AUTO)
+        transaction.set_rollback(True)
+    assert sample("nexo_audit_events_total", action="promotion.requested") == before
+    transitions.request_promotion(release, environments["develop"], None, kind=PromotionKind.AUTO)
+    assert sample("nexo_audit_events_total", action="promotion.requested") == before + 1
+
+
+def test_outgoing_calls_are_counted_with_their_outcome_and_latency(configured_prometheus, prometheus_errors):
+    ok_before = sample("nexo_outgoing_calls_total", target="prometheus", outcome="ok")
+    seconds_before = sample("nexo_outgoing_call_duration_seconds_count", target="prometheus")
+    Prometheus(configured_prometheus.url).query("vector(1)")
+    assert sample("nexo_outgoing_calls_total", target="prometheus", outcome="ok") == ok_before + 1
+
+    bad_before = sample("nexo_outgoing_calls_total", target="prometheus", outcome="4xx")
+    prometheus_errors.answer_error(400, "bad_data", "parse error")
+    with pytest.raises(Exception, match="parse error"):
+        Prometheus(prometheus_errors.url).query("vector(")
+    assert sample("nexo_outgoing_calls_total", target="prometheus", outcome="4xx") == bad_before + 1
+
+    refused_before = sample("nexo_outgoing_calls_total", target="prometheus", outcome="error")
+    with pytest.raises(Exception, match="Could not reach Prometheus"):
+        Prometheus("http://127.0.0.1:9").query("vector(1)")
+    assert sample("nexo_outgoing_calls_total", target="prometheus", outcome="error") == refused_before + 1
+    assert sample("nexo_outgoing_call_duration_seconds_count", target="prometheus") == seconds_before + 3
+
+
+def test_a_promotion_through_the_pipeline_observes_its_steps(pipeline, rita, paulo):
+    from releases import transitions
+
+    service = pipeline.add_service("nexo-be")
+    release = make_release(service, "2026.02.1")
+    transitions.request_promotion(release, pipeline.environments["develop"], None, kind=PromotionKind.AUTO)
+    pipeline.run_jobs()  # develop, then qa by itself
+    before = {
+        step: sample("nexo_promotion_step_duration_seconds_count", environment="staging", step=step)
+        for step in ("waiting_for_approval", "commit", "sync", "soak")
+    }
+    finished_before = sample("nexo_promotions_finished_total", environment="staging", kind="manual", state="verified")
+    promotion = transitions.request_promotion(release, pipeline.environments["staging"], rita)
+    transitions.approve(promotion, paulo)
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.VERIFIED
+    for step, count in before.items():
+        assert sample("nexo_promotion_step_duration_seconds_count", environment="staging", step=step) == count + 1
+    assert (
+        sample("nexo_promotions_finished_total", environment="staging", kind="manual", state="verified")
+        == finished_before + 1
+    )
+    assert sample("nexo_jobs_total", job="releases.jobs.run_step", outcome="finished") >= 3
+    assert sample("nexo_pipeline_steps_total", step="commit", outcome="done") >= 1
+
+
+def test_the_real_prometheus_scrapes_the_portal(prometheus, live_server, environments, metrics_token):
+    waiting_for_approval(environments["production"])
+    address = live_server.url.removeprefix("http://")
+    prometheus.scrape_portal(address, TOKEN)
+    try:
+        values = prometheus.wait_for(
+            'nexo_promotions{job="portal",environment="production",state="awaiting_approval"}',
+            lambda values: values == [1.0],
+            timeout=30,
+        )
+        assert values == [1.0]
+        up = requests.get(f"{prometheus.url}/api/v1/query", params={"query": 'up{job="portal"}'}, timeout=5).json()
+        assert [float(r["value"][1]) for r in up["data"]["result"]] == [1.0]
+    finally:
+        prometheus.scrape_portal("", "none")
+
+
+MULTIPROCESS_WORKER = """
+from nexo_portal.lib import metrics
+for _ in range({count}):
+    with metrics.outgoing_call("argocd", "GET get") as call:
+        call.status = 200
+"""
+MULTIPROCESS_EXPOSITION = """
+from nexo_portal.lib import metrics
+body, _ = metrics.exposition()
+print(body.decode())
+"""
+
+
+def test_multiprocess_mode_adds_up_every_process(tmp_path):
+    """As gunicorn's workers and RQ's: each process counts into PROMETHEUS_MULTIPROC_DIR, /metrics sums them."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "nexo_portal.settings"}
+    for count in (2, 3):
+        subprocess.run([sys.executable, "-c", MULTIPROCESS_WORKER.format(count=count)], env=env, cwd=ROOT, check=True)
+    exposition = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_EXPOSITION], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    assert 'nexo_outgoing_calls_total{outcome="ok",target="argocd"} 5.0' in exposition
+    assert 'nexo_outgoing_call_duration_seconds_count{target="argocd"} 5.0' in exposition
+
+
+def test_jobs_are_counted_by_how_they_ended(transactional_db, redis_connection, slack_server):
+    import django_rq
+
+    from releases import alerts
+    from releases.worker import PortalWorker
+
+    job = "releases.alerts.send_audit_chain_alert"
+    finished = sample("nexo_jobs_total", job=job, outcome="finished")
+    failed = sample("nexo_jobs_total", job=job, outcome="failed")
+    queue = django_rq.get_queue("default")
+    worker = PortalWorker([queue], connection=queue.connection)
+
+    queue.enqueue(alerts.send_audit_chain_alert, "3 events checked; event 2 was rewritten")
+    worker.work(burst=True)
+    assert sample("nexo_jobs_total", job=job, outcome="finished") == finished + 1
+
+    slack_server.answer(500, "rollup_error")  # AlertNotDelivered: the job fails
+    queue.enqueue(alerts.send_audit_chain_alert, "3 events checked; event 2 was rewritten")
+    worker.work(burst=True)
+    assert sample("nexo_jobs_total", job=job, outcome="failed") == failed + 1
+    assert sample("nexo_jobs_total", job=job, outcome="finished") == finished + 1
