@@ -224,6 +224,12 @@ def why_not_approve(promotion, user):
     return _why_not_decide(promotion, user, "approve")
 
 
+def may_decide(promotion, user):
+    """Whether `promotion` waits for `user`: they may approve or reject it now (one rule for the
+    waiting count, the page of what waits for you, and the buttons)."""
+    return why_not_approve(promotion, user) is None
+
+
 def why_not_reject(promotion, user, comment="x"):
     reason = _why_not_decide(promotion, user, "reject")
     if reason is None and not comment.strip():

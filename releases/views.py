@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponseNotModified, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -25,7 +25,7 @@ from audit.forms import AuditFilterForm
 from audit.models import AuditEvent
 from environments.models import Environment
 
-from . import audit_export, confirmations, policy, timeline, transitions
+from . import audit_export, confirmations, policy, state, timeline, transitions, waiting
 from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
 from .board import build_board
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
@@ -39,14 +39,68 @@ def _is_htmx(request, target=None):
     )
 
 
+def _live(request, target, template, fragment, context_for):
+    """A page with a live part that refreshes itself: the part alone when htmx asks for it.
+
+    The part carries its entity tag (releases/state.py) and sends it back with each refresh; while
+    nothing it shows has changed, the refresh is answered 304 without reading anything else.
+    """
+    live = _is_htmx(request, target)
+    tag = state.etag(request, target)  # read before the data it stands for
+    if live and state.not_modified(request, tag):
+        response = HttpResponseNotModified()
+        response["ETag"] = tag
+        return response
+    response = render(
+        request,
+        fragment if live else template,
+        {**context_for(), "etag": tag, "live": live, "refresh_seconds": settings.LIVE_REFRESH_SECONDS},
+    )
+    if live:
+        response["ETag"] = tag
+        response["Cache-Control"] = "private, no-cache"
+    return response
+
+
 @require_GET
 @vary_on_headers("HX-Request", "HX-Target")
 def board(request):
-    """Any signed-in user: every service × environment; the actions shown depend on `policy`."""
+    """Any signed-in user: every service × environment; the actions shown depend on `policy`.
+
+    ?todo=1 leaves out the services where the person has nothing to do.
+    """
     team, service = request.GET.get("team", ""), request.GET.get("service", "")
-    board = build_board(request.user, team=team, service=service)
-    template = "releases/_board.html" if _is_htmx(request, "board") else "releases/board.html"
-    return render(request, template, {"board": board, "refresh_seconds": settings.LIVE_REFRESH_SECONDS})
+    todo = request.GET.get("todo") == "1"
+    return _live(
+        request,
+        "board",
+        "releases/board.html",
+        "releases/_board.html",
+        lambda: {"board": build_board(request.user, team=team, service=service, todo=todo)},
+    )
+
+
+@require_GET
+def waiting_for_me(request):
+    """Any signed-in user: the promotions they may approve or reject now (`policy.may_decide`)."""
+    mine = waiting.Waiting(request.user)
+    back = "?" + urlencode({"next": request.get_full_path()})
+    rows = [
+        {
+            "promotion": promotion,
+            "approvals_given": policy.approvals_given(promotion),
+            "approvals_required": policy.approvals_required(promotion),
+            "actions": [
+                action
+                for action in decision_actions(
+                    promotion, request.user, lambda kind, pk: reverse(f"releases:{kind}", args=[pk]) + back
+                )
+                if action.allowed
+            ],
+        }
+        for promotion in mine.promotions
+    ]
+    return render(request, "releases/waiting.html", {"waiting": mine, "rows": rows})
 
 
 @require_GET
@@ -141,7 +195,7 @@ def _promotion_context(request, pk):
         "approvals_required": policy.approvals_required(promotion),
         "approver_groups": policy.describe_groups(promotion.environment.approver_groups.all()),
         "values_path": promotion.service.values_path(promotion.environment),
-        "refresh_seconds": settings.LIVE_REFRESH_SECONDS,
+        "page_title": f"Promotion #{promotion.pk}: {promotion}",
     }
 
 
@@ -149,11 +203,13 @@ def _promotion_context(request, pk):
 @vary_on_headers("HX-Request", "HX-Target")
 def promotion_detail(request, pk):
     """Any signed-in user: one promotion as a live timeline, its approvals, samples and audit events."""
-    context = _promotion_context(request, pk)
-    template = (
-        "releases/_promotion_live.html" if _is_htmx(request, "promotion-live") else "releases/promotion_detail.html"
+    return _live(
+        request,
+        "promotion-live",
+        "releases/promotion_detail.html",
+        "releases/_promotion_live.html",
+        lambda: _promotion_context(request, pk),
     )
-    return render(request, template, context)
 
 
 # --- actions ----------------------------------------------------------------------------------

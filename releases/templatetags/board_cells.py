@@ -42,24 +42,49 @@ def _badge(badge):
 
 def _action(action):
     # data-confirm: portal.js opens the link's confirmation as a dialog; without JavaScript it is a page.
-    if action.allowed:
+    if action.note:
         return _html(
-            '<a class="button small {}" href="{}" data-confirm data-action="{}">{}</a>',
+            '<a class="button small {}" href="{}" data-confirm data-action="{}" title="{}">{}</a>',
             action.tone,
             action.url,
             action.kind,
+            action.note,
             action.label,
         )
-    # Unavailable, yet it opens the confirmation, which says why not.
     return _html(
-        '<a class="button small unavailable {}" href="{}" data-confirm data-action="{}" title="{}">{}'
-        '<span class="why"> · why not?</span></a>',
+        '<a class="button small {}" href="{}" data-confirm data-action="{}">{}</a>',
         action.tone,
         action.url,
         action.kind,
-        action.why_not or "Open it to see why it is not available to you",
         action.label,
     )
+
+
+def _unavailable(cell, actions):
+    """The actions the reader may not take, folded behind one "why not?": each opens its confirmation,
+    which says why in full."""
+    parts = [
+        _html('<details class="why-not" id="why-not-{}"><summary>', cell.place),
+        _html(
+            '{} unavailable<span class="visually-hidden"> to you: {}</span> · <span class="why">why not?</span>',
+            len(actions),
+            ", ".join(action.label for action in actions),
+        ),
+        "</summary><ul>",
+    ]
+    for action in actions:
+        parts.append(
+            _html(
+                '<li><a class="unavailable" href="{}" data-confirm data-action="{}" title="{}">{}</a>{}</li>',
+                action.url,
+                action.kind,
+                action.why_not or "Open it to see why it is not available to you",
+                action.label,
+                SafeString(_html(": {}", action.why_not) if action.why_not else ""),
+            )
+        )
+    parts.append("</ul></details>")
+    return "".join(parts)
 
 
 @register.simple_tag
@@ -73,13 +98,13 @@ def board_cell(cell):
     if cell.version:
         parts.append(
             _html(
-                '<div class="cell-top"><a class="version" href="{}">{}</a> {}</div>'
-                '<div class="muted small">deployed <time datetime="{}">{}</time></div>',
+                '<div class="cell-top"><a class="version" href="{}">{}</a> '
+                '<span class="muted small">deployed <time datetime="{}">{}</time></span> {}</div>',
                 cell.release_url,
                 cell.version,
-                SafeString(_badge(cell.health)),
                 cell.deployed_iso,
                 cell.age,
+                SafeString(_badge(cell.health)),
             )
         )
         parts.append('<div class="verification">')
@@ -141,9 +166,13 @@ def board_cell(cell):
                 cell.stopped_label,
             )
         )
-    if cell.actions:
+    allowed = [action for action in cell.actions if action.allowed]
+    unavailable = [action for action in cell.actions if not action.allowed]
+    if allowed:
         parts.append('<div class="actions">')
-        parts.extend(_action(action) for action in cell.actions)
+        parts.extend(_action(action) for action in allowed)
         parts.append("</div>")
+    if unavailable:
+        parts.append(_unavailable(cell, unavailable))
     parts.append("</td>")
     return mark_safe("".join(parts))
