@@ -95,7 +95,7 @@ def waiting_for_me(request):
                 for action in decision_actions(
                     promotion, request.user, lambda kind, pk: reverse(f"releases:{kind}", args=[pk]) + back
                 )
-                if action.allowed
+                if action.allowed and action.kind in ("approve", "reject")
             ],
         }
         for promotion in mine.promotions
