@@ -150,6 +150,8 @@ class Board:
     filter_query: str
     todo: bool = False
     hidden: int = 0
+    # What waits for the reader (policy.may_decide), when the board shows every service; else None.
+    waiting_for_reader: list | None = None
 
     @property
     def is_filtered(self):
@@ -387,6 +389,14 @@ def build_board(user, *, team="", service="", todo=False, only=None, now=None):
     )
     rows = [BoardRow(s, f"{board_url}?{urlencode({'service': s.name})}", builder.cells(s)) for s in services]
     shown_rows = [row for row in rows if row.has_something_to_do] if todo else rows
+    waiting_for_reader = None
+    if only is None and not team and not service:
+        # Every promotion awaiting approval is on this board, with what the rule reads already loaded.
+        waiting_for_reader = [
+            promotion
+            for promotion in waiting.values()
+            if promotion.state == PromotionState.AWAITING_APPROVAL and policy.may_decide(promotion, user)
+        ]
     return Board(
         environments=environments,
         rows=shown_rows,
@@ -399,6 +409,7 @@ def build_board(user, *, team="", service="", todo=False, only=None, now=None):
         filter_query=filters,
         todo=todo,
         hidden=len(rows) - len(shown_rows),
+        waiting_for_reader=waiting_for_reader,
     )
 
 

@@ -76,8 +76,16 @@ def board(request):
         "board",
         "releases/board.html",
         "releases/_board.html",
-        lambda: {"board": build_board(request.user, team=team, service=service, todo=todo)},
+        lambda: _board_context(request.user, team, service, todo),
     )
+
+
+def _board_context(user, team, service, todo):
+    board = build_board(user, team=team, service=service, todo=todo)
+    context = {"board": board}
+    if board.waiting_for_reader is not None:
+        context["waiting"] = waiting.Waiting(user, board.waiting_for_reader)
+    return context
 
 
 @require_GET

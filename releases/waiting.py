@@ -28,9 +28,10 @@ def for_person(user):
 class Waiting:
     """What waits for the signed-in person, worked out once per page and only if the page asks."""
 
-    def __init__(self, user):
+    def __init__(self, user, promotions=None):
+        """`promotions`: what waits, when the page worked it out already (the unfiltered board)."""
         self.user = user
-        self._promotions = None
+        self._promotions = promotions
 
     @property
     def promotions(self):

@@ -1,10 +1,11 @@
-"""The board's cells, built in Python as the admin builds its change-list rows.
+"""The board's rows and cells, built in Python as the admin builds its change-list rows.
 
 A board shows hundreds of cells and is refreshed every few seconds by everyone who keeps it
 open: a template per cell, or format_html with its lazy-string checks, costs more than the rest
 of the page together. Every value goes through `_html`, which escapes it as Django's `escape` does.
 """
 
+import re
 from html import escape
 
 from django import template
@@ -13,9 +14,18 @@ from django.utils.safestring import SafeString, mark_safe
 register = template.Library()
 
 
+# Most values (versions, names, URLs of slugs, numbers) have nothing to escape: one search says so.
+_special = re.compile(r"[&<>\"']").search
+
+
+def _escaped(value):
+    text = str(value)
+    return escape(text) if _special(text) else text
+
+
 def _html(markup, *values):
     """format_html for plain strings: each value escaped unless it is already safe."""
-    return markup.format(*(value if isinstance(value, SafeString) else escape(str(value)) for value in values))
+    return markup.format(*(value if isinstance(value, SafeString) else _escaped(value) for value in values))
 
 
 # Badges repeat from cell to cell ("verified", "Healthy"): each distinct one is built once.
@@ -91,6 +101,38 @@ def _unavailable(cell, actions):
 def board_cells(cells):
     """The <td> of every cell of a row."""
     return mark_safe("".join(board_cell(cell) for cell in cells))
+
+
+@register.simple_tag
+def board_rows(rows):
+    """Every <tr> of the board's body: its service, then its cells."""
+    parts = []
+    for row in rows:
+        service = row.service
+        parts.append(
+            _html(
+                '<tr data-service="{}"><th scope="row" class="service-head"><a href="{}">{}</a> '
+                '<span class="muted small">{}</span></th>',
+                service.name,
+                row.filter_url,
+                service.name,
+                service.team.name if service.team_id else "no owning team",
+            )
+        )
+        parts.extend(board_cell(cell) for cell in row.cells)
+        parts.append("</tr>")
+    return mark_safe("".join(parts))
+
+
+@register.simple_tag
+def options(values, selected):
+    """<option>s of a filter, the selected one marked."""
+    return mark_safe(
+        "".join(
+            _html('<option value="{}"{}>{}</option>', value, SafeString(" selected" * (value == selected)), value)
+            for value in values
+        )
+    )
 
 
 def board_cell(cell):
