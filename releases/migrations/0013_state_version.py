@@ -16,8 +16,8 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("releases", "0011_approval_notices_and_slack_identities"),
-        ("environments", "0006_soak_limits"),
+        ("releases", "0012_pull_requests"),
+        ("environments", "0007_pull_requests"),
         ("audit", "0010_lock_chain_and_read_head"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
