@@ -5,8 +5,10 @@
 Builds the data set once with bulk_create in its own database (BENCH_DATABASE_URL, default
 nexo_bench_board; kept between runs, --rebuild starts over), then
 requests the board through Django's test client as an SRE who may approve, and prints the
-query count and p50/p95/max of the full page and of the htmx refresh. Targets: ≤ 12 queries,
-p95 ≤ 150 ms on the project's 2-core machine. BENCH_SCALE=0.02 runs a miniature with fewer
+query count, p50/p95/max and the portal's CPU time of the full page, of the htmx refresh, and of
+the refresh of an unchanged board (304 Not Modified, releases/state.py). Targets on an idle 2-core
+machine: ≤ 14 queries, p95 ≤ 150 ms and CPU p50 ≤ 60 ms for the full board; p95 ≤ 5 ms and ≤ 1 KiB
+for an unchanged refresh. BENCH_SCALE=0.02 runs a miniature with fewer
 services (the test suite does, so the benchmark keeps working); only scale 1 speaks to the target.
 """
 
@@ -15,6 +17,7 @@ import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -38,8 +41,11 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 SERVICES = max(10, round(200 * SCALE))
 RELEASES = SERVICES * 250
 TEAMS = 10
-QUERY_TARGET = 12
+QUERY_TARGET = 14
 P95_TARGET_MS = 150
+CPU_TARGET_MS = 60
+UNCHANGED_P95_TARGET_MS = 5
+UNCHANGED_BYTES_TARGET = 1024
 
 
 def build(stdout):
@@ -205,7 +211,7 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def measure(client, path, requests, headers=None):
+def measure(client, path, requests, headers=None, status=200):
     from django.db import connection
 
     headers = headers or {}
@@ -216,16 +222,19 @@ def measure(client, path, requests, headers=None):
         lambda execute, sql, params, many, context: executed.append(sql) or execute(sql, params, many, context)
     ):
         response = client.get(path, headers=headers)
-    assert response.status_code == 200, response.status_code
+    assert response.status_code == status, response.status_code
     timings, cpu = [], []
     for _ in range(requests):
         started, started_cpu = time.perf_counter(), time.process_time()
         response = client.get(path, headers=headers)
         timings.append((time.perf_counter() - started) * 1000)
         cpu.append((time.process_time() - started_cpu) * 1000)
+    # What goes over the wire: the status line, the headers and the body.
+    head = f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in response.items()) + "\r\n"
     return {
         "queries": len(executed),
-        "bytes": len(response.content),
+        "bytes": len(response.content) + len(head.encode()),
         "p50_ms": round(statistics.median(timings), 1),
         "p95_ms": round(percentile(timings, 0.95), 1),
         "max_ms": round(max(timings), 1),
@@ -279,24 +288,40 @@ def main():
     request_finished.disconnect(close_old_connections)
     client = Client()
     client.force_login(User.objects.get(username="bench-sre-1"))
+    refresh = {"HX-Request": "true", "HX-Target": "board"}
     results = {
         "board": measure(client, "/", options.requests),
-        "board refresh (htmx)": measure(client, "/", options.requests, {"HX-Request": "true", "HX-Target": "board"}),
+        "board refresh (htmx)": measure(client, "/", options.requests, refresh),
         "board filtered by team": measure(client, "/?team=team-03", options.requests),
     }
+    # An open board refreshing while nothing changed: it sends the tag of what it shows.
+    tag = client.get("/", headers=refresh)["ETag"]
+    results["unchanged refresh (304)"] = measure(
+        client, "/", options.requests, {**refresh, "If-None-Match": tag}, status=304
+    )
     print(f"\nBoard: {RELEASES} releases, {SERVICES} services × 4 environments, {options.requests} requests each")
-    print(f"{'variant':<26}{'queries':>8}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'CPU p50':>9}{'KiB':>7}")
+    print(f"{'variant':<26}{'queries':>8}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'CPU p50':>9}{'bytes':>9}")
     for name, figures in results.items():
         print(
             f"{name:<26}{figures['queries']:>8}{figures['p50_ms']:>9}{figures['p95_ms']:>9}{figures['max_ms']:>9}"
-            f"{figures['cpu_p50_ms']:>9}{figures['bytes'] // 1024:>7}"
+            f"{figures['cpu_p50_ms']:>9}{figures['bytes']:>9}"
         )
     print(
         f"load average while measuring: {' '.join(f'{load:.2f}' for load in os.getloadavg())} on {os.cpu_count()} cores"
     )
-    board = results["board"]
-    verdict = board["queries"] <= QUERY_TARGET and board["p95_ms"] <= P95_TARGET_MS
-    print(f"\nTargets: ≤ {QUERY_TARGET} queries, p95 ≤ {P95_TARGET_MS} ms: {'met' if verdict else 'NOT met'}")
+    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())
+    board, unchanged = results["board"], results["unchanged refresh (304)"]
+    checks = [
+        (f"board ≤ {QUERY_TARGET} queries", board["queries"] <= QUERY_TARGET),
+        (f"board p95 ≤ {P95_TARGET_MS} ms", board["p95_ms"] <= P95_TARGET_MS),
+        (f"board CPU p50 ≤ {CPU_TARGET_MS} ms", board["cpu_p50_ms"] <= CPU_TARGET_MS),
+        (f"unchanged refresh p95 ≤ {UNCHANGED_P95_TARGET_MS} ms", unchanged["p95_ms"] <= UNCHANGED_P95_TARGET_MS),
+        (f"unchanged refresh ≤ {UNCHANGED_BYTES_TARGET} bytes", unchanged["bytes"] <= UNCHANGED_BYTES_TARGET),
+    ]
+    print("\nTargets: (an idle 2-core machine; the load average above says how idle this one was)")
+    for name, met in checks:
+        print(f"  {name}: {'met' if met else 'NOT met'}")
+    verdict = all(met for _, met in checks)
     if SCALE == 1:  # a miniature's figures are not worth keeping
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)

@@ -82,6 +82,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "nexo_portal.context_processors.sign_in",
+                "nexo_portal.context_processors.waiting",
             ],
         },
     },

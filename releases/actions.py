@@ -27,6 +27,8 @@ class Action:
     why_not: str = ""
     tone: str = ""
     allowed: bool = True
+    # Said beside an action that is allowed but worth a second look (a release just rejected here).
+    note: str = ""
 
 
 def decision_actions(promotion, user, url_for):

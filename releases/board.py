@@ -63,7 +63,7 @@ from .models import (
     StepStatus,
 )
 
-# A rejected, cancelled or failed attempt that never ran stays visible this long.
+# A rejected, cancelled or failed attempt that never ran, or one rolled back, stays visible this long.
 RECENTLY_STOPPED = timedelta(days=1)
 STOPPED_STATES = [PromotionState.REJECTED, PromotionState.CANCELLED, PromotionState.FAILED]
 
@@ -103,6 +103,7 @@ class Cell:
     """Everything one cell shows, worked out in Python so the page only prints it."""
 
     environment: Environment
+    place: str = ""  # "service-environment": what identifies the cell across refreshes
     version: str = ""
     release_url: str = ""
     deployed_iso: str = ""
@@ -135,6 +136,11 @@ class BoardRow:
     filter_url: str
     cells: list
 
+    @property
+    def has_something_to_do(self):
+        """Whether the reader may take any action in this row."""
+        return any(action.allowed for cell in self.cells for action in cell.actions)
+
 
 @dataclass
 class Board:
@@ -147,10 +153,14 @@ class Board:
     argocd_configured: bool
     now: object
     filter_query: str
+    todo: bool = False
+    hidden: int = 0
+    # What waits for the reader (policy.may_decide), when the board shows every service; else None.
+    waiting_for_reader: list | None = None
 
     @property
     def is_filtered(self):
-        return bool(self.team or self.service)
+        return bool(self.team or self.service or self.todo)
 
 
 def short_age(moment, now):
@@ -340,13 +350,15 @@ def _deployments(shown):
 
 
 def _open_promotions(shown, now):
-    """Per place: the promotion waiting there, and the last one stopped before it ran (rejected…)."""
+    """Per place: the promotion waiting there, and the last one stopped before it ran (rejected…) or
+    rolled back."""
     waiting, stopped = {}, {}
     promotions = (
         Promotion.objects.filter(shown)
         .filter(
             Q(state__in=PromotionState.active())
             | Q(state__in=STOPPED_STATES, deployed_at__isnull=True, finished_at__gte=now - RECENTLY_STOPPED)
+            | Q(state=PromotionState.ROLLED_BACK, updated_at__gte=now - RECENTLY_STOPPED)
         )
         .select_related("release")
         .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("user")))
@@ -361,7 +373,8 @@ def _open_promotions(shown, now):
     return waiting, stopped
 
 
-def build_board(user, *, team="", service="", only=None, now=None):
+def build_board(user, *, team="", service="", todo=False, only=None, now=None):
+    """The board as `user` sees it; `todo`: only the services where they may do something."""
     now = now or timezone.now()
     environments = _environments(now)
     everything = _services(environments, _shown(team, service, only=only))
@@ -372,15 +385,26 @@ def build_board(user, *, team="", service="", only=None, now=None):
     deployments = _deployments(_shown(team, service, "service__", only))
     waiting, stopped = _open_promotions(_shown(team, service, "service__", only), now)
 
-    filters = urlencode({key: value for key, value in (("team", team), ("service", service)) if value})
+    filters = urlencode(
+        {key: value for key, value in (("team", team), ("service", service), ("todo", "1" if todo else "")) if value}
+    )
     board_url = reverse("releases:board")
     builder = _CellBuilder(
         user, now, environments, deployments, waiting, stopped, back_to=board_url + (f"?{filters}" if filters else "")
     )
     rows = [BoardRow(s, f"{board_url}?{urlencode({'service': s.name})}", builder.cells(s)) for s in services]
+    shown_rows = [row for row in rows if row.has_something_to_do] if todo else rows
+    waiting_for_reader = None
+    if only is None and not team and not service:
+        # Every promotion awaiting approval is on this board, with what the rule reads already loaded.
+        waiting_for_reader = [
+            promotion
+            for promotion in waiting.values()
+            if promotion.state == PromotionState.AWAITING_APPROVAL and policy.may_decide(promotion, user)
+        ]
     return Board(
         environments=environments,
-        rows=rows,
+        rows=shown_rows,
         teams=sorted({s.team.name for s in everything if s.team_id}),
         service_names=[s.name for s in everything],
         team=team,
@@ -388,6 +412,9 @@ def build_board(user, *, team="", service="", only=None, now=None):
         argocd_configured=bool(settings.ARGOCD_URL),
         now=now,
         filter_query=filters,
+        todo=todo,
+        hidden=len(rows) - len(shown_rows),
+        waiting_for_reader=waiting_for_reader,
     )
 
 
@@ -450,7 +477,7 @@ class _CellBuilder:
 
     def cell(self, service, environment, previous, candidate):
         place = (service.id, environment.id)
-        cell = Cell(environment)
+        cell = Cell(environment, place=f"{service.name}-{environment.name}")
 
         deployment = self.deployments.get(place)
         release = deployment.release if deployment else None
@@ -584,6 +611,8 @@ class _CellBuilder:
             return f"rejected{who} {when}"
         if promotion.state == PromotionState.FAILED:
             return f"failed at {promotion.failed_step} {when}"
+        if promotion.state == PromotionState.ROLLED_BACK:
+            return f"rolled back {short_age(promotion.updated_at, self.now)}"
         return f"cancelled {when}"
 
     # --- what the user may do here
@@ -611,15 +640,20 @@ class _CellBuilder:
         if candidate and not (waiting and waiting.release_id == candidate.pk):
             # A frozen environment that allows break-glass still offers the request: its confirmation says so.
             frozen = environment.frozen_until and not environment.allows_break_glass
-            actions.append(
-                Action(
-                    "request",
-                    f"Promote {candidate.version}",
-                    self.request_url(service.name, environment.name, candidate.version),
-                    tone="primary",
-                    allowed=may_request and not busy and not frozen,
-                )
+            promote = Action(
+                "request",
+                f"Promote {candidate.version}",
+                self.request_url(service.name, environment.name, candidate.version),
+                tone="primary",
+                allowed=may_request and not busy and not frozen,
             )
+            stopped = cell.stopped
+            if stopped and stopped.release_id == candidate.pk and stopped.state != PromotionState.CANCELLED:
+                # Just rejected, failed or rolled back here: offered again, never as the obvious next step.
+                promote.label = f"Promote {candidate.version} again"
+                promote.tone = ""
+                promote.note = f"{candidate.version} was {cell.stopped_label} here"
+            actions.append(promote)
         if cell.hold_url:
             why_not = None if may_request else "Only people who may promote here may lift its hold."
             actions.append(lift_action(cell.hold_url, why_not))

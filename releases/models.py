@@ -1194,3 +1194,19 @@ class ApprovalNotice(models.Model):
 
     def __str__(self):
         return f"Approval notice of {self.promotion}"
+
+
+class StateVersion(models.Model):
+    """One row whose number every committed change the board or a promotion's page shows moves on.
+
+    Database triggers bump it (releases/state.py), whoever writes — a transition, a webhook, the
+    admin, a migration —, so a page rendered at a version is known to be current while it holds.
+    """
+
+    version = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="state_version_single_row")]
+
+    def __str__(self):
+        return f"state version {self.version}"

@@ -87,8 +87,14 @@ def _group_ids(user):
     return user._nexo_group_ids
 
 
+def _groups(environment, relation):
+    # Prefetched (the board prefetches them for every cell): read without building a manager each time.
+    prefetched = getattr(environment, "_prefetched_objects_cache", {}).get(relation)
+    return list(prefetched if prefetched is not None else getattr(environment, relation).all())
+
+
 def _approver_groups(environment):
-    return list(environment.approver_groups.all())
+    return _groups(environment, "approver_groups")
 
 
 def describe_groups(groups):
@@ -134,7 +140,7 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
     elif not actor.is_superuser:
         allowed_groups = {group.pk for group in _approver_groups(environment)}
         # .all() rather than values_list so a page that prefetched the groups asks nothing more.
-        allowed_groups |= {group.pk for group in environment.requester_groups.all()}
+        allowed_groups |= {group.pk for group in _groups(environment, "requester_groups")}
         if service.team_id:
             allowed_groups.add(service.team_id)
         if not _group_ids(actor) & allowed_groups:
@@ -313,6 +319,12 @@ def _why_not_decide(promotion, user, verb):
 
 def why_not_approve(promotion, user):
     return _why_not_decide(promotion, user, "approve")
+
+
+def may_decide(promotion, user):
+    """Whether `promotion` waits for `user`: they may approve or reject it now (one rule for the
+    waiting count, the page of what waits for you, and the buttons)."""
+    return why_not_approve(promotion, user) is None
 
 
 def why_not_reject(promotion, user, comment="x"):

@@ -6,6 +6,7 @@ app_name = "releases"
 
 urlpatterns = [
     path("", views.board, name="board"),
+    path("waiting/", views.waiting_for_me, name="waiting"),
     path("services/<slug:service>/releases/<version:version>/", views.release_detail, name="release-detail"),
     path(
         "services/<slug:service>/environments/<slug:environment>/promote/<version:version>/",

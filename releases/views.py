@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
-from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponseBadRequest, HttpResponseNotModified, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -28,7 +28,7 @@ from audit.models import AuditEvent
 from environments.models import Environment
 from nexo_portal.lib import inert
 
-from . import audit_export, confirmations, links, policy, shipping, slo, timeline, transitions
+from . import audit_export, confirmations, links, policy, shipping, slo, state, timeline, transitions, waiting
 from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
 from .board import build_board
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
@@ -43,14 +43,81 @@ def _is_htmx(request, target=None):
     )
 
 
+def _live(request, target, template, fragment, context_for, page=None):
+    """A page with a live part that refreshes itself: the part alone when htmx asks for it.
+
+    `page(context)` adds what only the whole page shows (not read again at each refresh).
+
+    The part carries its entity tag (releases/state.py) and sends it back with each refresh; while
+    nothing it shows has changed, the refresh is answered 304 without reading anything else.
+    """
+    live = _is_htmx(request, target)
+    tag = state.etag(request, target)  # read before the data it stands for
+    if live and state.not_modified(request, tag):
+        response = HttpResponseNotModified()
+        response["ETag"] = tag
+        return response
+    context = context_for()
+    if page is not None and not live:
+        context = page(context)
+    response = render(
+        request,
+        fragment if live else template,
+        {**context, "etag": tag, "live": live, "refresh_seconds": settings.LIVE_REFRESH_SECONDS},
+    )
+    if live:
+        response["ETag"] = tag
+        response["Cache-Control"] = "private, no-cache"
+    return response
+
+
 @require_GET
 @vary_on_headers("HX-Request", "HX-Target")
 def board(request):
-    """Any signed-in user: every service × environment; the actions shown depend on `policy`."""
+    """Any signed-in user: every service × environment; the actions shown depend on `policy`.
+
+    ?todo=1 leaves out the services where the person has nothing to do.
+    """
     team, service = request.GET.get("team", ""), request.GET.get("service", "")
-    board = build_board(request.user, team=team, service=service)
-    template = "releases/_board.html" if _is_htmx(request, "board") else "releases/board.html"
-    return render(request, template, {"board": board, "refresh_seconds": settings.LIVE_REFRESH_SECONDS})
+    todo = request.GET.get("todo") == "1"
+    return _live(
+        request,
+        "board",
+        "releases/board.html",
+        "releases/_board.html",
+        lambda: _board_context(request.user, team, service, todo),
+    )
+
+
+def _board_context(user, team, service, todo):
+    board = build_board(user, team=team, service=service, todo=todo)
+    context = {"board": board}
+    if board.waiting_for_reader is not None:
+        context["waiting"] = waiting.Waiting(user, board.waiting_for_reader)
+    return context
+
+
+@require_GET
+def waiting_for_me(request):
+    """Any signed-in user: the promotions they may approve or reject now (`policy.may_decide`)."""
+    mine = waiting.Waiting(request.user)
+    back = "?" + urlencode({"next": request.get_full_path()})
+    rows = [
+        {
+            "promotion": promotion,
+            "approvals_given": policy.approvals_given(promotion),
+            "approvals_required": policy.approvals_required(promotion),
+            "actions": [
+                action
+                for action in decision_actions(
+                    promotion, request.user, lambda kind, pk: reverse(f"releases:{kind}", args=[pk]) + back
+                )
+                if action.allowed and action.kind in ("approve", "reject")
+            ],
+        }
+        for promotion in mine.promotions
+    ]
+    return render(request, "releases/waiting.html", {"waiting": mine, "rows": rows})
 
 
 @require_GET
@@ -150,7 +217,7 @@ def _promotion_context(request, pk):
         "argocd_url": links.argocd_application(promotion.service, promotion.environment),
         "gitops_commit_url": links.gitops_commit(promotion.gitops_commit_sha),
         "dashboard_url": links.dashboard(promotion.service, promotion.environment),
-        "refresh_seconds": settings.LIVE_REFRESH_SECONDS,
+        "page_title": f"Promotion #{promotion.pk}: {promotion}",
     }
 
 
@@ -158,12 +225,15 @@ def _promotion_context(request, pk):
 @vary_on_headers("HX-Request", "HX-Target")
 def promotion_detail(request, pk):
     """Any signed-in user: one promotion as a live timeline, its approvals, samples and audit events."""
-    context = _promotion_context(request, pk)
-    if _is_htmx(request, "promotion-live"):
-        return render(request, "releases/_promotion_live.html", context)
-    # Outside the part that refreshes: the values diff fetches the GitOps branch, once per page view.
-    context["ships"] = shipping.what_ships(context["promotion"])
-    return render(request, "releases/promotion_detail.html", context)
+    return _live(
+        request,
+        "promotion-live",
+        "releases/promotion_detail.html",
+        "releases/_promotion_live.html",
+        lambda: _promotion_context(request, pk),
+        # Outside the part that refreshes: the values diff fetches the GitOps branch, once per page view.
+        page=lambda context: {**context, "ships": shipping.what_ships(context["promotion"])},
+    )
 
 
 # --- actions ----------------------------------------------------------------------------------

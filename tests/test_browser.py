@@ -19,7 +19,7 @@ from django.db import connection
 
 from environments.models import Environment
 from releases import github_events
-from releases.models import Promotion, PromotionState
+from releases.models import Hold, Promotion, PromotionState
 from tests.factories import make_release, make_service
 from tests.history import ran
 
@@ -166,6 +166,8 @@ def test_a_production_promotion_requested_approved_by_two_sres_and_carried_out_w
     assert "awaiting approval 0/2" in production_cell(page).inner_text()
     approve = production_cell(page).locator('a[data-action="approve"]')
     assert "unavailable" in approve.get_attribute("class")  # not for the requester; the dialog says why
+    assert not approve.is_visible()  # folded behind the cell's one "why not?"
+    production_cell(page).locator("details.why-not summary").click()
     approve.click()
     page.locator("#confirm-dialog").wait_for(state="visible")
     assert "You requested this promotion" in page.locator("#confirm-dialog").inner_text()
@@ -349,7 +351,9 @@ def test_the_promotion_page_keeps_the_commit_message_open_across_refreshes(page,
     page.goto(f"{portal['url']}/promotions/{syncing.pk}/")
     page.click("#commit-message summary")
     page.evaluate("document.getElementById('promotion-live').dataset.before = 'yes'")
-    page.wait_for_function("() => !document.getElementById('promotion-live').dataset.before")  # replaced by a refresh
+    # Something changes, so the next refresh brings new content rather than a 304.
+    Promotion.objects.filter(pk=syncing.pk).update(error="Argo CD is slow today")
+    page.wait_for_function("() => !document.getElementById('promotion-live').dataset.before")  # morphed by a refresh
     page.wait_for_function("() => document.getElementById('commit-message').open", timeout=2000)
     assert "Requested by rita." in page.locator("#commit-message").inner_text()
 
@@ -443,3 +447,49 @@ def test_one_approval_in_the_portal_and_one_on_the_pull_request_carry_the_promot
     assert "approved on GitHub" in timeline
     assert "Pull request #1 (merged)" in timeline
     page.screenshot(path=str(ARTIFACTS / "promotion-pull-request.png"), full_page=True)
+
+
+@pytest.mark.parametrize(
+    "viewport", [{"width": 1440, "height": 900}, {"width": 390, "height": 844}], ids=["desktop", "phone"]
+)
+def test_a_long_board_keeps_the_readers_place_through_refreshes(page, portal, viewport):
+    env = {environment.name: environment for environment in Environment.objects.all()}
+    services = {}
+    for number in range(40):  # a board longer and wider than the screen
+        services[number] = service = make_service(f"svc-{number:02d}", team="backend-team")
+        release = make_release(service, "2026.02.1")
+        for name in ("develop", "qa", "staging", "production"):
+            ran(release, env[name])
+        ran(make_release(service, "2026.02.2"), env["develop"])  # which sam may not promote to qa
+    statuses = []
+    page.on(
+        "response", lambda response: response.request.headers.get("hx-request") and statuses.append(response.status)
+    )
+    page.set_viewport_size(viewport)
+    sign_in(page, portal, "sam")
+    box = page.locator("#board .table-scroll")
+    folded = page.locator('tr[data-service="svc-30"] td[data-environment="qa"] details.why-not')
+    folded.locator("summary").click()
+    box.evaluate("box => box.scrollTo(box.scrollWidth, 1500)")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    place = box.evaluate("box => [box.scrollLeft, box.scrollTop]")
+    window_y = page.evaluate("window.scrollY")
+    if viewport["width"] < 900:  # on a desktop all four environments fit side by side
+        assert place[0] > 0, place
+    assert place[1] > 0, place
+
+    for number, reason in ((35, "first change"), (36, "second change")):
+        Hold.objects.create(service=services[number], environment=env["production"], reason=reason)
+        page.wait_for_function(
+            "reason => document.getElementById('board').textContent.includes(reason)", arg=reason, timeout=10_000
+        )
+        assert box.evaluate("box => [box.scrollLeft, box.scrollTop]") == place
+        assert page.evaluate("window.scrollY") == window_y
+        assert folded.evaluate("details => details.open")
+    # While nothing changed, the refreshes were answered 304 and left the board alone.
+    page.wait_for_timeout(2500)
+    assert box.evaluate("box => [box.scrollLeft, box.scrollTop]") == place
+    assert 304 in statuses, statuses
+    assert 200 in statuses, statuses
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"board-scrolled-{viewport['width']}.png"))

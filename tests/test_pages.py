@@ -185,7 +185,8 @@ def test_htmx_refreshes_only_the_live_part_of_the_promotion_page(world):
         world["viewer"], promotion.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "promotion-live"}
     )
     page = response.content.decode()
-    assert page.startswith('<div id="promotion-live"')
+    assert page.startswith(f"<title>Promotion #{promotion.pk}: nexo-be 2026.02.1 → production · Nexo Release Portal")
+    assert '<div id="promotion-live"' in page
     assert "<html" not in page
 
 

@@ -1,10 +1,11 @@
-"""The board's cells, built in Python as the admin builds its change-list rows.
+"""The board's rows and cells, built in Python as the admin builds its change-list rows.
 
 A board shows hundreds of cells and is refreshed every few seconds by everyone who keeps it
 open: a template per cell, or format_html with its lazy-string checks, costs more than the rest
 of the page together. Every value goes through `_html`, which escapes it as Django's `escape` does.
 """
 
+import re
 from html import escape
 
 from django import template
@@ -13,9 +14,18 @@ from django.utils.safestring import SafeString, mark_safe
 register = template.Library()
 
 
+# Most values (versions, names, URLs of slugs, numbers) have nothing to escape: one search says so.
+_special = re.compile(r"[&<>\"']").search
+
+
+def _escaped(value):
+    text = str(value)
+    return escape(text) if _special(text) else text
+
+
 def _html(markup, *values):
     """format_html for plain strings: each value escaped unless it is already safe."""
-    return markup.format(*(value if isinstance(value, SafeString) else escape(str(value)) for value in values))
+    return markup.format(*(value if isinstance(value, SafeString) else _escaped(value) for value in values))
 
 
 # Badges repeat from cell to cell ("verified", "Healthy"): each distinct one is built once.
@@ -42,24 +52,49 @@ def _badge(badge):
 
 def _action(action):
     # data-confirm: portal.js opens the link's confirmation as a dialog; without JavaScript it is a page.
-    if action.allowed:
+    if action.note:
         return _html(
-            '<a class="button small {}" href="{}" data-confirm data-action="{}">{}</a>',
+            '<a class="button small {}" href="{}" data-confirm data-action="{}" title="{}">{}</a>',
             action.tone,
             action.url,
             action.kind,
+            action.note,
             action.label,
         )
-    # Unavailable, yet it opens the confirmation, which says why not.
     return _html(
-        '<a class="button small unavailable {}" href="{}" data-confirm data-action="{}" title="{}">{}'
-        '<span class="why"> · why not?</span></a>',
+        '<a class="button small {}" href="{}" data-confirm data-action="{}">{}</a>',
         action.tone,
         action.url,
         action.kind,
-        action.why_not or "Open it to see why it is not available to you",
         action.label,
     )
+
+
+def _unavailable(cell, actions):
+    """The actions the reader may not take, folded behind one "why not?": each opens its confirmation,
+    which says why in full."""
+    parts = [
+        _html('<details class="why-not" id="why-not-{}"><summary>', cell.place),
+        _html(
+            '{} unavailable<span class="visually-hidden"> to you: {}</span> · <span class="why">why not?</span>',
+            len(actions),
+            ", ".join(action.label for action in actions),
+        ),
+        "</summary><ul>",
+    ]
+    for action in actions:
+        parts.append(
+            _html(
+                '<li><a class="unavailable" href="{}" data-confirm data-action="{}" title="{}">{}</a>{}</li>',
+                action.url,
+                action.kind,
+                action.why_not or "Open it to see why it is not available to you",
+                action.label,
+                SafeString(_html(": {}", action.why_not) if action.why_not else ""),
+            )
+        )
+    parts.append("</ul></details>")
+    return "".join(parts)
 
 
 @register.simple_tag
@@ -68,19 +103,51 @@ def board_cells(cells):
     return mark_safe("".join(board_cell(cell) for cell in cells))
 
 
+@register.simple_tag
+def board_rows(rows):
+    """Every <tr> of the board's body: its service, then its cells."""
+    parts = []
+    for row in rows:
+        service = row.service
+        parts.append(
+            _html(
+                '<tr data-service="{}"><th scope="row" class="service-head"><a href="{}">{}</a> '
+                '<span class="muted small">{}</span></th>',
+                service.name,
+                row.filter_url,
+                service.name,
+                service.team.name if service.team_id else "no owning team",
+            )
+        )
+        parts.extend(board_cell(cell) for cell in row.cells)
+        parts.append("</tr>")
+    return mark_safe("".join(parts))
+
+
+@register.simple_tag
+def options(values, selected):
+    """<option>s of a filter, the selected one marked."""
+    return mark_safe(
+        "".join(
+            _html('<option value="{}"{}>{}</option>', value, SafeString(" selected" * (value == selected)), value)
+            for value in values
+        )
+    )
+
+
 def board_cell(cell):
     parts = [_html('<td class="cell" data-environment="{}">', cell.environment.name)]
     if cell.version:
         parts.append(
             _html(
-                '<div class="cell-top"><a class="version" href="{}">{}</a> {}</div>'
-                '<div class="muted small">deployed <time datetime="{}" title="{}">{}</time></div>',
+                '<div class="cell-top"><a class="version" href="{}">{}</a> '
+                '<span class="muted small">deployed <time datetime="{}" title="{}">{}</time></span> {}</div>',
                 cell.release_url,
                 cell.version,
-                SafeString(_badge(cell.health)),
                 cell.deployed_iso,
                 cell.deployed_exact,
                 cell.age,
+                SafeString(_badge(cell.health)),
             )
         )
         parts.append('<div class="verification">')
@@ -154,9 +221,13 @@ def board_cell(cell):
                 cell.stopped_label,
             )
         )
-    if cell.actions:
+    allowed = [action for action in cell.actions if action.allowed]
+    unavailable = [action for action in cell.actions if not action.allowed]
+    if allowed:
         parts.append('<div class="actions">')
-        parts.extend(_action(action) for action in cell.actions)
+        parts.extend(_action(action) for action in allowed)
         parts.append("</div>")
+    if unavailable:
+        parts.append(_unavailable(cell, unavailable))
     parts.append("</td>")
     return mark_safe("".join(parts))

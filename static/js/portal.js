@@ -30,6 +30,36 @@
     return !(active.closest(LIVE) && active.matches(":focus-visible") && !selectorFor(active));
   };
 
+  // A refresh morphs the live part in place (idiomorph): the same elements stay, so the scroll
+  // positions of the page and of the board's own scrolling box, focus and selections survive it.
+  // A <details> the reader opened or closed stays as they left it.
+  if (window.Idiomorph) {
+    Idiomorph.defaults.callbacks.beforeAttributeUpdated = function (attribute, element) {
+      return !(attribute === "open" && element.tagName === "DETAILS");
+    };
+  }
+
+  // Each refresh sends the tag of what is shown; the portal answers 304 while nothing it shows has
+  // changed (releases/state.py), and htmx then leaves the part alone (htmx-config in base.html).
+  document.addEventListener("htmx:configRequest", function (event) {
+    var elt = event.detail.elt;
+    if (elt && elt.matches && elt.matches(LIVE) && elt.dataset.etag && event.detail.verb === "get") {
+      event.detail.headers["If-None-Match"] = elt.dataset.etag;
+    }
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!event.detail.xhr || event.detail.xhr.status !== 304 || !elt || !elt.matches || !elt.matches(LIVE)) return;
+    var notice = document.getElementById("refresh-failed");
+    if (notice) notice.remove();
+    var checked = elt.querySelector(".refreshed time");
+    if (checked) {
+      var now = new Date();
+      checked.setAttribute("datetime", now.toISOString());
+      checked.textContent = now.toLocaleTimeString([], { hour12: false });
+    }
+  });
+
   // A live part's poll is skipped while the person is busy with it (decided here rather than in an
   // hx-trigger filter, which htmx would have to eval: the Content-Security-Policy forbids that).
   document.addEventListener("htmx:beforeRequest", function (event) {

@@ -1,0 +1,44 @@
+"""What waits for a person: the promotions awaiting approval that they may decide now (`policy.may_decide`).
+
+The navigation counts them on every page and the tab title shows the count; /waiting/ lists them.
+"""
+
+from django.db.models import Prefetch
+
+from . import policy
+from .models import Approval, Promotion, PromotionState
+
+
+def for_person(user):
+    """The promotions `user` may approve or reject, oldest request first: three queries, however many."""
+    if not policy.is_person(user):
+        return []
+    promotions = (
+        Promotion.objects.filter(state=PromotionState.AWAITING_APPROVAL)
+        .with_details()
+        .select_related("previous_release")
+        .prefetch_related(
+            Prefetch("approvals", queryset=Approval.objects.select_related("user")), "environment__approver_groups"
+        )
+        .order_by("requested_at", "id")
+    )
+    return [promotion for promotion in promotions if policy.may_decide(promotion, user)]
+
+
+class Waiting:
+    """What waits for the signed-in person, worked out once per page and only if the page asks."""
+
+    def __init__(self, user, promotions=None):
+        """`promotions`: what waits, when the page worked it out already (the unfiltered board)."""
+        self.user = user
+        self._promotions = promotions
+
+    @property
+    def promotions(self):
+        if self._promotions is None:
+            self._promotions = for_person(self.user)
+        return self._promotions
+
+    @property
+    def count(self):
+        return len(self.promotions)
