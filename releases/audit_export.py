@@ -6,7 +6,8 @@ soak gave its verdict, with `event: "promotion"`, service, version, from and to 
 time of the verdict, the initiator and the approvers (e-mail addresses where the portal knows
 them, else user names), the pull request or else the GitOps commit's web page, Argo CD's history id
 of the sync that deployed it, whether it was a rollback, and `validation_results`: CI's checks (the
-newest result of each by then), and the soak's verdict on each check it sampled (`soak:…`).
+newest result of each by then), the soak's verdict on each check it sampled (`soak:…`), and the
+image's digest and signature checks where the environment requires them (`image:…`).
 
 `per=step` gives the log itself, one record per event (`step_records`), in the same shape plus
 what the portal knows besides (actor, promotion id, GitOps commit, message, the event's data and
@@ -90,7 +91,7 @@ def promotion_records(events):
             for promotion in Promotion.objects.filter(
                 pk__in={event.promotion_id for event in chunk}, deployed_at__isnull=False
             )
-            .select_related("requested_by", "accountable_requester")
+            .select_related("requested_by", "accountable_requester", "release", "environment")
             .prefetch_related("approvals__user")
         }
         checks = _check_results(chunk, promotions)
@@ -113,6 +114,19 @@ def _initiator(promotion):
     return promotion.requested_via or PIPELINE
 
 
+def _image_checks(promotion):
+    """The registry's checks the environment required before the commit (releases/image_gate.py):
+    `image:digest` and `image:signature`. A promotion that deployed passed them, or the gate would
+    have failed it; `no_data` when the release keeps no record of the check (it was required later)."""
+    environment, release = promotion.environment, promotion.release
+    results = {}
+    if environment.requires_image_check:
+        results["image:digest"] = "passed" if release.image_checked_at else "no_data"
+    if environment.requires_signature:
+        results["image:signature"] = "passed" if release.signature_verified_at else "no_data"
+    return results
+
+
 def _promotion_record(event, promotion, previous_environment, checks):
     data = event.data or {}
     # Delivered by pull request, the promotion knows its PR; otherwise the commit is the record.
@@ -121,6 +135,7 @@ def _promotion_record(event, promotion, previous_environment, checks):
         pr_url = commit_url(redact(settings.GITOPS_REPO_URL), promotion.gitops_commit_sha)
     validation_results = _ci_results(event, promotion, checks)
     validation_results.update(data.get("soak_results") or {})
+    validation_results.update(_image_checks(promotion))
     return {
         "event": "promotion",
         "service": event.service,

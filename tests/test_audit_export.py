@@ -191,3 +191,28 @@ def test_a_promotion_delivered_by_pull_request_names_its_pull_request(production
     (record,) = exported()
 
     assert record["pr_url"] == "https://github.com/nexo-org/nexo-gitops/pull/123"
+
+
+@pytest.mark.django_db
+def test_the_image_checks_production_required_are_among_the_validation_results(production, environments):
+    environments["production"].requires_image_check = environments["production"].requires_signature = True
+    environments["production"].save()
+    release = production.release
+    release.image_checked_at = release.signature_verified_at = timezone.now()
+    release.signed_by = "sha256:" + "d" * 64
+    release.save()
+    transitions.mark_verified(production, "all good")
+
+    (record,) = exported()
+
+    assert record["validation_results"]["image:digest"] == "passed"
+    assert record["validation_results"]["image:signature"] == "passed"
+
+
+@pytest.mark.django_db
+def test_no_image_check_is_claimed_where_none_was_required(production):
+    transitions.mark_verified(production, "all good")
+
+    (record,) = exported()
+
+    assert not [name for name in record["validation_results"] if name.startswith("image:")]
