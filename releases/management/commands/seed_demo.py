@@ -161,7 +161,7 @@ class Command(BaseCommand):
             self.seed_audit_history(seeded)
         self.stdout.write(self.style.SUCCESS("Demo data is in place."))
         self.stdout.write(
-            f"Sign in at http://localhost:8000 as admin, rita (requester), sam or sara (SREs) or paulo "
+            f"Sign in as admin, rita (requester), sam or sara (SREs) or paulo "
             f"(platform engineer); every demo password is: {DEMO_PASSWORD}"
         )
 
