@@ -26,7 +26,7 @@ from nexo_portal.lib import dates
 from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import only_readable, readable_service_ids, require_service, requires_scope
 
-from . import audit_export, board, deployment_events, registration, serializers, slo, transitions
+from . import audit_export, board, deployment_events, image_gate, registration, serializers, slo, transitions
 from .models import CheckResult, Promotion, Release
 
 ERRORS = {
@@ -474,6 +474,7 @@ def _matrix_cell(cell, argocd_configured):
         "waiting_promotion": cell.waiting.pk if cell.waiting else None,
         "waiting_is_emergency": bool(cell.waiting and cell.waiting.is_emergency),
         "hold": cell.hold_reason,
+        "image_requirements": image_gate.requirements(cell.environment),
     }
 
 

@@ -434,6 +434,10 @@ class MatrixCellSerializer(serializers.Serializer):
     waiting_promotion = serializers.IntegerField(allow_null=True)
     waiting_is_emergency = serializers.BooleanField(help_text="The waiting promotion is a break-glass one.")
     hold = serializers.CharField(allow_blank=True, help_text="Why automatic promotions are held here, if they are.")
+    image_requirements = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What a promotion into here must show of its image (registry, signature); empty: none.",
+    )
 
 
 class MatrixRowSerializer(serializers.Serializer):

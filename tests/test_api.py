@@ -616,6 +616,14 @@ def test_matrix_shows_every_service_and_environment_with_drift(world, settings):
         promotion.pk,
     )
     assert token_client("read").get("/api/v1/matrix/", {"team": "frontend-team"}).json()[0]["service"] == "nexo-fe"
+    assert cells["production"]["image_requirements"] == []
+    world["env"]["production"].requires_image_check = world["env"]["production"].requires_signature = True
+    world["env"]["production"].save()
+    production = token_client("read").get("/api/v1/matrix/").json()[0]["environments"][3]
+    assert production["image_requirements"] == [
+        "digest and tags checked in the registry",
+        "a Cosign signature by the service's key",
+    ]
     settings.ARGOCD_URL = ""
     assert token_client("read").get("/api/v1/matrix/").json()[0]["environments"][0]["health"] == "not configured"
 
