@@ -93,6 +93,13 @@ def _link(promotion):
     return f"{settings.PORTAL_URL.rstrip('/')}{promotion.get_absolute_url()}" if settings.PORTAL_URL else ""
 
 
+def _pull_request(promotion):
+    """(label, url) of the promotion's pull request once it is open (pull-request delivery), else None."""
+    if not promotion.pr_url:
+        return None
+    return f"Pull request #{promotion.pr_number}", promotion.pr_url
+
+
 def _what(promotion):
     kind = "rollback of " if promotion.is_rollback else ""
     emergency = " (break-glass)" if promotion.is_emergency else ""
@@ -144,6 +151,9 @@ def awaiting_message(promotion):
     text = f":hourglass_flowing_sand: {_summary(promotion)}"
     if waiting_for:
         text += f"\nApprovers: {_mentions(waiting_for)}"
+    pull_request = _pull_request(promotion)
+    if pull_request:
+        text += f"\nReview <{pull_request[1]}|{pull_request[0]}>: its approving reviews count too."
     buttons = [
         {
             "type": "button",
@@ -163,6 +173,11 @@ def awaiting_message(promotion):
     if link:
         buttons.append(
             {"type": "button", "action_id": "open", "text": {"type": "plain_text", "text": "Open"}, "url": link}
+        )
+    if pull_request:
+        label, url = pull_request
+        buttons.append(
+            {"type": "button", "action_id": "pull_request", "text": {"type": "plain_text", "text": label}, "url": url}
         )
     return {
         "text": text + (f"\n{link}" if link else ""),
@@ -197,11 +212,13 @@ def _email(people, subject, body):
 
 
 def _email_body(promotion, opening):
-    link = _link(promotion)
+    link, pull_request = _link(promotion), _pull_request(promotion)
     return (
         f"{opening}\n\n{_what(promotion)}, requested by {promotion.requester_name()}, needs "
         f"{policy.approvals_required(promotion)} approval(s){policy.from_approvers(promotion.environment)}; "
-        f"it has {policy.approvals_given(promotion)}." + (f"\n\nApprove or reject it: {link}" if link else "")
+        f"it has {policy.approvals_given(promotion)}."
+        + (f"\n\nApprove or reject it: {link}" if link else "")
+        + (f"\n\n{pull_request[0]}, whose approving reviews count too: {pull_request[1]}" if pull_request else "")
     )
 
 

@@ -504,6 +504,7 @@ def record_pull_request(promotion, *, number, url, branch, head_sha, notes=()):
         head=head_sha,
         notes=list(notes),
     )
+    approval_notices.enqueue_update(promotion)  # the approvers' message links the pull request
     return promotion
 
 

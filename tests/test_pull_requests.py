@@ -6,11 +6,12 @@ import json
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from django.core import mail
 from social_django.models import UserSocialAuth
 
 from audit.models import AuditAction, AuditEvent
 from environments.models import DeliveryMode
-from releases import github_events, transitions
+from releases import approval_notices, github_events, transitions
 from releases.gitops import values
 from releases.models import Promotion, PromotionState, PullRequestState
 from releases.reconciler import reconcile
@@ -100,6 +101,31 @@ def test_a_production_promotion_opens_a_pull_request_named_after_it(pipeline, gi
     assert values.read_value(pipeline.gitops.read(path), "image.tag", path) == "2026.01.45"
     assert promotion.pr_head_sha == github.repository.sha(pull.head)
     assert AuditAction.PULL_REQUEST_OPENED in actions(promotion)
+
+
+def test_the_approvers_slack_message_links_the_pull_request_once_it_is_open(pipeline, github, release, rita, slack_api):
+    promotion = request_production(pipeline, release, rita)
+
+    posted, updated = slack_api.called("chat.postMessage")[0], slack_api.called("chat.update")[-1]
+    assert "Pull request" not in posted["text"], "told before the pull request was opened"
+    text = updated["blocks"][0]["text"]["text"]
+    assert f"Review <{promotion.pr_url}|Pull request #1>: its approving reviews count too." in text
+    buttons = {element["action_id"]: element for element in updated["blocks"][1]["elements"]}
+    assert buttons["pull_request"]["url"] == promotion.pr_url
+    assert {"approve", "reject", "open"} <= set(buttons), "the portal's own buttons stay"
+
+
+def test_the_reminder_e_mail_links_the_pull_request(pipeline, github, release, rita, sara, settings):
+    settings.APPROVAL_EMAILS = True
+    sara.email = "sara@nexo.example"
+    sara.save(update_fields=["email"])
+    promotion = request_production(pipeline, release, rita)
+    mail.outbox.clear()
+
+    approval_notices.remind(promotion.pk)
+
+    [reminder] = [message for message in mail.outbox if message.to == ["sara@nexo.example"]]
+    assert f"Pull request #1, whose approving reviews count too: {promotion.pr_url}" in reminder.body
 
 
 def test_one_approval_in_the_portal_and_one_review_on_github_merge_and_deploy(pipeline, github, release, rita, sam):
