@@ -6,6 +6,7 @@ Settings name these classes; views ask the token what it allows
 through `nexo_portal.lib.api` (`requires_scope`, `require_service`).
 """
 
+import json
 import logging
 
 from django.conf import settings
@@ -105,6 +106,15 @@ class ApiTokenAuthentication(BaseAuthentication):
             ) from error
         if looks_like_jwt(plain_token):
             grant = oidc.trusted_grant(plain_token)
+            context.bind(user=grant.name)
+            # Every use, reads and repeated registrations included, which cause no audit event; the
+            # events a run causes carry the same claims (OidcPrincipal).
+            logger.info(
+                "GitHub Actions ID token trusted for %s %s: %s",
+                request.method,
+                request.path,
+                json.dumps(grant.trusted_claims(), sort_keys=True),
+            )
             return OidcPrincipal(grant), grant
         token = ApiToken.objects.find(plain_token)
         if token is None:

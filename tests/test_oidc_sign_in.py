@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 
 import pytest
@@ -95,6 +96,31 @@ def test_a_trusted_run_registers_a_build_and_the_audit_event_keeps_its_claims(is
     assert claims["iss"] == issuer.issuer
     assert claims["run_id"] == "7711"
     assert claims["trust_policies"] == ["nexo-be-main"]
+
+
+def test_every_use_is_logged_with_its_claims_even_those_that_cause_no_audit_event(issuer, policy, caplog):
+    token = issuer.token(audience=AUDIENCE)
+    assert register(token).status_code == 201
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO, logger="nexo_portal.tokens"):
+        repeated = register(token)
+        read = client_with(token).get("/api/v1/releases/?service=nexo-be")
+
+    assert (repeated.status_code, read.status_code) == (200, 200)
+    assert AuditEvent.objects.filter(action=AuditAction.RELEASE_REGISTERED).count() == 1, "the repeat is no event"
+    lines = [record.getMessage() for record in caplog.records if "ID token trusted" in record.getMessage()]
+    assert [line.split(":", 1)[0] for line in lines] == [
+        "GitHub Actions ID token trusted for POST /api/v1/releases/",
+        "GitHub Actions ID token trusted for GET /api/v1/releases/",
+    ]
+    claims = json.loads(lines[1].split(": ", 1)[1])
+    assert (claims["repository"], claims["run_id"], claims["trust_policies"]) == (
+        "nexo-org/nexo-be",
+        "7711",
+        ["nexo-be-main"],
+    )
+    assert token.split(".")[2] not in caplog.text, "never the token (its signature) itself"
 
 
 def test_a_trusted_run_reports_a_result_and_the_report_is_audited_with_its_claims(issuer, policy, services):
