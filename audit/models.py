@@ -29,6 +29,7 @@ class AuditAction(models.TextChoices):
     PROMOTION_VERIFIED = "promotion.verified", "Verified"
     PROMOTION_FAILED = "promotion.failed", "Promotion failed"
     PROMOTION_ROLLED_BACK = "promotion.rolled_back", "Rolled back"
+    PROMOTION_SLO_BREACHED = "promotion.slo_breached", "Past its promotion target time"
     HOLD_PLACED = "hold.placed", "Auto-promotion hold placed"
     HOLD_LIFTED = "hold.lifted", "Auto-promotion hold lifted"
     PROMOTION_DEFERRED = "promotion.deferred", "Automatic promotion waits"

@@ -23,6 +23,8 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from audit import log as audit
+from audit.models import AuditAction
 from environments.models import Environment
 from nexo_portal.lib import metrics
 
@@ -266,13 +268,29 @@ def find_breaches(now=None):
     """Mark each active promotion past its target time, once, and have it alerted: the ids marked."""
     now = now or timezone.now()
     marked = []
-    candidates = Promotion.objects.active().filter(slo_breached_at__isnull=True).select_related("environment")
-    for promotion in candidates:
+    candidates = Promotion.objects.active().filter(slo_breached_at__isnull=True)
+    for promotion in candidates.select_related("environment", "service", "release"):
         if not is_breaching(promotion, now):
             continue
-        with transaction.atomic():
+        with audit.chain_transaction():
             if not Promotion.objects.filter(pk=promotion.pk, slo_breached_at__isnull=True).update(slo_breached_at=now):
                 continue  # another reconciler got there first
+            minutes = int((now - promotion.requested_at).total_seconds() // 60)
+            audit.record(
+                AuditAction.PROMOTION_SLO_BREACHED,
+                service=promotion.service.name,
+                environment=promotion.environment.name,
+                version=promotion.release.version,
+                promotion=promotion,
+                message=f"{promotion.service.name} {promotion.release.version} → {promotion.environment.name} "
+                f"active for {minutes} min, past its {promotion.environment.promotion_slo_minutes} min target "
+                f"({promotion.get_state_display().lower()})",
+                data={
+                    "state": promotion.state,
+                    "active_minutes": minutes,
+                    "target_minutes": promotion.environment.promotion_slo_minutes,
+                },
+            )
             alerts.enqueue_slo_breach_alert(promotion)
             environment = promotion.environment.name
             transaction.on_commit(lambda env=environment: metrics.PROMOTION_SLO_BREACHES.labels(environment=env).inc())

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from audit.models import AuditAction, AuditEvent
 from environments.defaults import ensure_default_environments
 from nexo_portal.models import ApiToken
 from releases import slo
@@ -180,7 +181,9 @@ def test_an_active_promotion_past_its_target_is_marked_on_the_board_and_in_the_m
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_breach_is_alerted_once(environments, redis_connection, slack_server, django_capture_on_commit_callbacks):
+def test_a_breach_is_audited_and_alerted_once(
+    environments, redis_connection, slack_server, django_capture_on_commit_callbacks
+):
     import django_rq
 
     from releases.worker import PortalWorker
@@ -208,6 +211,12 @@ def test_a_breach_is_alerted_once(environments, redis_connection, slack_server, 
 
     late.refresh_from_db()
     assert late.slo_breached_at is not None
+    [event] = AuditEvent.objects.filter(action=AuditAction.PROMOTION_SLO_BREACHED)
+    assert (event.promotion_id, event.actor, event.environment) == (late.pk, "system", "production")
+    assert event.message == (
+        "nexo-be 2026.03.1 → production active for 61 min, past its 60 min target (awaiting approval)"
+    )
+    assert event.data == {"state": "awaiting_approval", "active_minutes": 61, "target_minutes": 60}
     [message] = slack_server.messages
     assert "nexo-be 2026.03.1 → production is past its 60 min promotion target" in message["text"]
     assert f"https://portal.nexo.example/promotions/{late.pk}/" in message["text"]
