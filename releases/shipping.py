@@ -17,6 +17,9 @@ from .models import CheckResult, PromotionState, Release
 MAX_RELEASES = 30
 # A page waits this long for a worker that holds the GitOps repository, then says so instead.
 VALUES_LOCK_WAIT_SECONDS = 5
+# A page waits this long for the Git host (not GITOPS_NETWORK_TIMEOUT_SECONDS, a worker's patience):
+# on a bad day the approver sees everything else and a sentence instead of the diff.
+VALUES_NETWORK_TIMEOUT_SECONDS = 3
 BEFORE_COMMIT = (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED)
 
 
@@ -63,7 +66,9 @@ def values_diff(promotion):
     path = service.values_path(environment)
     result = ValuesDiff(path=path)
     try:
-        text, result.read_at = GitOpsRepository(lock_wait=VALUES_LOCK_WAIT_SECONDS).read_latest(path)
+        text, result.read_at = GitOpsRepository(
+            lock_wait=VALUES_LOCK_WAIT_SECONDS, network_timeout=VALUES_NETWORK_TIMEOUT_SECONDS
+        ).read_latest(path)
         result.diff = values.diff(text, service.image_tag_key, release.version, path)
     except FileNotFoundError:
         result.error = f"{path} is not in the GitOps repository: the commit will fail until it is added."

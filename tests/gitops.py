@@ -1,6 +1,8 @@
 """A real bare GitOps repository on disk for tests, with values files shaped like the real chart's."""
 
+import socket
 import subprocess
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,3 +101,31 @@ class GitOpsRemote:
         hook = self.bare / "hooks" / "pre-receive"
         hook.write_text("#!/bin/sh\n" + "".join(f"echo '{line}' >&2\n" for line in lines) + "exit 1\n")
         hook.chmod(0o755)
+
+
+@contextmanager
+def silent_git_host():
+    """The URL of a TCP server that accepts connections and never answers: a Git host that hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/nexo-gitops.git"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()

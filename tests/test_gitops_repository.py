@@ -4,7 +4,6 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from releases.gitops.repo import (
     push_error,
     remote_error,
 )
-from tests.gitops import GitOpsRemote
+from tests.gitops import GitOpsRemote, silent_git_host
 from tests.servers.loopback import LoopbackServer, Response
 
 VALUES_PATH = "helm/nexo-be/values-develop.yaml"
@@ -63,28 +62,8 @@ def repository(remote, tmp_path, redis_connection):
 
 @pytest.fixture
 def silent_server():
-    """A TCP server that accepts connections and never answers: a Git host that hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    held, stop = [], threading.Event()
-
-    def accept():
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/nexo-gitops.git"
-    stop.set()
-    thread.join()
-    for connection in held:
-        connection.close()
-    listener.close()
+    with silent_git_host() as url:
+        yield url
 
 
 def test_a_git_host_that_hangs_is_given_up_on_after_the_network_timeout(

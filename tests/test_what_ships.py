@@ -15,7 +15,7 @@ from releases import shipping, transitions
 from releases.gitops import values
 from releases.models import CheckResult, PromotionKind, PromotionState, SampleCheck, VerificationSample
 from tests.factories import make_release
-from tests.gitops import VALUES
+from tests.gitops import VALUES, silent_git_host
 from tests.history import ran
 
 DIALOG = {"HX-Request": "true", "HX-Target": "dialog-body"}
@@ -153,6 +153,17 @@ def test_the_values_diff_reads_the_file_as_the_branch_holds_it_now(shipping_worl
 
     assert '-  tag: "hand-edit"' in diff.diff.splitlines()
     assert diff.read_at == world["pipeline"].gitops.commits()[0].hexsha
+
+
+def test_a_git_host_that_hangs_costs_the_page_seconds_not_the_workers_minute(shipping_world, settings):
+    settings.GITOPS_NETWORK_TIMEOUT_SECONDS = 600  # a worker's patience; the page must not wait that long
+    with silent_git_host() as url:
+        settings.GITOPS_REPO_URL = url
+        diff = shipping.values_diff(shipping_world["promotion"])
+
+    assert diff.diff == ""
+    assert diff.error.startswith("The values diff cannot be shown now: Cannot reach the GitOps repository")
+    assert f"did not complete in {shipping.VALUES_NETWORK_TIMEOUT_SECONDS} secs" in diff.error
 
 
 def test_a_missing_values_file_is_said_instead_of_a_diff(shipping_world):

@@ -166,7 +166,7 @@ def push_error(repository, branch, message):
 
 
 class GitOpsRepository:
-    def __init__(self, url=None, branch=None, workdir=None, lock_timeout=None, lock_wait=300):
+    def __init__(self, url=None, branch=None, workdir=None, lock_timeout=None, lock_wait=300, network_timeout=None):
         self.url = url or settings.GITOPS_REPO_URL
         self.branch = branch or settings.GITOPS_BRANCH
         key = hashlib.sha1(self.url.encode()).hexdigest()[:16]
@@ -174,7 +174,7 @@ class GitOpsRepository:
         self.lock_name = f"nexo:gitops-lock:{key}"
         self.lock_timeout = lock_timeout or settings.GITOPS_LOCK_SECONDS
         self.lock_wait = lock_wait
-        self.network_timeout = settings.GITOPS_NETWORK_TIMEOUT_SECONDS
+        self.network_timeout = network_timeout or settings.GITOPS_NETWORK_TIMEOUT_SECONDS
         self._repo = None
         self._lock = None
         self._untidy = False
