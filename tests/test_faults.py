@@ -29,7 +29,7 @@ from django.db import connection
 from audit import log as audit
 from environments.defaults import ensure_default_environments
 from releases import transitions
-from releases.gitops.message import PROMOTION_TRAILER
+from releases.gitops.message import AUDIT_HEAD_TRAILER, PROMOTION_TRAILER, parse_audit_head
 from releases.models import Hold, Promotion, PromotionState, RunStatus, StepRun
 from tests.factories import make_release, make_service
 from tests.faults import OwnPostgres, OwnRedis, Portal, database_url, reading, using_database, wait_until
@@ -173,9 +173,18 @@ class Scenario:
                 expected = VALUES.format(service=service.name, environment=name, tag=tag)
                 assert self.gitops.read(service.values_path(environment)) == expected, (service, name)
 
-        report = audit.verify_chain()
+        # Each commit carries the audit chain's head as it was then, and the chain still holds those
+        # heads: nothing a fault interrupted left the log and the repository telling different stories.
+        anchors = []
+        for commit in by_portal:
+            [value] = [value for key, value in commit.trailers_list if key == AUDIT_HEAD_TRAILER]
+            head = parse_audit_head(value)
+            assert head, f"commit {commit.hexsha[:12]} has a malformed {AUDIT_HEAD_TRAILER}: {value!r}"
+            anchors.append(audit.Anchor(*head, f"commit {commit.hexsha[:12]}"))
+        report = audit.verify_chain(anchors)
         assert not report.problem, f"the audit chain breaks at event {report.broken_at}: {report.reason}"
         assert report.checked > 0
+        assert report.anchors == len(by_portal)
 
 
 def scenario(tmp_path, argocd_server, redis_url, **options):
