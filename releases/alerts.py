@@ -20,13 +20,12 @@ import logging
 
 import requests
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
 from redis.exceptions import RedisError
 from rq import Retry
 
-from nexo_portal.lib import metrics, queues
+from nexo_portal.lib import mail, metrics, queues
 from nexo_portal.lib.http import describe_failure, excerpt
 
 from .models import PIPELINE, ApprovalDecision, Hold, Promotion, PromotionKind, PromotionState
@@ -254,10 +253,7 @@ def send_discarded_approvals_notice(promotion_id):
         return
     approvers, subject, text, slack = discarded_approvals_notice(promotion)
     addresses = [user.email for user in approvers if user.email] if settings.APPROVAL_EMAILS else []
-    if addresses:
-        # One message per person, so no approver learns another's address.
-        for address in addresses:
-            send_mail(subject, text, None, [address])
+    mail.send_each(subject, text, addresses)
     if is_configured():
         _post(slack, f"on the discarded approvals of promotion {promotion_id}")
 

@@ -22,13 +22,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Retry
 
-from nexo_portal.lib import queues
+from nexo_portal.lib import mail, queues
 
 from . import policy, slack
 from .models import ApprovalDecision, ApprovalNotice, Promotion, PromotionState, SlackIdentity
@@ -205,10 +204,7 @@ def current_message(promotion):
 def _email(people, subject, body):
     if not settings.APPROVAL_EMAILS:
         return
-    for person in people:
-        if person.email:
-            # One message each: no approver learns another's address.
-            send_mail(subject, body, None, [person.email])
+    mail.send_each(subject, body, [person.email for person in people if person.email])
 
 
 def _email_body(promotion, opening):

@@ -5,11 +5,13 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from prometheus_client import REGISTRY
 
 from nexo_portal.lib import queues
 from releases import approval_notices, slack, transitions
 from releases.models import ApprovalNotice, SlackIdentity
 from tests.factories import make_release, make_service
+from tests.faults import free_port
 from tests.servers.slack import CHANNEL
 from tests.test_api import verified_through
 
@@ -87,6 +89,33 @@ def test_eligible_approvers_are_e_mailed_one_message_each(waiting):
     message = mail.outbox[0]
     assert message.subject == "Approval needed: nexo-be 2026.02.1 → production"
     assert f"https://portal.nexo.example/promotions/{waiting.pk}/" in message.body
+
+
+def sent_emails(outcome):
+    return REGISTRY.get_sample_value("nexo_outgoing_calls_total", {"target": "email", "outcome": outcome}) or 0
+
+
+def test_each_e_mail_is_counted_as_an_outgoing_call(release, environments, people, settings):
+    settings.APPROVAL_EMAILS = True
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    before = sent_emails("ok")
+
+    approval_notices.notify_awaiting(promotion.pk)
+
+    assert sent_emails("ok") == before + 3 == before + len(mail.outbox)
+
+
+def test_a_mail_server_out_of_reach_is_counted_and_the_job_fails_to_be_retried(release, environments, people, settings):
+    settings.APPROVAL_EMAILS = True
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    before = sent_emails("error")
+
+    with pytest.raises(ConnectionRefusedError):
+        approval_notices.notify_awaiting(promotion.pk)
+
+    assert sent_emails("error") == before + 1
 
 
 def test_nothing_is_sent_when_neither_slack_nor_e_mail_is_configured(release, environments, people, settings):

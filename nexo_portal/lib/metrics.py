@@ -59,13 +59,13 @@ RECONCILER_RESUMES = Counter(
 )
 OUTGOING_CALLS = Counter(
     "nexo_outgoing_calls",
-    "Calls to Argo CD, Prometheus, GitHub, Slack and health URLs, by target and outcome "
+    "Calls to Argo CD, Prometheus, GitHub, Slack, health URLs and the mail server, by target and outcome "
     "(ok, an HTTP status class such as 4xx, or error when no answer came).",
     ["target", "outcome"],
 )
 OUTGOING_CALL_SECONDS = Histogram(
     "nexo_outgoing_call_duration_seconds",
-    "How long calls to Argo CD, Prometheus, GitHub, Slack and health URLs took, answered or not.",
+    "How long calls to Argo CD, Prometheus, GitHub, Slack, health URLs and the mail server took, answered or not.",
     ["target"],
     buckets=CALL_BUCKETS,
 )
@@ -85,7 +85,7 @@ def status_class(status):
 
 @contextmanager
 def outgoing_call(target, operation, **attributes):
-    """Time and count one call to a remote service (`target`: argocd, prometheus, github, slack, health).
+    """Time and count one call to a remote service (`target`: argocd, prometheus, github, slack, health, email).
 
     The block sets `.status` on what it gets back (`call.status = response.status_code`) when an
     answer came; an exception out of the block counts as `error`, or as its response's status
