@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from django.core.cache import cache
 from django.db import IntegrityError
 from django.urls import reverse
+from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from audit.models import AuditAction, AuditEvent
@@ -136,12 +137,18 @@ def test_a_trusted_run_reports_a_result_and_the_report_is_audited_with_its_claim
     assert event.data["passed"] is True
 
 
+def oidc_calls(outcome):
+    return REGISTRY.get_sample_value("nexo_outgoing_calls_total", {"target": "oidc", "outcome": outcome}) or 0
+
+
 def test_the_discovery_document_and_keys_are_fetched_once_then_cached(issuer, policy):
+    calls = oidc_calls("ok")
     for _ in range(3):
         assert client_with(issuer.token(audience=AUDIENCE)).get("/api/v1/releases/").status_code == 200
 
     assert issuer.requests.count("/.well-known/openid-configuration") == 1
     assert issuer.requests.count("/.well-known/jwks") == 1
+    assert oidc_calls("ok") == calls + 2, "the two fetches are outgoing calls; the cached answers are not"
 
 
 def test_a_rotated_key_is_fetched_when_a_token_names_it(issuer, policy):
@@ -318,11 +325,13 @@ def test_without_an_audience_the_portal_refuses_id_tokens(issuer, policy, settin
 def test_an_issuer_out_of_reach_is_said_as_such_not_blamed_on_the_token(issuer, policy):
     token = issuer.token(audience=AUDIENCE)
     issuer.close()
+    errors = oidc_calls("error")
 
     answer = register(token)
 
     assert answer.status_code == 503
     assert "discovery document" in answer.json()["message"]
+    assert oidc_calls("error") == errors + 1, "counted as a call that got no answer"
 
 
 def test_the_database_refuses_a_policy_that_could_promote(policy):

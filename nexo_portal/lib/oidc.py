@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import jwt
 import requests
 
+from . import metrics
 from .http import describe_failure
 
 ALGORITHM = "RS256"
@@ -59,7 +60,7 @@ class Verifier:
             if self._jwks_client is None or expired:
                 jwks_uri = self._discover()
                 if self._jwks_client is None or self._jwks_client.uri != jwks_uri:
-                    self._jwks_client = jwt.PyJWKClient(
+                    self._jwks_client = _CountedJWKClient(
                         jwks_uri,
                         lifespan=self.config.cache_seconds,
                         timeout=TIMEOUT_SECONDS,
@@ -71,7 +72,9 @@ class Verifier:
     def _discover(self):
         url = self.config.issuer.rstrip("/") + DISCOVERY_PATH
         try:
-            response = requests.get(url, timeout=TIMEOUT_SECONDS)
+            with metrics.outgoing_call("oidc", "GET discovery") as call:
+                response = requests.get(url, timeout=TIMEOUT_SECONDS)
+                call.status = response.status_code
         except requests.RequestException as error:
             raise IssuerUnavailable(
                 f"The OIDC issuer's discovery document ({url}) could not be read: "
@@ -145,6 +148,14 @@ class Verifier:
             raise IdTokenRefused(f"The ID token lacks the {error.claim!r} claim.") from error
         except jwt.PyJWTError as error:
             raise IdTokenRefused(f"The ID token was refused: {error}.") from error
+
+
+class _CountedJWKClient(jwt.PyJWKClient):
+    """PyJWT's key client, its fetches (not its cache hits) counted as outgoing calls."""
+
+    def fetch_data(self):
+        with metrics.outgoing_call("oidc", "GET jwks"):
+            return super().fetch_data()
 
 
 _verifiers: dict[tuple, Verifier] = {}
