@@ -20,12 +20,14 @@ attestations for private repositories, timestamped by GitHub's own authority ins
 bundles of a bare message signature rather than an in-toto statement.
 """
 
+import functools
 import hashlib
 import json
 import re
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.hazmat import asn1
 from django.conf import settings
 from sigstore.errors import Error as SigstoreError
 from sigstore.models import Bundle, ClientTrustConfig, TrustedRoot
@@ -36,16 +38,22 @@ from nexo_portal.lib.inert import is_http_url
 BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 IN_TOTO = "application/vnd.in-toto+json"
 GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
-# The job's workflow as Fulcio writes it for GitHub Actions: the job_workflow_ref as a URL.
+# The job's workflow as Fulcio writes it for GitHub Actions: the job_workflow_ref as a URL, at a ref
+# or, for a reusable workflow pinned so, at a commit.
 GITHUB_WORKFLOW_IDENTITY = re.compile(
-    r"^https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/\.github/workflows/[^/@\s]+\.ya?ml@refs/[^\s]+$"
+    r"^https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/\.github/workflows/[^/@\s]+\.ya?ml"
+    r"@(refs/[^\s]+|[0-9a-f]{40})$"
 )
-# Fulcio's certificate extensions (sigstore/fulcio docs/oid-info.md) kept with the verdict.
+# What the certificate says of the run, kept with the verdict: Fulcio's extensions (sigstore/fulcio,
+# docs/oid-info.md), the DER-encoded ones (.1.8 and up) or else their deprecated raw predecessors.
 CLAIM_OIDS = {
-    "workflow_trigger": "1.3.6.1.4.1.57264.1.2",
-    "workflow_sha": "1.3.6.1.4.1.57264.1.3",
-    "workflow_repository": "1.3.6.1.4.1.57264.1.5",
-    "workflow_ref": "1.3.6.1.4.1.57264.1.6",
+    "issuer": ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1"),
+    "repository": ("1.3.6.1.4.1.57264.1.12", "1.3.6.1.4.1.57264.1.5"),
+    "ref": ("1.3.6.1.4.1.57264.1.14", "1.3.6.1.4.1.57264.1.6"),
+    "commit": ("1.3.6.1.4.1.57264.1.13", "1.3.6.1.4.1.57264.1.3"),
+    "trigger": ("1.3.6.1.4.1.57264.1.20", "1.3.6.1.4.1.57264.1.2"),
+    "build_config": ("1.3.6.1.4.1.57264.1.18", None),
+    "run": ("1.3.6.1.4.1.57264.1.21", None),
 }
 MAX_BUNDLES = 20  # a registry that lists more referrers than that is not read further
 
@@ -66,7 +74,7 @@ def identity_errors(identity, issuer):
     if identity and issuer == GITHUB_ACTIONS_ISSUER and not GITHUB_WORKFLOW_IDENTITY.match(identity):
         errors["attestation_identity"] = (
             "GitHub Actions signs as its workflow: https://github.com/<org>/<repo>/.github/workflows/<file>.yml"
-            "@refs/heads/<branch> (or @refs/tags/<tag>)."
+            "@refs/heads/<branch> (or @refs/tags/<tag>, or @<commit> for a reusable workflow pinned to one)."
         )
     elif identity and not identity.startswith("https://") and "@" not in identity:
         errors["attestation_identity"] = "Give the certificate's identity: a https:// URI or an e-mail address."
@@ -77,13 +85,18 @@ def trusted_root():
     """The configured trusted root; with none configured, the public-good one the library ships (offline)."""
     path = settings.SIGSTORE_TRUSTED_ROOT
     try:
-        if path:
-            return TrustedRoot.from_file(path)
-        return ClientTrustConfig.production(offline=True).trusted_root
+        return TrustedRoot.from_file(path) if path else _public_good_root()
     except (OSError, ValueError, SigstoreError) as error:
         raise TrustedRootUnusable(
             f"The Sigstore trusted root {path or '(public-good)'} cannot be read: {error}"
         ) from error
+
+
+@functools.cache
+def _public_good_root():
+    # Offline, the library's TUF client takes the root it ships (copied once into its cache) and never
+    # asks the network; it is the same for the life of the process.
+    return ClientTrustConfig.production(offline=True).trusted_root
 
 
 def verify(client, digest, identity, issuer):
@@ -153,20 +166,29 @@ def _identity_of(certificate):
     return values[0] if values else "(no identity)"
 
 
-def _extension(certificate, oid):
-    try:
-        value = certificate.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
-    except x509.ExtensionNotFound:
-        return ""
-    return value.value.decode(errors="replace") if isinstance(value, x509.UnrecognizedExtension) else ""
+def _claim(certificate, der_oid, raw_oid):
+    """The claim's text, from its DER-encoded extension or else its raw predecessor; "" when neither is there."""
+    for oid, is_der in ((der_oid, True), (raw_oid, False)):
+        if oid is None:
+            continue
+        try:
+            value = certificate.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
+        except x509.ExtensionNotFound:
+            continue
+        if not isinstance(value, x509.UnrecognizedExtension):
+            continue
+        try:
+            return asn1.decode_der(str, value.value) if is_der else value.value.decode()
+        except ValueError:
+            continue
+    return ""
 
 
 def _what_it_says(bundle, referrer, statement):
     certificate = bundle.signing_certificate
     entry = bundle.log_entry._inner
     claims = {
-        "issuer": _extension(certificate, "1.3.6.1.4.1.57264.1.1"),
-        **{claim: value for claim, oid in CLAIM_OIDS.items() if (value := _extension(certificate, oid))},
+        **{claim: value for claim, oids in CLAIM_OIDS.items() if (value := _claim(certificate, *oids))},
         "predicate_type": str(statement.get("predicateType", "")),
         "bundle": referrer,
         "log_index": entry.log_index,

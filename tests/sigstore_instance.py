@@ -6,7 +6,7 @@ What each part signs follows the specifications the Verifier checks, so that not
 - Fulcio (sigstore/fulcio, "Certificate specification"): a short-lived leaf certificate for an
   ephemeral P-256 key, empty subject, the identity as a critical URI SAN, key usage digitalSignature,
   extended key usage codeSigning, the OIDC issuer in 1.3.6.1.4.1.57264.1.1 (raw) and .1.8 (DER
-  UTF8String), GitHub's workflow claims in .1.2-.1.6, and one embedded SCT.
+  UTF8String), GitHub's workflow claims (raw in .1.2-.1.6, DER from .1.12 on), one embedded SCT.
 - The CT log (RFC 6962 §3.2): the SCT signs the precertificate's TBSCertificate (the certificate
   without its SCT extension) with the issuer's key hash.
 - Rekor (sigstore/rekor, types/dsse v0.0.1): the entry's canonical body names the payload's hash and
@@ -36,13 +36,6 @@ SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 SCT_LIST_OID = ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
 ISSUER_OID = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 ISSUER_V2_OID = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
-GITHUB_OIDS = {
-    "workflow_trigger": ObjectIdentifier("1.3.6.1.4.1.57264.1.2"),
-    "workflow_sha": ObjectIdentifier("1.3.6.1.4.1.57264.1.3"),
-    "workflow_name": ObjectIdentifier("1.3.6.1.4.1.57264.1.4"),
-    "workflow_repository": ObjectIdentifier("1.3.6.1.4.1.57264.1.5"),
-    "workflow_ref": ObjectIdentifier("1.3.6.1.4.1.57264.1.6"),
-}
 
 
 def b64(data):
@@ -57,17 +50,19 @@ def key_id(key):
     return hashlib.sha256(spki(key)).digest()
 
 
+def der(tag, data):
+    if len(data) < 128:
+        return bytes([tag, len(data)]) + data
+    length = len(data).to_bytes((len(data).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + data
+
+
 def der_utf8(text):
-    data = text.encode()
-    assert len(data) < 128
-    return bytes([0x0C, len(data)]) + data
+    return der(0x0C, text.encode())
 
 
 def der_octet_string(data):
-    if len(data) < 128:
-        return bytes([0x04, len(data)]) + data
-    length = len(data).to_bytes((len(data).bit_length() + 7) // 8, "big")
-    return bytes([0x04, 0x80 | len(length)]) + length + data
+    return der(0x04, data)
 
 
 def u24(data):
@@ -211,10 +206,10 @@ class SigstoreInstance:
             .add_extension(x509.UnrecognizedExtension(ISSUER_OID, issuer.encode()), critical=False)
             .add_extension(x509.UnrecognizedExtension(ISSUER_V2_OID, der_utf8(issuer)), critical=False)
         )
-        for claim, value in claims.items():
-            builder = builder.add_extension(
-                x509.UnrecognizedExtension(GITHUB_OIDS[claim], value.encode()), critical=False
-            )
+        for oid, value in claims.items():
+            # Fulcio's first extensions (.1.1-.1.6) hold the raw string, the later ones a DER UTF8String.
+            encoded = value.encode() if int(oid.rsplit(".", 1)[1]) <= 7 else der_utf8(value)
+            builder = builder.add_extension(x509.UnrecognizedExtension(ObjectIdentifier(oid), encoded), critical=False)
         # The precertificate is the certificate without its SCT list: what the CT log signs.
         precertificate = builder.sign(self.fulcio_key, hashes.SHA384())
         timestamp = int(issued_at.timestamp() * 1000)
@@ -312,11 +307,19 @@ def github_identity(repository="nexo-org/nexo-be", workflow="build.yml", ref="re
     return f"https://github.com/{repository}/.github/workflows/{workflow}@{ref}"
 
 
-def github_claims(repository="nexo-org/nexo-be", ref="refs/heads/main", sha="a3f2b1c" + "0" * 33):
+def github_claims(repository="nexo-org/nexo-be", ref="refs/heads/main", sha="a3f2b1c" + "0" * 33, run=4711):
+    """The extensions Fulcio writes from a GitHub Actions token (sigstore/fulcio docs/oid-info.md): the
+    deprecated raw ones (.1.2-.1.6) and their DER-encoded successors, as its certificates carry both."""
     return {
-        "workflow_trigger": "push",
-        "workflow_sha": sha,
-        "workflow_name": "build",
-        "workflow_repository": repository,
-        "workflow_ref": ref,
+        "1.3.6.1.4.1.57264.1.2": "push",
+        "1.3.6.1.4.1.57264.1.3": sha,
+        "1.3.6.1.4.1.57264.1.4": "build",
+        "1.3.6.1.4.1.57264.1.5": repository,
+        "1.3.6.1.4.1.57264.1.6": ref,
+        "1.3.6.1.4.1.57264.1.12": f"https://github.com/{repository}",
+        "1.3.6.1.4.1.57264.1.13": sha,
+        "1.3.6.1.4.1.57264.1.14": ref,
+        "1.3.6.1.4.1.57264.1.18": f"https://github.com/{repository}/.github/workflows/build.yml@{ref}",
+        "1.3.6.1.4.1.57264.1.20": "push",
+        "1.3.6.1.4.1.57264.1.21": f"https://github.com/{repository}/actions/runs/{run}/attempts/1",
     }

@@ -112,9 +112,11 @@ def test_an_attestation_by_the_services_workflow_passes_and_is_kept_on_the_relea
     release.refresh_from_db()
     assert release.attested_by == WORKFLOW
     assert release.attestation_claims["issuer"] == GITHUB_ISSUER
-    assert release.attestation_claims["workflow_repository"] == "nexo-org/nexo-be"
-    assert release.attestation_claims["workflow_ref"] == "refs/heads/main"
-    assert release.attestation_claims["workflow_sha"] == "a3f2b1c" + "0" * 33
+    assert release.attestation_claims["repository"] == "https://github.com/nexo-org/nexo-be"
+    assert release.attestation_claims["ref"] == "refs/heads/main"
+    assert release.attestation_claims["commit"] == "a3f2b1c" + "0" * 33
+    assert release.attestation_claims["trigger"] == "push"
+    assert release.attestation_claims["run"] == "https://github.com/nexo-org/nexo-be/actions/runs/4711/attempts/1"
     assert release.attestation_claims["predicate_type"] == "https://slsa.dev/provenance/v1"
     assert release.attestation_claims["bundle"] == referrer
     assert release.attested_at is not None
@@ -268,7 +270,8 @@ def test_the_release_and_promotion_pages_show_the_identity_that_attested(
 
     assert "Sigstore attestation verified" in release_page
     assert f'signed by <code class="small">{WORKFLOW}</code>' in release_page
-    assert "nexo-org/nexo-be at refs/heads/main" in release_page
+    assert "https://github.com/nexo-org/nexo-be at refs/heads/main" in release_page
+    assert 'href="https://github.com/nexo-org/nexo-be/actions/runs/4711/attempts/1"' in release_page
     assert "a Sigstore attestation by the service&#x27;s workflow identity" in promotion_page
     assert f'Attested by <code class="small">{WORKFLOW}</code>' in promotion_page
 
@@ -278,6 +281,8 @@ def test_the_release_and_promotion_pages_show_the_identity_that_attested(
     [
         (WORKFLOW, GITHUB_ISSUER, None),
         (github_identity(ref="refs/tags/v1.2.0"), GITHUB_ISSUER, None),
+        (github_identity("nexo-org/shared-workflows", "attest.yml", "9" * 40), GITHUB_ISSUER, None),
+        (github_identity(ref="main"), GITHUB_ISSUER, "attestation_identity"),
         ("", GITHUB_ISSUER, None),
         ("https://github.com/nexo-org/nexo-be", GITHUB_ISSUER, "attestation_identity"),
         ("nexo-org/nexo-be/.github/workflows/build.yml@refs/heads/main", GITHUB_ISSUER, "attestation_identity"),
