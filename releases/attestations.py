@@ -62,10 +62,6 @@ class AttestationRefused(Exception):
     """No attestation of the digest verifies for the expected identity; the message says what was found."""
 
 
-class TrustedRootUnusable(AttestationRefused):
-    pass
-
-
 def identity_errors(identity, issuer):
     """{field: message} for an expected identity the gate could never match; empty when it can."""
     errors = {}
@@ -87,7 +83,7 @@ def trusted_root():
     try:
         return TrustedRoot.from_file(path) if path else _public_good_root()
     except (OSError, ValueError, SigstoreError) as error:
-        raise TrustedRootUnusable(
+        raise AttestationRefused(
             f"The Sigstore trusted root {path or '(public-good)'} cannot be read: {error}"
         ) from error
 
@@ -129,7 +125,10 @@ def _verify_referrer(client, digest, descriptor, verifier, expected):
     manifest = client.manifest(name) if name.startswith("sha256:") else None
     if manifest is None or manifest.digest != name:
         return None, f"the referrer {name} is missing from the registry or does not match its digest"
-    layers = [layer for layer in manifest.json().get("layers", []) if layer.get("mediaType") == BUNDLE_TYPE]
+    try:
+        layers = [layer for layer in manifest.json()["layers"] if layer.get("mediaType") == BUNDLE_TYPE]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, f"the referrer {name} is not an image manifest with layers"
     if len(layers) != 1:
         return None, f"the referrer {name} holds {len(layers)} bundles, not one"
     body = client.blob(layers[0].get("digest", ""))
