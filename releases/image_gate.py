@@ -87,9 +87,9 @@ def check(promotion):
         release.signed_by, release.signature_verified_at = result["signed_by"], now
         fields += ["signed_by", "signature_verified_at"]
     if "attested_by" in result:
-        attested = result["attested_by"]
+        attested, logged_at = result["attested_by"], result["attested_by"]["logged_at"]
         release.attested_by, release.attestation_claims = attested["identity"], attested["claims"]
-        release.attested_at = attested["logged_at"] and datetime.fromisoformat(attested["logged_at"])
+        release.attested_at = datetime.fromisoformat(logged_at) if logged_at else None
         release.attestation_verified_at = now
         fields += ["attested_by", "attestation_claims", "attested_at", "attestation_verified_at"]
     with audit.chain_transaction():
