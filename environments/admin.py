@@ -28,6 +28,7 @@ class EnvironmentAdmin(AuditedAdmin):
         "rollback_on_failed_verification",
         "requires_image_check",
         "requires_signature",
+        "requires_attestation",
         "promotion_slo_minutes",
     ]
     ordering = ["position"]
@@ -54,6 +55,7 @@ class EnvironmentAdmin(AuditedAdmin):
                     "required_checks",
                     "requires_image_check",
                     "requires_signature",
+                    "requires_attestation",
                     "rollback_on_failed_verification",
                     "drift_warning_builds",
                     "drift_alert_builds",

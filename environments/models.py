@@ -147,6 +147,16 @@ class Environment(models.Model):
         help_text="Before promoting here, require a Cosign signature of the digest made with one of the service's "
         "signing keys.",
     )
+    # Beside, not instead of, the Cosign key: a key says who held it, a keyless attestation which CI
+    # workflow built the image; production may want both, and moving from keys to keyless is one
+    # switch on, then the other off.
+    requires_attestation = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Before promoting here, require a Sigstore attestation of the digest (GitHub's "
+        "actions/attest-build-provenance, cosign attest --new-bundle-format) signed keylessly by the service's "
+        "expected workflow identity, verified offline against SIGSTORE_TRUSTED_ROOT.",
+    )
     rollback_on_failed_verification = models.BooleanField(
         default=False, help_text="Roll back automatically to the last verified release when verification fails."
     )

@@ -386,6 +386,9 @@ OIDC_JWKS_REFRESH_COOLDOWN_SECONDS = env.float("OIDC_JWKS_REFRESH_COOLDOWN_SECON
 # for the token the portal asks a registry for (e.g. ghcr.io=nexo-portal:<read:packages token>).
 REGISTRY_INSECURE_HOSTS = env.list("REGISTRY_INSECURE_HOSTS", default=[])
 REGISTRY_CREDENTIALS = env.dict("REGISTRY_CREDENTIALS", default={})
+# The Sigstore trusted_root.json that attestations are verified against, offline (releases/attestations.py);
+# blank: the public-good root (Fulcio, Rekor, CT log) the sigstore library ships, never refreshed.
+SIGSTORE_TRUSTED_ROOT = env.str("SIGSTORE_TRUSTED_ROOT", default="")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nexo Release Portal API",
     "DESCRIPTION": (

@@ -110,6 +110,10 @@ class ServiceAdmin(AuditedAdmin):
         ("GitOps", {"fields": ["auto_deploy_on_registration", "image_tag_key"]}),
         ("Signing (environments that require a signature)", {"fields": ["signing_public_keys"]}),
         (
+            "Attestation (environments that require a Sigstore attestation)",
+            {"fields": ["attestation_identity", "attestation_issuer"]},
+        ),
+        (
             "Overrides of the environment templates (blank: use the environment's)",
             {
                 "classes": ["collapse"],

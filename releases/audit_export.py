@@ -116,7 +116,8 @@ def _initiator(promotion):
 
 def _image_checks(promotion):
     """The registry's checks the environment required before the commit (releases/image_gate.py):
-    `image:digest` and `image:signature`. A promotion that deployed passed them, or the gate would
+    `image:digest`, `image:signature` (a Cosign key) and `image:attestation` (a keyless Sigstore
+    attestation by the service's workflow identity). A promotion that deployed passed them, or the gate would
     have failed it; `no_data` when the release keeps no record of the check (it was required later)."""
     environment, release = promotion.environment, promotion.release
     results = {}
@@ -124,6 +125,8 @@ def _image_checks(promotion):
         results["image:digest"] = "passed" if release.image_checked_at else "no_data"
     if environment.requires_signature:
         results["image:signature"] = "passed" if release.signature_verified_at else "no_data"
+    if environment.requires_attestation:
+        results["image:attestation"] = "passed" if release.attestation_verified_at else "no_data"
     return results
 
 

@@ -1,11 +1,14 @@
 """Before a promotion's GitOps commit: the image it deploys is in the registry as CI said, and signed.
 
-What an environment requires (`requires_image_check`, `requires_signature`) is asked of the
-registry (releases/registry.py, releases/signatures.py) by the commit step, before anything is
-written. The result is kept on the release (when it was checked, the key that signed, when) and
-audited (`release.image_checked`, with each tag's digest); a refusal fails the promotion at the
-step "image" with the reason, and a registry out of reach is tried again like any transient error.
+What an environment requires (`requires_image_check`, `requires_signature`, `requires_attestation`)
+is asked of the registry (releases/registry.py, releases/signatures.py, releases/attestations.py) by
+the commit step, before anything is written. The result is kept on the release (when it was checked,
+the key that signed, the identity that attested, when) and audited (`release.image_checked`, with
+each tag's digest); a refusal fails the promotion at the step "image" with the reason, and a registry
+out of reach is tried again like any transient error.
 """
+
+from datetime import datetime
 
 from django.db.models import Q
 from django.utils import timezone
@@ -15,7 +18,7 @@ from audit.models import AuditAction
 from environments.models import Environment
 from nexo_portal.lib.errors import Refused
 
-from . import registry, signatures
+from . import attestations, registry, signatures
 
 
 class ImageRefused(Refused):
@@ -29,6 +32,8 @@ def requirements(environment):
         required.append("digest and tags checked in the registry")
     if environment.requires_signature:
         required.append("a Cosign signature by the service's key")
+    if environment.requires_attestation:
+        required.append("a Sigstore attestation by the service's workflow identity")
     return required
 
 
@@ -38,7 +43,9 @@ def requirements_by_environment(environments=None):
     `environments`: all of them, in pipeline order, when the caller has read them already.
     """
     if environments is None:
-        environments = Environment.objects.filter(Q(requires_image_check=True) | Q(requires_signature=True))
+        environments = Environment.objects.filter(
+            Q(requires_image_check=True) | Q(requires_signature=True) | Q(requires_attestation=True)
+        )
         environments = environments.order_by("position")
     return {environment.name: required for environment in environments if (required := requirements(environment))}
 
@@ -60,7 +67,17 @@ def check(promotion):
             result["tags"] = registry.check_tags(client, release.image_digest, release.tags())
         if environment.requires_signature:
             result["signed_by"] = signatures.verify(client, release.image_digest, release.service.signing_public_keys)
-    except (registry.ImageMismatch, registry.RegistryError, signatures.SignatureRefused) as error:
+        if environment.requires_attestation:
+            service = release.service
+            result["attested_by"] = attestations.verify(
+                client, release.image_digest, service.attestation_identity, service.attestation_issuer
+            )
+    except (
+        registry.ImageMismatch,
+        registry.RegistryError,
+        signatures.SignatureRefused,
+        attestations.AttestationRefused,
+    ) as error:
         _record(promotion, {**result, "verdict": "refused", "reason": str(error)}, f"refused: {error}")
         raise ImageRefused(str(error)) from error
     now = timezone.now()
@@ -69,6 +86,12 @@ def check(promotion):
     if "signed_by" in result:
         release.signed_by, release.signature_verified_at = result["signed_by"], now
         fields += ["signed_by", "signature_verified_at"]
+    if "attested_by" in result:
+        attested, logged_at = result["attested_by"], result["attested_by"]["logged_at"]
+        release.attested_by, release.attestation_claims = attested["identity"], attested["claims"]
+        release.attested_at = datetime.fromisoformat(logged_at) if logged_at else None
+        release.attestation_verified_at = now
+        fields += ["attested_by", "attestation_claims", "attested_at", "attestation_verified_at"]
     with audit.chain_transaction():
         release.save(update_fields=fields)
         _record(promotion, {**result, "verdict": "passed"}, "passed: " + ", ".join(result["required"]))

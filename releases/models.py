@@ -15,7 +15,7 @@ from audit.models import AuditAction
 from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
 from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 
-from . import calver, signatures
+from . import attestations, calver, signatures
 
 COMMIT_SHA_PATTERN = r"^[0-9a-f]{40}$"
 IMAGE_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -61,6 +61,22 @@ class Service(models.Model):
         help_text="The Cosign public keys (PEM, ECDSA P-256: cosign.pub) whose signature environments that "
         "require one accept; several may follow each other.",
     )
+    attestation_identity = models.CharField(
+        max_length=300,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The certificate identity whose Sigstore attestation environments that require one accept: for "
+        "GitHub Actions the workflow, e.g. https://github.com/nexo-org/nexo-be/.github/workflows/build.yml"
+        "@refs/heads/main.",
+    )
+    attestation_issuer = models.CharField(
+        max_length=200,
+        default=attestations.GITHUB_ACTIONS_ISSUER,
+        db_default=attestations.GITHUB_ACTIONS_ISSUER,
+        help_text="The OIDC issuer that vouched for that identity (GitHub Actions: "
+        "https://token.actions.githubusercontent.com).",
+    )
     # Blank means: use the environment's template.
     values_path_template = models.CharField(max_length=255, blank=True)
     argocd_app_template = models.CharField(max_length=255, blank=True)
@@ -93,6 +109,9 @@ class Service(models.Model):
             signatures.load_public_keys(self.signing_public_keys)
         except signatures.InvalidPublicKey as error:
             raise ValidationError({"signing_public_keys": f"{error} Paste the content of cosign.pub."}) from error
+        errors = attestations.identity_errors(self.attestation_identity, self.attestation_issuer)
+        if errors:
+            raise ValidationError(errors)
 
     def values_path(self, environment):
         return self._render("values_path_template", environment)
@@ -241,6 +260,21 @@ class Release(models.Model):
         help_text="The Cosign key that signed the digest (its SHA-256).",
     )
     signature_verified_at = models.DateTimeField(null=True, blank=True, editable=False)
+    attested_by = models.CharField(
+        max_length=300,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text="The certificate identity of the Sigstore attestation that was verified (for GitHub: the workflow).",
+    )
+    # The rest of what the certificate said (issuer, repository, ref, commit, trigger), the predicate
+    # and the bundle's digest in the registry: what the audit event keeps, for the pages.
+    attestation_claims = models.JSONField(default=dict, db_default={}, blank=True, editable=False)
+    attested_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the transparency log took the attestation."
+    )
+    attestation_verified_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Old versions found in the GitOps history were never registered, so their commit and
     # digest may be unknown (blank); only such rows may leave them blank.
     is_imported = models.BooleanField(default=False, editable=False)

@@ -32,6 +32,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 DOCKER_HUB = "registry-1.docker.io"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -182,6 +183,45 @@ class RegistryClient:
         if response.status_code != 200:
             raise RegistryError(f"The registry {self.reference.host} answered {response.status_code} for {digest}.")
         return response.content
+
+    def referrers(self, digest, artifact_type):
+        """The descriptors of the manifests whose `subject` is `digest` and whose artifactType is `artifact_type`.
+
+        OCI distribution v1.1: the referrers API (`GET /v2/<name>/referrers/<digest>`, an image index);
+        a registry without it answers 404, and the pusher then keeps the same index under the tag
+        `<alg>-<hex>` (the "referrers tag schema"), which is read instead. A filter the registry did
+        not apply (no `OCI-Filters-Applied` header) is applied here.
+        """
+        response = self.request(
+            "GET",
+            f"referrers/{digest}",
+            params={"artifactType": artifact_type},
+            headers={"Accept": INDEX_TYPE},
+        )
+        if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(INDEX_TYPE):
+            index = _json_object(response.content, f"the referrers of {digest}", self.reference.host)
+        elif response.status_code in (200, 404):
+            manifest = self.manifest(digest.replace(":", "-"), media_types=(INDEX_TYPE,))
+            index = (
+                _json_object(manifest.body, f"the referrers tag of {digest}", self.reference.host) if manifest else {}
+            )
+        else:
+            raise RegistryError(
+                f"The registry {self.reference.host} answered {response.status_code} for the referrers of {digest}: "
+                f"{excerpt(response.text)}"
+            )
+        manifests = index.get("manifests") or []
+        return [entry for entry in manifests if isinstance(entry, dict) and entry.get("artifactType") == artifact_type]
+
+
+def _json_object(body, what, host):
+    try:
+        value = json.loads(body)
+    except ValueError as error:
+        raise RegistryError(f"The registry {host} answered {what} with something that is not JSON.") from error
+    if not isinstance(value, dict):
+        raise RegistryError(f"The registry {host} answered {what} with something that is not an image index.")
+    return value
 
 
 def check_tags(client, digest, tags):

@@ -263,6 +263,10 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "image_checked_at",
             "signed_by",
             "signature_verified_at",
+            "attested_by",
+            "attestation_claims",
+            "attested_at",
+            "attestation_verified_at",
         ]
 
     def get_url(self, release) -> str:

@@ -28,7 +28,19 @@ from audit.models import AuditEvent
 from environments.models import Environment
 from nexo_portal.lib import inert
 
-from . import audit_export, confirmations, links, policy, shipping, slo, state, timeline, transitions, waiting
+from . import (
+    audit_export,
+    confirmations,
+    image_gate,
+    links,
+    policy,
+    shipping,
+    slo,
+    state,
+    timeline,
+    transitions,
+    waiting,
+)
 from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
 from .board import build_board
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
@@ -213,6 +225,7 @@ def _promotion_context(request, pk):
         "approvals_required": policy.approvals_required(promotion),
         "from_approvers": policy.from_approvers(promotion.environment),
         "values_path": promotion.service.values_path(promotion.environment),
+        "image_requirements": image_gate.requirements(promotion.environment),
         "argocd_app": promotion.service.argocd_app(promotion.environment),
         "argocd_url": links.argocd_application(promotion.service, promotion.environment),
         "gitops_commit_url": links.gitops_commit(promotion.gitops_commit_sha),

@@ -33,6 +33,9 @@ SERVICE = "nexo-test-registry"
 ISSUER = "nexo-test-token-issuer"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 
@@ -247,6 +250,60 @@ class Registry:
             "layers": layers,
         }
         return self.push_manifest(repository, digest.replace(":", "-") + ".sig", manifest)
+
+    def attach_bundle(self, repository, digest, bundle, *, predicate_type="https://slsa.dev/provenance/v1"):
+        """A Sigstore bundle attached to the image `digest` as actions/attest-build-provenance (push-to-registry,
+        through @sigstore/oci) attaches it: an OCI 1.1 manifest with the bundle as its one layer, the empty
+        config, the image as `subject`; and, since distribution 2.8 has no referrers API, the referrers tag
+        schema's index under `sha256-<hex>`, listing it (OCI distribution-spec v1.1). Returns its digest."""
+        image = requests.get(
+            f"{self.url}/v2/{repository}/manifests/{digest}",
+            headers={**self._session(repository).headers, "Accept": OCI_MANIFEST},
+            timeout=10,
+        )
+        assert image.status_code == 200, image.text
+        annotations = {
+            "dev.sigstore.bundle.content": "dsse-envelope",
+            "dev.sigstore.bundle.predicateType": predicate_type,
+            "org.opencontainers.image.created": "2026-02-03T10:00:00.000Z",
+        }
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": SIGSTORE_BUNDLE,
+            "config": {"mediaType": OCI_EMPTY, "digest": self.push_blob(repository, b"{}"), "size": 2},
+            "layers": [
+                {"mediaType": SIGSTORE_BUNDLE, "digest": self.push_blob(repository, bundle), "size": len(bundle)}
+            ],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(image.content)},
+            "annotations": annotations,
+        }
+        referrer = self.push_manifest(repository, digest_reference(manifest), manifest)
+        tag = digest.replace(":", "-")
+        listed = self.manifest_json(repository, tag, OCI_INDEX) or {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [],
+        }
+        listed["manifests"].append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": referrer,
+                "size": len(json.dumps(manifest).encode()),
+                "artifactType": SIGSTORE_BUNDLE,
+                "annotations": annotations,
+            }
+        )
+        self.push_manifest(repository, tag, listed)
+        return referrer
+
+    def manifest_json(self, repository, reference, media_type):
+        answer = requests.get(
+            f"{self.url}/v2/{repository}/manifests/{reference}",
+            headers={**self._session(repository).headers, "Accept": media_type},
+            timeout=10,
+        )
+        return answer.json() if answer.status_code == 200 else None
 
 
 def digest_reference(manifest):

@@ -207,6 +207,34 @@ def test_who_may_approve_changed_in_the_admin_is_audited_before_and_after(operat
     assert "platform-team" in after
 
 
+def test_the_attestation_a_service_expects_is_edited_in_the_admin_and_audited(operator):
+    from environments.models import Environment
+    from releases.models import Service
+
+    service = Service.objects.get(name="nexo-be")
+    workflow = "https://github.com/nexo-org/nexo-be/.github/workflows/build.yml@refs/heads/main"
+    change(operator, Service, service, attestation_identity=workflow)
+    production = Environment.objects.get(name="production")
+    change(operator, Environment, production, requires_attestation=True)
+
+    service_event, environment_event = AuditEvent.objects.filter(action="admin.changed").order_by("id")
+    assert service_event.data["changes"]["attestation_identity"] == ["", workflow]
+    assert environment_event.data["changes"]["requires_attestation"] == ["False", "True"]
+
+
+def test_the_admin_refuses_an_attestation_identity_github_never_signs_as(operator):
+    from releases.models import Service
+
+    service = Service.objects.get(name="nexo-be")
+    url = admin_url(Service, "change", service.pk)
+    form = operator.get(url).context["adminform"].form
+    answer = operator.post(url, post_data(form, attestation_identity="https://github.com/nexo-org/nexo-be"))
+
+    assert answer.status_code == 200
+    assert "attestation_identity" in answer.context["adminform"].form.errors
+    assert not AuditEvent.objects.filter(action="admin.changed").exists()
+
+
 def test_adding_someone_to_an_approver_group_is_audited_and_no_password_is_kept(operator, django_user_model):
     from django.contrib.auth.models import Group
 

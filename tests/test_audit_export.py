@@ -195,10 +195,12 @@ def test_a_promotion_delivered_by_pull_request_names_its_pull_request(production
 
 @pytest.mark.django_db
 def test_the_image_checks_production_required_are_among_the_validation_results(production, environments):
-    environments["production"].requires_image_check = environments["production"].requires_signature = True
-    environments["production"].save()
+    production_environment = environments["production"]
+    production_environment.requires_image_check = production_environment.requires_signature = True
+    production_environment.requires_attestation = True
+    production_environment.save()
     release = production.release
-    release.image_checked_at = release.signature_verified_at = timezone.now()
+    release.image_checked_at = release.signature_verified_at = release.attestation_verified_at = timezone.now()
     release.signed_by = "sha256:" + "d" * 64
     release.save()
     transitions.mark_verified(production, "all good")
@@ -207,6 +209,7 @@ def test_the_image_checks_production_required_are_among_the_validation_results(p
 
     assert record["validation_results"]["image:digest"] == "passed"
     assert record["validation_results"]["image:signature"] == "passed"
+    assert record["validation_results"]["image:attestation"] == "passed"
 
 
 @pytest.mark.django_db
