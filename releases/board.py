@@ -448,6 +448,7 @@ class _CellBuilder:
         self.waiting = waiting
         self.stopped = stopped
         self.argocd_configured = bool(settings.ARGOCD_URL)
+        self.zone = timezone.get_current_timezone()
         self.may_request = {}
         # Every confirmation returns to the board as it was filtered.
         back = "?" + urlencode({"next": back_to})
@@ -485,7 +486,7 @@ class _CellBuilder:
             cell.version = release.version
             cell.release_url = self.release_url(service.name, release.version)
             cell.deployed_iso = deployment.deployed_at.isoformat()
-            cell.deployed_exact = exact_time(deployment.deployed_at)
+            cell.deployed_exact = exact_time(deployment.deployed_at, self.zone)
             cell.age = short_age(deployment.deployed_at, self.now)
             cell.health = self._health(deployment)
             cell.verification, cell.soak_percent = self._verification(deployment.verification)
