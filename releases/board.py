@@ -333,20 +333,26 @@ def _deployments(shown):
         .values_list(*DeployedRow._fields[:-2], "release_json", "verification_json")
     )
     deployments = {}
+    # Most deployments were verified alike ("verified", checks passed): each distinct text is read once.
+    verifications = {None: None}
     for *fields, release, verification in rows:
-        if verification is not None:
-            verification = json.loads(verification)
-            verification = VerificationRow(
-                verification["state"],
-                verification["status"],
-                verification["failed_step"],
-                verification["error"],
-                _moment(verification["soak_started"]),
-                _moment(verification["soak_ends"]),
-            )
-        deployment = DeployedRow(*fields, _release_row(release), verification)
+        if verification not in verifications:
+            verifications[verification] = _verification_row(verification)
+        deployment = DeployedRow(*fields, _release_row(release), verifications[verification])
         deployments[(deployment.service_id, deployment.environment_id)] = deployment
     return deployments
+
+
+def _verification_row(text):
+    data = json.loads(text)
+    return VerificationRow(
+        data["state"],
+        data["status"],
+        data["failed_step"],
+        data["error"],
+        _moment(data["soak_started"]),
+        _moment(data["soak_ends"]),
+    )
 
 
 def _open_promotions(shown, now):
