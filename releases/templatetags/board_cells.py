@@ -19,13 +19,15 @@ _special = re.compile(r"[&<>\"']").search
 
 
 def _escaped(value):
+    if isinstance(value, SafeString):
+        return value
     text = str(value)
     return escape(text) if _special(text) else text
 
 
 def _html(markup, *values):
     """format_html for plain strings: each value escaped unless it is already safe."""
-    return markup.format(*(value if isinstance(value, SafeString) else _escaped(value) for value in values))
+    return markup.format(*map(_escaped, values))
 
 
 # Badges repeat from cell to cell ("verified", "Healthy"): each distinct one is built once.
