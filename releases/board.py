@@ -451,14 +451,14 @@ class _Url:
     """
 
     def __init__(self, name, *placeholders, query=""):
-        self.pattern = reverse(name, args=placeholders) + query
-        self.placeholders = [str(placeholder) for placeholder in placeholders]
+        # A format string, made once: filling it in is one call per URL instead of a replace() per argument.
+        template = (reverse(name, args=placeholders) + query).replace("{", "{{").replace("}", "}}")
+        for placeholder in placeholders:
+            template = template.replace(str(placeholder), "{}", 1)
+        self.template = template
 
     def __call__(self, *args):
-        url = self.pattern
-        for placeholder, value in zip(self.placeholders, args, strict=False):
-            url = url.replace(placeholder, str(value), 1)
-        return url
+        return self.template.format(*args)
 
 
 class _CellBuilder:
