@@ -472,6 +472,7 @@ class _CellBuilder:
         self.argocd_configured = bool(settings.ARGOCD_URL)
         self.zone = timezone.get_current_timezone()
         self.may_request = {}
+        self.verification_badges = {}
         # Every confirmation returns to the board as it was filtered.
         back = "?" + urlencode({"next": back_to})
         # A placeholder in a version's URL shape (calver.PathConverter), found in no real version.
@@ -511,7 +512,7 @@ class _CellBuilder:
             cell.deployed_exact = exact_time(deployment.deployed_at, self.zone)
             cell.age = short_age(deployment.deployed_at, self.now)
             cell.health = self._health(deployment)
-            cell.verification, cell.soak_percent = self._verification(deployment.verification)
+            cell.verification, cell.soak_percent = self._verification_badge(deployment.verification)
             cell.gitops_tag = deployment.drifted_tag
             cell.hold_reason = deployment.hold or ""
             cell.hold_url = self.lift_url(deployment.hold_id) if deployment.hold_id else ""
@@ -563,6 +564,12 @@ class _CellBuilder:
         if not deployment.health:
             return Badge("health unknown", "warn", "Argo CD has not reported health for this deployment yet")
         return Badge(deployment.health, HEALTH_TONES.get(deployment.health, "warn"), "Argo CD health")
+
+    def _verification_badge(self, verification):
+        # Deployments verified alike share one row (_deployments), and so one badge.
+        if verification not in self.verification_badges:
+            self.verification_badges[verification] = self._verification(verification)
+        return self.verification_badges[verification]
 
     def _verification(self, verification):
         if verification is None:
