@@ -46,7 +46,9 @@ TARGET_RATIO = 0.14
 REGISTER_SCRIPT = """
 local services = %(services)d
 local counter = 0
-local thread_id = 0
+-- Set by setup() in each thread's own Lua state; a `local` here would hide it and give every
+-- thread the same builds, half of them retries of the other thread's.
+thread_id = 0
 setup = function(thread) thread:set("thread_id", math.random(1, 2^30)) end
 request = function()
   counter = counter + 1
