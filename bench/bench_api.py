@@ -106,7 +106,19 @@ def start_gunicorn(port, workers):
     }
     environment.pop("DEBUG", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "nexo_portal.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"],
+        # As docs/deploy.md runs it, but for the address.
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "nexo_portal.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--timeout",
+            "60",
+        ],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,
