@@ -51,7 +51,12 @@ def register_build(
     # The chain's lock, held from the first statement, serialises registrations: a retry racing
     # its original sees the release instead of allocating a second version.
     with audit.chain_transaction():
-        existing = Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest).first()
+        # At most one (release_build_registered_once): ordered by id, not by the default order that joins the service.
+        existing = (
+            Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest)
+            .order_by("pk")
+            .first()
+        )
         if existing:
             if version and version != existing.version:
                 raise RegistrationConflict(
