@@ -63,6 +63,7 @@ def register_build(
                     f"This build (commit {commit_sha[:7]}, digest {image_digest[:19]}…) is already registered as "
                     f"{service.name} {existing.version}; it cannot also be {version}."
                 )
+            existing.service = service  # the answer names it: spares reading it again
             return Registration(existing, created=False)
 
         if version:
