@@ -46,7 +46,9 @@ TARGET_RATIO = 0.14
 REGISTER_SCRIPT = """
 local services = %(services)d
 local counter = 0
-local thread_id = 0
+-- Set by setup() in each thread's own Lua state; a `local` here would hide it and give every
+-- thread the same builds, half of them retries of the other thread's.
+thread_id = 0
 setup = function(thread) thread:set("thread_id", math.random(1, 2^30)) end
 request = function()
   counter = counter + 1
@@ -104,7 +106,19 @@ def start_gunicorn(port, workers):
     }
     environment.pop("DEBUG", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "nexo_portal.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"],
+        # As docs/deploy.md runs it, but for the address.
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "nexo_portal.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--timeout",
+            "60",
+        ],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,

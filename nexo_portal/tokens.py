@@ -8,9 +8,13 @@ through `nexo_portal.lib.api` (`requires_scope`, `require_service`).
 
 import json
 import logging
+import secrets
+from functools import lru_cache
 
+import redis
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
+from django.core.cache import cache
 from django.db.models.manager import EmptyManager
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
@@ -144,9 +148,30 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
 
 
 class ApiTokenRateThrottle(SimpleRateThrottle):
-    """Limits calls per token (API_TOKEN_THROTTLE_RATE); sessions are not throttled here."""
+    """Limits calls per token (API_TOKEN_THROTTLE_RATE); sessions are not throttled here.
+
+    The token's calls of the last period are a Redis sorted set, pruned, counted and added to by
+    one script: one round trip per call, and two workers cannot both take the last call left.
+    DRF's own throttle reads the whole list of times and writes it back, two round trips that
+    grow with the rate, and concurrent calls overwrite each other's.
+    """
 
     scope = "api_token"
+
+    # KEYS[1]: the token's set. ARGV: now, the period (seconds), the calls allowed, this call's member.
+    # Answers whether the call may go, the calls in the period and the oldest one's time.
+    COUNT_AND_TAKE = """
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
+        local count = redis.call('ZCARD', KEYS[1])
+        local allowed = count < tonumber(ARGV[3])
+        if allowed then
+            redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+            redis.call('EXPIRE', KEYS[1], ARGV[2])
+            count = count + 1
+        end
+        local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+        return {allowed and 1 or 0, count, oldest or ARGV[1]}
+    """
 
     def get_rate(self):
         # Read the setting on every request rather than DRF's import-time copy of it.
@@ -156,13 +181,41 @@ class ApiTokenRateThrottle(SimpleRateThrottle):
         token = token_of(request)
         if token is None:
             return None
-        return self.cache_format % {"scope": self.scope, "ident": token.pk}
+        return cache.make_key(self.cache_format % {"scope": self.scope, "ident": token.pk})
 
     def allow_request(self, request, view):
         # The counters live in Redis. Without Redis, CI's calls still go through (registration
         # and promotions work, the reconciler enqueues what could not be): unthrottled, not refused.
+        key = self.get_cache_key(request, view)
+        if self.rate is None or key is None:
+            return True
+        self.now = self.timer()
         try:
-            return super().allow_request(request, view)
+            allowed, self.count, oldest = _count_and_take(
+                keys=[key],
+                args=[repr(self.now), self.duration, self.num_requests, f"{self.now!r}:{secrets.token_hex(4)}"],
+            )
         except RedisError as error:
             logger.warning("API token throttle unavailable (%s); letting the call through", error)
             return True
+        self.oldest = float(oldest)
+        return bool(allowed)
+
+    def wait(self):
+        """Seconds until a call may go again, as DRF's throttle says it in Retry-After."""
+        remaining = self.duration - (self.now - self.oldest)
+        available = self.num_requests - self.count + 1
+        return remaining / available if available > 0 else None
+
+
+@lru_cache(maxsize=4)
+def _count_and_take_at(location):
+    # One client per process and cache location (tests point the cache elsewhere); the script is
+    # sent once and then called by its hash.
+    return redis.Redis.from_url(location).register_script(ApiTokenRateThrottle.COUNT_AND_TAKE)
+
+
+def _count_and_take(**arguments):
+    """Run the throttle's script on the cache's Redis, where the sign-in counters live too."""
+    location = settings.CACHES["default"]["LOCATION"]
+    return _count_and_take_at(location)(**arguments)

@@ -51,13 +51,19 @@ def register_build(
     # The chain's lock, held from the first statement, serialises registrations: a retry racing
     # its original sees the release instead of allocating a second version.
     with audit.chain_transaction():
-        existing = Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest).first()
+        # At most one (release_build_registered_once): ordered by id, not by the default order that joins the service.
+        existing = (
+            Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest)
+            .order_by("pk")
+            .first()
+        )
         if existing:
             if version and version != existing.version:
                 raise RegistrationConflict(
                     f"This build (commit {commit_sha[:7]}, digest {image_digest[:19]}…) is already registered as "
                     f"{service.name} {existing.version}; it cannot also be {version}."
                 )
+            existing.service = service  # the answer names it: spares reading it again
             return Registration(existing, created=False)
 
         if version:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, prefetch_related_objects
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Retry
@@ -139,12 +139,18 @@ class _Request:
         self.current = _current_deployment(self.service, self.environment)
         self.active = (
             Promotion.objects.select_for_update(of=("self",))
-            .select_related("release", "environment", "service")
-            .prefetch_related("approvals__user")
+            .select_related("release")
             .filter(service=self.service, environment=self.environment)
             .active()
             .first()
         )
+        if self.active:
+            # Its service and environment are the ones asked for: loaded already, not joined again.
+            self.active.service, self.active.environment = self.service, self.environment
+            # Its approvals matter only while it waits for them (to supersede it or refuse to); a
+            # promotion that runs already refuses the request before they are read.
+            if self.active.state == PromotionState.AWAITING_APPROVAL:
+                prefetch_related_objects([self.active], "approvals__user")
 
     def why_not(self):
         """Every rule of a request, in one place: who asks, freezes, holds, the release's history, what waits."""

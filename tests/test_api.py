@@ -140,6 +140,20 @@ def test_a_retried_registration_returns_the_same_release(world):
     assert Release.objects.count() == 1
 
 
+def test_a_retried_registration_reads_only_the_token_the_service_and_the_release(
+    world, transactional_db, django_assert_max_num_queries
+):
+    """A retry answers from the release it finds: its service is the one the request named, not read again
+    (token, service, the chain's lock, the release, BEGIN and COMMIT; then the environments, for what they
+    require of the image)."""
+    client = token_client("register")
+    client.post("/api/v1/releases/", build(), format="json")
+    with django_assert_max_num_queries(7):
+        again = client.post("/api/v1/releases/", build(), format="json")
+    assert again.status_code == 200, again.content
+    assert again.json()["service"] == "nexo-be"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_never_make_a_second_version(environments, redis_connection):
     make_service("nexo-be")

@@ -4,7 +4,9 @@ throttled; exercised through a tiny DRF view, the admin and the management comma
 import hashlib
 import io
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import time_machine
@@ -22,7 +24,7 @@ from audit.log import actor_name
 from audit.models import AuditAction, AuditEvent
 from nexo_portal.lib.scopes import require_service, requires_scope
 from nexo_portal.models import ApiToken, TokenScope
-from nexo_portal.tokens import TokenPrincipal
+from nexo_portal.tokens import ApiTokenRateThrottle, TokenPrincipal
 from releases.models import Service
 from tests.factories import make_service
 
@@ -313,6 +315,23 @@ def test_calls_beyond_the_rate_are_throttled_per_token(client, settings):
     statuses = [client.post("/test-api/register/", **bearer(busy)).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     assert client.post("/test-api/register/", **bearer(quiet)).status_code == 200
+
+
+def test_a_throttled_call_says_when_to_try_again(client, settings):
+    settings.API_TOKEN_THROTTLE_RATE = "2/minute"
+    _, plain = issue()
+    answers = [client.post("/test-api/register/", **bearer(plain)) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert 0 < int(answers[-1]["Retry-After"]) <= 60
+
+
+def test_concurrent_calls_of_one_token_never_exceed_its_rate(settings):
+    settings.API_TOKEN_THROTTLE_RATE = "5/minute"
+    token, _ = issue()
+    request = SimpleNamespace(auth=token)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        allowed = list(pool.map(lambda _: ApiTokenRateThrottle().allow_request(request, None), range(24)))
+    assert allowed.count(True) == 5
 
 
 def test_without_redis_token_calls_go_through_unthrottled_rather_than_fail(client, settings):
