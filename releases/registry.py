@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import requests
 from django.conf import settings
 
+from nexo_portal.lib import metrics
 from nexo_portal.lib.errors import Unavailable
 from nexo_portal.lib.http import describe_failure, excerpt
 
@@ -101,7 +102,10 @@ class RegistryClient:
         if self._authorization:
             headers["Authorization"] = self._authorization
         try:
-            return self.session.request(method, url, headers=headers, timeout=TIMEOUT_SECONDS, **kwargs)
+            with metrics.outgoing_call("registry", method) as call:
+                response = self.session.request(method, url, headers=headers, timeout=TIMEOUT_SECONDS, **kwargs)
+                call.status = response.status_code
+            return response
         except requests.RequestException as error:
             raise RegistryUnavailable(
                 f"The registry {self.reference.host} did not answer: {describe_failure(error, TIMEOUT_SECONDS)}."
@@ -140,7 +144,9 @@ class RegistryClient:
         query = {"service": values.get("service", "")}
         query["scope"] = values.get("scope") or f"repository:{self.reference.repository}:pull"
         try:
-            answer = self.session.get(values["realm"], params=query, auth=credentials, timeout=TIMEOUT_SECONDS)
+            with metrics.outgoing_call("registry", "GET token") as call:
+                answer = self.session.get(values["realm"], params=query, auth=credentials, timeout=TIMEOUT_SECONDS)
+                call.status = answer.status_code
         except requests.RequestException as error:
             raise RegistryUnavailable(
                 f"The token service of {self.reference.host} ({values['realm']}) did not answer: "

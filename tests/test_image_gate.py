@@ -7,6 +7,7 @@ import shutil
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from django.core.exceptions import ValidationError
+from prometheus_client import REGISTRY as PROMETHEUS
 from rest_framework.test import APIClient
 
 from audit.models import AuditAction, AuditEvent
@@ -77,9 +78,14 @@ def pushed_release(registry, service, version="2026.02.1", **tags):
     return release
 
 
+def registry_calls(outcome):
+    return PROMETHEUS.get_sample_value("nexo_outgoing_calls_total", {"target": "registry", "outcome": outcome}) or 0
+
+
 def test_the_digest_and_its_tags_pass_through_the_registrys_token_flow(pipeline, registry, service):
     require(pipeline)
     release = pushed_release(registry, service)
+    calls = registry_calls("ok")
 
     promotion = promote(pipeline, release)
 
@@ -91,6 +97,8 @@ def test_the_digest_and_its_tags_pass_through_the_registrys_token_flow(pipeline,
     assert event.data["tags"] == {tag: release.image_digest for tag in release.tags()}
     # The portal asked the token service, with its own (pull-only) account, for pull access.
     assert ("nexo-portal", f"repository:{REPOSITORY}:pull") in registry.tokens.requests
+    # Counted as outgoing calls: the token, the manifest and each tag (the 401 challenge is a 4xx).
+    assert registry_calls("ok") >= calls + 2 + len(release.tags())
 
 
 def test_a_tag_pointing_elsewhere_refuses_the_promotion_and_says_where_it_points(pipeline, registry, service):
@@ -145,10 +153,12 @@ def test_a_registry_out_of_reach_is_tried_again_not_failed(pipeline, registry, s
     require(pipeline)
     release = pushed_release(registry, service)
     registry.close()
+    errors = registry_calls("error")
 
     promotion = transitions.request_promotion(release, pipeline.environments["develop"], None, kind=PromotionKind.AUTO)
     with pytest.raises(Unavailable):
         jobs.commit_promotion(promotion.pk)
+    assert registry_calls("error") == errors + 1, "the call that got no answer is counted"
 
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.APPROVED
