@@ -85,7 +85,8 @@ def status_class(status):
 
 @contextmanager
 def outgoing_call(target, operation, **attributes):
-    """Time and count one call to a remote service (`target`: argocd, prometheus, github, slack, health, oidc, registry, email).
+    """Time and count one call to a remote service (`target`: argocd, prometheus, github, slack, health,
+    oidc, registry, email).
 
     The block sets `.status` on what it gets back (`call.status = response.status_code`) when an
     answer came; an exception out of the block counts as `error`, or as its response's status
