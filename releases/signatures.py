@@ -6,8 +6,9 @@ layers of type `application/vnd.dev.cosign.simplesigning.v1+json` is a "simple s
 naming the digest (`critical.image.docker-manifest-digest`), and the layer's annotation
 `dev.cosignproject.cosign/signature` holds the base64 of its ECDSA P-256 / SHA-256 signature.
 
-Not verified here: keyless signatures (Fulcio certificates, Rekor bundles) and GitHub artifact
-attestations; a layer that carries only those does not count as signed by a configured key.
+Keyless signatures here (Fulcio certificates, Rekor bundles) do not count as signed by a configured
+key; keyless Sigstore attestations and GitHub artifact attestations are releases/attestations.py's,
+where an environment requires one (`requires_attestation`).
 """
 
 import base64
