@@ -13,7 +13,6 @@ import shutil
 
 import pytest
 from django.core.exceptions import ValidationError
-from rest_framework.test import APIClient
 
 from audit.models import AuditAction, AuditEvent
 from releases import attestations, jobs, transitions
@@ -28,6 +27,7 @@ from tests.sigstore_instance import (
     github_identity,
     in_toto_statement,
 )
+from tests.test_image_gate import register_a_build
 
 pytestmark = pytest.mark.skipif(
     shutil.which(REGISTRY_BINARY) is None, reason="Debian's docker-registry is not installed (scripts/test installs it)"
@@ -307,19 +307,8 @@ def test_the_registration_answer_names_the_attestation_requirement(environments,
     make_service("nexo-be", team="backend-team")
     environments["production"].requires_attestation = True
     environments["production"].save()
-    client = APIClient()
-    client.force_login(rita)
 
-    answer = client.post(
-        "/api/v1/releases/",
-        {
-            "service": "nexo-be",
-            "commit_sha": "a3f2b1c" + "0" * 33,
-            "committed_at": "2026-02-03T10:00:00Z",
-            "image_digest": "sha256:" + "b" * 64,
-        },
-        format="json",
-    )
+    answer = register_a_build(rita)
 
     assert answer.status_code == 201, answer.json()
     assert answer.json()["image_requirements"] == {

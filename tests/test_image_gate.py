@@ -277,16 +277,11 @@ def public_key_pem_of_rsa():
     )
 
 
-def test_the_registration_answer_says_what_each_environment_requires_of_the_image(environments, rita):
-    make_service("nexo-be", team="backend-team")
-    environments["staging"].requires_image_check = True
-    environments["staging"].save()
-    environments["production"].requires_image_check = environments["production"].requires_signature = True
-    environments["production"].save()
+def register_a_build(person):
+    """nexo-be's build registered through the API by `person`: the answer."""
     client = APIClient()
-    client.force_login(rita)
-
-    answer = client.post(
+    client.force_login(person)
+    return client.post(
         "/api/v1/releases/",
         {
             "service": "nexo-be",
@@ -296,6 +291,16 @@ def test_the_registration_answer_says_what_each_environment_requires_of_the_imag
         },
         format="json",
     )
+
+
+def test_the_registration_answer_says_what_each_environment_requires_of_the_image(environments, rita):
+    make_service("nexo-be", team="backend-team")
+    environments["staging"].requires_image_check = True
+    environments["staging"].save()
+    environments["production"].requires_image_check = environments["production"].requires_signature = True
+    environments["production"].save()
+
+    answer = register_a_build(rita)
 
     assert answer.status_code == 201, answer.json()
     assert answer.json()["image_requirements"] == {
