@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.apps import apps
 from django.db import connection, transaction
 from django.test import Client
@@ -50,6 +51,14 @@ def verified_in_staging(environments, nexo_be):
     return release
 
 
+@pytest.fixture
+def minute_start():
+    """Start the test at a minute's first second: the tag changes with the minute, and a test that
+    compares two tags must not straddle one."""
+    with time_machine.travel(timezone.now().replace(second=0, microsecond=0), tick=True):
+        yield
+
+
 def moves_on(change):
     """Run `change` (committed by itself) and say whether the state version moved on."""
     before = state.current()
@@ -61,7 +70,7 @@ def moves_on(change):
 
 
 def test_an_unchanged_board_refresh_is_a_304_with_no_body_and_a_change_brings_it_back(
-    client, environments, verified_in_staging, rita
+    client, environments, verified_in_staging, rita, minute_start
 ):
     client.force_login(rita)
     first = client.get("/", headers=BOARD)
@@ -84,7 +93,7 @@ def test_an_unchanged_board_refresh_is_a_304_with_no_body_and_a_change_brings_it
     assert "awaiting approval 0/2" in changed.content.decode()
 
 
-def test_the_tag_is_the_readers_own_and_follows_the_filters(client, environments, nexo_be, rita, sam):
+def test_the_tag_is_the_readers_own_and_follows_the_filters(client, environments, nexo_be, rita, sam, minute_start):
     client.force_login(rita)
     mine = client.get("/", headers=BOARD)["ETag"]
     filtered = client.get("/?team=backend-team", headers=BOARD)["ETag"]
@@ -104,7 +113,19 @@ def test_the_full_page_is_never_answered_304(client, environments, nexo_be, rita
     assert "<html" in response.content.decode()
 
 
-def test_an_unchanged_promotion_timeline_is_a_304_until_it_moves(client, environments, verified_in_staging, rita, sam):
+def test_an_idle_page_is_shown_afresh_once_a_minute(client, environments, nexo_be, rita, minute_start):
+    """The page's relative times ("3 min ago") move on with the clock though no state does."""
+    client.force_login(rita)
+    tag = client.get("/", headers=BOARD)["ETag"]
+    with time_machine.travel(timezone.now() + timedelta(seconds=61), tick=False):
+        response = client.get("/", headers={**BOARD, "If-None-Match": tag})
+    assert response.status_code == 200
+    assert response["ETag"] != tag
+
+
+def test_an_unchanged_promotion_timeline_is_a_304_until_it_moves(
+    client, environments, verified_in_staging, rita, sam, minute_start
+):
     promotion = transitions.request_promotion(verified_in_staging, environments["production"], rita)
     headers = {"HX-Request": "true", "HX-Target": "promotion-live"}
     client.force_login(rita)
