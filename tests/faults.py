@@ -69,6 +69,10 @@ class Portal:
         self.workers = {}
         self.reconciler = None
         self.kills = 0
+        # Every process started, each the leader of a process group of its own: a worker SIGKILLed
+        # alone leaves its children behind (RQ's scheduler process outlives it), as an OOM kill
+        # would; stop() ends those groups too, so no scenario leaves a process running.
+        self.groups = []
 
     def _spawn(self, name, args, **env):
         log = open(self.root / f"{name}.log", "a")  # noqa: SIM115 - the process owns it
@@ -80,8 +84,10 @@ class Portal:
             env={**self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
+        self.groups.append(process.pid)
         return process
 
     def start(self, workers=3):
@@ -130,6 +136,9 @@ class Portal:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for group in self.groups:
+            with suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
 
     def logs(self, lines=40):
         """The last lines of every process's log, for a failure's message."""
