@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -9,6 +10,9 @@ class NexoPortalConfig(AppConfig):
     def ready(self):
         from . import sign_in_delay  # noqa: F401 - connects its signal receivers
         from .database_roles import grant_after_migrate
+        from .lib.postgres import use_c_timestamp_loader
+
+        connection_created.connect(use_c_timestamp_loader, dispatch_uid="nexo_portal.c_timestamp_loader")
 
         # Once per migrate, after every app's migrations (the tables all exist by then).
         post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="nexo_portal.grant_runtime_role")
