@@ -1,6 +1,10 @@
 """The RQ worker the portal runs (settings.RQ["WORKER_CLASS"], so `manage.py rqworker` uses it)."""
 
+import ctypes
 import gc
+import os
+import signal
+import sys
 import time
 
 from django.db import close_old_connections
@@ -11,6 +15,9 @@ from rq.worker import SimpleWorker
 from nexo_portal.lib import context, metrics, tracing
 
 _frozen = False
+_children_stop_with_it = False
+# prctl(2): the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 def freeze_start_up_objects():
@@ -24,6 +31,31 @@ def freeze_start_up_objects():
         gc.collect()
         gc.freeze()
         _frozen = True
+
+
+def stop_children_with_this_process():
+    """Have every child this process forks from now on sent SIGTERM when this process dies, once.
+
+    RQ's scheduler runs in a child process of the worker that holds its lock. A worker SIGKILLed
+    (the OOM killer, `kill -9`) cannot stop it, and the child went on alone, holding the
+    scheduler's lock with the code it was started with, until someone killed it by hand. With
+    Linux's parent-death signal the kernel sends it SIGTERM instead, on which RQ's scheduler
+    releases its lock and exits, and a surviving worker takes the scheduling over (MAINTENANCE_SECONDS).
+    Subprocesses (git) are exec'd without running Python and are not affected.
+    """
+    global _children_stop_with_it
+    if _children_stop_with_it or not sys.platform.startswith("linux"):
+        return
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def stop_with_parent():
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # it died while this process was being forked
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    os.register_at_fork(after_in_child=stop_with_parent)
+    _children_stop_with_it = True
 
 
 class PortalWorker(SimpleWorker):
@@ -49,6 +81,7 @@ class PortalWorker(SimpleWorker):
 
     def work(self, *args, **kwargs):
         freeze_start_up_objects()
+        stop_children_with_this_process()
         burst = kwargs.get("burst", args[0] if args else False)
         wait = 1.0
         while True:
