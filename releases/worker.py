@@ -41,7 +41,9 @@ def stop_children_with_this_process():
     scheduler's lock with the code it was started with, until someone killed it by hand. With
     Linux's parent-death signal the kernel sends it SIGTERM instead, on which RQ's scheduler
     releases its lock and exits, and a surviving worker takes the scheduling over (MAINTENANCE_SECONDS).
-    Subprocesses (git) are exec'd without running Python and are not affected.
+    Subprocesses (git) are exec'd without running Python and are not affected. The kernel ties the
+    signal to the thread that forked, so this holds for forks from the worker's main thread, where
+    RQ starts its scheduler (at start-up and in its maintenance).
     """
     global _children_stop_with_it
     if _children_stop_with_it or not sys.platform.startswith("linux"):
