@@ -48,15 +48,21 @@ def stop_children_with_this_process():
     global _children_stop_with_it
     if _children_stop_with_it or not sys.platform.startswith("linux"):
         return
-    parent = os.getpid()
+    worker = os.getpid()
     libc = ctypes.CDLL(None, use_errno=True)
+    forking = [None]  # the pid that is forking, noted before it does: children inherit the hooks
+
+    def note_who_forks():
+        forking[0] = os.getpid()
 
     def stop_with_parent():
+        if forking[0] != worker:
+            return  # a grandchild: its parent is not the worker
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # it died while this process was being forked
+        if os.getppid() != worker:  # the worker died while it was forking this process
             os.kill(os.getpid(), signal.SIGTERM)
 
-    os.register_at_fork(after_in_child=stop_with_parent)
+    os.register_at_fork(before=note_who_forks, after_in_child=stop_with_parent)
     _children_stop_with_it = True
 
 
@@ -83,8 +89,9 @@ class PortalWorker(SimpleWorker):
 
     def work(self, *args, **kwargs):
         freeze_start_up_objects()
-        stop_children_with_this_process()
         burst = kwargs.get("burst", args[0] if args else False)
+        if not burst:  # a burst starts no scheduler process (and tests run bursts in their own process)
+            stop_children_with_this_process()
         wait = 1.0
         while True:
             try:

@@ -3,6 +3,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,18 @@ def children(pid):
     return found
 
 
+def schedulers(pid):
+    """The children of `pid` that run `manage.py rqworker` (RQ forks its scheduler from the worker)."""
+    found = []
+    for child in children(pid):
+        try:
+            if b"rqworker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            continue
+    return found
+
+
 def alive(pid):
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -47,8 +61,10 @@ def test_a_worker_killed_with_sigkill_takes_its_scheduler_with_it(redis_connecti
     try:
         portal.start_worker(0)
         worker = portal.workers[0]
-        wait_until(lambda: children(worker.pid), 60, f"the worker's scheduler process\n{portal.logs()}")
-        [scheduler] = children(worker.pid)
+        # The worker also runs `file` and `git version` as it starts: its scheduler is the child
+        # that runs the worker's own command line.
+        wait_until(lambda: schedulers(worker.pid), 60, f"the worker's scheduler process\n{portal.logs()}")
+        [scheduler] = schedulers(worker.pid)
         wait_until(lambda: redis_connection.exists(SCHEDULER_LOCK), 30, "the scheduler's lock taken")
 
         worker.send_signal(signal.SIGKILL)
@@ -59,3 +75,35 @@ def test_a_worker_killed_with_sigkill_takes_its_scheduler_with_it(redis_connecti
         assert not redis_connection.exists(SCHEDULER_LOCK)
     finally:
         portal.stop()
+
+
+GRANDCHILD = """
+import os, time
+import django
+django.setup()
+from releases.worker import stop_children_with_this_process
+stop_children_with_this_process()
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    grandchild = os.fork()
+    if grandchild == 0:
+        time.sleep(0.5)
+        os.write(write, b"the grandchild lived")
+        os._exit(0)
+    os.waitpid(grandchild, 0)
+    os._exit(0)
+os.close(write)
+os.waitpid(child, 0)
+print(os.read(read, 100).decode() or "the grandchild died")
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="Linux's parent-death signal")
+def test_only_the_workers_own_children_are_tied_to_it():
+    """A process a child forks is its child's business: the hook must not stop it."""
+    result = subprocess.run(
+        [sys.executable, "-c", GRANDCHILD], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "the grandchild lived"
