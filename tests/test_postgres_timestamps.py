@@ -3,6 +3,7 @@ own loader gives, on every connection the portal opens."""
 
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -65,13 +66,14 @@ def test_a_model_round_trips_its_timestamps(environments):
 
 
 def test_a_connection_in_another_time_zone_keeps_djangos_loader():
+    """Another zone, a DATABASES TIME_ZONE (even "UTC": a ZoneInfo) or USE_TZ off (None): Django's
+    create_cursor() would put its own loader back on every cursor, so none is registered."""
     registered = []
     adapters = SimpleNamespace(register_loader=lambda *args: registered.append(args))
-    elsewhere = SimpleNamespace(
-        vendor="postgresql", timezone_name="Europe/Lisbon", connection=SimpleNamespace(adapters=adapters)
-    )
-    use_c_timestamp_loader(sender=None, connection=elsewhere)
+    for zone in (ZoneInfo("Europe/Lisbon"), ZoneInfo("UTC"), None):
+        elsewhere = SimpleNamespace(vendor="postgresql", timezone=zone, connection=SimpleNamespace(adapters=adapters))
+        use_c_timestamp_loader(sender=None, connection=elsewhere)
     assert registered == []
-    in_utc = SimpleNamespace(vendor="postgresql", timezone_name="UTC", connection=SimpleNamespace(adapters=adapters))
+    in_utc = SimpleNamespace(vendor="postgresql", timezone=UTC, connection=SimpleNamespace(adapters=adapters))
     use_c_timestamp_loader(sender=None, connection=in_utc)
     assert registered == [("timestamptz", CTimestamptzLoader)]

@@ -8,7 +8,7 @@ loader returns UTC moments with `datetime.timezone.utc`, exactly as Django's doe
 
 `use_c_timestamp_loader` is a `connection_created` receiver (nexo_portal/apps.py): each new
 connection gets the loader, unless psycopg runs without its C extension or the connection's time
-zone is not UTC (a DATABASES TIME_ZONE setting), where Django's own loader stays.
+zone is not Django's UTC (USE_TZ off, a DATABASES TIME_ZONE setting), where Django's own loader stays.
 """
 
 from datetime import UTC
@@ -39,6 +39,8 @@ class CTimestamptzLoader(Loader):
 
 
 def use_c_timestamp_loader(sender, connection, **kwargs):
-    if connection.vendor != "postgresql" or psycopg.pq.__impl__ == "python" or connection.timezone_name != "UTC":
+    # Django's own timezone object, as create_cursor() compares it: with USE_TZ off, or a DATABASES
+    # TIME_ZONE even of "UTC" (a ZoneInfo), Django would put its loader back on every cursor.
+    if connection.vendor != "postgresql" or psycopg.pq.__impl__ == "python" or connection.timezone is not UTC:
         return
     connection.connection.adapters.register_loader("timestamptz", CTimestamptzLoader)
