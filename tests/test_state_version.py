@@ -53,9 +53,9 @@ def verified_in_staging(environments, nexo_be):
 
 @pytest.fixture
 def minute_start():
-    """Start the test at a minute's first second: the tag changes with the minute, and a test that
-    compares two tags must not straddle one."""
-    with time_machine.travel(timezone.now().replace(second=0, microsecond=0), tick=True):
+    """Start the test at the next minute's first second: the tag changes with the minute, and a test
+    that compares two tags must not straddle one (forward, so nothing written before is in the future)."""
+    with time_machine.travel(timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1), tick=True):
         yield
 
 
