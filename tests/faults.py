@@ -137,8 +137,10 @@ class Portal:
                 process.kill()
                 process.wait()
         for group in self.groups:
-            with suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGKILL)
+            # Only while its leader's pid is free: a pid in use again may lead another test's group.
+            if not Path(f"/proc/{group}").exists():
+                with suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
 
     def logs(self, lines=40):
         """The last lines of every process's log, for a failure's message."""
