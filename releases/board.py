@@ -383,7 +383,9 @@ def _open_promotions(shown, now):
             | Q(state=PromotionState.ROLLED_BACK, updated_at__gte=now - RECENTLY_STOPPED)
         )
         .select_related("release")
-        .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("user")))
+        .prefetch_related(
+            Prefetch("approvals", queryset=Approval.objects.select_related("user"), to_attr=policy.PREFETCHED_APPROVALS)
+        )
         .order_by("finished_at")
     )
     for promotion in promotions:
@@ -636,7 +638,7 @@ class _CellBuilder:
     def _stopped_label(self, promotion):
         when = short_age(promotion.finished_at, self.now)
         if promotion.state == PromotionState.REJECTED:
-            rejections = [a for a in promotion.approvals.all() if a.decision == ApprovalDecision.REJECT]
+            rejections = [a for a in policy.approvals_of(promotion) if a.decision == ApprovalDecision.REJECT]
             who = f" by {rejections[0].user.get_username()}" if rejections else ""
             return f"rejected{who} {when}"
         if promotion.state == PromotionState.FAILED:

@@ -282,8 +282,20 @@ def why_not_unapprovable_rollback(actor, environment):
     )
 
 
+# Where a page that reads many promotions prefetches their approvals as a plain list
+# (Prefetch(..., to_attr=PREFETCHED_APPROVALS)): Django's own prefetch cache filters a queryset for
+# each promotion, ~35 µs apiece, which the board paid for every promotion it shows.
+PREFETCHED_APPROVALS = "prefetched_approvals"
+
+
+def approvals_of(promotion):
+    """The promotion's approvals and rejections, prefetched into a list or not."""
+    prefetched = getattr(promotion, PREFETCHED_APPROVALS, None)
+    return promotion.approvals.all() if prefetched is None else prefetched
+
+
 def approvals_given(promotion):
-    return sum(1 for approval in promotion.approvals.all() if approval.decision == ApprovalDecision.APPROVE)
+    return sum(1 for approval in approvals_of(promotion) if approval.decision == ApprovalDecision.APPROVE)
 
 
 def _why_not_decide(promotion, user, verb):
@@ -307,7 +319,7 @@ def _why_not_decide(promotion, user, verb):
             f"This promotion was requested through the API token {promotion.requested_via.removeprefix('api-token:')}, "
             f"which you created, so it counts as your request; {another_approver(environment, verb)}."
         )
-    if any(approval.user_id == user.pk for approval in promotion.approvals.all()):
+    if any(approval.user_id == user.pk for approval in approvals_of(promotion)):
         return Refusal(f"You have already decided on this promotion; {another_approver(environment, verb)}.")
     if not is_approver(user, environment):
         groups = describe_groups(_approver_groups(environment))
@@ -363,7 +375,7 @@ def why_not_supersede(promotion, actor):
         return None
     approvers = ", ".join(
         approval.user.get_username()
-        for approval in promotion.approvals.all()
+        for approval in approvals_of(promotion)
         if approval.decision == ApprovalDecision.APPROVE
     )
     return forbidden(

@@ -10,7 +10,7 @@ from django.utils import timezone
 from environments.models import ChangeFreeze
 from releases import transitions
 from releases.board import build_board
-from releases.models import Deployment, Hold, PromotionState, StepStatus
+from releases.models import Deployment, Hold, Promotion, PromotionState, StepStatus
 from tests.factories import make_release, make_service
 from tests.history import action_link, cell_html, ran
 
@@ -370,6 +370,24 @@ def test_the_query_count_does_not_grow_with_services_or_releases(
         assert len(response.context["board"].rows) == total
         counts.append(len(queries))
     assert counts[0] == counts[1]
+
+
+def test_approvals_and_rejections_cost_the_board_no_query_per_promotion(client, environments, people, sara):
+    """The board reads every waiting or stopped promotion's approvals in one query (prefetched into a
+    list, policy.approvals_of), and its labels say what they count."""
+    signed_in(client, people["sam"])
+    fill(environments, range(0, 6), people["rita"])
+    with CaptureQueriesContext(connection) as without_decisions:
+        client.get("/")
+    waiting = list(Promotion.objects.filter(state=PromotionState.AWAITING_APPROVAL).order_by("pk"))
+    for promotion in waiting[:5]:
+        transitions.approve(promotion, sara, "canary is clean")
+    transitions.reject(waiting[5], sara, "not during the sale")
+    with CaptureQueriesContext(connection) as with_decisions:
+        page = client.get("/").content.decode()
+    assert len(with_decisions) == len(without_decisions)
+    assert page.count("awaiting approval 1/2") == 5
+    assert "rejected by sara" in page
 
 
 @pytest.mark.parametrize("query", ["team=%00", "service=nexo%00be"])
