@@ -69,9 +69,9 @@ class Portal:
         self.workers = {}
         self.reconciler = None
         self.kills = 0
-        # Every process started, each the leader of a process group of its own: a worker SIGKILLed
-        # alone leaves its children behind (RQ's scheduler process outlives it), as an OOM kill
-        # would; stop() ends those groups too, so no scenario leaves a process running.
+        # Every process started, each the leader of a process group of its own. A worker SIGKILLed
+        # alone has its scheduler stopped by the kernel (releases/worker.py); should any child
+        # outlive it all the same, stop() ends its group, so no scenario leaves a process running.
         self.groups = []
 
     def _spawn(self, name, args, **env):
