@@ -50,13 +50,14 @@ def stop_children_with_this_process():
         return
     worker = os.getpid()
     libc = ctypes.CDLL(None, use_errno=True)
-    forking = [None]  # the pid that is forking, noted before it does: children inherit the hooks
+    forking = None  # the pid that is forking, noted before it does: children inherit the hooks
 
     def note_who_forks():
-        forking[0] = os.getpid()
+        nonlocal forking
+        forking = os.getpid()
 
     def stop_with_parent():
-        if forking[0] != worker:
+        if forking != worker:
             return  # a grandchild: its parent is not the worker
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != worker:  # the worker died while it was forking this process
