@@ -408,6 +408,7 @@ def build_board(user, *, team="", service="", todo=False, only=None, now=None):
 
     deployments = _deployments(_shown(team, service, "service__", only))
     waiting, stopped = _open_promotions(_shown(team, service, "service__", only), now)
+    _attach([*waiting.values(), *stopped.values()], everything, environments)
 
     filters = urlencode(
         {key: value for key, value in (("team", team), ("service", service), ("todo", "1" if todo else "")) if value}
@@ -440,6 +441,16 @@ def build_board(user, *, team="", service="", todo=False, only=None, now=None):
         hidden=len(rows) - len(shown_rows),
         waiting_for_reader=waiting_for_reader,
     )
+
+
+def _attach(promotions, services, environments):
+    """Give the promotions the board's own services and environments, which carry the prefetched
+    groups the policy reads: asking who may decide costs no query."""
+    services = {service.pk: service for service in services}
+    environments = {environment.pk: environment for environment in environments}
+    for promotion in promotions:
+        promotion.service = promotion.release.service = services[promotion.service_id]
+        promotion.environment = environments[promotion.environment_id]
 
 
 # --- cells --------------------------------------------------------------------------------------
@@ -538,12 +549,10 @@ class _CellBuilder:
         if waiting and waiting.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
             soaking, waiting = waiting, None  # it runs here already: the deployment shows its soak
         if waiting:
-            self._attach(waiting, service, environment)
             cell.waiting, cell.waiting_url = waiting, self.promotion_url(waiting.pk)
             cell.waiting_label = self._waiting_label(waiting)
         stopped = self.stopped.get(place)
         if stopped and not waiting:
-            self._attach(stopped, service, environment)
             cell.stopped, cell.stopped_url = stopped, self.promotion_url(stopped.pk)
             cell.stopped_label = self._stopped_label(stopped)
 
@@ -552,11 +561,6 @@ class _CellBuilder:
             cell.candidate = candidate
         cell.actions = self._actions(cell, service, environment, deployment, waiting, soaking)
         return cell
-
-    def _attach(self, promotion, service, environment):
-        # The board's own objects carry the prefetched groups the policy reads.
-        promotion.service = promotion.release.service = service
-        promotion.environment = environment
 
     # --- what the cell says
 
@@ -692,7 +696,6 @@ class _CellBuilder:
         stops = []
         if soaking:
             # A soak is stopped to roll back: offered instead of a rollback, which would wait for the soak.
-            self._attach(soaking, service, environment)
             stops = [action for action in decision_actions(soaking, self.user, self._decision_url) if action.allowed]
             actions += stops
         # Rolling back is offered only to those who may request here.
