@@ -16,13 +16,18 @@ Per-row details come back as small JSON objects from correlated subqueries: an i
 row, never a long list of ids, and tuples rather than model instances for the bulk. Whether an
 action is allowed is asked of `policy`; the reason for a refusal is given by the action's
 confirmation, which the unavailable button opens.
+
+A row's cells are worked out only when its rendering is not kept already: `_CellBuilder.row_key`
+says everything a row shows depends on, and the page keeps rows by it (board_cells.board_rows).
+Whatever a cell comes to read must enter that key too.
 """
 
 import json
 from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache, cached_property, lru_cache
+from operator import attrgetter
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -33,6 +38,7 @@ from django.db.models import (
     F,
     Func,
     IntegerField,
+    JSONField,
     OuterRef,
     Prefetch,
     Q,
@@ -133,9 +139,21 @@ class Cell:
 
 @dataclass
 class BoardRow:
+    """A service's row. Its cells are worked out when first read: a page whose row is rendered
+    already (`key`, board_cells.board_rows) does not need them."""
+
     service: Service
     filter_url: str
-    cells: list
+    builder: "_CellBuilder" = field(repr=False)
+
+    @cached_property
+    def cells(self):
+        return self.builder.cells(self.service)
+
+    @cached_property
+    def key(self):
+        """Everything the row shows depends on, for reusing it as rendered (see `_CellBuilder.row_key`)."""
+        return self.builder.row_key(self.service)
 
     @property
     def has_something_to_do(self):
@@ -417,7 +435,7 @@ def build_board(user, *, team="", service="", todo=False, only=None, now=None):
     builder = _CellBuilder(
         user, now, environments, deployments, waiting, stopped, back_to=board_url + (f"?{filters}" if filters else "")
     )
-    rows = [BoardRow(s, f"{board_url}?{urlencode({'service': s.name})}", builder.cells(s)) for s in services]
+    rows = [BoardRow(s, f"{board_url}?{urlencode({'service': s.name})}", builder) for s in services]
     shown_rows = [row for row in rows if row.has_something_to_do] if todo else rows
     waiting_for_reader = None
     if only is None and not team and not service:
@@ -456,6 +474,43 @@ def _attach(promotions, services, environments):
 # --- cells --------------------------------------------------------------------------------------
 
 
+def _fingerprint(instance):
+    """Every column of a model instance as read, hashable (JSON values as their text)."""
+    if instance is None:
+        return None
+    columns, json_columns = _columns(type(instance))
+    values = columns(instance)
+    if json_columns:
+        values += tuple(json.dumps(value, sort_keys=True, default=str) for value in json_columns(instance))
+    return values
+
+
+@cache
+def _columns(model):
+    """Getters of a model's columns: the plain ones, and the JSON ones (lists and dicts, not hashable)."""
+    fields = model._meta.concrete_fields
+    plain = [field.attname for field in fields if not isinstance(field, JSONField)]
+    json_fields = [field.attname for field in fields if isinstance(field, JSONField)]
+
+    def as_tuple(getter, count):
+        return getter if count > 1 else lambda instance: (getter(instance),)
+
+    return (
+        as_tuple(attrgetter(*plain), len(plain)),
+        as_tuple(attrgetter(*json_fields), len(json_fields)) if json_fields else None,
+    )
+
+
+def _promotion_fingerprint(promotion):
+    """A promotion as a cell shows it: its columns, its release's version and its decisions, by whom."""
+    if promotion is None:
+        return None
+    decisions = tuple(
+        (_fingerprint(approval), approval.user.get_username()) for approval in policy.approvals_of(promotion)
+    )
+    return (_fingerprint(promotion), promotion.release.version, decisions)
+
+
 class _Url:
     """reverse() once; cells fill in their own arguments.
 
@@ -484,6 +539,7 @@ class _CellBuilder:
         self.stopped = stopped
         self.argocd_configured = bool(settings.ARGOCD_URL)
         self.zone = timezone.get_current_timezone()
+        self.back_to = back_to
         self.may_request = {}
         self.verification_badges = {}
         # Every confirmation returns to the board as it was filtered.
@@ -498,6 +554,72 @@ class _CellBuilder:
         self.request_url = _Url("releases:request", "service-name", "environment-name", version, query=back)
         self.rollback_url = _Url("releases:rollback", "service-name", "environment-name", query=back)
         self.lift_url = _Url("releases:lift-hold", 2**31 - 1, query=back)
+
+    # --- what a row depends on
+
+    @cached_property
+    def board_key(self):
+        """What every row of this board depends on besides its own data: the reader (who they are, their
+        groups), the environments as read (their settings, freezes and groups, by name too, since refusals
+        name them), the time zone, the filter the confirmations return to and whether Argo CD is set."""
+        user = self.user
+        reader = (user.pk, user.get_username(), user.is_active, user.is_superuser, frozenset(policy.group_ids(user)))
+        environments = tuple(
+            (
+                _fingerprint(environment),
+                environment.frozen_until,
+                environment.freeze_reason,
+                *(
+                    tuple(sorted((group.pk, group.name) for group in policy.groups_of(environment, relation)))
+                    for relation in ("approver_groups", "requester_groups")
+                ),
+            )
+            for environment in self.environments
+        )
+        return (reader, environments, self.zone, self.back_to, self.argocd_configured)
+
+    def row_key(self, service):
+        """Everything `service`'s row shows depends on: with `board_key`, the service and its candidates,
+        each place's deployment, the promotions waiting or stopped there with their approvals, and what
+        the time does to them (ages, a promotion past its target, a soak's progress).
+
+        Two rows with equal keys render alike, so a rendered row can be reused while its key holds:
+        a board refreshed after one change renders only the rows that change touched.
+        """
+        now = self.now
+        places = [(service.id, environment.id) for environment in self.environments]
+        deployments = tuple(self.deployments.get(place) for place in places)
+        times = []
+        for deployment in deployments:
+            if deployment is not None:
+                times.append(short_age(deployment.deployed_at, now))
+                if deployment.verification and deployment.verification.state == PromotionState.VERIFYING:
+                    # A soak's progress, as shown: its bar and time left move, its rows with them.
+                    badge, percent = self._verification_badge(deployment.verification)
+                    times += [badge.label, badge.title, percent]
+        promotions = []
+        for environment, place in zip(self.environments, places, strict=True):
+            waiting, stopped = self.waiting.get(place), self.stopped.get(place)
+            promotions.append((_promotion_fingerprint(waiting), _promotion_fingerprint(stopped)))
+            if waiting is not None:
+                times += [short_age(waiting.requested_at, now), now - waiting.requested_at > slo.target(environment)]
+            if stopped is not None:
+                times += [short_age(stopped.finished_at or now, now), short_age(stopped.updated_at, now)]
+        candidates = [service.newest_release] + [
+            getattr(service, f"verified_in_{environment.pk}") for environment in self.environments[:-1]
+        ]
+        team = service.team.name if service.team_id else None
+        return (
+            self.board_key,
+            _fingerprint(service),
+            team,
+            *candidates,
+            deployments,
+            tuple(promotions),
+            tuple(times),
+        )
+
+    # --- cells
 
     def cells(self, service):
         # The candidate for each environment: the newest release verified in the one before it,

@@ -81,20 +81,22 @@ def accountable_person_id(actor):
     return None
 
 
-def _group_ids(user):
+def group_ids(user):
+    """The ids of `user`'s groups, read once per user object."""
     if not hasattr(user, "_nexo_group_ids"):
         user._nexo_group_ids = set(user.groups.values_list("id", flat=True))
     return user._nexo_group_ids
 
 
-def _groups(environment, relation):
+def groups_of(environment, relation):
+    """An environment's `approver_groups` or `requester_groups`."""
     # Prefetched (the board prefetches them for every cell): read without building a manager each time.
     prefetched = getattr(environment, "_prefetched_objects_cache", {}).get(relation)
     return list(prefetched if prefetched is not None else getattr(environment, relation).all())
 
 
 def _approver_groups(environment):
-    return _groups(environment, "approver_groups")
+    return groups_of(environment, "approver_groups")
 
 
 def describe_groups(groups):
@@ -125,7 +127,7 @@ def another_approver(environment, verb):
 def is_approver(user, environment):
     if not is_person(user):
         return False
-    return bool(_group_ids(user) & {group.pk for group in _approver_groups(environment)})
+    return bool(group_ids(user) & {group.pk for group in _approver_groups(environment)})
 
 
 def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, is_emergency=False, reason=""):
@@ -140,10 +142,10 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
     elif not actor.is_superuser:
         allowed_groups = {group.pk for group in _approver_groups(environment)}
         # .all() rather than values_list so a page that prefetched the groups asks nothing more.
-        allowed_groups |= {group.pk for group in _groups(environment, "requester_groups")}
+        allowed_groups |= {group.pk for group in groups_of(environment, "requester_groups")}
         if service.team_id:
             allowed_groups.add(service.team_id)
-        if not _group_ids(actor) & allowed_groups:
+        if not group_ids(actor) & allowed_groups:
             return forbidden(
                 f"Only {who_may_request(service, environment)} may request promotions of "
                 f"{service.name} into {environment.name}."
@@ -225,7 +227,7 @@ def why_not_report(actor, service):
         return None
     if not is_person(actor):
         return forbidden("Sign in or use an API token to register builds and report CI results.")
-    if actor.is_superuser or (service.team_id and service.team_id in _group_ids(actor)):
+    if actor.is_superuser or (service.team_id and service.team_id in group_ids(actor)):
         return None
     owners = f"members of {service.team.name}" if service.team_id else "its owning team (none is set)"
     return forbidden(

@@ -6,10 +6,15 @@ of the page together. Every value goes through `_html`, which escapes it as Djan
 """
 
 import re
+from contextlib import suppress
 from functools import lru_cache
 from html import escape
+from threading import Lock
 
+from cachetools import LRUCache
 from django import template
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
@@ -106,25 +111,51 @@ def board_cells(cells):
     return mark_safe("".join(board_cell(cell) for cell in cells))
 
 
+# Rows as rendered, by everything they show (BoardRow.key), in each process. A board is rendered
+# again when anything on it changed (else the refresh is a 304), and then mostly the same rows: the
+# rows a change did not touch are taken from here. Bounded by the characters it holds (~3 KB a row).
+_rendered_rows = LRUCache(maxsize=8 * 2**20, getsizeof=len)
+_rendered_rows_lock = Lock()  # cachetools' caches are not thread-safe: gthread workers share them
+
+
+@receiver(setting_changed)
+def _forget_rendered_rows(**kwargs):
+    # Settings are constant in a running portal; tests change them (URLs, Argo CD, the time zone).
+    with _rendered_rows_lock:
+        _rendered_rows.clear()
+
+
 @register.simple_tag
 def board_rows(rows):
-    """Every <tr> of the board's body: its service, then its cells."""
+    """Every <tr> of the board's body: its service, then its cells; a row shown before as it was."""
     parts = []
     for row in rows:
-        service = row.service
-        parts.append(
-            _html(
-                '<tr data-service="{}"><th scope="row" class="service-head"><a href="{}">{}</a> '
-                '<span class="muted small">{}</span></th>',
-                service.name,
-                row.filter_url,
-                service.name,
-                service.team.name if service.team_id else "no owning team",
-            )
-        )
-        parts.extend(board_cell(cell) for cell in row.cells)
-        parts.append("</tr>")
+        key = row.key
+        with _rendered_rows_lock:
+            html = _rendered_rows.get(key)
+        if html is None:
+            html = _board_row(row)
+            with _rendered_rows_lock, suppress(ValueError):  # a row larger than the whole cache is not kept
+                _rendered_rows[key] = html
+        parts.append(html)
     return mark_safe("".join(parts))
+
+
+def _board_row(row):
+    service = row.service
+    parts = [
+        _html(
+            '<tr data-service="{}"><th scope="row" class="service-head"><a href="{}">{}</a> '
+            '<span class="muted small">{}</span></th>',
+            service.name,
+            row.filter_url,
+            service.name,
+            service.team.name if service.team_id else "no owning team",
+        )
+    ]
+    parts.extend(board_cell(cell) for cell in row.cells)
+    parts.append("</tr>")
+    return "".join(parts)
 
 
 @register.simple_tag
