@@ -36,6 +36,23 @@ def pytest_configure(config):
         )
 
 
+@pytest.fixture(autouse=True)
+def kept_board_rows_are_checked(monkeypatch):
+    """Every board row taken from the kept rows is rendered afresh too and must be the same: a key
+    that misses something a row shows fails whichever test shows it (releases/board.py, row_key)."""
+    from releases.templatetags import board_cells
+
+    kept_row, render = board_cells._kept_row, board_cells._board_row
+
+    def checked(row):
+        html = kept_row(row)
+        fresh = render(row)
+        assert html == fresh, f"The board kept a stale row for {row.service.name}: its key misses what changed."
+        return html
+
+    monkeypatch.setattr(board_cells, "_kept_row", checked)
+
+
 @pytest.fixture
 def environments(db):
     return ensure_default_environments()

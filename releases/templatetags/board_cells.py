@@ -128,17 +128,18 @@ def _forget_rendered_rows(**kwargs):
 @register.simple_tag
 def board_rows(rows):
     """Every <tr> of the board's body: its service, then its cells; a row shown before as it was."""
-    parts = []
-    for row in rows:
-        key = row.key
-        with _rendered_rows_lock:
-            html = _rendered_rows.get(key)
-        if html is None:
-            html = _board_row(row)
-            with _rendered_rows_lock, suppress(ValueError):  # a row larger than the whole cache is not kept
-                _rendered_rows[key] = html
-        parts.append(html)
-    return mark_safe("".join(parts))
+    return mark_safe("".join(_kept_row(row) for row in rows))
+
+
+def _kept_row(row):
+    key = row.key
+    with _rendered_rows_lock:
+        html = _rendered_rows.get(key)
+    if html is None:
+        html = _board_row(row)
+        with _rendered_rows_lock, suppress(ValueError):  # a row larger than the whole cache is not kept
+            _rendered_rows[key] = html
+    return html
 
 
 def _board_row(row):
