@@ -197,3 +197,12 @@ def test_the_kept_rows_are_bounded_by_their_size(board, paulo, monkeypatch):
         rows(paulo, board["now"] + timedelta(minutes=minutes))
     assert 0 < kept.currsize <= 12_000
     assert len(kept) < 2 * 10  # the oldest rows made room for the newest
+
+
+def test_no_row_is_kept_when_the_setting_says_none(client, board, paulo, settings):
+    settings.BOARD_KEPT_ROWS_MB = 0
+    client.force_login(paulo)
+    assert "2026.02.2" in cell_html(client.get("/"), "nexo-be", "qa")
+    assert len(board_cells._rendered_rows) == 0
+    _health(board)
+    assert "Degraded" in cell_html(client.get("/"), "nexo-be", "qa")

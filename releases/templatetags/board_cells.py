@@ -13,6 +13,7 @@ from threading import Lock
 
 from cachetools import LRUCache
 from django import template
+from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.safestring import SafeString, mark_safe
@@ -113,16 +114,22 @@ def board_cells(cells):
 
 # Rows as rendered, by everything they show (BoardRow.key), in each process. A board is rendered
 # again when anything on it changed (else the refresh is a 304), and then mostly the same rows: the
-# rows a change did not touch are taken from here. Bounded by the characters it holds (~3 KB a row).
-_rendered_rows = LRUCache(maxsize=8 * 2**20, getsizeof=len)
+# rows a change did not touch are taken from here. Bounded by the characters it holds
+# (BOARD_KEPT_ROWS_MB; ~3.4 KB a row, about three times that with its key).
+def _kept_rows():
+    return LRUCache(maxsize=settings.BOARD_KEPT_ROWS_MB * 2**20, getsizeof=len)
+
+
+_rendered_rows = _kept_rows()
 _rendered_rows_lock = Lock()  # cachetools' caches are not thread-safe: gthread workers share them
 
 
 @receiver(setting_changed)
 def _forget_rendered_rows(**kwargs):
     # Settings are constant in a running portal; tests change them (URLs, Argo CD, the time zone).
+    global _rendered_rows
     with _rendered_rows_lock:
-        _rendered_rows.clear()
+        _rendered_rows = _kept_rows()
 
 
 @register.simple_tag
