@@ -336,8 +336,10 @@ def _moment(text):
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@lru_cache(maxsize=8192)
 def _release_row(text):
-    # Read as text and decoded here: json.loads is several times cheaper than a JSONField per row.
+    # Read as text and decoded here: json.loads is several times cheaper than a JSONField per row,
+    # and a board reads the same ~1,600 texts each time (releases are immutable; "newer" is in the text).
     data = json.loads(text)
     return ReleaseRow(data["pk"], data["version"], data["year"], data["month"], data["build"], data.get("newer"))
 
