@@ -476,6 +476,23 @@ def _attach(promotions, services, environments):
 # --- cells --------------------------------------------------------------------------------------
 
 
+class _Key:
+    """A row's key, hashed once: a kept row is found with two lookups, and a tuple's hash is worked
+    out again at each (~3 µs for a row's)."""
+
+    __slots__ = ("hash", "parts")
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.hash = hash(parts)
+
+    def __hash__(self):
+        return self.hash
+
+    def __eq__(self, other):
+        return self is other or (isinstance(other, _Key) and self.hash == other.hash and self.parts == other.parts)
+
+
 def _fingerprint(instance):
     """Every column of a model instance as read, hashable (JSON values as their text)."""
     if instance is None:
@@ -611,14 +628,8 @@ class _CellBuilder:
             getattr(service, f"verified_in_{environment.pk}") for environment in self.environments[:-1]
         ]
         team = service.team.name if service.team_id else None
-        return (
-            self.board_key,
-            _fingerprint(service),
-            team,
-            *candidates,
-            deployments,
-            tuple(promotions),
-            tuple(times),
+        return _Key(
+            (self.board_key, _fingerprint(service), team, *candidates, deployments, tuple(promotions), tuple(times))
         )
 
     # --- cells

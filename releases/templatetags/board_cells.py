@@ -140,12 +140,11 @@ def board_rows(rows):
 
 def _kept_row(row):
     key = row.key
-    with _rendered_rows_lock:
-        html = _rendered_rows.get(key)
-    if html is None:
-        html = _board_row(row)
-        with _rendered_rows_lock, suppress(ValueError):  # a row larger than the whole cache is not kept
-            _rendered_rows[key] = html
+    with _rendered_rows_lock, suppress(KeyError):
+        return _rendered_rows[key]  # one lookup; .get() makes two
+    html = _board_row(row)
+    with _rendered_rows_lock, suppress(ValueError):  # a row larger than the whole cache is not kept
+        _rendered_rows[key] = html
     return html
 
 
