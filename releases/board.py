@@ -143,12 +143,16 @@ class BoardRow:
     already (`key`, board_cells.board_rows) does not need them."""
 
     service: Service
-    filter_url: str
     builder: "_CellBuilder" = field(repr=False)
 
     @cached_property
     def cells(self):
         return self.builder.cells(self.service)
+
+    @property
+    def filter_url(self):
+        """The board filtered to this service."""
+        return f"{self.builder.board_url}?{urlencode({'service': self.service.name})}"
 
     @cached_property
     def key(self):
@@ -435,9 +439,16 @@ def build_board(user, *, team="", service="", todo=False, only=None, now=None):
     )
     board_url = reverse("releases:board")
     builder = _CellBuilder(
-        user, now, environments, deployments, waiting, stopped, back_to=board_url + (f"?{filters}" if filters else "")
+        user,
+        now,
+        environments,
+        deployments,
+        waiting,
+        stopped,
+        board_url,
+        back_to=board_url + (f"?{filters}" if filters else ""),
     )
-    rows = [BoardRow(s, f"{board_url}?{urlencode({'service': s.name})}", builder) for s in services]
+    rows = [BoardRow(s, builder) for s in services]
     shown_rows = [row for row in rows if row.has_something_to_do] if todo else rows
     waiting_for_reader = None
     if only is None and not team and not service:
@@ -549,7 +560,7 @@ class _Url:
 
 
 class _CellBuilder:
-    def __init__(self, user, now, environments, deployments, waiting, stopped, back_to):
+    def __init__(self, user, now, environments, deployments, waiting, stopped, board_url, back_to):
         self.user = user
         self.now = now
         self.environments = environments
@@ -558,6 +569,7 @@ class _CellBuilder:
         self.stopped = stopped
         self.argocd_configured = bool(settings.ARGOCD_URL)
         self.zone = timezone.get_current_timezone()
+        self.board_url = board_url
         self.back_to = back_to
         self.may_request = {}
         self.verification_badges = {}
