@@ -521,14 +521,13 @@ def _columns(model):
     fields = model._meta.concrete_fields
     plain = [field.attname for field in fields if not isinstance(field, JSONField)]
     json_fields = [field.attname for field in fields if isinstance(field, JSONField)]
+    return _tuple_getter(*plain), _tuple_getter(*json_fields) if json_fields else None
 
-    def as_tuple(getter, count):
-        return getter if count > 1 else lambda instance: (getter(instance),)
 
-    return (
-        as_tuple(attrgetter(*plain), len(plain)),
-        as_tuple(attrgetter(*json_fields), len(json_fields)) if json_fields else None,
-    )
+def _tuple_getter(*names):
+    """attrgetter that gives a tuple for one name too."""
+    getter = attrgetter(*names)
+    return getter if len(names) > 1 else lambda instance: (getter(instance),)
 
 
 def _promotion_fingerprint(promotion):
@@ -571,6 +570,11 @@ class _CellBuilder:
         self.zone = timezone.get_current_timezone()
         self.board_url = board_url
         self.back_to = back_to
+        self.services_with_promotions = {service_id for service_id, _ in (*waiting, *stopped)}
+        # Each environment's candidate, as the services query annotates it (see cells()).
+        self._candidates = _tuple_getter(
+            "newest_release", *(f"verified_in_{environment.pk}" for environment in environments[:-1])
+        )
         self.may_request = {}
         self.verification_badges = {}
         # Every confirmation returns to the board as it was filtered.
@@ -619,7 +623,7 @@ class _CellBuilder:
         """
         now = self.now
         places = [(service.id, environment.id) for environment in self.environments]
-        deployments = tuple(self.deployments.get(place) for place in places)
+        deployments = tuple(map(self.deployments.get, places))
         times = []
         for deployment in deployments:
             if deployment is not None:
@@ -628,20 +632,31 @@ class _CellBuilder:
                     # A soak's progress, as shown: its bar and time left move, its rows with them.
                     badge, percent = self._verification_badge(deployment.verification)
                     times += [badge.label, badge.title, percent]
-        promotions = []
-        for environment, place in zip(self.environments, places, strict=True):
-            waiting, stopped = self.waiting.get(place), self.stopped.get(place)
-            promotions.append((_promotion_fingerprint(waiting), _promotion_fingerprint(stopped)))
-            if waiting is not None:
-                times += [short_age(waiting.requested_at, now), now - waiting.requested_at > slo.target(environment)]
-            if stopped is not None:
-                times += [short_age(stopped.finished_at or now, now), short_age(stopped.updated_at, now)]
-        candidates = [service.newest_release] + [
-            getattr(service, f"verified_in_{environment.pk}") for environment in self.environments[:-1]
-        ]
+        promotions = ()
+        if service.id in self.services_with_promotions:
+            promotions = []
+            for environment, place in zip(self.environments, places, strict=True):
+                waiting, stopped = self.waiting.get(place), self.stopped.get(place)
+                promotions.append((_promotion_fingerprint(waiting), _promotion_fingerprint(stopped)))
+                if waiting is not None:
+                    times += [
+                        short_age(waiting.requested_at, now),
+                        now - waiting.requested_at > slo.target(environment),
+                    ]
+                if stopped is not None:
+                    times += [short_age(stopped.finished_at or now, now), short_age(stopped.updated_at, now)]
+            promotions = tuple(promotions)
         team = service.team.name if service.team_id else None
         return _Key(
-            (self.board_key, _fingerprint(service), team, *candidates, deployments, tuple(promotions), tuple(times))
+            (
+                self.board_key,
+                _fingerprint(service),
+                team,
+                self._candidates(service),
+                deployments,
+                promotions,
+                tuple(times),
+            )
         )
 
     # --- cells
@@ -649,13 +664,10 @@ class _CellBuilder:
     def cells(self, service):
         # The candidate for each environment: the newest release verified in the one before it,
         # or for the first environment the newest release of all.
-        candidates = [service.newest_release] + [
-            getattr(service, f"verified_in_{environment.pk}") for environment in self.environments[:-1]
-        ]
         return [
             self.cell(service, environment, previous, candidate)
             for environment, previous, candidate in zip(
-                self.environments, [None, *self.environments[:-1]], candidates, strict=True
+                self.environments, [None, *self.environments[:-1]], self._candidates(service), strict=True
             )
         ]
 
