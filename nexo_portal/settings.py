@@ -171,7 +171,8 @@ CONTENT_SECURITY_POLICY = {
 # How often the board and a promotion's timeline refresh themselves while open.
 LIVE_REFRESH_SECONDS = env.int("LIVE_REFRESH_SECONDS", default=5)
 # The board rows each process keeps as rendered, in MB of HTML (~3.4 KB a row; with their keys about
-# three times that in memory): 8 MB is ~2,400 rows, twelve readers' full 200-service boards.
+# three times that in memory): 8 MB is ~2,400 rows, twelve full 200-service boards of readers in
+# different groups (readers in the same groups share rows but where a promotion is).
 BOARD_KEPT_ROWS_MB = env.int("BOARD_KEPT_ROWS_MB", default=8)
 
 # --- Queue --------------------------------------------------------------------------------

@@ -594,11 +594,12 @@ class _CellBuilder:
 
     @cached_property
     def board_key(self):
-        """What every row of this board depends on besides its own data: the reader (who they are, their
-        groups), the environments as read (their settings, freezes and groups, by name too, since refusals
-        name them), the time zone, the filter the confirmations return to and whether Argo CD is set."""
+        """What every row of this board depends on besides its own data: what the reader may do (their
+        groups; who they are only matters where a promotion is, see row_key), the environments as read
+        (their settings, freezes and groups, by name too, since refusals name them), the time zone, the
+        filter the confirmations return to and whether Argo CD is set."""
         user = self.user
-        reader = (user.pk, user.get_username(), user.is_active, user.is_superuser, frozenset(policy.group_ids(user)))
+        reader = (user.is_active, user.is_superuser, frozenset(policy.group_ids(user)))
         environments = tuple(
             (
                 _fingerprint(environment),
@@ -634,7 +635,9 @@ class _CellBuilder:
                     times += [badge.label, badge.title, percent]
         promotions = ()
         if service.id in self.services_with_promotions:
-            promotions = []
+            # Who the reader is decides here (their own request, their earlier approval): elsewhere a
+            # row is what their groups make it, and readers in the same groups share it.
+            promotions = [(self.user.pk, self.user.get_username())]
             for environment, place in zip(self.environments, places, strict=True):
                 waiting, stopped = self.waiting.get(place), self.stopped.get(place)
                 promotions.append((_promotion_fingerprint(waiting), _promotion_fingerprint(stopped)))

@@ -35,7 +35,7 @@ def fresh_rows(user, now):
 @pytest.fixture
 def board(environments, rita, sam, paulo, settings):
     """nexo-be soaking in develop, running in qa and staging and awaiting approval for production;
-    nexo-fe with a request into staging rejected."""
+    nexo-fe with a request into staging rejected; nexo-api running in develop, nothing else."""
     settings.ARGOCD_URL = "https://argocd.example.com"
     now = timezone.now()
     backend = make_service("nexo-be", team="backend-team")
@@ -61,6 +61,9 @@ def board(environments, rita, sam, paulo, settings):
     ran(rejected, environments["qa"], at=now - timedelta(minutes=20))
     refused = transitions.request_promotion(rejected, environments["staging"], make_user("fiona", ["frontend-team"]))
     transitions.reject(refused, paulo, "the error budget is spent")
+
+    quiet = make_service("nexo-api", team="backend-team")  # runs, and nothing waits or stopped there
+    ran(make_release(quiet, "2026.02.1"), environments["develop"], at=now - timedelta(hours=5))
     return {"now": now, "backend": backend, "frontend": frontend, "waiting": waiting, "env": environments}
 
 
@@ -153,6 +156,27 @@ def test_each_reader_gets_the_rows_their_own_groups_and_requests_give(board, rit
     # The requester may not approve her own request; the SRE may.
     assert "You requested this promotion" in seen["rita"]
     assert "You requested this promotion" not in seen["sam"]
+
+
+def test_readers_in_the_same_groups_share_rows_but_not_where_who_they_are_decides(board, rita, monkeypatch):
+    """Rita requested the production promotion; Rosa is in Rita's groups. The row without promotions
+    is rendered once for both; the rows with one are each reader's own."""
+    rosa = make_user("rosa", ["backend-team"])
+    mine = rows(rita, board["now"])
+    rendered = []
+    render = board_cells._board_row
+    monkeypatch.setattr(board_cells, "_board_row", lambda row: rendered.append(row.service.name) or render(row))
+    hers = rows(rosa, board["now"])
+    assert sorted(rendered) == ["nexo-be", "nexo-fe"]
+    assert hers == fresh_rows(rosa, board["now"])
+    assert "You requested this promotion" in mine
+    assert "You requested this promotion" not in hers
+    assert _row(mine, "nexo-api") == _row(hers, "nexo-api")
+
+
+def _row(html, service):
+    start = html.index(f'<tr data-service="{service}">')
+    return html[start : html.index("</tr>", start)]
 
 
 def test_joining_an_approver_group_changes_what_the_reader_may_do(board, paulo):
