@@ -1,6 +1,7 @@
 """Benchmark of the promotion board: 200 services × 4 environments, 50,000 releases, in PostgreSQL.
 
     ./scripts/bench board            (or: python bench/bench_board.py [--requests N] [--rebuild])
+    ./scripts/bench board --instructions    instructions per request, counted by callgrind (~3 min)
 
 Builds the data set once with bulk_create in its own database (BENCH_DATABASE_URL, default
 nexo_bench_board; kept between runs, --rebuild starts over), then
@@ -20,7 +21,9 @@ import argparse
 import itertools
 import json
 import os
+import re
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -274,11 +277,57 @@ def forget_rendered_rows():
     _forget_rendered_rows()
 
 
+INSTRUCTION_VARIANTS = {"rows kept": "kept", "no row kept": "none"}
+
+
+def count_requests(client, requests, variant):
+    """The child process of --instructions: `requests` full boards, for callgrind to count."""
+    before = forget_rendered_rows if variant == "none" else (lambda: None)
+    for _ in range(3 + requests):  # three to warm up, as measure() does
+        before()
+        client.get("/")
+
+
+def print_instructions(few=2, many=12):
+    """Instructions per full board request, counted by callgrind: this machine's speed swings by half
+    from one quarter of an hour to the next, an instruction count does not. Each variant runs twice,
+    with `few` and `many` requests, and the difference is divided, so start-up cancels out."""
+    callgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, sys.argv[0]]
+    print(f"\nBoard: instructions per request, counted by callgrind ({many} and {few} requests, differenced)")
+    for label, variant in INSTRUCTION_VARIANTS.items():
+        runs = [
+            subprocess.Popen(
+                [*callgrind, "--count-variant", variant, "--count-requests", str(requests)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for requests in (few, many)
+        ]
+        counts = []
+        for run in runs:
+            _, errors = run.communicate()
+            found = re.search(r"Collected : (\d+)", errors)
+            if run.returncode or not found:
+                raise SystemExit(f"callgrind counted nothing:\n{errors[-2000:]}")
+            counts.append(int(found.group(1)))
+        print(f"  {label:<14}{(counts[1] - counts[0]) / (many - few) / 1e6:8.1f} M instructions")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=60, help="timed requests per variant (default 60)")
     parser.add_argument("--rebuild", action="store_true", help="drop the data set and build it again")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the instructions of a board request with callgrind (needs valgrind) instead of timing it",
+    )
+    parser.add_argument("--count-requests", type=int, help=argparse.SUPPRESS)  # the child of --instructions
+    parser.add_argument("--count-variant", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.instructions and not shutil.which("valgrind"):
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind).")
 
     ensure_database(os.environ["DATABASE_URL"])
     import django
@@ -291,11 +340,12 @@ def main():
     from django.db import close_old_connections, connection
     from django.test import Client
 
-    call_command("migrate", verbosity=0)
-    call_command("collectstatic", interactive=False, verbosity=0)  # pages link hashed static files, as in production
     from releases.models import Release
 
-    if options.rebuild or Release.objects.count() != RELEASES:
+    if options.count_requests is None:
+        call_command("migrate", verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)  # pages link hashed static files
+    if options.count_requests is None and (options.rebuild or Release.objects.count() != RELEASES):
         print(f"Building the data set in {connection.settings_dict['NAME']} (once; --rebuild starts over)…")
         call_command("flush", interactive=False, verbosity=0)
         started = time.perf_counter()
@@ -317,6 +367,12 @@ def main():
     request_finished.disconnect(close_old_connections)
     client = Client()
     client.force_login(User.objects.get(username="bench-sre-1"))
+    if options.count_requests is not None:
+        count_requests(client, options.count_requests, options.count_variant)
+        return 0
+    if options.instructions:
+        print_instructions()
+        return 0
     refresh = {"HX-Request": "true", "HX-Target": "board"}
     results = {
         "board": measure(client, "/", options.requests),
