@@ -616,8 +616,9 @@ class _CellBuilder:
 
     def row_key(self, service):
         """Everything `service`'s row shows depends on: with `board_key`, the service and its candidates,
-        each place's deployment, the promotions waiting or stopped there with their approvals, and what
-        the time does to them (ages, a promotion past its target, a soak's progress).
+        each place's deployment, the promotions waiting or stopped there with their approvals and, in a
+        row with such a promotion, who the reader is (their own request, their earlier approval), and
+        what the time does to them (ages, a promotion past its target, a soak's progress).
 
         Two rows with equal keys render alike, so a rendered row can be reused while its key holds:
         a board refreshed after one change renders only the rows that change touched.
@@ -817,7 +818,8 @@ class _CellBuilder:
 
     def _may_request(self, service, environment):
         # The request rule depends on the service only through its owning team (see policy), so
-        # one answer per team and environment serves every row.
+        # one answer per team and environment serves every row. It depends on the reader only through
+        # their groups: rows without a promotion are shared by readers in the same groups (row_key).
         key = (service.team_id, environment.pk)
         if key not in self.may_request:
             self.may_request[key] = policy.why_not_request(self.user, service, environment) is None

@@ -8,13 +8,13 @@ must show, so that a key missing what a row depends on fails here as a stale row
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.utils import timezone
 
 from environments.models import ChangeFreeze, Environment
 from releases import transitions
 from releases.board import build_board
-from releases.models import Deployment, Hold, PromotionState, StepStatus
+from releases.models import Deployment, Hold, PromotionState, Service, StepStatus
 from releases.templatetags import board_cells
 from tests.factories import make_release, make_service, make_user
 from tests.history import cell_html, ran
@@ -172,6 +172,20 @@ def test_readers_in_the_same_groups_share_rows_but_not_where_who_they_are_decide
     assert "You requested this promotion" in mine
     assert "You requested this promotion" not in hers
     assert _row(mine, "nexo-api") == _row(hers, "nexo-api")
+
+
+def test_who_deployed_or_held_a_place_does_not_make_its_row_the_readers_own(board, rita):
+    """Rita requested what runs in nexo-api's qa and placed its hold; Rosa, in her groups, is staff and
+    has a name, an e-mail and permissions. Nothing waits or stopped there: both see the same row."""
+    api = Service.objects.get(name="nexo-api")
+    ran(make_release(api, "2026.02.2"), board["env"]["qa"], requested_by=rita)
+    Hold.objects.create(service=api, environment=board["env"]["qa"], reason="Rolled back", placed_by="rita")
+    rosa = make_user("rosa", ["backend-team"], is_staff=True, first_name="Rosa", email="rosa@example.com")
+    rosa.user_permissions.set(Permission.objects.all()[:20])
+    mine, hers = fresh_rows(rita, board["now"]), fresh_rows(rosa, board["now"])
+    assert _row(mine, "nexo-api") == _row(hers, "nexo-api")
+    assert 'data-action="rollback"' in _row(hers, "nexo-api")
+    assert 'data-action="lift"' in _row(hers, "nexo-api")
 
 
 def _row(html, service):
