@@ -106,12 +106,6 @@ def _unavailable(cell, actions):
     return "".join(parts)
 
 
-@register.simple_tag
-def board_cells(cells):
-    """The <td> of every cell of a row."""
-    return mark_safe("".join(board_cell(cell) for cell in cells))
-
-
 # Rows as rendered, by everything they show (BoardRow.key), in each process. A board is rendered
 # again when anything on it changed (else the refresh is a 304), and then mostly the same rows: the
 # rows a change did not touch are taken from here. Bounded by the characters it holds
