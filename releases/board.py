@@ -599,7 +599,7 @@ class _CellBuilder:
         (their settings, freezes and groups, by name too, since refusals name them), the time zone, the
         filter the confirmations return to and whether Argo CD is set."""
         user = self.user
-        reader = (user.is_active, user.is_superuser, frozenset(policy.group_ids(user)))
+        reader = (user.is_superuser, frozenset(policy.group_ids(user)))
         environments = tuple(
             (
                 _fingerprint(environment),
@@ -638,7 +638,7 @@ class _CellBuilder:
         if service.id in self.services_with_promotions:
             # Who the reader is decides here (their own request, their earlier approval): elsewhere a
             # row is what their groups make it, and readers in the same groups share it.
-            promotions = [(self.user.pk, self.user.get_username())]
+            promotions = [self.user.pk]
             for environment, place in zip(self.environments, places, strict=True):
                 waiting, stopped = self.waiting.get(place), self.stopped.get(place)
                 promotions.append((_promotion_fingerprint(waiting), _promotion_fingerprint(stopped)))
