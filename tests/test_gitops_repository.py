@@ -237,6 +237,21 @@ def test_a_push_behind_someone_elses_is_fetched_reapplied_and_pushed_on_top(remo
     assert remote.read("helm/nexo-be/NOTES.md") == "pushed while the portal was committing\n"
 
 
+def test_a_retried_commit_that_finds_its_own_commit_pushed_meanwhile_does_not_push_it_again(remote, repository):
+    # A worker killed in the middle of a slow push leaves git pushing on its own; the retried job
+    # may fetch before that push lands and be rejected because of it.
+    def the_killed_workers_push_lands():
+        remote.write(VALUES_PATH, 'image:\n  tag: "2026.02.2"\n', "promote: develop → 2026.02.2\n\nPromotion-Id: 7\n")
+
+    with repository.locked():
+        sha = promote(
+            repository, "2026.02.2", promotion_id=7, look_for_trailer=True, before_push=the_killed_workers_push_lands
+        )
+    ours = [commit.hexsha for commit in remote.commits() if "Promotion-Id: 7" in commit.message]
+    assert ours == [sha] == [remote.head()]
+    assert remote.read(VALUES_PATH) == 'image:\n  tag: "2026.02.2"\n'
+
+
 # What remotes this suite cannot run say, word for word (GitHub, GitLab, OpenSSH, curl).
 TRANSIENT = [
     "ssh: connect to host github.com port 22: Connection refused\nfatal: Could not read from remote repository.",

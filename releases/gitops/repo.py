@@ -391,9 +391,10 @@ class GitOpsRepository:
         returned and nothing is written. Otherwise the first attempt trusts the branch as last
         fetched — every push from the portal goes through this lock, so it is usually current —
         and a push rejected because someone else pushed is fetched, re-applied and retried, up
-        to `attempts` times in all. A change made on a stale copy cannot land (the remote takes
-        only a push built on its branch's tip), but a stale copy could miss a file or key that a
-        person added a moment ago: such a miss is reported only once a fresh fetch shows it too.
+        to `attempts` times in all (with `look_for_trailer`, after looking for the trailer again).
+        A change made on a stale copy cannot land (the remote takes only a push built on its
+        branch's tip), but a stale copy could miss a file or key that a person added a moment
+        ago: such a miss is reported only once a fresh fetch shows it too.
 
         `before_push()` is called once, while git writes the first commit; if it raises, nothing
         is pushed and the exception goes on (the local commit is dropped by the next use).
@@ -418,8 +419,10 @@ class GitOpsRepository:
             try:
                 self.push()
             except PushRejected as rejection:
+                # This attempt pushed nothing, but a retried job keeps looking for its commit on the
+                # branch just fetched: the push of a worker killed mid-way (git goes on without it)
+                # may be what got in first.
                 last_rejection = rejection
-                look_for_trailer = False  # this attempt was refused, so it pushed nothing
                 logger.info(
                     "GitOps push to %s rejected (attempt %s of %s); fetching and retrying", self, attempt, attempts
                 )
