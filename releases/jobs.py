@@ -249,6 +249,9 @@ def commit_promotion(promotion_id):
                 before_push=None if resumed else start_commit,
             )
             pushed_at = timezone.now()
+            # A retried job may have found the commit an earlier attempt pushed, with the audit head
+            # and previous version of its time: the promotion records what Git holds.
+            written = repository.message_of(sha) if resumed else message()
     except PromotionError as moved_on:
         logger.info("Promotion %s moved on before its commit was pushed: %s", promotion_id, moved_on)
         return
@@ -259,7 +262,7 @@ def commit_promotion(promotion_id):
         # one committed it must not fail what that one carried on.
         _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=[owned])
         return
-    _unless_moved_on(transitions.mark_committed, promotion, sha, message(), committed_at=pushed_at)
+    _unless_moved_on(transitions.mark_committed, promotion, sha, written, committed_at=pushed_at)
 
 
 def sync_promotion(promotion_id):

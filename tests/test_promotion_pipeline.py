@@ -171,6 +171,31 @@ def test_a_retried_commit_job_finds_its_own_commit_and_never_commits_twice(pipel
     assert [trailers(c).get("Promotion-Id") for c in pipeline.gitops.commits()].count(str(promotion.pk)) == 1
 
 
+def test_a_commit_found_by_its_trailer_is_recorded_with_the_message_it_was_pushed_with(pipeline, monkeypatch):
+    service = develop_only(pipeline)
+    record = transitions.mark_committed
+    killed = []
+
+    def killed_after_the_push(promotion, *args, **kwargs):
+        if not killed:
+            killed.append(promotion.pk)
+            raise RuntimeError("SIGKILL between the push and recording it")
+        return record(promotion, *args, **kwargs)
+
+    monkeypatch.setattr(transitions, "mark_committed", killed_after_the_push)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None
+    )
+    pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert killed == [promotion.pk]
+    assert promotion.state == PromotionState.VERIFIED, promotion.error
+    [pushed] = [c for c in pipeline.gitops.commits() if trailers(c).get("Promotion-Id") == str(promotion.pk)]
+    assert promotion.gitops_commit_sha == pushed.hexsha
+    # What the promotion page shows (the Audit-Head trailer that vouches for the log included) is the commit.
+    assert promotion.gitops_commit_message == pushed.message
+
+
 def test_an_unreachable_remote_is_retried_then_fails_the_promotion_with_the_reason_and_writes_nothing(
     pipeline, settings, tmp_path
 ):

@@ -373,6 +373,10 @@ class GitOpsRepository:
                 return sha
         return None
 
+    def message_of(self, sha):
+        """The message of commit `sha` (one this working copy has fetched or written)."""
+        return self._working_copy().commit(sha).message
+
     def commit_and_push(
         self,
         relative_path,
