@@ -12,8 +12,9 @@ treats each its own way:
   deadline; then ArgoCDTimeout says what was still happening and for how long (`last_error`).
 - Refusals (ArgoCDRefused): 401 (the token), 403 (the token's RBAC, a sync window, or an application
   Argo CD will not say is missing), 404 (no such application), any other 4xx, or an answer that is not
-  Argo CD's API. Asking again gives the same answer until a person fixes the portal's setup: never
-  retried, and no automatic rollback should go through the Argo CD that has just refused.
+  Argo CD's API (not JSON, or JSON that is not an Application). Asking again gives the same answer
+  until a person fixes the portal's setup: never retried, and no automatic rollback should go through
+  the Argo CD that has just refused.
 - Failures of the release (ArgoCDDeployFailed): Argo CD synced our revision and the sync ended Failed
   or Error, or the revision runs Degraded. What an automatic rollback is for.
 
@@ -377,7 +378,9 @@ class ArgoCD:
             body = response.json()
         except ValueError:
             body = None
-        if response.ok and isinstance(body, dict):
+        # Both calls answer with an Application, and every Application has its metadata: JSON without
+        # one (a gateway's or a health endpoint's) is not Argo CD's answer, and would not read as one.
+        if response.ok and isinstance(body, dict) and isinstance(body.get("metadata"), dict):
             return body
         raise _error_from_response(response, body, self.base_url, name, action, doing)
 

@@ -529,6 +529,19 @@ def test_an_answer_that_is_not_argocds_api_says_to_check_the_url(health_server):
     assert "ARGOCD_URL" in str(raised.value)
 
 
+@pytest.mark.parametrize("body", ['{"status": "UP"}', '{"message": "Welcome to the gateway"}'])
+def test_json_that_is_not_an_application_says_to_check_the_url(health_server, body):
+    # What a health endpoint or an API gateway at the wrong address answers: JSON, but no Application.
+    health_server.answer("/api/v1/applications/nexo-be-develop", 200, body)
+    argocd = ArgoCD(health_server.url, "token")
+
+    with pytest.raises(ArgoCDRefused) as raised:
+        argocd.get_application("nexo-be-develop")
+
+    assert "an answer that is not Argo CD's API" in str(raised.value)
+    assert "ARGOCD_URL" in str(raised.value)
+
+
 def test_a_proxy_answering_bad_gateway_is_transient(health_server):
     health_server.answer("/api/v1/applications/nexo-be-develop", 502, "<html>502 Bad Gateway</html>")
     argocd = ArgoCD(health_server.url, "token")

@@ -129,6 +129,28 @@ def test_argo_cd_refusing_the_token_fails_without_an_automatic_rollback_and_hold
     assert "ARGOCD_TOKEN" in hold.reason
 
 
+def test_an_argo_cd_url_answering_json_of_something_else_fails_at_once_and_holds(
+    pipeline, argocd, health_server, settings
+):
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    argocd.app("nexo-be-develop")
+    good = promote_to_develop(pipeline, service, "2026.02.1")
+    assert good.state == PromotionState.VERIFIED
+    # ARGOCD_URL moved to a gateway's health endpoint: JSON, but no Application.
+    for path in ("/api/v1/applications/nexo-be-develop", "/api/v1/applications/nexo-be-develop/sync"):
+        health_server.answer(path, 200, '{"status": "UP"}')
+    settings.ARGOCD_URL = health_server.url
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+    assert bad.state == PromotionState.FAILED
+    assert "an answer that is not Argo CD's API" in bad.error
+    assert "ARGOCD_URL" in bad.error
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()  # not through what refused us
+    hold = Hold.objects.active().get(service=service, environment=pipeline.environments["develop"])
+    assert "ARGOCD_URL" in hold.reason
+
+
 def test_argo_cd_down_at_the_sync_request_is_waited_out(pipeline, argocd):
     service = pipeline.add_service("nexo-be")
     pipeline.environments["qa"].auto_promote = False
