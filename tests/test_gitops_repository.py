@@ -1,6 +1,7 @@
 """The GitOps working copy's lock, network limits and failures, against real Git and Redis."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -250,6 +251,23 @@ def test_a_retried_commit_that_finds_its_own_commit_pushed_meanwhile_does_not_pu
     ours = [commit.hexsha for commit in remote.commits() if "Promotion-Id: 7" in commit.message]
     assert ours == [sha] == [remote.head()]
     assert remote.read(VALUES_PATH) == 'image:\n  tag: "2026.02.2"\n'
+
+
+@pytest.mark.parametrize("left", [".git/index.lock", ".git/refs/remotes/origin/main.lock"])
+def test_a_lock_file_left_by_a_git_killed_with_its_worker_is_cleared(remote, repository, left):
+    # The worker's whole process group SIGKILLed (an OOM kill, systemd stopping the service) while git
+    # wrote: git's own lock file stays in the working copy the next worker on the host uses.
+    stale = repository.path / left
+    stale.write_text("")
+    # The youngest it can be when the next worker has the lock: the killed one renewed it a third of
+    # its lifetime before git started, at the most.
+    written = time.time() - repository.lock_timeout * 2 / 3
+    os.utime(stale, (written, written))
+    with repository.locked():
+        sha = promote(repository, "2026.02.2", look_for_trailer=True)
+    assert remote.head() == sha
+    assert remote.read(VALUES_PATH) == 'image:\n  tag: "2026.02.2"\n'
+    assert not stale.exists()
 
 
 # What remotes this suite cannot run say, word for word (GitHub, GitLab, OpenSSH, curl).

@@ -27,6 +27,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -203,6 +204,7 @@ class GitOpsRepository:
                 f"Timed out after {self.lock_wait} s waiting for another worker to finish with {self}."
             )
         self._lock = lock
+        self._clear_abandoned_git_locks()
         released = threading.Event()
         renewer = threading.Thread(
             target=self._keep_renewing, args=(lock, released), name=f"renew-{self.lock_name}", daemon=True
@@ -219,6 +221,27 @@ class GitOpsRepository:
                 lock.release()
             except Exception:
                 logger.warning("GitOps lock %s had expired before release", self.lock_name)
+
+    def _clear_abandoned_git_locks(self):
+        """Remove the lock files a git killed with its worker left in the working copy.
+
+        Called with the repository's lock just taken: whoever held it before either finished (its git
+        calls done) or was killed, and then its lock expired a lifetime after it was last renewed, at
+        least two thirds of a lifetime after the git it had started. A git lock file (index.lock,
+        refs/…/main.lock) older than half a lifetime is a dead process's (git holds one for a moment),
+        and until it is gone git refuses every command here, failing every promotion on this host.
+        """
+        git_dir = self.path / ".git"
+        if not git_dir.is_dir():
+            return
+        abandoned_before = time.time() - self.lock_timeout / 2
+        for lock_file in [*git_dir.glob("*.lock"), *(git_dir / "refs").rglob("*.lock")]:
+            try:
+                if lock_file.stat().st_mtime < abandoned_before:
+                    lock_file.unlink()
+                    logger.warning("Removed %s, left by a git process killed in %s", lock_file.name, self.path)
+            except FileNotFoundError:
+                continue
 
     def _keep_renewing(self, lock, released):
         """Renew `lock` to its full lifetime every third of it until `released`; stop once it is lost
