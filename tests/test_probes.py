@@ -1,6 +1,8 @@
 """Health and smoke probes: ok only when the final answer is 2xx; every failure is a result that says why."""
 
 import socket
+import threading
+import time
 
 import pytest
 
@@ -72,6 +74,37 @@ def test_a_service_that_never_answers_times_out_as_a_failed_result():
         result = probe(url, timeout=0.2)
 
     assert (result.ok, result.status, result.detail) == (False, None, "no answer within 0.2 s")
+
+
+def test_a_service_that_trickles_its_answer_fails_once_the_timeout_has_passed():
+    # Headers at once, then a byte now and then: every read comes within the timeout, the answer never.
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}/health"
+        hung_up = threading.Event()
+
+        def trickle():
+            connection, _ = listening.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n")
+                for _ in range(400):
+                    time.sleep(0.05)
+                    try:
+                        connection.sendall(b"x")
+                    except OSError:
+                        hung_up.set()
+                        return
+
+        server = threading.Thread(target=trickle, daemon=True)
+        server.start()
+        result = probe(url, timeout=0.3)
+        server.join()
+
+    assert (result.ok, result.status) == (False, 200)
+    assert result.detail == "HTTP 200 OK, but the rest of its answer did not come within 0.3 s"
+    assert hung_up.is_set()
 
 
 def test_an_invalid_url_is_a_failed_result_that_says_so():
