@@ -172,7 +172,9 @@ class Prometheus:
             body = response.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
+        # A success carries its result in a mapping; JSend-shaped APIs say "success" about anything.
+        answered = isinstance(body, dict) and body.get("status") in ("success", "error")
+        if not answered or (body["status"] == "success" and not isinstance(body.get("data", {}), dict)):
             text = excerpt(response.text)
             raise PrometheusError(
                 f"Prometheus at {self.base_url} gave HTTP {response.status_code} for the query {promql!r}, and not "

@@ -196,6 +196,18 @@ def test_a_proxy_page_instead_of_the_api_says_what_came_back(prometheus_errors):
     assert "502 Bad Gateway" in str(raised.value)
 
 
+@pytest.mark.parametrize("body", ['{"status": "success", "data": ["up"]}', '{"status": "success", "data": "ok"}'])
+def test_json_of_another_api_that_says_success_is_an_error_that_says_what_came_back(prometheus_errors, body):
+    # JSend's shape, which many APIs answer in: "success" too, but no query result.
+    prometheus_errors.answer_page(200, body, content_type="application/json")
+
+    with pytest.raises(PrometheusError) as raised:
+        Prometheus(prometheus_errors.url).query("up")
+
+    assert "HTTP 200" in str(raised.value)
+    assert "Is PROMETHEUS_URL the Prometheus server?" in str(raised.value)
+
+
 def test_the_query_and_time_are_sent_as_parameters(prometheus_errors):
     Prometheus(prometheus_errors.url).query("up", at=1767225600.5)
 
