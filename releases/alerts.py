@@ -97,11 +97,14 @@ def failure_message(promotion):
             f"Rolling back automatically to {rollback.release.version} (promotion #{rollback.pk}, "
             f"{rollback.get_state_display().lower()} when this was sent)."
         )
-    elif hold and promotion.environment.rollback_on_failed_verification:
-        next_step = f"Not rolled back automatically; automatic promotions are on hold: {hold.reason}"
     elif promotion.is_rollback:
+        # Before the hold: one placed by an earlier rollback ("Rolled back to …") would read as if this one worked.
         running = promotion.previous_release.version if promotion.previous_release else "the release before it"
         next_step = f"This was a rollback; the portal last saw {running} deployed there. Someone should look now."
+        if hold:
+            next_step += f" Automatic promotions are on hold: {hold.reason}"
+    elif hold and promotion.environment.rollback_on_failed_verification:
+        next_step = f"Not rolled back automatically; automatic promotions are on hold: {hold.reason}"
     else:
         next_step = f"No automatic rollback in {promotion.environment.name}: someone should decide what to do."
     link = f"{settings.PORTAL_URL.rstrip('/')}{promotion.get_absolute_url()}" if settings.PORTAL_URL else ""

@@ -122,3 +122,32 @@ def test_where_the_automation_could_not_roll_back_the_alert_says_so_and_why(fail
     text = alerts.failure_message(failed)["text"]
     assert "Not rolled back automatically; automatic promotions are on hold: The automatic rollback of" in text
     assert "Rolled back" not in text
+
+
+def test_a_failed_automatic_rollback_says_so_even_where_an_older_hold_stands(environments):
+    from releases.models import PIPELINE, Hold, PromotionKind
+
+    service = make_service("nexo-be", team="backend-team")
+    develop = environments["develop"]
+    older, newer = make_release(service, "2026.02.1"), make_release(service, "2026.02.2")
+    # develop is on hold since an earlier rollback; a person promoted 2026.02.2 anyway, its soak failed,
+    # and the automatic rollback to 2026.02.1 failed in turn.
+    Hold.objects.create(
+        service=service, environment=develop, reason="Rolled back to 2026.02.1 by promotion #4", placed_by="pipeline"
+    )
+    bad = ran(newer, develop, state=PromotionState.FAILED, failed_step="verification", error="error rate 7 %")
+    rollback = ran(
+        older,
+        develop,
+        state=PromotionState.FAILED,
+        kind=PromotionKind.ROLLBACK,
+        requested_via=PIPELINE,
+        rolls_back=bad,
+        previous_release=newer,
+        failed_step="verification",
+        error="https://nexo-be.develop/health failed 1 time(s): HTTP 503",
+    )
+    text = alerts.failure_message(rollback)["text"]
+    assert "This was a rollback; the portal last saw 2026.02.2 deployed there. Someone should look now." in text
+    assert "Automatic promotions are on hold: Rolled back to 2026.02.1 by promotion #4" in text
+    assert "Not rolled back automatically" not in text
