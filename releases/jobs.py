@@ -248,10 +248,10 @@ def commit_promotion(promotion_id):
                 look_for_trailer=resumed,
                 before_push=None if resumed else start_commit,
             )
-            pushed_at = timezone.now()
             # A retried job may have found the commit an earlier attempt pushed, with the audit head
-            # and previous version of its time: the promotion records what Git holds.
-            written = repository.message_of(sha) if resumed else message()
+            # and previous version of its time, seconds or minutes ago: the promotion records what
+            # Git holds, and when, so that the commit's stage does not take in the crash and the retry.
+            written, pushed_at = repository.message_and_time_of(sha) if resumed else (message(), timezone.now())
     except PromotionError as moved_on:
         logger.info("Promotion %s moved on before its commit was pushed: %s", promotion_id, moved_on)
         return

@@ -171,7 +171,7 @@ def test_a_retried_commit_job_finds_its_own_commit_and_never_commits_twice(pipel
     assert [trailers(c).get("Promotion-Id") for c in pipeline.gitops.commits()].count(str(promotion.pk)) == 1
 
 
-def test_a_commit_found_by_its_trailer_is_recorded_with_the_message_it_was_pushed_with(pipeline, monkeypatch):
+def test_a_commit_found_by_its_trailer_is_recorded_with_the_message_and_time_it_was_pushed_with(pipeline, monkeypatch):
     service = develop_only(pipeline)
     record = transitions.mark_committed
     killed = []
@@ -194,6 +194,8 @@ def test_a_commit_found_by_its_trailer_is_recorded_with_the_message_it_was_pushe
     assert promotion.gitops_commit_sha == pushed.hexsha
     # What the promotion page shows (the Audit-Head trailer that vouches for the log included) is the commit.
     assert promotion.gitops_commit_message == pushed.message
+    # When it was pushed, not when the retry found it: the commit's stage leaves out the crash.
+    assert promotion.committed_at == pushed.committed_datetime
 
 
 def test_an_unreachable_remote_is_retried_then_fails_the_promotion_with_the_reason_and_writes_nothing(

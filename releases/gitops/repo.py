@@ -396,9 +396,10 @@ class GitOpsRepository:
                 return sha
         return None
 
-    def message_of(self, sha):
-        """The message of commit `sha` (one this working copy has fetched or written)."""
-        return self._working_copy().commit(sha).message
+    def message_and_time_of(self, sha):
+        """The message of commit `sha` (one this working copy has fetched or written) and when it was committed."""
+        commit = self._working_copy().commit(sha)
+        return commit.message, commit.committed_datetime
 
     def commit_and_push(
         self,
