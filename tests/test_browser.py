@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -316,6 +316,29 @@ def test_a_board_that_cannot_refresh_says_so_and_recovers(page, portal):
     assert "Could not refresh since" in notice.inner_text()
     page.unroute("**/")
     notice.wait_for(state="detached", timeout=5000)
+
+
+def test_a_refresh_tells_the_time_in_the_portals_time_zone_not_the_browsers(browser, portal, settings):
+    settings.TIME_ZONE = "UTC"
+    context = browser.new_context(timezone_id="America/Sao_Paulo", locale="en-US")
+    page = context.new_page()
+    sign_in(page, portal, "rita")
+    stamp = page.locator(".refreshed time")
+    first = stamp.get_attribute("datetime")
+    # Nothing changes on the board: the refresh is answered 304 and the script sets the time itself.
+    page.wait_for_function(
+        "() => document.querySelector('.refreshed time').getAttribute('datetime') !== " + repr(first)
+    )
+    checked = datetime.fromisoformat(stamp.get_attribute("datetime").replace("Z", "+00:00"))
+    assert stamp.inner_text() == checked.astimezone(UTC).strftime("%H:%M:%S")
+
+    page.route("**/", lambda route: route.abort() if route.request.headers.get("hx-request") else route.continue_())
+    notice = page.locator("#refresh-failed")
+    notice.wait_for(state="visible", timeout=5000)
+    since = notice.locator("time")
+    failed = datetime.fromisoformat(since.get_attribute("datetime").replace("Z", "+00:00"))
+    assert since.inner_text() == failed.astimezone(UTC).strftime("%H:%M:%S")
+    context.close()
 
 
 def test_filtering_the_board_in_place_offers_to_clear_the_filter_and_keeps_the_header_in_view(page, portal):

@@ -9,6 +9,17 @@
 
   var LIVE = "#board, #promotion-live";
 
+  // A time the script writes, as the server writes its own: in the portal's time zone (the footer
+  // names it), not the browser's, so a refreshed time never jumps hours away from the rest of the page.
+  var clock = (function () {
+    var options = { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+    try {
+      return new Intl.DateTimeFormat("en-GB", Object.assign({ timeZone: document.documentElement.dataset.timeZone }, options));
+    } catch (unknownZone) {  // a zone this browser does not know: its own, rather than no script at all
+      return new Intl.DateTimeFormat("en-GB", options);
+    }
+  })();
+
   // What identifies an element again once a refresh has replaced it: its link or its id.
   function selectorFor(element) {
     if (element.id) return "#" + CSS.escape(element.id);
@@ -56,7 +67,7 @@
     if (checked) {
       var now = new Date();
       checked.setAttribute("datetime", now.toISOString());
-      checked.textContent = now.toLocaleTimeString([], { hour12: false });
+      checked.textContent = clock.format(now);
     }
   });
 
@@ -107,8 +118,12 @@
       notice.className = "notice bad";
       notice.setAttribute("role", "status");
       target.parentNode.insertBefore(notice, target);
-      notice.textContent = "Could not refresh since " + new Date().toLocaleTimeString() +
-        ": the portal did not answer. What is shown may be out of date; it keeps trying.";
+      var now = new Date();
+      var since = document.createElement("time");
+      since.setAttribute("datetime", now.toISOString());
+      since.textContent = clock.format(now);
+      notice.append("Could not refresh since ", since,
+        ": the portal did not answer. What is shown may be out of date; it keeps trying.");
     }
   }
   document.addEventListener("htmx:sendError", refreshFailed);
