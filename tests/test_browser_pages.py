@@ -192,6 +192,17 @@ def test_the_dora_page_fits_1440_pixels_and_its_axis_labels_are_whole(page, port
     page.screenshot(path=str(test_browser.ARTIFACTS / "dora.png"), full_page=True)
 
 
+def test_a_promotion_page_fits_a_phone(page, portal, awaiting):
+    # The staging promotion: its GitOps commit's 40-character hash on the timeline, the soak charts.
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, portal, "sam")
+    page.goto(f"{portal['url']}/promotions/{awaiting['staging'].pk}/")
+
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    for card in page.locator(".columns > .card").all():
+        assert card.evaluate("card => card.scrollWidth <= card.clientWidth"), card.locator("h2").first.inner_text()
+
+
 @pytest.mark.parametrize("path", ["/api/v1/redoc/", "/api/v1/docs/"])
 def test_the_api_docs_load_nothing_from_outside_the_portal(browser, portal, path):
     # A context of its own: on ReDoc's page the policy refuses ReDoc's logo from the Redocly CDN,
