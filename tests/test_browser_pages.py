@@ -203,6 +203,15 @@ def test_a_promotion_page_fits_a_phone(page, portal, awaiting):
         assert card.evaluate("card => card.scrollWidth <= card.clientWidth"), card.locator("h2").first.inner_text()
 
 
+@pytest.mark.parametrize("path", ["/slo/", "/dora/?environment=staging"])
+def test_a_wide_table_scrolls_in_its_own_box_on_a_phone(page, portal, path):
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, portal, "sam")
+    page.goto(portal["url"] + path)
+
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+
 @pytest.mark.parametrize("path", ["/api/v1/redoc/", "/api/v1/docs/"])
 def test_the_api_docs_load_nothing_from_outside_the_portal(browser, portal, path):
     # A context of its own: on ReDoc's page the policy refuses ReDoc's logo from the Redocly CDN,
