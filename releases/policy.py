@@ -13,6 +13,9 @@ The rules:
   approvers by right — approvals are about people, not permissions. A request made with a CI
   token counts as requested by the person who created that token (`accountable_person`), so
   nobody approves their own request by routing it through CI;
+- approve during a change freeze of the environment: nobody, unless the promotion is a break-glass
+  one or a rollback (those may be requested during a freeze too); a request made before the freeze
+  waits for its end, or is rejected or cancelled;
 - cancel: whoever requested it, an approver of the environment, or a superuser, before the
   GitOps commit starts;
 - supersede (a newer request replaces one awaiting approval): anyone who may request, while it has
@@ -32,6 +35,7 @@ The rules:
 """
 
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from nexo_portal.lib.errors import Refused
 
@@ -334,7 +338,22 @@ def _why_not_decide(promotion, user, verb):
 
 
 def why_not_approve(promotion, user):
-    return _why_not_decide(promotion, user, "approve")
+    return _why_not_decide(promotion, user, "approve") or _why_not_during_freeze(promotion)
+
+
+def _why_not_during_freeze(promotion):
+    """A freeze refuses what would enter the environment while it lasts: an approval starts the
+    commit, so a promotion requested before the freeze began waits for its end like a new request."""
+    if promotion.is_emergency or promotion.kind == PromotionKind.ROLLBACK:
+        return None
+    environment = promotion.environment
+    freeze = environment.active_freeze()
+    if freeze is None:
+        return None
+    return Refusal(
+        f"{environment.name} is frozen until {timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: "
+        f"{freeze.reason}. It may be approved once the freeze ends."
+    )
 
 
 def may_decide(promotion, user):

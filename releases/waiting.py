@@ -5,20 +5,25 @@ The navigation counts them on every page and the tab title shows the count; /wai
 
 from django.db.models import Prefetch
 
+from environments.models import Environment
+
 from . import policy
 from .models import Approval, Promotion, PromotionState
 
 
 def for_person(user):
-    """The promotions `user` may approve or reject, oldest request first: three queries, however many."""
+    """The promotions `user` may approve or reject, oldest request first: four queries (and the
+    person's groups), however many."""
     if not policy.is_person(user):
         return []
+    # The environments come once each, with the freeze in force (a freeze holds approvals) and their groups.
+    environments = Environment.objects.with_active_freeze().prefetch_related("approver_groups")
     promotions = (
         Promotion.objects.filter(state=PromotionState.AWAITING_APPROVAL)
-        .with_details()
-        .select_related("previous_release")
+        .select_related("release", "service", "requested_by", "previous_release")
         .prefetch_related(
-            Prefetch("approvals", queryset=Approval.objects.select_related("user")), "environment__approver_groups"
+            Prefetch("approvals", queryset=Approval.objects.select_related("user")),
+            Prefetch("environment", queryset=environments),
         )
         .order_by("requested_at", "id")
     )

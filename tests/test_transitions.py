@@ -146,6 +146,33 @@ def test_a_change_freeze_refuses_promotions_and_names_itself(world):
     assert not Promotion.objects.exists()
 
 
+def test_a_freeze_that_starts_after_the_request_holds_its_approvals_until_it_ends(world):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", "staging", environments=world["env"])
+    production = world["env"]["production"]
+    promotion = transitions.request_promotion(release, production, world["rita"])
+    transitions.approve(promotion, world["sam"])
+    freeze = ChangeFreeze.objects.create(
+        environment=production,
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=timezone.now() + timedelta(hours=1),
+        reason="Year-end freeze",
+    )
+
+    with pytest.raises(PromotionError, match=r"production is frozen until .*: Year-end freeze"):
+        transitions.approve(promotion, world["lead"])
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    assert promotion.approvals.count() == 1
+    transitions.reject(promotion, world["lead"], "not during the freeze")  # deciding against it still may
+
+    freeze.ends_at = timezone.now()
+    freeze.save()
+    again = transitions.request_promotion(release, production, world["rita"])
+    transitions.approve(again, world["sam"])
+    assert transitions.approve(again, world["lead"]).state == PromotionState.APPROVED
+
+
 def test_a_freeze_that_is_over_or_not_started_does_not_block(world):
     release = make_release(world["service"], "2026.02.1")
     now = timezone.now()

@@ -3,9 +3,12 @@ decide, and the compact board (unavailable actions folded, rows with nothing to 
 rejected or rolled back never offered as the obvious next step)."""
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
+from environments.models import ChangeFreeze
 from releases import policy, transitions
 from releases.models import PromotionKind, PromotionState
 from releases.waiting import for_person
@@ -77,6 +80,27 @@ def test_one_rule_decides_what_waits(awaiting, sam, sara, rita, paulo, lead):
     assert for_person(sam)
     assert not for_person(rita)
     assert not for_person(paulo)
+
+
+def test_a_freeze_keeps_what_waits_there_off_the_list_in_a_fixed_number_of_queries(
+    environments, awaiting, rita, sam, django_assert_max_num_queries
+):
+    for name in ("nexo-fe", "nexo-auth"):
+        release = make_release(make_service(name, team="backend-team"), "2026.02.1")
+        for environment in ("develop", "qa", "staging"):
+            ran(release, environments[environment])
+        transitions.request_promotion(release, environments["production"], rita)
+    with django_assert_max_num_queries(5):  # and the person's groups
+        assert len(for_person(sam)) == 3
+
+    ChangeFreeze.objects.create(
+        environment=environments["production"],
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=timezone.now() + timedelta(hours=1),
+        reason="Year-end freeze",
+    )
+    with django_assert_max_num_queries(5):  # and the person's groups
+        assert for_person(sam) == []
 
 
 def test_actions_you_may_not_take_are_folded_behind_one_why_not(client, awaiting, rita, viewer):
