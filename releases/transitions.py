@@ -776,6 +776,8 @@ def _finish_rollback(rollback, now):
             f"{_describe(taken_out)} rolled back to {rollback.release.version}",
             rollback_promotion=rollback.pk,
         )
+    if not rollback.environment.auto_promote:
+        return  # nothing enters here by itself: a hold would stop nothing, and its "lift" would promote nothing
     _place_hold(
         rollback.service,
         rollback.environment,

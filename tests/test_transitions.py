@@ -281,6 +281,21 @@ def test_deploying_replaces_the_current_deployment_and_a_rollback_places_a_hold(
     assert Hold.objects.active().filter(service=world["service"], environment=world["env"]["develop"]).exists()
 
 
+def test_a_rollback_where_nothing_is_promoted_automatically_places_no_hold(world):
+    old, new = make_release(world["service"], "2026.02.1"), make_release(world["service"], "2026.02.2")
+    verified_in(old, "develop", "qa", "staging", environments=world["env"])
+    verified_in(new, "develop", "qa", "staging", environments=world["env"])
+    staging = world["env"]["staging"]
+    rollback = transitions.request_rollback(world["service"], staging, world["rita"], release=old)
+    rollback = transitions.approve(rollback, world["paulo"])
+    rollback = transitions.start_commit(rollback)
+    rollback = transitions.mark_committed(rollback, "e" * 40, "rollback(nexo-be): staging → 2026.02.1")
+    rollback = transitions.mark_deployed(transitions.mark_syncing(rollback, configured=False))
+
+    assert Deployment.objects.current().get(service=world["service"], environment=staging).release == old
+    assert not Hold.objects.filter(service=world["service"], environment=staging).exists()
+
+
 def test_auto_promotion_to_qa_waits_while_qa_is_on_hold_and_goes_when_it_is_lifted(world):
     release = make_release(world["service"], "2026.02.1")
     promotion = transitions.request_promotion(release, world["env"]["develop"], None, kind=PromotionKind.AUTO)
