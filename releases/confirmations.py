@@ -225,10 +225,15 @@ def for_stop(promotion, user):
             f"{environment.name} rolls back by itself: {promotion.service.name} goes back to {target.version}, "
             "the last release verified there, without approval."
         )
+    elif unapprovable := policy.why_not_unapprovable_rollback(user, environment):
+        lines.append(
+            f"{environment.name} does not roll back by itself, and you could not request the rollback to "
+            f"{target.version} next: {unapprovable}"
+        )
     else:
         lines.append(
             f"{environment.name} does not roll back by itself: the rollback to {target.version} is offered to you "
-            f"next, to confirm ({_approval_sentence(environment, environment.rollback_required_approvals)})"
+            f"next, to confirm. {_approval_sentence(environment, environment.rollback_required_approvals)}"
         )
     return Confirmation(
         title="Stop the soak and roll back",

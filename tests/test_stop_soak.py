@@ -146,8 +146,24 @@ def test_the_stop_confirmation_says_the_rollback_comes_next_where_it_is_not_auto
 
     assert "nexo-be 2026.02.2 → staging" in page
     assert "The soak stops now: 2026.02.2 fails its verification in staging" in page
-    assert "staging does not roll back by itself: the rollback to 2026.02.1 is offered to you next" in page
+    assert (
+        "staging does not roll back by itself: the rollback to 2026.02.1 is offered to you next, to confirm. "
+        "It waits for one approver from platform-team; the requester cannot approve it.</li>"
+    ) in page
     assert "Why do you stop it?" in page
+
+
+def test_the_stop_confirmation_says_when_the_rollback_that_follows_could_never_be_approved(world):
+    # Paulo is the only member of platform-team, which approves rollbacks in staging.
+    promotion = soaking_in(world, "staging")
+
+    page = signed_in(world["paulo"]).get(f"/promotions/{promotion.pk}/stop/").content.decode()
+
+    assert "is offered to you next" not in page
+    assert (
+        "staging does not roll back by itself, and you could not request the rollback to 2026.02.1 next: "
+        "A rollback in staging needs one approval from platform-team, and nobody other than you can give one"
+    ) in page
 
 
 def test_stopping_from_the_page_leads_to_the_rollback_confirmation(world):
