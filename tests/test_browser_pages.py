@@ -203,6 +203,16 @@ def test_a_promotion_page_fits_a_phone(page, portal, awaiting):
         assert card.evaluate("card => card.scrollWidth <= card.clientWidth"), card.locator("h2").first.inner_text()
 
 
+def test_the_waiting_list_keeps_each_row_one_height(page, portal, awaiting):
+    sign_in(page, portal, "sam")
+    page.goto(f"{portal['url']}/waiting/")
+
+    cells = page.locator(f'tr[data-promotion="{awaiting["promotion"].pk}"] > td')
+    assert cells.count() == 4
+    bottoms = {round(box["y"] + box["height"]) for box in (cell.bounding_box() for cell in cells.all())}
+    assert len(bottoms) == 1, bottoms
+
+
 @pytest.mark.parametrize("path", ["/slo/", "/dora/?environment=staging"])
 def test_a_wide_table_scrolls_in_its_own_box_on_a_phone(page, portal, path):
     page.set_viewport_size({"width": 390, "height": 844})
