@@ -67,7 +67,7 @@ class AuditEventQuerySet(models.QuerySet):
 class AuditEvent(models.Model):
     created_at = models.DateTimeField(db_index=True)
     action = models.CharField(max_length=40, choices=AuditAction.choices, db_index=True)
-    actor = models.CharField(max_length=150, help_text="User name, api-token:<name>, or system.")
+    actor = models.CharField(max_length=150, help_text="User name, api-token:NAME, or system.")
     service = models.CharField(max_length=50, blank=True, db_index=True)
     environment = models.CharField(max_length=50, blank=True)
     version = models.CharField(max_length=100, blank=True)

@@ -110,7 +110,9 @@ class ApiToken(models.Model):
         max_length=50,
         unique=True,
         validators=[slug_validator],
-        help_text="Where it is used, e.g. github-actions-nexo-be. Audit events name it api-token:<name>.",
+        help_text=(
+            "Where it is used, e.g. github-actions-nexo-be; audit events then name it api-token:github-actions-nexo-be."
+        ),
     )
     prefix = models.CharField(max_length=VISIBLE_PREFIX_LENGTH, editable=False, help_text="The start of the token.")
     token_hash = models.CharField(max_length=64, unique=True, editable=False)

@@ -1,5 +1,6 @@
 """Every admin changelist, change page and add page renders for an operator."""
 
+import re
 from io import StringIO
 
 import pytest
@@ -8,6 +9,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from audit.models import AuditEvent
+from nexo_portal.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 
@@ -94,6 +96,16 @@ def test_every_add_page_renders_or_is_refused_for_records_the_portal_writes(oper
             failures.append(f"{model._meta.label}: HTTP {response.status_code}, expected {expected}")
     assert failures == []
     assert {model._meta.label for model in MODELS} >= WRITTEN_BY_THE_PORTAL
+
+
+def test_help_texts_show_their_placeholders_whole(operator):
+    # The admin renders help texts as HTML: "api-token:<name>" would reach the reader as "api-token:".
+    token = operator.get(admin_url(ApiToken, "add")).content.decode()
+    event = operator.get(admin_url(AuditEvent, "change", AuditEvent.objects.order_by("pk").first().pk))
+    for page in (token, event.content.decode()):
+        assert re.search(r"api-token:<[a-z]+>", page) is None
+    assert "api-token:github-actions-nexo-be" in token
+    assert "api-token:NAME" in event.content.decode()
 
 
 def test_filters_and_search_work_on_the_busy_changelists(operator):
