@@ -99,6 +99,7 @@ def for_request(release, environment, user):
         lines.append(f"Nothing runs in {environment.name} for {service.name} yet.")
     active = _active(service, environment)
     if active and active.state == PromotionState.AWAITING_APPROVAL:
+        why_not = why_not or policy.why_not_supersede(active, user) or ""
         lines.append(
             f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) "
             "is superseded by this one."
@@ -266,6 +267,7 @@ def for_rollback(service, environment, user, current, target):
         if active and active.state != PromotionState.AWAITING_APPROVAL:
             why_not = why_not or busy_refusal(active)
         elif active:
+            why_not = why_not or policy.why_not_supersede(active, user) or ""
             lines.append(
                 f"The request for {active.release.version} waiting for approval (promotion #{active.pk}) is superseded."
             )

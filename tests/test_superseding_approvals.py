@@ -52,6 +52,18 @@ def test_someone_who_may_request_but_not_cancel_cannot_supersede_it(waiting, env
         transitions.request_promotion(release, environments["production"], viewer)
 
 
+def test_the_confirmation_says_who_may_not_supersede_it_before_they_try(client, waiting, environments, viewer):
+    environments["production"].requester_groups.create(name="release-managers")
+    viewer.groups.add(environments["production"].requester_groups.get())
+    client.force_login(viewer)
+
+    page = client.get("/services/nexo-be/environments/production/promote/2026.02.2/").content.decode()
+
+    assert "is superseded by this one" not in page
+    assert "You cannot do this:" in page
+    assert f"Promotion #{waiting.pk} (nexo-be 2026.02.1 → production) already has 1/2 approvals (sam)" in page
+
+
 def test_the_pipeline_does_not_supersede_approvals_it_defers(waiting, environments):
     release = waiting.service.releases.get(version="2026.02.2")
     assert transitions.request_automatic_promotion(release, environments["production"]) is None
