@@ -40,14 +40,18 @@ def decision_actions(promotion, user, url_for):
 
 
 def why_not_roll_back(user, service, environment):
-    """Who may roll back: whoever may request promotions of the service there (`policy`)."""
-    return policy.why_not_request(user, service, environment, kind=PromotionKind.ROLLBACK)
+    """Who may roll back: whoever may request promotions of the service there (`policy`), where
+    someone else could approve the rollback."""
+    return policy.why_not_request(
+        user, service, environment, kind=PromotionKind.ROLLBACK
+    ) or policy.why_not_unapprovable_rollback(user, environment)
 
 
 def rollback_action(deployment, url, why_not, *, busy=None):
     """Rolling back what runs in a place, offered only over what the portal deployed there.
 
-    `why_not`: `why_not_roll_back()` for the person (the board asks once per team and environment).
+    `why_not`: `why_not_roll_back()` for the person (the board asks its two rules once per team and
+    environment, and once per environment).
     `busy`: a promotion in the place past approval, which must finish first.
     """
     if deployment is None or deployment.promotion_id is None:

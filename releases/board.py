@@ -597,7 +597,8 @@ class _CellBuilder:
         """What every row of this board depends on besides its own data: what the reader may do (their
         groups; who they are only matters where a promotion is, see row_key), the environments as read
         (their settings, freezes and groups, by name too, since refusals name them), the time zone, the
-        filter the confirmations return to and whether Argo CD is set."""
+        filter the confirmations return to and whether Argo CD is set, and why a rollback could never
+        be approved in an environment (it names the other approvers, who change with no row)."""
         user = self.user
         reader = (user.is_superuser, frozenset(policy.group_ids(user)))
         environments = tuple(
@@ -612,7 +613,8 @@ class _CellBuilder:
             )
             for environment in self.environments
         )
-        return (reader, environments, self.zone, self.back_to, self.argocd_configured)
+        refusals = tuple(sorted(self.unapprovable_rollbacks.items()))
+        return (reader, environments, self.zone, self.back_to, self.argocd_configured, refusals)
 
     def row_key(self, service):
         """Everything `service`'s row shows depends on: with `board_key`, the service and its candidates,
@@ -816,6 +818,21 @@ class _CellBuilder:
 
     # --- what the user may do here
 
+    @cached_property
+    def unapprovable_rollbacks(self):
+        """{environment id: why a rollback the reader asked for there could never be approved}, for the
+        environments where that is so, with one query for all of them."""
+        asked = [environment for environment in self.environments if environment.rollback_required_approvals]
+        approvers = policy.rollback_approvers(self.user, asked) if asked and policy.is_person(self.user) else {}
+        refusals = {}
+        for environment in asked:
+            refusal = policy.why_not_unapprovable_rollback(
+                self.user, environment, approvers=approvers.get(environment.pk, [])
+            )
+            if refusal:
+                refusals[environment.pk] = refusal
+        return refusals
+
     def _may_request(self, service, environment):
         # The request rule depends on the service only through its owning team (see policy), so
         # one answer per team and environment serves every row. It depends on the reader only through
@@ -864,7 +881,12 @@ class _CellBuilder:
             actions += stops
         # Rolling back is offered only to those who may request here.
         if may_request and not stops:
-            offered = rollback_action(deployment, self.rollback_url(service.name, environment.name), None, busy=busy)
+            offered = rollback_action(
+                deployment,
+                self.rollback_url(service.name, environment.name),
+                self.unapprovable_rollbacks.get(environment.pk),
+                busy=busy,
+            )
             if offered:
                 offered.tone = "quiet"
                 actions.append(offered)

@@ -34,6 +34,8 @@ The rules:
   rollback of it may go back to the release it fixed.
 """
 
+from collections import defaultdict
+
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -250,21 +252,35 @@ def approvals_required(promotion):
     return promotion.environment.rollback_required_approvals
 
 
-def why_not_unapprovable_rollback(actor, environment):
+def rollback_approvers(actor, environments):
+    """{environment id: the names of who could approve a rollback `actor` asked for there}, for every
+    environment in one query: the active members of its approver groups other than the requester
+    (superusers are not approvers by right)."""
+    groups = {environment.pk: {group.pk for group in _approver_groups(environment)} for environment in environments}
+    members = defaultdict(set)
+    if any(groups.values()):
+        requester = accountable_person_id(actor)
+        memberships = get_user_model().groups.through.objects.filter(
+            group_id__in=set().union(*groups.values()), user__is_active=True
+        )
+        for group_id, user_id, name in memberships.values_list("group_id", "user_id", "user__username"):
+            if user_id != requester:
+                members[group_id].add(name)
+    return {pk: sorted(set().union(*(members[group] for group in ids))) for pk, ids in groups.items()}
+
+
+def why_not_unapprovable_rollback(actor, environment, *, approvers=None):
     """A rollback nobody could ever approve is refused before it is made: in an incident, a request
     that waits for approvals that cannot come is worse than a refusal that says what to fix.
 
-    Who could approve: the active members of the approver groups other than the requester
-    (superusers are not approvers by right).
+    Who could approve: `rollback_approvers()`, read here unless a page that asks for several
+    environments read them for all at once (`approvers`).
     """
     required = environment.rollback_required_approvals
     if actor is None or required == 0:
         return None
     groups = _approver_groups(environment)
-    approvers = get_user_model().objects.filter(is_active=True, groups__in=groups).distinct()
-    if accountable_person_id(actor) is not None:
-        approvers = approvers.exclude(pk=accountable_person_id(actor))
-    names = sorted(user.get_username() for user in approvers)
+    names = rollback_approvers(actor, [environment])[environment.pk] if approvers is None else approvers
     if len(names) >= required:
         return None
     others = ""

@@ -11,7 +11,7 @@ from environments.models import ChangeFreeze
 from releases import transitions
 from releases.board import build_board
 from releases.models import Deployment, Hold, Promotion, PromotionState, StepStatus
-from tests.factories import make_release, make_service
+from tests.factories import make_release, make_service, make_user
 from tests.history import action_link, cell_html, ran
 
 pytestmark = pytest.mark.django_db
@@ -249,6 +249,33 @@ def test_someone_outside_every_group_sees_requests_as_unavailable_and_no_rollbac
     assert "unavailable" in action_link(cell, "request")
     assert '· <span class="why">why not?</span></summary>' in cell  # folded behind one "why not?"
     assert action_link(cell_html(client.get("/"), "nexo-be", "develop"), "rollback") is None
+
+
+def test_a_rollback_nobody_else_could_approve_is_unavailable_and_says_why_until_someone_could(
+    client, environments, rita, nexo_be
+):
+    # Nobody is in platform-team, staging's approver group: a rollback rita asked for there would wait forever.
+    release = make_release(nexo_be, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        promotion = ran(release, environments[name])
+    why = (
+        "A rollback in staging needs one approval from platform-team, and nobody other than you can give one: "
+        "it could never be approved."
+    )
+    signed_in(client, rita)
+    rollback = action_link(cell_html(client.get("/"), "nexo-be", "staging"), "rollback")
+    assert "unavailable" in rollback
+    assert why in rollback
+    page = client.get(promotion.get_absolute_url()).content.decode()
+    assert action_link(page, "rollback") is None
+    assert '<span class="button unavailable">Roll back…</span>' in page
+    assert why in page
+
+    make_user("paulo", groups=["platform-team"])  # a platform engineer could approve it
+    assert "unavailable" not in action_link(cell_html(client.get("/"), "nexo-be", "staging"), "rollback")
+    page = client.get(promotion.get_absolute_url()).content.decode()
+    assert "unavailable" not in action_link(page, "rollback")
+    assert why not in page
 
 
 def test_a_frozen_environment_without_break_glass_refuses_requests_on_the_board(client, environments, people, nexo_be):
