@@ -500,3 +500,12 @@ def test_create_api_token_command_refuses_unknown_services_and_saves_nothing():
     with pytest.raises(CommandError, match="No service named nexo-xx"):
         call_command("create_api_token", "ci", "--scope", "register", "--service", "nexo-xx", stdout=io.StringIO())
     assert not ApiToken.objects.exists()
+
+
+@pytest.mark.parametrize("days", ["3000000", "99999999999"])
+def test_create_api_token_command_refuses_an_expiry_past_the_calendar_and_saves_nothing(days):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"--expires-in-days: .* leave it out for a token that never expires"):
+        call_command("create_api_token", "ci", "--scope", "read", "--expires-in-days", days, stdout=io.StringIO())
+    assert not ApiToken.objects.exists()

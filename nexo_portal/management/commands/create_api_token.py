@@ -48,7 +48,7 @@ class Command(BaseCommand):
                 f"{', '.join(Service.objects.values_list('name', flat=True))}."
             )
         user, created_by = _person(user), _person(created_by)
-        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
+        expires_at = _expiry(expires_in_days)
         try:
             token, plain_token = ApiToken.objects.issue(
                 name=name,
@@ -66,6 +66,19 @@ class Command(BaseCommand):
             f"API token {token.name} ({', '.join(token.scope_list)}). Copy it now, it is not shown again:"
         )
         self.stdout.write(plain_token)
+
+
+def _expiry(days):
+    if days is None:
+        return None
+    try:
+        return timezone.now() + timedelta(days=days)
+    except OverflowError as error:
+        # timedelta and datetime end at year 9999; argparse's int has no end.
+        raise CommandError(
+            f"--expires-in-days: {days} days from now is past the year 9999; give fewer days, "
+            "or leave it out for a token that never expires."
+        ) from error
 
 
 def _person(username):
