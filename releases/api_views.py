@@ -53,10 +53,10 @@ class StrictFilterForm(forms.Form):
         for name, field in self.fields.items():
             expected = next((text for kind, text in self.EXPECTED.items() if isinstance(field, kind)), None)
             if expected and name in self.data and cleaned.get(name) in (None, "", []) and name not in self.errors:
-                self.add_error(name, f"Give {expected}.")
+                self.add_error(name, forms.ValidationError(f"Give {expected}.", code="invalid"))
             elif isinstance(cleaned.get(name), datetime):
                 if not dates.in_range(cleaned[name]):
-                    self.add_error(name, dates.OUT_OF_RANGE)
+                    self.add_error(name, forms.ValidationError(dates.OUT_OF_RANGE, code="invalid"))
                     continue
                 # ISO 8601 allows offsets PostgreSQL refuses (beyond ±15:59); the instant is what matters.
                 cleaned[name] = cleaned[name].astimezone(UTC)

@@ -296,6 +296,20 @@ def test_date_time_filters_outside_the_calendar_the_portal_keeps_are_a_400(world
     assert_error(response, 400, "registered_after", "Give a date between 1970-01-01 and 2999-12-31.")
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"hotfix": "maybe"}, "hotfix"),
+        ({"registered_after": "1969-12-31T00:00:00Z"}, "registered_after"),
+        ({"registered_before": "2026-02-30T00:00:00Z"}, "registered_before"),
+    ],
+)
+def test_a_filter_refused_by_the_strict_form_says_its_code(world, query, field):
+    body = assert_error(session_client(world["rita"]).get("/api/v1/releases/", query), 400, field)
+    assert body["code"] == "invalid"
+    assert [error["code"] for error in body["errors"]] == ["invalid"]
+
+
 def test_list_filters_by_service_environment_and_date_and_paginates(world):
     for n in range(1, 4):
         make_release(world["service"], f"2026.02.{n}")
