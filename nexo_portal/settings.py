@@ -359,7 +359,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "nexo_portal.lib.ordering.StrictOrderingFilter",
     ],
     # Django REST framework's own, refusing control characters and over-deep JSON (nexo_portal.lib.text).
     "DEFAULT_PARSER_CLASSES": [

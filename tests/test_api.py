@@ -339,6 +339,30 @@ def test_list_filters_by_service_environment_and_date_and_paginates(world):
     assert_error(client.get("/api/v1/releases/", {"registered_after": "soon"}), 400, "registered_after")
 
 
+@pytest.mark.parametrize(
+    ("path", "ordering", "offered"),
+    [
+        ("/api/v1/releases/", "created", "registered_at, committed_at, version"),
+        ("/api/v1/releases/", "-version,service__team__name", "registered_at, committed_at, version"),
+        ("/api/v1/releases/", "version, committed_at", "registered_at, committed_at, version"),
+        ("/api/v1/promotions/", "--requested_at", "requested_at, finished_at"),
+        ("/api/v1/promotions/", "state", "requested_at, finished_at"),
+    ],
+)
+def test_an_ordering_the_list_does_not_offer_is_a_400_naming_those_it_does(world, path, ordering, offered):
+    body = assert_error(token_client("read").get(path, {"ordering": ordering}), 400, "ordering", offered)
+    assert body["code"] == "invalid"
+
+
+def test_the_schema_says_which_orderings_a_list_offers(world):
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    [ordering] = [p for p in schema["paths"]["/api/v1/promotions/"]["get"]["parameters"] if p["name"] == "ordering"]
+    assert ordering["schema"]["pattern"] == "^-?(requested_at|finished_at)(,-?(requested_at|finished_at))*$"
+    assert "requested_at, finished_at" in ordering["description"]
+
+
 def test_release_detail_shows_its_promotions(world):
     release = make_release(world["service"], "2026.02.1")
     transitions.request_promotion(release, world["env"]["develop"], world["rita"])
