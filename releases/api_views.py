@@ -87,6 +87,8 @@ class ReleaseListCreateView(generics.ListAPIView):
     serializer_class = serializers.ReleaseSerializer
     filterset_class = ReleaseFilter
     ordering_fields = ["registered_at", "committed_at", "version"]
+    # As text, 2026.02.10 would come before 2026.02.9 (nexo_portal.lib.ordering).
+    ordering_columns = {"version": ["year", "month", "build"]}
     ordering = ["-registered_at"]
 
     def get_permissions(self):

@@ -339,6 +339,19 @@ def test_list_filters_by_service_environment_and_date_and_paginates(world):
     assert_error(client.get("/api/v1/releases/", {"registered_after": "soon"}), 400, "registered_after")
 
 
+def test_releases_ordered_by_version_follow_calver_not_text(world):
+    for version in ["2026.02.9", "2026.02.10", "2026.10.1", "2026.09.2", "2025.12.11"]:
+        make_release(world["service"], version)
+    client = token_client("read")
+
+    def versions(ordering):
+        answer = client.get("/api/v1/releases/", {"service": "nexo-be", "ordering": ordering})
+        return [release["version"] for release in answer.json()["results"]]
+
+    assert versions("version") == ["2025.12.11", "2026.02.9", "2026.02.10", "2026.09.2", "2026.10.1"]
+    assert versions("-version") == ["2026.10.1", "2026.09.2", "2026.02.10", "2026.02.9", "2025.12.11"]
+
+
 @pytest.mark.parametrize(
     ("path", "ordering", "offered"),
     [

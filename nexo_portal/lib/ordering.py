@@ -1,6 +1,7 @@
 """`?ordering=` as the schema says it: the fields a list offers, each optionally after `-`, separated by
 commas. Anything else is a 400 naming the fields, where Django REST framework's OrderingFilter drops
-what it does not know and answers in its default order as if it had been asked for it."""
+what it does not know and answers in its default order as if it had been asked for it. A field may
+stand for several columns (`ordering_columns`): a release's version sorts as CalVer, not as text."""
 
 import re
 
@@ -18,7 +19,8 @@ def _offered(view):
 
 
 class StrictOrderingFilter(OrderingFilter):
-    """Orders by the view's `ordering_fields` only; views using it list them."""
+    """Orders by the view's `ordering_fields` only; views using it list them, and in `ordering_columns`
+    the columns a field sorts by when they are not the field itself."""
 
     def get_ordering(self, request, queryset, view):
         given = request.query_params.get(self.ordering_param)
@@ -33,7 +35,13 @@ class StrictOrderingFilter(OrderingFilter):
                     ]
                 }
             )
-        return given.split(",")
+        columns = getattr(view, "ordering_columns", {})
+        ordering = []
+        for term in given.split(","):
+            name = term.removeprefix("-")
+            sign = "-" if term != name else ""
+            ordering += [sign + column for column in columns.get(name, [name])]
+        return ordering
 
     def get_schema_operation_parameters(self, view):
         [parameter] = super().get_schema_operation_parameters(view)
