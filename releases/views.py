@@ -520,7 +520,8 @@ def window_days(value):
     """The SLO window asked for, in days: a whole number from 1 to slo.MAX_DAYS (default slo.DEFAULT_DAYS)."""
     if value in (None, ""):
         return slo.DEFAULT_DAYS
-    if not value.isdigit() or not 1 <= int(value) <= slo.MAX_DAYS:
+    # isdigit() alone takes "²", which int() refuses, and int() refuses more than 4,300 digits.
+    if not (value.isdigit() and value.isascii() and len(value) <= 10) or not 1 <= int(value) <= slo.MAX_DAYS:
         raise ValueError(f"days must be a whole number of days from 1 to {slo.MAX_DAYS}, not {value[:20]!r}.")
     return int(value)
 

@@ -120,7 +120,7 @@ def test_the_api_gives_the_report_and_a_service_token_sees_its_services_only(his
     assert set(rows["production"]["stage_median_minutes"]) == {"waiting_for_approval", "commit", "sync", "soak"}
 
 
-@pytest.mark.parametrize("days", ["0", "367", "week", "-3"])
+@pytest.mark.parametrize("days", ["0", "367", "week", "-3", "²", "9" * 5000])
 def test_a_bad_window_is_refused_saying_what_to_send(history, client, viewer, days):
     _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"])
     response = client.get(f"/api/v1/slo/?days={days}", HTTP_AUTHORIZATION=f"Bearer {plain}")
@@ -129,7 +129,9 @@ def test_a_bad_window_is_refused_saying_what_to_send(history, client, viewer, da
     page = client.get(f"/slo/?days={days}")
     assert page.status_code == 400
     assert "days must be a whole number of days from 1 to 366" in page.content.decode()
-    assert client.get(f"/slo/export.csv?days={days}").status_code == 400
+    export = client.get(f"/slo/export.csv?days={days}")
+    assert export.status_code == 400
+    assert "days must be a whole number of days from 1 to 366" in export.content.decode()
 
 
 def test_the_page_shows_each_environment_against_its_targets(history, client, viewer):
