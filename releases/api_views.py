@@ -432,18 +432,18 @@ class MatrixView(APIView):
     permission_classes = [IsAuthenticated, requires_scope("read")]
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("team", str, description="Only this team's services."),
-            OpenApiParameter("service", str, description="Only this service."),
-        ],
+        parameters=[serializers.MatrixQuerySerializer],
         responses={200: serializers.MatrixRowSerializer(many=True)},
         summary="The version matrix",
     )
     def get(self, request):
+        query = serializers.MatrixQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        team, service = query.validated_data.get("team"), query.validated_data.get("service")
         built = board.build_board(
             request.user,
-            team=request.query_params.get("team", ""),
-            service=request.query_params.get("service", ""),
+            team=team.name if team else "",
+            service=service.name if service else "",
             only=readable_service_ids(request),
         )
         rows = [

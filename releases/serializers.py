@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.contrib.auth.models import Group
 from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
@@ -478,6 +479,19 @@ class AuditExportRecordSerializer(serializers.Serializer):
     data = serializers.DictField(required=False)
     hash = serializers.CharField()
     previous_hash = serializers.CharField(required=False)
+
+
+class MatrixQuerySerializer(serializers.Serializer):
+    """Query parameters of GET /api/v1/matrix/: a name that does not exist is a 404, not an empty matrix."""
+
+    team = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=Group.objects.filter(services__isnull=False).distinct(),
+        required=False,
+        error_messages={"does_not_exist": "No team owns a service under the name '{value}'."},
+        help_text="Only this team's services.",
+    )
+    service = ServiceField(required=False, help_text="Only this service.")
 
 
 class SLOQuerySerializer(serializers.Serializer):

@@ -653,6 +653,24 @@ def test_datetime_fields_round_trip_in_utc(world, sent):
 # --- the version matrix and the audit log ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("query", "field", "text"),
+    [
+        ({"service": "nexo-backend"}, "service", "Unknown service 'nexo-backend'"),
+        ({"team": "backend"}, "team", "No team owns a service under the name 'backend'"),
+        ({"team": "sre-team"}, "team", "No team owns a service under the name 'sre-team'"),
+    ],
+)
+def test_the_matrix_of_a_service_or_team_that_does_not_exist_is_a_404_naming_it(world, query, field, text):
+    body = assert_error(token_client("read").get("/api/v1/matrix/", query), 404, field, text)
+    assert body["code"] == "does_not_exist"
+
+
+def test_the_matrix_of_a_team_is_its_services(world):
+    rows = token_client("read").get("/api/v1/matrix/", {"team": "backend-team"}).json()
+    assert [row["service"] for row in rows] == ["nexo-be"]
+
+
 def test_matrix_shows_every_service_and_environment_with_drift(world, settings):
     settings.ARGOCD_URL, settings.ARGOCD_TOKEN = "https://argocd.nexo.example", "token"
     releases = [make_release(world["service"], f"2026.02.{n}") for n in range(1, 25)]
