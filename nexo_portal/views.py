@@ -5,7 +5,7 @@ import hmac
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import BadRequest
+from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -65,9 +65,24 @@ def prometheus_metrics(request):
     return HttpResponse(body, content_type=content_type)
 
 
+def _too_much(exception):
+    """What to send instead, when Django refused to read more of the request than its limits
+    (its own messages name settings the sender cannot change)."""
+    if isinstance(exception, RequestDataTooBig):
+        return (
+            f"The request body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes the portal reads: "
+            "send less (a changelog or comment that long belongs in a link)."
+        )
+    if isinstance(exception, TooManyFieldsSent):
+        return f"The request sends more than the {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields the portal reads."
+    if isinstance(exception, TooManyFilesSent):
+        return f"The request sends more than the {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files the portal reads."
+    return ""
+
+
 def bad_request(request, exception):
     """The 400 page, in the portal's layout, saying what was wrong with the request; JSON under /api/."""
-    message = str(exception) if isinstance(exception, BadRequest) else ""
+    message = str(exception) if isinstance(exception, BadRequest) else _too_much(exception)
     if api.is_api(request):
         text = message or "The request could not be read: check its headers and body."
         return JsonResponse(api.body(400, "invalid", [(None, "invalid", text)]), status=400)

@@ -190,6 +190,27 @@ def test_a_request_django_cannot_read_is_a_json_400_under_api(world):
     assert_refused(response, 400)
 
 
+@pytest.mark.parametrize("content", ["json", "multipart"])
+def test_a_body_larger_than_the_portal_reads_is_a_json_400_saying_so(world, settings, content):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    before = counts()
+    response = world["api"].post(
+        "/api/v1/promotions/", {**REQUESTS["/api/v1/promotions/"], "reason": "x" * 2000}, format=content
+    )
+    assert_refused(response, 400, text="larger than the 1000 bytes the portal reads")
+    assert counts() == before
+
+
+def test_a_form_with_more_fields_than_the_portal_reads_is_the_400_page_saying_so(world, client, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+    client.force_login(world["rita"])
+    response = client.post(
+        "/services/nexo-be/environments/develop/promote/2026.02.1/", {f"field{n}": "x" for n in range(20)}
+    )
+    assert response.status_code == 400
+    assert "more than the 10 fields the portal reads" in response.content.decode()
+
+
 # --- webhooks: signed, yet malformed ---------------------------------------------------------------
 
 ARGOCD_EVENT = {"trigger": "on-deployed", "application": "nexo-be-develop", "revision": "c" * 40}
