@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Prefetch
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django_filters import fields as filter_fields
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -21,13 +22,14 @@ from rest_framework.views import APIView
 
 from audit import api as audit_api
 from audit.models import AuditEvent
+from environments.models import Environment
 from nexo_portal.lib import api as api_errors
 from nexo_portal.lib import dates
 from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import only_readable, readable_service_ids, require_service, requires_scope
 
 from . import audit_export, board, deployment_events, image_gate, registration, serializers, slo, transitions
-from .models import CheckResult, Promotion, Release
+from .models import CheckResult, Promotion, Release, Service
 
 ERRORS = {
     400: OpenApiResponse(description="Invalid input: `errors` names each field and what to fix."),
@@ -63,10 +65,36 @@ class StrictFilterForm(forms.Form):
         return cleaned
 
 
+class NameField(filter_fields.ModelChoiceField):
+    """A service or environment by its name; one that does not exist is a 404 naming it (nexo_portal.lib.api),
+    not an empty list that looks like nothing happened there."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except forms.ValidationError as error:
+            raise forms.ValidationError(" ".join(error.messages), code="does_not_exist") from error
+
+
+class NameFilter(filters.ModelChoiceFilter):
+    field_class = NameField
+
+    def __init__(self, *, what, **kwargs):
+        kwargs.setdefault("field_name", what)
+        super().__init__(
+            to_field_name="name",
+            error_messages={"invalid_choice": f"There is no {what} called “%(value)s”."},
+            **kwargs,
+        )
+
+
 class ReleaseFilter(filters.FilterSet):
-    service = filters.CharFilter(field_name="service__name", help_text="Only this service's releases.")
-    environment = filters.CharFilter(
-        method="filter_environment", help_text="Only releases that were deployed in this environment."
+    service = NameFilter(what="service", queryset=Service.objects.all(), help_text="Only this service's releases.")
+    environment = NameFilter(
+        what="environment",
+        queryset=Environment.objects.all(),
+        method="filter_environment",
+        help_text="Only releases that were deployed in this environment.",
     )
     registered_after = filters.IsoDateTimeFilter(field_name="registered_at", lookup_expr="gte")
     registered_before = filters.IsoDateTimeFilter(field_name="registered_at", lookup_expr="lt")
@@ -78,7 +106,7 @@ class ReleaseFilter(filters.FilterSet):
         form = StrictFilterForm
 
     def filter_environment(self, queryset, name, value):
-        return queryset.filter(deployments__environment__name=value).distinct()
+        return queryset.filter(deployments__environment=value).distinct()
 
 
 class ReleaseListCreateView(generics.ListAPIView):
@@ -163,8 +191,8 @@ class ReleaseDetailView(generics.RetrieveAPIView):
 
 
 class PromotionFilter(filters.FilterSet):
-    service = filters.CharFilter(field_name="service__name")
-    environment = filters.CharFilter(field_name="environment__name")
+    service = NameFilter(what="service", queryset=Service.objects.all())
+    environment = NameFilter(what="environment", queryset=Environment.objects.all())
     state = filters.MultipleChoiceFilter(choices=Promotion._meta.get_field("state").choices)
     kind = filters.ChoiceFilter(choices=Promotion._meta.get_field("kind").choices)
 

@@ -339,6 +339,21 @@ def test_list_filters_by_service_environment_and_date_and_paginates(world):
     assert_error(client.get("/api/v1/releases/", {"registered_after": "soon"}), 400, "registered_after")
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "text"),
+    [
+        ("/api/v1/releases/", {"service": "nexo-backend"}, "There is no service called “nexo-backend”."),
+        ("/api/v1/releases/", {"environment": "prod"}, "There is no environment called “prod”."),
+        ("/api/v1/promotions/", {"service": "nexo-backend"}, "There is no service called “nexo-backend”."),
+        ("/api/v1/promotions/", {"environment": "prod"}, "There is no environment called “prod”."),
+    ],
+)
+def test_a_list_filtered_by_a_name_that_does_not_exist_is_a_404_naming_it(world, path, query, text):
+    [field] = query
+    body = assert_error(token_client("read").get(path, query), 404, field, text)
+    assert body["code"] == "does_not_exist"
+
+
 def test_releases_ordered_by_version_follow_calver_not_text(world):
     for version in ["2026.02.9", "2026.02.10", "2026.10.1", "2026.09.2", "2025.12.11"]:
         make_release(world["service"], version)
