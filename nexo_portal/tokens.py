@@ -92,12 +92,21 @@ class OidcPrincipal(TokenPrincipal):
 
 
 class ApiTokenAuthentication(BaseAuthentication):
-    """`Authorization: Bearer <token>`; anything else is left to the next authentication class."""
+    """`Authorization: Bearer <token>`. Another scheme is refused saying so, unless the person is signed
+    in: a proxy in front of the portal may add its own `Authorization: Basic` to the session's calls."""
 
     def authenticate(self, request):
         parts = get_authorization_header(request).split()
-        if not parts or parts[0].lower() != KEYWORD.lower().encode():
+        if not parts:
             return None
+        if parts[0].lower() != KEYWORD.lower().encode():
+            user = getattr(request._request, "user", None)  # the session's, read as SessionAuthentication does
+            if user is not None and user.is_authenticated:
+                return None
+            scheme = parts[0][:20].decode("ascii", "replace")
+            raise exceptions.AuthenticationFailed(
+                f"Unknown Authorization scheme: send it as `Authorization: Bearer <token>`, not `{scheme} …`."
+            )
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed(
                 "Malformed Authorization header: send exactly `Authorization: Bearer <token>`."

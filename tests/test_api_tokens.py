@@ -194,6 +194,20 @@ def test_unknown_or_malformed_tokens_get_401(client, header, message):
     assert_refused_with_401(client.post("/test-api/register/", HTTP_AUTHORIZATION=header), message)
 
 
+@pytest.mark.parametrize("scheme", ["Token", "token", "Basic", "JWT"])
+def test_a_token_sent_under_another_scheme_gets_401_saying_to_send_it_as_bearer(client, scheme):
+    _, plain_token = issue()
+    response = client.post("/test-api/register/", HTTP_AUTHORIZATION=f"{scheme} {plain_token}")
+    assert_refused_with_401(response, f"send it as `Authorization: Bearer <token>`, not `{scheme} …`")
+
+
+def test_a_signed_in_person_with_another_authorization_header_still_uses_their_session(client, paulo):
+    # A proxy in front of the portal may add its own Authorization: Basic to every request.
+    client.force_login(paulo)
+    response = client.get("/api/v1/promotions/", HTTP_AUTHORIZATION="Basic cHJveHk6cGFzcw==")
+    assert response.status_code == 200, response.content
+
+
 def test_revoked_token_gets_401_saying_so(client, paulo):
     token, plain_token = issue()
     assert client.post("/test-api/register/", **bearer(plain_token)).status_code == 200
