@@ -15,6 +15,10 @@ from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 from . import prometheus
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$"
+# The admin's duration field takes up to 999,999,999 days; a soak ending after the year 9999 cannot
+# even be scheduled (its verdict time overflows), and one of more than a year is a typo.
+MAX_SOAK = timedelta(days=366)
+SOAK_TOO_LONG = "A soak of at most 366 days (DD HH:MM:SS); they are usually minutes."
 slug_validator = RegexValidator(
     SLUG_PATTERN,
     "Use lowercase letters, digits and hyphens only, starting and ending with a letter or digit (at most 50).",
@@ -100,10 +104,12 @@ class Environment(models.Model):
     )
     verification_window = models.DurationField(
         default=timedelta(minutes=5),
+        validators=[MaxValueValidator(MAX_SOAK, SOAK_TOO_LONG)],
         help_text="Soak window after the deployment is healthy, during which samples are taken (HH:MM:SS).",
     )
     rollback_verification_window = models.DurationField(
         default=timedelta(minutes=2),
+        validators=[MaxValueValidator(MAX_SOAK, SOAK_TOO_LONG)],
         help_text="Soak window of a rollback here (HH:MM:SS), judged only on the release rolled back to. "
         "0: rollbacks do not soak, one round of samples decides at once (an error rate, which needs time "
         "to measure, is then not judged).",
@@ -258,6 +264,10 @@ class Environment(models.Model):
             models.CheckConstraint(
                 condition=Q(rollback_verification_window__gte=timedelta(0)),
                 name="environment_rollback_window_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(verification_window__lte=MAX_SOAK, rollback_verification_window__lte=MAX_SOAK),
+                name="environment_windows_at_most_366_days",
             ),
             models.CheckConstraint(
                 condition=Q(dashboard_url_template="") | Q(dashboard_url_template__iregex=HTTP_URL_REGEX),

@@ -108,6 +108,23 @@ def test_database_refuses_a_freeze_that_ends_before_it_starts(environments):
     )
 
 
+@pytest.mark.parametrize("field", ["verification_window", "rollback_verification_window"])
+def test_a_soak_longer_than_a_year_is_refused_by_the_form_and_the_database(environments, field):
+    from django.core.exceptions import ValidationError
+
+    from environments.models import Environment
+
+    staging = environments["staging"]
+    setattr(staging, field, timedelta(days=3_000_000))  # what the admin's duration field accepts
+    with pytest.raises(ValidationError) as refusal:
+        staging.full_clean()
+    assert "at most 366 days" in " ".join(refusal.value.message_dict[field])
+    refused(lambda: Environment.objects.filter(pk=staging.pk).update(**{field: timedelta(days=367)}))
+    staging.refresh_from_db()
+    setattr(staging, field, timedelta(days=366))
+    staging.full_clean()
+
+
 def test_database_refuses_two_current_deployments_in_one_place(environments):
     service = make_service()
     now = timezone.now()
