@@ -161,3 +161,14 @@ def test_soak_seconds_shortens_every_soak_also_of_environments_that_exist(gitops
     seed()
     call_command("seed_demo", force=True, soak_seconds=20, stdout=StringIO())
     assert set(Environment.objects.values_list("verification_window", flat=True)) == {timedelta(seconds=20)}
+
+
+@pytest.mark.parametrize("seconds", [366 * 86400 + 1, 10**15])
+def test_soak_seconds_beyond_what_an_environment_takes_is_refused_saying_so(gitops_path, seconds):
+    from django.core.management.base import CommandError
+
+    seed()
+    with pytest.raises(CommandError, match="--soak-seconds must be from 0 to 31622400"):
+        call_command("seed_demo", force=True, soak_seconds=seconds, stdout=StringIO())
+    windows = Environment.objects.values_list("verification_window", flat=True)
+    assert all(window.total_seconds() < seconds for window in windows)

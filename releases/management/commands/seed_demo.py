@@ -19,6 +19,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction
 from environments.defaults import ensure_default_environments
+from environments.models import MAX_SOAK
 from releases import policy
 from releases.gitops import message as gitops_message
 from releases.gitops import values as values_file
@@ -166,8 +167,9 @@ class Command(BaseCommand):
         )
 
     def shorten_soaks(self, environments, seconds):
-        if seconds < 0:
-            raise CommandError(f"--soak-seconds must be 0 or more, not {seconds}.")
+        longest = int(MAX_SOAK.total_seconds())
+        if not 0 <= seconds <= longest:
+            raise CommandError(f"--soak-seconds must be from 0 to {longest} (366 days), not {seconds}.")
         for environment in environments.values():
             environment.verification_window = timedelta(seconds=seconds)
             environment.save(update_fields=["verification_window"])
