@@ -34,6 +34,12 @@ class ServiceField(serializers.SlugRelatedField):
     def __init__(self, **kwargs):
         super().__init__(slug_field="name", queryset=Service.objects.all(), **kwargs)
 
+    def to_internal_value(self, data):
+        # A JSON object, array, number or boolean is the wrong type (400), not a name that does not exist (404).
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
 
 class EnvironmentField(serializers.SlugRelatedField):
     default_error_messages = {

@@ -79,6 +79,15 @@ def test_a_nul_in_a_name_is_a_400_naming_the_field(world, path, field, content):
     assert_refused(response, field=field, text="control character")
 
 
+@pytest.mark.parametrize("value", [{"name": "nexo-be"}, ["nexo-be"], 5, 1.5, True])
+@pytest.mark.parametrize("path", list(REQUESTS))
+def test_a_service_that_is_not_a_string_is_a_400_not_an_unknown_service(world, path, value):
+    before = counts()
+    response = world["api"].post(path, {**REQUESTS[path], "service": value}, format="json")
+    assert_refused(response, 400, field="service", text="Give the service's name, e.g. nexo-be.")
+    assert counts() == before
+
+
 def test_the_fuzzers_finding_a_nul_in_a_form_encoded_rollback_environment_is_a_400(world):
     response = world["api"].post(
         "/api/v1/rollbacks/", "service=nexo-be&environment=%00", content_type="application/x-www-form-urlencoded"
