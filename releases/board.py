@@ -857,12 +857,17 @@ class _CellBuilder:
         if candidate and not (waiting and waiting.release_id == candidate.pk):
             # A frozen environment that allows break-glass still offers the request: its confirmation says so.
             frozen = environment.frozen_until and not environment.allows_break_glass
+            # A request would replace the one awaiting approval, whose approvals not everyone may discard.
+            superseding = None
+            if may_request and waiting is not None and waiting.state == PromotionState.AWAITING_APPROVAL:
+                superseding = policy.why_not_supersede(waiting, self.user)
             promote = Action(
                 "request",
                 f"Promote {candidate.version}",
                 self.request_url(service.name, environment.name, candidate.version),
+                why_not=superseding or "",
                 tone="primary",
-                allowed=may_request and not busy and not frozen,
+                allowed=may_request and not busy and not frozen and not superseding,
             )
             stopped = cell.stopped
             if stopped and stopped.release_id == candidate.pk and stopped.state != PromotionState.CANCELLED:

@@ -11,6 +11,7 @@ from releases import alerts, transitions
 from releases.models import PromotionState
 from releases.policy import PromotionError
 from tests.factories import make_release, make_service
+from tests.history import action_link, cell_html
 from tests.test_api import assert_error, token_client, verified_through
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +63,24 @@ def test_the_confirmation_says_who_may_not_supersede_it_before_they_try(client, 
     assert "is superseded by this one" not in page
     assert "You cannot do this:" in page
     assert f"Promotion #{waiting.pk} (nexo-be 2026.02.1 → production) already has 1/2 approvals (sam)" in page
+
+
+def test_the_board_offers_the_newer_release_as_unavailable_to_who_may_not_supersede_it(
+    client, waiting, environments, viewer
+):
+    environments["production"].requester_groups.create(name="release-managers")
+    viewer.groups.add(environments["production"].requester_groups.get())
+    why = f"Promotion #{waiting.pk} (nexo-be 2026.02.1 → production) already has 1/2 approvals (sam)"
+
+    client.force_login(viewer)
+    promote = action_link(cell_html(client.get("/"), "nexo-be", "production"), "request")
+    assert "Promote 2026.02.2" in promote
+    assert "unavailable" in promote
+    assert why in promote
+
+    client.force_login(waiting.requested_by)  # rita may withdraw her own request, so she may replace it
+    promote = action_link(cell_html(client.get("/"), "nexo-be", "production"), "request")
+    assert "unavailable" not in promote
 
 
 def test_the_pipeline_does_not_supersede_approvals_it_defers(waiting, environments):
