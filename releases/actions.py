@@ -33,10 +33,20 @@ class Action:
 
 def decision_actions(promotion, user, url_for):
     """Approve, reject, cancel or stop as the promotion's state offers them; `url_for(kind, pk)` links each."""
-    return [
+    actions = [
         _action(kind, url_for(kind, promotion.pk), why_not)
         for kind, why_not in policy.offered_decisions(promotion, user)
     ]
+    for action in actions:
+        if action.kind == "stop":
+            action.label = stop_label(promotion)
+    return actions
+
+
+def stop_label(promotion):
+    """A stopped soak fails its promotion and a rollback follows, unless it was a rollback itself:
+    nothing rolls a rollback back (transitions._after_failure)."""
+    return "Stop soak…" if promotion.is_rollback else LABELS["stop"][0]
 
 
 def why_not_roll_back(user, service, environment):

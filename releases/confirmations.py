@@ -237,7 +237,7 @@ def for_stop(promotion, user):
             f"next, to confirm. {_approval_sentence(environment, environment.rollback_required_approvals)}"
         )
     return Confirmation(
-        title="Stop the soak and roll back",
+        title="Stop the soak" if promotion.is_rollback else "Stop the soak and roll back",
         headline=_headline(promotion),
         submit="Stop the soak",
         tone="danger",

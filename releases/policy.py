@@ -484,7 +484,8 @@ def why_not_stop(promotion, actor, comment="x"):
 def until_it_finishes(promotion):
     """What to do while a promotion is on its way: a soak may be stopped, anything else finishes first."""
     if promotion.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
-        return "stop its soak (Stop and roll back, on the promotion's page) or wait for it to finish"
+        stop = "Stop soak" if promotion.is_rollback else "Stop and roll back"
+        return f"stop its soak ({stop}, on the promotion's page) or wait for it to finish"
     return "wait for it to finish"
 
 

@@ -139,6 +139,24 @@ def test_the_page_of_a_soaking_promotion_offers_to_stop_it_to_those_who_may_roll
     assert "Only members of backend-team or platform-team may request promotions of nexo-be into staging" in viewer_page
 
 
+def test_a_soaking_rollback_is_offered_to_stop_its_soak_not_to_roll_back_again(world):
+    promotion = soaking_in(world, "staging")
+    promotion.kind = PromotionKind.ROLLBACK
+    promotion.save(update_fields=["kind"])
+    rita = signed_in(world["rita"])
+
+    page = rita.get(f"/promotions/{promotion.pk}/").content.decode()
+    confirmation = rita.get(f"/promotions/{promotion.pk}/stop/").content.decode()
+
+    assert "Stop soak…" in action_link(page, "stop")
+    assert "roll back" not in action_link(page, "stop")
+    assert '<h1 id="confirm-title" class="confirm-title">Stop the soak</h1>' in confirmation
+    assert "Stop the soak and roll back" not in confirmation
+    assert "This is a rollback: stopping it does not roll back again" in confirmation
+    with pytest.raises(PromotionError, match=r"stop its soak \(Stop soak, on the promotion's page\)"):
+        transitions.request_rollback(world["service"], world["env"]["staging"], world["rita"])
+
+
 def test_the_stop_confirmation_says_the_rollback_comes_next_where_it_is_not_automatic(world):
     promotion = soaking_in(world, "staging")
 
