@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from nexo_portal.models import ApiToken
 from releases.deployment_events import signature_for
+from releases.models import Promotion
 from tests.factories import make_release, make_service
 
 pytestmark = pytest.mark.django_db
@@ -122,6 +123,23 @@ def test_free_text_keeps_tabs_and_line_breaks(world):
 def test_a_control_character_in_a_json_key_is_refused(world):
     response = world["api"].post("/api/v1/promotions/", {**REQUESTS["/api/v1/promotions/"], "x\x00": 1}, format="json")
     assert_refused(response, text="U+0000")
+
+
+@pytest.mark.parametrize(
+    ("body", "repeated"),
+    [
+        (
+            '{"service": "nexo-be", "version": "2026.02.1", "environment": "production", "service": "nexo-fe"}',
+            "service",
+        ),
+        ('{"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "x": {"a": 1, "a": 2}}', "a"),
+    ],
+)
+def test_a_key_given_twice_in_a_json_object_is_refused_and_nothing_is_requested(world, body, repeated):
+    # Parsers disagree on which one wins (Python keeps the last): the portal refuses to guess.
+    response = world["api"].post("/api/v1/promotions/", body, content_type="application/json")
+    assert_refused(response, text=f'the key "{repeated}" appears twice in one object; send each key once')
+    assert not Promotion.objects.exists()
 
 
 @pytest.mark.parametrize("path", ["/api/v1/dora/", "/api/v1/matrix/", "/api/v1/releases/", "/api/v1/audit/"])
