@@ -12,31 +12,31 @@ Slack's incoming webhooks take one JSON message per POST and answer 200 with the
 an error status with a plain-text code: 400 `invalid_payload` / `no_text`, 403
 `action_prohibited` / `invalid_token`, 404 `no_service` / `channel_not_found`, 410
 `channel_is_archived`, 429 with `Retry-After`, 500 `rollup_error`. A 429, a 5xx or no answer is
-worth another try (RQ retries the job); any other refusal will not change by retrying, so it is
-logged for whoever configured the webhook.
+worth another try; any other refusal will not change by retrying, so it is logged for whoever
+configured the webhook and the alert is given up.
+
+Each alert is a `Notice` owed in the transaction of the change it reports, and sent by a worker
+once that commits (releases/notices.py, the outbox): Redis out of reach at that moment delays it,
+the reconciler hands it over again, and a change rolled back sends nothing.
 """
 
 import logging
 
 import requests
 from django.conf import settings
-from django.db import transaction
 from django.urls import reverse
-from redis.exceptions import RedisError
-from rq import Retry
 
-from nexo_portal.lib import mail, metrics, queues
+from nexo_portal.lib import mail, metrics
 from nexo_portal.lib.http import describe_failure, excerpt
 
-from .models import PIPELINE, ApprovalDecision, Hold, Promotion, PromotionKind, PromotionState
+from . import notices
+from .models import PIPELINE, ApprovalDecision, Hold, NoticeKind, Promotion, PromotionKind, PromotionState
 
 logger = logging.getLogger(__name__)
 
-RETRY_INTERVALS = [10, 60, 300]
-
 
 class AlertNotDelivered(Exception):
-    """Slack did not take the alert this time; RQ tries again."""
+    """Slack did not take the alert this time; the outbox tries again."""
 
 
 def is_configured():
@@ -44,19 +44,9 @@ def is_configured():
 
 
 def enqueue_failure_alert(promotion):
-    """Once the failure is committed, have a worker tell Slack (if it is configured)."""
-    if not is_configured():
-        return
-
-    def send():
-        try:
-            queues.get_queue().enqueue(
-                send_failure_alert, promotion.pk, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS)
-            )
-        except RedisError as error:
-            logger.warning("Could not enqueue the Slack alert for promotion %s: %s", promotion.pk, error)
-
-    transaction.on_commit(send)
+    """Owe Slack (if it is configured) the failure, in its transaction; a worker sends it once that commits."""
+    if is_configured():
+        notices.owe(NoticeKind.FAILURE_ALERT, promotion.pk)
 
 
 def _reason(error, timeout):
@@ -122,15 +112,18 @@ def failure_message(promotion):
 
 
 def send_failure_alert(promotion_id):
-    """RQ job: post the failure of `promotion_id` to Slack."""
+    """Post the failure of `promotion_id` to Slack; Slack's refusal, if it refused (_post)."""
     promotion = Promotion.objects.with_details().filter(pk=promotion_id).first()
     if promotion is None or not is_configured():
-        return
-    _post(failure_message(promotion), f"for promotion {promotion_id}")
+        return None
+    return _post(failure_message(promotion), f"for promotion {promotion_id}")
 
 
 def _post(message, about):
-    """Post `message` to the webhook; AlertNotDelivered when trying again may help."""
+    """Post `message` to the webhook; AlertNotDelivered when trying again may help.
+
+    Returns None once Slack took it, or, logged, the refusal that retrying will not change.
+    """
     timeout = settings.HTTP_TIMEOUT_SECONDS
     try:
         with metrics.outgoing_call("slack", "incoming webhook") as call:
@@ -138,10 +131,10 @@ def _post(message, about):
             call.status = response.status_code
     except requests.RequestException as error:
         # The webhook's path is its secret: requests' own messages quote the URL, so neither they nor
-        # the exception chain (which RQ logs and keeps with the failed job) may travel with this one.
+        # the exception chain may travel with this one, whose words are logged and kept on the notice.
         raise AlertNotDelivered(f"Slack did not answer: {_reason(error, timeout)}") from None
     if response.status_code == 200:
-        return
+        return None
     code = excerpt(response.text) or f"HTTP {response.status_code}"
     if response.status_code == 429:
         raise AlertNotDelivered(
@@ -149,28 +142,15 @@ def _post(message, about):
         )
     if response.status_code >= 500:
         raise AlertNotDelivered(f"Slack answered {response.status_code} {code}")
-    logger.error(
-        "Slack refused the alert %s with %s %s: check SLACK_WEBHOOK_URL and its channel",
-        about,
-        response.status_code,
-        code,
-    )
+    refusal = f"Slack refused the alert {about} with {response.status_code} {code}"
+    logger.error("%s: check SLACK_WEBHOOK_URL and its channel", refusal)
+    return refusal
 
 
 def enqueue_audit_chain_alert(summary):
-    """Once the verification that found the audit chain broken is committed, have a worker say it in Slack."""
-    if not is_configured():
-        return
-
-    def send():
-        try:
-            queues.get_queue().enqueue(
-                send_audit_chain_alert, summary, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS)
-            )
-        except RedisError as error:
-            logger.warning("Could not enqueue the Slack alert on the audit chain: %s", error)
-
-    transaction.on_commit(send)
+    """Owe Slack the broken audit chain, in the transaction of the verification that found it."""
+    if is_configured():
+        notices.owe(NoticeKind.AUDIT_CHAIN_ALERT, summary)
 
 
 def audit_chain_message(summary):
@@ -190,27 +170,15 @@ def audit_chain_message(summary):
 
 
 def send_audit_chain_alert(summary):
-    """RQ job: post that the audit chain broke, as `summary` says, to Slack."""
-    if is_configured():
-        _post(audit_chain_message(summary), "on the audit chain")
+    """Post that the audit chain broke, as `summary` says, to Slack; Slack's refusal, if it refused."""
+    if not is_configured():
+        return None
+    return _post(audit_chain_message(summary), "on the audit chain")
 
 
 def enqueue_discarded_approvals_notice(promotion):
-    """Once the superseding request is committed, have a worker tell the approvers of `promotion`."""
-
-    def send():
-        try:
-            queues.get_queue().enqueue(
-                send_discarded_approvals_notice,
-                promotion.pk,
-                retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS),
-            )
-        except RedisError as error:
-            logger.warning(
-                "Could not enqueue the notice of discarded approvals of promotion %s: %s", promotion.pk, error
-            )
-
-    transaction.on_commit(send)
+    """Owe the approvers of `promotion` the news, in the superseding request's transaction."""
+    notices.owe(NoticeKind.DISCARDED_APPROVALS, promotion.pk)
 
 
 def discarded_approvals_notice(promotion):
@@ -244,7 +212,8 @@ def discarded_approvals_notice(promotion):
 
 
 def send_discarded_approvals_notice(promotion_id):
-    """RQ job: tell the approvers of superseded promotion `promotion_id` (Slack if configured, and e-mail)."""
+    """Tell the approvers of superseded promotion `promotion_id` (Slack if configured, and e-mail);
+    Slack's refusal, if it refused."""
     promotion = (
         Promotion.objects.with_details()
         .select_related("superseded_by__release", "superseded_by__requested_by")
@@ -253,26 +222,13 @@ def send_discarded_approvals_notice(promotion_id):
         .first()
     )
     if promotion is None:
-        return
+        return None
     approvers, subject, text, slack = discarded_approvals_notice(promotion)
     addresses = [user.email for user in approvers if user.email] if settings.APPROVAL_EMAILS else []
     mail.send_each(subject, text, addresses)
-    if is_configured():
-        _post(slack, f"on the discarded approvals of promotion {promotion_id}")
-
-
-def _enqueue(job, *args, about):
-    """Once the transaction commits, have a worker send `job(*args)` (if Slack is configured)."""
     if not is_configured():
-        return
-
-    def send():
-        try:
-            queues.get_queue().enqueue(job, *args, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS))
-        except RedisError as error:
-            logger.warning("Could not enqueue the Slack alert %s: %s", about, error)
-
-    transaction.on_commit(send)
+        return None
+    return _post(slack, f"on the discarded approvals of promotion {promotion_id}")
 
 
 def _link(path):
@@ -291,7 +247,8 @@ def _simple_message(headline, text, link, link_text):
 
 def enqueue_slo_breach_alert(promotion):
     """A promotion active past its environment's target time (releases/slo.py): said once."""
-    _enqueue(send_slo_breach_alert, promotion.pk, about=f"on the SLO of promotion {promotion.pk}")
+    if is_configured():
+        notices.owe(NoticeKind.SLO_BREACH, promotion.pk)
 
 
 def slo_breach_message(promotion):
@@ -307,24 +264,25 @@ def slo_breach_message(promotion):
 
 
 def send_slo_breach_alert(promotion_id):
-    """RQ job: post that promotion `promotion_id` is past its target time."""
+    """Post that promotion `promotion_id` is past its target time; Slack's refusal, if it refused."""
     promotion = Promotion.objects.with_details().filter(pk=promotion_id).first()
-    if promotion is not None and is_configured():
-        _post(slo_breach_message(promotion), f"on the SLO of promotion {promotion_id}")
+    if promotion is None or not is_configured():
+        return None
+    return _post(slo_breach_message(promotion), f"on the SLO of promotion {promotion_id}")
 
 
 def enqueue_far_behind_alert(deployment, behind, first):
     """A place more builds behind the first environment than its environment allows: said once per crossing."""
-    _enqueue(
-        send_far_behind_alert,
-        deployment.service.name,
-        deployment.environment.name,
-        deployment.release.version,
-        behind,
-        first.name,
-        deployment.environment.drift_alert_builds,
-        about=f"on the drift of {deployment.service.name} in {deployment.environment.name}",
-    )
+    if is_configured():
+        notices.owe(
+            NoticeKind.FAR_BEHIND,
+            deployment.service.name,
+            deployment.environment.name,
+            deployment.release.version,
+            behind,
+            first.name,
+            deployment.environment.drift_alert_builds,
+        )
 
 
 def far_behind_message(service, environment, version, behind, first, threshold):
@@ -337,9 +295,10 @@ def far_behind_message(service, environment, version, behind, first, threshold):
 
 
 def send_far_behind_alert(service, environment, version, behind, first, threshold):
-    """RQ job: post that `service` in `environment` is far behind the first environment."""
-    if is_configured():
-        _post(
-            far_behind_message(service, environment, version, behind, first, threshold),
-            f"on the drift of {service} in {environment}",
-        )
+    """Post that `service` in `environment` is far behind the first environment; Slack's refusal, if it refused."""
+    if not is_configured():
+        return None
+    return _post(
+        far_behind_message(service, environment, version, behind, first, threshold),
+        f"on the drift of {service} in {environment}",
+    )

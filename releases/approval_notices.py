@@ -13,8 +13,10 @@ a reminder after APPROVAL_REMINDER_MINUTES, and the message updated once it is d
   thread and an e-mail.
 
 Eligible approvers: active members of the environment's approver groups, other than whoever the
-request counts as (policy.accountable_person_id) and those who already decided. Jobs take ids,
-return quietly when the promotion has moved on, and are retried by RQ when Slack is busy.
+request counts as (policy.accountable_person_id) and those who already decided. Each message is a
+`Notice` owed in the transaction of the change it reports (releases/notices.py, the outbox), so a
+Redis outage only delays it; its sender takes ids, returns quietly when the promotion has moved on,
+and is tried again when Slack is busy.
 """
 
 import logging
@@ -24,17 +26,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
-from rq import Retry
 
-from nexo_portal.lib import mail, queues
+from nexo_portal.lib import mail
 
-from . import policy, slack
-from .models import ApprovalDecision, ApprovalNotice, Promotion, PromotionState, SlackIdentity
+from . import notices, policy, slack
+from .models import ApprovalDecision, ApprovalNotice, NoticeKind, Promotion, PromotionState, SlackIdentity
 
 logger = logging.getLogger(__name__)
 
-RETRY_INTERVALS = [10, 60, 300]
 APPROVE, REJECT = "approve", "reject"
 
 
@@ -42,28 +41,16 @@ def is_enabled():
     return slack.is_configured() or settings.APPROVAL_EMAILS
 
 
-def _enqueue(job, promotion_id):
-    def send():
-        try:
-            queues.get_queue().enqueue(
-                job, promotion_id, retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS)
-            )
-        except RedisError as error:
-            logger.warning("Could not enqueue %s for promotion %s: %s", job.__name__, promotion_id, error)
-
-    transaction.on_commit(send)
-
-
 def enqueue_awaiting(promotion):
-    """Once the request is committed, have a worker tell the approvers that `promotion` awaits them."""
+    """Owe the approvers the news that `promotion` awaits them, in the request's transaction."""
     if is_enabled():
-        _enqueue(notify_awaiting, promotion.pk)
+        notices.owe(NoticeKind.APPROVAL_REQUEST, promotion.pk)
 
 
 def enqueue_update(promotion):
-    """Once a decision on `promotion` is committed, have a worker update its Slack message."""
+    """Owe `promotion`'s Slack message an update, in the transaction of the decision on it."""
     if slack.is_configured():
-        _enqueue(update_message, promotion.pk)
+        notices.owe(NoticeKind.APPROVAL_UPDATE, promotion.pk)
 
 
 # --- who and what -------------------------------------------------------------------------------------
@@ -222,7 +209,7 @@ def _email_body(promotion, opening):
 
 
 def notify_awaiting(promotion_id):
-    """RQ job: post the approval message and e-mail the eligible approvers (once per promotion)."""
+    """Post the approval message and e-mail the eligible approvers (once per promotion)."""
     promotion = _promotion(promotion_id)
     if promotion is None or promotion.state != PromotionState.AWAITING_APPROVAL:
         return
@@ -240,19 +227,22 @@ def notify_awaiting(promotion_id):
 
 
 def update_message(promotion_id):
-    """RQ job: show the promotion's state in its Slack message (counts while it waits, else the outcome)."""
+    """Show the promotion's state in its Slack message (counts while it waits, else the outcome);
+    Slack's refusal, logged, if it refused."""
     promotion = _promotion(promotion_id)
     notice = ApprovalNotice.objects.filter(promotion_id=promotion_id).exclude(slack_ts="").first()
     if promotion is None or notice is None or not slack.is_configured():
-        return
+        return None
     try:
         slack.call("chat.update", channel=notice.slack_channel, ts=notice.slack_ts, **current_message(promotion))
     except slack.SlackRefused as refusal:
         logger.error("Slack would not update the approval message of promotion %s: %s", promotion_id, refusal)
+        return str(refusal)
+    return None
 
 
 def remind(promotion_id):
-    """RQ job: remind the approvers who have not decided, in the message's thread and by e-mail."""
+    """Remind the approvers who have not decided, in the message's thread and by e-mail."""
     promotion = _promotion(promotion_id)
     if promotion is None or promotion.state != PromotionState.AWAITING_APPROVAL:
         return
@@ -281,14 +271,14 @@ def remind_due(now=None):
     now = now or timezone.now()
     due = now - timedelta(minutes=settings.APPROVAL_REMINDER_MINUTES)
     with transaction.atomic():
-        notices = list(
+        due = list(
             ApprovalNotice.objects.select_for_update(skip_locked=True).filter(
                 reminded_at__isnull=True,
                 promotion__state=PromotionState.AWAITING_APPROVAL,
                 promotion__requested_at__lte=due,
             )
         )
-        ApprovalNotice.objects.filter(pk__in=[notice.pk for notice in notices]).update(reminded_at=now)
-        for notice in notices:
-            _enqueue(remind, notice.promotion_id)
-    return [notice.promotion_id for notice in notices]
+        ApprovalNotice.objects.filter(pk__in=[notice.pk for notice in due]).update(reminded_at=now)
+        for notice in due:
+            notices.owe(NoticeKind.APPROVAL_REMINDER, notice.promotion_id)
+    return [notice.promotion_id for notice in due]

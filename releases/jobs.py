@@ -12,6 +12,9 @@ transition for it. What goes wrong is told apart:
   fail the promotion with the error;
 - a refusal the step itself judges (a values file that cannot be changed, Argo CD's verdict)
   fails the promotion through its transition, as before.
+
+RQ delivers the alerts and notices the outbox owes as well (releases/notices.py): `deliver_notice`
+sends one with the sender of its kind.
 """
 
 import logging
@@ -27,11 +30,11 @@ from environments.argocd import ArgoCD, ArgoCDError, ArgoCDRefused, ArgoCDTimeou
 from nexo_portal.lib import context, metrics, tracing
 from nexo_portal.lib.errors import Unavailable
 
-from . import image_gate, pull_requests, steps, transitions, verification
+from . import alerts, approval_notices, image_gate, notices, pull_requests, steps, transitions, verification
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import Promotion, PromotionState, RunStatus, Step, StepRun
+from .models import NoticeKind, Promotion, PromotionState, RunStatus, Step, StepRun
 from .policy import PromotionError
 
 logger = logging.getLogger(__name__)
@@ -366,3 +369,24 @@ STEPS = {
     Step.VERIFY: verify_promotion,
     Step.PULL_REQUEST: open_pull_request,
 }
+
+
+# --- alerts and notices ---------------------------------------------------------------------------------
+
+# What sends each kind of notice: called with the notice's arguments, it returns nothing once the
+# notice is taken, or the refusal that retrying will not change.
+NOTICE_SENDERS = {
+    NoticeKind.FAILURE_ALERT: alerts.send_failure_alert,
+    NoticeKind.AUDIT_CHAIN_ALERT: alerts.send_audit_chain_alert,
+    NoticeKind.DISCARDED_APPROVALS: alerts.send_discarded_approvals_notice,
+    NoticeKind.SLO_BREACH: alerts.send_slo_breach_alert,
+    NoticeKind.FAR_BEHIND: alerts.send_far_behind_alert,
+    NoticeKind.APPROVAL_REQUEST: approval_notices.notify_awaiting,
+    NoticeKind.APPROVAL_UPDATE: approval_notices.update_message,
+    NoticeKind.APPROVAL_REMINDER: approval_notices.remind,
+}
+
+
+def deliver_notice(notice_id):
+    """The RQ job: send one notice the outbox owes, unless it is sent or being sent already."""
+    notices.deliver(notice_id, NOTICE_SENDERS)

@@ -1230,6 +1230,69 @@ class ApprovalNotice(models.Model):
         return f"Approval notice of {self.promotion}"
 
 
+class NoticeKind(models.TextChoices):
+    FAILURE_ALERT = "failure_alert", "Failed promotion alert"
+    AUDIT_CHAIN_ALERT = "audit_chain_alert", "Broken audit chain alert"
+    DISCARDED_APPROVALS = "discarded_approvals", "Discarded approvals notice"
+    SLO_BREACH = "slo_breach", "Promotion past its SLO alert"
+    FAR_BEHIND = "far_behind", "Far behind the first environment alert"
+    APPROVAL_REQUEST = "approval_request", "Approval request"
+    APPROVAL_UPDATE = "approval_update", "Approval message update"
+    APPROVAL_REMINDER = "approval_reminder", "Approval reminder"
+
+
+class NoticeQuerySet(models.QuerySet):
+    def owed(self):
+        return self.filter(sent_at__isnull=True, given_up_at__isnull=True)
+
+
+class Notice(models.Model):
+    """An alert or notice owed to Slack or the approvers' mailboxes: the outbox (releases/notices.py).
+
+    Written in the transaction of the change it reports, so a change rolled back owes nothing; RQ
+    only delivers it, and the reconciler hands RQ again what is owed and was lost. It ends sent, or
+    given up with the reason in `last_error`.
+    """
+
+    kind = models.CharField(max_length=20, choices=NoticeKind.choices)
+    args = models.JSONField(default=list, blank=True, help_text="What its sender is called with.")
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now, help_text="It is not tried before this.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    given_up_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NoticeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=NoticeKind.values), name="notice_kind_is_known"),
+            models.CheckConstraint(
+                condition=Q(sent_at__isnull=True) | Q(given_up_at__isnull=True), name="notice_sent_or_given_up"
+            ),
+            models.CheckConstraint(
+                condition=Q(given_up_at__isnull=True) | ~Q(last_error=""), name="notice_given_up_says_why"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(sent_at__isnull=True, given_up_at__isnull=True),
+                name="notice_owed_idx",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def rq_job_id(self):
+        # One per attempt: a retry is handed to RQ while the job of the attempt before still runs.
+        return f"notice-{self.pk}-{self.attempts}"
+
+
 class StateVersion(models.Model):
     """One row whose number every committed change the board or a promotion's page shows moves on.
 

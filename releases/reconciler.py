@@ -9,6 +9,9 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
   is overdue (RQ's scheduler lives inside one worker and dies with it);
 - schedules the step of a promotion that is mid-way with no run at all (rows from before runs
   existed, or a bug);
+- hands RQ again each alert or notice owed past its time that no worker is sending and RQ does not
+  hold (Redis was down when its change committed, or lost it), and deletes those that ended more
+  than 30 days ago (releases/notices.py);
 - reads every open promotion pull request from GitHub, the fallback for missed webhooks, and opens
   those a promotion awaiting approval still lacks (releases/pull_requests.py);
 - reads every values file and flags a place whose image tag differs from what the portal
@@ -31,7 +34,7 @@ from audit.models import AuditAction
 from environments.models import Environment
 from nexo_portal.lib import context, metrics
 
-from . import alerts, approval_notices, audit_watch, board, jobs, pull_requests, slo, steps, transitions
+from . import alerts, approval_notices, audit_watch, board, jobs, notices, pull_requests, slo, steps, transitions
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
 from .models import PIPELINE, Deployment, Promotion, PromotionState, Release, RunStatus, StepRun
@@ -45,6 +48,8 @@ STALL_AFTER = timedelta(minutes=2)
 def reconcile():
     with context.bound():  # what a round binds (a promotion it resumed) ends with the round
         recovered = recover_steps()
+        notices_redelivered = notices.redeliver_owed()
+        notices.forget_ended()
         pull_requests_read = pull_requests.poll()
         drifted = detect_drift()
         far_behind = detect_far_behind()
@@ -53,6 +58,7 @@ def reconcile():
         verification = audit_watch.watch_audit_chain()
     return {
         "recovered": recovered,
+        "notices": notices_redelivered,
         "pull_requests": pull_requests_read,
         "drifted": drifted,
         "far_behind": far_behind,

@@ -57,6 +57,7 @@ NOT_WATCHED = {
     "releases_incident": "DORA's incidents, shown only on the DORA report",
     "releases_slackidentity": "who someone is on Slack, shown nowhere live",
     "releases_approvalnotice": "when approvers were told, shown nowhere live",
+    "releases_notice": "alerts and notices owed or sent, shown nowhere live",
     TABLE: "the counter itself",
 }
 

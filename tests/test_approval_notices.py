@@ -9,7 +9,8 @@ from prometheus_client import REGISTRY
 
 from nexo_portal.lib import queues
 from releases import approval_notices, slack, transitions
-from releases.models import ApprovalNotice, SlackIdentity
+from releases.jobs import NOTICE_SENDERS, deliver_notice
+from releases.models import ApprovalNotice, Notice, SlackIdentity
 from tests.factories import make_release, make_service
 from tests.faults import free_port
 from tests.servers.slack import CHANNEL
@@ -19,13 +20,18 @@ pytestmark = pytest.mark.django_db
 
 
 def run_queued_jobs():
-    """What a worker would do with the jobs the transitions handed over."""
+    """What a worker would do with the jobs the transitions handed over: their names, a notice's by its sender."""
     queue = queues.get_queue()
     jobs = queue.jobs
     queue.empty()
+    names = []
     for job in jobs:
+        if job.func is deliver_notice:
+            names.append(NOTICE_SENDERS[Notice.objects.get(pk=job.args[0]).kind].__name__)
+        else:
+            names.append(job.func.__name__)
         job.func(*job.args)
-    return [job.func.__name__ for job in jobs]
+    return names
 
 
 @pytest.fixture

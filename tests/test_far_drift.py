@@ -73,6 +73,7 @@ def test_the_board_and_the_matrix_show_it(issue_scenario, client, viewer):
     assert (cells["develop"]["builds_behind_first"], cells["develop"]["far_behind"]) == (None, False)
 
 
+@pytest.mark.django_db(transaction=True)  # the worker sends the notices the rounds committed
 def test_a_crossing_is_audited_and_said_in_slack_once(issue_scenario, slack_server, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         flagged = detect_far_behind()

@@ -143,3 +143,18 @@ def test_release_version_is_validated_before_saving():
     with pytest.raises(InvalidVersion):
         make_release(make_service(), "2026.13.1")
     assert not Release.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "carrier_pigeon"},
+        {"sent_at": timezone.now(), "given_up_at": timezone.now(), "last_error": "refused"},
+        {"given_up_at": timezone.now()},
+    ],
+    ids=["unknown kind", "sent and given up", "given up without a reason"],
+)
+def test_database_refuses_a_notice_that_contradicts_itself(fields):
+    from releases.models import Notice, NoticeKind
+
+    refused(lambda: Notice.objects.create(**{"kind": NoticeKind.FAILURE_ALERT, "args": [1], **fields}))

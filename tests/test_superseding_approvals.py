@@ -8,7 +8,7 @@ from django.core import mail
 from audit.models import AuditAction, AuditEvent
 from nexo_portal.lib import queues
 from releases import alerts, transitions
-from releases.models import PromotionState
+from releases.models import Notice, NoticeKind, PromotionState
 from releases.policy import PromotionError
 from tests.factories import make_release, make_service
 from tests.history import action_link, cell_html
@@ -106,8 +106,10 @@ def test_whoever_may_cancel_it_supersedes_it_and_the_audit_names_the_discarded_a
     assert [(given["approver"], given["comment"]) for given in event.data["discarded_approvals"]] == [
         ("sam", "looks good")
     ]
+    notice = Notice.objects.get(kind=NoticeKind.DISCARDED_APPROVALS)
+    assert notice.args == [waiting.pk]
     [job] = queues.get_queue().jobs
-    assert (job.func, job.args) == (alerts.send_discarded_approvals_notice, (waiting.pk,))
+    assert (job.func_name, job.args) == ("releases.jobs.deliver_notice", (notice.pk,))
 
 
 def test_the_approvers_are_told_by_e_mail_and_in_slack(waiting, environments, rita, slack_server, settings):

@@ -57,6 +57,12 @@ RECONCILER_RESUMES = Counter(
     "Pipeline steps the reconciler delivered again: lease expired, lost by RQ, or a promotion stalled.",
     ["reason"],
 )
+NOTICES_GIVEN_UP = Counter(
+    "nexo_notices_given_up",
+    "Alerts and notices the portal gave up sending, by kind and why: refused (Slack will never take it) "
+    "or exhausted (every retry failed).",
+    ["kind", "reason"],
+)
 OUTGOING_CALLS = Counter(
     "nexo_outgoing_calls",
     "Calls to Argo CD, Prometheus, GitHub, Slack, health URLs and the mail server, by target and outcome "

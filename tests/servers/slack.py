@@ -6,6 +6,8 @@
   chat.postEphemeral, views.open and users.info.
 """
 
+import threading
+
 import pytest
 
 from tests.servers.loopback import LoopbackServer, Response
@@ -14,8 +16,15 @@ WEBHOOK_PATH = "/services/T0NEX0/B0PORTAL/8u0BDNBEk5aGgZsI3vsmyqG6"
 
 
 class SlackServer:
+    """`messages` are the messages Slack took; `posted` counts every POST, taken or not. `hold()` keeps
+    each answer back until `release()` (a slow Slack), and `arrived` is set when a POST came."""
+
     def __init__(self):
         self.messages = []
+        self.posted = 0
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+        self._released.set()
         self._answer = Response.text(200, "ok", "text/html")
         self._server = LoopbackServer(self._respond)
         self.url = self._server.url + WEBHOOK_PATH
@@ -23,12 +32,22 @@ class SlackServer:
     def answer(self, status, code, **headers):
         self._answer = Response(status, code.encode(), {"Content-Type": "text/html", **headers})
 
+    def hold(self):
+        self._released.clear()
+
+    def release(self):
+        self._released.set()
+
     def close(self):
+        self._released.set()
         self._server.close()
 
     def _respond(self, request):
         if request.method != "POST" or request.path != WEBHOOK_PATH:
             return Response.text(404, "no_service", "text/html")
+        self.posted += 1
+        self.arrived.set()
+        self._released.wait(30)
         if not isinstance(request.json, dict) or not (request.json.get("text") or request.json.get("blocks")):
             return Response.text(400, "no_text", "text/html")
         if self._answer.status == 200:

@@ -31,9 +31,11 @@ class Command(BaseCommand):
                     raise
                 self.stderr.write(f"Reconciler: {error}; trying again in {settings.RECONCILE_SECONDS} s")
             else:
-                if any(result[key] for key in ("recovered", "drifted", "far_behind", "slo_breaches")) or not loop:
+                keys = ("recovered", "notices", "drifted", "far_behind", "slo_breaches")
+                if any(result[key] for key in keys) or not loop:
                     self.stdout.write(
                         f"Reconciler: steps on their way again for promotions {result['recovered'] or 'none'}; "
+                        f"notices handed to RQ again: {result['notices'] or 'none'}; "
                         f"drift in deployments {result['drifted'] or 'none'}; "
                         f"far behind the first environment: {result['far_behind'] or 'none'}; "
                         f"past their SLO target: promotions {result['slo_breaches'] or 'none'}"
