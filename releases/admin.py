@@ -16,6 +16,7 @@ from .models import (
     Hold,
     Incident,
     IncidentSource,
+    Notice,
     Promotion,
     Release,
     Service,
@@ -436,3 +437,10 @@ class SlackIdentityAdmin(AuditedAdmin):
 @admin.register(ApprovalNotice)
 class ApprovalNoticeAdmin(ReadOnlyAdmin):
     list_display = ["promotion", "slack_channel", "slack_ts", "notified_at", "reminded_at"]
+
+
+@admin.register(Notice)
+class NoticeAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "kind", "created_at", "attempts", "sent_at", "given_up_at", "last_error"]
+    list_filter = ["kind"]
+    date_hierarchy = "created_at"

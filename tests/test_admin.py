@@ -79,6 +79,7 @@ WRITTEN_BY_THE_PORTAL = {
     "releases.Deployment",
     "releases.DeploymentEvent",
     "releases.Hold",
+    "releases.Notice",
     "releases.Promotion",
     "releases.VerificationSample",
     "axes.AccessAttempt",
