@@ -73,7 +73,10 @@ class NameField(filter_fields.ModelChoiceField):
         try:
             return super().to_python(value)
         except forms.ValidationError as error:
-            raise forms.ValidationError(" ".join(error.messages), code="does_not_exist") from error
+            # The message stays a template with the name as a parameter: django-filter formats it
+            # again, and a name with a % in it is text, not a format.
+            error.code = "does_not_exist"
+            raise
 
 
 class NameFilter(filters.ModelChoiceFilter):
