@@ -27,7 +27,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from nexo_portal.lib import mail, metrics
-from nexo_portal.lib.http import describe_failure, excerpt
+from nexo_portal.lib.http import describe_failure, excerpt, retry_after
 
 from . import notices
 from .models import PIPELINE, ApprovalDecision, Hold, NoticeKind, Promotion, PromotionKind, PromotionState
@@ -36,7 +36,12 @@ logger = logging.getLogger(__name__)
 
 
 class AlertNotDelivered(Exception):
-    """Slack did not take the alert this time; the outbox tries again."""
+    """Slack did not take the alert this time; the outbox tries again, not before `retry_after`
+    seconds when Slack said so."""
+
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def is_configured():
@@ -138,7 +143,8 @@ def _post(message, about):
     code = excerpt(response.text) or f"HTTP {response.status_code}"
     if response.status_code == 429:
         raise AlertNotDelivered(
-            f"Slack is rate limiting ({code}); retry after {response.headers.get('Retry-After', '?')} s"
+            f"Slack is rate limiting ({code}); retry after {response.headers.get('Retry-After', '?')} s",
+            retry_after=retry_after(response),
         )
     if response.status_code >= 500:
         raise AlertNotDelivered(f"Slack answered {response.status_code} {code}")

@@ -16,7 +16,8 @@ Slack or the mail server is called (HTTP_TIMEOUT_SECONDS at most): what the send
 - refused in a way retrying will not change (a webhook's 4xx, the Web API's `ok: false`): given up
   at once with the reason, logged and counted (`nexo_notices_given_up_total`);
 - anything else (429, a 5xx, no answer, the mail server out of reach): tried again after each of
-  RETRY_INTERVALS, then given up with the last error, logged and counted.
+  RETRY_INTERVALS (or the longer wait a 429's Retry-After asks for), then given up with the last
+  error, logged and counted.
 
 Ended rows are kept for KEPT_FOR, so whoever asks whether an alert went out, and when, or why not,
 finds the answer in the admin; the reconciler deletes them after that.
@@ -90,7 +91,11 @@ def deliver(notice_id, senders):
         except slack.SlackRefused as error:
             refusal = str(error)
         except Exception as error:
-            _not_delivered(notice, f"{type(error).__name__}: {error}".strip().splitlines()[0][:500])
+            _not_delivered(
+                notice,
+                f"{type(error).__name__}: {error}".strip().splitlines()[0][:500],
+                wait=getattr(error, "retry_after", None),
+            )
         else:
             if refusal:
                 _give_up(notice, refusal, "refused")
@@ -99,14 +104,15 @@ def deliver(notice_id, senders):
         notice.save(update_fields=["attempts", "last_error", "next_attempt_at", "sent_at", "given_up_at"])
 
 
-def _not_delivered(notice, error):
+def _not_delivered(notice, error, wait=None):
+    """Try again after the next of RETRY_INTERVALS, or after `wait` seconds if Slack asked for longer."""
     notice.last_error = error
     if notice.attempts > len(RETRY_INTERVALS):
         _give_up(notice, f"not delivered in {notice.attempts} attempts; the last: {error}", "exhausted")
         return
     # In whole seconds, as RQ schedules: a job it delivers in the right second finds the notice due.
     notice.next_attempt_at = timezone.now().replace(microsecond=0) + timedelta(
-        seconds=RETRY_INTERVALS[notice.attempts - 1]
+        seconds=max(RETRY_INTERVALS[notice.attempts - 1], wait or 0)
     )
     logger.warning("%s was not delivered (%s); trying again at %s", notice, error, notice.next_attempt_at)
     transaction.on_commit(lambda: dispatch(notice))

@@ -18,13 +18,18 @@ import requests
 from django.conf import settings
 
 from nexo_portal.lib import metrics
-from nexo_portal.lib.http import describe_failure
+from nexo_portal.lib.http import describe_failure, retry_after
 
 MAX_AGE_SECONDS = 5 * 60
 
 
 class SlackUnavailable(Exception):
-    """Slack did not take the call this time; trying again may help."""
+    """Slack did not take the call this time; trying again may help, not before `retry_after`
+    seconds when Slack said so."""
+
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SlackRefused(Exception):
@@ -66,7 +71,8 @@ def call(method, **fields):
         raise SlackUnavailable(f"Slack did not answer {method}: {describe_failure(error, timeout)}") from None
     if response.status_code == 429:
         raise SlackUnavailable(
-            f"Slack is rate limiting {method}; retry after {response.headers.get('Retry-After', '?')} s"
+            f"Slack is rate limiting {method}; retry after {response.headers.get('Retry-After', '?')} s",
+            retry_after=retry_after(response),
         )
     if response.status_code >= 500:
         raise SlackUnavailable(f"Slack answered {method} with HTTP {response.status_code}")

@@ -204,6 +204,22 @@ def test_a_slack_that_fails_is_tried_again_after_the_interval_and_the_alert_sent
     assert slack_server.posted == 2
 
 
+@pytest.mark.parametrize(("retry_after", "waits"), [("120", 120), ("3", 10), ("a while", 10), ("99999", 3600)])
+def test_a_rate_limited_alert_waits_as_long_as_slack_asks_within_an_hour(
+    syncing, pipeline, slack_server, retry_after, waits
+):
+    slack_server.answer(429, "rate_limited", **{"Retry-After": retry_after})
+    fail(syncing)
+    before = timezone.now().replace(microsecond=0)
+    pipeline.run_jobs(until=lambda: Notice.objects.get().attempts == 1)
+
+    notice = Notice.objects.get()
+    assert notice.last_error == f"AlertNotDelivered: Slack is rate limiting (rate_limited); retry after {retry_after} s"
+    # Never sooner than the first interval (10 s), nor later than an hour, whatever the header says.
+    assert before + timedelta(seconds=waits) <= notice.next_attempt_at <= timezone.now() + timedelta(seconds=waits)
+    assert (notice.sent_at, notice.given_up_at) == (None, None)
+
+
 def test_a_notice_whose_retries_are_used_up_is_given_up_with_the_last_error(syncing, pipeline, slack_server):
     slack_server.answer(500, "rollup_error")
     before = given_up(NoticeKind.FAILURE_ALERT, "exhausted")

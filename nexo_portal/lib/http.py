@@ -39,3 +39,13 @@ def _innermost(error):
         return str(error)
     reason = match.group(1).strip()
     return reason[:1].lower() + reason[1:]
+
+
+def retry_after(response, *, at_most=3600):
+    """The seconds a 429 or 503 asks the caller to wait (its `Retry-After`, in seconds), or None when
+    it names none or an HTTP date, which the services the portal calls do not send. Bounded, so
+    a wrong header cannot put a call off for days."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value.isascii() or not value.isdigit():
+        return None
+    return min(int(value), at_most)
