@@ -57,12 +57,8 @@ def owe(kind, *args):
 
 def dispatch(notice):
     """Hand the notice to RQ, at its time. Redis being down is left to the reconciler, which sees it owed."""
-    queue = queues.get_queue("default")
     try:
-        if notice.next_attempt_at > timezone.now():
-            queue.enqueue_at(notice.next_attempt_at, JOB_FUNCTION, notice.pk, job_id=notice.rq_job_id)
-        else:
-            queue.enqueue(JOB_FUNCTION, notice.pk, job_id=notice.rq_job_id)
+        queues.hand_over(JOB_FUNCTION, notice.pk, job_id=notice.rq_job_id, at=notice.next_attempt_at)
     except RedisError as error:
         logger.warning("Could not hand %s to RQ (%s); the reconciler will", notice, error)
         return False
@@ -161,7 +157,7 @@ def _held_by_rq(notice):
         # Overdue: the scheduler lives in one worker and died with it. Not scheduled twice.
         ScheduledJobRegistry(queue=queue).remove(job)
         return False
-    return status == JobStatus.QUEUED and queue.connection.lpos(queue.key, job.id) is not None
+    return status == JobStatus.QUEUED and queues.waits_in_queue(queue, job)
 
 
 def forget_ended(now=None):

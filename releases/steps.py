@@ -90,12 +90,8 @@ def close(promotion_id, *, now=None):
 
 def dispatch(run):
     """Hand the run to RQ, at its time. Redis being down is left to the reconciler, which sees it queued."""
-    queue = queues.get_queue("default")
     try:
-        if run.run_after > timezone.now():
-            queue.enqueue_at(run.run_after, JOB_FUNCTION, run.pk, job_id=run.rq_job_id)
-        else:
-            queue.enqueue(JOB_FUNCTION, run.pk, job_id=run.rq_job_id)
+        queues.hand_over(JOB_FUNCTION, run.pk, job_id=run.rq_job_id, at=run.run_after)
     except RedisError as error:
         logger.warning("Could not hand %s to RQ (%s); the reconciler will", run, error)
         return False
@@ -113,7 +109,7 @@ def redeliver_if_lost(run, now):
         status = job.get_status()
     except NoSuchJobError:
         job, status = None, None
-    if status == JobStatus.QUEUED and not _in_queue(queue, job):
+    if status == JobStatus.QUEUED and not queues.waits_in_queue(queue, job):
         # A worker moved it from the queue to RQ's intermediate queue and was killed before it
         # started it: RQ would only fail it after a minute or more, and until then it says queued.
         queue.intermediate_queue.remove(job.id)
@@ -131,10 +127,6 @@ def redeliver_if_lost(run, now):
     if status == JobStatus.STARTED:
         return "RQ started it but no worker claimed it"
     return "RQ did not have it (Redis lost it or was down when it was scheduled)"
-
-
-def _in_queue(queue, job):
-    return queue.connection.lpos(queue.key, job.id) is not None
 
 
 # --- what a worker does with a run --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import django_rq
 from django.conf import settings
+from django.utils import timezone
 
 
 @lru_cache(maxsize=8)
@@ -25,3 +26,21 @@ def redis_connection(name="default"):
 
 def get_queue(name="default"):
     return django_rq.get_queue(name, connection=redis_connection(name))
+
+
+def hand_over(function, argument, *, job_id, at):
+    """Give RQ the job `job_id`, `function(argument)`, to run at `at` (at once when that has passed).
+
+    For work whose row in the database says it is owed (a step run, a notice), so that a job RQ
+    lost can be handed over again under the same id. Raises RedisError when Redis is out of reach.
+    """
+    queue = get_queue()
+    if at > timezone.now():
+        queue.enqueue_at(at, function, argument, job_id=job_id)
+    else:
+        queue.enqueue(function, argument, job_id=job_id)
+
+
+def waits_in_queue(queue, job):
+    """Whether `job` is in its queue's list, for a worker to take (not only said to be queued)."""
+    return queue.connection.lpos(queue.key, job.id) is not None
