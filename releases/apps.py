@@ -6,8 +6,10 @@ class ReleasesConfig(AppConfig):
     name = "releases"
 
     def ready(self):
+        from django.db.models.signals import post_delete, post_save
         from django.urls import register_converter
 
+        from . import steps
         from .calver import PathConverter
 
         # Before any URLconf is read: the pages' and the API's release URLs both use it.
@@ -15,3 +17,7 @@ class ReleasesConfig(AppConfig):
         # RQ forks a work horse per job; importing the jobs (GitPython, ruamel.yaml, the
         # HTTP clients) here, in the parent, spares every job ~150 ms of imports.
         from . import jobs  # noqa: F401
+
+        # environments knows nothing of promotions: a freeze changed there wakes the commits it held.
+        post_save.connect(steps.freeze_changed, sender="environments.ChangeFreeze", dispatch_uid="freeze-saved")
+        post_delete.connect(steps.freeze_changed, sender="environments.ChangeFreeze", dispatch_uid="freeze-deleted")

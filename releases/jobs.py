@@ -30,7 +30,7 @@ from environments.argocd import ArgoCD, ArgoCDError, ArgoCDRefused, ArgoCDTimeou
 from nexo_portal.lib import context, metrics, tracing
 from nexo_portal.lib.errors import Unavailable
 
-from . import alerts, approval_notices, image_gate, notices, pull_requests, steps, transitions, verification
+from . import alerts, approval_notices, image_gate, notices, policy, pull_requests, steps, transitions, verification
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
@@ -203,7 +203,9 @@ def commit_promotion(promotion_id):
     promotion = _load(promotion_id, PromotionState.APPROVED, PromotionState.COMMITTING)
     if promotion is None:
         return
-    if promotion.state == PromotionState.APPROVED:  # nothing written or merged yet: the image first
+    if promotion.state == PromotionState.APPROVED:  # nothing written or merged yet: the freeze, the image
+        if _waits_for_freeze(promotion):
+            return
         try:
             image_gate.check(promotion)  # RegistryUnavailable: tried again by run_step, with backoff
         except image_gate.ImageRefused as refusal:
@@ -266,6 +268,28 @@ def commit_promotion(promotion_id):
         _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=[owned])
         return
     _unless_moved_on(transitions.mark_committed, promotion, sha, written, committed_at=pushed_at)
+
+
+def _waits_for_freeze(promotion):
+    """A freeze that began after the approval (a worker down, a Git outage retried for minutes) keeps
+    the commit out until it ends: the commit step is scheduled again for its end, sooner when the
+    freeze is changed or deleted (steps.wake_commits_held_by_freezes)."""
+    freeze = policy.freeze_holding(promotion)
+    if freeze is None:
+        return False
+    with transaction.atomic():
+        locked = Promotion.objects.select_for_update(of=("self",)).filter(pk=promotion.pk).first()
+        if locked is None or locked.state != PromotionState.APPROVED:
+            return True  # it moved on (cancelled) meanwhile: its transition ended the run
+        steps.schedule(promotion, Step.COMMIT, at=freeze.ends_at)
+    logger.info(
+        "Promotion %s waits for the freeze of %s to end at %s before its GitOps commit: %s",
+        promotion.pk,
+        promotion.environment.name,
+        freeze.ends_at.isoformat(),
+        freeze.reason,
+    )
+    return True
 
 
 def sync_promotion(promotion_id):

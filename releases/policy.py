@@ -357,15 +357,24 @@ def why_not_approve(promotion, user):
     return _why_not_decide(promotion, user, "approve") or _why_not_during_freeze(promotion)
 
 
-def _why_not_during_freeze(promotion):
-    """A freeze refuses what would enter the environment while it lasts: an approval starts the
-    commit, so a promotion requested before the freeze began waits for its end like a new request."""
+def freeze_holding(promotion):
+    """The freeze that keeps `promotion` out of its environment now, or None.
+
+    A freeze refuses what would enter the environment while it lasts, whenever it was requested
+    or approved: approvals wait for its end, and so does the GitOps commit of a promotion approved
+    before it began (jobs.commit_promotion). Break-glass promotions and rollbacks pass."""
     if promotion.is_emergency or promotion.kind == PromotionKind.ROLLBACK:
         return None
-    environment = promotion.environment
-    freeze = environment.active_freeze()
+    return promotion.environment.active_freeze()
+
+
+def _why_not_during_freeze(promotion):
+    """An approval starts the commit, so a promotion requested before the freeze began waits for its
+    end like a new request."""
+    freeze = freeze_holding(promotion)
     if freeze is None:
         return None
+    environment = promotion.environment
     return Refusal(
         f"{environment.name} is frozen until {timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: "
         f"{freeze.reason}. It may be approved once the freeze ends."

@@ -33,7 +33,7 @@ from rq.registry import ScheduledJobRegistry
 
 from nexo_portal.lib import queues
 
-from .models import RunStatus, StepRun
+from .models import Promotion, PromotionState, RunStatus, Step, StepRun
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def backoff(attempt, *, base=5, cap=60):
 # --- scheduling, in the transitions' transactions -----------------------------------------------------
 
 
-def schedule(promotion, step, delay=None, *, troubled_since=None, first=False):
-    """The promotion's next run of `step`, after `delay`; RQ gets it once the transaction commits.
+def schedule(promotion, step, delay=None, *, at=None, troubled_since=None, first=False):
+    """The promotion's next run of `step`, after `delay` (or at `at`); RQ gets it once the transaction commits.
 
     The promotion's open run, if any, ends here: it is the step that led to this one (`first`:
     the promotion was just created and has none).
@@ -73,12 +73,38 @@ def schedule(promotion, step, delay=None, *, troubled_since=None, first=False):
     run = StepRun.objects.create(
         promotion_id=promotion_id,
         step=step,
-        run_after=now + (delay or timedelta(0)),
+        run_after=at or now + (delay or timedelta(0)),
         created_at=now,
         troubled_since=troubled_since,
     )
     transaction.on_commit(lambda: dispatch(run))
     return run
+
+
+def wake_commits_held_by_freezes(environment_id):
+    """A freeze of the environment was made, changed or deleted: the GitOps commits that wait there
+    for a freeze to end (jobs.commit_promotion scheduled them for its end) are tried now, and wait
+    again, for the new end, if a freeze still holds them."""
+    with transaction.atomic():
+        waiting = StepRun.objects.filter(
+            step=Step.COMMIT,
+            status=RunStatus.QUEUED,
+            run_after__gt=timezone.now(),
+            promotion__environment_id=environment_id,
+        )
+        approved = Promotion.objects.select_for_update(of=("self",)).filter(
+            pk__in=waiting.values("promotion_id"), state=PromotionState.APPROVED
+        )
+        for promotion_id in approved.values_list("pk", flat=True):
+            schedule(promotion_id, Step.COMMIT)
+
+
+def freeze_changed(sender, instance, **kwargs):
+    """post_save and post_delete of environments.ChangeFreeze (connected in apps.py)."""
+    environment_id = instance.environment_id
+    # A failure here (the database gone between the two) must not fail the freeze's own change: the
+    # commits then wait until the end the freeze had when they were scheduled.
+    transaction.on_commit(lambda: wake_commits_held_by_freezes(environment_id), robust=True)
 
 
 def close(promotion_id, *, now=None):

@@ -209,6 +209,8 @@ def _promotion_context(request, pk):
     runs = list(promotion.runs.order_by("created_at", "id"))
     return {
         "hold": hold,
+        # Approved before a freeze began: the GitOps commit waits for its end (jobs.commit_promotion).
+        "held_by_freeze": policy.freeze_holding(promotion) if promotion.state == PromotionState.APPROVED else None,
         "hold_liftable_by": policy.who_may_request(promotion.service, promotion.environment) if hold else "",
         "runs": runs,
         "troubled_runs": [run for run in runs if run.status in (RunStatus.CRASHED, RunStatus.RETRY)],

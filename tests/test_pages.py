@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
+from environments.models import ChangeFreeze
 from releases import transitions
 from releases.models import CheckResult, PromotionKind, PromotionState, SampleCheck, StepStatus, VerificationSample
 from tests.factories import make_release, make_service
@@ -177,6 +178,25 @@ def test_a_finished_promotion_that_still_runs_offers_only_a_rollback(world):
     assert "nothing more can be done to it here" in replaced
     stranger = page_for(world["viewer"], newer.get_absolute_url()).content.decode()
     assert 'data-action="rollback">Only members of backend-team' in stranger
+
+
+def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_its_end(world):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.approve(promotion, world["sam"])
+    transitions.approve(promotion, world["lead"])
+    assert 'data-waits="freeze"' not in page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+
+    ends_at = timezone.now() + timedelta(hours=2)
+    ChangeFreeze.objects.create(
+        environment=world["env"]["production"],
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=ends_at,
+        reason="Year-end freeze",
+    )
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    waits = page.split('data-waits="freeze">', 1)[1].split("</dd>", 1)[0]
+    assert f">{timezone.localtime(ends_at):%Y-%m-%d %H:%M}</time> (Year-end freeze)" in waits
+    assert "it is committed to GitOps then" in waits
 
 
 def test_htmx_refreshes_only_the_live_part_of_the_promotion_page(world):

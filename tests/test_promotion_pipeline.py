@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
+from environments.models import ChangeFreeze
 from releases import jobs, transitions
 from releases.gitops import values
 from releases.gitops.repo import GitOpsError, GitOpsRepository
@@ -23,9 +25,13 @@ from releases.models import (
     Promotion,
     PromotionKind,
     PromotionState,
+    RunStatus,
+    Step,
+    StepRun,
     StepStatus,
 )
 from tests.factories import make_release, make_user
+from tests.history import ran
 
 
 @pytest.fixture
@@ -216,6 +222,66 @@ def test_an_unreachable_remote_is_retried_then_fails_the_promotion_with_the_reas
     assert promotion.gitops_commit_sha == ""
     assert not Deployment.objects.exists()
     assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_FAILED, promotion_id=promotion.pk).exists()
+
+
+def freeze(environment, hours=1, reason="Year-end freeze"):
+    now = timezone.now()
+    return ChangeFreeze.objects.create(
+        environment=environment,
+        starts_at=now - timedelta(minutes=1),
+        ends_at=now + timedelta(hours=hours),
+        reason=reason,
+    )
+
+
+def waiting_commit(promotion):
+    """The promotion's open commit run, if it is scheduled for later."""
+    return StepRun.objects.filter(
+        promotion=promotion, step=Step.COMMIT, status=RunStatus.QUEUED, run_after__gt=timezone.now()
+    ).first()
+
+
+def test_a_freeze_that_began_after_the_approval_holds_the_commit_until_it_is_lifted(pipeline, people):
+    service = develop_only(pipeline)
+    head = pipeline.gitops.head()
+    # Approved (develop needs no approval) while the worker is down; the freeze begins before it is back.
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], people["rita"]
+    )
+    assert state_of(promotion) == PromotionState.APPROVED
+    frozen = freeze(pipeline.environments["develop"])
+
+    pipeline.run_jobs(until=lambda: waiting_commit(promotion) is not None)
+    assert state_of(promotion) == PromotionState.APPROVED
+    assert pipeline.gitops.head() == head  # nothing entered the frozen environment
+    assert waiting_commit(promotion).run_after == frozen.ends_at
+
+    frozen.ends_at = timezone.now() + timedelta(hours=3)  # extended: it waits for the new end
+    frozen.save()
+    pipeline.run_jobs(until=lambda: (run := waiting_commit(promotion)) is not None and run.run_after == frozen.ends_at)
+    assert state_of(promotion) == PromotionState.APPROVED
+    assert pipeline.gitops.head() == head
+
+    frozen.delete()  # lifted early: the commit goes now, not three hours from now
+    pipeline.run_jobs(until=lambda: state_of(promotion) == PromotionState.VERIFIED)
+    promotion.refresh_from_db()
+    assert pipeline.gitops.head() == promotion.gitops_commit_sha != head
+
+
+def test_a_break_glass_promotion_approved_during_a_freeze_is_committed(pipeline, people):
+    service = pipeline.add_service("nexo-be")
+    release = make_release(service, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        ran(release, pipeline.environments[name])
+    production = pipeline.environments["production"]
+    freeze(production, reason="Black Friday")
+    promotion = transitions.request_promotion(
+        release, production, people["rita"], is_emergency=True, reason="payments are down"
+    )
+    transitions.approve(promotion, people["sam"])
+    transitions.approve(promotion, people["lead"])
+    pipeline.run_jobs(until=lambda: state_of(promotion) == PromotionState.VERIFIED)
+    assert pipeline.gitops.head() == Promotion.objects.get(pk=promotion.pk).gitops_commit_sha
 
 
 def test_the_promotion_is_saved_as_committing_before_its_commit_is_pushed(pipeline, monkeypatch):
