@@ -16,7 +16,9 @@ Slack or the mail server is called (HTTP_TIMEOUT_SECONDS at most): what the send
 - refused in a way retrying will not change (a webhook's 4xx, the Web API's `ok: false`): given up
   at once with the reason, logged and counted (`nexo_notices_given_up_total`);
 - anything else (429, a 5xx, no answer, the mail server out of reach): tried again after each of
-  RETRY_INTERVALS (or the longer wait a 429's Retry-After asks for), then given up with the last
+  RETRY_INTERVALS, then every hour (or after the longer wait a 429's Retry-After asks for), so that
+  an outage of Slack or the mail server for hours — on the day the alerts matter — delays them but
+  does not lose them; a notice still owed GIVE_UP_AFTER after it was owed is given up with the last
   error, logged and counted.
 
 Ended rows are kept for KEPT_FOR, so whoever asks whether an alert went out, and when, or why not,
@@ -42,7 +44,10 @@ from .models import Notice
 logger = logging.getLogger(__name__)
 
 JOB_FUNCTION = "releases.jobs.deliver_notice"
-RETRY_INTERVALS = [10, 60, 300]
+# Seconds before the next try after the first, second… failure; the last one repeats.
+RETRY_INTERVALS = [10, 60, 300, 900, 1800, 3600]
+# An alert a day late is history, not news: the admin, the log and the metric say it was never sent.
+GIVE_UP_AFTER = timedelta(hours=24)
 # A notice owed this long past its time that RQ does not hold is handed to RQ again.
 OVERDUE_AFTER = timedelta(seconds=15)
 KEPT_FOR = timedelta(days=30)
@@ -101,15 +106,19 @@ def deliver(notice_id, senders):
 
 
 def _not_delivered(notice, error, wait=None):
-    """Try again after the next of RETRY_INTERVALS, or after `wait` seconds if Slack asked for longer."""
+    """Try again after the next of RETRY_INTERVALS, or after `wait` seconds if Slack asked for longer;
+    give up when that would be past GIVE_UP_AFTER."""
     notice.last_error = error
-    if notice.attempts > len(RETRY_INTERVALS):
-        _give_up(notice, f"not delivered in {notice.attempts} attempts; the last: {error}", "exhausted")
-        return
+    now = timezone.now()
+    interval = RETRY_INTERVALS[min(notice.attempts, len(RETRY_INTERVALS)) - 1]
     # In whole seconds, as RQ schedules: a job it delivers in the right second finds the notice due.
-    notice.next_attempt_at = timezone.now().replace(microsecond=0) + timedelta(
-        seconds=max(RETRY_INTERVALS[notice.attempts - 1], wait or 0)
-    )
+    next_attempt_at = now.replace(microsecond=0) + timedelta(seconds=max(interval, wait or 0))
+    if next_attempt_at > notice.created_at + GIVE_UP_AFTER:
+        hours = round((now - notice.created_at).total_seconds() / 3600)
+        reason = f"not delivered in {notice.attempts} attempts over {hours} h; the last: {error}"
+        _give_up(notice, reason, "exhausted")
+        return
+    notice.next_attempt_at = next_attempt_at
     logger.warning("%s was not delivered (%s); trying again at %s", notice, error, notice.next_attempt_at)
     transaction.on_commit(lambda: dispatch(notice))
 

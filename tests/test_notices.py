@@ -220,17 +220,32 @@ def test_a_rate_limited_alert_waits_as_long_as_slack_asks_within_an_hour(
     assert (notice.sent_at, notice.given_up_at) == (None, None)
 
 
-def test_a_notice_whose_retries_are_used_up_is_given_up_with_the_last_error(syncing, pipeline, slack_server):
+def test_a_notice_owed_for_hours_is_still_tried_every_hour(syncing, pipeline, slack_server):
+    slack_server.answer(500, "rollup_error")
+    fail(syncing)
+    # As if Slack had failed it at every interval for the last six hours.
+    Notice.objects.update(attempts=9, created_at=timezone.now() - timedelta(hours=6))
+    before = timezone.now().replace(microsecond=0)
+    pipeline.run_jobs(until=lambda: Notice.objects.get().attempts == 10)
+
+    notice = Notice.objects.get()
+    assert (notice.sent_at, notice.given_up_at) == (None, None)
+    assert before + timedelta(hours=1) <= notice.next_attempt_at <= timezone.now() + timedelta(hours=1)
+    assert ScheduledJobRegistry(queue=queues.get_queue()).get_job_ids() == [notice.rq_job_id]
+
+
+def test_a_notice_still_owed_after_a_day_is_given_up_with_the_last_error(syncing, pipeline, slack_server):
     slack_server.answer(500, "rollup_error")
     before = given_up(NoticeKind.FAILURE_ALERT, "exhausted")
     fail(syncing)
-    Notice.objects.update(attempts=len(notices.RETRY_INTERVALS))  # as if it had failed at every interval
+    # Its next hourly try would be more than a day after it was owed.
+    Notice.objects.update(attempts=27, created_at=timezone.now() - notices.GIVE_UP_AFTER + timedelta(minutes=30))
     pipeline.run_jobs()
 
     notice = Notice.objects.get()
     assert notice.given_up_at is not None
-    assert (
-        notice.last_error == "not delivered in 4 attempts; the last: AlertNotDelivered: Slack answered 500 rollup_error"
+    assert notice.last_error == (
+        "not delivered in 28 attempts over 24 h; the last: AlertNotDelivered: Slack answered 500 rollup_error"
     )
     assert given_up(NoticeKind.FAILURE_ALERT, "exhausted") == before + 1
     assert ScheduledJobRegistry(queue=queues.get_queue()).count == 0
