@@ -366,7 +366,7 @@ def verify_promotion(promotion_id):
         return
     if promotion.state == PromotionState.DEPLOYED:
         promotion = transitions.mark_verifying(promotion, configured=verification.is_configured(promotion))
-    verification.take_samples(promotion)
+    verification.take_round(promotion)
     passed_limits = verification.limits_passed(promotion)
     if passed_limits:
         # Fail fast: the rest of the window cannot undo a limit passed.

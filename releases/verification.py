@@ -23,6 +23,9 @@ than MIN_ROUNDS_SHARE (80 %) of them at the verdict's time, the soak is extended
 of the missing rounds (at most its window), and audited; still short at the end, it fails as
 "not enough samples: 3 of 11 expected rounds (at least 9 needed)". It never passes on the one
 or two rounds taken either side of a gap. (CI results alone are not sampled and have no rounds.)
+A slot of the grid keeps one round (`take_round`): a second run of the step in it — a worker
+whose lease expired while it sampled, and the run the reconciler started in its place — drops
+its own, which would count a failure twice against the limit and fill a gap in the rounds.
 
 With none of these configured the window is only a timer, and the promotion says so
 ("not configured") instead of claiming it passed.
@@ -46,11 +49,13 @@ instead of the `verification_window`. A zero window does not soak: one round of 
 at once, and an error rate, which has had no time to measure, is not judged (the verdict says so).
 """
 
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
@@ -59,7 +64,9 @@ from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
 from environments.probes import probe
 from environments.prometheus import Prometheus, PrometheusError
 
-from .models import CheckResult, SampleCheck, VerificationSample
+from .models import CheckResult, Promotion, SampleCheck, VerificationSample
+
+logger = logging.getLogger(__name__)
 
 UNHEALTHY = {Health.DEGRADED, Health.MISSING}
 # How a sample without a verdict of its own begins its detail: nothing to judge (NaN, no series),
@@ -99,8 +106,43 @@ def is_configured(promotion):
     return any(configured_checks(promotion).values())
 
 
+def take_round(promotion, now=None):
+    """The verify step's round of samples: stored unless its slot of the grid has a round already
+    (returns the new samples, or an empty list when it was dropped)."""
+    now = now or timezone.now()
+    samples = observe(promotion, now)  # slow (HTTP), so before the promotion's lock
+    start, end = round_slot(promotion, now)
+    with transaction.atomic():
+        # Two runs of the step for one slot store in turn: the second sees the first's round.
+        Promotion.objects.select_for_update(of=("self",)).filter(pk=promotion.pk).exists()
+        taken = promotion.samples.filter(taken_at__gte=start)
+        if (taken.filter(taken_at__lt=end) if end else taken).exists():
+            logger.warning(
+                "Dropped a second round of samples of promotion %s taken at %s: its slot of the soak's grid has one",
+                promotion.pk,
+                now.isoformat(),
+            )
+            return []
+        return VerificationSample.objects.bulk_create(samples)
+
+
+def round_slot(promotion, at):
+    """[start, end) of the slot of the soak's grid that `at` is in (end None: the verdict's own slot,
+    from `verdict_at` on); rounds keep to that grid (next_round_in)."""
+    if at >= promotion.verdict_at:
+        return promotion.verdict_at, None
+    interval = timedelta(seconds=promotion.environment.sample_interval_seconds)
+    start = promotion.verification_started_at + (at - promotion.verification_started_at) // interval * interval
+    return start, min(start + interval, promotion.verdict_at)
+
+
 def take_samples(promotion, now=None):
     """Observe everything configured once, store what was seen, return the new samples."""
+    return VerificationSample.objects.bulk_create(observe(promotion, now))
+
+
+def observe(promotion, now=None):
+    """One sample of everything configured, taken at `now`, not stored."""
     service, environment = promotion.service, promotion.environment
     now = now or timezone.now()
     samples = []
@@ -146,7 +188,7 @@ def take_samples(promotion, now=None):
             )
     for sample in samples:
         sample.taken_at = now  # one round, one time
-    return VerificationSample.objects.bulk_create(samples)
+    return samples
 
 
 def healthy_for(promotion, now):

@@ -1,11 +1,13 @@
 """The soak against a real Prometheus (started for the tests) and real health URLs."""
 
 import math
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
+from environments.models import Environment
 from releases import transitions, verification
 from releases.jobs import verify_promotion
 from releases.models import Promotion, PromotionKind, PromotionState, SampleCheck, StepStatus
@@ -115,6 +117,8 @@ def test_a_spike_in_the_middle_of_the_soak_fails_it_at_once(pipeline, soak):
     pipeline.run_jobs(until=lambda: Promotion.objects.get(pk=promotion.pk).samples.count() == 1)
     pipeline.redis.flushdb()  # drive the remaining samples by hand
     error_ratio(soak, "svc-spiky", "develop", 0.3)
+    promotion.refresh_from_db()
+    time.sleep(verification.next_round_in(promotion, timezone.now()).total_seconds())  # the next round's slot (1 s)
     verify_promotion(promotion.pk)
     promotion.refresh_from_db()
     assert [s.ok for s in promotion.samples.order_by("taken_at")] == [True, False]
@@ -275,3 +279,51 @@ def test_against_prometheus_a_range_sample_measures_the_rolled_back_release_not_
     assert "[4s]" in sample.target or "[5s]" in sample.target
     assert (sample.value, sample.ok) == (0.0, True)
     assert configured_prometheus.wait_for(fixed, lambda values: True)[0] > 0.01
+
+
+def test_a_second_run_of_the_verify_step_in_one_slot_of_the_grid_keeps_the_first_round(
+    environments, health_server, redis_connection
+):
+    """A worker whose lease expired while it sampled, and the run the reconciler started in its
+    place, both take the slot's round: the failure must count once against the limit."""
+    qa = environments["qa"]
+    qa.health_url_templates = health_server.answer("/health", 503, "warming up")
+    qa.failure_limit, qa.sample_interval_seconds = 1, 60
+    qa.save()
+    service = make_service("svc-twice", team="backend-team")
+    now = timezone.now()
+    promotion = ran(
+        make_release(service, "2026.02.1"),
+        qa,
+        state=PromotionState.VERIFYING,
+        at=now,
+        verification_started_at=now,
+        verdict_at=now + timedelta(minutes=10),
+    )
+
+    verify_promotion(promotion.pk)
+    verify_promotion(promotion.pk)  # the same slot, a moment later
+
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.VERIFYING, promotion.error
+    [sample] = promotion.samples.all()
+    assert (sample.kind, sample.ok) == (SampleCheck.HEALTH_URL, False)
+    assert health_server.requests == 2  # both runs probed; one round was kept
+
+    later = now + timedelta(seconds=60)  # the next slot takes its round, and the second failure passes the limit
+    [taken] = verification.take_round(promotion, now=later)
+    assert verification.round_slot(promotion, later) == (later, later + timedelta(seconds=60))
+    assert taken.taken_at == later
+    assert len(verification.limits_passed(promotion)) == 1
+
+
+def test_the_verdicts_round_has_a_slot_of_its_own():
+    start = timezone.now()
+    promotion = Promotion(verification_started_at=start, verdict_at=start + timedelta(seconds=100))
+    promotion.environment = Environment(sample_interval_seconds=30)
+    assert verification.round_slot(promotion, start + timedelta(seconds=95)) == (
+        start + timedelta(seconds=90),
+        start + timedelta(seconds=100),
+    )
+    assert verification.round_slot(promotion, start + timedelta(seconds=100)) == (start + timedelta(seconds=100), None)
+    assert verification.round_slot(promotion, start) == (start, start + timedelta(seconds=30))

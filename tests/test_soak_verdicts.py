@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db.models import F
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
@@ -95,9 +96,14 @@ def limits(soak, **fields):
 
 
 def sample_round(soak):
-    """One round of samples, as the verify step takes it; the promotion as it is after."""
-    verify_promotion(soak["promotion"].pk)
-    return Promotion.objects.get(pk=soak["promotion"].pk)
+    """One round of samples, as the verify step takes it; the promotion as it is after.
+
+    Rounds keep to the soak's grid, one per slot: the rounds taken so far are moved a slot back,
+    as if this one had come an interval after them."""
+    promotion = soak["promotion"]
+    promotion.samples.update(taken_at=F("taken_at") - timedelta(seconds=soak["qa"].sample_interval_seconds))
+    verify_promotion(promotion.pk)
+    return Promotion.objects.get(pk=promotion.pk)
 
 
 def test_failed_samples_within_the_failure_limit_go_on_and_one_more_fails_the_soak_at_once(soak):

@@ -8,6 +8,7 @@ from tests.servers.loopback import LoopbackServer, Response
 class HealthServer:
     def __init__(self):
         self._answers = {}
+        self.requests = 0
         self._server = LoopbackServer(self._respond)
         self.url = self._server.url
 
@@ -21,6 +22,7 @@ class HealthServer:
         self._server.close()
 
     def _respond(self, request):
+        self.requests += 1
         return self._answers.get(request.path) or Response.text(404, "404 page not found\n")
 
 
