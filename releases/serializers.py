@@ -20,6 +20,7 @@ from .models import (
     Approval,
     CheckResult,
     Promotion,
+    PromotionState,
     Release,
     Service,
 )
@@ -203,10 +204,18 @@ class PromotionSummarySerializer(serializers.ModelSerializer):
         return reverse("api:promotion-detail", args=[promotion.pk])
 
 
+class FreezeSerializer(serializers.Serializer):
+    ends_at = serializers.DateTimeField()
+    reason = serializers.CharField()
+
+
 class PromotionSerializer(PromotionSummarySerializer):
     requested_by = serializers.CharField(source="requester_name")
     approvals = ApprovalSerializer(many=True)
     approvals_required = serializers.SerializerMethodField()
+    held_by_freeze = serializers.SerializerMethodField(
+        help_text="Approved before a change freeze began: its GitOps commit waits for the freeze's end."
+    )
 
     class Meta(PromotionSummarySerializer.Meta):
         fields = [
@@ -231,6 +240,7 @@ class PromotionSerializer(PromotionSummarySerializer):
             "verification_status",
             "failed_step",
             "error",
+            "held_by_freeze",
         ]
 
     previous_version = serializers.CharField(
@@ -241,6 +251,14 @@ class PromotionSerializer(PromotionSummarySerializer):
         from .policy import approvals_required
 
         return approvals_required(promotion)
+
+    @extend_schema_field(FreezeSerializer(allow_null=True))
+    def get_held_by_freeze(self, promotion):
+        from .policy import freeze_holding
+
+        # Only an approved promotion waits for a freeze (a query each: a list holds few of them).
+        freeze = freeze_holding(promotion) if promotion.state == PromotionState.APPROVED else None
+        return FreezeSerializer(freeze).data if freeze else None
 
 
 class ReleaseSerializer(serializers.ModelSerializer):

@@ -2,7 +2,7 @@
 
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connections
@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from environments.models import ChangeFreeze
 from nexo_portal.models import ApiToken
 from releases import transitions
 from releases.models import CheckResult, Deployment, Promotion, PromotionState, Release
@@ -545,6 +546,27 @@ def test_promotion_list_and_detail_with_step_timestamps(world):
         assert step in detail
     assert detail["approved_at"] is not None
     assert detail["committed_at"] is None
+
+
+def test_a_promotion_held_by_a_freeze_says_until_when_and_why(world):
+    promotion = transitions.request_promotion(
+        make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"]
+    )
+    client = token_client("read")
+    assert client.get(f"/api/v1/promotions/{promotion.pk}/").json()["held_by_freeze"] is None
+    freeze = ChangeFreeze.objects.create(
+        environment=world["env"]["develop"],
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=timezone.now() + timedelta(hours=2),
+        reason="Year-end freeze",
+    )
+
+    detail = client.get(f"/api/v1/promotions/{promotion.pk}/").json()
+    listed = client.get("/api/v1/promotions/", {"state": "approved"}).json()["results"]
+    expected = {"ends_at": freeze.ends_at.isoformat().replace("+00:00", "Z"), "reason": "Year-end freeze"}
+    assert detail["state"] == "approved"
+    assert detail["held_by_freeze"] == expected
+    assert [p["held_by_freeze"] for p in listed] == [expected]
 
 
 # --- verification results from CI ----------------------------------------------------------------------------
