@@ -91,6 +91,8 @@ def wake_commits_held_by_freezes(environment_id):
             status=RunStatus.QUEUED,
             run_after__gt=timezone.now(),
             promotion__environment_id=environment_id,
+            # Not a retry after a transient error: that one waits out its backoff and keeps its clock.
+            troubled_since__isnull=True,
         )
         approved = Promotion.objects.select_for_update(of=("self",)).filter(
             pk__in=waiting.values("promotion_id"), state=PromotionState.APPROVED

@@ -255,3 +255,22 @@ def test_a_cancelled_promotion_ends_its_queued_run(pipeline, django_user_model):
     assert runs_of(promotion) == [("commit", "done")]
     pipeline.run_jobs()
     assert state_of(promotion) == PromotionState.CANCELLED
+
+
+def test_a_freeze_changed_wakes_the_commits_waiting_for_a_freeze_but_not_a_retry_in_its_backoff(pipeline):
+    held = develop_promotion(pipeline)
+    retrying = transitions.request_promotion(
+        make_release(pipeline.add_service("nexo-fe"), "2026.02.1"), pipeline.environments["develop"], None
+    )
+    open_run(held).delete()
+    open_run(retrying).delete()
+    waiting = steps.schedule(held, Step.COMMIT, at=later(hours=2))  # as _waits_for_freeze left it
+    backoff = steps.schedule(retrying, Step.COMMIT, delay=timedelta(seconds=40), troubled_since=later(minutes=-3))
+
+    steps.wake_commits_held_by_freezes(pipeline.environments["develop"].pk)
+
+    woken = open_run(held)
+    assert woken.pk != waiting.pk
+    assert woken.run_after <= timezone.now()
+    assert open_run(retrying) == backoff  # untouched: its backoff and its retry clock are its own
+    assert open_run(retrying).troubled_since == backoff.troubled_since
