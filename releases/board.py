@@ -130,6 +130,7 @@ class Cell:
     waiting: Promotion | None = None
     waiting_url: str = ""
     waiting_label: str = ""
+    waiting_title: str = ""
     stopped: Promotion | None = None
     stopped_url: str = ""
     stopped_label: str = ""
@@ -716,6 +717,7 @@ class _CellBuilder:
         if waiting:
             cell.waiting, cell.waiting_url = waiting, self.promotion_url(waiting.pk)
             cell.waiting_label = self._waiting_label(waiting)
+            cell.waiting_title = self._waiting_title(waiting)
         stopped = self.stopped.get(place)
         if stopped and not waiting:
             cell.stopped, cell.stopped_url = stopped, self.promotion_url(stopped.pk)
@@ -802,7 +804,19 @@ class _CellBuilder:
         if promotion.state == PromotionState.AWAITING_APPROVAL:
             given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
             return f"{prefix}awaiting approval {given}/{required}"
+        if promotion.state == PromotionState.APPROVED and policy.freeze_holding(promotion):
+            return f"{prefix}approved, waits for the freeze"
         return prefix + WAITING_LABELS.get(promotion.state, promotion.get_state_display().lower())
+
+    def _waiting_title(self, promotion):
+        """What the label leaves out: when the freeze holding an approved promotion's commit ends."""
+        freeze = policy.freeze_holding(promotion) if promotion.state == PromotionState.APPROVED else None
+        if freeze is None:
+            return ""
+        return (
+            f"Approved before the freeze began: the GitOps commit waits until "
+            f"{timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z} ({freeze.reason})"
+        )
 
     def _stopped_label(self, promotion):
         when = short_age(promotion.finished_at, self.now)

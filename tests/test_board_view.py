@@ -293,6 +293,27 @@ def test_a_frozen_environment_without_break_glass_refuses_requests_on_the_board(
     assert "unavailable" in action_link(cell_html(response, "nexo-be", "staging"), "request")
 
 
+def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_the_freeze(client, environments, people, nexo_be):
+    release = make_release(nexo_be, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        ran(release, environments[name])
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    transitions.approve(promotion, people["sam"])
+    transitions.approve(promotion, people["lead"])
+    assert board_cell(people["viewer"], "nexo-be", "production").waiting_label == "approved, commit queued"
+
+    ends_at = timezone.now() + timedelta(hours=2)
+    ChangeFreeze.objects.create(
+        environment=environments["production"],
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=ends_at,
+        reason="Year-end freeze",
+    )
+    production = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "production")
+    assert ">approved, waits for the freeze</span>" in production
+    assert f"waits until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z} (Year-end freeze)" in production
+
+
 def test_a_hold_after_a_rollback_is_shown(environments, people, nexo_be):
     ran(make_release(nexo_be, "2026.02.1"), environments["qa"])
     Hold.objects.create(

@@ -233,9 +233,10 @@ def board_cell(cell):
     if cell.waiting:
         parts.append(
             _html(
-                '<div class="waiting"><a href="{}">{}</a> <span class="badge info">{}</span>{}{}</div>',
+                '<div class="waiting"><a href="{}">{}</a> <span class="badge info"{}>{}</span>{}{}</div>',
                 cell.waiting_url,
                 cell.waiting.release.version,
+                SafeString(_html(' title="{}"', cell.waiting_title) if cell.waiting_title else ""),
                 cell.waiting_label,
                 SafeString(' <span class="badge emergency">break-glass</span>' if cell.waiting.is_emergency else ""),
                 SafeString(
