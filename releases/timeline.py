@@ -6,6 +6,8 @@ Read from the times the transitions stamp on the promotion; nothing here decides
 
 from dataclasses import dataclass, field
 
+from django.utils import timezone
+
 from .models import ApprovalDecision, PromotionKind, PromotionState, StepStatus
 from .policy import approvals_given, approvals_required
 
@@ -66,7 +68,8 @@ def _status(done, current=False, failed=False, stopped=False):
     return SKIPPED if stopped else PENDING
 
 
-def steps(promotion, now):
+def steps(promotion, now, held_by_freeze=None):
+    """`held_by_freeze`: the freeze its GitOps commit waits for (policy.freeze_holding), if any."""
     state = promotion.state
     stopped = state in STOPPED_BEFORE_COMMIT or state == PromotionState.FAILED
     failed_step = promotion.failed_step if state in (PromotionState.FAILED, PromotionState.ROLLED_BACK) else ""
@@ -116,7 +119,10 @@ def steps(promotion, now):
         ),
         promotion.committed_at or promotion.commit_started_at,
     )
-    if state == PromotionState.APPROVED:
+    if state == PromotionState.APPROVED and held_by_freeze:
+        ends = timezone.localtime(held_by_freeze.ends_at)
+        commit.notes.append(f"waits for the freeze of {promotion.environment.name} to end at {ends:%Y-%m-%d %H:%M}")
+    elif state == PromotionState.APPROVED:
         commit.notes.append("queued for a worker")
 
     sync_configured = promotion.sync_status != StepStatus.NOT_CONFIGURED

@@ -207,17 +207,18 @@ def _promotion_context(request, pk):
         actions.insert(0, lift_action(url, policy.why_not_lift_hold(hold, user)))
     samples = list(promotion.samples.all())
     runs = list(promotion.runs.order_by("created_at", "id"))
+    # Approved before a freeze began: the GitOps commit waits for its end (jobs.commit_promotion).
+    held_by_freeze = policy.freeze_holding(promotion) if promotion.state == PromotionState.APPROVED else None
     return {
         "hold": hold,
-        # Approved before a freeze began: the GitOps commit waits for its end (jobs.commit_promotion).
-        "held_by_freeze": policy.freeze_holding(promotion) if promotion.state == PromotionState.APPROVED else None,
+        "held_by_freeze": held_by_freeze,
         "hold_liftable_by": policy.who_may_request(promotion.service, promotion.environment) if hold else "",
         "runs": runs,
         "troubled_runs": [run for run in runs if run.status in (RunStatus.CRASHED, RunStatus.RETRY)],
         "max_crashes": settings.PIPELINE_MAX_CRASHES,
         "retry_minutes": round(settings.PIPELINE_RETRY_SECONDS / 60),
         "promotion": promotion,
-        "steps": timeline.steps(promotion, now),
+        "steps": timeline.steps(promotion, now, held_by_freeze),
         "soak": timeline.soak(promotion, now),
         "samples": samples,
         "sample_summary": timeline.sample_summary(samples),

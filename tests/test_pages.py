@@ -201,6 +201,28 @@ def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_its_end(world)
     assert "it is committed to GitOps then" in waits
 
 
+def test_the_timeline_of_a_promotion_held_by_a_freeze_says_its_commit_waits_for_the_end(world):
+    promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+    transitions.approve(promotion, world["sam"])
+    transitions.approve(promotion, world["lead"])
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    assert "queued for a worker" in step(page, "commit")
+
+    ends_at = timezone.now() + timedelta(hours=2)
+    ChangeFreeze.objects.create(
+        environment=world["env"]["production"],
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=ends_at,
+        reason="Year-end freeze",
+    )
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    assert step_status(page, "commit") == "current"
+    assert "queued for a worker" not in step(page, "commit")
+    assert f"waits for the freeze of production to end at {timezone.localtime(ends_at):%Y-%m-%d %H:%M}" in step(
+        page, "commit"
+    )
+
+
 def test_htmx_refreshes_only_the_live_part_of_the_promotion_page(world):
     promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
     response = page_for(
