@@ -197,8 +197,9 @@ def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_its_end(world)
     )
     page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
     waits = page.split('data-waits="freeze">', 1)[1].split("</dd>", 1)[0]
-    assert f">{timezone.localtime(ends_at):%Y-%m-%d %H:%M}</time> (Year-end freeze)" in waits
-    assert "it is committed to GitOps then" in waits
+    assert waits.startswith("until the freeze of production ends at <time")
+    assert f">{timezone.localtime(ends_at):%Y-%m-%d %H:%M}</time> (Year-end freeze)." in waits
+    assert "It was approved before the freeze began; its GitOps commit is made when the freeze ends" in waits
 
 
 def test_the_timeline_of_a_promotion_held_by_a_freeze_says_its_commit_waits_for_the_end(world):
