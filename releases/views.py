@@ -76,6 +76,7 @@ def _live(request, target, template, fragment, context_for, page=None):
         request,
         fragment if live else template,
         {**context, "etag": tag, "live": live, "refresh_seconds": settings.LIVE_REFRESH_SECONDS},
+        status=context.get("status", 200),
     )
     if live:
         response["ETag"] = tag
@@ -88,7 +89,8 @@ def _live(request, target, template, fragment, context_for, page=None):
 def board(request):
     """Any signed-in user: every service × environment; the actions shown depend on `policy`.
 
-    ?todo=1 leaves out the services where the person has nothing to do.
+    ?todo=1 leaves out the services where the person has nothing to do. A team or service that does
+    not exist is a 404 that names it, as in the API, not an empty board that looks like nothing runs.
     """
     team, service = request.GET.get("team", ""), request.GET.get("service", "")
     todo = request.GET.get("todo") == "1"
@@ -104,6 +106,11 @@ def board(request):
 def _board_context(user, team, service, todo):
     board = build_board(user, team=team, service=service, todo=todo)
     context = {"board": board}
+    # The board lists every team and service for its filters already: knowing the name costs no query.
+    if team and team not in board.teams:
+        context.update(unknown_filter=f"No team owns a service under the name “{team}”.", status=404)
+    elif service and service not in board.service_names:
+        context.update(unknown_filter=f"There is no service called “{service}”.", status=404)
     if board.waiting_for_reader is not None:
         context["waiting"] = waiting.Waiting(user, board.waiting_for_reader)
     return context

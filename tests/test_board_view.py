@@ -371,8 +371,31 @@ def test_filters_by_team_and_by_service_keep_every_choice_available(client, envi
 
 
 def test_a_filter_that_matches_nothing_says_so(client, people, nexo_be):
-    response = signed_in(client, people["viewer"]).get("/", {"team": "no-such-team"})
+    make_service("nexo-fe", team="frontend-team")
+    response = signed_in(client, people["viewer"]).get("/", {"team": "backend-team", "service": "nexo-fe"})
+    assert response.status_code == 200
     assert "No service matches these filters." in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"team": "no-such-team"}, "No team owns a service under the name “no-such-team”."),
+        ({"service": "nexo-bee"}, "There is no service called “nexo-bee”."),
+        ({"team": "backend-team", "service": "nexo-bee"}, "There is no service called “nexo-bee”."),
+    ],
+)
+def test_a_filter_naming_a_team_or_service_that_does_not_exist_is_a_404_that_names_it(
+    client, people, nexo_be, query, message
+):
+    response = signed_in(client, people["viewer"]).get("/", query)
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert message in page
+    assert "No service matches these filters." not in page
+    assert '<select id="filter-team" name="team">' in page  # the filters stay, to pick one that exists
+    assert 'hx-trigger="every' not in page  # nothing to refresh: a refresh would only fail
+    assert "refreshes by itself" not in page
 
 
 def test_an_empty_portal_says_where_services_come_from(client, environments, people):
