@@ -50,6 +50,10 @@ class RequestForm(forms.Form):
 class RollbackForm(forms.Form):
     release = forms.ChoiceField(label="Roll back to")
 
-    def __init__(self, *args, versions, **kwargs):
+    def __init__(self, *args, versions, chosen_on_the_page=False, **kwargs):
+        """`chosen_on_the_page`: the target is picked by a form of its own that shows its consequences
+        first (the page without JavaScript); this one only carries the target shown."""
         super().__init__(*args, **kwargs)
         self.fields["release"].choices = [(version, version) for version in versions]
+        if chosen_on_the_page:
+            self.fields["release"].widget = forms.HiddenInput()

@@ -276,12 +276,13 @@ def _posted(request):
     return request.POST if request.method == "POST" else None
 
 
-def _confirm(request, confirmation, form, *, back, status=200):
+def _confirm(request, confirmation, form, *, back, status=200, choose=None):
+    """`choose`: the versions to pick from, and the one shown, where the page picks what it confirms."""
     template = "releases/_confirm_dialog.html" if _is_htmx(request) else "releases/confirm.html"
     return render(
         request,
         template,
-        {"confirmation": confirmation, "form": form, "back": back, "action_url": request.path},
+        {"confirmation": confirmation, "form": form, "back": back, "action_url": request.path, "choose": choose},
         status=status,
     )
 
@@ -349,7 +350,15 @@ def rollback(request, service, environment):
     target = default or (targets[0] if targets else None)
     # ?release= shows the confirmation for another target; choosing one in the dialog asks for it.
     target = next((release for release in targets if release.version == request.GET.get("release")), target)
-    form = RollbackForm(_posted(request), versions=versions, initial={"release": target.version if target else None})
+    # Without JavaScript nothing redescribes the target picked in the form that asks for it: the page
+    # picks it with a form of its own (a GET that shows its consequences), and asks for the one shown.
+    choose = None if _is_htmx(request) or not targets else {"versions": versions, "selected": target.version}
+    form = RollbackForm(
+        _posted(request),
+        versions=versions,
+        chosen_on_the_page=choose is not None,
+        initial={"release": target.version if target else None},
+    )
     if _is_htmx(request):
         form.fields["release"].widget.attrs.update(
             {
@@ -364,7 +373,7 @@ def rollback(request, service, environment):
     confirmation = confirmations.for_rollback(service, environment, request.user, current, target)
     if request.method == "POST":
         if not form.is_valid():
-            return _confirm(request, confirmation, form, back=back, status=400)
+            return _confirm(request, confirmation, form, back=back, status=400, choose=choose)
         return _act(
             request,
             back,
@@ -374,7 +383,7 @@ def rollback(request, service, environment):
                 f"(promotion #{promotion.pk}): {_approvals_note(promotion)}"
             ),
         )
-    return _confirm(request, confirmation, form if targets else None, back=back)
+    return _confirm(request, confirmation, form if targets else None, back=back, choose=choose)
 
 
 def _promotion_for_action(pk):

@@ -126,6 +126,34 @@ def test_choosing_another_rollback_target_in_the_dialog_describes_that_one(clien
     assert '<option value="2026.01.7" selected>2026.01.7</option>' in page
 
 
+def test_without_javascript_the_rollback_page_asks_for_the_target_whose_consequences_it_shows(client, world):
+    older = make_release(world["service"], "2026.01.7")
+    ran(older, world["env"]["staging"], at=timezone.now() - timedelta(days=3))
+    ran(make_release(world["service"], "2026.02.2"), world["env"]["staging"], at=timezone.now() + timedelta(minutes=1))
+    url = "/services/nexo-be/environments/staging/rollback/"
+    rita = as_user(client, world["rita"])
+
+    def asked_for(page):
+        """What the page's POST form would request, and whether it offers another target itself."""
+        form = page[page.index('<form method="post"') : page.index("</form>", page.index('<form method="post"'))]
+        hidden = re.search(r'<input type="hidden" name="release" value="([^"]*)"', form)
+        return hidden and hidden.group(1), "<select" in form
+
+    page = rita.get(url, {"next": "/"}).content.decode()
+    assert "staging goes back from 2026.02.2 to 2026.02.1." in page
+    assert asked_for(page) == ("2026.02.1", False)
+    chooser = page[page.index('<form method="get"') : page.index("</form>", page.index('<form method="get"'))]
+    assert '<option value="2026.01.7">2026.01.7</option>' in chooser
+    assert '<option value="2026.02.1" selected>2026.02.1</option>' in chooser
+
+    page = rita.get(url, {"release": "2026.01.7", "next": "/"}).content.decode()
+    assert "staging goes back from 2026.02.2 to 2026.01.7." in page
+    assert asked_for(page) == ("2026.01.7", False)
+    response = rita.post(url, {"release": "2026.01.7", "next": "/"})
+    assert response.status_code == 302
+    assert Promotion.objects.get(kind=PromotionKind.ROLLBACK).release == older
+
+
 def test_a_rollback_with_nothing_older_explains_there_is_nothing_to_go_back_to(client, world):
     page = as_user(client, world["rita"]).get("/services/nexo-be/environments/staging/rollback/").content.decode()
     assert "No release older than 2026.02.1 ever ran in staging; there is nothing to go back to." in page
