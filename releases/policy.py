@@ -387,6 +387,12 @@ def may_decide(promotion, user):
     return why_not_approve(promotion, user) is None
 
 
+def may_decide_once_unfrozen(promotion, user):
+    """Whether `promotion` would wait for `user` but for a freeze of its environment: they may reject
+    it now and approve it once the freeze ends."""
+    return _why_not_decide(promotion, user, "approve") is None and freeze_holding(promotion) is not None
+
+
 def why_not_reject(promotion, user, comment="x"):
     reason = _why_not_decide(promotion, user, "reject")
     if reason is None and not comment.strip():

@@ -118,14 +118,17 @@ def _board_context(user, team, service, todo):
 
 @require_GET
 def waiting_for_me(request):
-    """Any signed-in user: the promotions they may approve or reject now (`policy.may_decide`)."""
+    """Any signed-in user: the promotions they may approve or reject now (`policy.may_decide`), and
+    those a freeze keeps them from approving until it ends (`policy.may_decide_once_unfrozen`)."""
     mine = waiting.Waiting(request.user)
     back = "?" + urlencode({"next": request.get_full_path()})
-    rows = [
-        {
+
+    def row(promotion):
+        return {
             "promotion": promotion,
             "approvals_given": policy.approvals_given(promotion),
             "approvals_required": policy.approvals_required(promotion),
+            "freeze": policy.freeze_holding(promotion),
             "actions": [
                 action
                 for action in decision_actions(
@@ -134,9 +137,10 @@ def waiting_for_me(request):
                 if action.allowed and action.kind in ("approve", "reject")
             ],
         }
-        for promotion in mine.promotions
-    ]
-    return render(request, "releases/waiting.html", {"waiting": mine, "rows": rows})
+
+    rows = [row(promotion) for promotion in mine.promotions]
+    frozen = [row(promotion) for promotion in waiting.held_by_freezes(request.user)]
+    return render(request, "releases/waiting.html", {"waiting": mine, "rows": rows, "frozen": frozen})
 
 
 @require_GET

@@ -1,6 +1,7 @@
 """What waits for a person: the promotions awaiting approval that they may decide now (`policy.may_decide`).
 
-The navigation counts them on every page and the tab title shows the count; /waiting/ lists them.
+The navigation counts them on every page and the tab title shows the count; /waiting/ lists them,
+and those a freeze keeps from being approved until it ends.
 """
 
 from django.db.models import Prefetch
@@ -11,14 +12,10 @@ from . import policy
 from .models import Approval, Promotion, PromotionState
 
 
-def for_person(user):
-    """The promotions `user` may approve or reject, oldest request first: four queries (and the
-    person's groups), however many."""
-    if not policy.is_person(user):
-        return []
+def _awaiting_approval():
     # The environments come once each, with the freeze in force (a freeze holds approvals) and their groups.
     environments = Environment.objects.with_active_freeze().prefetch_related("approver_groups")
-    promotions = (
+    return (
         Promotion.objects.filter(state=PromotionState.AWAITING_APPROVAL)
         .select_related("release", "service", "requested_by", "previous_release")
         .prefetch_related(
@@ -27,7 +24,22 @@ def for_person(user):
         )
         .order_by("requested_at", "id")
     )
-    return [promotion for promotion in promotions if policy.may_decide(promotion, user)]
+
+
+def for_person(user):
+    """The promotions `user` may approve or reject, oldest request first: four queries (and the
+    person's groups), however many."""
+    if not policy.is_person(user):
+        return []
+    return [promotion for promotion in _awaiting_approval() if policy.may_decide(promotion, user)]
+
+
+def held_by_freezes(user):
+    """The promotions that would wait for `user` but for a freeze of their environment, oldest request
+    first: they may reject them now and approve them once it ends. Four queries too."""
+    if not policy.is_person(user):
+        return []
+    return [promotion for promotion in _awaiting_approval() if policy.may_decide_once_unfrozen(promotion, user)]
 
 
 class Waiting:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from environments.models import ChangeFreeze
 from releases import policy, transitions
 from releases.models import PromotionKind, PromotionState
-from releases.waiting import for_person
+from releases.waiting import for_person, held_by_freezes
 from tests.factories import make_release, make_service
 from tests.history import action_link, cell_html, ran
 
@@ -101,6 +101,33 @@ def test_a_freeze_keeps_what_waits_there_off_the_list_in_a_fixed_number_of_queri
     )
     with django_assert_max_num_queries(5):  # and the person's groups
         assert for_person(sam) == []
+
+
+def test_the_waiting_page_lists_apart_what_a_freeze_holds_with_when_it_ends(
+    client, environments, awaiting, rita, sam, django_assert_max_num_queries
+):
+    ends_at = timezone.now() + timedelta(hours=1)
+    ChangeFreeze.objects.create(
+        environment=environments["production"],
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=ends_at,
+        reason="Year-end freeze",
+    )
+    with django_assert_max_num_queries(5):  # and the person's groups
+        assert [promotion.pk for promotion in held_by_freezes(sam)] == [awaiting.pk]
+    assert held_by_freezes(rita) == []  # she requested it: it never waits for her
+
+    page = page_as(client, sam, "/waiting/").content.decode()
+    assert nav_count(page) == 0  # nothing to approve now
+    assert "Nothing waits for you" not in page
+    assert "Nothing you may approve now: what waits for you is held by a change freeze, below." in page
+    held = page.split('data-held="freeze"', 1)[1].split("</table>", 1)[0]
+    assert "nexo-be 2026.02.1 → production" in held
+    assert f">{timezone.localtime(ends_at):%Y-%m-%d %H:%M}</time>" in held
+    assert "Year-end freeze" in held
+    assert "next=%2Fwaiting%2F" in action_link(held, "reject")  # a rejection needs no open environment
+    assert action_link(held, "approve") is None
+    assert 'data-held="freeze"' not in page_as(client, rita, "/waiting/").content.decode()
 
 
 def test_actions_you_may_not_take_are_folded_behind_one_why_not(client, awaiting, rita, viewer):
