@@ -80,8 +80,10 @@ def steps(promotion, now, held_by_freeze=None):
         requested.notes.append(
             "rollback" + (f" of promotion #{promotion.rolls_back_id}" if promotion.rolls_back_id else "")
         )
+    elif promotion.kind == PromotionKind.AUTO and promotion.environment.previous() is None:
+        requested.notes.append("automatic, when the build was registered")  # nothing comes before it
     elif promotion.kind == PromotionKind.AUTO:
-        requested.notes.append("automatic, after verification in the environment before")
+        requested.notes.append(f"automatic, after verification in {promotion.environment.previous().name}")
     if promotion.is_emergency:
         requested.notes.append(f"break-glass: {promotion.emergency_reason}")
     if promotion.previous_release:

@@ -72,6 +72,17 @@ def test_a_waiting_promotion_shows_the_timeline_up_to_the_approvals(world):
     assert 'hx-trigger="every 5s"' in page  # it is live while active
 
 
+@pytest.mark.parametrize(
+    ("environment", "note"),
+    [("develop", "automatic, when the build was registered"), ("qa", "automatic, after verification in develop")],
+)
+def test_an_automatic_promotion_says_what_started_it(world, environment, note):
+    promotion = ran(world["release"], world["env"][environment], kind=PromotionKind.AUTO)
+    requested = step(page_for(world["viewer"], promotion.get_absolute_url()).content.decode(), "requested")
+    assert f'<div class="muted small">{note}</div>' in requested
+    assert "in the environment before" not in requested
+
+
 def test_a_verified_promotion_shows_every_step_done_with_the_commit_and_no_refresh(world):
     promotion = ran(
         world["release"],
