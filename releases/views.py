@@ -42,7 +42,7 @@ from . import (
     waiting,
 )
 from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
-from .board import build_board
+from .board import build_board, short_age
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
 from .models import CheckResult, Deployment, Hold, Promotion, PromotionKind, PromotionState, Release, RunStatus, Service
 from .policy import PromotionError
@@ -122,10 +122,12 @@ def waiting_for_me(request):
     those a freeze keeps them from approving until it ends (`policy.may_decide_once_unfrozen`)."""
     mine = waiting.Waiting(request.user)
     back = "?" + urlencode({"next": request.get_full_path()})
+    now = timezone.now()
 
     def row(promotion):
         return {
             "promotion": promotion,
+            "age": short_age(promotion.requested_at, now),
             "approvals_given": policy.approvals_given(promotion),
             "approvals_required": policy.approvals_required(promotion),
             "freeze": policy.freeze_holding(promotion),

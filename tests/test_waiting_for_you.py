@@ -72,6 +72,13 @@ def test_the_waiting_page_lists_what_you_may_decide_with_its_actions(client, awa
     assert action_link(mine, "approve") is None
 
 
+def test_the_waiting_page_says_how_long_ago_as_the_board_does(client, awaiting, sam):
+    type(awaiting).objects.filter(pk=awaiting.pk).update(requested_at=timezone.now() - timedelta(seconds=20))
+    assert ">just now</time>" in page_as(client, sam, "/waiting/").content.decode()  # not "0 minutes ago"
+    type(awaiting).objects.filter(pk=awaiting.pk).update(requested_at=timezone.now() - timedelta(hours=3, minutes=5))
+    assert ">3 h ago</time>" in page_as(client, sam, "/waiting/").content.decode()
+
+
 def test_one_rule_decides_what_waits(awaiting, sam, sara, rita, paulo, lead):
     """The list is exactly the people policy lets approve, whoever asks."""
     for person in (sam, sara, rita, paulo, lead):
