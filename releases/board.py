@@ -889,6 +889,14 @@ class _CellBuilder:
                 promote.label = f"Promote {candidate.version} again"
                 promote.tone = ""
                 promote.note = f"{candidate.version} was {cell.stopped_label} here"
+            if environment.frozen_until and may_request and not frozen:
+                # Only break-glass enters now: not the obvious next step, and the button says so.
+                promote.label += " (break-glass)"
+                promote.tone = ""
+                promote.note = (
+                    freeze_message(environment, environment.frozen_until, environment.freeze_reason)
+                    + " Only a break-glass promotion may enter now."
+                )
             actions.append(promote)
         if cell.hold_url:
             why_not = None if may_request else "Only people who may promote here may lift its hold."

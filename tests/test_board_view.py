@@ -293,6 +293,31 @@ def test_a_frozen_environment_without_break_glass_refuses_requests_on_the_board(
     assert "unavailable" in action_link(cell_html(response, "nexo-be", "staging"), "request")
 
 
+def test_a_frozen_environment_that_allows_break_glass_offers_the_request_as_break_glass_only(
+    client, environments, people, nexo_be
+):
+    release = make_release(nexo_be, "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        ran(release, environments[name])
+    promote = action_link(cell_html(signed_in(client, people["sam"]).get("/"), "nexo-be", "production"), "request")
+    assert "primary" in promote
+
+    ends_at = timezone.now() + timedelta(hours=5)
+    ChangeFreeze.objects.create(
+        environment=environments["production"],
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=ends_at,
+        reason="Year-end freeze",
+    )
+    assert environments["production"].allows_break_glass
+    promote = action_link(cell_html(client.get("/"), "nexo-be", "production"), "request")
+    assert "unavailable" not in promote  # an incident may still need it
+    assert "primary" not in promote
+    assert ">Promote 2026.02.1 (break-glass)</a>" in promote
+    assert f"frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: Year-end freeze." in promote
+    assert "Only a break-glass promotion may enter now." in promote
+
+
 def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_the_freeze(client, environments, people, nexo_be):
     release = make_release(nexo_be, "2026.02.1")
     for name in ("develop", "qa", "staging"):
