@@ -28,6 +28,8 @@ class Confirmation:
     why_not: str = ""
     # What the promotion ships (`shipping.WhatShips`), worked out only when a page shows it.
     ships: object = None
+    # Only a break-glass request may go now (a freeze): its fields are shown unfolded.
+    break_glass_only: bool = False
 
 
 def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
@@ -121,6 +123,7 @@ def for_request(release, environment, user):
         submit="Request promotion",
         consequences=lines,
         why_not=why_not,
+        break_glass_only=bool(freeze and environment.allows_break_glass),
     )
 
 

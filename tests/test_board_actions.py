@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
+from environments.models import ChangeFreeze
 from releases import transitions
 from releases.models import Approval, Promotion, PromotionKind, PromotionState
 from tests.factories import make_release
@@ -197,6 +198,20 @@ def test_break_glass_without_a_reason_is_sent_back_to_the_form(client, world):
     assert response.status_code == 400
     assert "A break-glass promotion needs a reason: say which incident it is for." in response.content.decode()
     assert not Promotion.objects.filter(environment=world["env"]["production"]).exists()
+
+
+def test_during_a_freeze_the_request_shows_its_break_glass_fields_unfolded(client, world):
+    rita = as_user(client, world["rita"])
+    assert '<details class="break-glass">' in rita.get(REQUEST_URL).content.decode()
+    ChangeFreeze.objects.create(
+        environment=world["env"]["production"],
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=5),
+        reason="Year-end freeze",
+    )
+    page = rita.get(REQUEST_URL).content.decode()
+    assert "Only a break-glass promotion may enter now." in page
+    assert '<details class="break-glass" open>' in page
 
 
 def test_two_sres_approve_in_turn_and_the_second_approval_starts_the_commit(client, world):
