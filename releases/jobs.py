@@ -187,6 +187,9 @@ def merge_pull_request(promotion):
     except PromotionError as moved_on:
         logger.info("Promotion %s moved on before its merge: %s", promotion.pk, moved_on)
         return
+    except policy.HeldByFreeze as held:
+        _wait_for_freeze_end(promotion, held.freeze, promotion.state)
+        return
     except pull_requests.PullRequestError as error:
         states = [PromotionState.APPROVED, PromotionState.COMMITTING]
         _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=states)
@@ -236,6 +239,13 @@ def commit_promotion(promotion_id):
 
     owned = PromotionState.COMMITTING if resumed else PromotionState.APPROVED
 
+    def before_push():
+        # A freeze may have begun since the check above (the image gate and the fetch take time) or,
+        # for a retried job, since the push that failed: nothing goes into a frozen environment.
+        policy.raise_if_frozen(promotion)
+        if not resumed:
+            start_commit()
+
     def start_commit():
         nonlocal owned
         transitions.start_commit(promotion)
@@ -251,7 +261,7 @@ def commit_promotion(promotion_id):
                 trailer=(gitops_message.PROMOTION_TRAILER, promotion.pk),
                 since=promotion.requested_at - timedelta(days=1),
                 look_for_trailer=resumed,
-                before_push=None if resumed else start_commit,
+                before_push=before_push,
             )
             # A retried job may have found the commit an earlier attempt pushed, with the audit head
             # and previous version of its time, seconds or minutes ago: the promotion records what
@@ -259,6 +269,9 @@ def commit_promotion(promotion_id):
             written, pushed_at = repository.message_and_time_of(sha) if resumed else (message(), timezone.now())
     except PromotionError as moved_on:
         logger.info("Promotion %s moved on before its commit was pushed: %s", promotion_id, moved_on)
+        return
+    except policy.HeldByFreeze as held:
+        _wait_for_freeze_end(promotion, held.freeze, owned)
         return
     except Unavailable:
         raise  # tried again by run_step, with backoff
@@ -277,10 +290,19 @@ def _waits_for_freeze(promotion):
     freeze = policy.freeze_holding(promotion)
     if freeze is None:
         return False
+    _wait_for_freeze_end(promotion, freeze, PromotionState.APPROVED)
+    return True
+
+
+def _wait_for_freeze_end(promotion, freeze, state):
+    """Schedule the commit step for the end of `freeze`, unless the promotion left `state` meanwhile.
+
+    Committing too: a retried job whose earlier push failed (its commit not on the branch) waits as
+    well, and looks for its commit by the trailer first when it runs again."""
     with transaction.atomic():
         locked = Promotion.objects.select_for_update(of=("self",)).filter(pk=promotion.pk).first()
-        if locked is None or locked.state != PromotionState.APPROVED:
-            return True  # it moved on (cancelled) meanwhile: its transition ended the run
+        if locked is None or locked.state != state:
+            return  # it moved on (cancelled) meanwhile: its transition ended the run
         steps.schedule(promotion, Step.COMMIT, at=freeze.ends_at)
     logger.info(
         "Promotion %s waits for the freeze of %s to end at %s before its GitOps commit: %s",

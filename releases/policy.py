@@ -368,6 +368,21 @@ def freeze_holding(promotion):
     return promotion.environment.active_freeze()
 
 
+class HeldByFreeze(Exception):
+    """Raised by a step about to write a promotion into the environment a freeze keeps it out of."""
+
+    def __init__(self, freeze):
+        super().__init__(f"frozen until {freeze.ends_at.isoformat()}: {freeze.reason}")
+        self.freeze = freeze
+
+
+def raise_if_frozen(promotion):
+    """HeldByFreeze when a freeze keeps `promotion` out of its environment now (freeze_holding)."""
+    freeze = freeze_holding(promotion)
+    if freeze is not None:
+        raise HeldByFreeze(freeze)
+
+
 def _why_not_during_freeze(promotion):
     """An approval starts the commit, so a promotion requested before the freeze began waits for its
     end like a new request."""

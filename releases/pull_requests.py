@@ -294,7 +294,8 @@ def merge(promotion):
     Raises PullRequestError with the reason when it cannot be merged (checks failing, conflicts,
     branch protection: GitHub's own message), GitHubUnavailable when it is worth asking again
     (GitHub out of reach, mergeability or checks not known yet), PromotionError when the
-    promotion moved on (its approvals voided by a push).
+    promotion moved on (its approvals voided by a push), policy.HeldByFreeze when a freeze keeps
+    it out of its environment (not merged yet).
     """
     github = client()
     if not promotion.pr_number:
@@ -321,6 +322,8 @@ def merge(promotion):
         raise PullRequestError(f"Checks failed on {head[:7]}: {', '.join(failing)}; not merging.")
     if pending:
         raise GitHubUnavailable(f"Checks still running on {head[:7]}: {', '.join(pending)}.")
+    # A freeze may have begun since the commit step looked, or, for a retry, since a merge GitHub did not answer.
+    policy.raise_if_frozen(promotion)
     if promotion.state == PromotionState.APPROVED:
         promotion = transitions.start_commit(promotion)
     try:

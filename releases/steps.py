@@ -95,7 +95,7 @@ def wake_commits_held_by_freezes(environment_id):
             troubled_since__isnull=True,
         )
         approved = Promotion.objects.select_for_update(of=("self",)).filter(
-            pk__in=waiting.values("promotion_id"), state=PromotionState.APPROVED
+            pk__in=waiting.values("promotion_id"), state__in=[PromotionState.APPROVED, PromotionState.COMMITTING]
         )
         for promotion_id in approved.values_list("pk", flat=True):
             schedule(promotion_id, Step.COMMIT)

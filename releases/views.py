@@ -220,8 +220,10 @@ def _promotion_context(request, pk):
         actions.insert(0, lift_action(url, policy.why_not_lift_hold(hold, user)))
     samples = list(promotion.samples.all())
     runs = list(promotion.runs.order_by("created_at", "id"))
-    # Approved before a freeze began: the GitOps commit waits for its end (jobs.commit_promotion).
-    held_by_freeze = policy.freeze_holding(promotion) if promotion.state == PromotionState.APPROVED else None
+    # Approved before a freeze began (or its push failed before): the GitOps commit waits for its end
+    # (jobs.commit_promotion).
+    held = promotion.state in (PromotionState.APPROVED, PromotionState.COMMITTING)
+    held_by_freeze = policy.freeze_holding(promotion) if held else None
     return {
         "hold": hold,
         "held_by_freeze": held_by_freeze,

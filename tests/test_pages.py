@@ -193,10 +193,13 @@ def test_a_finished_promotion_that_still_runs_offers_only_a_rollback(world):
     assert 'data-action="rollback">Only members of backend-team' in stranger
 
 
-def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_its_end(world):
+@pytest.mark.parametrize("push_failed", [False, True], ids=["approved", "committing"])
+def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_its_end(world, push_failed):
     promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
     transitions.approve(promotion, world["sam"])
-    transitions.approve(promotion, world["lead"])
+    promotion = transitions.approve(promotion, world["lead"])
+    if push_failed:  # its commit written before the freeze, the push refused by a Git outage
+        transitions.start_commit(promotion)
     assert 'data-waits="freeze"' not in page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
 
     ends_at = timezone.now() + timedelta(hours=2)

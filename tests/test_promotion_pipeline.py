@@ -284,6 +284,35 @@ def test_a_break_glass_promotion_approved_during_a_freeze_is_committed(pipeline,
     assert pipeline.gitops.head() == Promotion.objects.get(pk=promotion.pk).gitops_commit_sha
 
 
+def test_a_commit_whose_push_failed_before_a_freeze_began_is_held_until_it_ends(pipeline, people):
+    service = develop_only(pipeline)
+    with GitOpsRepository().locked() as repository:
+        repository.sync()  # a worker's working copy from its earlier commits: the first try does not fetch
+    head = pipeline.gitops.head()
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], people["rita"]
+    )
+    with pipeline.gitops.away():  # the Git outage: the commit is written here, its push fails
+        pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    assert state_of(promotion) == PromotionState.COMMITTING
+    frozen = freeze(pipeline.environments["develop"])
+
+    pipeline.run_jobs(
+        until=lambda: (
+            ((run := waiting_commit(promotion)) is not None and run.run_after == frozen.ends_at)
+            or state_of(promotion) not in (PromotionState.APPROVED, PromotionState.COMMITTING)
+        )
+    )
+    assert pipeline.gitops.head() == head  # nothing entered the frozen environment
+    assert waiting_commit(promotion).run_after == frozen.ends_at
+
+    frozen.delete()
+    pipeline.run_jobs(until=lambda: state_of(promotion) == PromotionState.VERIFIED)
+    promotion.refresh_from_db()
+    assert pipeline.gitops.head() == promotion.gitops_commit_sha != head
+    assert [trailers(c).get("Promotion-Id") for c in pipeline.gitops.commits()].count(str(promotion.pk)) == 1
+
+
 def test_the_promotion_is_saved_as_committing_before_its_commit_is_pushed(pipeline, monkeypatch):
     service = develop_only(pipeline)
     original_push = GitOpsRepository.push

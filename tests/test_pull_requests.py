@@ -2,18 +2,20 @@
 the real bare GitOps repository behind it, a real RQ worker, real PostgreSQL and Redis."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core import mail
+from django.utils import timezone
 from social_django.models import UserSocialAuth
 
 from audit.models import AuditAction, AuditEvent
-from environments.models import DeliveryMode
+from environments.models import ChangeFreeze, DeliveryMode
 from releases import approval_notices, github_events, transitions
 from releases.gitops import values
-from releases.models import Promotion, PromotionState, PullRequestState
+from releases.models import Promotion, PromotionState, PullRequestState, RunStatus, Step, StepRun
 from releases.reconciler import reconcile
 from tests.factories import make_release, make_user
 
@@ -447,3 +449,32 @@ def test_a_merge_on_github_before_the_quorum_fails_the_promotion_saying_so(pipel
     assert "was merged on GitHub by sara-gh" in promotion.error
     assert "before the portal's approvals (1/2)" in promotion.error
     assert promotion.pr_state == PullRequestState.MERGED
+
+
+def test_a_merge_github_failed_before_a_freeze_began_waits_for_its_end(pipeline, github, release, rita, sam, sara):
+    promotion = request_production(pipeline, release, rita)
+    github.repository.merges_failing = 1  # GitHub answers 502 to the merge: the commit step is retried
+    transitions.approve(promotion, sam)
+    transitions.approve(promotion, sara)
+    pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    assert fresh(promotion).state == PromotionState.COMMITTING
+    now = timezone.now()
+    frozen = ChangeFreeze.objects.create(
+        environment=pipeline.environments["production"],
+        starts_at=now - timedelta(minutes=1),
+        ends_at=now + timedelta(hours=1),
+        reason="Year-end freeze",
+    )
+
+    def waits_for_the_freeze():
+        run = StepRun.objects.filter(promotion=promotion, step=Step.COMMIT, status=RunStatus.QUEUED).first()
+        return run is not None and run.run_after == frozen.ends_at
+
+    pipeline.run_jobs(until=lambda: waits_for_the_freeze() or fresh(promotion).state != PromotionState.COMMITTING)
+    assert not github.repository.pulls[1].merged  # nothing entered the frozen environment
+    assert waits_for_the_freeze()
+
+    frozen.delete()
+    pipeline.run_jobs(until=lambda: fresh(promotion).state not in (PromotionState.COMMITTING, PromotionState.SYNCING))
+    assert github.repository.pulls[1].merged
+    assert fresh(promotion).gitops_commit_sha == github.repository.pulls[1].merge_commit_sha

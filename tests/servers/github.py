@@ -231,6 +231,7 @@ class Repository:
         self.statuses = {}  # sha -> [{"context", "state"}]
         self.protection_message = None  # set: every merge is refused with 405 and this message
         self.mergeable_unknown = False  # GitHub still computing: `mergeable` is null
+        self.merges_failing = 0  # the next this many merges answer 502, as in one of GitHub's incidents
         self._numbers = count(1)
 
     def git(self, *args, check=True):
@@ -924,6 +925,9 @@ class PullRequestsHandler(GitHubHandler):
             )
         if repository.protection_message:
             return self.api_error(HTTPStatus.METHOD_NOT_ALLOWED, repository.protection_message, documentation_url)
+        if repository.merges_failing:
+            repository.merges_failing -= 1
+            return self.send(HTTPStatus.BAD_GATEWAY, b"<html><body>502 Bad Gateway</body></html>", "text/html")
         try:
             sha = repository.merge(
                 pull, account.login, "squash" if method == "rebase" else method, body.get("commit_title")
