@@ -8,6 +8,7 @@ fork, so one client per process is enough; it is keyed on the queue's settings s
 setting (as tests do) gets a client of its own.
 """
 
+from datetime import timedelta
 from functools import lru_cache
 
 import django_rq
@@ -36,9 +37,17 @@ def hand_over(function, argument, *, job_id, at):
     """
     queue = get_queue()
     if at > timezone.now():
-        queue.enqueue_at(at, function, argument, job_id=job_id)
+        queue.enqueue_at(_whole_second_from(at), function, argument, job_id=job_id)
     else:
         queue.enqueue(function, argument, job_id=job_id)
+
+
+def _whole_second_from(at):
+    """`at`, rounded up to a whole second. RQ keeps a scheduled job's time in whole seconds, rounded
+    down, and delivers it once the clock reaches that second: up to a second before `at`, where a
+    soak's round would fall in the slot of the round before (releases/verification.py drops it) and
+    a commit held by a freeze would find it not over yet."""
+    return at if at.microsecond == 0 else at.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def waits_in_queue(queue, job):
