@@ -388,7 +388,8 @@ def verify_promotion(promotion_id):
         return
     if promotion.state == PromotionState.DEPLOYED:
         promotion = transitions.mark_verifying(promotion, configured=verification.is_configured(promotion))
-    verification.take_round(promotion)
+    if verification.take_round(promotion) is None:
+        return  # stopped, or given its verdict by another run, while the round was observed
     passed_limits = verification.limits_passed(promotion)
     if passed_limits:
         # Fail fast: the rest of the window cannot undo a limit passed.

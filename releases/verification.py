@@ -64,7 +64,7 @@ from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
 from environments.probes import probe
 from environments.prometheus import Prometheus, PrometheusError
 
-from .models import CheckResult, Promotion, SampleCheck, VerificationSample
+from .models import CheckResult, Promotion, PromotionState, SampleCheck, VerificationSample
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +108,20 @@ def is_configured(promotion):
 
 def take_round(promotion, now=None):
     """The verify step's round of samples: stored unless its slot of the grid has a round already
-    (returns the new samples, or an empty list when it was dropped)."""
+    (returns the new samples, or an empty list when it was dropped), or None when the promotion
+    stopped verifying while it was observed (stopped, or its verdict given by another run)."""
     now = now or timezone.now()
     samples = observe(promotion, now)  # slow (HTTP), so before the promotion's lock
     start, end = round_slot(promotion, now)
     with transaction.atomic():
         # Two runs of the step for one slot store in turn: the second sees the first's round.
-        Promotion.objects.select_for_update(of=("self",)).filter(pk=promotion.pk).exists()
+        if not (
+            Promotion.objects.select_for_update(of=("self",))
+            .filter(pk=promotion.pk, state=PromotionState.VERIFYING)
+            .exists()
+        ):
+            logger.info("Promotion %s stopped verifying while its round was observed; not kept", promotion.pk)
+            return None
         taken = promotion.samples.filter(taken_at__gte=start)
         if (taken.filter(taken_at__lt=end) if end else taken).exists():
             logger.warning(

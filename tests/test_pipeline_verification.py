@@ -10,7 +10,7 @@ from django.utils import timezone
 from environments.models import Environment
 from releases import transitions, verification
 from releases.jobs import verify_promotion
-from releases.models import Promotion, PromotionKind, PromotionState, SampleCheck, StepStatus
+from releases.models import Promotion, PromotionKind, PromotionState, RunStatus, SampleCheck, StepRun, StepStatus
 from tests.factories import make_release, make_service
 from tests.history import ran
 
@@ -315,6 +315,40 @@ def test_a_second_run_of_the_verify_step_in_one_slot_of_the_grid_keeps_the_first
     assert verification.round_slot(promotion, later) == (later, later + timedelta(seconds=60))
     assert taken.taken_at == later
     assert len(verification.limits_passed(promotion)) == 1
+
+
+def test_a_soak_stopped_while_its_round_was_observed_keeps_no_sample_and_owes_no_run(
+    environments, health_server, redis_connection, rita, monkeypatch
+):
+    staging = environments["staging"]
+    staging.health_url_templates = health_server.answer("/health", 200, "ok")
+    staging.sample_interval_seconds = 60
+    staging.save()
+    now = timezone.now()
+    promotion = ran(
+        make_release(make_service("svc-stopped", team="backend-team"), "2026.02.1"),
+        staging,
+        state=PromotionState.VERIFYING,
+        at=now,
+        verification_started_at=now,
+        verdict_at=now + timedelta(minutes=10),
+    )
+    observe = verification.observe
+
+    def stopped_while_probing(promotion, now=None):
+        samples = observe(promotion, now)  # the probes take their time, and meanwhile…
+        transitions.stop(Promotion.objects.get(pk=promotion.pk), rita, "errors everywhere")
+        return samples
+
+    monkeypatch.setattr(verification, "observe", stopped_while_probing)
+
+    verify_promotion(promotion.pk)
+
+    promotion.refresh_from_db()
+    assert (promotion.state, promotion.error) == (PromotionState.FAILED, "stopped by rita: errors everywhere")
+    assert health_server.requests == 1
+    assert not promotion.samples.exists()  # nothing measured after the verdict joins the soak's record
+    assert not StepRun.objects.filter(promotion=promotion, status__in=RunStatus.open()).exists()
 
 
 def test_the_verdicts_round_has_a_slot_of_its_own():
