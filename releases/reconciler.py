@@ -9,6 +9,9 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
   is overdue (RQ's scheduler lives inside one worker and dies with it);
 - schedules the step of a promotion that is mid-way with no run at all (rows from before runs
   existed, or a bug);
+- promotes the newest build that waited to enter an automatic environment while it was frozen,
+  once the freeze has ended or was lifted: every transition that frees a place promotes what
+  waited there, but a freeze ends with none;
 - hands RQ again each alert or notice owed past its time that no worker is sending and RQ does not
   hold (Redis was down when its change committed, or lost it), and deletes those that ended more
   than 30 days ago (releases/notices.py);
@@ -30,24 +33,27 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from audit import log as audit
-from audit.models import AuditAction
-from environments.models import Environment
+from audit.models import AuditAction, AuditEvent
+from environments.models import ChangeFreeze, Environment
 from nexo_portal.lib import context, metrics
 
 from . import alerts, approval_notices, audit_watch, board, jobs, notices, pull_requests, slo, steps, transitions
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import PIPELINE, Deployment, Promotion, PromotionState, Release, RunStatus, StepRun
+from .models import PIPELINE, Deployment, Promotion, PromotionState, Release, RunStatus, Service, StepRun
 
 logger = logging.getLogger(__name__)
 
 # A promotion mid-way and untouched for this long with no run at all gets one.
 STALL_AFTER = timedelta(minutes=2)
+# A build that waited for a freeze is looked for this long after it waited and the freeze ended.
+AFTER_FREEZES = timedelta(days=1)
 
 
 def reconcile():
     with context.bound():  # what a round binds (a promotion it resumed) ends with the round
         recovered = recover_steps()
+        after_freezes = promote_after_freezes()
         notices_redelivered = notices.redeliver_owed()
         notices.forget_ended()
         pull_requests_read = pull_requests.poll()
@@ -58,6 +64,7 @@ def reconcile():
         verification = audit_watch.watch_audit_chain()
     return {
         "recovered": recovered,
+        "promoted_after_freezes": after_freezes,
         "notices": notices_redelivered,
         "pull_requests": pull_requests_read,
         "drifted": drifted,
@@ -98,6 +105,45 @@ def recover_steps(now=None):
                 metrics.RECONCILER_RESUMES.labels(reason="stalled").inc()
                 recovered.append(promotion_id)
     return list(dict.fromkeys(recovered))
+
+
+def promote_after_freezes(now=None):
+    """Ids of the promotions of builds that waited to enter an automatic environment while a freeze
+    held it, now that the freeze has ended or was changed or deleted and none holds it."""
+    now = now or timezone.now()
+    since = now - AFTER_FREEZES
+    thawed = set(
+        ChangeFreeze.objects.filter(ends_at__gt=since, ends_at__lte=now).values_list("environment__name", flat=True)
+    ) | set(
+        AuditEvent.objects.filter(
+            action__in=[AuditAction.FREEZE_CHANGED, AuditAction.FREEZE_DELETED], created_at__gte=since
+        ).values_list("environment", flat=True)
+    )
+    if not thawed:
+        return []
+    waited = set(
+        AuditEvent.objects.filter(
+            action=AuditAction.PROMOTION_DEFERRED, created_at__gte=since, environment__in=thawed
+        ).values_list("service", "environment")
+    )
+    environments = {
+        environment.name: environment
+        for environment in Environment.objects.filter(auto_promote=True, name__in=thawed).with_active_freeze(now)
+        if environment.frozen_until is None
+    }
+    services = {service.name: service for service in Service.objects.filter(name__in={name for name, _ in waited})}
+    promoted = []
+    for service_name, environment_name in sorted(waited):
+        service, environment = services.get(service_name), environments.get(environment_name)
+        if service is None or environment is None:
+            continue
+        promotion = transitions.promote_waiting_after_freeze(service, environment)
+        if promotion is not None:
+            logger.info(
+                "%s waited for a freeze of %s to end: promoted as %s", service_name, environment_name, promotion
+            )
+            promoted.append(promotion.pk)
+    return promoted
 
 
 def detect_drift():

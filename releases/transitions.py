@@ -890,12 +890,15 @@ def _auto_promote_next(promotion):
     _promote_or_defer(promotion.release, following, promotion)
 
 
-def _promote_or_defer(release, environment, because_of=None):
-    """Promote `release` automatically, or say in the audit log why it waits (it goes when the place frees up)."""
+def _promote_or_defer(release, environment, because_of=None, *, say_why=True):
+    """Promote `release` automatically, or say in the audit log why it waits (it goes when the place
+    frees up); `say_why=False`: it said so already."""
     request = _Request(release, environment, None, PromotionKind.AUTO)
     refusal = request.why_not()
     if refusal is None:
         return request.create()
+    if not say_why:
+        return None
     audit.record(
         AuditAction.PROMOTION_DEFERRED,
         actor=PIPELINE,
@@ -909,7 +912,7 @@ def _promote_or_defer(release, environment, because_of=None):
     return None
 
 
-def promote_waiting(service, environment):
+def promote_waiting(service, environment, *, say_why=True):
     """Now that the place is free: the newest build that waited to enter it, promoted automatically.
 
     A build waits when it was verified in the environment before while this one was busy, on hold
@@ -928,7 +931,14 @@ def promote_waiting(service, environment):
     newest = waiting.newest_first().first()
     if newest is None or newest.promotions.filter(environment=environment).exists():
         return None  # nothing newer waits, or the newest was tried there already (and people decided)
-    return _promote_or_defer(newest, environment)
+    return _promote_or_defer(newest, environment, say_why=say_why)
+
+
+@audit.chain_transaction()
+def promote_waiting_after_freeze(service, environment):
+    """A freeze of the place ended or was lifted, which no transition says: the newest build that
+    waited goes now (the reconciler asks). Still refused, it waits without a second deferral event."""
+    return promote_waiting(service, environment, say_why=False)
 
 
 @transaction.atomic

@@ -30,6 +30,7 @@ from releases.models import (
     StepRun,
     StepStatus,
 )
+from releases.reconciler import reconcile
 from tests.factories import make_release, make_user
 from tests.history import ran
 
@@ -676,3 +677,25 @@ def test_a_job_for_a_promotion_that_moved_on_does_nothing(pipeline, people):
     sync_promotion(promotion.pk)
     assert state_of(promotion) == PromotionState.CANCELLED
     assert pipeline.gitops.head() == head
+
+
+def test_a_build_that_waited_for_a_freeze_of_qa_goes_there_when_the_freeze_ends(pipeline, people):
+    service = pipeline.add_service("nexo-be")
+    qa = pipeline.environments["qa"]
+    frozen = freeze(qa)
+    develop = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None, kind=PromotionKind.AUTO
+    )
+    pipeline.run_jobs()
+    assert state_of(develop) == PromotionState.VERIFIED
+    assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_DEFERRED, environment="qa").count() == 1
+    reconcile()
+    assert not Promotion.objects.filter(environment=qa).exists()  # it waits while the freeze lasts
+
+    ChangeFreeze.objects.filter(pk=frozen.pk).update(ends_at=timezone.now())  # the freeze is over
+    reconcile()
+    pipeline.run_jobs()
+    assert Promotion.objects.get(environment=qa).state == PromotionState.VERIFIED
+    reconcile()  # once: nothing more goes, and the wait is not audited again
+    assert Promotion.objects.filter(environment=qa).count() == 1
+    assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_DEFERRED, environment="qa").count() == 1
