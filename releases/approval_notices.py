@@ -213,12 +213,19 @@ def notify_awaiting(promotion_id):
     promotion = _promotion(promotion_id)
     if promotion is None or promotion.state != PromotionState.AWAITING_APPROVAL:
         return
-    notice, created = ApprovalNotice.objects.get_or_create(promotion=promotion)
+    notice = ApprovalNotice.objects.filter(promotion=promotion).first()
+    # The row is written once Slack took the message: a try that Slack's outage stopped leaves none,
+    # so the next try is the first again and e-mails the approvers too.
+    created = notice is None
+    if created:
+        notice = ApprovalNotice(promotion=promotion)
     if slack.is_configured() and not notice.slack_ts:
         answer = slack.call("chat.postMessage", channel=settings.SLACK_APPROVALS_CHANNEL, **awaiting_message(promotion))
         notice.slack_channel, notice.slack_ts = answer["channel"], answer["ts"]
-        notice.save(update_fields=["slack_channel", "slack_ts"])
+        if not created:
+            notice.save(update_fields=["slack_channel", "slack_ts"])
     if created:
+        notice.save()
         _email(
             eligible_approvers(promotion),
             f"Approval needed: {_what(promotion)}",

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from nexo_portal.lib import queues
@@ -184,3 +185,28 @@ def test_slack_busy_is_retried_and_a_refusal_is_not(waiting, slack_api):
     slack_api.rate_limited.clear()
     slack_api.errors["chat.update"] = "message_not_found"
     approval_notices.update_message(waiting.pk)  # logged, not raised: retrying would not help
+
+
+def test_approvers_are_e_mailed_although_slack_was_down_when_they_were_first_told(
+    release, environments, people, slack_api, settings
+):
+    settings.APPROVAL_EMAILS = True
+    slack_api.rate_limited.add("chat.postMessage")  # Slack's outage: the first try posts nothing
+    transitions.request_promotion(release, environments["production"], people["rita"])
+    notice = Notice.objects.get(kind="approval_request")
+    deliver_notice(notice.pk)
+    notice.refresh_from_db()
+    assert (notice.sent_at, notice.attempts) == (None, 1)
+
+    slack_api.rate_limited.clear()  # Slack is back by the next try
+    Notice.objects.filter(pk=notice.pk).update(next_attempt_at=timezone.now())
+    deliver_notice(notice.pk)
+
+    notice.refresh_from_db()
+    assert notice.sent_at is not None
+    assert ApprovalNotice.objects.get().slack_ts
+    assert sorted(address for message in mail.outbox for address in message.to) == [
+        "lead@nexo.example",
+        "sam@nexo.example",
+        "sara@nexo.example",
+    ]
