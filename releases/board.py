@@ -83,6 +83,9 @@ WAITING_LABELS = {
     PromotionState.SYNCING: "syncing",
 }
 
+# Where a freeze that began after the approval holds the GitOps commit (jobs.commit_promotion).
+HELD_BY_FREEZE_STATES = (PromotionState.APPROVED, PromotionState.COMMITTING)
+
 DeployedRow = namedtuple(
     "DeployedRow",
     "service_id environment_id promotion_id deployed_at health drifted_tag hold hold_id release verification",
@@ -804,13 +807,13 @@ class _CellBuilder:
         if promotion.state == PromotionState.AWAITING_APPROVAL:
             given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
             return f"{prefix}awaiting approval {given}/{required}"
-        if promotion.state == PromotionState.APPROVED and policy.freeze_holding(promotion):
-            return f"{prefix}approved, waits for the freeze"
+        if promotion.state in HELD_BY_FREEZE_STATES and policy.freeze_holding(promotion):
+            return f"{prefix}{promotion.get_state_display().lower()}, waits for the freeze"
         return prefix + WAITING_LABELS.get(promotion.state, promotion.get_state_display().lower())
 
     def _waiting_title(self, promotion):
-        """What the label leaves out: when the freeze holding an approved promotion's commit ends."""
-        freeze = policy.freeze_holding(promotion) if promotion.state == PromotionState.APPROVED else None
+        """What the label leaves out: when the freeze holding the promotion's GitOps commit ends."""
+        freeze = policy.freeze_holding(promotion) if promotion.state in HELD_BY_FREEZE_STATES else None
         if freeze is None:
             return ""
         return (

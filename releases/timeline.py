@@ -121,7 +121,7 @@ def steps(promotion, now, held_by_freeze=None):
         ),
         promotion.committed_at or promotion.commit_started_at,
     )
-    if state == PromotionState.APPROVED and held_by_freeze:
+    if held_by_freeze:  # approved, or committing after a push that failed before the freeze began
         ends = timezone.localtime(held_by_freeze.ends_at)
         commit.notes.append(f"waits for the freeze of {promotion.environment.name} to end at {ends:%Y-%m-%d %H:%M}")
     elif state == PromotionState.APPROVED:

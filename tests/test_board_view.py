@@ -318,14 +318,23 @@ def test_a_frozen_environment_that_allows_break_glass_offers_the_request_as_brea
     assert "Only a break-glass promotion may enter now." in promote
 
 
-def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_the_freeze(client, environments, people, nexo_be):
+@pytest.mark.parametrize(
+    ("push_failed", "state", "label"),
+    [(False, "approved", "approved, commit queued"), (True, "committing", "committing")],
+    ids=["approved", "committing"],
+)
+def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_the_freeze(
+    client, environments, people, nexo_be, push_failed, state, label
+):
     release = make_release(nexo_be, "2026.02.1")
     for name in ("develop", "qa", "staging"):
         ran(release, environments[name])
     promotion = transitions.request_promotion(release, environments["production"], people["rita"])
     transitions.approve(promotion, people["sam"])
-    transitions.approve(promotion, people["lead"])
-    assert board_cell(people["viewer"], "nexo-be", "production").waiting_label == "approved, commit queued"
+    promotion = transitions.approve(promotion, people["lead"])
+    if push_failed:  # its commit written before the freeze, the push refused by a Git outage
+        transitions.start_commit(promotion)
+    assert board_cell(people["viewer"], "nexo-be", "production").waiting_label == label
 
     ends_at = timezone.now() + timedelta(hours=2)
     ChangeFreeze.objects.create(
@@ -335,7 +344,7 @@ def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_the_freeze(cli
         reason="Year-end freeze",
     )
     production = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "production")
-    assert ">approved, waits for the freeze</span>" in production
+    assert f">{state}, waits for the freeze</span>" in production
     assert f"waits until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z} (Year-end freeze)" in production
 
 

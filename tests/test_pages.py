@@ -216,12 +216,15 @@ def test_an_approved_promotion_held_by_a_freeze_says_it_waits_for_its_end(world,
     assert "It was approved before the freeze began; its GitOps commit is made when the freeze ends" in waits
 
 
-def test_the_timeline_of_a_promotion_held_by_a_freeze_says_its_commit_waits_for_the_end(world):
+@pytest.mark.parametrize("push_failed", [False, True], ids=["approved", "committing"])
+def test_the_timeline_of_a_promotion_held_by_a_freeze_says_its_commit_waits_for_the_end(world, push_failed):
     promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
     transitions.approve(promotion, world["sam"])
-    transitions.approve(promotion, world["lead"])
+    promotion = transitions.approve(promotion, world["lead"])
+    if push_failed:  # its commit written before the freeze, the push refused by a Git outage
+        transitions.start_commit(promotion)
     page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
-    assert "queued for a worker" in step(page, "commit")
+    assert "waits for the freeze" not in step(page, "commit")
 
     ends_at = timezone.now() + timedelta(hours=2)
     ChangeFreeze.objects.create(
