@@ -162,7 +162,7 @@ class ReleaseListCreateView(generics.ListAPIView):
             actor=request.user,
         )
         release = result.release
-        release.created, release.promotion = result.created, result.promotion
+        release.created, release.promotion, release.promotion_waits = result.created, result.promotion, result.waits
         release.image_requirements = result.image_requirements
         body = serializers.RegisteredBuildSerializer(release).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)

@@ -31,6 +31,8 @@ class Registration:
     release: Release
     created: bool
     promotion: object = None
+    # Why the first environment did not take it now (it goes there once free, if still the newest).
+    waits: str | None = None
     # {environment: what it requires of the image}, read with the environments (None: not read).
     image_requirements: dict | None = None
 
@@ -108,22 +110,26 @@ def register_build(
         environments = list(
             Hold.objects.reason_in_each(Environment.objects.with_active_freeze(), service).in_pipeline_order()
         )
+        promotion, waits = _deploy_to_first_environment(release, environments)
         return Registration(
             release,
             created=True,
-            promotion=_deploy_to_first_environment(release, environments),
+            promotion=promotion,
+            waits=waits,
             image_requirements=image_gate.requirements_by_environment(environments),
         )
 
 
 def _deploy_to_first_environment(release, environments):
+    """(the automatic promotion, None), or (None, why it waits), or (None, None) where none is due."""
     if not environments:
-        return None
+        return None, None
     first = environments[0]
     first._previous = None  # nothing comes before it: spares previous() its query
     if not first.auto_promote or not release.service.auto_deploy_on_registration:
-        return None
-    # None when a rule says not now (a freeze, a hold, something newer running): the release stays registered.
+        return None, None
+    # Refused by a rule (a freeze, a hold, something running there): the release stays registered and
+    # goes once the place frees up, if it is still the newest then (transitions.promote_waiting).
     return transitions.request_automatic_promotion(release, first)
 
 

@@ -314,13 +314,18 @@ class RegisteredBuildSerializer(ReleaseSerializer):
     promotion = PromotionSummarySerializer(
         allow_null=True, help_text="The automatic promotion into the first environment, if any."
     )
+    promotion_waits = serializers.CharField(
+        allow_null=True,
+        help_text="Why the first environment did not take the build now (busy, frozen, on hold): it goes there "
+        "once the place is free, if it is still the service's newest build then.",
+    )
 
     image_requirements = serializers.SerializerMethodField(
         help_text="What each environment that requires something of the image checks before a promotion into it."
     )
 
     class Meta(ReleaseSerializer.Meta):
-        fields = [*ReleaseSerializer.Meta.fields, "created", "promotion", "image_requirements"]
+        fields = [*ReleaseSerializer.Meta.fields, "created", "promotion", "promotion_waits", "image_requirements"]
 
     @extend_schema_field(serializers.DictField(child=serializers.ListField(child=serializers.CharField())))
     def get_image_requirements(self, registration):

@@ -298,17 +298,17 @@ def request_promotion(
 
 
 def request_automatic_promotion(release, environment):
-    """The pipeline asks for `release` in `environment`: the promotion, or None when a rule says not now.
-
-    Nothing is written when it is refused, so no savepoint is needed inside the caller's transaction.
-    """
+    """The pipeline asks for `release` in `environment` as CI registers it: (the promotion, None), or
+    (None, why it waits) when a rule says not now (a freeze, a hold, something running there). The
+    audit log says why too, and the build goes there when the place frees up if it is still the
+    newest (promote_waiting)."""
     with audit.chain_transaction(savepoint=False):
         request = _Request(release, environment, None, PromotionKind.AUTO)
         refusal = request.why_not()
-        if refusal:
-            logger.info("Not auto-promoting %s into %s: %s", release, environment, refusal)
-            return None
-        return request.create()
+        if refusal is None:
+            return request.create(), None
+        _defer(release, environment, refusal)
+        return None, str(refusal)
 
 
 def request_rollback(service, environment, actor, *, release=None, rolls_back=None):
@@ -897,8 +897,12 @@ def _promote_or_defer(release, environment, because_of=None, *, say_why=True):
     refusal = request.why_not()
     if refusal is None:
         return request.create()
-    if not say_why:
-        return None
+    if say_why:
+        _defer(release, environment, refusal, because_of)
+    return None
+
+
+def _defer(release, environment, refusal, because_of=None):
     audit.record(
         AuditAction.PROMOTION_DEFERRED,
         actor=PIPELINE,
@@ -909,22 +913,35 @@ def _promote_or_defer(release, environment, because_of=None, *, say_why=True):
         message=f"{release.service.name} {release.version} waits to enter {environment.name}: {refusal}",
         data={"reason": str(refusal)},
     )
-    return None
 
 
 def promote_waiting(service, environment, *, say_why=True):
     """Now that the place is free: the newest build that waited to enter it, promoted automatically.
 
     A build waits when it was verified in the environment before while this one was busy, on hold
-    or frozen; only the newest goes, and the older ones say on their page that a newer build went
-    instead. Returns the promotion, or None. The first environment takes builds as CI registers
-    them; there the board offers the newest one again.
+    or frozen, or, in the first environment, when CI registered it then (for a service deployed
+    there on registration); only the newest goes, and the older ones say on their page that a
+    newer build went instead. Returns the promotion, or None.
     """
-    previous = environment.previous()
-    if not environment.auto_promote or previous is None:
+    if not environment.auto_promote:
         return None
-    verified = Promotion.objects.filter(release=OuterRef("pk"), environment=previous, state=PromotionState.VERIFIED)
-    waiting = Release.objects.for_service(service).filter(Exists(verified))
+    previous = environment.previous()
+    if previous is None:
+        # Builds CI registered while the place was taken: since the last promotion into it (a
+        # rollback aside: what it replaced was the one that kept them out) was asked for.
+        since = (
+            Promotion.objects.filter(service=service, environment=environment)
+            .exclude(kind=PromotionKind.ROLLBACK)
+            .order_by("-requested_at")
+            .values_list("requested_at", flat=True)
+            .first()
+        )
+        if not service.auto_deploy_on_registration or since is None:
+            return None
+        waiting = Release.objects.for_service(service).filter(registered_at__gt=since)
+    else:
+        verified = Promotion.objects.filter(release=OuterRef("pk"), environment=previous, state=PromotionState.VERIFIED)
+        waiting = Release.objects.for_service(service).filter(Exists(verified))
     current = _current_deployment(service, environment)
     if current:
         waiting = waiting.newer_than(current.release)

@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
 from nexo_portal.models import ApiToken
 from releases import transitions
@@ -96,6 +97,23 @@ def test_register_starts_the_automatic_develop_promotion(world):
     response = token_client("register").post("/api/v1/releases/", build(), format="json")
     promotion = response.json()["promotion"]
     assert (promotion["environment"], promotion["kind"], promotion["state"]) == ("develop", "auto", "approved")
+    assert response.json()["promotion_waits"] is None
+
+
+def test_a_build_registered_while_develop_is_busy_says_why_it_waits(world):
+    client = token_client("register")
+    first = client.post("/api/v1/releases/", build(), format="json").json()
+    second = client.post(
+        "/api/v1/releases/", build(commit_sha=hex_for("next"), image_digest="sha256:" + "c" * 64), format="json"
+    ).json()
+
+    assert second["promotion"] is None
+    assert second["promotion_waits"] == (
+        f"nexo-be {first['version']} → develop is already approved (promotion #{first['promotion']['id']}); "
+        "wait for it to finish before requesting another one."
+    )
+    deferred = AuditEvent.objects.get(action=AuditAction.PROMOTION_DEFERRED)
+    assert (deferred.version, deferred.data["reason"]) == (second["version"], second["promotion_waits"])
 
 
 def test_a_registration_with_its_develop_promotion_runs_at_most_15_queries(

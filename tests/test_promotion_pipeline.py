@@ -31,7 +31,7 @@ from releases.models import (
     StepStatus,
 )
 from releases.reconciler import reconcile
-from tests.factories import make_release, make_user
+from tests.factories import hex_for, make_release, make_user
 from tests.history import ran
 
 
@@ -699,3 +699,23 @@ def test_a_build_that_waited_for_a_freeze_of_qa_goes_there_when_the_freeze_ends(
     reconcile()  # once: nothing more goes, and the wait is not audited again
     assert Promotion.objects.filter(environment=qa).count() == 1
     assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_DEFERRED, environment="qa").count() == 1
+
+
+def test_the_newest_build_registered_while_develop_was_busy_goes_there_once_it_is_free(pipeline, people):
+    from releases.registration import register_build
+
+    service = develop_only(pipeline)
+    first, older, newest = (
+        register_build(
+            service, commit_sha=hex_for(name), image_digest="sha256:" + hex_for(name, length=64), actor=people["rita"]
+        )
+        for name in ("first", "older", "newest")
+    )
+    assert first.promotion is not None
+    assert (older.promotion, newest.promotion) == (None, None)  # develop is busy with the first
+    assert "develop is already approved" in newest.waits
+
+    pipeline.run_jobs(until=lambda: Promotion.objects.filter(release=newest.release, state="verified").exists())
+    assert state_of(first.promotion) == PromotionState.VERIFIED
+    assert not Promotion.objects.filter(release=older.release).exists()  # only the newest goes
+    assert Deployment.objects.current().get(service=service).release == newest.release

@@ -85,7 +85,9 @@ def test_the_board_offers_the_newer_release_as_unavailable_to_who_may_not_supers
 
 def test_the_pipeline_does_not_supersede_approvals_it_defers(waiting, environments):
     release = waiting.service.releases.get(version="2026.02.2")
-    assert transitions.request_automatic_promotion(release, environments["production"]) is None
+    promotion, waits = transitions.request_automatic_promotion(release, environments["production"])
+    assert promotion is None
+    assert waits.startswith(f"Promotion #{waiting.pk} (nexo-be 2026.02.1 → production) already has 1/2 approvals")
     waiting.refresh_from_db()
     assert waiting.state == PromotionState.AWAITING_APPROVAL
 
