@@ -25,6 +25,22 @@ slug_validator = RegexValidator(
 )
 
 
+def validate_check_names(value):
+    """The CI checks an environment requires: a list of check names as CI reports them."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValidationError('Give the checks as a list of names, e.g. ["e2e", "performance", "security"].')
+    for name in value:
+        try:
+            slug_validator(name)
+        except ValidationError:
+            raise ValidationError(
+                f"“{name}” is not a check name: use lowercase letters, digits and hyphens (e.g. e2e); "
+                "CI's results are matched by these names."
+            ) from None
+    if len(set(value)) != len(value):
+        raise ValidationError("Name each check once.")
+
+
 def render_template(template, *, service, environment):
     """Fill `{service}` and `{environment}` in a template and nothing else.
 
@@ -139,6 +155,7 @@ class Environment(models.Model):
     required_checks = models.JSONField(
         default=list,
         blank=True,
+        validators=[validate_check_names],
         help_text='CI verification results that must pass here, e.g. ["e2e", "performance", "security"].',
     )
     requires_image_check = models.BooleanField(

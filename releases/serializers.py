@@ -9,7 +9,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from environments.models import Environment
+from environments.models import Environment, slug_validator
 from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE, KnownFieldsOnly
 
@@ -24,6 +24,16 @@ from .models import (
     Release,
     Service,
 )
+
+
+class CheckNameField(serializers.CharField):
+    """A CI check's name as the environments require it: lowercase, so CI's "E2E" counts as e2e."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=50, validators=[slug_validator], **kwargs)
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data).lower()
 
 
 class ServiceField(serializers.SlugRelatedField):
@@ -394,7 +404,7 @@ class CheckResultSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Mo
     )
     version = VersionField(write_only=True)
     environment = EnvironmentField()
-    check = serializers.SlugField(source="name", max_length=50, help_text="e2e, performance, security…")
+    check = CheckNameField(source="name", help_text="e2e, performance, security… (E2E is taken as e2e).")
 
     class Meta:
         model = CheckResult

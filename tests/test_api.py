@@ -620,6 +620,32 @@ def test_ci_reports_a_verification_result(world):
     )
 
 
+@pytest.mark.parametrize(
+    ("check", "stored", "error"),
+    [
+        ("E2E", "e2e", None),  # as the environments require it
+        ("Performance", "performance", None),
+        ("e2e_suite", None, "Use lowercase letters, digits and hyphens only"),
+        ("-e2e", None, "Use lowercase letters, digits and hyphens only"),
+        ("e" * 51, None, "no more than 50 characters"),
+    ],
+)
+def test_a_check_is_named_as_the_environments_require_it(world, check, stored, error):
+    make_release(world["service"], "2026.02.1")
+    response = token_client("report").post(
+        "/api/v1/verifications/",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": check, "passed": True},
+        format="json",
+    )
+    if error:
+        assert_error(response, 400, "check", text=error)
+        assert not CheckResult.objects.exists()
+    else:
+        assert response.status_code == 201, response.content
+        assert response.json()["check"] == stored
+        assert CheckResult.objects.get().name == stored
+
+
 def test_people_outside_the_owning_team_may_not_overturn_a_ci_result(world):
     make_release(world["service"], "2026.02.1")
     token_client("report").post(

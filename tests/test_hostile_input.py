@@ -8,9 +8,11 @@ import json
 import time
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.test import Client
 from rest_framework.test import APIClient
 
+from environments.models import Environment
 from nexo_portal.models import ApiToken
 from releases.deployment_events import signature_for
 from releases.models import Promotion
@@ -544,3 +546,23 @@ def test_a_cancel_with_an_unknown_field_is_refused_and_leaves_the_promotion_wait
     assert_refused(response, field="reason", text="this request reads only comment")
     promotion.refresh_from_db()
     assert promotion.state == state != "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("checks", "complaint"),
+    [
+        ("e2e", "Give the checks as a list of names"),
+        (["e2e", 7], "Give the checks as a list of names"),
+        (["E2E"], "“E2E” is not a check name: use lowercase letters"),
+        (["e2e suite"], "“e2e suite” is not a check name"),
+        (["e2e", "e2e"], "Name each check once."),
+    ],
+)
+def test_an_environment_requires_checks_by_names_ci_can_report(environments, checks, complaint):
+    qa = Environment.objects.get(name="qa")  # as the admin reads it
+    qa.required_checks = checks
+    with pytest.raises(ValidationError) as refused:
+        qa.full_clean()
+    assert complaint in str(refused.value.message_dict["required_checks"])
+    qa.required_checks = ["e2e", "performance"]
+    qa.full_clean()
