@@ -388,8 +388,13 @@ def verify_promotion(promotion_id):
         return
     if promotion.state == PromotionState.DEPLOYED:
         promotion = transitions.mark_verifying(promotion, configured=verification.is_configured(promotion))
-    if verification.take_round(promotion) is None:
+    taken = verification.take_round(promotion)
+    if taken is None:
         return  # stopped, or given its verdict by another run, while the round was observed
+    if not taken:
+        # Another run took this slot's round (its lease expired while it sampled) and may have
+        # extended the soak since this one loaded it: carry on from what that one decided.
+        promotion.refresh_from_db()
     passed_limits = verification.limits_passed(promotion)
     if passed_limits:
         # Fail fast: the rest of the window cannot undo a limit passed.

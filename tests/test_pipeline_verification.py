@@ -361,3 +361,37 @@ def test_the_verdicts_round_has_a_slot_of_its_own():
     )
     assert verification.round_slot(promotion, start + timedelta(seconds=100)) == (start + timedelta(seconds=100), None)
     assert verification.round_slot(promotion, start) == (start, start + timedelta(seconds=30))
+
+
+def test_a_second_run_at_the_verdict_goes_on_from_the_extension_the_first_made(
+    environments, health_server, redis_connection, monkeypatch
+):
+    """Runs A and B both at the verdict (A's lease expired while it sampled): A keeps the round and
+    extends the soak that missed rounds; B must not judge the old window again and fail it."""
+    qa = environments["qa"]
+    qa.health_url_templates = health_server.answer("/health", 200)
+    qa.sample_interval_seconds, qa.required_checks = 60, []
+    qa.save()
+    now = timezone.now()
+    promotion = ran(
+        make_release(make_service("svc-late", team="backend-team"), "2026.02.1"),
+        qa,
+        state=PromotionState.VERIFYING,
+        at=now - timedelta(minutes=10),
+        verification_started_at=now - timedelta(minutes=10),
+        verdict_at=now,  # no round taken in the window: short, extended once
+    )
+    observe = verification.observe
+
+    def a_first(promotion, now=None):
+        monkeypatch.setattr(verification, "observe", observe)
+        verify_promotion(promotion.pk)  # A, while B observes
+        return observe(promotion, now)
+
+    monkeypatch.setattr(verification, "observe", a_first)
+    verify_promotion(promotion.pk)  # B
+
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.VERIFYING, promotion.error
+    assert promotion.verdict_at > now
+    assert promotion.samples.count() == 1
