@@ -19,6 +19,7 @@ class AuditAction(models.TextChoices):
     PROMOTION_REJECTED = "promotion.rejected", "Promotion rejected"
     PROMOTION_CANCELLED = "promotion.cancelled", "Promotion cancelled"
     PROMOTION_SUPERSEDED = "promotion.superseded", "Promotion superseded"
+    PROMOTION_COMMIT_HELD = "promotion.commit_held", "GitOps commit held by a freeze"
     PROMOTION_COMMIT_STARTED = "promotion.commit_started", "GitOps commit started"
     PROMOTION_COMMITTED = "promotion.committed", "GitOps commit pushed"
     PROMOTION_SYNCING = "promotion.syncing", "Argo CD sync started"

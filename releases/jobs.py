@@ -299,19 +299,10 @@ def _wait_for_freeze_end(promotion, freeze, state):
 
     Committing too: a retried job whose earlier push failed (its commit not on the branch) waits as
     well, and looks for its commit by the trailer first when it runs again."""
-    with transaction.atomic():
-        locked = Promotion.objects.select_for_update(of=("self",)).filter(pk=promotion.pk).first()
-        if locked is None or locked.state != state:
-            return  # it moved on (cancelled) meanwhile: its transition ended the run
-        steps.schedule(promotion, Step.COMMIT, at=freeze.ends_at)
-    logger.info(
-        "Promotion %s waits for the freeze of %s to end at %s before its GitOps commit: %s",
-        promotion.pk,
-        promotion.environment.name,
-        freeze.ends_at.isoformat(),
-        freeze.reason,
-    )
-    return True
+    try:
+        transitions.hold_commit_for_freeze(promotion, freeze, state=state)
+    except PromotionError as moved_on:
+        logger.info("Promotion %s moved on before its commit was held for a freeze: %s", promotion.pk, moved_on)
 
 
 def sync_promotion(promotion_id):

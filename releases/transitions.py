@@ -959,6 +959,26 @@ def promote_waiting_after_freeze(service, environment):
 
 
 @transaction.atomic
+def hold_commit_for_freeze(promotion, freeze, *, state):
+    """A freeze began after the approval (or after a push that failed): the GitOps commit step waits
+    for its end, in the `state` the step found the promotion in (approved or committing)."""
+    promotion = _locked(promotion)
+    _expect(promotion, state)
+    steps.schedule(promotion, Step.COMMIT, at=freeze.ends_at)
+    ends = timezone.localtime(freeze.ends_at)
+    _record(
+        AuditAction.PROMOTION_COMMIT_HELD,
+        promotion,
+        None,
+        f"{_describe(promotion)}: GitOps commit held until the freeze of {promotion.environment.name} ends at "
+        f"{ends:%Y-%m-%d %H:%M %Z}: {freeze.reason}",
+        ends_at=freeze.ends_at.isoformat(),
+        reason=freeze.reason,
+    )
+    return promotion
+
+
+@transaction.atomic
 def fail(promotion, step, error, *, from_states=None, roll_back=True):
     """Stop the promotion at `step` with `error`; roll back by itself where the policy says so.
 

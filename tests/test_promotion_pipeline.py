@@ -256,6 +256,9 @@ def test_a_freeze_that_began_after_the_approval_holds_the_commit_until_it_is_lif
     assert state_of(promotion) == PromotionState.APPROVED
     assert pipeline.gitops.head() == head  # nothing entered the frozen environment
     assert waiting_commit(promotion).run_after == frozen.ends_at
+    [held] = AuditEvent.objects.filter(action=AuditAction.PROMOTION_COMMIT_HELD, promotion_id=promotion.pk)
+    assert held.message.endswith(f"{timezone.localtime(frozen.ends_at):%Y-%m-%d %H:%M %Z}: Year-end freeze")
+    assert held.data == {"ends_at": frozen.ends_at.isoformat(), "reason": "Year-end freeze"}
 
     frozen.ends_at = timezone.now() + timedelta(hours=3)  # extended: it waits for the new end
     frozen.save()
