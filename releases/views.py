@@ -379,6 +379,14 @@ def rollback(request, service, environment):
     if request.method == "POST" and form.is_valid():
         target = next(release for release in targets if release.version == form.cleaned_data["release"])
     confirmation = confirmations.for_rollback(service, environment, request.user, current, target)
+    asked = request.GET.get("release")
+    if request.method == "GET" and asked and asked not in versions and not confirmation.why_not:
+        # A version from a stale link or typed in the address: say so, rather than describe another one.
+        choices = f": it may go back to {', '.join(versions)}." if versions else "."
+        confirmation.why_not = (
+            f"{service.name} {asked[:50]} is not a release {environment.name} can go back to{choices}"
+        )
+        return _confirm(request, confirmation, None, back=back, status=404)
     if request.method == "POST":
         if not form.is_valid():
             return _confirm(request, confirmation, form, back=back, status=400, choose=choose)

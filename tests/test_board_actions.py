@@ -155,6 +155,20 @@ def test_without_javascript_the_rollback_page_asks_for_the_target_whose_conseque
     assert Promotion.objects.get(kind=PromotionKind.ROLLBACK).release == older
 
 
+@pytest.mark.parametrize("htmx", [False, True], ids=["page", "dialog"])
+def test_a_rollback_target_that_never_ran_there_is_refused_by_name_not_replaced(client, world, htmx):
+    ran(make_release(world["service"], "2026.02.2"), world["env"]["staging"], at=timezone.now() + timedelta(minutes=1))
+    headers = {"HX-Request": "true", "HX-Target": "dialog-body"} if htmx else {}
+    response = as_user(client, world["rita"]).get(
+        "/services/nexo-be/environments/staging/rollback/", {"release": "2026.99.1"}, headers=headers
+    )
+    page = response.content.decode()
+    assert response.status_code == 404
+    assert "nexo-be 2026.99.1 is not a release staging can go back to: it may go back to 2026.02.1." in page
+    assert "goes back from" not in page  # no other target described in its place
+    assert '<form method="post"' not in page
+
+
 def test_a_rollback_with_nothing_older_explains_there_is_nothing_to_go_back_to(client, world):
     page = as_user(client, world["rita"]).get("/services/nexo-be/environments/staging/rollback/").content.decode()
     assert "No release older than 2026.02.1 ever ran in staging; there is nothing to go back to." in page
