@@ -11,6 +11,7 @@ Only the service's team (or its CI, with a token allowed on the service) may do 
 
 from dataclasses import dataclass
 
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit import log as audit
@@ -50,9 +51,26 @@ def register_build(
     actor=None,
 ):
     policy.ensure(policy.why_not_report(actor, service))
-    # The chain's lock, held from the first statement, serialises registrations: a retry racing
-    # its original sees the release instead of allocating a second version.
-    with audit.chain_transaction():
+    details = {"committed_at": committed_at, "changelog": changelog, "is_hotfix": is_hotfix, "fixes": fixes}
+    try:
+        return _register(service, commit_sha, image_digest, version, actor, details)
+    except IntegrityError as error:
+        # Another registration of this build (a retry racing its original) or of this version committed
+        # while this one ran: everything it wrote is rolled back, its build number included, and a
+        # second look answers as for a retry, or with the conflict. As get_or_create() does.
+        if getattr(error.__cause__, "diag", None) is None or error.__cause__.diag.constraint_name not in (
+            "release_build_registered_once",
+            "release_version_unique_per_service",
+            "release_build_unique_per_month",
+        ):
+            raise
+    return _register(service, commit_sha, image_digest, version, actor, details)
+
+
+def _register(service, commit_sha, image_digest, version, actor, details):
+    # Registrations take no lock until they record their events (_announce): two of one service
+    # meet at the month's build counter, or at the release's unique constraints (register_build).
+    with transaction.atomic():
         # At most one (release_build_registered_once): ordered by id, not by the default order that joins the service.
         existing = (
             Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest)
@@ -90,20 +108,37 @@ def register_build(
             service=service,
             version=version,
             commit_sha=commit_sha,
-            committed_at=committed_at,
             image_digest=image_digest,
-            changelog=changelog,
-            is_hotfix=is_hotfix,
-            fixes=fixes,
             registered_by=audit.actor_name(actor),
+            **details,
         )
+        return _announce(release, actor)
+
+
+def _announce(release, actor):
+    """Record the registration and start the build's way through the pipeline, under the chain's lock.
+
+    The lock is taken only now, after the release and its build number are written: registrations
+    spend most of their time before it, in parallel. They lock the month's build counter before
+    the chain, against the rule of the chain first (`audit.log.lock_chain`), which is safe because
+    nothing holding the chain ever waits for a counter or a release being registered: only
+    registrations write them. What decides the first environment (its freezes, holds, what runs
+    and waits there) is read under the chain's lock, as for every request.
+    """
+    service, commit_sha, image_digest = release.service, release.commit_sha, release.image_digest
+    with audit.chain_transaction(savepoint=False):
         audit.record(
             AuditAction.RELEASE_REGISTERED,
             actor=actor,
             service=service.name,
             version=release.version,
             message=f"{service.name} {release.version} registered from commit {commit_sha[:7]}",
-            data={"commit_sha": commit_sha, "image_digest": image_digest, "hotfix": is_hotfix, "tags": release.tags()},
+            data={
+                "commit_sha": commit_sha,
+                "image_digest": image_digest,
+                "hotfix": release.is_hotfix,
+                "tags": release.tags(),
+            },
         )
         # Every environment with what closes it to this build, in one query: the first decides the
         # automatic promotion, all of them what the registration's answer says they require.

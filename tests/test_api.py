@@ -2,19 +2,21 @@
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connections
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from audit import log as audit
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
 from nexo_portal.models import ApiToken
 from releases import transitions
-from releases.models import CheckResult, Deployment, Promotion, PromotionState, Release
+from releases.models import BuildCounter, CheckResult, Deployment, Promotion, PromotionState, Release
 from tests.factories import hex_for, make_release, make_service, make_user
 
 pytestmark = pytest.mark.django_db
@@ -194,6 +196,119 @@ def test_concurrent_retries_never_make_a_second_version(environments, redis_conn
         thread.join()
     assert sorted(answer.status_code for answer in answers) == [200] * 5 + [201]
     assert len({answer.json()["version"] for answer in answers}) == 1
+    assert Release.objects.count() == 1
+
+
+class _ChainHeld:
+    """Another writer holding the audit chain's lock, and registrations sent meanwhile, each in a thread."""
+
+    def __init__(self, token):
+        self.token, self.answers, self.threads = token, {}, []
+        self.held, self.done = threading.Event(), threading.Event()
+
+    def __enter__(self):
+        self._start(self._hold)
+        self.held.wait(timeout=10)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.done.set()
+        for thread in self.threads:
+            thread.join()
+
+    def register(self, label, **overrides):
+        def post():
+            client = Client(HTTP_AUTHORIZATION=f"Bearer {self.token}")
+            self.answers[label] = client.post("/api/v1/releases/", build(**overrides), content_type="application/json")
+
+        self._start(post)
+
+    def _hold(self):
+        with transaction.atomic():
+            audit.lock_chain()
+            self.held.set()
+            self.done.wait(timeout=30)
+
+    def _start(self, target):
+        def run():
+            try:
+                target()
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        self.threads.append(thread)
+        thread.start()
+
+
+def _backends_waiting(expected, *, with_a_release_written=False, patience=10):
+    """How many backends wait for a lock (holding a row lock of a new release), once `expected` do."""
+    written = (
+        " AND EXISTS (SELECT 1 FROM pg_locks written JOIN pg_class ON pg_class.oid = written.relation"
+        "   WHERE written.pid = waiting.pid AND pg_class.relname = 'releases_release'"
+        "   AND written.mode = 'RowExclusiveLock' AND written.granted)"
+    )
+    query = (
+        "SELECT count(DISTINCT waiting.pid) FROM pg_locks waiting WHERE NOT waiting.granted"
+        " AND waiting.pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
+        + (written if with_a_release_written else "")
+    )
+    deadline = time.monotonic() + patience
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(query)
+            (count,) = cursor.fetchone()
+            if count >= expected or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_registrations_write_their_release_before_they_wait_for_the_audit_chain(environments, redis_connection):
+    """Every writer of the audit log waits for the chain's lock; a registration takes it only to record
+    its events. While another writer holds it, builds of two services have each written their release
+    and wait there side by side, rather than one behind the other before doing anything."""
+    make_service("nexo-be")
+    make_service("nexo-fe")
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    with _ChainHeld(plain) as chain:
+        chain.register("be", service="nexo-be")
+        chain.register("fe", service="nexo-fe")
+        waiting = _backends_waiting(2, with_a_release_written=True)
+    assert waiting == 2
+    assert [chain.answers[label].status_code for label in ("be", "fe")] == [201, 201]
+    assert Release.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_racing_its_original_answers_with_the_same_release(environments, redis_connection):
+    """The retry finds nothing yet, waits for the month's build counter, then collides with the original
+    on the release's unique constraint: it gives its build number back and answers the original's."""
+    make_service("nexo-be")
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    with _ChainHeld(plain) as chain:
+        chain.register("original")
+        assert _backends_waiting(1, with_a_release_written=True) == 1
+        chain.register("retry")
+        assert _backends_waiting(2) == 2
+    original, retry = chain.answers["original"], chain.answers["retry"]
+    assert (original.status_code, retry.status_code) == (201, 200), retry.content
+    assert retry.json()["version"] == original.json()["version"]
+    assert Release.objects.count() == 1
+    assert BuildCounter.objects.get().last_build == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_version_registered_meanwhile_by_another_build_is_a_conflict(environments, redis_connection):
+    make_service("nexo-be")
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    with _ChainHeld(plain) as chain:
+        chain.register("first", version="2026.02.1")
+        assert _backends_waiting(1, with_a_release_written=True) == 1
+        chain.register("second", version="2026.02.1", image_digest="sha256:" + "d" * 64)
+        assert _backends_waiting(2) == 2
+    assert chain.answers["first"].status_code == 201
+    assert_error(chain.answers["second"], 409, text="nexo-be 2026.02.1 is already registered with digest sha256:bbbb")
     assert Release.objects.count() == 1
 
 
