@@ -67,6 +67,33 @@ def bench_database_url(name):
 @pytest.mark.parametrize("name", sorted(MINIATURES))
 def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name, bench_database_url, redis_connection):
     arguments, environment, expected = MINIATURES[name]
+    result = run_benchmark(name, arguments, environment, bench_database_url)
+    # Exit 1 is a missed target, which a miniature says nothing about; anything else is a crash.
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    for line in expected:
+        assert line in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("name", ["api"])
+def test_the_api_benchmark_measures_another_revision_in_turns(name, bench_database_url, redis_connection):
+    """`--against` checks the revision out into a worktree of its own, runs both under the same benchmark
+    in turns, and judges the target by the medians (here HEAD against itself, which cannot be 3×)."""
+    arguments = ["--against", "HEAD", "--rounds", "1", "--seconds", "1", "--connections", "2"]
+    try:
+        result = run_benchmark(name, arguments, {}, bench_database_url)
+    finally:
+        drop_database(bench_database_url.rsplit("/", 1)[1] + "_against")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "round 1, this checkout:" in result.stdout, result.stdout
+    assert "round 1,          HEAD:" in result.stdout, result.stdout
+    assert "median registrations/s: this checkout" in result.stdout, result.stdout
+    assert "Target: ≥ 3× HEAD, every registration answered 2xx: MISSED" in result.stdout, result.stdout
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=settings.BASE_DIR, capture_output=True, text=True)
+    assert "bench-api-" not in worktrees.stdout, "the revision's worktree was left behind"
+
+
+def run_benchmark(name, arguments, environment, bench_database_url):
     # This worker's Redis database (see pytest_configure), which redis_connection empties before and after.
     redis_url = settings.RQ_QUEUES["default"]["URL"]
     keep = {
@@ -74,7 +101,7 @@ def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name, bench_data
         for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "ALLOWED_HOSTS"}
     }
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, f"bench/bench_{name}.py", *arguments],
         env={
             **keep,
@@ -89,8 +116,3 @@ def test_the_benchmark_runs_in_miniature_and_prints_its_figures(name, bench_data
         text=True,
         timeout=600,
     )
-    # Exit 1 is a missed target, which a miniature says nothing about; anything else is a crash.
-    assert result.returncode in (0, 1), result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    for line in expected:
-        assert line in result.stdout, result.stdout
