@@ -15,6 +15,7 @@ keep them out for long, and a browser that signed in as that person before carri
 cache (Redis); without it, only django-axes' per-address pause applies.
 """
 
+import functools
 import hashlib
 import logging
 import math
@@ -26,7 +27,7 @@ from django.core import signing
 from django.core.cache import cache
 from django.dispatch import receiver
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,12 @@ def _device_names(request):
 
 
 def _sign_in_paths():
+    # Asked on every POST (a registration, a webhook): reversed once per script prefix, not each time.
+    return _sign_in_paths_under(get_script_prefix())
+
+
+@functools.cache
+def _sign_in_paths_under(script_prefix):
     return {reverse("login"), reverse("admin:login")}
 
 
