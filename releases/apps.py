@@ -6,7 +6,7 @@ class ReleasesConfig(AppConfig):
     name = "releases"
 
     def ready(self):
-        from django.db.models.signals import post_delete, post_save
+        from django.db.models.signals import post_delete, post_save, pre_save
         from django.urls import register_converter
 
         from . import steps
@@ -19,5 +19,6 @@ class ReleasesConfig(AppConfig):
         from . import jobs  # noqa: F401
 
         # environments knows nothing of promotions: a freeze changed there wakes the commits it held.
+        pre_save.connect(steps.freeze_changing, sender="environments.ChangeFreeze", dispatch_uid="freeze-saving")
         post_save.connect(steps.freeze_changed, sender="environments.ChangeFreeze", dispatch_uid="freeze-saved")
         post_delete.connect(steps.freeze_changed, sender="environments.ChangeFreeze", dispatch_uid="freeze-deleted")

@@ -22,6 +22,7 @@ import random
 import socket
 import threading
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -101,12 +102,22 @@ def wake_commits_held_by_freezes(environment_id):
             schedule(promotion_id, Step.COMMIT)
 
 
+def freeze_changing(sender, instance, **kwargs):
+    """pre_save of environments.ChangeFreeze: where it was, since the admin may move it to another environment."""
+    if instance.pk is not None:
+        instance._environment_before = (
+            sender.objects.filter(pk=instance.pk).values_list("environment_id", flat=True).first()
+        )
+
+
 def freeze_changed(sender, instance, **kwargs):
-    """post_save and post_delete of environments.ChangeFreeze (connected in apps.py)."""
-    environment_id = instance.environment_id
+    """post_save and post_delete of environments.ChangeFreeze (connected in apps.py): the commits it held
+    where it was and where it is now are tried again."""
+    places = {instance.environment_id, getattr(instance, "_environment_before", None)} - {None}
     # A failure here (the database gone between the two) must not fail the freeze's own change: the
     # commits then wait until the end the freeze had when they were scheduled.
-    transaction.on_commit(lambda: wake_commits_held_by_freezes(environment_id), robust=True)
+    for environment_id in sorted(places):
+        transaction.on_commit(partial(wake_commits_held_by_freezes, environment_id), robust=True)
 
 
 def close(promotion_id, *, now=None):

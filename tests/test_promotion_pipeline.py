@@ -272,6 +272,22 @@ def test_a_freeze_that_began_after_the_approval_holds_the_commit_until_it_is_lif
     assert pipeline.gitops.head() == promotion.gitops_commit_sha != head
 
 
+def test_a_freeze_moved_to_another_environment_lets_the_commit_it_held_go(pipeline, people):
+    """Moved in the admin (the wrong environment picked): the commit it held goes now, not at its end."""
+    service = develop_only(pipeline)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], people["rita"]
+    )
+    frozen = freeze(pipeline.environments["develop"])
+    pipeline.run_jobs(until=lambda: waiting_commit(promotion) is not None)
+
+    frozen.environment = pipeline.environments["production"]
+    frozen.save()
+    pipeline.run_jobs(until=lambda: state_of(promotion) == PromotionState.VERIFIED)
+    promotion.refresh_from_db()
+    assert pipeline.gitops.head() == promotion.gitops_commit_sha
+
+
 def test_a_break_glass_promotion_approved_during_a_freeze_is_committed(pipeline, people):
     service = pipeline.add_service("nexo-be")
     release = make_release(service, "2026.02.1")
