@@ -189,9 +189,11 @@ def current_message(promotion):
 
 
 def _email(people, subject, body):
+    """Whether the e-mails went (False: e-mails are off)."""
     if not settings.APPROVAL_EMAILS:
-        return
+        return False
     mail.send_each(subject, body, [person.email for person in people if person.email])
+    return True
 
 
 def _email_body(promotion, opening):
@@ -213,24 +215,21 @@ def notify_awaiting(promotion_id):
     promotion = _promotion(promotion_id)
     if promotion is None or promotion.state != PromotionState.AWAITING_APPROVAL:
         return
-    notice = ApprovalNotice.objects.filter(promotion=promotion).first()
-    # The row is written once Slack took the message: a try that Slack's outage stopped leaves none,
-    # so the next try is the first again and e-mails the approvers too.
-    created = notice is None
-    if created:
-        notice = ApprovalNotice(promotion=promotion)
+    notice = ApprovalNotice.objects.filter(promotion=promotion).first() or ApprovalNotice(promotion=promotion)
+    # Each way of telling is marked once it is done, so that a retry after an outage of one (Slack,
+    # the mail server) does what it missed and does not repeat what the other did. (A mail server
+    # that fails half-way through the approvers sends the first ones their e-mail again.)
     if slack.is_configured() and not notice.slack_ts:
         answer = slack.call("chat.postMessage", channel=settings.SLACK_APPROVALS_CHANNEL, **awaiting_message(promotion))
         notice.slack_channel, notice.slack_ts = answer["channel"], answer["ts"]
-        if not created:
-            notice.save(update_fields=["slack_channel", "slack_ts"])
-    if created:
         notice.save()
-        _email(
-            eligible_approvers(promotion),
-            f"Approval needed: {_what(promotion)}",
-            _email_body(promotion, "A promotion awaits your approval."),
-        )
+    if notice.emailed_at is None and _email(
+        eligible_approvers(promotion),
+        f"Approval needed: {_what(promotion)}",
+        _email_body(promotion, "A promotion awaits your approval."),
+    ):
+        notice.emailed_at = timezone.now()
+    notice.save()
 
 
 def update_message(promotion_id):

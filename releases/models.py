@@ -1224,6 +1224,9 @@ class ApprovalNotice(models.Model):
     slack_channel = models.CharField(max_length=30, blank=True)
     slack_ts = models.CharField(max_length=30, blank=True, help_text="The Slack message's timestamp (its id).")
     notified_at = models.DateTimeField(default=timezone.now)
+    emailed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the approvers were e-mailed (empty: not yet, or e-mails are off)."
+    )
     reminded_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):

@@ -125,6 +125,31 @@ def test_a_mail_server_out_of_reach_is_counted_and_the_job_fails_to_be_retried(r
     assert sent_emails("error") == before + 1
 
 
+def test_approvers_are_e_mailed_once_the_mail_server_is_back_and_slack_is_not_told_twice(
+    release, environments, people, settings, slack_api
+):
+    settings.APPROVAL_EMAILS = True
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    with pytest.raises(ConnectionRefusedError):  # Slack took the message, the mail server was down
+        approval_notices.notify_awaiting(promotion.pk)
+    assert ApprovalNotice.objects.get(promotion=promotion).emailed_at is None
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # back for the job's retry
+    approval_notices.notify_awaiting(promotion.pk)
+
+    assert sorted(message.to[0] for message in mail.outbox) == [
+        "lead@nexo.example",
+        "sam@nexo.example",
+        "sara@nexo.example",
+    ]
+    assert len(slack_api.called("chat.postMessage")) == 1
+    assert ApprovalNotice.objects.get(promotion=promotion).emailed_at is not None
+    approval_notices.notify_awaiting(promotion.pk)  # once more (a reconciler's second look): nothing again
+    assert len(mail.outbox) == 3
+
+
 def test_nothing_is_sent_when_neither_slack_nor_e_mail_is_configured(release, environments, people, settings):
     settings.APPROVAL_EMAILS = False
     settings.SLACK_BOT_TOKEN = ""
