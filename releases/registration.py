@@ -18,6 +18,7 @@ from audit import log as audit
 from audit.models import AuditAction
 from environments.models import Environment
 from nexo_portal.lib.errors import Refused
+from nexo_portal.lib.queries import one_or_none
 
 from . import calver, image_gate, policy, transitions
 from .models import BuildCounter, BuildNumbersExhausted, CheckResult, Hold, Release
@@ -71,11 +72,9 @@ def _register(service, commit_sha, image_digest, version, actor, details):
     # Registrations take no lock until they record their events (_announce): two of one service
     # meet at the month's build counter, or at the release's unique constraints (register_build).
     with transaction.atomic():
-        # At most one (release_build_registered_once): ordered by id, not by the default order that joins the service.
-        existing = (
+        # At most one (release_build_registered_once).
+        existing = one_or_none(
             Release.objects.filter(service=service, commit_sha=commit_sha, image_digest=image_digest)
-            .order_by("pk")
-            .first()
         )
         if existing:
             if version and version != existing.version:

@@ -23,6 +23,7 @@ from rq import Retry
 from audit import log as audit
 from audit.models import AuditAction
 from nexo_portal.lib import context, queues
+from nexo_portal.lib.queries import one_or_none
 
 from . import alerts, approval_notices, metrics, policy, steps, verification
 from .models import (
@@ -114,9 +115,9 @@ def _expect(promotion, *states):
 # --- requesting ------------------------------------------------------------------------------
 
 
-def _current_deployment(service, environment):
-    return (
-        Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
+def _current_deployment(service, environment):  # one_current_deployment_per_service_environment
+    return one_or_none(
+        Deployment.objects.current().filter(service=service, environment=environment).select_related("release")
     )
 
 
@@ -137,12 +138,11 @@ class _Request:
         # see the place empty. The promotion row is locked too, for its own transitions.
         self.service = self.release.service
         self.current = _current_deployment(self.service, self.environment)
-        self.active = (
+        self.active = one_or_none(  # one_active_promotion_per_service_environment
             Promotion.objects.select_for_update(of=("self",))
             .select_related("release")
             .filter(service=self.service, environment=self.environment)
             .active()
-            .first()
         )
         if self.active:
             # Its service and environment are the ones asked for: loaded already, not joined again.
