@@ -218,18 +218,24 @@ def notify_awaiting(promotion_id):
     notice = ApprovalNotice.objects.filter(promotion=promotion).first() or ApprovalNotice(promotion=promotion)
     # Each way of telling is marked once it is done, so that a retry after an outage of one (Slack,
     # the mail server) does what it missed and does not repeat what the other did. (A mail server
-    # that fails half-way through the approvers sends the first ones their e-mail again.)
+    # that fails half-way through the approvers sends the first ones their e-mail again.) Only the
+    # fields this job sets are saved: the reconciler may mark the reminder meanwhile (remind_due).
     if slack.is_configured() and not notice.slack_ts:
         answer = slack.call("chat.postMessage", channel=settings.SLACK_APPROVALS_CHANNEL, **awaiting_message(promotion))
         notice.slack_channel, notice.slack_ts = answer["channel"], answer["ts"]
-        notice.save()
+        _save(notice, "slack_channel", "slack_ts")
     if notice.emailed_at is None and _email(
         eligible_approvers(promotion),
         f"Approval needed: {_what(promotion)}",
         _email_body(promotion, "A promotion awaits your approval."),
     ):
         notice.emailed_at = timezone.now()
-    notice.save()
+        _save(notice, "emailed_at")
+
+
+def _save(notice, *fields):
+    """Insert a new notice whole; of one already there, update only `fields`."""
+    notice.save(update_fields=fields if notice.pk else None)
 
 
 def update_message(promotion_id):

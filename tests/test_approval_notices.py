@@ -150,6 +150,36 @@ def test_approvers_are_e_mailed_once_the_mail_server_is_back_and_slack_is_not_to
     assert len(mail.outbox) == 3
 
 
+def test_a_reminder_marked_while_the_e_mails_go_out_is_not_undone(
+    release, environments, people, settings, slack_api, monkeypatch
+):
+    """The job that e-mails the approvers after a mail server outage may meet the reconciler marking
+    the promotion's reminder: the reminder stays marked, or the approvers would get it twice."""
+    settings.APPROVAL_EMAILS = True
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    with pytest.raises(ConnectionRefusedError):  # Slack took the message, the mail server was down
+        approval_notices.notify_awaiting(promotion.pk)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    an_hour_later = promotion.requested_at + timedelta(minutes=61)
+    reminded = []
+    eligible_approvers = approval_notices.eligible_approvers
+
+    def the_reconciler_runs_meanwhile(promotion):
+        reminded.extend(approval_notices.remind_due(now=an_hour_later))
+        return eligible_approvers(promotion)
+
+    monkeypatch.setattr(approval_notices, "eligible_approvers", the_reconciler_runs_meanwhile)
+    approval_notices.notify_awaiting(promotion.pk)
+    monkeypatch.undo()
+
+    assert reminded == [promotion.pk]
+    notice = ApprovalNotice.objects.get(promotion=promotion)
+    assert (notice.reminded_at, notice.emailed_at is not None) == (an_hour_later, True)
+    assert approval_notices.remind_due(now=an_hour_later + timedelta(minutes=5)) == [], "reminded once"
+
+
 def test_nothing_is_sent_when_neither_slack_nor_e_mail_is_configured(release, environments, people, settings):
     settings.APPROVAL_EMAILS = False
     settings.SLACK_BOT_TOKEN = ""
