@@ -145,6 +145,12 @@ def _announce(release, actor):
             Hold.objects.reason_in_each(Environment.objects.with_active_freeze(), service).in_pipeline_order()
         )
         promotion, waits = _deploy_to_first_environment(release, environments)
+        if waits:
+            # It goes once the place frees up if it was registered after the last request there
+            # (transitions.promote_waiting): a request that took the lock while this one waited for
+            # it is later than the release's first timestamp. Registered now, in the chain's order.
+            release.registered_at = timezone.now()
+            Release.objects.filter(pk=release.pk).update(registered_at=release.registered_at)
         return Registration(
             release,
             created=True,

@@ -312,6 +312,38 @@ def test_a_version_registered_meanwhile_by_another_build_is_a_conflict(environme
     assert Release.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_build_that_waited_behind_a_request_made_while_it_registered_goes_once_develop_is_free(
+    environments, redis_connection, rita
+):
+    """A registration writes its release before it takes the chain's lock; a promotion requested in
+    between, while it waited for that lock, keeps develop busy. The build waits, and goes once that
+    promotion is cancelled: it counts as registered after the request, in the chain's order."""
+    service = make_service("nexo-be", team="backend-team")
+    older = make_release(service, "2026.02.1")
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    requested = {}
+
+    def request_the_older_one():
+        requested["promotion"] = transitions.request_promotion(older, environments["develop"], rita)
+
+    with _ChainHeld(plain) as chain:
+        chain._start(request_the_older_one)
+        assert _backends_waiting(1) == 1
+        chain.register("newer")
+        assert _backends_waiting(1, with_a_release_written=True) == 1
+        assert _backends_waiting(2) == 2
+    answer = chain.answers["newer"].json()
+    assert answer["promotion"] is None
+    assert answer["promotion_waits"].startswith("nexo-be 2026.02.1 → develop is already approved")
+
+    transitions.cancel(Promotion.objects.get(pk=requested["promotion"].pk), rita)
+
+    newer = Release.objects.get(version=answer["version"])
+    assert newer.registered_at > requested["promotion"].requested_at
+    assert list(newer.promotions.values_list("environment__name", "state")) == [("develop", "approved")]
+
+
 def test_the_same_version_with_another_digest_is_a_conflict(world):
     client = token_client("register")
     client.post("/api/v1/releases/", build(version="2026.02.1"), format="json")
