@@ -11,7 +11,7 @@ Only the service's team (or its CI, with a token allowed on the service) may do 
 
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from audit import log as audit
@@ -39,6 +39,20 @@ class Registration:
     image_requirements: dict | None = None
 
 
+# Another registration of this build (a retry racing its original) or of this version committed while
+# this one ran, or a writer holding the chain's lock (the GitOps history import, a release added in the
+# admin) wrote the version this one had written and waits for it, which PostgreSQL ends by aborting
+# this one. Everything it wrote is rolled back, its build number included, and another look answers
+# as for a retry, or with the conflict, or with the next build number. As get_or_create() does.
+ATTEMPTS = 3
+RACED_CONSTRAINTS = (
+    "release_build_registered_once",
+    "release_version_unique_per_service",
+    "release_build_unique_per_month",
+)
+UNIQUE_VIOLATION, DEADLOCK_DETECTED = "23505", "40P01"
+
+
 def register_build(
     service,
     *,
@@ -53,19 +67,20 @@ def register_build(
 ):
     policy.ensure(policy.why_not_report(actor, service))
     details = {"committed_at": committed_at, "changelog": changelog, "is_hotfix": is_hotfix, "fixes": fixes}
-    try:
-        return _register(service, commit_sha, image_digest, version, actor, details)
-    except IntegrityError as error:
-        # Another registration of this build (a retry racing its original) or of this version committed
-        # while this one ran: everything it wrote is rolled back, its build number included, and a
-        # second look answers as for a retry, or with the conflict. As get_or_create() does.
-        if getattr(error.__cause__, "diag", None) is None or error.__cause__.diag.constraint_name not in (
-            "release_build_registered_once",
-            "release_version_unique_per_service",
-            "release_build_unique_per_month",
-        ):
-            raise
-    return _register(service, commit_sha, image_digest, version, actor, details)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _register(service, commit_sha, image_digest, version, actor, details)
+        except (IntegrityError, OperationalError) as error:
+            if attempt == ATTEMPTS or not _lost_a_race(error):
+                raise
+
+
+def _lost_a_race(error):
+    cause = error.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)  # PostgreSQL's: SQLite's errors carry none
+    if sqlstate == UNIQUE_VIOLATION:
+        return cause.diag.constraint_name in RACED_CONSTRAINTS
+    return sqlstate == DEADLOCK_DETECTED
 
 
 def _register(service, commit_sha, image_digest, version, actor, details):
@@ -119,10 +134,12 @@ def _announce(release, actor):
 
     The lock is taken only now, after the release and its build number are written: registrations
     spend most of their time before it, in parallel. They lock the month's build counter before
-    the chain, against the rule of the chain first (`audit.log.lock_chain`), which is safe because
-    nothing holding the chain ever waits for a counter or a release being registered: only
-    registrations write them. What decides the first environment (its freezes, holds, what runs
-    and waits there) is read under the chain's lock, as for every request.
+    the chain, against the rule of the chain first (`audit.log.lock_chain`). Only registrations
+    write the counter; a writer holding the chain that creates the very version a registration
+    has written (the GitOps history import, the admin) waits for it, a deadlock PostgreSQL ends
+    by aborting the registration, which register_build tries again. What decides the first
+    environment (its freezes, holds, what runs and waits there) is read under the chain's lock,
+    as for every request.
     """
     service, commit_sha, image_digest = release.service, release.commit_sha, release.image_digest
     with audit.chain_transaction(savepoint=False):

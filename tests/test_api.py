@@ -203,7 +203,7 @@ class _ChainHeld:
     """Another writer holding the audit chain's lock, and registrations sent meanwhile, each in a thread."""
 
     def __init__(self, token):
-        self.token, self.answers, self.threads = token, {}, []
+        self.token, self.answers, self.threads, self.work = token, {}, [], None
         self.held, self.done = threading.Event(), threading.Event()
 
     def __enter__(self):
@@ -223,11 +223,17 @@ class _ChainHeld:
 
         self._start(post)
 
+    def while_held(self, work):
+        """Have the writer holding the lock do `work` in its transaction before it lets go."""
+        self.work = work
+
     def _hold(self):
         with transaction.atomic():
             audit.lock_chain()
             self.held.set()
             self.done.wait(timeout=30)
+            if self.work:
+                self.work()
 
     def _start(self, target):
         def run():
@@ -342,6 +348,32 @@ def test_a_build_that_waited_behind_a_request_made_while_it_registered_goes_once
     newer = Release.objects.get(version=answer["version"])
     assert newer.registered_at > requested["promotion"].requested_at
     assert list(newer.promotions.values_list("environment__name", "state")) == [("develop", "approved")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_registration_that_deadlocks_with_the_gitops_import_takes_the_next_build_number(
+    environments, redis_connection
+):
+    """The GitOps history import holds the chain's lock while it creates the releases it finds: one
+    with the build number a registration has written (and waits for the chain with) is a deadlock,
+    which PostgreSQL ends by aborting the registration. It is tried again, and takes the next one."""
+    service = make_service("nexo-be")
+    today = timezone.localdate()
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    imported = {}
+    with _ChainHeld(plain) as chain:
+        chain.register("build")
+        assert _backends_waiting(1, with_a_release_written=True) == 1
+        # As import_gitops_history does, in the transaction holding the chain's lock.
+        chain.while_held(
+            lambda: imported.update(
+                release=make_release(service, f"{today.year}.{today.month:02d}.1", commit_sha="", is_imported=True)
+            )
+        )
+    assert chain.answers["build"].status_code == 201, chain.answers["build"].content
+    assert chain.answers["build"].json()["version"] == f"{today.year}.{today.month:02d}.2"
+    assert imported["release"].pk is not None
+    assert Release.objects.count() == 2
 
 
 def test_the_same_version_with_another_digest_is_a_conflict(world):
