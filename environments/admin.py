@@ -130,8 +130,14 @@ class ChangeFreezeAdmin(admin.ModelAdmin):
         audit_log.lock_chain()  # the chain before the row, as every writer takes them
         if obj.created_by_id is None:
             obj.created_by = request.user
+        # Moved to another environment, it frees the one it held (the reconciler reads the event).
+        before = ChangeFreeze.objects.filter(pk=obj.pk).values_list("environment__name", flat=True).first()
         super().save_model(request, obj, form, change)
-        obj.audit(AuditAction.FREEZE_CHANGED if change else AuditAction.FREEZE_CREATED, request.user)
+        obj.audit(
+            AuditAction.FREEZE_CHANGED if change else AuditAction.FREEZE_CREATED,
+            request.user,
+            moved_from=before if before != obj.environment.name else None,
+        )
 
     @transaction.atomic
     def delete_model(self, request, obj):

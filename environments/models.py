@@ -367,17 +367,22 @@ class ChangeFreeze(models.Model):
             f"{self.environment} frozen {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}: {self.reason}"
         )
 
-    def audit(self, action, actor):
-        """Record that someone created, changed or deleted this freeze: freezes decide who may deploy."""
+    def audit(self, action, actor, *, moved_from=None):
+        """Record that someone created, changed or deleted this freeze: freezes decide who may deploy.
+
+        `moved_from`: the environment it froze before a change moved it, which it no longer holds."""
+        data = {"freeze": self.pk, "starts_at": self.starts_at, "ends_at": self.ends_at, "reason": self.reason}
+        if moved_from:
+            data["moved_from"] = moved_from
         audit_log.record(
             action,
             actor=actor,
             environment=self.environment.name,
             message=(
                 f"{self.environment.name} frozen {self.starts_at:%Y-%m-%d %H:%M} → "
-                f"{self.ends_at:%Y-%m-%d %H:%M}: {self.reason}"
+                f"{self.ends_at:%Y-%m-%d %H:%M}: {self.reason}" + (f" (moved from {moved_from})" if moved_from else "")
             ),
-            data={"freeze": self.pk, "starts_at": self.starts_at, "ends_at": self.ends_at, "reason": self.reason},
+            data=data,
         )
 
     def clean(self):

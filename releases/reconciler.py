@@ -114,11 +114,11 @@ def promote_after_freezes(now=None):
     since = now - AFTER_FREEZES
     thawed = set(
         ChangeFreeze.objects.filter(ends_at__gt=since, ends_at__lte=now).values_list("environment__name", flat=True)
-    ) | set(
-        AuditEvent.objects.filter(
-            action__in=[AuditAction.FREEZE_CHANGED, AuditAction.FREEZE_DELETED], created_at__gte=since
-        ).values_list("environment", flat=True)
     )
+    for environment, moved_from in AuditEvent.objects.filter(
+        action__in=[AuditAction.FREEZE_CHANGED, AuditAction.FREEZE_DELETED], created_at__gte=since
+    ).values_list("environment", "data__moved_from"):
+        thawed |= {environment, moved_from} - {None}  # moved: where it was is free now
     if not thawed:
         return []
     waited = set(

@@ -720,6 +720,39 @@ def test_a_build_that_waited_for_a_freeze_of_qa_goes_there_when_the_freeze_ends(
     assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_DEFERRED, environment="qa").count() == 1
 
 
+def test_a_build_that_waited_for_a_freeze_moved_to_another_environment_goes_now(pipeline, people, admin_client):
+    """A freeze put on qa by mistake, moved to production in the admin: the build it kept out of qa goes
+    there at the reconciler's next round, not never (qa's history names no freeze that ended)."""
+    service = pipeline.add_service("nexo-be")
+    qa, production = pipeline.environments["qa"], pipeline.environments["production"]
+    frozen = freeze(qa)
+    develop = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None, kind=PromotionKind.AUTO
+    )
+    pipeline.run_jobs()
+    assert state_of(develop) == PromotionState.VERIFIED
+    assert not Promotion.objects.filter(environment=qa).exists()
+
+    starts, ends = (timezone.localtime(moment) for moment in (frozen.starts_at, frozen.ends_at))
+    moved = admin_client.post(
+        f"/admin/environments/changefreeze/{frozen.pk}/change/",
+        {
+            "environment": production.pk,
+            "starts_at_0": f"{starts:%Y-%m-%d}",
+            "starts_at_1": f"{starts:%H:%M:%S}",
+            "ends_at_0": f"{ends:%Y-%m-%d}",
+            "ends_at_1": f"{ends:%H:%M:%S}",
+            "reason": frozen.reason,
+        },
+    )
+    assert moved.status_code == 302, moved.content.decode()[:2000]
+    assert AuditEvent.objects.get(action=AuditAction.FREEZE_CHANGED).data["moved_from"] == "qa"
+
+    reconcile()
+    pipeline.run_jobs()
+    assert Promotion.objects.get(environment=qa).state == PromotionState.VERIFIED
+
+
 def test_the_newest_build_registered_while_develop_was_busy_goes_there_once_it_is_free(pipeline, people):
     from releases.registration import register_build
 
