@@ -90,7 +90,7 @@ def deliver(notice_id, senders):
         except DatabaseError:
             raise
         except slack.SlackRefused as error:
-            refusal = str(error)
+            _give_up(notice, str(error), "refused")
         except Exception as error:
             _not_delivered(
                 notice,

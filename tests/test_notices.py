@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from rq.registry import ScheduledJobRegistry
 
 from nexo_portal.lib import queues
-from releases import jobs, notices, transitions
+from releases import jobs, notices, slack, transitions
 from releases.models import Notice, NoticeKind, Promotion, PromotionState
 from releases.reconciler import reconcile
 from tests.factories import make_release, make_service
@@ -178,6 +178,25 @@ def test_a_refusal_slack_will_never_accept_is_given_up_with_its_reason_and_not_t
     assert notices.redeliver_owed(now=later(hours=1)) == []
     pipeline.run_jobs()
     assert slack_server.posted == 1
+
+
+def test_a_sender_that_slack_refuses_gives_its_notice_up_rather_than_leave_it_owed(redis_connection):
+    """A sender may let slack.SlackRefused out (the approval request does): retrying will not change
+    it, so the notice is given up with Slack's reason, not left owed for every reconciler round."""
+    notice = notices.owe(NoticeKind.APPROVAL_REQUEST, 1)
+    before = given_up(NoticeKind.APPROVAL_REQUEST, "refused")
+
+    def refused(promotion_id):
+        raise slack.SlackRefused("chat.postMessage", "channel_not_found")
+
+    notices.deliver(notice.pk, {NoticeKind.APPROVAL_REQUEST: refused})
+
+    notice.refresh_from_db()
+    assert (notice.attempts, notice.sent_at) == (1, None)
+    assert notice.given_up_at is not None
+    assert notice.last_error == "Slack refused chat.postMessage: channel_not_found"
+    assert given_up(NoticeKind.APPROVAL_REQUEST, "refused") == before + 1
+    assert notices.redeliver_owed(now=later(hours=1)) == []
 
 
 def test_a_slack_that_fails_is_tried_again_after_the_interval_and_the_alert_sent_once_it_recovers(
