@@ -220,10 +220,17 @@ def notify_awaiting(promotion_id):
     # the mail server) does what it missed and does not repeat what the other did. (A mail server
     # that fails half-way through the approvers sends the first ones their e-mail again.) Only the
     # fields this job sets are saved: the reconciler may mark the reminder meanwhile (remind_due).
+    slack_failed = None
     if slack.is_configured() and not notice.slack_ts:
-        answer = slack.call("chat.postMessage", channel=settings.SLACK_APPROVALS_CHANNEL, **awaiting_message(promotion))
-        notice.slack_channel, notice.slack_ts = answer["channel"], answer["ts"]
-        _save(notice, "slack_channel", "slack_ts")
+        try:
+            answer = slack.call(
+                "chat.postMessage", channel=settings.SLACK_APPROVALS_CHANNEL, **awaiting_message(promotion)
+            )
+        except (slack.SlackUnavailable, slack.SlackRefused) as error:
+            slack_failed = error  # the e-mails go all the same, before the job is retried or given up
+        else:
+            notice.slack_channel, notice.slack_ts = answer["channel"], answer["ts"]
+            _save(notice, "slack_channel", "slack_ts")
     if notice.emailed_at is None and _email(
         eligible_approvers(promotion),
         f"Approval needed: {_what(promotion)}",
@@ -231,6 +238,8 @@ def notify_awaiting(promotion_id):
     ):
         notice.emailed_at = timezone.now()
         _save(notice, "emailed_at")
+    if slack_failed:
+        raise slack_failed
 
 
 def _save(notice, *fields):

@@ -242,7 +242,7 @@ def test_slack_busy_is_retried_and_a_refusal_is_not(waiting, slack_api):
     approval_notices.update_message(waiting.pk)  # logged, not raised: retrying would not help
 
 
-def test_approvers_are_e_mailed_although_slack_was_down_when_they_were_first_told(
+def test_approvers_are_e_mailed_while_slack_is_down_and_told_on_slack_once_it_is_back(
     release, environments, people, slack_api, settings
 ):
     settings.APPROVAL_EMAILS = True
@@ -252,6 +252,12 @@ def test_approvers_are_e_mailed_although_slack_was_down_when_they_were_first_tol
     deliver_notice(notice.pk)
     notice.refresh_from_db()
     assert (notice.sent_at, notice.attempts) == (None, 1)
+    assert ApprovalNotice.objects.get().slack_ts == ""
+    assert sorted(address for message in mail.outbox for address in message.to) == [
+        "lead@nexo.example",
+        "sam@nexo.example",
+        "sara@nexo.example",
+    ]
 
     slack_api.rate_limited.clear()  # Slack is back by the next try
     Notice.objects.filter(pk=notice.pk).update(next_attempt_at=timezone.now())
@@ -260,8 +266,19 @@ def test_approvers_are_e_mailed_although_slack_was_down_when_they_were_first_tol
     notice.refresh_from_db()
     assert notice.sent_at is not None
     assert ApprovalNotice.objects.get().slack_ts
-    assert sorted(address for message in mail.outbox for address in message.to) == [
-        "lead@nexo.example",
-        "sam@nexo.example",
-        "sara@nexo.example",
-    ]
+    assert len(mail.outbox) == 3, "e-mailed once"
+
+
+def test_approvers_are_e_mailed_when_slack_refuses_the_message_for_good(
+    release, environments, people, slack_api, settings
+):
+    settings.APPROVAL_EMAILS = True
+    slack_api.errors["chat.postMessage"] = "channel_not_found"  # a refusal: the notice is given up
+    transitions.request_promotion(release, environments["production"], people["rita"])
+    notice = Notice.objects.get(kind="approval_request")
+    deliver_notice(notice.pk)
+
+    notice.refresh_from_db()
+    assert notice.given_up_at is not None
+    assert notice.last_error == "Slack refused chat.postMessage: channel_not_found"
+    assert len(mail.outbox) == 3
