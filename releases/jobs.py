@@ -379,13 +379,18 @@ def verify_promotion(promotion_id):
         return
     if promotion.state == PromotionState.DEPLOYED:
         promotion = transitions.mark_verifying(promotion, configured=verification.is_configured(promotion))
-    taken = verification.take_round(promotion)
-    if taken is None:
+    if verification.take_round(promotion) is None:
         return  # stopped, or given its verdict by another run, while the round was observed
-    if not taken:
-        # Another run took this slot's round (its lease expired while it sampled) and may have
-        # extended the soak since this one loaded it: carry on from what that one decided.
-        promotion.refresh_from_db()
+    with audit.chain_transaction():
+        # Decided on the promotion as it is now, locked: another run of the step (its lease expired
+        # while it sampled) may have stored a round, extended the soak or given the verdict since
+        # this one loaded it, and none may store a round or decide while this one does.
+        promotion = transitions.locked_in(promotion, PromotionState.VERIFYING)
+        if promotion is not None:
+            _decide_soak(promotion)
+
+
+def _decide_soak(promotion):
     passed_limits = verification.limits_passed(promotion)
     if passed_limits:
         # Fail fast: the rest of the window cannot undo a limit passed.

@@ -87,6 +87,14 @@ def _locked(promotion):
     return promotion
 
 
+def locked_in(promotion, *states):
+    """For a step about to decide on `promotion` from what others may have changed meanwhile (the
+    verify step's verdict): fresh and locked for the rest of the caller's transaction, the chain's
+    lock first, or None when it has left `states`."""
+    promotion = _locked(promotion)
+    return promotion if promotion.state in states else None
+
+
 def _record(action, promotion, actor, message, **data):
     # The log line that lets a promotion be followed in Loki-style tools, with the context's ids.
     logger.info("%s: %s", action, message)

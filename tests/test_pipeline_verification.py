@@ -1,16 +1,27 @@
 """The soak against a real Prometheus (started for the tests) and real health URLs."""
 
 import math
+import threading
 import time
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from environments.models import Environment
 from releases import transitions, verification
 from releases.jobs import verify_promotion
-from releases.models import Promotion, PromotionKind, PromotionState, RunStatus, SampleCheck, StepRun, StepStatus
+from releases.models import (
+    Promotion,
+    PromotionKind,
+    PromotionState,
+    RunStatus,
+    SampleCheck,
+    StepRun,
+    StepStatus,
+    VerificationSample,
+)
 from tests.factories import make_release, make_service
 from tests.history import ran
 
@@ -395,3 +406,113 @@ def test_a_second_run_at_the_verdict_goes_on_from_the_extension_the_first_made(
     assert promotion.state == PromotionState.VERIFYING, promotion.error
     assert promotion.verdict_at > now
     assert promotion.samples.count() == 1
+
+
+def test_a_run_whose_round_was_kept_goes_on_from_the_extension_another_run_made_meanwhile(
+    environments, health_server, redis_connection, monkeypatch
+):
+    """Run A observes just before the verdict and hangs past it (its lease expires); run B, at the
+    verdict, finds rounds missing and extends the soak. A's round fits the slot before the old
+    verdict and is kept: A must decide on the extended soak, not judge the old window and fail it."""
+    qa = environments["qa"]
+    qa.health_url_templates = health_server.answer("/health", 200)
+    qa.sample_interval_seconds, qa.required_checks = 60, []
+    qa.save()
+    now = timezone.now()
+    promotion = ran(
+        make_release(make_service("svc-late", team="backend-team"), "2026.02.1"),
+        qa,
+        state=PromotionState.VERIFYING,
+        at=now - timedelta(minutes=10),
+        verification_started_at=now - timedelta(minutes=10),
+        verdict_at=now + timedelta(seconds=2),
+    )
+    observe = verification.observe
+
+    def b_meanwhile(promotion, now=None):
+        samples = observe(promotion, now)  # A's round, before the verdict
+        monkeypatch.setattr(verification, "observe", observe)
+        time.sleep(max(0, (promotion.verdict_at - timezone.now()).total_seconds()) + 0.1)
+        verify_promotion(promotion.pk)  # B, at the verdict: rounds missing, extended
+        return samples
+
+    monkeypatch.setattr(verification, "observe", b_meanwhile)
+    verify_promotion(promotion.pk)  # A
+
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.VERIFYING, promotion.error
+    assert promotion.verdict_at > now + timedelta(minutes=1)
+    assert promotion.samples.count() == 2, "both rounds kept, each in its slot"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_round_stored_by_another_run_while_the_verdict_is_given_is_judged_or_not_kept(
+    environments, health_server, redis_connection, monkeypatch
+):
+    """Run B (its lease expired while it sampled) stores a failing round taken before the verdict
+    while run A gives the verdict on the rounds before it: B waits for A's decision and keeps nothing,
+    or A sees B's round; never a promotion verified past its failure limit."""
+    from tests.test_api import _backends_waiting
+
+    qa = environments["qa"]
+    qa.health_url_templates = health_server.answer("/health", 200)
+    qa.sample_interval_seconds, qa.required_checks, qa.failure_limit = 60, [], 0
+    qa.save()
+    now = timezone.now()
+    start = now - qa.verification_window
+    promotion = ran(
+        make_release(make_service("svc-race", team="backend-team"), "2026.02.1"),
+        qa,
+        state=PromotionState.VERIFYING,
+        at=start,
+        verification_started_at=start,
+        verdict_at=now,
+    )
+    interval = timedelta(seconds=qa.sample_interval_seconds)
+    for slot in range(int(qa.verification_window / interval) - 1):  # every slot but the last before the verdict
+        VerificationSample.objects.create(
+            promotion=promotion,
+            kind=SampleCheck.HEALTH_URL,
+            target=promotion.service.health_urls(qa)[0],
+            ok=True,
+            value=200,
+            detail="HTTP 200 OK",
+            taken_at=start + slot * interval,
+        )
+    verdict, observe, b = verification.verdict, verification.observe, {}
+
+    def failing(promotion, at=None):
+        return [replace_ok(sample) for sample in observe(promotion, at)]
+
+    def replace_ok(sample):
+        sample.ok, sample.value, sample.detail = False, 500, "HTTP 500 Internal Server Error"
+        return sample
+
+    def b_stores_meanwhile():
+        try:
+            stale = Promotion.objects.select_related("environment", "service").get(pk=promotion.pk)
+            b["kept"] = verification.take_round(stale, now=now - timedelta(seconds=10))
+        finally:
+            connections.close_all()
+
+    def verdict_while_b_stores(promotion):
+        result = verdict(promotion)
+        monkeypatch.setattr(verification, "observe", failing)
+        thread = threading.Thread(target=b_stores_meanwhile)
+        thread.start()
+        b["thread"] = thread
+        thread.join(timeout=0.5)
+        if thread.is_alive():  # waiting: for the promotion's lock, to be let go with the decision
+            assert _backends_waiting(1) == 1
+        return result
+
+    monkeypatch.setattr(verification, "verdict", verdict_while_b_stores)
+    verify_promotion(promotion.pk)  # A, at the verdict
+    b["thread"].join()
+
+    promotion.refresh_from_db()
+    if promotion.state == PromotionState.VERIFIED:
+        assert verification.limits_passed(promotion) == []
+        assert b["kept"] is None, "B's round came after the verdict: not kept"
+    else:
+        assert promotion.state == PromotionState.FAILED
