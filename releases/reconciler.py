@@ -31,6 +31,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
@@ -46,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 # A promotion mid-way and untouched for this long with no run at all gets one.
 STALL_AFTER = timedelta(minutes=2)
-# A build that waited for a freeze is looked for this long after it waited and the freeze ended.
+# A build that waited for a freeze is looked for this long after the freeze ended, among the builds
+# deferred from this long before it began.
 AFTER_FREEZES = timedelta(days=1)
 
 
@@ -112,18 +114,24 @@ def promote_after_freezes(now=None):
     held it, now that the freeze has ended or was changed or deleted and none holds it."""
     now = now or timezone.now()
     since = now - AFTER_FREEZES
-    thawed = set(
-        ChangeFreeze.objects.filter(ends_at__gt=since, ends_at__lte=now).values_list("environment__name", flat=True)
+    ended = list(
+        ChangeFreeze.objects.filter(ends_at__gt=since, ends_at__lte=now).values_list("environment__name", "starts_at")
     )
-    for environment, moved_from in AuditEvent.objects.filter(
+    thawed, began = {name for name, _ in ended}, [starts_at for _, starts_at in ended]
+    for environment, moved_from, starts_at in AuditEvent.objects.filter(
         action__in=[AuditAction.FREEZE_CHANGED, AuditAction.FREEZE_DELETED], created_at__gte=since
-    ).values_list("environment", "data__moved_from"):
+    ).values_list("environment", "data__moved_from", "data__starts_at"):
         thawed |= {environment, moved_from} - {None}  # moved: where it was is free now
+        began.append(parse_datetime(starts_at or "") or now)
     if not thawed:
         return []
+    # A build deferred once, when the freeze refused it, waited for as long as the freeze lasted (a
+    # weekend's, a holiday's): its deferral is looked for from a day before the freeze began.
     waited = set(
         AuditEvent.objects.filter(
-            action=AuditAction.PROMOTION_DEFERRED, created_at__gte=since, environment__in=thawed
+            action=AuditAction.PROMOTION_DEFERRED,
+            created_at__gte=min([now, *began]) - AFTER_FREEZES,
+            environment__in=thawed,
         ).values_list("service", "environment")
     )
     environments = {

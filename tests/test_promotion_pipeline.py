@@ -720,6 +720,42 @@ def test_a_build_that_waited_for_a_freeze_of_qa_goes_there_when_the_freeze_ends(
     assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_DEFERRED, environment="qa").count() == 1
 
 
+@pytest.mark.parametrize("ended", ["by itself", "shortened"])
+def test_a_build_that_waited_a_whole_weekend_freeze_goes_when_it_ends(pipeline, people, ended):
+    """Deferred once, on Friday evening, more than a day before the freeze ends: still found."""
+    service = pipeline.add_service("nexo-be")
+    qa = pipeline.environments["qa"]
+    friday, now = timezone.now() - timedelta(hours=60), timezone.now()
+    frozen = ChangeFreeze.objects.create(
+        environment=qa,
+        starts_at=friday,
+        ends_at=now + timedelta(hours=1) if ended == "shortened" else now - timedelta(minutes=1),
+        reason="Weekend freeze",
+    )
+    release = make_release(service, "2026.02.1")
+    ran(release, pipeline.environments["develop"], at=friday + timedelta(minutes=5))
+    with audit.chain_transaction():  # as transitions._defer recorded it then
+        audit.record(
+            AuditAction.PROMOTION_DEFERRED,
+            actor=transitions.PIPELINE,
+            service=service.name,
+            environment="qa",
+            version=release.version,
+            message=f"nexo-be {release.version} waits to enter qa: qa is frozen",
+            data={"reason": "qa is frozen"},
+            at=friday + timedelta(minutes=15),
+        )
+    if ended == "shortened":  # on Monday morning, an hour early
+        with audit.chain_transaction():
+            frozen.ends_at = now
+            frozen.save()
+            frozen.audit(AuditAction.FREEZE_CHANGED, people["lead"])
+
+    reconcile()
+    pipeline.run_jobs()
+    assert Promotion.objects.get(environment=qa).state == PromotionState.VERIFIED
+
+
 def test_a_build_that_waited_for_a_freeze_moved_to_another_environment_goes_now(pipeline, people, admin_client):
     """A freeze put on qa by mistake, moved to production in the admin: the build it kept out of qa goes
     there at the reconciler's next round, not never (qa's history names no freeze that ended)."""
