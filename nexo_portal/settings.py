@@ -432,6 +432,9 @@ SPECTACULAR_SETTINGS = {
 ADMINS = [("Nexo Release Portal operators", address) for address in env.list("ERROR_EMAILS", default=[])]
 SERVER_EMAIL = env.str("SERVER_EMAIL", default="release-portal@nexo.invalid")
 vars().update(env.email_url("EMAIL_URL", default="smtp://localhost:25"))
+# A mail server that takes the connection and never answers fails the send (retried later) instead
+# of holding a worker and its notice for as long as RQ lets a job run.
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=HTTP_TIMEOUT_SECONDS)
 
 # --- Observability (docs/observability.md) ----------------------------------------------------
 # Log lines: "text" (the default, for people) or "json" (one object per line, for Loki-style tools),

@@ -1,6 +1,8 @@
 """Approvers told what awaits them: a Slack message naming the groups and mentioning the people Slack
 knows, kept up to date as it is decided; e-mails; one reminder. Against a stand-in for Slack's Web API."""
 
+import smtplib
+import socket
 from datetime import timedelta
 
 import pytest
@@ -123,6 +125,20 @@ def test_a_mail_server_out_of_reach_is_counted_and_the_job_fails_to_be_retried(r
         approval_notices.notify_awaiting(promotion.pk)
 
     assert sent_emails("error") == before + 1
+
+
+def test_a_mail_server_that_takes_the_connection_and_never_answers_fails_the_send(
+    release, environments, people, settings
+):
+    """By default: the job fails (to be tried again) rather than wait for as long as RQ lets it run."""
+    assert settings.EMAIL_TIMEOUT == settings.HTTP_TIMEOUT_SECONDS
+    settings.APPROVAL_EMAILS = True
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel takes the connection; nobody answers
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent.getsockname()[1]
+        with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+            approval_notices.notify_awaiting(promotion.pk)
 
 
 def test_approvers_are_e_mailed_once_the_mail_server_is_back_and_slack_is_not_told_twice(
