@@ -147,7 +147,12 @@ def redeliver_owed(now=None):
             .select_for_update(skip_locked=True)
             .order_by("next_attempt_at")
         )
-    lost = [notice for notice in owed if not _held_by_rq(notice)]
+    try:
+        lost = [notice for notice in owed if not _held_by_rq(notice)]
+    except RedisError as error:
+        # Nothing can be handed over either: a later round does it, and this one goes on.
+        logger.warning("Could not ask RQ which of %d owed notices it holds (%s); next round", len(owed), error)
+        return []
     for notice in lost:
         logger.warning("%s was owed since %s and RQ did not have it; handed over again", notice, notice.next_attempt_at)
         dispatch(notice)

@@ -86,6 +86,20 @@ def test_an_alert_owed_while_redis_was_down_is_sent_once_it_is_back_and_the_reco
     assert notices.redeliver_owed(now=later(hours=1)) == []
 
 
+def test_the_reconciler_finishes_its_round_while_redis_is_down_with_a_notice_overdue(
+    syncing, pipeline, slack_server, redis_down
+):
+    """Which owed notices RQ holds cannot be asked while Redis is away: the notices wait for a later
+    round, and the rest of this one (drift, reminders, the audit chain's watch…) runs all the same."""
+    with redis_down():
+        fail(syncing)
+        Notice.objects.update(next_attempt_at=later(seconds=-20))  # overdue
+        round_ = reconcile()
+    assert round_["notices"] == []
+    assert round_["audit_chain"], "the round went on to its last task"
+    assert reconcile()["notices"] == [Notice.objects.get().pk], "handed over once Redis is back"
+
+
 def test_an_approval_request_owed_while_redis_was_down_is_posted_once_it_is_back(
     pipeline, slack_api, rita, sam, sara, lead, redis_down
 ):
