@@ -368,6 +368,14 @@ def freeze_holding(promotion):
     return promotion.environment.active_freeze()
 
 
+def held_committing(promotion):
+    """Committing, and its GitOps commit held by a freeze: the push failed before the freeze began (its
+    commit is not on the branch: the retry looked for it there first), and the retry waits for the
+    freeze's end. It may be cancelled (transitions.cancel withdraws the retry unless a worker runs it),
+    or nothing else, a rollback or a break-glass fix included, could enter the place until then."""
+    return promotion.state == PromotionState.COMMITTING and freeze_holding(promotion) is not None
+
+
 class HeldByFreeze(Exception):
     """Raised by a step about to write a promotion into the environment a freeze keeps it out of."""
 
@@ -416,10 +424,12 @@ def why_not_reject(promotion, user, comment="x"):
 
 
 def why_not_cancel(promotion, actor):
-    if promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED):
+    if promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED) and not held_committing(
+        promotion
+    ):
         return Refusal(
             f"This promotion is {promotion.get_state_display().lower()}; it can only be cancelled before the "
-            "GitOps commit starts. Roll back instead."
+            "GitOps commit starts, or while a change freeze holds it. Roll back instead."
         )
     if is_ci_token(actor):
         if promotion.requested_via == actor.audit_name():
@@ -516,6 +526,11 @@ def until_it_finishes(promotion):
     if promotion.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
         stop = "Stop soak" if promotion.is_rollback else "Stop and roll back"
         return f"stop its soak ({stop}, on the promotion's page) or wait for it to finish"
+    if promotion.state in (PromotionState.APPROVED, PromotionState.COMMITTING) and (
+        freeze := freeze_holding(promotion)
+    ):
+        ends = timezone.localtime(freeze.ends_at)
+        return f"its GitOps commit waits for the change freeze until {ends:%Y-%m-%d %H:%M}: cancel it first"
     return "wait for it to finish"
 
 
@@ -530,7 +545,7 @@ def offered_decisions(promotion, user):
             ("reject", why_not_reject(promotion, user)),
             ("cancel", why_not_cancel(promotion, user)),
         ]
-    if promotion.state == PromotionState.APPROVED:
+    if promotion.state == PromotionState.APPROVED or held_committing(promotion):
         return [("cancel", why_not_cancel(promotion, user))]
     if promotion.state in (PromotionState.DEPLOYED, PromotionState.VERIFYING):
         return [("stop", why_not_stop(promotion, user))]

@@ -120,6 +120,15 @@ def freeze_changed(sender, instance, **kwargs):
         transaction.on_commit(partial(wake_commits_held_by_freezes, environment_id), robust=True)
 
 
+def withdraw(promotion_id):
+    """End the promotion's queued run before a worker claims it (claim() and this take turns on the
+    row): False when a worker runs a step of it now, which nothing may cut short."""
+    StepRun.objects.filter(promotion_id=promotion_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.DONE, finished_at=timezone.now(), lease_expires_at=None
+    )
+    return not StepRun.objects.filter(promotion_id=promotion_id, status=RunStatus.RUNNING).exists()
+
+
 def close(promotion_id, *, now=None):
     """End the promotion's open run: it has moved on (or ended) and owes no more work."""
     StepRun.objects.filter(promotion_id=promotion_id, status__in=RunStatus.open()).update(

@@ -431,6 +431,11 @@ def reject(promotion, user, comment, *, via=None, github_review_id=None):
 def cancel(promotion, actor, comment=""):
     promotion = _locked(promotion)
     policy.ensure(policy.why_not_cancel(promotion, actor))
+    if promotion.state == PromotionState.COMMITTING and not steps.withdraw(promotion.pk):
+        # Held by a freeze when the policy looked, its retry claimed by a worker since (it ended).
+        raise PromotionError(
+            f"{_describe(promotion)}: its GitOps commit is being pushed right now; roll back once it is deployed."
+        )
     promotion.state = PromotionState.CANCELLED
     promotion.finished_at = timezone.now()
     steps.close(promotion.pk)  # it owes no more work

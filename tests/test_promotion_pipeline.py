@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
-from releases import jobs, transitions
+from releases import jobs, policy, transitions
 from releases.gitops import values
 from releases.gitops.repo import GitOpsError, GitOpsRepository
 from releases.models import (
@@ -30,6 +30,7 @@ from releases.models import (
     StepRun,
     StepStatus,
 )
+from releases.policy import PromotionError
 from releases.reconciler import reconcile
 from tests.factories import hex_for, make_release, make_user
 from tests.history import ran
@@ -331,6 +332,63 @@ def test_a_commit_whose_push_failed_before_a_freeze_began_is_held_until_it_ends(
     promotion.refresh_from_db()
     assert pipeline.gitops.head() == promotion.gitops_commit_sha != head
     assert [trailers(c).get("Promotion-Id") for c in pipeline.gitops.commits()].count(str(promotion.pk)) == 1
+
+
+def held_committing(pipeline, people, service, version="2026.02.3"):
+    """`service` runs 2026.02.2 in develop (2026.02.1 before it); `version`'s push failed in a Git
+    outage, then a freeze began: its retry is held, committing, until the freeze ends. Returns (the
+    promotion, the freeze)."""
+    develop = pipeline.environments["develop"]
+    for earlier in ("2026.02.1", "2026.02.2"):
+        running = transitions.request_promotion(make_release(service, earlier), develop, people["rita"])
+        pipeline.run_jobs(until=lambda: state_of(running) == PromotionState.VERIFIED)  # noqa: B023
+    with GitOpsRepository().locked() as repository:
+        repository.sync()  # a worker's working copy from its earlier commits: the first try does not fetch
+    promotion = transitions.request_promotion(make_release(service, version), develop, people["rita"])
+    with pipeline.gitops.away():
+        pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    frozen = freeze(develop, hours=72)
+    pipeline.run_jobs(until=lambda: (run := waiting_commit(promotion)) is not None and run.run_after == frozen.ends_at)
+    assert state_of(promotion) == PromotionState.COMMITTING
+    return promotion, frozen
+
+
+def test_a_commit_held_by_a_freeze_after_its_push_failed_may_be_cancelled_to_roll_back(pipeline, people):
+    """A Git outage, then a three-day freeze: the held commit would keep everything else out, a
+    rollback included. An approver cancels it (nothing of it is on the branch), then rolls back."""
+    service = develop_only(pipeline)
+    develop = pipeline.environments["develop"]
+    promotion, _ = held_committing(pipeline, people, service)
+    head = pipeline.gitops.head()
+    with pytest.raises(PromotionError, match=r"waits for the change freeze until .*: cancel it first"):
+        transitions.request_rollback(service, develop, people["rita"])
+    assert policy.offered_decisions(promotion, people["rita"]) == [("cancel", None)]
+
+    held = waiting_commit(promotion)
+    transitions.cancel(Promotion.objects.get(pk=promotion.pk), people["rita"], "the freeze outlasts it")
+    assert state_of(promotion) == PromotionState.CANCELLED
+    assert not StepRun.objects.filter(promotion=promotion, status__in=RunStatus.open()).exists()
+
+    rollback = transitions.request_rollback(service, develop, people["rita"])  # rollbacks pass freezes
+    for approver in ("sam", "lead"):
+        if state_of(rollback) == PromotionState.AWAITING_APPROVAL:
+            transitions.approve(rollback, people[approver])
+    pipeline.run_jobs(until=lambda: state_of(rollback) == PromotionState.VERIFIED)
+    jobs.run_step(held.pk)  # RQ hands the withdrawn retry over at the freeze's end: it does nothing
+    assert state_of(promotion) == PromotionState.CANCELLED
+    assert [trailers(c).get("Promotion-Id") for c in pipeline.gitops.commits()].count(str(promotion.pk)) == 0
+    assert pipeline.gitops.head() != head
+
+
+def test_a_held_commit_whose_retry_a_worker_runs_now_is_not_cancelled(pipeline, people):
+    service = develop_only(pipeline)
+    promotion, _ = held_committing(pipeline, people, service)
+    StepRun.objects.filter(promotion=promotion, status=RunStatus.QUEUED).update(status=RunStatus.RUNNING)  # claimed
+
+    with pytest.raises(PromotionError, match="its GitOps commit is being pushed right now; roll back once"):
+        transitions.cancel(Promotion.objects.get(pk=promotion.pk), people["rita"])
+    assert state_of(promotion) == PromotionState.COMMITTING
+    assert StepRun.objects.get(promotion=promotion, status=RunStatus.RUNNING)
 
 
 def test_the_promotion_is_saved_as_committing_before_its_commit_is_pushed(pipeline, monkeypatch):
