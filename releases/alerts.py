@@ -231,10 +231,14 @@ def send_discarded_approvals_notice(promotion_id):
         return None
     approvers, subject, text, slack = discarded_approvals_notice(promotion)
     addresses = [user.email for user in approvers if user.email] if settings.APPROVAL_EMAILS else []
-    mail.send_each(subject, text, addresses)
-    if not is_configured():
-        return None
-    return _post(slack, f"on the discarded approvals of promotion {promotion_id}")
+
+    def email():
+        mail.send_each(subject, text, addresses)
+
+    def post():
+        return _post(slack, f"on the discarded approvals of promotion {promotion_id}") if is_configured() else None
+
+    return notices.send_parts(email=email, slack=post)
 
 
 def _link(path):

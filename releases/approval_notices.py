@@ -269,19 +269,21 @@ def remind(promotion_id):
         return
     waiting_for = eligible_approvers(promotion)
     notice = ApprovalNotice.objects.filter(promotion=promotion).first()
-    if notice and notice.slack_ts and slack.is_configured():
-        minutes = int((timezone.now() - promotion.requested_at).total_seconds() // 60)
-        slack.call(
-            "chat.postMessage",
-            channel=notice.slack_channel,
-            thread_ts=notice.slack_ts,
-            text=f":bell: Still waiting after {minutes} min: {_summary(promotion)} {_mentions(waiting_for)}".strip(),
+
+    def post():
+        if notice and notice.slack_ts and slack.is_configured():
+            minutes = int((timezone.now() - promotion.requested_at).total_seconds() // 60)
+            text = f":bell: Still waiting after {minutes} min: {_summary(promotion)} {_mentions(waiting_for)}"
+            slack.call("chat.postMessage", channel=notice.slack_channel, thread_ts=notice.slack_ts, text=text.strip())
+
+    def email():
+        _email(
+            waiting_for,
+            f"Reminder: approval needed for {_what(promotion)}",
+            _email_body(promotion, "A promotion still awaits your approval."),
         )
-    _email(
-        waiting_for,
-        f"Reminder: approval needed for {_what(promotion)}",
-        _email_body(promotion, "A promotion still awaits your approval."),
-    )
+
+    notices.send_parts(slack=post, email=email)
 
 
 def remind_due(now=None):

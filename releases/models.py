@@ -1265,6 +1265,9 @@ class Notice(models.Model):
     last_error = models.TextField(blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     given_up_at = models.DateTimeField(null=True, blank=True)
+    parts_done = models.JSONField(
+        default=list, blank=True, help_text="The ways of telling (slack, email) an earlier attempt did already."
+    )
 
     objects = NoticeQuerySet.as_manager()
 

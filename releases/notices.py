@@ -26,6 +26,7 @@ finds the answer in the admin; the reconciler deletes them after that.
 """
 
 import logging
+from contextvars import ContextVar
 from datetime import timedelta
 
 from django.db import DatabaseError, transaction
@@ -44,6 +45,8 @@ from .models import Notice
 logger = logging.getLogger(__name__)
 
 JOB_FUNCTION = "releases.jobs.deliver_notice"
+# The notice its sender runs for, within deliver() (send_parts reads what it did before).
+_delivering = ContextVar("notice being delivered", default=None)
 # Seconds before the next try after the first, second… failure; the last one repeats.
 RETRY_INTERVALS = [10, 60, 300, 900, 1800, 3600]
 # An alert a day late is history, not news: the admin, the log and the metric say it was never sent.
@@ -85,6 +88,7 @@ def deliver(notice_id, senders):
             logger.info("Notice %s is sent, given up, being sent or not due yet; nothing to do", notice_id)
             return
         notice.attempts += 1
+        delivering = _delivering.set(notice)
         try:
             refusal = senders[notice.kind](*notice.args)
         except DatabaseError:
@@ -102,7 +106,34 @@ def deliver(notice_id, senders):
                 _give_up(notice, refusal, "refused")
             else:
                 notice.sent_at = timezone.now()
-        notice.save(update_fields=["attempts", "last_error", "next_attempt_at", "sent_at", "given_up_at"])
+        finally:
+            _delivering.reset(delivering)
+        notice.save(update_fields=["attempts", "last_error", "next_attempt_at", "sent_at", "given_up_at", "parts_done"])
+
+
+def send_parts(**parts):
+    """For a sender that tells in several ways (slack=…, email=…, each a function returning nothing or
+    a refusal): each part once over the notice's attempts, and each tried although another failed, so
+    that a Slack outage neither keeps the e-mails back nor has them sent again on every retry. Returns
+    the first refusal and raises the first failure, after trying them all."""
+    notice = _delivering.get()
+    done = notice.parts_done if notice is not None else []
+    refusal = failure = None
+    for name, send in parts.items():
+        if name in done:
+            continue
+        try:
+            refused = send()
+        except DatabaseError:
+            raise
+        except Exception as error:
+            failure = failure or error
+            continue
+        refusal = refusal or refused
+        done.append(name)  # a refusal too: trying again would not change it
+    if failure is not None:
+        raise failure
+    return refusal
 
 
 def _not_delivered(notice, error, wait=None):

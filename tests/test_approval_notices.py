@@ -196,6 +196,46 @@ def test_a_reminder_marked_while_the_e_mails_go_out_is_not_undone(
     assert approval_notices.remind_due(now=an_hour_later + timedelta(minutes=5)) == [], "reminded once"
 
 
+@pytest.fixture
+def reminder(release, environments, people, slack_api, settings):
+    """The reminder owed for Rita's production request, whose approvers were told in Slack and by e-mail."""
+    settings.APPROVAL_EMAILS = True
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    deliver_notice(Notice.objects.get(kind="approval_request").pk)
+    mail.outbox.clear()
+    approval_notices.remind_due(now=promotion.requested_at + timedelta(minutes=61))
+    return Notice.objects.get(kind="approval_reminder")
+
+
+def test_a_reminder_slack_refuses_is_e_mailed_all_the_same(reminder, slack_api):
+    slack_api.errors["chat.postMessage"] = "thread_not_found"  # the message was deleted
+    deliver_notice(reminder.pk)
+
+    reminder.refresh_from_db()
+    assert reminder.last_error == "Slack refused chat.postMessage: thread_not_found"
+    assert reminder.given_up_at is not None
+    assert sorted(address for message in mail.outbox for address in message.to) == [
+        "lead@nexo.example",
+        "sam@nexo.example",
+        "sara@nexo.example",
+    ]
+
+
+def test_a_reminder_is_posted_in_the_thread_once_while_the_mail_server_is_down(reminder, slack_api, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    for _ in range(3):  # three tries during the outage
+        deliver_notice(reminder.pk)
+        Notice.objects.filter(pk=reminder.pk).update(next_attempt_at=timezone.now())
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # back
+    deliver_notice(reminder.pk)
+
+    reminder.refresh_from_db()
+    assert (reminder.attempts, reminder.sent_at is not None) == (4, True)
+    assert len([post for post in slack_api.called("chat.postMessage") if post.get("thread_ts")]) == 1
+    assert len(mail.outbox) == 3
+
+
 def test_nothing_is_sent_when_neither_slack_nor_e_mail_is_configured(release, environments, people, settings):
     settings.APPROVAL_EMAILS = False
     settings.SLACK_BOT_TOKEN = ""

@@ -4,10 +4,12 @@ discarded which approvals."""
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from nexo_portal.lib import queues
 from releases import alerts, transitions
+from releases.jobs import deliver_notice
 from releases.models import Notice, NoticeKind, PromotionState
 from releases.policy import PromotionError
 from tests.factories import make_release, make_service
@@ -127,6 +129,27 @@ def test_the_approvers_are_told_by_e_mail_and_in_slack(waiting, environments, ri
     [posted] = slack_server.messages
     assert "Approvals discarded: nexo-be 2026.02.1 → production was superseded" in posted["text"]
     assert "The approvals of sam were discarded" in posted["text"]
+
+
+def test_the_approvers_are_e_mailed_once_however_long_slack_is_down(
+    waiting, environments, rita, slack_server, settings
+):
+    """The e-mails go at the first try; the retries that follow Slack's outage post only to Slack."""
+    settings.APPROVAL_EMAILS = True
+    slack_server.answer(500, "internal_error")
+    transitions.request_promotion(waiting.service.releases.get(version="2026.02.2"), environments["production"], rita)
+    notice = Notice.objects.get(kind=NoticeKind.DISCARDED_APPROVALS)
+    for _ in range(3):  # three tries during the outage
+        deliver_notice(notice.pk)
+        Notice.objects.filter(pk=notice.pk).update(next_attempt_at=timezone.now())
+    slack_server.answer(200, "ok")
+    deliver_notice(notice.pk)
+
+    notice.refresh_from_db()
+    assert (notice.attempts, notice.sent_at is not None) == (4, True)
+    assert [message.to for message in mail.outbox] == [["sam@nexo.example"]]
+    assert slack_server.posted == 4
+    assert len(slack_server.messages) == 1
 
 
 def test_a_promotion_without_approvals_is_still_superseded_by_any_requester(environments, redis_connection, rita):
