@@ -30,11 +30,15 @@ from django.utils import timezone
 from nexo_portal.lib import mail
 
 from . import notices, policy, slack
-from .models import ApprovalDecision, ApprovalNotice, NoticeKind, Promotion, PromotionState, SlackIdentity
+from .models import ApprovalDecision, ApprovalNotice, Notice, NoticeKind, Promotion, PromotionState, SlackIdentity
 
 logger = logging.getLogger(__name__)
 
 APPROVE, REJECT = "approve", "reject"
+
+
+class MessageNotPostedYet(Exception):
+    """An update for an approval message whose request is still owed: the update is tried again."""
 
 
 def is_enabled():
@@ -252,7 +256,13 @@ def update_message(promotion_id):
     Slack's refusal, logged, if it refused."""
     promotion = _promotion(promotion_id)
     notice = ApprovalNotice.objects.filter(promotion_id=promotion_id).exclude(slack_ts="").first()
-    if promotion is None or notice is None or not slack.is_configured():
+    if promotion is None or not slack.is_configured():
+        return None
+    if notice is None:
+        # Decided from the message while its job was still sending the e-mails (its id is saved with
+        # them): the update waits for it, or the message would show the buttons for good.
+        if Notice.objects.owed().filter(kind=NoticeKind.APPROVAL_REQUEST, args=[promotion_id]).exists():
+            raise MessageNotPostedYet(f"The approval message of promotion {promotion_id} is not posted yet")
         return None
     try:
         slack.call("chat.update", channel=notice.slack_channel, ts=notice.slack_ts, **current_message(promotion))

@@ -289,6 +289,32 @@ def test_a_reminder_after_the_configured_time_once_to_those_who_have_not_decided
     assert approval_notices.remind_due(now=waiting.requested_at + timedelta(hours=5)) == [], "once"
 
 
+def test_an_approval_given_before_the_message_is_posted_updates_it_once_it_is(
+    release, environments, people, slack_api, settings
+):
+    """The update of a decision made while the request's job still sends its e-mails (the message's id
+    is not saved yet) is tried again, not marked sent with nothing updated."""
+    settings.APPROVAL_EMAILS = True
+    promotion = transitions.request_promotion(release, environments["production"], people["rita"])
+    transitions.approve(promotion, people["sam"], "")
+    update = Notice.objects.get(kind="approval_update")
+    deliver_notice(update.pk)
+    update.refresh_from_db()
+    assert (update.sent_at, update.attempts) == (None, 1)
+    assert update.last_error == (
+        f"MessageNotPostedYet: The approval message of promotion {promotion.pk} is not posted yet"
+    )
+
+    deliver_notice(Notice.objects.get(kind="approval_request").pk)
+    Notice.objects.filter(pk=update.pk).update(next_attempt_at=timezone.now())
+    deliver_notice(update.pk)
+
+    update.refresh_from_db()
+    assert update.sent_at is not None
+    [updated] = slack_api.called("chat.update")
+    assert "awaits approval (1/2)" in updated["text"]
+
+
 def test_slack_busy_is_retried_and_a_refusal_is_not(waiting, slack_api):
     slack_api.rate_limited.add("chat.update")
     with pytest.raises(slack.SlackUnavailable, match="retry after 30 s"):
