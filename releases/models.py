@@ -211,11 +211,19 @@ class ReleaseQuerySet(models.QuerySet):
         ).newest_first()
 
     def default_rollback_target(self, environment, taken_out):
-        """Where a rollback goes unless someone chooses: the newest target that was verified there."""
+        """Where a rollback goes unless someone chooses: the target verified there last. Not the newest
+        by number: after a late hotfix (numbered below the release it fixed) that is the broken release,
+        and after people rolled back away from a release, that release."""
         verified = Promotion.objects.filter(
             release=OuterRef("pk"), environment=environment, state=PromotionState.VERIFIED
+        ).order_by("-finished_at")
+        return (
+            self.rollback_targets(environment, taken_out)
+            .annotate(verified_at=Subquery(verified.values("finished_at")[:1]))
+            .filter(verified_at__isnull=False)
+            .order_by("-verified_at", "-year", "-month", "-build")
+            .first()
         )
-        return self.rollback_targets(environment, taken_out).filter(Exists(verified)).first()
 
 
 class Release(models.Model):

@@ -8,7 +8,7 @@ from django.utils import timezone
 from audit.models import AuditAction, AuditEvent
 from releases import confirmations, policy, transitions
 from releases.jobs import verify_promotion
-from releases.models import Promotion, PromotionKind, PromotionState
+from releases.models import Hold, Promotion, PromotionKind, PromotionState
 from releases.policy import PromotionError
 from tests.factories import make_release, make_service, make_user
 from tests.history import ran
@@ -150,3 +150,54 @@ def test_inactive_approvers_and_superusers_do_not_count_as_people_who_could_appr
 
     with pytest.raises(PromotionError, match="and nobody other than you can give one"):
         transitions.request_rollback(production_history["service"], production, sam)
+
+
+def test_after_a_late_hotfix_an_automatic_rollback_goes_to_the_hotfix_not_the_release_it_fixed(environments):
+    """qa ran 2026.06.8, then its late hotfix 2026.06.7-hotfix (numbered below it), then 2026.06.9
+    failed its soak: the release verified there last is the hotfix."""
+    qa = environments["qa"]
+    service = make_service("nexo-be", team="backend-team")
+    broken = make_release(service, "2026.06.8")
+    hotfix = make_release(service, "2026.06.7-hotfix", is_hotfix=True, fixes=broken)
+    now = timezone.now()
+    ran(broken, qa, at=now - timedelta(days=3))
+    ran(hotfix, qa, at=now - timedelta(days=2), kind=PromotionKind.MANUAL)
+    soaking = ran(make_release(service, "2026.06.9"), qa, state=PromotionState.VERIFYING, at=now - timedelta(minutes=3))
+
+    transitions.fail(soaking, "verification", "error rate 12%")
+
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert (rollback.rolls_back, rollback.release) == (soaking, hotfix)
+
+
+def test_an_automatic_rollback_does_not_go_back_to_a_release_people_rolled_back_away_from(environments):
+    """qa: 2026.06.1 verified, then 2026.06.2; 2026.06.3 failed and was rolled back to 2026.06.2, which
+    was bad too: people rolled it back to 2026.06.1. When 2026.06.4 fails, its rollback goes to 2026.06.1."""
+    qa = environments["qa"]
+    service = make_service("nexo-be", team="backend-team")
+    rita = make_user("rita", groups=["backend-team"])
+    first, second, third, fourth = (make_release(service, f"2026.06.{build}") for build in (1, 2, 3, 4))
+    now = timezone.now()
+    ran(first, qa, at=now - timedelta(hours=5))
+    ran(second, qa, at=now - timedelta(hours=4))
+    failed = ran(third, qa, state=PromotionState.ROLLED_BACK, at=now - timedelta(hours=3))
+    to_second = ran(
+        second,
+        qa,
+        kind=PromotionKind.ROLLBACK,
+        rolls_back=failed,
+        previous_release=third,
+        at=now - timedelta(hours=2),
+    )
+    to_first = transitions.request_rollback(service, qa, rita, release=first)
+    assert to_first.rolls_back == to_second
+    to_first = transitions.mark_committed(transitions.start_commit(to_first), "d" * 40, "rollback")
+    to_first = transitions.mark_deployed(transitions.mark_syncing(to_first, configured=False))
+    transitions.mark_verified(transitions.mark_verifying(to_first, configured=False))
+    Hold.objects.active().update(lifted_at=now)  # the rollbacks' holds, lifted
+    soaking = ran(fourth, qa, state=PromotionState.VERIFYING, at=now - timedelta(minutes=3))
+
+    transitions.fail(soaking, "verification", "error rate 12%")
+
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK, rolls_back=soaking)
+    assert rollback.release == first
