@@ -180,9 +180,10 @@ class ApplicationStatus:
     def is_deployed(self, revision, includes=None):
         """Whether `revision` runs Synced, Succeeded and Healthy.
 
-        `includes(seen)`, when given, says whether a revision Argo CD reports contains ours: an
-        auto-sync application follows the branch, so another service's commit pushed after ours
-        can be what it reports, with our change in it.
+        `includes(seen)`, when given, says whether a revision Argo CD reports contains ours: Argo CD
+        reports the revision its targetRevision (the branch) resolved to at its last comparison, for
+        an auto-sync application and after a manual sync alike, so another service's commit pushed
+        after ours can be what it reports, with our change in it.
         """
         return (
             self._runs(self.revision, revision, includes)

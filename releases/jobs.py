@@ -324,8 +324,9 @@ def sync_promotion(promotion_id):
             timeout=settings.ARGOCD_SYNC_TIMEOUT_SECONDS,
             poll_seconds=settings.ARGOCD_POLL_SECONDS,
             auto_sync=auto_sync,
-            # Auto-sync follows the branch: a later commit that contains ours deploys ours too.
-            includes=_contains_commit(promotion.gitops_commit_sha) if auto_sync else None,
+            # Argo CD reports the branch head it compared with, after a manual sync too: a later commit
+            # (another service's promotion) that contains ours, Synced, runs ours.
+            includes=_contains_commit(promotion.gitops_commit_sha),
         )
     except ArgoCDRefused as refusal:
         # The path a rollback would take has just refused the portal: a hold says what to fix.

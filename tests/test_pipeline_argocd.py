@@ -24,6 +24,32 @@ def promote_to_develop(pipeline, service, version):
     return promotion
 
 
+def test_a_manual_sync_reported_at_a_later_commit_that_contains_ours_is_deployed(pipeline, argocd):
+    """Argo CD reports status.sync.revision as the branch head it compared with: once another service's
+    promotion pushed after ours, that commit, Synced (nothing of this application changed in it)."""
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    pushed_after = []
+
+    def head():
+        if not pushed_after:
+            pipeline.gitops.write(
+                "helm/nexo-fe/values-develop.yaml",
+                'image:\n  tag: "2026.02.7"\n',
+                "promote(nexo-fe): develop → 2026.02.7",
+            )
+            pushed_after.append(pipeline.gitops.head())
+        return pushed_after[0]
+
+    argocd.app("nexo-be-develop", head=head, reports_branch_head=True)
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+
+    assert promotion.state == PromotionState.VERIFIED, promotion.error
+    assert pushed_after != [promotion.gitops_commit_sha]
+    assert pipeline.gitops.head() == pushed_after[0]
+
+
 def test_sync_asks_argo_cd_for_our_commit_and_waits_for_synced_and_healthy(pipeline, argocd):
     service = pipeline.add_service("nexo-be")
     for name in ("develop", "qa"):

@@ -81,6 +81,9 @@ class FakeApplication:
     busy_syncs: int = 0  # sync requests to refuse with "another operation is already in progress"
     busy_until: float = 0.0  # …and every sync request until the server clock reads this
     head: Callable[[], str] | None = None  # auto-sync: the revision a ?refresh= finds in Git
+    # As Argo CD reports it: status.sync.revision is what targetRevision resolved to (head()) at the last
+    # comparison, not the revision last synced; Synced when this application's manifests are the same.
+    reports_branch_head: bool = False
     instant: bool = False  # Synced + Healthy on the first GET after a sync
     sync_seconds: float | None = None  # when set: the operation runs this long on the clock, then is done
     denied_actions: frozenset[str] = frozenset()  # RBAC actions ("get", "sync") the token may not do here
@@ -174,6 +177,8 @@ class FakeApplication:
         health, health_message = self.health()
         if phase in ("Running", "Failed"):
             sync = {"status": "OutOfSync", "revision": self.operation.revision}
+        elif self.reports_branch_head and self.head and phase == "Succeeded":
+            sync = {"status": "Synced", "revision": self.head()}
         else:
             sync = {"status": "Synced", "revision": self.deployed_revision}
         sync["comparedTo"] = {"source": self._source(), "destination": self._destination()}
