@@ -305,6 +305,11 @@ def _wait_for_freeze_end(promotion, freeze, state):
         logger.info("Promotion %s moved on before its commit was held for a freeze: %s", promotion.pk, moved_on)
 
 
+# A sync job fails a promotion only from syncing: one whose lease expired while it waited must not fail
+# what the Argo CD Notifications event or another run of the step carried on meanwhile.
+SYNCING = [PromotionState.SYNCING]
+
+
 def sync_promotion(promotion_id):
     """Have Argo CD apply the commit and wait until it is Synced and Healthy."""
     promotion = _load(promotion_id, PromotionState.COMMITTED, PromotionState.SYNCING)
@@ -330,14 +335,16 @@ def sync_promotion(promotion_id):
         )
     except ArgoCDRefused as refusal:
         # The path a rollback would take has just refused the portal: a hold says what to fix.
-        _unless_moved_on(transitions.fail, promotion, "sync", str(refusal), roll_back=False)
+        _unless_moved_on(transitions.fail, promotion, "sync", str(refusal), roll_back=False, from_states=SYNCING)
         return
     except ArgoCDTimeout as timeout:
         # Unreachable or busy to the end: a rollback through it would meet the same.
-        _unless_moved_on(transitions.fail, promotion, "sync", str(timeout), roll_back=timeout.last_error is None)
+        _unless_moved_on(
+            transitions.fail, promotion, "sync", str(timeout), roll_back=timeout.last_error is None, from_states=SYNCING
+        )
         return
     except ArgoCDError as error:
-        _unless_moved_on(transitions.fail, promotion, "sync", str(error))
+        _unless_moved_on(transitions.fail, promotion, "sync", str(error), from_states=SYNCING)
         return
     _unless_moved_on(transitions.mark_deployed, promotion, health=status.health, argocd_sync_id=status.sync_id)
 

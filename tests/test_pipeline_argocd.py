@@ -272,3 +272,28 @@ def test_without_argo_cd_the_sync_step_says_not_configured(pipeline):
     promotion = promote_to_develop(pipeline, service, "2026.02.1")
     assert promotion.sync_status == StepStatus.NOT_CONFIGURED
     assert Deployment.objects.get(promotion=promotion).health == ""
+
+
+def test_a_sync_job_that_times_out_after_the_promotion_moved_on_does_not_fail_it(pipeline, argocd, monkeypatch):
+    """A run of the sync step whose lease expired while it waited: meanwhile the Argo CD Notifications
+    event marked the promotion deployed and its soak began. Its timeout must not fail that soak."""
+    from environments.argocd import ArgoCD, ArgoCDTimeout
+    from releases.jobs import sync_promotion
+
+    service = pipeline.add_service("nexo-be")
+    argocd.app("nexo-be-develop")
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None, kind=PromotionKind.AUTO
+    )
+    transitions.mark_committed(transitions.start_commit(promotion), "c" * 40, "promote(nexo-be): develop → 2026.02.1")
+
+    def carried_on_meanwhile(self, *args, **kwargs):
+        transitions.mark_deployed(Promotion.objects.get(pk=promotion.pk), health="Healthy")  # the webhook's event
+        raise ArgoCDTimeout("Argo CD application nexo-be-develop did not run the revision within 5 s.")
+
+    monkeypatch.setattr(ArgoCD, "wait_until_deployed", carried_on_meanwhile)
+    sync_promotion(promotion.pk)
+
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.DEPLOYED
+    assert promotion.error == ""
