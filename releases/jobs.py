@@ -322,6 +322,7 @@ def sync_promotion(promotion_id):
         return
     application = promotion.service.argocd_app(promotion.environment)
     auto_sync = promotion.environment.argocd_auto_sync
+    includes = _contains_commit(promotion.gitops_commit_sha)
     try:
         status = argocd.wait_until_deployed(
             application,
@@ -331,17 +332,23 @@ def sync_promotion(promotion_id):
             auto_sync=auto_sync,
             # Argo CD reports the branch head it compared with, after a manual sync too: a later commit
             # (another service's promotion) that contains ours, Synced, runs ours.
-            includes=_contains_commit(promotion.gitops_commit_sha),
+            includes=includes,
         )
     except ArgoCDRefused as refusal:
         # The path a rollback would take has just refused the portal: a hold says what to fix.
         _unless_moved_on(transitions.fail, promotion, "sync", str(refusal), roll_back=False, from_states=SYNCING)
         return
     except ArgoCDTimeout as timeout:
-        # Unreachable or busy to the end: a rollback through it would meet the same.
-        _unless_moved_on(
-            transitions.fail, promotion, "sync", str(timeout), roll_back=timeout.last_error is None, from_states=SYNCING
-        )
+        # Unreachable or busy to the end (Argo CD, or the GitOps remote that would tell whether what it
+        # runs contains ours): a rollback through them would meet the same; a hold says what happened.
+        unanswered, error = includes.unanswered, str(timeout)
+        if unanswered:
+            error += (
+                f" The GitOps repository could not be read to tell whether {unanswered[:12]}, which Argo CD "
+                f"reports, contains {promotion.gitops_commit_sha[:12]}."
+            )
+        roll_back = timeout.last_error is None and not unanswered
+        _unless_moved_on(transitions.fail, promotion, "sync", error, roll_back=roll_back, from_states=SYNCING)
         return
     except ArgoCDError as error:
         _unless_moved_on(transitions.fail, promotion, "sync", str(error), from_states=SYNCING)
@@ -350,7 +357,9 @@ def sync_promotion(promotion_id):
 
 
 def _contains_commit(sha):
-    """`includes(revision)` for the sync's wait: git answers once per revision Argo CD reports."""
+    """`includes(revision)` for the sync's wait: git answers once per revision Argo CD reports.
+    `includes.unanswered`: the revision it was last asked about, when Git could not tell (the GitOps
+    remote out of reach), else None."""
     answers = {}
 
     def includes(revision):
@@ -363,11 +372,14 @@ def _contains_commit(sha):
                 logger.warning(
                     "Could not tell whether %s contains %s (asking again at the next poll): %s", revision, sha, error
                 )
+                includes.unanswered = revision
                 return False
             # Final either way: includes() fetched if either commit was new here, and commits do not change.
             answers[revision] = answer
+        includes.unanswered = None
         return answers[revision]
 
+    includes.unanswered = None
     return includes
 
 

@@ -1,5 +1,7 @@
 """The sync step against a server speaking Argo CD's API (it cannot run here): real worker, Git and PostgreSQL."""
 
+import contextlib
+
 import pytest
 
 from releases import transitions
@@ -252,6 +254,35 @@ def test_an_auto_sync_application_that_reports_a_later_commit_containing_ours_is
     assert later[0] != promotion.gitops_commit_sha
     assert pipeline.gitops.commits()[1].hexsha == promotion.gitops_commit_sha, "ours is the later commit's parent"
     assert argocd.sync_requests == []
+
+
+def test_a_later_commit_git_cannot_read_to_the_end_fails_the_sync_without_a_rollback(pipeline, argocd, settings):
+    """Argo CD runs a later commit of the branch, and the GitOps remote is out of reach from then on:
+    whether it contains ours cannot be told. No rollback through the same remote: a hold says why."""
+    service = pipeline.add_service("nexo-be")
+    auto_syncing_develop(pipeline)
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 1
+    later, outage = [], contextlib.ExitStack()
+
+    def head_then_the_remote_away():
+        if not later:
+            pipeline.gitops.write(
+                "helm/nexo-fe/values-develop.yaml",
+                'image:\n  tag: "2026.02.7"\n',
+                "promote(nexo-fe): develop → 2026.02.7",
+            )
+            later.append(pipeline.gitops.head())
+            outage.enter_context(pipeline.gitops.away())
+        return later[0]
+
+    argocd.app("nexo-be-develop", auto_sync=True, head=head_then_the_remote_away)
+    with outage:
+        promotion = promote_to_develop(pipeline, service, "2026.02.1")
+
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "sync")
+    assert f"could not be read to tell whether {later[0][:12]}, which Argo CD reports, contains" in promotion.error
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    assert Hold.objects.active().filter(service=service, environment=pipeline.environments["develop"]).exists()
 
 
 def test_an_auto_sync_application_still_on_an_earlier_commit_is_not_taken_for_ours(pipeline, argocd, settings):
