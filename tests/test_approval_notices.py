@@ -100,6 +100,13 @@ def test_eligible_approvers_are_e_mailed_one_message_each(waiting):
     assert f"https://portal.nexo.example/promotions/{waiting.pk}/" in message.body
 
 
+def mail_server_down(settings):
+    """E-mail through SMTP to a port nothing listens on: every send is refused until the test sets the
+    backend back."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+
+
 def sent_emails(outcome):
     return REGISTRY.get_sample_value("nexo_outgoing_calls_total", {"target": "email", "outcome": outcome}) or 0
 
@@ -116,8 +123,7 @@ def test_each_e_mail_is_counted_as_an_outgoing_call(release, environments, peopl
 
 def test_a_mail_server_out_of_reach_is_counted_and_the_job_fails_to_be_retried(release, environments, people, settings):
     settings.APPROVAL_EMAILS = True
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    mail_server_down(settings)
     promotion = transitions.request_promotion(release, environments["production"], people["rita"])
     before = sent_emails("error")
 
@@ -145,8 +151,7 @@ def test_approvers_are_e_mailed_once_the_mail_server_is_back_and_slack_is_not_to
     release, environments, people, settings, slack_api
 ):
     settings.APPROVAL_EMAILS = True
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    mail_server_down(settings)
     promotion = transitions.request_promotion(release, environments["production"], people["rita"])
     with pytest.raises(ConnectionRefusedError):  # Slack took the message, the mail server was down
         approval_notices.notify_awaiting(promotion.pk)
@@ -172,8 +177,7 @@ def test_a_reminder_marked_while_the_e_mails_go_out_is_not_undone(
     """The job that e-mails the approvers after a mail server outage may meet the reconciler marking
     the promotion's reminder: the reminder stays marked, or the approvers would get it twice."""
     settings.APPROVAL_EMAILS = True
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    mail_server_down(settings)
     promotion = transitions.request_promotion(release, environments["production"], people["rita"])
     with pytest.raises(ConnectionRefusedError):  # Slack took the message, the mail server was down
         approval_notices.notify_awaiting(promotion.pk)
@@ -222,8 +226,7 @@ def test_a_reminder_slack_refuses_is_e_mailed_all_the_same(reminder, slack_api):
 
 
 def test_a_reminder_is_posted_in_the_thread_once_while_the_mail_server_is_down(reminder, slack_api, settings):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    mail_server_down(settings)
     for _ in range(3):  # three tries during the outage
         deliver_notice(reminder.pk)
         Notice.objects.filter(pk=reminder.pk).update(next_attempt_at=timezone.now())

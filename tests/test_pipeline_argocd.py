@@ -26,23 +26,35 @@ def promote_to_develop(pipeline, service, version):
     return promotion
 
 
+def a_later_commit(pipeline, then=None):
+    """`head()` for the Argo CD test server: at its first call another service's promotion is pushed
+    after ours (and `then()` runs), and that commit is the head ever after; `head.made` holds it."""
+    made = []
+
+    def head():
+        if not made:
+            pipeline.gitops.write(
+                "helm/nexo-fe/values-develop.yaml",
+                'image:\n  tag: "2026.02.7"\n',
+                "promote(nexo-fe): develop → 2026.02.7",
+            )
+            made.append(pipeline.gitops.head())
+            if then:
+                then()
+        return made[0]
+
+    head.made = made
+    return head
+
+
 def test_a_manual_sync_reported_at_a_later_commit_that_contains_ours_is_deployed(pipeline, argocd):
     """Argo CD reports status.sync.revision as the branch head it compared with: once another service's
     promotion pushed after ours, that commit, Synced (nothing of this application changed in it)."""
     service = pipeline.add_service("nexo-be")
     pipeline.environments["qa"].auto_promote = False
     pipeline.environments["qa"].save()
-    pushed_after = []
-
-    def head():
-        if not pushed_after:
-            pipeline.gitops.write(
-                "helm/nexo-fe/values-develop.yaml",
-                'image:\n  tag: "2026.02.7"\n',
-                "promote(nexo-fe): develop → 2026.02.7",
-            )
-            pushed_after.append(pipeline.gitops.head())
-        return pushed_after[0]
+    head = a_later_commit(pipeline)
+    pushed_after = head.made
 
     argocd.app("nexo-be-develop", head=head, reports_branch_head=True)
     promotion = promote_to_develop(pipeline, service, "2026.02.1")
@@ -235,17 +247,8 @@ def test_an_auto_sync_application_that_reports_a_later_commit_containing_ours_is
     """Another service's commit lands before Argo CD looks: it syncs the branch head, ours included."""
     service = pipeline.add_service("nexo-be")
     auto_syncing_develop(pipeline)
-    later = []
-
-    def head_after_someone_else_pushed():
-        if not later:
-            pipeline.gitops.write(
-                "helm/nexo-fe/values-develop.yaml",
-                'image:\n  tag: "2026.02.7"\n',
-                "promote(nexo-fe): develop → 2026.02.7",
-            )
-            later.append(pipeline.gitops.head())
-        return later[0]
+    head_after_someone_else_pushed = a_later_commit(pipeline)
+    later = head_after_someone_else_pushed.made
 
     argocd.app("nexo-be-develop", auto_sync=True, head=head_after_someone_else_pushed)
     promotion = promote_to_develop(pipeline, service, "2026.02.1")
@@ -262,18 +265,9 @@ def test_a_later_commit_git_cannot_read_to_the_end_fails_the_sync_without_a_roll
     service = pipeline.add_service("nexo-be")
     auto_syncing_develop(pipeline)
     settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 1
-    later, outage = [], contextlib.ExitStack()
-
-    def head_then_the_remote_away():
-        if not later:
-            pipeline.gitops.write(
-                "helm/nexo-fe/values-develop.yaml",
-                'image:\n  tag: "2026.02.7"\n',
-                "promote(nexo-fe): develop → 2026.02.7",
-            )
-            later.append(pipeline.gitops.head())
-            outage.enter_context(pipeline.gitops.away())
-        return later[0]
+    outage = contextlib.ExitStack()
+    head_then_the_remote_away = a_later_commit(pipeline, then=lambda: outage.enter_context(pipeline.gitops.away()))
+    later = head_then_the_remote_away.made
 
     argocd.app("nexo-be-develop", auto_sync=True, head=head_then_the_remote_away)
     with outage:

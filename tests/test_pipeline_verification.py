@@ -374,24 +374,30 @@ def test_the_verdicts_round_has_a_slot_of_its_own():
     assert verification.round_slot(promotion, start) == (start, start + timedelta(seconds=30))
 
 
+def soaking_in_qa(environments, health_server, *, since, verdict_at):
+    """svc-late 2026.02.1 verifying in qa `since` then, no round taken yet: a healthy URL probed every
+    minute, no CI checks required. (A verdict at the end of ten minutes without rounds: short.)"""
+    qa = environments["qa"]
+    qa.health_url_templates = health_server.answer("/health", 200)
+    qa.sample_interval_seconds, qa.required_checks = 60, []
+    qa.save()
+    return ran(
+        make_release(make_service("svc-late", team="backend-team"), "2026.02.1"),
+        qa,
+        state=PromotionState.VERIFYING,
+        at=since,
+        verification_started_at=since,
+        verdict_at=verdict_at,
+    )
+
+
 def test_a_second_run_at_the_verdict_goes_on_from_the_extension_the_first_made(
     environments, health_server, redis_connection, monkeypatch
 ):
     """Runs A and B both at the verdict (A's lease expired while it sampled): A keeps the round and
     extends the soak that missed rounds; B must not judge the old window again and fail it."""
-    qa = environments["qa"]
-    qa.health_url_templates = health_server.answer("/health", 200)
-    qa.sample_interval_seconds, qa.required_checks = 60, []
-    qa.save()
     now = timezone.now()
-    promotion = ran(
-        make_release(make_service("svc-late", team="backend-team"), "2026.02.1"),
-        qa,
-        state=PromotionState.VERIFYING,
-        at=now - timedelta(minutes=10),
-        verification_started_at=now - timedelta(minutes=10),
-        verdict_at=now,  # no round taken in the window: short, extended once
-    )
+    promotion = soaking_in_qa(environments, health_server, since=now - timedelta(minutes=10), verdict_at=now)
     observe = verification.observe
 
     def a_first(promotion, now=None):
@@ -414,18 +420,9 @@ def test_a_run_whose_round_was_kept_goes_on_from_the_extension_another_run_made_
     """Run A observes just before the verdict and hangs past it (its lease expires); run B, at the
     verdict, finds rounds missing and extends the soak. A's round fits the slot before the old
     verdict and is kept: A must decide on the extended soak, not judge the old window and fail it."""
-    qa = environments["qa"]
-    qa.health_url_templates = health_server.answer("/health", 200)
-    qa.sample_interval_seconds, qa.required_checks = 60, []
-    qa.save()
     now = timezone.now()
-    promotion = ran(
-        make_release(make_service("svc-late", team="backend-team"), "2026.02.1"),
-        qa,
-        state=PromotionState.VERIFYING,
-        at=now - timedelta(minutes=10),
-        verification_started_at=now - timedelta(minutes=10),
-        verdict_at=now + timedelta(seconds=2),
+    promotion = soaking_in_qa(
+        environments, health_server, since=now - timedelta(minutes=10), verdict_at=now + timedelta(seconds=2)
     )
     observe = verification.observe
 
