@@ -452,7 +452,11 @@ class GitOpsRepository:
                 # may be what got in first.
                 last_rejection = rejection
                 logger.info(
-                    "GitOps push to %s rejected (attempt %s of %s); fetching and retrying", self, attempt, attempts
+                    "GitOps push to %s rejected (attempt %s of %s: %s); fetching and retrying",
+                    self,
+                    attempt,
+                    attempts,
+                    rejection,
                 )
                 continue
             except GitOpsError as failure:
