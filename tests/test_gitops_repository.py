@@ -318,6 +318,11 @@ PUSHES = [
         PushRejected,
     ),
     (
+        "remote: error: cannot lock ref 'refs/heads/main': Unable to create '/srv/git/r.git/./refs/heads/main.lock': "
+        "File exists. HEAD:refs/heads/main [remote rejected] (failed to update ref)",
+        GitOpsUnavailable,
+    ),
+    (
         "remote: Permission to o/r.git denied to nexo-portal.\n"
         "fatal: unable to access 'https://github.com/o/r.git/': The requested URL returned error: 403",
         GitOpsError,
@@ -329,6 +334,29 @@ PUSHES = [
 @pytest.mark.parametrize(("message", "kind"), PUSHES)
 def test_what_a_remote_says_about_a_push_decides_what_happens_next(message, kind):
     assert type(push_error("git@github.com:o/r.git", "main", message)) is kind
+
+
+def test_a_branch_the_remote_holds_locked_is_transient_and_says_so_after_one_push(remote, repository, caplog):
+    """A push cut off while the server updated the branch (its disk or process gone) leaves
+    refs/heads/main.lock there: every push is refused until its operator removes it. That is
+    not someone pushing first: no quick re-push, the step waits and tries again later."""
+    head = remote.head()
+    stale_lock = remote.bare / "refs" / "heads" / "main.lock"
+    stale_lock.write_text(head + "\n")
+    with (
+        pytest.raises(GitOpsUnavailable, match=r"holds a lock on its branch 'main'.*main\.lock") as failure,
+        repository.locked(),
+    ):
+        promote(repository, "2026.02.7")
+    assert "File exists" in str(failure.value), "git's own words are kept"
+    assert "rejected (attempt" not in caplog.text, "not retried as if someone had pushed first"
+    assert remote.head() == head
+
+    stale_lock.unlink()  # what the operator does
+    with repository.locked():
+        sha = promote(repository, "2026.02.7", look_for_trailer=True)
+    assert remote.head() == sha
+    assert remote.read(VALUES_PATH) == 'image:\n  tag: "2026.02.7"\n'
 
 
 # --- the lock when Redis is away -----------------------------------------------------------------------

@@ -51,6 +51,9 @@ _opened = {}
 # waiting on a terminal that is not there.
 _NEVER_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
 
+# The remote could not lock the branch because the lock file is there: a push under way on the
+# server, or one cut off there (its process or disk gone) that left the file behind for good.
+_BRANCH_LOCKED = re.compile(r"Unable to create '([^']*\.lock)': File exists")
 # Someone else moved the branch first (or is updating it right now): fetch, re-apply, push again.
 _BEHIND = re.compile(
     r"\[rejected\]|non-fast-forward|fetch first|stale info|cannot lock ref|failed to update ref|incorrect old value",
@@ -156,6 +159,13 @@ def remote_error(repository, doing, message):
 
 def push_error(repository, branch, message):
     """The error for a push to `branch` that failed with git's `message` (stderr and refused refs)."""
+    locked = _BRANCH_LOCKED.search(message)
+    if locked:
+        return GitOpsUnavailable(
+            f"The GitOps repository {repository} holds a lock on its branch '{branch}' ({locked.group(0)}): "
+            "another push is under way there, or one that was cut off left the lock behind; if this lasts, "
+            f"the repository's operator removes {locked.group(1)}."
+        )
     if _BEHIND.search(message):
         return PushRejected(message)
     if _DECLINED.search(message) and "unpacker error" not in message:
