@@ -88,12 +88,20 @@ class GitOpsRemote:
 
     @contextmanager
     def away(self):
-        """The repository gone from its path for the block, as a remote's disk or mount is for a moment."""
+        """The repository gone from its path for the block, as a remote's disk or mount is for a moment.
+
+        A push the server was taking as the path went cannot remove its ref locks (git removes them by
+        the path, which was gone) and leaves them behind: the server is then stuck until its operator
+        removes them (tests/test_gitops_repository.py has the portal's side of that). The
+        repository comes back here as a server that was looked after would, without them.
+        """
         aside = self.bare.with_name(self.bare.name + ".away")
         self.bare.rename(aside)
         try:
             yield
         finally:
+            for orphan in aside.rglob("*.lock"):  # refs/heads/main.lock, HEAD.lock (HEAD names main)
+                orphan.unlink()
             aside.rename(self.bare)
 
     def protect(self, *lines):

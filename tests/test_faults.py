@@ -127,7 +127,7 @@ class Scenario:
         for promotion in reading(lambda: list(Promotion.objects.order_by("pk")), default=[]):
             runs = StepRun.objects.filter(promotion=promotion).order_by("created_at", "id")
             steps = ", ".join(
-                f"{run.step}:{run.status}{' (' + run.error[:80] + ')' if run.error else ''}" for run in runs
+                f"{run.step}:{run.status}{' (' + run.error[:300] + ')' if run.error else ''}" for run in runs
             )
             lines.append(f"#{promotion.pk} {promotion} {promotion.state} {promotion.error[:120]!r} runs: {steps}")
         return "\n".join(lines) + "\n" + self.portal.logs()
