@@ -45,6 +45,7 @@ TRANSIENT_HTTP_STATUSES = frozenset({408, 429})
 class GrpcCode(IntEnum):
     """The gRPC status codes Argo CD answers with that the portal treats differently."""
 
+    INVALID_ARGUMENT = 3
     NOT_FOUND = 5
     PERMISSION_DENIED = 7
     FAILED_PRECONDITION = 9
@@ -293,6 +294,27 @@ class ArgoCD:
                 return application
             raise
 
+    def terminate_sync(self, name, revision, includes=None):
+        """Terminate the sync of `revision` still running on `name` (with `includes(seen)`, of a later
+        revision that contains it), as Argo CD's Terminate button does; whether one was terminated.
+
+        Any other operation (a person's sync, an auto-sync of something else) is left alone. Argo CD then
+        ends the operation Failed ("Operation terminated"), and the application can be synced again.
+        """
+        running = _running_operation_revision(self.get_application(name))
+        if not running or not (same_revision(running, revision) or (includes is not None and includes(running))):
+            return False
+        path = f"/api/v1/applications/{quote(name, safe='')}/operation"
+        doing = f"terminating the sync of application {name} to {revision[:12]}"
+        try:
+            # TerminateOperation is allowed by the "sync" RBAC action.
+            self._call("DELETE", path, name, "sync", doing, application=False)
+        except ArgoCDRefused as error:
+            if error.code == GrpcCode.INVALID_ARGUMENT:
+                return False  # it finished meanwhile: "No operation is in progress"
+            raise
+        return True
+
     def wait_until_deployed(
         self,
         name,
@@ -357,7 +379,7 @@ class ArgoCD:
                 on_retry(last_error, delay)
             sleep(delay)
 
-    def _call(self, method, path, name, action, doing, *, params=None, json=None):
+    def _call(self, method, path, name, action, doing, *, params=None, json=None, application=True):
         try:
             with metrics.outgoing_call("argocd", f"{method} {action}", **{"nexo.argocd_application": name}) as call:
                 response = self.session.request(
@@ -379,9 +401,10 @@ class ArgoCD:
             body = response.json()
         except ValueError:
             body = None
-        # Both calls answer with an Application, and every Application has its metadata: JSON without
+        # Get and Sync answer with an Application, and every Application has its metadata: JSON without
         # one (a gateway's or a health endpoint's) is not Argo CD's answer, and would not read as one.
-        if response.ok and isinstance(body, dict) and isinstance(body.get("metadata"), dict):
+        # TerminateOperation answers an empty object.
+        if response.ok and isinstance(body, dict) and (not application or isinstance(body.get("metadata"), dict)):
             return body
         raise _error_from_response(response, body, self.base_url, name, action, doing)
 

@@ -212,6 +212,69 @@ def test_a_second_sync_of_the_same_revision_joins_the_running_operation(argocd_s
     assert len(argocd_server.sync_requests) == 2
 
 
+# --- terminating a sync that does not finish ------------------------------------------------------
+
+
+def test_terminating_our_running_sync_ends_it_failed_and_frees_the_application(argocd_server, argocd):
+    application = argocd_server.app("nexo-be-develop", stuck_syncs=1)
+    argocd.sync("nexo-be-develop", REVISION)
+    argocd.get_application("nexo-be-develop")  # the controller picks the operation up
+
+    assert argocd.terminate_sync("nexo-be-develop", REVISION) is True
+
+    [terminate] = argocd_server.terminate_requests
+    assert terminate.path == "/api/v1/applications/nexo-be-develop/operation"
+    assert terminate.headers["Authorization"] == f"Bearer {argocd_server.token}"
+    state = argocd.get_application("nexo-be-develop")["status"]["operationState"]
+    assert (state["phase"], state["message"]) == ("Failed", "Operation terminated")
+    argocd.sync("nexo-be-develop", fake_sha("rollback"))  # no longer "another operation is already in progress"
+    assert application.operation.revision == fake_sha("rollback")
+
+
+def test_someone_elses_running_sync_is_never_terminated(argocd_server, argocd):
+    argocd_server.app("nexo-be-develop", outcome=Outcome.NEVER_FINISHES)
+    argocd.sync("nexo-be-develop", fake_sha("a person's sync"))
+    argocd.get_application("nexo-be-develop")
+
+    assert argocd.terminate_sync("nexo-be-develop", REVISION) is False
+    assert argocd_server.terminate_requests == []
+
+
+def test_there_is_nothing_to_terminate_once_the_sync_finished(argocd_server, argocd):
+    argocd_server.app("nexo-be-develop", instant=True)
+    argocd.sync("nexo-be-develop", REVISION)
+    argocd.get_application("nexo-be-develop")
+
+    assert argocd.terminate_sync("nexo-be-develop", REVISION) is False
+    assert argocd_server.terminate_requests == []
+
+
+def test_a_sync_that_finished_between_the_read_and_the_terminate_is_not_an_error(argocd_server, argocd, monkeypatch):
+    argocd_server.app("nexo-be-develop", running_polls=1)
+    argocd.sync("nexo-be-develop", REVISION)
+    running = argocd.get_application("nexo-be-develop")
+    assert running["status"]["operationState"]["phase"] == "Running"
+    argocd.get_application("nexo-be-develop")  # …and then it finished
+    monkeypatch.setattr(ArgoCD, "get_application", lambda self, name, refresh=None: running)
+
+    assert argocd.terminate_sync("nexo-be-develop", REVISION) is False
+
+    [terminate] = argocd_server.terminate_requests
+    assert terminate.method == "DELETE"  # answered InvalidArgument "No operation is in progress"
+
+
+def test_a_token_without_the_sync_permission_cannot_terminate_and_is_told_so(argocd_server, argocd):
+    application = argocd_server.app("nexo-be-develop", stuck_syncs=1)
+    argocd.sync("nexo-be-develop", REVISION)
+    argocd.get_application("nexo-be-develop")
+    application.denied_actions = frozenset({"sync"})
+
+    with pytest.raises(ArgoCDRefused, match="lacks the RBAC permission to sync application nexo-be-develop"):
+        argocd.terminate_sync("nexo-be-develop", REVISION)
+
+    assert argocd.get_application("nexo-be-develop")["status"]["operationState"]["phase"] == "Running"
+
+
 def test_a_refused_sync_other_than_operation_in_progress_is_not_retried(argocd_server, argocd, clock):
     argocd_server.app("nexo-be-develop", auto_sync=True)
 

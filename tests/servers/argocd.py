@@ -1,11 +1,15 @@
 """A stand-in Argo CD API server for tests, speaking the real wire format.
 
-Paths and bodies follow argoproj/argo-cd server/application/application.proto (Get, Sync), the
+Paths and bodies follow argoproj/argo-cd server/application/application.proto (Get, Sync,
+TerminateOperation), the
 Application type of pkg/apis/application/v1alpha1 and grpc-gateway's error body
 {"error", "code", "message"} with its gRPC-code → HTTP-status mapping. Behaviour follows
 server/application/application.go: a missing application is "permission denied" unless the request
 names a project, a sync while an operation runs is FailedPrecondition "another operation is already in
-progress", and an auto-sync application refuses a sync to any revision but its target.
+progress", and an auto-sync application refuses a sync to any revision but its target. Terminating
+an operation needs the "sync" RBAC action, answers {} and InvalidArgument "Unable to terminate operation.
+No operation is in progress" when none runs; the controller then ends the operation Failed with
+"Operation terminated" (gitops-engine's syncContext.Terminate), here at once.
 
 Each application is scripted by the test (`server.app(name, outcome=..., running_polls=...)`), and its
 sync operation moves one step per GET, so a test decides how many polls a rollout takes, or runs for
@@ -33,17 +37,27 @@ from tests.servers.loopback import LoopbackServer, Response
 
 # grpc-gateway's HTTPStatusFromCode for the codes this server answers with (FailedPrecondition is
 # deliberately 400, not 412).
-NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, UNAVAILABLE, UNAUTHENTICATED = 5, 7, 9, 14, 16
-HTTP_STATUS = {NOT_FOUND: 404, PERMISSION_DENIED: 403, FAILED_PRECONDITION: 400, UNAVAILABLE: 503, UNAUTHENTICATED: 401}
+INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, UNAVAILABLE, UNAUTHENTICATED = 3, 5, 7, 9, 14, 16
+HTTP_STATUS = {
+    INVALID_ARGUMENT: 400,
+    NOT_FOUND: 404,
+    PERMISSION_DENIED: 403,
+    FAILED_PRECONDITION: 400,
+    UNAVAILABLE: 503,
+    UNAUTHENTICATED: 401,
+}
 # util/argo's ErrAnotherOperationInProgress; Argo CD's K8s error interceptor unwraps it from "error setting
 # app operation: …", so the answer carries this message alone.
 OPERATION_IN_PROGRESS = "another operation is already in progress"
+NO_OPERATION = "Unable to terminate operation. No operation is in progress"
 # What argocd-server's own grpc-gateway answers while its gRPC side is not serving yet.
 SERVER_STARTING = (
     'connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:8083: connect: connection refused"'
 )
 
-_APPLICATION_PATH = re.compile(r"/api/v1/applications/(?P<name>[^/]+)(?P<sync>/sync)?")
+_APPLICATION_PATH = re.compile(r"/api/v1/applications/(?P<name>[^/]+)(?P<action>/sync|/operation)?")
+# The method each path answers to, and the RBAC action it needs.
+_ROUTES = {("GET", None): "get", ("POST", "/sync"): "sync", ("DELETE", "/operation"): "sync"}
 
 
 class Outcome(StrEnum):
@@ -69,6 +83,8 @@ class Operation:
     started_on_clock: float  # the server clock's reading, for sync_seconds
     polls: int = 0  # GETs since the sync started; 0 = the controller has not picked it up yet
     finished_at: datetime | None = None
+    stuck: bool = False  # stays Running until terminated (a hook job that never completes)
+    terminated: bool = False
 
 
 @dataclass
@@ -80,6 +96,7 @@ class FakeApplication:
     progressing_polls: int = 1  # GETs after success that show health Progressing
     busy_syncs: int = 0  # sync requests to refuse with "another operation is already in progress"
     busy_until: float = 0.0  # …and every sync request until the server clock reads this
+    stuck_syncs: int = 0  # operations to start stuck: Running until someone terminates them
     head: Callable[[], str] | None = None  # auto-sync: the revision a ?refresh= finds in Git
     # As Argo CD reports it: status.sync.revision is what targetRevision resolved to (head()) at the last
     # comparison, not the revision last synced; Synced when this application's manifests are the same.
@@ -106,8 +123,14 @@ class FakeApplication:
         )
 
     def start_operation(self, revision, *, automated):
+        stuck = self.stuck_syncs > 0
+        self.stuck_syncs -= stuck
         self.operation = Operation(
-            revision=revision, automated=automated, started_at=datetime.now(UTC), started_on_clock=self.clock()
+            revision=revision,
+            automated=automated,
+            started_at=datetime.now(UTC),
+            started_on_clock=self.clock(),
+            stuck=stuck,
         )
 
     def is_busy(self):
@@ -148,7 +171,9 @@ class FakeApplication:
         operation = self.operation
         if operation is None:
             return ""
-        if self.outcome == Outcome.NEVER_FINISHES:
+        if operation.terminated:
+            return "Failed"
+        if self.outcome == Outcome.NEVER_FINISHES or operation.stuck:
             return "Running"
         if self.sync_seconds is not None:
             running = self.clock() - operation.started_on_clock < self.sync_seconds
@@ -240,7 +265,7 @@ class FakeApplication:
     def _operation_state(self, operation, phase):
         message = {
             "Running": f"waiting for healthy state of apps/Deployment/{self.name}",
-            "Failed": self.failure_message,
+            "Failed": "Operation terminated" if operation.terminated else self.failure_message,
             "Succeeded": "successfully synced (all tasks run)",
         }[phase]
         state = {
@@ -335,6 +360,10 @@ class ArgoCDServer:
         return [request for request in self.requests if request.method == "POST" and request.path.endswith("/sync")]
 
     @property
+    def terminate_requests(self):
+        return [request for request in self.requests if request.method == "DELETE"]
+
+    @property
     def is_up(self):
         return self._server is not None
 
@@ -369,7 +398,8 @@ class ArgoCDServer:
 
     def _answer(self, request):
         match = _APPLICATION_PATH.fullmatch(request.path)
-        if not match or request.method not in ("GET", "POST") or (request.method == "POST") != bool(match["sync"]):
+        rbac_action = _ROUTES.get((request.method, match and match["action"]))
+        if rbac_action is None:
             return Response.text(404, "Not Found\n")
         if self.clock() < self.unavailable_until:
             return _error(UNAVAILABLE, SERVER_STARTING)
@@ -385,14 +415,25 @@ class ArgoCDServer:
                 return _error(PERMISSION_DENIED, "permission denied")
             return _error(NOT_FOUND, f'applications.argoproj.io "{name}" not found')
         # server/application's getAppEnforceRBAC: a denied action answers exactly as a missing application.
-        if ("sync" if request.method == "POST" else "get") in application.denied_actions:
+        if rbac_action in application.denied_actions:
             return _error(PERMISSION_DENIED, "permission denied")
         if request.method == "GET":
             if "refresh" in request.query:
                 application.refresh()
             application.advance()
             return Response.json(200, application.as_json())
+        if request.method == "DELETE":
+            return self._terminate(application)
         return self._sync(application, request.json or {})
+
+    def _terminate(self, application):
+        """TerminateOperation: refused unless an operation is on the Application and the controller has
+        started it (a.Operation and a.Status.OperationState both set)."""
+        operation = application.operation
+        if operation is None or operation.polls == 0 or application.phase() != "Running":
+            return _error(INVALID_ARGUMENT, NO_OPERATION)
+        operation.terminated = True
+        return Response.json(200, {})
 
     def _sync(self, application, body):
         revision = body.get("revision") or ""
