@@ -348,12 +348,30 @@ def sync_promotion(promotion_id):
                 f"reports, contains {promotion.gitops_commit_sha[:12]}."
             )
         roll_back = timeout.last_error is None and not unanswered
+        if roll_back:
+            error += _terminate_stuck_sync(argocd, application, promotion, includes)
         _unless_moved_on(transitions.fail, promotion, "sync", error, roll_back=roll_back, from_states=SYNCING)
         return
     except ArgoCDError as error:
         _unless_moved_on(transitions.fail, promotion, "sync", str(error), from_states=SYNCING)
         return
     _unless_moved_on(transitions.mark_deployed, promotion, health=status.health, argocd_sync_id=status.sync_id)
+
+
+def _terminate_stuck_sync(argocd, application, promotion, includes):
+    """Argo CD answered throughout but our sync did not finish in time (a hook job that never completes,
+    pods that never schedule): terminate it if it still runs, or the rollback's sync would be refused
+    behind it ("another operation is already in progress") until it timed out too. A sentence for the
+    promotion's error, empty when nothing of ours was running any more."""
+    try:
+        terminated = argocd.terminate_sync(application, promotion.gitops_commit_sha, includes=includes)
+    except ArgoCDError as error:
+        logger.warning("Could not terminate the sync of %s for promotion %s: %s", application, promotion.pk, error)
+        return f" Its sync may still be running in Argo CD, which could not be asked to terminate it: {error}"
+    if not terminated:
+        return ""
+    logger.info("Terminated the sync of %s for promotion %s at its deadline", application, promotion.pk)
+    return " Its sync, still running in Argo CD, was terminated."
 
 
 def _contains_commit(sha):

@@ -322,3 +322,43 @@ def test_a_sync_job_that_times_out_after_the_promotion_moved_on_does_not_fail_it
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.DEPLOYED
     assert promotion.error == ""
+
+
+def test_a_sync_still_running_at_the_deadline_is_terminated_and_the_rollback_syncs(pipeline, argocd, settings):
+    """Argo CD keeps our sync Running (a hook job that never completes). At the deadline the portal
+    terminates it, as Argo CD's Terminate button does: else the automatic rollback's sync would be
+    refused ("another operation is already in progress") until it timed out too."""
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    application = argocd.app("nexo-be-develop")
+    good = promote_to_develop(pipeline, service, "2026.02.1")
+    assert good.state == PromotionState.VERIFIED
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 1
+    application.stuck_syncs = 1
+
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+
+    assert (bad.state, bad.failed_step) == (PromotionState.ROLLED_BACK, "sync")
+    assert "Its sync, still running in Argo CD, was terminated." in bad.error
+    assert [request.path for request in argocd.terminate_requests] == ["/api/v1/applications/nexo-be-develop/operation"]
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert rollback.release == good.release
+    assert rollback.state == PromotionState.VERIFIED, rollback.error
+    assert application.deployed_revision == rollback.gitops_commit_sha
+
+
+def test_a_sync_that_finished_but_never_got_healthy_is_not_terminated(pipeline, argocd, settings):
+    """Our sync Succeeded and the pods stay Progressing to the deadline: no operation runs, none is
+    terminated (a DELETE would be refused, or end someone else's)."""
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 0.5
+    argocd.app("nexo-be-develop", progressing_polls=10_000)
+
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "sync")
+    assert "terminate" not in promotion.error
+    assert argocd.terminate_requests == []
