@@ -374,15 +374,21 @@ def _terminate_stuck_sync(argocd, application, promotion, includes):
     return " Its sync, still running in Argo CD, was terminated."
 
 
+# How long a poll of the sync waits for the GitOps lock to ask git whether a commit contains ours: a
+# worker holding it through a slow remote would otherwise keep the poll (up to the lock's 300 s) past
+# the sync's deadline. Not answered in time, it is asked again at the next poll.
+CONTAINS_LOCK_WAIT_SECONDS = 5
+
+
 def _contains_commit(sha):
     """`includes(revision)` for the sync's wait: git answers once per revision Argo CD reports.
     `includes.unanswered`: the revision it was last asked about, when Git could not tell (the GitOps
-    remote out of reach), else None."""
+    remote out of reach, or its lock busy), else None."""
     answers = {}
 
     def includes(revision):
         if revision not in answers:
-            repository = GitOpsRepository()
+            repository = GitOpsRepository(lock_wait=CONTAINS_LOCK_WAIT_SECONDS)
             try:
                 with repository.locked():
                     answer = repository.includes(revision, sha)

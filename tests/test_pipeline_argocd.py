@@ -1,10 +1,12 @@
 """The sync step against a server speaking Argo CD's API (it cannot run here): real worker, Git and PostgreSQL."""
 
 import contextlib
+import threading
 
 import pytest
 
 from releases import transitions
+from releases.gitops.repo import GitOpsRepository
 from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepStatus
 from tests.factories import make_release
 from tests.servers.argocd import Outcome
@@ -362,3 +364,22 @@ def test_a_sync_that_finished_but_never_got_healthy_is_not_terminated(pipeline, 
     assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "sync")
     assert "terminate" not in promotion.error
     assert argocd.terminate_requests == []
+
+
+def test_whether_argo_cds_commit_contains_ours_is_not_waited_for_behind_a_busy_gitops_lock(pipeline):
+    """Another worker holds the GitOps lock (its push hanging on a slow remote): a poll of the sync does
+    not wait minutes for it. The question counts as not answered and is asked again at the next poll."""
+    from releases.jobs import _contains_commit
+
+    ours = pipeline.gitops.head()
+    includes = _contains_commit(ours)
+    answers = []
+    with GitOpsRepository().locked():
+        asking = threading.Thread(target=lambda: answers.append(includes(ours)))
+        asking.start()
+        asking.join(timeout=60)
+        assert not asking.is_alive(), "still waiting for the lock another worker holds"
+    assert answers == [False]
+    assert includes.unanswered == ours
+    assert includes(ours) is True, "answered once the lock is free"
+    assert includes.unanswered is None
