@@ -33,6 +33,7 @@ class AuditAction(models.TextChoices):
     PROMOTION_SLO_BREACHED = "promotion.slo_breached", "Past its promotion target time"
     HOLD_PLACED = "hold.placed", "Auto-promotion hold placed"
     HOLD_LIFTED = "hold.lifted", "Auto-promotion hold lifted"
+    HOLD_UPDATED = "hold.updated", "Auto-promotion hold given a newer reason"
     PROMOTION_DEFERRED = "promotion.deferred", "Automatic promotion waits"
     PULL_REQUEST_OPENED = "pull_request.opened", "Pull request opened"
     PULL_REQUEST_PUSHED = "pull_request.pushed", "Pull request branch pushed by someone else"

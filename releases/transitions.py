@@ -802,13 +802,21 @@ def _finish_rollback(rollback, now):
 
 
 def _place_hold(service, environment, reason, *, promotion=None, placed_by=PIPELINE, now=None):
-    """Stop automatic promotions into the place until a person lifts the hold (one per place)."""
-    if Hold.objects.active().filter(service=service, environment=environment).exists():
+    """Stop automatic promotions into the place until a person lifts the hold (one per place).
+
+    A place on hold already keeps its hold with the newer reason: what happened since (the rollback
+    that placed it failed its own soak, say) is what the board, the alerts and whoever lifts it must
+    read, not "Rolled back to …" as if that had worked."""
+    reason = reason[:300]
+    held = Hold.objects.active().filter(service=service, environment=environment).select_for_update().first()
+    if held is not None:
+        if held.reason != reason:
+            _give_hold_a_newer_reason(held, service, environment, reason, promotion)
         return None
     hold = Hold.objects.create(
         service=service,
         environment=environment,
-        reason=reason[:300],
+        reason=reason,
         placed_by=placed_by,
         placed_at=now or timezone.now(),
     )
@@ -823,6 +831,21 @@ def _place_hold(service, environment, reason, *, promotion=None, placed_by=PIPEL
         data={"reason": reason},
     )
     return hold
+
+
+def _give_hold_a_newer_reason(hold, service, environment, reason, promotion):
+    previous, hold.reason = hold.reason, reason
+    hold.save(update_fields=["reason"])
+    audit.record(
+        AuditAction.HOLD_UPDATED,
+        actor=PIPELINE,
+        service=service.name,
+        environment=environment.name,
+        version=promotion.release.version if promotion else "",
+        promotion=promotion,
+        message=f"Automatic promotions of {service.name} into {environment.name} stay on hold: {reason}",
+        data={"reason": reason, "previous_reason": previous},
+    )
 
 
 @transaction.atomic

@@ -170,6 +170,34 @@ def test_a_failing_health_url_fails_verification(pipeline, health_server):
     assert promotion.samples.filter(kind=SampleCheck.HEALTH_URL, ok=True).count() == 1
 
 
+def test_a_rollback_failing_its_own_soak_gives_the_hold_it_placed_the_newer_reason(pipeline, health_server):
+    """The automatic rollback deployed (its hold: "Rolled back to …"), then failed its soak too: the
+    hold now says so, for the board, the alert and whoever lifts it, and the audit log keeps both."""
+    from audit.models import AuditAction, AuditEvent
+    from releases.models import Hold
+
+    service = pipeline.add_service("svc-web")
+    develop = pipeline.environments["develop"]
+    develop.health_url_templates = health_server.answer("/health", 200)
+    develop.save()
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    assert deploy(pipeline, service, "2026.02.1").state == PromotionState.VERIFIED
+    health_server.answer("/health", 503, "database down")
+
+    deploy(pipeline, service, "2026.02.2")
+
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert (rollback.state, rollback.failed_step) == (PromotionState.FAILED, "verification")
+    hold = Hold.objects.active().get(service=service, environment=develop)
+    assert hold.reason.startswith("The automatic rollback to 2026.02.1 failed at verification: ")
+    assert "/health failed 1 time(s)" in hold.reason
+    updated = AuditEvent.objects.get(action=AuditAction.HOLD_UPDATED)
+    assert updated.data["previous_reason"] == f"Rolled back to 2026.02.1 by promotion #{rollback.pk}"
+    assert updated.data["reason"] == hold.reason
+    assert AuditEvent.objects.filter(action=AuditAction.HOLD_PLACED).count() == 1
+
+
 def test_nothing_configured_says_so_instead_of_passing(pipeline):
     pipeline.environments["qa"].auto_promote = False
     pipeline.environments["qa"].save()
