@@ -252,10 +252,13 @@ class Lease:
 
 
 def consecutive(promotion_id, step, status):
-    """How many of the step's latest runs, newest first, ended with `status` in a row."""
+    """How many of the step's latest runs, newest first, ended with `status` in a row.
+
+    A run that ended without starting (replaced before its time: a freeze edit wakes every commit
+    waiting there, a crash's backoff too) is no outcome and neither counts nor breaks the row."""
     count = 0
     for ended in StepRun.objects.filter(promotion_id=promotion_id, step=step).order_by("-created_at", "-id"):
-        if ended.status in RunStatus.open():
+        if ended.status in RunStatus.open() or (ended.status == RunStatus.DONE and ended.started_at is None):
             continue
         if ended.status != status:
             break

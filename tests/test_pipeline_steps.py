@@ -195,6 +195,24 @@ def test_a_step_that_crashes_three_times_in_a_row_fails_its_promotion(pipeline, 
     assert runs_of(promotion) == [("commit", "crashed")] * 3
 
 
+def test_a_freeze_edit_waking_a_commit_in_its_crash_backoff_does_not_reset_its_crashes(pipeline, monkeypatch):
+    """A crash's backoff is woken by any freeze edit in the environment (it looks like a commit waiting
+    for a freeze): the run it replaces never ran, and must not count as a success between crashes."""
+    promotion = develop_promotion(pipeline)
+
+    def broken(promotion_id):
+        int("not a number")
+
+    monkeypatch.setitem(jobs.STEPS, Step.COMMIT, broken)
+    develop = pipeline.environments["develop"].pk
+    for _ in range(3):
+        steps.wake_commits_held_by_freezes(develop)  # someone edits a freeze during each backoff
+        run_due_steps_now()
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.FAILED
+    assert promotion.error.startswith("The commit step crashed 3 times in a row")
+
+
 def test_crashes_of_an_earlier_attempt_series_do_not_count_after_a_success(pipeline, monkeypatch):
     """The budget counts crashes in a row of this promotion's step, not whatever RQ still keeps."""
     promotion = develop_promotion(pipeline)
