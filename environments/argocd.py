@@ -294,15 +294,16 @@ class ArgoCD:
                 return application
             raise
 
-    def terminate_sync(self, name, revision, includes=None):
-        """Terminate the sync of `revision` still running on `name` (with `includes(seen)`, of a later
-        revision that contains it), as Argo CD's Terminate button does; whether one was terminated.
+    def terminate_sync(self, name, revision):
+        """Ask Argo CD to terminate the sync of `revision` still running on `name`, as its Terminate
+        button does; whether it was asked. An operation syncing any other revision (a rollback's, a
+        person's, an auto-sync of a later commit) is left alone.
 
-        Any other operation (a person's sync, an auto-sync of something else) is left alone. Argo CD then
-        ends the operation Failed ("Operation terminated"), and the application can be synced again.
+        Argo CD marks the operation Terminating and its controller then ends it Failed ("Operation
+        terminated"), or Error when it could not; until then a sync is refused as "another operation
+        is already in progress".
         """
-        running = _running_operation_revision(self.get_application(name))
-        if not running or not (same_revision(running, revision) or (includes is not None and includes(running))):
+        if not same_revision(_running_operation_revision(self.get_application(name)), revision):
             return False
         path = f"/api/v1/applications/{quote(name, safe='')}/operation"
         doing = f"terminating the sync of application {name} to {revision[:12]}"

@@ -348,8 +348,8 @@ def sync_promotion(promotion_id):
                 f"reports, contains {promotion.gitops_commit_sha[:12]}."
             )
         roll_back = timeout.last_error is None and not unanswered
-        if roll_back:
-            error += _terminate_stuck_sync(argocd, application, promotion, includes)
+        if roll_back and transitions.rolls_back_automatically(promotion, "sync"):
+            error += _terminate_stuck_sync(argocd, application, promotion)
         _unless_moved_on(transitions.fail, promotion, "sync", error, roll_back=roll_back, from_states=SYNCING)
         return
     except ArgoCDError as error:
@@ -358,20 +358,23 @@ def sync_promotion(promotion_id):
     _unless_moved_on(transitions.mark_deployed, promotion, health=status.health, argocd_sync_id=status.sync_id)
 
 
-def _terminate_stuck_sync(argocd, application, promotion, includes):
+def _terminate_stuck_sync(argocd, application, promotion):
     """Argo CD answered throughout but our sync did not finish in time (a hook job that never completes,
-    pods that never schedule): terminate it if it still runs, or the rollback's sync would be refused
-    behind it ("another operation is already in progress") until it timed out too. A sentence for the
-    promotion's error, empty when nothing of ours was running any more."""
+    pods that never schedule), and a rollback follows: ask Argo CD to terminate our sync if it still
+    runs, or the rollback's sync would be refused behind it ("another operation is already in
+    progress") until it timed out too. Where people decide (no automatic rollback), a long hook such as
+    a database migration is theirs to stop. A sentence for the promotion's error."""
+    if not Promotion.objects.filter(pk=promotion.pk, state=PromotionState.SYNCING).exists():
+        return ""  # moved on meanwhile (the Argo CD Notifications event, another run of the step)
     try:
-        terminated = argocd.terminate_sync(application, promotion.gitops_commit_sha, includes=includes)
+        asked = argocd.terminate_sync(application, promotion.gitops_commit_sha)
     except ArgoCDError as error:
         logger.warning("Could not terminate the sync of %s for promotion %s: %s", application, promotion.pk, error)
         return f" Its sync may still be running in Argo CD, which could not be asked to terminate it: {error}"
-    if not terminated:
+    if not asked:
         return ""
-    logger.info("Terminated the sync of %s for promotion %s at its deadline", application, promotion.pk)
-    return " Its sync, still running in Argo CD, was terminated."
+    logger.info("Asked Argo CD to terminate the sync of %s for promotion %s at its deadline", application, promotion.pk)
+    return " Argo CD was asked to terminate its sync, still running, so that the rollback can sync."
 
 
 # How long a poll of the sync waits for the GitOps lock to ask git whether a commit contains ours: a

@@ -1085,6 +1085,16 @@ def stop(promotion, user, comment):
     return fail(promotion, "verification", f"stopped by {user.get_username()}: {comment}")
 
 
+def rolls_back_automatically(promotion, step):
+    """Whether a failure of `promotion` at `step` is rolled back by the pipeline (when what failed can
+    still be gone through): a sync or soak failing where the policy says so, and never a rollback's."""
+    return (
+        step in ("sync", "verification")
+        and promotion.environment.rollback_on_failed_verification
+        and not promotion.is_rollback
+    )
+
+
 def _after_failure(promotion, step, error, roll_back):
     """What automation does about a failure, and a hold (with the reason) wherever it cannot finish."""
     service, environment, version = promotion.service, promotion.environment, promotion.release.version
@@ -1093,10 +1103,8 @@ def _after_failure(promotion, step, error, roll_back):
             service, environment, f"The automatic rollback to {version} failed at {step}: {error}", promotion=promotion
         )
         return
-    if step not in ("sync", "verification") or not environment.rollback_on_failed_verification:
-        return  # alert-only here: people decide
-    if promotion.is_rollback:
-        return
+    if not rolls_back_automatically(promotion, step):
+        return  # alert-only here, or a rollback that failed: people decide
     if not roll_back:
         _place_hold(
             service,

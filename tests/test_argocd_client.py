@@ -225,10 +225,28 @@ def test_terminating_our_running_sync_ends_it_failed_and_frees_the_application(a
     [terminate] = argocd_server.terminate_requests
     assert terminate.path == "/api/v1/applications/nexo-be-develop/operation"
     assert terminate.headers["Authorization"] == f"Bearer {argocd_server.token}"
+    # Terminating until the controller gets to it: still an operation in progress.
+    assert argocd.get_application("nexo-be-develop")["status"]["operationState"]["phase"] == "Terminating"
+    with pytest.raises(ArgoCDUnavailable) as busy:
+        argocd.sync("nexo-be-develop", fake_sha("rollback"))
+    assert busy.value.is_operation_in_progress
     state = argocd.get_application("nexo-be-develop")["status"]["operationState"]
     assert (state["phase"], state["message"]) == ("Failed", "Operation terminated")
-    argocd.sync("nexo-be-develop", fake_sha("rollback"))  # no longer "another operation is already in progress"
+    argocd.sync("nexo-be-develop", fake_sha("rollback"))
     assert application.operation.revision == fake_sha("rollback")
+
+
+def test_a_sync_terminated_with_errors_fails_our_wait_with_argo_cds_words(argocd_server, argocd, clock):
+    argocd_server.app("nexo-be-develop", stuck_syncs=1, termination_fails=True)
+    argocd.sync("nexo-be-develop", REVISION)
+    argocd.get_application("nexo-be-develop")
+    assert argocd.terminate_sync("nexo-be-develop", REVISION) is True
+
+    with pytest.raises(ArgoCDDeployFailed) as raised:
+        wait(argocd, clock, "nexo-be-develop")
+
+    assert "phase Error" in str(raised.value)
+    assert raised.value.message == "Operation termination had errors"
 
 
 def test_someone_elses_running_sync_is_never_terminated(argocd_server, argocd):

@@ -342,7 +342,7 @@ def test_a_sync_still_running_at_the_deadline_is_terminated_and_the_rollback_syn
     bad = promote_to_develop(pipeline, service, "2026.02.2")
 
     assert (bad.state, bad.failed_step) == (PromotionState.ROLLED_BACK, "sync")
-    assert "Its sync, still running in Argo CD, was terminated." in bad.error
+    assert "Argo CD was asked to terminate its sync, still running, so that the rollback can sync." in bad.error
     assert [request.path for request in argocd.terminate_requests] == ["/api/v1/applications/nexo-be-develop/operation"]
     rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
     assert rollback.release == good.release
@@ -383,3 +383,51 @@ def test_whether_argo_cds_commit_contains_ours_is_not_waited_for_behind_a_busy_g
     assert includes.unanswered == ours
     assert includes(ours) is True, "answered once the lock is free"
     assert includes.unanswered is None
+
+
+def test_where_people_decide_a_sync_still_running_at_the_deadline_is_left_to_them(pipeline, argocd, settings):
+    """No automatic rollback follows (staging, production): a long hook, a database migration say, is
+    not the portal's to stop. The promotion fails at its deadline; Argo CD's operation runs on."""
+    service = pipeline.add_service("nexo-be")
+    develop = pipeline.environments["develop"]
+    develop.rollback_on_failed_verification = False
+    develop.save()
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 0.5
+    application = argocd.app("nexo-be-develop", stuck_syncs=1)
+
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "sync")
+    assert "terminate" not in promotion.error
+    assert argocd.terminate_requests == []
+    assert application.phase() == "Running"
+
+
+def test_a_sync_job_whose_promotion_moved_on_at_its_deadline_terminates_nothing(pipeline, argocd, monkeypatch):
+    """The Argo CD Notifications event failed the promotion meanwhile and its rollback is on its way:
+    a run of the step reaching its deadline afterwards leaves Argo CD alone."""
+    from environments.argocd import ArgoCD, ArgoCDTimeout
+    from releases.jobs import sync_promotion
+
+    service = pipeline.add_service("nexo-be")
+    argocd.app("nexo-be-develop", stuck_syncs=1)
+    promotion = transitions.request_promotion(
+        make_release(service, "2026.02.1"), pipeline.environments["develop"], None, kind=PromotionKind.AUTO
+    )
+    sha = pipeline.gitops.head()
+    transitions.mark_committed(transitions.start_commit(promotion), sha, "promote(nexo-be): develop → 2026.02.1")
+
+    def failed_meanwhile(self, name, revision, **options):
+        self.sync(name, revision)
+        self.get_application(name)  # Argo CD runs it, stuck
+        transitions.fail(Promotion.objects.get(pk=promotion.pk), "sync", "Argo CD: sync failed")  # the event
+        raise ArgoCDTimeout(f"Argo CD application {name} did not run revision {revision[:12]} within 5 s.")
+
+    monkeypatch.setattr(ArgoCD, "wait_until_deployed", failed_meanwhile)
+    sync_promotion(promotion.pk)
+
+    promotion.refresh_from_db()
+    assert promotion.error == "Argo CD: sync failed"
+    assert argocd.terminate_requests == []

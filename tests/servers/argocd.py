@@ -8,8 +8,9 @@ server/application/application.go: a missing application is "permission denied" 
 names a project, a sync while an operation runs is FailedPrecondition "another operation is already in
 progress", and an auto-sync application refuses a sync to any revision but its target. Terminating
 an operation needs the "sync" RBAC action, answers {} and InvalidArgument "Unable to terminate operation.
-No operation is in progress" when none runs; the controller then ends the operation Failed with
-"Operation terminated" (gitops-engine's syncContext.Terminate), here at once.
+No operation is in progress" when none runs, and leaves the operation Terminating (still in progress:
+a sync is refused) until the controller ends it Failed "Operation terminated", or Error "Operation
+termination had errors" (gitops-engine's syncContext.Terminate): here at the second GET after it.
 
 Each application is scripted by the test (`server.app(name, outcome=..., running_polls=...)`), and its
 sync operation moves one step per GET, so a test decides how many polls a rollout takes, or runs for
@@ -84,7 +85,7 @@ class Operation:
     polls: int = 0  # GETs since the sync started; 0 = the controller has not picked it up yet
     finished_at: datetime | None = None
     stuck: bool = False  # stays Running until terminated (a hook job that never completes)
-    terminated: bool = False
+    terminated_at_poll: int | None = None  # `polls` when TerminateOperation was asked
 
 
 @dataclass
@@ -97,6 +98,7 @@ class FakeApplication:
     busy_syncs: int = 0  # sync requests to refuse with "another operation is already in progress"
     busy_until: float = 0.0  # …and every sync request until the server clock reads this
     stuck_syncs: int = 0  # operations to start stuck: Running until someone terminates them
+    termination_fails: bool = False  # a terminated operation ends Error, not Failed
     head: Callable[[], str] | None = None  # auto-sync: the revision a ?refresh= finds in Git
     # As Argo CD reports it: status.sync.revision is what targetRevision resolved to (head()) at the last
     # comparison, not the revision last synced; Synced when this application's manifests are the same.
@@ -143,7 +145,7 @@ class FakeApplication:
             return
         operation.polls += 1
         phase = self.phase()
-        if phase != "Running" and operation.finished_at is None:
+        if phase not in ("Running", "Terminating") and operation.finished_at is None:
             operation.finished_at = datetime.now(UTC)
             if phase == "Succeeded":
                 self.deployed_revision = operation.revision
@@ -164,15 +166,17 @@ class FakeApplication:
             return
         revision = self.head()
         current = self.operation.revision if self.operation else self.deployed_revision
-        if revision and revision != current and self.phase() != "Running":
+        if revision and revision != current and not self.in_progress():
             self.start_operation(revision, automated=True)
 
     def phase(self):
         operation = self.operation
         if operation is None:
             return ""
-        if operation.terminated:
-            return "Failed"
+        if operation.terminated_at_poll is not None:
+            if operation.polls <= operation.terminated_at_poll + 1:
+                return "Terminating"
+            return "Error" if self.termination_fails else "Failed"
         if self.outcome == Outcome.NEVER_FINISHES or operation.stuck:
             return "Running"
         if self.sync_seconds is not None:
@@ -183,10 +187,13 @@ class FakeApplication:
             return "Running"
         return "Failed" if self.outcome == Outcome.SYNC_FAILS else "Succeeded"
 
+    def in_progress(self):
+        return self.phase() in ("Running", "Terminating")
+
     def health(self):
         """The Deployment's health status and message; the application's health is the worst resource's."""
         phase = self.phase()
-        if phase == "Running":
+        if phase in ("Running", "Terminating"):
             return "Progressing", ""
         if phase == "Succeeded":
             by_polls = self.sync_seconds is None and not self.instant
@@ -200,7 +207,7 @@ class FakeApplication:
     def as_json(self):
         phase = self.phase()
         health, health_message = self.health()
-        if phase in ("Running", "Failed"):
+        if phase in ("Running", "Terminating", "Failed", "Error"):
             sync = {"status": "OutOfSync", "revision": self.operation.revision}
         elif self.reports_branch_head and self.head and phase == "Succeeded":
             sync = {"status": "Synced", "revision": self.head()}
@@ -255,7 +262,7 @@ class FakeApplication:
             },
         }
         operation = self.operation
-        if operation is not None and (operation.polls == 0 or phase == "Running"):
+        if operation is not None and (operation.polls == 0 or self.in_progress()):
             # Argo CD keeps the requested operation on the Application until the controller finishes it.
             application["operation"] = self._operation_request(operation)
         if operation is not None and operation.polls > 0:
@@ -265,7 +272,9 @@ class FakeApplication:
     def _operation_state(self, operation, phase):
         message = {
             "Running": f"waiting for healthy state of apps/Deployment/{self.name}",
-            "Failed": "Operation terminated" if operation.terminated else self.failure_message,
+            "Terminating": f"waiting for healthy state of apps/Deployment/{self.name}",
+            "Error": "Operation termination had errors",
+            "Failed": "Operation terminated" if operation.terminated_at_poll is not None else self.failure_message,
             "Succeeded": "successfully synced (all tasks run)",
         }[phase]
         state = {
@@ -430,9 +439,9 @@ class ArgoCDServer:
         """TerminateOperation: refused unless an operation is on the Application and the controller has
         started it (a.Operation and a.Status.OperationState both set)."""
         operation = application.operation
-        if operation is None or operation.polls == 0 or application.phase() != "Running":
+        if operation is None or operation.polls == 0 or not application.in_progress():
             return _error(INVALID_ARGUMENT, NO_OPERATION)
-        operation.terminated = True
+        operation.terminated_at_poll = operation.polls
         return Response.json(200, {})
 
     def _sync(self, application, body):
@@ -448,7 +457,7 @@ class ArgoCDServer:
         if application.is_busy():
             return _error(FAILED_PRECONDITION, OPERATION_IN_PROGRESS)
         operation = application.operation
-        if operation is not None and (operation.polls == 0 or application.phase() == "Running"):
+        if operation is not None and (operation.polls == 0 or application.in_progress()):
             return _error(FAILED_PRECONDITION, OPERATION_IN_PROGRESS)
         if not revision or revision == application.target_revision:
             revision = application.head() if application.head else application.deployed_revision
