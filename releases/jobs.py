@@ -345,7 +345,7 @@ def sync_promotion(promotion_id):
         if unanswered:
             error += (
                 f" The GitOps repository could not be read to tell whether {unanswered[:12]}, which Argo CD "
-                f"reports, contains {promotion.gitops_commit_sha[:12]}."
+                f"reports, contains {promotion.gitops_commit_sha[:12]} ({includes.why_unanswered})."
             )
         roll_back = timeout.last_error is None and not unanswered
         if roll_back and transitions.rolls_back_automatically(promotion, "sync"):
@@ -386,7 +386,7 @@ CONTAINS_LOCK_WAIT_SECONDS = 5
 def _contains_commit(sha):
     """`includes(revision)` for the sync's wait: git answers once per revision Argo CD reports.
     `includes.unanswered`: the revision it was last asked about, when Git could not tell (the GitOps
-    remote out of reach, or its lock busy), else None."""
+    remote out of reach, or its lock busy: `includes.why_unanswered`), else None."""
     answers = {}
 
     def includes(revision):
@@ -399,14 +399,14 @@ def _contains_commit(sha):
                 logger.warning(
                     "Could not tell whether %s contains %s (asking again at the next poll): %s", revision, sha, error
                 )
-                includes.unanswered = revision
+                includes.unanswered, includes.why_unanswered = revision, str(error)
                 return False
             # Final either way: includes() fetched if either commit was new here, and commits do not change.
             answers[revision] = answer
         includes.unanswered = None
         return answers[revision]
 
-    includes.unanswered = None
+    includes.unanswered = includes.why_unanswered = None
     return includes
 
 

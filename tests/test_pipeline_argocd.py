@@ -277,6 +277,7 @@ def test_a_later_commit_git_cannot_read_to_the_end_fails_the_sync_without_a_roll
 
     assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "sync")
     assert f"could not be read to tell whether {later[0][:12]}, which Argo CD reports, contains" in promotion.error
+    assert "(Cannot reach the GitOps repository" in promotion.error, "and why not"
     assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
     assert Hold.objects.active().filter(service=service, environment=pipeline.environments["develop"]).exists()
 
