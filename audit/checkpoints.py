@@ -32,7 +32,8 @@ from .models import ChainVerification
 logger = logging.getLogger(__name__)
 
 _LINE = re.compile(
-    r"^audit-checkpoint v1 event=(?P<event>\d+) hash=(?P<hash>[0-9a-f]{64}) at=(?P<at>\S+) mac=(?P<mac>[0-9a-f]{64})$"
+    r"^audit-checkpoint v1 event=(?P<event>[0-9]+) hash=(?P<hash>[0-9a-f]{64}) at=(?P<at>\S+)"
+    r" mac=(?P<mac>[0-9a-f]{64})$"
 )
 
 

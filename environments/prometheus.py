@@ -18,10 +18,10 @@ from nexo_portal.lib.http import describe_failure, excerpt
 
 # PromQL durations: one or more number-unit pairs, longest unit first ("5m", "1h30m", "500ms").
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_DURATION = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
+_DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d|w|y))+")
 # A range selector or subquery written in a query: [5m], [1h30m], [10m:1m].
-_RANGE_SELECTOR = re.compile(r"\[\s*((?:\d+(?:ms|s|m|h|d|w|y))+)\s*(?::[^\]]*)?\]")
+_RANGE_SELECTOR = re.compile(r"\[\s*((?:[0-9]+(?:ms|s|m|h|d|w|y))+)\s*(?::[^\]]*)?\]")
 
 
 def parse_duration(text):

@@ -12,7 +12,9 @@ MAX_BUILD = 999_999
 MAX_METADATA_LENGTH = 40
 MAX_VERSION_LENGTH = len("2026.02.") + len(str(MAX_BUILD)) + 1 + MAX_METADATA_LENGTH
 
-_SHAPE = re.compile(r"^(?P<year>\d{4})\.(?P<month>\d{2})\.(?P<build>\d+)(?:-(?P<metadata>.*))?$")
+# [0-9], not \d: Python's \d and int() take the digits of every script (２０２６, ٢٠٢٦), which no URL,
+# image tag or Git ref does.
+_SHAPE = re.compile(r"^(?P<year>[0-9]{4})\.(?P<month>[0-9]{2})\.(?P<build>[0-9]+)(?:-(?P<metadata>.*))?$")
 _METADATA = re.compile(r"^[0-9a-z][0-9a-z.-]*$")
 
 

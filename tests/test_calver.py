@@ -45,6 +45,10 @@ def test_parses_valid_versions(text, expected):
         ("2026.02.1 ", "not a CalVer version"),
         ("2026.02.1\n", "not a CalVer version"),
         ("2026-02-1", "not a CalVer version"),
+        # Digits of other scripts: Python's \d and int() take them, URLs, tags and Git do not.
+        ("2026.02.\uff15", "not a CalVer version"),
+        ("\u0662\u0660\u0662\u0666.02.1", "not a CalVer version"),
+        ("2026.\uff10\uff12.1", "not a CalVer version"),
         ("2026.02.1-a" + "b" * 100, "too long"),
     ],
 )

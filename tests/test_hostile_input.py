@@ -257,6 +257,20 @@ def deliver_to_argocd(body, timestamp=None):
     )
 
 
+@pytest.mark.parametrize("version", ["2026.02.\uff15", "\u0662\u0660\u0662\u0666.02.7"])
+def test_a_version_in_digits_of_another_script_is_a_400_and_registers_nothing(world, version):
+    """Fullwidth or Arabic-Indic digits: int() reads them, but no URL, image tag or Git ref takes them."""
+    from releases.models import Release
+
+    before = list(Release.objects.values_list("pk", flat=True))
+    response = world["api"].post(
+        "/api/v1/releases/", {**REQUESTS["/api/v1/releases/"], "version": version}, format="json"
+    )
+    assert_refused(response, field="version", text="not a CalVer version")
+    assert list(Release.objects.values_list("pk", flat=True)) == before
+    assert world["api"].get("/api/v1/releases/").status_code == 200
+
+
 @pytest.mark.parametrize("digits", [13, 310, 1000, 4300, 4301, 10000])
 def test_an_argocd_timestamp_of_too_many_digits_is_a_401(world, digits):
     assert_refused(deliver_to_argocd(ARGOCD_EVENT, timestamp="1" * digits), 401, text="Unix time in seconds")

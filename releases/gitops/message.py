@@ -25,7 +25,7 @@ PROMOTION_TRAILER = "Promotion-Id"
 DIGEST_TRAILER = "Release-Digest"
 AUDIT_HEAD_TRAILER = "Audit-Head"
 CHECKPOINT_TRAILER = "Audit-Checkpoint"
-AUDIT_HEAD = re.compile(r"^(?P<event>\d+):(?P<hash>[0-9a-f]{64})$")
+AUDIT_HEAD = re.compile(r"^(?P<event>[0-9]+):(?P<hash>[0-9a-f]{64})$")
 
 
 def subject(promotion):
@@ -64,7 +64,7 @@ def parse_audit_head(value: str) -> tuple[int, str] | None:
 
 def checkpoint_message(line: str) -> str:
     """The message of a checkpoint commit: `line` as written to the log, in a trailer."""
-    event = re.search(r"event=(\d+)", line)
+    event = re.search(r"event=([0-9]+)", line)
     return f"audit checkpoint: event {event[1] if event else '?'}\n\n{CHECKPOINT_TRAILER}: {line}\n"
 
 
