@@ -15,7 +15,6 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from social_django.models import UserSocialAuth
 
@@ -195,22 +194,19 @@ def close_on_github(promotion_id, reason):
 
 
 def github_user(account):
-    """The portal user a GitHub account (a review's `user`) signed in as, or None."""
-    if not account:
+    """The portal user a GitHub account (a review's `user`) signed in as, or None.
+
+    By GitHub's numeric id, which social-auth stores as the sign-in's uid, never by login: a login
+    can be renamed and then taken by someone else, and anyone may own one spelled like a portal user
+    name."""
+    if not account or account.get("id") is None:
         return None
     found = (
-        UserSocialAuth.objects.filter(provider=SOCIAL_AUTH_PROVIDER, uid=str(account.get("id")))
+        UserSocialAuth.objects.filter(provider=SOCIAL_AUTH_PROVIDER, uid=str(account["id"]))
         .select_related("user")
         .first()
     )
-    if found:
-        return found.user
-    # A sign-in whose uid was not stored as GitHub's numeric id: its user name is the GitHub login.
-    return (
-        get_user_model()
-        .objects.filter(social_auth__provider=SOCIAL_AUTH_PROVIDER, username__iexact=account.get("login", ""))
-        .first()
-    )
+    return found.user if found else None
 
 
 def sync(promotion, *, sender=None):

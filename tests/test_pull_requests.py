@@ -174,6 +174,22 @@ def test_a_review_by_the_requester_or_by_someone_unknown_does_not_count(pipeline
     assert "no portal user has signed in with this GitHub account" in messages[1]
 
 
+def test_a_github_account_named_like_a_portal_user_does_not_approve_as_them(pipeline, github, release, rita, sam):
+    """sam signed in as sam-gh; whoever holds the GitHub login "sam" (a second account, a login freed by
+    a rename) is not sam: people are told apart by GitHub's numeric id, never by name."""
+    promotion = request_production(pipeline, release, rita)
+    github.add_account("sam")
+    github.repository.review(1, "sam", "APPROVED")
+    transitions.approve(promotion, sam)
+    reconcile()
+
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    assert [a.user.username for a in promotion.approvals.all()] == ["sam"]
+    ignored = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_REVIEW_IGNORED)
+    assert "no portal user has signed in with this GitHub account" in ignored.message
+
+
 def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
     promotion = request_production(pipeline, release, rita)
     transitions.approve(promotion, sam)
