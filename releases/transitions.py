@@ -530,11 +530,15 @@ def record_pull_request(promotion, *, number, url, branch, head_sha, notes=()):
 @transaction.atomic
 def note_branch_pushed(promotion, head_sha, *, pushed_by=None):
     """Someone else pushed to the promotion's pull request: approvals given on another commit are void
-    (an approved promotion awaits approval again), and the audit log and the promotion page say so."""
+    (an approved promotion awaits approval again), and the audit log and the promotion page say so.
+
+    Committing too: the commit step calls this only for a pull request GitHub has not merged (its
+    merge answered with an error, or the worker died before it asked), so nothing has landed yet."""
     promotion = _locked(promotion)
     if head_sha == promotion.pr_head_sha or promotion.state not in (
         PromotionState.AWAITING_APPROVAL,
         PromotionState.APPROVED,
+        PromotionState.COMMITTING,
     ):
         return promotion
     voided = [
@@ -546,10 +550,14 @@ def note_branch_pushed(promotion, head_sha, *, pushed_by=None):
     Approval.objects.filter(pk__in=[approval.pk for approval in voided]).delete()
     previous, promotion.pr_head_sha = promotion.pr_head_sha, head_sha
     fields = ["pr_head_sha", "updated_at"]
-    if promotion.state == PromotionState.APPROVED:
-        promotion.state, promotion.approved_at = PromotionState.AWAITING_APPROVAL, None
+    if promotion.state in (PromotionState.APPROVED, PromotionState.COMMITTING):
+        promotion.state, promotion.approved_at, promotion.commit_started_at = (
+            PromotionState.AWAITING_APPROVAL,
+            None,
+            None,
+        )
         steps.close(promotion.pk)
-        fields += ["state", "approved_at"]
+        fields += ["state", "approved_at", "commit_started_at"]
     promotion.save(update_fields=fields)
     who = pushed_by or "someone other than the portal"
     _record(

@@ -190,9 +190,8 @@ def test_a_github_account_named_like_a_portal_user_does_not_approve_as_them(pipe
     assert "no portal user has signed in with this GitHub account" in ignored.message
 
 
-def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
-    promotion = request_production(pipeline, release, rita)
-    transitions.approve(promotion, sam)
+def push_to_the_branch(pipeline, promotion):
+    """Someone other than the portal pushes a commit to the promotion's pull request."""
     scratch = pipeline.gitops.scratch
     scratch.remotes.origin.fetch()
     scratch.git.checkout("-B", "tamper", f"origin/{promotion.pr_branch}")
@@ -203,6 +202,12 @@ def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github
     scratch.index.add([path])
     scratch.index.commit("sneak in a change")
     scratch.remotes.origin.push(f"HEAD:refs/heads/{promotion.pr_branch}")
+
+
+def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam)
+    push_to_the_branch(pipeline, promotion)
 
     body = json.dumps(
         {
@@ -225,6 +230,37 @@ def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github
     github.repository.review(1, "sara-gh", "APPROVED", commit_id=pushed.data["previous_head"])
     reconcile()
     assert fresh(promotion).approvals.count() == 0
+    transitions.approve(promotion, sam)
+    transitions.approve(promotion, sara)
+    pipeline.run_jobs()
+    assert fresh(promotion).state == PromotionState.VERIFIED
+
+
+def test_a_push_after_a_merge_github_failed_voids_the_approvals_instead_of_sticking(
+    pipeline, github, release, rita, sam, sara
+):
+    """GitHub answered the merge with a 502 (nothing merged), and someone pushed before the retry: the
+    approvals were given on another commit, so the promotion awaits approval again, as an approved one
+    would. Before, it stayed committing for good, retried and never merged, and could not be cancelled."""
+    promotion = request_production(pipeline, release, rita)
+    github.repository.merges_failing = 1
+    transitions.approve(promotion, sam)
+    transitions.approve(promotion, sara)
+    pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    assert fresh(promotion).state == PromotionState.COMMITTING
+
+    push_to_the_branch(pipeline, promotion)
+    pipeline.run_jobs()
+
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    assert promotion.commit_started_at is None
+    assert promotion.approvals.count() == 0
+    assert promotion.pr_head_sha == github.repository.sha(promotion.pr_branch)
+    assert not StepRun.objects.filter(promotion=promotion).open().exists()
+    assert not github.repository.pulls[1].merged
+    pushed = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_PUSHED)
+    assert "the approvals of sam, sara were voided" in pushed.message
     transitions.approve(promotion, sam)
     transitions.approve(promotion, sara)
     pipeline.run_jobs()
