@@ -331,6 +331,19 @@ def test_branch_protection_refusing_the_merge_says_what_github_said(pipeline, gi
     )
 
 
+def test_a_merge_racing_another_on_the_base_branch_is_tried_again(pipeline, github, release, rita, sam, sara):
+    """GitHub's 405 "Base branch was modified. Review and try the merge again.": another pull request
+    merged into the base in the same instant, as when several services promote at once."""
+    promotion = request_production(pipeline, release, rita)
+    github.repository.merges_racing = 1
+    promotion = approve_twice(pipeline, promotion, sam, sara)
+
+    assert promotion.state == PromotionState.VERIFIED, promotion.error
+    assert github.repository.pulls[1].merged
+    retried = StepRun.objects.get(promotion=promotion, step=Step.COMMIT, status=RunStatus.RETRY)
+    assert "Base branch was modified" in retried.error
+
+
 def test_a_base_that_moved_in_a_conflicting_way_is_not_merged(pipeline, github, release, rita, sam, sara):
     promotion = request_production(pipeline, release, rita)
     path = "helm/nexo-be/values-prod.yaml"

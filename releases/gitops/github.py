@@ -234,13 +234,20 @@ class GitHub:
         )
 
     def merge(self, number, *, sha, method, title=None):
-        """Merge at `sha` (GitHub refuses with 409 if the head moved); the merge commit's SHA."""
+        """Merge at `sha` (GitHub refuses with 409 if the head moved); the merge commit's SHA.
+
+        GitHub's 405 "Base branch was modified. Review and try the merge again." (another merge landed
+        on the base in the same instant) is GitHubUnavailable: asked again, it merges."""
         body = {"sha": sha, "merge_method": method}
         if title:
             body["commit_title"] = title
-        answer = self._call(
-            "PUT", self._repo(f"pulls/{number}/merge"), json=body, doing=f"merge pull request #{number}"
-        )
+        doing = f"merge pull request #{number}"
+        try:
+            answer = self._call("PUT", self._repo(f"pulls/{number}/merge"), json=body, doing=doing)
+        except GitHubError as refusal:
+            if refusal.status == 405 and "base branch was modified" in str(refusal).lower():
+                raise GitHubUnavailable(str(refusal), refusal.status) from refusal
+            raise
         return answer["sha"]
 
 

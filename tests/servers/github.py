@@ -232,6 +232,9 @@ class Repository:
         self.protection_message = None  # set: every merge is refused with 405 and this message
         self.mergeable_unknown = False  # GitHub still computing: `mergeable` is null
         self.merges_failing = 0  # the next this many merges answer 502, as in one of GitHub's incidents
+        # The next this many merges answer 405 "Base branch was modified": another merge landed on the
+        # base in the same instant (GitHub asks to try again).
+        self.merges_racing = 0
         self._numbers = count(1)
 
     def git(self, *args, check=True):
@@ -925,6 +928,13 @@ class PullRequestsHandler(GitHubHandler):
             )
         if repository.protection_message:
             return self.api_error(HTTPStatus.METHOD_NOT_ALLOWED, repository.protection_message, documentation_url)
+        if repository.merges_racing:
+            repository.merges_racing -= 1
+            return self.api_error(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "Base branch was modified. Review and try the merge again.",
+                documentation_url,
+            )
         if repository.merges_failing:
             repository.merges_failing -= 1
             return self.send(HTTPStatus.BAD_GATEWAY, b"<html><body>502 Bad Gateway</body></html>", "text/html")
