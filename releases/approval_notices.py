@@ -109,6 +109,16 @@ def _escape(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Slack refuses a message whose section text is over 3,000 characters, and the decided message would
+# never replace the one with the buttons: a person's comment (up to 2,000 characters, a GitHub review
+# any length, up to five times as long once escaped) is cut to this many first. The page has it whole.
+COMMENT_IN_SLACK = 400
+
+
+def _excerpt(text, limit=COMMENT_IN_SLACK):
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def _summary(promotion):
     given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
     approvers = _escape(policy.from_approvers(promotion.environment))
@@ -123,7 +133,7 @@ def _outcome(promotion):
     approvers = [a.user.get_username() for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
     rejection = next((a for a in promotion.approvals.all() if a.decision == ApprovalDecision.REJECT), None)
     if promotion.state == PromotionState.REJECTED and rejection:
-        return f":x: Rejected by {rejection.user.get_username()}: {_escape(rejection.comment)}"
+        return f":x: Rejected by {rejection.user.get_username()}: {_escape(_excerpt(rejection.comment))}"
     if promotion.state == PromotionState.CANCELLED:
         return ":heavy_multiplication_x: Cancelled."
     if promotion.state == PromotionState.SUPERSEDED and promotion.superseded_by_id:

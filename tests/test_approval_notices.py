@@ -273,6 +273,23 @@ def test_a_rejection_is_shown_with_its_comment(waiting, people, slack_api, djang
     assert ":x: Rejected by lead: not during the freeze" in slack_api.called("chat.update")[-1]["text"]
 
 
+def test_a_rejection_comment_longer_than_a_slack_section_still_takes_the_buttons_away(
+    waiting, people, slack_api, django_capture_on_commit_callbacks
+):
+    """A comment of 2,000 "<" (8,000 characters once escaped) or a long GitHub review: Slack refuses a
+    section over 3,000 characters, and the message would keep its Approve and Reject buttons."""
+    comment = "<" * 1000 + " & " + "x" * 997
+    decide(transitions.reject, waiting, people["lead"], comment, captured=django_capture_on_commit_callbacks)
+
+    [update] = slack_api.called("chat.update")[-1:]
+    assert [block["type"] for block in update["blocks"]] == ["section"], "no buttons left"
+    section = update["blocks"][0]["text"]["text"]
+    assert len(section) <= 3000
+    assert ":x: Rejected by lead: &lt;&lt;" in section
+    assert "…" in section, "cut, and says so"
+    assert not Notice.objects.exclude(sent_at__isnull=False).exists(), "Slack took it"
+
+
 def test_a_reminder_after_the_configured_time_once_to_those_who_have_not_decided(
     waiting, people, slack_api, settings, django_capture_on_commit_callbacks
 ):

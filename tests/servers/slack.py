@@ -125,6 +125,9 @@ class SlackApiServer:
         answer = getattr(self, "_" + method.replace(".", "_"), None)
         if answer is None:
             return Response.json(200, {"ok": False, "error": "unknown_method"})
+        too_long = _sections_too_long(body.get("blocks"))
+        if too_long:
+            return Response.json(200, {"ok": False, "error": "invalid_blocks", "errors": too_long})
         return Response.json(200, {"ok": True, **answer(body)})
 
     def _next_ts(self):
@@ -162,6 +165,21 @@ class SlackApiServer:
         if user is None:
             return {"ok": False, "error": "user_not_found"}
         return {"user": user}
+
+
+# Block Kit's limit on a section block's text ("Maximum length for the text in this field is 3000
+# characters"); Slack refuses the whole message with invalid_blocks.
+SECTION_TEXT_LIMIT = 3000
+
+
+def _sections_too_long(blocks):
+    return [
+        f"must be less than {SECTION_TEXT_LIMIT + 1} characters [json-pointer:/blocks/{position}/text/text]"
+        for position, block in enumerate(blocks if isinstance(blocks, list) else [])
+        if isinstance(block, dict)
+        and block.get("type") == "section"
+        and len(str((block.get("text") or {}).get("text", ""))) > SECTION_TEXT_LIMIT
+    ]
 
 
 @pytest.fixture
