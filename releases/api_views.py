@@ -26,7 +26,7 @@ from environments.models import Environment
 from nexo_portal.lib import api as api_errors
 from nexo_portal.lib import dates
 from nexo_portal.lib.parsers import JSONParser
-from nexo_portal.lib.scopes import only_readable, readable_service_ids, require_service, requires_scope
+from nexo_portal.lib.scopes import only_readable, readable_service_ids, require_service, requires_scope, token_of
 
 from . import audit_export, board, deployment_events, image_gate, registration, serializers, slo, transitions
 from .models import CheckResult, Promotion, Release, Service
@@ -307,8 +307,23 @@ class PromotionActionView(APIView):
         require_service(request, promotion.service)
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        self.via = decided_via(request)
         self.act(promotion, request.user, serializer.validated_data["comment"])
         return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=pk)).data)
+
+
+def decided_via(request):
+    """For the audit of a decision: the personal token it came through and who created that token (a
+    superuser may make one for someone else), or None for a session."""
+    token = token_of(request)
+    if token is None:
+        return None
+    creator = token.created_by.get_username() if token.created_by_id else "manage.py"
+    return {
+        "via": f"the API with personal token {token.name}, created by {creator}",
+        "token": token.prefix,
+        "token_created_by": creator,
+    }
 
 
 @extend_schema(
@@ -320,7 +335,7 @@ class ApproveView(PromotionActionView):
     """Approve (people only: a session or a personal token, never a CI token; the approver groups decide)."""
 
     def act(self, promotion, actor, comment):
-        transitions.approve(promotion, actor, comment)
+        transitions.approve(promotion, actor, comment, via=self.via)
 
 
 @extend_schema(
@@ -334,7 +349,7 @@ class RejectView(PromotionActionView):
     input_serializer = serializers.RejectionSerializer
 
     def act(self, promotion, actor, comment):
-        transitions.reject(promotion, actor, comment)
+        transitions.reject(promotion, actor, comment, via=self.via)
 
 
 @extend_schema(

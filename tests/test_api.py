@@ -667,6 +667,35 @@ def test_a_ci_token_never_approves_but_a_personal_token_does(world):
     assert personal.post(url, {}, format="json").json()["approvals"][0]["user"] == "sam"
 
 
+def test_a_decision_through_a_token_says_in_the_audit_which_token_and_who_made_it(world, django_user_model):
+    """A superuser may create a personal token for someone else: the audit of what it decided names the
+    token and its creator, so that approvals given through tokens one person made stand out."""
+    from audit.models import AuditAction, AuditEvent
+
+    root = django_user_model.objects.create_superuser("root", "root@nexo.invalid", "pw")
+    release = make_release(world["service"], "2026.02.1")
+    verified_through(release, "develop", "qa", "staging", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    token, plain = ApiToken.objects.issue(name="sam-script", scopes=["promote"], user=world["sam"], created_by=root)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
+
+    assert client.post(f"/api/v1/promotions/{promotion.pk}/approve/", {}, format="json").status_code == 200
+
+    approved = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PROMOTION_APPROVED)
+    assert approved.actor == "sam"
+    assert approved.data["via"] == {
+        "via": "the API with personal token sam-script, created by root",
+        "token": token.prefix,
+        "token_created_by": "root",
+    }
+    assert "approved by sam (1/2) in the API with personal token sam-script, created by root" in approved.message
+    session = session_client(world["lead"]).post(f"/api/v1/promotions/{promotion.pk}/approve/", {}, format="json")
+    assert session.status_code == 200
+    by_session = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PROMOTION_APPROVED, actor="lead")
+    assert "via" not in by_session.data, "a session is the portal itself"
+
+
 def test_request_validation_and_rules(world):
     client = session_client(world["rita"])
     make_release(world["service"], "2026.02.1")
