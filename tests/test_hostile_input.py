@@ -144,6 +144,21 @@ def test_a_key_given_twice_in_a_json_object_is_refused_and_nothing_is_requested(
     assert not Promotion.objects.exists()
 
 
+@pytest.mark.parametrize("content", ["multipart", "urlencoded"])
+def test_a_field_given_twice_in_a_form_is_refused_and_nothing_is_requested(world, content):
+    """As with JSON's repeated keys: DRF would keep the last environment, maybe not the one meant."""
+    body = "service=nexo-be&version=2026.02.1&environment=production&environment=develop"
+    if content == "urlencoded":
+        response = world["api"].post("/api/v1/promotions/", body, content_type="application/x-www-form-urlencoded")
+    else:
+        data = {"service": "nexo-be", "version": "2026.02.1", "environment": ["production", "develop"]}
+        response = world["api"].post("/api/v1/promotions/", data, format="multipart")
+    assert_refused(
+        response, field="environment", text='The field "environment" is given 2 times; send each field once.'
+    )
+    assert not Promotion.objects.exists()
+
+
 @pytest.mark.parametrize("path", ["/api/v1/dora/", "/api/v1/matrix/", "/api/v1/releases/", "/api/v1/audit/"])
 @pytest.mark.parametrize("parameter", ["service", "team"])
 def test_a_nul_in_a_query_parameter_is_a_400_naming_it(world, path, parameter):

@@ -39,10 +39,22 @@ class JSONParser(parsers.JSONParser):
         return data
 
 
+def _each_field_once(data):
+    """As for JSON's repeated keys: a form giving a field twice (`environment=production&environment=develop`)
+    would have DRF keep the last one, which the client may not have meant. No field of the API takes
+    a list from a form."""
+    for name, values in data.lists():
+        if len(values) > 1:
+            raise text.Unreadable(
+                f"The field {json.dumps(name)} is given {len(values)} times; send each field once.", name
+            )
+
+
 class FormParser(parsers.FormParser):
     def parse(self, stream, media_type=None, parser_context=None):
         data = super().parse(stream, media_type, parser_context)
         text.check_pairs(data.lists(), multiline=True)
+        _each_field_once(data)
         return data
 
 
@@ -50,4 +62,5 @@ class MultiPartParser(parsers.MultiPartParser):
     def parse(self, stream, media_type=None, parser_context=None):
         result = super().parse(stream, media_type, parser_context)
         text.check_pairs(result.data.lists(), multiline=True)
+        _each_field_once(result.data)
         return result
