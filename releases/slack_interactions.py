@@ -114,10 +114,15 @@ def _promotion(value):
     return Promotion.objects.with_details().filter(pk=int(value)).first()
 
 
+def _object(value):
+    """A JSON object of the payload, or {} when Slack (signed, so Slack) sent something else there."""
+    return value if isinstance(value, dict) else {}
+
+
 def _block_action(payload):
-    slack_user = str((payload.get("user") or {}).get("id", ""))
+    slack_user = str(_object(payload.get("user")).get("id", ""))
     channel = str(
-        (payload.get("channel") or {}).get("id", "") or (payload.get("container") or {}).get("channel_id", "")
+        _object(payload.get("channel")).get("id", "") or _object(payload.get("container")).get("channel_id", "")
     )
     actions = payload.get("actions") or [{}]
     action = actions[0] if isinstance(actions, list) and isinstance(actions[0], dict) else {}
@@ -157,10 +162,10 @@ def _errors(message):
 
 
 def _view_submission(payload):
-    view = payload.get("view") or {}
+    view = _object(payload.get("view"))
     if view.get("callback_id") != REJECT_CALLBACK:
         return HttpResponse(status=200)
-    slack_user = str((payload.get("user") or {}).get("id", ""))
+    slack_user = str(_object(payload.get("user")).get("id", ""))
     try:
         metadata = json.loads(view.get("private_metadata") or "{}")
         promotion = _promotion(str(metadata.get("promotion", "")))
@@ -169,8 +174,8 @@ def _view_submission(payload):
         promotion, channel = None, ""
     if promotion is None:
         return _errors("That promotion does not exist any more.")
-    values = ((view.get("state") or {}).get("values") or {}).get(COMMENT_BLOCK) or {}
-    comment = (values.get(COMMENT_ACTION) or {}).get("value") or ""
+    values = _object(_object(_object(view.get("state")).get("values")).get(COMMENT_BLOCK))
+    comment = _object(values.get(COMMENT_ACTION)).get("value") or ""
     if not isinstance(comment, str):
         return _errors("Write why you reject it.")
     try:
