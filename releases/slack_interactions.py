@@ -208,13 +208,19 @@ class SlackInteractionsView(APIView):
         try:
             form = parse_qs(body.decode("utf-8"), strict_parsing=True)
             payload = json.loads(form["payload"][0])
-            text.check_json(payload)
         except (UnicodeDecodeError, ValueError, KeyError):
             return error_response(
                 400, "invalid", "Not a Slack interaction: send a form field `payload` holding the interaction's JSON."
             )
         if not isinstance(payload, dict):
             return error_response(400, "invalid", "Not a Slack interaction: `payload` must be a JSON object.")
+        try:
+            text.check_json(payload)
+        except text.Unreadable as unreadable:
+            if unreadable.field == f"view.state.values.{COMMENT_BLOCK}.{COMMENT_ACTION}.value":
+                # What a person typed in the modal (a terminal's escape sequence pasted): said under the field.
+                return _errors(f"The comment {str(unreadable)[0].lower()}{str(unreadable)[1:]}")
+            return error_response(400, "invalid", f"Not a Slack interaction: {unreadable}")
         if payload.get("type") == "block_actions":
             return _block_action(payload)
         if payload.get("type") == "view_submission":

@@ -222,3 +222,17 @@ def test_a_signed_payload_of_another_shape_is_answered_never_a_500(waiting, payl
     )
     assert response.status_code == 200, response.content
     assert waiting.approvals.count() == 0
+
+
+def test_a_control_character_in_the_rejection_comment_is_said_under_the_field(waiting, slack_api):
+    """An escape sequence pasted from a terminal: the modal says what to fix, as for an empty comment,
+    instead of a 400 Slack shows as a connection error."""
+    interact(button("reject", waiting, "U0SAM"))
+    response = interact(submission(waiting, "U0SAM", "pasted from a terminal: \x1b[31mFAIL\x1b[0m"))
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["response_action"] == "errors"
+    assert "escape" in answer["errors"]["comment"].lower() or "U+001B" in answer["errors"]["comment"]
+    waiting.refresh_from_db()
+    assert waiting.state == PromotionState.AWAITING_APPROVAL
