@@ -61,14 +61,20 @@ def portal_user(slack_user_id):
     if not email or not profile.get("is_email_confirmed") or profile.get("deleted") or profile.get("is_bot"):
         raise NotLinked(unlinked)
     people = list(get_user_model().objects.filter(is_active=True, email__iexact=email)[:2])
-    if len(people) != 1 or hasattr(people[0], "slack_identity"):
-        # Nobody, or several accounts share it, or the account is linked to another Slack user.
-        raise NotLinked(unlinked)
+    if len(people) != 1:
+        raise NotLinked(unlinked)  # nobody, or several accounts share it
+    linked = getattr(people[0], "slack_identity", None)
+    if linked is not None:
+        if linked.slack_user_id == slack_user_id:
+            return people[0]  # the other click of a double-click linked them a moment ago
+        raise NotLinked(unlinked)  # the account is linked to another Slack user
     try:
         with transaction.atomic():
             SlackIdentity.objects.create(user=people[0], slack_user_id=slack_user_id, linked_by=SlackIdentityLink.EMAIL)
     except IntegrityError:
-        raise NotLinked(unlinked) from None
+        # The other click of a double-click linked them a moment ago: that link stands.
+        if not SlackIdentity.objects.filter(user=people[0], slack_user_id=slack_user_id).exists():
+            raise NotLinked(unlinked) from None
     return people[0]
 
 

@@ -236,3 +236,23 @@ def test_a_control_character_in_the_rejection_comment_is_said_under_the_field(wa
     assert "escape" in answer["errors"]["comment"].lower() or "U+001B" in answer["errors"]["comment"]
     waiting.refresh_from_db()
     assert waiting.state == PromotionState.AWAITING_APPROVAL
+
+
+def test_a_first_click_racing_the_other_click_of_a_double_click_approves(waiting, slack_api, people, monkeypatch):
+    """Both clicks of sara's first double-click look her up; the other one links her first."""
+    from releases import slack
+
+    slack_api.add_user("U0SARA", "sara@nexo.example")
+    ask_slack = slack.call
+
+    def the_other_click_links_her_meanwhile(method, **fields):
+        answer = ask_slack(method, **fields)
+        if method == "users.info":
+            SlackIdentity.objects.create(user=people["sara"], slack_user_id="U0SARA", linked_by="email")
+        return answer
+
+    monkeypatch.setattr(slack, "call", the_other_click_links_her_meanwhile)
+    assert interact(button("approve", waiting, "U0SARA")).status_code == 200
+
+    assert [approval.user.username for approval in waiting.approvals.all()] == ["sara"]
+    assert not any("not linked" in body["text"] for body in slack_api.called("chat.postEphemeral"))
