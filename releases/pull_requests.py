@@ -227,16 +227,21 @@ def sync(promotion, *, sender=None):
     head = pull["head"]["sha"]
     if head != promotion.pr_head_sha:
         promotion = transitions.note_branch_pushed(promotion, head, pushed_by=(sender or {}).get("login"))
+    reviews = github.reviews(promotion.pr_number)
+    promotion = _void_dismissed(promotion, reviews)
     if promotion.state != PromotionState.AWAITING_APPROVAL:
         return promotion
-    reviews = github.reviews(promotion.pr_number)
-    dismissed = {review["id"] for review in reviews if review.get("state") == "DISMISSED"}
-    if promotion.approvals.filter(github_review_id__in=dismissed).exists():
-        promotion = transitions.void_dismissed_reviews(promotion, dismissed)
     for review in reviews:
         promotion = _apply_review(promotion, review, head)
         if promotion.state != PromotionState.AWAITING_APPROVAL:
             break
+    return promotion
+
+
+def _void_dismissed(promotion, reviews):
+    dismissed = {review["id"] for review in reviews if review.get("state") == "DISMISSED"}
+    if promotion.approvals.filter(github_review_id__in=dismissed).exists():
+        promotion = transitions.void_dismissed_reviews(promotion, dismissed)
     return promotion
 
 
@@ -318,6 +323,12 @@ def merge(promotion):
         raise PullRequestError(f"Checks failed on {head[:7]}: {', '.join(failing)}; not merging.")
     if pending:
         raise GitHubUnavailable(f"Checks still running on {head[:7]}: {', '.join(pending)}.")
+    # Reviews last: one dismissed on GitHub while the merge waited (checks running) may have made the quorum.
+    promotion = _void_dismissed(promotion, github.reviews(promotion.pr_number))
+    if promotion.state == PromotionState.AWAITING_APPROVAL:
+        raise PromotionError(
+            f"Reviews of pull request #{promotion.pr_number} were dismissed: it awaits approval again."
+        )
     # A freeze may have begun since the commit step looked, or, for a retry, since a merge GitHub did not answer.
     policy.raise_if_frozen(promotion)
     if promotion.state == PromotionState.APPROVED:

@@ -551,13 +551,7 @@ def note_branch_pushed(promotion, head_sha, *, pushed_by=None):
     previous, promotion.pr_head_sha = promotion.pr_head_sha, head_sha
     fields = ["pr_head_sha", "updated_at"]
     if promotion.state in (PromotionState.APPROVED, PromotionState.COMMITTING):
-        promotion.state, promotion.approved_at, promotion.commit_started_at = (
-            PromotionState.AWAITING_APPROVAL,
-            None,
-            None,
-        )
-        steps.close(promotion.pk)
-        fields += ["state", "approved_at", "commit_started_at"]
+        fields += _await_approval_again(promotion)
     promotion.save(update_fields=fields)
     who = pushed_by or "someone other than the portal"
     _record(
@@ -579,17 +573,30 @@ def note_branch_pushed(promotion, head_sha, *, pushed_by=None):
     return promotion
 
 
+def _await_approval_again(promotion):
+    """An approved promotion not merged yet whose approvals no longer make the quorum: back to awaiting
+    approval, its queued step ended. The fields to save."""
+    promotion.state, promotion.approved_at, promotion.commit_started_at = PromotionState.AWAITING_APPROVAL, None, None
+    steps.close(promotion.pk)
+    return ["state", "approved_at", "commit_started_at"]
+
+
 @transaction.atomic
 def void_dismissed_reviews(promotion, dismissed_review_ids):
-    """Approvals that came from reviews since dismissed on GitHub no longer count."""
+    """Approvals that came from reviews since dismissed on GitHub no longer count: a promotion whose
+    quorum they made, approved but not merged yet (the merge step reads the reviews last), awaits
+    approval again."""
     promotion = _locked(promotion)
-    if promotion.state != PromotionState.AWAITING_APPROVAL:
+    if promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED, PromotionState.COMMITTING):
         return promotion
     voided = list(promotion.approvals.filter(github_review_id__in=dismissed_review_ids).select_related("user"))
     if not voided:
         return promotion
     names = [approval.user.get_username() for approval in voided]
     Approval.objects.filter(pk__in=[approval.pk for approval in voided]).delete()
+    quorum_lost = policy.approvals_given(promotion) < policy.approvals_required(promotion)
+    if promotion.state != PromotionState.AWAITING_APPROVAL and quorum_lost:
+        promotion.save(update_fields=["updated_at", *_await_approval_again(promotion)])
     _record(
         AuditAction.PULL_REQUEST_REVIEW_IGNORED,
         promotion,

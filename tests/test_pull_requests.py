@@ -503,6 +503,34 @@ def test_a_review_dismissed_on_github_no_longer_counts(pipeline, github, release
     assert "dismissed on GitHub" in voided.message
 
 
+def test_a_review_dismissed_after_the_quorum_is_not_merged_on(pipeline, github, release, rita, sam):
+    """Quorum reached, the merge waits for checks still running; meanwhile the review that made the
+    quorum is dismissed on GitHub. The merge step reads the reviews last: no quorum, no merge."""
+    promotion = request_production(pipeline, release, rita)
+    github.repository.check_runs[promotion.pr_head_sha] = [{"name": "kubeconform", "status": "in_progress"}]
+    transitions.approve(promotion, sam)
+    review = github.repository.review(1, "sara-gh", "APPROVED")
+    reconcile()
+    pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    assert fresh(promotion).state == PromotionState.APPROVED
+
+    github.repository.dismiss(1, review.id)
+    github.repository.check_runs[promotion.pr_head_sha] = [
+        {"name": "kubeconform", "status": "completed", "conclusion": "success"}
+    ]
+    for run in StepRun.objects.filter(promotion=promotion).open():
+        StepRun.objects.filter(pk=run.pk).update(run_after=timezone.now())  # its backoff over
+    pipeline.run_jobs()
+
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    assert [a.user.username for a in promotion.approvals.all()] == ["sam"]
+    assert not github.repository.pulls[1].merged
+    assert not StepRun.objects.filter(promotion=promotion).open().exists()
+    voided = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_REVIEW_IGNORED)
+    assert "dismissed on GitHub" in voided.message
+
+
 def test_a_merge_on_github_before_the_quorum_fails_the_promotion_saying_so(pipeline, github, release, rita, sam):
     promotion = request_production(pipeline, release, rita)
     transitions.approve(promotion, sam)
