@@ -155,29 +155,33 @@ def open_for(promotion):
     pull = github.open_pull_request(
         head=branch, base=repository.branch, title=title(promotion), body=body(promotion, previous)
     )
+    # Labels and reviewer teams are niceties: what GitHub refuses of them, even for a moment (a secondary
+    # rate limit), is said in the audit event. The pull request is open on GitHub: it is recorded now,
+    # so that whatever ends the promotion closes it.
     notes = []
     if environment.pull_request_labels:
         try:
             github.add_labels(pull["number"], environment.pull_request_labels)
-        except GitHubUnavailable:
-            raise
         except GitHubError as error:
             notes.append(str(error))
     if environment.pull_request_reviewer_teams:
         try:
             github.request_reviewers(pull["number"], team_reviewers=environment.pull_request_reviewer_teams)
-        except GitHubUnavailable:
-            raise
         except GitHubError as error:
             notes.append(str(error))
-    return transitions.record_pull_request(
-        promotion,
-        number=pull["number"],
-        url=pull["html_url"],
-        branch=branch,
-        head_sha=head,  # the portal's own commit: a later head was pushed by someone else
-        notes=notes,
-    )
+    try:
+        return transitions.record_pull_request(
+            promotion,
+            number=pull["number"],
+            url=pull["html_url"],
+            branch=branch,
+            head_sha=head,  # the portal's own commit: a later head was pushed by someone else
+            notes=notes,
+        )
+    except PromotionError as moved_on:
+        # Cancelled, superseded or rejected while GitHub opened it: nobody may merge it.
+        github.close_pull_request(pull["number"], f"Closed by the Nexo Release Portal: {moved_on}"[:2000])
+        raise
 
 
 def close_on_github(promotion_id, reason):

@@ -204,6 +204,50 @@ def push_to_the_branch(pipeline, promotion):
     scratch.remotes.origin.push(f"HEAD:refs/heads/{promotion.pr_branch}")
 
 
+def test_a_pull_request_github_would_not_label_is_recorded_and_closed_by_a_cancel(pipeline, github, release, rita):
+    """A secondary rate limit on the labels: the pull request is open on GitHub, so the portal records it
+    at once (the label is a nicety, said in the audit), and a cancel meanwhile still closes it. Before,
+    the step retried with the pull request unrecorded, and a cancel left it open on GitHub for good."""
+    github.repository.labels_rate_limited = 100
+    promotion = transitions.request_promotion(release, pipeline.environments["production"], rita)
+    pipeline.run_jobs(
+        until=lambda: (
+            fresh(promotion).pr_number is not None
+            or StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists()
+        )
+    )
+
+    promotion = fresh(promotion)
+    assert (promotion.pr_number, promotion.pr_state) == (1, PullRequestState.OPEN)
+    opened = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_OPENED)
+    assert "secondary rate limit" in opened.message
+    transitions.cancel(promotion, rita, "wrong release")
+    pipeline.run_jobs()
+    assert github.repository.pulls[1].state == "closed"
+    assert fresh(promotion).pr_state == PullRequestState.CLOSED
+
+
+def test_a_promotion_cancelled_while_github_opened_its_pull_request_closes_it(
+    pipeline, github, release, rita, monkeypatch
+):
+    from releases.gitops.github import GitHub
+
+    opened = GitHub.open_pull_request
+
+    def rita_cancels_meanwhile(self, **fields):
+        pull = opened(self, **fields)
+        transitions.cancel(Promotion.objects.get(environment__name="production"), rita, "wrong release")
+        return pull
+
+    monkeypatch.setattr(GitHub, "open_pull_request", rita_cancels_meanwhile)
+    promotion = request_production(pipeline, release, rita)
+
+    assert (promotion.state, promotion.pr_number) == (PromotionState.CANCELLED, None)
+    pull = github.repository.pulls[1]
+    assert pull.state == "closed"
+    assert pull.comments[0][1].startswith("Closed by the Nexo Release Portal: ")
+
+
 def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
     promotion = request_production(pipeline, release, rita)
     transitions.approve(promotion, sam)

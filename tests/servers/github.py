@@ -232,6 +232,8 @@ class Repository:
         self.protection_message = None  # set: every merge is refused with 405 and this message
         self.mergeable_unknown = False  # GitHub still computing: `mergeable` is null
         self.merges_failing = 0  # the next this many merges answer 502, as in one of GitHub's incidents
+        # The next this many label requests hit a secondary rate limit (403, Retry-After).
+        self.labels_rate_limited = 0
         # The next this many merges answer 405 "Base branch was modified": another merge landed on the
         # base in the same instant (GitHub asks to try again).
         self.merges_racing = 0
@@ -825,6 +827,19 @@ class PullRequestsHandler(GitHubHandler):
         pull = self.find_pull(found[1], number, documentation_url)
         if pull is None:
             return
+        if found[1].labels_rate_limited:
+            found[1].labels_rate_limited -= 1
+            message = (
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you "
+                "reach out to GitHub Support for help, please include the request ID 4C1E:2F05:1D3A8B:3B5E1C:6756A1F2."
+            )
+            body = {
+                "message": message,
+                "documentation_url": f"{DOCS}/rest/using-the-rest-api/rate-limits-for-the-rest-api",
+            }
+            return self.send(
+                HTTPStatus.FORBIDDEN, json.dumps(body).encode(), "application/json", [("Retry-After", "60")]
+            )
         body = self.json_body() or {}
         for label in body.get("labels", []):
             if label not in pull.labels:
