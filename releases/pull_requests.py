@@ -348,10 +348,27 @@ def merge(promotion):
     return promotion, sha
 
 
+# An ended promotion whose pull request is still open: closing it failed longer than the close job's own
+# retries (GitHub out for a while), or could not be queued (Redis down then). Asked again this often.
+CLOSE_AGAIN_EVERY = timedelta(minutes=10)
+
+
+def _close_again(now):
+    left_open = Promotion.objects.filter(
+        pr_state=PullRequestState.OPEN, updated_at__lt=now - CLOSE_AGAIN_EVERY
+    ).exclude(state__in=PromotionState.active())
+    for promotion in left_open:
+        Promotion.objects.filter(pk=promotion.pk).update(updated_at=now)
+        ended = f"promotion #{promotion.pk} is {promotion.get_state_display().lower()}"
+        transitions.close_pull_request_later(promotion, ended + (f": {promotion.error}" if promotion.error else ""))
+
+
 def poll(now=None):
     """The reconciler's fallback for missed webhooks: read every open promotion pull request once.
-    Returns the ids of the promotions whose pull request changed them."""
+    Returns the ids of the promotions whose pull request changed them. Ended promotions whose pull
+    request is still open have it closed again."""
     now = now or timezone.now()
+    _close_again(now)
     changed = []
     waiting = Promotion.objects.filter(
         state=PromotionState.AWAITING_APPROVAL, pr_state=PullRequestState.OPEN

@@ -270,7 +270,7 @@ class _Request:
             if discarded:
                 alerts.enqueue_discarded_approvals_notice(active)
             approval_notices.enqueue_update(active)
-            _close_pull_request_later(active, f"superseded by promotion #{promotion.pk}")
+            close_pull_request_later(active, f"superseded by promotion #{promotion.pk}")
 
         previous = environment.previous()
         _record(
@@ -422,7 +422,7 @@ def reject(promotion, user, comment, *, via=None, github_review_id=None):
         **({"via": via} if via else {}),
     )
     approval_notices.enqueue_update(promotion)
-    _close_pull_request_later(promotion, f"rejected by {user.get_username()}: {comment.strip()}")
+    close_pull_request_later(promotion, f"rejected by {user.get_username()}: {comment.strip()}")
     promote_waiting(promotion.service, promotion.environment)
     return promotion
 
@@ -445,7 +445,7 @@ def cancel(promotion, actor, comment=""):
         AuditAction.PROMOTION_CANCELLED, promotion, actor, f"{_describe(promotion)} cancelled", comment=comment.strip()
     )
     approval_notices.enqueue_update(promotion)
-    _close_pull_request_later(
+    close_pull_request_later(
         promotion, f"cancelled by {audit.actor_name(actor)}" + (f": {comment.strip()}" if comment.strip() else "")
     )
     promote_waiting(promotion.service, promotion.environment)
@@ -455,7 +455,7 @@ def cancel(promotion, actor, comment=""):
 # --- its pull request, delivered by pull request (releases/pull_requests.py) -----------------------
 
 
-def _close_pull_request_later(promotion, reason):
+def close_pull_request_later(promotion, reason):
     """Once the end of `promotion` is committed, have a worker close its open pull request, saying why."""
     if promotion.pr_state != PullRequestState.OPEN:
         return
@@ -1075,7 +1075,7 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True):
 
     _after_failure(promotion, step, error, roll_back)
     alerts.enqueue_failure_alert(promotion)
-    _close_pull_request_later(promotion, f"failed at {step}: {error}")
+    close_pull_request_later(promotion, f"failed at {step}: {error}")
     return promotion
 
 

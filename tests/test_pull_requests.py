@@ -13,6 +13,7 @@ from social_django.models import UserSocialAuth
 
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze, DeliveryMode
+from nexo_portal.lib import queues
 from releases import approval_notices, github_events, transitions
 from releases.gitops import values
 from releases.models import Promotion, PromotionState, PullRequestState, RunStatus, Step, StepRun
@@ -246,6 +247,28 @@ def test_a_promotion_cancelled_while_github_opened_its_pull_request_closes_it(
     pull = github.repository.pulls[1]
     assert pull.state == "closed"
     assert pull.comments[0][1].startswith("Closed by the Nexo Release Portal: ")
+
+
+def test_a_pull_request_github_did_not_close_in_time_is_closed_by_the_reconciler(pipeline, github, release, rita):
+    """Rejected while GitHub was out for longer than the close job's three retries (or Redis was
+    down when it was queued): the reconciler asks again, every ten minutes, until it is closed."""
+    promotion = request_production(pipeline, release, rita)
+    transitions.cancel(promotion, rita, "wrong release")
+    queues.get_queue().empty()  # the close job, given up on
+    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    reconcile()
+    pipeline.run_jobs()
+    assert github.repository.pulls[1].state == "open", "not yet: the job may still be retrying"
+
+    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=11))
+    reconcile()
+    pipeline.run_jobs()
+
+    assert github.repository.pulls[1].state == "closed"
+    assert fresh(promotion).pr_state == PullRequestState.CLOSED
+    assert github.repository.pulls[1].comments == [
+        ("nexo-portal-bot", f"Closed by the Nexo Release Portal: promotion #{promotion.pk} is cancelled")
+    ]
 
 
 def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
