@@ -33,6 +33,7 @@ from nexo_portal.lib.errors import Unavailable
 from . import alerts, approval_notices, image_gate, notices, policy, pull_requests, steps, transitions, verification
 from .gitops import message as gitops_message
 from .gitops import values
+from .gitops.github import GitHubError, GitHubUnavailable
 from .gitops.repo import GitOpsError, GitOpsRepository
 from .models import NoticeKind, Promotion, PromotionState, RunStatus, Step, StepRun
 from .policy import PromotionError
@@ -172,7 +173,10 @@ def open_pull_request(promotion_id):
         return
     try:
         pull_requests.open_for(promotion)
-    except pull_requests.PullRequestError as error:
+    except GitHubUnavailable:
+        raise  # tried again by run_step, with backoff
+    except (pull_requests.PullRequestError, GitHubError) as error:
+        # GitHubError: GitHub refused the portal (a revoked token, no access to the repository): its setup.
         _unless_moved_on(
             transitions.fail, promotion, "commit", str(error), from_states=[PromotionState.AWAITING_APPROVAL]
         )
@@ -190,7 +194,9 @@ def merge_pull_request(promotion):
     except policy.HeldByFreeze as held:
         _wait_for_freeze_end(promotion, held.freeze, promotion.state)
         return
-    except pull_requests.PullRequestError as error:
+    except GitHubUnavailable:
+        raise  # tried again by run_step, with backoff
+    except (pull_requests.PullRequestError, GitHubError) as error:
         states = [PromotionState.APPROVED, PromotionState.COMMITTING]
         _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=states)
         return

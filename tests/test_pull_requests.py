@@ -271,6 +271,20 @@ def test_a_pull_request_github_did_not_close_in_time_is_closed_by_the_reconciler
     ]
 
 
+def test_github_refusing_the_portals_token_fails_the_promotion_with_githubs_words(
+    pipeline, github, release, rita, settings
+):
+    """A revoked token is the portal's setup, said at once: not a crash retried until it "crashed 3
+    times in a row", with a stack trace in the worker's log."""
+    settings.GITOPS_GITHUB_TOKEN = "ghp_revoked0000000000000000000000000000"
+    promotion = request_production(pipeline, release, rita)
+
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "commit")
+    assert "GitHub answered 401: Bad credentials" in promotion.error
+    assert "crashed" not in promotion.error
+    assert not StepRun.objects.filter(promotion=promotion, status=RunStatus.CRASHED).exists()
+
+
 def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
     promotion = request_production(pipeline, release, rita)
     transitions.approve(promotion, sam)
