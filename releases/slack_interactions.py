@@ -48,16 +48,25 @@ def portal_user(slack_user_id):
         if not identity.user.is_active:
             raise NotLinked("Your portal account is deactivated.")
         return identity.user
-    try:
-        profile = slack.call("users.info", user=slack_user_id)["user"]
-    except (slack.SlackRefused, slack.SlackUnavailable, KeyError, TypeError) as error:
-        logger.warning("Could not look up Slack user %s: %s", slack_user_id, error)
-        raise NotLinked("The portal could not ask Slack who you are; try again, or use the portal.") from None
-    email = (profile.get("profile") or {}).get("email") if isinstance(profile, dict) else None
     unlinked = (
         "Your Slack account is not linked to a portal account: ask an administrator to link it "
         "(Admin → Slack identities), or approve on the portal."
     )
+    try:
+        profile = slack.call("users.info", user=slack_user_id)["user"]
+    except slack.SlackRefused as refusal:
+        logger.warning("Slack would not say who Slack user %s is: %s", slack_user_id, refusal)
+        if refusal.error in ("user_not_found", "user_not_visible"):
+            raise NotLinked(unlinked) from None
+        # missing_scope, invalid_auth…: the portal's Slack app, which asking again will not change.
+        raise NotLinked(
+            f"The portal's Slack app may not read who you are ({refusal.error}): ask an administrator to give it "
+            "the users:read and users:read.email scopes or to link your account, or approve on the portal."
+        ) from None
+    except (slack.SlackUnavailable, KeyError, TypeError) as error:
+        logger.warning("Could not look up Slack user %s: %s", slack_user_id, error)
+        raise NotLinked("The portal could not ask Slack who you are; try again, or use the portal.") from None
+    email = (profile.get("profile") or {}).get("email") if isinstance(profile, dict) else None
     if not email or not profile.get("is_email_confirmed") or profile.get("deleted") or profile.get("is_bot"):
         raise NotLinked(unlinked)
     people = list(get_user_model().objects.filter(is_active=True, email__iexact=email)[:2])

@@ -120,8 +120,30 @@ def test_a_slack_user_the_portal_cannot_tell_apart_is_told_and_nothing_happens(w
     assert waiting.approvals.count() == 0
     [told] = slack_api.called("chat.postEphemeral")
     assert told["user"] == "U0WHO"
-    assert "not linked to a portal account" in told["text"] or "could not ask Slack" in told["text"]
+    assert "Your Slack account is not linked to a portal account" in told["text"]
     assert not SlackIdentity.objects.filter(slack_user_id="U0WHO").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "told"),
+    [
+        ("missing_scope", "may not read who you are (missing_scope): ask an administrator"),
+        ("invalid_auth", "may not read who you are (invalid_auth)"),
+    ],
+)
+def test_slack_refusing_to_say_who_clicked_is_told_as_what_it_is(waiting, slack_api, error, told):
+    slack_api.errors["users.info"] = error
+    interact(button("approve", waiting, "U0WHO"))
+    [said] = slack_api.called("chat.postEphemeral")
+    assert told in said["text"]
+    assert waiting.approvals.count() == 0
+
+
+def test_slack_out_of_reach_when_asked_who_clicked_says_to_try_again(waiting, slack_api):
+    slack_api.rate_limited.add("users.info")  # HTTP 429: worth another try
+    interact(button("approve", waiting, "U0WHO"))
+    [said] = slack_api.called("chat.postEphemeral")
+    assert "could not ask Slack who you are; try again" in said["text"]
 
 
 def test_the_requester_cannot_approve_her_own_request_from_slack(waiting, slack_api):
