@@ -425,6 +425,25 @@ def test_a_merge_racing_another_on_the_base_branch_is_tried_again(pipeline, gith
     assert "Base branch was modified" in retried.error
 
 
+def test_a_required_check_not_reported_yet_is_waited_for_not_failed(pipeline, github, release, rita, sam, sara):
+    """Branch protection requires a check that CI has not reported yet (the quorum was fast, or a rollback
+    needed no approval): GitHub's 405 "Required status check … is expected." is asked again, not a failure."""
+    promotion = request_production(pipeline, release, rita)
+    github.repository.protection_message = 'Required status check "kubeconform" is expected.'
+    transitions.approve(promotion, sam)
+    transitions.approve(promotion, sara)
+    pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    assert fresh(promotion).state in (PromotionState.APPROVED, PromotionState.COMMITTING)
+
+    github.repository.protection_message = None  # CI reported, green
+    for run in StepRun.objects.filter(promotion=promotion).open():
+        StepRun.objects.filter(pk=run.pk).update(run_after=timezone.now())
+    pipeline.run_jobs()
+
+    assert fresh(promotion).state == PromotionState.VERIFIED
+    assert github.repository.pulls[1].merged
+
+
 def test_a_base_that_moved_in_a_conflicting_way_is_not_merged(pipeline, github, release, rita, sam, sara):
     promotion = request_production(pipeline, release, rita)
     path = "helm/nexo-be/values-prod.yaml"

@@ -8,6 +8,7 @@ kept until a minute before it expires. Every refusal is a `GitHubError` carrying
 `GitHubUnavailable`, which the pipeline retries with backoff.
 """
 
+import re
 import threading
 import time
 from datetime import datetime
@@ -237,7 +238,9 @@ class GitHub:
         """Merge at `sha` (GitHub refuses with 409 if the head moved); the merge commit's SHA.
 
         GitHub's 405 "Base branch was modified. Review and try the merge again." (another merge landed
-        on the base in the same instant) is GitHubUnavailable: asked again, it merges."""
+        on the base in the same instant), and branch protection's 'Required status check "…" is
+        expected.' (CI has not reported it yet: a fast quorum, a rollback needing no approval) are
+        GitHubUnavailable: asked again, it merges. A required check that failed stays a refusal."""
         body = {"sha": sha, "merge_method": method}
         if title:
             body["commit_title"] = title
@@ -245,10 +248,16 @@ class GitHub:
         try:
             answer = self._call("PUT", self._repo(f"pulls/{number}/merge"), json=body, doing=doing)
         except GitHubError as refusal:
-            if refusal.status == 405 and "base branch was modified" in str(refusal).lower():
+            if refusal.status == 405 and _NOT_YET_MERGEABLE.search(str(refusal)):
                 raise GitHubUnavailable(str(refusal), refusal.status) from refusal
             raise
         return answer["sha"]
+
+
+# What GitHub says to a merge (405) that may succeed when asked again.
+_NOT_YET_MERGEABLE = re.compile(
+    r"base branch was modified|required status checks? .*(?:is|are) (?:expected|pending|in progress)", re.I
+)
 
 
 def _github_message(response):
