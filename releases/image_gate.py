@@ -26,9 +26,12 @@ class ImageRefused(Refused):
 
 
 def requirements(environment):
-    """What `environment` requires of an image, in words (empty: nothing)."""
+    """What `environment` requires of an image, in words (empty: nothing).
+
+    GitOps deploys the version's tag, not the digest: a signature or an attestation of the digest
+    says nothing of an image the tag names instead, so requiring either checks the tags too."""
     required = []
-    if environment.requires_image_check:
+    if environment.requires_image_check or environment.requires_signature or environment.requires_attestation:
         required.append("digest and tags checked in the registry")
     if environment.requires_signature:
         required.append("a Cosign signature by the service's key")
@@ -63,8 +66,7 @@ def check(promotion):
     try:
         if not release.image_digest:
             raise registry.ImageMismatch(f"{release.version} has no image digest to check.")
-        if environment.requires_image_check:
-            result["tags"] = registry.check_tags(client, release.image_digest, release.tags())
+        result["tags"] = registry.check_tags(client, release.image_digest, release.tags())
         if environment.requires_signature:
             result["signed_by"] = signatures.verify(client, release.image_digest, release.service.signing_public_keys)
         if environment.requires_attestation:

@@ -312,5 +312,9 @@ def test_the_registration_answer_names_the_attestation_requirement(environments,
 
     assert answer.status_code == 201, answer.json()
     assert answer.json()["image_requirements"] == {
-        "production": ["a Sigstore attestation by the service's workflow identity"]
+        # The tag is what GitOps deploys: an attestation of the digest requires the tags checked too.
+        "production": [
+            "digest and tags checked in the registry",
+            "a Sigstore attestation by the service's workflow identity",
+        ]
     }

@@ -207,6 +207,23 @@ def test_a_second_configured_key_is_accepted_too(pipeline, registry, service, si
     assert release.signed_by == fingerprint(new_key.public_key())
 
 
+def test_a_signature_checked_where_tags_are_not_required_still_checks_the_tag_deployed(
+    pipeline, registry, service, signing_key
+):
+    """GitOps deploys the version's tag, not the digest: a signed digest proves nothing of an image the
+    tag names instead (pushed over it, unsigned). Whatever is required of the digest, the tags are checked."""
+    require(pipeline, image_check=False, signature=True)
+    release = pushed_release(registry, service)
+    registry.sign(REPOSITORY, release.image_digest, signing_key)
+    unsigned = registry.push_image(REPOSITORY, tags=[release.version])  # the tag moved to another image
+
+    promotion = promote(pipeline, release)
+
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "image")
+    assert unsigned in promotion.error
+    assert image_events()[-1].data["verdict"] == "refused"
+
+
 def refusal(registry, release, signing_key, kind):
     digest = release.image_digest
     if kind == "unsigned":
