@@ -180,8 +180,9 @@ class ApiToken(models.Model):
             return set(self.limited_to)
         return set(self.services.values_list("pk", flat=True))
 
-    def allows_service(self, service):
-        """Whether the token may act on this service (a token limited to none may act on all)."""
+    def allows_service(self, service, scope=None):
+        """Whether the token may act on this service (a token limited to none may act on all); its
+        scopes hold for each of its services alike, so `scope` changes nothing here."""
         return not self.service_ids or service.pk in self.service_ids
 
     @property

@@ -66,8 +66,15 @@ class OidcGrant:
     def has_scope(self, scope):
         return scope in self.scope_list or scope == TokenScope.READ
 
-    def allows_service(self, service):
-        return service.pk in self.service_ids
+    def allows_service(self, service, scope=None):
+        """To act (`scope`), one policy must allow both the scope and the service: policies do not
+        combine into a grant none of them gives. To read, any of them."""
+        if scope is None:
+            return service.pk in self.service_ids
+        return any(
+            scope in policy.scope_list and any(allowed.pk == service.pk for allowed in policy.services.all())
+            for policy in self.policies
+        )
 
     def mark_used(self, now=None):
         return False

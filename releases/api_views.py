@@ -149,7 +149,7 @@ class ReleaseListCreateView(generics.ListAPIView):
         serializer = serializers.RegisterBuildSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        require_service(request, data["service"])
+        require_service(request, data["service"], "register")
         result = registration.register_build(
             data["service"],
             commit_sha=data["commit_sha"],
@@ -238,7 +238,7 @@ class PromotionListCreateView(generics.ListAPIView):
         serializer = serializers.RequestPromotionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        require_service(request, data["service"])
+        require_service(request, data["service"], "promote")
         promotion = transitions.request_promotion(
             data["release"], data["environment"], request.user, is_emergency=data["emergency"], reason=data["reason"]
         )
@@ -265,7 +265,7 @@ class RollbackView(APIView):
         serializer = serializers.RollbackSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        require_service(request, data["service"])
+        require_service(request, data["service"], "promote")
         promotion = transitions.request_rollback(
             data["service"], data["environment"], request.user, release=data["release"]
         )
@@ -304,7 +304,7 @@ class PromotionActionView(APIView):
 
     def post(self, request, pk):
         promotion = get_object_or_404(Promotion.objects.with_details(), pk=pk)
-        require_service(request, promotion.service)
+        require_service(request, promotion.service, self.scope)
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         self.via = decided_via(request)
@@ -392,7 +392,7 @@ class CheckResultCreateView(generics.CreateAPIView):
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        require_service(self.request, data["release"].service)
+        require_service(self.request, data["release"].service, "report")
         serializer.instance = registration.report_check_result(
             data["release"],
             data["environment"],

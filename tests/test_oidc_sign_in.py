@@ -99,6 +99,30 @@ def test_a_trusted_run_registers_a_build_and_the_audit_event_keeps_its_claims(is
     assert claims["trust_policies"] == ["nexo-be-main"]
 
 
+def test_two_policies_never_combine_into_a_grant_neither_gives(issuer, policy, services):
+    """nexo-be's build may register nexo-be (one policy) and report results of nexo-fe (another, for
+    every workflow of main): it may not register nexo-fe, which no single policy allows."""
+    reporting = TrustPolicy.objects.create(
+        name="nexo-fe-results",
+        repository="nexo-org/nexo-be",
+        refs="refs/heads/main",
+        workflows="nexo-org/nexo-be/.github/workflows/*@refs/heads/main",
+        scopes="report",
+    )
+    reporting.services.set([services["nexo-fe"]])
+    token = issuer.token(audience=AUDIENCE)
+
+    refused = register(token, service="nexo-fe")
+
+    assert refused.status_code == 403, refused.json()
+    assert "nexo-fe" in refused.json()["message"]
+    assert not Release.objects.filter(service=services["nexo-fe"]).exists()
+    assert register(token).status_code == 201  # what a single policy gives still goes
+    release = make_release(services["nexo-fe"], "2026.02.1")
+    report = {"service": "nexo-fe", "version": release.version, "environment": "qa", "check": "e2e", "passed": True}
+    assert client_with(token).post("/api/v1/verifications/", report, format="json").status_code == 201
+
+
 def test_every_use_is_logged_with_its_claims_even_those_that_cause_no_audit_event(issuer, policy, caplog):
     token = issuer.token(audience=AUDIENCE)
     assert register(token).status_code == 201

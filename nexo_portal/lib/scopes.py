@@ -33,10 +33,11 @@ def requires_scope(scope):
     return RequiresScope
 
 
-def require_service(request, service):
-    """Refuse (403) when the request's token is limited to other services than this one (to act or to read)."""
+def require_service(request, service, scope=None):
+    """Refuse (403) when the request's token is limited to other services than this one: to act with
+    `scope`, or to read (None)."""
     token = token_of(request)
-    if token is not None and not token.allows_service(service):
+    if token is not None and not token.allows_service(service, scope):
         allowed = ", ".join(readable_service_names(request))
         raise exceptions.PermissionDenied(f"This API token may act on {allowed} only, not on {service.name}.")
 
