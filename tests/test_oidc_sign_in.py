@@ -21,6 +21,7 @@ from nexo_portal.lib import oidc
 from nexo_portal.models import TrustPolicy
 from releases.models import CheckResult, Release
 from tests.factories import make_release, make_service
+from tests.servers.loopback import Response
 from tests.servers.oidc import OidcIssuer, new_key
 
 pytestmark = pytest.mark.django_db
@@ -356,6 +357,31 @@ def test_an_issuer_out_of_reach_is_said_as_such_not_blamed_on_the_token(issuer, 
     assert answer.status_code == 503
     assert "discovery document" in answer.json()["message"]
     assert oidc_calls("error") == errors + 1, "counted as a call that got no answer"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Response.text(200, "<html><body>Down for maintenance</body></html>", "text/html"),
+        Response.json(200, {"keys": []}),
+        Response.json(200, {"keys": "none"}),
+        Response.json(200, [{"kty": "RSA"}]),
+        Response.json(200, {"keys": [{"kty": "RSA", "kid": "k1", "use": "enc", "n": "AQAB", "e": "AQAB"}]}),
+    ],
+    ids=["html", "no-keys", "keys-not-a-list", "a-json-array", "encryption-keys-only"],
+)
+def test_an_issuer_serving_no_usable_key_set_is_a_503_not_the_tokens_fault(issuer, policy, answer):
+    """A maintenance page or a broken key set at the jwks_uri is the issuer's trouble, said as such: the
+    API answers 503 in its error body, never a 500 page, nor a 401 that blames the run's token."""
+    token = issuer.token(audience=AUDIENCE)
+    issuer.jwks_answer = answer
+
+    response = register(token)
+
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"] == "application/json"
+    assert "keys" in response.json()["message"]
+    assert not Release.objects.exists()
 
 
 def test_the_database_refuses_a_policy_that_could_promote(policy):

@@ -36,6 +36,11 @@ def looks_like_jwt(text):
     return text.count(".") == 2 and text.startswith("eyJ")
 
 
+# How PyJWT's PyJWKClient says that no published key has the token's kid (its other PyJWKClientErrors
+# are about the key set itself).
+UNKNOWN_KID = "Unable to find a signing key that matches"
+
+
 @dataclass
 class IssuerSettings:
     issuer: str
@@ -118,8 +123,16 @@ class Verifier:
         except jwt.PyJWKClientConnectionError as error:
             raise IssuerUnavailable(f"The OIDC issuer's keys ({client.uri}) could not be read: {error}") from error
         except jwt.PyJWKClientError as error:
+            if not str(error).startswith(UNKNOWN_KID):
+                # "did not return a JSON object", "did not contain any signing keys": the issuer's trouble.
+                raise IssuerUnavailable(f"The OIDC issuer's keys ({client.uri}) are unusable: {error}.") from error
             raise IdTokenRefused(
                 f"The ID token was signed with key {header['kid']!r}, which {self.config.issuer} does not publish."
+            ) from error
+        except (ValueError, jwt.PyJWKSetError) as error:
+            # Not JSON (a maintenance page), or a set without one key this portal can use.
+            raise IssuerUnavailable(
+                f"The OIDC issuer's keys ({client.uri}) are not a usable JSON Web Key Set: {error}."
             ) from error
         try:
             return jwt.decode(

@@ -25,6 +25,7 @@ def new_key():
 class OidcIssuer:
     def __init__(self):
         self.keys = {}  # kid -> private key, every one published
+        self.jwks_answer = None  # a Response to serve instead of the key set (a broken issuer)
         self.requests = []  # paths asked, in order
         self.signing_kid = self.rotate()
         self._server = LoopbackServer(self._respond)
@@ -67,7 +68,7 @@ class OidcIssuer:
                 },
             )
         if request.path == "/.well-known/jwks":
-            return Response.json(200, self.jwks())
+            return self.jwks_answer or Response.json(200, self.jwks())
         return Response.json(404, {"message": "Not Found"})
 
     def claims(self, *, audience, repository="nexo-org/nexo-be", ref="refs/heads/main", **overrides):
