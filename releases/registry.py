@@ -9,7 +9,7 @@ distribution "token authentication" flow, with REGISTRY_CREDENTIALS for that hos
 
 Errors come in two kinds: `ImageMismatch` (the registry answered, and the image is not what CI
 said: the promotion is refused with which tag points where) and `RegistryUnavailable` (no answer,
-5xx: the step is tried again).
+5xx, 408 or 429: the step is tried again).
 """
 
 import base64
@@ -40,6 +40,14 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 class RegistryError(Exception):
     """The registry refused the portal (401 after the token flow, 403, other 4xx) or answered nonsense."""
+
+
+# Besides every 5xx: a request timeout, and a rate limit (Docker Hub's pull limit, 429 TOOMANYREQUESTS).
+TRANSIENT_STATUSES = frozenset({408, 429})
+
+
+def _is_transient(status):
+    return status >= 500 or status in TRANSIENT_STATUSES
 
 
 class RegistryUnavailable(Unavailable):
@@ -118,8 +126,13 @@ class RegistryClient:
         if response.status_code == 401 and "WWW-Authenticate" in response.headers:
             self._answer_challenge(response.headers["WWW-Authenticate"])
             response = self._send(method, url, **kwargs)
-        if response.status_code >= 500:
-            raise RegistryUnavailable(f"The registry {self.reference.host} answered {response.status_code}.")
+        if _is_transient(response.status_code):
+            retry = response.headers.get("Retry-After")
+            raise RegistryUnavailable(
+                f"The registry {self.reference.host} answered {response.status_code}"
+                + (f" (Retry-After: {retry})" if retry else "")
+                + "."
+            )
         if response.status_code in (401, 403):
             raise RegistryError(
                 f"The registry {self.reference.host} refused the portal ({response.status_code}) for "
@@ -152,7 +165,7 @@ class RegistryClient:
                 f"The token service of {self.reference.host} ({values['realm']}) did not answer: "
                 f"{describe_failure(error, TIMEOUT_SECONDS)}."
             ) from error
-        if answer.status_code >= 500:
+        if _is_transient(answer.status_code):
             raise RegistryUnavailable(f"The token service of {self.reference.host} answered {answer.status_code}.")
         if answer.status_code != 200:
             raise RegistryError(

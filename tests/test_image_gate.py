@@ -2,6 +2,7 @@
 behind its bearer-token flow) must hold the digest, every version tag must point to it, and a Cosign
 signature by the service's key must verify; otherwise the promotion fails at "image" with the reason."""
 
+import json
 import shutil
 
 import pytest
@@ -17,6 +18,7 @@ from releases.models import PromotionKind, PromotionState
 from releases.signatures import fingerprint
 from tests.factories import make_release, make_service
 from tests.registry import REGISTRY_BINARY, Registry, public_key_pem
+from tests.servers.loopback import LoopbackServer, Response
 
 pytestmark = pytest.mark.skipif(
     shutil.which(REGISTRY_BINARY) is None, reason="Debian's docker-registry is not installed (scripts/test installs it)"
@@ -159,6 +161,38 @@ def test_a_registry_out_of_reach_is_tried_again_not_failed(pipeline, registry, s
     with pytest.raises(Unavailable):
         jobs.commit_promotion(promotion.pk)
     assert registry_calls("error") == errors + 1, "the call that got no answer is counted"
+
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.APPROVED
+
+
+def test_a_registry_rate_limiting_the_portal_is_tried_again_not_failed(pipeline, registry, service, settings):
+    """Docker Hub's pull rate limit (429 TOOMANYREQUESTS, as the distribution spec's error body): a
+    moment's refusal, asked again with the step's backoff, not a release the registry does not hold."""
+    require(pipeline)
+    release = pushed_release(registry, service)
+    body = {
+        "errors": [
+            {
+                "code": "TOOMANYREQUESTS",
+                "message": "You have reached your pull rate limit. You may increase the limit by authenticating "
+                "and upgrading: https://www.docker.com/increase-rate-limit",
+            }
+        ]
+    }
+    limited = LoopbackServer(lambda request: Response(429, json.dumps(body).encode(), {"Retry-After": "60"}))
+    try:
+        host = limited.url.removeprefix("http://")
+        settings.REGISTRY_INSECURE_HOSTS = [host]
+        service.image_repository = f"{host}/{REPOSITORY}"
+        service.save()
+        promotion = transitions.request_promotion(
+            release, pipeline.environments["develop"], None, kind=PromotionKind.AUTO
+        )
+        with pytest.raises(Unavailable, match="429"):
+            jobs.commit_promotion(promotion.pk)
+    finally:
+        limited.close()
 
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.APPROVED
