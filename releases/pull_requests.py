@@ -242,10 +242,10 @@ def sync(promotion, *, sender=None):
     return promotion
 
 
-def _void_dismissed(promotion, reviews):
+def _void_dismissed(promotion, reviews, *, merging=False):
     dismissed = {review["id"] for review in reviews if review.get("state") == "DISMISSED"}
     if promotion.approvals.filter(github_review_id__in=dismissed).exists():
-        promotion = transitions.void_dismissed_reviews(promotion, dismissed)
+        promotion = transitions.void_dismissed_reviews(promotion, dismissed, merging=merging)
     return promotion
 
 
@@ -312,7 +312,7 @@ def merge(promotion):
         raise PullRequestError(f"Pull request #{promotion.pr_number} was closed on GitHub without being merged.")
     head = pull["head"]["sha"]
     if head != promotion.pr_head_sha:
-        transitions.note_branch_pushed(promotion, head, pushed_by=None)
+        transitions.note_branch_pushed(promotion, head, pushed_by=None, merging=True)
         raise PromotionError(f"Pull request #{promotion.pr_number} was pushed to: its approvals were voided.")
     if pull.get("mergeable") is None:
         raise GitHubUnavailable(f"GitHub is still working out whether pull request #{promotion.pr_number} can merge.")
@@ -328,7 +328,7 @@ def merge(promotion):
     if pending:
         raise GitHubUnavailable(f"Checks still running on {head[:7]}: {', '.join(pending)}.")
     # Reviews last: one dismissed on GitHub while the merge waited (checks running) may have made the quorum.
-    promotion = _void_dismissed(promotion, github.reviews(promotion.pr_number))
+    promotion = _void_dismissed(promotion, github.reviews(promotion.pr_number), merging=True)
     if promotion.state == PromotionState.AWAITING_APPROVAL:
         raise PromotionError(
             f"Reviews of pull request #{promotion.pr_number} were dismissed: it awaits approval again."

@@ -528,18 +528,15 @@ def record_pull_request(promotion, *, number, url, branch, head_sha, notes=()):
 
 
 @transaction.atomic
-def note_branch_pushed(promotion, head_sha, *, pushed_by=None):
+def note_branch_pushed(promotion, head_sha, *, pushed_by=None, merging=False):
     """Someone else pushed to the promotion's pull request: approvals given on another commit are void
     (an approved promotion awaits approval again), and the audit log and the promotion page say so.
 
-    Committing too: the commit step calls this only for a pull request GitHub has not merged (its
-    merge answered with an error, or the worker died before it asked), so nothing has landed yet."""
+    `merging`: the merge step asks, for a pull request GitHub has not merged (its merge answered with
+    an error, or the worker died before it asked): a committing promotion awaits approval again too.
+    Nobody else may take a committing promotion back: its merge may be under way."""
     promotion = _locked(promotion)
-    if head_sha == promotion.pr_head_sha or promotion.state not in (
-        PromotionState.AWAITING_APPROVAL,
-        PromotionState.APPROVED,
-        PromotionState.COMMITTING,
-    ):
+    if head_sha == promotion.pr_head_sha or promotion.state not in _UNMERGED_STATES[merging]:
         return promotion
     voided = [
         approval
@@ -573,6 +570,14 @@ def note_branch_pushed(promotion, head_sha, *, pushed_by=None):
     return promotion
 
 
+# Where a pull request's approvals may still change: while it awaits approval or is approved, and, for
+# the merge step alone (`merging`), while committing, before it asked GitHub to merge.
+_UNMERGED_STATES = {
+    False: (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED),
+    True: (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED, PromotionState.COMMITTING),
+}
+
+
 def _await_approval_again(promotion):
     """An approved promotion not merged yet whose approvals no longer make the quorum: back to awaiting
     approval, its queued step ended. The fields to save."""
@@ -582,12 +587,12 @@ def _await_approval_again(promotion):
 
 
 @transaction.atomic
-def void_dismissed_reviews(promotion, dismissed_review_ids):
+def void_dismissed_reviews(promotion, dismissed_review_ids, *, merging=False):
     """Approvals that came from reviews since dismissed on GitHub no longer count: a promotion whose
     quorum they made, approved but not merged yet (the merge step reads the reviews last), awaits
-    approval again."""
+    approval again; committing only when `merging` (as for note_branch_pushed)."""
     promotion = _locked(promotion)
-    if promotion.state not in (PromotionState.AWAITING_APPROVAL, PromotionState.APPROVED, PromotionState.COMMITTING):
+    if promotion.state not in _UNMERGED_STATES[merging]:
         return promotion
     voided = list(promotion.approvals.filter(github_review_id__in=dismissed_review_ids).select_related("user"))
     if not voided:

@@ -631,6 +631,32 @@ def test_a_review_dismissed_after_the_quorum_is_not_merged_on(pipeline, github, 
     assert "dismissed on GitHub" in voided.message
 
 
+def test_a_dismissal_webhook_racing_the_merge_leaves_the_committing_promotion_to_it(
+    pipeline, github, release, rita, sam
+):
+    """The webhook read the promotion approved; the worker then started the merge (committing). Only
+    the merge step may take a committing promotion back: GitHub may be merging it right now."""
+    from releases import pull_requests
+
+    promotion = request_production(pipeline, release, rita)
+    github.repository.check_runs[promotion.pr_head_sha] = [{"name": "kubeconform", "status": "in_progress"}]
+    transitions.approve(promotion, sam)
+    review = github.repository.review(1, "sara-gh", "APPROVED")
+    reconcile()
+    pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    read_by_the_webhook = fresh(promotion)
+    assert read_by_the_webhook.state == PromotionState.APPROVED
+    transitions.start_commit(fresh(promotion))  # the worker, a moment later
+    github.repository.dismiss(1, review.id)
+
+    pull_requests.sync(read_by_the_webhook)
+
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.COMMITTING
+    assert promotion.approvals.count() == 2
+    assert StepRun.objects.filter(promotion=promotion).open().exists(), "the merge step's run stands"
+
+
 def test_a_merge_on_github_before_the_quorum_fails_the_promotion_saying_so(pipeline, github, release, rita, sam):
     promotion = request_production(pipeline, release, rita)
     transitions.approve(promotion, sam)
