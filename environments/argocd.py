@@ -294,16 +294,22 @@ class ArgoCD:
                 return application
             raise
 
-    def terminate_sync(self, name, revision):
+    def terminate_sync(self, name, revision, includes=None):
         """Ask Argo CD to terminate the sync of `revision` still running on `name`, as its Terminate
-        button does; whether it was asked. An operation syncing any other revision (a rollback's, a
-        person's, an auto-sync of a later commit) is left alone.
+        button does; whether it was asked. With `includes(seen)`, an automated sync (auto-sync follows
+        the branch) of a later revision containing ours is ours too. Anything else (a person's sync of
+        another revision, a rollback's) is left alone.
 
         Argo CD marks the operation Terminating and its controller then ends it Failed ("Operation
         terminated"), or Error when it could not; until then a sync is refused as "another operation
         is already in progress".
         """
-        if not same_revision(_running_operation_revision(self.get_application(name)), revision):
+        application = self.get_application(name)
+        running = _running_operation_revision(application)
+        automated = _running_operation_automated(application)
+        if not (
+            same_revision(running, revision) or (running and automated and includes is not None and includes(running))
+        ):
             return False
         path = f"/api/v1/applications/{quote(name, safe='')}/operation"
         doing = f"terminating the sync of application {name} to {revision[:12]}"
@@ -418,6 +424,14 @@ def _running_operation_revision(application):
         return requested
     status = ApplicationStatus.from_application(application)
     return status.operation_revision if status.phase == OperationPhase.RUNNING else ""
+
+
+def _running_operation_automated(application):
+    """Whether the operation on the Application was started by auto-sync (`initiatedBy.automated`)."""
+    operation = application.get("operation") or ((application.get("status") or {}).get("operationState") or {}).get(
+        "operation"
+    )
+    return bool(((operation or {}).get("initiatedBy") or {}).get("automated"))
 
 
 def _backoff(first, failures, jitter):

@@ -355,7 +355,7 @@ def sync_promotion(promotion_id):
             )
         roll_back = timeout.last_error is None and not unanswered
         if roll_back and transitions.rolls_back_automatically(promotion, "sync"):
-            error += _terminate_stuck_sync(argocd, application, promotion)
+            error += _terminate_stuck_sync(argocd, application, promotion, includes)
         _unless_moved_on(transitions.fail, promotion, "sync", error, roll_back=roll_back, from_states=SYNCING)
         return
     except ArgoCDError as error:
@@ -364,7 +364,7 @@ def sync_promotion(promotion_id):
     _unless_moved_on(transitions.mark_deployed, promotion, health=status.health, argocd_sync_id=status.sync_id)
 
 
-def _terminate_stuck_sync(argocd, application, promotion):
+def _terminate_stuck_sync(argocd, application, promotion, includes):
     """Argo CD answered throughout but our sync did not finish in time (a hook job that never completes,
     pods that never schedule), and a rollback follows: ask Argo CD to terminate our sync if it still
     runs, or the rollback's sync would be refused behind it ("another operation is already in
@@ -373,7 +373,8 @@ def _terminate_stuck_sync(argocd, application, promotion):
     if not Promotion.objects.filter(pk=promotion.pk, state=PromotionState.SYNCING).exists():
         return ""  # moved on meanwhile (the Argo CD Notifications event, another run of the step)
     try:
-        asked = argocd.terminate_sync(application, promotion.gitops_commit_sha)
+        # Still syncing, so no rollback of it exists yet: a later commit containing ours is not the rollback's.
+        asked = argocd.terminate_sync(application, promotion.gitops_commit_sha, includes=includes)
     except ArgoCDError as error:
         logger.warning("Could not terminate the sync of %s for promotion %s: %s", application, promotion.pk, error)
         return f" Its sync may still be running in Argo CD, which could not be asked to terminate it: {error}"

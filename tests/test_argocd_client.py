@@ -255,6 +255,9 @@ def test_someone_elses_running_sync_is_never_terminated(argocd_server, argocd):
     argocd.get_application("nexo-be-develop")
 
     assert argocd.terminate_sync("nexo-be-develop", REVISION) is False
+    assert argocd.terminate_sync("nexo-be-develop", REVISION, includes=lambda seen: True) is False, (
+        "a person's sync of a later commit, though it contains ours: only auto-sync's is ours"
+    )
     assert argocd_server.terminate_requests == []
 
 

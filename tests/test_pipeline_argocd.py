@@ -432,3 +432,36 @@ def test_a_sync_job_whose_promotion_moved_on_at_its_deadline_terminates_nothing(
     promotion.refresh_from_db()
     assert promotion.error == "Argo CD: sync failed"
     assert argocd.terminate_requests == []
+
+
+def test_an_auto_sync_stuck_on_a_later_commit_containing_ours_is_terminated_and_rolled_back(pipeline, argocd, settings):
+    """Auto-sync follows the branch: another service pushed after ours, and Argo CD's own sync of that
+    head (ours included) hangs. It is ours to terminate, so that the rollback's commit can be synced."""
+    service = pipeline.add_service("nexo-be")
+    auto_syncing_develop(pipeline)
+    application = argocd.app("nexo-be-develop", auto_sync=True, head=pipeline.gitops.head)
+    good = promote_to_develop(pipeline, service, "2026.02.1")
+    assert good.state == PromotionState.VERIFIED, good.error
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 1
+    pushed = []
+
+    def someone_else_pushes_after_ours():
+        if not pushed:
+            pipeline.gitops.write(
+                "helm/nexo-fe/values-develop.yaml", 'image:\n  tag: "2026.02.7"\n', "promote(nexo-fe)"
+            )
+            pushed.append(pipeline.gitops.head())
+        return pipeline.gitops.head()
+
+    application.head = someone_else_pushes_after_ours
+    application.stuck_syncs = 1
+
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+
+    assert bad.failed_step == "sync"
+    assert "Argo CD was asked to terminate its sync" in bad.error
+    assert [request.path for request in argocd.terminate_requests] == ["/api/v1/applications/nexo-be-develop/operation"]
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert rollback.state == PromotionState.VERIFIED, rollback.error
+    assert pushed
+    assert pushed[0] != bad.gitops_commit_sha
