@@ -178,9 +178,12 @@ def open_for(promotion):
             head_sha=head,  # the portal's own commit: a later head was pushed by someone else
             notes=notes,
         )
-    except PromotionError as moved_on:
-        # Cancelled, superseded or rejected while GitHub opened it: nobody may merge it.
-        github.close_pull_request(pull["number"], f"Closed by the Nexo Release Portal: {moved_on}"[:2000])
+    except PromotionError:
+        # Cancelled, superseded or rejected while GitHub opened it: recorded, and closed by a job the
+        # reconciler repeats until GitHub takes it.
+        transitions.record_orphan_pull_request(
+            promotion, number=pull["number"], url=pull["html_url"], branch=branch, head_sha=head
+        )
         raise
 
 

@@ -528,6 +528,32 @@ def record_pull_request(promotion, *, number, url, branch, head_sha, notes=()):
 
 
 @transaction.atomic
+def record_orphan_pull_request(promotion, *, number, url, branch, head_sha):
+    """The promotion ended (cancelled, superseded, rejected) while GitHub opened its pull request: it
+    is recorded all the same and closed by a job, which the reconciler queues again until GitHub
+    takes it (pull_requests.poll), so that nobody merges what the portal will not deploy."""
+    promotion = _locked(promotion)
+    if promotion.is_active or promotion.pr_state:
+        return promotion
+    promotion.pr_number, promotion.pr_url, promotion.pr_branch = number, url, branch
+    promotion.pr_head_sha, promotion.pr_state = head_sha, PullRequestState.OPEN
+    promotion.save(update_fields=["pr_number", "pr_url", "pr_branch", "pr_head_sha", "pr_state", "updated_at"])
+    ended = promotion.get_state_display().lower()
+    _record(
+        AuditAction.PULL_REQUEST_OPENED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: pull request #{number} opened from {branch} as the promotion ended ({ended}); "
+        "the portal closes it",
+        pr_url=url,
+        branch=branch,
+        head=head_sha,
+    )
+    close_pull_request_later(promotion, f"promotion #{promotion.pk} was {ended} while this pull request was opened")
+    return promotion
+
+
+@transaction.atomic
 def note_branch_pushed(promotion, head_sha, *, pushed_by=None, merging=False):
     """Someone else pushed to the promotion's pull request: approvals given on another commit are void
     (an approved promotion awaits approval again), and the audit log and the promotion page say so.

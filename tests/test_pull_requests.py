@@ -241,12 +241,23 @@ def test_a_promotion_cancelled_while_github_opened_its_pull_request_closes_it(
         return pull
 
     monkeypatch.setattr(GitHub, "open_pull_request", rita_cancels_meanwhile)
+    github.repository.closes_failing = 1  # and GitHub fails the first close: the reconciler's turn
     promotion = request_production(pipeline, release, rita)
 
-    assert (promotion.state, promotion.pr_number) == (PromotionState.CANCELLED, None)
+    assert (promotion.state, promotion.pr_number) == (PromotionState.CANCELLED, 1), "recorded, to be closed"
+    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=11))
+    queues.get_queue().empty()  # the close job's own retries, given up on
+    reconcile()
+    pipeline.run_jobs()
+
     pull = github.repository.pulls[1]
     assert pull.state == "closed"
-    assert pull.comments[0][1].startswith("Closed by the Nexo Release Portal: ")
+    assert fresh(promotion).pr_state == PullRequestState.CLOSED
+    assert pull.comments[-1] == (
+        "nexo-portal-bot",
+        f"Closed by the Nexo Release Portal: promotion #{promotion.pk} was cancelled while this pull request "
+        "was opened",
+    )
 
 
 def test_a_pull_request_github_did_not_close_in_time_is_closed_by_the_reconciler(pipeline, github, release, rita):

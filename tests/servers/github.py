@@ -234,6 +234,7 @@ class Repository:
         self.merges_failing = 0  # the next this many merges answer 502, as in one of GitHub's incidents
         # The next this many label requests hit a secondary rate limit (403, Retry-After).
         self.labels_rate_limited = 0
+        self.closes_failing = 0  # the next this many pull request updates answer 502
         # The next this many merges answer 405 "Base branch was modified": another merge landed on the
         # base in the same instant (GitHub asks to try again).
         self.merges_racing = 0
@@ -872,6 +873,9 @@ class PullRequestsHandler(GitHubHandler):
         pull = self.find_pull(repository, number, documentation_url)
         if pull is None:
             return
+        if repository.closes_failing:
+            repository.closes_failing -= 1
+            return self.send(HTTPStatus.BAD_GATEWAY, b"<html><body>502 Bad Gateway</body></html>", "text/html")
         body = self.json_body() or {}
         if body.get("state") not in (None, "open", "closed"):
             return self.validation_failed(
