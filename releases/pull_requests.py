@@ -193,7 +193,15 @@ def close_on_github(promotion_id, reason):
     promotion = Promotion.objects.select_related(*transitions.FIXED_RELATIONS).filter(pk=promotion_id).first()
     if promotion is None or promotion.pr_state != PullRequestState.OPEN or promotion.is_active:
         return
-    client().close_pull_request(promotion.pr_number, reason)
+    github = client()
+    pull = github.pull_request(promotion.pr_number)  # asked again every round the reconciler queues it
+    if pull.get("merged"):
+        by = (pull.get("merged_by") or {}).get("login") or "someone"
+        logger.warning("Pull request #%s of ended promotion %s was merged by %s", promotion.pr_number, promotion.pk, by)
+        transitions.note_merged_after_the_end(promotion, by, str(pull.get("merge_commit_sha") or ""))
+        return
+    if pull["state"] != "closed":
+        github.close_pull_request(promotion.pr_number, reason)
     transitions.mark_pull_request_closed(promotion)
 
 

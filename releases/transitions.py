@@ -482,6 +482,30 @@ def note_pull_request_merged(promotion):
 
 
 @transaction.atomic
+def note_merged_after_the_end(promotion, merged_by, merge_sha):
+    """Someone merged on GitHub the pull request of a promotion that had ended (before the portal could
+    close it): the change is on the branch Argo CD follows, outside the policy. Said in the audit log;
+    the drift check flags the values file."""
+    promotion = _locked(promotion)
+    if promotion.pr_state != PullRequestState.OPEN or promotion.is_active:
+        return promotion
+    promotion.pr_state = PullRequestState.MERGED
+    promotion.save(update_fields=["pr_state", "updated_at"])
+    _record(
+        AuditAction.PULL_REQUEST_MERGED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: pull request #{promotion.pr_number} was merged on GitHub by {merged_by} as "
+        f"{merge_sha[:7]} after the promotion was {promotion.get_state_display().lower()}: the change is on the "
+        "branch Argo CD follows without the portal's promotion",
+        pr_url=promotion.pr_url,
+        merged_by=merged_by,
+        merge_commit=merge_sha,
+    )
+    return promotion
+
+
+@transaction.atomic
 def mark_pull_request_closed(promotion):
     """The portal closed the pull request of a promotion that ended (the audit event of its end says why)."""
     promotion = _locked(promotion)

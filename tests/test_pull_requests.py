@@ -296,6 +296,26 @@ def test_github_refusing_the_portals_token_fails_the_promotion_with_githubs_word
     assert not StepRun.objects.filter(promotion=promotion, status=RunStatus.CRASHED).exists()
 
 
+def test_a_pull_request_merged_by_hand_before_the_portal_closed_it_is_said_not_closed(pipeline, github, release, rita):
+    """Cancelled while GitHub was out; someone merged the pull request before the portal could close it:
+    no "Closed by the portal" comment on a merged pull request, and the audit log says what happened."""
+    promotion = request_production(pipeline, release, rita)
+    transitions.cancel(promotion, rita, "wrong release")
+    queues.get_queue().empty()  # the close job, lost in the outage
+    github.repository.merge_by_hand(1, "sara-gh")
+    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=11))
+
+    reconcile()
+    pipeline.run_jobs()
+
+    promotion = fresh(promotion)
+    assert promotion.pr_state == PullRequestState.MERGED
+    assert github.repository.pulls[1].comments == []
+    merged = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_MERGED)
+    assert "was merged on GitHub by sara-gh" in merged.message
+    assert "after the promotion was cancelled" in merged.message
+
+
 def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
     promotion = request_production(pipeline, release, rita)
     transitions.approve(promotion, sam)
