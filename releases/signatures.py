@@ -76,9 +76,15 @@ def verify(client, digest, public_keys_text):
     manifest = client.manifest(tag, media_types=(OCI_MANIFEST, DOCKER_MANIFEST))
     if manifest is None:
         raise SignatureRefused(f"{digest} is not signed: the registry has no Cosign signature ({tag}).")
+    try:
+        layers = manifest.json().get("layers") or []
+    except (ValueError, AttributeError):  # not JSON, or not a JSON object
+        layers = None
+    if not isinstance(layers, list):
+        raise SignatureRefused(f"The Cosign signature manifest {tag} is not an image manifest with layers.")
     problems = []
-    for layer in manifest.json().get("layers", []):
-        if layer.get("mediaType") != SIMPLE_SIGNING:
+    for layer in layers:
+        if not isinstance(layer, dict) or layer.get("mediaType") != SIMPLE_SIGNING:
             continue
         signer, problem = _verify_layer(client, digest, layer, keys)
         if signer:
@@ -91,14 +97,17 @@ def verify(client, digest, public_keys_text):
 
 def _verify_layer(client, digest, layer, keys):
     """(fingerprint, "") for a layer signed by one of `keys` naming `digest`; (None, the reason) otherwise."""
-    encoded = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
-    if not encoded:
+    annotations = layer.get("annotations")
+    encoded = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+    if not encoded or not isinstance(encoded, str):
         return None, "a payload without a signature annotation"
     try:
         signature = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return None, "a signature annotation that is not base64"
-    payload = client.blob(layer.get("digest", ""))
+    if not isinstance(layer.get("digest"), str):
+        return None, "a payload layer without a digest"
+    payload = client.blob(layer["digest"])
     if payload is None or "sha256:" + hashlib.sha256(payload).hexdigest() != layer.get("digest"):
         return None, f"a payload missing from the registry or not matching its digest ({layer.get('digest')})"
     signer = None

@@ -13,9 +13,11 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditAction, AuditEvent
 from nexo_portal.lib.errors import Unavailable
-from releases import jobs, transitions
+from releases import jobs, signatures, transitions
 from releases.models import PromotionKind, PromotionState
-from releases.signatures import fingerprint
+from releases.registry import Manifest
+from releases.signatures import SIGNATURE_ANNOTATION as SIGNATURE
+from releases.signatures import SIMPLE_SIGNING, fingerprint
 from tests.factories import make_release, make_service
 from tests.registry import REGISTRY_BINARY, Registry, public_key_pem
 from tests.servers.loopback import LoopbackServer, Response
@@ -270,6 +272,37 @@ def refusal(registry, release, signing_key, kind):
         registry.sign(REPOSITORY, digest, signing_key, payload_digest=other)
         return f"names another image ({other})"
     raise AssertionError(kind)
+
+
+class RegistryAnswering:
+    """A registry client whose signature manifest is `body` (what a proxy or a broken registry serves
+    at the `.sig` tag, which Debian's registry itself would refuse to store)."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def manifest(self, reference, *, media_types=()):
+        return Manifest(digest="sha256:" + "1" * 64, media_type="application/json", body=self.body)
+
+    def blob(self, digest):
+        return None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>Bad gateway</html>",
+        b"[]",
+        b'{"layers": {"x": 1}}',
+        b'{"layers": ["x"]}',
+        json.dumps({"layers": [{"mediaType": SIMPLE_SIGNING, "annotations": {SIGNATURE: 7}}]}).encode(),
+        json.dumps({"layers": [{"mediaType": SIMPLE_SIGNING, "annotations": ["x"]}]}).encode(),
+    ],
+    ids=["html", "a-list", "layers-an-object", "layers-of-strings", "annotation-a-number", "annotations-a-list"],
+)
+def test_a_signature_manifest_of_another_shape_is_a_refusal_not_a_crash(signing_key, body):
+    with pytest.raises(signatures.SignatureRefused):
+        signatures.verify(RegistryAnswering(body), "sha256:" + "0" * 64, public_key_pem(signing_key))
 
 
 @pytest.mark.parametrize("kind", ["unsigned", "signed by another key", "a signature of another image"])
