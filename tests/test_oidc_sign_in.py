@@ -384,6 +384,35 @@ def test_an_issuer_serving_no_usable_key_set_is_a_503_not_the_tokens_fault(issue
     assert not Release.objects.exists()
 
 
+def test_a_discovery_document_out_of_reach_is_asked_once_and_the_known_keys_go_on(issuer, policy, settings):
+    """The issuer's discovery fails after the cache's time: the keys discovered before still verify (they
+    were the issuer's a moment ago), and the failure is remembered, not asked again by every request."""
+    settings.OIDC_JWKS_CACHE_SECONDS = 1
+    oidc._verifiers.clear()
+    assert register(issuer.token(audience=AUDIENCE)).status_code == 201
+    time.sleep(1.1)  # past the cache's time: discovered again at the next request
+    issuer.discovery_answer = Response.text(503, "upstream connect error", "text/plain")
+    issuer.requests.clear()
+
+    for number in range(3):
+        body = {"service": "nexo-be", "commit_sha": f"{number}" * 40, "committed_at": "2026-02-03T10:00:00Z"}
+        body["image_digest"] = "sha256:" + f"{number}" * 64
+        answer = client_with(issuer.token(audience=AUDIENCE)).post("/api/v1/releases/", body, format="json")
+        assert answer.status_code == 201, answer.json()
+
+    assert issuer.requests.count("/.well-known/openid-configuration") == 1
+
+
+def test_an_issuer_never_discovered_and_out_of_reach_is_asked_once_for_a_while(issuer, policy):
+    issuer.discovery_answer = Response.text(503, "upstream connect error", "text/plain")
+    token = issuer.token(audience=AUDIENCE)
+
+    answers = [register(token).status_code for _ in range(3)]
+
+    assert answers == [503, 503, 503]
+    assert issuer.requests.count("/.well-known/openid-configuration") == 1
+
+
 def test_the_database_refuses_a_policy_that_could_promote(policy):
     policy.scopes = "register promote"
     with pytest.raises(IntegrityError):

@@ -7,6 +7,7 @@ neither `alg: none` nor an HMAC "signed" with the public key can pass; `iss` and
 exactly the configured ones, and `exp`, `nbf` and `iat` are checked with a small leeway.
 """
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ ALGORITHM = "RS256"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 TIMEOUT_SECONDS = 10
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp", "nbf", "iat"]
+# After the discovery document could not be read, how long requests are answered from that failure (or
+# with the keys discovered before) instead of each waiting its own TIMEOUT_SECONDS in turn.
+FAILURE_MEMORY_SECONDS = 15
+
+logger = logging.getLogger(__name__)
 
 
 class IdTokenRefused(Exception):
@@ -58,20 +64,38 @@ class Verifier:
         self._lock = threading.Lock()
         self._jwks_client = None
         self._discovered_at = 0.0
+        self._failure = None  # (when, the IssuerUnavailable) of the last discovery that failed
 
     def _keys(self):
+        """The key set's client, discovered again once `cache_seconds` have passed. When discovery fails,
+        the client discovered before goes on (the keys it names were the issuer's a moment ago) and the
+        failure is remembered for FAILURE_MEMORY_SECONDS: the requests waiting for this lock do not each
+        spend their own timeout on an issuer that is out of reach."""
         with self._lock:
-            expired = time.monotonic() - self._discovered_at > self.config.cache_seconds
-            if self._jwks_client is None or expired:
+            now = time.monotonic()
+            if self._jwks_client is not None and now - self._discovered_at <= self.config.cache_seconds:
+                return self._jwks_client
+            if self._failure is not None and now - self._failure[0] < FAILURE_MEMORY_SECONDS:
+                if self._jwks_client is not None:
+                    return self._jwks_client
+                raise IssuerUnavailable(str(self._failure[1]))
+            try:
                 jwks_uri = self._discover()
-                if self._jwks_client is None or self._jwks_client.uri != jwks_uri:
-                    self._jwks_client = _CountedJWKClient(
-                        jwks_uri,
-                        lifespan=self.config.cache_seconds,
-                        timeout=TIMEOUT_SECONDS,
-                        cooldown_duration=self.config.refresh_cooldown_seconds,
-                    )
-                self._discovered_at = time.monotonic()
+            except IssuerUnavailable as failure:
+                self._failure = (time.monotonic(), failure)
+                if self._jwks_client is None:
+                    raise
+                logger.warning("%s Going on with the keys it named before.", failure)
+                return self._jwks_client
+            self._failure = None
+            if self._jwks_client is None or self._jwks_client.uri != jwks_uri:
+                self._jwks_client = _CountedJWKClient(
+                    jwks_uri,
+                    lifespan=self.config.cache_seconds,
+                    timeout=TIMEOUT_SECONDS,
+                    cooldown_duration=self.config.refresh_cooldown_seconds,
+                )
+            self._discovered_at = time.monotonic()
             return self._jwks_client
 
     def _discover(self):

@@ -26,6 +26,7 @@ class OidcIssuer:
     def __init__(self):
         self.keys = {}  # kid -> private key, every one published
         self.jwks_answer = None  # a Response to serve instead of the key set (a broken issuer)
+        self.discovery_answer = None  # …and instead of the discovery document
         self.requests = []  # paths asked, in order
         self.signing_kid = self.rotate()
         self._server = LoopbackServer(self._respond)
@@ -54,6 +55,8 @@ class OidcIssuer:
 
     def _respond(self, request):
         self.requests.append(request.path)
+        if request.path == "/.well-known/openid-configuration" and self.discovery_answer:
+            return self.discovery_answer
         if request.path == "/.well-known/openid-configuration":
             return Response.json(
                 200,
