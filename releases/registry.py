@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -154,6 +155,14 @@ class RegistryClient:
             return
         if scheme.lower() != "bearer" or "realm" not in values:
             raise RegistryError(f"The registry {self.reference.host} asks for an unknown authentication: {challenge}")
+        realm = urlsplit(values["realm"])
+        same_host = realm.hostname == urlsplit(f"//{self.reference.host}").hostname
+        if credentials is not None and realm.scheme != "https" and not same_host:
+            # The registry's password goes only where TLS protects it, or to the registry's own host.
+            raise RegistryError(
+                f"The registry {self.reference.host} sends the portal to a token service over plain HTTP on "
+                f"another host ({values['realm']}); its credentials are not sent there."
+            )
         query = {"service": values.get("service", "")}
         query["scope"] = values.get("scope") or f"repository:{self.reference.repository}:pull"
         try:

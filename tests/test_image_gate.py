@@ -200,6 +200,34 @@ def test_a_registry_rate_limiting_the_portal_is_tried_again_not_failed(pipeline,
     assert promotion.state == PromotionState.APPROVED
 
 
+def test_the_registrys_password_never_goes_to_a_plain_http_token_service_elsewhere(
+    pipeline, registry, service, settings
+):
+    """A registry (or something answering in its name) sending the portal to http://another-host/token:
+    REGISTRY_CREDENTIALS would leave in the clear, to a host that is not the registry. Refused."""
+    require(pipeline)
+    release = pushed_release(registry, service)
+    asked = []
+    elsewhere = LoopbackServer(lambda request: asked.append(request.path) or Response(200, b'{"token": "t"}', {}))
+    realm = elsewhere.url.replace("127.0.0.1", "localhost") + "/token"
+    challenge = f'Bearer realm="{realm}",service="registry",scope="repository:{REPOSITORY}:pull"'
+    impostor = LoopbackServer(lambda request: Response(401, b"{}", {"WWW-Authenticate": challenge}))
+    try:
+        host = impostor.url.removeprefix("http://")
+        settings.REGISTRY_INSECURE_HOSTS = [host]
+        settings.REGISTRY_CREDENTIALS = {host: "nexo-portal:portal-password"}
+        service.image_repository = f"{host}/{REPOSITORY}"
+        service.save()
+        promotion = promote(pipeline, release)
+    finally:
+        impostor.close()
+        elsewhere.close()
+
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "image")
+    assert "its credentials are not sent there" in promotion.error
+    assert asked == []
+
+
 def test_a_portal_account_the_token_service_refuses_fails_with_what_to_fix(pipeline, registry, service, settings):
     require(pipeline)
     release = pushed_release(registry, service)
