@@ -157,6 +157,7 @@ class TrustPolicyForm(forms.ModelForm):
         fields = [
             "name",
             "repository",
+            "repository_id",
             "refs",
             "ref_type",
             "workflows",

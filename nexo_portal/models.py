@@ -343,6 +343,12 @@ class TrustPolicy(models.Model):
     repository = models.CharField(
         max_length=140, help_text="The `repository` claim, exactly: owner/name, e.g. nexo-org/nexo-be."
     )
+    repository_id = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="The `repository_id` claim (GitHub's numeric id of the repository), to pin it: set, a repository "
+        "renamed or deleted and then re-created under this name by someone else is not trusted.",
+    )
     refs = models.TextField(
         help_text=("The `ref` claims allowed, one per line; * matches anything, e.g. refs/heads/main or refs/tags/v*.")
     )
@@ -406,6 +412,8 @@ class TrustPolicy(models.Model):
         unknown = [scope for scope in self.scope_list if scope not in OIDC_SCOPES]
         if not self.scope_list or unknown:
             errors["scopes"] = "Choose register and/or report: a GitHub Actions run never promotes or approves."
+        if self.repository_id and not (self.repository_id.isascii() and self.repository_id.isdigit()):
+            errors["repository_id"] = "GitHub's repository id is a number, e.g. 74 (the repository_id claim)."
         if not self.ref_list:
             errors["refs"] = "List at least one ref, e.g. refs/heads/main."
         if not self.workflow_list:
@@ -417,6 +425,11 @@ class TrustPolicy(models.Model):
         """Why this policy does not trust the claims, in one sentence; empty when it does."""
         if claims.get("repository") != self.repository:
             return f"Policy {self.name} trusts {self.repository} only."
+        if self.repository_id and str(claims.get("repository_id", "")) != self.repository_id:
+            return (
+                f"Policy {self.name} trusts {self.repository} with the repository id {self.repository_id} only, not "
+                f"{claims.get('repository_id') or '(none)'}: was the repository renamed or re-created?"
+            )
         ref = claims.get("ref", "")
         if not any(fnmatchcase(ref, pattern) for pattern in self.ref_list):
             return f"Policy {self.name} does not allow the ref {ref or '(none)'} (allowed: {', '.join(self.ref_list)})."

@@ -11,6 +11,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.urls import reverse
 from prometheus_client import REGISTRY
@@ -411,6 +412,27 @@ def test_an_issuer_never_discovered_and_out_of_reach_is_asked_once_for_a_while(i
 
     assert answers == [503, 503, 503]
     assert issuer.requests.count("/.well-known/openid-configuration") == 1
+
+
+def test_a_policy_pinned_to_the_repositorys_id_trusts_no_repository_re_created_under_its_name(issuer, policy):
+    """The repository was deleted (or renamed) and someone else made one under the same name: the name
+    matches, GitHub's numeric id does not."""
+    policy.repository_id = "74"
+    policy.full_clean()
+    policy.save()
+    assert register(issuer.token(audience=AUDIENCE)).status_code == 201
+
+    answer = register(issuer.token(audience=AUDIENCE, repository_id="90210"))
+
+    assert answer.status_code == 401
+    assert "with the repository id 74 only, not 90210" in answer.json()["message"]
+
+
+def test_a_repository_id_is_a_number(policy):
+    policy.repository_id = "nexo-be"
+    with pytest.raises(ValidationError) as refused:
+        policy.full_clean()
+    assert "repository_id" in refused.value.message_dict
 
 
 def test_the_database_refuses_a_policy_that_could_promote(policy):
