@@ -308,6 +308,8 @@ class PromotionActionView(APIView):
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         self.via = decided_via(request)
+        token = token_of(request)
+        self.token_creator_id = token.created_by_id if token is not None else None
         self.act(promotion, request.user, serializer.validated_data["comment"])
         return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=pk)).data)
 
@@ -335,7 +337,7 @@ class ApproveView(PromotionActionView):
     """Approve (people only: a session or a personal token, never a CI token; the approver groups decide)."""
 
     def act(self, promotion, actor, comment):
-        transitions.approve(promotion, actor, comment, via=self.via)
+        transitions.approve(promotion, actor, comment, via=self.via, token_creator_id=self.token_creator_id)
 
 
 @extend_schema(
@@ -349,7 +351,7 @@ class RejectView(PromotionActionView):
     input_serializer = serializers.RejectionSerializer
 
     def act(self, promotion, actor, comment):
-        transitions.reject(promotion, actor, comment, via=self.via)
+        transitions.reject(promotion, actor, comment, via=self.via, token_creator_id=self.token_creator_id)
 
 
 @extend_schema(

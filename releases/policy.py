@@ -320,7 +320,9 @@ def approvals_given(promotion):
     return sum(1 for approval in approvals_of(promotion) if approval.decision == ApprovalDecision.APPROVE)
 
 
-def _why_not_decide(promotion, user, verb):
+def _why_not_decide(promotion, user, verb, token_creator_id=None):
+    """`token_creator_id`: who created the personal token `user` decides through (a superuser may make
+    one for someone else), who must not be able to decide twice or on their own request through it."""
     environment = promotion.environment
     # The groups are named only in a refusal: most answers (the board asks 60 times) need none.
     if is_ci_token(user):
@@ -343,6 +345,17 @@ def _why_not_decide(promotion, user, verb):
         )
     if any(approval.user_id == user.pk for approval in approvals_of(promotion)):
         return Refusal(f"You have already decided on this promotion; {another_approver(environment, verb)}.")
+    if token_creator_id is not None and token_creator_id != user.pk:
+        if token_creator_id in (promotion.requested_by_id, promotion.accountable_requester_id):
+            return forbidden(
+                "This personal token was created by the person who requested this promotion, so deciding "
+                f"through it counts as theirs; {another_approver(environment, verb)}."
+            )
+        if any(approval.user_id == token_creator_id for approval in approvals_of(promotion)):
+            return forbidden(
+                "This personal token was created by someone who has already decided on this promotion; "
+                f"{another_approver(environment, verb)}."
+            )
     if not is_approver(user, environment):
         groups = describe_groups(_approver_groups(environment))
         if not groups:
@@ -353,8 +366,8 @@ def _why_not_decide(promotion, user, verb):
     return None
 
 
-def why_not_approve(promotion, user):
-    return _why_not_decide(promotion, user, "approve") or _why_not_during_freeze(promotion)
+def why_not_approve(promotion, user, token_creator_id=None):
+    return _why_not_decide(promotion, user, "approve", token_creator_id) or _why_not_during_freeze(promotion)
 
 
 def freeze_holding(promotion):
@@ -416,8 +429,8 @@ def may_decide_once_unfrozen(promotion, user):
     return _why_not_decide(promotion, user, "approve") is None and freeze_holding(promotion) is not None
 
 
-def why_not_reject(promotion, user, comment="x"):
-    reason = _why_not_decide(promotion, user, "reject")
+def why_not_reject(promotion, user, comment="x", token_creator_id=None):
+    reason = _why_not_decide(promotion, user, "reject", token_creator_id)
     if reason is None and not comment.strip():
         return missing("comment", "Say why you reject it: a comment is required.")
     return reason

@@ -354,14 +354,15 @@ def _note_review(promotion, github_review_id):
 
 
 @transaction.atomic
-def approve(promotion, user, comment="", *, via=None, head_sha=None, github_review_id=None):
+def approve(promotion, user, comment="", *, via=None, head_sha=None, github_review_id=None, token_creator_id=None):
     """`via`: where the decision was taken when not on the portal, for the audit (e.g. Slack and its channel).
+    `token_creator_id`: who created the personal token it came through (policy._why_not_decide).
 
     Delivered by pull request, the approval binds to the pull request's head commit (`head_sha`: the
     one a GitHub review approved; default: the head the portal knows).
     """
     promotion = _locked(promotion)
-    policy.ensure(policy.why_not_approve(promotion, user))
+    policy.ensure(policy.why_not_approve(promotion, user, token_creator_id))
     Approval.objects.create(
         promotion=promotion,
         user=user,
@@ -395,10 +396,10 @@ def approve(promotion, user, comment="", *, via=None, head_sha=None, github_revi
 
 
 @transaction.atomic
-def reject(promotion, user, comment, *, via=None, github_review_id=None):
+def reject(promotion, user, comment, *, via=None, github_review_id=None, token_creator_id=None):
     """`github_review_id`: a "changes requested" review on the promotion's pull request, in the reviewer's words."""
     promotion = _locked(promotion)
-    policy.ensure(policy.why_not_reject(promotion, user, comment))
+    policy.ensure(policy.why_not_reject(promotion, user, comment, token_creator_id))
     Approval.objects.create(
         promotion=promotion,
         user=user,

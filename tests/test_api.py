@@ -696,6 +696,36 @@ def test_a_decision_through_a_token_says_in_the_audit_which_token_and_who_made_i
     assert "via" not in by_session.data, "a session is the portal itself"
 
 
+def test_a_token_made_for_someone_else_does_not_decide_for_its_maker(world, django_user_model):
+    """A superuser's request approved through a personal token she made for sam counts as hers; and
+    one who approved may not approve again through a token made for someone else."""
+    root = django_user_model.objects.create_superuser("root", "root@nexo.invalid", "pw")
+    release = make_release(world["service"], "2026.02.1")
+    verified_through(release, "develop", "qa", "staging", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["production"], root)
+    _, for_sam = ApiToken.objects.issue(name="sam-by-root", scopes=["promote"], user=world["sam"], created_by=root)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {for_sam}")
+
+    refused = client.post(f"/api/v1/promotions/{promotion.pk}/approve/", {}, format="json")
+
+    assert_error(refused, 403, text="created by the person who requested this promotion")
+    assert promotion.approvals.count() == 0
+
+    newer = make_release(world["service"], "2026.02.2")
+    verified_through(newer, "develop", "qa", "staging", environments=world["env"])
+    other = transitions.request_promotion(newer, world["env"]["production"], world["rita"])
+    transitions.approve(other, world["lead"])
+    world["lead"].is_superuser = True  # who may make personal tokens for others
+    world["lead"].save()
+    _, for_sam_by_lead = ApiToken.objects.issue(
+        name="sam-by-lead", scopes=["promote"], user=world["sam"], created_by=world["lead"]
+    )
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {for_sam_by_lead}")
+    again = client.post(f"/api/v1/promotions/{other.pk}/approve/", {}, format="json")
+    assert_error(again, 403, text="created by someone who has already decided")
+
+
 def test_request_validation_and_rules(world):
     client = session_client(world["rita"])
     make_release(world["service"], "2026.02.1")
