@@ -891,31 +891,27 @@ def _place_hold(service, environment, reason, *, promotion=None, placed_by=PIPEL
         placed_by=placed_by,
         placed_at=now or timezone.now(),
     )
-    audit.record(
-        AuditAction.HOLD_PLACED,
-        actor=PIPELINE,
-        service=service.name,
-        environment=environment.name,
-        version=promotion.release.version if promotion else "",
-        promotion=promotion,
-        message=f"Automatic promotions of {service.name} into {environment.name} are on hold: {reason}",
-        data={"reason": reason},
-    )
+    _record_hold(AuditAction.HOLD_PLACED, service, environment, promotion, "are on hold", {"reason": reason})
     return hold
 
 
 def _give_hold_a_newer_reason(hold, service, environment, reason, promotion):
     previous, hold.reason = hold.reason, reason
     hold.save(update_fields=["reason"])
+    data = {"reason": reason, "previous_reason": previous}
+    _record_hold(AuditAction.HOLD_UPDATED, service, environment, promotion, "stay on hold", data)
+
+
+def _record_hold(action, service, environment, promotion, how, data):
     audit.record(
-        AuditAction.HOLD_UPDATED,
+        action,
         actor=PIPELINE,
         service=service.name,
         environment=environment.name,
         version=promotion.release.version if promotion else "",
         promotion=promotion,
-        message=f"Automatic promotions of {service.name} into {environment.name} stay on hold: {reason}",
-        data={"reason": reason, "previous_reason": previous},
+        message=f"Automatic promotions of {service.name} into {environment.name} {how}: {data['reason']}",
+        data=data,
     )
 
 
