@@ -634,15 +634,22 @@ def test_a_review_dismissed_on_github_no_longer_counts(pipeline, github, release
     assert "dismissed on GitHub" in voided.message
 
 
-def test_a_review_dismissed_after_the_quorum_is_not_merged_on(pipeline, github, release, rita, sam):
-    """Quorum reached, the merge waits for checks still running; meanwhile the review that made the
-    quorum is dismissed on GitHub. The merge step reads the reviews last: no quorum, no merge."""
+def approved_with_checks_running(pipeline, github, release, rita, sam):
+    """A production promotion approved by sam in the portal and sara-gh on GitHub, its merge waiting for
+    a check still running: the promotion, and sara-gh's review."""
     promotion = request_production(pipeline, release, rita)
     github.repository.check_runs[promotion.pr_head_sha] = [{"name": "kubeconform", "status": "in_progress"}]
     transitions.approve(promotion, sam)
     review = github.repository.review(1, "sara-gh", "APPROVED")
     reconcile()
     pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    return promotion, review
+
+
+def test_a_review_dismissed_after_the_quorum_is_not_merged_on(pipeline, github, release, rita, sam):
+    """Quorum reached, the merge waits for checks still running; meanwhile the review that made the
+    quorum is dismissed on GitHub. The merge step reads the reviews last: no quorum, no merge."""
+    promotion, review = approved_with_checks_running(pipeline, github, release, rita, sam)
     assert fresh(promotion).state == PromotionState.APPROVED
 
     github.repository.dismiss(1, review.id)
@@ -669,12 +676,7 @@ def test_a_dismissal_webhook_racing_the_merge_leaves_the_committing_promotion_to
     the merge step may take a committing promotion back: GitHub may be merging it right now."""
     from releases import pull_requests
 
-    promotion = request_production(pipeline, release, rita)
-    github.repository.check_runs[promotion.pr_head_sha] = [{"name": "kubeconform", "status": "in_progress"}]
-    transitions.approve(promotion, sam)
-    review = github.repository.review(1, "sara-gh", "APPROVED")
-    reconcile()
-    pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+    promotion, review = approved_with_checks_running(pipeline, github, release, rita, sam)
     read_by_the_webhook = fresh(promotion)
     assert read_by_the_webhook.state == PromotionState.APPROVED
     transitions.start_commit(fresh(promotion))  # the worker, a moment later
