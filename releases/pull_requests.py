@@ -387,6 +387,15 @@ def poll(now=None):
     for promotion in waiting:
         try:
             after = sync(promotion)
+        except GitHubUnavailable as error:
+            # Out of reach or rate limited: the other pull requests would meet the same, and asking
+            # would spend the budget that the merges need. The next round asks again.
+            logger.warning(
+                "GitHub did not answer for pull request #%s; polling stops for this round: %s",
+                promotion.pr_number,
+                error,
+            )
+            break
         except (GitHubError, PullRequestError, PromotionError) as error:
             logger.warning(
                 "Could not read pull request #%s of promotion %s: %s", promotion.pr_number, promotion.pk, error

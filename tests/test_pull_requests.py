@@ -316,6 +316,27 @@ def test_a_pull_request_merged_by_hand_before_the_portal_closed_it_is_said_not_c
     assert "after the promotion was cancelled" in merged.message
 
 
+def test_the_reconcilers_round_stops_asking_github_once_it_is_rate_limited(pipeline, github, release, rita):
+    """The token's hourly budget spent (403, x-ratelimit-remaining 0): one refused read ends the round's
+    polling, instead of spending a request on every open pull request, every round, for the hour."""
+    request_production(pipeline, release, rita)
+    other = make_release(pipeline.add_service("nexo-fe", tag="2026.01.3"), "2026.02.1")
+    transitions.request_promotion(other, pipeline.environments["develop"], None, kind="auto")
+    pipeline.run_jobs()
+    staging = transitions.request_promotion(other, pipeline.environments["staging"], rita)
+    transitions.approve(staging, make_user("pat-fe", groups=["platform-team"]))
+    pipeline.run_jobs()
+    request_production(pipeline, other, rita)
+    assert Promotion.objects.filter(pr_state=PullRequestState.OPEN).count() == 2
+    github.rate_limited = True
+    github.requests.clear()
+
+    reconcile()
+
+    reads = [path for method, path in github.requests if method == "GET" and "/pulls/" in path]
+    assert len(reads) == 1, reads
+
+
 def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
     promotion = request_production(pipeline, release, rita)
     transitions.approve(promotion, sam)

@@ -81,6 +81,8 @@ class GitHubServer:
         self.browser_login = None  # who is signed in to GitHub in the browser
         self.denies_authorization = False
         self.requests = []  # (method, path) of every request, in order
+        # Set: the repository API answers as when the token's hourly budget is spent (403, remaining 0).
+        self.rate_limited = False
         self._codes = {}
         self._tokens = {}  # access token -> (login, scopes)
         self._ids = count(1000)
@@ -368,6 +370,14 @@ class GitHubHandler(BaseHTTPRequestHandler):
             ("GET", rf"{REPO}/commits/(?P<ref>[^/]+)/check-runs", self.check_runs),
             ("GET", rf"{REPO}/commits/(?P<ref>[^/]+)/status", self.combined_status),
         ]
+        if self.github.rate_limited and parts.path.startswith("/api/v3/repos/"):
+            body = {
+                "message": "API rate limit exceeded for installation ID 44213.",
+                "documentation_url": f"{DOCS}/rest/overview/rate-limits-for-the-rest-api",
+            }
+            reset = str(int(time.time()) + 3600)
+            headers = [("x-ratelimit-limit", "5000"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset)]
+            return self.send_json(HTTPStatus.FORBIDDEN, body, headers)
         for route_method, pattern, handler in routes:
             match = re.fullmatch(pattern, parts.path)
             if match and route_method == method:
