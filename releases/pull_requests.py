@@ -369,9 +369,7 @@ def _close_again(now):
         pr_state=PullRequestState.OPEN, updated_at__lt=now - CLOSE_AGAIN_EVERY
     ).exclude(state__in=PromotionState.active())
     for promotion in left_open:
-        Promotion.objects.filter(pk=promotion.pk).update(updated_at=now)
-        ended = f"promotion #{promotion.pk} is {promotion.get_state_display().lower()}"
-        transitions.close_pull_request_later(promotion, ended + (f": {promotion.error}" if promotion.error else ""))
+        transitions.close_pull_request_again(promotion, now)
 
 
 def poll(now=None):

@@ -456,6 +456,14 @@ def cancel(promotion, actor, comment=""):
 # --- its pull request, delivered by pull request (releases/pull_requests.py) -----------------------
 
 
+def close_pull_request_again(promotion, now):
+    """The reconciler's retry for an ended promotion whose pull request is still open: dated `now`, so
+    that the next retry waits its turn (pull_requests.CLOSE_AGAIN_EVERY), and its close queued again."""
+    Promotion.objects.filter(pk=promotion.pk).update(updated_at=now)
+    ended = f"promotion #{promotion.pk} is {promotion.get_state_display().lower()}"
+    close_pull_request_later(promotion, ended + (f": {promotion.error}" if promotion.error else ""))
+
+
 def close_pull_request_later(promotion, reason):
     """Once the end of `promotion` is committed, have a worker close its open pull request, saying why."""
     if promotion.pr_state != PullRequestState.OPEN:
