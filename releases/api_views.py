@@ -307,17 +307,16 @@ class PromotionActionView(APIView):
         require_service(request, promotion.service, self.scope)
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        self.via = decided_via(request)
         token = token_of(request)
+        self.via = decided_via(token)
         self.token_creator_id = token.created_by_id if token is not None else None
         self.act(promotion, request.user, serializer.validated_data["comment"])
         return Response(serializers.PromotionSerializer(promotions_with_details().get(pk=pk)).data)
 
 
-def decided_via(request):
+def decided_via(token):
     """For the audit of a decision: the personal token it came through and who created that token (a
     superuser may make one for someone else), or None for a session."""
-    token = token_of(request)
     if token is None:
         return None
     creator = token.created_by.get_username() if token.created_by_id else "manage.py"
