@@ -81,7 +81,12 @@ def _after_transient_error(run, error):
         with transaction.atomic():
             if not steps.finish(run, RunStatus.RETRY, _last_line(error)):
                 return  # the promotion moved on meanwhile
-            resume(run.promotion_id, troubled_since=run.troubled_since or run.started_at, reason=str(error))
+            resume(
+                run.promotion_id,
+                troubled_since=run.troubled_since or run.started_at,
+                reason=str(error),
+                wait_at_least=getattr(error, "retry_after", None),
+            )
     except (DatabaseError, InterfaceError) as unreachable:
         # The database itself is out of reach: the run stays running until its lease expires, and
         # the reconciler reads here that it was not a crash.
@@ -117,18 +122,19 @@ def end_abandoned(run, now=None):
     return True
 
 
-def resume(promotion_id, *, troubled_since=None, reason=""):
+def resume(promotion_id, *, troubled_since=None, reason="", wait_at_least=None):
     """Schedule the step the promotion's state needs, unless it owes no work or has tried too long.
 
     `troubled_since`: the start of an unbroken series of transient errors (None after a crash or
     a success); past PIPELINE_RETRY_SECONDS the promotion fails. PIPELINE_MAX_CRASHES crashes of
-    its step in a row fail it too.
+    its step in a row fail it too. `wait_at_least`: the seconds the other side asked us to wait
+    (a rate limit); the step does not run sooner, whatever the backoff says.
     """
     with transaction.atomic():
-        return _resume(promotion_id, troubled_since, reason)
+        return _resume(promotion_id, troubled_since, reason, wait_at_least)
 
 
-def _resume(promotion_id, troubled_since, reason):
+def _resume(promotion_id, troubled_since, reason, wait_at_least=None):
     promotion = (
         Promotion.objects.select_for_update(of=("self",)).select_related("environment").filter(pk=promotion_id).first()
     )
@@ -148,8 +154,10 @@ def _resume(promotion_id, troubled_since, reason):
         _unless_moved_on(transitions.fail, promotion, FAILED_STEP[step], error)
         return None
     tries = crashes or (steps.consecutive(promotion_id, step, RunStatus.RETRY) if troubled_since else 0)
-    delay = timedelta(seconds=steps.backoff(tries)) if tries else None
-    return steps.schedule(promotion_id, step, delay, troubled_since=troubled_since)
+    delay = max(steps.backoff(tries) if tries else 0, wait_at_least or 0)
+    return steps.schedule(
+        promotion_id, step, timedelta(seconds=delay) if delay else None, troubled_since=troubled_since
+    )
 
 
 # --- the steps ------------------------------------------------------------------------------------------

@@ -230,6 +230,9 @@ def _promotion_context(request, pk):
         "hold_liftable_by": policy.who_may_request(promotion.service, promotion.environment) if hold else "",
         "runs": runs,
         "troubled_runs": [run for run in runs if run.status in (RunStatus.CRASHED, RunStatus.RETRY)],
+        "next_try": next(
+            (run.run_after for run in runs if run.status == RunStatus.QUEUED and run.run_after > now), None
+        ),
         "max_crashes": settings.PIPELINE_MAX_CRASHES,
         "retry_minutes": round(settings.PIPELINE_RETRY_SECONDS / 60),
         "promotion": promotion,

@@ -222,10 +222,24 @@ def test_a_pull_request_github_would_not_label_is_recorded_and_closed_by_a_cance
     assert (promotion.pr_number, promotion.pr_state) == (1, PullRequestState.OPEN)
     opened = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_OPENED)
     assert "secondary rate limit" in opened.message
+    github.requests.clear()
     transitions.cancel(promotion, rita, "wrong release")
+    pipeline.run_jobs(until=lambda: True)  # the close job's first try, within GitHub's minute of quiet
+    assert github.repository.pulls[1].state == "open"
+    assert github.requests == [], "GitHub asked for a minute of quiet (Retry-After: 60)"
+
+    github_waited_for(pipeline)
+    queues.get_queue().empty()
+    Promotion.objects.filter(pk=promotion.pk).update(updated_at=timezone.now() - timedelta(minutes=11))
+    reconcile()
     pipeline.run_jobs()
     assert github.repository.pulls[1].state == "closed"
     assert fresh(promotion).pr_state == PullRequestState.CLOSED
+
+
+def github_waited_for(pipeline):
+    """The wait GitHub asked for has passed (its marker, shared by the portal's processes, expired)."""
+    pipeline.redis.delete(*pipeline.redis.keys("nexo:github-rate-limited-until:*"))
 
 
 def test_a_promotion_cancelled_while_github_opened_its_pull_request_closes_it(
@@ -335,6 +349,39 @@ def test_the_reconcilers_round_stops_asking_github_once_it_is_rate_limited(pipel
 
     reads = [path for method, path in github.requests if method == "GET" and "/pulls/" in path]
     assert len(reads) == 1, reads
+
+
+def test_a_merge_github_rate_limits_waits_for_the_reset_asking_nothing_meanwhile(
+    pipeline, github, release, rita, sam, sara, client
+):
+    """The token's hourly budget spent (403, x-ratelimit-remaining 0, reset in an hour): GitHub's docs
+    say not to ask again before the reset, or the integration may be banned. The merge is tried again
+    after the reset, not every 5–60 s of the backoff, and no other process asks meanwhile."""
+    promotion = request_production(pipeline, release, rita)
+    github.rate_limited = True
+    transitions.approve(promotion, sam)
+    transitions.approve(promotion, sara)
+    pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
+
+    retried = StepRun.objects.get(promotion=promotion, status=RunStatus.RETRY)
+    assert "API rate limit exceeded" in retried.error
+    next_try = StepRun.objects.filter(promotion=promotion).open().get()
+    assert next_try.run_after > timezone.now() + timedelta(minutes=59)
+    client.force_login(rita)
+    page = client.get(promotion.get_absolute_url()).content.decode()
+    assert "Next try at" in page
+    github.requests.clear()
+    reconcile()  # the poll of open pull requests, in another process
+    assert github.requests == []
+
+    github.rate_limited = False  # the reset has come
+    github_waited_for(pipeline)
+    StepRun.objects.filter(pk=next_try.pk).update(run_after=timezone.now() - timedelta(minutes=1))
+    reconcile()  # hands RQ the run it holds scheduled for an hour from now
+    pipeline.run_jobs()
+
+    assert fresh(promotion).state == PromotionState.VERIFIED
+    assert github.repository.pulls[1].merged
 
 
 def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):

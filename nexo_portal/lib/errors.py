@@ -17,4 +17,10 @@ class Refused(Exception):
 
 class Unavailable(Exception):
     """Something the portal needs cannot be reached now but may be in a moment (a Git remote, a
-    lock in Redis): the pipeline tries the step again with backoff instead of failing it."""
+    lock in Redis): the pipeline tries the step again with backoff instead of failing it.
+
+    `retry_after`: the seconds the other side asked us to wait (a rate limit's reset); the next try
+    is not sooner than that, whatever the backoff says.
+    """
+
+    retry_after = None

@@ -8,6 +8,8 @@ kept until a minute before it expires. Every refusal is a `GitHubError` carrying
 `GitHubUnavailable`, which the pipeline retries with backoff.
 """
 
+import hashlib
+import logging
 import re
 import threading
 import time
@@ -17,14 +19,17 @@ from pathlib import Path
 import jwt
 import requests
 from django.conf import settings
+from redis.exceptions import RedisError
 
-from nexo_portal.lib import metrics
+from nexo_portal.lib import metrics, queues
 from nexo_portal.lib.errors import Unavailable
-from nexo_portal.lib.http import describe_failure, excerpt
+from nexo_portal.lib.http import describe_failure, excerpt, retry_after
 
 API_VERSION = "2022-11-28"
 # Conclusions of a check run that block a merge (GitHub's own list of failing conclusions).
 FAILING_CONCLUSIONS = {"failure", "cancelled", "timed_out", "action_required", "startup_failure", "stale"}
+
+logger = logging.getLogger(__name__)
 
 _installation_tokens = {}  # (api url, installation id) -> (token, expires at as Unix seconds)
 _tokens_lock = threading.Lock()
@@ -39,7 +44,12 @@ class GitHubError(Exception):
 
 
 class GitHubUnavailable(GitHubError, Unavailable):
-    """GitHub could not be reached or asked to slow down: the same call may work in a moment."""
+    """GitHub could not be reached or asked to slow down: the same call may work in a moment, not
+    before `retry_after` seconds when GitHub named a wait (a rate limit)."""
+
+    def __init__(self, message, status=None, *, retry_after=None):
+        super().__init__(message, status)
+        self.retry_after = retry_after
 
 
 def is_configured():
@@ -112,7 +122,39 @@ class GitHub:
 
     # --- the calls --------------------------------------------------------------------------------
 
+    # --- the rate limit, shared by every process ------------------------------------------------------
+
+    def _limit_key(self):
+        """One key per budget: GitHub counts a token's requests, or an App installation's."""
+        who = (
+            f"{self.api_url} app {self.app_id} {self.installation_id}"
+            if self.app_id
+            else f"{self.api_url} {self.token}"
+        )
+        return "nexo:github-rate-limited-until:" + hashlib.sha256(who.encode()).hexdigest()[:24]
+
+    def _wait_left(self):
+        """Seconds left of a wait GitHub asked of any process of the portal, or None."""
+        try:
+            until = queues.redis_connection().get(self._limit_key())
+        except RedisError:
+            return None  # without Redis, each process learns the limit on its own
+        left = float(until) - time.time() if until else 0
+        return max(round(left), 1) if left > 0 else None
+
+    def _remember_wait(self, seconds):
+        try:
+            queues.redis_connection().set(self._limit_key(), time.time() + seconds, ex=seconds)
+        except RedisError as error:
+            logger.warning("Could not share GitHub's rate limit with the other processes: %s", error)
+
     def _call(self, method, path, *, json=None, params=None, bearer=None, doing):
+        left = self._wait_left()
+        if left:
+            # Asking while rate limited "may result in the banning of your integration" (GitHub's docs).
+            raise GitHubUnavailable(
+                f"Cannot {doing}: GitHub rate limited the portal; not asking again for {left} s", retry_after=left
+            )
         url = self.api_url + path
         headers = {
             "Accept": "application/vnd.github+json",
@@ -132,12 +174,14 @@ class GitHub:
         if response.status_code < 300:
             return response.json() if response.content else {}
         said = _github_message(response)
-        rate_limited = response.status_code == 429 or (
-            response.status_code == 403 and ("rate limit" in said.lower() or response.headers.get("Retry-After"))
-        )
-        if response.status_code >= 500 or rate_limited:
-            raise GitHubUnavailable(f"Cannot {doing}: GitHub answered {response.status_code}: {said}")
-        raise GitHubError(f"Cannot {doing}: GitHub answered {response.status_code}: {said}", response.status_code)
+        failure = f"Cannot {doing}: GitHub answered {response.status_code}: {said}"
+        if _rate_limited(response, said):
+            wait = rate_limit_wait(response)
+            self._remember_wait(wait)
+            raise GitHubUnavailable(f"{failure} (GitHub asks to wait {wait} s)", response.status_code, retry_after=wait)
+        if response.status_code >= 500:
+            raise GitHubUnavailable(failure, response.status_code)
+        raise GitHubError(failure, response.status_code)
 
     def _repo(self, path):
         return f"repos/{self.repository}/{path}"
@@ -258,6 +302,31 @@ class GitHub:
 _NOT_YET_MERGEABLE = re.compile(
     r"base branch was modified|required status checks? .*(?:is|are) (?:expected|pending|in progress)", re.I
 )
+
+
+def _rate_limited(response, said):
+    """GitHub's primary or secondary rate limit: 429, or 403 with no requests left, a `Retry-After`
+    or a message saying so ("API rate limit exceeded", "You have exceeded a secondary rate limit")."""
+    if response.status_code == 429:
+        return True
+    return response.status_code == 403 and (
+        response.headers.get("x-ratelimit-remaining") == "0"
+        or "Retry-After" in response.headers
+        or "rate limit" in said.lower()
+    )
+
+
+def rate_limit_wait(response, *, at_most=3600):
+    """The seconds GitHub's documentation says to wait before asking again after a rate limit: its
+    `Retry-After`; else, with no requests left, until `x-ratelimit-reset`; else at least a minute.
+    Asking again sooner "may result in the banning of your integration"."""
+    asked = retry_after(response, at_most=at_most)
+    if asked is not None:
+        return asked
+    reset = response.headers.get("x-ratelimit-reset", "")
+    if response.headers.get("x-ratelimit-remaining") == "0" and reset.isascii() and reset.isdigit():
+        return min(max(int(reset) - int(time.time()), 1), at_most)
+    return 60
 
 
 def _github_message(response):
