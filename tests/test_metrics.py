@@ -63,6 +63,20 @@ def test_metrics_show_promotions_by_environment_and_state_and_the_queue(
     assert "nexo_audit_events_total" in text
 
 
+def test_requests_are_counted_by_method_with_made_up_methods_counted_as_one(client, db, metrics_token):
+    """Anyone may send any method name, signed in or not: each would otherwise be a time series kept
+    for good in every process and in Prometheus."""
+    before = sample("nexo_http_requests_total", method="_OTHER", status="3xx")
+    for made_up in ("X0ATTACK", "X1ATTACK", "X2ATTACK"):
+        client.generic(made_up, "/")
+    client.get("/")
+
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+    assert "ATTACK" not in text
+    assert sample("nexo_http_requests_total", method="_OTHER", status="3xx") == before + 3
+    assert sample("nexo_http_requests_total", method="GET", status="3xx") >= 1
+
+
 def test_audit_events_are_counted_once_committed(transactional_db, environments):
     from releases import transitions
 

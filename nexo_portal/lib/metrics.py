@@ -89,6 +89,16 @@ def status_class(status):
     return f"{int(status) // 100}xx"
 
 
+# HTTP's methods (RFC 9110) and PATCH. A server takes any token as a method, and each label value
+# is a time series kept for good in every process's file and in Prometheus: anything else is one
+# value, as OpenTelemetry's conventions name it.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def method_label(method):
+    return method if method in KNOWN_METHODS else "_OTHER"
+
+
 @contextmanager
 def outgoing_call(target, operation, **attributes):
     """Time and count one call to a remote service (`target`: argocd, prometheus, github, slack, health,

@@ -56,17 +56,16 @@ class RequestContext:
             request_id = uuid.uuid4().hex
         request.request_id = request_id
         context.start(request_id=request_id)
-        with tracing.span(
-            f"{request.method} {request.path}", kind="server", **{"http.request.method": request.method}
-        ) as span:
+        method = metrics.method_label(request.method)
+        with tracing.span(f"{method} {request.path}", kind="server", **{"http.request.method": method}) as span:
             response = self.get_response(request)
             span.set_attribute("http.response.status_code", response.status_code)
             route = getattr(request, "resolver_match", None)
             if route is not None and route.route:
                 # Named by the route, not the path: one name for every promotion's page.
                 span.set_attribute("http.route", "/" + route.route)
-                span.update_name(f"{request.method} /{route.route}")
-        metrics.HTTP_REQUESTS.labels(method=request.method, status=metrics.status_class(response.status_code)).inc()
+                span.update_name(f"{method} /{route.route}")
+        metrics.HTTP_REQUESTS.labels(method=method, status=metrics.status_class(response.status_code)).inc()
         response.headers["X-Request-ID"] = request_id
         return response
 
