@@ -456,7 +456,7 @@ def _decide_soak(promotion):
     passed_limits = verification.limits_passed(promotion)
     if passed_limits:
         # Fail fast: the rest of the window cannot undo a limit passed.
-        transitions.fail(promotion, "verification", "; ".join(passed_limits))
+        _fail_soak(promotion, "; ".join(passed_limits))
         return
     now = timezone.now()
     if now < promotion.verdict_at:
@@ -470,7 +470,19 @@ def _decide_soak(promotion):
     if result.passed:
         transitions.mark_verified(promotion, result.summary)
     else:
-        transitions.fail(promotion, "verification", result.summary)
+        _fail_soak(promotion, result.summary)
+
+
+UNMEASURED = "as the soak could not measure it, which says nothing against it"
+
+
+def _fail_soak(promotion, error):
+    """A soak that found the release failing is rolled back where the policy says so; one that could
+    not measure it is held instead (verification.found_nothing_against)."""
+    if verification.found_nothing_against(promotion):
+        transitions.fail(promotion, "verification", error, roll_back=False, kept_because=UNMEASURED)
+    else:
+        transitions.fail(promotion, "verification", error)
 
 
 STEPS = {

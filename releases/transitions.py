@@ -1089,14 +1089,19 @@ def hold_commit_for_freeze(promotion, freeze, *, state):
     return promotion
 
 
+# Why a failure was not rolled back automatically, by default (fail(roll_back=False)).
+REFUSED_PATH = "through what refused the portal"
+
+
 @transaction.atomic
-def fail(promotion, step, error, *, from_states=None, roll_back=True):
+def fail(promotion, step, error, *, from_states=None, roll_back=True, kept_because=REFUSED_PATH):
     """Stop the promotion at `step` with `error`; roll back by itself where the policy says so.
 
     `from_states`: the states the caller's step may fail it from (a job that did not start the
     step must not fail a promotion another job has carried on); any active state by default.
-    `roll_back=False`: the failure is a refusal of the very path a rollback would take (Argo CD
-    refusing the portal's token): no automatic rollback, a hold that says what to fix instead.
+    `roll_back=False`: no automatic rollback, a hold that says why instead (`kept_because`): the
+    failure is a refusal of the very path a rollback would take (Argo CD refusing the portal's
+    token), or says nothing against the release (a soak that could not measure it).
     Wherever the automation cannot finish, a hold on the place says why.
     """
     promotion = _locked(promotion)
@@ -1133,7 +1138,7 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True):
         **({"soak_results": verification.soak_results(promotion)} if step == "verification" else {}),
     )
 
-    _after_failure(promotion, step, error, roll_back)
+    _after_failure(promotion, step, error, roll_back, kept_because)
     alerts.enqueue_failure_alert(promotion)
     close_pull_request_later(promotion, f"failed at {step}: {error}")
     return promotion
@@ -1170,7 +1175,7 @@ def rolls_back_automatically(promotion, step):
     )
 
 
-def _after_failure(promotion, step, error, roll_back):
+def _after_failure(promotion, step, error, roll_back, kept_because=REFUSED_PATH):
     """What automation does about a failure, and a hold (with the reason) wherever it cannot finish."""
     service, environment, version = promotion.service, promotion.environment, promotion.release.version
     if promotion.is_rollback and promotion.requested_via == PIPELINE:
@@ -1184,8 +1189,7 @@ def _after_failure(promotion, step, error, roll_back):
         _place_hold(
             service,
             environment,
-            f"{version} failed at {step} and was not rolled back automatically through what refused the portal: "
-            f"{error}",
+            f"{version} failed at {step} and was not rolled back automatically {kept_because}: {error}",
             promotion=promotion,
         )
         return

@@ -343,6 +343,24 @@ def limits_passed(promotion):
     ]
 
 
+def found_nothing_against(promotion):
+    """Whether a failed soak failed only for want of measurements: a checker out of reach past the
+    consecutive error limit, no error-rate data, too few rounds. No sample found the release failing
+    and every CI check the environment requires was reported passing.
+
+    Such a failure says nothing against the release: rolling it back automatically would take out a
+    release that may be good (a Prometheus restart would roll back everything soaking), and the
+    rollback's own soak would meet the same outage. A hold says why instead (transitions.fail).
+    """
+    if promotion.samples.filter(ok=False).exists():
+        return False
+    required = promotion.environment.required_checks
+    newest = CheckResult.objects.filter(
+        release=promotion.release, environment=promotion.environment, name__in=required
+    ).newest_per_check()
+    return sum(1 for result in newest if result.passed) == len(set(required))
+
+
 @dataclass
 class Rounds:
     """Rounds of samples a soak took, against those its window holds."""

@@ -10,7 +10,16 @@ from django.utils import timezone
 from audit.models import AuditAction, AuditEvent
 from releases import verification
 from releases.jobs import verify_promotion
-from releases.models import Promotion, PromotionState, SampleCheck, Step, StepRun, VerificationSample
+from releases.models import (
+    Hold,
+    Promotion,
+    PromotionKind,
+    PromotionState,
+    SampleCheck,
+    Step,
+    StepRun,
+    VerificationSample,
+)
 from tests.factories import make_release, make_service
 from tests.history import ran
 
@@ -161,6 +170,43 @@ def test_measurement_errors_in_a_row_past_the_limit_fail_the_soak_naming_the_err
         "error rate could not be measured 2 times in a row, past the consecutive error limit of 1 (error: "
     )
     assert "the TSDB is not ready" in failed.error
+
+
+def test_a_soak_that_could_not_measure_the_release_holds_the_place_instead_of_rolling_back(soak):
+    """Prometheus out of reach past the limit (a restart, say) says nothing against the release: an
+    automatic rollback would take out a release that may be good, everything soaking at the time,
+    and the rollback's own soak would meet the same outage. A hold says why."""
+    qa, service = soak["qa"], soak["promotion"].service
+    ran(make_release(service, "2026.02.1"), qa, at=timezone.now() - timedelta(days=1))
+    limits(soak, consecutive_error_limit=1)
+    soak["prometheus"].answer_error(503, "unavailable", "the TSDB is not ready")
+    sample_round(soak)
+
+    failed = sample_round(soak)
+
+    assert (failed.state, failed.failed_step) == (PromotionState.FAILED, "verification")
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    hold = Hold.objects.active().get(service=service, environment=qa)
+    assert hold.reason.startswith(
+        "2026.02.2 failed at verification and was not rolled back automatically as the soak could not "
+        "measure it, which says nothing against it: error rate could not be measured 2 times in a row"
+    )
+
+
+def test_a_soak_that_measured_a_failure_is_rolled_back_where_the_policy_says_so(soak):
+    qa, service = soak["qa"], soak["promotion"].service
+    ran(make_release(service, "2026.02.1"), qa, at=timezone.now() - timedelta(days=1))
+    limits(soak, consecutive_error_limit=1)
+    soak["prometheus"].answer_error(503, "unavailable", "the TSDB is not ready")
+    sample_round(soak)
+    soak["prometheus"].answer_value(0.072)  # back, and the release is failing
+
+    failed = sample_round(soak)
+
+    assert failed.state == PromotionState.FAILED
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert (rollback.release.version, rollback.rolls_back_id) == ("2026.02.1", failed.pk)
+    assert not Hold.objects.active().exists()
 
 
 def test_an_answer_between_two_errors_starts_the_count_again(soak):
