@@ -148,6 +148,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_ENGINE = "nexo_portal.sessions"
+# A sign-in lasts a working day, not Django's two weeks: GitHub teams become groups only at sign-in,
+# so someone taken out of a team (or the organization) keeps its approvals at most this long.
+SESSION_COOKIE_AGE = env.int("SESSION_HOURS", default=12) * 3600
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 

@@ -2,14 +2,17 @@
 HTTP to the GitHub test server (tests/servers/github.py), and the test plays the browser
 between the two."""
 
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 from django.contrib.auth import get_user
 from django.contrib.auth.models import Group, User
+from django.contrib.sessions.models import Session
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from social_django.models import UserSocialAuth
 
 from tests.factories import make_user
@@ -257,6 +260,22 @@ def test_groups_follow_teams_at_every_sign_in_and_unmapped_groups_stay(client, g
     sign_in_with_github(client)
     assert group_names(user) == ["backend-team"]
     assert Group.objects.filter(name="sre-team").exists()
+
+
+def test_a_sign_in_lasts_a_working_day_so_a_team_left_on_github_stops_counting(
+    client, github_server, octocat, settings
+):
+    """Teams are read at sign-in: with Django's two-week sessions, someone taken out of the SRE team on
+    GitHub kept approving production for up to two weeks. A sign-in now ends after SESSION_HOURS."""
+    settings.GITHUB_TEAM_GROUPS = {"sre": "sre-team"}
+    github_server.add_team(ORG, "sre", members=["octocat"])
+    signed_in_at = timezone.now()
+    sign_in_with_github(client)
+
+    session = Session.objects.get(session_key=client.session.session_key)
+    assert session.expire_date <= signed_in_at + timedelta(hours=12, minutes=1)
+    Session.objects.filter(pk=session.pk).update(expire_date=timezone.now() - timedelta(seconds=1))  # the day is over
+    assert client.get("/").status_code == 302
 
 
 def test_same_team_slug_in_another_organization_grants_nothing(client, github_server, octocat, settings):
