@@ -6,9 +6,11 @@ import hmac
 import io
 import json
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
@@ -488,6 +490,55 @@ def test_webhook_ignores_services_and_events_it_does_not_know(history, webhook_s
     assert (unknown_service.status_code, other_event.status_code) == (202, 202)
     assert "no portal service is called “API Service”" in unknown_service.json()["outcome"]
     assert not Incident.objects.filter(source=IncidentSource.PAGERDUTY).exists()
+
+
+def test_webhook_resolves_a_known_incident_whose_pagerduty_service_was_renamed(history, webhook_secret):
+    """An incident is found by its id: a resolve naming the service as PagerDuty calls it now (renamed,
+    or the incident moved) still closes it, where before it was ignored and the incident stayed open."""
+    deliver(pagerduty_event("incident.triggered"))
+    resolved = deliver(pagerduty_event("incident.resolved", service="web (legacy)", occurred_at="2026-03-03T14:30:00Z"))
+
+    assert resolved.json()["outcome"].startswith("updated incident")
+    incident = Incident.objects.get(source=IncidentSource.PAGERDUTY)
+    assert (incident.service.name, incident.resolved_at) == ("web", datetime(2026, 3, 3, 14, 30, tzinfo=UTC))
+
+
+def test_webhook_two_first_deliveries_of_one_incident_at_once_both_apply(
+    transactional_db, history, webhook_secret, monkeypatch
+):
+    """PagerDuty sends an incident's trigger and resolve within moments; two deliveries meeting on a new
+    incident both created it, and the second answered 500 on the unique id. It is applied again."""
+    both_inside = threading.Barrier(2, timeout=10)
+    live_at = Deployment.objects.live_at
+
+    def after_the_other_looked(*args):
+        both_inside.wait()  # both found no incident and are about to create it
+        return live_at(*args)
+
+    monkeypatch.setattr(Deployment.objects, "live_at", after_the_other_looked)
+    answers = {}
+
+    def send(event_type, occurred_at):
+        try:
+            answers[event_type] = deliver(pagerduty_event(event_type, occurred_at=occurred_at))
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=send, args=("incident.triggered", "2026-03-03T13:00:05Z")),
+        threading.Thread(target=send, args=("incident.resolved", "2026-03-03T14:30:00Z")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert {event: answer.status_code for event, answer in answers.items()} == {
+        "incident.triggered": 202,
+        "incident.resolved": 202,
+    }
+    incident = Incident.objects.get(source=IncidentSource.PAGERDUTY)
+    assert incident.resolved_at == datetime(2026, 3, 3, 14, 30, tzinfo=UTC), "the later event, the resolve, wins"
 
 
 def test_webhook_refuses_a_signed_body_that_is_not_an_event(history, webhook_secret):

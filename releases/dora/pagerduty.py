@@ -11,9 +11,11 @@ still read as untrusted: every field is checked for its JSON type and length bef
 
 import hashlib
 import hmac
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
 from nexo_portal.lib import dates, inert
@@ -122,9 +124,6 @@ def apply_event(payload, environment):
     if _text(data, "type", "event.data.type") != "incident" or not incident_id:
         raise InvalidEvent(f"{event_type} must carry the incident in event.data (type incident, with an id).")
     service_name = _text(_object(data, "service", "event.data.service"), "summary", "event.data.service.summary")
-    service = Service.objects.filter(name=service_name).first()
-    if service is None:
-        return None, f"ignored: no portal service is called “{service_name}” (name the PagerDuty service after it)"
     occurred_at = _timestamp(event, "occurred_at", "event.occurred_at")
     started_at = _timestamp(data, "created_at", "event.data.created_at")
     title = _text(data, "title", "event.data.title", max_length=10_000)[:255]
@@ -132,46 +131,75 @@ def apply_event(payload, environment):
     if url and not inert.is_http_url(url):
         url = ""  # shown as a link: only http(s) is kept; the incident itself still counts
     severity = _severity(data)
+    parsed = _Event(event_type, incident_id, service_name, occurred_at, started_at, title, url, severity)
+    try:
+        with transaction.atomic():
+            return _apply(parsed, environment)
+    except IntegrityError:
+        # PagerDuty delivered two events of a new incident at once, and the other delivery created it
+        # first: applied again, this one finds it (locked) and orders itself after it.
+        with transaction.atomic():
+            return _apply(parsed, environment)
 
-    with transaction.atomic():
-        incident = (
-            Incident.objects.select_for_update()
-            .filter(source=IncidentSource.PAGERDUTY, external_id=incident_id)
-            .first()
+
+@dataclass(frozen=True)
+class _Event:
+    event_type: str
+    incident_id: str
+    service_name: str
+    occurred_at: datetime
+    started_at: datetime
+    title: str
+    url: str
+    severity: str
+
+
+def _apply(event, environment):
+    incident = (
+        Incident.objects.select_for_update()
+        .filter(source=IncidentSource.PAGERDUTY, external_id=event.incident_id)
+        .first()
+    )
+    created = incident is None
+    if created:
+        # A known incident is found by its id whatever its PagerDuty service is called now (renamed,
+        # or the incident moved): only a new one needs a portal service of that name.
+        service = Service.objects.filter(name=event.service_name).first()
+        if service is None:
+            return None, (
+                f"ignored: no portal service is called “{event.service_name}” (name the PagerDuty service after it)"
+            )
+        incident = Incident(
+            source=IncidentSource.PAGERDUTY,
+            external_id=event.incident_id,
+            service=service,
+            environment=environment,
+            started_at=event.started_at,
+            # The deployment running when it started is the suspect (saving blames the change that brought
+            # its version, should it be a redeploy); an operator can correct it in the admin.
+            caused_by=Deployment.objects.live_at(service, environment, event.started_at),
         )
-        created = incident is None
-        if not created and incident.external_updated_at and occurred_at < incident.external_updated_at:
-            # PagerDuty may deliver late or out of order; a signature has no time in it, so a replay
-            # looks the same. Either way, what happened before the last change applied changes nothing.
-            return incident, (
-                f"ignored: this {event_type} occurred at {occurred_at.isoformat()}, before the last event "
-                f"applied to incident {incident.pk} ({incident.external_updated_at.isoformat()})"
-            )
-        if created:
-            incident = Incident(
-                source=IncidentSource.PAGERDUTY,
-                external_id=incident_id,
-                service=service,
-                environment=environment,
-                started_at=started_at,
-                # The deployment running when it started is the suspect (saving blames the change that brought
-                # its version, should it be a redeploy); an operator can correct it in the admin.
-                caused_by=Deployment.objects.live_at(service, environment, started_at),
-            )
-        incident.title = title or f"PagerDuty incident {incident_id}"
-        incident.external_url = url
-        if created or event_type == "incident.priority_updated":
-            # Only these say the priority now; a late trigger or resolve carries an older one.
-            incident.severity = severity
-        if event_type in OPENING_EVENTS:
-            incident.resolved_at = None
-        elif event_type == "incident.resolved":
-            incident.resolved_at = max(occurred_at, incident.started_at)
-        if event_type != "incident.priority_updated":
-            # Only what opens or resolves it orders the events that may; a priority change does not.
-            incident.external_updated_at = occurred_at
-        incident.save()
-        verb = {"incident.resolved": "resolved", "incident.reopened": "reopened"}.get(event_type, "triggered")
-        if created or event_type != "incident.priority_updated":
-            incident.audit("pagerduty", verb=verb)
+    elif incident.external_updated_at and event.occurred_at < incident.external_updated_at:
+        # PagerDuty may deliver late or out of order; a signature has no time in it, so a replay
+        # looks the same. Either way, what happened before the last change applied changes nothing.
+        return incident, (
+            f"ignored: this {event.event_type} occurred at {event.occurred_at.isoformat()}, before the last event "
+            f"applied to incident {incident.pk} ({incident.external_updated_at.isoformat()})"
+        )
+    incident.title = event.title or f"PagerDuty incident {event.incident_id}"
+    incident.external_url = event.url
+    if created or event.event_type == "incident.priority_updated":
+        # Only these say the priority now; a late trigger or resolve carries an older one.
+        incident.severity = event.severity
+    if event.event_type in OPENING_EVENTS:
+        incident.resolved_at = None
+    elif event.event_type == "incident.resolved":
+        incident.resolved_at = max(event.occurred_at, incident.started_at)
+    if event.event_type != "incident.priority_updated":
+        # Only what opens or resolves it orders the events that may; a priority change does not.
+        incident.external_updated_at = event.occurred_at
+    incident.save()
+    verb = {"incident.resolved": "resolved", "incident.reopened": "reopened"}.get(event.event_type, "triggered")
+    if created or event.event_type != "incident.priority_updated":
+        incident.audit("pagerduty", verb=verb)
     return incident, f"{'created' if created else 'updated'} incident {incident.pk} ({verb})"
