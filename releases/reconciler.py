@@ -62,6 +62,7 @@ def reconcile():
         drifted = detect_drift()
         far_behind = detect_far_behind()
         breaching = slo.find_breaches()
+        approved = transitions.approve_where_quorum_is_met()
         reminded = approval_notices.remind_due()
         verification = audit_watch.watch_audit_chain()
     return {
@@ -72,6 +73,7 @@ def reconcile():
         "drifted": drifted,
         "far_behind": far_behind,
         "slo_breaches": breaching,
+        "approved_at_quorum": [promotion.pk for promotion in approved],
         "reminded": reminded,
         "audit_chain": verification and verification.summary,
     }

@@ -387,12 +387,49 @@ def approve(promotion, user, comment="", *, via=None, head_sha=None, github_revi
     )
     approval_notices.enqueue_update(promotion)
     if given >= required:
-        promotion.state = PromotionState.APPROVED
-        promotion.approved_at = timezone.now()
-        promotion.save(update_fields=["state", "approved_at", "updated_at"])
-        metrics.stage_ended(promotion, "waiting_for_approval")
-        steps.schedule(promotion, Step.COMMIT)
+        _quorum_reached(promotion)
     return promotion
+
+
+def _quorum_reached(promotion):
+    promotion.state = PromotionState.APPROVED
+    promotion.approved_at = timezone.now()
+    promotion.save(update_fields=["state", "approved_at", "updated_at"])
+    metrics.stage_ended(promotion, "waiting_for_approval")
+    steps.schedule(promotion, Step.COMMIT)
+
+
+def approve_where_quorum_is_met():
+    """Promotions waiting with as many approvals as their place now requires are approved, as the
+    approval that reached the quorum would have done: the reconciler's answer to an environment whose
+    required approvals were lowered (in the admin, mid-incident say). Otherwise they waited at "1/1"
+    for a surplus approval, and whoever had approved no longer saw them in their list. Returns the
+    promotions approved."""
+    approved = []
+    waiting = Promotion.objects.filter(state=PromotionState.AWAITING_APPROVAL).select_related(*FIXED_RELATIONS)
+    for promotion in waiting.order_by("pk"):
+        if policy.approvals_given(promotion) < policy.approvals_required(promotion):
+            continue
+        if promotion.environment.delivers_by_pull_request and not promotion.pr_number:
+            continue  # its pull request is being opened: the merge needs it
+        with transaction.atomic():
+            promotion = _locked(promotion)
+            given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)
+            if promotion.state != PromotionState.AWAITING_APPROVAL or given < required:
+                continue
+            _record(
+                AuditAction.PROMOTION_APPROVED,
+                promotion,
+                None,
+                f"{_describe(promotion)} approved ({given}/{required}): {promotion.environment.name} now requires "
+                f"{required} approval{'s' if required != 1 else ''}",
+                approvals=given,
+                required=required,
+            )
+            approval_notices.enqueue_update(promotion)
+            _quorum_reached(promotion)
+            approved.append(promotion)
+    return approved
 
 
 @transaction.atomic

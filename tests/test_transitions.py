@@ -14,6 +14,7 @@ from environments.models import ChangeFreeze
 from releases import transitions
 from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepRun
 from releases.policy import PromotionError
+from releases.reconciler import reconcile
 from tests.factories import hex_for, make_release, make_service
 
 pytestmark = pytest.mark.django_db
@@ -219,6 +220,42 @@ def test_production_needs_two_distinct_approvers(world):
         transitions.approve(promotion, world["sam"])
     promotion = transitions.approve(promotion, world["lead"])
     assert promotion.state == PromotionState.APPROVED
+
+
+def test_lowering_the_approvals_a_place_requires_approves_what_now_has_enough(
+    world, django_capture_on_commit_callbacks
+):
+    """Production lowered to one approval mid-incident: the promotion sam approved (1 of 2) went on
+    waiting at "1/1" for a surplus approval, out of sam's list. The reconciler approves it."""
+    production = world["env"]["production"]
+    waiting = []
+    for version in ("2026.02.1", "2026.02.2"):
+        release = make_release(make_service(f"svc-{version[-1]}", team="backend-team"), version)
+        verified_in(release, "develop", "qa", "staging", environments=world["env"])
+        waiting.append(transitions.request_promotion(release, production, world["rita"]))
+    approved_once = transitions.approve(waiting[0], world["sam"])
+    assert transitions.approve_where_quorum_is_met() == []  # 1 of 2: nothing to do
+
+    production.required_approvals = 1
+    production.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        approved = reconcile()["approved_at_quorum"]
+
+    assert approved == [approved_once.pk]
+    approved_once.refresh_from_db()
+    assert approved_once.state == PromotionState.APPROVED
+    assert queued_steps() == ["commit"]
+    event = (
+        AuditEvent.objects.filter(promotion_id=approved_once.pk, action=AuditAction.PROMOTION_APPROVED)
+        .order_by("pk")
+        .last()
+    )
+    assert (event.actor, event.message) == (
+        "pipeline",
+        "svc-1 2026.02.1 → production approved (1/1): production now requires 1 approval",
+    )
+    waiting[1].refresh_from_db()
+    assert waiting[1].state == PromotionState.AWAITING_APPROVAL  # no approval at all yet
 
 
 def test_a_rejection_needs_a_comment_and_ends_the_promotion(world):
