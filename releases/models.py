@@ -323,10 +323,13 @@ class Release(models.Model):
             super().save(*args, **kwargs)
             return
         with transaction.atomic():
+            link = Release.objects.filter(pk=self.pk).values_list("is_hotfix", "fixes_id").first()
             super().save(*args, **kwargs)
             self.deployments.exclude(release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix).update(
                 release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix
             )
+            if link != (self.is_hotfix, self.fixes_id):
+                Incident.objects.follow_hotfix_link(self)
 
     def get_absolute_url(self):
         return reverse("releases:release-detail", args=[self.service.name, self.version])
@@ -910,6 +913,22 @@ class IncidentQuerySet(models.QuerySet):
             f"{rollback.release.version} in {rollback.environment.name}"
         )
         return self._record(IncidentSource.ROLLBACK, rollback, caused_by, IncidentSeverity.HIGH, title)
+
+    def follow_hotfix_link(self, release):
+        """`release`'s hotfix link was corrected after it was deployed (ReleaseAdmin allows it): the
+        incidents its change deployments stand for follow, as if it had been deployed with the link.
+        Before, rework counted the hotfix at once but no failed change was blamed (or the incident of
+        a link removed stayed)."""
+        changes = release.deployments.filter(is_change=True)
+        withdrawn = self.filter(source=IncidentSource.HOTFIX, fixed_by__in=changes)
+        if release.is_hotfix and release.fixes_id:
+            withdrawn = withdrawn.exclude(caused_by__release_id=release.fixes_id)
+        for incident in withdrawn.select_related("service", "environment", "caused_by__release"):
+            incident.audit("system", verb="withdrawn, the hotfix link it stood for was corrected")
+            incident.delete()
+        if release.is_hotfix and release.fixes_id:
+            for deployment in changes.select_related("service", "environment", "release"):
+                self.record_for_hotfix(deployment)
 
     def record_for_hotfix(self, hotfix):
         """The incident a hotfix deployment stands for: the release it fixes had failed here.

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.db import DatabaseError, connection, transaction
 
+from audit.models import AuditAction, AuditEvent
 from releases.dora import metrics as dora
 from releases.dora.metrics import Band, Interval, Period
 from releases.models import Deployment, Incident, IncidentSource, Release
@@ -345,6 +346,32 @@ def test_hotfix_marks_the_release_it_fixes_as_failed(environments):
     assert figures.failed_deployments == 1
     assert figures.change_deployments == 2
     assert figures.hotfix_deployments == 1
+
+
+def test_a_hotfix_link_corrected_after_the_deployment_blames_the_release_it_fixes(environments):
+    """ReleaseAdmin lets the hotfix link be corrected: the hotfix counted as rework at once, but the
+    release it fixes was not blamed (and a link taken back left its incident behind)."""
+    history = History(environments)
+    history.deploy("2026.03.1", at(0), lead_hours=1)
+    broken = history.deploy("2026.03.2", at(1), lead_hours=1)
+    fix = history.deploy("2026.03.3", at(2), lead_hours=1).release
+
+    fix.is_hotfix, fix.fixes = True, broken.release
+    fix.save()
+
+    incident = Incident.objects.get()
+    assert (incident.source, incident.caused_by) == (IncidentSource.HOTFIX, broken)
+    figures = march_report().overall
+    assert (figures.hotfix_deployments, figures.failed_deployments) == (1, 1)
+
+    fix.is_hotfix, fix.fixes = False, None
+    fix.save()
+
+    assert not Incident.objects.exists()
+    figures = march_report().overall
+    assert (figures.hotfix_deployments, figures.failed_deployments) == (0, 0)
+    withdrawn = AuditEvent.objects.filter(action=AuditAction.INCIDENT_RECORDED).order_by("pk").last()
+    assert withdrawn.message.startswith("Incident withdrawn, the hotfix link it stood for was corrected:")
 
 
 def test_hotfix_for_a_release_that_never_ran_here_blames_nothing_but_is_rework(environments):
