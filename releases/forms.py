@@ -2,6 +2,8 @@
 
 from django import forms
 
+from . import calver
+
 COMMENT_WIDGET = forms.Textarea(attrs={"rows": 3})
 
 
@@ -49,11 +51,18 @@ class RequestForm(forms.Form):
 
 class RollbackForm(forms.Form):
     release = forms.ChoiceField(label="Roll back to")
+    # What the confirmation showed running: the rollback takes out that release or nothing
+    # (policy.why_not_enter), not whatever a hotfix put there since the page was opened.
+    running = forms.CharField(label="Running", max_length=calver.MAX_VERSION_LENGTH, widget=forms.HiddenInput())
 
-    def __init__(self, *args, versions, chosen_on_the_page=False, **kwargs):
+    def __init__(self, *args, versions, environment, chosen_on_the_page=False, **kwargs):
         """`chosen_on_the_page`: the target is picked by a form of its own that shows its consequences
         first (the page without JavaScript); this one only carries the target shown."""
         super().__init__(*args, **kwargs)
         self.fields["release"].choices = [(version, version) for version in versions]
+        self.fields["running"].error_messages["required"] = (
+            f"this request did not say which release the page showed running; open the rollback again to see "
+            f"what runs in {environment.name} now, and confirm that."
+        )
         if chosen_on_the_page:
             self.fields["release"].widget = forms.HiddenInput()

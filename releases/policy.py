@@ -171,16 +171,25 @@ def is_hotfix_of(release, running):
     return running is not None and release.is_hotfix and release.fixes_id == running.pk
 
 
-def why_not_enter(release, environment, kind, is_emergency, rolls_back, current):
+def why_not_enter(release, environment, kind, is_emergency, rolls_back, current, expected=None):
     """Why `release` may not enter `environment` as a promotion of `kind` (None: it may).
 
     `current` is the deployment running there (or None); `rolls_back` the promotion a rollback takes out.
+    `expected`: the version the requester of a rollback saw running there. A rollback is decided on
+    what runs, and that may change between the confirmation and the click (a colleague's hotfix goes
+    out): it takes out only the release its requester confirmed.
     """
     service = release.service
     if kind == PromotionKind.ROLLBACK:
         taken_out = rolls_back.release if rolls_back else (current.release if current else None)
         if taken_out is None:
             return Refusal(f"Nothing runs in {environment.name} for {service.name} yet; there is nothing to roll back.")
+        if expected is not None and expected != taken_out.version:
+            return Refusal(
+                f"{environment.name} now runs {service.name} {taken_out.version}, not {expected} as the rollback "
+                f"you confirmed said; nothing was requested. Look again at what runs there, and roll back "
+                f"{taken_out.version} if that is what you mean."
+            )
         if not (release.calver < taken_out.calver or is_hotfix_of(taken_out, release)):
             return Refusal(
                 f"A rollback goes to an older release than {taken_out.version}; {release.version} is not older."

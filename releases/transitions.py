@@ -140,6 +140,7 @@ class _Request:
     is_emergency: bool = False
     reason: str = ""
     rolls_back: Promotion | None = None
+    expected: str | None = None
 
     def __post_init__(self):
         # The chain's lock, held by the caller's transaction, serialises every request: no two can
@@ -186,7 +187,7 @@ class _Request:
                     "Lift the hold to resume them; a person may still request a promotion."
                 )
         refusal = policy.why_not_enter(
-            self.release, environment, kind, self.is_emergency, self.rolls_back, self.current
+            self.release, environment, kind, self.is_emergency, self.rolls_back, self.current, self.expected
         )
         if refusal:
             return refusal
@@ -297,10 +298,19 @@ class _Request:
 
 @audit.chain_transaction()
 def request_promotion(
-    release, environment, actor, *, kind=PromotionKind.MANUAL, is_emergency=False, reason="", rolls_back=None
+    release,
+    environment,
+    actor,
+    *,
+    kind=PromotionKind.MANUAL,
+    is_emergency=False,
+    reason="",
+    rolls_back=None,
+    expected=None,
 ):
-    """Ask for `release` to run in `environment`. `actor` is a user, a CI token, or None for the pipeline."""
-    request = _Request(release, environment, actor, kind, is_emergency, reason, rolls_back)
+    """Ask for `release` to run in `environment`. `actor` is a user, a CI token, or None for the pipeline.
+    `expected`: for a rollback, the version its requester saw running (policy.why_not_enter)."""
+    request = _Request(release, environment, actor, kind, is_emergency, reason, rolls_back, expected)
     policy.ensure(request.why_not())
     return request.create()
 
@@ -319,8 +329,14 @@ def request_automatic_promotion(release, environment):
         return None, str(refusal)
 
 
-def request_rollback(service, environment, actor, *, release=None, rolls_back=None):
-    """Roll `service` back in `environment` to `release` (default: the last verified release there)."""
+@audit.chain_transaction()
+def request_rollback(service, environment, actor, *, release=None, rolls_back=None, expected=None):
+    """Roll `service` back in `environment` to `release` (default: the last verified release there).
+
+    `expected`: the version the requester saw running, a confirmation's or a caller's; when another
+    one runs now, nothing is requested. What runs is read under the chain's lock, which every
+    deployment takes too, so it cannot change between this check and the request.
+    """
     if rolls_back is None:
         rolls_back = (
             Promotion.objects.filter(service=service, environment=environment, deployed_at__isnull=False)
@@ -341,7 +357,9 @@ def request_rollback(service, environment, actor, *, release=None, rolls_back=No
                 f"No release older than {rolls_back.release.version} was ever verified in {environment.name}; "
                 "choose the release to roll back to."
             )
-    return request_promotion(release, environment, actor, kind=PromotionKind.ROLLBACK, rolls_back=rolls_back)
+    return request_promotion(
+        release, environment, actor, kind=PromotionKind.ROLLBACK, rolls_back=rolls_back, expected=expected
+    )
 
 
 # --- people deciding -------------------------------------------------------------------------

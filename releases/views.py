@@ -367,8 +367,12 @@ def rollback(request, service, environment):
     form = RollbackForm(
         _posted(request),
         versions=versions,
+        environment=environment,
         chosen_on_the_page=choose is not None,
-        initial={"release": target.version if target else None},
+        initial={
+            "release": target.version if target else None,
+            "running": current.release.version if current else None,
+        },
     )
     if _is_htmx(request):
         form.fields["release"].widget.attrs.update(
@@ -396,7 +400,9 @@ def rollback(request, service, environment):
         return _act(
             request,
             back,
-            lambda: transitions.request_rollback(service, environment, request.user, release=target),
+            lambda: transitions.request_rollback(
+                service, environment, request.user, release=target, expected=form.cleaned_data["running"]
+            ),
             lambda promotion: (
                 f"Requested rollback of {service.name} in {environment.name} to {target.version} "
                 f"(promotion #{promotion.pk}): {_approvals_note(promotion)}"

@@ -150,7 +150,7 @@ def test_without_javascript_the_rollback_page_asks_for_the_target_whose_conseque
     page = rita.get(url, {"release": "2026.01.7", "next": "/"}).content.decode()
     assert "staging goes back from 2026.02.2 to 2026.01.7." in page
     assert asked_for(page) == ("2026.01.7", False)
-    response = rita.post(url, {"release": "2026.01.7", "next": "/"})
+    response = rita.post(url, {"release": "2026.01.7", "running": "2026.02.2", "next": "/"})
     assert response.status_code == 302
     assert Promotion.objects.get(kind=PromotionKind.ROLLBACK).release == older
 
@@ -288,12 +288,54 @@ def test_rolling_back_requests_the_chosen_older_release(client, world):
     newer = make_release(world["service"], "2026.02.2")
     ran(newer, world["env"]["staging"])
     response = as_user(client, world["rita"]).post(
-        "/services/nexo-be/environments/staging/rollback/", {"release": "2026.02.1", "next": "/"}
+        "/services/nexo-be/environments/staging/rollback/",
+        {"release": "2026.02.1", "running": "2026.02.2", "next": "/"},
     )
     rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
     assert (rollback.release.version, rollback.environment.name) == ("2026.02.1", "staging")
     assert rollback.state == PromotionState.AWAITING_APPROVAL  # staging needs one approval, a rollback too
     assert messages_of(response)[0].startswith("Requested rollback of nexo-be in staging to 2026.02.1")
+
+
+def posted_by(page):
+    """What the page's POST form sends: its hidden fields (and no CSRF token: the test client skips it)."""
+    start = page.index('<form method="post"')
+    form = page[start : page.index("</form>", start)]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
+    fields.pop("csrfmiddlewaretoken", None)
+    return fields
+
+
+def test_a_rollback_confirmed_before_a_hotfix_went_out_does_not_take_the_hotfix_out(client, world):
+    service, staging = world["service"], world["env"]["staging"]
+    ran(make_release(service, "2026.02.2"), staging, at=timezone.now() + timedelta(minutes=1))
+    ran(make_release(service, "2026.02.3"), staging, at=timezone.now() + timedelta(minutes=2))
+    url = "/services/nexo-be/environments/staging/rollback/"
+    rita = as_user(client, world["rita"])
+    page = rita.get(url, {"release": "2026.02.2", "next": "/"}).content.decode()
+    assert "nexo-be in staging: 2026.02.3 → 2026.02.2" in page
+    confirmed = posted_by(page)
+    assert confirmed["release"] == "2026.02.2"
+
+    ran(make_release(service, "2026.02.4"), staging, at=timezone.now() + timedelta(minutes=3))  # a colleague's hotfix
+    response = rita.post(url, confirmed)
+
+    assert response.status_code == 302
+    assert messages_of(response) == [
+        "staging now runs nexo-be 2026.02.4, not 2026.02.3 as the rollback you confirmed said; nothing was "
+        "requested. Look again at what runs there, and roll back 2026.02.4 if that is what you mean."
+    ]
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+
+
+def test_a_rollback_posted_without_what_its_page_showed_running_is_sent_back(client, world):
+    ran(make_release(world["service"], "2026.02.2"), world["env"]["staging"], at=timezone.now() + timedelta(minutes=1))
+    response = as_user(client, world["rita"]).post(
+        "/services/nexo-be/environments/staging/rollback/", {"release": "2026.02.1", "next": "/"}
+    )
+    assert response.status_code == 400
+    assert "open the rollback again to see what runs in staging now" in response.content.decode()
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
 
 
 def test_a_rollback_to_a_release_that_never_ran_there_is_a_form_error(client, world):

@@ -219,7 +219,7 @@ def test_html_views(world, client, role, action, environment):
         data = {"emergency": "on", "reason": "INC-42: logins failing"} if action == "break_glass" else {}
     elif action == "rollback":
         url = reverse("releases:rollback", args=["nexo-be", environment])
-        data = {"release": "2026.02.1"}
+        data = {"release": "2026.02.1", "running": "2026.02.2"}
     else:
         url = reverse(f"releases:{action}", args=[setup["promotion"].pk])
         data = {"comment": "because"}
