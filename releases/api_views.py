@@ -256,7 +256,7 @@ class RollbackView(APIView):
         request=serializers.RollbackSerializer,
         responses={
             201: serializers.PromotionSerializer,
-            409: OpenApiResponse(description="Nothing to roll back to."),
+            409: OpenApiResponse(description="Nothing to roll back to, or `running` no longer runs there."),
             **ERRORS,
         },
         summary="Request a rollback",
@@ -267,7 +267,7 @@ class RollbackView(APIView):
         data = serializer.validated_data
         require_service(request, data["service"], "promote")
         promotion = transitions.request_rollback(
-            data["service"], data["environment"], request.user, release=data["release"]
+            data["service"], data["environment"], request.user, release=data["release"], expected=data.get("running")
         )
         return Response(
             serializers.PromotionSerializer(promotions_with_details().get(pk=promotion.pk)).data, status=201

@@ -363,6 +363,11 @@ class RollbackSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Seria
     service = ServiceField()
     environment = EnvironmentField()
     version = VersionField(required=False, help_text="The release to go back to; default: the last one verified there.")
+    running = VersionField(
+        required=False,
+        help_text="The release you saw running there, the one the rollback is to take out: when another runs now "
+        "(a hotfix went out since), nothing is requested (409). Default: whatever runs.",
+    )
 
     def validate(self, attrs):
         attrs["release"] = self.resolve_release(attrs)

@@ -789,6 +789,29 @@ def test_rollback_through_the_api_goes_to_the_last_verified_release(world):
     assert (response.json()["version"], response.json()["kind"]) == ("2026.02.1", "rollback")
 
 
+def test_a_rollback_pinned_to_what_ran_is_refused_once_another_release_runs(world):
+    old, new, hotfix = (make_release(world["service"], version) for version in ("2026.02.1", "2026.02.2", "2026.02.3"))
+    for release in (old, new):
+        verified_through(release, "develop", environments=world["env"])
+        Promotion.objects.filter(release=release).update(deployed_at=timezone.now())
+    client = session_client(world["rita"])
+    seen = {"service": "nexo-be", "environment": "develop", "version": "2026.02.1", "running": "2026.02.2"}
+    verified_through(hotfix, "develop", environments=world["env"])  # went out after the caller looked
+    Promotion.objects.filter(release=hotfix).update(deployed_at=timezone.now())
+
+    refused = client.post("/api/v1/rollbacks/", seen, format="json")
+
+    assert refused.status_code == 409, refused.content
+    assert refused.json()["message"] == (
+        "develop now runs nexo-be 2026.02.3, not 2026.02.2 as the rollback you confirmed said; nothing was "
+        "requested. Look again at what runs there, and roll back 2026.02.3 if that is what you mean."
+    )
+    assert not Promotion.objects.filter(kind="rollback").exists()
+    pinned = client.post("/api/v1/rollbacks/", seen | {"running": "2026.02.3"}, format="json")
+    assert pinned.status_code == 201, pinned.content
+    assert Promotion.objects.get(kind="rollback").rolls_back.release == hotfix
+
+
 def test_promotion_list_and_detail_with_step_timestamps(world):
     promotion = transitions.request_promotion(
         make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"]
