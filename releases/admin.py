@@ -307,10 +307,36 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Roll back the selected places to their last verified release")
     def roll_back(self, request, queryset):
+        """Only a current deployment is rolled back: the changelist shows history too, and a rollback
+        takes out what runs now, which a replaced row does not name. Its rows are read again when the
+        confirmation is applied, and the release each showed running is what the rollback may take out."""
+        queryset = queryset.select_related("service", "environment", "release")
+        for replaced in queryset.filter(replaced_at__isnull=False):
+            running = (
+                Deployment.objects.current()
+                .filter(service=replaced.service, environment=replaced.environment)
+                .select_related("release")
+                .first()
+            )
+            now = (
+                f"{running.release.version} runs there now. Select its current deployment (the row without "
+                "“replaced at”) to roll it back."
+                if running
+                else "nothing runs there now, so there is nothing to roll back."
+            )
+            self.message_user(
+                request,
+                f"{replaced.service.name} in {replaced.environment.name}: the deployment of "
+                f"{replaced.release.version} you selected was replaced; {now}",
+                messages.ERROR,
+            )
+        current = queryset.filter(replaced_at__isnull=True)
+        if not current.exists():
+            return None
         return confirm_then_apply(
             self,
             request,
-            queryset.select_related("service", "environment", "release"),
+            current,
             action="roll_back",
             title="Roll back",
             explanation="Each service below goes back to the newest release verified in that environment before the "
@@ -321,7 +347,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
             ),
             form_class=forms.Form,
             apply=lambda deployment, request, data: transitions.request_rollback(
-                deployment.service, deployment.environment, request.user
+                deployment.service, deployment.environment, request.user, expected=deployment.release.version
             ),
         )
 

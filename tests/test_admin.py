@@ -1,15 +1,20 @@
-"""Every admin changelist, change page and add page renders for an operator."""
+"""Every admin changelist, change page and add page renders for an operator; the actions do what they confirm."""
 
 import re
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.contrib import admin
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from nexo_portal.models import ApiToken
+from releases.models import Deployment, Promotion, PromotionKind
+from tests.factories import make_release, make_service
+from tests.history import ran
 
 pytestmark = pytest.mark.django_db
 
@@ -282,3 +287,71 @@ def test_a_changed_team_is_audited_by_name_on_both_sides(operator):
     event = AuditEvent.objects.filter(action="admin.changed").get()
     assert event.data["changes"]["team"] == ["frontend-team", "backend-team"]
     assert event.service == "nexo-fe"
+
+
+@pytest.fixture
+def staging_ran_three(environments, paulo):
+    """nexo-be 2026.02.1, .2 and .3 ran in staging one after another; paulo could approve a rollback there."""
+    service, staging, start = make_service("nexo-be", team="backend-team"), environments["staging"], timezone.now()
+    for day, version in enumerate(["2026.02.1", "2026.02.2", "2026.02.3"]):
+        ran(make_release(service, version), staging, at=start + timedelta(days=day))
+    return {"service": service, "staging": staging, "rows": Deployment.objects.filter(environment=staging)}
+
+
+def rolled_back(action_response):
+    messages = [str(message) for message in action_response.context["messages"]]
+    return messages, [
+        (rollback.rolls_back.release.version, rollback.release.version)
+        for rollback in Promotion.objects.filter(kind=PromotionKind.ROLLBACK)
+    ]
+
+
+def test_the_admin_refuses_to_roll_back_a_replaced_deployment_and_says_what_runs_now(admin_client, staging_ran_three):
+    old = staging_ran_three["rows"].get(release__version="2026.02.1")
+    assert old.replaced_at is not None
+    url = reverse("admin:releases_deployment_changelist")
+    selected = {"action": "roll_back", "_selected_action": [old.pk]}
+    refusal = (
+        "nexo-be in staging: the deployment of 2026.02.1 you selected was replaced; 2026.02.3 runs there now. "
+        "Select its current deployment (the row without “replaced at”) to roll it back."
+    )
+
+    confirmation = admin_client.post(url, selected, follow=True)
+    assert "(running 2026.02.1)" not in confirmation.content.decode()
+    assert rolled_back(confirmation) == ([refusal], [])
+
+    applied = admin_client.post(url, selected | {"apply": "1"}, follow=True)
+    assert rolled_back(applied) == ([refusal], [])
+
+
+def test_an_admin_rollback_confirmed_before_a_hotfix_went_out_does_not_take_the_hotfix_out(
+    admin_client, staging_ran_three
+):
+    current = staging_ran_three["rows"].get(release__version="2026.02.3")
+    url = reverse("admin:releases_deployment_changelist")
+    selected = {"action": "roll_back", "_selected_action": [current.pk]}
+    confirmation = admin_client.post(url, selected).content.decode()
+    assert "nexo-be in staging (running 2026.02.3) → the last verified release" in confirmation
+
+    hotfix = make_release(staging_ran_three["service"], "2026.02.4")
+    ran(hotfix, staging_ran_three["staging"], at=timezone.now() + timedelta(days=3))
+    applied = admin_client.post(url, selected | {"apply": "1"}, follow=True)
+
+    assert rolled_back(applied) == (
+        [
+            "nexo-be in staging: the deployment of 2026.02.3 you selected was replaced; 2026.02.4 runs there now. "
+            "Select its current deployment (the row without “replaced at”) to roll it back."
+        ],
+        [],
+    )
+
+
+def test_the_admin_rolls_back_the_current_deployment_it_confirmed(admin_client, staging_ran_three):
+    current = staging_ran_three["rows"].get(release__version="2026.02.3")
+    url = reverse("admin:releases_deployment_changelist")
+    applied = admin_client.post(
+        url, {"action": "roll_back", "_selected_action": [current.pk], "apply": "1"}, follow=True
+    )
+    messages, rollbacks = rolled_back(applied)
+    assert rollbacks == [("2026.02.3", "2026.02.2")]
+    assert messages == ["Roll back: nexo-be in staging (running 2026.02.3) → the last verified release"]
