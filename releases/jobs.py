@@ -294,7 +294,9 @@ def commit_promotion(promotion_id):
         # one committed it must not fail what that one carried on.
         _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=[owned])
         return
-    _unless_moved_on(transitions.mark_committed, promotion, sha, written, committed_at=pushed_at)
+    _unless_moved_on(
+        transitions.mark_committed, promotion, sha, written, committed_at=pushed_at, replaced=held.get("tag")
+    )
 
 
 def _waits_for_freeze(promotion):

@@ -806,13 +806,15 @@ def start_commit(promotion):
 
 
 @transaction.atomic
-def mark_committed(promotion, sha, message, committed_at=None, *, merged=False):
+def mark_committed(promotion, sha, message, committed_at=None, *, merged=False, replaced=None):
     """Committing → committed. `committed_at` is when the push returned (default: now).
 
     `merged`: `sha` is the merge commit of the promotion's pull request, which the portal merged.
+    `replaced`: the tag the values file held before the commit, when the step read it.
     """
     promotion = _locked(promotion)
     _expect(promotion, PromotionState.COMMITTING)
+    _note_overwritten_by_hand(promotion, sha, replaced)
     promotion.state = PromotionState.COMMITTED
     promotion.committed_at = committed_at or timezone.now()
     promotion.gitops_commit_sha = sha
@@ -853,6 +855,42 @@ def mark_committed(promotion, sha, message, committed_at=None, *, merged=False):
     )
     steps.schedule(promotion, Step.SYNC)
     return promotion
+
+
+def _note_overwritten_by_hand(promotion, sha, replaced):
+    """The commit replaced a tag someone wrote by hand: neither what the portal deployed there nor (a
+    retry) the promotion's own. The reconciler's drift check skips places with a promotion in flight
+    (an approval waiting for a freeze's end may be days), so a hand fix made meanwhile was overwritten
+    without a trace but the commit message's previous version: the audit log says it now."""
+    if replaced is None or replaced == promotion.release.version:
+        return
+    running = (
+        Deployment.objects.current()
+        .filter(service=promotion.service, environment=promotion.environment)
+        .values_list("release__version", flat=True)
+        .first()
+    )
+    if running is None or replaced == running:
+        return  # a place the portal never deployed to holds what it was set up with: no drift
+    committed_there = Promotion.objects.filter(
+        service=promotion.service,
+        environment=promotion.environment,
+        release__version=replaced,
+        gitops_commit_sha__gt="",
+    )
+    if committed_there.exists():
+        return  # the portal's own commit, whose sync failed (the rollback after it replaces it)
+    path = promotion.service.values_path(promotion.environment)
+    _record(
+        AuditAction.DRIFT_DETECTED,
+        promotion,
+        None,
+        f"{path} said {replaced!r}, written there by hand over {running}; "
+        f"the commit {sha[:7]} of {_describe(promotion)} replaced it"[:500],
+        expected=running,
+        found=replaced,
+        overwritten_by=sha,
+    )
 
 
 @transaction.atomic

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from audit.models import AuditAction, AuditEvent
 from releases import transitions
 from releases.gitops.repo import GitOpsRepository
 from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepStatus
@@ -147,6 +148,7 @@ def test_a_release_degraded_in_develop_is_rolled_back_to_the_last_verified_one(p
     assert rollback_commit.summary == "rollback(nexo-be): develop → 2026.02.1"
     # What GitOps held before the rollback's commit: the bad release, not the one it goes back to.
     assert "Previous version: 2026.02.2." in rollback_commit.message
+    assert not AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED).exists(), "its own commit, not a hand edit"
     # The automatic rollback could not finish: automatic promotions into develop stop, saying why.
     hold = Hold.objects.active().get(service=service, environment=pipeline.environments["develop"])
     assert hold.reason.startswith("The automatic rollback to 2026.02.1 failed at sync: Argo CD application")

@@ -703,6 +703,31 @@ def test_reconciler_flags_gitops_drift_once_and_clears_it_when_fixed(pipeline):
     assert deployment.drifted_tag == ""
 
 
+def test_a_tag_written_by_hand_while_a_promotion_was_in_flight_is_said_when_the_commit_replaces_it(pipeline):
+    """The drift check skips places with a promotion in flight (an approval may wait days for a freeze's
+    end): a hand fix made meanwhile was overwritten with no trace but the commit message's previous
+    version."""
+    service = pipeline.add_service("nexo-be")
+    develop = pipeline.environments["develop"]
+    transitions.request_promotion(make_release(service, "2026.02.1"), develop, None)
+    pipeline.run_jobs()
+    promotion = transitions.request_promotion(make_release(service, "2026.02.2"), develop, None)
+    original = pipeline.gitops.read("helm/nexo-be/values-develop.yaml")
+    pipeline.gitops.write("helm/nexo-be/values-develop.yaml", original.replace("2026.02.1", "2026.02.1-hotfix"))
+
+    pipeline.run_jobs()
+
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.VERIFIED
+    event = AuditEvent.objects.get(action=AuditAction.DRIFT_DETECTED, promotion_id=promotion.pk)
+    assert event.message == (
+        "helm/nexo-be/values-develop.yaml said '2026.02.1-hotfix', written there by hand over 2026.02.1; "
+        f"the commit {promotion.gitops_commit_sha[:7]} of nexo-be 2026.02.2 → develop replaced it"
+    )
+    assert (event.data["expected"], event.data["found"]) == ("2026.02.1", "2026.02.1-hotfix")
+    assert AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED).count() == 1  # the first commit: none
+
+
 def test_the_drift_check_skips_while_a_worker_holds_the_gitops_lock(pipeline):
     """A worker pushing a promotion that the reconciler did not see in flight yet is not drift."""
     import threading
