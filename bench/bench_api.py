@@ -94,7 +94,7 @@ def prepare():
     team = Group.objects.create(name="bench-team")
     for number in range(SERVICES):
         Service.objects.create(name=f"bench-{number}", team=team, image_repository=f"ghcr.io/bench/{number}")
-    _, plain = ApiToken.objects.issue(name="bench-ci", scopes=["register"])
+    _, plain = ApiToken.objects.issue(name="bench-ci", scopes=["register"], all_services=True)
     return plain
 
 

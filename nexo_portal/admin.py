@@ -16,7 +16,7 @@ class ApiTokenForm(forms.ModelForm):
 
     class Meta:
         model = ApiToken
-        fields = ["name", "scopes", "services", "user", "expires_at"]
+        fields = ["name", "scopes", "all_services", "services", "user", "expires_at"]
 
     def clean_scopes(self):
         return " ".join(self.cleaned_data["scopes"])
@@ -25,6 +25,9 @@ class ApiTokenForm(forms.ModelForm):
         cleaned_data = super().clean()
         self.instance.user = cleaned_data.get("user")
         self.instance.validate_issuer(self.issuer)
+        if "services" in cleaned_data:
+            self.instance.all_services = cleaned_data.get("all_services", False)
+            self.instance.validate_services(cleaned_data["services"])
         return cleaned_data
 
 
@@ -128,7 +131,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.display(description="Services")
     def service_names(self, token):
-        return ", ".join(service.name for service in token.services.all()) or "all"
+        return token.describe_services()
 
     @admin.display(description="Status")
     def status(self, token):

@@ -86,18 +86,24 @@ class ApiTokenQuerySet(models.QuerySet):
             tokens = tokens.annotate(limited_to=ArraySubquery(limits))
         return tokens.first()
 
-    def issue(self, *, name, scopes, services=(), user=None, expires_at=None, created_by=None):
-        """Create a token and return it with its plain secret, which is never available again."""
+    def issue(self, *, name, scopes, services=(), all_services=False, user=None, expires_at=None, created_by=None):
+        """Create a token and return it with its plain secret, which is never available again.
+
+        It is for the `services` listed or, with `all_services`, for every one: never both, never neither.
+        """
+        services = list(services)
         with transaction.atomic():
             token = self.model(
                 name=name,
                 scopes=" ".join(dict.fromkeys(scopes)),
+                all_services=all_services,
                 user=user,
                 expires_at=expires_at,
                 created_by=created_by,
             )
             plain_token = token.set_secret()
             token.full_clean()
+            token.validate_services(services)
             token.validate_issuer(created_by)
             token.save()
             token.services.set(services)
@@ -117,13 +123,19 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=VISIBLE_PREFIX_LENGTH, editable=False, help_text="The start of the token.")
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     scopes = models.CharField(max_length=100, help_text="What the token may do.")
+    # A flag rather than "no service selected": deleting a service takes it out of every token's
+    # list, and a token limited to that one service must then act on none, not on all.
+    all_services = models.BooleanField(
+        default=False,
+        help_text="It may act on and read every service, those added later too. Otherwise: the services selected.",
+    )
     services = models.ManyToManyField(
         "releases.Service",
         blank=True,
         related_name="api_tokens",
         help_text=(
-            "The services it may act on and read (releases, promotions, matrix, audit log, DORA). "
-            "None selected: all services."
+            "The services it may act on and read (releases, promotions, matrix, audit log, DORA), "
+            "unless it is for all services."
         ),
     )
     user = models.ForeignKey(
@@ -175,15 +187,24 @@ class ApiToken(models.Model):
 
     @cached_property
     def service_ids(self):
-        """The services it is limited to (empty: all), read once per request if `find()` did not."""
+        """The services it is limited to (unless `all_services`), read once per request if `find()` did not.
+
+        Empty when they were all deleted since: the token then acts on none."""
         if "limited_to" in self.__dict__:
             return set(self.limited_to)
         return set(self.services.values_list("pk", flat=True))
 
     def allows_service(self, service, scope=None):
-        """Whether the token may act on this service (a token limited to none may act on all); its
-        scopes hold for each of its services alike, so `scope` changes nothing here."""
-        return not self.service_ids or service.pk in self.service_ids
+        """Whether the token may act on this service; its scopes hold for each of its services alike,
+        so `scope` changes nothing here."""
+        return self.all_services or service.pk in self.service_ids
+
+    def describe_services(self):
+        """The services it may act on, in words, wherever the token is shown."""
+        if self.all_services:
+            return "all services"
+        names = sorted(service.name for service in self.services.all())
+        return ", ".join(names) or "none: it was limited to services that no longer exist (revoke it)"
 
     @property
     def is_personal(self):
@@ -236,6 +257,13 @@ class ApiToken(models.Model):
             )
         if self.expires_at is not None and self.expires_at <= (self.created_at or timezone.now()):
             raise ValidationError({"expires_at": "The expiry date must be in the future."})
+
+    def validate_services(self, services):
+        """All services is said, never inferred from an empty list (which deleting services makes)."""
+        if self.all_services and services:
+            raise ValidationError({"services": "Choose either all services or some services, not both."})
+        if not self.all_services and not services:
+            raise ValidationError({"services": "Choose the services it may act on, or all services."})
 
     def validate_issuer(self, issuer):
         """A personal token acts as its person, so only they or a superuser may create it."""
@@ -290,6 +318,7 @@ class ApiToken(models.Model):
             "token": self.name,
             "prefix": self.prefix,
             "scopes": self.scope_list,
+            "all_services": self.all_services,
             "services": sorted(service.name for service in self.services.all()),
             "user": self.user.get_username() if self.user else None,
             "expires_at": self.expires_at,

@@ -45,6 +45,7 @@ class OidcGrant:
 
     is_api_token = True
     is_personal = False
+    all_services = False  # a trust policy names its services; none left means none
     user = None
     user_id = None
 

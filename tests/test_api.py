@@ -39,7 +39,9 @@ def world(environments, redis_connection, rita, sam, lead):
 
 def token_client(*scopes, services=(), user=None, name=None):
     name = name or f"ci-{'-'.join(scopes) or 'none'}-{ApiToken.objects.count() + 1}"
-    token, plain = ApiToken.objects.issue(name=name, scopes=scopes, services=services, user=user)
+    token, plain = ApiToken.objects.issue(
+        name=name, scopes=scopes, services=services, all_services=not services, user=user
+    )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
     client.token = token
@@ -178,7 +180,7 @@ def test_a_retried_registration_reads_only_the_token_the_service_and_the_release
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_never_make_a_second_version(environments, redis_connection):
     make_service("nexo-be")
-    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"], all_services=True)
     start, answers = threading.Barrier(6), []
 
     def register():
@@ -276,7 +278,7 @@ def test_registrations_write_their_release_before_they_wait_for_the_audit_chain(
     and wait there side by side, rather than one behind the other before doing anything."""
     make_service("nexo-be")
     make_service("nexo-fe")
-    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"], all_services=True)
     with _ChainHeld(plain) as chain:
         chain.register("be", service="nexo-be")
         chain.register("fe", service="nexo-fe")
@@ -291,7 +293,7 @@ def test_a_retry_racing_its_original_answers_with_the_same_release(environments,
     """The retry finds nothing yet, waits for the month's build counter, then collides with the original
     on the release's unique constraint: it gives its build number back and answers the original's."""
     make_service("nexo-be")
-    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"], all_services=True)
     with _ChainHeld(plain) as chain:
         chain.register("original")
         assert _backends_waiting(1, with_a_release_written=True) == 1
@@ -307,7 +309,7 @@ def test_a_retry_racing_its_original_answers_with_the_same_release(environments,
 @pytest.mark.django_db(transaction=True)
 def test_a_version_registered_meanwhile_by_another_build_is_a_conflict(environments, redis_connection):
     make_service("nexo-be")
-    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"], all_services=True)
     with _ChainHeld(plain) as chain:
         chain.register("first", version="2026.02.1")
         assert _backends_waiting(1, with_a_release_written=True) == 1
@@ -327,7 +329,7 @@ def test_a_build_that_waited_behind_a_request_made_while_it_registered_goes_once
     promotion is cancelled: it counts as registered after the request, in the chain's order."""
     service = make_service("nexo-be", team="backend-team")
     older = make_release(service, "2026.02.1")
-    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"], all_services=True)
     requested = {}
 
     def request_the_older_one():
@@ -359,7 +361,7 @@ def test_a_registration_that_deadlocks_with_the_gitops_import_takes_the_next_bui
     which PostgreSQL ends by aborting the registration. It is tried again, and takes the next one."""
     service = make_service("nexo-be")
     today = timezone.localdate()
-    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"])
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["register"], all_services=True)
     imported = {}
     with _ChainHeld(plain) as chain:
         chain.register("build")
@@ -465,6 +467,22 @@ def test_a_token_made_for_other_services_may_not_register_this_one(world):
     client = token_client("register", services=[world["other"]])
     assert_error(client.post("/api/v1/releases/", build(), format="json"), 403, text="not on nexo-be")
     assert not Release.objects.exists()
+
+
+def test_a_token_whose_services_were_all_deleted_registers_no_service(world):
+    # A CI token made for a misspelt service, which was then deleted: it must not become a token for every service.
+    typo = make_service("nexo-bee", team="backend-team")
+    client = token_client("register", services=[typo])
+    assert_error(client.post("/api/v1/releases/", build(), format="json"), 403, text="not on nexo-be")
+    typo.delete()
+    assert_error(client.post("/api/v1/releases/", build(), format="json"), 403, text="no longer exist")
+    assert not Release.objects.exists()
+
+
+def test_a_token_for_all_services_registers_a_service_added_after_it(world):
+    client = token_client("register")
+    make_service("nexo-new", team="backend-team")
+    assert client.post("/api/v1/releases/", build(service="nexo-new"), format="json").status_code == 201
 
 
 def test_people_register_builds_only_of_services_their_team_owns(world):
@@ -676,7 +694,9 @@ def test_a_decision_through_a_token_says_in_the_audit_which_token_and_who_made_i
     release = make_release(world["service"], "2026.02.1")
     verified_through(release, "develop", "qa", "staging", environments=world["env"])
     promotion = transitions.request_promotion(release, world["env"]["production"], world["rita"])
-    token, plain = ApiToken.objects.issue(name="sam-script", scopes=["promote"], user=world["sam"], created_by=root)
+    token, plain = ApiToken.objects.issue(
+        name="sam-script", scopes=["promote"], user=world["sam"], created_by=root, all_services=True
+    )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
 
@@ -703,7 +723,9 @@ def test_a_token_made_for_someone_else_does_not_decide_for_its_maker(world, djan
     release = make_release(world["service"], "2026.02.1")
     verified_through(release, "develop", "qa", "staging", environments=world["env"])
     promotion = transitions.request_promotion(release, world["env"]["production"], root)
-    _, for_sam = ApiToken.objects.issue(name="sam-by-root", scopes=["promote"], user=world["sam"], created_by=root)
+    _, for_sam = ApiToken.objects.issue(
+        name="sam-by-root", scopes=["promote"], user=world["sam"], created_by=root, all_services=True
+    )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {for_sam}")
 
@@ -719,7 +741,7 @@ def test_a_token_made_for_someone_else_does_not_decide_for_its_maker(world, djan
     world["lead"].is_superuser = True  # who may make personal tokens for others
     world["lead"].save()
     _, for_sam_by_lead = ApiToken.objects.issue(
-        name="sam-by-lead", scopes=["promote"], user=world["sam"], created_by=world["lead"]
+        name="sam-by-lead", scopes=["promote"], user=world["sam"], created_by=world["lead"], all_services=True
     )
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {for_sam_by_lead}")
     again = client.post(f"/api/v1/promotions/{other.pk}/approve/", {}, format="json")

@@ -94,7 +94,7 @@ def world(environments, redis_connection, settings, rita):
     make_release(service, "2026.02.1")
     rita.groups.add(Group.objects.get(name="sre-team"))
     _, CURRENT_TOKEN["plain"] = ApiToken.objects.issue(
-        name="schemathesis", scopes=["register", "promote", "report", "read"]
+        name="schemathesis", scopes=["register", "promote", "report", "read"], all_services=True
     )
     # Like Django's test client: keep the test's database connection open across requests.
     for signal in (request_started, request_finished):

@@ -62,6 +62,8 @@ def empty_throttle_counters(redis_connection):
 
 
 def issue(name="ci-nexo-be", scopes=(TokenScope.REGISTER,), **fields):
+    """A token for the services given, or for all services."""
+    fields.setdefault("all_services", not fields.get("services"))
     return ApiToken.objects.issue(name=name, scopes=scopes, **fields)
 
 
@@ -108,6 +110,7 @@ def test_creation_is_audited_without_the_secret(administrator):
     assert event.data["token"] == "ci-nexo-be"
     assert event.data["scopes"] == ["register", "read"]
     assert event.data["services"] == ["nexo-be"]
+    assert event.data["all_services"] is False
     assert plain_token not in str(event.hashed_fields())
 
 
@@ -287,12 +290,67 @@ def test_token_limited_to_services_may_act_on_those_only(client):
     assert response.json()["message"] == "This API token may act on nexo-be only, not on nexo-fe."
 
 
-def test_token_without_services_may_act_on_all(client):
+def test_token_for_all_services_may_act_on_all_those_added_later_too(client):
+    token, plain_token = issue(scopes=[TokenScope.READ], all_services=True)
     services = [make_service("nexo-be"), make_service("nexo-fe")]
-    token, plain_token = issue(scopes=[TokenScope.READ])
     assert all(token.allows_service(service) for service in services)
     for service in services:
         assert client.get(f"/test-api/services/{service.name}/", **bearer(plain_token)).status_code == 200
+    assert token.describe_services() == "all services"
+
+
+def test_token_limited_to_services_since_deleted_may_act_on_none(client):
+    nexo_be, typo = make_service("nexo-be"), make_service("nexo-bee")
+    _token, plain_token = issue(scopes=[TokenScope.READ], services=[typo])
+    typo.delete()
+    token = ApiToken.objects.find(plain_token)
+    assert not token.allows_service(nexo_be)
+    assert token.describe_services() == "none: it was limited to services that no longer exist (revoke it)"
+    response = client.get("/test-api/services/nexo-be/", **bearer(plain_token))
+    assert response.status_code == 403
+    assert response.json()["message"] == (
+        "This API token was limited to services that no longer exist: it may act on none. "
+        "Ask a platform engineer for a new one."
+    )
+
+
+@pytest.mark.parametrize(
+    ("all_services", "listed", "message"),
+    [
+        (False, False, "Choose the services it may act on, or all services."),
+        (True, True, "Choose either all services or some services, not both."),
+    ],
+)
+def test_issuing_says_all_services_or_lists_them_never_neither_nor_both(all_services, listed, message):
+    from django.core.exceptions import ValidationError
+
+    services = [make_service("nexo-be")] if listed else []
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        ApiToken.objects.issue(name="ci", scopes=["read"], services=services, all_services=all_services)
+    assert not ApiToken.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+def test_the_migration_keeps_tokens_made_for_all_services_and_not_those_whose_services_were_deleted():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    keep_all_services = import_module("nexo_portal.migrations.0006_token_for_all_services_is_said").keep_all_services
+    typo, nexo_be = make_service("nexo-bee"), make_service("nexo-be")
+    issue(name="ci-all")
+    issue(name="ci-typo", services=[typo])
+    issue(name="ci-be", services=[nexo_be])
+    typo.delete()
+    ApiToken.objects.update(all_services=False)  # as every token was before the migration
+
+    keep_all_services(apps, None)
+
+    assert dict(ApiToken.objects.values_list("name", "all_services")) == {
+        "ci-all": True,
+        "ci-typo": False,
+        "ci-be": False,
+    }
 
 
 # --- last use and throttling -----------------------------------------------------------------
@@ -388,6 +446,7 @@ def add_token_in_admin(client, **fields):
     data = {
         "name": "github-actions-nexo-be",
         "scopes": ["register", "read"],
+        "all_services": not fields.get("services"),
         "services": [],
         "user": "",
         "expires_at": "",
@@ -436,6 +495,34 @@ def test_admin_refuses_bad_input_and_saves_nothing(operator):
     assert response.context["adminform"].form.errors.keys() == {"name", "scopes"}
     assert not ApiToken.objects.exists()
     assert not AuditEvent.objects.exists()
+
+
+def test_admin_asks_for_all_services_or_a_list_of_them(operator):
+    service = make_service("nexo-be")
+    response = add_token_in_admin(operator, all_services=False)
+    assert response.context["adminform"].form.errors["services"] == [
+        "Choose the services it may act on, or all services."
+    ]
+    response = add_token_in_admin(operator, all_services=True, services=[service.pk])
+    assert response.context["adminform"].form.errors["services"] == [
+        "Choose either all services or some services, not both."
+    ]
+    assert not ApiToken.objects.exists()
+
+    response = add_token_in_admin(operator)
+    assert "Services: all services" in response.content.decode()
+    assert ApiToken.objects.get().all_services
+
+
+def test_admin_says_a_token_whose_services_were_deleted_acts_on_none(operator):
+    typo = make_service("nexo-bee")
+    token, _ = issue(services=[typo])
+    typo.delete()
+    for page in (
+        reverse("admin:nexo_portal_apitoken_changelist"),
+        reverse("admin:nexo_portal_apitoken_change", args=[token.pk]),
+    ):
+        assert "limited to services that no longer exist" in operator.get(page).content.decode()
 
 
 def test_admin_tokens_are_viewed_revoked_never_edited_or_deleted(operator):
@@ -501,11 +588,20 @@ def test_create_api_token_command_prints_the_token_once():
         stdout=out,
     )
     plain_token = TOKEN_PATTERN.search(out.getvalue()).group()
+    assert "API token ci-nexo-be (register, report) for nexo-be." in out.getvalue()
     token = ApiToken.objects.find(plain_token)
     assert token.name == "ci-nexo-be"
     assert token.scope_list == ["register", "report"]
     assert [service.name for service in token.services.all()] == ["nexo-be"]
+    assert not token.all_services
     assert timedelta(days=89) < token.expires_at - timezone.now() <= timedelta(days=90)
+
+
+def test_create_api_token_command_without_a_service_makes_a_token_for_all_services():
+    out = io.StringIO()
+    call_command("create_api_token", "ci-all", "--scope", "read", stdout=out)
+    assert "API token ci-all (read) for all services." in out.getvalue()
+    assert ApiToken.objects.get().all_services
 
 
 def test_create_api_token_command_refuses_unknown_services_and_saves_nothing():

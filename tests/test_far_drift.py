@@ -65,7 +65,7 @@ def test_the_board_and_the_matrix_show_it(issue_scenario, client, viewer):
     client.force_login(viewer)
     page = client.get("/").content.decode()
     assert "29 builds behind develop" in page
-    _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"])
+    _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"], all_services=True)
     body = client.get("/api/v1/matrix/", HTTP_AUTHORIZATION=f"Bearer {plain}").json()
     cells = {c["environment"]: c for c in body[0]["environments"]}
     assert (cells["production"]["builds_behind"], cells["production"]["drift_warning"]) == (0, False)

@@ -30,7 +30,9 @@ def world(environments, redis_connection, settings, rita):
     settings.INCIDENT_WEBHOOK_SECRET = SECRET
     service = make_service("nexo-be", team="backend-team")
     make_release(service, "2026.02.1")
-    _, plain = ApiToken.objects.issue(name="hostile", scopes=["register", "promote", "report", "read"])
+    _, plain = ApiToken.objects.issue(
+        name="hostile", scopes=["register", "promote", "report", "read"], all_services=True
+    )
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
     return {"api": api, "rita": rita, "service": service}

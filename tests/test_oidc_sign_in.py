@@ -325,6 +325,18 @@ def test_a_trusted_run_acts_only_on_its_policys_services(issuer, policy):
     assert "nexo-fe" in answer.json()["message"]
 
 
+def test_a_run_whose_policys_services_were_all_deleted_reads_and_acts_on_none(issuer, policy, services):
+    make_release(services["nexo-be"], "2026.02.1")
+    typo = make_service("nexo-bee")
+    policy.services.set([typo])
+    typo.delete()
+    client = client_with(issuer.token(audience=AUDIENCE))
+
+    assert client.get("/api/v1/releases/").json()["count"] == 0
+    assert client.get("/api/v1/matrix/").json() == []
+    assert register(issuer.token(audience=AUDIENCE)).status_code == 403
+
+
 def test_a_trusted_run_never_promotes_nor_approves(issuer, policy, services, environments):
     release = make_release(services["nexo-be"], "2026.02.1")
     client = client_with(issuer.token(audience=AUDIENCE))

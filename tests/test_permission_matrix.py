@@ -79,7 +79,9 @@ def world(environments, redis_connection, rita, paulo, sam, lead):
         user.is_staff = True
         user.save(update_fields=["is_staff"])
         user.user_permissions.add(*view)
-    token, plain = ApiToken.objects.issue(name="ci", scopes=["register", "promote", "report", "read"])
+    token, plain = ApiToken.objects.issue(
+        name="ci", scopes=["register", "promote", "report", "read"], all_services=True
+    )
     return {"service": service, "env": environments, "people": people, "token": token, "plain": plain}
 
 

@@ -122,7 +122,7 @@ def test_the_api_gives_the_report_and_a_service_token_sees_its_services_only(his
 
 @pytest.mark.parametrize("days", ["0", "367", "week", "-3", "²", "9" * 5000])
 def test_a_bad_window_is_refused_saying_what_to_send(history, client, viewer, days):
-    _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"])
+    _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"], all_services=True)
     response = client.get(f"/api/v1/slo/?days={days}", HTTP_AUTHORIZATION=f"Bearer {plain}")
     assert response.status_code == 400
     client.force_login(viewer)
@@ -176,7 +176,7 @@ def test_an_active_promotion_past_its_target_is_marked_on_the_board_and_in_the_m
     assert cell.overdue.label == "past its 30 min target"
     client.force_login(viewer)
     assert "past its 30 min target" in client.get("/").content.decode()
-    _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"])
+    _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"], all_services=True)
     body = client.get("/api/v1/matrix/", HTTP_AUTHORIZATION=f"Bearer {plain}").json()
     cells = {c["environment"]: c for c in body[0]["environments"]}
     assert (cells["staging"]["overdue"], cells["production"]["overdue"]) == (True, False)

@@ -28,7 +28,7 @@ def release(environments, redis_connection):
 
 
 def ci_client(created_by, name="ci-nexo-be"):
-    _, plain = ApiToken.objects.issue(name=name, scopes=[TokenScope.PROMOTE], created_by=created_by)
+    _, plain = ApiToken.objects.issue(name=name, scopes=[TokenScope.PROMOTE], created_by=created_by, all_services=True)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
     return client
@@ -82,7 +82,9 @@ def test_a_rollback_through_the_token_of_one_of_too_few_approvers_is_refused(rel
     newer = make_release(release.service, "2026.02.2")
     verified_through(release, "production", environments=environments)
     verified_through(newer, "production", environments=environments)
-    token, _ = ApiToken.objects.issue(name="ci-rollback", scopes=[TokenScope.PROMOTE], created_by=sam)
+    token, _ = ApiToken.objects.issue(
+        name="ci-rollback", scopes=[TokenScope.PROMOTE], created_by=sam, all_services=True
+    )
     with pytest.raises(PromotionError, match=r"only 1 person other than the token's creator \(sara\) can"):
         transitions.request_promotion(release, production, TokenPrincipal(token), kind=PromotionKind.ROLLBACK)
 

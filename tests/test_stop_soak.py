@@ -259,7 +259,7 @@ def test_the_api_refuses_a_stop_without_a_comment_on_the_field(world):
 
 def test_a_ci_token_never_stops_a_soak(world):
     promotion = soaking_in(world, "staging")
-    _token, plain = ApiToken.objects.issue(name="ci", scopes=["promote"])
+    _token, plain = ApiToken.objects.issue(name="ci", scopes=["promote"], all_services=True)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
 

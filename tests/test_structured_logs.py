@@ -131,7 +131,7 @@ def test_a_promotion_is_followed_from_the_approval_request_through_every_job(
 def test_an_api_token_request_logs_as_the_token_and_never_its_secret(client, environments, capture_logs):
     from nexo_portal.models import ApiToken
 
-    _token, plain = ApiToken.objects.issue(name="ci-logs", scopes=["read"])
+    _token, plain = ApiToken.objects.issue(name="ci-logs", scopes=["read"], all_services=True)
     logs = capture_logs()
     response = client.get("/api/v1/promotions/999999/", HTTP_AUTHORIZATION=f"Bearer {plain}")
     assert response.status_code == 404

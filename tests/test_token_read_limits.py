@@ -80,6 +80,25 @@ def test_limited_token_gets_dora_of_its_services_only(world):
     assert response.status_code == 403
 
 
+def test_a_token_whose_services_were_all_deleted_reads_no_service(world):
+    typo = make_service("nexo-bee")
+    client = token_client("read", services=[typo])
+    assert client.get("/api/v1/dora/", {"environment": "develop", "service": "nexo-be"}).status_code == 403
+    typo.delete()
+    response = client.get("/api/v1/dora/", {"environment": "develop", "service": "nexo-be"})
+    assert response.status_code == 403
+    assert response.json()["message"] == (
+        "This API token was limited to services that no longer exist: it may act on none. "
+        "Ask a platform engineer for a new one."
+    )
+    assert client.get(f"/api/v1/promotions/{world['promotions']['nexo-be'].pk}/").status_code == 403
+    assert client.get("/api/v1/releases/").json()["count"] == 0
+    assert client.get("/api/v1/promotions/").json()["count"] == 0
+    assert client.get("/api/v1/matrix/").json() == []
+    assert client.get("/api/v1/audit/").json()["count"] == 0
+    assert client.get("/api/v1/dora/", {"environment": "develop"}).json()["services"] == []
+
+
 def test_unlimited_tokens_and_people_read_every_service(world):
     ci = token_client("read")
     personal = token_client("read", user=world["rita"])

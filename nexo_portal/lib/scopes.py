@@ -4,8 +4,9 @@ The token itself (nexo_portal.models.ApiToken) is found by the authentication cl
 name; views only ask it through `has_scope()`, `allows_service()` and `service_ids`.
 
 A token limited to services reads only those services too: its lists leave the others out and a
-detail of another service is refused. A session, or a token limited to none (a personal one reads
-what its person reads), sees every service.
+detail of another service is refused. A session, or a token for all services (a personal one reads
+what its person reads), sees every service. "All" is the token's `all_services` flag, never an empty
+list: a token whose services were all deleted reads and acts on none.
 """
 
 from rest_framework import exceptions
@@ -38,14 +39,21 @@ def require_service(request, service, scope=None):
     `scope`, or to read (None)."""
     token = token_of(request)
     if token is not None and not token.allows_service(service, scope):
-        allowed = ", ".join(readable_service_names(request))
-        raise exceptions.PermissionDenied(f"This API token may act on {allowed} only, not on {service.name}.")
+        allowed = readable_service_names(request)
+        if not allowed:
+            raise exceptions.PermissionDenied(
+                "This API token was limited to services that no longer exist: it may act on none. "
+                "Ask a platform engineer for a new one."
+            )
+        raise exceptions.PermissionDenied(
+            f"This API token may act on {', '.join(allowed)} only, not on {service.name}."
+        )
 
 
 def readable_service_ids(request):
     """The ids of the services the request may read, or None for every service."""
     token = token_of(request)
-    if token is None or not token.service_ids:
+    if token is None or token.all_services:
         return None
     return token.service_ids
 

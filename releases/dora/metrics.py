@@ -15,7 +15,7 @@ from functools import cached_property
 
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
-from django.db.models import Count, DateField, Exists, F, OuterRef, Q, Subquery, TextChoices
+from django.db.models import Count, DateField, Exists, F, OuterRef, Q, Subquery, TextChoices, Value
 from django.db.models.functions import TruncDate, TruncMonth, TruncWeek
 from django.utils import timezone
 
@@ -671,7 +671,8 @@ def report(
         deployments = deployments.filter(service__team=team)
     if only is not None:
         services = services.filter(pk__in=sorted(only))
-        deployments = deployments.filter(service_id__in=sorted(only))
+        # Django writes no SQL for `IN ()`, and the aggregation below needs SQL: none readable is "no row".
+        deployments = deployments.filter(service_id__in=sorted(only)) if only else deployments.filter(Value(False))
 
     totals = _aggregate(deployments, interval)
     overall = _figures(

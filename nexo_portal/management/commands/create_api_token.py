@@ -29,7 +29,8 @@ class Command(BaseCommand):
             action="append",
             default=[],
             dest="services",
-            help="Limit to this service, to act on and to read (repeatable).",
+            help="Limit it to this service, to act on and to read (repeatable). Without it: all services, "
+            "those added later too.",
         )
         parser.add_argument("--user", help="Make it a personal token acting as this user.")
         parser.add_argument(
@@ -54,6 +55,7 @@ class Command(BaseCommand):
                 name=name,
                 scopes=scopes,
                 services=found.values(),
+                all_services=not services,
                 user=user,
                 expires_at=expires_at,
                 created_by=created_by,
@@ -63,7 +65,8 @@ class Command(BaseCommand):
                 "; ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items())
             ) from error
         self.stdout.write(
-            f"API token {token.name} ({', '.join(token.scope_list)}). Copy it now, it is not shown again:"
+            f"API token {token.name} ({', '.join(token.scope_list)}) for {token.describe_services()}. "
+            "Copy it now, it is not shown again:"
         )
         self.stdout.write(plain_token)
 
