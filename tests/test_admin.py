@@ -266,6 +266,36 @@ def test_adding_someone_to_an_approver_group_is_audited_and_no_password_is_kept(
     assert "pbkdf2" not in event.message
 
 
+def test_an_approvers_password_set_in_the_admin_is_audited_without_its_value(operator, django_user_model):
+    sam = django_user_model.objects.get(username="sam")
+    url = admin_url(django_user_model, "password_change", sam.pk)
+    new_password = "Taken-Over-9876!"
+    answer = operator.post(url, {"password1": new_password, "password2": new_password, "usable_password": "true"})
+
+    assert answer.status_code == 302
+    sam.refresh_from_db()
+    assert sam.check_password(new_password)
+    event = AuditEvent.objects.filter(action="admin.changed").get()
+    assert (event.actor, event.data) == (
+        "operator",
+        {"model": "auth.User", "object": sam.pk, "changes": {"password": "set"}},
+    )
+    assert "sam" in event.message
+    assert new_password not in event.message
+    assert "pbkdf2" not in event.message
+
+
+def test_a_password_form_refused_in_the_admin_records_nothing(operator, django_user_model):
+    sam = django_user_model.objects.get(username="sam")
+    url = admin_url(django_user_model, "password_change", sam.pk)
+    answer = operator.post(
+        url, {"password1": "Taken-Over-9876!", "password2": "Other-9876!", "usable_password": "true"}
+    )
+
+    assert answer.status_code == 200
+    assert not AuditEvent.objects.filter(action="admin.changed").exists()
+
+
 def test_deleting_an_incident_in_the_admin_is_audited(operator):
     from releases.models import Incident
 
