@@ -53,6 +53,7 @@ class AuditAction(models.TextChoices):
     ADMIN_ADDED = "admin.added", "Added in the admin"
     ADMIN_CHANGED = "admin.changed", "Changed in the admin"
     ADMIN_DELETED = "admin.deleted", "Deleted in the admin"
+    GROUPS_SYNCED = "user.groups_synced", "Groups changed by GitHub teams at sign-in"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -6,9 +6,11 @@ from urllib.parse import urljoin
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db import transaction
 from social_core.backends.github_enterprise import GithubEnterpriseOrganizationOAuth2
 from social_core.exceptions import AuthPolicyError, AuthResponseError
+
+from audit import log as audit_log
+from audit.models import AuditAction
 
 from .lib import metrics
 
@@ -90,7 +92,8 @@ def sync_team_groups(backend, user, response, *args, **kwargs):
     Adds the groups of the teams they are in, removes the mapped groups of teams they
     left, and leaves every group that GITHUB_TEAM_GROUPS does not mention alone (groups an
     operator gave by hand). If the teams cannot be read, sign-in fails rather than keep
-    rights the person may have lost.
+    rights the person may have lost. Groups decide who may approve, so a change is audited
+    as the same change made in the admin is (each side's groups), with the change itself.
     """
     mapping = team_group_mapping()
     if not mapping:
@@ -98,15 +101,22 @@ def sync_team_groups(backend, user, response, *args, **kwargs):
     teams = fetch_teams(backend, response["access_token"])
     wanted = {group_name for team, group_name in mapping.items() if team in teams}
     managed = set(mapping.values())
-    with transaction.atomic():
-        current = set(user.groups.filter(name__in=managed).values_list("name", flat=True))
+    with audit_log.chain_transaction():
+        groups_before = sorted(user.groups.values_list("name", flat=True))
+        current = managed.intersection(groups_before)
         added = sorted(wanted - current)
         removed = sorted(current - wanted)
+        if not (added or removed):
+            return
         if added:
             user.groups.add(*(Group.objects.get_or_create(name=name)[0] for name in added))
         if removed:
             user.groups.remove(*Group.objects.filter(name__in=removed))
-    if added or removed:
-        logger.info(
-            "GitHub teams of %s: added to %s; removed from %s", user.get_username(), added or "-", removed or "-"
+        groups_after = sorted(set(groups_before).union(added).difference(removed))
+        summary = f"added to {', '.join(added) or '—'}; removed from {', '.join(removed) or '—'}"
+        audit_log.record(
+            AuditAction.GROUPS_SYNCED,
+            message=f"user {user.get_username()}'s GitHub teams changed their groups at sign-in: {summary}",
+            data={"model": user._meta.label, "object": user.pk, "changes": {"groups": [groups_before, groups_after]}},
         )
+    logger.info("GitHub teams of %s: %s", user.get_username(), summary)

@@ -278,6 +278,36 @@ def test_a_sign_in_lasts_a_working_day_so_a_team_left_on_github_stops_counting(
     assert client.get("/").status_code == 302
 
 
+def test_groups_a_sign_in_changes_are_in_the_audit_log(client, github_server, octocat, settings):
+    from audit.models import AuditEvent
+
+    settings.GITHUB_TEAM_GROUPS = {"sre": "sre-team"}
+    sre = github_server.add_team(ORG, "sre")
+
+    sign_in_with_github(client)  # in no mapped team: no group changes, none is recorded
+    assert not AuditEvent.objects.exists()
+    user = get_user(client)
+    user.groups.add(Group.objects.create(name="backend-team"))  # given by hand in the admin
+
+    client.logout()
+    sre.members.add("octocat")
+    sign_in_with_github(client)  # now approves production
+    client.logout()
+    sre.members.discard("octocat")
+    sign_in_with_github(client)
+
+    added, removed = AuditEvent.objects.order_by("id")
+    assert (added.action, added.actor) == ("user.groups_synced", "system")
+    assert added.data == {
+        "model": "auth.User",
+        "object": user.pk,
+        "changes": {"groups": [["backend-team"], ["backend-team", "sre-team"]]},
+    }
+    assert user.get_username() in added.message
+    assert "sre-team" in added.message
+    assert removed.data["changes"] == {"groups": [["backend-team", "sre-team"], ["backend-team"]]}
+
+
 def test_same_team_slug_in_another_organization_grants_nothing(client, github_server, octocat, settings):
     settings.GITHUB_TEAM_GROUPS = {"sre": "sre-team", "partner-org/auditors": "auditors"}
     github_server.add_member("partner-org", "octocat")
