@@ -42,7 +42,10 @@ class Per:
 
 
 def timestamp(moment):
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """UTC in whole seconds, as the reference example writes it (`2026-02-01T10:30:00Z`): one shape
+    for every record, which jq's `fromdateiso8601` reads. Events within one second stay apart and
+    in order by their `id` (`audit_event_id` per promotion) and their chain hashes."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _chunks(events):

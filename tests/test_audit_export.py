@@ -2,10 +2,12 @@
 every record valid against docs/audit-record.schema.json; the per-step log with `per=step`."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import jsonschema
 import pytest
+import time_machine
 from django.test import Client
 from django.utils import timezone
 
@@ -135,6 +137,32 @@ def test_promotions_that_did_not_complete_are_not_records_but_their_steps_stay_a
         "promotion.approved",
         "promotion.approved",
     ]
+
+
+@pytest.mark.django_db
+def test_every_timestamp_has_the_reference_shape_whole_seconds_in_utc(production):
+    from datetime import UTC, datetime
+
+    from audit import log as audit
+    from audit.models import AuditAction
+
+    production.deployed_at = datetime(2026, 2, 1, 10, 0, 0, 654321, tzinfo=UTC)
+    production.save()
+    for at in (datetime(2026, 2, 1, 10, 30, tzinfo=UTC), datetime(2026, 2, 1, 10, 30, 0, 123456, tzinfo=UTC)):
+        audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", at=at)
+    with time_machine.travel(datetime(2026, 2, 1, 11, 45, 7, 890123, tzinfo=UTC), tick=False):
+        transitions.mark_verified(production, "all good")
+
+    same_second = json.loads("".join(export_json(AuditEvent.objects.filter(actor="ci").order_by("id"), "step")))
+    (record,) = exported()
+
+    assert [step["timestamp"] for step in same_second] == ["2026-02-01T10:30:00Z", "2026-02-01T10:30:00Z"]
+    assert same_second[0]["id"] < same_second[1]["id"]  # still told apart, and in order
+    assert (record["timestamp"], record["deployed_at"]) == ("2026-02-01T11:45:07Z", "2026-02-01T10:00:00Z")
+    # What the reference's readers do with them: jq's fromdateiso8601 takes whole seconds only.
+    text = json.dumps([step["timestamp"] for step in same_second] + [record["timestamp"], record["deployed_at"]])
+    jq = subprocess.run(["jq", "map(fromdateiso8601)"], input=text, capture_output=True, text=True, check=False)
+    assert jq.returncode == 0, jq.stderr
 
 
 @pytest.mark.django_db
