@@ -9,7 +9,7 @@ from django.utils import timezone
 from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE
 
-from .models import AuditAction, AuditEvent
+from .models import ACTOR_MAX_LENGTH, AuditAction, AuditEvent
 
 
 def _names_in_log(field):
@@ -20,7 +20,9 @@ def _names_in_log(field):
 class AuditFilterForm(forms.Form):
     service = forms.ChoiceField(required=False)
     environment = forms.ChoiceField(required=False)
-    actor = forms.CharField(required=False, max_length=150, help_text="Part of a user name or api-token:NAME.")
+    actor = forms.CharField(
+        required=False, max_length=ACTOR_MAX_LENGTH, help_text="Part of a user name or api-token:NAME."
+    )
     action = forms.ChoiceField(required=False, choices=[("", "Any action"), *AuditAction.choices])
     since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))

@@ -11,6 +11,11 @@ from django.db import models
 
 GENESIS_HASH = "0" * 64
 
+# Whoever acted, as `audit.log.actor_name()` writes it, and where a model keeps that name: a user
+# name (Django allows 150 characters), api-token:NAME, or a GitHub Actions run's
+# github-actions:OWNER/NAME (GitHub allows 39 + 1 + 100 characters: 155 in all), with room to spare.
+ACTOR_MAX_LENGTH = 200
+
 
 class AuditAction(models.TextChoices):
     RELEASE_REGISTERED = "release.registered", "Release registered"
@@ -70,7 +75,9 @@ class AuditEventQuerySet(models.QuerySet):
 class AuditEvent(models.Model):
     created_at = models.DateTimeField(db_index=True)
     action = models.CharField(max_length=40, choices=AuditAction.choices, db_index=True)
-    actor = models.CharField(max_length=150, help_text="User name, api-token:NAME, or system.")
+    actor = models.CharField(
+        max_length=ACTOR_MAX_LENGTH, help_text="User name, api-token:NAME, github-actions:OWNER/NAME, or system."
+    )
     service = models.CharField(max_length=50, blank=True, db_index=True)
     environment = models.CharField(max_length=50, blank=True)
     version = models.CharField(max_length=100, blank=True)

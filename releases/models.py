@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit import log as audit_log
-from audit.models import AuditAction
+from audit.models import ACTOR_MAX_LENGTH, AuditAction
 from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
 from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 
@@ -255,7 +255,9 @@ class Release(models.Model):
         related_name="fixed_by",
         help_text="For a hotfix: the release it fixes.",
     )
-    registered_by = models.CharField(max_length=150, blank=True, help_text="User or API token that registered it.")
+    registered_by = models.CharField(
+        max_length=ACTOR_MAX_LENGTH, blank=True, help_text="User, API token or GitHub Actions run that registered it."
+    )
     registered_at = models.DateTimeField(default=timezone.now)
     # The image as the registry showed it before the last promotion that asked (releases/image_gate.py).
     image_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -1167,7 +1169,7 @@ class CheckResult(models.Model):
     passed = models.BooleanField()
     url = models.URLField(blank=True, max_length=500, validators=[validate_http_url], help_text="http(s) only.")
     summary = models.CharField(max_length=300, blank=True)
-    reported_by = models.CharField(max_length=150)
+    reported_by = models.CharField(max_length=ACTOR_MAX_LENGTH)
     reported_at = models.DateTimeField(default=timezone.now)
 
     objects = CheckResultQuerySet.as_manager()

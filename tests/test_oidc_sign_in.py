@@ -163,6 +163,27 @@ def test_a_trusted_run_reports_a_result_and_the_report_is_audited_with_its_claim
     assert event.data["passed"] is True
 
 
+def test_a_run_of_a_repository_with_the_longest_name_github_allows_registers_and_reports(issuer, policy, services):
+    repository = f"{'o' * 39}/{'r' * 100}"  # GitHub's longest: a 39-character owner, a 100-character name
+    policy.repository = repository
+    policy.workflows = "*"
+    policy.full_clean()
+    policy.save()
+    token = issuer.token(audience=AUDIENCE, repository=repository)
+
+    registered = register(token)
+    version = registered.json().get("version")
+    report = {"service": "nexo-be", "version": version, "environment": "qa", "check": "e2e", "passed": True}
+    reported = client_with(token).post("/api/v1/verifications/", report, format="json")
+
+    assert (registered.status_code, reported.status_code) == (201, 201), (registered.content, reported.content)
+    actor = f"github-actions:{repository}"
+    assert Release.objects.get().registered_by == actor
+    assert CheckResult.objects.get().reported_by == actor
+    ours = AuditEvent.objects.filter(action__in=[AuditAction.RELEASE_REGISTERED, AuditAction.CHECK_REPORTED])
+    assert list(ours.order_by("id").values_list("actor", flat=True)) == [actor, actor]
+
+
 def oidc_calls(outcome):
     return REGISTRY.get_sample_value("nexo_outgoing_calls_total", {"target": "oidc", "outcome": outcome}) or 0
 
