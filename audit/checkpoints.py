@@ -15,6 +15,7 @@ and anything else it can vouch with (commit trailers); both raise WitnessUnavail
 cannot be reached.
 """
 
+import hashlib
 import hmac
 import logging
 import re
@@ -124,8 +125,9 @@ def take_checkpoint(witness, head, at):
 
 def watch(alert=None, now=None, force=False):
     """The periodic job: verify the chain against the witness, remember the result, call `alert`
-    with the summary once when it breaks (again only if it breaks differently), and checkpoint the
-    head when the chain holds and the head is new. A checkpoint is taken only after the witness was
+    with the summary once when it breaks (again only if it breaks differently: a problem found or
+    gone, wherever it is), log every run that finds it broken at ERROR, and checkpoint the head
+    when the chain holds and the head is new. A checkpoint is taken only after the witness was
     read, so it never vouches for a tail deleted since the last one.
 
     Does nothing (returns None) before AUDIT_VERIFY_SECONDS have passed since the last run, unless
@@ -150,16 +152,30 @@ def watch(alert=None, now=None, force=False):
     if witness_error:
         logger.warning("Audit chain: %s", witness_error)
     verification, news = _remember(report, witness_error, now)
-    if news:
+    if not verification.ok:
+        # Every run, not only the one that alerts: the log is read by those the alert may not reach,
+        # and `alerted` is a row the portal's own role may change.
         logger.error("%s", verification.summary)
-        if alert is not None:
-            alert(verification.summary)
+    if news and alert is not None:
+        alert(verification.summary)
     return verification
+
+
+def _breaks(report):
+    """What was found broken, as `ChainVerification.alerted` keeps it: the first problem's place, and
+    a digest of the later ones so that any new one changes it."""
+    if report.ok:
+        return ""
+    first = f"{report.problem} at {report.broken_at}"
+    if not (report.later or report.more):
+        return first
+    later = "; ".join(f"{problem} at {event_id}" for event_id, problem in report.later) + f"; {report.more} more"
+    return f"{first}, {len(report.later) + report.more} later {hashlib.sha256(later.encode()).hexdigest()[:16]}"
 
 
 def _remember(report, witness_error, now):
     """Save the result as the latest verification; (it, whether this break is news)."""
-    broken = "" if report.ok else f"{report.problem} at {report.broken_at}"
+    broken = _breaks(report)
     with transaction.atomic():
         verification, _ = ChainVerification.objects.select_for_update().get_or_create(
             pk=1, defaults={"checked_at": now, "ok": report.ok, "summary": ""}

@@ -39,7 +39,7 @@ import hmac
 import json
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -217,6 +217,13 @@ REWRITTEN = "rewritten"
 FORGED = "forged"
 
 
+# Problems named after the first, at most; the rest are counted. Seals are reported once per run of
+# events they fail on, so a forged tail is one problem however long it is.
+MAX_LATER_PROBLEMS = 100
+# Of those, the ones the summary names.
+LATER_IN_SUMMARY = 5
+
+
 @dataclass
 class ChainReport:
     checked: int
@@ -229,15 +236,34 @@ class ChainReport:
     unvouched: int = 0
     unsealed: int = 0
     head: tuple[int, str] | None = None
+    # (event id, problem) of every problem after the first, in the order they are reported.
+    later: list[tuple[int, str]] = field(default_factory=list)
+    more: int = 0
 
     @property
     def ok(self):
         return not self.problem
 
+    def add_problem(self, event_id, problem, reason):
+        """The first problem is reported in full; the later ones by place and kind."""
+        if not self.problem:
+            self.broken_at, self.problem, self.reason = event_id, problem, reason
+        elif len(self.later) < MAX_LATER_PROBLEMS:
+            self.later.append((event_id, problem))
+        else:
+            self.more += 1
+
     def summary(self):
         """One paragraph for the command's output, the log, the alert and the audit page."""
         if not self.ok:
-            return f"The audit chain breaks at event {self.broken_at} ({self.problem}): {self.reason}."
+            text = f"The audit chain breaks at event {self.broken_at} ({self.problem}): {self.reason}"
+            named = [f"event {event_id} ({problem})" for event_id, problem in self.later[:LATER_IN_SUMMARY]]
+            rest = len(self.later) - len(named) + self.more
+            if rest:
+                named.append(f"{rest} more")
+            if named:
+                text += "; it breaks also at " + (f"{', '.join(named[:-1])} and {named[-1]}" if named[1:] else named[0])
+            return text + "."
         text = f"The audit chain is intact: {self.checked} event{'s' if self.checked != 1 else ''} checked"
         if self.unsealed:
             text += f", the oldest {self.unsealed} from before seals existed"
@@ -251,69 +277,86 @@ class ChainReport:
 
 
 def verify_chain(anchors=(), key=None):
-    """Walk the whole log in order and report the first thing that does not fit.
+    """Walk the whole log in order and report what does not fit: the first problem in full, and
+    every later one (up to MAX_LATER_PROBLEMS) by place and kind.
 
-    A break in the chain (an edited row, a removed or moved one) is reported first, as the row
-    where it is; then the anchors, oldest first (truncation, a deleted tail, a rewrite); then
-    seals (a forged event). `key` defaults to AUDIT_CHECKPOINT_KEY.
+    Breaks in the chain (an edited row, a removed or moved one) come first, in the order of the
+    rows; then the anchors, oldest first (truncation, a deleted tail, a rewrite); then seals (a
+    forged event), once per run of events whose seals fail. After a break the walk goes on from
+    the row where it is, so a first break, known and alerted, never hides a later one. `key`
+    defaults to AUDIT_CHECKPOINT_KEY.
     """
     anchors = sorted(anchors, key=lambda anchor: anchor.event_id)
     anchored_ids = {anchor.event_id for anchor in anchors}
+    report = ChainReport(0, anchors=len(anchors))
     found = {}
     expected_previous = GENESIS_HASH
-    checked = unsealed = 0
+    unsealed = 0
     first_id = last = None
-    sealed_since = first_bad_seal = None
+    sealed_since = None
+    bad_seals, bad_seals_uncounted, previous_bad_seal = [], 0, False
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.previous_hash != expected_previous:
             reason = "it does not link to the event before it (an event was removed or reordered)"
-            return ChainReport(checked, event.pk, reason, REMOVED, len(anchors))
+            report.add_problem(event.pk, REMOVED, reason)
         if compute_hash(event.previous_hash, event.hashed_fields()) != event.hash:
             reason = "its content does not match its hash (the row was edited)"
-            return ChainReport(checked, event.pk, reason, EDITED, len(anchors))
-        if event.seal and hmac.compare_digest(event.seal, seal_of(event.hash, key)):
+            report.add_problem(event.pk, EDITED, reason)
+        sealed = bool(event.seal) and hmac.compare_digest(event.seal, seal_of(event.hash, key))
+        if sealed:
             sealed_since = sealed_since or event.pk
-        elif sealed_since is None and not event.seal:
-            unsealed += 1
-        elif first_bad_seal is None:
-            first_bad_seal = event.pk
+        from_before_seals = not sealed and sealed_since is None and not event.seal
+        unsealed += from_before_seals
+        bad_seal = not (sealed or from_before_seals)
+        if bad_seal and not previous_bad_seal:  # a run of failing seals starts here
+            if len(bad_seals) <= MAX_LATER_PROBLEMS:
+                bad_seals.append(event.pk)
+            else:
+                bad_seals_uncounted += 1
+        previous_bad_seal = bad_seal
         if event.pk in anchored_ids:
             found[event.pk] = event.hash
         first_id = first_id or event.pk
         last = (event.pk, event.hash)
+        # The next row is checked against this one as it is: one removed row is one problem, not every row after it.
         expected_previous = event.hash
-        checked += 1
-    report = ChainReport(checked, anchors=len(anchors), unsealed=unsealed, head=last)
+        report.checked += 1
+    report.unsealed, report.head = unsealed, last
+    first_bad_seal = bad_seals[0] if bad_seals else None
+    vouching = []
     for anchor in anchors:
         problem = _anchor_problem(anchor, found.get(anchor.event_id), first_id, last, first_bad_seal)
         if problem:
-            report.problem, report.reason = problem
-            report.broken_at = anchor.event_id
-            return report
-    if anchors:
+            report.add_problem(anchor.event_id, *problem)
+        else:
+            vouching.append(anchor)
+    if anchors and report.ok:
         report.vouched_through, report.vouched_by = anchors[-1].event_id, anchors[-1].source
         report.unvouched = AuditEvent.objects.filter(id__gt=report.vouched_through).count()
-    if first_bad_seal is not None:
-        report.broken_at = first_bad_seal
-        if sealed_since is None:
-            report.problem = FORGED
-            report.reason = (
-                "no event's seal checks from here on: AUDIT_CHECKPOINT_KEY is not the key the portal sealed them "
-                "with, or they were all written by someone without it"
-            )
-        elif report.vouched_through is not None and first_bad_seal <= report.vouched_through:
-            report.problem = EDITED
-            report.reason = (
-                f"its seal does not match its hash although {report.vouched_by} vouches for the chain through it: "
-                "the seal was changed, or AUDIT_CHECKPOINT_KEY is not the key the portal sealed it with"
-            )
-        else:
-            report.problem = FORGED
-            report.reason = (
-                "its seal is not the portal's: it was appended, or rewritten with every hash after it, by someone "
-                "who could write to the database but does not hold AUDIT_CHECKPOINT_KEY"
-            )
+    for event_id in bad_seals:
+        report.add_problem(event_id, *_seal_problem(event_id, sealed_since, vouching))
+    report.more += bad_seals_uncounted
     return report
+
+
+def _seal_problem(event_id, sealed_since, vouching):
+    """(problem, reason) for a run of events whose seals fail, from `event_id` on; `vouching`: the
+    anchors that hold. Under one of them the seal was changed, not the event appended."""
+    if sealed_since is None:
+        return FORGED, (
+            "no event's seal checks from here on: AUDIT_CHECKPOINT_KEY is not the key the portal sealed them "
+            "with, or they were all written by someone without it"
+        )
+    source = next((anchor.source for anchor in vouching if anchor.event_id >= event_id), None)
+    if source is not None:
+        return EDITED, (
+            f"its seal does not match its hash although {source} vouches for the chain through it: "
+            "the seal was changed, or AUDIT_CHECKPOINT_KEY is not the key the portal sealed it with"
+        )
+    return FORGED, (
+        "its seal is not the portal's: it was appended, or rewritten with every hash after it, by someone "
+        "who could write to the database but does not hold AUDIT_CHECKPOINT_KEY"
+    )
 
 
 def _anchor_problem(anchor, found_hash, first_id, last, first_bad_seal):

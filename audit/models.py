@@ -124,7 +124,8 @@ class ChainVerification(models.Model):
     """The latest verification of the chain against its witness: one row, replaced by each run.
 
     What the audit page shows ("chain verified at …"), and what decides whether a break is news
-    (alerted once, `alerted` holding what was alerted) or already known.
+    (alerted once, `alerted` holding what was alerted: the first problem's place and a digest of
+    the later ones) or already known.
     """
 
     checked_at = models.DateTimeField()

@@ -342,6 +342,28 @@ def test_deleting_events_no_checkpoint_vouches_for_yet_goes_unnoticed_as_documen
     assert report.unvouched == 0
 
 
+def test_tampering_after_a_first_break_is_found_too(witness):
+    """A first break (an old row edited) does not hide what comes after it: a row removed further on,
+    a forged event appended, and a vouched event deleted are each named, the first break still first."""
+    events = record_some(8)
+    checkpoint(witness)
+    tamper("UPDATE audit_auditevent SET message = 'typo fixed' WHERE id = %s", [events[1].pk])
+    tamper("DELETE FROM audit_auditevent WHERE id = %s", [events[4].pk])
+    forged = forge(service="nexo-be", environment="production", message="approved")
+    record_some(1)
+
+    report = verify(witness)
+
+    assert (report.problem, report.broken_at) == (audit.EDITED, events[1].pk)
+    assert report.later == [(events[5].pk, audit.REMOVED), (forged.pk, audit.FORGED)]
+    assert f"also at event {events[5].pk} (removed) and event {forged.pk} (forged)" in report.summary()
+
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[6].pk])  # the vouched head, and all after it
+    report = verify(witness)
+    assert (report.problem, report.broken_at) == (audit.EDITED, events[1].pk)
+    assert report.later == [(events[5].pk, audit.REMOVED), (events[-1].pk, audit.TAIL_DELETED)]
+
+
 def test_a_checkpoint_without_the_portals_hmac_vouches_for_nothing(witness, caplog):
     events = record_some(3)
     forged = checkpoints.checkpoint_line(events[-1].pk + 5, "f" * 64, timezone.now(), key="not the portal's key")

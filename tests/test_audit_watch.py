@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audit import checkpoints
 from audit import log as audit
-from audit.models import AuditAction, ChainVerification
+from audit.models import AuditAction, AuditEvent, ChainVerification
 from releases.audit_watch import watch_audit_chain
 from releases.gitops.witness import GitOpsWitness
 
@@ -147,6 +147,42 @@ def test_a_break_is_alerted_once_and_again_only_when_it_breaks_differently(
     tamper("TRUNCATE audit_auditevent", [])
     assert watch().problem == audit.TRUNCATED
     assert len(queue.jobs) == 2
+
+
+def test_after_a_known_break_a_new_one_is_alerted_and_every_failed_run_logs_an_error(
+    witness, slack_server, django_capture_on_commit_callbacks, caplog
+):
+    events = record(6)
+    queue = django_rq.get_queue("default")
+    later = timezone.now()
+
+    def watch():
+        nonlocal later
+        later += timedelta(hours=1)
+        with django_capture_on_commit_callbacks(execute=True):
+            return watch_audit_chain(now=later)
+
+    assert watch().ok
+    tamper("UPDATE audit_auditevent SET message = 'typo fixed' WHERE id = %s", [events[1].pk])  # an old, known break
+    caplog.set_level(logging.ERROR, logger="audit.checkpoints")
+    first, again = watch(), watch()
+    assert (first.problem, len(queue.jobs)) == (audit.EDITED, 1)
+    assert again.summary == first.summary
+
+    # Weeks later, someone appends an approval without the portal's key.
+    record(2)
+    head = audit.head()
+    forged = AuditEvent(created_at=timezone.now(), action=AuditAction.PROMOTION_APPROVED, actor="mallory")
+    forged.previous_hash = head[1]
+    forged.hash = audit.compute_hash(head[1], forged.hashed_fields())
+    forged.save()
+    third = watch()
+
+    assert (third.problem, third.broken_at) == (audit.EDITED, events[1].pk)  # the first break is still first
+    assert f"event {forged.pk} (forged)" in third.summary
+    assert len(queue.jobs) == 2
+    errors = [r.getMessage() for r in caplog.records if r.name == "audit.checkpoints" and r.levelno == logging.ERROR]
+    assert errors == [first.summary, again.summary, third.summary]
 
 
 def test_the_audit_page_says_when_the_chain_was_verified_and_whether_it_holds(client, viewer, witness):
