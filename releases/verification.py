@@ -7,7 +7,8 @@ and the promotion page can show what was seen. The verdict at the end of the win
   failure limit, and at least one sample had data — NaN (no traffic), an empty result or a
   Prometheus error is "no data", never a pass;
 - health and smoke URLs: the non-2xx answers of each URL stay within the failure limit;
-- Argo CD: the samples that found the application Degraded or Missing stay within it;
+- Argo CD: the samples that found the application Degraded or Missing stay within it, and at
+  least one sample had an answer;
 - CI checks the environment requires (e2e, performance, security…): the latest result
   reported for this release there passed.
 
@@ -457,7 +458,14 @@ def verdict(promotion):
     if checks["argocd"] and (SampleCheck.ARGOCD_HEALTH, "") not in over_limit:
         observed = series.get((SampleCheck.ARGOCD_HEALTH, ""), [])
         unhealthy = [s for s in observed if s.ok is False]
-        if unhealthy:
+        if observed and all(s.ok is None for s in observed):
+            # Fewer errors than the consecutive error limit, but no answer at all (a short window, an
+            # application renamed or deleted in Argo CD): as for the error rate, no data is never a pass.
+            passed = False
+            reasons.append(
+                f"Argo CD never answered for {observed[-1].target} during the window ({observed[-1].detail})"
+            )
+        elif unhealthy:
             reasons.append(f"{_failed(SampleCheck.ARGOCD_HEALTH, observed, unhealthy)}, {tolerated}")
 
     counting = {

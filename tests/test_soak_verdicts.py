@@ -209,6 +209,26 @@ def test_a_soak_that_measured_a_failure_is_rolled_back_where_the_policy_says_so(
     assert not Hold.objects.active().exists()
 
 
+def test_a_soak_argo_cd_never_answered_for_does_not_pass(soak, argocd_server):
+    """An application renamed or deleted in Argo CD (403 on every sample), with fewer samples than the
+    consecutive error limit, passed the soak on nothing. As for the error rate, no data is no pass."""
+    soak["prometheus"].answer_value(0.0)
+    Promotion.objects.filter(pk=soak["promotion"].pk).update(verdict_at=timezone.now())
+
+    failed = sample_round(soak)
+
+    assert failed.state == PromotionState.FAILED
+    assert "Argo CD never answered for nexo-be-qa during the window (error: " in failed.error
+
+
+def test_a_soak_argo_cd_found_healthy_passes(soak, argocd_server):
+    argocd_server.app("nexo-be-qa")
+    soak["prometheus"].answer_value(0.0)
+    Promotion.objects.filter(pk=soak["promotion"].pk).update(verdict_at=timezone.now())
+
+    assert sample_round(soak).state == PromotionState.VERIFIED
+
+
 def test_an_answer_between_two_errors_starts_the_count_again(soak):
     limits(soak, consecutive_error_limit=1)
     soak["prometheus"].answer_error(503, "unavailable", "the TSDB is not ready")
