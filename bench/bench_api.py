@@ -159,10 +159,11 @@ def wrk(url, seconds, connections, script=None):
     return rate, p50, p99, int(failed.group(1)) if failed else 0
 
 
-def warm_up(url, connections, patience=120):
-    """Ask /healthz until wrk counts answers: on a busy machine gunicorn's workers take seconds to boot."""
+def warm_up(url, connections, script=None, patience=120):
+    """Ask until wrk counts answers: on a busy machine gunicorn's workers take seconds to boot, and a
+    worker's first registration seconds more (imports, connections), longer than a short run."""
     deadline = time.monotonic() + patience
-    while wrk(url, 2, connections)[0] == 0:
+    while wrk(url, 2, connections, script)[0] == 0:
         if time.monotonic() > deadline:
             raise SystemExit(f"gunicorn answered nothing on {url} for {patience} s.")
 
@@ -183,6 +184,7 @@ def measure(options):
             script.write(REGISTER_SCRIPT % {"services": SERVICES, "token": token})
             script.flush()
             warm_up(f"http://127.0.0.1:{port}/healthz", options.connections)
+            warm_up(f"http://127.0.0.1:{port}", options.connections, script.name)
             health = wrk(f"http://127.0.0.1:{port}/healthz", options.seconds, options.connections)
             register = wrk(f"http://127.0.0.1:{port}", options.seconds, options.connections, script.name)
     finally:
