@@ -508,6 +508,20 @@ def test_rework_rate(environments):
     assert figures.rework_rate == pytest.approx(2 / 8)
 
 
+def test_the_spread_leaves_out_services_that_had_not_reached_the_environment(environments):
+    """A service created after the period, or that never left develop, counted as a "monthly to
+    six-monthly" service of the portfolio's production spread."""
+    daily = History(environments, service=make_service("daily"))
+    for day in range(31):
+        daily.deploy(f"2026.03.{day + 1}", datetime(2026, 3, 1 + day, 9, tzinfo=UTC))
+    History(environments, service=make_service("develop-only"), environment="develop").deploy(
+        "2026.03.1", datetime(2026, 3, 2, tzinfo=UTC)
+    )
+    History(environments, service=make_service("born-in-june")).deploy("2026.06.1", datetime(2026, 6, 2, tzinfo=UTC))
+
+    assert march_report().overall.frequency_bands == {"elite": 1, "high": 0, "medium": 0, "low": 0}
+
+
 # --- edge cases ---------------------------------------------------------------------------------
 
 

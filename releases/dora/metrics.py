@@ -712,7 +712,15 @@ def report(
 
     if service is None:
         # A team or the portfolio: the spread of its services' bands, never one band of pooled deployments.
-        bands = [row.figures.deployment_frequency_band for row in rows]
+        # Only services that had reached this environment by the period's end: one created since, or
+        # that never left develop, is no "monthly to six-monthly" service here.
+        reached = set(
+            Deployment.objects.filter(environment=environment, deployed_at__lt=until)
+            .values_list("service_id", flat=True)
+            .distinct()
+            .order_by()
+        )
+        bands = [row.figures.deployment_frequency_band for row in rows if row.service.pk in reached]
         overall.frequency_bands = {band.value: bands.count(band) for band in FREQUENCY_SCALE}
 
     return Report(
