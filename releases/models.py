@@ -765,6 +765,10 @@ class DeploymentQuerySet(models.QuerySet):
             if after is not None and not after.is_rollback and after.is_change != (after.release_id != release.pk):
                 after.is_change = after.release_id != release.pk
                 after.save(update_fields=["is_change"])
+                if not after.is_change:
+                    # Now a redeploy of this one: what blamed it blames the change it repeats, or a
+                    # failed change would stop counting (an incident on a deployment that is no change).
+                    Incident.objects.filter(caused_by=after).update(caused_by=after.introducing_change())
             if is_rollback:
                 Incident.objects.record_for_rollback(deployment, taken_out=before)
             elif deployment.is_change and release.is_hotfix and release.fixes_id:

@@ -128,6 +128,27 @@ def test_incident_entered_in_the_admin_against_a_redeploy_blames_the_change_it_r
     assert march_failures() == 1
 
 
+def test_history_recorded_late_before_a_blamed_change_moves_the_blame_to_the_change(web):
+    """An import records a hand-made deployment of 2026.03.2 before the portal's: the portal's becomes
+    a redeploy, and the incident that blamed it must follow the change, or the failure stops counting."""
+    service, production, deployments = web
+    incident = Incident.objects.create(
+        service=service, environment=production, title="checkout down", started_at=at(1, hours=2),
+        caused_by=deployments["change"],
+    )  # fmt: skip
+    assert march_failures() == 1
+
+    imported = Deployment.objects.record(
+        release=deployments["change"].release, environment=production, deployed_at=at(0, hours=12)
+    )
+
+    deployments["change"].refresh_from_db()
+    incident.refresh_from_db()
+    assert (imported.is_change, deployments["change"].is_change) == (True, False)
+    assert incident.caused_by == imported
+    assert march_failures() == 1
+
+
 def test_incident_during_a_rollback_still_blames_the_rollback(web):
     """A rollback introduced no change: nothing else can be blamed, so it stays the suspect."""
     service, production, deployments = web
