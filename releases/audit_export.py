@@ -26,7 +26,15 @@ from audit.models import AuditAction
 from environments.models import Environment
 
 from .gitops.repo import commit_url, redact
-from .models import PIPELINE, ApprovalDecision, CheckResult, Promotion, PromotionKind, newest_per_check
+from .models import (
+    PIPELINE,
+    ApprovalDecision,
+    CheckResult,
+    Promotion,
+    PromotionKind,
+    StepStatus,
+    newest_per_check,
+)
 
 CHUNK_SIZE = 1000
 VERDICT_ACTIONS = {AuditAction.PROMOTION_VERIFIED, AuditAction.PROMOTION_FAILED}
@@ -64,6 +72,36 @@ def _previous_environments():
     return {after: before for before, after in pairwise(ordered)}
 
 
+def _sources(chunk, promotions, previous_environment):
+    """{promotion id: the environment its release came from}, for a chunk's events.
+
+    The environment before in the pipeline, where the policy had the release verified. Break-glass
+    and rollbacks skip that rule: theirs only where the release was verified there, else None (a
+    fix built minutes ago and sent straight to production came from no staging). One query a chunk.
+    """
+    sources, unsure = {}, {}
+    for event in chunk:
+        promotion = promotions.get(event.promotion_id)
+        if promotion is None:
+            continue
+        before = previous_environment.get(event.environment)
+        sources[promotion.pk] = before
+        if before and (promotion.is_emergency or promotion.kind == PromotionKind.ROLLBACK):
+            unsure[promotion.pk] = (promotion.release_id, before)
+    if unsure:
+        verified = set(
+            Promotion.objects.filter(
+                release_id__in={release for release, _ in unsure.values()},
+                environment__name__in={name for _, name in unsure.values()},
+                verification_status=StepStatus.PASSED,
+            ).values_list("release_id", "environment__name")
+        )
+        for pk, place in unsure.items():
+            if place not in verified:
+                sources[pk] = None
+    return sources
+
+
 def step_records(events):
     """One dict per event of the queryset `events`, in its order; a few queries per thousand events."""
     previous_environment = _previous_environments()
@@ -77,8 +115,9 @@ def step_records(events):
             .prefetch_related("approvals__user")
         }
         checks = _check_results(chunk, promotions)
+        sources = _sources(chunk, promotions, previous_environment)
         for event in chunk:
-            yield _record(event, promotions.get(event.promotion_id), previous_environment, checks)
+            yield _record(event, promotions.get(event.promotion_id), sources, checks)
 
 
 def promotion_records(events):
@@ -98,10 +137,11 @@ def promotion_records(events):
             .prefetch_related("approvals__user")
         }
         checks = _check_results(chunk, promotions)
+        sources = _sources(chunk, promotions, previous_environment)
         for event in chunk:
             promotion = promotions.get(event.promotion_id)
             if promotion is not None:
-                yield _promotion_record(event, promotion, previous_environment, checks)
+                yield _promotion_record(event, promotion, sources, checks)
 
 
 def _email(user):
@@ -133,7 +173,7 @@ def _image_checks(promotion):
     return results
 
 
-def _promotion_record(event, promotion, previous_environment, checks):
+def _promotion_record(event, promotion, sources, checks):
     data = event.data or {}
     # Delivered by pull request, the promotion knows its PR; otherwise the commit is the record.
     pr_url = promotion.pr_url or None
@@ -146,7 +186,7 @@ def _promotion_record(event, promotion, previous_environment, checks):
         "event": "promotion",
         "service": event.service,
         "version": event.version,
-        "from_environment": previous_environment.get(event.environment),
+        "from_environment": sources[promotion.pk],
         "to_environment": event.environment,
         "timestamp": timestamp(event.created_at),
         "initiator": _initiator(promotion),
@@ -191,7 +231,7 @@ def _check_results(chunk, promotions):
     )
 
 
-def _record(event, promotion, previous_environment, checks):
+def _record(event, promotion, sources, checks):
     data = event.data or {}
     record = {
         "id": event.pk,
@@ -216,7 +256,7 @@ def _record(event, promotion, previous_environment, checks):
     if promotion is None:
         return record
     if "from_environment" not in data:
-        record["from_environment"] = previous_environment.get(event.environment)
+        record["from_environment"] = sources[promotion.pk]
     if "initiator" not in data:
         record["initiator"] = promotion.requester_name()
     if "approvers" not in data:

@@ -17,7 +17,7 @@ from releases.audit_export import export_json
 from releases.gitops.repo import commit_url
 from releases.models import CheckResult, PromotionKind, PromotionState, SampleCheck, VerificationSample
 from tests.factories import make_release
-from tests.history import verified_up_to_staging
+from tests.history import ran, verified_up_to_staging
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "audit-record.schema.json").read_text())
 
@@ -111,6 +111,33 @@ def test_a_verified_promotion_is_one_record_with_emails_the_commit_the_sync_and_
         },
     }
     assert record["outcome"] == "verified"
+
+
+@pytest.mark.django_db
+def test_a_break_glass_fix_that_skipped_staging_comes_from_no_environment(environments):
+    """from_environment was the environment before in today's pipeline, whatever the promotion did: a
+    fix built minutes ago and sent straight to production was exported as coming from staging."""
+    service = verified_up_to_staging(environments)["service"]
+    fix = make_release(service, "2026.02.2")
+    emergency = ran(
+        fix, environments["production"], state=PromotionState.VERIFYING, is_emergency=True, emergency_reason="down"
+    )
+    transitions.mark_verified(emergency, "all good")
+    staged = ran(make_release(service, "2026.02.3"), environments["staging"])
+    emergency_after_staging = ran(
+        staged.release,
+        environments["production"],
+        state=PromotionState.VERIFYING,
+        is_emergency=True,
+        emergency_reason="down",
+    )
+    transitions.mark_verified(emergency_after_staging, "all good")
+
+    sources = {record["version"]: record["from_environment"] for record in exported()}
+
+    assert sources == {"2026.02.2": None, "2026.02.3": "staging"}
+    steps = [record for record in exported(per="step") if record["promotion_id"] == emergency.pk]
+    assert {record["from_environment"] for record in steps} == {None}
 
 
 @pytest.mark.django_db
