@@ -23,12 +23,14 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
   breaks and checkpoints its head (releases/audit_watch.py);
 - reminds the approvers of each promotion that has waited APPROVAL_REMINDER_MINUTES, once
   (releases/approval_notices.py).
+
+Each duty runs on its own: one that fails is logged with its traceback and the round goes on.
 """
 
 import logging
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -45,6 +47,7 @@ from .models import PIPELINE, Deployment, Promotion, PromotionState, Release, Ru
 
 logger = logging.getLogger(__name__)
 
+DRIFTED_TAG_LENGTH = Deployment._meta.get_field("drifted_tag").max_length
 # A promotion mid-way and untouched for this long with no run at all gets one.
 STALL_AFTER = timedelta(minutes=2)
 # A build that waited for a freeze is looked for this long after the freeze ended, among the builds
@@ -54,17 +57,17 @@ AFTER_FREEZES = timedelta(days=1)
 
 def reconcile():
     with context.bound():  # what a round binds (a promotion it resumed) ends with the round
-        recovered = recover_steps()
-        after_freezes = promote_after_freezes()
-        notices_redelivered = notices.redeliver_owed()
-        notices.forget_ended()
-        pull_requests_read = pull_requests.poll()
-        drifted = detect_drift()
-        far_behind = detect_far_behind()
-        breaching = slo.find_breaches()
-        approved = transitions.approve_where_quorum_is_met()
-        reminded = approval_notices.remind_due()
-        verification = audit_watch.watch_audit_chain()
+        recovered = _isolated(recover_steps, failed=[])
+        after_freezes = _isolated(promote_after_freezes, failed=[])
+        notices_redelivered = _isolated(notices.redeliver_owed, failed=[])
+        _isolated(notices.forget_ended)
+        pull_requests_read = _isolated(pull_requests.poll, failed=[])
+        drifted = _isolated(detect_drift, failed=[])
+        far_behind = _isolated(detect_far_behind, failed=[])
+        breaching = _isolated(slo.find_breaches, failed=[])
+        approved = _isolated(transitions.approve_where_quorum_is_met, failed=[])
+        reminded = _isolated(approval_notices.remind_due, failed=[])
+        verification = _isolated(audit_watch.watch_audit_chain)
     return {
         "recovered": recovered,
         "promoted_after_freezes": after_freezes,
@@ -77,6 +80,20 @@ def reconcile():
         "reminded": reminded,
         "audit_chain": verification and verification.summary,
     }
+
+
+def _isolated(duty, failed=None):
+    """What `duty()` returns, or `failed` when it raised. A duty's bug or a row or file it did not
+    expect would otherwise end every round at the same place, and the duties after it (SLO breaches,
+    reminders, the audit chain's watch) would never run. The database out of reach ends the round
+    instead: no duty runs without it, and `reconcile --loop` waits the outage out."""
+    try:
+        return duty()
+    except Exception:
+        if not connection.is_usable():
+            raise
+        logger.exception("Reconciler: %s failed; the round goes on without it", duty.__name__)
+        return failed
 
 
 def recover_steps(now=None):
@@ -163,22 +180,17 @@ def detect_drift():
     round would not see in flight yet. What the portal deployed and has in flight is read after
     the values files and under the same lock, so nothing is pushed between the two readings.
     """
-    paths = {
-        deployment.service.values_path(deployment.environment)
+    keys = {
+        deployment.service.values_path(deployment.environment): deployment.service.image_tag_key
         for deployment in Deployment.objects.current().select_related("service", "environment")
     }
-    if not paths:
+    if not keys:
         return []
     repository = GitOpsRepository(lock_wait=0)
-    found = {}
     try:
         with repository.locked():
             repository.sync()
-            for path in sorted(paths):
-                try:
-                    found[path] = repository.read(path)
-                except FileNotFoundError:
-                    found[path] = None
+            found = {path: _tag_in(repository, path, key) for path, key in sorted(keys.items())}
             # Still under the lock, so nothing is pushed between the files read and this.
             in_flight = set(
                 Promotion.objects.filter(state__in=PromotionState.in_flight()).values_list(
@@ -196,7 +208,7 @@ def detect_drift():
         path = deployment.service.values_path(deployment.environment)
         if (deployment.service_id, deployment.environment_id) in in_flight or path not in found:
             continue
-        tag = _tag_in(found[path], deployment.service.image_tag_key, path)
+        tag = found[path]
         if tag == deployment.release.version:
             if deployment.drifted_tag:
                 Deployment.objects.filter(pk=deployment.pk).update(drifted_tag="", drift_detected_at=None)
@@ -222,13 +234,20 @@ def detect_drift():
     return drifted
 
 
-def _tag_in(text, key, path):
-    if text is None:
-        return f"(missing file {path})"
+def _tag_in(repository, path, key):
+    """The tag the values file holds, or what stands in for it, cut to what `drifted_tag` holds.
+
+    A file a person broke (missing, not YAML, not UTF-8) or a tag longer than any build's is a drift
+    to flag and audit once: an error here would end the drift check on every round, and a value
+    compared uncut with the one stored cut would be audited again on every round.
+    """
     try:
-        return values.read_value(text, key, path)
+        tag = values.read_value(repository.read(path), key, path)
+    except FileNotFoundError:
+        tag = f"(missing file {path})"
     except values.ValuesFileError as error:
-        return f"(unreadable: {error})"[:150]
+        tag = f"(unreadable: {error})"
+    return tag and tag[:DRIFTED_TAG_LENGTH]
 
 
 def builds_behind_first():

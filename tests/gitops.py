@@ -49,12 +49,12 @@ class GitOpsRemote:
         self.scratch.remotes.origin.fetch()
         self.scratch.git.reset("--hard", f"origin/{self.branch}")
 
-    def write(self, path, text, message="chore: edit values by hand"):
-        """Commit and push a file as another person would, outside the portal."""
+    def write(self, path, text, message="chore: edit values by hand", encoding="utf-8"):
+        """Commit and push a file as another person would, outside the portal (and their editor's encoding)."""
         self._pull()
         file = Path(self.scratch.working_dir) / path
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(text)
+        file.write_text(text, encoding=encoding)
         self.scratch.index.add([path])
         self.scratch.index.commit(message)
         self.scratch.remotes.origin.push(f"HEAD:refs/heads/{self.branch}")

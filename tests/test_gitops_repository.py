@@ -445,6 +445,17 @@ def test_a_values_file_missing_from_the_branch_as_just_fetched_is_reported_and_n
     assert remote.head() == head
 
 
+def test_a_values_file_not_in_utf8_is_refused_saying_how_to_fix_it_and_nothing_pushed(remote, repository):
+    """Helm reads values files as UTF-8: one a Windows editor saved in Latin-1 fails the promotion
+    with what to do, as any values file error does, instead of crashing its step again and again."""
+    remote.write(VALUES_PATH, '# Configuração\nimage:\n  tag: "2026.02.1"\n', encoding="latin-1")
+    head = remote.head()
+    refused = r"values-develop\.yaml is not UTF-8 text \(byte 0xe7 at offset 11\): save it as UTF-8"
+    with pytest.raises(values.ValuesFileError, match=refused), repository.locked():
+        promote(repository, "2026.02.2")
+    assert remote.head() == head
+
+
 def test_a_values_file_found_in_the_working_copy_is_committed_without_a_fetch(repository, tmp_path, monkeypatch):
     trace = tmp_path / "git-trace.json"
     monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))

@@ -26,6 +26,7 @@ from releases.models import (
     PromotionKind,
     PromotionState,
     RunStatus,
+    Service,
     Step,
     StepRun,
     StepStatus,
@@ -726,6 +727,106 @@ def test_a_tag_written_by_hand_while_a_promotion_was_in_flight_is_said_when_the_
     )
     assert (event.data["expected"], event.data["found"]) == ("2026.02.1", "2026.02.1-hotfix")
     assert AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED).count() == 1  # the first commit: none
+
+
+DEVELOP_VALUES = "helm/nexo-be/values-develop.yaml"
+
+
+def deployed_in_develop(pipeline):
+    """nexo-be 2026.02.1 verified in develop (and nowhere else): its current deployment there."""
+    service = develop_only(pipeline)
+    transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    return Deployment.objects.current().get(service=service, environment=pipeline.environments["develop"])
+
+
+class StopTheLoop(Exception):
+    """Raised by the loop's sleep once the rounds a test wants have run."""
+
+
+def reconcile_loop(monkeypatch, settings, rounds):
+    """`manage.py reconcile --loop`, stopped after `rounds` rounds by its sleep; the sleeps it slept."""
+    from django.core.management import call_command
+
+    from releases.management.commands import reconcile as reconcile_command
+
+    settings.RECONCILE_SECONDS = 0
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        if len(slept) == rounds:
+            raise StopTheLoop
+
+    monkeypatch.setattr(reconcile_command, "time", type("Clock", (), {"sleep": staticmethod(sleep)}))
+    with pytest.raises(StopTheLoop):
+        call_command("reconcile", "--loop")
+    return slept
+
+
+def test_a_values_file_saved_in_latin_1_is_drift_said_once_and_the_reconcile_loop_goes_on(
+    pipeline, settings, monkeypatch
+):
+    """A comment saved by a Windows editor ("# Configuração") is not UTF-8: the place is flagged
+    unreadable and audited once, and the loop lives on to its next round."""
+    deployment = deployed_in_develop(pipeline)
+    original = pipeline.gitops.read(DEVELOP_VALUES)
+    pipeline.gitops.write(
+        DEVELOP_VALUES, original.replace("# Helm values", "# Configuração: values"), encoding="latin-1"
+    )
+    assert len(reconcile_loop(monkeypatch, settings, rounds=2)) == 2, "two rounds ran"
+    deployment.refresh_from_db()
+    assert deployment.drifted_tag.startswith(f"(unreadable: {DEVELOP_VALUES} is not UTF-8 text")
+    [event] = AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED)
+    assert "save it as UTF-8" in event.message
+
+
+def test_the_reconcile_loop_outlives_a_round_that_fails(settings, monkeypatch):
+    from django.core.management import call_command
+
+    from releases.management.commands import reconcile as reconcile_command
+
+    def failing_round():
+        raise RuntimeError("a bug the round did not expect")
+
+    monkeypatch.setattr(reconcile_command, "reconcile", failing_round)
+    assert len(reconcile_loop(monkeypatch, settings, rounds=2)) == 2, "it failed twice and went on"
+    with pytest.raises(RuntimeError, match="a bug"):
+        call_command("reconcile")  # one round, as cron runs it, says what went wrong
+
+
+@pytest.mark.parametrize("by_hand", ["a tag of 200 characters", "a values file moved to a long path"])
+def test_a_drift_longer_than_its_field_is_flagged_cut_and_audited_once(pipeline, by_hand):
+    from releases.reconciler import detect_drift
+
+    deployment = deployed_in_develop(pipeline)
+    if by_hand == "a tag of 200 characters":
+        tag = "hotfix-" + "x" * 193
+        pipeline.gitops.write(DEVELOP_VALUES, pipeline.gitops.read(DEVELOP_VALUES).replace("2026.02.1", tag))
+        expected = tag[:150]
+    else:
+        template = "helm/{service}/" + "a-directory-with-a-long-name/" * 6 + "values-{environment}.yaml"
+        Service.objects.filter(pk=deployment.service_id).update(values_path_template=template)
+        path = template.replace("{service}", "nexo-be").replace("{environment}", "develop")
+        expected = f"(missing file {path})"[:150]
+
+    assert detect_drift() == [deployment.pk]
+    assert detect_drift() == [deployment.pk]
+    deployment.refresh_from_db()
+    assert (len(deployment.drifted_tag), deployment.drifted_tag) == (150, expected)
+    assert AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED).count() == 1
+
+
+def test_a_duty_of_the_reconciler_that_fails_does_not_keep_the_others_from_running(pipeline, monkeypatch):
+    from releases import reconciler
+
+    def broken():
+        raise RuntimeError("a bug in the drift check")
+
+    monkeypatch.setattr(reconciler, "detect_drift", broken)
+    round_ = reconcile()
+    assert round_["drifted"] == []
+    assert round_["audit_chain"], "the round went on to its last duty"
 
 
 def test_the_drift_check_skips_while_a_worker_holds_the_gitops_lock(pipeline):

@@ -341,7 +341,15 @@ class GitOpsRepository:
         file = self._file(relative_path)
         if not file.is_file():
             raise FileNotFoundError(relative_path)
-        return file.read_text()
+        try:
+            return file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            # Helm reads values files as UTF-8; a person's editor may save another encoding (a
+            # Latin-1 comment from Windows). A values file error fails a promotion and is a drift.
+            raise ValuesFileError(
+                f"{relative_path} is not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}): "
+                "save it as UTF-8."
+            ) from None
 
     def read_latest(self, relative_path):
         """(text, commit): the file as the branch holds it now, fetched first, and the commit read.

@@ -2,8 +2,10 @@
 
 Run exactly one `reconcile --loop` beside the workers (docs/deploy.md). It needs no RQ to run: an
 outage of Redis or PostgreSQL is waited out, and the first round after it delivers what is owed.
+Any other error of a round is logged and the next round runs: a restarted process would meet it again.
 """
 
+import logging
 import time
 
 from django.conf import settings
@@ -12,6 +14,8 @@ from django.db import DatabaseError, close_old_connections
 from redis.exceptions import RedisError
 
 from releases.reconciler import reconcile
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -30,6 +34,10 @@ class Command(BaseCommand):
                 if not loop:
                     raise
                 self.stderr.write(f"Reconciler: {error}; trying again in {settings.RECONCILE_SECONDS} s")
+            except Exception:
+                if not loop:
+                    raise
+                logger.exception("Reconciler: the round failed; trying again in %s s", settings.RECONCILE_SECONDS)
             else:
                 keys = ("recovered", "notices", "drifted", "far_behind", "slo_breaches")
                 if any(result[key] for key in keys) or not loop:
