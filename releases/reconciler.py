@@ -48,6 +48,9 @@ from .models import PIPELINE, Deployment, Promotion, PromotionState, Release, Ru
 logger = logging.getLogger(__name__)
 
 DRIFTED_TAG_LENGTH = Deployment._meta.get_field("drifted_tag").max_length
+# What `drifted_tag` holds for a tag cleared by hand (`tag: ""`, `tag: ~`): Helm runs the chart's
+# appVersion. Not "", which means no drift, and the same every round, so it is audited once.
+NO_TAG = "(no tag)"
 # A promotion mid-way and untouched for this long with no run at all gets one.
 STALL_AFTER = timedelta(minutes=2)
 # A build that waited for a freeze is looked for this long after the freeze ended, among the builds
@@ -218,7 +221,7 @@ def detect_drift():
             continue  # already flagged and audited
         with transaction.atomic():
             audit.lock_chain()  # the chain before rows, as every writer takes them
-            Deployment.objects.filter(pk=deployment.pk).update(drifted_tag=tag or "", drift_detected_at=now)
+            Deployment.objects.filter(pk=deployment.pk).update(drifted_tag=tag, drift_detected_at=now)
             audit.record(
                 AuditAction.DRIFT_DETECTED,
                 actor=PIPELINE,
@@ -242,12 +245,12 @@ def _tag_in(repository, path, key):
     compared uncut with the one stored cut would be audited again on every round.
     """
     try:
-        tag = values.read_value(repository.read(path), key, path)
+        tag = values.read_value(repository.read(path), key, path) or NO_TAG
     except FileNotFoundError:
         tag = f"(missing file {path})"
     except values.ValuesFileError as error:
         tag = f"(unreadable: {error})"
-    return tag and tag[:DRIFTED_TAG_LENGTH]
+    return tag[:DRIFTED_TAG_LENGTH]
 
 
 def builds_behind_first():

@@ -477,7 +477,8 @@ class MatrixCellSerializer(serializers.Serializer):
         help_text="A promotion here has been active longer than the environment's target."
     )
     gitops_tag = serializers.CharField(
-        allow_blank=True, help_text="The values file's tag when it differs from the deployment."
+        allow_blank=True,
+        help_text="The values file's tag when it differs from the deployment; `(no tag)` when it was cleared.",
     )
     waiting = serializers.CharField(allow_blank=True, help_text="awaiting approval 1/2, committing, syncing…")
     waiting_promotion = serializers.IntegerField(allow_null=True)

@@ -795,6 +795,22 @@ def test_the_reconcile_loop_outlives_a_round_that_fails(settings, monkeypatch):
         call_command("reconcile")  # one round, as cron runs it, says what went wrong
 
 
+@pytest.mark.parametrize("cleared", ['tag: ""', "tag: ~", "tag:"])
+def test_a_tag_cleared_by_hand_is_flagged_as_no_tag_and_audited_once(pipeline, cleared):
+    """Helm then runs the chart's appVersion, not the build the portal deployed: a drift like any other."""
+    from releases.reconciler import detect_drift
+
+    deployment = deployed_in_develop(pipeline)
+    pipeline.gitops.write(DEVELOP_VALUES, pipeline.gitops.read(DEVELOP_VALUES).replace('tag: "2026.02.1"', cleared))
+
+    assert detect_drift() == [deployment.pk]
+    assert detect_drift() == [deployment.pk]
+    deployment.refresh_from_db()
+    assert deployment.drifted_tag == "(no tag)"
+    [event] = AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED)
+    assert "says '(no tag)' but the portal deployed 2026.02.1" in event.message
+
+
 @pytest.mark.parametrize("by_hand", ["a tag of 200 characters", "a values file moved to a long path"])
 def test_a_drift_longer_than_its_field_is_flagged_cut_and_audited_once(pipeline, by_hand):
     from releases.reconciler import detect_drift
