@@ -45,6 +45,7 @@ class AuditAction(models.TextChoices):
     PULL_REQUEST_REVIEW_IGNORED = "pull_request.review_ignored", "Pull request review not counted"
     PULL_REQUEST_MERGED = "pull_request.merged", "Pull request merged"
     DRIFT_DETECTED = "gitops.drift_detected", "GitOps drift detected"
+    DRIFT_RESOLVED = "gitops.drift_resolved", "GitOps drift put right"
     DRIFT_FAR_BEHIND = "drift.far_behind", "Far behind the first environment"
     FREEZE_CREATED = "freeze.created", "Change freeze created"
     FREEZE_CHANGED = "freeze.changed", "Change freeze changed"

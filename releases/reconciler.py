@@ -18,7 +18,7 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
 - reads every open promotion pull request from GitHub, the fallback for missed webhooks, and opens
   those a promotion awaiting approval still lacks (releases/pull_requests.py);
 - reads every values file and flags a place whose image tag differs from what the portal
-  deployed there (audited once per difference);
+  deployed there (audited once per difference, and once when it is put right);
 - every AUDIT_VERIFY_SECONDS, verifies the audit chain against its witness, alerts once when it
   breaks and checkpoints its head (releases/audit_watch.py);
 - reminds the approvers of each promotion that has waited APPROVAL_REMINDER_MINUTES, once
@@ -211,30 +211,54 @@ def detect_drift():
         path = deployment.service.values_path(deployment.environment)
         if (deployment.service_id, deployment.environment_id) in in_flight or path not in found:
             continue
-        tag = found[path]
-        if tag == deployment.release.version:
+        tag, version = found[path], deployment.release.version
+        if tag == version:
             if deployment.drifted_tag:
-                Deployment.objects.filter(pk=deployment.pk).update(drifted_tag="", drift_detected_at=None)
+                _flag(
+                    deployment,
+                    "",
+                    None,
+                    AuditAction.DRIFT_RESOLVED,
+                    f"{path} says {version} again, as the portal deployed (it said {deployment.drifted_tag!r})",
+                    data={"expected": version, "was": deployment.drifted_tag},
+                )
             continue
         drifted.append(deployment.pk)
-        if deployment.drifted_tag == tag:
-            continue  # already flagged and audited
-        with transaction.atomic():
-            audit.lock_chain()  # the chain before rows, as every writer takes them
-            Deployment.objects.filter(pk=deployment.pk).update(drifted_tag=tag, drift_detected_at=now)
-            audit.record(
+        if deployment.drifted_tag != tag:  # else flagged and audited already
+            _flag(
+                deployment,
+                tag,
+                now,
                 AuditAction.DRIFT_DETECTED,
+                f"{path} says {tag!r} but the portal deployed {version}",
+                data={"expected": version, "found": tag},
+            )
+    return drifted
+
+
+def _flag(deployment, drifted_tag, detected_at, action, message, data):
+    """Set the deployment's drift flag and audit the change, unless the flag is set so already.
+
+    The row read before may be stale: another reconciler (two run for a moment in a rolling update)
+    may have set it meanwhile. The update decides, so one change is audited once.
+    """
+    with transaction.atomic():
+        audit.lock_chain()  # the chain before rows, as every writer takes them
+        changed = (
+            Deployment.objects.filter(pk=deployment.pk)
+            .exclude(drifted_tag=drifted_tag)
+            .update(drifted_tag=drifted_tag, drift_detected_at=detected_at)
+        )
+        if changed:
+            audit.record(
+                action,
                 actor=PIPELINE,
                 service=deployment.service.name,
                 environment=deployment.environment.name,
                 version=deployment.release.version,
-                message=(
-                    f"{deployment.service.values_path(deployment.environment)} says {tag!r} but the portal deployed "
-                    f"{deployment.release.version}"
-                ),
-                data={"expected": deployment.release.version, "found": tag},
+                message=message,
+                data=data,
             )
-    return drifted
 
 
 def _tag_in(repository, path, key):

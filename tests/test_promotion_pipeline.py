@@ -679,7 +679,7 @@ def test_failed_verification_in_staging_only_alerts(pipeline, people, slack_serv
     assert 'tag: "2026.02.2"' in pipeline.gitops.read("helm/nexo-be/values-staging.yaml")
 
 
-def test_reconciler_flags_gitops_drift_once_and_clears_it_when_fixed(pipeline):
+def test_reconciler_flags_gitops_drift_once_and_clears_it_once_when_fixed(pipeline):
     from releases.reconciler import detect_drift
 
     service = pipeline.add_service("nexo-be")
@@ -700,8 +700,44 @@ def test_reconciler_flags_gitops_drift_once_and_clears_it_when_fixed(pipeline):
 
     pipeline.gitops.write("helm/nexo-be/values-develop.yaml", original)
     assert detect_drift() == []
+    assert detect_drift() == []
     deployment.refresh_from_db()
-    assert deployment.drifted_tag == ""
+    assert (deployment.drifted_tag, deployment.drift_detected_at) == ("", None)
+    [resolved] = AuditEvent.objects.filter(action=AuditAction.DRIFT_RESOLVED)
+    assert "says 2026.02.1 again, as the portal deployed (it said 'hotfix-by-hand')" in resolved.message
+    assert resolved.data == {"expected": "2026.02.1", "was": "hotfix-by-hand"}
+
+
+def test_two_reconcilers_audit_one_drift_once(pipeline, monkeypatch):
+    """A rolling update runs two for a moment: the second flags the drift between the first one's
+    reading of the values file and its writing of the flag."""
+    import threading
+
+    from django.db import connections
+
+    from releases.reconciler import detect_drift
+
+    deployment = deployed_in_develop(pipeline)
+    pipeline.gitops.write(DEVELOP_VALUES, pipeline.gitops.read(DEVELOP_VALUES).replace("2026.02.1", "hotfix-by-hand"))
+    lock_chain, found = audit.lock_chain, {}
+
+    def other_reconciler():
+        try:
+            found["drifted"] = detect_drift()
+        finally:
+            connections.close_all()
+
+    def lock_chain_after_the_other_reconciler():
+        monkeypatch.setattr(audit, "lock_chain", lock_chain)
+        other = threading.Thread(target=other_reconciler)
+        other.start()
+        other.join(timeout=30)
+        lock_chain()
+
+    monkeypatch.setattr(audit, "lock_chain", lock_chain_after_the_other_reconciler)
+    assert detect_drift() == [deployment.pk]
+    assert found["drifted"] == [deployment.pk]
+    assert AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED).count() == 1
 
 
 def test_a_tag_written_by_hand_while_a_promotion_was_in_flight_is_said_when_the_commit_replaces_it(pipeline):
