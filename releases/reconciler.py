@@ -34,6 +34,7 @@ from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from redis.exceptions import RedisError
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
@@ -110,13 +111,18 @@ def recover_steps(now=None):
             logger.warning("Step run %s lost its worker %s; the promotion goes on", run.pk, run.worker)
             metrics.RECONCILER_RESUMES.labels(reason="lease_expired").inc()
             recovered.append(run.promotion_id)
-    for run in StepRun.objects.filter(status=RunStatus.QUEUED, run_after__lt=now - steps.OVERDUE_AFTER):
-        with context.bound(promotion_id=run.promotion_id):
-            trouble = steps.redeliver_if_lost(run, now)
-        if trouble:
-            logger.warning("Step run %s was due at %s and delivered again: %s", run.pk, run.run_after, trouble)
-            metrics.RECONCILER_RESUMES.labels(reason="redelivered").inc()
-            recovered.append(run.promotion_id)
+    try:
+        for run in StepRun.objects.filter(status=RunStatus.QUEUED, run_after__lt=now - steps.OVERDUE_AFTER):
+            with context.bound(promotion_id=run.promotion_id):
+                trouble = steps.redeliver_if_lost(run, now)
+            if trouble:
+                logger.warning("Step run %s was due at %s and delivered again: %s", run.pk, run.run_after, trouble)
+                metrics.RECONCILER_RESUMES.labels(reason="redelivered").inc()
+                recovered.append(run.promotion_id)
+    except RedisError as error:
+        # Which runs RQ holds cannot be asked now; the rows keep them owed for a round after Redis is
+        # back. What needs only the database goes on (the promotions with no run at all, below).
+        logger.warning("Reconciler: RQ cannot be asked about the steps owed this round: %s", error)
     stalled = (
         Promotion.objects.filter(state__in=list(transitions.JOB_FOR_STATE), updated_at__lt=now - STALL_AFTER)
         .exclude(runs__status__in=RunStatus.open())

@@ -99,6 +99,25 @@ def test_redis_down_when_the_transition_commits_leaves_the_run_for_the_reconcile
     assert state_of(promotion) == PromotionState.VERIFIED
 
 
+def test_with_redis_down_the_reconciler_still_does_what_needs_only_the_database(pipeline, settings):
+    """Which runs RQ holds cannot be asked while Redis is away; a promotion mid-way with no run at
+    all is scheduled all the same, and the runs RQ lost are handed over once it is back."""
+    lost = develop_promotion(pipeline)
+    stalled = transitions.request_promotion(
+        make_release(pipeline.add_service("nexo-fe"), "2026.02.1"), pipeline.environments["develop"], None
+    )
+    steps.close(stalled.pk)  # mid-way with no run: rows from before runs existed, or a bug
+    pipeline.redis.flushdb()  # Redis restarted empty, then went away
+    working = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}
+    assert recover_steps(now=later(minutes=3)) == [stalled.pk]
+    assert open_run(stalled).status == RunStatus.QUEUED
+    settings.RQ_QUEUES = working
+    assert sorted(recover_steps(now=later(minutes=3))) == [lost.pk, stalled.pk]
+    pipeline.run_jobs()
+    assert (state_of(lost), state_of(stalled)) == (PromotionState.VERIFIED, PromotionState.VERIFIED)
+
+
 def test_a_killed_workers_step_is_resumed_once_its_lease_expires(pipeline):
     promotion = develop_promotion(pipeline)
     run = steps.claim(open_run(promotion).pk)  # a worker took it, then was SIGKILLed
