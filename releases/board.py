@@ -88,7 +88,7 @@ HELD_BY_FREEZE_STATES = (PromotionState.APPROVED, PromotionState.COMMITTING)
 
 DeployedRow = namedtuple(
     "DeployedRow",
-    "service_id environment_id promotion_id deployed_at health drifted_tag hold hold_id release verification",
+    "service_id environment_id promotion_id deployed_at health drifted_tag release verification",
 )
 VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
 
@@ -289,6 +289,16 @@ def _verification():
     )
 
 
+def _hold_in(environment_id):
+    """The outer service's active hold in that environment, as JSON ({"pk", "reason"}), or NULL.
+
+    Read with the services, not with the deployments: a place where nothing was ever deployed (a
+    new service whose first sync failed) may be held too, and its cell must say so and offer the lift.
+    """
+    hold = Hold.objects.active().filter(service=OuterRef("pk"), environment_id=environment_id).order_by("pk")
+    return Subquery(hold.values(json=JSONObject(pk="pk", reason="reason"))[:1], output_field=TextField())
+
+
 def _only_when(shown, expression):
     # CASE evaluates its subquery only for the rows it is true for: services filtered out cost nothing.
     return Case(When(shown, then=expression)) if shown else expression
@@ -323,14 +333,16 @@ def _shown(team, service, prefix="", only=None):
 
 
 def _services(environments, shown):
-    return list(_services_query(tuple(environment.pk for environment in environments[:-1]), shown).all())
+    return list(_services_query(tuple(environment.pk for environment in environments), shown).all())
 
 
 @lru_cache(maxsize=64)
-def _services_query(candidate_environment_ids, shown):
+def _services_query(environment_ids, shown):
     annotations = {"newest_release": _only_when(shown, _newest_release())}
-    for environment_id in candidate_environment_ids:
+    for environment_id in environment_ids[:-1]:
         annotations[f"verified_in_{environment_id}"] = _only_when(shown, _newest_release(environment_id))
+    for environment_id in environment_ids:
+        annotations[f"hold_in_{environment_id}"] = _only_when(shown, _hold_in(environment_id))
     if shown:
         annotations["shown"] = Case(When(shown, then=Value(True)), default=Value(False))
     return Service.objects.select_related("team").order_by("name").annotate(**annotations)
@@ -372,13 +384,10 @@ def _deployments(shown):
 
 @lru_cache(maxsize=64)
 def _deployments_query(shown):
-    hold = Hold.objects.active().filter(service=OuterRef("service"), environment=OuterRef("environment")).order_by()
     return (
         Deployment.objects.current()
         .filter(shown)
         .annotate(
-            hold=Subquery(hold.values("reason")[:1]),
-            hold_id=Subquery(hold.values("pk")[:1]),
             release_json=_deployed_release(),
             verification_json=_verification(),
         )
@@ -579,6 +588,8 @@ class _CellBuilder:
         self._candidates = _tuple_getter(
             "newest_release", *(f"verified_in_{environment.pk}" for environment in environments[:-1])
         )
+        # Each place's active hold, as the services query annotates it (JSON text, or None).
+        self._holds = _tuple_getter(*(f"hold_in_{environment.pk}" for environment in environments))
         self.may_request = {}
         self.verification_badges = {}
         # Every confirmation returns to the board as it was filtered.
@@ -663,6 +674,7 @@ class _CellBuilder:
                 _fingerprint(service),
                 team,
                 self._candidates(service),
+                self._holds(service),
                 deployments,
                 promotions,
                 tuple(times),
@@ -684,6 +696,10 @@ class _CellBuilder:
     def cell(self, service, environment, previous, candidate):
         place = (service.id, environment.id)
         cell = Cell(environment, place=f"{service.name}-{environment.name}")
+        hold = getattr(service, f"hold_in_{environment.pk}")
+        if hold:
+            hold = json.loads(hold)
+            cell.hold_reason, cell.hold_url = hold["reason"], self.lift_url(hold["pk"])
 
         deployment = self.deployments.get(place)
         release = deployment.release if deployment else None
@@ -696,8 +712,6 @@ class _CellBuilder:
             cell.health = self._health(deployment)
             cell.verification, cell.soak_percent = self._verification_badge(deployment.verification)
             cell.gitops_tag = deployment.drifted_tag
-            cell.hold_reason = deployment.hold or ""
-            cell.hold_url = self.lift_url(deployment.hold_id) if deployment.hold_id else ""
             previous_deployment = self.deployments.get((service.id, previous.id)) if previous else None
             if previous_deployment:
                 self._drift(cell, release, previous, previous_deployment.release)

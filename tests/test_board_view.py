@@ -356,6 +356,33 @@ def test_a_hold_after_a_rollback_is_shown(environments, people, nexo_be):
     assert board_cell(people["viewer"], "nexo-be", "qa").hold_reason == "Rolled back to 2026.02.1"
 
 
+def test_a_hold_where_nothing_was_ever_deployed_is_shown_with_its_lift(client, environments, people, nexo_be):
+    """A new service whose first sync into develop failed: the automatic rollback cannot start, develop is
+    held, and every later build silently waits. The hold rode on the deployment row, so the cell said only
+    "not deployed" (and, for a day, the failure) with a bright Promote button."""
+    develop = environments["develop"]
+    now = timezone.now()
+    first = Promotion.objects.create(
+        release=make_release(nexo_be, "2026.02.1"),
+        environment=develop,
+        state=PromotionState.SYNCING,
+        requested_at=now,
+        approved_at=now,
+        commit_started_at=now,
+        committed_at=now,
+        sync_started_at=now,
+        gitops_commit_sha="c" * 40,
+    )
+    transitions.fail(first, "sync", "ComparisonError: helm template failed")
+    hold = Hold.objects.active().get(service=nexo_be, environment=develop)
+
+    cell = cell_html(signed_in(client, people["rita"]).get("/"), "nexo-be", "develop")
+
+    assert "not deployed" in cell
+    assert "automatic promotions on hold: The automatic rollback of 2026.02.1 could not start" in cell
+    assert f"/holds/{hold.pk}/lift/" in action_link(cell, "lift")
+
+
 def test_why_a_place_is_held_or_failed_is_readable_without_hovering(client, environments, people, nexo_be):
     ran(make_release(nexo_be, "2026.02.1"), environments["qa"])
     Hold.objects.create(

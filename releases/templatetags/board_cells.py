@@ -226,10 +226,10 @@ def board_cell(cell):
                     cell.gitops_tag,
                 )
             )
-        if cell.hold_reason:
-            parts.append(_html('<div class="small warn-text">automatic promotions on hold: {}</div>', cell.hold_reason))
     else:
         parts.append('<div class="muted">not deployed</div>')
+    if cell.hold_reason:
+        parts.append(_html('<div class="small warn-text">automatic promotions on hold: {}</div>', cell.hold_reason))
     if cell.waiting:
         parts.append(
             _html(
