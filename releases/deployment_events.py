@@ -67,8 +67,9 @@ def check_signature(secret, timestamp, signature_header, body, now=None):
 
 def _place_of(application):
     """The (service, environment) whose Argo CD application has this name."""
+    environments = list(Environment.objects.all())
     for service in Service.objects.all():
-        for environment in Environment.objects.all():
+        for environment in environments:
             if service.argocd_app(environment) == application:
                 return service, environment
     return None, None
@@ -95,9 +96,11 @@ def apply(payload, signature):
         raise WebhookRefused("This delivery was received before: refused as a replay.", 409) from None
 
     if service is None:
-        event.outcome = f"No service and environment use the Argo CD application {event.application}; recorded only."
+        outcome = f"No service and environment use the Argo CD application {event.application}; recorded only."
     else:
-        event.outcome = _move_promotion(event, service, environment)
+        outcome = _move_promotion(event, service, environment)
+    # Cut to the column: an application's name may take 253 characters of it.
+    event.outcome = outcome[: DeploymentEvent._meta.get_field("outcome").max_length]
     event.save(update_fields=["promotion", "outcome"])
     return event
 

@@ -133,6 +133,15 @@ def test_an_event_for_an_unknown_application_is_recorded_only(syncing):
     assert "recorded only" in response.json()["outcome"]
 
 
+def test_an_event_for_an_unknown_application_with_the_longest_name_is_recorded_only(syncing):
+    """Kubernetes allows 253 characters; the sentence naming it overflowed the outcome's column: a 500,
+    and Argo CD Notifications delivered it again and again."""
+    application = "a" * 253
+    response = deliver(deployed(application=application))
+    assert response.status_code == 202
+    assert response.json()["outcome"].startswith(f"No service and environment use the Argo CD application {'a' * 100}")
+
+
 def test_the_webhook_is_off_until_a_secret_is_configured(syncing, settings):
     settings.ARGOCD_WEBHOOK_SECRET = ""
     assert deliver(deployed()).status_code == 503
