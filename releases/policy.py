@@ -376,7 +376,14 @@ def _why_not_decide(promotion, user, verb, token_creator_id=None):
 
 
 def why_not_approve(promotion, user, token_creator_id=None):
-    return _why_not_decide(promotion, user, "approve", token_creator_id) or _why_not_during_freeze(promotion)
+    return _why_not_decide(promotion, user, "approve", token_creator_id) or why_not_reach_quorum(promotion)
+
+
+def why_not_reach_quorum(promotion):
+    """What keeps a promotion with enough approvals from being approved now, whoever approves: a
+    freeze. The reconciler's approval at a lowered quorum (transitions.approve_where_quorum_is_met)
+    follows it as a person's approval does."""
+    return _why_not_during_freeze(promotion)
 
 
 def freeze_holding(promotion):

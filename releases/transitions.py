@@ -430,6 +430,8 @@ def approve_where_quorum_is_met():
             continue
         if promotion.environment.delivers_by_pull_request and not promotion.pr_number:
             continue  # its pull request is being opened: the merge needs it
+        if policy.why_not_reach_quorum(promotion):
+            continue  # frozen: approved by a later round once the freeze ends, as a person's would wait
         with transaction.atomic():
             promotion = _locked(promotion)
             given, required = policy.approvals_given(promotion), policy.approvals_required(promotion)

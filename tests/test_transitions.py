@@ -258,6 +258,28 @@ def test_lowering_the_approvals_a_place_requires_approves_what_now_has_enough(
     assert waiting[1].state == PromotionState.AWAITING_APPROVAL  # no approval at all yet
 
 
+def test_a_lowered_quorum_does_not_approve_through_a_freeze(world, django_capture_on_commit_callbacks):
+    """The reconciler follows the freeze as a person's approval does: approved during it, the promotion's
+    commit would wait behind it and keep a rollback or a break-glass fix out of the place."""
+    production = world["env"]["production"]
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", "staging", environments=world["env"])
+    promotion = transitions.approve(transitions.request_promotion(release, production, world["rita"]), world["sam"])
+    frozen = ChangeFreeze.objects.create(
+        environment=production,
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=timezone.now() + timedelta(hours=1),
+        reason="Year-end freeze",
+    )
+    production.required_approvals = 1
+    production.save()
+
+    assert reconcile()["approved_at_quorum"] == []
+    frozen.delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile()["approved_at_quorum"] == [promotion.pk]
+
+
 def test_a_rejection_needs_a_comment_and_ends_the_promotion(world):
     release = make_release(world["service"], "2026.02.1")
     verified_in(release, "develop", "qa", environments=world["env"])
