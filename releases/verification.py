@@ -346,8 +346,8 @@ def limits_passed(promotion):
 
 def found_nothing_against(promotion):
     """Whether a failed soak failed only for want of measurements: a checker out of reach past the
-    consecutive error limit, no error-rate data, too few rounds. No sample found the release failing
-    and every CI check the environment requires was reported passing.
+    consecutive error limit, no error-rate data, too few rounds, a CI check not reported (yet). No
+    sample found the release failing and no CI check the environment requires was reported failing.
 
     Such a failure says nothing against the release: rolling it back automatically would take out a
     release that may be good (a Prometheus restart would roll back everything soaking), and the
@@ -355,11 +355,10 @@ def found_nothing_against(promotion):
     """
     if promotion.samples.filter(ok=False).exists():
         return False
-    required = promotion.environment.required_checks
     newest = CheckResult.objects.filter(
-        release=promotion.release, environment=promotion.environment, name__in=required
+        release=promotion.release, environment=promotion.environment, name__in=promotion.environment.required_checks
     ).newest_per_check()
-    return sum(1 for result in newest if result.passed) == len(set(required))
+    return all(result.passed for result in newest)
 
 
 @dataclass

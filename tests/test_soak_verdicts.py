@@ -193,6 +193,22 @@ def test_a_soak_that_could_not_measure_the_release_holds_the_place_instead_of_ro
     )
 
 
+def test_a_soak_that_could_not_measure_while_ci_had_not_reported_yet_holds_too(soak):
+    """qa requires CI results (e2e, performance, security by default) that arrive during the soak: a
+    Prometheus restart before them still says nothing against the release."""
+    qa, service = soak["qa"], soak["promotion"].service
+    qa.required_checks = ["e2e"]
+    qa.save()
+    ran(make_release(service, "2026.02.1"), qa, at=timezone.now() - timedelta(days=1))
+    limits(soak, consecutive_error_limit=1)
+    soak["prometheus"].answer_error(503, "unavailable", "the TSDB is not ready")
+    sample_round(soak)
+
+    assert sample_round(soak).state == PromotionState.FAILED
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    assert Hold.objects.active().filter(service=service, environment=qa).exists()
+
+
 def test_a_soak_that_measured_a_failure_is_rolled_back_where_the_policy_says_so(soak):
     qa, service = soak["qa"], soak["promotion"].service
     ran(make_release(service, "2026.02.1"), qa, at=timezone.now() - timedelta(days=1))
