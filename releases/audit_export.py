@@ -32,7 +32,7 @@ from .models import (
     CheckResult,
     Promotion,
     PromotionKind,
-    StepStatus,
+    PromotionState,
     newest_per_check,
 )
 
@@ -93,7 +93,7 @@ def _sources(chunk, promotions, previous_environment):
             Promotion.objects.filter(
                 release_id__in={release for release, _ in unsure.values()},
                 environment__name__in={name for _, name in unsure.values()},
-                verification_status=StepStatus.PASSED,
+                state=PromotionState.VERIFIED,  # as the policy reads "verified there"
             ).values_list("release_id", "environment__name")
         )
         for pk, place in unsure.items():

@@ -15,7 +15,14 @@ from audit.models import AuditEvent
 from releases import transitions
 from releases.audit_export import export_json
 from releases.gitops.repo import commit_url
-from releases.models import CheckResult, PromotionKind, PromotionState, SampleCheck, VerificationSample
+from releases.models import (
+    CheckResult,
+    PromotionKind,
+    PromotionState,
+    SampleCheck,
+    StepStatus,
+    VerificationSample,
+)
 from tests.factories import make_release
 from tests.history import ran, verified_up_to_staging
 
@@ -133,9 +140,21 @@ def test_a_break_glass_fix_that_skipped_staging_comes_from_no_environment(enviro
     )
     transitions.mark_verified(emergency_after_staging, "all good")
 
+    timer_only = ran(make_release(service, "2026.02.4"), environments["staging"])
+    timer_only.verification_status = StepStatus.NOT_CONFIGURED  # verified where nothing was set up to check
+    timer_only.save()
+    after_timer = ran(
+        timer_only.release,
+        environments["production"],
+        state=PromotionState.VERIFYING,
+        is_emergency=True,
+        emergency_reason="down",
+    )
+    transitions.mark_verified(after_timer, "all good")
+
     sources = {record["version"]: record["from_environment"] for record in exported()}
 
-    assert sources == {"2026.02.2": None, "2026.02.3": "staging"}
+    assert sources == {"2026.02.2": None, "2026.02.3": "staging", "2026.02.4": "staging"}
     steps = [record for record in exported(per="step") if record["promotion_id"] == emergency.pk]
     assert {record["from_environment"] for record in steps} == {None}
 
