@@ -768,7 +768,7 @@ class DeploymentQuerySet(models.QuerySet):
                 if not after.is_change:
                     # Now a redeploy of this one: what blamed it blames the change it repeats, or a
                     # failed change would stop counting (an incident on a deployment that is no change).
-                    Incident.objects.filter(caused_by=after).update(caused_by=after.introducing_change())
+                    Incident.objects.filter(caused_by=after).update(caused_by=after.introducing_change() or after)
             if is_rollback:
                 Incident.objects.record_for_rollback(deployment, taken_out=before)
             elif deployment.is_change and release.is_hotfix and release.fixes_id:

@@ -149,6 +149,23 @@ def test_history_recorded_late_before_a_blamed_change_moves_the_blame_to_the_cha
     assert march_failures() == 1
 
 
+def test_history_recorded_late_as_a_rollback_leaves_the_incident_its_deployment(web):
+    """The late deployment of the same release is a rollback (an imported rollback commit): the portal's
+    becomes a redeploy of it with no change before, and its incident must not be left blaming nothing."""
+    service, production, deployments = web
+    incident = Incident.objects.create(
+        service=service, environment=production, title="checkout down", started_at=at(1, hours=2),
+        caused_by=deployments["change"],
+    )  # fmt: skip
+
+    Deployment.objects.record(
+        release=deployments["change"].release, environment=production, deployed_at=at(0, hours=12), is_rollback=True
+    )
+
+    incident.refresh_from_db()
+    assert incident.caused_by == deployments["change"]
+
+
 def test_incident_during_a_rollback_still_blames_the_rollback(web):
     """A rollback introduced no change: nothing else can be blamed, so it stays the suspect."""
     service, production, deployments = web
