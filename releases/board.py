@@ -538,7 +538,9 @@ def _columns(model):
 
 
 def _tuple_getter(*names):
-    """attrgetter that gives a tuple for one name too."""
+    """attrgetter that gives a tuple for one name, and for none (a portal with no environment yet), too."""
+    if not names:
+        return lambda instance: ()
     getter = attrgetter(*names)
     return getter if len(names) > 1 else lambda instance: (getter(instance),)
 
