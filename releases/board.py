@@ -688,6 +688,8 @@ class _CellBuilder:
     def cells(self, service):
         # The candidate for each environment: the newest release verified in the one before it,
         # or for the first environment the newest release of all.
+        if not self.environments:
+            return []  # a portal with services and no environment yet: rows without cells
         return [
             self.cell(service, environment, previous, candidate)
             for environment, previous, candidate in zip(

@@ -464,6 +464,13 @@ def test_an_empty_portal_says_where_services_come_from(client, environments, peo
     assert "No services yet." in response.content.decode()
 
 
+def test_a_portal_with_services_and_no_environment_yet_shows_the_board(client, db, viewer):
+    make_service("nexo-be", team="backend-team")
+    response = signed_in(client, viewer).get("/")
+    assert response.status_code == 200
+    assert 'data-service="nexo-be"' in response.content.decode()
+
+
 def test_the_htmx_refresh_gets_only_the_board_and_keeps_the_filters(client, people, nexo_be):
     signed_in(client, people["viewer"])
     response = client.get("/", {"team": "backend-team"}, headers={"HX-Request": "true", "HX-Target": "board"})
