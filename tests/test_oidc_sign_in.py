@@ -117,7 +117,10 @@ def test_two_policies_never_combine_into_a_grant_neither_gives(issuer, policy, s
     refused = register(token, service="nexo-fe")
 
     assert refused.status_code == 403, refused.json()
-    assert "nexo-fe" in refused.json()["message"]
+    assert refused.json()["message"] == (
+        "The trust policies of nexo-org/nexo-be may read nexo-fe but not use the 'register' scope on it. "
+        "Ask a platform engineer to change the trust policy."
+    )
     assert not Release.objects.filter(service=services["nexo-fe"]).exists()
     assert register(token).status_code == 201  # what a single policy gives still goes
     release = make_release(services["nexo-fe"], "2026.02.1")
@@ -355,7 +358,12 @@ def test_a_run_whose_policys_services_were_all_deleted_reads_and_acts_on_none(is
 
     assert client.get("/api/v1/releases/").json()["count"] == 0
     assert client.get("/api/v1/matrix/").json() == []
-    assert register(issuer.token(audience=AUDIENCE)).status_code == 403
+    refused = register(issuer.token(audience=AUDIENCE))
+    assert refused.status_code == 403
+    assert refused.json()["message"] == (
+        "The trust policies of nexo-org/nexo-be were limited to services that no longer exist: they allow "
+        "none. Ask a platform engineer to change the trust policy."
+    )
 
 
 def test_a_trusted_run_never_promotes_nor_approves(issuer, policy, services, environments):

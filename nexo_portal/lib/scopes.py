@@ -40,14 +40,24 @@ def require_service(request, service, scope=None):
     token = token_of(request)
     if token is not None and not token.allows_service(service, scope):
         allowed = readable_service_names(request)
+        # A GitHub Actions run is let in by trust policies, not by a token of its own.
+        oidc = isinstance(token.pk, str) and token.pk.startswith("oidc:")
+        what = f"The trust policies of {token.name.removeprefix('github-actions:')}" if oidc else "This API token"
+        remedy = (
+            "Ask a platform engineer to change the trust policy." if oidc else "Ask a platform engineer for a new one."
+        )
         if not allowed:
             raise exceptions.PermissionDenied(
-                "This API token was limited to services that no longer exist: it may act on none. "
-                "Ask a platform engineer for a new one."
+                f"{what} were limited to services that no longer exist: they allow none. {remedy}"
+                if oidc
+                else f"{what} was limited to services that no longer exist: it may act on none. {remedy}"
             )
-        raise exceptions.PermissionDenied(
-            f"This API token may act on {', '.join(allowed)} only, not on {service.name}."
-        )
+        if service.name in allowed:
+            # It may read the service, but no one policy gives both the service and this scope.
+            raise exceptions.PermissionDenied(
+                f"{what} may read {service.name} but not use the '{scope}' scope on it. {remedy}"
+            )
+        raise exceptions.PermissionDenied(f"{what} may act on {', '.join(allowed)} only, not on {service.name}.")
 
 
 def readable_service_ids(request):
