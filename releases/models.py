@@ -324,13 +324,18 @@ class Release(models.Model):
         if self._state.adding:
             super().save(*args, **kwargs)
             return
+        # Only a save that may change the hotfix link reads it first (not the image gate's, say).
+        fields = kwargs.get("update_fields")
+        link_saved = fields is None or bool({"is_hotfix", "fixes", "fixes_id"} & set(fields))
         with transaction.atomic():
-            link = Release.objects.filter(pk=self.pk).values_list("is_hotfix", "fixes_id").first()
+            link = (
+                Release.objects.filter(pk=self.pk).values_list("is_hotfix", "fixes_id").first() if link_saved else None
+            )
             super().save(*args, **kwargs)
             self.deployments.exclude(release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix).update(
                 release_committed_at=self.committed_at, release_is_hotfix=self.is_hotfix
             )
-            if link != (self.is_hotfix, self.fixes_id):
+            if link_saved and link != (self.is_hotfix, self.fixes_id):
                 Incident.objects.follow_hotfix_link(self)
 
     def get_absolute_url(self):
