@@ -120,37 +120,24 @@ def test_a_verified_promotion_is_one_record_with_emails_the_commit_the_sync_and_
     assert record["outcome"] == "verified"
 
 
+def broken_glass(release, production):
+    """`release` sent to production by break-glass, and verified there."""
+    promotion = ran(release, production, state=PromotionState.VERIFYING, is_emergency=True, emergency_reason="down")
+    return transitions.mark_verified(promotion, "all good")
+
+
 @pytest.mark.django_db
 def test_a_break_glass_fix_that_skipped_staging_comes_from_no_environment(environments):
     """from_environment was the environment before in today's pipeline, whatever the promotion did: a
     fix built minutes ago and sent straight to production was exported as coming from staging."""
-    service = verified_up_to_staging(environments)["service"]
-    fix = make_release(service, "2026.02.2")
-    emergency = ran(
-        fix, environments["production"], state=PromotionState.VERIFYING, is_emergency=True, emergency_reason="down"
-    )
-    transitions.mark_verified(emergency, "all good")
+    service, production = verified_up_to_staging(environments)["service"], environments["production"]
+    emergency = broken_glass(make_release(service, "2026.02.2"), production)
     staged = ran(make_release(service, "2026.02.3"), environments["staging"])
-    emergency_after_staging = ran(
-        staged.release,
-        environments["production"],
-        state=PromotionState.VERIFYING,
-        is_emergency=True,
-        emergency_reason="down",
-    )
-    transitions.mark_verified(emergency_after_staging, "all good")
-
+    broken_glass(staged.release, production)
     timer_only = ran(make_release(service, "2026.02.4"), environments["staging"])
     timer_only.verification_status = StepStatus.NOT_CONFIGURED  # verified where nothing was set up to check
     timer_only.save()
-    after_timer = ran(
-        timer_only.release,
-        environments["production"],
-        state=PromotionState.VERIFYING,
-        is_emergency=True,
-        emergency_reason="down",
-    )
-    transitions.mark_verified(after_timer, "all good")
+    broken_glass(timer_only.release, production)
 
     sources = {record["version"]: record["from_environment"] for record in exported()}
 

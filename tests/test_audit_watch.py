@@ -118,11 +118,8 @@ def test_an_unreadable_witness_is_said_and_no_checkpoint_vouches_for_what_was_no
     assert verification.witness_error.startswith("The witness could not be read, so the tail was not checked:")
 
 
-def test_a_break_is_alerted_once_and_again_only_when_it_breaks_differently(
-    witness, slack_server, django_capture_on_commit_callbacks
-):
-    events = record(6)
-    queue = django_rq.get_queue("default")
+def hourly_watch(django_capture_on_commit_callbacks):
+    """The reconciler's watch of the chain, an hour later at each call, its alerts enqueued."""
     later = timezone.now()
 
     def watch():
@@ -130,6 +127,16 @@ def test_a_break_is_alerted_once_and_again_only_when_it_breaks_differently(
         later += timedelta(hours=1)
         with django_capture_on_commit_callbacks(execute=True):
             return watch_audit_chain(now=later)
+
+    return watch
+
+
+def test_a_break_is_alerted_once_and_again_only_when_it_breaks_differently(
+    witness, slack_server, django_capture_on_commit_callbacks
+):
+    events = record(6)
+    queue = django_rq.get_queue("default")
+    watch = hourly_watch(django_capture_on_commit_callbacks)
 
     assert watch().ok
     tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[3].pk])
@@ -154,13 +161,7 @@ def test_after_a_known_break_a_new_one_is_alerted_and_every_failed_run_logs_an_e
 ):
     events = record(6)
     queue = django_rq.get_queue("default")
-    later = timezone.now()
-
-    def watch():
-        nonlocal later
-        later += timedelta(hours=1)
-        with django_capture_on_commit_callbacks(execute=True):
-            return watch_audit_chain(now=later)
+    watch = hourly_watch(django_capture_on_commit_callbacks)
 
     assert watch().ok
     tamper("UPDATE audit_auditevent SET message = 'typo fixed' WHERE id = %s", [events[1].pk])  # an old, known break
