@@ -53,10 +53,12 @@ def is_configured():
     return bool(settings.SLACK_BOT_TOKEN and settings.SLACK_APPROVALS_CHANNEL)
 
 
-def call(method, **fields):
-    """Call one Web API method; its answer (a dict with ok: true), or SlackUnavailable / SlackRefused."""
+def call(method, *, timeout=None, **fields):
+    """Call one Web API method; its answer (a dict with ok: true), or SlackUnavailable / SlackRefused.
+
+    `timeout` (seconds) when the caller cannot wait HTTP_TIMEOUT_SECONDS for the answer."""
     url = settings.SLACK_API_URL.rstrip("/") + "/" + method
-    timeout = settings.HTTP_TIMEOUT_SECONDS
+    timeout = min(timeout, settings.HTTP_TIMEOUT_SECONDS) if timeout else settings.HTTP_TIMEOUT_SECONDS
     try:
         with metrics.outgoing_call("slack", method) as call:
             response = requests.post(

@@ -13,6 +13,11 @@ administrator, or found once by the e-mail Slack says they confirmed, when exact
 portal account has it. Then exactly the web's rules apply: transitions.approve and reject ask
 releases/policy.py (approver groups, distinct approvers, no self-approval). A refusal is told to
 that user alone (chat.postEphemeral); the audit records the decision with the Slack channel.
+
+Slack shows whoever clicked an error unless the interaction is answered within three seconds. So
+what must be asked of Slack before answering (who clicked; the rejection dialog, whose trigger_id
+lasts as long) gets at most ASK_SLACK_SECONDS, and what the person is told is sent by a job after
+the answer (at once only when Redis is out of reach).
 """
 
 import json
@@ -23,10 +28,13 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema
+from redis.exceptions import RedisError
 from rest_framework.views import APIView
+from rq import Retry
 
 from nexo_portal.lib import text
 from nexo_portal.lib.api import error_response
+from nexo_portal.lib.queues import get_queue
 
 from . import approval_notices, policy, slack, transitions
 from .models import Promotion, SlackIdentity, SlackIdentityLink
@@ -35,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 REJECT_CALLBACK = "reject_promotion"
 COMMENT_BLOCK, COMMENT_ACTION = "comment", "comment"
+# Of Slack's three seconds, what a call made before answering may take (the rest is the portal's).
+ASK_SLACK_SECONDS = 2.0
 
 
 class NotLinked(Exception):
@@ -53,7 +63,7 @@ def portal_user(slack_user_id):
         "(Admin → Slack identities), or approve on the portal."
     )
     try:
-        profile = slack.call("users.info", user=slack_user_id)["user"]
+        profile = slack.call("users.info", user=slack_user_id, timeout=ASK_SLACK_SECONDS)["user"]
     except slack.SlackRefused as refusal:
         logger.warning("Slack would not say who Slack user %s is: %s", slack_user_id, refusal)
         if refusal.error in ("user_not_found", "user_not_visible"):
@@ -88,11 +98,24 @@ def portal_user(slack_user_id):
 
 
 def _tell(channel, slack_user_id, message):
-    """Say `message` to that Slack user alone, in the channel they clicked in."""
+    """Have `message` said to that Slack user alone, in the channel they clicked in, after the answer."""
+    try:
+        get_queue().enqueue(tell, channel, slack_user_id, message, retry=Retry(max=2, interval=[5, 30]))
+    except RedisError as error:
+        logger.warning("Telling Slack user %s now, while Slack waits: Redis did not answer (%s)", slack_user_id, error)
+        try:
+            tell(channel, slack_user_id, message)
+        except slack.SlackUnavailable as unavailable:
+            logger.warning("Could not tell Slack user %s why: %s", slack_user_id, unavailable)
+
+
+def tell(channel, slack_user_id, message):
+    """The job: say `message` to that Slack user alone. Slack out of reach raises, for RQ to try again
+    a little later (an explanation a minute late still explains); a refusal will not change."""
     try:
         slack.call("chat.postEphemeral", channel=channel, user=slack_user_id, text=message)
-    except (slack.SlackRefused, slack.SlackUnavailable) as error:
-        logger.warning("Could not tell Slack user %s why: %s", slack_user_id, error)
+    except slack.SlackRefused as refusal:
+        logger.warning("Could not tell Slack user %s why: %s", slack_user_id, refusal)
 
 
 def _reject_modal(promotion, channel):
@@ -165,7 +188,12 @@ def _block_action(payload):
         _tell(channel, slack_user, str(refusal))
         return HttpResponse(status=200)
     try:
-        slack.call("views.open", trigger_id=str(payload.get("trigger_id", "")), view=_reject_modal(promotion, channel))
+        slack.call(
+            "views.open",
+            trigger_id=str(payload.get("trigger_id", "")),
+            view=_reject_modal(promotion, channel),
+            timeout=ASK_SLACK_SECONDS,
+        )
     except (slack.SlackRefused, slack.SlackUnavailable) as error:
         logger.warning("Could not open the rejection dialog for %s: %s", slack_user, error)
         _tell(channel, slack_user, "Slack would not open the rejection dialog; reject on the portal instead.")

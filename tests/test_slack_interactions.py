@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
+from nexo_portal.lib.queues import get_queue
 from releases.models import PromotionState, SlackIdentity, SlackIdentityLink
 from tests import test_approval_notices as notices
 from tests.servers.slack import CHANNEL, SIGNING_SECRET
@@ -40,6 +41,15 @@ def signed_post(body, secret=SIGNING_SECRET, timestamp=None):
 
 def interact(payload, **signing):
     return signed_post(urlencode({"payload": json.dumps(payload)}), **signing)
+
+
+def told_afterwards(slack_api):
+    """What the person who clicked was told: sent by a job, once the interaction was answered."""
+    queue = get_queue()
+    for job in queue.jobs:
+        job.perform()
+        job.delete()
+    return slack_api.called("chat.postEphemeral")
 
 
 def button(action, promotion, slack_user):
@@ -118,7 +128,7 @@ def test_a_slack_user_the_portal_cannot_tell_apart_is_told_and_nothing_happens(w
         slack_api.add_user("U0WHO", known["email"], confirmed=known.get("confirmed", True))
     assert interact(button("approve", waiting, "U0WHO")).status_code == 200, reason
     assert waiting.approvals.count() == 0
-    [told] = slack_api.called("chat.postEphemeral")
+    [told] = told_afterwards(slack_api)
     assert told["user"] == "U0WHO"
     assert "Your Slack account is not linked to a portal account" in told["text"]
     assert not SlackIdentity.objects.filter(slack_user_id="U0WHO").exists()
@@ -134,7 +144,7 @@ def test_a_slack_user_the_portal_cannot_tell_apart_is_told_and_nothing_happens(w
 def test_slack_refusing_to_say_who_clicked_is_told_as_what_it_is(waiting, slack_api, error, told):
     slack_api.errors["users.info"] = error
     interact(button("approve", waiting, "U0WHO"))
-    [said] = slack_api.called("chat.postEphemeral")
+    [said] = told_afterwards(slack_api)
     assert told in said["text"]
     assert waiting.approvals.count() == 0
 
@@ -142,7 +152,7 @@ def test_slack_refusing_to_say_who_clicked_is_told_as_what_it_is(waiting, slack_
 def test_slack_out_of_reach_when_asked_who_clicked_says_to_try_again(waiting, slack_api):
     slack_api.rate_limited.add("users.info")  # HTTP 429: worth another try
     interact(button("approve", waiting, "U0WHO"))
-    [said] = slack_api.called("chat.postEphemeral")
+    [said] = told_afterwards(slack_api)
     assert "could not ask Slack who you are; try again" in said["text"]
 
 
@@ -150,15 +160,46 @@ def test_the_requester_cannot_approve_her_own_request_from_slack(waiting, slack_
     slack_api.add_user("U0RITA", "rita@nexo.example")
     interact(button("approve", waiting, "U0RITA"))
     assert waiting.approvals.count() == 0
-    [told] = slack_api.called("chat.postEphemeral")
+    [told] = told_afterwards(slack_api)
     assert told["text"].startswith("You requested this promotion; another approver from platform-leads or sre-team")
+
+
+def test_what_the_person_who_clicked_is_told_waits_for_the_answer_to_slack(waiting, slack_api):
+    """Slack shows an error to whoever clicked unless the interaction is answered within 3 seconds, and
+    chat.postEphemeral may take the whole HTTP timeout: the refusal is said by a job afterwards."""
+    slack_api.add_user("U0RITA", "rita@nexo.example")
+    assert interact(button("approve", waiting, "U0RITA")).status_code == 200
+    assert slack_api.called("chat.postEphemeral") == []
+    [said] = told_afterwards(slack_api)
+    assert (said["channel"], said["user"]) == (CHANNEL, "U0RITA")
+    assert said["text"].startswith("You requested this promotion")
+
+
+def test_with_redis_out_of_reach_the_person_who_clicked_is_told_at_once(waiting, slack_api, settings):
+    slack_api.add_user("U0RITA", "rita@nexo.example")
+    settings.RQ_QUEUES = {"default": {**settings.RQ_QUEUES["default"], "URL": "redis://127.0.0.1:9/0"}}
+    assert interact(button("approve", waiting, "U0RITA")).status_code == 200
+    [said] = slack_api.called("chat.postEphemeral")
+    assert said["text"].startswith("You requested this promotion")
+
+
+def test_a_slack_too_slow_to_say_who_clicked_within_its_window_is_not_waited_for(waiting, slack_api, settings):
+    """Asked while Slack waits for the answer, users.info gets what is left of Slack's 3 seconds, not
+    the HTTP timeout: a late answer would approve while Slack already showed the click as failed."""
+    settings.HTTP_TIMEOUT_SECONDS = 30
+    slack_api.add_user("U0SARA", "sara@nexo.example")
+    slack_api.slow["users.info"] = 4
+    assert interact(button("approve", waiting, "U0SARA")).status_code == 200
+    assert waiting.approvals.count() == 0
+    [said] = told_afterwards(slack_api)
+    assert "could not ask Slack who you are; try again" in said["text"]
 
 
 def test_the_same_approver_cannot_approve_twice_from_slack(waiting, slack_api):
     interact(button("approve", waiting, "U0SAM"))
     interact(button("approve", waiting, "U0SAM"))
     assert waiting.approvals.count() == 1
-    assert "You have already decided on this promotion" in slack_api.called("chat.postEphemeral")[0]["text"]
+    assert "You have already decided on this promotion" in told_afterwards(slack_api)[0]["text"]
 
 
 def test_reject_opens_a_modal_asking_why_then_rejects_with_the_comment(waiting, slack_api):
@@ -186,7 +227,7 @@ def test_someone_outside_the_approver_groups_is_not_offered_the_modal(waiting, s
     slack_api.add_user("U0RITA", "rita@nexo.example")
     interact(button("reject", waiting, "U0RITA"))
     assert slack_api.called("views.open") == []
-    assert "You requested this promotion" in slack_api.called("chat.postEphemeral")[0]["text"]
+    assert "You requested this promotion" in told_afterwards(slack_api)[0]["text"]
 
 
 @pytest.mark.parametrize(
@@ -277,4 +318,4 @@ def test_a_first_click_racing_the_other_click_of_a_double_click_approves(waiting
     assert interact(button("approve", waiting, "U0SARA")).status_code == 200
 
     assert [approval.user.username for approval in waiting.approvals.all()] == ["sara"]
-    assert not any("not linked" in body["text"] for body in slack_api.called("chat.postEphemeral"))
+    assert not any("not linked" in body["text"] for body in told_afterwards(slack_api))

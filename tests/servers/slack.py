@@ -7,6 +7,7 @@
 """
 
 import threading
+import time
 
 import pytest
 
@@ -78,7 +79,8 @@ class SlackApiServer:
 
     Methods: chat.postMessage (answers channel, ts, message), chat.update (channel, ts, text),
     chat.postEphemeral (message_ts), views.open (view with an id), users.info (user with profile.email
-    and is_email_confirmed). `calls` keeps every (method, body); `users` are the workspace's members.
+    and is_email_confirmed). `calls` keeps every (method, body); `users` are the workspace's members;
+    `slow` makes a method's answers late.
     """
 
     def __init__(self):
@@ -86,6 +88,7 @@ class SlackApiServer:
         self.users = {}
         self.errors = {}  # method -> error code to answer once
         self.rate_limited = set()
+        self.slow = {}  # method -> seconds Slack takes to answer it
         self._ts = 1503435956
         self._server = LoopbackServer(self._respond)
         self.url = self._server.url + "/api/"
@@ -116,6 +119,8 @@ class SlackApiServer:
             return Response.json(200, {"ok": False, "error": "invalid_auth"})
         if method in self.rate_limited:
             return Response(429, b"", {"Retry-After": "30"})
+        if method in self.slow:
+            time.sleep(self.slow[method])
         body = request.json
         if not isinstance(body, dict):
             return Response.json(200, {"ok": False, "error": "invalid_json"})
