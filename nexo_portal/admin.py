@@ -174,6 +174,19 @@ class TrustPolicyForm(forms.ModelForm):
         return " ".join(self.cleaned_data["scopes"])
 
 
+class ServicesLeftFilter(admin.SimpleListFilter):
+    """Policies whose services were all deleted: the form asks for at least one, so only deletions leave none."""
+
+    title = "services left"
+    parameter_name = "services_left"
+
+    def lookups(self, request, model_admin):
+        return [("none", "None: all deleted")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(services__isnull=True) if self.value() == "none" else queryset
+
+
 @admin.register(TrustPolicy)
 class TrustPolicyAdmin(AuditedAdmin):
     """Which GitHub Actions runs may register builds or report results with their OIDC ID token.
@@ -182,7 +195,7 @@ class TrustPolicyAdmin(AuditedAdmin):
 
     form = TrustPolicyForm
     list_display = ["name", "repository", "ref_list_shown", "service_names", "scopes", "is_active", "created_by"]
-    list_filter = ["is_active"]
+    list_filter = ["is_active", ServicesLeftFilter]
     search_fields = ["name", "repository", "workflows"]
     filter_horizontal = ["services"]
 
@@ -200,4 +213,5 @@ class TrustPolicyAdmin(AuditedAdmin):
 
     @admin.display(description="Services")
     def service_names(self, policy):
-        return ", ".join(service.name for service in policy.services.all())
+        names = ", ".join(service.name for service in policy.services.all())
+        return names or "none left: its services were deleted, it trusts runs with nothing"

@@ -366,6 +366,28 @@ def test_a_run_whose_policys_services_were_all_deleted_reads_and_acts_on_none(is
     )
 
 
+def test_the_admin_flags_a_policy_whose_services_were_all_deleted(client, django_user_model, policy, services):
+    """Such a policy trusts runs to act on nothing; the list says so and finds them, rather than an empty cell."""
+    operator = django_user_model.objects.create_superuser("operator", "op@nexo.invalid", "pw-for-tests-only")
+    client.force_login(operator)
+    typo = make_service("nexo-bee")
+    orphan = TrustPolicy.objects.create(
+        name="nexo-bee-main",
+        repository="nexo-org/nexo-bee",
+        refs="refs/heads/main",
+        workflows=BUILD_WORKFLOW,
+        scopes="register",
+    )
+    orphan.services.set([typo])
+    typo.delete()
+
+    listed = client.get(reverse("admin:nexo_portal_trustpolicy_changelist")).content.decode()
+    found = client.get(reverse("admin:nexo_portal_trustpolicy_changelist"), {"services_left": "none"})
+
+    assert "none left: its services were deleted, it trusts runs with nothing" in listed
+    assert [row.name for row in found.context["cl"].result_list] == ["nexo-bee-main"]
+
+
 def test_a_trusted_run_never_promotes_nor_approves(issuer, policy, services, environments):
     release = make_release(services["nexo-be"], "2026.02.1")
     client = client_with(issuer.token(audience=AUDIENCE))
