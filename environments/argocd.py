@@ -1,4 +1,5 @@
-"""Client for the Argo CD REST API: read an application, sync it to a revision, wait until that revision runs.
+"""Client for the Argo CD REST API: read an application, sync it to a revision, wait until that revision runs,
+list every application with its status.
 
 Argo CD serves gRPC through grpc-gateway (server/application/application.proto): a failure comes back
 as {"error": ..., "code": <gRPC code>, "message": ...} with the HTTP status grpc-gateway maps the code to.
@@ -268,6 +269,22 @@ class ArgoCD:
             return None
         return cls(settings.ARGOCD_URL, settings.ARGOCD_TOKEN)
 
+    def list_applications(self, fields=None):
+        """Every application the token may read, sorted by name: the `items` of Argo CD's ApplicationList.
+
+        Argo CD leaves out the applications the token's RBAC may not "get" rather than refusing, so an
+        application missing here may not exist or may be hidden. `fields` ("metadata.name",
+        "status.health.status") asks Argo CD to answer only those paths of each application, as its UI
+        does: the status of hundreds of applications in one small answer, without their resources.
+        """
+        params = None
+        if fields:
+            # Argo CD keeps what leads to a named path: the list's own metadata stays, which tells its
+            # answer from any other JSON, and so does `items`, as [] when it lists nothing.
+            params = {"fields": ",".join(["metadata.resourceVersion", *(f"items.{path}" for path in fields)])}
+        body = self._call("GET", "/api/v1/applications", None, "list", "listing applications", params=params)
+        return body.get("items") or []
+
     def get_application(self, name, refresh=None):
         """The Application as Argo CD serves it; refresh="normal" makes Argo CD compare with Git first."""
         params = {"refresh": refresh} if refresh else None
@@ -387,8 +404,11 @@ class ArgoCD:
             sleep(delay)
 
     def _call(self, method, path, name, action, doing, *, params=None, json=None, application=True):
+        """Argo CD's JSON answer: an ApplicationList when no application is named (`name` None), else an
+        Application, or any object when not `application`. Raises the ArgoCDError that says what went wrong."""
+        attributes = {"nexo.argocd_application": name} if name else {}
         try:
-            with metrics.outgoing_call("argocd", f"{method} {action}", **{"nexo.argocd_application": name}) as call:
+            with metrics.outgoing_call("argocd", f"{method} {action}", **attributes) as call:
                 response = self.session.request(
                     method,
                     self.base_url + path,
@@ -408,12 +428,30 @@ class ArgoCD:
             body = response.json()
         except ValueError:
             body = None
-        # Get and Sync answer with an Application, and every Application has its metadata: JSON without
-        # one (a gateway's or a health endpoint's) is not Argo CD's answer, and would not read as one.
-        # TerminateOperation answers an empty object.
-        if response.ok and isinstance(body, dict) and (not application or isinstance(body.get("metadata"), dict)):
+        if response.ok and _is_answer(body, listing=name is None, application=application):
             return body
         raise _error_from_response(response, body, self.base_url, name, action, doing)
+
+
+def _is_answer(body, *, listing, application):
+    """Whether `body` is what Argo CD answers. Get and Sync answer with an Application, List with an
+    ApplicationList of them, and each has its metadata: JSON without (a gateway's or a health
+    endpoint's) is not Argo CD's answer, and would not read as one. TerminateOperation answers {}."""
+    if not isinstance(body, dict):
+        return False
+    if listing:
+        items = body.get("items")
+        return (
+            isinstance(body.get("metadata"), dict)
+            and (items is None or isinstance(items, list))
+            and all(isinstance(_metadata(item).get("name"), str) for item in items or [])
+        )
+    return not application or isinstance(body.get("metadata"), dict)
+
+
+def _metadata(item):
+    metadata = item.get("metadata") if isinstance(item, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def _running_operation_revision(application):
@@ -498,6 +536,8 @@ def _error_from_response(response, body, base_url, name, action, doing):
             f"Argo CD at {base_url} did not accept the portal's token while {doing} ({answer}). ARGOCD_TOKEN "
             "is missing, expired or revoked: set it to a valid token of the portal's Argo CD account."
         )
+    elif name is None:
+        sentence = f"Argo CD refused {doing} ({answer})."
     elif (code == GrpcCode.PERMISSION_DENIED or status == 403) and "sync window" in message.lower():
         sentence = (
             f"Argo CD refused {doing} ({answer}): a sync window of the application's project forbids it now. "

@@ -637,6 +637,99 @@ def test_a_proxy_answering_bad_gateway_is_transient(health_server):
     assert "502 Bad Gateway" in str(raised.value)
 
 
+# --- listing every application at once --------------------------------------------------------------
+
+
+HEALTH_FIELDS = ["metadata.name", "status.health.status"]
+
+
+def test_list_applications_asks_for_the_fields_it_needs_and_returns_the_items(argocd_server, argocd):
+    argocd_server.app("nexo-fe-develop")
+    argocd_server.app("nexo-be-develop", later_health="Degraded")
+
+    items = argocd.list_applications(fields=HEALTH_FIELDS)
+
+    assert items == [
+        {"metadata": {"name": "nexo-be-develop"}, "status": {"health": {"status": "Degraded"}}},
+        {"metadata": {"name": "nexo-fe-develop"}, "status": {"health": {"status": "Healthy"}}},
+    ]
+    [request] = argocd_server.requests
+    assert (request.method, request.path) == ("GET", "/api/v1/applications")
+    assert request.query == {"fields": ["metadata.resourceVersion,items.metadata.name,items.status.health.status"]}
+    assert request.headers["Authorization"] == f"Bearer {argocd_server.token}"
+
+
+def test_list_applications_without_fields_returns_whole_applications(argocd_server, argocd):
+    argocd_server.app("nexo-be-develop")
+
+    [item] = argocd.list_applications()
+
+    assert ApplicationStatus.from_application(item).health == "Healthy"
+    assert item["spec"]["project"] == "default"
+
+
+def test_an_argocd_with_no_application_the_token_may_read_lists_none(argocd_server, argocd):
+    argocd_server.app("nexo-be-production", denied_actions=frozenset({"get"}))
+
+    assert argocd.list_applications(fields=HEALTH_FIELDS) == []
+
+
+def test_listing_does_not_move_a_running_sync_on(argocd_server, argocd):
+    argocd_server.app("nexo-be-develop", running_polls=1)
+    argocd.sync("nexo-be-develop", REVISION)
+
+    argocd.list_applications()
+    argocd.list_applications()
+
+    assert argocd_server.app("nexo-be-develop").operation.polls == 0
+
+
+def test_listing_with_a_rejected_token_says_what_to_fix(argocd_server):
+    with pytest.raises(ArgoCDRefused) as raised:
+        ArgoCD(argocd_server.url, "stolen-or-expired").list_applications()
+
+    assert raised.value.http_status == 401
+    assert "listing applications" in str(raised.value)
+    assert "ARGOCD_TOKEN is missing, expired or revoked" in str(raised.value)
+
+
+def test_listing_while_argocd_starts_is_a_transient_error(argocd_server, argocd):
+    argocd_server.unavailable_for(60)
+
+    with pytest.raises(ArgoCDUnavailable) as raised:
+        argocd.list_applications()
+
+    assert raised.value.http_status == 503
+    assert "listing applications" in str(raised.value)
+
+
+def test_listing_an_unreachable_argocd_is_a_transient_error_that_says_why():
+    with pytest.raises(ArgoCDUnavailable) as raised:
+        ArgoCD(f"http://127.0.0.1:{closed_port()}", "token").list_applications()
+
+    assert "Could not reach Argo CD" in str(raised.value)
+    assert "while listing applications: connection refused" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<html>Welcome to nginx!</html>",
+        '{"status": "UP"}',
+        '{"metadata": {}, "items": {"nexo-be-develop": {}}}',
+        '{"metadata": {}, "items": [{"status": {"health": {"status": "Healthy"}}}]}',
+    ],
+)
+def test_a_list_that_is_not_argocds_says_to_check_the_url(health_server, body):
+    health_server.answer("/api/v1/applications", 200, body)
+
+    with pytest.raises(ArgoCDRefused) as raised:
+        ArgoCD(health_server.url, "token").list_applications()
+
+    assert "while listing applications" in str(raised.value)
+    assert "ARGOCD_URL" in str(raised.value)
+
+
 def test_from_settings_is_none_when_argocd_is_not_configured(settings):
     settings.ARGOCD_URL = ""
 

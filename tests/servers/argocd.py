@@ -1,6 +1,6 @@
 """A stand-in Argo CD API server for tests, speaking the real wire format.
 
-Paths and bodies follow argoproj/argo-cd server/application/application.proto (Get, Sync,
+Paths and bodies follow argoproj/argo-cd server/application/application.proto (List, Get, Sync,
 TerminateOperation), the
 Application type of pkg/apis/application/v1alpha1 and grpc-gateway's error body
 {"error", "code", "message"} with its gRPC-code → HTTP-status mapping. Behaviour follows
@@ -11,10 +11,17 @@ an operation needs the "sync" RBAC action, answers {} and InvalidArgument "Unabl
 No operation is in progress" when none runs, and leaves the operation Terminating (still in progress:
 a sync is refused) until the controller ends it Failed "Operation terminated", or Error "Operation
 termination had errors" (gitops-engine's syncContext.Terminate): here at the second GET after it.
+List answers an ApplicationList ({"metadata": {"resourceVersion"}, "items": [...]}, sorted by name,
+`items` a list even when empty) of the applications the token may "get": the others are left out,
+never refused. Its `fields` parameter (util/http/forwarders.go) keeps only the comma-separated paths
+it names and what leads to them, a path through a list going into each element, as Argo CD's UI asks
+for its application list (`metadata.resourceVersion,items.metadata.name,items.status.health,…`).
 
 Each application is scripted by the test (`server.app(name, outcome=..., running_polls=...)`), and its
 sync operation moves one step per GET, so a test decides how many polls a rollout takes, or runs for
-`sync_seconds` of the server's clock. The server itself can go away and come back on the same port
+`sync_seconds` of the server's clock; a list shows each application as it stands, without moving
+its sync on. What the controller finds long after a rollout (pods crash-looping an hour later) is
+`server.app(name, later_health="Degraded")`. The server itself can go away and come back on the same port
 (`stop`, `start`, `down_for`), answer 503 for a while (`unavailable_for`) or "another operation is
 already in progress" for a while (`busy_for`), and deny a token's RBAC (`denied_actions`).
 
@@ -56,6 +63,7 @@ SERVER_STARTING = (
     'connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:8083: connect: connection refused"'
 )
 
+_APPLICATIONS_PATH = "/api/v1/applications"
 _APPLICATION_PATH = re.compile(r"/api/v1/applications/(?P<name>[^/]+)(?P<action>/sync|/operation)?")
 # The method each path answers to, and the RBAC action it needs.
 _ROUTES = {("GET", None): "get", ("POST", "/sync"): "sync", ("DELETE", "/operation"): "sync"}
@@ -108,6 +116,8 @@ class FakeApplication:
     denied_actions: frozenset[str] = frozenset()  # RBAC actions ("get", "sync") the token may not do here
     # Off as with controller.resource.health.persist=false: status.resources carry no health.
     persist_resource_health: bool = True
+    # What the controller finds once no operation runs, whatever the rollout ended as ("" = as it ended).
+    later_health: str = ""
     clock: Callable[[], float] = time.monotonic
     deployed_revision: str = field(default_factory=lambda: fake_sha("initial"))
     target_revision: str = "main"
@@ -195,6 +205,8 @@ class FakeApplication:
         phase = self.phase()
         if phase in ("Running", "Terminating"):
             return "Progressing", ""
+        if self.later_health:
+            return self.later_health, self.degraded_message if self.later_health == "Degraded" else ""
         if phase == "Succeeded":
             by_polls = self.sync_seconds is None and not self.instant
             if by_polls and self.operation.polls - self.running_polls <= self.progressing_polls:
@@ -406,8 +418,9 @@ class ArgoCDServer:
             return self._answer(request)
 
     def _answer(self, request):
+        listing = request.method == "GET" and request.path == _APPLICATIONS_PATH
         match = _APPLICATION_PATH.fullmatch(request.path)
-        rbac_action = _ROUTES.get((request.method, match and match["action"]))
+        rbac_action = "get" if listing else _ROUTES.get((request.method, match and match["action"]))
         if rbac_action is None:
             return Response.text(404, "Not Found\n")
         if self.clock() < self.unavailable_until:
@@ -417,6 +430,8 @@ class ArgoCDServer:
             return _error(UNAUTHENTICATED, "no session information")
         if token != self.token:
             return _error(UNAUTHENTICATED, "invalid session: failed to verify the token")
+        if listing:
+            return self._list(request.query)
         name = unquote(match["name"])
         application = self.applications.get(name)
         if application is None:
@@ -434,6 +449,17 @@ class ArgoCDServer:
         if request.method == "DELETE":
             return self._terminate(application)
         return self._sync(application, request.json or {})
+
+    def _list(self, query):
+        """List: every application the token may get, by name, with only the `fields` asked for."""
+        items = [
+            application.as_json()
+            for _, application in sorted(self.applications.items())
+            if "get" not in application.denied_actions
+        ]
+        listed = {"metadata": {"resourceVersion": str(1000 + len(self.requests))}, "items": items}
+        fields = [path.split(".") for value in query.get("fields", []) for path in value.split(",") if path]
+        return Response.json(200, _pick(listed, fields) if fields else listed)
 
     def _terminate(self, application):
         """TerminateOperation: refused unless an operation is on the Application and the controller has
@@ -463,6 +489,21 @@ class ArgoCDServer:
             revision = application.head() if application.head else application.deployed_revision
         application.start_operation(revision, automated=False)
         return Response.json(200, application.as_json())
+
+
+def _pick(value, paths):
+    """`value` with only what `paths` (each a list of keys) lead to; a path through a list goes into each element."""
+    if [] in paths:
+        return value
+    if isinstance(value, list):
+        return [_pick(element, paths) for element in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: _pick(value[key], [path[1:] for path in paths if path[0] == key])
+        for key in dict.fromkeys(path[0] for path in paths)
+        if key in value
+    }
 
 
 def _error(code, message):
