@@ -88,7 +88,7 @@ HELD_BY_FREEZE_STATES = (PromotionState.APPROVED, PromotionState.COMMITTING)
 
 DeployedRow = namedtuple(
     "DeployedRow",
-    "service_id environment_id promotion_id deployed_at health drifted_tag release verification",
+    "service_id environment_id promotion_id deployed_at health health_checked_at drifted_tag release verification",
 )
 VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
 
@@ -757,7 +757,10 @@ class _CellBuilder:
             return None  # the board says so once, above the table
         if not deployment.health:
             return Badge("health unknown", "warn", "Argo CD has not reported health for this deployment yet")
-        return Badge(deployment.health, HEALTH_TONES.get(deployment.health, "warn"), "Argo CD health")
+        # When Argo CD was first seen reporting it (the reconciler and the webhook write it with a
+        # change), else when the deployment found it: the health shown has held since, as far as seen.
+        since = exact_time(deployment.health_checked_at or deployment.deployed_at, self.zone)
+        return Badge(deployment.health, HEALTH_TONES.get(deployment.health, "warn"), f"Argo CD health since {since}")
 
     def _verification_badge(self, verification):
         # Deployments verified alike share one row (_deployments), and so one badge.

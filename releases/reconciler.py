@@ -19,6 +19,9 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
   those a promotion awaiting approval still lacks (releases/pull_requests.py);
 - reads every values file and flags a place whose image tag differs from what the portal
   deployed there (audited once per difference, and once when it is put right);
+- asks Argo CD once for the health of every application and writes on each place's deployment the
+  health that changed since it was last seen, which the board shows (an application that went
+  Degraded an hour after its verification is Degraded there too);
 - every AUDIT_VERIFY_SECONDS, verifies the audit chain against its witness, alerts once when it
   breaks and checkpoints its head (releases/audit_watch.py);
 - reminds the approvers of each promotion that has waited APPROVAL_REMINDER_MINUTES, once
@@ -31,13 +34,14 @@ import logging
 from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from redis.exceptions import RedisError
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
+from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
 from environments.models import ChangeFreeze, Environment
 from nexo_portal.lib import context, metrics
 
@@ -57,6 +61,12 @@ STALL_AFTER = timedelta(minutes=2)
 # A build that waited for a freeze is looked for this long after the freeze ended, among the builds
 # deferred from this long before it began.
 AFTER_FREEZES = timedelta(days=1)
+HEALTH_LENGTH = Deployment._meta.get_field("health").max_length
+# Where a promotion rolls out the next release, what Argo CD reports is that rollout, not the release
+# the place's deployment names; the sync job records the health of the deployment it makes.
+ROLLING_OUT = [PromotionState.COMMITTED, PromotionState.SYNCING]
+# The healths of a place that serves badly or not at all: said as warnings, the rest as news.
+BROKEN_HEALTH = {Health.DEGRADED, Health.MISSING}
 
 
 def reconcile():
@@ -72,6 +82,8 @@ def reconcile():
         approved = _isolated(transitions.approve_where_quorum_is_met, failed=[])
         reminded = _isolated(approval_notices.remind_due, failed=[])
         verification = _isolated(audit_watch.watch_audit_chain)
+        # Last: an Argo CD that accepts connections and never answers holds the round up to its timeout.
+        argocd_health = _isolated(refresh_argocd_health, failed=[])
     return {
         "recovered": recovered,
         "promoted_after_freezes": after_freezes,
@@ -79,6 +91,7 @@ def reconcile():
         "pull_requests": pull_requests_read,
         "drifted": drifted,
         "far_behind": far_behind,
+        "argocd_health": argocd_health,
         "slo_breaches": breaching,
         "approved_at_quorum": [promotion.pk for promotion in approved],
         "reminded": reminded,
@@ -281,6 +294,72 @@ def _tag_in(repository, path, key):
     except values.ValuesFileError as error:
         tag = f"(unreadable: {error})"
     return tag[:DRIFTED_TAG_LENGTH]
+
+
+def refresh_argocd_health(now=None):
+    """Ask Argo CD for the health of every application in one request, and write on each place's
+    current deployment the health that changed. Returns the deployments written.
+
+    Only a change is written: an unchanged board keeps its rendered rows and answers 304
+    (releases/state.py), and `health_checked_at` says since when the health shown holds. Argo CD out
+    of reach or refusing is logged and the board keeps the health last seen; so does a place whose
+    application Argo CD does not list. Applications of no place are not looked at.
+    """
+    argocd = ArgoCD.from_settings()
+    if argocd is None:
+        return []
+    rolling_out = Promotion.objects.filter(
+        service_id=OuterRef("service_id"), environment_id=OuterRef("environment_id"), state__in=ROLLING_OUT
+    )
+    places = {}
+    for deployment in (
+        Deployment.objects.current().exclude(Exists(rolling_out)).select_related("service", "environment", "release")
+    ):
+        application = deployment.service.argocd_app(deployment.environment)
+        if application:
+            places.setdefault(application, []).append(deployment)
+    if not places:
+        return []
+    try:
+        listed = argocd.list_applications(fields=["metadata.name", "status.health.status"])
+    except ArgoCDError as error:
+        logger.warning("Argo CD health not refreshed this round (%s); the board keeps the health last seen", error)
+        return []
+    reported = {
+        item["metadata"]["name"]: ApplicationStatus.from_application(item).health[:HEALTH_LENGTH] for item in listed
+    }
+    unlisted = sorted(set(places) - set(reported))
+    if unlisted:
+        logger.warning(
+            "Argo CD lists no application %s (it is missing, or the portal's token may not read it); "
+            "the board keeps the health last seen there",
+            ", ".join(unlisted),
+        )
+    now = now or timezone.now()
+    changed = []
+    for application, health in sorted(reported.items()):
+        for deployment in places.get(application, []):
+            if deployment.health == health:
+                continue
+            # The row read before may be stale (a second reconciler in a rolling update, a deployment
+            # replaced meanwhile): the update decides, so a change is written and logged once.
+            written = (
+                Deployment.objects.filter(pk=deployment.pk, replaced_at__isnull=True)
+                .exclude(health=health)
+                .update(health=health, health_checked_at=now)
+            )
+            if written:
+                say = logger.warning if health in BROKEN_HEALTH else logger.info
+                say(
+                    "Argo CD reports %s %s in %s %s (it was %s)",
+                    deployment.service.name,
+                    deployment.release.version,
+                    deployment.environment.name,
+                    health,
+                    deployment.health or "not reported",
+                )
+                changed.append(deployment.pk)
+    return changed
 
 
 def builds_behind_first():

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.utils import timezone
 
 from environments.models import ChangeFreeze, Environment
-from releases import transitions
+from releases import reconciler, transitions
 from releases.board import build_board
 from releases.models import Deployment, Hold, PromotionState, Service, StepStatus
 from releases.templatetags import board_cells
@@ -226,6 +226,23 @@ def test_the_page_shows_a_change_to_one_row_among_rows_it_kept(client, board, pa
     assert "Degraded" not in cell_html(client.get("/"), "nexo-be", "qa")
     _health(board)
     assert "Degraded" in cell_html(client.get("/"), "nexo-be", "qa")
+
+
+def test_a_health_the_reconciler_refreshed_renders_its_row_again_and_only_it(board, paulo, argocd_server, monkeypatch):
+    """nexo-be's qa goes Degraded in Argo CD long after its verification; no other place is listed."""
+    before = rows(paulo, board["now"])
+    argocd_server.app("nexo-be-qa", later_health="Degraded")
+    assert reconciler.refresh_argocd_health() == [
+        Deployment.objects.current().get(service=board["backend"], environment=board["env"]["qa"]).pk
+    ]
+    rendered = []
+    render = board_cells._board_row
+    monkeypatch.setattr(board_cells, "_board_row", lambda row: rendered.append(row.service.name) or render(row))
+    after = rows(paulo, board["now"])
+    assert rendered == ["nexo-be"]
+    assert after == fresh_rows(paulo, board["now"])
+    assert ">Degraded</span>" in _row(after, "nexo-be")
+    assert ">Degraded</span>" not in _row(before, "nexo-be")
 
 
 def test_the_kept_rows_are_bounded_by_their_size(board, paulo, monkeypatch):

@@ -8,6 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from environments.models import ChangeFreeze
+from nexo_portal.lib.dates import exact_time
 from releases import transitions
 from releases.board import build_board
 from releases.models import Deployment, Hold, Promotion, PromotionState, StepStatus
@@ -407,7 +408,7 @@ def test_health_comes_from_argo_cd_or_the_board_says_it_is_not_configured(
     client, environments, people, nexo_be, settings
 ):
     release = make_release(nexo_be, "2026.02.1")
-    ran(release, environments["develop"])
+    deployed = ran(release, environments["develop"]).deployed_at
     Deployment.objects.filter(release=release).update(health="Degraded")
     settings.ARGOCD_URL = ""
     response = signed_in(client, people["viewer"]).get("/")
@@ -415,7 +416,18 @@ def test_health_comes_from_argo_cd_or_the_board_says_it_is_not_configured(
     settings.ARGOCD_URL = "https://argocd.example"
     response = client.get("/")
     assert "Argo CD is not configured:" not in response.content.decode()
-    assert '<span class="badge bad" title="Argo CD health">Degraded</span>' in cell_html(response, "nexo-be", "develop")
+    badge = f'<span class="badge bad" title="Argo CD health since {exact_time(deployed)}">Degraded</span>'
+    assert badge in cell_html(response, "nexo-be", "develop")
+
+
+def test_health_says_since_when_argo_cd_has_reported_it(client, environments, people, nexo_be, settings):
+    """Recorded at the deployment, and again each time the reconciler or a webhook finds it changed."""
+    settings.ARGOCD_URL = "https://argocd.example"
+    ran(make_release(nexo_be, "2026.02.1"), environments["develop"], at=timezone.now() - timedelta(days=2))
+    changed = timezone.now() - timedelta(minutes=7)
+    Deployment.objects.update(health="Degraded", health_checked_at=changed)
+    cell = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "develop")
+    assert f'title="Argo CD health since {exact_time(changed)}">Degraded</span>' in cell
 
 
 def test_filters_by_team_and_by_service_keep_every_choice_available(client, environments, people, nexo_be):

@@ -19,7 +19,7 @@ from django.utils import timezone
 from audit import log as audit_log
 from audit.models import AuditAction
 from environments.models import ChangeFreeze
-from releases import jobs, state, transitions
+from releases import jobs, reconciler, state, transitions
 from releases.deployment_events import signature_for
 from releases.models import (
     CheckResult,
@@ -185,6 +185,18 @@ def test_deployment_health_from_polling_argo_cd_moves_it_on(
     promotion = transitions.mark_committed(transitions.start_commit(promotion), "c" * 40, "promote(nexo-be)")
     assert moves_on(lambda: jobs.sync_promotion(promotion.pk))
     assert Deployment.objects.current().get().health == "Healthy"
+
+
+def test_deployment_health_the_reconciler_finds_changed_moves_it_on_and_unchanged_does_not(
+    environments, nexo_be, argocd_server
+):
+    ran(make_release(nexo_be, "2026.02.1"), environments["develop"])
+    argocd_server.app("nexo-be-develop")
+    assert moves_on(reconciler.refresh_argocd_health)
+    assert not moves_on(reconciler.refresh_argocd_health), "a round that finds it as it was"
+    argocd_server.app("nexo-be-develop", later_health="Degraded")
+    assert moves_on(reconciler.refresh_argocd_health)
+    assert Deployment.objects.current().get().health == "Degraded"
 
 
 def test_a_hold_placed_and_lifted_moves_it_on(environments, nexo_be, rita):

@@ -19,7 +19,10 @@ logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
-    help = "Deliver the steps owed (killed workers, lost jobs), flag GitOps drift, verify the audit chain."
+    help = (
+        "Deliver the steps owed (killed workers, lost jobs), flag GitOps drift, refresh the Argo CD health the "
+        "board shows, verify the audit chain."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
