@@ -34,7 +34,7 @@ from . import alerts, approval_notices, image_gate, notices, policy, pull_reques
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.github import GitHubError, GitHubUnavailable
-from .gitops.repo import GitOpsError, GitOpsRepository
+from .gitops.repo import GitOpsError, GitOpsRepository, contains_commit
 from .models import NoticeKind, Promotion, PromotionState, RunStatus, Step, StepRun
 from .policy import PromotionError
 
@@ -338,7 +338,7 @@ def sync_promotion(promotion_id):
         return
     application = promotion.service.argocd_app(promotion.environment)
     auto_sync = promotion.environment.argocd_auto_sync
-    includes = _contains_commit(promotion.gitops_commit_sha)
+    includes = contains_commit(promotion.gitops_commit_sha)
     try:
         status = argocd.wait_until_deployed(
             application,
@@ -392,39 +392,6 @@ def _terminate_stuck_sync(argocd, application, promotion, includes):
         return ""
     logger.info("Asked Argo CD to terminate the sync of %s for promotion %s at its deadline", application, promotion.pk)
     return " Argo CD was asked to terminate its sync, still running, so that the rollback can sync."
-
-
-# How long a poll of the sync waits for the GitOps lock to ask git whether a commit contains ours: a
-# worker holding it through a slow remote would otherwise keep the poll (up to the lock's 300 s) past
-# the sync's deadline. Not answered in time, it is asked again at the next poll.
-CONTAINS_LOCK_WAIT_SECONDS = 5
-
-
-def _contains_commit(sha):
-    """`includes(revision)` for the sync's wait: git answers once per revision Argo CD reports.
-    `includes.unanswered`: the revision it was last asked about, when Git could not tell (the GitOps
-    remote out of reach, or its lock busy: `includes.why_unanswered`), else None."""
-    answers = {}
-
-    def includes(revision):
-        if revision not in answers:
-            repository = GitOpsRepository(lock_wait=CONTAINS_LOCK_WAIT_SECONDS)
-            try:
-                with repository.locked():
-                    answer = repository.includes(revision, sha)
-            except GitOpsError as error:
-                logger.warning(
-                    "Could not tell whether %s contains %s (asking again at the next poll): %s", revision, sha, error
-                )
-                includes.unanswered, includes.why_unanswered = revision, str(error)
-                return False
-            # Final either way: includes() fetched if either commit was new here, and commits do not change.
-            answers[revision] = answer
-        includes.unanswered = None
-        return answers[revision]
-
-    includes.unanswered = includes.why_unanswered = None
-    return includes
 
 
 def _unless_moved_on(transition, promotion, *args, **kwargs):

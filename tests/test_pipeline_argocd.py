@@ -7,7 +7,7 @@ import pytest
 
 from audit.models import AuditAction, AuditEvent
 from releases import transitions
-from releases.gitops.repo import GitOpsRepository
+from releases.gitops.repo import GitOpsRepository, contains_commit
 from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepStatus
 from tests.factories import make_release
 from tests.servers.argocd import Outcome
@@ -372,10 +372,8 @@ def test_a_sync_that_finished_but_never_got_healthy_is_not_terminated(pipeline, 
 def test_whether_argo_cds_commit_contains_ours_is_not_waited_for_behind_a_busy_gitops_lock(pipeline):
     """Another worker holds the GitOps lock (its push hanging on a slow remote): a poll of the sync does
     not wait minutes for it. The question counts as not answered and is asked again at the next poll."""
-    from releases.jobs import _contains_commit
-
     ours = pipeline.gitops.head()
-    includes = _contains_commit(ours)
+    includes = contains_commit(ours)
     answers = []
     with GitOpsRepository().locked():
         asking = threading.Thread(target=lambda: answers.append(includes(ours)))

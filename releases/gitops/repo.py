@@ -688,3 +688,37 @@ class GitOpsRepository:
             repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{self.branch}", **self._before_long_call())
         except git.GitCommandError as error:
             raise push_error(self, self.branch, _push_message(error)) from error
+
+
+# How long asking whether a commit contains ours waits for the GitOps lock: a worker holding it through
+# a slow remote would otherwise keep a poll of the sync (up to the lock's 300 s) past the sync's
+# deadline, or a round of the soak past its slot. Not answered in time, it is asked again next time.
+CONTAINS_LOCK_WAIT_SECONDS = 5
+
+
+def contains_commit(sha):
+    """`includes(revision)`: whether a revision Argo CD reports is `sha` or a later commit built on it,
+    for the sync's wait and the soak's samples; git answers once per revision. `includes.unanswered`:
+    the revision it was last asked about, when Git could not tell (the GitOps remote out of reach, or
+    its lock busy: `includes.why_unanswered`), else None."""
+    answers = {}
+
+    def includes(revision):
+        if revision not in answers:
+            repository = GitOpsRepository(lock_wait=CONTAINS_LOCK_WAIT_SECONDS)
+            try:
+                with repository.locked():
+                    answer = repository.includes(revision, sha)
+            except GitOpsError as error:
+                logger.warning(
+                    "Could not tell whether %s contains %s (asked again next time): %s", revision, sha, error
+                )
+                includes.unanswered, includes.why_unanswered = revision, str(error)
+                return False
+            # Final either way: includes() fetched if either commit was new here, and commits do not change.
+            answers[revision] = answer
+        includes.unanswered = None
+        return answers[revision]
+
+    includes.unanswered = includes.why_unanswered = None
+    return includes
