@@ -68,6 +68,8 @@ class OperationPhase:
 
 class Health:
     HEALTHY = "Healthy"
+    PROGRESSING = "Progressing"
+    SUSPENDED = "Suspended"
     DEGRADED = "Degraded"
     MISSING = "Missing"
     UNKNOWN = "Unknown"
@@ -146,15 +148,16 @@ class ApplicationStatus:
     conditions: str = ""
     # The id of Argo CD's history entry that deployed what runs (`argocd app rollback <app> <id>` names it).
     sync_id: str = ""
+    # The revision of the newest entry of status.history: the last sync that succeeded, a rollback's too.
+    last_deployed_revision: str = ""
 
     @classmethod
     def from_application(cls, application):
         status = application.get("status") or {}
         sync = status.get("sync") or {}
+        history = [entry for entry in status.get("history") or [] if isinstance(entry, dict)]
         deployed = [
-            entry
-            for entry in status.get("history") or []
-            if isinstance(entry, dict) and entry.get("id") is not None and entry.get("revision") == sync.get("revision")
+            entry for entry in history if entry.get("id") is not None and entry.get("revision") == sync.get("revision")
         ]
         operation_state = status.get("operationState") or {}
         requested = ((operation_state.get("operation") or {}).get("sync") or {}).get("revision")
@@ -170,6 +173,7 @@ class ApplicationStatus:
                 f"{condition.get('type')}: {condition.get('message')}" for condition in status.get("conditions") or []
             ),
             sync_id=str(deployed[-1]["id"])[:64] if deployed else "",
+            last_deployed_revision=(history[-1].get("revision") or "") if history else "",
         )
 
     @property
@@ -193,6 +197,22 @@ class ApplicationStatus:
             and self.phase == OperationPhase.SUCCEEDED
             and self.health == Health.HEALTHY
         )
+
+    @property
+    def running_revision(self):
+        """The revision whose manifests run: the one Argo CD reports Synced, else the one it deployed last.
+
+        Argo CD compares with what targetRevision resolves to: after `argocd app rollback`, or a sync
+        to another revision, it reports the branch head OutOfSync (status.sync.revision), and the
+        revision that runs only in status.history. "" when it says neither.
+        """
+        if self.sync_status == SyncStatus.SYNCED and self.revision:
+            return self.revision
+        return self.last_deployed_revision or self.revision
+
+    def runs(self, revision, includes=None):
+        """Whether what runs is `revision`, or, by `includes` as for `is_deployed`, a later one containing it."""
+        return self._runs(self.running_revision, revision, includes)
 
     def failure(self, name, revision, includes=None):
         """Why deploying `revision` to application `name` has failed for good, as a sentence, or "" while

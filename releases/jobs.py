@@ -443,12 +443,16 @@ def _decide_soak(promotion):
 
 
 UNMEASURED = "as the soak could not measure it, which says nothing against it"
+TAKEN_OUT = "as something outside the portal made Argo CD run another revision, which a rollback would sync over"
 
 
 def _fail_soak(promotion, error):
-    """A soak that found the release failing is rolled back where the policy says so; one that could
-    not measure it is held instead (verification.found_nothing_against)."""
-    if verification.found_nothing_against(promotion):
+    """A soak that found the release failing is rolled back where the policy says so; one that found
+    another revision running (verification.found_another_revision) or could not measure the release
+    (verification.found_nothing_against) is held instead."""
+    if verification.found_another_revision(promotion):
+        transitions.fail(promotion, "verification", error, roll_back=False, kept_because=TAKEN_OUT)
+    elif verification.found_nothing_against(promotion):
         transitions.fail(promotion, "verification", error, roll_back=False, kept_because=UNMEASURED)
     else:
         transitions.fail(promotion, "verification", error)

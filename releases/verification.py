@@ -7,8 +7,16 @@ and the promotion page can show what was seen. The verdict at the end of the win
   failure limit, and at least one sample had data — NaN (no traffic), an empty result or a
   Prometheus error is "no data", never a pass;
 - health and smoke URLs: the non-2xx answers of each URL stay within the failure limit;
-- Argo CD: the samples that found the application Degraded or Missing stay within it, and at
-  least one sample had an answer;
+- Argo CD: a sample is OK when the application runs this promotion's GitOps commit, or a later
+  commit of the branch containing it (Argo CD reports what the branch resolved to; the sync step's
+  rule, ApplicationStatus.runs), and is Healthy. The samples that found it Degraded or Missing stay
+  within the failure limit, and at least one sample was OK: Unknown, Progressing and Suspended
+  judge nothing and are no data, as NaN is for the error rate. A sample that found another revision
+  running ("runs 1a2b3c4d5e6f, not this release's commit 9f8e7d6c5b4a": an `argocd app rollback`,
+  a sync to another revision) fails the soak at once, whatever the failure limit, since every
+  sample after it measures that revision; and it is held, not rolled back automatically
+  (found_another_revision). Git unable to tell whether a later revision contains ours is a
+  measurement error;
 - CI checks the environment requires (e2e, performance, security…): the latest result
   reported for this release there passed.
 
@@ -61,18 +69,27 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from environments import prometheus as promql
-from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
+from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health, same_revision
 from environments.probes import probe
 from environments.prometheus import Prometheus, PrometheusError
 
+from .gitops.repo import contains_commit
 from .models import CheckResult, Promotion, PromotionState, SampleCheck, VerificationSample
 
 logger = logging.getLogger(__name__)
 
 UNHEALTHY = {Health.DEGRADED, Health.MISSING}
+# Argo CD's health statuses that judge nothing either way, as NaN does for the error rate: no data.
+UNSETTLED = {
+    Health.UNKNOWN: "Argo CD could not assess it",
+    Health.PROGRESSING: "the rollout has not settled",
+    Health.SUSPENDED: "the rollout is paused",
+}
 # How a sample without a verdict of its own begins its detail: nothing to judge (NaN, no series),
 # a measurement that went wrong (Prometheus or Argo CD could not answer), or one not taken yet.
 NO_DATA, ERROR, WAITING = "no data: ", "error: ", "waiting: "
+# How an Argo CD sample that found another revision running begins its detail.
+RUNS = "runs "
 
 
 # A soak must have taken this share of the rounds of samples its window holds to be judged.
@@ -172,31 +189,45 @@ def observe(promotion, now=None):
         )
     argocd = ArgoCD.from_settings()
     if argocd:
-        application = service.argocd_app(environment)
-        try:
-            health = ApplicationStatus.from_application(argocd.get_application(application)).health
-            samples.append(
-                VerificationSample(
-                    promotion=promotion,
-                    kind=SampleCheck.ARGOCD_HEALTH,
-                    target=application,
-                    ok=health not in UNHEALTHY,
-                    detail=health,
-                )
-            )
-        except ArgoCDError as error:
-            samples.append(
-                VerificationSample(
-                    promotion=promotion,
-                    kind=SampleCheck.ARGOCD_HEALTH,
-                    target=application,
-                    ok=None,
-                    detail=f"{ERROR}{error}"[:500],
-                )
-            )
+        samples.append(_argocd_sample(promotion, argocd, service.argocd_app(environment)))
     for sample in samples:
         sample.taken_at = now  # one round, one time
     return samples
+
+
+def _argocd_sample(promotion, argocd, application):
+    sample = VerificationSample(promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target=application)
+    try:
+        status = ApplicationStatus.from_application(argocd.get_application(application))
+    except ArgoCDError as error:
+        sample.ok, detail = None, f"{ERROR}{error}"
+    else:
+        sample.ok, detail = _judge_application(status, promotion.gitops_commit_sha)
+    sample.detail = detail[:500]
+    return sample
+
+
+def _judge_application(status, ours):
+    """(ok, detail) of an Argo CD sample. OK when the application runs our GitOps commit, or a later one
+    containing it (the sync step's rule, ApplicationStatus.runs), Healthy; failed when it runs a
+    revision without ours, or is Degraded or Missing; no data when its health judges nothing
+    (UNSETTLED); an error when Git could not tell whether a later revision contains ours."""
+    running, includes = status.running_revision, contains_commit(ours)
+    if not running:
+        return None, f"{NO_DATA}Argo CD reports no revision running"
+    if not status.runs(ours, includes):
+        if includes.unanswered:
+            return None, (
+                f"{ERROR}could not tell whether {running[:12]}, which Argo CD runs, contains this release's "
+                f"commit {ours[:12]} ({includes.why_unanswered})"
+            )
+        return False, f"{RUNS}{running[:12]}, not this release's commit {ours[:12]}"
+    if status.health == Health.HEALTHY:
+        later = "" if same_revision(running, ours) else f", which contains this release's commit {ours[:12]}"
+        return True, f"{Health.HEALTHY}, running {running[:12]}{later}"
+    if status.health in UNHEALTHY:
+        return False, status.health
+    return None, f"{NO_DATA}health {status.health}: {UNSETTLED.get(status.health, 'not Healthy')}"
 
 
 def healthy_for(promotion, now):
@@ -275,6 +306,23 @@ def _series(samples):
     return series
 
 
+def _runs_another_revision(sample):
+    return sample.kind == SampleCheck.ARGOCD_HEALTH and sample.ok is False and sample.detail.startswith(RUNS)
+
+
+def _another_revision(series):
+    """The sentence for Argo CD samples that found a revision without ours running, or "" if none did."""
+    elsewhere = [s for s in series if _runs_another_revision(s)]
+    if not elsewhere:
+        return ""
+    newest = elsewhere[-1]
+    return (
+        f"Argo CD found {newest.target} running {newest.detail.removeprefix(RUNS)}, in {len(elsewhere)} of "
+        f"{len(series)} samples: what runs was changed outside the portal (an argocd app rollback, a sync to "
+        "another revision), so the soak no longer measured this release"
+    )
+
+
 def _failed(kind, samples, failed):
     if kind == SampleCheck.ERROR_RATE:
         with_data = [s for s in samples if s.ok is not None]
@@ -301,8 +349,9 @@ def _limits_passed(promotion, samples):
     environment = promotion.environment
     passed = {}
     for (kind, target), series in _series(samples).items():
-        sentences = []
-        failed = [s for s in series if s.ok is False]
+        # Not a failure the limit tolerates: every sample from then on measures the other revision.
+        sentences = [sentence] if (sentence := _another_revision(series)) else []
+        failed = [s for s in series if s.ok is False and not _runs_another_revision(s)]
         if len(failed) > environment.failure_limit:
             sentences.append(f"{_failed(kind, series, failed)}, past the failure limit of {environment.failure_limit}")
         errors = _longest_error_run(series)
@@ -359,6 +408,14 @@ def found_nothing_against(promotion):
         release=promotion.release, environment=promotion.environment, name__in=promotion.environment.required_checks
     ).newest_per_check()
     return all(result.passed for result in newest)
+
+
+def found_another_revision(promotion):
+    """Whether a sample found Argo CD running a revision without this promotion's commit: someone or
+    something outside the portal chose what runs (`argocd app rollback`, a sync to another revision,
+    another targetRevision). An automatic rollback would sync over their choice, or be refused behind
+    their sync: a hold says why instead (transitions.fail)."""
+    return promotion.samples.filter(kind=SampleCheck.ARGOCD_HEALTH, ok=False, detail__startswith=RUNS).exists()
 
 
 @dataclass
@@ -459,11 +516,14 @@ def verdict(promotion):
         unhealthy = [s for s in observed if s.ok is False]
         if observed and all(s.ok is None for s in observed):
             # Fewer errors than the consecutive error limit, but no answer at all (a short window, an
-            # application renamed or deleted in Argo CD): as for the error rate, no data is never a pass.
+            # application renamed or deleted in Argo CD), or only a health that judges nothing (Unknown,
+            # Progressing): as for the error rate, no data is never a pass.
             passed = False
-            reasons.append(
-                f"Argo CD never answered for {observed[-1].target} during the window ({observed[-1].detail})"
-            )
+            last = observed[-1]
+            if all(s.detail.startswith(ERROR) for s in observed):
+                reasons.append(f"Argo CD never answered for {last.target} during the window ({last.detail})")
+            else:
+                reasons.append(f"Argo CD never found {last.target} Healthy during the window ({last.detail})")
         elif unhealthy:
             reasons.append(f"{_failed(SampleCheck.ARGOCD_HEALTH, observed, unhealthy)}, {tolerated}")
 

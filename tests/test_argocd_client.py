@@ -795,6 +795,29 @@ def test_only_a_failure_of_our_revision_fails_the_wait(overrides, failed):
     assert bool(status.failure("nexo-be-develop", REVISION)) is failed
 
 
+def history(*revisions):
+    return [{"id": number, "revision": revision} for number, revision in enumerate(revisions)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "runs"),
+    [
+        ({"history": history(fake_sha("older"), REVISION)}, True),
+        ({}, True),  # no history kept (revisionHistoryLimit): what it reports Synced runs
+        # `argocd app rollback`: the branch's commit reported OutOfSync, the older one last in the history.
+        ({"sync": "OutOfSync", "history": history(fake_sha("older"), REVISION, fake_sha("older"))}, False),
+        # Synced at a commit of the branch after ours, deployed by an earlier sync (nothing of it changed since).
+        ({"revision": fake_sha("later"), "history": history(REVISION)}, "includes"),
+        # Our commit OutOfSync with the branch's newer one, not synced yet: ours still runs.
+        ({"sync": "OutOfSync", "revision": fake_sha("later"), "history": history(REVISION)}, True),
+    ],
+)
+def test_what_runs_is_the_synced_revision_else_the_one_deployed_last(overrides, runs):
+    status = ApplicationStatus.from_application(application(**overrides))
+    assert status.runs(REVISION) is (runs is True)
+    assert status.runs(REVISION, includes=lambda seen: seen == fake_sha("later")) is bool(runs)
+
+
 def test_the_message_is_the_most_useful_one_argocd_gave():
     degraded = application(
         health="Degraded",

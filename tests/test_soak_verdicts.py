@@ -237,14 +237,6 @@ def test_a_soak_argo_cd_never_answered_for_does_not_pass(soak, argocd_server):
     assert "Argo CD never answered for nexo-be-qa during the window (error: " in failed.error
 
 
-def test_a_soak_argo_cd_found_healthy_passes(soak, argocd_server):
-    argocd_server.app("nexo-be-qa")
-    soak["prometheus"].answer_value(0.0)
-    Promotion.objects.filter(pk=soak["promotion"].pk).update(verdict_at=timezone.now())
-
-    assert sample_round(soak).state == PromotionState.VERIFIED
-
-
 def test_an_answer_between_two_errors_starts_the_count_again(soak):
     limits(soak, consecutive_error_limit=1)
     soak["prometheus"].answer_error(503, "unavailable", "the TSDB is not ready")
@@ -336,3 +328,201 @@ def test_rounds_keep_to_the_windows_grid_whenever_the_last_one_ended(soak):
     started = promotion.verification_started_at
     assert verification.next_round_in(promotion, started + timedelta(seconds=65)) == timedelta(seconds=25)
     assert verification.next_round_in(promotion, started + timedelta(seconds=30)) == timedelta(seconds=30)
+
+
+# --- Argo CD: this release's commit running, Healthy --------------------------------------------------
+
+
+@pytest.fixture
+def argocd_soak(soak, gitops, argocd_server):
+    """As `soak`, with its GitOps commit (`ours`) pushed after 2026.02.1's (`before`), which ran in qa
+    before it, and both synced in turn by the Argo CD test server: nexo-be-qa runs ours, Healthy."""
+    promotion, qa, service = soak["promotion"], soak["qa"], soak["promotion"].service
+    path = service.values_path(qa)
+    gitops.write(path, 'image:\n  tag: "2026.02.1"\n', "promote(nexo-be): qa → 2026.02.1")
+    before = gitops.head()
+    gitops.write(path, 'image:\n  tag: "2026.02.2"\n', "promote(nexo-be): qa → 2026.02.2")
+    ours = gitops.head()
+    ran(make_release(service, "2026.02.1"), qa, at=timezone.now() - timedelta(days=1), gitops_commit_sha=before)
+    Promotion.objects.filter(pk=promotion.pk).update(gitops_commit_sha=ours)
+    soak["prometheus"].answer_value(0.0)
+    application = argocd_server.app("nexo-be-qa").deployed(before, ours)
+    return {**soak, "gitops": gitops, "application": application, "before": before, "ours": ours}
+
+
+def verdict_due(soak):
+    Promotion.objects.filter(pk=soak["promotion"].pk).update(verdict_at=timezone.now())
+
+
+def argocd_samples(promotion):
+    return [(s.ok, s.detail) for s in promotion.samples.filter(kind=SampleCheck.ARGOCD_HEALTH)]
+
+
+def test_a_soak_argo_cd_found_running_this_releases_commit_healthy_passes(argocd_soak):
+    verdict_due(argocd_soak)
+
+    verified = sample_round(argocd_soak)
+
+    assert verified.state == PromotionState.VERIFIED, verified.error
+    assert argocd_samples(verified) == [(True, f"Healthy, running {argocd_soak['ours'][:12]}")]
+
+
+def test_a_later_commit_of_the_branch_containing_ours_is_this_release_running(argocd_soak):
+    """Argo CD reports what the branch resolved to: another service's promotion pushed after ours, and
+    nothing of this application changed in it, so it is Synced at that commit, with ours in it."""
+    gitops, ours = argocd_soak["gitops"], argocd_soak["ours"]
+    gitops.write("helm/nexo-fe/values-qa.yaml", 'image:\n  tag: "2026.02.7"\n', "promote(nexo-fe): qa → 2026.02.7")
+    later = gitops.head()
+    argocd_soak["application"].head, argocd_soak["application"].reports_branch_head = (lambda: later), True
+    verdict_due(argocd_soak)
+
+    verified = sample_round(argocd_soak)
+
+    assert verified.state == PromotionState.VERIFIED, verified.error
+    assert argocd_samples(verified) == [
+        (True, f"Healthy, running {later[:12]}, which contains this release's commit {ours[:12]}")
+    ]
+
+
+def test_an_application_rolled_back_in_argo_cd_fails_the_soak_at_once_naming_both_revisions(argocd_soak):
+    """Someone ran `argocd app rollback` during the soak: Argo CD goes on reporting Healthy, about the
+    release before. Each sample from then on measures that one: no failure the limit may tolerate."""
+    before, ours = argocd_soak["before"], argocd_soak["ours"]
+    limits(argocd_soak, failure_limit=2)
+    assert sample_round(argocd_soak).state == PromotionState.VERIFYING
+    application = argocd_soak["application"]
+    application.rollback(application.history[0]["id"])
+    application.instant = True  # done by the next sample
+
+    failed = sample_round(argocd_soak)
+
+    assert application.as_json()["status"]["sync"] == {
+        "status": "OutOfSync",
+        "revision": ours,
+        "comparedTo": application.as_json()["status"]["sync"]["comparedTo"],
+    }, "Argo CD reports the branch's commit, OutOfSync: the one running is in its history"
+    assert (failed.state, failed.failed_step) == (PromotionState.FAILED, "verification")
+    assert failed.finished_at < failed.verdict_at
+    assert argocd_samples(failed) == [
+        (True, f"Healthy, running {ours[:12]}"),
+        (False, f"runs {before[:12]}, not this release's commit {ours[:12]}"),
+    ]
+    assert failed.error == (
+        f"Argo CD found nexo-be-qa running {before[:12]}, not this release's commit {ours[:12]}, in 1 of 2 "
+        "samples: what runs was changed outside the portal (an argocd app rollback, a sync to another "
+        "revision), so the soak no longer measured this release"
+    )
+
+
+def test_a_soak_that_found_another_revision_running_holds_the_place_instead_of_rolling_back(argocd_soak):
+    """qa rolls back a failed soak by itself; here whoever changed what runs outside the portal is at
+    work, and an automatic rollback would sync over what they chose (or be refused behind their sync)."""
+    qa, service, application = argocd_soak["qa"], argocd_soak["promotion"].service, argocd_soak["application"]
+    application.rollback(application.history[0]["id"])
+    application.instant = True
+
+    failed = sample_round(argocd_soak)
+
+    assert failed.state == PromotionState.FAILED
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    hold = Hold.objects.active().get(service=service, environment=qa)
+    assert hold.reason.startswith(
+        "2026.02.2 failed at verification and was not rolled back automatically as something outside the "
+        "portal made Argo CD run another revision, which a rollback would sync over: Argo CD found nexo-be-qa "
+        f"running {argocd_soak['before'][:12]}"
+    )
+
+
+def test_a_revision_git_cannot_tell_about_is_a_measurement_error_not_a_failure(argocd_soak):
+    """Argo CD runs a later commit of the branch, and the GitOps remote is out of reach: whether it
+    contains ours cannot be told. Not a failure; counted against the consecutive error limit."""
+    gitops, ours = argocd_soak["gitops"], argocd_soak["ours"]
+    gitops.write("helm/nexo-fe/values-qa.yaml", 'image:\n  tag: "2026.02.7"\n', "promote(nexo-fe): qa → 2026.02.7")
+    later = gitops.head()
+    argocd_soak["application"].head, argocd_soak["application"].reports_branch_head = (lambda: later), True
+
+    with gitops.away():
+        soaking = sample_round(argocd_soak)
+
+    assert soaking.state == PromotionState.VERIFYING
+    [(ok, detail)] = argocd_samples(soaking)
+    assert ok is None
+    assert detail.startswith(
+        f"error: could not tell whether {later[:12]}, which Argo CD runs, contains this release's commit "
+        f"{ours[:12]} (Cannot reach the GitOps repository"
+    )
+
+
+@pytest.mark.parametrize(
+    ("health", "detail"),
+    [
+        ("Unknown", "no data: health Unknown: Argo CD could not assess it"),
+        ("Progressing", "no data: health Progressing: the rollout has not settled"),
+        ("Suspended", "no data: health Suspended: the rollout is paused"),
+    ],
+)
+def test_a_health_that_judges_nothing_is_no_data_not_an_ok_sample(argocd_soak, health, detail):
+    argocd_soak["application"].reported_health = health
+    limits(argocd_soak, consecutive_error_limit=0)  # no data is no measurement error
+
+    soaking = sample_round(argocd_soak)
+
+    assert soaking.state == PromotionState.VERIFYING
+    assert argocd_samples(soaking) == [(None, detail)]
+
+
+@pytest.mark.parametrize("health", ["Degraded", "Missing"])
+def test_degraded_or_missing_is_a_failed_sample(argocd_soak, health):
+    argocd_soak["application"].reported_health = health
+
+    failed = sample_round(argocd_soak)
+
+    assert argocd_samples(failed) == [(False, health)]
+    assert failed.error == f"Argo CD reported nexo-be-qa {health} in 1 of 1 samples, past the failure limit of 0"
+
+
+def test_a_soak_argo_cd_never_found_healthy_is_not_measured_and_holds_the_place(argocd_soak):
+    """Argo CD could not tell the application's health for the whole window: nothing was measured, so
+    no pass, and nothing against the release either: held, not rolled back."""
+    argocd_soak["application"].reported_health = "Unknown"
+    assert sample_round(argocd_soak).state == PromotionState.VERIFYING
+    verdict_due(argocd_soak)
+
+    failed = sample_round(argocd_soak)
+
+    assert failed.state == PromotionState.FAILED
+    assert (
+        "Argo CD never found nexo-be-qa Healthy during the window (no data: health Unknown: Argo CD could not "
+        "assess it)" in failed.error
+    )
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    hold = Hold.objects.active().get(service=failed.service, environment=argocd_soak["qa"])
+    assert "as the soak could not measure it, which says nothing against it" in hold.reason
+
+
+def test_a_soak_progressing_for_a_while_between_healthy_samples_passes_on_them(argocd_soak):
+    application = argocd_soak["application"]
+    sample_round(argocd_soak)
+    application.reported_health = "Progressing"
+    sample_round(argocd_soak)
+    application.reported_health = ""
+    verdict_due(argocd_soak)
+
+    verified = sample_round(argocd_soak)
+
+    assert verified.state == PromotionState.VERIFIED, verified.error
+    assert [ok for ok, _ in argocd_samples(verified)] == [True, None, True]
+
+
+def test_the_promotion_page_says_which_revision_ran_instead_of_this_releases(argocd_soak, rita, client):
+    before, ours = argocd_soak["before"][:12], argocd_soak["ours"][:12]
+    application = argocd_soak["application"]
+    application.rollback(application.history[0]["id"])
+    application.instant = True
+    failed = sample_round(argocd_soak)
+    client.force_login(rita)
+
+    page = client.get(failed.get_absolute_url()).content.decode()
+
+    assert f"runs {before}, not this release&#x27;s commit {ours}" in page, "the sample, in the table and chart"
+    assert f"Argo CD found nexo-be-qa running {before}, not this release&#x27;s commit {ours}" in page

@@ -21,9 +21,16 @@ Each application is scripted by the test (`server.app(name, outcome=..., running
 sync operation moves one step per GET, so a test decides how many polls a rollout takes, or runs for
 `sync_seconds` of the server's clock; a list shows each application as it stands, without moving
 its sync on. What the controller finds long after a rollout (pods crash-looping an hour later) is
-`server.app(name, later_health="Degraded")`. The server itself can go away and come back on the same port
-(`stop`, `start`, `down_for`), answer 503 for a while (`unavailable_for`) or "another operation is
-already in progress" for a while (`busy_for`), and deny a token's RBAC (`denied_actions`).
+`server.app(name, later_health="Degraded")`. `deployed(*revisions)` gives an application a history of
+syncs done before the test; `rollback(id)` is `argocd app rollback <name> <id>`: the revision of that
+history entry is synced, and once it runs the application reports OutOfSync at what its targetRevision
+resolves to (status.sync.revision), the older revision only in status.operationState and
+status.history, as the controller does. `reported_health` makes an application report a health of its
+own (Unknown: Argo CD could not assess it; Suspended; Progressing) whatever its rollout.
+
+The server itself can go away and come back on the same port (`stop`, `start`, `down_for`), answer
+503 for a while (`unavailable_for`) or "another operation is already in progress" for a while
+(`busy_for`), and deny a token's RBAC (`denied_actions`).
 
 Time-based behaviour reads `server.clock` (time.monotonic unless a test sets its own fake clock).
 """
@@ -94,6 +101,7 @@ class Operation:
     finished_at: datetime | None = None
     stuck: bool = False  # stays Running until terminated (a hook job that never completes)
     terminated_at_poll: int | None = None  # `polls` when TerminateOperation was asked
+    by: str = "nexo-release-portal"  # the account that asked for it (initiatedBy.username), unless automated
 
 
 @dataclass
@@ -124,6 +132,9 @@ class FakeApplication:
     repo_url: str = "https://github.com/nexo-org/gitops.git"
     degraded_message: str = ""
     failure_message: str = ""
+    reported_health: str = ""  # when set: status.health.status, whatever the rollout
+    # Set by a rollback: what targetRevision resolves to, which the revision rolled back to no longer matches.
+    out_of_sync_with: str = ""
     operation: Operation | None = None
     history: list = field(default_factory=list)
 
@@ -134,16 +145,42 @@ class FakeApplication:
             "spec.template.spec.containers[0].image: Required value"
         )
 
-    def start_operation(self, revision, *, automated):
+    def start_operation(self, revision, *, automated, by="nexo-release-portal"):
         stuck = self.stuck_syncs > 0
         self.stuck_syncs -= stuck
+        self.out_of_sync_with = ""
         self.operation = Operation(
             revision=revision,
             automated=automated,
             started_at=datetime.now(UTC),
             started_on_clock=self.clock(),
             stuck=stuck,
+            by=by,
         )
+
+    def deployed(self, *revisions):
+        """As if each revision had been synced in turn before the test, the last one running Synced and
+        Healthy by now (for an outcome that finishes: HEALTHY, DEGRADED, SYNC_FAILS)."""
+        for revision in revisions:
+            self.start_operation(revision, automated=False)
+            for _ in range(1000):
+                if not self.in_progress() and self.health()[0] != "Progressing":
+                    break
+                self.advance()
+            else:
+                raise AssertionError(f"the sync of {self.name} to {revision} does not finish")
+        return self
+
+    def rollback(self, history_id, by="admin"):
+        """`argocd app rollback <name> <id>` (server/application's Rollback): sync the revision of history
+        entry `id`; refused while auto-sync is on, as Argo CD refuses it. Git is not changed: once the
+        rollback runs, the application is OutOfSync with what its targetRevision resolves to."""
+        if self.auto_sync:
+            raise ValueError(f"rollback cannot be initiated when auto-sync is enabled for {self.name}")
+        [entry] = [entry for entry in self.history if entry["id"] == history_id]
+        target = self.head() if self.head else self.deployed_revision
+        self.start_operation(entry["revision"], automated=False, by=by)
+        self.out_of_sync_with = target
 
     def is_busy(self):
         return self.clock() < self.busy_until
@@ -202,6 +239,8 @@ class FakeApplication:
 
     def health(self):
         """The Deployment's health status and message; the application's health is the worst resource's."""
+        if self.reported_health:
+            return self.reported_health, ""
         phase = self.phase()
         if phase in ("Running", "Terminating"):
             return "Progressing", ""
@@ -221,6 +260,9 @@ class FakeApplication:
         health, health_message = self.health()
         if phase in ("Running", "Terminating", "Failed", "Error"):
             sync = {"status": "OutOfSync", "revision": self.operation.revision}
+        elif self.out_of_sync_with:
+            # A rollback ran: the controller compares with targetRevision, which still resolves to this.
+            sync = {"status": "OutOfSync", "revision": self.out_of_sync_with}
         elif self.reports_branch_head and self.head and phase == "Succeeded":
             sync = {"status": "Synced", "revision": self.head()}
         else:
@@ -324,7 +366,7 @@ class FakeApplication:
 
     @staticmethod
     def _initiated_by(operation):
-        return {"automated": True} if operation.automated else {"username": "nexo-release-portal"}
+        return {"automated": True} if operation.automated else {"username": operation.by}
 
     def _source(self):
         return {
