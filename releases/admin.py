@@ -312,12 +312,7 @@ class DeploymentAdmin(ReadOnlyAdmin):
         confirmation is applied, and the release each showed running is what the rollback may take out."""
         queryset = queryset.select_related("service", "environment", "release")
         for replaced in queryset.filter(replaced_at__isnull=False):
-            running = (
-                Deployment.objects.current()
-                .filter(service=replaced.service, environment=replaced.environment)
-                .select_related("release")
-                .first()
-            )
+            running = Deployment.objects.running(replaced.service, replaced.environment)
             now = (
                 f"{running.release.version} runs there now. Select its current deployment (the row without "
                 "“replaced at”) to roll it back."

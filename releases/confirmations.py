@@ -70,12 +70,6 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
     return steps
 
 
-def _current(service, environment):
-    return (
-        Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
-    )
-
-
 def _active(service, environment):
     return Promotion.objects.active().filter(service=service, environment=environment).select_related("release").first()
 
@@ -91,7 +85,7 @@ def for_request(release, environment, user):
     service = release.service
     why_not = policy.why_not_request(user, service, environment) or ""
     lines = []
-    current = _current(service, environment)
+    current = Deployment.objects.running(service, environment)
     if current:
         lines.append(
             f"{environment.name} runs {current.release.version} now (deployed "
@@ -252,10 +246,9 @@ def for_stop(promotion, user):
 def for_rollback(service, environment, user, current, target):
     lines = []
     why_not = policy.why_not_request(user, service, environment, kind=PromotionKind.ROLLBACK) or ""
-    if current is None or current.promotion_id is None:
-        why_not = why_not or (
-            f"Nothing the portal deployed runs in {environment.name} for {service.name}; there is nothing to roll back."
-        )
+    not_to_roll_back = policy.why_not_roll_back_what_runs(service, environment, current)
+    if not_to_roll_back:
+        why_not = why_not or not_to_roll_back
         headline = f"{service.name} in {environment.name}"
     elif target is None:
         why_not = why_not or (

@@ -14,6 +14,7 @@ from audit import log as audit_log
 from audit.models import ACTOR_MAX_LENGTH, AuditAction
 from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
 from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
+from nexo_portal.lib.queries import one_or_none
 
 from . import attestations, calver, signatures
 
@@ -688,6 +689,11 @@ class DeploymentQuerySet(models.QuerySet):
 
     def in_place(self, service, environment):
         return self.filter(service=service, environment=environment)
+
+    def running(self, service, environment):
+        """What runs in the place: its current deployment, with its release, or None. What the board, the
+        promotion page and the rollback dialog show there, and what a request or a rollback decides on."""
+        return one_or_none(self.current().in_place(service, environment).select_related("release"))
 
     def live_at(self, service, environment, at):
         """The deployment that was running in that place at that time, or None."""

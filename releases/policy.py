@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from nexo_portal.lib.errors import Refused
 
-from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState, Release
+from .models import ApprovalDecision, Deployment, DeploymentSource, Promotion, PromotionKind, PromotionState, Release
 
 
 class PromotionError(Refused):
@@ -169,6 +169,25 @@ def why_not_request(actor, service, environment, *, kind=PromotionKind.MANUAL, i
 def is_hotfix_of(release, running):
     """`release` is a hotfix of `running` (a release, or None): it may replace it whatever its number."""
     return running is not None and release.is_hotfix and release.fixes_id == running.pk
+
+
+def why_not_roll_back_what_runs(service, environment, running):
+    """Why what runs in the place (`running`: Deployment.objects.running) may not be rolled back (None: it may).
+
+    A rollback takes out the promotion that put the release there. A release recorded running without
+    one (set by hand and imported from the GitOps history) was not the portal's to put there, nor is it
+    the portal's to take out; rolling back the promotion before it instead would take out a release
+    that no longer runs.
+    """
+    if running is None:
+        return Refusal(f"Nothing runs in {environment.name} for {service.name} yet; there is nothing to roll back.")
+    if running.promotion_id is None:
+        how = "imported from the GitOps history" if running.source == DeploymentSource.IMPORT else "recorded"
+        return Refusal(
+            f"{service.name} {running.release.version} runs in {environment.name}, {how} rather than deployed by "
+            "a portal promotion; the portal rolls back only what it deployed there."
+        )
+    return None
 
 
 def why_not_enter(release, environment, kind, is_emergency, rolls_back, current, expected=None):

@@ -123,12 +123,6 @@ def _expect(promotion, *states):
 # --- requesting ------------------------------------------------------------------------------
 
 
-def _current_deployment(service, environment):  # one_current_deployment_per_service_environment
-    return one_or_none(
-        Deployment.objects.current().filter(service=service, environment=environment).select_related("release")
-    )
-
-
 @dataclass
 class _Request:
     """A request for a release in an environment, with what runs and what waits there."""
@@ -146,7 +140,7 @@ class _Request:
         # The chain's lock, held by the caller's transaction, serialises every request: no two can
         # see the place empty. The promotion row is locked too, for its own transitions.
         self.service = self.release.service
-        self.current = _current_deployment(self.service, self.environment)
+        self.current = Deployment.objects.running(self.service, self.environment)
         self.active = one_or_none(  # one_active_promotion_per_service_environment
             Promotion.objects.select_for_update(of=("self",))
             .select_related("release")
@@ -333,23 +327,17 @@ def request_automatic_promotion(release, environment):
 def request_rollback(service, environment, actor, *, release=None, rolls_back=None, expected=None):
     """Roll `service` back in `environment` to `release` (default: the last verified release there).
 
+    What it takes out (unless `rolls_back` says) is the promotion of what runs there, as the pages show
+    it (Deployment.objects.running), not the promotion deployed last: a release recorded running since
+    without one (imported from the GitOps history) is refused, not rolled back past.
     `expected`: the version the requester saw running, a confirmation's or a caller's; when another
     one runs now, nothing is requested. What runs is read under the chain's lock, which every
     deployment takes too, so it cannot change between this check and the request.
     """
     if rolls_back is None:
-        rolls_back = (
-            Promotion.objects.filter(service=service, environment=environment, deployed_at__isnull=False)
-            .exclude(state__in=[PromotionState.ROLLED_BACK])
-            .select_related("release")
-            .order_by("-deployed_at")
-            .first()
-        )
-        if rolls_back is None:
-            raise PromotionError(
-                f"Nothing the portal deployed runs in {environment.name} for {service.name}; there is "
-                "nothing to roll back."
-            )
+        running = Deployment.objects.running(service, environment)
+        policy.ensure(policy.why_not_roll_back_what_runs(service, environment, running))
+        rolls_back = Promotion.objects.select_related("release").get(pk=running.promotion_id)
     if release is None:
         release = Release.objects.default_rollback_target(environment, rolls_back.release)
         if release is None:
@@ -1148,7 +1136,7 @@ def promote_waiting(service, environment, *, say_why=True):
     else:
         verified = Promotion.objects.filter(release=OuterRef("pk"), environment=previous, state=PromotionState.VERIFIED)
         waiting = Release.objects.for_service(service).filter(Exists(verified))
-    current = _current_deployment(service, environment)
+    current = Deployment.objects.running(service, environment)
     if current:
         waiting = waiting.newer_than(current.release)
     newest = waiting.newest_first().first()

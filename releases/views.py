@@ -352,9 +352,7 @@ def rollback(request, service, environment):
     service = get_object_or_404(Service.objects.select_related("team"), name=service)
     environment = get_object_or_404(Environment, name=environment)
     back = _next_url(request, reverse("releases:board"))
-    current = (
-        Deployment.objects.current().filter(service=service, environment=environment).select_related("release").first()
-    )
+    current = Deployment.objects.running(service, environment)
     targets = list(Release.objects.rollback_targets(environment, current.release)) if current else []
     versions = [release.version for release in targets]
     default = Release.objects.default_rollback_target(environment, current.release) if current else None

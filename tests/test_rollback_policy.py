@@ -8,10 +8,11 @@ from django.utils import timezone
 from audit.models import AuditAction, AuditEvent
 from releases import confirmations, policy, transitions
 from releases.jobs import verify_promotion
-from releases.models import Hold, Promotion, PromotionKind, PromotionState
+from releases.models import Deployment, DeploymentSource, Hold, Promotion, PromotionKind, PromotionState
 from releases.policy import PromotionError
 from tests.factories import make_release, make_service, make_user
 from tests.history import ran
+from tests.test_api import session_client
 
 pytestmark = pytest.mark.django_db
 
@@ -201,3 +202,64 @@ def test_an_automatic_rollback_does_not_go_back_to_a_release_people_rolled_back_
 
     rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK, rolls_back=soaking)
     assert rollback.release == first
+
+
+# --- what a rollback takes out: what runs, as the pages show it ---------------------------------
+
+
+@pytest.fixture
+def imported_over_the_portal(environments):
+    """qa: the portal deployed 2026.02.1, then 2026.02.2; then someone set 2026.02.3 in the values
+    file by hand, which the GitOps history import recorded running, with no portal promotion."""
+    qa = environments["qa"]
+    service = make_service("nexo-be", team="backend-team")
+    now = timezone.now()
+    good = make_release(service, "2026.02.1")
+    ran(good, qa, at=now - timedelta(hours=2))
+    ran(make_release(service, "2026.02.2"), qa, at=now - timedelta(hours=1))
+    running = Deployment.objects.record(
+        release=make_release(service, "2026.02.3"),
+        environment=qa,
+        deployed_at=now - timedelta(minutes=10),
+        source=DeploymentSource.IMPORT,
+        gitops_commit_sha="e" * 40,
+    )
+    return {"service": service, "qa": qa, "running": running, "good": good}
+
+
+NOT_THE_PORTALS = (
+    "nexo-be 2026.02.3 runs in qa, imported from the GitOps history rather than deployed by a portal "
+    "promotion; the portal rolls back only what it deployed there."
+)
+
+
+def test_a_rollback_refuses_to_take_out_a_release_the_portal_did_not_deploy_and_names_it(
+    imported_over_the_portal, rita
+):
+    with pytest.raises(PromotionError) as refused:
+        transitions.request_rollback(imported_over_the_portal["service"], imported_over_the_portal["qa"], rita)
+
+    assert str(refused.value) == NOT_THE_PORTALS
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+
+
+def test_the_rollback_dialog_the_api_and_the_admin_refuse_it_in_the_same_words(
+    imported_over_the_portal, rita, admin_client
+):
+    place = imported_over_the_portal
+    dialog = confirmations.for_rollback(place["service"], place["qa"], rita, place["running"], place["good"])
+    api = session_client(rita).post(
+        "/api/v1/rollbacks/", {"service": "nexo-be", "environment": "qa", "running": "2026.02.3"}, format="json"
+    )
+    admin = admin_client.post(
+        "/admin/releases/deployment/",
+        {"action": "roll_back", "_selected_action": [place["running"].pk], "apply": "1"},
+        follow=True,
+    )
+
+    assert dialog.why_not == NOT_THE_PORTALS
+    assert (api.status_code, api.json()["message"]) == (409, NOT_THE_PORTALS)
+    assert [str(message) for message in admin.context["messages"]] == [
+        f"nexo-be in qa (running 2026.02.3) → the last verified release: {NOT_THE_PORTALS}"
+    ]
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
