@@ -47,6 +47,7 @@ class AuditAction(models.TextChoices):
     DRIFT_DETECTED = "gitops.drift_detected", "GitOps drift detected"
     DRIFT_RESOLVED = "gitops.drift_resolved", "GitOps drift put right"
     DRIFT_FAR_BEHIND = "drift.far_behind", "Far behind the first environment"
+    DRIFT_BACK_WITHIN_LIMIT = "drift.back_within_limit", "Back within the drift limit of the first environment"
     FREEZE_CREATED = "freeze.created", "Change freeze created"
     FREEZE_CHANGED = "freeze.changed", "Change freeze changed"
     FREEZE_DELETED = "freeze.deleted", "Change freeze deleted"

@@ -385,8 +385,8 @@ def builds_behind_first():
 
 def detect_far_behind(now=None):
     """Flag each place more builds behind the first environment than its environment's drift_alert_builds:
-    audited and said in Slack once per crossing; the flag goes when it is back within the limit.
-    Returns the deployments flagged now."""
+    audited and said in Slack once per crossing; the flag goes when it is back within the limit (or the
+    limit is turned off), audited once too. Returns the deployments flagged now."""
     now = now or timezone.now()
     flagged = []
     for deployment, (behind, first) in builds_behind_first().items():
@@ -394,7 +394,7 @@ def detect_far_behind(now=None):
         far = threshold > 0 and behind > threshold
         if not far:
             if deployment.far_behind_since:
-                Deployment.objects.filter(pk=deployment.pk).update(far_behind_since=None)
+                _back_within_limit(deployment, behind, first, threshold)
             continue
         if deployment.far_behind_since:
             continue  # flagged at this crossing already
@@ -419,3 +419,27 @@ def detect_far_behind(now=None):
             alerts.enqueue_far_behind_alert(deployment, behind, first)
         flagged.append(deployment.pk)
     return flagged
+
+
+def _back_within_limit(deployment, behind, first, threshold):
+    """Take the far-behind flag down and audit it: the log says when the crossing ended, not only when
+    it began. The update decides, as for the flag: a second reconciler that read the same flag (two run
+    for a moment in a rolling update) takes down nothing and records nothing."""
+    since = deployment.far_behind_since
+    with transaction.atomic():
+        audit.lock_chain()
+        if not Deployment.objects.filter(pk=deployment.pk, far_behind_since=since).update(far_behind_since=None):
+            return
+        ended = f"back within {threshold}" if threshold > 0 else "far-behind alerts are turned off there"
+        audit.record(
+            AuditAction.DRIFT_BACK_WITHIN_LIMIT,
+            actor=PIPELINE,
+            service=deployment.service.name,
+            environment=deployment.environment.name,
+            version=deployment.release.version,
+            message=(
+                f"{deployment.service.name} in {deployment.environment.name} runs {deployment.release.version}, "
+                f"{behind} builds behind {first.name}: {ended}"
+            ),
+            data={"builds_behind": behind, "behind": first.name, "threshold": threshold, "far_behind_since": since},
+        )

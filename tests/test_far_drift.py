@@ -1,17 +1,19 @@
 """Drift as the reference docs define it: a place more builds behind develop than its environment allows
 (drift_alert_builds, 20 by default), on the board and the matrix, and said in Slack and the audit log once
-per crossing."""
+per crossing; its end is audited once too."""
 
 from datetime import timedelta
 
 import pytest
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from nexo_portal.models import ApiToken
+from releases import reconciler
 from releases.board import build_board
 from releases.models import Deployment
-from releases.reconciler import detect_far_behind
+from releases.reconciler import builds_behind_first, detect_far_behind
 from tests.factories import make_release, make_service
 from tests.history import ran
 
@@ -112,3 +114,53 @@ def test_a_place_back_within_the_limit_may_cross_again(issue_scenario):
     env["production"].save()
     detect_far_behind()
     assert AuditEvent.objects.filter(action=AuditAction.DRIFT_FAR_BEHIND, environment="production").count() == 2
+
+
+def test_a_place_back_within_the_limit_is_audited_once_with_when_it_was_far_behind(issue_scenario):
+    env = issue_scenario["env"]
+    detect_far_behind()
+    since = Deployment.objects.current().get(environment=env["production"]).far_behind_since
+    env["production"].drift_alert_builds = 40
+    env["production"].save()
+
+    detect_far_behind()
+    detect_far_behind()
+
+    [back] = AuditEvent.objects.filter(action=AuditAction.DRIFT_BACK_WITHIN_LIMIT)
+    assert (back.service, back.environment, back.version) == ("nexo-be", "production", "2026.03.7")
+    assert back.message == "nexo-be in production runs 2026.03.7, 29 builds behind develop: back within 40"
+    assert back.data == {
+        "builds_behind": 29,
+        "behind": "develop",
+        "threshold": 40,
+        "far_behind_since": DjangoJSONEncoder().default(since),
+    }
+
+
+def test_far_behind_alerts_turned_off_end_the_crossing_in_the_audit_log(issue_scenario):
+    env = issue_scenario["env"]
+    detect_far_behind()
+    env["staging"].drift_alert_builds = 0
+    env["staging"].save()
+
+    detect_far_behind()
+
+    [back] = AuditEvent.objects.filter(action=AuditAction.DRIFT_BACK_WITHIN_LIMIT)
+    assert back.message == (
+        "nexo-be in staging runs 2026.03.7, 29 builds behind develop: far-behind alerts are turned off there"
+    )
+
+
+def test_two_reconcilers_that_saw_the_flag_record_its_end_once(issue_scenario, monkeypatch):
+    env = issue_scenario["env"]
+    detect_far_behind()
+    env["production"].drift_alert_builds = 40
+    env["production"].save()
+    seen = builds_behind_first()  # read by both before either clears the flag
+    monkeypatch.setattr(reconciler, "builds_behind_first", lambda: seen)
+
+    detect_far_behind()
+    detect_far_behind()
+
+    assert AuditEvent.objects.filter(action=AuditAction.DRIFT_BACK_WITHIN_LIMIT).count() == 1
+    assert Deployment.objects.current().get(environment=env["production"]).far_behind_since is None
