@@ -187,9 +187,18 @@ def open_for(promotion):
         raise
 
 
+def close_marker(promotion):
+    """What the portal's closing comment on the promotion's pull request carries, unseen, to be found by
+    the next try. Found on GitHub rather than recorded in the portal: a comment GitHub made but whose
+    answer was lost (a timeout, a worker killed before its transaction committed) is found too, and the
+    retries' reasons are worded differently (the job's, the reconciler's), so the text could not tell."""
+    return f"<!-- nexo-portal:close:{promotion.pk} -->"
+
+
 def close_on_github(promotion_id, reason):
     """The RQ job after a promotion ended in the portal (rejected, cancelled, superseded, failed) with its
-    pull request open: comment why and close it, so nobody merges what the portal will not deploy."""
+    pull request open: comment why and close it, so nobody merges what the portal will not deploy. Tried
+    again (its own retries, the reconciler's) until closed, commenting once."""
     promotion = Promotion.objects.select_related(*transitions.FIXED_RELATIONS).filter(pk=promotion_id).first()
     if promotion is None or promotion.pr_state != PullRequestState.OPEN or promotion.is_active:
         return
@@ -201,7 +210,7 @@ def close_on_github(promotion_id, reason):
         transitions.note_merged_after_the_end(promotion, by, str(pull.get("merge_commit_sha") or ""))
         return
     if pull["state"] != "closed":
-        github.close_pull_request(promotion.pr_number, reason)
+        github.close_pull_request(promotion.pr_number, reason, marker=close_marker(promotion))
     transitions.mark_pull_request_closed(promotion)
 
 

@@ -267,11 +267,13 @@ def test_a_promotion_cancelled_while_github_opened_its_pull_request_closes_it(
     pull = github.repository.pulls[1]
     assert pull.state == "closed"
     assert fresh(promotion).pr_state == PullRequestState.CLOSED
-    assert pull.comments[-1] == (
-        "nexo-portal-bot",
-        f"Closed by the Nexo Release Portal: promotion #{promotion.pk} was cancelled while this pull request "
-        "was opened",
-    )
+    assert pull.comments == [  # once, though the first close failed after the comment
+        (
+            "nexo-portal-bot",
+            f"Closed by the Nexo Release Portal: promotion #{promotion.pk} was cancelled while this pull request "
+            f"was opened\n\n<!-- nexo-portal:close:{promotion.pk} -->",
+        )
+    ]
 
 
 def test_a_pull_request_github_did_not_close_in_time_is_closed_by_the_reconciler(pipeline, github, release, rita):
@@ -292,7 +294,36 @@ def test_a_pull_request_github_did_not_close_in_time_is_closed_by_the_reconciler
     assert github.repository.pulls[1].state == "closed"
     assert fresh(promotion).pr_state == PullRequestState.CLOSED
     assert github.repository.pulls[1].comments == [
-        ("nexo-portal-bot", f"Closed by the Nexo Release Portal: promotion #{promotion.pk} is cancelled")
+        (
+            "nexo-portal-bot",
+            f"Closed by the Nexo Release Portal: promotion #{promotion.pk} is cancelled\n\n"
+            f"<!-- nexo-portal:close:{promotion.pk} -->",
+        )
+    ]
+
+
+def test_a_close_github_refused_after_the_comment_is_retried_without_commenting_again(pipeline, github, release, rita):
+    """GitHub took the portal's comment, then refused the close with a secondary rate limit (as it meets
+    content-creating requests in quick succession). The retry finds the comment by its marker and only
+    closes: one comment on the pull request, not one per try."""
+    promotion = request_production(pipeline, release, rita)
+    github.repository.closes_rate_limited = 1
+    transitions.cancel(promotion, rita, "wrong release")
+    pipeline.run_jobs(until=lambda: True)  # the close job's first try
+    pull = github.repository.pulls[1]
+    assert (pull.state, len(pull.comments)) == ("open", 1)
+
+    github_waited_for(pipeline)
+    pipeline.run_jobs()  # the close job's own retry
+
+    assert pull.state == "closed"
+    assert fresh(promotion).pr_state == PullRequestState.CLOSED
+    assert pull.comments == [
+        (
+            "nexo-portal-bot",
+            "Closed by the Nexo Release Portal: cancelled by rita: wrong release\n\n"
+            f"<!-- nexo-portal:close:{promotion.pk} -->",
+        )
     ]
 
 
@@ -648,7 +679,11 @@ def test_rejecting_in_the_portal_closes_the_pull_request_saying_why(pipeline, gi
     assert pull.state == "closed"
     assert not pull.merged
     assert pull.comments == [
-        ("nexo-portal-bot", "Closed by the Nexo Release Portal: rejected by sam: Not during the sale.")
+        (
+            "nexo-portal-bot",
+            "Closed by the Nexo Release Portal: rejected by sam: Not during the sale.\n\n"
+            f"<!-- nexo-portal:close:{promotion.pk} -->",
+        )
     ]
 
 

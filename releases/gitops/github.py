@@ -1,5 +1,5 @@
 """GitHub's REST API for the GitOps repository's pull requests: open, label, ask for reviewers,
-read reviews and checks, merge (docs/pull-requests.md).
+read reviews and checks, merge, comment and close (docs/pull-requests.md).
 
 Authenticates with a token (GITOPS_GITHUB_TOKEN) or as a GitHub App installation: a JWT signed
 with the App's private key buys an installation token (`POST /app/installations/{id}/access_tokens`),
@@ -227,20 +227,22 @@ class GitHub:
     def pull_request(self, number):
         return self._call("GET", self._repo(f"pulls/{number}"), doing=f"read pull request #{number}")
 
-    def reviews(self, number):
-        """Every review of the pull request, oldest first (all pages)."""
+    def _every_page(self, path, *, doing):
         found, page = [], 1
         while True:
-            chunk = self._call(
-                "GET",
-                self._repo(f"pulls/{number}/reviews"),
-                params={"per_page": 100, "page": page},
-                doing=f"read the reviews of pull request #{number}",
-            )
+            chunk = self._call("GET", self._repo(path), params={"per_page": 100, "page": page}, doing=doing)
             found += chunk
             if len(chunk) < 100:
                 return found
             page += 1
+
+    def reviews(self, number):
+        """Every review of the pull request, oldest first (all pages)."""
+        return self._every_page(f"pulls/{number}/reviews", doing=f"read the reviews of pull request #{number}")
+
+    def comments(self, number):
+        """Every comment of the pull request's conversation, oldest first (all pages)."""
+        return self._every_page(f"issues/{number}/comments", doing=f"read the comments of pull request #{number}")
 
     def failing_checks(self, ref):
         """(failing, pending): the names of the check runs and commit statuses of `ref` that failed or are not done."""
@@ -266,14 +268,20 @@ class GitHub:
                 pending.append(status["context"])
         return failing, pending
 
-    def close_pull_request(self, number, comment):
-        """Say why on the pull request, then close it (its branch stays, for the record)."""
-        self._call(
-            "POST",
-            self._repo(f"issues/{number}/comments"),
-            json={"body": comment},
-            doing=f"comment on pull request #{number}",
-        )
+    def close_pull_request(self, number, comment, *, marker):
+        """Say why on the pull request, then close it (its branch stays, for the record).
+
+        `marker` ends the comment, unseen (an HTML comment). A comment already holding it is an earlier
+        try's, which GitHub took before refusing the close or whose answer never came back: the pull
+        request is then only closed, not told again.
+        """
+        if not any(marker in (found.get("body") or "") for found in self.comments(number)):
+            self._call(
+                "POST",
+                self._repo(f"issues/{number}/comments"),
+                json={"body": f"{comment}\n\n{marker}"},
+                doing=f"comment on pull request #{number}",
+            )
         return self._call(
             "PATCH", self._repo(f"pulls/{number}"), json={"state": "closed"}, doing=f"close pull request #{number}"
         )

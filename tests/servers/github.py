@@ -215,7 +215,8 @@ class PullRequest:
     merge_commit_sha: str | None = None
     merged_by: str | None = None
     labels: list = field(default_factory=list)
-    comments: list = field(default_factory=list)
+    comments: list = field(default_factory=list)  # (login, body), oldest first
+    commented_at: list = field(default_factory=list)  # when each comment was made, as GitHub writes times
     requested_teams: list = field(default_factory=list)
     requested_reviewers: list = field(default_factory=list)
     reviews: list = field(default_factory=list)
@@ -237,6 +238,9 @@ class Repository:
         # The next this many label requests hit a secondary rate limit (403, Retry-After).
         self.labels_rate_limited = 0
         self.closes_failing = 0  # the next this many pull request updates answer 502
+        # The next this many pull request updates hit a secondary rate limit (403, Retry-After), as
+        # content-creating requests in quick succession do: the comment before the close went through.
+        self.closes_rate_limited = 0
         # The next this many merges answer 405 "Base branch was modified": another merge landed on the
         # base in the same instant (GitHub asks to try again).
         self.merges_racing = 0
@@ -365,6 +369,7 @@ class GitHubHandler(BaseHTTPRequestHandler):
             ("POST", rf"{REPO}/pulls/(?P<number>\d+)/requested_reviewers", self.request_reviewers),
             ("PUT", rf"{REPO}/pulls/(?P<number>\d+)/merge", self.merge_pull),
             ("POST", rf"{REPO}/issues/(?P<number>\d+)/labels", self.add_labels),
+            ("GET", rf"{REPO}/issues/(?P<number>\d+)/comments", self.list_comments),
             ("POST", rf"{REPO}/issues/(?P<number>\d+)/comments", self.add_comment),
             ("PATCH", rf"{REPO}/pulls/(?P<number>\d+)", self.update_pull),
             ("GET", rf"{REPO}/commits/(?P<ref>[^/]+)/check-runs", self.check_runs),
@@ -840,22 +845,61 @@ class PullRequestsHandler(GitHubHandler):
             return
         if found[1].labels_rate_limited:
             found[1].labels_rate_limited -= 1
-            message = (
-                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you "
-                "reach out to GitHub Support for help, please include the request ID 4C1E:2F05:1D3A8B:3B5E1C:6756A1F2."
-            )
-            body = {
-                "message": message,
-                "documentation_url": f"{DOCS}/rest/using-the-rest-api/rate-limits-for-the-rest-api",
-            }
-            return self.send(
-                HTTPStatus.FORBIDDEN, json.dumps(body).encode(), "application/json", [("Retry-After", "60")]
-            )
+            return self.secondary_rate_limit()
         body = self.json_body() or {}
         for label in body.get("labels", []):
             if label not in pull.labels:
                 pull.labels.append(label)
         self.send_json(HTTPStatus.OK, [{"name": label, "color": "ededed", "default": False} for label in pull.labels])
+
+    def secondary_rate_limit(self):
+        message = (
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you "
+            "reach out to GitHub Support for help, please include the request ID 4C1E:2F05:1D3A8B:3B5E1C:6756A1F2."
+        )
+        body = {
+            "message": message,
+            "documentation_url": f"{DOCS}/rest/using-the-rest-api/rate-limits-for-the-rest-api",
+        }
+        self.send(HTTPStatus.FORBIDDEN, json.dumps(body).encode(), "application/json", [("Retry-After", "60")])
+
+    def comment_json(self, repository, pull, index):
+        api, web = self.github.api_url, self.github.url
+        comment_id, (login, body), at = 700000 + index + 1, pull.comments[index], pull.commented_at[index]
+        return {
+            "id": comment_id,
+            "node_id": f"IC_{comment_id}",
+            "url": f"{api}repos/{repository.full_name}/issues/comments/{comment_id}",
+            "html_url": f"{web}/{repository.full_name}/pull/{pull.number}#issuecomment-{comment_id}",
+            "issue_url": f"{api}repos/{repository.full_name}/issues/{pull.number}",
+            "body": body,
+            "user": self.user_json(self.github.accounts[login]),
+            "created_at": at,
+            "updated_at": at,
+            "author_association": "NONE",
+        }
+
+    def list_comments(self, owner, name, number):
+        documentation_url = f"{DOCS}/rest/issues/comments#list-issue-comments"
+        found = self.repository(owner, name, documentation_url)
+        if found is None:
+            return
+        repository = found[1]
+        pull = self.find_pull(repository, number, documentation_url)
+        if pull is None:
+            return
+        per_page = min(max(int(self.query.get("per_page", 30)), 1), 100)
+        page = max(int(self.query.get("page", 1)), 1)
+        last_page = max((len(pull.comments) + per_page - 1) // per_page, 1)
+        indexes = range(len(pull.comments))[(page - 1) * per_page : page * per_page]
+        links = self.pagination_links(
+            f"repos/{repository.full_name}/issues/{pull.number}/comments", page, last_page, per_page
+        )
+        self.send_json(
+            HTTPStatus.OK,
+            [self.comment_json(repository, pull, index) for index in indexes],
+            [("Link", links)] if links else [],
+        )
 
     def add_comment(self, owner, name, number):
         documentation_url = f"{DOCS}/rest/issues/comments#create-an-issue-comment"
@@ -872,7 +916,8 @@ class PullRequestsHandler(GitHubHandler):
                 documentation_url, [{"resource": "IssueComment", "field": "body", "code": "missing_field"}]
             )
         pull.comments.append((account.login, body["body"]))
-        self.send_json(HTTPStatus.CREATED, {"id": len(pull.comments), "body": body["body"]})
+        pull.commented_at.append(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self.send_json(HTTPStatus.CREATED, self.comment_json(repository, pull, len(pull.comments) - 1))
 
     def update_pull(self, owner, name, number):
         documentation_url = f"{PULLS_DOCS}#update-a-pull-request"
@@ -886,6 +931,9 @@ class PullRequestsHandler(GitHubHandler):
         if repository.closes_failing:
             repository.closes_failing -= 1
             return self.send(HTTPStatus.BAD_GATEWAY, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        if repository.closes_rate_limited:
+            repository.closes_rate_limited -= 1
+            return self.secondary_rate_limit()
         body = self.json_body() or {}
         if body.get("state") not in (None, "open", "closed"):
             return self.validation_failed(
