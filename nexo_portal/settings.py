@@ -97,6 +97,14 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Keep connections for a minute (web requests and RQ jobs reuse them), checked before reuse.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The demo's web server, worker and reconciler write to one file. SQLite's default transaction
+    # takes the write lock at its first write and fails at once ("database is locked") when another
+    # writer holds it: IMMEDIATE takes it at BEGIN, where a writer waits up to `timeout` seconds;
+    # WAL lets pages read meanwhile.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        transaction_mode="IMMEDIATE", timeout=20, init_command="PRAGMA journal_mode=WAL;"
+    )
 # The role the portal runs as, when migrations run as another (the tables' owner): `migrate`
 # grants it what the portal needs and no more — the audit log only SELECT and INSERT, so it can
 # neither change nor truncate the log, nor disable its trigger (docs/deploy.md).
