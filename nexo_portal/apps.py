@@ -1,11 +1,14 @@
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
+from django_rq.apps import DjangoRqAdminConfig
 
 
 class NexoPortalConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "nexo_portal"
+    verbose_name = "API access"
+    default = True  # of the configs this module holds
 
     def ready(self):
         from . import sign_in_delay  # noqa: F401 - connects its signal receivers
@@ -16,3 +19,10 @@ class NexoPortalConfig(AppConfig):
 
         # Once per migrate, after every app's migrations (the tables all exist by then).
         post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="nexo_portal.grant_runtime_role")
+
+
+class JobQueueConfig(DjangoRqAdminConfig):
+    """django-rq, named in words in the admin's index (its own config leaves the module name)."""
+
+    default = False
+    verbose_name = "Job queue"

@@ -37,7 +37,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_filters",
-    "django_rq",
+    "nexo_portal.apps.JobQueueConfig",  # django_rq
     "social_django",
     "axes",
     "nexo_portal",

@@ -46,6 +46,15 @@ def test_every_changelist_renders_with_its_rows(operator):
     assert failures == []
 
 
+def test_the_admin_index_names_every_section_in_words(operator):
+    """Not an app's module name: NEXO_PORTAL said nothing of the tokens and trust policies under it."""
+    sections = re.findall(
+        r'<caption>\s*<a [^>]*class="section"[^>]*>([^<]+)</a>', operator.get(reverse("admin:index")).content.decode()
+    )
+    assert "API access" in sections
+    assert not [section for section in sections if "_" in section]
+
+
 def test_every_change_page_renders(operator):
     from datetime import timedelta
 
