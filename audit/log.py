@@ -28,8 +28,14 @@ What can honestly be claimed, and what cannot:
   in its environment, `manage.py shell` included) can do whatever the portal can: append sealed
   events, and delete or rewrite unvouched ones. What the witness holds stays out of their reach
   as long as the GitOps remote refuses force pushes to its branches.
-- Events recorded before seals existed have none and are checked by the chain and anchors only;
-  after the first sealed event, an unsealed one is forged.
+- Every event must be sealed, but for those recorded before seals existed, below
+  AUDIT_SEALED_FROM: they have none and are checked by the chain and anchors only (the seal of
+  the first event after them vouches for them through its hash). An event without a seal from
+  there on is forged, or had its seal removed. Where seals began is pinned in the environment,
+  where the tables' owner cannot move it, and not in the database: a row saying so could be
+  changed or deleted, even a signed one, and after every seal was emptied and history rewritten,
+  the next event the portal seals would make the rewrite look like events from before seals
+  existed. Checkpoints could say it too, but only as long as they are there to be read.
 - An anchor names one event; a wrong anchor (a trailer anyone with push access could write) can
   raise a false alarm, never hide a change.
 """
@@ -294,6 +300,8 @@ def verify_chain(anchors=(), key=None):
     unsealed = 0
     first_id = last = None
     sealed_since = None
+    # Whoever owns the tables can empty every seal; where seals began is therefore said outside them.
+    sealed_from = settings.AUDIT_SEALED_FROM
     bad_seals, bad_seals_uncounted, previous_bad_seal = [], 0, False
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.previous_hash != expected_previous:
@@ -305,12 +313,12 @@ def verify_chain(anchors=(), key=None):
         sealed = bool(event.seal) and hmac.compare_digest(event.seal, seal_of(event.hash, key))
         if sealed:
             sealed_since = sealed_since or event.pk
-        from_before_seals = not sealed and sealed_since is None and not event.seal
+        from_before_seals = not sealed and sealed_since is None and not event.seal and event.pk < sealed_from
         unsealed += from_before_seals
         bad_seal = not (sealed or from_before_seals)
         if bad_seal and not previous_bad_seal:  # a run of failing seals starts here
             if len(bad_seals) <= MAX_LATER_PROBLEMS:
-                bad_seals.append(event.pk)
+                bad_seals.append((event.pk, not event.seal))
             else:
                 bad_seals_uncounted += 1
         previous_bad_seal = bad_seal
@@ -322,7 +330,7 @@ def verify_chain(anchors=(), key=None):
         expected_previous = event.hash
         report.checked += 1
     report.unsealed, report.head = unsealed, last
-    first_bad_seal = bad_seals[0] if bad_seals else None
+    first_bad_seal = bad_seals[0][0] if bad_seals else None
     vouching = []
     for anchor in anchors:
         problem = _anchor_problem(anchor, found.get(anchor.event_id), first_id, last, first_bad_seal)
@@ -333,16 +341,25 @@ def verify_chain(anchors=(), key=None):
     if anchors and report.ok:
         report.vouched_through, report.vouched_by = anchors[-1].event_id, anchors[-1].source
         report.unvouched = AuditEvent.objects.filter(id__gt=report.vouched_through).count()
-    for event_id in bad_seals:
-        report.add_problem(event_id, *_seal_problem(event_id, sealed_since, vouching))
+    for event_id, stripped in bad_seals:
+        report.add_problem(event_id, *_seal_problem(event_id, stripped, sealed_since, sealed_from, vouching))
     report.more += bad_seals_uncounted
+    if last is not None and last[0] < sealed_from:
+        # Only events from before seals are left: the sealed ones, and their seals' word for those, are gone.
+        report.add_problem(sealed_from, TAIL_DELETED, _NOTHING_SEALED_LEFT.format(sealed_from=sealed_from))
     return report
 
 
-def _seal_problem(event_id, sealed_since, vouching):
-    """(problem, reason) for a run of events whose seals fail, from `event_id` on; `vouching`: the
-    anchors that hold. Under one of them the seal was changed, not the event appended."""
-    if sealed_since is None:
+_NOTHING_SEALED_LEFT = (
+    "AUDIT_SEALED_FROM says the portal sealed this event and every one after it, and the table holds nothing "
+    "from it on: the events from {sealed_from} on were deleted"
+)
+
+
+def _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching):
+    """(problem, reason) for a run of events whose seals fail, from `event_id` on; `stripped`: it has none;
+    `vouching`: the anchors that hold. Under one of them the seal was changed, not the event appended."""
+    if sealed_since is None and not stripped:
         return FORGED, (
             "no event's seal checks from here on: AUDIT_CHECKPOINT_KEY is not the key the portal sealed them "
             "with, or they were all written by someone without it"
@@ -350,8 +367,16 @@ def _seal_problem(event_id, sealed_since, vouching):
     source = next((anchor.source for anchor in vouching if anchor.event_id >= event_id), None)
     if source is not None:
         return EDITED, (
-            f"its seal does not match its hash although {source} vouches for the chain through it: "
-            "the seal was changed, or AUDIT_CHECKPOINT_KEY is not the key the portal sealed it with"
+            f"its seal {'was removed' if stripped else 'does not match its hash'} although {source} vouches for "
+            "the chain through it: the seal was changed, or AUDIT_CHECKPOINT_KEY is not the key the portal sealed "
+            "it with"
+        )
+    if stripped:
+        since = f"from event {sealed_from} on (AUDIT_SEALED_FROM)" if sealed_from else "it recorded"
+        return FORGED, (
+            f"it has no seal, yet the portal sealed every event {since}: it was appended, or its seal removed and "
+            "the events from here on rewritten, by someone who could write to the database but does not hold "
+            "AUDIT_CHECKPOINT_KEY"
         )
     return FORGED, (
         "its seal is not the portal's: it was appended, or rewritten with every hash after it, by someone "

@@ -243,6 +243,10 @@ AUDIT_CHECKPOINT_BRANCH = env.str("AUDIT_CHECKPOINT_BRANCH", default="nexo-audit
 AUDIT_WITNESS_FILE = env.str("AUDIT_WITNESS_FILE", default="")
 # How often the chain is verified against the witness, and a checkpoint taken when it holds.
 AUDIT_VERIFY_SECONDS = env.int("AUDIT_VERIFY_SECONDS", default=600)
+# The first audit event the portal sealed, for a log begun before seals existed: the events before it
+# may have none. 0: every event must be sealed. In the environment, as the database's owner could
+# otherwise move it (audit/log.py).
+AUDIT_SEALED_FROM = env.int("AUDIT_SEALED_FROM", default=0)
 
 # --- Argo CD and Prometheus (unset means "not configured", never a silent pass) -----------
 ARGOCD_URL = env.str("ARGOCD_URL", default="")

@@ -373,15 +373,50 @@ def test_a_checkpoint_without_the_portals_hmac_vouches_for_nothing(witness, capl
     assert verify(witness).ok
 
 
-def test_events_from_before_seals_are_checked_by_chain_and_anchors_only(witness):
+def test_events_from_before_seals_are_checked_by_chain_and_anchors_only(witness, settings):
     events = record_some(4)
     tamper("UPDATE audit_auditevent SET seal = '' WHERE id <= %s", [events[1].pk])
+    settings.AUDIT_SEALED_FROM = events[2].pk
     checkpoint(witness)
     report = verify(witness)
     assert report.ok, report.summary()
     assert report.unsealed == 2
     tamper("UPDATE audit_auditevent SET seal = '' WHERE id = %s", [events[3].pk])
     assert verify(witness).problem == audit.EDITED  # unsealed after a sealed one, under a checkpoint
+
+
+@pytest.mark.parametrize("written_on", [0, 1], ids=["as-left", "portal-wrote-on"])
+def test_a_rewrite_under_stripped_seals_is_found_even_without_a_witness(written_on):
+    """Without their seals every event would pass for one from before seals existed, and a rewrite with
+    recomputed hashes would hold together, the more so once the portal seals its next event on top."""
+    events = record_some(4)
+    tamper("UPDATE audit_auditevent SET seal = ''", [])
+    recompute_from(events[1].pk, actor="mallory")
+    record_some(written_on)
+    report = audit.verify_chain()
+    assert (report.problem, report.broken_at) == (audit.FORGED, events[0].pk)
+    assert "it has no seal, yet the portal sealed every event it recorded" in report.reason
+
+
+def test_seals_stripped_under_a_checkpoint_are_a_break_too(witness):
+    events = record_some(4)
+    checkpoint(witness)
+    record_some(3)
+    tamper("UPDATE audit_auditevent SET seal = ''", [])
+    recompute_from(events[-1].pk + 2, actor="mallory")  # after the checkpoint: only seals vouched for it
+    report = verify(witness)
+    assert (report.problem, report.broken_at) == (audit.EDITED, events[0].pk)
+    assert "its seal was removed although the checkpoint" in report.reason
+
+
+def test_deleting_every_sealed_event_of_a_log_begun_before_seals_is_a_deleted_tail(settings):
+    events = record_some(4)
+    tamper("UPDATE audit_auditevent SET seal = '' WHERE id < %s", [events[2].pk])
+    settings.AUDIT_SEALED_FROM = events[2].pk
+    assert audit.verify_chain().ok
+    tamper("DELETE FROM audit_auditevent WHERE id >= %s", [events[2].pk])
+    report = audit.verify_chain()
+    assert (report.problem, report.broken_at) == (audit.TAIL_DELETED, events[2].pk)
 
 
 def test_a_key_that_is_not_the_one_the_events_were_sealed_with_is_named(settings):
