@@ -8,6 +8,9 @@ A checkpoint is one line, written to the log output (logger `audit.checkpoints`)
 `mac` is the HMAC of everything before it with AUDIT_CHECKPOINT_KEY, so a witness others can
 write to (a Git branch, a file, a log store) cannot be given a checkpoint the portal did not make.
 
+The watch keeps its last result, what it alerted included, in ChainVerification, with an HMAC made
+the same way: a row changed without the key is not believed (`signed_by_portal`).
+
 The witness is the class AUDIT_WITNESS names by its dotted path, as Django names its backends, so
 this app imports none of the apps that can reach one (releases.gitops.witness writes to the GitOps
 repository). A witness has `write(line)`, and `anchors()`: the `Anchor`s it holds, checkpoints
@@ -17,6 +20,7 @@ cannot be reached.
 
 import hashlib
 import hmac
+import json
 import logging
 import re
 from datetime import datetime, timedelta
@@ -123,6 +127,31 @@ def take_checkpoint(witness, head, at):
     return line
 
 
+def signed_by_portal(verification, key=None):
+    """Whether `verification` is as the watch saved it: its MAC checks."""
+    return hmac.compare_digest(verification.mac, verification_mac(verification, key))
+
+
+def verification_mac(verification, key=None):
+    """The MAC of what `verification` holds: the watch runs as the runtime role, which may write its row."""
+    fields = json.dumps(verification.signed_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return log.keyed_digest("verification", fields, key)
+
+
+def _latest_signed():
+    """The latest verification, or None when there is none the watch can believe."""
+    latest = ChainVerification.latest()
+    if latest is not None and not signed_by_portal(latest):
+        logger.warning(
+            "The audit chain's last verification (checked at %s) does not carry the portal's MAC: someone "
+            "without AUDIT_CHECKPOINT_KEY changed it, or it was saved before verifications were signed. It "
+            "is not believed: the chain is verified now, and a break alerted again.",
+            latest.checked_at,
+        )
+        return None
+    return latest
+
+
 def watch(alert=None, now=None, force=False):
     """The periodic job: verify the chain against the witness, remember the result, call `alert`
     with the summary once when it breaks (again only if it breaks differently: a problem found or
@@ -134,7 +163,7 @@ def watch(alert=None, now=None, force=False):
     `force`; else returns the ChainVerification saved.
     """
     now = now or timezone.now()
-    latest = ChainVerification.latest()
+    latest = _latest_signed()
     if not force and latest and latest.checked_at > now - timedelta(seconds=settings.AUDIT_VERIFY_SECONDS):
         return None
     witness = configured_witness()
@@ -180,10 +209,12 @@ def _remember(report, witness_error, now):
         verification, _ = ChainVerification.objects.select_for_update().get_or_create(
             pk=1, defaults={"checked_at": now, "ok": report.ok, "summary": ""}
         )
-        news = bool(broken) and broken != verification.alerted
+        # What a row changed without the key says was alerted or since when is not believed.
+        believed = signed_by_portal(verification)
+        news = bool(broken) and (broken != verification.alerted or not believed)
         if report.ok:
             verification.broken_since = None
-        elif verification.ok or verification.broken_since is None:
+        elif verification.ok or verification.broken_since is None or not believed:
             verification.broken_since = now
         verification.checked_at = now
         verification.ok = report.ok
@@ -195,5 +226,6 @@ def _remember(report, witness_error, now):
         verification.unvouched = report.unvouched
         verification.witness_error = witness_error
         verification.alerted = broken
+        verification.mac = verification_mac(verification)
         verification.save()
     return verification, news

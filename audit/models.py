@@ -127,7 +127,8 @@ class ChainVerification(models.Model):
 
     What the audit page shows ("chain verified at …"), and what decides whether a break is news
     (alerted once, `alerted` holding what was alerted: the first problem's place and a digest of
-    the later ones) or already known.
+    the later ones) or already known, and whether the next run is due. A row whose `mac` does not
+    check was changed by someone without the key, and the watch treats it as missing.
     """
 
     checked_at = models.DateTimeField()
@@ -141,9 +142,28 @@ class ChainVerification(models.Model):
     witness_error = models.TextField(blank=True)
     broken_since = models.DateTimeField(null=True, blank=True)
     alerted = models.CharField(max_length=100, blank=True)
+    # HMAC of signed_fields() with AUDIT_CHECKPOINT_KEY: the watch runs as the runtime role, which may
+    # therefore write this row, so the watch believes only what it signed (audit.checkpoints).
+    mac = models.CharField(max_length=64, blank=True, editable=False)
 
     def __str__(self):
         return f"chain {'intact' if self.ok else 'broken'} at {self.checked_at:%Y-%m-%d %H:%M}"
+
+    def signed_fields(self):
+        """Every field but the MAC, in a canonical, JSON-serialisable form."""
+        return {
+            "checked_at": self.checked_at.astimezone(UTC).isoformat(),
+            "ok": self.ok,
+            "problem": self.problem,
+            "broken_at": self.broken_at,
+            "summary": self.summary,
+            "events_checked": self.events_checked,
+            "vouched_through": self.vouched_through,
+            "unvouched": self.unvouched,
+            "witness_error": self.witness_error,
+            "broken_since": self.broken_since and self.broken_since.astimezone(UTC).isoformat(),
+            "alerted": self.alerted,
+        }
 
     @classmethod
     def latest(cls):

@@ -3,12 +3,15 @@ portal needs: connected as that role, the audit log can be read and appended to,
 not emptied, changed, or stripped of its trigger — while the pipeline works as usual."""
 
 import os
+from datetime import timedelta
 
 import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection, connections
+from django.utils import timezone
 
+from audit import checkpoints
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
 from releases import transitions
@@ -74,6 +77,38 @@ def test_the_runtime_role_reads_and_appends_to_the_audit_log_and_writes_the_othe
     assert as_runtime.execute("SELECT count(*) FROM audit_auditevent").fetchone() == (1,)
     as_runtime.execute("UPDATE audit_chainverification SET ok = ok")
     as_runtime.execute("DELETE FROM releases_promotion")
+
+
+def test_what_the_runtime_role_writes_into_the_last_verification_neither_silences_nor_postpones_the_next(
+    as_runtime, settings
+):
+    """The watch runs as the runtime role and keeps its last result in a row that role may write; a
+    break must be alerted even when someone using that role (without the key) wrote it down as
+    alerted already, and verified far ahead."""
+    settings.AUDIT_WITNESS = ""
+    head = [audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", version=f"2026.02.{n}") for n in (1, 2)][-1]
+    now = timezone.now()
+    assert checkpoints.watch(now=now).ok
+
+    forged = AuditEvent(created_at=now, action=AuditAction.PROMOTION_APPROVED, actor="mallory", previous_hash=head.hash)
+    forged.hash = audit.compute_hash(head.hash, forged.hashed_fields())
+    forged_id = as_runtime.execute(
+        "INSERT INTO audit_auditevent (created_at, action, actor, service, environment, version, message, data,"
+        " previous_hash, hash, seal) VALUES (%s, %s, 'mallory', '', '', '', '', '{}', %s, %s, '') RETURNING id",
+        [forged.created_at, forged.action, forged.previous_hash, forged.hash],
+    ).fetchone()[0]
+    as_runtime.execute(
+        "UPDATE audit_chainverification SET alerted = %s, checked_at = now() + interval '1 year'",
+        [f"forged at {forged_id}"],
+    )
+
+    alerts = []
+    verification = checkpoints.watch(alert=alerts.append, now=now + timedelta(hours=1))
+    assert verification is not None
+    assert (verification.problem, verification.broken_at) == (audit.FORGED, forged_id)
+    assert alerts == [verification.summary]
+    checkpoints.watch(alert=alerts.append, now=now + timedelta(hours=2))
+    assert len(alerts) == 1  # once, as ever
 
 
 @pytest.fixture
