@@ -14,8 +14,8 @@ the same way: a row changed without the key is not believed (`signed_by_portal`)
 The witness is the class AUDIT_WITNESS names by its dotted path, as Django names its backends, so
 this app imports none of the apps that can reach one (releases.gitops.witness writes to the GitOps
 repository). A witness has `write(line)`, and `anchors()`: the `Anchor`s it holds, checkpoints
-and anything else it can vouch with (commit trailers); both raise WitnessUnavailable when it
-cannot be reached.
+and anything else it can vouch with (commit trailers, `head_anchor`); both raise WitnessUnavailable
+when it cannot be reached.
 """
 
 import hashlib
@@ -74,6 +74,12 @@ def parse_checkpoints(text, where, key=None):
     return anchors
 
 
+def head_anchor(event_id, event_hash, mac, source):
+    """The anchor of an `Audit-Head:` trailer: signed if `mac` is the portal's for that head."""
+    signed = bool(mac) and hmac.compare_digest(mac, log.head_mac(event_id, event_hash))
+    return log.Anchor(event_id, event_hash, source, signed=signed)
+
+
 def configured_witness():
     """An instance of the AUDIT_WITNESS class, or None when there is none (the log output only)."""
     return import_string(settings.AUDIT_WITNESS)() if settings.AUDIT_WITNESS else None
@@ -115,7 +121,10 @@ def verify(witness, anchors=()):
             anchors += witness.anchors()
         except WitnessUnavailable as error:
             unread = f"The witness could not be read, so the tail was not checked: {error}"
-    return log.verify_chain(anchors), unread
+    report = log.verify_chain(anchors)
+    for text in report.unverified:
+        logger.warning("Audit chain: %s", text)
+    return report, unread
 
 
 def take_checkpoint(witness, head, at):

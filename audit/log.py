@@ -36,8 +36,11 @@ What can honestly be claimed, and what cannot:
   changed or deleted, even a signed one, and after every seal was emptied and history rewritten,
   the next event the portal seals would make the rewrite look like events from before seals
   existed. Checkpoints could say it too, but only as long as they are there to be read.
-- An anchor names one event; a wrong anchor (a trailer anyone with push access could write) can
-  raise a false alarm, never hide a change.
+- An anchor names one event, and vouches only when it carries an HMAC made with the key:
+  checkpoints do, and so do `Audit-Head:` trailers (`<event id>:<hash> mac=<hmac>`). Anyone with
+  push access can write a trailer: one without the portal's MAC (or from before trailers were
+  signed) vouches for nothing, and when it contradicts the log it is named in the report, but it
+  is no break, and neither stops the checkpoints nor hides what the signed anchors find.
 """
 
 import hashlib
@@ -85,6 +88,12 @@ def keyed_digest(purpose, text, key=None):
 
 def seal_of(event_hash, key=None):
     return keyed_digest("event", event_hash, key)
+
+
+def head_mac(event_id, event_hash, key=None):
+    """What an `Audit-Head:` trailer carries besides the head it names, so that only the portal can
+    write one that vouches."""
+    return keyed_digest("head", f"{event_id}:{event_hash}", key)
 
 
 @dataclass
@@ -207,11 +216,14 @@ def head():
 @dataclass(frozen=True)
 class Anchor:
     """Something outside the database that says event `event_id` had hash `hash`: a checkpoint or a
-    commit trailer. `source` says which, for the person reading the report."""
+    commit trailer. `source` says which, for the person reading the report. One not `signed` with
+    the portal's key (a trailer without its MAC) vouches for nothing, and is named if it contradicts
+    the log."""
 
     event_id: int
     hash: str
     source: str
+    signed: bool = True
 
 
 # What verify_chain() can find, in the words the report uses.
@@ -245,6 +257,8 @@ class ChainReport:
     # (event id, problem) of every problem after the first, in the order they are reported.
     later: list[tuple[int, str]] = field(default_factory=list)
     more: int = 0
+    # What the unsigned anchors that contradict the log say: no break, but someone wrote them.
+    unverified: list[str] = field(default_factory=list)
 
     @property
     def ok(self):
@@ -269,7 +283,7 @@ class ChainReport:
                 named.append(f"{rest} more")
             if named:
                 text += "; it breaks also at " + (f"{', '.join(named[:-1])} and {named[-1]}" if named[1:] else named[0])
-            return text + "."
+            return text + "." + self._unverified_summary()
         text = f"The audit chain is intact: {self.checked} event{'s' if self.checked != 1 else ''} checked"
         if self.unsealed:
             text += f", the oldest {self.unsealed} from before seals existed"
@@ -279,7 +293,14 @@ class ChainReport:
                 text += f", and the {self.unvouched} after it are vouched for by their seals only"
         elif self.anchors == 0 and self.checked:
             text += "; no checkpoint or commit trailer vouches for any of them yet"
-        return text + "."
+        return text + "." + self._unverified_summary()
+
+    def _unverified_summary(self):
+        named = "".join(f" {text[0].upper()}{text[1:]}." for text in self.unverified[:LATER_IN_SUMMARY])
+        rest = len(self.unverified) - LATER_IN_SUMMARY
+        if rest > 0:
+            named += f" {rest} more anchor{'s' if rest != 1 else ''} without the portal's MAC vouch for nothing."
+        return named
 
 
 def verify_chain(anchors=(), key=None):
@@ -290,10 +311,12 @@ def verify_chain(anchors=(), key=None):
     rows; then the anchors, oldest first (truncation, a deleted tail, a rewrite); then seals (a
     forged event), once per run of events whose seals fail. After a break the walk goes on from
     the row where it is, so a first break, known and alerted, never hides a later one. `key`
-    defaults to AUDIT_CHECKPOINT_KEY.
+    defaults to AUDIT_CHECKPOINT_KEY. Anchors that are not `signed` vouch for nothing: the ones that
+    contradict the log are named (`ChainReport.unverified`), but they are no break.
     """
-    anchors = sorted(anchors, key=lambda anchor: anchor.event_id)
     anchored_ids = {anchor.event_id for anchor in anchors}
+    unsigned = [anchor for anchor in anchors if not anchor.signed]
+    anchors = sorted((anchor for anchor in anchors if anchor.signed), key=lambda anchor: anchor.event_id)
     report = ChainReport(0, anchors=len(anchors))
     found = {}
     expected_previous = GENESIS_HASH
@@ -330,6 +353,13 @@ def verify_chain(anchors=(), key=None):
         expected_previous = event.hash
         report.checked += 1
     report.unsealed, report.head = unsealed, last
+    for anchor in unsigned:
+        if (found_hash := found.get(anchor.event_id)) != anchor.hash:
+            what = "with a hash it does not have" if found_hash else "which the log does not hold"
+            report.unverified.append(
+                f"{anchor.source} names event {anchor.event_id}, {what}, and does not carry the portal's MAC: "
+                "it vouches for nothing"
+            )
     first_bad_seal = bad_seals[0][0] if bad_seals else None
     vouching = []
     for anchor in anchors:

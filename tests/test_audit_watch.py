@@ -14,6 +14,7 @@ from audit import checkpoints
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent, ChainVerification
 from releases.audit_watch import watch_audit_chain
+from releases.gitops.message import audit_head_value
 from releases.gitops.witness import GitOpsWitness
 
 pytestmark = pytest.mark.django_db
@@ -73,7 +74,7 @@ def test_a_commit_trailer_on_the_followed_branch_vouches_and_is_named(witness, g
     gitops.write(
         "notes.txt",
         "x\n",
-        message=f"promote(nexo-be): qa → 2026.02.5\n\nAudit-Head: {events[-1].pk}:{events[-1].hash}\n",
+        message=f"promote(nexo-be): qa → 2026.02.5\n\nAudit-Head: {audit_head_value(events[-1].pk, events[-1].hash)}\n",
     )
     tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[2].pk])
     report, unread = checkpoints.verify(witness)
@@ -81,6 +82,34 @@ def test_a_commit_trailer_on_the_followed_branch_vouches_and_is_named(witness, g
     assert (report.problem, report.broken_at) == (audit.TAIL_DELETED, events[-1].pk)
     sha = gitops.head()
     assert f"the Audit-Head trailer of commit {sha[:12]} vouches for this event" in report.reason
+
+
+def test_a_trailer_without_the_portals_mac_is_named_and_the_watch_goes_on_with_the_real_anchors(witness, gitops):
+    """Anyone who may push to the GitOps branch can write an `Audit-Head:` trailer; one the portal did
+    not sign is said, and vouches for nothing: no false break, and checkpoints are still taken."""
+    events = record(4)
+    gone = events[-1].pk + 50
+    gitops.write("notes.txt", "x\n", message=f"chore: notes\n\nAudit-Head: {gone}:{'f' * 64}\n")
+    unknown_event = gitops.head()
+    bad_mac = f"{events[1].pk}:{'e' * 64} mac={'0' * 64}"
+    gitops.write("notes.txt", "y\n", message=f"chore: more notes\n\nAudit-Head: {bad_mac}\n")
+    other_hash = gitops.head()
+
+    verification = watch_audit_chain()
+
+    assert verification.ok, verification.summary
+    assert verification.vouched_through == events[-1].pk
+    assert len(checkpoint_commits(gitops)) == 1
+    assert (
+        f"The Audit-Head trailer of commit {unknown_event[:12]} names event {gone}, which the log does not hold, "
+        "and does not carry the portal's MAC: it vouches for nothing." in verification.summary
+    )
+    assert f"commit {other_hash[:12]} names event {events[1].pk}, with a hash it does not have," in verification.summary
+
+    # The real anchors go on vouching: the checkpoint just taken finds the tail deleted under it.
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[1].pk])
+    report, unread = checkpoints.verify(witness)
+    assert (unread, report.problem, report.broken_at) == ("", audit.TAIL_DELETED, events[-1].pk)
 
 
 def test_the_watch_checkpoints_a_new_head_to_the_log_and_the_witness(witness, gitops, caplog):

@@ -111,7 +111,7 @@ def test_full_path_from_develop_to_production_with_auto_promotion_to_qa(pipeline
     assert trailers(commit) == {
         "Promotion-Id": str(production.pk),
         "Release-Digest": release.image_digest,
-        "Audit-Head": f"{head.pk}:{head.hash}",
+        "Audit-Head": f"{head.pk}:{head.hash} mac={audit.head_mac(head.pk, head.hash)}",
     }
     assert pipeline.gitops.commits("helm/nexo-be/values-qa.yaml")[0].summary == "auto-promote(nexo-be): qa → 2026.02.1"
     assert len(pipeline.gitops.commits()) == 2 + 4  # the repository's start, the values files, four promotions

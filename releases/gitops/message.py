@@ -5,8 +5,9 @@
     rollback(nexo-be): production → 2026.01.45
 
 followed by who asked and who approved, and the trailers `Promotion-Id:` and `Release-Digest:`
-that let a retried job find its own commit, and `Audit-Head: <event id>:<hash>`, the audit
-chain's head as the commit was written, which vouches for the log from outside the database.
+that let a retried job find its own commit, and `Audit-Head: <event id>:<hash> mac=<hmac>`, the
+audit chain's head as the commit was written, which vouches for the log from outside the database;
+the HMAC, with AUDIT_CHECKPOINT_KEY, tells it from one written by anyone else who may push.
 
 Checkpoints of the audit chain are commits of their own on another branch (releases/gitops/witness.py),
 their line in an `Audit-Checkpoint:` trailer.
@@ -14,6 +15,7 @@ their line in an `Audit-Checkpoint:` trailer.
 
 import re
 
+from audit.log import head_mac
 from releases.models import PromotionKind
 
 VERBS = {PromotionKind.MANUAL: "promote", PromotionKind.AUTO: "auto-promote", PromotionKind.ROLLBACK: "rollback"}
@@ -25,7 +27,7 @@ PROMOTION_TRAILER = "Promotion-Id"
 DIGEST_TRAILER = "Release-Digest"
 AUDIT_HEAD_TRAILER = "Audit-Head"
 CHECKPOINT_TRAILER = "Audit-Checkpoint"
-AUDIT_HEAD = re.compile(r"^(?P<event>[0-9]+):(?P<hash>[0-9a-f]{64})$")
+AUDIT_HEAD = re.compile(r"^(?P<event>[0-9]+):(?P<hash>[0-9a-f]{64})(?: mac=(?P<mac>[0-9a-f]{64}))?$")
 
 
 def subject(promotion):
@@ -52,14 +54,18 @@ def promotion_message(promotion, approvers, previous_version=None, audit_head=No
         lines += ["", "## Changelog", promotion.release.changelog.strip()]
     lines += ["", f"{PROMOTION_TRAILER}: {promotion.pk}", f"{DIGEST_TRAILER}: {promotion.release.image_digest}"]
     if audit_head:
-        lines.append(f"{AUDIT_HEAD_TRAILER}: {audit_head[0]}:{audit_head[1]}")
+        lines.append(f"{AUDIT_HEAD_TRAILER}: {audit_head_value(*audit_head)}")
     return "\n".join([*lines, ""])
 
 
-def parse_audit_head(value: str) -> tuple[int, str] | None:
-    """(event id, hash) of an `Audit-Head:` trailer's value, or None if it is not one."""
+def audit_head_value(event_id, event_hash):
+    return f"{event_id}:{event_hash} mac={head_mac(event_id, event_hash)}"
+
+
+def parse_audit_head(value: str) -> tuple[int, str, str] | None:
+    """(event id, hash, MAC or "") of an `Audit-Head:` trailer's value, or None if it is not one."""
     match = AUDIT_HEAD.match(value.strip())
-    return (int(match["event"]), match["hash"]) if match else None
+    return (int(match["event"]), match["hash"], match["mac"] or "") if match else None
 
 
 def checkpoint_message(line: str) -> str:

@@ -3,15 +3,14 @@
 Checkpoints are commits of their own on AUDIT_CHECKPOINT_BRANCH (`nexo-audit-checkpoints`): each
 changes no file and carries its line in an `Audit-Checkpoint:` trailer. The branch shares no
 history with the one Argo CD follows, so nothing is synced or shown as drift because of it. The
-`Audit-Head:` trailers of the promotion commits on that branch vouch too. Protect both branches
-against force pushes on the remote: what they hold is then out of reach of anyone who can only
-write to the database.
+`Audit-Head:` trailers of the promotion commits on that branch vouch too, when they carry the
+portal's MAC. Protect both branches against force pushes on the remote: what they hold is then
+out of reach of anyone who can only write to the database.
 """
 
 from django.conf import settings
 
-from audit.checkpoints import WitnessUnavailable, parse_checkpoints
-from audit.log import Anchor
+from audit.checkpoints import WitnessUnavailable, head_anchor, parse_checkpoints
 
 from .message import AUDIT_HEAD_TRAILER, CHECKPOINT_TRAILER, checkpoint_message, parse_audit_head
 from .repo import GitOpsError, GitOpsRepository, GitOpsUnavailable, PushRejected
@@ -60,7 +59,7 @@ class GitOpsWitness:
         except GitOpsError as error:
             raise WitnessUnavailable(str(error)) from error
         anchors = [
-            Anchor(*head, f"the {AUDIT_HEAD_TRAILER} trailer of commit {sha[:12]}")
+            head_anchor(*head, f"the {AUDIT_HEAD_TRAILER} trailer of commit {sha[:12]}")
             for sha, value in heads
             if (head := parse_audit_head(value))
         ]
