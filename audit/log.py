@@ -30,12 +30,13 @@ What can honestly be claimed, and what cannot:
   as long as the GitOps remote refuses force pushes to its branches.
 - Every event must be sealed, but for those recorded before seals existed, below
   AUDIT_SEALED_FROM: they have none and are checked by the chain and anchors only (the seal of
-  the first event after them vouches for them through its hash). An event without a seal from
-  there on is forged, or had its seal removed. Where seals began is pinned in the environment,
-  where the tables' owner cannot move it, and not in the database: a row saying so could be
-  changed or deleted, even a signed one, and after every seal was emptied and history rewritten,
-  the next event the portal seals would make the rewrite look like events from before seals
-  existed. Checkpoints could say it too, but only as long as they are there to be read.
+  the event AUDIT_SEALED_FROM names vouches for them through its hash, so that event must be
+  there). An event without a seal from there on is forged, or had its seal removed. Where seals
+  began is pinned in the environment, where the tables' owner cannot move it, and not in the
+  database: a row saying so could be changed or deleted, even a signed one, and after every seal
+  was emptied and history rewritten, the next event the portal seals would make the rewrite look
+  like events from before seals existed. Checkpoints could say it too, but only as long as they
+  are there to be read.
 - An anchor names one event, and vouches only when it carries an HMAC made with the key:
   checkpoints do, and so do `Audit-Head:` trailers (`<event id>:<hash> mac=<hmac>`). Anyone with
   push access can write a trailer: one without the portal's MAC (or from before trailers were
@@ -325,6 +326,7 @@ def verify_chain(anchors=(), key=None):
     sealed_since = None
     # Whoever owns the tables can empty every seal; where seals began is therefore said outside them.
     sealed_from = settings.AUDIT_SEALED_FROM
+    first_sealed_found = False
     bad_seals, bad_seals_uncounted, previous_bad_seal = [], 0, False
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.previous_hash != expected_previous:
@@ -345,6 +347,7 @@ def verify_chain(anchors=(), key=None):
             else:
                 bad_seals_uncounted += 1
         previous_bad_seal = bad_seal
+        first_sealed_found = first_sealed_found or event.pk == sealed_from
         if event.pk in anchored_ids:
             found[event.pk] = event.hash
         first_id = first_id or event.pk
@@ -374,16 +377,17 @@ def verify_chain(anchors=(), key=None):
     for event_id, stripped in bad_seals:
         report.add_problem(event_id, *_seal_problem(event_id, stripped, sealed_since, sealed_from, vouching))
     report.more += bad_seals_uncounted
-    if last is not None and last[0] < sealed_from:
-        # Only events from before seals are left: the sealed ones, and their seals' word for those, are gone.
-        report.add_problem(sealed_from, TAIL_DELETED, _NOTHING_SEALED_LEFT.format(sealed_from=sealed_from))
+    if sealed_from and not first_sealed_found:
+        # Its seal vouched for the events from before seals; without it they could have been rewritten, and
+        # the portal's next event, linked to what it found, sealed them as they are.
+        carried_on = "" if last is None or last[0] < sealed_from else ", and the portal has written on from there since"
+        report.add_problem(
+            sealed_from,
+            TAIL_DELETED,
+            "AUDIT_SEALED_FROM says the portal sealed this event first, and it is gone: the events from "
+            f"{sealed_from} on were deleted{carried_on}",
+        )
     return report
-
-
-_NOTHING_SEALED_LEFT = (
-    "AUDIT_SEALED_FROM says the portal sealed this event and every one after it, and the table holds nothing "
-    "from it on: the events from {sealed_from} on were deleted"
-)
 
 
 def _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching):

@@ -409,14 +409,20 @@ def test_seals_stripped_under_a_checkpoint_are_a_break_too(witness):
     assert "its seal was removed although the checkpoint" in report.reason
 
 
-def test_deleting_every_sealed_event_of_a_log_begun_before_seals_is_a_deleted_tail(settings):
+@pytest.mark.parametrize("written_on", [0, 1], ids=["as-left", "portal-wrote-on"])
+def test_deleting_every_sealed_event_of_a_log_begun_before_seals_is_a_deleted_tail(settings, written_on):
+    """Once its sealed events are gone, the events from before seals could be rewritten, and the portal's
+    next event would seal them as they are; the first event the portal sealed must be there."""
     events = record_some(4)
     tamper("UPDATE audit_auditevent SET seal = '' WHERE id < %s", [events[2].pk])
     settings.AUDIT_SEALED_FROM = events[2].pk
     assert audit.verify_chain().ok
     tamper("DELETE FROM audit_auditevent WHERE id >= %s", [events[2].pk])
+    recompute_from(events[0].pk, actor="mallory")
+    record_some(written_on)
     report = audit.verify_chain()
     assert (report.problem, report.broken_at) == (audit.TAIL_DELETED, events[2].pk)
+    assert f"the events from {events[2].pk} on were deleted" in report.reason
 
 
 def test_a_key_that_is_not_the_one_the_events_were_sealed_with_is_named(settings):
