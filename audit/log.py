@@ -37,6 +37,12 @@ What can honestly be claimed, and what cannot:
   was emptied and history rewritten, the next event the portal seals would make the rewrite look
   like events from before seals existed. Checkpoints could say it too, but only as long as they
   are there to be read.
+- A break, once investigated, can be acknowledged (`manage.py acknowledge_audit_break`): a sealed
+  event naming who and why, and a fingerprint of each problem found, of the rows or anchor it is
+  about as they are. Later verifications leave those problems out, so the chain is checkpointed
+  and alerted on again; a change to what one concerns makes it a new problem, and removing the
+  acknowledgment (a break in itself) brings them back. One written without the key is forged, and
+  acknowledges nothing.
 - An anchor names one event, and vouches only when it carries an HMAC made with the key:
   checkpoints do, and so do `Audit-Head:` trailers (`<event id>:<hash> mac=<hmac>`). Anyone with
   push access can write a trailer: one without the portal's MAC (or from before trailers were
@@ -58,7 +64,7 @@ from django.utils import timezone
 
 from nexo_portal.lib import metrics
 
-from .models import GENESIS_HASH, AuditEvent
+from .models import GENESIS_HASH, AuditAction, AuditEvent
 
 # Any constant works; it only has to be the same for every writer of the chain.
 _CHAIN_LOCK_KEY = 0x4E45584F  # "NEXO"
@@ -260,13 +266,19 @@ class ChainReport:
     more: int = 0
     # What the unsigned anchors that contradict the log say: no break, but someone wrote them.
     unverified: list[str] = field(default_factory=list)
+    # What identifies each problem reported, for an acknowledgment (manage.py acknowledge_audit_break).
+    fingerprints: list[str] = field(default_factory=list)
+    # Problems found that an acknowledgment in the log names, left out; and those acknowledgments.
+    acknowledged: int = 0
+    acknowledged_by: list[str] = field(default_factory=list)
 
     @property
     def ok(self):
         return not self.problem
 
-    def add_problem(self, event_id, problem, reason):
+    def add_problem(self, event_id, problem, reason, fingerprint):
         """The first problem is reported in full; the later ones by place and kind."""
+        self.fingerprints.append(fingerprint)
         if not self.problem:
             self.broken_at, self.problem, self.reason = event_id, problem, reason
         elif len(self.later) < MAX_LATER_PROBLEMS:
@@ -284,8 +296,13 @@ class ChainReport:
                 named.append(f"{rest} more")
             if named:
                 text += "; it breaks also at " + (f"{', '.join(named[:-1])} and {named[-1]}" if named[1:] else named[0])
+            if self.acknowledged:
+                text += f"; left out: {self._acknowledged_summary()}"
             return text + "." + self._unverified_summary()
-        text = f"The audit chain is intact: {self.checked} event{'s' if self.checked != 1 else ''} checked"
+        text = "The audit chain is intact"
+        if self.acknowledged:
+            text += f" but for {self._acknowledged_summary()}"
+        text += f": {self.checked} event{'s' if self.checked != 1 else ''} checked"
         if self.unsealed:
             text += f", the oldest {self.unsealed} from before seals existed"
         if self.vouched_through is not None:
@@ -295,6 +312,10 @@ class ChainReport:
         elif self.anchors == 0 and self.checked:
             text += "; no checkpoint or commit trailer vouches for any of them yet"
         return text + "." + self._unverified_summary()
+
+    def _acknowledged_summary(self):
+        plural = "s" if self.acknowledged != 1 else ""
+        return f"{self.acknowledged} known problem{plural}, acknowledged by {' and '.join(self.acknowledged_by)}"
 
     def _unverified_summary(self):
         named = "".join(f" {text[0].upper()}{text[1:]}." for text in self.unverified[:LATER_IN_SUMMARY])
@@ -314,6 +335,11 @@ def verify_chain(anchors=(), key=None):
     the row where it is, so a first break, known and alerted, never hides a later one. `key`
     defaults to AUDIT_CHECKPOINT_KEY. Anchors that are not `signed` vouch for nothing: the ones that
     contradict the log are named (`ChainReport.unverified`), but they are no break.
+
+    A problem an acknowledgment in the log names (a sealed event recorded by
+    `manage.py acknowledge_audit_break`) is counted, not reported, for as long as what it concerns
+    stays as it was acknowledged: each problem's fingerprint covers the rows or anchor it is about,
+    so a change there since is a new problem.
     """
     anchored_ids = {anchor.event_id for anchor in anchors}
     unsigned = [anchor for anchor in anchors if not anchor.signed]
@@ -327,26 +353,39 @@ def verify_chain(anchors=(), key=None):
     # Whoever owns the tables can empty every seal; where seals began is therefore said outside them.
     sealed_from = settings.AUDIT_SEALED_FROM
     first_sealed_found = False
-    bad_seals, bad_seals_uncounted, previous_bad_seal = [], 0, False
+    bad_seals, bad_seals_uncounted, run = [], 0, None
+    # (event id, problem, reason, fingerprint) in the order they are reported, once the acknowledgments,
+    # which come after what they acknowledge, are known.
+    found_problems = []
+    acknowledged = set()
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.previous_hash != expected_previous:
             reason = "it does not link to the event before it (an event was removed or reordered)"
-            report.add_problem(event.pk, REMOVED, reason)
-        if compute_hash(event.previous_hash, event.hashed_fields()) != event.hash:
+            fingerprint = _fingerprint(REMOVED, event.pk, event.previous_hash, expected_previous)
+            found_problems.append((event.pk, REMOVED, reason, fingerprint))
+        content_hash = compute_hash(event.previous_hash, event.hashed_fields())
+        if content_hash != event.hash:
             reason = "its content does not match its hash (the row was edited)"
-            report.add_problem(event.pk, EDITED, reason)
+            found_problems.append((event.pk, EDITED, reason, _fingerprint(EDITED, event.pk, event.hash, content_hash)))
         sealed = bool(event.seal) and hmac.compare_digest(event.seal, seal_of(event.hash, key))
         if sealed:
             sealed_since = sealed_since or event.pk
+            if event.action == AuditAction.CHAIN_BREAK_ACKNOWLEDGED and content_hash == event.hash:
+                acknowledged.update(str(fingerprint) for fingerprint in event.data.get("fingerprints", []))
+                report.acknowledged_by.append(f"{event.actor} (event {event.pk})")
         from_before_seals = not sealed and sealed_since is None and not event.seal and event.pk < sealed_from
         unsealed += from_before_seals
         bad_seal = not (sealed or from_before_seals)
-        if bad_seal and not previous_bad_seal:  # a run of failing seals starts here
+        if not bad_seal:
+            run = None
+        elif run is None:  # a run of failing seals starts here
+            run = hashlib.sha256()
             if len(bad_seals) <= MAX_LATER_PROBLEMS:
-                bad_seals.append((event.pk, not event.seal))
+                bad_seals.append((event.pk, not event.seal, run))
             else:
                 bad_seals_uncounted += 1
-        previous_bad_seal = bad_seal
+        if run is not None:
+            run.update(f"{event.pk}:{event.hash}:{event.seal}\n".encode())
         first_sealed_found = first_sealed_found or event.pk == sealed_from
         if event.pk in anchored_ids:
             found[event.pk] = event.hash
@@ -368,26 +407,40 @@ def verify_chain(anchors=(), key=None):
     for anchor in anchors:
         problem = _anchor_problem(anchor, found.get(anchor.event_id), first_id, last, first_bad_seal)
         if problem:
-            report.add_problem(anchor.event_id, *problem)
+            kind, reason, detail = problem
+            fingerprint = _fingerprint(kind, anchor.event_id, anchor.hash, detail)
+            found_problems.append((anchor.event_id, kind, reason, fingerprint))
         else:
             vouching.append(anchor)
-    if anchors and report.ok:
-        report.vouched_through, report.vouched_by = anchors[-1].event_id, anchors[-1].source
+    if vouching and all(fingerprint in acknowledged for *_, fingerprint in found_problems):
+        report.vouched_through, report.vouched_by = vouching[-1].event_id, vouching[-1].source
         report.unvouched = AuditEvent.objects.filter(id__gt=report.vouched_through).count()
-    for event_id, stripped in bad_seals:
-        report.add_problem(event_id, *_seal_problem(event_id, stripped, sealed_since, sealed_from, vouching))
-    report.more += bad_seals_uncounted
+    for event_id, stripped, seals in bad_seals:
+        kind, reason = _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching)
+        # Not the kind: a checkpoint taken since turns "forged" into "edited", and the run is still the same.
+        found_problems.append((event_id, kind, reason, _fingerprint("seals", event_id, seals.hexdigest())))
     if sealed_from and not first_sealed_found:
         # Its seal vouched for the events from before seals; without it they could have been rewritten, and
         # the portal's next event, linked to what it found, sealed them as they are.
         carried_on = "" if last is None or last[0] < sealed_from else ", and the portal has written on from there since"
-        report.add_problem(
-            sealed_from,
-            TAIL_DELETED,
+        reason = (
             "AUDIT_SEALED_FROM says the portal sealed this event first, and it is gone: the events from "
-            f"{sealed_from} on were deleted{carried_on}",
+            f"{sealed_from} on were deleted{carried_on}"
         )
+        found_problems.append((sealed_from, TAIL_DELETED, reason, _fingerprint(TAIL_DELETED, sealed_from)))
+    for event_id, problem, reason, fingerprint in found_problems:
+        if fingerprint in acknowledged:
+            report.acknowledged += 1
+        else:
+            report.add_problem(event_id, problem, reason, fingerprint)
+    report.more += bad_seals_uncounted
     return report
+
+
+def _fingerprint(problem, event_id, *state):
+    """What stays the same for as long as a problem is the same one: its kind, its place, and the
+    hashes of what it concerns as they are now."""
+    return hashlib.sha256("\n".join(str(part) for part in (problem, event_id, *state)).encode()).hexdigest()[:32]
 
 
 def _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching):
@@ -419,27 +472,31 @@ def _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching):
 
 
 def _anchor_problem(anchor, found_hash, first_id, last, first_bad_seal):
-    """(problem, reason) when the table contradicts `anchor`, else None."""
+    """(problem, reason, what else identifies it) when the table contradicts `anchor`, else None."""
     if found_hash == anchor.hash:
         return None
     if found_hash is not None:
-        return REWRITTEN, (
+        reason = (
             f"it is not the event {anchor.source} vouches for: the history up to it was rewritten "
             "and the hashes recomputed"
         )
+        return REWRITTEN, reason, found_hash
     if last is None or first_id > anchor.event_id:
         holds = f"its oldest event is {first_id}" if last is not None else "it is empty"
-        return TRUNCATED, (
+        reason = (
             f"{anchor.source} vouches for this event, and the table holds nothing up to it ({holds}): "
             "the log was truncated"
         )
+        return TRUNCATED, reason, ""
     if first_bad_seal is not None and first_bad_seal > anchor.event_id:
-        return REWRITTEN, (
+        reason = (
             f"{anchor.source} vouches for this event, which is gone, and the events after the gap "
             "are not sealed by the portal: events were removed and the hashes after them recomputed"
         )
+        return REWRITTEN, reason, ""
     survivor = AuditEvent.objects.filter(id__lt=anchor.event_id).order_by("-id").values_list("id", flat=True).first()
     carried_on = "" if last[0] < anchor.event_id else ", and the portal has written on from there since"
-    return TAIL_DELETED, (
+    reason = (
         f"{anchor.source} vouches for this event, which is gone: the events after {survivor} were deleted{carried_on}"
     )
+    return TAIL_DELETED, reason, survivor

@@ -61,6 +61,7 @@ class AuditAction(models.TextChoices):
     ADMIN_CHANGED = "admin.changed", "Changed in the admin"
     ADMIN_DELETED = "admin.deleted", "Deleted in the admin"
     GROUPS_SYNCED = "user.groups_synced", "Groups changed by GitHub teams at sign-in"
+    CHAIN_BREAK_ACKNOWLEDGED = "audit.break_acknowledged", "Audit chain break acknowledged after an investigation"
 
 
 class AuditEventQuerySet(models.QuerySet):
