@@ -40,13 +40,10 @@ class AuditEventSerializer(serializers.ModelSerializer):
         ]
 
 
-def filtered(request, events):
+def filter_form(request):
+    """The request's filters, validated: a 4xx naming each bad one otherwise."""
     # An empty parameter never gets here: the API refuses it (nexo_portal.lib.middleware), though the
     # page's form reads an empty field as "any".
-    names = readable_service_names(request)
-    if names is not None:
-        # A token limited to services reads their events only: those about no service are left out too.
-        events = events.filter(service__in=names)
     form = AuditFilterForm(request.query_params)
     if not form.is_valid():
         raise serializers.ValidationError(
@@ -55,7 +52,16 @@ def filtered(request, events):
                 for name, errors in form.errors.as_data().items()
             }
         )
-    return form.filter(events)
+    return form
+
+
+def filtered(request, events, form=None):
+    """`events` as the request may read them and its filters select (`form`: its filter_form, if made)."""
+    names = readable_service_names(request)
+    if names is not None:
+        # A token limited to services reads their events only: those about no service are left out too.
+        events = events.filter(service__in=names)
+    return (form or filter_form(request)).filter(events)
 
 
 def _detail(name, error, value):

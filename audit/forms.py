@@ -9,7 +9,7 @@ from django.utils import timezone
 from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE
 
-from .models import ACTOR_MAX_LENGTH, AuditAction, AuditEvent
+from .models import ACTOR_MAX_LENGTH, VERDICT_ACTIONS, AuditAction, AuditEvent
 
 
 def _names_in_log(field):
@@ -60,6 +60,27 @@ class AuditFilterForm(forms.Form):
         if data.get("until"):
             events = events.filter(created_at__lt=datetime.combine(data["until"] + timedelta(days=1), time.min, zone))
         return events
+
+    def why_not_per_promotion(self):
+        """Why these filters select no record of the per-promotion export, or None; call after is_valid().
+
+        A record per promotion stands for the verdict that completed it, which the system records: an
+        actor, or an action other than a verdict, matches none, and an empty export would read as
+        "nothing happened".
+        """
+        action, actor = self.cleaned_data.get("action"), self.cleaned_data.get("actor")
+        verdicts = " or ".join(sorted(VERDICT_ACTIONS))
+        if action and action not in VERDICT_ACTIONS:
+            return (
+                f"The export per completed promotion has one record per verdict ({verdicts}), so action={action} "
+                "selects none: ask for per=step, one record per event."
+            )
+        if actor:
+            return (
+                "The export per completed promotion has one record per verdict, which the system records, so an "
+                "actor selects none: ask for per=step, one record per event."
+            )
+        return None
 
     def query_string(self):
         """The filters as they were given, for links that keep them (pages, export)."""

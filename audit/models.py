@@ -64,6 +64,11 @@ class AuditAction(models.TextChoices):
     CHAIN_BREAK_ACKNOWLEDGED = "audit.break_acknowledged", "Audit chain break acknowledged after an investigation"
 
 
+# The events that complete a promotion, recorded by the system: the per-promotion audit export
+# (releases/audit_export.py) has one record for each.
+VERDICT_ACTIONS = frozenset({AuditAction.PROMOTION_VERIFIED, AuditAction.PROMOTION_FAILED})
+
+
 class AuditEventQuerySet(models.QuerySet):
     def update(self, **kwargs):
         raise PermissionError("Audit events are append-only: they cannot be updated.")

@@ -18,4 +18,11 @@ def log(request):
     if not form.is_valid():
         return render(request, "audit/log.html", {"form": form, "page": None, "chain": chain}, status=400)
     page = Paginator(form.filter(AuditEvent.objects.order_by("-id")), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "audit/log.html", {"form": form, "page": page, "query": form.query_string(), "chain": chain})
+    context = {
+        "form": form,
+        "page": page,
+        "query": form.query_string(),
+        "chain": chain,
+        "why_not_per_promotion": form.why_not_per_promotion(),
+    }
+    return render(request, "audit/log.html", context)

@@ -547,7 +547,11 @@ class AuditExportView(generics.GenericAPIView):
                 "per",
                 str,
                 enum=list(audit_export.Per.CHOICES),
-                description="promotion (default): one record per completed promotion; step: one per audit event.",
+                description=(
+                    "promotion (default): one record per completed promotion; step: one per audit event. "
+                    "Per promotion, an actor or an action other than promotion.verified or promotion.failed "
+                    "is refused (400): it selects events, not promotions."
+                ),
             ),
         ],
         responses={200: serializers.AuditExportRecordSerializer(many=True)},
@@ -556,7 +560,10 @@ class AuditExportView(generics.GenericAPIView):
         per = request.query_params.get("per", audit_export.Per.PROMOTION)
         if per not in audit_export.Per.CHOICES:
             raise ValidationError({"per": [audit_export.Per.REFUSAL]})
-        events = audit_api.filtered(request, AuditEvent.objects.order_by("id"))
+        form = audit_api.filter_form(request)
+        if per == audit_export.Per.PROMOTION and (refusal := form.why_not_per_promotion()):
+            raise ValidationError({"per": [refusal]})
+        events = audit_api.filtered(request, AuditEvent.objects.order_by("id"), form)
         return StreamingHttpResponse(audit_export.export_json(events, per), content_type="application/json")
 
 

@@ -12,7 +12,9 @@ image's digest and signature checks where the environment requires them (`image:
 `per=step` gives the log itself, one record per event (`step_records`), in the same shape plus
 what the portal knows besides (actor, promotion id, GitOps commit, message, the event's data and
 its chain hashes); fields an event did not record itself are filled from its promotion as it was
-at the event's time. The pages and the API both export through `export_json`.
+at the event's time. The pages and the API both export through `export_json`; filters that select
+events rather than promotions (an actor, an action other than a verdict) are refused per promotion
+(`AuditFilterForm.why_not_per_promotion`), not answered with `[]`.
 """
 
 import json
@@ -22,7 +24,7 @@ from itertools import pairwise
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
-from audit.models import AuditAction
+from audit.models import VERDICT_ACTIONS, AuditAction
 from environments.models import Environment
 
 from .gitops.repo import commit_url, redact
@@ -37,7 +39,6 @@ from .models import (
 )
 
 CHUNK_SIZE = 1000
-VERDICT_ACTIONS = {AuditAction.PROMOTION_VERIFIED, AuditAction.PROMOTION_FAILED}
 
 
 class Per:

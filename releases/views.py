@@ -543,7 +543,8 @@ def stop(request, pk):
 @require_GET
 def audit_log_export(request):
     """Any signed-in user: the filtered log as a JSON array in the reference docs' shape, oldest first:
-    one record per completed promotion, or with `per=step` one per event."""
+    one record per completed promotion (filters that select events only are refused), or with
+    `per=step` one per event."""
     form = AuditFilterForm(request.GET)
     per = request.GET.get("per") or audit_export.Per.PROMOTION
     if not form.is_valid():
@@ -551,6 +552,8 @@ def audit_log_export(request):
     if per not in audit_export.Per.CHOICES:
         refusal = {"message": audit_export.Per.REFUSAL, "code": "invalid_choice"}
         return JsonResponse({"errors": {"per": [refusal]}}, status=400)
+    if per == audit_export.Per.PROMOTION and (why_not := form.why_not_per_promotion()):
+        return JsonResponse({"errors": {"per": [{"message": why_not, "code": "invalid"}]}}, status=400)
     events = form.filter(AuditEvent.objects.order_by("id"))
     response = StreamingHttpResponse(audit_export.export_json(events, per), content_type="application/json")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")

@@ -280,3 +280,78 @@ def test_no_image_check_is_claimed_where_none_was_required(production):
     (record,) = exported()
 
     assert not [name for name in record["validation_results"] if name.startswith("image:")]
+
+
+# --- filters that select events, not promotions ----------------------------------------------------------
+
+
+def download(client, url, **params):
+    response = client.get(url, params)
+    assert response.status_code == 200, response.content
+    return json.loads(b"".join(response.streaming_content))
+
+
+@pytest.mark.django_db
+def test_the_audit_pages_export_of_an_action_filter_gives_the_events_the_page_lists(production, viewer):
+    """The page listed the approvals and its "Export JSON (filtered)" link gave `[]`: the default export
+    has a record per completed promotion, which an action filter on approvals never matches."""
+    client = Client()
+    client.force_login(viewer)
+
+    page = client.get("/audit/", {"action": "promotion.approved"}).content.decode()
+
+    links = [part.split('"', 1)[0] for part in page.split('href="/audit/export.json')[1:]]
+    assert links == ["?action=promotion.approved&amp;per=step"]
+    assert "one record per event listed here" in page
+    assert "per completed promotion" in page  # the page says why that export is not offered
+    records = download(client, "/audit/export.json", action="promotion.approved", per="step")
+    assert [record["event"] for record in records] == ["promotion.approved", "promotion.approved"]
+
+
+@pytest.mark.django_db
+def test_the_audit_page_offers_both_exports_where_both_apply(production, viewer):
+    client = Client()
+    client.force_login(viewer)
+
+    page = client.get("/audit/", {"service": "nexo-be"}).content.decode()
+
+    links = [part.split('"', 1)[0] for part in page.split('href="/audit/export.json')[1:]]
+    assert links == ["?service=nexo-be&amp;per=step", "?service=nexo-be"]
+    assert "one record per completed promotion" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("filters", "says"),
+    [
+        ({"action": "promotion.approved"}, "action"),
+        ({"actor": "sam"}, "actor"),
+        ({"action": "promotion.requested", "per": "promotion"}, "action"),
+    ],
+)
+@pytest.mark.parametrize("url", ["/audit/export.json", "/api/v1/audit/export/"])
+def test_an_export_per_promotion_refuses_a_filter_that_cannot_select_a_promotion(
+    production, viewer, url, filters, says
+):
+    """A consumer asking for the approvals got `[]` and could not tell it from "no approvals"."""
+    client = Client()
+    client.force_login(viewer)
+
+    response = client.get(url, filters)
+
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "per=step" in text
+    assert says in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/audit/export.json", "/api/v1/audit/export/"])
+def test_an_export_per_promotion_filtered_by_its_verdict_keeps_working(production, viewer, url):
+    transitions.mark_verified(production, "all good")
+    client = Client()
+    client.force_login(viewer)
+
+    (record,) = download(client, url, action="promotion.verified")
+    assert download(client, url, action="promotion.failed") == []
+    assert record["outcome"] == "verified"
