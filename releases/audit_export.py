@@ -12,9 +12,10 @@ image's digest and signature checks where the environment requires them (`image:
 `per=step` gives the log itself, one record per event (`step_records`), in the same shape plus
 what the portal knows besides (actor, promotion id, GitOps commit, message, the event's data and
 its chain hashes); fields an event did not record itself are filled from its promotion as it was
-at the event's time. The pages and the API both export through `export_json`; filters that select
-events rather than promotions (an actor, an action other than a verdict) are refused per promotion
-(`AuditFilterForm.why_not_per_promotion`), not answered with `[]`.
+at the event's time, and a promotion's people are named as the records per promotion name them
+(`actor` and `data` keep the names the log recorded). The pages and the API both export through
+`export_json`; filters that select events rather than promotions (an actor, an action other than a
+verdict) are refused per promotion (`AuditFilterForm.why_not_per_promotion`), not answered with `[]`.
 """
 
 import json
@@ -112,7 +113,7 @@ def step_records(events):
         promotions = {
             promotion.pk: promotion
             for promotion in Promotion.objects.filter(pk__in=promotion_ids)
-            .select_related("requested_by")
+            .select_related("requested_by", "accountable_requester")
             .prefetch_related("approvals__user")
         }
         checks = _check_results(chunk, promotions)
@@ -156,6 +157,13 @@ def _initiator(promotion):
     if promotion.accountable_requester is not None:
         return _email(promotion.accountable_requester)
     return promotion.requested_via or PIPELINE
+
+
+def _people(promotion):
+    """{the user name the log records: the name a record per promotion gives} for a promotion's people."""
+    people = {promotion.requester_name(): _initiator(promotion)}
+    people.update({approval.user.get_username(): _email(approval.user) for approval in promotion.approvals.all()})
+    return people
 
 
 def _image_checks(promotion):
@@ -266,6 +274,11 @@ def _record(event, promotion, sources, checks):
             for approval in promotion.approvals.all()
             if approval.decision == ApprovalDecision.APPROVE and approval.created_at <= event.created_at
         ]
+    # The log records user names; the promotion knows its people, so they are named as the records per
+    # promotion name them, and one consumer can join the two shapes. A name it does not know stays.
+    people = _people(promotion)
+    record["initiator"] = people.get(record["initiator"], record["initiator"])
+    record["approvers"] = [people.get(name, name) for name in record["approvers"]]
     if "rollback" not in data:
         record["rollback"] = promotion.kind == PromotionKind.ROLLBACK
     if record["pr_url"] is None and promotion.pr_url:

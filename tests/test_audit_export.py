@@ -355,3 +355,19 @@ def test_an_export_per_promotion_filtered_by_its_verdict_keeps_working(productio
     (record,) = download(client, url, action="promotion.verified")
     assert download(client, url, action="promotion.failed") == []
     assert record["outcome"] == "verified"
+
+
+@pytest.mark.django_db
+def test_both_export_shapes_name_people_alike(production):
+    """Per promotion the initiator was rita@nexo.com, per step `rita`: a consumer joining the two on
+    people found no match. Both give e-mail addresses where known (the reference's example does);
+    `actor` stays the name the log recorded."""
+    transitions.mark_verified(production, "all good")
+
+    (promotion,) = exported()
+    steps = [record for record in exported(per="step") if record["promotion_id"] == promotion["promotion_id"]]
+
+    assert promotion["initiator"] == "rita@nexo.com"
+    assert {step["initiator"] for step in steps} == {"rita@nexo.com"}
+    assert steps[-1]["approvers"] == promotion["approvers"] == ["sam@nexo.com", "lead@nexo.com"]
+    assert [step["actor"] for step in steps if step["event"] == "promotion.approved"] == ["sam", "lead"]
