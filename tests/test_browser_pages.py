@@ -222,6 +222,18 @@ def test_a_wide_table_scrolls_in_its_own_box_on_a_phone(page, portal, path):
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
 
+def test_the_board_fits_a_phone_with_its_folded_reasons(page, portal):
+    """The hidden "to you: Approve" of "1 unavailable · why not?" is absolutely positioned; with no
+    positioned ancestor it escaped the table's scroll box and the page scrolled sideways into blank space."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, portal, "rita")
+
+    assert page.locator("#board details.why-not").count() > 0
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), page.evaluate(
+        "document.documentElement.scrollWidth"
+    )
+
+
 @pytest.mark.parametrize("path", ["/api/v1/redoc/", "/api/v1/docs/"])
 def test_the_api_docs_load_nothing_from_outside_the_portal(browser, portal, path):
     # A context of its own: on ReDoc's page the policy refuses ReDoc's logo from the Redocly CDN,
