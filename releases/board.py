@@ -121,11 +121,13 @@ class Cell:
     age: str = ""
     health: Badge | None = None
     verification: Badge | None = None
+    failure_reason: str = ""  # why what runs failed, where nothing else in the cell says it
     soak_percent: int | None = None
     builds_behind: int | None = None
     drift: Badge | None = None
     builds_behind_first: int | None = None
     far_behind: Badge | None = None
+    far_behind_in_drift: bool = False  # the drift line says it: the environment before is the first
     overdue: Badge | None = None
     gitops_tag: str = ""
     hold_reason: str = ""
@@ -722,7 +724,10 @@ class _CellBuilder:
             first = self.environments[0]
             leader = self.deployments.get((service.id, first.id)) if previous else None
             if leader:
-                self._far_behind(cell, release, first, leader.release)
+                self._far_behind(cell, release, first, leader.release, previous)
+            if cell.verification.tone == "bad" and f": {cell.verification.title}" not in cell.hold_reason:
+                # A hold placed by this failure ends with its error (transitions._after_failure): said there.
+                cell.failure_reason = cell.verification.title
 
         waiting, soaking = self.waiting.get(place), None
         if waiting and self.now - waiting.requested_at > slo.target(environment):
@@ -811,17 +816,20 @@ class _CellBuilder:
                 label += ": worth a promotion"
             cell.drift = Badge(label, tone, title)
 
-    def _far_behind(self, cell, release, first, leader_release):
+    def _far_behind(self, cell, release, first, leader_release, previous):
         """More builds behind the first environment (develop) than the environment's drift_alert_builds."""
         behind = release.newer - leader_release.newer
         cell.builds_behind_first = behind
         threshold = cell.environment.drift_alert_builds
         if threshold and behind > threshold:
+            alert = f"the alert is set at more than {threshold} builds"
             cell.far_behind = Badge(
-                f"{behind} builds behind {first.name}",
-                "warn",
-                f"{first.name} runs {leader_release.version}; the alert is set at more than {threshold} builds",
+                f"{behind} builds behind {first.name}", "warn", f"{first.name} runs {leader_release.version}; {alert}"
             )
+            if previous == first and cell.drift:
+                # Both count the builds behind the same deployment: the drift line says it once, as a warning.
+                cell.drift = Badge(cell.drift.label, "warn", f"{cell.drift.title}; {alert}")
+                cell.far_behind_in_drift = True
 
     def _waiting_label(self, promotion):
         prefix = "rollback, " if promotion.kind == PromotionKind.ROLLBACK else ""

@@ -1,5 +1,6 @@
 """The promotion board: what each cell says, what it offers to whom, filters, refresh and query count."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -402,6 +403,25 @@ def test_why_a_place_is_held_or_failed_is_readable_without_hovering(client, envi
     assert '<div class="small reason">error rate 7.2% over 5% in 3 of 4 samples</div>' in cell_html(
         page, "nexo-be", "develop"
     )
+
+
+def test_a_failure_the_hold_tells_is_told_once(client, environments, people, nexo_be):
+    """The error was printed under "failed at verification" and again in the hold placed for it."""
+    staging = environments["staging"]
+    staging.rollback_on_failed_verification = True
+    staging.save()
+    ran(make_release(nexo_be, "2026.02.1"), staging, at=timezone.now() - timedelta(hours=1))
+    failing = ran(make_release(nexo_be, "2026.02.2"), staging, state=PromotionState.VERIFYING)
+    transitions.fail(failing, "verification", "error rate 7.2% over 5% in 3 of 4 samples", roll_back=False)
+    hold = Hold.objects.active().get(service=nexo_be, environment=staging)
+    assert hold.reason.endswith(": error rate 7.2% over 5% in 3 of 4 samples")  # told by the hold
+
+    cell = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "staging")
+
+    shown = re.sub(r"<[^>]+>", " ", cell)  # what is read without hovering
+    assert shown.count("error rate 7.2% over 5% in 3 of 4 samples") == 1, shown
+    assert "automatic promotions on hold: 2026.02.2 failed at verification" in cell
+    assert "failed at verification</span>" in cell
 
 
 def test_health_comes_from_argo_cd_or_the_board_says_it_is_not_configured(

@@ -164,3 +164,21 @@ def test_two_reconcilers_that_saw_the_flag_record_its_end_once(issue_scenario, m
 
     assert AuditEvent.objects.filter(action=AuditAction.DRIFT_BACK_WITHIN_LIMIT).count() == 1
     assert Deployment.objects.current().get(environment=env["production"]).far_behind_since is None
+
+
+def test_qa_behind_develop_says_it_once_where_its_neighbour_is_the_first_environment(issue_scenario, client, viewer):
+    """qa's environment before is develop: the drift line ("29 builds behind develop: worth a promotion")
+    and the far-behind badge ("29 builds behind develop") said the same thing one under the other."""
+    from tests.history import cell_html
+
+    client.force_login(viewer)
+    qa = cell_html(client.get("/"), "nexo-be", "qa")
+
+    assert qa.count("builds behind develop") == 1, qa
+    assert '<div class="drift warn" title="develop runs 2026.03.36;' in qa
+    assert "the alert is set at more than 20 builds" in qa  # what the badge's title said
+    # The matrix keeps both facts.
+    _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"], all_services=True)
+    body = client.get("/api/v1/matrix/", HTTP_AUTHORIZATION=f"Bearer {plain}").json()
+    cells = {c["environment"]: c for c in body[0]["environments"]}
+    assert (cells["qa"]["drift"], cells["qa"]["far_behind"]) == ("29 builds behind develop: worth a promotion", True)

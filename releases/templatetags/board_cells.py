@@ -194,9 +194,9 @@ def board_cell(cell):
         )
         parts.append('<div class="verification">')
         parts.append(_badge(cell.verification))
-        if cell.verification and cell.verification.tone == "bad" and cell.verification.title:
+        if cell.failure_reason:
             # Why it failed, readable without hovering (the badge's title has it whole).
-            parts.append(_html('<div class="small reason">{}</div>', _shorten(cell.verification.title)))
+            parts.append(_html('<div class="small reason">{}</div>', _shorten(cell.failure_reason)))
         if cell.soak_percent is not None:
             parts.append(
                 _html(
@@ -210,7 +210,7 @@ def board_cell(cell):
             parts.append(
                 _html('<div class="drift {}" title="{}">{}</div>', cell.drift.tone, cell.drift.title, cell.drift.label)
             )
-        if cell.far_behind:
+        if cell.far_behind and not cell.far_behind_in_drift:
             parts.append(
                 _html(
                     '<div class="badge warn far-behind" title="{}">{}</div>',
