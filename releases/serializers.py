@@ -127,7 +127,16 @@ class RegisterBuildSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.
         required=False,
         help_text="A CalVer version (YYYY.MM.BUILD[-METADATA]). Leave it out to get the next build of this month.",
     )
-    changelog = serializers.CharField(required=False, allow_blank=True, max_length=20000, default="")
+    changelog = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=20000,
+        default="",
+        help_text=(
+            "Markdown (CommonMark, tables and ~~strikethrough~~; raw HTML and images are not shown), a single "
+            "newline a line break. Pages show a long one's first lines and fold the rest."
+        ),
+    )
     hotfix = serializers.BooleanField(required=False, default=False, help_text="This build is a hotfix.")
     fixes = VersionField(required=False, help_text="For a hotfix: the version it fixes.")
 

@@ -291,6 +291,26 @@ def test_the_release_page_shows_its_journey_identity_and_changelog(world):
     assert "<ul>\n<li>feat: rate limiting</li>\n<li>fix: auth timeout</li>\n</ul>" in page
 
 
+def test_the_release_page_keeps_a_changelogs_lines_and_folds_a_long_one(world):
+    """A changelog of "feat: …" and "fix: …" lines was one paragraph, and one of 120 lines made the page
+    some 8,000 px tall."""
+    release = world["release"]
+    release.changelog = "feat: rate limiting\nfix: auth timeout"
+    release.save()
+    long = make_release(world["service"], "2026.02.2", changelog="\n".join(f"- fix {n}" for n in range(1, 121)))
+
+    short_page = page_for(world["viewer"], release.get_absolute_url()).content.decode()
+    long_page = page_for(world["viewer"], long.get_absolute_url()).content.decode()
+
+    assert "feat: rate limiting<br>\nfix: auth timeout" in short_page
+    assert "<details" not in short_page.split('id="changelog-title"', 1)[1]
+    changelog = long_page.split('id="changelog-title"', 1)[1].split("</section>", 1)[0]
+    shown, folded = changelog.split("<details", 1)
+    assert "<li>fix 12</li>" in shown
+    assert "<summary>108 more lines</summary>" in folded
+    assert "<li>fix 120</li>" in folded
+
+
 def test_the_release_page_shows_the_newest_result_of_a_rerun_check_as_the_verdict_does(world):
     earlier = timezone.now() - timedelta(hours=1)
     CheckResult.objects.create(

@@ -94,6 +94,67 @@ def test_changelog_markdown_is_rendered_and_sanitised(text, present, absent):
     assert absent not in html
 
 
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ("feat: rate limiting\nfix: auth timeout", ["feat: rate limiting", "fix: auth timeout"]),
+        ("תכונה: הגבלת קצב\nתיקון: זמן קצוב", ["תכונה: הגבלת קצב", "תיקון: זמן קצוב"]),
+    ],
+)
+def test_each_line_of_a_changelog_stays_a_line(text, lines):
+    """CommonMark joins a paragraph's lines with a space: "feat: …" and "fix: …" ran together."""
+    assert markdown.render(text) == f"<p>{lines[0]}<br>\n{lines[1]}</p>\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n".join(f"- feat: change {n}" for n in range(1, 121)),
+        "\n".join(f"feat: change {n}" for n in range(1, 121)),  # one paragraph, a line a change
+        "\n".join(f"{n}. feat: change {n}" for n in range(1, 121)),
+    ],
+    ids=["list", "lines", "numbered"],
+)
+def test_a_long_changelog_shows_its_first_lines_and_folds_the_rest(text):
+    html = markdown.render_folded(text)
+
+    shown, folded = html.split("<details", 1)
+    assert "feat: change 12<" in shown
+    assert "feat: change 13<" not in shown
+    assert "<summary>108 more lines</summary>" in folded
+    for n in range(13, 121):
+        assert f"feat: change {n}<" in folded
+    assert folded.endswith("</details>")
+
+
+def test_a_folded_changelog_is_sanitised_and_keeps_its_references():
+    text = (
+        "\n".join(f"- fix {n}" for n in range(1, 13))
+        + "\n"
+        + "\n".join(
+            [
+                "- see [the docs][docs]",
+                "- <script>alert(1)</script>",
+                *(f"- feat {n}" for n in range(5)),
+                "",
+                "[docs]: https://docs.example/a",
+            ]
+        )
+    )
+
+    folded = markdown.render_folded(text).split("<details", 1)[1]
+
+    assert 'href="https://docs.example/a"' in folded
+    assert "<script" not in folded
+
+
+@pytest.mark.parametrize("lines", [1, 12, 16])
+def test_a_short_changelog_is_not_folded(lines):
+    text = "\n".join(f"- fix {n}" for n in range(lines))
+
+    assert markdown.render_folded(text) == markdown.render(text)
+
+
 # --- the values diff ----------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Text written elsewhere, shown safely: `{{ release.changelog|markdown }}`."""
+"""Text written elsewhere, shown safely: `{{ release.changelog|changelog }}`."""
 
 from django import template
 from django.utils.safestring import mark_safe
@@ -9,6 +9,7 @@ register = template.Library()
 
 
 @register.filter
-def markdown(text):
-    """Markdown as sanitised HTML (nexo_portal.lib.markdown): safe to mark safe."""
-    return mark_safe(markdown_html.render(text or ""))
+def changelog(text):
+    """A changelog's Markdown as sanitised HTML (nexo_portal.lib.markdown), safe to mark safe: a long
+    one's first lines shown and the rest folded away."""
+    return mark_safe(markdown_html.render_folded(text or ""))
