@@ -668,6 +668,13 @@ def test_period_rejects_a_start_after_the_end():
         Period.resolve(date(2026, 3, 2), date(2026, 3, 1))
 
 
+def test_period_ends_today_at_the_latest():
+    assert Period.resolve(date(2026, 12, 1), date(2026, 12, 7), today=date(2026, 12, 7)).days == 7
+    with pytest.raises(dora.ReportError, match=r"end \(2026-12-08\) is after today \(2026-12-07\)") as refused:
+        Period.resolve(date(2026, 12, 1), date(2026, 12, 8), today=date(2026, 12, 7))
+    assert refused.value.field == "end"
+
+
 def test_period_defaults_to_the_last_90_days():
     period = Period.resolve(today=date(2026, 3, 31))
 

@@ -160,6 +160,49 @@ def test_a_refused_scope_keeps_what_was_chosen_in_the_form(history, reader):
     assert 'name="end" value="2026-03-01"' in html
 
 
+def test_a_refused_scope_keeps_the_defaults_of_what_was_not_chosen(history, reader):
+    """The form came back set to develop and "Whole period": the first options, not the page's defaults."""
+    html = reader.get("/dora/?start=2026-04-01&end=2026-03-01").content.decode()
+
+    assert '<option value="production" selected>' in html
+    assert '<option value="weekly" selected>' in html
+
+
+def test_a_one_day_period_is_one_day_and_not_extrapolated_to_weeks_and_months(history, reader):
+    """One day said "(1 days)" and "14.0 per week … 60.0 per month" from its two deployments."""
+    html = reader.get("/dora/?start=2026-03-02&end=2026-03-02").content.decode()
+    card = html.split('data-metric="deployment_frequency"', 1)[1].split("</article>", 1)[0]
+    body = reader.get("/api/v1/dora/?start=2026-03-02&end=2026-03-02").json()
+
+    assert "(1 day)" in html
+    assert "2 <span>change deployments in 1 day</span>" in card
+    assert "<span>per week</span>" not in card
+    assert "14.0" not in card
+    assert "60.0 per month" not in card
+    assert "shorter than a week" in card
+    assert body["metrics"]["deployment_frequency"]["change_deployments"] == 2  # the figures stay
+    assert any("shorter than a week" in warning for warning in body["data_quality_warnings"])
+    assert "(31 days)" in reader.get(f"/dora/?{MARCH}").content.decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [("/dora/", 400), ("/dora/export.json", 400), ("/api/v1/dora/", 400)],
+    ids=["page", "json", "api"],
+)
+def test_a_period_that_ends_after_today_is_refused(history, reader, time_machine, url, status):
+    """2027-01-01 … 2027-02-01 gave 0 deployments and "Monthly to six-monthly" for every service."""
+    time_machine.move_to("2026-12-07T12:00:00Z")
+
+    response = reader.get(url, {"start": "2027-01-01", "end": "2027-02-01"})
+
+    assert response.status_code == status
+    assert "The end (2027-02-01) is after today (2026-12-07): choose an end on or before today" in (
+        response.content.decode()
+    )
+    assert reader.get(url, {"start": "2026-11-01", "end": "2026-12-07"}).status_code == 200
+
+
 def test_page_queries_do_not_grow_with_services(history, reader, environments, django_assert_max_num_queries):
     with django_assert_max_num_queries(15) as few:
         reader.get(f"/dora/?{MARCH}&interval=weekly")

@@ -34,7 +34,9 @@ class DoraQuerySerializer(serializers.Serializer):
     team = _name_field(Group.objects.all(), "team")
     environment = _name_field(Environment.objects.all(), "environment")
     start = serializers.DateField(required=False, help_text="First day, YYYY-MM-DD; default: 89 days before end.")
-    end = serializers.DateField(required=False, help_text="Last day (included), YYYY-MM-DD; default: today.")
+    end = serializers.DateField(
+        required=False, help_text="Last day (included), YYYY-MM-DD, today at the latest; default: today."
+    )
     interval = serializers.ChoiceField(
         choices=metrics.Interval.choices, default=metrics.Interval.ALL, help_text="all, weekly or monthly buckets."
     )
@@ -50,6 +52,8 @@ class DoraQuerySerializer(serializers.Serializer):
         try:
             data["period"] = metrics.Period.resolve(data.pop("start", None), data.pop("end", None))
         except metrics.ReportError as error:
+            if error.field:
+                raise serializers.ValidationError({error.field: [str(error)]}) from error
             raise serializers.ValidationError(str(error), code=CONFLICT_CODE) from error
         return data
 

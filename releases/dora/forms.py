@@ -90,6 +90,8 @@ class DoraFilterForm(forms.Form):
         try:
             data["period"] = metrics.Period.resolve(data.pop("start", None), data.pop("end", None))
         except metrics.ReportError as error:
+            if error.field:
+                raise forms.ValidationError({error.field: str(error)}) from error
             raise forms.ValidationError(str(error)) from error
         data["interval"] = data.get("interval") or self.default_interval
         return data

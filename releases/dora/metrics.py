@@ -34,7 +34,11 @@ MAX_PERIOD_DAYS = 3 * 366
 
 
 class ReportError(Exception):
-    """The report cannot be made as asked; the message says what to change."""
+    """The report cannot be made as asked; the message says what to change (`field`, where one is to blame)."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
 
 
 class Band(TextChoices):
@@ -121,7 +125,13 @@ class Period:
         for given in (start, end):
             if given and not dates.in_range(given):
                 raise ReportError(f"{given} is out of range. {dates.OUT_OF_RANGE}")
-        end = end or today or timezone.localdate()
+        today = today or timezone.localdate()
+        if end and end > today:
+            # Days to come have no deployments yet: their zeros would read as a slow team.
+            raise ReportError(
+                f"The end ({end}) is after today ({today}): choose an end on or before today.", field="end"
+            )
+        end = end or today
         start = start or end - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
         if start > end:
             raise ReportError(f"The start ({start}) is after the end ({end}): choose a start on or before the end.")
@@ -132,6 +142,12 @@ class Period:
     @property
     def days(self):
         return (self.end - self.start).days + 1
+
+    @property
+    def shorter_than_a_week(self):
+        """Too short for a rate per week or month, or a band on DORA's daily-to-monthly scale, to say
+        more than the few days it has: the page gives the count instead, the API a warning."""
+        return self.days < 7
 
     def bounds(self):
         zone = timezone.get_current_timezone()
@@ -330,6 +346,12 @@ class Report:
     def warnings(self):
         """Data-quality notes people should see next to the figures."""
         notes = []
+        if self.period.shorter_than_a_week:
+            days = f"{self.period.days} day{'s' if self.period.days > 1 else ''}"
+            notes.append(
+                f"The period ({days}) is shorter than a week: the rates per week and per month and the deployment "
+                "frequency bands extrapolate from it. Choose 7 days or more for them."
+            )
         if self.overall.commit_after_deployment:
             notes.append(
                 f"{self.overall.commit_after_deployment} change deployment(s) left out of lead time: the release's "

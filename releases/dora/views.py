@@ -84,12 +84,22 @@ def _presets(report, chosen):
     ]
 
 
+def _chosen_when_refused(form):
+    """What was asked for, and the defaults where nothing was: the form then reads as the report would."""
+    chosen = {key: form.data.get(key, "") for key in form.fields}
+    if not chosen["environment"]:
+        default = metrics.default_environment()
+        chosen["environment"] = default.name if default else ""
+    chosen["interval"] = chosen["interval"] or form.default_interval
+    return chosen
+
+
 @require_GET
 def dora_report(request):
     """Any signed-in user (stakeholders): the five DORA figures, their bands, trends and per-service table."""
     form, report = _dora_report(request, default_interval=metrics.Interval.WEEKLY)
     sort = getattr(form, "sort", "service")
-    chosen = _report_query_values(report) if report else {key: form.data.get(key, "") for key in form.fields}
+    chosen = _report_query_values(report) if report else _chosen_when_refused(form)
     context = {
         "form": form,
         "report": report,
