@@ -63,11 +63,56 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
         steps.append(f"It then soaks for {window} while the portal watches {', '.join(checked)}.")
     else:
         steps.append(f"It then soaks for {window}; nothing is configured to check, so the soak is only a timer.")
-    if environment.rollback_on_failed_verification:
-        steps.append("If verification fails, it is rolled back to the last verified release automatically.")
-    else:
-        steps.append("If verification fails, the promotion is marked failed and rolling back is up to you.")
+    required = verification.required_results(release, environment)
+    if required:
+        so_far = [
+            f"{name} {'has not been reported' if result is None else 'passed' if result.passed else 'failed'}"
+            for name, result in required.items()
+        ]
+        steps.append(
+            f"{environment.name} requires the CI results {_listed(required)} of {release.version}, reported before "
+            f"its soak ends; so far {_listed(so_far)}."
+        )
+    steps += _if_it_fails(environment, release, probe.is_rollback, checks)
     return steps
+
+
+def _if_it_fails(environment, release, is_rollback, checks):
+    """What a failed soak leads to, as `jobs._fail_soak` and `transitions.fail` decide it."""
+    if is_rollback:
+        return [
+            f"If its verification fails, the rollback is marked failed and {release.version} stays in "
+            f"{environment.name}: a rollback is never rolled back by itself, so what comes next is yours to decide."
+        ]
+    if not environment.rollback_on_failed_verification:
+        return [
+            f"If verification fails, the promotion is marked failed and {release.version} stays in "
+            f"{environment.name}, which does not roll back by itself: whether to roll back is yours to decide."
+        ]
+    sampled = any(checks[name] for name in verification.SAMPLED)
+    found, unmeasured = [], []
+    if checks["ci_checks"]:
+        found.append("a required CI result reported failing")
+        unmeasured.append("a required CI result not reported by the end of the soak")
+    if sampled:
+        found.append(f"a sample past {environment.name}'s limits")
+        unmeasured += ["a check that could not be measured", "too few samples"]
+    if not found:  # the soak is only a timer: a person stopping it is all that fails it
+        return ["If verification fails, it is rolled back to the last verified release automatically."]
+    # verification.found_nothing_against: only a failure found says something against the release.
+    return [
+        f"If the soak finds it failing ({', or '.join(found)}), it is rolled back to the last verified release "
+        "automatically.",
+        f"If it fails only for want of measurements ({', '.join(unmeasured)}), it is not rolled back: "
+        f"{release.version} stays in {environment.name}, the promotion is marked failed and a hold stops automatic "
+        f"promotions of {release.service.name} there until someone lifts it.",
+    ]
+
+
+def _listed(words):
+    """e2e, performance and security."""
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _active(service, environment):

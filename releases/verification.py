@@ -404,10 +404,21 @@ def found_nothing_against(promotion):
     """
     if promotion.samples.filter(ok=False).exists():
         return False
-    newest = CheckResult.objects.filter(
-        release=promotion.release, environment=promotion.environment, name__in=promotion.environment.required_checks
-    ).newest_per_check()
-    return all(result.passed for result in newest)
+    return all(
+        result.passed for result in required_results(promotion.release, promotion.environment).values() if result
+    )
+
+
+def required_results(release, environment):
+    """{check: the CI result of `release` that counts for it} for each check `environment` requires, in
+    the order it names them; None where CI has not reported one yet. The newest result of a check counts."""
+    newest = {
+        result.name: result
+        for result in CheckResult.objects.filter(
+            release=release, environment=environment, name__in=environment.required_checks
+        ).newest_per_check()
+    }
+    return {name: newest.get(name) for name in environment.required_checks}
 
 
 def found_another_revision(promotion):
@@ -527,14 +538,7 @@ def verdict(promotion):
         elif unhealthy:
             reasons.append(f"{_failed(SampleCheck.ARGOCD_HEALTH, observed, unhealthy)}, {tolerated}")
 
-    counting = {
-        result.name: result
-        for result in CheckResult.objects.filter(
-            release=promotion.release, environment=promotion.environment, name__in=promotion.environment.required_checks
-        ).newest_per_check()
-    }
-    for name in promotion.environment.required_checks:
-        result = counting.get(name)
+    for name, result in required_results(promotion.release, promotion.environment).items():
         if result is None:
             passed = False
             reasons.append(f"no {name} result was reported by CI")

@@ -1,6 +1,7 @@
 """The actions of the board through HTML: confirmation pages and dialogs, the POST that acts,
 refusals as messages, forms that need fixing, CSRF, and where the person is sent back to."""
 
+import html
 import re
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
 from releases import transitions
-from releases.models import Approval, Promotion, PromotionKind, PromotionState
+from releases.models import Approval, CheckResult, Promotion, PromotionKind, PromotionState
 from tests.factories import make_release
 from tests.history import ran, verified_up_to_staging
 
@@ -172,6 +173,51 @@ def test_a_rollback_target_that_never_ran_there_is_refused_by_name_not_replaced(
 def test_a_rollback_with_nothing_older_explains_there_is_nothing_to_go_back_to(client, world):
     page = as_user(client, world["rita"]).get("/services/nexo-be/environments/staging/rollback/").content.decode()
     assert "No release older than 2026.02.1 ever ran in staging; there is nothing to go back to." in page
+
+
+def consequences(page):
+    """The lines of a confirmation's "What will happen", as the person reads them."""
+    listed = page[
+        page.index('<ul class="consequences">') : page.index("</ul>", page.index('<ul class="consequences">'))
+    ]
+    return [html.unescape(re.sub(r"<[^>]+>", "", line)).strip() for line in listed.split("<li>")[1:]]
+
+
+def test_the_qa_confirmation_says_which_ci_results_it_waits_for_and_what_a_missing_one_does(client, world, settings):
+    settings.PROMETHEUS_URL = "http://127.0.0.1:9"  # configured; nothing is asked
+    qa = world["env"]["qa"]
+    release = make_release(world["service"], "2026.02.2")
+    ran(release, world["env"]["develop"])
+    for name, passed in (("e2e", True), ("security", True), ("security", False)):  # the newest counts
+        CheckResult.objects.create(release=release, environment=qa, name=name, passed=passed, reported_by="ci")
+
+    page = as_user(client, world["rita"]).get("/services/nexo-be/environments/qa/promote/2026.02.2/").content.decode()
+
+    lines = consequences(page)
+    assert (
+        "qa requires the CI results e2e, performance and security of 2026.02.2, reported before its soak ends; "
+        "so far e2e passed, performance has not been reported and security failed."
+    ) in lines, lines
+    assert (
+        "If the soak finds it failing (a required CI result reported failing, or a sample past qa's limits), "
+        "it is rolled back to the last verified release automatically."
+    ) in lines, lines
+    assert (
+        "If it fails only for want of measurements (a required CI result not reported by the end of the soak, "
+        "a check that could not be measured, too few samples), it is not rolled back: 2026.02.2 stays in qa, "
+        "the promotion is marked failed and a hold stops automatic promotions of nexo-be there until someone "
+        "lifts it."
+    ) in lines, lines
+    assert "If verification fails, it is rolled back to the last verified release automatically." not in lines
+
+
+def test_without_ci_results_to_wait_for_the_confirmation_promises_no_hold_for_them(client, world):
+    release = make_release(world["service"], "2026.02.2")
+    ran(release, world["env"]["develop"])
+
+    page = as_user(client, world["rita"]).get("/services/nexo-be/environments/develop/promote/2026.02.2/")
+
+    assert "CI result" not in page.content.decode()
 
 
 # --- acting ----------------------------------------------------------------------------------

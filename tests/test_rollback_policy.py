@@ -88,6 +88,21 @@ def test_the_rollback_confirmation_says_how_long_the_rollback_soaks(qa_history, 
     ), confirmation.consequences
 
 
+@pytest.mark.parametrize("place", ["qa", "production"])
+def test_the_rollback_confirmation_promises_no_rollback_of_the_rollback(environments, rita, place):
+    history = bad_release_in(environments, place)
+    confirmation = confirmations.for_rollback(
+        history["service"], history["env"][place], rita, history["taken_out"].deployment, history["good"]
+    )
+    assert (
+        f"If its verification fails, the rollback is marked failed and 2026.02.1 stays in {place}: a rollback is "
+        "never rolled back by itself, so what comes next is yours to decide."
+    ) in confirmation.consequences, confirmation.consequences
+    assert not any("rolled back to the last verified release" in line for line in confirmation.consequences)
+    rollback = Promotion(service=history["service"], environment=history["env"][place], kind=PromotionKind.ROLLBACK)
+    assert not transitions.rolls_back_automatically(rollback, "verification")
+
+
 # --- how many approvals a rollback needs ---------------------------------------------------------
 
 
