@@ -213,11 +213,6 @@ def short_duration(delta):
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def freeze_message(environment, ends_at, reason):
-    """Why a request into a frozen environment is refused, as `transitions` says it."""
-    return f"{environment.name} is frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: {reason}."
-
-
 # --- queries ----------------------------------------------------------------------------------
 
 
@@ -926,7 +921,7 @@ class _CellBuilder:
                 promote.label += " (break-glass)"
                 promote.tone = ""
                 promote.note = (
-                    freeze_message(environment, environment.frozen_until, environment.freeze_reason)
+                    policy.frozen_until(environment, environment.frozen_until, environment.freeze_reason)
                     + " Only a break-glass promotion may enter now."
                 )
             actions.append(promote)

@@ -13,7 +13,7 @@ from django.utils.functional import SimpleLazyObject
 
 from . import policy, shipping, timeline, verification
 from .actions import busy_refusal
-from .board import freeze_message, short_duration
+from .board import short_duration
 from .gitops import message as gitops_message
 from .models import ApprovalDecision, Deployment, Promotion, PromotionKind, PromotionState, Release
 
@@ -149,11 +149,13 @@ def for_request(release, environment, user):
         why_not = why_not or busy_refusal(active)
     freeze = environment.active_freeze()
     if freeze:
-        frozen = freeze_message(environment, freeze.ends_at, freeze.reason)
         if environment.allows_break_glass:
-            lines.append(f"{frozen} Only a break-glass promotion may enter now.")
+            lines.append(
+                f"{policy.frozen_until(environment, freeze.ends_at, freeze.reason)} "
+                "Only a break-glass promotion may enter now."
+            )
         else:
-            why_not = why_not or frozen
+            why_not = why_not or policy.why_not_request_while_frozen(user, service, environment, freeze)
     lines.append(_approval_sentence(environment, environment.required_approvals))
     lines += _pipeline_steps(service, environment, release)
     return Confirmation(

@@ -13,9 +13,10 @@ The rules:
   approvers by right — approvals are about people, not permissions. A request made with a CI
   token counts as requested by the person who created that token (`accountable_person`), so
   nobody approves their own request by routing it through CI;
+- request during a change freeze of the environment: only a break-glass promotion (where the
+  environment allows it) or a rollback; the refusal says which would pass, or to wait for its end;
 - approve during a change freeze of the environment: nobody, unless the promotion is a break-glass
-  one or a rollback (those may be requested during a freeze too); a request made before the freeze
-  waits for its end, or is rejected or cancelled;
+  one or a rollback; a request made before the freeze waits for its end, or is rejected or cancelled;
 - cancel: whoever requested it, an approver of the environment, or a superuser, before the
   GitOps commit starts;
 - supersede (a newer request replaces one awaiting approval): anyone who may request, while it has
@@ -439,17 +440,33 @@ def raise_if_frozen(promotion):
         raise HeldByFreeze(freeze)
 
 
+def frozen_until(environment, ends_at, reason):
+    """That `environment` is frozen, until when and why: how every word about a freeze begins."""
+    return f"{environment.name} is frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: {reason}."
+
+
+def why_not_request_while_frozen(actor, service, environment, freeze):
+    """Why a request that is neither break-glass nor a rollback may not enter `environment` while
+    `freeze` lasts, and what would let it through: break-glass with the incident named, for whoever
+    may break glass there (the refusal lands on the form's break-glass box), or the freeze's end."""
+    frozen = frozen_until(environment, freeze.ends_at, freeze.reason)
+    if is_person(actor) and why_not_request(actor, service, environment, is_emergency=True, reason="x") is None:
+        return missing(
+            "emergency",
+            f"{frozen} Only a break-glass promotion may enter now: mark this one break-glass and name the incident "
+            "it is for, or wait until the freeze ends.",
+        )
+    return Refusal(f"{frozen} It may be requested once the freeze ends.")
+
+
 def _why_not_during_freeze(promotion):
     """An approval starts the commit, so a promotion requested before the freeze began waits for its
     end like a new request."""
     freeze = freeze_holding(promotion)
     if freeze is None:
         return None
-    environment = promotion.environment
-    return Refusal(
-        f"{environment.name} is frozen until {timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: "
-        f"{freeze.reason}. It may be approved once the freeze ends."
-    )
+    frozen = frozen_until(promotion.environment, freeze.ends_at, freeze.reason)
+    return Refusal(f"{frozen} It may be approved once the freeze ends.")
 
 
 def may_decide(promotion, user):

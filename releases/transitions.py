@@ -165,10 +165,7 @@ class _Request:
             return refusal
         freeze = environment.active_freeze()
         if freeze and not self.is_emergency and kind != PromotionKind.ROLLBACK:
-            return (
-                f"{environment.name} is frozen until "
-                f"{timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z}: {freeze.reason}."
-            )
+            return policy.why_not_request_while_frozen(self.actor, service, environment, freeze)
         if kind == PromotionKind.AUTO:
             if "hold_reason" in environment.__dict__:  # read with the environment (Hold.objects.reason_in_each)
                 held = environment.hold_reason

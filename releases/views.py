@@ -290,6 +290,11 @@ def _posted(request):
 def _confirm(request, confirmation, form, *, back, status=200, choose=None):
     """`choose`: the versions to pick from, and the one shown, where the page picks what it confirms."""
     template = "releases/_confirm_dialog.html" if _is_htmx(request) else "releases/confirm.html"
+    if form is not None and form.errors:
+        # Sent back to be put right: the keyboard starts on the first field at fault, without JavaScript too.
+        at_fault = next((form[name] for name in form.fields if name in form.errors and not form[name].is_hidden), None)
+        if at_fault is not None:
+            at_fault.field.widget.attrs["autofocus"] = True
     return render(
         request,
         template,
@@ -298,11 +303,15 @@ def _confirm(request, confirmation, form, *, back, status=200, choose=None):
     )
 
 
-def _act(request, back, do, success):
-    """Run one transition; say what happened, or why it was refused, on the page we go back to."""
+def _act(request, back, do, success, *, form=None, confirmation=None):
+    """Run one transition; say what happened, or why it was refused, on the page we go back to. A
+    refusal about one of the `form`'s fields sends the form back with it instead, to be put right."""
     try:
         result = do()
     except PromotionError as refusal:
+        if form is not None and refusal.field in form.fields:
+            form.add_error(refusal.field, str(refusal))
+            return _confirm(request, confirmation, form, back=back, status=400)
         messages.error(request, str(refusal))
     else:
         messages.success(request, success(result))
@@ -342,6 +351,8 @@ def request_promotion(request, service, environment, version):
             lambda promotion: (
                 f"Requested {confirmation.headline} (promotion #{promotion.pk}): {_approvals_note(promotion)}"
             ),
+            form=form,
+            confirmation=confirmation,
         )
     return _confirm(request, confirmation, form if environment.allows_break_glass else None, back=back)
 

@@ -76,6 +76,34 @@ def assert_error(response, status, field=None, text=""):
     return body
 
 
+def test_a_freeze_refusal_tells_a_ci_token_to_wait_for_its_end_not_to_break_glass(world):
+    release = make_release(world["service"], "2026.02.1")
+    for name in ("develop", "qa", "staging"):
+        promotion = Promotion.objects.create(
+            release=release, environment=world["env"][name], state=PromotionState.VERIFIED, finished_at=timezone.now()
+        )
+        Deployment.objects.create(
+            service=world["service"],
+            environment=world["env"][name],
+            release=release,
+            promotion=promotion,
+            deployed_at=timezone.now(),
+        )
+    ChangeFreeze.objects.create(
+        environment=world["env"]["production"],
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=1),
+        reason="Year-end freeze",
+    )
+    response = token_client("promote").post(
+        "/api/v1/promotions/",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "production"},
+        format="json",
+    )
+    body = assert_error(response, 409, text="Year-end freeze. It may be requested once the freeze ends.")
+    assert "break-glass" not in body["message"]
+
+
 # --- registering builds ------------------------------------------------------------------------------------
 
 

@@ -274,6 +274,41 @@ def test_during_a_freeze_the_request_shows_its_break_glass_fields_unfolded(clien
     assert '<details class="break-glass" open>' in page
 
 
+def test_during_a_freeze_a_request_without_break_glass_comes_back_saying_what_lets_it_through(client, world):
+    ends_at = timezone.now() + timedelta(hours=5)
+    ChangeFreeze.objects.create(
+        environment=world["env"]["production"],
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=ends_at,
+        reason="Year-end freeze",
+    )
+
+    response = as_user(client, world["rita"]).post(REQUEST_URL, {"next": "/"})
+
+    assert response.status_code == 400  # the form again, not a redirect to a banner
+    assert messages_of(response) == []
+    page = html.unescape(response.content.decode())
+    form = page[page.index('<form method="post"') : page.index("</form>", page.index('<form method="post"'))]
+    assert '<details class="break-glass" open>' in form
+    checkbox = re.search(r"<input[^>]*id=\"id_emergency\"[^>]*>", form).group(0)
+    assert "autofocus" in checkbox  # the field to put right has the keyboard
+    ends = f"{timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}"
+    refusal = (
+        f'<p class="error" role="alert">production is frozen until {ends}: Year-end freeze. Only a break-glass '
+        "promotion may enter now: mark this one break-glass and name the incident it is for, or wait until the "
+        "freeze ends.</p>"
+    )
+    assert form.index(checkbox) < form.index(refusal) < form.index('id="id_reason"')  # under the box to tick
+    assert not Promotion.objects.filter(environment=world["env"]["production"]).exists()
+
+
+def test_break_glass_without_a_reason_puts_the_keyboard_on_the_reason(client, world):
+    response = as_user(client, world["rita"]).post(REQUEST_URL, {"emergency": "on", "reason": ""})
+    page = response.content.decode()
+    assert re.search(r"<textarea[^>]*autofocus[^>]*id=\"id_reason\"|<textarea[^>]*id=\"id_reason\"[^>]*autofocus", page)
+    assert not re.search(r"<input[^>]*id=\"id_emergency\"[^>]*autofocus", page)
+
+
 def test_two_sres_approve_in_turn_and_the_second_approval_starts_the_commit(client, world):
     promotion = waiting_promotion(world)
     first = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/approve/", {"comment": "canary is clean"})

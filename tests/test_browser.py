@@ -17,8 +17,9 @@ import pytest
 import requests
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
-from environments.models import Environment
+from environments.models import ChangeFreeze, Environment
 from releases import github_events
 from releases.models import Hold, Promotion, PromotionState
 from tests.factories import make_release, make_service
@@ -240,6 +241,30 @@ def test_a_rejection_needs_a_comment_and_stops_the_promotion(page, portal):
     assert "error budget is spent this week" in page.locator("ol.timeline").inner_text()
     assert page.locator('li.step[data-step="approvals"]').get_attribute("class") == "step failed"
     page.screenshot(path=str(ARTIFACTS / "promotion-rejected.png"), full_page=True)
+
+
+def test_a_refused_request_comes_back_with_the_keyboard_on_the_field_to_put_right(page, portal):
+    ChangeFreeze.objects.create(
+        environment=Environment.objects.get(name="production"),
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=5),
+        reason="Year-end freeze",
+    )
+    sign_in(page, portal, "rita")
+    production_cell(page).locator('a[data-action="request"]').click()
+    dialog = page.locator("#confirm-dialog")
+    dialog.wait_for(state="visible")
+    with page.expect_navigation():
+        dialog.locator("button[type=submit]").click()  # break-glass not ticked
+    assert "mark this one break-glass and name the incident" in page.locator("main form").inner_text()
+    assert page.evaluate("document.activeElement.id") == "id_emergency"
+
+    page.keyboard.press("Space")  # ticked where the keyboard already is; no reason given
+    with page.expect_navigation():
+        page.click("main button[type=submit]")
+    assert "say which incident it is for" in page.locator("main form").inner_text()
+    assert page.evaluate("document.activeElement.id") == "id_reason"
+    assert not Promotion.objects.filter(environment__name="production").exists()
 
 
 def test_the_board_works_without_javascript(browser, portal):

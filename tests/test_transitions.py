@@ -147,6 +147,33 @@ def test_a_change_freeze_refuses_promotions_and_names_itself(world):
     assert not Promotion.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("place", "what_lets_it_through", "field"),
+    [
+        (
+            "production",
+            "Only a break-glass promotion may enter now: mark this one break-glass and name the incident it is "
+            "for, or wait until the freeze ends.",
+            "emergency",
+        ),
+        ("develop", "It may be requested once the freeze ends.", None),  # develop allows no break-glass
+    ],
+)
+def test_a_freeze_refusal_says_what_would_let_the_request_through(world, place, what_lets_it_through, field):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", "staging", environments=world["env"])
+    ends_at = timezone.now() + timedelta(hours=1)
+    ChangeFreeze.objects.create(
+        environment=world["env"][place], starts_at=timezone.now() - timedelta(hours=1), ends_at=ends_at, reason="Audit"
+    )
+    with pytest.raises(PromotionError) as refused:
+        transitions.request_promotion(release, world["env"][place], world["rita"])
+    assert str(refused.value) == (
+        f"{place} is frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: Audit. {what_lets_it_through}"
+    )
+    assert refused.value.field == field
+
+
 def test_a_freeze_that_starts_after_the_request_holds_its_approvals_until_it_ends(world):
     release = make_release(world["service"], "2026.02.1")
     verified_in(release, "develop", "qa", "staging", environments=world["env"])
