@@ -119,6 +119,15 @@ def _active(service, environment):
     return Promotion.objects.active().filter(service=service, environment=environment).select_related("release").first()
 
 
+def _through_the_freeze(environment, what):
+    """A rollback or a break-glass promotion enters a frozen environment (policy.freeze_holding): said,
+    so that nobody holds one back for the freeze, or is surprised that it went in."""
+    freeze = environment.active_freeze()
+    if freeze is None:
+        return []
+    return [f"{policy.frozen_until(environment, freeze.ends_at, freeze.reason)} {what} goes through the freeze."]
+
+
 def _approval_sentence(environment, required):
     if required == 0:
         return f"No approval is needed in {environment.name}: the GitOps commit starts right away."
@@ -176,6 +185,10 @@ def for_approve(promotion, user):
     approvers = [a.user.get_username() for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
     if approvers:
         lines.append(f"Already approved by {', '.join(approvers)}.")
+    if promotion.is_rollback:
+        lines += _through_the_freeze(promotion.environment, "A rollback")
+    elif promotion.is_emergency:
+        lines += _through_the_freeze(promotion.environment, "A break-glass promotion")
     if given + 1 >= required:
         lines.append(f"Yours is approval {given + 1} of {required}: the GitOps commit starts as soon as you approve.")
         lines += _pipeline_steps(promotion.service, promotion.environment, promotion.release, promotion.kind)
@@ -306,6 +319,7 @@ def for_rollback(service, environment, user, current, target):
     else:
         headline = f"{service.name} in {environment.name}: {current.release.version} → {target.version}"
         lines.append(f"{environment.name} goes back from {current.release.version} to {target.version}.")
+        lines += _through_the_freeze(environment, "A rollback")
         active = _active(service, environment)
         if active and active.state != PromotionState.AWAITING_APPROVAL:
             why_not = why_not or busy_refusal(active)

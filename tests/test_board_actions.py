@@ -170,6 +170,47 @@ def test_a_rollback_target_that_never_ran_there_is_refused_by_name_not_replaced(
     assert '<form method="post"' not in page
 
 
+def test_rollback_confirmations_say_the_freeze_is_there_and_that_a_rollback_goes_through_it(client, world):
+    ran(make_release(world["service"], "2026.02.2"), world["env"]["staging"])
+    ends_at = timezone.now() + timedelta(hours=5)
+    ChangeFreeze.objects.create(
+        environment=world["env"]["staging"],
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=ends_at,
+        reason="quarter close",
+    )
+    frozen = (
+        f"staging is frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: quarter close. "
+        "A rollback goes through the freeze."
+    )
+
+    request_page = as_user(client, world["rita"]).get("/services/nexo-be/environments/staging/rollback/")
+    assert frozen in consequences(request_page.content.decode())
+
+    rollback = transitions.request_rollback(world["service"], world["env"]["staging"], world["rita"])
+    approve_page = as_user(client, world["paulo"]).get(f"/promotions/{rollback.pk}/approve/")
+    assert frozen in consequences(approve_page.content.decode())
+    assert "You cannot do this" not in approve_page.content.decode()
+
+
+def test_the_approval_of_a_break_glass_promotion_says_it_goes_through_the_freeze(client, world):
+    promotion = transitions.request_promotion(
+        world["release"], world["env"]["production"], world["rita"], is_emergency=True, reason="INC-7"
+    )
+    ends_at = timezone.now() + timedelta(hours=5)
+    ChangeFreeze.objects.create(
+        environment=world["env"]["production"],
+        starts_at=timezone.now() - timedelta(hours=1),
+        ends_at=ends_at,
+        reason="Year-end freeze",
+    )
+    page = as_user(client, world["sam"]).get(f"/promotions/{promotion.pk}/approve/").content.decode()
+    assert (
+        f"production is frozen until {timezone.localtime(ends_at):%Y-%m-%d %H:%M %Z}: Year-end freeze. "
+        "A break-glass promotion goes through the freeze."
+    ) in consequences(page)
+
+
 def test_a_rollback_with_nothing_older_explains_there_is_nothing_to_go_back_to(client, world):
     page = as_user(client, world["rita"]).get("/services/nexo-be/environments/staging/rollback/").content.decode()
     assert "No release older than 2026.02.1 ever ran in staging; there is nothing to go back to." in page
