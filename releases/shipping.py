@@ -52,6 +52,9 @@ class WhatShips:
     checks: list = field(default_factory=list)
     required_checks: list = field(default_factory=list)
     values: ValuesDiff | None = None
+    # When `running` ran, as the page says it: "now" until the GitOps commit, "before" once the
+    # promotion went out, "when it was requested" for one that ended without going out.
+    running_when: str = "now"
 
 
 def _between(running, release):
@@ -82,6 +85,10 @@ def values_diff(promotion):
 def what_ships(promotion, *, with_values_diff=True):
     release, running = promotion.release, promotion.previous_release
     shipped = WhatShips(release=release, running=running, going_back=bool(running and running.is_newer_than(release)))
+    if promotion.committed_at or promotion.deployed_at:
+        shipped.running_when = "before"
+    elif not promotion.is_active:
+        shipped.running_when = "when it was requested"
     if running is None:
         shipped.releases = [release]
     elif running.pk != release.pk:

@@ -193,6 +193,31 @@ def test_the_promotion_page_shows_what_ships(shipping_world):
     assert world["pipeline"].gitops.read("helm/nexo-be/values-prod.yaml").count("2026.02.1") == 1  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("state", "went_out", "said"),
+    [
+        (PromotionState.VERIFIED, True, "after 2026.02.1, the one running before:"),
+        (PromotionState.FAILED, True, "after 2026.02.1, the one running before:"),
+        (PromotionState.REJECTED, False, "after 2026.02.1, the one running when it was requested:"),
+    ],
+)
+def test_a_finished_promotion_does_not_call_the_release_it_replaced_the_one_running_now(
+    shipping_world, state, went_out, said
+):
+    world = shipping_world
+    promotion = world["promotion"]
+    promotion.state = state
+    if went_out:
+        promotion.committed_at = promotion.deployed_at = promotion.finished_at = promotion.requested_at
+    promotion.save()
+
+    page = client_for(world["sam"]).get(promotion.get_absolute_url()).content.decode()
+    ships = " ".join(page.split('id="what-ships"', 1)[1].split("</section>", 1)[0].split())
+
+    assert said in ships
+    assert "the one running now" not in ships
+
+
 def test_the_approve_dialog_shows_what_ships(shipping_world):
     world = shipping_world
     url = f"/promotions/{world['promotion'].pk}/approve/"
@@ -258,6 +283,13 @@ def test_a_rollback_says_which_releases_it_takes_out(shipping_world):
     assert shipped.going_back
     assert [release.version for release in shipped.releases] == ["2026.02.3", "2026.02.2"]
     assert (shipped.base_sha, shipped.head_sha) == (world["running"].commit_sha, world["target"].commit_sha)
+    page = client_for(world["sam"]).get(rollback.get_absolute_url()).content.decode()
+    assert "Going back from 2026.02.3 to 2026.02.1 takes out 2 releases:" in " ".join(page.split())
+
+    rollback.state, rollback.deployed_at = PromotionState.VERIFIED, rollback.requested_at
+    rollback.save()
+    page = client_for(world["sam"]).get(rollback.get_absolute_url()).content.decode()
+    assert "Going back from 2026.02.3 to 2026.02.1 took out 2 releases:" in " ".join(page.split())
 
 
 # --- links out ----------------------------------------------------------------------------------
