@@ -47,7 +47,7 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
     names = {
         "error_rate": "the error rate",
         "health_urls": "the health URLs",
-        "argocd": "Argo CD health",
+        "argocd": "that Argo CD runs this release, Healthy",
         "ci_checks": "the CI checks",
     }
     checked = [names[key] for key, configured in checks.items() if configured]
@@ -78,7 +78,8 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
 
 
 def _if_it_fails(environment, release, is_rollback, checks):
-    """What a failed soak leads to, as `jobs._fail_soak` and `transitions.fail` decide it."""
+    """What a failed soak leads to, as `jobs._fail_soak` and `transitions.fail` decide it: rolled back, or
+    held when nothing was found against it or another revision runs."""
     if is_rollback:
         return [
             f"If its verification fails, the rollback is marked failed and {release.version} stays in "
@@ -100,13 +101,20 @@ def _if_it_fails(environment, release, is_rollback, checks):
     if not found:  # the soak is only a timer: a person stopping it is all that fails it
         return ["If verification fails, it is rolled back to the last verified release automatically."]
     # verification.found_nothing_against: only a failure found says something against the release.
-    return [
+    outcomes = [
         f"If the soak finds it failing ({', or '.join(found)}), it is rolled back to the last verified release "
         "automatically.",
         f"If it fails only for want of measurements ({', '.join(unmeasured)}), it is not rolled back: "
         f"{release.version} stays in {environment.name}, the promotion is marked failed and a hold stops automatic "
         f"promotions of {release.service.name} there until someone lifts it.",
     ]
+    if checks["argocd"]:  # verification.found_another_revision
+        outcomes.append(
+            "If Argo CD is found running a revision without this release's commit (an argocd app rollback, a sync "
+            "made outside the portal), the soak fails at once and it is not rolled back either: whoever changed "
+            f"what runs is at work, and a hold on {release.service.name} there says so."
+        )
+    return outcomes
 
 
 def _listed(words):
