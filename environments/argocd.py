@@ -109,7 +109,16 @@ class ArgoCDRefused(ArgoCDError):
 
 class ArgoCDDeployFailed(ArgoCDError):
     """Argo CD synced our revision and it failed: the sync ended Failed or Error, or the revision runs
-    Degraded. The release's fault, not the portal's setup: what an automatic rollback is for."""
+    Degraded. The release's fault, not the portal's setup: what an automatic rollback is for.
+
+    `status`: the application as Argo CD reported it then. `applied_health`: the health our revision
+    came up with when Argo CD had applied it (it runs Synced) and that health is the failure
+    (Degraded); "" when applying it failed."""
+
+    def __init__(self, sentence, *, status=None, applied_health="", **details):
+        super().__init__(sentence, **details)
+        self.status = status
+        self.applied_health = applied_health
 
 
 class ArgoCDTimeout(ArgoCDError):
@@ -221,14 +230,7 @@ class ApplicationStatus:
         if our_sync_ended_badly and self._runs(self.operation_revision, revision, includes):
             reason = self.message or "Argo CD gave no reason"
             return f"Argo CD application {name}: the sync to {revision[:12]} ended in phase {self.phase}: {reason}."
-        # Degraded counts only once our revision is what runs: an application that was Degraded before
-        # the sync may be exactly what this release fixes.
-        if (
-            self.health == Health.DEGRADED
-            and self.sync_status == SyncStatus.SYNCED
-            and self._runs(self.revision, revision, includes)
-            and self.phase not in (OperationPhase.RUNNING, OperationPhase.TERMINATING)
-        ):
+        if self.came_up_degraded(revision, includes):
             # The health verdict stands alone: the sync's own message ("successfully synced") is about
             # applying the manifests, which went well.
             why = self.health_message or "Argo CD gave no health message for its resources"
@@ -236,6 +238,17 @@ class ApplicationStatus:
                 return f"Argo CD application {name} is Degraded ({why}); the sync to {revision[:12]} itself succeeded."
             return f"Argo CD application {name} is Degraded ({why}) running revision {revision[:12]}."
         return ""
+
+    def came_up_degraded(self, revision, includes=None):
+        """Whether Argo CD applied `revision` (it runs Synced, no operation on it any more) and it came up
+        Degraded. Degraded counts only once our revision is what runs: an application that was Degraded
+        before the sync may be exactly what this release fixes."""
+        return (
+            self.health == Health.DEGRADED
+            and self.sync_status == SyncStatus.SYNCED
+            and self._runs(self.revision, revision, includes)
+            and self.phase not in (OperationPhase.RUNNING, OperationPhase.TERMINATING)
+        )
 
     @staticmethod
     def _runs(seen, revision, includes):
@@ -412,7 +425,8 @@ class ArgoCD:
                     return status
                 failure = status.failure(name, revision, includes)
                 if failure:
-                    raise ArgoCDDeployFailed(failure, message=status.message)
+                    applied = status.health if status.came_up_degraded(revision, includes) else ""
+                    raise ArgoCDDeployFailed(failure, message=status.message, status=status, applied_health=applied)
                 last_status = status
                 delay = poll_seconds
             remaining = deadline - clock()

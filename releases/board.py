@@ -851,6 +851,9 @@ class _CellBuilder:
             rejections = [a for a in policy.approvals_of(promotion) if a.decision == ApprovalDecision.REJECT]
             who = f" by {rejections[0].user.get_username()}" if rejections else ""
             return f"rejected{who} {when}"
+        if promotion.state == PromotionState.FAILED and promotion.applied_health:
+            # Its manifests run there, unhealthy: not a failure that left the place as it was.
+            return f"{'rollback ' if promotion.is_rollback else ''}applied, came up {promotion.applied_health} {when}"
         if promotion.state == PromotionState.FAILED:
             return f"failed at {promotion.failed_step} {when}"
         if promotion.state == PromotionState.ROLLED_BACK:

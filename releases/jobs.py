@@ -26,11 +26,22 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from audit import log as audit
-from environments.argocd import ArgoCD, ArgoCDError, ArgoCDRefused, ArgoCDTimeout
+from environments.argocd import ArgoCD, ArgoCDDeployFailed, ArgoCDError, ArgoCDRefused, ArgoCDTimeout
 from nexo_portal.lib import context, metrics, tracing
 from nexo_portal.lib.errors import Unavailable
 
-from . import alerts, approval_notices, image_gate, notices, policy, pull_requests, steps, transitions, verification
+from . import (
+    alerts,
+    approval_notices,
+    argocd_health,
+    image_gate,
+    notices,
+    policy,
+    pull_requests,
+    steps,
+    transitions,
+    verification,
+)
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.github import GitHubError, GitHubUnavailable
@@ -367,6 +378,20 @@ def sync_promotion(promotion_id):
         if roll_back and transitions.rolls_back_automatically(promotion, "sync"):
             error += _terminate_stuck_sync(argocd, application, promotion, includes)
         _unless_moved_on(transitions.fail, promotion, "sync", error, roll_back=roll_back, from_states=SYNCING)
+        return
+    except ArgoCDDeployFailed as failure:
+        # Argo CD's last word on the place, which the reconciler leaves to this job while it syncs: where
+        # the release came up Degraded its manifests run, and the board must not show what ran before
+        # as Healthy.
+        argocd_health.note_in_place(promotion.service, promotion.environment, failure.status.health, timezone.now())
+        _unless_moved_on(
+            transitions.fail,
+            promotion,
+            "sync",
+            str(failure),
+            from_states=SYNCING,
+            applied_health=failure.applied_health,
+        )
         return
     except ArgoCDError as error:
         _unless_moved_on(transitions.fail, promotion, "sync", str(error), from_states=SYNCING)

@@ -498,6 +498,12 @@ class Promotion(models.Model):
     verification_status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
     failed_step = models.CharField(max_length=20, blank=True)
     error = models.TextField(blank=True)
+    applied_health = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="Its sync failed on the health its release came up with once Argo CD had applied its commit "
+        "(Degraded): its manifests run there, unhealthy. Empty otherwise.",
+    )
     slo_breached_at = models.DateTimeField(
         null=True, blank=True, help_text="When it was found active past its environment's target time (alerted once)."
     )

@@ -41,11 +41,23 @@ from redis.exceptions import RedisError
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
-from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health
+from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError
 from environments.models import ChangeFreeze, Environment
 from nexo_portal.lib import context, metrics
 
-from . import alerts, approval_notices, audit_watch, board, jobs, notices, pull_requests, slo, steps, transitions
+from . import (
+    alerts,
+    approval_notices,
+    argocd_health,
+    audit_watch,
+    board,
+    jobs,
+    notices,
+    pull_requests,
+    slo,
+    steps,
+    transitions,
+)
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
 from .models import PIPELINE, Deployment, Promotion, PromotionState, Release, RunStatus, Service, StepRun
@@ -61,12 +73,9 @@ STALL_AFTER = timedelta(minutes=2)
 # A build that waited for a freeze is looked for this long after the freeze ended, among the builds
 # deferred from this long before it began.
 AFTER_FREEZES = timedelta(days=1)
-HEALTH_LENGTH = Deployment._meta.get_field("health").max_length
 # Where a promotion rolls out the next release, what Argo CD reports is that rollout, not the release
 # the place's deployment names; the sync job records the health of the deployment it makes.
 ROLLING_OUT = [PromotionState.COMMITTED, PromotionState.SYNCING]
-# The healths of a place that serves badly or not at all: said as warnings, the rest as news.
-BROKEN_HEALTH = {Health.DEGRADED, Health.MISSING}
 
 
 def reconcile():
@@ -300,8 +309,7 @@ def refresh_argocd_health(now=None):
     """Ask Argo CD for the health of every application in one request, and write on each place's
     current deployment the health that changed. Returns the deployments written.
 
-    Only a change is written: an unchanged board keeps its rendered rows and answers 304
-    (releases/state.py), and `health_checked_at` says since when the health shown holds. Argo CD out
+    Only a change is written (releases/health.py, as a soak's sample writes what it saw). Argo CD out
     of reach or refusing is logged and the board keeps the health last seen; so does a place whose
     application Argo CD does not list. Applications of no place are not looked at.
     """
@@ -325,9 +333,7 @@ def refresh_argocd_health(now=None):
     except ArgoCDError as error:
         logger.warning("Argo CD health not refreshed this round (%s); the board keeps the health last seen", error)
         return []
-    reported = {
-        item["metadata"]["name"]: ApplicationStatus.from_application(item).health[:HEALTH_LENGTH] for item in listed
-    }
+    reported = {item["metadata"]["name"]: ApplicationStatus.from_application(item).health for item in listed}
     unlisted = sorted(set(places) - set(reported))
     if unlisted:
         logger.warning(
@@ -339,25 +345,7 @@ def refresh_argocd_health(now=None):
     changed = []
     for application, health in sorted(reported.items()):
         for deployment in places.get(application, []):
-            if deployment.health == health:
-                continue
-            # The row read before may be stale (a second reconciler in a rolling update, a deployment
-            # replaced meanwhile): the update decides, so a change is written and logged once.
-            written = (
-                Deployment.objects.filter(pk=deployment.pk, replaced_at__isnull=True)
-                .exclude(health=health)
-                .update(health=health, health_checked_at=now)
-            )
-            if written:
-                say = logger.warning if health in BROKEN_HEALTH else logger.info
-                say(
-                    "Argo CD reports %s %s in %s %s (it was %s)",
-                    deployment.service.name,
-                    deployment.release.version,
-                    deployment.environment.name,
-                    health,
-                    deployment.health or "not reported",
-                )
+            if argocd_health.note(deployment, health, now):
                 changed.append(deployment.pk)
     return changed
 

@@ -141,6 +141,8 @@ def steps(promotion, now, held_by_freeze=None):
     )
     if not sync_configured:
         sync.notes.append("Argo CD is not configured: the sync was not watched")
+    if promotion.applied_health:
+        sync.notes.append(f"Argo CD applied it, and it came up {promotion.applied_health}")
 
     deployment = getattr(promotion, "deployment", None) if promotion.deployed_at else None
     healthy = Step(

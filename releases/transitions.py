@@ -1174,7 +1174,7 @@ REFUSED_PATH = "through what refused the portal"
 
 
 @transaction.atomic
-def fail(promotion, step, error, *, from_states=None, roll_back=True, kept_because=REFUSED_PATH):
+def fail(promotion, step, error, *, from_states=None, roll_back=True, kept_because=REFUSED_PATH, applied_health=""):
     """Stop the promotion at `step` with `error`; roll back by itself where the policy says so.
 
     `from_states`: the states the caller's step may fail it from (a job that did not start the
@@ -1183,12 +1183,17 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True, kept_becau
     failure is a refusal of the very path a rollback would take (Argo CD refusing the portal's
     token), or says nothing against the release (a soak that could not measure it).
     Wherever the automation cannot finish, a hold on the place says why.
+    `applied_health`: the sync failed on the health its release came up with once Argo CD had applied
+    it (Degraded): its manifests run there, which the board and the page say. It is no deployment
+    (mark_deployed records those that came up healthy, which DORA counts, and whose rollback ends an
+    incident), so what ran before stays the place's deployment, with that health.
     """
     promotion = _locked(promotion)
     _expect(promotion, *(from_states or PromotionState.active()))
     promotion.state = PromotionState.FAILED
     promotion.failed_step = step
     promotion.error = error
+    promotion.applied_health = applied_health
     promotion.finished_at = timezone.now()
     steps.close(promotion.pk)  # it owes no more work
     if step == "sync":
@@ -1200,6 +1205,7 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True, kept_becau
             "state",
             "failed_step",
             "error",
+            "applied_health",
             "finished_at",
             "sync_status",
             "verification_status",
@@ -1215,6 +1221,7 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True, kept_becau
         f"{_describe(promotion)} failed at {step}: {error}"[:500],
         step=step,
         error=error,
+        **({"applied_health": applied_health} if applied_health else {}),
         **({"soak_results": verification.soak_results(promotion)} if step == "verification" else {}),
     )
 

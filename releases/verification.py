@@ -73,6 +73,7 @@ from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health, 
 from environments.probes import probe
 from environments.prometheus import Prometheus, PrometheusError
 
+from . import argocd_health
 from .gitops.repo import contains_commit
 from .models import CheckResult, Promotion, PromotionState, SampleCheck, VerificationSample
 
@@ -189,13 +190,13 @@ def observe(promotion, now=None):
         )
     argocd = ArgoCD.from_settings()
     if argocd:
-        samples.append(_argocd_sample(promotion, argocd, service.argocd_app(environment)))
+        samples.append(_argocd_sample(promotion, argocd, service.argocd_app(environment), now))
     for sample in samples:
         sample.taken_at = now  # one round, one time
     return samples
 
 
-def _argocd_sample(promotion, argocd, application):
+def _argocd_sample(promotion, argocd, application, now):
     sample = VerificationSample(promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target=application)
     try:
         status = ApplicationStatus.from_application(argocd.get_application(application))
@@ -203,6 +204,9 @@ def _argocd_sample(promotion, argocd, application):
         sample.ok, detail = None, f"{ERROR}{error}"
     else:
         sample.ok, detail = _judge_application(status, promotion.gitops_commit_sha)
+        # What Argo CD says of the place now, as a reconciler round would: the board shows the health
+        # the soak sees (a release gone Degraded in its soak is Degraded there, not Healthy as it synced).
+        argocd_health.note_in_place(promotion.service, promotion.environment, status.health, now)
     sample.detail = detail[:500]
     return sample
 

@@ -319,6 +319,7 @@ def test_a_degraded_application_reads_as_one_statement_from_the_resources_health
         f"deadline); the sync to {REVISION[:12]} itself succeeded."
     )
     assert raised.value.message == 'Deployment "nexo-be-develop" exceeded its progress deadline'
+    assert raised.value.applied_health == "Degraded", "its manifests were applied: they run, unhealthy"
 
 
 def test_a_degraded_application_without_health_messages_never_borrows_the_syncs_message(argocd_server, argocd, clock):
@@ -343,6 +344,7 @@ def test_a_failed_sync_fails_with_argocds_operation_message(argocd_server, argoc
 
     assert "phase Failed" in str(raised.value)
     assert "one or more objects failed to apply" in raised.value.message
+    assert raised.value.applied_health == "", "applying it failed"
 
 
 def test_a_sync_that_never_finishes_times_out_naming_the_last_state_seen(argocd_server, argocd, clock):

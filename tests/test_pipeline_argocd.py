@@ -465,3 +465,81 @@ def test_an_auto_sync_stuck_on_a_later_commit_containing_ours_is_terminated_and_
     assert rollback.state == PromotionState.VERIFIED, rollback.error
     assert pushed
     assert pushed[0] != bad.gitops_commit_sha
+
+
+def degraded_once_deployed(monkeypatch, application, version):
+    """The pods of `version` go Degraded once its sync is done (in its soak), and stay so whatever
+    Argo CD syncs next (a rollback's manifests apply, and come up Degraded too)."""
+    mark_deployed = transitions.mark_deployed
+
+    def and_then_degraded(promotion, **kwargs):
+        promotion = mark_deployed(promotion, **kwargs)
+        if promotion.release.version == version:
+            application.later_health = "Degraded"
+        return promotion
+
+    monkeypatch.setattr(transitions, "mark_deployed", and_then_degraded)
+
+
+def test_a_soak_and_a_rollback_that_came_up_degraded_leave_the_place_degraded_not_healthy(
+    pipeline, argocd, monkeypatch, viewer, client
+):
+    """The tester's bad day: the soak sees the release Degraded, the automatic rollback's manifests are
+    applied and come up Degraded too. The board and the matrix say what Argo CD last said, and the cell
+    says the rollback was applied, not that the failed release runs Healthy."""
+    from tests.history import cell_html
+
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    application = argocd.app("nexo-be-develop")
+    good = promote_to_develop(pipeline, service, "2026.02.1")
+    assert good.state == PromotionState.VERIFIED
+    degraded_once_deployed(monkeypatch, application, "2026.02.2")
+
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+
+    assert (bad.state, bad.failed_step) == (PromotionState.FAILED, "verification"), bad.error
+    assert "Argo CD reported nexo-be-develop Degraded" in bad.error
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert (rollback.state, rollback.failed_step) == (PromotionState.FAILED, "sync")
+    assert rollback.error.endswith(f"the sync to {rollback.gitops_commit_sha[:12]} itself succeeded.")
+    assert rollback.applied_health == "Degraded"
+    # No deployment of the rollback was recorded (it never came up healthy); the place's shows Degraded.
+    running = Deployment.objects.current().get()
+    assert (running.release.version, running.health) == ("2026.02.2", "Degraded")
+    assert running.health_checked_at is not None
+    client.force_login(viewer)
+    cell = cell_html(client.get("/"), "nexo-be", "develop")
+    assert ">Degraded</span>" in cell
+    assert ">Healthy</span>" not in cell
+    assert "2026.02.1</a> rollback applied, came up Degraded" in cell
+    [row] = client.get("/api/v1/matrix/").json()
+    assert row["environments"][0]["health"] == "Degraded"
+    assert "Argo CD applied it, and it came up Degraded" in client.get(rollback.get_absolute_url()).content.decode()
+
+
+def test_a_sync_that_came_up_degraded_where_people_decide_shows_the_place_degraded(pipeline, argocd, viewer, client):
+    """No rollback follows: Argo CD runs the new release's manifests, Degraded. What ran before stays
+    the place's deployment (the new one never came up healthy), with the health Argo CD reports now."""
+    from tests.history import cell_html
+
+    service = pipeline.add_service("nexo-be")
+    develop = pipeline.environments["develop"]
+    develop.rollback_on_failed_verification = False
+    develop.save()
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    application = argocd.app("nexo-be-develop")
+    assert promote_to_develop(pipeline, service, "2026.02.1").state == PromotionState.VERIFIED
+    application.outcome = Outcome.DEGRADED
+
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+
+    assert (bad.state, bad.failed_step, bad.applied_health) == (PromotionState.FAILED, "sync", "Degraded")
+    running = Deployment.objects.current().get()
+    assert (running.release.version, running.health) == ("2026.02.1", "Degraded")
+    client.force_login(viewer)
+    cell = cell_html(client.get("/"), "nexo-be", "develop")
+    assert ">Degraded</span>" in cell
+    assert "2026.02.2</a> applied, came up Degraded" in cell

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from environments.models import Environment
 from nexo_portal.lib.dates import exact_time
-from releases import transitions
+from releases import argocd_health, transitions
 from releases.models import Deployment
 from releases.reconciler import reconcile, refresh_argocd_health
 from tests.factories import make_release, make_service
@@ -173,7 +173,7 @@ def test_a_place_gone_degraded_or_missing_is_a_warning_and_its_recovery_is_logge
     argocd_server.app("nexo-be-develop", later_health="Missing")
     argocd_server.app("nexo-be-qa")
 
-    with caplog.at_level(logging.INFO, logger="releases.reconciler"):
+    with caplog.at_level(logging.INFO, logger="releases.argocd_health"):
         refresh_argocd_health()
     [missing] = caplog.records
     assert (missing.levelno, missing.getMessage()) == (
@@ -183,10 +183,22 @@ def test_a_place_gone_degraded_or_missing_is_a_warning_and_its_recovery_is_logge
 
     caplog.clear()
     argocd_server.app("nexo-be-develop", later_health="")
-    with caplog.at_level(logging.INFO, logger="releases.reconciler"):
+    with caplog.at_level(logging.INFO, logger="releases.argocd_health"):
         refresh_argocd_health()
     [healthy] = caplog.records
     assert (healthy.levelno, healthy.getMessage()) == (
         logging.INFO,
         "Argo CD reports nexo-be 2026.02.1 in develop Healthy (it was Missing)",
     )
+
+
+def test_a_health_seen_before_the_one_written_does_not_overwrite_it(running):
+    """A soak's sample and a round may write in either order: the later observation stands."""
+    qa = deployment_in("qa")
+    seen = timezone.now()
+    assert argocd_health.note(qa, "Degraded", seen)
+
+    assert not argocd_health.note(deployment_in("qa"), "Healthy", seen - timedelta(seconds=5))
+
+    assert (deployment_in("qa").health, deployment_in("qa").health_checked_at) == ("Degraded", seen)
+    assert argocd_health.note(deployment_in("qa"), "Healthy", seen + timedelta(seconds=5))

@@ -11,6 +11,7 @@ from audit.models import AuditAction, AuditEvent
 from releases import verification
 from releases.jobs import verify_promotion
 from releases.models import (
+    Deployment,
     Hold,
     Promotion,
     PromotionKind,
@@ -21,7 +22,7 @@ from releases.models import (
     VerificationSample,
 )
 from tests.factories import make_release, make_service
-from tests.history import ran
+from tests.history import cell_html, ran
 
 pytestmark = pytest.mark.django_db
 
@@ -526,3 +527,24 @@ def test_the_promotion_page_says_which_revision_ran_instead_of_this_releases(arg
 
     assert f"runs {before}, not this release&#x27;s commit {ours}" in page, "the sample, in the table and chart"
     assert f"Argo CD found nexo-be-qa running {before}, not this release&#x27;s commit {ours}" in page
+
+
+def test_what_a_sample_finds_is_the_health_the_board_shows_at_once(argocd_soak, viewer, client):
+    """The soak's Argo CD samples are observations of the place, as a reconciler round's list is: a
+    release gone Degraded in its soak is Degraded on the board, not Healthy as it synced."""
+    limits(argocd_soak, failure_limit=1)
+    soaking = Deployment.objects.get(promotion=argocd_soak["promotion"])
+    Deployment.objects.filter(pk=soaking.pk).update(health="Healthy")
+    client.force_login(viewer)
+    argocd_soak["application"].reported_health = "Degraded"
+
+    assert sample_round(argocd_soak).state == PromotionState.VERIFYING
+
+    soaking.refresh_from_db()
+    assert soaking.health == "Degraded"
+    assert soaking.health_checked_at is not None
+    assert ">Degraded</span>" in cell_html(client.get("/"), "nexo-be", "qa")
+
+    argocd_soak["application"].reported_health = ""
+    assert sample_round(argocd_soak).state == PromotionState.VERIFYING
+    assert ">Healthy</span>" in cell_html(client.get("/"), "nexo-be", "qa")
