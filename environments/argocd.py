@@ -100,6 +100,16 @@ class ArgoCDUnavailable(ArgoCDError):
     def is_operation_in_progress(self):
         return self.code == GrpcCode.FAILED_PRECONDITION and OPERATION_IN_PROGRESS in self.message
 
+    @property
+    def trouble(self):
+        """(what is wrong, why) in a few words: ("Argo CD unreachable", "connection refused"), ("Argo CD
+        failing", "HTTP 503: …"), ("Argo CD busy with another operation", Argo CD's words)."""
+        if self.http_status is None:
+            return "Argo CD unreachable", self.message
+        if self.is_operation_in_progress:
+            return "Argo CD busy with another operation", self.message
+        return "Argo CD failing", f"HTTP {self.http_status}" + (f": {self.message}" if self.message else "")
+
 
 class ArgoCDRefused(ArgoCDError):
     """Argo CD refused the portal (401, 403, 404, another 4xx) or is not what ARGOCD_URL points at; the

@@ -350,16 +350,20 @@ def sync_promotion(promotion_id):
     application = promotion.service.argocd_app(promotion.environment)
     auto_sync = promotion.environment.argocd_auto_sync
     includes = contains_commit(promotion.gitops_commit_sha)
+    timeout = settings.ARGOCD_SYNC_TIMEOUT_SECONDS
+    waiting = _SyncTrouble(promotion, timezone.now() + timedelta(seconds=timeout))
     try:
         status = argocd.wait_until_deployed(
             application,
             promotion.gitops_commit_sha,
-            timeout=settings.ARGOCD_SYNC_TIMEOUT_SECONDS,
+            timeout=timeout,
             poll_seconds=settings.ARGOCD_POLL_SECONDS,
             auto_sync=auto_sync,
             # Argo CD reports the branch head it compared with, after a manual sync too: a later commit
             # (another service's promotion) that contains ours, Synced, runs ours.
             includes=includes,
+            on_retry=waiting.retrying,
+            on_status=waiting.answered,
         )
     except ArgoCDRefused as refusal:
         # The path a rollback would take has just refused the portal: a hold says what to fix.
@@ -397,6 +401,39 @@ def sync_promotion(promotion_id):
         _unless_moved_on(transitions.fail, promotion, "sync", str(error), from_states=SYNCING)
         return
     _unless_moved_on(transitions.mark_deployed, promotion, health=status.health, argocd_sync_id=status.sync_id)
+
+
+class _SyncTrouble:
+    """While the sync step asks Argo CD again and again (out of reach, failing, busy with another
+    operation), its run says so, which the promotion page shows as it shows the commit step's retries,
+    and the log says when it began and ended: without it the page said only "Argo CD sync current"
+    for up to ARGOCD_SYNC_TIMEOUT_SECONDS."""
+
+    def __init__(self, promotion, deadline):
+        self.promotion = promotion
+        self.deadline = deadline
+        self.since = None
+        self.said = ""
+
+    def retrying(self, error, delay):
+        self.since = self.since or timezone.now()
+        what, why = error.trouble
+        note = (
+            f"{what} since {timezone.localtime(self.since):%H:%M:%S} ({why}); asking again until "
+            f"{timezone.localtime(self.deadline):%H:%M:%S}"
+        )
+        if note != self.said:  # once per trouble, not at every try
+            self.said = note
+            logger.warning("The sync of promotion %s waits: %s", self.promotion.pk, note)
+            steps.note_trouble(self.promotion.pk, Step.SYNC, note)
+
+    def answered(self, status):
+        if self.since is None:
+            return
+        seconds = round((timezone.now() - self.since).total_seconds())
+        logger.info("Argo CD answers again for promotion %s after %s s: %s", self.promotion.pk, seconds, self.said)
+        self.since, self.said = None, ""
+        steps.note_trouble(self.promotion.pk, Step.SYNC, "")
 
 
 def _terminate_stuck_sync(argocd, application, promotion, includes):

@@ -201,6 +201,19 @@ def finish(run, status, error=""):
     )
 
 
+def note_trouble(promotion_id, step, text):
+    """Say on the promotion's run of `step` that this worker is running what holds it up now (Argo CD out
+    of reach while the sync waits for it), or "" once it no longer does: the promotion page lists it
+    with the runs that went wrong. The run's end writes its own outcome over it. Best effort: the
+    database out of reach costs only the note."""
+    try:
+        StepRun.objects.filter(
+            promotion_id=promotion_id, step=step, status=RunStatus.RUNNING, worker=worker_name()
+        ).exclude(error=text).update(error=text[:2000])
+    except DatabaseError as error:
+        logger.warning("Could not note on the %s step of promotion %s that %s: %s", step, promotion_id, text, error)
+
+
 def note_interruption(run, error):
     """The database is out of reach: say why in Redis, so the reconciler counts it as transient."""
     try:

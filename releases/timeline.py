@@ -68,8 +68,9 @@ def _status(done, current=False, failed=False, stopped=False):
     return SKIPPED if stopped else PENDING
 
 
-def steps(promotion, now, held_by_freeze=None):
-    """`held_by_freeze`: the freeze its GitOps commit waits for (policy.freeze_holding), if any."""
+def steps(promotion, now, held_by_freeze=None, held_up=()):
+    """`held_by_freeze`: the freeze its GitOps commit waits for (policy.freeze_holding), if any.
+    `held_up`: what holds the current step up, in words, said under it."""
     state = promotion.state
     stopped = state in STOPPED_BEFORE_COMMIT or state == PromotionState.FAILED
     failed_step = promotion.failed_step if state in (PromotionState.FAILED, PromotionState.ROLLED_BACK) else ""
@@ -183,7 +184,12 @@ def steps(promotion, now, held_by_freeze=None):
         outcome = Step("outcome", promotion.get_state_display(), SKIPPED, promotion.finished_at)
     else:
         outcome = Step("outcome", "Verified", PENDING)
-    return [requested, approvals, commit, sync, healthy, soaking, outcome]
+    timeline = [requested, approvals, commit, sync, healthy, soaking, outcome]
+    for step in timeline:
+        if step.status == CURRENT:
+            step.notes.extend(held_up)
+            break
+    return timeline
 
 
 def sample_summary(samples):

@@ -229,14 +229,24 @@ def _promotion_context(request, pk):
         "held_by_freeze": held_by_freeze,
         "hold_liftable_by": policy.who_may_request(promotion.service, promotion.environment) if hold else "",
         "runs": runs,
-        "troubled_runs": [run for run in runs if run.status in (RunStatus.CRASHED, RunStatus.RETRY)],
+        # And a run that says what holds it up now (Argo CD out of reach while the sync waits).
+        "troubled_runs": [
+            run
+            for run in runs
+            if run.status in (RunStatus.CRASHED, RunStatus.RETRY) or (run.status == RunStatus.RUNNING and run.error)
+        ],
         "next_try": next(
             (run.run_after for run in runs if run.status == RunStatus.QUEUED and run.run_after > now), None
         ),
         "max_crashes": settings.PIPELINE_MAX_CRASHES,
         "retry_minutes": round(settings.PIPELINE_RETRY_SECONDS / 60),
         "promotion": promotion,
-        "steps": timeline.steps(promotion, now, held_by_freeze),
+        "steps": timeline.steps(
+            promotion,
+            now,
+            held_by_freeze,
+            held_up=[run.error for run in runs if run.status == RunStatus.RUNNING and run.error],
+        ),
         "soak": timeline.soak(promotion, now),
         "samples": samples,
         "sample_summary": timeline.sample_summary(samples),

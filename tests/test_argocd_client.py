@@ -846,3 +846,22 @@ def test_same_revision_compares_full_and_abbreviated_shas():
     assert same_revision(REVISION[:7], REVISION)
     assert not same_revision(REVISION, fake_sha("other"))
     assert not same_revision("", REVISION)
+
+
+@pytest.mark.parametrize(
+    ("details", "trouble"),
+    [
+        ({"message": "connection refused"}, ("Argo CD unreachable", "connection refused")),
+        (
+            {"http_status": 503, "code": 14, "message": "connection error"},
+            ("Argo CD failing", "HTTP 503: connection error"),
+        ),
+        ({"http_status": 502}, ("Argo CD failing", "HTTP 502")),
+        (
+            {"http_status": 400, "code": 9, "message": "another operation is already in progress"},
+            ("Argo CD busy with another operation", "another operation is already in progress"),
+        ),
+    ],
+)
+def test_a_transient_error_says_what_is_wrong_in_a_few_words(details, trouble):
+    assert ArgoCDUnavailable("Could not reach Argo CD.", **details).trouble == trouble

@@ -1,14 +1,27 @@
 """The sync step against a server speaking Argo CD's API (it cannot run here): real worker, Git and PostgreSQL."""
 
 import contextlib
+import logging
+import re
 import threading
+import time
 
 import pytest
 
 from audit.models import AuditAction, AuditEvent
 from releases import transitions
 from releases.gitops.repo import GitOpsRepository, contains_commit
-from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepStatus
+from releases.models import (
+    Deployment,
+    Hold,
+    Promotion,
+    PromotionKind,
+    PromotionState,
+    RunStatus,
+    Step,
+    StepRun,
+    StepStatus,
+)
 from tests.factories import make_release
 from tests.servers.argocd import Outcome
 
@@ -543,3 +556,46 @@ def test_a_sync_that_came_up_degraded_where_people_decide_shows_the_place_degrad
     cell = cell_html(client.get("/"), "nexo-be", "develop")
     assert ">Degraded</span>" in cell
     assert "2026.02.2</a> applied, came up Degraded" in cell
+
+
+def test_argo_cd_out_of_reach_during_the_sync_is_said_on_the_promotion_page_and_in_the_log(
+    pipeline, argocd, settings, viewer, client, caplog
+):
+    """The sync step asks again until ARGOCD_SYNC_TIMEOUT_SECONDS: meanwhile the page says why it waits,
+    as the commit step's retries do, instead of an Argo CD sync merely "current"."""
+    from django.db import connection
+
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 60
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    argocd.app("nexo-be-develop")
+    argocd.stop()
+    client.force_login(viewer)
+    seen = {}
+
+    def look_while_it_is_away():
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not seen:
+                run = StepRun.objects.filter(step=Step.SYNC, status=RunStatus.RUNNING).exclude(error="").first()
+                if run is not None:
+                    seen["page"] = client.get(f"/promotions/{run.promotion_id}/").content.decode()
+                time.sleep(0.05)
+        finally:
+            argocd.start()
+            connection.close()
+
+    watcher = threading.Thread(target=look_while_it_is_away)
+    watcher.start()
+    with caplog.at_level(logging.INFO, logger="releases.jobs"):
+        promotion = promote_to_develop(pipeline, service, "2026.02.1")
+    watcher.join()
+
+    assert promotion.state == PromotionState.VERIFIED, promotion.error
+    said = r"Argo CD unreachable since \d\d:\d\d:\d\d \(connection refused\); asking again until \d\d:\d\d:\d\d"
+    assert re.search(said, seen.get("page", "")), "the promotion page, while Argo CD is away"
+    logged = [record.getMessage() for record in caplog.records if record.name == "releases.jobs"]
+    assert any(re.search(said, line) for line in logged), logged
+    assert any("Argo CD answers again" in line for line in logged), logged
+    assert not StepRun.objects.filter(step=Step.SYNC).exclude(error="").exists(), "nothing wrong once it answered"
