@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import threading
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 
@@ -262,6 +263,59 @@ class Lease:
                     return  # ended by a transition, or taken over after the lease ran out
         finally:
             connection.close()  # this thread's own connection
+
+
+# --- what holds a step up, for the promotion's page ------------------------------------------------------
+
+
+@dataclass
+class HeldUp:
+    """What the promotion page says of the step a promotion is at: its last try, when that went wrong
+    (crashed, or a transient error) and it is tried again, and why it is late, in words."""
+
+    last_try: StepRun | None = None
+    why: list = field(default_factory=list)
+
+
+def held_up(promotion, runs, now):
+    """What holds up the step `promotion` is at, from its `runs` (oldest first, as the page loads them).
+
+    Late is OVERDUE_AFTER past its time, as for the reconciler: a queued run no worker took (all of
+    them killed, or RQ's scheduler gone with its worker and no reconciler), a running run whose worker
+    stopped renewing its lease, and a soak past its verdict's time (its last round runs at
+    `verdict_at`). A running run may also say what it waits for (Argo CD out of reach).
+    """
+    current = next((run for run in reversed(runs) if run.status in RunStatus.open()), None)
+    if current is None or not promotion.is_active:
+        return HeldUp()
+    held = HeldUp()
+    tried = [
+        run
+        for run in runs
+        if run.step == current.step and run.status not in RunStatus.open() and run.started_at is not None
+    ]
+    if tried and tried[-1].status in (RunStatus.CRASHED, RunStatus.RETRY):
+        held.last_try = tried[-1]
+    late = now - OVERDUE_AFTER
+    if promotion.state == PromotionState.VERIFYING and promotion.verdict_at and promotion.verdict_at < late:
+        held.why.append(f"verdict overdue since {_said(promotion.verdict_at, now)}")
+    if current.status == RunStatus.QUEUED and current.run_after < late:
+        held.why.append(f"no worker has taken this step since {_said(current.run_after, now)}")
+    if current.status == RunStatus.RUNNING and current.lease_expires_at and current.lease_expires_at < now:
+        renewed = current.lease_expires_at - lease()
+        held.why.append(
+            f"no worker has worked on this step since {_said(renewed, now)} "
+            f"({current.worker} stopped renewing its lease)"
+        )
+    elif current.status == RunStatus.RUNNING and current.error:
+        held.why.append(current.error)  # what the step itself said it waits for (jobs.sync_promotion)
+    return held
+
+
+def _said(moment, now):
+    """A moment as a sentence of the page says it: the time today, the date too before."""
+    local = timezone.localtime(moment)
+    return f"{local:%H:%M:%S}" if local.date() == timezone.localtime(now).date() else f"{local:%Y-%m-%d %H:%M}"
 
 
 def consecutive(promotion_id, step, status):

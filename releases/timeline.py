@@ -186,8 +186,8 @@ def steps(promotion, now, held_by_freeze=None, held_up=()):
         outcome = Step("outcome", "Verified", PENDING)
     timeline = [requested, approvals, commit, sync, healthy, soaking, outcome]
     for step in timeline:
-        if step.status == CURRENT:
-            step.notes.extend(held_up)
+        if step.status == CURRENT and held_up:
+            step.notes.append("; ".join(held_up))
             break
     return timeline
 

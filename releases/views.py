@@ -37,6 +37,7 @@ from . import (
     shipping,
     slo,
     state,
+    steps,
     timeline,
     transitions,
     waiting,
@@ -224,11 +225,13 @@ def _promotion_context(request, pk):
     # (jobs.commit_promotion).
     held = promotion.state in (PromotionState.APPROVED, PromotionState.COMMITTING)
     held_by_freeze = policy.freeze_holding(promotion) if held else None
+    held_up = steps.held_up(promotion, runs, now)
     return {
         "hold": hold,
         "held_by_freeze": held_by_freeze,
         "hold_liftable_by": policy.who_may_request(promotion.service, promotion.environment) if hold else "",
         "runs": runs,
+        "held_up": held_up,
         # And a run that says what holds it up now (Argo CD out of reach while the sync waits).
         "troubled_runs": [
             run
@@ -241,12 +244,7 @@ def _promotion_context(request, pk):
         "max_crashes": settings.PIPELINE_MAX_CRASHES,
         "retry_minutes": round(settings.PIPELINE_RETRY_SECONDS / 60),
         "promotion": promotion,
-        "steps": timeline.steps(
-            promotion,
-            now,
-            held_by_freeze,
-            held_up=[run.error for run in runs if run.status == RunStatus.RUNNING and run.error],
-        ),
+        "steps": timeline.steps(promotion, now, held_by_freeze, held_up=held_up.why),
         "soak": timeline.soak(promotion, now),
         "samples": samples,
         "sample_summary": timeline.sample_summary(samples),

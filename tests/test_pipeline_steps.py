@@ -311,3 +311,74 @@ def test_a_freeze_changed_wakes_the_commits_waiting_for_a_freeze_but_not_a_retry
     assert woken.run_after <= timezone.now()
     assert open_run(retrying) == backoff  # untouched: its backoff and its retry clock are its own
     assert open_run(retrying).troubled_since == backoff.troubled_since
+
+
+# --- what the promotion page says of a step no worker carries on ----------------------------------------
+
+
+def test_a_soak_no_worker_carried_on_says_on_its_page_that_its_verdict_is_overdue(environments, viewer, client):
+    """Its worker was SIGKILLed during the soak and none runs: the window ended 50 s ago, the last
+    round was due 55 s ago. The page says so, not only "20 s of 20 s, 0 s left"."""
+    from tests.factories import make_service
+    from tests.history import ran
+
+    now = timezone.now()
+    soaking = ran(
+        make_release(make_service("nexo-be", team="backend-team"), "2026.02.1"),
+        environments["develop"],
+        state=PromotionState.VERIFYING,
+        at=now - timedelta(seconds=75),
+        verification_started_at=now - timedelta(seconds=70),
+        verdict_at=now - timedelta(seconds=50),
+    )
+    round_due = steps.schedule(soaking, Step.VERIFY, at=now - timedelta(seconds=55))
+    client.force_login(viewer)
+
+    page = client.get(soaking.get_absolute_url()).content.decode()
+
+    overdue = f"{timezone.localtime(soaking.verdict_at):%H:%M:%S}"
+    untaken = f"{timezone.localtime(round_due.run_after):%H:%M:%S}"
+    assert f"verdict overdue since {overdue}; no worker has taken this step since {untaken}" in page
+    assert "data-held-up" in page.split('<div class="columns">')[0], "the header says it too"
+
+
+def test_a_soak_on_time_says_nothing_is_late(environments, viewer, client):
+    from tests.factories import make_service
+    from tests.history import ran
+
+    now = timezone.now()
+    soaking = ran(
+        make_release(make_service("nexo-be", team="backend-team"), "2026.02.1"),
+        environments["develop"],
+        state=PromotionState.VERIFYING,
+        at=now - timedelta(seconds=15),
+        verification_started_at=now - timedelta(seconds=10),
+        verdict_at=now + timedelta(seconds=10),
+    )
+    steps.schedule(soaking, Step.VERIFY, at=now + timedelta(seconds=5))
+    client.force_login(viewer)
+
+    page = client.get(soaking.get_absolute_url()).content.decode()
+
+    assert "overdue" not in page
+    assert "no worker" not in page
+    assert "data-held-up" not in page
+
+
+def test_a_commit_whose_worker_was_killed_says_in_its_header_what_its_runs_say(pipeline, viewer, client):
+    """The reconciler ended the run of the killed worker as crashed and scheduled the next; no worker
+    took it. The header does not say only "Committing" above a runs table saying "Crashed"."""
+    promotion = transitions.start_commit(develop_promotion(pipeline))
+    run = steps.claim(open_run(promotion).pk)  # a worker took it, then was SIGKILLed
+    assert jobs.end_abandoned(run, now=later(seconds=31))
+    StepRun.objects.filter(status=RunStatus.QUEUED).update(run_after=later(minutes=-1))
+    client.force_login(viewer)
+
+    page = client.get(promotion.get_absolute_url()).content.decode()
+
+    header = page.split('<div class="columns">')[0]
+    assert 'data-state="committing"' in header
+    assert 'data-last-try="crashed"' in header
+    assert "last try crashed" in header
+    assert "data-held-up" in header
+    assert "no worker has taken this step since" in page
