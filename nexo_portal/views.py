@@ -14,6 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from releases.metrics import PipelineCollector
+from releases.worker import live_workers
 
 from .lib import api, metrics
 from .lib.queues import redis_connection
@@ -23,13 +24,15 @@ from .lib.queues import redis_connection
 @require_GET
 @never_cache
 def health(request):
-    """Open to anyone: says whether the database and Redis answer, nothing more.
+    """Open to anyone: says whether the database and Redis answer, and how many workers are alive.
 
     503 only when the database does not answer: that is when a load balancer should send
     people elsewhere. Without Redis the pages and the API still work (transitions leave the
-    next job to the reconciler), so the portal stays in service and says it is degraded.
+    next job to the reconciler), so the portal stays in service and says it is degraded. No
+    worker alive (`workers`: 0; null without Redis) changes neither: this may be the web's liveness
+    probe, and restarting the web brings no worker back. Operators watch `nexo_workers` on /metrics.
     """
-    checks = {}
+    checks, workers = {}, None
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -37,12 +40,16 @@ def health(request):
     except Exception:
         checks["database"] = "unavailable"
     try:
-        redis_connection().ping()
+        redis = redis_connection()
+        redis.ping()
         checks["redis"] = "ok"
+        workers = live_workers(redis)
     except Exception:
         checks["redis"] = "unavailable"
     status = "unavailable" if checks["database"] != "ok" else "ok" if checks["redis"] == "ok" else "degraded"
-    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "unavailable" else 200)
+    return JsonResponse(
+        {"status": status, "checks": checks, "workers": workers}, status=503 if status == "unavailable" else 200
+    )
 
 
 @login_not_required

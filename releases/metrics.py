@@ -17,7 +17,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from environments.models import Environment
 from nexo_portal.lib import metrics, queues
 
-from . import slo
+from . import slo, worker
 from .models import Promotion, PromotionState
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ def promotion_ended(promotion):
 
 
 class PipelineCollector:
-    """Active promotions by environment and state, and the job queue: waiting, scheduled, running and
-    failed jobs; read from PostgreSQL and Redis at each scrape."""
+    """Active promotions by environment and state, the job queue (waiting, scheduled, running and
+    failed jobs) and the workers alive; read from PostgreSQL and Redis at each scrape."""
 
     def collect(self):
         yield from self._promotions()
@@ -85,3 +85,11 @@ class PipelineCollector:
         for status, count in figures.items():
             family.add_metric([queue.name, status], count)
         yield family
+        try:
+            alive = worker.live_workers(queue.connection)
+        except RedisError as error:
+            logger.warning("/metrics could not count the workers: %s", error)
+            return
+        yield GaugeMetricFamily(
+            "nexo_workers", f"RQ workers alive now (heard from in the last {worker.ALIVE_SECONDS} s).", value=alive
+        )

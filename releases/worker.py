@@ -1,10 +1,14 @@
-"""The RQ worker the portal runs (settings.RQ["WORKER_CLASS"], so `manage.py rqworker` uses it)."""
+"""The RQ worker the portal runs (settings.RQ["WORKER_CLASS"], so `manage.py rqworker` uses it), and
+how many of them are alive."""
 
+import contextlib
 import ctypes
 import gc
+import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from django.db import close_old_connections
@@ -12,7 +16,17 @@ from redis.exceptions import RedisError
 from rq.job import JobStatus
 from rq.worker import SimpleWorker
 
-from nexo_portal.lib import context, metrics, tracing
+from nexo_portal.lib import context, metrics, queues, tracing
+
+logger = logging.getLogger(__name__)
+
+# Each worker says it is alive every ALIVE_EVERY seconds (its name in a sorted set, scored by the time
+# it said so), and counts as alive for ALIVE_SECONDS after. RQ's own registry keeps a SIGKILLed worker
+# listed until its key expires: up to 8 min later when it was idle, an hour (the job timeout) when it
+# was running a job, which is when it matters.
+ALIVE_KEY = "nexo:workers-alive"
+ALIVE_EVERY = 10
+ALIVE_SECONDS = 30
 
 _frozen = False
 _children_stop_with_it = False
@@ -67,6 +81,48 @@ def stop_children_with_this_process():
     _children_stop_with_it = True
 
 
+def say_alive(connection, name, at=None):
+    """Note that the worker `name` is alive at `at` (now), and forget those silent for a day."""
+    at = time.time() if at is None else at
+    pipeline = connection.pipeline()
+    pipeline.zadd(ALIVE_KEY, {name: at})
+    pipeline.zremrangebyscore(ALIVE_KEY, "-inf", at - 86400)
+    pipeline.execute()
+
+
+def live_workers(connection=None):
+    """How many workers said they were alive in the last ALIVE_SECONDS. Raises RedisError."""
+    connection = connection or queues.redis_connection()
+    return connection.zcount(ALIVE_KEY, time.time() - ALIVE_SECONDS, "+inf")
+
+
+class _Alive(threading.Thread):
+    """Says the worker is alive from a thread of its own, whatever its job does, until it stops."""
+
+    def __init__(self, connection, name):
+        super().__init__(name="worker-alive", daemon=True)
+        self.connection, self.worker = connection, name
+        self.stopped = threading.Event()
+
+    def run(self):
+        while True:
+            # Redis away: the worker says it lost Redis, and counts again once Redis is back.
+            with contextlib.suppress(RedisError):
+                say_alive(self.connection, self.worker)
+            if self.stopped.wait(ALIVE_EVERY):
+                return
+
+    def stop(self):
+        self.stopped.set()
+        self.join(timeout=ALIVE_EVERY)  # not forever behind a Redis that does not answer
+        try:
+            self.connection.zrem(ALIVE_KEY, self.worker)
+        except RedisError as error:
+            logger.warning(
+                "Worker %s could not say it stopped (%s); it stops counting in %s s", self.worker, error, ALIVE_SECONDS
+            )
+
+
 class PortalWorker(SimpleWorker):
     """Runs each job in the worker's own process instead of a freshly forked one, and outlives Redis.
 
@@ -79,7 +135,8 @@ class PortalWorker(SimpleWorker):
     RQ's worker quits when Redis goes away in the middle of its loop; this one waits for Redis to
     answer again (backing off up to a minute) and goes back to work. It also looks for RQ's
     scheduler every MAINTENANCE_SECONDS rather than every ten minutes, so that when the worker
-    running it dies another takes over as soon as its lock expires.
+    running it dies another takes over as soon as its lock expires. From a thread of its own it says
+    it is alive while it works (`live_workers`: /metrics' nexo_workers, /healthz).
     """
 
     MAINTENANCE_SECONDS = 30
@@ -93,6 +150,14 @@ class PortalWorker(SimpleWorker):
         burst = kwargs.get("burst", args[0] if args else False)
         if not burst:  # a burst starts no scheduler process (and tests run bursts in their own process)
             stop_children_with_this_process()
+        alive = _Alive(self.connection, self.name)
+        alive.start()
+        try:
+            return self._work_through_redis_outages(args, kwargs, burst)
+        finally:
+            alive.stop()
+
+    def _work_through_redis_outages(self, args, kwargs, burst):
         wait = 1.0
         while True:
             try:

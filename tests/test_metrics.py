@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,29 @@ def test_jobs_are_counted_by_how_they_ended(transactional_db, redis_connection, 
     worker.work(burst=True)
     assert sample("nexo_jobs_total", job=job, outcome="failed") == failed + 1
     assert sample("nexo_jobs_total", job=job, outcome="finished") == finished + 1
+
+
+def test_metrics_count_the_workers_alive_not_those_gone_silent(client, db, redis_connection, metrics_token):
+    """A SIGKILLed worker stays in RQ's own registry until its key expires (up to its job timeout
+    later): the portal counts those heard from in the last seconds."""
+    from releases import worker
+
+    worker.say_alive(redis_connection, "alive")
+    worker.say_alive(redis_connection, "killed", at=time.time() - worker.ALIVE_SECONDS - 1)
+
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+
+    assert "nexo_workers 1.0" in text
+
+
+def test_a_working_worker_is_counted_alive_and_not_once_it_stopped(pipeline):
+    import django_rq
+
+    from releases import worker
+
+    job = django_rq.get_queue("default").enqueue("releases.worker.live_workers")
+    pipeline.run_jobs()
+
+    job.refresh()
+    assert job.return_value() == 1, "the worker that ran it"
+    assert worker.live_workers() == 0, "a worker that stopped says so"

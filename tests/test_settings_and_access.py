@@ -78,7 +78,7 @@ def test_the_wsgi_process_loads_every_view_and_freezes_its_start_up_objects_out_
 def test_health_endpoint_is_open_and_reports_database_and_redis(client, redis_connection):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}, "workers": 0}
 
 
 @pytest.mark.django_db
@@ -86,7 +86,22 @@ def test_health_endpoint_stays_in_service_but_says_degraded_when_redis_is_down(c
     settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "degraded", "checks": {"database": "ok", "redis": "unavailable"}}
+    assert response.json() == {
+        "status": "degraded",
+        "checks": {"database": "ok", "redis": "unavailable"},
+        "workers": None,
+    }
+
+
+@pytest.mark.django_db
+def test_health_endpoint_counts_the_workers_alive_without_going_out_of_service_when_none_is(client, redis_connection):
+    """/healthz may be the web's liveness probe: no worker is for operators to see, not a reason to
+    restart the web."""
+    from releases import worker
+
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}, "workers": 0}
+    worker.say_alive(redis_connection, "rq-worker-1")
+    assert client.get("/healthz").json()["workers"] == 1
 
 
 def test_production_redirects_plain_http_and_asks_for_hsts_but_not_for_the_health_probe():
