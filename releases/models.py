@@ -758,14 +758,23 @@ class DeploymentQuerySet(models.QuerySet):
             # Deployments of one service are recorded one at a time, so "the one before" is exact.
             Service.objects.select_for_update().filter(pk=service.pk).first()
             place = self.in_place(service, environment)
-            before = place.filter(deployed_at__lte=deployed_at).order_by("-deployed_at", "-id").first()
+            # Locked: the reconciler's far-behind flag moves from it to the new current deployment below,
+            # and an update of that flag running meanwhile must see it moved, not write it behind us.
+            before = (
+                place.filter(deployed_at__lte=deployed_at).order_by("-deployed_at", "-id").select_for_update().first()
+            )
             after = place.filter(deployed_at__gt=deployed_at).order_by("deployed_at", "id").first()
             is_rollback, is_change = self.classify(
                 release, environment, deployed_at, before=before, declared_rollback=is_rollback
             )
+            # A place far behind the first environment stays so across a promotion: the crossing belongs to
+            # the place, so it follows the current deployment, and the reconciler ends it (or keeps it) once.
+            far_behind_since = None
             if before is not None:
+                if after is None:
+                    far_behind_since, before.far_behind_since = before.far_behind_since, None
                 before.replaced_at = deployed_at
-                before.save(update_fields=["replaced_at"])
+                before.save(update_fields=["replaced_at", "far_behind_since"])
             deployment = self.create(
                 service=service,
                 environment=environment,
@@ -778,6 +787,7 @@ class DeploymentQuerySet(models.QuerySet):
                 deployed_at=deployed_at,
                 replaced_at=after.deployed_at if after else None,
                 health=health,
+                far_behind_since=far_behind_since,
             )
             if after is not None and not after.is_rollback and after.is_change != (after.release_id != release.pk):
                 after.is_change = after.release_id != release.pk
@@ -822,6 +832,7 @@ class Deployment(models.Model):
         max_length=150, blank=True, help_text="The tag the GitOps repo holds when it differs from this deployment."
     )
     drift_detected_at = models.DateTimeField(null=True, blank=True)
+    # The place's crossing, not this deployment's: record() moves it to the deployment that replaces this one.
     far_behind_since = models.DateTimeField(
         null=True,
         blank=True,

@@ -374,7 +374,9 @@ def builds_behind_first():
 def detect_far_behind(now=None):
     """Flag each place more builds behind the first environment than its environment's drift_alert_builds:
     audited and said in Slack once per crossing; the flag goes when it is back within the limit (or the
-    limit is turned off), audited once too. Returns the deployments flagged now."""
+    limit is turned off), audited once too. The crossing is the place's: a promotion there carries the flag
+    to the new deployment (Deployment.objects.record), so a newer build ends it here and one still far
+    behind continues it. Returns the deployments flagged now."""
     now = now or timezone.now()
     flagged = []
     for deployment, (behind, first) in builds_behind_first().items():
@@ -412,7 +414,8 @@ def detect_far_behind(now=None):
 def _back_within_limit(deployment, behind, first, threshold):
     """Take the far-behind flag down and audit it: the log says when the crossing ended, not only when
     it began. The update decides, as for the flag: a second reconciler that read the same flag (two run
-    for a moment in a rolling update) takes down nothing and records nothing."""
+    for a moment in a rolling update), or a round that read a deployment replaced since (the flag moved
+    to the new one), takes down nothing and records nothing."""
     since = deployment.far_behind_since
     with transaction.atomic():
         audit.lock_chain()

@@ -182,3 +182,59 @@ def test_qa_behind_develop_says_it_once_where_its_neighbour_is_the_first_environ
     body = client.get("/api/v1/matrix/", HTTP_AUTHORIZATION=f"Bearer {plain}").json()
     cells = {c["environment"]: c for c in body[0]["environments"]}
     assert (cells["qa"]["drift"], cells["qa"]["far_behind"]) == ("29 builds behind develop: worth a promotion", True)
+
+
+def test_a_promotion_back_within_the_limit_ends_the_crossing_once_naming_the_new_release(issue_scenario):
+    """The usual end of a crossing: a newer build promoted there. It makes a new deployment, and the
+    flag stayed on the one it replaced, where nothing looked at it: the end went unrecorded."""
+    env, releases = issue_scenario["env"], issue_scenario["releases"]
+    detect_far_behind()
+    since = Deployment.objects.current().get(environment=env["production"]).far_behind_since
+
+    ran(releases[35], env["production"])
+    detect_far_behind()
+    detect_far_behind()
+
+    [back] = AuditEvent.objects.filter(action=AuditAction.DRIFT_BACK_WITHIN_LIMIT)
+    assert (back.service, back.environment, back.version) == ("nexo-be", "production", "2026.03.35")
+    assert back.data["far_behind_since"] == DjangoJSONEncoder().default(since)
+    assert back.data["builds_behind"] == 1
+    assert not Deployment.objects.filter(environment=env["production"], far_behind_since__isnull=False).exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the worker sends the notices the rounds committed
+def test_a_promotion_still_far_behind_continues_the_crossing_without_a_new_alert(
+    issue_scenario, slack_server, django_capture_on_commit_callbacks
+):
+    env, releases = issue_scenario["env"], issue_scenario["releases"]
+    with django_capture_on_commit_callbacks(execute=True):
+        detect_far_behind()
+    since = Deployment.objects.current().get(environment=env["production"]).far_behind_since
+
+    ran(releases[10], env["production"])  # 26 builds behind develop: still more than 20
+    with django_capture_on_commit_callbacks(execute=True):
+        assert detect_far_behind() == []
+
+    assert AuditEvent.objects.filter(action=AuditAction.DRIFT_FAR_BEHIND, environment="production").count() == 1
+    assert not AuditEvent.objects.filter(action=AuditAction.DRIFT_BACK_WITHIN_LIMIT).exists()
+    assert Deployment.objects.current().get(environment=env["production"]).far_behind_since == since
+    pipeline_runs_the_alerts()
+    assert len([m for m in slack_server.messages if "in production" in m["text"]]) == 1
+
+
+def test_a_reconciler_that_read_the_place_before_a_promotion_records_the_end_once(issue_scenario, monkeypatch):
+    env, releases = issue_scenario["env"], issue_scenario["releases"]
+    detect_far_behind()
+    env["production"].drift_alert_builds = 40
+    env["production"].save()
+    seen = builds_behind_first()  # production 2026.03.7 flagged, now within 40
+    ran(releases[35], env["production"])
+    monkeypatch.setattr(reconciler, "builds_behind_first", lambda: seen)
+    detect_far_behind()
+    monkeypatch.undo()
+
+    detect_far_behind()
+
+    [back] = AuditEvent.objects.filter(action=AuditAction.DRIFT_BACK_WITHIN_LIMIT)
+    assert back.version == "2026.03.35"
+    assert not Deployment.objects.filter(environment=env["production"], far_behind_since__isnull=False).exists()
