@@ -390,9 +390,12 @@ def detect_far_behind(now=None):
             continue  # flagged at this crossing already
         with transaction.atomic():
             audit.lock_chain()
-            if not Deployment.objects.filter(pk=deployment.pk, far_behind_since__isnull=True).update(
-                far_behind_since=now
-            ):
+            # Still current: a promotion since the round read it started the new deployment unflagged,
+            # and the next round flags that one, the place's crossing, once.
+            flagging = Deployment.objects.filter(
+                pk=deployment.pk, replaced_at__isnull=True, far_behind_since__isnull=True
+            )
+            if not flagging.update(far_behind_since=now):
                 continue
             audit.record(
                 AuditAction.DRIFT_FAR_BEHIND,

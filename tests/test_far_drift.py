@@ -222,6 +222,23 @@ def test_a_promotion_still_far_behind_continues_the_crossing_without_a_new_alert
     assert len([m for m in slack_server.messages if "in production" in m["text"]]) == 1
 
 
+def test_a_reconciler_that_read_the_place_before_a_promotion_flags_it_once(issue_scenario, monkeypatch):
+    """A round reads the deployments, a promotion replaces one, the round goes on with what it read: the
+    flag must not land on the replaced deployment, or the new one is flagged (and alerted) again."""
+    env, releases = issue_scenario["env"], issue_scenario["releases"]
+    seen = builds_behind_first()
+    ran(releases[10], env["production"])
+    monkeypatch.setattr(reconciler, "builds_behind_first", lambda: seen)
+    detect_far_behind()
+    monkeypatch.undo()
+
+    detect_far_behind()
+
+    [far] = AuditEvent.objects.filter(action=AuditAction.DRIFT_FAR_BEHIND, environment="production")
+    assert far.version == "2026.03.10"
+    assert Deployment.objects.filter(environment=env["production"], far_behind_since__isnull=False).count() == 1
+
+
 def test_a_reconciler_that_read_the_place_before_a_promotion_records_the_end_once(issue_scenario, monkeypatch):
     env, releases = issue_scenario["env"], issue_scenario["releases"]
     detect_far_behind()
