@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
-from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError
+from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, SyncStatus
 from environments.models import ChangeFreeze, Environment
 from nexo_portal.lib import context, metrics
 
@@ -309,9 +309,11 @@ def refresh_argocd_health(now=None):
     """Ask Argo CD for the health of every application in one request, and write on each place's
     current deployment the health that changed. Returns the deployments written.
 
-    Only a change is written (releases/health.py, as a soak's sample writes what it saw). Argo CD out
-    of reach or refusing is logged and the board keeps the health last seen; so does a place whose
-    application Argo CD does not list. Applications of no place are not looked at.
+    Only a change is written (releases/argocd_health.py, as a soak's sample writes what it saw). Argo CD
+    out of reach or refusing is logged and the board keeps the health last seen; so does a place whose
+    application Argo CD does not list, or lists out of sync: what runs there is then not what the
+    GitOps branch says (an `argocd app rollback`, a change not synced yet), and its health may be
+    another release's. Applications of no place are not looked at.
     """
     argocd = ArgoCD.from_settings()
     if argocd is None:
@@ -329,18 +331,28 @@ def refresh_argocd_health(now=None):
     if not places:
         return []
     try:
-        listed = argocd.list_applications(fields=["metadata.name", "status.health.status"])
+        listed = argocd.list_applications(fields=["metadata.name", "status.health.status", "status.sync.status"])
     except ArgoCDError as error:
         logger.warning("Argo CD health not refreshed this round (%s); the board keeps the health last seen", error)
         return []
-    reported = {item["metadata"]["name"]: ApplicationStatus.from_application(item).health for item in listed}
-    unlisted = sorted(set(places) - set(reported))
+    statuses = {item["metadata"]["name"]: ApplicationStatus.from_application(item) for item in listed}
+    unlisted = sorted(set(places) - set(statuses))
     if unlisted:
         logger.warning(
             "Argo CD lists no application %s (it is missing, or the portal's token may not read it); "
             "the board keeps the health last seen there",
             ", ".join(unlisted),
         )
+    out_of_sync = sorted(
+        name for name in places if name in statuses and statuses[name].sync_status != SyncStatus.SYNCED
+    )
+    if out_of_sync:
+        logger.info(
+            "Argo CD reports %s out of sync: what runs there may not be what the portal deployed, so the board "
+            "keeps the health last seen there",
+            ", ".join(out_of_sync),
+        )
+    reported = {name: status.health for name, status in statuses.items() if status.sync_status == SyncStatus.SYNCED}
     now = now or timezone.now()
     changed = []
     for application, health in sorted(reported.items()):

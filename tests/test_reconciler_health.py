@@ -60,7 +60,7 @@ def test_a_round_shows_an_application_gone_degraded_after_it_was_verified(runnin
     assert ">Healthy</span>" in cell_html(board, "nexo-be", "develop")
     assert len(list_requests(argocd_server)) == 1, "one list for every place, not a request per application"
     assert argocd_server.requests[0].query["fields"] == [
-        "metadata.resourceVersion,items.metadata.name,items.status.health.status"
+        "metadata.resourceVersion,items.metadata.name,items.status.health.status,items.status.sync.status"
     ]
 
 
@@ -94,6 +94,7 @@ def test_a_round_that_finds_every_health_unchanged_writes_nothing(running, argoc
     with CaptureQueriesContext(connection) as queries:
         assert refresh_argocd_health() == []
 
+    assert len(list_requests(argocd_server)) == 1  # it did ask, and found nothing new
     assert [query["sql"] for query in queries if not query["sql"].startswith("SELECT")] == []
     assert {deployment_in(name).health_checked_at for name in ("develop", "qa")} == {None}
 
@@ -202,3 +203,22 @@ def test_a_health_seen_before_the_one_written_does_not_overwrite_it(running):
 
     assert (deployment_in("qa").health, deployment_in("qa").health_checked_at) == ("Degraded", seen)
     assert argocd_health.note(deployment_in("qa"), "Healthy", seen + timedelta(seconds=5))
+
+
+def test_an_application_out_of_sync_is_not_taken_for_the_release_the_portal_deployed(running, argocd_server, caplog):
+    """After an `argocd app rollback` the health Argo CD reports is the older revision's: written on the
+    portal's deployment, the board would show the release that was taken out as Healthy."""
+    Deployment.objects.filter(environment__name="qa").update(health="Degraded")
+    argocd_server.app("nexo-be-develop")
+    application = argocd_server.app("nexo-be-qa").deployed("1" * 40, "2" * 40)
+    application.rollback(application.history[0]["id"], by="sre@nexo.example")
+    while application.in_progress():
+        application.advance()
+
+    with caplog.at_level(logging.INFO, logger="releases.reconciler"):
+        assert refresh_argocd_health() == []
+
+    assert deployment_in("qa").health == "Degraded"
+    [skipped] = [record for record in caplog.records if "out of sync" in record.getMessage()]
+    assert "nexo-be-qa" in skipped.getMessage()
+    assert "the board keeps the health last seen" in skipped.getMessage()
