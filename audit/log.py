@@ -36,7 +36,9 @@ What can honestly be claimed, and what cannot:
   database: a row saying so could be changed or deleted, even a signed one, and after every seal
   was emptied and history rewritten, the next event the portal seals would make the rewrite look
   like events from before seals existed. Checkpoints could say it too, but only as long as they
-  are there to be read.
+  are there to be read. A log that starts with events without a seal, up to its first sealed one,
+  while AUDIT_SEALED_FROM is not set, is what an upgrade without it looks like, and also what
+  stripping the oldest seals looks like: a break that says which id to set in the first case.
 - A break, once investigated, can be acknowledged (`manage.py acknowledge_audit_break`): a sealed
   event naming who and why, and a fingerprint of each problem found, of the rows or anchor it is
   about as they are. Later verifications leave those problems out, so the chain is checkpointed
@@ -353,6 +355,9 @@ def verify_chain(anchors=(), key=None):
     # Whoever owns the tables can empty every seal; where seals began is therefore said outside them.
     sealed_from = settings.AUDIT_SEALED_FROM
     first_sealed_found = False
+    # The first event with a seal, and the last of those without one before it: the shape of a log begun
+    # before seals existed, or of one whose oldest seals were stripped.
+    first_with_seal = last_seal_less = None
     bad_seals, bad_seals_uncounted, run = [], 0, None
     # (event id, problem, reason, fingerprint) in the order they are reported, once the acknowledgments,
     # which come after what they acknowledge, are known.
@@ -387,6 +392,11 @@ def verify_chain(anchors=(), key=None):
         if run is not None:
             run.update(f"{event.pk}:{event.hash}:{event.seal}\n".encode())
         first_sealed_found = first_sealed_found or event.pk == sealed_from
+        if first_with_seal is None:
+            if event.seal:
+                first_with_seal = event.pk
+            else:
+                last_seal_less = event.pk
         if event.pk in anchored_ids:
             found[event.pk] = event.hash
         first_id = first_id or event.pk
@@ -415,8 +425,11 @@ def verify_chain(anchors=(), key=None):
     if vouching and all(fingerprint in acknowledged for *_, fingerprint in found_problems):
         report.vouched_through, report.vouched_by = vouching[-1].event_id, vouching[-1].source
         report.unvouched = AuditEvent.objects.filter(id__gt=report.vouched_through).count()
+    unsealed_prefix = None
+    if not sealed_from and last_seal_less is not None and sealed_since is not None and first_with_seal == sealed_since:
+        unsealed_prefix = (first_id, last_seal_less, sealed_since)
     for event_id, stripped, seals in bad_seals:
-        kind, reason = _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching)
+        kind, reason = _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching, unsealed_prefix)
         # Not the kind: a checkpoint taken since turns "forged" into "edited", and the run is still the same.
         found_problems.append((event_id, kind, reason, _fingerprint("seals", event_id, seals.hexdigest())))
     if sealed_from and not first_sealed_found:
@@ -443,15 +456,21 @@ def _fingerprint(problem, event_id, *state):
     return hashlib.sha256("\n".join(str(part) for part in (problem, event_id, *state)).encode()).hexdigest()[:32]
 
 
-def _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching):
+def _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching, unsealed_prefix=None):
     """(problem, reason) for a run of events whose seals fail, from `event_id` on; `stripped`: it has none;
-    `vouching`: the anchors that hold. Under one of them the seal was changed, not the event appended."""
+    `vouching`: the anchors that hold. Under one of them the seal was changed, not the event appended.
+    `unsealed_prefix`: (first, last, first sealed) when the log starts with events without a seal, up to its
+    first sealed event, and AUDIT_SEALED_FROM is not set."""
     if sealed_since is None and not stripped:
         return FORGED, (
             "no event's seal checks from here on: AUDIT_CHECKPOINT_KEY is not the key the portal sealed them "
             "with, or they were all written by someone without it"
         )
     source = next((anchor.source for anchor in vouching if anchor.event_id >= event_id), None)
+    if unsealed_prefix is not None and unsealed_prefix[0] == event_id:
+        # What a log begun before seals looks like once upgraded without AUDIT_SEALED_FROM: still a break, as
+        # stripping the oldest seals looks the same, but one that says how to tell and what to do.
+        return (EDITED if source else FORGED), _unsealed_prefix_reason(*unsealed_prefix)
     if source is not None:
         return EDITED, (
             f"its seal {'was removed' if stripped else 'does not match its hash'} although {source} vouches for "
@@ -468,6 +487,18 @@ def _seal_problem(event_id, stripped, sealed_since, sealed_from, vouching):
     return FORGED, (
         "its seal is not the portal's: it was appended, or rewritten with every hash after it, by someone "
         "who could write to the database but does not hold AUDIT_CHECKPOINT_KEY"
+    )
+
+
+def _unsealed_prefix_reason(first, last, first_sealed):
+    if first == last:
+        events, them, their = f"event {first} carries no seal and comes", "it", "its seal was"
+    else:
+        events, them, their = f"events {first}–{last} carry no seal and all come", "them", "their seals were"
+    return (
+        f"{events} before the first sealed event {first_sealed}: if this installation recorded {them} before "
+        f"seals existed (before the portal's audit migration 0008_auditevent_seal), set "
+        f"AUDIT_SEALED_FROM={first_sealed} (docs/deploy.md); otherwise {their} stripped: investigate"
     )
 
 

@@ -385,17 +385,67 @@ def test_events_from_before_seals_are_checked_by_chain_and_anchors_only(witness,
     assert verify(witness).problem == audit.EDITED  # unsealed after a sealed one, under a checkpoint
 
 
-@pytest.mark.parametrize("written_on", [0, 1], ids=["as-left", "portal-wrote-on"])
-def test_a_rewrite_under_stripped_seals_is_found_even_without_a_witness(written_on):
+@pytest.mark.parametrize(
+    ("written_on", "said"),
+    [
+        (0, "it has no seal, yet the portal sealed every event it recorded"),
+        (1, "otherwise their seals were stripped: investigate"),
+    ],
+    ids=["as-left", "portal-wrote-on"],
+)
+def test_a_rewrite_under_stripped_seals_is_found_even_without_a_witness(written_on, said):
     """Without their seals every event would pass for one from before seals existed, and a rewrite with
-    recomputed hashes would hold together, the more so once the portal seals its next event on top."""
+    recomputed hashes would hold together, the more so once the portal seals its next event on top (which
+    makes it look like a log begun before seals: the break says both)."""
     events = record_some(4)
     tamper("UPDATE audit_auditevent SET seal = ''", [])
     recompute_from(events[1].pk, actor="mallory")
     record_some(written_on)
     report = audit.verify_chain()
     assert (report.problem, report.broken_at) == (audit.FORGED, events[0].pk)
-    assert "it has no seal, yet the portal sealed every event it recorded" in report.reason
+    assert said in report.reason
+
+
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["no-witness", "checkpointed"])
+def test_a_log_begun_before_seals_without_AUDIT_SEALED_FROM_says_which_id_to_set_or_to_investigate(
+    witness, settings, checkpointed
+):
+    """An installation upgraded from a portal that sealed its events, but not its oldest ones, without
+    AUDIT_SEALED_FROM: a break (seals stripped from the oldest events look the same), but one that says
+    what to set if they are from before seals, and what to do if not."""
+    events = record_some(5)
+    tamper("UPDATE audit_auditevent SET seal = '' WHERE id < %s", [events[2].pk])
+    if checkpointed:
+        checkpoint(witness)
+    report = verify(witness)
+    assert report.broken_at == events[0].pk
+    assert report.problem == (audit.EDITED if checkpointed else audit.FORGED)
+    assert report.reason == (
+        f"events {events[0].pk}–{events[1].pk} carry no seal and all come before the first sealed event "
+        f"{events[2].pk}: if this installation recorded them before seals existed (before the portal's audit "
+        f"migration 0008_auditevent_seal), set AUDIT_SEALED_FROM={events[2].pk} (docs/deploy.md); otherwise "
+        "their seals were stripped: investigate"
+    )
+    assert report.later == []
+
+    settings.AUDIT_SEALED_FROM = events[2].pk
+    assert verify(witness).ok
+
+
+@pytest.mark.parametrize(
+    "other",
+    ["a wrong seal among them", "AUDIT_SEALED_FROM already set"],
+)
+def test_only_seal_less_events_before_the_first_sealed_one_are_said_to_be_perhaps_from_before_seals(settings, other):
+    events = record_some(5)
+    tamper("UPDATE audit_auditevent SET seal = '' WHERE id < %s", [events[3].pk])
+    if other == "a wrong seal among them":
+        tamper("UPDATE audit_auditevent SET seal = %s WHERE id = %s", ["0" * 64, events[1].pk])
+    else:
+        settings.AUDIT_SEALED_FROM = events[1].pk
+    report = audit.verify_chain()
+    assert not report.ok
+    assert "AUDIT_SEALED_FROM=" not in report.summary()
 
 
 def test_seals_stripped_under_a_checkpoint_are_a_break_too(witness):
