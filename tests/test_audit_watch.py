@@ -7,6 +7,7 @@ from datetime import timedelta
 import django_rq
 import git
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -262,3 +263,43 @@ def test_each_reconciler_round_runs_the_watch_at_its_interval(witness, gitops, s
     settings.AUDIT_VERIFY_SECONDS = 0
     assert "3 events checked" in reconcile()["audit_chain"]
     assert len(checkpoint_commits(gitops)) == 2
+
+
+# The last migration of a portal whose verifications were not signed yet.
+BEFORE_SIGNED_VERIFICATIONS = "0021_drift_back_within_limit_action"
+
+
+def upgrade_from_before_signed_verifications():
+    """Migrate the audit app back to before verifications were signed, which drops the row's MAC, and
+    forward again, as the release step of an upgrade does."""
+    try:
+        call_command("migrate", "audit", BEFORE_SIGNED_VERIFICATIONS, verbosity=0)
+    finally:
+        call_command("migrate", "audit", verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upgrading_keeps_a_known_break_known_and_when_it_began(settings):
+    settings.AUDIT_WITNESS = ""
+    events = record(4)
+    tamper("UPDATE audit_auditevent SET message = 'typo fixed' WHERE id = %s", [events[1].pk])
+    alerts = []
+    days_ago = timezone.now() - timedelta(days=3)
+    known = checkpoints.watch(alert=alerts.append, now=days_ago)
+    assert (known.problem, alerts) == (audit.EDITED, [known.summary])
+
+    upgrade_from_before_signed_verifications()
+
+    after = checkpoints.watch(alert=alerts.append)
+    assert (after.problem, after.broken_since) == (audit.EDITED, days_ago)
+    assert len(alerts) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upgrade_migrated_without_the_key_leaves_the_last_verification_unsigned(settings):
+    settings.AUDIT_WITNESS = ""
+    record(2)
+    checkpoints.watch()
+    settings.AUDIT_CHECKPOINT_KEY = ""
+    upgrade_from_before_signed_verifications()
+    assert ChainVerification.objects.values_list("mac", flat=True).get() == ""
