@@ -9,7 +9,8 @@ A checkpoint is one line, written to the log output (logger `audit.checkpoints`)
 write to (a Git branch, a file, a log store) cannot be given a checkpoint the portal did not make.
 
 The watch keeps its last result, what it alerted included, in ChainVerification, with an HMAC made
-the same way: a row changed without the key is not believed (`signed_by_portal`).
+the same way: a row changed without the key is not believed (`signed_by_portal`), neither by the
+watch nor by the audit page.
 
 The witness is the class AUDIT_WITNESS names by its dotted path, as Django names its backends, so
 this app imports none of the apps that can reach one (releases.gitops.witness writes to the GitOps

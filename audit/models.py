@@ -134,7 +134,8 @@ class ChainVerification(models.Model):
     What the audit page shows ("chain verified at …"), and what decides whether a break is news
     (alerted once, `alerted` holding what was alerted: the first problem's place and a digest of
     the later ones) or already known, and whether the next run is due. A row whose `mac` does not
-    check was changed by someone without the key, and the watch treats it as missing.
+    check was changed by someone without the key: the watch treats it as missing, and the audit
+    page does not show what it says.
     """
 
     checked_at = models.DateTimeField()

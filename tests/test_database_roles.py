@@ -111,6 +111,35 @@ def test_what_the_runtime_role_writes_into_the_last_verification_neither_silence
     assert len(alerts) == 1  # once, as ever
 
 
+def test_what_the_runtime_role_writes_into_the_last_verification_is_not_shown_as_the_portals(
+    as_runtime, settings, client, viewer
+):
+    """Someone using the runtime role (without the key) marks a broken chain's last verification intact and
+    fresh: the audit page says the row is not the portal's, not that the chain holds."""
+    settings.AUDIT_WITNESS = ""
+    head = [audit.record(AuditAction.RELEASE_REGISTERED, actor="ci", version=f"2026.02.{n}") for n in (1, 2)][-1]
+    forged = AuditEvent(created_at=timezone.now(), action=AuditAction.PROMOTION_APPROVED, actor="mallory")
+    forged.previous_hash = head.hash
+    forged.hash = audit.compute_hash(head.hash, forged.hashed_fields())
+    as_runtime.execute(
+        "INSERT INTO audit_auditevent (created_at, action, actor, service, environment, version, message, data,"
+        " previous_hash, hash, seal) VALUES (%s, %s, 'mallory', '', '', '', '', '{}', %s, %s, '')",
+        [forged.created_at, forged.action, forged.previous_hash, forged.hash],
+    )
+    assert not checkpoints.watch().ok
+    as_runtime.execute(
+        "UPDATE audit_chainverification SET ok = true, problem = '', broken_at = NULL, broken_since = NULL,"
+        " summary = 'The audit chain is intact.', checked_at = now()"
+    )
+
+    client.force_login(viewer)
+    page = client.get("/audit/").content.decode()
+    assert "The last verification on record is not signed by the portal: it may have been altered" in page
+    assert f"the next check, within {settings.RECONCILE_SECONDS} seconds, replaces it" in page
+    assert "Chain verified at" not in page
+    assert "intact" not in page
+
+
 @pytest.fixture
 def portal_as_runtime_role(pipeline):
     """The portal itself (web code, jobs, the worker) connected as the runtime role; the owner again after."""
