@@ -4,19 +4,19 @@ Every sample is stored (VerificationSample), so the verdict is taken on the whol
 and the promotion page can show what was seen. The verdict at the end of the window:
 
 - error rate (Prometheus): the samples above the threshold stay within the environment's
-  failure limit, and at least one sample had data — NaN (no traffic), an empty result or a
-  Prometheus error is "no data", never a pass;
+  failure limit, and at least one sample during the window had data — NaN (no traffic) or an
+  empty result is "no data", a Prometheus error an "error", never a pass;
 - health and smoke URLs: the non-2xx answers of each URL stay within the failure limit;
 - Argo CD: a sample is OK when the application runs this promotion's GitOps commit, or a later
   commit of the branch containing it (Argo CD reports what the branch resolved to; the sync step's
   rule, ApplicationStatus.runs), and is Healthy. The samples that found it Degraded or Missing stay
-  within the failure limit, and at least one sample was OK: Unknown, Progressing and Suspended
-  judge nothing and are no data, as NaN is for the error rate. A sample that found another revision
-  running ("runs 1a2b3c4d5e6f, not this release's commit 9f8e7d6c5b4a": an `argocd app rollback`,
-  a sync to another revision) fails the soak at once, whatever the failure limit, since every
-  sample after it measures that revision; and it is held, not rolled back automatically
-  (found_another_revision). Git unable to tell whether a later revision contains ours is a
-  measurement error;
+  within the failure limit, and at least one sample during the window was OK: Unknown, Progressing
+  and Suspended judge nothing and are no data, as NaN is for the error rate. A sample that found
+  another revision running ("runs 1a2b3c4d5e6f, not this release's commit 9f8e7d6c5b4a": an
+  `argocd app rollback`, a sync to another revision) fails the soak at once, whatever the failure
+  limit, since every sample after it measures that revision; and it is held, not rolled back
+  automatically (found_another_revision). Git unable to tell whether a later revision contains
+  ours is a measurement error;
 - CI checks the environment requires (e2e, performance, security…): the latest result
   reported for this release there passed.
 
@@ -35,6 +35,13 @@ or two rounds taken either side of a gap. (CI results alone are not sampled and 
 A slot of the grid keeps one round (`take_round`): a second run of the step in it — a worker
 whose lease expired while it sampled, and the run the reconciler started in its place — drops
 its own, which would count a failure twice against the limit and fill a gap in the rounds.
+
+"During the window" leaves out a check's first sample once others followed it, when there is a
+window: the first round is taken the instant the deployment became healthy, which the sync step
+had seen already. A soak whose
+every later sample failed to be taken (Argo CD answering 503 for the rest of it, within the
+consecutive error limit) measured nothing and does not pass on that first one: it fails as not
+measured, and is held rather than rolled back (found_nothing_against).
 
 With none of these configured the window is only a timer, and the promotion says so
 ("not configured") instead of claiming it passed.
@@ -370,19 +377,41 @@ def _limits_passed(promotion, samples):
     return passed
 
 
+def _during_window(promotion, series):
+    """The samples of a check that measured the soak's window: all but the first, once others followed it.
+
+    The first round is taken the instant the deployment became healthy, which the sync step had seen
+    already: a soak whose every later sample failed to be taken (Argo CD answering 503 for the rest of
+    the window, within the consecutive error limit) measured nothing, and must not pass on that one.
+    Without a window the one round is the soak; a soak that failed fast at its first round has only it."""
+    return series[1:] if promotion.verification_window and len(series) > 1 else series
+
+
+def _measured(kind, samples):
+    """Whether these samples judged the check: any with data; for Argo CD, one that found the release
+    running, Healthy (found only Degraded or Missing, within the failure limit, it never was)."""
+    if kind == SampleCheck.ARGOCD_HEALTH:
+        return any(sample.ok for sample in samples)
+    return any(sample.ok is not None for sample in samples)
+
+
 def soak_results(promotion):
     """The soak's verdict on each check it sampled, for the audit record: `passed` (failures, if any,
-    within the limits), `failed` (a limit passed) or `no_data` (no sample measured anything).
-    Keys name the check: `soak:error_rate`, `soak:argocd_health`, `soak:health_url:<url>`."""
+    within the limits), `failed` (a limit passed, or Argo CD never found it Healthy) or `no_data` (no
+    sample measured anything during the window). Keys name the check: `soak:error_rate`,
+    `soak:argocd_health`, `soak:health_url:<url>`."""
     samples = list(promotion.samples.all())
     over_limit = _limits_passed(promotion, samples)
     results = {}
     for (kind, target), series in _series(samples).items():
         name = f"soak:{kind}" + (f":{target}" if target else "")
+        during = _during_window(promotion, series)
         if (kind, target) in over_limit:
             results[name] = "failed"
-        elif all(sample.ok is None for sample in series):
+        elif all(sample.ok is None for sample in during):
             results[name] = "no_data"
+        elif not _measured(kind, during):
+            results[name] = "failed"
         else:
             results[name] = "passed"
     return results
@@ -504,7 +533,7 @@ def verdict(promotion):
         if rates and not with_data and not promotion.verification_window and all(_waited(s) for s in rates):
             # A policy without a soak (rollbacks, say): a rate has had no time to measure anything.
             reasons.append(f"error rate not judged: no soak here for {_kind_of(promotion)}, and a rate needs time")
-        elif not with_data:
+        elif not _measured(SampleCheck.ERROR_RATE, _during_window(promotion, rates)):
             passed = False
             last = rates[-1].detail if rates else "no sample was taken"
             reasons.append(f"no error-rate data during the window ({last})")
@@ -528,17 +557,20 @@ def verdict(promotion):
 
     if checks["argocd"] and (SampleCheck.ARGOCD_HEALTH, "") not in over_limit:
         observed = series.get((SampleCheck.ARGOCD_HEALTH, ""), [])
+        during = _during_window(promotion, observed)
         unhealthy = [s for s in observed if s.ok is False]
-        if observed and all(s.ok is None for s in observed):
-            # Fewer errors than the consecutive error limit, but no answer at all (a short window, an
-            # application renamed or deleted in Argo CD), or only a health that judges nothing (Unknown,
-            # Progressing): as for the error rate, no data is never a pass.
+        if observed and not _measured(SampleCheck.ARGOCD_HEALTH, during):
+            # Fewer errors than the consecutive error limit, but no answer during the window (a short
+            # window, an application renamed or deleted in Argo CD, argocd-server restarting), or only a
+            # health that judges nothing (Unknown, Progressing), or Degraded within the failure limit:
+            # as for the error rate, no data is never a pass, nor is the OK sample of the first round alone.
             passed = False
             last = observed[-1]
-            if all(s.detail.startswith(ERROR) for s in observed):
-                reasons.append(f"Argo CD never answered for {last.target} during the window ({last.detail})")
+            at_start = ", only at its start" if observed[0].ok and len(during) < len(observed) else ""
+            if all(s.detail.startswith(ERROR) for s in during):
+                reasons.append(f"Argo CD never answered for {last.target} during the window{at_start} ({last.detail})")
             else:
-                reasons.append(f"Argo CD never found {last.target} Healthy during the window ({last.detail})")
+                reasons.append(f"Argo CD never found {last.target} Healthy during the window{at_start} ({last.detail})")
         elif unhealthy:
             reasons.append(f"{_failed(SampleCheck.ARGOCD_HEALTH, observed, unhealthy)}, {tolerated}")
 

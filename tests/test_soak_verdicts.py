@@ -501,6 +501,75 @@ def test_a_soak_argo_cd_never_found_healthy_is_not_measured_and_holds_the_place(
     assert "as the soak could not measure it, which says nothing against it" in hold.reason
 
 
+def test_a_soak_argo_cd_answered_only_at_its_start_is_not_measured_and_holds_the_place(argocd_soak, argocd_server):
+    """Healthy at the instant of deployment, as the sync step saw it, then 503 to everything: one error,
+    within the consecutive error limit, and one OK sample that measured nothing of the window. No pass,
+    and nothing against the release either: held, not rolled back."""
+    limits(argocd_soak, verification_window=timedelta(seconds=30), sample_interval_seconds=30)
+    assert sample_round(argocd_soak).state == PromotionState.VERIFYING
+    argocd_server.unavailable_for(3600)
+    verdict_due(argocd_soak)
+
+    failed = sample_round(argocd_soak)
+
+    assert [ok for ok, _ in argocd_samples(failed)] == [True, None]
+    assert failed.state == PromotionState.FAILED
+    assert "Argo CD never answered for nexo-be-qa during the window, only at its start (error: " in failed.error
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    hold = Hold.objects.active().get(service=failed.service, environment=argocd_soak["qa"])
+    assert "as the soak could not measure it, which says nothing against it" in hold.reason
+    event = AuditEvent.objects.get(promotion_id=failed.pk, action=AuditAction.PROMOTION_FAILED)
+    assert event.data["soak_results"]["soak:argocd_health"] == "no_data"
+
+
+def test_a_soak_argo_cd_answered_during_its_window_passes_despite_errors_within_the_limit(argocd_soak, argocd_server):
+    limits(argocd_soak, verification_window=timedelta(seconds=60), sample_interval_seconds=30)
+    sample_round(argocd_soak)
+    sample_round(argocd_soak)
+    argocd_server.unavailable_for(3600)
+    verdict_due(argocd_soak)
+
+    verified = sample_round(argocd_soak)
+
+    assert verified.state == PromotionState.VERIFIED, verified.error
+    assert [ok for ok, _ in argocd_samples(verified)] == [True, True, None]
+
+
+def test_a_soak_argo_cd_found_only_degraded_within_the_failure_limit_does_not_pass(argocd_soak):
+    """The failure limit tolerates a Degraded sample among Healthy ones; it does not make a pass of a
+    window in which Argo CD never found the release Healthy."""
+    limits(argocd_soak, failure_limit=2, verification_window=timedelta(seconds=30), sample_interval_seconds=30)
+    argocd_soak["application"].reported_health = "Degraded"
+    sample_round(argocd_soak)
+    verdict_due(argocd_soak)
+
+    failed = sample_round(argocd_soak)
+
+    assert argocd_samples(failed) == [(False, "Degraded"), (False, "Degraded")]
+    assert failed.state == PromotionState.FAILED
+    assert "Argo CD never found nexo-be-qa Healthy during the window (Degraded)" in failed.error
+    event = AuditEvent.objects.get(promotion_id=failed.pk, action=AuditAction.PROMOTION_FAILED)
+    assert event.data["soak_results"]["soak:argocd_health"] == "failed"
+
+
+def test_an_error_rate_measured_only_at_the_soaks_start_is_no_data_during_the_window(soak):
+    qa, service = soak["qa"], soak["promotion"].service
+    ran(make_release(service, "2026.02.1"), qa, at=timezone.now() - timedelta(days=1))
+    limits(soak, verification_window=timedelta(seconds=30), sample_interval_seconds=30)
+    soak["prometheus"].answer_value(0.0)
+    sample_round(soak)
+    soak["prometheus"].answer_error(503, "unavailable", "the TSDB is not ready")
+    verdict_due(soak)
+
+    failed = sample_round(soak)
+
+    assert failed.state == PromotionState.FAILED
+    assert [sample.ok for sample in failed.samples.all()] == [True, None]
+    assert "no error-rate data during the window (error: " in failed.error
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    assert Hold.objects.active().filter(service=service, environment=qa).exists()
+
+
 def test_a_soak_progressing_for_a_while_between_healthy_samples_passes_on_them(argocd_soak):
     application = argocd_soak["application"]
     sample_round(argocd_soak)
