@@ -1148,6 +1148,11 @@ class SampleCheck(models.TextChoices):
     ARGOCD_HEALTH = "argocd_health", "Argo CD health"
 
 
+# How a sample without a verdict of its own begins its detail: nothing to judge (NaN, no series),
+# a measurement that went wrong (Prometheus or Argo CD could not answer), or one not taken yet.
+NO_DATA, ERROR, WAITING = "no data: ", "error: ", "waiting: "
+
+
 class VerificationSample(models.Model):
     """One observation taken during a promotion's soak window."""
 
@@ -1164,6 +1169,14 @@ class VerificationSample(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} at {self.taken_at:%H:%M:%S}: {self.detail}"
+
+    @property
+    def outcome(self):
+        """What the pages call the sample: ok, failed, error (it could not be taken: Prometheus or Argo CD
+        did not answer) or no data (nothing to judge, or not taken yet)."""
+        if self.ok is not None:
+            return "ok" if self.ok else "failed"
+        return "error" if self.detail.startswith(ERROR) else "no data"
 
 
 def newest_per_check(results):

@@ -34,10 +34,6 @@ def _series(samples):
     return series
 
 
-def _outcome(sample):
-    return "no data" if sample.ok is None else "ok" if sample.ok else "failed"
-
-
 def _n(number):
     # format_html escapes its arguments to text before formatting: numbers go in as text.
     return f"{number:.1f}"
@@ -66,11 +62,11 @@ def _error_rate_svg(samples, threshold, start, span, label):
         '<circle class="{}" cx="{}" cy="{}" r="3"><title>{}: {}</title></circle>',
         (
             (
-                _outcome(s).replace(" ", "-"),
+                s.outcome.replace(" ", "-"),
                 _n(_x(s, start, span)),
                 _n(y(s.value) if s.value is not None else HEIGHT - BOTTOM),
                 exact_time(s.taken_at),
-                s.detail or _outcome(s),
+                s.detail or s.outcome,
             )
             for s in samples
         ),
@@ -103,12 +99,12 @@ def _strip_svg(samples, start, span, label):
         '<rect class="{}" x="{}" y="{}" width="5" height="{}"><title>{}: {}</title></rect>',
         (
             (
-                _outcome(s).replace(" ", "-"),
+                s.outcome.replace(" ", "-"),
                 _n(_x(s, start, span) - 2.5),
                 TOP + 14,
                 HEIGHT - TOP - BOTTOM - 28,
                 exact_time(s.taken_at),
-                s.detail or _outcome(s),
+                s.detail or s.outcome,
             )
             for s in samples
         ),
@@ -128,7 +124,7 @@ def _strip_svg(samples, start, span, label):
 def _summary(samples):
     counts = {}
     for sample in samples:
-        counts[_outcome(sample)] = counts.get(_outcome(sample), 0) + 1
+        counts[sample.outcome] = counts.get(sample.outcome, 0) + 1
     return ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
 
 

@@ -193,12 +193,11 @@ def steps(promotion, now, held_by_freeze=None, held_up=()):
 
 
 def sample_summary(samples):
-    """'Error rate: 9 ok, 1 no data; Health URL: 10 ok' — the soak at a glance."""
+    """'Error rate: 9 ok, 1 error; Health URL: 10 ok' — the soak at a glance."""
     counts = {}
     for sample in samples:
-        outcome = "no data" if sample.ok is None else "ok" if sample.ok else "failed"
         by_outcome = counts.setdefault(sample.get_kind_display(), {})
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+        by_outcome[sample.outcome] = by_outcome.get(sample.outcome, 0) + 1
     return "; ".join(
         f"{kind}: " + ", ".join(f"{count} {outcome}" for outcome, count in outcomes.items())
         for kind, outcomes in counts.items()

@@ -82,7 +82,16 @@ from environments.prometheus import Prometheus, PrometheusError
 
 from . import argocd_health
 from .gitops.repo import contains_commit
-from .models import CheckResult, Promotion, PromotionState, SampleCheck, VerificationSample
+from .models import (
+    ERROR,
+    NO_DATA,
+    WAITING,
+    CheckResult,
+    Promotion,
+    PromotionState,
+    SampleCheck,
+    VerificationSample,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +102,6 @@ UNSETTLED = {
     Health.PROGRESSING: "the rollout has not settled",
     Health.SUSPENDED: "the rollout is paused",
 }
-# How a sample without a verdict of its own begins its detail: nothing to judge (NaN, no series),
-# a measurement that went wrong (Prometheus or Argo CD could not answer), or one not taken yet.
-NO_DATA, ERROR, WAITING = "no data: ", "error: ", "waiting: "
 # How an Argo CD sample that found another revision running begins its detail.
 RUNS = "runs "
 

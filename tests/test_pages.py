@@ -144,6 +144,33 @@ def test_the_soak_shows_its_progress_and_the_samples_taken(world):
     assert "no data: timeout" in page
 
 
+def test_the_soak_tells_a_sample_that_could_not_be_taken_from_one_without_data(world):
+    now = timezone.now()
+    promotion = ran(
+        world["release"],
+        world["env"]["production"],
+        state=PromotionState.VERIFYING,
+        verification_started_at=now - timedelta(minutes=1),
+        verdict_at=now + timedelta(minutes=29),
+        verification_status=StepStatus.RUNNING,
+    )
+    for ok, detail in [
+        (True, "Healthy, running 9f8e7d6c5b4a"),
+        (None, "error: Argo CD answered HTTP 503 for nexo-be-production"),
+        (None, "no data: health Unknown: Argo CD could not assess it"),
+    ]:
+        VerificationSample.objects.create(
+            promotion=promotion, kind=SampleCheck.ARGOCD_HEALTH, target="nexo-be-production", ok=ok, detail=detail
+        )
+
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+
+    assert "3 samples taken: Argo CD health: 1 ok, 1 error, 1 no data." in step(page, "soak")
+    assert '<span class="muted small">1 ok, 1 error, 1 no data</span>' in page, "the chart's summary"
+    assert '<span class="badge warn">error</span> error: Argo CD answered HTTP 503' in page, "the table"
+    assert 'class="error"' in page, "the chart's mark"
+
+
 def test_the_promotion_page_shows_its_audit_events_in_order(world):
     promotion = transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
     transitions.reject(promotion, world["sam"], "error budget spent")
