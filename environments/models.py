@@ -313,19 +313,38 @@ class Environment(models.Model):
             names = getattr(self, field)
             if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
                 raise ValidationError({field: 'A list of names, e.g. ["production-deploy"].'})
-        errors = prometheus.range_placeholder_errors(self.prometheus_query_template)
-        fixed = None if errors else prometheus.longest_range(self.prometheus_query_template)
+        errors = {}
+        query_errors = prometheus.range_placeholder_errors(self.prometheus_query_template)
+        fixed = None if query_errors else prometheus.longest_range(self.prometheus_query_template)
         if fixed and not prometheus.has_range_placeholder(self.prometheus_query_template):
             for name, window in self.soak_windows():
                 if timedelta(0) < window < fixed:
-                    errors.append(
+                    query_errors.append(
                         f"The query's {prometheus.describe_duration(fixed)} range is longer than the {name} "
                         f"({prometheus.describe_duration(window)}): its error-rate samples would wait for the "
                         "release before to leave the range until the soak is over, and the verdict would have no "
                         "data. Write [{range}] instead, or lengthen the soak."
                     )
+        if query_errors:
+            errors["prometheus_query_template"] = query_errors
+        if interval_errors := self._sample_interval_errors():
+            errors["sample_interval_seconds"] = interval_errors
         if errors:
-            raise ValidationError({"prometheus_query_template": errors})
+            raise ValidationError(errors)
+
+    def _sample_interval_errors(self):
+        interval = self.sample_interval_seconds
+        if not interval:
+            return []  # the field's own validator says so
+        return [
+            f"A sample every {interval} seconds is longer than the {name} ({prometheus.describe_duration(window)}): "
+            "a soak would be judged on the round taken as it starts, when the deployment has just become healthy, "
+            f"and the one at its verdict. Sample at most every {int(window.total_seconds())} seconds, or lengthen "
+            f"the {name}."
+            for name, window in self.soak_windows()
+            # A zero window is no soak: one round decides at once, whatever the interval.
+            if window is not None and timedelta(0) < window < timedelta(seconds=interval)
+        ]
 
     def soak_windows(self):
         """The soaks a promotion into this environment may have, named for people."""

@@ -163,6 +163,14 @@ def test_soak_seconds_shortens_every_soak_also_of_environments_that_exist(gitops
     assert set(Environment.objects.values_list("verification_window", flat=True)) == {timedelta(seconds=20)}
 
 
+def test_soak_seconds_leaves_every_environment_valid_sampling_several_times_a_soak(gitops_path):
+    seed()
+    call_command("seed_demo", force=True, soak_seconds=20, stdout=StringIO())
+    for environment in Environment.objects.all():
+        environment.full_clean()
+        assert environment.sample_interval_seconds == 4
+
+
 @pytest.mark.parametrize("seconds", [366 * 86400 + 1, 10**15])
 def test_soak_seconds_beyond_what_an_environment_takes_is_refused_saying_so(gitops_path, seconds):
     from django.core.management.base import CommandError

@@ -74,6 +74,39 @@ def test_the_default_query_measures_only_the_deployment_being_verified(environme
     assert "[5m]" not in environments["production"].prometheus_query_template
 
 
+# --- the sample interval -----------------------------------------------------------------------------
+
+
+def test_a_sample_interval_longer_than_the_soak_is_refused_saying_what_to_fix(environments):
+    qa = environments["qa"]
+    qa.verification_window = timedelta(seconds=20)
+    with pytest.raises(ValidationError) as raised:
+        qa.clean()
+    assert raised.value.message_dict["sample_interval_seconds"] == [
+        "A sample every 30 seconds is longer than the soak window (20s): a soak would be judged on the "
+        "round taken as it starts, when the deployment has just become healthy, and the one at its verdict. "
+        "Sample at most every 20 seconds, or lengthen the soak window."
+    ]
+
+
+def test_a_sample_interval_longer_than_the_rollback_soak_is_refused_too(environments):
+    qa = environments["qa"]
+    qa.rollback_verification_window = timedelta(seconds=10)
+    with pytest.raises(ValidationError) as raised:
+        qa.clean()
+    [error] = raised.value.message_dict["sample_interval_seconds"]
+    assert error.startswith("A sample every 30 seconds is longer than the rollback soak (10s)")
+
+
+@pytest.mark.parametrize(("window", "interval"), [(timedelta(seconds=30), 30), (timedelta(0), 30)])
+def test_a_sample_interval_that_fits_the_soak_or_a_soak_of_one_round_is_accepted(environments, window, interval):
+    qa = environments["qa"]
+    qa.verification_window = qa.rollback_verification_window = window
+    qa.prometheus_query_template = ""
+    qa.sample_interval_seconds = interval
+    qa.clean()
+
+
 # --- fail fast: the environment's limits -------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import git
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
@@ -133,7 +134,8 @@ class Command(BaseCommand):
             metavar="N",
             help="Make every environment's soak (verification window) N seconds instead of the policy's 5 to 30 "
             "minutes, also for environments that exist already, so a release goes from develop to production in "
-            "minutes. ./scripts/demo passes DEMO_SOAK_SECONDS here.",
+            "minutes; samples are then taken every N/5 seconds (at most the policy's interval). ./scripts/demo "
+            "passes DEMO_SOAK_SECONDS here.",
         )
 
     def handle(self, *args, **options):
@@ -172,7 +174,16 @@ class Command(BaseCommand):
             raise CommandError(f"--soak-seconds must be from 0 to {longest} (366 days), not {seconds}.")
         for environment in environments.values():
             environment.verification_window = timedelta(seconds=seconds)
-            environment.save(update_fields=["verification_window"])
+            if seconds:
+                # Several rounds in a short soak: its first, as the deployment becomes healthy, never
+                # decides alone, and the soak's charts show a series.
+                environment.sample_interval_seconds = min(environment.sample_interval_seconds, max(1, seconds // 5))
+            try:
+                environment.clean()  # how the soak's settings fit together; the range of each is checked above
+            except ValidationError as error:
+                problems = " ".join(message for messages in error.message_dict.values() for message in messages)
+                raise CommandError(f"--soak-seconds {seconds} does not fit {environment.name}: {problems}") from None
+            environment.save(update_fields=["verification_window", "sample_interval_seconds"])
         self.stdout.write(f"Every environment's soak lasts {seconds} seconds (--soak-seconds).")
 
     # --- reference data -------------------------------------------------------------------
