@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -48,6 +49,37 @@ def render_template(template, *, service, environment):
     placeholders are replaced.
     """
     return template.replace("{service}", service).replace("{environment}", environment)
+
+
+def query_soak_errors(template, soaks):
+    """Why an error-rate query template (its `{range:…}` placeholders valid) would measure nothing in
+    soaks this long, one sentence each; `soaks`: (name, window) pairs, as Environment.soak_windows().
+
+    Its samples wait until the deployment has been healthy for the shortest `{range}`
+    (VERIFICATION_MIN_RANGE_SECONDS) or the query's fixed range ([5m]): in a shorter soak every one
+    waits and the verdict fails for want of data, at every promotion. A zero window does not soak.
+    """
+    if prometheus.has_range_placeholder(template):
+        shortest = timedelta(seconds=settings.VERIFICATION_MIN_RANGE_SECONDS)
+        return [
+            f"The query's {{range}} is at least {prometheus.describe_duration(shortest)} "
+            f"(VERIFICATION_MIN_RANGE_SECONDS), longer than the {name} ({prometheus.describe_duration(window)}): its "
+            "error-rate samples would wait until the soak is over, and the verdict would have no data. Lengthen the "
+            f"{name} to at least {prometheus.describe_duration(shortest)}."
+            for name, window in soaks
+            if window is not None and timedelta(0) < window < shortest
+        ]
+    fixed = prometheus.longest_range(template)
+    if fixed is None:
+        return []
+    return [
+        f"The query's {prometheus.describe_duration(fixed)} range is longer than the {name} "
+        f"({prometheus.describe_duration(window)}): its error-rate samples would wait for the release before to "
+        "leave the range until the soak is over, and the verdict would have no data. Write [{range}] instead, or "
+        "lengthen the soak."
+        for name, window in soaks
+        if window is not None and timedelta(0) < window < fixed
+    ]
 
 
 class DeliveryMode(models.TextChoices):
@@ -314,17 +346,8 @@ class Environment(models.Model):
             if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
                 raise ValidationError({field: 'A list of names, e.g. ["production-deploy"].'})
         errors = {}
-        query_errors = prometheus.range_placeholder_errors(self.prometheus_query_template)
-        fixed = None if query_errors else prometheus.longest_range(self.prometheus_query_template)
-        if fixed and not prometheus.has_range_placeholder(self.prometheus_query_template):
-            for name, window in self.soak_windows():
-                if timedelta(0) < window < fixed:
-                    query_errors.append(
-                        f"The query's {prometheus.describe_duration(fixed)} range is longer than the {name} "
-                        f"({prometheus.describe_duration(window)}): its error-rate samples would wait for the "
-                        "release before to leave the range until the soak is over, and the verdict would have no "
-                        "data. Write [{range}] instead, or lengthen the soak."
-                    )
+        template = self.prometheus_query_template
+        query_errors = prometheus.range_placeholder_errors(template) or query_soak_errors(template, self.soak_windows())
         if query_errors:
             errors["prometheus_query_template"] = query_errors
         if interval_errors := self._sample_interval_errors():

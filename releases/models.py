@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from audit import log as audit_log
 from audit.models import ACTOR_MAX_LENGTH, AuditAction
-from environments.models import SLUG_PATTERN, Environment, render_template, slug_validator
+from environments import prometheus
+from environments.models import SLUG_PATTERN, Environment, query_soak_errors, render_template, slug_validator
 from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 from nexo_portal.lib.queries import one_or_none
 
@@ -111,8 +112,22 @@ class Service(models.Model):
         except signatures.InvalidPublicKey as error:
             raise ValidationError({"signing_public_keys": f"{error} Paste the content of cosign.pub."}) from error
         errors = attestations.identity_errors(self.attestation_identity, self.attestation_issuer)
+        if query_errors := self._query_errors():
+            errors["prometheus_query_template"] = query_errors
         if errors:
             raise ValidationError(errors)
+
+    def _query_errors(self):
+        """Why the service's own error-rate query could not measure the soak of an environment, which the
+        environment's form would have refused for its own (Environment.clean)."""
+        template = self.prometheus_query_template
+        if not template:
+            return []
+        return prometheus.range_placeholder_errors(template) or [
+            f"In {environment.name}: {error}"
+            for environment in Environment.objects.in_pipeline_order()
+            for error in query_soak_errors(template, environment.soak_windows())
+        ]
 
     def values_path(self, environment):
         return self._render("values_path_template", environment)

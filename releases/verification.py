@@ -56,7 +56,9 @@ Every sample measures only the deployment being verified, from the moment it bec
 - a query with a fixed range (`[5m]`) waits until the deployment has been healthy that long:
   "waiting: the query's 5m window still covers the previous release". Before that, its window
   would mix the release before into the verdict. The admin refuses a fixed range longer than
-  a soak window, since every sample of that soak would wait.
+  a soak window, and a `{range}` in an environment whose soak is shorter than
+  VERIFICATION_MIN_RANGE_SECONDS, since every sample of that soak would wait: for the
+  environment's query and a service's own (Environment.clean, Service.clean).
 
 A waiting sample has no data and is no error; it counts as a round taken.
 

@@ -159,16 +159,33 @@ def test_every_promotion_record_of_the_demo_log_fits_the_reference_schema(gitops
 
 def test_soak_seconds_shortens_every_soak_also_of_environments_that_exist(gitops_path):
     seed()
-    call_command("seed_demo", force=True, soak_seconds=20, stdout=StringIO())
-    assert set(Environment.objects.values_list("verification_window", flat=True)) == {timedelta(seconds=20)}
+    call_command("seed_demo", force=True, soak_seconds=30, stdout=StringIO())
+    assert set(Environment.objects.values_list("verification_window", flat=True)) == {timedelta(seconds=30)}
 
 
 def test_soak_seconds_leaves_every_environment_valid_sampling_several_times_a_soak(gitops_path):
     seed()
-    call_command("seed_demo", force=True, soak_seconds=20, stdout=StringIO())
+    call_command("seed_demo", force=True, soak_seconds=30, stdout=StringIO())
     for environment in Environment.objects.all():
         environment.full_clean()
-        assert environment.sample_interval_seconds == 4
+        assert environment.sample_interval_seconds == 6
+
+
+def test_soak_seconds_too_short_for_the_error_rate_query_is_refused_saying_how_long(gitops_path):
+    from django.core.management.base import CommandError
+
+    seed()
+    with pytest.raises(CommandError) as refused:
+        call_command("seed_demo", force=True, soak_seconds=20, stdout=StringIO())
+    assert str(refused.value).startswith("--soak-seconds 20 does not fit develop: The query's {range} is at least 30s")
+    assert "Lengthen the soak window to at least 30s." in str(refused.value)
+    assert timedelta(seconds=20) not in Environment.objects.values_list("verification_window", flat=True)
+
+
+def test_soak_seconds_zero_takes_a_single_round_of_samples(gitops_path):
+    seed()
+    call_command("seed_demo", force=True, soak_seconds=0, stdout=StringIO())
+    assert set(Environment.objects.values_list("verification_window", flat=True)) == {timedelta(0)}
 
 
 @pytest.mark.parametrize("seconds", [366 * 86400 + 1, 10**15])

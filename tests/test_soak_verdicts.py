@@ -60,6 +60,65 @@ def test_a_fixed_range_longer_than_the_rollback_soak_is_refused_too(environments
     assert error.startswith("The query's 5m range is longer than the rollback soak (2m)")
 
 
+def test_a_range_query_with_a_soak_shorter_than_the_shortest_range_is_refused_saying_to_lengthen_it(environments):
+    """Every sample of a 20-second soak would wait for {range}'s 30 seconds, and the verdict fail for
+    want of data: refused when it is set, not found out at each promotion."""
+    qa = environments["qa"]
+    qa.verification_window = timedelta(seconds=20)
+    qa.sample_interval_seconds = 5
+    with pytest.raises(ValidationError) as raised:
+        qa.clean()
+    assert raised.value.message_dict["prometheus_query_template"] == [
+        "The query's {range} is at least 30s (VERIFICATION_MIN_RANGE_SECONDS), longer than the soak window (20s): "
+        "its error-rate samples would wait until the soak is over, and the verdict would have no data. Lengthen "
+        "the soak window to at least 30s."
+    ]
+
+
+def test_a_range_query_follows_the_shortest_range_the_portal_is_configured_with(environments, settings):
+    settings.VERIFICATION_MIN_RANGE_SECONDS = 150
+    qa = environments["qa"]
+    with pytest.raises(ValidationError) as raised:
+        qa.clean()
+    [error] = raised.value.message_dict["prometheus_query_template"]
+    assert error.startswith(
+        "The query's {range} is at least 2m30s (VERIFICATION_MIN_RANGE_SECONDS), longer than the rollback soak (2m)"
+    )
+    assert error.endswith("Lengthen the rollback soak to at least 2m30s.")
+
+
+@pytest.mark.parametrize(
+    ("template", "complaint"),
+    [
+        (
+            "sum(rate(x[{range}]))",
+            "In qa: The query's {range} is at least 30s (VERIFICATION_MIN_RANGE_SECONDS), longer "
+            "than the soak window (20s)",
+        ),
+        ("sum(rate(x[1m]))", "In qa: The query's 1m range is longer than the soak window (20s)"),
+        ("sum(rate(x[{range:oops}]))", "In {range:oops}: 'oops' is not a PromQL duration"),
+    ],
+)
+def test_a_services_own_query_is_refused_where_it_could_not_measure_an_environments_soak(
+    environments, template, complaint
+):
+    qa = environments["qa"]
+    qa.verification_window, qa.sample_interval_seconds, qa.prometheus_query_template = timedelta(seconds=20), 5, ""
+    qa.save()
+    service = make_service("nexo-be", team="backend-team")
+    service.prometheus_query_template = template
+    with pytest.raises(ValidationError) as raised:
+        service.clean()
+    [error] = raised.value.message_dict["prometheus_query_template"]
+    assert error.startswith(complaint)
+
+
+def test_a_services_own_query_that_fits_every_soak_is_accepted(environments):
+    service = make_service("nexo-be", team="backend-team")
+    service.prometheus_query_template = 'sum(rate(x{service="{service}"}[{range}]))'
+    service.clean()
+
+
 @pytest.mark.parametrize(
     "template", ["sum(rate(x[{range}]))", "sum(rate(x[{range:1h}]))", "sum(rate(x[1m]))", 'nexo_error_ratio{s="a"}']
 )
