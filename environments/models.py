@@ -106,6 +106,12 @@ class EnvironmentQuerySet(models.QuerySet):
             freeze_reason=Subquery(active.values("reason")[:1]),
         )
 
+    def required_check_names(self):
+        """{environment name: the CI checks it requires}, in pipeline order, for those that require any."""
+        return {
+            name: checks for name, checks in self.in_pipeline_order().values_list("name", "required_checks") if checks
+        }
+
     def first_in_pipeline(self):
         """Where registered builds go first (develop), or None without environments."""
         first = self.in_pipeline_order().first()

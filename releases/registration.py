@@ -28,6 +28,13 @@ class RegistrationConflict(Refused):
     """The build contradicts what is registered already; the message says how."""
 
 
+class UnknownCheck(Refused):
+    """A check result no environment requires: it would count nowhere. The message names those they do."""
+
+    def __init__(self, message):
+        super().__init__(message, field="check")
+
+
 @dataclass
 class Registration:
     release: Release
@@ -193,9 +200,13 @@ def _deploy_to_first_environment(release, environments):
 def report_check_result(release, environment, *, name, passed, url="", summary="", actor=None):
     """CI reports an E2E, performance or security result of `release` in `environment`.
 
-    Every run is kept; the newest result of a check is the one that counts for the verdict.
+    Every run is kept; the newest result of a check is the one that counts for the verdict. A check
+    no environment requires is refused (UnknownCheck): a misspelt name (`e2e-test`) kept quietly would
+    count nowhere while qa's soak failed for want of `e2e`. One required elsewhere is kept wherever it
+    is reported: CI that runs qa's suite in staging too may say so.
     """
     policy.ensure(policy.why_not_report(actor, release.service))
+    _ensure_required_somewhere(name)
     with audit.chain_transaction():
         result = CheckResult.objects.create(
             release=release,
@@ -219,3 +230,21 @@ def report_check_result(release, environment, *, name, passed, url="", summary="
             data={"check": name, "passed": passed, "url": url, "result": result.pk},
         )
     return result
+
+
+def _ensure_required_somewhere(name):
+    required = Environment.objects.required_check_names()
+    if any(name in checks for checks in required.values()):
+        return
+    if not required:
+        raise UnknownCheck(
+            "No environment requires any check, so its result would count nowhere. Add the check to an "
+            "environment's required checks (admin → Environments) before CI reports it."
+        )
+    names = ", ".join(sorted({check for checks in required.values() for check in checks}))
+    where = "; ".join(f"{environment}: {', '.join(checks)}" for environment, checks in required.items())
+    raise UnknownCheck(
+        f"No environment requires a check called “{name}”, so its result would count nowhere. The checks required "
+        f"are {names} ({where}). Report one of them, or add the check to an environment's required checks "
+        "(admin → Environments) before CI reports it."
+    )

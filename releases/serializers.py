@@ -418,7 +418,11 @@ class CheckResultSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Mo
     )
     version = VersionField(write_only=True)
     environment = EnvironmentField()
-    check = CheckNameField(source="name", help_text="e2e, performance, security… (E2E is taken as e2e).")
+    check = CheckNameField(
+        source="name",
+        help_text="A check an environment requires (e2e, performance, security… as set in the admin), here or "
+        "elsewhere; a name none requires is a 409 naming those they do. E2E is taken as e2e.",
+    )
 
     class Meta:
         model = CheckResult

@@ -13,9 +13,10 @@ from rest_framework.test import APIClient
 
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent
-from environments.models import ChangeFreeze
+from environments.models import ChangeFreeze, Environment
+from nexo_portal.lib.errors import Refused
 from nexo_portal.models import ApiToken
-from releases import transitions
+from releases import registration, transitions
 from releases.models import BuildCounter, CheckResult, Deployment, Promotion, PromotionState, Release
 from tests.factories import hex_for, make_release, make_service, make_user
 
@@ -955,6 +956,56 @@ def test_a_check_is_named_as_the_environments_require_it(world, check, stored, e
         assert response.status_code == 201, response.content
         assert response.json()["check"] == stored
         assert CheckResult.objects.get().name == stored
+
+
+@pytest.mark.parametrize("check", ["e2e-test", "vibes"])
+def test_a_check_no_environment_requires_is_refused_naming_those_they_do(world, check):
+    """A CI typo kept quietly counts nowhere, and qa's soak later fails for want of the real name."""
+    make_release(world["service"], "2026.02.1")
+    response = token_client("report").post(
+        "/api/v1/verifications/",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": check, "passed": True},
+        format="json",
+    )
+    assert_error(
+        response,
+        409,
+        "check",
+        text=f"No environment requires a check called “{check}”, so its result would count nowhere. The checks "
+        "required are e2e, performance, security (qa: e2e, performance, security). Report one of them, or add "
+        "the check to an environment's required checks (admin → Environments) before CI reports it.",
+    )
+    assert not CheckResult.objects.exists()
+
+
+def test_a_check_another_environment_requires_may_be_reported_anywhere(world):
+    """CI that runs qa's E2E suite in staging too may say so: the result is kept, and counts where required."""
+    make_release(world["service"], "2026.02.1")
+    response = token_client("report").post(
+        "/api/v1/verifications/",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "staging", "check": "e2e", "passed": True},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert CheckResult.objects.get().environment.name == "staging"
+
+
+def test_with_no_check_required_anywhere_a_result_is_refused_saying_so(world):
+    Environment.objects.update(required_checks=[])
+    make_release(world["service"], "2026.02.1")
+    response = token_client("report").post(
+        "/api/v1/verifications/",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e2e", "passed": True},
+        format="json",
+    )
+    assert_error(response, 409, "check", text="No environment requires any check, so its result would count nowhere.")
+
+
+def test_the_domain_refuses_a_check_no_environment_requires(world):
+    release = make_release(world["service"], "2026.02.1")
+    with pytest.raises(Refused, match="No environment requires a check called “vibes”") as refused:
+        registration.report_check_result(release, world["env"]["qa"], name="vibes", passed=True, actor=world["rita"])
+    assert refused.value.field == "check"
 
 
 def test_people_outside_the_owning_team_may_not_overturn_a_ci_result(world):
