@@ -10,6 +10,7 @@ Only the service's team (or its CI, with a token allowed on the service) may do 
 """
 
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
@@ -58,6 +59,9 @@ RACED_CONSTRAINTS = (
     "release_build_unique_per_month",
 )
 UNIQUE_VIOLATION, DEADLOCK_DETECTED = "23505", "40P01"
+# How far ahead of the portal's clock a commit may be dated: clocks that disagree a little, not a
+# commit made after its build.
+COMMIT_CLOCK_SKEW = timedelta(minutes=5)
 
 
 def register_build(
@@ -73,6 +77,7 @@ def register_build(
     actor=None,
 ):
     policy.ensure(policy.why_not_report(actor, service))
+    _ensure_committed_before_now(committed_at)
     details = {"committed_at": committed_at, "changelog": changelog, "is_hotfix": is_hotfix, "fixes": fixes}
     for attempt in range(1, ATTEMPTS + 1):
         try:
@@ -80,6 +85,27 @@ def register_build(
         except (IntegrityError, OperationalError) as error:
             if attempt == ATTEMPTS or not _lost_a_race(error):
                 raise
+
+
+def _ensure_committed_before_now(committed_at):
+    """A commit dated after its build is a time zone gone wrong (a local time sent as UTC) or a clock
+    running fast; kept, it would be left out of lead time without a word (DORA's commit after
+    deployment). Clocks differ a little between the machine that made the commit, CI and the portal."""
+    now = timezone.now()
+    if committed_at is None or committed_at <= now + COMMIT_CLOCK_SKEW:
+        return
+    minutes = int(COMMIT_CLOCK_SKEW.total_seconds() // 60)
+    raise RegistrationConflict(
+        f"committed_at {_utc(committed_at)} is after the portal's clock ({_utc(now)}) by more than the {minutes} "
+        "minutes clocks may differ: a build comes from a commit made before it. Send the commit's time as Git "
+        "records it, with its offset (git show -s --format=%cI HEAD); a local time sent as UTC, or a clock running "
+        "fast where the commit was made, gives such a date.",
+        field="committed_at",
+    )
+
+
+def _utc(moment):
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _lost_a_race(error):

@@ -116,7 +116,8 @@ class RegisterBuildSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.
         error_messages={"invalid": "Give the full 40-character lowercase hex SHA of the commit (git rev-parse HEAD)."},
     )
     committed_at = serializers.DateTimeField(
-        help_text="When the commit was made (ISO 8601, e.g. `git show -s --format=%cI`); the start of lead time."
+        help_text="When the commit was made (ISO 8601 with its offset, e.g. `git show -s --format=%cI`); the start "
+        "of lead time. More than 5 minutes after the portal's clock is a 409."
     )
     image_digest = serializers.RegexField(
         IMAGE_DIGEST_PATTERN,

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.db import connection, connections, transaction
 from django.test import Client
 from django.utils import timezone
@@ -442,12 +443,40 @@ def test_the_same_build_under_another_version_is_a_conflict(world):
         ({"version": "9999.12.1"}, 409, "version", "after this month"),
         ({"version": "2026.02.101"}, 409, "version", "at most 100 above it"),
         ({"fixes": "2026.01.1"}, 409, "fixes", "set hotfix to true"),
+        ({"committed_at": "2030-01-01T00:00:00Z"}, 409, "committed_at", "after the portal's clock"),
     ],
 )
 def test_register_validation_errors_name_the_field_and_what_to_fix(world, overrides, status, field, text):
     response = token_client("register").post("/api/v1/releases/", build(**overrides), format="json")
     assert_error(response, status, field, text)
     assert not Release.objects.exists()
+
+
+def test_a_commit_dated_in_the_future_is_refused_saying_what_to_send(world):
+    """A local time sent as UTC, or a machine clock running fast: DORA would later leave the release out
+    of lead time without a word (its commit after its deployment). The registration is where to say so."""
+    with time_machine.travel(datetime(2026, 2, 3, 10, 0, tzinfo=UTC), tick=False):
+        response = token_client("register").post(
+            "/api/v1/releases/", build(committed_at="2026-02-03T11:00:00Z"), format="json"
+        )
+    assert_error(
+        response,
+        409,
+        "committed_at",
+        text="committed_at 2026-02-03T11:00:00Z is after the portal's clock (2026-02-03T10:00:00Z) by more than the "
+        "5 minutes clocks may differ: a build comes from a commit made before it. Send the commit's time as Git "
+        "records it, with its offset (git show -s --format=%cI HEAD); a local time sent as UTC, or a clock running "
+        "fast where the commit was made, gives such a date.",
+    )
+    assert not Release.objects.exists()
+
+
+def test_a_commit_dated_a_little_ahead_is_clock_skew_and_registers(world):
+    with time_machine.travel(datetime(2026, 2, 3, 10, 0, tzinfo=UTC), tick=False):
+        response = token_client("register").post(
+            "/api/v1/releases/", build(committed_at="2026-02-03T10:04:59Z"), format="json"
+        )
+    assert response.status_code == 201, response.content
 
 
 def test_a_malformed_field_is_a_400_even_beside_an_unknown_name(world):
