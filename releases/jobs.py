@@ -298,9 +298,11 @@ def commit_promotion(promotion_id):
     except policy.HeldByFreeze as held:
         _wait_for_freeze_end(promotion, held.freeze, owned)
         return
-    except Unavailable:
+    except Unavailable as unreachable:
+        _note_not_landed(promotion, unreachable)
         raise  # tried again by run_step, with backoff
     except (GitOpsError, values.ValuesFileError) as error:
+        _note_not_landed(promotion, error)
         # Only from the state this job holds it in: a duplicate job that loaded it before another
         # one committed it must not fail what that one carried on.
         _unless_moved_on(transitions.fail, promotion, "commit", str(error), from_states=[owned])
@@ -308,6 +310,13 @@ def commit_promotion(promotion_id):
     _unless_moved_on(
         transitions.mark_committed, promotion, sha, written, committed_at=pushed_at, replaced=held.get("tag")
     )
+
+
+def _note_not_landed(promotion, error):
+    """A push known not to have landed (GitOpsError.not_landed): the promotion's page may then say that
+    nothing was written, and does, should the promotion fail."""
+    if getattr(error, "not_landed", False):
+        transitions.note_push_not_landed(promotion)
 
 
 def _waits_for_freeze(promotion):

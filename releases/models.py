@@ -509,6 +509,13 @@ class Promotion(models.Model):
 
     gitops_commit_sha = models.CharField(max_length=40, blank=True)
     gitops_commit_message = models.TextField(blank=True)
+    push_may_have_landed = models.BooleanField(
+        default=False,
+        help_text=(
+            "A push (or merge) of its GitOps commit was under way and the portal has not learnt since whether "
+            "it reached the branch: until then, nobody may be told that nothing was written."
+        ),
+    )
     sync_status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
     verification_status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
     failed_step = models.CharField(max_length=20, blank=True)

@@ -192,6 +192,25 @@ def steps(promotion, now, held_by_freeze=None, held_up=()):
     return timeline
 
 
+def written_to_gitops(promotion, branch):
+    """What a promotion that failed before its commit was recorded left in the GitOps repository, said
+    only as far as the portal knows it ("" otherwise: a commit recorded is shown as such).
+
+    Nothing is pushed before the promotion is committing, and from then on it may have landed until
+    the commit step learns otherwise (`push_may_have_landed`)."""
+    if promotion.state != PromotionState.FAILED or promotion.gitops_commit_sha:
+        return ""
+    if promotion.push_may_have_landed:
+        return (
+            f"Whether its commit reached the GitOps repository is not known: a push was cut off, and the "
+            f"repository could not be read since. If it did, the values file says {promotion.release.version}."
+        )
+    return (
+        f"Nothing was written to the GitOps repository: no commit of this promotion is on {branch}, the "
+        "branch Argo CD follows, and Argo CD was not asked to sync."
+    )
+
+
 def sample_summary(samples):
     """'Error rate: 9 ok, 1 error; Health URL: 10 ok' — the soak at a glance."""
     counts = {}

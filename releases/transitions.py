@@ -787,9 +787,20 @@ def start_commit(promotion):
     _expect(promotion, PromotionState.APPROVED)
     promotion.state = PromotionState.COMMITTING
     promotion.commit_started_at = timezone.now()
-    promotion.save(update_fields=["state", "commit_started_at", "updated_at"])
+    # Its push (or merge) follows: until the step hears how that went, it may have landed.
+    promotion.push_may_have_landed = True
+    promotion.save(update_fields=["state", "commit_started_at", "push_may_have_landed", "updated_at"])
     _record(AuditAction.PROMOTION_COMMIT_STARTED, promotion, None, f"GitOps commit for {_describe(promotion)} started")
     return promotion
+
+
+def note_push_not_landed(promotion):
+    """The commit step learnt that no commit of the promotion is on the GitOps branch (its push failed
+    before reaching the remote, was refused, or was looked for afterwards and not found): a page may
+    say that nothing was written. Not a change of state, and not audited: the step's run keeps the error."""
+    Promotion.objects.filter(
+        pk=promotion.pk, state=PromotionState.COMMITTING, push_may_have_landed=True, gitops_commit_sha=""
+    ).update(push_may_have_landed=False, updated_at=timezone.now())
 
 
 @transaction.atomic

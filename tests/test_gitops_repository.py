@@ -159,13 +159,57 @@ def test_a_repository_away_for_a_moment_is_unavailable_and_the_retried_commit_la
     with remote.away(), repository.locked():
         with pytest.raises(GitOpsUnavailable, match="does not appear to be a git repository"):
             repository.sync()
-        with pytest.raises(GitOpsUnavailable, match="whether the commit landed is unknown"):
+        with pytest.raises(GitOpsUnavailable, match="does not appear to be a git repository") as failure:
             promote(repository, "2026.02.2")
+    # The push never reached a repository: nothing landed, and there is nothing to look for.
+    assert failure.value.not_landed
+    assert "unknown" not in str(failure.value)
     with repository.locked():
         # The step tried again, as a resumed job does: it looks for its commit before writing one.
         sha = promote(repository, "2026.02.2", look_for_trailer=True)
     assert remote.read(VALUES_PATH) == 'image:\n  tag: "2026.02.2"\n'
     assert [commit.hexsha for commit in remote.commits()][:2] == [sha, head]
+
+
+def cut_off(repository, monkeypatch):
+    """The push's connection drops: whether the remote took the commit first, git cannot tell."""
+
+    def dropped():
+        raise GitOpsUnavailable(f"Cannot reach the GitOps repository {repository}: the remote end hung up unexpectedly")
+
+    monkeypatch.setattr(repository, "push", dropped)
+
+
+def test_a_push_cut_off_while_the_repository_cannot_be_read_may_have_landed(remote, repository, monkeypatch):
+    cut_off(repository, monkeypatch)
+    with (
+        repository.locked(),
+        remote.away(),
+        pytest.raises(GitOpsUnavailable, match="whether the commit landed is unknown") as failure,
+    ):
+        promote(repository, "2026.02.2")
+    assert not failure.value.not_landed
+
+
+def test_a_push_cut_off_and_not_found_on_the_branch_read_afterwards_did_not_land(remote, repository, monkeypatch):
+    cut_off(repository, monkeypatch)
+    with repository.locked(), pytest.raises(GitOpsUnavailable, match="hung up unexpectedly") as failure:
+        promote(repository, "2026.02.2")
+    assert failure.value.not_landed
+    assert remote.read(VALUES_PATH) == 'image:\n  tag: "2026.02.1"\n'
+
+
+def test_pushes_rejected_every_time_are_known_not_to_have_landed(remote, repository, monkeypatch):
+    push = repository.push
+
+    def someone_always_pushes_first():
+        remote.write("helm/nexo-be/NOTES.md", f"pushed first at {time.monotonic()}\n")
+        push()
+
+    monkeypatch.setattr(repository, "push", someone_always_pushes_first)
+    with repository.locked(), pytest.raises(GitOpsUnavailable, match="were rejected") as failure:
+        promote(repository, "2026.02.2", attempts=2)
+    assert failure.value.not_landed
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
 from releases import jobs, policy, transitions
 from releases.gitops import values
-from releases.gitops.repo import GitOpsError, GitOpsRepository
+from releases.gitops.repo import GitOpsError, GitOpsRepository, GitOpsUnavailable
 from releases.models import (
     CheckResult,
     Deployment,
@@ -225,6 +225,65 @@ def test_an_unreachable_remote_is_retried_then_fails_the_promotion_with_the_reas
     assert promotion.gitops_commit_sha == ""
     assert not Deployment.objects.exists()
     assert AuditEvent.objects.filter(action=AuditAction.PROMOTION_FAILED, promotion_id=promotion.pk).exists()
+
+
+def test_a_gitops_repository_gone_past_the_retry_budget_fails_its_promotion_saying_nothing_was_written(
+    pipeline, settings, client, rita
+):
+    """The worker's working copy knows the branch, so the first attempt commits and pushes without a
+    fetch: the promotion is committing when the push finds the repository gone."""
+    service = develop_only(pipeline)
+    first = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    assert state_of(first) == PromotionState.VERIFIED
+    head = pipeline.gitops.head()
+    settings.PIPELINE_RETRY_SECONDS = 0  # no time to wait it out
+    with pipeline.gitops.away():
+        promotion = transitions.request_promotion(
+            make_release(service, "2026.02.2"), pipeline.environments["develop"], None
+        )
+        pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "commit")
+    assert promotion.commit_started_at is not None, "it was committing when the push failed"
+    assert "does not appear to be a git repository" in promotion.error
+    assert pipeline.gitops.head() == head
+    client.force_login(rita)
+    page = client.get(promotion.get_absolute_url()).content.decode()
+    assert (
+        "Nothing was written to the GitOps repository: no commit of this promotion is on main, the branch "
+        "Argo CD follows, and Argo CD was not asked to sync."
+    ) in page
+
+
+def test_a_promotion_whose_push_was_cut_off_does_not_claim_nothing_was_written(
+    pipeline, settings, client, rita, monkeypatch
+):
+    service = develop_only(pipeline)
+    first = transitions.request_promotion(make_release(service, "2026.02.1"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+    assert state_of(first) == PromotionState.VERIFIED
+    settings.PIPELINE_RETRY_SECONDS = 0
+
+    def cut_off(repository):
+        raise GitOpsUnavailable(f"Cannot reach the GitOps repository {repository}: the remote end hung up unexpectedly")
+
+    monkeypatch.setattr(GitOpsRepository, "push", cut_off)
+    with pipeline.gitops.away():  # and nothing can be read afterwards to tell
+        promotion = transitions.request_promotion(
+            make_release(service, "2026.02.2"), pipeline.environments["develop"], None
+        )
+        pipeline.run_jobs()
+    promotion.refresh_from_db()
+    assert (promotion.state, promotion.failed_step, promotion.push_may_have_landed) == (
+        PromotionState.FAILED,
+        "commit",
+        True,
+    )
+    client.force_login(rita)
+    page = client.get(promotion.get_absolute_url()).content.decode()
+    assert "Nothing was written" not in page
+    assert "Whether its commit reached the GitOps repository is not known" in page
 
 
 def freeze(environment, hours=1, reason="Year-end freeze"):

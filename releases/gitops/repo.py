@@ -77,10 +77,23 @@ _UNREACHABLE = re.compile(
     r"|returned error: (?:5\d\d|429)\b|HTTP (?:5\d\d|429)\b|SSL_ERROR_SYSCALL",
     re.I,
 )
+# Of those, the ones said before a connection to the remote was made: a push that failed so sent
+# nothing. A connection reset or timed out may have been cut after the remote took the commit.
+_NEVER_REACHED = re.compile(
+    r"Could not resolve host|Temporary failure in name resolution|Failed to connect|Couldn't connect to server"
+    r"|Connection refused|Network is unreachable|No route to host|does not appear to be a git repository",
+    re.I,
+)
 
 
 class GitOpsError(Exception):
-    """The GitOps repository could not be read or written; the message says why."""
+    """The GitOps repository could not be read or written; the message says why.
+
+    `not_landed`: raised by `commit_and_push()` after its push failed, the commit is known not to be
+    on the branch (the remote was never reached, refused it, or was read afterwards without it).
+    """
+
+    not_landed = False
 
 
 class GitOpsUnavailable(GitOpsError, Unavailable):
@@ -478,14 +491,20 @@ class GitOpsRepository:
                 )
                 continue
             except GitOpsError as failure:
+                if _NEVER_REACHED.search(str(failure)):
+                    failure.not_landed = True
+                    raise
                 # The connection may have dropped after the remote took the commit: look before failing.
                 landed = self._landed(trailer_key, trailer_value, since, failure)
                 if landed:
                     return landed
+                failure.not_landed = True
                 raise
             self._pushed_marker().write_text(sha)
             return sha
-        raise GitOpsUnavailable(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+        gave_up = GitOpsUnavailable(f"Gave up after {attempts} pushes to {self} were rejected: {last_rejection}")
+        gave_up.not_landed = True
+        raise gave_up
 
     def _changed(self, relative_path, change, fetched):
         """The file's text after `change`; a miss on a copy not fetched for this attempt (no such
