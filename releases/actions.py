@@ -7,7 +7,7 @@ reasons (`policy`); they only differ in how much of it they show.
 from dataclasses import dataclass
 
 from . import policy
-from .models import PromotionKind
+from .models import Deployment, Promotion, PromotionKind, PromotionState, Release
 
 LABELS = {
     "lift": ("Lift hold…", ""),
@@ -41,6 +41,77 @@ def decision_actions(promotion, user, url_for):
         if action.kind == "stop":
             action.label = stop_label(promotion)
     return actions
+
+
+def request_action(environment, version, url, *, refusal, user=None, waiting=None, busy=None, stopped=""):
+    """Requesting `version` in `environment`: the board offers each place its candidate, and a promotion
+    that failed before it ran offers its release again (`promote_again`).
+
+    `refusal`: `policy.why_not_request()` for the person (the board asks it once per team and environment).
+    `waiting`: the promotion awaiting approval there, which the request would replace; `busy`: one past
+    approval, which must finish first. `stopped`: how the release's last promotion there ended ("failed
+    at commit 5 min ago"), when it did: offered again then, never as the obvious next step.
+    """
+    # Read with the environment on the board (with_active_freeze), asked of the database elsewhere.
+    freeze = environment.active_freeze()
+    # A frozen environment that allows break-glass still offers the request: its confirmation says so.
+    frozen = freeze is not None and not environment.allows_break_glass
+    why_not = refusal or (busy_refusal(busy) if busy is not None else "")
+    if not why_not and frozen:
+        why_not = policy.frozen_until(environment, freeze.ends_at, freeze.reason)
+    if not why_not and waiting is not None and waiting.state == PromotionState.AWAITING_APPROVAL:
+        # A request would replace the one awaiting approval, whose approvals not everyone may discard.
+        why_not = policy.why_not_supersede(waiting, user)
+    action = Action("request", f"Promote {version}", url, why_not=why_not or "", tone="primary", allowed=not why_not)
+    if stopped:
+        # Just rejected, failed or rolled back here: offered again, never as the obvious next step.
+        action.label = f"Promote {version} again"
+        action.tone = ""
+        action.note = f"{version} was {stopped} here"
+    if freeze is not None and not refusal and not frozen:
+        # Only break-glass enters now: not the obvious next step, and the button says so.
+        action.label += " (break-glass)"
+        action.tone = ""
+        action.note = policy.frozen_until(environment, freeze.ends_at, freeze.reason) + (
+            " Only a break-glass promotion may enter now."
+        )
+    return action
+
+
+def promote_again(promotion, user, url, how_it_ended):
+    """On the page of a promotion that failed before its release ran: requesting that release again, as
+    the board's cell of the place offers it (`how_it_ended()`: the cell's words for it), while it is the
+    place's newest promotion and its release still the one the place is offered. None otherwise.
+
+    A new request is decided anew: the approvals given to this one do not carry over, and the action
+    says so. An approval answers one request (who asked, what ran there then, the freezes), and the
+    request again may come from one of its approvers.
+    """
+    if promotion.state != PromotionState.FAILED or promotion.is_rollback or promotion.deployed_at:
+        return None
+    service, environment = promotion.service, promotion.environment
+    later = Promotion.objects.filter(service=service, environment=environment, requested_at__gt=promotion.requested_at)
+    if later.exists() or Release.objects.offered_into(service, environment) != promotion.release:
+        return None
+    running = Deployment.objects.running(service, environment)
+    if running is not None and not promotion.release.is_newer_than(running.release):
+        return None
+    action = request_action(
+        environment,
+        promotion.release.version,
+        url,
+        refusal=policy.why_not_request(user, service, environment),
+        user=user,
+        stopped=how_it_ended(),
+    )
+    approvers = promotion.approver_names()
+    if approvers:
+        given = "approvals given to this one" if len(approvers) > 1 else "approval given to this one"
+        action.note += (
+            f". It is a new request, approved anew: the {given} ({', '.join(approvers)}) "
+            f"{'do' if len(approvers) > 1 else 'does'} not carry over."
+        )
+    return action
 
 
 def stop_label(promotion):

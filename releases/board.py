@@ -56,7 +56,7 @@ from environments.models import Environment
 from nexo_portal.lib.dates import exact_time
 
 from . import policy, slo
-from .actions import Action, decision_actions, lift_action, rollback_action
+from .actions import decision_actions, lift_action, request_action, rollback_action
 from .models import (
     Approval,
     ApprovalDecision,
@@ -202,6 +202,23 @@ def short_age(moment, now):
     if seconds < 86400:
         return f"{seconds // 3600} h ago"
     return f"{seconds // 86400} d ago"
+
+
+def stopped_label(promotion, now):
+    """How a promotion that did not run its course ended, for a cell: "rejected by sam 5 min ago"."""
+    when = short_age(promotion.finished_at, now)
+    if promotion.state == PromotionState.REJECTED:
+        rejections = [a for a in policy.approvals_of(promotion) if a.decision == ApprovalDecision.REJECT]
+        who = f" by {rejections[0].user.get_username()}" if rejections else ""
+        return f"rejected{who} {when}"
+    if promotion.state == PromotionState.FAILED and promotion.applied_health:
+        # Its manifests run there, unhealthy: not a failure that left the place as it was.
+        return f"{'rollback ' if promotion.is_rollback else ''}applied, came up {promotion.applied_health} {when}"
+    if promotion.state == PromotionState.FAILED:
+        return f"failed at {promotion.failed_step} {when}"
+    if promotion.state == PromotionState.ROLLED_BACK:
+        return f"rolled back {short_age(promotion.updated_at, now)}"
+    return f"cancelled {when}"
 
 
 def short_duration(delta):
@@ -589,7 +606,7 @@ class _CellBuilder:
         )
         # Each place's active hold, as the services query annotates it (JSON text, or None).
         self._holds = _tuple_getter(*(f"hold_in_{environment.pk}" for environment in environments))
-        self.may_request = {}
+        self.request_refusals = {}
         self.verification_badges = {}
         # Every confirmation returns to the board as it was filtered.
         back = "?" + urlencode({"next": back_to})
@@ -846,19 +863,7 @@ class _CellBuilder:
         )
 
     def _stopped_label(self, promotion):
-        when = short_age(promotion.finished_at, self.now)
-        if promotion.state == PromotionState.REJECTED:
-            rejections = [a for a in policy.approvals_of(promotion) if a.decision == ApprovalDecision.REJECT]
-            who = f" by {rejections[0].user.get_username()}" if rejections else ""
-            return f"rejected{who} {when}"
-        if promotion.state == PromotionState.FAILED and promotion.applied_health:
-            # Its manifests run there, unhealthy: not a failure that left the place as it was.
-            return f"{'rollback ' if promotion.is_rollback else ''}applied, came up {promotion.applied_health} {when}"
-        if promotion.state == PromotionState.FAILED:
-            return f"failed at {promotion.failed_step} {when}"
-        if promotion.state == PromotionState.ROLLED_BACK:
-            return f"rolled back {short_age(promotion.updated_at, self.now)}"
-        return f"cancelled {when}"
+        return stopped_label(promotion, self.now)
 
     # --- what the user may do here
 
@@ -877,14 +882,14 @@ class _CellBuilder:
                 refusals[environment.pk] = refusal
         return refusals
 
-    def _may_request(self, service, environment):
+    def _why_not_request(self, service, environment):
         # The request rule depends on the service only through its owning team (see policy), so
         # one answer per team and environment serves every row. It depends on the reader only through
         # their groups: rows without a promotion are shared by readers in the same groups (row_key).
         key = (service.team_id, environment.pk)
-        if key not in self.may_request:
-            self.may_request[key] = policy.why_not_request(self.user, service, environment) is None
-        return self.may_request[key]
+        if key not in self.request_refusals:
+            self.request_refusals[key] = policy.why_not_request(self.user, service, environment)
+        return self.request_refusals[key]
 
     def _actions(self, cell, service, environment, deployment, waiting, soaking):
         actions = []
@@ -896,38 +901,24 @@ class _CellBuilder:
                 if action.allowed or action.kind == "approve"
             ]
         busy = waiting if waiting is not None and waiting.state != PromotionState.AWAITING_APPROVAL else soaking
-        may_request = self._may_request(service, environment)
+        refusal = self._why_not_request(service, environment)
+        may_request = refusal is None
         candidate = cell.candidate
         if candidate and not (waiting and waiting.release_id == candidate.pk):
-            # A frozen environment that allows break-glass still offers the request: its confirmation says so.
-            frozen = environment.frozen_until and not environment.allows_break_glass
-            # A request would replace the one awaiting approval, whose approvals not everyone may discard.
-            superseding = None
-            if may_request and waiting is not None and waiting.state == PromotionState.AWAITING_APPROVAL:
-                superseding = policy.why_not_supersede(waiting, self.user)
-            promote = Action(
-                "request",
-                f"Promote {candidate.version}",
-                self.request_url(service.name, environment.name, candidate.version),
-                why_not=superseding or "",
-                tone="primary",
-                allowed=may_request and not busy and not frozen and not superseding,
-            )
             stopped = cell.stopped
-            if stopped and stopped.release_id == candidate.pk and stopped.state != PromotionState.CANCELLED:
-                # Just rejected, failed or rolled back here: offered again, never as the obvious next step.
-                promote.label = f"Promote {candidate.version} again"
-                promote.tone = ""
-                promote.note = f"{candidate.version} was {cell.stopped_label} here"
-            if environment.frozen_until and may_request and not frozen:
-                # Only break-glass enters now: not the obvious next step, and the button says so.
-                promote.label += " (break-glass)"
-                promote.tone = ""
-                promote.note = (
-                    policy.frozen_until(environment, environment.frozen_until, environment.freeze_reason)
-                    + " Only a break-glass promotion may enter now."
+            again = stopped and stopped.release_id == candidate.pk and stopped.state != PromotionState.CANCELLED
+            actions.append(
+                request_action(
+                    environment,
+                    candidate.version,
+                    self.request_url(service.name, environment.name, candidate.version),
+                    refusal=refusal,
+                    user=self.user,
+                    waiting=waiting,
+                    busy=busy,
+                    stopped=cell.stopped_label if again else "",
                 )
-            actions.append(promote)
+            )
         if cell.hold_url:
             why_not = None if may_request else "Only people who may promote here may lift its hold."
             actions.append(lift_action(cell.hold_url, why_not))

@@ -213,6 +213,19 @@ class ReleaseQuerySet(models.QuerySet):
             | Q(year=release.year, month=release.month, build__lt=release.build)
         )
 
+    def offered_into(self, service, environment):
+        """The release a place is offered to promote: the newest verified in the environment before it,
+        or for the first environment the newest of all (the board reads the same with a subquery per
+        place, board._newest_release). None when there is none."""
+        releases = self.filter(service=service).newest_first()
+        previous = environment.previous()
+        if previous is not None:
+            verified = Promotion.objects.filter(
+                release=OuterRef("pk"), environment=previous, state=PromotionState.VERIFIED
+            )
+            releases = releases.filter(Exists(verified))
+        return releases.first()
+
     def rollback_targets(self, environment, taken_out):
         """What a rollback of `taken_out` in `environment` may go to: the releases of the service that
         ran there before and are older, newest first, and for a hotfix the release it fixed (a late

@@ -42,8 +42,8 @@ from . import (
     transitions,
     waiting,
 )
-from .actions import decision_actions, lift_action, rollback_action, why_not_roll_back
-from .board import build_board, short_age
+from .actions import decision_actions, lift_action, promote_again, rollback_action, why_not_roll_back
+from .board import build_board, short_age, stopped_label
 from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
 from .models import CheckResult, Deployment, Hold, Promotion, PromotionKind, PromotionState, Release, RunStatus, Service
 from .policy import PromotionError
@@ -210,6 +210,13 @@ def _promotion_context(request, pk):
         actions.append(
             rollback_action(deployment, url, why_not_roll_back(user, promotion.service, promotion.environment))
         )
+    # Failed before its release ran: the next step is to ask for it again, as the board's cell offers.
+    url = reverse(
+        "releases:request", args=[promotion.service.name, promotion.environment.name, promotion.release.version]
+    )
+    again = promote_again(promotion, user, url + back, lambda: stopped_label(promotion, now))
+    if again:
+        actions.append(again)
     hold = (
         Hold.objects.active()
         .filter(service=promotion.service, environment=promotion.environment)

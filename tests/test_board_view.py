@@ -200,6 +200,8 @@ def test_a_promotion_on_its_way_shows_its_step_and_blocks_a_new_request(environm
     request = next(action for action in qa.actions if action.kind == "request")
     assert request.label == "Promote 2026.02.2"
     assert not request.allowed
+    # Why not, as the promotion page of a failed one says it of its own request (actions.request_action).
+    assert request.why_not.startswith(f"nexo-be 2026.02.1 → qa is already {label.split(',')[0]} (promotion #")
 
 
 def test_a_rejected_request_stays_visible_with_who_rejected_it(environments, people, nexo_be):

@@ -1,6 +1,7 @@
 """The promotion page, the release page and the audit log: what they show, to whom, and the export."""
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -12,9 +13,18 @@ from audit import log as audit
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
 from releases import transitions
-from releases.models import CheckResult, PromotionKind, PromotionState, SampleCheck, StepStatus, VerificationSample
+from releases.models import (
+    CheckResult,
+    Deployment,
+    Promotion,
+    PromotionKind,
+    PromotionState,
+    SampleCheck,
+    StepStatus,
+    VerificationSample,
+)
 from tests.factories import make_release, make_service
-from tests.history import action_link, ran, verified_up_to_staging
+from tests.history import action_link, cell_html, ran, verified_up_to_staging
 
 pytestmark = pytest.mark.django_db
 
@@ -110,6 +120,70 @@ def test_a_promotion_that_failed_to_commit_marks_that_step_and_skips_the_rest(wo
     assert [step_status(page, key) for key in ("sync", "healthy", "soak")] == ["skipped"] * 3
     assert "Failed at commit" in step(page, "outcome")
     assert "Cannot reach the GitOps repository" in page
+
+
+def failed_at_commit(world, paulo):
+    """nexo-be 2026.02.1 → staging, approved by paulo, failed at its commit before anything was written."""
+    staging = world["env"]["staging"]
+    Deployment.objects.filter(environment=staging).delete()  # verified up to qa only
+    Promotion.objects.filter(environment=staging).delete()
+    promotion = transitions.request_promotion(world["release"], staging, world["rita"])
+    transitions.approve(promotion, paulo, "canary is clean")
+    transitions.start_commit(promotion)
+    transitions.note_push_not_landed(promotion)
+    return transitions.fail(promotion, "commit", "Still failing after 3 min of retries: Cannot reach the GitOps …")
+
+
+def confirmation_of(link):
+    """Where an action's link leads, without where it comes back to."""
+    return re.search(r'href="([^"?]*)', link).group(1)
+
+
+def actions_of(page):
+    return page.split('id="actions-title"', 1)[1].split("<h2>Details</h2>", 1)[0]
+
+
+def test_a_promotion_that_failed_before_it_ran_offers_its_release_again_as_the_board_does(world, paulo):
+    promotion = failed_at_commit(world, paulo)
+    page = page_for(world["rita"], promotion.get_absolute_url()).content.decode()
+    assert "nothing more can be done" not in page
+    actions = actions_of(page)
+    again = action_link(actions, "request")
+    assert ">Promote 2026.02.1 again</a>" in again
+    offered = action_link(cell_html(page_for(world["rita"], "/"), "nexo-be", "staging"), "request")
+    assert ">Promote 2026.02.1 again</a>" in offered
+    # The same action as the board's, to the same confirmation.
+    assert (
+        confirmation_of(again)
+        == confirmation_of(offered)
+        == "/services/nexo-be/environments/staging/promote/2026.02.1/"
+    )
+    assert "2026.02.1 was failed at commit just now here" in actions
+    # The approval is not carried over: a new request is decided anew, and the page says so.
+    assert "the approval given to this one (paulo) does not carry over" in actions
+    assert "Nothing was written to the GitOps repository" in page
+
+
+def test_a_failed_promotion_offers_its_release_again_only_to_who_may_request_it(world, paulo):
+    promotion = failed_at_commit(world, paulo)
+    page = page_for(world["viewer"], promotion.get_absolute_url()).content.decode()
+    actions = actions_of(page)
+    assert action_link(actions, "request") is None
+    assert '<span class="button unavailable">Promote 2026.02.1 again</span>' in actions
+    assert 'data-action="request">Only members of backend-team or platform-team may request' in actions
+
+
+def test_a_failed_promotion_offers_nothing_once_its_place_has_moved_on(world, paulo):
+    promotion = failed_at_commit(world, paulo)
+    newer = make_release(world["service"], "2026.02.2")
+    ran(newer, world["env"]["qa"])  # staging is offered 2026.02.2 now, as the board says
+    assert (
+        action_link(actions_of(page_for(world["rita"], promotion.get_absolute_url()).content.decode()), "request")
+        is None
+    )
+    transitions.request_promotion(newer, world["env"]["staging"], world["rita"])
+    page = page_for(world["rita"], promotion.get_absolute_url()).content.decode()
+    assert "nothing more can be done to it here" in page
 
 
 def test_the_soak_shows_its_progress_and_the_samples_taken(world):
