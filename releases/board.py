@@ -9,7 +9,8 @@ number of releases, and its query count does not grow with the number of service
    newest first and stop at the first match;
 5. the current deployments, each with its release, the number of newer releases (an index-only
    range scan, which gives "builds behind") and how it was verified;
-6–7. the promotions waiting or recently stopped, with their approvals;
+6–7. the promotions waiting or recently stopped, with their approvals (and, for a step under way,
+   its open run and the last one that ended: why it is tried again);
 8. the user's groups, read once by `policy`.
 
 Per-row details come back as small JSON objects from correlated subqueries: an index probe per
@@ -55,7 +56,7 @@ from django.utils import timezone
 from environments.models import Environment
 from nexo_portal.lib.dates import exact_time
 
-from . import policy, slo
+from . import policy, slo, steps
 from .actions import decision_actions, lift_action, request_action, rollback_action
 from .models import (
     Approval,
@@ -66,7 +67,9 @@ from .models import (
     PromotionKind,
     PromotionState,
     Release,
+    RunStatus,
     Service,
+    StepRun,
     StepStatus,
 )
 
@@ -85,6 +88,9 @@ WAITING_LABELS = {
 
 # Where a freeze that began after the approval holds the GitOps commit (jobs.commit_promotion).
 HELD_BY_FREEZE_STATES = (PromotionState.APPROVED, PromotionState.COMMITTING)
+
+# A step run that went wrong, tried again (what the promotion page lists), for a cell saying why it waits.
+Trouble = namedtuple("Trouble", "words error next_try")
 
 DeployedRow = namedtuple(
     "DeployedRow",
@@ -422,6 +428,21 @@ def _verification_row(text):
     )
 
 
+def _step_runs():
+    """For a promotion whose step a cell says is under way (WAITING_LABELS), as JSON: its open run
+    (queued or running: when it runs) and the last run that ended having started (how it ended)."""
+    runs = StepRun.objects.filter(promotion=OuterRef("pk")).order_by("-created_at", "-id")
+    open_run = runs.filter(status__in=RunStatus.open()).values(json=JSONObject(status="status", run_after="run_after"))
+    # A run replaced before it started (a freeze edit woke a commit) is no outcome (steps.consecutive).
+    ended = runs.exclude(status__in=RunStatus.open()).exclude(status=RunStatus.DONE, started_at__isnull=True)
+    last = ended.values(json=JSONObject(status="status", error="error"))
+    under_way = Q(state__in=list(WAITING_LABELS))
+    return {
+        "open_run": Case(When(under_way, then=Subquery(open_run[:1], output_field=TextField()))),
+        "last_run": Case(When(under_way, then=Subquery(last[:1], output_field=TextField()))),
+    }
+
+
 def _open_promotions(shown, now):
     """Per place: the promotion waiting there, and the last one stopped before it ran (rejected…) or
     rolled back."""
@@ -433,6 +454,7 @@ def _open_promotions(shown, now):
             | Q(state__in=STOPPED_STATES, deployed_at__isnull=True, finished_at__gte=now - RECENTLY_STOPPED)
             | Q(state=PromotionState.ROLLED_BACK, updated_at__gte=now - RECENTLY_STOPPED)
         )
+        .annotate(**_step_runs())
         .select_related("release")
         .prefetch_related(
             Prefetch("approvals", queryset=Approval.objects.select_related("user"), to_attr=policy.PREFETCHED_APPROVALS)
@@ -560,13 +582,28 @@ def _tuple_getter(*names):
 
 
 def _promotion_fingerprint(promotion):
-    """A promotion as a cell shows it: its columns, its release's version and its decisions, by whom."""
+    """A promotion as a cell shows it: its columns, its release's version, its decisions, by whom, and
+    its step's runs (`_step_runs`)."""
     if promotion is None:
         return None
     decisions = tuple(
         (_fingerprint(approval), approval.user.get_username()) for approval in policy.approvals_of(promotion)
     )
-    return (_fingerprint(promotion), promotion.release.version, decisions)
+    runs = (getattr(promotion, "open_run", None), getattr(promotion, "last_run", None))
+    return (_fingerprint(promotion), promotion.release.version, decisions, runs)
+
+
+def trouble(promotion):
+    """Why the promotion's step is being tried again, as its page lists it, or None: its last run
+    ended as `retry` or `crashed` and another is owed (read with the board, `_step_runs`)."""
+    open_run, last_run = getattr(promotion, "open_run", None), getattr(promotion, "last_run", None)
+    if not open_run or not last_run:
+        return None
+    open_run, last_run = json.loads(open_run), json.loads(last_run)
+    if last_run["status"] not in (RunStatus.RETRY, RunStatus.CRASHED):
+        return None
+    next_try = _moment(open_run["run_after"]) if open_run["status"] == RunStatus.QUEUED else None
+    return Trouble(steps.trouble_in_words(last_run["status"], last_run["error"]), last_run["error"], next_try)
 
 
 class _Url:
@@ -676,9 +713,12 @@ class _CellBuilder:
                 waiting, stopped = self.waiting.get(place), self.stopped.get(place)
                 promotions.append((_promotion_fingerprint(waiting), _promotion_fingerprint(stopped)))
                 if waiting is not None:
+                    retrying = trouble(waiting)
                     times += [
                         short_age(waiting.requested_at, now),
                         now - waiting.requested_at > slo.target(environment),
+                        # Its next try, said until it is due.
+                        bool(retrying and retrying.next_try and retrying.next_try > now),
                     ]
                 if stopped is not None:
                     times += [short_age(stopped.finished_at or now, now), short_age(stopped.updated_at, now)]
@@ -850,13 +890,22 @@ class _CellBuilder:
             return f"{prefix}awaiting approval {given}/{required}"
         if promotion.state in HELD_BY_FREEZE_STATES and policy.freeze_holding(promotion):
             return f"{prefix}{promotion.get_state_display().lower()}, waits for the freeze"
-        return prefix + WAITING_LABELS.get(promotion.state, promotion.get_state_display().lower())
+        label = prefix + WAITING_LABELS.get(promotion.state, promotion.get_state_display().lower())
+        retrying = trouble(promotion)
+        if retrying:
+            if retrying.next_try and retrying.next_try > self.now:
+                label += f" — {retrying.words}, next try {timezone.localtime(retrying.next_try):%H:%M}"
+            else:
+                label += f" — {retrying.words}, trying again"
+        return label
 
     def _waiting_title(self, promotion):
-        """What the label leaves out: when the freeze holding the promotion's GitOps commit ends."""
+        """What the label leaves out: when the freeze holding the promotion's GitOps commit ends, or the
+        error its step is tried again after."""
         freeze = policy.freeze_holding(promotion) if promotion.state in HELD_BY_FREEZE_STATES else None
         if freeze is None:
-            return ""
+            retrying = trouble(promotion)
+            return f"Tried again after: {retrying.error[:300]}" if retrying else ""
         return (
             f"Approved before the freeze began: the GitOps commit waits until "
             f"{timezone.localtime(freeze.ends_at):%Y-%m-%d %H:%M %Z} ({freeze.reason})"

@@ -318,6 +318,31 @@ def _said(moment, now):
     return f"{local:%H:%M:%S}" if local.date() == timezone.localtime(now).date() else f"{local:%Y-%m-%d %H:%M}"
 
 
+# What stopped a step's run, in a few words for a board cell, by the type of the error as the run
+# records it (jobs._last_line: "GitOpsUnavailable: Cannot reach …"); the promotion's page has it whole.
+TROUBLE_WORDS = {
+    "GitOpsUnavailable": "GitOps unavailable",
+    "RegistryUnavailable": "registry unavailable",
+    "GitHubUnavailable": "waiting for GitHub",
+    "OperationalError": "database unavailable",
+    "InterfaceError": "database unavailable",
+    "interrupted": "database unavailable",  # ended by the reconciler for a worker that lost it (jobs.end_abandoned)
+    "ConnectionError": "Redis unavailable",
+    "TimeoutError": "Redis unavailable",
+    "RedisError": "Redis unavailable",
+}
+
+
+def trouble_in_words(status, error):
+    """Why a run ended as `retry` or `crashed`, shortly: "GitOps unreachable", "crashed"."""
+    if status == RunStatus.CRASHED:
+        return "its worker stopped" if error.startswith("its worker ") else "crashed"
+    kind = error.partition(":")[0]
+    if kind == "GitOpsUnavailable" and "Cannot reach" in error:
+        return "GitOps unreachable"
+    return TROUBLE_WORDS.get(kind, "unavailable")
+
+
 def consecutive(promotion_id, step, status):
     """How many of the step's latest runs, newest first, ended with `status` in a row.
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from environments.models import ChangeFreeze, Environment
 from releases import reconciler, transitions
 from releases.board import build_board
-from releases.models import Deployment, Hold, PromotionState, Service, StepStatus
+from releases.models import Deployment, Hold, Promotion, PromotionState, RunStatus, Service, Step, StepRun, StepStatus
 from releases.templatetags import board_cells
 from tests.factories import make_release, make_service, make_user
 from tests.history import cell_html, ran
@@ -143,6 +143,27 @@ def test_after_a_change_every_row_is_as_if_rendered_from_nothing(board, paulo, c
     after = rows(paulo, now)
     assert after == fresh_rows(paulo, now)
     assert after != before, "the change should show on the board"
+
+
+def test_a_step_tried_again_and_its_next_try_coming_due_render_the_row_again(board, paulo):
+    promotion = board["waiting"]
+    Promotion.objects.filter(pk=promotion.pk).update(state=PromotionState.COMMITTING)
+    StepRun.objects.create(promotion=promotion, step=Step.COMMIT, created_at=board["now"])
+    committing = rows(paulo, board["now"])
+    assert "committing</span>" in committing
+    now = board["now"]
+    StepRun.objects.filter(promotion=promotion).update(
+        status=RunStatus.RETRY, started_at=now, finished_at=now, error="GitOpsUnavailable: Cannot reach the GitOps …"
+    )
+    StepRun.objects.create(
+        promotion=promotion, step=Step.COMMIT, created_at=now, run_after=now + timedelta(seconds=50), troubled_since=now
+    )
+    retrying = rows(paulo, now)
+    assert retrying == fresh_rows(paulo, now)
+    assert "committing — GitOps unreachable, next try" in retrying
+    due = rows(paulo, now + timedelta(seconds=51))
+    assert due == fresh_rows(paulo, now + timedelta(seconds=51))
+    assert "committing — GitOps unreachable, trying again" in due
 
 
 def test_each_reader_gets_the_rows_their_own_groups_and_requests_give(board, rita, sam, paulo):

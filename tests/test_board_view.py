@@ -12,7 +12,7 @@ from environments.models import ChangeFreeze
 from nexo_portal.lib.dates import exact_time
 from releases import transitions
 from releases.board import build_board
-from releases.models import Deployment, Hold, Promotion, PromotionState, StepStatus
+from releases.models import Deployment, Hold, Promotion, PromotionState, RunStatus, Step, StepRun, StepStatus
 from tests.factories import make_release, make_service, make_user
 from tests.history import action_link, cell_html, ran
 
@@ -202,6 +202,89 @@ def test_a_promotion_on_its_way_shows_its_step_and_blocks_a_new_request(environm
     assert not request.allowed
     # Why not, as the promotion page of a failed one says it of its own request (actions.request_action).
     assert request.why_not.startswith(f"nexo-be 2026.02.1 → qa is already {label.split(',')[0]} (promotion #")
+
+
+def tried_again(promotion, error, *, status=RunStatus.RETRY, next_try=None):
+    """The promotion's step ran and ended as `status` with `error`; the next run waits for `next_try`."""
+    now = timezone.now()
+    run = StepRun.objects.get(promotion=promotion, status=RunStatus.QUEUED)
+    StepRun.objects.filter(pk=run.pk).update(status=status, started_at=now, finished_at=now, error=error)
+    return StepRun.objects.create(
+        promotion=promotion,
+        step=run.step,
+        run_after=next_try or now,
+        created_at=now,
+        troubled_since=now if status == RunStatus.RETRY else None,
+    )
+
+
+def committing_in_qa(nexo_be, rita, environments):
+    release = make_release(nexo_be, "2026.02.1")
+    ran(release, environments["develop"])
+    promotion = transitions.request_promotion(release, environments["qa"], rita)  # no approval needed: queued
+    Promotion.objects.filter(pk=promotion.pk).update(state=PromotionState.COMMITTING)
+    return promotion
+
+
+def test_a_promotion_whose_step_is_tried_again_says_why_and_when(client, environments, people, nexo_be, settings):
+    settings.TIME_ZONE = "Europe/Lisbon"
+    promotion = committing_in_qa(nexo_be, people["rita"], environments)
+    assert board_cell(people["rita"], "nexo-be", "qa").waiting_label == "committing"
+    error = (
+        "GitOpsUnavailable: Cannot reach the GitOps repository /srv/gitops.git: fatal: /srv/gitops.git does not "
+        "appear to be a git repository"
+    )
+    next_try = timezone.now() + timedelta(seconds=40)
+    tried_again(promotion, error, next_try=next_try)
+    qa = board_cell(people["rita"], "nexo-be", "qa")
+    assert qa.waiting_label == f"committing — GitOps unreachable, next try {timezone.localtime(next_try):%H:%M}"
+    assert qa.waiting_title == f"Tried again after: {error}"
+    # What the promotion page lists, from the same runs.
+    page = signed_in(client, people["rita"]).get(promotion.get_absolute_url()).content.decode()
+    assert error in page
+    assert "Next try at" in page
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "words"),
+    [
+        (
+            RunStatus.RETRY,
+            "GitOpsUnavailable: Cannot take the lock on main: Redis did not answer",
+            "GitOps unavailable",
+        ),
+        (RunStatus.RETRY, "RegistryUnavailable: ghcr.io answered 503", "registry unavailable"),
+        (RunStatus.RETRY, "OperationalError: server closed the connection unexpectedly", "database unavailable"),
+        (RunStatus.RETRY, "interrupted: could not connect to server", "database unavailable"),
+        (RunStatus.CRASHED, "ValueError: invalid literal for int()", "crashed"),
+        (RunStatus.CRASHED, "its worker host:12 stopped renewing its lease", "its worker stopped"),
+    ],
+)
+def test_a_step_tried_again_is_said_in_a_few_words_on_the_board(environments, people, nexo_be, status, error, words):
+    promotion = committing_in_qa(nexo_be, people["rita"], environments)
+    tried_again(promotion, error, status=status)  # due now: a worker is about to take it
+    assert board_cell(people["rita"], "nexo-be", "qa").waiting_label == f"committing — {words}, trying again"
+
+
+def test_a_step_tried_again_costs_the_board_no_query(client, environments, people, nexo_be):
+    promotion = committing_in_qa(nexo_be, people["rita"], environments)
+    signed_in(client, people["rita"])
+    with CaptureQueriesContext(connection) as before:
+        client.get("/")
+    tried_again(promotion, "GitOpsUnavailable: Cannot reach the GitOps repository x: Connection refused")
+    with CaptureQueriesContext(connection) as after:
+        page = client.get("/").content.decode()
+    assert "committing — GitOps unreachable, trying again" in page
+    assert len(after) == len(before)
+
+
+def test_a_step_that_went_well_after_a_retry_is_not_said_to_be_retried(environments, people, nexo_be):
+    promotion = committing_in_qa(nexo_be, people["rita"], environments)
+    run = tried_again(promotion, "GitOpsUnavailable: Cannot reach the GitOps repository x: Connection refused")
+    StepRun.objects.filter(pk=run.pk).update(status=RunStatus.DONE, started_at=timezone.now())
+    StepRun.objects.create(promotion=promotion, step=Step.SYNC)
+    Promotion.objects.filter(pk=promotion.pk).update(state=PromotionState.COMMITTED)
+    assert board_cell(people["rita"], "nexo-be", "qa").waiting_label == "committed, sync next"
 
 
 def test_a_rejected_request_stays_visible_with_who_rejected_it(environments, people, nexo_be):
