@@ -259,7 +259,7 @@ def commit_promotion(promotion_id):
         if "audit_head" not in held:
             held["audit_head"] = audit.head()
         return gitops_message.promotion_message(
-            promotion, approvers, previous_version=held.get("tag"), audit_head=held["audit_head"]
+            promotion, approvers, values_held=held.get("tag"), audit_head=held["audit_head"]
         )
 
     owned = PromotionState.COMMITTING if resumed else PromotionState.APPROVED

@@ -134,7 +134,7 @@ def open_for(promotion):
 
     def message():
         return gitops_message.promotion_message(
-            promotion, promotion.approver_names(), previous_version=held.get("previous"), audit_head=audit.head()
+            promotion, promotion.approver_names(), values_held=held.get("previous"), audit_head=audit.head()
         )
 
     repository = GitOpsRepository()
@@ -151,7 +151,7 @@ def open_for(promotion):
         raise  # tried again by the step, with backoff
     except (GitOpsError, values.ValuesFileError) as error:
         raise PullRequestError(str(error)) from error
-    previous = held.get("previous") or (promotion.previous_release.version if promotion.previous_release else None)
+    previous = gitops_message.replaced_version(promotion, held.get("previous"))
     pull = github.open_pull_request(
         head=branch, base=repository.branch, title=title(promotion), body=body(promotion, previous)
     )

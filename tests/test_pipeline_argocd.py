@@ -159,12 +159,55 @@ def test_a_release_degraded_in_develop_is_rolled_back_to_the_last_verified_one(p
     assert Promotion.objects.filter(kind=PromotionKind.ROLLBACK).count() == 1
     rollback_commit = pipeline.gitops.commits("helm/nexo-be/values-develop.yaml")[0]
     assert rollback_commit.summary == "rollback(nexo-be): develop → 2026.02.1"
-    # What GitOps held before the rollback's commit: the bad release, not the one it goes back to.
+    # What the rollback takes out (what GitOps held: its sync failed, so it never ran), not where it goes back to.
     assert "Previous version: 2026.02.2." in rollback_commit.message
     assert not AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED).exists(), "its own commit, not a hand edit"
     # The automatic rollback could not finish: automatic promotions into develop stop, saying why.
     hold = Hold.objects.active().get(service=service, environment=pipeline.environments["develop"])
     assert hold.reason.startswith("The automatic rollback to 2026.02.1 failed at sync: Argo CD application")
+
+
+def test_a_rollback_to_the_tag_gitops_holds_already_says_what_it_replaces_and_why_it_changes_no_file(
+    pipeline, argocd, rita
+):
+    """The tester's bad day: a rollback whose commit set the tag but whose sync failed, then a rollback to
+    the same release asked again."""
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    develop = pipeline.environments["develop"]
+    application = argocd.app("nexo-be-develop")
+    releases = {
+        version: make_release(service, version, changelog=f"- feat: what {version} brought")
+        for version in ("2026.02.1", "2026.02.2", "2026.02.3")
+    }
+    for version in releases:
+        transitions.request_promotion(releases[version], develop, None, kind=PromotionKind.AUTO)
+        pipeline.run_jobs()
+    application.outcome = Outcome.DEGRADED
+    first = transitions.request_rollback(service, develop, rita, release=releases["2026.02.1"])
+    pipeline.run_jobs()
+    first.refresh_from_db()
+    assert (first.state, first.failed_step) == (PromotionState.FAILED, "sync")
+    path = "helm/nexo-be/values-develop.yaml"
+    assert 'tag: "2026.02.1"' in pipeline.gitops.read(path)  # its commit is there; 2026.02.3 still runs
+
+    application.outcome = Outcome.HEALTHY
+    again = transitions.request_rollback(service, develop, rita, release=releases["2026.02.1"])
+    pipeline.run_jobs()
+    again.refresh_from_db()
+    assert again.state == PromotionState.VERIFIED, again.error
+    assert again.previous_release == releases["2026.02.3"]  # the API's previous_version
+    commit = pipeline.gitops.commits()[0]
+    assert commit.hexsha == again.gitops_commit_sha
+    assert commit.summary == "rollback(nexo-be): develop → 2026.02.1"
+    assert not commit.stats.files, "nothing to change in the values file"
+    message = commit.message
+    assert "Previous version: 2026.02.3." in message
+    assert (
+        f"{path} already holds 2026.02.1 (committed by promotion #{first.pk}, failed at sync): this commit "
+        "changes no file, and gives Argo CD a revision of this rollback's own to sync."
+    ) in message
 
 
 def test_argo_cd_refusing_the_token_fails_without_an_automatic_rollback_and_holds(pipeline, argocd, settings):

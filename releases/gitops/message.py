@@ -4,10 +4,17 @@
     auto-promote(nexo-be): qa → 2026.02.1
     rollback(nexo-be): production → 2026.01.45
 
-followed by who asked and who approved, and the trailers `Promotion-Id:` and `Release-Digest:`
+followed by who asked and who approved, what it replaces (the reference docs' rollback plan: the
+previous version), the release's changelog, and the trailers `Promotion-Id:` and `Release-Digest:`
 that let a retried job find its own commit, and `Audit-Head: <event id>:<hash> mac=<hmac>`, the
 audit chain's head as the commit was written, which vouches for the log from outside the database;
 the HMAC, with AUDIT_CHECKPOINT_KEY, tells it from one written by anyone else who may push.
+
+A values file that holds the tag already (a rollback whose sync failed, asked for again) still gets
+a commit, empty, saying so: the sync step waits for Argo CD to run a revision of the promotion's own
+(without one, the failed sync at that revision would be read as this promotion's, and an
+auto-syncing application does not sync a revision again), and every promotion is found in Git by
+its trailer.
 
 Checkpoints of the audit chain are commits of their own on another branch (releases/gitops/witness.py),
 their line in an `Audit-Checkpoint:` trailer.
@@ -16,7 +23,7 @@ their line in an `Audit-Checkpoint:` trailer.
 import re
 
 from audit.log import head_mac
-from releases.models import PromotionKind
+from releases.models import Promotion, PromotionKind
 
 VERBS = {PromotionKind.MANUAL: "promote", PromotionKind.AUTO: "auto-promote", PromotionKind.ROLLBACK: "rollback"}
 SUBJECT = re.compile(
@@ -36,18 +43,18 @@ def subject(promotion):
     )
 
 
-def promotion_message(promotion, approvers, previous_version=None, audit_head=None):
-    """`previous_version`: what the values file held before this commit (default: what the portal
-    deployed there), the rollback plan of the reference docs' commit body. `audit_head`: the audit
-    chain's (event id, hash) as of this commit, None while the log is empty."""
+def promotion_message(promotion, approvers, values_held=None, audit_head=None):
+    """`values_held`: the tag the values file held before this commit, when the step read it.
+    `audit_head`: the audit chain's (event id, hash) as of this commit, None while the log is empty."""
     lines = [subject(promotion), ""]
     lines.append(f"Requested by {promotion.requester_name()}.")
     if approvers:
         lines.append(f"Approved by {', '.join(approvers)}.")
-    if previous_version is None and promotion.previous_release:
-        previous_version = promotion.previous_release.version
-    if previous_version:
-        lines.append(f"Previous version: {previous_version}.")
+    replaced = replaced_version(promotion, values_held)
+    if replaced:
+        lines.append(f"Previous version: {replaced}.")
+    if values_held is not None and values_held == promotion.release.version:
+        lines.append(_unchanged(promotion))
     if promotion.is_emergency:
         lines.append(f"Break-glass: {promotion.emergency_reason}")
     if promotion.release.changelog:
@@ -56,6 +63,42 @@ def promotion_message(promotion, approvers, previous_version=None, audit_head=No
     if audit_head:
         lines.append(f"{AUDIT_HEAD_TRAILER}: {audit_head_value(*audit_head)}")
     return "\n".join([*lines, ""])
+
+
+def replaced_version(promotion, values_held=None):
+    """The version the promotion replaces, its commit's "Previous version": for a rollback the release
+    it takes out (what ran, or, when that one's sync failed, what the values file held since); else what
+    runs there as the portal, its pages and its API say (`previous_release`); where the portal never
+    deployed, what the values file held (`values_held`), or None."""
+    if promotion.is_rollback and promotion.rolls_back_id:
+        return promotion.rolls_back.release.version
+    if promotion.previous_release:
+        return promotion.previous_release.version
+    return values_held or None
+
+
+def _unchanged(promotion):
+    """Why a commit that changes no file is made anyway (see the module's docstring)."""
+    path = promotion.service.values_path(promotion.environment)
+    # The portal's last commit there, when it set this tag (else someone did by hand since).
+    written_by = (
+        Promotion.objects.filter(service=promotion.service_id, environment=promotion.environment_id)
+        .exclude(pk=promotion.pk)
+        .exclude(gitops_commit_sha="")
+        .order_by("-committed_at", "-pk")
+        .first()
+    )
+    by = ""
+    if written_by is not None and written_by.release_id == promotion.release_id:
+        how = written_by.get_state_display().lower()
+        if written_by.failed_step:
+            how += f" at {written_by.failed_step}"
+        by = f" (committed by promotion #{written_by.pk}, {how})"
+    kind = "rollback" if promotion.is_rollback else "promotion"
+    return (
+        f"{path} already holds {promotion.release.version}{by}: this commit changes no file, and gives "
+        f"Argo CD a revision of this {kind}'s own to sync."
+    )
 
 
 def audit_head_value(event_id, event_hash):
