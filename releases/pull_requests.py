@@ -61,7 +61,8 @@ def body(promotion, previous_version):
     ]
     if settings.PORTAL_URL:
         lines.append(f"Promotion #{promotion.pk}: {settings.PORTAL_URL.rstrip('/')}{promotion.get_absolute_url()}")
-    lines += ["", "## Changelog", release.changelog.strip() or "(none given at registration)", "", "## Validation"]
+    lines += gitops_message.changelog(promotion) or ["", "## Changelog", "(none given at registration)"]
+    lines += ["", "## Validation"]
     lines += _validation(promotion)
     lines += ["", "## Rollback plan", "1. Revert this pull request (or roll back from the portal, which opens one)."]
     if previous_version:

@@ -208,6 +208,13 @@ def test_a_rollback_to_the_tag_gitops_holds_already_says_what_it_replaces_and_wh
         f"{path} already holds 2026.02.1 (committed by promotion #{first.pk}, failed at sync): this commit "
         "changes no file, and gives Argo CD a revision of this rollback's own to sync."
     ) in message
+    # A rollback's changelog is what it takes out, newest first; not the changelog of where it goes back to.
+    changelog = message.split("## Changelog\n", 1)[1].split("\n\nPromotion-Id:", 1)[0]
+    assert changelog == (
+        "Taken out by this rollback, newest first:\n\n"
+        "### 2026.02.3\n- feat: what 2026.02.3 brought\n\n"
+        "### 2026.02.2\n- feat: what 2026.02.2 brought"
+    )
 
 
 def test_argo_cd_refusing_the_token_fails_without_an_automatic_rollback_and_holds(pipeline, argocd, settings):

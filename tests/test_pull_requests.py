@@ -711,6 +711,9 @@ def test_a_rollback_there_is_a_pull_request_to_the_previous_version(pipeline, gi
     pull = github.repository.pulls[rollback.pr_number]
     assert pull.title == "rollback(nexo-be): production → 2026.02.1"
     assert '`image.tag` = "2026.02.2" (previous version)' in pull.body
+    # What it takes out, as its commit says; not the changelog of 2026.02.1, which it goes back to.
+    assert "## Changelog\nTaken out by this rollback, newest first:\n\n### 2026.02.2\n" in pull.body
+    assert "fix: authentication timeout" not in pull.body
     github.repository.review(rollback.pr_number, "sara-gh", "APPROVED")
     reconcile()
     pipeline.run_jobs()

@@ -5,10 +5,14 @@
     rollback(nexo-be): production → 2026.01.45
 
 followed by who asked and who approved, what it replaces (the reference docs' rollback plan: the
-previous version), the release's changelog, and the trailers `Promotion-Id:` and `Release-Digest:`
-that let a retried job find its own commit, and `Audit-Head: <event id>:<hash> mac=<hmac>`, the
-audit chain's head as the commit was written, which vouches for the log from outside the database;
-the HMAC, with AUDIT_CHECKPOINT_KEY, tells it from one written by anyone else who may push.
+previous version), its changelog, and the trailers `Promotion-Id:` and `Release-Digest:` that let a
+retried job find its own commit, and `Audit-Head: <event id>:<hash> mac=<hmac>`, the audit chain's
+head as the commit was written, which vouches for the log from outside the database; the HMAC, with
+AUDIT_CHECKPOINT_KEY, tells it from one written by anyone else who may push.
+
+The changelog says what the commit changes: the release's own, and for a rollback, which ships
+nothing new, those of the releases it takes out (after the one it goes back to, up to the one it
+replaces), newest first.
 
 A values file that holds the tag already (a rollback whose sync failed, asked for again) still gets
 a commit, empty, saying so: the sync step waits for Argo CD to run a revision of the promotion's own
@@ -23,7 +27,10 @@ their line in an `Audit-Checkpoint:` trailer.
 import re
 
 from audit.log import head_mac
-from releases.models import Promotion, PromotionKind
+from releases.models import Promotion, PromotionKind, Release
+
+# A rollback's changelog lists at most this many of the releases it takes out.
+MAX_TAKEN_OUT = 30
 
 VERBS = {PromotionKind.MANUAL: "promote", PromotionKind.AUTO: "auto-promote", PromotionKind.ROLLBACK: "rollback"}
 SUBJECT = re.compile(
@@ -57,8 +64,7 @@ def promotion_message(promotion, approvers, values_held=None, audit_head=None):
         lines.append(_unchanged(promotion))
     if promotion.is_emergency:
         lines.append(f"Break-glass: {promotion.emergency_reason}")
-    if promotion.release.changelog:
-        lines += ["", "## Changelog", promotion.release.changelog.strip()]
+    lines += changelog(promotion)
     lines += ["", f"{PROMOTION_TRAILER}: {promotion.pk}", f"{DIGEST_TRAILER}: {promotion.release.image_digest}"]
     if audit_head:
         lines.append(f"{AUDIT_HEAD_TRAILER}: {audit_head_value(*audit_head)}")
@@ -99,6 +105,28 @@ def _unchanged(promotion):
         f"{path} already holds {promotion.release.version}{by}: this commit changes no file, and gives "
         f"Argo CD a revision of this {kind}'s own to sync."
     )
+
+
+def changelog(promotion):
+    """The lines of the "## Changelog" section (none without one): the release's own, or for a
+    rollback those of the releases it takes out."""
+    release = promotion.release
+    if not promotion.is_rollback:
+        return ["", "## Changelog", release.changelog.strip()] if release.changelog else []
+    replaced = promotion.rolls_back.release if promotion.rolls_back_id else promotion.previous_release
+    if replaced is None:
+        return []
+    if replaced.is_newer_than(release):
+        taken_out = Release.objects.newer_than(release).exclude(pk__in=Release.objects.newer_than(replaced))
+        taken_out = list(taken_out.newest_first()[: MAX_TAKEN_OUT + 1])
+    else:
+        taken_out = [replaced]  # a late hotfix, numbered below the release it fixed and goes back to
+    lines = ["", "## Changelog", "Taken out by this rollback, newest first:"]
+    for gone in taken_out[:MAX_TAKEN_OUT]:
+        lines += ["", f"### {gone.version}", gone.changelog.strip() or "(no changelog was registered)"]
+    if len(taken_out) > MAX_TAKEN_OUT:
+        lines += ["", f"… and older ones, down to the one after {release.version}."]
+    return lines
 
 
 def audit_head_value(event_id, event_hash):
