@@ -35,6 +35,7 @@ from datetime import timedelta
 
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Subquery
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from redis.exceptions import RedisError
@@ -445,7 +446,7 @@ def _back_within_limit(deployment, behind, first, threshold):
             version=deployment.release.version,
             message=(
                 f"{deployment.service.name} in {deployment.environment.name} runs {deployment.release.version}, "
-                f"{behind} builds behind {first.name}: {ended}"
+                f"{behind} build{pluralize(behind)} behind {first.name}: {ended}"
             ),
             data={"builds_behind": behind, "behind": first.name, "threshold": threshold, "far_behind_since": since},
         )

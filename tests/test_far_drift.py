@@ -199,6 +199,7 @@ def test_a_promotion_back_within_the_limit_ends_the_crossing_once_naming_the_new
     assert (back.service, back.environment, back.version) == ("nexo-be", "production", "2026.03.35")
     assert back.data["far_behind_since"] == DjangoJSONEncoder().default(since)
     assert back.data["builds_behind"] == 1
+    assert back.message == "nexo-be in production runs 2026.03.35, 1 build behind develop: back within 20"
     assert not Deployment.objects.filter(environment=env["production"], far_behind_since__isnull=False).exists()
 
 
