@@ -715,15 +715,21 @@ class GitOpsRepository:
 CONTAINS_LOCK_WAIT_SECONDS = 5
 
 
+# Answers of contains_commit, final once given (commits do not change), kept by the process: a soak
+# asks again each round about the same branch head, and each asking takes the GitOps lock and runs git.
+_CONTAINS_ANSWERS: dict[tuple[str, str], bool] = {}
+_CONTAINS_ANSWERS_KEPT = 4096
+
+
 def contains_commit(sha):
     """`includes(revision)`: whether a revision Argo CD reports is `sha` or a later commit built on it,
-    for the sync's wait and the soak's samples; git answers once per revision. `includes.unanswered`:
-    the revision it was last asked about, when Git could not tell (the GitOps remote out of reach, or
-    its lock busy: `includes.why_unanswered`), else None."""
-    answers = {}
+    for the sync's wait and the soak's samples; git answers once per revision and process.
+    `includes.unanswered`: the revision it was last asked about, when Git could not tell (the GitOps
+    remote out of reach, or its lock busy: `includes.why_unanswered`), else None."""
 
     def includes(revision):
-        if revision not in answers:
+        key = (revision, sha)
+        if key not in _CONTAINS_ANSWERS:
             repository = GitOpsRepository(lock_wait=CONTAINS_LOCK_WAIT_SECONDS)
             try:
                 with repository.locked():
@@ -735,9 +741,11 @@ def contains_commit(sha):
                 includes.unanswered, includes.why_unanswered = revision, str(error)
                 return False
             # Final either way: includes() fetched if either commit was new here, and commits do not change.
-            answers[revision] = answer
+            if len(_CONTAINS_ANSWERS) >= _CONTAINS_ANSWERS_KEPT:
+                _CONTAINS_ANSWERS.clear()
+            _CONTAINS_ANSWERS[key] = answer
         includes.unanswered = None
-        return answers[revision]
+        return _CONTAINS_ANSWERS[key]
 
     includes.unanswered = includes.why_unanswered = None
     return includes
