@@ -416,15 +416,20 @@ def detect_far_behind(now=None):
                 service=deployment.service.name,
                 environment=deployment.environment.name,
                 version=deployment.release.version,
-                message=(
-                    f"{deployment.service.name} in {deployment.environment.name} runs {deployment.release.version}, "
-                    f"{behind} builds behind {first.name} (more than {threshold})"
-                ),
+                message=f"{_runs_behind(deployment, behind, first)} (more than {threshold})",
                 data={"builds_behind": behind, "behind": first.name, "threshold": threshold},
             )
             alerts.enqueue_far_behind_alert(deployment, behind, first)
         flagged.append(deployment.pk)
     return flagged
+
+
+def _runs_behind(deployment, behind, first):
+    """How the far-behind events begin: "nexo-be in production runs 2026.03.7, 29 builds behind develop"."""
+    return (
+        f"{deployment.service.name} in {deployment.environment.name} runs {deployment.release.version}, "
+        f"{behind} build{pluralize(behind)} behind {first.name}"
+    )
 
 
 def _back_within_limit(deployment, behind, first, threshold):
@@ -444,9 +449,6 @@ def _back_within_limit(deployment, behind, first, threshold):
             service=deployment.service.name,
             environment=deployment.environment.name,
             version=deployment.release.version,
-            message=(
-                f"{deployment.service.name} in {deployment.environment.name} runs {deployment.release.version}, "
-                f"{behind} build{pluralize(behind)} behind {first.name}: {ended}"
-            ),
+            message=f"{_runs_behind(deployment, behind, first)}: {ended}",
             data={"builds_behind": behind, "behind": first.name, "threshold": threshold, "far_behind_since": since},
         )
