@@ -60,19 +60,30 @@ def parse_checkpoints(text, where, key=None):
     """
     anchors = []
     for line in text.splitlines():
-        match = _LINE.match(line.strip())
-        if match is None:
+        anchor = checkpoint_anchor(line, where, key)
+        if anchor is None:
             continue
-        body = line.strip().rpartition(" mac=")[0]
-        if not hmac.compare_digest(match["mac"], log.keyed_digest("checkpoint", body, key)):
+        if not anchor.signed:
             logger.warning(
                 "A checkpoint in %s does not carry the portal's HMAC and vouches for nothing: %s", where, line
             )
             continue
-        at = datetime.fromisoformat(match["at"])
-        source = f"the checkpoint of {at:%Y-%m-%d %H:%M:%S} in {where}"
-        anchors.append(log.Anchor(int(match["event"]), match["hash"], source))
+        anchors.append(anchor)
     return anchors
+
+
+def checkpoint_anchor(line, where, key=None):
+    """The anchor of a checkpoint `line` found in `where` (for the report), or None if it is none. One
+    whose HMAC does not check is not `signed`: someone else wrote it, and it vouches for nothing."""
+    match = _LINE.match(line.strip())
+    if match is None:
+        return None
+    body = line.strip().rpartition(" mac=")[0]
+    if not hmac.compare_digest(match["mac"], log.keyed_digest("checkpoint", body, key)):
+        # Its date is whatever its writer chose, and not repeated.
+        return log.Anchor(int(match["event"]), match["hash"], f"a checkpoint in {where}", signed=False)
+    at = datetime.fromisoformat(match["at"])
+    return log.Anchor(int(match["event"]), match["hash"], f"the checkpoint of {at:%Y-%m-%d %H:%M:%S} in {where}")
 
 
 def head_anchor(event_id, event_hash, mac, source):

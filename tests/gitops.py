@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,6 +70,24 @@ class GitOpsRemote:
             self.scratch.index.add([path])
         self.scratch.index.commit(f"chore: values for {service.name}")
         self.scratch.remotes.origin.push(f"HEAD:refs/heads/{self.branch}")
+
+    def push_empty_commits(self, messages, branch=None):
+        """Push a commit per message, each changing no file, on top of `branch` (default: the one Argo CD
+        follows), in one push: someone flooding the repository, thousands of commits in a second."""
+        branch = branch or self.branch
+        self.scratch.remotes.origin.fetch(f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
+        stream = [f"reset refs/heads/flood\nfrom refs/remotes/origin/{branch}\n\n".encode()]
+        for message in messages:
+            data = message.encode()
+            stream.append(b"commit refs/heads/flood\ncommitter Mallory <mallory@example.com> %d +0000\n" % time.time())
+            stream.append(b"data %d\n%s\n" % (len(data), data))
+        subprocess.run(
+            ["git", "fast-import", "--quiet", "--force"],
+            cwd=self.scratch.working_dir,
+            input=b"".join(stream),
+            check=True,
+        )
+        self.scratch.remotes.origin.push(f"refs/heads/flood:refs/heads/{branch}")
 
     def read(self, path):
         return subprocess.run(

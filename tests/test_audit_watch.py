@@ -2,6 +2,7 @@
 their own branch and the log, a break alerted once in Slack, and the audit page's "chain verified at"."""
 
 import logging
+import re
 from datetime import timedelta
 
 import django_rq
@@ -15,8 +16,10 @@ from audit import checkpoints
 from audit import log as audit
 from audit.models import AuditAction, AuditEvent, ChainVerification
 from releases.audit_watch import watch_audit_chain
-from releases.gitops.message import audit_head_value
-from releases.gitops.witness import GitOpsWitness
+from releases.gitops import repo
+from releases.gitops.message import audit_head_value, checkpoint_message
+from releases.gitops.witness import NEWEST, GitOpsWitness
+from tests.test_audit_chain import recompute_from
 
 pytestmark = pytest.mark.django_db
 
@@ -111,6 +114,63 @@ def test_a_trailer_without_the_portals_mac_is_named_and_the_watch_goes_on_with_t
     tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[1].pk])
     report, unread = checkpoints.verify(witness)
     assert (unread, report.problem, report.broken_at) == ("", audit.TAIL_DELETED, events[-1].pk)
+
+
+def test_forged_trailers_pushed_on_top_do_not_push_the_signed_one_out_of_reach(witness, gitops):
+    """Anyone who may push can bury the portal's trailers under commits of their own; the witness reads on
+    past what it did not sign, so the trailer it did still catches a rewrite of the events it vouches for."""
+    events = record(6)
+    signed_head = audit_head_value(events[-1].pk, events[-1].hash)
+    gitops.write("notes.txt", "x\n", message=f"promote(nexo-be): qa → 2026.02.5\n\nAudit-Head: {signed_head}\n")
+    signed = gitops.head()
+    gitops.push_empty_commits(
+        f"chore: notes {n}\n\nAudit-Head: {events[-1].pk}:{'e' * 64}{' mac=' + '0' * 64 if n % 2 else ''}\n"
+        for n in range(NEWEST + 50)
+    )
+
+    recompute_from(events[2].pk, actor="mallory")
+    report, unread = checkpoints.verify(witness)
+
+    assert (unread, report.problem, report.broken_at) == ("", audit.REWRITTEN, events[-1].pk)
+    assert f"the Audit-Head trailer of commit {signed[:12]} vouches for" in report.reason
+
+
+def test_forged_checkpoints_pushed_on_top_do_not_push_the_signed_one_out_of_reach(witness, gitops):
+    events = record(6)
+    checkpoints.take_checkpoint(witness, audit.head(), timezone.now())
+    [signed] = checkpoint_commits(gitops)
+    gitops.push_empty_commits(
+        (
+            checkpoint_message(checkpoints.checkpoint_line(events[-1].pk, "f" * 64, timezone.now(), key="not the key"))
+            for _ in range(NEWEST + 50)
+        ),
+        branch=BRANCH,
+    )
+
+    tamper("DELETE FROM audit_auditevent WHERE id > %s", [events[2].pk])
+    report, unread = checkpoints.verify(witness)
+
+    assert (unread, report.problem, report.broken_at) == ("", audit.TAIL_DELETED, events[-1].pk)
+    assert re.search(
+        rf"the checkpoint of \S+ \S+ in commit {signed.hexsha[:12]} of the branch {BRANCH} ", report.reason
+    )
+
+
+def test_a_flood_of_thousands_is_read_through_to_the_signed_anchors_beneath(witness, gitops, monkeypatch):
+    monkeypatch.setattr(repo, "MAX_LOG_PAGE", 700)  # read in pages up to the longest, and past it
+    events = record(2)
+    checkpoints.take_checkpoint(witness, audit.head(), timezone.now())
+    gitops.write("notes.txt", "x\n", message=f"chore: notes\n\nAudit-Head: {audit_head_value(*audit.head())}\n")
+    gitops.push_empty_commits(f"chore: {n}\n\nAudit-Head: {n}:{'e' * 64}\n" for n in range(3000))
+    forged = checkpoints.checkpoint_line(events[0].pk, "f" * 64, timezone.now(), key="not the key")
+    gitops.push_empty_commits([checkpoint_message(forged)] * 3000, branch=BRANCH)
+
+    anchors = witness.anchors()
+
+    assert [(anchor.event_id, anchor.hash) for anchor in anchors if anchor.signed] == [
+        (events[-1].pk, events[-1].hash)
+    ] * 2
+    assert len([anchor for anchor in anchors if not anchor.signed]) == 6000
 
 
 def test_the_watch_checkpoints_a_new_head_to_the_log_and_the_witness(witness, gitops, caplog):

@@ -189,6 +189,11 @@ def push_error(repository, branch, message):
     return remote_error(repository, "push to", message)
 
 
+# The most commits one `git log` of trailers reads: past it, a history flooded with commits that carry
+# them is read in pages of this size rather than held whole in memory.
+MAX_LOG_PAGE = 10_000
+
+
 class GitOpsRepository:
     def __init__(self, url=None, branch=None, workdir=None, lock_timeout=None, lock_wait=300, network_timeout=None):
         self.url = url or settings.GITOPS_REPO_URL
@@ -685,21 +690,32 @@ class GitOpsRepository:
             raise failure from error
         return sha
 
-    def trailer_values(self, key, limit, branch=None):
-        """(SHA, value) of every `key:` trailer on the newest `limit` commits of `branch` (default: the
-        branch Argo CD follows) that carry one, as last fetched, newest first."""
-        found = []
-        log = self._working_copy().git.log(
-            f"refs/remotes/origin/{branch or self.branch}",
-            f"--max-count={limit}",
-            "--fixed-strings",
-            f"--grep={key}: ",
-            f"--format=%H %(trailers:key={key},valueonly,separator=%x1F)",
-        )
-        for line in log.splitlines():
-            sha, _, values = line.partition(" ")
-            found += [(sha, value.strip()) for value in values.split("\x1f") if value.strip()]
-        return found
+    def trailer_values(self, key, branch=None, first_page=100):
+        """(SHA, value) of every `key:` trailer on `branch` (default: the branch Argo CD follows), as last
+        fetched, newest first, read as they are asked for: the caller stops where it has what it needs.
+
+        The commits carrying one are read a page at a time, the first of `first_page` commits, each next
+        one twice as long up to MAX_LOG_PAGE commits: reading through thousands of commits someone pushed
+        with such a trailer costs about twice reading them once, and no more than a page is held at a time.
+        """
+        ref, skip, page = f"refs/remotes/origin/{branch or self.branch}", 0, first_page
+        while True:
+            log = self._working_copy().git.log(
+                ref,
+                f"--skip={skip}",
+                f"--max-count={page}",
+                "--fixed-strings",
+                f"--grep={key}: ",
+                f"--format=%H %(trailers:key={key},valueonly,unfold,separator=%x1F)",
+                "-z",
+            )
+            commits = [entry for entry in log.split("\0") if entry.strip()]
+            for entry in commits:
+                sha, _, values = entry.strip().partition(" ")
+                yield from ((sha, value.strip()) for value in values.split("\x1f") if value.strip())
+            if len(commits) < page:
+                return
+            skip, page = skip + page, min(2 * page, MAX_LOG_PAGE)
 
     def push(self):
         repo = self._working_copy()
