@@ -136,6 +136,8 @@ def verify(witness, anchors=()):
     report = log.verify_chain(anchors)
     for text in report.unverified:
         logger.warning("Audit chain: %s", text)
+    if report.unsigned:
+        logger.warning("Audit chain: %s", report.skipped())
     return report, unread
 
 

@@ -48,8 +48,9 @@ What can honestly be claimed, and what cannot:
 - An anchor names one event, and vouches only when it carries an HMAC made with the key:
   checkpoints do, and so do `Audit-Head:` trailers (`<event id>:<hash> mac=<hmac>`). Anyone with
   push access can write a trailer: one without the portal's MAC (or from before trailers were
-  signed) vouches for nothing, and when it contradicts the log it is named in the report, but it
-  is no break, and neither stops the checkpoints nor hides what the signed anchors find.
+  signed) vouches for nothing, and when it contradicts the log it is named in the report (the
+  first 100 of them), but it is no break, and neither stops the checkpoints nor hides what the
+  signed anchors find. The report says how many were read, so a flood of them is seen.
 """
 
 import hashlib
@@ -266,8 +267,10 @@ class ChainReport:
     # (event id, problem) of every problem after the first, in the order they are reported.
     later: list[tuple[int, str]] = field(default_factory=list)
     more: int = 0
-    # What the unsigned anchors that contradict the log say: no break, but someone wrote them.
+    # What the first MAX_LATER_PROBLEMS unsigned anchors that contradict the log say: no break, but
+    # someone wrote them. `unsigned` counts every anchor without the portal's MAC that was read.
     unverified: list[str] = field(default_factory=list)
+    unsigned: int = 0
     # What identifies each problem reported, for an acknowledgment (manage.py acknowledge_audit_break).
     fingerprints: list[str] = field(default_factory=list)
     # Problems found that an acknowledgment in the log names, left out; and those acknowledgments.
@@ -321,10 +324,21 @@ class ChainReport:
 
     def _unverified_summary(self):
         named = "".join(f" {text[0].upper()}{text[1:]}." for text in self.unverified[:LATER_IN_SUMMARY])
-        rest = len(self.unverified) - LATER_IN_SUMMARY
-        if rest > 0:
-            named += f" {rest} more anchor{'s' if rest != 1 else ''} without the portal's MAC vouch for nothing."
-        return named
+        return named + (f" {self.skipped()}" if self.unsigned else "")
+
+    def skipped(self):
+        """What the anchors without the portal's MAC that were read say: that someone writes them."""
+        if self.unsigned == 1:
+            return (
+                "Skipped 1 commit trailer or checkpoint without the portal's MAC, which vouches for nothing: "
+                "someone who may push to the witness wrote it, unless it is an Audit-Head trailer from before "
+                "the portal signed its own."
+            )
+        return (
+            f"Skipped {self.unsigned} commit trailers and checkpoints without the portal's MAC, which vouch for "
+            "nothing: someone who may push to the witness wrote them, unless they are Audit-Head trailers from "
+            "before the portal signed its own."
+        )
 
 
 def verify_chain(anchors=(), key=None):
@@ -346,7 +360,7 @@ def verify_chain(anchors=(), key=None):
     anchored_ids = {anchor.event_id for anchor in anchors}
     unsigned = [anchor for anchor in anchors if not anchor.signed]
     anchors = sorted((anchor for anchor in anchors if anchor.signed), key=lambda anchor: anchor.event_id)
-    report = ChainReport(0, anchors=len(anchors))
+    report = ChainReport(0, anchors=len(anchors), unsigned=len(unsigned))
     found = {}
     expected_previous = GENESIS_HASH
     unsealed = 0
@@ -406,6 +420,8 @@ def verify_chain(anchors=(), key=None):
         report.checked += 1
     report.unsealed, report.head = unsealed, last
     for anchor in unsigned:
+        if len(report.unverified) == MAX_LATER_PROBLEMS:
+            break  # the rest are counted: a flood of them is said in one sentence, not one a trailer
         if (found_hash := found.get(anchor.event_id)) != anchor.hash:
             what = "with a hash it does not have" if found_hash else "which the log does not hold"
             report.unverified.append(

@@ -173,6 +173,34 @@ def test_a_flood_of_thousands_is_read_through_to_the_signed_anchors_beneath(witn
     assert len([anchor for anchor in anchors if not anchor.signed]) == 6000
 
 
+def test_the_verification_says_how_many_unsigned_trailers_it_skipped_and_logs_it_once(witness, gitops, caplog):
+    """An SRE learns that someone pushes trailers the portal did not sign, from the report and the log,
+    without a warning for each of thousands."""
+    events = record(3)
+    checkpoints.take_checkpoint(witness, audit.head(), timezone.now())
+    gitops.write("notes.txt", "x\n", message=f"chore: notes\n\nAudit-Head: {audit_head_value(*audit.head())}\n")
+    gitops.push_empty_commits(f"chore: {n}\n\nAudit-Head: {events[-1].pk + n + 1}:{'e' * 64}\n" for n in range(250))
+    forged = checkpoints.checkpoint_line(events[0].pk, "f" * 64, timezone.now(), key="not the key")
+    gitops.push_empty_commits([checkpoint_message(forged)] * 50, branch=BRANCH)
+
+    verification = watch_audit_chain()
+
+    assert verification.ok, verification.summary
+    skipped = (
+        "Skipped 300 commit trailers and checkpoints without the portal's MAC, which vouch for nothing: someone "
+        "who may push to the witness wrote them, unless they are Audit-Head trailers from before the portal "
+        "signed its own."
+    )
+    assert skipped in verification.summary
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "audit.checkpoints" and record.levelno == logging.WARNING
+    ]
+    assert f"Audit chain: {skipped}" in warnings
+    assert len(warnings) == audit.MAX_LATER_PROBLEMS + 1  # the first contradictions named, and the count
+
+
 def test_the_watch_checkpoints_a_new_head_to_the_log_and_the_witness(witness, gitops, caplog):
     record(3)
     caplog.set_level(logging.INFO, logger="audit.checkpoints")
