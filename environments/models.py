@@ -82,6 +82,20 @@ def query_soak_errors(template, soaks):
     ]
 
 
+# What other apps keep that needs a soak of some length: releases registers the error-rate queries
+# services carry of their own, from its AppConfig.ready. environments sits below releases
+# (docs/architecture.md, tests/test_layers.py) and may not ask Service itself, yet it is the
+# environment's form that must refuse a soak those queries cannot measure.
+_soak_needs = []
+
+
+def register_soak_need(need):
+    """Have Environment.clean ask `need(soaks)` why soaks this long ((name, window) pairs, as
+    Environment.soak_windows()) would not do: one sentence each, naming what needs more."""
+    if need not in _soak_needs:
+        _soak_needs.append(need)
+
+
 class DeliveryMode(models.TextChoices):
     """How a promotion's change reaches the GitOps repository's branch (docs/pull-requests.md)."""
 
@@ -358,6 +372,9 @@ class Environment(models.Model):
             errors["prometheus_query_template"] = query_errors
         if interval_errors := self._sample_interval_errors():
             errors["sample_interval_seconds"] = interval_errors
+        for field, name, window in self._soak_fields():
+            if needs := [sentence for need in _soak_needs for sentence in need([(name, window)])]:
+                errors[field] = needs
         if errors:
             raise ValidationError(errors)
 
@@ -377,7 +394,13 @@ class Environment(models.Model):
 
     def soak_windows(self):
         """The soaks a promotion into this environment may have, named for people."""
-        return [("soak window", self.verification_window), ("rollback soak", self.rollback_verification_window)]
+        return [(name, window) for _, name, window in self._soak_fields()]
+
+    def _soak_fields(self):
+        return [
+            ("verification_window", "soak window", self.verification_window),
+            ("rollback_verification_window", "rollback soak", self.rollback_verification_window),
+        ]
 
     def active_freeze(self, at=None):
         """The freeze in force (the one ending last), or None; read from `with_active_freeze()` when loaded so."""

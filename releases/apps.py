@@ -9,8 +9,11 @@ class ReleasesConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save, pre_save
         from django.urls import register_converter
 
+        from environments.models import register_soak_need
+
         from . import steps
         from .calver import PathConverter
+        from .models import own_query_soak_errors
 
         # Before any URLconf is read: the pages' and the API's release URLs both use it.
         register_converter(PathConverter, "version")
@@ -22,3 +25,5 @@ class ReleasesConfig(AppConfig):
         pre_save.connect(steps.freeze_changing, sender="environments.ChangeFreeze", dispatch_uid="freeze-saving")
         post_save.connect(steps.freeze_changed, sender="environments.ChangeFreeze", dispatch_uid="freeze-saved")
         post_delete.connect(steps.freeze_changed, sender="environments.ChangeFreeze", dispatch_uid="freeze-deleted")
+        # Nor of services: a soak shortened under a query a service carries of its own is refused there too.
+        register_soak_need(own_query_soak_errors)

@@ -145,6 +145,23 @@ class Service(models.Model):
         return self.image_tag_key.split(".")
 
 
+def own_query_soak_errors(soaks):
+    """Why soaks this long ((name, window) pairs) could not measure the error-rate queries services carry
+    of their own, one sentence per complaint naming the services that have it: Service.clean's rule, seen
+    from the environment's form (registered in ReleasesConfig.ready)."""
+    services_by_error = {}
+    own_queries = Service.objects.exclude(prometheus_query_template="").order_by("name")
+    for name, template in own_queries.values_list("name", "prometheus_query_template"):
+        for error in query_soak_errors(template, soaks):
+            services_by_error.setdefault(error, []).append(f"{name}'s")
+    return [
+        f"{owners[0]} own error-rate query: {error}"
+        if len(owners) == 1
+        else f"{', '.join(owners[:-1])} and {owners[-1]} own error-rate queries: {error}"
+        for error, owners in services_by_error.items()
+    ]
+
+
 class BuildNumbersExhausted(Exception):
     """No build number is left in the month; the message says so."""
 

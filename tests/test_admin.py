@@ -203,8 +203,8 @@ def post_data(form, **changes):
     return data
 
 
-def change(operator, model, obj, **changes):
-    url = admin_url(model, "change", obj.pk)
+def change_page_data(operator, url, **changes):
+    """What the browser would post back for the change page at `url`, inlines included, with `changes`."""
     response = operator.get(url)
     data = post_data(response.context["adminform"].form, **changes)
     for formset in response.context["inline_admin_formsets"]:
@@ -212,7 +212,12 @@ def change(operator, model, obj, **changes):
         data.update({management.add_prefix(name): value for name, value in management.initial.items()})
         for form in formset.formset.forms:
             data.update({form.add_prefix(name): value for name, value in post_data(form).items()})
-    answer = operator.post(url, data)
+    return data
+
+
+def change(operator, model, obj, **changes):
+    url = admin_url(model, "change", obj.pk)
+    answer = operator.post(url, change_page_data(operator, url, **changes))
     assert answer.status_code == 302, answer.context["adminform"].form.errors if answer.context else answer
     return answer
 
@@ -259,6 +264,23 @@ def test_the_admin_refuses_an_attestation_identity_github_never_signs_as(operato
 
     assert answer.status_code == 200
     assert "attestation_identity" in answer.context["adminform"].form.errors
+    assert not AuditEvent.objects.filter(action="admin.changed").exists()
+
+
+def test_the_admin_refuses_a_soak_too_short_for_a_services_own_query_and_changes_nothing(admin_client, environments):
+    from environments.models import Environment
+
+    make_service("nexo-be", team="backend-team", prometheus_query_template="sum(rate(x[2m]))")
+    qa = environments["qa"]
+    url = admin_url(Environment, "change", qa.pk)
+
+    answer = admin_client.post(url, change_page_data(admin_client, url, verification_window="00:01:00"))
+
+    assert answer.status_code == 200
+    [error] = answer.context["adminform"].form.errors["verification_window"]
+    assert error.startswith("nexo-be's own error-rate query: The query's 2m range is longer than the soak window (1m)")
+    qa.refresh_from_db()
+    assert qa.verification_window == timedelta(minutes=5)
     assert not AuditEvent.objects.filter(action="admin.changed").exists()
 
 

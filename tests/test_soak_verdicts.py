@@ -119,6 +119,53 @@ def test_a_services_own_query_that_fits_every_soak_is_accepted(environments):
     service.clean()
 
 
+def test_a_soak_too_short_for_a_services_own_query_is_refused_naming_the_service_and_what_to_fix(environments):
+    """The other side of the rule above: shortening the soak under a query a service carries of its
+    own was accepted, and every promotion of that service there then failed for want of data."""
+    make_service("nexo-be", team="backend-team", prometheus_query_template="sum(rate(x[2m]))")
+    qa = environments["qa"]
+    qa.verification_window = timedelta(minutes=1)
+    with pytest.raises(ValidationError) as raised:
+        qa.clean()
+    assert raised.value.message_dict == {
+        "verification_window": [
+            "nexo-be's own error-rate query: The query's 2m range is longer than the soak window (1m): its "
+            "error-rate samples would wait for the release before to leave the range until the soak is over, and "
+            "the verdict would have no data. Write [{range}] instead, or lengthen the soak."
+        ]
+    }
+
+
+def test_services_whose_own_queries_need_the_same_are_named_together_under_the_soak_they_outgrow(environments):
+    make_service("nexo-be", team="backend-team", prometheus_query_template="sum(rate(x[{range}]))")
+    make_service("nexo-fe", team="frontend-team", prometheus_query_template="sum(rate(y[{range}]))")
+    make_service("nexo-api", team="backend-team", prometheus_query_template="sum(rate(z[{range:1m}]))")
+    make_service("nexo-web", team="frontend-team", prometheus_query_template='nexo_error_ratio{s="a"}')
+    qa = environments["qa"]
+    qa.rollback_verification_window, qa.sample_interval_seconds, qa.prometheus_query_template = (
+        timedelta(seconds=20),
+        5,
+        "",
+    )
+    with pytest.raises(ValidationError) as raised:
+        qa.clean()
+    assert raised.value.message_dict == {
+        "rollback_verification_window": [
+            "nexo-api's, nexo-be's and nexo-fe's own error-rate queries: The query's {range} is at least 30s "
+            "(VERIFICATION_MIN_RANGE_SECONDS), longer than the rollback soak (20s): its error-rate samples would "
+            "wait until the soak is over, and the verdict would have no data. Lengthen the rollback soak to at "
+            "least 30s."
+        ]
+    }
+
+
+def test_a_soak_that_fits_every_services_own_query_is_accepted(environments):
+    make_service("nexo-be", team="backend-team", prometheus_query_template="sum(rate(x[2m]))")
+    qa = environments["qa"]
+    qa.verification_window = timedelta(minutes=2)
+    qa.clean()
+
+
 @pytest.mark.parametrize(
     "template", ["sum(rate(x[{range}]))", "sum(rate(x[{range:1h}]))", "sum(rate(x[1m]))", 'nexo_error_ratio{s="a"}']
 )
