@@ -29,7 +29,7 @@ from django.urls import reverse
 from nexo_portal.lib import mail, metrics
 from nexo_portal.lib.http import describe_failure, excerpt, retry_after
 
-from . import notices
+from . import drift, notices
 from .models import PIPELINE, ApprovalDecision, Hold, NoticeKind, Promotion, PromotionKind, PromotionState
 
 logger = logging.getLogger(__name__)
@@ -296,9 +296,9 @@ def enqueue_far_behind_alert(deployment, behind, first):
 
 
 def far_behind_message(service, environment, version, behind, first, threshold):
-    headline = f":snail: {service} in {environment} is {behind} builds behind {first}"
+    headline = f":snail: {service} in {environment} is {drift.builds_behind(behind, first)}"
     text = (
-        f"{environment} runs {version}, {behind} builds older than what {first} runs "
+        f"{environment} runs {version}, {drift.builds(behind)} older than what {first} runs "
         f"(the alert is set at more than {threshold}). Worth a promotion."
     )
     return _simple_message(headline, text, _link(reverse("releases:board") + f"?service={service}"), "Open the board")

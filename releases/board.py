@@ -56,7 +56,7 @@ from django.utils import timezone
 from environments.models import Environment
 from nexo_portal.lib.dates import exact_time
 
-from . import policy, slo, steps
+from . import drift, policy, slo, steps
 from .actions import decision_actions, lift_action, request_action, rollback_action
 from .models import (
     Approval,
@@ -856,15 +856,14 @@ class _CellBuilder:
         behind = release.newer - previous_release.newer
         cell.builds_behind = behind
         if behind < 0:
-            cell.drift = Badge(f"ahead of {previous.name}", "", f"{-behind} builds newer than {previous.name}")
+            cell.drift = Badge(f"ahead of {previous.name}", "", f"{drift.builds(-behind)} newer than {previous.name}")
         elif behind > 0:
             threshold = cell.environment.drift_warning_builds
             tone = "warn" if behind > threshold else ""
             title = f"{previous.name} runs {previous_release.version}"
-            builds = "build" if behind == 1 else "builds"
-            label = f"{behind} {builds} behind {previous.name}"
+            label = drift.builds_behind(behind, previous.name)
             if tone:
-                title += f"; more than {threshold} builds behind is worth a promotion"
+                title += f"; more than {drift.builds(threshold)} behind is worth a promotion"
                 label += ": worth a promotion"
             cell.drift = Badge(label, tone, title)
 
@@ -874,9 +873,9 @@ class _CellBuilder:
         cell.builds_behind_first = behind
         threshold = cell.environment.drift_alert_builds
         if threshold and behind > threshold:
-            alert = f"the alert is set at more than {threshold} builds"
+            alert = f"the alert is set at more than {drift.builds(threshold)}"
             cell.far_behind = Badge(
-                f"{behind} builds behind {first.name}", "warn", f"{first.name} runs {leader_release.version}; {alert}"
+                drift.builds_behind(behind, first.name), "warn", f"{first.name} runs {leader_release.version}; {alert}"
             )
             if previous == first and cell.drift:
                 # Both count the builds behind the same deployment: the drift line says it once, as a warning.

@@ -35,7 +35,6 @@ from datetime import timedelta
 
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Subquery
-from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from redis.exceptions import RedisError
@@ -52,6 +51,7 @@ from . import (
     argocd_health,
     audit_watch,
     board,
+    drift,
     jobs,
     notices,
     pull_requests,
@@ -426,10 +426,8 @@ def detect_far_behind(now=None):
 
 def _runs_behind(deployment, behind, first):
     """How the far-behind events begin: "nexo-be in production runs 2026.03.7, 29 builds behind develop"."""
-    return (
-        f"{deployment.service.name} in {deployment.environment.name} runs {deployment.release.version}, "
-        f"{behind} build{pluralize(behind)} behind {first.name}"
-    )
+    where = f"{deployment.service.name} in {deployment.environment.name} runs {deployment.release.version}"
+    return f"{where}, {drift.builds_behind(behind, first.name)}"
 
 
 def _back_within_limit(deployment, behind, first, threshold):

@@ -130,6 +130,13 @@ def test_an_environment_ahead_of_the_one_before_says_so(environments, people, ne
     assert qa.drift.label == "ahead of develop"
 
 
+def test_one_build_ahead_is_said_in_the_singular(environments, people, nexo_be):
+    old, new = make_release(nexo_be, "2026.02.1"), make_release(nexo_be, "2026.02.2")
+    ran(new, environments["qa"], at=timezone.now() - timedelta(hours=1))
+    ran(old, environments["develop"])
+    assert board_cell(people["viewer"], "nexo-be", "qa").drift.title == "1 build newer than develop"
+
+
 def test_the_request_offers_the_newest_release_verified_in_the_environment_before(environments, people, nexo_be):
     older, newer, newest = (make_release(nexo_be, f"2026.02.{build}") for build in (1, 2, 3))
     start = timezone.now() - timedelta(days=1)

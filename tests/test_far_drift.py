@@ -256,3 +256,26 @@ def test_a_reconciler_that_read_the_place_before_a_promotion_records_the_end_onc
     [back] = AuditEvent.objects.filter(action=AuditAction.DRIFT_BACK_WITHIN_LIMIT)
     assert back.version == "2026.03.35"
     assert not Deployment.objects.filter(environment=env["production"], far_behind_since__isnull=False).exists()
+
+
+def test_an_alert_set_at_one_build_says_build_not_builds(issue_scenario, viewer):
+    production = issue_scenario["env"]["production"]
+    production.drift_alert_builds = 1
+    production.drift_warning_builds = 1
+    production.save()
+    staging = issue_scenario["env"]["staging"]
+    ran(issue_scenario["releases"][9], staging)  # production two builds behind staging
+
+    cell_there = cell(viewer, "production")
+    assert cell_there.far_behind.title.endswith("the alert is set at more than 1 build")
+    assert cell_there.drift.title.endswith("more than 1 build behind is worth a promotion")
+
+
+@pytest.mark.parametrize(("behind", "said"), [(1, "1 build behind develop"), (29, "29 builds behind develop")])
+def test_the_slack_alert_counts_builds_in_the_singular_and_the_plural(behind, said):
+    from releases.alerts import far_behind_message
+
+    message = far_behind_message("nexo-be", "production", "2026.03.7", behind, "develop", 0)
+    older = said.replace("behind develop", "older than what develop runs")
+    assert f"nexo-be in production is {said}" in message["text"]
+    assert f"production runs 2026.03.7, {older}" in message["text"]
