@@ -1,9 +1,11 @@
 """The audit log for people: filter it, page through it, and see when its chain was last verified."""
 
 from django.conf import settings
-from django.core.paginator import Paginator
+from django.core.paginator import InvalidPage
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
+
+from nexo_portal.lib import paging
 
 from .checkpoints import signed_by_portal
 from .forms import AuditFilterForm
@@ -19,14 +21,12 @@ def log(request):
     chain = _chain_status()
     if not form.is_valid():
         return render(request, "audit/log.html", {"form": form, "page": None, **chain}, status=400)
-    page = Paginator(form.filter(AuditEvent.objects.order_by("-id")), PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {
-        "form": form,
-        "page": page,
-        "query": form.query_string(),
-        "why_not_per_promotion": form.why_not_per_promotion(),
-        **chain,
-    }
+    context = {"form": form, "query": form.query_string(), **chain}
+    try:
+        page = paging.page_of(form.filter(AuditEvent.objects.order_by("-id")), PAGE_SIZE, request.GET.get("page"))
+    except InvalidPage as no_such_page:
+        return render(request, "audit/log.html", {**context, "page": None, "no_such_page": no_such_page}, status=404)
+    context.update(page=page, why_not_per_promotion=form.why_not_per_promotion())
     return render(request, "audit/log.html", context)
 
 

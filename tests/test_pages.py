@@ -504,6 +504,39 @@ def test_the_audit_log_pages_through_long_histories_and_keeps_its_filters(world)
     assert len(second.context["page"].object_list) == 10
 
 
+def audit_log_of_two_pages(world):
+    for number in range(60):
+        audit.record(
+            AuditAction.RELEASE_REGISTERED, actor="api-token:ci", service="nexo-be", version=f"2026.02.{number + 1}"
+        )
+    assert page_for(world["viewer"], "/audit/").context["page"].paginator.num_pages == 2
+
+
+@pytest.mark.parametrize("asked", ["0", "-1", "3", "2147483648", "9" * 40, "abc", "2.0", " 2", "last"])
+def test_a_page_of_the_audit_log_that_does_not_exist_is_a_404_naming_those_that_do(world, asked):
+    audit_log_of_two_pages(world)
+    response = page_for(world["viewer"], "/audit/", data={"service": "nexo-be", "page": asked})
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "give a page number from 1 to 2." in page
+    assert 'href="/audit/?service=nexo-be">First page</a>' in page
+    assert 'name="service"' in page  # the filters stay, to be changed
+
+
+@pytest.mark.parametrize(("asked", "number"), [("", 1), ("1", 1), ("02", 2)])
+def test_the_audit_log_pages_that_exist_are_given_by_their_number(world, asked, number):
+    audit_log_of_two_pages(world)
+    response = page_for(world["viewer"], "/audit/", data={"page": asked})
+    assert response.status_code == 200
+    assert response.context["page"].number == number
+
+
+def test_an_audit_log_of_one_page_says_it_has_only_that_one(world):
+    response = page_for(world["viewer"], "/audit/", data={"page": "2"})
+    assert response.status_code == 404
+    assert "There is no page 2: this list has only page 1." in response.content.decode()
+
+
 def test_an_empty_audit_log_says_so(world):
     response = page_for(world["viewer"], "/audit/")
     assert "Nothing has been recorded yet." in response.content.decode()
