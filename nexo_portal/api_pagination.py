@@ -1,4 +1,4 @@
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 
 from .lib import paging
@@ -8,12 +8,20 @@ class Pagination(PageNumberPagination):
     """`?page=2&page_size=100`: 50 a page by default, at most 500.
 
     Both are whole numbers in the ranges the schema states; anything else is a 400 naming the
-    parameter. A page past the last one is a 404.
+    parameter. A page past the last one is a 404 naming `page` and saying which pages there are.
     """
 
     page_size_query_param = "page_size"
     max_page_size = 500
     last_page_strings = ()  # the schema says page is an integer: no "last"
+    django_paginator_class = paging.Paginator
+    invalid_page_message = "{message}"
+
+    def paginate_queryset(self, queryset, request, view=None):
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except NotFound as past_the_last:
+            raise NotFound({self.page_query_param: past_the_last.detail}) from None
 
     def get_page_size(self, request):
         self._check(request, self.page_size_query_param, self.max_page_size, "Give a whole number from 1 to 500.")

@@ -440,6 +440,16 @@ def test_a_page_past_the_last_is_a_404_and_leading_zeros_are_a_number(world):
     assert world["api"].get("/api/v1/releases/?page=01&page_size=0500").status_code == 200
 
 
+def test_a_page_past_the_last_is_the_apis_error_body_naming_the_last_page(world):
+    make_release(world["service"], "2026.02.2")
+    make_release(world["service"], "2026.02.3")
+    body = assert_refused(world["api"].get("/api/v1/releases/?page=3&page_size=2"), 404, field="page")
+    assert body["code"] == "not_found"
+    assert body["errors"] == [
+        {"field": "page", "code": "not_found", "message": "There is no page 3: give a page number from 1 to 2."}
+    ]
+
+
 def string_query_parameters(openapi):
     for path, operations in openapi["paths"].items():
         for method, operation in operations.items():
