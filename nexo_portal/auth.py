@@ -2,6 +2,7 @@
 the local sign-in form, and readable messages when GitHub sign-in fails."""
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.core.exceptions import ValidationError
@@ -15,11 +16,21 @@ def github_sign_in_enabled():
     return bool(settings.SOCIAL_AUTH_GITHUB_ORG_KEY and settings.SOCIAL_AUTH_GITHUB_ORG_NAME)
 
 
+# The sign-in page after a form was sent by someone whose session had ended (an approval left open
+# past SESSION_HOURS): the redirect to it looks like any other, and the form's action did not happen.
+NOT_CARRIED_OUT = (
+    "Your session had ended, so what you sent was not carried out: nothing was changed. Sign in, then do it again."
+)
+
+
 class PortalLoginRequiredMiddleware(LoginRequiredMiddleware):
     """Every page needs a signed-in user, except those marked `@login_not_required`.
 
     API views are left to Django REST framework, whose authentication classes answer
     401/403 with a JSON body instead of redirecting a CI pipeline to a login form.
+    A form sent without a session (it ended while the form was open; the CSRF cookie outlives
+    it, so the check passes) is redirected to sign in like a page, with a message saying it
+    was not carried out: `next` brings the person back to its page, where they send it again.
     """
 
     def process_view(self, request, view_func, view_args, view_kwargs):
@@ -27,6 +38,11 @@ class PortalLoginRequiredMiddleware(LoginRequiredMiddleware):
         if view_class is not None and issubclass(view_class, APIView):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
+
+    def handle_no_permission(self, request, view_func):
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            messages.warning(request, NOT_CARRIED_OUT)
+        return super().handle_no_permission(request, view_func)
 
 
 def client_address(request):

@@ -251,3 +251,61 @@ def test_the_admin_sign_in_is_delayed_too(spread_guessing):
         ] == [200, 200, 200]
         response = from_address(9).post("/admin/login/", {"username": "ops", "password": "pw-for-tests-only"})
         assert response.status_code == 429
+
+
+# --- a session that ended while a form was open --------------------------------------------------
+
+NOT_DONE = "Your session had ended, so what you sent was not carried out: nothing was changed."
+
+
+@pytest.fixture
+def awaiting_sam(environments, rita, sam, redis_connection):
+    from releases import transitions
+    from tests.history import verified_up_to_staging
+
+    history = verified_up_to_staging(environments)
+    return transitions.request_promotion(history["release"], environments["production"], rita)
+
+
+def approve_after_the_session_ended(promotion, person):
+    """Sam opens the approve form, his session ends (SESSION_HOURS, or the admin deleted it), he sends it;
+    with CSRF checked as in a browser: the CSRF cookie outlives the session."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(person)
+    url = f"/promotions/{promotion.pk}/approve/"
+    form = client.get(url)
+    assert form.status_code == 200
+    client.session.flush()
+    sent = client.post(url, {"csrfmiddlewaretoken": form.context["csrf_token"], "comment": "ok", "next": "/"})
+    return client, url, sent
+
+
+def test_an_approval_sent_after_the_session_ended_is_not_recorded_and_the_sign_in_page_says_so(awaiting_sam, sam):
+    client, url, sent = approve_after_the_session_ended(awaiting_sam, sam)
+
+    assert sent.status_code == 302  # not the CSRF failure page: the token is still good
+    assert sent["Location"] == f"{LOGIN_URL}?next={url}"
+    assert not awaiting_sam.approvals.exists()
+    sign_in_page = client.get(sent["Location"]).content.decode()
+    assert NOT_DONE in sign_in_page
+    assert "Sign in, then do it again." in sign_in_page
+    # Said once: the sign-in page opened again later does not repeat it.
+    assert NOT_DONE not in client.get(sent["Location"]).content.decode()
+
+
+def test_after_signing_in_again_the_approval_can_be_done_again(demo_mode, awaiting_sam, sam):
+    client, url, sent = approve_after_the_session_ended(awaiting_sam, sam)
+    client.get(sent["Location"])
+
+    signed_in = client.post(
+        sent["Location"],
+        {"csrfmiddlewaretoken": client.cookies["csrftoken"].value, "username": "sam", "password": "pw-for-tests-only"},
+    )
+    assert signed_in["Location"] == url
+    assert "Approve" in client.get(url).content.decode()
+
+
+def test_a_sign_in_page_reached_by_following_a_link_says_nothing_was_refused(client):
+    page = client.get("/audit/", follow=True).content.decode()
+    assert "Sign in" in page
+    assert NOT_DONE not in page
