@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
 from . import views
@@ -17,7 +18,9 @@ urlpatterns = [
         auth_views.LoginView.as_view(authentication_form=LocalSignInForm, redirect_authenticated_user=True),
         name="login",
     ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Open: signing out after the session ended (the page stayed open) has nothing left to end; asking
+    # to sign in first would then send the person to the sign-out URL, which answers GET with a 405.
+    path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("accounts/", include("social_django.urls", namespace="social")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

@@ -94,6 +94,7 @@ def test_begin_view_accepts_only_post(client, github_configured):
 # Pages anyone may open. Adding one here is a decision: say who may use it and why.
 OPEN_PAGES = {
     "health",  # load balancers
+    "logout",  # POST only, CSRF-protected: after the session ended there is nothing left to end
     "metrics",  # Prometheus: its own bearer token (METRICS_TOKEN), 404 without one
     "login",
     "admin:login",
@@ -309,3 +310,19 @@ def test_a_sign_in_page_reached_by_following_a_link_says_nothing_was_refused(cli
     page = client.get("/audit/", follow=True).content.decode()
     assert "Sign in" in page
     assert NOT_DONE not in page
+
+
+def test_signing_out_after_the_session_ended_signs_out_without_asking_to_sign_in_first(sam):
+    """Sam's session ended while the page was open; he presses "Sign out". Nothing is left to end: he
+    lands on the sign-in page, not sent to sign in so as to sign out (then a 405 from the sign-out URL)."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(sam)
+    page = client.get("/")
+    assert page.status_code == 200
+    client.session.flush()
+
+    signed_out = client.post("/accounts/logout/", {"csrfmiddlewaretoken": client.cookies["csrftoken"].value})
+
+    assert signed_out.status_code == 302
+    assert signed_out["Location"] == LOGIN_URL
+    assert NOT_DONE not in client.get(signed_out["Location"]).content.decode()
