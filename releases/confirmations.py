@@ -110,9 +110,10 @@ def _if_it_fails(environment, release, is_rollback, checks):
     ]
     if checks["argocd"]:  # verification.found_another_revision
         outcomes.append(
-            "If Argo CD is found running a revision without this release's commit (an argocd app rollback, a sync "
-            "made outside the portal), the soak fails at once and it is not rolled back either: whoever changed "
-            f"what runs is at work, and a hold on {release.service.name} there says so."
+            "If Argo CD is found running a revision without this release's commit, or one whose values file names "
+            "another tag (an argocd app rollback, a sync made outside the portal, a revert pushed to the branch), "
+            "the soak fails at once and it is not rolled back either: whoever changed what runs is at work, and a "
+            f"hold on {release.service.name} there says so."
         )
     return outcomes
 

@@ -356,9 +356,12 @@ def sync_promotion(promotion_id):
     if argocd is None:
         transitions.mark_deployed(promotion)
         return
-    application = promotion.service.argocd_app(promotion.environment)
-    auto_sync = promotion.environment.argocd_auto_sync
-    includes = contains_commit(promotion.gitops_commit_sha)
+    service, environment = promotion.service, promotion.environment
+    application = service.argocd_app(environment)
+    auto_sync = environment.argocd_auto_sync
+    includes = contains_commit(
+        promotion.gitops_commit_sha, service.values_path(environment), service.image_tag_key, promotion.release.version
+    )
     timeout = settings.ARGOCD_SYNC_TIMEOUT_SECONDS
     waiting = _SyncTrouble(promotion, timezone.now() + timedelta(seconds=timeout))
     try:
@@ -369,7 +372,8 @@ def sync_promotion(promotion_id):
             poll_seconds=settings.ARGOCD_POLL_SECONDS,
             auto_sync=auto_sync,
             # Argo CD reports the branch head it compared with, after a manual sync too: a later commit
-            # (another service's promotion) that contains ours, Synced, runs ours.
+            # (another service's promotion) that contains ours, Synced, runs ours, unless it put another
+            # tag in our values file (a revert pushed since).
             includes=includes,
             on_retry=waiting.retrying,
             on_status=waiting.answered,

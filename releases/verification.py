@@ -8,15 +8,18 @@ and the promotion page can show what was seen. The verdict at the end of the win
   empty result is "no data", a Prometheus error an "error", never a pass;
 - health and smoke URLs: the non-2xx answers of each URL stay within the failure limit;
 - Argo CD: a sample is OK when the application runs this promotion's GitOps commit, or a later
-  commit of the branch containing it (Argo CD reports what the branch resolved to; the sync step's
-  rule, ApplicationStatus.runs), and is Healthy. The samples that found it Degraded or Missing stay
+  commit of the branch containing it whose values file still names this release (Argo CD reports
+  what the branch resolved to; the sync step's rule, ApplicationStatus.runs with contains_commit),
+  and is Healthy. The samples that found it Degraded or Missing stay
   within the failure limit, and at least one sample during the window was OK: Unknown, Progressing
   and Suspended judge nothing and are no data, as NaN is for the error rate. A sample that found
   another revision running ("runs 1a2b3c4d5e6f, not this release's commit 9f8e7d6c5b4a": an
-  `argocd app rollback`, a sync to another revision) fails the soak at once, whatever the failure
-  limit, since every sample after it measures that revision; and it is held, not rolled back
-  automatically (found_another_revision). Git unable to tell whether a later revision contains
-  ours is a measurement error;
+  `argocd app rollback`, a sync to another revision), or a later one that put another tag in the
+  values file ("runs 3c4d5e6f7a8b, whose values file names 2026.12.4, not this release's
+  2026.12.5": a `git revert` of ours pushed to the branch, a tag written over it by hand), fails
+  the soak at once, whatever the failure limit, since every sample after it measures that
+  revision; and it is held, not rolled back automatically (found_another_revision). Git unable to
+  tell whether a later revision contains ours is a measurement error;
 - CI checks the environment requires (e2e, performance, security…): the latest result
   reported for this release there passed.
 
@@ -218,7 +221,7 @@ def _argocd_sample(promotion, argocd, application, now):
     except ArgoCDError as error:
         sample.ok, detail = None, f"{ERROR}{error}"
     else:
-        sample.ok, detail = _judge_application(status, promotion.gitops_commit_sha)
+        sample.ok, detail = _judge_application(status, promotion)
         # What Argo CD says of the place now, as a reconciler round would: the board shows the health
         # the soak sees (a release gone Degraded in its soak is Degraded there, not Healthy as it synced).
         argocd_health.note_in_place(promotion.service, promotion.environment, status.health, now)
@@ -226,12 +229,16 @@ def _argocd_sample(promotion, argocd, application, now):
     return sample
 
 
-def _judge_application(status, ours):
-    """(ok, detail) of an Argo CD sample. OK when the application runs our GitOps commit, or a later one
-    containing it (the sync step's rule, ApplicationStatus.runs), Healthy; failed when it runs a
-    revision without ours, or is Degraded or Missing; no data when its health judges nothing
-    (UNSETTLED); an error when Git could not tell whether a later revision contains ours."""
-    running, includes = status.running_revision, contains_commit(ours)
+def _judge_application(status, promotion):
+    """(ok, detail) of an Argo CD sample. OK when the application runs the promotion's GitOps commit, or a
+    later one containing it whose values file still names the release (the sync step's rule,
+    ApplicationStatus.runs), Healthy; failed when it runs a revision without ours, or one that put another
+    tag in the values file (a revert pushed to the branch), or is Degraded or Missing; no data when its
+    health judges nothing (UNSETTLED); an error when Git could not tell whether a later revision contains ours."""
+    ours, version = promotion.gitops_commit_sha, promotion.release.version
+    service, environment = promotion.service, promotion.environment
+    running = status.running_revision
+    includes = contains_commit(ours, service.values_path(environment), service.image_tag_key, version)
     if not running:
         return None, f"{NO_DATA}Argo CD reports no revision running"
     if not status.runs(ours, includes):
@@ -239,6 +246,10 @@ def _judge_application(status, ours):
             return None, (
                 f"{ERROR}could not tell whether {running[:12]}, which Argo CD runs, contains this release's "
                 f"commit {ours[:12]} ({includes.why_unanswered})"
+            )
+        if includes.overwritten:
+            return False, (
+                f"{RUNS}{running[:12]}, whose values file names {includes.names_instead}, not this release's {version}"
             )
         return False, f"{RUNS}{running[:12]}, not this release's commit {ours[:12]}"
     if status.health == Health.HEALTHY:
@@ -330,7 +341,8 @@ def _runs_another_revision(sample):
 
 
 def _another_revision(series):
-    """The sentence for Argo CD samples that found a revision without ours running, or "" if none did."""
+    """The sentence for Argo CD samples that found a revision without ours running (or one that put another
+    tag in the values file), or "" if none did."""
     elsewhere = [s for s in series if _runs_another_revision(s)]
     if not elsewhere:
         return ""
@@ -338,7 +350,8 @@ def _another_revision(series):
     return (
         f"Argo CD found {newest.target} running {newest.detail.removeprefix(RUNS)}, in {len(elsewhere)} of "
         f"{len(series)} samples: what runs was changed outside the portal (an argocd app rollback, a sync to "
-        "another revision), so the soak no longer measured this release"
+        "another revision, a commit putting another tag in the values file), so the soak no longer measured "
+        "this release"
     )
 
 
@@ -463,10 +476,11 @@ def required_results(release, environment):
 
 
 def found_another_revision(promotion):
-    """Whether a sample found Argo CD running a revision without this promotion's commit: someone or
-    something outside the portal chose what runs (`argocd app rollback`, a sync to another revision,
-    another targetRevision). An automatic rollback would sync over their choice, or be refused behind
-    their sync: a hold says why instead (transitions.fail)."""
+    """Whether a sample found Argo CD running a revision without this promotion's commit, or with it but
+    another tag in the values file: someone or something outside the portal chose what runs (`argocd app
+    rollback`, a sync to another revision, another targetRevision, a revert pushed to the branch). An
+    automatic rollback would sync or commit over their choice, or be refused behind their sync: a hold
+    says why instead (transitions.fail)."""
     return promotion.samples.filter(kind=SampleCheck.ARGOCD_HEALTH, ok=False, detail__startswith=RUNS).exists()
 
 

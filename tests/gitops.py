@@ -28,6 +28,10 @@ resources: {{limits: {{cpu: 500m, memory: 512Mi}}}}
 """
 
 
+# Who pushes by hand in these tests (git refuses to commit from the command line without a name).
+PERSON = {"NAME": "Someone Else", "EMAIL": "someone@example.com"}
+
+
 class GitOpsRemote:
     """A bare repository plus a scratch clone used to play 'someone else' pushing."""
 
@@ -59,6 +63,21 @@ class GitOpsRemote:
         self.scratch.index.add([path])
         self.scratch.index.commit(message)
         self.scratch.remotes.origin.push(f"HEAD:refs/heads/{self.branch}")
+
+    def remove(self, path, message="chore: remove values by hand"):
+        """Delete a file on the branch, committed and pushed as another person would."""
+        self._pull()
+        self.scratch.index.remove([path], working_tree=True)
+        self.scratch.index.commit(message)
+        self.scratch.remotes.origin.push(f"HEAD:refs/heads/{self.branch}")
+
+    def revert(self, sha):
+        """`git revert` of commit `sha`, pushed on the branch as a person would: the SHA of the revert."""
+        self._pull()
+        someone = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in PERSON.items()}
+        self.scratch.git.revert("--no-edit", sha, env=someone)
+        self.scratch.remotes.origin.push(f"HEAD:refs/heads/{self.branch}")
+        return self.scratch.head.commit.hexsha
 
     def add_service(self, service, environments, tag=""):
         self._pull()

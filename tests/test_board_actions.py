@@ -253,7 +253,8 @@ def test_the_qa_confirmation_says_which_ci_results_it_waits_for_and_what_a_missi
 
 
 def test_with_argo_cd_the_confirmation_says_another_revision_running_is_held_not_rolled_back(client, world, settings):
-    """jobs._fail_soak has a third way out: Argo CD found running a revision without this release's commit."""
+    """jobs._fail_soak has a third way out: Argo CD found running a revision without this release's commit,
+    or with it but another tag in its values file (a revert pushed to the branch)."""
     settings.ARGOCD_URL, settings.ARGOCD_TOKEN = "http://127.0.0.1:9", "argocd-token"  # configured; nothing is asked
     release = make_release(world["service"], "2026.02.2")
     ran(release, world["env"]["develop"])
@@ -263,9 +264,10 @@ def test_with_argo_cd_the_confirmation_says_another_revision_running_is_held_not
     lines = consequences(page)
     assert any("while the portal watches that Argo CD runs this release, Healthy" in line for line in lines), lines
     assert (
-        "If Argo CD is found running a revision without this release's commit (an argocd app rollback, a sync "
-        "made outside the portal), the soak fails at once and it is not rolled back either: whoever changed what "
-        "runs is at work, and a hold on nexo-be there says so."
+        "If Argo CD is found running a revision without this release's commit, or one whose values file names "
+        "another tag (an argocd app rollback, a sync made outside the portal, a revert pushed to the branch), the "
+        "soak fails at once and it is not rolled back either: whoever changed what runs is at work, and a hold on "
+        "nexo-be there says so."
     ) in lines, lines
 
 

@@ -347,6 +347,37 @@ def test_a_later_commit_git_cannot_read_to_the_end_fails_the_sync_without_a_roll
     assert Hold.objects.active().filter(service=service, environment=pipeline.environments["develop"]).exists()
 
 
+def reverted_before_argo_cd_looked(pipeline):
+    """`head()` for the Argo CD test server: at its first call someone reverts the branch's newest commit
+    (ours, just pushed) with `git revert`, and the revert is the head ever after; `head.made` holds it."""
+    made = []
+
+    def head():
+        if not made:
+            made.append(pipeline.gitops.revert(pipeline.gitops.head()))
+        return made[0]
+
+    head.made = made
+    return head
+
+
+def test_an_auto_sync_application_that_synced_a_revert_of_ours_is_not_taken_for_ours(pipeline, argocd, settings):
+    """Ours was reverted on the branch before Argo CD looked: it syncs the revert, Synced and Healthy. The
+    revert contains our commit, but its values file names the release before: ours is not what runs."""
+    service = pipeline.add_service("nexo-be", tag="2026.01.9")
+    auto_syncing_develop(pipeline)
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 1
+    head_reverted = reverted_before_argo_cd_looked(pipeline)
+    application = argocd.app("nexo-be-develop", auto_sync=True, head=head_reverted)
+
+    promotion = promote_to_develop(pipeline, service, "2026.02.1")
+
+    [revert] = head_reverted.made
+    assert application.deployed_revision == revert, "Argo CD synced the revert"
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "sync")
+    assert not Deployment.objects.filter(promotion=promotion).exists()
+
+
 def test_an_auto_sync_application_still_on_an_earlier_commit_is_not_taken_for_ours(pipeline, argocd, settings):
     service = pipeline.add_service("nexo-be")
     auto_syncing_develop(pipeline)
@@ -435,8 +466,9 @@ def test_a_sync_that_finished_but_never_got_healthy_is_not_terminated(pipeline, 
 def test_whether_argo_cds_commit_contains_ours_is_not_waited_for_behind_a_busy_gitops_lock(pipeline):
     """Another worker holds the GitOps lock (its push hanging on a slow remote): a poll of the sync does
     not wait minutes for it. The question counts as not answered and is asked again at the next poll."""
+    service = pipeline.add_service("nexo-be", tag="2026.02.1")
     ours = pipeline.gitops.head()
-    includes = contains_commit(ours)
+    includes = contains_commit(ours, service.values_path(pipeline.environments["develop"]), "image.tag", "2026.02.1")
     answers = []
     with GitOpsRepository().locked():
         asking = threading.Thread(target=lambda: answers.append(includes(ours)))
@@ -447,6 +479,28 @@ def test_whether_argo_cds_commit_contains_ours_is_not_waited_for_behind_a_busy_g
     assert includes.unanswered == ours
     assert includes(ours) is True, "answered once the lock is free"
     assert includes.unanswered is None
+
+
+def test_a_revision_found_not_to_run_ours_is_not_asked_of_git_again(pipeline):
+    """Both facts are fixed for a revision (it contains our commit; its values file names another tag):
+    once answered, a poll or a round of the soak asking again gets the answer without the GitOps lock."""
+    service = pipeline.add_service("nexo-be", tag="2026.02.1")
+    path = service.values_path(pipeline.environments["develop"])
+    pipeline.gitops.write(path, 'image:\n  tag: "2026.02.2"\n', "promote(nexo-be): develop → 2026.02.2")
+    ours = pipeline.gitops.head()
+    revert = pipeline.gitops.revert(ours)
+    includes = contains_commit(ours, path, "image.tag", "2026.02.2")
+    assert includes(revert) is False
+    assert (includes.overwritten, includes.names_instead) == (revert, "2026.02.1")
+    assert includes(ours) is True, "our own commit names our tag"
+    assert includes.overwritten is None
+
+    with GitOpsRepository().locked():  # another worker's push, hanging
+        asked_again = contains_commit(ours, path, "image.tag", "2026.02.2")
+        assert asked_again(revert) is False
+        assert asked_again.unanswered is None, "answered without waiting for the lock"
+        assert (asked_again.overwritten, asked_again.names_instead) == (revert, "2026.02.1")
+        assert asked_again(ours) is True
 
 
 def test_where_people_decide_a_sync_still_running_at_the_deadline_is_left_to_them(pipeline, argocd, settings):

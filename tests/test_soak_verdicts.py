@@ -550,7 +550,7 @@ def test_an_application_rolled_back_in_argo_cd_fails_the_soak_at_once_naming_bot
     assert failed.error == (
         f"Argo CD found nexo-be-qa running {before[:12]}, not this release's commit {ours[:12]}, in 1 of 2 "
         "samples: what runs was changed outside the portal (an argocd app rollback, a sync to another "
-        "revision), so the soak no longer measured this release"
+        "revision, a commit putting another tag in the values file), so the soak no longer measured this release"
     )
 
 
@@ -571,6 +571,75 @@ def test_a_soak_that_found_another_revision_running_holds_the_place_instead_of_r
         "portal made Argo CD run another revision, which a rollback would sync over: Argo CD found nexo-be-qa "
         f"running {argocd_soak['before'][:12]}"
     )
+
+
+def take_out_of_the_branch(argocd_soak, how):
+    """Put another tag than this release's in its values file on the branch, after its commit: a `git
+    revert` of that commit, or a person's edit by hand. The new branch head, which contains ours."""
+    gitops, path = argocd_soak["gitops"], argocd_soak["promotion"].service.values_path(argocd_soak["qa"])
+    if how == "revert":
+        return gitops.revert(argocd_soak["ours"])
+    gitops.write(path, 'image:\n  tag: "2026.02.9"\n', "hotfix(nexo-be): qa → 2026.02.9, by hand")
+    return gitops.head()
+
+
+@pytest.mark.parametrize(("how", "named"), [("revert", "2026.02.1"), ("edit", "2026.02.9")])
+def test_a_branch_head_that_put_another_tag_in_the_values_file_fails_the_soak_at_once(argocd_soak, how, named):
+    """Someone reverted this release's commit on the branch, or wrote another tag over it by hand, and
+    Argo CD synced that: the head still contains our commit, but what runs is another release, Healthy.
+    Every sample from then on measures that one, as after an argocd app rollback."""
+    limits(argocd_soak, failure_limit=2)
+    taken_out = take_out_of_the_branch(argocd_soak, how)
+    argocd_soak["application"].deployed(taken_out)
+
+    failed = sample_round(argocd_soak)
+
+    assert (failed.state, failed.failed_step) == (PromotionState.FAILED, "verification")
+    assert argocd_samples(failed) == [
+        (False, f"runs {taken_out[:12]}, whose values file names {named}, not this release's 2026.02.2")
+    ]
+    assert failed.error == (
+        f"Argo CD found nexo-be-qa running {taken_out[:12]}, whose values file names {named}, not this "
+        "release's 2026.02.2, in 1 of 1 samples: what runs was changed outside the portal (an argocd app "
+        "rollback, a sync to another revision, a commit putting another tag in the values file), so the "
+        "soak no longer measured this release"
+    )
+
+
+def test_a_soak_that_found_this_release_taken_out_of_the_branch_holds_the_place(argocd_soak):
+    """As after an argocd app rollback: whoever reverted it is at work, and a rollback would commit over it."""
+    qa, service = argocd_soak["qa"], argocd_soak["promotion"].service
+    argocd_soak["application"].deployed(take_out_of_the_branch(argocd_soak, "revert"))
+
+    failed = sample_round(argocd_soak)
+
+    assert failed.state == PromotionState.FAILED
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    assert (
+        Hold.objects.active()
+        .get(service=service, environment=qa)
+        .reason.startswith(
+            "2026.02.2 failed at verification and was not rolled back automatically as something outside the "
+            "portal made Argo CD run another revision"
+        )
+    )
+
+
+def test_a_revision_whose_values_file_is_gone_does_not_run_this_release(argocd_soak):
+    """Someone removed the values file on the branch: the head contains ours, and names no tag at all."""
+    gitops, path = argocd_soak["gitops"], argocd_soak["promotion"].service.values_path(argocd_soak["qa"])
+    gitops.remove(path)
+    removed = gitops.head()
+    argocd_soak["application"].deployed(removed)
+
+    failed = sample_round(argocd_soak)
+
+    assert argocd_samples(failed) == [
+        (
+            False,
+            f"runs {removed[:12]}, whose values file names nothing ({path} is not there), not this release's 2026.02.2",
+        )
+    ]
 
 
 def test_a_revision_git_cannot_tell_about_is_a_measurement_error_not_a_failure(argocd_soak):

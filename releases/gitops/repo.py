@@ -39,7 +39,7 @@ from redis.exceptions import LockError, RedisError
 from nexo_portal.lib.errors import Unavailable
 from nexo_portal.lib.queues import redis_connection
 
-from .values import ValuesFileError
+from .values import ValuesFileError, read_value
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,15 @@ class BranchTaken(GitOpsError):
 
 class FileMissing(GitOpsError):
     """The file is not on the branch, as just fetched."""
+
+
+def _not_utf8(relative_path, error):
+    """Helm reads values files as UTF-8; a person's editor may save another encoding (a Latin-1 comment
+    from Windows). A values file error fails a promotion and is a drift."""
+    return ValuesFileError(
+        f"{relative_path} is not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}): "
+        "save it as UTF-8."
+    )
 
 
 def redact(url):
@@ -362,12 +371,28 @@ class GitOpsRepository:
         try:
             return file.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
-            # Helm reads values files as UTF-8; a person's editor may save another encoding (a
-            # Latin-1 comment from Windows). A values file error fails a promotion and is a drift.
-            raise ValuesFileError(
-                f"{relative_path} is not UTF-8 text (byte {error.object[error.start]:#x} at offset {error.start}): "
-                "save it as UTF-8."
-            ) from None
+            raise _not_utf8(relative_path, error) from None
+
+    def tag_at(self, revision, relative_path, key_path):
+        """The tag at `key_path` of the values file `relative_path` as commit `revision` holds it (one this
+        working copy has, as `includes()` leaves it), None where none is written; read from git's objects,
+        so the working copy is not touched. Must be called inside `locked()`. FileNotFoundError when the
+        file is not there at that revision, ValuesFileError when it cannot be read."""
+        try:
+            tree = self._working_copy().commit(revision).tree
+        except (ValueError, git.ODBError, git.GitCommandError) as error:
+            raise GitOpsError(f"Cannot read {revision[:12]} in {self}: {_git_message(error)}") from error
+        try:
+            blob = tree / relative_path
+        except KeyError:
+            raise FileNotFoundError(relative_path) from None
+        if blob.type != "blob":
+            raise FileNotFoundError(relative_path)
+        try:
+            text = blob.data_stream.read().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise _not_utf8(relative_path, error) from None
+        return read_value(text, key_path, relative_path)
 
     def read_latest(self, relative_path):
         """(text, commit): the file as the branch holds it now, fetched first, and the commit read.
@@ -731,37 +756,65 @@ class GitOpsRepository:
 CONTAINS_LOCK_WAIT_SECONDS = 5
 
 
-# Answers of contains_commit, final once given (commits do not change), kept by the process: a soak
-# asks again each round about the same branch head, and each asking takes the GitOps lock and runs git.
-_CONTAINS_ANSWERS: dict[tuple[str, str], bool] = {}
+# Answers of contains_commit, final once given (a commit's ancestors and files do not change), kept by
+# the process: a soak asks again each round about the same branch head, and each asking takes the GitOps
+# lock and runs git. By question: whether the revision contains the commit, and if so what its values file
+# names instead of the release's tag (None: the tag itself).
+_CONTAINS_ANSWERS: dict[tuple[str, str, str, str, str], tuple[bool, str | None]] = {}
 _CONTAINS_ANSWERS_KEPT = 4096
 
 
-def contains_commit(sha):
-    """`includes(revision)`: whether a revision Argo CD reports is `sha` or a later commit built on it,
-    for the sync's wait and the soak's samples; git answers once per revision and process.
+def contains_commit(sha, path, key, tag):
+    """`includes(revision)`: whether a revision Argo CD reports runs what commit `sha` wrote: it is `sha`
+    or a later commit built on it, and there the values file `path` still names `tag` at `key`. A `git
+    revert` of `sha` pushed on the branch, or another tag written over it by hand, makes a later commit
+    that contains `sha` and runs another release. For the sync's wait and the soak's samples; git
+    answers once per revision and process.
+
     `includes.unanswered`: the revision it was last asked about, when Git could not tell (the GitOps
-    remote out of reach, or its lock busy: `includes.why_unanswered`), else None."""
+    remote out of reach, or its lock busy: `includes.why_unanswered`), else None.
+    `includes.overwritten`: the revision it was last asked about, when that contains `sha` but its values
+    file names something else (`includes.names_instead`: that tag, "no tag", or why none can be read),
+    else None."""
 
     def includes(revision):
-        key = (revision, sha)
-        if key not in _CONTAINS_ANSWERS:
+        question = (revision, sha, path, key, tag)
+        if question not in _CONTAINS_ANSWERS:
             repository = GitOpsRepository(lock_wait=CONTAINS_LOCK_WAIT_SECONDS)
             try:
                 with repository.locked():
-                    answer = repository.includes(revision, sha)
+                    contained = repository.includes(revision, sha)
+                    instead = _named_instead(repository, revision, path, key, tag) if contained else None
             except GitOpsError as error:
                 logger.warning(
                     "Could not tell whether %s contains %s (asked again next time): %s", revision, sha, error
                 )
                 includes.unanswered, includes.why_unanswered = revision, str(error)
+                includes.overwritten = includes.names_instead = None
                 return False
             # Final either way: includes() fetched if either commit was new here, and commits do not change.
             if len(_CONTAINS_ANSWERS) >= _CONTAINS_ANSWERS_KEPT:
                 _CONTAINS_ANSWERS.clear()
-            _CONTAINS_ANSWERS[key] = answer
+            _CONTAINS_ANSWERS[question] = contained, instead
+        contained, instead = _CONTAINS_ANSWERS[question]
         includes.unanswered = None
-        return _CONTAINS_ANSWERS[key]
+        includes.overwritten, includes.names_instead = (revision, instead) if instead is not None else (None, None)
+        return contained and instead is None
 
     includes.unanswered = includes.why_unanswered = None
+    includes.overwritten = includes.names_instead = None
     return includes
+
+
+def _named_instead(repository, revision, path, key, tag):
+    """What the values file `path` names at `key` in `revision` instead of `tag`, in words for the soak's
+    sample and the sync's error; None when it names `tag`."""
+    try:
+        named = repository.tag_at(revision, path, key)
+    except FileNotFoundError:
+        return f"nothing ({path} is not there)"
+    except ValuesFileError as error:
+        return f"nothing readable ({error})"
+    if named == tag:
+        return None
+    return named or "no tag"
