@@ -385,16 +385,32 @@ def sync_promotion(promotion_id):
     except ArgoCDTimeout as timeout:
         # Unreachable or busy to the end (Argo CD, or the GitOps remote that would tell whether what it
         # runs contains ours): a rollback through them would meet the same; a hold says what happened.
-        unanswered, error = includes.unanswered, str(timeout)
+        unanswered, overwritten, error = includes.unanswered, includes.overwritten, str(timeout)
         if unanswered:
             error += (
                 f" The GitOps repository could not be read to tell whether {unanswered[:12]}, which Argo CD "
                 f"reports, contains {promotion.gitops_commit_sha[:12]} ({includes.why_unanswered})."
             )
-        roll_back = timeout.last_error is None and not unanswered
+        if overwritten:
+            # Someone outside the portal chose what runs: a rollback would commit over their choice.
+            error += (
+                f" Argo CD reports {overwritten[:12]}, which contains {promotion.gitops_commit_sha[:12]} but whose "
+                f"values file names {includes.names_instead}, not this release's {promotion.release.version}: it was "
+                "changed on the branch since (a revert, a tag written by hand)."
+            )
+        roll_back = timeout.last_error is None and not unanswered and not overwritten
         if roll_back and transitions.rolls_back_automatically(promotion, "sync"):
             error += _terminate_stuck_sync(argocd, application, promotion, includes)
-        _unless_moved_on(transitions.fail, promotion, "sync", error, roll_back=roll_back, from_states=SYNCING)
+        kept_because = TAKEN_OUT if overwritten else transitions.REFUSED_PATH
+        _unless_moved_on(
+            transitions.fail,
+            promotion,
+            "sync",
+            error,
+            roll_back=roll_back,
+            from_states=SYNCING,
+            kept_because=kept_because,
+        )
         return
     except ArgoCDDeployFailed as failure:
         # Argo CD's last word on the place, which the reconciler leaves to this job while it syncs: where

@@ -378,6 +378,36 @@ def test_an_auto_sync_application_that_synced_a_revert_of_ours_is_not_taken_for_
     assert not Deployment.objects.filter(promotion=promotion).exists()
 
 
+def test_a_sync_that_found_ours_reverted_says_so_and_holds_instead_of_rolling_back(pipeline, argocd, settings):
+    """develop rolls back a failed sync by itself; here someone outside the portal chose what runs (a revert,
+    or a tag of their own written by hand), and a rollback would commit over it: a hold says why."""
+    service = pipeline.add_service("nexo-be")
+    auto_syncing_develop(pipeline)
+    application = argocd.app("nexo-be-develop", auto_sync=True, head=pipeline.gitops.head)
+    assert promote_to_develop(pipeline, service, "2026.02.1").state == PromotionState.VERIFIED
+    settings.ARGOCD_SYNC_TIMEOUT_SECONDS = 1
+    application.head = reverted_before_argo_cd_looked(pipeline)
+
+    promotion = promote_to_develop(pipeline, service, "2026.02.2")
+
+    [revert] = application.head.made
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "sync")
+    assert (
+        f"Argo CD reports {revert[:12]}, which contains {promotion.gitops_commit_sha[:12]} but whose values file "
+        "names 2026.02.1, not this release's 2026.02.2: it was changed on the branch since (a revert, a tag "
+        "written by hand)."
+    ) in promotion.error
+    assert not Promotion.objects.filter(kind=PromotionKind.ROLLBACK).exists()
+    assert (
+        Hold.objects.active()
+        .get(service=service, environment=pipeline.environments["develop"])
+        .reason.startswith(
+            "2026.02.2 failed at sync and was not rolled back automatically as something outside the portal made "
+            "Argo CD run another revision, which a rollback would sync over: "
+        )
+    )
+
+
 def test_an_auto_sync_application_still_on_an_earlier_commit_is_not_taken_for_ours(pipeline, argocd, settings):
     service = pipeline.add_service("nexo-be")
     auto_syncing_develop(pipeline)
