@@ -450,11 +450,11 @@ class ArgoCDWebhookView(APIView):
         "`X-Nexo-Signature: sha256=<hex HMAC-SHA256(ARGOCD_WEBHOOK_SECRET, timestamp + '.' + body)>`.",
     )
     def post(self, request):
-        body = request.body
+        body, timestamp = request.body, request.headers.get("X-Nexo-Timestamp", "")
         try:
             signature = deployment_events.check_signature(
                 settings.ARGOCD_WEBHOOK_SECRET,
-                request.headers.get("X-Nexo-Timestamp", ""),
+                timestamp,
                 request.headers.get("X-Nexo-Signature", ""),
                 body,
             )
@@ -463,7 +463,7 @@ class ArgoCDWebhookView(APIView):
         serializer = serializers.DeploymentEventSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            event = deployment_events.apply(serializer.validated_data, signature)
+            event = deployment_events.apply(serializer.validated_data, signature, timestamp)
         except deployment_events.WebhookRefused as refusal:
             return api_errors.error_response(refusal.status, "replayed", str(refusal))
         return Response(serializers.DeploymentEventResultSerializer(event).data, status=status.HTTP_202_ACCEPTED)

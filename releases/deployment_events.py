@@ -15,12 +15,13 @@ import hashlib
 import hmac
 import re
 import time
+from datetime import UTC, datetime
 
 from django.db import IntegrityError, transaction
 
 from environments.models import Environment
 
-from . import transitions
+from . import argocd_health, transitions
 from .models import Deployment, DeploymentEvent, DeploymentEventTrigger, Promotion, PromotionState, Service
 from .policy import PromotionError
 
@@ -76,8 +77,11 @@ def _place_of(application):
 
 
 @transaction.atomic
-def apply(payload, signature):
-    """Record the delivery and move the promotion it concerns. Returns the stored event."""
+def apply(payload, signature, timestamp):
+    """Record the delivery and move the promotion it concerns. Returns the stored event.
+
+    `timestamp`: its X-Nexo-Timestamp, checked (`check_signature`).
+    """
     service, environment = _place_of(payload["application"])
     event = DeploymentEvent(
         trigger=payload["trigger"],
@@ -98,14 +102,22 @@ def apply(payload, signature):
     if service is None:
         outcome = f"No service and environment use the Argo CD application {event.application}; recorded only."
     else:
-        outcome = _move_promotion(event, service, environment)
+        outcome = _move_promotion(event, service, environment, _seen_at(timestamp, event.received_at))
     # Cut to the column: an application's name may take 253 characters of it.
     event.outcome = outcome[: DeploymentEvent._meta.get_field("outcome").max_length]
     event.save(update_fields=["promotion", "outcome"])
     return event
 
 
-def _move_promotion(event, service, environment):
+def _seen_at(timestamp, received_at):
+    """When the health a delivery brings was seen: when it was sent, which may be minutes before it
+    arrived (a relay's queue, a retry), so that it never stands over a health a reconciler round saw
+    meanwhile; a sender's clock running fast is taken as the portal's, lest its health stand over
+    every round until then."""
+    return min(datetime.fromtimestamp(int(timestamp), UTC), received_at)
+
+
+def _move_promotion(event, service, environment, seen_at):
     promotion = (
         Promotion.objects.filter(service=service, environment=environment, gitops_commit_sha=event.revision)
         .exclude(gitops_commit_sha="")
@@ -114,9 +126,11 @@ def _move_promotion(event, service, environment):
     )
     event.promotion = promotion
     if event.trigger == DeploymentEventTrigger.ON_DEPLOYED:
-        Deployment.objects.current().filter(
-            service=service, environment=environment, gitops_commit_sha=event.revision
-        ).update(health=event.health_status, health_checked_at=event.received_at)
+        # The health of what its commit deployed, and only while that still runs there.
+        deployment = Deployment.objects.running(service, environment)
+        if deployment is not None and deployment.gitops_commit_sha == event.revision:
+            deployment.service, deployment.environment = service, environment
+            argocd_health.note(deployment, event.health_status, seen_at)
     if promotion is None:
         return "No promotion made this commit; recorded only."
     try:

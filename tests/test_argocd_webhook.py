@@ -2,14 +2,17 @@
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
-from releases import transitions
+from releases import argocd_health, transitions
 from releases.deployment_events import signature_for
 from releases.models import Deployment, DeploymentEvent, PromotionState
 from tests.factories import make_release, make_service
+from tests.history import ran
 
 pytestmark = pytest.mark.django_db
 
@@ -145,3 +148,69 @@ def test_an_event_for_an_unknown_application_with_the_longest_name_is_recorded_o
 def test_the_webhook_is_off_until_a_secret_is_configured(syncing, settings):
     settings.ARGOCD_WEBHOOK_SECRET = ""
     assert deliver(deployed()).status_code == 503
+
+
+# --- the health it brings: written as every observation of Argo CD is (releases/argocd_health.py) -----------
+
+
+@pytest.fixture
+def running(environments, settings):
+    """nexo-be 2026.02.1 runs in develop, deployed by the commit c…c an hour ago; Argo CD saw it Healthy
+    ten minutes ago."""
+    settings.ARGOCD_WEBHOOK_SECRET = SECRET
+    ran(
+        make_release(make_service("nexo-be"), "2026.02.1"),
+        environments["develop"],
+        at=timezone.now() - timedelta(hours=1),
+    )
+    seen = timezone.now() - timedelta(minutes=10)
+    Deployment.objects.update(health="Healthy", health_checked_at=seen)
+    return seen
+
+
+def current():
+    return Deployment.objects.current().select_related("service", "environment", "release").get()
+
+
+def test_a_late_delivery_does_not_overwrite_a_health_seen_after_it_was_sent(running):
+    """The delivery was signed two minutes ago (a relay's queue, Argo CD Notifications retrying); a
+    reconciler round saw the application Degraded a minute ago. The later observation stands: the board
+    does not say Healthy over it."""
+    degraded_at = timezone.now() - timedelta(minutes=1)
+    assert argocd_health.note(current(), "Degraded", degraded_at)
+
+    response = deliver(deployed(health_status="Healthy"), timestamp=str(int(time.time()) - 120))
+
+    assert response.status_code == 202, response.content
+    assert (current().health, current().health_checked_at) == ("Degraded", degraded_at)
+
+
+def test_a_delivery_of_the_health_shown_keeps_since_when_it_holds(running):
+    """The board says "Argo CD health since …": a delivery repeating the health is no change, so the time
+    stays the first sighting's and the board's rows stay as rendered."""
+    response = deliver(deployed(health_status="Healthy"))
+
+    assert response.status_code == 202, response.content
+    assert (current().health, current().health_checked_at) == ("Healthy", running)
+
+
+def test_a_delivery_of_a_new_health_is_written_with_when_it_was_sent_and_logged(running, caplog):
+    sent = int(time.time()) - 30
+
+    with caplog.at_level("INFO", logger="releases.argocd_health"):
+        response = deliver(deployed(health_status="Degraded"), timestamp=str(sent))
+
+    assert response.status_code == 202, response.content
+    assert (current().health, current().health_checked_at.timestamp()) == ("Degraded", sent)
+    assert [record.getMessage() for record in caplog.records if record.name == "releases.argocd_health"] == [
+        "Argo CD reports nexo-be 2026.02.1 in develop Degraded (it was Healthy)"
+    ]
+
+
+def test_a_delivery_stamped_ahead_of_the_portals_clock_is_taken_as_received(running):
+    """A relay whose clock runs a few minutes fast (allowed: five minutes either way) does not stamp the
+    health as seen in the future, where it would stand over every round until then."""
+    deliver(deployed(health_status="Degraded"), timestamp=str(int(time.time()) + 240))
+
+    assert current().health_checked_at <= timezone.now()
+    assert argocd_health.note(current(), "Healthy", timezone.now())
