@@ -29,7 +29,7 @@ from nexo_portal.lib.parsers import JSONParser
 from nexo_portal.lib.scopes import only_readable, readable_service_ids, require_service, requires_scope, token_of
 
 from . import audit_export, board, deployment_events, image_gate, registration, serializers, slo, transitions
-from .models import CheckResult, Promotion, Release, Service
+from .models import CheckResult, Promotion, PromotionState, Release, Service, StepRun
 
 ERRORS = {
     400: OpenApiResponse(description="Invalid input: `errors` names each field and what to fix."),
@@ -206,7 +206,14 @@ class PromotionFilter(filters.FilterSet):
 
 
 def promotions_with_details():
-    return Promotion.objects.with_details().select_related("previous_release").prefetch_related("approvals__user")
+    """Promotions as PromotionSerializer shows them, in a fixed number of queries: with the step runs of
+    those under way (`active_runs`, oldest first), of which `held_up` says what holds them up."""
+    active_runs = StepRun.objects.filter(promotion__state__in=PromotionState.active()).order_by("created_at", "id")
+    return (
+        Promotion.objects.with_details()
+        .select_related("previous_release")
+        .prefetch_related("approvals__user", Prefetch("runs", queryset=active_runs, to_attr="active_runs"))
+    )
 
 
 class PromotionListCreateView(generics.ListAPIView):

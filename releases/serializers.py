@@ -13,7 +13,7 @@ from environments.models import Environment, slug_validator
 from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE, KnownFieldsOnly
 
-from . import calver, image_gate
+from . import calver, image_gate, steps
 from .models import (
     COMMIT_SHA_PATTERN,
     IMAGE_DIGEST_PATTERN,
@@ -236,6 +236,11 @@ class PromotionSerializer(PromotionSummarySerializer):
     held_by_freeze = serializers.SerializerMethodField(
         help_text="Approved before a change freeze began: its GitOps commit waits for the freeze's end."
     )
+    held_up = serializers.SerializerMethodField(
+        help_text="What holds up the step it is at, in the words of its page: Argo CD out of reach while the "
+        "sync asks again (`sync_status` stays `running`), a verdict overdue, a step no worker has taken or "
+        "carried on. Empty when nothing does."
+    )
 
     class Meta(PromotionSummarySerializer.Meta):
         fields = [
@@ -261,6 +266,7 @@ class PromotionSerializer(PromotionSummarySerializer):
             "failed_step",
             "error",
             "held_by_freeze",
+            "held_up",
         ]
 
     previous_version = serializers.CharField(
@@ -279,6 +285,11 @@ class PromotionSerializer(PromotionSummarySerializer):
         # Only an approved promotion waits for a freeze (a query each: a list holds few of them).
         freeze = freeze_holding(promotion) if promotion.state == PromotionState.APPROVED else None
         return FreezeSerializer(freeze).data if freeze else None
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_held_up(self, promotion):
+        # The runs of promotions under way, read with them (api_views.promotions_with_details).
+        return steps.held_up(promotion, promotion.active_runs, timezone.now()).why
 
 
 class ReleaseSerializer(serializers.ModelSerializer):

@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.db import connection, connections, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -17,8 +18,17 @@ from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze, Environment
 from nexo_portal.lib.errors import Refused
 from nexo_portal.models import ApiToken
-from releases import registration, transitions
-from releases.models import BuildCounter, CheckResult, Deployment, Promotion, PromotionState, Release
+from releases import registration, steps, transitions
+from releases.models import (
+    BuildCounter,
+    CheckResult,
+    Deployment,
+    Promotion,
+    PromotionState,
+    Release,
+    Step,
+    StepRun,
+)
 from tests.factories import hex_for, make_release, make_service, make_user
 
 pytestmark = pytest.mark.django_db
@@ -926,6 +936,63 @@ def test_a_promotion_held_by_a_freeze_says_until_when_and_why(world):
     assert detail["state"] == "approved"
     assert detail["held_by_freeze"] == expected
     assert [p["held_by_freeze"] for p in listed] == [expected]
+
+
+def syncing_while_argo_cd_is_away(world):
+    """A promotion syncing in develop whose sync step waits for Argo CD, out of reach, and says so on its
+    run as jobs.sync_promotion does."""
+    promotion = transitions.request_promotion(
+        make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"]
+    )
+    promotion = transitions.mark_committed(
+        transitions.start_commit(promotion), "c" * 40, "promote(nexo-be): develop → 2026.02.1"
+    )
+    promotion = transitions.mark_syncing(promotion, configured=True)
+    steps.claim(StepRun.objects.get(promotion=promotion, step=Step.SYNC).pk)
+    waits = "Argo CD unreachable since 21:19:23 (connection refused); asking again until 21:29:23"
+    steps.note_trouble(promotion.pk, Step.SYNC, waits)
+    return promotion, waits
+
+
+def test_a_sync_waiting_for_argo_cd_out_of_reach_says_so_as_its_page_does(world, viewer):
+    """sync_status says only "running", for up to ARGOCD_SYNC_TIMEOUT_SECONDS: held_up says why it does
+    not move, in the words of the promotion page."""
+    promotion, waits = syncing_while_argo_cd_is_away(world)
+    client = token_client("read")
+
+    detail = client.get(f"/api/v1/promotions/{promotion.pk}/").json()
+    listed = client.get("/api/v1/promotions/", {"state": "syncing"}).json()["results"]
+
+    assert (detail["sync_status"], detail["held_up"]) == ("running", [waits])
+    assert [p["held_up"] for p in listed] == [[waits]]
+    page = Client()
+    page.force_login(viewer)
+    assert waits in page.get(f"/promotions/{promotion.pk}/").content.decode()
+
+
+def test_a_promotion_nothing_holds_up_says_so_with_an_empty_list(world):
+    promotion = transitions.request_promotion(
+        make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"]
+    )
+    assert token_client("read").get(f"/api/v1/promotions/{promotion.pk}/").json()["held_up"] == []
+
+
+def test_the_promotion_list_reads_the_step_runs_once_however_many_promotions_it_shows(world):
+    syncing_while_argo_cd_is_away(world)
+    client = token_client("read")
+    client.get("/api/v1/promotions/")  # the token's first use is written down once
+    with CaptureQueriesContext(connection) as one:
+        client.get("/api/v1/promotions/")
+    for version in ("2026.02.2", "2026.02.3"):
+        Promotion.objects.create(
+            release=make_release(world["service"], version),
+            environment=world["env"]["qa"],
+            state=PromotionState.VERIFIED,
+            finished_at=timezone.now(),
+        )
+    with CaptureQueriesContext(connection) as three:
+        assert client.get("/api/v1/promotions/").json()["count"] == 3
+    assert len(three) == len(one)
 
 
 # --- verification results from CI ----------------------------------------------------------------------------
