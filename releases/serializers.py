@@ -265,6 +265,7 @@ class PromotionSerializer(PromotionSummarySerializer):
             "verification_status",
             "failed_step",
             "error",
+            "applied_health",
             "held_by_freeze",
             "held_up",
         ]

@@ -938,9 +938,8 @@ def test_a_promotion_held_by_a_freeze_says_until_when_and_why(world):
     assert [p["held_by_freeze"] for p in listed] == [expected]
 
 
-def syncing_while_argo_cd_is_away(world):
-    """A promotion syncing in develop whose sync step waits for Argo CD, out of reach, and says so on its
-    run as jobs.sync_promotion does."""
+def syncing(world):
+    """nexo-be 2026.02.1 committed to develop, its sync step taken by a worker."""
     promotion = transitions.request_promotion(
         make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"]
     )
@@ -949,6 +948,13 @@ def syncing_while_argo_cd_is_away(world):
     )
     promotion = transitions.mark_syncing(promotion, configured=True)
     steps.claim(StepRun.objects.get(promotion=promotion, step=Step.SYNC).pk)
+    return promotion
+
+
+def syncing_while_argo_cd_is_away(world):
+    """A promotion syncing in develop whose sync step waits for Argo CD, out of reach, and says so on its
+    run as jobs.sync_promotion does."""
+    promotion = syncing(world)
     waits = "Argo CD unreachable since 21:19:23 (connection refused); asking again until 21:29:23"
     steps.note_trouble(promotion.pk, Step.SYNC, waits)
     return promotion, waits
@@ -993,6 +999,27 @@ def test_the_promotion_list_reads_the_step_runs_once_however_many_promotions_it_
     with CaptureQueriesContext(connection) as three:
         assert client.get("/api/v1/promotions/").json()["count"] == 3
     assert len(three) == len(one)
+
+
+def test_a_sync_that_came_up_degraded_says_so_and_that_it_was_applied(world):
+    """Argo CD applied its commit and the release came up Degraded: its manifests run there, which
+    "failed at sync" alone does not tell a pipeline deciding whether to clean up."""
+    promotion = syncing(world)
+    transitions.fail(promotion, "sync", "nexo-be-develop is Degraded", applied_health="Degraded")
+    client = token_client("read")
+
+    detail = client.get(f"/api/v1/promotions/{promotion.pk}/").json()
+    listed = client.get("/api/v1/promotions/", {"state": "failed"}).json()["results"]
+
+    assert (detail["failed_step"], detail["applied_health"]) == ("sync", "Degraded")
+    assert [p["applied_health"] for p in listed] == ["Degraded"]
+
+
+def test_a_promotion_argo_cd_never_applied_has_no_applied_health(world):
+    promotion = transitions.request_promotion(
+        make_release(world["service"], "2026.02.1"), world["env"]["develop"], world["rita"]
+    )
+    assert token_client("read").get(f"/api/v1/promotions/{promotion.pk}/").json()["applied_health"] == ""
 
 
 # --- verification results from CI ----------------------------------------------------------------------------
