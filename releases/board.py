@@ -834,8 +834,12 @@ class _CellBuilder:
             elapsed = self.now - verification.soak_started
             left = verification.soak_ends - self.now
             percent = 100 if window.total_seconds() <= 0 else max(0, min(100, int(100 * elapsed / window)))
+            due = f"{timezone.localtime(verification.soak_ends):%H:%M:%S}"
+            overdue = steps.verdict_overdue(verification.soak_ends, self.now)
+            if overdue:  # no worker gave it (all of them killed): its page says what holds it up
+                return Badge(overdue, "warn", f"Verdict due at {due}"), percent
             label = f"soaking, {short_duration(left)} left" if left.total_seconds() > 0 else "soak over, verdict next"
-            return Badge(label, "info", f"Verdict at {timezone.localtime(verification.soak_ends):%H:%M:%S}"), percent
+            return Badge(label, "info", f"Verdict at {due}"), percent
         if state == PromotionState.DEPLOYED:
             return Badge("verification starting", "info"), None
         if state == PromotionState.VERIFIED:

@@ -297,8 +297,9 @@ def held_up(promotion, runs, now):
     if tried and tried[-1].status in (RunStatus.CRASHED, RunStatus.RETRY):
         held.last_try = tried[-1]
     late = now - OVERDUE_AFTER
-    if promotion.state == PromotionState.VERIFYING and promotion.verdict_at and promotion.verdict_at < late:
-        held.why.append(f"verdict overdue since {_said(promotion.verdict_at, now)}")
+    overdue = verdict_overdue(promotion.verdict_at, now) if promotion.state == PromotionState.VERIFYING else ""
+    if overdue:
+        held.why.append(overdue)
     if current.status == RunStatus.QUEUED and current.run_after < late:
         held.why.append(f"no worker has taken this step since {_said(current.run_after, now)}")
     if current.status == RunStatus.RUNNING and current.lease_expires_at and current.lease_expires_at < now:
@@ -310,6 +311,14 @@ def held_up(promotion, runs, now):
     elif current.status == RunStatus.RUNNING and current.error:
         held.why.append(current.error)  # what the step itself said it waits for (jobs.sync_promotion)
     return held
+
+
+def verdict_overdue(verdict_at, now):
+    """The words the promotion page and the board say of a soak OVERDUE_AFTER past its verdict's time (its
+    last round): "verdict overdue since …"; "" before then."""
+    if verdict_at is None or verdict_at >= now - OVERDUE_AFTER:
+        return ""
+    return f"verdict overdue since {_said(verdict_at, now)}"
 
 
 def _said(moment, now):

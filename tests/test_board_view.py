@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from environments.models import ChangeFreeze
 from nexo_portal.lib.dates import exact_time
-from releases import transitions
+from releases import steps, transitions
 from releases.board import build_board
 from releases.models import Deployment, Hold, Promotion, PromotionState, RunStatus, Step, StepRun, StepStatus
 from tests.factories import make_release, make_service, make_user
@@ -69,6 +69,44 @@ def test_a_soaking_deployment_shows_the_time_left_and_a_progress_bar(client, env
     cell = cell_html(signed_in(client, people["viewer"]).get("/"), "nexo-be", "develop")
     assert "soaking, 19 min left" in cell or "soaking, 20 min left" in cell
     assert '<progress max="100" value="33"' in cell
+
+
+def test_a_soak_whose_verdict_is_overdue_says_so_as_its_page_does(client, environments, people, nexo_be):
+    """Its worker was killed during the soak and none runs: the window ended 50 s ago. The promotion page
+    says "verdict overdue since …"; the cell does not say "soak over, verdict next" beside it."""
+    now = timezone.now()
+    soaking = ran(
+        make_release(nexo_be, "2026.02.1"),
+        environments["develop"],
+        state=PromotionState.VERIFYING,
+        at=now - timedelta(seconds=75),
+        verification_started_at=now - timedelta(seconds=70),
+        verdict_at=now - timedelta(seconds=50),
+        verification_status=StepStatus.RUNNING,
+    )
+    steps.schedule(soaking, Step.VERIFY, at=now - timedelta(seconds=55))
+    signed_in(client, people["viewer"])
+    overdue = f"verdict overdue since {timezone.localtime(soaking.verdict_at):%H:%M:%S}"
+
+    cell = cell_html(client.get("/"), "nexo-be", "develop")
+
+    assert overdue in cell
+    assert "verdict next" not in cell
+    assert overdue in client.get(soaking.get_absolute_url()).content.decode()
+
+
+def test_a_soak_just_over_says_its_verdict_comes_next(environments, people, nexo_be):
+    """Its last round runs at the verdict's time: late is 15 s past it, for the board as for the page."""
+    now = timezone.now()
+    ran(
+        make_release(nexo_be, "2026.02.1"),
+        environments["develop"],
+        state=PromotionState.VERIFYING,
+        verification_started_at=now - timedelta(seconds=25),
+        verdict_at=now - timedelta(seconds=5),
+        verification_status=StepStatus.RUNNING,
+    )
+    assert board_cell(people["viewer"], "nexo-be", "develop").verification.label == "soak over, verdict next"
 
 
 @pytest.mark.parametrize(
