@@ -85,6 +85,8 @@ def shipping_world(pipeline, rita, sam, sara):
         ("![tracker](https://evil.example/pixel.png)", "https://evil.example/pixel.png", "<img"),
         ("# 2026.02.1", "<p><strong>2026.02.1</strong></p>", "<h1"),
         ('<a href="https://x" onclick="y()">raw</a>', "&lt;a", '<a href="https://x"'),
+        # Struck through stays struck through: "breaking: drop v1 API" shown as live text misleads.
+        ("- ~~breaking: drop v1 API~~ (reverted)", "<li><s>breaking: drop v1 API</s> (reverted)</li>", "~~"),
     ],
 )
 def test_changelog_markdown_is_rendered_and_sanitised(text, present, absent):
