@@ -478,6 +478,16 @@ class PromotionQuerySet(models.QuerySet):
     def with_details(self):
         return self.select_related("release", "service", "environment", "requested_by")
 
+    def last_committed_in(self, service, environment):
+        """The promotion of the portal's last GitOps commit in the place, or None: what its values file
+        holds, unless someone changed it since."""
+        return (
+            self.filter(service=service, environment=environment)
+            .exclude(gitops_commit_sha="")
+            .order_by("-committed_at", "-pk")
+            .first()
+        )
+
 
 class Promotion(models.Model):
     """One release going into one environment, with the time of every step."""

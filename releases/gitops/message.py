@@ -87,12 +87,8 @@ def _unchanged(promotion):
     """Why a commit that changes no file is made anyway (see the module's docstring)."""
     path = promotion.service.values_path(promotion.environment)
     # The portal's last commit there, when it set this tag (else someone did by hand since).
-    written_by = (
-        Promotion.objects.filter(service=promotion.service_id, environment=promotion.environment_id)
-        .exclude(pk=promotion.pk)
-        .exclude(gitops_commit_sha="")
-        .order_by("-committed_at", "-pk")
-        .first()
+    written_by = Promotion.objects.exclude(pk=promotion.pk).last_committed_in(
+        promotion.service_id, promotion.environment_id
     )
     by = ""
     if written_by is not None and written_by.release_id == promotion.release_id:
