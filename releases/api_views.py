@@ -526,6 +526,7 @@ def _matrix_cell(cell, argocd_configured):
         "far_behind": cell.far_behind is not None,
         "overdue": cell.overdue is not None,
         "gitops_tag": cell.gitops_tag,
+        "gitops_tag_promotion": cell.gitops_tag_promotion,
         "waiting": cell.waiting_label,
         "waiting_promotion": cell.waiting.pk if cell.waiting else None,
         "waiting_is_emergency": bool(cell.waiting and cell.waiting.is_emergency),

@@ -94,9 +94,12 @@ Trouble = namedtuple("Trouble", "words error next_try")
 
 DeployedRow = namedtuple(
     "DeployedRow",
-    "service_id environment_id promotion_id deployed_at health health_checked_at drifted_tag release verification",
+    "service_id environment_id promotion_id deployed_at health health_checked_at drifted_tag "
+    "release verification drifted_tag_committed_by",
 )
 VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
+# The promotion whose commit the values file holds where it differs from what runs (drift.portal_commit).
+CommittedRow = namedtuple("CommittedRow", "pk kind state failed_step applied_health")
 
 
 class ReleaseRow(namedtuple("ReleaseRow", "pk version year month build newer")):
@@ -136,6 +139,9 @@ class Cell:
     far_behind_in_drift: bool = False  # the drift line says it: the environment before is the first
     overdue: Badge | None = None
     gitops_tag: str = ""
+    gitops_tag_promotion: int | None = None  # whose commit wrote it, when the portal's own
+    gitops_file: Badge | None = None  # what the values file says where it differs from what runs
+    gitops_file_url: str = ""
     hold_reason: str = ""
     hold_url: str = ""
     waiting: Promotion | None = None
@@ -309,6 +315,16 @@ def _verification():
     )
 
 
+def _committed_by():
+    """The promotion whose commit the deployment's values file holds, where the portal's own (a sync that
+    failed) differs from what runs, as JSON, or NULL."""
+    promotion = Promotion.objects.filter(pk=OuterRef("drifted_tag_committed_by"))
+    return Subquery(
+        promotion.values(json=JSONObject(**{name: name for name in CommittedRow._fields}))[:1],
+        output_field=TextField(),
+    )
+
+
 def _hold_in(environment_id):
     """The outer service's active hold in that environment, as JSON ({"pk", "reason"}), or NULL.
 
@@ -394,10 +410,11 @@ def _deployments(shown):
     deployments = {}
     # Most deployments were verified alike ("verified", checks passed): each distinct text is read once.
     verifications = {None: None}
-    for *fields, release, verification in rows:
+    for *fields, release, verification, committed_by in rows:
         if verification not in verifications:
             verifications[verification] = _verification_row(verification)
-        deployment = DeployedRow(*fields, _release_row(release), verifications[verification])
+        committed_by = CommittedRow(**json.loads(committed_by)) if committed_by else None
+        deployment = DeployedRow(*fields, _release_row(release), verifications[verification], committed_by)
         deployments[(deployment.service_id, deployment.environment_id)] = deployment
     return deployments
 
@@ -410,9 +427,10 @@ def _deployments_query(shown):
         .annotate(
             release_json=_deployed_release(),
             verification_json=_verification(),
+            committed_by_json=_committed_by(),
         )
         .order_by()
-        .values_list(*DeployedRow._fields[:-2], "release_json", "verification_json")
+        .values_list(*DeployedRow._fields[:-3], "release_json", "verification_json", "committed_by_json")
     )
 
 
@@ -769,7 +787,8 @@ class _CellBuilder:
             cell.age = short_age(deployment.deployed_at, self.now)
             cell.health = self._health(deployment)
             cell.verification, cell.soak_percent = self._verification_badge(deployment.verification)
-            cell.gitops_tag = deployment.drifted_tag
+            if deployment.drifted_tag:
+                self._gitops_file(cell, service, environment, deployment)
             previous_deployment = self.deployments.get((service.id, previous.id)) if previous else None
             if previous_deployment:
                 self._drift(cell, release, previous, previous_deployment.release)
@@ -855,6 +874,16 @@ class _CellBuilder:
         if state == PromotionState.ROLLED_BACK:
             return Badge("rolled back", "bad"), None
         return Badge(PromotionState(state).label.lower()), None
+
+    def _gitops_file(self, cell, service, environment, deployment):
+        tag, committed_by = deployment.drifted_tag, deployment.drifted_tag_committed_by
+        cell.gitops_tag = tag
+        if committed_by is None:
+            cell.gitops_file = Badge(f"GitOps file says {tag}", "bad", drift.OUTSIDE)
+            return
+        said = drift.portal_commit(service.values_path(environment), tag, deployment.release.version, committed_by)
+        cell.gitops_file = Badge(f"GitOps file says {tag}", "warn", said)
+        cell.gitops_tag_promotion, cell.gitops_file_url = committed_by.pk, self.promotion_url(committed_by.pk)
 
     def _drift(self, cell, release, previous, previous_release):
         behind = release.newer - previous_release.newer

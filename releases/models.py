@@ -763,6 +763,13 @@ class DeploymentQuerySet(models.QuerySet):
         promotion page and the rollback dialog show there, and what a request or a rollback decides on."""
         return one_or_none(self.current().in_place(service, environment).select_related("release"))
 
+    def holding_commit_of(self, promotion):
+        """The current deployment of the place whose values file the drift check found holding
+        `promotion`'s commit, where it differs from what runs (the promotion did not finish), or None."""
+        if not promotion.gitops_commit_sha or promotion.is_active:
+            return None
+        return one_or_none(self.current().filter(drifted_tag_committed_by=promotion).select_related("release"))
+
     def live_at(self, service, environment, at):
         """The deployment that was running in that place at that time, or None."""
         return (
@@ -892,6 +899,15 @@ class Deployment(models.Model):
     health_checked_at = models.DateTimeField(null=True, blank=True)
     drifted_tag = models.CharField(
         max_length=150, blank=True, help_text="The tag the GitOps repo holds when it differs from this deployment."
+    )
+    drifted_tag_committed_by = models.ForeignKey(
+        Promotion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The promotion whose GitOps commit wrote drifted_tag: the portal's last commit there, which did "
+        "not finish (its sync failed). Empty when the tag was written outside the portal.",
     )
     drift_detected_at = models.DateTimeField(null=True, blank=True)
     # The place's crossing, not this deployment's: record() moves it to the deployment that replaces this one.

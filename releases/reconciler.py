@@ -18,7 +18,8 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
 - reads every open promotion pull request from GitHub, the fallback for missed webhooks, and opens
   those a promotion awaiting approval still lacks (releases/pull_requests.py);
 - reads every values file and flags a place whose image tag differs from what the portal
-  deployed there (audited once per difference, and once when it is put right);
+  deployed there (audited once per difference, and once when it is put right), unless the portal's
+  own last commit there wrote it (a promotion whose sync failed): that is said, not audited;
 - asks Argo CD once for the health of every application and writes on each place's deployment the
   health that changed since it was last seen, which the board shows (an application that went
   Degraded an hour after its verification is Degraded there too);
@@ -69,6 +70,7 @@ DRIFTED_TAG_LENGTH = Deployment._meta.get_field("drifted_tag").max_length
 # What `drifted_tag` holds for a tag cleared by hand (`tag: ""`, `tag: ~`): Helm runs the chart's
 # appVersion. Not "", which means no drift, and the same every round, so it is audited once.
 NO_TAG = "(no tag)"
+MESSAGE_LENGTH = AuditEvent._meta.get_field("message").max_length
 # A promotion mid-way and untouched for this long with no run at all gets one.
 STALL_AFTER = timedelta(minutes=2)
 # A build that waited for a freeze is looked for this long after the freeze ended, among the builds
@@ -208,9 +210,13 @@ def promote_after_freezes(now=None):
 def detect_drift():
     """Compare every current deployment with the tag its values file holds; flag and audit differences.
 
+    A tag the portal's own last commit in the place wrote (a promotion whose sync failed, a rollback
+    that did not finish) is written on the deployment with that promotion, and is not drift: neither
+    returned nor audited, since the promotion's own events say what happened (releases/drift.py).
+
     Skipped while a worker holds the GitOps lock: it may be pushing a commit whose promotion this
-    round would not see in flight yet. What the portal deployed and has in flight is read after
-    the values files and under the same lock, so nothing is pushed between the two readings.
+    round would not see in flight yet. What the portal deployed, committed and has in flight is read
+    after the values files and under the same lock, so nothing is pushed between the two readings.
     """
     keys = {
         deployment.service.values_path(deployment.environment): deployment.service.image_tag_key
@@ -229,65 +235,86 @@ def detect_drift():
                     "service_id", "environment_id"
                 )
             )
-            deployments = list(Deployment.objects.current().select_related("service", "environment", "release"))
+            readings = []
+            for deployment in Deployment.objects.current().select_related("service", "environment", "release"):
+                path = deployment.service.values_path(deployment.environment)
+                if (deployment.service_id, deployment.environment_id) in in_flight or path not in found:
+                    continue
+                tag = found[path]
+                if tag == deployment.release.version:
+                    readings.append((deployment, "", None))  # no difference
+                else:
+                    readings.append((deployment, tag, _committed_by(deployment, tag)))
     except GitOpsError as error:
         logger.info("Drift check skipped this round: %s", error)
         return []
 
     drifted = []
-    now = timezone.now()
-    for deployment in deployments:
-        path = deployment.service.values_path(deployment.environment)
-        if (deployment.service_id, deployment.environment_id) in in_flight or path not in found:
-            continue
-        tag, version = found[path], deployment.release.version
-        if tag == version:
-            if deployment.drifted_tag:
-                _flag(
-                    deployment,
-                    "",
-                    None,
-                    AuditAction.DRIFT_RESOLVED,
-                    f"{path} says {version} again, as the portal deployed (it said {deployment.drifted_tag!r})",
-                    data={"expected": version, "was": deployment.drifted_tag},
-                )
-            continue
-        drifted.append(deployment.pk)
-        if deployment.drifted_tag != tag:  # else flagged and audited already
-            _flag(
-                deployment,
-                tag,
-                now,
-                AuditAction.DRIFT_DETECTED,
-                f"{path} says {tag!r} but the portal deployed {version}",
-                data={"expected": version, "found": tag},
-            )
+    for deployment, tag, committed_by in readings:
+        if tag and committed_by is None:
+            drifted.append(deployment.pk)
+        if (deployment.drifted_tag, deployment.drifted_tag_committed_by_id) != (tag, committed_by and committed_by.pk):
+            _flag(deployment, tag, committed_by)  # else flagged and audited already
     return drifted
 
 
-def _flag(deployment, drifted_tag, detected_at, action, message, data):
-    """Set the deployment's drift flag and audit the change, unless the flag is set so already.
+def _committed_by(deployment, tag):
+    """The promotion whose commit wrote `tag`, when it is the portal's last commit in the place and came
+    after the deployment that runs there (its sync failed, or it was a rollback that did not finish);
+    None when someone else wrote it, going back to an older commit of the portal's included."""
+    last = Promotion.objects.select_related("release").last_committed_in(
+        deployment.service_id, deployment.environment_id
+    )
+    if last is not None and last.release.version == tag and last.committed_at > deployment.deployed_at:
+        return last
+    return None
+
+
+def _flag(deployment, tag, committed_by):
+    """Write on the deployment the tag its values file holds where it differs ("" where it does not),
+    and whether the portal's own commit wrote it; audit what is drift: a tag written outside the
+    portal, once when it is found and once when it ends.
 
     The row read before may be stale: another reconciler (two run for a moment in a rolling update)
-    may have set it meanwhile. The update decides, so one change is audited once.
+    may have written it meanwhile. It is locked and read again, so one change is audited once.
     """
+    path = deployment.service.values_path(deployment.environment)
+    version = deployment.release.version
     with transaction.atomic():
         audit.lock_chain()  # the chain before rows, as every writer takes them
-        changed = (
-            Deployment.objects.filter(pk=deployment.pk)
-            .exclude(drifted_tag=drifted_tag)
-            .update(drifted_tag=drifted_tag, drift_detected_at=detected_at)
+        was = (
+            Deployment.objects.select_for_update()
+            .filter(pk=deployment.pk)
+            .values_list("drifted_tag", "drifted_tag_committed_by")
+            .first()
         )
-        if changed:
-            audit.record(
-                action,
-                actor=PIPELINE,
-                service=deployment.service.name,
-                environment=deployment.environment.name,
-                version=deployment.release.version,
-                message=message,
-                data=data,
-            )
+        if was is None or was == (tag, committed_by and committed_by.pk):
+            return
+        was_tag, was_committed_by = was
+        Deployment.objects.filter(pk=deployment.pk).update(
+            drifted_tag=tag, drifted_tag_committed_by=committed_by, drift_detected_at=timezone.now() if tag else None
+        )
+        if tag and committed_by is None:
+            action, message = AuditAction.DRIFT_DETECTED, f"{path} says {tag!r} but the portal deployed {version}"
+            data = {"expected": version, "found": tag}
+        elif was_tag and was_committed_by is None:
+            action, data = AuditAction.DRIFT_RESOLVED, {"expected": version, "was": was_tag}
+            if tag:
+                message = f"{path} no longer says {was_tag!r}. {drift.portal_commit(path, tag, version, committed_by)}"
+                data["committed_by"] = committed_by.pk
+            else:
+                message = f"{path} says {version} again, as the portal deployed (it said {was_tag!r})"
+        else:
+            return  # the portal's own commit came or went: its promotion's events say so
+        audit.record(
+            action,
+            actor=PIPELINE,
+            service=deployment.service.name,
+            environment=deployment.environment.name,
+            version=version,
+            message=message[:MESSAGE_LENGTH],
+            data=data,
+        )
 
 
 def _tag_in(repository, path, key):

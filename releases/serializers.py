@@ -506,6 +506,11 @@ class MatrixCellSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="The values file's tag when it differs from the deployment; `(no tag)` when it was cleared.",
     )
+    gitops_tag_promotion = serializers.IntegerField(
+        allow_null=True,
+        help_text="The promotion whose GitOps commit wrote gitops_tag: the portal's last commit there, which did "
+        "not finish (its sync failed). Null when the tag was written outside the portal (drift).",
+    )
     waiting = serializers.CharField(allow_blank=True, help_text="awaiting approval 1/2, committing, syncing…")
     waiting_promotion = serializers.IntegerField(allow_null=True)
     waiting_is_emergency = serializers.BooleanField(help_text="The waiting promotion is a break-glass one.")

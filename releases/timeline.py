@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
+from . import drift
 from .models import ApprovalDecision, PromotionKind, PromotionState, StepStatus
 from .policy import approvals_given, approvals_required
 
@@ -192,12 +193,16 @@ def steps(promotion, now, held_by_freeze=None, held_up=()):
     return timeline
 
 
-def written_to_gitops(promotion, branch):
-    """What a promotion that failed before its commit was recorded left in the GitOps repository, said
-    only as far as the portal knows it ("" otherwise: a commit recorded is shown as such).
+def written_to_gitops(promotion, branch, holding=None):
+    """What a promotion that failed left in the GitOps repository, said only as far as the portal knows
+    it ("" otherwise: a commit recorded is shown as such).
 
     Nothing is pushed before the promotion is committing, and from then on it may have landed until
-    the commit step learns otherwise (`push_may_have_landed`)."""
+    the commit step learns otherwise (`push_may_have_landed`). `holding`: the place's current
+    deployment, when the drift check found the values file holding the promotion's recorded commit."""
+    if holding is not None:
+        path = promotion.service.values_path(promotion.environment)
+        return drift.portal_commit(path, holding.drifted_tag, holding.release.version, promotion)
     if promotion.state != PromotionState.FAILED or promotion.gitops_commit_sha:
         return ""
     if promotion.push_may_have_landed:

@@ -252,7 +252,9 @@ def _promotion_context(request, pk):
         "retry_minutes": round(settings.PIPELINE_RETRY_SECONDS / 60),
         "promotion": promotion,
         "steps": timeline.steps(promotion, now, held_by_freeze, held_up=held_up.why),
-        "written_to_gitops": timeline.written_to_gitops(promotion, settings.GITOPS_BRANCH),
+        "written_to_gitops": timeline.written_to_gitops(
+            promotion, settings.GITOPS_BRANCH, holding=Deployment.objects.holding_commit_of(promotion)
+        ),
         "soak": timeline.soak(promotion, now),
         "samples": samples,
         "sample_summary": timeline.sample_summary(samples),

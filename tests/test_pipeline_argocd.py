@@ -733,3 +733,169 @@ def test_argo_cd_out_of_reach_during_the_sync_is_said_on_the_promotion_page_and_
     assert any(re.search(said, line) for line in logged), logged
     assert any("Argo CD answers again" in line for line in logged), logged
     assert not StepRun.objects.filter(step=Step.SYNC).exclude(error="").exists(), "nothing wrong once it answered"
+
+
+DEVELOP_VALUES = "helm/nexo-be/values-develop.yaml"
+
+
+def failed_at_sync_in_develop(pipeline, argocd):
+    """nexo-be 2026.02.1 runs in develop, where people decide after a failure (no automatic rollback), and
+    the promotion of 2026.02.2 failed at sync: its commit is on the branch, 2026.02.1 still runs."""
+    service = pipeline.add_service("nexo-be")
+    develop = pipeline.environments["develop"]
+    develop.rollback_on_failed_verification = False
+    develop.save()
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    application = argocd.app("nexo-be-develop")
+    assert promote_to_develop(pipeline, service, "2026.02.1").state == PromotionState.VERIFIED
+    application.outcome = Outcome.SYNC_FAILS
+    return service, application
+
+
+def drift_events():
+    return AuditEvent.objects.filter(action__in=[AuditAction.DRIFT_DETECTED, AuditAction.DRIFT_RESOLVED])
+
+
+def test_the_commit_of_a_promotion_whose_sync_failed_is_said_as_the_portals_own_not_as_drift(
+    pipeline, argocd, viewer, client
+):
+    """The values file holds what the portal committed for a promotion that did not finish: the board,
+    the matrix and the promotion's page say so, naming it, and the audit log records no drift."""
+    from releases.reconciler import detect_drift
+    from tests.history import cell_html
+
+    service, _ = failed_at_sync_in_develop(pipeline, argocd)
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+    assert (bad.state, bad.failed_step, bad.applied_health) == (PromotionState.FAILED, "sync", "")
+
+    assert detect_drift() == []
+    assert detect_drift() == []
+
+    running = Deployment.objects.current().get()
+    assert (running.release.version, running.drifted_tag) == ("2026.02.1", "2026.02.2")
+    assert running.drifted_tag_committed_by == bad
+    assert not drift_events().exists()
+    said = (
+        f"{DEVELOP_VALUES} says 2026.02.2, committed by the portal for promotion #{bad.pk}, which failed at sync: "
+        "2026.02.1 still runs, and a sync of the branch would apply 2026.02.2."
+    )
+    client.force_login(viewer)
+    cell = cell_html(client.get("/"), "nexo-be", "develop")
+    assert "outside the portal" not in cell
+    assert f'<a class="badge warn" href="/promotions/{bad.pk}/" title="{said}">GitOps file says 2026.02.2</a>' in cell
+    assert said in client.get(bad.get_absolute_url()).content.decode()
+    [row] = client.get("/api/v1/matrix/").json()
+    develop = row["environments"][0]
+    assert (develop["gitops_tag"], develop["gitops_tag_promotion"]) == ("2026.02.2", bad.pk)
+
+
+def test_the_commit_of_an_automatic_rollback_whose_sync_failed_is_said_as_the_portals_own_not_as_drift(
+    pipeline, argocd, monkeypatch, viewer, client
+):
+    from releases.reconciler import detect_drift
+
+    service = pipeline.add_service("nexo-be")
+    pipeline.environments["qa"].auto_promote = False
+    pipeline.environments["qa"].save()
+    application = argocd.app("nexo-be-develop")
+    assert promote_to_develop(pipeline, service, "2026.02.1").state == PromotionState.VERIFIED
+    degraded_once_deployed(monkeypatch, application, "2026.02.2")
+    promote_to_develop(pipeline, service, "2026.02.2")
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+    assert (rollback.state, rollback.failed_step, rollback.applied_health) == (
+        PromotionState.FAILED,
+        "sync",
+        "Degraded",
+    )
+
+    assert detect_drift() == []
+
+    running = Deployment.objects.current().get()
+    assert (running.release.version, running.drifted_tag) == ("2026.02.2", "2026.02.1")
+    assert running.drifted_tag_committed_by == rollback
+    assert not drift_events().exists()
+    client.force_login(viewer)
+    assert (
+        f"{DEVELOP_VALUES} says 2026.02.1, committed by the portal for rollback #{rollback.pk}, which failed at "
+        "sync: Argo CD applied it, and it came up Degraded."
+    ) in client.get(rollback.get_absolute_url()).content.decode()
+
+
+def test_a_hand_edit_the_portals_failed_commit_replaced_is_audited_as_ended_naming_the_commit(pipeline, argocd):
+    from releases.reconciler import detect_drift
+
+    service, _ = failed_at_sync_in_develop(pipeline, argocd)
+    text = pipeline.gitops.read(DEVELOP_VALUES)
+    pipeline.gitops.write(DEVELOP_VALUES, text.replace("2026.02.1", "hotfix-by-hand"))
+    running = Deployment.objects.current().get()
+    assert detect_drift() == [running.pk]
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+
+    assert detect_drift() == []
+    assert detect_drift() == []
+
+    [resolved] = AuditEvent.objects.filter(action=AuditAction.DRIFT_RESOLVED)
+    assert resolved.message == (
+        f"{DEVELOP_VALUES} no longer says 'hotfix-by-hand'. {DEVELOP_VALUES} says 2026.02.2, committed by the "
+        f"portal for promotion #{bad.pk}, which failed at sync: 2026.02.1 still runs, and a sync of the branch "
+        "would apply 2026.02.2."
+    )
+    assert resolved.data == {"expected": "2026.02.1", "was": "hotfix-by-hand", "committed_by": bad.pk}
+
+
+def test_a_hand_edit_after_the_portals_failed_commit_is_drift(pipeline, argocd):
+    from releases.reconciler import detect_drift
+
+    service, _ = failed_at_sync_in_develop(pipeline, argocd)
+    promote_to_develop(pipeline, service, "2026.02.2")
+    detect_drift()
+    text = pipeline.gitops.read(DEVELOP_VALUES)
+    pipeline.gitops.write(DEVELOP_VALUES, text.replace("2026.02.2", "hotfix-by-hand"))
+    running = Deployment.objects.current().get()
+
+    assert detect_drift() == [running.pk]
+    assert detect_drift() == [running.pk]
+
+    running.refresh_from_db()
+    assert (running.drifted_tag, running.drifted_tag_committed_by) == ("hotfix-by-hand", None)
+    [detected] = drift_events()
+    assert detected.message == f"{DEVELOP_VALUES} says 'hotfix-by-hand' but the portal deployed 2026.02.1"
+
+
+def test_the_values_file_put_back_to_what_runs_after_the_portals_failed_commit_clears_it_unaudited(
+    pipeline, argocd, viewer, client
+):
+    from releases.reconciler import detect_drift
+
+    service, _ = failed_at_sync_in_develop(pipeline, argocd)
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+    detect_drift()
+    text = pipeline.gitops.read(DEVELOP_VALUES)
+    pipeline.gitops.write(DEVELOP_VALUES, text.replace("2026.02.2", "2026.02.1"))
+
+    assert detect_drift() == []
+
+    running = Deployment.objects.current().get()
+    assert (running.drifted_tag, running.drifted_tag_committed_by, running.drift_detected_at) == ("", None, None)
+    assert not drift_events().exists()
+    client.force_login(viewer)
+    assert "committed by the portal" not in client.get(bad.get_absolute_url()).content.decode()
+
+
+def test_an_older_release_the_portal_once_committed_written_back_by_hand_is_drift(pipeline, argocd):
+    """Only the portal's last commit in the place is its own state: going back to an earlier one by hand
+    (a revert, a cherry-pick of an old commit) is a change made outside the portal."""
+    from releases.reconciler import detect_drift
+
+    service, application = failed_at_sync_in_develop(pipeline, argocd)
+    application.outcome = Outcome.HEALTHY
+    assert promote_to_develop(pipeline, service, "2026.02.2").state == PromotionState.VERIFIED
+    text = pipeline.gitops.read(DEVELOP_VALUES)
+    pipeline.gitops.write(DEVELOP_VALUES, text.replace("2026.02.2", "2026.02.1"))
+    running = Deployment.objects.current().get()
+
+    assert detect_drift() == [running.pk]
+
+    [detected] = drift_events()
+    assert detected.message == f"{DEVELOP_VALUES} says '2026.02.1' but the portal deployed 2026.02.2"

@@ -218,12 +218,24 @@ def board_cell(cell):
                     cell.far_behind.label,
                 )
             )
-        if cell.gitops_tag:
+        if cell.gitops_file and cell.gitops_file_url:
+            # The portal's own commit, of a promotion that did not finish: its page says what happened.
             parts.append(
                 _html(
-                    '<div class="badge bad" title="The GitOps repository was changed outside the '
-                    'portal">GitOps file says {}</div>',
-                    cell.gitops_tag,
+                    '<div><a class="badge {}" href="{}" title="{}">{}</a></div>',
+                    cell.gitops_file.tone,
+                    cell.gitops_file_url,
+                    cell.gitops_file.title,
+                    cell.gitops_file.label,
+                )
+            )
+        elif cell.gitops_file:
+            parts.append(
+                _html(
+                    '<div class="badge {}" title="{}">{}</div>',
+                    cell.gitops_file.tone,
+                    cell.gitops_file.title,
+                    cell.gitops_file.label,
                 )
             )
     else:
