@@ -827,8 +827,9 @@ class DeploymentQuerySet(models.QuerySet):
             # Deployments of one service are recorded one at a time, so "the one before" is exact.
             Service.objects.select_for_update().filter(pk=service.pk).first()
             place = self.in_place(service, environment)
-            # Locked: the reconciler's far-behind flag moves from it to the new current deployment below,
-            # and an update of that flag running meanwhile must see it moved, not write it behind us.
+            # Locked: the reconciler's far-behind flag moves from it to the new current deployment below, and
+            # its drift flag is taken off; an update of either running meanwhile must see that, not write it
+            # behind us.
             before = (
                 place.filter(deployed_at__lte=deployed_at).order_by("-deployed_at", "-id").select_for_update().first()
             )
@@ -842,8 +843,20 @@ class DeploymentQuerySet(models.QuerySet):
             if before is not None:
                 if after is None:
                     far_behind_since, before.far_behind_since = before.far_behind_since, None
+                # What the values file held where it differed from the replaced deployment is not carried:
+                # the drift check compares the file with the new one afresh (a promotion's commit rewrote
+                # it, and says in the audit log what it replaced), and only a current deployment is flagged.
+                before.drifted_tag, before.drifted_tag_committed_by, before.drift_detected_at = "", None, None
                 before.replaced_at = deployed_at
-                before.save(update_fields=["replaced_at", "far_behind_since"])
+                before.save(
+                    update_fields=[
+                        "replaced_at",
+                        "far_behind_since",
+                        "drifted_tag",
+                        "drifted_tag_committed_by",
+                        "drift_detected_at",
+                    ]
+                )
             deployment = self.create(
                 service=service,
                 environment=environment,
@@ -897,6 +910,7 @@ class Deployment(models.Model):
     replaced_at = models.DateTimeField(null=True, blank=True)
     health = models.CharField(max_length=20, blank=True, help_text="Last health Argo CD reported.")
     health_checked_at = models.DateTimeField(null=True, blank=True)
+    # What the drift check found, on the current deployment only: record() clears it from the one it replaces.
     drifted_tag = models.CharField(
         max_length=150, blank=True, help_text="The tag the GitOps repo holds when it differs from this deployment."
     )

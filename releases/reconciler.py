@@ -276,7 +276,9 @@ def _flag(deployment, tag, committed_by):
     portal, once when it is found and once when it ends.
 
     The row read before may be stale: another reconciler (two run for a moment in a rolling update)
-    may have written it meanwhile. It is locked and read again, so one change is audited once.
+    may have written it meanwhile, or a promotion replaced it (record() locks it to do so, and clears
+    it). It is locked and read again: one change is audited once, and a deployment no longer current
+    is not flagged; the next round compares the file with the one that replaced it.
     """
     path = deployment.service.values_path(deployment.environment)
     version = deployment.release.version
@@ -284,7 +286,7 @@ def _flag(deployment, tag, committed_by):
         audit.lock_chain()  # the chain before rows, as every writer takes them
         was = (
             Deployment.objects.select_for_update()
-            .filter(pk=deployment.pk)
+            .filter(pk=deployment.pk, replaced_at__isnull=True)
             .values_list("drifted_tag", "drifted_tag_committed_by")
             .first()
         )

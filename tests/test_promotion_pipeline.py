@@ -940,6 +940,48 @@ def test_a_duty_of_the_reconciler_that_fails_does_not_keep_the_others_from_runni
     assert round_["audit_chain"], "the round went on to its last duty"
 
 
+def test_a_promotion_takes_the_drift_flag_off_the_deployment_it_replaces(pipeline):
+    """The flag says what the values file holds where it differs from the place's current deployment: left
+    on the deployment a promotion replaced, it said so of a release that no longer runs, for ever."""
+    from releases.reconciler import detect_drift
+
+    deployment = deployed_in_develop(pipeline)
+    pipeline.gitops.write(DEVELOP_VALUES, pipeline.gitops.read(DEVELOP_VALUES).replace("2026.02.1", "hotfix-by-hand"))
+    assert detect_drift() == [deployment.pk]
+    transitions.request_promotion(make_release(deployment.service, "2026.02.2"), pipeline.environments["develop"], None)
+    pipeline.run_jobs()
+
+    assert detect_drift() == []
+
+    assert not Deployment.objects.exclude(drifted_tag="").exists()
+    deployment.refresh_from_db()
+    assert (deployment.drifted_tag, deployment.drift_detected_at) == ("", None)
+
+
+def test_a_drift_check_that_read_the_place_before_a_promotion_flags_only_the_new_deployment(pipeline, monkeypatch):
+    """A round reads the deployments, a promotion replaces one, the round goes on with what it read: the
+    flag must not land on the replaced deployment, or the same difference is audited twice."""
+    from releases.reconciler import detect_drift
+
+    deployment = deployed_in_develop(pipeline)
+    pipeline.gitops.write(DEVELOP_VALUES, pipeline.gitops.read(DEVELOP_VALUES).replace("2026.02.1", "hotfix-by-hand"))
+    lock_chain = audit.lock_chain
+
+    def a_promotion_lands_first():
+        monkeypatch.setattr(audit, "lock_chain", lock_chain)
+        ran(make_release(deployment.service, "2026.02.2"), pipeline.environments["develop"])
+        lock_chain()
+
+    monkeypatch.setattr(audit, "lock_chain", a_promotion_lands_first)
+    detect_drift()
+
+    [current] = Deployment.objects.current()
+    assert detect_drift() == [current.pk]
+    assert list(Deployment.objects.exclude(drifted_tag="").values_list("pk", flat=True)) == [current.pk]
+    [detected] = AuditEvent.objects.filter(action=AuditAction.DRIFT_DETECTED)
+    assert detected.message == f"{DEVELOP_VALUES} says 'hotfix-by-hand' but the portal deployed 2026.02.2"
+
+
 def test_the_drift_check_skips_while_a_worker_holds_the_gitops_lock(pipeline):
     """A worker pushing a promotion that the reconciler did not see in flight yet is not drift."""
     import threading
