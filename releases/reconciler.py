@@ -302,7 +302,13 @@ def _flag(deployment, tag, committed_by):
         elif was_tag and was_committed_by is None:
             action, data = AuditAction.DRIFT_RESOLVED, {"expected": version, "was": was_tag}
             if tag:
-                message = f"{path} no longer says {was_tag!r}. {drift.portal_commit(path, tag, version, committed_by)}"
+                # The same tag: flagged before the check knew the portal's own commits (an upgrade).
+                ended = (
+                    f"{path}: {was_tag!r} was taken for a change made outside the portal."
+                    if was_tag == tag
+                    else f"{path} no longer says {was_tag!r}."
+                )
+                message = f"{ended} {drift.portal_commit(path, tag, version, committed_by)}"
                 data["committed_by"] = committed_by.pk
             else:
                 message = f"{path} says {version} again, as the portal deployed (it said {was_tag!r})"

@@ -899,3 +899,24 @@ def test_an_older_release_the_portal_once_committed_written_back_by_hand_is_drif
 
     [detected] = drift_events()
     assert detected.message == f"{DEVELOP_VALUES} says '2026.02.1' but the portal deployed 2026.02.2"
+
+
+def test_a_failed_commit_flagged_as_drift_before_is_said_anew_as_the_portals_own(pipeline, argocd):
+    """A flag raised before the drift check knew the portal's own commits (before an upgrade): the same tag,
+    now known for the portal's, ends the drift in the audit log without saying the file changed."""
+    from django.utils import timezone
+
+    from releases.reconciler import detect_drift
+
+    service, _ = failed_at_sync_in_develop(pipeline, argocd)
+    bad = promote_to_develop(pipeline, service, "2026.02.2")
+    Deployment.objects.current().update(drifted_tag="2026.02.2", drift_detected_at=timezone.now())
+
+    assert detect_drift() == []
+
+    [resolved] = AuditEvent.objects.filter(action=AuditAction.DRIFT_RESOLVED)
+    assert resolved.message == (
+        f"{DEVELOP_VALUES}: '2026.02.2' was taken for a change made outside the portal. {DEVELOP_VALUES} says "
+        f"2026.02.2, committed by the portal for promotion #{bad.pk}, which failed at sync: 2026.02.1 still runs, "
+        "and a sync of the branch would apply 2026.02.2."
+    )
