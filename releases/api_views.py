@@ -558,7 +558,7 @@ class AuditExportView(generics.GenericAPIView):
                 description=(
                     "promotion (default): one record per completed promotion; step: one per audit event. "
                     "Per promotion, an actor or an action other than promotion.verified or promotion.failed "
-                    "is refused (400): it selects events, not promotions."
+                    "is refused (409): it selects events, not promotions."
                 ),
             ),
         ],
@@ -570,7 +570,8 @@ class AuditExportView(generics.GenericAPIView):
             raise ValidationError({"per": [audit_export.Per.REFUSAL]})
         form = audit_api.filter_form(request)
         if per == audit_export.Per.PROMOTION and (refusal := form.why_not_per_promotion()):
-            raise ValidationError({"per": [refusal]})
+            # Each parameter is one the schema accepts: together they contradict each other (409).
+            raise api_errors.Conflict({"per": [refusal]})
         events = audit_api.filtered(request, AuditEvent.objects.order_by("id"), form)
         return StreamingHttpResponse(audit_export.export_json(events, per), content_type="application/json")
 

@@ -582,7 +582,8 @@ def audit_log_export(request):
         refusal = {"message": audit_export.Per.REFUSAL, "code": "invalid_choice"}
         return JsonResponse({"errors": {"per": [refusal]}}, status=400)
     if per == audit_export.Per.PROMOTION and (why_not := form.why_not_per_promotion()):
-        return JsonResponse({"errors": {"per": [{"message": why_not, "code": "invalid"}]}}, status=400)
+        # As the API answers it: each parameter is valid, together they contradict each other.
+        return JsonResponse({"errors": {"per": [{"message": why_not, "code": "conflict"}]}}, status=409)
     events = form.filter(AuditEvent.objects.order_by("id"))
     response = StreamingHttpResponse(audit_export.export_json(events, per), content_type="application/json")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
