@@ -43,7 +43,9 @@ def decision_actions(promotion, user, url_for):
     return actions
 
 
-def request_action(environment, version, url, *, refusal, user=None, waiting=None, busy=None, stopped=""):
+def request_action(
+    environment, version, url, *, refusal, user=None, waiting=None, busy=None, stopped="", held_back=None
+):
     """Requesting `version` in `environment`: the board offers each place its candidate, and a promotion
     that failed before it ran offers its release again (`promote_again`).
 
@@ -51,6 +53,7 @@ def request_action(environment, version, url, *, refusal, user=None, waiting=Non
     `waiting`: the promotion awaiting approval there, which the request would replace; `busy`: one past
     approval, which must finish first. `stopped`: how the release's last promotion there ended ("failed
     at commit 5 min ago"), when it did: offered again then, never as the obvious next step.
+    `held_back`: `policy.why_not_go_on()`, a check failed since its verdict before; only break-glass passes.
     """
     # Read with the environment on the board (with_active_freeze), asked of the database elsewhere.
     freeze = environment.active_freeze()
@@ -59,6 +62,8 @@ def request_action(environment, version, url, *, refusal, user=None, waiting=Non
     why_not = refusal or (busy_refusal(busy) if busy is not None else "")
     if not why_not and frozen:
         why_not = policy.frozen_until(environment, freeze.ends_at, freeze.reason)
+    if not why_not and held_back and not environment.allows_break_glass:
+        why_not = held_back
     if not why_not and waiting is not None and waiting.state == PromotionState.AWAITING_APPROVAL:
         # A request would replace the one awaiting approval, whose approvals not everyone may discard.
         why_not = policy.why_not_supersede(waiting, user)
@@ -68,13 +73,14 @@ def request_action(environment, version, url, *, refusal, user=None, waiting=Non
         action.label = f"Promote {version} again"
         action.tone = ""
         action.note = f"{version} was {stopped} here"
-    if freeze is not None and not refusal and not frozen:
+    only_break_glass = [policy.frozen_until(environment, freeze.ends_at, freeze.reason)] if freeze else []
+    if held_back and environment.allows_break_glass:
+        only_break_glass.append(str(held_back))
+    if only_break_glass and not refusal and not frozen:
         # Only break-glass enters now: not the obvious next step, and the button says so.
         action.label += " (break-glass)"
         action.tone = ""
-        action.note = policy.frozen_until(environment, freeze.ends_at, freeze.reason) + (
-            " Only a break-glass promotion may enter now."
-        )
+        action.note = " ".join(only_break_glass) + " Only a break-glass promotion may enter now."
     return action
 
 
@@ -103,6 +109,7 @@ def promote_again(promotion, user, url, how_it_ended):
         refusal=policy.why_not_request(user, service, environment),
         user=user,
         stopped=how_it_ended(),
+        held_back=policy.why_not_go_on(promotion.release, environment),
     )
     approvers = promotion.approver_names()
     if approvers:

@@ -5,10 +5,11 @@ number of releases, and its query count does not grow with the number of service
 
 1. the environments, with any active freeze;  2–3. their approver and requester groups;
 4. every service (the filter choices), with — for the services shown — the newest release and
-   the newest release verified in each environment, as subqueries that walk the release index
-   newest first and stop at the first match;
+   the newest release verified in each environment (and any CI result that failed there since), as
+   subqueries that walk the release index newest first and stop at the first match;
 5. the current deployments, each with its release, the number of newer releases (an index-only
-   range scan, which gives "builds behind") and how it was verified;
+   range scan, which gives "builds behind") and how it was verified (and any CI result that failed
+   since);
 6–7. the promotions waiting or recently stopped, with their approvals (and, for a step under way,
    its open run and the last one that ended: why it is tried again);
 8. the user's groups, read once by `policy`.
@@ -33,6 +34,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import (
+    Aggregate,
     Case,
     Count,
     Exists,
@@ -56,11 +58,12 @@ from django.utils import timezone
 from environments.models import Environment
 from nexo_portal.lib.dates import exact_time
 
-from . import drift, policy, slo, steps
+from . import drift, policy, slo, steps, verification
 from .actions import decision_actions, lift_action, request_action, rollback_action
 from .models import (
     Approval,
     ApprovalDecision,
+    CheckResult,
     Deployment,
     Hold,
     Promotion,
@@ -97,12 +100,14 @@ DeployedRow = namedtuple(
     "service_id environment_id promotion_id deployed_at health health_checked_at drifted_tag "
     "release verification drifted_tag_committed_by",
 )
-VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends")
+VerificationRow = namedtuple("VerificationRow", "state status failed_step error soak_started soak_ends failing")
 # The promotion whose commit the values file holds where it differs from what runs (drift.portal_commit).
 CommittedRow = namedtuple("CommittedRow", "pk kind state failed_step applied_health")
+# A CI result that counts and failed (_failing_checks): what a cell says when a verdict no longer holds.
+FailedCheck = namedtuple("FailedCheck", "name summary url passed", defaults=(False,))
 
 
-class ReleaseRow(namedtuple("ReleaseRow", "pk version year month build newer")):
+class ReleaseRow(namedtuple("ReleaseRow", "pk version year month build newer failing")):
     __slots__ = ()
 
     @property
@@ -259,19 +264,48 @@ def calver_key(reference=F):
 RELEASE_COLUMNS = {"pk": "pk", "version": "version", "year": "year", "month": "month", "build": "build"}
 
 
+class JSONArrayAgg(Aggregate):
+    """The rows of a subquery as one JSON array, read as text like the board's other JSON (jsonb, which
+    the PostgreSQL backend loads as text; SQLite's own function for the demo)."""
+
+    function = "JSONB_AGG"
+    output_field = TextField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return super().as_sql(compiler, connection, function="JSON_GROUP_ARRAY", **extra_context)
+
+
+def _failing_checks(release, environment):
+    """The failed CI results that count (CheckResult.counting) of a release in an environment, as a JSON
+    array, or NULL: almost always NULL, an index probe. Those of checks the environment requires say its
+    verdict there no longer holds (verification.failed_required)."""
+    failing = (
+        CheckResult.objects.filter(release=release, environment=environment, passed=False)
+        .counting()
+        .order_by()
+        .values("release")
+        .annotate(json=JSONArrayAgg(JSONObject(name="name", summary="summary", url="url")))
+        .values("json")
+    )
+    return Subquery(failing[:1], output_field=TextField())
+
+
 def _newest_release(environment_id=None):
-    """The newest release of the outer service, or the newest verified in that environment, as JSON.
+    """The newest release of the outer service, or the newest verified in that environment (with the CI
+    results that failed there since: it may not go on while one is of a required check), as JSON.
 
     Walks the (service, year, month, build) index newest first and stops at the first match,
     so it costs a few index probes however long the history is.
     """
     releases = Release.objects.filter(service=OuterRef("pk")).order_by("-year", "-month", "-build")
+    columns = RELEASE_COLUMNS
     if environment_id is not None:
         verified_there = Promotion.objects.filter(
             release=OuterRef("pk"), environment_id=environment_id, state=PromotionState.VERIFIED
         )
         releases = releases.filter(Exists(verified_there))
-    return Subquery(releases.values(json=JSONObject(**RELEASE_COLUMNS))[:1], output_field=TextField())
+        columns = {**columns, "failing": _failing_checks(OuterRef("pk"), environment_id)}
+    return Subquery(releases.values(json=JSONObject(**columns))[:1], output_field=TextField())
 
 
 def newer_release_count():
@@ -295,7 +329,8 @@ def _deployed_release():
 
 
 def _verification():
-    """How the deployment was verified, as JSON; the soak times only while it soaks."""
+    """How the deployment was verified, as JSON; the soak times only while it soaks, and once verified the CI
+    results that failed since."""
     soaking = Q(state=PromotionState.VERIFYING)
     promotion = Promotion.objects.filter(pk=OuterRef("promotion_id")).order_by()
     return Subquery(
@@ -309,6 +344,12 @@ def _verification():
                 ),
                 soak_started=Case(When(soaking, then="verification_started_at")),
                 soak_ends=Case(When(soaking, then="verdict_at")),
+                failing=Case(
+                    When(
+                        state=PromotionState.VERIFIED,
+                        then=_failing_checks(OuterRef("release_id"), OuterRef("environment_id")),
+                    )
+                ),
             )
         ),
         output_field=TextField(),
@@ -397,7 +438,22 @@ def _release_row(text):
     # Read as text and decoded here: json.loads is several times cheaper than a JSONField per row,
     # and a board reads the same ~1,600 texts each time (releases are immutable; "newer" is in the text).
     data = json.loads(text)
-    return ReleaseRow(data["pk"], data["version"], data["year"], data["month"], data["build"], data.get("newer"))
+    return ReleaseRow(
+        data["pk"],
+        data["version"],
+        data["year"],
+        data["month"],
+        data["build"],
+        data.get("newer"),
+        _failed_checks(data.get("failing")),
+    )
+
+
+def _failed_checks(failing):
+    """The failed results of `_failing_checks`, as a tuple (rows are hashed: row_key)."""
+    if isinstance(failing, str):  # SQLite nests a subquery's JSON as text
+        failing = json.loads(failing)
+    return tuple(FailedCheck(check["name"], check["summary"], check["url"]) for check in failing or ())
 
 
 def _deployments(shown):
@@ -410,11 +466,11 @@ def _deployments(shown):
     deployments = {}
     # Most deployments were verified alike ("verified", checks passed): each distinct text is read once.
     verifications = {None: None}
-    for *fields, release, verification, committed_by in rows:
-        if verification not in verifications:
-            verifications[verification] = _verification_row(verification)
+    for *fields, release, verified, committed_by in rows:
+        if verified not in verifications:
+            verifications[verified] = _verification_row(verified)
         committed_by = CommittedRow(**json.loads(committed_by)) if committed_by else None
-        deployment = DeployedRow(*fields, _release_row(release), verifications[verification], committed_by)
+        deployment = DeployedRow(*fields, _release_row(release), verifications[verified], committed_by)
         deployments[(deployment.service_id, deployment.environment_id)] = deployment
     return deployments
 
@@ -443,6 +499,7 @@ def _verification_row(text):
         data["error"],
         _moment(data["soak_started"]),
         _moment(data["soak_ends"]),
+        _failed_checks(data.get("failing")),
     )
 
 
@@ -787,6 +844,8 @@ class _CellBuilder:
             cell.age = short_age(deployment.deployed_at, self.now)
             cell.health = self._health(deployment)
             cell.verification, cell.soak_percent = self._verification_badge(deployment.verification)
+            if deployment.verification and deployment.verification.failing:
+                cell.verification = self._overturned(deployment.verification.failing, environment) or cell.verification
             if deployment.drifted_tag:
                 self._gitops_file(cell, service, environment, deployment)
             previous_deployment = self.deployments.get((service.id, previous.id)) if previous else None
@@ -823,7 +882,7 @@ class _CellBuilder:
         candidate = _release_row(candidate) if candidate else None
         if candidate and (release is None or candidate.calver_key > release.calver_key):
             cell.candidate = candidate
-        cell.actions = self._actions(cell, service, environment, deployment, waiting, soaking)
+        cell.actions = self._actions(cell, service, environment, previous, deployment, waiting, soaking)
         return cell
 
     # --- what the cell says
@@ -884,6 +943,14 @@ class _CellBuilder:
         said = drift.portal_commit(service.values_path(environment), tag, deployment.release.version, committed_by)
         cell.gitops_file = Badge(f"GitOps file says {tag}", "warn", said)
         cell.gitops_tag_promotion, cell.gitops_file_url = committed_by.pk, self.promotion_url(committed_by.pk)
+
+    def _overturned(self, failing, environment):
+        """A verified deployment whose required CI check failed since (verification.failing_checks), or None."""
+        failed = verification.failed_required(failing, environment)
+        if not failed:
+            return None
+        names, details = verification.describe_failed(failed)
+        return Badge(f"verified, then {names} failed", "bad", details or "CI reported it failing after the verdict")
 
     def _drift(self, cell, release, previous, previous_release):
         behind = release.newer - previous_release.newer
@@ -972,7 +1039,15 @@ class _CellBuilder:
             self.request_refusals[key] = policy.why_not_request(self.user, service, environment)
         return self.request_refusals[key]
 
-    def _actions(self, cell, service, environment, deployment, waiting, soaking):
+    def _held_back(self, service, environment, previous, candidate):
+        """policy.why_not_go_on for the candidate, from the failed results read with it."""
+        failed = verification.failed_required(candidate.failing, previous) if candidate.failing else None
+        if not failed:
+            return None
+        release = Release(pk=candidate.pk, service=service, version=candidate.version)
+        return policy.why_not_go_on(release, environment, previous=previous, failing=failed)
+
+    def _actions(self, cell, service, environment, previous, deployment, waiting, soaking):
         actions = []
         if waiting:
             # Approve shows why not; a reject or cancel the person may not take is left out of the cell.
@@ -998,6 +1073,7 @@ class _CellBuilder:
                     waiting=waiting,
                     busy=busy,
                     stopped=cell.stopped_label if again else "",
+                    held_back=self._held_back(service, environment, previous, candidate) if previous else None,
                 )
             )
         if cell.hold_url:

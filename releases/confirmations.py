@@ -174,6 +174,11 @@ def for_request(release, environment, user):
             )
         else:
             why_not = why_not or policy.why_not_request_while_frozen(user, service, environment, freeze)
+    held_back = policy.why_not_go_on(release, environment)
+    if held_back and environment.allows_break_glass:
+        lines.append(f"{held_back} Only a break-glass promotion may enter now.")
+    elif held_back:
+        why_not = why_not or held_back
     lines.append(_approval_sentence(environment, environment.required_approvals))
     lines += _pipeline_steps(service, environment, release)
     return Confirmation(
@@ -182,7 +187,7 @@ def for_request(release, environment, user):
         submit="Request promotion",
         consequences=lines,
         why_not=why_not,
-        break_glass_only=bool(freeze and environment.allows_break_glass),
+        break_glass_only=bool((freeze or held_back) and environment.allows_break_glass),
     )
 
 

@@ -1293,6 +1293,17 @@ class CheckResultQuerySet(models.QuerySet):
         """The results that count (see `newest_per_check`), newest first."""
         return newest_per_check(self.order_by("-reported_at", "-id"))
 
+    def counting(self):
+        """The results that count, as a filter the database applies (for a subquery, the board's): those
+        no newer result of the same check of the release there overrides, in `newest_per_check`'s order."""
+        newer = CheckResult.objects.filter(
+            Q(reported_at__gt=OuterRef("reported_at")) | Q(reported_at=OuterRef("reported_at"), id__gt=OuterRef("id")),
+            release=OuterRef("release"),
+            environment=OuterRef("environment"),
+            name=OuterRef("name"),
+        )
+        return self.filter(~Exists(newer))
+
 
 class CheckResult(models.Model):
     """A verification result reported by CI (E2E, performance, security scan) for a release somewhere.

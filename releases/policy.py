@@ -28,11 +28,13 @@ The rules:
 - a rollback needs the environment's rollback approvals (none when the pipeline rolls back by
   policy), and is refused when fewer people than that could ever approve it;
 - which release may enter (`why_not_enter`): a promotion goes forwards, after its release was verified
-  in the previous environment; a rollback goes to a release that ran there before. A late hotfix —
-  a hotfix of the release running there, numbered below newer builds — goes in as a promotion under
-  the normal approvals although it is numbered below what runs there, and without passing an
-  earlier environment that already runs a newer build (it could only get there by a rollback); a
-  rollback of it may go back to the release it fixed.
+  in the previous environment and while the newest result of each check required there still passes
+  (`why_not_go_on`: a check that fails after the verdict holds it back until a passing rerun); a
+  rollback goes to a release that ran there before. A late hotfix — a hotfix of the release running
+  there, numbered below newer builds — goes in as a promotion under the normal approvals although it
+  is numbered below what runs there, and without passing an earlier environment that already runs a
+  newer build (it could only get there by a rollback); a rollback of it may go back to the release it
+  fixed.
 """
 
 from collections import defaultdict
@@ -42,6 +44,7 @@ from django.utils import timezone
 
 from nexo_portal.lib.errors import Refused
 
+from . import verification
 from .models import ApprovalDecision, Deployment, DeploymentSource, Promotion, PromotionKind, PromotionState, Release
 
 
@@ -232,7 +235,7 @@ def why_not_enter(release, environment, kind, is_emergency, rolls_back, current,
     if previous is None or is_emergency:
         return None
     if Promotion.objects.filter(release=release, environment=previous, state=PromotionState.VERIFIED).exists():
-        return None
+        return why_not_go_on(release, environment, previous=previous)
     if late_hotfix:
         earlier = (
             Deployment.objects.current().filter(service=service, environment=previous).select_related("release").first()
@@ -246,6 +249,30 @@ def why_not_enter(release, environment, kind, is_emergency, rolls_back, current,
     return Refusal(
         f"{service.name} {release.version} has not been verified in {previous.name}; "
         f"it must pass there before it can enter {environment.name}."
+    )
+
+
+def why_not_go_on(release, environment, *, previous=None, failing=None):
+    """Why `release`, verified in the environment before `environment` (`previous`), may not go on into it
+    now (None: it may): a check required there failed after the verdict. The newest result of a check
+    counts (verification.failing_checks); a break-glass promotion does not ask, as it asks for no
+    verification at all. `failing`: those results, where the caller read them already (the board)."""
+    previous = previous or environment.previous()
+    if previous is None:
+        return None
+    if failing is None:
+        failing = verification.failing_checks(release, previous)
+        verified = Promotion.objects.filter(release=release, environment=previous, state=PromotionState.VERIFIED)
+        if failing and not verified.exists():
+            return None  # never verified there: why_not_enter says so
+    if not failing:
+        return None
+    names, details = verification.describe_failed(failing)
+    return Refusal(
+        f"{release.service.name} {release.version} was verified in {previous.name}, then {names} failed there"
+        + (f" ({details})" if details else "")
+        + f": it may not go on to {environment.name}. Fix it and register a new build, or have CI report a "
+        f"passing rerun of {names} in {previous.name}."
     )
 
 

@@ -21,8 +21,16 @@ from environments.models import Environment
 from nexo_portal.lib.errors import Refused
 from nexo_portal.lib.queries import one_or_none
 
-from . import calver, image_gate, policy, transitions
-from .models import BuildCounter, BuildNumbersExhausted, CheckResult, Hold, Release
+from . import calver, image_gate, policy, transitions, verification
+from .models import (
+    BuildCounter,
+    BuildNumbersExhausted,
+    CheckResult,
+    Hold,
+    Promotion,
+    PromotionState,
+    Release,
+)
 
 
 class RegistrationConflict(Refused):
@@ -234,6 +242,8 @@ def report_check_result(release, environment, *, name, passed, url="", summary="
     policy.ensure(policy.why_not_report(actor, release.service))
     _ensure_required_somewhere(name)
     with audit.chain_transaction():
+        verified = _verified_requiring(release, environment, name)
+        was_overturned = bool(verified and passed and verification.failing_checks(release, environment))
         result = CheckResult.objects.create(
             release=release,
             environment=environment,
@@ -244,18 +254,42 @@ def report_check_result(release, environment, *, name, passed, url="", summary="
             reported_by=audit.actor_name(actor),
         )
         # A result decides a verdict, so who reported it (and, for a GitHub Actions run, the claims
-        # it was trusted for) is kept where it cannot be edited.
+        # it was trusted for) is kept where it cannot be edited; and so does what it did to a verdict given.
+        outcome = "passed" if passed else "failed"
+        message = f"{name} {outcome} for {release.service.name} {release.version} in {environment.name}"
+        data = {"check": name, "passed": passed, "url": url, "result": result.pk}
+        if verified and not passed:
+            _, details = verification.describe_failed([result])
+            message += (f" ({details})" if details else "") + (
+                f"; the verification of promotion #{verified.pk} no longer holds: {release.version} may not go on "
+                f"from {environment.name} until {name} passes again"
+            )
+            data["overturns_verification"] = verified.pk
+        elif was_overturned and not verification.failing_checks(release, environment):
+            message += f"; the verification of promotion #{verified.pk} holds again"
+            data["restores_verification"] = verified.pk
         audit.record(
             AuditAction.CHECK_REPORTED,
             actor=actor,
             service=release.service.name,
             environment=environment.name,
             version=release.version,
-            message=f"{name} {'passed' if passed else 'failed'} for {release.service.name} {release.version} "
-            f"in {environment.name}",
-            data={"check": name, "passed": passed, "url": url, "result": result.pk},
+            message=message,
+            data=data,
         )
     return result
+
+
+def _verified_requiring(release, environment, name):
+    """The promotion that verified `release` in `environment`, when `environment` requires the check `name`:
+    a result of it reported since decides whether that verdict still holds (verification.failing_checks)."""
+    if name not in environment.required_checks:
+        return None
+    return (
+        Promotion.objects.filter(release=release, environment=environment, state=PromotionState.VERIFIED)
+        .order_by("-finished_at")
+        .first()
+    )
 
 
 def _ensure_required_somewhere(name):

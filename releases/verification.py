@@ -475,6 +475,42 @@ def required_results(release, environment):
     return {name: newest.get(name) for name in environment.required_checks}
 
 
+def failed_required(results, environment):
+    """Of `results` (each the one that counts for its check: the newest), the failed ones of the checks
+    `environment` requires, in the order it names them."""
+    failed = {result.name: result for result in results if not result.passed}
+    return [failed[name] for name in environment.required_checks if name in failed]
+
+
+def failing_checks(release, environment):
+    """The checks `environment` requires whose result that counts for `release` failed.
+
+    The newest result of a check counts, after the verdict too: a release verified there whose check
+    then fails again (a security scan run every night finds a CVE) is no longer verified there for
+    what comes next (policy.why_not_go_on), until CI reports a passing rerun. What runs there is not
+    rolled back by it: a rerun may pass, and whether to roll back is for people to decide.
+    """
+    return failed_required(
+        [result for result in required_results(release, environment).values() if result], environment
+    )
+
+
+def describe_failed(results):
+    """("e2e and security", "e2e: https://ci.example/runs/87; security: CVE-2026-1234 critical") for failed
+    CI results, the checks and what CI said of them: the words the board, the matrix and the refusal share."""
+    names = [result.name for result in results]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+    def details(result):
+        return ", ".join(part for part in (result.summary, result.url) if part)
+
+    if len(results) == 1:
+        said = details(results[0])
+    else:
+        said = "; ".join(f"{result.name}: {details(result)}" for result in results if details(result))
+    return listed, said
+
+
 def found_another_revision(promotion):
     """Whether a sample found Argo CD running a revision without this promotion's commit, or with it but
     another tag in the values file: someone or something outside the portal chose what runs (`argocd app
