@@ -6,8 +6,10 @@ soak gave its verdict, with `event: "promotion"`, service, version, from and to 
 time of the verdict, the initiator and the approvers (e-mail addresses where the portal knows
 them, else user names), the pull request or else the GitOps commit's web page, Argo CD's history id
 of the sync that deployed it, whether it was a rollback, and `validation_results`: CI's checks (the
-newest result of each by then), the soak's verdict on each check it sampled (`soak:…`), and the
-image's digest and signature checks where the environment requires them (`image:…`).
+newest result of each by then, and `no_data` for one the environment required that CI had not
+reported, as the verdict recorded it), the soak's verdict on each check it sampled (`soak:…`), and
+the image's digest and signature checks where the environment requires them (`image:…`). A failed
+promotion says where it failed and why (`failed_step`, `error`: the verdict's words).
 
 `per=step` gives the log itself, one record per event (`step_records`), in the same shape plus
 what the portal knows besides (actor, promotion id, GitOps commit, message, the event's data and
@@ -188,9 +190,9 @@ def _promotion_record(event, promotion, sources, checks):
     pr_url = promotion.pr_url or None
     if pr_url is None and promotion.gitops_commit_sha:
         pr_url = commit_url(redact(settings.GITOPS_REPO_URL), promotion.gitops_commit_sha)
-    validation_results = _ci_results(event, promotion, checks)
-    validation_results.update(data.get("soak_results") or {})
+    validation_results = _validation_results(event, promotion, checks)
     validation_results.update(_image_checks(promotion))
+    failed = event.action == AuditAction.PROMOTION_FAILED
     return {
         "event": "promotion",
         "service": event.service,
@@ -208,7 +210,9 @@ def _promotion_record(event, promotion, sources, checks):
         "argocd_sync_id": promotion.argocd_sync_id or None,
         "rollback": promotion.kind == PromotionKind.ROLLBACK,
         "validation_results": validation_results,
-        "outcome": "verified" if event.action == AuditAction.PROMOTION_VERIFIED else "failed",
+        "outcome": "failed" if failed else "verified",
+        "failed_step": data.get("step") if failed else None,
+        "error": data.get("error") if failed else None,
         "emergency": promotion.is_emergency,
         "promotion_id": promotion.pk,
         "commit": promotion.gitops_commit_sha or None,
@@ -216,6 +220,16 @@ def _promotion_record(event, promotion, sources, checks):
         "audit_event_id": event.pk,
         "hash": event.hash,
     }
+
+
+def _validation_results(event, promotion, checks):
+    """What a verdict was taken on: CI's checks, with those it lacked as the verdict recorded them
+    (`ci_results`: a required check not reported is `no_data`), and the soak's verdict on each check."""
+    data = event.data or {}
+    results = _ci_results(event, promotion, checks)
+    results.update(data.get("ci_results") or {})
+    results.update(data.get("soak_results") or {})
+    return results
 
 
 def _ci_results(event, promotion, checks):
@@ -291,8 +305,7 @@ def _record(event, promotion, sources, checks):
     ):
         record["commit"] = promotion.gitops_commit_sha
     if event.action in VERDICT_ACTIONS:
-        record["validation_results"] = _ci_results(event, promotion, checks)
-        record["validation_results"].update(data.get("soak_results") or {})
+        record["validation_results"] = _validation_results(event, promotion, checks)
     return record
 
 

@@ -544,6 +544,12 @@ class AuditExportRecordSerializer(serializers.Serializer):
     pr_url = serializers.URLField(allow_null=True, required=False, help_text="The pull request, else the commit.")
     argocd_sync_id = serializers.CharField(allow_null=True, required=False)
     outcome = serializers.ChoiceField(choices=["verified", "failed"], required=False)
+    failed_step = serializers.CharField(
+        allow_null=True, required=False, help_text="Where a failed promotion failed; null when it was verified."
+    )
+    error = serializers.CharField(
+        allow_null=True, required=False, help_text="Why it failed, in the verdict's words; null when it was verified."
+    )
     emergency = serializers.BooleanField(required=False)
     deployed_at = serializers.DateTimeField(required=False)
     audit_event_id = serializers.IntegerField(required=False)

@@ -1079,6 +1079,7 @@ def mark_verified(promotion, summary=""):
         None,
         f"{_describe(promotion)} verified" + (f": {summary}" if summary else ""),
         soak_results=verification.soak_results(promotion),
+        ci_results=verification.ci_results(promotion),
     )
     _auto_promote_next(promotion)
     promote_waiting(promotion.service, promotion.environment)
@@ -1233,7 +1234,11 @@ def fail(promotion, step, error, *, from_states=None, roll_back=True, kept_becau
         step=step,
         error=error,
         **({"applied_health": applied_health} if applied_health else {}),
-        **({"soak_results": verification.soak_results(promotion)} if step == "verification" else {}),
+        **(
+            {"soak_results": verification.soak_results(promotion), "ci_results": verification.ci_results(promotion)}
+            if step == "verification"
+            else {}
+        ),
     )
 
     _after_failure(promotion, step, error, roll_back, kept_because)

@@ -438,6 +438,15 @@ def soak_results(promotion):
     return results
 
 
+def ci_results(promotion):
+    """The CI results the verdict took, for the audit record: `passed` or `failed` (the newest result of
+    each check the environment requires), or `no_data` for one CI had not reported."""
+    return {
+        name: "no_data" if result is None else "passed" if result.passed else "failed"
+        for name, result in required_results(promotion.release, promotion.environment).items()
+    }
+
+
 def limits_passed(promotion):
     """Why the soak fails already, one sentence per limit its samples passed; empty while none is."""
     return [

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from releases import transitions
+from releases import transitions, verification
 from releases.audit_export import export_json
 from releases.gitops.repo import commit_url
 from releases.models import (
@@ -157,6 +157,39 @@ def test_a_soak_that_failed_says_which_check_failed(production):
     assert record["outcome"] == "failed"
     assert record["validation_results"]["soak:health_url:https://be.nexo.invalid/health"] == "failed"
     assert record["validation_results"]["soak:error_rate"] == "passed"
+
+
+@pytest.mark.django_db
+def test_a_soak_that_failed_for_missing_ci_checks_says_where_it_failed_why_and_which_were_missing(environments):
+    """A qa promotion failed because CI never reported e2e: it was exported with `validation_results: {}`
+    and nothing else to say why, although the compliance record exists to say it."""
+    history = verified_up_to_staging(environments)
+    release = make_release(history["service"], "2026.02.2")
+    ran(release, environments["develop"])
+    soaking = ran(release, environments["qa"], state=PromotionState.VERIFYING, verification_started_at=timezone.now())
+    for name in ("performance", "security"):
+        CheckResult.objects.create(
+            release=release, environment=environments["qa"], name=name, passed=True, reported_by="ci"
+        )
+    reason = verification.verdict(soaking).summary
+    transitions.fail(soaking, "verification", reason, roll_back=False)
+
+    (record,) = exported()
+    (step,) = [event for event in exported(per="step") if event["event"] == "promotion.failed"]
+
+    assert reason.startswith("no e2e result was reported by CI")
+    assert (record["outcome"], record["failed_step"], record["error"]) == ("failed", "verification", reason)
+    expected = {"e2e": "no_data", "performance": "passed", "security": "passed"}
+    assert record["validation_results"] == step["validation_results"] == expected
+
+
+@pytest.mark.django_db
+def test_a_verified_promotion_has_no_failed_step_nor_error(production):
+    transitions.mark_verified(production, "all good")
+
+    (record,) = exported()
+
+    assert (record["failed_step"], record["error"]) == (None, None)
 
 
 @pytest.mark.django_db
