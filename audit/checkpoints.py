@@ -243,8 +243,10 @@ def _remember(report, witness_error, now):
         verification.ok = report.ok
         verification.problem = report.problem
         verification.broken_at = report.broken_at
+        verification.broken_from = report.broken_from
         verification.summary = report.summary()
         verification.events_checked = report.checked
+        verification.checked_through = report.head and report.head[0]
         verification.vouched_through = report.vouched_through
         verification.unvouched = report.unvouched
         verification.witness_error = witness_error

@@ -256,6 +256,8 @@ LATER_IN_SUMMARY = 5
 class ChainReport:
     checked: int
     broken_at: int | None = None
+    # The lowest event any problem reported is at, the first or a later one: from it on, nothing is vouched for.
+    broken_from: int | None = None
     reason: str = ""
     problem: str = ""
     anchors: int = 0
@@ -284,6 +286,7 @@ class ChainReport:
     def add_problem(self, event_id, problem, reason, fingerprint):
         """The first problem is reported in full; the later ones by place and kind."""
         self.fingerprints.append(fingerprint)
+        self.broken_from = event_id if self.broken_from is None else min(self.broken_from, event_id)
         if not self.problem:
             self.broken_at, self.problem, self.reason = event_id, problem, reason
         elif len(self.later) < MAX_LATER_PROBLEMS:

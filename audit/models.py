@@ -142,8 +142,13 @@ class ChainVerification(models.Model):
     ok = models.BooleanField()
     problem = models.CharField(max_length=20, blank=True)
     broken_at = models.BigIntegerField(null=True, blank=True)
+    # The lowest event a problem was found at, which is not always the first problem reported (a rewrite
+    # is reported at the anchor it contradicts, after the events rewritten): from it on, nothing is vouched for.
+    broken_from = models.BigIntegerField(null=True, blank=True)
     summary = models.TextField()
     events_checked = models.PositiveIntegerField(default=0)
+    # The newest event the verification read: those after it were recorded since, and are not verified yet.
+    checked_through = models.BigIntegerField(null=True, blank=True)
     vouched_through = models.BigIntegerField(null=True, blank=True)
     unvouched = models.PositiveIntegerField(default=0)
     witness_error = models.TextField(blank=True)
@@ -163,8 +168,10 @@ class ChainVerification(models.Model):
             "ok": self.ok,
             "problem": self.problem,
             "broken_at": self.broken_at,
+            "broken_from": self.broken_from,
             "summary": self.summary,
             "events_checked": self.events_checked,
+            "checked_through": self.checked_through,
             "vouched_through": self.vouched_through,
             "unvouched": self.unvouched,
             "witness_error": self.witness_error,

@@ -236,6 +236,23 @@ def test_an_unreadable_witness_is_said_and_no_checkpoint_vouches_for_what_was_no
     assert verification.witness_error.startswith("The witness could not be read, so the tail was not checked:")
 
 
+def test_a_verification_keeps_the_newest_event_it_read_and_the_lowest_it_found_broken(witness):
+    """A rewrite with every later hash recomputed is reported at the checkpoint it contradicts, the head;
+    the seals fail from the event rewritten on, and that is where nothing is vouched for from."""
+    events = record(6)
+    intact = checkpoints.watch()
+    assert (intact.checked_through, intact.broken_from) == (events[-1].pk, None)
+
+    recompute_from(events[2].pk, actor="paulo")
+    broken = checkpoints.watch(force=True)
+    assert (broken.problem, broken.broken_at) == (audit.REWRITTEN, events[-1].pk)
+    assert (broken.broken_from, broken.checked_through) == (events[2].pk, events[-1].pk)
+
+    # Both are signed: a row moved to say the break begins later is not the portal's.
+    ChainVerification.objects.update(broken_from=events[4].pk)
+    assert not checkpoints.signed_by_portal(ChainVerification.latest())
+
+
 def hourly_watch(django_capture_on_commit_callbacks):
     """The reconciler's watch of the chain, an hour later at each call, its alerts enqueued."""
     later = timezone.now()
@@ -391,3 +408,46 @@ def test_an_upgrade_migrated_without_the_key_leaves_the_last_verification_unsign
     settings.AUDIT_CHECKPOINT_KEY = ""
     upgrade_from_before_signed_verifications()
     assert ChainVerification.objects.values_list("mac", flat=True).get() == ""
+
+
+# The last migration of a portal whose verifications did not say where they read and broke.
+BEFORE_EXTENT = "0024_sign_the_last_verification"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("edited", "broken_from"),
+    [
+        ([1], 1),  # its only problem: where it broke
+        ([3, 1], 0),  # a later one may lie before the first reported: from the first event until it is verified again
+    ],
+)
+def test_upgrading_says_where_a_known_break_begins_and_claims_nothing_it_did_not_read(settings, edited, broken_from):
+    settings.AUDIT_WITNESS = ""
+    events = record(4)
+    for index in edited:
+        tamper("UPDATE audit_auditevent SET message = 'typo fixed' WHERE id = %s", [events[index].pk])
+    checkpoints.watch()
+    try:
+        call_command("migrate", "audit", BEFORE_EXTENT, verbosity=0)
+    finally:
+        call_command("migrate", "audit", verbosity=0)
+
+    upgraded = ChainVerification.latest()
+    assert checkpoints.signed_by_portal(upgraded)
+    assert (upgraded.broken_from, upgraded.checked_through) == (events[broken_from].pk, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upgrading_takes_an_intact_chain_as_read_through_its_checkpoint(settings):
+    settings.AUDIT_WITNESS = ""
+    events = record(2)
+    checkpoints.watch()
+    try:
+        call_command("migrate", "audit", BEFORE_EXTENT, verbosity=0)
+    finally:
+        call_command("migrate", "audit", verbosity=0)
+
+    upgraded = ChainVerification.latest()
+    assert checkpoints.signed_by_portal(upgraded)
+    assert (upgraded.ok, upgraded.checked_through, upgraded.broken_from) == (True, events[-1].pk, None)
