@@ -10,7 +10,7 @@ write to (a Git branch, a file, a log store) cannot be given a checkpoint the po
 
 The watch keeps its last result, what it alerted included, in ChainVerification, with an HMAC made
 the same way: a row changed without the key is not believed (`signed_by_portal`), neither by the
-watch nor by the audit page.
+watch nor by the readers of the log, who are told of the chain what `chain_status()` says.
 
 The witness is the class AUDIT_WITNESS names by its dotted path, as Django names its backends, so
 this app imports none of the apps that can reach one (releases.gitops.witness writes to the GitOps
@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -159,6 +160,42 @@ def verification_mac(verification, key=None):
     """The MAC of what `verification` holds: the watch runs as the runtime role, which may write its row."""
     fields = json.dumps(verification.signed_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return log.keyed_digest("verification", fields, key)
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """What a reader of the log is told of its chain, by the audit page, the API and the export: the
+    last verification, or that there is none, or that the one on record is not believed. The runtime
+    role may write its row, so what one the portal did not sign says is not repeated."""
+
+    verification: ChainVerification | None
+    believed: bool
+
+    @property
+    def intact(self):
+        """Whether the last verification found the chain intact; None when there is none to believe."""
+        return self.verification.ok if self.believed else None
+
+    @property
+    def summary(self):
+        if self.verification is None:
+            return (
+                "The chain has not been verified yet: the reconciler verifies it against its checkpoints every "
+                "few minutes, and manage.py verify_audit_chain does it now."
+            )
+        if not self.believed:
+            # The reconciler verifies at its next round when the last verification is not believed.
+            return (
+                "The last verification on record is not signed by the portal: it may have been altered; the "
+                f"next check, within {settings.RECONCILE_SECONDS} seconds, replaces it."
+            )
+        return " ".join(filter(None, [self.verification.summary, self.verification.witness_error]))
+
+
+def chain_status():
+    """The ChainStatus of the log now."""
+    latest = ChainVerification.latest()
+    return ChainStatus(latest, latest is not None and signed_by_portal(latest))
 
 
 def _latest_signed():

@@ -1,15 +1,14 @@
 """The audit log for people: filter it, page through it, and see when its chain was last verified."""
 
-from django.conf import settings
 from django.core.paginator import InvalidPage
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from nexo_portal.lib import paging
 
-from .checkpoints import signed_by_portal
+from .checkpoints import chain_status
 from .forms import AuditFilterForm
-from .models import AuditEvent, ChainVerification
+from .models import AuditEvent
 
 PAGE_SIZE = 50
 
@@ -18,25 +17,13 @@ PAGE_SIZE = 50
 def log(request):
     """Any signed-in user: the whole log is open to everyone who may sign in, by design."""
     form = AuditFilterForm(request.GET)
-    chain = _chain_status()
+    chain = chain_status()
     if not form.is_valid():
-        return render(request, "audit/log.html", {"form": form, "page": None, **chain}, status=400)
-    context = {"form": form, "query": form.query_string(), **chain}
+        return render(request, "audit/log.html", {"form": form, "page": None, "chain": chain}, status=400)
+    context = {"form": form, "query": form.query_string(), "chain": chain}
     try:
         page = paging.page_of(form.filter(AuditEvent.objects.order_by("-id")), PAGE_SIZE, request.GET.get("page"))
     except InvalidPage as no_such_page:
         return render(request, "audit/log.html", {**context, "page": None, "no_such_page": no_such_page}, status=404)
     context.update(page=page, why_not_per_promotion=form.why_not_per_promotion())
     return render(request, "audit/log.html", context)
-
-
-def _chain_status():
-    """The last verification, and whether the watch would believe it: the runtime role may write its row,
-    so one the portal did not sign is not shown, whatever it says."""
-    chain = ChainVerification.latest()
-    return {
-        "chain": chain,
-        "chain_signed": chain is not None and signed_by_portal(chain),
-        # The reconciler verifies at its next round when the last verification is not believed.
-        "next_check_seconds": settings.RECONCILE_SECONDS,
-    }
