@@ -177,6 +177,20 @@ class ChainStatus:
         return self.verification.ok if self.believed else None
 
     @property
+    def verified_at(self):
+        return self.verification.checked_at if self.believed else None
+
+    @property
+    def verified_through(self):
+        """The newest event the last verification read: those after it are not verified yet."""
+        return self.verification.checked_through if self.believed else None
+
+    @property
+    def broken_at(self):
+        """The lowest event the last verification found a problem at: from it on, nothing is vouched for."""
+        return self.verification.broken_from if self.believed else None
+
+    @property
     def summary(self):
         if self.verification is None:
             return (
