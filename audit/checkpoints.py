@@ -34,7 +34,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import log
-from .models import ChainVerification
+from .models import ChainVerdict, ChainVerification
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +204,16 @@ class ChainStatus:
                 f"next check, within {settings.RECONCILE_SECONDS} seconds, replaces it."
             )
         return " ".join(filter(None, [self.verification.summary, self.verification.witness_error]))
+
+    def of_event(self, event_id):
+        """What the last verification says of event `event_id`, as a ChainVerdict."""
+        if not self.believed:
+            return ChainVerdict.UNVERIFIED
+        if self.verification.broken_from is not None and event_id >= self.verification.broken_from:
+            return ChainVerdict.BROKEN
+        if self.verification.checked_through is None or event_id > self.verification.checked_through:
+            return ChainVerdict.UNVERIFIED
+        return ChainVerdict.VERIFIED
 
 
 def chain_status():

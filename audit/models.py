@@ -128,6 +128,14 @@ class AuditEvent(models.Model):
         }
 
 
+class ChainVerdict(models.TextChoices):
+    """What the last verification of the chain the portal signed says of one event (`ChainStatus.of_event`)."""
+
+    VERIFIED = "verified", "Read by the last verification, which found no problem at or before it"
+    BROKEN = "broken", "At or after the lowest event the last verification found a problem at: nothing vouches for it"
+    UNVERIFIED = "unverified", "Recorded since the last verification, or there is none the portal signed"
+
+
 class ChainVerification(models.Model):
     """The latest verification of the chain against its witness: one row, replaced by each run.
 

@@ -18,6 +18,10 @@ at the event's time, and a promotion's people are named as the records per promo
 (`actor` and `data` keep the names the log recorded). The pages and the API both export through
 `export_json`; filters that select events rather than promotions (an actor, an action other than a
 verdict) are refused per promotion (`AuditFilterForm.why_not_per_promotion`), not answered with `[]`.
+
+Every record says what the last verification of the chain says of its event, or of its verdict per
+promotion (`chain`: verified, broken, unverified; `audit.checkpoints.ChainStatus.of_event`), in the
+record itself, so that a file saved from the export still says it.
 """
 
 import json
@@ -27,6 +31,7 @@ from itertools import pairwise
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
+from audit import checkpoints
 from audit.models import VERDICT_ACTIONS, AuditAction
 from environments.models import Environment
 
@@ -109,6 +114,7 @@ def _sources(chunk, promotions, previous_environment):
 def step_records(events):
     """One dict per event of the queryset `events`, in its order; a few queries per thousand events."""
     previous_environment = _previous_environments()
+    chain = checkpoints.chain_status()
 
     for chunk in _chunks(events):
         promotion_ids = {event.promotion_id for event in chunk if event.promotion_id}
@@ -121,7 +127,7 @@ def step_records(events):
         checks = _check_results(chunk, promotions)
         sources = _sources(chunk, promotions, previous_environment)
         for event in chunk:
-            yield _record(event, promotions.get(event.promotion_id), sources, checks)
+            yield _record(event, promotions.get(event.promotion_id), sources, checks, chain)
 
 
 def promotion_records(events):
@@ -130,6 +136,7 @@ def promotion_records(events):
     A few queries per thousand promotions.
     """
     previous_environment = _previous_environments()
+    chain = checkpoints.chain_status()
     verdicts = events.filter(action__in=VERDICT_ACTIONS, promotion_id__isnull=False)
     for chunk in _chunks(verdicts):
         promotions = {
@@ -145,7 +152,7 @@ def promotion_records(events):
         for event in chunk:
             promotion = promotions.get(event.promotion_id)
             if promotion is not None:
-                yield _promotion_record(event, promotion, sources, checks)
+                yield _promotion_record(event, promotion, sources, checks, chain)
 
 
 def _email(user):
@@ -184,7 +191,7 @@ def _image_checks(promotion):
     return results
 
 
-def _promotion_record(event, promotion, sources, checks):
+def _promotion_record(event, promotion, sources, checks, chain):
     data = event.data or {}
     # Delivered by pull request, the promotion knows its PR; otherwise the commit is the record.
     pr_url = promotion.pr_url or None
@@ -219,6 +226,8 @@ def _promotion_record(event, promotion, sources, checks):
         "deployed_at": timestamp(promotion.deployed_at),
         "audit_event_id": event.pk,
         "hash": event.hash,
+        # The events a record stands for come before its verdict: a break at any of them is one before it.
+        "chain": chain.of_event(event.pk),
     }
 
 
@@ -254,7 +263,7 @@ def _check_results(chunk, promotions):
     )
 
 
-def _record(event, promotion, sources, checks):
+def _record(event, promotion, sources, checks, chain):
     data = event.data or {}
     record = {
         "id": event.pk,
@@ -275,6 +284,7 @@ def _record(event, promotion, sources, checks):
         "data": data,
         "hash": event.hash,
         "previous_hash": event.previous_hash,
+        "chain": chain.of_event(event.pk),
     }
     if promotion is None:
         return record

@@ -9,6 +9,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from audit.models import ChainVerdict
 from environments.models import Environment, slug_validator
 from nexo_portal.lib import dates
 from nexo_portal.lib.api import CONFLICT_CODE, KnownFieldsOnly
@@ -561,6 +562,10 @@ class AuditExportRecordSerializer(serializers.Serializer):
     data = serializers.DictField(required=False)
     hash = serializers.CharField()
     previous_hash = serializers.CharField(required=False)
+    chain = serializers.ChoiceField(
+        choices=ChainVerdict.choices,
+        help_text="What the last verification of the audit chain says of the event (per promotion, of its verdict).",
+    )
 
 
 class MatrixQuerySerializer(serializers.Serializer):
