@@ -399,7 +399,10 @@ def _why_not_decide(promotion, user, verb, token_creator_id=None):
             f"This promotion was requested through the API token {promotion.requested_via.removeprefix('api-token:')}, "
             f"which you created, so it counts as your request; {another_approver(environment, verb)}."
         )
-    if any(approval.user_id == user.pk for approval in approvals_of(promotion)):
+    # Every decision on a promotion awaiting approval is an approval (a rejection ends it). Rejecting it
+    # supersedes one's own approval, as a later review does on GitHub: whoever finds a bug after
+    # approving has a way back (transitions.reject withdraws the approval).
+    if verb == "approve" and any(approval.user_id == user.pk for approval in approvals_of(promotion)):
         return Refusal(f"You have already decided on this promotion; {another_approver(environment, verb)}.")
     if token_creator_id is not None and token_creator_id != user.pk:
         if token_creator_id in (promotion.requested_by_id, promotion.accountable_requester_id):

@@ -439,9 +439,15 @@ def approve_where_quorum_is_met():
 
 @transaction.atomic
 def reject(promotion, user, comment, *, via=None, github_review_id=None, token_creator_id=None):
-    """`github_review_id`: a "changes requested" review on the promotion's pull request, in the reviewer's words."""
+    """`github_review_id`: a "changes requested" review on the promotion's pull request, in the reviewer's words.
+
+    From someone who approved it, the rejection supersedes their approval: one decision per person, the
+    latest, as on GitHub; the audit event keeps what the approval said (`withdrawn_approval`)."""
     promotion = _locked(promotion)
     policy.ensure(policy.why_not_reject(promotion, user, comment, token_creator_id))
+    withdrawn = one_or_none(promotion.approvals.filter(user=user))  # their approval, superseded
+    if withdrawn is not None:
+        withdrawn.delete()
     Approval.objects.create(
         promotion=promotion,
         user=user,
@@ -460,14 +466,26 @@ def reject(promotion, user, comment, *, via=None, github_review_id=None, token_c
         AuditAction.PROMOTION_REJECTED,
         promotion,
         user,
-        f"{_describe(promotion)} rejected by {user.get_username()}" + (f" in {via['via']}" if via else ""),
+        f"{_describe(promotion)} rejected by {user.get_username()}"
+        + (f" in {via['via']}" if via else "")
+        + ("; this withdraws the approval they gave earlier" if withdrawn else ""),
         comment=comment.strip(),
         **({"via": via} if via else {}),
+        **({"withdrawn_approval": _approval_data(withdrawn)} if withdrawn else {}),
     )
     approval_notices.enqueue_update(promotion)
     close_pull_request_later(promotion, f"rejected by {user.get_username()}: {comment.strip()}")
     promote_waiting(promotion.service, promotion.environment)
     return promotion
+
+
+def _approval_data(approval):
+    return {
+        "comment": approval.comment,
+        "given_at": approval.created_at.isoformat(),
+        "head": approval.head_sha,
+        "github_review": approval.github_review_id,
+    }
 
 
 @transaction.atomic

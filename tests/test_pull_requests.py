@@ -489,6 +489,34 @@ def test_changes_requested_rejects_the_promotion_in_the_reviewers_words(pipeline
     assert (rejection.user.username, rejection.comment) == ("sara", "Wait for the incident review first.")
 
 
+def test_changes_requested_by_someone_who_approved_rejects_instead_of_being_ignored(
+    pipeline, github, release, rita, sam
+):
+    """sam approved in the portal, then requested changes on GitHub ("wait, found a bug"). That review
+    was ignored as "already decided", and sara's approving review merged the pull request with sam's
+    request for changes standing. His latest review supersedes his approval, as on GitHub: rejected."""
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam, "looks good")
+    github.repository.review(1, "sam-gh", "CHANGES_REQUESTED", "wait, found a bug")
+    reconcile()
+    github.repository.review(1, "sara-gh", "APPROVED", "LGTM")
+    reconcile()
+    pipeline.run_jobs()
+
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.REJECTED
+    rejection = promotion.approvals.get()
+    assert (rejection.user.username, rejection.decision, rejection.comment) == ("sam", "reject", "wait, found a bug")
+    rejected = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PROMOTION_REJECTED)
+    assert rejected.message == (
+        "nexo-be 2026.02.1 → production rejected by sam in GitHub; this withdraws the approval they gave earlier"
+    )
+    assert rejected.data["withdrawn_approval"]["comment"] == "looks good"
+    assert AuditAction.PULL_REQUEST_REVIEW_IGNORED not in actions(promotion)
+    pull = github.repository.pulls[1]
+    assert (pull.state, pull.merged) == ("closed", False)
+
+
 def test_closing_the_pull_request_cancels_the_promotion(pipeline, github, release, rita):
     promotion = request_production(pipeline, release, rita)
     github.repository.close(1)

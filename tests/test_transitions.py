@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
-from releases import transitions
+from releases import policy, transitions
 from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepRun
 from releases.policy import PromotionError
 from releases.reconciler import reconcile
@@ -317,6 +317,30 @@ def test_a_rejection_needs_a_comment_and_ends_the_promotion(world):
     assert promotion.state == PromotionState.REJECTED
     with pytest.raises(PromotionError, match="only a promotion awaiting approval can be approved"):
         transitions.approve(promotion, world["paulo"])
+
+
+def test_an_approver_who_finds_a_bug_may_still_reject_what_they_approved(world):
+    """Approving once refused both buttons for good: sam, having found a bug after approving, had no way
+    back. His rejection supersedes his approval, which the audit log keeps; approving twice stays refused."""
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", "staging", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    promotion = transitions.approve(promotion, world["sam"], "looks good")
+    offered = dict(policy.offered_decisions(promotion, world["sam"]))
+    assert offered["reject"] is None
+    assert "already decided" in str(offered["approve"])
+
+    promotion = transitions.reject(promotion, world["sam"], "found a bug in the migration")
+
+    assert promotion.state == PromotionState.REJECTED
+    assert [(a.user, a.decision, a.comment) for a in promotion.approvals.all()] == [
+        (world["sam"], "reject", "found a bug in the migration")
+    ]
+    rejected = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PROMOTION_REJECTED)
+    assert rejected.message == (
+        "nexo-be 2026.02.1 → production rejected by sam; this withdraws the approval they gave earlier"
+    )
+    assert rejected.data["withdrawn_approval"]["comment"] == "looks good"
 
 
 def test_cancel_before_the_commit_and_not_after(world):
