@@ -30,6 +30,9 @@ class Confirmation:
     ships: object = None
     # Only a break-glass request may go now (a freeze): its fields are shown unfolded.
     break_glass_only: bool = False
+    # What the action is held to, as shown here: the form's hidden fields, posted back with it, which
+    # the transition refuses once things stand otherwise (an approval: where the approvals stood).
+    pin: dict = field(default_factory=dict)
 
 
 def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
@@ -219,6 +222,7 @@ def for_approve(promotion, user):
         why_not=policy.why_not_approve(promotion, user) or "",
         # Lazy: reading the values file fetches the GitOps branch, which the POST never needs.
         ships=SimpleLazyObject(lambda: shipping.what_ships(promotion)),
+        pin={"expected": policy.approvals_standing(promotion)},
     )
 
 

@@ -11,6 +11,30 @@ class CommentForm(forms.Form):
     comment = forms.CharField(required=False, max_length=2000, widget=COMMENT_WIDGET, label="Comment (optional)")
 
 
+class PinField(forms.CharField):
+    """What a confirmation showed that its action is held to, posted back with it (hidden). Rendered as the
+    confirmation shows it now, in a form sent back too: the next click confirms what that page says, not
+    what the page before it did."""
+
+    widget = forms.HiddenInput
+
+    def bound_data(self, data, initial):
+        return initial
+
+
+class ApproveForm(CommentForm):
+    # Where the approvals stood on the confirmation (policy.approvals_standing): the approval is given
+    # only while they stand so, never as the one that starts the commit unbeknown to its approver.
+    expected = PinField(
+        label="",
+        error_messages={
+            "required": "This approval did not say where the approvals stood on its page; look at them again "
+            "here, and approve if you still mean to."
+        },
+    )
+    field_order = ["expected", "comment"]
+
+
 class RejectForm(forms.Form):
     # Required by the rejection rule itself (policy.why_not_reject); its refusal lands on this field.
     # The browser is told too, so it asks before sending.

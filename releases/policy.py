@@ -376,6 +376,66 @@ def approvals_given(promotion):
     return sum(1 for approval in approvals_of(promotion) if approval.decision == ApprovalDecision.APPROVE)
 
 
+def approvals_standing(promotion):
+    """Where the approvals of `promotion` stand, as its approval's confirmation shows them: "2:sam,sara",
+    how many it requires and who gave one. An approval confirmed there is held to it (why_not_approve's
+    `expected`)."""
+    approvers = [
+        approval.user.get_username()
+        for approval in approvals_of(promotion)
+        if approval.decision == ApprovalDecision.APPROVE
+    ]
+    return f"{approvals_required(promotion)}:{','.join(approvers)}"
+
+
+def _read_standing(standing):
+    required, _, approvers = standing.partition(":")
+    return (int(required) if required.isdigit() else None), [name for name in approvers.split(",") if name]
+
+
+def _why_not_as_shown(promotion, expected):
+    """An approval confirmed on a page that showed its approvals standing otherwise (`expected`, in the words
+    of approvals_standing): another approval since may have made it the last one needed, so that it starts
+    the GitOps commit its approver was told waits for others, or the reverse. Refused, saying what changed
+    and what it does now."""
+    if expected is None:
+        return None
+    required_then, approvers_then = _read_standing(expected)
+    required, approvers = _read_standing(approvals_standing(promotion))
+    if required_then == required and set(approvers_then) == set(approvers):
+        return None
+    changes = []
+    if came := [name for name in approvers if name not in approvers_then]:
+        changes.append(f"{_in_words(came)} approved")
+    if gone := [name for name in approvers_then if name not in approvers]:
+        changes.append(
+            f"the approval of {gone[0]} no longer counts"
+            if len(gone) == 1
+            else f"the approvals of {_in_words(gone)} no longer count"
+        )
+    environment = promotion.environment
+    if required_then != required:
+        changes.append(f"{environment.name} now requires {required} approval{'s' if required != 1 else ''}")
+    given = len(approvers)
+    if given + 1 >= required:
+        now = f"yours is now the last approval needed and starts the GitOps commit to {environment.name}"
+    else:
+        now = (
+            f"yours is now approval {given + 1} of {required}: {required - given - 1} more will be needed before "
+            "anything changes"
+        )
+    return missing(
+        "expected",
+        f"Since you opened this, {'; '.join(changes)}: {now}. Your approval is not given yet; approve again if "
+        "you still mean to.",
+    )
+
+
+def _in_words(names):
+    """sam, sara and lead"""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _why_not_decide(promotion, user, verb, token_creator_id=None):
     """`token_creator_id`: who created the personal token `user` decides through (a superuser may make
     one for someone else), who must not be able to decide twice or on their own request through it."""
@@ -425,8 +485,13 @@ def _why_not_decide(promotion, user, verb, token_creator_id=None):
     return None
 
 
-def why_not_approve(promotion, user, token_creator_id=None):
-    return _why_not_decide(promotion, user, "approve", token_creator_id) or why_not_reach_quorum(promotion)
+def why_not_approve(promotion, user, token_creator_id=None, expected=None):
+    """`expected`: where the approvals stood on the page the approval was confirmed on (approvals_standing)."""
+    return (
+        _why_not_decide(promotion, user, "approve", token_creator_id)
+        or why_not_reach_quorum(promotion)
+        or _why_not_as_shown(promotion, expected)
+    )
 
 
 def why_not_reach_quorum(promotion):

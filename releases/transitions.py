@@ -357,15 +357,19 @@ def _note_review(promotion, github_review_id):
 
 
 @transaction.atomic
-def approve(promotion, user, comment="", *, via=None, head_sha=None, github_review_id=None, token_creator_id=None):
+def approve(
+    promotion, user, comment="", *, via=None, head_sha=None, github_review_id=None, token_creator_id=None, expected=None
+):
     """`via`: where the decision was taken when not on the portal, for the audit (e.g. Slack and its channel).
     `token_creator_id`: who created the personal token it came through (policy._why_not_decide).
+    `expected`: where the approvals stood on the confirmation it was given on (policy.approvals_standing);
+    when they stand otherwise now, nothing is approved.
 
     Delivered by pull request, the approval binds to the pull request's head commit (`head_sha`: the
     one a GitHub review approved; default: the head the portal knows).
     """
     promotion = _locked(promotion)
-    policy.ensure(policy.why_not_approve(promotion, user, token_creator_id))
+    policy.ensure(policy.why_not_approve(promotion, user, token_creator_id, expected))
     Approval.objects.create(
         promotion=promotion,
         user=user,

@@ -44,7 +44,7 @@ from . import (
 )
 from .actions import decision_actions, lift_action, promote_again, rollback_action, why_not_roll_back
 from .board import build_board, short_age, stopped_label
-from .forms import CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
+from .forms import ApproveForm, CommentForm, RejectForm, RequestForm, RollbackForm, StopForm
 from .models import CheckResult, Deployment, Hold, Promotion, PromotionKind, PromotionState, Release, RunStatus, Service
 from .policy import PromotionError
 from .soak_charts import soak_charts
@@ -447,17 +447,20 @@ def _promotion_for_action(pk):
 def _decide(request, pk, confirmation_for, form_class, transition, success, then=None):
     """The confirmation of one person's decision on a promotion (GET), and the decision itself (POST).
 
-    `then(result, back)`: where to go once it is done, when not straight back.
+    `then(result, back)`: where to go once it is done, when not straight back. What the confirmation pins
+    (`Confirmation.pin`) is posted back and given to the transition; when it refuses it, the confirmation
+    comes back as things stand now, with what was typed, and a click confirms that.
     """
     promotion = _promotion_for_action(pk)
     back = _next_url(request, promotion.get_absolute_url())
     confirmation = confirmation_for(promotion, request.user)
-    form = form_class(_posted(request))
+    form = form_class(_posted(request), initial=confirmation.pin)
     if request.method == "POST":
         if form.is_valid():
+            pinned = {name: form.cleaned_data[name] for name in confirmation.pin}
             try:
                 with transaction.atomic():
-                    result = transition(promotion, request.user, form.cleaned_data["comment"])
+                    result = transition(promotion, request.user, form.cleaned_data["comment"], **pinned)
             except PromotionError as refusal:
                 if refusal.field not in form.fields:
                     messages.error(request, str(refusal))
@@ -480,7 +483,7 @@ def _approved_message(confirmation, approved):
 @require_http_methods(["GET", "POST"])
 def approve(request, pk):
     """Members of the environment's approver groups, except the requester and those who decided already."""
-    return _decide(request, pk, confirmations.for_approve, CommentForm, transitions.approve, _approved_message)
+    return _decide(request, pk, confirmations.for_approve, ApproveForm, transitions.approve, _approved_message)
 
 
 @require_http_methods(["GET", "POST"])

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze
-from releases import transitions
+from releases import policy, transitions
 from releases.models import Approval, CheckResult, Promotion, PromotionKind, PromotionState
 from tests.factories import make_release
 from tests.history import ran, verified_up_to_staging
@@ -49,6 +49,11 @@ REQUEST_URL = "/services/nexo-be/environments/production/promote/2026.02.1/"
 
 def waiting_promotion(world):
     return transitions.request_promotion(world["release"], world["env"]["production"], world["rita"])
+
+
+def pinned(promotion):
+    """What an approval's confirmation posts back of where the approvals stand, as they stand now."""
+    return {"expected": policy.approvals_standing(promotion)}
 
 
 # --- confirmations -----------------------------------------------------------------------------
@@ -371,9 +376,11 @@ def test_break_glass_without_a_reason_puts_the_keyboard_on_the_reason(client, wo
 
 def test_two_sres_approve_in_turn_and_the_second_approval_starts_the_commit(client, world):
     promotion = waiting_promotion(world)
-    first = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/approve/", {"comment": "canary is clean"})
+    first = as_user(client, world["sam"]).post(
+        f"/promotions/{promotion.pk}/approve/", {**pinned(promotion), "comment": "canary is clean"}
+    )
     assert messages_of(first) == ["You approved nexo-be 2026.02.1 → production: 1 of 2 approvals so far."]
-    second = as_user(client, world["lead"]).post(f"/promotions/{promotion.pk}/approve/")
+    second = as_user(client, world["lead"]).post(f"/promotions/{promotion.pk}/approve/", pinned(promotion))
     assert messages_of(second) == ["You approved nexo-be 2026.02.1 → production: the GitOps commit is on its way."]
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.APPROVED
@@ -384,9 +391,50 @@ def test_two_sres_approve_in_turn_and_the_second_approval_starts_the_commit(clie
     assert second["Location"] == f"/promotions/{promotion.pk}/"  # no next: back to the promotion
 
 
+def test_an_approval_that_became_the_last_one_needed_is_shown_again_not_given(client, world):
+    """sam's dialog said "Yours is approval 1 of 2: 1 more … will be needed"; lead approved meanwhile, and
+    sam's click started the production commit at once. The approval is held to what the dialog showed: it
+    comes back saying what changed, as things stand now, with sam's comment; one more click approves."""
+    promotion = waiting_promotion(world)
+    sam = as_user(client, world["sam"])
+    url = f"/promotions/{promotion.pk}/approve/"
+    page = sam.get(url, {"next": "/"}).content.decode()
+    assert "Yours is approval 1 of 2: 1 more from platform-leads or sre-team will be needed" in page
+    transitions.approve(promotion, world["lead"])
+
+    refused = sam.post(url, {**posted_by(page), "comment": "canary is clean"})
+
+    assert refused.status_code == 400
+    again = html.unescape(refused.content.decode())
+    assert (
+        "Since you opened this, lead approved: yours is now the last approval needed and starts the GitOps "
+        "commit to production. Your approval is not given yet; approve again if you still mean to."
+    ) in again
+    assert "Yours is approval 2 of 2: the GitOps commit starts as soon as you approve." in again
+    assert "canary is clean</textarea>" in again
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
+    assert list(promotion.approvals.values_list("user__username", flat=True)) == ["lead"]
+
+    confirmed = sam.post(url, {**posted_by(refused.content.decode()), "comment": "canary is clean"})
+
+    assert messages_of(confirmed) == ["You approved nexo-be 2026.02.1 → production: the GitOps commit is on its way."]
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.APPROVED
+    assert promotion.approvals.get(user=world["sam"]).comment == "canary is clean"
+
+
+def test_an_approval_posted_without_what_its_page_showed_is_sent_back(client, world):
+    promotion = waiting_promotion(world)
+    response = as_user(client, world["sam"]).post(f"/promotions/{promotion.pk}/approve/", {"comment": "ok"})
+    assert response.status_code == 400
+    assert "did not say where the approvals stood" in html.unescape(response.content.decode())
+    assert not Approval.objects.exists()
+
+
 def test_the_requester_cannot_approve_their_own_request(client, world):
     promotion = waiting_promotion(world)
-    response = as_user(client, world["rita"]).post(f"/promotions/{promotion.pk}/approve/")
+    response = as_user(client, world["rita"]).post(f"/promotions/{promotion.pk}/approve/", pinned(promotion))
     assert messages_of(response) == [
         "You requested this promotion; another approver from platform-leads or sre-team must approve it."
     ]
@@ -508,14 +556,15 @@ def test_a_post_with_the_token_of_the_confirmation_page_works(world):
     client.force_login(world["sam"])
     page = client.get(f"/promotions/{promotion.pk}/approve/").content.decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    assert client.post(f"/promotions/{promotion.pk}/approve/", {"csrfmiddlewaretoken": token}).status_code == 302
+    sent = {**posted_by(page), "csrfmiddlewaretoken": token}
+    assert client.post(f"/promotions/{promotion.pk}/approve/", sent).status_code == 302
     assert Approval.objects.filter(user=world["sam"]).exists()
 
 
 def test_next_never_leads_off_the_portal(client, world):
     promotion = waiting_promotion(world)
     response = as_user(client, world["sam"]).post(
-        f"/promotions/{promotion.pk}/approve/", {"next": "https://evil.example/"}
+        f"/promotions/{promotion.pk}/approve/", {**pinned(promotion), "next": "https://evil.example/"}
     )
     assert response["Location"] == f"/promotions/{promotion.pk}/"
 

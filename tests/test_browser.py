@@ -20,7 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from environments.models import ChangeFreeze, Environment
-from releases import github_events
+from releases import github_events, transitions
 from releases.models import Hold, Promotion, PromotionState
 from tests.factories import make_release, make_service
 from tests.history import ran
@@ -215,6 +215,35 @@ def test_a_production_promotion_requested_approved_by_two_sres_and_carried_out_w
     assert promotion.gitops_commit_sha in text
     assert "Promotion requested" in page.locator("#events-title + div").inner_text()
     page.screenshot(path=str(ARTIFACTS / "promotion.png"), full_page=True)
+
+
+def test_an_approve_dialog_left_open_while_another_approves_comes_back_saying_so(page, portal):
+    """The dialog said sam's approval was 1 of 2; sara approved while it was open (a live refresh leaves an
+    open dialog alone). His click does not start the production commit unbeknown to him: the confirmation
+    comes back as things stand, his comment kept, and one more click approves."""
+    promotion = transitions.request_promotion(
+        portal["release"], Environment.objects.get(name="production"), portal["people"]["rita"]
+    )
+    sign_in(page, portal, "sam")
+    production_cell(page).locator('a[data-action="approve"]').click()
+    dialog = page.locator("#confirm-dialog")
+    dialog.wait_for(state="visible")
+    assert "Yours is approval 1 of 2" in dialog.inner_text()
+    dialog.locator("textarea").fill("canary is clean")
+    transitions.approve(promotion, portal["people"]["sara"])
+
+    with page.expect_navigation():
+        dialog.locator("button[type=submit]").click()
+
+    again = page.locator(".confirm-page")
+    assert "Since you opened this, sara approved: yours is now the last approval needed" in again.inner_text()
+    assert "Yours is approval 2 of 2: the GitOps commit starts as soon as you approve." in again.inner_text()
+    assert again.locator("textarea").input_value().strip() == "canary is clean"
+    assert Promotion.objects.get(pk=promotion.pk).state == PromotionState.AWAITING_APPROVAL
+    with page.expect_navigation():
+        again.locator("button[type=submit]").click()
+    assert "the GitOps commit is on its way" in page.locator(".messages").inner_text()
+    assert Promotion.objects.get(pk=promotion.pk).state == PromotionState.APPROVED
 
 
 def test_a_rejection_needs_a_comment_and_stops_the_promotion(page, portal):

@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 
 from nexo_portal.models import ApiToken
 from nexo_portal.tokens import TokenPrincipal
-from releases import transitions
+from releases import policy, transitions
 from releases.models import Approval, Deployment, Promotion, PromotionState, Step, StepRun
 from releases.policy import PromotionError
 from tests.factories import make_release, make_service, make_user
@@ -225,6 +225,8 @@ def test_html_views(world, client, role, action, environment):
     else:
         url = reverse(f"releases:{action}", args=[setup["promotion"].pk])
         data = {"comment": "because"}
+        if action == "approve":
+            data["expected"] = policy.approvals_standing(setup["promotion"])  # what its confirmation shows
     before = (
         Promotion.objects.count(),
         Approval.objects.count(),

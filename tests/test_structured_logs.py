@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 
 from nexo_portal.lib import context
 from nexo_portal.lib.logs import AddContext, JsonFormatter, RedactSecrets, TextFormatter
-from releases import transitions
+from releases import policy, transitions
 from releases.models import PromotionKind
 from tests.factories import make_release
 
@@ -109,7 +109,9 @@ def test_a_promotion_is_followed_from_the_approval_request_through_every_job(
 
     client.force_login(paulo)
     response = client.post(
-        f"/promotions/{promotion.pk}/approve/", {"comment": "ship it"}, HTTP_X_REQUEST_ID="ci-run-4242-a"
+        f"/promotions/{promotion.pk}/approve/",
+        {"comment": "ship it", "expected": policy.approvals_standing(promotion)},
+        HTTP_X_REQUEST_ID="ci-run-4242-a",
     )
     assert response.status_code == 302
     assert response.headers["X-Request-ID"] == "ci-run-4242-a"

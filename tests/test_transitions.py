@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
-from environments.models import ChangeFreeze
+from environments.models import ChangeFreeze, Environment
 from releases import policy, transitions
 from releases.models import Deployment, Hold, Promotion, PromotionKind, PromotionState, StepRun
 from releases.policy import PromotionError
@@ -247,6 +247,63 @@ def test_production_needs_two_distinct_approvers(world):
         transitions.approve(promotion, world["sam"])
     promotion = transitions.approve(promotion, world["lead"])
     assert promotion.state == PromotionState.APPROVED
+
+
+def lead_approved(promotion, world):
+    transitions.approve(promotion, world["lead"])
+
+
+def approvals_voided(promotion, world):
+    promotion.approvals.all().delete()  # as a push to its pull request voids them
+
+
+def production_requires_three(promotion, world):
+    Environment.objects.filter(name="production").update(required_approvals=3)
+
+
+@pytest.mark.parametrize(
+    ("approved_before", "since", "refusal"),
+    [
+        (False, None, None),
+        (
+            False,
+            lead_approved,
+            "Since you opened this, lead approved: yours is now the last approval needed and starts the GitOps "
+            "commit to production.",
+        ),
+        (
+            True,
+            approvals_voided,
+            "Since you opened this, the approval of lead no longer counts: yours is now approval 1 of 2: 1 more "
+            "will be needed before anything changes.",
+        ),
+        (
+            False,
+            production_requires_three,
+            "Since you opened this, production now requires 3 approvals: yours is now approval 1 of 3: 2 more will "
+            "be needed before anything changes.",
+        ),
+    ],
+)
+def test_an_approval_is_held_to_where_the_approvals_stood_on_its_confirmation(world, approved_before, since, refusal):
+    release = make_release(world["service"], "2026.02.1")
+    verified_in(release, "develop", "qa", "staging", environments=world["env"])
+    promotion = transitions.request_promotion(release, world["env"]["production"], world["rita"])
+    if approved_before:
+        lead_approved(promotion, world)
+    shown = policy.approvals_standing(promotion)
+    if since:
+        since(promotion, world)
+
+    if refusal is None:
+        transitions.approve(promotion, world["sam"], expected=shown)
+        assert promotion.approvals.filter(user=world["sam"]).exists()
+        return
+    with pytest.raises(PromotionError) as refused:
+        transitions.approve(promotion, world["sam"], expected=shown)
+    assert str(refused.value) == refusal + " Your approval is not given yet; approve again if you still mean to."
+    assert refused.value.field == "expected"
+    assert not promotion.approvals.filter(user=world["sam"]).exists()
 
 
 def test_lowering_the_approvals_a_place_requires_approves_what_now_has_enough(
