@@ -4,14 +4,18 @@ In an environment whose delivery mode is "pull request", a promotion's one-line 
 pushed on a branch of its own (`promote/nexo-be-prod-2026.02.1`) and a pull request is opened
 while it awaits approval. Approving reviews count with the portal's approvals under the portal's
 policy; every approval binds to the pull request's head commit, so a push by anyone else voids
-them. At quorum the commit step merges the pull request instead of pushing, and the pipeline goes
-on with the merge commit. GitHub's state is read (`sync`) on every webhook delivery and by the
-reconciler's poll; both land here, so a missed or replayed delivery changes only latency.
+them, and a head carrying anything but the portal's own change is never merged (`check_head`): the
+promotion fails saying who pushed what. At quorum the commit step merges the pull request instead of
+pushing, and the pipeline goes on with the merge commit. GitHub's state is read (`sync`) on every
+webhook delivery and by the reconciler's poll; both land here, so a missed or replayed delivery
+changes only latency.
 
 Every state change goes through releases/transitions.py.
 """
 
+import difflib
 import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -24,7 +28,7 @@ from . import policy, transitions
 from .gitops import message as gitops_message
 from .gitops import values
 from .gitops.github import GitHub, GitHubError, GitHubUnavailable, not_configured_reason
-from .gitops.repo import BranchTaken, GitOpsError, GitOpsRepository, GitOpsUnavailable
+from .gitops.repo import BranchTaken, FileAt, GitOpsError, GitOpsRepository, GitOpsUnavailable
 from .models import CheckResult, Promotion, PromotionKind, PromotionState, PullRequestState
 from .policy import PromotionError
 
@@ -76,7 +80,8 @@ def body(promotion, previous_version):
         "## Approval",
         f"Requested by {promotion.requester_name()}.",
         f"Needs {required} approval(s) from {groups}, given in the portal or as approving reviews here; "
-        "approvals bind to the head commit, so a push to this branch voids them.",
+        "approvals bind to the head commit, so a push to this branch voids them. The portal merges its own "
+        "change alone: a push of anything else ends the promotion and closes this pull request.",
     ]
     approvers = promotion.approver_names()
     if approvers:
@@ -215,6 +220,119 @@ def close_on_github(promotion_id, reason):
     transitions.mark_pull_request_closed(promotion)
 
 
+# --- what the pull request carries ------------------------------------------------------------------
+
+# A webhook's delivery (GitHub waits 10 s for the answer) or a page waits this long for a worker that holds
+# the GitOps repository; the merge step waits as long as its pushes do.
+READ_LOCK_WAIT_SECONDS = 5
+# A commit's subject is quoted up to this many characters.
+SUBJECT_QUOTED = 72
+
+
+@dataclass
+class HeadCheck:
+    """What the head of a promotion's pull request changes against its merge base with the branch Argo CD
+    follows, held against the portal's own change (`check_head`)."""
+
+    head: str
+    path: str
+    diff: str  # the promotion's values file, merge base → head
+    refused: str = ""  # why the portal will not merge it; "" when it carries the portal's change alone
+    commits: list = field(default_factory=list)  # the branch's commits that are not the portal's
+
+
+def check_head(promotion, head=None, *, pushed_by=None, repository=None):
+    """Whether the head of the promotion's pull request (`head`, default its branch's tip) carries the
+    portal's change alone: against its merge base with the branch Argo CD follows, it changes no file but
+    the promotion's values file, and that file is the merge base's with the image tag set (what open_for
+    pushed), byte for byte and mode. Held against the merge base, not the followed branch's tip: GitHub's
+    "Update branch" merges that branch into the head, bringing only what is on it already, and passes.
+
+    `pushed_by`: who pushed, when a webhook said so, for the refusal's words. GitOpsUnavailable when the
+    branch cannot be read now; PullRequestError when it cannot be read at all."""
+    service, environment, release = promotion.service, promotion.environment, promotion.release
+    path, key = service.values_path(environment), service.image_tag_key
+    repository = repository or GitOpsRepository()
+    try:
+        with repository.locked():
+            changes = repository.branch_changes(promotion.pr_branch, gitops_message.PROMOTION_TRAILER, head)
+            before = _file_or_none(repository, changes.base, path)
+            after = _file_or_none(repository, changes.head, path)
+    except GitOpsUnavailable:
+        raise
+    except (GitOpsError, values.ValuesFileError) as error:
+        raise PullRequestError(
+            f"Cannot read the branch of pull request #{promotion.pr_number} to see what it carries: {error}"
+        ) from error
+    try:
+        ours = FileAt(before.mode, values.set_value(before.text, key, release.version, path)) if before else None
+    except values.ValuesFileError as error:
+        raise PullRequestError(
+            f"{path} at {changes.base[:7]}, where pull request #{promotion.pr_number} branches off "
+            f"{repository.branch}, cannot take the tag: {error}"
+        ) from error
+    check = HeadCheck(
+        head=changes.head,
+        path=path,
+        diff="".join(
+            difflib.unified_diff(
+                (before.text if before else "").splitlines(keepends=True),
+                (after.text if after else "").splitlines(keepends=True),
+                f"a/{path}",
+                f"b/{path}",
+            )
+        ),
+    )
+    others = [changed for changed in changes.paths if changed != path]
+    own_file_differs = path in changes.paths and after != ours
+    if not (others or own_file_differs):
+        return check
+    # A commit that says it is the portal's and is not (the portal's own, amended) leaves none: all are named.
+    theirs = [commit for commit in changes.commits if not _portals(commit, promotion)] or changes.commits
+    check.commits = [commit for commit in theirs if not commit.is_merge] or theirs
+    check.refused = _refusal(promotion, repository.branch, changes, check.commits, others, own_file_differs, pushed_by)
+    return check
+
+
+def _file_or_none(repository, revision, path):
+    if not revision:
+        return None
+    try:
+        return repository.file_at(revision, path)
+    except FileNotFoundError:
+        return None
+
+
+def _portals(commit, promotion):
+    """Whether `commit` says it is the portal's for `promotion` (a push may say so falsely: only what a
+    commit changes is checked, this only keeps the portal's own commit out of the refusal's words)."""
+    return commit.author_email == settings.GITOPS_AUTHOR_EMAIL and str(promotion.pk) in commit.trailer_values
+
+
+def _refusal(promotion, base_branch, changes, commits, others, own_file_differs, pushed_by):
+    """The sentence that stops a promotion whose pull request carries what the portal did not write."""
+    path, key = promotion.service.values_path(promotion.environment), promotion.service.image_tag_key
+    what = []
+    if others:
+        what.append(f"changes {', '.join(others)}")
+    if own_file_differs:
+        what.append(f"changes {path} beyond {key} → {promotion.release.version}")
+    named = []
+    for commit in commits:
+        subject = commit.subject if len(commit.subject) <= SUBJECT_QUOTED else commit.subject[:SUBJECT_QUOTED] + "…"
+        touched = ", ".join(commit.paths) or "no file"
+        named.append(f"{commit.sha[:7]} “{subject}” by {commit.author}, touching {touched}")
+    if changes.more_commits:
+        named.append(f"{changes.more_commits} more commit{'s' if changes.more_commits != 1 else ''}")
+    who = f"{pushed_by} pushed" if pushed_by else "Someone other than the portal pushed"
+    return (
+        f"Pull request #{promotion.pr_number} carries changes the portal did not write, so it is not merged: "
+        f"against {base_branch}, its head {changes.head[:7]} {' and '.join(what)}. "
+        f"{who} {'; '.join(named) or changes.head[:7]}. "
+        "The portal merges only its own change; request the promotion again for a pull request of its own."
+    )
+
+
 # --- reading GitHub's state ------------------------------------------------------------------------
 
 
@@ -251,7 +369,19 @@ def sync(promotion, *, sender=None):
         return _merged_before_quorum(promotion, pull)
     head = pull["head"]["sha"]
     if head != promotion.pr_head_sha:
-        promotion = transitions.note_branch_pushed(promotion, head, pushed_by=(sender or {}).get("login"))
+        pushed_by = (sender or {}).get("login")
+        try:
+            check = check_head(
+                promotion, head, pushed_by=pushed_by, repository=GitOpsRepository(lock_wait=READ_LOCK_WAIT_SECONDS)
+            )
+        except GitOpsUnavailable as error:
+            # Nothing is noted and no review counted before the push is seen: the next poll asks again.
+            raise PullRequestError(f"Pull request #{promotion.pr_number} was pushed to; {error}") from error
+        if check.refused:
+            return transitions.refuse_foreign_head(
+                promotion, head, check.refused, pushed_by=pushed_by, commits=check.commits
+            )
+        promotion = transitions.note_branch_pushed(promotion, head, pushed_by=pushed_by)
     reviews = github.reviews(promotion.pr_number)
     promotion = _void_dismissed(promotion, reviews)
     if promotion.state != PromotionState.AWAITING_APPROVAL:
@@ -332,6 +462,12 @@ def merge(promotion):
     if pull["state"] == "closed":
         raise PullRequestError(f"Pull request #{promotion.pr_number} was closed on GitHub without being merged.")
     head = pull["head"]["sha"]
+    # Every time, whatever head the portal knows: GitHub merges `head` (the merge call names it), and a
+    # push nobody told the portal of, or one noted before the portal looked at what pushes carry, is here.
+    check = check_head(promotion, head)
+    if check.refused:
+        transitions.refuse_foreign_head(promotion, head, check.refused, commits=check.commits, merging=True)
+        raise PromotionError(check.refused)
     if head != promotion.pr_head_sha:
         transitions.note_branch_pushed(promotion, head, pushed_by=None, merging=True)
         raise PromotionError(f"Pull request #{promotion.pr_number} was pushed to: its approvals were voided.")

@@ -693,6 +693,36 @@ def note_branch_pushed(promotion, head_sha, *, pushed_by=None, merging=False):
     return promotion
 
 
+@transaction.atomic
+def refuse_foreign_head(promotion, head_sha, reason, *, pushed_by=None, commits=(), merging=False):
+    """The pull request's head carries changes the portal did not write (pull_requests.check_head): the
+    portal never merges it. The push is audited with its commits and the files they touch, and the
+    promotion fails at its commit with `reason`, which closes the pull request with a comment saying so.
+    `merging`: as for note_branch_pushed."""
+    promotion = _locked(promotion)
+    if promotion.state not in _UNMERGED_STATES[merging]:
+        return promotion
+    previous, promotion.pr_head_sha = promotion.pr_head_sha, head_sha
+    promotion.save(update_fields=["pr_head_sha", "updated_at"])
+    who = pushed_by or "someone other than the portal"
+    _record(
+        AuditAction.PULL_REQUEST_PUSHED,
+        promotion,
+        None,
+        f"{_describe(promotion)}: {who} pushed {head_sha[:7]} to pull request #{promotion.pr_number}, carrying "
+        "changes the portal did not write: it is not merged",
+        pr_url=promotion.pr_url,
+        previous_head=previous,
+        head=head_sha,
+        pushed_by=pushed_by or "",
+        foreign_commits=[
+            {"sha": commit.sha, "author": commit.author, "subject": commit.subject, "paths": commit.paths}
+            for commit in commits
+        ],
+    )
+    return fail(promotion, "commit", reason, from_states=_UNMERGED_STATES[merging])
+
+
 # Where a pull request's approvals may still change: while it awaits approval or is approved, and, for
 # the merge step alone (`merging`), while committing, before it asked GitHub to merge.
 _UNMERGED_STATES = {

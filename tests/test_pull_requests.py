@@ -3,7 +3,9 @@ the real bare GitOps repository behind it, a real RQ worker, real PostgreSQL and
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
+import git
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -17,8 +19,10 @@ from nexo_portal.lib import queues
 from releases import approval_notices, github_events, transitions
 from releases.gitops import values
 from releases.models import Promotion, PromotionState, PullRequestState, RunStatus, Step, StepRun
+from releases.policy import PromotionError
 from releases.reconciler import reconcile
 from tests.factories import make_release, make_user
+from tests.gitops import PERSON
 
 REPOSITORY = "nexo-org/nexo-gitops"
 WEBHOOK_SECRET = "webhook-secret-0123456789"
@@ -191,18 +195,49 @@ def test_a_github_account_named_like_a_portal_user_does_not_approve_as_them(pipe
     assert "no portal user has signed in with this GitHub account" in ignored.message
 
 
-def push_to_the_branch(pipeline, promotion):
-    """Someone other than the portal pushes a commit to the promotion's pull request."""
+PATH = "helm/nexo-be/values-prod.yaml"
+
+
+def push_to_the_branch(pipeline, promotion, edits, message, author=("Someone Else", "someone@example.com")):
+    """Someone other than the portal pushes a commit to the promotion's pull request, editing each file of
+    `edits` (path → function of its text); the commit's SHA."""
     scratch = pipeline.gitops.scratch
     scratch.remotes.origin.fetch()
     scratch.git.checkout("-B", "tamper", f"origin/{promotion.pr_branch}")
-    path = "helm/nexo-be/values-prod.yaml"
-    file = scratch.working_dir + "/" + path
-    with open(file, "a") as handle:
-        handle.write("extra: true\n")
-    scratch.index.add([path])
-    scratch.index.commit("sneak in a change")
+    for path, edit in edits.items():
+        file = Path(scratch.working_dir) / path
+        file.write_text(edit(file.read_text()))
+        scratch.index.add([path])
+    person = git.Actor(*author)
+    scratch.index.commit(message, author=person, committer=person)
     scratch.remotes.origin.push(f"HEAD:refs/heads/{promotion.pr_branch}")
+    return scratch.head.commit.hexsha
+
+
+def update_the_branch(pipeline, promotion):
+    """GitHub's "Update branch": main moved (someone raised the memory limit in the promotion's values file,
+    far from the tag), and is merged into the pull request's branch by a person; the merge's SHA."""
+    pipeline.gitops.write(PATH, pipeline.gitops.read(PATH).replace("memory: 512Mi", "memory: 1Gi"))
+    scratch = pipeline.gitops.scratch
+    scratch.remotes.origin.fetch()
+    scratch.git.checkout("-B", "update", f"origin/{promotion.pr_branch}")
+    someone = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in PERSON.items()}
+    scratch.git.merge("--no-ff", "-m", f"Merge branch 'main' into {promotion.pr_branch}", "origin/main", env=someone)
+    scratch.remotes.origin.push(f"HEAD:refs/heads/{promotion.pr_branch}")
+    return scratch.head.commit.hexsha
+
+
+def synchronize(pipeline, sender, delivery="d-push"):
+    """GitHub's signed `pull_request` delivery of a push to pull request #1."""
+    body = json.dumps(
+        {
+            "action": "synchronize",
+            "pull_request": {"number": 1},
+            "repository": {"full_name": REPOSITORY},
+            "sender": {"login": sender},
+        }
+    ).encode()
+    return deliver(pipeline, "pull_request", body, delivery=delivery)
 
 
 def test_a_pull_request_github_would_not_label_is_recorded_and_closed_by_a_cancel(pipeline, github, release, rita):
@@ -415,23 +450,18 @@ def test_a_merge_github_rate_limits_waits_for_the_reset_asking_nothing_meanwhile
     assert github.repository.pulls[1].merged
 
 
-def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github, release, rita, sam, sara):
+def test_an_update_branch_push_voids_the_approvals_and_still_merges(pipeline, github, release, rita, sam, sara):
+    """GitHub's "Update branch" brings into the pull request only what is on main already: the head still
+    carries the portal's change alone, so the promotion goes on (approvals bind to the head: given again),
+    and main gets both the tag and what was merged into it meanwhile."""
     promotion = request_production(pipeline, release, rita)
     transitions.approve(promotion, sam)
-    push_to_the_branch(pipeline, promotion)
+    update_the_branch(pipeline, promotion)
 
-    body = json.dumps(
-        {
-            "action": "synchronize",
-            "pull_request": {"number": 1},
-            "repository": {"full_name": REPOSITORY},
-            "sender": {"login": "mallory"},
-        }
-    ).encode()
-    response = deliver(pipeline, "pull_request", body)
-    assert response.status_code == 202
+    assert synchronize(pipeline, "mallory").status_code == 202
 
     promotion = fresh(promotion)
+    assert promotion.state == PromotionState.AWAITING_APPROVAL
     assert promotion.pr_head_sha == github.repository.sha(promotion.pr_branch)
     assert promotion.approvals.count() == 0
     pushed = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_PUSHED)
@@ -444,15 +474,36 @@ def test_a_push_by_someone_else_voids_the_approvals_and_says_so(pipeline, github
     transitions.approve(promotion, sam)
     transitions.approve(promotion, sara)
     pipeline.run_jobs()
-    assert fresh(promotion).state == PromotionState.VERIFIED
+    promotion = fresh(promotion)
+    assert promotion.state == PromotionState.VERIFIED, promotion.error
+    assert github.repository.pulls[1].merged
+    merged = pipeline.gitops.read(PATH)
+    assert values.read_value(merged, "image.tag", PATH) == "2026.02.1"
+    assert "memory: 1Gi" in merged
+
+
+def test_main_moving_on_beside_the_pull_request_does_not_stop_it(pipeline, github, release, rita, sam, sara):
+    """Another change lands on main while the pull request waits (not merged into its branch): held against
+    main's tip, the head would seem to undo it; held against the merge base, it carries the portal's change
+    alone, and the merge keeps both."""
+    promotion = request_production(pipeline, release, rita)
+    pipeline.gitops.write(PATH, pipeline.gitops.read(PATH).replace("memory: 512Mi", "memory: 1Gi"))
+
+    promotion = approve_twice(pipeline, promotion, sam, sara)
+
+    assert promotion.state == PromotionState.VERIFIED, promotion.error
+    merged = pipeline.gitops.read(PATH)
+    assert values.read_value(merged, "image.tag", PATH) == "2026.02.1"
+    assert "memory: 1Gi" in merged
 
 
 def test_a_push_after_a_merge_github_failed_voids_the_approvals_instead_of_sticking(
     pipeline, github, release, rita, sam, sara
 ):
-    """GitHub answered the merge with a 502 (nothing merged), and someone pushed before the retry: the
-    approvals were given on another commit, so the promotion awaits approval again, as an approved one
-    would. Before, it stayed committing for good, retried and never merged, and could not be cancelled."""
+    """GitHub answered the merge with a 502 (nothing merged), and someone updated the branch before the
+    retry: the approvals were given on another commit, so the promotion awaits approval again, as an
+    approved one would. Before, it stayed committing for good, retried and never merged, and could not be
+    cancelled."""
     promotion = request_production(pipeline, release, rita)
     github.repository.merges_failing = 1
     transitions.approve(promotion, sam)
@@ -460,7 +511,7 @@ def test_a_push_after_a_merge_github_failed_voids_the_approvals_instead_of_stick
     pipeline.run_jobs(until=lambda: StepRun.objects.filter(promotion=promotion, status=RunStatus.RETRY).exists())
     assert fresh(promotion).state == PromotionState.COMMITTING
 
-    push_to_the_branch(pipeline, promotion)
+    update_the_branch(pipeline, promotion)
     pipeline.run_jobs()
 
     promotion = fresh(promotion)
@@ -476,6 +527,80 @@ def test_a_push_after_a_merge_github_failed_voids_the_approvals_instead_of_stick
     transitions.approve(promotion, sara)
     pipeline.run_jobs()
     assert fresh(promotion).state == PromotionState.VERIFIED
+
+
+def test_a_push_carrying_changes_the_portal_did_not_write_is_never_merged(pipeline, github, release, rita, sam, sara):
+    """The tester's report: sara pushed to the pull request another image repository for nexo-be and
+    another production tag for nexo-fe, then approved on GitHub. Before, the push only voided sam's
+    approval; sara's review and a new approval made the quorum, and main got both changes."""
+    frontend = pipeline.add_service("nexo-fe", team="frontend-team", tag="2026.01.3")
+    frontends = frontend.values_path(pipeline.environments["production"])
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam)
+    tweak = push_to_the_branch(
+        pipeline,
+        promotion,
+        {
+            PATH: lambda text: text.replace("ghcr.io/nexo-org/nexo-be", "evil.example/backdoored-be"),
+            frontends: lambda text: text.replace('tag: "2026.01.3"', 'tag: "2025.09.1"'),
+        },
+        "tweak",
+        author=("Sara", "sara@nexo.example"),
+    )
+
+    assert synchronize(pipeline, "sara-gh").status_code == 202
+    github.repository.review(1, "sara-gh", "APPROVED", "LGTM")  # her own push, at its head
+    reconcile()
+    pipeline.run_jobs()  # the close job
+
+    promotion = fresh(promotion)
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "commit")
+    assert promotion.error.startswith(
+        "Pull request #1 carries changes the portal did not write, so it is not merged: against main, its head "
+        f"{tweak[:7]} changes {frontends} and changes {PATH} beyond image.tag → 2026.02.1. "
+        f"sara-gh pushed {tweak[:7]} “tweak” by Sara <sara@nexo.example>, touching {PATH}, {frontends}."
+    )
+    pull = github.repository.pulls[1]
+    assert (pull.merged, pull.state) == (False, "closed")
+    assert promotion.error in pull.comments[-1][1]
+    main = pipeline.gitops.read(PATH)
+    assert "ghcr.io/nexo-org/nexo-be" in main
+    assert "evil.example" not in main
+    assert values.read_value(main, "image.tag", PATH) == "2026.01.45"
+    assert values.read_value(pipeline.gitops.read(frontends), "image.tag", frontends) == "2026.01.3"
+    assert [approval.user.username for approval in promotion.approvals.all()] == ["sam"]
+    pushed = AuditEvent.objects.get(promotion_id=promotion.pk, action=AuditAction.PULL_REQUEST_PUSHED)
+    assert f"sara-gh pushed {tweak[:7]} to pull request #1, carrying changes the portal did not write" in pushed.message
+    assert pushed.data["foreign_commits"] == [
+        {"sha": tweak, "author": "Sara <sara@nexo.example>", "subject": "tweak", "paths": [PATH, frontends]}
+    ]
+    with pytest.raises(PromotionError):
+        transitions.approve(promotion, sara)
+
+
+def test_a_push_nobody_told_the_portal_of_is_refused_at_the_merge(pipeline, github, release, rita, sam, sara):
+    """No webhook came (or the poll had not run): the quorum is reached on the head the portal knows, and
+    the merge step finds another head, whose values file scales the service to nothing."""
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam)
+    scaled_down = push_to_the_branch(
+        pipeline, promotion, {PATH: lambda text: text.replace("replicaCount: 2", "replicaCount: 0")}, "save money"
+    )
+    transitions.approve(promotion, sara)
+    pipeline.run_jobs()
+
+    promotion = fresh(promotion)
+    assert (promotion.state, promotion.failed_step) == (PromotionState.FAILED, "commit")
+    assert f"its head {scaled_down[:7]} changes {PATH} beyond image.tag → 2026.02.1." in promotion.error
+    assert (
+        f"Someone other than the portal pushed {scaled_down[:7]} “save money” by Someone Else "
+        f"<someone@example.com>, touching {PATH}." in promotion.error
+    )
+    pull = github.repository.pulls[1]
+    assert (pull.merged, pull.state) == (False, "closed")
+    main = pipeline.gitops.read(PATH)
+    assert "replicaCount: 2" in main
+    assert values.read_value(main, "image.tag", PATH) == "2026.01.45"
 
 
 def test_changes_requested_rejects_the_promotion_in_the_reviewers_words(pipeline, github, release, rita):

@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -114,6 +115,43 @@ class BranchTaken(GitOpsError):
 
 class FileMissing(GitOpsError):
     """The file is not on the branch, as just fetched."""
+
+
+@dataclass(frozen=True)
+class FileAt:
+    """A file as a commit holds it: git's mode (0o100644 for a plain file) and its text."""
+
+    mode: int
+    text: str
+
+
+@dataclass
+class BranchCommit:
+    """A commit of a pull request's branch that is not on the branch Argo CD follows."""
+
+    sha: str
+    author: str  # "Name <address>", as the commit says: anyone may write any
+    author_email: str
+    subject: str
+    trailer_values: list  # the values of its trailers of the key asked for
+    paths: list  # the files it changes against its first parent
+    is_merge: bool
+
+
+@dataclass
+class BranchChanges:
+    """What a pull request's branch changes at `head` against its merge base with the branch Argo CD
+    follows: what merging it would bring, whatever happened to that branch since."""
+
+    head: str
+    base: str  # the merge base; "" when the two share no history
+    paths: list  # the files that differ between `base` and `head`
+    commits: list = field(default_factory=list)  # BranchCommit, newest first, at most MAX_BRANCH_COMMITS
+    more_commits: int = 0  # beyond those
+
+
+# The most commits of a pull request's branch `branch_changes` reads one by one; more are counted.
+MAX_BRANCH_COMMITS = 20
 
 
 def _not_utf8(relative_path, error):
@@ -378,6 +416,12 @@ class GitOpsRepository:
         working copy has, as `includes()` leaves it), None where none is written; read from git's objects,
         so the working copy is not touched. Must be called inside `locked()`. FileNotFoundError when the
         file is not there at that revision, ValuesFileError when it cannot be read."""
+        return read_value(self.file_at(revision, relative_path).text, key_path, relative_path)
+
+    def file_at(self, revision, relative_path):
+        """The file `relative_path` as commit `revision` holds it (a `FileAt`), read from git's objects, so
+        the working copy is not touched. Must be called inside `locked()`. FileNotFoundError when it is not
+        a file there, ValuesFileError when it is not UTF-8."""
         try:
             tree = self._working_copy().commit(revision).tree
         except (ValueError, git.ODBError, git.GitCommandError) as error:
@@ -389,10 +433,9 @@ class GitOpsRepository:
         if blob.type != "blob":
             raise FileNotFoundError(relative_path)
         try:
-            text = blob.data_stream.read().decode("utf-8")
+            return FileAt(blob.mode, blob.data_stream.read().decode("utf-8"))
         except UnicodeDecodeError as error:
             raise _not_utf8(relative_path, error) from None
-        return read_value(text, key_path, relative_path)
 
     def read_latest(self, relative_path):
         """(text, commit): the file as the branch holds it now, fetched first, and the commit read.
@@ -662,6 +705,64 @@ class GitOpsRepository:
                 return None
             raise remote_error(self, "read", _git_message(error)) from error
         return repo.git.rev_parse(f"refs/remotes/origin/{branch}")
+
+    def branch_changes(self, branch, trailer_key, head=None):
+        """What `branch` (a pull request's) changes at `head` (default: its tip, as fetched now) against its
+        merge base with the branch Argo CD follows: a `BranchChanges`, its commits with the values of their
+        `trailer_key:` trailers. Both branches are fetched first; the working copy is left as it is. Must be
+        called inside `locked()`.
+
+        GitOpsError when `branch` does not exist; GitOpsUnavailable when `head` is not in it as fetched
+        (pushed over since whoever named it looked: asked again, it is the next head's turn)."""
+        repo = self._working_copy()
+        followed = f"refs/remotes/origin/{self.branch}"
+        try:
+            repo.git.fetch(
+                "origin",
+                f"+refs/heads/{self.branch}:{followed}",
+                f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+                **self._before_long_call(),
+            )
+        except git.GitCommandError as error:
+            message = _git_message(error)
+            if "couldn't find remote ref" in message.lower():
+                raise GitOpsError(f"The branch '{branch}' or '{self.branch}' does not exist in {self}.") from error
+            raise remote_error(self, "read", message) from error
+        head = head or repo.git.rev_parse(f"refs/remotes/origin/{branch}")
+        if not self._knows(head):
+            raise GitOpsUnavailable(
+                f"{head[:12]} is not on the branch '{branch}' of {self} as just fetched: it was pushed over since."
+            )
+        try:
+            base = repo.git.merge_base(followed, head)
+        except git.GitCommandError:  # exit status 1: no common ancestor
+            base = ""
+        if base:
+            paths = repo.git.diff("--name-only", "--no-renames", "-z", base, head)
+        else:
+            paths = repo.git.ls_tree("-r", "--name-only", "-z", head)
+        changes = BranchChanges(head=head, base=base, paths=[path for path in paths.split("\0") if path])
+        ahead = int(repo.git.rev_list("--count", head, f"^{followed}"))
+        shas = repo.git.rev_list(f"--max-count={MAX_BRANCH_COMMITS}", head, f"^{followed}").split()
+        changes.more_commits = ahead - len(shas)
+        for sha in shas:
+            commit = repo.commit(sha)
+            listed = repo.git.diff_tree(
+                "--no-commit-id", "--name-only", "--no-renames", "-r", "-z", "-m", "--first-parent", "--root", sha
+            )
+            trailers = repo.git.log("-1", f"--format=%(trailers:key={trailer_key},valueonly,separator=%x2C)", sha)
+            changes.commits.append(
+                BranchCommit(
+                    sha=sha,
+                    author=f"{commit.author.name} <{commit.author.email}>",
+                    author_email=commit.author.email or "",
+                    subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
+                    trailer_values=[value.strip() for value in trailers.split(",") if value.strip()],
+                    paths=sorted({path for path in listed.split("\0") if path}),
+                    is_merge=len(commit.parents) > 1,
+                )
+            )
+        return changes
 
     def push_message(self, branch, message, parent):
         """Push to `branch` a commit of `message` alone (an empty tree) on `parent`, or as its first
