@@ -3,15 +3,16 @@ changelogs, the commit range, the CI results, the image and the values-file diff
 
 Shown on the approve dialog and the promotion page, so an approver sees what they let through.
 Nothing here changes state; the values diff is worked out by the same code the commit job runs
-(`gitops.values`), on the file as the GitOps branch holds it now.
+(`gitops.values`), on the file as the GitOps branch holds it now, or, once a pull request is open,
+by the code the merge step runs (`pull_requests.check_head`): what the pull request's head changes.
 """
 
 from dataclasses import dataclass, field
 
-from . import links
+from . import links, pull_requests
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import CheckResult, PromotionState, Release
+from .models import CheckResult, PromotionState, PullRequestState, Release
 
 # Releases listed at most; more are counted ("and 12 older ones").
 MAX_RELEASES = 30
@@ -29,6 +30,7 @@ class ValuesDiff:
     diff: str = ""
     read_at: str = ""
     error: str = ""
+    pull_request: int | None = None  # read from this pull request's head, not from the GitOps branch
 
     def lines(self):
         """(kind, line) for each line of the diff: kind is "add", "remove", "hunk" or "", for colour."""
@@ -64,14 +66,15 @@ def _between(running, release):
 
 
 def values_diff(promotion):
-    """The diff the promotion's GitOps commit will make to the values file, read from the branch now."""
+    """The diff the promotion's GitOps commit will make to the values file, read from the branch now; with
+    its pull request open, what the pull request's head changes, as its merge would bring it."""
+    if promotion.pr_state == PullRequestState.OPEN:
+        return _pull_request_diff(promotion)
     service, environment, release = promotion.service, promotion.environment, promotion.release
     path = service.values_path(environment)
     result = ValuesDiff(path=path)
     try:
-        text, result.read_at = GitOpsRepository(
-            lock_wait=VALUES_LOCK_WAIT_SECONDS, network_timeout=VALUES_NETWORK_TIMEOUT_SECONDS
-        ).read_latest(path)
+        text, result.read_at = _page_repository().read_latest(path)
         result.diff = values.diff(text, service.image_tag_key, release.version, path)
     except FileNotFoundError:
         result.error = f"{path} is not in the GitOps repository: the commit will fail until it is added."
@@ -80,6 +83,26 @@ def values_diff(promotion):
     if not result.error and not result.diff:
         result.error = f"{path} already holds {release.version}: the commit changes nothing in it."
     return result
+
+
+def _pull_request_diff(promotion):
+    """The pull request's values diff; a head carrying more than the portal's change says so instead,
+    in the words that stop the promotion at its merge (or as soon as the push is noticed)."""
+    path = promotion.service.values_path(promotion.environment)
+    result = ValuesDiff(path=path, pull_request=promotion.pr_number)
+    try:
+        check = pull_requests.check_head(promotion, repository=_page_repository())
+    except (GitOpsError, pull_requests.PullRequestError) as error:
+        result.error = f"The values diff of pull request #{promotion.pr_number} cannot be shown now: {error}"
+        return result
+    result.diff, result.read_at, result.error = check.diff, check.head, check.refused
+    if not result.error and not result.diff:
+        result.error = f"{path} already holds {promotion.release.version}: the pull request changes nothing in it."
+    return result
+
+
+def _page_repository():
+    return GitOpsRepository(lock_wait=VALUES_LOCK_WAIT_SECONDS, network_timeout=VALUES_NETWORK_TIMEOUT_SECONDS)
 
 
 def what_ships(promotion, *, with_values_diff=True):

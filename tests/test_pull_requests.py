@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
 from social_django.models import UserSocialAuth
 
@@ -578,6 +579,30 @@ def test_a_push_carrying_changes_the_portal_did_not_write_is_never_merged(pipeli
         transitions.approve(promotion, sara)
 
 
+def test_the_approve_dialog_and_the_page_show_what_the_pull_request_carries(pipeline, github, release, rita, sam):
+    """The diff an approver sees is the pull request's, read from its head; a push it will not merge is said
+    there at once, before any webhook. Before, both showed the one-line diff read from main."""
+    promotion = request_production(pipeline, release, rita)
+    client = Client()
+    client.force_login(sam)
+    approve = f"/promotions/{promotion.pk}/approve/"
+
+    dialog = client.get(approve, headers={"HX-Request": "true", "HX-Target": "dialog-body"}).content.decode()
+    assert '<span class="add">+  tag: &quot;2026.02.1&quot;</span>' in dialog
+    assert f'Read from the head of pull request #1, <span class="mono">{promotion.pr_head_sha[:12]}</span>' in dialog
+
+    scaled_down = push_to_the_branch(
+        pipeline, promotion, {PATH: lambda text: text.replace("replicaCount: 2", "replicaCount: 0")}, "save money"
+    )
+    refused = (
+        "Pull request #1 carries changes the portal did not write, so it is not merged: against main, its head "
+        f"{scaled_down[:7]} changes {PATH} beyond image.tag → 2026.02.1."
+    )
+    dialog = client.get(approve, headers={"HX-Request": "true", "HX-Target": "dialog-body"}).content.decode()
+    assert refused in dialog
+    assert refused in client.get(promotion.get_absolute_url()).content.decode()
+
+
 def test_a_push_nobody_told_the_portal_of_is_refused_at_the_merge(pipeline, github, release, rita, sam, sara):
     """No webhook came (or the poll had not run): the quorum is reached on the head the portal knows, and
     the merge step finds another head, whose values file scales the service to nothing."""
@@ -738,8 +763,6 @@ def test_a_base_that_moved_in_a_conflicting_way_is_not_merged(pipeline, github, 
 
 
 def deliver(pipeline, event, body, *, signature=None, delivery="d-1"):
-    from django.test import Client
-
     return Client().post(
         "/api/v1/webhooks/github/",
         body,
