@@ -11,7 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
-from . import policy, shipping, timeline, verification
+from . import policy, pull_requests, shipping, timeline, verification
 from .actions import busy_refusal
 from .board import short_duration
 from .gitops import message as gitops_message
@@ -35,13 +35,11 @@ class Confirmation:
     pin: dict = field(default_factory=dict)
 
 
-def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
+def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL, promotion=None):
+    """What the pipeline does; `promotion`, when it exists already (its pull request, if it has one)."""
     # An unsaved promotion, to ask the GitOps message and the verification what they would do.
     probe = Promotion(service=service, environment=environment, release=release, kind=kind)
-    steps = [
-        f"The portal sets {service.image_tag_key} to {release.version} in {service.values_path(environment)} "
-        f"and pushes one commit, “{gitops_message.subject(probe)}”."
-    ]
+    steps = [_delivery(service, environment, release, probe, promotion)]
     if settings.ARGOCD_URL:
         steps.append(f"Argo CD syncs {service.argocd_app(environment)} and the portal waits until it is Healthy.")
     else:
@@ -78,6 +76,22 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL):
         )
     steps += _if_it_fails(environment, release, probe.is_rollback, checks)
     return steps
+
+
+def _delivery(service, environment, release, probe, promotion):
+    """How the change reaches the branch Argo CD follows: one commit pushed, or a pull request merged."""
+    change = f"{service.image_tag_key} to {release.version} in {service.values_path(environment)}"
+    if not environment.delivers_by_pull_request:
+        return f"The portal sets {change} and pushes one commit, “{gitops_message.subject(probe)}”."
+    if promotion is not None and promotion.pr_number:
+        return (
+            f"Pull request #{promotion.pr_number} ({promotion.pr_branch}) sets {change}; the portal merges it once "
+            "approved, and only while it carries that change alone."
+        )
+    return (
+        f"The portal sets {change} on the branch {pull_requests.branch_name(probe)} and opens a pull request, "
+        f"“{gitops_message.subject(probe)}”; it merges it once approved, and only while it carries that change alone."
+    )
 
 
 def _if_it_fails(environment, release, is_rollback, checks):
@@ -141,6 +155,8 @@ def _through_the_freeze(environment, what):
 
 
 def _approval_sentence(environment, required):
+    if required == 0 and environment.delivers_by_pull_request:
+        return f"No approval is needed in {environment.name}: its pull request is opened and merged right away."
     if required == 0:
         return f"No approval is needed in {environment.name}: the GitOps commit starts right away."
     people = "one approver" if required == 1 else f"{required} distinct approvers"
@@ -207,8 +223,15 @@ def for_approve(promotion, user):
     elif promotion.is_emergency:
         lines += _through_the_freeze(promotion.environment, "A break-glass promotion")
     if given + 1 >= required:
-        lines.append(f"Yours is approval {given + 1} of {required}: the GitOps commit starts as soon as you approve.")
-        lines += _pipeline_steps(promotion.service, promotion.environment, promotion.release, promotion.kind)
+        starts = (
+            f"the portal merges pull request #{promotion.pr_number}"
+            if promotion.pr_number
+            else "the GitOps commit starts"
+        )
+        lines.append(f"Yours is approval {given + 1} of {required}: {starts} as soon as you approve.")
+        lines += _pipeline_steps(
+            promotion.service, promotion.environment, promotion.release, promotion.kind, promotion=promotion
+        )
     else:
         lines.append(
             f"Yours is approval {given + 1} of {required}: {required - given - 1} more"

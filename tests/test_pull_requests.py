@@ -17,7 +17,7 @@ from social_django.models import UserSocialAuth
 from audit.models import AuditAction, AuditEvent
 from environments.models import ChangeFreeze, DeliveryMode
 from nexo_portal.lib import queues
-from releases import approval_notices, github_events, transitions
+from releases import approval_notices, confirmations, github_events, transitions
 from releases.gitops import values
 from releases.models import Promotion, PromotionState, PullRequestState, RunStatus, Step, StepRun
 from releases.policy import PromotionError
@@ -601,6 +601,30 @@ def test_the_approve_dialog_and_the_page_show_what_the_pull_request_carries(pipe
     dialog = client.get(approve, headers={"HX-Request": "true", "HX-Target": "dialog-body"}).content.decode()
     assert refused in dialog
     assert refused in client.get(promotion.get_absolute_url()).content.decode()
+
+
+def test_the_dialogs_say_a_pull_request_is_opened_and_merged_not_a_commit_pushed(
+    pipeline, github, release, rita, sam, sara
+):
+    """Before, the request and approve dialogs said "pushes one commit" in pull-request delivery too."""
+    production = pipeline.environments["production"]
+    requesting = confirmations.for_request(release, production, rita).consequences
+    assert (
+        f"The portal sets image.tag to 2026.02.1 in {PATH} on the branch promote/nexo-be-prod-2026.02.1 and opens "
+        "a pull request, “promote(nexo-be): production → 2026.02.1”; it merges it once approved, and only while it "
+        "carries that change alone."
+    ) in requesting
+    assert not [line for line in requesting if "pushes one commit" in line]
+
+    promotion = request_production(pipeline, release, rita)
+    transitions.approve(promotion, sam)
+    approving = confirmations.for_approve(fresh(promotion), sara).consequences
+    assert "Yours is approval 2 of 2: the portal merges pull request #1 as soon as you approve." in approving
+    assert (
+        f"Pull request #1 (promote/nexo-be-prod-2026.02.1) sets image.tag to 2026.02.1 in {PATH}; the portal merges "
+        "it once approved, and only while it carries that change alone."
+    ) in approving
+    assert not [line for line in approving if "pushes one commit" in line]
 
 
 def test_a_push_nobody_told_the_portal_of_is_refused_at_the_merge(pipeline, github, release, rita, sam, sara):
