@@ -102,7 +102,7 @@ def test_the_api_says_the_chain_has_not_been_verified_yet(environments, rita):
 
 def test_the_api_does_not_repeat_a_verification_the_portal_did_not_sign(approved, settings):
     """Someone without the key marks the broken chain's last verification intact: the API does not say so."""
-    approved_by_paulo(approved)
+    assert not approved_by_paulo(sams_approval()).ok, "the chain is broken before someone marks it intact"
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE audit_chainverification SET ok = true, problem = '', broken_at = NULL, broken_from = NULL"
