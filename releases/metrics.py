@@ -42,7 +42,12 @@ def promotion_ended(promotion):
 
 class PipelineCollector:
     """Active promotions by environment and state, the job queue (waiting, scheduled, running and
-    failed jobs) and the workers alive; read from PostgreSQL and Redis at each scrape."""
+    failed jobs) and the workers alive; read from PostgreSQL and Redis at each scrape.
+
+    Where one of them does not answer, its figures are left out (a made-up count would be read as
+    true) and `nexo_database_up` or `nexo_redis_up` says 0: the portal still answers the scrape, so
+    Prometheus' own `up` stays 1, and an alert on a missing figure never fires.
+    """
 
     def collect(self):
         yield from self._promotions()
@@ -63,11 +68,13 @@ class PipelineCollector:
             }
         except DatabaseError as error:
             logger.warning("/metrics could not read the promotions: %s", error)
+            yield _answered("nexo_database_up", "PostgreSQL", False)
             return
         for pk, name in names.items():
             for state in PromotionState.active():
                 family.add_metric([name, state], counts.get((pk, state), 0))
         yield family
+        yield _answered("nexo_database_up", "PostgreSQL", True)
 
     def _queue(self):
         family = GaugeMetricFamily("nexo_queue_jobs", "RQ jobs by queue and status now.", labels=["queue", "status"])
@@ -79,17 +86,23 @@ class PipelineCollector:
                 "started": StartedJobRegistry(queue=queue).count,
                 "failed": FailedJobRegistry(queue=queue).count,
             }
+            alive = worker.live_workers(queue.connection)
         except RedisError as error:
-            logger.warning("/metrics could not read the queue: %s", error)
+            logger.warning("/metrics could not read the queue and the workers: %s", error)
+            yield _answered("nexo_redis_up", "Redis", False)
             return
         for status, count in figures.items():
             family.add_metric([queue.name, status], count)
         yield family
-        try:
-            alive = worker.live_workers(queue.connection)
-        except RedisError as error:
-            logger.warning("/metrics could not count the workers: %s", error)
-            return
         yield GaugeMetricFamily(
             "nexo_workers", f"RQ workers alive now (heard from in the last {worker.ALIVE_SECONDS} s).", value=alive
         )
+        yield _answered("nexo_redis_up", "Redis", True)
+
+
+def _answered(name, what, answered):
+    return GaugeMetricFamily(
+        name,
+        f"Whether {what} answered this scrape: 1 yes, 0 no (what is read from it is then left out).",
+        value=int(answered),
+    )

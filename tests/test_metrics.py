@@ -62,6 +62,56 @@ def test_metrics_show_promotions_by_environment_and_state_and_the_queue(
     assert 'nexo_promotions{environment="production",state="awaiting_approval"} 0.0' in text
     assert 'nexo_queue_jobs{queue="default",status="failed"}' in text
     assert "nexo_audit_events_total" in text
+    assert "nexo_database_up 1.0" in text
+    assert "nexo_redis_up 1.0" in text
+
+
+def test_metrics_say_redis_is_down_where_the_workers_and_the_queue_cannot_be_read(client, db, settings, metrics_token):
+    """Without Redis no job runs, and `nexo_workers == 0` cannot say so: there is no count to compare."""
+    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}}
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "nexo_redis_up 0.0" in text
+    assert "nexo_database_up 1.0" in text
+    assert "\nnexo_workers " not in text, "no count is made up"
+
+
+DATABASE_REFUSING_SCRAPE = """
+import django
+django.setup()
+from django.test import Client
+response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer {token}", HTTP_HOST="localhost")
+print(response.status_code)
+print(response.content.decode())
+"""
+
+
+def test_metrics_say_the_database_is_down_when_it_refuses_connections(tmp_path):
+    """A portal whose PostgreSQL refuses connections (nothing listens on its port) still answers the
+    scrape, so `up` stays 1: `nexo_database_up` is what says it."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "nexo_portal.settings",
+        "DATABASE_URL": "postgres://nexo:nexo@127.0.0.1:1/nexo",
+        "METRICS_TOKEN": TOKEN,
+        "ALLOWED_HOSTS": "localhost",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    scrape = subprocess.run(
+        [sys.executable, "-c", DATABASE_REFUSING_SCRAPE.format(token=TOKEN)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert scrape.returncode == 0, scrape.stderr
+    status, _, text = scrape.stdout.partition("\n")
+    assert status == "200"
+    assert "nexo_database_up 0.0" in text
+    assert "nexo_redis_up 1.0" in text
+    assert "\nnexo_promotions{" not in text
 
 
 def test_requests_are_counted_by_method_with_made_up_methods_counted_as_one(client, db, metrics_token):
