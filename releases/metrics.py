@@ -18,7 +18,7 @@ from environments.models import Environment
 from nexo_portal.lib import metrics, queues
 
 from . import slo, worker
-from .models import Promotion, PromotionState
+from .models import Promotion, PromotionState, ReconcilerRound
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,9 @@ def promotion_ended(promotion):
 
 
 class PipelineCollector:
-    """Active promotions by environment and state, the job queue (waiting, scheduled, running and
-    failed jobs) and the workers alive; read from PostgreSQL and Redis at each scrape.
+    """Active promotions by environment and state, when the reconciler last ended a round, the job
+    queue (waiting, scheduled, running and failed jobs) and the workers alive; read from PostgreSQL
+    and Redis at each scrape.
 
     Where one of them does not answer, its figures are left out (a made-up count would be read as
     true) and `nexo_database_up` or `nexo_redis_up` says 0: the portal still answers the scrape, so
@@ -66,6 +67,7 @@ class PipelineCollector:
                 .values("environment", "state")
                 .annotate(count=Count("*"))
             }
+            last_round = ReconcilerRound.last_ended_at()
         except DatabaseError as error:
             logger.warning("/metrics could not read the promotions: %s", error)
             yield _answered("nexo_database_up", "PostgreSQL", False)
@@ -74,6 +76,11 @@ class PipelineCollector:
             for state in PromotionState.active():
                 family.add_metric([name, state], counts.get((pk, state), 0))
         yield family
+        yield GaugeMetricFamily(
+            "nexo_reconciler_last_round_timestamp_seconds",
+            "When the reconciler (manage.py reconcile --loop) last ended a round, in Unix time; 0 if it never has.",
+            value=last_round.timestamp() if last_round else 0,
+        )
         yield _answered("nexo_database_up", "PostgreSQL", True)
 
     def _queue(self):

@@ -1490,3 +1490,34 @@ class StateVersion(models.Model):
 
     def __str__(self):
         return f"state version {self.version}"
+
+
+class ReconcilerRound(models.Model):
+    """When `manage.py reconcile` last ended a round: one row, written at the end of each.
+
+    /metrics gives it (nexo_reconciler_last_round_timestamp_seconds) for an alert on a reconciler
+    that stopped, killed or stuck in a round: nothing else it does shows on its own, and the SLO
+    breaches it counts go silent with it. Kept in PostgreSQL, not beside the workers' liveness in
+    Redis, because a round needs the database and not Redis: it goes on while Redis is away, and
+    a restarted Redis would forget it.
+    """
+
+    ended_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="reconciler_round_single_row")]
+
+    def __str__(self):
+        return f"reconciler round ended at {self.ended_at:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def record(cls, ended_at):
+        # One statement, so that two reconcilers (a rolling update) writing the first row both succeed.
+        cls.objects.bulk_create(
+            [cls(id=1, ended_at=ended_at)], update_conflicts=True, unique_fields=["id"], update_fields=["ended_at"]
+        )
+
+    @classmethod
+    def last_ended_at(cls):
+        """When the last round ended, or None when none has."""
+        return cls.objects.filter(id=1).values_list("ended_at", flat=True).first()

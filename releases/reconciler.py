@@ -28,7 +28,8 @@ The rows are the truth (releases/steps.py). Every RECONCILE_SECONDS, `manage.py 
 - reminds the approvers of each promotion that has waited APPROVAL_REMINDER_MINUTES, once
   (releases/approval_notices.py).
 
-Each duty runs on its own: one that fails is logged with its traceback and the round goes on.
+Each duty runs on its own: one that fails is logged with its traceback and the round goes on. A
+round that ends says when (`ReconcilerRound`), for /metrics.
 """
 
 import logging
@@ -62,7 +63,17 @@ from . import (
 )
 from .gitops import values
 from .gitops.repo import GitOpsError, GitOpsRepository
-from .models import PIPELINE, Deployment, Promotion, PromotionState, Release, RunStatus, Service, StepRun
+from .models import (
+    PIPELINE,
+    Deployment,
+    Promotion,
+    PromotionState,
+    ReconcilerRound,
+    Release,
+    RunStatus,
+    Service,
+    StepRun,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +107,7 @@ def reconcile():
         verification = _isolated(audit_watch.watch_audit_chain)
         # Last: an Argo CD that accepts connections and never answers holds the round up to its timeout.
         argocd_health = _isolated(refresh_argocd_health, failed=[])
+    ReconcilerRound.record(timezone.now())  # /metrics: a reconciler that stopped is alerted on
     return {
         "recovered": recovered,
         "promoted_after_freezes": after_freezes,
