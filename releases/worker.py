@@ -192,4 +192,4 @@ class PortalWorker(SimpleWorker):
             close_old_connections()
         # A job that failed and waits for RQ to retry it counts as failed too.
         outcome = "finished" if job.get_status(refresh=False) == JobStatus.FINISHED else "failed"
-        metrics.JOBS.labels(job=job.func_name, outcome=outcome).inc()
+        metrics.JOBS.labels(function=job.func_name, outcome=outcome).inc()

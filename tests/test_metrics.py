@@ -13,6 +13,7 @@ import requests
 from django.core.management import call_command
 from django.db import transaction
 from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
 
 from environments.prometheus import Prometheus
 from releases.models import Promotion, PromotionKind, PromotionState
@@ -186,7 +187,7 @@ def test_a_promotion_through_the_pipeline_observes_its_steps(pipeline, rita, pau
         sample("nexo_promotions_finished_total", environment="staging", kind="manual", state="verified")
         == finished_before + 1
     )
-    assert sample("nexo_jobs_total", job="releases.jobs.run_step", outcome="finished") >= 3
+    assert sample("nexo_jobs_total", function="releases.jobs.run_step", outcome="finished") >= 3
     assert sample("nexo_pipeline_steps_total", step="commit", outcome="done") >= 1
 
 
@@ -238,21 +239,32 @@ def test_jobs_are_counted_by_how_they_ended(transactional_db, redis_connection, 
     from releases import alerts
     from releases.worker import PortalWorker
 
-    job = "releases.alerts.send_audit_chain_alert"
-    finished = sample("nexo_jobs_total", job=job, outcome="finished")
-    failed = sample("nexo_jobs_total", job=job, outcome="failed")
+    function = "releases.alerts.send_audit_chain_alert"
+    finished = sample("nexo_jobs_total", function=function, outcome="finished")
+    failed = sample("nexo_jobs_total", function=function, outcome="failed")
     queue = django_rq.get_queue("default")
     worker = PortalWorker([queue], connection=queue.connection)
 
     queue.enqueue(alerts.send_audit_chain_alert, "3 events checked; event 2 was rewritten")
     worker.work(burst=True)
-    assert sample("nexo_jobs_total", job=job, outcome="finished") == finished + 1
+    assert sample("nexo_jobs_total", function=function, outcome="finished") == finished + 1
 
     slack_server.answer(500, "rollup_error")  # AlertNotDelivered: the job fails
     queue.enqueue(alerts.send_audit_chain_alert, "3 events checked; event 2 was rewritten")
     worker.work(burst=True)
-    assert sample("nexo_jobs_total", job=job, outcome="failed") == failed + 1
-    assert sample("nexo_jobs_total", job=job, outcome="finished") == finished + 1
+    assert sample("nexo_jobs_total", function=function, outcome="failed") == failed + 1
+    assert sample("nexo_jobs_total", function=function, outcome="finished") == finished + 1
+
+
+def test_no_metric_of_the_portal_has_a_label_prometheus_attaches_itself():
+    """Prometheus gives every series it scrapes the target's `job` and `instance`, and renames a label
+    of the same name (`exported_job`): a panel's `sum by (job)` would group by the scrape job."""
+    from nexo_portal.lib import metrics
+
+    declared = [value for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)]
+    assert declared
+    for metric in declared:
+        assert not {"job", "instance"} & set(metric._labelnames), metric
 
 
 def test_metrics_count_the_workers_alive_not_those_gone_silent(client, db, redis_connection, metrics_token):

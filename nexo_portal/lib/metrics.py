@@ -46,7 +46,11 @@ PROMOTION_SLO_BREACHES = Counter(
     "Promotions found active for longer than their environment's target time (counted once each).",
     ["environment"],
 )
-JOBS = Counter("nexo_jobs", "RQ jobs run, by function and how they ended (finished or failed).", ["job", "outcome"])
+# `function`, not `job`: Prometheus gives every series the scrape's own `job` label, and renames a
+# target's to `exported_job`.
+JOBS = Counter(
+    "nexo_jobs", "RQ jobs run, by function and how they ended (finished or failed).", ["function", "outcome"]
+)
 PIPELINE_STEPS = Counter(
     "nexo_pipeline_steps",
     "Pipeline step runs (commit, sync, verify) by how they ended: done, retry (a transient error) or crashed.",
