@@ -11,7 +11,7 @@ class ReleasesConfig(AppConfig):
 
         from environments.models import register_soak_need
 
-        from . import steps
+        from . import metrics, steps
         from .calver import PathConverter
         from .models import own_query_soak_errors
 
@@ -27,3 +27,5 @@ class ReleasesConfig(AppConfig):
         post_delete.connect(steps.freeze_changed, sender="environments.ChangeFreeze", dispatch_uid="freeze-deleted")
         # Nor of services: a soak shortened under a query a service carries of its own is refused there too.
         register_soak_need(own_query_soak_errors)
+        # Every process (web, worker, reconciler) counts its failures from 0, so increase() sees the first.
+        metrics.count_from_zero()

@@ -17,10 +17,46 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from environments.models import Environment
 from nexo_portal.lib import metrics, queues
 
-from . import slo, worker
-from .models import Promotion, PromotionState, ReconcilerRound
+from . import notices, slo, steps, worker
+from .models import NoticeKind, Promotion, PromotionState, ReconcilerRound, RunStatus, Step
 
 logger = logging.getLogger(__name__)
+
+# The label values the counters are counted from zero for (count_from_zero): the RQ functions the
+# portal enqueues, how a pipeline step ends (releases/jobs.py), why the reconciler resumed a step
+# (releases/reconciler.py) and why a notice was given up (releases/notices.py).
+JOB_FUNCTIONS = (
+    steps.JOB_FUNCTION,
+    notices.JOB_FUNCTION,
+    "releases.pull_requests.close_on_github",
+    "releases.slack_interactions.tell",
+)
+JOB_OUTCOMES = ("finished", "failed")
+STEP_OUTCOMES = (RunStatus.DONE, RunStatus.RETRY, RunStatus.CRASHED)
+RESUME_REASONS = ("lease_expired", "redelivered", "stalled")
+GIVE_UP_REASONS = ("refused", "exhausted")
+
+
+def count_from_zero():
+    """Give every label combination the counters know of its 0 in this process, as it starts.
+
+    A counter's child appears at its first increment, and the multiprocess directory is emptied at
+    each start: the first refusal, crash or failed job was then a series whose first sample was 1,
+    and `increase()` saw no increase (the documented alerts never fired on it). Each process gives
+    the 0s to its own counters, the only ones a scrape adds up (its file in PROMETHEUS_MULTIPROC_DIR,
+    or its own registry without it). Environments are rows: the collector gives theirs at scrape.
+    """
+    for function in JOB_FUNCTIONS:
+        for outcome in JOB_OUTCOMES:
+            metrics.JOBS.labels(function=function, outcome=outcome)
+    for step in Step.values:
+        for outcome in STEP_OUTCOMES:
+            metrics.PIPELINE_STEPS.labels(step=step, outcome=outcome.value)
+    for reason in RESUME_REASONS:
+        metrics.RECONCILER_RESUMES.labels(reason=reason)
+    for kind in NoticeKind.values:
+        for reason in GIVE_UP_REASONS:
+            metrics.NOTICES_GIVEN_UP.labels(kind=kind, reason=reason)
 
 
 def stage_ended(promotion, stage):
@@ -72,6 +108,10 @@ class PipelineCollector:
             logger.warning("/metrics could not read the promotions: %s", error)
             yield _answered("nexo_database_up", "PostgreSQL", False)
             return
+        for name in names.values():
+            # Counted from zero as soon as the environment exists, in this very answer: the
+            # exposition reads the collectors before the counters.
+            metrics.PROMOTION_SLO_BREACHES.labels(environment=name)
         for pk, name in names.items():
             for state in PromotionState.active():
                 family.add_metric([name, state], counts.get((pk, state), 0))

@@ -14,7 +14,9 @@ from django.core.management import call_command
 from django.db import transaction
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
+from environments.models import Environment
 from environments.prometheus import Prometheus
 from releases.models import Promotion, PromotionKind, PromotionState
 from tests.factories import make_release, make_service
@@ -231,6 +233,79 @@ def test_multiprocess_mode_adds_up_every_process(tmp_path):
     ).stdout
     assert 'nexo_outgoing_calls_total{outcome="ok",target="argocd"} 5.0' in exposition
     assert 'nexo_outgoing_call_duration_seconds_count{target="argocd"} 5.0' in exposition
+
+
+MULTIPROCESS_STARTED = """
+import django
+django.setup()
+from nexo_portal.lib import metrics
+body, _ = metrics.exposition()
+print(body.decode())
+"""
+
+
+def test_a_process_that_starts_counts_every_known_failure_from_zero_across_processes(tmp_path):
+    """A counter child appears at its first increment, and the multiprocess directory is emptied at
+    each start: Prometheus then had no 0 before the first refusal, crash or failed job, and
+    `increase(…[1h])` saw none. Every process (the web's, as here, the workers', the reconciler's)
+    gives each known label combination its 0 as it starts."""
+    from releases.models import NoticeKind, Step
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "nexo_portal.settings"}
+    exposition = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_STARTED], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    exposed = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+
+    def zero(name, **labels):
+        return exposed.get((name, tuple(sorted(labels.items())))) == 0
+
+    for kind in NoticeKind.values:
+        for reason in ("refused", "exhausted"):
+            assert zero("nexo_notices_given_up_total", kind=kind, reason=reason), (kind, reason)
+    for step in Step.values:
+        for outcome in ("done", "retry", "crashed"):
+            assert zero("nexo_pipeline_steps_total", step=step, outcome=outcome), (step, outcome)
+    for reason in ("lease_expired", "redelivered", "stalled"):
+        assert zero("nexo_reconciler_resumes_total", reason=reason), reason
+    for function in ("releases.jobs.run_step", "releases.jobs.deliver_notice"):
+        for outcome in ("finished", "failed"):
+            assert zero("nexo_jobs_total", function=function, outcome=outcome), (function, outcome)
+
+
+def test_slo_breaches_are_counted_from_zero_in_every_environment_from_its_first_scrape(
+    client, environments, redis_connection, metrics_token
+):
+    """Environments are rows: /metrics gives each its 0 as it reads them, in the same answer."""
+    Environment.objects.create(name="perf-lab", position=9, promotion_slo_minutes=20)
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+    assert 'nexo_promotion_slo_breaches_total{environment="perf-lab"} 0.0' in text
+
+
+def test_the_real_prometheus_sees_the_first_notice_given_up_as_an_increase(
+    prometheus, live_server, transactional_db, redis_connection, metrics_token
+):
+    """The documented alert, `increase(nexo_notices_given_up_total[1h]) > 0`, on the first refusal."""
+    from releases import notices, slack
+    from releases.models import NoticeKind
+
+    def refused(promotion_id):
+        raise slack.SlackRefused("chat.postMessage", "channel_not_found")
+
+    series = 'nexo_notices_given_up_total{job="portal",kind="approval_reminder",reason="refused"}'
+    prometheus.scrape_portal(live_server.url.removeprefix("http://"), TOKEN)
+    try:
+        prometheus.wait_for(series, lambda values: len(values) == 1, timeout=30)
+        notice = notices.owe(NoticeKind.APPROVAL_REMINDER, 1)
+        notices.deliver(notice.pk, {NoticeKind.APPROVAL_REMINDER: refused})
+        values = prometheus.wait_for(f"increase({series}[1h])", lambda values: values and values[0] > 0, timeout=30)
+        assert values[0] > 0
+    finally:
+        prometheus.scrape_portal("", "none")
 
 
 def test_jobs_are_counted_by_how_they_ended(transactional_db, redis_connection, slack_server):

@@ -136,15 +136,19 @@ class _Call:
 
 
 def exposition(collectors=()):
-    """The text `/metrics` answers: every process's counters (or this one's), and `collectors` read now."""
+    """The text `/metrics` answers: `collectors` read now, then every process's counters (or this one's).
+
+    The collectors come first: what they read may give a counter a label value it counts from zero
+    (an environment), which is then in this answer already.
+    """
     registry = CollectorRegistry()
+    for collector in collectors:
+        registry.register(collector)
     if is_multiprocess():
         multiprocess.MultiProcessCollector(registry)
     else:
         for collector in list(REGISTRY._collector_to_names):
             registry.register(collector)
-    for collector in collectors:
-        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
