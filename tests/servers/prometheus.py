@@ -8,6 +8,7 @@ every second. Scraping means a value set on the exporter reaches queries about a
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -55,12 +56,11 @@ class PrometheusUnderTest:
         self._portal_targets.write_text("[]")
         self._portal_token = directory / "portal-token"
         self._portal_token.write_text("none")
-        config = directory / "prometheus.yml"
-        config.write_text(
-            SCRAPE_CONFIG.format(
-                exporter=exporter, portal_targets=self._portal_targets, portal_token=self._portal_token
-            )
+        self._scrape_config = SCRAPE_CONFIG.format(
+            exporter=exporter, portal_targets=self._portal_targets, portal_token=self._portal_token
         )
+        self._config = config = directory / "prometheus.yml"
+        config.write_text(self._scrape_config)
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = directory / "prometheus.log"
@@ -87,6 +87,24 @@ class PrometheusUnderTest:
         """Scrape the portal's /metrics at `address` (host:port) with `token`; an empty address stops it."""
         self._portal_token.write_text(token)
         self._portal_targets.write_text(json.dumps([{"targets": [address]}] if address else []))
+
+    def load_rules(self, path):
+        """Evaluate the rules of the file at `path` (every second, as it scrapes); None unloads them.
+
+        Prometheus reads its configuration again on SIGHUP; this returns once its rules are the file's."""
+        rules = f"rule_files: [{json.dumps(str(path))}]\n" if path else ""
+        self._config.write_text(self._scrape_config + rules)
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            groups = requests.get(f"{self.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+            if {group["file"] for group in groups} == ({str(path)} if path else set()):
+                return
+            time.sleep(0.2)
+        log = self.log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(
+            f"Prometheus did not load the rules of {path} in {STARTUP_SECONDS} s. Its log ends with:\n{log}"
+        )
 
     def wait_for(self, promql, predicate, timeout=15):
         """Poll the server until `predicate(values)` holds for the query's sample values; returns them."""
