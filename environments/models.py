@@ -239,8 +239,8 @@ class Environment(models.Model):
     promotion_slo_minutes = models.PositiveIntegerField(
         default=30,
         validators=[MinValueValidator(1)],
-        help_text="Target time from request to verified, approval and soak included. A promotion active longer "
-        "is marked on the board and alerted once.",
+        help_text="Target time from request to verified, approval and soak included, so longer than the soak "
+        "windows. A promotion active longer is marked on the board and alerted once.",
     )
     promotion_slo_success_percent = models.DecimalField(
         max_digits=5,
@@ -372,6 +372,8 @@ class Environment(models.Model):
             errors["prometheus_query_template"] = query_errors
         if interval_errors := self._sample_interval_errors():
             errors["sample_interval_seconds"] = interval_errors
+        if target_errors := self._promotion_target_errors():
+            errors["promotion_slo_minutes"] = target_errors
         for field, name, window in self._soak_fields():
             if needs := [sentence for need in _soak_needs for sentence in need([(name, window)])]:
                 errors[field] = needs
@@ -390,6 +392,19 @@ class Environment(models.Model):
             for name, window in self.soak_windows()
             # A zero window is no soak: one round decides at once, whatever the interval.
             if window is not None and timedelta(0) < window < timedelta(seconds=interval)
+        ]
+
+    def _promotion_target_errors(self):
+        target = self.promotion_slo_minutes
+        if not target:
+            return []  # the field's own validator says so
+        return [
+            f"A target of {target} min is no longer than the {name} ({prometheus.describe_duration(window)}): the "
+            "target counts the soak, and the approval, commit and sync before it, so every promotion here would "
+            "miss it. Make the target longer than the soak, with time for the rest (production's is 60 min beside "
+            f"its 30-minute soak), or shorten the {name}."
+            for name, window in self.soak_windows()
+            if window is not None and timedelta(minutes=target) <= window
         ]
 
     def soak_windows(self):

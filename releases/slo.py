@@ -2,8 +2,9 @@
 how many deployments were rollbacks; and the time of each stage, so a slow approval is told from a slow sync.
 
 The targets are the environment's (editable in the admin; the reference docs' by default: develop 10 min
-and 99 %, qa 15 min and 98 %, staging 30 min and 98 %, production 60 min with its soak, 99.9 % and fewer
-than 5 % rollbacks). A report covers the promotions requested within a window of days:
+and 99 %, qa 15 min and 98 %, staging and production 60 min with their 30-minute soak, 98 % and 99.9 %,
+and for production fewer than 5 % rollbacks; a target is always longer than the soak it counts). A report
+covers the promotions requested within a window of days:
 
 - **stages** follow one another, so they add up to the whole: waiting for approval (requested →
   approved), commit (approved → pushed), sync (pushed → healthy), soak (healthy → verdict);

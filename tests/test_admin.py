@@ -284,6 +284,22 @@ def test_the_admin_refuses_a_soak_too_short_for_a_services_own_query_and_changes
     assert not AuditEvent.objects.filter(action="admin.changed").exists()
 
 
+def test_the_admin_refuses_a_promotion_target_no_longer_than_the_soak_and_changes_nothing(admin_client, environments):
+    from environments.models import Environment
+
+    production = environments["production"]
+    url = admin_url(Environment, "change", production.pk)
+
+    answer = admin_client.post(url, change_page_data(admin_client, url, promotion_slo_minutes="30"))
+
+    assert answer.status_code == 200
+    [error] = answer.context["adminform"].form.errors["promotion_slo_minutes"]
+    assert error.startswith("A target of 30 min is no longer than the soak window (30m)")
+    production.refresh_from_db()
+    assert production.promotion_slo_minutes == 60
+    assert not AuditEvent.objects.filter(action="admin.changed").exists()
+
+
 def test_adding_someone_to_an_approver_group_is_audited_and_no_password_is_kept(operator, django_user_model):
     from django.contrib.auth.models import Group
 

@@ -45,6 +45,16 @@ def test_check_names_every_problem_of_an_environment_in_one_warning(environments
     assert "Required checks: “E2E” is not a check name" in warning.msg
 
 
+def test_check_names_an_environment_whose_promotion_target_its_soak_fills(environments):
+    """Saved before the rule: staging's old default target, 30 minutes beside its 30-minute soak."""
+    Environment.objects.filter(name="staging").update(promotion_slo_minutes=30)
+
+    [warning] = environment_warnings()
+
+    assert warning.obj == environments["staging"]
+    assert "Promotion slo minutes: A target of 30 min is no longer than the soak window (30m)" in warning.msg
+
+
 def test_check_says_nothing_of_environments_their_form_accepts(environments):
     make_service("nexo-be", team="backend-team", prometheus_query_template="sum(rate(x[2m]))")
 

@@ -4,13 +4,17 @@ CSV) with the time of each stage; a promotion active past its target marked on t
 import csv
 import io
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
+from django.apps import apps as django_apps
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from audit.models import AuditAction, AuditEvent
 from environments.defaults import ensure_default_environments
+from environments.models import Environment
 from nexo_portal.models import ApiToken
 from releases import slo
 from releases.board import build_board
@@ -49,7 +53,7 @@ def history(environments):
     other = make_service("nexo-fe", team="frontend-team")
     staging, production = environments["staging"], environments["production"]
     releases = [make_release(service, f"2026.03.{build}") for build in range(1, 8)]
-    # staging (30 min): three verified (one slow, held up by its approval), one failed, one rejected
+    # staging (60 min): three verified (one slow, held up by its approval), one failed, one rejected
     promotion(releases[0], staging, minutes=20, stages=(2, 1, 2))
     promotion(releases[1], staging, minutes=25, stages=(4, 1, 2))
     promotion(releases[2], staging, minutes=90, stages=(70, 1, 4))
@@ -80,9 +84,73 @@ def test_the_default_targets_are_the_reference_docs(environments):
     assert targets == {
         "develop": (10, 99.0, None),
         "qa": (15, 98.0, None),
-        "staging": (30, 98.0, None),
+        "staging": (60, 98.0, None),
         "production": (60, 99.9, 5.0),
     }
+
+
+def test_every_default_target_is_longer_than_its_environments_soak(environments):
+    """The target counts the soak: one no longer than the soak is missed by every promotion."""
+    for environment in Environment.objects.all():
+        longest_soak = max(environment.verification_window, environment.rollback_verification_window)
+        assert timedelta(minutes=environment.promotion_slo_minutes) > longest_soak, environment.name
+        environment.full_clean()
+
+
+@pytest.mark.parametrize(
+    ("target", "window", "rollback_window", "problem"),
+    [
+        (30, timedelta(minutes=30), timedelta(minutes=2), "no longer than the soak window (30m)"),
+        (20, timedelta(minutes=30), timedelta(minutes=2), "no longer than the soak window (30m)"),
+        (10, timedelta(minutes=5), timedelta(minutes=15), "no longer than the rollback soak (15m)"),
+    ],
+)
+def test_a_target_no_longer_than_a_soak_is_refused_saying_what_to_change(
+    environments, target, window, rollback_window, problem
+):
+    staging = Environment.objects.get(name="staging")
+    staging.promotion_slo_minutes = target
+    staging.verification_window, staging.rollback_verification_window = window, rollback_window
+
+    with pytest.raises(ValidationError) as refused:
+        staging.full_clean()
+
+    [message] = refused.value.message_dict["promotion_slo_minutes"]
+    assert f"A target of {target} min is {problem}" in message
+    assert "every promotion here would miss it" in message
+    assert "Make the target longer than the soak" in message
+
+
+def test_an_upgrade_lengthens_the_old_default_staging_target_only_where_nobody_changed_it(environments):
+    """The old default (30 min against a 30-minute soak) could not be met; a target someone chose stays."""
+    lengthen = import_module("environments.migrations.0014_staging_target_longer_than_its_soak")
+    Environment.objects.filter(name="staging").update(promotion_slo_minutes=30)
+    chosen = Environment.objects.create(name="staging-eu", position=5, promotion_slo_minutes=30)
+    Environment.objects.filter(pk=chosen.pk).update(verification_window=timedelta(minutes=30))
+
+    lengthen.lengthen_the_old_default_staging_target(django_apps, schema_editor=None)
+
+    targets = dict(Environment.objects.values_list("name", "promotion_slo_minutes"))
+    assert targets == {"develop": 10, "qa": 15, "staging": 60, "production": 60, "staging-eu": 30}
+
+
+def test_an_upgrade_leaves_a_staging_target_beside_a_soak_someone_changed(environments):
+    lengthen = import_module("environments.migrations.0014_staging_target_longer_than_its_soak")
+    Environment.objects.filter(name="staging").update(
+        promotion_slo_minutes=30, verification_window=timedelta(minutes=10)
+    )
+
+    lengthen.lengthen_the_old_default_staging_target(django_apps, schema_editor=None)
+
+    assert Environment.objects.get(name="staging").promotion_slo_minutes == 30
+
+
+def test_a_target_beside_a_soak_of_zero_is_accepted(environments):
+    develop = Environment.objects.get(name="develop")
+    develop.promotion_slo_minutes = 1
+    develop.verification_window = develop.rollback_verification_window = timedelta(0)
+
+    develop.full_clean()
 
 
 def test_success_rate_time_within_target_and_the_time_of_each_stage(history):
@@ -170,12 +238,12 @@ def test_an_active_promotion_past_its_target_is_marked_on_the_board_and_in_the_m
         release=make_release(service, "2026.03.1"),
         environment=staging,
         state=PromotionState.AWAITING_APPROVAL,
-        requested_at=timezone.now() - timedelta(minutes=45),
+        requested_at=timezone.now() - timedelta(minutes=75),
     )
     cell = next(c for c in build_board(viewer).rows[0].cells if c.environment.name == "staging")
-    assert cell.overdue.label == "past its 30 min target"
+    assert cell.overdue.label == "past its 60 min target"
     client.force_login(viewer)
-    assert "past its 30 min target" in client.get("/").content.decode()
+    assert "past its 60 min target" in client.get("/").content.decode()
     _token, plain = ApiToken.objects.issue(name="ci-read", scopes=["read"], all_services=True)
     body = client.get("/api/v1/matrix/", HTTP_AUTHORIZATION=f"Bearer {plain}").json()
     cells = {c["environment"]: c for c in body[0]["environments"]}

@@ -182,6 +182,19 @@ def test_soak_seconds_too_short_for_the_error_rate_query_is_refused_saying_how_l
     assert timedelta(seconds=20) not in Environment.objects.values_list("verification_window", flat=True)
 
 
+def test_soak_seconds_as_long_as_a_promotion_target_is_refused_saying_so(gitops_path):
+    """Every promotion would miss a target its soak fills: the demo's SLO page would show nothing else."""
+    from django.core.management.base import CommandError
+
+    seed()
+    with pytest.raises(CommandError) as refused:
+        call_command("seed_demo", force=True, soak_seconds=600, stdout=StringIO())
+    assert str(refused.value).startswith(
+        "--soak-seconds 600 does not fit develop: A target of 10 min is no longer than the soak window (10m)"
+    )
+    assert timedelta(seconds=600) not in Environment.objects.values_list("verification_window", flat=True)
+
+
 def test_soak_seconds_zero_takes_a_single_round_of_samples(gitops_path):
     seed()
     call_command("seed_demo", force=True, soak_seconds=0, stdout=StringIO())
