@@ -123,7 +123,7 @@ def _if_it_fails(environment, release, is_rollback, checks):
         "automatically.",
         f"If it fails only for want of measurements ({', '.join(unmeasured)}), it is not rolled back: "
         f"{release.version} stays in {environment.name}, the promotion is marked failed and a hold stops automatic "
-        f"promotions of {release.service.name} there until someone lifts it.",
+        f"promotions of {release.service.name} there until someone lifts it or a later release is verified there.",
     ]
     if checks["argocd"]:  # verification.found_another_revision
         outcomes.append(

@@ -1208,12 +1208,23 @@ class HoldQuerySet(models.QuerySet):
 
 
 class Hold(models.Model):
-    """Stops automatic promotions into one place, e.g. after a rollback, until someone lifts it."""
+    """Stops automatic promotions into one place, e.g. after a rollback, until someone lifts it; one the
+    portal placed for a release's failure there is lifted by itself once a later release is verified there."""
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="holds")
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="holds")
     reason = models.CharField(max_length=300)
     placed_by = models.CharField(max_length=150, help_text="User name, or the pipeline.")
+    failed_release = models.ForeignKey(
+        Release,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The release whose failure here the portal placed it for: lifted by itself once a later release "
+        "(or a hotfix of this one) is verified here. Empty: a person's decision (their rollback), or placed before "
+        "the portal kept this; a person lifts it.",
+    )
     placed_at = models.DateTimeField(default=timezone.now)
     lifted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -1232,6 +1243,13 @@ class Hold(models.Model):
 
     def __str__(self):
         return f"Hold on {self.service} in {self.environment}: {self.reason}"
+
+    def is_superseded_by(self, release):
+        """Whether `release`, verified here, leaves the hold about nothing that runs here: a later release
+        than the one whose failure placed it, or a hotfix of that one (a late hotfix may be numbered below it)."""
+        if self.failed_release is None:
+            return False
+        return release.is_newer_than(self.failed_release) or release.fixes_id == self.failed_release_id
 
 
 class SampleCheck(models.TextChoices):

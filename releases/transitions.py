@@ -1024,16 +1024,19 @@ def _finish_rollback(rollback, now):
 
 
 def _place_hold(service, environment, reason, *, promotion=None, placed_by=PIPELINE, now=None):
-    """Stop automatic promotions into the place until a person lifts the hold (one per place).
+    """Stop automatic promotions into the place until a person lifts the hold (one per place), or,
+    placed by the pipeline for a release's failure, until a later release is verified there.
 
     A place on hold already keeps its hold with the newer reason: what happened since (the rollback
     that placed it failed its own soak, say) is what the board, the alerts and whoever lifts it must
-    read, not "Rolled back to …" as if that had worked."""
+    read, not "Rolled back to …" as if that had worked. A person's rollback as the newer reason makes
+    it a person's decision, which only a person lifts."""
     reason = reason[:300]
+    failed_release = _release_that_failed(promotion) if promotion and placed_by == PIPELINE else None
     held = Hold.objects.active().filter(service=service, environment=environment).select_for_update().first()
     if held is not None:
         if held.reason != reason:
-            _give_hold_a_newer_reason(held, service, environment, reason, promotion)
+            _give_hold_a_newer_reason(held, service, environment, reason, promotion, failed_release)
         return None
     hold = Hold.objects.create(
         service=service,
@@ -1041,14 +1044,24 @@ def _place_hold(service, environment, reason, *, promotion=None, placed_by=PIPEL
         reason=reason,
         placed_by=placed_by,
         placed_at=now or timezone.now(),
+        failed_release=failed_release,
     )
     _record_hold(AuditAction.HOLD_PLACED, service, environment, promotion, "are on hold", {"reason": reason})
     return hold
 
 
-def _give_hold_a_newer_reason(hold, service, environment, reason, promotion):
+def _release_that_failed(promotion):
+    """The release a failure of `promotion` is about: for a rollback, the release it was taking out."""
+    if not promotion.is_rollback:
+        return promotion.release
+    return promotion.rolls_back.release if promotion.rolls_back else promotion.previous_release
+
+
+def _give_hold_a_newer_reason(hold, service, environment, reason, promotion, failed_release):
     previous, hold.reason = hold.reason, reason
-    hold.save(update_fields=["reason"])
+    # A person's decision on the hold (failed_release empty) stays one, whatever the portal adds to it.
+    hold.failed_release = failed_release if hold.failed_release_id else None
+    hold.save(update_fields=["reason", "failed_release"])
     data = {"reason": reason, "previous_reason": previous}
     _record_hold(AuditAction.HOLD_UPDATED, service, environment, promotion, "stay on hold", data)
 
@@ -1133,9 +1146,38 @@ def mark_verified(promotion, summary=""):
         soak_results=verification.soak_results(promotion),
         ci_results=verification.ci_results(promotion),
     )
+    _lift_hold_superseded_by(promotion)
     _auto_promote_next(promotion)
     promote_waiting(promotion.service, promotion.environment)
     return promotion
+
+
+def _lift_hold_superseded_by(promotion):
+    """A hold the portal placed for a release's failure here, once a later release is verified here:
+    that release no longer runs here, and the hold would keep deferring builds for nothing."""
+    hold = (
+        Hold.objects.active()
+        .filter(service=promotion.service, environment=promotion.environment)
+        .select_related("failed_release")
+        .select_for_update(of=("self",))
+        .first()
+    )
+    if hold is None or not hold.is_superseded_by(promotion.release):
+        return
+    hold.lifted_at = timezone.now()
+    hold.save(update_fields=["lifted_at"])
+    version, failed = promotion.release.version, hold.failed_release.version
+    audit.record(
+        AuditAction.HOLD_LIFTED,
+        actor=PIPELINE,
+        service=promotion.service.name,
+        environment=promotion.environment.name,
+        version=version,
+        promotion=promotion,
+        message=f"Automatic promotions of {promotion.service.name} into {promotion.environment.name} resumed: "
+        f"{version} was verified there, after {failed}, whose failure had put them on hold",
+        data={"reason": hold.reason, "failed_release": failed, "superseded_by": version},
+    )
 
 
 def _auto_promote_next(promotion):

@@ -252,7 +252,7 @@ def test_the_qa_confirmation_says_which_ci_results_it_waits_for_and_what_a_missi
         "If it fails only for want of measurements (a required CI result not reported by the end of the soak, "
         "a check that could not be measured, too few samples), it is not rolled back: 2026.02.2 stays in qa, "
         "the promotion is marked failed and a hold stops automatic promotions of nexo-be there until someone "
-        "lifts it."
+        "lifts it or a later release is verified there."
     ) in lines, lines
     assert "If verification fails, it is rolled back to the last verified release automatically." not in lines
 

@@ -617,3 +617,120 @@ def test_a_build_a_newer_one_overtook_says_so_on_its_page(world, client):
     went = Promotion.objects.get(environment=world["env"]["qa"], release=newest)
     assert "Not promoted here: a newer build," in page
     assert f'<a href="{went.get_absolute_url()}">2026.02.3</a>, went instead once qa was free.' in page
+
+
+def soaked(promotion):
+    """Through commit and sync to its soak, as the jobs take it (no Argo CD, no checker configured)."""
+    promotion = transitions.mark_committed(transitions.start_commit(promotion), "a" * 40, "m")
+    promotion = transitions.mark_deployed(transitions.mark_syncing(promotion, configured=False))
+    return transitions.mark_verifying(promotion, configured=False)
+
+
+UNMEASURED = "as the soak could not measure it, which says nothing against it"
+
+
+def test_a_later_release_verified_where_the_portal_held_an_earlier_one_lifts_the_hold_saying_so(world):
+    service, qa = world["service"], world["env"]["qa"]
+    failed, later, next_build = (make_release(service, f"2026.12.{n}") for n in (2, 3, 4))
+    verified_in(failed, "develop", environments=world["env"])
+    held = soaked(transitions.request_promotion(failed, qa, None, kind=PromotionKind.AUTO))
+    transitions.fail(held, "verification", "no e2e result was reported by CI", roll_back=False, kept_because=UNMEASURED)
+    hold = Hold.objects.active().get(service=service, environment=qa)
+    verified_in(later, "develop", environments=world["env"])
+
+    transitions.mark_verified(soaked(transitions.request_promotion(later, qa, world["rita"])))
+
+    hold.refresh_from_db()
+    assert hold.lifted_at is not None
+    assert hold.lifted_by is None  # the pipeline lifted it
+    lifted = AuditEvent.objects.get(action=AuditAction.HOLD_LIFTED)
+    assert (lifted.actor, lifted.service, lifted.environment, lifted.version) == (
+        "pipeline",
+        "nexo-be",
+        "qa",
+        "2026.12.3",
+    )
+    assert lifted.message == (
+        "Automatic promotions of nexo-be into qa resumed: 2026.12.3 was verified there, after 2026.12.2, "
+        "whose failure had put them on hold"
+    )
+    assert lifted.data["reason"] == hold.reason
+    develop = transitions.request_promotion(next_build, world["env"]["develop"], None, kind=PromotionKind.AUTO)
+    transitions.mark_verified(soaked(develop))
+    assert Promotion.objects.filter(release=next_build, environment=qa, kind=PromotionKind.AUTO).exists()
+    assert not AuditEvent.objects.filter(action=AuditAction.PROMOTION_DEFERRED).exists()
+
+
+def test_a_hotfix_of_the_release_the_portal_held_verified_there_lifts_the_hold(world):
+    service, qa = world["service"], world["env"]["qa"]
+    failed = make_release(service, "2026.12.2")
+    hotfix = make_release(service, "2026.12.1-hotfix-auth", is_hotfix=True, fixes=failed)  # numbered below it
+    verified_in(failed, "develop", environments=world["env"])
+    transitions.fail(
+        soaked(transitions.request_promotion(failed, qa, None, kind=PromotionKind.AUTO)),
+        "verification",
+        "no e2e result was reported by CI",
+        roll_back=False,
+        kept_because=UNMEASURED,
+    )
+    verified_in(hotfix, "develop", environments=world["env"])
+
+    transitions.mark_verified(soaked(transitions.request_promotion(hotfix, qa, world["rita"])))
+
+    assert not Hold.objects.active().exists()
+
+
+def test_the_automatic_rollback_verified_keeps_its_hold_and_a_later_release_lifts_it(world):
+    service, qa = world["service"], world["env"]["qa"]
+    good, bad, later = (make_release(service, f"2026.12.{n}") for n in (1, 2, 3))
+    verified_in(good, "develop", "qa", environments=world["env"])
+    verified_in(bad, "develop", environments=world["env"])
+    failing = soaked(transitions.request_promotion(bad, qa, None, kind=PromotionKind.AUTO))
+    transitions.fail(failing, "verification", "error rate 7 % above 1 %")
+    rollback = Promotion.objects.get(kind=PromotionKind.ROLLBACK)
+
+    transitions.mark_verified(soaked(rollback))
+
+    hold = Hold.objects.active().get(service=service, environment=qa)
+    assert hold.reason == f"Rolled back to 2026.12.1 by promotion #{rollback.pk}"
+    verified_in(later, "develop", environments=world["env"])
+    transitions.mark_verified(soaked(transitions.request_promotion(later, qa, world["rita"])))
+    assert not Hold.objects.active().exists()
+
+
+def test_a_hold_a_persons_rollback_placed_stays_when_a_later_release_is_verified(world):
+    service, qa = world["service"], world["env"]["qa"]
+    good, doubtful, later = (make_release(service, f"2026.12.{n}") for n in (1, 2, 3))
+    verified_in(good, "develop", "qa", environments=world["env"])
+    verified_in(doubtful, "develop", "qa", environments=world["env"])
+    rollback = transitions.request_rollback(service, qa, world["rita"], release=good)
+    transitions.mark_verified(soaked(rollback))
+    verified_in(later, "develop", environments=world["env"])
+
+    transitions.mark_verified(soaked(transitions.request_promotion(later, qa, world["rita"])))
+
+    hold = Hold.objects.active().get(service=service, environment=qa)
+    assert hold.placed_by == "rita"
+    assert not AuditEvent.objects.filter(action=AuditAction.HOLD_LIFTED).exists()
+
+
+def test_a_persons_rollback_after_the_portals_hold_keeps_the_hold_a_later_release_is_verified(world):
+    """The hold the portal placed took the person's rollback as its newer reason: theirs now, it stays."""
+    service, qa = world["service"], world["env"]["qa"]
+    good, failed, later = (make_release(service, f"2026.12.{n}") for n in (1, 2, 3))
+    verified_in(good, "develop", "qa", environments=world["env"])
+    verified_in(failed, "develop", environments=world["env"])
+    transitions.fail(
+        soaked(transitions.request_promotion(failed, qa, None, kind=PromotionKind.AUTO)),
+        "verification",
+        "no e2e result was reported by CI",
+        roll_back=False,
+        kept_because=UNMEASURED,
+    )
+    rollback = transitions.request_rollback(service, qa, world["rita"], release=good)
+    transitions.mark_verified(soaked(rollback))
+    verified_in(later, "develop", environments=world["env"])
+    transitions.mark_verified(soaked(transitions.request_promotion(later, qa, world["rita"])))
+
+    hold = Hold.objects.active().get(service=service, environment=qa)
+    assert hold.reason == f"Rolled back to 2026.12.1 by promotion #{rollback.pk}"
