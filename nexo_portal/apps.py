@@ -1,6 +1,7 @@
 from django.apps import AppConfig
+from django.conf import settings
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, post_save
 from django_rq.apps import DjangoRqAdminConfig
 
 
@@ -14,8 +15,12 @@ class NexoPortalConfig(AppConfig):
         from . import sign_in_delay  # noqa: F401 - connects its signal receivers
         from .database_roles import grant_after_migrate
         from .lib.postgres import use_c_timestamp_loader
+        from .sessions import end_sessions_of_deactivated
 
         connection_created.connect(use_c_timestamp_loader, dispatch_uid="nexo_portal.c_timestamp_loader")
+        post_save.connect(
+            end_sessions_of_deactivated, sender=settings.AUTH_USER_MODEL, dispatch_uid="nexo_portal.end_sessions"
+        )
 
         # Once per migrate, after every app's migrations (the tables all exist by then).
         post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="nexo_portal.grant_runtime_role")

@@ -1,4 +1,5 @@
-"""API tokens: how CI pipelines (and people, from scripts) call the portal's API.
+"""API tokens: how CI pipelines (and people, from scripts) call the portal's API; GitHub Actions'
+trust policies; and the sessions of people signed in, each with whose it is.
 
 Only a hash of each token is stored. The plain token is shown once, when it is created,
 and cannot be recovered afterwards: a lost token is revoked and replaced.
@@ -11,6 +12,7 @@ from fnmatch import fnmatchcase
 
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
 from django.db.models import OuterRef, Q
@@ -481,3 +483,12 @@ class TrustPolicy(models.Model):
                 f"not {claims.get('environment') or 'none'}."
             )
         return ""
+
+
+class Session(AbstractBaseSession):
+    """Django's database session, which knows whose it is: deactivating someone deletes theirs
+    (nexo_portal/sessions.py), so that reactivating them does not let an old session cookie back in."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )

@@ -9,12 +9,12 @@ import pytest
 import requests
 from django.contrib.auth import get_user
 from django.contrib.auth.models import Group, User
-from django.contrib.sessions.models import Session
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from social_django.models import UserSocialAuth
 
+from nexo_portal.models import Session
 from tests.factories import make_user
 from tests.servers.github import GITHUB_ORGANIZATION as ORG
 

@@ -1,7 +1,7 @@
 """Local sign-in: break-glass staff only once GitHub sign-in is configured, anyone in the demo;
 and no page is open to anonymous visitors unless it is on a short, deliberate list."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -326,3 +326,88 @@ def test_signing_out_after_the_session_ended_signs_out_without_asking_to_sign_in
     assert signed_out.status_code == 302
     assert signed_out["Location"] == LOGIN_URL
     assert NOT_DONE not in client.get(signed_out["Location"]).content.decode()
+
+
+# --- deactivation ends someone's sessions ----------------------------------------------------------
+
+
+@pytest.fixture
+def platform_admin(django_user_model):
+    admin = django_user_model.objects.create_superuser("olga", "olga@nexo.invalid", "pw-for-tests-only")
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+def set_active(admin_client, user, active):
+    """What a platform engineer does on the user's admin page: tick or untick Active and save."""
+    from tests.test_admin import change_page_data
+
+    url = reverse("admin:auth_user_change", args=[user.pk])
+    answer = admin_client.post(url, change_page_data(admin_client, url, is_active="on" if active else ""))
+    assert answer.status_code == 302, answer.context["adminform"].form.errors if answer.context else answer
+
+
+def test_deactivating_someone_in_the_admin_ends_their_sessions_for_good(platform_admin, rita):
+    """Reactivated, Rita signs in again: the session she had before is not let back in."""
+    browser = Client()
+    browser.force_login(rita)
+    assert browser.get("/").status_code == 200
+
+    set_active(platform_admin, rita, False)
+    assert browser.get("/").status_code == 302
+    set_active(platform_admin, rita, True)
+
+    answer = browser.get("/")
+    assert answer.status_code == 302
+    assert answer["Location"].startswith(LOGIN_URL)
+
+
+def test_deactivating_someone_leaves_everyone_elses_sessions(platform_admin, rita, sam):
+    browser = Client()
+    browser.force_login(sam)
+
+    set_active(platform_admin, rita, False)
+
+    assert browser.get("/").status_code == 200
+    assert platform_admin.get("/").status_code == 200
+
+
+def test_an_upgrade_keeps_people_signed_in_but_not_the_deactivated(rita, sam, settings):
+    """The sessions Django kept before they knew whose they are move to the portal's table, except those
+    of people deactivated (which would come back with them) and those expired."""
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session as DjangoSession
+    from django.utils import timezone
+
+    from nexo_portal.models import Session
+
+    def kept_by_django(user, key, expires_in_hours=1):
+        data = {
+            SESSION_KEY: str(user.pk),
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+            HASH_SESSION_KEY: user.get_session_auth_hash(),
+        }
+        DjangoSession.objects.create(
+            session_key=key,
+            session_data=SessionStore().encode(data),
+            expire_date=timezone.now() + timedelta(hours=expires_in_hours),
+        )
+
+    kept_by_django(rita, "ritasessionkey" + "a" * 18)
+    kept_by_django(rita, "ritaexpiredkey" + "b" * 18, expires_in_hours=-1)
+    kept_by_django(sam, "samsessionkey" + "c" * 19)
+    type(sam).objects.filter(pk=sam.pk).update(is_active=False)
+    move = import_module("nexo_portal.migrations.0007_sessions_know_whose_they_are")
+
+    move.move_sessions_of_active_people(apps, schema_editor=None)
+
+    assert list(Session.objects.values_list("session_key", "user__username")) == [("ritasessionkey" + "a" * 18, "rita")]
+    assert not DjangoSession.objects.exists()
+    browser = Client()
+    browser.cookies[settings.SESSION_COOKIE_NAME] = "ritasessionkey" + "a" * 18
+    assert browser.get("/").status_code == 200
