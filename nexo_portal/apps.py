@@ -15,11 +15,18 @@ class NexoPortalConfig(AppConfig):
         from . import sign_in_delay  # noqa: F401 - connects its signal receivers
         from .database_roles import grant_after_migrate
         from .lib.postgres import use_c_timestamp_loader
+        from .models import revoke_personal_tokens_of_deactivated
         from .sessions import end_sessions_of_deactivated
 
         connection_created.connect(use_c_timestamp_loader, dispatch_uid="nexo_portal.c_timestamp_loader")
+        # Deactivating someone ends their access for good: reactivated, they sign in and make tokens again.
         post_save.connect(
             end_sessions_of_deactivated, sender=settings.AUTH_USER_MODEL, dispatch_uid="nexo_portal.end_sessions"
+        )
+        post_save.connect(
+            revoke_personal_tokens_of_deactivated,
+            sender=settings.AUTH_USER_MODEL,
+            dispatch_uid="nexo_portal.revoke_personal_tokens",
         )
 
         # Once per migrate, after every app's migrations (the tables all exist by then).

@@ -225,6 +225,9 @@ class ApiToken(models.Model):
     def unusable_reason(self, now=None):
         """Why the token cannot be used right now, for the 401 answer; empty when it can."""
         status = self.status(now)
+        # First: deactivating its person revokes it too, and the deactivation is what to ask about.
+        if self.user is not None and not self.user.is_active:
+            return "This personal API token belongs to a deactivated account."
         if status == TokenStatus.REVOKED:
             return (
                 f"This API token was revoked on {self.revoked_at:%Y-%m-%d %H:%M} UTC; "
@@ -235,8 +238,6 @@ class ApiToken(models.Model):
                 f"This API token expired on {self.expires_at:%Y-%m-%d %H:%M} UTC; "
                 "ask a platform engineer for a new one."
             )
-        if self.user is not None and not self.user.is_active:
-            return "This personal API token belongs to a deactivated account."
         return ""
 
     def is_usable(self, now=None):
@@ -289,8 +290,9 @@ class ApiToken(models.Model):
             data=self._audit_data(),
         )
 
-    def revoke(self, by):
-        """Revoke the token for good; returns False when it already was revoked."""
+    def revoke(self, by, because=""):
+        """Revoke the token for good; returns False when it already was revoked. `because`: why, when
+        the portal revokes it on its own (its person deactivated)."""
         with transaction.atomic():
             current = ApiToken.objects.select_for_update().get(pk=self.pk)
             if current.revoked_at is not None:
@@ -301,8 +303,8 @@ class ApiToken(models.Model):
             audit.record(
                 AuditAction.TOKEN_REVOKED,
                 actor=by,
-                message=f"API token {self.name} ({self.prefix}…) revoked",
-                data=self._audit_data(),
+                message=f"API token {self.name} ({self.prefix}…) revoked" + (f": {because}" if because else ""),
+                data={**self._audit_data(), **({"because": because} if because else {})},
             )
         return True
 
@@ -483,6 +485,20 @@ class TrustPolicy(models.Model):
                 f"not {claims.get('environment') or 'none'}."
             )
         return ""
+
+
+def revoke_personal_tokens_of_deactivated(sender, instance, **kwargs):
+    """post_save of a user: saved inactive (in the admin, a shell, anywhere), the tokens that act as them
+    are revoked, as their sessions end (nexo_portal/sessions.py): reactivating them brings neither back."""
+    if instance.is_active:
+        return
+    tokens = ApiToken.objects.filter(user=instance, revoked_at__isnull=True)
+    if not tokens.exists():
+        return
+    with transaction.atomic():
+        audit.lock_chain()  # the chain, then rows, as every writer takes them
+        for token in tokens:
+            token.revoke(by=None, because=f"the account it acts as, {instance.get_username()}, was deactivated")
 
 
 class Session(AbstractBaseSession):

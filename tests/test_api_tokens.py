@@ -232,6 +232,22 @@ def test_personal_token_of_a_deactivated_account_gets_401(client, rita):
     assert_refused_with_401(client.post("/test-api/register/", **bearer(plain_token)), "deactivated account")
 
 
+def test_deactivating_someone_revokes_their_personal_tokens_for_good(client, rita):
+    """As their sessions end: reactivated, they make new tokens; the old ones stay out, wherever they leaked."""
+    _, personal = issue(name="rita-laptop", user=rita, created_by=rita)
+    _, made_by_her = issue(name="ci-nexo-be", created_by=rita)
+    rita.is_active = False
+    rita.save()
+    rita.is_active = True
+    rita.save()
+
+    assert_refused_with_401(client.post("/test-api/register/", **bearer(personal)), "was revoked on")
+    assert client.post("/test-api/register/", **bearer(made_by_her)).status_code == 200  # a CI token: no person
+    revoked = AuditEvent.objects.get(action=AuditAction.TOKEN_REVOKED)
+    assert revoked.message.startswith("API token rita-laptop (nexo_")
+    assert revoked.message.endswith("…) revoked: the account it acts as, rita, was deactivated")
+
+
 # --- scopes and services ------------------------------------------------------------------------
 
 
