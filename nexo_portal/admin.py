@@ -207,6 +207,11 @@ class TrustPolicyAdmin(AuditedAdmin):
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
 
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        for warning in form.instance.breadth_warnings():  # after its services are saved: it names them
+            self.message_user(request, warning, messages.WARNING)
+
     @admin.display(description="Refs")
     def ref_list_shown(self, policy):
         return ", ".join(policy.ref_list)

@@ -346,6 +346,12 @@ def _lines(text):
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
+_WHAT_A_SCOPE_LETS_DO = {TokenScope.REGISTER: "register builds", TokenScope.REPORT: "report CI results"}
+# A character Git allows in no ref or file name (DEL): a pattern that matches a name holding it matches
+# names nobody listed, i.e. every branch (or workflow file) at that place.
+_IN_NO_NAME = "\x7f"
+
+
 class TrustPolicyQuerySet(models.QuerySet):
     def trusting(self, claims):
         """The active policies whose every condition the (verified) claims meet."""
@@ -453,6 +459,35 @@ class TrustPolicy(models.Model):
             errors["workflows"] = "List at least one workflow, e.g. nexo-org/nexo-be/.github/workflows/build.yml@*."
         if errors:
             raise ValidationError(errors)
+
+    def breadth_warnings(self):
+        """What the policy lets through that a platform engineer may not mean to, one sentence each: every
+        branch (anyone who may push one runs workflows there) or every workflow, not the one that builds.
+
+        Warnings, not refusals: a repository whose every branch is protected may mean it."""
+        services = ", ".join(service.name for service in self.services.all()) or "its services"
+        done = [_WHAT_A_SCOPE_LETS_DO[scope] for scope in self.scope_list if scope in _WHAT_A_SCOPE_LETS_DO]
+        allows = f"{' and '.join(done) or 'act'} of {services}"
+        warnings = []
+        if every_branch := [ref for ref in self.ref_list if fnmatchcase(f"refs/heads/{_IN_NO_NAME}", ref)]:
+            warnings.append(
+                f"{self.name} trusts every branch ({', '.join(every_branch)}): a workflow run on any branch of "
+                f"{self.repository}, which anyone who may push to it can create, can {allows}. List the refs you "
+                "release from, e.g. refs/heads/main."
+            )
+        # The file's part of the pattern (before @ref), whatever the ref: `*.yml@refs/heads/main` is every workflow.
+        any_file = f"{self.repository}/.github/workflows/{_IN_NO_NAME}.yml"
+        if every_workflow := [
+            workflow
+            for workflow in self.workflow_list
+            if fnmatchcase(any_file, workflow.rpartition("@")[0] or workflow)
+        ]:
+            warnings.append(
+                f"{self.name} trusts every workflow ({', '.join(every_workflow)}): any workflow run in "
+                f"{self.repository}, not only the one that builds, can {allows}. List the workflows that build, e.g. "
+                f"{self.repository}/.github/workflows/build.yml@refs/heads/main."
+            )
+        return warnings
 
     def why_not_trusted(self, claims):
         """Why this policy does not trust the claims, in one sentence; empty when it does."""

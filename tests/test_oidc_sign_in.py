@@ -555,3 +555,74 @@ def test_the_admin_offers_no_scope_beyond_register_and_report(client, django_use
     assert answer.status_code == 200
     assert "promote is not one of the available choices" in answer.content.decode()
     assert not TrustPolicy.objects.exists()
+
+
+def save_in_the_admin(client, operator, services, **changes):
+    """Add a policy in the admin as a platform engineer would; the page it lands on, with its messages."""
+    client.force_login(operator)
+    form = {
+        "name": "nexo-be-main",
+        "repository": "nexo-org/nexo-be",
+        "refs": "refs/heads/main",
+        "ref_type": "branch",
+        "workflows": BUILD_WORKFLOW,
+        "environment": "",
+        "services": [services["nexo-be"].pk],
+        "scopes": ["register"],
+        "is_active": "on",
+        **changes,
+    }
+    answer = client.post(reverse("admin:nexo_portal_trustpolicy_add"), form, follow=True)
+    assert TrustPolicy.objects.filter(name=form["name"]).exists(), "a warning, not a refusal"
+    return [(message.level_tag, message.message) for message in answer.context["messages"]]
+
+
+@pytest.fixture
+def operator(django_user_model):
+    return django_user_model.objects.create_superuser("operator", "op@nexo.invalid", "pw-for-tests-only")
+
+
+@pytest.mark.parametrize("refs", ["*", "refs/heads/*", "refs/heads/main\nrefs/*"])
+def test_the_admin_warns_of_a_policy_trusting_every_branch_and_says_what_that_allows(client, operator, services, refs):
+    messages = save_in_the_admin(client, operator, services, refs=refs, scopes=["register", "report"])
+
+    trusted = ", ".join(refs.splitlines()[-1:])
+    assert (
+        "warning",
+        f"nexo-be-main trusts every branch ({trusted}): a workflow run on any branch of nexo-org/nexo-be, which "
+        "anyone who may push to it can create, can register builds and report CI results of nexo-be. List the refs "
+        "you release from, e.g. refs/heads/main.",
+    ) in messages
+
+
+@pytest.mark.parametrize(
+    "workflows",
+    ["*", "nexo-org/nexo-be/*", "nexo-org/nexo-be/.github/workflows/*@refs/heads/trunk", "*@refs/heads/main"],
+)
+def test_the_admin_warns_of_a_policy_trusting_every_workflow_and_says_what_that_allows(
+    client, operator, services, workflows
+):
+    messages = save_in_the_admin(client, operator, services, workflows=workflows)
+
+    assert (
+        "warning",
+        f"nexo-be-main trusts every workflow ({workflows}): any workflow run in nexo-org/nexo-be, not only the one "
+        "that builds, can register builds of nexo-be. List the workflows that build, e.g. "
+        "nexo-org/nexo-be/.github/workflows/build.yml@refs/heads/main.",
+    ) in messages
+
+
+@pytest.mark.parametrize(
+    ("refs", "workflows"),
+    [
+        ("refs/heads/main\nrefs/tags/v*", BUILD_WORKFLOW),
+        ("refs/heads/release/*", "nexo-org/nexo-be/.github/workflows/build.yml@*"),
+        ("refs/heads/a*", "nexo-org/nexo-be/.github/workflows/b*.yml@refs/heads/main"),
+    ],
+)
+def test_the_admin_says_nothing_of_a_policy_trusting_some_refs_and_workflows(
+    client, operator, services, refs, workflows
+):
+    messages = save_in_the_admin(client, operator, services, refs=refs, workflows=workflows)
+
+    assert [level for level, _ in messages] == ["success"]
