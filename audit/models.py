@@ -164,7 +164,7 @@ class ChainVerification(models.Model):
     alerted = models.CharField(max_length=100, blank=True)
     # HMAC of signed_fields() with AUDIT_CHECKPOINT_KEY: the watch runs as the runtime role, which may
     # therefore write this row, so the watch believes only what it signed (audit.checkpoints).
-    mac = models.CharField(max_length=64, blank=True, editable=False)
+    mac = models.CharField(max_length=64, blank=True, default="", db_default="", editable=False)
 
     def __str__(self):
         return f"chain {'intact' if self.ok else 'broken'} at {self.checked_at:%Y-%m-%d %H:%M}"

@@ -551,6 +551,7 @@ class Promotion(models.Model):
     gitops_commit_message = models.TextField(blank=True)
     push_may_have_landed = models.BooleanField(
         default=False,
+        db_default=False,
         help_text=(
             "A push (or merge) of its GitOps commit was under way and the portal has not learnt since whether "
             "it reached the branch: until then, nobody may be told that nothing was written."
@@ -563,6 +564,8 @@ class Promotion(models.Model):
     applied_health = models.CharField(
         max_length=20,
         blank=True,
+        default="",
+        db_default="",
         help_text="Its sync failed on the health its release came up with once Argo CD had applied its commit "
         "(Degraded): its manifests run there, unhealthy. Empty otherwise.",
     )

@@ -14,6 +14,8 @@ class Migration(migrations.Migration):
             name="applied_health",
             field=models.CharField(
                 blank=True,
+                db_default="",
+                default="",
                 help_text="Its sync failed on the health its release came up with once Argo CD had applied its commit (Degraded): its manifests run there, unhealthy. Empty otherwise.",
                 max_length=20,
             ),

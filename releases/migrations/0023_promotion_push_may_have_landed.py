@@ -13,6 +13,7 @@ class Migration(migrations.Migration):
             model_name="promotion",
             name="push_may_have_landed",
             field=models.BooleanField(
+                db_default=False,
                 default=False,
                 help_text="A push (or merge) of its GitOps commit was under way and the portal has not learnt since whether it reached the branch: until then, nobody may be told that nothing was written.",
             ),
