@@ -97,6 +97,12 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Keep connections for a minute (web requests and RQ jobs reuse them), checked before reuse.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A database that takes the connection and never answers fails the connection after this long, instead
+# of holding the request (/healthz answers 503), the job or the reconciler's round for good. A
+# connect_timeout in DATABASE_URL's query string wins.
+DATABASE_CONNECT_TIMEOUT_SECONDS = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=5)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT_SECONDS)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The demo's web server, worker and reconciler write to one file. SQLite's default transaction
     # takes the write lock at its first write and fails at once ("database is locked") when another

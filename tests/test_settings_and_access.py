@@ -1,8 +1,12 @@
 """Production settings are safe by default; every page but login and health needs sign-in."""
 
+import contextlib
+import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from django.conf import settings
@@ -91,6 +95,72 @@ def test_health_endpoint_stays_in_service_but_says_degraded_when_redis_is_down(c
         "checks": {"database": "ok", "redis": "unavailable"},
         "workers": None,
     }
+
+
+@pytest.fixture
+def silent_database():
+    """A TCP port that takes connections and never says a word, as a hung PostgreSQL does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    taken, stop = [], threading.Event()
+
+    def take():
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                taken.append(listener.accept()[0])
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    yield f"postgres://nexo:nexo@127.0.0.1:{listener.getsockname()[1]}/nexo"
+    stop.set()
+    thread.join()
+    for connection in [*taken, listener]:
+        connection.close()
+
+
+SILENT_DATABASE_REQUESTS = """
+import json
+from django.test import Client
+health = Client().get("/healthz")
+metrics = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer metrics-token")
+print(json.dumps([health.status_code, health.json()["checks"]["database"], metrics.status_code]))
+"""
+
+
+def run_against(database_url, *command):
+    """`command` run with DATABASE_URL and a short connect timeout; a hang fails the test, not the suite."""
+    try:
+        return subprocess.run(
+            command,
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "nexo_portal.settings",
+                "DATABASE_URL": database_url,
+                "DATABASE_CONNECT_TIMEOUT_SECONDS": "2",
+                "ALLOWED_HOSTS": "testserver",
+                "METRICS_TOKEN": "metrics-token",
+            },
+            capture_output=True,
+            text=True,
+            cwd=settings.BASE_DIR,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{' '.join(command)} still waited for the database after 60 s")
+
+
+def test_health_answers_503_when_the_database_takes_connections_but_never_answers(silent_database):
+    script = f"import django; django.setup()\n{SILENT_DATABASE_REQUESTS}"
+    result = run_against(silent_database, sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr
+    # /metrics still serves what the processes counted, without the promotions it could not read.
+    assert json.loads(result.stdout) == [503, "unavailable", 200], result.stderr
+
+
+def test_the_reconciler_says_the_database_did_not_answer_rather_than_wait_for_it(silent_database):
+    result = run_against(silent_database, sys.executable, "manage.py", "reconcile")
+    assert result.returncode != 0
+    assert "timeout" in result.stderr, result.stderr
 
 
 @pytest.mark.django_db
