@@ -26,6 +26,7 @@ import inspect
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -42,7 +43,7 @@ from bench.database import ensure_database  # noqa: E402 - needs ROOT on the pat
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_api")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 os.environ.update(DATABASE_URL=DATABASE_URL, REDIS_URL=REDIS_URL)
-os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
+os.environ.setdefault("SECRET_KEY", f"bench-only-{secrets.token_hex(24)}")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
 SERVICES = 50

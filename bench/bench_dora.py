@@ -16,6 +16,7 @@ import argparse
 import io
 import os
 import random
+import secrets
 import statistics
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from bench.database import ensure_database  # noqa: E402 - needs ROOT on the pat
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_dora")
 os.environ["DATABASE_URL"] = DATABASE_URL
-os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
+os.environ.setdefault("SECRET_KEY", f"bench-only-{secrets.token_hex(24)}")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
 os.environ.setdefault("SECURE_HTTPS", "0")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")

@@ -19,6 +19,7 @@ and Redis database 6 (BENCH_REDIS_URL). Exits 1 when the target is missed.
 
 import argparse
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from bench.database import ensure_database  # noqa: E402 - needs ROOT on the pat
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://nexo:nexo@127.0.0.1:5432/nexo_bench_rollback")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
 os.environ.update(DATABASE_URL=DATABASE_URL, REDIS_URL=REDIS_URL)
-os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
+os.environ.setdefault("SECRET_KEY", f"bench-only-{secrets.token_hex(24)}")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexo_portal.settings")
 

@@ -507,16 +507,29 @@ LOGGING = {
 }
 
 
+# A signing key is as strong as it is long and random: production refuses shorter ones.
+_KEY_MIN_LENGTH = 32
+
+
+def _key_problem(name, value, what):
+    """What to set the key `name` to, when `value` will not do in production; "" when it will."""
+    make_one = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(50))'`"
+    if not value:
+        return f"{name} ({what}; {make_one})"
+    if value in (_DEVELOPMENT_SECRET_KEY, _DEVELOPMENT_AUDIT_KEY):
+        return f"{name} to a key of its own, not the development key published with the portal's source ({make_one})"
+    if len(value) < _KEY_MIN_LENGTH:
+        return f"{name} to a key of at least {_KEY_MIN_LENGTH} characters, not {len(value)} ({make_one})"
+    return ""
+
+
 def _refuse_unsafe_production_settings():
-    """Production (DEBUG off) must bring its secrets; say exactly which one is missing."""
+    """Production (DEBUG off) must bring its secrets; say exactly which one is missing or unsafe."""
     if DEBUG:
         return
     missing = []
-    if not SECRET_KEY:
-        missing.append(
-            "SECRET_KEY (a long random string; generate one with `python -c 'import secrets; "
-            "print(secrets.token_urlsafe(50))'`)"
-        )
+    if problem := _key_problem("SECRET_KEY", SECRET_KEY, "a long random string"):
+        missing.append(problem)
     if not ALLOWED_HOSTS:
         missing.append("ALLOWED_HOSTS (the host names the portal is served on, comma-separated)")
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
@@ -524,11 +537,9 @@ def _refuse_unsafe_production_settings():
             "DATABASE_URL (a postgres:// URL: the audit log's append-only trigger and lock need PostgreSQL; "
             "SQLite is for the demo, with DEBUG=1)"
         )
-    if not AUDIT_CHECKPOINT_KEY:
-        missing.append(
-            "AUDIT_CHECKPOINT_KEY (a long random string, kept where the database's administrators cannot read it: "
-            "it seals the audit log; generate one as SECRET_KEY)"
-        )
+    audit_key = "a long random string, kept where the database's administrators cannot read it: it seals the audit log"
+    if problem := _key_problem("AUDIT_CHECKPOINT_KEY", AUDIT_CHECKPOINT_KEY, audit_key):
+        missing.append(problem)
     if ARGOCD_URL and not ARGOCD_TOKEN:
         missing.append("ARGOCD_TOKEN (ARGOCD_URL is set, so the bearer token for it is required)")
     if SOCIAL_AUTH_GITHUB_ORG_KEY and not (SOCIAL_AUTH_GITHUB_ORG_SECRET and SOCIAL_AUTH_GITHUB_ORG_NAME):

@@ -34,6 +34,25 @@ def test_production_without_secret_key_refuses_to_start_and_says_what_to_set():
     assert "cannot start safely" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("SECRET_KEY", "insecure-development-key-never-use-in-production", "the development key"),
+        ("AUDIT_CHECKPOINT_KEY", "insecure-development-audit-key-never-use-in-production", "the development key"),
+        ("SECRET_KEY", "k", "at least 32 characters"),
+        ("AUDIT_CHECKPOINT_KEY", "a" * 31, "at least 32 characters"),
+    ],
+)
+def test_production_refuses_a_published_or_short_key_and_says_how_to_make_one(name, value, said):
+    keys = {"SECRET_KEY": "s" * 50, "AUDIT_CHECKPOINT_KEY": "a" * 50, name: value}
+    result = start_django(ALLOWED_HOSTS="portal.nexo.example", **keys)
+    assert result.returncode != 0
+    [refusal] = [line for line in result.stderr.splitlines() if "cannot start safely" in line]
+    assert f"{name} " in refusal
+    assert said in refusal
+    assert "secrets.token_urlsafe(50)" in refusal
+
+
 def test_production_with_argocd_url_but_no_token_refuses_to_start():
     result = start_django(SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", ARGOCD_URL="https://argocd.example")
     assert result.returncode != 0
