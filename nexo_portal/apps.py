@@ -1,7 +1,7 @@
 from django.apps import AppConfig
 from django.conf import settings
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_migrate, post_save
+from django.db.models.signals import post_migrate, post_save, pre_migrate
 from django_rq.apps import DjangoRqAdminConfig
 
 
@@ -13,7 +13,7 @@ class NexoPortalConfig(AppConfig):
 
     def ready(self):
         from . import sign_in_delay  # noqa: F401 - connects its signal receivers
-        from .database_roles import grant_after_migrate
+        from .database_roles import grant_after_migrate, refuse_the_owner_before_migrate
         from .lib.postgres import use_c_timestamp_loader
         from .models import revoke_personal_tokens_of_deactivated
         from .sessions import end_sessions_of_deactivated
@@ -29,7 +29,9 @@ class NexoPortalConfig(AppConfig):
             dispatch_uid="nexo_portal.revoke_personal_tokens",
         )
 
-        # Once per migrate, after every app's migrations (the tables all exist by then).
+        # Once per migrate: the runtime role checked before any app's migrations, granted after all of
+        # them (the tables all exist by then).
+        pre_migrate.connect(refuse_the_owner_before_migrate, sender=self, dispatch_uid="nexo_portal.runtime_role")
         post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="nexo_portal.grant_runtime_role")
 
 

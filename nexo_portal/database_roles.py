@@ -17,12 +17,44 @@ from audit.models import AuditEvent
 APPEND_ONLY = [AuditEvent]
 
 
+def refuse_the_owner(role, using="default"):
+    """Refuse `role` as the runtime role when it is the role migrate connects as, or owns the tables:
+    revoking from it what the portal does not need would take from the owner what migrations need
+    (REFERENCES to add a foreign key, TRIGGER, TRUNCATE), and migrate would not notice."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT %s = current_user OR EXISTS (SELECT FROM pg_tables WHERE schemaname = current_schema()"
+            " AND tableowner = %s)",
+            [role, role],
+        )
+        (owner,) = cursor.fetchone()
+    if owner:
+        raise ImproperlyConfigured(
+            f"DATABASE_RUNTIME_ROLE={role} owns the portal's tables (or is the role migrate connects as): "
+            "granting it only what the portal needs would take from it what migrations need. Set it to the "
+            "role the web processes, workers and reconciler connect as, another than the owner (docs/deploy.md), "
+            "or leave it unset to run them all as the owner."
+        )
+
+
+def refuse_the_owner_before_migrate(using="default", **kwargs):
+    """pre_migrate: a wrong DATABASE_RUNTIME_ROLE is refused before anything is migrated."""
+    from django.conf import settings
+
+    if settings.DATABASE_RUNTIME_ROLE:
+        refuse_the_owner(settings.DATABASE_RUNTIME_ROLE, using)
+
+
 def grant_runtime_role(role, using="default"):
     """Grant `role` the portal's privileges on every table and sequence of the current schema (again:
     tables added since are included); nothing outside PostgreSQL."""
     connection = connections[using]
     if connection.vendor != "postgresql":
         return
+    refuse_the_owner(role, using)
     grants = [
         "GRANT USAGE ON SCHEMA {schema} TO {role}",
         "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",

@@ -8,6 +8,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from django.db import connection, connections
 from django.utils import timezone
 
@@ -166,3 +168,20 @@ def test_the_pipeline_runs_as_the_runtime_role(portal_as_runtime_role):
     assert develop.state == PromotionState.VERIFIED
     assert Promotion.objects.get(environment__name="qa").state == PromotionState.VERIFIED
     assert audit.verify_chain().ok
+
+
+@pytest.mark.django_db
+def test_migrate_refuses_a_runtime_role_that_owns_the_tables_and_leaves_the_owner_its_privileges(settings):
+    """Revoking TRUNCATE, REFERENCES and TRIGGER from the owner would make later migrations that add a
+    foreign key fail: migrate says so instead (the test's transaction undoes whatever it did)."""
+    owner = connection.settings_dict["USER"]
+    settings.DATABASE_RUNTIME_ROLE = owner
+    with pytest.raises(ImproperlyConfigured, match=f"DATABASE_RUNTIME_ROLE={owner} owns the portal's tables"):
+        call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT has_table_privilege(%s, 'releases_promotion', privilege)"
+            " FROM unnest(ARRAY['TRUNCATE', 'REFERENCES', 'TRIGGER']) AS privilege",
+            [owner],
+        )
+        assert [allowed for (allowed,) in cursor.fetchall()] == [True, True, True]
