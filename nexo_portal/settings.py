@@ -13,7 +13,22 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class Env(environ.Env):
+    """django-environ, reading "a, b" as "a,b": the spaces people put after the commas of a list, or
+    around its key=value pairs, are not part of a host name, an address, a team or a secret."""
+
+    @classmethod
+    def parse_value(cls, value, cast):
+        if cast is list:
+            return [item.strip() for item in value.split(",") if item.strip()]
+        if cast is dict:
+            pairs = dict(item.split("=", 1) for item in value.split(",") if item.strip())
+            return {key.strip(): item.strip() for key, item in pairs.items()}
+        return super().parse_value(value, cast)
+
+
+env = Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 

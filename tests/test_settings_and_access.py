@@ -53,6 +53,57 @@ def test_production_refuses_a_published_or_short_key_and_says_how_to_make_one(na
     assert "secrets.token_urlsafe(50)" in refusal
 
 
+LIST_SETTINGS = {
+    # variable: (what an operator writes, the setting it fills, what it must hold)
+    "ALLOWED_HOSTS": ("localhost, portal.example ,", "ALLOWED_HOSTS", ["localhost", "portal.example"]),
+    "CSRF_TRUSTED_ORIGINS": (
+        "https://a.example, https://b.example",
+        "CSRF_TRUSTED_ORIGINS",
+        ["https://a.example", "https://b.example"],
+    ),
+    "ERROR_EMAILS": (
+        "ops@nexo.example, sre@nexo.example",
+        "ADMINS",
+        [["Nexo Release Portal operators", "ops@nexo.example"], ["Nexo Release Portal operators", "sre@nexo.example"]],
+    ),
+    "REGISTRY_INSECURE_HOSTS": (
+        "registry.local:5000, 127.0.0.1:5000",
+        "REGISTRY_INSECURE_HOSTS",
+        ["registry.local:5000", "127.0.0.1:5000"],
+    ),
+    "GITHUB_TEAM_GROUPS": (
+        "sre=sre-team, platform-leads = platform-leads",
+        "GITHUB_TEAM_GROUPS",
+        {"sre": "sre-team", "platform-leads": "platform-leads"},
+    ),
+    "INCIDENT_WEBHOOK_SECRETS": (
+        "staging=s3cret, qa= an0ther",
+        "INCIDENT_WEBHOOK_SECRETS",
+        {"staging": "s3cret", "qa": "an0ther"},
+    ),
+    "REGISTRY_CREDENTIALS": (
+        "ghcr.io=bot:t0ken, registry.local =ci:pass",
+        "REGISTRY_CREDENTIALS",
+        {"ghcr.io": "bot:t0ken", "registry.local": "ci:pass"},
+    ),
+}
+
+
+def test_spaces_around_the_items_of_list_and_dict_settings_are_not_part_of_them():
+    """`ALLOWED_HOSTS="localhost, portal.example"` is how people write lists: ' portal.example' is no host."""
+    names = {variable: setting for variable, (_, setting, _) in LIST_SETTINGS.items()}
+    result = start_django(
+        f"__import__('json').dumps({{name: getattr(settings, name) for name in {sorted(names.values())}}})",
+        DEBUG="1",
+        **{variable: written for variable, (written, _, _) in LIST_SETTINGS.items()},
+    )
+    assert result.returncode == 0, result.stderr
+    read = json.loads(result.stdout)
+    assert {variable: read[setting] for variable, setting in names.items()} == {
+        variable: expected for variable, (_, _, expected) in LIST_SETTINGS.items()
+    }
+
+
 def test_production_with_argocd_url_but_no_token_refuses_to_start():
     result = start_django(SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", ARGOCD_URL="https://argocd.example")
     assert result.returncode != 0
