@@ -478,6 +478,12 @@ EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=HTTP_TIMEOUT_SECONDS)
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
+# The root logger's level: Python's names, in any case.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL (in any case), not {env.str('LOG_LEVEL')!r}."
+    )
 # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it answers 404 and serves nothing.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
@@ -505,7 +511,7 @@ LOGGING = {
             "filters": ["require_debug_false"],
         },
     },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Django's default gives this logger a console handler of its own with DEBUG on, and its
         # records reach the root's console too: every warning was printed twice. Keep only its

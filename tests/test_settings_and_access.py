@@ -295,6 +295,18 @@ def test_log_level_applies_to_djangos_own_records():
     assert "an info line" not in result.stderr
 
 
+@pytest.mark.parametrize("written", ["debug", "Warning", "ERROR"])
+def test_log_level_is_read_in_any_case(written):
+    result = start_django("settings.LOGGING['root']['level']", DEBUG="1", LOG_LEVEL=written)
+    assert result.stdout.strip() == written.upper(), result.stderr
+
+
+def test_an_unknown_log_level_is_refused_naming_the_levels_there_are():
+    result = start_django(DEBUG="1", LOG_LEVEL="verbose")
+    assert result.returncode != 0
+    assert "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL (in any case), not 'verbose'." in result.stderr
+
+
 def test_production_refuses_to_start_on_sqlite():
     result = start_django(
         SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", DATABASE_URL="sqlite:////tmp/x.sqlite3"
