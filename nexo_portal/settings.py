@@ -484,6 +484,17 @@ if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(
         f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL (in any case), not {env.str('LOG_LEVEL')!r}."
     )
+# Where every process on the host counts its metrics (prometheus_client reads it from the environment,
+# nexo_portal/lib/metrics.py). Not created here: it must be the one directory all of them share,
+# emptied before they start, and a missing one is more likely a volume not mounted or an entrypoint
+# step left out than a directory to make in a process's own file system.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR is {PROMETHEUS_MULTIPROC_DIR}, which is not a directory: create it, empty, "
+        "before the portal's processes start, where all of them on this host see it (docs/observability.md), "
+        "or unset it to have each process count alone."
+    )
 # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it answers 404 and serves nothing.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 

@@ -307,6 +307,16 @@ def test_an_unknown_log_level_is_refused_naming_the_levels_there_are():
     assert "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL (in any case), not 'verbose'." in result.stderr
 
 
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_a_metrics_directory_that_is_not_one_is_refused_by_name(tmp_path, kind):
+    directory = tmp_path / "nexo-portal-metrics"
+    if kind == "a file":
+        directory.write_text("")
+    result = start_django(DEBUG="1", PROMETHEUS_MULTIPROC_DIR=str(directory))
+    assert result.returncode != 0
+    assert f"PROMETHEUS_MULTIPROC_DIR is {directory}, which is not a directory" in result.stderr, result.stderr
+
+
 def test_production_refuses_to_start_on_sqlite():
     result = start_django(
         SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", DATABASE_URL="sqlite:////tmp/x.sqlite3"
