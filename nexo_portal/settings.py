@@ -262,6 +262,12 @@ AUDIT_WITNESS = env.str("AUDIT_WITNESS", default="releases.gitops.witness.GitOps
 # The GitOps witness's branch, which Argo CD never follows; the file of audit.checkpoints.FileWitness.
 AUDIT_CHECKPOINT_BRANCH = env.str("AUDIT_CHECKPOINT_BRANCH", default="nexo-audit-checkpoints")
 AUDIT_WITNESS_FILE = env.str("AUDIT_WITNESS_FILE", default="")
+if AUDIT_WITNESS == "audit.checkpoints.FileWitness" and not AUDIT_WITNESS_FILE:
+    # Without it the witness is the working directory, which can be neither read nor appended to.
+    raise ImproperlyConfigured(
+        "AUDIT_WITNESS is audit.checkpoints.FileWitness, which needs AUDIT_WITNESS_FILE: the file to append the "
+        "audit chain's checkpoints to, on storage the database's administrators cannot write (docs/deploy.md)."
+    )
 # How often the chain is verified against the witness, and a checkpoint taken when it holds.
 AUDIT_VERIFY_SECONDS = env.int("AUDIT_VERIFY_SECONDS", default=600)
 # The first audit event the portal sealed, for a log begun before seals existed: the events before it

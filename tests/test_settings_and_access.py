@@ -317,6 +317,13 @@ def test_a_metrics_directory_that_is_not_one_is_refused_by_name(tmp_path, kind):
     assert f"PROMETHEUS_MULTIPROC_DIR is {directory}, which is not a directory" in result.stderr, result.stderr
 
 
+def test_the_file_witness_without_its_file_is_refused_at_start():
+    result = start_django(DEBUG="1", drop={"AUDIT_WITNESS_FILE"}, AUDIT_WITNESS="audit.checkpoints.FileWitness")
+    assert result.returncode != 0
+    refusal = "AUDIT_WITNESS is audit.checkpoints.FileWitness, which needs AUDIT_WITNESS_FILE"
+    assert refusal in result.stderr, result.stderr
+
+
 def test_production_refuses_to_start_on_sqlite():
     result = start_django(
         SECRET_KEY="x" * 50, ALLOWED_HOSTS="portal.nexo.example", DATABASE_URL="sqlite:////tmp/x.sqlite3"
