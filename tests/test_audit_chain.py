@@ -213,6 +213,22 @@ def checkpoint(witness):
     return checkpoints.take_checkpoint(witness, audit.head(), timezone.now())
 
 
+def test_the_verify_command_does_not_say_intact_when_the_witness_cannot_be_read(witness, tmp_path, settings):
+    """What the witness vouches for was not checked: that is no pass, and not a break either (exit 2)."""
+    record_some(3)
+    checkpoint(witness)
+    settings.AUDIT_WITNESS_FILE = str(tmp_path)  # a directory: "Cannot read …: Is a directory"
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("verify_audit_chain", stdout=out, stderr=err)
+    assert refused.value.returncode == 2
+    assert str(refused.value).startswith(
+        f"The witness could not be read, so the tail was not checked: Cannot read {tmp_path}"
+    )
+    assert "--no-witness" in str(refused.value)
+    assert "intact" not in out.getvalue() + err.getvalue() + str(refused.value)
+
+
 def verify(witness):
     report, unread = checkpoints.verify(witness)
     assert unread == ""
