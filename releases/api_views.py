@@ -134,7 +134,9 @@ class ReleaseListCreateView(generics.ListAPIView):
         responses={
             201: serializers.RegisteredBuildSerializer,
             200: OpenApiResponse(
-                serializers.RegisteredBuildSerializer, description="The same build was registered before."
+                serializers.RegisteredBuildSerializer,
+                description="The same build was registered before: the original's answer, its automatic promotion "
+                "(or why it waits) included.",
             ),
             409: OpenApiResponse(
                 description="The version exists with another digest, or the build has another version."
@@ -142,7 +144,8 @@ class ReleaseListCreateView(generics.ListAPIView):
             **ERRORS,
         },
         summary="Register a build",
-        description="Idempotent on (service, commit_sha, image_digest): a retry returns the same release. Without "
+        description="Idempotent on (service, commit_sha, image_digest): a retry returns the same release, with the "
+        "automatic promotion into the first environment or why it waits, as the first answer did. Without "
         "`version`, the next CalVer build of the month is allocated. Answers the version and the tags to push.",
     )
     def post(self, request):

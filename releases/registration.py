@@ -16,7 +16,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from audit import log as audit
-from audit.models import AuditAction
+from audit.models import AuditAction, AuditEvent
 from environments.models import Environment
 from nexo_portal.lib.errors import Refused
 from nexo_portal.lib.queries import one_or_none
@@ -28,6 +28,7 @@ from .models import (
     CheckResult,
     Hold,
     Promotion,
+    PromotionKind,
     PromotionState,
     Release,
 )
@@ -139,7 +140,7 @@ def _register(service, commit_sha, image_digest, version, actor, details):
                     f"{service.name} {existing.version}; it cannot also be {version}."
                 )
             existing.service = service  # the answer names it: spares reading it again
-            return Registration(existing, created=False)
+            return _registered_before(existing)
 
         if version:
             parsed = calver.parse(version)
@@ -168,6 +169,42 @@ def _register(service, commit_sha, image_digest, version, actor, details):
             **details,
         )
         return _announce(release, actor)
+
+
+def _registered_before(release):
+    """A retry (CI's, after a timeout) answers as the original did: the automatic promotion into the first
+    environment, made then or since it waited, or else why the build waits to enter it, as the audit
+    log said when it was deferred. The pipeline follows `.promotion.url` from either answer."""
+    environments = list(Environment.objects.in_pipeline_order())
+    promotion = waits = None
+    if environments:
+        first = environments[0]
+        promotion = (
+            Promotion.objects.filter(release=release, environment=first, kind=PromotionKind.AUTO)
+            .order_by("requested_at")
+            .first()
+        )
+        if promotion is not None:
+            promotion.release, promotion.environment, promotion.service = release, first, release.service
+        else:
+            waits = (
+                AuditEvent.objects.filter(
+                    action=AuditAction.PROMOTION_DEFERRED,
+                    service=release.service.name,
+                    environment=first.name,
+                    version=release.version,
+                )
+                .order_by("-id")
+                .values_list("data__reason", flat=True)
+                .first()
+            )
+    return Registration(
+        release,
+        created=False,
+        promotion=promotion,
+        waits=waits,
+        image_requirements=image_gate.requirements_by_environment(environments),
+    )
 
 
 def _announce(release, actor):

@@ -345,7 +345,9 @@ class ReleaseDetailSerializer(ReleaseSerializer):
 class RegisteredBuildSerializer(ReleaseSerializer):
     created = serializers.BooleanField(help_text="False when this call repeated an earlier registration.")
     promotion = PromotionSummarySerializer(
-        allow_null=True, help_text="The automatic promotion into the first environment, if any."
+        allow_null=True,
+        help_text="The automatic promotion into the first environment, if any (a retry names the one its original "
+        "started, or that started since).",
     )
     promotion_waits = serializers.CharField(
         allow_null=True,

@@ -203,12 +203,42 @@ def test_a_retried_registration_returns_the_same_release(world):
     assert Release.objects.count() == 1
 
 
+def test_a_retried_registration_names_the_develop_promotion_the_original_started(world):
+    """A CI retry after a timeout follows `.promotion.url` as the original's answer would have let it."""
+    client = token_client("register")
+    first = client.post("/api/v1/releases/", build(), format="json").json()
+    again = client.post("/api/v1/releases/", build(), format="json").json()
+
+    assert first["promotion"] is not None
+    assert (again["promotion"]["id"], again["promotion"]["url"]) == (
+        first["promotion"]["id"],
+        first["promotion"]["url"],
+    )
+    assert (again["promotion"]["environment"], again["promotion"]["kind"]) == ("develop", "auto")
+    assert again["promotion_waits"] is None
+
+
+def test_a_retried_registration_says_why_the_build_waits_as_the_original_did(world):
+    client = token_client("register")
+    client.post("/api/v1/releases/", build(), format="json")
+    waiting = build(commit_sha=hex_for("next"), image_digest="sha256:" + "c" * 64)
+    original = client.post("/api/v1/releases/", waiting, format="json").json()
+    again = client.post("/api/v1/releases/", waiting, format="json").json()
+
+    assert original["promotion_waits"]
+    assert (again["created"], again["promotion"], again["promotion_waits"]) == (
+        False,
+        None,
+        original["promotion_waits"],
+    )
+
+
 def test_a_retried_registration_reads_only_the_token_the_service_and_the_release(
     world, transactional_db, django_assert_max_num_queries
 ):
     """A retry answers from the release it finds: its service is the one the request named, not read again
-    (token, service, the chain's lock, the release, BEGIN and COMMIT; then the environments, for what they
-    require of the image)."""
+    (token, service, BEGIN, the release, the environments, for the first one and what they require of the
+    image, the automatic promotion into the first, COMMIT)."""
     client = token_client("register")
     client.post("/api/v1/releases/", build(), format="json")
     with django_assert_max_num_queries(7):
