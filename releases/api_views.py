@@ -139,13 +139,15 @@ class ReleaseListCreateView(generics.ListAPIView):
                 "(or why it waits) included.",
             ),
             409: OpenApiResponse(
-                description="The version exists with another digest, or the build has another version."
+                description="The version exists with another digest, or the build is registered with another "
+                "version or other details (committed_at, changelog, hotfix, fixes)."
             ),
             **ERRORS,
         },
         summary="Register a build",
         description="Idempotent on (service, commit_sha, image_digest): a retry returns the same release, with the "
-        "automatic promotion into the first environment or why it waits, as the first answer did. Without "
+        "automatic promotion into the first environment or why it waits, as the first answer did; a retry whose "
+        "details differ from the registered ones is a 409 naming them. Without "
         "`version`, the next CalVer build of the month is allocated. Answers the version and the tags to push.",
     )
     def post(self, request):

@@ -1,7 +1,9 @@
 """What CI tells the portal: the builds it registers and the check results it reports.
 
 A build is one release per (service, commit, image digest), never two versions: a retried call
-with the same commit and digest gets the release it created the first time. Without a version,
+with the same commit and digest gets the release it created the first time, and one that says other
+things of it (changelog, hotfix, commit time) is a conflict: a build's details are fixed once
+registered. Without a version,
 the next CalVer build of the current month is allocated. A version that exists with another
 digest is a conflict: a version names exactly one image, forever.
 
@@ -9,6 +11,7 @@ Only the service's team (or its CI, with a token allowed on the service) may do 
 (`policy.why_not_report`); these functions check it themselves.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
@@ -140,6 +143,7 @@ def _register(service, commit_sha, image_digest, version, actor, details):
                     f"{service.name} {existing.version}; it cannot also be {version}."
                 )
             existing.service = service  # the answer names it: spares reading it again
+            _ensure_same_details(existing, details)
             return _registered_before(existing)
 
         if version:
@@ -169,6 +173,53 @@ def _register(service, commit_sha, image_digest, version, actor, details):
             **details,
         )
         return _announce(release, actor)
+
+
+# How much of a registered changelog a conflict quotes.
+QUOTED_CHANGELOG = 60
+
+
+def _ensure_same_details(release, details):
+    """A retry is the same call again. One that says other things of the build (another changelog, hotfix,
+    commit time) would be answered with what was registered while its caller believed the new values kept;
+    it is refused, naming what is registered, rather than quietly ignored or applied to a build that may
+    be deployed already."""
+    fixes = details["fixes"]
+    given = {
+        "committed_at": details["committed_at"],
+        "changelog": details["changelog"],
+        "hotfix": details["is_hotfix"],
+        "fixes": fixes.pk if fixes else None,
+    }
+    registered = {
+        "committed_at": release.committed_at,
+        "changelog": release.changelog,
+        "hotfix": release.is_hotfix,
+        "fixes": release.fixes_id,
+    }
+    differing = [name for name in given if given[name] != registered[name]]
+    if not differing:
+        return
+    values = [f"{name} {_registered_value(release, name)}" for name in differing]
+    said = values[0] if len(values) == 1 else f"{', '.join(values[:-1])} and {values[-1]}"
+    raise RegistrationConflict(
+        f"This build (commit {release.commit_sha[:7]}, digest {release.image_digest[:19]}…) is "
+        f"{release.service.name} {release.version}, registered with {said}; a build's details are fixed once "
+        "registered: register a new build to change them.",
+        field=differing[0] if len(differing) == 1 else None,
+    )
+
+
+def _registered_value(release, name):
+    """As the API would send it: JSON's words and quotes."""
+    if name == "committed_at":
+        return _utc(release.committed_at) if release.committed_at else "null"
+    if name == "changelog":
+        text = release.changelog
+        return json.dumps(text if len(text) <= QUOTED_CHANGELOG else text[:QUOTED_CHANGELOG] + "…", ensure_ascii=False)
+    if name == "hotfix":
+        return json.dumps(release.is_hotfix)
+    return release.fixes.version if release.fixes_id else "null"
 
 
 def _registered_before(release):

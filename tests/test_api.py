@@ -465,6 +465,71 @@ def test_the_same_build_under_another_version_is_a_conflict(world):
 
 
 @pytest.mark.parametrize(
+    ("overrides", "field", "registered"),
+    [
+        ({"hotfix": True}, "hotfix", "registered with hotfix false"),
+        ({"changelog": "- fix: the other one"}, "changelog", 'registered with changelog "- feat: rate limiting"'),
+        (
+            {"committed_at": "2026-02-03T12:00:00+01:00"},
+            "committed_at",
+            "registered with committed_at 2026-02-03T10:00:00Z",
+        ),
+    ],
+)
+def test_a_retry_with_other_details_is_a_conflict_naming_what_is_registered(world, overrides, field, registered):
+    """A build's details are what CI said of it the first time; a retry that says otherwise would be answered
+    200 with the old values, and the caller would believe the new ones were kept."""
+    client = token_client("register")
+    first = client.post("/api/v1/releases/", build(changelog="- feat: rate limiting"), format="json").json()
+
+    response = client.post(
+        "/api/v1/releases/", build(**{"changelog": "- feat: rate limiting", **overrides}), format="json"
+    )
+
+    assert_error(
+        response,
+        409,
+        field,
+        text=f"This build (commit a3f2b1c, digest sha256:bbbbbbbbbbbb…) is nexo-be {first['version']}, {registered}; "
+        "a build's details are fixed once registered: register a new build to change them.",
+    )
+    release = Release.objects.get()
+    assert (release.is_hotfix, release.changelog) == (False, "- feat: rate limiting")
+
+
+def test_a_retry_with_several_other_details_names_each_of_them(world):
+    client = token_client("register")
+    client.post("/api/v1/releases/", build(version="2026.02.1"), format="json")
+    fixing = client.post(
+        "/api/v1/releases/",
+        build(commit_sha=hex_for("fix"), image_digest="sha256:" + "c" * 64, hotfix=True, fixes="2026.02.1"),
+        format="json",
+    ).json()
+
+    response = client.post(
+        "/api/v1/releases/",
+        build(commit_sha=hex_for("fix"), image_digest="sha256:" + "c" * 64, changelog="- fix: login"),
+        format="json",
+    )
+
+    body = assert_error(
+        response,
+        409,
+        text=f'is nexo-be {fixing["version"]}, registered with changelog "", hotfix true and fixes 2026.02.1;',
+    )
+    assert [error["field"] for error in body["errors"]] == [None]
+
+
+def test_a_retry_the_same_time_with_another_offset_is_the_same_build(world):
+    client = token_client("register")
+    client.post("/api/v1/releases/", build(), format="json")
+
+    again = client.post("/api/v1/releases/", build(committed_at="2026-02-03T11:00:00+01:00"), format="json")
+
+    assert again.status_code == 200, again.content
+
+
+@pytest.mark.parametrize(
     ("overrides", "status", "field", "text"),
     [
         # 400: what was sent does not match the schema.
