@@ -1,5 +1,7 @@
 """What gets promoted and how: services, releases, promotions, approvals and deployments."""
 
+from datetime import date
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -22,9 +24,24 @@ from . import attestations, calver, signatures
 COMMIT_SHA_PATTERN = r"^[0-9a-f]{40}$"
 IMAGE_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 TAG_KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+# Git's first commit was made that day: a commit dated before it is a default or a clock gone wrong.
+GIT_FIRST_DAY = date(2005, 4, 7)
 # Who acted when no person or token did: the audit actor of every pipeline step, and who asks for
 # automatic promotions and rollbacks (Promotion.requested_via).
 PIPELINE = "pipeline"
+
+
+def validate_commit_time(moment):
+    """A commit time Git could have recorded: on or after its first day, by the date as written (the
+    API keeps the offset a commit time is sent with; the admin gives the portal's time zone). A time of
+    0 (1970-01-01) sent for a missing one would make a lead time of decades, unremarked."""
+    if moment.date() < GIT_FIRST_DAY:
+        raise ValidationError(
+            f"A commit dated {moment.date()} is before Git existed (its first commit was made on {GIT_FIRST_DAY}): "
+            "the time is a default or a clock gone wrong (1970-01-01 is a time of 0), and lead time would count "
+            "from it. Give the commit's time as Git records it (git show -s --format=%cI HEAD).",
+            code="before_git",
+        )
 
 
 class ServiceQuerySet(models.QuerySet):
@@ -286,7 +303,9 @@ class Release(models.Model):
     commit_sha = models.CharField(
         max_length=40, validators=[RegexValidator(COMMIT_SHA_PATTERN, "A full 40-character lowercase hex commit SHA.")]
     )
-    committed_at = models.DateTimeField(null=True, blank=True, help_text="Commit time, the start of lead time.")
+    committed_at = models.DateTimeField(
+        null=True, blank=True, validators=[validate_commit_time], help_text="Commit time, the start of lead time."
+    )
     image_digest = models.CharField(
         max_length=71,
         validators=[RegexValidator(IMAGE_DIGEST_PATTERN, "sha256: followed by 64 lowercase hex characters.")],

@@ -1,6 +1,6 @@
 """What the REST API reads and writes. Validation messages say what to fix."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.contrib.auth.models import Group
 from django.db.models import Max
@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from audit.models import ChainVerdict
 from environments.models import Environment, slug_validator
@@ -24,6 +25,7 @@ from .models import (
     PromotionState,
     Release,
     Service,
+    validate_commit_time,
 )
 
 
@@ -93,6 +95,44 @@ class VersionField(serializers.CharField):
         return text
 
 
+# A commit time as validate_commit_time and CommitTimeField take it, for the OpenAPI schema: dated from
+# Git's first day (2005-04-07) to 2999, with a UTC offset.
+COMMIT_TIME_PATTERN = (
+    r"^(2005-04-(0[7-9]|[12][0-9]|30)|2005-(0[5-9]|1[0-2])-[0-9]{2}|200[6-9]-[0-9]{2}-[0-9]{2}"
+    r"|20[1-9][0-9]-[0-9]{2}-[0-9]{2}|2[1-9][0-9]{2}-[0-9]{2}-[0-9]{2})T.*(Z|[+-][0-9]{2}(:?[0-9]{2})*)$"
+)
+
+
+@extend_schema_field(
+    {"type": "string", "format": "date-time", "pattern": COMMIT_TIME_PATTERN, "example": "2026-02-03T10:00:00+01:00"}
+)
+class CommitTimeField(serializers.DateTimeField):
+    """When a commit was made, as Git records it (`git show -s --format=%cI`): with its UTC offset, and not
+    before Git existed (validate_commit_time, on the date as written); answered as the instant, in UTC."""
+
+    default_error_messages = {
+        "no_offset": "{value} has no UTC offset, so it could be any time over a day: send the commit's time as Git "
+        "records it, with its offset (git show -s --format=%cI HEAD), e.g. {value}+01:00, or in UTC with Z.",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(validators=[validate_commit_time], **kwargs)
+
+    def enforce_timezone(self, value):
+        # Read in the portal's time zone, a local time from CI east or west of it would put the start
+        # of lead time hours off. The offset stays for validate_commit_time, which judges the date as written.
+        if timezone.is_naive(value):
+            self.fail("no_offset", value=value.isoformat())
+        return value
+
+    def run_validation(self, data=empty):
+        moment = super().run_validation(data)
+        if not dates.in_range(moment):
+            raise serializers.ValidationError(dates.OUT_OF_RANGE)
+        # ISO 8601 allows offsets PostgreSQL refuses (beyond ±15:59); the instant is what matters.
+        return moment.astimezone(UTC)
+
+
 class ServiceReleaseMixin:
     """Turns `service` + `version` into the release, with a clear error when there is none."""
 
@@ -116,9 +156,10 @@ class RegisterBuildSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.
         help_text="The full 40-character SHA of the commit the image was built from (`git rev-parse HEAD`).",
         error_messages={"invalid": "Give the full 40-character lowercase hex SHA of the commit (git rev-parse HEAD)."},
     )
-    committed_at = serializers.DateTimeField(
+    committed_at = CommitTimeField(
         help_text="When the commit was made (ISO 8601 with its offset, e.g. `git show -s --format=%cI`); the start "
-        "of lead time. More than 5 minutes after the portal's clock is a 409."
+        "of lead time. Without an offset, or dated before Git existed (2005-04-07), it is a 400; more than 5 "
+        "minutes after the portal's clock, a 409."
     )
     image_digest = serializers.RegexField(
         IMAGE_DIGEST_PATTERN,
@@ -145,11 +186,6 @@ class RegisterBuildSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.
     # How far an explicit build number may run ahead of the month's highest registered build:
     # room for builds CI tagged but never registered, not for one that uses up the month.
     MAX_BUILD_SKIP = 100
-
-    def validate_committed_at(self, moment):
-        if not dates.in_range(moment):
-            raise serializers.ValidationError(dates.OUT_OF_RANGE)
-        return moment
 
     def validate_version(self, version):
         parsed = calver.parse(version)

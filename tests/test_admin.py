@@ -300,6 +300,34 @@ def test_the_admin_refuses_a_promotion_target_no_longer_than_the_soak_and_change
     assert not AuditEvent.objects.filter(action="admin.changed").exists()
 
 
+def test_the_admin_refuses_a_release_committed_before_git_existed(admin_client, environments):
+    """The API refuses it too: a commit time of 0 (1970-01-01) made a lead time of 57 years."""
+    from releases.models import Release
+
+    service = make_service("nexo-be", team="backend-team")
+    url = admin_url(Release, "add")
+    form = admin_client.get(url).context["adminform"].form
+    data = post_data(
+        form,
+        service=service.pk,
+        version="2026.02.1",
+        commit_sha="a" * 40,
+        image_digest="sha256:" + "b" * 64,
+        committed_at_0="1970-01-01",
+        committed_at_1="00:00:00",
+    )
+
+    answer = admin_client.post(url, data)
+
+    assert answer.status_code == 200
+    [error] = answer.context["adminform"].form.errors["committed_at"]
+    assert error.startswith("A commit dated 1970-01-01 is before Git existed (its first commit was made on 2005-04-07)")
+    assert not Release.objects.exists()
+    data.update(committed_at_0="2026-02-01")
+    assert admin_client.post(url, data).status_code == 302, "a commit time since Git is taken"
+    assert Release.objects.get().version == "2026.02.1"
+
+
 def test_adding_someone_to_an_approver_group_is_audited_and_no_password_is_kept(operator, django_user_model):
     from django.contrib.auth.models import Group
 

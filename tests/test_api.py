@@ -1,6 +1,7 @@
 """The REST API for CI: every endpoint, its validation errors, scopes, idempotency and the one error shape."""
 
 import json
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -540,7 +541,12 @@ def test_a_retry_the_same_time_with_another_offset_is_the_same_build(world):
         ({"image_digest": "sha256:abc"}, 400, "image_digest", "64 lowercase hex"),
         ({"image_digest": "b" * 64}, 400, "image_digest", "64 lowercase hex"),
         ({"committed_at": "yesterday"}, 400, "committed_at", "Datetime has wrong format"),
-        ({"committed_at": "1969-12-31T23:00:00Z"}, 400, "committed_at", "between 1970-01-01 and 2999-12-31"),
+        ({"committed_at": "1969-12-31T23:00:00Z"}, 400, "committed_at", "before Git existed"),
+        ({"committed_at": "1970-01-01T00:00:00Z"}, 400, "committed_at", "1970-01-01 is a time of 0"),
+        ({"committed_at": "2005-04-06T23:59:59Z"}, 400, "committed_at", "before Git existed"),
+        ({"committed_at": "2026-12-07T23:00:00"}, 400, "committed_at", "has no UTC offset"),
+        ({"committed_at": "2026-12-07"}, 400, "committed_at", "git show -s --format=%cI"),
+        ({"committed_at": "3000-01-01T00:00:00Z"}, 400, "committed_at", "between 1970-01-01 and 2999-12-31"),
         # 404: it names something that does not exist.
         ({"service": "nexo-nope"}, 404, "service", "Unknown service 'nexo-nope'"),
         ({"hotfix": True, "fixes": "2026.01.1"}, 404, "fixes", "nexo-be has no release 2026.01.1"),
@@ -555,6 +561,66 @@ def test_register_validation_errors_name_the_field_and_what_to_fix(world, overri
     response = token_client("register").post("/api/v1/releases/", build(**overrides), format="json")
     assert_error(response, status, field, text)
     assert not Release.objects.exists()
+
+
+def test_a_commit_time_without_its_offset_says_to_send_it(world):
+    """Read as UTC, a local time from CI east or west of Greenwich put the start of lead time hours off."""
+    response = token_client("register").post(
+        "/api/v1/releases/", build(committed_at="2026-02-03T11:00:00"), format="json"
+    )
+    assert_error(
+        response,
+        400,
+        "committed_at",
+        text="committed_at: 2026-02-03T11:00:00 has no UTC offset, so it could be any time over a day: send the "
+        "commit's time as Git records it, with its offset (git show -s --format=%cI HEAD), e.g. "
+        "2026-02-03T11:00:00+01:00, or in UTC with Z.",
+    )
+
+
+def test_a_commit_dated_before_git_existed_says_why(world):
+    """1970-01-01 (a time of 0) made DORA report a lead time of 57 years, without a warning."""
+    response = token_client("register").post(
+        "/api/v1/releases/", build(committed_at="1970-01-01T00:00:00Z"), format="json"
+    )
+    assert_error(
+        response,
+        400,
+        "committed_at",
+        text="committed_at: A commit dated 1970-01-01 is before Git existed (its first commit was made on "
+        "2005-04-07): the time is a default or a clock gone wrong (1970-01-01 is a time of 0), and lead time would "
+        "count from it. Give the commit's time as Git records it (git show -s --format=%cI HEAD).",
+    )
+    assert not Release.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "committed_at",
+    [
+        "2005-04-07T00:00:00Z",
+        "2005-04-06T23:59:59Z",
+        "2005-04-07T01:00:00+02:00",
+        "2005-04-06T23:00:00-02:00",
+        "2004-12-31T12:00:00Z",
+        "2010-06-01T10:00:00-07:00",
+        "2026-02-03T10:00:00+0100",
+        "2026-02-03T10:00:00",
+        "2026-02-03T10:00:00.5z",
+        "1999-02-03T10:00:00Z",
+        "3000-02-03T10:00:00Z",
+    ],
+)
+def test_the_schema_describes_the_commit_times_the_api_accepts(world, committed_at):
+    """A request the schema accepts is never a 400 (nexo_portal.lib.api): the pattern says what a commit time is."""
+    schema = APIClient()
+    schema.force_login(world["rita"])
+    pattern = schema.get("/api/v1/schema/?format=json").json()["components"]["schemas"]["RegisterBuildRequest"][
+        "properties"
+    ]["committed_at"]["pattern"]
+
+    response = token_client("register").post("/api/v1/releases/", build(committed_at=committed_at), format="json")
+
+    assert (re.search(pattern, committed_at) is not None) == (response.status_code != 400), response.content
 
 
 def test_a_commit_dated_in_the_future_is_refused_saying_what_to_send(world):

@@ -515,7 +515,7 @@ def test_the_schema_says_what_a_request_body_may_hold(openapi):
         r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
     )
     assert promotion["properties"]["version"]["pattern"].startswith("^[2-9][0-9]{3}")
-    assert schemas["RegisterBuildRequest"]["properties"]["committed_at"]["pattern"] == r"^(19[7-9][0-9]|2[0-9]{3})-"
+    assert schemas["RegisterBuildRequest"]["properties"]["committed_at"]["pattern"].startswith("^(2005-04-(0[7-9]")
     assert schemas["CheckResultRequest"]["properties"]["url"]["oneOf"][0]["pattern"].startswith("^https?://")
     assert parameter(openapi, "/api/v1/dora/", "start")["schema"]["pattern"] == r"^(19[7-9][0-9]|2[0-9]{3})-"
 
