@@ -13,7 +13,7 @@ from rest_framework.fields import empty
 from audit.models import ChainVerdict
 from environments.models import Environment, slug_validator
 from nexo_portal.lib import dates
-from nexo_portal.lib.api import CONFLICT_CODE, KnownFieldsOnly
+from nexo_portal.lib.api import CONFLICT_CODE, BooleanField, KnownFieldsOnly
 
 from . import calver, image_gate, steps
 from .models import (
@@ -180,7 +180,7 @@ class RegisterBuildSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.
             "newline a line break. Pages show a long one's first lines and fold the rest."
         ),
     )
-    hotfix = serializers.BooleanField(required=False, default=False, help_text="This build is a hotfix.")
+    hotfix = BooleanField(required=False, default=False, help_text="This build is a hotfix.")
     fixes = VersionField(required=False, help_text="For a hotfix: the version it fixes.")
 
     # How far an explicit build number may run ahead of the month's highest registered build:
@@ -408,9 +408,7 @@ class RequestPromotionSerializer(KnownFieldsOnly, ServiceReleaseMixin, serialize
     service = ServiceField()
     version = VersionField(help_text="The release to promote.")
     environment = EnvironmentField(help_text="Where it should run.")
-    emergency = serializers.BooleanField(
-        required=False, default=False, help_text="Break-glass promotion for an incident."
-    )
+    emergency = BooleanField(required=False, default=False, help_text="Break-glass promotion for an incident.")
     reason = serializers.CharField(
         required=False, allow_blank=True, max_length=2000, default="", help_text="Required for break-glass."
     )
@@ -470,6 +468,7 @@ class CheckResultSerializer(KnownFieldsOnly, ServiceReleaseMixin, serializers.Mo
     )
     version = VersionField(write_only=True)
     environment = EnvironmentField()
+    passed = BooleanField(help_text="Whether the check passed.")
     check = CheckNameField(
         source="name",
         help_text="A check an environment requires (e2e, performance, security… as set in the admin), here or "

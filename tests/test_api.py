@@ -1183,6 +1183,65 @@ def test_a_promotion_argo_cd_never_applied_has_no_applied_health(world):
     assert token_client("read").get(f"/api/v1/promotions/{promotion.pk}/").json()["applied_health"] == ""
 
 
+# --- booleans ----------------------------------------------------------------------------------------------------
+
+# Every boolean a request body holds: (path, field, the rest of a body that would be accepted).
+BOOLEANS = {
+    "RegisterBuildRequest": ("/api/v1/releases/", "hotfix", build()),
+    "RequestPromotionRequest": (
+        "/api/v1/promotions/",
+        "emergency",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "develop", "reason": "INC-1"},
+    ),
+    "CheckResultRequest": (
+        "/api/v1/verifications/",
+        "passed",
+        {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e2e"},
+    ),
+}
+
+
+@pytest.mark.parametrize("value", ["yes", "false", "true", "on", 1, 0, None])
+@pytest.mark.parametrize("request_body", sorted(BOOLEANS))
+def test_a_boolean_is_json_true_or_false_not_text_or_a_number(world, request_body, value):
+    """DRF's BooleanField takes "yes", "false", 1 and 0: `"passed": "false"` read as false only by luck, and a
+    schema that says boolean was not what the API took."""
+    make_release(world["service"], "2026.02.1")
+    path, field, body = BOOLEANS[request_body]
+
+    response = token_client("register", "promote", "report").post(path, {**body, field: value}, format="json")
+
+    assert_error(response, 400, field, text=f"{field}: Give true or false, a JSON boolean: not text nor a number.")
+    assert (Release.objects.count(), Promotion.objects.count(), CheckResult.objects.count()) == (1, 0, 0)
+
+
+def test_a_form_encoded_boolean_is_one_of_the_words_forms_use(world):
+    """A form's fields are all text: there a boolean is a word (true as OpenAPI encodes it, on as a browser
+    does, True as Python's requests does), and only those."""
+    make_release(world["service"], "2026.02.1")
+    client = token_client("report")
+    body = {"service": "nexo-be", "version": "2026.02.1", "environment": "qa", "check": "e2e"}
+
+    for word in ("false", "true", "on", "True", "0"):
+        assert client.post("/api/v1/verifications/", {**body, "passed": word}).status_code == 201
+    assert_error(client.post("/api/v1/verifications/", {**body, "passed": "nope"}), 400, "passed", "Give true or false")
+    assert list(CheckResult.objects.order_by("id").values_list("passed", flat=True)) == [False, True, True, True, False]
+
+
+def test_every_boolean_a_request_body_holds_is_tested_here(world):
+    schema = APIClient()
+    schema.force_login(world["rita"])
+    components = schema.get("/api/v1/schema/?format=json").json()["components"]["schemas"]
+    booleans = {
+        (name, field)
+        for name, component in components.items()
+        if name.endswith("Request")
+        for field, property in component.get("properties", {}).items()
+        if property.get("type") == "boolean"
+    }
+    assert booleans == {(name, field) for name, (_, field, _) in BOOLEANS.items()}
+
+
 # --- verification results from CI ----------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers, status
+from rest_framework.utils import html
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import text
@@ -50,6 +51,34 @@ class KnownFieldsOnly(serializers.Serializer):
                     {name: [f"Unknown field: this request reads only {', '.join(writable)}."] for name in unknown}
                 )
         return super().to_internal_value(data)
+
+
+class BooleanField(serializers.BooleanField):
+    """A request body's boolean: JSON's true or false, nothing else, as the schema says (type: boolean).
+
+    DRF's own takes text and numbers in JSON too ("yes", "false", 1, 0), which the schema refuses: what
+    a client reads in the schema and what the API took differed. A form's fields are all text, so there
+    the words forms use for one still are (true, false, on, yes, 1, 0, in any case: DRF's), and no others.
+    """
+
+    default_error_messages = {
+        "invalid": "Give true or false, a JSON boolean: not text nor a number.",
+        "null": "Give true or false, a JSON boolean: not text nor a number.",
+    }
+
+    def get_value(self, dictionary):
+        value = super().get_value(dictionary)
+        if html.is_html_input(dictionary) and isinstance(value, str):
+            if value.lower() in self.TRUE_VALUES:
+                return True
+            if value.lower() in self.FALSE_VALUES:
+                return False
+        return value
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid")
 
 
 # Validation codes of input that matches the schema but names nothing, or that a rule refuses.
