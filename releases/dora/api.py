@@ -52,9 +52,10 @@ class DoraQuerySerializer(serializers.Serializer):
         try:
             data["period"] = metrics.Period.resolve(data.pop("start", None), data.pop("end", None))
         except metrics.ReportError as error:
-            if error.field:
-                raise serializers.ValidationError({error.field: [str(error)]}) from error
-            raise serializers.ValidationError(str(error), code=CONFLICT_CODE) from error
+            # Dates the schema accepts that contradict the calendar (an end after today, a start after the
+            # end): a 409, as nexo_portal.lib.api says; `field` names the one at fault where there is one.
+            detail = {error.field: [str(error)]} if error.field else str(error)
+            raise serializers.ValidationError(detail, code=CONFLICT_CODE) from error
         return data
 
 
