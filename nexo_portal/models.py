@@ -187,6 +187,9 @@ class ApiToken(models.Model):
     def has_scope(self, scope):
         return scope in self.scope_list or scope == TokenScope.READ
 
+    def why_not_scope(self, scope):
+        return f"This API token lacks the '{scope}' scope; ask a platform engineer for a token that has it."
+
     @cached_property
     def service_ids(self):
         """The services it is limited to (unless `all_services`), read once per request if `find()` did not.

@@ -11,7 +11,7 @@ from django.conf import settings
 from rest_framework import exceptions
 
 from .lib import oidc
-from .models import TokenScope, TrustPolicy
+from .models import OIDC_SCOPES, TokenScope, TrustPolicy
 
 # The claims kept in the audit log: who ran what, from where (GitHub's documented claims).
 TRUSTED_CLAIMS = (
@@ -66,6 +66,21 @@ class OidcGrant:
 
     def has_scope(self, scope):
         return scope in self.scope_list or scope == TokenScope.READ
+
+    def why_not_scope(self, scope):
+        """It has no token to ask more of: its trust policies give the scopes, and never more than OIDC_SCOPES."""
+        repository = self.claims["repository"]
+        if scope not in OIDC_SCOPES:
+            return (
+                f"A GitHub Actions run ({repository}, signed in with its OIDC token) may register builds and report "
+                "results only: no trust policy can let it request, approve, reject, cancel or stop promotions, nor "
+                f"roll back. Ask for the promotion on the board, or from a pipeline with an API token that has the "
+                f"'{scope}' scope (a platform engineer creates it)."
+            )
+        return (
+            f"The trust policies of {repository} do not give the '{scope}' scope; ask a platform engineer to add it "
+            "to the trust policy."
+        )
 
     def allows_service(self, service, scope=None):
         """To act (`scope`), one policy must allow both the scope and the service: policies do not

@@ -388,18 +388,44 @@ def test_the_admin_flags_a_policy_whose_services_were_all_deleted(client, django
     assert [row.name for row in found.context["cl"].result_list] == ["nexo-bee-main"]
 
 
-def test_a_trusted_run_never_promotes_nor_approves(issuer, policy, services, environments):
+@pytest.mark.parametrize("path", ["/api/v1/promotions/", "/api/v1/rollbacks/", "/api/v1/promotions/1/approve/"])
+def test_a_trusted_run_never_promotes_nor_approves_and_is_told_so(issuer, policy, services, environments, path):
+    """It was told its API token lacked the 'promote' scope and to ask for a token: it has no token, and no
+    trust policy can give it that scope."""
     release = make_release(services["nexo-be"], "2026.02.1")
     client = client_with(issuer.token(audience=AUDIENCE))
 
     answer = client.post(
-        "/api/v1/promotions/",
-        {"service": "nexo-be", "version": release.version, "environment": "develop"},
+        path, {"service": "nexo-be", "version": release.version, "environment": "develop"}, format="json"
+    )
+
+    assert answer.status_code == 403
+    assert answer.json()["message"] == (
+        "A GitHub Actions run (nexo-org/nexo-be, signed in with its OIDC token) may register builds and report "
+        "results only: no trust policy can let it request, approve, reject, cancel or stop promotions, nor roll "
+        "back. Ask for the promotion on the board, or from a pipeline with an API token that has the 'promote' "
+        "scope (a platform engineer creates it)."
+    )
+    assert "API token lacks" not in answer.json()["message"]
+
+
+def test_a_trusted_run_without_a_scope_its_policies_could_give_is_told_to_change_them(issuer, policy, services):
+    policy.scopes = "register"
+    policy.save()
+    release = make_release(services["nexo-be"], "2026.02.1")
+    client = client_with(issuer.token(audience=AUDIENCE))
+
+    answer = client.post(
+        "/api/v1/verifications/",
+        {"service": "nexo-be", "version": release.version, "environment": "qa", "check": "e2e", "passed": True},
         format="json",
     )
 
     assert answer.status_code == 403
-    assert "promote" in answer.json()["message"]
+    assert answer.json()["message"] == (
+        "The trust policies of nexo-org/nexo-be do not give the 'report' scope; ask a platform engineer to add it "
+        "to the trust policy."
+    )
 
 
 def test_without_an_audience_the_portal_refuses_id_tokens(issuer, policy, settings):

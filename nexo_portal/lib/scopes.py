@@ -1,7 +1,7 @@
 """What an API token allows, as views ask it: the scope a view needs and the services it may act on.
 
 The token itself (nexo_portal.models.ApiToken) is found by the authentication class the settings
-name; views only ask it through `has_scope()`, `allows_service()` and `service_ids`.
+name; views only ask it through `has_scope()`, `why_not_scope()`, `allows_service()` and `service_ids`.
 
 A token limited to services reads only those services too: its lists leave the others out and a
 detail of another service is refused. A session, or a token for all services (a personal one reads
@@ -19,15 +19,19 @@ def token_of(request):
 
 
 def requires_scope(scope):
-    """A permission class: tokens need `scope`; signed-in people pass, the domain policy judges them."""
+    """A permission class: tokens need `scope`; signed-in people pass, the domain policy judges them.
+
+    A token without it says why in its own words (`why_not_scope`): an API token lacks it, a GitHub
+    Actions run's trust policies do not give it, or can never give it."""
 
     class RequiresScope(BasePermission):
-        message = f"This API token lacks the '{scope}' scope; ask a platform engineer for a token that has it."
-
         def has_permission(self, request, view):
             token = token_of(request)
             if token is not None:
-                return token.has_scope(scope)
+                if token.has_scope(scope):
+                    return True
+                self.message = token.why_not_scope(scope)  # an instance per request (APIView.get_permissions)
+                return False
             return bool(request.user and request.user.is_authenticated)
 
     RequiresScope.__name__ = RequiresScope.__qualname__ = f"RequiresScope_{scope}"
