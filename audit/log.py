@@ -66,6 +66,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from nexo_portal.lib import metrics
+from nexo_portal.lib.words import listed
 
 from .models import GENESIS_HASH, AuditAction, AuditEvent
 
@@ -303,7 +304,7 @@ class ChainReport:
             if rest:
                 named.append(f"{rest} more")
             if named:
-                text += "; it breaks also at " + (f"{', '.join(named[:-1])} and {named[-1]}" if named[1:] else named[0])
+                text += f"; it breaks also at {listed(named)}"
             if self.acknowledged:
                 text += f"; left out: {self._acknowledged_summary()}"
             return text + "." + self._unverified_summary()

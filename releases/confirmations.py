@@ -11,6 +11,8 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
+from nexo_portal.lib.words import listed
+
 from . import policy, pull_requests, shipping, timeline, verification
 from .actions import busy_refusal
 from .board import short_duration
@@ -71,8 +73,8 @@ def _pipeline_steps(service, environment, release, kind=PromotionKind.MANUAL, pr
             for name, result in required.items()
         ]
         steps.append(
-            f"{environment.name} requires the CI results {_listed(required)} of {release.version}, reported before "
-            f"its soak ends; so far {_listed(so_far)}."
+            f"{environment.name} requires the CI results {listed(required)} of {release.version}, reported before "
+            f"its soak ends; so far {listed(so_far)}."
         )
     steps += _if_it_fails(environment, release, probe.is_rollback, checks)
     return steps
@@ -133,12 +135,6 @@ def _if_it_fails(environment, release, is_rollback, checks):
             f"hold on {release.service.name} there says so."
         )
     return outcomes
-
-
-def _listed(words):
-    """e2e, performance and security."""
-    words = list(words)
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _active(service, environment):

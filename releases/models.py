@@ -18,6 +18,7 @@ from environments import prometheus
 from environments.models import SLUG_PATTERN, Environment, query_soak_errors, render_template, slug_validator
 from nexo_portal.lib.inert import HTTP_URL_REGEX, validate_http_url
 from nexo_portal.lib.queries import one_or_none
+from nexo_portal.lib.words import listed
 
 from . import attestations, calver, signatures
 
@@ -172,9 +173,7 @@ def own_query_soak_errors(soaks):
         for error in query_soak_errors(template, soaks):
             services_by_error.setdefault(error, []).append(f"{name}'s")
     return [
-        f"{owners[0]} own error-rate query: {error}"
-        if len(owners) == 1
-        else f"{', '.join(owners[:-1])} and {owners[-1]} own error-rate queries: {error}"
+        f"{listed(owners)} own error-rate {'query' if len(owners) == 1 else 'queries'}: {error}"
         for error, owners in services_by_error.items()
     ]
 

@@ -43,6 +43,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from nexo_portal.lib.errors import Refused
+from nexo_portal.lib.words import listed
 
 from . import verification
 from .models import ApprovalDecision, Deployment, DeploymentSource, Promotion, PromotionKind, PromotionState, Release
@@ -406,12 +407,12 @@ def _why_not_as_shown(promotion, expected):
         return None
     changes = []
     if came := [name for name in approvers if name not in approvers_then]:
-        changes.append(f"{_in_words(came)} approved")
+        changes.append(f"{listed(came)} approved")
     if gone := [name for name in approvers_then if name not in approvers]:
         changes.append(
             f"the approval of {gone[0]} no longer counts"
             if len(gone) == 1
-            else f"the approvals of {_in_words(gone)} no longer count"
+            else f"the approvals of {listed(gone)} no longer count"
         )
     environment = promotion.environment
     if required_then != required:
@@ -429,11 +430,6 @@ def _why_not_as_shown(promotion, expected):
         f"Since you opened this, {'; '.join(changes)}: {now}. Your approval is not given yet; approve again if "
         "you still mean to.",
     )
-
-
-def _in_words(names):
-    """sam, sara and lead"""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _why_not_decide(promotion, user, verb, token_creator_id=None):

@@ -23,6 +23,7 @@ from audit.models import AuditAction, AuditEvent
 from environments.models import Environment
 from nexo_portal.lib.errors import Refused
 from nexo_portal.lib.queries import one_or_none
+from nexo_portal.lib.words import listed
 
 from . import calver, image_gate, policy, transitions, verification
 from .models import (
@@ -201,7 +202,7 @@ def _ensure_same_details(release, details):
     if not differing:
         return
     values = [f"{name} {_registered_value(release, name)}" for name in differing]
-    said = values[0] if len(values) == 1 else f"{', '.join(values[:-1])} and {values[-1]}"
+    said = listed(values)
     raise RegistrationConflict(
         f"This build (commit {release.commit_sha[:7]}, digest {release.image_digest[:19]}…) is "
         f"{release.service.name} {release.version}, registered with {said}; a build's details are fixed once "

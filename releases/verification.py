@@ -84,6 +84,7 @@ from environments import prometheus as promql
 from environments.argocd import ApplicationStatus, ArgoCD, ArgoCDError, Health, same_revision
 from environments.probes import probe
 from environments.prometheus import Prometheus, PrometheusError
+from nexo_portal.lib.words import listed
 
 from . import argocd_health
 from .gitops.repo import contains_commit
@@ -508,7 +509,7 @@ def describe_failed(results):
     """("e2e and security", "e2e: https://ci.example/runs/87; security: CVE-2026-1234 critical") for failed
     CI results, the checks and what CI said of them: the words the board, the matrix and the refusal share."""
     names = [result.name for result in results]
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    named = listed(names)
 
     def details(result):
         return ", ".join(part for part in (result.summary, result.url) if part)
@@ -517,7 +518,7 @@ def describe_failed(results):
         said = details(results[0])
     else:
         said = "; ".join(f"{result.name}: {details(result)}" for result in results if details(result))
-    return listed, said
+    return named, said
 
 
 def found_another_revision(promotion):
